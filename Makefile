@@ -1,0 +1,36 @@
+# Fresh-machine entry points: `make demo` and `make test` create .venv, install the project, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hgen-installed
+EXTRAS ?= edge,compiler,hub,dev
+# The shared data folder beside the checkout holds the MNIST test set; FashionMNIST comes from Debian's package.
+SHARED_DATA := $(abspath ../shared/data)
+export HGEN_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-unit test-integration venv clean
+
+$(STAMP): setup.py pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m hgen.compiler.cli.main demo --out build/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q --timeout=900 tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m unit tests
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -m integration tests
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""hgen.compiler: datasets, models, compression operators, H-Gen search, metrics, lowering and bundles."""

@@ -1,0 +1,43 @@
+"""Model zoo: Keras model builders registered by name (`lenet5`, ...), plus loading a user's model file.
+
+Builders return logits (no softmax): calibration (temperature scaling) and fusion need the raw scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hgen.compiler.errors import CompilerError, UnknownNameError
+from hgen.runtime.registry import Registry, discover
+
+if TYPE_CHECKING:
+    import keras
+
+ModelBuilder = Callable[[tuple[int, int, int], int], "keras.Model"]
+MODELS: Registry[ModelBuilder] = Registry("model", UnknownNameError)
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Build an untrained model from the zoo."""
+    discover(__name__)
+    return MODELS.get(name)(input_shape, num_classes)
+
+
+def model_names() -> list[str]:
+    discover(__name__)
+    return MODELS.names()
+
+
+def load_model_file(path: str | Path) -> keras.Model:
+    """Load a user's Keras model (`.keras` or `.h5`); the last layer must output logits."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise CompilerError(f"model file {path} does not exist")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise CompilerError(f"cannot load Keras model {path}: {exc}") from None

@@ -1,0 +1,27 @@
+"""LeNet-5 (LeCun et al. 1998) in its common modern form: the paper's H-CNN backbone for the MNIST-style tasks."""
+
+from __future__ import annotations
+
+from hgen.compiler.models import MODELS
+
+
+@MODELS.register("lenet5")
+def lenet5(input_shape: tuple[int, int, int], num_classes: int):
+    """conv5x5(6, same) - maxpool - conv5x5(16) - maxpool - fc120 - fc84 - fc(num_classes), ReLU, logits out."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape, name="image"),
+            layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Conv2D(16, 5, padding="valid", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(120, activation="relu", name="fc1"),
+            layers.Dense(84, activation="relu", name="fc2"),
+            layers.Dense(num_classes, name="logits"),
+        ],
+        name="lenet5",
+    )

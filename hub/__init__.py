@@ -1,0 +1,1 @@
+"""hgen.hub: the annotation hub (ingest, annotators, aggregation, knowledge base) and the simulated crowd."""

@@ -1,0 +1,1 @@
+"""hgen.protos: the wire format (protobuf messages and the gRPC service), package `hgen.v1`."""

@@ -1,0 +1,60 @@
+"""Strict configuration models: unknown keys are rejected and every error is reported by its key path.
+
+Modelled on Frigate's detector configs: pydantic with `extra="forbid"`, a title on every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hgen.runtime.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for configuration: frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, `key.path: message`, so an operator can find each mistake at once."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if prefix:
+            path = f"{prefix}.{path}" if path != "<root>" else prefix
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[M], data: Mapping[str, Any] | None, *, source: str = "config",
+                 error: type[Exception] = ConfigError) -> M:
+    """Validate `data` against `model`; raise `error` listing every problem by key path."""
+    try:
+        return model.model_validate(dict(data or {}))
+    except ValidationError as exc:
+        raise error(f"invalid {source}:\n{format_validation_error(exc)}") from None
+
+
+def load_config_file(model: type[M], path: str | Path, *, error: type[Exception] = ConfigError) -> M:
+    """Read a YAML (or JSON) file and validate it strictly."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"config {path} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise error(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
+    return parse_config(model, data, source=str(path), error=error)

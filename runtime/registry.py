@@ -1,0 +1,67 @@
+"""Name -> backend registries (engines, transports, targets, operators, aggregators, H-DNN kinds, ...).
+
+Backends register themselves by name from their own module; nothing dispatches on list positions.
+`discover(package)` imports every module of a plugin package once, so adding a backend is adding a file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from hgen.runtime.errors import UnknownChoiceError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A typed mapping from names to backends, with an error that lists the valid choices."""
+
+    def __init__(self, kind: str, error: type[Exception] = UnknownChoiceError) -> None:
+        self.kind = kind
+        self._error = error
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: `@registry.register("name")` on a class or function."""
+
+        def add(item: T) -> T:
+            self.add(name, item)
+            return item
+
+        return add
+
+    def add(self, name: str, item: T) -> None:
+        if name in self._items and self._items[name] is not item:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._items[name] = item
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise self._error(
+                f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names()) or '(none registered)'}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._items[name]) for name in self.names()]
+
+
+def discover(package: str) -> None:
+    """Import every submodule of `package` so their `@register` decorators run."""
+    module = importlib.import_module(package)
+    for info in pkgutil.iter_modules(module.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

@@ -1,0 +1,84 @@
+"""One distribution, `hgen`: the top-level folders become `hgen.<folder>` import packages.
+
+The repository layout is fixed (compiler/, runtime/, ...), while users import `hgen.compiler` etc.,
+so the folders are mapped with `package_dir`; `hgen` itself is a namespace package.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+FOLDERS = {
+    "hgen.compiler": "compiler",
+    "hgen.runtime": "runtime",
+    "hgen.edge_agent": "edge_agent",
+    "hgen.hub": "hub",
+    "hgen.protos": "protos",
+}
+
+
+def _packages() -> list[str]:
+    packages: list[str] = []
+    for package, folder in FOLDERS.items():
+        packages.append(package)
+        packages.extend(f"{package}.{sub}" for sub in find_packages(str(HERE / folder)))
+    return packages
+
+
+# Device-only dependencies: never TensorFlow (tests check `hgen.runtime` and `hgen.edge_agent` import without it).
+EDGE = [
+    "numpy>=2.0",
+    "ai-edge-litert>=2.0",
+    "opencv-python-headless>=4.9",
+    "paho-mqtt>=2.1",
+    "grpcio>=1.70",
+    "protobuf>=5.29",
+    "cryptography>=42",
+]
+COMPILER = [
+    "tensorflow-cpu==2.21.0",
+    "keras>=3.10,<4",
+    "apache-tvm==0.27.0.post1",
+    "tflite>=2.18",
+    "onnx>=1.17",
+    "onnxruntime>=1.20",
+    "tf2onnx>=1.16",
+    "scikit-learn>=1.5",
+    "matplotlib>=3.8",
+    "optuna>=4.0",
+]
+HUB = [
+    "sqlalchemy>=2.0",
+    "alembic>=1.13",
+    "crowd-kit>=1.4",
+    "scikit-learn>=1.5",
+    "grpcio>=1.70",
+    "grpcio-health-checking>=1.70",
+    "paho-mqtt>=2.1",
+    "psycopg[binary]>=3.2",
+]
+DEV = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "grpcio-tools>=1.70",
+    "playwright>=1.45",
+]
+
+setup(
+    name="hgen",
+    version="0.1.0",
+    description="Human-in-the-loop DNNs for the edge (H-Gen): compile, deploy, annotate, retrain.",
+    python_requires=">=3.11",
+    packages=_packages(),
+    package_dir=FOLDERS,
+    include_package_data=True,
+    package_data={"": ["*.proto", "*.json", "*.yaml", "*.html", "*.css", "*.js", "*.ini", "*.mako"]},
+    install_requires=["numpy>=2.0", "pydantic>=2.6", "pyyaml>=6"],
+    extras_require={"edge": EDGE, "compiler": COMPILER, "hub": HUB, "dev": DEV},
+    entry_points={
+        "console_scripts": [
+            "hgen=hgen.compiler.cli.main:main",
+        ]
+    },
+)
