@@ -79,6 +79,9 @@ setup(
     entry_points={
         "console_scripts": [
             "hgen=hgen.compiler.cli.main:main",
+            "hgen-compile=hgen.compiler.cli.compile_main:main",
+            "hgen-hub=hgen.hub.cli:main",
+            "hgen-agent=hgen.edge_agent.cli:main",
         ]
     },
 )

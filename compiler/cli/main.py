@@ -1,0 +1,61 @@
+"""Entry point of `hgen`: builds the parser from the registered verbs and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from hgen.compiler.cli import VERBS
+from hgen.compiler.errors import CompilerError, DatasetNotFoundError, InvalidArgumentError, UnknownNameError
+from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
+from hgen.runtime.registry import discover
+
+# Most specific first: the first matching class decides the exit code.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (DatasetNotFoundError, 3),
+    (UnknownNameError, 2),
+    (UnknownChoiceError, 2),
+    (InvalidArgumentError, 2),
+    (InvalidInputError, 2),
+    (ConfigError, 2),
+    (CompilerError, 1),
+    (HGenError, 1),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    discover("hgen.compiler.cli")
+    parser = argparse.ArgumentParser(prog="hgen", description="H-Gen: human-in-the-loop DNNs for the edge.")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    for name, verb in VERBS.items():
+        verb_parser = sub.add_parser(name, help=verb.help, description=verb.help)
+        verb.add_arguments(verb_parser)
+        verb_parser.set_defaults(_verb=verb)
+    return parser
+
+
+def exit_code_for(error: BaseException) -> int:
+    for error_type, code in EXIT_CODES:
+        if isinstance(error, error_type):
+            return code
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        args._verb.run(args)
+    except HGenError as error:
+        print(f"hgen {args.verb}: error: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        print(f"hgen {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
