@@ -1,0 +1,63 @@
+"""H-CNN (classification): confidence = max softmax(z / T); fusion = softmax(z / T) + lambda * sum one-hot answers.
+
+Answers are an int array [n, m] of class indices; -1 means "no answer" (skip, can't tell, expired) and adds nothing,
+so a partial reply fuses what did arrive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hgen.runtime.calibration import softmax
+from hgen.runtime.errors import InvalidInputError
+from hgen.runtime.hdnn import KINDS, FusionParams
+
+NO_ANSWER = -1
+
+
+def _logits(outputs: np.ndarray) -> np.ndarray:
+    logits = np.asarray(outputs, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise InvalidInputError(f"H-CNN outputs must be logits [n, classes>=2], got shape {logits.shape}")
+    return logits
+
+
+def vote_counts(answers: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-sample count of each class among the annotators' answers: [n, classes]."""
+    answers = np.asarray(answers, dtype=np.int64)
+    if answers.ndim == 1:
+        answers = answers[:, None]
+    if answers.size and (answers.max() >= num_classes or answers.min() < NO_ANSWER):
+        raise InvalidInputError(f"answers must be class indices in 0..{num_classes - 1} or {NO_ANSWER}")
+    counts = np.zeros((answers.shape[0], num_classes))
+    rows, cols = np.nonzero(answers >= 0)
+    np.add.at(counts, (rows, answers[rows, cols]), 1.0)
+    return counts
+
+
+class CNNKind:
+    """The paper's H-CNN (section 4.1)."""
+
+    name = "cnn"
+
+    def probabilities(self, outputs: np.ndarray, params: FusionParams) -> np.ndarray:
+        return softmax(_logits(outputs), params.temperature)
+
+    def confidence(self, outputs: np.ndarray, params: FusionParams) -> np.ndarray:
+        return self.probabilities(outputs, params).max(axis=1)
+
+    def predict(self, outputs: np.ndarray, params: FusionParams) -> np.ndarray:
+        return _logits(outputs).argmax(axis=1)
+
+    def fused_scores(self, outputs: np.ndarray, answers: np.ndarray, params: FusionParams) -> np.ndarray:
+        probs = self.probabilities(outputs, params)
+        counts = vote_counts(answers, probs.shape[1])
+        if counts.shape[0] != probs.shape[0]:
+            raise InvalidInputError(f"{probs.shape[0]} model outputs but {counts.shape[0]} rows of answers")
+        return probs + params.fusion_lambda * counts
+
+    def fuse(self, outputs: np.ndarray, answers: np.ndarray, params: FusionParams) -> np.ndarray:
+        return self.fused_scores(outputs, answers, params).argmax(axis=1)
+
+
+KINDS.add("cnn", CNNKind())
