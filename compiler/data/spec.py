@@ -1,0 +1,54 @@
+"""Dataset spec strings: `base[:variant][?key=value&...]`, plus the paper's aliases D1..D5.
+
+Examples: `fashion-mnist:lowres`, `mnist:noise?variance=0.2`, `digits`, `D5`, `auto:lowres` (FashionMNIST when
+installed, else the bundled scikit-learn digits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from hgen.compiler.errors import DatasetError, UnknownNameError
+from hgen.runtime.config import StrictModel, parse_config
+
+PAPER_ALIASES = {
+    "D1": "mnist:clean",
+    "D2": "mnist:noise",
+    "D3": "fashion-mnist:clean",
+    "D4": "fashion-mnist:noise",
+    "D5": "fashion-mnist:lowres",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed spec: base dataset, variant and its validated parameters."""
+
+    base: str
+    variant: str
+    params: StrictModel
+
+    def __str__(self) -> str:
+        pairs = "&".join(f"{k}={v}" for k, v in self.params.model_dump().items())
+        return f"{self.base}:{self.variant}" + (f"?{pairs}" if pairs else "")
+
+
+def parse_spec(text: str, bases: list[str]) -> DatasetSpec:
+    """Parse and validate a spec; unknown bases, variants and parameters list the valid choices."""
+    from hgen.compiler.data.challenges import VARIANTS
+
+    text = PAPER_ALIASES.get(text.strip(), text.strip())
+    head, _, query = text.partition("?")
+    base, _, variant = head.partition(":")
+    variant = variant or "clean"
+    if base not in bases:
+        raise UnknownNameError(f"unknown dataset '{base}'; valid choices: {', '.join(bases)} "
+                               f"(or an alias {', '.join(PAPER_ALIASES)})")
+    chosen = VARIANTS.get(variant)
+    try:
+        pairs = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+    except ValueError:
+        raise DatasetError(f"bad parameters in dataset spec '{text}': use key=value&key=value") from None
+    params = parse_config(chosen.params, pairs, source=f"dataset spec '{text}' parameters", error=DatasetError)
+    return DatasetSpec(base, variant, params)
