@@ -7,6 +7,7 @@ so the folders are mapped with `package_dir`; `hgen` itself is a namespace packa
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
 FOLDERS = {
@@ -24,6 +25,19 @@ def _packages() -> list[str]:
         packages.append(package)
         packages.extend(f"{package}.{sub}" for sub in find_packages(str(HERE / folder)))
     return packages
+
+
+class BuildPyWithProtos(build_py):
+    """Generate the protobuf/gRPC stubs (protos/codegen.py) before collecting modules, so installs ship them."""
+
+    def run(self) -> None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("hgen_protos_codegen", HERE / "protos" / "codegen.py")
+        codegen = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(codegen)
+        codegen.generate(HERE / "protos")
+        super().run()
 
 
 # Device-only dependencies: never TensorFlow (tests check `hgen.runtime` and `hgen.edge_agent` import without it).
@@ -75,6 +89,7 @@ setup(
     include_package_data=True,
     package_data={"": ["*.proto", "*.json", "*.yaml", "*.html", "*.css", "*.js", "*.ini", "*.mako"]},
     install_requires=["numpy>=2.0", "pydantic>=2.6", "pyyaml>=6"],
+    cmdclass={"build_py": BuildPyWithProtos},
     extras_require={"edge": EDGE, "compiler": COMPILER, "hub": HUB, "dev": DEV},
     entry_points={
         "console_scripts": [
