@@ -1,0 +1,94 @@
+"""A, T and L of an H-DNN on a labelled split, measured through the runtime gate and fusion (one source of truth).
+
+The crowd is asked about every sample once, before any threshold is applied; the gate then decides which answers
+are used. A sweep over tau therefore compares thresholds on the very same people, and re-running is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hgen.compiler.errors import InvalidArgumentError
+from hgen.compiler.metrics.formulas import latency_ms
+from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
+from hgen.runtime.calibration import softmax
+from hgen.runtime.hdnn import FusionParams, check_tau, get_kind, needs_human
+from hgen.runtime.hdnn.cnn import NO_ANSWER
+from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio, uncertainty_features
+
+DIFFICULTY_FIT_SAMPLES = 3000
+
+
+@dataclass(frozen=True)
+class HDNNEvaluation:
+    """Measured on one split. Accuracies and shares are fractions; `simulated` flags simulated annotators."""
+
+    tau: float
+    m: int
+    samples: int
+    accuracy_model: float
+    accuracy_fused: float
+    gated: int
+    annotations: int
+    share_to_people: float
+    labour: float
+    extra_latency_ms: float
+    latency_ms: float
+    simulated: bool
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+
+def hardness_proxy(probs: np.ndarray) -> np.ndarray:
+    """Simulated people find hard what is ambiguous in the image; the model's normalised entropy stands in for it."""
+    return uncertainty_features(probs)[:, 1]
+
+
+def ask_crowd(crowd: SimulatedCrowd, logits: np.ndarray, labels: np.ndarray, m: int,
+              temperature: float = 1.0) -> CrowdAnswers:
+    """Every sample's answers from m simulated people (used later through the gate)."""
+    if m < 1:
+        raise InvalidArgumentError(f"the number of annotators m must be >= 1, got {m}")
+    return crowd.annotate(labels, m, hardness_proxy(softmax(logits, temperature)))
+
+
+def fit_difficulty(crowd: SimulatedCrowd, logits: np.ndarray, labels: np.ndarray, m: int, temperature: float,
+                   samples: int = DIFFICULTY_FIT_SAMPLES) -> DifficultyEstimator:
+    """Fit the difficulty estimator on up to 3,000 samples with known truth (Eq. 3's d)."""
+    logits, labels = logits[:samples], labels[:samples]
+    answers = ask_crowd(crowd, logits, labels, m, temperature)
+    wrong = (answers.labels != labels[:, None]).astype(np.int64)
+    return DifficultyEstimator.fit(softmax(logits, temperature), wrong)
+
+
+def evaluate_hdnn(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, tau: float, temperature: float,
+                  fusion_lambda: float = 0.1, difficulty: DifficultyEstimator | None = None,
+                  t_infer_ms: float = 0.0, kind: str = "cnn") -> HDNNEvaluation:
+    """Gate at tau, fuse the gated samples' answers, and count accuracy, latency and labour."""
+    tau = check_tau(tau)
+    labels = np.asarray(labels)
+    if answers.labels.shape[0] != labels.shape[0]:
+        raise InvalidArgumentError(f"{answers.labels.shape[0]} rows of answers for {labels.shape[0]} samples")
+    hdnn = get_kind(kind)
+    params = FusionParams(temperature, fusion_lambda)
+    gate = needs_human(hdnn.confidence(logits, params), tau)
+    used = np.where(gate[:, None], answers.labels, NO_ANSWER)
+    fused = hdnn.fuse(logits, used, params)
+    m = answers.labels.shape[1]
+    probs = softmax(logits, temperature)
+    d = (difficulty or DifficultyEstimator()).difficulty(probs[gate]) if gate.any() else np.zeros(0)
+    extra_total_ms = float(answers.sample_latency_s[gate].sum() * 1000.0)
+    n = labels.shape[0]
+    return HDNNEvaluation(
+        tau=tau, m=m, samples=n,
+        accuracy_model=float(np.mean(hdnn.predict(logits, params) == labels)),
+        accuracy_fused=float(np.mean(fused == labels)),
+        gated=int(gate.sum()), annotations=int(gate.sum()) * m, share_to_people=float(gate.mean()),
+        labour=labour_ratio(float(np.sum(labour_per_sample(d, m))), n),
+        extra_latency_ms=extra_total_ms / n,
+        latency_ms=latency_ms(t_infer_ms, extra_total_ms, n),
+        simulated=answers.simulated,
+    )
