@@ -11,6 +11,10 @@ class DatasetError(CompilerError):
     """A dataset spec is invalid or its files cannot be read."""
 
 
+class DatasetSpecError(DatasetError, ValueError):
+    """A dataset spec string has bad syntax or parameters."""
+
+
 class DatasetNotFoundError(DatasetError):
     """No copy of the dataset was found; the message names the paths tried and how to install it."""
 

@@ -8,13 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from hgen.compiler.cli import VERBS
-from hgen.compiler.errors import CompilerError, DatasetNotFoundError, InvalidArgumentError, UnknownNameError
+from hgen.compiler.errors import CompilerError, DatasetNotFoundError, DatasetSpecError, InvalidArgumentError, UnknownNameError
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
 from hgen.runtime.registry import discover
 
 # Most specific first: the first matching class decides the exit code.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (DatasetNotFoundError, 3),
+    (DatasetSpecError, 2),
     (UnknownNameError, 2),
     (UnknownChoiceError, 2),
     (InvalidArgumentError, 2),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from hgen.compiler.errors import DatasetError, UnknownNameError
+from hgen.compiler.errors import DatasetSpecError, UnknownNameError
 from hgen.runtime.config import StrictModel, parse_config
 
 PAPER_ALIASES = {
@@ -38,8 +38,8 @@ def parse_spec(text: str, bases: list[str]) -> DatasetSpec:
     """Parse and validate a spec; unknown bases, variants and parameters list the valid choices."""
     from hgen.compiler.data.challenges import VARIANTS
 
-    text = PAPER_ALIASES.get(text.strip(), text.strip())
-    head, _, query = text.partition("?")
+    head, _, query = text.strip().partition("?")
+    head = PAPER_ALIASES.get(head, head)
     base, _, variant = head.partition(":")
     variant = variant or "clean"
     if base not in bases:
@@ -47,8 +47,8 @@ def parse_spec(text: str, bases: list[str]) -> DatasetSpec:
                                f"(or an alias {', '.join(PAPER_ALIASES)})")
     chosen = VARIANTS.get(variant)
     try:
-        pairs = dict(parse_qsl(query, strict_parsing=True)) if query else {}
+        pairs = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True)) if query else {}
     except ValueError:
-        raise DatasetError(f"bad parameters in dataset spec '{text}': use key=value&key=value") from None
-    params = parse_config(chosen.params, pairs, source=f"dataset spec '{text}' parameters", error=DatasetError)
+        raise DatasetSpecError(f"bad parameters in dataset spec '{text}': use key=value&key=value") from None
+    params = parse_config(chosen.params, pairs, source=f"dataset spec '{text}' parameters", error=DatasetSpecError)
     return DatasetSpec(base, variant, params)

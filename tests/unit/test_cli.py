@@ -1,0 +1,33 @@
+"""The CLI maps typed errors to exit codes and prints one line, never a traceback."""
+
+import pytest
+
+from hgen.compiler.cli.main import main
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["data", "nope"], 2, "valid choices: mnist, fashion-mnist, digits, auto"),
+    (["data", "D5?factor=99"], 2, "factor"),
+    (["evaluate", "--tau", "1.5", "--dataset", "digits"], 2, "tau must be in [0, 1]"),
+    (["evaluate", "-m", "0", "--dataset", "digits"], 2, "m: Input should be greater than or equal to 1"),
+    (["evaluate", "--model", "resnet9000", "--dataset", "digits", "--limit", "20", "--epochs", "1"], 2,
+     "unknown model 'resnet9000'; valid choices: lenet5"),
+])
+def test_bad_input_exits_non_zero_without_traceback(argv, code, message, capsys):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_data_exits_3_and_says_how_to_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HGEN_DATA", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert main(["data", "mnist"]) == 3
+    assert "HGEN_DATA" in capsys.readouterr().err
+
+
+def test_unknown_command_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "evaluate" in capsys.readouterr().err
