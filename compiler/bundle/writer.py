@@ -1,0 +1,159 @@
+"""Write a signed bundle directory: lower the model, hash every file into the manifest, sign the manifest.
+
+This is the last step of the compiler's search (`write_bundle`), and also what `hgen` users call directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hgen.compiler.errors import InvalidArgumentError
+from hgen.compiler.lowering.targets import get_target
+from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
+from hgen.compiler.lowering.tvm_relax import TVMLibrary, lower_tvm
+from hgen.runtime import signing
+from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, EngineEntry, InputSpec, Manifest, Quantization
+from hgen.runtime.config import parse_config
+
+if TYPE_CHECKING:
+    import keras
+
+BUNDLE_ENGINES = ("litert", "tvm")
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Where the bundle is, its manifest, and any notes (e.g. a cross target left unlinked)."""
+
+    path: Path
+    manifest: Manifest
+    messages: tuple[str, ...] = ()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 16):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _quantization(quant: Any) -> Quantization | None:
+    return None if quant is None else Quantization(scale=quant.scale, zero_point=quant.zero_point)
+
+
+def _entry(name: str, path: Path, tflite: TFLiteModel, library: TVMLibrary | None = None) -> EngineEntry:
+    return EngineEntry(
+        name=name,
+        file=path.name,
+        sha256=sha256_file(path),
+        size=path.stat().st_size,
+        precision=tflite.precision,
+        format=library.format if library else "tflite",
+        machine=library.machine if library else None,
+        input_quantization=_quantization(tflite.input_quant),
+        output_quantization=_quantization(tflite.output_quant),
+    )
+
+
+def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise InvalidArgumentError(f"bundle directory {out_dir} is not empty; pass overwrite=True to replace it")
+        for child in out_dir.iterdir():
+            if child.is_file():
+                child.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _input_spec(spec: InputSpec | Mapping[str, Any] | None, shape: tuple[int, ...]) -> InputSpec:
+    data = spec.model_dump() if isinstance(spec, InputSpec) else dict(spec or {})
+    if "shape" in data and tuple(data["shape"]) != shape:
+        raise InvalidArgumentError(f"input_spec shape {tuple(data['shape'])} != lowered model input {shape}")
+    data["shape"] = shape
+    return parse_config(InputSpec, data, source="input_spec", error=InvalidArgumentError)
+
+
+def _check_engines(engines: Sequence[str]) -> None:
+    unknown = [name for name in engines if name not in BUNDLE_ENGINES]
+    if unknown or not engines or len(set(engines)) != len(engines):
+        raise InvalidArgumentError(f"engines must be distinct names from {BUNDLE_ENGINES}, got {tuple(engines)}")
+
+
+def write_bundle(
+    out_dir: str | Path,
+    keras_model: keras.Model,
+    *,
+    name: str,
+    version: str,
+    kind: str = "cnn",
+    target: str,
+    labels: Sequence[str],
+    input_spec: InputSpec | Mapping[str, Any] | None = None,
+    tau: float,
+    temperature: float,
+    fusion_lambda: float,
+    confidence_params: Mapping[str, float] | None = None,
+    predicted_metrics: Mapping[str, float | None] | None = None,
+    plan: Mapping[str, Any] | None = None,
+    representative_data: np.ndarray | None = None,
+    engines: Sequence[str] = ("litert",),
+    quantize: str = "float",
+    signing_key: Any,
+    overwrite: bool = False,
+) -> BundleInfo:
+    """Lower `keras_model` for `target`, write every engine's file, the manifest and its Ed25519 signature."""
+    _check_engines(engines)
+    get_target(target)  # unknown target: typed error before any work
+    precision = precision_of(quantize)
+    key = signing.load_private_key(signing_key)
+    out_dir = Path(out_dir)
+    _prepare_dir(out_dir, overwrite)
+
+    tflite = lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
+    entries, messages = [], []
+    tflite_path = tflite.save(out_dir / f"model.{precision}.tflite")
+    if "tvm" in engines:
+        library = lower_tvm(tflite.content, target, out_dir / f"model.{target}.{precision}")
+        if library.message:
+            messages.append(library.message)
+    for engine in engines:
+        if engine == "litert":
+            entries.append(_entry("litert", tflite_path, tflite))
+        else:
+            entries.append(_entry("tvm", library.path, tflite, library))
+    if "litert" not in engines:
+        tflite_path.unlink()
+
+    manifest = parse_config(
+        Manifest,
+        {
+            "model": {"name": name, "version": version},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "kind": kind,
+            "target": target,
+            "engines": [entry.model_dump() for entry in entries],
+            "input": _input_spec(input_spec, tflite.input_shape).model_dump(),
+            "output_shape": tflite.output_shape,
+            "labels": list(labels),
+            "tau": tau,
+            "temperature": temperature,
+            "lambda": fusion_lambda,
+            "confidence": dict(confidence_params or {}),
+            "predicted": dict(predicted_metrics or {}),
+            "plan": dict(plan or {}),
+        },
+        source="bundle manifest",
+        error=InvalidArgumentError,
+    )
+    manifest_bytes = manifest.to_bytes()
+    (out_dir / MANIFEST_NAME).write_bytes(manifest_bytes)
+    (out_dir / SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, key))
+    return BundleInfo(out_dir, manifest, tuple(messages))

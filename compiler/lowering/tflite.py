@@ -1,0 +1,134 @@
+"""Keras -> TFLite with a fixed input shape: float32, or full-integer int8 post-training quantisation.
+
+A fixed batch matters downstream: TVM's relax TFLite frontend cannot import the SHAPE ops a dynamic batch
+emits. Int8 models take int8 in and give int8 out; the engines (de)quantise with the tensor parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from hgen.compiler.errors import CompilerError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    import keras
+
+Precision = Literal["float32", "int8"]
+QUANTIZE_CHOICES = {"float": "float32", "float32": "float32", "int8": "int8"}
+MIN_REPRESENTATIVE, MAX_REPRESENTATIVE = 100, 500
+
+
+@dataclass(frozen=True)
+class Quant:
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class TFLiteModel:
+    """A converted flatbuffer plus the tensor facts the bundle manifest records."""
+
+    content: bytes
+    precision: Precision
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    input_quant: Quant | None = None
+    output_quant: Quant | None = None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_bytes(self.content)
+        return path
+
+
+def precision_of(quantize: str) -> Precision:
+    try:
+        return QUANTIZE_CHOICES[quantize]  # type: ignore[return-value]
+    except KeyError:
+        raise InvalidArgumentError(f"quantize must be one of {sorted(QUANTIZE_CHOICES)}, got '{quantize}'") from None
+
+
+def _tensorflow():
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError:
+        raise CompilerError("TFLite lowering needs TensorFlow: pip install 'hgen[compiler]'") from None
+    return tf, keras
+
+
+def fixed_batch(model: keras.Model, batch_size: int = 1) -> keras.Model:
+    """Wrap `model` so its input has a static batch dimension (same weights, no copy)."""
+    _, keras = _tensorflow()
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InvalidArgumentError("lowering supports models with one input and one output")
+    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), batch_size=batch_size, name="image")
+    return keras.Model(inputs, model(inputs), name=f"{model.name}_b{batch_size}")
+
+
+def _representative(data: np.ndarray, batch_size: int) -> Iterator[list[np.ndarray]]:
+    for start in range(0, len(data) - batch_size + 1, batch_size):
+        yield [data[start : start + batch_size]]
+
+
+def check_representative(data: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:
+    """100-500 samples shaped like the model input; more are cut to the first 500."""
+    if data is None:
+        raise InvalidArgumentError("int8 quantisation needs representative_data (100-500 training samples)")
+    data = np.asarray(data, dtype=np.float32)
+    if data.shape[1:] != tuple(input_shape[1:]):
+        raise InvalidArgumentError(f"representative_data shape {data.shape[1:]} != model input {tuple(input_shape[1:])}")
+    if len(data) < MIN_REPRESENTATIVE:
+        raise InvalidArgumentError(f"representative_data has {len(data)} samples; int8 calibration needs >= {MIN_REPRESENTATIVE}")
+    return data[:MAX_REPRESENTATIVE]
+
+
+def _read_back(content: bytes, precision: Precision) -> TFLiteModel:
+    """Load the flatbuffer once to record shapes and quantisation (also proves it is loadable)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+
+    def quant(detail: dict) -> Quant | None:
+        scale, zero_point = detail["quantization"]
+        return Quant(float(scale), int(zero_point)) if precision == "int8" else None
+
+    return TFLiteModel(
+        content, precision, tuple(int(d) for d in inp["shape"]), tuple(int(d) for d in out["shape"]), quant(inp), quant(out)
+    )
+
+
+def lower_tflite(
+    model: keras.Model,
+    *,
+    quantize: str = "float",
+    batch_size: int = 1,
+    representative_data: np.ndarray | None = None,
+) -> TFLiteModel:
+    """Convert a Keras model (logits out) to TFLite, float32 or full-int8."""
+    tf, _ = _tensorflow()
+    precision = precision_of(quantize)
+    fixed = fixed_batch(model, batch_size)
+    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
+    if precision == "int8":
+        data = check_representative(representative_data, tuple(fixed.inputs[0].shape))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _representative(data, batch_size)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the exported signature
+            content = converter.convert()
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+        raise CompilerError(f"TFLite conversion ({precision}) failed: {exc}") from None
+    return _read_back(content, precision)

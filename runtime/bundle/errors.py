@@ -1,0 +1,30 @@
+"""Typed refusals of a bundle: each names what is wrong before any model byte is parsed."""
+
+from hgen.runtime.errors import HGenRuntimeError
+from hgen.runtime.signing import SignatureError, UntrustedKeyError
+
+
+class BundleError(HGenRuntimeError):
+    """Root of bundle problems on the device."""
+
+
+class BundleFormatError(BundleError):
+    """Missing files, a truncated or corrupt archive, unexpected archive members, or an invalid manifest."""
+
+
+class IntegrityError(BundleError):
+    """A file's size or SHA-256 differs from the signed manifest (the file was modified)."""
+
+
+class TargetMismatchError(BundleError):
+    """The bundle (or one of its libraries) was built for another target or CPU architecture."""
+
+
+__all__ = [
+    "BundleError",
+    "BundleFormatError",
+    "IntegrityError",
+    "SignatureError",
+    "TargetMismatchError",
+    "UntrustedKeyError",
+]

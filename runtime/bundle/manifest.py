@@ -1,0 +1,130 @@
+"""The bundle manifest (`manifest.json`): what the device needs to verify, load and preprocess a model.
+
+The manifest lists every file with its size and SHA-256; its signature therefore covers the whole bundle.
+Schema changes bump `SCHEMA_VERSION`; a device refuses versions it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from hgen.runtime.bundle.errors import BundleFormatError
+from hgen.runtime.config import StrictModel, parse_config
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
+SAFE_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a plain file name: no directories, no '..'
+
+
+class ModelId(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="model name")
+    version: str = Field(pattern=SEMVER, title="semantic version")
+
+
+class Quantization(StrictModel):
+    """Affine int8 parameters of a tensor: `real = (q - zero_point) * scale`."""
+
+    scale: float = Field(gt=0.0)
+    zero_point: int = Field(ge=-128, le=127)
+
+
+class EngineEntry(StrictModel):
+    """One runnable artifact of the bundle and the engine that runs it."""
+
+    name: str = Field(title="engine registry name (litert, tvm, ...)")
+    file: str = Field(pattern=SAFE_FILE, title="file name inside the bundle")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    precision: Literal["float32", "int8"] = "float32"
+    format: Literal["tflite", "shared-library", "object-archive"] = "tflite"
+    machine: str | None = Field(default=None, title="ELF machine of a native library (x86_64, aarch64, arm)")
+    input_quantization: Quantization | None = None
+    output_quantization: Quantization | None = None
+
+
+class InputSpec(StrictModel):
+    """How to turn a raw image (uint8 HWC) into the model input: `x = raw * scale + offset`."""
+
+    shape: tuple[int, ...] = Field(min_length=2, title="full input shape including the fixed batch")
+    dtype: Literal["float32"] = "float32"
+    layout: Literal["NHWC", "NC"] = "NHWC"
+    scale: float = 1.0 / 255.0
+    offset: float = 0.0
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if any(dim <= 0 for dim in shape):
+            raise ValueError("every dimension must be positive (fixed shapes only)")
+        return shape
+
+
+class Predicted(StrictModel):
+    """Predicted accuracy, latency, storage, energy and labour (A/T/S/E/L) from the search."""
+
+    accuracy: float | None = None
+    latency_ms: float | None = None
+    storage_mb: float | None = None
+    energy_mj: float | None = None
+    labour: float | None = None
+
+
+class Manifest(StrictModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model: ModelId
+    created: str = Field(title="creation time, ISO 8601 UTC")
+    kind: str = Field(default="cnn", pattern=r"^[a-z][a-z0-9_]*$", title="H-DNN kind (cnn, yolo, frcnn)")
+    target: str = Field(title="target profile name (x86_64, rpi4, android-arm64, armv7)")
+    engines: tuple[EngineEntry, ...] = Field(min_length=1)
+    input: InputSpec
+    output_shape: tuple[int, ...] = Field(min_length=1)
+    labels: tuple[str, ...] = Field(min_length=1)
+    tau: float = Field(ge=0.0, le=1.0, title="confidence threshold below which a human is asked")
+    temperature: float = Field(gt=0.0)
+    fusion_lambda: float = Field(alias="lambda", ge=0.0, le=1.0)
+    confidence: dict[str, float] = Field(default_factory=dict, title="confidence estimator parameters")
+    predicted: Predicted = Field(default_factory=Predicted)
+    plan: dict[str, Any] = Field(default_factory=dict, title="the search's compression plan")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.output_shape[-1] != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels for {self.output_shape[-1]} outputs")
+        files = [entry.file for entry in self.engines]
+        if len(set(files)) != len(files) or {MANIFEST_NAME, SIGNATURE_NAME} & set(files):
+            raise ValueError("engine files must be unique and not shadow the manifest or signature")
+        return self
+
+    def engine(self, name: str) -> EngineEntry:
+        for entry in self.engines:
+            if entry.name == name:
+                return entry
+        raise BundleFormatError(
+            f"bundle has no '{name}' engine; it has: {', '.join(e.name for e in self.engines)}"
+        )
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes that are written and signed."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse manifest bytes that were already verified against their signature."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleFormatError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BundleFormatError("manifest must be a JSON object")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleFormatError(f"unsupported manifest schema_version {version!r}; this runtime reads {SCHEMA_VERSION}")
+    return parse_config(Manifest, raw, source="manifest", error=BundleFormatError)

@@ -1,0 +1,86 @@
+"""`tvm`: an Apache TVM library exported by the compiler, run through the relax virtual machine.
+
+The library has no shape metadata the Python runtime can read cheaply, so the shapes and int8 parameters
+come from the (signed) manifest. A library for another CPU is refused before it is handed to `dlopen`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from hgen.runtime.bundle.elf import NotElfError, elf_machine, host_machine
+from hgen.runtime.bundle.errors import TargetMismatchError
+from hgen.runtime.config import StrictModel
+from hgen.runtime.engines.base import ENGINES, Engine, EngineError, QuantParams, TensorSpec
+
+
+class QuantConfig(StrictModel):
+    scale: float = Field(gt=0.0)
+    zero_point: int = Field(ge=-128, le=127)
+
+
+class TVMConfig(StrictModel):
+    input_shape: tuple[int, ...] = Field(min_length=2)
+    output_shape: tuple[int, ...] = Field(min_length=1)
+    precision: Literal["float32", "int8"] = "float32"
+    input_quantization: QuantConfig | None = None
+    output_quantization: QuantConfig | None = None
+    entry: str = Field(default="main", title="relax function to call")
+
+
+def _import_tvm():
+    try:
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+    except ImportError:
+        raise EngineError("the tvm engine needs the TVM runtime: pip install apache-tvm==0.27.0.post1") from None
+    return tvm, VirtualMachine
+
+
+def check_library_machine(path: Path) -> str:
+    """Refuse a library built for another CPU (cross-target bundle) with a typed error."""
+    try:
+        machine = elf_machine(path)
+    except NotElfError:
+        raise EngineError(f"tvm engine: {path} is not a shared library (ELF)") from None
+    if machine != host_machine():
+        raise TargetMismatchError(f"tvm library {path.name} is built for {machine}, this device is {host_machine()}")
+    return machine
+
+
+@ENGINES.register("tvm")
+class TVMEngine(Engine):
+    Config = TVMConfig
+
+    def __init__(self, model_path: Path | None, config: TVMConfig) -> None:
+        if model_path is None or not model_path.is_file():
+            raise EngineError(f"tvm engine: library {model_path} does not exist")
+        if config.precision == "int8" and (config.input_quantization is None or config.output_quantization is None):
+            raise EngineError("tvm engine: an int8 model needs input_quantization and output_quantization")
+        check_library_machine(model_path)
+        tvm, virtual_machine = _import_tvm()
+        try:
+            library = tvm.runtime.load_module(str(model_path))
+            self._vm = virtual_machine(library, tvm.cpu())
+            self._main = self._vm[config.entry]
+        except Exception as exc:  # TVM raises its own error types from C++
+            raise EngineError(f"tvm engine cannot load {model_path}: {exc}") from None
+        self._tensor = tvm.runtime.tensor
+        self._device = tvm.cpu()
+        self.precision = config.precision
+        self._in_quant = QuantParams(**config.input_quantization.model_dump()) if config.input_quantization else None
+        self._out_quant = QuantParams(**config.output_quantization.model_dump()) if config.output_quantization else None
+        self.input_spec = TensorSpec(tuple(config.input_shape))
+        self.output_spec = TensorSpec(tuple(config.output_shape))
+
+    def _run_fixed(self, batch: np.ndarray) -> np.ndarray:
+        feed = self._in_quant.quantize(batch) if self._in_quant else np.ascontiguousarray(batch)
+        out = self._main(self._tensor(feed, self._device))
+        if not hasattr(out, "numpy"):  # a tuple of outputs: the logits come first
+            out = out[0]
+        result = out.numpy()
+        return self._out_quant.dequantize(result) if self._out_quant else result
