@@ -30,16 +30,14 @@ def test_people_fix_what_the_model_gets_wrong(prepared):
     assert result.latency_ms > prepared.t_infer_ms  # people add time
 
 
-def test_same_seed_same_crowd_and_close_numbers(prepared):
+def test_same_seed_same_crowd(prepared):
     from hgen.compiler.metrics import ask_crowd
     from hgen.hub.crowd import SimulatedCrowd
 
     logits, labels = prepared.test_logits, prepared.dataset.test.y
     first, second = (ask_crowd(SimulatedCrowd.uniform(3, 0.9, 10, seed=7), logits, labels, 3) for _ in range(2))
     np.testing.assert_array_equal(first.labels, second.labels)
-    # multi-threaded CPU training is not bitwise reproducible, so a retrain only lands close
-    again = prepare_hcnn(study_config(dataset="digits:lowres", epochs=3, m=3, seed=0))
-    assert again.origin_accuracy == pytest.approx(prepared.origin_accuracy, abs=0.05)
+    np.testing.assert_array_equal(first.latency_s, second.latency_s)
 
 
 def test_d5_from_the_installed_fashion_mnist():
