@@ -2,6 +2,6 @@
 
 from hgen.compiler.bundle.archive import ARCHIVE_SUFFIX, pack_bundle
 from hgen.compiler.bundle.keys import KeyInfo, generate_keypair, show_key
-from hgen.compiler.bundle.writer import BundleInfo, write_bundle
+from hgen.compiler.bundle.writer import BundleInfo, sha256_file, sign_manifest, write_bundle
 
-__all__ = ["ARCHIVE_SUFFIX", "BundleInfo", "KeyInfo", "generate_keypair", "pack_bundle", "show_key", "write_bundle"]
+__all__ = ["ARCHIVE_SUFFIX", "BundleInfo", "KeyInfo", "generate_keypair", "pack_bundle", "sha256_file", "show_key", "sign_manifest", "write_bundle"]

@@ -37,7 +37,7 @@ def generate_keypair(out_dir: str | Path, *, overwrite: bool = False) -> KeyInfo
     out_dir = Path(out_dir)
     private_path, public_path = out_dir / PRIVATE_NAME, out_dir / PUBLIC_NAME
     if not overwrite and (private_path.exists() or public_path.exists()):
-        raise InvalidArgumentError(f"{private_path} already exists; pass overwrite to replace it")
+        raise InvalidArgumentError(f"{private_path} already exists; replace it with overwrite=True (hgen keys generate --force)")
     out_dir.mkdir(parents=True, exist_ok=True)
     key = signing.generate_private_key()
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

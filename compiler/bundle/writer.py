@@ -153,7 +153,13 @@ def write_bundle(
         source="bundle manifest",
         error=InvalidArgumentError,
     )
+    sign_manifest(out_dir, manifest, key)
+    return BundleInfo(out_dir, manifest, tuple(messages))
+
+
+def sign_manifest(out_dir: str | Path, manifest: Manifest, signing_key: Any) -> None:
+    """Write `manifest.json` and its signature; the manifest must already hash every file of the bundle."""
+    out_dir = Path(out_dir)
     manifest_bytes = manifest.to_bytes()
     (out_dir / MANIFEST_NAME).write_bytes(manifest_bytes)
-    (out_dir / SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, key))
-    return BundleInfo(out_dir, manifest, tuple(messages))
+    (out_dir / SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, signing.load_private_key(signing_key)))
