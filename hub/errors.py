@@ -9,3 +9,100 @@ class HubError(HGenError):
 
 class CrowdConfigError(HubError, ValueError):
     """An annotator or crowd parameter is out of range (for example m < 1 or an accuracy above 1)."""
+
+
+# --- Hub core (issue 6). Each bad-input error carries `code`, the metrics counter it increments; `reject_reason`
+# is the hgen.v1.RejectReason name sent back to the device when the error concerns one sample.
+
+
+class HubConfigError(HubError, ValueError):
+    """The hub configuration is invalid; the message lists every problem by key path."""
+
+
+class UnknownAggregatorError(HubError, KeyError):
+    """No aggregator is registered under that name; the message lists the valid names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class AggregationError(HubError, ValueError):
+    """The answers cannot be aggregated by the chosen strategy (e.g. boxes given to `majority`)."""
+
+
+class KnowledgeBaseError(HubError):
+    """The knowledge base cannot be opened or migrated."""
+
+
+class BadInputError(HubError, ValueError):
+    """Root of the inputs the hub refuses; it keeps serving after each."""
+
+    code = "bad_input"
+    reject_reason = "REJECT_REASON_INVALID_REQUEST"
+
+
+class MalformedMessageError(BadInputError):
+    """A payload is not a valid protobuf message of the expected type."""
+
+    code = "malformed_message"
+    reject_reason = "REJECT_REASON_MALFORMED"
+
+
+class MessageTooLargeError(BadInputError):
+    """A payload exceeds the configured maximum message size."""
+
+    code = "message_too_large"
+    reject_reason = "REJECT_REASON_TOO_LARGE"
+
+
+class ImageDecodeError(BadInputError):
+    """The sample's image bytes do not decode in the declared format and shape."""
+
+    code = "image_undecodable"
+    reject_reason = "REJECT_REASON_IMAGE_UNDECODABLE"
+
+
+class ImageTooLargeError(BadInputError):
+    """The sample's image has more pixels than the configured cap."""
+
+    code = "image_too_many_pixels"
+    reject_reason = "REJECT_REASON_IMAGE_TOO_MANY_PIXELS"
+
+
+class UnknownDeviceError(BadInputError):
+    """The device id is not registered with the hub."""
+
+    code = "unknown_device"
+    reject_reason = "REJECT_REASON_UNKNOWN_DEVICE"
+
+
+class InvalidRequestError(BadInputError):
+    """A field of a request is out of range (bad UUID, m = 0, unknown aggregator, ...)."""
+
+    code = "invalid_request"
+    reject_reason = "REJECT_REASON_INVALID_REQUEST"
+
+
+class LabourBudgetExceededError(BadInputError):
+    """Accepting the sample would spend more labour (Eq. 3) than the batch's budget."""
+
+    code = "labour_budget_exceeded"
+    reject_reason = "REJECT_REASON_LABOUR_BUDGET"
+
+
+class DuplicateSampleError(BadInputError):
+    """A sample id the hub already holds (at-least-once redelivery); its stored reply is resent if ready."""
+
+    code = "duplicate_sample"
+
+
+class UnknownTaskError(BadInputError):
+    """An answer names a task (assignment) the hub never created, or for another annotator."""
+
+    code = "unknown_task"
+
+
+class TaskClosedError(BadInputError):
+    """An answer arrives for a task already answered, or whose sample is closed (answered / expired)."""
+
+    code = "task_closed"

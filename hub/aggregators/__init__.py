@@ -1,0 +1,65 @@
+"""Aggregation strategies by name (one file each): answers of m annotators -> one AggregatedLabel.
+
+`get_aggregator(name)` discovers this package once, so adding a strategy is adding a file with
+`@AGGREGATORS.register("name")` on a class that implements `Aggregator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import ClassVar, Protocol
+
+from hgen.hub.errors import UnknownAggregatorError
+from hgen.protos import hub_pb2
+from hgen.runtime.registry import Registry, discover
+
+
+@dataclass(frozen=True)
+class AggregationInput:
+    """What an aggregator sees for one sample.
+
+    `history` is (sample_id, annotator_id, class_id) of past answers from the knowledge base, for strategies
+    that estimate annotator skill across tasks (dawid_skene); the others ignore it.
+    """
+
+    sample_id: str
+    answers: tuple[hub_pb2.Answer, ...]
+    m: int
+    num_classes: int
+    model_probabilities: tuple[float, ...] = ()
+    history: tuple[tuple[str, str, int], ...] = field(default=())
+
+
+class Aggregator(Protocol):
+    name: ClassVar[str]
+    needs_history: ClassVar[bool]
+
+    def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel: ...
+
+
+AGGREGATORS: Registry[type] = Registry("aggregator", UnknownAggregatorError)
+DEFAULT_FOR_KIND = {hub_pb2.HDNN_KIND_YOLO: "box_union", hub_pb2.HDNN_KIND_FASTER_RCNN: "region_gmm"}
+
+
+@cache
+def _discover() -> None:
+    """Import the strategy modules once (the registry is filled by their decorators)."""
+    discover(__name__)
+
+
+def get_aggregator(name: str) -> Aggregator:
+    """An instance of the strategy registered as `name`; UnknownAggregatorError lists the valid names."""
+    _discover()
+    return AGGREGATORS.get(name)()
+
+
+def aggregator_names() -> list[str]:
+    _discover()
+    return AGGREGATORS.names()
+
+
+def class_labels(answers: Sequence[hub_pb2.Answer]) -> list[tuple[str, int]]:
+    """(annotator, class) of the answers that carry a class; others are ignored by class strategies."""
+    return [(a.annotator_id, a.class_id) for a in answers if a.WhichOneof("label") == "class_id"]

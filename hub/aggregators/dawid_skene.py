@@ -1,0 +1,42 @@
+"""Dawid-Skene (crowd-kit): EM over annotator confusion matrices, for annotators of unequal skill.
+
+One sample's three answers say nothing about who is reliable, so the model is fitted on the knowledge base's
+recent answers (`history`) plus this sample's, then read out for this sample.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pandas as pd
+from crowdkit.aggregation import DawidSkene as _CrowdKitDawidSkene
+
+from hgen.hub.aggregators import AGGREGATORS, AggregationInput, class_labels
+from hgen.hub.aggregators.majority import Majority
+from hgen.hub.errors import AggregationError
+from hgen.protos import hub_pb2
+
+EM_ITERATIONS = 20
+EM_TOLERANCE = 1e-4
+
+
+@AGGREGATORS.register("dawid_skene")
+class DawidSkene:
+    name: ClassVar[str] = "dawid_skene"
+    needs_history: ClassVar[bool] = True
+
+    def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
+        current = class_labels(data.answers)
+        if not current:
+            raise AggregationError(f"sample {data.sample_id}: dawid_skene needs class answers, got none")
+        rows = [(t, w, c) for t, w, c in data.history if t != data.sample_id]
+        rows += [(data.sample_id, w, c) for w, c in current]
+        if len({w for _, w, _ in rows}) < 2:  # EM is undefined with one annotator: fall back, same result
+            result = Majority().aggregate(data)
+            return hub_pb2.AggregatedLabel(class_id=result.class_id, aggregator=self.name,
+                                           confidence=result.confidence)
+        frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
+        model = _CrowdKitDawidSkene(n_iter=EM_ITERATIONS, tol=EM_TOLERANCE).fit(frame)
+        posterior = model.probas_.loc[data.sample_id]
+        label = int(posterior.idxmax())
+        return hub_pb2.AggregatedLabel(class_id=label, aggregator=self.name, confidence=float(posterior.max()))

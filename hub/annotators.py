@@ -1,0 +1,66 @@
+"""The annotator API: the one path by which answers enter the hub, for people (web UI) and the simulated crowd.
+
+`next_task` assigns an open sample to an annotator; `submit_answer` records the answer and, on the m-th,
+aggregates and replies. Bad answers (unknown or closed task) raise typed errors that are counted and logged
+once; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from hgen.hub.errors import BadInputError
+from hgen.hub.kb.store import KnowledgeBase, Task
+from hgen.hub.metrics import HubMetrics
+from hgen.protos import hub_pb2
+
+log = logging.getLogger(__name__)
+ReplyListener = Callable[[Sequence[hub_pb2.SampleReply]], None]
+
+
+class AnnotatorAPI:
+    """Assign tasks and accept answers; notifies listeners of the replies that answers complete."""
+
+    def __init__(self, kb: KnowledgeBase, metrics: HubMetrics, on_replies: ReplyListener) -> None:
+        self._kb = kb
+        self._metrics = metrics
+        self._on_replies = on_replies
+        self._work = threading.Condition()
+        self._generation = 0
+
+    def register(self, annotator_id: str, *, simulated: bool = False) -> None:
+        self._kb.register_annotator(annotator_id, "simulated" if simulated else "human")
+
+    def next_task(self, annotator_id: str) -> Task | None:
+        task = self._kb.assign_next(annotator_id)
+        if task is not None:
+            self._metrics.inc("tasks_assigned")
+        return task
+
+    def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
+        """Record `answer`; returns the reply when this answer completed its sample."""
+        try:
+            reply = self._kb.submit_answer(answer)
+        except BadInputError as exc:
+            self._metrics.inc(exc.code)
+            log.warning("answer refused (%s): %s", exc.code, exc)
+            raise
+        self._metrics.inc("answers")
+        if reply is not None:
+            self._on_replies([reply])
+        return reply
+
+    # --- waking annotators when work arrives (in-process; other processes' work is seen on timeout) ---------
+
+    def notify_work(self) -> None:
+        with self._work:
+            self._generation += 1
+            self._work.notify_all()
+
+    def wait_for_work(self, seen_generation: int, timeout: float) -> int:
+        """Block until work newer than `seen_generation` is announced or `timeout`; return the generation."""
+        with self._work:
+            self._work.wait_for(lambda: self._generation != seen_generation, timeout=timeout)
+            return self._generation

@@ -1,0 +1,134 @@
+"""Knowledge-base schema (SQLAlchemy 2 ORM). Times are UTC epoch seconds (Double): portable and easy to compare.
+
+Every field a hub needs lives here, so any hub process can pick up any sample: the scale-out contract.
+Changing a model means adding an Alembic revision in migrations/versions (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+OPEN_STATES = ("received", "assigned")
+CLOSED_STATES = ("answered", "partial", "expired")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    registered_at: Mapped[float] = mapped_column(Double)
+    labour_spent: Mapped[float] = mapped_column(Double, default=0.0)
+    samples_replied: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_status: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class Annotator(Base):
+    __tablename__ = "annotators"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "human" | "simulated"
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    m: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[float] = mapped_column(Double)
+    labour_budget: Mapped[float] = mapped_column(Double)  # 0 = unlimited
+    labour_reserved: Mapped[float] = mapped_column(Double, default=0.0)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    bundle_name: Mapped[str] = mapped_column(String(128))
+    bundle_version: Mapped[str] = mapped_column(String(64))
+    captured_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    hdnn_kind: Mapped[int] = mapped_column(Integer)
+    image_format: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    image_bytes: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    image_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    model_output: Mapped[bytes] = mapped_column(LargeBinary)  # serialized hgen.v1.ModelOutput
+    confidence: Mapped[float] = mapped_column(Double)
+    difficulty: Mapped[float] = mapped_column(Double)
+    labour_reserved: Mapped[float] = mapped_column(Double)
+    m: Mapped[int] = mapped_column(Integer)
+    aggregator: Mapped[str] = mapped_column(String(64))
+    transport: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    assigned_count: Mapped[int] = mapped_column(Integer, default=0)
+    answer_count: Mapped[int] = mapped_column(Integer, default=0)
+    deadline: Mapped[float] = mapped_column(Double)
+    received_at: Mapped[float] = mapped_column(Double)
+    closed_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    __table_args__ = (
+        Index("ix_samples_status_received", "status", "received_at"),
+        Index("ix_samples_status_deadline", "status", "deadline"),
+    )
+
+
+class Assignment(Base):
+    """A task: one sample assigned to one annotator; its id is the task id of the annotator API."""
+
+    __tablename__ = "assignments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"))
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"))
+    status: Mapped[str] = mapped_column(String(16))  # open | answered | closed
+    assigned_at: Mapped[float] = mapped_column(Double)
+    __table_args__ = (UniqueConstraint("sample_id", "annotator_id", name="uq_assignment_sample_annotator"),)
+
+
+class AnswerRow(Base):
+    __tablename__ = "answers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), unique=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), index=True)
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"))
+    class_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized hgen.v1.Answer
+    latency_s: Mapped[float] = mapped_column(Double)
+    operations: Mapped[int] = mapped_column(Integer)
+    simulated: Mapped[bool] = mapped_column(Boolean)
+    submitted_at: Mapped[float] = mapped_column(Double)
+
+
+class Reply(Base):
+    """The aggregated label and the reply sent to the device: at most one per sample (the primary key)."""
+
+    __tablename__ = "replies"
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), primary_key=True)
+    reply_id: Mapped[str] = mapped_column(String(36), unique=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    aggregator: Mapped[str] = mapped_column(String(64))
+    class_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    labour: Mapped[float] = mapped_column(Double)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized hgen.v1.SampleReply
+    transport: Mapped[str] = mapped_column(String(16))
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Double)
+    __table_args__ = (Index("ix_replies_transport_delivered", "transport", "delivered"),)
+
+
+class Bundle(Base):
+    __tablename__ = "bundles"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    path: Mapped[str] = mapped_column(String(1024))
+    published_at: Mapped[float] = mapped_column(Double)

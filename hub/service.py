@@ -1,0 +1,266 @@
+"""The hub service: ingest (validate, de-duplicate, budget, store), the deadline sweep, and reply fan-out.
+
+Transports (gRPC, MQTT) call `submit`; replies reach them through listeners registered per transport, and
+in-process gRPC streams through the ReplyBus. Nothing here is needed to resume after a restart: the knowledge
+base holds every sample, task, answer and reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from hgen.hub.aggregators import DEFAULT_FOR_KIND, aggregator_names
+from hgen.hub.annotators import AnnotatorAPI, ReplyListener
+from hgen.hub.config import HubConfig
+from hgen.hub.errors import BadInputError, InvalidRequestError, LabourBudgetExceededError, UnknownDeviceError
+from hgen.hub.kb.store import KnowledgeBase, NewSample
+from hgen.hub.metrics import HubMetrics
+from hgen.hub.validation import check_image, check_uuid, parse_request
+from hgen.protos import hub_pb2
+from hgen.runtime.labour import MAX_OPERATIONS, MIN_OPERATIONS, labour_per_sample
+
+log = logging.getLogger(__name__)
+EXPIRY_POLL_S = 1.0  # bound on how late a deadline set by another hub process is noticed
+
+
+@dataclass
+class SubmitResult:
+    """What became of each sample of a request; `immediate` replies are sent back at once."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    immediate: list[hub_pb2.SampleReply] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[str]:
+        """Samples whose reply is still to come (accepted now or earlier, not yet replied)."""
+        replied = {r.sample_id for r in self.immediate}
+        return [s for s in self.accepted + self.duplicates if s not in replied]
+
+
+def estimate_difficulty(confidence: float) -> float:
+    """Operations a person needs, in [1, 3]: the less sure the model, the harder the sample (hub-side estimate)."""
+    d = MIN_OPERATIONS + (MAX_OPERATIONS - MIN_OPERATIONS) * (1.0 - confidence)
+    return float(min(MAX_OPERATIONS, max(MIN_OPERATIONS, d)))
+
+
+def rejection(sample: hub_pb2.Sample, batch_id: str, error: BadInputError) -> hub_pb2.SampleReply:
+    return hub_pb2.SampleReply(sample_id=sample.sample_id, device_id=sample.device_id, batch_id=batch_id,
+                               status=hub_pb2.REPLY_STATUS_REJECTED,
+                               reject_reason=hub_pb2.RejectReason.Value(error.reject_reason), detail=str(error))
+
+
+class ReplyBus:
+    """In-process fan-out of new replies to the gRPC streams waiting on those sample ids."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[queue.Queue]] = defaultdict(set)
+
+    def subscribe(self, sample_ids: Sequence[str]) -> queue.Queue:
+        q: queue.Queue = queue.Queue()
+        with self._lock:
+            for sample_id in sample_ids:
+                self._waiting[sample_id].add(q)
+        return q
+
+    def unsubscribe(self, sample_ids: Sequence[str], q: queue.Queue) -> None:
+        with self._lock:
+            for sample_id in sample_ids:
+                waiters = self._waiting.get(sample_id)
+                if waiters is not None:
+                    waiters.discard(q)
+                    if not waiters:
+                        del self._waiting[sample_id]
+
+    def publish(self, replies: Sequence[hub_pb2.SampleReply]) -> None:
+        with self._lock:
+            targets = [(q, r) for r in replies for q in self._waiting.get(r.sample_id, ())]
+        for q, reply in targets:
+            q.put(reply)
+
+
+class HubService:
+    """One hub process's logic; run several against one database and broker to scale out."""
+
+    def __init__(self, config: HubConfig, kb: KnowledgeBase, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.kb = kb
+        self.clock = clock
+        self.metrics = HubMetrics()
+        self.bus = ReplyBus()
+        self.annotators = AnnotatorAPI(kb, self.metrics, self.publish_replies)
+        self._listeners: dict[str, list[ReplyListener]] = defaultdict(list)
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        kb.register_devices(config.devices)
+
+    @classmethod
+    def from_config(cls, config: HubConfig) -> HubService:
+        kbc = config.knowledge_base
+        kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
+                                migrate=kbc.migrate, num_classes=config.num_classes,
+                                history=config.dawid_skene_history)
+        return cls(config, kb)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="hub-deadlines", daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+        self.annotators.notify_work()
+
+    def close(self) -> None:
+        self.stop()
+        self.kb.close()
+
+    # --- replies ------------------------------------------------------------------------------------------
+
+    def add_reply_listener(self, transport: str, listener: ReplyListener) -> None:
+        self._listeners[transport].append(listener)
+
+    def publish_replies(self, replies: Sequence[hub_pb2.SampleReply]) -> None:
+        """Hand new replies to in-process gRPC streams and to the transport each sample came by."""
+        self.metrics.inc("replies", len(replies))
+        self.bus.publish(replies)
+        transports = self.kb.transports_of([r.sample_id for r in replies])
+        by_transport: dict[str, list[hub_pb2.SampleReply]] = defaultdict(list)
+        for reply in replies:
+            by_transport[transports.get(reply.sample_id, "")].append(reply)
+        for transport, group in by_transport.items():
+            for listener in self._listeners.get(transport, ()):
+                listener(group)
+
+    # --- ingest -------------------------------------------------------------------------------------------
+
+    def submit_payload(self, payload: bytes, transport: str, max_bytes: int) -> SubmitResult:
+        """Decode then submit; malformed or oversized payloads are counted, logged once and re-raised."""
+        try:
+            request = parse_request(payload, max_bytes)
+        except BadInputError as exc:
+            self._count(exc)
+            raise
+        return self.submit(request, transport)
+
+    def submit(self, request: hub_pb2.AnnotationRequest, transport: str) -> SubmitResult:
+        result = SubmitResult()
+        try:
+            m, deadline, budget, default_aggregator = self._check_request(request)
+        except BadInputError as exc:
+            self._count(exc)
+            result.immediate = [rejection(s, request.batch_id, exc) for s in request.samples]
+            return result
+        self.kb.ensure_batch(request, m, deadline, budget)
+        for sample in request.samples:
+            self._submit_sample(request, sample, m, deadline, default_aggregator, transport, result)
+        if result.accepted:
+            self.metrics.inc("accepted", len(result.accepted))
+            self.annotators.notify_work()
+            with self._wake:
+                self._wake.notify_all()
+        result.immediate += self.kb.replies_for(result.duplicates)
+        return result
+
+    def _check_request(self, request: hub_pb2.AnnotationRequest) -> tuple[int, float, float, str]:
+        limits = self.config.limits
+        if not request.device_id:
+            raise InvalidRequestError("request has no device_id")
+        if not self.kb.device_exists(request.device_id):
+            if not self.config.allow_unknown_devices:
+                raise UnknownDeviceError(f"device {request.device_id!r} is not registered")
+            self.kb.register_devices([request.device_id])
+        check_uuid(request.batch_id, "batch_id")
+        m = request.annotators_wanted
+        if not 1 <= m <= limits.max_annotators:
+            raise InvalidRequestError(f"annotators_wanted must be in 1..{limits.max_annotators}, got {m}")
+        if not 1 <= len(request.samples) <= limits.max_batch:
+            raise InvalidRequestError(f"a batch holds 1..{limits.max_batch} samples, got {len(request.samples)}")
+        if request.aggregator and request.aggregator not in aggregator_names():
+            raise InvalidRequestError(f"unknown aggregator {request.aggregator!r}; valid: "
+                                      f"{', '.join(aggregator_names())}")
+        now = self.clock()
+        deadline = request.deadline.ToNanoseconds() / 1e9 if request.HasField("deadline") else 0.0
+        deadline = min(deadline or now + limits.default_deadline_s, now + limits.max_deadline_s)
+        budget = request.labour_budget or limits.default_labour_budget
+        return m, deadline, budget, request.aggregator
+
+    def _submit_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
+                       aggregator: str, transport: str, result: SubmitResult) -> None:
+        try:
+            new = self._check_sample(request, sample, m, deadline, aggregator, transport)
+        except BadInputError as exc:
+            self._count(exc)
+            result.immediate.append(rejection(sample, request.batch_id, exc))
+            return
+        outcome = self.kb.add_sample(new)
+        if outcome == "accepted":
+            result.accepted.append(sample.sample_id)
+        elif outcome == "duplicate":
+            self.metrics.inc("duplicate_sample")
+            log.info("duplicate sample %s from %s (redelivery): reply resent if ready", sample.sample_id,
+                     request.device_id)
+            result.duplicates.append(sample.sample_id)
+        else:
+            exc = LabourBudgetExceededError(f"sample {sample.sample_id}: L0={new.labour:.2f} exceeds what is left "
+                                            f"of batch {request.batch_id}'s budget {request.labour_budget}")
+            self._count(exc)
+            result.immediate.append(rejection(sample, request.batch_id, exc))
+
+    def _check_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
+                      aggregator: str, transport: str) -> NewSample:
+        check_uuid(sample.sample_id, "sample_id")
+        if sample.device_id and sample.device_id != request.device_id:
+            raise InvalidRequestError(f"sample {sample.sample_id} names device {sample.device_id!r} in a request "
+                                      f"from {request.device_id!r}")
+        if not self.kb.sample_exists(sample.sample_id):  # a redelivered sample was checked the first time
+            check_image(sample.image, self.config.limits)
+        return self._new_sample(request, sample, m, deadline, aggregator, transport)
+
+    def _new_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
+                    aggregator: str, transport: str) -> NewSample:
+        stored = hub_pb2.Sample()
+        stored.CopyFrom(sample)
+        stored.device_id = request.device_id
+        kind = sample.output.kind or hub_pb2.HDNN_KIND_CNN
+        stored.output.kind = kind
+        difficulty = estimate_difficulty(sample.output.confidence)
+        return NewSample(stored, request.batch_id, m, aggregator or DEFAULT_FOR_KIND.get(kind, self.config.aggregator),
+                         deadline, difficulty, float(labour_per_sample(difficulty, m)), transport)
+
+    def _count(self, exc: BadInputError) -> None:
+        self.metrics.inc(exc.code)
+        log.warning("refused (%s): %s", exc.code, exc)
+
+    # --- deadlines ----------------------------------------------------------------------------------------
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                replies = self.kb.expire_due()
+                if replies:
+                    self.metrics.inc("closed_at_deadline", len(replies))
+                    self.publish_replies(replies)
+                    continue
+                next_deadline = self.kb.next_deadline()
+            except Exception:  # a database hiccup must not end the sweep; it is retried next round
+                log.exception("deadline sweep failed; retrying")
+                next_deadline = None
+            wait = EXPIRY_POLL_S if next_deadline is None else min(EXPIRY_POLL_S, next_deadline - self.clock())
+            if wait > 0:
+                with self._wake:
+                    self._wake.wait(timeout=wait)

@@ -1,0 +1,152 @@
+"""Real external services for tests and benchmarks: Mosquitto and PostgreSQL on free loopback ports.
+
+Readiness is an event, not a sleep: Mosquitto is ready when it logs "running"; PostgreSQL when `pg_ctl -w`
+returns. Both stop (and are reaped) when their context exits.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hgen.hub.errors import HubError
+
+MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
+
+
+class ServiceUnavailableError(HubError):
+    """The service's binary is not installed on this machine; tests skip with this message."""
+
+
+class ServiceStartError(HubError):
+    """The service was found but did not start; the message carries its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    process: subprocess.Popen
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or next((p for p in MOSQUITTO_CANDIDATES if os.path.exists(p)), None)
+    if not found:
+        raise ServiceUnavailableError("mosquitto is not installed (Debian package `mosquitto`)")
+    return found
+
+
+@contextmanager
+def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0) -> Iterator[Broker]:
+    """A private Mosquitto with persistence (so sessions survive a hub restart) on a free port."""
+    binary = mosquitto_binary()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        port = free_port()
+        conf = Path(tmp, "mosquitto.conf")
+        # As root, Mosquitto would drop to user `mosquitto`, which cannot write our temp persistence folder.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                        f"persistence_location {tmp}/\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+                        f"log_type notice\nlog_type information\nconnection_messages false\n"
+                        f"max_queued_messages 100000\nmax_inflight_messages 100\n")
+        process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_line(process, "running", start_timeout_s)
+            yield Broker("127.0.0.1", port, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_line(process: subprocess.Popen, needle: str, timeout: float) -> None:
+    """Read the process's stderr on a thread until `needle` appears; keep draining it afterwards."""
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def pump() -> None:
+        for line in process.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if needle in line:
+                ready.set()
+        ready.set()  # EOF: the process ended
+
+    threading.Thread(target=pump, name="service-log", daemon=True).start()
+    if not ready.wait(timeout) or process.poll() is not None:
+        raise ServiceStartError(f"{process.args[0]} did not start:\n{''.join(lines[-20:])}")
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise ServiceUnavailableError("PostgreSQL server binaries are not installed (Debian package `postgresql`)")
+    return Path(found[-1]).parent
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    port: int
+    user: str
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@contextmanager
+def postgres(start_timeout_s: int = 60) -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster (trust auth, fsync off) run as `postgres` when we are root."""
+    bindir = postgres_bindir()
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    user = "postgres"
+    with tempfile.TemporaryDirectory(prefix="hgen-pg-") as tmp:
+        data, log_file = Path(tmp, "data"), Path(tmp, "server.log")
+        if as_root:
+            shutil.chown(tmp, "postgres")
+        _run(prefix + [str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"])
+        port = free_port()
+        options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+        ctl = prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log_file)]
+        try:
+            _run(ctl + ["-o", options, "-w", "-t", str(start_timeout_s), "start"])
+        except ServiceStartError as exc:
+            raise ServiceStartError(f"{exc}\n{log_file.read_text() if log_file.exists() else ''}") from None
+        try:
+            yield PostgresServer(port, user)
+        finally:
+            subprocess.run(ctl + ["-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ServiceStartError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
