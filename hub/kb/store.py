@@ -30,6 +30,7 @@ from hgen.hub.kb.models import (
     Assignment,
     Base,
     Batch,
+    Bundle,
     Device,
     Reply,
     Sample,
@@ -65,6 +66,18 @@ class Task:
     image: hub_pb2.Image
     model_output: hub_pb2.ModelOutput
     deadline: float
+
+
+@dataclass(frozen=True)
+class BundleRecord:
+    name: str
+    version: str
+    sha256: str
+    size: int
+    signature: bytes
+    path: str
+    published_at: float
+    fetch_uri: str = ""
 
 
 class KnowledgeBase:
@@ -324,6 +337,25 @@ class KnowledgeBase:
             with self.session() as s:
                 s.execute(update(Reply).where(Reply.sample_id.in_(list(sample_ids))).values(delivered=True))
 
+    # --- model bundles ------------------------------------------------------------------------------------
+
+    def add_bundle(self, record: BundleRecord) -> None:
+        with self.session() as s:
+            s.merge(Bundle(name=record.name, version=record.version, sha256=record.sha256, size=record.size,
+                           signature=record.signature, path=record.path, published_at=record.published_at))
+
+    def bundle(self, name: str, version: str = "") -> BundleRecord | None:
+        """The named version, or the latest published one when `version` is empty."""
+        with self.session() as s:
+            query = select(Bundle).where(Bundle.name == name)
+            query = query.where(Bundle.version == version) if version else query.order_by(
+                Bundle.published_at.desc()).limit(1)
+            row = s.scalars(query).first()
+            if row is None:
+                return None
+            return BundleRecord(row.name, row.version, row.sha256, row.size, row.signature, row.path,
+                                row.published_at)
+
     # --- accounting -------------------------------------------------------------------------------------
 
     def labour_of_device(self, device_id: str) -> tuple[float, int]:
@@ -348,3 +380,10 @@ class KnowledgeBase:
 
 def _class_of(label: hub_pb2.AggregatedLabel) -> int | None:
     return label.class_id if label.WhichOneof("label") == "class_id" else None
+
+
+def bundle_notice(row: BundleRecord) -> hub_pb2.ModelUpdate:
+    notice = hub_pb2.ModelUpdate(bundle_name=row.name, version=row.version, sha256=row.sha256, size=row.size,
+                                 signature=row.signature, fetch_uri=row.fetch_uri)
+    notice.published_at.FromNanoseconds(int(row.published_at * 1e9))
+    return notice

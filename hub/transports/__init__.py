@@ -1,0 +1,1 @@
+"""Transports that carry hgen.v1 messages between devices and the hub: gRPC and MQTT."""

@@ -1,0 +1,181 @@
+"""MQTT transport (paho-mqtt 2.x, MQTT v5): QoS 1, persistent session, protobuf payloads.
+
+Topics under a configurable prefix (see hub/PROTOCOL.md): devices publish `<prefix>/<device>/samples`
+(AnnotationRequest) and `<prefix>/<device>/status` (DeviceStatus, also their last will); the hub publishes
+`<prefix>/<device>/replies` (SampleReply) and retained `<prefix>/<device>/updates` (ModelUpdate).
+
+A sample message is acknowledged (PUBACK, sent by paho after `on_message` returns) only once the knowledge
+base committed it, so a hub that dies mid-message gets it again from the broker. A reply is marked delivered
+when the broker acknowledges it; replies not yet acknowledged are re-published on every (re)connect.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Sequence
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hgen.hub.config import MqttConfig
+from hgen.hub.errors import BadInputError, HubError, InvalidRequestError, MalformedMessageError, UnknownDeviceError
+from hgen.hub.service import HubService
+from hgen.protos import hub_pb2
+
+log = logging.getLogger(__name__)
+TRANSPORT = "mqtt"
+QOS = 1
+
+
+class ConnectionState(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class MqttConnectError(HubError):
+    """The broker refused us or did not answer in time; the message carries paho's reason string."""
+
+
+def topic(prefix: str, device_id: str, kind: str) -> str:
+    return f"{prefix}/{device_id}/{kind}"
+
+
+def session_properties(expiry_s: int) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = expiry_s
+    return properties
+
+
+class MqttTransport:
+    """Subscribes to every device's samples/status (optionally as a shared-subscription group)."""
+
+    def __init__(self, service: HubService, config: MqttConfig) -> None:
+        self.service = service
+        self.config = config
+        self.state = ConnectionState.DISCONNECTED
+        self._connected = threading.Event()
+        self._connect_error: str | None = None
+        self._inflight: dict[int, str] = {}  # mid -> sample id, until the broker's PUBACK
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
+                                  protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(100)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        service.add_reply_listener(TRANSPORT, self.deliver)
+
+    # --- connection -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.state = ConnectionState.CONNECTING
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, clean_start=False,
+                                  properties=session_properties(self.config.session_expiry_s))
+        self.client.loop_start()
+        if not self._connected.wait(self.config.connect_timeout_s):
+            self.stop()
+            raise MqttConnectError(f"no CONNACK from {self.config.host}:{self.config.port} within "
+                                   f"{self.config.connect_timeout_s}s: {self._connect_error or 'no answer'}")
+
+    def stop(self) -> None:
+        self.state = ConnectionState.CLOSED
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            self._connect_error = str(reason_code)
+            log.error("MQTT connect refused: %s", reason_code)
+            return
+        samples = topic(self.config.prefix, "+", "samples")
+        status = topic(self.config.prefix, "+", "status")
+        if self.config.share_group:
+            samples = f"$share/{self.config.share_group}/{samples}"
+            status = f"$share/{self.config.share_group}/{status}"
+        client.subscribe([(samples, QOS), (status, QOS)])
+        self.state = ConnectionState.CONNECTED
+        self._connected.set()
+        log.info("MQTT connected to %s:%d (session present: %s)", self.config.host, self.config.port,
+                 flags.session_present)
+        threading.Thread(target=self._redeliver, name="mqtt-redeliver", daemon=True).start()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
+        if self.state is not ConnectionState.CLOSED:
+            self.state = ConnectionState.DISCONNECTED
+            log.warning("MQTT disconnected (%s); paho reconnects", reason_code)
+
+    # --- ingest -----------------------------------------------------------------------------------------
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        parts = message.topic.split("/")
+        device_id, kind = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
+        try:
+            if kind == "samples":
+                self._on_samples(device_id, message.payload)
+            elif kind == "status":
+                self._on_status(device_id, message.payload)
+        except BadInputError:
+            pass  # counted and logged once by the service
+        except Exception:  # never let one message kill the network thread; the broker will redeliver
+            log.exception("MQTT message on %s failed", message.topic)
+            raise
+
+    def _on_samples(self, device_id: str, payload: bytes) -> None:
+        result = self.service.submit_payload(payload, TRANSPORT, self.config.max_payload_bytes)
+        self.deliver(result.immediate, device_hint=device_id)
+
+    def _on_status(self, device_id: str, payload: bytes) -> None:
+        try:
+            status = hub_pb2.DeviceStatus.FromString(payload)
+        except Exception as exc:
+            error: BadInputError = MalformedMessageError(f"status from {device_id!r} is not a DeviceStatus: {exc}")
+        else:
+            if status.device_id != device_id:
+                error = InvalidRequestError(f"status on {device_id!r}'s topic names {status.device_id!r}")
+            elif self.service.kb.record_status(status):
+                return
+            else:
+                error = UnknownDeviceError(f"status from unregistered device {device_id!r}")
+        self.service.metrics.inc(error.code)
+        log.warning("MQTT status refused (%s): %s", error.code, error)
+        raise error
+
+    # --- replies ----------------------------------------------------------------------------------------
+
+    def deliver(self, replies: Sequence[hub_pb2.SampleReply], device_hint: str = "") -> None:
+        for reply in replies:
+            device = reply.device_id or device_hint
+            info = self.client.publish(topic(self.config.prefix, device, "replies"), reply.SerializeToString(), QOS)
+            if reply.status != hub_pb2.REPLY_STATUS_REJECTED:  # rejected samples were never stored
+                with self._lock:
+                    self._inflight[info.mid] = reply.sample_id
+
+    def _on_publish(self, _client, _userdata, mid: int, _reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            sample_id = self._inflight.pop(mid, None)
+        if sample_id is not None:
+            self.service.kb.mark_delivered([sample_id])
+            self.service.metrics.inc("mqtt_replies_acknowledged")
+
+    def _redeliver(self) -> None:
+        """Re-publish replies made while we were away (or whose PUBACK never came)."""
+        try:
+            pending = self.service.kb.undelivered(TRANSPORT)
+        except Exception:
+            log.exception("could not read undelivered replies")
+            return
+        if pending:
+            log.info("re-publishing %d undelivered replies", len(pending))
+            self.deliver(pending)
+
+    def publish_update(self, device_ids: Sequence[str], notice: hub_pb2.ModelUpdate) -> list[mqtt.MQTTMessageInfo]:
+        """Retained model-update notice per device: a device that connects later still sees the latest."""
+        payload = notice.SerializeToString()
+        return [self.client.publish(topic(self.config.prefix, d, "updates"), payload, QOS, retain=True)
+                for d in device_ids]
