@@ -1,0 +1,59 @@
+"""`hgen compile` / `hgen-compile`: search, fine-tune, calibrate, lower and sign an H-DNN for a device."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hgen.compiler.cli import VERBS, Verb
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="lenet5", help="zoo model name or a Keras model file (.keras/.h5)")
+    parser.add_argument("--dataset", default="fashion-mnist:lowres", help="dataset spec (default %(default)s)")
+    parser.add_argument("--device", default="rpi4", help="device profile: watch, phone, rpi4, host")
+    parser.add_argument("--accuracy", type=float, default=0.85, help="A_d, minimum accuracy (fraction)")
+    parser.add_argument("--latency-ms", type=float, default=30.0, help="T_d, maximum mean latency per sample")
+    parser.add_argument("--storage-mb", type=float, default=2.0, help="S_c, storage budget")
+    parser.add_argument("--energy-mj", type=float, default=3.0, help="E_c, energy budget per inference")
+    parser.add_argument("--labour", type=float, default=0.03, help="L_c, labour budget (Eq. 13 ratio, <= 0.1)")
+    parser.add_argument("--strategy", default="hgen", help="hgen, adadeep, random, optuna")
+    parser.add_argument("--budget-minutes", type=float, default=15.0)
+    parser.add_argument("--episodes", type=int, default=60)
+    parser.add_argument("--evaluations", type=int, default=None, help="cap on distinct backbones evaluated")
+    parser.add_argument("--keep-searching", action="store_true", help="do not stop at the first feasible candidate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
+    parser.add_argument("--engines", default="litert", help="comma-separated bundle engines: litert,tvm")
+    parser.add_argument("--signing-key", default=None, help="Ed25519 private key (PEM); default: a new one in OUT/keys")
+    parser.add_argument("--no-bundle", action="store_true", help="skip lowering and the bundle")
+    parser.add_argument("--out", default="build/compile", help="output folder")
+
+
+def config_from(args: argparse.Namespace):  # -> CompileConfig
+    from hgen.compiler.compile import compile_config
+
+    demands = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": args.storage_mb,
+               "energy_mj": args.energy_mj, "labour": args.labour}
+    return compile_config(model=args.model, dataset=args.dataset, device=args.device, demands=demands,
+                          strategy=args.strategy, budget_minutes=args.budget_minutes, episodes=args.episodes,
+                          evaluations=args.evaluations, stop_at_feasible=not args.keep_searching, seed=args.seed,
+                          limit=args.limit, engines=tuple(e for e in args.engines.split(",") if e),
+                          signing_key=args.signing_key, bundle=not args.no_bundle, out=args.out)
+
+
+def run(args: argparse.Namespace) -> None:
+    from hgen.compiler.compile import compile_hdnn
+
+    result = compile_hdnn(config_from(args), log=lambda message: print(message, file=sys.stderr, flush=True))
+    summary = result.summary
+    o, f = summary["origin"], summary["final"]
+    print(f"origin : A {o['accuracy']:.4f}  T {o['latency_ms']:.2f} ms  S {o['storage_mb']:.4f} MB  "
+          f"E {o['energy_mj']:.4f} mJ  L {o['labour']:.4f}")
+    print(f"H-DNN  : A {f['accuracy']:.4f}  T {f['latency_ms']:.2f} ms  S {f['storage_mb']:.4f} MB  "
+          f"E {f['energy_mj']:.4f} mJ  L {f['labour']:.4f}  (test split; annotators simulated)")
+    print(f"plan {summary['plan']}, tau {summary['tau']:.3f}; violations: {'; '.join(summary['violations']) or 'none'}")
+    print(f"report {result.out / 'report.md'}" + (f"; bundle {summary['bundle']['archive']}" if "bundle" in summary else ""))
+
+
+VERBS.add("compile", Verb("compile", "search, fine-tune, calibrate, lower and sign an H-DNN", add_arguments, run))

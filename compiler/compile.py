@@ -1,0 +1,233 @@
+"""`compile_hdnn`: dataset + demands + budgets + device -> searched, fine-tuned, calibrated H-DNN and its artifacts.
+
+Steps: load data; train the zoo backbone (or load the user's Keras file); search (strategy by name); fine-tune the
+winner longer on the full training split; re-calibrate; measure A/T/S/E/L of origin and H-DNN on the test split
+(never seen by the search); write search.jsonl, plan.json, model.keras, report.md, search.png, summary.json; lower
+and sign the deployable bundle for the device's target.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.errors import CompilerError, InvalidArgumentError
+from hgen.compiler.search import SearchResult, run_search
+from hgen.compiler.search.context import Budget, Candidate
+from hgen.compiler.search.devices import DeviceProfile, get_device
+from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
+from hgen.compiler.search.objective import Demands, Measured, violations
+from hgen.compiler.search.report import markdown_report, plot_candidates
+from hgen.compiler.search.space import IDENTITY, build_space
+from hgen.compiler.search.strategies import get_strategy
+from hgen.runtime.config import StrictModel, parse_config
+
+
+class CompileConfig(StrictModel):
+    """Everything `hgen-compile` takes."""
+
+    model: str = Field("lenet5", title="Zoo model name, or a path to a Keras model file (.keras/.h5, logits out)")
+    dataset: str = Field("fashion-mnist:lowres", title="Dataset spec")
+    device: str = Field("rpi4", title="Device profile: watch, phone, rpi4, host")
+    demands: Demands = Field(default_factory=Demands, title="Demands and budgets")
+    strategy: str = Field("hgen", title="Search strategy: hgen, adadeep, random, optuna")
+    budget_minutes: float = Field(15.0, gt=0.0, title="Wall-time budget of the search")
+    episodes: int = Field(60, ge=1, title="Episode budget of the search")
+    evaluations: int | None = Field(None, ge=1, title="Budget of distinct backbones evaluated")
+    stop_at_feasible: bool = Field(True, title="Stop at the first candidate meeting every demand (Algorithm 1)")
+    seed: int = Field(0, title="Seed of data splits, training, crowd and agents")
+    base_epochs: int = Field(5, ge=1, title="Epochs to train a zoo backbone")
+    final_epochs: int = Field(3, ge=1, title="Epochs of the winner's final distillation fine-tune")
+    finetune_samples: int = Field(8000, ge=100, title="Training samples for each candidate's short fine-tune")
+    limit: int | None = Field(None, ge=50, title="Cap on each split (quick runs)")
+    m: int = Field(3, ge=1, le=4, title="Annotators per sample")
+    annotator_accuracy: float = Field(0.9, ge=0.0, le=1.0, title="Accuracy of each simulated annotator")
+    fusion_lambda: float = Field(0.1, ge=0.0, title="Fusion weight lambda")
+    out: str = Field("build/compile", title="Output folder")
+    bundle: bool = Field(True, title="Lower, sign and write the deployable bundle")
+    engines: tuple[str, ...] = Field(("litert",), title="Engines in the bundle: litert, tvm")
+    signing_key: str | None = Field(None, title="Ed25519 private key (PEM); a new one is made in OUT/keys if absent")
+    model_version: str = Field("1.0.0", title="Semantic version written into the bundle")
+
+
+def compile_config(**values: Any) -> CompileConfig:
+    config = parse_config(CompileConfig, values, source="compile settings", error=InvalidArgumentError)
+    get_device(config.device)
+    get_strategy(config.strategy)
+    return config
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    summary: dict[str, Any]
+    search: SearchResult
+    out: Path
+
+
+def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]) -> tuple[Any, str]:
+    from hgen.compiler.models import build_model, load_model_file, model_names
+    from hgen.compiler.train import TrainConfig, train_classifier
+
+    if Path(config.model).suffix in (".keras", ".h5"):
+        model = load_model_file(config.model)
+        if tuple(model.inputs[0].shape[1:]) != data.input_shape:
+            raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
+                                       f"{data.input_shape}")
+        return model, Path(config.model).stem
+    if config.model not in model_names():
+        from hgen.compiler.errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names())} "
+                               f"or a path to a .keras/.h5 file")
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed))
+    log(f"trained {config.model} for {config.base_epochs} epochs in {seconds:.1f} s")
+    return model, config.model
+
+
+def _row(measured: Measured, params: int) -> dict[str, Any]:
+    return measured.to_dict() | {"params": int(params)}
+
+
+def _progress(config: CompileConfig, log: Callable[[str], None]) -> Callable[[Candidate], None]:
+    state = {"best": float("-inf"), "episode": 0}
+
+    def report(candidate: Candidate) -> None:
+        improved = candidate.reward > state["best"]
+        state["best"] = max(state["best"], candidate.reward)
+        if candidate.episode == state["episode"] and not improved:
+            return
+        state["episode"] = candidate.episode
+        rate = candidate.elapsed_seconds / max(1, candidate.episode)
+        eta = min(config.budget_minutes * 60 - candidate.elapsed_seconds, (config.episodes - candidate.episode) * rate)
+        text = (f"episode {candidate.episode}/{config.episodes} | backbones {candidate.evaluations} | "
+                f"best reward {state['best']:.3f} | ETA {max(0.0, eta):.0f} s")
+        if candidate.feasible:
+            text += f" | FEASIBLE A={candidate.measured.accuracy:.4f} L={candidate.measured.labour:.4f}"
+        log(text)
+
+    return report
+
+
+def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConfig, test: HeldOut
+           ) -> tuple[Backbone, Measured]:
+    from hgen.compiler.train import predict_logits
+
+    final = evaluator.final(chosen.plan, config.final_epochs)
+    if final.error:
+        raise CompilerError(f"the chosen plan no longer applies: {final.error}")
+    measured = evaluator.measure(final, chosen.tau, held_out=test, logits=predict_logits(final.model, test.split.x))
+    return final, measured
+
+
+def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Candidate, data: Dataset,
+                  device: DeviceProfile, predicted: Measured, evaluator: CandidateEvaluator, name: str) -> dict[str, Any]:
+    from hgen.compiler.bundle import pack_bundle, write_bundle
+    from hgen.compiler.bundle.keys import generate_keypair
+
+    key_path = Path(config.signing_key) if config.signing_key else None
+    if key_path is None:
+        keys = out / "keys"
+        info = generate_keypair(keys, overwrite=True)
+        key_path = Path(info.private_path)
+    bundle_dir = out / "bundle"
+    info = write_bundle(
+        bundle_dir, final.model, name=name, version=config.model_version, kind="cnn", target=device.target,
+        labels=data.labels, input_spec={"scale": 1.0, "offset": 0.0}, tau=chosen.tau,
+        temperature=final.temperature, fusion_lambda=config.fusion_lambda,
+        confidence_params=_confidence_params(config.m, evaluator.difficulty),
+        predicted_metrics=predicted.to_dict(), plan={"layers": chosen.plan, "ratios": evaluator.space.ratios},
+        representative_data=data.train.x[:200], engines=config.engines, signing_key=key_path, overwrite=True)
+    archive = pack_bundle(bundle_dir)
+    return {"dir": str(bundle_dir), "archive": str(archive), "signing_key": str(key_path),
+            "messages": list(info.messages)}
+
+
+def _confidence_params(m: int, difficulty: Any) -> dict[str, float]:
+    """Flat numbers for the manifest: m and the difficulty estimator the device uses to count labour (Eq. 3)."""
+    coef = {f"difficulty_coef_{i}": float(c) for i, c in enumerate(difficulty.coef)}
+    return {"m": float(m), **coef, "difficulty_intercept": float(difficulty.intercept)}
+
+
+def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda message: None) -> CompileResult:
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = get_device(config.device)
+    data = load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+    base, name = _base_model(config, data, log)
+    space = build_space(base)
+    evaluator = CandidateEvaluator(base, data, space, device, EvaluatorConfig(
+        finetune_samples=config.finetune_samples, m=config.m, annotator_accuracy=config.annotator_accuracy,
+        fusion_lambda=config.fusion_lambda, seed=config.seed))
+    log(f"search space: {len(space.layers)} layers ({', '.join(l.name for l in space.layers)}), "
+        f"{len(space.actions)} operators; strategy {config.strategy}")
+    with (out / "search.jsonl").open("w") as journal:
+        def on_candidate(candidate: Candidate) -> None:
+            journal.write(json.dumps(candidate.to_record()) + "\n")
+            journal.flush()
+            progress(candidate)
+
+        progress = _progress(config, log)
+        result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
+                            budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60,
+                                          config.stop_at_feasible), on_candidate=on_candidate)
+    chosen = result.best_feasible or result.best
+    if chosen is None or chosen.measured is None:
+        raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")
+    log(f"search done in {result.wall_seconds:.0f} s: {result.stop_reason}; "
+        f"{'feasible' if result.best_feasible else 'NO feasible candidate; best'} plan {chosen.plan}, tau {chosen.tau:.3f}")
+    test = evaluator.held_out(data.test)
+    origin = _origin(evaluator, base, test)
+    final, measured = _final(evaluator, chosen, config, test)
+    summary = _summary(config, data, device, result, chosen, final, measured, origin, base, name)
+    final.model.save(out / "model.keras")
+    (out / "plan.json").write_text(json.dumps({"plan": chosen.plan, "ratios": space.ratios, "tau": chosen.tau,
+                                               "temperature": final.temperature}, indent=2) + "\n")
+    plot_candidates(result.candidates, out / "search.png", chosen)
+    if config.bundle:
+        summary["bundle"] = _write_bundle(config, out, final, chosen, data, device, measured, evaluator, name)
+    summary["wall_seconds"] = time.perf_counter() - start
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(markdown_report(summary))
+    return CompileResult(summary, result, out)
+
+
+def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> Measured:
+    """The uncompressed backbone with nobody asked (tau = 0), on the test split."""
+    from hgen.compiler.metrics import energy_mj, model_costs, storage_mb
+    from hgen.compiler.search.evaluator import host_latency_ms
+    from hgen.compiler.train import predict_logits
+
+    costs = model_costs(base)
+    latency = evaluator.device.latency_ms(host_latency_ms(base, evaluator.config.latency_repeats))
+    backbone = Backbone(evaluator.space.identity_plan(), base, evaluator.base_temperature, predict_logits(base, test.split.x),
+                        base.count_params(), costs.macs, storage_mb(costs), energy_mj(costs), latency / evaluator.device.latency_scale,
+                        latency, 0.0)
+    return evaluator.measure(backbone, 0.0, held_out=test)
+
+
+def _summary(config: CompileConfig, data: Dataset, device: DeviceProfile, result: SearchResult, chosen: Candidate,
+             final: Backbone, measured: Measured, origin: Measured, base: Any,
+             name: str) -> dict[str, Any]:
+    return {
+        "model": name, "dataset": data.name, "dataset_origin": data.origin, "strategy": config.strategy,
+        "seed": config.seed, "device": {"name": device.name, "processor": device.processor,
+                                        "battery_mah": device.battery_mah, "latency_scale": device.latency_scale,
+                                        "measured": device.measured, "target": device.target},
+        "demands": config.demands.model_dump(), "episodes": max((c.episode for c in result.candidates), default=0),
+        "evaluations": result.evaluations, "search_seconds": result.wall_seconds, "stop_reason": result.stop_reason,
+        "feasible_in_search": result.best_feasible is not None, "search_reward": chosen.reward,
+        "plan": {k: v for k, v in chosen.plan.items() if v != IDENTITY} or "identity", "tau": chosen.tau,
+        "temperature": final.temperature, "origin": _row(origin, base.count_params()),
+        "final": _row(measured, final.params), "violations": violations(measured, config.demands),
+        "annotators": "simulated",
+    }

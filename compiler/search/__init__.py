@@ -1,0 +1,41 @@
+"""H-Gen search (paper section 5.3): strategies propose (plan, tau), a shared evaluator measures, Eq. 14-15 score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hgen.compiler.search.context import Budget, Candidate, SearchContext, StopSearch
+from hgen.compiler.search.devices import DeviceProfile
+from hgen.compiler.search.evaluator import CandidateEvaluator
+from hgen.compiler.search.objective import Demands, coefficients
+from hgen.compiler.search.strategies import get_strategy
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    strategy: str
+    seed: int
+    candidates: tuple[Candidate, ...]
+    best: Candidate | None
+    best_feasible: Candidate | None
+    stop_reason: str
+    wall_seconds: float
+    evaluations: int
+
+
+def run_search(evaluator: CandidateEvaluator, demands: Demands, device: DeviceProfile, *, strategy: str = "hgen",
+               budget: Budget = Budget(), seed: int = 0,
+               on_candidate: Callable[[Candidate], None] = lambda c: None) -> SearchResult:
+    """Run one strategy until it finds a feasible candidate or its budget runs out; never loops forever."""
+    run = get_strategy(strategy)
+    ctx = SearchContext(evaluator, demands, coefficients(demands, device.battery_mah), budget, on_candidate)
+    start = time.perf_counter()
+    try:
+        run(ctx, seed)
+        ctx.stop_reason = ctx.stop_reason or "strategy finished"
+    except StopSearch:
+        pass
+    return SearchResult(strategy, seed, tuple(ctx.candidates), ctx.best(), ctx.best_feasible(), ctx.stop_reason,
+                        time.perf_counter() - start, evaluator.evaluations)

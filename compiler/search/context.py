@@ -1,0 +1,126 @@
+"""What every strategy shares: the evaluator, the reward, the budget, the log, and the best candidates so far.
+
+Strategies only propose (plan, tau); the context evaluates, scores (Eq. 14-15), logs a JSONL record per candidate,
+and decides when to stop: at the first candidate meeting all demands and budgets (Algorithm 1, line 22) unless asked
+to go on, or when the episodes, distinct backbone evaluations or wall time run out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator
+from hgen.compiler.search.objective import Coefficients, Demands, Measured, reward, violations
+
+INVALID_PLAN_REWARD = -1000.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    episodes: int = 60
+    evaluations: int | None = None
+    seconds: float = 900.0
+    stop_at_feasible: bool = True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One scored (plan, tau)."""
+
+    index: int
+    episode: int
+    plan: dict[str, str]
+    tau: float
+    measured: Measured | None
+    r1: float
+    r2: float
+    violations: tuple[str, ...]
+    evaluations: int
+    elapsed_seconds: float
+
+    @property
+    def reward(self) -> float:
+        return self.r1 + self.r2
+
+    @property
+    def feasible(self) -> bool:
+        return self.measured is not None and not self.violations
+
+    def to_record(self) -> dict[str, Any]:
+        return {"index": self.index, "episode": self.episode, "plan": self.plan, "tau": self.tau,
+                "measured": self.measured.to_dict() if self.measured else None, "r1": self.r1, "r2": self.r2,
+                "reward": self.reward, "feasible": self.feasible, "violations": list(self.violations),
+                "evaluations": self.evaluations, "elapsed_seconds": round(self.elapsed_seconds, 3)}
+
+
+class StopSearch(Exception):
+    """Raised inside a strategy when the context decides the search is over."""
+
+
+@dataclass
+class SearchContext:
+    evaluator: CandidateEvaluator
+    demands: Demands
+    coefficients: Coefficients
+    budget: Budget
+    on_candidate: Callable[[Candidate], None] = lambda candidate: None
+    candidates: list[Candidate] = field(default_factory=list)
+    stop_reason: str = ""
+    episode: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def check_budget(self, new_evaluation: bool = False) -> None:
+        if self.elapsed >= self.budget.seconds:
+            self._stop(f"wall-time budget of {self.budget.seconds:.0f} s used")
+        if self.episode >= self.budget.episodes:
+            self._stop(f"episode budget of {self.budget.episodes} used")
+        limit = self.budget.evaluations
+        if new_evaluation and limit is not None and self.evaluator.evaluations >= limit:
+            self._stop(f"evaluation budget of {limit} backbones used")
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+        raise StopSearch(reason)
+
+    def next_episode(self) -> int:
+        self.check_budget()
+        self.episode += 1
+        return self.episode
+
+    def backbone(self, plan: dict[str, str]) -> Backbone:
+        self.check_budget(new_evaluation=not self.evaluator.cached(plan))
+        return self.evaluator.backbone(plan)
+
+    def score(self, plan: dict[str, str], tau: float) -> Candidate:
+        """Evaluate (plan, tau), log it, and stop the search at the first feasible one when asked to."""
+        backbone = self.backbone(plan)
+        if backbone.error:
+            candidate = self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (backbone.error,))
+        else:
+            measured = self.evaluator.measure(backbone, tau)
+            r1, r2 = reward(measured, self.demands, self.coefficients)
+            candidate = self._record(plan, tau, measured, r1, r2, tuple(violations(measured, self.demands)))
+        if candidate.feasible and self.budget.stop_at_feasible:
+            self._stop(f"feasible candidate found at episode {self.episode} (Algorithm 1, line 22)")
+        return candidate
+
+    def _record(self, plan: dict[str, str], tau: float, measured: Measured | None, r1: float, r2: float,
+                problems: tuple[str, ...]) -> Candidate:
+        candidate = Candidate(len(self.candidates), self.episode, dict(plan), float(tau), measured, r1, r2, problems,
+                              self.evaluator.evaluations, self.elapsed)
+        self.candidates.append(candidate)
+        self.on_candidate(candidate)
+        return candidate
+
+    def best(self) -> Candidate | None:
+        return max(self.candidates, key=lambda c: c.reward, default=None)
+
+    def best_feasible(self) -> Candidate | None:
+        return max((c for c in self.candidates if c.feasible), key=lambda c: c.reward, default=None)

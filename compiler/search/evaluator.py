@@ -1,0 +1,171 @@
+"""Cheap, honest candidate evaluation shared by every strategy.
+
+Per plan (cached): weight-preserving rewrite -> short distillation fine-tune on a training subset (plus the human
+knowledge base when given) -> temperature calibration on one half of the validation split -> logits on the other
+half, which the search never trains or calibrates on -> S and E from the cost model -> LiteRT latency on this host
+times the device's scale. Per (plan, tau), nothing is retrained: the runtime gate and fusion re-run on cached
+logits with the simulated crowd's cached answers, so a threshold costs microseconds.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hgen.compiler.data import Dataset, Split
+from hgen.compiler.errors import CompilerError
+from hgen.compiler.metrics import ask_crowd, energy_mj, evaluate_hdnn, fit_difficulty, model_costs, storage_mb
+from hgen.compiler.search.devices import DeviceProfile
+from hgen.compiler.search.objective import Measured
+from hgen.compiler.search.space import SearchSpace, apply, plan_key
+from hgen.compiler.train import DistillConfig, calibrate, distill, predict_logits
+from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
+from hgen.runtime.labour import DifficultyEstimator
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    finetune_samples: int = 8000
+    finetune_epochs: int = 1
+    distill_temperature: float = 4.0
+    latency_repeats: int = 30
+    m: int = 3
+    annotator_accuracy: float = 0.9
+    fusion_lambda: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A compressed, fine-tuned, calibrated candidate and everything measured on it that does not depend on tau."""
+
+    plan: dict[str, str]
+    model: Any
+    temperature: float
+    logits: np.ndarray
+    params: int
+    macs: int
+    storage_mb: float
+    energy_mj: float
+    host_latency_ms: float
+    latency_ms: float
+    finetune_seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A labelled split with the crowd's answers to every sample (drawn once, reused for every candidate)."""
+
+    split: Split
+    answers: CrowdAnswers
+
+
+def host_latency_ms(model: Any, repeats: int) -> float:
+    """Median batch-1 LiteRT latency on this host: the same engine the device runs."""
+    from hgen.compiler.lowering.tflite import lower_tflite
+    from hgen.runtime.engines.base import open_engine
+
+    tflite = lower_tflite(model)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "candidate.tflite"
+        path.write_bytes(tflite.content)
+        engine = open_engine("litert", path)
+        sample = np.zeros(engine.input_spec.shape, np.float32)
+        engine.warm_up(5)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            engine.run(sample)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+class CandidateEvaluator:
+    """Evaluates plans for one base model, dataset, device and crowd; caches by plan."""
+
+    def __init__(self, base_model: Any, dataset: Dataset, space: SearchSpace, device: DeviceProfile,
+                 config: EvaluatorConfig = EvaluatorConfig(), knowledge: Split | None = None) -> None:
+        self.base = base_model
+        self.dataset = dataset
+        self.space = space
+        self.device = device
+        self.config = config
+        half = len(dataset.val) // 2
+        self.calibration = Split(dataset.val.x[:half], dataset.val.y[:half])
+        search = Split(dataset.val.x[half:], dataset.val.y[half:])
+        self.finetune = self._finetune_data(knowledge)
+        self.teacher_logits = predict_logits(base_model, self.finetune.x)
+        self.crowd = SimulatedCrowd.uniform(config.m, config.annotator_accuracy, dataset.num_classes, config.seed)
+        self.base_temperature = calibrate(base_model, self.calibration)
+        self.difficulty: DifficultyEstimator = fit_difficulty(self.crowd, predict_logits(base_model, self.calibration.x),
+                                                              self.calibration.y, config.m, self.base_temperature)
+        self.search = self.held_out(search)
+        self._cache: dict[str, Backbone] = {}
+
+    def held_out(self, split: Split) -> HeldOut:
+        """The crowd answers each image once; how hard an image is comes from the base model, not the candidate."""
+        logits = predict_logits(self.base, split.x)
+        return HeldOut(split, ask_crowd(self.crowd, logits, split.y, self.config.m, self.base_temperature))
+
+    def _finetune_data(self, knowledge: Split | None) -> Split:
+        rng = np.random.default_rng(self.config.seed)
+        train = self.dataset.train
+        pick = rng.choice(len(train), min(self.config.finetune_samples, len(train)), replace=False)
+        x, y = train.x[pick], train.y[pick]
+        if knowledge is not None and len(knowledge):
+            x, y = np.concatenate([x, knowledge.x]), np.concatenate([y, knowledge.y])
+        return Split(x, y)
+
+    @property
+    def evaluations(self) -> int:
+        return len(self._cache)
+
+    def cached(self, plan: dict[str, str]) -> bool:
+        return plan_key(plan) in self._cache
+
+    def backbone(self, plan: dict[str, str]) -> Backbone:
+        key = plan_key(plan)
+        if key not in self._cache:
+            self._cache[key] = self._build(plan)
+        return self._cache[key]
+
+    def _build(self, plan: dict[str, str], data: Split | None = None, teacher: np.ndarray | None = None,
+               epochs: int | None = None) -> Backbone:
+        try:
+            model = apply(self.base, plan, self.space.ratios, self.finetune.x[:512])
+        except CompilerError as error:  # an operator that cannot apply: the plan is infeasible, not the search
+            return Backbone(plan, None, 1.0, np.zeros((0, 0)), 0, 0, np.inf, np.inf, np.inf, np.inf, 0.0, str(error))
+        data = data or self.finetune
+        seconds = distill(model, self.teacher_logits if teacher is None else teacher, data, DistillConfig(
+            epochs=epochs or self.config.finetune_epochs, temperature=self.config.distill_temperature,
+            seed=self.config.seed))
+        temperature = calibrate(model, self.calibration)
+        costs = model_costs(model)
+        host_ms = host_latency_ms(model, self.config.latency_repeats)
+        return Backbone(plan, model, temperature, predict_logits(model, self.search.split.x), model.count_params(),
+                        costs.macs, storage_mb(costs), energy_mj(costs), host_ms, self.device.latency_ms(host_ms),
+                        seconds)
+
+    def measure(self, backbone: Backbone, tau: float, held_out: HeldOut | None = None,
+                logits: np.ndarray | None = None) -> Measured:
+        """A/T/S/E/L of the H-DNN (backbone, tau) through the runtime gate and fusion."""
+        held = held_out or self.search
+        result = evaluate_hdnn(backbone.logits if logits is None else logits, held.split.y, held.answers, tau=tau,
+                               temperature=backbone.temperature, fusion_lambda=self.config.fusion_lambda,
+                               difficulty=self.difficulty, t_infer_ms=backbone.latency_ms)
+        return Measured(result.accuracy_fused, result.latency_ms, backbone.storage_mb, backbone.energy_mj,
+                        result.labour)
+
+    def final(self, plan: dict[str, str], epochs: int) -> Backbone:
+        """The winner, fine-tuned longer on the whole training split (plus knowledge), for the test-split numbers."""
+        train = self.dataset.train
+        if len(self.finetune) > self.config.finetune_samples:  # knowledge was appended
+            extra = Split(self.finetune.x[self.config.finetune_samples:], self.finetune.y[self.config.finetune_samples:])
+            train = Split(np.concatenate([train.x, extra.x]), np.concatenate([train.y, extra.y]))
+        return self._build(plan, train, predict_logits(self.base, train.x), epochs)

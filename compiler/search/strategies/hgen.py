@@ -1,0 +1,69 @@
+"""H-Gen (paper Algorithm 1): per episode the dueling DQN picks an operator per layer, then DDPG picks tau.
+
+A backbone costs seconds to fine-tune, a threshold microseconds, so each episode lets DDPG try `tau_steps`
+thresholds on the same backbone (explore) plus its greedy one; the episode's reward, broadcast to every DQN step,
+is the best of them. Rewards are clipped for learning (violations reach -1000) but logged raw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hgen.compiler.search.context import Candidate, SearchContext
+from hgen.compiler.search.ddpg import DDPG
+from hgen.compiler.search.dqn import DuelingDQN, Transition
+from hgen.compiler.search.strategies import STRATEGIES
+
+TAU_STEPS = 6
+REWARD_CLIP = (-20.0, 5.0)
+
+
+def choose_plan(ctx: SearchContext, dqn: DuelingDQN, episode: int) -> tuple[dict[str, str], list[tuple[np.ndarray, int]]]:
+    space = ctx.evaluator.space
+    plan, steps = {}, []
+    for position, layer in enumerate(space.layers):
+        state = space.state(position)
+        action = dqn.act(state, space.mask(position), episode)
+        plan[layer.name] = space.actions[action]
+        steps.append((state, action))
+    return plan, steps
+
+
+def learn_from_episode(ctx: SearchContext, dqn: DuelingDQN, steps: list[tuple[np.ndarray, int]], value: float) -> None:
+    space = ctx.evaluator.space
+    for position, (state, action) in enumerate(steps):
+        last = position == len(steps) - 1
+        following = min(position + 1, len(steps) - 1)
+        dqn.remember(Transition(state, action, value, space.state(following), space.mask(following), last))
+    for _ in range(dqn.config.updates_per_episode):
+        dqn.learn()
+
+
+def pick_tau(ctx: SearchContext, ddpg: DDPG, plan: dict[str, str], human: bool) -> list[Candidate]:
+    if not human:
+        return [ctx.score(plan, 0.0)]
+    state = ctx.evaluator.space.encode(plan)
+    scored = []
+    for step in range(TAU_STEPS + 1):
+        tau = ddpg.act(state, explore=step < TAU_STEPS)
+        candidate = ctx.score(plan, tau)
+        ddpg.remember(state, tau, float(np.clip(candidate.reward, *REWARD_CLIP)))
+        ddpg.learn()
+        scored.append(candidate)
+    return scored
+
+
+def run_rl(ctx: SearchContext, seed: int, human: bool) -> None:
+    space = ctx.evaluator.space
+    dqn = DuelingDQN(4, len(space.actions), seed=seed)
+    ddpg = DDPG(len(space.encode(space.identity_plan())), seed=seed + 7)
+    while True:
+        episode = ctx.next_episode()
+        plan, steps = choose_plan(ctx, dqn, episode)
+        best = max(pick_tau(ctx, ddpg, plan, human), key=lambda c: c.reward)
+        learn_from_episode(ctx, dqn, steps, float(np.clip(best.reward, *REWARD_CLIP)))
+
+
+@STRATEGIES.register("hgen")
+def hgen(ctx: SearchContext, seed: int) -> None:
+    run_rl(ctx, seed, human=True)
