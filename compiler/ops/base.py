@@ -50,7 +50,6 @@ class Operator(ABC):
     paper_id: ClassVar[str]  # o_c1 .. o_c6, o_f1 .. o_f3, or "-" for identity
     layer_types: ClassVar[frozenset[str]]  # Keras class names this operator rewrites
     config_type: ClassVar[type[OperatorConfig]] = OperatorConfig
-    needs_calibration: ClassVar[bool] = False
 
     def config(self, ratio: float | None = None, options: Mapping[str, Any] | None = None,
                layer: str = "?") -> OperatorConfig:

@@ -19,13 +19,11 @@ def svd_split(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return u[:, :rank] * root, root[:, None] * vt[:rank]
 
 
-def subsample_rows(x: np.ndarray, y: np.ndarray, max_rows: int = MAX_ROWS, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """At most `max_rows` random rows of (x, y): per-pixel regressions need far fewer rows than they get."""
-    if x.shape[0] <= max_rows:
-        return x, y
-    rows = np.random.default_rng(seed).choice(x.shape[0], max_rows, replace=False)
-    return x[rows], y[rows]
+def sample_rows(total: int, limit: int = MAX_ROWS, seed: int = 0) -> np.ndarray:
+    """At most `limit` sorted random row indices: per-pixel regressions need far fewer rows than they get."""
+    if total <= limit:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
 
 
 def _with_bias(x: np.ndarray) -> np.ndarray:
