@@ -118,8 +118,11 @@ class Rebuilt:
     replaced: list[tuple[ResolvedChoice, Built, Any]]  # entry, what it built, the new tensor it was called on
 
 
-def rebuild(model: Any, entries: list[ResolvedChoice], copy_weights: bool = True) -> Rebuilt:
-    """The model's graph with each entry's layer replaced by its operator's sub-graph (weights not initialised)."""
+def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
+    """The model's graph with each entry's layer replaced by its operator's sub-graph (not yet initialised).
+
+    Untouched layers always get their weights copied, also for estimates: a masked layer's stored size is its mask.
+    """
     import keras
 
     graph = functional_view(model)
@@ -147,7 +150,7 @@ def rebuild(model: Any, entries: list[ResolvedChoice], copy_weights: bool = True
             replaced.append((entry, built, x))
             outputs = built.output
         else:
-            outputs = _call_clone(layer, args, kwargs, copy_weights)
+            outputs = _call_clone(layer, args, kwargs)
         for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
             tensors[id(old)] = new
     outputs = [tensors[id(t)] for t in graph.outputs]
@@ -155,10 +158,10 @@ def rebuild(model: Any, entries: list[ResolvedChoice], copy_weights: bool = True
     return Rebuilt(new_model, new_inputs, replaced)
 
 
-def _call_clone(layer: Any, args: tuple, kwargs: dict, copy_weights: bool) -> Any:
+def _call_clone(layer: Any, args: tuple, kwargs: dict) -> Any:
     clone = clone_layer(layer)
     outputs = clone(*args, **kwargs)
-    if copy_weights and layer.weights:
+    if layer.weights:
         clone.set_weights(layer.get_weights())
     return outputs
 
@@ -196,7 +199,7 @@ def estimate_model(model: Any, weight_bits: int = 32, activation_bits: int = 32)
 
 def estimate_plan(model: Any, plan: Plan, weight_bits: int = 32, activation_bits: int = 32) -> PlanEffect:
     """Costs of `model` rewritten by `plan`, without training or fitting: the graph is built with fresh layers."""
-    rebuilt = rebuild(model, validate_plan(model, plan), copy_weights=False)
+    rebuilt = rebuild(model, validate_plan(model, plan))
     return PlanEffect.from_costs(model_costs(rebuilt.model), weight_bits, activation_bits)
 
 

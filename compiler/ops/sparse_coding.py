@@ -75,13 +75,14 @@ class SparseCoding(Operator):
                             name=f"{layer.name}_codes")
         output = codes(atoms(x))
         codes.set_mask(first_k_mask((k, layer.units), t))
-        return Built(output, {"dictionary": atoms, "codes": codes, "t": t})
+        return Built(output, {"dictionary": atoms, "codes": codes})
 
     def initialise(self, layer: Any, config: SparseCodingConfig, built: Built, data: Any) -> None:
         atoms, codes_layer = built.layers["dictionary"], built.layers["codes"]
         kernel, bias = kernel_and_bias(layer)
-        dictionary, codes = sparse_code(kernel, atoms.units, built.layers["t"], config.iterations)
-        mask = top_k_mask(codes, built.layers["t"])
+        k, t = sizes(layer, config, self.name)
+        dictionary, codes = sparse_code(kernel, k, t, config.iterations)
+        mask = top_k_mask(codes, t)
         codes = codes * mask
         atoms.set_weights([dictionary])
         if config.refit:

@@ -62,14 +62,14 @@ class SparseDecompose(Operator):
                                name=f"{layer.name}_combine")
         output = combine(bases(x))
         combine.set_mask(first_k_mask((int(combine.kernel.shape[2]), layer.filters), keep)[None, None])
-        return Built(output, {"bases": bases, "combine": combine, "keep": keep})
+        return Built(output, {"bases": bases, "combine": combine})
 
     def initialise(self, layer: Any, config: SparseDecomposeConfig, built: Built, data: Any) -> None:
         bases, combine = built.layers["bases"], built.layers["combine"]
         kernel, bias = kernel_and_bias(layer)
         depthwise, pointwise = per_channel_svd(kernel, int(bases.depth_multiplier))
         bases.set_weights([depthwise])
-        mask = top_k_mask(pointwise, built.layers["keep"])
+        mask = top_k_mask(pointwise, shape_of(layer, config, self.name)[1])
         pointwise = pointwise * mask
         if config.refit:
             features = np.asarray(bases(data.inputs))

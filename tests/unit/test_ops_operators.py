@@ -191,3 +191,11 @@ def test_apply_plan_is_fast_on_lenet(lenet, lenet_x):
     start = time.perf_counter()
     apply_plan(lenet, Plan.of({"conv1": "depthwise_separable", "conv2": "svd_conv", "fc1": "svd_dense"}))
     assert time.perf_counter() - start < 2.0
+
+
+def test_compressed_models_can_be_rewritten_and_estimated_again(lenet, lenet_x):
+    """Masks are weights: cloning a masked layer (estimate or a second plan) keeps its stored size."""
+    sparse = apply_plan(lenet, Plan.of({"conv2": "sparse_random"}), lenet_x)
+    assert estimate_plan(sparse, Plan()) == estimate_model(sparse)
+    again = apply_plan(sparse, Plan.of({"fc1": ("svd_dense", 1.0)}))
+    np.testing.assert_allclose(out(again, lenet_x), out(sparse, lenet_x), rtol=1e-4, atol=2e-4)
