@@ -132,11 +132,9 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
 
-    key_path = Path(config.signing_key) if config.signing_key else None
-    if key_path is None:
-        keys = out / "keys"
-        info = generate_keypair(keys, overwrite=True)
-        key_path = Path(info.private_path)
+    key_path = Path(config.signing_key) if config.signing_key else out / "keys" / "signing.key"
+    if not config.signing_key and not key_path.exists():  # reuse it next time, so devices keep trusting it
+        generate_keypair(key_path.parent)
     bundle_dir = out / "bundle"
     info = write_bundle(
         bundle_dir, final.model, name=name, version=config.model_version, kind="cnn", target=device.target,
@@ -147,6 +145,7 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
         representative_data=data.train.x[:200], engines=config.engines, signing_key=key_path, overwrite=True)
     archive = pack_bundle(bundle_dir)
     return {"dir": str(bundle_dir), "archive": str(archive), "signing_key": str(key_path),
+            "public_key": str(key_path.with_suffix(".pub")),
             "messages": list(info.messages)}
 
 

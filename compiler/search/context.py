@@ -14,6 +14,7 @@ from typing import Any
 
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator
 from hgen.compiler.search.objective import Coefficients, Demands, Measured, reward, violations
+from hgen.compiler.search.space import plan_problems
 
 INVALID_PLAN_REWARD = -1000.0
 
@@ -79,8 +80,6 @@ class SearchContext:
     def check_budget(self, new_evaluation: bool = False) -> None:
         if self.elapsed >= self.budget.seconds:
             self._stop(f"wall-time budget of {self.budget.seconds:.0f} s used")
-        if self.episode >= self.budget.episodes:
-            self._stop(f"episode budget of {self.budget.episodes} used")
         limit = self.budget.evaluations
         if new_evaluation and limit is not None and self.evaluator.evaluations >= limit:
             self._stop(f"evaluation budget of {limit} backbones used")
@@ -91,6 +90,8 @@ class SearchContext:
 
     def next_episode(self) -> int:
         self.check_budget()
+        if self.episode >= self.budget.episodes:
+            self._stop(f"episode budget of {self.budget.episodes} used")
         self.episode += 1
         return self.episode
 
@@ -99,7 +100,14 @@ class SearchContext:
         return self.evaluator.backbone(plan)
 
     def score(self, plan: dict[str, str], tau: float) -> Candidate:
-        """Evaluate (plan, tau), log it, and stop the search at the first feasible one when asked to."""
+        """Evaluate (plan, tau), log it, and stop the search at the first feasible one when asked to.
+
+        A plan the library rejects is scored without being evaluated, so it costs no evaluation budget.
+        """
+        problems = plan_problems(self.evaluator.base, plan, self.evaluator.space.ratios)
+        if problems:
+            self.check_budget()
+            return self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (problems,))
         backbone = self.backbone(plan)
         if backbone.error:
             candidate = self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (backbone.error,))

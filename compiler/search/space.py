@@ -42,6 +42,28 @@ class SearchSpace:
         allowed = set(self.layers[position].operators)
         return np.array([action in allowed for action in self.actions])
 
+    def valid_mask(self, model: Any, chosen: dict[str, str], position: int) -> np.ndarray:
+        """Actions for layer `position` that keep the plan valid given the earlier choices (later layers identity).
+
+        Choosing in layer order with this mask always ends in a plan the library accepts: e.g. `gap` on the
+        classifier is offered only when the dense layers it would remove were left alone.
+        """
+        mask = self.mask(position)
+        name = self.layers[position].name
+        for index in np.flatnonzero(mask):
+            trial = self.identity_plan() | chosen | {name: self.actions[index]}
+            mask[index] = is_valid(model, trial, self.ratios)
+        return mask
+
+    def repair(self, model: Any, plan: dict[str, str]) -> dict[str, str]:
+        """Keep each layer's choice in order while the plan stays valid, else fall back to identity."""
+        kept: dict[str, str] = {}
+        for position, layer in enumerate(self.layers):
+            choice = plan.get(layer.name, IDENTITY)
+            allowed = self.valid_mask(model, kept, position)
+            kept[layer.name] = choice if allowed[self.actions.index(choice)] else IDENTITY
+        return kept
+
     def encode(self, plan: dict[str, str]) -> np.ndarray:
         """One-hot operator per searched layer, flattened: the DDPG's state."""
         code = np.zeros((len(self.layers), len(self.actions)))
@@ -79,6 +101,22 @@ def to_library_plan(plan: dict[str, str], ratios: dict[str, float]) -> Any:
     from hgen.compiler.ops import Plan
 
     return Plan.of({name: (op, ratios[op]) if op in ratios else op for name, op in plan.items() if op != IDENTITY})
+
+
+def plan_problems(model: Any, plan: dict[str, str], ratios: dict[str, float]) -> str | None:
+    """Why the library rejects the plan as a whole, or None (no fitting: shape and conflict checks only)."""
+    from hgen.compiler.errors import CompilerError
+    from hgen.compiler.ops import validate_plan
+
+    try:
+        validate_plan(model, to_library_plan(plan, ratios))
+    except CompilerError as error:
+        return str(error)
+    return None
+
+
+def is_valid(model: Any, plan: dict[str, str], ratios: dict[str, float]) -> bool:
+    return plan_problems(model, plan, ratios) is None
 
 
 def apply(model: Any, plan: dict[str, str], ratios: dict[str, float], calibration_x: np.ndarray) -> Any:

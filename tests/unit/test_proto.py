@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,19 @@ def _codegen():
 
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """protoc runs in a fresh interpreter: in-process, its bundled protobuf crashes once TensorFlow is loaded."""
     out = tmp_path_factory.mktemp("regen")
-    _codegen().generate(PROTO_DIR, out)
+    script = (
+        "import importlib.util, sys\n"
+        "from pathlib import Path\n"
+        "spec = importlib.util.spec_from_file_location('codegen', sys.argv[1])\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "module.generate(Path(sys.argv[2]), Path(sys.argv[3]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(PROTO_DIR / "codegen.py"), str(PROTO_DIR), str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
     return out
 
 

@@ -23,7 +23,7 @@ def choose_plan(ctx: SearchContext, dqn: DuelingDQN, episode: int) -> tuple[dict
     plan, steps = {}, []
     for position, layer in enumerate(space.layers):
         state = space.state(position)
-        action = dqn.act(state, space.mask(position), episode)
+        action = dqn.act(state, space.valid_mask(ctx.evaluator.base, plan, position), episode)
         plan[layer.name] = space.actions[action]
         steps.append((state, action))
     return plan, steps

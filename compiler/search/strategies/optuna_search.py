@@ -1,6 +1,7 @@
 """Optuna's multi-objective NSGA-II sampler over the same space: maximise accuracy, minimise latency, with the
-storage, energy and labour budgets as constraints. Repeated plans hit the evaluator's cache, so a trial that only
-changes tau is cheap, as it is for the other strategies."""
+storage, energy and labour budgets as constraints. Optuna cannot be told which operator combinations conflict, so a
+conflicting proposal is repaired layer by layer (a choice that breaks the plan becomes identity) before scoring.
+Repeated plans hit the evaluator's cache, so a trial that only changes tau is cheap, as it is for the others."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ def optuna_search(ctx: SearchContext, seed: int) -> None:
         from hgen.compiler.errors import CompilerError
 
         raise CompilerError("the optuna strategy needs Optuna: pip install 'hgen[compiler]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our StopSearch would be logged as a failed trial
     space = ctx.evaluator.space
     constraints_key = "constraints"
 
     def objective(trial: "optuna.Trial") -> tuple[float, float]:
         ctx.next_episode()
-        plan = {layer.name: trial.suggest_categorical(layer.name, list(layer.operators)) for layer in space.layers}
+        proposed = {layer.name: trial.suggest_categorical(layer.name, list(layer.operators)) for layer in space.layers}
+        plan = space.repair(ctx.evaluator.base, proposed)
         candidate = ctx.score(plan, trial.suggest_float("tau", 0.0, 1.0))
         if candidate.measured is None:
             trial.set_user_attr(constraints_key, [1.0, 1.0, 1.0])

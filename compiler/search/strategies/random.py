@@ -1,4 +1,5 @@
-"""Random search: a uniformly random valid operator per layer, then as many random thresholds as H-Gen tries."""
+"""Random search: layer by layer, a uniformly random operator among those that keep the plan valid, then as many
+random thresholds per backbone as H-Gen tries."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def random_search(ctx: SearchContext, seed: int) -> None:
     space = ctx.evaluator.space
     while True:
         ctx.next_episode()
-        plan = {layer.name: str(rng.choice(layer.operators)) for layer in space.layers}
+        plan: dict[str, str] = {}
+        for position, layer in enumerate(space.layers):
+            allowed = np.flatnonzero(space.valid_mask(ctx.evaluator.base, plan, position))
+            plan[layer.name] = space.actions[int(rng.choice(allowed))]
         for _ in range(TAU_STEPS + 1):
             ctx.score(plan, float(rng.random()))
