@@ -1,0 +1,83 @@
+"""H-YOLO aggregation: the union of the m annotators' boxes, overlapping boxes of the same class merged.
+
+Fuzzy merge: boxes are taken largest first; a box joins the first cluster of its class whose running mean box it
+overlaps with IoU >= `iou_threshold`, else it starts a new cluster. Each cluster becomes one box (coordinate mean)
+whose score is its support: the share of the m annotators who drew it. It is a union, so a box drawn by one person
+survives (with support 1/m); the device's fusion decides how much to trust it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from hgen.hub.aggregators import AGGREGATORS, AggregationInput
+from hgen.hub.errors import AggregationError
+from hgen.protos import hub_pb2
+
+IOU_THRESHOLD = 0.5
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x_min, y_min, x_max, y_max) boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class _Cluster:
+    class_id: int
+    boxes: list[np.ndarray] = field(default_factory=list)
+    annotators: set[str] = field(default_factory=set)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.mean(self.boxes, axis=0)
+
+
+def _boxes(data: AggregationInput) -> list[tuple[str, int, np.ndarray]]:
+    found = []
+    for answer in data.answers:
+        if answer.WhichOneof("label") != "boxes":
+            continue
+        for box in answer.boxes.boxes:
+            coords = np.array([box.x_min, box.y_min, box.x_max, box.y_max], dtype=np.float64)
+            if coords[2] <= coords[0] or coords[3] <= coords[1]:
+                raise AggregationError(f"sample {data.sample_id}: annotator {answer.annotator_id} drew an empty box")
+            found.append((answer.annotator_id, int(box.class_id), coords))
+    return found
+
+
+def cluster_boxes(boxes: list[tuple[str, int, np.ndarray]], threshold: float = IOU_THRESHOLD) -> list[_Cluster]:
+    clusters: list[_Cluster] = []
+    area = lambda c: (c[2] - c[0]) * (c[3] - c[1])  # noqa: E731
+    for annotator, class_id, coords in sorted(boxes, key=lambda item: -area(item[2])):
+        home = next((c for c in clusters if c.class_id == class_id and iou(c.mean, coords) >= threshold), None)
+        if home is None:
+            home = _Cluster(class_id)
+            clusters.append(home)
+        home.boxes.append(coords)
+        home.annotators.add(annotator)
+    return clusters
+
+
+@AGGREGATORS.register("box_union")
+class BoxUnion:
+    name: ClassVar[str] = "box_union"
+    needs_history: ClassVar[bool] = False
+
+    def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
+        answered = [a for a in data.answers if a.WhichOneof("label") == "boxes"]
+        if not answered:
+            raise AggregationError(f"sample {data.sample_id}: box_union needs box answers, got none")
+        clusters = cluster_boxes(_boxes(data))
+        m = max(data.m, len({a.annotator_id for a in answered}))
+        merged = [hub_pb2.Box(x_min=b[0], y_min=b[1], x_max=b[2], y_max=b[3], class_id=c.class_id,
+                              score=len(c.annotators) / m) for c in clusters for b in [c.mean]]
+        support = float(np.mean([box.score for box in merged])) if merged else 1.0  # all agreed: nothing there
+        return hub_pb2.AggregatedLabel(boxes=hub_pb2.BoxList(boxes=merged), aggregator=self.name, confidence=support)
