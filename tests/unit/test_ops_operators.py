@@ -199,3 +199,11 @@ def test_compressed_models_can_be_rewritten_and_estimated_again(lenet, lenet_x):
     assert estimate_plan(sparse, Plan()) == estimate_model(sparse)
     again = apply_plan(sparse, Plan.of({"fc1": ("svd_dense", 1.0)}))
     np.testing.assert_allclose(out(again, lenet_x), out(sparse, lenet_x), rtol=1e-4, atol=2e-4)
+
+
+def test_mlpconv_starts_as_the_rank_r_svd_truncation(vgg, vgg_x):
+    """The +/- split makes the ReLU micro-network reproduce svd_conv at the same rank, as documented."""
+    plan = {"b1_conv2": ("mlpconv", 0.25), "b2_conv2": ("mlpconv", 0.25)}
+    svd = {name: ("svd_conv", ratio) for name, (_, ratio) in plan.items()}
+    np.testing.assert_allclose(out(apply_plan(vgg, Plan.of(plan)), vgg_x), out(apply_plan(vgg, Plan.of(svd)), vgg_x),
+                               rtol=1e-4, atol=2e-4)
