@@ -1,0 +1,206 @@
+"""Engines benchmark: per-sample latency (batch 1, median after warm-up) of every engine on this host.
+
+Models: LeNet-5 (ours, trained briefly on scikit-learn digits), Keras' MobileNetV2 at 96x96 with random
+weights (a third-party architecture, no download). The H-CNN of the search is pending (search issue).
+Reference: the bare LiteRT float `invoke()` loop (input already set); every row is a ratio to it, so the
+overheads of each engine's Python API (quantise, copy, dispatch) are visible next to the kernels' cost.
+
+Run: .venv/bin/python tools/bench/engines.py [--repeats 300] [--models lenet5,mobilenetv2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchlib import machine, markdown_table, write_results
+
+from hgen.compiler.lowering import lower_tflite, lower_tvm
+from hgen.compiler.models import build_model
+from hgen.runtime.engines import open_engine
+from hgen.runtime.engines.litert import interpreter_class
+
+AGREEMENT_SAMPLES = 200
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    model: Any
+    images: np.ndarray  # test inputs for top-1 agreement
+    calibration: np.ndarray  # representative data for int8
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """Median microseconds of `fn` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e6
+
+
+def digits_28() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.pad(np.kron(digits.images, np.ones((3, 3))) / 16.0, ((0, 0), (2, 2), (2, 2)))[..., None]
+    return images.astype(np.float32), digits.target
+
+
+def lenet_subject() -> Subject:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    images, labels = digits_28()
+    model = build_model("lenet5", (28, 28, 1), 10)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images[:1000], labels[:1000], epochs=4, batch_size=32, verbose=0)
+    return Subject("lenet5", model, images[1000 : 1000 + AGREEMENT_SAMPLES], images[:300])
+
+
+def mobilenet_subject() -> Subject:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(
+        input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (AGREEMENT_SAMPLES + 300, 96, 96, 3)).astype(np.float32)
+    return Subject("mobilenetv2-96", model, images[:AGREEMENT_SAMPLES], images[AGREEMENT_SAMPLES:])
+
+
+SUBJECTS = {"lenet5": lenet_subject, "mobilenetv2": mobilenet_subject}
+
+
+def invoke_loop_us(path: Path, repeats: int, warmup: int, threads: int) -> float:
+    """The physical reference: the interpreter's invoke() alone, input set once."""
+    interpreter = interpreter_class()(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    return timed(interpreter.invoke, repeats, warmup)
+
+
+def measure(subject: Subject, repeats: int, warmup: int, threads: int, work: Path) -> list[dict[str, Any]]:
+    """One row per engine for `subject`."""
+    model, images, one = subject.model, subject.images, subject.images[:1]
+    reference = model.predict(images, batch_size=50, verbose=0).argmax(1)
+    keras_path = work / f"{subject.name}.keras"
+    model.save(keras_path)
+    rows = [_row(subject.name, "keras", timed(lambda: model(one, training=False), repeats, warmup), keras_path, 1.0)]
+
+    float_model = lower_tflite(model, quantize="float")
+    int8_model = lower_tflite(model, quantize="int8", representative_data=subject.calibration)
+    for precision, tflite in (("float32", float_model), ("int8", int8_model)):
+        path = tflite.save(work / f"{subject.name}.{precision}.tflite")
+        rows.append(_row(subject.name, f"litert-invoke-{precision}", invoke_loop_us(path, repeats, warmup, threads), path, None))
+        engine = open_engine("litert", path, {"num_threads": threads})
+        rows.append(_engine_row(subject.name, f"litert-{precision}", engine, path, one, images, reference, repeats, warmup))
+        start = time.perf_counter()
+        library = lower_tvm(tflite.content, "x86_64", work / f"{subject.name}.{precision}")
+        compile_s = time.perf_counter() - start
+        config = {"input_shape": list(tflite.input_shape), "output_shape": list(tflite.output_shape), "precision": precision}
+        if tflite.input_quant:
+            config["input_quantization"] = vars(tflite.input_quant)
+            config["output_quantization"] = vars(tflite.output_quant)
+        engine = open_engine("tvm", library.path, config)
+        row = _engine_row(subject.name, f"tvm-untuned-{precision}", engine, library.path, one, images, reference, repeats, warmup)
+        row["compile_s"] = round(compile_s, 1)
+        rows.append(row)
+    invoke = next(r["median_us"] for r in rows if r["engine"] == "litert-invoke-float32")
+    for row in rows:
+        row["ratio_to_invoke"] = round(row["median_us"] / invoke, 2)
+    return rows
+
+
+def _row(model: str, engine: str, median_us: float, path: Path, agreement: float | None) -> dict[str, Any]:
+    return {"model": model, "engine": engine, "median_us": round(median_us, 1), "ratio_to_invoke": None,
+            "file_bytes": path.stat().st_size, "top1_agreement": agreement}
+
+
+def _engine_row(model, name, engine, path, one, images, reference, repeats, warmup) -> dict[str, Any]:
+    agreement = float(np.mean(engine.run(images).argmax(1) == reference))
+    return _row(model, name, timed(lambda: engine.run(one), repeats, warmup), path, round(agreement, 4))
+
+
+def int8_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Say, per model and engine family, whether int8 is actually faster than float here."""
+    lines = []
+    by_key = {(r["model"], r["engine"]): r["median_us"] for r in rows}
+    for model in sorted({r["model"] for r in rows}):
+        for family in ("litert-invoke", "litert", "tvm-untuned"):
+            fp, q = by_key.get((model, f"{family}-float32")), by_key.get((model, f"{family}-int8"))
+            if fp and q:
+                verdict = "faster" if q < fp else "NOT faster"
+                lines.append(f"- {model}, {family}: int8 is {verdict} than float32 ({q:.1f} us vs {fp:.1f} us, speed-up x{fp / q:.2f}).")
+    return lines
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[str, Any]) -> str:
+    columns = ["model", "engine", "median_us", "ratio_to_invoke", "file_bytes", "top1_agreement", "compile_s"]
+    shown = [{k: ("n/a" if v is None else v) for k, v in row.items()} for row in rows]
+    return "\n".join([
+        "# Engines: per-sample latency on the host",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, no GPU, {info['os']}.",
+        f"Method: batch 1, {args.warmup} warm-up calls, then the median of {args.repeats} timed calls "
+        f"(time.perf_counter around one call). LiteRT with num_threads={args.threads}; TVM's default thread pool.",
+        "`ratio_to_invoke` = median / median of the bare LiteRT float32 `invoke()` loop (input set once).",
+        "`litert-*` and `tvm-*` rows time `Engine.run`, i.e. including input checks, int8 (de)quantisation and copies.",
+        f"`top1_agreement` = argmax agreement with the Keras model on {AGREEMENT_SAMPLES} inputs (digits for LeNet-5,",
+        "uniform noise for MobileNetV2: random weights give near-tied logits, so its int8 agreement is a lower bound).",
+        "`file_bytes`: the .keras file, the .tflite flatbuffer, or the TVM shared library.",
+        "",
+        markdown_table(shown, columns),
+        "",
+        "## Is int8 faster than float32 here?",
+        *int8_verdicts(rows),
+        "",
+        "## Not measured",
+        "- **H-CNN of the search**: pending; the search issue is not done yet. Add it as a third subject when it lands.",
+        "- **TVM tuned (MetaSchedule)**: not measured. With apache-tvm 0.27.0.post1 + apache-tvm-ffi 0.1.15.post2",
+        "  (this venv) MetaSchedule crashes (segfault in `tvm::ffi::ToJSONGraph` when the builder serialises a task);",
+        "  with apache-tvm-ffi 0.1.14.post0 serialisation works, but tuning also needs `xgboost`, and on this",
+        "  2-core machine 64 trials of LeNet-5 had not finished after 10 minutes (most candidate builds timed out).",
+        "  The untuned rows are the default relax pipeline (no schedules), known to be slow on CPU.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="lenet5,mobilenetv2", help=f"comma list of {sorted(SUBJECTS)}")
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            subject = SUBJECTS[name]()
+            print(f"measuring {subject.name} ...", file=sys.stderr)
+            rows += measure(subject, args.repeats, args.warmup, args.threads, Path(tmp))
+    info = machine()
+    data = {"method": {"batch": 1, "warmup": args.warmup, "repeats": args.repeats, "statistic": "median",
+                       "litert_threads": args.threads, "reference": "litert-invoke-float32"},
+            "pending": ["hcnn (search issue)", "tvm-tuned (MetaSchedule, see engines.md)"], "rows": rows}
+    json_path, md_path = write_results("engines", data, markdown(rows, args, info))
+    print(markdown(rows, args, info))
+    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
