@@ -1,0 +1,108 @@
+"""`hgen lower`: a user's Keras model file -> signed bundle (directory, optionally packed), or an ONNX
+file -> TVM library for a target. `hgen verify` checks a bundle as a device would, without running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from hgen.compiler.cli import VERBS, Verb
+from hgen.compiler.errors import InvalidArgumentError
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="Keras model file (.keras/.h5, logits out) or ONNX file (.onnx)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory (Keras) or library stem (ONNX)")
+    parser.add_argument("--target", default="x86_64", help="target profile (x86_64, rpi4, android-arm64, armv7)")
+    parser.add_argument("--key", type=Path, help="Ed25519 signing key (hgen keys generate); required for Keras")
+    parser.add_argument("--name", help="model name in the manifest (default: the file stem)")
+    parser.add_argument("--version", default="0.1.0", help="semantic version of the model")
+    parser.add_argument("--labels", help="comma-separated class labels (default: 0..N-1)")
+    parser.add_argument("--quantize", default="float", choices=["float", "int8"])
+    parser.add_argument("--representative", type=Path, help=".npy of 100-500 normalised training inputs (int8)")
+    parser.add_argument("--engines", default="litert,tvm", help="comma list of litert, tvm")
+    parser.add_argument("--scale", type=float, default=1 / 255, help="input normalisation: x = raw * scale + offset")
+    parser.add_argument("--offset", type=float, default=0.0)
+    parser.add_argument("--tau", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--fusion-lambda", type=float, default=0.5)
+    parser.add_argument("--pack", action="store_true", help="also write the single-file archive <out>.hgb")
+    parser.add_argument("--input-shape", help="ONNX only: fixed input shape, e.g. 1,28,28,1")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty bundle directory")
+
+
+def _lower_onnx(args: argparse.Namespace) -> None:
+    from hgen.compiler.lowering.onnx_io import lower_onnx
+
+    shape = tuple(int(d) for d in _csv(args.input_shape)) if args.input_shape else None
+    library = lower_onnx(args.model, args.target, args.out, input_shape=shape)
+    print(f"{library.format} for {library.target} ({library.machine}): {library.path}")
+    if library.message:
+        print(library.message)
+
+
+def _lower_keras(args: argparse.Namespace) -> None:
+    from hgen.compiler.bundle import pack_bundle, write_bundle
+    from hgen.compiler.models import load_model_file
+
+    if args.key is None:
+        raise InvalidArgumentError("--key is required to sign the bundle (create one with: hgen keys generate)")
+    model = load_model_file(args.model)
+    classes = int(model.outputs[0].shape[-1])
+    labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
+    representative = np.load(args.representative) if args.representative else None
+    info = write_bundle(
+        args.out, model, name=args.name or args.model.stem, version=args.version, target=args.target,
+        labels=labels, input_spec={"scale": args.scale, "offset": args.offset}, tau=args.tau,
+        temperature=args.temperature, fusion_lambda=args.fusion_lambda, representative_data=representative,
+        engines=_csv(args.engines), quantize=args.quantize, signing_key=args.key, overwrite=args.force,
+    )
+    for entry in info.manifest.engines:
+        print(f"{entry.name}: {entry.file} ({entry.size} bytes, {entry.precision}, {entry.format})")
+    for message in info.messages:
+        print(message)
+    print(f"bundle: {info.path}")
+    if args.pack:
+        print(f"archive: {pack_bundle(info.path)}")
+
+
+def run_lower(args: argparse.Namespace) -> None:
+    if args.model.suffix.lower() == ".onnx":
+        _lower_onnx(args)
+    else:
+        _lower_keras(args)
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="bundle directory or .hgb archive")
+    parser.add_argument("--key", type=Path, required=True, help="trusted public key (signing.pub)")
+    parser.add_argument("--target", help="refuse a bundle built for another target")
+
+
+def run_verify(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from hgen.runtime.bundle.loader import verify_archive, verify_directory
+    from hgen.runtime.signing import load_public_key
+
+    key = load_public_key(args.key)
+    if args.bundle.is_dir():
+        manifest = verify_directory(args.bundle, key, args.target)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = verify_archive(args.bundle, key, args.target, Path(tmp))
+    print(f"verified: {manifest.model.name} {manifest.model.version} for {manifest.target}, "
+          f"engines {', '.join(e.name for e in manifest.engines)}")
+
+
+VERBS.add("lower", Verb("lower", "lower a Keras model to a signed bundle, or an ONNX model to a TVM library",
+                        add_lower_arguments, run_lower))
+VERBS.add("verify", Verb("verify", "verify a bundle's signature, target and file hashes", add_verify_arguments,
+                         run_verify))
