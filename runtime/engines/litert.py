@@ -1,7 +1,7 @@
 """`litert`: TFLite models through Google's LiteRT interpreter (ai-edge-litert), else tflite-runtime.
 
-ai-edge-litert >= 1.2 ships NumPy 2 wheels (tested here: 2.3.0 with NumPy 2.4). tflite-runtime's last
-wheels (2.14, 2023) are built against NumPy 1.x and only work on a NumPy < 2 device image.
+Tested: ai-edge-litert 2.3.0 with NumPy 2.4 (Python 3.11, x86-64). tflite-runtime's last release (2.14.0,
+October 2023) is built against NumPy 1.x: use it only on a device image that pins numpy<2.
 """
 
 from __future__ import annotations
