@@ -208,3 +208,13 @@ print('ok')
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_android_bundle_without_ndk_says_so_and_is_refused(tmp_path, model, data, key, monkeypatch) -> None:
+    monkeypatch.delenv("HGEN_ANDROID_CC", raising=False)
+    if get_target("android-arm64").find_compiler() is not None:
+        pytest.skip("an Android NDK clang is installed; the archive fallback is not used")
+    info = _bundle(tmp_path / "android", model, data, key, quantize="float", target="android-arm64", engines=("tvm",))
+    assert info.manifest.engine("tvm").format == "object-archive" and any("HGEN_ANDROID_CC" in m for m in info.messages)
+    with pytest.raises(TargetMismatchError, match="unlinked object archive"):
+        load_bundle(info.path, trusted_public_key=key.public_key())
