@@ -34,6 +34,8 @@ def load_model_file(path: str | Path) -> keras.Model:
     """Load a user's Keras model (`.keras` or `.h5`); the last layer must output logits."""
     import keras
 
+    import hgen.compiler.ops.layers  # noqa: F401  registers the masked layers a compressed model may hold
+
     path = Path(path)
     if not path.is_file():
         raise CompilerError(f"model file {path} does not exist")

@@ -25,8 +25,20 @@ def _add_mask(layer: Any) -> Any:
     return layer.add_weight(name="mask", shape=tuple(layer.kernel.shape), initializer="ones", trainable=False)
 
 
+class _SavesEveryVariable:
+    """Keras' Dense/Conv save only kernel and bias (their quantisation-aware format), which would drop the mask
+    from a saved .keras file; the generic Layer format saves every variable in order. These layers support
+    neither quantisation modes nor LoRA, so nothing else is lost."""
+
+    def save_own_variables(self, store: Any) -> None:
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store: Any) -> None:
+        keras.layers.Layer.load_own_variables(self, store)
+
+
 @keras.saving.register_keras_serializable(package="hgen")
-class MaskedConv2D(keras.layers.Conv2D):
+class MaskedConv2D(_SavesEveryVariable, keras.layers.Conv2D):
     """Conv2D whose kernel is multiplied by a fixed 0/1 mask of the kernel's shape."""
 
     def build(self, input_shape: Any) -> None:
@@ -41,7 +53,7 @@ class MaskedConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="hgen")
-class MaskedDense(keras.layers.Dense):
+class MaskedDense(_SavesEveryVariable, keras.layers.Dense):
     """Dense whose kernel is multiplied by a fixed 0/1 mask of the kernel's shape."""
 
     def build(self, input_shape: Any) -> None:

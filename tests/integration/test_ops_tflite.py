@@ -55,3 +55,21 @@ def test_conv_operator_round_trips_through_tflite(name, vgg):
 def test_fc_operator_round_trips_through_tflite(plan, lenet):
     x = np.random.default_rng(1).random((8, 28, 28, 1)).astype(np.float32)
     check_round_trip(apply_plan(lenet, Plan.of(plan), x), x)
+
+
+def test_masked_layers_survive_a_keras_save_and_load(tmp_path):
+    """A saved compressed model must load back with its masks (the compiler writes model.keras)."""
+    import keras
+    import numpy as np
+
+    from hgen.compiler.models import build_model
+    from hgen.compiler.ops import Plan, apply_plan
+
+    base = build_model("lenet5", (28, 28, 1), 10)
+    x = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
+    model = apply_plan(base, Plan.of({"conv2": "sparse_random", "fc1": "sparse_coding"}), x)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    masks = [layer.sparsity_mask for layer in loaded.layers if hasattr(layer, "sparsity_mask")]
+    assert masks and all(np.count_nonzero(np.asarray(m)) < np.asarray(m).size for m in masks)
