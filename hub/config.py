@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hgen.hub.errors import HubConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
@@ -52,6 +52,92 @@ class LimitsConfig(StrictModel):
     default_labour_budget: float = Field(0.0, ge=0, title="Budget when a request carries 0 (0 = unlimited)")
 
 
+class WebConfig(StrictModel):
+    """The annotator / operator web UI (hub/web). Off unless enabled; then a secret key is mandatory."""
+
+    enabled: bool = Field(False, title="Serve the annotator and operator web UI")
+    host: str = Field("127.0.0.1", title="Address to bind (put a TLS-terminating proxy in front for remote people)")
+    port: int = Field(8080, ge=0, le=65535, title="Port to bind (0 = any free port)")
+    secret_key: SecretStr | None = Field(None, title="Signs session cookies; at least 32 characters, no default")
+    session_max_age_s: int = Field(8 * 3600, ge=60, title="A session older than this must log in again")
+    login_max_failures: int = Field(5, ge=1, title="Failed logins per user and address before a lock-out")
+    login_window_s: float = Field(300.0, gt=0, title="Window (and lock-out length) of the login rate limit")
+    invite_ttl_s: int = Field(7 * 24 * 3600, ge=60, title="How long an invite token stays valid")
+    class_names: tuple[str, ...] = Field((), title="Class names shown to annotators (default: 0..num_classes-1)")
+    secure_cookies: bool = Field(False, title="Mark cookies Secure (set when served over HTTPS)")
+
+    @model_validator(mode="after")
+    def _secret_when_enabled(self) -> WebConfig:
+        if self.enabled and self.secret_key is None:
+            raise ValueError("web.secret_key is required when the web UI is enabled (no default secret)")
+        return self
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("web.secret_key must be at least 32 characters")
+        return value
+
+
+class GoldConfig(StrictModel):
+    """Gold tasks: samples with a known answer mixed into each annotator's stream to rate them."""
+
+    share: float = Field(0.05, ge=0.05, le=0.5, title="Share of an annotator's tasks that are gold (>= 5%)")
+    min_answers: int = Field(5, ge=1, title="Gold answers needed before an annotator can be paused")
+    pause_below: float = Field(0.6, ge=0.0, le=1.0, title="Pause an annotator whose gold accuracy falls below this")
+
+
+class ModelConfig(StrictModel):
+    """One deployed model the hub retrains: where its current model and original data are, who runs it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Model (bundle) name, as devices report it")
+    keras_model: Path = Field(title="The deployed model as a Keras file (compile's model.keras, logits out)")
+    bundle: Path = Field(title="The deployed signed bundle directory (its manifest gives plan, tau, T, version)")
+    dataset: str = Field("fashion-mnist:lowres", title="Original training data (compiler dataset spec)")
+    dataset_limit: int | None = Field(None, ge=50, title="Cap on each original split (small hubs, tests)")
+    devices: dict[str, str] = Field(default_factory=dict, title="device id -> target the device runs (x86_64, rpi4...)")
+    threshold: int = Field(200, ge=1, title="New human-labelled samples that trigger a retrain (paper: 200 H-CNN)")
+    kind: str = Field("cnn", pattern=r"^(cnn)$", title="H-DNN kind; the retraining loop covers classification")
+
+
+class RetrainConfig(StrictModel):
+    """The closed loop: filter, enhancement distillation, acceptance, re-lowering and publishing."""
+
+    enabled: bool = Field(False, title="Run the retrain worker (threshold triggers and on-demand retrains)")
+    store_dir: Path | None = Field(None, title="Where new model versions and bundles are written")
+    signing_key: Path | None = Field(None, title="Ed25519 private key (PEM) that signs new bundles")
+    models: tuple[ModelConfig, ...] = Field((), title="Models the hub retrains")
+    holdout_share: float = Field(0.2, gt=0.0, lt=1.0, title="Share of human-labelled samples kept for acceptance")
+    original_samples: int = Field(4000, ge=100, title="Original training samples mixed into each retrain")
+    human_repeat: int = Field(3, ge=1, title="Each human-labelled sample appears this many times per epoch")
+    epochs: int = Field(2, ge=1, title="Enhancement distillation epochs")
+    temperature: float = Field(8.0, gt=0.0, title="Distillation temperature (high: soft targets)")
+    alpha: float = Field(0.7, ge=0.0, le=1.0, title="Weight of the soft-target term")
+    learning_rate: float = Field(5e-4, gt=0.0, title="Enhancement learning rate")
+    human_margin: float = Field(6.0, gt=0.0, title="Logit margin given to a human label when mapped to soft targets")
+    filter_enabled: bool = Field(True, title="Filter human-labelled samples with the autoencoder")
+    filter_quantile: float = Field(0.99, gt=0.5, lt=1.0, title="Reconstruction error quantile of training data "
+                                                               "above which a sample is out of distribution")
+    filter_epochs: int = Field(3, ge=1, title="Autoencoder training epochs")
+    tolerance: float = Field(0.0, ge=0.0, le=0.1, title="Accept when new >= current - tolerance on both checks")
+    min_holdout: int = Field(10, ge=1, title="Held-out human samples needed to run the acceptance check")
+    engines: tuple[str, ...] = Field(("litert",), title="Engines in re-lowered bundles")
+    seed: int = Field(0, title="Seed of splits and training")
+
+    @model_validator(mode="after")
+    def _paths_when_enabled(self) -> RetrainConfig:
+        if self.enabled and (self.store_dir is None or self.signing_key is None):
+            raise ValueError("retrain.store_dir and retrain.signing_key are required when retraining is enabled")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("retrain.models names must be unique")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
 class HubConfig(StrictModel):
     knowledge_base: KnowledgeBaseConfig = Field(default_factory=KnowledgeBaseConfig, title="Knowledge base")
     grpc: GrpcConfig = Field(default_factory=GrpcConfig, title="gRPC transport")
@@ -62,6 +148,9 @@ class HubConfig(StrictModel):
     aggregator: str = Field("majority", title="Default aggregator for classification samples")
     num_classes: int = Field(10, ge=2, title="Classes of the classification task (for aggregation)")
     dawid_skene_history: int = Field(600, ge=0, title="Past answers dawid_skene uses to estimate annotator skill")
+    web: WebConfig = Field(default_factory=WebConfig, title="Annotator / operator web UI")
+    gold: GoldConfig = Field(default_factory=GoldConfig, title="Gold tasks and annotator pausing")
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig, title="Retraining loop")
 
 
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:

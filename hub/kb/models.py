@@ -6,7 +6,7 @@ Changing a model means adding an Alembic revision in migrations/versions (a test
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OPEN_STATES = ("received", "assigned")
@@ -132,3 +132,83 @@ class Bundle(Base):
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     path: Mapped[str] = mapped_column(String(1024))
     published_at: Mapped[float] = mapped_column(Double)
+
+
+# --- Web UI, gold tasks and the retraining loop (migration 0002) ------------------------------------------------
+
+
+class WebAccount(Base):
+    """A person's login: a scrypt password hash, or a pending invite (only its SHA-256 is stored)."""
+
+    __tablename__ = "web_accounts"
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # annotator | operator
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    invite_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    invite_expires: Mapped[float | None] = mapped_column(Double, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class AnnotatorPause(Base):
+    """An annotator who gets no tasks (low gold accuracy, or an operator's decision) and why."""
+
+    __tablename__ = "annotator_pauses"
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(512))
+    paused_at: Mapped[float] = mapped_column(Double)
+
+
+class GoldItem(Base):
+    """A gold task: a hub-owned sample whose true class is known; answers to it rate the annotator."""
+
+    __tablename__ = "gold_items"
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), primary_key=True)
+    class_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class TaskEvent(Base):
+    """A task given back without a label ("skip" / "cant_tell"): the slot goes to someone else."""
+
+    __tablename__ = "task_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), unique=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.id"), index=True)
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    latency_s: Mapped[float] = mapped_column(Double)
+    at: Mapped[float] = mapped_column(Double)
+
+
+class ModelVersion(Base):
+    """A model version the hub can retrain from: its Keras file, its bundle and the calibrated gate."""
+
+    __tablename__ = "model_versions"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keras_path: Mapped[str] = mapped_column(String(1024))
+    bundle_dir: Mapped[str] = mapped_column(String(1024))
+    tau: Mapped[float] = mapped_column(Double)
+    temperature: Mapped[float] = mapped_column(Double)
+    retrain_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class RetrainRun(Base):
+    """One retrain attempt, whatever its outcome; `cutoff` is the reply time up to which labels were counted."""
+
+    __tablename__ = "retrain_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | published | rejected | failed
+    trigger: Mapped[str] = mapped_column(String(16))  # threshold | operator | cli | api
+    requested_at: Mapped[float] = mapped_column(Double)
+    started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    from_version: Mapped[str] = mapped_column(String(64))
+    to_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cutoff: Mapped[float] = mapped_column(Double)
+    samples_used: Mapped[int] = mapped_column(Integer, default=0)
+    filtered_out: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
