@@ -7,6 +7,7 @@ interpreter or `dlopen` sees it. Archives are read member by member, never extra
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import shutil
 import tarfile
@@ -142,7 +143,7 @@ def verify_archive(path: Path, key: Any, expected_target: str | None, dest: Path
     """Verify a single-file bundle while extracting its listed files into `dest`."""
     try:
         return _extract_archive(path, key, expected_target, dest)
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise BundleFormatError(f"bundle archive {path.name} is truncated or corrupt: {exc}") from None
 
 

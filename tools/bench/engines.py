@@ -79,7 +79,21 @@ def mobilenet_subject() -> Subject:
     )
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (AGREEMENT_SAMPLES + 300, 96, 96, 3)).astype(np.float32)
+    calibrate_batch_norm(model, images[AGREEMENT_SAMPLES:])
     return Subject("mobilenetv2-96", model, images[:AGREEMENT_SAMPLES], images[AGREEMENT_SAMPLES:])
+
+
+def calibrate_batch_norm(model: Any, images: np.ndarray) -> None:
+    """Set BatchNorm statistics from one batch: at initialisation (mean 0, var 1) activations of a random
+    MobileNetV2 vanish to ~1e-12 logits, which would make any precision comparison meaningless."""
+    import keras
+
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in batch_norms:
+        layer.momentum = 0.0
+    model(images[:64], training=True)
+    for layer in batch_norms:
+        layer.momentum = 0.99
 
 
 SUBJECTS = {"lenet5": lenet_subject, "mobilenetv2": mobilenet_subject}
@@ -161,8 +175,12 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[st
         "`ratio_to_invoke` = median / median of the bare LiteRT float32 `invoke()` loop (input set once).",
         "`litert-*` and `tvm-*` rows time `Engine.run`, i.e. including input checks, int8 (de)quantisation and copies.",
         f"`top1_agreement` = argmax agreement with the Keras model on {AGREEMENT_SAMPLES} inputs (digits for LeNet-5,",
-        "uniform noise for MobileNetV2: random weights give near-tied logits, so its int8 agreement is a lower bound).",
+        "uniform noise for MobileNetV2, whose random weights get BatchNorm statistics from one batch of noise so that",
+        "its logits do not vanish; near-tied random logits make its int8 agreement a pessimistic figure).",
         "`file_bytes`: the .keras file, the .tflite flatbuffer, or the TVM shared library.",
+        "Caveat: the 2-core machine is shared with other jobs; absolute medians varied up to 2x between runs on the",
+        "same day (e.g. LiteRT float32 MobileNetV2 invoke 367 us in one run, 701 us in another). Compare ratios",
+        "within one run rather than absolute numbers across runs.",
         "",
         markdown_table(shown, columns),
         "",
