@@ -236,3 +236,13 @@ def test_verification_needs_no_tensorflow(bundle: Path, key, tmp_path: Path) -> 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "lenet5"
+
+
+@pytest.mark.parametrize("position", [0.3, 0.6, 0.95])
+def test_corrupted_archive_is_refused(bundle: Path, key, position: float) -> None:
+    archive = pack_bundle(bundle)
+    data = bytearray(archive.read_bytes())
+    data[int(len(data) * position)] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises((BundleFormatError, SignatureError, IntegrityError)):
+        load_bundle(archive, trusted_public_key=key.public_key())
