@@ -58,3 +58,38 @@ def load_config_file(model: type[M], path: str | Path, *, error: type[Exception]
     if data is not None and not isinstance(data, Mapping):
         raise error(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
     return parse_config(model, data, source=str(path), error=error)
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
+def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, title) for every field, nested config sections flattened with dots.
+
+    The README's configuration reference is generated from these rows, so it cannot drift from the code.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(reference_rows(annotation, f"{path}."))
+            continue
+        if field.is_required():
+            default = "required"
+        else:
+            value = field.get_default(call_default_factory=True)
+            default = "" if value is None else repr(value.model_dump() if isinstance(value, BaseModel) else value)
+        rows.append((path, _type_name(annotation), default, field.title or ""))
+    return rows
+
+
+def reference_markdown(model: type[BaseModel]) -> str:
+    """A Markdown table of `reference_rows`."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for path, kind, default, title in reference_rows(model):
+        cells = [f"`{path}`", kind, f"`{default}`" if default else "", title]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)

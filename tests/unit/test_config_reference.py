@@ -1,0 +1,31 @@
+"""The README's configuration reference is generated from the config models and must match them."""
+
+import importlib.util
+from pathlib import Path
+
+from pydantic import Field
+
+from hgen.runtime.config import StrictModel, reference_rows
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "docs" / "config_reference.py"
+
+
+class Inner(StrictModel):
+    port: int = Field(1883, title="Broker port")
+
+
+class Outer(StrictModel):
+    name: str = Field(title="Name")
+    inner: Inner = Field(default_factory=Inner, title="Inner")
+
+
+def test_rows_flatten_nested_sections_with_defaults_and_titles():
+    assert reference_rows(Outer) == [("name", "str", "required", "Name"), ("inner.port", "int", "1883", "Broker port")]
+
+
+def test_readme_reference_is_up_to_date():
+    spec = importlib.util.spec_from_file_location("config_reference", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    current = tool.README.read_text()
+    assert tool.updated(current) == current, "README is stale: run `python tools/docs/config_reference.py`"
