@@ -1,7 +1,31 @@
-"""Exception root of `hgen.edge_agent`."""
+"""Exception root of `hgen.edge_agent`; one subclass per thing an operator can fix."""
 
-from hgen.runtime.errors import HGenError
+from hgen.runtime.errors import ConfigError, HGenError
 
 
 class AgentError(HGenError):
     """Root of every error raised by `hgen.edge_agent`."""
+
+
+class AgentConfigError(AgentError, ConfigError):
+    """agent.yaml (or a dict) failed validation; the message lists every problem by key path."""
+
+
+class SourceError(AgentError):
+    """A frame source cannot be opened or read (missing file, camera gone, bad URL)."""
+
+
+class TransportError(AgentError):
+    """The hub cannot be reached or refused a request; samples stay in the outbox."""
+
+
+class OutboxError(AgentError):
+    """The on-disk outbox cannot be opened or written."""
+
+
+class SwapError(AgentError):
+    """A model update could not be downloaded, verified, loaded or failed its health check."""
+
+
+class HealthCheckError(SwapError):
+    """A candidate bundle produced wrong-shaped or non-finite outputs on the canary inputs."""

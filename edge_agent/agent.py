@@ -1,0 +1,531 @@
+"""The agent pipeline: frames -> preprocessing -> inference -> gate -> results, with people in the loop.
+
+Threads: the pipeline (source, inference, gate, emit), housekeeping (flush batches, patience timeouts, resend
+from the outbox, status), the transport's own threads (replies, update notices) and a swap thread. State shared
+between them sits behind one lock. Every escalated sample is committed to the outbox before its first
+result is emitted, and is deleted only when its reply arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from hgen.edge_agent.config import AgentConfig
+from hgen.edge_agent.errors import SwapError
+from hgen.edge_agent.gating import Batcher, Decision, Gate, PendingSample
+from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
+from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.results import Result, ResultStatus
+from hgen.edge_agent.sinks import CallbackSink, Sink, open_sinks
+from hgen.edge_agent.sources import Frame, FrameSource, open_source
+from hgen.edge_agent.swap import ModelSlot
+from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
+from hgen.edge_agent.transports import ConnectionState, Transport, TransportCallbacks, TransportErrorCode, open_transport
+from hgen.protos import hub_pb2
+from hgen.runtime.bundle import BundleError
+from hgen.runtime.hdnn import FusionParams, get_kind
+
+log = logging.getLogger(__name__)
+TICK_S = 0.05  # housekeeping wakes at least this often (batch max-wait and patience resolution)
+RECENT_REPLIES = 10_000
+KIND_TO_PROTO = {"cnn": hub_pb2.HDNN_KIND_CNN, "yolo": hub_pb2.HDNN_KIND_YOLO,
+                 "frcnn": hub_pb2.HDNN_KIND_FASTER_RCNN}
+
+
+@dataclass
+class Waiting:
+    """An escalated sample waiting for people: enough to fuse and emit its update."""
+
+    result: Result
+    logits: np.ndarray
+    kind: str
+    params: FusionParams
+    patience_at: float
+    timed_out: bool = False
+
+
+class Agent:
+    """`Agent(config, callbacks=[fn]).start()`; `wait()` for the source to end; `stop()`; `telemetry.snapshot()`."""
+
+    def __init__(self, config: AgentConfig, *, callbacks: Sequence[Callable[[Result], None]] = (),
+                 source: FrameSource | None = None) -> None:
+        self.config = config
+        self.telemetry = Telemetry(config.telemetry.latency_window)
+        self._stop = threading.Event()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau, m=config.batching.annotators)
+        self.slot = ModelSlot(model, config.swap, self._on_swap_event)
+        self.outbox = Outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow)
+        self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
+        self.gate = Gate(config.gate)
+        self.batcher = Batcher(config.batching)
+        self._source = source
+        self._waiting: dict[str, Waiting] = {}
+        self._done: OrderedDict[str, None] = OrderedDict()  # recently replied ids: duplicates are not "unknown"
+        self._sent_at: dict[str, float] = {}
+        self._resend_all = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._seen_versions: set[str] = set()
+        self._pipeline: threading.Thread | None = None
+        self._housekeeper: threading.Thread | None = None
+        self._finished = threading.Event()
+        self.metrics_endpoint: PrometheusEndpoint | None = None
+        self.transport: Transport | None = None
+        if config.hub.url:
+            self.transport = open_transport(config.hub, config.device_id, TransportCallbacks(
+                self._on_reply, self._on_update, self._on_transport_state))
+        self.telemetry.gauge("outbox_depth", self.outbox.depth)
+        self.telemetry.gauge("outbox_dropped", self.outbox.dropped)
+        self.telemetry.gauge("waiting_for_people", lambda: len(self._waiting))
+        self.telemetry.gauge("swap_ms", lambda: self.slot.last_switch_ms)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> Model:
+        return self.slot.active
+
+    def start(self) -> Agent:
+        """Open the source, restore unreplied samples from the outbox, start the threads and the hub link."""
+        if self._source is None:
+            self._source = open_source(self.config.source, self._stop)
+        self._restore()
+        if self.config.telemetry.prometheus_port is not None:
+            self.metrics_endpoint = PrometheusEndpoint(self.telemetry, self.config.telemetry.prometheus_host,
+                                                       self.config.telemetry.prometheus_port)
+        if self.transport is not None:
+            self.transport.start()
+            if self.config.hub.watch_updates:
+                self.transport.watch(self.model.name, self.model.version)
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="agent-housekeeping", daemon=True)
+        self._housekeeper.start()
+        self._pipeline = threading.Thread(target=self._run_pipeline, name="agent-pipeline", daemon=True)
+        self._pipeline.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the source to end (or `stop`); True if it did within `timeout`."""
+        return self._finished.wait(timeout)
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until every escalated sample has a final result (fused, refused or timed out)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: all(w.timed_out for w in self._waiting.values()), timeout)
+
+    def wait_outbox_empty(self, timeout: float) -> bool:
+        """Wait until the hub replied to every stored sample."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.outbox.depth():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+            return True
+
+    def run(self) -> None:
+        """Blocking: start, process until the source ends, let replies settle within patience, stop."""
+        self.start()
+        try:
+            while not self.wait(0.5):
+                pass
+            if not self._stop.is_set():
+                self.wait_settled(self.config.batching.patience_s + self.config.batching.max_wait_s)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        for thread in (self._pipeline, self._housekeeper):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)
+        if self.transport is not None:
+            self.transport.stop()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
+        if self._source is not None:
+            self._source.close()
+        for sink in self.sinks:
+            sink.close()
+        self.slot.close()
+        self.outbox.close()
+
+    def __enter__(self) -> Agent:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- pipeline ----------------------------------------------------------------------------------------
+
+    def _run_pipeline(self) -> None:
+        assert self._source is not None
+        limit = self.config.source.max_frames
+        processed = 0
+        try:
+            while not self._stop.is_set() and (limit is None or processed < limit):
+                frame = self._source.read()
+                self._sync_source_stats()
+                if frame is None:
+                    break
+                self.process_frame(frame)
+                processed += 1
+        except Exception:
+            log.exception("pipeline failed")
+            self.telemetry.problem("pipeline", "pipeline stopped on an unexpected error (see log)")
+        finally:
+            self._sync_source_stats()
+            self._finished.set()
+            with self._changed:
+                self._changed.notify_all()
+
+    def process_frame(self, frame: Frame) -> Result:
+        """One frame through the pipeline; always emits (and returns) a first result."""
+        self.slot.maybe_switch()
+        model = self.slot.active
+        sample_id = str(uuid.uuid4())
+        base = Result(frame.index, sample_id, frame.captured_at, ResultStatus.INVALID, "invalid",
+                      bundle_version=model.version)
+        if frame.image is None:
+            return self._invalid(base, "frame could not be decoded")
+        try:
+            x, resized = preprocess(frame.image, model.manifest.input)
+        except FrameShapeError as exc:
+            return self._invalid(base, str(exc))
+        if resized:
+            self.telemetry.inc("frames_resized")
+        start = time.perf_counter()
+        try:
+            model, logits = self.slot.infer(x[None])
+        except Exception as exc:
+            self.telemetry.inc("inference_errors")
+            self.telemetry.problem("inference", f"inference failed: {exc}")
+            return self._invalid(base, f"inference failed: {exc}")
+        self.telemetry.frame((time.perf_counter() - start) * 1e3)
+        self.slot.observe(x)
+        return self._gate(frame, model, x, logits, replace(base, bundle_version=model.version))
+
+    def _invalid(self, base: Result, detail: str) -> Result:
+        self.telemetry.inc("frames_invalid")
+        self.telemetry.inc("frames")
+        self.telemetry.problem("frames", detail)
+        result = replace(base, detail=detail)
+        self._emit(result)
+        return result
+
+    def _gate(self, frame: Frame, model: Model, x: np.ndarray, logits: np.ndarray, base: Result) -> Result:
+        probs = model.probabilities(logits)
+        confidence = float(probs.max())
+        label = int(model.kind.predict(logits, model.params)[0])
+        now = time.monotonic()
+        decision = model_decision = self.gate.decide(confidence, model.tau, now)
+        if decision is Decision.RATE_LIMITED:
+            self.telemetry.inc("rate_limited")
+        result = replace(base, status=ResultStatus.MODEL, decision=decision.value, label=label,
+                         label_name=model.manifest.labels[label], model_label=label, confidence=confidence)
+        if model_decision.to_people and self.transport is not None:
+            difficulty = float(model.difficulty.difficulty(probs)[0])
+            labour = self.batcher.labour_of(difficulty, model.m)
+            stored = self._escalate(frame, model, logits, probs, result, labour, decision, now)
+            if stored is not None:
+                return stored
+            result = replace(result, decision=Decision.BUDGET.value)
+        self._emit(result)
+        return result
+
+    def _escalate(self, frame: Frame, model: Model, logits: np.ndarray, probs: np.ndarray, result: Result,
+                  labour: float, decision: Decision, now: float) -> Result | None:
+        """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
+        sample = self._sample_proto(frame, model, probs, result)
+        with self._lock:
+            if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):
+                self.telemetry.inc("budget_exhausted")
+                return None
+            batch_id = self.batcher.current_batch_id()
+        pending = replace(result, status=ResultStatus.PENDING)
+        deadline = time.time() + self.config.batching.deadline_s
+        meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
+                "lambda": model.params.fusion_lambda}
+        row = OutboxRow(result.sample_id, batch_id, time.time(), frame.index, model.m, deadline,
+                        sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
+        if not self.outbox.put([row]):
+            self.telemetry.inc("outbox_dropped")
+            return None
+        self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
+        with self._lock:
+            self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
+                                                      time.monotonic() + self.config.batching.patience_s)
+        self._emit(pending)
+        return pending
+
+    def _sample_proto(self, frame: Frame, model: Model, probs: np.ndarray, result: Result) -> hub_pb2.Sample:
+        import cv2
+
+        assert frame.image is not None
+        extension = ".png" if self.config.batching.image_format == "png" else ".jpg"
+        ok, encoded = cv2.imencode(extension, frame.image)
+        if not ok:
+            raise FrameShapeError("frame could not be encoded for people")
+        height, width = frame.image.shape[:2]
+        channels = 1 if frame.image.ndim == 2 else frame.image.shape[2]
+        image = hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG if extension == ".png" else hub_pb2.IMAGE_FORMAT_JPEG,
+                              data=encoded.tobytes(), height=height, width=width, channels=channels)
+        output = hub_pb2.ModelOutput(class_probabilities=probs[0].astype(float).tolist(),
+                                     confidence=float(result.confidence or 0.0),
+                                     kind=KIND_TO_PROTO.get(model.manifest.kind, 0))
+        sample = hub_pb2.Sample(sample_id=result.sample_id, device_id=self.config.device_id, bundle_name=model.name,
+                                bundle_version=model.version, image=image, output=output)
+        sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))
+        return sample
+
+    def _emit(self, result: Result) -> None:
+        for sink in self.sinks:
+            if not sink.wants(result):
+                continue
+            try:
+                sink.emit(result)
+            except Exception as exc:  # a sink must not stop the pipeline
+                self.telemetry.inc("sink_errors")
+                self.telemetry.problem("sink", f"{type(sink).__name__}: {exc}")
+
+    def _sync_source_stats(self) -> None:
+        if self._source is None:
+            return
+        stats = self._source.stats
+        with stats.lock:
+            dropped, reconnects, problem = stats.dropped, stats.reconnects, stats.problem
+        self.telemetry.inc("frames_dropped", dropped - self.telemetry.count("frames_dropped"))
+        self.telemetry.inc("source_reconnects", reconnects - self.telemetry.count("source_reconnects"))
+        self.telemetry.problem("source", problem)
+
+    # --- replies -----------------------------------------------------------------------------------------
+
+    def _on_reply(self, reply: hub_pb2.SampleReply) -> None:
+        with self._lock:
+            waiting = self._waiting.pop(reply.sample_id, None)
+            duplicate = waiting is None and reply.sample_id in self._done
+            if waiting is not None:
+                self._done[reply.sample_id] = None
+                while len(self._done) > RECENT_REPLIES:
+                    self._done.popitem(last=False)
+                self._sent_at.pop(reply.sample_id, None)
+        if waiting is None:
+            if duplicate:
+                self.telemetry.inc("duplicate_replies")
+            else:
+                self.telemetry.inc("unknown_replies")
+                self.telemetry.problem("replies", f"reply for unknown sample {reply.sample_id!r} ignored")
+            return
+        self.telemetry.inc("replies")
+        if waiting.timed_out:
+            self.telemetry.inc("late_replies")
+        else:
+            self._emit(self._fused(waiting, reply))
+        self.outbox.ack([reply.sample_id])
+        with self._changed:
+            self._changed.notify_all()
+
+    def _fused(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
+        result = waiting.result
+        if reply.status in (hub_pb2.REPLY_STATUS_ANSWERED, hub_pb2.REPLY_STATUS_PARTIAL):
+            classes = waiting.logits.shape[-1]
+            answers = [a.class_id for a in reply.answers if a.WhichOneof("label") == "class_id"
+                       and a.class_id < classes]
+            if answers:
+                kind = get_kind(waiting.kind)
+                label = int(kind.fuse(waiting.logits[None], np.asarray([answers]), waiting.params)[0])
+                self.telemetry.inc("fused")
+                labels = self.slot.active.manifest.labels
+                return replace(result, status=ResultStatus.FUSED, label=label,
+                               label_name=labels[label] if label < len(labels) else str(label),
+                               answers=tuple(int(a) for a in answers))
+        self.telemetry.inc("hub_refused")
+        reason = hub_pb2.ReplyStatus.Name(reply.status)
+        if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
+            reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
+            self.telemetry.problem("hub_refused", reason)
+        return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
+
+    def _on_transport_state(self, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
+        if state is ConnectionState.CONNECTED:
+            self.telemetry.problem("hub", "")
+            self._resend_all.set()
+            with self._changed:
+                self._changed.notify_all()
+        elif error is not TransportErrorCode.OK:
+            self.telemetry.problem("hub", f"{error.value}: {detail}")
+
+    # --- housekeeping ------------------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        next_status = next_scan = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                self._flush_due(now)
+                self._expire(now)
+                if self._resend_all.is_set() or now >= next_scan:
+                    self._resend(now, everything=self._resend_all.is_set())
+                    next_scan = now + min(1.0, self.config.hub.resend_after_s / 4)
+                if now >= next_status:
+                    self._report_status()
+                    next_status = now + self.config.telemetry.status_interval_s
+            except Exception:
+                log.exception("housekeeping round failed; retrying")
+            self._sync_source_stats()
+            with self._changed:
+                self._changed.wait(TICK_S)
+
+    def _flush_due(self, now: float) -> None:
+        with self._lock:
+            batch = self.batcher.take() if self.batcher.due(now) else None
+        if batch is not None and batch.samples:
+            self._send_rows([r for r in (self.outbox.get(s.sample_id) for s in batch.samples) if r is not None], now)
+
+    def _expire(self, now: float) -> None:
+        expired: list[Result] = []
+        with self._changed:
+            for waiting in self._waiting.values():
+                if not waiting.timed_out and now >= waiting.patience_at:
+                    waiting.timed_out = True
+                    expired.append(replace(waiting.result, status=ResultStatus.TIMEOUT,
+                                           detail="no reply within patience; the model's answer stands"))
+            if expired:
+                self._changed.notify_all()
+        for result in expired:
+            self.telemetry.inc("timeouts")
+            self._emit(result)
+
+    def _resend(self, now: float, everything: bool) -> None:
+        """Send outbox rows never sent, or sent longer than resend_after_s ago (all of them after a reconnect)."""
+        if self.transport is None:
+            return
+        self._resend_all.clear()
+        busy = self.transport.in_flight()
+        with self._lock:
+            open_batch = self.batcher.current_batch_id()
+        rows = []
+        for row in self.outbox.pending():
+            sent = self._sent_at.get(row.sample_id)
+            if row.sample_id in busy or row.batch_id == open_batch:
+                continue
+            if everything or sent is None or now - sent >= self.config.hub.resend_after_s:
+                rows.append(row)
+        self._send_rows(rows, now)
+
+    def _send_rows(self, rows: list[OutboxRow], now: float) -> None:
+        if self.transport is None or not rows:
+            return
+        by_batch: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            by_batch.setdefault(row.batch_id, []).append(row)
+        for batch_id, group in by_batch.items():
+            if self.transport.send(self._request(batch_id, group)):
+                with self._lock:
+                    for row in group:
+                        first = row.sample_id not in self._sent_at
+                        self._sent_at[row.sample_id] = now
+                        if first:
+                            self.telemetry.inc("sent_samples")
+
+    def _request(self, batch_id: str, rows: list[OutboxRow]) -> hub_pb2.AnnotationRequest:
+        request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
+                                            samples=[hub_pb2.Sample.FromString(r.payload) for r in rows],
+                                            annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
+        request.deadline.FromNanoseconds(int(rows[0].deadline * 1e9))
+        return request
+
+    def _report_status(self) -> None:
+        if self.transport is None:
+            return
+        model = self.slot.active
+        self.transport.report_status(self.telemetry.device_status(self.config.device_id, model.name, model.version))
+
+    def _restore(self) -> None:
+        """After a restart: every stored sample waits for its reply again (and is resent on connect)."""
+        patience_at = time.monotonic() + self.config.batching.patience_s
+        restored = 0
+        for row in self.outbox.pending():
+            meta = json.loads(row.meta)
+            data = meta["result"]
+            result = Result(**{**data, "status": ResultStatus.PENDING, "answers": tuple(data["answers"])})
+            logits = np.frombuffer(row.logits, np.float32).reshape(-1)
+            with self._lock:
+                self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],
+                                                       FusionParams(meta["temperature"], meta["lambda"]), patience_at)
+            restored += 1
+        if restored:
+            log.info("restored %d unreplied samples from the outbox", restored)
+            self._resend_all.set()
+
+    # --- model updates -----------------------------------------------------------------------------------
+
+    def _on_update(self, notice: hub_pb2.ModelUpdate) -> None:
+        """An update notice (gRPC WatchUpdates or the retained MQTT topic): download, verify, check, stage."""
+        version = notice.version
+        with self._lock:
+            if version == self.slot.active.version or version in self._seen_versions:
+                return
+            self._seen_versions.add(version)
+        threading.Thread(target=self._apply_update, args=(notice,), name="agent-swap", daemon=True).start()
+
+    def _apply_update(self, notice: hub_pb2.ModelUpdate) -> None:
+        with self._swap_lock:
+            store = self.config.bundle.store_dir
+            store.mkdir(parents=True, exist_ok=True)
+            dest = store / f"{notice.bundle_name}-{notice.version}.hgb"
+            try:
+                assert self.transport is not None
+                partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
+                partial.replace(dest)
+                self.swap_to(dest)
+            except (SwapError, BundleError, OSError) as exc:
+                self._reject(notice.version, str(exc))
+            except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
+                log.exception("update %s failed", notice.version)
+                self._reject(notice.version, f"{type(exc).__name__}: {exc}")
+
+    def swap_to(self, path: Path) -> Model:
+        """Verify, load and health-check the bundle at `path`, then stage it for the next frame.
+
+        Raises SwapError / BundleError when it is refused; the running model stays. If the pipeline is not
+        running (source ended), the switch happens here.
+        """
+        candidate = self.slot.prepare(Path(path), self.config.bundle, tau=self.config.gate.tau,
+                                      m=self.config.batching.annotators)
+        self.slot.stage(candidate)
+        if self._finished.is_set():
+            self.slot.maybe_switch()
+        return candidate
+
+    def _reject(self, version: str, reason: str) -> None:
+        log.error("model update %s rejected: %s", version, reason)
+        self.telemetry.inc("swaps_rejected")
+        self.telemetry.problem("swap", f"update {version} rejected: {reason}")
+        with self._changed:
+            self._changed.notify_all()
+
+    def _on_swap_event(self, kind: str, detail: str) -> None:
+        if kind == "swap":
+            self.telemetry.inc("swaps")
+            self.telemetry.problem("swap", "")
+            if self.transport is not None and self.config.hub.watch_updates:
+                self.transport.watch(self.slot.active.name, self.slot.active.version)
+        else:
+            self.telemetry.inc("rollbacks")
+            self.telemetry.problem("swap", detail)
+        with self._changed:
+            self._changed.notify_all()

@@ -1,0 +1,166 @@
+"""Strict agent configuration (`hgen-agent run --config agent.yaml`): unknown keys rejected, errors by key path.
+
+Every section has defaults that suit a Raspberry Pi with one camera; only `device_id` and `bundle` are required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from hgen.edge_agent.errors import AgentConfigError
+from hgen.runtime.config import StrictModel, load_config_file, parse_config
+
+
+class BundleConfig(StrictModel):
+    path: Path = Field(title="Bundle directory or .hgb archive to start with")
+    public_key: Path = Field(title="Trusted Ed25519 public key (PEM) that every bundle must be signed with")
+    expected_target: str | None = Field(None, title="Refuse bundles built for another target (e.g. rpi4, x86_64)")
+    engine: str | None = Field(None, title="Engine of the bundle to run (default: the bundle's first)")
+    engine_options: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                      title="Per-engine options, e.g. {litert: {num_threads: 2}}")
+    store_dir: Path = Field(Path("bundles"), title="Where downloaded bundles are kept (current + previous)")
+
+
+class SourceConfig(StrictModel):
+    kind: Literal["video", "images", "camera", "url"] = Field(title="Frame source kind")
+    uri: str = Field(title="Video file path, image folder, camera index (0) or rtsp/http URL")
+    fps_limit: float | None = Field(None, gt=0, title="Read at most this many frames per second")
+    pacing: Literal["live", "all"] = Field(
+        "all", title="live: behave like a camera, skipping (and counting) frames when the pipeline falls behind "
+                     "the fps_limit schedule; all: process every frame, slowing down if needed")
+    loop: bool = Field(False, title="Restart a video file / image folder at its end (demo loops)")
+    max_frames: int | None = Field(None, ge=1, title="Stop after this many frames (tests, benchmarks)")
+    reconnect_initial_s: float = Field(0.5, gt=0, title="First back-off after a camera/stream drops")
+    reconnect_max_s: float = Field(30.0, gt=0, title="Back-off ceiling (doubles each failed attempt)")
+    reconnect_attempts: int | None = Field(None, ge=0, title="Give up after this many failed reopen attempts "
+                                                              "(None: keep trying for ever)")
+
+
+class GateConfig(StrictModel):
+    tau: float | None = Field(None, ge=0.0, le=1.0, title="Confidence threshold override (default: the bundle's)")
+    audit_share: float = Field(0.02, ge=0.0, le=1.0, title="Share of confident samples also sent to people")
+    min_escalation_interval_s: float = Field(0.0, ge=0.0, title="Minimum time between two samples sent to people")
+    seed: int = Field(0, title="Seed of the audit draw (reproducible runs)")
+
+
+class BatchingConfig(StrictModel):
+    size: int = Field(8, ge=1, le=1024, title="Samples per AnnotationRequest (pool size)")
+    max_wait_s: float = Field(2.0, gt=0, title="Send a partial batch after this long")
+    annotators: int | None = Field(None, ge=1, le=10, title="m, people per sample (default: the bundle's)")
+    labour_budget: float | None = Field(None, gt=0, title="L_c, max sum of L0 = d*m per batch (None: unlimited)")
+    deadline_s: float = Field(600.0, gt=0, title="Hub deadline per request")
+    patience_s: float = Field(60.0, gt=0, title="After this long without a reply the model's answer stands")
+    aggregator: str = Field("", title="Hub aggregator (empty: the hub's default for the kind)")
+    image_format: Literal["png", "jpeg"] = Field("png", title="How the frame is encoded for people")
+
+
+class TlsConfig(StrictModel):
+    ca_file: Path | None = Field(None, title="CA certificate (PEM) that signed the hub's / broker's certificate")
+    cert_file: Path | None = Field(None, title="Client certificate (PEM) for mutual TLS")
+    key_file: Path | None = Field(None, title="Client private key (PEM) for mutual TLS")
+
+
+class HubConfig(StrictModel):
+    url: str | None = Field(None, title="grpc://host:50051 or mqtt://host:1883 (grpcs:// / mqtts:// for TLS); "
+                                         "None: run stand-alone with the model's answers only")
+    tls: TlsConfig | None = Field(None, title="TLS settings (required by grpcs:// and mqtts://)")
+    prefix: str = Field("hgen/v1", title="MQTT topic prefix")
+    session_expiry_s: int = Field(24 * 3600, ge=0, title="MQTT session expiry (broker keeps replies this long)")
+    keepalive_s: int = Field(30, ge=5, title="MQTT keepalive")
+    call_timeout_s: float = Field(700.0, gt=0, title="gRPC deadline of one Submit stream")
+    resend_after_s: float = Field(30.0, gt=0, title="Resend samples still without a reply after this long")
+    watch_updates: bool = Field(True, title="Follow model update notices and hot-swap bundles")
+    bundle_url: str | None = Field(None, title="grpc://host:port to fetch bundles from when a notice has no "
+                                                "fetch_uri (required for MQTT hubs that publish updates)")
+
+    @field_validator("url", "bundle_url")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"grpc", "grpcs", "mqtt", "mqtts"} or not parts.hostname or not parts.port:
+            raise ValueError(f"expected grpc[s]://host:port or mqtt[s]://host:port, got {value!r}")
+        return value
+
+
+class OutboxConfig(StrictModel):
+    path: Path = Field(Path("outbox.sqlite"), title="SQLite (WAL) file of samples waiting for the hub")
+    max_samples: int = Field(100_000, ge=1, title="Bound on stored samples")
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest", title="When full: drop the oldest stored sample, or refuse the new one (both counted)")
+
+
+class SinkConfig(StrictModel):
+    kind: Literal["jsonl", "mqtt"] = Field(title="Sink kind (a Python callback is added in code, not here)")
+    path: Path | None = Field(None, title="jsonl: file to append results to")
+    url: str | None = Field(None, title="mqtt: mqtt://host:port of the broker")
+    topic: str | None = Field(None, title="mqtt: topic to publish results on")
+    updates_only: bool = Field(False, title="Only emit results that changed or were escalated")
+
+    @model_validator(mode="after")
+    def _needs(self) -> SinkConfig:
+        if self.kind == "jsonl" and self.path is None:
+            raise ValueError("a jsonl sink needs path")
+        if self.kind == "mqtt" and (self.url is None or self.topic is None):
+            raise ValueError("an mqtt sink needs url and topic")
+        return self
+
+
+class SwapConfig(StrictModel):
+    canary_frames: int = Field(8, ge=1, le=256, title="Recent frames kept to health-check a new bundle on")
+    probation_frames: int = Field(30, ge=0, title="Frames after a switch during which an error rolls back")
+    min_agreement: float = Field(0.0, ge=0.0, le=1.0, title="Required top-1 agreement with the running model "
+                                                             "on the canary frames (0: only check outputs)")
+
+
+class TelemetryConfig(StrictModel):
+    status_interval_s: float = Field(10.0, gt=0, title="How often DeviceStatus is sent to the hub")
+    prometheus_host: str = Field("127.0.0.1", title="Address of the Prometheus text endpoint")
+    prometheus_port: int | None = Field(None, ge=0, le=65535, title="Port of /metrics (None: off, 0: any free)")
+    latency_window: int = Field(1000, ge=10, title="Recent inferences the p50/p99 are computed over")
+
+
+class AgentConfig(StrictModel):
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Device id registered at the hub")
+    bundle: BundleConfig = Field(title="Model bundle")
+    source: SourceConfig = Field(title="Frame source")
+    gate: GateConfig = Field(default_factory=GateConfig, title="Who goes to people")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, title="Pool-based batching")
+    hub: HubConfig = Field(default_factory=HubConfig, title="Annotation hub")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, title="Durable outbox")
+    sinks: tuple[SinkConfig, ...] = Field((), title="Where results go")
+    swap: SwapConfig = Field(default_factory=SwapConfig, title="Hot swap")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, title="Telemetry")
+
+
+def parse_agent_config(data: Mapping[str, Any] | None, source: str = "agent config") -> AgentConfig:
+    return parse_config(AgentConfig, data, source=source, error=AgentConfigError)
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Load agent.yaml; relative paths in it are resolved against the file's folder (so kits are relocatable)."""
+    config = load_config_file(AgentConfig, path, error=AgentConfigError)
+    return resolve_paths(config, Path(path).resolve().parent)
+
+
+def _resolve(base: Path, value: Path | None) -> Path | None:
+    return None if value is None or value.is_absolute() else base / value
+
+
+def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
+    """Make every relative file path absolute against `base`."""
+    bundle = config.bundle.model_copy(update={
+        k: _resolve(base, getattr(config.bundle, k)) or getattr(config.bundle, k)
+        for k in ("path", "public_key", "store_dir")})
+    source = config.source
+    if source.kind in {"video", "images"} and not Path(source.uri).is_absolute():
+        source = source.model_copy(update={"uri": str(base / source.uri)})
+    outbox = config.outbox.model_copy(update={"path": _resolve(base, config.outbox.path) or config.outbox.path})
+    sinks = tuple(s.model_copy(update={"path": _resolve(base, s.path) or s.path}) for s in config.sinks)
+    return config.model_copy(update={"bundle": bundle, "source": source, "outbox": outbox, "sinks": sinks})

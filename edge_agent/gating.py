@@ -1,0 +1,107 @@
+"""Who goes to people: the confidence gate, the audit draw, the escalation rate limit and the labour budget.
+
+Pool-based batching as in the paper: escalated samples collect in a pool that is sent when it holds
+`size` samples or its oldest sample waited `max_wait_s`. Each batch may spend at most L_c = `labour_budget`
+operations (sum of L0 = d * m, Eq. 3); a sample that does not fit keeps the model's answer and is counted.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import uuid
+from dataclasses import dataclass, field
+
+from hgen.edge_agent.config import BatchingConfig, GateConfig
+from hgen.runtime.labour import labour_per_sample
+
+
+class Decision(enum.Enum):
+    """Why a frame's sample does or does not go to people."""
+
+    CONFIDENT = "confident"  # c >= tau, model answer
+    ESCALATE = "escalate"  # c < tau, sent to people
+    AUDIT = "audit"  # confident, but drawn for a random audit
+    RATE_LIMITED = "rate_limited"  # would escalate, but too soon after the previous escalation
+    BUDGET = "budget"  # would escalate, but the batch's labour budget is spent
+
+    @property
+    def to_people(self) -> bool:
+        return self in (Decision.ESCALATE, Decision.AUDIT)
+
+
+class Gate:
+    """Decides per sample; not thread-safe (the pipeline thread owns it)."""
+
+    def __init__(self, config: GateConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._last_escalation: float | None = None
+
+    def decide(self, confidence: float, tau: float, now: float) -> Decision:
+        if confidence >= tau:
+            if self.config.audit_share and self._rng.random() < self.config.audit_share:
+                return self._limited(Decision.AUDIT, now)
+            return Decision.CONFIDENT
+        return self._limited(Decision.ESCALATE, now)
+
+    def _limited(self, decision: Decision, now: float) -> Decision:
+        interval = self.config.min_escalation_interval_s
+        if interval and self._last_escalation is not None and now - self._last_escalation < interval:
+            return Decision.RATE_LIMITED
+        self._last_escalation = now
+        return decision
+
+
+@dataclass
+class PendingSample:
+    """A sample waiting in the pool: its id, the serialised hub_pb2.Sample, and its labour L0."""
+
+    sample_id: str
+    payload: bytes
+    labour: float
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    opened_at: float
+    samples: list[PendingSample] = field(default_factory=list)
+    labour: float = 0.0
+
+
+class Batcher:
+    """The pool: `offer` a sample (False when the budget is spent); `due` tells when to flush."""
+
+    def __init__(self, config: BatchingConfig) -> None:
+        self.config = config
+        self._batch: Batch | None = None
+
+    def labour_of(self, difficulty: float, m: int) -> float:
+        return float(labour_per_sample(float(difficulty), m))
+
+    def offer(self, sample: PendingSample, now: float) -> bool:
+        """Add to the current batch unless L_c would be exceeded (the model answer then stands)."""
+        batch = self._batch or Batch(str(uuid.uuid4()), now)
+        budget = self.config.labour_budget
+        if budget is not None and batch.labour + sample.labour > budget + 1e-9:
+            return False
+        batch.samples.append(sample)
+        batch.labour += sample.labour
+        self._batch = batch
+        return True
+
+    def due(self, now: float) -> bool:
+        batch = self._batch
+        return batch is not None and (len(batch.samples) >= self.config.size
+                                      or now - batch.opened_at >= self.config.max_wait_s)
+
+    def next_deadline(self) -> float | None:
+        return None if self._batch is None else self._batch.opened_at + self.config.max_wait_s
+
+    def current_batch_id(self) -> str | None:
+        return None if self._batch is None else self._batch.batch_id
+
+    def take(self) -> Batch | None:
+        batch, self._batch = self._batch, None
+        return batch

@@ -1,0 +1,131 @@
+"""A verified bundle ready to run: preprocessing from its input spec, inference, confidence, labour estimate.
+
+Everything the pipeline needs from "the current model" lives here, so a hot swap replaces one object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hgen.edge_agent.config import BundleConfig
+from hgen.runtime.bundle import InputSpec, Manifest, load_bundle
+from hgen.runtime.bundle.loader import LoadedBundle
+from hgen.runtime.engines import Engine
+from hgen.runtime.errors import InvalidInputError
+from hgen.runtime.hdnn import FusionParams, HDNNKind, get_kind
+from hgen.runtime.labour import DifficultyEstimator
+
+DEFAULT_M = 3
+
+
+class FrameShapeError(InvalidInputError):
+    """A frame that cannot become the model input (empty, or a channel count we cannot convert)."""
+
+
+def preprocess(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, bool]:
+    """uint8 frame -> one model input (H, W, C) float32: colour conversion, resize, `x * scale + offset`.
+
+    Returns the input and whether the frame had to be resized (frames of the wrong size are counted).
+    """
+    import cv2
+
+    if image is None or image.size == 0 or image.ndim not in (2, 3):
+        raise FrameShapeError(f"frame is empty or not an image (shape {getattr(image, 'shape', None)})")
+    if spec.layout != "NHWC" or len(spec.shape) != 4:
+        raise FrameShapeError(f"cannot feed camera frames to a model with input layout {spec.layout} {spec.shape}")
+    _, height, width, channels = spec.shape
+    image = _channels(cv2, image, channels)
+    resized = image.shape[:2] != (height, width)
+    if resized:
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    x = image.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+    return x, resized
+
+
+def _channels(cv2: Any, image: np.ndarray, channels: int) -> np.ndarray:
+    have = 1 if image.ndim == 2 else image.shape[2]
+    if have == channels:
+        return image if have == 1 or channels != 3 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    conversions = {(3, 1): cv2.COLOR_BGR2GRAY, (4, 1): cv2.COLOR_BGRA2GRAY, (1, 3): cv2.COLOR_GRAY2RGB,
+                   (4, 3): cv2.COLOR_BGRA2RGB}
+    code = conversions.get((have, channels))
+    if code is None:
+        raise FrameShapeError(f"frame has {have} channels, the model wants {channels}")
+    return cv2.cvtColor(image, code)
+
+
+@dataclass
+class Model:
+    """One loaded bundle: the engine to run, the H-DNN kind and the parameters the gate and fusion need."""
+
+    bundle: LoadedBundle
+    engine: Engine
+    kind: HDNNKind
+    params: FusionParams
+    tau: float
+    m: int
+    difficulty: DifficultyEstimator
+    path: Path
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.bundle.manifest
+
+    @property
+    def version(self) -> str:
+        return self.manifest.model.version
+
+    @property
+    def name(self) -> str:
+        return self.manifest.model.name
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits for inputs (N, H, W, C); pads to the model's fixed batch and trims the padding."""
+        batch = self.engine.input_spec.batch
+        n = len(inputs)
+        pad = (-n) % batch
+        if pad:
+            inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
+        return self.engine.run(inputs)[:n]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        probs = getattr(self.kind, "probabilities", None)
+        if probs is None:
+            raise InvalidInputError(f"H-DNN kind {self.kind.name} has no class probabilities")
+        return probs(logits, self.params)
+
+    def close(self) -> None:
+        self.bundle.close()
+
+
+def difficulty_from_manifest(confidence: dict[str, float]) -> DifficultyEstimator:
+    """The estimator the compiler stored (`difficulty_coef_0..2`, `difficulty_intercept`), else the default."""
+    coefs = [confidence[f"difficulty_coef_{i}"] for i in range(3) if f"difficulty_coef_{i}" in confidence]
+    if len(coefs) != 3 or "difficulty_intercept" not in confidence:
+        return DifficultyEstimator()
+    return DifficultyEstimator(tuple(coefs), float(confidence["difficulty_intercept"]))
+
+
+def load_model(path: Path, config: BundleConfig, *, tau: float | None = None, m: int | None = None) -> Model:
+    """Verify (signature, target, hashes) and open the bundle at `path`; typed bundle errors propagate."""
+    engines = [config.engine] if config.engine else None
+    bundle = load_bundle(path, trusted_public_key=config.public_key, expected_target=config.expected_target,
+                         engines=engines, engine_options=config.engine_options)
+    try:
+        manifest = bundle.manifest
+        engine = bundle.engines[config.engine] if config.engine else bundle.engine
+        engine.warm_up(1)
+        return Model(bundle, engine, get_kind(manifest.kind),
+                     FusionParams(manifest.temperature, manifest.fusion_lambda),
+                     manifest.tau if tau is None else tau,
+                     m or int(manifest.confidence.get("m", DEFAULT_M)),
+                     difficulty_from_manifest(manifest.confidence), Path(path))
+    except BaseException:
+        bundle.close()
+        raise

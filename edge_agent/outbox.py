@@ -1,0 +1,149 @@
+"""Durable outbox: every sample for people is committed to SQLite (WAL, synchronous=FULL) before it is sent,
+and deleted only when the hub's reply for it arrives. It survives agent restarts, power loss and hours offline.
+
+Bounded by `max_samples`; the overflow policy drops the oldest stored sample or refuses the new one, and each
+drop is added to a persistent counter so an operator sees how much was lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hgen.edge_agent.errors import OutboxError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sample_id TEXT NOT NULL UNIQUE,
+    batch_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    frame_index INTEGER NOT NULL,
+    m INTEGER NOT NULL,
+    deadline REAL NOT NULL,
+    payload BLOB NOT NULL,
+    logits BLOB NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored sample: the serialised hub_pb2.Sample plus what fusion needs after a restart."""
+
+    sample_id: str
+    batch_id: str
+    created: float
+    frame_index: int
+    m: int
+    deadline: float
+    payload: bytes
+    logits: bytes
+    meta: str
+
+
+class Outbox:
+    """Thread-safe; one connection guarded by a lock (SQLite serialises writers anyway)."""
+
+    def __init__(self, path: Path, max_samples: int, overflow: str = "drop_oldest") -> None:
+        self.path = Path(path)
+        self.max_samples = max_samples
+        self.overflow = overflow
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+
+    def put(self, rows: Sequence[OutboxRow]) -> list[str]:
+        """Store `rows` in one transaction; returns the ids actually stored (overflow may refuse some)."""
+        stored: list[str] = []
+        with self._lock, self._transaction():
+            for row in rows:
+                if not self._make_room():
+                    self._bump("dropped_newest")
+                    continue
+                self._db.execute(
+                    "INSERT OR IGNORE INTO samples (sample_id, batch_id, created, frame_index, m, deadline, payload,"
+                    " logits, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row.sample_id, row.batch_id, row.created, row.frame_index, row.m, row.deadline, row.payload,
+                     row.logits, row.meta))
+                stored.append(row.sample_id)
+        return stored
+
+    def _make_room(self) -> bool:
+        (depth,) = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
+        if depth < self.max_samples:
+            return True
+        if self.overflow == "drop_newest":
+            return False
+        self._db.execute("DELETE FROM samples WHERE seq = (SELECT MIN(seq) FROM samples)")
+        self._bump("dropped_oldest")
+        return True
+
+    def _bump(self, name: str, by: int = 1) -> None:
+        self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
+
+    def ack(self, sample_ids: Iterable[str]) -> int:
+        """Delete acknowledged samples; returns how many were still stored."""
+        ids = list(sample_ids)
+        with self._lock, self._transaction():
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM samples WHERE sample_id = ?", [(i,) for i in ids])
+            return self._db.total_changes - before
+
+    def get(self, sample_id: str) -> OutboxRow | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {self._columns()} FROM samples WHERE sample_id = ?",
+                                   (sample_id,)).fetchone()
+        return OutboxRow(*row) if row else None
+
+    def pending(self, limit: int | None = None) -> list[OutboxRow]:
+        """Stored samples, oldest first."""
+        query = f"SELECT {self._columns()} FROM samples ORDER BY seq"
+        with self._lock:
+            rows = self._db.execute(query + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+
+    def dropped(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(SUM(value), 0) FROM counters WHERE name LIKE 'dropped_%'")
+            return int(row.fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _columns() -> str:
+        return "sample_id, batch_id, created, frame_index, m, deadline, payload, logits, meta"
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one fsync per batch, not per sample."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,50 @@
+"""Results: one per frame at once (the model's answer), and one update per escalated frame when people answer
+(fused with the model output) or when patience runs out (the model's answer stands)."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+
+
+class ResultStatus(enum.Enum):
+    MODEL = "model"  # final: the model's answer, nobody asked
+    PENDING = "pending"  # the model's answer for now; people were asked
+    FUSED = "fused"  # final: people's answers fused into the model output
+    TIMEOUT = "timeout"  # final: no reply within patience, the model's answer stands
+    HUB_REFUSED = "hub_refused"  # final: the hub rejected or expired the sample; the model's answer stands
+    INVALID = "invalid"  # final: the frame could not be used (undecodable / wrong channels)
+
+
+FINAL = frozenset({ResultStatus.MODEL, ResultStatus.FUSED, ResultStatus.TIMEOUT, ResultStatus.HUB_REFUSED,
+                   ResultStatus.INVALID})
+
+
+@dataclass(frozen=True)
+class Result:
+    frame_index: int
+    sample_id: str
+    captured_at: float
+    status: ResultStatus
+    decision: str
+    label: int | None = None
+    label_name: str | None = None
+    model_label: int | None = None
+    confidence: float | None = None
+    bundle_version: str = ""
+    answers: tuple[int, ...] = field(default_factory=tuple)
+    detail: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["final"] = self.final
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))

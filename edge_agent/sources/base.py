@@ -1,0 +1,189 @@
+"""The source contract, frame pacing (fps limit, live drops) and reconnect-with-back-off for live streams."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hgen.edge_agent.config import SourceConfig
+from hgen.edge_agent.errors import SourceError
+from hgen.runtime.registry import Registry, discover
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame as OpenCV delivered it (uint8, HxW or HxWxC BGR); `image` is None when it could not be decoded."""
+
+    index: int
+    image: np.ndarray | None
+    captured_at: float
+    origin: str = ""
+
+
+@dataclass
+class SourceStats:
+    """Counters every source keeps; the agent copies them into telemetry."""
+
+    frames: int = 0
+    dropped: int = 0  # live pacing: frames a camera would have overwritten while we were busy
+    reconnects: int = 0
+    failed_opens: int = 0
+    problem: str = ""  # current problem, empty when the source is healthy
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_problem(self, text: str) -> None:
+        with self.lock:
+            self.problem = text
+
+
+class FrameSource(ABC):
+    """Yields frames until the end of the stream (`read` returns None) or `close`."""
+
+    def __init__(self, config: SourceConfig, stop: threading.Event) -> None:
+        self.config = config
+        self.stop = stop
+        self.stats = SourceStats()
+
+    @abstractmethod
+    def read(self) -> Frame | None:
+        """The next frame, or None at the end of the stream (or when stopped)."""
+
+    def close(self) -> None:
+        """Release the device or file handle."""
+
+
+SourceFactory = Callable[[SourceConfig, threading.Event], FrameSource]
+SOURCES: Registry[SourceFactory] = Registry("frame source")
+
+
+def open_source(config: SourceConfig, stop: threading.Event | None = None) -> FrameSource:
+    """Open the configured source, paced by `fps_limit` when set."""
+    discover("hgen.edge_agent.sources")
+    source = SOURCES.get(config.kind)(config, stop or threading.Event())
+    return PacedSource(source) if config.fps_limit else source
+
+
+class PacedSource(FrameSource):
+    """Frame i is due at t0 + i/fps. `all` waits for the slot; `live` also skips frames already a period late."""
+
+    def __init__(self, inner: FrameSource) -> None:
+        super().__init__(inner.config, inner.stop)
+        self.inner = inner
+        self.stats = inner.stats
+        self.period = 1.0 / float(inner.config.fps_limit or 1.0)
+        self._t0: float | None = None
+        self._slot = 0
+
+    def read(self) -> Frame | None:
+        while True:
+            frame = self.inner.read()
+            if frame is None:
+                return None
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            due = self._t0 + self._slot * self.period
+            self._slot += 1
+            if self.config.pacing == "live" and now > due + self.period:
+                with self.stats.lock:
+                    self.stats.dropped += 1
+                continue
+            if due > now and self.stop.wait(due - now):
+                return None
+            return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CaptureSource(FrameSource):
+    """A `cv2.VideoCapture` source; live kinds reopen with exponential back-off when reads fail."""
+
+    live = False
+
+    def __init__(self, config: SourceConfig, stop: threading.Event) -> None:
+        super().__init__(config, stop)
+        import cv2
+
+        self._cv2 = cv2
+        self._capture = None
+        self._index = 0
+        self._open_or_raise()
+
+    def _target(self) -> str | int:
+        return self.config.uri
+
+    def _open(self) -> bool:
+        capture = self._cv2.VideoCapture(self._target())
+        if not capture.isOpened():
+            capture.release()
+            return False
+        self._capture = capture
+        return True
+
+    def _open_or_raise(self) -> None:
+        if not self._open():
+            if not self.live:
+                raise SourceError(f"{self.config.kind} source cannot open {self.config.uri!r}")
+            self.stats.set_problem(f"cannot open {self.config.uri!r}; retrying")
+            self.stats.failed_opens += 1
+
+    def read(self) -> Frame | None:
+        while not self.stop.is_set():
+            if self._capture is not None:
+                ok, image = self._capture.read()
+                if ok and image is not None:
+                    return self._frame(image)
+                self._release()
+            if not self._restart():
+                return None
+        return None
+
+    def _frame(self, image: np.ndarray) -> Frame:
+        frame = Frame(self._index, image, time.time(), str(self.config.uri))
+        self._index += 1
+        self.stats.frames += 1
+        return frame
+
+    def _release(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def _restart(self) -> bool:
+        """End of a file, or a live stream dropped: loop / reconnect, else end the stream."""
+        if not self.live:
+            return self.config.loop and self._open()
+        return self._reconnect()
+
+    def _reconnect(self) -> bool:
+        delay, attempts = self.config.reconnect_initial_s, 0
+        self.stats.set_problem(f"{self.config.kind} {self.config.uri!r} dropped; reconnecting")
+        log.warning("source %s dropped; reconnecting with back-off", self.config.uri)
+        while not self.stop.is_set():
+            if self._open():
+                with self.stats.lock:
+                    self.stats.reconnects += 1
+                self.stats.set_problem("")
+                return True
+            attempts += 1
+            with self.stats.lock:
+                self.stats.failed_opens += 1
+            if self.config.reconnect_attempts is not None and attempts > self.config.reconnect_attempts:
+                self.stats.set_problem(f"{self.config.uri!r} gone after {attempts} attempts")
+                return False
+            if self.stop.wait(delay):
+                return False
+            delay = min(delay * 2, self.config.reconnect_max_s)
+        return False
+
+    def close(self) -> None:
+        self._release()

@@ -1,0 +1,48 @@
+"""`images`: every image file of a folder in name order, decoded with `cv2.imread`.
+
+An undecodable file becomes a frame with `image=None`, so the agent reports it instead of silently skipping it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from hgen.edge_agent.config import SourceConfig
+from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+
+
+@SOURCES.register("images")
+class ImageFolderSource(FrameSource):
+    def __init__(self, config: SourceConfig, stop: threading.Event) -> None:
+        super().__init__(config, stop)
+        import cv2
+
+        self._cv2 = cv2
+        folder = Path(config.uri)
+        if not folder.is_dir():
+            raise SourceError(f"image folder {folder} does not exist")
+        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise SourceError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self._position = 0
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self.stop.is_set():
+            return None
+        if self._position >= len(self._files):
+            if not self.config.loop:
+                return None
+            self._position = 0
+        path = self._files[self._position]
+        self._position += 1
+        image = self._cv2.imread(str(path), self._cv2.IMREAD_UNCHANGED)
+        frame = Frame(self._index, image, time.time(), path.name)
+        self._index += 1
+        self.stats.frames += 1
+        return frame

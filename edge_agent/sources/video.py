@@ -1,0 +1,8 @@
+"""`video`: a video file read through OpenCV (FFmpeg / MJPG backends); ends at EOF unless `loop`."""
+
+from hgen.edge_agent.sources.base import SOURCES, CaptureSource
+
+
+@SOURCES.register("video")
+class VideoFileSource(CaptureSource):
+    live = False

@@ -1,0 +1,144 @@
+"""Hot swap: load a verified bundle beside the running one, health-check it on recent frames, switch between
+frames, keep the previous one and roll back when the new one errors (or, in probation, outputs non-finite).
+
+The switch is one reference assignment under a lock, done by the pipeline thread between two frames, so no
+frame waits for a load: loading and the canary run happen on the swap thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hgen.edge_agent.config import BundleConfig, SwapConfig
+from hgen.edge_agent.errors import HealthCheckError
+from hgen.edge_agent.model import Model, load_model
+
+log = logging.getLogger(__name__)
+
+
+class ModelSlot:
+    """The active model, the previous one (rollback target) and a staged candidate."""
+
+    def __init__(self, model: Model, config: SwapConfig, on_event: Callable[[str, str], None] | None = None) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self.active = model
+        self.previous: Model | None = None
+        self._staged: Model | None = None
+        self._probation = 0
+        self._canary: deque[np.ndarray] = deque(maxlen=config.canary_frames)
+        self._on_event = on_event or (lambda kind, detail: None)
+        self.last_switch_ms = 0.0
+        self.rejected_versions: set[str] = set()
+
+    # --- canary and health check --------------------------------------------------------------------
+
+    def observe(self, x: np.ndarray) -> None:
+        """Remember a recent model input for the next health check (called by the pipeline)."""
+        self._canary.append(x)
+
+    def canary_inputs(self, model: Model) -> np.ndarray:
+        frames = list(self._canary)
+        shape = model.manifest.input.shape[1:]
+        if not frames or frames[0].shape != tuple(shape):
+            rng = np.random.default_rng(0)
+            frames = [rng.random(shape, dtype=np.float32) for _ in range(self.config.canary_frames)]
+        return np.stack(frames).astype(np.float32)
+
+    def health_check(self, candidate: Model) -> None:
+        """Right output shape, finite outputs, and (optionally) top-1 agreement with the running model."""
+        inputs = self.canary_inputs(candidate)
+        logits = candidate.infer(inputs)
+        classes = len(candidate.manifest.labels)
+        if logits.shape != (len(inputs), classes):
+            raise HealthCheckError(f"outputs of shape {logits.shape}, expected {(len(inputs), classes)}")
+        if not np.isfinite(logits).all():
+            raise HealthCheckError(f"{int((~np.isfinite(logits)).sum())} non-finite outputs on the canary frames")
+        if self.config.min_agreement > 0:
+            current = self.active.infer(inputs) if inputs.shape[1:] == tuple(self.active.manifest.input.shape[1:]) \
+                else None
+            if current is not None:
+                agreement = float(np.mean(current.argmax(1) == logits.argmax(1)))
+                if agreement < self.config.min_agreement:
+                    raise HealthCheckError(f"top-1 agreement with the running model {agreement:.2f} "
+                                           f"< {self.config.min_agreement}")
+
+    def prepare(self, path: Path, bundle: BundleConfig, *, tau: float | None, m: int | None) -> Model:
+        """Verify, load and health-check a candidate; it is not active until `stage` + the next frame."""
+        candidate = load_model(path, bundle, tau=tau, m=m)
+        try:
+            self.health_check(candidate)
+        except BaseException:
+            candidate.close()
+            raise
+        return candidate
+
+    def stage(self, candidate: Model) -> None:
+        with self._lock:
+            if self._staged is not None:
+                self._staged.close()
+            self._staged = candidate
+
+    @property
+    def staged(self) -> bool:
+        with self._lock:
+            return self._staged is not None
+
+    # --- switching, inference, rollback -------------------------------------------------------------
+
+    def maybe_switch(self) -> Model | None:
+        """Make the staged model active (between frames); returns the model it replaced."""
+        with self._lock:
+            if self._staged is None:
+                return None
+            start = time.perf_counter()
+            old, retired = self.active, self.previous
+            self.active, self.previous, self._staged = self._staged, old, None
+            self._probation = self.config.probation_frames
+            self.last_switch_ms = (time.perf_counter() - start) * 1e3
+        if retired is not None:
+            retired.close()
+        self._on_event("swap", f"{old.version} -> {self.active.version}")
+        return old
+
+    def infer(self, x: np.ndarray) -> tuple[Model, np.ndarray]:
+        """Run the active model; on an error (or non-finite output in probation) roll back and rerun the frame."""
+        with self._lock:
+            model, probation = self.active, self._probation
+        try:
+            logits = model.infer(x)
+            if probation > 0:
+                if not np.isfinite(logits).all():
+                    raise HealthCheckError("non-finite outputs during probation")
+                with self._lock:
+                    self._probation = max(0, self._probation - 1)
+            return model, logits
+        except Exception as exc:
+            fallback = self._rollback(model, exc)
+            if fallback is None:
+                raise
+            return fallback, fallback.infer(x)
+
+    def _rollback(self, failed: Model, exc: Exception) -> Model | None:
+        with self._lock:
+            if self.previous is None or self.active is not failed:
+                return self.active if self.active is not failed else None
+            self.active, self.previous, self._probation = self.previous, None, 0
+            self.rejected_versions.add(failed.version)
+        log.error("bundle %s failed at run time (%s); rolled back to %s", failed.version, exc, self.active.version)
+        self._on_event("rollback", f"{failed.version} failed at run time ({exc}); back on {self.active.version}")
+        failed.close()
+        return self.active
+
+    def close(self) -> None:
+        with self._lock:
+            models = [m for m in (self.active, self.previous, self._staged) if m is not None]
+        for model in models:
+            model.close()

@@ -1,0 +1,265 @@
+"""Helpers for the agent's tests and benchmark: generated videos, signed test bundles, a restartable Mosquitto,
+and a real hub with the simulated crowd. Heavy imports (TensorFlow, the hub) happen inside the functions that
+need them, so importing this module stays device-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LABELS = tuple(str(i) for i in range(10))
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int] = (28, 28), fps: float = 30.0, seed: int = 0,
+                images: np.ndarray | None = None) -> Path:
+    """An MJPG .avi written with cv2.VideoWriter (a camera cannot run in CI; OpenCV reads it back the same way).
+
+    With `images` (N, H, W) in [0, 1] the video cycles through them (e.g. digits); else random noise.
+    """
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size[1], size[0]))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG to {path}")
+    rng = np.random.default_rng(seed)
+    for i in range(frames):
+        if images is not None:
+            gray = (np.clip(images[i % len(images)], 0, 1) * 255).astype(np.uint8)
+            gray = cv2.resize(gray, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        else:
+            gray = rng.integers(0, 256, size, dtype=np.uint8)
+        writer.write(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def digits_28(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn digits, 8x8 scaled to 24x24 and padded to 28x28 in [0, 1] (no download)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((3, 3))) / 16.0
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2))).astype(np.float32)
+    labels = digits.target.astype(np.int64)
+    return (images[:limit], labels[:limit]) if limit else (images, labels)
+
+
+@dataclass(frozen=True)
+class TestKeys:
+    private_pem: Path
+    public_pem: Path
+
+
+def make_keys(folder: Path) -> TestKeys:
+    from hgen.runtime import signing
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = signing.generate_private_key()
+    private, public = folder / "signing.key", folder / "signing.pub"
+    private.write_bytes(signing.private_key_pem(key))
+    public.write_bytes(signing.public_key_pem(key.public_key()))
+    return TestKeys(private, public)
+
+
+def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64", tau: float = 0.5,
+                name: str = "null-net", classes: int = 10) -> Path:
+    """A signed bundle for the `null` engine (no model file needed, deterministic logits): fast unit tests."""
+    from hgen.runtime import signing
+    from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = out / "model.null"
+    model_file.write_bytes(b"null engine: no weights\n")
+    manifest = Manifest.model_validate({
+        "model": {"name": name, "version": version}, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": "cnn", "target": target,
+        "engines": [{"name": "null", "file": model_file.name, "size": model_file.stat().st_size,
+                     "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}],
+        "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0}, "output_shape": (1, classes),
+        "labels": list(LABELS[:classes]), "tau": tau, "temperature": 1.0, "lambda": 0.4,
+        "confidence": {"m": 3.0}})
+    data = manifest.to_bytes()
+    (out / MANIFEST_NAME).write_bytes(data)
+    (out / SIGNATURE_NAME).write_bytes(signing.sign(data, signing.load_private_key(keys.private_pem)))
+    return out
+
+
+def train_lenet(limit: int = 1200, epochs: int = 3, seed: int = 0) -> Any:
+    """LeNet-5 trained briefly on digits (TensorFlow: test fixtures only, never the agent)."""
+    import keras
+
+    from hgen.compiler.models import build_model
+
+    keras.utils.set_random_seed(seed)
+    images, labels = digits_28(limit)
+    net = build_model("lenet5", (28, 28, 1), 10)
+    net.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net.fit(images[..., None], labels, epochs=epochs, batch_size=32, verbose=0)
+    return net
+
+
+def litert_bundle(out: Path, model: Any, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64",
+                  tau: float = 0.9, archive: bool = True) -> Path:
+    """A real signed LiteRT bundle of `model` (as `compiler/compile.py::_write_bundle` writes them)."""
+    from hgen.compiler.bundle import pack_bundle, write_bundle
+
+    images, _ = digits_28(300)
+    write_bundle(out, model, name="lenet5-digits", version=version, kind="cnn", target=target, labels=LABELS,
+                 input_spec={"scale": 1 / 255, "offset": 0.0}, tau=tau, temperature=1.0, fusion_lambda=0.4,
+                 confidence_params={"m": 3.0, "difficulty_coef_0": -1.0, "difficulty_coef_1": 1.0,
+                                    "difficulty_coef_2": -1.0, "difficulty_intercept": -1.0},
+                 representative_data=images[..., None], engines=("litert",), signing_key=keys.private_pem,
+                 overwrite=True)
+    return pack_bundle(out) if archive else out
+
+
+def nan_model(model: Any) -> Any:
+    """A copy of `model` whose last layer's weights are NaN: a validly signed bundle that fails a health check."""
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    last = clone.layers[-1]
+    last.set_weights([np.full_like(w, np.nan) for w in last.get_weights()])
+    return clone
+
+
+# --- a restartable Mosquitto ------------------------------------------------------------------------------
+
+
+@dataclass
+class RestartableBroker:
+    """Mosquitto on a fixed free port with persistence; `kill9()` then `start()` simulates a crash."""
+
+    workdir: Path
+    port: int = 0
+    process: subprocess.Popen | None = None
+    kills: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from hgen.hub.testing.services import _wait_for_line, free_port, mosquitto_binary
+
+        self.port = self.port or free_port()
+        conf = self.workdir / "mosquitto.conf"
+        user = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                        f"persistence_location {self.workdir}/\nautosave_interval 1\nlog_dest stderr\n"
+                        f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+                        f"max_queued_messages 100000\n")
+        self.process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE, text=True)
+        _wait_for_line(self.process, "running", 15.0)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def restartable_broker() -> Iterator[RestartableBroker]:
+    with tempfile.TemporaryDirectory(prefix="hgen-mqtt-") as tmp:
+        broker = RestartableBroker(Path(tmp))
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
+
+
+# --- a real hub with the simulated crowd ----------------------------------------------------------------
+
+
+@dataclass
+class RunningHub:
+    """HubApp (gRPC, optionally MQTT) plus the simulated crowd answering through the annotator API."""
+
+    app: Any
+    crowd: Any
+    grpc_url: str
+    oracle: dict[str, int] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self.crowd.stop()
+        self.app.stop()
+
+    def publish_bundle(self, path: Path, name: str, version: str, device_ids: Sequence[str] = ()) -> Any:
+        """Register a bundle for FetchBundle / WatchUpdates and, with MQTT on, publish the retained notice."""
+        import time
+
+        assert self.app.grpc is not None
+        notice = self.app.grpc.servicer.publish_bundle(str(path), name, version, b"", time.time())
+        notice.fetch_uri = self.grpc_url  # the hub does not persist fetch_uri (see edge_agent/AGENT.md)
+        if self.app.mqtt is not None and device_ids:
+            for info in self.app.mqtt.publish_update(list(device_ids), notice):
+                info.wait_for_publish(10)
+        return notice
+
+
+def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker_url: str | None = None,
+              m: int = 3, accuracy: float = 1.0, answer: str = "second") -> RunningHub:
+    """Start a hub on loopback with the simulated crowd (labelled simulated) answering every task.
+
+    Simulated people cannot see the frame; `answer` picks their "truth" from the model output the hub stored:
+    "first" confirms the model's top-1, "second" names its runner-up (so fusion visibly changes answers).
+    """
+    from urllib.parse import urlsplit
+
+    from hgen.hub.app import HubApp
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.crowd import SimulatedCrowd
+    from hgen.hub.testing.crowd import CrowdDriver
+    from hgen.hub.testing.services import free_port
+
+    data: dict[str, Any] = {"devices": list(devices), "knowledge_base": {"url": f"sqlite:///{db}"},
+                            "grpc": {"port": grpc_port or free_port(), "reply_poll_s": 0.1}}
+    if broker_url:
+        parts = urlsplit(broker_url)
+        data["mqtt"] = {"enabled": True, "host": parts.hostname, "port": parts.port,
+                        "client_id": f"hub-{os.getpid()}-{threading.get_ident()}"}
+    app = HubApp(parse_hub_config(data)).start()
+    kb = app.service.kb
+    rank = 1 if answer == "second" else 0
+    crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(m, accuracy, 10, seed=0),
+                        lambda sample_id: ranked_class(kb, sample_id, rank)).start()
+    return RunningHub(app, crowd, f"grpc://127.0.0.1:{app.grpc_port}")
+
+
+def ranked_class(kb: Any, sample_id: str, rank: int) -> int:
+    """The class the device's model ranked `rank`-th (0 = top-1) for a stored sample."""
+    from hgen.hub.kb.models import Sample
+    from hgen.protos import hub_pb2
+
+    with kb.session() as s:
+        row = s.get(Sample, sample_id)
+        output = hub_pb2.ModelOutput.FromString(row.model_output) if row is not None else None
+    if output is None or not output.class_probabilities:
+        return 0
+    return int(np.argsort(output.class_probabilities)[::-1][rank])

@@ -1,0 +1,128 @@
+"""The transport contract: non-blocking `send`, replies and update notices through callbacks, explicit state.
+
+A transport never owns delivery guarantees: the outbox does. A send that fails leaves the samples in the
+outbox, and the agent sends them again on reconnect or after `resend_after_s`.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hgen.edge_agent.config import HubConfig
+from hgen.edge_agent.errors import AgentConfigError
+from hgen.protos import hub_pb2
+from hgen.runtime.registry import Registry, discover
+
+
+class ConnectionState(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class TransportErrorCode(enum.Enum):
+    """Why the hub link is not healthy; `.value` is the readable text shown on status."""
+
+    OK = "ok"
+    UNREACHABLE = "hub unreachable"
+    REFUSED = "hub refused the connection or request"
+    TIMEOUT = "hub did not answer in time"
+    TLS = "TLS handshake failed"
+    PROTOCOL = "unexpected message from the hub"
+    NOT_FOUND = "bundle not found at the hub"
+
+
+@dataclass(frozen=True)
+class TransportCallbacks:
+    """Called from transport threads; the agent's handlers are thread-safe."""
+
+    on_reply: Callable[[hub_pb2.SampleReply], None]
+    on_update: Callable[[hub_pb2.ModelUpdate], None]
+    on_state: Callable[[ConnectionState, TransportErrorCode, str], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    parts = urlsplit(url)
+    if parts.scheme not in {"grpc", "grpcs", "mqtt", "mqtts"} or not parts.hostname or not parts.port:
+        raise AgentConfigError(f"hub url must be grpc[s]://host:port or mqtt[s]://host:port, got {url!r}")
+    return Endpoint(parts.scheme.rstrip("s"), parts.hostname, parts.port, parts.scheme.endswith("s"))
+
+
+class Transport(ABC):
+    """One link to the hub for one device."""
+
+    def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.device_id = device_id
+        self.callbacks = callbacks
+        self.state = ConnectionState.DISCONNECTED
+        self.error = TransportErrorCode.OK
+        self.detail = ""
+        self._state_lock = threading.Lock()
+
+    def _set_state(self, state: ConnectionState, error: TransportErrorCode = TransportErrorCode.OK,
+                   detail: str = "") -> None:
+        with self._state_lock:
+            changed = (state, error) != (self.state, self.error)
+            if self.state is ConnectionState.CLOSED:
+                return
+            self.state, self.error, self.detail = state, error, detail
+        if changed:
+            self.callbacks.on_state(state, error, detail)
+
+    @abstractmethod
+    def start(self) -> None:
+        """Begin connecting (never blocks on an unreachable hub)."""
+
+    @abstractmethod
+    def send(self, request: hub_pb2.AnnotationRequest) -> bool:
+        """Hand a request to the link; False when it cannot take it now (it stays in the outbox)."""
+
+    def watch(self, bundle_name: str, known_version: str) -> None:
+        """Follow update notices for `bundle_name` (MQTT gets them from the retained topic without asking)."""
+
+    def in_flight(self) -> frozenset[str]:
+        """Sample ids the link is still waiting on (not to be resent yet)."""
+        return frozenset()
+
+    @abstractmethod
+    def report_status(self, status: hub_pb2.DeviceStatus) -> None:
+        """Best-effort telemetry."""
+
+    @abstractmethod
+    def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
+        """Download the bundle a notice names into `dest`; raises SwapError."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Close the link (idempotent)."""
+
+
+TransportFactory = Callable[[Endpoint, HubConfig, str, TransportCallbacks], Transport]
+TRANSPORTS: Registry[TransportFactory] = Registry("hub transport")
+
+
+def open_transport(config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> Transport:
+    if config.url is None:
+        raise AgentConfigError("hub.url is not set")
+    endpoint = parse_endpoint(config.url)
+    if endpoint.tls and config.tls is None:
+        raise AgentConfigError(f"{config.url} uses TLS: set hub.tls (ca_file, optionally cert_file/key_file)")
+    discover("hgen.edge_agent.transports")
+    return TRANSPORTS.get(endpoint.scheme)(endpoint, config, device_id, callbacks)

@@ -1,0 +1,225 @@
+"""gRPC uplink: `Submit` streams per batch, `WatchUpdates` for notices, `FetchBundle` (resumable), `ReportStatus`.
+
+Every call has a deadline. Submit runs without wait_for_ready so a hub that is down fails fast: the samples
+stay in the outbox and are resent when the channel is READY again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from hgen.edge_agent.config import HubConfig, TlsConfig
+from hgen.edge_agent.errors import SwapError
+from hgen.edge_agent.transports.base import (
+    TRANSPORTS,
+    ConnectionState,
+    Endpoint,
+    Transport,
+    TransportCallbacks,
+    TransportErrorCode,
+    parse_endpoint,
+)
+from hgen.protos import hub_pb2, hub_pb2_grpc
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE = 8 << 20
+STATUS_TIMEOUT_S = 5.0
+FETCH_TIMEOUT_S = 300.0
+FETCH_ATTEMPTS = 5
+_CONNECTIVITY = {
+    grpc.ChannelConnectivity.IDLE: ConnectionState.DISCONNECTED,
+    grpc.ChannelConnectivity.CONNECTING: ConnectionState.CONNECTING,
+    grpc.ChannelConnectivity.READY: ConnectionState.CONNECTED,
+    grpc.ChannelConnectivity.TRANSIENT_FAILURE: ConnectionState.DISCONNECTED,
+    grpc.ChannelConnectivity.SHUTDOWN: ConnectionState.CLOSED,
+}
+_CODES = {
+    grpc.StatusCode.UNAVAILABLE: TransportErrorCode.UNREACHABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: TransportErrorCode.TIMEOUT,
+    grpc.StatusCode.NOT_FOUND: TransportErrorCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED: TransportErrorCode.TLS,
+}
+
+
+def make_channel(endpoint: Endpoint, tls: TlsConfig | None) -> grpc.Channel:
+    target = f"{endpoint.host}:{endpoint.port}"
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
+               ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 5000)]
+    if not endpoint.tls:
+        return grpc.insecure_channel(target, options=options)
+    assert tls is not None
+    read = lambda p: p.read_bytes() if p else None  # noqa: E731
+    credentials = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def error_code(exc: grpc.RpcError) -> TransportErrorCode:
+    return _CODES.get(exc.code(), TransportErrorCode.REFUSED)  # type: ignore[attr-defined]
+
+
+def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
+    """Download in chunks, resuming at the received offset after a broken stream; check size and SHA-256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    offset, last_error = 0, ""
+    with open(dest, "wb") as out:
+        for _ in range(FETCH_ATTEMPTS):
+            request = hub_pb2.BundleRequest(bundle_name=notice.bundle_name, version=notice.version, offset=offset)
+            try:
+                for chunk in stub.FetchBundle(request, timeout=FETCH_TIMEOUT_S):
+                    if chunk.offset != offset:
+                        raise SwapError(f"bundle chunk at offset {chunk.offset}, expected {offset}")
+                    out.write(chunk.data)
+                    offset += len(chunk.data)
+                break
+            except grpc.RpcError as exc:
+                last_error = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+                if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise SwapError(f"hub has no bundle {notice.bundle_name} {notice.version}") from None
+        else:
+            raise SwapError(f"bundle download failed after {FETCH_ATTEMPTS} attempts: {last_error}")
+    check_download(dest, notice)
+    return dest
+
+
+def check_download(path: Path, notice: hub_pb2.ModelUpdate) -> None:
+    """The notice's size and SHA-256 must match the file (the signature is checked when it is loaded)."""
+    data = path.read_bytes()
+    if notice.size and len(data) != notice.size:
+        raise SwapError(f"downloaded {len(data)} bytes, the notice says {notice.size}")
+    digest = hashlib.sha256(data).hexdigest()
+    if notice.sha256 and digest != notice.sha256:
+        raise SwapError(f"downloaded bundle SHA-256 {digest[:12]} differs from the notice's {notice.sha256[:12]}")
+
+
+def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsConfig | None) -> Path:
+    """Fetch from a grpc[s]://host:port bundle source other than the hub link itself."""
+    channel = make_channel(parse_endpoint(url), tls)
+    try:
+        return fetch_bundle_grpc(hub_pb2_grpc.AnnotationHubStub(channel), notice, dest)
+    finally:
+        channel.close()
+
+
+@TRANSPORTS.register("grpc")
+class GrpcTransport(Transport):
+    """Up to `MAX_STREAMS` Submit streams at once (each holds a hub worker thread)."""
+
+    MAX_STREAMS = 4
+
+    def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
+        super().__init__(endpoint, config, device_id, callbacks)
+        self._channel = make_channel(endpoint, config.tls)
+        self._stub = hub_pb2_grpc.AnnotationHubStub(self._channel)
+        self._pool = ThreadPoolExecutor(self.MAX_STREAMS, thread_name_prefix="agent-grpc")
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        self._stopping = threading.Event()
+        self._watch_call: grpc.Future | None = None
+        self._watched: tuple[str, str] | None = None
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._channel.subscribe(self._on_connectivity, try_to_connect=True)
+
+    def _on_connectivity(self, connectivity: grpc.ChannelConnectivity) -> None:
+        state = _CONNECTIVITY[connectivity]
+        error = TransportErrorCode.UNREACHABLE if connectivity is grpc.ChannelConnectivity.TRANSIENT_FAILURE \
+            else TransportErrorCode.OK
+        self._set_state(state, error, connectivity.name)
+
+    def send(self, request: hub_pb2.AnnotationRequest) -> bool:
+        if self._stopping.is_set():
+            return False
+        ids = {s.sample_id for s in request.samples}
+        with self._lock:
+            if ids & self._in_flight:
+                ids -= self._in_flight
+                if not ids:
+                    return True
+                request = _only(request, ids)
+            self._in_flight |= ids
+        self._pool.submit(self._submit, request, ids)
+        return True
+
+    def _submit(self, request: hub_pb2.AnnotationRequest, ids: set[str]) -> None:
+        try:
+            for reply in self._stub.Submit(request, timeout=self.config.call_timeout_s):
+                self.callbacks.on_reply(reply)
+        except grpc.RpcError as exc:
+            if not self._stopping.is_set():
+                log.warning("Submit of %d samples failed: %s", len(ids), exc.code())  # type: ignore[attr-defined]
+                self._set_state(ConnectionState.DISCONNECTED, error_code(exc), str(exc.details()))  # type: ignore[attr-defined]
+        except Exception:  # a handler bug must not kill the worker silently
+            log.exception("Submit stream handler failed")
+        finally:
+            with self._lock:
+                self._in_flight -= ids
+
+    def in_flight(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._in_flight)
+
+    def watch(self, bundle_name: str, known_version: str) -> None:
+        """(Re)start following update notices for `bundle_name` newer than `known_version`."""
+        with self._lock:
+            self._watched = (bundle_name, known_version)
+            call = self._watch_call
+        if call is not None:
+            call.cancel()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_loop, name="agent-watch", daemon=True)
+            self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            with self._lock:
+                name, known = self._watched or ("", "")
+                call = self._stub.WatchUpdates(hub_pb2.WatchUpdatesRequest(
+                    device_id=self.device_id, bundle_name=name, known_version=known), wait_for_ready=True)
+                self._watch_call = call
+            try:
+                for notice in call:
+                    delay = 0.2
+                    self.callbacks.on_update(notice)
+            except grpc.RpcError:
+                pass
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, 5.0)
+
+    def report_status(self, status: hub_pb2.DeviceStatus) -> None:
+        try:
+            self._stub.ReportStatus(status, timeout=STATUS_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            log.debug("status not delivered: %s", exc.code())  # type: ignore[attr-defined]
+
+    def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
+        uri = notice.fetch_uri
+        if uri.startswith(("grpc://", "grpcs://")) and uri != self.config.url:
+            return fetch_from_url(uri, notice, dest, self.config.tls)
+        return fetch_bundle_grpc(self._stub, notice, dest)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            call = self._watch_call
+        if call is not None:
+            call.cancel()
+        self._set_state(ConnectionState.CLOSED)
+        self._channel.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _only(request: hub_pb2.AnnotationRequest, ids: set[str]) -> hub_pb2.AnnotationRequest:
+    trimmed = hub_pb2.AnnotationRequest()
+    trimmed.CopyFrom(request)
+    del trimmed.samples[:]
+    trimmed.samples.extend(s for s in request.samples if s.sample_id in ids)
+    return trimmed

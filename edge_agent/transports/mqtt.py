@@ -1,0 +1,126 @@
+"""MQTT uplink (paho-mqtt 2, MQTT v5): QoS 1, persistent session, last will, topics from hub/PROTOCOL.md.
+
+`<prefix>/<device>/samples` out, `replies` and retained `updates` in, `status` out (retained; the last will
+is `DeviceStatus{online:false}`). On every (re)connect the agent resends whatever the outbox still holds, so
+a broker that lost its state (kill -9 before persisting) loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hgen.edge_agent.config import HubConfig
+from hgen.edge_agent.errors import SwapError
+from hgen.edge_agent.transports.base import (
+    TRANSPORTS,
+    ConnectionState,
+    Endpoint,
+    Transport,
+    TransportCallbacks,
+    TransportErrorCode,
+)
+from hgen.edge_agent.transports.grpc import fetch_from_url
+from hgen.protos import hub_pb2
+
+log = logging.getLogger(__name__)
+QOS = 1
+
+
+def topic(prefix: str, device_id: str, kind: str) -> str:
+    return f"{prefix}/{device_id}/{kind}"
+
+
+def session_properties(expiry_s: int) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = expiry_s
+    return properties
+
+
+def make_client(client_id: str, endpoint: Endpoint, config: HubConfig) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(100)
+    client.reconnect_delay_set(min_delay=1, max_delay=5)
+    if endpoint.tls and config.tls is not None:
+        tls = config.tls
+        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                       certfile=str(tls.cert_file) if tls.cert_file else None,
+                       keyfile=str(tls.key_file) if tls.key_file else None)
+    return client
+
+
+@TRANSPORTS.register("mqtt")
+class MqttTransport(Transport):
+    def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
+        super().__init__(endpoint, config, device_id, callbacks)
+        self.topics = {kind: topic(config.prefix, device_id, kind) for kind in ("samples", "replies", "updates",
+                                                                                 "status")}
+        self.client = make_client(f"agent-{device_id}", endpoint, config)
+        will = hub_pb2.DeviceStatus(device_id=device_id, online=False).SerializeToString()
+        self.client.will_set(self.topics["status"], will, QOS, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._set_state(ConnectionState.CONNECTING)
+        self.client.connect_async(self.endpoint.host, self.endpoint.port, self.config.keepalive_s,
+                                  clean_start=False, properties=session_properties(self.config.session_expiry_s))
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            self._set_state(ConnectionState.DISCONNECTED, TransportErrorCode.REFUSED, str(reason_code))
+            return
+        client.subscribe([(self.topics["replies"], QOS), (self.topics["updates"], QOS)])
+        log.info("MQTT connected (session present: %s)", flags.session_present)
+        self._set_state(ConnectionState.CONNECTED, TransportErrorCode.OK, f"session present {flags.session_present}")
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
+        if self.state is not ConnectionState.CLOSED:
+            self._set_state(ConnectionState.DISCONNECTED, TransportErrorCode.UNREACHABLE, str(reason_code))
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        try:
+            if message.topic == self.topics["replies"]:
+                self.callbacks.on_reply(hub_pb2.SampleReply.FromString(message.payload))
+            elif message.topic == self.topics["updates"] and message.payload:
+                self.callbacks.on_update(hub_pb2.ModelUpdate.FromString(message.payload))
+        except Exception as exc:  # a bad payload must not kill paho's network thread
+            log.warning("bad message on %s: %s", message.topic, exc)
+            self.callbacks.on_state(self.state, TransportErrorCode.PROTOCOL, f"{message.topic}: {exc}")
+
+    def send(self, request: hub_pb2.AnnotationRequest) -> bool:
+        if self.state is not ConnectionState.CONNECTED:
+            return False  # the outbox keeps it; everything is resent on connect
+        info = self.client.publish(self.topics["samples"], request.SerializeToString(), QOS)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def report_status(self, status: hub_pb2.DeviceStatus) -> None:
+        if self.state is ConnectionState.CONNECTED:
+            self.client.publish(self.topics["status"], status.SerializeToString(), QOS, retain=True)
+
+    def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
+        uri = notice.fetch_uri or self.config.bundle_url
+        if not uri or not uri.startswith(("grpc://", "grpcs://")):
+            raise SwapError(f"update {notice.version} has no grpc:// fetch_uri and hub.bundle_url is not set")
+        return fetch_from_url(uri, notice, dest, self.config.tls)
+
+    def stop(self) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        offline = hub_pb2.DeviceStatus(device_id=self.device_id, online=False).SerializeToString()
+        if self.state is ConnectionState.CONNECTED:
+            try:
+                self.client.publish(self.topics["status"], offline, QOS, retain=True).wait_for_publish(2.0)
+            except (RuntimeError, ValueError):  # connection lost meanwhile: the last will says the same
+                pass
+        self._set_state(ConnectionState.CLOSED)
+        self.client.disconnect()
+        self.client.loop_stop()
