@@ -80,6 +80,7 @@ class Agent:
         self._pipeline: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
         self._finished = threading.Event()
+        self._stopped = False
         self.metrics_endpoint: PrometheusEndpoint | None = None
         self.transport: Transport | None = None
         if config.hub.url:
@@ -146,6 +147,11 @@ class Agent:
             self.stop()
 
     def stop(self) -> None:
+        """Stop threads, close the hub link, sinks, models and the outbox (idempotent)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self._stop.set()
         with self._changed:
             self._changed.notify_all()

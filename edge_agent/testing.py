@@ -112,6 +112,23 @@ def train_lenet(limit: int = 1200, epochs: int = 3, seed: int = 0) -> Any:
     return net
 
 
+def cached_litert_bundles(folder: Path) -> dict[str, Path]:
+    """Bundles for the agent tests, built once per checkout (training takes ~10 s) and reused from `folder`:
+    v1 and v2 (x86_64), `rpi4` (another target), `nan` (fails the health check), and the key pair."""
+    names = {"v1": ("0.1.0", "x86_64"), "v2": ("0.2.0", "x86_64"), "rpi4": ("0.3.0", "rpi4"),
+             "nan": ("0.4.0", "x86_64")}
+    paths = {key: folder / f"{key}.hgb" for key in names}
+    keys = TestKeys(folder / "keys" / "signing.key", folder / "keys" / "signing.pub")
+    if not all(p.exists() for p in paths.values()) or not keys.public_pem.exists():
+        keys = make_keys(folder / "keys")
+        model = train_lenet()
+        for key, (version, target) in names.items():
+            net = nan_model(model) if key == "nan" else model
+            built = litert_bundle(folder / key, net, keys, version=version, target=target)
+            built.replace(paths[key])
+    return {**paths, "public_key": keys.public_pem, "private_key": keys.private_pem}
+
+
 def litert_bundle(out: Path, model: Any, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64",
                   tau: float = 0.9, archive: bool = True) -> Path:
     """A real signed LiteRT bundle of `model` (as `compiler/compile.py::_write_bundle` writes them)."""
@@ -209,6 +226,35 @@ class RunningHub:
     def stop(self) -> None:
         self.crowd.stop()
         self.app.stop()
+
+    def pause_crowd(self) -> None:
+        self.crowd.stop()
+
+    def resume_crowd(self) -> None:
+        from hgen.hub.testing.crowd import CrowdDriver
+
+        self.crowd = CrowdDriver(self.crowd.api, self.crowd.crowd, self.crowd._truth).start()
+
+    def hub_counts(self) -> tuple[int, int, int]:
+        """(samples stored, replies stored, samples with more than one reply) in the knowledge base."""
+        from sqlalchemy import func, select
+
+        from hgen.hub.kb.models import Reply, Sample
+
+        with self.app.service.kb.session() as s:
+            samples = s.scalar(select(func.count()).select_from(Sample))
+            replies = s.scalar(select(func.count()).select_from(Reply))
+            multi = s.scalar(select(func.count()).select_from(
+                select(Reply.sample_id).group_by(Reply.sample_id).having(func.count() > 1).subquery()))
+        return int(samples or 0), int(replies or 0), int(multi or 0)
+
+    def sample_ids(self) -> set[str]:
+        from sqlalchemy import select
+
+        from hgen.hub.kb.models import Sample
+
+        with self.app.service.kb.session() as s:
+            return set(s.scalars(select(Sample.id)))
 
     def publish_bundle(self, path: Path, name: str, version: str, device_ids: Sequence[str] = ()) -> Any:
         """Register a bundle for FetchBundle / WatchUpdates and, with MQTT on, publish the retained notice."""

@@ -1,8 +1,9 @@
 """The annotator API: the one path by which answers enter the hub, for people (web UI) and the simulated crowd.
 
-`next_task` assigns an open sample to an annotator; `submit_answer` records the answer and, on the m-th,
-aggregates and replies. Bad answers (unknown or closed task) raise typed errors that are counted and logged
-once; nothing else changes.
+`next_task` assigns an open sample to an annotator (a gold task at the configured share, nothing while the
+annotator is paused); `submit_answer` records the answer and, on the m-th, aggregates and replies; `release`
+gives a task back without a label (skip / can't tell). Bad answers (unknown or closed task) raise typed errors
+that are counted and logged once; nothing else changes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+from typing import TYPE_CHECKING
+
 from hgen.hub.errors import BadInputError
 from hgen.hub.kb.store import KnowledgeBase, Task
+
+if TYPE_CHECKING:
+    from hgen.hub.gold import GoldBook
 from hgen.hub.metrics import HubMetrics
 from hgen.protos import hub_pb2
 
@@ -23,10 +29,12 @@ ReplyListener = Callable[[Sequence[hub_pb2.SampleReply]], None]
 class AnnotatorAPI:
     """Assign tasks and accept answers; notifies listeners of the replies that answers complete."""
 
-    def __init__(self, kb: KnowledgeBase, metrics: HubMetrics, on_replies: ReplyListener) -> None:
+    def __init__(self, kb: KnowledgeBase, metrics: HubMetrics, on_replies: ReplyListener,
+                 gold: GoldBook | None = None) -> None:
         self._kb = kb
         self._metrics = metrics
         self._on_replies = on_replies
+        self.gold = gold
         self._work = threading.Condition()
         self._generation = 0
 
@@ -34,10 +42,36 @@ class AnnotatorAPI:
         self._kb.register_annotator(annotator_id, "simulated" if simulated else "human")
 
     def next_task(self, annotator_id: str) -> Task | None:
-        task = self._kb.assign_next(annotator_id)
+        """The annotator's next task: None when there is no work or the annotator is paused."""
+        task = None
+        if self.gold is not None:
+            if self.gold.paused_reason(annotator_id) is not None:
+                return None
+            if self.gold.due(annotator_id):
+                task = self.gold.assign(annotator_id)
+        if task is None:
+            task = self._kb.assign_next(annotator_id)
         if task is not None:
             self._metrics.inc("tasks_assigned")
         return task
+
+    def paused_reason(self, annotator_id: str) -> str | None:
+        return self.gold.paused_reason(annotator_id) if self.gold is not None else None
+
+    def gold_truth(self, sample_id: str) -> int | None:
+        """The known class of a gold sample (None for a device's sample): the simulated crowd's oracle for gold."""
+        return self.gold.truth(sample_id) if self.gold is not None else None
+
+    def release(self, task_id: str, annotator_id: str, kind: str, latency_s: float = 0.0) -> None:
+        """Skip or can't tell: recorded with the time taken; the sample goes to another annotator."""
+        try:
+            self._kb.release_task(task_id, annotator_id, kind, latency_s)
+        except BadInputError as exc:
+            self._metrics.inc(exc.code)
+            log.warning("release refused (%s): %s", exc.code, exc)
+            raise
+        self._metrics.inc(f"released_{kind}")
+        self.notify_work()
 
     def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
         """Record `answer`; returns the reply when this answer completed its sample."""
@@ -48,6 +82,8 @@ class AnnotatorAPI:
             log.warning("answer refused (%s): %s", exc.code, exc)
             raise
         self._metrics.inc("answers")
+        if self.gold is not None:
+            self.gold.after_answer(answer.annotator_id, self._kb.sample_of_task(answer.task_id))
         if reply is not None:
             self._on_replies([reply])
         return reply

@@ -106,3 +106,61 @@ class TaskClosedError(BadInputError):
     """An answer arrives for a task already answered, or whose sample is closed (answered / expired)."""
 
     code = "task_closed"
+
+
+# --- Web UI, gold tasks and the retraining loop (issue 7) ---------------------------------------------------------
+
+
+class AuthError(BadInputError):
+    """Wrong user name, password or invite token (the message never says which)."""
+
+    code = "web_auth_failed"
+
+
+class LoginRateLimitedError(BadInputError):
+    """Too many failed logins for this user from this address; `retry_after_s` says when to try again."""
+
+    code = "web_login_rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SessionExpiredError(BadInputError):
+    """The session is older than web.session_max_age_s (or its account is gone): log in again."""
+
+    code = "web_session_expired"
+
+
+class CsrfError(BadInputError):
+    """A state-changing request without the session's CSRF token."""
+
+    code = "web_csrf_refused"
+
+
+class NotAnImageError(BadInputError):
+    """An upload that does not decode as an image."""
+
+    code = "web_not_an_image"
+
+
+class AnnotatorPausedError(BadInputError):
+    """The annotator is paused (gold accuracy below the threshold, or an operator's decision)."""
+
+    code = "annotator_paused"
+
+
+class RetrainError(HubError):
+    """A retrain could not run to its end; the current model stays deployed and the message says why."""
+
+
+class UnknownModelError(HubError, KeyError):
+    """No model of that name is configured under retrain.models; the message lists the valid names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RetrainBusyError(HubError):
+    """A retrain of this model is already queued or running (one at a time per model)."""

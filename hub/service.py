@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from hgen.hub.aggregators import DEFAULT_FOR_KIND, aggregator_names
 from hgen.hub.annotators import AnnotatorAPI, ReplyListener
 from hgen.hub.config import HubConfig
+from hgen.hub.gold import GoldBook
 from hgen.hub.errors import BadInputError, InvalidRequestError, LabourBudgetExceededError, UnknownDeviceError
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
@@ -95,8 +96,10 @@ class HubService:
         self.clock = clock
         self.metrics = HubMetrics()
         self.bus = ReplyBus()
-        self.annotators = AnnotatorAPI(kb, self.metrics, self.publish_replies)
+        self.gold = GoldBook(kb, config.gold, clock)
+        self.annotators = AnnotatorAPI(kb, self.metrics, self.publish_replies, self.gold)
         self._listeners: dict[str, list[ReplyListener]] = defaultdict(list)
+        self._observers: list[ReplyListener] = []
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -134,9 +137,15 @@ class HubService:
     def add_reply_listener(self, transport: str, listener: ReplyListener) -> None:
         self._listeners[transport].append(listener)
 
+    def add_reply_observer(self, observer: ReplyListener) -> None:
+        """Told of every new reply whatever its transport (the retrain worker counts labels); must not block."""
+        self._observers.append(observer)
+
     def publish_replies(self, replies: Sequence[hub_pb2.SampleReply]) -> None:
         """Hand new replies to in-process gRPC streams and to the transport each sample came by."""
         self.metrics.inc("replies", len(replies))
+        for observer in self._observers:
+            observer(replies)
         self.bus.publish(replies)
         transports = self.kb.transports_of([r.sample_id for r in replies])
         by_transport: dict[str, list[hub_pb2.SampleReply]] = defaultdict(list)

@@ -34,9 +34,12 @@ from hgen.hub.kb.models import (
     Device,
     Reply,
     Sample,
+    TaskEvent,
 )
 from hgen.protos import hub_pb2
 
+GOLD_TRANSPORT = "gold"  # gold tasks are hub-owned samples, handed out by hgen.hub.gold, never by assign_next
+RELEASE_KINDS = ("skip", "cant_tell")
 REPLY_STATUS = {"answered": hub_pb2.REPLY_STATUS_ANSWERED, "partial": hub_pb2.REPLY_STATUS_PARTIAL,
                 "expired": hub_pb2.REPLY_STATUS_EXPIRED}
 
@@ -203,7 +206,7 @@ class KnowledgeBase:
             ids = s.scalars(
                 select(Sample.id)
                 .where(Sample.status.in_(OPEN_STATES), Sample.assigned_count < Sample.m, Sample.deadline > now,
-                       Sample.id.not_in(seen))
+                       Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen))
                 .order_by(Sample.received_at).limit(candidates)).all()
             for sample_id in ids:
                 won = s.execute(
@@ -222,6 +225,40 @@ class KnowledgeBase:
                               data=self.images.get(row.image_bytes, row.image_path))
         return Task(task_id, row.id, annotator_id, row.hdnn_kind, image,
                     hub_pb2.ModelOutput.FromString(row.model_output), row.deadline)
+
+    def open_task(self, task_id: str, annotator_id: str) -> tuple[Task, float] | None:
+        """The annotator's own open task and when it was assigned; None for anyone else's or a closed one."""
+        with self.session() as s:
+            task = s.get(Assignment, task_id)
+            if task is None or task.annotator_id != annotator_id or task.status != "open":
+                return None
+            return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id), task.assigned_at
+
+    def sample_of_task(self, task_id: str) -> str:
+        with self.session() as s:
+            task = s.get(Assignment, task_id)
+            return task.sample_id if task is not None else ""
+
+    def release_task(self, task_id: str, annotator_id: str, kind: str, latency_s: float) -> None:
+        """Give a task back without a label (skip / can't tell): recorded, and the slot reopens for someone else.
+
+        The annotator keeps its assignment row (status `released`), so the same sample is never offered to them
+        again; nothing already answered changes.
+        """
+        if kind not in RELEASE_KINDS:
+            raise UnknownTaskError(f"release kind must be one of {RELEASE_KINDS}, got {kind!r}")
+        with self.session() as s:
+            task = s.get(Assignment, task_id)
+            if task is None or task.annotator_id != annotator_id:
+                raise UnknownTaskError(f"no task {task_id!r} for annotator {annotator_id!r}")
+            if task.status != "open":
+                raise TaskClosedError(f"task {task_id} is already {task.status}")
+            task.status = "released"
+            s.execute(update(Sample).where(Sample.id == task.sample_id, Sample.status.in_(OPEN_STATES),
+                                           Sample.assigned_count > 0)
+                      .values(assigned_count=Sample.assigned_count - 1))
+            s.add(TaskEvent(task_id=task_id, sample_id=task.sample_id, annotator_id=annotator_id, kind=kind,
+                            latency_s=max(0.0, latency_s), at=self.clock()))
 
     def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
         """Store an answer; when it is the m-th, close the sample and return the reply it produced."""

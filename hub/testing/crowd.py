@@ -55,7 +55,9 @@ class CrowdDriver:
             task = self.api.next_task(annotator.name)
             if task is None:
                 continue
-            simulated = annotator.answer(self._truth(task.sample_id), self._hardness(task))
+            gold = self.api.gold_truth(task.sample_id)
+            truth = gold if gold is not None else self._truth(task.sample_id)
+            simulated = annotator.answer(truth, self._hardness(task))
             answer = hub_pb2.Answer(task_id=task.task_id, sample_id=task.sample_id, annotator_id=annotator.name,
                                     class_id=simulated.label, latency_s=simulated.latency_s,
                                     operations=simulated.operations, simulated=True)

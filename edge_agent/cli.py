@@ -1,0 +1,100 @@
+"""`hgen-agent run --config agent.yaml` (runs until the source ends or SIGTERM/SIGINT) and
+`hgen-agent check --config agent.yaml` (validate config, verify and open the bundle, open the source, exit).
+
+Exit codes: 0 ok, 2 configuration / bundle / source problem (message printed, no traceback), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from hgen.edge_agent.config import AgentConfig, load_agent_config
+from hgen.runtime.errors import HGenError
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hgen-agent", description="H-Gen edge agent: camera to fused answer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the agent"), ("check", "validate config and bundle, then exit")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--config", required=True, help="agent.yaml")
+        command.add_argument("--hub", help="override hub.url (grpc://host:50051 or mqtt://host:1883)")
+        command.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _config(args: argparse.Namespace) -> AgentConfig:
+    config = load_agent_config(args.config)
+    if args.hub:
+        from hgen.edge_agent.config import parse_agent_config
+
+        data = config.model_dump(mode="python")
+        data["hub"]["url"] = args.hub
+        config = parse_agent_config(data, source=f"{args.config} with --hub")
+    return config
+
+
+def check(config: AgentConfig) -> dict[str, object]:
+    """Everything `run` would refuse at start-up, without running: config, bundle (signature, target, hashes,
+    engine opens), source opens. Returns a summary."""
+    from hgen.edge_agent.model import load_model
+    from hgen.edge_agent.sources import open_source
+
+    model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau, m=config.batching.annotators)
+    try:
+        summary = {"device_id": config.device_id, "bundle": f"{model.name} {model.version}",
+                   "target": model.manifest.target, "engine": type(model.engine).__name__,
+                   "input": list(model.manifest.input.shape), "tau": model.tau, "m": model.m,
+                   "hub": config.hub.url or "(none: model answers only)"}
+    finally:
+        model.close()
+    stop = threading.Event()
+    stop.set()  # live sources must not block in back-off while checking
+    source = open_source(config.source, stop) if config.source.kind in {"video", "images"} else None
+    if source is not None:
+        source.close()
+    summary["source"] = f"{config.source.kind} {config.source.uri}"
+    return summary
+
+
+def run(config: AgentConfig) -> None:
+    from hgen.edge_agent.agent import Agent
+
+    agent = Agent(config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        threading.Thread(target=agent.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    snapshot = agent.telemetry.snapshot()
+    print(json.dumps({k: snapshot[k] for k in ("frames", "escalated", "fused", "timeouts", "fps")}), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = _config(args)
+        if args.command == "check":
+            print(json.dumps(check(config), indent=2))
+        else:
+            run(config)
+    except HGenError as exc:
+        print(f"hgen-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

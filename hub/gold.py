@@ -1,0 +1,154 @@
+"""Gold tasks: samples with a known answer, mixed into each annotator's stream to rate them (and pause the bad).
+
+Gold samples are hub-owned rows of `samples` (device `hub-gold`, transport `gold`) that never close, so every
+annotator can be given each of them once; `KnowledgeBase.assign_next` never hands them out, this module does,
+at `gold.share` of each annotator's tasks (the first task is gold, then one in every 1/share). An annotator with
+at least `gold.min_answers` gold answers and an accuracy below `gold.pause_below` is paused: they get no tasks
+until an operator resumes them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from hgen.hub.config import GoldConfig, LimitsConfig
+from hgen.hub.errors import InvalidRequestError
+from hgen.hub.kb.models import AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample
+from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
+from hgen.hub.validation import check_image
+from hgen.protos import hub_pb2
+
+GOLD_DEVICE = "hub-gold"
+NEVER = 4102444800.0  # 2100-01-01: gold samples never reach a deadline
+GOLD_SLOTS = 1_000_000_000  # m of a gold sample: it never closes
+
+
+@dataclass(frozen=True)
+class GoldRating:
+    """An annotator's record on gold tasks and whether they are paused (and why)."""
+
+    annotator_id: str
+    correct: int
+    answered: int
+    paused_reason: str | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.answered if self.answered else None
+
+
+class GoldBook:
+    """Adds gold samples, hands them out at the configured share, scores answers and pauses annotators."""
+
+    def __init__(self, kb: KnowledgeBase, config: GoldConfig, clock: Callable[[], float] = time.time) -> None:
+        self.kb = kb
+        self.config = config
+        self.clock = clock
+
+    # --- gold samples -----------------------------------------------------------------------------------------
+
+    def add(self, image: hub_pb2.Image, class_id: int, num_classes: int, limits: LimitsConfig) -> str:
+        """Store a gold sample (the image is checked like a device's); returns its sample id."""
+        if not 0 <= class_id < num_classes:
+            raise InvalidRequestError(f"gold class must be in 0..{num_classes - 1}, got {class_id}")
+        check_image(image, limits)
+        self.kb.register_devices([GOLD_DEVICE])
+        sample_id, now = str(uuid.uuid4()), self.clock()
+        inline, path = self.kb.images.put(sample_id, image)
+        output = hub_pb2.ModelOutput(kind=hub_pb2.HDNN_KIND_CNN, confidence=0.0)
+        with self.kb.session() as s:
+            s.add(Batch(id=sample_id, device_id=GOLD_DEVICE, m=GOLD_SLOTS, deadline=NEVER, labour_budget=0.0,
+                        labour_reserved=0.0, created_at=now))
+            s.flush()
+            s.add(Sample(id=sample_id, batch_id=sample_id, device_id=GOLD_DEVICE, bundle_name="", bundle_version="",
+                         captured_at=None, hdnn_kind=hub_pb2.HDNN_KIND_CNN, image_format=image.format,
+                         height=image.height, width=image.width, channels=image.channels, image_bytes=inline,
+                         image_path=path, model_output=output.SerializeToString(), confidence=0.0, difficulty=1.0,
+                         labour_reserved=0.0, m=GOLD_SLOTS, aggregator="majority", transport=GOLD_TRANSPORT,
+                         status="received", assigned_count=0, answer_count=0, deadline=NEVER, received_at=now))
+            s.flush()
+            s.add(GoldItem(sample_id=sample_id, class_id=class_id, created_at=now))
+        return sample_id
+
+    def truth(self, sample_id: str) -> int | None:
+        with self.kb.session() as s:
+            item = s.get(GoldItem, sample_id)
+            return item.class_id if item is not None else None
+
+    def count(self) -> int:
+        return self.kb.count(GoldItem)
+
+    # --- handing out ------------------------------------------------------------------------------------------
+
+    def due(self, annotator_id: str) -> bool:
+        """Is the annotator's next task a gold one? Keeps gold at >= share of their tasks, the first included."""
+        with self.kb.session() as s:
+            total = s.scalar(select(func.count()).select_from(Assignment)
+                             .where(Assignment.annotator_id == annotator_id)) or 0
+            gold = s.scalar(select(func.count()).select_from(Assignment)
+                            .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
+                            .where(Assignment.annotator_id == annotator_id)) or 0
+        return gold < math.ceil(self.config.share * (total + 1))
+
+    def assign(self, annotator_id: str) -> Task | None:
+        """A gold sample this annotator has not seen yet, or None when they have seen them all."""
+        now = self.clock()
+        with self.kb.session() as s:
+            seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
+            sample_id = s.scalars(select(GoldItem.sample_id).where(GoldItem.sample_id.not_in(seen))
+                                  .order_by(func.random()).limit(1)).first()
+            if sample_id is None:
+                return None
+            row = s.get(Sample, sample_id)
+            row.assigned_count += 1
+            task_id = str(uuid.uuid4())
+            s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
+                             assigned_at=now))
+            return self.kb._task(s, task_id, row, annotator_id)  # noqa: SLF001 (same package, one Task builder)
+
+    # --- rating and pausing -----------------------------------------------------------------------------------
+
+    def rating(self, annotator_id: str) -> GoldRating:
+        with self.kb.session() as s:
+            rows = s.execute(select(AnswerRow.class_id, GoldItem.class_id)
+                             .join(GoldItem, GoldItem.sample_id == AnswerRow.sample_id)
+                             .where(AnswerRow.annotator_id == annotator_id)).all()
+            pause = s.get(AnnotatorPause, annotator_id)
+            reason = pause.reason if pause is not None else None
+        correct = sum(1 for given, truth in rows if given == truth)
+        return GoldRating(annotator_id, correct, len(rows), reason)
+
+    def after_answer(self, annotator_id: str, sample_id: str) -> GoldRating | None:
+        """Re-rate the annotator if `sample_id` was gold; pause them when their accuracy is too low."""
+        if self.truth(sample_id) is None:
+            return None
+        rating = self.rating(annotator_id)
+        accuracy = rating.accuracy
+        if (rating.paused_reason is None and rating.answered >= self.config.min_answers and accuracy is not None
+                and accuracy < self.config.pause_below):
+            reason = (f"gold accuracy {accuracy:.0%} on {rating.answered} gold tasks is below "
+                      f"{self.config.pause_below:.0%}")
+            self.pause(annotator_id, reason)
+            rating = GoldRating(annotator_id, rating.correct, rating.answered, reason)
+        return rating
+
+    def pause(self, annotator_id: str, reason: str) -> None:
+        with self.kb.session() as s:
+            s.merge(AnnotatorPause(annotator_id=annotator_id, reason=reason[:512], paused_at=self.clock()))
+
+    def resume(self, annotator_id: str) -> None:
+        with self.kb.session() as s:
+            pause = s.get(AnnotatorPause, annotator_id)
+            if pause is not None:
+                s.delete(pause)
+
+    def paused_reason(self, annotator_id: str) -> str | None:
+        with self.kb.session() as s:
+            pause = s.get(AnnotatorPause, annotator_id)
+            return pause.reason if pause is not None else None

@@ -1,0 +1,13 @@
+"""The closed loop (paper sections 4.2.2 and 6): human labels accumulate, the hub retrains, re-lowers, publishes.
+
+`RetrainWorker` (thread) -> `RetrainPipeline.execute` -> filter (`AutoencoderFilter`), enhancement distillation
+(`enhance`), acceptance (`check`), re-lowering and signing (`build_bundles`), announcing (`HubPublisher`).
+History and versions live in the knowledge base (`RetrainStore`).
+"""
+
+from hgen.hub.retrain.pipeline import RetrainPipeline
+from hgen.hub.retrain.publish import HubPublisher
+from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
+from hgen.hub.retrain.worker import RetrainWorker
+
+__all__ = ["HubPublisher", "RetrainPipeline", "RetrainStore", "RetrainWorker", "RunRecord", "VersionRecord"]

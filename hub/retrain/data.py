@@ -1,0 +1,79 @@
+"""Human-labelled samples as model inputs, and the fixed held-out split used by the acceptance check.
+
+The split is by a hash of the sample id, so a sample is held out in every retrain or in none: the acceptance
+set never leaks into training, and it grows as knowledge accumulates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from hgen.hub.errors import RetrainError
+from hgen.hub.retrain.records import LabelledSample
+from hgen.protos import hub_pb2
+
+
+@dataclass(frozen=True)
+class HumanSet:
+    """Images [n, H, W, C] float32 in [0, 1] with the people's aggregated labels, and their sample ids."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sample_ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, mask: np.ndarray) -> HumanSet:
+        return HumanSet(self.x[mask], self.y[mask], tuple(s for s, keep in zip(self.sample_ids, mask) if keep))
+
+
+def held_out(sample_id: str, share: float, seed: int = 0) -> bool:
+    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def decode(sample: LabelledSample, shape: tuple[int, int, int]) -> np.ndarray:
+    """Stored image -> float32 [H, W, C] in [0, 1] at the model's input size."""
+    height, width, channels = shape
+    if sample.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:
+        pixels = np.frombuffer(sample.image, np.uint8)
+        expected = sample.height * sample.width * sample.channels
+        if pixels.size != expected:
+            raise RetrainError(f"sample {sample.sample_id}: raw image has {pixels.size} bytes, expected {expected}")
+        pixels = pixels.reshape(sample.height, sample.width, sample.channels)
+    else:
+        pixels = cv2.imdecode(np.frombuffer(sample.image, np.uint8), cv2.IMREAD_UNCHANGED)
+        if pixels is None:
+            raise RetrainError(f"sample {sample.sample_id}: stored image does not decode")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.shape[2] != channels:
+        code = cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_GRAY2BGR
+        pixels = cv2.cvtColor(pixels[:, :, :3] if pixels.shape[2] > 3 else pixels, code)
+        pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    if pixels.shape[:2] != (height, width):
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
+    return pixels.astype(np.float32) / 255.0
+
+
+def human_set(samples: Sequence[LabelledSample], shape: tuple[int, int, int], num_classes: int) -> HumanSet:
+    """Decode every sample; labels outside the model's classes are an error (wrong model or wrong task)."""
+    if not samples:
+        return HumanSet(np.zeros((0, *shape), np.float32), np.zeros(0, np.int64), ())
+    bad = [s.sample_id for s in samples if not 0 <= s.class_id < num_classes]
+    if bad:
+        raise RetrainError(f"{len(bad)} human labels are outside 0..{num_classes - 1} (first: {bad[0]})")
+    x = np.stack([decode(s, shape) for s in samples])
+    return HumanSet(x, np.array([s.class_id for s in samples], np.int64), tuple(s.sample_id for s in samples))
+
+
+def split_holdout(data: HumanSet, share: float, seed: int) -> tuple[HumanSet, HumanSet]:
+    """(training part, held-out part) of the human-labelled set."""
+    mask = np.array([held_out(s, share, seed) for s in data.sample_ids], dtype=bool)
+    return data.subset(~mask), data.subset(mask)

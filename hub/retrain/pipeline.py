@@ -1,0 +1,178 @@
+"""One retrain, start to end: collect, filter, enhance, re-calibrate, accept, re-lower, sign, store, publish.
+
+`RetrainPipeline.execute(run)` never raises for a retrain that goes wrong: the run is stored as `failed` (an
+error) or `rejected` (the acceptance check said no) with the reason, and the deployed model stays current. The
+original dataset and the autoencoder are built once per model and kept for later retrains.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hgen.compiler.data import Dataset, load_dataset
+from hgen.hub.config import ModelConfig, RetrainConfig
+from hgen.hub.errors import RetrainError, UnknownModelError
+from hgen.hub.retrain.accept import check
+from hgen.hub.retrain.data import HumanSet, human_set, split_holdout
+from hgen.hub.retrain.enhance import enhance
+from hgen.hub.retrain.filter import AutoencoderFilter
+from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
+from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
+from hgen.runtime.bundle.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a retrain starts from: the deployed version and manifest, the original data, all human labels."""
+
+    current: VersionRecord
+    manifest: Manifest
+    data: Dataset
+    human: HumanSet
+
+
+class RetrainPipeline:
+    """Runs retrains for the configured models; thread-safe per model (the worker runs one at a time)."""
+
+    def __init__(self, config: RetrainConfig, store: RetrainStore, publisher: Publisher) -> None:
+        self.config = config
+        self.store = store
+        self.publisher = publisher
+        self._datasets: dict[str, Dataset] = {}
+        self._filters: dict[str, AutoencoderFilter] = {}
+        self._lock = threading.Lock()
+
+    def model_config(self, name: str) -> ModelConfig:
+        model = self.config.model(name)
+        if model is None:
+            valid = ", ".join(m.name for m in self.config.models) or "(none configured)"
+            raise UnknownModelError(f"unknown model {name!r}; retrain.models has: {valid}")
+        return model
+
+    # --- the deployed version ---------------------------------------------------------------------------------
+
+    def current(self, name: str) -> VersionRecord:
+        """The deployed version; the first time, the configured Keras file and bundle are registered as it."""
+        found = self.store.current_version(name)
+        if found is not None:
+            return found
+        model = self.model_config(name)
+        manifest = self._manifest(Path(model.bundle))
+        record = VersionRecord(name, manifest.model.version, str(model.keras_model), str(model.bundle),
+                               manifest.tau, manifest.temperature, self.store.clock())
+        self.store.add_version(record)
+        return record
+
+    def _manifest(self, bundle_dir: Path) -> Manifest:
+        from hgen.runtime import signing
+        from hgen.runtime.bundle.loader import verify_directory
+
+        key = signing.load_private_key(self._signing_key()).public_key()
+        return verify_directory(bundle_dir, key)
+
+    def _signing_key(self) -> Path:
+        if self.config.signing_key is None:
+            raise RetrainError("retrain.signing_key is not set")
+        return self.config.signing_key
+
+    # --- one run ----------------------------------------------------------------------------------------------
+
+    def execute(self, run: RunRecord) -> RunRecord:
+        """Run and record `run`; returns the stored outcome (published, rejected or failed)."""
+        self.store.start_run(run.id)
+        start = time.perf_counter()
+        try:
+            outcome = self._execute(run, start)
+        except Exception as exc:  # any failure: keep the deployed model, say why
+            log.warning("retrain %d of %s failed: %s\n%s", run.id, run.model_name, exc, traceback.format_exc())
+            self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}",
+                                  metrics={"retrain_seconds": time.perf_counter() - start})
+            return self.store.run(run.id)  # type: ignore[return-value]
+        return outcome
+
+    def _execute(self, run: RunRecord, start: float) -> RunRecord:
+        model_config = self.model_config(run.model_name)
+        prepared = self._prepare(model_config, run)
+        train, holdout = split_holdout(prepared.human, self.config.holdout_share, self.config.seed)
+        kept, filtered_out = self._filter(model_config, prepared.data, train)
+        if len(kept) == 0:
+            raise RetrainError(f"no human-labelled training samples left ({len(train)} before the filter, "
+                               f"{filtered_out} filtered out)")
+        enhanced = enhance(prepared.current.keras_path, prepared.data, kept, self.config)
+        from hgen.compiler.models import load_model_file
+
+        verdict = check(load_model_file(prepared.current.keras_path), enhanced.model, holdout, prepared.data.test,
+                        tolerance=self.config.tolerance, min_holdout=self.config.min_holdout)
+        metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
+                                   "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
+                                   "human_samples": len(prepared.human), "holdout_samples": len(holdout)}
+        common = {"samples_used": len(kept), "filtered_out": filtered_out}
+        if not verdict.accepted:
+            metrics["retrain_seconds"] = time.perf_counter() - start
+            self.store.finish_run(run.id, "rejected", error=f"acceptance check refused: {verdict.reason}",
+                                  metrics=metrics, **common)
+            return self.store.run(run.id)  # type: ignore[return-value]
+        version = self._publish(model_config, prepared, enhanced.model, enhanced.temperature, run)
+        metrics["retrain_seconds"] = time.perf_counter() - start
+        self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
+        return self.store.run(run.id)  # type: ignore[return-value]
+
+    def _prepare(self, model_config: ModelConfig, run: RunRecord) -> Prepared:
+        current = self.current(model_config.name)
+        manifest = self._manifest(Path(current.bundle_dir))
+        data = self._dataset(model_config)
+        samples = self.store.labelled_samples(model_config.name, run.cutoff)
+        human = human_set(samples, data.input_shape, data.num_classes)
+        if len(human) == 0:
+            raise RetrainError(f"no human-labelled samples for model {model_config.name!r} yet")
+        return Prepared(current, manifest, data, human)
+
+    def _dataset(self, model_config: ModelConfig) -> Dataset:
+        with self._lock:
+            if model_config.name not in self._datasets:
+                self._datasets[model_config.name] = load_dataset(model_config.dataset, seed=self.config.seed,
+                                                                 limit=model_config.dataset_limit)
+            return self._datasets[model_config.name]
+
+    def _filter(self, model_config: ModelConfig, data: Dataset, train: HumanSet) -> tuple[HumanSet, int]:
+        if not self.config.filter_enabled or len(train) == 0:
+            return train, 0
+        with self._lock:
+            if model_config.name not in self._filters:
+                self._filters[model_config.name] = AutoencoderFilter.fit(
+                    data.train.take(self.config.original_samples).x, quantile=self.config.filter_quantile,
+                    epochs=self.config.filter_epochs, seed=self.config.seed)
+            autoencoder = self._filters[model_config.name]
+        result = autoencoder(train.x)
+        return train.subset(result.keep), result.filtered_out
+
+    def _publish(self, model_config: ModelConfig, prepared: Prepared, model: Any, temperature: float,
+                 run: RunRecord) -> str:
+        version = bump_version(prepared.current.version)
+        out_dir = self._store_dir() / model_config.name / version
+        out_dir.mkdir(parents=True, exist_ok=True)
+        keras_path = out_dir / "model.keras"
+        model.save(keras_path)
+        built = build_bundles(model, prepared.manifest, version=version, temperature=temperature,
+                              devices=model_config.devices, out_dir=out_dir, signing_key=self._signing_key(),
+                              engines=self.config.engines, representative=prepared.data.train.x[:200])
+        base = next(b for b in built if b.target == prepared.manifest.target) if any(
+            b.target == prepared.manifest.target for b in built) else built[0]
+        self.store.add_version(VersionRecord(model_config.name, version, str(keras_path), str(base.directory),
+                                             prepared.manifest.tau, temperature, self.store.clock(), run.id))
+        for bundle in built:
+            self.publisher.publish(bundle, version)
+        return version
+
+    def _store_dir(self) -> Path:
+        if self.config.store_dir is None:
+            raise RetrainError("retrain.store_dir is not set")
+        return self.config.store_dir

@@ -1,0 +1,114 @@
+"""Re-lower, sign, version, store and announce a retrained model.
+
+One bundle per target that the model's devices run. Bundle names: the model name for the deployed bundle's own
+target, `<name>-<target>` for the others (a device watches the name it runs). Every bundle is built before any
+is announced, so a failure on one target leaves every device on the current version.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from hgen.hub.errors import RetrainError
+from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice
+from hgen.protos import hub_pb2
+from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest
+
+log = logging.getLogger(__name__)
+SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+MQTT_PUBACK_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class BuiltBundle:
+    """A signed, packed bundle for one target and the devices that should get it."""
+
+    target: str
+    bundle_name: str
+    directory: Path
+    archive: Path
+    signature: bytes
+    device_ids: tuple[str, ...]
+
+
+def bump_version(version: str) -> str:
+    """1.2.3 (or 1.2.3-rc+x) -> 1.2.4: every retrain is a patch release of the same plan."""
+    match = SEMVER.match(version)
+    if match is None:
+        raise RetrainError(f"current version {version!r} is not semantic (major.minor.patch)")
+    major, minor, patch = (int(g) for g in match.groups())
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def bundle_name_for(model_name: str, base_target: str, target: str) -> str:
+    return model_name if target == base_target else f"{model_name}-{target}"
+
+
+def targets_of(devices: Mapping[str, str], base_target: str) -> dict[str, tuple[str, ...]]:
+    """target -> its devices; with no devices configured, the deployed bundle's target alone."""
+    grouped: dict[str, list[str]] = {}
+    for device, target in sorted(devices.items()):
+        grouped.setdefault(target, []).append(device)
+    return {t: tuple(d) for t, d in grouped.items()} or {base_target: ()}
+
+
+def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: float,
+                  devices: Mapping[str, str], out_dir: Path, signing_key: Path, engines: Sequence[str],
+                  representative: np.ndarray) -> list[BuiltBundle]:
+    """Lower and sign `model` for each target, keeping the deployed manifest's plan, tau, labels and lambda."""
+    from hgen.compiler.bundle import pack_bundle, write_bundle
+
+    built = []
+    for target, device_ids in targets_of(devices, manifest.target).items():
+        directory = out_dir / f"bundle-{target}"
+        write_bundle(directory, model, name=manifest.model.name, version=version, kind=manifest.kind, target=target,
+                     labels=manifest.labels, input_spec=manifest.input.model_dump(), tau=manifest.tau,
+                     temperature=temperature, fusion_lambda=manifest.fusion_lambda,
+                     confidence_params=manifest.confidence, predicted_metrics=manifest.predicted.model_dump(),
+                     plan=manifest.plan, representative_data=representative, engines=engines,
+                     signing_key=signing_key, overwrite=True)
+        archive = pack_bundle(directory)
+        built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, manifest.target, target), directory,
+                                 archive, (directory / SIGNATURE_NAME).read_bytes(), device_ids))
+    return built
+
+
+class Publisher(Protocol):
+    """Registers a built bundle (FetchBundle serves it) and announces it to devices."""
+
+    def publish(self, built: BuiltBundle, version: str) -> hub_pb2.ModelUpdate: ...
+
+
+class HubPublisher:
+    """Announces over whatever the hub runs: gRPC WatchUpdates (woken at once) and MQTT retained notices."""
+
+    def __init__(self, kb: KnowledgeBase, grpc: Any = None, mqtt: Any = None) -> None:
+        self.kb = kb
+        self.grpc = grpc
+        self.mqtt = mqtt
+
+    def publish(self, built: BuiltBundle, version: str) -> hub_pb2.ModelUpdate:
+        now = time.time()
+        if self.grpc is not None:
+            notice = self.grpc.servicer.publish_bundle(str(built.archive), built.bundle_name, version,
+                                                       built.signature, now)
+        else:
+            from hgen.compiler.bundle import sha256_file
+
+            record = BundleRecord(built.bundle_name, version, sha256_file(built.archive),
+                                  built.archive.stat().st_size, built.signature, str(built.archive), now)
+            self.kb.add_bundle(record)
+            notice = bundle_notice(record)
+        if self.mqtt is not None and built.device_ids:
+            for info in self.mqtt.publish_update(built.device_ids, notice):
+                info.wait_for_publish(MQTT_PUBACK_TIMEOUT_S)
+        log.info("published %s %s (%d devices)", built.bundle_name, version, len(built.device_ids))
+        return notice

@@ -1,0 +1,196 @@
+"""Retrain bookkeeping in the knowledge base: model versions, retrain runs, and the human labels per model.
+
+Everything a retrain needs to resume or explain itself is here, so the operator view, the CLI and the worker of
+any hub process read the same history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from hgen.hub.kb.models import ModelVersion, Reply, RetrainRun, Sample
+from hgen.hub.kb.store import KnowledgeBase
+
+HUMAN_STATES = ("answered", "partial")
+ACTIVE_STATES = ("queued", "running")
+from hgen.hub.kb.store import GOLD_TRANSPORT
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """A model version: where its Keras file and signed bundle are, and its calibrated gate."""
+
+    name: str
+    version: str
+    keras_path: str
+    bundle_dir: str
+    tau: float
+    temperature: float
+    created_at: float
+    retrain_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One retrain attempt as stored; `metrics` holds the measured numbers, `error` why it failed or was refused."""
+
+    id: int
+    model_name: str
+    status: str
+    trigger: str
+    requested_at: float
+    started_at: float | None
+    finished_at: float | None
+    from_version: str
+    to_version: str | None
+    cutoff: float
+    samples_used: int
+    filtered_out: int
+    metrics: dict[str, Any]
+    error: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.status not in ACTIVE_STATES
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.finished_at is None or self.started_at is None else self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class LabelledSample:
+    """A human-labelled sample of a model: the stored image and the aggregated class."""
+
+    sample_id: str
+    class_id: int
+    image_format: int
+    height: int
+    width: int
+    channels: int
+    image: bytes
+
+
+def _run(row: RetrainRun) -> RunRecord:
+    return RunRecord(row.id, row.model_name, row.status, row.trigger, row.requested_at, row.started_at,
+                     row.finished_at, row.from_version, row.to_version, row.cutoff, row.samples_used,
+                     row.filtered_out, json.loads(row.metrics or "{}"), row.error)
+
+
+def _version(row: ModelVersion) -> VersionRecord:
+    return VersionRecord(row.name, row.version, row.keras_path, row.bundle_dir, row.tau, row.temperature,
+                         row.created_at, row.retrain_id)
+
+
+class RetrainStore:
+    """Typed access to the retrain tables on top of the knowledge base's sessions."""
+
+    def __init__(self, kb: KnowledgeBase, clock: Callable[[], float] = time.time) -> None:
+        self.kb = kb
+        self.clock = clock
+
+    # --- versions ---------------------------------------------------------------------------------------------
+
+    def current_version(self, name: str) -> VersionRecord | None:
+        with self.kb.session() as s:
+            row = s.scalars(select(ModelVersion).where(ModelVersion.name == name)
+                            .order_by(ModelVersion.created_at.desc()).limit(1)).first()
+            return _version(row) if row is not None else None
+
+    def versions(self, name: str | None = None) -> list[VersionRecord]:
+        with self.kb.session() as s:
+            query = select(ModelVersion).order_by(ModelVersion.created_at.desc())
+            if name is not None:
+                query = query.where(ModelVersion.name == name)
+            return [_version(r) for r in s.scalars(query).all()]
+
+    def add_version(self, record: VersionRecord) -> None:
+        with self.kb.session() as s:
+            s.merge(ModelVersion(name=record.name, version=record.version, keras_path=record.keras_path,
+                                 bundle_dir=record.bundle_dir, tau=record.tau, temperature=record.temperature,
+                                 retrain_id=record.retrain_id, created_at=record.created_at))
+
+    # --- runs -------------------------------------------------------------------------------------------------
+
+    def create_run(self, name: str, trigger: str, from_version: str) -> RunRecord:
+        """Queue a run; its cutoff is the newest human label now, so labels after it count towards the next."""
+        with self.kb.session() as s:
+            row = RetrainRun(model_name=name, status="queued", trigger=trigger, requested_at=self.clock(),
+                             from_version=from_version, cutoff=self._latest_label_time(s, name), samples_used=0,
+                             filtered_out=0, metrics="{}")
+            s.add(row)
+            s.flush()
+            return _run(row)
+
+    def start_run(self, run_id: int) -> None:
+        with self.kb.session() as s:
+            s.execute(update(RetrainRun).where(RetrainRun.id == run_id)
+                      .values(status="running", started_at=self.clock()))
+
+    def finish_run(self, run_id: int, status: str, *, to_version: str | None = None, samples_used: int = 0,
+                   filtered_out: int = 0, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:
+        with self.kb.session() as s:
+            s.execute(update(RetrainRun).where(RetrainRun.id == run_id).values(
+                status=status, finished_at=self.clock(), to_version=to_version, samples_used=samples_used,
+                filtered_out=filtered_out, metrics=json.dumps(metrics or {}), error=error))
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self.kb.session() as s:
+            row = s.get(RetrainRun, run_id)
+            return _run(row) if row is not None else None
+
+    def runs(self, name: str | None = None, limit: int = 50) -> list[RunRecord]:
+        with self.kb.session() as s:
+            query = select(RetrainRun).order_by(RetrainRun.id.desc()).limit(limit)
+            if name is not None:
+                query = query.where(RetrainRun.model_name == name)
+            return [_run(r) for r in s.scalars(query).all()]
+
+    def abandon_active(self, reason: str) -> int:
+        """Mark runs a stopped hub left queued/running as failed (their work is lost, the model unchanged)."""
+        with self.kb.session() as s:
+            return s.execute(update(RetrainRun).where(RetrainRun.status.in_(ACTIVE_STATES))
+                             .values(status="failed", finished_at=self.clock(), error=reason)).rowcount
+
+    # --- human labels -----------------------------------------------------------------------------------------
+
+    def _labels_query(self, name: str):  # type: ignore[no-untyped-def]
+        return (select(Reply.sample_id).join(Sample, Sample.id == Reply.sample_id)
+                .where(Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT,
+                       Reply.status.in_(HUMAN_STATES), Reply.class_id.is_not(None)))
+
+    def _latest_label_time(self, s: Any, name: str) -> float:
+        query = (select(func.max(Reply.created_at)).join(Sample, Sample.id == Reply.sample_id)
+                 .where(Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT,
+                        Reply.status.in_(HUMAN_STATES), Reply.class_id.is_not(None)))
+        return float(s.scalar(query) or 0.0)
+
+    def last_cutoff(self, name: str) -> float:
+        with self.kb.session() as s:
+            return float(s.scalar(select(func.max(RetrainRun.cutoff)).where(RetrainRun.model_name == name)) or 0.0)
+
+    def new_label_count(self, name: str) -> int:
+        """Human-labelled samples of `name` replied after the last retrain's cutoff: what the trigger counts."""
+        cutoff = self.last_cutoff(name)
+        with self.kb.session() as s:
+            sub = self._labels_query(name).where(Reply.created_at > cutoff).subquery()
+            return int(s.scalar(select(func.count()).select_from(sub)) or 0)
+
+    def labelled_samples(self, name: str, up_to: float) -> list[LabelledSample]:
+        """Every human-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new)."""
+        with self.kb.session() as s:
+            rows = s.execute(
+                select(Sample.id, Reply.class_id, Sample.image_format, Sample.height, Sample.width, Sample.channels,
+                       Sample.image_bytes, Sample.image_path)
+                .join(Reply, Reply.sample_id == Sample.id)
+                .where(Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT,
+                       Reply.status.in_(HUMAN_STATES), Reply.class_id.is_not(None), Reply.created_at <= up_to)
+                .order_by(Sample.id)).all()
+        return [LabelledSample(r[0], int(r[1]), r[2], r[3], r[4], r[5], self.kb.images.get(r[6], r[7]))
+                for r in rows]
