@@ -99,7 +99,8 @@ class CandidateEvaluator:
         half = len(dataset.val) // 2
         self.calibration = Split(dataset.val.x[:half], dataset.val.y[:half])
         search = Split(dataset.val.x[half:], dataset.val.y[half:])
-        self.finetune = self._finetune_data(knowledge)
+        self.knowledge = knowledge if knowledge is not None and len(knowledge) else None
+        self.finetune = self._with_knowledge(self._training_subset())
         self.teacher_logits = predict_logits(base_model, self.finetune.x)
         self.crowd = SimulatedCrowd.uniform(config.m, config.annotator_accuracy, dataset.num_classes, config.seed)
         self.base_temperature = calibrate(base_model, self.calibration)
@@ -113,14 +114,17 @@ class CandidateEvaluator:
         logits = predict_logits(self.base, split.x)
         return HeldOut(split, ask_crowd(self.crowd, logits, split.y, self.config.m, self.base_temperature))
 
-    def _finetune_data(self, knowledge: Split | None) -> Split:
+    def _training_subset(self) -> Split:
         rng = np.random.default_rng(self.config.seed)
         train = self.dataset.train
         pick = rng.choice(len(train), min(self.config.finetune_samples, len(train)), replace=False)
-        x, y = train.x[pick], train.y[pick]
-        if knowledge is not None and len(knowledge):
-            x, y = np.concatenate([x, knowledge.x]), np.concatenate([y, knowledge.y])
-        return Split(x, y)
+        return Split(train.x[pick], train.y[pick])
+
+    def _with_knowledge(self, data: Split) -> Split:
+        """Human-labelled samples from the knowledge base join every fine-tune (the paper's enhancement data)."""
+        if self.knowledge is None:
+            return data
+        return Split(np.concatenate([data.x, self.knowledge.x]), np.concatenate([data.y, self.knowledge.y]))
 
     @property
     def evaluations(self) -> int:
@@ -164,8 +168,5 @@ class CandidateEvaluator:
 
     def final(self, plan: dict[str, str], epochs: int) -> Backbone:
         """The winner, fine-tuned longer on the whole training split (plus knowledge), for the test-split numbers."""
-        train = self.dataset.train
-        if len(self.finetune) > self.config.finetune_samples:  # knowledge was appended
-            extra = Split(self.finetune.x[self.config.finetune_samples:], self.finetune.y[self.config.finetune_samples:])
-            train = Split(np.concatenate([train.x, extra.x]), np.concatenate([train.y, extra.y]))
+        train = self._with_knowledge(self.dataset.train)
         return self._build(plan, train, predict_logits(self.base, train.x), epochs)

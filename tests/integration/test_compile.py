@@ -94,3 +94,16 @@ def test_infeasible_demands_end_with_a_report_not_a_hang(tmp_path, capsys):
     assert not summary["feasible_in_search"] and "episode budget of 1 used" in summary["stop_reason"]
     assert any("accuracy" in v for v in summary["violations"])
     assert "Violations on the test split: accuracy" in (tmp_path / "report.md").read_text()
+
+
+def test_knowledge_base_samples_join_every_fine_tune(base_setup):
+    from hgen.compiler.data import Split
+    from hgen.compiler.search.devices import get_device
+    from hgen.compiler.search.evaluator import CandidateEvaluator, EvaluatorConfig
+
+    data, base, space = base_setup
+    knowledge = Split(data.test.x[:40], data.test.y[:40])
+    evaluator = CandidateEvaluator(base, data, space, get_device("host"), EvaluatorConfig(finetune_samples=300),
+                                   knowledge=knowledge)
+    assert len(evaluator.finetune) == 340
+    assert np.array_equal(evaluator.finetune.x[-40:], knowledge.x)
