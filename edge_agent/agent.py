@@ -466,8 +466,7 @@ class Agent:
         restored = 0
         for row in self.outbox.pending():
             meta = json.loads(row.meta)
-            data = meta["result"]
-            result = Result(**{**data, "status": ResultStatus.PENDING, "answers": tuple(data["answers"])})
+            result = Result.from_dict(meta["result"])
             logits = np.frombuffer(row.logits, np.float32).reshape(-1)
             with self._lock:
                 self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],

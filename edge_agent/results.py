@@ -46,5 +46,12 @@ class Result:
         data["final"] = self.final
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Result:
+        fields = {k: v for k, v in data.items() if k != "final"}
+        fields["status"] = ResultStatus(fields["status"])
+        fields["answers"] = tuple(fields.get("answers") or ())  # type: ignore[arg-type]
+        return cls(**fields)  # type: ignore[arg-type]
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
