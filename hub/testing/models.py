@@ -1,0 +1,67 @@
+"""A small deployed H-CNN for retrain tests and the closed-loop benchmark: train, calibrate, lower, sign.
+
+It does what `hgen-compile` does at its end (train, fit the temperature, `write_bundle`), without the search, so a
+test has a real deployed model and bundle in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hgen.compiler.data import Dataset, load_dataset
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    """What a hub needs to retrain a model: its Keras file, signed bundle, signing key and the data it saw."""
+
+    name: str
+    keras_path: Path
+    bundle_dir: Path
+    signing_key: Path
+    public_key: Path
+    data: Dataset
+    tau: float
+    temperature: float
+
+
+def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int = 2, tau: float = 0.8,
+                 train_samples: int | None = None, limit: int | None = None, seed: int = 0,
+                 name: str = "lenet5", target: str = "x86_64", version: str = "1.0.0") -> DeployedModel:
+    """Train LeNet-5 for `epochs` on `dataset` (optionally only its first `train_samples`) and sign a bundle."""
+    from hgen.compiler.bundle import write_bundle
+    from hgen.compiler.bundle.keys import generate_keypair
+    from hgen.compiler.data import Split
+    from hgen.compiler.models import build_model
+    from hgen.compiler.train import TrainConfig, calibrate, train_classifier
+
+    data = load_dataset(dataset, seed=seed, limit=limit)
+    model = build_model("lenet5", data.input_shape, data.num_classes)
+    train: Split = data.train.take(train_samples)
+    train_classifier(model, train, config=TrainConfig(epochs=epochs, seed=seed))
+    temperature = float(calibrate(model, data.val))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = generate_keypair(out_dir / "keys", overwrite=True)
+    keras_path = out_dir / "model.keras"
+    model.save(keras_path)
+    write_bundle(out_dir / "bundle", model, name=name, version=version, kind="cnn", target=target,
+                 labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=tau,
+                 temperature=temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
+                 plan={"layers": {}}, representative_data=data.train.x[:100], signing_key=keys.private_path,
+                 overwrite=True)
+    return DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path,  # type: ignore[arg-type]
+                         data, tau, temperature)
+
+
+def retrain_section(deployed: DeployedModel, store_dir: Path, *, devices: dict[str, str], threshold: int,
+                    dataset: str = "digits:lowres", **overrides: Any) -> dict[str, Any]:
+    """The `retrain:` part of a hub config for `deployed` (plain data, validated by parse_hub_config)."""
+    section: dict[str, Any] = {
+        "enabled": True, "store_dir": str(store_dir), "signing_key": str(deployed.signing_key),
+        "models": [{"name": deployed.name, "keras_model": str(deployed.keras_path), "bundle": str(deployed.bundle_dir),
+                    "dataset": dataset, "devices": devices, "threshold": threshold}],
+    }
+    section.update(overrides)
+    return section
