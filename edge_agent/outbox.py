@@ -55,6 +55,7 @@ class Outbox:
         self.max_samples = max_samples
         self.overflow = overflow
         self._lock = threading.Lock()
+        self._closed: tuple[int, int] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -117,16 +118,29 @@ class Outbox:
 
     def depth(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+            if self._closed is not None:
+                return self._closed[0]
+            return self._depth()
+
+    def _depth(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     def dropped(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT COALESCE(SUM(value), 0) FROM counters WHERE name LIKE 'dropped_%'")
-            return int(row.fetchone()[0])
+            if self._closed is not None:
+                return self._closed[1]
+            return self._dropped()
+
+    def _dropped(self) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(value), 0) FROM counters WHERE name LIKE 'dropped_%'")
+        return int(row.fetchone()[0])
 
     def close(self) -> None:
+        """Close the file; depth and drop counts stay readable (final telemetry after `Agent.stop`)."""
         with self._lock:
-            self._db.close()
+            if self._closed is None:
+                self._closed = (self._depth(), self._dropped())
+                self._db.close()
 
     @staticmethod
     def _columns() -> str:
