@@ -35,13 +35,13 @@ class RetrainWorker:
         self._stopping = False
         self._listeners: list[RunListener] = []
         self._thread: threading.Thread | None = None
+        abandoned = store.abandon_active("the hub stopped before this retrain finished")
+        if abandoned:
+            log.warning("%d retrains left unfinished by a previous hub were marked failed", abandoned)
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     def start(self) -> RetrainWorker:
-        abandoned = self.store.abandon_active("the hub stopped before this retrain finished")
-        if abandoned:
-            log.warning("%d retrains left unfinished by a previous hub were marked failed", abandoned)
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="hub-retrain", daemon=True)
         self._thread.start()

@@ -1,0 +1,69 @@
+"""The retrain worker's rules: one retrain per model, unknown models refused, a failed retrain keeps the model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hgen.hub.config import parse_hub_config
+from hgen.hub.errors import RetrainBusyError, UnknownModelError
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore, RetrainWorker
+from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
+    return deploy_lenet(tmp_path_factory.mktemp("deployed"), epochs=1, limit=300)
+
+
+@pytest.fixture
+def worker(tmp_path: Path, deployed: DeployedModel) -> Iterator[RetrainWorker]:
+    config = parse_hub_config({"retrain": retrain_section(deployed, tmp_path / "models", devices={},
+                                                          threshold=10)})
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = RetrainStore(kb)
+    running = RetrainWorker(RetrainPipeline(config.retrain, store, HubPublisher(kb)), store).start()
+    yield running
+    running.stop()
+    kb.close()
+
+
+def test_failed_retrain_keeps_the_current_model_and_says_why(worker: RetrainWorker, deployed: DeployedModel) -> None:
+    run = worker.request(deployed.name, "operator")
+    assert run.status == "queued" and run.from_version == "1.0.0"
+    done = worker.wait(run.id, timeout=60)
+    assert done.status == "failed"
+    assert "no human-labelled samples" in done.error
+    assert worker.store.current_version(deployed.name).version == "1.0.0"
+    assert worker.pipeline.store.kb.bundle(deployed.name) is None  # nothing was announced
+
+
+def test_one_retrain_per_model_and_unknown_models_refused(worker: RetrainWorker, deployed: DeployedModel) -> None:
+    idle = RetrainWorker(worker.pipeline, worker.store)  # not started: a queued run stays queued
+    with pytest.raises(UnknownModelError, match="lenet5"):
+        idle.request("resnet", "cli")
+    first = idle.request(deployed.name, "cli")
+    with pytest.raises(RetrainBusyError, match="one at a time"):
+        idle.request(deployed.name, "threshold")
+    idle.start()
+    try:
+        assert idle.wait(first.id, timeout=60).done
+        assert not idle.busy(deployed.name)
+        again = idle.request(deployed.name, "cli")  # allowed once the first is done
+        assert idle.wait(again.id, timeout=60).id == again.id
+    finally:
+        idle.stop()
+
+
+def test_a_stopped_hubs_unfinished_retrain_is_marked_failed(tmp_path: Path, deployed: DeployedModel) -> None:
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = RetrainStore(kb)
+    orphan = store.create_run(deployed.name, "api", "1.0.0")
+    store.start_run(orphan.id)
+    assert store.abandon_active("hub stopped") == 1
+    record = store.run(orphan.id)
+    assert record.status == "failed" and record.error == "hub stopped"
+    kb.close()
