@@ -1,0 +1,46 @@
+"""Runs the web app on werkzeug's threaded WSGI server in a background thread of the hub process.
+
+Port 0 picks a free port (see `.port` / `.url` after start). For people outside the machine, put a TLS proxy in
+front and set `web.secure_cookies: true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from hgen.hub.config import WebConfig
+from hgen.hub.web.app import create_web_app
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    def __init__(self, hub: Any, config: WebConfig) -> None:
+        self.config = config
+        self.app = create_web_app(hub)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="hub-web", daemon=True)
+        self._thread.start()
+        log.info("web UI on %s", self.url)
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,82 @@
+// Annotator page: number keys pick a class, s / c skip or can't tell; boxes and regions are drawn by dragging.
+// Time to answer is measured from the image being shown to the answer and sent as elapsed_ms.
+(function () {
+  "use strict";
+  const task = document.getElementById("task");
+  if (!task) { return; }
+  const form = document.getElementById("answer-form");
+  const view = task.dataset.view;
+  const image = document.getElementById("task-image");
+  const canvas = document.getElementById("overlay");
+  const shapes = [];
+  let shownAt = performance.now();
+  image.addEventListener("load", function () { shownAt = performance.now(); });
+
+  function stamp() { document.getElementById("elapsed").value = String(Math.round(performance.now() - shownAt)); }
+
+  form.addEventListener("submit", function (event) {
+    document.getElementById("shapes").value = JSON.stringify(shapes);
+    stamp();
+  });
+
+  function press(button) { if (button) { form.requestSubmit(button); } }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT" || event.repeat) { return; }
+    if (event.key === "s") { press(document.getElementById("skip")); return; }
+    if (event.key === "c") { press(document.getElementById("cant-tell")); return; }
+    if (!/^[0-9]$/.test(event.key)) { return; }
+    if (view === "class") {
+      press(document.querySelector('.class-btn[data-key="' + event.key + '"]'));
+    } else {
+      const select = document.getElementById("box-class");
+      const index = (Number(event.key) + 9) % 10;
+      if (select && index < select.options.length) { select.selectedIndex = index; }
+    }
+  });
+
+  if (view === "class" || !canvas) { return; }
+  const width = Number(task.dataset.width), height = Number(task.dataset.height);
+  canvas.width = canvas.clientWidth; canvas.height = canvas.clientHeight;
+  const ctx = canvas.getContext("2d");
+  let start = null;
+
+  function toImage(event) {
+    const rect = canvas.getBoundingClientRect();
+    const x = Math.min(Math.max(event.clientX - rect.left, 0), rect.width);
+    const y = Math.min(Math.max(event.clientY - rect.top, 0), rect.height);
+    return { x: x * width / rect.width, y: y * height / rect.height };
+  }
+
+  function draw(extra) {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    const sx = canvas.width / width, sy = canvas.height / height;
+    shapes.concat(extra ? [extra] : []).forEach(function (s) {
+      ctx.strokeStyle = view === "boxes" ? "#00e676" : "#ffb300"; ctx.lineWidth = 2;
+      ctx.strokeRect(s.x_min * sx, s.y_min * sy, (s.x_max - s.x_min) * sx, (s.y_max - s.y_min) * sy);
+      if (s.class_id !== undefined) {
+        ctx.fillStyle = "#00e676"; ctx.font = "14px sans-serif";
+        const select = document.getElementById("box-class");
+        ctx.fillText(select.options[s.class_id].text, s.x_min * sx + 3, s.y_min * sy + 15);
+      }
+    });
+    document.getElementById("shape-count").textContent = String(shapes.length);
+  }
+
+  function shape(a, b) {
+    const s = { x_min: Math.min(a.x, b.x), y_min: Math.min(a.y, b.y), x_max: Math.max(a.x, b.x), y_max: Math.max(a.y, b.y) };
+    if (view === "boxes") { s.class_id = Number(document.getElementById("box-class").value); }
+    return s;
+  }
+
+  canvas.addEventListener("mousedown", function (event) { start = toImage(event); });
+  canvas.addEventListener("mousemove", function (event) { if (start) { draw(shape(start, toImage(event))); } });
+  window.addEventListener("mouseup", function (event) {
+    if (!start) { return; }
+    const s = shape(start, toImage(event));
+    start = null;
+    if (s.x_max - s.x_min >= 1 && s.y_max - s.y_min >= 1) { shapes.push(s); }
+    draw(null);
+  });
+  document.getElementById("undo").addEventListener("click", function () { shapes.pop(); draw(null); });
+})();

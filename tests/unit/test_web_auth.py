@@ -1,0 +1,114 @@
+"""Web UI security: hashed passwords, no default secret, login rate limit, expired sessions, CSRF, invites."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from hgen.hub.app import HubApp
+from hgen.hub.config import parse_hub_config
+from hgen.hub.errors import HubConfigError
+from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.hub.web.auth import hash_password, verify_password
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubApp]:
+    with web_hub(tmp_path, web={"login_max_failures": 3, "session_max_age_s": 600}) as app:
+        add_people(app)
+        yield app
+
+
+def client(hub: HubApp) -> FlaskClient:
+    return hub.web.app.test_client()
+
+
+def csrf(c: FlaskClient, path: str = "/login") -> str:
+    page = c.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def login(c: FlaskClient, user: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    return c.post("/login", data={"username": user, "password": password, "csrf_token": csrf(c)})
+
+
+def test_passwords_are_scrypt_hashed_and_salted() -> None:
+    first, second = hash_password("s3cret-pass"), hash_password("s3cret-pass")
+    assert first.startswith("scrypt$16384$8$1$") and first != second and "s3cret" not in first
+    assert verify_password("s3cret-pass", first) and not verify_password("s3cret-Pass", first)
+    assert not verify_password("anything", None) and not verify_password("anything", "md5$abc")
+
+
+def test_web_ui_needs_a_long_secret_and_has_no_default() -> None:
+    with pytest.raises(HubConfigError, match="secret_key is required"):
+        parse_hub_config({"web": {"enabled": True}})
+    with pytest.raises(HubConfigError, match="at least 32"):
+        parse_hub_config({"web": {"enabled": True, "secret_key": "short"}})
+
+
+def test_login_and_role_routing(hub: HubApp) -> None:
+    c = client(hub)
+    assert login(c, "ann").headers["Location"].endswith("/")
+    assert c.get("/").headers["Location"].endswith("/annotate")
+    assert c.get("/operator").status_code == 403  # annotators are not operators
+    o = client(hub)
+    login(o, "op")
+    assert o.get("/operator").status_code == 200
+
+
+def test_wrong_password_is_rate_limited_even_for_the_right_one_later(hub: HubApp) -> None:
+    c = client(hub)
+    for _ in range(3):
+        response = login(c, "ann", "wrong password!")
+        assert response.status_code == 401 and "wrong user name or password" in response.get_data(as_text=True)
+    locked = login(c, "ann")  # right password, but locked out
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert "too many failed logins" in locked.get_data(as_text=True)
+    assert hub.service.metrics.get("web_login_rate_limited") == 1
+    assert login(client(hub), "op").status_code == 303  # other users are not affected
+
+
+def test_expired_session_must_log_in_again(hub: HubApp) -> None:
+    c = client(hub)
+    login(c, "ann")
+    assert c.get("/annotate").status_code == 200
+    with c.session_transaction() as session:  # the same signed cookie, logged in 20 minutes ago
+        session["issued"] = time.time() - 1200
+    response = c.get("/annotate")
+    assert response.status_code == 401 and "session has expired" in response.get_data(as_text=True)
+    assert c.get("/annotate").status_code == 302  # the session was cleared: back to the login page
+
+
+def test_forged_or_missing_csrf_token_is_refused(hub: HubApp) -> None:
+    c = client(hub)
+    login(c, "op")
+    for token in ("forged-token", None):
+        data = {"name": "mallory", "role": "operator"} | ({"csrf_token": token} if token else {})
+        response = c.post("/operator/invite", data=data)
+        assert response.status_code == 403 and "CSRF" in response.get_data(as_text=True)
+    assert hub.web.app is not None and client(hub).post("/login", data={"username": "op", "password": PASSWORD}
+                                                        ).status_code == 403
+    from hgen.hub.web.auth import Accounts
+
+    assert Accounts(hub.service.kb).get("mallory") is None  # nothing was created
+
+
+def test_invite_link_sets_a_password_once(hub: HubApp) -> None:
+    o = client(hub)
+    login(o, "op")
+    page = o.post("/operator/invite", data={"name": "newbie", "role": "annotator", "csrf_token": csrf(o, "/operator")},
+                  follow_redirects=True).get_data(as_text=True)
+    link = re.search(r'id="invite-link">([^<]+)<', page).group(1)
+    token = re.search(r"token=([^&\s]+)", link).group(1)
+    c = client(hub)
+    joined = c.post("/join", data={"token": token, "password": "a new long password", "csrf_token": csrf(c)})
+    assert joined.status_code == 303 and c.get("/annotate").status_code == 200
+    again = client(hub)
+    reused = again.post("/join", data={"token": token, "password": "another password!", "csrf_token": csrf(again)})
+    assert reused.status_code == 401 and "unknown, used or expired" in reused.get_data(as_text=True)
+    assert login(client(hub), "newbie", "a new long password").status_code == 303
