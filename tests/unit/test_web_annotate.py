@@ -1,0 +1,140 @@
+"""Annotating through the web UI: answers reach the device's reply, skip / can't tell release the task, another
+annotator's task and non-image uploads are refused with nothing lost, rendered text is escaped, gold pauses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from hgen.hub.app import HubApp
+from hgen.hub.kb.models import AnswerRow, Assignment, Sample, TaskEvent
+from hgen.hub.testing.samples import make_request, make_sample, png_image
+from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.protos import hub_pb2
+
+NAMES = ["zero", "one", "two", "<script>alert(1)</script>", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubApp]:
+    with web_hub(tmp_path, web={"class_names": NAMES}, gold={"share": 0.5, "min_answers": 2, "pause_below": 0.6}) as app:
+        add_people(app, annotators=("ann", "bob"))
+        yield app
+
+
+def logged_in(hub: HubApp, user: str) -> FlaskClient:
+    c = hub.web.app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
+    assert c.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token}).status_code == 303
+    return c
+
+
+def task_page(c: FlaskClient) -> tuple[str, str, str]:
+    page = c.get("/annotate").get_data(as_text=True)
+    task_id = re.search(r'data-task="([^"]+)"', page).group(1)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return page, task_id, token
+
+
+def submit(hub: HubApp, m: int = 1, kind: int = hub_pb2.HDNN_KIND_CNN) -> hub_pb2.Sample:
+    sample = make_sample("cam-1", confidence=0.4, top=3, kind=kind)
+    result = hub.service.submit(make_request("cam-1", [sample], m=m), "grpc")
+    assert result.accepted == [sample.sample_id]
+    return sample
+
+
+def test_classification_answer_reaches_the_reply_with_time(hub: HubApp) -> None:
+    sample = submit(hub)
+    c = logged_in(hub, "ann")
+    page, task_id, token = task_page(c)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page  # escaped
+    assert re.search(r"<kbd>4</kbd> &lt;script&gt;", page)  # number key per class, guesses shown
+    image = c.get(f"/task/{task_id}/image")
+    assert image.status_code == 200 and image.mimetype == "image/png"
+    response = c.post(f"/task/{task_id}/answer", data={"class_id": "7", "kind": "class", "elapsed_ms": "1500",
+                                                       "csrf_token": token})
+    assert response.status_code == 303
+    reply = hub.service.kb.replies_for([sample.sample_id])[0]
+    assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.class_id == 7
+    assert reply.answers[0].annotator_id == "ann" and not reply.answers[0].simulated
+    assert 0 < reply.answers[0].latency_s <= 1.5 + 1e-9
+
+
+def test_skip_and_cant_tell_release_the_task_to_someone_else(hub: HubApp) -> None:
+    sample = submit(hub)
+    ann, bob = logged_in(hub, "ann"), logged_in(hub, "bob")
+    _, task_id, token = task_page(ann)
+    assert ann.post(f"/task/{task_id}/answer", data={"release": "cant_tell", "kind": "class",
+                                                     "csrf_token": token}).status_code == 303
+    assert "No task right now" in ann.get("/annotate").get_data(as_text=True)  # never offered to ann again
+    _, bob_task, bob_token = task_page(bob)
+    assert bob_task != task_id
+    bob.post(f"/task/{bob_task}/answer", data={"release": "skip", "csrf_token": bob_token})
+    events = {hub.service.kb.count(TaskEvent, kind="cant_tell"), hub.service.kb.count(TaskEvent, kind="skip")}
+    assert events == {1}
+    assert hub.service.kb.count(Sample, status="assigned") == 1  # still open for others, nothing lost
+    assert hub.service.kb.count(AnswerRow) == 0 and sample.sample_id
+
+
+def test_answering_someone_elses_task_is_refused_and_changes_nothing(hub: HubApp) -> None:
+    submit(hub)
+    ann, bob = logged_in(hub, "ann"), logged_in(hub, "bob")
+    _, task_id, _ = task_page(ann)
+    bob_token = re.search(r'name="csrf_token" value="([^"]+)"', bob.get("/annotate").get_data(as_text=True)).group(1)
+    response = bob.post(f"/task/{task_id}/answer", data={"class_id": "1", "kind": "class", "csrf_token": bob_token})
+    assert response.status_code == 403 and "not yours" in response.get_data(as_text=True)
+    assert bob.get(f"/task/{task_id}/image").status_code == 403  # nor see its image
+    assert hub.service.kb.count(AnswerRow) == 0
+    assert hub.service.kb.count(Assignment, status="open") == 1  # ann's task is intact
+
+
+def test_detection_boxes_with_class_are_validated_and_stored(hub: HubApp) -> None:
+    sample = submit(hub, kind=hub_pb2.HDNN_KIND_YOLO)
+    c = logged_in(hub, "ann")
+    page, task_id, token = task_page(c)
+    assert 'data-view="boxes"' in page
+    bad = c.post(f"/task/{task_id}/answer", data={"kind": "boxes", "csrf_token": token,
+                                                   "shapes": '[{"x_min": 5, "y_min": 5, "x_max": 90, "y_max": 9}]'})
+    assert bad.status_code == 400 and "outside" in bad.get_data(as_text=True)
+    good = c.post(f"/task/{task_id}/answer", data={"kind": "boxes", "csrf_token": token, "shapes":
+                  '[{"x_min": 2, "y_min": 3, "x_max": 12, "y_max": 20, "class_id": 4}]'})
+    assert good.status_code == 303
+    reply = hub.service.kb.replies_for([sample.sample_id])[0]
+    box = reply.aggregated.boxes.boxes[0]
+    assert (box.x_min, box.y_max, box.class_id) == (2, 20, 4)
+
+
+def test_non_image_upload_is_refused_and_gold_pauses_a_bad_annotator(hub: HubApp) -> None:
+    op = logged_in(hub, "op")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', op.get("/operator").get_data(as_text=True)).group(1)
+    import io
+
+    refused = op.post("/operator/gold", data={"class_id": "2", "csrf_token": token,
+                                              "image": (io.BytesIO(b"#!/bin/sh\nrm -rf /\n"), "cat.png")},
+                      content_type="multipart/form-data")
+    assert refused.status_code == 415 and "not an image" in refused.get_data(as_text=True)
+    assert hub.service.gold.count() == 0
+    for seed in range(3):
+        png = png_image(seed=seed).data
+        added = op.post("/operator/gold", data={"class_id": "2", "csrf_token": token,
+                                                "image": (io.BytesIO(png), "g.png")}, content_type="multipart/form-data")
+        assert added.status_code == 303
+    assert hub.service.gold.count() == 3
+    ann = logged_in(hub, "ann")
+    for _ in range(4):  # half of ann's tasks are gold here (first included), and ann answers 9 to everything
+        submit(hub)
+        _, task_id, tok = task_page(ann)
+        assert ann.post(f"/task/{task_id}/answer", data={"class_id": "9", "kind": "class", "csrf_token": tok}
+                        ).status_code == 303
+        if hub.service.gold.paused_reason("ann"):
+            break
+    assert "below 60%" in (hub.service.gold.paused_reason("ann") or "")
+    assert "You are paused" in ann.get("/annotate").get_data(as_text=True)
+    operator_page = op.get("/operator").get_data(as_text=True)
+    assert "paused: gold accuracy" in operator_page
+    op.post("/operator/annotator", data={"annotator": "ann", "action": "resume", "csrf_token": token})
+    assert hub.service.gold.paused_reason("ann") is None
