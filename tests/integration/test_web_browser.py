@@ -1,0 +1,132 @@
+"""A real browser (Debian's Chromium driven by Playwright) logs in and answers classification and detection
+tasks on the hub's web server; the answers reach the device's replies over real gRPC. Screenshots of each view
+are saved to tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hgen.hub.app import HubApp
+from hgen.hub.testing.device import GrpcDevice, ReplyLog
+from hgen.hub.testing.samples import make_request, make_sample
+from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.protos import hub_pb2
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NAMES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("Debian chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubApp]:
+    with web_hub(tmp_path, web={"class_names": NAMES}) as app:
+        add_people(app)
+        yield app
+
+
+def device_submits(hub: HubApp, log: ReplyLog) -> tuple[list[threading.Thread], dict[str, int]]:
+    """Two classification samples and one detection sample, each batch on its own Submit stream."""
+    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90)
+    classify = [make_sample("cam-1", confidence=0.4, top=i) for i in (1, 2)]
+    detect = [make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_YOLO)]
+    threads = [threading.Thread(target=device.submit_until_replied, args=(make_request("cam-1", batch, m=1),),
+                                daemon=True) for batch in (classify, detect)]
+    for thread in threads:
+        thread.start()
+    return threads, {s.sample_id: k for s, k in zip(classify + detect, ("class", "class", "boxes"))}
+
+
+def wait_for_samples(hub: HubApp, n: int, timeout: float) -> None:
+    """Both Submit streams' samples are stored: woken by the hub's own work notification, not by sleeping."""
+    import time
+
+    from hgen.hub.kb.models import Sample
+
+    generation, end = 0, time.monotonic() + timeout
+    while hub.service.kb.count(Sample) < n:
+        assert time.monotonic() < end, "the device's samples did not reach the hub"
+        generation = hub.service.annotators.wait_for_work(generation, timeout=1.0)
+
+
+def log_in(page, base: str, user: str, shot: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{base}/login")
+    if shot is not None:
+        page.screenshot(path=str(shot))
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#who")
+
+
+def answer_current(page, artifacts: Path, answered: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+    """Answer whatever task is shown: key '8' (Bag) or a click for classes; a drawn box (class Coat) otherwise."""
+    page.wait_for_selector("#task")
+    view = page.get_attribute("#task", "data-view")
+    page.wait_for_function("document.getElementById('task-image').complete")
+    if view == "class":
+        if answered.get("key", 0) == 0:
+            page.screenshot(path=str(artifacts / "web_annotate_classification.png"))
+            answered["key"] = 1
+            with page.expect_navigation():
+                page.keyboard.press("9")  # number key 9 = class 8 (Bag)
+        else:
+            with page.expect_navigation():
+                page.click("#class-3")  # Dress
+    else:
+        page.select_option("#box-class", "4")  # Coat
+        box = page.locator("#overlay").bounding_box()
+        page.mouse.move(box["x"] + 40, box["y"] + 60)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 200, box["y"] + 300, steps=5)
+        page.mouse.up()
+        assert page.inner_text("#shape-count") == "1"
+        page.screenshot(path=str(artifacts / "web_annotate_detection.png"))
+        with page.expect_navigation():
+            page.click("#submit-shapes")
+
+
+def test_browser_login_answer_classification_and_detection(hub: HubApp, browser, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    log = ReplyLog()
+    threads, kinds = device_submits(hub, log)
+    wait_for_samples(hub, 3, timeout=30)
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    log_in(page, hub.web_url, "ann", artifacts_dir / "web_login.png")
+    state: dict[str, int] = {}
+    for _ in range(3):
+        page.goto(f"{hub.web_url}/annotate")
+        answer_current(page, artifacts_dir, state)
+    assert log.wait_for(3, timeout=60), f"{3 - log.count()} replies missing"
+    for thread in threads:
+        thread.join(timeout=30)
+    labels = {k: log.labels[s] for s, k in kinds.items() if k == "boxes"}
+    classes = sorted(log.labels[s].aggregated.class_id for s, k in kinds.items() if k == "class")
+    assert classes == [3, 8]
+    box = labels["boxes"].aggregated.boxes.boxes[0]
+    assert box.class_id == 4 and 0 <= box.x_min < box.x_max <= 28 and 0 <= box.y_min < box.y_max <= 28
+    assert all(r.answers[0].latency_s > 0 and not r.answers[0].simulated for r in log.labels.values())
+    page.goto(f"{hub.web_url}/annotate")
+    page.screenshot(path=str(artifacts_dir / "web_annotate_empty.png"))
+    operator = browser.new_page(viewport={"width": 1300, "height": 1000})
+    log_in(operator, hub.web_url, "op")
+    operator.goto(f"{hub.web_url}/operator")
+    assert operator.inner_text("#queue-depth") == "0"
+    assert "ann" in operator.inner_text("#annotators")
+    operator.screenshot(path=str(artifacts_dir / "web_operator.png"), full_page=True)
