@@ -11,23 +11,32 @@ from collections.abc import Sequence
 
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
-from hgen.hub.errors import HubConfigError, KnowledgeBaseError
+from hgen.hub.errors import HubConfigError, KnowledgeBaseError, UnknownModelError
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
 
-EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (KnowledgeBaseError, 3),
-                                                           (HGenError, 1))
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
+                                                           (KnowledgeBaseError, 3), (HGenError, 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hgen-hub", description="H-Gen annotation hub.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    verbs = {}
     for name, help_text in (("serve", "run the hub until SIGINT/SIGTERM"),
                             ("migrate", "upgrade the knowledge base schema to the latest revision"),
-                            ("check-config", "validate a config file and print it resolved")):
+                            ("check-config", "validate a config file and print it resolved"),
+                            ("retrain", "retrain a model now (in this process) and print the outcome"),
+                            ("add-user", "create a web account with a password (stdin) or an invite link token")):
         verb = sub.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("--config", required=True, help="hub YAML config")
+        verbs[name] = verb
+    verbs["retrain"].add_argument("--model", required=True, help="a name under retrain.models")
+    verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
+    verbs["add-user"].add_argument("--role", choices=("annotator", "operator"), default="annotator")
+    verbs["add-user"].add_argument("--invite", action="store_true",
+                                   help="print a single-use invite token instead of reading a password")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
 
@@ -38,7 +47,8 @@ def serve(config_path: str) -> None:
         signal.signal(signum, lambda *_: stop.set())
     app = HubApp(load_hub_config(config_path)).start()
     print(f"hgen-hub: serving (gRPC port {app.grpc_port or 'off'}, MQTT "
-          f"{'on' if app.mqtt else 'off'})", flush=True)
+          f"{'on' if app.mqtt else 'off'}, web UI {app.web_url or 'off'}, retrain worker "
+          f"{'on' if app.retrain else 'off'})", flush=True)
     try:
         stop.wait()
     finally:
@@ -54,6 +64,51 @@ def migrate(config_path: str) -> None:
         engine.dispose()
 
 
+def retrain(config_path: str, model: str) -> int:
+    """Runs the pipeline here; the new bundle is registered in the knowledge base, where serving hubs' gRPC
+    WatchUpdates streams see it (MQTT retained notices are sent by a serving hub's own worker only)."""
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
+
+    config = load_hub_config(config_path)
+    kbc = config.knowledge_base
+    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
+                            migrate=kbc.migrate)
+    try:
+        store = RetrainStore(kb)
+        pipeline = RetrainPipeline(config.retrain, store, HubPublisher(kb))
+        pipeline.model_config(model)  # UnknownModelError before anything is stored
+        run = store.create_run(model, "cli", pipeline.current(model).version)
+        outcome = pipeline.execute(run)
+    finally:
+        kb.close()
+    print(f"hgen-hub retrain: run {outcome.id} {outcome.status} {outcome.from_version} -> "
+          f"{outcome.to_version or outcome.from_version}; human samples used {outcome.samples_used}, filtered out "
+          f"{outcome.filtered_out}{'; ' + outcome.error if outcome.error else ''}")
+    return 0 if outcome.status == "published" else 1
+
+
+def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
+    import getpass
+
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.web.auth import Accounts
+
+    config = load_hub_config(config_path)
+    kb = KnowledgeBase.open(config.knowledge_base.url, migrate=config.knowledge_base.migrate)
+    try:
+        accounts = Accounts(kb)
+        if invite:
+            token = accounts.invite(name, role, config.web.invite_ttl_s)
+            print(f"invite for {name} ({role}): open /join?token={token} on the hub's web UI")
+        else:
+            password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+            accounts.create(name, role, password)
+            print(f"account {name} ({role}) created")
+    finally:
+        kb.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(args.config)
         elif args.verb == "migrate":
             migrate(args.config)
+        elif args.verb == "retrain":
+            return retrain(args.config, args.model)
+        elif args.verb == "add-user":
+            add_user(args.config, args.name, args.role, args.invite)
         else:
             print(load_hub_config(args.config).model_dump_json(indent=2))
     except HGenError as error:

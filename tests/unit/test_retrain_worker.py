@@ -67,3 +67,21 @@ def test_a_stopped_hubs_unfinished_retrain_is_marked_failed(tmp_path: Path, depl
     record = store.run(orphan.id)
     assert record.status == "failed" and record.error == "hub stopped"
     kb.close()
+
+
+def test_cli_retrain_reports_the_outcome_and_add_user(tmp_path: Path, deployed: DeployedModel,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from hgen.hub.cli import main
+
+    config = {"knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+              "retrain": retrain_section(deployed, tmp_path / "models", devices={}, threshold=10)}
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["retrain", "--config", str(path), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["retrain", "--config", str(path), "--model", deployed.name]) == 1
+    assert "failed 1.0.0 -> 1.0.0" in capsys.readouterr().out  # no labels yet: refused, model unchanged
+    assert main(["add-user", "--config", str(path), "--name", "eve", "--invite"]) == 0
+    assert "/join?token=" in capsys.readouterr().out
