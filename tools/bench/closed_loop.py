@@ -171,7 +171,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def markdown(result: dict[str, Any], wall: float) -> str:
     columns = ["round", "model_version", "status", "accuracy_model_only", "accuracy_fused", "share_to_people",
                "labour", "labour_ratio_held_out", "retrain_seconds", "filtered_out", "human_samples_used",
-               "sent_to_people"]
+               "sent_to_people", "why"]
     m = machine()
     return "\n".join([
         "# Closed loop on D5 (fashion-mnist:lowres) — annotators SIMULATED", "",
