@@ -203,11 +203,11 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
 def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> Measured:
     """The uncompressed backbone with nobody asked (tau = 0), on the test split."""
     from hgen.compiler.metrics import energy_mj, model_costs, storage_mb
-    from hgen.compiler.search.evaluator import host_latency_ms
+    from hgen.compiler.metrics.latency import litert_latency_ms
     from hgen.compiler.train import predict_logits
 
     costs = model_costs(base)
-    latency = evaluator.device.latency_ms(host_latency_ms(base, evaluator.config.latency_repeats))
+    latency = evaluator.device.latency_ms(litert_latency_ms(base, evaluator.config.latency_repeats))
     backbone = Backbone(evaluator.space.identity_plan(), base, evaluator.base_temperature, predict_logits(base, test.split.x),
                         base.count_params(), costs.macs, storage_mb(costs), energy_mj(costs), latency / evaluator.device.latency_scale,
                         latency, 0.0)

@@ -24,7 +24,8 @@ from hgen.compiler.metrics import (
     storage_mb,
 )
 from hgen.compiler.models import build_model
-from hgen.compiler.train import TrainConfig, calibrate, measure_latency_ms, predict_logits, train_classifier
+from hgen.compiler.metrics.latency import litert_latency_ms
+from hgen.compiler.train import TrainConfig, calibrate, predict_logits, train_classifier
 from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
 from hgen.runtime.calibration import expected_calibration_error, softmax
 from hgen.runtime.config import StrictModel, parse_config
@@ -95,7 +96,7 @@ def prepare_hcnn(config: StudyConfig, dataset: Dataset | None = None,
         ece_after=expected_calibration_error(softmax(test_logits, temperature), data.test.y),
         test_logits=test_logits,
         answers=ask_crowd(crowd, test_logits, data.test.y, config.m, temperature),
-        difficulty=difficulty, t_infer_ms=measure_latency_ms(model, data.test.x[0]), train_seconds=seconds,
+        difficulty=difficulty, t_infer_ms=litert_latency_ms(model), train_seconds=seconds,
     )
 
 

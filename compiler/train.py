@@ -100,16 +100,3 @@ def distill(student: Any, teacher_logits: np.ndarray, data: Split, config: Disti
 def calibrate(model: Any, val: Split) -> float:
     """Temperature fitted on the validation split (Eq. 2)."""
     return fit_temperature(predict_logits(model, val.x), val.y)
-
-
-def measure_latency_ms(model: Any, sample: np.ndarray, repeats: int = 50, warmup: int = 5) -> float:
-    """Median per-sample latency of a direct Keras call at batch 1 (the host fallback before LiteRT)."""
-    batch = np.asarray(sample[None] if sample.ndim == len(model.inputs[0].shape) - 1 else sample[:1])
-    for _ in range(warmup):
-        model(batch, training=False)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(batch, training=False)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)

@@ -9,10 +9,7 @@ logits with the simulated crowd's cached answers, so a threshold costs microseco
 
 from __future__ import annotations
 
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +17,7 @@ import numpy as np
 from hgen.compiler.data import Dataset, Split
 from hgen.compiler.errors import CompilerError
 from hgen.compiler.metrics import ask_crowd, energy_mj, evaluate_hdnn, fit_difficulty, model_costs, storage_mb
+from hgen.compiler.metrics.latency import litert_latency_ms
 from hgen.compiler.search.devices import DeviceProfile
 from hgen.compiler.search.objective import Measured
 from hgen.compiler.search.space import SearchSpace, apply, plan_key
@@ -64,26 +62,6 @@ class HeldOut:
 
     split: Split
     answers: CrowdAnswers
-
-
-def host_latency_ms(model: Any, repeats: int) -> float:
-    """Median batch-1 LiteRT latency on this host: the same engine the device runs."""
-    from hgen.compiler.lowering.tflite import lower_tflite
-    from hgen.runtime.engines.base import open_engine
-
-    tflite = lower_tflite(model)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "candidate.tflite"
-        path.write_bytes(tflite.content)
-        engine = open_engine("litert", path)
-        sample = np.zeros(engine.input_spec.shape, np.float32)
-        engine.warm_up(5)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            engine.run(sample)
-            times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
 
 
 class CandidateEvaluator:
@@ -151,7 +129,7 @@ class CandidateEvaluator:
             seed=self.config.seed))
         temperature = calibrate(model, self.calibration)
         costs = model_costs(model)
-        host_ms = host_latency_ms(model, self.config.latency_repeats)
+        host_ms = litert_latency_ms(model, self.config.latency_repeats)
         return Backbone(plan, model, temperature, predict_logits(model, self.search.split.x), model.count_params(),
                         costs.macs, storage_mb(costs), energy_mj(costs), host_ms, self.device.latency_ms(host_ms),
                         seconds)
