@@ -73,6 +73,7 @@ HUB = [
     "grpcio-health-checking>=1.70",
     "paho-mqtt>=2.1",
     "psycopg[binary]>=3.2",
+    "flask>=3.0",
 ]
 DEV = [
     "pytest>=8",
