@@ -92,8 +92,10 @@ def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]
     return model, config.model
 
 
-def _row(measured: Measured, params: int) -> dict[str, Any]:
-    return measured.to_dict() | {"params": int(params)}
+def _row(measured: Measured, params: int, logits: Any, labels: Any) -> dict[str, Any]:
+    """A/T/S/E/L (A with people) plus the backbone's own accuracy, so a weak model carried by people shows."""
+    model_only = float((logits.argmax(axis=1) == labels).mean())
+    return measured.to_dict() | {"accuracy_model_only": model_only, "params": int(params)}
 
 
 def _progress(config: CompileConfig, log: Callable[[str], None]) -> Callable[[Candidate], None]:
@@ -117,14 +119,14 @@ def _progress(config: CompileConfig, log: Callable[[str], None]) -> Callable[[Ca
 
 
 def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConfig, test: HeldOut
-           ) -> tuple[Backbone, Measured]:
+           ) -> tuple[Backbone, Measured, Any]:
     from hgen.compiler.train import predict_logits
 
     final = evaluator.final(chosen.plan, config.final_epochs)
     if final.error:
         raise CompilerError(f"the chosen plan no longer applies: {final.error}")
-    measured = evaluator.measure(final, chosen.tau, held_out=test, logits=predict_logits(final.model, test.split.x))
-    return final, measured
+    logits = predict_logits(final.model, test.split.x)
+    return final, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits
 
 
 def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Candidate, data: Dataset,
@@ -138,7 +140,7 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
     bundle_dir = out / "bundle"
     info = write_bundle(
         bundle_dir, final.model, name=name, version=config.model_version, kind="cnn", target=device.target,
-        labels=data.labels, input_spec={"scale": 1.0, "offset": 0.0}, tau=chosen.tau,
+        labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=chosen.tau,  # camera bytes -> [0, 1]
         temperature=final.temperature, fusion_lambda=config.fusion_lambda,
         confidence_params=_confidence_params(config.m, evaluator.difficulty),
         predicted_metrics=predicted.to_dict(), plan={"layers": chosen.plan, "ratios": evaluator.space.ratios},
@@ -185,9 +187,11 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     log(f"search done in {result.wall_seconds:.0f} s: {result.stop_reason}; "
         f"{'feasible' if result.best_feasible else 'NO feasible candidate; best'} plan {chosen.plan}, tau {chosen.tau:.3f}")
     test = evaluator.held_out(data.test)
-    origin = _origin(evaluator, base, test)
-    final, measured = _final(evaluator, chosen, config, test)
+    origin, origin_logits = _origin(evaluator, base, test)
+    final, measured, final_logits = _final(evaluator, chosen, config, test)
     summary = _summary(config, data, device, result, chosen, final, measured, origin, base, name)
+    summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
+    summary["final"] = _row(measured, final.params, final_logits, data.test.y)
     final.model.save(out / "model.keras")
     (out / "plan.json").write_text(json.dumps({"plan": chosen.plan, "ratios": space.ratios, "tau": chosen.tau,
                                                "temperature": final.temperature}, indent=2) + "\n")
@@ -200,7 +204,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     return CompileResult(summary, result, out)
 
 
-def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> Measured:
+def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> tuple[Measured, Any]:
     """The uncompressed backbone with nobody asked (tau = 0), on the test split."""
     from hgen.compiler.metrics import energy_mj, model_costs, storage_mb
     from hgen.compiler.metrics.latency import litert_latency_ms
@@ -211,7 +215,7 @@ def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> Measured
     backbone = Backbone(evaluator.space.identity_plan(), base, evaluator.base_temperature, predict_logits(base, test.split.x),
                         base.count_params(), costs.macs, storage_mb(costs), energy_mj(costs), latency / evaluator.device.latency_scale,
                         latency, 0.0)
-    return evaluator.measure(backbone, 0.0, held_out=test)
+    return evaluator.measure(backbone, 0.0, held_out=test), backbone.logits
 
 
 def _summary(config: CompileConfig, data: Dataset, device: DeviceProfile, result: SearchResult, chosen: Candidate,
@@ -226,7 +230,6 @@ def _summary(config: CompileConfig, data: Dataset, device: DeviceProfile, result
         "evaluations": result.evaluations, "search_seconds": result.wall_seconds, "stop_reason": result.stop_reason,
         "feasible_in_search": result.best_feasible is not None, "search_reward": chosen.reward,
         "plan": {k: v for k, v in chosen.plan.items() if v != IDENTITY} or "identity", "tau": chosen.tau,
-        "temperature": final.temperature, "origin": _row(origin, base.count_params()),
-        "final": _row(measured, final.params), "violations": violations(measured, config.demands),
+        "temperature": final.temperature, "violations": violations(measured, config.demands),
         "annotators": "simulated",
     }

@@ -80,6 +80,7 @@ class Agent:
         self._pipeline: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
         self._finished = threading.Event()
+        self._end_of_stream = threading.Event()
         self._stopped = False
         self.metrics_endpoint: PrometheusEndpoint | None = None
         self.transport: Transport | None = None
@@ -114,6 +115,10 @@ class Agent:
         self._pipeline = threading.Thread(target=self._run_pipeline, name="agent-pipeline", daemon=True)
         self._pipeline.start()
         return self
+
+    def end_stream(self) -> None:
+        """Stop reading frames as if the source had ended, while replies for pending samples still arrive."""
+        self._end_of_stream.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the source to end (or `stop`); True if it did within `timeout`."""
@@ -182,7 +187,7 @@ class Agent:
         limit = self.config.source.max_frames
         processed = 0
         try:
-            while not self._stop.is_set() and (limit is None or processed < limit):
+            while not self._stop.is_set() and not self._end_of_stream.is_set() and (limit is None or processed < limit):
                 frame = self._source.read()
                 self._sync_source_stats()
                 if frame is None:

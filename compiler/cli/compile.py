@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> None:
     result = compile_hdnn(config_from(args), log=lambda message: print(message, file=sys.stderr, flush=True))
     summary = result.summary
     o, f = summary["origin"], summary["final"]
-    print(f"origin : A {o['accuracy']:.4f}  T {o['latency_ms']:.2f} ms  S {o['storage_mb']:.4f} MB  "
+    print(f"origin : A {o['accuracy']:.4f} (model only {o['accuracy_model_only']:.4f})  T {o['latency_ms']:.2f} ms  S {o['storage_mb']:.4f} MB  "
           f"E {o['energy_mj']:.4f} mJ  L {o['labour']:.4f}")
-    print(f"H-DNN  : A {f['accuracy']:.4f}  T {f['latency_ms']:.2f} ms  S {f['storage_mb']:.4f} MB  "
+    print(f"H-DNN  : A {f['accuracy']:.4f} (model only {f['accuracy_model_only']:.4f})  T {f['latency_ms']:.2f} ms  S {f['storage_mb']:.4f} MB  "
           f"E {f['energy_mj']:.4f} mJ  L {f['labour']:.4f}  (test split; annotators simulated)")
     print(f"plan {summary['plan']}, tau {summary['tau']:.3f}; violations: {'; '.join(summary['violations']) or 'none'}")
     print(f"report {result.out / 'report.md'}" + (f"; bundle {summary['bundle']['archive']}" if "bundle" in summary else ""))

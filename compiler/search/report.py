@@ -64,11 +64,12 @@ def markdown_report(summary: dict[str, Any]) -> str:
         f"Demands: A >= {d['accuracy']}, T <= {d['latency_ms']} ms; budgets S <= {d['storage_mb']} MB, "
         f"E <= {d['energy_mj']} mJ, L <= {d['labour']}.",
         "",
-        "| | A | T (ms) | S (MB) | E (mJ) | L | params |",
-        "|---|---|---|---|---|---|---|",
+        "| | A (with people) | A (model only) | T (ms) | S (MB) | E (mJ) | L | params |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, row in rows:
-        lines.append(f"| {label} | {row['accuracy']:.4f} | {row['latency_ms']:.2f} | {row['storage_mb']:.4f} | "
+        lines.append(f"| {label} | {row['accuracy']:.4f} | {row['accuracy_model_only']:.4f} | {row['latency_ms']:.2f} | "
+                     f"{row['storage_mb']:.4f} | "
                      f"{row['energy_mj']:.4f} | {row['labour']:.4f} | {row['params']} |")
     lines += ["", f"Plan: `{summary['plan']}`; tau = {summary['tau']:.3f}; temperature = {summary['temperature']:.3f}.",
               "", "Violations on the test split: " + ("; ".join(summary["violations"]) or "none") + ".", "",

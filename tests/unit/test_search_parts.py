@@ -101,3 +101,12 @@ def test_truncated_normal_stays_inside():
     rng = np.random.default_rng(0)
     draws = [truncated_normal(rng, 0.95, 0.3) for _ in range(500)]
     assert min(draws) >= 0.0 and max(draws) <= 1.0
+
+
+def test_learning_rewards_keep_their_order_without_flattening_violations():
+    from hgen.compiler.search.strategies.hgen import squash
+
+    rewards = [2.0, -1.0, -18.0, -240.0, -1000.0]
+    squashed = [squash(r) for r in rewards]
+    assert squashed == sorted(squashed, reverse=True) and len(set(squashed)) == len(squashed)
+    assert squashed[-1] > -8  # -1000 becomes about -6.9: learnable, still the worst

@@ -2,7 +2,8 @@
 
 A backbone costs seconds to fine-tune, a threshold microseconds, so each episode lets DDPG try `tau_steps`
 thresholds on the same backbone (explore) plus its greedy one; the episode's reward, broadcast to every DQN step,
-is the best of them. Rewards are clipped for learning (violations reach -1000) but logged raw.
+is the best of them. Violations score in the hundreds, so the agents learn from `squash(reward)`, a monotone
+log compression: a clip would flatten every serious violation to one value and hide which way is better.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from hgen.compiler.search.dqn import DuelingDQN, Transition
 from hgen.compiler.search.strategies import STRATEGIES
 
 TAU_STEPS = 6
-REWARD_CLIP = (-20.0, 5.0)
+
+
+def squash(reward: float) -> float:
+    """sign(r) * log(1 + |r|): keeps the order of rewards, compresses their scale for learning."""
+    return float(np.sign(reward) * np.log1p(abs(reward)))
 
 
 def choose_plan(ctx: SearchContext, dqn: DuelingDQN, episode: int) -> tuple[dict[str, str], list[tuple[np.ndarray, int]]]:
@@ -47,7 +52,7 @@ def pick_tau(ctx: SearchContext, ddpg: DDPG, plan: dict[str, str], human: bool) 
     for step in range(TAU_STEPS + 1):
         tau = ddpg.act(state, explore=step < TAU_STEPS)
         candidate = ctx.score(plan, tau)
-        ddpg.remember(state, tau, float(np.clip(candidate.reward, *REWARD_CLIP)))
+        ddpg.remember(state, tau, squash(candidate.reward))
         ddpg.learn()
         scored.append(candidate)
     return scored
@@ -61,7 +66,7 @@ def run_rl(ctx: SearchContext, seed: int, human: bool) -> None:
         episode = ctx.next_episode()
         plan, steps = choose_plan(ctx, dqn, episode)
         best = max(pick_tau(ctx, ddpg, plan, human), key=lambda c: c.reward)
-        learn_from_episode(ctx, dqn, steps, float(np.clip(best.reward, *REWARD_CLIP)))
+        learn_from_episode(ctx, dqn, steps, squash(best.reward))
 
 
 @STRATEGIES.register("hgen")

@@ -1,0 +1,350 @@
+"""The main job end to end: compile -> deploy -> field stream -> people -> retrain -> hot swap -> summary.
+
+Every stage is a small function over real components: `compile_hdnn` (search, lowering, signing), a `HubApp` (gRPC,
+or MQTT through a Mosquitto broker when one is installed) with the SIMULATED crowd answering through the annotator
+API, and an `Agent` reading a video file through OpenCV (a camera cannot run here). Held-out test images (never used
+in training) become the video; the demo knows each frame's true class, which is how simulated people "see" a frame.
+Everything started is registered on one ExitStack, so it is stopped on success, failure and Ctrl-C alike.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from hgen.compiler.errors import CompilerError, InvalidArgumentError
+from hgen.compiler.search.objective import Demands
+from hgen.runtime.config import StrictModel, parse_config
+
+Log = Callable[[str], None]
+DEVICE_ID = "demo-device"
+
+
+class DemoError(CompilerError):
+    """A demo stage failed; the message names the stage and why."""
+
+
+class DemoConfig(StrictModel):
+    """The demo's knobs; defaults finish in about 10 minutes on 2 cores."""
+
+    dataset: str = Field("auto:lowres", title="Dataset spec (auto: FashionMNIST when installed, else digits)")
+    device: str = Field("rpi4", title="Device profile to compile for")
+    out: str = Field("build/demo", title="Where the bundles, logs, report and summary go")
+    demands: Demands = Field(default_factory=lambda: Demands(accuracy=0.86, latency_ms=1000.0, storage_mb=0.3,
+                                                             energy_mj=0.2, labour=0.05), title="Demands and budgets")
+    episodes: int = Field(12, ge=1, title="Search episode budget")
+    budget_minutes: float = Field(4.0, gt=0, title="Search wall-time budget")
+    base_epochs: int = Field(4, ge=1, title="Backbone training epochs")
+    final_epochs: int = Field(2, ge=1, title="Winner's fine-tune epochs")
+    finetune_samples: int = Field(4000, ge=100, title="Training samples per candidate fine-tune")
+    engines: tuple[str, ...] = Field(("litert", "tvm"), title="Engines in the compiled bundle")
+    limit: int | None = Field(None, ge=50, title="Cap on each split (quick runs and tests)")
+    transport: str = Field("auto", pattern="^(auto|grpc|mqtt)$", title="auto: MQTT when mosquitto is installed")
+    retrain_threshold: int = Field(150, ge=5, title="Human labels that trigger a retrain (lowered for the demo)")
+    retrain_min_holdout: int = Field(10, ge=1, title="Held-out human labels the retrain's acceptance check needs")
+    tau_override: float | None = Field(None, ge=0, le=1, title="Deployment override of the bundle's tau (agent gate)")
+    fps: float = Field(100.0, gt=0, title="Frame rate of the generated video stream")
+    loop_stream: bool = Field(False, title="Cycle the video until the swap (small test sets; then 'after' frames "
+                                           "repeat images people labelled, so leave it off for honest numbers)")
+    frames_after_swap: int = Field(1500, ge=10, title="Frames to stream on the new model before stopping")
+    m: int = Field(3, ge=1, le=4, title="Simulated annotators per sample")
+    annotator_accuracy: float = Field(0.9, ge=0, le=1, title="Accuracy of each simulated annotator")
+    timeout_minutes: float = Field(20.0, gt=0, title="Give up on the stream stage after this long")
+    seed: int = Field(0, title="Seed")
+
+
+def demo_config(**values: Any) -> DemoConfig:
+    return parse_config(DemoConfig, values, source="demo settings", error=InvalidArgumentError)
+
+
+@dataclass
+class FrameLog:
+    """The agent's results by frame (final ones replace pending ones) and the sample id -> frame map."""
+
+    truth: Any
+    results: dict[int, Any] = field(default_factory=dict)
+    frame_of: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, result: Any) -> None:
+        with self.lock:
+            if result.sample_id:
+                self.frame_of[result.sample_id] = result.frame_index
+            if result.final or result.frame_index not in self.results:
+                self.results[result.frame_index] = result
+
+    def oracle(self, sample_id: str) -> int:
+        """What a person sees in the frame: its true class (the simulated crowd then errs at its own rate)."""
+        with self.lock:
+            return int(self.truth[self.frame_of[sample_id] % len(self.truth)])
+
+    def frames_on(self, version: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.results.values() if r.bundle_version == version)
+
+    def accuracy(self, version: str) -> dict[str, float]:
+        with self.lock:
+            mine = [r for r in self.results.values() if r.bundle_version == version and r.final]
+        if not mine:
+            return {"frames": 0, "model_only": float("nan"), "fused": float("nan"), "share_to_people": float("nan")}
+        truth = [int(self.truth[r.frame_index % len(self.truth)]) for r in mine]
+        return {"frames": len(mine),
+                "model_only": sum(r.model_label == t for r, t in zip(mine, truth)) / len(mine),
+                "fused": sum(r.label == t for r, t in zip(mine, truth)) / len(mine),
+                "share_to_people": sum(r.status.value != "model" for r in mine) / len(mine)}
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    """Poll a cheap condition with a deadline (the components expose state, not events, for these)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        threading.Event().wait(poll_s)
+
+
+def compile_stage(config: DemoConfig, out: Path, log: Log) -> Any:
+    from hgen.compiler.compile import compile_config, compile_hdnn
+
+    settings = compile_config(dataset=config.dataset, device=config.device, demands=config.demands.model_dump(),
+                              episodes=config.episodes, budget_minutes=config.budget_minutes,
+                              base_epochs=config.base_epochs, final_epochs=config.final_epochs,
+                              finetune_samples=config.finetune_samples, engines=config.engines, limit=config.limit,
+                              m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed,
+                              out=str(out / "compile"))
+    return compile_hdnn(settings, log=lambda message: log(f"      {message}"))
+
+
+def choose_transport(config: DemoConfig) -> str:
+    from hgen.hub.testing.services import ServiceUnavailableError, mosquitto_binary
+
+    if config.transport != "auto":
+        return config.transport
+    try:
+        mosquitto_binary()
+    except ServiceUnavailableError:
+        return "grpc"
+    return "mqtt"
+
+
+def start_broker(stack: ExitStack, out: Path) -> str:
+    from hgen.hub.testing.services import mosquitto
+
+    (out / "broker").mkdir(parents=True, exist_ok=True)
+    broker = stack.enter_context(mosquitto(out / "broker"))
+    return f"mqtt://127.0.0.1:{broker.port}"
+
+
+def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broker_url: str | None) -> Any:
+    from urllib.parse import urlsplit
+
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.testing.services import free_port
+
+    bundle = compiled.summary["bundle"]
+    data: dict[str, Any] = {
+        "devices": [DEVICE_ID], "knowledge_base": {"url": f"sqlite:///{out / 'hub.sqlite'}"},
+        "grpc": {"port": free_port()},
+        "retrain": {"enabled": True, "store_dir": str(out / "hub-models"), "signing_key": bundle["signing_key"],
+                    "models": [{"name": compiled.summary["model"], "keras_model": str(compiled.out / "model.keras"),
+                                "bundle": bundle["dir"], "dataset": dataset, "dataset_limit": config.limit,
+                                "devices": {DEVICE_ID: compiled.summary["device"]["target"]},
+                                "threshold": config.retrain_threshold}],
+                    "min_holdout": config.retrain_min_holdout},
+    }
+    if broker_url:
+        parts = urlsplit(broker_url)
+        data["mqtt"] = {"enabled": True, "host": parts.hostname, "port": parts.port, "client_id": "demo-hub"}
+    return parse_hub_config(data)
+
+
+def start_hub(stack: ExitStack, config: DemoConfig, compiled: Any, dataset: str, num_classes: int, out: Path,
+              broker_url: str | None, frames: FrameLog) -> Any:
+    from hgen.hub.app import HubApp
+    from hgen.hub.crowd import SimulatedCrowd
+    from hgen.hub.testing.crowd import CrowdDriver
+
+    app = HubApp(hub_config(config, compiled, dataset, out, broker_url)).start()
+    stack.callback(app.stop)
+    crowd = SimulatedCrowd.uniform(config.m, config.annotator_accuracy, num_classes, seed=config.seed)
+    driver = CrowdDriver(app.service.annotators, crowd, frames.oracle).start()
+    stack.callback(driver.stop)
+    return app
+
+
+def write_stream(out: Path, test_x: Any, fps: float) -> Path:
+    from hgen.edge_agent.testing import write_video
+
+    return write_video(out / "stream.avi", len(test_x), fps=fps, images=test_x[..., 0])
+
+
+def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path, hub_url: str, grpc_url: str,
+                out: Path, frames: FrameLog) -> Any:
+    from hgen.edge_agent.agent import Agent
+    from hgen.edge_agent.config import parse_agent_config
+
+    bundle = compiled.summary["bundle"]
+    settings = parse_agent_config({
+        "device_id": DEVICE_ID,
+        "bundle": {"path": bundle["archive"], "public_key": bundle["public_key"],
+                   "expected_target": compiled.summary["device"]["target"], "engine": "litert",
+                   "store_dir": str(out / "agent-bundles")},
+        "source": {"kind": "video", "uri": str(video), "fps_limit": config.fps, "pacing": "all",
+                   "loop": config.loop_stream},
+        "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True},
+        "gate": {"tau": config.tau_override},
+        "outbox": {"path": str(out / "agent-outbox.sqlite")},
+        "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0},
+        "sinks": [{"kind": "jsonl", "path": str(out / "results.jsonl")}],
+        "telemetry": {"prometheus_port": 0, "status_interval_s": 5},
+    })
+    agent = Agent(settings, callbacks=[frames]).start()
+    stack.callback(agent.stop)
+    return agent
+
+
+def labour_spent(app: Any) -> float:
+    """Operations people spent for the device, from the hub's own accounting (Eq. 3)."""
+    from hgen.hub.kb.models import Device
+
+    with app.service.kb.session() as session:
+        device = session.get(Device, DEVICE_ID)
+        return float(device.labour_spent) if device is not None else 0.0
+
+
+def fresh_run_folder(out: Path) -> None:
+    """State of a previous run (hub database, outbox, downloaded bundles) must not leak into this one."""
+    for name in ("hub.sqlite", "hub.sqlite-wal", "hub.sqlite-shm", "agent-outbox.sqlite", "agent-outbox.sqlite-wal",
+                 "agent-outbox.sqlite-shm", "results.jsonl", "stream.avi"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("hub-models", "agent-bundles", "broker"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def wait_for_published_run(config: DemoConfig, app: Any, agent: Any, log: Log) -> Any:
+    """The first threshold-triggered retrain that was published (a refused one is logged and the loop goes on)."""
+    deadline = time.monotonic() + config.timeout_minutes * 60
+    last = 0
+    while True:
+        if time.monotonic() > deadline or agent_finished(agent):
+            raise DemoError("the stream ended before a retrain was published: lower retrain_threshold or fps")
+        try:
+            run = app.retrain.wait_for_run(model_name(app), after_id=last, timeout=2.0)
+        except TimeoutError:
+            continue
+        log(f"      retrain run {run.id}: {run.status}" + (f" ({run.error})" if run.error else ""))
+        if run.status == "published":
+            return run
+        last = run.id
+
+
+def stream_until_swapped(config: DemoConfig, app: Any, agent: Any, frames: FrameLog, first: str, log: Log) -> Any:
+    """Wait for the threshold-triggered retrain to publish, the agent to swap, and enough frames on the new model."""
+    run = wait_for_published_run(config, app, agent, log)
+    timeout = config.timeout_minutes * 60
+    wait_for(lambda: agent.model.version == run.to_version, timeout, f"the agent to hot-swap to {run.to_version}")
+    log(f"[6/7] agent hot-swapped {first} -> {run.to_version}; streaming up to {config.frames_after_swap} frames on it")
+    wait_for(lambda: frames.frames_on(run.to_version) >= config.frames_after_swap or agent_finished(agent), timeout,
+             "frames on the new model")
+    return run
+
+
+def model_name(app: Any) -> str:
+    return app.config.retrain.models[0].name
+
+
+def agent_finished(agent: Any) -> bool:
+    return agent.wait(0)
+
+
+def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
+    """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure."""
+    from hgen.compiler.data import load_dataset
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fresh_run_folder(out)
+    data = load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    log(f"[1/7] data: {data.name} from {data.origin}"
+        + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if data.spec.base == "digits" else ""))
+    log(f"[2/7] hgen-compile for {config.device}: search, fine-tune, lower ({', '.join(config.engines)}), sign")
+    compiled = compile_stage(config, out, log)
+    transport = choose_transport(config)
+    with ExitStack() as stack:
+        broker_url = start_broker(stack, out) if transport == "mqtt" else None
+        frames = FrameLog(data.test.y)
+        app = start_hub(stack, config, compiled, data.name, data.num_classes, out, broker_url, frames)
+        grpc_url = f"grpc://127.0.0.1:{app.grpc_port}"
+        hub_url = broker_url or grpc_url
+        log(f"[3/7] hub on {hub_url} ({'MQTT through mosquitto' if broker_url else 'gRPC'}), SIMULATED crowd of "
+            f"{config.m}, retrain threshold lowered to {config.retrain_threshold} human labels for the demo")
+        video = write_stream(out, data.test.x, config.fps)
+        log(f"[4/7] video of {len(data.test)} held-out test images at {config.fps:g} fps: {video}")
+        agent = start_agent(stack, config, compiled, video, hub_url, grpc_url, out, frames)
+        first = agent.model.version
+        log(f"[5/7] agent running bundle {first}; waiting for people, the retrain and the hot swap")
+        run = stream_until_swapped(config, app, agent, frames, first, log)
+        agent.end_stream()
+        agent.wait(60)
+        if not agent.wait_settled(120):
+            log("      some samples were still waiting for people; their model answers stand")
+        agent.stop()
+        summary = summarise(config, compiled, data, frames, agent, app, first, run, transport, start)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log("[7/7] " + format_summary(summary))
+    if summary["dropped_frames"] != 0:
+        raise DemoError(f"{summary['dropped_frames']} frames were dropped (must be 0)")
+    return summary
+
+
+def summarise(config: DemoConfig, compiled: Any, data: Any, frames: FrameLog, agent: Any, app: Any, first: str,
+              run: Any, transport: str, start: float) -> dict[str, Any]:
+    telemetry = agent.telemetry.snapshot()
+    second = run.to_version  # the first published retrain; later ones may follow while pending samples settle
+    before, after = frames.accuracy(first), frames.accuracy(second)
+    total = max(1, len(frames.results))
+    out = Path(config.out)
+    return {
+        "dataset": data.name, "dataset_origin": data.origin, "transport": transport, "annotators": "simulated",
+        "versions": [first, second],
+        "versions_seen": sorted({r.bundle_version for r in frames.results.values()}),
+        "accuracy_model_only_before": before["model_only"], "accuracy_fused_before": before["fused"],
+        "accuracy_model_only_after": after["model_only"], "accuracy_fused_after": after["fused"],
+        "frames_before": before["frames"], "frames_after": after["frames"], "looped_stream": config.loop_stream,
+        "share_to_people": sum(r.status.value != "model" for r in frames.results.values()) / total,
+        "labour": labour_spent(app) / (total * 4 * 3), "labour_budget": config.demands.labour,
+        "fps": telemetry.get("fps", 0.0), "swap_pause_ms": telemetry.get("swap_ms", 0.0),
+        "dropped_frames": int(telemetry.get("frames_dropped", 0)), "frames": total,
+        "retrain": {"run": run.id, "status": run.status, "seconds": run.seconds, "filtered_out": run.filtered_out,
+                    "samples_used": run.samples_used},
+        "compile": {"plan": compiled.summary["plan"], "tau": compiled.summary["tau"],
+                    "search_seconds": compiled.summary["search_seconds"], "violations": compiled.summary["violations"]},
+        "paths": {"report": str(compiled.out / "report.md"), "bundle": compiled.summary["bundle"]["archive"],
+                  "search_log": str(compiled.out / "search.jsonl"), "plot": str(compiled.out / "search.png"),
+                  "results": str(out / "results.jsonl"), "summary": str(out / "summary.json")},
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    rows = [("", "model only", "fused with people"),
+            (f"before retrain ({s['versions'][0]}, {s['frames_before']} frames)",
+             f"{s['accuracy_model_only_before']:.4f}", f"{s['accuracy_fused_before']:.4f}"),
+            (f"after retrain ({s['versions'][1]}, {s['frames_after']} frames)",
+             f"{s['accuracy_model_only_after']:.4f}", f"{s['accuracy_fused_after']:.4f}")]
+    table = "\n".join(f"  {a:<44} {b:>12} {c:>18}" for a, b, c in rows)
+    return (f"summary ({s['dataset']}, {s['transport']}, annotators SIMULATED)\n{table}\n"
+            f"  share sent to people {s['share_to_people']:.4f}; labour {s['labour']:.4f} (budget {s['labour_budget']})\n"
+            f"  {s['fps']:.1f} frames/s; swap pause {s['swap_pause_ms']:.3f} ms; dropped frames {s['dropped_frames']}\n"
+            f"  report {s['paths']['report']}; bundle {s['paths']['bundle']}; results {s['paths']['results']}\n"
+            f"  summary {s['paths']['summary']}; {s['wall_seconds']:.0f} s in all")

@@ -1,0 +1,37 @@
+"""The whole product in one flow with tiny budgets: compile -> hub + simulated crowd -> agent on a video ->
+retrain -> published bundle -> hot swap, the same code `make demo` runs (the camera is a generated video file)."""
+
+import json
+
+import pytest
+
+from hgen.compiler.demo import DemoError, demo_config, run_demo
+
+TINY = dict(dataset="digits:lowres", loop_stream=True, episodes=2, retrain_threshold=40, retrain_min_holdout=5, fps=20,
+            frames_after_swap=40, tau_override=0.9, engines=("litert",), base_epochs=3, final_epochs=1,
+            finetune_samples=400, demands={"accuracy": 0.5, "latency_ms": 100000, "storage_mb": 10,
+                                           "energy_mj": 10, "labour": 0.1})
+
+
+@pytest.mark.parametrize("transport", ["grpc", "mqtt"])
+def test_demo_flow_retrains_and_hot_swaps_without_dropping_frames(tmp_path, transport):
+    summary = run_demo(demo_config(**TINY, out=str(tmp_path), transport=transport), log=lambda message: None)
+    assert summary["transport"] == transport and summary["annotators"] == "simulated"
+    first, second = summary["versions"]
+    assert first != second and summary["retrain"]["status"] == "published"
+    assert summary["dropped_frames"] == 0
+    assert summary["frames_before"] > 0 and summary["frames_after"] > 0
+    assert summary["share_to_people"] > 0 and summary["labour"] > 0
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("accuracy_model_only_before", "accuracy_fused_before", "accuracy_model_only_after",
+                "accuracy_fused_after", "share_to_people", "labour", "labour_budget", "fps", "swap_pause_ms",
+                "dropped_frames", "dataset", "transport", "wall_seconds"):
+        assert key in on_disk
+    assert (tmp_path / "compile" / "report.md").exists() and (tmp_path / "results.jsonl").stat().st_size > 0
+
+
+def test_a_stream_too_short_for_a_retrain_fails_clearly(tmp_path):
+    config = demo_config(**TINY | {"retrain_threshold": 5000, "loop_stream": False, "fps": 200},
+                         out=str(tmp_path), transport="grpc")
+    with pytest.raises(DemoError, match="stream ended before a retrain was published"):
+        run_demo(config, log=lambda message: None)
