@@ -1,4 +1,4 @@
-"""MQTT uplink (paho-mqtt 2, MQTT v5): QoS 1, persistent session, last will, topics from hub/PROTOCOL.md.
+"""MQTT uplink (paho-mqtt 2, MQTT v5): QoS 1, persistent session, last will, topics as in the README (Wire protocol).
 
 `<prefix>/<device>/samples` out, `replies` and retained `updates` in, `status` out (retained; the last will
 is `DeviceStatus{online:false}`). On every (re)connect the agent resends whatever the outbox still holds, so

@@ -1,6 +1,6 @@
 """MQTT transport (paho-mqtt 2.x, MQTT v5): QoS 1, persistent session, protobuf payloads.
 
-Topics under a configurable prefix (see hub/PROTOCOL.md): devices publish `<prefix>/<device>/samples`
+Topics under a configurable prefix (see the README, Wire protocol): devices publish `<prefix>/<device>/samples`
 (AnnotationRequest) and `<prefix>/<device>/status` (DeviceStatus, also their last will); the hub publishes
 `<prefix>/<device>/replies` (SampleReply) and retained `<prefix>/<device>/updates` (ModelUpdate).
 
