@@ -125,8 +125,12 @@ class AnnotationHubServicer:
 
     def publish_bundle(self, path: str, name: str, version: str, signature: bytes, now: float) -> hub_pb2.ModelUpdate:
         """Register a bundle file and wake WatchUpdates streams."""
-        data = open(path, "rb").read()
-        record = BundleRecord(name, version, hashlib.sha256(data).hexdigest(), len(data), signature, path, now)
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as handle:  # bundles can be large: hash in chunks, never hold the file
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        record = BundleRecord(name, version, digest.hexdigest(), size, signature, path, now)
         self.service.kb.add_bundle(record)
         with self._updates:
             self._updates.notify_all()
