@@ -12,8 +12,6 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from hgen.edge_agent.config import HubConfig
 from hgen.edge_agent.errors import SwapError
@@ -27,19 +25,9 @@ from hgen.edge_agent.transports.base import (
 )
 from hgen.edge_agent.transports.grpc import fetch_from_url
 from hgen.protos import hub_pb2
+from hgen.protos.mqtt import QOS, session_properties, topic
 
 log = logging.getLogger(__name__)
-QOS = 1
-
-
-def topic(prefix: str, device_id: str, kind: str) -> str:
-    return f"{prefix}/{device_id}/{kind}"
-
-
-def session_properties(expiry_s: int) -> Properties:
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = expiry_s
-    return properties
 
 
 def make_client(client_id: str, endpoint: Endpoint, config: HubConfig) -> mqtt.Client:

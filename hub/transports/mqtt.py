@@ -17,17 +17,15 @@ import threading
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from hgen.hub.config import MqttConfig
 from hgen.hub.errors import BadInputError, HubError, InvalidRequestError, MalformedMessageError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.protos import hub_pb2
+from hgen.protos.mqtt import QOS, session_properties, topic
 
 log = logging.getLogger(__name__)
 TRANSPORT = "mqtt"
-QOS = 1
 
 
 class ConnectionState(enum.Enum):
@@ -39,16 +37,6 @@ class ConnectionState(enum.Enum):
 
 class MqttConnectError(HubError):
     """The broker refused us or did not answer in time; the message carries paho's reason string."""
-
-
-def topic(prefix: str, device_id: str, kind: str) -> str:
-    return f"{prefix}/{device_id}/{kind}"
-
-
-def session_properties(expiry_s: int) -> Properties:
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = expiry_s
-    return properties
 
 
 class MqttTransport:

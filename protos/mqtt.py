@@ -1,0 +1,28 @@
+"""The MQTT half of the wire protocol, shared by the hub and the device agent so they cannot drift apart.
+
+Topics: `<prefix>/<device>/samples|replies|updates|status`, QoS 1, persistent sessions with an expiry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QOS = 1
+TOPIC_KINDS = ("samples", "replies", "updates", "status")
+
+
+def topic(prefix: str, device_id: str, kind: str) -> str:
+    """The topic of one device's stream of `kind`."""
+    if kind not in TOPIC_KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}; valid: {', '.join(TOPIC_KINDS)}")
+    return f"{prefix}/{device_id}/{kind}"
+
+
+def session_properties(expiry_s: int) -> Any:
+    """MQTT v5 CONNECT properties keeping the session (and its queued QoS 1 messages) for `expiry_s`."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = expiry_s
+    return properties
