@@ -262,7 +262,6 @@ class RunningHub:
 
         assert self.app.grpc is not None
         notice = self.app.grpc.servicer.publish_bundle(str(path), name, version, b"", time.time())
-        notice.fetch_uri = self.grpc_url  # the hub does not persist fetch_uri (see edge_agent/AGENT.md)
         if self.app.mqtt is not None and device_ids:
             for info in self.app.mqtt.publish_update(list(device_ids), notice):
                 info.wait_for_publish(10)

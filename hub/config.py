@@ -28,6 +28,8 @@ class GrpcConfig(StrictModel):
     reply_poll_s: float = Field(0.25, gt=0, title="How often an open Submit stream re-reads the knowledge base "
                                                   "for replies made by another hub process")
     bundle_chunk_bytes: int = Field(256 * 1024, gt=0, title="Default FetchBundle chunk size")
+    advertise_url: str | None = Field(None, pattern=r"^grpcs?://", title="Where devices fetch bundles, written into "
+                                      "update notices (default grpc://<host>:<bound port>)")
 
 
 class MqttConfig(StrictModel):

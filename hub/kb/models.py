@@ -132,6 +132,7 @@ class Bundle(Base):
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     path: Mapped[str] = mapped_column(String(1024))
     published_at: Mapped[float] = mapped_column(Double)
+    fetch_uri: Mapped[str] = mapped_column(String(1024), default="", server_default="")
 
 
 # --- Web UI, gold tasks and the retraining loop (migration 0002) ------------------------------------------------

@@ -379,7 +379,8 @@ class KnowledgeBase:
     def add_bundle(self, record: BundleRecord) -> None:
         with self.session() as s:
             s.merge(Bundle(name=record.name, version=record.version, sha256=record.sha256, size=record.size,
-                           signature=record.signature, path=record.path, published_at=record.published_at))
+                           signature=record.signature, path=record.path, published_at=record.published_at,
+                           fetch_uri=record.fetch_uri))
 
     def bundle(self, name: str, version: str = "") -> BundleRecord | None:
         """The named version, or the latest published one when `version` is empty."""
@@ -391,7 +392,7 @@ class KnowledgeBase:
             if row is None:
                 return None
             return BundleRecord(row.name, row.version, row.sha256, row.size, row.signature, row.path,
-                                row.published_at)
+                                row.published_at, row.fetch_uri or "")
 
     # --- accounting -------------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class AnnotationHubServicer:
         self.config = config
         self._stopping = stopping
         self._updates = threading.Condition()
+        self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
 
     def _refuse(self, request: object, context: grpc.ServicerContext) -> None:
         if isinstance(request, _Refused):
@@ -130,7 +131,7 @@ class AnnotationHubServicer:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
                 size += len(chunk)
-        record = BundleRecord(name, version, digest.hexdigest(), size, signature, path, now)
+        record = BundleRecord(name, version, digest.hexdigest(), size, signature, path, now, self.fetch_uri)
         self.service.kb.add_bundle(record)
         with self._updates:
             self._updates.notify_all()
@@ -170,6 +171,7 @@ class GrpcTransport:
         server.add_generic_rpc_handlers((self._handlers(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        self.servicer.fetch_uri = self.config.advertise_url or f"grpc://{self.config.host}:{self.port}"
         server.start()
         self._server = server
         for name in ("", SERVICE_NAME):

@@ -167,3 +167,11 @@ def test_concurrent_annotators_never_overfill_a_sample(hub: HubService, clock: C
         thread.join()
     assert len(got) == 8  # 4 samples x m=2 slots, no more
     assert hub.kb.count(Assignment) == 8
+
+
+def test_bundle_records_keep_where_devices_fetch_them(tmp_path):
+    from hgen.hub.kb.store import BundleRecord, KnowledgeBase
+
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    kb.add_bundle(BundleRecord("lenet5", "1.0.1", "ab" * 32, 10, b"", "/x.hgb", 1.0, "grpc://hub:50051"))
+    assert kb.bundle("lenet5").fetch_uri == "grpc://hub:50051"
