@@ -105,7 +105,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"## Strategies at an equal budget of {result['config']['evaluations']} distinct backbones (phone, "
         f"{result['config']['seeds']} seeds)",
         "",
-        "Best reward and best feasible accuracy are on the search split (the same for every strategy).",
+        "Best reward and best feasible accuracy are on the search split (the same for every strategy). The budget is "
+        "distinct backbones (the expensive part); `candidates` counts scored (plan, tau) pairs: hgen and random score "
+        "7 thresholds per backbone, an Optuna trial scores one (repeated plans are cached, so Optuna may re-visit a "
+        "backbone with a new tau in later trials).",
         "",
         markdown_table(result["strategies"], ["strategy", "seed", "evaluations", "candidates", "best_reward",
                                               "best_feasible_accuracy", "best_feasible_labour", "wall_seconds"]),
