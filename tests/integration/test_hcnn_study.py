@@ -53,10 +53,12 @@ def test_d5_from_the_installed_fashion_mnist():
     assert evaluate_at(result, 0.6).accuracy_fused >= result.origin_accuracy
 
 
-def test_demo_command_writes_its_summary(tmp_path, capsys):
-    code = main(["demo", "--dataset", "digits:lowres", "--epochs", "2", "--out", str(tmp_path)])
+def test_evaluate_command_writes_its_results(tmp_path, capsys):
+    out = tmp_path / "evaluate.json"
+    code = main(["evaluate", "--dataset", "digits:lowres", "--epochs", "2", "--tau", "0.5", "--tau", "0.8",
+                 "--json", str(out)])
     assert code == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["annotators"] == "simulated"
-    assert len(summary["tau_sweep"]) == 9
+    result = json.loads(out.read_text())
+    assert [row["tau"] for row in result["rows"]] == [0.5, 0.8]
+    assert result["rows"][1]["share_to_people"] >= result["rows"][0]["share_to_people"]
     assert "SIMULATED" in capsys.readouterr().out
