@@ -58,7 +58,8 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, no GPU. One run, seed "
         f"{c['seed']}; LeNet-5 trained {c['epochs']} epochs per dataset; m = {c['m']} simulated annotators of "
-        f"accuracy 0.9 (latency log-normal, median 4 s); lambda 0.1; temperature fitted on the validation split. "
+        f"accuracy 0.9 (latency log-normal, median 4 s); lambda 0.1; temperature fitted on the validation split; "
+        f"T_infer = median of 30 batch-1 LiteRT runs on this host ({result['fig11_info']['t_infer_ms']:.3f} ms). "
         f"Wall time of the whole study: {result['wall_seconds']:.0f} s.",
         "",
         f"## Fig. 11: tau sweep on D5 ({result['fig11_info']['samples']} test inferences)",
