@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hgen.compiler.errors import CompilerError
 from hgen.compiler.lowering.targets import TargetProfile, get_target
 from hgen.runtime.bundle.elf import archive_machines, elf_machine
+
+if TYPE_CHECKING:
+    from hgen.compiler.lowering.tuning import TuneConfig
 
 LibraryFormat = Literal["shared-library", "object-archive"]
 
@@ -106,8 +109,15 @@ def export_library(executable: Any, profile: TargetProfile, out_stem: Path) -> T
     return TVMLibrary(path, fmt, machine, profile.name, message)
 
 
-def lower_tvm(content: bytes, target: str, out_stem: str | Path) -> TVMLibrary:
-    """TFLite bytes -> relax -> compiled and exported library for the named target profile."""
+def lower_tvm(content: bytes, target: str, out_stem: str | Path, *, tuning: TuneConfig | None = None) -> TVMLibrary:
+    """TFLite bytes -> relax -> compiled (MetaSchedule-tuned on this host if `tuning` is given) and exported
+    library for the named target profile."""
     profile = get_target(target)
-    executable = compile_relax(tflite_to_relax(content), profile)
+    mod = tflite_to_relax(content)
+    if tuning is None:
+        executable = compile_relax(mod, profile)
+    else:
+        from hgen.compiler.lowering.tuning import tune_and_compile
+
+        executable = tune_and_compile(mod, profile, tuning)
     return export_library(executable, profile, Path(out_stem))
