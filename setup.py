@@ -54,6 +54,9 @@ COMPILER = [
     "tensorflow-cpu==2.21.0",
     "keras>=3.10,<4",
     "apache-tvm==0.27.0.post1",
+    # 0.1.15.x segfaults serialising PrimFuncs (tvm.ir.save_json), which MetaSchedule tuning needs.
+    "apache-tvm-ffi==0.1.14.post1",
+    "psutil>=5.9",
     "tflite>=2.18",
     "onnx>=1.17",
     "onnxruntime>=1.20",
