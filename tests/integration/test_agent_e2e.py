@@ -27,9 +27,9 @@ import yaml
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import AgentConfig, parse_agent_config
 from hgen.edge_agent.results import Result, ResultStatus
+from hgen.compiler.testing import cached_litert_bundles
 from hgen.edge_agent.testing import (
     RunningHub,
-    cached_litert_bundles,
     digits_28,
     restartable_broker,
     start_hub,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hgen.edge_agent.testing import cached_litert_bundles, digits_28, write_video
+from hgen.compiler.testing import cached_litert_bundles
+from hgen.edge_agent.testing import digits_28, write_video
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "flash"))

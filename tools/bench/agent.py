@@ -27,7 +27,8 @@ from hgen.edge_agent.agent import Agent  # noqa: E402
 from hgen.edge_agent.config import AgentConfig, BatchingConfig, parse_agent_config  # noqa: E402
 from hgen.edge_agent.gating import Batcher, Gate, PendingSample  # noqa: E402
 from hgen.edge_agent.model import load_model, preprocess  # noqa: E402
-from hgen.edge_agent.testing import cached_litert_bundles, digits_28, start_hub, write_video  # noqa: E402
+from hgen.compiler.testing import cached_litert_bundles  # noqa: E402
+from hgen.edge_agent.testing import digits_28, start_hub, write_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

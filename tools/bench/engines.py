@@ -1,7 +1,7 @@
 """Engines benchmark: per-sample latency (batch 1, median after warm-up) of every engine on this host.
 
 Models: LeNet-5 (ours, trained briefly on scikit-learn digits), Keras' MobileNetV2 at 96x96 with random
-weights (a third-party architecture, no download). The H-CNN of the search is pending (search issue).
+weights (a third-party architecture, no download), and the search's H-CNN (`--hcnn`, default table2's phone row).
 Reference: the bare LiteRT float `invoke()` loop (input already set); every row is a ratio to it, so the
 overheads of each engine's Python API (quantise, copy, dispatch) are visible next to the kernels' cost.
 TVM runs untuned (default relax pipeline) and MetaSchedule-tuned on this host with a small fixed trial budget
@@ -36,6 +36,7 @@ AGREEMENT_SAMPLES = 200
 # heaviest (about 96% of the int8 FLOPs) are tuned.
 TUNE_BUDGETS = {
     "lenet5": TuneConfig(trials=64, trials_per_task=8),
+    "hcnn": TuneConfig(trials=64, trials_per_task=8),
     "mobilenetv2-96": TuneConfig(trials=256, trials_per_task=8, max_tasks=32),
 }
 
@@ -105,7 +106,21 @@ def calibrate_batch_norm(model: Any, images: np.ndarray) -> None:
         layer.momentum = 0.99
 
 
-SUBJECTS = {"lenet5": lenet_subject, "mobilenetv2": mobilenet_subject}
+HCNN_DEFAULT = Path("build/bench/table2/hgen-phone/model.keras")
+
+
+def hcnn_subject(path: Path = HCNN_DEFAULT) -> Subject:
+    """The search's H-CNN backbone: `model.keras` written by hgen-compile (default: table2's phone row)."""
+    from hgen.compiler.data import load_dataset
+    from hgen.compiler.models import load_model_file
+
+    if not path.is_file():
+        raise SystemExit(f"no H-CNN at {path}: run tools/bench/table2.py (or hgen-compile) first, or pass --hcnn")
+    data = load_dataset("fashion-mnist:lowres", limit=AGREEMENT_SAMPLES + 300)
+    return Subject("hcnn", load_model_file(path), data.test.x[:AGREEMENT_SAMPLES], data.train.x[:300])
+
+
+SUBJECTS = {"lenet5": lenet_subject, "hcnn": hcnn_subject, "mobilenetv2": mobilenet_subject}
 
 
 def invoke_loop_us(path: Path, repeats: int, warmup: int, threads: int) -> float:
@@ -265,14 +280,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, info: dict[st
         *tuning_section(rows),
         "",
         "## Not measured",
-        "- **H-CNN of the search**: pending; the search issue is not done yet. Add it as a third subject when it lands.",
+        f"- **hcnn**: the H-CNN backbone the search chose for the phone in tools/bench/table2.py ({args.hcnn}); "
+        "agreement on 200 D5 test images.",
         "- **Tuning for the ARM targets** (rpi4, android-arm64, armv7): needs an RPC runner on the device.",
     ])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="lenet5,mobilenetv2", help=f"comma list of {sorted(SUBJECTS)}")
+    parser.add_argument("--models", default="lenet5,hcnn,mobilenetv2", help=f"comma list of {sorted(SUBJECTS)}")
+    parser.add_argument("--hcnn", type=Path, default=HCNN_DEFAULT, help="the compiled H-CNN's model.keras")
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
@@ -281,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            subject = SUBJECTS[name]()
+            subject = hcnn_subject(args.hcnn) if name == "hcnn" else SUBJECTS[name]()
             print(f"measuring {subject.name} ...", file=sys.stderr)
             rows += measure(subject, args.repeats, args.warmup, args.threads, Path(tmp), args.tune)
     info = machine()
     tuning = {name: {k: v for k, v in vars(b).items() if k != "work_dir"} for name, b in TUNE_BUDGETS.items()}
-    pending = ["hcnn (search issue)"] + ([f"tvm-tuned: {why}" for why in TUNING_SKIPPED] if args.tune else [])
+    pending = [f"tvm-tuned: {why}" for why in TUNING_SKIPPED] if args.tune else []
     data = {"method": {"batch": 1, "warmup": args.warmup, "repeats": args.repeats, "statistic": "median",
                        "litert_threads": args.threads, "reference": "litert-invoke-float32",
                        "tvm_tuning": tuning if args.tune else None},
