@@ -115,7 +115,7 @@ def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: Dep
         "devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
         "grpc": {"port": free_port()}, "mqtt": {"enabled": True, "host": broker.host, "port": broker.port},
         "retrain": retrain_section(deployed, tmp_path / "models", devices={DEVICE: "x86_64"}, threshold=THRESHOLD,
-                                   original_samples=1000, epochs=2, min_holdout=5, tolerance=0.05)})
+                                   original_samples=1000, epochs=2, min_holdout=5, tolerance=0.1, holdout_share=0.4)})
     samples, oracle = device_samples(deployed, SAMPLES)
     app = HubApp(config).start()
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, 0.9, 10, seed=1), oracle).start()
@@ -131,7 +131,7 @@ def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: Dep
         assert run.trigger == "threshold" and run.to_version == "1.0.1"
         assert run.samples_used > 0 and run.filtered_out >= 0
         verdict = run.metrics["acceptance"]
-        assert verdict["new_test"] >= verdict["current_test"] - 0.05
+        assert verdict["new_test"] >= verdict["current_test"] - 0.1
         notice = watcher.wait("1.0.1", timeout=30)
         assert notice.bundle_name == deployed.name and len(notice.signature) > 0
         late = retained_update(broker)
