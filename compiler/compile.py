@@ -212,9 +212,9 @@ def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> tuple[Me
 
     costs = model_costs(base)
     latency = evaluator.device.latency_ms(litert_latency_ms(base, evaluator.config.latency_repeats))
-    backbone = Backbone(evaluator.space.identity_plan(), base, evaluator.base_temperature, predict_logits(base, test.split.x),
-                        base.count_params(), costs.macs, storage_mb(costs), energy_mj(costs), latency / evaluator.device.latency_scale,
-                        latency, 0.0)
+    backbone = Backbone(evaluator.space.identity_plan(), base, evaluator.base_temperature,
+                        predict_logits(base, test.split.x), base.count_params(), costs.macs, storage_mb(costs),
+                        energy_mj(costs), latency, 0.0)
     return evaluator.measure(backbone, 0.0, held_out=test), backbone.logits
 
 

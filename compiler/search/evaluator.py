@@ -50,7 +50,6 @@ class Backbone:
     macs: int
     storage_mb: float
     energy_mj: float
-    host_latency_ms: float
     latency_ms: float
     finetune_seconds: float
     error: str | None = None
@@ -122,7 +121,7 @@ class CandidateEvaluator:
         try:
             model = apply(self.base, plan, self.space.ratios, self.finetune.x[:512])
         except CompilerError as error:  # an operator that cannot apply: the plan is infeasible, not the search
-            return Backbone(plan, None, 1.0, np.zeros((0, 0)), 0, 0, np.inf, np.inf, np.inf, np.inf, 0.0, str(error))
+            return Backbone(plan, None, 1.0, np.zeros((0, 0)), 0, 0, np.inf, np.inf, np.inf, 0.0, str(error))
         data = data or self.finetune
         seconds = distill(model, self.teacher_logits if teacher is None else teacher, data, DistillConfig(
             epochs=epochs or self.config.finetune_epochs, temperature=self.config.distill_temperature,
@@ -131,7 +130,7 @@ class CandidateEvaluator:
         costs = model_costs(model)
         host_ms = litert_latency_ms(model, self.config.latency_repeats)
         return Backbone(plan, model, temperature, predict_logits(model, self.search.split.x), model.count_params(),
-                        costs.macs, storage_mb(costs), energy_mj(costs), host_ms, self.device.latency_ms(host_ms),
+                        costs.macs, storage_mb(costs), energy_mj(costs), self.device.latency_ms(host_ms),
                         seconds)
 
     def measure(self, backbone: Backbone, tau: float, held_out: HeldOut | None = None,
