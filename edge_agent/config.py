@@ -35,6 +35,8 @@ class SourceConfig(StrictModel):
                      "the fps_limit schedule; all: process every frame, slowing down if needed")
     loop: bool = Field(False, title="Restart a video file / image folder at its end (demo loops)")
     max_frames: int | None = Field(None, ge=1, title="Stop after this many frames (tests, benchmarks)")
+    prefetch: int = Field(4, ge=0, le=64, title="Frames decoded ahead on a reader thread, so decoding overlaps "
+                                                "inference (0: decode on the pipeline thread)")
     reconnect_initial_s: float = Field(0.5, gt=0, title="First back-off after a camera/stream drops")
     reconnect_max_s: float = Field(30.0, gt=0, title="Back-off ceiling (doubles each failed attempt)")
     reconnect_attempts: int | None = Field(None, ge=0, title="Give up after this many failed reopen attempts "

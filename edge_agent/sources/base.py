@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -68,7 +69,69 @@ def open_source(config: SourceConfig, stop: threading.Event | None = None) -> Fr
     """Open the configured source, paced by `fps_limit` when set."""
     discover("hgen.edge_agent.sources")
     source = SOURCES.get(config.kind)(config, stop or threading.Event())
+    if config.prefetch:
+        source = PrefetchSource(source, config.prefetch)
     return PacedSource(source) if config.fps_limit else source
+
+
+class PrefetchSource(FrameSource):
+    """Reads `depth` frames ahead on its own thread: OpenCV decodes outside the GIL, so on a multi-core device
+    decoding overlaps inference instead of adding to it. Bounded, so a slow pipeline never piles up frames."""
+
+    POLL_S = 0.1  # how often a blocked reader or consumer re-checks for stop/close
+
+    def __init__(self, inner: FrameSource, depth: int) -> None:
+        super().__init__(inner.config, inner.stop)
+        self.inner = inner
+        self.stats = inner.stats
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fill, name="agent-source", daemon=True)
+        self._thread.start()
+
+    def _halted(self) -> bool:
+        return self.stop.is_set() or self._closed.is_set()
+
+    def _fill(self) -> None:
+        try:
+            while not self._halted():
+                frame = self.inner.read()
+                if not self._put(frame) or frame is None:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it on its thread
+            self._error = exc
+            self._put(None)
+
+    def _put(self, item: Frame | None) -> bool:
+        while not self._halted():
+            try:
+                self._queue.put(item, timeout=self.POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self) -> Frame | None:
+        while not self._ended:
+            try:
+                item = self._queue.get(timeout=self.POLL_S)
+            except queue.Empty:
+                if self._halted() or not self._thread.is_alive() and self._queue.empty():
+                    self._ended = True
+                continue
+            if item is None:
+                self._ended = True
+                if self._error is not None:
+                    raise self._error
+            return item
+        return None
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=10)
+        self.inner.close()
 
 
 class PacedSource(FrameSource):
