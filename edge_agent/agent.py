@@ -374,10 +374,10 @@ class Agent:
         if state is ConnectionState.CONNECTED:
             self.telemetry.problem("hub", "")
             self._resend_all.set()
-            with self._changed:
-                self._changed.notify_all()
         elif error is not TransportErrorCode.OK:
             self.telemetry.problem("hub", f"{error.value}: {detail}")
+        with self._changed:  # waiters on the link's health (tests, wait_outbox_empty) re-check
+            self._changed.notify_all()
 
     # --- housekeeping ------------------------------------------------------------------------------------
 

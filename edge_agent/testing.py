@@ -98,6 +98,34 @@ def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: st
     return out
 
 
+class ResultCollector:
+    """A callback sink keeping every result, with a condition to wait on (tests never sleep)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.results: list[Any] = []
+
+    def __call__(self, result: Any) -> None:
+        with self.cond:
+            self.results.append(result)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[Any]], bool], timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self.results), timeout)
+
+    def with_status(self, status: str) -> list[Any]:
+        """Results whose status value is `status` ("pending", "fused", ...)."""
+        with self.cond:
+            return [r for r in self.results if r.status.value == status]
+
+
+def wait_agent(agent: Any, predicate: Callable[[], bool], timeout: float) -> bool:
+    """Wait on the agent's change condition (replies, timeouts, link state, swaps) until `predicate` holds."""
+    with agent._changed:
+        return agent._changed.wait_for(predicate, timeout)
+
+
 # --- a restartable Mosquitto ------------------------------------------------------------------------------
 
 
@@ -212,11 +240,13 @@ class RunningHub:
 
 
 def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker_url: str | None = None,
-              m: int = 3, accuracy: float = 1.0, answer: str = "second") -> RunningHub:
+              m: int = 3, accuracy: float = 1.0, answer: str = "second",
+              overrides: dict[str, dict[str, Any]] | None = None) -> RunningHub:
     """Start a hub on loopback with the simulated crowd (labelled simulated) answering every task.
 
     Simulated people cannot see the frame; `answer` picks their "truth" from the model output the hub stored:
     "first" confirms the model's top-1, "second" names its runner-up (so fusion visibly changes answers).
+    `overrides` are merged into the hub config's sections (e.g. {"grpc": {"tls": {...}}}).
     """
     from urllib.parse import urlsplit
 
@@ -232,12 +262,15 @@ def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker_ur
         parts = urlsplit(broker_url)
         data["mqtt"] = {"enabled": True, "host": parts.hostname, "port": parts.port,
                         "client_id": f"hub-{os.getpid()}-{threading.get_ident()}"}
+    for section, values in (overrides or {}).items():
+        data[section] = {**data.get(section, {}), **values}
     app = HubApp(parse_hub_config(data)).start()
     kb = app.service.kb
     rank = 1 if answer == "second" else 0
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(m, accuracy, 10, seed=0),
                         lambda sample_id: ranked_class(kb, sample_id, rank)).start()
-    return RunningHub(app, crowd, f"grpc://127.0.0.1:{app.grpc_port}")
+    scheme = "grpcs" if app.config.grpc.tls is not None else "grpc"
+    return RunningHub(app, crowd, f"{scheme}://127.0.0.1:{app.grpc_port}")
 
 
 def ranked_class(kb: Any, sample_id: str, rank: int) -> int:

@@ -19,6 +19,29 @@ class KnowledgeBaseConfig(StrictModel):
     migrate: bool = Field(True, title="Run the Alembic migrations to head at start-up")
 
 
+class GrpcTlsConfig(StrictModel):
+    """Server-side TLS of the gRPC service; a client CA turns on mutual TLS (devices must show a certificate)."""
+
+    cert_file: Path = Field(title="Server certificate chain (PEM) presented to devices")
+    key_file: Path = Field(title="Private key (PEM) of cert_file")
+    client_ca_file: Path | None = Field(None, title="CA (PEM) that signs device certificates; set: mutual TLS, "
+                                                    "devices without a certificate it signed are refused")
+
+
+class MqttTlsConfig(StrictModel):
+    """Client-side TLS to the broker (its TLS listener); a certificate for brokers that require one."""
+
+    ca_file: Path | None = Field(None, title="CA (PEM) that signed the broker's certificate (None: the system's)")
+    cert_file: Path | None = Field(None, title="Client certificate (PEM) for brokers that require one")
+    key_file: Path | None = Field(None, title="Private key (PEM) of cert_file")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
 class GrpcConfig(StrictModel):
     enabled: bool = Field(True, title="Serve the AnnotationHub gRPC service")
     host: str = Field("127.0.0.1", title="Address to bind")
@@ -29,7 +52,8 @@ class GrpcConfig(StrictModel):
                                                   "for replies made by another hub process")
     bundle_chunk_bytes: int = Field(256 * 1024, gt=0, title="Default FetchBundle chunk size")
     advertise_url: str | None = Field(None, pattern=r"^grpcs?://", title="Where devices fetch bundles, written into "
-                                      "update notices (default grpc://<host>:<bound port>)")
+                                      "update notices (default grpc[s]://<host>:<bound port>)")
+    tls: GrpcTlsConfig | None = Field(None, title="Serve TLS (devices use grpcs://); None: plaintext")
 
 
 class MqttConfig(StrictModel):
@@ -43,6 +67,7 @@ class MqttConfig(StrictModel):
     keepalive_s: int = Field(30, ge=5, title="MQTT keepalive")
     max_payload_bytes: int = Field(8 * 1024 * 1024, gt=0, title="Larger sample payloads are refused and counted")
     connect_timeout_s: float = Field(10.0, gt=0, title="How long start-up waits for the broker's CONNACK")
+    tls: MqttTlsConfig | None = Field(None, title="Connect with TLS (the broker's TLS listener); None: plaintext")
 
 
 class LimitsConfig(StrictModel):

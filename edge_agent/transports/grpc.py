@@ -45,6 +45,8 @@ _CODES = {
     grpc.StatusCode.NOT_FOUND: TransportErrorCode.NOT_FOUND,
     grpc.StatusCode.UNAUTHENTICATED: TransportErrorCode.TLS,
 }
+# gRPC reports a failed handshake (wrong CA, bad certificate) as UNAVAILABLE; only its details tell them apart.
+_TLS_HINTS = ("handshake", "ssl", "certificate", "tsi_")
 
 
 def make_channel(endpoint: Endpoint, tls: TlsConfig | None) -> grpc.Channel:
@@ -60,7 +62,11 @@ def make_channel(endpoint: Endpoint, tls: TlsConfig | None) -> grpc.Channel:
 
 
 def error_code(exc: grpc.RpcError) -> TransportErrorCode:
-    return _CODES.get(exc.code(), TransportErrorCode.REFUSED)  # type: ignore[attr-defined]
+    code = exc.code()  # type: ignore[attr-defined]
+    details = str(exc.details() or "").lower()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and any(hint in details for hint in _TLS_HINTS):
+        return TransportErrorCode.TLS
+    return _CODES.get(code, TransportErrorCode.REFUSED)
 
 
 def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
@@ -123,15 +129,27 @@ class GrpcTransport(Transport):
         self._watch_call: grpc.Future | None = None
         self._watched: tuple[str, str] | None = None
         self._watcher: threading.Thread | None = None
+        self._tls_failure = ""  # last handshake error seen by a call: the channel's own state cannot say why
 
     def start(self) -> None:
         self._channel.subscribe(self._on_connectivity, try_to_connect=True)
 
     def _on_connectivity(self, connectivity: grpc.ChannelConnectivity) -> None:
         state = _CONNECTIVITY[connectivity]
-        error = TransportErrorCode.UNREACHABLE if connectivity is grpc.ChannelConnectivity.TRANSIENT_FAILURE \
-            else TransportErrorCode.OK
-        self._set_state(state, error, connectivity.name)
+        error, detail = TransportErrorCode.OK, connectivity.name
+        if connectivity is grpc.ChannelConnectivity.READY:
+            self._tls_failure = ""
+        elif connectivity is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            error = TransportErrorCode.TLS if self._tls_failure else TransportErrorCode.UNREACHABLE
+            detail = self._tls_failure or detail
+        self._set_state(state, error, detail)
+
+    def _rpc_failed(self, exc: grpc.RpcError) -> None:
+        """Name the cause on the link's state (a TLS failure stays named until a connection succeeds)."""
+        error, detail = error_code(exc), str(exc.details())  # type: ignore[attr-defined]
+        if error is TransportErrorCode.TLS:
+            self._tls_failure = detail
+        self._set_state(ConnectionState.DISCONNECTED, error, detail)
 
     def send(self, request: hub_pb2.AnnotationRequest) -> bool:
         if self._stopping.is_set():
@@ -154,7 +172,7 @@ class GrpcTransport(Transport):
         except grpc.RpcError as exc:
             if not self._stopping.is_set():
                 log.warning("Submit of %d samples failed: %s", len(ids), exc.code())  # type: ignore[attr-defined]
-                self._set_state(ConnectionState.DISCONNECTED, error_code(exc), str(exc.details()))  # type: ignore[attr-defined]
+                self._rpc_failed(exc)
         except Exception:  # a handler bug must not kill the worker silently
             log.exception("Submit stream handler failed")
         finally:
@@ -199,6 +217,8 @@ class GrpcTransport(Transport):
             self._stub.ReportStatus(status, timeout=STATUS_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.debug("status not delivered: %s", exc.code())  # type: ignore[attr-defined]
+            if error_code(exc) is TransportErrorCode.TLS and not self._stopping.is_set():
+                self._rpc_failed(exc)  # often the first call to fail: status goes out at start-up
 
     def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
         uri = notice.fetch_uri

@@ -38,10 +38,29 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class BrokerTls:
+    """PEM files of a TLS listener; `require_certificate` makes clients show one signed by `ca_file`."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+    def listener_lines(self) -> str:
+        return (f"cafile {self.ca_file}\ncertfile {self.cert_file}\nkeyfile {self.key_file}\n"
+                f"require_certificate {str(self.require_certificate).lower()}\n")
+
+
+@dataclass(frozen=True)
 class Broker:
     host: str
     port: int
     process: subprocess.Popen
+    tls: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 def mosquitto_binary() -> str:
@@ -52,22 +71,25 @@ def mosquitto_binary() -> str:
 
 
 @contextmanager
-def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0) -> Iterator[Broker]:
-    """A private Mosquitto with persistence (so sessions survive a hub restart) on a free port."""
+def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
+              tls: BrokerTls | None = None) -> Iterator[Broker]:
+    """A private Mosquitto with persistence (so sessions survive a hub restart) on a free port; with `tls`, that
+    port is a TLS listener (mqtts://) and nothing listens in plaintext."""
     binary = mosquitto_binary()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         port = free_port()
         conf = Path(tmp, "mosquitto.conf")
         # As root, Mosquitto would drop to user `mosquitto`, which cannot write our temp persistence folder.
         user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        listener = f"listener {port} 127.0.0.1\n" + (tls.listener_lines() if tls else "")
+        conf.write_text(f"{user}{listener}allow_anonymous true\npersistence true\n"
                         f"persistence_location {tmp}/\nlog_dest stderr\nlog_type error\nlog_type warning\n"
                         f"log_type notice\nlog_type information\nconnection_messages false\n"
                         f"max_queued_messages 100000\nmax_inflight_messages 100\n")
         process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_line(process, "running", start_timeout_s)
-            yield Broker("127.0.0.1", port, process)
+            yield Broker("127.0.0.1", port, process, tls is not None)
         finally:
             process.terminate()
             try:

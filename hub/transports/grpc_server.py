@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hgen.hub.config import GrpcConfig
+from hgen.hub.config import GrpcConfig, GrpcTlsConfig
 from hgen.hub.errors import BadInputError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
 from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.service import HubService
@@ -138,6 +138,13 @@ class AnnotationHubServicer:
         return bundle_notice(record)
 
 
+def server_credentials(tls: GrpcTlsConfig) -> grpc.ServerCredentials:
+    """TLS credentials; with a client CA, devices must present a certificate it signed (mutual TLS)."""
+    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials([(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 class GrpcTransport:
     """Owns the grpc.Server: start() binds (port 0 picks a free one, see `.port`), stop() drains."""
 
@@ -170,13 +177,16 @@ class GrpcTransport:
                              options=options, maximum_concurrent_rpcs=self.config.max_workers * 4)
         server.add_generic_rpc_handlers((self._handlers(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
-        self.servicer.fetch_uri = self.config.advertise_url or f"grpc://{self.config.host}:{self.port}"
+        address = f"{self.config.host}:{self.config.port}"
+        tls = self.config.tls
+        self.port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
+        scheme = "grpcs" if tls else "grpc"
+        self.servicer.fetch_uri = self.config.advertise_url or f"{scheme}://{self.config.host}:{self.port}"
         server.start()
         self._server = server
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("gRPC AnnotationHub on %s:%d", self.config.host, self.port)
+        log.info("gRPC AnnotationHub on %s:%d (%s)", self.config.host, self.port, "TLS" if tls else "plaintext")
         return self.port
 
     def stop(self, grace_s: float = 2.0) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
 
-from hgen.hub.config import MqttConfig
+from hgen.hub.config import MqttConfig, MqttTlsConfig
 from hgen.hub.errors import BadInputError, HubError, InvalidRequestError, MalformedMessageError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.protos import hub_pb2
@@ -39,6 +39,12 @@ class MqttConnectError(HubError):
     """The broker refused us or did not answer in time; the message carries paho's reason string."""
 
 
+def tls_files(tls: MqttTlsConfig) -> dict[str, str | None]:
+    """paho's tls_set arguments; the broker's certificate is always verified (hostname included)."""
+    as_str = lambda p: str(p) if p is not None else None  # noqa: E731
+    return {"ca_certs": as_str(tls.ca_file), "certfile": as_str(tls.cert_file), "keyfile": as_str(tls.key_file)}
+
+
 class MqttTransport:
     """Subscribes to every device's samples/status (optionally as a shared-subscription group)."""
 
@@ -53,6 +59,8 @@ class MqttTransport:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
                                   protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(100)
+        if config.tls is not None:
+            self.client.tls_set(**tls_files(config.tls))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
