@@ -343,6 +343,7 @@ class Agent:
         self.telemetry.inc("replies")
         if waiting.timed_out:
             self.telemetry.inc("late_replies")
+            self._emit(self._late(waiting, reply))
         else:
             self._emit(self._fused(waiting, reply))
         self.outbox.ack([reply.sample_id])
@@ -369,6 +370,17 @@ class Agent:
             reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
             self.telemetry.problem("hub_refused", reason)
         return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
+
+    def _late(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
+        """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""
+        classes = waiting.logits.shape[-1]
+        answers = tuple(int(a.class_id) for a in reply.answers
+                        if a.WhichOneof("label") == "class_id" and a.class_id < classes)
+        status = hub_pb2.ReplyStatus.Name(reply.status)
+        if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
+            status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"
+        return replace(waiting.result, status=ResultStatus.LATE, answers=answers,
+                       detail=f"{status} after patience; the model's answer stands")
 
     def _on_transport_state(self, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
         if state is ConnectionState.CONNECTED:

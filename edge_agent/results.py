@@ -1,5 +1,7 @@
 """Results: one per frame at once (the model's answer), and one update per escalated frame when people answer
-(fused with the model output) or when patience runs out (the model's answer stands)."""
+(fused with the model output) or when patience runs out (the model's answer stands). A reply that comes after
+patience gives one more update, `late`: it carries the people's answers but keeps the model's label, because the
+`timeout` result already told consumers that label was final."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ class ResultStatus(enum.Enum):
     FUSED = "fused"  # final: people's answers fused into the model output
     TIMEOUT = "timeout"  # final: no reply within patience, the model's answer stands
     HUB_REFUSED = "hub_refused"  # final: the hub rejected or expired the sample; the model's answer stands
+    LATE = "late"  # final: a reply after patience; people's answers attached, the model's answer still stands
     INVALID = "invalid"  # final: the frame could not be used (undecodable / wrong channels)
 
 
 FINAL = frozenset({ResultStatus.MODEL, ResultStatus.FUSED, ResultStatus.TIMEOUT, ResultStatus.HUB_REFUSED,
-                   ResultStatus.INVALID})
+                   ResultStatus.INVALID, ResultStatus.LATE})
 
 
 @dataclass(frozen=True)
