@@ -213,3 +213,33 @@ class RetrainRun(Base):
     filtered_out: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# --- State shared by hub processes: login rate limit and retrain leases (migration 0004) -------------------------
+
+
+class LoginFailure(Base):
+    """One failed (or still being checked) login: the rate limit counts these rows, so every hub process on the
+    database sees the same count. Rows older than the window are pruned."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(128))  # the name typed, known or not
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Double)
+    __table_args__ = (
+        Index("ix_login_failures_address_at", "address", "at"),
+        Index("ix_login_failures_at", "at"),
+    )
+
+
+class RetrainLease(Base):
+    """Who may retrain a model now: one row per model, held by one worker until released or `expires_at`
+    passes without renewal (a crashed hub), after which another worker may take it over."""
+
+    __tablename__ = "retrain_leases"
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    acquired_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)

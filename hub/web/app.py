@@ -67,7 +67,7 @@ def create_web_app(hub: Any) -> Flask:
                       PERMANENT_SESSION_LIFETIME=timedelta(seconds=web.session_max_age_s))
     names = web.class_names or tuple(str(i) for i in range(config.num_classes))
     ctx = WebContext(hub, config, Accounts(hub.service.kb),
-                     LoginLimiter(web.login_max_failures, web.login_window_s), names)
+                     LoginLimiter(hub.service.kb, web.login_max_failures, web.login_window_s), names)
     _hooks(app, ctx)
     _auth_routes(app, ctx)
     _annotator_routes(app, ctx)
@@ -141,12 +141,8 @@ def _auth_routes(app: Flask, ctx: WebContext) -> None:
             return render_template("login.html", message=request.args.get("message", ""))
         name, password = request.form.get("username", ""), request.form.get("password", "")
         address = request.remote_addr or "?"
-        ctx.limiter.check(name, address)
-        try:
-            account = ctx.accounts.authenticate(name, password)
-        except AuthError:
-            ctx.limiter.failed(name, address)
-            raise
+        ctx.limiter.begin(name, address)  # counted as a failure unless the password is right
+        account = ctx.accounts.authenticate(name, password)
         ctx.limiter.succeeded(name, address)
         log_in(session, account.annotator_id, account.role)
         return redirect(url_for("index"), 303)

@@ -1,4 +1,4 @@
-"""Accounts, password hashing, invite tokens and the login rate limit.
+"""Accounts, password hashing, invite tokens and the login rate limit (shared by hub processes via the database).
 
 Passwords are hashed with scrypt (hashlib, N=2^14, r=8, p=1, 16-byte salt; memory-hard, so a stolen database is
 slow to crack). Invite tokens are 32 random bytes; only their SHA-256 is stored, and they are single-use.
@@ -10,21 +10,21 @@ import base64
 import hashlib
 import hmac
 import secrets
-import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
 
 from hgen.hub.errors import AuthError, InvalidRequestError, LoginRateLimitedError
-from hgen.hub.kb.models import WebAccount
+from hgen.hub.kb.models import LoginFailure, WebAccount
 from hgen.hub.kb.store import KnowledgeBase
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SALT_BYTES, KEY_BYTES = 2**14, 8, 1, 16, 32
 ROLES = ("annotator", "operator")
 MIN_PASSWORD = 10
+ACCOUNT_CHARS, ADDRESS_CHARS = 128, 64  # login_failures columns: longer values are cut, never refused unseen
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
 
@@ -131,34 +131,55 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))  # unknown users cost the
 
 
 class LoginLimiter:
-    """At most `max_failures` failed logins per (user, address) in `window_s`; then refused until the window
-    passes. Kept in the web app object (per hub process): a restart forgets, which only ever lets people in."""
+    """At most `max_failures` failed logins per (user, address) and `address_factor` times that per address (any
+    user names: password spraying) within `window_s`; then refused until enough of them age out of the window.
 
-    def __init__(self, max_failures: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    Failures are rows in the knowledge base (table `login_failures`), so every hub process on one database counts
+    the same attempts. An attempt is stored as a failure *before* its password is checked and removed only when
+    it succeeds: concurrent guesses on several processes cannot all slip under the limit while hashes run.
+    """
+
+    def __init__(self, kb: KnowledgeBase, max_failures: int, window_s: float, *, address_factor: int = 10,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.kb = kb
         self.max_failures = max_failures
         self.window_s = window_s
+        self.address_max = max_failures * address_factor
         self.clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
 
-    def check(self, name: str, address: str) -> None:
-        with self._lock:
-            recent = self._recent(name, address)
-            if len(recent) >= self.max_failures:
-                retry = self.window_s - (self.clock() - recent[0])
-                raise LoginRateLimitedError(f"too many failed logins for {name!r}; try again in {retry:.0f} s",
-                                            retry_after_s=max(1.0, retry))
-
-    def failed(self, name: str, address: str) -> None:
-        with self._lock:
-            self._recent(name, address).append(self.clock())
+    def begin(self, name: str, address: str) -> None:
+        """LoginRateLimitedError when locked out; else this attempt counts as a failure until `succeeded`."""
+        (account, address), now = _key(name, address), self.clock()
+        with self.kb.session() as s:
+            _serialise_address(s, address)
+            s.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window_s))
+            rows = s.execute(select(LoginFailure.account, LoginFailure.at)
+                             .where(LoginFailure.address == address).order_by(LoginFailure.at)).all()
+            self._refuse_if_locked(name, [at for who, at in rows if who == account], [at for _, at in rows], now)
+            s.add(LoginFailure(account=account, address=address, at=now))
 
     def succeeded(self, name: str, address: str) -> None:
-        with self._lock:
-            self._failures.pop((name, address), None)
+        """The right password: forget this user's failures from this address (the pending attempt too)."""
+        account, address = _key(name, address)
+        with self.kb.session() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.account == account, LoginFailure.address == address))
 
-    def _recent(self, name: str, address: str) -> deque[float]:
-        recent = self._failures[(name, address)]
-        while recent and self.clock() - recent[0] > self.window_s:
-            recent.popleft()
-        return recent
+    def _refuse_if_locked(self, name: str, mine: list[float], everyone: list[float], now: float) -> None:
+        for times, limit, who in ((mine, self.max_failures, f"for {name[:ACCOUNT_CHARS]!r}"),
+                                  (everyone, self.address_max, "from your address")):
+            if len(times) >= limit:  # unlocked once the (len - limit + 1) oldest have left the window
+                retry = times[len(times) - limit] + self.window_s - now
+                raise LoginRateLimitedError(f"too many failed logins {who}; try again in {retry:.0f} s",
+                                            retry_after_s=max(1.0, retry))
+
+
+def _key(name: str, address: str) -> tuple[str, str]:
+    return name[:ACCOUNT_CHARS], address[:ADDRESS_CHARS]
+
+
+def _serialise_address(s: Session, address: str) -> None:
+    """PostgreSQL: one transaction per address at a time (count, then insert); SQLite's BEGIN IMMEDIATE already
+    serialises every writer."""
+    if s.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"login:{address}".encode()).digest()[:8], "big", signed=True)
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
