@@ -69,6 +69,7 @@ def retrain(config_path: str, model: str) -> int:
     WatchUpdates streams see it (MQTT retained notices are sent by a serving hub's own worker only)."""
     from hgen.hub.kb.store import KnowledgeBase
     from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
+    from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
 
     config = load_hub_config(config_path)
     kbc = config.knowledge_base
@@ -78,8 +79,14 @@ def retrain(config_path: str, model: str) -> int:
         store = RetrainStore(kb)
         pipeline = RetrainPipeline(config.retrain, store, HubPublisher(kb))
         pipeline.model_config(model)  # UnknownModelError before anything is stored
-        run = store.create_run(model, "cli", pipeline.current(model).version)
-        outcome = pipeline.execute(run)
+        holder = holder_id("cli")  # a serving hub may be retraining this model: the lease says who goes
+        run = store.claim_run(model, "cli", pipeline.current(model).version, holder, LEASE_TTL_S)
+        keeper = LeaseKeeper(store, holder, LEASE_TTL_S, lambda: (model,)).start()
+        try:
+            outcome = pipeline.execute(run)
+        finally:
+            keeper.stop()
+            store.release_lease(model, holder)
     finally:
         kb.close()
     print(f"hgen-hub retrain: run {outcome.id} {outcome.status} {outcome.from_version} -> "

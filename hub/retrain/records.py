@@ -1,7 +1,8 @@
-"""Retrain bookkeeping in the knowledge base: model versions, retrain runs, and the human labels per model.
+"""Retrain bookkeeping in the knowledge base: model versions, retrain runs, leases, and the human labels per model.
 
 Everything a retrain needs to resume or explain itself is here, so the operator view, the CLI and the worker of
-any hub process read the same history.
+any hub process read the same history. A lease row per model (`retrain_leases`) is what keeps hub processes
+sharing one database from retraining the same model at once: a run is only queued under its model's lease.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from hgen.hub.kb.models import ModelVersion, Reply, RetrainRun, Sample
-from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.errors import RetrainBusyError
+from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
+from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
 
 HUMAN_STATES = ("answered", "partial")
 ACTIVE_STATES = ("queued", "running")
-from hgen.hub.kb.store import GOLD_TRANSPORT
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,17 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class LeaseRecord:
+    """Who holds a model's retrain lease, for which run, and until when (unless renewed)."""
+
+    model_name: str
+    holder: str
+    run_id: int | None
+    acquired_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class LabelledSample:
     """A human-labelled sample of a model: the stored image and the aggregated class."""
 
@@ -81,6 +95,11 @@ def _run(row: RetrainRun) -> RunRecord:
     return RunRecord(row.id, row.model_name, row.status, row.trigger, row.requested_at, row.started_at,
                      row.finished_at, row.from_version, row.to_version, row.cutoff, row.samples_used,
                      row.filtered_out, json.loads(row.metrics or "{}"), row.error)
+
+
+def _lease(row: RetrainLease | None) -> LeaseRecord | None:
+    return None if row is None else LeaseRecord(row.model_name, row.holder, row.run_id, row.acquired_at,
+                                                 row.expires_at)
 
 
 def _version(row: ModelVersion) -> VersionRecord:
@@ -119,14 +138,18 @@ class RetrainStore:
     # --- runs -------------------------------------------------------------------------------------------------
 
     def create_run(self, name: str, trigger: str, from_version: str) -> RunRecord:
-        """Queue a run; its cutoff is the newest human label now, so labels after it count towards the next."""
+        """Queue a run without a lease (callers that coordinate with other hubs use `claim_run`)."""
         with self.kb.session() as s:
-            row = RetrainRun(model_name=name, status="queued", trigger=trigger, requested_at=self.clock(),
-                             from_version=from_version, cutoff=self._latest_label_time(s, name), samples_used=0,
-                             filtered_out=0, metrics="{}")
-            s.add(row)
-            s.flush()
-            return _run(row)
+            return self._add_run(s, name, trigger, from_version)
+
+    def _add_run(self, s: Session, name: str, trigger: str, from_version: str) -> RunRecord:
+        """Its cutoff is the newest human label now, so labels after it count towards the next retrain."""
+        row = RetrainRun(model_name=name, status="queued", trigger=trigger, requested_at=self.clock(),
+                         from_version=from_version, cutoff=self._latest_label_time(s, name), samples_used=0,
+                         filtered_out=0, metrics="{}")
+        s.add(row)
+        s.flush()
+        return _run(row)
 
     def start_run(self, run_id: int) -> None:
         with self.kb.session() as s:
@@ -152,11 +175,83 @@ class RetrainStore:
                 query = query.where(RetrainRun.model_name == name)
             return [_run(r) for r in s.scalars(query).all()]
 
-    def abandon_active(self, reason: str) -> int:
-        """Mark runs a stopped hub left queued/running as failed (their work is lost, the model unchanged)."""
+    def fail_if_active(self, run_id: int, reason: str) -> bool:
+        """Fail a queued/running run; False when it already ended (e.g. failed by a hub that took it over)."""
         with self.kb.session() as s:
-            return s.execute(update(RetrainRun).where(RetrainRun.status.in_(ACTIVE_STATES))
-                             .values(status="failed", finished_at=self.clock(), error=reason)).rowcount
+            return bool(s.execute(update(RetrainRun).where(RetrainRun.id == run_id,
+                                                           RetrainRun.status.in_(ACTIVE_STATES))
+                                  .values(status="failed", finished_at=self.clock(), error=reason)).rowcount)
+
+    def abandon_active(self, reason: str) -> int:
+        """Mark runs a stopped hub left queued/running as failed (their work is lost, the model unchanged); runs
+        under a live lease belong to a running hub process and are left alone."""
+        now = self.clock()
+        with self.kb.session() as s:
+            live = select(RetrainLease.run_id).where(RetrainLease.expires_at > now, RetrainLease.run_id.is_not(None))
+            return s.execute(update(RetrainRun).where(RetrainRun.status.in_(ACTIVE_STATES), RetrainRun.id.not_in(live))
+                             .values(status="failed", finished_at=now, error=reason)).rowcount
+
+    # --- leases: one retrain per model across hub processes ------------------------------------------------------
+
+    def claim_run(self, name: str, trigger: str, from_version: str, holder: str, ttl_s: float) -> RunRecord:
+        """Take `name`'s lease (free, expired, or already `holder`'s) and queue a run under it, in one transaction.
+
+        RetrainBusyError (naming the holder and its run) when another holder's lease is live; a run left by a
+        holder whose lease expired (a crashed hub) is marked failed as it is taken over."""
+        try:
+            with self.kb.session() as s:
+                self._take_lease(s, name, holder, ttl_s)
+                run = self._add_run(s, name, trigger, from_version)
+                s.execute(update(RetrainLease).where(RetrainLease.model_name == name).values(run_id=run.id))
+                return run
+        except IntegrityError:  # another process inserted the first lease of this model at the same moment
+            raise RetrainBusyError(self._busy_message(name, self.live_lease(name))) from None
+
+    def renew_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Push the expiry `ttl_s` ahead; False when `holder` no longer holds it (expired and taken over)."""
+        with self.kb.session() as s:
+            return bool(s.execute(update(RetrainLease)
+                                  .where(RetrainLease.model_name == name, RetrainLease.holder == holder)
+                                  .values(expires_at=self.clock() + ttl_s)).rowcount)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.kb.session() as s:
+            s.execute(delete(RetrainLease).where(RetrainLease.model_name == name, RetrainLease.holder == holder))
+
+    def live_lease(self, name: str) -> LeaseRecord | None:
+        """The unexpired lease of `name`, if any."""
+        with self.kb.session() as s:
+            lease = _lease(s.get(RetrainLease, name))
+        return lease if lease is not None and lease.expires_at > self.clock() else None
+
+    def _take_lease(self, s: Session, name: str, holder: str, ttl_s: float) -> None:
+        now = self.clock()
+        before = s.execute(select(RetrainLease.holder, RetrainLease.expires_at)
+                           .where(RetrainLease.model_name == name)).first()
+        values = {"holder": holder, "run_id": None, "acquired_at": now, "expires_at": now + ttl_s}
+        if before is None:
+            s.add(RetrainLease(model_name=name, **values))
+            s.flush()  # IntegrityError here when another process got there first
+            return
+        taken = s.execute(update(RetrainLease).where(
+            RetrainLease.model_name == name, or_(RetrainLease.expires_at <= now, RetrainLease.holder == holder))
+            .values(**values)).rowcount  # conditional: of two processes taking one expired lease, one wins
+        if not taken:
+            raise RetrainBusyError(self._busy_message(name, _lease(s.get(RetrainLease, name))))
+        if before.holder != holder:
+            s.execute(update(RetrainRun).where(RetrainRun.model_name == name,
+                                               RetrainRun.status.in_(ACTIVE_STATES)).values(
+                status="failed", finished_at=now,
+                error=f"{before.holder} stopped renewing its retrain lease (crashed or cut off); taken over by "
+                      f"{holder}"))
+
+    def _busy_message(self, name: str, lease: LeaseRecord | None) -> str:
+        if lease is None:
+            return f"a retrain of {name!r} is already queued or running on another hub; one at a time per model"
+        run = lease.run_id if lease.run_id is not None else "(starting)"
+        left = max(0.0, lease.expires_at - self.clock())
+        return (f"retrain {run} of {name!r} is already queued or running on {lease.holder} (its lease ends in "
+                f"{left:.0f} s unless renewed); one at a time per model")
 
     # --- human labels -----------------------------------------------------------------------------------------
 
