@@ -9,6 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ class Frame:
     image: np.ndarray | None
     captured_at: float
     origin: str = ""
+    prepared: Any = None  # what a consumer's `prepare` hook computed on the reader thread (the model input)
 
 
 @dataclass
@@ -60,6 +62,10 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device or file handle."""
 
+    def set_prepare(self, prepare: Callable[[Frame], Frame]) -> bool:
+        """Ask the source to run `prepare` on each frame off the consumer's thread; False if it cannot."""
+        return False
+
 
 SourceFactory = Callable[[SourceConfig, threading.Event], FrameSource]
 SOURCES: Registry[SourceFactory] = Registry("frame source")
@@ -88,8 +94,9 @@ class PrefetchSource(FrameSource):
         self._closed = threading.Event()
         self._ended = False
         self._error: BaseException | None = None
+        self._prepare: Callable[[Frame], Frame] | None = None
         self._thread = threading.Thread(target=self._fill, name="agent-source", daemon=True)
-        self._thread.start()
+        self._start_lock = threading.Lock()  # the reader starts on the first read, after set_prepare
 
     def _halted(self) -> bool:
         return self.stop.is_set() or self._closed.is_set()
@@ -98,11 +105,25 @@ class PrefetchSource(FrameSource):
         try:
             while not self._halted():
                 frame = self.inner.read()
+                if frame is not None and self._prepare is not None:
+                    frame = self._prepare_safely(frame)
                 if not self._put(frame) or frame is None:
                     return
         except BaseException as exc:  # handed to the consumer, which raises it on its thread
             self._error = exc
             self._put(None)
+
+    def set_prepare(self, prepare: Callable[[Frame], Frame]) -> bool:
+        self._prepare = prepare
+        return True
+
+    def _prepare_safely(self, frame: Frame) -> Frame:
+        assert self._prepare is not None
+        try:
+            return self._prepare(frame)
+        except Exception:  # the consumer prepares it again and reports the problem on its own thread
+            log.debug("prepare hook failed on frame %d", frame.index, exc_info=True)
+            return frame
 
     def _put(self, item: Frame | None) -> bool:
         while not self._halted():
@@ -113,7 +134,13 @@ class PrefetchSource(FrameSource):
                 continue
         return False
 
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread.ident is None:
+                self._thread.start()
+
     def read(self) -> Frame | None:
+        self._ensure_started()
         while not self._ended:
             try:
                 item = self._queue.get(timeout=self.POLL_S)
@@ -130,7 +157,9 @@ class PrefetchSource(FrameSource):
 
     def close(self) -> None:
         self._closed.set()
-        self._thread.join(timeout=10)
+        with self._start_lock:
+            if self._thread.ident is not None:
+                self._thread.join(timeout=10)
         self.inner.close()
 
 
@@ -165,6 +194,9 @@ class PacedSource(FrameSource):
 
     def close(self) -> None:
         self.inner.close()
+
+    def set_prepare(self, prepare: Callable[[Frame], Frame]) -> bool:
+        return self.inner.set_prepare(prepare)
 
 
 class CaptureSource(FrameSource):

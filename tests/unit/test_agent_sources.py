@@ -76,3 +76,47 @@ def test_stop_event_ends_a_blocked_consumer() -> None:
     drained = [source.read() for _ in range(4)]
     assert drained[-1] is None
     source.close()
+
+
+def test_prepare_hook_runs_on_the_reader_and_a_failing_hook_leaves_frames_as_they_are() -> None:
+    inner = CountingSource()
+    source = PrefetchSource(inner, depth=2)
+    reader = []
+
+    def prepare(frame: Frame) -> Frame:
+        if frame.index == 1:
+            raise ValueError("cannot prepare")
+        reader.append(threading.current_thread().name)
+        return Frame(frame.index, frame.image, frame.captured_at, prepared=("spec", frame.index))
+
+    assert source.set_prepare(prepare)
+    frames = [source.read() for _ in range(3)]
+    source.close()
+    assert [f.prepared for f in frames] == [("spec", 0), None, ("spec", 2)]
+    assert set(reader) == {"agent-source"}
+
+
+@pytest.mark.parametrize("prefetch", [0, 4])
+def test_the_agent_gives_the_same_answers_with_and_without_prefetch(tmp_path, prefetch) -> None:
+    from hgen.edge_agent.agent import Agent
+    from hgen.edge_agent.config import parse_agent_config
+    from hgen.edge_agent.testing import ResultCollector, make_keys, null_bundle
+
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "null", keys)
+    video = write_video(tmp_path / "v.avi", 30)
+    expected = [(f.index, f.image[:, :, 0].mean()) for f in read_all(open_source(
+        SourceConfig(kind="video", uri=str(video), prefetch=0)))]
+    collector = ResultCollector()
+    config = parse_agent_config({"device_id": "d", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem)},
+                                 "source": {"kind": "video", "uri": str(video), "prefetch": prefetch},
+                                 "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
+    agent = Agent(config, callbacks=[collector])
+    agent.run()
+    results = collector.results
+    assert [r.frame_index for r in results] == [i for i, _ in expected]
+    baseline = Agent(parse_agent_config({**config.model_dump(mode="json"), "source": {
+        "kind": "video", "uri": str(video), "prefetch": 0}, "outbox": {"path": str(tmp_path / "o2.sqlite")}}),
+        callbacks=[other := ResultCollector()])
+    baseline.run()
+    assert [(r.label, r.confidence) for r in results] == [(r.label, r.confidence) for r in other.results]

@@ -9,7 +9,10 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,3 +60,16 @@ def write_results(name: str, data: dict[str, Any], markdown: str, folder: Path =
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def calibrate_batch_norm(model: Any, images: np.ndarray) -> None:
+    """Set BatchNorm statistics from one batch: at initialisation (mean 0, var 1) activations of a random
+    MobileNetV2 vanish to ~1e-12 logits, which would make any precision comparison meaningless."""
+    import keras  # lazy: only the benchmarks that build Keras models need it
+
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in batch_norms:
+        layer.momentum = 0.0
+    model(images[:64], training=True)
+    for layer in batch_norms:
+        layer.momentum = 0.99

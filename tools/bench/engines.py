@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import machine, markdown_table, write_results
+from benchlib import calibrate_batch_norm, machine, markdown_table, write_results
 
 from hgen.compiler.lowering import lower_tflite, lower_tvm
 from hgen.compiler.lowering.tuning import TuneConfig, TuningDependencyError
@@ -91,19 +91,6 @@ def mobilenet_subject() -> Subject:
     images = rng.uniform(-1, 1, (AGREEMENT_SAMPLES + 300, 96, 96, 3)).astype(np.float32)
     calibrate_batch_norm(model, images[AGREEMENT_SAMPLES:])
     return Subject("mobilenetv2-96", model, images[:AGREEMENT_SAMPLES], images[AGREEMENT_SAMPLES:])
-
-
-def calibrate_batch_norm(model: Any, images: np.ndarray) -> None:
-    """Set BatchNorm statistics from one batch: at initialisation (mean 0, var 1) activations of a random
-    MobileNetV2 vanish to ~1e-12 logits, which would make any precision comparison meaningless."""
-    import keras
-
-    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in batch_norms:
-        layer.momentum = 0.0
-    model(images[:64], training=True)
-    for layer in batch_norms:
-        layer.momentum = 0.99
 
 
 HCNN_DEFAULT = Path("build/bench/table2/hgen-phone/model.keras")
