@@ -25,7 +25,7 @@ from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, PendingSample
 from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
 from hgen.edge_agent.outbox import Outbox, OutboxRow
-from hgen.edge_agent.results import Result, ResultStatus
+from hgen.edge_agent.results import Result, ResultStatus, declined_detail
 from hgen.edge_agent.sinks import CallbackSink, Sink, open_sinks
 from hgen.edge_agent.sources import Frame, FrameSource, open_source
 from hgen.edge_agent.swap import ModelSlot
@@ -351,7 +351,8 @@ class Agent:
             self._changed.notify_all()
 
     def _fused(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
-        result = waiting.result
+        """People's labels fused into the model's; without any (declined, expired, rejected) the model's stands."""
+        result = replace(waiting.result, cant_tell=reply.cant_tell, skipped=reply.skipped)
         if reply.status in (hub_pb2.REPLY_STATUS_ANSWERED, hub_pb2.REPLY_STATUS_PARTIAL):
             classes = waiting.logits.shape[-1]
             answers = [a.class_id for a in reply.answers if a.WhichOneof("label") == "class_id"
@@ -364,6 +365,9 @@ class Agent:
                 return replace(result, status=ResultStatus.FUSED, label=label,
                                label_name=labels[label] if label < len(labels) else str(label),
                                answers=tuple(int(a) for a in answers))
+        if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
+            self.telemetry.inc("declined")
+            return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
         self.telemetry.inc("hub_refused")
         reason = hub_pb2.ReplyStatus.Name(reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
@@ -379,8 +383,8 @@ class Agent:
         status = hub_pb2.ReplyStatus.Name(reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
             status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"
-        return replace(waiting.result, status=ResultStatus.LATE, answers=answers,
-                       detail=f"{status} after patience; the model's answer stands")
+        return replace(waiting.result, status=ResultStatus.LATE, answers=answers, cant_tell=reply.cant_tell,
+                       skipped=reply.skipped, detail=f"{status} after patience; the model's answer stands")
 
     def _on_transport_state(self, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
         if state is ConnectionState.CONNECTED:

@@ -17,11 +17,12 @@ class ResultStatus(enum.Enum):
     TIMEOUT = "timeout"  # final: no reply within patience, the model's answer stands
     HUB_REFUSED = "hub_refused"  # final: the hub rejected or expired the sample; the model's answer stands
     LATE = "late"  # final: a reply after patience; people's answers attached, the model's answer still stands
+    DECLINED = "declined"  # final: people looked but gave no label (can't tell / skip); the model's answer stands
     INVALID = "invalid"  # final: the frame could not be used (undecodable / wrong channels)
 
 
 FINAL = frozenset({ResultStatus.MODEL, ResultStatus.FUSED, ResultStatus.TIMEOUT, ResultStatus.HUB_REFUSED,
-                   ResultStatus.INVALID, ResultStatus.LATE})
+                   ResultStatus.INVALID, ResultStatus.LATE, ResultStatus.DECLINED})
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,17 @@ class Result:
     bundle_version: str = ""
     answers: tuple[int, ...] = field(default_factory=tuple)
     detail: str = ""
+    cant_tell: int = 0  # annotators who said "can't tell" (counted by the hub's reply; never in `answers`)
+    skipped: int = 0  # annotators who skipped the sample
 
     @property
     def final(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def declined(self) -> int:
+        """Annotators who were shown the sample and gave no label."""
+        return self.cant_tell + self.skipped
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -58,3 +66,8 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+def declined_detail(cant_tell: int, skipped: int) -> str:
+    """Why no person's label was used, readable in a results log."""
+    return f"nobody labelled it: {cant_tell} could not tell, {skipped} skipped; the model's answer stands"

@@ -63,7 +63,8 @@ class AnnotatorAPI:
         return self.gold.truth(sample_id) if self.gold is not None else None
 
     def release(self, task_id: str, annotator_id: str, kind: str, latency_s: float = 0.0) -> None:
-        """Skip or can't tell: recorded with the time taken; the sample goes to another annotator."""
+        """Skip or can't tell: recorded with the time taken, and counted in the sample's reply (cant_tell /
+        skipped) so the device learns people declined; the sample goes to another annotator."""
         try:
             self._kb.release_task(task_id, annotator_id, kind, latency_s)
         except BadInputError as exc:

@@ -324,7 +324,7 @@ class KnowledgeBase:
         labour = float(sum(a.operations for a in answers))
         reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
                                     reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
-                                    labour=labour)
+                                    labour=labour, **self._declines(s, sample_id))
         if answers:
             reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,
@@ -334,6 +334,12 @@ class KnowledgeBase:
         s.execute(update(Device).where(Device.id == row.device_id)
                   .values(labour_spent=Device.labour_spent + labour, samples_replied=Device.samples_replied + 1))
         return reply
+
+    def _declines(self, s: Session, sample_id: str) -> dict[str, int]:
+        """The reply's cant_tell / skipped counts: releases are no answers, yet the device should know of them."""
+        kinds = dict(s.execute(select(TaskEvent.kind, func.count()).where(TaskEvent.sample_id == sample_id)
+                               .group_by(TaskEvent.kind)).tuples().all())
+        return {"cant_tell": int(kinds.get("cant_tell", 0)), "skipped": int(kinds.get("skip", 0))}
 
     def _aggregate(self, s: Session, row: Sample, answers: list[hub_pb2.Answer]) -> hub_pb2.AggregatedLabel:
         aggregator = get_aggregator(row.aggregator)

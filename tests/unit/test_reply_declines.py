@@ -1,0 +1,118 @@
+"""Replies count the annotators who declined ("can't tell" / skip) without aggregating them, and a sample that
+everyone declined closes at its deadline as EXPIRED with those counts, so the device keeps its model's answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hgen.hub.annotators import AnnotatorAPI
+from hgen.hub.config import parse_hub_config
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.service import HubService
+from hgen.hub.testing.samples import make_request, make_sample
+from hgen.protos import hub_pb2
+
+DEVICE = "dev-1"
+
+
+class Clock:
+    """Simulated wall clock: deadlines pass when the test says so."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hub(tmp_path: Path, clock: Clock) -> Iterator[HubService]:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url}})
+    service = HubService(config, KnowledgeBase.open(url, image_dir=tmp_path / "img", clock=clock), clock=clock)
+    for name in ("a", "b", "c", "d"):
+        service.annotators.register(name)
+    yield service
+    service.close()
+
+
+def release(api: AnnotatorAPI, annotator: str, kind: str) -> str:
+    task = api.next_task(annotator)
+    assert task is not None, f"{annotator} got no task"
+    api.release(task.task_id, annotator, kind, latency_s=4.0)
+    return task.sample_id
+
+
+def answer(api: AnnotatorAPI, annotator: str, label: int) -> hub_pb2.SampleReply | None:
+    task = api.next_task(annotator)
+    assert task is not None, f"{annotator} got no task"
+    return api.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=annotator, class_id=label,
+                                            operations=2, latency_s=3.0))
+
+
+def submit(hub: HubService, clock: Clock, m: int) -> hub_pb2.AnnotationRequest:
+    request = make_request(DEVICE, [make_sample(DEVICE, top=1)], m=m, deadline_s=10, now=clock.now)
+    assert hub.submit(request, "grpc").accepted == [request.samples[0].sample_id]
+    return request
+
+
+def test_answered_reply_counts_declines_but_aggregates_only_the_answers(hub: HubService, clock: Clock) -> None:
+    api = hub.annotators
+    submit(hub, clock, m=2)
+    release(api, "a", "cant_tell")
+    release(api, "b", "skip")
+    assert answer(api, "c", 5) is None  # the declines used up none of the m answers
+    reply = answer(api, "d", 5)
+    assert reply is not None and reply.status == hub_pb2.REPLY_STATUS_ANSWERED
+    assert (reply.cant_tell, reply.skipped) == (1, 1)
+    assert [a.annotator_id for a in reply.answers] == ["c", "d"]
+    assert reply.aggregated.class_id == 5 and reply.aggregated.confidence == pytest.approx(1.0)
+    assert reply.labour == 4.0  # operations of the two answers; a decline carries no label work
+
+
+def test_everyone_declining_gives_expired_with_the_counts_and_redelivery_keeps_them(hub: HubService,
+                                                                                   clock: Clock) -> None:
+    api = hub.annotators
+    request = submit(hub, clock, m=2)
+    release(api, "a", "cant_tell")
+    release(api, "b", "cant_tell")
+    release(api, "c", "skip")
+    assert hub.kb.expire_due() == []  # declines alone do not close the sample before its deadline
+    clock.now += 11
+    [reply] = hub.kb.expire_due()
+    assert reply.status == hub_pb2.REPLY_STATUS_EXPIRED
+    assert (reply.cant_tell, reply.skipped) == (2, 1)
+    assert not reply.answers and not reply.HasField("aggregated") and reply.labour == 0.0
+    again = hub.submit(request, "grpc").immediate  # the device resubmits: the stored reply comes back
+    assert [(r.reply_id, r.cant_tell, r.skipped) for r in again] == [(reply.reply_id, 2, 1)]
+    decoded = hub_pb2.SampleReply.FromString(reply.SerializeToString())
+    assert (decoded.cant_tell, decoded.skipped) == (2, 1)
+
+
+def test_partial_reply_aggregates_the_one_answer_and_counts_the_decline(hub: HubService, clock: Clock) -> None:
+    api = hub.annotators
+    submit(hub, clock, m=3)
+    assert answer(api, "a", 2) is None
+    release(api, "b", "cant_tell")
+    clock.now += 11
+    [reply] = hub.kb.expire_due()
+    assert reply.status == hub_pb2.REPLY_STATUS_PARTIAL
+    assert reply.aggregated.class_id == 2 and len(reply.answers) == 1
+    assert (reply.cant_tell, reply.skipped) == (1, 0)
+
+
+def test_reply_without_declines_counts_zero_and_rejections_too(hub: HubService, clock: Clock) -> None:
+    submit(hub, clock, m=1)
+    reply = answer(hub.annotators, "a", 7)
+    assert reply is not None and (reply.cant_tell, reply.skipped) == (0, 0)
+    bad = make_request(DEVICE, [make_sample(DEVICE)], m=99, now=clock.now)  # over the hub's annotator limit
+    [rejected] = hub.submit(bad, "grpc").immediate
+    assert rejected.status == hub_pb2.REPLY_STATUS_REJECTED and (rejected.cant_tell, rejected.skipped) == (0, 0)
