@@ -1,7 +1,12 @@
-"""`mqtt`: results as JSON on a topic (QoS 1) of any broker, e.g. for a local dashboard or Node-RED."""
+"""`mqtt`: results as JSON on a topic (QoS 1) of any broker, e.g. for a local dashboard or Node-RED.
+
+Results published before the broker answers are queued by paho and sent on connect; `close` waits (bounded) for
+the last one to be acknowledged, so an agent that stops right after its final update does not lose it.
+"""
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -10,6 +15,8 @@ from hgen.edge_agent.config import SinkConfig
 from hgen.edge_agent.results import Result
 from hgen.edge_agent.sinks.base import SINKS, Sink
 
+FLUSH_TIMEOUT_S = 5.0
+
 
 @SINKS.register("mqtt")
 class MqttSink(Sink):
@@ -17,14 +24,25 @@ class MqttSink(Sink):
         assert config.url is not None and config.topic is not None
         parts = urlsplit(config.url)
         self.topic = config.topic
+        self._lock = threading.Lock()
+        self._last: mqtt.MQTTMessageInfo | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.connect_async(parts.hostname or "127.0.0.1", parts.port or 1883)
         self.client.loop_start()
 
     def emit(self, result: Result) -> None:
-        self.client.publish(self.topic, result.to_json(), qos=1)
+        info = self.client.publish(self.topic, result.to_json(), qos=1)
+        with self._lock:
+            self._last = info
 
     def close(self) -> None:
+        with self._lock:
+            last = self._last
+        if last is not None:
+            try:
+                last.wait_for_publish(FLUSH_TIMEOUT_S)  # QoS 1 in order: the last acknowledged, all were sent
+            except (RuntimeError, ValueError):  # never connected or queue full: nothing more to wait for
+                pass
         self.client.disconnect()
         self.client.loop_stop()
