@@ -153,3 +153,14 @@ def test_mqtts_with_client_certificates_samples_fused(tmp_path, bundle, keys, vi
     hubs.append(hub)
     _, snap = run_until_fused(agent_config(tmp_path, bundle, keys, video, tls_broker.url, client_tls(pki)), hub)
     assert snap["fused"] == FRAMES
+
+
+def test_hub_tls_config_is_strict() -> None:
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.errors import HubConfigError
+
+    with pytest.raises(HubConfigError) as info:
+        parse_hub_config({"grpc": {"tls": {"cert_file": "s.pem", "keyfile": "s.key"}},
+                          "mqtt": {"tls": {"cert_file": "c.pem"}}})
+    text = str(info.value)
+    assert "grpc.tls.keyfile" in text and "grpc.tls.key_file" in text and "cert_file and key_file" in text
