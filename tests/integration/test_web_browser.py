@@ -1,6 +1,6 @@
-"""A real browser (Debian's Chromium driven by Playwright) logs in and answers classification and detection
-tasks on the hub's web server; the answers reach the device's replies over real gRPC. Screenshots of each view
-are saved to tests/artifacts/."""
+"""A real browser (Debian's Chromium driven by Playwright) logs in and answers classification, detection (H-YOLO
+boxes) and attention-region (H-Faster-RCNN) tasks on the hub's web server; the answers reach the device's replies
+over real gRPC. Screenshots of each view are saved to tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from hgen.hub.app import HubApp
 from hgen.hub.testing.device import GrpcDevice, ReplyLog
-from hgen.hub.testing.samples import make_request, make_sample
+from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 from hgen.protos import hub_pb2
 
@@ -130,3 +130,67 @@ def test_browser_login_answer_classification_and_detection(hub: HubApp, browser,
     assert operator.inner_text("#queue-depth") == "0"
     assert "ann" in operator.inner_text("#annotators")
     operator.screenshot(path=str(artifacts_dir / "web_operator.png"), full_page=True)
+
+
+def drag(page, start: tuple[int, int], end: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Press, move and release the mouse over the overlay; positions in display pixels from its corner."""
+    box = page.locator("#overlay").bounding_box()
+    page.mouse.move(box["x"] + start[0], box["y"] + start[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0], box["y"] + end[1], steps=5)
+    page.mouse.up()
+
+
+def mark_regions(page, base: str, drags: list[tuple[tuple[int, int], tuple[int, int]]],  # type: ignore[no-untyped-def]
+                 shot: Path | None = None) -> None:
+    """Open the task, draw every drag as a region (the last one is a slip, undone), submit."""
+    page.goto(f"{base}/annotate")
+    page.wait_for_selector("#task")
+    assert page.get_attribute("#task", "data-view") == "regions"
+    assert page.inner_text("h1") == "Mark the regions that matter"
+    page.wait_for_function("document.getElementById('task-image').complete")
+    assert page.is_disabled("#submit-shapes")  # nothing marked yet: nothing to submit
+    for start, end in drags:
+        drag(page, start, end)
+    assert page.inner_text("#shape-count") == str(len(drags))
+    page.click("#undo")
+    assert page.inner_text("#shape-count") == str(len(drags) - 1)
+    if shot is not None:
+        page.screenshot(path=str(shot))
+    with page.expect_navigation():
+        page.click("#submit-shapes")
+    assert "No task right now" in page.inner_text("h1")
+
+
+def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, browser, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two people mark the region that matters on a 64x64 H-Faster-RCNN sample (display 448x448: 7 display pixels
+    per image pixel); region_gmm merges their near-identical regions into one, centred on their mean."""
+    add_people(hub, annotators=("bob",), operators=())
+    log = ReplyLog()
+    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90)
+    sample = make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN,
+                         image=png_image(size=64, seed=7, channels=3))
+    request = make_request("cam-1", [sample], m=2, aggregator="region_gmm")
+    thread = threading.Thread(target=device.submit_until_replied, args=(request,), daemon=True)
+    thread.start()
+    wait_for_samples(hub, 1, timeout=30)
+    slip = ((300, 20), (420, 100))
+    for user, region, shot in (("ann", ((70, 105), (280, 315)), artifacts_dir / "web_annotate_regions.png"),
+                               ("bob", ((84, 119), (294, 329)), None)):
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        log_in(page, hub.web_url, user)
+        mark_regions(page, hub.web_url, [region, slip], shot)
+        page.close()
+    assert log.wait_for(1, timeout=60), "the device got no reply"
+    thread.join(timeout=30)
+    device.close()
+    reply = log.labels[sample.sample_id]
+    assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.aggregator == "region_gmm"
+    given = {a.annotator_id: [(r.x_min, r.y_min, r.x_max, r.y_max) for r in a.regions.regions] for a in reply.answers}
+    assert sorted(given) == ["ann", "bob"] and all(len(r) == 1 for r in given.values())  # the slip was undone
+    assert given["ann"][0] == pytest.approx((10, 15, 40, 45), abs=0.1)  # display pixels / 7, sub-pixel layout
+    assert given["bob"][0] == pytest.approx((12, 17, 42, 47), abs=0.1)
+    assert all(a.latency_s > 0 and not a.simulated for a in reply.answers)
+    (merged,) = reply.aggregated.regions.regions
+    assert (merged.x_min, merged.y_min, merged.x_max, merged.y_max) == pytest.approx((11, 16, 41, 46), abs=0.5)
+    assert merged.weight == pytest.approx(1.0)

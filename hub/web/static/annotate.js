@@ -48,12 +48,21 @@
     return { x: x * width / rect.width, y: y * height / rect.height };
   }
 
+  const colour = view === "boxes" ? "0, 230, 118" : "255, 179, 0";
+  const submit = document.getElementById("submit-shapes");
+
+  // A dark outer and a bright inner line plus a light fill: visible on any image, however busy.
+  function outline(x, y, w, h) {
+    ctx.fillStyle = "rgba(" + colour + ", 0.25)"; ctx.fillRect(x, y, w, h);
+    ctx.strokeStyle = "rgba(0, 0, 0, 0.85)"; ctx.lineWidth = 4; ctx.strokeRect(x, y, w, h);
+    ctx.strokeStyle = "rgb(" + colour + ")"; ctx.lineWidth = 2; ctx.strokeRect(x, y, w, h);
+  }
+
   function draw(extra) {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const sx = canvas.width / width, sy = canvas.height / height;
     shapes.concat(extra ? [extra] : []).forEach(function (s) {
-      ctx.strokeStyle = view === "boxes" ? "#00e676" : "#ffb300"; ctx.lineWidth = 2;
-      ctx.strokeRect(s.x_min * sx, s.y_min * sy, (s.x_max - s.x_min) * sx, (s.y_max - s.y_min) * sy);
+      outline(s.x_min * sx, s.y_min * sy, (s.x_max - s.x_min) * sx, (s.y_max - s.y_min) * sy);
       if (s.class_id !== undefined) {
         ctx.fillStyle = "#00e676"; ctx.font = "14px sans-serif";
         const select = document.getElementById("box-class");
@@ -61,6 +70,7 @@
       }
     });
     document.getElementById("shape-count").textContent = String(shapes.length);
+    submit.disabled = shapes.length === 0;  // nothing drawn: skip or can't tell instead
   }
 
   function shape(a, b) {
@@ -79,4 +89,5 @@
     draw(null);
   });
   document.getElementById("undo").addEventListener("click", function () { shapes.pop(); draw(null); });
+  draw(null);
 })();
