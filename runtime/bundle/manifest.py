@@ -95,8 +95,12 @@ class Manifest(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if self.output_shape[-1] != len(self.labels):
-            raise ValueError(f"{len(self.labels)} labels for {self.output_shape[-1]} outputs")
+        from hgen.runtime.hdnn import output_channels
+
+        expected = output_channels(self.kind, len(self.labels))
+        if self.output_shape[-1] != expected:
+            raise ValueError(f"{len(self.labels)} labels of kind {self.kind} need {expected} outputs, "
+                             f"got {self.output_shape[-1]}")
         files = [entry.file for entry in self.engines]
         if len(set(files)) != len(files) or {MANIFEST_NAME, SIGNATURE_NAME} & set(files):
             raise ValueError("engine files must be unique and not shadow the manifest or signature")

@@ -1,6 +1,6 @@
 """H-DNN kinds: how a model's output becomes a confidence and how human answers are fused into it.
 
-Each kind (`cnn` now; `yolo`, `frcnn` later) is one module registering an `HDNNKind` in `KINDS`. The compiler's
+Each kind (`cnn`, `yolo`; `frcnn` later) is one module registering an `HDNNKind` in `KINDS`. The compiler's
 evaluator, the hub and the device agent all call `get_kind(name)`, so adding detection is adding a file.
 """
 
@@ -43,6 +43,9 @@ class HDNNKind(Protocol):
     def fuse(self, outputs: Any, answers: Any, params: FusionParams) -> Any:
         """The answer after fusing the annotators' answers into the model output."""
 
+    def output_channels(self, num_labels: int) -> int:
+        """Size of the output's last axis for `num_labels` classes (the manifest checks it against the labels)."""
+
 
 KINDS: Registry[HDNNKind] = Registry("H-DNN kind")
 
@@ -55,6 +58,12 @@ def get_kind(name: str) -> HDNNKind:
 def kind_names() -> list[str]:
     discover(__name__)
     return KINDS.names()
+
+
+def output_channels(kind: str, num_labels: int) -> int:
+    """The output width a bundle of `kind` must have; kinds this runtime does not know are checked as classifiers."""
+    discover(__name__)
+    return KINDS.get(kind).output_channels(num_labels) if kind in KINDS else num_labels
 
 
 def check_tau(tau: float) -> float:

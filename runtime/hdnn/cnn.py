@@ -40,6 +40,9 @@ class CNNKind:
 
     name = "cnn"
 
+    def output_channels(self, num_labels: int) -> int:
+        return num_labels
+
     def probabilities(self, outputs: np.ndarray, params: FusionParams) -> np.ndarray:
         return softmax(_logits(outputs), params.temperature)
 
