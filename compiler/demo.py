@@ -203,7 +203,7 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
         "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True},
         "gate": {"tau": config.tau_override},
         "outbox": {"path": str(out / "agent-outbox.sqlite")},
-        "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0},
+        "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0, "labour_share": config.demands.labour},
         "sinks": [{"kind": "jsonl", "path": str(out / "results.jsonl")}],
         "telemetry": {"prometheus_port": 0, "status_interval_s": 5},
     })
@@ -323,6 +323,8 @@ def summarise(config: DemoConfig, compiled: Any, data: Any, frames: FrameLog, ag
         "frames_before": before["frames"], "frames_after": after["frames"], "looped_stream": config.loop_stream,
         "share_to_people": sum(r.status.value != "model" for r in frames.results.values()) / total,
         "labour": labour_spent(app) / (total * 4 * 3), "labour_budget": config.demands.labour,
+        "labour_device": telemetry.get("labour_ratio", 0.0),
+        "labour_refused": int(telemetry.get("labour_exhausted", 0)),
         "fps": telemetry.get("fps", 0.0), "swap_pause_ms": telemetry.get("swap_ms", 0.0),
         "dropped_frames": int(telemetry.get("frames_dropped", 0)), "frames": total,
         "retrain": {"run": run.id, "status": run.status, "seconds": run.seconds, "filtered_out": run.filtered_out,
@@ -344,7 +346,8 @@ def format_summary(s: dict[str, Any]) -> str:
              f"{s['accuracy_model_only_after']:.4f}", f"{s['accuracy_fused_after']:.4f}")]
     table = "\n".join(f"  {a:<44} {b:>12} {c:>18}" for a, b, c in rows)
     return (f"summary ({s['dataset']}, {s['transport']}, annotators SIMULATED)\n{table}\n"
-            f"  share sent to people {s['share_to_people']:.4f}; labour {s['labour']:.4f} (budget {s['labour_budget']})\n"
+            f"  share sent to people {s['share_to_people']:.4f}; labour {s['labour']:.4f} (budget {s['labour_budget']}, "
+            f"enforced on the device: {s['labour_refused']} samples kept the model's answer)\n"
             f"  {s['fps']:.1f} frames/s; swap pause {s['swap_pause_ms']:.3f} ms; dropped frames {s['dropped_frames']}\n"
             f"  report {s['paths']['report']}; bundle {s['paths']['bundle']}; results {s['paths']['results']}\n"
             f"  summary {s['paths']['summary']}; {s['wall_seconds']:.0f} s in all")

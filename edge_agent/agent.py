@@ -22,7 +22,7 @@ import numpy as np
 
 from hgen.edge_agent.config import AgentConfig
 from hgen.edge_agent.errors import SwapError
-from hgen.edge_agent.gating import Batcher, Decision, Gate, PendingSample
+from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
 from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
 from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.results import Result, ResultStatus, declined_detail
@@ -52,6 +52,7 @@ class Waiting:
     params: FusionParams
     patience_at: float
     timed_out: bool = False
+    labour: float = 0.0  # the estimate reserved from the labour bucket; a reply settles it
 
 
 class Agent:
@@ -70,6 +71,7 @@ class Agent:
         self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
         self.gate = Gate(config.gate)
         self.batcher = Batcher(config.batching)
+        self.labour = LabourBucket(config.batching.labour_share, config.batching.labour_window_frames)
         self._source = source
         self._waiting: dict[str, Waiting] = {}
         self._done: OrderedDict[str, None] = OrderedDict()  # recently replied ids: duplicates are not "unknown"
@@ -91,6 +93,7 @@ class Agent:
         self.telemetry.gauge("outbox_dropped", self.outbox.dropped)
         self.telemetry.gauge("waiting_for_people", lambda: len(self._waiting))
         self.telemetry.gauge("swap_ms", lambda: self.slot.last_switch_ms)
+        self.telemetry.gauge("labour_ratio", self.labour.ratio)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class Agent:
         """Open the source, restore unreplied samples from the outbox, start the threads and the hub link."""
         if self._source is None:
             self._source = open_source(self.config.source, self._stop)
+        self._source.set_prepare(self._prepare)
         self._restore()
         if self.config.telemetry.prometheus_port is not None:
             self.metrics_endpoint = PrometheusEndpoint(self.telemetry, self.config.telemetry.prometheus_host,
@@ -212,10 +216,13 @@ class Agent:
                       bundle_version=model.version)
         if frame.image is None:
             return self._invalid(base, "frame could not be decoded")
-        try:
-            x, resized = preprocess(frame.image, model.manifest.input)
-        except FrameShapeError as exc:
-            return self._invalid(base, str(exc))
+        if frame.prepared is not None and frame.prepared[0] is model.manifest.input:
+            x, resized = frame.prepared[1], frame.prepared[2]  # preprocessed on the reader thread
+        else:
+            try:
+                x, resized = preprocess(frame.image, model.manifest.input)
+            except FrameShapeError as exc:
+                return self._invalid(base, str(exc))
         if resized:
             self.telemetry.inc("frames_resized")
         start = time.perf_counter()
@@ -227,7 +234,21 @@ class Agent:
             return self._invalid(base, f"inference failed: {exc}")
         self.telemetry.frame((time.perf_counter() - start) * 1e3)
         self.slot.observe(x)
-        return self._gate(frame, model, x, logits, replace(base, bundle_version=model.version))
+        if model.version != base.bundle_version:  # a rollback happened during this frame
+            base = replace(base, bundle_version=model.version)
+        return self._gate(frame, model, x, logits, base)
+
+    def _prepare(self, frame: Frame) -> Frame:
+        """Runs on the source's reader thread: preprocess for the active model so it overlaps inference; the
+        pipeline redoes it if the model changed meanwhile, and reports bad frames itself."""
+        spec = self.slot.active.manifest.input
+        if frame.image is None:
+            return frame
+        try:
+            x, resized = preprocess(frame.image, spec)
+        except FrameShapeError:
+            return frame
+        return replace(frame, prepared=(spec, x, resized))
 
     def _invalid(self, base: Result, detail: str) -> Result:
         self.telemetry.inc("frames_invalid")
@@ -242,11 +263,14 @@ class Agent:
         confidence = float(probs.max())
         label = int(model.kind.predict(logits, model.params)[0])
         now = time.monotonic()
+        with self._lock:
+            self.labour.frame()
         decision = model_decision = self.gate.decide(confidence, model.tau, now)
         if decision is Decision.RATE_LIMITED:
             self.telemetry.inc("rate_limited")
-        result = replace(base, status=ResultStatus.MODEL, decision=decision.value, label=label,
-                         label_name=model.manifest.labels[label], model_label=label, confidence=confidence)
+        result = Result(base.frame_index, base.sample_id, base.captured_at, ResultStatus.MODEL, decision.value,
+                        label=label, label_name=model.manifest.labels[label], model_label=label,
+                        confidence=confidence, bundle_version=base.bundle_version)
         if model_decision.to_people and self.transport is not None:
             difficulty = float(model.difficulty.difficulty(probs)[0])
             labour = self.batcher.labour_of(difficulty, model.m)
@@ -262,7 +286,11 @@ class Agent:
         """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
         sample = self._sample_proto(frame, model, probs, result)
         with self._lock:
+            if not self.labour.take(labour):
+                self.telemetry.inc("labour_exhausted")
+                return None
             if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):
+                self.labour.refund(labour)
                 self.telemetry.inc("budget_exhausted")
                 return None
             batch_id = self.batcher.current_batch_id()
@@ -273,12 +301,15 @@ class Agent:
         row = OutboxRow(result.sample_id, batch_id, time.time(), frame.index, model.m, deadline,
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
         if not self.outbox.put([row]):
+            with self._lock:
+                self.labour.refund(labour)
             self.telemetry.inc("outbox_dropped")
             return None
         self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
         with self._lock:
             self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
-                                                      time.monotonic() + self.config.batching.patience_s)
+                                                      time.monotonic() + self.config.batching.patience_s,
+                                                      labour=labour)
         self._emit(pending)
         return pending
 
@@ -329,6 +360,7 @@ class Agent:
             waiting = self._waiting.pop(reply.sample_id, None)
             duplicate = waiting is None and reply.sample_id in self._done
             if waiting is not None:
+                self.labour.settle(waiting.labour, reply.labour)
                 self._done[reply.sample_id] = None
                 while len(self._done) > RECENT_REPLIES:
                     self._done.popitem(last=False)

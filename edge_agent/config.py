@@ -55,6 +55,12 @@ class BatchingConfig(StrictModel):
     max_wait_s: float = Field(2.0, gt=0, title="Send a partial batch after this long")
     annotators: int | None = Field(None, ge=1, le=10, title="m, people per sample (default: the bundle's)")
     labour_budget: float | None = Field(None, gt=0, title="L_c, max sum of L0 = d*m per batch (None: unlimited)")
+    labour_share: float | None = Field(
+        None, gt=0, le=1, title="L (Eq. 13) the device may spend over the stream: sum of L0 <= share x 4 participants "
+                                "x 3 operations per frame, as a token bucket refilled per frame and corrected by the "
+                                "labour each reply reports (None: unlimited; the compile's labour demand)")
+    labour_window_frames: int = Field(1000, ge=1, title="Bucket capacity, in frames of refill: how much unspent "
+                                                        "labour a quiet period may bank for a later burst")
     deadline_s: float = Field(600.0, gt=0, title="Hub deadline per request")
     patience_s: float = Field(60.0, gt=0, title="After this long without a reply the model's answer stands")
     aggregator: str = Field("", title="Hub aggregator (empty: the hub's default for the kind)")

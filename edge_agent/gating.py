@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from hgen.edge_agent.config import BatchingConfig, GateConfig
-from hgen.runtime.labour import labour_per_sample
+from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS, labour_per_sample
 
 
 class Decision(enum.Enum):
@@ -105,3 +105,48 @@ class Batcher:
     def take(self) -> Batch | None:
         batch, self._batch = self._batch, None
         return batch
+
+
+class LabourBucket:
+    """The compile's labour demand L (Eq. 13) enforced on the device, across batches.
+
+    Each frame adds L x L_max-per-frame operations (capped at `window_frames` of refill); sending a sample takes
+    its estimated L0 = d * m; a reply settles the difference between the estimate and the labour people really
+    spent, so estimates that run low cannot push the stream over its budget for long. Starting empty keeps the
+    running total <= L x L_max from the first frame on.
+    """
+
+    def __init__(self, share: float | None, window_frames: int) -> None:
+        self.rate = None if share is None else share * MAX_PARTICIPANTS * MAX_OPERATIONS
+        self.capacity = None if self.rate is None else self.rate * window_frames
+        self.tokens = 0.0
+        self.spent = 0.0
+        self.frames = 0
+
+    def frame(self) -> None:
+        self.frames += 1
+        if self.rate is not None and self.capacity is not None:
+            self.tokens = min(self.capacity, self.tokens + self.rate)
+
+    def take(self, labour: float) -> bool:
+        """Reserve `labour` operations for one sample; False (the model's answer stands) when not enough is left."""
+        if self.rate is not None and labour > self.tokens + 1e-9:
+            return False
+        self.tokens -= labour
+        self.spent += labour
+        return True
+
+    def refund(self, labour: float) -> None:
+        """A reserved sample was not sent after all (the batch's L_c or the outbox refused it)."""
+        self.tokens += labour
+        self.spent -= labour
+
+    def settle(self, estimate: float, actual: float) -> None:
+        """A reply reports what people spent; charge (or refund) the difference to the estimate."""
+        self.tokens += estimate - actual
+        self.spent += actual - estimate
+
+    def ratio(self) -> float:
+        """L so far: spent / (frames x participants x operations)."""
+        return self.spent / max(1, self.frames) / (MAX_PARTICIPANTS * MAX_OPERATIONS)
+

@@ -22,6 +22,8 @@ def test_demo_flow_retrains_and_hot_swaps_without_dropping_frames(tmp_path):
     assert summary["dropped_frames"] == 0
     assert summary["frames_before"] > 0 and summary["frames_after"] > 0
     assert summary["share_to_people"] > 0 and summary["labour"] > 0
+    # the device enforces the labour demand (Eq. 13) on what people really spent, within one batch of slack
+    assert summary["labour"] <= summary["labour_budget"] * 1.1 and summary["labour_device"] <= summary["labour_budget"] * 1.1
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     for key in ("accuracy_model_only_before", "accuracy_fused_before", "accuracy_model_only_after",
                 "accuracy_fused_after", "share_to_people", "labour", "labour_budget", "fps", "swap_pause_ms",
