@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -115,6 +115,9 @@ class GoldConfig(StrictModel):
     pause_below: float = Field(0.6, ge=0.0, le=1.0, title="Pause an annotator whose gold accuracy falls below this")
 
 
+DEFAULT_THRESHOLDS = {"cnn": 200, "yolo": 1000}  # paper: 200 human labels for H-CNN, 1,000 for detection
+
+
 class ModelConfig(StrictModel):
     """One deployed model the hub retrains: where its current model and original data are, who runs it."""
 
@@ -124,8 +127,18 @@ class ModelConfig(StrictModel):
     dataset: str = Field("fashion-mnist:lowres", title="Original training data (compiler dataset spec)")
     dataset_limit: int | None = Field(None, ge=50, title="Cap on each original split (small hubs, tests)")
     devices: dict[str, str] = Field(default_factory=dict, title="device id -> target the device runs (x86_64, rpi4...)")
-    threshold: int = Field(200, ge=1, title="New human-labelled samples that trigger a retrain (paper: 200 H-CNN)")
-    kind: str = Field("cnn", pattern=r"^(cnn)$", title="H-DNN kind; the retraining loop covers classification")
+    threshold: int = Field(None, ge=1, title="New human-labelled samples that trigger a retrain (default per kind, "  # type: ignore[assignment]
+                                             "the paper's: 200 for cnn, 1000 for yolo)")
+    kind: Literal["cnn", "yolo"] = Field("cnn", title="H-DNN kind: cnn (classification) or yolo (detection)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold_of_kind(cls, data: Any) -> Any:
+        """An unset threshold is the paper's for the kind: detection labels are cheaper per bit, so more are needed."""
+        if isinstance(data, Mapping) and data.get("threshold") is None:
+            kind = data.get("kind", "cnn")
+            data = {**data, "threshold": DEFAULT_THRESHOLDS.get(kind, DEFAULT_THRESHOLDS["cnn"])}
+        return data
 
 
 class RetrainConfig(StrictModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -38,7 +39,18 @@ def held_out(sample_id: str, share: float, seed: int = 0) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def decode(sample: LabelledSample, shape: tuple[int, int, int]) -> np.ndarray:
+class StoredImage(Protocol):
+    """A stored sample image as the knowledge base keeps it (LabelledSample, BoxSample)."""
+
+    sample_id: str
+    image_format: int
+    height: int
+    width: int
+    channels: int
+    image: bytes
+
+
+def decode(sample: StoredImage, shape: tuple[int, int, int]) -> np.ndarray:
     """Stored image -> float32 [H, W, C] in [0, 1] at the model's input size."""
     height, width, channels = shape
     if sample.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:

@@ -2,7 +2,9 @@
 
 `RetrainPipeline.execute(run)` never raises for a retrain that goes wrong: the run is stored as `failed` (an
 error) or `rejected` (the acceptance check said no) with the reason, and the deployed model stays current. The
-original dataset and the autoencoder are built once per model and kept for later retrains.
+original dataset and the autoencoder are built once per model and kept for later retrains. What differs per H-DNN
+kind (original data, human labels as training targets, enhancement training, the acceptance metric) is asked of
+the model's `RetrainKind` (`hgen.hub.retrain.kinds`); the steps and their order are the same for every kind.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hgen.compiler.data import Dataset, load_dataset
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
 from hgen.hub.retrain.accept import check
-from hgen.hub.retrain.data import HumanSet, human_set, split_holdout
-from hgen.hub.retrain.enhance import enhance
+from hgen.hub.retrain.data import split_holdout
 from hgen.hub.retrain.filter import AutoencoderFilter
+from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, get_retrain_kind
 from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.runtime.bundle.manifest import Manifest
@@ -35,8 +36,9 @@ class Prepared:
 
     current: VersionRecord
     manifest: Manifest
-    data: Dataset
-    human: HumanSet
+    data: OriginalData
+    human: HumanLabels
+    kind: RetrainKind
 
 
 class RetrainPipeline:
@@ -46,7 +48,7 @@ class RetrainPipeline:
         self.config = config
         self.store = store
         self.publisher = publisher
-        self._datasets: dict[str, Dataset] = {}
+        self._datasets: dict[str, OriginalData] = {}
         self._filters: dict[str, AutoencoderFilter] = {}
         self._lock = threading.Lock()
 
@@ -106,11 +108,12 @@ class RetrainPipeline:
         if len(kept) == 0:
             raise RetrainError(f"no human-labelled training samples left ({len(train)} before the filter, "
                                f"{filtered_out} filtered out)")
-        enhanced = enhance(prepared.current.keras_path, prepared.data, kept, self.config)
+        enhanced = prepared.kind.enhance(prepared.current.keras_path, prepared.data, kept, self.config)
         from hgen.compiler.models import load_model_file
 
         verdict = check(load_model_file(prepared.current.keras_path), enhanced.model, holdout, prepared.data.test,
-                        tolerance=self.config.tolerance, min_holdout=self.config.min_holdout)
+                        tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
+                        score=prepared.kind.score, metric=prepared.kind.metric)
         metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
                                    "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
                                    "human_samples": len(prepared.human), "holdout_samples": len(holdout)}
@@ -128,21 +131,21 @@ class RetrainPipeline:
     def _prepare(self, model_config: ModelConfig, run: RunRecord) -> Prepared:
         current = self.current(model_config.name)
         manifest = self._manifest(Path(current.bundle_dir))
-        data = self._dataset(model_config)
-        samples = self.store.labelled_samples(model_config.name, run.cutoff)
-        human = human_set(samples, data.input_shape, data.num_classes)
+        kind = get_retrain_kind(model_config.kind)
+        data = self._dataset(model_config, kind)
+        human = kind.human(self.store, model_config.name, run.cutoff, data)
         if len(human) == 0:
             raise RetrainError(f"no human-labelled samples for model {model_config.name!r} yet")
-        return Prepared(current, manifest, data, human)
+        return Prepared(current, manifest, data, human, kind)
 
-    def _dataset(self, model_config: ModelConfig) -> Dataset:
+    def _dataset(self, model_config: ModelConfig, kind: RetrainKind) -> OriginalData:
         with self._lock:
             if model_config.name not in self._datasets:
-                self._datasets[model_config.name] = load_dataset(model_config.dataset, seed=self.config.seed,
-                                                                 limit=model_config.dataset_limit)
+                self._datasets[model_config.name] = kind.load_data(model_config.dataset, seed=self.config.seed,
+                                                                   limit=model_config.dataset_limit)
             return self._datasets[model_config.name]
 
-    def _filter(self, model_config: ModelConfig, data: Dataset, train: HumanSet) -> tuple[HumanSet, int]:
+    def _filter(self, model_config: ModelConfig, data: OriginalData, train: HumanLabels) -> tuple[HumanLabels, int]:
         if not self.config.filter_enabled or len(train) == 0:
             return train, 0
         with self._lock:

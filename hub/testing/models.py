@@ -1,4 +1,4 @@
-"""A small deployed H-CNN for retrain tests and the closed-loop benchmark: train, calibrate, lower, sign.
+"""Small deployed H-DNNs for retrain tests and the closed-loop benchmark: train, calibrate, lower, sign.
 
 It does what `hgen-compile` does at its end (train, fit the temperature, `write_bundle`), without the search, so a
 test has a real deployed model and bundle in seconds.
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.data.detection import DetectionDataset
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class DeployedModel:
     bundle_dir: Path
     signing_key: Path
     public_key: Path
-    data: Dataset
+    data: Dataset | DetectionDataset
     tau: float
     temperature: float
 
@@ -55,13 +56,42 @@ def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int =
                          data, tau, temperature)
 
 
+def deploy_detector(out_dir: Path, *, dataset: str = "digits-det", epochs: int = 4, tau: float = 0.5,
+                    limit: int | None = None, seed: int = 0, name: str = "griddet", target: str = "x86_64",
+                    version: str = "1.0.0") -> DeployedModel:
+    """The H-YOLO counterpart of `deploy_lenet`: train the grid detector on digit canvases and sign a `yolo` bundle."""
+    from hgen.compiler.bundle import write_bundle
+    from hgen.compiler.bundle.keys import generate_keypair
+    from hgen.compiler.data.detection import load_detection_dataset
+    from hgen.compiler.models import build_model
+    from hgen.compiler.models.grid_detector import DetectorTrainConfig, calibrate_detector, train_detector
+
+    data = load_detection_dataset(dataset, seed=seed, limit=limit)
+    model = build_model("grid_detector", data.input_shape, data.num_classes)
+    train_detector(model, data.train, data.num_classes, DetectorTrainConfig(epochs=epochs, seed=seed))
+    temperature = calibrate_detector(model, data.val, data.num_classes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = generate_keypair(out_dir / "keys", overwrite=True)
+    keras_path = out_dir / "model.keras"
+    model.save(keras_path)
+    write_bundle(out_dir / "bundle", model, name=name, version=version, kind="yolo", target=target,
+                 labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=tau,
+                 temperature=temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
+                 plan={"layers": {}}, representative_data=data.train.x[:100], signing_key=keys.private_path,
+                 overwrite=True)
+    return DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path,  # type: ignore[arg-type]
+                         data, tau, temperature)
+
+
 def retrain_section(deployed: DeployedModel, store_dir: Path, *, devices: dict[str, str], threshold: int,
-                    dataset: str = "digits:lowres", **overrides: Any) -> dict[str, Any]:
+                    dataset: str = "digits:lowres", kind: str = "cnn", dataset_limit: int | None = None,
+                    **overrides: Any) -> dict[str, Any]:
     """The `retrain:` part of a hub config for `deployed` (plain data, validated by parse_hub_config)."""
     section: dict[str, Any] = {
         "enabled": True, "store_dir": str(store_dir), "signing_key": str(deployed.signing_key),
         "models": [{"name": deployed.name, "keras_model": str(deployed.keras_path), "bundle": str(deployed.bundle_dir),
-                    "dataset": dataset, "devices": devices, "threshold": threshold}],
+                    "dataset": dataset, "devices": devices, "threshold": threshold, "kind": kind,
+                    "dataset_limit": dataset_limit}],
     }
     section.update(overrides)
     return section

@@ -1,0 +1,39 @@
+"""H-CNN retraining: a human class is lifted above the model's top logit (the model's output form), distilled with
+the teacher's logits on original data (`hgen.hub.retrain.enhance`); acceptance compares model-only accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.train import predict_logits
+from hgen.hub.config import RetrainConfig
+from hgen.hub.retrain.data import HumanSet, human_set
+from hgen.hub.retrain.enhance import Enhanced, enhance
+from hgen.hub.retrain.kinds import RETRAIN_KINDS
+from hgen.hub.retrain.records import RetrainStore
+
+
+class CNNRetrain:
+    name = "cnn"
+    metric = "accuracy"
+
+    def load_data(self, spec: str, *, seed: int, limit: int | None) -> Dataset:
+        return load_dataset(spec, seed=seed, limit=limit)
+
+    def human(self, store: RetrainStore, model_name: str, up_to: float, data: Dataset) -> HumanSet:
+        return human_set(store.labelled_samples(model_name, up_to), data.input_shape, data.num_classes)
+
+    def enhance(self, keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:
+        return enhance(keras_path, data, human, config)
+
+    def score(self, model: Any, labelled: Any) -> float:
+        if not len(labelled):
+            return float("nan")
+        return float(np.mean(predict_logits(model, labelled.x).argmax(axis=1) == labelled.y))
+
+
+RETRAIN_KINDS.add("cnn", CNNRetrain())
