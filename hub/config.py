@@ -127,8 +127,9 @@ class ModelConfig(StrictModel):
     dataset: str = Field("fashion-mnist:lowres", title="Original training data (compiler dataset spec)")
     dataset_limit: int | None = Field(None, ge=50, title="Cap on each original split (small hubs, tests)")
     devices: dict[str, str] = Field(default_factory=dict, title="device id -> target the device runs (x86_64, rpi4...)")
-    threshold: int = Field(None, ge=1, title="New human-labelled samples that trigger a retrain (default per kind, "  # type: ignore[assignment]
-                                             "the paper's: 200 for cnn, 1000 for yolo)")
+    threshold: int = Field(  # type: ignore[assignment]  # None is replaced by the kind's default before validation
+        None, ge=1, title="New human-labelled samples that trigger a retrain (default per kind, the paper's: 200 for "
+                          "cnn, 1000 for yolo)")
     kind: Literal["cnn", "yolo"] = Field("cnn", title="H-DNN kind: cnn (classification) or yolo (detection)")
 
     @model_validator(mode="before")

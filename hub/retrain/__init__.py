@@ -2,7 +2,8 @@
 
 `RetrainWorker` (thread) -> `RetrainPipeline.execute` -> filter (`AutoencoderFilter`), enhancement distillation
 (`enhance`), acceptance (`check`), re-lowering and signing (`build_bundles`), announcing (`HubPublisher`).
-History and versions live in the knowledge base (`RetrainStore`).
+History and versions live in the knowledge base (`RetrainStore`; `LabelStore` also counts box labels). What differs
+per H-DNN kind (data, human labels as targets, enhancement, acceptance metric) is one file per kind in `kinds/`.
 """
 
 from hgen.hub.retrain.pipeline import RetrainPipeline

@@ -43,7 +43,8 @@ def test_deterministic_by_seed_and_splits_differ() -> None:
     a = load_detection_dataset("digits-det", seed=3, limit=20)
     b = load_detection_dataset("digits-det", seed=3, limit=20)
     c = load_detection_dataset("digits-det", seed=4, limit=20)
-    assert np.array_equal(a.train.x, b.train.x) and all(np.array_equal(p, q) for p, q in zip(a.test.boxes, b.test.boxes))
+    assert np.array_equal(a.train.x, b.train.x)
+    assert all(np.array_equal(p, q) for p, q in zip(a.test.boxes, b.test.boxes))
     assert not np.array_equal(a.train.x, c.train.x)
     assert not np.array_equal(a.train.x, a.test.x)
 

@@ -105,7 +105,8 @@ def test_fusion_people_replace_the_models_boxes() -> None:
         None,  # nobody answered: the model's boxes stand
         np.zeros((0, 6)),  # people saw nothing: no boxes
         np.array([[0.12, 0.1, 0.31, 0.3, 1, 1.0], [0.6, 0.6, 0.8, 0.9, 2, 2 / 3]]),  # majority boxes, people's coords
-        np.array([[0.11, 0.1, 0.3, 0.3, 1, 1 / 3], [0.6, 0.6, 0.8, 0.9, 2, 1 / 3]]),  # minority: kept where model agrees
+        # minority boxes: kept only where the model agrees
+        np.array([[0.11, 0.1, 0.3, 0.3, 1, 1 / 3], [0.6, 0.6, 0.8, 0.9, 2, 1 / 3]]),
     ]
     fused = get_kind("yolo").fuse(out, answers, FusionParams())
     assert len(fused[0]) == 1 and fused[0].scores[0] > 0.99
