@@ -43,7 +43,7 @@ class BuildPyWithProtos(build_py):
 # Device-only dependencies: never TensorFlow (tests check `hgen.runtime` and `hgen.edge_agent` import without it).
 EDGE = [
     "numpy>=2.0",
-    "ai-edge-litert>=2.0",
+    "ai-edge-litert>=1.4",  # 2.x on x86-64; the aarch64 kit pins 1.4.0 (tools/flash/build_kit.py)
     "opencv-python-headless>=4.9",
     "paho-mqtt>=2.1",
     "grpcio>=1.70",
