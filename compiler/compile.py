@@ -81,10 +81,10 @@ def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]
             raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
                                        f"{data.input_shape}")
         return model, Path(config.model).stem
-    if config.model not in model_names():
+    if config.model not in model_names("cnn"):
         from hgen.compiler.errors import UnknownNameError
 
-        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names())} "
+        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names("cnn"))} "
                                f"or a path to a .keras/.h5 file")
     model = build_model(config.model, data.input_shape, data.num_classes)
     seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed))

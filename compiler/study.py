@@ -23,7 +23,7 @@ from hgen.compiler.metrics import (
     model_costs,
     storage_mb,
 )
-from hgen.compiler.models import build_model
+from hgen.compiler.models import build_classifier
 from hgen.compiler.metrics.latency import litert_latency_ms
 from hgen.compiler.train import TrainConfig, calibrate, predict_logits, train_classifier
 from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
@@ -83,7 +83,7 @@ def prepare_hcnn(config: StudyConfig, dataset: Dataset | None = None,
     """Train, calibrate (Eq. 2), fit the difficulty estimator (Eq. 3) and collect the crowd's answers."""
     data = dataset or load_dataset(config.dataset, seed=config.seed, limit=config.limit, root=config.data_root)
     log(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test from {data.origin}")
-    model = build_model(config.model, data.input_shape, data.num_classes)
+    model = build_classifier(config.model, data.input_shape, data.num_classes)
     seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.epochs, seed=config.seed))
     log(f"trained {config.model} for {config.epochs} epochs in {seconds:.1f} s")
     temperature = calibrate(model, data.val)

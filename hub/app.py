@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 from hgen.hub.config import HubConfig
-from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainWorker
-from hgen.hub.retrain.labels import LabelStore
+from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore, RetrainWorker
 from hgen.hub.service import HubService
 from hgen.hub.transports.grpc_server import GrpcTransport
 from hgen.hub.transports.mqtt import MqttTransport
@@ -22,7 +21,7 @@ class HubApp:
         self.service = HubService.from_config(config)
         self.grpc = GrpcTransport(self.service, config.grpc) if config.grpc.enabled else None
         self.mqtt = MqttTransport(self.service, config.mqtt) if config.mqtt.enabled else None
-        self.retrain_store = LabelStore(self.service.kb)  # counts detection (box) labels too
+        self.retrain_store = RetrainStore(self.service.kb)
         self.retrain: RetrainWorker | None = None
         if config.retrain.enabled:
             pipeline = RetrainPipeline(config.retrain, self.retrain_store,

@@ -68,8 +68,7 @@ def retrain(config_path: str, model: str) -> int:
     """Runs the pipeline here; the new bundle is registered in the knowledge base, where serving hubs' gRPC
     WatchUpdates streams see it (MQTT retained notices are sent by a serving hub's own worker only)."""
     from hgen.hub.kb.store import KnowledgeBase
-    from hgen.hub.retrain import HubPublisher, RetrainPipeline
-    from hgen.hub.retrain.labels import LabelStore
+    from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
     from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
 
     config = load_hub_config(config_path)
@@ -77,7 +76,7 @@ def retrain(config_path: str, model: str) -> int:
     kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
                             migrate=kbc.migrate)
     try:
-        store = LabelStore(kb)  # box (H-YOLO) labels count and set the run's cutoff too
+        store = RetrainStore(kb)
         pipeline = RetrainPipeline(config.retrain, store, HubPublisher(kb))
         pipeline.model_config(model)  # UnknownModelError before anything is stored
         holder = holder_id("cli")  # a serving hub may be retraining this model: the lease says who goes

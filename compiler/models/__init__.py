@@ -25,9 +25,23 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) 
     return MODELS.get(name)(input_shape, num_classes)
 
 
-def model_names() -> list[str]:
+def build_classifier(name: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """`build_model` for the H-CNN paths (study, search): a detector's name is refused like an unknown one."""
+    if name not in model_names("cnn"):
+        raise UnknownNameError(f"unknown model '{name}'; valid choices: {', '.join(model_names('cnn'))}")
+    return build_model(name, input_shape, num_classes)
+
+
+def model_kind(name: str) -> str:
+    """The H-DNN kind a zoo model's output has (`cnn` unless its builder says `hdnn_kind = ...`)."""
     discover(__name__)
-    return MODELS.names()
+    return str(getattr(MODELS.get(name), "hdnn_kind", "cnn"))
+
+
+def model_names(kind: str | None = None) -> list[str]:
+    """Zoo names, optionally only those of one H-DNN kind (the compile search takes classifiers)."""
+    discover(__name__)
+    return [name for name in MODELS.names() if kind is None or model_kind(name) == kind]
 
 
 def load_model_file(path: str | Path) -> keras.Model:

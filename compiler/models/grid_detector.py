@@ -155,3 +155,6 @@ def fit_grid_temperature(outputs: np.ndarray, targets: np.ndarray) -> float:
 def calibrate_detector(model: Any, val: DetectionSplit, num_classes: int) -> float:
     grid = int(model.outputs[0].shape[1])
     return fit_grid_temperature(predict_grid(model, val.x), encode_targets(val.boxes, grid, num_classes))
+
+
+grid_detector.hdnn_kind = "yolo"  # type: ignore[attr-defined]  # not a classifier: compile skips it

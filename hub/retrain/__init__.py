@@ -2,7 +2,7 @@
 
 `RetrainWorker` (thread) -> `RetrainPipeline.execute` -> filter (`AutoencoderFilter`), enhancement distillation
 (`enhance`), acceptance (`check`), re-lowering and signing (`build_bundles`), announcing (`HubPublisher`).
-History and versions live in the knowledge base (`RetrainStore`; `LabelStore` also counts box labels). What differs
+History and versions live in the knowledge base (`RetrainStore`, which counts class and box labels). What differs
 per H-DNN kind (data, human labels as targets, enhancement, acceptance metric) is one file per kind in `kinds/`.
 """
 

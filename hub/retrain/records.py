@@ -20,8 +20,21 @@ from sqlalchemy.orm import Session
 from hgen.hub.errors import RetrainBusyError
 from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
+from hgen.protos import hub_pb2
 
 HUMAN_STATES = ("answered", "partial")
+BOX_KINDS = (hub_pb2.HDNN_KIND_YOLO,)  # samples whose human label is the aggregated boxes, not a class
+
+
+def human_label() -> Any:
+    """A reply that is a human label: a class, or any answered/partial reply of a box-labelled sample (an empty
+    box list is a label too: "nothing there")."""
+    return or_(Reply.class_id.is_not(None), Sample.hdnn_kind.in_(BOX_KINDS))
+
+
+def of_model(name: str) -> tuple[Any, ...]:
+    """Replies people gave for device samples of model `name` (gold tasks excluded)."""
+    return (Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT, Reply.status.in_(HUMAN_STATES))
 ACTIVE_STATES = ("queued", "running")
 
 
@@ -257,13 +270,11 @@ class RetrainStore:
 
     def _labels_query(self, name: str):  # type: ignore[no-untyped-def]
         return (select(Reply.sample_id).join(Sample, Sample.id == Reply.sample_id)
-                .where(Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT,
-                       Reply.status.in_(HUMAN_STATES), Reply.class_id.is_not(None)))
+                .where(*of_model(name), human_label()))
 
     def _latest_label_time(self, s: Any, name: str) -> float:
         query = (select(func.max(Reply.created_at)).join(Sample, Sample.id == Reply.sample_id)
-                 .where(Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT,
-                        Reply.status.in_(HUMAN_STATES), Reply.class_id.is_not(None)))
+                 .where(*of_model(name), human_label()))
         return float(s.scalar(query) or 0.0)
 
     def last_cutoff(self, name: str) -> float:
@@ -284,8 +295,7 @@ class RetrainStore:
                 select(Sample.id, Reply.class_id, Sample.image_format, Sample.height, Sample.width, Sample.channels,
                        Sample.image_bytes, Sample.image_path)
                 .join(Reply, Reply.sample_id == Sample.id)
-                .where(Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT,
-                       Reply.status.in_(HUMAN_STATES), Reply.class_id.is_not(None), Reply.created_at <= up_to)
+                .where(*of_model(name), Reply.class_id.is_not(None), Reply.created_at <= up_to)
                 .order_by(Sample.id)).all()
         return [LabelledSample(r[0], int(r[1]), r[2], r[3], r[4], r[5], self.kb.images.get(r[6], r[7]))
                 for r in rows]

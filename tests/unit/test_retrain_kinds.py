@@ -83,10 +83,11 @@ def test_acceptance_names_the_kinds_metric() -> None:
 
 
 def test_box_replies_count_as_human_labels(tmp_path: Path) -> None:
-    """A detection reply has boxes, no class: LabelStore counts it, and a run's cutoff covers it."""
+    """A detection reply has boxes, no class: RetrainStore counts it, and a run's cutoff covers it."""
     from hgen.hub.config import HubConfig
     from hgen.hub.service import HubService
-    from hgen.hub.retrain.labels import LabelStore, box_samples
+    from hgen.hub.retrain.labels import box_samples
+    from hgen.hub.retrain.records import RetrainStore
     from hgen.hub.testing.detection import BoxAnnotator, BoxCrowd, detection_sample
     from hgen.hub.testing.samples import make_request
     from hgen.runtime.hdnn.yolo import Detections
@@ -101,7 +102,7 @@ def test_box_replies_count_as_human_labels(tmp_path: Path) -> None:
         truth[samples[0].sample_id] = np.zeros((0, 5))  # nothing there: still a label
         service.submit(make_request("cam", samples, m=2), "grpc")
         BoxCrowd(service.annotators, (BoxAnnotator("p1"), BoxAnnotator("p2", miss=0.0)), truth, 10).run_until_idle()
-        store = LabelStore(service.kb)
+        store = RetrainStore(service.kb)
         assert store.new_label_count("det") == 4
         found = {s.sample_id: s for s in box_samples(service.kb, "det", up_to=float("inf"))}
         assert len(found) == 4 and len(found[samples[0].sample_id].boxes) == 0
