@@ -84,7 +84,7 @@ def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]
     if config.model not in model_names("cnn"):
         from hgen.compiler.errors import UnknownNameError
 
-        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names("cnn"))} "
+        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names('cnn'))} "
                                f"or a path to a .keras/.h5 file")
     model = build_model(config.model, data.input_shape, data.num_classes)
     seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed))
