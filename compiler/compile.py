@@ -157,12 +157,15 @@ def _confidence_params(m: int, difficulty: Any) -> dict[str, float]:
     return {"m": float(m), **coef, "difficulty_intercept": float(difficulty.intercept)}
 
 
-def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda message: None) -> CompileResult:
+def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda message: None, *,
+                 data: Dataset | None = None) -> CompileResult:
+    """Search, fine-tune, evaluate and (optionally) bundle. `data` replaces `config.dataset` when given: the hub's
+    re-search passes the original data with the people's labels added to the training split."""
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = get_device(config.device)
-    data = load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
     log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     base, name = _base_model(config, data, log)
     space = build_space(base)

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("--config", required=True, help="hub YAML config")
         verbs[name] = verb
     verbs["retrain"].add_argument("--model", required=True, help="a name under retrain.models")
+    verbs["retrain"].add_argument("--research", action="store_true",
+                                  help="also search a new compression plan and tau (needs the model's compile_config)")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
     verbs["add-user"].add_argument("--role", choices=("annotator", "operator"), default="annotator")
     verbs["add-user"].add_argument("--invite", action="store_true",
@@ -64,7 +66,7 @@ def migrate(config_path: str) -> None:
         engine.dispose()
 
 
-def retrain(config_path: str, model: str) -> int:
+def retrain(config_path: str, model: str, research: bool = False) -> int:
     """Runs the pipeline here; the new bundle is registered in the knowledge base, where serving hubs' gRPC
     WatchUpdates streams see it (MQTT retained notices are sent by a serving hub's own worker only)."""
     from hgen.hub.kb.store import KnowledgeBase
@@ -79,8 +81,11 @@ def retrain(config_path: str, model: str) -> int:
         store = RetrainStore(kb)
         pipeline = RetrainPipeline(config.retrain, store, HubPublisher(kb))
         pipeline.model_config(model)  # UnknownModelError before anything is stored
+        if research:
+            pipeline.check_research(model)
         holder = holder_id("cli")  # a serving hub may be retraining this model: the lease says who goes
-        run = store.claim_run(model, "cli", pipeline.current(model).version, holder, LEASE_TTL_S)
+        run = store.claim_run(model, "cli", pipeline.current(model).version, holder, LEASE_TTL_S,
+                              research=research)
         keeper = LeaseKeeper(store, holder, LEASE_TTL_S, lambda: (model,)).start()
         try:
             outcome = pipeline.execute(run)
@@ -125,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "migrate":
             migrate(args.config)
         elif args.verb == "retrain":
-            return retrain(args.config, args.model)
+            return retrain(args.config, args.model, args.research)
         elif args.verb == "add-user":
             add_user(args.config, args.name, args.role, args.invite)
         else:

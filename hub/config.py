@@ -131,6 +131,8 @@ class ModelConfig(StrictModel):
         None, ge=1, title="New human-labelled samples that trigger a retrain (default per kind, the paper's: 200 for "
                           "cnn, 1000 for yolo)")
     kind: Literal["cnn", "yolo"] = Field("cnn", title="H-DNN kind: cnn (classification) or yolo (detection)")
+    compile_config: Path | None = Field(None, title="hgen-compile settings (YAML) the model was compiled with: a "
+                                                    "retrain with re-search runs that search again (cnn only)")
 
     @model_validator(mode="before")
     @classmethod
@@ -161,7 +163,9 @@ class RetrainConfig(StrictModel):
     filter_quantile: float = Field(0.99, gt=0.5, lt=1.0, title="Reconstruction error quantile of training data "
                                                                "above which a sample is out of distribution")
     filter_epochs: int = Field(3, ge=1, title="Autoencoder training epochs")
-    tolerance: float = Field(0.0, ge=0.0, le=0.1, title="Accept when new >= current - tolerance on both checks")
+    tolerance: float = Field(0.0, ge=0.0, le=0.1, title="Accept when new >= current - tolerance on every check")
+    human_accuracy: float = Field(0.95, ge=0.5, le=1.0, title="Accuracy of the people's aggregated answers in the "
+                                  "acceptance check's expected fused accuracy (H-CNN; gold tasks measure it)")
     min_holdout: int = Field(10, ge=1, title="Held-out human samples needed to run the acceptance check")
     engines: tuple[str, ...] = Field(("litert",), title="Engines in re-lowered bundles")
     seed: int = Field(0, title="Seed of splits and training")

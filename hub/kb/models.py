@@ -7,6 +7,7 @@ Changing a model means adding an Alembic revision in migrations/versions (a test
 from __future__ import annotations
 
 from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OPEN_STATES = ("received", "assigned")
@@ -213,6 +214,7 @@ class RetrainRun(Base):
     filtered_out: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    research: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # migration 0005
 
 
 # --- State shared by hub processes: login rate limit and retrain leases (migration 0004) -------------------------

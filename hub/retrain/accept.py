@@ -5,7 +5,7 @@ mAP@0.5 for H-YOLO; `hgen.hub.retrain.kinds`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ class Acceptance:
     test_samples: int
     reason: str = ""
     metric: str = "accuracy"
+    current_fused_test: float | None = None  # expected accuracy with people on the test split (H-CNN)
+    new_fused_test: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,3 +60,18 @@ def check(current: Any, new: Any, holdout: HumanSet | Any, test: Split | Any, *,
     if new_t < cur_t - tolerance:
         reasons.append(f"original test {metric} fell from {cur_t:.4f} to {new_t:.4f}")
     return Acceptance(not reasons, cur_h, new_h, len(holdout), cur_t, new_t, len(test), "; ".join(reasons), metric)
+
+
+def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: float,
+                demand: float | None = None) -> Acceptance:
+    """Add the H-DNN check: the new model with its tau and temperature must not be expected to do worse with
+    people than the deployed one (a model can gain model-only accuracy and still lose where the gate routes).
+    A re-search trades accuracy above the demand for less labour and compute, so it must only keep what is
+    demanded: `demand` (the compile's accuracy demand) lowers the bar to min(current, demand)."""
+    reason = verdict.reason
+    bar = current if demand is None else min(current, demand)
+    if new < bar - tolerance:
+        reason = "; ".join(filter(None, [reason, f"expected fused accuracy on the original test split fell from "
+                                                 f"{current:.4f} to {new:.4f}"
+                                                 + ("" if demand is None else f" (demand {demand:.4f})")]))
+    return replace(verdict, accepted=not reason, reason=reason, current_fused_test=current, new_fused_test=new)

@@ -13,18 +13,19 @@ import logging
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
-from hgen.hub.retrain.accept import check
+from hgen.hub.retrain.accept import check, check_fused
 from hgen.hub.retrain.data import split_holdout
 from hgen.hub.retrain.filter import AutoencoderFilter
-from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, get_retrain_kind
+from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind
 from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
+from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -108,25 +109,58 @@ class RetrainPipeline:
         if len(kept) == 0:
             raise RetrainError(f"no human-labelled training samples left ({len(train)} before the filter, "
                                f"{filtered_out} filtered out)")
-        enhanced = prepared.kind.enhance(prepared.current.keras_path, prepared.data, kept, self.config)
+        if run.research:
+            enhanced = self._research(model_config, prepared, kept, run)
+        else:
+            enhanced = prepared.kind.enhance(prepared.current.keras_path, prepared.data, kept, self.config)
         from hgen.compiler.models import load_model_file
 
-        verdict = check(load_model_file(prepared.current.keras_path), enhanced.model, holdout, prepared.data.test,
+        current_model = load_model_file(prepared.current.keras_path)
+        verdict = check(current_model, enhanced.model, holdout, prepared.data.test,
                         tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
                         score=prepared.kind.score, metric=prepared.kind.metric)
+        fused = fused_scorer(prepared.kind)
+        if fused is not None:
+            new_tau = enhanced.tau if isinstance(enhanced, Searched) else prepared.manifest.tau
+            verdict = check_fused(
+                verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, prepared.data.test,
+                               self.config.human_accuracy),
+                fused(enhanced.model, enhanced.temperature, new_tau, prepared.data.test, self.config.human_accuracy),
+                tolerance=self.config.tolerance,
+                demand=enhanced.accuracy_demand if isinstance(enhanced, Searched) else None)
         metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
                                    "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
                                    "human_samples": len(prepared.human), "holdout_samples": len(holdout)}
+        if isinstance(enhanced, Searched):
+            metrics["research"] = {"tau": enhanced.tau, "plan": enhanced.summary.get("plan"),
+                                   "feasible": enhanced.summary.get("feasible"),
+                                   "search_seconds": enhanced.summary.get("search_seconds")}
         common = {"samples_used": len(kept), "filtered_out": filtered_out}
         if not verdict.accepted:
             metrics["retrain_seconds"] = time.perf_counter() - start
             self.store.finish_run(run.id, "rejected", error=f"acceptance check refused: {verdict.reason}",
                                   metrics=metrics, **common)
             return self.store.run(run.id)  # type: ignore[return-value]
+        if isinstance(enhanced, Searched):  # the new plan and tau travel in the manifest
+            prepared = replace(prepared, manifest=prepared.manifest.model_copy(
+                update={"tau": enhanced.tau, "plan": enhanced.plan}))
         version = self._publish(model_config, prepared, enhanced.model, enhanced.temperature, run)
         metrics["retrain_seconds"] = time.perf_counter() - start
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
         return self.store.run(run.id)  # type: ignore[return-value]
+
+    def check_research(self, name: str) -> None:
+        """RetrainError unless `name` can be re-searched (an H-CNN with its compile settings)."""
+        model_config = self.model_config(name)
+        if model_config.kind != "cnn":
+            raise RetrainError(f"re-search covers H-CNN models; {name!r} is {model_config.kind}")
+        load_compile_config(model_config.compile_config, name, self._store_dir() / name / "research-check")
+
+    def _research(self, model_config: ModelConfig, prepared: Prepared, kept: HumanLabels, run: RunRecord) -> Searched:
+        self.check_research(model_config.name)
+        out = self._store_dir() / model_config.name / f"research-{run.id}"
+        config = load_compile_config(model_config.compile_config, model_config.name, out)
+        return research(config, prepared.data, kept.x, kept.y)
 
     def _prepare(self, model_config: ModelConfig, run: RunRecord) -> Prepared:
         current = self.current(model_config.name)

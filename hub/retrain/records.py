@@ -70,6 +70,7 @@ class RunRecord:
     filtered_out: int
     metrics: dict[str, Any]
     error: str | None
+    research: bool = False  # the operator asked for a new plan and tau (a re-search), not only new weights
 
     @property
     def done(self) -> bool:
@@ -107,7 +108,7 @@ class LabelledSample:
 def _run(row: RetrainRun) -> RunRecord:
     return RunRecord(row.id, row.model_name, row.status, row.trigger, row.requested_at, row.started_at,
                      row.finished_at, row.from_version, row.to_version, row.cutoff, row.samples_used,
-                     row.filtered_out, json.loads(row.metrics or "{}"), row.error)
+                     row.filtered_out, json.loads(row.metrics or "{}"), row.error, bool(row.research))
 
 
 def _lease(row: RetrainLease | None) -> LeaseRecord | None:
@@ -150,16 +151,16 @@ class RetrainStore:
 
     # --- runs -------------------------------------------------------------------------------------------------
 
-    def create_run(self, name: str, trigger: str, from_version: str) -> RunRecord:
+    def create_run(self, name: str, trigger: str, from_version: str, *, research: bool = False) -> RunRecord:
         """Queue a run without a lease (callers that coordinate with other hubs use `claim_run`)."""
         with self.kb.session() as s:
-            return self._add_run(s, name, trigger, from_version)
+            return self._add_run(s, name, trigger, from_version, research)
 
-    def _add_run(self, s: Session, name: str, trigger: str, from_version: str) -> RunRecord:
+    def _add_run(self, s: Session, name: str, trigger: str, from_version: str, research: bool = False) -> RunRecord:
         """Its cutoff is the newest human label now, so labels after it count towards the next retrain."""
         row = RetrainRun(model_name=name, status="queued", trigger=trigger, requested_at=self.clock(),
                          from_version=from_version, cutoff=self._latest_label_time(s, name), samples_used=0,
-                         filtered_out=0, metrics="{}")
+                         filtered_out=0, metrics="{}", research=research)
         s.add(row)
         s.flush()
         return _run(row)
@@ -206,7 +207,8 @@ class RetrainStore:
 
     # --- leases: one retrain per model across hub processes ------------------------------------------------------
 
-    def claim_run(self, name: str, trigger: str, from_version: str, holder: str, ttl_s: float) -> RunRecord:
+    def claim_run(self, name: str, trigger: str, from_version: str, holder: str, ttl_s: float, *,
+                  research: bool = False) -> RunRecord:
         """Take `name`'s lease (free, expired, or already `holder`'s) and queue a run under it, in one transaction.
 
         RetrainBusyError (naming the holder and its run) when another holder's lease is live; a run left by a
@@ -214,7 +216,7 @@ class RetrainStore:
         try:
             with self.kb.session() as s:
                 self._take_lease(s, name, holder, ttl_s)
-                run = self._add_run(s, name, trigger, from_version)
+                run = self._add_run(s, name, trigger, from_version, research)
                 s.execute(update(RetrainLease).where(RetrainLease.model_name == name).values(run_id=run.id))
                 return run
         except IntegrityError:  # another process inserted the first lease of this model at the same moment

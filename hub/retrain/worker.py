@@ -122,21 +122,25 @@ class RetrainWorker:
             self._dirty = True
             self._cond.notify_all()
 
-    def request(self, model_name: str, trigger: str = "api") -> RunRecord:
-        """Queue a retrain of `model_name` now, whatever the label count."""
+    def request(self, model_name: str, trigger: str = "api", *, research: bool = False) -> RunRecord:
+        """Queue a retrain of `model_name` now, whatever the label count; `research` also searches a new plan
+        and tau (the model needs a `compile_config`)."""
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         self.pipeline.model_config(model_name)  # UnknownModelError before anything is stored
+        if research:
+            self.pipeline.check_research(model_name)  # RetrainError before anything is stored
         with self._cond:
             if model_name in self._active:
                 raise RetrainBusyError(f"retrain {self._active[model_name]} of {model_name!r} is already "
                                        f"queued or running on this hub; one at a time per model")
             current = self.pipeline.current(model_name)
-            run = self.store.claim_run(model_name, trigger, current.version, self.holder, self.lease_ttl_s)
+            run = self.store.claim_run(model_name, trigger, current.version, self.holder, self.lease_ttl_s,
+                                       research=research)
             self._active[model_name] = run.id
             self._queue.append(run.id)
             self._cond.notify_all()
-        log.info("retrain %d of %s queued (%s)", run.id, model_name, trigger)
+        log.info("retrain %d of %s queued (%s%s)", run.id, model_name, trigger, ", re-search" if research else "")
         return run
 
     def wait(self, run_id: int, timeout: float) -> RunRecord:

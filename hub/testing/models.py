@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hgen.compiler.data import Dataset, load_dataset
 from hgen.compiler.data.detection import DetectionDataset
 
@@ -56,6 +58,18 @@ def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int =
                          data, tau, temperature)
 
 
+def deploy_compiled(compiled: Any, data: Dataset) -> DeployedModel:
+    """What hgen-compile wrote (a `CompileResult`: model.keras, plan.json, the signed bundle and its keys) as a
+    model the hub retrains: a realistic deployed H-CNN, with the search's tau and calibrated temperature."""
+    import json
+
+    bundle = compiled.summary["bundle"]
+    chosen = json.loads((compiled.out / "plan.json").read_text())
+    return DeployedModel(compiled.summary["model"], compiled.out / "model.keras", Path(bundle["dir"]),
+                         Path(bundle["signing_key"]), Path(bundle["public_key"]), data, float(chosen["tau"]),
+                         float(chosen["temperature"]))
+
+
 def deploy_detector(out_dir: Path, *, dataset: str = "digits-det", epochs: int = 4, tau: float = 0.5,
                     limit: int | None = None, seed: int = 0, name: str = "griddet", target: str = "x86_64",
                     version: str = "1.0.0") -> DeployedModel:
@@ -95,3 +109,33 @@ def retrain_section(deployed: DeployedModel, store_dir: Path, *, devices: dict[s
     }
     section.update(overrides)
     return section
+
+
+def device_samples(deployed: DeployedModel, n: int, device_id: str) -> tuple[list[Any], dict[str, int]]:
+    """Test images the model never trained on, with the deployed model's own output, as the device sends them;
+    and the true class of each (what the simulated people see)."""
+    import uuid
+
+    import cv2
+
+    from hgen.compiler.models import load_model_file
+    from hgen.compiler.train import predict_logits
+    from hgen.protos import hub_pb2
+    from hgen.runtime.calibration import softmax
+
+    test = deployed.data.test
+    probs = softmax(predict_logits(load_model_file(deployed.keras_path), test.x[:n]), deployed.temperature)
+    samples, oracle = [], {}
+    for i in range(n):
+        pixels = np.clip(test.x[i, :, :, 0] * 255.0, 0, 255).astype(np.uint8)
+        ok, png = cv2.imencode(".png", pixels)
+        assert ok
+        sample = hub_pb2.Sample(sample_id=str(uuid.uuid4()), device_id=device_id, bundle_name=deployed.name,
+                                bundle_version="1.0.0",
+                                image=hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG, data=png.tobytes(), height=28,
+                                                    width=28, channels=1),
+                                output=hub_pb2.ModelOutput(class_probabilities=probs[i].tolist(),
+                                                           confidence=float(probs[i].max()), kind=hub_pb2.HDNN_KIND_CNN))
+        samples.append(sample)
+        oracle[sample.sample_id] = int(test.y[i])
+    return samples, oracle

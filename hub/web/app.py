@@ -23,6 +23,7 @@ from hgen.hub.errors import (
     LoginRateLimitedError,
     NotAnImageError,
     RetrainBusyError,
+    RetrainError,
     SessionExpiredError,
     TaskClosedError,
     UnknownModelError,
@@ -256,10 +257,11 @@ def _operator_routes(app: Flask, ctx: WebContext) -> None:
         if ctx.hub.retrain is None:
             return _back("retraining is off (retrain.enabled: false)")
         try:
-            run = ctx.hub.retrain.request(request.form.get("model", ""), "operator")
-        except (RetrainBusyError, UnknownModelError) as exc:
+            run = ctx.hub.retrain.request(request.form.get("model", ""), "operator",
+                                          research=request.form.get("research") == "1")
+        except (RetrainBusyError, UnknownModelError, RetrainError) as exc:
             return _back(str(exc))
-        return _back(f"retrain {run.id} of {run.model_name} queued")
+        return _back(f"retrain {run.id} of {run.model_name} queued{' with re-search' if run.research else ''}")
 
     @app.post("/operator/gold")
     def add_gold() -> Any:

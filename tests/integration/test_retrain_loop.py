@@ -8,25 +8,21 @@ import threading
 from pathlib import Path
 
 import grpc
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from hgen.compiler.models import load_model_file
-from hgen.compiler.train import predict_logits
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.testing.crowd import CrowdDriver
 from hgen.hub.testing.device import GrpcDevice, ReplyLog
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
-from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
+from hgen.hub.testing.models import DeployedModel, deploy_lenet, device_samples, retrain_section
 from hgen.hub.testing.samples import make_request
 from hgen.hub.testing.services import Broker, free_port
 from hgen.hub.transports.mqtt import topic
 from hgen.protos import hub_pb2, hub_pb2_grpc
 from hgen.runtime.bundle.loader import verify_archive
-from hgen.runtime.calibration import softmax
 from hgen.runtime.signing import load_public_key
 
 DEVICE = "cam-1"
@@ -36,30 +32,6 @@ SAMPLES, THRESHOLD, M = 90, 60, 3
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
     return deploy_lenet(tmp_path_factory.mktemp("deployed"), epochs=2)
-
-
-def device_samples(deployed: DeployedModel, n: int) -> tuple[list[hub_pb2.Sample], dict[str, int]]:
-    """Test images the model never trained on, with the deployed model's own output, as the device sends them."""
-    import uuid
-
-    import cv2
-
-    test = deployed.data.test
-    probs = softmax(predict_logits(load_model_file(deployed.keras_path), test.x[:n]), deployed.temperature)
-    samples, oracle = [], {}
-    for i in range(n):
-        pixels = np.clip(test.x[i, :, :, 0] * 255.0, 0, 255).astype(np.uint8)
-        ok, png = cv2.imencode(".png", pixels)
-        assert ok
-        sample = hub_pb2.Sample(sample_id=str(uuid.uuid4()), device_id=DEVICE, bundle_name=deployed.name,
-                                bundle_version="1.0.0",
-                                image=hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG, data=png.tobytes(), height=28,
-                                                    width=28, channels=1),
-                                output=hub_pb2.ModelOutput(class_probabilities=probs[i].tolist(),
-                                                           confidence=float(probs[i].max()), kind=hub_pb2.HDNN_KIND_CNN))
-        samples.append(sample)
-        oracle[sample.sample_id] = int(test.y[i])
-    return samples, oracle
 
 
 class UpdateWatcher:
@@ -116,7 +88,7 @@ def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: Dep
         "grpc": {"port": free_port()}, "mqtt": {"enabled": True, "host": broker.host, "port": broker.port},
         "retrain": retrain_section(deployed, tmp_path / "models", devices={DEVICE: "x86_64"}, threshold=THRESHOLD,
                                    original_samples=1000, epochs=2, min_holdout=5, tolerance=0.1, holdout_share=0.4)})
-    samples, oracle = device_samples(deployed, SAMPLES)
+    samples, oracle = device_samples(deployed, SAMPLES, DEVICE)
     app = HubApp(config).start()
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, 0.9, 10, seed=1), oracle).start()
     watcher = UpdateWatcher(f"127.0.0.1:{app.grpc_port}", deployed.name)

@@ -221,7 +221,9 @@ def test_a_stream_that_vanishes_is_reopened_with_back_off(tmp_path) -> None:
     video = write_video(tmp_path / "stream.avi", 5)
     hidden = tmp_path / "hidden.avi"
     stop = threading.Event()
-    source = open_source(SourceConfig(kind="url", uri=str(video), reconnect_initial_s=0.05, reconnect_max_s=0.2),
+    # prefetch 0: the reader thread would read ahead past frame 5 and report the next drop before we look
+    source = open_source(SourceConfig(kind="url", uri=str(video), reconnect_initial_s=0.05, reconnect_max_s=0.2,
+                                      prefetch=0),
                          stop)
     assert [source.read().index for _ in range(5)] == list(range(5))
     video.rename(hidden)  # the stream ends and cannot be reopened

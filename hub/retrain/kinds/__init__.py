@@ -68,6 +68,12 @@ class RetrainKind(Protocol):
         """The acceptance metric of `model` on a labelled set (higher is better; nan when it is empty)."""
 
 
+def fused_scorer(kind: RetrainKind) -> Any:
+    """The kind's expected-accuracy-with-people estimate `(model, temperature, tau, labelled, human_accuracy)`,
+    or None for kinds without one (the acceptance check then compares model-only scores alone)."""
+    return getattr(kind, "fused_score", None)
+
+
 RETRAIN_KINDS: Registry[RetrainKind] = Registry("retrain kind")
 
 

@@ -35,5 +35,19 @@ class CNNRetrain:
             return float("nan")
         return float(np.mean(predict_logits(model, labelled.x).argmax(axis=1) == labelled.y))
 
+    def fused_score(self, model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> float:
+        """Expected accuracy of the H-CNN with people: the runtime's calibrated confidence and gate decide which
+        samples go to people (right with `human_accuracy`); the model answers the rest. A retrain that makes the
+        model confidently wrong where people used to be asked scores lower here, even if model-only accuracy rose."""
+        from hgen.runtime.calibration import softmax
+        from hgen.runtime.hdnn import needs_human
+
+        if not len(labelled):
+            return float("nan")
+        probs = softmax(predict_logits(model, labelled.x), temperature)
+        gated = needs_human(probs.max(axis=1), tau)
+        right = probs.argmax(axis=1) == labelled.y
+        return float(np.mean(np.where(gated, human_accuracy, right)))
+
 
 RETRAIN_KINDS.add("cnn", CNNRetrain())
