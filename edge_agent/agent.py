@@ -23,6 +23,7 @@ import numpy as np
 from hgen.edge_agent.config import AgentConfig
 from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
+from hgen.edge_agent.kinds import FrameSize, adapter_for
 from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
 from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.results import Result, ResultStatus, declined_detail
@@ -47,12 +48,13 @@ class Waiting:
     """An escalated sample waiting for people: enough to fuse and emit its update."""
 
     result: Result
-    logits: np.ndarray
+    logits: np.ndarray  # one sample's raw outputs, without the batch axis (logits, or a detection grid)
     kind: str
     params: FusionParams
     patience_at: float
     timed_out: bool = False
     labour: float = 0.0  # the estimate reserved from the labour bucket; a reply settles it
+    size: FrameSize = FrameSize(0, 0)  # the frame as sent: people's pixel boxes are relative to it
 
 
 class Agent:
@@ -259,9 +261,11 @@ class Agent:
         return result
 
     def _gate(self, frame: Frame, model: Model, x: np.ndarray, logits: np.ndarray, base: Result) -> Result:
-        probs = model.probabilities(logits)
-        confidence = float(probs.max())
-        label = int(model.kind.predict(logits, model.params)[0])
+        """The runtime kind's confidence against tau; the kind's adapter turns outputs into the result."""
+        assert frame.image is not None
+        confidence = model.confidence(logits)
+        size = FrameSize(int(frame.image.shape[1]), int(frame.image.shape[0]))
+        answer = model.adapter.answer_fields(model, logits, size)
         now = time.monotonic()
         with self._lock:
             self.labour.frame()
@@ -269,22 +273,21 @@ class Agent:
         if decision is Decision.RATE_LIMITED:
             self.telemetry.inc("rate_limited")
         result = Result(base.frame_index, base.sample_id, base.captured_at, ResultStatus.MODEL, decision.value,
-                        label=label, label_name=model.manifest.labels[label], model_label=label,
-                        confidence=confidence, bundle_version=base.bundle_version)
+                        confidence=confidence, bundle_version=base.bundle_version, **answer)
         if model_decision.to_people and self.transport is not None:
-            difficulty = float(model.difficulty.difficulty(probs)[0])
+            difficulty = model.adapter.difficulty(model, logits, confidence)
             labour = self.batcher.labour_of(difficulty, model.m)
-            stored = self._escalate(frame, model, logits, probs, result, labour, decision, now)
+            stored = self._escalate(frame, model, logits, size, result, labour, decision, now)
             if stored is not None:
                 return stored
             result = replace(result, decision=Decision.BUDGET.value)
         self._emit(result)
         return result
 
-    def _escalate(self, frame: Frame, model: Model, logits: np.ndarray, probs: np.ndarray, result: Result,
+    def _escalate(self, frame: Frame, model: Model, logits: np.ndarray, size: FrameSize, result: Result,
                   labour: float, decision: Decision, now: float) -> Result | None:
         """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
-        sample = self._sample_proto(frame, model, probs, result)
+        sample = self._sample_proto(frame, model, logits, result)
         with self._lock:
             if not self.labour.take(labour):
                 self.telemetry.inc("labour_exhausted")
@@ -297,7 +300,8 @@ class Agent:
         pending = replace(result, status=ResultStatus.PENDING)
         deadline = time.time() + self.config.batching.deadline_s
         meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
-                "lambda": model.params.fusion_lambda}
+                "lambda": model.params.fusion_lambda, "shape": list(logits.shape[1:]),
+                "size": [size.width, size.height]}
         row = OutboxRow(result.sample_id, batch_id, time.time(), frame.index, model.m, deadline,
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
         if not self.outbox.put([row]):
@@ -309,11 +313,11 @@ class Agent:
         with self._lock:
             self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
                                                       time.monotonic() + self.config.batching.patience_s,
-                                                      labour=labour)
+                                                      labour=labour, size=size)
         self._emit(pending)
         return pending
 
-    def _sample_proto(self, frame: Frame, model: Model, probs: np.ndarray, result: Result) -> hub_pb2.Sample:
+    def _sample_proto(self, frame: Frame, model: Model, logits: np.ndarray, result: Result) -> hub_pb2.Sample:
         import cv2
 
         assert frame.image is not None
@@ -325,9 +329,9 @@ class Agent:
         channels = 1 if frame.image.ndim == 2 else frame.image.shape[2]
         image = hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG if extension == ".png" else hub_pb2.IMAGE_FORMAT_JPEG,
                               data=encoded.tobytes(), height=height, width=width, channels=channels)
-        output = hub_pb2.ModelOutput(class_probabilities=probs[0].astype(float).tolist(),
-                                     confidence=float(result.confidence or 0.0),
-                                     kind=KIND_TO_PROTO.get(model.manifest.kind, 0))
+        output = model.adapter.model_output(model, logits, result)
+        output.confidence = float(result.confidence or 0.0)
+        output.kind = KIND_TO_PROTO.get(model.manifest.kind, 0)
         sample = hub_pb2.Sample(sample_id=result.sample_id, device_id=self.config.device_id, bundle_name=model.name,
                                 bundle_version=model.version, image=image, output=output)
         sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))
@@ -385,18 +389,13 @@ class Agent:
     def _fused(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
         """People's labels fused into the model's; without any (declined, expired, rejected) the model's stands."""
         result = replace(waiting.result, cant_tell=reply.cant_tell, skipped=reply.skipped)
-        if reply.status in (hub_pb2.REPLY_STATUS_ANSWERED, hub_pb2.REPLY_STATUS_PARTIAL):
-            classes = waiting.logits.shape[-1]
-            answers = [a.class_id for a in reply.answers if a.WhichOneof("label") == "class_id"
-                       and a.class_id < classes]
-            if answers:
-                kind = get_kind(waiting.kind)
-                label = int(kind.fuse(waiting.logits[None], np.asarray([answers]), waiting.params)[0])
-                self.telemetry.inc("fused")
-                labels = self.slot.active.manifest.labels
-                return replace(result, status=ResultStatus.FUSED, label=label,
-                               label_name=labels[label] if label < len(labels) else str(label),
-                               answers=tuple(int(a) for a in answers))
+        adapter = adapter_for(waiting.kind)
+        answers = adapter.fuse_answers(reply, waiting.logits, waiting.size)
+        if answers is not None:
+            fused = get_kind(waiting.kind).fuse(waiting.logits[None], answers, waiting.params)[0]
+            self.telemetry.inc("fused")
+            fields = adapter.fused_fields(fused, answers, self.slot.active.manifest.labels, waiting.size)
+            return replace(result, status=ResultStatus.FUSED, **fields)
         if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
             self.telemetry.inc("declined")
             return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
@@ -409,14 +408,13 @@ class Agent:
 
     def _late(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
         """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""
-        classes = waiting.logits.shape[-1]
-        answers = tuple(int(a.class_id) for a in reply.answers
-                        if a.WhichOneof("label") == "class_id" and a.class_id < classes)
+        people = adapter_for(waiting.kind).late_fields(reply, waiting.logits, waiting.size,
+                                                       self.slot.active.manifest.labels)
         status = hub_pb2.ReplyStatus.Name(reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
             status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"
-        return replace(waiting.result, status=ResultStatus.LATE, answers=answers, cant_tell=reply.cant_tell,
-                       skipped=reply.skipped, detail=f"{status} after patience; the model's answer stands")
+        return replace(waiting.result, status=ResultStatus.LATE, cant_tell=reply.cant_tell, skipped=reply.skipped,
+                       detail=f"{status} after patience; the model's answer stands", **people)
 
     def _on_transport_state(self, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
         if state is ConnectionState.CONNECTED:
@@ -520,10 +518,13 @@ class Agent:
         for row in self.outbox.pending():
             meta = json.loads(row.meta)
             result = Result.from_dict(meta["result"])
-            logits = np.frombuffer(row.logits, np.float32).reshape(-1)
+            shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
+            logits = np.frombuffer(row.logits, np.float32).reshape(shape)
+            size = FrameSize(*meta.get("size", (0, 0)))
             with self._lock:
                 self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],
-                                                       FusionParams(meta["temperature"], meta["lambda"]), patience_at)
+                                                       FusionParams(meta["temperature"], meta["lambda"]), patience_at,
+                                                       size=size)
             restored += 1
         if restored:
             log.info("restored %d unreplied samples from the outbox", restored)

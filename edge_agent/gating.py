@@ -12,7 +12,10 @@ import random
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hgen.edge_agent.config import BatchingConfig, GateConfig
+from hgen.runtime.hdnn import needs_human
 from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS, labour_per_sample
 
 
@@ -39,7 +42,8 @@ class Gate:
         self._last_escalation: float | None = None
 
     def decide(self, confidence: float, tau: float, now: float) -> Decision:
-        if confidence >= tau:
+        """The runtime's gate (`needs_human`: c < tau), so device, compiler and hub draw the same line."""
+        if not bool(needs_human(np.float64(confidence), tau)):
             if self.config.audit_share and self._rng.random() < self.config.audit_share:
                 return self._limited(Decision.AUDIT, now)
             return Decision.CONFIDENT

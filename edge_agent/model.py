@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hgen.edge_agent.config import BundleConfig
+from hgen.edge_agent.kinds import KindAdapter, adapter_for
 from hgen.runtime.bundle import InputSpec, Manifest, load_bundle
 from hgen.runtime.bundle.loader import LoadedBundle
 from hgen.runtime.engines import Engine
@@ -78,6 +79,15 @@ class Model:
         return self.bundle.manifest
 
     @property
+    def adapter(self) -> KindAdapter:
+        """How this kind's outputs become results and samples for people."""
+        return adapter_for(self.manifest.kind)
+
+    def confidence(self, outputs: np.ndarray) -> float:
+        """The runtime kind's confidence of one sample (outputs with a batch axis of 1): the gate's c."""
+        return float(self.kind.confidence(outputs, self.params)[0])
+
+    @property
     def version(self) -> str:
         return self.manifest.model.version
 
@@ -121,6 +131,7 @@ def load_model(path: Path, config: BundleConfig, *, tau: float | None = None, m:
         manifest = bundle.manifest
         engine = bundle.engines[config.engine] if config.engine else bundle.engine
         engine.warm_up(1)
+        adapter_for(manifest.kind)  # a kind this agent cannot report refuses the bundle now, not at the first frame
         return Model(bundle, engine, get_kind(manifest.kind),
                      FusionParams(manifest.temperature, manifest.fusion_lambda),
                      manifest.tau if tau is None else tau,

@@ -1,7 +1,11 @@
 """Results: one per frame at once (the model's answer), and one update per escalated frame when people answer
 (fused with the model output) or when patience runs out (the model's answer stands). A reply that comes after
 patience gives one more update, `late`: it carries the people's answers but keeps the model's label, because the
-`timeout` result already told consumers that label was final."""
+`timeout` result already told consumers that label was final.
+
+Classification results carry `label` (and `answers`, the people's class votes); detection results carry `boxes`
+(pixel corners of the frame as captured) and, once people answered, `human_boxes` (their aggregated boxes). Fields
+of the other kind stay empty, so JSON written before detection existed still loads."""
 
 from __future__ import annotations
 
@@ -26,6 +30,24 @@ FINAL = frozenset({ResultStatus.MODEL, ResultStatus.FUSED, ResultStatus.TIMEOUT,
 
 
 @dataclass(frozen=True)
+class BoxResult:
+    """One detected box in pixels of the frame; `score` is the model's score, or people's support once fused."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+    class_id: int
+    label_name: str
+    score: float
+
+
+def _boxes(items: object) -> tuple[BoxResult, ...]:
+    return tuple(item if isinstance(item, BoxResult) else BoxResult(**item)  # type: ignore[arg-type]
+                 for item in (items or ()))  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
 class Result:
     frame_index: int
     sample_id: str
@@ -41,6 +63,9 @@ class Result:
     detail: str = ""
     cant_tell: int = 0  # annotators who said "can't tell" (counted by the hub's reply; never in `answers`)
     skipped: int = 0  # annotators who skipped the sample
+    boxes: tuple[BoxResult, ...] = field(default_factory=tuple)  # detection: the answer (model's, or fused)
+    model_boxes: tuple[BoxResult, ...] = field(default_factory=tuple)  # detection: what the model said
+    human_boxes: tuple[BoxResult, ...] = field(default_factory=tuple)  # detection: people's aggregated boxes
 
     @property
     def final(self) -> bool:
@@ -62,6 +87,8 @@ class Result:
         fields = {k: v for k, v in data.items() if k != "final"}
         fields["status"] = ResultStatus(fields["status"])
         fields["answers"] = tuple(fields.get("answers") or ())  # type: ignore[arg-type]
+        for name in ("boxes", "model_boxes", "human_boxes"):
+            fields[name] = _boxes(fields.get(name))
         return cls(**fields)  # type: ignore[arg-type]
 
     def to_json(self) -> str:

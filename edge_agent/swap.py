@@ -53,22 +53,32 @@ class ModelSlot:
         return np.stack(frames).astype(np.float32)
 
     def health_check(self, candidate: Model) -> None:
-        """Right output shape, finite outputs, and (optionally) top-1 agreement with the running model."""
+        """The manifest's output shape (logits or a detection grid), finite outputs that the kind can read
+        (confidence in [0, 1]), and (optionally) the same answers as the running model on most canary frames."""
         inputs = self.canary_inputs(candidate)
-        logits = candidate.infer(inputs)
-        classes = len(candidate.manifest.labels)
-        if logits.shape != (len(inputs), classes):
-            raise HealthCheckError(f"outputs of shape {logits.shape}, expected {(len(inputs), classes)}")
-        if not np.isfinite(logits).all():
-            raise HealthCheckError(f"{int((~np.isfinite(logits)).sum())} non-finite outputs on the canary frames")
+        outputs = candidate.infer(inputs)
+        expected = (len(inputs), *candidate.manifest.output_shape[1:])
+        if outputs.shape != expected:
+            raise HealthCheckError(f"outputs of shape {outputs.shape}, expected {expected}")
+        if not np.isfinite(outputs).all():
+            raise HealthCheckError(f"{int((~np.isfinite(outputs)).sum())} non-finite outputs on the canary frames")
+        confidence = candidate.kind.confidence(outputs, candidate.params)
+        if not np.all((confidence >= 0.0) & (confidence <= 1.0)):
+            raise HealthCheckError(f"{candidate.kind.name} confidence outside [0, 1] on the canary frames")
         if self.config.min_agreement > 0:
-            current = self.active.infer(inputs) if inputs.shape[1:] == tuple(self.active.manifest.input.shape[1:]) \
-                else None
-            if current is not None:
-                agreement = float(np.mean(current.argmax(1) == logits.argmax(1)))
-                if agreement < self.config.min_agreement:
-                    raise HealthCheckError(f"top-1 agreement with the running model {agreement:.2f} "
-                                           f"< {self.config.min_agreement}")
+            self._check_agreement(candidate, inputs, outputs)
+
+    def _check_agreement(self, candidate: Model, inputs: np.ndarray, outputs: np.ndarray) -> None:
+        """Share of canary frames where both models give the same answer (top-1 class; detected class set)."""
+        if inputs.shape[1:] != tuple(self.active.manifest.input.shape[1:]) or \
+                self.active.manifest.kind != candidate.manifest.kind:
+            return
+        current = self.active.adapter.answer_key(self.active, self.active.infer(inputs))
+        new = candidate.adapter.answer_key(candidate, outputs)
+        agreement = float(np.mean([a == b for a, b in zip(current, new)]))
+        if agreement < self.config.min_agreement:
+            raise HealthCheckError(f"answer agreement with the running model {agreement:.2f} "
+                                   f"< {self.config.min_agreement}")
 
     def prepare(self, path: Path, bundle: BundleConfig, *, tau: float | None, m: int | None) -> Model:
         """Verify, load and health-check a candidate; it is not active until `stage` + the next frame."""

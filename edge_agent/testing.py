@@ -75,8 +75,19 @@ def make_keys(folder: Path) -> TestKeys:
     return TestKeys(private, public)
 
 
+def null_output_shape(kind: str, classes: int, grid: int = 4) -> tuple[int, ...]:
+    """The output a `null` bundle of `kind` declares: logits (1, classes), or an H-YOLO grid (1, S, S, 5 + C).
+
+    The null engine does not read the manifest: pass the grid as `{"null": {"output_shape": ...}}` engine options.
+    """
+    from hgen.runtime.hdnn import output_channels
+
+    channels = output_channels(kind, classes)
+    return (1, channels) if kind == "cnn" else (1, grid, grid, channels)
+
+
 def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64", tau: float = 0.5,
-                name: str = "null-net", classes: int = 10) -> Path:
+                name: str = "null-net", classes: int = 10, kind: str = "cnn") -> Path:
     """A signed bundle for the `null` engine (no model file needed, deterministic logits): fast unit tests."""
     from hgen.runtime import signing
     from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
@@ -86,10 +97,11 @@ def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: st
     model_file.write_bytes(b"null engine: no weights\n")
     manifest = Manifest.model_validate({
         "model": {"name": name, "version": version}, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "kind": "cnn", "target": target,
+        "kind": kind, "target": target,
         "engines": [{"name": "null", "file": model_file.name, "size": model_file.stat().st_size,
                      "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}],
-        "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0}, "output_shape": (1, classes),
+        "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0},
+        "output_shape": null_output_shape(kind, classes),
         "labels": list(LABELS[:classes]), "tau": tau, "temperature": 1.0, "lambda": 0.4,
         "confidence": {"m": 3.0}})
     data = manifest.to_bytes()
