@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.agent import Agent, Waiting
 from hgen.edge_agent.config import AgentConfig, SwapConfig, parse_agent_config
 from hgen.edge_agent.errors import HealthCheckError
 from hgen.edge_agent.kinds import FrameSize, adapter_for, difficulty_from_confidence
@@ -199,3 +199,18 @@ def test_health_check_reads_a_grid_and_refuses_a_wrong_one(detector) -> None:
         for model in (same, bad):
             model.close()
         slot.close()
+
+
+def test_late_reply_reports_people_boxes_but_keeps_the_model_boxes(tmp_path, detector) -> None:
+    agent = Agent(agent_config(tmp_path, detector, tau=1.0))
+    try:
+        model_box = BoxResult(24.0, 6.0, 56.0, 30.0, 7, "7", 0.99)
+        timed_out = Result(0, "s-1", 0.0, ResultStatus.TIMEOUT, "escalate", confidence=0.3, boxes=(model_box,),
+                           model_boxes=(model_box,))
+        waiting = Waiting(timed_out, grid_with_one_digit()[0], "yolo", FusionParams(), float("inf"), timed_out=True,
+                          size=SIZE)
+        late = agent._late(waiting, box_reply(hub_pb2.REPLY_STATUS_ANSWERED, (2, 30, 14, 46, 1, 1.0)))
+        assert late.status is ResultStatus.LATE and late.boxes == (model_box,)
+        assert [(b.class_id, b.x_min, b.y_max) for b in late.human_boxes] == [(1, pytest.approx(2), pytest.approx(46))]
+    finally:
+        agent.stop()
