@@ -51,6 +51,8 @@ class DemoConfig(StrictModel):
     transport: str = Field("auto", pattern="^(auto|grpc|mqtt)$", title="auto: MQTT when mosquitto is installed")
     retrain_threshold: int = Field(150, ge=5, title="Human labels that trigger a retrain (lowered for the demo)")
     retrain_min_holdout: int = Field(10, ge=1, title="Held-out human labels the retrain's acceptance check needs")
+    retrain_tolerance: float = Field(0.005, ge=0, le=0.1, title="Acceptance tolerance of the demo hub (about the "
+                                                                "standard error of a test-split accuracy)")
     tau_override: float | None = Field(None, ge=0, le=1, title="Deployment override of the bundle's tau (agent gate)")
     fps: float = Field(100.0, gt=0, title="Frame rate of the generated video stream")
     loop_stream: bool = Field(False, title="Cycle the video until the swap (small test sets; then 'after' frames "
@@ -159,7 +161,7 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
                                 "bundle": bundle["dir"], "dataset": dataset, "dataset_limit": config.limit,
                                 "devices": {DEVICE_ID: compiled.summary["device"]["target"]},
                                 "threshold": config.retrain_threshold}],
-                    "min_holdout": config.retrain_min_holdout},
+                    "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance},
     }
     if broker_url:
         parts = urlsplit(broker_url)
