@@ -160,7 +160,8 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
                     "models": [{"name": compiled.summary["model"], "keras_model": str(compiled.out / "model.keras"),
                                 "bundle": bundle["dir"], "dataset": dataset, "dataset_limit": config.limit,
                                 "devices": {DEVICE_ID: compiled.summary["device"]["target"]},
-                                "threshold": config.retrain_threshold}],
+                                "threshold": config.retrain_threshold,
+                                "accuracy_demand": config.demands.accuracy}],
                     "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance},
     }
     if broker_url:

@@ -133,6 +133,10 @@ class ModelConfig(StrictModel):
     kind: Literal["cnn", "yolo"] = Field("cnn", title="H-DNN kind: cnn (classification) or yolo (detection)")
     compile_config: Path | None = Field(None, title="hgen-compile settings (YAML) the model was compiled with: a "
                                                     "retrain with re-search runs that search again (cnn only)")
+    accuracy_demand: float | None = Field(
+        None, ge=0.0, le=1.0, title="The accuracy demand A (Eq. 14) the H-DNN must keep with people: a retrain may "
+                                    "lower the expected fused accuracy down to it, e.g. by sending fewer samples to "
+                                    "people (None: the compile_config's demand, else not below the current model)")
 
     @model_validator(mode="before")
     @classmethod

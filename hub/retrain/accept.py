@@ -66,8 +66,9 @@ def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: f
                 demand: float | None = None) -> Acceptance:
     """Add the H-DNN check: the new model with its tau and temperature must not be expected to do worse with
     people than the deployed one (a model can gain model-only accuracy and still lose where the gate routes).
-    A re-search trades accuracy above the demand for less labour and compute, so it must only keep what is
-    demanded: `demand` (the compile's accuracy demand) lowers the bar to min(current, demand)."""
+    A retrain that sends fewer samples to people, or a re-search that trades accuracy above the demand for less
+    labour and compute, need only keep what is demanded: `demand` (Eq. 14's A) lowers the bar to
+    min(current, demand)."""
     reason = verdict.reason
     bar = current if demand is None else min(current, demand)
     if new < bar - tolerance:

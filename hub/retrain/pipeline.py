@@ -126,8 +126,7 @@ class RetrainPipeline:
                 verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, prepared.data.test,
                                self.config.human_accuracy),
                 fused(enhanced.model, enhanced.temperature, new_tau, prepared.data.test, self.config.human_accuracy),
-                tolerance=self.config.tolerance,
-                demand=enhanced.accuracy_demand if isinstance(enhanced, Searched) else None)
+                tolerance=self.config.tolerance, demand=self._accuracy_demand(model_config, enhanced))
         metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
                                    "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
                                    "human_samples": len(prepared.human), "holdout_samples": len(holdout)}
@@ -148,6 +147,15 @@ class RetrainPipeline:
         metrics["retrain_seconds"] = time.perf_counter() - start
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
         return self.store.run(run.id)  # type: ignore[return-value]
+
+    def _accuracy_demand(self, model_config: ModelConfig, enhanced: Any) -> float | None:
+        """What the H-DNN must keep with people: the re-search's demand, the configured one, or the compile's."""
+        if isinstance(enhanced, Searched):
+            return enhanced.accuracy_demand
+        if model_config.accuracy_demand is not None or model_config.compile_config is None:
+            return model_config.accuracy_demand
+        out = self._store_dir() / model_config.name / "research-check"
+        return float(load_compile_config(model_config.compile_config, model_config.name, out).demands.accuracy)
 
     def check_research(self, name: str) -> None:
         """RetrainError unless `name` can be re-searched (an H-CNN with its compile settings)."""
