@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -89,3 +89,21 @@ def split_holdout(data: HumanSet, share: float, seed: int) -> tuple[HumanSet, Hu
     """(training part, held-out part) of the human-labelled set."""
     mask = np.array([held_out(s, share, seed) for s in data.sample_ids], dtype=bool)
     return data.subset(~mask), data.subset(mask)
+
+
+def image_keys(x: np.ndarray) -> list[bytes]:
+    """Each image as the 8-bit pixels a device would send (how people's samples were stored), for comparing."""
+    return [row.tobytes() for row in np.clip(np.asarray(x) * 255.0, 0, 255).astype(np.uint8)]
+
+
+def without_seen(test: Any, seen: np.ndarray) -> Any:
+    """The original test split minus images people labelled (and the new model trained on): a model is never
+    judged on its own training images. Field images rarely repeat test images; a benchmark streaming the test
+    split does, and would otherwise pass models on memorised answers."""
+    from hgen.compiler.data import Split
+
+    if not isinstance(test, Split) or len(seen) == 0:
+        return test
+    known = set(image_keys(seen))
+    keep = np.array([key not in known for key in image_keys(test.x)], dtype=bool)
+    return test if keep.all() else Split(test.x[keep], test.y[keep])

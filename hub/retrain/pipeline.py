@@ -20,7 +20,7 @@ from typing import Any
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
 from hgen.hub.retrain.accept import check, check_fused
-from hgen.hub.retrain.data import split_holdout
+from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind
 from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
@@ -116,16 +116,17 @@ class RetrainPipeline:
         from hgen.compiler.models import load_model_file
 
         current_model = load_model_file(prepared.current.keras_path)
-        verdict = check(current_model, enhanced.model, holdout, prepared.data.test,
+        test = without_seen(prepared.data.test, prepared.human.x)
+        verdict = check(current_model, enhanced.model, holdout, test,
                         tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
                         score=prepared.kind.score, metric=prepared.kind.metric)
         fused = fused_scorer(prepared.kind)
         if fused is not None:
             new_tau = enhanced.tau if isinstance(enhanced, Searched) else prepared.manifest.tau
             verdict = check_fused(
-                verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, prepared.data.test,
+                verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, test,
                                self.config.human_accuracy),
-                fused(enhanced.model, enhanced.temperature, new_tau, prepared.data.test, self.config.human_accuracy),
+                fused(enhanced.model, enhanced.temperature, new_tau, test, self.config.human_accuracy),
                 tolerance=self.config.tolerance, demand=self._accuracy_demand(model_config, enhanced))
         metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
                                    "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,

@@ -39,3 +39,14 @@ def test_fused_score_routes_unsure_samples_to_people() -> None:
     assert score(model, 1.0, 0.9, labelled, 0.8) == pytest.approx((1 + 0 + 0.8 + 0.8) / 4)
     assert score(model, 1.0, 0.0, labelled, 0.8) == pytest.approx(2 / 4)  # tau 0: nobody asked, the model answers
     assert fused_scorer(get_retrain_kind("yolo")) is None
+
+
+def test_images_people_labelled_leave_the_test_split() -> None:
+    from hgen.hub.retrain.data import without_seen
+
+    rng = np.random.default_rng(0)
+    test = Split(rng.random((6, 4, 4, 1)).astype(np.float32), np.arange(6))
+    seen = np.clip(test.x[[1, 4]] * 255, 0, 255).astype(np.uint8) / 255.0  # as decoded from the device's PNG
+    kept = without_seen(test, seen.astype(np.float32))
+    assert list(kept.y) == [0, 2, 3, 5]
+    assert without_seen(test, np.zeros((0, 4, 4, 1), np.float32)) is test

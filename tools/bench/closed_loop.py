@@ -107,6 +107,7 @@ def deploy(work: Path, device: str) -> tuple[DeployedModel, dict[str, Any]]:
     data = load_dataset(DATASET, seed=settings.seed, limit=settings.limit)  # the compile's own splits
     final = compiled.summary["final"]
     return deploy_compiled(compiled, data), {"device": device, "plan": compiled.summary["plan"],
+                                             "accuracy_demand": settings.demands.accuracy,
                                              "accuracy_model_only_test": final["accuracy_model_only"],
                                              "accuracy_fused_test": final["accuracy"]}
 
@@ -118,7 +119,8 @@ def run(rounds: int, threshold: int, device_profile: str, tolerances: list[float
     stream = Split(test.x[:-HELD_OUT], test.y[:-HELD_OUT])
     held = Split(test.x[-HELD_OUT:], test.y[-HELD_OUT:])
     runs = [{"tolerance": tolerance,
-             "rounds": loop(deployed, stream, held, rounds, threshold, tolerance, work / f"hub-{tolerance}")}
+             "rounds": loop(deployed, stream, held, rounds, threshold, tolerance, compiled["accuracy_demand"],
+                            work / f"hub-{tolerance}")}
             for tolerance in tolerances]
     return {"dataset": "fashion-mnist:lowres (D5)", "annotators": f"simulated, m={M}, accuracy {ACCURACY}",
             "threshold": threshold, "tau": deployed.tau, "deployed": compiled, "stream_size": len(stream),
@@ -126,13 +128,14 @@ def run(rounds: int, threshold: int, device_profile: str, tolerances: list[float
 
 
 def loop(deployed: DeployedModel, stream: Split, held: Split, rounds: int, threshold: int, tolerance: float,
-         work: Path) -> list[dict[str, Any]]:
+         demand: float, work: Path) -> list[dict[str, Any]]:
     work.mkdir(parents=True)
-    config = parse_hub_config({
-        "devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{work / 'hub.db'}"}, "grpc": {"port": free_port()},
-        "retrain": retrain_section(deployed, work / "models", devices={DEVICE: "x86_64"}, threshold=threshold,
-                                   dataset=DATASET, original_samples=20000, human_repeat=10, epochs=2, min_holdout=10,
-                                   tolerance=tolerance)})
+    section = retrain_section(deployed, work / "models", devices={DEVICE: "x86_64"}, threshold=threshold,
+                              dataset=DATASET, original_samples=20000, human_repeat=10, epochs=2, min_holdout=10,
+                              tolerance=tolerance)
+    section["models"][0]["accuracy_demand"] = demand  # the compile's A: fewer people may be asked down to it
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{work / 'hub.db'}"},
+                               "grpc": {"port": free_port()}, "retrain": section})
     app = HubApp(config).start()
     device = Stream(app, stream, deployed)
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, ACCURACY, 10, seed=7),
@@ -220,9 +223,12 @@ def markdown(result: dict[str, Any], wall: float) -> str:
         "split. filtered_out: human-labelled samples the autoencoder left out. status: published, or rejected by "
         "the acceptance check (then the version does not change). expected_fused_*: the acceptance check's estimate "
         "of accuracy with people on the original test split (runtime gate at the model's tau; people right with "
-        "retrain.human_accuracy = 0.95), deployed vs retrained model; a retrain must not lower it by more than "
-        "the tolerance. Each tolerance is its own closed loop (fresh hub, the same stream and crowd seed) from the "
-        "same deployed model; 0.005 is about the standard error of an accuracy on the 10,000-image test split.", "",
+        "retrain.human_accuracy = 0.95), deployed vs retrained model; a retrain must not lower it below "
+        f"min(current, the accuracy demand {result['deployed']['accuracy_demand']}) minus the tolerance. The "
+        "hub's acceptance test split leaves out "
+        "images people labelled (here: the streamed test images), so a model is never judged on its own training "
+        "images. Each tolerance is its own closed loop (fresh hub, the same stream and crowd seed) from the "
+        "same deployed model; 0.005 is about the standard error of an accuracy on the test split.", "",
         reading(result["runs"]), "",
         *[line for run in result["runs"] for line in (
             f"## Acceptance tolerance {run['tolerance']}" + (" (the hub's default)" if run["tolerance"] == 0 else
@@ -243,7 +249,13 @@ def reading(runs: list[dict[str, Any]]) -> str:
             f"{first['accuracy_fused']:.4f} -> {last['accuracy_fused']:.4f}, share to people "
             f"{first['share_to_people']:.4f} -> {last['share_to_people']:.4f}, labour ratio "
             f"{first['labour_ratio_held_out']:.4f} -> {last['labour_ratio_held_out']:.4f}.")
-    return "\n".join(["Reading (2,000 held-out images: an accuracy's standard error is about 0.007):", *lines])
+    return "\n".join(["Reading (2,000 held-out images: an accuracy's standard error is about 0.007):", *lines,
+                      "- Enhancement from a few hundred human labels gains little on this compiled model "
+                      "(tools/bench/results/enhance_probe.md: 489 labels of gated images, held-out gated accuracy "
+                      "+1 to +2 points on 111 images, test accuracy +0.5 to +0.7 points), while the held-out human "
+                      "set the acceptance check sees per round holds 40-50 samples, whose accuracy moves by several "
+                      "points either way: most retrains are refused, and a published one mostly changes how many "
+                      "samples go to people."])
 
 
 def main() -> None:
