@@ -19,7 +19,7 @@ from typing import Any
 
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
-from hgen.hub.retrain.accept import check, check_fused
+from hgen.hub.retrain.accept import Acceptance, check, check_fused
 from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind
@@ -113,28 +113,8 @@ class RetrainPipeline:
             enhanced = self._research(model_config, prepared, kept, run)
         else:
             enhanced = prepared.kind.enhance(prepared.current.keras_path, prepared.data, kept, self.config)
-        from hgen.compiler.models import load_model_file
-
-        current_model = load_model_file(prepared.current.keras_path)
-        test = without_seen(prepared.data.test, prepared.human.x)
-        verdict = check(current_model, enhanced.model, holdout, test,
-                        tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
-                        score=prepared.kind.score, metric=prepared.kind.metric)
-        fused = fused_scorer(prepared.kind)
-        if fused is not None:
-            new_tau = enhanced.tau if isinstance(enhanced, Searched) else prepared.manifest.tau
-            verdict = check_fused(
-                verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, test,
-                               self.config.human_accuracy),
-                fused(enhanced.model, enhanced.temperature, new_tau, test, self.config.human_accuracy),
-                tolerance=self.config.tolerance, demand=self._accuracy_demand(model_config, enhanced))
-        metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
-                                   "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
-                                   "human_samples": len(prepared.human), "holdout_samples": len(holdout)}
-        if isinstance(enhanced, Searched):
-            metrics["research"] = {"tau": enhanced.tau, "plan": enhanced.summary.get("plan"),
-                                   "feasible": enhanced.summary.get("feasible"),
-                                   "search_seconds": enhanced.summary.get("search_seconds")}
+        verdict = self._accept(model_config, prepared, enhanced, holdout)
+        metrics = self._metrics(prepared, enhanced, verdict, len(holdout))
         common = {"samples_used": len(kept), "filtered_out": filtered_out}
         if not verdict.accepted:
             metrics["retrain_seconds"] = time.perf_counter() - start
@@ -148,6 +128,37 @@ class RetrainPipeline:
         metrics["retrain_seconds"] = time.perf_counter() - start
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
         return self.store.run(run.id)  # type: ignore[return-value]
+
+    def _accept(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, holdout: HumanLabels) -> Acceptance:
+        """The kind's metric on held-out human labels and the test split (minus images people labelled), then,
+        for kinds that have it, the expected accuracy with people at the tau the new model will run with."""
+        from hgen.compiler.models import load_model_file
+
+        current_model = load_model_file(prepared.current.keras_path)
+        test = without_seen(prepared.data.test, prepared.human.x)
+        verdict = check(current_model, enhanced.model, holdout, test,
+                        tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
+                        score=prepared.kind.score, metric=prepared.kind.metric)
+        fused = fused_scorer(prepared.kind)
+        if fused is None:
+            return verdict
+        new_tau = enhanced.tau if isinstance(enhanced, Searched) else prepared.manifest.tau
+        people = self.config.human_accuracy
+        return check_fused(verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, test,
+                                          people),
+                           fused(enhanced.model, enhanced.temperature, new_tau, test, people),
+                           tolerance=self.config.tolerance, demand=self._accuracy_demand(model_config, enhanced))
+
+    @staticmethod
+    def _metrics(prepared: Prepared, enhanced: Any, verdict: Acceptance, holdout_samples: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
+                                   "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
+                                   "human_samples": len(prepared.human), "holdout_samples": holdout_samples}
+        if isinstance(enhanced, Searched):
+            metrics["research"] = {"tau": enhanced.tau, "plan": enhanced.summary.get("plan"),
+                                   "feasible": enhanced.summary.get("feasible"),
+                                   "search_seconds": enhanced.summary.get("search_seconds")}
+        return metrics
 
     def _accuracy_demand(self, model_config: ModelConfig, enhanced: Any) -> float | None:
         """What the H-DNN must keep with people: the re-search's demand, the configured one, or the compile's."""
