@@ -131,6 +131,15 @@ class ResultCollector:
         with self.cond:
             return [r for r in self.results if r.status.value == status]
 
+    def final_for(self, sample_ids: set[str], timeout: float) -> dict[str, Any]:
+        """Wait until every sample in `sample_ids` has a final result; those results by sample id."""
+        def ready() -> bool:
+            return {r.sample_id for r in self.results if r.final} >= sample_ids
+
+        with self.cond:
+            assert self.cond.wait_for(ready, timeout), "the agent never settled its escalated samples"
+            return {r.sample_id: r for r in self.results if r.final and r.sample_id in sample_ids}
+
 
 def wait_agent(agent: Any, predicate: Callable[[], bool], timeout: float) -> bool:
     """Wait on the agent's change condition (replies, timeouts, link state, swaps) until `predicate` holds."""

@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
 
 from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.kb.store import KnowledgeBase
-from hgen.hub.retrain.records import BOX_KINDS, of_model
+from hgen.hub.retrain.records import BOX_KINDS, labelled_rows
 from hgen.protos import hub_pb2
 
 
@@ -38,11 +37,5 @@ def _boxes(payload: bytes) -> np.ndarray:
 
 def box_samples(kb: KnowledgeBase, name: str, up_to: float) -> list[BoxSample]:
     """Every box-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new)."""
-    with kb.session() as s:
-        rows = s.execute(
-            select(Sample.id, Reply.payload, Sample.image_format, Sample.height, Sample.width, Sample.channels,
-                   Sample.image_bytes, Sample.image_path)
-            .join(Reply, Reply.sample_id == Sample.id)
-            .where(*of_model(name), Sample.hdnn_kind.in_(BOX_KINDS), Reply.created_at <= up_to)
-            .order_by(Sample.id)).all()
-    return [BoxSample(r[0], _boxes(r[1]), r[2], r[3], r[4], r[5], kb.images.get(r[6], r[7])) for r in rows]
+    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(BOX_KINDS))
+    return [BoxSample(r[0], _boxes(r[1]), *r[2:]) for r in rows]

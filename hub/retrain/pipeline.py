@@ -171,15 +171,16 @@ class RetrainPipeline:
 
     def check_research(self, name: str) -> None:
         """RetrainError unless `name` can be re-searched (an H-CNN with its compile settings)."""
-        model_config = self.model_config(name)
+        self._compile_settings(self.model_config(name), self._store_dir() / name / "research-check")
+
+    def _compile_settings(self, model_config: ModelConfig, out: Path) -> Any:
+        """The model's hgen-compile settings, writing into `out`; RetrainError for a detector or none configured."""
         if model_config.kind != "cnn":
-            raise RetrainError(f"re-search covers H-CNN models; {name!r} is {model_config.kind}")
-        load_compile_config(model_config.compile_config, name, self._store_dir() / name / "research-check")
+            raise RetrainError(f"re-search covers H-CNN models; {model_config.name!r} is {model_config.kind}")
+        return load_compile_config(model_config.compile_config, model_config.name, out)
 
     def _research(self, model_config: ModelConfig, prepared: Prepared, kept: HumanLabels, run: RunRecord) -> Searched:
-        self.check_research(model_config.name)
-        out = self._store_dir() / model_config.name / f"research-{run.id}"
-        config = load_compile_config(model_config.compile_config, model_config.name, out)
+        config = self._compile_settings(model_config, self._store_dir() / model_config.name / f"research-{run.id}")
         return research(config, prepared.data, kept.x, kept.y)
 
     def _prepare(self, model_config: ModelConfig, run: RunRecord) -> Prepared:

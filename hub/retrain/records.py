@@ -292,12 +292,18 @@ class RetrainStore:
 
     def labelled_samples(self, name: str, up_to: float) -> list[LabelledSample]:
         """Every human-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new)."""
-        with self.kb.session() as s:
-            rows = s.execute(
-                select(Sample.id, Reply.class_id, Sample.image_format, Sample.height, Sample.width, Sample.channels,
-                       Sample.image_bytes, Sample.image_path)
-                .join(Reply, Reply.sample_id == Sample.id)
-                .where(*of_model(name), Reply.class_id.is_not(None), Reply.created_at <= up_to)
-                .order_by(Sample.id)).all()
-        return [LabelledSample(r[0], int(r[1]), r[2], r[3], r[4], r[5], self.kb.images.get(r[6], r[7]))
-                for r in rows]
+        rows = labelled_rows(self.kb, name, up_to, Reply.class_id, Reply.class_id.is_not(None))
+        return [LabelledSample(r[0], int(r[1]), *r[2:]) for r in rows]
+
+
+def labelled_rows(kb: KnowledgeBase, name: str, up_to: float, label: Any, *where: Any) -> list[tuple[Any, ...]]:
+    """(sample id, `label`, image format, height, width, channels, image bytes) of every human-labelled sample of
+    `name` replied up to `up_to` that also meets `where`; the kinds differ only in the label column and filter."""
+    with kb.session() as s:
+        rows = s.execute(
+            select(Sample.id, label, Sample.image_format, Sample.height, Sample.width, Sample.channels,
+                   Sample.image_bytes, Sample.image_path)
+            .join(Reply, Reply.sample_id == Sample.id)
+            .where(*of_model(name), *where, Reply.created_at <= up_to)
+            .order_by(Sample.id)).all()
+    return [(*r[:6], kb.images.get(r[6], r[7])) for r in rows]

@@ -30,12 +30,29 @@ class DeployedModel:
     temperature: float
 
 
+def _save_and_sign(out_dir: Path, model: Any, data: Any, *, name: str, version: str, kind: str, target: str,
+                   tau: float, temperature: float) -> DeployedModel:
+    """A fresh key pair, the Keras file and a signed bundle of `model` in `out_dir`: what a hub retrains."""
+    from hgen.compiler.bundle import write_bundle
+    from hgen.compiler.bundle.keys import generate_keypair
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = generate_keypair(out_dir / "keys", overwrite=True)
+    keras_path = out_dir / "model.keras"
+    model.save(keras_path)
+    write_bundle(out_dir / "bundle", model, name=name, version=version, kind=kind, target=target,
+                 labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=tau,
+                 temperature=temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
+                 plan={"layers": {}}, representative_data=data.train.x[:100], signing_key=keys.private_path,
+                 overwrite=True)
+    return DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path, data, tau,
+                         temperature)
+
+
 def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int = 2, tau: float = 0.8,
                  train_samples: int | None = None, limit: int | None = None, seed: int = 0,
                  name: str = "lenet5", target: str = "x86_64", version: str = "1.0.0") -> DeployedModel:
     """Train LeNet-5 for `epochs` on `dataset` (optionally only its first `train_samples`) and sign a bundle."""
-    from hgen.compiler.bundle import write_bundle
-    from hgen.compiler.bundle.keys import generate_keypair
     from hgen.compiler.data import Split
     from hgen.compiler.models import build_model
     from hgen.compiler.train import TrainConfig, calibrate, train_classifier
@@ -45,17 +62,8 @@ def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int =
     train: Split = data.train.take(train_samples)
     train_classifier(model, train, config=TrainConfig(epochs=epochs, seed=seed))
     temperature = float(calibrate(model, data.val))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = generate_keypair(out_dir / "keys", overwrite=True)
-    keras_path = out_dir / "model.keras"
-    model.save(keras_path)
-    write_bundle(out_dir / "bundle", model, name=name, version=version, kind="cnn", target=target,
-                 labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=tau,
-                 temperature=temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
-                 plan={"layers": {}}, representative_data=data.train.x[:100], signing_key=keys.private_path,
-                 overwrite=True)
-    return DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path,  # type: ignore[arg-type]
-                         data, tau, temperature)
+    return _save_and_sign(out_dir, model, data, name=name, version=version, kind="cnn", target=target, tau=tau,
+                          temperature=temperature)
 
 
 def deploy_compiled(compiled: Any, data: Dataset) -> DeployedModel:
@@ -74,8 +82,6 @@ def deploy_detector(out_dir: Path, *, dataset: str = "digits-det", epochs: int =
                     limit: int | None = None, seed: int = 0, name: str = "griddet", target: str = "x86_64",
                     version: str = "1.0.0") -> DeployedModel:
     """The H-YOLO counterpart of `deploy_lenet`: train the grid detector on digit canvases and sign a `yolo` bundle."""
-    from hgen.compiler.bundle import write_bundle
-    from hgen.compiler.bundle.keys import generate_keypair
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.compiler.models import build_model
     from hgen.compiler.models.grid_detector import DetectorTrainConfig, calibrate_detector, train_detector
@@ -84,17 +90,8 @@ def deploy_detector(out_dir: Path, *, dataset: str = "digits-det", epochs: int =
     model = build_model("grid_detector", data.input_shape, data.num_classes)
     train_detector(model, data.train, data.num_classes, DetectorTrainConfig(epochs=epochs, seed=seed))
     temperature = calibrate_detector(model, data.val, data.num_classes)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = generate_keypair(out_dir / "keys", overwrite=True)
-    keras_path = out_dir / "model.keras"
-    model.save(keras_path)
-    write_bundle(out_dir / "bundle", model, name=name, version=version, kind="yolo", target=target,
-                 labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=tau,
-                 temperature=temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
-                 plan={"layers": {}}, representative_data=data.train.x[:100], signing_key=keys.private_path,
-                 overwrite=True)
-    return DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path,  # type: ignore[arg-type]
-                         data, tau, temperature)
+    return _save_and_sign(out_dir, model, data, name=name, version=version, kind="yolo", target=target, tau=tau,
+                          temperature=temperature)
 
 
 def retrain_section(deployed: DeployedModel, store_dir: Path, *, devices: dict[str, str], threshold: int,

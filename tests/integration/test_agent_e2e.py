@@ -9,15 +9,13 @@ the same OpenCV VideoCapture path a camera uses.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -26,9 +24,9 @@ import yaml
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import AgentConfig, parse_agent_config
-from hgen.edge_agent.results import Result, ResultStatus
-from hgen.compiler.testing import cached_litert_bundles
+from hgen.edge_agent.results import ResultStatus
 from hgen.edge_agent.testing import (
+    ResultCollector,
     RunningHub,
     digits_28,
     restartable_broker,
@@ -43,35 +41,9 @@ TAU = 0.9
 
 
 @pytest.fixture(scope="module")
-def bundles(artifacts_dir: Path) -> dict[str, Path]:
-    return cached_litert_bundles(artifacts_dir / "agent_bundles")
-
-
-@pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     images, _ = digits_28(200)
     return write_video(tmp_path_factory.mktemp("video") / "digits.avi", 200, images=images)
-
-
-class Collector:
-    """Results by sample id, with a condition to wait on (no sleeps)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.results: list[Result] = []
-
-    def __call__(self, result: Result) -> None:
-        with self.cond:
-            self.results.append(result)
-            self.cond.notify_all()
-
-    def wait_for(self, predicate: Callable[[list[Result]], bool], timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: predicate(self.results), timeout)
-
-    def by_status(self, status: ResultStatus) -> list[Result]:
-        with self.cond:
-            return [r for r in self.results if r.status is status]
 
 
 def agent_config(tmp: Path, bundles: dict[str, Path], video: Path, hub_url: str | None, **overrides) -> AgentConfig:
@@ -99,11 +71,11 @@ def hubs() -> Iterator[list[RunningHub]]:
         hub.stop()
 
 
-def check_every_escalation_fused(collector: Collector, hub: RunningHub, frames: int) -> set[str]:
+def check_every_escalation_fused(collector: ResultCollector, hub: RunningHub, frames: int) -> set[str]:
     first = [r for r in collector.results if r.status in (ResultStatus.MODEL, ResultStatus.PENDING)]
     assert sorted(r.frame_index for r in first) == list(range(frames)), "one first result per frame"
-    pending = {r.sample_id for r in collector.by_status(ResultStatus.PENDING)}
-    fused = Counter(r.sample_id for r in collector.by_status(ResultStatus.FUSED))
+    pending = {r.sample_id for r in collector.with_status("pending")}
+    fused = Counter(r.sample_id for r in collector.with_status("fused"))
     assert pending, "the gate sent nobody to people: the test would prove nothing"
     assert set(fused) == pending and max(fused.values()) == 1, "every low-confidence sample fused exactly once"
     samples, replies, _ = hub.hub_counts()
@@ -114,13 +86,13 @@ def check_every_escalation_fused(collector: Collector, hub: RunningHub, frames: 
 def test_grpc_every_low_confidence_sample_answered_and_fused(tmp_path, bundles, video, hubs) -> None:
     hub = start_hub(tmp_path / "hub.db", [DEVICE], answer="second")
     hubs.append(hub)
-    collector = Collector()
+    collector = ResultCollector()
     with Agent(agent_config(tmp_path, bundles, video, hub.grpc_url), callbacks=[collector]) as agent:
         assert agent.wait(60)
         assert agent.wait_settled(60) and agent.wait_outbox_empty(30)
         snap = agent.telemetry.snapshot()
     pending = check_every_escalation_fused(collector, hub, 200)
-    fused = {r.sample_id: r for r in collector.by_status(ResultStatus.FUSED)}
+    fused = {r.sample_id: r for r in collector.with_status("fused")}
     # The simulated people name the model's runner-up; 3 votes x lambda 0.4 outweigh any probability.
     assert all(r.label != r.model_label and r.answers == (r.label,) * 3 for r in fused.values())
     assert snap["escalated"] == len(pending) and snap["fused"] == len(pending) and snap["unknown_replies"] == 0
@@ -131,13 +103,13 @@ def test_hub_down_then_back_loses_nothing(tmp_path, bundles, video, hubs) -> Non
     """The hub is down for the whole stream: model answers stand after patience, samples wait in the outbox,
     status says why; when the hub comes up on its address everything is delivered once."""
     port = free_port()
-    collector = Collector()
+    collector = ResultCollector()
     config = agent_config(tmp_path, bundles, video, f"grpc://127.0.0.1:{port}",
                           batching={"patience_s": 0.5}, source={"max_frames": 120})
     with Agent(config, callbacks=[collector]) as agent:
         assert agent.wait(60) and agent.wait_settled(30)
-        pending = {r.sample_id for r in collector.by_status(ResultStatus.PENDING)}
-        timeouts = {r.sample_id for r in collector.by_status(ResultStatus.TIMEOUT)}
+        pending = {r.sample_id for r in collector.with_status("pending")}
+        timeouts = {r.sample_id for r in collector.with_status("timeout")}
         assert pending and timeouts == pending  # the model's answers stand
         assert agent.outbox.depth() == len(pending)
         assert "hub" in agent.telemetry.problems
@@ -154,7 +126,7 @@ def test_mqtt_broker_killed_three_times_no_loss_no_duplicates(tmp_path, bundles,
     with restartable_broker() as broker:
         hub = start_hub(tmp_path / "hub.db", [DEVICE], broker_url=broker.url)
         hubs.append(hub)
-        collector = Collector()
+        collector = ResultCollector()
         config = agent_config(tmp_path, bundles, video, broker.url, source={"fps_limit": 60, "loop": True,
                                                                             "max_frames": 360})
         with Agent(config, callbacks=[collector]) as agent:
@@ -187,7 +159,7 @@ def test_swap_at_30fps_zero_drops_and_bad_updates_rejected(tmp_path, bundles, vi
     target and a bundle failing its health check (NaN outputs) are each rejected while v2 keeps running."""
     hub = start_hub(tmp_path / "hub.db", [DEVICE])
     hubs.append(hub)
-    collector = Collector()
+    collector = ResultCollector()
     corrupt = tmp_path / "corrupt.hgb"
     data = bytearray(bundles["v2"].read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -263,13 +235,13 @@ def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, vi
     first_pending, _ = _pending_ids(results)
     assert len(first_pending) >= 12, process.stderr.read()[-2000:] if process.stderr else ""
     hub.resume_crowd()
-    collector = Collector()
+    collector = ResultCollector()
     restart = parse_agent_config({**config, "source": {"kind": "video", "uri": str(video), "max_frames": 20}})
     with Agent(restart, callbacks=[collector]) as agent:
         assert agent.wait(30)
         assert agent.wait_outbox_empty(60) and agent.wait_settled(30)
-    second_pending = {r.sample_id for r in collector.by_status(ResultStatus.PENDING)}
-    fused_after_restart = {r.sample_id for r in collector.by_status(ResultStatus.FUSED)}
+    second_pending = {r.sample_id for r in collector.with_status("pending")}
+    fused_after_restart = {r.sample_id for r in collector.with_status("fused")}
     stored = hub.sample_ids()
     assert first_pending <= stored, "a sample escalated before the kill never reached the hub"
     assert stored == first_pending | second_pending

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from hgen.compiler.testing import cached_litert_bundles
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.testing import ResultCollector, RunningHub, digits_28, start_hub, wait_agent, write_video
@@ -28,11 +27,6 @@ from hgen.runtime.bundle.manifest import SIGNATURE_NAME
 DEVICE = "cam-1"
 NAME = "lenet5-digits"
 FRAMES = 240
-
-
-@pytest.fixture(scope="module")
-def bundles(artifacts_dir: Path) -> dict[str, Path]:
-    return cached_litert_bundles(artifacts_dir / "agent_bundles")
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import AgentConfig, parse_agent_config
-from hgen.edge_agent.testing import ResultCollector, RunningHub, make_keys, null_bundle, start_hub, write_video
+from hgen.edge_agent.testing import ResultCollector, RunningHub, start_hub, write_video
 from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
-from hgen.hub.testing.services import Broker
 
 if TYPE_CHECKING:
     from hgen.edge_agent.testing import TestKeys  # not imported at run time: pytest would try to collect it
@@ -27,16 +26,6 @@ if TYPE_CHECKING:
 DEVICE = "cam-1"
 FRAMES = 40
 TOPIC = f"results/{DEVICE}"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> TestKeys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, keys: TestKeys) -> Path:
-    return null_bundle(tmp_path_factory.mktemp("bundle") / "null", keys)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ from hgen.edge_agent.config import AgentConfig, parse_agent_config
 from hgen.edge_agent.testing import (
     ResultCollector,
     RunningHub,
-    make_keys,
-    null_bundle,
     start_hub,
     wait_agent,
     write_video,
@@ -33,16 +31,6 @@ if TYPE_CHECKING:
 
 DEVICE = "cam-1"
 FRAMES = 40
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> TestKeys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, keys: TestKeys) -> Path:
-    return null_bundle(tmp_path_factory.mktemp("bundle") / "null", keys)
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.results import Result, ResultStatus
-from hgen.edge_agent.testing import make_keys, null_bundle
+from hgen.edge_agent.results import ResultStatus
+from hgen.edge_agent.testing import ResultCollector, make_keys, null_bundle
 from hgen.hub.annotators import AnnotatorAPI
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
@@ -96,27 +96,6 @@ def test_device_reply_counts_cant_tell_and_skip_over_grpc(hub: HubApp) -> None:
     assert (some.cant_tell, some.skipped) == (1, 0)
 
 
-class Results:
-    """The agent's results, with a condition to wait on."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.items: list[Result] = []
-
-    def __call__(self, result: Result) -> None:
-        with self.cond:
-            self.items.append(result)
-            self.cond.notify_all()
-
-    def final_for(self, sample_ids: set[str], timeout: float) -> dict[str, Result]:
-        def ready() -> bool:
-            return {r.sample_id for r in self.items if r.final} >= sample_ids
-
-        with self.cond:
-            assert self.cond.wait_for(ready, timeout), "the agent never settled its escalated samples"
-            return {r.sample_id: r for r in self.items if r.final and r.sample_id in sample_ids}
-
-
 def agent_config(tmp: Path, hub_url: str) -> dict:
     keys = make_keys(tmp / "keys")
     bundle = null_bundle(tmp / "bundle", keys)
@@ -134,13 +113,13 @@ def agent_config(tmp: Path, hub_url: str) -> dict:
 
 
 def test_agent_result_is_declined_with_the_counts_and_the_model_label(tmp_path: Path, hub: HubApp) -> None:
-    results = Results()
+    results = ResultCollector()
     agent = Agent(parse_agent_config(agent_config(tmp_path, f"grpc://127.0.0.1:{hub.grpc_port}")),
                   callbacks=[results])
     with agent:  # starts the agent; leaving stops it
         wait_for_samples(hub, 2)
         assert work_through(hub.service.annotators, lambda person, _: "skip" if person == "bob" else "cant_tell") == 6
-        pending = {r.sample_id for r in results.items if r.status is ResultStatus.PENDING}
+        pending = {r.sample_id for r in results.results if r.status is ResultStatus.PENDING}
         assert len(pending) == 2
         final = results.final_for(pending, timeout=DEADLINE_S + 30)
     for result in final.values():
