@@ -30,6 +30,7 @@ class Acceptance:
     metric: str = "accuracy"
     current_fused_test: float | None = None  # expected accuracy with people on the test split (H-CNN)
     new_fused_test: float | None = None
+    first_test: float | None = None  # the first deployed version's test score (the drift check's reference)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,3 +77,14 @@ def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: f
                                                  f"{current:.4f} to {new:.4f}"
                                                  + ("" if demand is None else f" (demand {demand:.4f})")]))
     return replace(verdict, accepted=not reason, reason=reason, current_fused_test=current, new_fused_test=new)
+
+
+def check_drift(verdict: Acceptance, first: float, *, tolerance: float, first_version: str) -> Acceptance:
+    """The tolerance is a budget over the model's whole lineage, not per retrain: compared only with the current
+    model, drops within the tolerance would add up round after round, so the new model's test score may not fall
+    more than `tolerance` below the first deployed version's either."""
+    reason = verdict.reason
+    if verdict.new_test < first - tolerance:
+        reason = "; ".join(filter(None, [reason, f"original test {verdict.metric} drifted from {first:.4f} "
+                                                 f"(version {first_version}) to {verdict.new_test:.4f}"]))
+    return replace(verdict, accepted=not reason, reason=reason, first_test=first)

@@ -19,7 +19,7 @@ from typing import Any
 
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
-from hgen.hub.retrain.accept import Acceptance, check, check_fused
+from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused
 from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind
@@ -139,6 +139,10 @@ class RetrainPipeline:
         verdict = check(current_model, enhanced.model, holdout, test,
                         tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
                         score=prepared.kind.score, metric=prepared.kind.metric)
+        first = self.store.versions(model_config.name)[-1]
+        if first.version != prepared.current.version:
+            verdict = check_drift(verdict, prepared.kind.score(load_model_file(first.keras_path), test),
+                                  tolerance=self.config.tolerance, first_version=first.version)
         fused = fused_scorer(prepared.kind)
         if fused is None:
             return verdict

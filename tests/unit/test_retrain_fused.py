@@ -50,3 +50,12 @@ def test_images_people_labelled_leave_the_test_split() -> None:
     kept = without_seen(test, seen.astype(np.float32))
     assert list(kept.y) == [0, 2, 3, 5]
     assert without_seen(test, np.zeros((0, 4, 4, 1), np.float32)) is test
+
+
+def test_small_drops_cannot_add_up_over_retrains() -> None:
+    from hgen.hub.retrain.accept import check_drift
+
+    third = Acceptance(True, 0.9, 0.9, 50, 0.836, 0.832, 500)  # within 0.005 of the current model...
+    drifted = check_drift(third, 0.8415, tolerance=0.005, first_version="1.0.0")  # ...but 0.0095 below the first
+    assert not drifted.accepted and "drifted from 0.8415 (version 1.0.0) to 0.8320" in drifted.reason
+    assert check_drift(third, 0.835, tolerance=0.005, first_version="1.0.0").accepted

@@ -143,16 +143,27 @@ def naive_fps(subject: Subject, bundles: dict, tmp: Path, repeats: int) -> float
 
 
 def measure(subject: Subject, bundles: dict, tmp: Path, repeats: int) -> dict:
-    """One model row: bare invoke loop, naive loop, and the agent with and without the prefetching reader."""
-    bare, frames = bare_fps(subject, bundles, tmp, repeats)
-    naive = naive_fps(subject, bundles, tmp, repeats)
-    agent, snap = agent_fps(lambda: config(tmp, bundles, subject.video, subject.bundle, gate={"tau": 0.0}), repeats)
-    inline, _ = agent_fps(lambda: config(tmp, bundles, subject.video, subject.bundle, gate={"tau": 0.0},
-                                         source={"prefetch": 0}), repeats)
+    """One model row: bare invoke loop, naive loop, and the agent with and without the prefetching reader.
+
+    The four loops take turns within each repeat (not all bare runs first), so a shared machine's slow and fast
+    spells fall on every loop alike; the ratios are of the medians."""
+    runs: dict[str, list[float]] = {"bare": [], "naive": [], "agent": [], "inline": []}
+    snap: dict = {}
+    frames = 0
+    for _ in range(repeats):
+        bare, frames = bare_fps(subject, bundles, tmp, 1)
+        runs["bare"].append(bare)
+        runs["naive"].append(naive_fps(subject, bundles, tmp, 1))
+        agent, snap = agent_fps(lambda: config(tmp, bundles, subject.video, subject.bundle, gate={"tau": 0.0}), 1)
+        runs["agent"].append(agent)
+        runs["inline"].append(agent_fps(lambda: config(tmp, bundles, subject.video, subject.bundle, gate={"tau": 0.0},
+                                                       source={"prefetch": 0}), 1)[0])
+    bare, naive, agent, inline = (statistics.median(runs[k]) for k in ("bare", "naive", "agent", "inline"))
     return {"model": subject.name, "description": subject.description, "frames": frames, "bare_fps": bare,
             "naive_fps": naive, "agent_fps": agent, "agent_fps_no_prefetch": inline, "ratio": agent / bare,
             "ratio_no_prefetch": inline / bare, "ratio_to_naive": agent / naive,
-            "inference_ms_p50": snap["inference_ms_p50"], "inference_ms_p99": snap["inference_ms_p99"]}
+            "inference_ms_p50": snap["inference_ms_p50"], "inference_ms_p99": snap["inference_ms_p99"],
+            "runs_fps": runs}
 
 
 def agent_fps(cfg_factory, repeats: int) -> tuple[float, dict]:
@@ -276,7 +287,7 @@ def report(data: dict, rows: list[dict], swap: dict, with_hub: dict, repeats: in
     return (
         "# Edge agent benchmark\n\n"
         f"Machine: {m['cpu']}, {m['cores']} cores, no GPU, Python {m['python']}. Every fps figure is the median of "
-        f"{repeats} runs over {data['frames']} frames (MJPG videos written with OpenCV, read back through "
+        f"{repeats} runs (the loops taking turns within each repeat) over {data['frames']} frames (MJPG videos written with OpenCV, read back through "
         "cv2.VideoCapture; no camera on this machine). LiteRT float32 bundles, one frame per invoke.\n\n"
         f"## Headline ({HEADLINE}; the issue's fields)\n\n" + markdown_table(summary, ["measure", "value"]) + "\n\n"
         "## Per model\n\n" + markdown_table(rows, columns) + "\n\n"
