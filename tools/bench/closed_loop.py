@@ -251,8 +251,9 @@ def reading(runs: list[dict[str, Any]]) -> str:
             f"{first['labour_ratio_held_out']:.4f} -> {last['labour_ratio_held_out']:.4f}.")
     return "\n".join(["Reading (2,000 held-out images: an accuracy's standard error is about 0.007):", *lines,
                       "- Enhancement from a few hundred human labels gains little on this compiled model "
-                      "(tools/bench/results/enhance_probe.md: 489 labels of gated images, held-out gated accuracy "
-                      "+1 to +2 points on 111 images, test accuracy +0.5 to +0.7 points), while the held-out human "
+                      "(tools/bench/results/enhance_probe.md: ~490 labels of gated images; over this session's runs "
+                      "held-out gated accuracy moved -2 to +2 points on ~110 images, test accuracy 0 to +0.7 "
+                      "points), while the held-out human "
                       "set the acceptance check sees per round holds 40-50 samples, whose accuracy moves by several "
                       "points either way: most retrains are refused, and a published one mostly changes how many "
                       "samples go to people."])
