@@ -1,4 +1,5 @@
-# Fresh-machine entry points: `make demo` and `make test` create .venv, install the project, then run.
+# Fresh-machine entry points: `make demo` and `make test` install what they need (Debian packages from
+# tools/setup/packages.txt, then .venv with the project), then run. `make demo` needs only the `demo` group.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,10 +10,15 @@ SHARED_DATA := $(abspath ../shared/data)
 export HGEN_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
+SYSTEM := bash tools/setup/install-system-packages.sh
 
-.PHONY: demo test test-unit test-integration venv clean
+.PHONY: demo test test-unit test-integration venv clean system-test
+
+system-test:
+	$(SYSTEM) test
 
 $(STAMP): setup.py pyproject.toml constraints.txt $(wildcard protos/*.proto)
+	$(SYSTEM) demo
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
@@ -23,13 +29,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hgen.compiler.cli.main demo --out build/demo
 
-test: $(STAMP)
+test: system-test $(STAMP)
 	$(PY) -m pytest -q --timeout=900 tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m unit tests
 
-test-integration: $(STAMP)
+test-integration: system-test $(STAMP)
 	$(PY) -m pytest -q -m integration tests
 
 clean:

@@ -20,14 +20,18 @@ def test_demo_flow_retrains_and_hot_swaps_without_dropping_frames(tmp_path):
     first, second = summary["versions"]
     assert first != second and summary["retrain"]["status"] == "published"
     assert summary["dropped_frames"] == 0
-    assert summary["frames_before"] > 0 and summary["frames_after"] > 0
+    assert summary["stream"]["before"]["frames"] > 0 and summary["stream"]["after"]["frames"] > 0
+    pool = summary["evaluation_pool"]
+    assert pool["images"] > 0 and pool["before"]["version"] == first and pool["after"]["version"] == second
+    assert all(0 <= pool[row][key] <= 1 for row in ("before", "after") for key in ("model_only", "fused"))
     assert summary["share_to_people"] > 0 and summary["labour"] > 0
+    assert summary["demands"]["accuracy"] == 0.5 and all(summary["demands_met"].values())
     # the device enforces the labour demand (Eq. 13) on what people really spent, within one batch of slack
     assert summary["labour"] <= summary["labour_budget"] * 1.1 and summary["labour_device"] <= summary["labour_budget"] * 1.1
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     for key in ("accuracy_model_only_before", "accuracy_fused_before", "accuracy_model_only_after",
-                "accuracy_fused_after", "share_to_people", "labour", "labour_budget", "fps", "swap_pause_ms",
-                "dropped_frames", "dataset", "transport", "wall_seconds"):
+                "accuracy_fused_after", "evaluation_pool", "demands", "demands_met", "share_to_people", "labour",
+                "labour_budget", "fps", "swap_pause_ms", "dropped_frames", "dataset", "transport", "wall_seconds"):
         assert key in on_disk
     assert (tmp_path / "compile" / "report.md").exists() and (tmp_path / "results.jsonl").stat().st_size > 0
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, machine, markdown_table, write_results  # noqa: E402
 
 from hgen.compiler.data import Split, load_dataset  # noqa: E402
-from hgen.compiler.demo import compile_stage, demo_config  # noqa: E402
+from hgen.compiler.demo import compile_stage, demo_config, with_preset  # noqa: E402
 from hgen.compiler.metrics import hdnn  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
 from hgen.compiler.train import predict_logits  # noqa: E402
@@ -102,8 +102,9 @@ class Stream:
 
 def deploy(work: Path, device: str) -> tuple[DeployedModel, dict[str, Any]]:
     """Compile the D5 H-CNN exactly as `make demo` does (the demo's search settings) and deploy it."""
-    settings = demo_config(dataset=DATASET, device=device, engines=("litert",), out=str(work))
-    compiled = compile_stage(settings, work, log=lambda message: print(message, flush=True))
+    settings = with_preset(demo_config(dataset=DATASET, device=device, engines=("litert",), out=str(work)),
+                           "fashion-mnist")
+    compiled = compile_stage(settings, DATASET, work, log=lambda message: print(message, flush=True))
     data = load_dataset(DATASET, seed=settings.seed, limit=settings.limit)  # the compile's own splits
     final = compiled.summary["final"]
     return deploy_compiled(compiled, data), {"device": device, "plan": compiled.summary["plan"],

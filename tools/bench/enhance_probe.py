@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, markdown_table, write_results  # noqa: E402
 
 from hgen.compiler.data import load_dataset  # noqa: E402
-from hgen.compiler.demo import compile_stage, demo_config  # noqa: E402
+from hgen.compiler.demo import compile_stage, demo_config, with_preset  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
 from hgen.compiler.train import predict_logits  # noqa: E402
 from hgen.hub.config import RetrainConfig  # noqa: E402
@@ -44,8 +44,9 @@ def crowd_labels(truth: np.ndarray, confidence: np.ndarray) -> np.ndarray:
 
 
 def probe(work: Path) -> dict[str, Any]:
-    settings = demo_config(dataset=DATASET, device="phone", engines=("litert",), out=str(work))
-    compiled = compile_stage(settings, work, log=lambda message: None)
+    settings = with_preset(demo_config(dataset=DATASET, device="phone", engines=("litert",), out=str(work)),
+                           "fashion-mnist")
+    compiled = compile_stage(settings, DATASET, work, log=lambda message: None)
     chosen = json.loads((compiled.out / "plan.json").read_text())
     data = load_dataset(DATASET, seed=settings.seed)
     keras_path = compiled.out / "model.keras"

@@ -3,7 +3,9 @@
 Every stage is a small function over real components: `compile_hdnn` (search, lowering, signing), a `HubApp` (gRPC,
 or MQTT through a Mosquitto broker when one is installed) with the SIMULATED crowd answering through the annotator
 API, and an `Agent` reading a video file through OpenCV (a camera cannot run here). Held-out test images (never used
-in training) become the video; the demo knows each frame's true class, which is how simulated people "see" a frame.
+in training) are split into a streaming pool, which becomes the video the agent cycles like a camera that never stops,
+and an evaluation pool on which both versions are measured (`pools.py`). The demo knows each frame's true class,
+which is how simulated people "see" a frame. Demands and training length come from a per-dataset preset.
 Everything started is registered on one ExitStack, so it is stopped on success, failure and Ctrl-C alike.
 """
 
@@ -21,8 +23,11 @@ from typing import Any
 
 from pydantic import Field
 
+from hgen.compiler.demo.pools import Pools, evaluate_versions, split_pools
+from hgen.compiler.demo.presets import preset_for
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.search.objective import Demands
+from hgen.compiler.demo.summary import format_summary, summarise
 from hgen.runtime.config import StrictModel, parse_config
 
 Log = Callable[[str], None]
@@ -34,17 +39,17 @@ class DemoError(CompilerError):
 
 
 class DemoConfig(StrictModel):
-    """The demo's knobs; defaults finish in about 10 minutes on 2 cores."""
+    """The demo's knobs; defaults finish in a few minutes on 2 cores. Unset demands and epochs come from the
+    dataset's preset (`presets.py`)."""
 
     dataset: str = Field("auto:lowres", title="Dataset spec (auto: FashionMNIST when installed, else digits)")
     device: str = Field("rpi4", title="Device profile to compile for")
     out: str = Field("build/demo", title="Where the bundles, logs, report and summary go")
-    demands: Demands = Field(default_factory=lambda: Demands(accuracy=0.86, latency_ms=1000.0, storage_mb=0.3,
-                                                             energy_mj=0.2, labour=0.05), title="Demands and budgets")
+    demands: Demands | None = Field(None, title="Demands and budgets (default: the dataset's preset)")
     episodes: int = Field(12, ge=1, title="Search episode budget")
     budget_minutes: float = Field(4.0, gt=0, title="Search wall-time budget")
-    base_epochs: int = Field(4, ge=1, title="Backbone training epochs")
-    final_epochs: int = Field(2, ge=1, title="Winner's fine-tune epochs")
+    base_epochs: int | None = Field(None, ge=1, title="Backbone training epochs (default: the dataset's preset)")
+    final_epochs: int | None = Field(None, ge=1, title="Winner's fine-tune epochs (default: the dataset's preset)")
     finetune_samples: int = Field(4000, ge=100, title="Training samples per candidate fine-tune")
     engines: tuple[str, ...] = Field(("litert", "tvm"), title="Engines in the compiled bundle")
     limit: int | None = Field(None, ge=50, title="Cap on each split (quick runs and tests)")
@@ -55,8 +60,9 @@ class DemoConfig(StrictModel):
                                                                 "standard error of a test-split accuracy)")
     tau_override: float | None = Field(None, ge=0, le=1, title="Deployment override of the bundle's tau (agent gate)")
     fps: float = Field(100.0, gt=0, title="Frame rate of the generated video stream")
-    loop_stream: bool = Field(False, title="Cycle the video until the swap (small test sets; then 'after' frames "
-                                           "repeat images people labelled, so leave it off for honest numbers)")
+    loop_stream: bool = Field(True, title="Cycle the streaming pool like a camera that never stops (accuracy is "
+                                          "measured on the evaluation pool, which is never streamed)")
+    eval_share: float = Field(0.5, gt=0, lt=1, title="Share of the test images kept apart as the evaluation pool")
     frames_after_swap: int = Field(1500, ge=10, title="Frames to stream on the new model before stopping")
     m: int = Field(3, ge=1, le=4, title="Simulated annotators per sample")
     annotator_accuracy: float = Field(0.9, ge=0, le=1, title="Accuracy of each simulated annotator")
@@ -66,6 +72,21 @@ class DemoConfig(StrictModel):
 
 def demo_config(**values: Any) -> DemoConfig:
     return parse_config(DemoConfig, values, source="demo settings", error=InvalidArgumentError)
+
+
+def with_preset(config: DemoConfig, base: str) -> DemoConfig:
+    """Fill what the user left unset from the preset of the dataset actually found (`auto` resolved)."""
+    preset = preset_for(base)
+    return config.model_copy(update={
+        "demands": config.demands or preset.demands,
+        "base_epochs": config.base_epochs or preset.base_epochs,
+        "final_epochs": config.final_epochs or preset.final_epochs,
+    })
+
+
+def format_demands(demands: Demands) -> str:
+    return (f"A >= {demands.accuracy:g}, T <= {demands.latency_ms:g} ms, S <= {demands.storage_mb:g} MB, "
+            f"E <= {demands.energy_mj:g} mJ, L <= {demands.labour:g}")
 
 
 @dataclass
@@ -114,10 +135,11 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s:
         threading.Event().wait(poll_s)
 
 
-def compile_stage(config: DemoConfig, out: Path, log: Log) -> Any:
+def compile_stage(config: DemoConfig, dataset: str, out: Path, log: Log) -> Any:
     from hgen.compiler.compile import compile_config, compile_hdnn
 
-    settings = compile_config(dataset=config.dataset, device=config.device, demands=config.demands.model_dump(),
+    assert config.demands is not None, "with_preset fills the demands"
+    settings = compile_config(dataset=dataset, device=config.device, demands=config.demands.model_dump(),
                               episodes=config.episodes, budget_minutes=config.budget_minutes,
                               base_epochs=config.base_epochs, final_epochs=config.final_epochs,
                               finetune_samples=config.finetune_samples, engines=config.engines, limit=config.limit,
@@ -184,10 +206,10 @@ def start_hub(stack: ExitStack, config: DemoConfig, compiled: Any, dataset: str,
     return app
 
 
-def write_stream(out: Path, test_x: Any, fps: float) -> Path:
+def write_stream(out: Path, images: Any, fps: float) -> Path:
     from hgen.edge_agent.testing import write_video
 
-    return write_video(out / "stream.avi", len(test_x), fps=fps, images=test_x[..., 0])
+    return write_video(out / "stream.avi", len(images), fps=fps, images=images[..., 0])
 
 
 def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path, hub_url: str, grpc_url: str,
@@ -213,15 +235,6 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
     agent = Agent(settings, callbacks=[frames]).start()
     stack.callback(agent.stop)
     return agent
-
-
-def labour_spent(app: Any) -> float:
-    """Operations people spent for the device, from the hub's own accounting (Eq. 3)."""
-    from hgen.hub.kb.models import Device
-
-    with app.service.kb.session() as session:
-        device = session.get(Device, DEVICE_ID)
-        return float(device.labour_spent) if device is not None else 0.0
 
 
 def fresh_run_folder(out: Path) -> None:
@@ -270,7 +283,8 @@ def agent_finished(agent: Any) -> bool:
 
 
 def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
-    """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure."""
+    """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure, a
+    dropped frame or a missed demand (after writing the summary)."""
     from hgen.compiler.data import load_dataset
 
     start = time.perf_counter()
@@ -278,21 +292,26 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     fresh_run_folder(out)
     data = load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    config = with_preset(config, data.spec.base)
+    pools = split_pools(data.test, config.eval_share, config.seed)
     log(f"[1/7] data: {data.name} from {data.origin}"
         + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if data.spec.base == "digits" else ""))
+    log(f"      demands for {data.spec.base}: {format_demands(config.demands)}")  # type: ignore[arg-type]
     log(f"[2/7] hgen-compile for {config.device}: search, fine-tune, lower ({', '.join(config.engines)}), sign")
-    compiled = compile_stage(config, out, log)
+    compiled = compile_stage(config, data.name, out, log)
     transport = choose_transport(config)
     with ExitStack() as stack:
         broker_url = start_broker(stack, out) if transport == "mqtt" else None
-        frames = FrameLog(data.test.y)
+        frames = FrameLog(pools.stream.y)
         app = start_hub(stack, config, compiled, data.name, data.num_classes, out, broker_url, frames)
         grpc_url = f"grpc://127.0.0.1:{app.grpc_port}"
         hub_url = broker_url or grpc_url
-        log(f"[3/7] hub on {hub_url} ({'MQTT through mosquitto' if broker_url else 'gRPC'}), SIMULATED crowd of "
-            f"{config.m}, retrain threshold lowered to {config.retrain_threshold} human labels for the demo")
-        video = write_stream(out, data.test.x, config.fps)
-        log(f"[4/7] video of {len(data.test)} held-out test images at {config.fps:g} fps: {video}")
+        log(f"[3/7] hub on {hub_url} ({'MQTT through mosquitto' if broker_url else 'gRPC: mosquitto is not installed'})"
+            f", SIMULATED crowd of {config.m}, retrain threshold lowered to {config.retrain_threshold} human labels")
+        video = write_stream(out, pools.stream.x, config.fps)
+        log(f"[4/7] streaming pool: {len(pools.stream)} held-out test images as a video at {config.fps:g} fps"
+            f"{', cycled until the swap' if config.loop_stream else ''}; evaluation pool: {len(pools.evaluation)} "
+            f"other ones, never streamed")
         agent = start_agent(stack, config, compiled, video, hub_url, grpc_url, out, frames)
         first = agent.model.version
         log(f"[5/7] agent running bundle {first}; waiting for people, the retrain and the hot swap")
@@ -302,55 +321,28 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
         if not agent.wait_settled(120):
             log("      some samples were still waiting for people; their model answers stand")
         agent.stop()
-        summary = summarise(config, compiled, data, frames, agent, app, first, run, transport, start)
+        evaluation = evaluate_stage(config, compiled, app, pools, first, run.to_version)
+        summary = summarise(config, compiled, data, frames, agent, app, (first, run), evaluation, transport, start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log("[7/7] " + format_summary(summary))
-    if summary["dropped_frames"] != 0:
-        raise DemoError(f"{summary['dropped_frames']} frames were dropped (must be 0)")
+    check_outcome(summary)
     return summary
 
 
-def summarise(config: DemoConfig, compiled: Any, data: Any, frames: FrameLog, agent: Any, app: Any, first: str,
-              run: Any, transport: str, start: float) -> dict[str, Any]:
-    telemetry = agent.telemetry.snapshot()
-    second = run.to_version  # the first published retrain; later ones may follow while pending samples settle
-    before, after = frames.accuracy(first), frames.accuracy(second)
-    total = max(1, len(frames.results))
-    out = Path(config.out)
-    return {
-        "dataset": data.name, "dataset_origin": data.origin, "transport": transport, "annotators": "simulated",
-        "versions": [first, second],
-        "versions_seen": sorted({r.bundle_version for r in frames.results.values()}),
-        "accuracy_model_only_before": before["model_only"], "accuracy_fused_before": before["fused"],
-        "accuracy_model_only_after": after["model_only"], "accuracy_fused_after": after["fused"],
-        "frames_before": before["frames"], "frames_after": after["frames"], "looped_stream": config.loop_stream,
-        "share_to_people": sum(r.status.value != "model" for r in frames.results.values()) / total,
-        "labour": labour_spent(app) / (total * 4 * 3), "labour_budget": config.demands.labour,
-        "labour_device": telemetry.get("labour_ratio", 0.0),
-        "labour_refused": int(telemetry.get("labour_exhausted", 0)),
-        "fps": telemetry.get("fps", 0.0), "swap_pause_ms": telemetry.get("swap_ms", 0.0),
-        "dropped_frames": int(telemetry.get("frames_dropped", 0)), "frames": total,
-        "retrain": {"run": run.id, "status": run.status, "seconds": run.seconds, "filtered_out": run.filtered_out,
-                    "samples_used": run.samples_used},
-        "compile": {"plan": compiled.summary["plan"], "tau": compiled.summary["tau"],
-                    "search_seconds": compiled.summary["search_seconds"], "violations": compiled.summary["violations"]},
-        "paths": {"report": str(compiled.out / "report.md"), "bundle": compiled.summary["bundle"]["archive"],
-                  "search_log": str(compiled.out / "search.jsonl"), "plot": str(compiled.out / "search.png"),
-                  "results": str(out / "results.jsonl"), "summary": str(out / "summary.json")},
-        "wall_seconds": time.perf_counter() - start,
-    }
+def evaluate_stage(config: DemoConfig, compiled: Any, app: Any, pools: Pools, first: str,
+                   second: str) -> dict[str, dict[str, Any]]:
+    """Both versions' signed bundles on the evaluation pool (see `pools.py`)."""
+    bundle = compiled.summary["bundle"]
+    published = next(v for v in app.retrain.store.versions(model_name(app)) if v.version == second)
+    return evaluate_versions({"before": (first, bundle["archive"]), "after": (second, published.bundle_dir)},
+                             bundle["public_key"], compiled.summary["device"]["target"], pools.evaluation,
+                             m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed + 1)
 
 
-def format_summary(s: dict[str, Any]) -> str:
-    rows = [("", "model only", "fused with people"),
-            (f"before retrain ({s['versions'][0]}, {s['frames_before']} frames)",
-             f"{s['accuracy_model_only_before']:.4f}", f"{s['accuracy_fused_before']:.4f}"),
-            (f"after retrain ({s['versions'][1]}, {s['frames_after']} frames)",
-             f"{s['accuracy_model_only_after']:.4f}", f"{s['accuracy_fused_after']:.4f}")]
-    table = "\n".join(f"  {a:<44} {b:>12} {c:>18}" for a, b, c in rows)
-    return (f"summary ({s['dataset']}, {s['transport']}, annotators SIMULATED)\n{table}\n"
-            f"  share sent to people {s['share_to_people']:.4f}; labour {s['labour']:.4f} (budget {s['labour_budget']}, "
-            f"enforced on the device: {s['labour_refused']} samples kept the model's answer)\n"
-            f"  {s['fps']:.1f} frames/s; swap pause {s['swap_pause_ms']:.3f} ms; dropped frames {s['dropped_frames']}\n"
-            f"  report {s['paths']['report']}; bundle {s['paths']['bundle']}; results {s['paths']['results']}\n"
-            f"  summary {s['paths']['summary']}; {s['wall_seconds']:.0f} s in all")
+def check_outcome(summary: dict[str, Any]) -> None:
+    if summary["dropped_frames"] != 0:
+        raise DemoError(f"{summary['dropped_frames']} frames were dropped (must be 0)")
+    missed = [name for name, met in summary["demands_met"].items() if not met]
+    if missed:
+        raise DemoError(f"demands not met: {', '.join(missed)} (see {summary['paths']['report']})")
+

@@ -1,0 +1,47 @@
+"""The demo's pieces that need no training: the two pools, the per-dataset presets and the demands check."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hgen.compiler.data import Split
+from hgen.compiler.demo import demo_config, format_demands, with_preset
+from hgen.compiler.demo.pools import split_pools
+from hgen.compiler.demo.presets import DIGITS, FASHION
+from hgen.compiler.demo.summary import demands_met
+from hgen.compiler.errors import InvalidArgumentError
+
+
+def test_pools_are_disjoint_cover_the_test_split_and_are_seeded():
+    x = np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1)
+    test = Split(x, np.arange(100) % 10)
+    pools = split_pools(test, 0.5, seed=3)
+    stream, evaluation = set(pools.stream.x.ravel()), set(pools.evaluation.x.ravel())
+    assert len(stream) == len(evaluation) == 50 and not stream & evaluation and stream | evaluation == set(range(100))
+    assert np.array_equal(pools.evaluation.x, split_pools(test, 0.5, seed=3).evaluation.x)
+    assert not np.array_equal(pools.evaluation.x, split_pools(test, 0.5, seed=4).evaluation.x)
+    assert np.array_equal(pools.evaluation.y, pools.evaluation.x.ravel().astype(int) % 10)  # labels follow images
+
+
+def test_a_pool_split_that_leaves_one_side_empty_is_refused():
+    with pytest.raises(InvalidArgumentError, match="cannot be split"):
+        split_pools(Split(np.zeros((1, 1, 1, 1)), np.zeros(1, int)), 0.5, seed=0)
+
+
+def test_presets_fill_only_what_the_user_left_unset():
+    digits = with_preset(demo_config(), "digits")
+    assert digits.demands == DIGITS.demands and digits.base_epochs == DIGITS.base_epochs
+    assert with_preset(demo_config(), "fashion-mnist").demands == FASHION.demands
+    mine = with_preset(demo_config(base_epochs=2, demands={"accuracy": 0.5, "latency_ms": 1, "storage_mb": 1,
+                                                           "energy_mj": 1, "labour": 0.1}), "digits")
+    assert mine.base_epochs == 2 and mine.demands.accuracy == 0.5 and mine.final_epochs == DIGITS.final_epochs
+    assert format_demands(DIGITS.demands).startswith("A >= 0.9, T <= 1000 ms")
+
+
+def test_demands_met_reads_the_compiles_violations_and_the_streams_labour():
+    compiled = SimpleNamespace(summary={"violations": ["accuracy 0.8241 < 0.86"]})
+    met = demands_met(compiled, labour=0.04, budget=0.05)
+    assert met == {"accuracy": False, "latency": True, "storage": True, "energy": True, "labour": True,
+                   "labour on the stream": True}
+    assert not demands_met(SimpleNamespace(summary={"violations": []}), labour=0.06, budget=0.05)["labour on the stream"]
