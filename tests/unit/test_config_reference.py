@@ -1,4 +1,4 @@
-"""The README's configuration reference is generated from the config models and must match them."""
+"""The configuration reference (docs/configuration.md) is generated from the config models and must match them."""
 
 import importlib.util
 from pathlib import Path
@@ -23,9 +23,10 @@ def test_rows_flatten_nested_sections_with_defaults_and_titles():
     assert reference_rows(Outer) == [("name", "str", "required", "Name"), ("inner.port", "int", "1883", "Broker port")]
 
 
-def test_readme_reference_is_up_to_date():
+def test_configuration_reference_is_up_to_date():
     spec = importlib.util.spec_from_file_location("config_reference", TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    current = tool.README.read_text()
-    assert tool.updated(current) == current, "README is stale: run `python tools/docs/config_reference.py`"
+    current = tool.TARGET.read_text()
+    stale = "docs/configuration.md is stale: run `python tools/docs/config_reference.py`"
+    assert tool.updated(current) == current, stale

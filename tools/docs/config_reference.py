@@ -1,7 +1,7 @@
-"""Regenerate the README's configuration reference from the strict config models.
+"""Regenerate the configuration reference (docs/configuration.md) from the strict config models.
 
-`python tools/docs/config_reference.py` rewrites the part of README.md between the markers;
-`--check` exits 1 when README.md is out of date (the unit test does the same).
+`python tools/docs/config_reference.py` rewrites the part of docs/configuration.md between the markers;
+`--check` exits 1 when docs/configuration.md is out of date (the unit test does the same).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hgen.runtime.config import reference_markdown
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TARGET = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 SECTIONS = (
     ("`hgen-compile` settings (`hgen.compiler.compile.CompileConfig`)", "hgen.compiler.compile:CompileConfig"),
@@ -43,7 +43,7 @@ def render() -> str:
 
 def updated(text: str) -> str:
     if START not in text or END not in text:
-        raise SystemExit(f"README.md lacks the markers {START} ... {END}")
+        raise SystemExit(f"docs/configuration.md lacks the markers {START} ... {END}")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     return head + render() + tail
@@ -51,13 +51,13 @@ def updated(text: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is out of date")
     args = parser.parse_args()
-    current = README.read_text()
+    current = TARGET.read_text()
     new = updated(current)
     if args.check:
         return 0 if new == current else 1
-    README.write_text(new)
+    TARGET.write_text(new)
     return 0
 
 
