@@ -8,7 +8,6 @@ EXTRAS ?= edge,compiler,hub,dev
 # The shared data folder beside the checkout holds the MNIST test set; FashionMNIST comes from Debian's package.
 SHARED_DATA := $(abspath ../shared/data)
 export HGEN_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 SYSTEM := bash tools/setup/install-system-packages.sh
 

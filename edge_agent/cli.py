@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from hgen.edge_agent.config import AgentConfig, load_agent_config
 from hgen.runtime.errors import HGenError
+from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", required=True, help="agent.yaml")
         command.add_argument("--hub", help="override hub.url (grpc://host:50051 or mqtt://host:1883)")
         command.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_verbose_argument(parser)
     return parser
 
 
@@ -82,6 +84,7 @@ def run(config: AgentConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_unless_verbose(argv)  # first: LiteRT's one-off XNNPACK INFO line
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -15,6 +15,7 @@ from hgen.hub.errors import HubConfigError, KnowledgeBaseError, UnknownModelErro
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
+from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
                                                            (KnowledgeBaseError, 3), (HGenError, 1))
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs["add-user"].add_argument("--invite", action="store_true",
                                    help="print a single-use invite token instead of reading a password")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -122,6 +124,7 @@ def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_unless_verbose(argv)  # first: TensorFlow (retrain) sets up its logging when it is imported
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from hgen.compiler.cli import VERBS
 from hgen.compiler.errors import CompilerError, DatasetNotFoundError, DatasetSpecError, InvalidArgumentError, UnknownNameError
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
+from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 from hgen.runtime.registry import discover
 
 # Most specific first: the first matching class decides the exit code.
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         verb_parser = sub.add_parser(name, help=verb.help, description=verb.help)
         verb.add_arguments(verb_parser)
         verb_parser.set_defaults(_verb=verb)
+    add_verbose_argument(parser)
     return parser
 
 
@@ -45,7 +46,7 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_unless_verbose(argv)  # first: TensorFlow's logging is set up when it is imported
     args = build_parser().parse_args(argv)
     try:
         args._verb.run(args)
