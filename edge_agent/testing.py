@@ -194,6 +194,10 @@ class RestartableBroker:
 
 @contextmanager
 def restartable_broker() -> Iterator[RestartableBroker]:
+    """Raises ServiceUnavailableError (tests skip on it) before anything is created when mosquitto is missing."""
+    from hgen.hub.testing.services import mosquitto_binary
+
+    mosquitto_binary()
     with tempfile.TemporaryDirectory(prefix="hgen-mqtt-") as tmp:
         broker = RestartableBroker(Path(tmp))
         broker.start()

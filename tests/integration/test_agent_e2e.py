@@ -122,7 +122,8 @@ def test_hub_down_then_back_loses_nothing(tmp_path, bundles, video, hubs) -> Non
     assert hub.sample_ids() == pending and samples == replies == len(pending)
 
 
-def test_mqtt_broker_killed_three_times_no_loss_no_duplicates(tmp_path, bundles, video, hubs) -> None:
+def test_mqtt_broker_killed_three_times_no_loss_no_duplicates(mosquitto_required, tmp_path, bundles, video,
+                                                              hubs) -> None:
     with restartable_broker() as broker:
         hub = start_hub(tmp_path / "hub.db", [DEVICE], broker_url=broker.url)
         hubs.append(hub)

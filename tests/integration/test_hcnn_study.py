@@ -40,14 +40,10 @@ def test_same_seed_same_crowd(prepared):
     np.testing.assert_array_equal(first.latency_s, second.latency_s)
 
 
-def test_d5_from_the_installed_fashion_mnist():
+def test_d5_from_the_installed_fashion_mnist(fashion_mnist_required):
     from hgen.compiler.data import load_dataset
-    from hgen.compiler.errors import DatasetNotFoundError
 
-    try:
-        data = load_dataset("D5", limit=3000)
-    except DatasetNotFoundError as error:
-        pytest.skip(f"FashionMNIST is not installed here: {error}")
+    data = load_dataset("D5", limit=3000)
     result = prepare_hcnn(study_config(dataset="D5", epochs=2), dataset=data)
     assert result.origin_accuracy > 0.6  # 2 epochs on 3,000 low-res images
     assert evaluate_at(result, 0.6).accuracy_fused >= result.origin_accuracy

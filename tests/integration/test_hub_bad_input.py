@@ -24,12 +24,14 @@ CAP = 64 * 1024
 
 
 @pytest.fixture
-def running(tmp_path: Path, broker: Broker):
-    config = parse_hub_config({
-        "devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
-        "grpc": {"port": 0, "max_message_bytes": CAP},
-        "mqtt": {"enabled": True, "host": broker.host, "port": broker.port, "max_payload_bytes": CAP},
-        "limits": {"max_pixels": 48 * 48}})
+def running(tmp_path: Path, request: pytest.FixtureRequest):
+    """The hub; with MQTT on the test's `broker` only when the test asks for one (gRPC needs no mosquitto)."""
+    data = {"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+            "grpc": {"port": 0, "max_message_bytes": CAP}, "limits": {"max_pixels": 48 * 48}}
+    if "broker" in request.fixturenames:
+        broker: Broker = request.getfixturevalue("broker")
+        data["mqtt"] = {"enabled": True, "host": broker.host, "port": broker.port, "max_payload_bytes": CAP}
+    config = parse_hub_config(data)
     app = HubApp(config).start()
     oracle: dict[str, int] = {}
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(1, 1.0, 10), lambda s: oracle.get(s, 0))

@@ -3,11 +3,12 @@ untuned one does (schedules reorder loops, not arithmetic beyond float rounding)
 
 Skipped, with the reason, when the tuning dependencies are missing or broken (e.g. the apache-tvm-ffi whose
 JSON serialiser segfaults): `TuningDependencyError` is checked before anything can crash.
+
+No wall-clock bound here: how long tuning takes is measured by tools/bench/tvm_tuning.py (repeats, medians).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from hgen.compiler.models import build_model
 from hgen.runtime.engines import open_engine
 from hgen.runtime.engines.base import Engine
 
-BUDGET = TuneConfig(trials=8, trials_per_task=4, trials_per_iter=4, max_tasks=2)
+# One round of 4 candidates on the heaviest task: enough to build, time and apply a tuned schedule.
+BUDGET = TuneConfig(trials=4, trials_per_task=4, trials_per_iter=4, max_tasks=1)
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +40,14 @@ def _engine(library: TVMLibrary, tflite: TFLiteModel) -> Engine:
 
 def test_tuned_lenet_matches_untuned(lenet_tflite, tmp_path):
     config = TuneConfig(**{**vars(BUDGET), "work_dir": tmp_path / "tuning"})
-    start = time.perf_counter()
     try:
         tuned = lower_tvm(lenet_tflite.content, "x86_64", tmp_path / "tuned", tuning=config)
     except TuningDependencyError as exc:
         pytest.skip(f"MetaSchedule unavailable here: {exc}")
-    seconds = time.perf_counter() - start
     untuned = lower_tvm(lenet_tflite.content, "x86_64", tmp_path / "untuned")
 
     assert tuned.format == "shared-library" and tuned.machine == "x86_64"
     assert measured_trials(tmp_path / "tuning") > 0, "no candidate was built and measured"
-    # ~70 s on the 2-core host, of which ~2 s is tuning: the rest is TVM importing its tensor intrinsics once
-    # per process, 30-40 s when TensorFlow is loaded. The bound only catches a runaway budget.
-    assert seconds < 120, f"a {BUDGET.trials}-trial budget took {seconds:.0f} s"
     images = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 1)).astype(np.float32)
     expected = _engine(untuned, lenet_tflite).run(images)
     np.testing.assert_allclose(_engine(tuned, lenet_tflite).run(images), expected, rtol=0, atol=1e-4)

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from hgen.compiler.data import SOURCES, load_dataset
+from hgen.compiler.data import BASES, SOURCES, load_dataset, parse_spec
 from hgen.compiler.data.idx import read_idx
 from hgen.compiler.data.sources import IdxSource
 from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError, UnknownNameError
@@ -117,4 +117,10 @@ def test_lowres_removes_detail_finer_than_the_factor():
     # a 1-pixel checkerboard averages to flat grey at 7x7; 4-pixel blocks survive the round trip
     assert np.ptp(lowres(checker, rng, LowResParams(factor=4))) < 0.05
     assert np.ptp(lowres(coarse, rng, LowResParams(factor=4))) > 0.8
-    assert str(load_dataset("D5", limit=20).spec) == "fashion-mnist:lowres?factor=4"
+    assert str(parse_spec("D5", BASES)) == "fashion-mnist:lowres?factor=4"  # the paper's alias, no data needed
+
+
+def test_d5_loads_the_installed_fashion_mnist_at_low_resolution(fashion_mnist_required):
+    data = load_dataset("D5", limit=20)
+    assert str(data.spec) == "fashion-mnist:lowres?factor=4"
+    assert data.test.x.shape == (20, 28, 28, 1) and data.labels[0] == "T-shirt/top"

@@ -7,7 +7,7 @@ import pytest
 
 from hgen.compiler.data.detection import (CANVAS, GRID, MAX_DIGITS, detection_names, is_detection_spec,
                                           load_detection_dataset)
-from hgen.compiler.errors import DatasetNotFoundError, UnknownNameError
+from hgen.compiler.errors import UnknownNameError
 from hgen.compiler.models.grid_detector import encode_targets
 from hgen.runtime.hdnn.yolo import decode
 
@@ -61,11 +61,8 @@ def test_spec_variants_and_errors() -> None:
         load_detection_dataset("digits")
 
 
-def test_mnist_canvases_when_the_files_are_there() -> None:
-    try:
-        data = load_detection_dataset("mnist-det", limit=20)
-    except DatasetNotFoundError:
-        pytest.skip("MNIST files not found ($HGEN_DATA)")
+def test_mnist_canvases_when_the_files_are_there(mnist_required) -> None:
+    data = load_detection_dataset("mnist-det", limit=20)
     assert data.input_shape == (CANVAS, CANVAS, 1) and "mnist" in data.origin
 
 

