@@ -63,6 +63,7 @@ COMPILER = [
     "tf2onnx>=1.16",
     "scikit-learn>=1.5",
     "matplotlib>=3.8",
+    "pillow>=10",  # user image folders: header check before decoding, resize (compiler/data/images.py)
     "optuna>=4.0",
 ]
 HUB = [
@@ -70,6 +71,7 @@ HUB = [
     "alembic>=1.13",
     "crowd-kit>=1.4",
     "pandas>=2.2",
+    "pillow>=10",  # retraining reads user image folders through the same data layer
     "opencv-python-headless>=4.9",
     "scikit-learn>=1.5",
     "grpcio>=1.70",

@@ -32,3 +32,27 @@ class InvalidArgumentError(CompilerError, ValueError):
 
 class ModelCostError(CompilerError):
     """The cost model (MACs, activations, weights) does not know a layer of the model."""
+
+
+class DatasetFormatError(DatasetError):
+    """A data set's layout or manifest is malformed, or no registered format recognises the path."""
+
+
+class EmptyDatasetError(DatasetError):
+    """A data set (or one of its classes) holds no usable images; the message names the folder or class."""
+
+
+class ImageTooLargeError(DatasetError):
+    """An image's header declares more pixels than the decoding limit (decompression-bomb guard); names the file."""
+
+
+class UnreadableImageError(DatasetError):
+    """An image file cannot be decoded (or too many were unreadable under the skip policy); names the files."""
+
+
+class MissingImageError(DatasetError):
+    """A manifest or annotation file points at images that do not exist; names the manifest and the files."""
+
+
+class LabelError(DatasetError):
+    """A label is invalid (class out of range, box outside the image, unknown split); names the file and line."""

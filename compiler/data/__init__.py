@@ -1,20 +1,39 @@
-"""Datasets for H-CNN work: FashionMNIST, MNIST and scikit-learn digits, with the paper's challenge variants.
+"""Datasets for H-CNN work: the built-in FashionMNIST, MNIST and scikit-learn digits, and a user's own images.
 
 `load_dataset("fashion-mnist:lowres", seed=0)` returns float32 images in [0, 1] shaped [n, 28, 28, 1] and fixed
 train/validation/test splits. When only a test set exists (the MNIST files shipped beside the checkout), its
 images are split 60/10/30 by seed.
+
+A path loads a user's data set through a registered format (`hgen.compiler.data.formats`: folder, csv, idx for
+classification; yolo, coco for detection, see `detection.load_detection_dataset`), auto-detected or named:
+`load_dataset("/data/cams")`, `load_dataset("folder:/data/cams:lowres?factor=2&size=64")`. Images of any size,
+grey or colour, are resized to `ImageOptions.size` (default 96x96) with 3 channels when any image is colour; the
+`Preprocess` recording how is on the returned `Dataset`, and decoded images are cached (`hgen.compiler.data.cache`).
+Query keys that are `ImageOptions` fields (size, channels, resize, pad_value, max_pixels, ...) set image options,
+keys of the format's config (e.g. `shares=0.8,0.1,0.1`) set format options, the others are the variant's
+parameters; keywords `image=` / `format_options=` override the query. `Dataset.name` records every non-default
+option, so `load_dataset(data.name)` reads the same data again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_origin
+from urllib.parse import parse_qsl
 
 import numpy as np
 
 from hgen.compiler.data.sources import IdxSource, RawData, locate
 from hgen.compiler.data.spec import PAPER_ALIASES, DatasetSpec, parse_spec
-from hgen.compiler.errors import DatasetError, DatasetNotFoundError
+from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError
+from hgen.runtime.config import StrictModel, parse_config
+
+if TYPE_CHECKING:
+    from hgen.compiler.data.formats import DataFormat, Location
+    from hgen.compiler.data.images import ImageOptions, Preprocess
+    from hgen.compiler.data.reader import Loaded, LoadReport
 
 IMAGE_SIZE = 28
 FASHION_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -33,7 +52,7 @@ TEST_ONLY_FRACTIONS = (0.6, 0.1)  # train, validation; the rest is test
 
 @dataclass(frozen=True)
 class Split:
-    """Images [n, 28, 28, 1] float32 in [0, 1] and int64 labels."""
+    """Images [n, h, w, c] float32 in [0, 1] (28x28x1 for the MNIST family) and int64 labels."""
 
     x: np.ndarray
     y: np.ndarray
@@ -56,6 +75,8 @@ class Dataset:
     test: Split
     origin: str
     seed: int
+    preprocess: Preprocess | None = None  # how image files become inputs (size, channels, resize, normalisation)
+    report: LoadReport | None = None  # what the load found: unreadable files, cache use, sizes (user data sets)
 
     @property
     def name(self) -> str:
@@ -75,8 +96,20 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(spec: str, *, root: str | Path | None = None, seed: int = 0, allow_download: bool = False,
-                 limit: int | None = None) -> Dataset:
-    """Resolve, read, split and transform a dataset; `limit` caps every split (for quick tests and demos)."""
+                 limit: int | None = None, format: str | None = None,
+                 image: ImageOptions | Mapping[str, Any] | None = None,
+                 format_options: Mapping[str, Any] | StrictModel | None = None) -> Dataset:
+    """Resolve, read, split and transform a dataset; `limit` caps every split (for quick tests and demos).
+
+    `spec` is a built-in name (`fashion-mnist:lowres`) or a path (`[FORMAT:]PATH[:VARIANT][?key=value&...]`);
+    `format` forces a format for a path, `image` sets `ImageOptions`, `format_options` the format's own config.
+    """
+    location = user_location(spec, format)
+    if location is not None:
+        return _load_user(location, seed=seed, limit=limit, image=image, format_options=format_options)
+    if image or format_options:
+        raise DatasetSpecError(f"image and format options apply to data sets read from a path; the built-in "
+                               f"'{spec}' is 28x28x1 (an IDX folder given as a path can be resized)")
     parsed = parse_spec(spec, BASES)
     base, raw = _resolve_base(parsed.base, Path(root) if root else None, allow_download)
     parsed = replace(parsed, base=base)
@@ -89,7 +122,133 @@ def load_dataset(spec: str, *, root: str | Path | None = None, seed: int = 0, al
         part = part.take(limit)
         rng = np.random.default_rng([seed, index, 0x5EED])
         splits.append(Split(variant.apply(part.x, rng, parsed.params), part.y))
-    return Dataset(parsed, LABELS[base], *splits, origin=raw.origin, seed=seed)
+    return Dataset(parsed, LABELS[base], *splits, origin=raw.origin, seed=seed, preprocess=_builtin_preprocess())
+
+
+def _builtin_preprocess() -> Preprocess:
+    from hgen.compiler.data.images import Preprocess
+
+    return Preprocess(height=IMAGE_SIZE, width=IMAGE_SIZE, channels=1, colour_order="L")
+
+
+def is_builtin(spec: str) -> bool:
+    head = spec.strip().partition("?")[0]
+    return PAPER_ALIASES.get(head, head).partition(":")[0] in BASES
+
+
+def user_location(spec: str, format: str | None = None) -> Location | None:
+    """The parsed `[FORMAT:]PATH[:VARIANT][?query]` of a user data set; None for a built-in name."""
+    from hgen.compiler.data.formats import Location, get_format, parse_location
+
+    if format is None and is_builtin(spec):
+        return None
+    location = parse_location(spec)
+    if format is not None:
+        get_format(format)  # unknown names list the valid ones
+        if location is None:
+            head, _, query = spec.strip().partition("?")
+            location = Location(None, Path(head).expanduser(), "clean", query)
+        location = replace(location, format=format)
+    return location
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """A resolved user data spec: format and its config, variant and parameters, image options, canonical spec."""
+
+    format: DataFormat
+    path: Path
+    config: StrictModel
+    variant: str
+    params: StrictModel
+    options: ImageOptions
+    spec: DatasetSpec
+
+
+def _spec_value(value: Any, key: str) -> str:
+    if isinstance(value, tuple):
+        return ("x" if key == "size" else ",").join(str(v) for v in value)
+    return str(value)
+
+
+def _from_query(model: type[StrictModel], key: str, value: str) -> Any:
+    """A query value for a tuple field is comma-separated (`shares=0.8,0.1,0.1`)."""
+    annotation = model.model_fields[key].annotation
+    return value.split(",") if get_origin(annotation) is tuple and "," in value else value
+
+
+def resolve_user_spec(location: Location, image: ImageOptions | Mapping[str, Any] | None = None,
+                      format_options: Mapping[str, Any] | StrictModel | None = None) -> UserSpec:
+    """Detect (or take) the format and split the query: keys of `ImageOptions` are image options, keys of the
+    format's config are format options, the rest are the variant's parameters. Keyword arguments override the
+    query. The canonical spec records every non-default image and format option, so it reloads the same data."""
+    from hgen.compiler.data.challenges import VARIANTS
+    from hgen.compiler.data.formats import detect_format, get_format, parse_format_config
+    from hgen.compiler.data.images import ImageOptions
+
+    fmt = get_format(location.format) if location.format else detect_format(location.path)
+    text = f"{location.path}:{location.variant}?{location.query}"
+    try:
+        pairs = dict(parse_qsl(location.query, keep_blank_values=True, strict_parsing=True)) if location.query else {}
+    except ValueError:
+        raise DatasetSpecError(f"bad parameters in dataset spec '{text}': use key=value&key=value") from None
+    image_keys = set(ImageOptions.model_fields)
+    format_keys = set(fmt.Config.model_fields) - image_keys
+    chosen = VARIANTS.get(location.variant)
+    params = parse_config(chosen.params, {k: v for k, v in pairs.items() if k not in image_keys | format_keys},
+                          source=f"dataset spec '{text}' parameters", error=DatasetSpecError)
+    given: dict[str, Any] = {k: v for k, v in pairs.items() if k in image_keys}
+    if isinstance(image, ImageOptions):
+        given.update({k: getattr(image, k) for k in image.model_fields_set})
+    elif image:
+        given.update(image)
+    options = parse_config(ImageOptions, given, source="image options", error=DatasetSpecError)
+    wanted: dict[str, Any] = {k: _from_query(fmt.Config, k, v) for k, v in pairs.items() if k in format_keys}
+    if isinstance(format_options, StrictModel):
+        wanted.update({k: getattr(format_options, k) for k in format_options.model_fields_set})
+    elif format_options:
+        wanted.update(format_options)
+    config = parse_format_config(fmt, wanted)
+    recorded = [*options.model_dump(exclude_defaults=True, exclude={"cache", "cache_dir", "cache_key", "workers"}).items(),
+                *config.model_dump(exclude_defaults=True).items()]
+    spec_pairs = tuple((k, _spec_value(v, k)) for k, v in recorded)
+    path = Path(location.path).expanduser()
+    spec = DatasetSpec(f"{fmt.name}:{path.resolve()}", location.variant, params, spec_pairs)
+    return UserSpec(fmt, path, config, location.variant, params, options, spec)
+
+
+def read_user(location: Location, *, seed: int, limit: int | None, image: ImageOptions | Mapping[str, Any] | None,
+              format_options: Mapping[str, Any] | StrictModel | None, task: str | None
+              ) -> tuple[UserSpec, Loaded, list[np.ndarray]]:
+    """Resolve, scan and read a user data set; the float32 images of train/val/test with the variant applied."""
+    from hgen.compiler.data.challenges import VARIANTS
+    from hgen.compiler.data.reader import read_catalog, to_float
+
+    user = resolve_user_spec(location, image, format_options)
+    if not user.path.exists():
+        raise DatasetNotFoundError(f"data set path '{user.path}' does not exist")
+    catalog = user.format.scan(user.path, user.config)
+    if task is not None and catalog.task != task:
+        loader = ("hgen.compiler.data.detection.load_detection_dataset" if catalog.task == "detect"
+                  else "hgen.compiler.data.load_dataset")
+        kind = "detection" if catalog.task == "detect" else "classification"
+        raise DatasetError(f"{user.path} is a {catalog.format} {kind} data set: load it with {loader}")
+    loaded = read_catalog(catalog, user.options, seed=seed, limit=limit)
+    apply = VARIANTS.get(user.variant).apply
+    xs = []
+    for index, name in enumerate(("train", "val", "test")):
+        rng = np.random.default_rng([seed, index, 0x5EED])
+        xs.append(apply(to_float(loaded.splits[name].x, loaded.preprocess.scale), rng, user.params))
+    return user, loaded, xs
+
+
+def _load_user(location: Location, *, seed: int, limit: int | None, image: ImageOptions | Mapping[str, Any] | None,
+               format_options: Mapping[str, Any] | StrictModel | None) -> Dataset:
+    user, loaded, xs = read_user(location, seed=seed, limit=limit, image=image, format_options=format_options,
+                                 task="classify")
+    splits = [Split(x, loaded.splits[name].y) for x, name in zip(xs, ("train", "val", "test"))]
+    return Dataset(user.spec, loaded.catalog.labels, *splits, origin=loaded.catalog.origin, seed=seed,
+                   preprocess=loaded.preprocess, report=loaded.report)
 
 
 def _resolve_base(base: str, root: Path | None, allow_download: bool) -> tuple[str, RawData]:

@@ -1,7 +1,9 @@
-"""The paper's hard conditions as deterministic, seeded transforms on images in [0, 1], shape [n, 28, 28, 1].
+"""The paper's hard conditions, and two a camera meets, as deterministic seeded transforms on images in [0, 1].
 
-Each variant is registered by name with a typed parameter model, so a spec string like
-`fashion-mnist:lowres?factor=4` is validated key by key.
+Images are [n, h, w, c] float32 of any size and channel count (grey or RGB). Each variant is registered by name
+with a typed parameter model, so a spec string like `fashion-mnist:lowres?factor=4` is validated key by key.
+`noise` and `lowres` are the paper's; `lowlight` (a gamma curve with optional sensor noise) and `blur` (motion blur
+along a seeded direction per image) are the extra camera conditions.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ def _noise(x: np.ndarray, rng: np.random.Generator, params: NoiseParams) -> np.n
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
 
+class LowLightParams(StrictModel):
+    gamma: float = Field(2.5, ge=1.0, le=10.0, title="Gamma of the darkening curve x ** gamma (1 = unchanged)")
+    noise: float = Field(0.02, ge=0.0, le=0.5, title="Std of the Gaussian sensor noise added after darkening")
+
+
+class BlurParams(StrictModel):
+    length: int = Field(9, ge=2, le=64, title="Length of the motion-blur kernel in pixels (at 28 px, scaled with "
+                        "the image's larger side)")
+    angle: float | None = Field(None, ge=0.0, lt=180.0, title="Direction in degrees; default: seeded per image")
+
+
 def _lowres(x: np.ndarray, rng: np.random.Generator, params: LowResParams) -> np.ndarray:
     import cv2
 
@@ -68,11 +81,44 @@ def _lowres(x: np.ndarray, rng: np.random.Generator, params: LowResParams) -> np
     small = (max(1, w // params.factor), max(1, h // params.factor))
     out = np.empty_like(x)
     for i in range(n):
-        low = cv2.resize(x[i, :, :, 0], small, interpolation=cv2.INTER_AREA)
-        out[i, :, :, 0] = cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+        low = cv2.resize(x[i], small, interpolation=cv2.INTER_AREA)
+        out[i] = cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, c)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _lowlight(x: np.ndarray, rng: np.random.Generator, params: LowLightParams) -> np.ndarray:
+    dark = np.power(np.clip(x, 0.0, 1.0), params.gamma, dtype=np.float32)
+    if params.noise > 0:
+        dark = dark + rng.normal(0.0, params.noise, size=x.shape).astype(np.float32)
+    return np.clip(dark, 0.0, 1.0).astype(np.float32)
+
+
+def motion_kernel(length: int, angle: float) -> np.ndarray:
+    """A normalised line kernel of `length` pixels at `angle` degrees."""
+    import cv2
+
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0
+    rotation = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle, 1.0)
+    kernel = cv2.warpAffine(kernel, rotation, (length, length), flags=cv2.INTER_LINEAR)
+    return kernel / max(float(kernel.sum()), 1e-6)
+
+
+def _blur(x: np.ndarray, rng: np.random.Generator, params: BlurParams) -> np.ndarray:
+    import cv2
+
+    n, h, w, c = x.shape
+    length = max(2, round(params.length * max(h, w) / 28))
+    out = np.empty_like(x)
+    for i in range(n):
+        angle = params.angle if params.angle is not None else float(rng.uniform(0.0, 180.0))
+        blurred = cv2.filter2D(x[i], -1, motion_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
+        out[i] = blurred.reshape(h, w, c)
     return np.clip(out, 0.0, 1.0)
 
 
 VARIANTS.add("clean", Variant("clean", NoParams, _clean, "clean"))
 VARIANTS.add("noise", Variant("noise", NoiseParams, _noise, "Gaussian noise"))
 VARIANTS.add("lowres", Variant("lowres", LowResParams, _lowres, "low resolution"))
+VARIANTS.add("lowlight", Variant("lowlight", LowLightParams, _lowlight, "low light (gamma)"))
+VARIANTS.add("blur", Variant("blur", BlurParams, _blur, "motion blur"))

@@ -5,19 +5,31 @@
 train/validation/test splits, so no test digit is ever seen in training. The challenge variants apply to the
 canvases (`digits-det:noise`, `mnist-det:lowres?factor=2`). Everything is fixed by the seed.
 
+A path loads a user's detection data set through its format (`yolo`, `coco`; see `hgen.compiler.data.formats`):
+`load_detection_dataset("/data/site/data.yaml")`, `load_detection_dataset("coco:/data/site:blur?size=128")`. Boxes
+are normalised to the model input (letterbox offsets included).
+
 Each digit's box is the tight box of its ink (pixels above `INK`), normalised to [0, 1]. Digits are placed so no two
 share a cell of the `grid` x `grid` detector output (one object per cell, the YOLO target stays well defined).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hgen.compiler.data import DIGIT_LABELS, Split, load_dataset
+from hgen.compiler.data import DIGIT_LABELS, Split, load_dataset, read_user, user_location
 from hgen.compiler.data.spec import parse_spec
 from hgen.compiler.errors import DatasetError
+from hgen.runtime.config import StrictModel
+
+if TYPE_CHECKING:
+    from hgen.compiler.data.formats import Location
+    from hgen.compiler.data.images import ImageOptions, Preprocess
+    from hgen.compiler.data.reader import LoadReport
 
 DETECTION_BASES = {"digits-det": "digits", "mnist-det": "mnist"}
 CANVAS = 64
@@ -60,6 +72,8 @@ class DetectionDataset:
     origin: str
     seed: int
     grid: int = GRID
+    preprocess: Preprocess | None = None  # user data sets: how image files become inputs
+    report: LoadReport | None = None  # user data sets: what the load found
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -75,12 +89,31 @@ def detection_names() -> list[str]:
 
 
 def is_detection_spec(spec: str) -> bool:
-    return spec.strip().partition("?")[0].partition(":")[0] in DETECTION_BASES
+    """A synthetic detection name, or a path whose (named or detected) format is a detection format."""
+    if spec.strip().partition("?")[0].partition(":")[0] in DETECTION_BASES:
+        return True
+    from hgen.compiler.data.formats import detect_format, get_format
+
+    try:
+        location = user_location(spec)
+        if location is None:
+            return False
+        fmt = get_format(location.format) if location.format else detect_format(location.path)
+    except (DatasetError, KeyError):
+        return False
+    return fmt.task == "detect"
 
 
-def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None) -> DetectionDataset:
-    """Build the canvases of every split; `limit` caps each split (quick tests)."""
+def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None, format: str | None = None,
+                           image: ImageOptions | Mapping[str, Any] | None = None,
+                           format_options: Mapping[str, Any] | StrictModel | None = None) -> DetectionDataset:
+    """Build the canvases of every split, or read a user's YOLO / COCO data set; `limit` caps each split."""
     from hgen.compiler.data.challenges import VARIANTS
+
+    if spec.strip().partition("?")[0].partition(":")[0] not in DETECTION_BASES:
+        location = user_location(spec, format)
+        if location is not None:
+            return _load_user_detection(location, seed=seed, limit=limit, image=image, format_options=format_options)
 
     parsed = parse_spec(spec, list(DETECTION_BASES))
     source = load_dataset(DETECTION_BASES[parsed.base], seed=seed)
@@ -93,6 +126,16 @@ def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None
         splits.append(DetectionSplit(variant.apply(canvases.x, rng, parsed.params), canvases.boxes))
     return DetectionDataset(str(parsed), DIGIT_LABELS, *splits,
                             origin=f"{source.origin} (digits on a {CANVAS}x{CANVAS} canvas)", seed=seed)
+
+
+def _load_user_detection(location: Location, *, seed: int, limit: int | None,
+                         image: ImageOptions | Mapping[str, Any] | None,
+                         format_options: Mapping[str, Any] | StrictModel | None) -> DetectionDataset:
+    user, loaded, xs = read_user(location, seed=seed, limit=limit, image=image, format_options=format_options,
+                                 task="detect")
+    splits = [DetectionSplit(x, loaded.splits[name].boxes or ()) for x, name in zip(xs, ("train", "val", "test"))]
+    return DetectionDataset(str(user.spec), loaded.catalog.labels, *splits, origin=loaded.catalog.origin, seed=seed,
+                            preprocess=loaded.preprocess, report=loaded.report)
 
 
 def compose(digits: Split, n: int, rng: np.random.Generator, canvas: int = CANVAS, grid: int = GRID) -> DetectionSplit:

@@ -28,9 +28,11 @@ class DatasetSpec:
     base: str
     variant: str
     params: StrictModel
+    options: tuple[tuple[str, str], ...] = ()  # a user data set's non-default image and format options
 
     def __str__(self) -> str:
-        pairs = "&".join(f"{k}={v}" for k, v in self.params.model_dump().items())
+        items = [*self.params.model_dump().items(), *self.options]
+        pairs = "&".join(f"{k}={v}" for k, v in items)
         return f"{self.base}:{self.variant}" + (f"?{pairs}" if pairs else "")
 
 

@@ -1,0 +1,186 @@
+"""Data set formats on disk: one module per format (`folder`, `csv`, `yolo`, `coco`, `idx`), registered by name.
+
+A format turns a path into a `Catalog` (class names + one `Record` per image file, with its class or boxes and,
+when the layout says so, its split). It only lists and validates: decoding, resizing, splitting and caching are
+shared (`hgen.compiler.data.reader`). Each format has a strict typed `Config`.
+
+`detect_format(path)` asks the formats in order of `priority` (most specific first); a spec `FORMAT:PATH`
+(e.g. `folder:/data/cams`) overrides the detection. Adding a format is adding a file.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from hgen.compiler.errors import DatasetFormatError, DatasetNotFoundError, DatasetSpecError, UnknownNameError
+from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.registry import Registry, discover
+
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+Task = Literal["classify", "detect"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image file: its class (classification) or boxes (detection), and its split when the layout fixes it.
+
+    `boxes` is [k, 5] (x0, y0, x1, y1 normalised to the original image, class index).
+    """
+
+    path: Path
+    label: int = -1
+    split: str | None = None
+    boxes: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What a format found: class names, one record per image, where it came from and what it left out."""
+
+    format: str
+    task: Task
+    labels: tuple[str, ...]
+    records: tuple[Record, ...]
+    origin: str
+    ignored: tuple[str, ...] = field(default=())  # files present but not images (named in `inspect`)
+    default_size: tuple[int, int] = (96, 96)
+    shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # for records without a split
+    # In-memory formats (IDX, the built-in MNIST family) give uint8 images [n, h, w] or [n, h, w, c] per split
+    # instead of records; the reader resizes them like decoded files (no cache needed, nothing to decode).
+    arrays: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+
+class DataFormat(ABC):
+    """A registered format: detection, its config model and the scan."""
+
+    name: ClassVar[str]
+    task: ClassVar[Task] = "classify"
+    priority: ClassVar[int] = 50  # lower is asked first
+    Config: ClassVar[type[StrictModel]]
+
+    @abstractmethod
+    def detect(self, path: Path) -> bool:
+        """True when `path` looks like this format (cheap: names and small files only)."""
+
+    @abstractmethod
+    def scan(self, path: Path, config: Any) -> Catalog:
+        """List and validate the records; raise a typed DatasetError naming the file or class on bad input."""
+
+
+FORMATS: Registry[DataFormat] = Registry("data format", UnknownNameError)
+
+
+def format_names() -> list[str]:
+    discover(__name__)
+    return FORMATS.names()
+
+
+def get_format(name: str) -> DataFormat:
+    discover(__name__)
+    return FORMATS.get(name)
+
+
+def detect_format(path: str | Path) -> DataFormat:
+    """The format of an existing path, or DatasetFormatError saying what each format expects."""
+    discover(__name__)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetNotFoundError(f"data set path '{path}' does not exist")
+    for _, fmt in sorted(FORMATS.items(), key=lambda item: (item[1].priority, item[0])):
+        if fmt.detect(path):
+            return fmt
+    raise DatasetFormatError(f"'{path}' is not a data set hgen recognises; expected one of: "
+                             + "; ".join(f"{name}: {(fmt.__doc__ or '').strip().splitlines()[0]}"
+                                         for name, fmt in FORMATS.items())
+                             + ". Name the format explicitly as FORMAT:PATH if detection guessed wrong.")
+
+
+def parse_format_config(fmt: DataFormat, options: Mapping[str, Any] | StrictModel | None) -> StrictModel:
+    if isinstance(options, fmt.Config):
+        return options
+    if isinstance(options, StrictModel):
+        options = options.model_dump()
+    return parse_config(fmt.Config, options, source=f"{fmt.name} format options", error=DatasetSpecError)
+
+
+def scan(path: str | Path, format: str | None = None, options: Mapping[str, Any] | StrictModel | None = None
+         ) -> Catalog:
+    """Detect (or take) the format and scan the path."""
+    path = Path(path).expanduser()
+    fmt = get_format(format) if format else detect_format(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"data set path '{path}' does not exist")
+    return fmt.scan(path, parse_format_config(fmt, options))
+
+
+def looks_like_path(text: str) -> bool:
+    return text.startswith(("/", ".", "~")) or "/" in text or Path(text).exists()
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed user data spec: `[FORMAT:]PATH[:VARIANT][?params]`."""
+
+    format: str | None
+    path: Path
+    variant: str
+    query: str
+
+
+def parse_location(text: str) -> Location | None:
+    """`/data/cams`, `folder:/data/cams`, `/data/cams:lowres?factor=2`; None when `text` is not a path spec."""
+    discover(__name__)
+    head, _, query = text.strip().partition("?")
+    fmt: str | None = None
+    first, sep, rest = head.partition(":")
+    if sep and first in FORMATS and rest:
+        fmt, head = first, rest
+    elif not looks_like_path(head.split(":")[0] if ":" in head else head):
+        return None
+    path_text, variant = head, "clean"
+    if ":" in head:
+        candidate, _, tail = head.rpartition(":")
+        if "/" not in tail and candidate:
+            path_text, variant = candidate, tail
+    return Location(fmt, Path(path_text).expanduser(), variant or "clean", query)
+
+
+def split_name(text: str, where: str) -> str:
+    """Normalise a split name (train/val/test and common spellings) or raise LabelError naming `where`."""
+    from hgen.compiler.errors import LabelError
+
+    name = SPLIT_ALIASES.get(text.strip().lower())
+    if name is None:
+        raise LabelError(f"{where}: unknown split '{text}'; use one of {', '.join(SPLITS)}")
+    return name
+
+
+def read_classes_file(path: Path) -> tuple[str, ...] | None:
+    """One class name per line (blank lines and # comments skipped); None when the file is absent."""
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise DatasetFormatError(f"{path}: lists no class names")
+    if len(set(names)) != len(names):
+        raise DatasetFormatError(f"{path}: a class name is listed twice")
+    return tuple(names)
+
+
+def is_image(path: Path) -> bool:
+    from hgen.compiler.data.images import IMAGE_EXTENSIONS
+
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def visible(path: Path) -> bool:
+    return not path.name.startswith((".", "__"))

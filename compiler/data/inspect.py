@@ -1,0 +1,173 @@
+"""`inspect_dataset`: what a data set holds (counts per class and split, sizes, channels, unreadable files) and a
+contact sheet PNG per class, so a team can check its folder before compiling. `hgen data inspect` prints it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hgen.compiler.data.formats import SPLITS
+from hgen.compiler.data.images import ImageOptions, Preprocess
+from hgen.compiler.data.reader import LoadReport, RawSplit
+from hgen.compiler.errors import DatasetNotFoundError
+from hgen.runtime.config import StrictModel
+
+SHEET_IMAGES = 64  # per class
+MIN_CELL = 64  # small inputs are scaled up (nearest) so a sheet is readable
+
+
+@dataclass(frozen=True)
+class Inspection:
+    name: str
+    format: str
+    task: str
+    origin: str
+    labels: tuple[str, ...]
+    counts: dict[str, dict[str, int]]  # split -> class -> images (classification) or boxes (detection)
+    preprocess: Preprocess
+    report: LoadReport | None
+    sheets: tuple[Path, ...]
+
+    def lines(self) -> list[str]:
+        """The human-readable summary `hgen data inspect` prints."""
+        unit = "boxes" if self.task == "detect" else "images"
+        out = [f"dataset   {self.name}", f"format    {self.format} ({self.task})", f"origin    {self.origin}",
+               f"input     {self.preprocess.height}x{self.preprocess.width}x{self.preprocess.channels} "
+               f"({self.preprocess.resize}), float32 = uint8 / {self.preprocess.scale:g}"]
+        width = max([len(n) for n in self.labels] + [5])
+        out.append(f"{unit:<{width}}  " + "  ".join(f"{s:>6}" for s in (*SPLITS, "total")))
+        for name in self.labels:
+            row = [self.counts[s].get(name, 0) for s in SPLITS]
+            out.append(f"{name:<{width}}  " + "  ".join(f"{v:>6}" for v in (*row, sum(row))))
+        totals = [sum(self.counts[s].values()) for s in SPLITS]
+        out.append(f"{'total':<{width}}  " + "  ".join(f"{v:>6}" for v in (*totals, sum(totals))))
+        report = self.report
+        if report is not None:
+            if report.sizes:
+                w = np.array([s[0] for s in report.sizes])
+                h = np.array([s[1] for s in report.sizes])
+                out.append(f"sizes     {len(w)} files: width {w.min()}..{w.max()} (median {int(np.median(w))}), "
+                           f"height {h.min()}..{h.max()} (median {int(np.median(h))})")
+            if report.modes:
+                out.append("channels  " + ", ".join(f"{m} {n}" for m, n in sorted(report.modes.items())))
+            out.append(f"cache     {report.decoded} decoded, {report.cached} from cache"
+                       + (" (whole set memory-mapped)" if report.set_cached else ""))
+            if report.carved:
+                out.append(f"split     {', '.join(report.carved)} carved from train (the source has none)")
+            out.append(f"unreadable {len(report.unreadable)} (skipped)" if report.unreadable else "unreadable 0")
+            out.extend(f"  {line}" for line in report.unreadable)
+            if report.oversized:
+                out.append(f"oversized {len(report.oversized)} (skipped)")
+                out.extend(f"  {line}" for line in report.oversized)
+            if report.ignored:
+                out.append(f"ignored   {len(report.ignored)} non-image file(s), e.g. {report.ignored[0]}")
+        if self.sheets:
+            out.append(f"sheets    {len(self.sheets)} contact sheet(s) in {self.sheets[0].parent}")
+        return out
+
+
+def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int = 0, limit: int | None = None,
+                    format: str | None = None, image: ImageOptions | Mapping[str, Any] | None = None,
+                    format_options: Mapping[str, Any] | StrictModel | None = None,
+                    per_sheet: int = SHEET_IMAGES, strict: bool = False) -> Inspection:
+    """Load `spec` (a path or a built-in name) and summarise it; write contact sheets into `out_dir` if given.
+
+    Unless `strict`, any share of unreadable files is tolerated (they are listed): inspecting is how one finds them.
+    """
+    from hgen.compiler.data import load_dataset, resolve_user_spec, user_location
+
+    location = user_location(spec, format)
+    if location is None:  # a built-in data set: already in memory
+        data = load_dataset(spec, seed=seed, limit=limit)
+        splits = {name: RawSplit(np.clip(part.x * 255.0 + 0.5, 0, 255).astype(np.uint8), part.y, None, ())
+                  for name, part in (("train", data.train), ("val", data.val), ("test", data.test))}
+        pre = data.preprocess or Preprocess(height=data.input_shape[0], width=data.input_shape[1],
+                                            channels=data.input_shape[2], colour_order="L")
+        counts = _counts(splits, data.labels)
+        sheets = _write_sheets(splits, data.labels, Path(out_dir), per_sheet) if out_dir else ()
+        return Inspection(data.name, "builtin", "classify", data.origin, data.labels, counts, pre, None, sheets)
+
+    from hgen.compiler.data.reader import read_catalog
+
+    user = resolve_user_spec(location, image, format_options)
+    options = user.options
+    if not strict and "max_unreadable_fraction" not in (image.model_fields_set if isinstance(image, ImageOptions)
+                                                        else (image or {})):
+        options = options.model_copy(update={"max_unreadable_fraction": 1.0})
+    if not user.path.exists():
+        raise DatasetNotFoundError(f"data set path '{user.path}' does not exist")
+    catalog = user.format.scan(user.path, user.config)
+    loaded = read_catalog(catalog, options, seed=seed, limit=limit)
+    name = str(user.spec)
+    counts = _counts(loaded.splits, catalog.labels)
+    sheets = _write_sheets(loaded.splits, catalog.labels, Path(out_dir), per_sheet) if out_dir else ()
+    return Inspection(name, catalog.format, catalog.task, catalog.origin, catalog.labels, counts, loaded.preprocess,
+                      loaded.report, sheets)
+
+
+def _counts(splits: Mapping[str, RawSplit], labels: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        part = splits[split]
+        if part.boxes is None:
+            found = np.bincount(part.y.astype(np.int64), minlength=len(labels)) if len(part.y) else \
+                np.zeros(len(labels), np.int64)
+        else:
+            classes = [int(c) for b in part.boxes for c in b[:, 4]]
+            found = np.bincount(np.array(classes, np.int64), minlength=len(labels))
+        counts[split] = {name: int(found[k]) for k, name in enumerate(labels)}
+    return counts
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
+
+
+def _write_sheets(splits: Mapping[str, RawSplit], labels: tuple[str, ...], out_dir: Path,
+                  per_sheet: int) -> tuple[Path, ...]:
+    """One PNG per class: up to `per_sheet` of its images (train first), boxes drawn for detection sets."""
+    from PIL import Image, ImageDraw
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, name in enumerate(labels):
+        tiles: list[tuple[np.ndarray, np.ndarray | None]] = []
+        for split in SPLITS:
+            part = splits[split]
+            for i in range(len(part.x)):
+                if len(tiles) >= per_sheet:
+                    break
+                if part.boxes is None and int(part.y[i]) == k:
+                    tiles.append((np.asarray(part.x[i]), None))
+                elif part.boxes is not None and (part.boxes[i][:, 4] == k).any():
+                    tiles.append((np.asarray(part.x[i]), part.boxes[i][part.boxes[i][:, 4] == k]))
+        if not tiles:
+            continue
+        h, w, c = tiles[0][0].shape
+        zoom = max(1, math.ceil(MIN_CELL / max(h, w)))
+        cols = math.ceil(math.sqrt(len(tiles)))
+        rows = math.ceil(len(tiles) / cols)
+        gap = 2
+        sheet = Image.new("RGB", (cols * (w * zoom + gap) + gap, rows * (h * zoom + gap) + gap), (40, 40, 40))
+        draw = ImageDraw.Draw(sheet)
+        for t, (array, boxes) in enumerate(tiles):
+            tile = Image.fromarray(array[..., 0] if c == 1 else array, "L" if c == 1 else "RGB").convert("RGB")
+            tile = tile.resize((w * zoom, h * zoom), Image.NEAREST)
+            left, top = gap + (t % cols) * (w * zoom + gap), gap + (t // cols) * (h * zoom + gap)
+            sheet.paste(tile, (left, top))
+            for x0, y0, x1, y1, _ in (boxes if boxes is not None else []):
+                draw.rectangle([left + x0 * w * zoom, top + y0 * h * zoom, left + x1 * w * zoom - 1,
+                                top + y1 * h * zoom - 1], outline=(255, 64, 64))
+        path = out_dir / f"{k:03d}_{_safe(name)}.png"
+        tmp = path.with_name(f".{path.name}.tmp")
+        sheet.save(tmp, format="PNG")
+        tmp.replace(path)
+        written.append(path)
+    return tuple(written)

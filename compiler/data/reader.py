@@ -1,0 +1,309 @@
+"""From a `Catalog` to uint8 arrays per split: split assignment, header checks, decoding once (cache), policy.
+
+Split policy: records the layout places in a split keep it; the others are split per class (stratified) with the
+catalog's `shares`, by seed. When the source has no validation (or test) split at all, one is carved from train
+with the same share, stratified. Every split is shuffled by seed; `limit` then caps each split *before* decoding.
+
+Unreadable-file policy (`ImageOptions.on_unreadable`): `skip` (default) counts and skips corrupt or undecodable
+files and reports their names, and fails with UnreadableImageError when more than `max_unreadable_fraction` of the
+files are unreadable; `error` stops at the first. An image over `max_pixels` is refused from its header
+(ImageTooLargeError) unless `on_oversized="skip"`. A class left with no readable image is an EmptyDatasetError.
+Nothing is written to the cache unless the whole load succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hgen.compiler.data import cache as cache_mod
+from hgen.compiler.data import images
+from hgen.compiler.data.formats import SPLITS, Catalog, Record
+from hgen.compiler.data.images import Header, ImageOptions, Preprocess
+from hgen.compiler.errors import (DatasetError, EmptyDatasetError, ImageTooLargeError, InvalidArgumentError,
+                                  UnreadableImageError)
+
+CHUNK_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load found and did (printed by `hgen data inspect`)."""
+
+    format: str
+    origin: str
+    files: int  # image files considered (after `limit`)
+    decoded: int  # decoded in this load
+    cached: int  # taken from the cache without decoding
+    set_cached: bool  # the whole assembled set came memory-mapped from the cache
+    unreadable: tuple[str, ...] = ()  # "path: reason", skipped
+    oversized: tuple[str, ...] = ()  # "path: reason", skipped (on_oversized="skip")
+    ignored: tuple[str, ...] = ()  # non-image files in the layout
+    carved: tuple[str, ...] = ()  # splits carved from train because the source had none
+    modes: dict[str, int] = field(default_factory=dict)  # Pillow modes of the readable files
+    sizes: tuple[tuple[int, int], ...] = ()  # (width, height) of each readable file
+
+
+@dataclass(frozen=True)
+class RawSplit:
+    """uint8 images [n, H, W, C] (possibly memory-mapped), labels (classification) or boxes (detection), paths."""
+
+    x: np.ndarray
+    y: np.ndarray
+    boxes: tuple[np.ndarray, ...] | None
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    catalog: Catalog
+    preprocess: Preprocess
+    splits: dict[str, RawSplit]
+    report: LoadReport
+
+
+def to_float(x: np.ndarray, scale: float = 255.0) -> np.ndarray:
+    """uint8 [n, ...] -> float32 / scale, in chunks so a memory-mapped set is never copied whole as uint8."""
+    out = np.empty(x.shape, np.float32)
+    for start in range(0, len(x), CHUNK_ROWS):
+        np.divide(x[start:start + CHUNK_ROWS], np.float32(scale), out=out[start:start + CHUNK_ROWS],
+                  dtype=np.float32)
+    return out
+
+
+# ---- splits -------------------------------------------------------------------------------------------------------
+
+def _share_counts(n: int, shares: tuple[float, ...]) -> tuple[int, ...]:
+    counts = [int(round(n * s)) for s in shares[1:]]
+    while n > 0 and sum(counts) >= n and any(counts):  # train keeps at least one
+        counts[counts.index(max(counts))] -= 1
+    return (n - sum(counts), *counts)
+
+
+def assign_splits(records: tuple[Record, ...], shares: tuple[float, float, float], seed: int,
+                  stratify: bool) -> tuple[dict[str, list[int]], tuple[str, ...]]:
+    """Indices of records per split (see the module doc); also which splits were carved from train."""
+    rng = np.random.default_rng([seed, 0xDA7A])
+    parts: dict[str, list[int]] = {s: [] for s in SPLITS}
+    free: dict[int, list[int]] = {}
+    for i, record in enumerate(records):
+        if record.split:
+            parts[record.split].append(i)
+        else:
+            free.setdefault(record.label if stratify else 0, []).append(i)
+    present = {r.split for r in records if r.split}
+    for group in sorted(free):
+        order = [free[group][k] for k in rng.permutation(len(free[group]))]
+        n_train, n_val, _ = _share_counts(len(order), shares)
+        parts["train"] += order[:n_train]
+        parts["val"] += order[n_train:n_train + n_val]
+        parts["test"] += order[n_train + n_val:]
+    carved = []
+    for split, share in (("val", shares[1]), ("test", shares[2])):
+        if split in present or parts[split] or share <= 0:
+            continue
+        groups: dict[int, list[int]] = {}
+        for i in parts["train"]:
+            groups.setdefault(records[i].label if stratify else 0, []).append(i)
+        moved: list[int] = []
+        for group in sorted(groups):
+            order = [groups[group][k] for k in rng.permutation(len(groups[group]))]
+            _, take = _share_counts(len(order), (1.0 - share, share))
+            moved += order[:take]
+        if moved:
+            carved.append(split)
+            gone = set(moved)
+            parts["train"] = [i for i in parts["train"] if i not in gone]
+            parts[split] = moved
+    for split in SPLITS:
+        parts[split] = [parts[split][k] for k in rng.permutation(len(parts[split]))]
+    return parts, tuple(carved)
+
+
+# ---- reading ------------------------------------------------------------------------------------------------------
+
+def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed: int = 0,
+                 limit: int | None = None) -> Loaded:
+    """Split, check, decode (once) and resize every record; see the module doc for the policies."""
+    options = options or ImageOptions()
+    if limit is not None and limit < 0:
+        raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
+    if catalog.arrays is not None:
+        return _read_arrays(catalog, options, seed, limit)
+    parts, carved = assign_splits(catalog.records, catalog.shares, seed, catalog.task == "classify")
+    chosen = {s: idx[:limit] if limit is not None else idx for s, idx in parts.items()}
+    order = [i for s in SPLITS for i in chosen[s]]
+
+    headers: dict[int, Header] = {}
+    unreadable: list[str] = []
+    oversized: list[str] = []
+    for i in order:
+        path = catalog.records[i].path
+        try:
+            headers[i] = images.read_header(path, options.max_pixels)
+        except ImageTooLargeError as exc:
+            if options.on_oversized == "error":
+                raise
+            oversized.append(str(exc))
+        except UnreadableImageError as exc:
+            if options.on_unreadable == "error":
+                raise
+            unreadable.append(str(exc))
+    colour = any(h.colour for h in headers.values())
+    pre = options.preprocess(catalog.default_size, 3 if colour else 1)
+    readable = [i for i in order if i in headers]
+    x, skipped, decoded, cached, set_cached = _decode_all(catalog, order, readable, pre, options, unreadable)
+    _check_policy(catalog, order, readable, skipped, unreadable, options)
+    kept = [i for i in readable if i not in skipped]
+    row = {i: r for r, i in enumerate(kept)}
+    splits = {}
+    for split in SPLITS:
+        idx = [i for i in chosen[split] if i in row]
+        rows = [row[i] for i in idx]
+        start = rows[0] if rows else 0
+        xs = x[start:start + len(rows)]  # the set is in split order: a contiguous slice, no copy
+        recs = [catalog.records[i] for i in idx]
+        boxes = None
+        if catalog.task == "detect":
+            boxes = tuple(images.transform_boxes(r.boxes if r.boxes is not None else np.zeros((0, 5)),
+                                                 *headers[i].upright(pre.exif_transpose), pre)
+                          for i, r in zip(idx, recs))
+        splits[split] = RawSplit(xs, np.array([r.label for r in recs], np.int64), boxes,
+                                 tuple(str(r.path) for r in recs))
+    report = LoadReport(catalog.format, catalog.origin, len(order), decoded, cached, set_cached,
+                        tuple(unreadable), tuple(oversized), catalog.ignored, carved,
+                        dict(Counter(headers[i].mode for i in kept)),
+                        tuple(headers[i].upright(pre.exif_transpose) for i in kept))
+    return Loaded(catalog, pre, splits, report)
+
+
+def _check_policy(catalog: Catalog, order: list[int], readable: list[int], skipped: set[int],
+                  unreadable: list[str], options: ImageOptions) -> None:
+    if order and len(unreadable) > options.max_unreadable_fraction * len(order):
+        raise UnreadableImageError(
+            f"{len(unreadable)} of {len(order)} files in {catalog.origin} are unreadable (over the "
+            f"max_unreadable_fraction of {options.max_unreadable_fraction:g}): "
+            + "; ".join(unreadable[:10]) + (" ..." if len(unreadable) > 10 else ""))
+    kept = [i for i in readable if i not in skipped]
+    if not kept:
+        raise EmptyDatasetError(f"{catalog.origin}: no readable images")
+    if catalog.task == "classify":
+        counts = Counter(catalog.records[i].label for i in kept)
+        considered = Counter(catalog.records[i].label for i in order)
+        empty = [catalog.labels[c] for c in sorted(considered) if counts[c] == 0]
+        if empty:
+            raise EmptyDatasetError(f"{catalog.origin}: class(es) {', '.join(repr(e) for e in empty)} have no "
+                                    f"readable images")
+
+
+def _decode_all(catalog: Catalog, order: list[int], readable: list[int], pre: Preprocess, options: ImageOptions,
+                unreadable: list[str]) -> tuple[np.ndarray, set[int], int, int, bool]:
+    """The uint8 set [n, H, W, C] for `readable` (in order), from the set cache or by decoding (once per file)."""
+    store = cache_mod.ImageCache(options.cache_dir) if options.cache else None
+    pkey = cache_mod.preprocess_key(pre)
+    item_keys: dict[int, str] = {}
+    if store is not None:
+        for i in readable:
+            item_keys[i] = cache_mod.combine(cache_mod.file_key(catalog.records[i].path, options.cache_key), pkey)
+        set_key = cache_mod.combine(pkey, *(item_keys[i] for i in readable))
+        hit = store.get_set(set_key)
+        if hit is not None:
+            array, meta = hit
+            skipped = {readable[k] for k in meta.get("skipped", [])}
+            unreadable.extend(meta.get("unreadable", []))
+            return array, skipped, 0, len(readable) - len(skipped), True
+    skipped: set[int] = set()
+    reasons: list[str] = []
+
+    def work(i: int) -> np.ndarray | UnreadableImageError:
+        """One image: from the per-image cache, else decoded and resized (threads: Pillow and OpenCV drop the GIL)."""
+        array = store.get_item(item_keys[i]) if store is not None else None
+        if array is not None and array.shape == pre.shape:
+            return array
+        try:
+            array = images.prepare(images.decode_image(catalog.records[i].path, pre.channels, options.max_pixels,
+                                                       pre.exif_transpose), pre)
+        except UnreadableImageError as exc:
+            return exc
+        if store is not None:
+            store.put_item(item_keys[i], array)
+        fresh.add(i)
+        return array
+
+    fresh: set[int] = set()
+
+    def fill(out: np.ndarray) -> int:
+        row = 0
+        workers = options.workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(readable), CHUNK_ROWS):
+                batch = readable[start:start + CHUNK_ROWS]
+                for i, result in zip(batch, pool.map(work, batch) if workers > 1 else map(work, batch)):
+                    if isinstance(result, UnreadableImageError):
+                        if options.on_unreadable == "error":
+                            raise result
+                        skipped.add(i)
+                        reasons.append(str(result))
+                        continue
+                    out[row] = result
+                    row += 1
+        return row
+
+    shape = (len(readable), *pre.shape)
+    if store is None or not readable:
+        out = np.empty(shape, np.uint8)
+        rows = fill(out)
+        unreadable.extend(reasons)
+        return out[:rows], skipped, len(fresh), rows - len(fresh), False
+    with store.writing_set(set_key, shape) as out:
+        rows = fill(out)
+        # fail before anything is committed when the policy is broken
+        _check_policy(catalog, order, readable, skipped, list(unreadable) + reasons, options)
+    store.put_meta(set_key, {"rows": rows, "skipped": [readable.index(i) for i in sorted(skipped)],
+                             "unreadable": reasons, "preprocess": pre.model_dump()})
+    unreadable.extend(reasons)
+    hit = store.get_set(set_key)
+    if hit is None:
+        raise DatasetError(f"the image cache at {store.root} could not be read back")
+    return hit[0], skipped, len(fresh), rows - len(fresh), False
+
+
+def _read_arrays(catalog: Catalog, options: ImageOptions, seed: int, limit: int | None) -> Loaded:
+    """In-memory sources (IDX): resize if another size is asked for, grey -> RGB if 3 channels are asked for."""
+    arrays = dict(catalog.arrays or {})
+    colour = any(x.ndim == 4 and x.shape[-1] == 3 for x, _ in arrays.values())
+    pre = options.preprocess(catalog.default_size, 3 if colour else 1)
+    only_test = set(arrays) == {"test"}
+    labels = np.concatenate([y for _, y in arrays.values()])
+    records = tuple(Record(Path(s), int(label), None if only_test else s)
+                    for s, (_, y) in arrays.items() for label in y)
+    pools = np.concatenate([np.arange(len(y)) for _, y in arrays.values()])
+    parts, carved = assign_splits(records, catalog.shares, seed, True)
+    splits = {}
+    for split in SPLITS:
+        idx = parts[split][:limit] if limit is not None else parts[split]
+        xs = [_fit(arrays[records[i].path.name][0][pools[i]], pre) for i in idx]
+        x = np.stack(xs) if xs else np.zeros((0, *pre.shape), np.uint8)
+        splits[split] = RawSplit(x, labels[idx].astype(np.int64), None, ())
+    total = sum(len(s.y) for s in splits.values())
+    report = LoadReport(catalog.format, catalog.origin, total, 0, 0, False, carved=carved,
+                        modes={"L" if not colour else "RGB": total})
+    return Loaded(catalog, pre, splits, report)
+
+
+def _fit(image: np.ndarray, pre: Preprocess) -> np.ndarray:
+    image = image[..., None] if image.ndim == 2 else image
+    if image.shape[-1] != pre.channels:
+        image = np.repeat(image, 3, axis=-1) if pre.channels == 3 else _grey(image)
+    return image if image.shape == pre.shape else images.prepare(image, pre)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(image.astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)[..., None]
+
