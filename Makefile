@@ -19,8 +19,8 @@ system-test:
 $(STAMP): setup.py pyproject.toml constraints.txt $(wildcard protos/*.proto)
 	$(SYSTEM) demo
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(STAMP)

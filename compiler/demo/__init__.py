@@ -62,6 +62,8 @@ class DemoConfig(StrictModel):
     fps: float = Field(100.0, gt=0, title="Frame rate of the generated video stream")
     loop_stream: bool = Field(True, title="Cycle the streaming pool like a camera that never stops (accuracy is "
                                           "measured on the evaluation pool, which is never streamed)")
+    enforce_demands: bool = Field(True, title="Fail when a demand is missed (off for searches too short to meet "
+                                              "them, as in the tests)")
     eval_share: float = Field(0.5, gt=0, lt=1, title="Share of the test images kept apart as the evaluation pool")
     frames_after_swap: int = Field(1500, ge=10, title="Frames to stream on the new model before stopping")
     m: int = Field(3, ge=1, le=4, title="Simulated annotators per sample")
@@ -325,7 +327,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
         summary = summarise(config, compiled, data, frames, agent, app, (first, run), evaluation, transport, start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log("[7/7] " + format_summary(summary))
-    check_outcome(summary)
+    check_outcome(summary, config.enforce_demands)
     return summary
 
 
@@ -339,10 +341,10 @@ def evaluate_stage(config: DemoConfig, compiled: Any, app: Any, pools: Pools, fi
                              m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed + 1)
 
 
-def check_outcome(summary: dict[str, Any]) -> None:
+def check_outcome(summary: dict[str, Any], enforce_demands: bool = True) -> None:
     if summary["dropped_frames"] != 0:
         raise DemoError(f"{summary['dropped_frames']} frames were dropped (must be 0)")
     missed = [name for name, met in summary["demands_met"].items() if not met]
-    if missed:
+    if missed and enforce_demands:
         raise DemoError(f"demands not met: {', '.join(missed)} (see {summary['paths']['report']})")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hgen.compiler.data import Split
-from hgen.compiler.demo import demo_config, format_demands, with_preset
+from hgen.compiler.demo import DemoError, check_outcome, demo_config, format_demands, with_preset
 from hgen.compiler.demo.pools import split_pools
 from hgen.compiler.demo.presets import DIGITS, FASHION
 from hgen.compiler.demo.summary import demands_met
@@ -45,3 +45,12 @@ def test_demands_met_reads_the_compiles_violations_and_the_streams_labour():
     assert met == {"accuracy": False, "latency": True, "storage": True, "energy": True, "labour": True,
                    "labour on the stream": True}
     assert not demands_met(SimpleNamespace(summary={"violations": []}), labour=0.06, budget=0.05)["labour on the stream"]
+
+
+def test_a_missed_demand_or_a_dropped_frame_fails_the_demo():
+    summary = {"dropped_frames": 0, "demands_met": {"accuracy": False, "labour": True}, "paths": {"report": "r.md"}}
+    with pytest.raises(DemoError, match="demands not met: accuracy"):
+        check_outcome(summary)
+    check_outcome(summary, enforce_demands=False)
+    with pytest.raises(DemoError, match="2 frames were dropped"):
+        check_outcome(summary | {"dropped_frames": 2}, enforce_demands=False)
