@@ -129,6 +129,16 @@ def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConf
     return final, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits
 
 
+def input_spec(data: Dataset) -> dict[str, Any]:
+    """What the device must do to a camera frame so the model sees what it was trained on: the data set's recorded
+    preprocessing (resize mode, padding), and uint8 -> [0, 1]."""
+    pre = data.preprocess
+    spec: dict[str, Any] = {"scale": 1.0 / (pre.scale if pre else 255.0), "offset": 0.0}
+    if pre is not None:
+        spec.update(resize=pre.resize, pad_value=pre.pad_value)
+    return spec
+
+
 def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Candidate, data: Dataset,
                   device: DeviceProfile, predicted: Measured, evaluator: CandidateEvaluator, name: str) -> dict[str, Any]:
     from hgen.compiler.bundle import pack_bundle, write_bundle
@@ -140,7 +150,7 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
     bundle_dir = out / "bundle"
     info = write_bundle(
         bundle_dir, final.model, name=name, version=config.model_version, kind="cnn", target=device.target,
-        labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=chosen.tau,  # camera bytes -> [0, 1]
+        labels=data.labels, input_spec=input_spec(data), tau=chosen.tau,
         temperature=final.temperature, fusion_lambda=config.fusion_lambda,
         confidence_params=_confidence_params(config.m, evaluator.difficulty),
         predicted_metrics=predicted.to_dict(), plan={"layers": chosen.plan, "ratios": evaluator.space.ratios},

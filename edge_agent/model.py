@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,46 +18,25 @@ from hgen.runtime.engines import Engine
 from hgen.runtime.errors import InvalidInputError
 from hgen.runtime.hdnn import FusionParams, HDNNKind, get_kind
 from hgen.runtime.labour import DifficultyEstimator
+from hgen.runtime.preprocess import FrameShapeError, fit, frame_channels, normalise
 
 DEFAULT_M = 3
 
 
-class FrameShapeError(InvalidInputError):
-    """A frame that cannot become the model input (empty, or a channel count we cannot convert)."""
-
-
 def preprocess(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, bool]:
-    """uint8 frame -> one model input (H, W, C) float32: colour conversion, resize, `x * scale + offset`.
+    """uint8 frame (OpenCV: grey, BGR or BGRA) -> one model input (H, W, C) float32, through the runtime's steps
+    (`hgen.runtime.preprocess`), so the device feeds the model exactly what the compiler trained it on.
 
     Returns the input and whether the frame had to be resized (frames of the wrong size are counted).
     """
-    import cv2
-
-    if image is None or image.size == 0 or image.ndim not in (2, 3):
-        raise FrameShapeError(f"frame is empty or not an image (shape {getattr(image, 'shape', None)})")
     if spec.layout != "NHWC" or len(spec.shape) != 4:
         raise FrameShapeError(f"cannot feed camera frames to a model with input layout {spec.layout} {spec.shape}")
     _, height, width, channels = spec.shape
-    image = _channels(cv2, image, channels)
+    image = frame_channels(image, channels)
     resized = image.shape[:2] != (height, width)
     if resized:
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    x = image.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
-    return x, resized
-
-
-def _channels(cv2: Any, image: np.ndarray, channels: int) -> np.ndarray:
-    have = 1 if image.ndim == 2 else image.shape[2]
-    if have == channels:
-        return image if have == 1 or channels != 3 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    conversions = {(3, 1): cv2.COLOR_BGR2GRAY, (4, 1): cv2.COLOR_BGRA2GRAY, (1, 3): cv2.COLOR_GRAY2RGB,
-                   (4, 3): cv2.COLOR_BGRA2RGB}
-    code = conversions.get((have, channels))
-    if code is None:
-        raise FrameShapeError(f"frame has {have} channels, the model wants {channels}")
-    return cv2.cvtColor(image, code)
+        image = fit(image, height, width, spec.resize, spec.pad_value)
+    return normalise(image, spec.scale, spec.offset), resized
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 
 from hgen.compiler.errors import ImageTooLargeError, UnreadableImageError
 from hgen.runtime.config import StrictModel
+from hgen.runtime.preprocess import composite_on_black, fit, grey, normalise, placement
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; a 48 MP phone photo passes, a 20000 x 20000 bomb does not
@@ -190,59 +191,27 @@ def to_array(image, channels: int) -> np.ndarray:  # image: PIL.Image.Image
     elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "PA") or mode not in ("L", "LA", "RGB", "RGBA", "P"):
         image = image.convert("RGBA" if mode == "PA" else "RGB")
     if image.mode in ("RGBA", "LA"):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        rgb = rgba[..., :3] * (rgba[..., 3:] / 255.0)
-        image = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), "RGB")
-    image = image.convert("RGB" if channels == 3 else "L")
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """Where the resized image sits in the input: scale factors and top-left offset, in input pixels."""
-
-    scale_x: float
-    scale_y: float
-    left: int
-    top: int
-    width: int  # of the resized image inside the input
-    height: int
-
-
-def geometry(width: int, height: int, pre: Preprocess) -> Letterbox:
-    """How an image of (width, height) maps into the input under `pre.resize`."""
-    if pre.resize == "stretch":
-        return Letterbox(pre.width / width, pre.height / height, 0, 0, pre.width, pre.height)
-    scale = min(pre.width / width, pre.height / height)
-    new_w, new_h = max(1, min(pre.width, round(width * scale))), max(1, min(pre.height, round(height * scale)))
-    return Letterbox(new_w / width, new_h / height, (pre.width - new_w) // 2, (pre.height - new_h) // 2, new_w, new_h)
+        array = composite_on_black(np.asarray(image.convert("RGBA"), dtype=np.uint8))
+    else:
+        array = np.asarray(image.convert("L" if image.mode == "L" else "RGB"), dtype=np.uint8)
+    array = array[..., None] if array.ndim == 2 else array
+    # the same colour steps as the device's frames (`hgen.runtime.preprocess.frame_channels`)
+    if channels == 1:
+        return array if array.shape[2] == 1 else grey(array)
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
 def prepare(array: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """Resize a decoded uint8 [h, w, c] image into the input (step 3); returns uint8 [H, W, C]."""
-    import cv2
-
-    height, width = array.shape[:2]
-    box = geometry(width, height, pre)
-    shrink = box.width * box.height < width * height
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    resized = array if (box.width, box.height) == (width, height) else cv2.resize(
-        array, (box.width, box.height), interpolation=interpolation)
-    if resized.ndim == 2:
-        resized = resized[..., None]
-    if pre.resize == "stretch":
-        return np.ascontiguousarray(resized, dtype=np.uint8)
-    out = np.full(pre.shape, pre.pad_value, np.uint8)
-    out[box.top:box.top + box.height, box.left:box.left + box.width] = resized
-    return out
+    """Resize a decoded uint8 [h, w, c] image into the input (step 3) with the runtime's `fit`, the code the device
+    runs on its frames; returns uint8 [H, W, C]."""
+    return fit(array, pre.height, pre.width, pre.resize, pre.pad_value)
 
 
 def transform_boxes(boxes: np.ndarray, width: int, height: int, pre: Preprocess) -> np.ndarray:
     """Boxes [k, 5] (x0, y0, x1, y1 normalised to the original image, class) -> normalised to the input."""
     if len(boxes) == 0 or pre.resize == "stretch":
         return np.asarray(boxes, np.float64).reshape(-1, 5)
-    box = geometry(width, height, pre)
+    box = placement(width, height, pre.width, pre.height, pre.resize)
     out = np.asarray(boxes, np.float64).copy()
     out[:, [0, 2]] = (out[:, [0, 2]] * box.width + box.left) / pre.width
     out[:, [1, 3]] = (out[:, [1, 3]] * box.height + box.top) / pre.height
@@ -252,4 +221,4 @@ def transform_boxes(boxes: np.ndarray, width: int, height: int, pre: Preprocess)
 def load_image(path: str | Path, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One file through the whole recorded pipeline: float32 [H, W, C] in [0, 1] (what the model sees)."""
     uint8 = prepare(decode_image(path, pre.channels, max_pixels, pre.exif_transpose), pre)
-    return np.divide(uint8, np.float32(pre.scale), dtype=np.float32)
+    return normalise(uint8, 1.0 / pre.scale)

@@ -27,6 +27,7 @@ from hgen.compiler.data.formats import SPLITS, Catalog, Record
 from hgen.compiler.data.images import Header, ImageOptions, Preprocess
 from hgen.compiler.errors import (DatasetError, EmptyDatasetError, ImageTooLargeError, InvalidArgumentError,
                                   UnreadableImageError)
+from hgen.runtime.preprocess import grey, normalise
 
 CHUNK_ROWS = 2048
 
@@ -68,11 +69,11 @@ class Loaded:
 
 
 def to_float(x: np.ndarray, scale: float = 255.0) -> np.ndarray:
-    """uint8 [n, ...] -> float32 / scale, in chunks so a memory-mapped set is never copied whole as uint8."""
+    """uint8 [n, ...] -> float32 x (1 / scale), as the device normalises (`hgen.runtime.preprocess.normalise`), in
+    chunks so a memory-mapped set is never copied whole as uint8."""
     out = np.empty(x.shape, np.float32)
     for start in range(0, len(x), CHUNK_ROWS):
-        np.divide(x[start:start + CHUNK_ROWS], np.float32(scale), out=out[start:start + CHUNK_ROWS],
-                  dtype=np.float32)
+        out[start:start + CHUNK_ROWS] = normalise(x[start:start + CHUNK_ROWS], 1.0 / scale)
     return out
 
 
@@ -299,11 +300,5 @@ def _read_arrays(catalog: Catalog, options: ImageOptions, seed: int, limit: int 
 def _fit(image: np.ndarray, pre: Preprocess) -> np.ndarray:
     image = image[..., None] if image.ndim == 2 else image
     if image.shape[-1] != pre.channels:
-        image = np.repeat(image, 3, axis=-1) if pre.channels == 3 else _grey(image)
+        image = np.repeat(image, 3, axis=-1) if pre.channels == 3 else grey(image)
     return image if image.shape == pre.shape else images.prepare(image, pre)
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(image.astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)[..., None]
-

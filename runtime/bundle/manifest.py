@@ -48,13 +48,17 @@ class EngineEntry(StrictModel):
 
 
 class InputSpec(StrictModel):
-    """How to turn a raw image (uint8 HWC) into the model input: `x = raw * scale + offset`."""
+    """How to turn a raw image (uint8 HWC, RGB or L) into the model input: fit to the shape (`hgen.runtime.preprocess`),
+    then `x = raw * scale + offset`. Bundles written before `resize` existed stretch, as their devices did."""
 
     shape: tuple[int, ...] = Field(min_length=2, title="full input shape including the fixed batch")
     dtype: Literal["float32"] = "float32"
     layout: Literal["NHWC", "NC"] = "NHWC"
     scale: float = 1.0 / 255.0
     offset: float = 0.0
+    resize: Literal["stretch", "letterbox"] = Field("stretch", title="how a frame of another size is fitted: stretch "
+                                                    "(aspect ratio ignored) or letterbox (fit and pad)")
+    pad_value: int = Field(0, ge=0, le=255, title="letterbox padding (uint8)")
 
     @field_validator("shape")
     @classmethod
