@@ -6,7 +6,6 @@ need them, so importing this module stays device-safe.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -24,27 +23,36 @@ import numpy as np
 LABELS = tuple(str(i) for i in range(10))
 
 
-def write_video(path: Path, frames: int, size: tuple[int, int] = (28, 28), fps: float = 30.0, seed: int = 0,
+def write_video(path: Path, frames: int, size: tuple[int, int] | None = None, fps: float = 30.0, seed: int = 0,
                 images: np.ndarray | None = None) -> Path:
     """An MJPG .avi written with cv2.VideoWriter (a camera cannot run in CI; OpenCV reads it back the same way).
 
-    With `images` (N, H, W) in [0, 1] the video cycles through them (e.g. digits); else random noise.
+    With `images` in [0, 1], grey (N, H, W) or (N, H, W, 1) or RGB (N, H, W, 3), the video cycles through them at
+    their own size unless `size` is given (e.g. digits); else random noise at `size` (default 28x28).
     """
     import cv2
 
+    if size is None:
+        size = (28, 28) if images is None else tuple(images.shape[1:3])  # type: ignore[assignment]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size[1], size[0]))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write MJPG to {path}")
     rng = np.random.default_rng(seed)
     for i in range(frames):
         if images is not None:
-            gray = (np.clip(images[i % len(images)], 0, 1) * 255).astype(np.uint8)
-            gray = cv2.resize(gray, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+            pixels = (np.clip(images[i % len(images)], 0, 1) * 255).astype(np.uint8)
+            pixels = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
         else:
-            gray = rng.integers(0, 256, size, dtype=np.uint8)
-        writer.write(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+            pixels = rng.integers(0, 256, size, dtype=np.uint8)
+        writer.write(_bgr(cv2, pixels))
     writer.release()
     return path
+
+
+def _bgr(cv2: Any, pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(pixels.reshape(pixels.shape[:2]), cv2.COLOR_GRAY2BGR)
 
 
 def digits_28(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

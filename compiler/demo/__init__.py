@@ -211,7 +211,7 @@ def start_hub(stack: ExitStack, config: DemoConfig, compiled: Any, dataset: str,
 def write_stream(out: Path, images: Any, fps: float) -> Path:
     from hgen.edge_agent.testing import write_video
 
-    return write_video(out / "stream.avi", len(images), fps=fps, images=images[..., 0])
+    return write_video(out / "stream.avi", len(images), fps=fps, images=images)
 
 
 def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path, hub_url: str, grpc_url: str,
