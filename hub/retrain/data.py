@@ -17,6 +17,7 @@ import numpy as np
 from hgen.hub.errors import RetrainError
 from hgen.hub.retrain.records import LabelledSample
 from hgen.protos import hub_pb2
+from hgen.runtime.preprocess import FrameShapeError, fit, frame_channels, normalise
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,10 @@ class StoredImage(Protocol):
     image: bytes
 
 
-def decode(sample: StoredImage, shape: tuple[int, int, int]) -> np.ndarray:
-    """Stored image -> float32 [H, W, C] in [0, 1] at the model's input size."""
+def decode(sample: StoredImage, shape: tuple[int, int, int], resize: str = "stretch", pad_value: int = 0) -> np.ndarray:
+    """Stored image -> float32 [H, W, C] in [0, 1] at the model's input size, through the device's own steps
+    (`hgen.runtime.preprocess`: colour order, alpha, grey, stretch or letterbox), so the retrain learns from the
+    inputs the device's model saw. Stored pixels are in OpenCV's order (BGR), as devices encode and the web shows."""
     height, width, channels = shape
     if sample.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:
         pixels = np.frombuffer(sample.image, np.uint8)
@@ -63,25 +66,24 @@ def decode(sample: StoredImage, shape: tuple[int, int, int]) -> np.ndarray:
         pixels = cv2.imdecode(np.frombuffer(sample.image, np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise RetrainError(f"sample {sample.sample_id}: stored image does not decode")
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[2] != channels:
-        code = cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_GRAY2BGR
-        pixels = cv2.cvtColor(pixels[:, :, :3] if pixels.shape[2] > 3 else pixels, code)
-        pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
-    if pixels.shape[:2] != (height, width):
-        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
-    return pixels.astype(np.float32) / 255.0
+    try:
+        image = frame_channels(pixels, channels)
+    except FrameShapeError as exc:
+        raise RetrainError(f"sample {sample.sample_id}: {exc}") from None
+    if image.shape[:2] != (height, width):
+        image = fit(image, height, width, resize, pad_value)  # type: ignore[arg-type]
+    return normalise(image, 1.0 / 255.0)
 
 
-def human_set(samples: Sequence[LabelledSample], shape: tuple[int, int, int], num_classes: int) -> HumanSet:
+def human_set(samples: Sequence[LabelledSample], shape: tuple[int, int, int], num_classes: int,
+              resize: str = "stretch", pad_value: int = 0) -> HumanSet:
     """Decode every sample; labels outside the model's classes are an error (wrong model or wrong task)."""
     if not samples:
         return HumanSet(np.zeros((0, *shape), np.float32), np.zeros(0, np.int64), ())
     bad = [s.sample_id for s in samples if not 0 <= s.class_id < num_classes]
     if bad:
         raise RetrainError(f"{len(bad)} human labels are outside 0..{num_classes - 1} (first: {bad[0]})")
-    x = np.stack([decode(s, shape) for s in samples])
+    x = np.stack([decode(s, shape, resize, pad_value) for s in samples])
     return HumanSet(x, np.array([s.class_id for s in samples], np.int64), tuple(s.sample_id for s in samples))
 
 

@@ -3,6 +3,7 @@
 same model input: the device feeds the model what it was trained on."""
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -75,3 +76,20 @@ def test_frames_that_cannot_become_an_input_are_refused():
         frame_channels(np.zeros((4, 4), np.uint16), 1)
     with pytest.raises(FrameShapeError, match="2 channels"):
         frame_channels(np.zeros((4, 4, 2), np.uint8), 3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_hubs_retrain_sees_what_the_device_fed_its_model(channels):
+    """A sample as the agent sends it (the frame PNG-encoded by OpenCV) and as the hub decodes it for retraining."""
+    import cv2
+
+    from hgen.hub.retrain.data import decode
+    from hgen.protos import hub_pb2
+
+    frame = cv2.cvtColor(np.asarray(picture("RGB")), cv2.COLOR_RGB2BGR)  # BGR, as OpenCV hands frames over
+    ok, png = cv2.imencode(".png", frame)
+    stored = SimpleNamespace(sample_id="s-1", image_format=hub_pb2.IMAGE_FORMAT_PNG, height=31, width=53,
+                             channels=3, image=png.tobytes())
+    spec = InputSpec(shape=(1, 40, 40, channels), scale=1 / 255, resize="letterbox", pad_value=7)
+    on_device, _ = preprocess(frame, spec)
+    np.testing.assert_array_equal(decode(stored, (40, 40, channels), "letterbox", 7), on_device)

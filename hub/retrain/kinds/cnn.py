@@ -25,7 +25,9 @@ class CNNRetrain:
         return load_dataset(spec, seed=seed, limit=limit)
 
     def human(self, store: RetrainStore, model_name: str, up_to: float, data: Dataset) -> HumanSet:
-        return human_set(store.labelled_samples(model_name, up_to), data.input_shape, data.num_classes)
+        pre = data.preprocess
+        fitting = (pre.resize, pre.pad_value) if pre is not None else ("stretch", 0)
+        return human_set(store.labelled_samples(model_name, up_to), data.input_shape, data.num_classes, *fitting)
 
     def enhance(self, keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:
         return enhance(keras_path, data, human, config)
