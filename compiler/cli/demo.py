@@ -6,10 +6,17 @@ import argparse
 from pathlib import Path
 
 from hgen.compiler.cli import VERBS, Verb
+from hgen.compiler.errors import InvalidArgumentError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="auto:lowres", help="dataset spec (default %(default)s)")
+    parser.add_argument("--dataset", default="auto:lowres",
+                        help="dataset spec or a path to your own images (default %(default)s)")
+    parser.add_argument("--model", default="lenet5", help="zoo model or a .keras file (default %(default)s)")
+    for flag, unit in (("accuracy", ""), ("latency-ms", " ms"), ("storage-mb", " MB"), ("energy-mj", " mJ"),
+                       ("labour", "")):
+        parser.add_argument(f"--{flag}", type=float, default=None,
+                            help=f"demand{unit} (all five together; default: the dataset's preset)")
     parser.add_argument("--out", type=Path, default=Path("build/demo"), help="where everything goes")
     parser.add_argument("--transport", default="auto", help="auto (MQTT when mosquitto is installed), grpc, mqtt")
     parser.add_argument("--episodes", type=int, default=12, help="search episode budget")
@@ -20,12 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def demands(args: argparse.Namespace) -> dict[str, float] | None:
+    """All five demand flags, or none (the preset); a partial set is a usage error, not a silent mix."""
+    values = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": args.storage_mb,
+              "energy_mj": args.energy_mj, "labour": args.labour}
+    given = {k: v for k, v in values.items() if v is not None}
+    if given and len(given) != len(values):
+        raise InvalidArgumentError(f"give all five demands or none; missing: {', '.join(sorted(set(values) - set(given)))}")
+    return given or None
+
+
 def run(args: argparse.Namespace) -> None:
     from hgen.compiler.demo import demo_config, run_demo
 
-    config = demo_config(dataset=args.dataset, out=str(args.out), transport=args.transport, episodes=args.episodes,
-                         retrain_threshold=args.retrain_threshold, fps=args.fps,
-                         frames_after_swap=args.frames_after_swap, limit=args.limit, seed=args.seed)
+    config = demo_config(dataset=args.dataset, model=args.model, out=str(args.out), transport=args.transport,
+                         episodes=args.episodes, retrain_threshold=args.retrain_threshold, fps=args.fps,
+                         frames_after_swap=args.frames_after_swap, limit=args.limit, seed=args.seed,
+                         demands=demands(args))
     run_demo(config, log=lambda message: print(message, flush=True))
 
 

@@ -44,6 +44,7 @@ class DemoConfig(StrictModel):
 
     dataset: str = Field("auto:lowres", title="Dataset spec (auto: FashionMNIST when installed, else digits)")
     device: str = Field("rpi4", title="Device profile to compile for")
+    model: str = Field("lenet5", title="Zoo model name or a Keras file to compile")
     out: str = Field("build/demo", title="Where the bundles, logs, report and summary go")
     demands: Demands | None = Field(None, title="Demands and budgets (default: the dataset's preset)")
     episodes: int = Field(12, ge=1, title="Search episode budget")
@@ -141,7 +142,8 @@ def compile_stage(config: DemoConfig, dataset: str, out: Path, log: Log) -> Any:
     from hgen.compiler.compile import compile_config, compile_hdnn
 
     assert config.demands is not None, "with_preset fills the demands"
-    settings = compile_config(dataset=dataset, device=config.device, demands=config.demands.model_dump(),
+    settings = compile_config(model=config.model, dataset=dataset, device=config.device,
+                              demands=config.demands.model_dump(),
                               episodes=config.episodes, budget_minutes=config.budget_minutes,
                               base_epochs=config.base_epochs, final_epochs=config.final_epochs,
                               finetune_samples=config.finetune_samples, engines=config.engines, limit=config.limit,
