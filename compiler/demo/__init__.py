@@ -117,6 +117,11 @@ class FrameLog:
         with self.lock:
             return sum(1 for r in self.results.values() if r.bundle_version == version)
 
+    def frames_after(self, version: str) -> int:
+        """Frames run by any version other than `version` (the first one)."""
+        with self.lock:
+            return sum(1 for r in self.results.values() if r.bundle_version != version)
+
     def accuracy(self, version: str) -> dict[str, float]:
         with self.lock:
             mine = [r for r in self.results.values() if r.bundle_version == version and r.final]
@@ -165,6 +170,7 @@ def choose_transport(config: DemoConfig) -> str:
 
 
 def start_broker(stack: ExitStack, out: Path) -> str:
+    """A private Mosquitto that authenticates every client; the hub writes its accounts and ACL (hub_config)."""
     from hgen.hub.testing.services import mosquitto
 
     (out / "broker").mkdir(parents=True, exist_ok=True)
@@ -191,8 +197,11 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
                     "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance},
     }
     if broker_url:
+        from hgen.hub.testing.services import BrokerAccessFiles
+
         parts = urlsplit(broker_url)
-        data["mqtt"] = {"enabled": True, "host": parts.hostname, "port": parts.port, "client_id": "demo-hub"}
+        access = BrokerAccessFiles.load(out / "broker")
+        data["mqtt"] = access.hub_mqtt(parts.hostname or "127.0.0.1", parts.port or 1883, client_id="demo-hub")
     return parse_hub_config(data)
 
 
@@ -218,9 +227,20 @@ def write_stream(out: Path, images: Any, fps: float) -> Path:
 
 def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path, hub_url: str, grpc_url: str,
                 out: Path, frames: FrameLog) -> Any:
+    from urllib.parse import urlsplit
+
     from hgen.edge_agent.agent import Agent
     from hgen.edge_agent.config import parse_agent_config
+    from hgen.hub.broker_acl import open_registry
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.testing.services import BrokerAccessFiles
 
+    hub_side: dict[str, Any] = {"knowledge_base": {"url": f"sqlite:///{out / 'hub.sqlite'}"}}
+    if hub_url.startswith("mqtt"):  # the new account must reach the broker's files too, as add-device does
+        parts = urlsplit(hub_url)
+        hub_side["mqtt"] = BrokerAccessFiles.load(out / "broker").hub_mqtt(parts.hostname, parts.port)
+    with open_registry(parse_hub_config(hub_side)) as devices:
+        secret = devices.add(DEVICE_ID).secret  # the device's credential, issued by the hub (shown once)
     bundle = compiled.summary["bundle"]
     settings = parse_agent_config({
         "device_id": DEVICE_ID,
@@ -229,7 +249,7 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
                    "store_dir": str(out / "agent-bundles")},
         "source": {"kind": "video", "uri": str(video), "fps_limit": config.fps, "pacing": "all",
                    "loop": config.loop_stream},
-        "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True},
+        "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True, "secret": secret},
         "gate": {"tau": config.tau_override},
         "outbox": {"path": str(out / "agent-outbox.sqlite")},
         "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0, "labour_share": config.demands.labour},
@@ -268,14 +288,22 @@ def wait_for_published_run(config: DemoConfig, app: Any, agent: Any, log: Log) -
 
 
 def stream_until_swapped(config: DemoConfig, app: Any, agent: Any, frames: FrameLog, first: str, log: Log) -> Any:
-    """Wait for the threshold-triggered retrain to publish, the agent to swap, and enough frames on the new model."""
-    run = wait_for_published_run(config, app, agent, log)
+    """Wait for a threshold-triggered retrain to publish, the agent to swap, and enough frames on newer models.
+
+    The camera keeps streaming, so people keep answering and later retrains may publish while the agent fetches:
+    the agent may skip straight to the newest version."""
+    wait_for_published_run(config, app, agent, log)
     timeout = config.timeout_minutes * 60
-    wait_for(lambda: agent.model.version == run.to_version, timeout, f"the agent to hot-swap to {run.to_version}")
-    log(f"[6/7] agent hot-swapped {first} -> {run.to_version}; streaming up to {config.frames_after_swap} frames on it")
-    wait_for(lambda: frames.frames_on(run.to_version) >= config.frames_after_swap or agent_finished(agent), timeout,
+    wait_for(lambda: agent.model.version != first, timeout, f"the agent to hot-swap from {first}")
+    log(f"[6/7] agent hot-swapped {first} -> {agent.model.version}; streaming {config.frames_after_swap} more frames")
+    wait_for(lambda: frames.frames_after(first) >= config.frames_after_swap or agent_finished(agent), timeout,
              "frames on the new model")
-    return run
+
+
+def run_that_made(app: Any, version: str) -> Any:
+    """The published retrain run whose output is `version` (the demo reports the version the agent ended on)."""
+    runs = app.retrain.store.runs(model_name(app), limit=1000)
+    return next(run for run in runs if run.to_version == version)
 
 
 def model_name(app: Any) -> str:
@@ -319,12 +347,13 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
         agent = start_agent(stack, config, compiled, video, hub_url, grpc_url, out, frames)
         first = agent.model.version
         log(f"[5/7] agent running bundle {first}; waiting for people, the retrain and the hot swap")
-        run = stream_until_swapped(config, app, agent, frames, first, log)
+        stream_until_swapped(config, app, agent, frames, first, log)
         agent.end_stream()
         agent.wait(60)
         if not agent.wait_settled(120):
             log("      some samples were still waiting for people; their model answers stand")
         agent.stop()
+        run = run_that_made(app, agent.model.version)
         evaluation = evaluate_stage(config, compiled, app, pools, first, run.to_version)
         summary = summarise(config, compiled, data, frames, agent, app, (first, run), evaluation, transport, start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -35,7 +35,7 @@ def summarise(config: Any, compiled: Any, data: Any, frames: Any, agent: Any, ap
               evaluation: dict[str, dict[str, Any]], transport: str, start: float) -> dict[str, Any]:
     first, run = versions
     telemetry = agent.telemetry.snapshot()
-    second = run.to_version  # the first published retrain; later ones may follow while pending samples settle
+    second = run.to_version  # the version the agent ran at the end (it may skip versions published meanwhile)
     total = max(1, len(frames.results))
     labour = labour_spent(app) / (total * 4 * 3)
     before, after = evaluation["before"], evaluation["after"]
