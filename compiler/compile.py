@@ -34,6 +34,8 @@ class CompileConfig(StrictModel):
     """Everything `hgen-compile` takes."""
 
     model: str = Field("lenet5", title="Zoo model name, or a path to a Keras model file (.keras/.h5, logits out)")
+    model_options: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, title="Zoo model options, e.g. alpha=0.35, weights=imagenet (mobilenet_v2)")
     dataset: str = Field("fashion-mnist:lowres", title="Dataset spec")
     device: str = Field("rpi4", title="Device profile: watch, phone, rpi4, host")
     demands: Demands = Field(default_factory=Demands, title="Demands and budgets")
@@ -43,7 +45,9 @@ class CompileConfig(StrictModel):
     evaluations: int | None = Field(None, ge=1, title="Budget of distinct backbones evaluated")
     stop_at_feasible: bool = Field(True, title="Stop at the first candidate meeting every demand (Algorithm 1)")
     seed: int = Field(0, title="Seed of data splits, training, crowd and agents")
-    base_epochs: int = Field(5, ge=1, title="Epochs to train a zoo backbone")
+    base_epochs: int = Field(5, ge=1, title="Epochs to train a zoo backbone (with pretrained weights: fine-tune it)")
+    head_epochs: int = Field(3, ge=0, title="With pretrained weights: epochs training the head on a frozen backbone "
+                                            "before base_epochs of fine-tuning")
     final_epochs: int = Field(3, ge=1, title="Epochs of the winner's final distillation fine-tune")
     finetune_samples: int = Field(8000, ge=100, title="Training samples for each candidate's short fine-tune")
     limit: int | None = Field(None, ge=50, title="Cap on each split (quick runs)")
@@ -59,6 +63,12 @@ class CompileConfig(StrictModel):
 
 def compile_config(**values: Any) -> CompileConfig:
     config = parse_config(CompileConfig, values, source="compile settings", error=InvalidArgumentError)
+    if config.model_options:  # checked before any data is loaded: a typo must not cost a training run
+        from hgen.compiler.models import model_config
+
+        if Path(config.model).suffix in (".keras", ".h5"):
+            raise InvalidArgumentError("model options apply to zoo models, not to a model file")
+        model_config(config.model, config.model_options)
     get_device(config.device)
     get_strategy(config.strategy)
     return config
@@ -86,7 +96,15 @@ def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]
 
         raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names('cnn'))} "
                                f"or a path to a .keras/.h5 file")
-    model = build_model(config.model, data.input_shape, data.num_classes)
+    model = build_model(config.model, data.input_shape, data.num_classes, config.model_options)
+    if config.model_options.get("weights"):
+        from hgen.compiler.transfer import TransferConfig, transfer_train
+
+        done = transfer_train(model, data.train, config=TransferConfig(
+            head_epochs=config.head_epochs, finetune_epochs=config.base_epochs, seed=config.seed))
+        log(f"transfer-trained {config.model}: head {config.head_epochs} epochs in {done.head_seconds:.1f} s, "
+            f"fine-tune {config.base_epochs} epochs in {done.finetune_seconds:.1f} s")
+        return model, config.model
     seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed))
     log(f"trained {config.model} for {config.base_epochs} epochs in {seconds:.1f} s")
     return model, config.model

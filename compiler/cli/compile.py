@@ -10,6 +10,14 @@ from hgen.compiler.cli import VERBS, Verb
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lenet5", help="zoo model name or a Keras model file (.keras/.h5)")
+    parser.add_argument("--weights", choices=["imagenet"], default=None,
+                        help="pretrained backbone weights (mobilenet_v2), from the Keras cache or downloaded into it; "
+                             "the backbone is then transfer-trained (head first, then fine-tuned)")
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="zoo model option, repeatable (alpha=0.35 for mobilenet_v2, blocks=3 for resnet_small)")
+    parser.add_argument("--base-epochs", type=int, default=5, help="epochs to train (or fine-tune) a zoo backbone")
+    parser.add_argument("--head-epochs", type=int, default=3,
+                        help="with --weights: epochs training the head on the frozen backbone first")
     parser.add_argument("--dataset", default="fashion-mnist:lowres", help="dataset spec (default %(default)s)")
     parser.add_argument("--device", default="rpi4", help="device profile: watch, phone, rpi4, host")
     parser.add_argument("--accuracy", type=float, default=0.85, help="A_d, minimum accuracy (fraction)")
@@ -30,12 +38,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="build/compile", help="output folder")
 
 
+def model_options(pairs: list[str], weights: str | None) -> dict[str, float | int | bool | str]:
+    """`KEY=VALUE` strings -> options (numbers and true/false parsed; the model's config checks the rest)."""
+    from hgen.compiler.errors import InvalidArgumentError
+
+    options: dict[str, float | int | bool | str] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--model-option takes KEY=VALUE, got '{pair}'")
+        options[key.strip()] = _value(text.strip())
+    if weights:
+        options["weights"] = weights
+    return options
+
+
+def _value(text: str) -> float | int | bool | str:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def config_from(args: argparse.Namespace):  # -> CompileConfig
     from hgen.compiler.compile import compile_config
 
     demands = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": args.storage_mb,
                "energy_mj": args.energy_mj, "labour": args.labour}
-    return compile_config(model=args.model, dataset=args.dataset, device=args.device, demands=demands,
+    return compile_config(model=args.model, model_options=model_options(args.model_option, args.weights),
+                          base_epochs=args.base_epochs, head_epochs=args.head_epochs,
+                          dataset=args.dataset, device=args.device, demands=demands,
                           strategy=args.strategy, budget_minutes=args.budget_minutes, episodes=args.episodes,
                           evaluations=args.evaluations, stop_at_feasible=not args.keep_searching, seed=args.seed,
                           limit=args.limit, engines=tuple(e for e in args.engines.split(",") if e),

@@ -4,7 +4,8 @@ Costs are looked up by layer class name in `LAYER_COSTS`; compression operators 
 cost function for them (with the weights they really store, e.g. only non-zeros), so S and E count what is stored.
 A layer with weights and no cost function is an error, never a silent zero.
 Activations: the model input plus the output of every layer that materialises a new tensor (Flatten, Reshape,
-Dropout and the input layer itself are views and count nothing).
+Dropout and the input layer itself are views and count nothing; a BatchNormalization right after a conv or dense
+layer is folded into it at lowering, so it writes nothing either).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ LAYER_COSTS: Registry[CostFn] = Registry("layer cost model", ModelCostError)
 VIEW_LAYERS = frozenset({"InputLayer", "Flatten", "Reshape", "Dropout", "Identity", "SpatialDropout2D"})
 FREE_LAYERS = frozenset({"MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
                          "Activation", "ReLU", "Softmax", "Add", "Concatenate", "ZeroPadding2D", "Rescaling",
-                         "Multiply", "LeakyReLU", "UpSampling2D", "Resizing"})
+                         "Multiply", "LeakyReLU", "UpSampling2D", "Resizing", "Subtract", "Average", "Maximum",
+                         "Minimum", "Cropping2D", "Permute", "ELU", "MaxPooling1D", "AveragePooling1D",
+                         "GlobalAveragePooling1D", "GlobalMaxPooling1D"})
+FOLDS_BATCHNORM = frozenset({"Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"})
 
 
 def out_elements(shape: Any) -> int:
@@ -107,10 +111,64 @@ def _dense(layer: Any) -> tuple[int, int]:
     return int(rows * din * dout), int(din * dout + (dout if layer.use_bias else 0))
 
 
+@LAYER_COSTS.register("Conv1D")
+def _conv1d(layer: Any) -> tuple[int, int]:
+    k, cin_per_group, cout = layer.kernel.shape
+    length = _output_shape(layer)[1]
+    weights = int(np.prod(layer.kernel.shape)) + (cout if layer.use_bias else 0)
+    return int(length * cout * k * cin_per_group), weights
+
+
+@LAYER_COSTS.register("Conv2DTranspose")
+def _conv2d_transpose(layer: Any) -> tuple[int, int]:
+    """Every input pixel scatters a kh x kw x cout patch: MACs scale with the input, not the output."""
+    kh, kw, cout, cin = layer.kernel.shape
+    ih, iw = _input_shape(layer)[1:3]
+    weights = int(np.prod(layer.kernel.shape)) + (cout if layer.use_bias else 0)
+    return int(ih * iw * cin * kh * kw * cout), weights
+
+
+def _per_channel(layer: Any, constants: int) -> tuple[int, int]:
+    """A normalisation computed at run time: ~one MAC per element, `constants` stored per channel."""
+    channels = int(_output_shape(layer)[-1])
+    return out_elements(_output_shape(layer)), constants * channels
+
+
+@LAYER_COSTS.register("LayerNormalization")
+@LAYER_COSTS.register("GroupNormalization")
+def _normalisation(layer: Any) -> tuple[int, int]:
+    return _per_channel(layer, int(bool(getattr(layer, "scale", True))) + int(bool(getattr(layer, "center", True))))
+
+
+@LAYER_COSTS.register("Normalization")
+def _input_normalisation(layer: Any) -> tuple[int, int]:
+    """Keras' preprocessing Normalization: a mean and a variance per channel."""
+    return _per_channel(layer, 2)
+
+
+@LAYER_COSTS.register("PReLU")
+def _prelu(layer: Any) -> tuple[int, int]:
+    return out_elements(_output_shape(layer)), int(np.prod(layer.alpha.shape))
+
+
+@LAYER_COSTS.register("Embedding")
+def _embedding(layer: Any) -> tuple[int, int]:
+    """A table lookup: no MACs, the whole table stored."""
+    return 0, int(layer.input_dim * layer.output_dim)
+
+
 @LAYER_COSTS.register("BatchNormalization")
 def _batchnorm(layer: Any) -> tuple[int, int]:
     """Folded into the preceding layer at lowering time: no MACs; its 2 per-channel constants are stored."""
     return 0, int(2 * layer.gamma.shape[0]) if layer.gamma is not None else 0
+
+
+def folded(layer: Any) -> bool:
+    """A BatchNormalization whose producer is a conv/dense layer: lowering folds it into that layer's weights."""
+    if type(layer).__name__ != "BatchNormalization":
+        return False
+    history = getattr(layer.input, "_keras_history", None)
+    return history is not None and type(history.operation).__name__ in FOLDS_BATCHNORM
 
 
 def layer_cost(layer: Any) -> LayerCost:
@@ -126,7 +184,7 @@ def layer_cost(layer: Any) -> LayerCost:
         raise ModelCostError(f"layer '{layer.name}' of type {kind} has weights but no registered cost model; "
                              f"known: {', '.join(LAYER_COSTS.names())}")
     macs, weights = LAYER_COSTS.get(kind)(layer)
-    return LayerCost(layer.name, kind, macs, activations, weights)
+    return LayerCost(layer.name, kind, macs, 0 if folded(layer) else activations, weights)
 
 
 def model_costs(model: Any) -> ModelCosts:

@@ -1,47 +1,112 @@
-"""Model zoo: Keras model builders registered by name (`lenet5`, ...), plus loading a user's model file.
+"""Model zoo: Keras model builders registered by name (`lenet5`, `mobilenet_v2`, ...), plus loading a user's model file.
 
-Builders return logits (no softmax): calibration (temperature scaling) and fusion need the raw scores.
+Builders return logits (no softmax): calibration (temperature scaling) and fusion need the raw scores. Each builder
+declares a typed, strict options model (`ModelConfig` subclass), so `build_model("mobilenet_v2", shape, n,
+{"alpha": 0.35})` is checked before anything is built and an unknown option is an error naming the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hgen.compiler.errors import CompilerError, UnknownNameError
+from hgen.compiler.errors import CompilerError, InvalidArgumentError, UnknownNameError
+from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.registry import Registry, discover
 
 if TYPE_CHECKING:
     import keras
 
-ModelBuilder = Callable[[tuple[int, int, int], int], "keras.Model"]
-MODELS: Registry[ModelBuilder] = Registry("model", UnknownNameError)
+Shape = tuple[int, int, int]
+OptionValue = float | int | bool | str | None
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    """Build an untrained model from the zoo."""
+class ModelConfig(StrictModel):
+    """Options of a zoo model; the base (no options) for builders that have none."""
+
+
+ModelBuilder = Callable[[Shape, int, Any], "keras.Model"]  # (input_shape, num_classes, config) -> logits model
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A registered builder, the typed options it takes and the H-DNN kind its output has."""
+
+    build: ModelBuilder
+    config_type: type[ModelConfig] = ModelConfig
+    kind: str = "cnn"
+
+
+MODELS: Registry[ZooModel] = Registry("model", UnknownNameError)
+
+
+def register_model(name: str, config_type: type[ModelConfig] = ModelConfig,
+                   kind: str = "cnn") -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: `@register_model("resnet_small", ResNetSmallConfig)` on `build(input_shape, num_classes, config)`."""
+
+    def add(build: ModelBuilder) -> ModelBuilder:
+        MODELS.add(name, ZooModel(build, config_type, kind))
+        return build
+
+    return add
+
+
+def _zoo(name: str) -> ZooModel:
     discover(__name__)
-    return MODELS.get(name)(input_shape, num_classes)
+    return MODELS.get(name)
 
 
-def build_classifier(name: str, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def model_config(name: str, options: Mapping[str, Any] | ModelConfig | None = None) -> ModelConfig:
+    """Parse `options` strictly into the model's config type (defaults where omitted)."""
+    entry = _zoo(name)
+    if isinstance(options, ModelConfig):
+        if not isinstance(options, entry.config_type):
+            raise InvalidArgumentError(f"model '{name}' takes {entry.config_type.__name__}, "
+                                       f"not {type(options).__name__}")
+        return options
+    return parse_config(entry.config_type, options, source=f"options of model '{name}'", error=InvalidArgumentError)
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
+                options: Mapping[str, Any] | ModelConfig | None = None) -> keras.Model:
+    """Build an untrained (or, with `weights`, pretrained) model from the zoo."""
+    config = model_config(name, options)
+    shape = check_shape(name, input_shape)
+    if num_classes < 1:
+        raise InvalidArgumentError(f"model '{name}' needs at least one class, got {num_classes}")
+    return _zoo(name).build(shape, int(num_classes), config)
+
+
+def build_classifier(name: str, input_shape: tuple[int, ...], num_classes: int,
+                     options: Mapping[str, Any] | ModelConfig | None = None) -> keras.Model:
     """`build_model` for the H-CNN paths (study, search): a detector's name is refused like an unknown one."""
     if name not in model_names("cnn"):
         raise UnknownNameError(f"unknown model '{name}'; valid choices: {', '.join(model_names('cnn'))}")
-    return build_model(name, input_shape, num_classes)
+    return build_model(name, input_shape, num_classes, options)
 
 
 def model_kind(name: str) -> str:
-    """The H-DNN kind a zoo model's output has (`cnn` unless its builder says `hdnn_kind = ...`)."""
-    discover(__name__)
-    return str(getattr(MODELS.get(name), "hdnn_kind", "cnn"))
+    """The H-DNN kind a zoo model's output has (`cnn` unless registered with another `kind`)."""
+    return _zoo(name).kind
 
 
 def model_names(kind: str | None = None) -> list[str]:
     """Zoo names, optionally only those of one H-DNN kind (the compile search takes classifiers)."""
     discover(__name__)
-    return [name for name in MODELS.names() if kind is None or model_kind(name) == kind]
+    return [name for name, entry in MODELS.items() if kind is None or entry.kind == kind]
+
+
+def check_shape(name: str, input_shape: tuple[int, ...], min_side: int = 1) -> Shape:
+    """(h, w, c) as ints, each positive and both sides >= `min_side`; a typed error naming the model otherwise."""
+    if len(input_shape) != 3 or any(d is None or int(d) < 1 for d in input_shape):
+        raise InvalidArgumentError(f"model '{name}' needs an input shape (height, width, channels), got {input_shape}")
+    h, w, c = (int(d) for d in input_shape)
+    if min(h, w) < min_side:
+        raise InvalidArgumentError(f"model '{name}' needs images of at least {min_side}x{min_side} pixels, got "
+                                   f"{h}x{w}; resize the data set (e.g. `?size={min_side}`) or pick another model")
+    return h, w, c
 
 
 def load_model_file(path: str | Path) -> keras.Model:

@@ -1,8 +1,9 @@
 """A tiny YOLO-style grid detector (H-YOLO's backbone for the synthetic digit canvases): model, targets, loss, training.
 
-Four 3x3 conv blocks with three 2x2 poolings turn a 64x64 canvas into an 8x8 grid; a 1x1 conv gives per cell the
-raw output `hgen.runtime.hdnn.yolo` decodes (objectness logit, x, y, w, h logits, class logits). Raw outputs, no
-activation in the graph: the runtime applies the temperature and sigmoid/softmax, as H-CNN's logits.
+Four 3x3 conv blocks with three 2x2 poolings turn a 64x64 canvas into an 8x8 grid (other sizes: see the builder);
+a 1x1 conv gives per cell the raw output `hgen.runtime.hdnn.yolo` decodes (objectness logit, x, y, w, h logits,
+class logits). Raw outputs, no activation in the graph: the runtime applies the temperature and sigmoid/softmax, as
+H-CNN's logits.
 
 Loss (YOLO v1 style, one object per cell): binary cross-entropy of the objectness on every cell, and where the
 target holds an object (weighted by its objectness, so soft teacher targets work) squared error of the sigmoid box
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.errors import InvalidArgumentError
-from hgen.compiler.models import MODELS
+from hgen.compiler.models import ModelConfig, check_shape, register_model
 from hgen.runtime.hdnn.yolo import BOX_FIELDS, decode_grid
 
 COORD_WEIGHT = 5.0
@@ -28,35 +30,53 @@ DOWNSAMPLE = 8  # three 2x2 poolings
 OBJECTNESS_PRIOR = -4.0  # initial objectness logit: ~2 of 64 cells hold a digit, so start near p = 0.02
 
 
-@MODELS.register("grid_detector")
-def grid_detector(input_shape: tuple[int, int, int], num_classes: int):
-    """conv3x3(16)-pool-conv3x3(32)-pool-conv3x3(48)-pool-conv3x3(64)-conv1x1(5 + C); input sides divisible by 8.
+class GridDetectorConfig(ModelConfig):
+    """Widths of the four 3x3 conv blocks and the objectness logit the head starts at."""
 
+    widths: tuple[int, int, int, int] = Field((16, 32, 48, 64), title="Filters of conv1..conv4")
+    objectness_prior: float = Field(OBJECTNESS_PRIOR, title="Initial objectness logit (prior share of object cells)")
+
+
+def grid_side(input_shape: tuple[int, int, int]) -> int:
+    """The square side the network sees: the input's longer side rounded up to a multiple of 8."""
+    return -(-max(input_shape[0], input_shape[1]) // DOWNSAMPLE) * DOWNSAMPLE
+
+
+@register_model("grid_detector", GridDetectorConfig, kind="yolo")  # not a classifier: compile skips it
+def grid_detector(input_shape: tuple[int, int, int], num_classes: int,
+                  config: GridDetectorConfig = GridDetectorConfig()):
+    """conv3x3(16)-pool-conv3x3(32)-pool-conv3x3(48)-pool-conv3x3(64)-conv1x1(5 + C), at any input size.
+
+    An input that is not a square with sides divisible by 8 is first resized (stretched) to one: the runtime decodes
+    square grids, and a stretch keeps normalised box coordinates, so `encode_targets` stays exact.
     The objectness bias starts at the prior share of object cells (as RetinaNet's): from 0 the empty cells' loss
     swamps the first hundreds of steps, and a short training learns little but "nothing here".
     """
     import keras
     from keras import layers
 
-    if input_shape[0] % DOWNSAMPLE or input_shape[1] % DOWNSAMPLE or input_shape[0] != input_shape[1]:
-        raise InvalidArgumentError(f"grid_detector needs a square input with sides divisible by 8, got {input_shape}")
+    input_shape = check_shape("grid_detector", input_shape, DOWNSAMPLE)
+    side = grid_side(input_shape)
+    resize = [layers.Resizing(side, side, name="to_grid")] if input_shape[:2] != (side, side) else []
+    c1, c2, c3, c4 = config.widths
     model = keras.Sequential(
         [
             keras.Input(shape=input_shape, name="image"),
-            layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            *resize,
+            layers.Conv2D(c1, 3, padding="same", activation="relu", name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
-            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv2"),
             layers.MaxPooling2D(2, name="pool2"),
-            layers.Conv2D(48, 3, padding="same", activation="relu", name="conv3"),
+            layers.Conv2D(c3, 3, padding="same", activation="relu", name="conv3"),
             layers.MaxPooling2D(2, name="pool3"),
-            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv4"),
+            layers.Conv2D(c4, 3, padding="same", activation="relu", name="conv4"),
             layers.Conv2D(BOX_FIELDS + num_classes, 1, name="grid"),
         ],
         name="grid_detector",
     )
     head = model.get_layer("grid")
     bias = np.zeros(BOX_FIELDS + num_classes, np.float32)
-    bias[0] = OBJECTNESS_PRIOR
+    bias[0] = config.objectness_prior
     head.bias.assign(bias)
     return model
 
@@ -156,5 +176,3 @@ def calibrate_detector(model: Any, val: DetectionSplit, num_classes: int) -> flo
     grid = int(model.outputs[0].shape[1])
     return fit_grid_temperature(predict_grid(model, val.x), encode_targets(val.boxes, grid, num_classes))
 
-
-grid_detector.hdnn_kind = "yolo"  # type: ignore[attr-defined]  # not a classifier: compile skips it

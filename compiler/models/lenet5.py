@@ -1,16 +1,23 @@
-"""LeNet-5 (LeCun et al. 1998) in its common modern form: the paper's H-CNN backbone for the MNIST-style tasks."""
+"""LeNet-5 (LeCun et al. 1998) in its common modern form: the paper's H-CNN backbone for the MNIST-style tasks.
+
+Any input shape of at least 12x12 (the valid 5x5 conv after the first pooling needs it): grey or colour, square or
+not. The classifier's first layer grows with the input (96x96x3 gives a 22x22x16 map, 7,744 inputs to fc1).
+"""
 
 from __future__ import annotations
 
-from hgen.compiler.models import MODELS
+from hgen.compiler.models import ModelConfig, Shape, check_shape, register_model
+
+MIN_SIDE = 12
 
 
-@MODELS.register("lenet5")
-def lenet5(input_shape: tuple[int, int, int], num_classes: int):
+@register_model("lenet5")
+def lenet5(input_shape: Shape, num_classes: int, config: ModelConfig = ModelConfig()):
     """conv5x5(6, same) - maxpool - conv5x5(16) - maxpool - fc120 - fc84 - fc(num_classes), ReLU, logits out."""
     import keras
     from keras import layers
 
+    check_shape("lenet5", input_shape, MIN_SIDE)
     return keras.Sequential(
         [
             keras.Input(shape=input_shape, name="image"),

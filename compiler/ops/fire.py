@@ -82,7 +82,7 @@ class Fire(Operator):
         x = data.inputs
         squeeze = built.layers["squeeze"]
         channels = x.reshape(-1, x.shape[-1]).astype(np.float64)
-        directions = np.linalg.svd(channels - channels.mean(axis=0), full_matrices=False)[2][:squeeze.filters].T
+        directions = principal_directions(channels, squeeze.filters)
         shift = np.maximum(0.0, -(channels @ directions).min(axis=0))
         squeeze.set_weights([directions[None, None], shift])
         z = np.asarray(squeeze(x))
@@ -94,6 +94,13 @@ class Fire(Operator):
         kxk = patches(z, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
         _fit(built.layers["expand_1x1"], one[rows], targets[rows, :e1], layer.use_bias)
         _fit(built.layers["expand_kxk"], kxk[rows], targets[rows, e1:], layer.use_bias)
+
+
+def principal_directions(channels: np.ndarray, count: int) -> np.ndarray:
+    """The top `count` principal directions [cin, count]; zero columns past the data's rank (fewer rows than
+    directions, e.g. a 1x1 map late in a MobileNet on a small calibration set): those squeeze channels start idle."""
+    top = np.linalg.svd(channels - channels.mean(axis=0), full_matrices=False)[2][:count].T
+    return np.pad(top, ((0, 0), (0, count - top.shape[1])))
 
 
 def _fit(conv: Any, features: np.ndarray, targets: np.ndarray, bias: bool) -> None:

@@ -226,12 +226,15 @@ DOWNSAMPLING = frozenset({"MaxPooling2D", "AveragePooling2D"})
 
 
 def first_convs_of_blocks(graph: GraphView) -> set[str]:
-    """The first Conv2D of every block: after the input, after each pooling layer; a strided conv opens a block."""
+    """The first Conv2D of every block: after the input, after each pooling layer; a strided conv opens a block.
+
+    A strided DepthwiseConv2D (MobileNet's downsampling) opens one too: the pointwise conv after it comes first.
+    """
     first: set[str] = set()
     block_open = True
     for name in graph.order:
         kind = graph.kind(name)
-        if kind in DOWNSAMPLING:
+        if kind in DOWNSAMPLING or (kind == "DepthwiseConv2D" and any(s > 1 for s in graph.layers[name].strides)):
             block_open = True
         elif kind == "Conv2D":
             strided = any(s > 1 for s in graph.layers[name].strides)

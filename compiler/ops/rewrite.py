@@ -147,6 +147,7 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
             entry = by_layer[layer.name]
             x = tensors[id(view.input_tensor[entry.input_layer])]
             built = entry.operator.build(layer, entry.config, x)
+            keep_shape(entry, built.output)
             replaced.append((entry, built, x))
             outputs = built.output
         else:
@@ -156,6 +157,15 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
     outputs = [tensors[id(t)] for t in graph.outputs]
     new_model = keras.Model(single(new_inputs), single(outputs), name=model.name)
     return Rebuilt(new_model, new_inputs, replaced)
+
+
+def keep_shape(entry: ResolvedChoice, output: Any) -> None:
+    """Refuse a replacement that changes the layer's output shape: what reads it (a residual Add, a Concatenate, the
+    next conv, the classifier) was built for that shape, so the plan would break the model (a typed `PlanError`)."""
+    old, new = tuple(entry.layer.output.shape[1:]), tuple(output.shape[1:])
+    if old != new:
+        raise PlanError([f"layer '{entry.layer.name}': operator '{entry.operator.name}' would change its output "
+                         f"shape from {old} to {new}; the layers reading it need {old}"])
 
 
 def _call_clone(layer: Any, args: tuple, kwargs: dict) -> Any:

@@ -37,3 +37,21 @@ def randomise(model: Any, seed: int = 0, scale: float = 0.3) -> Any:
         if layer.weights:
             layer.set_weights([rng.normal(0.0, scale, w.shape).astype(np.float32) for w in layer.get_weights()])
     return model
+
+
+def calibrate_batchnorm(model: Any, x: np.ndarray) -> Any:
+    """Set every BatchNorm's moving statistics from one batch (momentum 0 for one training-mode pass).
+
+    A randomly initialised MobileNetV2 keeps mean 0 / variance 1 and its activations vanish (~1e-11 logits), which
+    makes every numeric comparison pass trivially; with batch statistics the activations are O(1).
+    """
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(np.asarray(x, np.float32), training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+    return model
