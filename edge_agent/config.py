@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
@@ -77,6 +77,8 @@ class HubConfig(StrictModel):
     url: str | None = Field(None, title="grpc://host:50051 or mqtt://host:1883 (grpcs:// / mqtts:// for TLS); "
                                          "None: run stand-alone with the model's answers only")
     tls: TlsConfig | None = Field(None, title="TLS settings (required by grpcs:// and mqtts://)")
+    secret: SecretStr | None = Field(None, title="This device's secret from `hgen-hub add-device` (MQTT password, "
+                                                 "gRPC bearer token); keep the config file mode 0600")
     prefix: str = Field("hgen/v1", title="MQTT topic prefix")
     session_expiry_s: int = Field(24 * 3600, ge=0, title="MQTT session expiry (broker keeps replies this long)")
     keepalive_s: int = Field(30, ge=5, title="MQTT keepalive")
@@ -109,6 +111,8 @@ class SinkConfig(StrictModel):
     path: Path | None = Field(None, title="jsonl: file to append results to")
     url: str | None = Field(None, title="mqtt: mqtt://host:port of the broker")
     topic: str | None = Field(None, title="mqtt: topic to publish results on")
+    username: str | None = Field(None, title="mqtt: account on that broker (brokers refuse anonymous clients)")
+    password: SecretStr | None = Field(None, title="mqtt: password of username")
     updates_only: bool = Field(False, title="Only emit results that changed or were escalated")
 
     @model_validator(mode="after")

@@ -166,18 +166,26 @@ class RestartableBroker:
     port: int = 0
     process: subprocess.Popen | None = None
     kills: int = 0
+    access: Any = None  # hgen.hub.testing.services.BrokerAccessFiles: clients authenticate, as everywhere
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def hub_mqtt(self, **extra: object) -> dict[str, object]:
+        return self.access.hub_mqtt("127.0.0.1", self.port, **extra)
+
+    def add_account(self, username: str, topics: Sequence[str]) -> str:
+        return self.access.add_account(username, topics, "127.0.0.1", self.port)
+
     def start(self) -> None:
-        from hgen.hub.testing.services import _wait_for_line, free_port, mosquitto_binary
+        from hgen.hub.testing.services import BrokerAccessFiles, _wait_for_line, free_port, mosquitto_binary
 
         self.port = self.port or free_port()
+        self.access = self.access or BrokerAccessFiles.seed(self.workdir)
         conf = self.workdir / "mosquitto.conf"
         user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        conf.write_text(f"{user}listener {self.port} 127.0.0.1\n{self.access.conf_lines()}persistence true\n"
                         f"persistence_location {self.workdir}/\nautosave_interval 1\nlog_dest stderr\n"
                         f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
                         f"max_queued_messages 100000\n")
@@ -226,6 +234,10 @@ class RunningHub:
     crowd: Any
     grpc_url: str
     oracle: dict[str, int] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # device id -> secret issued at start
+
+    def secret(self, device_id: str) -> str:
+        return self.secrets[device_id]
 
     def stop(self) -> None:
         self.crowd.stop()
@@ -272,18 +284,20 @@ class RunningHub:
         return notice
 
 
-def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker_url: str | None = None,
+def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker: Any = None,
               m: int = 3, accuracy: float = 1.0, answer: str = "second",
               overrides: dict[str, dict[str, Any]] | None = None) -> RunningHub:
     """Start a hub on loopback with the simulated crowd (labelled simulated) answering every task.
+
+    `broker` (services.Broker or RestartableBroker) turns MQTT on with hub-managed access; every device in
+    `devices` is enrolled and its secret kept in `RunningHub.secrets` (for the agent's `hub.secret`).
 
     Simulated people cannot see the frame; `answer` picks their "truth" from the model output the hub stored:
     "first" confirms the model's top-1, "second" names its runner-up (so fusion visibly changes answers).
     `overrides` are merged into the hub config's sections (e.g. {"grpc": {"tls": {...}}}).
     """
-    from urllib.parse import urlsplit
-
     from hgen.hub.app import HubApp
+    from hgen.hub.broker_acl import device_registry
     from hgen.hub.config import parse_hub_config
     from hgen.hub.crowd import SimulatedCrowd
     from hgen.hub.testing.crowd import CrowdDriver
@@ -291,19 +305,31 @@ def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker_ur
 
     data: dict[str, Any] = {"devices": list(devices), "knowledge_base": {"url": f"sqlite:///{db}"},
                             "grpc": {"port": grpc_port or free_port(), "reply_poll_s": 0.1}}
-    if broker_url:
-        parts = urlsplit(broker_url)
-        data["mqtt"] = {"enabled": True, "host": parts.hostname, "port": parts.port,
-                        "client_id": f"hub-{os.getpid()}-{threading.get_ident()}"}
+    if broker is not None:
+        data["mqtt"] = broker.hub_mqtt(client_id=f"hub-{os.getpid()}-{threading.get_ident()}")
     for section, values in (overrides or {}).items():
         data[section] = {**data.get(section, {}), **values}
     app = HubApp(parse_hub_config(data)).start()
+    registry = device_registry(app.config, app.service.kb)
+    issued = {device: registry.add(device).secret for device in devices if not registry.is_active(device)}
     kb = app.service.kb
     rank = 1 if answer == "second" else 0
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(m, accuracy, 10, seed=0),
                         lambda sample_id: ranked_class(kb, sample_id, rank)).start()
     scheme = "grpcs" if app.config.grpc.tls is not None else "grpc"
-    return RunningHub(app, crowd, f"{scheme}://127.0.0.1:{app.grpc_port}")
+    return RunningHub(app, crowd, f"{scheme}://127.0.0.1:{app.grpc_port}", secrets=issued)
+
+
+def enroll_in(db: Path, device_id: str) -> str:
+    """Enrol a device in a hub database before any hub runs on it (the agent starts first); returns its secret."""
+    from hgen.hub.devices import DeviceCredentials
+    from hgen.hub.kb.store import KnowledgeBase
+
+    kb = KnowledgeBase.open(f"sqlite:///{db}")
+    try:
+        return DeviceCredentials(kb).add(device_id).secret
+    finally:
+        kb.close()
 
 
 def ranked_class(kb: Any, sample_id: str, rank: int) -> int:

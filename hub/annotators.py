@@ -1,7 +1,8 @@
 """The annotator API: the one path by which answers enter the hub, for people (web UI) and the simulated crowd.
 
 `next_task` assigns an open sample to an annotator (a gold task at the configured share, nothing while the
-annotator is paused); `submit_answer` records the answer and, on the m-th, aggregates and replies; `release`
+annotator is paused; their oldest open task again once they hold `max_open`, so opening more sessions
+hoards nothing); `submit_answer` records the answer and, on the m-th, aggregates and replies; `release`
 gives a task back without a label (skip / can't tell). Bad answers (unknown or closed task) raise typed errors
 that are counted and logged once; nothing else changes.
 """
@@ -30,8 +31,9 @@ class AnnotatorAPI:
     """Assign tasks and accept answers; notifies listeners of the replies that answers complete."""
 
     def __init__(self, kb: KnowledgeBase, metrics: HubMetrics, on_replies: ReplyListener,
-                 gold: GoldBook | None = None) -> None:
+                 gold: GoldBook | None = None, *, max_open: int | None = None) -> None:
         self._kb = kb
+        self.max_open = max_open
         self._metrics = metrics
         self._on_replies = on_replies
         self.gold = gold
@@ -48,11 +50,13 @@ class AnnotatorAPI:
             if self.gold.paused_reason(annotator_id) is not None:
                 return None
             if self.gold.due(annotator_id):
-                task = self.gold.assign(annotator_id)
+                task = self.gold.assign(annotator_id, max_open=self.max_open)
         if task is None:
-            task = self._kb.assign_next(annotator_id)
+            task = self._kb.assign_next(annotator_id, max_open=self.max_open)
         if task is not None:
             self._metrics.inc("tasks_assigned")
+        elif self.max_open is not None and self._kb.open_task_count(annotator_id) >= self.max_open:
+            task = self._kb.held_task(annotator_id)  # at the cap: the task they already hold, not a new one
         return task
 
     def paused_reason(self, annotator_id: str) -> str | None:

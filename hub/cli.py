@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
@@ -29,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                             ("migrate", "upgrade the knowledge base schema to the latest revision"),
                             ("check-config", "validate a config file and print it resolved"),
                             ("retrain", "retrain a model now (in this process) and print the outcome"),
-                            ("add-user", "create a web account with a password (stdin) or an invite link token")):
+                            ("add-user", "create a web account with a password (stdin) or an invite link token"),
+                            ("add-device", "enrol a device: print its secret once (stored only as a slow hash)"),
+                            ("revoke-device", "withdraw a device's credential (the broker drops it within seconds)"),
+                            ("rotate-device", "replace a device's secret: print the new one once")):
         verb = sub.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("--config", required=True, help="hub YAML config")
         verbs[name] = verb
@@ -40,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     verbs["add-user"].add_argument("--role", choices=("annotator", "operator"), default="annotator")
     verbs["add-user"].add_argument("--invite", action="store_true",
                                    help="print a single-use invite token instead of reading a password")
+    for name in ("add-device", "revoke-device", "rotate-device"):
+        verbs[name].add_argument("device", metavar="NAME", help="device id (letters, digits, . _ -)")
+    verbs["add-device"].add_argument("--target", help="the only target whose bundles the device may fetch")
+    verbs["add-device"].add_argument("--certificate-dir", help="also issue a client certificate named by the device "
+                                     "id, signed by grpc.tls.client_ca_file with client_ca_key_file, into this folder")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     add_verbose_argument(parser)
     return parser
@@ -114,13 +123,39 @@ def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
         accounts = Accounts(kb)
         if invite:
             token = accounts.invite(name, role, config.web.invite_ttl_s)
-            print(f"invite for {name} ({role}): open /join?token={token} on the hub's web UI")
+            base = (config.web.public_url or "").rstrip("/")  # token after '#': never sent, never logged
+            print(f"invite for {name} ({role}): open {base or '<hub web UI>'}/join#token={token}")
         else:
             password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
             accounts.create(name, role, password)
             print(f"account {name} ({role}) created")
     finally:
         kb.close()
+
+
+def device_verb(config_path: str, verb: str, device: str, target: str | None = None,
+                certificate_dir: str | None = None) -> None:
+    """add/revoke/rotate through the hub's own API: the knowledge base and, with mqtt.access, the broker."""
+    from hgen.hub.broker_acl import open_registry
+
+    config = load_hub_config(config_path)
+    tls = config.grpc.tls
+    if certificate_dir is not None and (tls is None or tls.client_ca_file is None or tls.client_ca_key_file is None):
+        raise HubConfigError("--certificate-dir needs grpc.tls.client_ca_file and grpc.tls.client_ca_key_file")
+    with open_registry(config) as devices:
+        if verb == "revoke-device":
+            devices.revoke(device)
+            print(f"device {device} revoked")
+            return
+        issued = devices.add(device, target) if verb == "add-device" else devices.rotate(device)
+    print(f"device {device}: secret {issued.secret}\n(shown once: put it in the agent config as hub.secret, "
+          f"file mode 0600; the gRPC bearer token is {device}:<secret>)")
+    if certificate_dir is not None:
+        from hgen.hub.device_certs import issue_certificate
+
+        assert tls is not None and tls.client_ca_file is not None and tls.client_ca_key_file is not None
+        files = issue_certificate(device, tls.client_ca_file, tls.client_ca_key_file, Path(certificate_dir))
+        print(f"client certificate {files.cert_file} and key {files.key_file} (mode 0600)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return retrain(args.config, args.model, args.research)
         elif args.verb == "add-user":
             add_user(args.config, args.name, args.role, args.invite)
+        elif args.verb in ("add-device", "revoke-device", "rotate-device"):
+            device_verb(args.config, args.verb, args.device, getattr(args, "target", None),
+                        getattr(args, "certificate_dir", None))
         else:
             print(load_hub_config(args.config).model_dump_json(indent=2))
     except HGenError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -26,6 +27,8 @@ class GrpcTlsConfig(StrictModel):
     key_file: Path = Field(title="Private key (PEM) of cert_file")
     client_ca_file: Path | None = Field(None, title="CA (PEM) that signs device certificates; set: mutual TLS, "
                                                     "devices without a certificate it signed are refused")
+    client_ca_key_file: Path | None = Field(None, title="Private key (PEM) of client_ca_file: `hgen-hub add-device "
+                                                        "--certificate-dir` issues device certificates with it")
 
 
 class MqttTlsConfig(StrictModel):
@@ -56,6 +59,28 @@ class GrpcConfig(StrictModel):
     tls: GrpcTlsConfig | None = Field(None, title="Serve TLS (devices use grpcs://); None: plaintext")
 
 
+class MqttAccessConfig(StrictModel):
+    """The broker's access control, owned by the hub: it renders these files from the knowledge base (its own
+    account plus every enrolled device) and makes the broker reload them on every add, revoke and rotate."""
+
+    password_file: Path = Field(title="Mosquitto password_file the hub writes (the broker's config points at it)")
+    acl_file: Path = Field(title="Mosquitto acl_file the hub writes: device X may publish only <prefix>/X/samples "
+                                 "and /status and read only <prefix>/X/replies and /updates")
+    pid_file: Path | None = Field(None, title="Broker's pid_file: the hub sends it SIGHUP to reload the files")
+    reload_command: tuple[str, ...] = Field((), title="Instead of pid_file: a command that makes the broker reload "
+                                                      "(e.g. [sudo, systemctl, reload, mosquitto])")
+    reload_timeout_s: float = Field(10.0, gt=0, title="How long a change waits for the broker to load the new files")
+    extra_password_file: Path | None = Field(None, title="Accounts the hub does not own (e.g. a dashboard), in "
+                                                         "Mosquitto's format, appended to password_file verbatim")
+    extra_acl_file: Path | None = Field(None, title="ACL lines for those accounts, appended to acl_file verbatim")
+
+    @model_validator(mode="after")
+    def _one_reload(self) -> MqttAccessConfig:
+        if (self.pid_file is None) == (not self.reload_command):
+            raise ValueError("set exactly one of pid_file and reload_command")
+        return self
+
+
 class MqttConfig(StrictModel):
     enabled: bool = Field(False, title="Ingest samples from an MQTT broker")
     host: str = Field("127.0.0.1", title="Broker host")
@@ -68,6 +93,17 @@ class MqttConfig(StrictModel):
     max_payload_bytes: int = Field(8 * 1024 * 1024, gt=0, title="Larger sample payloads are refused and counted")
     connect_timeout_s: float = Field(10.0, gt=0, title="How long start-up waits for the broker's CONNACK")
     tls: MqttTlsConfig | None = Field(None, title="Connect with TLS (the broker's TLS listener); None: plaintext")
+    username: str = Field("hgen-hub", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                          title="The hub's broker account (the only one that may write replies and updates)")
+    password: SecretStr | None = Field(None, title="The hub's broker password (required with access)")
+    access: MqttAccessConfig | None = Field(None, title="Broker access control the hub writes and reloads (None: "
+                                                        "the operator manages the broker's accounts)")
+
+    @model_validator(mode="after")
+    def _password_with_access(self) -> MqttConfig:
+        if self.access is not None and self.password is None:
+            raise ValueError("mqtt.password is required when the hub manages the broker's access (mqtt.access)")
+        return self
 
 
 class LimitsConfig(StrictModel):
@@ -88,7 +124,17 @@ class WebConfig(StrictModel):
     secret_key: SecretStr | None = Field(None, title="Signs session cookies; at least 32 characters, no default")
     session_max_age_s: int = Field(8 * 3600, ge=60, title="A session older than this must log in again")
     login_max_failures: int = Field(5, ge=1, title="Failed logins per user and address before a lock-out")
+    login_account_max_failures: int = Field(20, ge=1, title="Failed logins per user from all addresses together "
+                                                            "before that user is locked out")
+    login_global_budget: int = Field(200, ge=1, title="Failed logins (all users, all addresses) per window before "
+                                                      "every login attempt is slowed down (never locked out)")
+    login_slow_s: float = Field(1.0, ge=0.0, le=30.0, title="Delay added to each login while the global budget "
+                                                            "is spent")
     login_window_s: float = Field(300.0, gt=0, title="Window (and lock-out length) of the login rate limit")
+    trusted_proxies: tuple[str, ...] = Field((), title="Reverse proxies (IP or CIDR) whose X-Forwarded-For names "
+                                                       "the client; empty: the peer address is the client")
+    public_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$", title="Address people "
+                                   "reach the UI at, used in invite links (default: the bound host and port)")
     invite_ttl_s: int = Field(7 * 24 * 3600, ge=60, title="How long an invite token stays valid")
     class_names: tuple[str, ...] = Field((), title="Class names shown to annotators (default: 0..num_classes-1)")
     secure_cookies: bool = Field(False, title="Mark cookies Secure (set when served over HTTPS)")
@@ -105,6 +151,22 @@ class WebConfig(StrictModel):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("web.secret_key must be at least 32 characters")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+
+class TasksConfig(StrictModel):
+    """How long a person may hold a task and how many at once (hoarding would starve everyone else)."""
+
+    assignment_timeout_s: float = Field(900.0, gt=0, title="A task not answered within this long goes back to "
+                                                           "the queue (the late answer is refused)")
+    max_open_per_annotator: int = Field(1, ge=1, le=100, title="Open tasks one person may hold at once, across "
+                                                               "all their sessions")
 
 
 class GoldConfig(StrictModel):
@@ -199,6 +261,7 @@ class HubConfig(StrictModel):
     dawid_skene_history: int = Field(600, ge=0, title="Past answers dawid_skene uses to estimate annotator skill")
     web: WebConfig = Field(default_factory=WebConfig, title="Annotator / operator web UI")
     gold: GoldConfig = Field(default_factory=GoldConfig, title="Gold tasks and annotator pausing")
+    tasks: TasksConfig = Field(default_factory=TasksConfig, title="Task assignment: timeout and per-person cap")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, title="Retraining loop")
 
 

@@ -4,22 +4,26 @@ Gold samples are hub-owned rows of `samples` (device `hub-gold`, transport `gold
 annotator can be given each of them once; `KnowledgeBase.assign_next` never hands them out, this module does,
 at `gold.share` of each annotator's tasks (the first task is gold, then one in every 1/share). An annotator with
 at least `gold.min_answers` gold answers and an accuracy below `gold.pause_below` is paused: they get no tasks
-until an operator resumes them.
+until an operator resumes them (a pause also ends their web sessions). A gold sample carries decoy "model's
+guesses", so its page looks like any device's task.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import secrets
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from hgen.hub.config import GoldConfig, LimitsConfig
 from hgen.hub.errors import InvalidRequestError
-from hgen.hub.kb.models import AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample
+from hgen.hub.kb.guards import at_cap
+from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample, WebAccount
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
 from hgen.hub.validation import check_image
 from hgen.protos import hub_pb2
@@ -27,6 +31,17 @@ from hgen.protos import hub_pb2
 GOLD_DEVICE = "hub-gold"
 NEVER = 4102444800.0  # 2100-01-01: gold samples never reach a deadline
 GOLD_SLOTS = 1_000_000_000  # m of a gold sample: it never closes
+
+
+def decoy_probabilities(num_classes: int, class_id: int, seed: int) -> list[float]:
+    """A plausible unsure model's guesses for a gold sample, so a gold page looks like every other task: the
+    true class is the top guess about half the time, as for a device's samples that needed people."""
+    rng = random.Random(seed)
+    weights = [rng.gammavariate(0.5, 1.0) + 1e-6 for _ in range(num_classes)]
+    favourite = class_id if rng.random() < 0.5 else rng.randrange(num_classes)
+    weights[favourite] = max(weights) * rng.uniform(1.2, 3.0)
+    total = sum(weights)
+    return [w / total for w in weights]
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,9 @@ class GoldBook:
         self.kb.register_devices([GOLD_DEVICE])
         sample_id, now = str(uuid.uuid4()), self.clock()
         inline, path = self.kb.images.put(sample_id, image)
-        output = hub_pb2.ModelOutput(kind=hub_pb2.HDNN_KIND_CNN, confidence=0.0)
+        probabilities = decoy_probabilities(num_classes, class_id, secrets.randbits(64))
+        output = hub_pb2.ModelOutput(kind=hub_pb2.HDNN_KIND_CNN, confidence=max(probabilities),
+                                     class_probabilities=probabilities)
         with self.kb.session() as s:
             s.add(Batch(id=sample_id, device_id=GOLD_DEVICE, m=GOLD_SLOTS, deadline=NEVER, labour_budget=0.0,
                         labour_reserved=0.0, created_at=now))
@@ -98,10 +115,13 @@ class GoldBook:
                             .where(Assignment.annotator_id == annotator_id)) or 0
         return gold < math.ceil(self.config.share * (total + 1))
 
-    def assign(self, annotator_id: str) -> Task | None:
-        """A gold sample this annotator has not seen yet, or None when they have seen them all."""
+    def assign(self, annotator_id: str, max_open: int | None = None) -> Task | None:
+        """A gold sample this annotator has not seen yet, or None when they have seen them all (or hold
+        `max_open` open tasks already)."""
         now = self.clock()
         with self.kb.session() as s:
+            if at_cap(s, annotator_id, max_open):
+                return None
             seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
             sample_id = s.scalars(select(GoldItem.sample_id).where(GoldItem.sample_id.not_in(seen))
                                   .order_by(func.random()).limit(1)).first()
@@ -141,11 +161,18 @@ class GoldBook:
         return rating
 
     def pause(self, annotator_id: str, reason: str) -> None:
+        """Pause a known annotator and end every web session of theirs (they log in again to see why)."""
         with self.kb.session() as s:
+            if s.get(Annotator, annotator_id) is None:
+                raise InvalidRequestError(f"no annotator {annotator_id[:64]!r}")
             s.merge(AnnotatorPause(annotator_id=annotator_id, reason=reason[:512], paused_at=self.clock()))
+            s.execute(update(WebAccount).where(WebAccount.annotator_id == annotator_id)
+                      .values(session_epoch=WebAccount.session_epoch + 1))
 
     def resume(self, annotator_id: str) -> None:
         with self.kb.session() as s:
+            if s.get(Annotator, annotator_id) is None:
+                raise InvalidRequestError(f"no annotator {annotator_id[:64]!r}")
             pause = s.get(AnnotatorPause, annotator_id)
             if pause is not None:
                 s.delete(pause)

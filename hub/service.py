@@ -15,9 +15,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from hgen.hub.aggregators import DEFAULT_FOR_KIND, aggregator_names
+from hgen.hub.aggregators import DEFAULT_FOR_KIND, aggregator_names, get_aggregator, label_for_kind
 from hgen.hub.annotators import AnnotatorAPI, ReplyListener
 from hgen.hub.config import HubConfig
+from hgen.hub.devices import DeviceMismatchError
 from hgen.hub.gold import GoldBook
 from hgen.hub.errors import BadInputError, InvalidRequestError, LabourBudgetExceededError, UnknownDeviceError
 from hgen.hub.kb.store import KnowledgeBase, NewSample
@@ -97,12 +98,14 @@ class HubService:
         self.metrics = HubMetrics()
         self.bus = ReplyBus()
         self.gold = GoldBook(kb, config.gold, clock)
-        self.annotators = AnnotatorAPI(kb, self.metrics, self.publish_replies, self.gold)
+        self.annotators = AnnotatorAPI(kb, self.metrics, self.publish_replies, self.gold,
+                                       max_open=config.tasks.max_open_per_annotator)
         self._listeners: dict[str, list[ReplyListener]] = defaultdict(list)
         self._observers: list[ReplyListener] = []
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._mismatches_logged: set[tuple[str, str]] = set()
         kb.register_devices(config.devices)
 
     @classmethod
@@ -157,14 +160,29 @@ class HubService:
 
     # --- ingest -------------------------------------------------------------------------------------------
 
-    def submit_payload(self, payload: bytes, transport: str, max_bytes: int) -> SubmitResult:
-        """Decode then submit; malformed or oversized payloads are counted, logged once and re-raised."""
+    def submit_payload(self, payload: bytes, transport: str, max_bytes: int, sender: str | None = None) -> SubmitResult:
+        """Decode then submit; malformed or oversized payloads are counted, logged once and re-raised. `sender` is
+        the device the transport authenticated (MQTT: the topic, which the broker's ACL reserves to that device)."""
         try:
             request = parse_request(payload, max_bytes)
         except BadInputError as exc:
             self._count(exc)
             raise
+        if sender is not None:
+            self.check_sender(sender, request.device_id)
         return self.submit(request, transport)
+
+    def check_sender(self, account: str, claimed: str) -> None:
+        """A message must name the device whose account it arrived on; else it is refused (no reply goes to the
+        named device), counted, and logged once per (account, claimed) pair."""
+        if claimed == account:
+            return
+        error = DeviceMismatchError(f"device {account!r} sent a message as {claimed!r}")
+        self.metrics.inc(error.code)
+        if (account, claimed) not in self._mismatches_logged:
+            self._mismatches_logged.add((account, claimed))
+            log.warning("refused (%s): %s", error.code, error)
+        raise error
 
     def submit(self, request: hub_pb2.AnnotationRequest, transport: str) -> SubmitResult:
         result = SubmitResult()
@@ -248,7 +266,11 @@ class HubService:
         kind = sample.output.kind or hub_pb2.HDNN_KIND_CNN
         stored.output.kind = kind
         difficulty = estimate_difficulty(sample.output.confidence)
-        return NewSample(stored, request.batch_id, m, aggregator or DEFAULT_FOR_KIND.get(kind, self.config.aggregator),
+        aggregator = aggregator or DEFAULT_FOR_KIND.get(kind, self.config.aggregator)
+        if get_aggregator(aggregator).label != label_for_kind(kind):  # people could give no answer it aggregates
+            raise InvalidRequestError(f"aggregator {aggregator!r} cannot aggregate the "
+                                      f"{label_for_kind(kind)} answers a sample of H-DNN kind {kind} gets")
+        return NewSample(stored, request.batch_id, m, aggregator,
                          deadline, difficulty, float(labour_per_sample(difficulty, m)), transport)
 
     def _count(self, exc: BadInputError) -> None:
@@ -257,13 +279,26 @@ class HubService:
 
     # --- deadlines ----------------------------------------------------------------------------------------
 
+    def sweep_once(self) -> bool:
+        """Time out held tasks, then close due samples one by one (a failing one is set aside, counted, and logged
+        once by the knowledge base); True when more may be due at once."""
+        timed_out = self.kb.expire_assignments(self.config.tasks.assignment_timeout_s)
+        if timed_out:
+            self.metrics.inc("tasks_timed_out", timed_out)
+            self.annotators.notify_work()
+        set_aside: list[str] = []
+        replies = self.kb.expire_due(set_aside=set_aside)
+        if set_aside:
+            self.metrics.inc("sweep_set_aside", len(set_aside))
+        if replies:
+            self.metrics.inc("closed_at_deadline", len(replies))
+            self.publish_replies(replies)
+        return bool(replies or set_aside)
+
     def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                replies = self.kb.expire_due()
-                if replies:
-                    self.metrics.inc("closed_at_deadline", len(replies))
-                    self.publish_replies(replies)
+                if self.sweep_once():
                     continue
                 next_deadline = self.kb.next_deadline()
             except Exception:  # a database hiccup must not end the sweep; it is retried next round

@@ -1,12 +1,11 @@
 """Checks a sample must pass before the hub accepts it; each failure is a typed BadInputError.
 
-Pixel caps are checked on the declared shape and on the PNG header before decoding, so a decompression
-bomb is refused without allocating it.
+Pixel caps are checked on the declared shape and on the image's own header (hgen.hub.images: PNG and JPEG)
+before decoding, so a decompression bomb is refused without allocating it.
 """
 
 from __future__ import annotations
 
-import struct
 import uuid
 
 import cv2
@@ -15,9 +14,8 @@ import numpy as np
 from hgen.hub.config import LimitsConfig
 from hgen.hub.errors import ImageDecodeError, ImageTooLargeError, InvalidRequestError, MalformedMessageError, \
     MessageTooLargeError
+from hgen.hub.images import RAW_CHANNELS, read_header
 from hgen.protos import hub_pb2
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def parse_request(payload: bytes, max_bytes: int) -> hub_pb2.AnnotationRequest:
@@ -38,22 +36,26 @@ def check_uuid(value: str, what: str) -> None:
 
 
 def check_image(image: hub_pb2.Image, limits: LimitsConfig) -> None:
-    """Refuse images over the pixel cap or that do not decode to their declared shape."""
+    """Refuse images over the pixel cap, with a shape the UI cannot show, or that do not decode as declared.
+
+    The pixel cap is checked on the declared shape and then on the format's own header, both before decoding:
+    a decompression bomb is refused without allocating it, whatever the format.
+    """
     _check_pixels(image.height * image.width, limits, "declared")
     if image.format == hub_pb2.IMAGE_FORMAT_RAW_U8:
         _check_raw(image)
         return
-    if image.format == hub_pb2.IMAGE_FORMAT_PNG:
-        _check_pixels(_png_pixels(image.data), limits, "PNG header")
-    elif image.format != hub_pb2.IMAGE_FORMAT_JPEG:
-        raise ImageDecodeError(f"unsupported image format {image.format}")
+    header = read_header(image.data, image.format)
+    _check_pixels(header.pixels, limits, f"{hub_pb2.ImageFormat.Name(image.format)} header")
+    if (image.height, image.width) != (0, 0) and (header.height, header.width) != (image.height, image.width):
+        raise ImageDecodeError(f"image header says {header.width}x{header.height}, "
+                               f"declared {image.width}x{image.height}")
     decoded = cv2.imdecode(np.frombuffer(image.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ImageDecodeError(f"image bytes do not decode as {hub_pb2.ImageFormat.Name(image.format)}")
-    _check_pixels(decoded.shape[0] * decoded.shape[1], limits, "decoded")
-    if (image.height, image.width) != (0, 0) and decoded.shape[:2] != (image.height, image.width):
+    if decoded.shape[:2] != (header.height, header.width):
         raise ImageDecodeError(f"image decodes to {decoded.shape[1]}x{decoded.shape[0]}, "
-                               f"declared {image.width}x{image.height}")
+                               f"its header says {header.width}x{header.height}")
 
 
 def _check_pixels(pixels: int, limits: LimitsConfig, where: str) -> None:
@@ -61,14 +63,9 @@ def _check_pixels(pixels: int, limits: LimitsConfig, where: str) -> None:
         raise ImageTooLargeError(f"image has {pixels} pixels ({where}), over the cap of {limits.max_pixels}")
 
 
-def _png_pixels(data: bytes) -> int:
-    if len(data) < 24 or not data.startswith(PNG_SIGNATURE):
-        raise ImageDecodeError("image bytes are not a PNG")
-    width, height = struct.unpack(">II", data[16:24])
-    return width * height
-
-
 def _check_raw(image: hub_pb2.Image) -> None:
+    if image.channels not in RAW_CHANNELS:
+        raise ImageDecodeError(f"raw image has {image.channels} channels; the annotator page shows 1, 3 or 4")
     expected = image.height * image.width * max(image.channels, 1)
     if expected == 0 or len(image.data) != expected:
         raise ImageDecodeError(f"raw image has {len(image.data)} bytes, shape "

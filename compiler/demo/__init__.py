@@ -170,6 +170,7 @@ def choose_transport(config: DemoConfig) -> str:
 
 
 def start_broker(stack: ExitStack, out: Path) -> str:
+    """A private Mosquitto that authenticates every client; the hub writes its accounts and ACL (hub_config)."""
     from hgen.hub.testing.services import mosquitto
 
     (out / "broker").mkdir(parents=True, exist_ok=True)
@@ -196,8 +197,11 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
                     "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance},
     }
     if broker_url:
+        from hgen.hub.testing.services import BrokerAccessFiles
+
         parts = urlsplit(broker_url)
-        data["mqtt"] = {"enabled": True, "host": parts.hostname, "port": parts.port, "client_id": "demo-hub"}
+        access = BrokerAccessFiles.load(out / "broker")
+        data["mqtt"] = access.hub_mqtt(parts.hostname or "127.0.0.1", parts.port or 1883, client_id="demo-hub")
     return parse_hub_config(data)
 
 
@@ -223,9 +227,20 @@ def write_stream(out: Path, images: Any, fps: float) -> Path:
 
 def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path, hub_url: str, grpc_url: str,
                 out: Path, frames: FrameLog) -> Any:
+    from urllib.parse import urlsplit
+
     from hgen.edge_agent.agent import Agent
     from hgen.edge_agent.config import parse_agent_config
+    from hgen.hub.broker_acl import open_registry
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.testing.services import BrokerAccessFiles
 
+    hub_side: dict[str, Any] = {"knowledge_base": {"url": f"sqlite:///{out / 'hub.sqlite'}"}}
+    if hub_url.startswith("mqtt"):  # the new account must reach the broker's files too, as add-device does
+        parts = urlsplit(hub_url)
+        hub_side["mqtt"] = BrokerAccessFiles.load(out / "broker").hub_mqtt(parts.hostname, parts.port)
+    with open_registry(parse_hub_config(hub_side)) as devices:
+        secret = devices.add(DEVICE_ID).secret  # the device's credential, issued by the hub (shown once)
     bundle = compiled.summary["bundle"]
     settings = parse_agent_config({
         "device_id": DEVICE_ID,
@@ -234,7 +249,7 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
                    "store_dir": str(out / "agent-bundles")},
         "source": {"kind": "video", "uri": str(video), "fps_limit": config.fps, "pacing": "all",
                    "loop": config.loop_stream},
-        "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True},
+        "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True, "secret": secret},
         "gate": {"tau": config.tau_override},
         "outbox": {"path": str(out / "agent-outbox.sqlite")},
         "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0, "labour_share": config.demands.labour},

@@ -28,6 +28,9 @@ class MqttSink(Sink):
         self._last: mqtt.MQTTMessageInfo | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        if config.username is not None:
+            password = config.password.get_secret_value() if config.password is not None else None
+            self.client.username_pw_set(config.username, password)
         self.client.connect_async(parts.hostname or "127.0.0.1", parts.port or 1883)
         self.client.loop_start()
 

@@ -1,11 +1,13 @@
 """gRPC uplink: `Submit` streams per batch, `WatchUpdates` for notices, `FetchBundle` (resumable), `ReportStatus`.
 
-Every call has a deadline. Submit runs without wait_for_ready so a hub that is down fails fast: the samples
+Every call carries the device's credential (`authorization: Bearer <device id>:<secret>`, added by a channel
+interceptor) and has a deadline. Submit runs without wait_for_ready so a hub that is down fails fast: the samples
 stay in the outbox and are resent when the channel is READY again.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import threading
@@ -49,16 +51,45 @@ _CODES = {
 _TLS_HINTS = ("handshake", "ssl", "certificate", "tsi_")
 
 
-def make_channel(endpoint: Endpoint, tls: TlsConfig | None) -> grpc.Channel:
+class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
+                                                            "wait_for_ready", "compression")),
+                   grpc.ClientCallDetails):
+    pass
+
+
+class BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the device's bearer token to every call (plaintext channels too, where call credentials are not sent)."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(details.method, details.timeout, tuple(details.metadata or ()) + self._metadata,
+                            details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_token(details), request)
+
+
+def bearer_token(device_id: str, config: HubConfig) -> str | None:
+    return f"{device_id}:{config.secret.get_secret_value()}" if config.secret is not None else None
+
+
+def make_channel(endpoint: Endpoint, tls: TlsConfig | None, token: str | None = None) -> grpc.Channel:
     target = f"{endpoint.host}:{endpoint.port}"
     options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 5000)]
     if not endpoint.tls:
-        return grpc.insecure_channel(target, options=options)
-    assert tls is not None
-    read = lambda p: p.read_bytes() if p else None  # noqa: E731
-    credentials = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
-    return grpc.secure_channel(target, credentials, options=options)
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        assert tls is not None
+        read = lambda p: p.read_bytes() if p else None  # noqa: E731
+        credentials = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
+        channel = grpc.secure_channel(target, credentials, options=options)
+    return grpc.intercept_channel(channel, BearerInterceptor(token)) if token else channel
 
 
 def error_code(exc: grpc.RpcError) -> TransportErrorCode:
@@ -103,9 +134,10 @@ def check_download(path: Path, notice: hub_pb2.ModelUpdate) -> None:
         raise SwapError(f"downloaded bundle SHA-256 {digest[:12]} differs from the notice's {notice.sha256[:12]}")
 
 
-def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsConfig | None) -> Path:
+def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsConfig | None,
+                   token: str | None = None) -> Path:
     """Fetch from a grpc[s]://host:port bundle source other than the hub link itself."""
-    channel = make_channel(parse_endpoint(url), tls)
+    channel = make_channel(parse_endpoint(url), tls, token)
     try:
         return fetch_bundle_grpc(hub_pb2_grpc.AnnotationHubStub(channel), notice, dest)
     finally:
@@ -120,7 +152,8 @@ class GrpcTransport(Transport):
 
     def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
         super().__init__(endpoint, config, device_id, callbacks)
-        self._channel = make_channel(endpoint, config.tls)
+        self._token = bearer_token(device_id, config)
+        self._channel = make_channel(endpoint, config.tls, self._token)
         self._stub = hub_pb2_grpc.AnnotationHubStub(self._channel)
         self._pool = ThreadPoolExecutor(self.MAX_STREAMS, thread_name_prefix="agent-grpc")
         self._lock = threading.Lock()
@@ -223,7 +256,7 @@ class GrpcTransport(Transport):
     def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
         uri = notice.fetch_uri
         if uri.startswith(("grpc://", "grpcs://")) and uri != self.config.url:
-            return fetch_from_url(uri, notice, dest, self.config.tls)
+            return fetch_from_url(uri, notice, dest, self.config.tls, self._token)
         return fetch_bundle_grpc(self._stub, notice, dest)
 
     def stop(self) -> None:

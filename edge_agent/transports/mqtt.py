@@ -23,15 +23,18 @@ from hgen.edge_agent.transports.base import (
     TransportCallbacks,
     TransportErrorCode,
 )
-from hgen.edge_agent.transports.grpc import fetch_from_url
+from hgen.edge_agent.transports.grpc import bearer_token, fetch_from_url
 from hgen.protos import hub_pb2
 from hgen.protos.mqtt import QOS, session_properties, topic
 
 log = logging.getLogger(__name__)
 
 
-def make_client(client_id: str, endpoint: Endpoint, config: HubConfig) -> mqtt.Client:
+def make_client(client_id: str, endpoint: Endpoint, config: HubConfig, device_id: str) -> mqtt.Client:
+    """The broker knows the device by its id (the user name) and secret; its ACL limits it to its own topics."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if config.secret is not None:
+        client.username_pw_set(device_id, config.secret.get_secret_value())
     client.max_inflight_messages_set(100)
     client.reconnect_delay_set(min_delay=1, max_delay=5)
     if endpoint.tls and config.tls is not None:
@@ -48,7 +51,7 @@ class MqttTransport(Transport):
         super().__init__(endpoint, config, device_id, callbacks)
         self.topics = {kind: topic(config.prefix, device_id, kind) for kind in ("samples", "replies", "updates",
                                                                                  "status")}
-        self.client = make_client(f"agent-{device_id}", endpoint, config)
+        self.client = make_client(f"agent-{device_id}", endpoint, config, device_id)
         will = hub_pb2.DeviceStatus(device_id=device_id, online=False).SerializeToString()
         self.client.will_set(self.topics["status"], will, QOS, retain=True)
         self.client.on_connect = self._on_connect
@@ -98,7 +101,7 @@ class MqttTransport(Transport):
         uri = notice.fetch_uri or self.config.bundle_url
         if not uri or not uri.startswith(("grpc://", "grpcs://")):
             raise SwapError(f"update {notice.version} has no grpc:// fetch_uri and hub.bundle_url is not set")
-        return fetch_from_url(uri, notice, dest, self.config.tls)
+        return fetch_from_url(uri, notice, dest, self.config.tls, bearer_token(self.device_id, self.config))
 
     def stop(self) -> None:
         if self.state is ConnectionState.CLOSED:

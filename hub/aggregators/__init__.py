@@ -35,12 +35,19 @@ class AggregationInput:
 class Aggregator(Protocol):
     name: ClassVar[str]
     needs_history: ClassVar[bool]
+    label: ClassVar[str]  # Answer.label field it aggregates: class_id | boxes | regions
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel: ...
 
 
 AGGREGATORS: Registry[type] = Registry("aggregator", UnknownAggregatorError)
 DEFAULT_FOR_KIND = {hub_pb2.HDNN_KIND_YOLO: "box_union", hub_pb2.HDNN_KIND_FASTER_RCNN: "region_gmm"}
+LABEL_FOR_KIND = {hub_pb2.HDNN_KIND_YOLO: "boxes", hub_pb2.HDNN_KIND_FASTER_RCNN: "regions"}  # else class_id
+
+
+def label_for_kind(kind: int) -> str:
+    """The answer label a sample of this H-DNN kind asks people for (what the annotator page shows)."""
+    return LABEL_FOR_KIND.get(kind, "class_id")
 
 
 @cache

@@ -69,6 +69,7 @@ def cluster_boxes(boxes: list[tuple[str, int, np.ndarray]], threshold: float = I
 @AGGREGATORS.register("box_union")
 class BoxUnion:
     name: ClassVar[str] = "box_union"
+    label: ClassVar[str] = "boxes"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = False
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:

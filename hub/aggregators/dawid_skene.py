@@ -23,6 +23,7 @@ EM_TOLERANCE = 1e-4
 @AGGREGATORS.register("dawid_skene")
 class DawidSkene:
     name: ClassVar[str] = "dawid_skene"
+    label: ClassVar[str] = "class_id"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = True
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:

@@ -13,6 +13,7 @@ from hgen.protos import hub_pb2
 @AGGREGATORS.register("majority")
 class Majority:
     name: ClassVar[str] = "majority"
+    label: ClassVar[str] = "class_id"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = False
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:

@@ -55,6 +55,7 @@ def best_mixture(points: np.ndarray, seed: int = 0):  # -> sklearn GaussianMixtu
 @AGGREGATORS.register("region_gmm")
 class RegionGMM:
     name: ClassVar[str] = "region_gmm"
+    label: ClassVar[str] = "regions"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = False
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:

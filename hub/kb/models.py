@@ -28,6 +28,18 @@ class Device(Base):
     last_status: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+class DeviceCredential(Base):
+    """A device's secret, only as a slow hash (Mosquitto's PBKDF2-SHA512 format, so the broker's password file is
+    rendered from these rows); a revoked credential keeps its row with no hash (migration 0007)."""
+
+    __tablename__ = "device_credentials"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)  # None: revoked
+    target: Mapped[str | None] = mapped_column(String(64), nullable=True)  # bundles it may fetch (None: any)
+    issued_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
 class Annotator(Base):
     __tablename__ = "annotators"
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -89,7 +101,9 @@ class Assignment(Base):
     annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"))
     status: Mapped[str] = mapped_column(String(16))  # open | answered | closed
     assigned_at: Mapped[float] = mapped_column(Double)
-    __table_args__ = (UniqueConstraint("sample_id", "annotator_id", name="uq_assignment_sample_annotator"),)
+    __table_args__ = (UniqueConstraint("sample_id", "annotator_id", name="uq_assignment_sample_annotator"),
+                      Index("ix_assignments_status_assigned", "status", "assigned_at"),  # migration 0006
+                      Index("ix_assignments_annotator_status", "annotator_id", "status"))
 
 
 class AnswerRow(Base):
@@ -149,6 +163,9 @@ class WebAccount(Base):
     invite_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     invite_expires: Mapped[float | None] = mapped_column(Double, nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
+    # migration 0006: bumped by logout, password reset / re-invite, role change and pause; a session cookie
+    # carries the epoch it was issued under and is refused once they differ (server-side revocation)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AnnotatorPause(Base):
@@ -232,6 +249,7 @@ class LoginFailure(Base):
     __table_args__ = (
         Index("ix_login_failures_address_at", "address", "at"),
         Index("ix_login_failures_at", "at"),
+        Index("ix_login_failures_account_at", "account", "at"),  # migration 0006
     )
 
 

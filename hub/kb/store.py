@@ -1,4 +1,5 @@
-"""The knowledge base: every state transition of a sample is one short transaction here.
+"""The knowledge base: every state transition of a sample is one short transaction here (tasks in `tasks.py`,
+answers and closing in `closing.py`, both mixed into `KnowledgeBase`).
 
 Lifecycle: received -> assigned (1..m annotators hold a task) -> answered (m answers) or, at the deadline,
 partial (some answers) / expired (none). Every transition is a conditional UPDATE whose row count says who
@@ -8,7 +9,6 @@ won, so several hub processes on one database never assign a slot twice or close
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,30 +18,13 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hgen.hub.aggregators import AggregationInput, get_aggregator
-from hgen.hub.errors import TaskClosedError, UnknownTaskError
+from hgen.hub.kb.closing import Closing
 from hgen.hub.kb.engine import make_engine, sqlite_path
 from hgen.hub.kb.images import ImageStore
 from hgen.hub.kb.migrate import upgrade
-from hgen.hub.kb.models import (
-    OPEN_STATES,
-    Annotator,
-    AnswerRow,
-    Assignment,
-    Base,
-    Batch,
-    Bundle,
-    Device,
-    Reply,
-    Sample,
-    TaskEvent,
-)
+from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
+from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task, TaskQueue  # noqa: F401 (GOLD_TRANSPORT, Task: callers import them here)
 from hgen.protos import hub_pb2
-
-GOLD_TRANSPORT = "gold"  # gold tasks are hub-owned samples, handed out by hgen.hub.gold, never by assign_next
-RELEASE_KINDS = ("skip", "cant_tell")
-REPLY_STATUS = {"answered": hub_pb2.REPLY_STATUS_ANSWERED, "partial": hub_pb2.REPLY_STATUS_PARTIAL,
-                "expired": hub_pb2.REPLY_STATUS_EXPIRED}
 
 
 @dataclass(frozen=True)
@@ -59,19 +42,6 @@ class NewSample:
 
 
 @dataclass(frozen=True)
-class Task:
-    """One sample assigned to one annotator: what the annotator UI (or the simulated crowd) is shown."""
-
-    task_id: str
-    sample_id: str
-    annotator_id: str
-    hdnn_kind: int
-    image: hub_pb2.Image
-    model_output: hub_pb2.ModelOutput
-    deadline: float
-
-
-@dataclass(frozen=True)
 class BundleRecord:
     name: str
     version: str
@@ -83,7 +53,7 @@ class BundleRecord:
     fetch_uri: str = ""
 
 
-class KnowledgeBase:
+class KnowledgeBase(TaskQueue, Closing):
     """SQLAlchemy-backed store shared by every hub process (no hub state lives anywhere else)."""
 
     def __init__(self, engine: Engine, images: ImageStore, *, num_classes: int = 10,
@@ -196,190 +166,6 @@ class KnowledgeBase:
             transport=new.transport, status="received", assigned_count=0, answer_count=0,
             deadline=new.deadline, received_at=self.clock())
 
-    # --- annotator tasks --------------------------------------------------------------------------------
-
-    def assign_next(self, annotator_id: str, candidates: int = 8) -> Task | None:
-        """Give the annotator the oldest open sample it has not seen that still needs an annotator."""
-        now = self.clock()
-        with self.session() as s:
-            seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
-            ids = s.scalars(
-                select(Sample.id)
-                .where(Sample.status.in_(OPEN_STATES), Sample.assigned_count < Sample.m, Sample.deadline > now,
-                       Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen))
-                .order_by(Sample.received_at).limit(candidates)).all()
-            for sample_id in ids:
-                won = s.execute(
-                    update(Sample)
-                    .where(Sample.id == sample_id, Sample.assigned_count < Sample.m, Sample.status.in_(OPEN_STATES))
-                    .values(assigned_count=Sample.assigned_count + 1, status="assigned")).rowcount
-                if won:
-                    task_id = str(uuid.uuid4())
-                    s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
-                                     assigned_at=now))
-                    return self._task(s, task_id, s.get(Sample, sample_id), annotator_id)
-        return None
-
-    def _task(self, s: Session, task_id: str, row: Sample, annotator_id: str) -> Task:
-        image = hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
-                              data=self.images.get(row.image_bytes, row.image_path))
-        return Task(task_id, row.id, annotator_id, row.hdnn_kind, image,
-                    hub_pb2.ModelOutput.FromString(row.model_output), row.deadline)
-
-    def open_task(self, task_id: str, annotator_id: str) -> tuple[Task, float] | None:
-        """The annotator's own open task and when it was assigned; None for anyone else's or a closed one."""
-        with self.session() as s:
-            task = s.get(Assignment, task_id)
-            if task is None or task.annotator_id != annotator_id or task.status != "open":
-                return None
-            return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id), task.assigned_at
-
-    def sample_of_task(self, task_id: str) -> str:
-        with self.session() as s:
-            task = s.get(Assignment, task_id)
-            return task.sample_id if task is not None else ""
-
-    def release_task(self, task_id: str, annotator_id: str, kind: str, latency_s: float) -> None:
-        """Give a task back without a label (skip / can't tell): recorded, and the slot reopens for someone else.
-
-        The annotator keeps its assignment row (status `released`), so the same sample is never offered to them
-        again; nothing already answered changes.
-        """
-        if kind not in RELEASE_KINDS:
-            raise UnknownTaskError(f"release kind must be one of {RELEASE_KINDS}, got {kind!r}")
-        with self.session() as s:
-            task = s.get(Assignment, task_id)
-            if task is None or task.annotator_id != annotator_id:
-                raise UnknownTaskError(f"no task {task_id!r} for annotator {annotator_id!r}")
-            if task.status != "open":
-                raise TaskClosedError(f"task {task_id} is already {task.status}")
-            task.status = "released"
-            s.execute(update(Sample).where(Sample.id == task.sample_id, Sample.status.in_(OPEN_STATES),
-                                           Sample.assigned_count > 0)
-                      .values(assigned_count=Sample.assigned_count - 1))
-            s.add(TaskEvent(task_id=task_id, sample_id=task.sample_id, annotator_id=annotator_id, kind=kind,
-                            latency_s=max(0.0, latency_s), at=self.clock()))
-
-    def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
-        """Store an answer; when it is the m-th, close the sample and return the reply it produced."""
-        with self.session() as s:
-            task = s.get(Assignment, answer.task_id)
-            if task is None or task.annotator_id != answer.annotator_id:
-                raise UnknownTaskError(f"no task {answer.task_id!r} for annotator {answer.annotator_id!r}")
-            if task.status != "open":
-                raise TaskClosedError(f"task {answer.task_id} is already {task.status}")
-            count = s.execute(
-                update(Sample).where(Sample.id == task.sample_id, Sample.status.in_(OPEN_STATES))
-                .values(answer_count=Sample.answer_count + 1).returning(Sample.answer_count, Sample.m)).first()
-            if count is None:
-                raise TaskClosedError(f"task {answer.task_id}: sample {task.sample_id} is already closed")
-            task.status = "answered"
-            s.add(self._answer_row(task, answer))
-            s.flush()
-            if count[0] >= count[1]:
-                return self._close(s, task.sample_id, "answered")
-        return None
-
-    def _answer_row(self, task: Assignment, answer: hub_pb2.Answer) -> AnswerRow:
-        stored = hub_pb2.Answer()
-        stored.CopyFrom(answer)
-        stored.sample_id = task.sample_id
-        class_id = answer.class_id if answer.WhichOneof("label") == "class_id" else None
-        return AnswerRow(task_id=task.id, sample_id=task.sample_id, annotator_id=task.annotator_id,
-                         class_id=class_id, payload=stored.SerializeToString(), latency_s=answer.latency_s,
-                         operations=answer.operations, simulated=answer.simulated, submitted_at=self.clock())
-
-    # --- closing: aggregation and the reply -------------------------------------------------------------
-
-    def expire_due(self, limit: int = 256) -> list[hub_pb2.SampleReply]:
-        """Close samples whose deadline passed: partial with the answers that arrived, else expired."""
-        now = self.clock()
-        replies = []
-        with self.session() as s:
-            ids = s.scalars(select(Sample.id).where(Sample.status.in_(OPEN_STATES), Sample.deadline <= now)
-                            .order_by(Sample.deadline).limit(limit)).all()
-            for sample_id in ids:
-                row = s.get(Sample, sample_id)
-                reply = self._close(s, sample_id, "partial" if row.answer_count else "expired")
-                if reply is not None:
-                    replies.append(reply)
-        return replies
-
-    def next_deadline(self) -> float | None:
-        with self.session() as s:
-            return s.scalar(select(func.min(Sample.deadline)).where(Sample.status.in_(OPEN_STATES)))
-
-    def _close(self, s: Session, sample_id: str, status: str) -> hub_pb2.SampleReply | None:
-        now = self.clock()
-        won = s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
-                        .values(status=status, closed_at=now)).rowcount
-        if not won:
-            return None  # another hub (or the expiry sweep) closed it first
-        s.execute(update(Assignment).where(Assignment.sample_id == sample_id, Assignment.status == "open")
-                  .values(status="closed"))
-        row = s.get(Sample, sample_id)
-        answers = [hub_pb2.Answer.FromString(p) for p in
-                   s.scalars(select(AnswerRow.payload).where(AnswerRow.sample_id == sample_id)
-                             .order_by(AnswerRow.id)).all()]
-        labour = float(sum(a.operations for a in answers))
-        reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
-                                    reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
-                                    labour=labour, **self._declines(s, sample_id))
-        if answers:
-            reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
-        s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,
-                    aggregator=row.aggregator, class_id=_class_of(reply.aggregated) if answers else None,
-                    labour=labour, payload=reply.SerializeToString(), transport=row.transport, delivered=False,
-                    created_at=now))
-        s.execute(update(Device).where(Device.id == row.device_id)
-                  .values(labour_spent=Device.labour_spent + labour, samples_replied=Device.samples_replied + 1))
-        return reply
-
-    def _declines(self, s: Session, sample_id: str) -> dict[str, int]:
-        """The reply's cant_tell / skipped counts: releases are no answers, yet the device should know of them."""
-        kinds = dict(s.execute(select(TaskEvent.kind, func.count()).where(TaskEvent.sample_id == sample_id)
-                               .group_by(TaskEvent.kind)).tuples().all())
-        return {"cant_tell": int(kinds.get("cant_tell", 0)), "skipped": int(kinds.get("skip", 0))}
-
-    def _aggregate(self, s: Session, row: Sample, answers: list[hub_pb2.Answer]) -> hub_pb2.AggregatedLabel:
-        aggregator = get_aggregator(row.aggregator)
-        history: tuple[tuple[str, str, int], ...] = ()
-        if aggregator.needs_history and self.history:
-            history = tuple(s.execute(
-                select(AnswerRow.sample_id, AnswerRow.annotator_id, AnswerRow.class_id)
-                .where(AnswerRow.class_id.is_not(None)).order_by(AnswerRow.id.desc()).limit(self.history)).tuples())
-        output = hub_pb2.ModelOutput.FromString(row.model_output)
-        data = AggregationInput(row.id, tuple(answers), row.m, self.num_classes,
-                                tuple(output.class_probabilities), history)
-        return aggregator.aggregate(data)
-
-    # --- replies ----------------------------------------------------------------------------------------
-
-    def replies_for(self, sample_ids: Sequence[str]) -> list[hub_pb2.SampleReply]:
-        if not sample_ids:
-            return []
-        with self.session() as s:
-            payloads = s.scalars(select(Reply.payload).where(Reply.sample_id.in_(list(sample_ids)))).all()
-        return [hub_pb2.SampleReply.FromString(p) for p in payloads]
-
-    def transports_of(self, sample_ids: Sequence[str]) -> dict[str, str]:
-        """sample id -> the transport it came by (replies go back the same way)."""
-        with self.session() as s:
-            rows = s.execute(select(Sample.id, Sample.transport).where(Sample.id.in_(list(sample_ids)))).tuples()
-            return dict(rows.all())
-
-    def undelivered(self, transport: str, limit: int = 1000) -> list[hub_pb2.SampleReply]:
-        with self.session() as s:
-            payloads = s.scalars(select(Reply.payload).where(Reply.transport == transport,
-                                                             Reply.delivered.is_(False))
-                                 .order_by(Reply.created_at).limit(limit)).all()
-        return [hub_pb2.SampleReply.FromString(p) for p in payloads]
-
-    def mark_delivered(self, sample_ids: Sequence[str]) -> None:
-        if sample_ids:
-            with self.session() as s:
-                s.execute(update(Reply).where(Reply.sample_id.in_(list(sample_ids))).values(delivered=True))
-
     # --- model bundles ------------------------------------------------------------------------------------
 
     def add_bundle(self, record: BundleRecord) -> None:
@@ -420,10 +206,6 @@ class KnowledgeBase:
             for key, value in where.items():
                 query = query.where(getattr(model, key) == value)
             return int(s.scalar(query) or 0)
-
-
-def _class_of(label: hub_pb2.AggregatedLabel) -> int | None:
-    return label.class_id if label.WhichOneof("label") == "class_id" else None
 
 
 def bundle_notice(row: BundleRecord) -> hub_pb2.ModelUpdate:

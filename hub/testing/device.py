@@ -10,6 +10,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import grpc
 import paho.mqtt.client as mqtt
@@ -53,10 +54,20 @@ class ReplyLog:
             return sum(1 for ids in self.reply_ids.values() if len(ids) > 1)
 
 
-class GrpcDevice:
-    """Submits a batch and reads the reply stream; resubmits what is missing when the stream breaks."""
+def enroll(app: Any, *device_ids: str, target: str | None = None) -> dict[str, Any]:
+    """Issue credentials through the hub's own API (as `hgen-hub add-device` does): device id -> IssuedCredential."""
+    from hgen.hub.broker_acl import device_registry
 
-    def __init__(self, target: str, log: ReplyLog, call_timeout_s: float = 120.0) -> None:
+    registry = device_registry(app.config, app.service.kb)
+    return {device: registry.add(device, target) for device in device_ids}
+
+
+class GrpcDevice:
+    """Submits a batch and reads the reply stream; resubmits what is missing when the stream breaks.
+    `token` is the device's bearer token (`IssuedCredential.bearer`), sent on every call."""
+
+    def __init__(self, target: str, log: ReplyLog, call_timeout_s: float = 120.0, token: str | None = None) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 8 << 20)])
         self.stub = hub_pb2_grpc.AnnotationHubStub(self.channel)
         self.log = log
@@ -68,7 +79,8 @@ class GrpcDevice:
         pending = request
         for _ in range(attempts):
             try:
-                for reply in self.stub.Submit(pending, timeout=self.call_timeout_s, wait_for_ready=True):
+                for reply in self.stub.Submit(pending, timeout=self.call_timeout_s, wait_for_ready=True,
+                                              metadata=self.metadata):
                     self.log.add(reply)
             except grpc.RpcError as exc:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
@@ -89,9 +101,11 @@ class GrpcDevice:
 
 
 class MqttDevice:
-    """Publishes requests on `<prefix>/<device>/samples`, collects `<prefix>/<device>/replies`."""
+    """Publishes requests on `<prefix>/<device>/samples`, collects `<prefix>/<device>/replies`; `password` is the
+    device's secret (the user name is its id)."""
 
-    def __init__(self, host: str, port: int, device_id: str, log: ReplyLog, prefix: str = "hgen/v1") -> None:
+    def __init__(self, host: str, port: int, device_id: str, log: ReplyLog, prefix: str = "hgen/v1",
+                 password: str | None = None) -> None:
         self.device_id = device_id
         self.prefix = prefix
         self.log = log
@@ -99,6 +113,8 @@ class MqttDevice:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"device-{device_id}",
                                   protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(100)
+        if password is not None:
+            self.client.username_pw_set(device_id, password)
         will = hub_pb2.DeviceStatus(device_id=device_id, online=False).SerializeToString()
         self.client.will_set(topic(prefix, device_id, "status"), will, QOS, retain=True)
         self.client.on_connect = self._on_connect

@@ -1,5 +1,10 @@
 """Real external services for tests and benchmarks: Mosquitto and PostgreSQL on free loopback ports.
 
+Every Mosquitto started here authenticates clients (`allow_anonymous false`) with the password file and ACL
+that the hub owns (hgen.hub.broker_acl), seeded with the hub's account; `Broker.hub_mqtt()` is the hub's
+`mqtt` config section that lets it rewrite and reload them, and `add_account` adds a static account
+(a results sink, a test's reader or attacker) to the files the hub appends verbatim.
+
 Readiness is an event, not a sleep: Mosquitto is ready when it logs "running"; PostgreSQL when `pg_ctl -w`
 returns. Both stop (and are reaped) when their context exits.
 """
@@ -8,12 +13,15 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
+import signal
+import time
 import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,16 +59,98 @@ class BrokerTls:
                 f"require_certificate {str(self.require_certificate).lower()}\n")
 
 
+HUB_USER = "hgen-hub"
+
+
+@dataclass(frozen=True)
+class BrokerAccessFiles:
+    """The access files of one test broker, in `folder`, and the hub's password for them."""
+
+    folder: Path
+    hub_password: str
+
+    @classmethod
+    def seed(cls, folder: Path, prefix: str = "hgen/v1") -> BrokerAccessFiles:
+        """The hub's account only, so the hub can connect before its first sync; no extra accounts yet."""
+        from hgen.hub.broker_acl import render_acl, render_passwords, write_atomic
+        from hgen.hub.devices import hash_secret
+
+        if (folder / "hub-password").exists():  # a restarted broker keeps what the hub wrote
+            return cls(folder, (folder / "hub-password").read_text())
+        files = cls(folder, secrets.token_urlsafe(24))
+        write_atomic(files.hub_password_file, files.hub_password, mode=0o600)  # throw-away broker: for `load`
+        write_atomic(files.password_file, render_passwords({HUB_USER: hash_secret(files.hub_password)}))
+        write_atomic(files.acl_file, render_acl(prefix, HUB_USER, ()))
+        for extra in (files.extra_password_file, files.extra_acl_file):
+            extra.touch()
+        return files
+
+    @classmethod
+    def load(cls, parent: Path) -> BrokerAccessFiles:
+        """The files of the one broker started with `mosquitto(parent)` (the demo finds its broker so)."""
+        return cls.seed(next(parent.glob("*/hub-password")).parent)
+
+    hub_password_file = property(lambda self: self.folder / "hub-password")
+    password_file = property(lambda self: self.folder / "passwords")
+    acl_file = property(lambda self: self.folder / "acl")
+    pid_file = property(lambda self: self.folder / "mosquitto.pid")
+    extra_password_file = property(lambda self: self.folder / "extra-passwords")
+    extra_acl_file = property(lambda self: self.folder / "extra-acl")
+
+    def conf_lines(self) -> str:
+        return (f"allow_anonymous false\npassword_file {self.password_file}\nacl_file {self.acl_file}\n"
+                f"pid_file {self.pid_file}\n")
+
+    def hub_mqtt(self, host: str, port: int, **extra: object) -> dict[str, object]:
+        """The hub's `mqtt` config section for this broker (hub-managed access, SIGHUP through the pid file)."""
+        return {"enabled": True, "host": host, "port": port, "username": HUB_USER, "password": self.hub_password,
+                "access": {"password_file": str(self.password_file), "acl_file": str(self.acl_file),
+                           "pid_file": str(self.pid_file), "extra_password_file": str(self.extra_password_file),
+                           "extra_acl_file": str(self.extra_acl_file)}, **extra}
+
+    def add_account(self, username: str, topics: Sequence[str], host: str, port: int) -> str:
+        """A static account with `topic ...` ACL lines (e.g. "readwrite results/#"); returns its password once the
+        broker accepts it. Appended to the live files too, so it works with or without a hub."""
+        from hgen.hub.broker_acl import broker_accepts
+        from hgen.hub.config import MqttConfig
+        from hgen.hub.devices import hash_secret
+
+        password = secrets.token_urlsafe(18)
+        entry = f"{username}:{hash_secret(password, 1000)}\n"
+        acl = f"\nuser {username}\n" + "".join(f"topic {t}\n" for t in topics)
+        for path, text in ((self.extra_password_file, entry), (self.password_file, entry),
+                           (self.extra_acl_file, acl), (self.acl_file, acl)):
+            with open(path, "a") as handle:
+                handle.write(text)
+        os.kill(int(self.pid_file.read_text().split()[0]), signal.SIGHUP)
+        probe = MqttConfig(host=host, port=port)
+        deadline = time.monotonic() + 10
+        while not broker_accepts(probe, username, password):
+            if time.monotonic() > deadline:
+                raise ServiceStartError(f"the broker did not load the account {username!r}")
+            time.sleep(0.05)
+        return password
+
+
 @dataclass(frozen=True)
 class Broker:
     host: str
     port: int
     process: subprocess.Popen
     tls: bool = False
+    access: BrokerAccessFiles | None = None
 
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def hub_mqtt(self, **extra: object) -> dict[str, object]:
+        assert self.access is not None
+        return self.access.hub_mqtt(self.host, self.port, **extra)
+
+    def add_account(self, username: str, topics: Sequence[str]) -> str:
+        assert self.access is not None
+        return self.access.add_account(username, topics, self.host, self.port)
 
 
 def mosquitto_binary() -> str:
@@ -82,14 +172,15 @@ def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
         # As root, Mosquitto would drop to user `mosquitto`, which cannot write our temp persistence folder.
         user = "user root\n" if os.geteuid() == 0 else ""
         listener = f"listener {port} 127.0.0.1\n" + (tls.listener_lines() if tls else "")
-        conf.write_text(f"{user}{listener}allow_anonymous true\npersistence true\n"
+        access = BrokerAccessFiles.seed(Path(tmp))
+        conf.write_text(f"{user}{listener}{access.conf_lines()}persistence true\n"
                         f"persistence_location {tmp}/\nlog_dest stderr\nlog_type error\nlog_type warning\n"
                         f"log_type notice\nlog_type information\nconnection_messages false\n"
                         f"max_queued_messages 100000\nmax_inflight_messages 100\n")
         process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_line(process, "running", start_timeout_s)
-            yield Broker("127.0.0.1", port, process, tls is not None)
+            yield Broker("127.0.0.1", port, process, tls is not None, access)
         finally:
             process.terminate()
             try:

@@ -29,6 +29,7 @@ class PkiFiles:
     server_key: Path
     client_cert: Path
     client_key: Path
+    ca_key: Path | None = None  # the CA's private key (the hub's device CA: add-device --certificate-dir)
 
 
 def make_pki(folder: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), client_name: str = "cam-1") -> PkiFiles:
@@ -43,7 +44,8 @@ def make_pki(folder: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"), cl
     server_key, server = _leaf(ca, ca_key, "hgen test server", ExtendedKeyUsageOID.SERVER_AUTH, _sans(hosts))
     client_key, client = _leaf(ca, ca_key, client_name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
     paths = PkiFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem",
-                    folder / "client.key")
+                     folder / "client.key", folder / "ca.key")
+    paths.ca_key.write_bytes(_key_pem(ca_key))  # type: ignore[union-attr]
     paths.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
     paths.server_key.write_bytes(_key_pem(server_key))

@@ -3,6 +3,7 @@
 Handlers are built with our own request deserializers so a malformed or oversized message becomes a typed,
 counted error (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) instead of an anonymous failure inside gRPC. gRPC's own
 receive limit is set to twice the configured cap: between the two our check answers; beyond, gRPC refuses.
+Every call must prove a device and may speak only for it (see grpc_auth); the health service stays open.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hgen.hub.config import GrpcConfig, GrpcTlsConfig
+from hgen.hub.devices import DeviceCredentials
 from hgen.hub.errors import BadInputError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
 from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.service import HubService
+from hgen.hub.transports.grpc_auth import CallerCheck
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class AnnotationHubServicer:
         self._stopping = stopping
         self._updates = threading.Condition()
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
+        self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
     def _refuse(self, request: object, context: grpc.ServicerContext) -> None:
         if isinstance(request, _Refused):
@@ -68,7 +72,9 @@ class AnnotationHubServicer:
             context.abort(code, str(error))
 
     def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext) -> Iterator[hub_pb2.SampleReply]:
+        device = self.callers.caller(context)
         self._refuse(request, context)
+        self.callers.check_claim(device, request.device_id, context)
         ids = [s.sample_id for s in request.samples]
         waiting = self.service.bus.subscribe(ids)  # before submit: no reply can slip between the two
         try:
@@ -91,10 +97,12 @@ class AnnotationHubServicer:
                     yield reply
 
     def FetchBundle(self, request: hub_pb2.BundleRequest, context: grpc.ServicerContext) -> Iterator[hub_pb2.BundleChunk]:
+        device = self.callers.caller(context)
         self._refuse(request, context)
         record = self.service.kb.bundle(request.bundle_name, request.version)
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no bundle {request.bundle_name!r} {request.version!r}")
+        self.callers.check_target(device, record, context)
         chunk = min(request.chunk_size or self.config.bundle_chunk_bytes, self.config.max_message_bytes // 2)
         with open(record.path, "rb") as handle:
             handle.seek(request.offset)
@@ -105,18 +113,23 @@ class AnnotationHubServicer:
 
     def WatchUpdates(self, request: hub_pb2.WatchUpdatesRequest,
                      context: grpc.ServicerContext) -> Iterator[hub_pb2.ModelUpdate]:
+        device = self.callers.caller(context)
         self._refuse(request, context)
+        self.callers.check_claim(device, request.device_id, context)
         known = request.known_version
         while context.is_active() and not self._stopping.is_set():
             record = self.service.kb.bundle(request.bundle_name)
             if record is not None and record.version != known:
+                self.callers.check_target(device, record, context)
                 known = record.version
                 yield bundle_notice(record)
             with self._updates:
                 self._updates.wait(timeout=self.config.reply_poll_s * 4)
 
     def ReportStatus(self, request: hub_pb2.DeviceStatus, context: grpc.ServicerContext) -> hub_pb2.StatusAck:
+        device = self.callers.caller(context)
         self._refuse(request, context)
+        self.callers.check_claim(device, request.device_id, context)
         known = self.service.kb.record_status(request)
         if not known:
             error = UnknownDeviceError(f"status from unregistered device {request.device_id!r}")

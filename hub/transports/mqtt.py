@@ -4,6 +4,10 @@ Topics under a configurable prefix (see the README, Wire protocol): devices publ
 (AnnotationRequest) and `<prefix>/<device>/status` (DeviceStatus, also their last will); the hub publishes
 `<prefix>/<device>/replies` (SampleReply) and retained `<prefix>/<device>/updates` (ModelUpdate).
 
+Every sample and status must name the device of its topic (the broker's ACL, written by hgen.hub.broker_acl,
+lets only device X publish on `<prefix>/X/...`); with `access` set the hub owns that ACL, syncs it at start
+and refuses messages from devices whose credential was revoked meanwhile.
+
 A sample message is acknowledged (PUBACK, sent by paho after `on_message` returns) only once the knowledge
 base committed it, so a hub that dies mid-message gets it again from the broker. A reply is marked delivered
 when the broker acknowledges it; replies not yet acknowledged are re-published on every (re)connect.
@@ -18,8 +22,10 @@ from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
 
+from hgen.hub.broker_acl import device_registry
 from hgen.hub.config import MqttConfig, MqttTlsConfig
-from hgen.hub.errors import BadInputError, HubError, InvalidRequestError, MalformedMessageError, UnknownDeviceError
+from hgen.hub.devices import DeviceAuthError
+from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.protos import hub_pb2
 from hgen.protos.mqtt import QOS, session_properties, topic
@@ -61,6 +67,9 @@ class MqttTransport:
         self.client.max_inflight_messages_set(100)
         if config.tls is not None:
             self.client.tls_set(**tls_files(config.tls))
+        if config.password is not None:
+            self.client.username_pw_set(config.username, config.password.get_secret_value())
+        self.devices = device_registry(service.config, service.kb)  # syncs the broker's access files
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -70,6 +79,8 @@ class MqttTransport:
     # --- connection -------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.config.access is not None:
+            self.devices.sync()  # the hub's own account must be in force before it connects
         self.state = ConnectionState.CONNECTING
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, clean_start=False,
                                   properties=session_properties(self.config.session_expiry_s))
@@ -123,8 +134,18 @@ class MqttTransport:
             raise
 
     def _on_samples(self, device_id: str, payload: bytes) -> None:
-        result = self.service.submit_payload(payload, TRANSPORT, self.config.max_payload_bytes)
+        self._check_enrolled(device_id)
+        result = self.service.submit_payload(payload, TRANSPORT, self.config.max_payload_bytes, sender=device_id)
         self.deliver(result.immediate, device_hint=device_id)
+
+    def _check_enrolled(self, device_id: str) -> None:
+        """With hub-managed access, a message queued by a device before its revocation is refused too."""
+        if self.config.access is None or self.devices.is_active(device_id):
+            return
+        error = DeviceAuthError(f"message on {device_id!r}'s topic, which has no active credential")
+        self.service.metrics.inc(error.code)
+        log.warning("MQTT message refused (%s): %s", error.code, error)
+        raise error
 
     def _on_status(self, device_id: str, payload: bytes) -> None:
         try:
@@ -132,9 +153,9 @@ class MqttTransport:
         except Exception as exc:
             error: BadInputError = MalformedMessageError(f"status from {device_id!r} is not a DeviceStatus: {exc}")
         else:
-            if status.device_id != device_id:
-                error = InvalidRequestError(f"status on {device_id!r}'s topic names {status.device_id!r}")
-            elif self.service.kb.record_status(status):
+            self._check_enrolled(device_id)
+            self.service.check_sender(device_id, status.device_id)  # counted and logged by the service
+            if self.service.kb.record_status(status):
                 return
             else:
                 error = UnknownDeviceError(f"status from unregistered device {device_id!r}")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from hgen.hub.errors import AuthError, InvalidRequestError, LoginRateLimitedError
@@ -69,26 +69,38 @@ def check_new_password(password: str) -> str:
 class Account:
     annotator_id: str
     role: str
+    epoch: int = 0  # sessions issued under another epoch are over (see Accounts.end_sessions)
 
 
 class Accounts:
-    """People who log in; each is also an annotator of the annotator API (kind `human`)."""
+    """People who log in; each is also an annotator of the annotator API (kind `human`).
+
+    Role and session epoch live only here (the knowledge base): a cookie names the account and the epoch it was
+    issued under, so any change below ends every session of the account on every hub process at once.
+    """
 
     def __init__(self, kb: KnowledgeBase, clock: Callable[[], float] = time.time) -> None:
         self.kb = kb
         self.clock = clock
 
     def create(self, name: str, role: str = "annotator", password: str | None = None) -> Account:
-        """Add (or reset) an account with a password."""
+        """Add (or reset) an account with a password; a reset or role change ends its sessions."""
         if role not in ROLES:
             raise InvalidRequestError(f"role must be one of {ROLES}, got {role!r}")
         check_name(name)
         hashed = hash_password(check_new_password(password)) if password is not None else None
         self.kb.register_annotator(name, "human")
         with self.kb.session() as s:
-            s.merge(WebAccount(annotator_id=name, role=role, password_hash=hashed, invite_hash=None,
-                               invite_expires=None, created_at=self.clock()))
-        return Account(name, role)
+            account = s.get(WebAccount, name)
+            if account is None:
+                account = WebAccount(annotator_id=name, created_at=self.clock(), session_epoch=0)
+                s.add(account)
+            else:
+                account.session_epoch = (account.session_epoch or 0) + 1
+            account.role, account.password_hash = role, hashed
+            account.invite_hash, account.invite_expires = None, None
+            s.flush()
+            return Account(name, role, account.session_epoch)
 
     def invite(self, name: str, role: str, ttl_s: float) -> str:
         """A single-use token with which `name` sets their password; returned once, stored only as a hash."""
@@ -110,53 +122,80 @@ class Accounts:
             account.password_hash = hash_password(password)
             account.invite_hash = None
             account.invite_expires = None
-            return Account(account.annotator_id, account.role)
+            account.session_epoch = (account.session_epoch or 0) + 1
+            return Account(account.annotator_id, account.role, account.session_epoch)
 
     def authenticate(self, name: str, password: str) -> Account:
         with self.kb.session() as s:
             account = s.get(WebAccount, name)
             stored = account.password_hash if account is not None else None
             role = account.role if account is not None else ""
+            epoch = account.session_epoch if account is not None else 0
         if not verify_password(password, stored or _DUMMY_HASH) or stored is None:
             raise AuthError("wrong user name or password")
-        return Account(name, role)
+        return Account(name, role, epoch or 0)
 
     def get(self, name: str) -> Account | None:
         with self.kb.session() as s:
             account = s.get(WebAccount, name)
-            return Account(account.annotator_id, account.role) if account is not None else None
+            if account is None:
+                return None
+            return Account(account.annotator_id, account.role, account.session_epoch or 0)
+
+    def end_sessions(self, name: str) -> None:
+        """Every session of `name`, on every hub process, is refused from its next request on."""
+        end_sessions(self.kb, name)
+
+
+def end_sessions(kb: KnowledgeBase, name: str) -> None:
+    with kb.session() as s:
+        s.execute(update(WebAccount).where(WebAccount.annotator_id == name)
+                  .values(session_epoch=WebAccount.session_epoch + 1))
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))  # unknown users cost the same time as known ones
 
 
 class LoginLimiter:
-    """At most `max_failures` failed logins per (user, address) and `address_factor` times that per address (any
-    user names: password spraying) within `window_s`; then refused until enough of them age out of the window.
+    """Failed logins within `window_s`: at most `max_failures` per (user, address) and `account_max` per user
+    from all addresses, then that user (from there) is refused until enough failures age out. Nothing is keyed
+    on the address alone, so people sharing one (a proxy, an office) cannot lock each other out; instead, past
+    `global_budget` failures from anyone, every attempt waits `slow_s` first: spraying gets slow for all, and
+    nobody is locked out by it.
 
     Failures are rows in the knowledge base (table `login_failures`), so every hub process on one database counts
     the same attempts. An attempt is stored as a failure *before* its password is checked and removed only when
     it succeeds: concurrent guesses on several processes cannot all slip under the limit while hashes run.
     """
 
-    def __init__(self, kb: KnowledgeBase, max_failures: int, window_s: float, *, address_factor: int = 10,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kb: KnowledgeBase, max_failures: int, window_s: float, *, account_max: int | None = None,
+                 global_budget: int = 200, slow_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.kb = kb
         self.max_failures = max_failures
         self.window_s = window_s
-        self.address_max = max_failures * address_factor
+        self.account_max = account_max if account_max is not None else 4 * max_failures
+        self.global_budget = global_budget
+        self.slow_s = slow_s
         self.clock = clock
+        self.sleep = sleep
 
-    def begin(self, name: str, address: str) -> None:
-        """LoginRateLimitedError when locked out; else this attempt counts as a failure until `succeeded`."""
+    def begin(self, name: str, address: str) -> float:
+        """LoginRateLimitedError when locked out; else this attempt counts as a failure until `succeeded`.
+        Returns the delay it waited (the global budget is spent)."""
         (account, address), now = _key(name, address), self.clock()
         with self.kb.session() as s:
-            _serialise_address(s, address)
+            _serialise_account(s, account)
             s.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window_s))
-            rows = s.execute(select(LoginFailure.account, LoginFailure.at)
-                             .where(LoginFailure.address == address).order_by(LoginFailure.at)).all()
-            self._refuse_if_locked(name, [at for who, at in rows if who == account], [at for _, at in rows], now)
+            rows = s.execute(select(LoginFailure.address, LoginFailure.at)
+                             .where(LoginFailure.account == account).order_by(LoginFailure.at)).all()
+            self._refuse_if_locked(name, [at for where, at in rows if where == address], [at for _, at in rows], now)
+            everyone = s.scalar(select(func.count()).select_from(LoginFailure)) or 0
             s.add(LoginFailure(account=account, address=address, at=now))
+        delay = self.slow_s if everyone >= self.global_budget else 0.0
+        if delay > 0:
+            self.sleep(delay)  # outside the transaction: slowing one attempt never holds up the database
+        return delay
 
     def succeeded(self, name: str, address: str) -> None:
         """The right password: forget this user's failures from this address (the pending attempt too)."""
@@ -164,12 +203,13 @@ class LoginLimiter:
         with self.kb.session() as s:
             s.execute(delete(LoginFailure).where(LoginFailure.account == account, LoginFailure.address == address))
 
-    def _refuse_if_locked(self, name: str, mine: list[float], everyone: list[float], now: float) -> None:
-        for times, limit, who in ((mine, self.max_failures, f"for {name[:ACCOUNT_CHARS]!r}"),
-                                  (everyone, self.address_max, "from your address")):
+    def _refuse_if_locked(self, name: str, pair: list[float], account: list[float], now: float) -> None:
+        who = f"for {name[:ACCOUNT_CHARS]!r}"
+        for times, limit, where in ((pair, self.max_failures, f"{who} from your address"),
+                                    (account, self.account_max, who)):
             if len(times) >= limit:  # unlocked once the (len - limit + 1) oldest have left the window
                 retry = times[len(times) - limit] + self.window_s - now
-                raise LoginRateLimitedError(f"too many failed logins {who}; try again in {retry:.0f} s",
+                raise LoginRateLimitedError(f"too many failed logins {where}; try again in {retry:.0f} s",
                                             retry_after_s=max(1.0, retry))
 
 
@@ -177,9 +217,9 @@ def _key(name: str, address: str) -> tuple[str, str]:
     return name[:ACCOUNT_CHARS], address[:ADDRESS_CHARS]
 
 
-def _serialise_address(s: Session, address: str) -> None:
-    """PostgreSQL: one transaction per address at a time (count, then insert); SQLite's BEGIN IMMEDIATE already
+def _serialise_account(s: Session, account: str) -> None:
+    """PostgreSQL: one transaction per account at a time (count, then insert); SQLite's BEGIN IMMEDIATE already
     serialises every writer."""
     if s.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"login:{address}".encode()).digest()[:8], "big", signed=True)
+        key = int.from_bytes(hashlib.sha256(f"login:{account}".encode()).digest()[:8], "big", signed=True)
         s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -7,6 +7,7 @@ front and set `web.secure_cookies: true`.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -16,6 +17,17 @@ from hgen.hub.config import WebConfig
 from hgen.hub.web.app import create_web_app
 
 log = logging.getLogger(__name__)
+SECRET_IN_URL = re.compile(r"((?:token|password|csrf_token)=)[^&\s\"]+")
+
+
+class RedactSecrets(logging.Filter):
+    """Access-log lines never carry a secret, even from an old-style `/join?token=...` link."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if SECRET_IN_URL.search(message):
+            record.msg, record.args = SECRET_IN_URL.sub(r"\1[redacted]", message), ()
+        return True
 
 
 class WebServer:
@@ -27,6 +39,9 @@ class WebServer:
         self.port = 0
 
     def start(self) -> int:
+        access_log = logging.getLogger("werkzeug")
+        if not any(isinstance(f, RedactSecrets) for f in access_log.filters):
+            access_log.addFilter(RedactSecrets())
         self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-web", daemon=True)

@@ -29,6 +29,7 @@ from hgen.edge_agent.testing import (
     ResultCollector,
     RunningHub,
     digits_28,
+    enroll_in,
     restartable_broker,
     start_hub,
     write_video,
@@ -87,7 +88,8 @@ def test_grpc_every_low_confidence_sample_answered_and_fused(tmp_path, bundles, 
     hub = start_hub(tmp_path / "hub.db", [DEVICE], answer="second")
     hubs.append(hub)
     collector = ResultCollector()
-    with Agent(agent_config(tmp_path, bundles, video, hub.grpc_url), callbacks=[collector]) as agent:
+    with Agent(agent_config(tmp_path, bundles, video, hub.grpc_url, hub={"secret": hub.secret(DEVICE)}),
+               callbacks=[collector]) as agent:
         assert agent.wait(60)
         assert agent.wait_settled(60) and agent.wait_outbox_empty(30)
         snap = agent.telemetry.snapshot()
@@ -105,7 +107,8 @@ def test_hub_down_then_back_loses_nothing(tmp_path, bundles, video, hubs) -> Non
     port = free_port()
     collector = ResultCollector()
     config = agent_config(tmp_path, bundles, video, f"grpc://127.0.0.1:{port}",
-                          batching={"patience_s": 0.5}, source={"max_frames": 120})
+                          batching={"patience_s": 0.5}, source={"max_frames": 120},
+                          hub={"secret": enroll_in(tmp_path / "hub.db", DEVICE)})
     with Agent(config, callbacks=[collector]) as agent:
         assert agent.wait(60) and agent.wait_settled(30)
         pending = {r.sample_id for r in collector.with_status("pending")}
@@ -125,11 +128,12 @@ def test_hub_down_then_back_loses_nothing(tmp_path, bundles, video, hubs) -> Non
 def test_mqtt_broker_killed_three_times_no_loss_no_duplicates(mosquitto_required, tmp_path, bundles, video,
                                                               hubs) -> None:
     with restartable_broker() as broker:
-        hub = start_hub(tmp_path / "hub.db", [DEVICE], broker_url=broker.url)
+        hub = start_hub(tmp_path / "hub.db", [DEVICE], broker=broker)
         hubs.append(hub)
         collector = ResultCollector()
         config = agent_config(tmp_path, bundles, video, broker.url, source={"fps_limit": 60, "loop": True,
-                                                                            "max_frames": 360})
+                                                                            "max_frames": 360},
+                              hub={"secret": hub.secret(DEVICE)})
         with Agent(config, callbacks=[collector]) as agent:
             for kill in range(1, 4):
                 target = 10 * kill
@@ -143,6 +147,7 @@ def test_mqtt_broker_killed_three_times_no_loss_no_duplicates(mosquitto_required
             stray = hub_pb2.SampleReply(sample_id=str(uuid.uuid4()), device_id=DEVICE, reply_id=str(uuid.uuid4()),
                                         status=hub_pb2.REPLY_STATUS_ANSWERED)
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.username_pw_set("hgen-hub", broker.access.hub_password)  # only the hub may write replies
             client.connect("127.0.0.1", broker.port)
             client.loop_start()
             client.publish(f"hgen/v1/{DEVICE}/replies", stray.SerializeToString(), 1).wait_for_publish(10)
@@ -166,7 +171,8 @@ def test_swap_at_30fps_zero_drops_and_bad_updates_rejected(tmp_path, bundles, vi
     data[len(data) // 2] ^= 0xFF
     corrupt.write_bytes(bytes(data))
     config = agent_config(tmp_path, bundles, video, hub.grpc_url, gate={"tau": 0.0},
-                          source={"fps_limit": 30, "pacing": "live", "loop": True, "max_frames": 330})
+                          source={"fps_limit": 30, "pacing": "live", "loop": True, "max_frames": 330},
+                          hub={"secret": hub.secret(DEVICE)})
     with Agent(config, callbacks=[collector]) as agent:
         assert collector.wait_for(lambda rs: len(rs) >= 30, 30)
         hub.publish_bundle(bundles["v2"], "lenet5-digits", "0.2.0")
@@ -213,7 +219,7 @@ def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, vi
         "source": {"kind": "video", "uri": str(video), "fps_limit": 30},
         "gate": {"tau": TAU, "audit_share": 0.0},
         "batching": {"size": 4, "max_wait_s": 0.2, "patience_s": 30},
-        "hub": {"url": hub.grpc_url, "resend_after_s": 2.0},
+        "hub": {"url": hub.grpc_url, "resend_after_s": 2.0, "secret": hub.secret(DEVICE)},
         "outbox": {"path": str(tmp_path / "outbox.sqlite")},
         "sinks": [{"kind": "jsonl", "path": str(results)}],
     }

@@ -37,7 +37,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hub(tmp_path: Path, broker: Broker) -> Iterator[RunningHub]:  # noqa: F811
-    running = start_hub(tmp_path / "hub.db", [DEVICE], broker_url=broker.url)
+    running = start_hub(tmp_path / "hub.db", [DEVICE], broker=broker)
     yield running
     running.stop()
 
@@ -68,7 +68,7 @@ def test_mqtt_update_notice_swaps_with_no_dropped_frames_and_bad_bundles_refused
         "source": {"kind": "video", "uri": str(video), "fps_limit": 20, "pacing": "live", "loop": True,
                    "max_frames": FRAMES},
         "gate": {"tau": 0.0, "audit_share": 0.0},
-        "hub": {"url": broker.url},  # MQTT only: bundles come from the notice's fetch_uri
+        "hub": {"url": broker.url, "secret": hub.secret(DEVICE)},  # MQTT only: bundles come from the notice's fetch_uri
         "outbox": {"path": str(tmp_path / "outbox.sqlite")},
     })
     collector = ResultCollector()
@@ -107,7 +107,7 @@ def test_device_connecting_after_the_notice_still_swaps(tmp_path: Path, bundles:
                    "expected_target": "x86_64", "store_dir": str(tmp_path / "store")},
         "source": {"kind": "video", "uri": str(video), "fps_limit": 30, "loop": True, "max_frames": 90},
         "gate": {"tau": 0.0, "audit_share": 0.0},
-        "hub": {"url": broker.url},
+        "hub": {"url": broker.url, "secret": hub.secret(DEVICE)},
         "outbox": {"path": str(tmp_path / "outbox.sqlite")},
     })
     with Agent(config) as agent:

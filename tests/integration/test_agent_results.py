@@ -40,14 +40,15 @@ def hub(tmp_path: Path) -> Iterator[RunningHub]:
     running.stop()
 
 
-def agent_config(tmp: Path, bundle: Path, keys: TestKeys, video: Path, hub_url: str, **sections: Any) -> AgentConfig:
+def agent_config(tmp: Path, bundle: Path, keys: TestKeys, video: Path, hub_url: str, secret: str,
+                 **sections: Any) -> AgentConfig:
     data: dict[str, Any] = {
         "device_id": DEVICE,
         "bundle": {"path": str(bundle), "public_key": str(keys.public_pem)},
         "source": {"kind": "video", "uri": str(video)},
         "gate": {"tau": 0.2, "audit_share": 0.0},
         "batching": {"size": 8, "max_wait_s": 0.2, "patience_s": 60},
-        "hub": {"url": hub_url, "resend_after_s": 1.0},
+        "hub": {"url": hub_url, "resend_after_s": 1.0, "secret": secret},
         "outbox": {"path": str(tmp / "outbox.sqlite")},
     }
     for key, value in sections.items():
@@ -58,11 +59,12 @@ def agent_config(tmp: Path, bundle: Path, keys: TestKeys, video: Path, hub_url: 
 class TopicReader:
     """A plain MQTT subscriber, subscribed (SUBACK received) before the agent starts."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, port: int, topic: str, username: str, password: str) -> None:
         self.cond = threading.Condition()
         self.messages: list[dict[str, Any]] = []
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(username, password)
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -87,10 +89,11 @@ class TopicReader:
 def test_mqtt_sink_publishes_every_result_as_json(tmp_path, bundle, keys, video, broker, hub) -> None:  # noqa: F811
     """First results (model / pending) and the fused updates all arrive on the sink topic, equal to what the
     agent emitted, including those emitted just before the agent stops (the sink flushes on close)."""
-    reader = TopicReader(broker.port, TOPIC)
+    reader = TopicReader(broker.port, TOPIC, "dashboard", broker.add_account("dashboard", [f"read {TOPIC}"]))
     collector = ResultCollector()
-    config = agent_config(tmp_path, bundle, keys, video, hub.grpc_url,
-                          sinks=[{"kind": "mqtt", "url": broker.url, "topic": TOPIC}])
+    sink = {"kind": "mqtt", "url": broker.url, "topic": TOPIC, "username": "sink",
+            "password": broker.add_account("sink", [f"write {TOPIC}"])}
+    config = agent_config(tmp_path, bundle, keys, video, hub.grpc_url, hub.secret(DEVICE), sinks=[sink])
     try:
         with Agent(config, callbacks=[collector]) as agent:
             assert agent.wait(30) and agent.wait_settled(30)
@@ -112,7 +115,7 @@ def test_a_reply_after_patience_gives_a_late_update_with_the_answers(tmp_path, b
     later each sample gets one `late` result carrying their answers, with the model's label unchanged."""
     hub.pause_crowd()
     collector = ResultCollector()
-    config = agent_config(tmp_path, bundle, keys, video, hub.grpc_url, batching={"patience_s": 0.3})
+    config = agent_config(tmp_path, bundle, keys, video, hub.grpc_url, hub.secret(DEVICE), batching={"patience_s": 0.3})
     with Agent(config, callbacks=[collector]) as agent:
         assert agent.wait(30) and agent.wait_settled(30)
         pending = {r.sample_id: r for r in collector.with_status("pending")}

@@ -62,7 +62,7 @@ def hubs() -> Iterator[list[RunningHub]]:
 
 
 def agent_config(tmp: Path, bundle: Path, keys: TestKeys, video: Path, url: str, tls: dict[str, str],
-                 patience_s: float = 60.0) -> AgentConfig:
+                 patience_s: float = 60.0, secret: str | None = None) -> AgentConfig:
     """Every frame goes to people (tau 1), so each one needs the hub link to be fused."""
     return parse_agent_config({
         "device_id": DEVICE,
@@ -70,7 +70,7 @@ def agent_config(tmp: Path, bundle: Path, keys: TestKeys, video: Path, url: str,
         "source": {"kind": "video", "uri": str(video)},
         "gate": {"tau": 1.0, "audit_share": 0.0},
         "batching": {"size": 8, "max_wait_s": 0.2, "patience_s": patience_s},
-        "hub": {"url": url, "tls": tls, "resend_after_s": 2.0},
+        "hub": {"url": url, "tls": tls, "resend_after_s": 2.0, "secret": secret},
         "outbox": {"path": str(tmp / "outbox.sqlite")},
         "telemetry": {"status_interval_s": 0.5},
     })
@@ -95,6 +95,7 @@ def run_until_fused(config: AgentConfig, hub: RunningHub) -> tuple[ResultCollect
 
 
 def test_grpcs_mutual_tls_samples_fused(tmp_path, bundle, keys, video, pki, hubs) -> None:
+    """No secret in the agent's config: its client certificate's name (cam-1, an enrolled device) proves it."""
     tls = {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key), "client_ca_file": str(pki.ca_cert)}
     hub = start_hub(tmp_path / "hub.db", [DEVICE], overrides={"grpc": {"tls": tls}})
     hubs.append(hub)
@@ -136,10 +137,10 @@ def test_mqtts_with_client_certificates_samples_fused(tmp_path, bundle, keys, vi
                                                        hubs) -> None:
     """Mosquitto serves only TLS and requires client certificates; hub and agent both connect via mqtts://."""
     assert tls_broker.url.startswith("mqtts://")
-    hub = start_hub(tmp_path / "hub.db", [DEVICE], broker_url=tls_broker.url,
-                    overrides={"mqtt": {"tls": client_tls(pki)}})
+    hub = start_hub(tmp_path / "hub.db", [DEVICE], broker=tls_broker, overrides={"mqtt": {"tls": client_tls(pki)}})
     hubs.append(hub)
-    _, snap = run_until_fused(agent_config(tmp_path, bundle, keys, video, tls_broker.url, client_tls(pki)), hub)
+    _, snap = run_until_fused(agent_config(tmp_path, bundle, keys, video, tls_broker.url, client_tls(pki),
+                                           secret=hub.secret(DEVICE)), hub)
     assert snap["fused"] == FRAMES
 
 

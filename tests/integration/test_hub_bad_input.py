@@ -13,7 +13,8 @@ from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.testing.crowd import CrowdDriver
-from hgen.hub.testing.device import MqttDevice, ReplyLog
+from hgen.edge_agent.transports.grpc import BearerInterceptor
+from hgen.hub.testing.device import MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.testing.services import Broker
@@ -30,13 +31,16 @@ def running(tmp_path: Path, request: pytest.FixtureRequest):
             "grpc": {"port": 0, "max_message_bytes": CAP}, "limits": {"max_pixels": 48 * 48}}
     if "broker" in request.fixturenames:
         broker: Broker = request.getfixturevalue("broker")
-        data["mqtt"] = {"enabled": True, "host": broker.host, "port": broker.port, "max_payload_bytes": CAP}
+        data["mqtt"] = broker.hub_mqtt(max_payload_bytes=CAP)
     config = parse_hub_config(data)
     app = HubApp(config).start()
+    credential = enroll(app, DEVICE)[DEVICE]
+    app.test_secret = credential.secret  # type: ignore[attr-defined]  # for the MQTT test's device
     oracle: dict[str, int] = {}
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(1, 1.0, 10), lambda s: oracle.get(s, 0))
     crowd.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}")
+    channel = grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}"),
+                                     BearerInterceptor(credential.bearer))
     yield app, channel
     channel.close()
     crowd.stop()
@@ -72,16 +76,19 @@ def test_grpc_bad_input_is_typed_counted_logged_once_and_service_continues(runni
     assert by_reason[undecodable.sample_id].reject_reason == hub_pb2.REJECT_REASON_IMAGE_UNDECODABLE
     assert by_reason[too_big.sample_id].reject_reason == hub_pb2.REJECT_REASON_IMAGE_TOO_MANY_PIXELS
     assert by_reason[good.sample_id].status == hub_pb2.REPLY_STATUS_ANSWERED  # accepted one is not lost
-    stranger = list(stub.Submit(make_request("intruder", [make_sample("intruder")], m=1), timeout=30))
-    assert stranger[0].reject_reason == hub_pb2.REJECT_REASON_UNKNOWN_DEVICE
-    assert not stub.ReportStatus(hub_pb2.DeviceStatus(device_id="intruder"), timeout=10).known_device
+    with pytest.raises(grpc.RpcError) as stranger:  # cam-1's credential cannot speak for another device
+        list(stub.Submit(make_request("intruder", [make_sample("intruder")], m=1), timeout=30))
+    assert stranger.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as status:
+        stub.ReportStatus(hub_pb2.DeviceStatus(device_id="intruder"), timeout=10)
+    assert status.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
     metrics = app.service.metrics.snapshot()
     for code, n in {"malformed_message": 1, "message_too_large": 1, "image_undecodable": 1,
-                    "image_too_many_pixels": 1, "unknown_device": 2, "duplicate_sample": 1}.items():
+                    "image_too_many_pixels": 1, "device_impersonation": 2, "duplicate_sample": 1}.items():
         assert metrics.get(code) == n, code
         if code != "duplicate_sample":
-            assert refusal_logs(caplog, code) == n, code
+            assert refusal_logs(caplog, code) == (1 if code == "device_impersonation" else n), code  # once per pair
     health = grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}")
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -94,7 +101,7 @@ def test_grpc_bad_input_is_typed_counted_logged_once_and_service_continues(runni
 def test_mqtt_bad_payloads_are_counted_and_the_next_sample_is_served(running, broker: Broker) -> None:
     app, _ = running
     log = ReplyLog()
-    device = MqttDevice(broker.host, broker.port, DEVICE, log)
+    device = MqttDevice(broker.host, broker.port, DEVICE, log, password=app.test_secret)
     try:
         device.publish(b"\xff\xfe not protobuf").wait_for_publish(10)
         device.publish(b"\x00" * (CAP + 1)).wait_for_publish(10)

@@ -21,7 +21,7 @@ from hgen.hub.annotators import AnnotatorAPI
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.models import Sample
-from hgen.hub.testing.device import GrpcDevice, ReplyLog
+from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
@@ -74,7 +74,7 @@ def test_device_reply_counts_cant_tell_and_skip_over_grpc(hub: HubApp) -> None:
     declined, labelled = make_sample(DEVICE, top=1), make_sample(DEVICE, top=1)
     request = make_request(DEVICE, [declined, labelled], m=2, deadline_s=DEADLINE_S)
     log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=30)
+    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=30, token=enroll(hub, DEVICE)[DEVICE].bearer)
     sender = threading.Thread(target=device.submit_until_replied, args=(request,), daemon=True)
     sender.start()
     wait_for_samples(hub, 2)
@@ -96,7 +96,7 @@ def test_device_reply_counts_cant_tell_and_skip_over_grpc(hub: HubApp) -> None:
     assert (some.cant_tell, some.skipped) == (1, 0)
 
 
-def agent_config(tmp: Path, hub_url: str) -> dict:
+def agent_config(tmp: Path, hub_url: str, secret: str) -> dict:
     keys = make_keys(tmp / "keys")
     bundle = null_bundle(tmp / "bundle", keys)
     frames = tmp / "frames"
@@ -108,13 +108,14 @@ def agent_config(tmp: Path, hub_url: str) -> dict:
             "gate": {"tau": 1.0, "audit_share": 0.0},  # every frame goes to people
             "batching": {"size": 8, "max_wait_s": 0.1, "annotators": 2, "deadline_s": DEADLINE_S,
                          "patience_s": 120.0},
-            "hub": {"url": hub_url, "resend_after_s": 60.0, "watch_updates": False},
+            "hub": {"url": hub_url, "resend_after_s": 60.0, "watch_updates": False, "secret": secret},
             "outbox": {"path": str(tmp / "outbox.sqlite")}}
 
 
 def test_agent_result_is_declined_with_the_counts_and_the_model_label(tmp_path: Path, hub: HubApp) -> None:
     results = ResultCollector()
-    agent = Agent(parse_agent_config(agent_config(tmp_path, f"grpc://127.0.0.1:{hub.grpc_port}")),
+    agent = Agent(parse_agent_config(agent_config(tmp_path, f"grpc://127.0.0.1:{hub.grpc_port}",
+                                                  enroll(hub, DEVICE)[DEVICE].secret)),
                   callbacks=[results])
     with agent:  # starts the agent; leaving stops it
         wait_for_samples(hub, 2)

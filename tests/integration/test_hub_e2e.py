@@ -15,7 +15,7 @@ from hgen.hub.config import HubConfig, parse_hub_config
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.testing.crowd import CrowdDriver
-from hgen.hub.testing.device import GrpcDevice, MqttDevice, ReplyLog
+from hgen.hub.testing.device import GrpcDevice, MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import Broker, free_port
@@ -53,7 +53,7 @@ def config_for(tmp_path: Path, mqtt_broker: Broker | None) -> HubConfig:
     data = {"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
             "grpc": {"port": free_port()}}
     if mqtt_broker is not None:
-        data["mqtt"] = {"enabled": True, "host": mqtt_broker.host, "port": mqtt_broker.port}
+        data["mqtt"] = mqtt_broker.hub_mqtt()
     return parse_hub_config(data)
 
 
@@ -89,7 +89,7 @@ def test_grpc_1000_samples_with_hub_restart(tmp_path: Path, hub_factory: list[Ru
     hub = RunningHub(config_for(tmp_path, None), oracle)
     hub_factory.append(hub)
     log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.app.grpc_port}", log)
+    device = GrpcDevice(f"127.0.0.1:{hub.app.grpc_port}", log, token=enroll(hub.app, DEVICE)[DEVICE].bearer)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(device.submit_until_replied, r) for r in requests]
         assert log.wait_for(RESTART_AFTER, timeout=120)
@@ -106,7 +106,7 @@ def test_mqtt_1000_samples_with_hub_restart(tmp_path: Path, broker: Broker, hub_
     hub = RunningHub(config_for(tmp_path, broker), oracle)
     hub_factory.append(hub)
     log = ReplyLog()
-    device = MqttDevice(broker.host, broker.port, DEVICE, log)
+    device = MqttDevice(broker.host, broker.port, DEVICE, log, password=enroll(hub.app, DEVICE)[DEVICE].secret)
     try:
         device.submit(requests)
         assert log.wait_for(RESTART_AFTER, timeout=120)

@@ -10,7 +10,7 @@ from hgen.hub.config import parse_hub_config
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.testing.crowd import CrowdDriver
-from hgen.hub.testing.device import MqttDevice, ReplyLog
+from hgen.hub.testing.device import MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker, pg_server, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import Broker
@@ -25,13 +25,12 @@ def test_two_hubs_share_broker_and_postgres_each_sample_once(tmp_path: Path, bro
         config = parse_hub_config({
             "devices": [DEVICE], "grpc": {"enabled": False},
             "knowledge_base": {"url": pg_url, "image_dir": str(tmp_path / "images")},
-            "mqtt": {"enabled": True, "host": broker.host, "port": broker.port, "client_id": name,
-                     "share_group": "hubs"}})
+            "mqtt": broker.hub_mqtt(client_id=name, share_group="hubs")})
         hubs.append(HubApp(config).start())
     crowds = [CrowdDriver(hub.service.annotators, SimulatedCrowd.uniform(3, 0.9, 10, seed=i), lambda s: 1).start()
               for i, hub in enumerate(hubs)]  # m=3 answers may come from either hub's annotators
     log = ReplyLog()
-    device = MqttDevice(broker.host, broker.port, DEVICE, log)
+    device = MqttDevice(broker.host, broker.port, DEVICE, log, password=enroll(hubs[0], DEVICE)[DEVICE].secret)
     try:
         samples = [make_sample(DEVICE) for _ in range(SAMPLES)]
         device.submit([make_request(DEVICE, [s], m=3) for s in samples])  # one message each: spread over hubs

@@ -15,7 +15,8 @@ from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.testing.crowd import CrowdDriver
-from hgen.hub.testing.device import GrpcDevice, ReplyLog
+from hgen.edge_agent.transports.grpc import BearerInterceptor
+from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, device_samples, retrain_section
 from hgen.hub.testing.samples import make_request
@@ -37,8 +38,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
 class UpdateWatcher:
     """Reads WatchUpdates on a thread; `wait(version)` blocks until that version is announced."""
 
-    def __init__(self, target: str, bundle_name: str) -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, bundle_name: str, token: str) -> None:
+        self.channel = grpc.intercept_channel(grpc.insecure_channel(target), BearerInterceptor(token))
         self.notices: list[hub_pb2.ModelUpdate] = []
         self._cond = threading.Condition()
         stub = hub_pb2_grpc.AnnotationHubStub(self.channel)
@@ -65,11 +66,12 @@ class UpdateWatcher:
         self.channel.close()
 
 
-def retained_update(mqtt_broker: Broker, timeout: float = 15.0) -> hub_pb2.ModelUpdate:
+def retained_update(mqtt_broker: Broker, secret: str, timeout: float = 15.0) -> hub_pb2.ModelUpdate:
     """Connect after the fact, as a device that was offline: the retained notice must be there."""
     got: list[hub_pb2.ModelUpdate] = []
     arrived = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="late-device", protocol=mqtt.MQTTv5)
+    client.username_pw_set(DEVICE, secret)
     client.on_connect = lambda c, *_: c.subscribe(topic("hgen/v1", DEVICE, "updates"), 1)
     client.on_message = lambda _c, _u, msg: (got.append(hub_pb2.ModelUpdate.FromString(msg.payload)), arrived.set())
     client.connect(mqtt_broker.host, mqtt_broker.port)
@@ -85,16 +87,17 @@ def retained_update(mqtt_broker: Broker, timeout: float = 15.0) -> hub_pb2.Model
 def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: DeployedModel, broker: Broker) -> None:
     config = parse_hub_config({
         "devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
-        "grpc": {"port": free_port()}, "mqtt": {"enabled": True, "host": broker.host, "port": broker.port},
+        "grpc": {"port": free_port()}, "mqtt": broker.hub_mqtt(),
         "retrain": retrain_section(deployed, tmp_path / "models", devices={DEVICE: "x86_64"}, threshold=THRESHOLD,
                                    original_samples=1000, epochs=2, min_holdout=5, tolerance=0.1, holdout_share=0.4)})
     samples, oracle = device_samples(deployed, SAMPLES, DEVICE)
     app = HubApp(config).start()
+    credential = enroll(app, DEVICE, target="x86_64")[DEVICE]
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, 0.9, 10, seed=1), oracle).start()
-    watcher = UpdateWatcher(f"127.0.0.1:{app.grpc_port}", deployed.name)
+    watcher = UpdateWatcher(f"127.0.0.1:{app.grpc_port}", deployed.name, credential.bearer)
     try:
         log = ReplyLog()
-        device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", log)
+        device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", log, token=credential.bearer)
         device.submit_until_replied(make_request(DEVICE, samples, m=M))
         device.close()
         assert log.count() == SAMPLES
@@ -106,7 +109,7 @@ def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: Dep
         assert verdict["new_test"] >= verdict["current_test"] - 0.1
         notice = watcher.wait("1.0.1", timeout=30)
         assert notice.bundle_name == deployed.name and len(notice.signature) > 0
-        late = retained_update(broker)
+        late = retained_update(broker, credential.secret)
         assert (late.version, late.sha256) == ("1.0.1", notice.sha256)
         # an MQTT-only device learns from the notice itself where to fetch the bundle
         assert late.fetch_uri == notice.fetch_uri == f"grpc://127.0.0.1:{app.grpc_port}"

@@ -15,7 +15,7 @@ from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.errors import RetrainError
 from hgen.hub.retrain.records import RunRecord
 from hgen.hub.testing.crowd import CrowdDriver
-from hgen.hub.testing.device import GrpcDevice, ReplyLog
+from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, device_samples, retrain_section
 from hgen.hub.testing.samples import make_request
 from hgen.hub.testing.services import free_port
@@ -57,7 +57,7 @@ def labelled_hub(tmp_path: Path, deployed: DeployedModel, settings: Path) -> tup
     app = HubApp(parse_hub_config(hub_config(tmp_path, deployed, settings))).start()
     samples, oracle = device_samples(deployed, SAMPLES, DEVICE)
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, 0.9, 10, seed=3), oracle).start()
-    device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", ReplyLog())
+    device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", ReplyLog(), token=enroll(app, DEVICE)[DEVICE].bearer)
     device.submit_until_replied(make_request(DEVICE, samples, m=M))
     device.close()
     return app, crowd

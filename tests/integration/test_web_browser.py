@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hgen.hub.app import HubApp
-from hgen.hub.testing.device import GrpcDevice, ReplyLog
+from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 from hgen.protos import hub_pb2
@@ -40,7 +40,8 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
 
 def device_submits(hub: HubApp, log: ReplyLog) -> tuple[list[threading.Thread], dict[str, int]]:
     """Two classification samples and one detection sample, each batch on its own Submit stream."""
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90)
+    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
+                        token=enroll(hub, "cam-1")["cam-1"].bearer)
     classify = [make_sample("cam-1", confidence=0.4, top=i) for i in (1, 2)]
     detect = [make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_YOLO)]
     threads = [threading.Thread(target=device.submit_until_replied, args=(make_request("cam-1", batch, m=1),),
@@ -163,7 +164,8 @@ def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, brow
     per image pixel); region_gmm merges their near-identical regions into one, centred on their mean."""
     add_people(hub, annotators=("bob",), operators=())
     log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90)
+    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
+                        token=enroll(hub, "cam-1")["cam-1"].bearer)
     sample = make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN,
                          image=png_image(size=64, seed=7, channels=3))
     request = make_request("cam-1", [sample], m=2, aggregator="region_gmm")

@@ -8,29 +8,19 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
-
 from hgen.hub.config import parse_hub_config
 from hgen.hub.errors import TaskClosedError, UnknownTaskError
 from hgen.hub.kb.migrate import current_revision
 from hgen.hub.kb.models import Assignment, Base, Reply, Sample
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
+from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.protos import hub_pb2
+from sqlalchemy import text
 
 DEVICE = "dev-1"
-
-
-class Clock:
-    """Simulated wall clock: deadlines pass when the test says so, not after a sleep."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,7 +55,6 @@ def answer(api, annotator: str, label: int) -> hub_pb2.SampleReply | None:
 def test_migration_matches_models_and_sqlite_uses_wal(hub: HubService) -> None:
     engine = hub.kb.engine
     from alembic.script import ScriptDirectory
-
     from hgen.hub.kb.migrate import alembic_config
 
     assert current_revision(engine) == ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -148,12 +137,14 @@ def test_large_images_go_to_disk_small_ones_inline(hub: HubService, clock: Clock
     assert rows[small.sample_id].image_bytes and rows[small.sample_id].image_path is None
     assert rows[big.sample_id].image_bytes is None
     hub.annotators.register("a")
+    hub.annotators.max_open = 2  # "a" holds both tasks at once (tasks.max_open_per_annotator is 1 by default)
     tasks = [hub.annotators.next_task("a") for _ in range(2)]
     assert {t.image.data for t in tasks} == {small.image.data, big.image.data}
 
 
 def test_concurrent_annotators_never_overfill_a_sample(hub: HubService, clock: Clock) -> None:
     api = hub.annotators
+    api.max_open = 2  # each worker holds two tasks at once (tasks.max_open_per_annotator is 1 by default)
     names = [f"w{i}" for i in range(6)]
     for name in names:
         api.register(name)

@@ -7,25 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from hgen.hub.annotators import AnnotatorAPI
 from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
+from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.protos import hub_pb2
 
 DEVICE = "dev-1"
-
-
-class Clock:
-    """Simulated wall clock: deadlines pass when the test says so."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -13,22 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from hgen.hub.errors import RetrainBusyError, UnknownModelError
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import RetrainStore, RetrainWorker, RunRecord, VersionRecord
+from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
 
 MODEL = "lenet5"
 WAIT_S = 30.0
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(frozen=True)

@@ -84,4 +84,4 @@ def test_cli_retrain_reports_the_outcome_and_add_user(tmp_path: Path, deployed: 
     assert main(["retrain", "--config", str(path), "--model", deployed.name]) == 1
     assert "failed 1.0.0 -> 1.0.0" in capsys.readouterr().out  # no labels yet: refused, model unchanged
     assert main(["add-user", "--config", str(path), "--name", "eve", "--invite"]) == 0
-    assert "/join?token=" in capsys.readouterr().out
+    assert "/join#token=" in capsys.readouterr().out  # after "#": browsers never send it, logs never see it

@@ -133,7 +133,8 @@ def test_non_image_upload_is_refused_and_gold_pauses_a_bad_annotator(hub: HubApp
         if hub.service.gold.paused_reason("ann"):
             break
     assert "below 60%" in (hub.service.gold.paused_reason("ann") or "")
-    assert "You are paused" in ann.get("/annotate").get_data(as_text=True)
+    assert ann.get("/annotate").status_code == 401  # pausing ended ann's sessions (issue 16)
+    assert "You are paused" in logged_in(hub, "ann").get("/annotate").get_data(as_text=True)
     operator_page = op.get("/operator").get_data(as_text=True)
     assert "paused: gold accuracy" in operator_page
     op.post("/operator/annotator", data={"annotator": "ann", "action": "resume", "csrf_token": token})

@@ -10,26 +10,16 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-
 from hgen.hub.app import HubApp
 from hgen.hub.errors import LoginRateLimitedError
 from hgen.hub.kb.models import LoginFailure
 from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 from hgen.hub.web.auth import LoginLimiter
 
 WINDOW_S = 300.0
-
-
-class Clock:
-    """Simulated wall clock shared by both limiters: the window passes when the test says so."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -97,14 +87,27 @@ def test_lock_out_ends_with_the_window_and_a_success_forgets_failures(kbs: tuple
         b.begin("ann", "10.0.0.1")
 
 
-def test_one_address_trying_many_names_is_limited_too(kbs: tuple[KnowledgeBase, ...]) -> None:
-    clock = Clock()
-    a, b = (LoginLimiter(kb, 2, WINDOW_S, address_factor=2, clock=clock) for kb in kbs)
+def test_many_names_from_one_address_slow_everyone_but_lock_out_nobody(kbs: tuple[KnowledgeBase, ...]) -> None:
+    """Issue 16: one address spraying names (or everyone behind one proxy) must not lock that address out;
+    past the global budget each attempt is slowed instead, on both processes."""
+    clock, slept = Clock(), []
+    a, b = (LoginLimiter(kb, 2, WINDOW_S, global_budget=4, slow_s=0.5, clock=clock, sleep=slept.append)
+            for kb in kbs)
     for i, limiter in enumerate((a, b, a, b)):  # 4 names, one failure each: under the per-name limit of 2
-        limiter.begin(f"user{i}", "10.0.0.9")
-    with pytest.raises(LoginRateLimitedError, match="from your address"):
-        a.begin("someone-else", "10.0.0.9")
-    b.begin("someone-else", "10.0.0.8")
+        assert limiter.begin(f"user{i}", "10.0.0.9") == 0.0
+    assert a.begin("someone-else", "10.0.0.9") == 0.5  # budget spent: slowed, not refused
+    b.succeeded("someone-else", "10.0.0.9")
+    assert slept == [0.5]
+
+
+def test_one_account_from_many_addresses_is_limited(kbs: tuple[KnowledgeBase, ...]) -> None:
+    clock = Clock()
+    a, b = (LoginLimiter(kb, 2, WINDOW_S, account_max=3, clock=clock) for kb in kbs)
+    for i, limiter in enumerate((a, b, a)):
+        limiter.begin("ann", f"10.0.0.{i}")
+    with pytest.raises(LoginRateLimitedError, match="for 'ann'; try again"):
+        b.begin("ann", "10.0.0.99")
+    b.begin("bob", "10.0.0.99")  # other accounts are untouched
 
 
 def test_concurrent_guesses_on_two_processes_never_exceed_the_limit(kbs: tuple[KnowledgeBase, ...]) -> None:

@@ -234,7 +234,7 @@ def hub_run(bundles: dict, video: Path, tmp: Path) -> dict:
     """The same video with escalations (tau 0.9) answered by the simulated crowd over gRPC."""
     hub = start_hub(tmp / "hub.db", ["bench-1"])
     try:
-        cfg = config(tmp, bundles, video, gate={"tau": 0.9}, hub={"url": hub.grpc_url},
+        cfg = config(tmp, bundles, video, gate={"tau": 0.9}, hub={"url": hub.grpc_url, "secret": hub.secret("bench-1")},
                      batching={"size": 16, "max_wait_s": 0.2})
         with Agent(cfg) as agent:
             start = time.perf_counter()

@@ -39,7 +39,7 @@ from hgen.hub.app import HubApp  # noqa: E402
 from hgen.hub.config import parse_hub_config  # noqa: E402
 from hgen.hub.crowd import SimulatedCrowd  # noqa: E402
 from hgen.hub.testing.crowd import CrowdDriver  # noqa: E402
-from hgen.hub.testing.device import GrpcDevice, ReplyLog  # noqa: E402
+from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll  # noqa: E402
 from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_section  # noqa: E402
 from hgen.hub.testing.samples import make_request  # noqa: E402
 from hgen.hub.testing.services import free_port  # noqa: E402
@@ -77,7 +77,8 @@ class Stream:
         self.position = 0
         self.oracle: dict[str, int] = {}  # sample id -> true class: what the simulated people "see"
         self.log = ReplyLog()
-        self.device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", self.log, call_timeout_s=300)
+        self.device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", self.log, call_timeout_s=300,
+                                 token=enroll(app, DEVICE)[DEVICE].bearer)
 
     def send_until(self, labels: int, version: str, keras_path: str, temperature: float, tau: float) -> dict[str, int]:
         """Stream chunks until `labels` samples went to people; returns images seen and sent."""

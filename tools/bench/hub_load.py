@@ -23,7 +23,7 @@ from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.testing.crowd import CrowdDriver
-from hgen.hub.testing.device import GrpcDevice, MqttDevice, ReplyLog
+from hgen.hub.testing.device import GrpcDevice, MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import free_port, mosquitto
 
@@ -47,8 +47,9 @@ def run_once(transport: str, samples: int, batch: int, m: int, workdir: Path, br
     data = {"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{workdir / f'{transport}.db'}"},
             "grpc": {"enabled": transport == "grpc", "port": free_port()}}
     if broker is not None:
-        data["mqtt"] = {"enabled": True, "host": broker.host, "port": broker.port, "client_id": f"hub-{workdir.name}"}
+        data["mqtt"] = broker.hub_mqtt(client_id=f"hub-{workdir.name}")
     app = HubApp(parse_hub_config(data)).start()
+    credential = enroll(app, DEVICE)[DEVICE]  # devices authenticate (issue 15)
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(m, 0.9, 10), lambda s: 0).start()
     payload = [make_sample(DEVICE) for _ in range(samples)]
     requests = [make_request(DEVICE, payload[i:i + batch], m=m) for i in range(0, samples, batch)]
@@ -58,12 +59,12 @@ def run_once(transport: str, samples: int, batch: int, m: int, workdir: Path, br
     for sample in payload:
         sent_at[sample.sample_id] = start
     if transport == "grpc":
-        device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", log)
+        device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", log, token=credential.bearer)
         with ThreadPoolExecutor(4) as pool:
             for request in requests:
                 pool.submit(_timed_grpc, device, request, sent_at)
     else:
-        device = MqttDevice(broker.host, broker.port, DEVICE, log)
+        device = MqttDevice(broker.host, broker.port, DEVICE, log, password=credential.secret)
         for request in requests:
             now = time.perf_counter()
             for s in request.samples:

@@ -1,7 +1,11 @@
 """Build an offline install kit for an edge device: wheelhouse + bundle + key + config + systemd unit + installer.
 
     python tools/flash/build_kit.py --target aarch64 --bundle model.hgb --public-key signing.pub \
-        --config agent.yaml --out kit-rpi4/
+        --config agent.yaml --secret-file cam-7.secret --out kit-rpi4/
+
+`--secret-file` holds the device's secret as `hgen-hub add-device` printed it (a file, so it stays out of shell
+history); the kit writes it into agent.yaml as `hub.secret` and that file is mode 0600, in the kit and once
+installed. `--client-cert/--client-key` add a mutual-TLS certificate (its name: the device id) the same way.
 
 The wheelhouse holds the `hgen` wheel (built from this checkout) and every dependency of its `edge` extra for
 the target platform (`pip download --platform ... --only-binary=:all:`), pinned by constraints.txt, so the
@@ -11,6 +15,7 @@ device installs with `pip install --no-index --find-links wheelhouse` and never 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -87,16 +92,46 @@ def download_dependencies(wheel: Path, wheelhouse: Path, platform: Platform, con
         run(args + [f"hgen[edge] @ {wheel.resolve().as_uri()}"])
 
 
-def kit_config(config_path: Path, bundle_name: str) -> dict:
-    """The operator's config with the kit's own bundle and key (relative: resolved against the installed file)."""
+@dataclass(frozen=True)
+class DeviceCredentials:
+    """What proves the device to the hub: its secret and, optionally, a client certificate and key (PEM)."""
+
+    secret: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def kit_config(config_path: Path, bundle_name: str, credentials: DeviceCredentials = DeviceCredentials()) -> dict:
+    """The operator's config with the kit's own bundle, key and device credentials (relative paths: resolved
+    against the installed file)."""
     data = yaml.safe_load(config_path.read_text()) or {}
     data.setdefault("bundle", {})
     data["bundle"].update(path=f"bundle/{bundle_name}", public_key="keys/signing.pub")
+    hub = data.setdefault("hub", {})
+    if credentials.secret is not None:
+        hub["secret"] = credentials.secret
+    if credentials.cert_file is not None:
+        hub.setdefault("tls", {}).update(cert_file="keys/device.pem", key_file="keys/device.key")
     return data
 
 
+def write_private(path: Path, text: str) -> None:
+    """Created 0600 from the start: the secret is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+
+
+def copy_credentials(keys: Path, credentials: DeviceCredentials) -> None:
+    if credentials.cert_file is not None and credentials.key_file is not None:
+        shutil.copy2(credentials.cert_file, keys / "device.pem")
+        write_private(keys / "device.key", credentials.key_file.read_text())
+
+
 def build_kit(out: Path, target: str, bundle: Path, public_key: Path, config: Path,
-              constraints: Path | None = REPO / "constraints.txt") -> Path:
+              constraints: Path | None = REPO / "constraints.txt",
+              credentials: DeviceCredentials = DeviceCredentials()) -> Path:
     platform = PLATFORMS[target]
     if out.exists():
         shutil.rmtree(out)
@@ -109,7 +144,8 @@ def build_kit(out: Path, target: str, bundle: Path, public_key: Path, config: Pa
     copy(bundle, out / "bundle" / bundle.name)
     (out / "keys").mkdir()
     shutil.copy2(public_key, out / "keys" / "signing.pub")
-    (out / "agent.yaml").write_text(yaml.safe_dump(kit_config(config, bundle.name), sort_keys=False))
+    copy_credentials(out / "keys", credentials)
+    write_private(out / "agent.yaml", yaml.safe_dump(kit_config(config, bundle.name, credentials), sort_keys=False))
     shutil.copy2(HERE / "hgen-agent.service.in", out / "hgen-agent.service.in")
     shutil.copy2(HERE / "install.sh", out / "install.sh")
     (out / "install.sh").chmod(0o755)
@@ -125,9 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="agent.yaml for the device")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no-constraints", action="store_true", help="do not pin with constraints.txt")
+    parser.add_argument("--secret-file", type=Path, help="the device's secret from `hgen-hub add-device`")
+    parser.add_argument("--client-cert", type=Path, help="client certificate (PEM) named by the device id")
+    parser.add_argument("--client-key", type=Path, help="private key (PEM) of --client-cert")
     args = parser.parse_args(argv)
+    if (args.client_cert is None) != (args.client_key is None):
+        parser.error("--client-cert and --client-key go together")
+    secret = args.secret_file.read_text().strip() if args.secret_file else None
     kit = build_kit(args.out, args.target, args.bundle, args.public_key, args.config,
-                    None if args.no_constraints else REPO / "constraints.txt")
+                    None if args.no_constraints else REPO / "constraints.txt",
+                    DeviceCredentials(secret, args.client_cert, args.client_key))
     print(f"kit for {args.target} in {kit}: {len(list((kit / 'wheelhouse').glob('*.whl')))} wheels")
     return 0
 

@@ -15,6 +15,11 @@ mkdir -p "$PREFIX/etc"
 "$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
 cp -R "$KIT/bundle" "$KIT/keys" "$PREFIX/etc/"
 [ -f "$PREFIX/etc/agent.yaml" ] || cp "$KIT/agent.yaml" "$PREFIX/etc/agent.yaml"
+for private in "$PREFIX/etc/agent.yaml" "$PREFIX/etc/keys/device.key"; do  # the device's secret and TLS key
+  [ -f "$private" ] || continue
+  chmod 600 "$private"
+  [ "$(id -u)" != 0 ] || chown "$AGENT_USER" "$private"  # readable by the agent's user only
+done
 "$PREFIX/venv/bin/hgen-agent" check --config "$PREFIX/etc/agent.yaml"
 
 if [ "$SYSTEMD" = 1 ] && command -v systemctl >/dev/null 2>&1; then

@@ -1,0 +1,184 @@
+"""Answers and closing (part of the knowledge base): storing answers, closing samples when m answers are in or
+at the deadline (one by one, a failing sample set aside), aggregating, and the replies devices get."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from hgen.hub.aggregators import AggregationInput, get_aggregator
+from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
+from hgen.hub.kb.guards import check_answer
+from hgen.hub.kb.models import OPEN_STATES, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
+from hgen.protos import hub_pb2
+
+log = logging.getLogger(__name__)
+SET_ASIDE = "set_aside"  # a due sample that could not be closed: out of the sweep, left for an operator
+REPLY_STATUS = {"answered": hub_pb2.REPLY_STATUS_ANSWERED, "partial": hub_pb2.REPLY_STATUS_PARTIAL,
+                "expired": hub_pb2.REPLY_STATUS_EXPIRED}
+
+
+class Closing:
+    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `num_classes` and `history`)."""
+
+    def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
+        """Store an answer; when it is the m-th, close the sample and return the reply it produced."""
+        with self.session() as s:
+            task = s.get(Assignment, answer.task_id)
+            if task is None or task.annotator_id != answer.annotator_id:
+                raise UnknownTaskError(f"no task {answer.task_id!r} for annotator {answer.annotator_id!r}")
+            if task.status != "open":
+                raise TaskClosedError(f"task {answer.task_id} is already {task.status}")
+            check_answer(s.get(Sample, task.sample_id), answer, self.num_classes)  # refused now, never stored
+            count = s.execute(
+                update(Sample).where(Sample.id == task.sample_id, Sample.status.in_(OPEN_STATES))
+                .values(answer_count=Sample.answer_count + 1).returning(Sample.answer_count, Sample.m)).first()
+            if count is None:
+                raise TaskClosedError(f"task {answer.task_id}: sample {task.sample_id} is already closed")
+            task.status = "answered"
+            s.add(self._answer_row(task, answer))
+            s.flush()
+            if count[0] >= count[1]:
+                return self._close_or_leave(s, task.sample_id)
+        return None
+
+    def _close_or_leave(self, s: Session, sample_id: str) -> hub_pb2.SampleReply | None:
+        """Close on the m-th answer; if an answer stored before answers were checked spoils aggregation, keep the
+        answer and leave the sample to the deadline sweep (which sets it aside) rather than refuse this one."""
+        try:
+            with s.begin_nested():
+                return self._close(s, sample_id, "answered")
+        except (AggregationError, ArithmeticError, IndexError, KeyError, ValueError) as exc:
+            log.warning("sample %s not closed on its last answer (%s); the deadline sweep sets it aside",
+                        sample_id, exc)
+            return None
+
+    def _answer_row(self, task: Assignment, answer: hub_pb2.Answer) -> AnswerRow:
+        stored = hub_pb2.Answer()
+        stored.CopyFrom(answer)
+        stored.sample_id = task.sample_id
+        class_id = answer.class_id if answer.WhichOneof("label") == "class_id" else None
+        return AnswerRow(task_id=task.id, sample_id=task.sample_id, annotator_id=task.annotator_id,
+                         class_id=class_id, payload=stored.SerializeToString(), latency_s=answer.latency_s,
+                         operations=answer.operations, simulated=answer.simulated, submitted_at=self.clock())
+
+    # --- closing: aggregation and the reply -------------------------------------------------------------
+
+    def expire_due(self, limit: int = 256, set_aside: list[str] | None = None) -> list[hub_pb2.SampleReply]:
+        """Close samples whose deadline passed: partial with the answers that arrived, else expired.
+
+        One transaction per sample: a sample that cannot be closed (say, an answer stored before answers were
+        checked breaks its aggregation) is set aside (status `set_aside`, logged once, its id appended to
+        `set_aside`) and never blocks the others, nor the sweeps after it, nor a restart.
+        """
+        now = self.clock()
+        with self.session() as s:
+            ids = s.scalars(select(Sample.id).where(Sample.status.in_(OPEN_STATES), Sample.deadline <= now)
+                            .order_by(Sample.deadline).limit(limit)).all()
+        replies = []
+        for sample_id in ids:
+            try:
+                with self.session() as s:
+                    row = s.get(Sample, sample_id)
+                    reply = self._close(s, sample_id, "partial" if row.answer_count else "expired")
+            except SQLAlchemyError:
+                raise  # the database, not the sample: the sweep retries next round
+            except Exception as exc:  # noqa: BLE001 (any failure of one sample must not stop the others)
+                self._set_aside(sample_id, exc)
+                if set_aside is not None:
+                    set_aside.append(sample_id)
+                continue
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    def _set_aside(self, sample_id: str, exc: Exception) -> None:
+        log.error("sample %s could not be closed at its deadline (%s: %s); set aside, the sweep goes on",
+                  sample_id, type(exc).__name__, exc)
+        with self.session() as s:
+            s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
+                      .values(status=SET_ASIDE, closed_at=self.clock()))
+
+    def next_deadline(self) -> float | None:
+        with self.session() as s:
+            return s.scalar(select(func.min(Sample.deadline)).where(Sample.status.in_(OPEN_STATES)))
+
+    def _close(self, s: Session, sample_id: str, status: str) -> hub_pb2.SampleReply | None:
+        now = self.clock()
+        won = s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
+                        .values(status=status, closed_at=now)).rowcount
+        if not won:
+            return None  # another hub (or the expiry sweep) closed it first
+        s.execute(update(Assignment).where(Assignment.sample_id == sample_id, Assignment.status == "open")
+                  .values(status="closed"))
+        row = s.get(Sample, sample_id)
+        answers = [hub_pb2.Answer.FromString(p) for p in
+                   s.scalars(select(AnswerRow.payload).where(AnswerRow.sample_id == sample_id)
+                             .order_by(AnswerRow.id)).all()]
+        labour = float(sum(a.operations for a in answers))
+        reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
+                                    reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
+                                    labour=labour, **self._declines(s, sample_id))
+        if answers:
+            reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
+        s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,
+                    aggregator=row.aggregator, class_id=_class_of(reply.aggregated) if answers else None,
+                    labour=labour, payload=reply.SerializeToString(), transport=row.transport, delivered=False,
+                    created_at=now))
+        s.execute(update(Device).where(Device.id == row.device_id)
+                  .values(labour_spent=Device.labour_spent + labour, samples_replied=Device.samples_replied + 1))
+        return reply
+
+    def _declines(self, s: Session, sample_id: str) -> dict[str, int]:
+        """The reply's cant_tell / skipped counts: releases are no answers, yet the device should know of them."""
+        kinds = dict(s.execute(select(TaskEvent.kind, func.count()).where(TaskEvent.sample_id == sample_id)
+                               .group_by(TaskEvent.kind)).tuples().all())
+        return {"cant_tell": int(kinds.get("cant_tell", 0)), "skipped": int(kinds.get("skip", 0))}
+
+    def _aggregate(self, s: Session, row: Sample, answers: list[hub_pb2.Answer]) -> hub_pb2.AggregatedLabel:
+        aggregator = get_aggregator(row.aggregator)
+        history: tuple[tuple[str, str, int], ...] = ()
+        if aggregator.needs_history and self.history:
+            history = tuple(s.execute(
+                select(AnswerRow.sample_id, AnswerRow.annotator_id, AnswerRow.class_id)
+                .where(AnswerRow.class_id.is_not(None)).order_by(AnswerRow.id.desc()).limit(self.history)).tuples())
+        output = hub_pb2.ModelOutput.FromString(row.model_output)
+        data = AggregationInput(row.id, tuple(answers), row.m, self.num_classes,
+                                tuple(output.class_probabilities), history)
+        return aggregator.aggregate(data)
+
+    # --- replies ----------------------------------------------------------------------------------------
+
+    def replies_for(self, sample_ids: Sequence[str]) -> list[hub_pb2.SampleReply]:
+        if not sample_ids:
+            return []
+        with self.session() as s:
+            payloads = s.scalars(select(Reply.payload).where(Reply.sample_id.in_(list(sample_ids)))).all()
+        return [hub_pb2.SampleReply.FromString(p) for p in payloads]
+
+    def transports_of(self, sample_ids: Sequence[str]) -> dict[str, str]:
+        """sample id -> the transport it came by (replies go back the same way)."""
+        with self.session() as s:
+            rows = s.execute(select(Sample.id, Sample.transport).where(Sample.id.in_(list(sample_ids)))).tuples()
+            return dict(rows.all())
+
+    def undelivered(self, transport: str, limit: int = 1000) -> list[hub_pb2.SampleReply]:
+        with self.session() as s:
+            payloads = s.scalars(select(Reply.payload).where(Reply.transport == transport,
+                                                             Reply.delivered.is_(False))
+                                 .order_by(Reply.created_at).limit(limit)).all()
+        return [hub_pb2.SampleReply.FromString(p) for p in payloads]
+
+    def mark_delivered(self, sample_ids: Sequence[str]) -> None:
+        if sample_ids:
+            with self.session() as s:
+                s.execute(update(Reply).where(Reply.sample_id.in_(list(sample_ids))).values(delivered=True))
+
+
+def _class_of(label: hub_pb2.AggregatedLabel) -> int | None:
+    return label.class_id if label.WhichOneof("label") == "class_id" else None

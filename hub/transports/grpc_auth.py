@@ -1,0 +1,113 @@
+"""Who is calling: the device a gRPC call's credential proves, held against the device id its message names.
+
+A call proves a device by `authorization: Bearer <device id>:<secret>` metadata (issued by `hgen-hub add-device`),
+or, without one, by the common name of its mutual-TLS client certificate when that names an enrolled device.
+No proof, a revoked or rotated secret, or a message naming another device: PERMISSION_DENIED, counted. The
+stored hash is re-read on every call, so a revocation holds from the next call on, in every hub process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tarfile
+from pathlib import Path
+
+import grpc
+
+from hgen.hub.devices import DeviceAuthError, DeviceCredentials, DeviceMismatchError
+from hgen.hub.errors import BadInputError
+from hgen.hub.kb.store import BundleRecord
+from hgen.hub.service import HubService
+
+log = logging.getLogger(__name__)
+MANIFEST_NAME = "manifest.json"
+
+
+class WrongTargetError(BadInputError):
+    """A device asked for a bundle built for another target than its own."""
+
+    code = "device_wrong_target"
+
+
+def bearer_token(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return None
+
+
+def certificate_name(context: grpc.ServicerContext) -> str | None:
+    """The common name of a verified client certificate (mutual TLS only; gRPC verified it against the CA)."""
+    names = context.auth_context().get("x509_common_name") or []
+    return names[0].decode() if names else None
+
+
+@functools.lru_cache(maxsize=256)
+def _target_of(path: str, _mtime_ns: int) -> str | None:
+    try:
+        if os.path.isdir(path):
+            data = Path(path, MANIFEST_NAME).read_bytes()
+        else:
+            with tarfile.open(path, "r:*") as archive:
+                member = archive.next()
+                handle = archive.extractfile(member) if member is not None and member.name == MANIFEST_NAME else None
+                data = handle.read(1 << 20) if handle is not None else b"{}"
+        target = json.loads(data).get("target")
+    except (OSError, tarfile.TarError, ValueError, AttributeError):
+        return None
+    return str(target) if target else None
+
+
+def bundle_target(path: str) -> str | None:
+    """The target written in a bundle's manifest (None when it cannot be read)."""
+    try:
+        return _target_of(path, os.stat(path).st_mtime_ns)
+    except OSError:
+        return None
+
+
+class CallerCheck:
+    """The checks every AnnotationHub handler runs before it touches its request."""
+
+    def __init__(self, service: HubService, devices: DeviceCredentials) -> None:
+        self.service = service
+        self.devices = devices
+
+    def _deny(self, context: grpc.ServicerContext, error: BadInputError) -> None:
+        self.service.metrics.inc(error.code)
+        log.warning("gRPC call refused (%s): %s", error.code, error)
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+
+    def caller(self, context: grpc.ServicerContext) -> str:
+        token = bearer_token(context)
+        if token is not None:
+            device = self.devices.authenticate(token)
+            if device is None:
+                self._deny(context, DeviceAuthError("the device credential is unknown, revoked or rotated"))
+            return device  # type: ignore[return-value]  # _deny raised otherwise
+        name = certificate_name(context)
+        if name is None or not self.devices.is_active(name):
+            self._deny(context, DeviceAuthError("no device credential (bearer token or client certificate of an "
+                                                "enrolled device)"))
+        return name  # type: ignore[return-value]
+
+    def check_claim(self, device: str, claimed: str, context: grpc.ServicerContext) -> None:
+        """The message must name the device the call's credential proved."""
+        try:
+            self.service.check_sender(device, claimed)  # counts and logs once
+        except DeviceMismatchError as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
+    def check_target(self, device: str, record: BundleRecord, context: grpc.ServicerContext) -> None:
+        """A device enrolled with a target gets only bundles built for that target."""
+        state = self.devices.state(device)
+        wanted = state.target if state is not None else None
+        if wanted is None:
+            return
+        found = bundle_target(record.path)
+        if found != wanted:
+            self._deny(context, WrongTargetError(f"{device} runs {wanted}; bundle {record.name} {record.version} "
+                                                 f"is for {found or 'an unknown target'}"))

@@ -1,0 +1,87 @@
+"""The annotator's page: one task at a time (the same one again on reload or from another session, up to
+tasks.max_open_per_annotator), its image, and the answer. The answer's kind is the task's."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+from flask import Flask, Response, redirect, render_template, request, url_for
+
+from hgen.hub.errors import ImageDecodeError, UnknownTaskError
+from hgen.hub.gold import decoy_probabilities
+from hgen.hub.images import RAW_CHANNELS
+from hgen.hub.kb.store import Task
+from hgen.hub.web import answers
+from hgen.hub.web.context import WebContext, require_user
+from hgen.hub.web.forms import AnswerForm, parse_form
+from hgen.protos import hub_pb2
+
+MAX_TASK_ID = 64
+
+
+def register(app: Flask, ctx: WebContext) -> None:
+    @app.get("/annotate")
+    def annotate() -> Any:
+        user = require_user(ctx).annotator_id
+        paused = ctx.api.paused_reason(user)
+        if paused is not None:
+            return render_template("annotate.html", paused=paused, task=None)
+        task = ctx.api.next_task(user)
+        if task is None:
+            return render_template("annotate.html", paused=None, task=None)
+        return render_template("annotate.html", paused=None, task=task, view=answers.view_of(task),
+                               classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names),
+                               message=request.args.get("message", "")[:200])
+
+    @app.get("/task/<task_id>/image")
+    def task_image(task_id: str) -> Any:
+        user = require_user(ctx).annotator_id
+        found = ctx.hub.service.kb.open_task(task_id[:MAX_TASK_ID], user)
+        if found is None:
+            raise UnknownTaskError("this task is not yours, or it is already closed")
+        return image_response(found[0].image)
+
+    @app.post("/task/<task_id>/answer")
+    def answer(task_id: str) -> Any:
+        user = require_user(ctx).annotator_id
+        form = parse_form(AnswerForm, request.form)
+        found = ctx.hub.service.kb.open_task(task_id[:MAX_TASK_ID], user)
+        if found is None:
+            raise UnknownTaskError("this task is not yours, or it is already closed; nothing was changed")
+        task, assigned_at = found
+        parsed = answers.parse(form, task, user, ctx.config.num_classes, time.time() - assigned_at)
+        if isinstance(parsed, answers.Release):
+            ctx.api.release(task.task_id, user, parsed.kind, parsed.latency_s)
+        else:
+            ctx.api.submit_answer(parsed)
+        return redirect(url_for("annotate"), 303)
+
+
+def guesses(task: Task, names: tuple[str, ...]) -> list[tuple[str, float]]:
+    """The model's top three; a sample without probabilities (a gold one stored before gold had decoys) gets a
+    stable decoy, so no page stands out as gold."""
+    probs = list(task.model_output.class_probabilities)
+    if not probs and answers.view_of(task) == "class":
+        seed = int.from_bytes(hashlib.sha256(task.sample_id.encode()).digest()[:8], "big")
+        probs = decoy_probabilities(len(names), seed % len(names), seed)
+    top = sorted(range(len(probs)), key=lambda i: -probs[i])[:3]
+    return [(names[i] if i < len(names) else str(i), probs[i]) for i in top]
+
+
+def image_response(image: hub_pb2.Image) -> Response:
+    if image.format == hub_pb2.IMAGE_FORMAT_JPEG:
+        return Response(image.data, mimetype="image/jpeg")
+    if image.format == hub_pb2.IMAGE_FORMAT_PNG:
+        return Response(image.data, mimetype="image/png")
+    channels = image.channels or 1
+    if image.channels not in RAW_CHANNELS or len(image.data) != image.height * image.width * channels:
+        raise ImageDecodeError("this task's image cannot be shown (stored before channel checks); skip it")
+    pixels = np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, channels)
+    ok, png = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ImageDecodeError("this task's image cannot be shown; skip it")
+    return Response(png.tobytes(), mimetype="image/png")

@@ -1,0 +1,88 @@
+"""The operator's page: overview, retrain, gold tasks, invites, pausing annotators. Role from the knowledge base."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask, redirect, render_template, request, session, url_for
+
+from hgen.hub.errors import NotAnImageError, RetrainBusyError, RetrainError, UnknownModelError
+from hgen.hub.images import read_header, sniff
+from hgen.hub.web import stats
+from hgen.hub.web.answers import check_class
+from hgen.hub.web.auth import check_name
+from hgen.hub.web.context import WebContext, require_user
+from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, parse_form
+from hgen.protos import hub_pb2
+
+
+def register(app: Flask, ctx: WebContext) -> None:
+    @app.get("/operator")
+    def operator() -> Any:
+        require_user(ctx, "operator")
+        hub = ctx.hub
+        models = [m.name for m in ctx.config.retrain.models]
+        versions = {m: hub.retrain_store.current_version(m) for m in models}
+        return render_template(
+            "operator.html", view=stats.overview(hub.service.kb, hub.service.gold, time.time(), ctx.class_names),
+            models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
+            retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
+            classes=list(enumerate(ctx.class_names)), message=request.args.get("message", "")[:300],
+            invite=session.pop("invite", ""))  # shown once, never in a URL
+
+    @app.post("/operator/retrain")
+    def retrain() -> Any:
+        require_user(ctx, "operator")
+        form = parse_form(RetrainForm, request.form)
+        if ctx.hub.retrain is None:
+            return _back("retraining is off (retrain.enabled: false)")
+        try:
+            run = ctx.hub.retrain.request(form.model, "operator", research=form.research == "1")
+        except (RetrainBusyError, UnknownModelError, RetrainError) as exc:
+            return _back(str(exc)[:300])
+        return _back(f"retrain {run.id} of {run.model_name} queued{' with re-search' if run.research else ''}")
+
+    @app.post("/operator/gold")
+    def add_gold() -> Any:
+        require_user(ctx, "operator")
+        form = parse_form(GoldForm, request.form)
+        class_id = check_class(form.class_id, ctx.config.num_classes)
+        upload = request.files.get("image")
+        image = uploaded_image(upload.read() if upload is not None else b"")
+        sample_id = ctx.hub.service.gold.add(image, class_id, ctx.config.num_classes, ctx.config.limits)
+        return _back(f"gold task {sample_id} added ({ctx.class_names[class_id]})")
+
+    @app.post("/operator/invite")
+    def invite() -> Any:
+        require_user(ctx, "operator")
+        form = parse_form(InviteForm, request.form)
+        name = check_name(form.name)
+        token = ctx.accounts.invite(name, form.role, ctx.config.web.invite_ttl_s)
+        base = (ctx.config.web.public_url or ctx.hub.web_url).rstrip("/")
+        session["invite"] = f"{base}{url_for('join')}#token={token}"  # the fragment never reaches a server
+        return _back(f"invite for {name} created")
+
+    @app.post("/operator/annotator")
+    def pause_or_resume() -> Any:
+        require_user(ctx, "operator")
+        form = parse_form(AnnotatorActionForm, request.form)
+        if form.action == "resume":
+            ctx.hub.service.gold.resume(form.annotator)
+        else:
+            ctx.hub.service.gold.pause(form.annotator, "paused by an operator")
+        return _back(f"{form.annotator}: {form.action}d")
+
+
+def _back(message: str) -> Any:
+    return redirect(url_for("operator", message=message), 303)
+
+
+def uploaded_image(data: bytes) -> hub_pb2.Image:
+    """PNG or JPEG by content (never by file name), measured from its header only: the pixel cap and the decode
+    check follow in GoldBook.add (hgen.hub.validation.check_image), so a bomb is never decoded."""
+    fmt = sniff(data)
+    if fmt is None:
+        raise NotAnImageError("the upload is not an image: upload a PNG or JPEG file")
+    header = read_header(data, fmt)
+    return hub_pb2.Image(format=fmt, data=data, height=header.height, width=header.width, channels=header.channels)
