@@ -110,11 +110,21 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def demo_outcome(step: dict) -> str:
+    pool = step.get("evaluation_pool", {})
+    missed = [name for name, met in step.get("demands_met", {}).items() if not met]
+    accuracy = "".join(f"; {row}: model only {pool[row]['model_only']:.3f}, fused {pool[row]['fused']:.3f}"
+                       for row in ("before", "after") if row in pool)
+    return (f"{step['dataset']} over {step['transport']}; demands "
+            + (f"NOT met: {', '.join(missed)}" if missed else "all met")
+            + (f"; evaluation pool of {pool['images']} images{accuracy}" if pool else ""))
+
+
 def markdown(record: dict, args: argparse.Namespace) -> str:
     rows = "\n".join(
         f"| {s['command']} | {s['rc']} | {s['seconds']:.0f} | "
         + (f"{s['passed']} passed, {s['failed']} failed, {s['errors']} errors, {s['skipped']} skipped"
-           if s["step"] == "test" else f"{s['dataset']} over {s['transport']}") + " |"
+           if s["step"] == "test" else demo_outcome(s)) + " |"
         for s in record["steps"])
     purged = ", ".join(record.get("purged", [])) or "nothing (run without --purge)"
     return f"""# Fresh machine: the README's two commands
