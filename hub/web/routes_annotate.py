@@ -17,6 +17,7 @@ from hgen.hub.images import RAW_CHANNELS
 from hgen.hub.kb.store import Task
 from hgen.hub.web import answers
 from hgen.hub.web.context import WebContext, require_user
+from hgen.hub.web.display import display_size
 from hgen.hub.web.forms import AnswerForm, parse_form
 from hgen.protos import hub_pb2
 
@@ -34,6 +35,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         if task is None:
             return render_template("annotate.html", paused=None, task=None)
         return render_template("annotate.html", paused=None, task=task, view=answers.view_of(task),
+                               display=display_size(task.image.width, task.image.height),
                                classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names),
                                message=request.args.get("message", "")[:200])
 

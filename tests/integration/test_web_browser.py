@@ -160,8 +160,8 @@ def mark_regions(page, base: str, drags: list[tuple[tuple[int, int], tuple[int, 
 
 
 def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, browser, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    """Two people mark the region that matters on a 64x64 H-Faster-RCNN sample (display 448x448: 7 display pixels
-    per image pixel); region_gmm merges their near-identical regions into one, centred on their mean."""
+    """Two people mark the region that matters on a 64x64 H-Faster-RCNN sample (display 640x640: 10 display pixels
+    per image pixel, hgen.hub.web.display); region_gmm merges their near-identical regions into one, centred on their mean."""
     add_people(hub, annotators=("bob",), operators=())
     log = ReplyLog()
     device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
@@ -173,8 +173,8 @@ def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, brow
     thread.start()
     wait_for_samples(hub, 1, timeout=30)
     slip = ((300, 20), (420, 100))
-    for user, region, shot in (("ann", ((70, 105), (280, 315)), artifacts_dir / "web_annotate_regions.png"),
-                               ("bob", ((84, 119), (294, 329)), None)):
+    for user, region, shot in (("ann", ((100, 150), (400, 450)), artifacts_dir / "web_annotate_regions.png"),
+                               ("bob", ((120, 170), (420, 470)), None)):
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         log_in(page, hub.web_url, user)
         mark_regions(page, hub.web_url, [region, slip], shot)
@@ -186,7 +186,7 @@ def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, brow
     assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.aggregator == "region_gmm"
     given = {a.annotator_id: [(r.x_min, r.y_min, r.x_max, r.y_max) for r in a.regions.regions] for a in reply.answers}
     assert sorted(given) == ["ann", "bob"] and all(len(r) == 1 for r in given.values())  # the slip was undone
-    assert given["ann"][0] == pytest.approx((10, 15, 40, 45), abs=0.1)  # display pixels / 7, sub-pixel layout
+    assert given["ann"][0] == pytest.approx((10, 15, 40, 45), abs=0.1)  # display pixels / 10, sub-pixel layout
     assert given["bob"][0] == pytest.approx((12, 17, 42, 47), abs=0.1)
     assert all(a.latency_s > 0 and not a.simulated for a in reply.answers)
     (merged,) = reply.aggregated.regions.regions

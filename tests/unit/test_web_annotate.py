@@ -139,3 +139,15 @@ def test_non_image_upload_is_refused_and_gold_pauses_a_bad_annotator(hub: HubApp
     assert "paused: gold accuracy" in operator_page
     op.post("/operator/annotator", data={"annotator": "ann", "action": "resume", "csrf_token": token})
     assert hub.service.gold.paused_reason("ann") is None
+
+
+def test_samples_are_shown_at_a_screen_size_keeping_their_aspect_ratio():
+    from hgen.hub.web.display import display_size
+
+    assert display_size(28, 28) == display_size(28, 28, 640) and display_size(28, 28).crisp
+    assert (display_size(28, 28).width, display_size(28, 28).height) == (616, 616)  # 22x, whole pixels
+    big = display_size(3840, 2160)
+    assert (big.width, big.height, big.crisp) == (640, 360, False)
+    wide = display_size(96, 48)
+    assert (wide.width, wide.height, wide.crisp) == (576, 288, True)
+    assert display_size(0, 0).width == 448
