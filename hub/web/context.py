@@ -4,6 +4,7 @@ request's session is turned into an account (from the knowledge base, checked on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import abort, g, redirect, request, session, url_for
@@ -12,6 +13,7 @@ from hgen.hub.config import HubConfig
 from hgen.hub.errors import SessionExpiredError
 from hgen.hub.web.auth import Account, Accounts, LoginLimiter
 from hgen.hub.web.security import client_address, current_user
+from hgen.runtime.errors import HGenError
 
 
 @dataclass
@@ -34,6 +36,21 @@ class WebContext:
 def class_names(configured: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
     """One name per class the hub aggregates: configured ones first, numbers for the rest (extra names dropped)."""
     return tuple(configured[i] if i < len(configured) else str(i) for i in range(num_classes))
+
+
+def bundle_labels(config: HubConfig) -> tuple[str, ...]:
+    """The data set's class names as the first retrained model's bundle lists them (its manifest's labels), so
+    people see "Sandal", not "5", without configuring names twice; () when there is none or it does not fit."""
+    from hgen.runtime.bundle.manifest import MANIFEST_NAME, parse_manifest
+
+    for model in config.retrain.models:
+        try:
+            labels = parse_manifest((Path(model.bundle) / MANIFEST_NAME).read_bytes()).labels
+        except (OSError, ValueError, HGenError):  # unreadable or not a manifest: numbers it is
+            continue
+        if len(labels) == config.num_classes:
+            return labels
+    return ()
 
 
 def require_user(ctx: WebContext, role: str | None = None) -> Account:

@@ -3,6 +3,7 @@ annotator's task and non-image uploads are refused with nothing lost, rendered t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,25 @@ def test_samples_are_shown_at_a_screen_size_keeping_their_aspect_ratio():
     wide = display_size(96, 48)
     assert (wide.width, wide.height, wide.crisp) == (576, 288, True)
     assert display_size(0, 0).width == 448
+
+
+def test_class_names_default_to_the_deployed_bundles_labels(tmp_path):
+    from types import SimpleNamespace
+
+    from hgen.hub.web.context import bundle_labels
+
+    good, other = tmp_path / "good", tmp_path / "other"
+    for folder, labels in ((good, ["cat", "dog", "fox"]), (other, ["a", "b"])):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps(manifest_with(labels)))
+    config = SimpleNamespace(num_classes=3, retrain=SimpleNamespace(models=[
+        SimpleNamespace(bundle=tmp_path / "missing"), SimpleNamespace(bundle=other), SimpleNamespace(bundle=good)]))
+    assert bundle_labels(config) == ("cat", "dog", "fox")  # a missing bundle and a wrong class count are passed over
+    assert bundle_labels(SimpleNamespace(num_classes=3, retrain=SimpleNamespace(models=[]))) == ()
+
+
+def manifest_with(labels):
+    return {"schema_version": 1, "model": {"name": "m", "version": "1.0.0"}, "created": "2026-01-01T00:00:00Z",
+            "target": "x86_64", "engines": [{"name": "litert", "file": "model.tflite", "sha256": "0" * 64, "size": 1}],
+            "input": {"shape": [1, 8, 8, 3]}, "output_shape": [1, len(labels)], "labels": labels, "tau": 0.5,
+            "temperature": 1.0, "lambda": 0.1}
