@@ -136,7 +136,8 @@ class WebConfig(StrictModel):
     public_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$", title="Address people "
                                    "reach the UI at, used in invite links (default: the bound host and port)")
     invite_ttl_s: int = Field(7 * 24 * 3600, ge=60, title="How long an invite token stays valid")
-    class_names: tuple[str, ...] = Field((), title="Class names shown to annotators (default: 0..num_classes-1)")
+    class_names: tuple[str, ...] = Field((), title="Class names shown to annotators (default: the first retrained "
+                                                   "model's bundle labels, else 0..num_classes-1)")
     secure_cookies: bool = Field(False, title="Mark cookies Secure (set when served over HTTPS)")
 
     @model_validator(mode="after")
