@@ -216,7 +216,9 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     if chosen is None or chosen.measured is None:
         raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")
     log(f"search done in {result.wall_seconds:.0f} s: {result.stop_reason}; "
-        f"{'feasible' if result.best_feasible else 'NO feasible candidate; best'} plan {chosen.plan}, tau {chosen.tau:.3f}")
+        f"{'feasible' if result.best_feasible else 'NO feasible candidate; best'} plan {chosen.plan}, tau {chosen.tau:.3f}"
+        + (f" (DDPG proposed {chosen.tau_proposed:.3f})" if chosen.tau_proposed is not None else "")
+        + f"; {result.skipped_on_paper} candidates skipped on paper (S/E over budget)")
     test = evaluator.held_out(data.test)
     origin, origin_logits = _origin(evaluator, base, test)
     final, measured, final_logits = _final(evaluator, chosen, config, test)
@@ -261,6 +263,7 @@ def _summary(config: CompileConfig, data: Dataset, device: DeviceProfile, result
         "evaluations": result.evaluations, "search_seconds": result.wall_seconds, "stop_reason": result.stop_reason,
         "feasible_in_search": result.best_feasible is not None, "search_reward": chosen.reward,
         "plan": {k: v for k, v in chosen.plan.items() if v != IDENTITY} or "identity", "tau": chosen.tau,
+        "tau_proposed": chosen.tau_proposed, "skipped_on_paper": result.skipped_on_paper,
         "temperature": final.temperature, "violations": violations(measured, config.demands),
         "annotators": "simulated",
     }

@@ -92,3 +92,64 @@ def evaluate_hdnn(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers,
         latency_ms=latency_ms(t_infer_ms, extra_total_ms, n),
         simulated=answers.simulated,
     )
+
+
+@dataclass(frozen=True)
+class TauSweep:
+    """Fused accuracy and labour of every threshold at which the gate changes (plus any extra ones), ascending."""
+
+    taus: np.ndarray
+    correct: np.ndarray
+    labour: np.ndarray
+    samples: int
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct / self.samples
+
+
+@dataclass(frozen=True)
+class TauChoice:
+    """The refined threshold, the proposal it started from, and whether its labour meets the budget."""
+
+    tau: float
+    proposal: float
+    accuracy: float
+    labour: float
+    meets_labour: bool
+
+
+def sweep_tau(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, temperature: float,
+              fusion_lambda: float = 0.1, difficulty: DifficultyEstimator | None = None,
+              extra_taus: tuple[float, ...] = (), kind: str = "cnn") -> TauSweep:
+    """What `evaluate_hdnn` measures, for all thresholds at once: each sample's outcome with and without people and
+    its labour depend on that sample only, so sorting by confidence turns every threshold into a prefix sum.
+
+    Candidates: 0, 1, every distinct confidence (tau = c gates the samples below c) and `extra_taus`.
+    """
+    labels = np.asarray(labels)
+    hdnn, params = get_kind(kind), FusionParams(temperature, fusion_lambda)
+    confidence = np.asarray(hdnn.confidence(logits, params), dtype=np.float64)
+    alone = hdnn.fuse(logits, np.full_like(answers.labels, NO_ANSWER), params) == labels
+    helped = hdnn.fuse(logits, answers.labels, params) == labels
+    l0 = labour_per_sample((difficulty or DifficultyEstimator()).difficulty(softmax(logits, temperature)),
+                           answers.labels.shape[1])
+    order = np.argsort(confidence, kind="stable")
+    taus = np.unique(np.clip(np.concatenate([confidence, [0.0, 1.0], [check_tau(t) for t in extra_taus]]), 0, 1))
+    gated = np.searchsorted(confidence[order], taus, side="left")  # how many samples have c < tau
+    gain = np.concatenate([[0], np.cumsum(helped[order].astype(np.int64) - alone[order])])
+    spent = np.concatenate([[0.0], np.cumsum(np.asarray(l0, dtype=np.float64)[order])])
+    n = labels.shape[0]
+    return TauSweep(taus, int(alone.sum()) + gain[gated], spent[gated] * labour_ratio(1.0, n), n)
+
+
+def refine_tau(sweep: TauSweep, proposal: float, labour_budget: float) -> TauChoice:
+    """The most accurate threshold whose labour meets the budget; ties go to less labour, then to the one nearest
+    the proposal. If none meets it (only possible for a budget below zero labour), the least-labour threshold, most
+    accurate among those, is returned with `meets_labour=False`, so the caller sees the budget is missed."""
+    meets = sweep.labour <= labour_budget
+    pool = np.flatnonzero(meets) if meets.any() else np.flatnonzero(sweep.labour == sweep.labour.min())
+    distance = np.abs(sweep.taus[pool] - proposal)
+    best = pool[np.lexsort((distance, sweep.labour[pool], -sweep.correct[pool]))[0]]
+    return TauChoice(float(sweep.taus[best]), float(proposal), float(sweep.accuracy[best]), float(sweep.labour[best]),
+                     bool(meets.any()))

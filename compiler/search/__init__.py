@@ -23,6 +23,7 @@ class SearchResult:
     stop_reason: str
     wall_seconds: float
     evaluations: int
+    skipped_on_paper: int = 0
 
 
 def run_search(evaluator: CandidateEvaluator, demands: Demands, device: DeviceProfile, *, strategy: str = "hgen",
@@ -38,4 +39,4 @@ def run_search(evaluator: CandidateEvaluator, demands: Demands, device: DevicePr
     except StopSearch:
         pass
     return SearchResult(strategy, seed, tuple(ctx.candidates), ctx.best(), ctx.best_feasible(), ctx.stop_reason,
-                        time.perf_counter() - start, evaluator.evaluations)
+                        time.perf_counter() - start, evaluator.evaluations, ctx.skipped_on_paper)

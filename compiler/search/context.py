@@ -2,7 +2,9 @@
 
 Strategies only propose (plan, tau); the context evaluates, scores (Eq. 14-15), logs a JSONL record per candidate,
 and decides when to stop: at the first candidate meeting all demands and budgets (Algorithm 1, line 22) unless asked
-to go on, or when the episodes, distinct backbone evaluations or wall time run out.
+to go on, or when the episodes, distinct backbone evaluations or wall time run out. A plan whose S or E breaks the
+budget on paper is recorded as skipped and never fine-tuned; asked to refine, the context replaces a proposed tau by
+the most accurate one within the labour budget on the search split and records both.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from hgen.compiler.search.budget import PaperBudget
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator
-from hgen.compiler.search.objective import Coefficients, Demands, Measured, reward, violations
+from hgen.compiler.search.objective import Coefficients, Demands, Measured, reward, safe_log, violations
 from hgen.compiler.search.space import plan_problems
 
 INVALID_PLAN_REWARD = -1000.0
@@ -41,6 +46,8 @@ class Candidate:
     violations: tuple[str, ...]
     evaluations: int
     elapsed_seconds: float
+    tau_proposed: float | None = None
+    skipped_on_paper: bool = False
 
     @property
     def reward(self) -> float:
@@ -52,6 +59,7 @@ class Candidate:
 
     def to_record(self) -> dict[str, Any]:
         return {"index": self.index, "episode": self.episode, "plan": self.plan, "tau": self.tau,
+                "tau_proposed": self.tau_proposed, "skipped_on_paper": self.skipped_on_paper,
                 "measured": self.measured.to_dict() if self.measured else None, "r1": self.r1, "r2": self.r2,
                 "reward": self.reward, "feasible": self.feasible, "violations": list(self.violations),
                 "evaluations": self.evaluations, "elapsed_seconds": round(self.elapsed_seconds, 3)}
@@ -72,6 +80,35 @@ class SearchContext:
     stop_reason: str = ""
     episode: int = 0
     started: float = field(default_factory=time.perf_counter)
+    paper: PaperBudget | None = None
+
+    def paper_budget(self) -> PaperBudget:
+        """S and E of every operator on every layer, measured once on paper when first needed.
+
+        If no plan of the space can meet S_c and E_c, the search stops here: every plan would be skipped.
+        """
+        if self.paper is None:
+            self.paper = PaperBudget.build(self.evaluator.base, self.evaluator.space, self.demands.storage_mb,
+                                           self.demands.energy_mj)
+            if self.paper.completion({}, 0) is None:
+                self._stop(f"no plan meets S <= {self.demands.storage_mb} MB and E <= {self.demands.energy_mj} mJ "
+                           f"on paper (a lower bound: {self.paper.describe_best()})")
+        return self.paper
+
+    def action_mask(self, plan: dict[str, str], position: int) -> np.ndarray:
+        """Operators for layer `position` that keep the plan valid and leave a completion within S_c and E_c.
+
+        When none does (the budgets cannot be met after the earlier choices), the valid ones: the finished plan is
+        then skipped on paper rather than fine-tuned.
+        """
+        space = self.evaluator.space
+        valid = space.valid_mask(self.evaluator.base, plan, position)
+        affordable = self.paper_budget().mask(valid, plan, position)
+        return affordable if affordable.any() else valid
+
+    @property
+    def skipped_on_paper(self) -> int:
+        return sum(c.skipped_on_paper for c in self.candidates)
 
     @property
     def elapsed(self) -> float:
@@ -99,30 +136,49 @@ class SearchContext:
         self.check_budget(new_evaluation=not self.evaluator.cached(plan))
         return self.evaluator.backbone(plan)
 
-    def score(self, plan: dict[str, str], tau: float) -> Candidate:
+    def score(self, plan: dict[str, str], tau: float, refine: bool = False) -> Candidate:
         """Evaluate (plan, tau), log it, and stop the search at the first feasible one when asked to.
 
-        A plan the library rejects is scored without being evaluated, so it costs no evaluation budget.
+        A plan the library rejects, or whose S or E breaks the budget on paper, is scored without being evaluated,
+        so it costs no fine-tune and no evaluation budget. With `refine`, `tau` is a proposal that
+        `evaluator.refine_tau` replaces by the most accurate threshold within L_c; the candidate records both.
         """
         problems = plan_problems(self.evaluator.base, plan, self.evaluator.space.ratios)
         if problems:
             self.check_budget()
             return self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (problems,))
+        over = self.paper_budget().violations(plan)
+        if over:
+            self.check_budget()
+            return self._record(plan, tau, None, INVALID_PLAN_REWARD, self._paper_r2(plan), tuple(over),
+                                skipped_on_paper=True)
         backbone = self.backbone(plan)
         if backbone.error:
             candidate = self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (backbone.error,))
         else:
+            proposal = tau if refine else None
+            tau = self.evaluator.refine_tau(backbone, tau, self.demands.labour).tau if refine else tau
             measured = self.evaluator.measure(backbone, tau)
             r1, r2 = reward(measured, self.demands, self.coefficients)
-            candidate = self._record(plan, tau, measured, r1, r2, tuple(violations(measured, self.demands)))
+            candidate = self._record(plan, tau, measured, r1, r2, tuple(violations(measured, self.demands)),
+                                     tau_proposed=proposal)
         if candidate.feasible and self.budget.stop_at_feasible:
             self._stop(f"feasible candidate found at episode {self.episode} (Algorithm 1, line 22)")
         return candidate
 
+    def _paper_r2(self, plan: dict[str, str]) -> float:
+        """Eq. 15's storage and energy terms from the paper costs: a plan further over budget ranks lower."""
+        storage, energy = self.paper_budget().exact_cost(plan)
+        d = self.demands
+        return (self.coefficients.d3 * safe_log((d.storage_mb - storage) / d.storage_mb)
+                + self.coefficients.d4 * safe_log((d.energy_mj - energy) / d.energy_mj))
+
     def _record(self, plan: dict[str, str], tau: float, measured: Measured | None, r1: float, r2: float,
-                problems: tuple[str, ...]) -> Candidate:
+                problems: tuple[str, ...], tau_proposed: float | None = None,
+                skipped_on_paper: bool = False) -> Candidate:
         candidate = Candidate(len(self.candidates), self.episode, dict(plan), float(tau), measured, r1, r2, problems,
-                              self.evaluator.evaluations, self.elapsed)
+                              self.evaluator.evaluations, self.elapsed,
+                              None if tau_proposed is None else float(tau_proposed), skipped_on_paper)
         self.candidates.append(candidate)
         self.on_candidate(candidate)
         return candidate

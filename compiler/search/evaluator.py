@@ -17,6 +17,7 @@ import numpy as np
 from hgen.compiler.data import Dataset, Split
 from hgen.compiler.errors import CompilerError
 from hgen.compiler.metrics import ask_crowd, energy_mj, evaluate_hdnn, fit_difficulty, model_costs, storage_mb
+from hgen.compiler.metrics.hdnn import TauChoice, refine_tau, sweep_tau
 from hgen.compiler.metrics.latency import litert_latency_ms
 from hgen.compiler.search.devices import DeviceProfile
 from hgen.compiler.search.objective import Measured
@@ -142,6 +143,15 @@ class CandidateEvaluator:
                                difficulty=self.difficulty, t_infer_ms=backbone.latency_ms)
         return Measured(result.accuracy_fused, result.latency_ms, backbone.storage_mb, backbone.energy_mj,
                         result.labour)
+
+    def refine_tau(self, backbone: Backbone, proposal: float, labour_budget: float) -> TauChoice:
+        """The most accurate tau on the search split whose labour meets the budget, from every distinct confidence
+        and the proposal, measured exactly as `measure` does (milliseconds for thousands of samples)."""
+        held = self.search
+        sweep = sweep_tau(backbone.logits, held.split.y, held.answers, temperature=backbone.temperature,
+                          fusion_lambda=self.config.fusion_lambda, difficulty=self.difficulty,
+                          extra_taus=(proposal,))
+        return refine_tau(sweep, proposal, labour_budget)
 
     def final(self, plan: dict[str, str], epochs: int) -> Backbone:
         """The winner, fine-tuned longer on the whole training split (plus knowledge), for the test-split numbers."""

@@ -46,6 +46,12 @@ def plot_candidates(candidates: tuple[Candidate, ...], path: Path, chosen: Candi
     plt.close(fig)
 
 
+def _proposed(summary: dict[str, Any]) -> str:
+    """Where tau came from: DDPG's proposal, refined exactly on the search split (when refinement ran)."""
+    proposal = summary.get("tau_proposed")
+    return "" if proposal is None else f" (refined on the search split from DDPG's proposal {proposal:.3f})"
+
+
 def markdown_report(summary: dict[str, Any]) -> str:
     d, device = summary["demands"], summary["device"]
     origin, final = summary["origin"], summary["final"]
@@ -71,7 +77,10 @@ def markdown_report(summary: dict[str, Any]) -> str:
         lines.append(f"| {label} | {row['accuracy']:.4f} | {row['accuracy_model_only']:.4f} | {row['latency_ms']:.2f} | "
                      f"{row['storage_mb']:.4f} | "
                      f"{row['energy_mj']:.4f} | {row['labour']:.4f} | {row['params']} |")
-    lines += ["", f"Plan: `{summary['plan']}`; tau = {summary['tau']:.3f}; temperature = {summary['temperature']:.3f}.",
+    lines += ["", (f"Plan: `{summary['plan']}`; tau = {summary['tau']:.3f}{_proposed(summary)}; "
+                   f"temperature = {summary['temperature']:.3f}."), "",
+              ("Candidates skipped on paper (S or E over budget, never fine-tuned): "
+               f"{summary.get('skipped_on_paper', 0)}."),
               "", "Violations on the test split: " + ("; ".join(summary["violations"]) or "none") + ".", "",
               "![candidates and reward](search.png)", ""]
     return "\n".join(lines)

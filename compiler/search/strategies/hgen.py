@@ -1,9 +1,11 @@
 """H-Gen (paper Algorithm 1): per episode the dueling DQN picks an operator per layer, then DDPG picks tau.
 
-A backbone costs seconds to fine-tune, a threshold microseconds, so each episode lets DDPG try `tau_steps`
-thresholds on the same backbone (explore) plus its greedy one; the episode's reward, broadcast to every DQN step,
-is the best of them. Violations score in the hundreds, so the agents learn from `squash(reward)`, a monotone
-log compression: a clip would flatten every serious violation to one value and hide which way is better.
+The DQN only sees operators that keep the plan valid and leave a completion within S_c and E_c on paper
+(`SearchContext.action_mask`), so no fine-tune is spent on a plan the budgets rule out. A threshold costs
+microseconds, so DDPG's proposal is refined exactly on the search split (the most accurate tau within L_c) and
+DDPG learns from the threshold actually used; the episode's reward is broadcast to every DQN step. Violations score
+in the hundreds, so the agents learn from `squash(reward)`, a monotone log compression: a clip would flatten every
+serious violation to one value and hide which way is better.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from hgen.compiler.search.ddpg import DDPG
 from hgen.compiler.search.dqn import DuelingDQN, Transition
 from hgen.compiler.search.strategies import STRATEGIES
 
-TAU_STEPS = 6
+TAU_STEPS = 6  # thresholds per backbone for strategies without refinement (random)
 
 
 def squash(reward: float) -> float:
@@ -28,7 +30,7 @@ def choose_plan(ctx: SearchContext, dqn: DuelingDQN, episode: int) -> tuple[dict
     plan, steps = {}, []
     for position, layer in enumerate(space.layers):
         state = space.state(position)
-        action = dqn.act(state, space.valid_mask(ctx.evaluator.base, plan, position), episode)
+        action = dqn.act(state, ctx.action_mask(plan, position), episode)
         plan[layer.name] = space.actions[action]
         steps.append((state, action))
     return plan, steps
@@ -45,17 +47,15 @@ def learn_from_episode(ctx: SearchContext, dqn: DuelingDQN, steps: list[tuple[np
 
 
 def pick_tau(ctx: SearchContext, ddpg: DDPG, plan: dict[str, str], human: bool) -> list[Candidate]:
+    """One DDPG proposal, refined: refinement already searches every threshold, so more proposals add nothing."""
     if not human:
         return [ctx.score(plan, 0.0)]
     state = ctx.evaluator.space.encode(plan)
-    scored = []
-    for step in range(TAU_STEPS + 1):
-        tau = ddpg.act(state, explore=step < TAU_STEPS)
-        candidate = ctx.score(plan, tau)
-        ddpg.remember(state, tau, squash(candidate.reward))
+    candidate = ctx.score(plan, ddpg.act(state, explore=True), refine=True)
+    if candidate.measured is not None:
+        ddpg.remember(state, candidate.tau, squash(candidate.reward))
         ddpg.learn()
-        scored.append(candidate)
-    return scored
+    return [candidate]
 
 
 def run_rl(ctx: SearchContext, seed: int, human: bool) -> None:

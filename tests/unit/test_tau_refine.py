@@ -1,0 +1,117 @@
+"""Tau refinement: the sweep measures every threshold as `evaluate_hdnn` does, and the choice is the most accurate
+threshold within the labour budget (equal to a brute-force loop), falling back to the least labour when none fits."""
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hgen.compiler.data import Split
+from hgen.compiler.metrics import ask_crowd, evaluate_hdnn, fit_difficulty
+from hgen.compiler.metrics.hdnn import TauSweep, refine_tau, sweep_tau
+from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
+from hgen.hub.crowd import SimulatedCrowd
+from hgen.runtime.calibration import softmax
+
+CLASSES, M, TEMPERATURE, LAMBDA = 5, 3, 1.3, 0.1
+
+
+def synthetic(n: int, seed: int = 0):
+    """Logits that are right about 70% of the time, with a spread of confidences, and the crowd's answers."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, n)
+    logits = rng.normal(0, 1.0, (n, CLASSES))
+    logits[np.arange(n), labels] += rng.uniform(0, 3.0, n)
+    crowd = SimulatedCrowd.uniform(M, 0.85, CLASSES, seed)
+    answers = ask_crowd(crowd, logits, labels, M, TEMPERATURE)
+    difficulty = fit_difficulty(crowd, logits, labels, M, TEMPERATURE)
+    return logits, labels, answers, difficulty
+
+
+def measure(data, tau: float):
+    logits, labels, answers, difficulty = data
+    return evaluate_hdnn(logits, labels, answers, tau=tau, temperature=TEMPERATURE, fusion_lambda=LAMBDA,
+                         difficulty=difficulty)
+
+
+def sweep(data, proposal: float) -> TauSweep:
+    logits, labels, answers, difficulty = data
+    return sweep_tau(logits, labels, answers, temperature=TEMPERATURE, fusion_lambda=LAMBDA, difficulty=difficulty,
+                     extra_taus=(proposal,))
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synthetic(300)
+
+
+def test_sweep_matches_evaluate_hdnn_at_every_threshold(small):
+    result = sweep(small, 0.777)
+    assert 0.777 in result.taus and result.taus[0] == 0.0 and result.taus[-1] == 1.0
+    assert len(result.taus) >= 300  # every distinct confidence is a candidate
+    for tau, accuracy, labour in zip(result.taus, result.accuracy, result.labour):
+        truth = measure(small, float(tau))
+        assert accuracy == truth.accuracy_fused
+        assert labour == pytest.approx(truth.labour, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.002, 0.01, 0.03, 0.06, 1.0])
+@pytest.mark.parametrize("proposal", [0.1, 0.63, 0.95])
+def test_refinement_equals_a_brute_force_loop(small, budget, proposal):
+    """Brute force: every distinct confidence, the proposal, 0 and 1, each measured by evaluate_hdnn."""
+    confidences = softmax(small[0], TEMPERATURE).max(axis=1)
+    rows = [(float(t), measure(small, float(t))) for t in np.unique(np.r_[confidences, proposal, 0.0, 1.0])]
+    within = [(t, r) for t, r in rows if r.labour <= budget]
+    best = max(r.accuracy_fused for _, r in within)
+    least = min(r.labour for _, r in within if r.accuracy_fused == best)
+    expected = min((abs(t - proposal), t) for t, r in within if r.accuracy_fused == best and r.labour == least)[1]
+    choice = refine_tau(sweep(small, proposal), proposal, budget)
+    assert choice.meets_labour and choice.proposal == proposal
+    assert choice.tau == pytest.approx(expected)
+    assert choice.accuracy == best and choice.labour <= budget
+    assert measure(small, choice.tau).accuracy_fused == choice.accuracy
+
+
+def test_a_generous_budget_buys_accuracy(small):
+    tight = refine_tau(sweep(small, 0.5), 0.5, 0.0)
+    loose = refine_tau(sweep(small, 0.5), 0.5, 1.0)
+    assert tight.labour == 0.0 and loose.accuracy > tight.accuracy
+    assert loose.accuracy >= measure(small, 0.5).accuracy_fused
+
+
+def test_no_threshold_within_budget_falls_back_to_least_labour_and_says_so():
+    """Chosen fallback: the least-labour thresholds (most accurate of them), flagged `meets_labour=False`."""
+    swept = TauSweep(np.array([0.2, 0.4, 0.6, 0.8]), np.array([5, 7, 6, 9]), np.array([0.02, 0.02, 0.05, 0.08]), 10)
+    choice = refine_tau(swept, 0.9, 0.01)
+    assert not choice.meets_labour
+    assert (choice.tau, choice.accuracy, choice.labour) == (0.4, 0.7, 0.02)
+    assert refine_tau(swept, 0.9, 0.05).tau == 0.4  # within budget the most accurate wins
+    assert refine_tau(swept, 0.9, 0.08).tau == 0.8
+
+
+def test_ties_prefer_less_labour_then_the_proposal():
+    swept = TauSweep(np.array([0.1, 0.3, 0.5, 0.7]), np.array([8, 8, 8, 8]), np.array([0.0, 0.01, 0.01, 0.02]), 10)
+    assert refine_tau(swept, 0.6, 1.0).tau == 0.1
+    swept = TauSweep(np.array([0.1, 0.3, 0.5, 0.7]), np.array([7, 8, 8, 8]), np.array([0.0, 0.01, 0.01, 0.01]), 10)
+    assert refine_tau(swept, 0.6, 1.0).tau == 0.5 and refine_tau(swept, 0.0, 1.0).tau == 0.3
+
+
+def test_thousands_of_samples_refine_in_well_under_a_second():
+    data = synthetic(20_000, seed=1)
+    start = time.perf_counter()
+    choice = refine_tau(sweep(data, 0.5), 0.5, 0.03)
+    assert time.perf_counter() - start < 1.0
+    truth = measure(data, choice.tau)
+    assert truth.accuracy_fused == pytest.approx(choice.accuracy) and truth.labour <= 0.03 + 1e-12
+
+
+def test_evaluator_refines_on_its_search_split_as_measure_measures(small):
+    logits, labels, answers, difficulty = small
+    fake = SimpleNamespace(search=HeldOut(Split(np.zeros((len(labels), 1)), labels), answers),
+                           config=EvaluatorConfig(fusion_lambda=LAMBDA), difficulty=difficulty)
+    backbone = Backbone({}, None, TEMPERATURE, logits, 0, 0, 0.1, 0.1, 2.0, 0.0)
+    choice = CandidateEvaluator.refine_tau(fake, backbone, 0.4, 0.02)
+    measured = CandidateEvaluator.measure(fake, backbone, choice.tau)
+    assert measured.accuracy == choice.accuracy and measured.labour == pytest.approx(choice.labour)
+    assert measured.labour <= 0.02 and choice.proposal == 0.4
