@@ -50,6 +50,8 @@ def test_images_people_labelled_leave_the_test_split() -> None:
     kept = without_seen(test, seen.astype(np.float32))
     assert list(kept.y) == [0, 2, 3, 5]
     assert without_seen(test, np.zeros((0, 4, 4, 1), np.float32)) is test
+    through_a_codec = test.x[[2]] + rng.normal(0, 0.01, (1, 4, 4, 1)).astype(np.float32)  # JPEG-like noise
+    assert list(without_seen(test, through_a_codec).y) == [0, 1, 3, 4, 5]
 
 
 def test_small_drops_cannot_add_up_over_retrains() -> None:
