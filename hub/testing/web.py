@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +42,20 @@ def add_people(app: HubApp, annotators: tuple[str, ...] = ("ann",), operators: t
         accounts.create(name, "annotator", PASSWORD)
     for name in operators:
         accounts.create(name, "operator", PASSWORD)
+
+
+def csrf_token_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None, "no CSRF token on the page"
+    return found.group(1)
+
+
+def logged_in(app: HubApp, user: str, password: str = PASSWORD, **environ: str) -> Any:
+    """A Flask test client logged in as `user` (`environ` sets e.g. REMOTE_ADDR); returns the FlaskClient."""
+    client = app.web.app.test_client()
+    response = client.post("/login", data={"username": user, "password": password,
+                                           "csrf_token": csrf_token_of(client.get("/login").get_data(as_text=True))},
+                           environ_base=environ)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return client

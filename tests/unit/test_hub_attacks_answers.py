@@ -19,7 +19,7 @@ from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
 from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.samples import make_request, make_sample
-from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.hub.testing.web import add_people, logged_in, web_hub
 from hgen.protos import hub_pb2
 
 DEVICE = "cam-1"
@@ -45,13 +45,6 @@ def web(tmp_path: Path) -> Iterator[HubApp]:
     with web_hub(tmp_path) as app:
         add_people(app, annotators=("ann", "bob"))
         yield app
-
-
-def logged_in(hub: HubApp, user: str) -> FlaskClient:
-    c = hub.web.app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
-    assert c.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token}).status_code == 303
-    return c
 
 
 def task_page(c: FlaskClient) -> tuple[str, str]:

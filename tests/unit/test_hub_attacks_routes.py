@@ -19,7 +19,7 @@ from hgen.hub.app import HubApp
 from hgen.hub.kb.models import Base
 from hgen.hub.testing.bombs import jpeg_bomb
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.hub.testing.web import PASSWORD, add_people, logged_in, web_hub
 
 DEVICE = "cam-1"
 VOLATILE = {"login_failures"}  # failed logins are counted by design
@@ -34,13 +34,6 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
         add_people(app, annotators=("ann", "bob"))
         app.service.submit(make_request(DEVICE, [make_sample(DEVICE), make_sample(DEVICE)], m=1), "grpc")
         yield app
-
-
-def logged_in(hub: HubApp, user: str) -> FlaskClient:
-    c = hub.web.app.test_client()
-    assert c.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token(c, "/login")}
-                  ).status_code == 303
-    return c
 
 
 def token(c: FlaskClient, path: str) -> str:

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from hgen.hub.app import HubApp
 from hgen.hub.kb.models import AnnotatorPause, WebAccount
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.hub.testing.web import PASSWORD, add_people, logged_in, web_hub
 from hgen.hub.web.auth import Accounts
 from hgen.hub.web.security import client_address
 from hgen.hub.web.server import RedactSecrets
@@ -35,15 +35,6 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
 
 def token_of(page: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def logged_in(hub: HubApp, user: str, password: str = PASSWORD, **environ: str) -> FlaskClient:
-    c = hub.web.app.test_client()
-    response = c.post("/login", data={"username": user, "password": password,
-                                      "csrf_token": token_of(c.get("/login").get_data(as_text=True))},
-                      environ_base=environ)
-    assert response.status_code == 303, response.get_data(as_text=True)
-    return c
 
 
 def stolen_copy(hub: HubApp, c: FlaskClient) -> FlaskClient:

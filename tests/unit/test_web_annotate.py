@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from hgen.hub.app import HubApp
 from hgen.hub.kb.models import AnswerRow, Assignment, Sample, TaskEvent
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+from hgen.hub.testing.web import add_people, logged_in, web_hub
 from hgen.protos import hub_pb2
 
 NAMES = ["zero", "one", "two", "<script>alert(1)</script>", "four", "five", "six", "seven", "eight", "nine"]
@@ -25,13 +25,6 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
     with web_hub(tmp_path, web={"class_names": NAMES}, gold={"share": 0.5, "min_answers": 2, "pause_below": 0.6}) as app:
         add_people(app, annotators=("ann", "bob"))
         yield app
-
-
-def logged_in(hub: HubApp, user: str) -> FlaskClient:
-    c = hub.web.app.test_client()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
-    assert c.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token}).status_code == 303
-    return c
 
 
 def task_page(c: FlaskClient) -> tuple[str, str, str]:
