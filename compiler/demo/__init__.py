@@ -113,10 +113,6 @@ class FrameLog:
         with self.lock:
             return int(self.truth[self.frame_of[sample_id] % len(self.truth)])
 
-    def frames_on(self, version: str) -> int:
-        with self.lock:
-            return sum(1 for r in self.results.values() if r.bundle_version == version)
-
     def frames_after(self, version: str) -> int:
         """Frames run by any version other than `version` (the first one)."""
         with self.lock:
