@@ -78,11 +78,16 @@ def _input_shape(layer: Any) -> tuple[int, ...]:
     return tuple(layer.input.shape)
 
 
+def _kernel_weights(layer: Any, biases: int) -> int:
+    """A convolution's kernel entries plus one bias per output channel when it has biases."""
+    return int(np.prod(layer.kernel.shape)) + (biases if layer.use_bias else 0)
+
+
 @LAYER_COSTS.register("Conv2D")
 def _conv2d(layer: Any) -> tuple[int, int]:
     kh, kw, cin_per_group, cout = layer.kernel.shape
     oh, ow = _output_shape(layer)[1:3]
-    weights = int(np.prod(layer.kernel.shape)) + (cout if layer.use_bias else 0)
+    weights = _kernel_weights(layer, cout)
     return int(oh * ow * cout * kh * kw * cin_per_group), weights
 
 
@@ -90,7 +95,7 @@ def _conv2d(layer: Any) -> tuple[int, int]:
 def _depthwise(layer: Any) -> tuple[int, int]:
     kh, kw, cin, mult = layer.kernel.shape
     oh, ow = _output_shape(layer)[1:3]
-    weights = int(np.prod(layer.kernel.shape)) + (cin * mult if layer.use_bias else 0)
+    weights = _kernel_weights(layer, cin * mult)
     return int(oh * ow * cin * mult * kh * kw), weights
 
 
@@ -115,7 +120,7 @@ def _dense(layer: Any) -> tuple[int, int]:
 def _conv1d(layer: Any) -> tuple[int, int]:
     k, cin_per_group, cout = layer.kernel.shape
     length = _output_shape(layer)[1]
-    weights = int(np.prod(layer.kernel.shape)) + (cout if layer.use_bias else 0)
+    weights = _kernel_weights(layer, cout)
     return int(length * cout * k * cin_per_group), weights
 
 
@@ -124,7 +129,7 @@ def _conv2d_transpose(layer: Any) -> tuple[int, int]:
     """Every input pixel scatters a kh x kw x cout patch: MACs scale with the input, not the output."""
     kh, kw, cout, cin = layer.kernel.shape
     ih, iw = _input_shape(layer)[1:3]
-    weights = int(np.prod(layer.kernel.shape)) + (cout if layer.use_bias else 0)
+    weights = _kernel_weights(layer, cout)
     return int(ih * iw * cin * kh * kw * cout), weights
 
 
