@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.config import AgentConfig
 from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
@@ -74,6 +75,7 @@ class Agent:
         self.gate = Gate(config.gate)
         self.batcher = Batcher(config.batching)
         self.labour = LabourBucket(config.batching.labour_share, config.batching.labour_window_frames)
+        self.prior = ClassPrior(config.prior, self.telemetry, model) if config.prior.enabled else None
         self._source = source
         self._waiting: dict[str, Waiting] = {}
         self._done: OrderedDict[str, None] = OrderedDict()  # recently replied ids: duplicates are not "unknown"
@@ -238,6 +240,8 @@ class Agent:
         self.slot.observe(x)
         if model.version != base.bundle_version:  # a rollback happened during this frame
             base = replace(base, bundle_version=model.version)
+        if self.prior is not None:  # SMART: the class mix seen so far re-weights what the gate and fusion get
+            logits = self.prior.adjust(model, logits)
         return self._gate(frame, model, x, logits, base)
 
     def _prepare(self, frame: Frame) -> Frame:
@@ -274,6 +278,8 @@ class Agent:
             self.telemetry.inc("rate_limited")
         result = Result(base.frame_index, base.sample_id, base.captured_at, ResultStatus.MODEL, decision.value,
                         confidence=confidence, bundle_version=base.bundle_version, **answer)
+        if self.prior is not None and decision is Decision.CONFIDENT:
+            self.prior.trust(result.label)
         if model_decision.to_people and self.transport is not None:
             difficulty = model.adapter.difficulty(model, logits, confidence)
             labour = self.batcher.labour_of(difficulty, model.m)
@@ -381,7 +387,10 @@ class Agent:
             self.telemetry.inc("late_replies")
             self._emit(self._late(waiting, reply))
         else:
-            self._emit(self._fused(waiting, reply))
+            fused = self._fused(waiting, reply)
+            if self.prior is not None and fused.status is ResultStatus.FUSED:
+                self.prior.trust(fused.label)
+            self._emit(fused)
         self.outbox.ack([reply.sample_id])
         with self._changed:
             self._changed.notify_all()

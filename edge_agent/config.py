@@ -138,6 +138,18 @@ class TelemetryConfig(StrictModel):
     latency_window: int = Field(1000, ge=10, title="Recent inferences the p50/p99 are computed over")
 
 
+class PriorConfig(StrictModel):
+    enabled: bool = Field(False, title="Re-weight class probabilities by the class mix the device sees (SMART) "
+                                       "before the gate and the fusion (classification bundles only; off: "
+                                       "bit-identical to no prior)")
+    window: int = Field(200, ge=10, le=100_000, title="Trusted labels (confident answers, people's answers) per "
+                                                     "estimate of the mix; also the change detector's window")
+    threshold: float = Field(0.5, ge=0.0, le=2.0, title="L1 distance between two consecutive windows' class shares "
+                                                        "that counts as a change of mix (0..2)")
+    smoothing: float = Field(0.1, gt=0.0, le=1.0, title="Weight of the uniform distribution mixed into the prior, "
+                                                        "so every class keeps at least smoothing / classes")
+
+
 class AgentConfig(StrictModel):
     device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Device id registered at the hub")
     bundle: BundleConfig = Field(title="Model bundle")
@@ -149,6 +161,7 @@ class AgentConfig(StrictModel):
     sinks: tuple[SinkConfig, ...] = Field((), title="Where results go")
     swap: SwapConfig = Field(default_factory=SwapConfig, title="Hot swap")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, title="Telemetry")
+    prior: PriorConfig = Field(default_factory=PriorConfig, title="Runtime class prior (SMART)")
 
 
 def parse_agent_config(data: Mapping[str, Any] | None, source: str = "agent config") -> AgentConfig:
