@@ -11,7 +11,7 @@ export HGEN_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export PYTHONUNBUFFERED := 1
 SYSTEM := bash tools/setup/install-system-packages.sh
 
-.PHONY: demo test test-unit test-integration venv clean system-test
+.PHONY: demo test test-unit test-integration venv clean system-test android-bridge
 
 system-test:
 	$(SYSTEM) test
@@ -28,13 +28,22 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hgen.compiler.cli.main demo --out build/demo
 
-test: system-test $(STAMP)
+# The phone app (android_bridge/): npm ci from the committed lock file, then the build the tests serve and run.
+BRIDGE_BUILT := android_bridge/dist/.built
+$(BRIDGE_BUILT): android_bridge/package-lock.json android_bridge/build.mjs android_bridge/tsconfig.json \
+		$(wildcard android_bridge/src/*.ts android_bridge/test/*.ts android_bridge/static/*) protos/hub.proto
+	cd android_bridge && npm ci --no-audit --no-fund && npm run build
+	touch $@
+
+android-bridge: system-test $(BRIDGE_BUILT)
+
+test: system-test $(STAMP) $(BRIDGE_BUILT)
 	$(PY) -m pytest -q --timeout=900 tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m unit tests
 
-test-integration: system-test $(STAMP)
+test-integration: system-test $(STAMP) $(BRIDGE_BUILT)
 	$(PY) -m pytest -q -m integration tests
 
 clean:

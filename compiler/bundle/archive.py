@@ -32,7 +32,7 @@ def pack_bundle(bundle_dir: str | Path, out_path: str | Path | None = None) -> P
         raise CompilerError(f"{bundle_dir} is not a signed bundle (needs {MANIFEST_NAME} and {SIGNATURE_NAME})")
     manifest = parse_manifest(manifest_path.read_bytes())
     out = Path(out_path) if out_path is not None else bundle_dir.with_suffix(ARCHIVE_SUFFIX)
-    members = [manifest_path, bundle_dir / SIGNATURE_NAME] + [bundle_dir / e.file for e in manifest.engines]
+    members = [manifest_path, bundle_dir / SIGNATURE_NAME] + [bundle_dir / e.file for e in manifest.files()]
     with open(out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:
         with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
             for path in members:

@@ -18,6 +18,7 @@ from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.lowering.targets import get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
 from hgen.compiler.lowering.tvm_relax import TVMLibrary, lower_tvm
+from hgen.compiler.lowering.web import check_web_runtimes, lower_web
 from hgen.runtime import signing
 from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, EngineEntry, InputSpec, Manifest, Quantization
 from hgen.runtime.config import parse_config
@@ -63,6 +64,11 @@ def _entry(name: str, path: Path, tflite: TFLiteModel, library: TVMLibrary | Non
     )
 
 
+def _web_entry(path: Path) -> dict[str, Any]:
+    return {"runtime": "onnxruntime-web", "file": path.name, "sha256": sha256_file(path),
+            "size": path.stat().st_size, "format": "onnx"}
+
+
 def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
@@ -105,12 +111,16 @@ def write_bundle(
     plan: Mapping[str, Any] | None = None,
     representative_data: np.ndarray | None = None,
     engines: Sequence[str] = ("litert",),
+    web: Sequence[str] = ("onnxruntime-web",),
     quantize: str = "float",
     signing_key: Any,
     overwrite: bool = False,
 ) -> BundleInfo:
-    """Lower `keras_model` for `target`, write every engine's file, the manifest and its Ed25519 signature."""
+    """Lower `keras_model` for `target`, write every engine's file, the manifest and its Ed25519 signature.
+
+    `web` adds the model file phones' browsers run (android_bridge); pass () for a bundle no phone will use."""
     _check_engines(engines)
+    check_web_runtimes(web)
     get_target(target)  # unknown target: typed error before any work
     precision = precision_of(quantize)
     key = signing.load_private_key(signing_key)
@@ -129,6 +139,7 @@ def write_bundle(
             entries.append(_entry("litert", tflite_path, tflite))
         else:
             entries.append(_entry("tvm", library.path, tflite, library))
+    web_entries = [_web_entry(lower_web(keras_model, tflite, out_dir))] if web else []
     if "litert" not in engines:
         tflite_path.unlink()
 
@@ -140,6 +151,7 @@ def write_bundle(
             "kind": kind,
             "target": target,
             "engines": [entry.model_dump() for entry in entries],
+            "web": web_entries,
             "input": _input_spec(input_spec, tflite.input_shape).model_dump(),
             "output_shape": tflite.output_shape,
             "labels": list(labels),

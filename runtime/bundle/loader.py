@@ -21,7 +21,14 @@ from typing import IO, Any
 import hgen.runtime.engines as engines_pkg
 from hgen.runtime.bundle.elf import host_machine
 from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, TargetMismatchError
-from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, EngineEntry, Manifest, parse_manifest
+from hgen.runtime.bundle.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    EngineEntry,
+    Manifest,
+    WebModelEntry,
+    parse_manifest,
+)
 from hgen.runtime.signing import load_public_key, verify
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -84,7 +91,7 @@ def _copy_hashed(source: IO[bytes], dest: Path | None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _check_hash(entry: EngineEntry, sha256: str, size: int) -> None:
+def _check_hash(entry: EngineEntry | WebModelEntry, sha256: str, size: int) -> None:
     if size != entry.size or sha256 != entry.sha256:
         raise IntegrityError(
             f"{entry.file}: size/SHA-256 {size}/{sha256[:12]} differ from the signed manifest "
@@ -101,7 +108,7 @@ def verify_directory(root: Path, key: Any, expected_target: str | None = None) -
     except FileNotFoundError as exc:
         raise BundleFormatError(f"bundle {root} has no {Path(exc.filename).name}") from None
     manifest = _verified_manifest(manifest_bytes, signature, key, expected_target)
-    for entry in manifest.engines:
+    for entry in manifest.files():
         try:
             with open(root / entry.file, "rb") as handle:
                 _check_hash(entry, *_copy_hashed(handle, None))
@@ -124,7 +131,7 @@ def _extract_archive(path: Path, key: Any, expected_target: str | None, dest: Pa
         manifest_bytes = _next_member(archive, MANIFEST_NAME)
         signature = _next_member(archive, SIGNATURE_NAME)
         manifest = _verified_manifest(manifest_bytes, signature, key, expected_target)
-        expected = {entry.file: entry for entry in manifest.engines}
+        expected = {entry.file: entry for entry in manifest.files()}
         while (member := archive.next()) is not None:
             entry = expected.pop(member.name, None)
             if entry is None or not member.isfile():

@@ -47,6 +47,17 @@ class EngineEntry(StrictModel):
     output_quantization: Quantization | None = None
 
 
+class WebModelEntry(StrictModel):
+    """A model file for the phone's browser (`android_bridge/`): fixed batch 1, float input and output. Hashed and
+    signed like the engines' files; the Python runtime verifies it but never opens it."""
+
+    runtime: Literal["onnxruntime-web", "litert-js"] = Field(title="the browser engine that runs it")
+    file: str = Field(pattern=SAFE_FILE, title="file name inside the bundle")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    format: Literal["onnx", "tflite"] = "onnx"
+
+
 class InputSpec(StrictModel):
     """How to turn a raw image (uint8 HWC, RGB or L) into the model input: fit to the shape (`hgen.runtime.preprocess`),
     then `x = raw * scale + offset`. Bundles written before `resize` existed stretch, as their devices did."""
@@ -87,6 +98,7 @@ class Manifest(StrictModel):
     kind: str = Field(default="cnn", pattern=r"^[a-z][a-z0-9_]*$", title="H-DNN kind (cnn, yolo, frcnn)")
     target: str = Field(title="target profile name (x86_64, rpi4, android-arm64, armv7)")
     engines: tuple[EngineEntry, ...] = Field(min_length=1)
+    web: tuple[WebModelEntry, ...] = Field(default=(), title="model files for phones' browsers (android_bridge)")
     input: InputSpec
     output_shape: tuple[int, ...] = Field(min_length=1)
     labels: tuple[str, ...] = Field(min_length=1)
@@ -105,10 +117,14 @@ class Manifest(StrictModel):
         if self.output_shape[-1] != expected:
             raise ValueError(f"{len(self.labels)} labels of kind {self.kind} need {expected} outputs, "
                              f"got {self.output_shape[-1]}")
-        files = [entry.file for entry in self.engines]
+        files = [entry.file for entry in self.files()]
         if len(set(files)) != len(files) or {MANIFEST_NAME, SIGNATURE_NAME} & set(files):
-            raise ValueError("engine files must be unique and not shadow the manifest or signature")
+            raise ValueError("bundle files must be unique and not shadow the manifest or signature")
         return self
+
+    def files(self) -> tuple[EngineEntry | WebModelEntry, ...]:
+        """Every hashed file of the bundle: the engines' and the browser models'."""
+        return self.engines + self.web
 
     def engine(self, name: str) -> EngineEntry:
         for entry in self.engines:

@@ -1,0 +1,74 @@
+/**
+ * The phone's H-DNN and preprocessing against golden vectors written by the Python runtime
+ * (`hgen.edge_agent.web_golden`): identical decisions, probabilities within 1e-5, model inputs within one grey
+ * level. Run by tests/integration/test_phone_golden.py, which writes the vectors and passes their path in GOLDEN.
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import * as hdnn from "../src/hdnn.js";
+import { type InputSpec, preprocess } from "../src/preprocess.js";
+
+const golden = JSON.parse(readFileSync(process.env.GOLDEN ?? "", "utf8"));
+const TOLERANCE = 1e-5;
+
+function close(actual: ArrayLike<number>, expected: number[], what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < expected.length; i++) {
+    assert.ok(Math.abs(actual[i] - expected[i]) <= TOLERANCE, `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
+  }
+}
+
+test("H-CNN math matches the Python runtime", () => {
+  assert.ok(golden.hdnn.length >= 10);
+  for (const [n, c] of golden.hdnn.entries()) {
+    const params = { temperature: c.temperature, fusionLambda: c.lambda };
+    const estimator = { coef: c.estimator.coef, intercept: c.estimator.intercept };
+    c.logits.forEach((logits: number[], row: number) => {
+      const where = `case ${n} row ${row}`;
+      const probs = hdnn.probabilities(logits, params);
+      close(probs, c.probabilities[row], `${where} probabilities`);
+      close([hdnn.confidence(logits, params)], [c.confidence[row]], `${where} confidence`);
+      assert.equal(hdnn.needsHuman(hdnn.confidence(logits, params), c.tau), c.needs_human[row], `${where} gate`);
+      assert.equal(hdnn.predict(logits), c.predict[row], `${where} predict`);
+      const d = hdnn.difficulty(probs, estimator);
+      close([d], [c.difficulty[row]], `${where} difficulty`);
+      close([hdnn.labourPerSample(d, c.m)], [c.labour[row]], `${where} labour`);
+      close(hdnn.fusedScores(logits, c.answers[row], params), c.fused_scores[row], `${where} fused scores`);
+      assert.equal(hdnn.fuse(logits, c.answers[row], params), c.fused[row], `${where} fused`);
+    });
+  }
+});
+
+test("bad input is refused with a typed error", () => {
+  const params = { temperature: 1, fusionLambda: 0.1 };
+  assert.throws(() => hdnn.probabilities([1], params), hdnn.InvalidInputError);
+  assert.throws(() => hdnn.needsHuman(0.5, 1.5), hdnn.InvalidInputError);
+  assert.throws(() => hdnn.fusedScores([1, 2], [2], params), hdnn.InvalidInputError);
+});
+
+test("preprocessing matches the Python agent's", () => {
+  let exact = 0;
+  let total = 0;
+  for (const [n, c] of golden.preprocess.entries()) {
+    const spec = c.input as InputSpec;
+    const rgba = new Uint8Array(Buffer.from(c.rgba_b64, "base64"));
+    const raw = Buffer.from(c.expected_b64, "base64");
+    const expected = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+    const actual = preprocess({ width: c.frame_width, height: c.frame_height, channels: 4, data: rgba }, spec);
+    assert.equal(actual.length, expected.length, `case ${n}: input size`);
+    const level = Math.abs(spec.scale) * 1.0001;
+    let perCase = 0;
+    for (let i = 0; i < expected.length; i++) {
+      const diff = Math.abs(actual[i] - expected[i]);
+      assert.ok(diff <= level, `case ${n} (${c.frame_width}x${c.frame_height} -> ${spec.shape}) [${i}]: ${actual[i]} vs ${expected[i]}`);
+      exact += diff === 0 ? 1 : 0;
+      perCase += diff === 0 ? 1 : 0;
+      total += 1;
+    }
+    console.log(`preprocess case ${n} ${c.frame_width}x${c.frame_height} -> ${spec.shape} ${spec.resize}: ${perCase}/${expected.length} identical`);
+  }
+  console.log(`preprocessing: ${exact}/${total} inputs bit-identical, the rest within one level`);
+});

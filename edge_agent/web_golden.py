@@ -1,0 +1,84 @@
+"""Golden vectors for the phone's port of the H-DNN (`android_bridge/src/hdnn.ts`, `preprocess.ts`).
+
+The phone must decide as the Python device does, so the Python runtime itself writes the expected values: for
+random logits, the calibrated probabilities, confidence, gate, the model's and the fused answers and the labour
+estimate; for random frames, the model input the agent's preprocessing makes. The TypeScript tests read this JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hgen.runtime.hdnn import FusionParams, get_kind, needs_human
+from hgen.runtime.labour import DifficultyEstimator, labour_per_sample
+
+# (input height, width, channels), frame (height, width), resize: shrinking, enlarging, odd ratios, letterbox
+PREPROCESS_CASES = (
+    ((28, 28, 1), (56, 56), "stretch"), ((28, 28, 1), (28, 28), "stretch"), ((28, 28, 1), (480, 640), "stretch"),
+    ((32, 32, 3), (45, 61), "stretch"), ((28, 28, 1), (14, 14), "stretch"), ((24, 40, 3), (17, 29), "stretch"),
+    ((28, 28, 3), (48, 64), "letterbox"), ((32, 32, 1), (100, 37), "letterbox"), ((96, 96, 3), (240, 320), "stretch"),
+)
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
+
+
+def hdnn_case(rng: np.random.Generator, classes: int, rows: int) -> dict[str, Any]:
+    """One H-CNN case: logits at several scales (confident and unsure rows), answers with gaps (-1)."""
+    logits = rng.normal(0.0, rng.choice([0.3, 1.0, 4.0]), size=(rows, classes))
+    params = FusionParams(float(rng.uniform(0.5, 3.0)), float(rng.uniform(0.0, 1.0)))
+    tau = float(rng.uniform(0.2, 0.95))
+    m = int(rng.integers(1, 5))
+    answers = rng.integers(-1, classes, size=(rows, m))
+    estimator = DifficultyEstimator(tuple(float(c) for c in rng.normal(0, 2, 3)), float(rng.normal(-1, 1)))
+    kind = get_kind("cnn")
+    probs = kind.probabilities(logits, params)  # type: ignore[attr-defined]
+    confidence = kind.confidence(logits, params)
+    difficulty = estimator.difficulty(probs)
+    return {
+        "classes": classes, "temperature": params.temperature, "lambda": params.fusion_lambda, "tau": tau, "m": m,
+        "estimator": estimator.to_dict(), "logits": logits.tolist(), "answers": answers.tolist(),
+        "probabilities": probs.tolist(), "confidence": confidence.tolist(),
+        "needs_human": needs_human(confidence, tau).tolist(), "predict": kind.predict(logits, params).tolist(),
+        "difficulty": difficulty.tolist(), "labour": np.asarray(labour_per_sample(difficulty, m)).tolist(),
+        "fused_scores": kind.fused_scores(logits, answers, params).tolist(),  # type: ignore[attr-defined]
+        "fused": kind.fuse(logits, answers, params).tolist(),
+    }
+
+
+def preprocess_case(rng: np.random.Generator, shape: tuple[int, int, int], frame: tuple[int, int],
+                    resize: str) -> dict[str, Any]:
+    """An RGBA frame (what a browser canvas gives) and the input the Python agent makes of the same pixels."""
+    from hgen.edge_agent.model import preprocess
+    from hgen.runtime.bundle.manifest import InputSpec
+
+    height, width = frame
+    smooth = np.kron(rng.integers(0, 256, (height // 4 + 1, width // 4 + 1, 4)), np.ones((4, 4, 1)))[:height, :width]
+    rgba = np.clip(smooth + rng.integers(-20, 21, (height, width, 4)), 0, 255).astype(np.uint8)
+    rgba[..., 3] = np.where(rng.random((height, width)) < 0.9, 255, rgba[..., 3])
+    spec = InputSpec(shape=(1, *shape), scale=float(rng.choice([1 / 255, 2 / 255])),
+                     offset=float(rng.choice([0.0, -1.0])), resize=resize, pad_value=int(rng.integers(0, 256)))
+    bgra = rgba[..., [2, 1, 0, 3]]
+    expected, _ = preprocess(bgra, spec)
+    return {"input": spec.model_dump(mode="json"), "frame_height": height, "frame_width": width,
+            "rgba_b64": _b64(rgba), "expected_b64": _b64(expected.astype("<f4"))}
+
+
+def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return {
+        "hdnn": [hdnn_case(rng, int(rng.integers(2, 20)), int(rng.integers(1, 30))) for _ in range(hdnn_cases)],
+        "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
+    }
+
+
+def write_golden(path: str | Path, seed: int = 0) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(golden_vectors(seed)))
+    return path

@@ -1,0 +1,45 @@
+"""The phone's TypeScript H-DNN and preprocessing (android_bridge/src) decide as the Python runtime does: the Python
+side writes golden vectors (random logits, answers, estimators; random RGBA frames through the agent's
+preprocessing) and node's test runner checks the port against them (android_bridge/test/golden.test.ts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hgen.edge_agent.web_golden import write_golden
+from hgen.hub.testing.phone import PhoneAppMissingError, built_app, node_binary
+
+
+@pytest.fixture(scope="module")
+def app() -> tuple[str, Path]:
+    try:
+        return node_binary(), built_app()
+    except PhoneAppMissingError as exc:
+        pytest.skip(str(exc))
+
+
+def test_typescript_port_matches_golden_vectors(app: tuple[str, Path], tmp_path: Path) -> None:
+    node, dist = app
+    golden = write_golden(tmp_path / "golden.json", seed=7)
+    run = subprocess.run([node, "--test", str(dist / "test")], env={**os.environ, "GOLDEN": str(golden)},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "# pass 3" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
+
+
+def test_a_wrong_port_is_caught(app: tuple[str, Path], tmp_path: Path) -> None:
+    """The check can fail: one flipped gate decision in the vectors makes node's run fail."""
+    import json
+
+    node, dist = app
+    golden = write_golden(tmp_path / "golden.json", seed=7)
+    data = json.loads(golden.read_text())
+    data["hdnn"][0]["needs_human"][0] = not data["hdnn"][0]["needs_human"][0]
+    golden.write_text(json.dumps(data))
+    run = subprocess.run([node, "--test", str(dist / "test")], env={**os.environ, "GOLDEN": str(golden)},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "gate" in run.stdout
