@@ -44,6 +44,9 @@ class CompileConfig(StrictModel):
     episodes: int = Field(60, ge=1, title="Episode budget of the search")
     evaluations: int | None = Field(None, ge=1, title="Budget of distinct backbones evaluated")
     stop_at_feasible: bool = Field(True, title="Stop at the first candidate meeting every demand (Algorithm 1)")
+    accuracy_confidence: float = Field(0.9, ge=0.0, lt=1.0,
+                                       title="The search counts A as met when the accuracy's one-sided Wilson lower "
+                                             "bound at this confidence does (0: the point estimate)")
     seed: int = Field(0, title="Seed of data splits, training, crowd and agents")
     base_epochs: int = Field(5, ge=1, title="Epochs to train a zoo backbone (with pretrained weights: fine-tune it)")
     head_epochs: int = Field(3, ge=0, title="With pretrained weights: epochs training the head on a frozen backbone "
@@ -211,7 +214,8 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
         progress = _progress(config, log)
         result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
                             budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60,
-                                          config.stop_at_feasible), on_candidate=on_candidate)
+                                          config.stop_at_feasible), accuracy_confidence=config.accuracy_confidence,
+                            on_candidate=on_candidate)
     chosen = result.best_feasible or result.best
     if chosen is None or chosen.measured is None:
         raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")
@@ -262,8 +266,11 @@ def _summary(config: CompileConfig, data: Dataset, device: DeviceProfile, result
         "demands": config.demands.model_dump(), "episodes": max((c.episode for c in result.candidates), default=0),
         "evaluations": result.evaluations, "search_seconds": result.wall_seconds, "stop_reason": result.stop_reason,
         "feasible_in_search": result.best_feasible is not None, "search_reward": chosen.reward,
+        "accuracy_bound": result.accuracy_bound,
+        "search_accuracy_lower": chosen.accuracy_lower,
         "plan": {k: v for k, v in chosen.plan.items() if v != IDENTITY} or "identity", "tau": chosen.tau,
         "tau_proposed": chosen.tau_proposed, "skipped_on_paper": result.skipped_on_paper,
         "temperature": final.temperature, "violations": violations(measured, config.demands),
+        "met_on_test": not violations(measured, config.demands),
         "annotators": "simulated",
     }

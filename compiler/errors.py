@@ -30,6 +30,10 @@ class InvalidArgumentError(CompilerError, ValueError):
     """An argument has a value outside its documented range."""
 
 
+class DemandsNotMetError(CompilerError):
+    """The compiled H-DNN misses a demand on the test split; its artifacts are written, the compile still fails."""
+
+
 class ModelCostError(CompilerError):
     """The cost model (MACs, activations, weights) does not know a layer of the model."""
 

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--evaluations", type=int, default=None, help="cap on distinct backbones evaluated")
     parser.add_argument("--keep-searching", action="store_true", help="do not stop at the first feasible candidate")
+    parser.add_argument("--accuracy-confidence", type=float, default=0.9,
+                        help="the search counts A as met when its one-sided Wilson lower bound at this confidence "
+                             "does (0: the point estimate; default %(default)s)")
+    parser.add_argument("--allow-miss", action="store_true",
+                        help="exit 0 even when a demand is missed on the test split (the report says so either way)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
     parser.add_argument("--engines", default="litert", help="comma-separated bundle engines: litert,tvm")
@@ -74,6 +79,7 @@ def config_from(args: argparse.Namespace):  # -> CompileConfig
                           dataset=args.dataset, device=args.device, demands=demands,
                           strategy=args.strategy, budget_minutes=args.budget_minutes, episodes=args.episodes,
                           evaluations=args.evaluations, stop_at_feasible=not args.keep_searching, seed=args.seed,
+                          accuracy_confidence=args.accuracy_confidence,
                           limit=args.limit, engines=tuple(e for e in args.engines.split(",") if e),
                           signing_key=args.signing_key, bundle=not args.no_bundle, out=args.out)
 
@@ -90,6 +96,11 @@ def run(args: argparse.Namespace) -> None:
           f"E {f['energy_mj']:.4f} mJ  L {f['labour']:.4f}  (test split; annotators simulated)")
     print(f"plan {summary['plan']}, tau {summary['tau']:.3f}; violations: {'; '.join(summary['violations']) or 'none'}")
     print(f"report {result.out / 'report.md'}" + (f"; bundle {summary['bundle']['archive']}" if "bundle" in summary else ""))
+    if not summary["met_on_test"] and not args.allow_miss:
+        from hgen.compiler.errors import DemandsNotMetError
+
+        raise DemandsNotMetError("the H-DNN misses the demands on the test split (" + "; ".join(summary["violations"])
+                                 + "); its artifacts are written; --allow-miss to exit 0")
 
 
 VERBS.add("compile", Verb("compile", "search, fine-tune, calibrate, lower and sign an H-DNN", add_arguments, run))

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from hgen.compiler.cli import VERBS
-from hgen.compiler.errors import CompilerError, DatasetNotFoundError, DatasetSpecError, InvalidArgumentError, UnknownNameError
+from hgen.compiler.errors import (CompilerError, DatasetNotFoundError, DatasetSpecError, DemandsNotMetError,
+                                  InvalidArgumentError, UnknownNameError)
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 from hgen.runtime.registry import discover
@@ -15,6 +16,7 @@ from hgen.runtime.registry import discover
 # Most specific first: the first matching class decides the exit code.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (DatasetNotFoundError, 3),
+    (DemandsNotMetError, 4),
     (DatasetSpecError, 2),
     (UnknownNameError, 2),
     (UnknownChoiceError, 2),

@@ -24,14 +24,21 @@ class SearchResult:
     wall_seconds: float
     evaluations: int
     skipped_on_paper: int = 0
+    accuracy_bound: str = ""
 
 
 def run_search(evaluator: CandidateEvaluator, demands: Demands, device: DeviceProfile, *, strategy: str = "hgen",
-               budget: Budget = Budget(), seed: int = 0,
+               budget: Budget = Budget(), seed: int = 0, accuracy_confidence: float = 0.9,
                on_candidate: Callable[[Candidate], None] = lambda c: None) -> SearchResult:
-    """Run one strategy until it finds a feasible candidate or its budget runs out; never loops forever."""
+    """Run one strategy until it finds a feasible candidate or its budget runs out; never loops forever.
+
+    A candidate meets A when the `accuracy_confidence` lower bound of its accuracy on the search split does (0: the
+    point estimate); a split too small for even a perfect candidate to pass is refused before any training.
+    """
     run = get_strategy(strategy)
-    ctx = SearchContext(evaluator, demands, coefficients(demands, device.battery_mah), budget, on_candidate)
+    ctx = SearchContext(evaluator, demands, coefficients(demands, device.battery_mah), budget, on_candidate,
+                        accuracy_confidence=accuracy_confidence)
+    ctx.accuracy_bound.check_split(demands.accuracy)
     start = time.perf_counter()
     try:
         run(ctx, seed)
@@ -39,4 +46,5 @@ def run_search(evaluator: CandidateEvaluator, demands: Demands, device: DevicePr
     except StopSearch:
         pass
     return SearchResult(strategy, seed, tuple(ctx.candidates), ctx.best(), ctx.best_feasible(), ctx.stop_reason,
-                        time.perf_counter() - start, evaluator.evaluations, ctx.skipped_on_paper)
+                        time.perf_counter() - start, evaluator.evaluations, ctx.skipped_on_paper,
+                        ctx.accuracy_bound.describe())

@@ -2,8 +2,9 @@
 
 Strategies only propose (plan, tau); the context evaluates, scores (Eq. 14-15), logs a JSONL record per candidate,
 and decides when to stop: at the first candidate meeting all demands and budgets (Algorithm 1, line 22) unless asked
-to go on, or when the episodes, distinct backbone evaluations or wall time run out. A plan whose S or E breaks the
-budget on paper is recorded as skipped and never fine-tuned; asked to refine, the context replaces a proposed tau by
+to go on, or when the episodes, distinct backbone evaluations or wall time run out. A candidate meets A only when
+its accuracy's lower confidence bound on the search split does (`margin.py`), against the winner's curse. A plan
+whose S or E breaks the budget on paper is recorded as skipped and never fine-tuned; asked to refine, the context replaces a proposed tau by
 the most accurate one within the labour budget on the search split and records both.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from hgen.compiler.search.budget import PaperBudget
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator
+from hgen.compiler.search.margin import AccuracyBound
 from hgen.compiler.search.objective import Coefficients, Demands, Measured, reward, safe_log, violations
 from hgen.compiler.search.space import plan_problems
 
@@ -48,6 +50,7 @@ class Candidate:
     elapsed_seconds: float
     tau_proposed: float | None = None
     skipped_on_paper: bool = False
+    accuracy_lower: float | None = None
 
     @property
     def reward(self) -> float:
@@ -60,6 +63,7 @@ class Candidate:
     def to_record(self) -> dict[str, Any]:
         return {"index": self.index, "episode": self.episode, "plan": self.plan, "tau": self.tau,
                 "tau_proposed": self.tau_proposed, "skipped_on_paper": self.skipped_on_paper,
+                "accuracy_lower": self.accuracy_lower,
                 "measured": self.measured.to_dict() if self.measured else None, "r1": self.r1, "r2": self.r2,
                 "reward": self.reward, "feasible": self.feasible, "violations": list(self.violations),
                 "evaluations": self.evaluations, "elapsed_seconds": round(self.elapsed_seconds, 3)}
@@ -81,6 +85,12 @@ class SearchContext:
     episode: int = 0
     started: float = field(default_factory=time.perf_counter)
     paper: PaperBudget | None = None
+    accuracy_confidence: float = 0.0
+
+    @property
+    def accuracy_bound(self) -> AccuracyBound:
+        """How A is judged: the lower confidence bound over the search split (confidence 0: the point estimate)."""
+        return AccuracyBound(self.evaluator.search_size, self.accuracy_confidence)
 
     def paper_budget(self) -> PaperBudget:
         """S and E of every operator on every layer, measured once on paper when first needed.
@@ -160,11 +170,20 @@ class SearchContext:
             tau = self.evaluator.refine_tau(backbone, tau, self.demands.labour).tau if refine else tau
             measured = self.evaluator.measure(backbone, tau)
             r1, r2 = reward(measured, self.demands, self.coefficients)
-            candidate = self._record(plan, tau, measured, r1, r2, tuple(violations(measured, self.demands)),
-                                     tau_proposed=proposal)
+            lower = self.accuracy_bound.lower(measured.accuracy)
+            candidate = self._record(plan, tau, measured, r1, r2, self._violations(measured, lower),
+                                     tau_proposed=proposal, accuracy_lower=lower)
         if candidate.feasible and self.budget.stop_at_feasible:
             self._stop(f"feasible candidate found at episode {self.episode} (Algorithm 1, line 22)")
         return candidate
+
+    def _violations(self, measured: Measured, lower: float) -> tuple[str, ...]:
+        """The demands' violations, plus accuracy when only its point estimate meets A (the margin)."""
+        found = violations(measured, self.demands)
+        if lower < self.demands.accuracy <= measured.accuracy:
+            found.insert(0, f"accuracy lower bound {lower:.4f} < {self.demands.accuracy} "
+                            f"({self.accuracy_bound.describe()}; point estimate {measured.accuracy:.4f})")
+        return tuple(found)
 
     def _paper_r2(self, plan: dict[str, str]) -> float:
         """Eq. 15's storage and energy terms from the paper costs: a plan further over budget ranks lower."""
@@ -175,10 +194,10 @@ class SearchContext:
 
     def _record(self, plan: dict[str, str], tau: float, measured: Measured | None, r1: float, r2: float,
                 problems: tuple[str, ...], tau_proposed: float | None = None,
-                skipped_on_paper: bool = False) -> Candidate:
+                skipped_on_paper: bool = False, accuracy_lower: float | None = None) -> Candidate:
         candidate = Candidate(len(self.candidates), self.episode, dict(plan), float(tau), measured, r1, r2, problems,
                               self.evaluator.evaluations, self.elapsed,
-                              None if tau_proposed is None else float(tau_proposed), skipped_on_paper)
+                              None if tau_proposed is None else float(tau_proposed), skipped_on_paper, accuracy_lower)
         self.candidates.append(candidate)
         self.on_candidate(candidate)
         return candidate

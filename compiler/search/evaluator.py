@@ -108,6 +108,11 @@ class CandidateEvaluator:
     def evaluations(self) -> int:
         return len(self._cache)
 
+    @property
+    def search_size(self) -> int:
+        """Images the search judges candidates on (the half of the validation split not used to calibrate)."""
+        return len(self.search.split)
+
     def cached(self, plan: dict[str, str]) -> bool:
         return plan_key(plan) in self._cache
 

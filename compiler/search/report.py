@@ -81,6 +81,16 @@ def markdown_report(summary: dict[str, Any]) -> str:
                    f"temperature = {summary['temperature']:.3f}."), "",
               ("Candidates skipped on paper (S or E over budget, never fine-tuned): "
                f"{summary.get('skipped_on_paper', 0)}."),
-              "", "Violations on the test split: " + ("; ".join(summary["violations"]) or "none") + ".", "",
+              "", _verdict(summary), "",
               "![candidates and reward](search.png)", ""]
     return "\n".join(lines)
+
+
+def _verdict(summary: dict[str, Any]) -> str:
+    """Search-split feasibility (with its margin) beside the test split's verdict: the test split decides."""
+    search = ("a candidate met every demand on the search split" if summary["feasible_in_search"]
+              else "NO candidate met every demand on the search split")
+    bound = f" (A judged by the {summary['accuracy_bound']})" if summary.get("accuracy_bound") else ""
+    test = ("Demands MET on the test split." if summary["met_on_test"] else
+            "Demands NOT MET on the test split: " + "; ".join(summary["violations"]) + ".")
+    return f"Search: {search}{bound}. {test}"

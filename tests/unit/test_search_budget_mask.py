@@ -110,6 +110,8 @@ def test_a_search_with_impossible_budgets_stops_on_paper_and_finetunes_nothing(l
 class SpyEvaluator:
     """Stands in for the fine-tuning evaluator and records every plan it is asked to fine-tune."""
 
+    search_size = 2500
+
     def __init__(self, model, space) -> None:
         self.base, self.space = model, space
         self.finetuned: list[dict[str, str]] = []

@@ -17,8 +17,6 @@ from hgen.compiler.search.ddpg import DDPG
 from hgen.compiler.search.dqn import DuelingDQN, Transition
 from hgen.compiler.search.strategies import STRATEGIES
 
-TAU_STEPS = 6  # thresholds per backbone for strategies without refinement (random)
-
 
 def squash(reward: float) -> float:
     """sign(r) * log(1 + |r|): keeps the order of rewards, compresses their scale for learning."""

@@ -1,5 +1,5 @@
-"""Random search: layer by layer, a uniformly random operator among those that keep the plan valid, then as many
-random thresholds per backbone as H-Gen tries."""
+"""Random search: layer by layer, a uniformly random operator among those that keep the plan valid, then a random
+threshold refined exactly as H-Gen's is (the most accurate tau within L_c), so the comparison is of the plans found."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import numpy as np
 
 from hgen.compiler.search.context import SearchContext
 from hgen.compiler.search.strategies import STRATEGIES
-from hgen.compiler.search.strategies.hgen import TAU_STEPS
 
 
 @STRATEGIES.register("random")
@@ -20,5 +19,4 @@ def random_search(ctx: SearchContext, seed: int) -> None:
         for position, layer in enumerate(space.layers):
             allowed = np.flatnonzero(space.valid_mask(ctx.evaluator.base, plan, position))
             plan[layer.name] = space.actions[int(rng.choice(allowed))]
-        for _ in range(TAU_STEPS + 1):
-            ctx.score(plan, float(rng.random()))
+        ctx.score(plan, float(rng.random()), refine=True)
