@@ -4,8 +4,8 @@ Strategies only propose (plan, tau); the context evaluates, scores (Eq. 14-15), 
 and decides when to stop: at the first candidate meeting all demands and budgets (Algorithm 1, line 22) unless asked
 to go on, or when the episodes, distinct backbone evaluations or wall time run out. A candidate meets A only when
 its accuracy's lower confidence bound on the search split does (`margin.py`), against the winner's curse. A plan
-whose S or E breaks the budget on paper is recorded as skipped and never fine-tuned; asked to refine, the context replaces a proposed tau by
-the most accurate one within the labour budget on the search split and records both.
+whose S or E breaks the budget on paper is recorded as skipped and never fine-tuned; asked to refine, the context
+replaces a proposed tau by the most accurate one within the labour budget on the search split and records both.
 """
 
 from __future__ import annotations
