@@ -145,7 +145,8 @@ class PriorConfig(StrictModel):
     window: int = Field(200, ge=10, le=100_000, title="Trusted labels (confident answers, people's answers) per "
                                                      "estimate of the mix; also the change detector's window")
     threshold: float = Field(0.5, ge=0.0, le=2.0, title="L1 distance between two consecutive windows' class shares "
-                                                        "that counts as a change of mix (0..2)")
+                                                        "that counts as a change of mix (0..2); a window closer "
+                                                        "than this to the uniform mix leaves the model unchanged")
     smoothing: float = Field(0.1, gt=0.0, le=1.0, title="Weight of the uniform distribution mixed into the prior, "
                                                         "so every class keeps at least smoothing / classes")
 

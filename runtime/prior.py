@@ -5,7 +5,7 @@ stream is skewed, Bayes' rule with the runtime prior q gives p'_i = p_i q_i / su
 histogram of a sliding window of labels the device trusts (confident predictions, people's answers), mixed with the
 uniform distribution so no class ever reaches zero (a class that returns can still win). A change of mix is the L1
 distance between the histograms of two consecutive, non-overlapping windows (SMART Eq. 8 with absolute values)
-above a threshold.
+above a threshold; the same distance to the uniform mix decides whether the prior is applied at all.
 
 Numpy only: the device agent, the compiler and the benchmarks share it.
 """
@@ -133,10 +133,20 @@ class PriorEstimator:
         """Class shares among the last `window` labels (zeros before any)."""
         return self._counts / max(1, len(self._recent))
 
-    def prior(self) -> np.ndarray:
-        """(1 - s) histogram + s / K once a window is full, else uniform; every entry >= s / K > 0."""
+    def skewed(self) -> bool:
+        """A full window whose mix differs from the balanced training mix by more than the change threshold.
+
+        The trusted labels of a balanced stream are not balanced themselves (the model is confident more often on
+        easy classes); re-weighting by that bias costs accuracy, so a mix within the threshold of uniform is
+        treated as uniform, the same test as a change between two windows.
+        """
         uniform = np.full(self.classes, 1.0 / self.classes)
-        if not self.ready:
+        return self.ready and l1_distance(self.histogram(), uniform) > self.settings.threshold
+
+    def prior(self) -> np.ndarray:
+        """(1 - s) histogram + s / K when `skewed`, else uniform; every entry >= s / K > 0."""
+        uniform = np.full(self.classes, 1.0 / self.classes)
+        if not self.skewed():
             return uniform
         s = self.settings.smoothing
         return (1.0 - s) * self.histogram() + s * uniform

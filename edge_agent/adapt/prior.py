@@ -78,12 +78,12 @@ class ClassPrior:
         return read
 
     def adjust(self, model: Model, logits: np.ndarray) -> np.ndarray:
-        """The model's outputs with the prior applied (unchanged until the first window is full)."""
+        """The model's outputs with the prior applied (unchanged until a full window shows a skewed mix)."""
         self.bind(model)
         with self._lock:
             estimator = self._estimator
-            if estimator is None or not estimator.ready:
-                return logits
+            if estimator is None or not estimator.skewed():
+                return logits  # cold, or a mix close to the training mix: the model's own probabilities
             prior = estimator.prior()
         return shift_logits(logits, prior, model.params.temperature)
 

@@ -60,6 +60,16 @@ def test_prior_is_uniform_until_a_window_is_full_then_the_smoothed_mix() -> None
     assert np.allclose(estimator.prior(), 0.8 * np.array([0, 0, 0, 1]) + 0.05)
 
 
+def test_a_mix_close_to_the_training_mix_leaves_the_model_alone() -> None:
+    estimator = PriorEstimator(4, PriorSettings(window=20, threshold=0.5))
+    for label in [1] * 4 + [2] * 4 + [3] * 4 + [0] * 8:  # L1 to uniform 0.3: a confident-answer bias, not a skew
+        estimator.observe(label)
+    assert estimator.ready and not estimator.skewed() and np.allclose(estimator.prior(), 0.25)
+    for label in [0] * 6:  # the window now holds 14 of class 0: L1 0.9 > 0.5
+        estimator.observe(label)
+    assert estimator.skewed() and estimator.prior()[0] > 0.5
+
+
 def test_a_switch_of_mix_is_detected_at_the_first_window_after_it_and_noise_is_not() -> None:
     rng = np.random.default_rng(1)
     settings = PriorSettings(window=200, threshold=0.5)
