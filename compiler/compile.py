@@ -28,6 +28,7 @@ from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
 from hgen.compiler.search.strategies import get_strategy
 from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FusionLambda
 
 
 class CompileConfig(StrictModel):
@@ -56,7 +57,7 @@ class CompileConfig(StrictModel):
     limit: int | None = Field(None, ge=50, title="Cap on each split (quick runs)")
     m: int = Field(3, ge=1, le=4, title="Annotators per sample")
     annotator_accuracy: float = Field(0.9, ge=0.0, le=1.0, title="Accuracy of each simulated annotator")
-    fusion_lambda: float = Field(0.1, ge=0.0, title="Fusion weight lambda")
+    fusion_lambda: FusionLambda = FUSION_LAMBDA_DEFAULT
     out: str = Field("build/compile", title="Output folder")
     bundle: bool = Field(True, title="Lower, sign and write the deployable bundle")
     engines: tuple[str, ...] = Field(("litert",), title="Engines in the bundle: litert, tvm")
@@ -84,7 +85,7 @@ class CompileResult:
     out: Path
 
 
-def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]) -> tuple[Any, str]:
+def _base_model(config: CompileConfig, data: Dataset, kind: str, log: Callable[[str], None]) -> tuple[Any, str]:
     from hgen.compiler.models import build_model, load_model_file, model_names
     from hgen.compiler.train import TrainConfig, train_classifier
 
@@ -94,10 +95,10 @@ def _base_model(config: CompileConfig, data: Dataset, log: Callable[[str], None]
             raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
                                        f"{data.input_shape}")
         return model, Path(config.model).stem
-    if config.model not in model_names("cnn"):
+    if config.model not in model_names(kind):
         from hgen.compiler.errors import UnknownNameError
 
-        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names('cnn'))} "
+        raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names(kind))} "
                                f"or a path to a .keras/.h5 file")
     model = build_model(config.model, data.input_shape, data.num_classes, config.model_options)
     if config.model_options.get("weights"):
@@ -170,7 +171,8 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
         generate_keypair(key_path.parent)
     bundle_dir = out / "bundle"
     info = write_bundle(
-        bundle_dir, final.model, name=name, version=config.model_version, kind="cnn", target=device.target,
+        bundle_dir, final.model, name=name, version=config.model_version, kind=evaluator.config.kind,
+        target=device.target,
         labels=data.labels, input_spec=input_spec(data), tau=chosen.tau,
         temperature=final.temperature, fusion_lambda=config.fusion_lambda,
         confidence_params=_confidence_params(config.m, evaluator.difficulty),
@@ -198,11 +200,12 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     device = get_device(config.device)
     data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
     log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    base, name = _base_model(config, data, log)
+    measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
+                                  annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
+                                  seed=config.seed)
+    base, name = _base_model(config, data, measured_as.kind, log)
     space = build_space(base)
-    evaluator = CandidateEvaluator(base, data, space, device, EvaluatorConfig(
-        finetune_samples=config.finetune_samples, m=config.m, annotator_accuracy=config.annotator_accuracy,
-        fusion_lambda=config.fusion_lambda, seed=config.seed))
+    evaluator = CandidateEvaluator(base, data, space, device, measured_as)
     log(f"search space: {len(space.layers)} layers ({', '.join(l.name for l in space.layers)}), "
         f"{len(space.actions)} operators; strategy {config.strategy}")
     with (out / "search.jsonl").open("w") as journal:

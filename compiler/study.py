@@ -29,7 +29,7 @@ from hgen.compiler.train import TrainConfig, calibrate, predict_logits, train_cl
 from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
 from hgen.runtime.calibration import expected_calibration_error, softmax
 from hgen.runtime.config import StrictModel, parse_config
-from hgen.runtime.hdnn import check_tau
+from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FusionLambda, check_tau
 from hgen.runtime.labour import DifficultyEstimator
 
 
@@ -41,7 +41,7 @@ class StudyConfig(StrictModel):
     epochs: int = Field(5, ge=1, le=100, title="Training epochs")
     m: int = Field(3, ge=1, le=4, title="Annotators per sample (the paper allows up to 4)")
     annotator_accuracy: float = Field(0.9, ge=0.0, le=1.0, title="Accuracy of each simulated annotator")
-    fusion_lambda: float = Field(0.1, ge=0.0, title="Weight of each human answer in the fusion (lambda)")
+    fusion_lambda: FusionLambda = FUSION_LAMBDA_DEFAULT
     seed: int = Field(0, title="Seed of splits, training, noise and the crowd")
     limit: int | None = Field(None, ge=10, title="Cap on each split's size (quick runs); None = full")
     data_root: str | None = Field(None, title="Explicit dataset folder, tried before $HGEN_DATA")

@@ -34,14 +34,13 @@ from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
 from hgen.edge_agent.transports import ConnectionState, Transport, TransportCallbacks, TransportErrorCode, open_transport
 from hgen.protos import hub_pb2
+from hgen.protos.kinds import wire_kind
 from hgen.runtime.bundle import BundleError
 from hgen.runtime.hdnn import FusionParams, get_kind
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05  # housekeeping wakes at least this often (batch max-wait and patience resolution)
 RECENT_REPLIES = 10_000
-KIND_TO_PROTO = {"cnn": hub_pb2.HDNN_KIND_CNN, "yolo": hub_pb2.HDNN_KIND_YOLO,
-                 "frcnn": hub_pb2.HDNN_KIND_FASTER_RCNN}
 
 
 @dataclass
@@ -281,7 +280,7 @@ class Agent:
         if self.prior is not None and decision is Decision.CONFIDENT:
             self.prior.trust(result.label)
         if model_decision.to_people and self.transport is not None:
-            difficulty = model.adapter.difficulty(model, logits, confidence)
+            difficulty = model.labour_difficulty(logits, confidence)
             labour = self.batcher.labour_of(difficulty, model.m)
             stored = self._escalate(frame, model, logits, size, result, labour, decision, now)
             if stored is not None:
@@ -337,7 +336,7 @@ class Agent:
                               data=encoded.tobytes(), height=height, width=width, channels=channels)
         output = model.adapter.model_output(model, logits, result)
         output.confidence = float(result.confidence or 0.0)
-        output.kind = KIND_TO_PROTO.get(model.manifest.kind, 0)
+        output.kind = wire_kind(model.manifest.kind)
         sample = hub_pb2.Sample(sample_id=result.sample_id, device_id=self.config.device_id, bundle_name=model.name,
                                 bundle_version=model.version, image=image, output=output)
         sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))

@@ -82,6 +82,10 @@ class Model:
             inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
         return self.engine.run(inputs)[:n]
 
+    def labour_difficulty(self, outputs: np.ndarray, confidence: float) -> float:
+        """Operations a person needs for one sample (d of Eq. 3), by the runtime kind's own estimate."""
+        return float(self.kind.difficulty(outputs, np.array([confidence]), self.params, self.difficulty)[0])
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         probs = getattr(self.kind, "probabilities", None)
         if probs is None:

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hgen.hub.errors import HubConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
+from hgen.runtime.hdnn import DEFAULT_KIND, get_kind, kind_names
 
 
 class KnowledgeBaseConfig(StrictModel):
@@ -178,9 +179,6 @@ class GoldConfig(StrictModel):
     pause_below: float = Field(0.6, ge=0.0, le=1.0, title="Pause an annotator whose gold accuracy falls below this")
 
 
-DEFAULT_THRESHOLDS = {"cnn": 200, "yolo": 1000}  # paper: 200 human labels for H-CNN, 1,000 for detection
-
-
 class ModelConfig(StrictModel):
     """One deployed model the hub retrains: where its current model and original data are, who runs it."""
 
@@ -193,7 +191,7 @@ class ModelConfig(StrictModel):
     threshold: int = Field(  # type: ignore[assignment]  # None is replaced by the kind's default before validation
         None, ge=1, title="New human-labelled samples that trigger a retrain (default per kind, the paper's: 200 for "
                           "cnn, 1000 for yolo)")
-    kind: Literal["cnn", "yolo"] = Field("cnn", title="H-DNN kind: cnn (classification) or yolo (detection)")
+    kind: str = Field(DEFAULT_KIND, title="H-DNN kind, a registered one: cnn (classification), yolo (detection)")
     compile_config: Path | None = Field(None, title="hgen-compile settings (YAML) the model was compiled with: a "
                                                     "retrain with re-search runs that search again (cnn only)")
     accuracy_demand: float | None = Field(
@@ -206,9 +204,17 @@ class ModelConfig(StrictModel):
     def _threshold_of_kind(cls, data: Any) -> Any:
         """An unset threshold is the paper's for the kind: detection labels are cheaper per bit, so more are needed."""
         if isinstance(data, Mapping) and data.get("threshold") is None:
-            kind = data.get("kind", "cnn")
-            data = {**data, "threshold": DEFAULT_THRESHOLDS.get(kind, DEFAULT_THRESHOLDS["cnn"])}
+            kind = data.get("kind", DEFAULT_KIND)
+            name = kind if isinstance(kind, str) and kind in kind_names() else DEFAULT_KIND  # a bad kind: refused below
+            data = {**data, "threshold": get_kind(name).retrain_threshold}
         return data
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        if kind not in kind_names():
+            raise ValueError(f"unknown H-DNN kind {kind!r}; valid choices: {', '.join(kind_names())}")
+        return kind
 
 
 class RetrainConfig(StrictModel):

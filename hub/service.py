@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from hgen.hub.aggregators import DEFAULT_FOR_KIND, aggregator_names, get_aggregator, label_for_kind
+from hgen.hub.aggregators import aggregator_names, default_aggregator, get_aggregator
 from hgen.hub.annotators import AnnotatorAPI, ReplyListener
 from hgen.hub.config import HubConfig
 from hgen.hub.devices import DeviceMismatchError
@@ -25,7 +25,9 @@ from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
 from hgen.hub.validation import check_image, check_uuid, parse_request
 from hgen.protos import hub_pb2
-from hgen.runtime.labour import MAX_OPERATIONS, MIN_OPERATIONS, labour_per_sample
+from hgen.protos.kinds import kind_of_wire
+from hgen.runtime.hdnn import difficulty_from_confidence
+from hgen.runtime.labour import labour_per_sample
 
 log = logging.getLogger(__name__)
 EXPIRY_POLL_S = 1.0  # bound on how late a deadline set by another hub process is noticed
@@ -48,8 +50,7 @@ class SubmitResult:
 
 def estimate_difficulty(confidence: float) -> float:
     """Operations a person needs, in [1, 3]: the less sure the model, the harder the sample (hub-side estimate)."""
-    d = MIN_OPERATIONS + (MAX_OPERATIONS - MIN_OPERATIONS) * (1.0 - confidence)
-    return float(min(MAX_OPERATIONS, max(MIN_OPERATIONS, d)))
+    return float(difficulty_from_confidence(confidence))
 
 
 def rejection(sample: hub_pb2.Sample, batch_id: str, error: BadInputError) -> hub_pb2.SampleReply:
@@ -263,13 +264,17 @@ class HubService:
         stored = hub_pb2.Sample()
         stored.CopyFrom(sample)
         stored.device_id = request.device_id
-        kind = sample.output.kind or hub_pb2.HDNN_KIND_CNN
-        stored.output.kind = kind
+        kind = kind_of_wire(sample.output.kind)  # UNSPECIFIED (older devices): the default kind
+        if kind is not None:
+            stored.output.kind = hub_pb2.HdnnKind.Value(kind.proto_enum)
         difficulty = estimate_difficulty(sample.output.confidence)
-        aggregator = aggregator or DEFAULT_FOR_KIND.get(kind, self.config.aggregator)
-        if get_aggregator(aggregator).label != label_for_kind(kind):  # people could give no answer it aggregates
-            raise InvalidRequestError(f"aggregator {aggregator!r} cannot aggregate the "
-                                      f"{label_for_kind(kind)} answers a sample of H-DNN kind {kind} gets")
+        if kind is None:  # a kind this hub has no descriptor of: people answer what the named aggregator takes
+            aggregator = aggregator or self.config.aggregator
+        else:
+            aggregator = aggregator or default_aggregator(kind, self.config.aggregator)
+            if get_aggregator(aggregator).label != kind.label:  # people could give no answer it aggregates
+                raise InvalidRequestError(f"aggregator {aggregator!r} cannot aggregate the {kind.label} answers a "
+                                          f"sample of H-DNN kind {kind.name} gets")
         return NewSample(stored, request.batch_id, m, aggregator,
                          deadline, difficulty, float(labour_per_sample(difficulty, m)), transport)
 

@@ -14,7 +14,7 @@ from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.metrics.formulas import latency_ms
 from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
 from hgen.runtime.calibration import softmax
-from hgen.runtime.hdnn import FusionParams, check_tau, get_kind, needs_human
+from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, FusionParams, check_tau, get_kind, needs_human
 from hgen.runtime.hdnn.cnn import NO_ANSWER
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio, uncertainty_features
 
@@ -65,8 +65,8 @@ def fit_difficulty(crowd: SimulatedCrowd, logits: np.ndarray, labels: np.ndarray
 
 
 def evaluate_hdnn(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, tau: float, temperature: float,
-                  fusion_lambda: float = 0.1, difficulty: DifficultyEstimator | None = None,
-                  t_infer_ms: float = 0.0, kind: str = "cnn") -> HDNNEvaluation:
+                  fusion_lambda: float = FUSION_LAMBDA_DEFAULT, difficulty: DifficultyEstimator | None = None,
+                  t_infer_ms: float = 0.0, kind: str = DEFAULT_KIND) -> HDNNEvaluation:
     """Gate at tau, fuse the gated samples' answers, and count accuracy, latency and labour."""
     tau = check_tau(tau)
     labels = np.asarray(labels)
@@ -74,12 +74,13 @@ def evaluate_hdnn(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers,
         raise InvalidArgumentError(f"{answers.labels.shape[0]} rows of answers for {labels.shape[0]} samples")
     hdnn = get_kind(kind)
     params = FusionParams(temperature, fusion_lambda)
-    gate = needs_human(hdnn.confidence(logits, params), tau)
+    confidence = hdnn.confidence(logits, params)
+    gate = needs_human(confidence, tau)
     used = np.where(gate[:, None], answers.labels, NO_ANSWER)
     fused = hdnn.fuse(logits, used, params)
     m = answers.labels.shape[1]
-    probs = softmax(logits, temperature)
-    d = (difficulty or DifficultyEstimator()).difficulty(probs[gate]) if gate.any() else np.zeros(0)
+    d = (hdnn.difficulty(logits[gate], confidence[gate], params, difficulty or DifficultyEstimator()) if gate.any()
+         else np.zeros(0))
     extra_total_ms = float(answers.sample_latency_s[gate].sum() * 1000.0)
     n = labels.shape[0]
     return HDNNEvaluation(
@@ -120,8 +121,8 @@ class TauChoice:
 
 
 def sweep_tau(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, temperature: float,
-              fusion_lambda: float = 0.1, difficulty: DifficultyEstimator | None = None,
-              extra_taus: tuple[float, ...] = (), kind: str = "cnn") -> TauSweep:
+              fusion_lambda: float = FUSION_LAMBDA_DEFAULT, difficulty: DifficultyEstimator | None = None,
+              extra_taus: tuple[float, ...] = (), kind: str = DEFAULT_KIND) -> TauSweep:
     """What `evaluate_hdnn` measures, for all thresholds at once: each sample's outcome with and without people and
     its labour depend on that sample only, so sorting by confidence turns every threshold into a prefix sum.
 
@@ -132,7 +133,7 @@ def sweep_tau(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, 
     confidence = np.asarray(hdnn.confidence(logits, params), dtype=np.float64)
     alone = hdnn.fuse(logits, np.full_like(answers.labels, NO_ANSWER), params) == labels
     helped = hdnn.fuse(logits, answers.labels, params) == labels
-    l0 = labour_per_sample((difficulty or DifficultyEstimator()).difficulty(softmax(logits, temperature)),
+    l0 = labour_per_sample(hdnn.difficulty(logits, confidence, params, difficulty or DifficultyEstimator()),
                            answers.labels.shape[1])
     order = np.argsort(confidence, kind="stable")
     taus = np.unique(np.clip(np.concatenate([confidence, [0.0, 1.0], [check_tau(t) for t in extra_taus]]), 0, 1))

@@ -24,6 +24,7 @@ from hgen.compiler.search.objective import Measured
 from hgen.compiler.search.space import SearchSpace, apply, plan_key
 from hgen.compiler.train import DistillConfig, calibrate, distill, predict_logits
 from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
+from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, check_fusion_lambda
 from hgen.runtime.labour import DifficultyEstimator
 
 
@@ -35,8 +36,12 @@ class EvaluatorConfig:
     latency_repeats: int = 30
     m: int = 3
     annotator_accuracy: float = 0.9
-    fusion_lambda: float = 0.1
+    fusion_lambda: float = FUSION_LAMBDA_DEFAULT
     seed: int = 0
+    kind: str = DEFAULT_KIND  # the H-DNN kind measured: the simulated crowd answers classes, so a classifier kind
+
+    def __post_init__(self) -> None:
+        check_fusion_lambda(self.fusion_lambda)  # the bounds the manifest will check, before any candidate is trained
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class CandidateEvaluator:
         held = held_out or self.search
         result = evaluate_hdnn(backbone.logits if logits is None else logits, held.split.y, held.answers, tau=tau,
                                temperature=backbone.temperature, fusion_lambda=self.config.fusion_lambda,
-                               difficulty=self.difficulty, t_infer_ms=backbone.latency_ms)
+                               difficulty=self.difficulty, t_infer_ms=backbone.latency_ms, kind=self.config.kind)
         return Measured(result.accuracy_fused, result.latency_ms, backbone.storage_mb, backbone.energy_mj,
                         result.labour)
 
@@ -155,7 +160,7 @@ class CandidateEvaluator:
         held = self.search
         sweep = sweep_tau(backbone.logits, held.split.y, held.answers, temperature=backbone.temperature,
                           fusion_lambda=self.config.fusion_lambda, difficulty=self.difficulty,
-                          extra_taus=(proposal,))
+                          extra_taus=(proposal,), kind=self.config.kind)
         return refine_tau(sweep, proposal, labour_budget)
 
     def final(self, plan: dict[str, str], epochs: int) -> Backbone:

@@ -13,6 +13,7 @@ from typing import ClassVar, Protocol
 
 from hgen.hub.errors import UnknownAggregatorError
 from hgen.protos import hub_pb2
+from hgen.runtime.hdnn import HDNNKind
 from hgen.runtime.registry import Registry, discover
 
 
@@ -41,13 +42,12 @@ class Aggregator(Protocol):
 
 
 AGGREGATORS: Registry[type] = Registry("aggregator", UnknownAggregatorError)
-DEFAULT_FOR_KIND = {hub_pb2.HDNN_KIND_YOLO: "box_union", hub_pb2.HDNN_KIND_FASTER_RCNN: "region_gmm"}
-LABEL_FOR_KIND = {hub_pb2.HDNN_KIND_YOLO: "boxes", hub_pb2.HDNN_KIND_FASTER_RCNN: "regions"}  # else class_id
 
 
-def label_for_kind(kind: int) -> str:
-    """The answer label a sample of this H-DNN kind asks people for (what the annotator page shows)."""
-    return LABEL_FOR_KIND.get(kind, "class_id")
+def default_aggregator(kind: HDNNKind, configured: str) -> str:
+    """The hub's configured aggregator when it aggregates what people answer for `kind` (classes: majority or
+    dawid_skene), else the kind's own default (its descriptor's, e.g. box_union for H-YOLO)."""
+    return configured if get_aggregator(configured).label == kind.label else kind.aggregator
 
 
 @cache

@@ -29,6 +29,7 @@ class Task:
     image: hub_pb2.Image
     model_output: hub_pb2.ModelOutput
     deadline: float
+    aggregator: str = ""  # the sample's aggregator: what its answers must be (for kinds without a descriptor here)
 
 
 class TaskQueue:
@@ -64,7 +65,7 @@ class TaskQueue:
         image = hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
                               data=self.images.get(row.image_bytes, row.image_path))
         return Task(task_id, row.id, annotator_id, row.hdnn_kind, image,
-                    hub_pb2.ModelOutput.FromString(row.model_output), row.deadline)
+                    hub_pb2.ModelOutput.FromString(row.model_output), row.deadline, row.aggregator)
 
     def held_task(self, annotator_id: str) -> Task | None:
         """The annotator's oldest open task (given again instead of a new one when they are at their cap)."""

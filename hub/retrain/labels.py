@@ -11,8 +11,9 @@ import numpy as np
 
 from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.kb.store import KnowledgeBase
-from hgen.hub.retrain.records import BOX_KINDS, labelled_rows
+from hgen.hub.retrain.records import labelled_rows
 from hgen.protos import hub_pb2
+from hgen.protos.kinds import wire_kinds
 
 
 @dataclass(frozen=True)
@@ -37,5 +38,6 @@ def _boxes(payload: bytes) -> np.ndarray:
 
 def box_samples(kb: KnowledgeBase, name: str, up_to: float) -> list[BoxSample]:
     """Every box-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new)."""
-    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(BOX_KINDS))
+    box_kinds = wire_kinds(lambda kind: kind.label == "boxes")
+    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds))
     return [BoxSample(r[0], _boxes(r[1]), *r[2:]) for r in rows]

@@ -22,7 +22,8 @@ from hgen.hub.errors import RetrainError, UnknownModelError
 from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused
 from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.filter import AutoencoderFilter
-from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind
+from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
+                                    retrain_kind_names)
 from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
@@ -178,9 +179,12 @@ class RetrainPipeline:
         self._compile_settings(self.model_config(name), self._store_dir() / name / "research-check")
 
     def _compile_settings(self, model_config: ModelConfig, out: Path) -> Any:
-        """The model's hgen-compile settings, writing into `out`; RetrainError for a detector or none configured."""
-        if model_config.kind != "cnn":
-            raise RetrainError(f"re-search covers H-CNN models; {model_config.name!r} is {model_config.kind}")
+        """The model's hgen-compile settings, writing into `out`; RetrainError for a kind the compile search does not
+        take (its retrain kind says) or none configured."""
+        if not get_retrain_kind(model_config.kind).supports_research:
+            searchable = [name for name in retrain_kind_names() if get_retrain_kind(name).supports_research]
+            raise RetrainError(f"re-search covers {', '.join(searchable)} models; {model_config.name!r} is "
+                               f"{model_config.kind}")
         return load_compile_config(model_config.compile_config, model_config.name, out)
 
     def _research(self, model_config: ModelConfig, prepared: Prepared, kept: HumanLabels, run: RunRecord) -> Searched:

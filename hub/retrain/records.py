@@ -20,16 +20,20 @@ from sqlalchemy.orm import Session
 from hgen.hub.errors import RetrainBusyError
 from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
-from hgen.protos import hub_pb2
+from hgen.protos.kinds import wire_kinds
 
 HUMAN_STATES = ("answered", "partial")
-BOX_KINDS = (hub_pb2.HDNN_KIND_YOLO,)  # samples whose human label is the aggregated boxes, not a class
+
+
+def drawn_kinds() -> tuple[int, ...]:
+    """Wire kinds whose people draw (boxes, regions) rather than name a class, by their descriptors' label form."""
+    return wire_kinds(lambda kind: kind.label != "class_id")
 
 
 def human_label() -> Any:
-    """A reply that is a human label: a class, or any answered/partial reply of a box-labelled sample (an empty
-    box list is a label too: "nothing there")."""
-    return or_(Reply.class_id.is_not(None), Sample.hdnn_kind.in_(BOX_KINDS))
+    """A reply that is a human label: a class, or any answered/partial reply of a sample whose people draw (an
+    empty drawing is a label too: "nothing there")."""
+    return or_(Reply.class_id.is_not(None), Sample.hdnn_kind.in_(drawn_kinds()))
 
 
 def of_model(name: str) -> tuple[Any, ...]:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hgen.hub.aggregators import label_for_kind
+from hgen.hub.aggregators import get_aggregator
 from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.store import Task
-from hgen.hub.web.forms import AnswerForm, Shape, parse_shapes
+from hgen.hub.web.forms import AnswerForm
+from hgen.hub.web.views import AnswerView, check_class, get_view, view_for_label
 from hgen.protos import hub_pb2
+from hgen.protos.kinds import kind_of_wire
 
-VIEW_OF_LABEL = {"class_id": "class", "boxes": "boxes", "regions": "regions"}
+__all__ = ["Release", "check_class", "latency", "parse", "view_of"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,16 @@ class Release:
     latency_s: float
 
 
+def answer_view(task: Task) -> AnswerView:
+    """The view the task's H-DNN kind names; for a kind this hub has no descriptor of (accepted because its request
+    named an aggregator), the view asking for what that aggregator aggregates."""
+    kind = kind_of_wire(task.hdnn_kind)
+    return get_view(kind.view) if kind is not None else view_for_label(get_aggregator(task.aggregator).label)
+
+
 def view_of(task: Task) -> str:
-    """What the page asks for: class, boxes or regions."""
-    return VIEW_OF_LABEL[label_for_kind(task.hdnn_kind)]
+    """What the page asks for (the view's name: class, boxes or regions)."""
+    return answer_view(task).name
 
 
 def latency(elapsed_ms: str, server_elapsed_s: float) -> float:
@@ -49,40 +58,10 @@ def parse(form: AnswerForm, task: Task, annotator: str, num_classes: int,
     seconds = latency(form.elapsed_ms, server_elapsed_s)
     if form.release is not None:
         return Release(form.release, seconds)
-    view = view_of(task)
-    if form.kind is not None and form.kind != view:
-        raise InvalidRequestError(f"this task asks for {view}, not {form.kind}; nothing was stored")
+    view = answer_view(task)
+    if form.kind is not None and form.kind != view.name:
+        raise InvalidRequestError(f"this task asks for {view.name}, not {form.kind}; nothing was stored")
     answer = hub_pb2.Answer(task_id=task.task_id, sample_id=task.sample_id, annotator_id=annotator,
                             latency_s=seconds, simulated=False)
-    if view == "class":
-        if form.class_id is None:
-            raise InvalidRequestError("choose a class (or answer skip / can't tell)")
-        answer.class_id = check_class(form.class_id, num_classes)
-        answer.operations = 1
-    elif view == "boxes":
-        boxes = [_coords(shape, task, num_classes, with_class=True) for shape in parse_shapes(form.shapes)]
-        answer.boxes.boxes.extend(hub_pb2.Box(**b) for b in boxes)
-        answer.operations = len(boxes)
-    else:
-        regions = [_coords(shape, task, num_classes, with_class=False) for shape in parse_shapes(form.shapes)]
-        answer.regions.regions.extend(hub_pb2.Region(**r, weight=1.0) for r in regions)
-        answer.operations = len(regions)
+    view.fill(answer, form, task, num_classes)
     return answer
-
-
-def check_class(class_id: int, num_classes: int) -> int:
-    if not 0 <= class_id < num_classes:
-        raise InvalidRequestError(f"class must be in 0..{num_classes - 1}, got {class_id}")
-    return class_id
-
-
-def _coords(shape: Shape, task: Task, num_classes: int, with_class: bool) -> dict:
-    coords = {"x_min": shape.x_min, "y_min": shape.y_min, "x_max": shape.x_max, "y_max": shape.y_max}
-    width, height = task.image.width or 1e9, task.image.height or 1e9
-    if not (coords["x_min"] < coords["x_max"] <= width and coords["y_min"] < coords["y_max"] <= height):
-        raise InvalidRequestError(f"shape {coords} is empty or outside the {width:g}x{height:g} image")
-    if with_class:
-        if shape.class_id is None:
-            raise InvalidRequestError("each box needs a class_id")
-        coords["class_id"] = check_class(shape.class_id, num_classes)
-    return coords

@@ -53,7 +53,7 @@ class AnswerForm(StrictModel):
     """The annotator page's form; `kind` is only checked against the task's (which alone decides the answer)."""
 
     release: Literal["skip", "cant_tell"] | None = None
-    kind: Literal["class", "boxes", "regions"] | None = None
+    kind: Annotated[str, Field(max_length=32, pattern=r"^[a-z_]+$")] | None = None  # a view name (hub.web.views)
     class_id: Annotated[int, Field(ge=0, lt=1 << 31)] | None = None
     elapsed_ms: Annotated[str, Field(max_length=32)] = ""
     shapes: Annotated[str, Field(max_length=64 * 1024)] = "[]"

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from hgen.runtime.bundle.errors import BundleFormatError
 from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.hdnn import DEFAULT_KIND, FusionLambda
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -95,7 +96,8 @@ class Manifest(StrictModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     model: ModelId
     created: str = Field(title="creation time, ISO 8601 UTC")
-    kind: str = Field(default="cnn", pattern=r"^[a-z][a-z0-9_]*$", title="H-DNN kind (cnn, yolo, frcnn)")
+    kind: str = Field(default=DEFAULT_KIND, pattern=r"^[a-z][a-z0-9_]*$",
+                      title="H-DNN kind (a registered hgen.runtime.hdnn kind: cnn, yolo)")
     target: str = Field(title="target profile name (x86_64, rpi4, android-arm64, armv7)")
     engines: tuple[EngineEntry, ...] = Field(min_length=1)
     web: tuple[WebModelEntry, ...] = Field(default=(), title="model files for phones' browsers (android_bridge)")
@@ -104,7 +106,7 @@ class Manifest(StrictModel):
     labels: tuple[str, ...] = Field(min_length=1)
     tau: float = Field(ge=0.0, le=1.0, title="confidence threshold below which a human is asked")
     temperature: float = Field(gt=0.0)
-    fusion_lambda: float = Field(alias="lambda", ge=0.0, le=1.0)
+    fusion_lambda: FusionLambda = Field(alias="lambda")
     confidence: dict[str, float] = Field(default_factory=dict, title="confidence estimator parameters")
     predicted: Predicted = Field(default_factory=Predicted)
     plan: dict[str, Any] = Field(default_factory=dict, title="the search's compression plan")

@@ -1,5 +1,9 @@
 """H-CNN (classification): confidence = max softmax(z / T); fusion = softmax(z / T) + lambda * sum one-hot answers.
 
+People answer with a class (`class_id`, the `class` view of the annotator page); the hub's configured class
+aggregator (majority by default) merges them; labour per sample comes from the compiler's fitted difficulty
+estimator on the calibrated probabilities; a retrain is due after 200 new human labels (the paper's number).
+
 Answers are an int array [n, m] of class indices; -1 means "no answer" (skip, can't tell, expired) and adds nothing,
 so a partial reply fuses what did arrive.
 """
@@ -11,6 +15,7 @@ import numpy as np
 from hgen.runtime.calibration import softmax
 from hgen.runtime.errors import InvalidInputError
 from hgen.runtime.hdnn import KINDS, FusionParams
+from hgen.runtime.labour import DifficultyEstimator
 
 NO_ANSWER = -1
 
@@ -39,6 +44,11 @@ class CNNKind:
     """The paper's H-CNN (section 4.1)."""
 
     name = "cnn"
+    proto_enum = "HDNN_KIND_CNN"
+    label = "class_id"
+    aggregator = "majority"
+    view = "class"
+    retrain_threshold = 200
 
     def output_channels(self, num_labels: int) -> int:
         return num_labels
@@ -61,6 +71,11 @@ class CNNKind:
 
     def fuse(self, outputs: np.ndarray, answers: np.ndarray, params: FusionParams) -> np.ndarray:
         return self.fused_scores(outputs, answers, params).argmax(axis=1)
+
+    def difficulty(self, outputs: np.ndarray, confidence: np.ndarray, params: FusionParams,
+                   estimator: DifficultyEstimator) -> np.ndarray:
+        """The fitted estimator on the calibrated probabilities (margin, entropy, top-1), as the search counted it."""
+        return estimator.difficulty(self.probabilities(outputs, params))
 
 
 KINDS.add("cnn", CNNKind())

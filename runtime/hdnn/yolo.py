@@ -17,6 +17,10 @@ answered, their view of the image replaces the model's: a human box drawn by at 
 kept (with the people's coordinates, score = support); a minority box is kept only when the model found it too
 (same class, IoU >= 0.5), as the model's vote breaks the tie; model boxes that no human drew are dropped (people
 saw the whole image and did not mark them). An empty answer means "nothing there" and gives no boxes.
+
+People draw boxes (`boxes`, the `boxes` view of the annotator page), merged by `box_union`; without class
+probabilities, labour per sample is estimated from the confidence (`difficulty_from_confidence`); a retrain is due
+after 1,000 new human labels (the paper's number for detection: a box label carries less per sample).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import numpy as np
 
 from hgen.runtime.calibration import softmax
 from hgen.runtime.errors import InvalidInputError
-from hgen.runtime.hdnn import KINDS, FusionParams
+from hgen.runtime.hdnn import KINDS, FusionParams, difficulty_from_confidence
+from hgen.runtime.labour import DifficultyEstimator
 
 BOX_FIELDS = 5  # objectness, x, y, w, h
 SCORE_THRESHOLD = 0.5
@@ -154,6 +159,11 @@ class YOLOKind:
     """The paper's H-YOLO (section 4.1): grid detector + confidence gate + box fusion."""
 
     name = "yolo"
+    proto_enum = "HDNN_KIND_YOLO"
+    label = "boxes"
+    aggregator = "box_union"
+    view = "boxes"
+    retrain_threshold = 1000
     score_threshold = SCORE_THRESHOLD
 
     def output_channels(self, num_labels: int) -> int:
@@ -171,6 +181,10 @@ class YOLOKind:
             raise InvalidInputError(f"{len(predicted)} model outputs but {len(answers)} answers")
         return [own if answer is None else fuse_image(own, human_boxes(answer))
                 for own, answer in zip(predicted, answers)]
+
+    def difficulty(self, outputs: np.ndarray, confidence: np.ndarray, params: FusionParams,
+                   estimator: DifficultyEstimator) -> np.ndarray:
+        return difficulty_from_confidence(confidence)
 
 
 KINDS.add("yolo", YOLOKind())

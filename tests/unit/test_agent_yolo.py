@@ -17,14 +17,14 @@ import pytest
 from hgen.edge_agent.agent import Agent, Waiting
 from hgen.edge_agent.config import AgentConfig, SwapConfig, parse_agent_config
 from hgen.edge_agent.errors import HealthCheckError
-from hgen.edge_agent.kinds import FrameSize, adapter_for, difficulty_from_confidence
+from hgen.edge_agent.kinds import FrameSize, adapter_for
 from hgen.edge_agent.model import load_model
 from hgen.edge_agent.results import BoxResult, Result, ResultStatus
 from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.testing import make_keys, null_bundle, null_output_shape
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
-from hgen.runtime.hdnn import FusionParams, get_kind
+from hgen.runtime.hdnn import FusionParams, difficulty_from_confidence, get_kind
 
 LABELS = tuple(str(i) for i in range(10))
 SIZE = FrameSize(width=64, height=48)  # not square: x and y scale differently

@@ -1,4 +1,4 @@
-"""What a retrain does differently per H-DNN kind, one file each (`cnn.py`, `yolo.py`), found by name.
+"""What a retrain does differently per H-DNN kind, one file each (`cnn.py`, `yolo.py`), found by kind name.
 
 The pipeline's steps are the same for every kind (collect, split, filter, enhance, accept, re-lower, publish); a
 kind says where its original data comes from, how people's labels become training targets in the model's output
@@ -53,6 +53,7 @@ class RetrainKind(Protocol):
 
     name: str
     metric: str  # what `score` measures, named in acceptance results and refusals
+    supports_research: bool  # a retrain may re-run the model's hgen-compile search (the compiler searches it)
 
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> OriginalData:
         """The original train / validation / test data of the model."""

@@ -1,5 +1,6 @@
 """H-CNN retraining: a human class is lifted above the model's top logit (the model's output form), distilled with
-the teacher's logits on original data (`hgen.hub.retrain.enhance`); acceptance compares model-only accuracy."""
+the teacher's logits on original data (`hgen.hub.retrain.enhance`); acceptance compares model-only accuracy and the
+expected accuracy with people, both through the runtime kind's own answer, confidence and gate."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from hgen.hub.retrain.data import HumanSet, human_set
 from hgen.hub.retrain.enhance import Enhanced, enhance
 from hgen.hub.retrain.kinds import RETRAIN_KINDS
 from hgen.hub.retrain.records import RetrainStore
+from hgen.runtime.hdnn import FusionParams, get_kind, needs_human
 
 
 class CNNRetrain:
     name = "cnn"
     metric = "accuracy"
+    supports_research = True
 
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> Dataset:
         return load_dataset(spec, seed=seed, limit=limit)
@@ -35,20 +38,18 @@ class CNNRetrain:
     def score(self, model: Any, labelled: Any) -> float:
         if not len(labelled):
             return float("nan")
-        return float(np.mean(predict_logits(model, labelled.x).argmax(axis=1) == labelled.y))
+        return float(np.mean(get_kind(self.name).predict(predict_logits(model, labelled.x), FusionParams())
+                             == labelled.y))
 
     def fused_score(self, model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> float:
         """Expected accuracy of the H-CNN with people: the runtime's calibrated confidence and gate decide which
         samples go to people (right with `human_accuracy`); the model answers the rest. A retrain that makes the
         model confidently wrong where people used to be asked scores lower here, even if model-only accuracy rose."""
-        from hgen.runtime.calibration import softmax
-        from hgen.runtime.hdnn import needs_human
-
         if not len(labelled):
             return float("nan")
-        probs = softmax(predict_logits(model, labelled.x), temperature)
-        gated = needs_human(probs.max(axis=1), tau)
-        right = probs.argmax(axis=1) == labelled.y
+        kind, params, logits = get_kind(self.name), FusionParams(temperature), predict_logits(model, labelled.x)
+        gated = needs_human(kind.confidence(logits, params), tau)
+        right = kind.predict(logits, params) == labelled.y
         return float(np.mean(np.where(gated, human_accuracy, right)))
 
 

@@ -87,6 +87,7 @@ def original_targets(teacher_outputs: np.ndarray, truth: tuple[np.ndarray, ...],
 class YOLORetrain:
     name = "yolo"
     metric = "mAP@0.5"
+    supports_research = False  # the compile search takes classifiers
 
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> DetectionDataset:
         return load_detection_dataset(spec, seed=seed, limit=limit)

@@ -1,0 +1,65 @@
+"""The annotator page's views, one file each (`classes.py`, `boxes.py`, `regions.py`), found by name.
+
+A view is what the page asks people for and how its form becomes the Answer label the sample's aggregator takes:
+`class` (a class id), `boxes` (boxes with a class), `regions` (attention regions). An H-DNN kind's descriptor names
+its view (`hgen.runtime.hdnn`, `view`); kinds asking for the same label share a view, so a new kind adds a file here
+only when people answer it in a new way. The template renders a view by its name.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+from hgen.hub.errors import InvalidRequestError
+from hgen.hub.kb.store import Task
+from hgen.hub.web.forms import AnswerForm, Shape
+from hgen.protos import hub_pb2
+from hgen.runtime.registry import Registry, discover
+
+
+class AnswerView(Protocol):
+    name: ClassVar[str]
+    label: ClassVar[str]  # the Answer `label` oneof field it fills: class_id | boxes | regions
+
+    def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
+        """Set the answer's label and operations from the form; InvalidRequestError for anything malformed."""
+
+
+VIEWS: Registry[AnswerView] = Registry("annotator view")
+
+
+def get_view(name: str) -> AnswerView:
+    discover(__name__)
+    return VIEWS.get(name)
+
+
+def view_names() -> list[str]:
+    discover(__name__)
+    return VIEWS.names()
+
+
+def view_for_label(label: str) -> AnswerView:
+    """The view that asks people for `label` (for samples of a kind this hub has no descriptor of)."""
+    found = [get_view(name) for name in view_names() if get_view(name).label == label]
+    if not found:
+        raise InvalidRequestError(f"no annotator view asks for {label!r} answers")
+    return found[0]
+
+
+def check_class(class_id: int, num_classes: int) -> int:
+    if not 0 <= class_id < num_classes:
+        raise InvalidRequestError(f"class must be in 0..{num_classes - 1}, got {class_id}")
+    return class_id
+
+
+def coords(shape: Shape, task: Task, num_classes: int, with_class: bool) -> dict:
+    """A drawn shape in the image's pixels, checked to lie inside the image and (for boxes) to carry a class."""
+    found = {"x_min": shape.x_min, "y_min": shape.y_min, "x_max": shape.x_max, "y_max": shape.y_max}
+    width, height = task.image.width or 1e9, task.image.height or 1e9
+    if not (found["x_min"] < found["x_max"] <= width and found["y_min"] < found["y_max"] <= height):
+        raise InvalidRequestError(f"shape {found} is empty or outside the {width:g}x{height:g} image")
+    if with_class:
+        if shape.class_id is None:
+            raise InvalidRequestError("each box needs a class_id")
+        found["class_id"] = check_class(shape.class_id, num_classes)
+    return found

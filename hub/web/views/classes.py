@@ -1,0 +1,23 @@
+"""The `class` view: one class per sample (H-CNN), chosen by a button or its number key."""
+
+from __future__ import annotations
+
+from hgen.hub.errors import InvalidRequestError
+from hgen.hub.kb.store import Task
+from hgen.hub.web.forms import AnswerForm
+from hgen.hub.web.views import VIEWS, check_class
+from hgen.protos import hub_pb2
+
+
+class ClassView:
+    name = "class"
+    label = "class_id"
+
+    def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
+        if form.class_id is None:
+            raise InvalidRequestError("choose a class (or answer skip / can't tell)")
+        answer.class_id = check_class(form.class_id, num_classes)
+        answer.operations = 1
+
+
+VIEWS.add("class", ClassView())
