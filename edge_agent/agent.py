@@ -27,6 +27,7 @@ from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, Pendin
 from hgen.edge_agent.kinds import FrameSize, adapter_for
 from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
 from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.resend import ResendSchedule
 from hgen.edge_agent.results import Result, ResultStatus, declined_detail
 from hgen.edge_agent.sinks import CallbackSink, Sink, open_sinks
 from hgen.edge_agent.sources import Frame, FrameSource, open_source
@@ -41,6 +42,7 @@ from hgen.runtime.hdnn import FusionParams, get_kind
 log = logging.getLogger(__name__)
 TICK_S = 0.05  # housekeeping wakes at least this often (batch max-wait and patience resolution)
 RECENT_REPLIES = 10_000
+RESEND_CHUNK = 256  # outbox rows read per step of a resend scan
 
 
 @dataclass
@@ -78,7 +80,7 @@ class Agent:
         self._source = source
         self._waiting: dict[str, Waiting] = {}
         self._done: OrderedDict[str, None] = OrderedDict()  # recently replied ids: duplicates are not "unknown"
-        self._sent_at: dict[str, float] = {}
+        self._asks = ResendSchedule(config.hub.resend_after_s)
         self._resend_all = threading.Event()
         self._swap_lock = threading.Lock()
         self._seen_versions: set[str] = set()
@@ -373,7 +375,7 @@ class Agent:
                 self._done[reply.sample_id] = None
                 while len(self._done) > RECENT_REPLIES:
                     self._done.popitem(last=False)
-                self._sent_at.pop(reply.sample_id, None)
+                self._asks.done(reply.sample_id)
         if waiting is None:
             if duplicate:
                 self.telemetry.inc("duplicate_replies")
@@ -427,6 +429,7 @@ class Agent:
     def _on_transport_state(self, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
         if state is ConnectionState.CONNECTED:
             self.telemetry.problem("hub", "")
+            self._asks.reconnected(time.monotonic())
             self._resend_all.set()
         elif error is not TransportErrorCode.OK:
             self.telemetry.problem("hub", f"{error.value}: {detail}")
@@ -443,7 +446,7 @@ class Agent:
                 self._flush_due(now)
                 self._expire(now)
                 if self._resend_all.is_set() or now >= next_scan:
-                    self._resend(now, everything=self._resend_all.is_set())
+                    self._resend(now)
                     next_scan = now + min(1.0, self.config.hub.resend_after_s / 4)
                 if now >= next_status:
                     self._report_status()
@@ -474,37 +477,37 @@ class Agent:
             self.telemetry.inc("timeouts")
             self._emit(result)
 
-    def _resend(self, now: float, everything: bool) -> None:
-        """Send outbox rows never sent, or sent longer than resend_after_s ago (all of them after a reconnect)."""
+    def _resend(self, now: float) -> None:
+        """Send outbox rows never sent, or due to be asked again (see ResendSchedule), oldest first, until the
+        transport's window is full: a backlog goes out as a bounded stream, never all at once."""
         if self.transport is None:
             return
         self._resend_all.clear()
         busy = self.transport.in_flight()
         with self._lock:
             open_batch = self.batcher.current_batch_id()
-        rows = []
-        for row in self.outbox.pending():
-            sent = self._sent_at.get(row.sample_id)
-            if row.sample_id in busy or row.batch_id == open_batch:
-                continue
-            if everything or sent is None or now - sent >= self.config.hub.resend_after_s:
-                rows.append(row)
-        self._send_rows(rows, now)
+        due = [sample_id for sample_id, batch_id in self.outbox.index()
+               if sample_id not in busy and batch_id != open_batch and self._asks.due(sample_id, now)]
+        for start in range(0, len(due), RESEND_CHUNK):
+            if not self._send_rows(self.outbox.rows(due[start:start + RESEND_CHUNK]), now):
+                return
 
-    def _send_rows(self, rows: list[OutboxRow], now: float) -> None:
+    def _send_rows(self, rows: list[OutboxRow], now: float) -> bool:
+        """Send `rows` grouped by batch; False as soon as the transport refuses one (its window is full)."""
         if self.transport is None or not rows:
-            return
+            return True
         by_batch: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_batch.setdefault(row.batch_id, []).append(row)
         for batch_id, group in by_batch.items():
-            if self.transport.send(self._request(batch_id, group)):
-                with self._lock:
-                    for row in group:
-                        first = row.sample_id not in self._sent_at
-                        self._sent_at[row.sample_id] = now
-                        if first:
-                            self.telemetry.inc("sent_samples")
+            if not self.transport.send(self._request(batch_id, group)):
+                return False
+            for row in group:
+                if self._asks.sent(row.sample_id, now):
+                    self.telemetry.inc("sent_samples")
+                else:
+                    self.telemetry.inc("resent_samples")
+        return True
 
     def _request(self, batch_id: str, rows: list[OutboxRow]) -> hub_pb2.AnnotationRequest:
         request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,

@@ -116,6 +116,22 @@ class Outbox:
             rows = self._db.execute(query + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
         return [OutboxRow(*row) for row in rows]
 
+    def index(self) -> list[tuple[str, str]]:
+        """(sample id, batch id) of every stored sample, oldest first: a resend scan without the payloads."""
+        with self._lock:
+            return [(str(a), str(b)) for a, b in
+                    self._db.execute("SELECT sample_id, batch_id FROM samples ORDER BY seq").fetchall()]
+
+    def rows(self, sample_ids: Sequence[str]) -> list[OutboxRow]:
+        """The stored rows among `sample_ids`, oldest first (acknowledged ones are gone)."""
+        if not sample_ids:
+            return []
+        marks = ", ".join("?" * len(sample_ids))
+        with self._lock:
+            found = self._db.execute(f"SELECT {self._columns()} FROM samples WHERE sample_id IN ({marks}) "
+                                     "ORDER BY seq", tuple(sample_ids)).fetchall()
+        return [OutboxRow(*row) for row in found]
+
     def depth(self) -> int:
         with self._lock:
             if self._closed is not None:

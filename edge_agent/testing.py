@@ -179,16 +179,21 @@ class RestartableBroker:
         return self.access.add_account(username, topics, "127.0.0.1", self.port)
 
     def start(self) -> None:
-        from hgen.hub.testing.services import BrokerAccessFiles, _wait_for_line, free_port, mosquitto_binary
+        from hgen.hub.testing.services import (
+            BROKER_DURABILITY,
+            BrokerAccessFiles,
+            _wait_for_line,
+            free_port,
+            mosquitto_binary,
+        )
 
         self.port = self.port or free_port()
         self.access = self.access or BrokerAccessFiles.seed(self.workdir)
         conf = self.workdir / "mosquitto.conf"
         user = "user root\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"{user}listener {self.port} 127.0.0.1\n{self.access.conf_lines()}persistence true\n"
-                        f"persistence_location {self.workdir}/\nautosave_interval 1\nlog_dest stderr\n"
-                        f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-                        f"max_queued_messages 100000\n")
+        conf.write_text(f"{user}listener {self.port} 127.0.0.1\n{self.access.conf_lines()}"
+                        f"persistence_location {self.workdir}/\n{BROKER_DURABILITY}log_dest stderr\n"
+                        f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
         self.process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE, text=True)
         _wait_for_line(self.process, "running", 15.0)
 

@@ -1,8 +1,12 @@
 """MQTT uplink (paho-mqtt 2, MQTT v5): QoS 1, persistent session, last will, topics as in the README (Wire protocol).
 
 `<prefix>/<device>/samples` out, `replies` and retained `updates` in, `status` out (retained; the last will
-is `DeviceStatus{online:false}`). On every (re)connect the agent resends whatever the outbox still holds, so
-a broker that lost its state (kill -9 before persisting) loses nothing.
+is `DeviceStatus{online:false}`).
+
+Sending is a bounded, acknowledged stream: at most `WINDOW` sample messages wait for the broker's PUBACK at once
+(paho re-sends those itself after a reconnect, so the agent must not queue them again); `send` refuses more and
+the samples wait in the outbox. A PUBACK only says the broker took the message: a broker killed before it
+persisted may still lose it, so the agent asks again (`resend_after_s`) until the hub's reply arrives.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from hgen.protos import hub_pb2
 from hgen.protos.mqtt import QOS, session_properties, topic
 
 log = logging.getLogger(__name__)
+WINDOW = 32  # sample messages awaiting PUBACK at once (each a batch); below paho's in-flight limit of 100
 
 
 def make_client(client_id: str, endpoint: Endpoint, config: HubConfig, device_id: str) -> mqtt.Client:
@@ -57,7 +62,10 @@ class MqttTransport(Transport):
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self._lock = threading.Lock()
+        self._unacked: dict[int, frozenset[str]] = {}  # mid -> sample ids, until the broker's PUBACK
+        self._acked_early: dict[int, bool] = {}
 
     def start(self) -> None:
         self._set_state(ConnectionState.CONNECTING)
@@ -89,9 +97,32 @@ class MqttTransport(Transport):
 
     def send(self, request: hub_pb2.AnnotationRequest) -> bool:
         if self.state is not ConnectionState.CONNECTED:
-            return False  # the outbox keeps it; everything is resent on connect
+            return False  # the outbox keeps it; the agent sends it once the link is back
+        ids = frozenset(s.sample_id for s in request.samples)
+        with self._lock:
+            if len(self._unacked) >= WINDOW or ids & self._busy():
+                return False
+            self._unacked[-id(ids)] = ids  # reserved; paho's lock is never taken while ours is held
         info = self.client.publish(self.topics["samples"], request.SerializeToString(), QOS)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        queued = info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho sends it on reconnect
+        with self._lock:
+            del self._unacked[-id(ids)]
+            if queued and not self._acked_early.pop(info.mid, False):
+                self._unacked[info.mid] = ids
+        return queued
+
+    def _on_publish(self, _client, _userdata, mid: int, _reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._unacked.pop(mid, None) is None and any(key < 0 for key in self._unacked):
+                self._acked_early[mid] = True  # PUBACK before `send` registered the mid (else: a status)
+
+    def _busy(self) -> frozenset[str]:
+        return frozenset().union(*self._unacked.values())
+
+    def in_flight(self) -> frozenset[str]:
+        """Samples in a message paho still holds (it re-sends them itself after a reconnect)."""
+        with self._lock:
+            return self._busy()
 
     def report_status(self, status: hub_pb2.DeviceStatus) -> None:
         if self.state is ConnectionState.CONNECTED:

@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -167,12 +167,18 @@ class Closing:
             rows = s.execute(select(Sample.id, Sample.transport).where(Sample.id.in_(list(sample_ids)))).tuples()
             return dict(rows.all())
 
-    def undelivered(self, transport: str, limit: int = 1000) -> list[hub_pb2.SampleReply]:
+    def undelivered(self, transport: str, limit: int = 1000,
+                    after: tuple[float, str] = (-1.0, "")) -> list[tuple[tuple[float, str], hub_pb2.SampleReply]]:
+        """Replies on `transport` the broker has not acknowledged, oldest first, after the cursor `after`; each
+        with its cursor (created_at, sample id), so a caller pages through any backlog in bounded steps."""
+        created, sample = after
         with self.session() as s:
-            payloads = s.scalars(select(Reply.payload).where(Reply.transport == transport,
-                                                             Reply.delivered.is_(False))
-                                 .order_by(Reply.created_at).limit(limit)).all()
-        return [hub_pb2.SampleReply.FromString(p) for p in payloads]
+            rows = s.execute(select(Reply.created_at, Reply.sample_id, Reply.payload)
+                             .where(Reply.transport == transport, Reply.delivered.is_(False),
+                                    or_(Reply.created_at > created,
+                                        and_(Reply.created_at == created, Reply.sample_id > sample)))
+                             .order_by(Reply.created_at, Reply.sample_id).limit(limit)).tuples().all()
+        return [((at, sample_id), hub_pb2.SampleReply.FromString(payload)) for at, sample_id, payload in rows]
 
     def mark_delivered(self, sample_ids: Sequence[str]) -> None:
         if sample_ids:

@@ -160,6 +160,12 @@ def mosquitto_binary() -> str:
     return found
 
 
+# What hub/broker/mosquitto.conf.example ships for delivery (docs/protocol.md, Delivery guarantees): persist, save
+# after every change rather than every 30 minutes, and bound the queues; the test brokers use the same lines.
+BROKER_DURABILITY = ("persistence true\nautosave_on_changes true\nautosave_interval 1\n"
+                     "max_queued_messages 100000\nmax_inflight_messages 100\n")
+
+
 @contextmanager
 def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
               tls: BrokerTls | None = None) -> Iterator[Broker]:
@@ -173,10 +179,9 @@ def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
         user = "user root\n" if os.geteuid() == 0 else ""
         listener = f"listener {port} 127.0.0.1\n" + (tls.listener_lines() if tls else "")
         access = BrokerAccessFiles.seed(Path(tmp))
-        conf.write_text(f"{user}{listener}{access.conf_lines()}persistence true\n"
-                        f"persistence_location {tmp}/\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-                        f"log_type notice\nlog_type information\nconnection_messages false\n"
-                        f"max_queued_messages 100000\nmax_inflight_messages 100\n")
+        conf.write_text(f"{user}{listener}{access.conf_lines()}persistence_location {tmp}/\n{BROKER_DURABILITY}"
+                        f"log_dest stderr\nlog_type error\nlog_type warning\n"
+                        f"log_type notice\nlog_type information\nconnection_messages false\n")
         process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_line(process, "running", start_timeout_s)

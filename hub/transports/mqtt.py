@@ -10,7 +10,11 @@ and refuses messages from devices whose credential was revoked meanwhile.
 
 A sample message is acknowledged (PUBACK, sent by paho after `on_message` returns) only once the knowledge
 base committed it, so a hub that dies mid-message gets it again from the broker. A reply is marked delivered
-when the broker acknowledges it; replies not yet acknowledged are re-published on every (re)connect.
+when the broker acknowledges it. That is a hint, not a guarantee: a broker killed before persisting loses
+acknowledged messages, so a device still waiting asks again and the hub answers every re-sent sample from the
+knowledge base, whatever it marked. Each reply is held by paho at most once (a reply already queued there is
+not queued again), and after a (re)connect the unacknowledged backlog is re-published in pages, never more
+than `REPLY_WINDOW` waiting for PUBACK at once.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from hgen.protos.mqtt import QOS, session_properties, topic
 
 log = logging.getLogger(__name__)
 TRANSPORT = "mqtt"
+REPLY_WINDOW = 90  # replies awaiting PUBACK during a re-publish (paho's in-flight limit is 100)
+REDELIVER_PAGE = 500
 
 
 class ConnectionState(enum.Enum):
@@ -61,7 +67,11 @@ class MqttTransport:
         self._connected = threading.Event()
         self._connect_error: str | None = None
         self._inflight: dict[int, str] = {}  # mid -> sample id, until the broker's PUBACK
-        self._lock = threading.Lock()
+        self._queued: set[str] = set()  # sample ids whose reply paho holds (it re-sends them after a reconnect)
+        self._acked_early: set[int] = set()
+        self._publishing = 0
+        self._generation = 0  # connects so far: a re-publish pass ends when a newer connect starts its own
+        self._lock = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
                                   protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(100)
@@ -110,12 +120,16 @@ class MqttTransport:
         self._connected.set()
         log.info("MQTT connected to %s:%d (session present: %s)", self.config.host, self.config.port,
                  flags.session_present)
+        with self._lock:
+            self._generation += 1
         threading.Thread(target=self._redeliver, name="mqtt-redeliver", daemon=True).start()
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         if self.state is not ConnectionState.CLOSED:
             self.state = ConnectionState.DISCONNECTED
             log.warning("MQTT disconnected (%s); paho reconnects", reason_code)
+        with self._lock:
+            self._lock.notify_all()
 
     # --- ingest -----------------------------------------------------------------------------------------
 
@@ -167,29 +181,61 @@ class MqttTransport:
 
     def deliver(self, replies: Sequence[hub_pb2.SampleReply], device_hint: str = "") -> None:
         for reply in replies:
+            tracked = reply.status != hub_pb2.REPLY_STATUS_REJECTED  # rejected samples were never stored
+            with self._lock:
+                if tracked and reply.sample_id in self._queued:
+                    continue  # paho still holds this reply and sends it (again) itself
+                self._queued.add(reply.sample_id)
+                self._publishing += 1
             device = reply.device_id or device_hint
             info = self.client.publish(topic(self.config.prefix, device, "replies"), reply.SerializeToString(), QOS)
-            if reply.status != hub_pb2.REPLY_STATUS_REJECTED:  # rejected samples were never stored
-                with self._lock:
+            with self._lock:
+                self._publishing -= 1
+                queued = info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: sent on reconnect
+                early = info.mid in self._acked_early
+                self._acked_early.discard(info.mid)
+                if not tracked or not queued or early:
+                    self._queued.discard(reply.sample_id)
+                else:
                     self._inflight[info.mid] = reply.sample_id
+            if tracked and early:
+                self._acknowledged(reply.sample_id)
 
     def _on_publish(self, _client, _userdata, mid: int, _reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         with self._lock:
             sample_id = self._inflight.pop(mid, None)
+            if sample_id is None and self._publishing:
+                self._acked_early.add(mid)  # PUBACK before `deliver` registered the mid
+            self._queued.discard(sample_id or "")
+            self._lock.notify_all()
         if sample_id is not None:
-            self.service.kb.mark_delivered([sample_id])
-            self.service.metrics.inc("mqtt_replies_acknowledged")
+            self._acknowledged(sample_id)
+
+    def _acknowledged(self, sample_id: str) -> None:
+        self.service.kb.mark_delivered([sample_id])
+        self.service.metrics.inc("mqtt_replies_acknowledged")
 
     def _redeliver(self) -> None:
-        """Re-publish replies made while we were away (or whose PUBACK never came)."""
+        """Re-publish replies made while we were away (or whose PUBACK never came), page by page, waiting for
+        PUBACKs between pages; a disconnect ends the pass (the next connect starts another)."""
+        cursor, generation = (-1.0, ""), self._generation
+        current = lambda: self.state is ConnectionState.CONNECTED and self._generation == generation  # noqa: E731
         try:
-            pending = self.service.kb.undelivered(TRANSPORT)
+            while current():
+                page = self.service.kb.undelivered(TRANSPORT, REDELIVER_PAGE, after=cursor)
+                if not page:
+                    return
+                cursor = page[-1][0]
+                for _, reply in page:
+                    with self._lock:
+                        if not self._lock.wait_for(lambda: len(self._inflight) < REPLY_WINDOW or not current(), 30):
+                            return
+                    if not current():
+                        return
+                    self.service.metrics.inc("mqtt_replies_republished")
+                    self.deliver([reply])
         except Exception:
-            log.exception("could not read undelivered replies")
-            return
-        if pending:
-            log.info("re-publishing %d undelivered replies", len(pending))
-            self.deliver(pending)
+            log.exception("could not re-publish undelivered replies")
 
     def publish_update(self, device_ids: Sequence[str], notice: hub_pb2.ModelUpdate) -> list[mqtt.MQTTMessageInfo]:
         """Retained model-update notice per device: a device that connects later still sees the latest."""

@@ -1,0 +1,60 @@
+"""When to ask the hub again about a sample still without a reply.
+
+The outbox is the guarantee, asking again is how it is kept: a broker killed before persisting, or a hub
+redeployed, may have lost a sample or its reply, and only the device knows it is still waiting. Each ask
+costs the hub a duplicate it answers from its knowledge base (and, if the reply was only late, one duplicate
+reply), so asks back off: `after_s`, then x2 per unanswered ask up to `after_s * MAX_FACTOR`. A reconnect
+resets the back-off and makes every waiting sample due after a short grace, so replies the broker held for
+the device land first and the hub sees the rest again quickly, in the transport's bounded window.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+MAX_FACTOR = 8
+
+
+@dataclass
+class _Ask:
+    due: float
+    asks: int
+
+
+class ResendSchedule:
+    """Thread-safe; samples never sent have no entry and are always due."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._asks: dict[str, _Ask] = {}
+        self._lock = threading.Lock()
+
+    def sent(self, sample_id: str, now: float) -> bool:
+        """Record an ask; True on the first one."""
+        with self._lock:
+            ask = self._asks.get(sample_id)
+            asks = 1 if ask is None else ask.asks + 1
+            self._asks[sample_id] = _Ask(now + self.after_s * min(2 ** (asks - 1), MAX_FACTOR), asks)
+            return ask is None
+
+    def due(self, sample_id: str, now: float) -> bool:
+        with self._lock:
+            ask = self._asks.get(sample_id)
+            return ask is None or now >= ask.due
+
+    def done(self, sample_id: str) -> None:
+        with self._lock:
+            self._asks.pop(sample_id, None)
+
+    def reconnected(self, now: float) -> None:
+        """The link is back: whatever it lost is asked for again soon, without waiting out a long back-off."""
+        grace = now + min(self.after_s, 1.0) / 2
+        with self._lock:
+            for ask in self._asks.values():
+                ask.due, ask.asks = min(ask.due, grace), 0
+
+    def asks(self, sample_id: str) -> int:
+        with self._lock:
+            ask = self._asks.get(sample_id)
+            return 0 if ask is None else ask.asks
