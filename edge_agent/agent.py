@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hgen.edge_agent.adapt.prior import ClassPrior
+from hgen.edge_agent.adapt.runner import Adaptation
 from hgen.edge_agent.config import AgentConfig
 from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
@@ -99,6 +100,9 @@ class Agent:
         self.telemetry.gauge("waiting_for_people", lambda: len(self._waiting))
         self.telemetry.gauge("swap_ms", lambda: self.slot.last_switch_ms)
         self.telemetry.gauge("labour_ratio", self.labour.ratio)
+        self.adapt = Adaptation(self, config.adapt) if config.adapt.variants is not None else None
+        if self.adapt is not None:  # AdaSpring: the variant and tau chosen by context; it times people's replies
+            self.sinks.append(CallbackSink(self.adapt.on_result))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -448,6 +452,8 @@ class Agent:
                 if self._resend_all.is_set() or now >= next_scan:
                     self._resend(now)
                     next_scan = now + min(1.0, self.config.hub.resend_after_s / 4)
+                if self.adapt is not None:
+                    self.adapt.tick(now)
                 if now >= next_status:
                     self._report_status()
                     next_status = now + self.config.telemetry.status_interval_s
@@ -568,13 +574,15 @@ class Agent:
                 log.exception("update %s failed", notice.version)
                 self._reject(notice.version, f"{type(exc).__name__}: {exc}")
 
-    def swap_to(self, path: Path) -> Model:
-        """Verify, load and health-check the bundle at `path`, then stage it for the next frame.
+    def swap_to(self, path: Path, *, tau: float | None = None) -> Model:
+        """Verify, load and health-check the bundle at `path`, then stage it for the next frame (with `tau`, e.g. a
+        variant's tau for a labour level, else the configured or the bundle's).
 
         Raises SwapError / BundleError when it is refused; the running model stays. If the pipeline is not
         running (source ended), the switch happens here.
         """
-        candidate = self.slot.prepare(Path(path), self.config.bundle, tau=self.config.gate.tau,
+        tau = self.config.gate.tau if tau is None else tau
+        candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
                                       m=self.config.batching.annotators)
         self.slot.stage(candidate)
         if self._finished.is_set():

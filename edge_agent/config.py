@@ -151,6 +151,32 @@ class PriorConfig(StrictModel):
                                                         "so every class keeps at least smoothing / classes")
 
 
+class PowerConfig(StrictModel):
+    kind: Literal["sysfs", "trace"] = Field("sysfs", title="Battery reader: sysfs (/sys/class/power_supply) or a "
+                                                          "replayed trace (JSON lines t, battery, charging)")
+    path: Path | None = Field(None, title="sysfs: the power_supply folder (default /sys/class/power_supply); "
+                                          "trace: the trace file")
+    clock: Literal["time", "step"] = Field("time", title="trace: replay against the agent's clock, or one row "
+                                                         "per selection (tests)")
+
+
+class AdaptConfig(StrictModel):
+    variants: Path | None = Field(None, title="Variant set folder (signed variants.json + member bundles) to choose "
+                                              "from by context (AdaSpring); None: off, the bundle runs as is")
+    power: PowerConfig = Field(default_factory=PowerConfig, title="Where the battery level is read")
+    meminfo: Path = Field(Path("/proc/meminfo"), title="Where free memory (MemAvailable) is read")
+    interval_s: float = Field(2.0, gt=0, title="How often the selector runs")
+    margin: float = Field(0.05, ge=0, title="Hysteresis: a better option must beat the running one's objective "
+                                            "(Eq. 1) by this much")
+    dwell: int = Field(3, ge=1, title="Hysteresis: consecutive selections the same better option must win")
+    min_switch_interval_s: float = Field(30.0, ge=0, title="At least this long between two variant swaps "
+                                                           "(a broken constraint switches at once)")
+    offline: Literal["stop_escalating", "keep_escalating"] = Field(
+        "stop_escalating", title="Hub unreachable or its replies slower than max_reply_latency_s: stop sending "
+                                 "to people (tau 0, no audits; the outbox stays bounded) or keep queueing")
+    max_reply_latency_s: float = Field(60.0, gt=0, title="Replies slower than this count as the hub being away")
+
+
 class AgentConfig(StrictModel):
     device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Device id registered at the hub")
     bundle: BundleConfig = Field(title="Model bundle")
@@ -163,6 +189,7 @@ class AgentConfig(StrictModel):
     swap: SwapConfig = Field(default_factory=SwapConfig, title="Hot swap")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, title="Telemetry")
     prior: PriorConfig = Field(default_factory=PriorConfig, title="Runtime class prior (SMART)")
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig, title="Variants chosen by context (AdaSpring)")
 
 
 def parse_agent_config(data: Mapping[str, Any] | None, source: str = "agent config") -> AgentConfig:
@@ -189,4 +216,9 @@ def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
         source = source.model_copy(update={"uri": str(base / source.uri)})
     outbox = config.outbox.model_copy(update={"path": _resolve(base, config.outbox.path) or config.outbox.path})
     sinks = tuple(s.model_copy(update={"path": _resolve(base, s.path) or s.path}) for s in config.sinks)
-    return config.model_copy(update={"bundle": bundle, "source": source, "outbox": outbox, "sinks": sinks})
+    power = config.adapt.power.model_copy(update={"path": _resolve(base, config.adapt.power.path)
+                                                  or config.adapt.power.path})
+    adapt = config.adapt.model_copy(update={"variants": _resolve(base, config.adapt.variants) or config.adapt.variants,
+                                            "power": power})
+    return config.model_copy(update={"bundle": bundle, "source": source, "outbox": outbox, "sinks": sinks,
+                                     "adapt": adapt})
