@@ -256,6 +256,19 @@ class RetrainConfig(StrictModel):
         return next((m for m in self.models if m.name == name), None)
 
 
+class PhonesConfig(StrictModel):
+    """Phones as devices (android_bridge/, the hub's /device page): what a phone is given when it is onboarded."""
+
+    public_key: Path | None = Field(None, title="Ed25519 public key (PEM) phones pin to verify bundles (default: "
+                                                "the .pub beside retrain.signing_key)")
+    mqtt_websocket_url: str | None = Field(None, pattern=r"^wss?://[^/?#\s]+(/[^?#\s]*)?$", title="The broker's "
+                                           "WebSockets listener as phones reach it (None: phones send no samples)")
+    invite_ttl_s: int = Field(15 * 60, ge=30, title="How long a phone's single-use onboarding link stays valid")
+    labour_share: float | None = Field(None, ge=0.0, le=1.0, title="Labour demand L enforced on phones (share of "
+                                                                   "the most labour; None: no limit)")
+    min_escalation_interval_s: float = Field(0.0, ge=0.0, title="Phones send at most one sample per this interval")
+
+
 class HubConfig(StrictModel):
     knowledge_base: KnowledgeBaseConfig = Field(default_factory=KnowledgeBaseConfig, title="Knowledge base")
     grpc: GrpcConfig = Field(default_factory=GrpcConfig, title="gRPC transport")
@@ -270,6 +283,7 @@ class HubConfig(StrictModel):
     gold: GoldConfig = Field(default_factory=GoldConfig, title="Gold tasks and annotator pausing")
     tasks: TasksConfig = Field(default_factory=TasksConfig, title="Task assignment: timeout and per-person cap")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, title="Retraining loop")
+    phones: PhonesConfig = Field(default_factory=PhonesConfig, title="Phones as devices (the /device page)")
 
 
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:

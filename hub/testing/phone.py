@@ -7,12 +7,13 @@ build skips naming that command (and fails under CI=true, as every missing prere
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from hgen.hub.errors import HubError
+import numpy as np
 
-APP_DIR = Path(__file__).resolve().parents[2] / "android_bridge"
-DIST = APP_DIR / "dist"
+from hgen.hub.errors import HubError
+from hgen.hub.web.phones import DIST
 BUILD_COMMAND = "make android-bridge (npm ci && npm run build in android_bridge/)"
 
 
@@ -32,3 +33,66 @@ def node_binary() -> str:
     if found is None:
         raise PhoneAppMissingError("node is not installed: apt-get install nodejs npm")
     return found
+
+
+def write_y4m(path: Path, images: np.ndarray, *, scale: int = 2, fps: int = 30) -> Path:
+    """Grey images in [0, 1] (N, H, W[, 1]) as a YUV 4:2:0 `.y4m` (C420) for Chromium's fake camera, each image
+    enlarged `scale` times by pixel repetition; luma in video range (16..235), chroma neutral."""
+    frames = np.asarray(images).reshape(len(images), images.shape[1], images.shape[2])
+    frames = np.kron(frames, np.ones((scale, scale)))
+    height, width = frames.shape[1:]
+    if height % 2 or width % 2:
+        raise ValueError(f"4:2:0 needs even sizes, got {width}x{height}")
+    chroma = np.full(2 * (height // 2) * (width // 2), 128, np.uint8).tobytes()
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420\n".encode())
+        for frame in frames:
+            out.write(b"FRAME\n")
+            out.write(np.round(16 + np.clip(frame, 0, 1) * 219).astype(np.uint8).tobytes())
+            out.write(chroma)
+    return path
+
+
+@dataclass(frozen=True)
+class AgentFrame:
+    """What the Python agent's model makes of one frame of the video (the reference the phone is held to)."""
+
+    index: int
+    input: np.ndarray
+    top1: int
+    confidence: float
+    to_people: bool
+
+
+def agent_frames(video: Path, bundle: Path, public_key: Path) -> list[AgentFrame]:
+    """Every frame of `video` through OpenCV and the agent's `load_model` (LiteRT): preprocessing, model, gate."""
+    import cv2
+
+    from hgen.edge_agent.config import BundleConfig
+    from hgen.edge_agent.model import load_model, preprocess
+    from hgen.runtime.hdnn import needs_human
+
+    model = load_model(bundle, BundleConfig(path=bundle, public_key=public_key))
+    capture, frames = cv2.VideoCapture(str(video)), []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return frames
+            inputs, _ = preprocess(frame, model.manifest.input)
+            logits = model.infer(inputs[None])
+            confidence = model.confidence(logits)
+            frames.append(AgentFrame(len(frames), inputs, int(logits.argmax()), confidence,
+                                     bool(needs_human(np.float64(confidence), model.tau))))
+    finally:
+        capture.release()
+        model.close()
+
+
+def nearest_frames(phone_inputs: np.ndarray, agent: list[AgentFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """For each input the phone ran, the agent frame of the same image (smallest RMS difference) and that RMS:
+    the fake camera loops the file at its own pace, so the phone's frame numbers say nothing."""
+    reference = np.stack([frame.input.reshape(-1) for frame in agent])
+    distance = np.sqrt(((phone_inputs[:, None, :] - reference[None]) ** 2).mean(axis=2))
+    best = distance.argmin(axis=1)
+    return best, distance[np.arange(len(best)), best]

@@ -25,7 +25,7 @@ from hgen.hub.errors import (
     TaskClosedError,
     UnknownTaskError,
 )
-from hgen.hub.web import routes_annotate, routes_auth, routes_operator
+from hgen.hub.web import routes_annotate, routes_auth, routes_device, routes_operator
 from hgen.hub.web.auth import Accounts, LoginLimiter
 from hgen.hub.web.context import WebContext, bundle_labels, class_names
 from hgen.hub.web.security import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
@@ -57,6 +57,7 @@ def create_web_app(hub: Any) -> Flask:
     routes_auth.register(app, ctx)
     routes_annotate.register(app, ctx)
     routes_operator.register(app, ctx)
+    routes_device.register(app, ctx)
     return app
 
 
@@ -78,8 +79,8 @@ def _hooks(app: Flask, ctx: WebContext) -> None:
     def headers(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
-                                                       "style-src 'self'; script-src 'self'")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
+                                                               "style-src 'self'; script-src 'self'")
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response

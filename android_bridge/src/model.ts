@@ -1,0 +1,74 @@
+/**
+ * One verified bundle ready to run: its manifest, engine and H-DNN parameters. A hot swap replaces the whole
+ * object between two frames, as the Python agent's `Model`.
+ */
+
+import { verifyArchive, type Manifest } from "./bundle.js";
+import { type Engine, OrtEngine } from "./engine.js";
+import * as hdnn from "./hdnn.js";
+import { preprocess, type Raster } from "./preprocess.js";
+
+export const DEFAULT_M = 3;
+
+export interface Inference {
+  logits: Float32Array;
+  probabilities: Float64Array;
+  top1: number;
+  confidence: number;
+  toPeople: boolean;
+  difficulty: number;
+  labour: number;
+  input: Float32Array;
+}
+
+export class Model {
+  readonly params: hdnn.FusionParams;
+  readonly estimator: hdnn.Estimator;
+  readonly m: number;
+
+  constructor(
+    readonly manifest: Manifest,
+    readonly engine: Engine,
+    readonly downloadedBytes: number,
+  ) {
+    this.params = { temperature: manifest.temperature, fusionLambda: manifest.lambda };
+    this.estimator = hdnn.estimatorFromManifest(manifest.confidence);
+    this.m = Math.round(manifest.confidence.m ?? DEFAULT_M);
+    hdnn.checkTau(manifest.tau);
+  }
+
+  get version(): string {
+    return this.manifest.model.version;
+  }
+
+  /** Download, verify (signature, then hashes) and open; nothing is parsed before the checks pass. */
+  static async fetch(url: string, headers: Record<string, string>, pinnedKey: Uint8Array): Promise<Model> {
+    const response = await fetch(url, { headers, cache: "no-store" });
+    if (!response.ok) throw new Error(`bundle download failed: HTTP ${response.status} ${await response.text()}`);
+    const verified = await verifyArchive(new Uint8Array(await response.arrayBuffer()), pinnedKey);
+    const engine = await OrtEngine.open(verified.model, verified.manifest.input.shape);
+    const model = new Model(verified.manifest, engine, verified.bytes);
+    await model.healthCheck();
+    return model;
+  }
+
+  /** A zero input must give finite logits of the manifest's width (the agent's health check). */
+  async healthCheck(): Promise<void> {
+    const size = this.manifest.input.shape.reduce((a, b) => a * b, 1);
+    const logits = await this.engine.run(new Float32Array(size));
+    if (logits.length !== this.manifest.labels.length || !logits.every(Number.isFinite)) {
+      throw new Error(`bundle ${this.version} fails the health check (logits ${logits.length}, finite ${logits.every(Number.isFinite)})`);
+    }
+  }
+
+  async infer(frame: Raster, tau: number = this.manifest.tau): Promise<Inference> {
+    const input = preprocess(frame, this.manifest.input);
+    const logits = await this.engine.run(input);
+    const probabilities = hdnn.probabilities(logits, this.params);
+    const top1 = hdnn.predict(logits);
+    const confidence = probabilities[hdnn.argmax(probabilities)];
+    const difficulty = hdnn.difficulty(probabilities, this.estimator);
+    return { logits, probabilities, top1, confidence, toPeople: hdnn.needsHuman(confidence, tau), difficulty,
+      labour: hdnn.labourPerSample(difficulty, this.m), input };
+  }
+}

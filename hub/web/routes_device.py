@@ -1,0 +1,111 @@
+"""Device mode for phones (android_bridge/): the /device page, its built script and wasm, bundles for phones
+(device bearer token), the operator's onboarding link and the phone's side of it.
+
+The page runs wasm (onnxruntime-web), so its responses carry their own Content-Security-Policy with
+'wasm-unsafe-eval' and the broker's WebSocket in connect-src; every other page keeps the app's strict policy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, abort, make_response, render_template, request, send_file, url_for
+
+from hgen.hub.broker_acl import device_registry
+from hgen.hub.devices import DeviceCredentialError, check_device_id
+from hgen.hub.errors import AuthError, BadInputError, HubConfigError
+from hgen.hub.web.context import WebContext, require_user
+from hgen.hub.web.phones import DIST, PhoneInvites
+
+STATIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(js|mjs|wasm|json|png|svg)$")
+TYPES = {"js": "text/javascript", "mjs": "text/javascript", "wasm": "application/wasm", "json": "application/json",
+         "png": "image/png", "svg": "image/svg+xml"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def device_csp(mqtt_url: str | None) -> str:
+    origin = ""
+    if mqtt_url:
+        parts = urlsplit(mqtt_url)
+        origin = f" {parts.scheme}://{parts.netloc}"
+    return ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
+            f"media-src 'self' blob: mediastream:; connect-src 'self'{origin}; worker-src 'self'; "
+            "manifest-src 'self'")
+
+
+def register(app: Flask, ctx: WebContext) -> None:
+    registry = device_registry(ctx.config, ctx.hub.service.kb)
+    invites = PhoneInvites(ctx.config, registry.add)
+    csp = device_csp(ctx.config.phones.mqtt_websocket_url)
+
+    def page(template: str, **values: Any) -> Response:
+        response = make_response(render_template(template, **values))
+        response.headers["Content-Security-Policy"] = csp
+        return response
+
+    @app.get("/device")
+    def device() -> Any:
+        return page("device.html", provisioning=None)
+
+    @app.get("/device/join/<token>")
+    def device_join(token: str) -> Any:
+        """The single-use link: hands the phone its provisioning once; the page stores it and opens device mode."""
+        provisioning = invites.redeem(token[:100])
+        return page("device.html", provisioning=json.dumps(provisioning.to_json()))
+
+    @app.get("/device/static/<name>")
+    def device_static(name: str) -> Any:
+        if not STATIC.match(name) or not (DIST / "static" / name).is_file():
+            abort(404)
+        response = send_file(DIST / "static" / name, mimetype=TYPES[name.rsplit(".", 1)[1]], max_age=0)
+        if name == "sw.js":
+            response.headers["Service-Worker-Allowed"] = "/device"
+        response.headers["Content-Security-Policy"] = csp
+        return response
+
+    @app.get("/device/sw.js")
+    def service_worker() -> Any:
+        """Served from /device/ so its scope is device mode (it caches the wasm and the verified bundle)."""
+        return device_static("sw.js")
+
+    @app.get("/device/manifest.webmanifest")
+    def web_manifest() -> Any:
+        body = {"name": "hgen device", "short_name": "hgen", "start_url": url_for("device"), "scope": "/device",
+                "display": "fullscreen", "orientation": "any", "background_color": "#000000", "theme_color": "#000000",
+                "icons": [{"src": url_for("device_static", name="icon.svg"), "sizes": "any", "type": "image/svg+xml"}]}
+        return Response(json.dumps(body), mimetype="application/manifest+json")
+
+    @app.get("/device/bundle/<name>")
+    @app.get("/device/bundle/<name>/<version>")
+    def device_bundle(name: str, version: str = "") -> Any:
+        """The signed archive the phone verifies itself (the same file gRPC's FetchBundle streams)."""
+        header = request.headers.get("Authorization", "")
+        device_id = registry.authenticate(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
+        if device_id is None:
+            raise AuthError("a device bearer token is required")
+        if not NAME.match(name) or (version and not NAME.match(version)):
+            raise BadInputError("bad bundle name or version")
+        record = ctx.hub.service.kb.bundle(name, version)
+        if record is None:
+            abort(404)
+        response = send_file(record.path, mimetype="application/octet-stream", max_age=0)
+        response.headers["X-Bundle-Version"] = record.version
+        return response
+
+    @app.post("/operator/phones")
+    def add_phone() -> Any:
+        require_user(ctx, "operator")
+        device_id = request.form.get("device_id", "").strip()[:128]
+        bundle_name = request.form.get("bundle_name", "").strip()[:128]
+        if not NAME.match(bundle_name):
+            raise BadInputError("bundle name: letters, digits, '.', '_' or '-'")
+        try:
+            token = invites.create(check_device_id(device_id), bundle_name)
+        except (DeviceCredentialError, HubConfigError) as exc:
+            raise BadInputError(str(exc)) from None
+        base = (ctx.config.web.public_url or request.host_url).rstrip("/")
+        return render_template("phone_link.html", link=f"{base}/device/join/{token}", device_id=device_id,
+                               bundle_name=bundle_name)
