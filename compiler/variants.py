@@ -1,0 +1,150 @@
+"""`compile_variants`: the compile's search, then up to K variants from its Pareto front in one signed variant set
+(issue 22, AdaSpring), so the device can choose by context without retraining.
+
+Each variant is fine-tuned and calibrated like the compile's winner (`CandidateEvaluator.final`: own temperature),
+gets a tau per labour level (the most accurate tau on the search split whose labour meets the level; level 0 is
+tau 0, nobody asked) and is measured on the test split at each level; its latency, storage and energy are the
+device profile's, its memory an estimate (stored weights plus the widest layer's float32 input and output). Members are
+ordinary signed bundles (`<name>.hgb`); `variants.json` pins them and is signed with the same key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hgen.compiler.compile import CompileConfig, _base_model, _confidence_params, input_spec
+from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.errors import CompilerError
+from hgen.compiler.search import run_search
+from hgen.compiler.search.context import Budget, Candidate
+from hgen.compiler.search.devices import get_device
+from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig
+from hgen.compiler.search.space import build_space
+from hgen.runtime.bundle.variants import BudgetEntry, VariantEntry, VariantIndex, member_entry, write_index
+
+DEFAULT_K = 4
+LABOUR_LEVELS = (0.0, 0.02, 0.05, 0.1)
+OBJECTIVES = (("accuracy", 1.0), ("latency_ms", -1.0), ("storage_mb", -1.0), ("energy_mj", -1.0), ("labour", -1.0))
+
+
+def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates no other one beats on every objective (higher A, lower T, S, E, L), one per distinct plan."""
+    scored = {json.dumps(c.plan, sort_keys=True): c for c in candidates
+              if c.measured is not None and not c.skipped_on_paper}
+    rows = list(scored.values())
+    values = np.array([[sign * getattr(c.measured, name) for name, sign in OBJECTIVES] for c in rows])
+    front = []
+    for i, candidate in enumerate(rows):
+        dominated = np.any(np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1))
+        if not dominated:
+            front.append(candidate)
+    return front
+
+
+def spread(front: list[Candidate], k: int) -> list[Candidate]:
+    """Up to k of the front, spread over energy: the most accurate and the leanest are always in."""
+    if len(front) <= k:
+        return sorted(front, key=lambda c: -c.measured.energy_mj)  # type: ignore[union-attr]
+    by_energy = sorted(front, key=lambda c: c.measured.energy_mj)  # type: ignore[union-attr]
+    picks = {0, len(by_energy) - 1}
+    best = max(range(len(by_energy)), key=lambda i: by_energy[i].measured.accuracy)  # type: ignore[union-attr]
+    picks.add(best)
+    for position in np.linspace(0, len(by_energy) - 1, k):
+        if len(picks) >= k:
+            break
+        picks.add(int(round(position)))
+    return [by_energy[i] for i in sorted(picks, reverse=True)][:k]
+
+
+def memory_mb(model: Any, storage_mb: float) -> float:
+    """The stored weights plus the widest layer's float32 input and output: an estimate of the resident memory."""
+    from hgen.compiler.metrics.costs import model_costs
+
+    costs = model_costs(model)
+    widest = max([layer.activations for layer in costs.layers] + [costs.input_activations])
+    return storage_mb + 2 * widest * 4 / 1e6
+
+
+def levels(evaluator: CandidateEvaluator, final: Backbone, test: Any, test_logits: np.ndarray,
+           labour_levels: Sequence[float]) -> list[dict[str, float]]:
+    """tau per labour level (chosen on the search split), measured on the test split; one row per distinct tau."""
+    rows: dict[float, dict[str, float]] = {}
+    for level in labour_levels:
+        tau = 0.0 if level <= 0 else evaluator.refine_tau(final, 0.0, level).tau
+        measured = evaluator.measure(final, tau, held_out=test, logits=test_logits)
+        rows.setdefault(round(tau, 6), {"labour": min(1.0, measured.labour), "tau": tau,
+                                        "accuracy": measured.accuracy})
+    return sorted(rows.values(), key=lambda r: r["labour"])
+
+
+def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: Sequence[float] = LABOUR_LEVELS,
+                     log: Callable[[str], None] = lambda message: None, *,
+                     data: Dataset | None = None) -> dict[str, Any]:
+    """Search, then fine-tune, calibrate, measure, lower and sign up to `k` front variants into OUT/variants."""
+    from hgen.compiler.bundle import pack_bundle, write_bundle
+    from hgen.compiler.bundle.keys import generate_keypair
+    from hgen.compiler.train import predict_logits
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    device = get_device(config.device)
+    data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
+                                  annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
+                                  seed=config.seed)
+    base, name = _base_model(config, data, measured_as.kind, log)
+    evaluator = CandidateEvaluator(base, data, build_space(base), device, measured_as)
+    result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
+                        budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60, False),
+                        accuracy_confidence=config.accuracy_confidence)
+    front = pareto_front(result.candidates)
+    if not front:
+        raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")
+    chosen = spread(front, k)
+    log(f"search: {len(result.candidates)} candidates, Pareto front {len(front)}, shipping {len(chosen)}")
+    key_path = Path(config.signing_key) if config.signing_key else out / "keys" / "signing.key"
+    if not config.signing_key and not key_path.exists():
+        generate_keypair(key_path.parent)
+    root = out / "variants"
+    root.mkdir(parents=True, exist_ok=True)
+    test = evaluator.held_out(data.test)
+    entries: list[VariantEntry] = []
+    for i, candidate in enumerate(chosen):
+        final = evaluator.final(candidate.plan, config.final_epochs)
+        if final.error:
+            log(f"variant {i}: plan no longer applies ({final.error}); skipped")
+            continue
+        logits = predict_logits(final.model, test.split.x)
+        rows = levels(evaluator, final, test, logits, labour_levels)
+        variant = f"v{i}"
+        write_bundle(out / "members" / variant, final.model, name=name, version=f"{config.model_version}+{variant}",
+                     kind=measured_as.kind, target=device.target, labels=data.labels, input_spec=input_spec(data),
+                     tau=rows[-1]["tau"], temperature=final.temperature, fusion_lambda=config.fusion_lambda,
+                     confidence_params=_confidence_params(config.m, evaluator.difficulty),
+                     plan={"layers": candidate.plan}, representative_data=data.train.x[:200], engines=config.engines,
+                     web=(), signing_key=key_path, overwrite=True)
+        archive = pack_bundle(out / "members" / variant, root / f"{variant}.hgb")
+        entries.append(member_entry(
+            archive, name=variant, temperature=final.temperature,
+            accuracy_model_only=float((logits.argmax(axis=1) == data.test.y).mean()), latency_ms=final.latency_ms,
+            storage_mb=final.storage_mb, energy_mj=final.energy_mj,
+            memory_mb=memory_mb(final.model, final.storage_mb), levels=rows, plan=candidate.plan))
+        log(f"variant {variant}: A {rows[0]['accuracy']:.4f}..{rows[-1]['accuracy']:.4f} over L "
+            f"{rows[0]['labour']:.3f}..{rows[-1]['labour']:.3f}, T {final.latency_ms:.1f} ms, "
+            f"E {final.energy_mj:.3f} mJ, S {final.storage_mb:.3f} MB")
+    if not entries:
+        raise CompilerError("no variant of the Pareto front could be built")
+    d = config.demands
+    index = VariantIndex(name=name, version=config.model_version, target=device.target, variants=tuple(entries),
+                         demands=BudgetEntry(accuracy=d.accuracy, latency_ms=d.latency_ms, storage_mb=d.storage_mb,
+                                             energy_mj=d.energy_mj))
+    write_index(root, index, key_path)
+    return {"dir": str(root), "public_key": str(key_path.with_suffix(".pub")), "variants": len(entries),
+            "front": len(front), "candidates": len(result.candidates), "wall_seconds": time.perf_counter() - start,
+            "index": json.loads(index.to_bytes())}
