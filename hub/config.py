@@ -198,6 +198,9 @@ class ModelConfig(StrictModel):
         None, ge=0.0, le=1.0, title="The accuracy demand A (Eq. 14) the H-DNN must keep with people: a retrain may "
                                     "lower the expected fused accuracy down to it, e.g. by sending fewer samples to "
                                     "people (None: the compile_config's demand, else not below the current model)")
+    labour_demand: float | None = Field(
+        None, ge=0.0, le=1.0, title="The labour demand L (Eq. 13) a retrain re-chooses tau for on the field's labels "
+                                    "(retrain.field; None: the compile_config's demand, else the deployed tau stays)")
 
     @model_validator(mode="before")
     @classmethod
@@ -215,6 +218,27 @@ class ModelConfig(StrictModel):
         if kind not in kind_names():
             raise ValueError(f"unknown H-DNN kind {kind!r}; valid choices: {', '.join(kind_names())}")
         return kind
+
+
+class FieldConfig(StrictModel):
+    """Learning a field unlike the training data (hub/retrain/field.py): held-out human labels, weighted so audited
+    confident frames stand for all the confident frames people never see, re-fit the gate and judge the retrain."""
+
+    recalibrate: bool = Field(True, title="Re-fit the temperature and re-choose tau (for the labour demand) on "
+                                          "held-out field labels")
+    audit_share: float = Field(0.02, gt=0.0, le=1.0, title="The devices' audit share (gating.audit_share): an "
+                                                          "audited confident frame stands for 1 / audit_share frames")
+    min_samples: int = Field(100, ge=1, title="Held-out field labels needed to re-fit and judge on the field (fewer: "
+                                             "the deployed gate stays, the test split judges)")
+    keep_fused: bool = Field(True, title="tau keeps the deployed model's expected accuracy with people on the field "
+                                         "(False: only the accuracy demand, trading accuracy above it for labour)")
+    labour_margin: float = Field(0.9, gt=0.0, le=1.0, title="tau is chosen for this share of the labour demand (the "
+                                                            "field estimate is from a few hundred labels)")
+    trade: float = Field(0.02, ge=0.0, le=0.2, title="Original test accuracy a retrain may lose for at least as much "
+                                                     "gained on held-out field labels")
+    filter_factor: float = Field(3.0, ge=1.0, title="When most human-labelled samples are unlike the training "
+                                                   "data (a shifted field, not junk), the filter leaves out only "
+                                                   "those above this many times the median error")
 
 
 class RetrainConfig(StrictModel):
@@ -242,6 +266,7 @@ class RetrainConfig(StrictModel):
     min_holdout: int = Field(10, ge=1, title="Held-out human samples needed to run the acceptance check")
     engines: tuple[str, ...] = Field(("litert",), title="Engines in re-lowered bundles")
     seed: int = Field(0, title="Seed of splits and training")
+    field: FieldConfig = Field(default_factory=FieldConfig, title="Learning a field unlike the training data")
 
     @model_validator(mode="after")
     def _paths_when_enabled(self) -> RetrainConfig:

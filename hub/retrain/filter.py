@@ -50,11 +50,18 @@ class AutoencoderFilter:
         errors = reconstruction_errors(model, x_train)
         return cls(model, float(np.quantile(errors, quantile)))
 
-    def __call__(self, x: np.ndarray) -> FilterResult:
+    def __call__(self, x: np.ndarray, field_factor: float | None = None) -> FilterResult:
+        """With `field_factor`: when most of the batch is unlike the training data (its median error is above the
+        threshold), the field itself has shifted (noise, blur) and its frames are what the retrain has to learn;
+        a sample is then left out only above `field_factor` times the median (a blank frame, glare). Otherwise
+        the threshold is the training data's."""
         if len(x) == 0:
             return FilterResult(np.zeros(0, bool), np.zeros(0), self.threshold)
         errors = reconstruction_errors(self.model, x)
-        return FilterResult(errors <= self.threshold, errors, self.threshold)
+        threshold = self.threshold
+        if field_factor is not None and float(np.median(errors)) > self.threshold:
+            threshold = field_factor * float(np.median(errors))
+        return FilterResult(errors <= threshold, errors, threshold)
 
 
 def reconstruction_errors(model: Any, x: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
 from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused
 from hgen.hub.retrain.data import split_holdout, without_seen
+from hgen.hub.retrain.field import FieldSet, field_metrics, field_set, refit, refitted_tau, tau_after
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names)
@@ -114,7 +115,10 @@ class RetrainPipeline:
             enhanced = self._research(model_config, prepared, kept, run)
         else:
             enhanced = prepared.kind.enhance(prepared.current.keras_path, prepared.data, kept, self.config)
-        verdict = self._accept(model_config, prepared, enhanced, holdout)
+        field = self._field(model_config, prepared, holdout)
+        if field is not None and not run.research:
+            enhanced = self._refit(model_config, prepared, enhanced, field)
+        verdict = self._accept(model_config, prepared, enhanced, holdout, field)
         metrics = self._metrics(prepared, enhanced, verdict, len(holdout))
         common = {"samples_used": len(kept), "filtered_out": filtered_out}
         if not verdict.accepted:
@@ -125,33 +129,67 @@ class RetrainPipeline:
         if isinstance(enhanced, Searched):  # the new plan and tau travel in the manifest
             prepared = replace(prepared, manifest=prepared.manifest.model_copy(
                 update={"tau": enhanced.tau, "plan": enhanced.plan}))
+        elif refitted_tau(enhanced) is not None:  # a tau re-chosen on the field travels in the manifest too
+            prepared = replace(prepared, manifest=prepared.manifest.model_copy(update={"tau": refitted_tau(enhanced)}))
         version = self._publish(model_config, prepared, enhanced.model, enhanced.temperature, run)
         metrics["retrain_seconds"] = time.perf_counter() - start
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
         return self.store.run(run.id)  # type: ignore[return-value]
 
-    def _accept(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, holdout: HumanLabels) -> Acceptance:
+    def _field(self, model_config: ModelConfig, prepared: Prepared, holdout: HumanLabels) -> FieldSet | None:
+        """The held-out human labels weighted as the field (`field.py`), for kinds with a fused score; None when
+        too few to re-fit or judge on."""
+        if fused_scorer(prepared.kind) is None or len(holdout) < self.config.field.min_samples:
+            return None
+        taus = {v.version: v.tau for v in self.store.versions(model_config.name)}
+        return field_set(self.store.kb, holdout, taus, self.config.field.audit_share)
+
+    def _refit(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, field: FieldSet) -> Any:
+        """Temperature and tau re-chosen on the field, keeping what the deployed model is expected to reach with
+        people there (or, with `field.keep_fused` off, the accuracy demand if lower)."""
+        from hgen.compiler.models import load_model_file
+
+        current = fused_scorer(prepared.kind)(load_model_file(prepared.current.keras_path),  # type: ignore[misc]
+                                              prepared.current.temperature, prepared.manifest.tau, field.expanded(),
+                                              self.config.human_accuracy)
+        demand = self._accuracy_demand(model_config, enhanced)
+        floor = current if demand is None or self.config.field.keep_fused else min(current, demand)
+        return refit(enhanced, field, self.config.field, labour_demand=self._labour_demand(model_config),
+                     accuracy_floor=floor,
+                     human_accuracy=self.config.human_accuracy)
+
+    def _labour_demand(self, model_config: ModelConfig) -> float | None:
+        if model_config.labour_demand is not None or model_config.compile_config is None:
+            return model_config.labour_demand
+        out = self._store_dir() / model_config.name / "research-check"
+        return float(load_compile_config(model_config.compile_config, model_config.name, out).demands.labour)
+
+    def _accept(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, holdout: HumanLabels,
+                field: FieldSet | None = None) -> Acceptance:
         """The kind's metric on held-out human labels and the test split (minus images people labelled), then,
-        for kinds that have it, the expected accuracy with people at the tau the new model will run with."""
+        for kinds that have it, the expected accuracy with people at the tau the new model will run with: on the
+        field's held-out labels when there are enough (`field.py`), else on the test split."""
         from hgen.compiler.models import load_model_file
 
         current_model = load_model_file(prepared.current.keras_path)
         test = without_seen(prepared.data.test, prepared.human.x)
         verdict = check(current_model, enhanced.model, holdout, test,
                         tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
-                        score=prepared.kind.score, metric=prepared.kind.metric)
+                        score=prepared.kind.score, metric=prepared.kind.metric, trade=self.config.field.trade)
         first = self.store.versions(model_config.name)[-1]
         if first.version != prepared.current.version:
             verdict = check_drift(verdict, prepared.kind.score(load_model_file(first.keras_path), test),
-                                  tolerance=self.config.tolerance, first_version=first.version)
+                                  tolerance=self.config.tolerance + self.config.field.trade,
+                                  first_version=first.version)
         fused = fused_scorer(prepared.kind)
         if fused is None:
             return verdict
-        new_tau = enhanced.tau if isinstance(enhanced, Searched) else prepared.manifest.tau
+        new_tau = enhanced.tau if isinstance(enhanced, Searched) else tau_after(enhanced, prepared.manifest.tau)
         people = self.config.human_accuracy
-        return check_fused(verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, test,
+        judged = test if field is None else field.expanded()
+        return check_fused(verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged,
                                           people),
-                           fused(enhanced.model, enhanced.temperature, new_tau, test, people),
+                           fused(enhanced.model, enhanced.temperature, new_tau, judged, people),
                            tolerance=self.config.tolerance, demand=self._accuracy_demand(model_config, enhanced))
 
     @staticmethod
@@ -163,6 +201,7 @@ class RetrainPipeline:
             metrics["research"] = {"tau": enhanced.tau, "plan": enhanced.summary.get("plan"),
                                    "feasible": enhanced.summary.get("feasible"),
                                    "search_seconds": enhanced.summary.get("search_seconds")}
+        metrics.update(field_metrics(enhanced))
         return metrics
 
     def _accuracy_demand(self, model_config: ModelConfig, enhanced: Any) -> float | None:
@@ -217,7 +256,7 @@ class RetrainPipeline:
                     data.train.take(self.config.original_samples).x, quantile=self.config.filter_quantile,
                     epochs=self.config.filter_epochs, seed=self.config.seed)
             autoencoder = self._filters[model_config.name]
-        result = autoencoder(train.x)
+        result = autoencoder(train.x, field_factor=self.config.field.filter_factor)
         return train.subset(result.keep), result.filtered_out
 
     def _publish(self, model_config: ModelConfig, prepared: Prepared, model: Any, temperature: float,

@@ -1,0 +1,177 @@
+"""Learning the field (issue 18): a deployed model meets conditions its training data never showed (noise, low
+light, low resolution), so the gate it was calibrated with on clean validation data no longer fits.
+
+People's labels are the only view of the field the hub has, and a biased one: the gate sends the frames the model
+is unsure of, plus a small random audit of the confident ones (the agent's `gating.audit_share`). Weighting each
+audited frame by 1 / audit_share turns the held-out labels into an unbiased sample of the field (the frames people
+never see are most of the stream), on which this module
+
+- re-fits the temperature (Eq. 2) and re-chooses tau: the most accurate gate whose labour (Eq. 13) meets the
+  labour demand on the field, so people are asked less as the model learns;
+- scores the expected accuracy with people for the acceptance check, on the field rather than the original test
+  split (a model that learns the field may lose a little on the clean test split; `accept.check` trades up to
+  `field.trade` of it for an equal gain on held-out field labels).
+
+A sample's audit is recognised without a device flag: its stored confidence was at or above the tau of the
+version that sent it. With fewer than `field.min_samples` held-out field labels nothing is re-fitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hgen.hub.config import FieldConfig
+from hgen.hub.kb.models import Sample
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.runtime.calibration import fit_temperature, softmax
+from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio
+from sqlalchemy import select
+
+
+@dataclass(frozen=True)
+class FieldSet:
+    """Held-out field labels with importance weights (1: sent by the gate; 1 / audit_share: an audited frame)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    weights: np.ndarray
+    m: int = 3  # people per sample, for the labour estimate
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def audited(self) -> int:
+        return int((self.weights > 1).sum())
+
+    def expanded(self) -> Any:
+        """The weighted set as plain rows (each repeated by its weight), for scorers that take a labelled split."""
+        from hgen.compiler.data import Split
+
+        rows = np.repeat(np.arange(len(self)), self.weights.astype(np.int64))
+        return Split(self.x[rows], self.y[rows])
+
+
+@dataclass(frozen=True)
+class Refit:
+    """An enhanced model with the temperature and tau re-chosen on the field (the fields `Enhanced` has + tau)."""
+
+    model: Any
+    temperature: float
+    seconds: float
+    train_samples: int
+    tau: float
+    expected_accuracy: float  # with people at `tau` on the weighted field set
+    expected_labour: float  # Eq. 13 at `tau` on the weighted field set
+    field_samples: int
+    meets_labour: bool
+
+
+def audit_weight(audit_share: float) -> int:
+    return max(1, round(1.0 / audit_share))
+
+
+def importance_weights(confidence: np.ndarray, sent_tau: np.ndarray, audit_share: float) -> np.ndarray:
+    """1 for a frame under the sending version's tau (people see every such frame); 1 / audit_share for a confident
+    frame (people see that share of them)."""
+    return np.where(np.asarray(confidence) >= np.asarray(sent_tau), audit_weight(audit_share), 1).astype(np.int64)
+
+
+def sent_gates(kb: KnowledgeBase, sample_ids: Sequence[str]) -> dict[str, tuple[str, float, int]]:
+    """sample id -> (bundle version that sent it, its confidence then, people asked) from the knowledge base."""
+    found: dict[str, tuple[str, float, int]] = {}
+    ids = list(sample_ids)
+    with kb.session() as s:
+        for start in range(0, len(ids), 500):
+            rows = s.execute(select(Sample.id, Sample.bundle_version, Sample.confidence, Sample.m)
+                             .where(Sample.id.in_(ids[start:start + 500]))).all()
+            found.update({r[0]: (r[1], float(r[2]), int(r[3])) for r in rows})
+    return found
+
+
+def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_share: float) -> FieldSet:
+    """The held-out human labels (a `HumanSet`) weighted by how the gate of the version that sent each chose it.
+    A sample of an unknown version counts once (as if the gate sent it)."""
+    gates = sent_gates(kb, holdout.sample_ids)
+    confidence = np.array([gates.get(s, ("", 0.0, 3))[1] for s in holdout.sample_ids], np.float64)
+    sent_tau = np.array([taus.get(gates.get(s, ("", 0.0, 3))[0], np.inf) for s in holdout.sample_ids], np.float64)
+    people = [gates[s][2] for s in holdout.sample_ids if s in gates]
+    return FieldSet(holdout.x, holdout.y, importance_weights(confidence, sent_tau, audit_share),
+                    int(np.median(people)) if people else 3)
+
+
+def choose_tau(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, labour_demand: float,
+               accuracy_floor: float, human_accuracy: float, m: int) -> tuple[float, float, float, bool]:
+    """(tau, expected accuracy with people, labour, meets the labour demand) on the weighted set, people right with
+    `human_accuracy`. Accuracy comes first (Eq. 14's A is what the product promises): among gates that keep the
+    expected accuracy at `accuracy_floor` or above, the most accurate one within the labour demand, else the one
+    with the least labour (the demand is missed and reported so); if none keeps the floor, the most accurate."""
+    confidence = probs.max(axis=1)
+    right = (probs.argmax(axis=1) == labels).astype(np.float64)
+    l0 = np.asarray(labour_per_sample(DifficultyEstimator().difficulty(probs), m), np.float64)
+    order = np.argsort(confidence, kind="stable")
+    w = weights[order].astype(np.float64)
+    total = float(w.sum())
+    taus = np.unique(np.concatenate([confidence, [0.0, 1.0]]))
+    gated = np.searchsorted(confidence[order], taus, side="left")  # tau = c gates the samples below c
+    gain = np.concatenate([[0.0], np.cumsum(w * (human_accuracy - right[order]))])
+    spent = np.concatenate([[0.0], np.cumsum(w * l0[order])])
+    accuracy = np.round((float((w * right[order]).sum()) + gain[gated]) / total, 12)
+    labour = spent[gated] * labour_ratio(1.0, 1) / total
+    keeps, meets = accuracy >= accuracy_floor - 1e-12, labour <= labour_demand
+    if (keeps & meets).any():
+        pool = np.flatnonzero(keeps & meets)
+        best = pool[np.lexsort((labour[pool], -accuracy[pool]))[0]]
+    elif keeps.any():
+        pool = np.flatnonzero(keeps)
+        best = pool[np.lexsort((-accuracy[pool], labour[pool]))[0]]
+    else:
+        best = int(np.lexsort((labour, -accuracy))[0])
+    return float(taus[best]), float(accuracy[best]), float(labour[best]), bool(meets[best])
+
+
+def refit(enhanced: Any, field: FieldSet, config: FieldConfig, *, labour_demand: float | None,
+          accuracy_floor: float, human_accuracy: float) -> Any:
+    """`enhanced` with its temperature re-fitted on the field, and tau re-chosen for `labour_demand` (keeping the
+    expected accuracy with people at `accuracy_floor`) when a demand is known; unchanged when the field set is too
+    small or re-fitting is off."""
+    from hgen.compiler.train import predict_logits
+
+    if not config.recalibrate or len(field) < config.min_samples:
+        return enhanced
+    logits = predict_logits(enhanced.model, field.x)
+    rows = np.repeat(np.arange(len(field)), field.weights)
+    temperature = fit_temperature(logits[rows], field.y[rows])
+    if labour_demand is None:
+        return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, float("nan"),
+                     float("nan"), float("nan"), len(field), True)
+    tau, accuracy, labour, meets = choose_tau(softmax(logits, temperature), field.y, field.weights,
+                                              labour_demand=labour_demand * config.labour_margin,
+                                              accuracy_floor=accuracy_floor, human_accuracy=human_accuracy,
+                                              m=field.m)
+    return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, tau, accuracy, labour,
+                 len(field), meets)
+
+
+def refitted_tau(enhanced: Any) -> float | None:
+    """The tau a field re-fit chose, or None (the deployed tau stays)."""
+    return enhanced.tau if isinstance(enhanced, Refit) and not np.isnan(enhanced.tau) else None
+
+
+def tau_after(enhanced: Any, deployed_tau: float) -> float:
+    """The tau the retrained model will run with: the field's choice, else the deployed one."""
+    chosen = refitted_tau(enhanced)
+    return deployed_tau if chosen is None else chosen
+
+
+def field_metrics(enhanced: Any) -> dict[str, Any]:
+    """What the field re-fit chose, for the run's metrics (empty when nothing was re-fitted)."""
+    if not isinstance(enhanced, Refit):
+        return {}
+    return {"field": {"tau": None if np.isnan(enhanced.tau) else enhanced.tau, "temperature": enhanced.temperature,
+                      "expected_fused": None if np.isnan(enhanced.expected_accuracy) else enhanced.expected_accuracy,
+                      "expected_labour": None if np.isnan(enhanced.expected_labour) else enhanced.expected_labour,
+                      "meets_labour": enhanced.meets_labour, "samples": enhanced.field_samples}}

@@ -1,0 +1,105 @@
+"""Learning a shifted field (issue 18): audited frames weighted as the field, tau re-chosen for the labour demand
+without losing accuracy with people, a shifted field is not filtered as junk, and the original test split may pay
+for a field gain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hgen.compiler.data import load_dataset
+from hgen.hub.config import FieldConfig
+from hgen.hub.retrain.accept import check
+from hgen.hub.retrain.enhance import Enhanced
+from hgen.hub.retrain.field import FieldSet, Refit, choose_tau, importance_weights, refit, tau_after
+from hgen.hub.retrain.filter import AutoencoderFilter
+
+
+def test_an_audited_confident_frame_stands_for_the_ones_people_never_saw() -> None:
+    weights = importance_weights(np.array([0.3, 0.9, 0.5, 0.95]), np.array([0.5, 0.5, 0.5, 0.97]), audit_share=0.05)
+    assert weights.tolist() == [1, 20, 20, 1]  # at tau is confident (the gate sends c < tau); tau is per version
+    field = FieldSet(np.zeros((2, 1, 1, 1)), np.array([3, 4]), np.array([1, 3]))
+    assert field.expanded().y.tolist() == [3, 4, 4, 4] and field.audited == 1
+
+
+def probs_of(confidence: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Two-class rows whose top probability is `confidence` on class `predicted`."""
+    rows = np.empty((len(confidence), 2))
+    rows[np.arange(len(confidence)), predicted] = confidence
+    rows[np.arange(len(confidence)), 1 - predicted] = 1 - confidence
+    return rows
+
+
+def test_tau_is_the_most_accurate_gate_within_the_labour_demand() -> None:
+    confidence = np.linspace(0.5, 0.99, 100)
+    labels = np.zeros(100, np.int64)
+    predicted = np.where(np.arange(100) < 30, 1, 0)  # the 30 least confident are wrong
+    probs = probs_of(confidence, predicted)
+    weights = np.ones(100, np.int64)
+    tau, accuracy, labour, meets = choose_tau(probs, labels, weights, labour_demand=1.0, accuracy_floor=0.0,
+                                              human_accuracy=0.95, m=3)
+    assert meets and tau == confidence[30] and accuracy == (30 * 0.95 + 70) / 100  # exactly the wrong ones
+    tight = choose_tau(probs, labels, weights, labour_demand=labour / 2, accuracy_floor=0.0, human_accuracy=0.95,
+                       m=3)
+    assert tight[3] and tight[2] <= labour / 2 and tight[0] < tau  # fewer people, less accuracy
+    kept = choose_tau(probs, labels, weights, labour_demand=labour / 2, accuracy_floor=accuracy, human_accuracy=0.95,
+                      m=3)
+    assert kept[0] == tau and not kept[3]  # accuracy first: the demand is missed, and said so
+
+
+def test_refit_fits_the_gate_on_the_field_and_needs_enough_labels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 4, 4, 1)).astype(np.float32)
+
+    class Overconfident:  # logits 10x what the field's accuracy supports
+        def predict(self, x: np.ndarray, batch_size: int = 0, verbose: int = 0) -> np.ndarray:
+            logits = np.zeros((len(x), 2))
+            logits[:, 0] = 10.0 * (x.reshape(len(x), -1).mean(axis=1) - 0.4)
+            return logits
+
+    y = (rng.random(60) < 0.3).astype(np.int64)  # class 0 right ~70 % of the time whatever the logit says
+    enhanced = Enhanced(Overconfident(), 1.0, 0.0, 60)
+    config = FieldConfig(min_samples=30)
+    field = FieldSet(x, y, np.ones(60, np.int64))
+    chosen = refit(enhanced, field, config, labour_demand=0.5, accuracy_floor=0.0, human_accuracy=0.95)
+    assert isinstance(chosen, Refit) and chosen.temperature > 1.0 and 0.0 <= chosen.tau <= 1.0
+    assert tau_after(chosen, 0.7) == chosen.tau
+    small = FieldSet(x[:10], y[:10], np.ones(10, np.int64))
+    assert refit(enhanced, small, config, labour_demand=0.5, accuracy_floor=0.0, human_accuracy=0.95) is enhanced
+    assert tau_after(enhanced, 0.7) == 0.7
+
+
+def test_a_shifted_field_is_kept_but_junk_among_it_is_not() -> None:
+    data = load_dataset("digits:lowres")
+    autoencoder = AutoencoderFilter.fit(data.train.x, quantile=0.99, epochs=5)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(data.test.x[:80] + rng.normal(0, 0.3, data.test.x[:80].shape), 0, 1).astype(np.float32)
+    assert autoencoder(noisy).keep.mean() < 0.2  # unlike the training data: left out by the plain filter
+    junk = np.ones((4, *noisy.shape[1:]), np.float32)  # glare
+    field = autoencoder(np.concatenate([noisy, junk]), field_factor=3.0)
+    assert field.keep[:80].mean() > 0.9 and not field.keep[80:].any()
+    clean = autoencoder(np.concatenate([data.test.x[:80], junk]), field_factor=3.0)
+    assert clean.threshold == autoencoder.threshold  # in distribution the filter is unchanged
+
+
+@dataclass
+class Scored:
+    holdout: float
+    test: float
+
+
+def test_the_original_split_may_pay_only_for_what_the_field_gained() -> None:
+    holdout, test = np.zeros(40), np.zeros(500)
+
+    def score(model: Scored, labelled: np.ndarray) -> float:
+        return model.holdout if len(labelled) == 40 else model.test
+
+    current = Scored(holdout=0.50, test=0.85)
+    assert check(current, Scored(0.65, 0.84), holdout, test, tolerance=0.0, min_holdout=10, score=score,
+                 trade=0.02).accepted
+    assert not check(current, Scored(0.65, 0.82), holdout, test, tolerance=0.0, min_holdout=10, score=score,
+                     trade=0.02).accepted  # more than the trade
+    assert not check(current, Scored(0.505, 0.84), holdout, test, tolerance=0.0, min_holdout=10, score=score,
+                     trade=0.02).accepted  # more than the field gained
+    assert not check(current, Scored(0.65, 0.84), holdout, test, tolerance=0.0, min_holdout=10, score=score).accepted
