@@ -6,9 +6,14 @@
 
 import { BundleRefusedError } from "./bundle.js";
 import { Camera } from "./camera.js";
-import { Model } from "./model.js";
+import { type Decision, Gate, LabourBucket } from "./gate.js";
+import * as hdnn from "./hdnn.js";
+import { annotationRequest, classAnswers, HubLink, STATUS } from "./hub.js";
+import { type Inference, Model } from "./model.js";
+import { Outbox, type OutboxEntry } from "./outbox.js";
 import { type Raster } from "./preprocess.js";
 import * as provision from "./provision.js";
+import type { hgen } from "../gen/hub_pb.js";
 
 export interface FrameRecord {
   n: number;
@@ -18,8 +23,20 @@ export interface FrameRecord {
   label: string;
   confidence: number;
   toPeople: boolean;
+  decision: Decision;
+  sampleId: string | null;
   inferMs: number;
   input?: number[];
+}
+
+export interface FusedRecord {
+  sampleId: string;
+  status: number;
+  logits: number[];
+  answers: number[];
+  modelTop1: number;
+  fused: number;
+  version: string;
 }
 
 export interface DeviceState {
@@ -27,15 +44,23 @@ export interface DeviceState {
   error: string | null;
   version: string | null;
   frames: FrameRecord[];
+  fused: FusedRecord[];
+  stored: string[];
   captured: number;
   dropped: number;
   firstOpenBytes: number;
+  connected: boolean;
+  pending: number;
+  swaps: { from: string; to: string; atFrame: number }[];
 }
 
 const MAX_QUEUE = 64;
 const params = new URLSearchParams(location.search);
 const recordInputs = params.get("record") === "inputs";
-const state: DeviceState = { status: "starting", error: null, version: null, frames: [], captured: 0, dropped: 0, firstOpenBytes: 0 };
+const DEADLINE_S = 600;
+const STATUS_EVERY_FRAMES = 100;
+const state: DeviceState = { status: "starting", error: null, version: null, frames: [], fused: [], stored: [],
+  captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [] };
 (window as unknown as { hgenDevice: DeviceState }).hgenDevice = state;
 
 function show(id: string, text: string): void {
@@ -51,11 +76,25 @@ function setStatus(status: string, error: string | null = null): void {
   document.body.dataset.status = status;
 }
 
+async function png(frame: Raster): Promise<Uint8Array> {
+  const canvas = new OffscreenCanvas(frame.width, frame.height);
+  const context = canvas.getContext("2d")!;
+  context.putImageData(new ImageData(new Uint8ClampedArray(frame.data), frame.width, frame.height), 0, 0);
+  return new Uint8Array(await (await canvas.convertToBlob({ type: "image/png" })).arrayBuffer());
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor(sorted.length / 2)] : 0;
+}
+
 class Pipeline {
   private queue: { frame: Raster; presented: number }[] = [];
   private running = false;
+  private retired: Model[] = [];
 
-  constructor(public model: Model) {}
+  constructor(public model: Model, readonly device: provision.Provisioning, readonly gate: Gate,
+    readonly outbox: Outbox, public link: HubLink | null) {}
 
   offer(frame: Raster, presented: number): void {
     state.captured += 1;
@@ -67,13 +106,25 @@ class Pipeline {
     if (!this.running) void this.drain();
   }
 
+  /** Hot swap: the next frame runs on `model`; the old engine is released after the frame in flight. */
+  swap(model: Model): void {
+    state.swaps.push({ from: this.model.version, to: model.version, atFrame: state.frames.length });
+    this.retired.push(this.model);
+    this.model = model;
+    state.version = model.version;
+    show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)})`);
+  }
+
   private async drain(): Promise<void> {
     this.running = true;
     try {
       while (this.queue.length > 0) {
         const next = this.queue.shift()!;
+        for (const old of this.retired.splice(0)) await old.engine.release();
         await this.process(next.frame, next.presented);
       }
+    } catch (error) {
+      setStatus("failed", String(error instanceof Error ? error.message : error));
     } finally {
       this.running = false;
     }
@@ -84,14 +135,58 @@ class Pipeline {
     const started = performance.now();
     const result = await model.infer(frame);
     const inferMs = performance.now() - started;
+    const decision = this.gate.decide(result.toPeople, result.labour, performance.now() / 1000);
+    const sampleId = decision === "escalate" ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
     const record: FrameRecord = { n: state.frames.length, presented, version: model.version, top1: result.top1, label,
-      confidence: result.confidence, toPeople: result.toPeople, inferMs };
+      confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs };
     if (recordInputs) record.input = Array.from(result.input);
     state.frames.push(record);
     show("answer", `${label} (${(result.confidence * 100).toFixed(1)} %)`);
-    show("asked", result.toPeople ? "asked people" : "model answer");
-    show("frames", `${state.frames.length} frames, ${state.dropped} dropped, model ${model.version}`);
+    show("asked", sampleId ? "asked people" : decision === "confident" ? "model answer" : `model answer (${decision})`);
+    show("frames", `${state.frames.length} frames, ${state.dropped} dropped, ${state.pending} waiting for people`);
+    if (state.frames.length % STATUS_EVERY_FRAMES === 0) this.report();
+  }
+
+  /** Stored first, then sent: the outbox keeps it until its reply, across reloads and reconnects. */
+  private async escalate(model: Model, frame: Raster, result: Inference): Promise<string> {
+    const sampleId = crypto.randomUUID();
+    const payload = annotationRequest(this.device, { sampleId, png: await png(frame), width: frame.width,
+      height: frame.height, channels: 4, probabilities: result.probabilities, confidence: result.confidence,
+      bundleName: this.device.bundle_name, version: model.version, m: model.m, deadlineS: DEADLINE_S });
+    await this.outbox.put({ sampleId, payload, logits: Array.from(result.logits), top1: result.top1,
+      labour: result.labour, version: model.version, storedAt: Date.now() });
+    state.stored.push(sampleId);
+    state.pending += 1;
+    this.link?.send(payload).catch(() => undefined); // not connected: sent again on connect
+    return sampleId;
+  }
+
+  async resend(): Promise<void> {
+    const entries = await this.outbox.all();
+    state.pending = entries.length;
+    for (const entry of entries) this.link?.send(entry.payload).catch(() => undefined);
+  }
+
+  async reply(reply: hgen.v1.SampleReply): Promise<void> {
+    const entry: OutboxEntry | undefined = await this.outbox.get(reply.sampleId);
+    if (entry === undefined) return; // a redelivered reply: already fused
+    const answers = classAnswers(reply);
+    const useful = reply.status === STATUS.REPLY_STATUS_ANSWERED || reply.status === STATUS.REPLY_STATUS_PARTIAL;
+    const fused = useful && answers.length > 0 ? hdnn.fuse(entry.logits, answers, this.model.params) : entry.top1;
+    state.fused.push({ sampleId: entry.sampleId, status: reply.status, logits: entry.logits, answers,
+      modelTop1: entry.top1, fused, version: entry.version });
+    this.gate.bucket.settle(entry.labour, reply.labour);
+    await this.outbox.delete(entry.sampleId);
+    state.pending = Math.max(0, state.pending - 1);
+    show("fused", `${this.model.manifest.labels[fused]} (people: ${answers.map((a) => this.model.manifest.labels[a]).join(", ") || "none"})`);
+  }
+
+  report(): void {
+    this.link?.status({ deviceId: this.device.device_id, online: true, bundleName: this.device.bundle_name,
+      bundleVersion: this.model.version, at: { seconds: Math.floor(Date.now() / 1000), nanos: 0 },
+      inferenceMsP50: median(state.frames.slice(-STATUS_EVERY_FRAMES).map((f) => f.inferMs)), battery: -1,
+      pendingSamples: state.pending, metrics: { dropped_frames: state.dropped, frames: state.frames.length } });
   }
 }
 
@@ -127,7 +222,11 @@ async function main(): Promise<void> {
   state.firstOpenBytes = performance.getEntriesByType("resource")
     .reduce((sum, entry) => sum + ((entry as PerformanceResourceTiming).transferSize || 0), 0);
   show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)})`);
-  const pipeline = new Pipeline(model);
+  const outbox = await Outbox.open();
+  state.pending = await outbox.count();
+  const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s);
+  const pipeline = new Pipeline(model, device, gate, outbox, null);
+  if (device.mqtt_url) pipeline.link = connect(device, pipeline);
   const camera = new Camera(document.getElementById("camera") as HTMLVideoElement);
   await camera.start({ width: Number(params.get("width") ?? 640), height: Number(params.get("height") ?? 480) });
   try {
@@ -137,6 +236,38 @@ async function main(): Promise<void> {
   }
   setStatus("streaming");
   camera.each((frame, presented) => pipeline.offer(frame, presented));
+}
+
+function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {
+  let swapping: Promise<void> = Promise.resolve();
+  return new HubLink(device, {
+    onConnect: () => {
+      state.connected = true;
+      show("link", "connected");
+      void pipeline.resend();
+    },
+    onOffline: () => {
+      state.connected = false;
+      show("link", "offline (samples wait in the outbox)");
+    },
+    onReply: (reply) => void pipeline.reply(reply),
+    onUpdate: (update) => {
+      swapping = swapping.then(() => hotSwap(device, pipeline, update));
+    },
+  });
+}
+
+/** Download, verify and open the new version beside the running one, then switch between two frames. */
+async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, update: hgen.v1.ModelUpdate): Promise<void> {
+  if (update.bundleName !== device.bundle_name || update.version === pipeline.model.version) return;
+  try {
+    const next = await Model.fetch(`/device/bundle/${encodeURIComponent(update.bundleName)}/${encodeURIComponent(update.version)}`,
+      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key));
+    pipeline.swap(next);
+  } catch (error) {
+    show("error", `update ${update.version} refused: ${error instanceof Error ? error.message : error}`);
+    state.error = `update ${update.version} refused: ${error instanceof Error ? error.message : error}`;
+  }
 }
 
 void main().catch((error) => setStatus("failed", String(error instanceof Error ? error.message : error)));

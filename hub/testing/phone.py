@@ -9,11 +9,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
 from hgen.hub.errors import HubError
 from hgen.hub.web.phones import DIST
+
 BUILD_COMMAND = "make android-bridge (npm ci && npm run build in android_bridge/)"
 
 
@@ -67,7 +68,6 @@ class AgentFrame:
 def agent_frames(video: Path, bundle: Path, public_key: Path) -> list[AgentFrame]:
     """Every frame of `video` through OpenCV and the agent's `load_model` (LiteRT): preprocessing, model, gate."""
     import cv2
-
     from hgen.edge_agent.config import BundleConfig
     from hgen.edge_agent.model import load_model, preprocess
     from hgen.runtime.hdnn import needs_human
@@ -96,3 +96,76 @@ def nearest_frames(phone_inputs: np.ndarray, agent: list[AgentFrame]) -> tuple[n
     distance = np.sqrt(((phone_inputs[:, None, :] - reference[None]) ** 2).mean(axis=2))
     best = distance.argmin(axis=1)
     return best, distance[np.arange(len(best)), best]
+
+
+@dataclass(frozen=True)
+class PhoneBundle:
+    """Signed bundles (0.1.0, and 0.2.0 of the same weights for hot swaps) with web models, their key, and a
+    held-out video for the fake camera."""
+
+    archive: Path
+    archive_v2: Path
+    public_key: Path
+    private_key: Path
+    video: Path
+    folder: Path
+    frames: int
+
+
+def phone_bundle(folder: Path, frames: int = 60, tau: float = 0.9) -> PhoneBundle:
+    """LeNet-5 trained briefly on the first 1200 digits, bundled with its web model; frames 1400.. are held out."""
+    from hgen.compiler.testing import litert_bundle, train_lenet
+    from hgen.edge_agent.testing import digits_28, make_keys
+
+    keys = make_keys(folder / "keys")
+    model = train_lenet()
+    archive = litert_bundle(folder / "bundle", model, keys, tau=tau)
+    archive_v2 = litert_bundle(folder / "bundle-v2", model, keys, version="0.2.0", tau=tau)
+    images, _ = digits_28()
+    video = write_y4m(folder / "held_out.y4m", images[1400:1400 + frames])
+    return PhoneBundle(archive, archive_v2, keys.public_pem, keys.private_pem, video, folder, frames)
+
+
+def launch_chromium(video: Path, executable: str = "/usr/bin/chromium") -> tuple[Any, Any]:
+    """Playwright's Chromium (Debian's binary) with the fake camera playing `video`; returns (playwright, browser)."""
+    from playwright.sync_api import sync_playwright
+
+    manager = sync_playwright().start()
+    try:
+        browser = manager.chromium.launch(executable_path=executable, args=[
+            *CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
+    except BaseException:
+        manager.stop()
+        raise
+    return manager, browser
+
+
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+
+
+def new_page(browser: Any) -> tuple[Any, list[str]]:
+    """A page whose script errors and console messages are kept, so a failure says what the page saw."""
+    page, log = browser.new_page(), []
+    page.on("pageerror", lambda error: log.append(f"pageerror: {error}"))
+    page.on("console", lambda message: log.append(f"console {message.type}: {message.text}"))
+    return page, log
+
+
+def phone_link(app: Any, device_id: str, bundle_name: str) -> str:
+    """The operator's single-use link for a new phone, made through the operator page (pointed at the server)."""
+    import re
+
+    from hgen.hub.testing.web import csrf_token_of, logged_in
+
+    client = logged_in(app, "op")
+    token = csrf_token_of(client.get("/operator").get_data(as_text=True))
+    page = client.post("/operator/phones", data={"device_id": device_id, "bundle_name": bundle_name,
+                                                 "csrf_token": token})
+    if page.status_code != 200:
+        raise AssertionError(page.get_data(as_text=True)[:500])
+    found = re.search(r'id="phone-link" href="[^"]*/device/join/([^"]+)"', page.get_data(as_text=True))
+    if found is None:
+        raise AssertionError("no phone link on the page")
+    return f"{app.web_url}/device/join/{found.group(1)}"  # the test client's host is not the server's

@@ -139,6 +139,11 @@ class Broker:
     process: subprocess.Popen
     tls: bool = False
     access: BrokerAccessFiles | None = None
+    ws_port: int = 0  # the WebSockets listener phones use (0: none), same accounts and ACL
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}" if self.ws_port else ""
 
     @property
     def url(self) -> str:
@@ -168,9 +173,10 @@ BROKER_DURABILITY = ("persistence true\nautosave_on_changes true\nautosave_inter
 
 @contextmanager
 def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
-              tls: BrokerTls | None = None) -> Iterator[Broker]:
+              tls: BrokerTls | None = None, websockets: bool = False) -> Iterator[Broker]:
     """A private Mosquitto with persistence (so sessions survive a hub restart) on a free port; with `tls`, that
-    port is a TLS listener (mqtts://) and nothing listens in plaintext."""
+    port is a TLS listener (mqtts://) and nothing listens in plaintext. `websockets` adds a plaintext WebSockets
+    listener on another free port (phones' browsers), with the same authentication and ACL."""
     binary = mosquitto_binary()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         port = free_port()
@@ -178,6 +184,9 @@ def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
         # As root, Mosquitto would drop to user `mosquitto`, which cannot write our temp persistence folder.
         user = "user root\n" if os.geteuid() == 0 else ""
         listener = f"listener {port} 127.0.0.1\n" + (tls.listener_lines() if tls else "")
+        ws_port = free_port() if websockets else 0
+        if ws_port:
+            listener += f"listener {ws_port} 127.0.0.1\nprotocol websockets\n"
         access = BrokerAccessFiles.seed(Path(tmp))
         conf.write_text(f"{user}{listener}{access.conf_lines()}persistence_location {tmp}/\n{BROKER_DURABILITY}"
                         f"log_dest stderr\nlog_type error\nlog_type warning\n"
@@ -185,7 +194,7 @@ def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
         process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_line(process, "running", start_timeout_s)
-            yield Broker("127.0.0.1", port, process, tls is not None, access)
+            yield Broker("127.0.0.1", port, process, tls is not None, access, ws_port)
         finally:
             process.terminate()
             try:

@@ -1,0 +1,110 @@
+"""A phone is a device like any other over MQTT: from headless Chromium (Playwright, the fake camera playing a
+held-out `.y4m`) it sends uncertain frames over MQTT 5 WebSockets to a real Mosquitto (authenticated with the
+credentials its onboarding link gave it) with the same protobuf messages; the SIMULATED crowd answers through the
+hub and the phone fuses the answers as the Python runtime does. A reload mid-stream loses no sample (IndexedDB
+outbox) and a hot swap to a new version announced on its updates topic drops no frame.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hgen.hub.testing.phone import (
+    PhoneAppMissingError,
+    PhoneBundle,
+    built_app,
+    launch_chromium,
+    new_page,
+    phone_bundle,
+    phone_link,
+)
+
+BUNDLE = "lenet5-digits"
+DEVICE = "phone-7"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> PhoneBundle:
+    try:
+        built_app()
+    except PhoneAppMissingError as exc:
+        pytest.skip(str(exc))
+    return phone_bundle(tmp_path_factory.mktemp("phone-mqtt"))
+
+
+@pytest.fixture
+def running(tmp_path: Path, bundle: PhoneBundle, mosquitto_required: str) -> Iterator[tuple[Any, Any]]:
+    from hgen.edge_agent.testing import start_hub
+    from hgen.hub.testing.services import mosquitto
+    from hgen.hub.testing.web import add_people
+
+    with mosquitto(websockets=True) as broker:
+        hub = start_hub(tmp_path / "hub.db", [], broker=broker, overrides={
+            "web": {"enabled": True, "port": 0, "secret_key": secrets.token_urlsafe(32)},
+            "phones": {"public_key": str(bundle.public_key), "mqtt_websocket_url": broker.ws_url}})
+        try:
+            add_people(hub.app)
+            hub.publish_bundle(bundle.archive, BUNDLE, "0.1.0")
+            yield hub, broker
+        finally:
+            hub.stop()
+
+
+def wait(page: Any, condition: str, timeout_s: float = 90) -> None:
+    page.wait_for_function(f"() => {{ const s = window.hgenDevice; return s && ({condition}); }}",
+                           timeout=timeout_s * 1000)
+
+
+def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
+        chromium_required: str, running: tuple[Any, Any], bundle: PhoneBundle, artifacts_dir: Path) -> None:
+    from hgen.runtime.bundle import load_bundle
+    from hgen.runtime.hdnn import FusionParams, get_kind
+
+    hub, _ = running
+    hub.pause_crowd()  # nobody answers yet: samples wait in the phone's outbox across the reload
+    manager, browser = launch_chromium(bundle.video, chromium_required)
+    try:
+        page, log = new_page(browser)
+        page.goto(phone_link(hub.app, DEVICE, BUNDLE))
+        page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
+        wait(page, "s.connected && s.stored.length >= 5 || s.error")
+        before = page.evaluate("window.hgenDevice")
+        assert before["error"] is None, (before["error"], log)
+        page.reload()  # mid-stream: stored, unanswered samples must survive in IndexedDB
+        wait(page, "s.connected && s.pending >= 5 || s.error")
+        hub.resume_crowd()
+        stored = before["stored"]
+        wait(page, f"{stored!r}.every(id => s.fused.some(f => f.sampleId === id)) || s.error")
+        hub.publish_bundle(bundle.archive_v2, BUNDLE, "0.2.0", [DEVICE])  # retained notice on the phone's updates
+        wait(page, "s.swaps.length === 1 && s.frames.length >= s.swaps[0].atFrame + 30 || s.error")
+        page.screenshot(path=str(artifacts_dir / "phone_mqtt.png"))
+        after = page.evaluate("window.hgenDevice")
+    finally:
+        browser.close()
+        manager.stop()
+    assert after["error"] is None, (after["error"], log)
+    # every sample stored before the reload reached the hub once and came back fused after it
+    assert set(stored) <= hub.sample_ids()
+    assert hub.hub_counts()[2] == 0, "a sample got two different replies"
+    # the phone fuses as the Python runtime does (the SIMULATED crowd names the model's runner-up)
+    with load_bundle(bundle.archive, trusted_public_key=bundle.public_key, engines=[]) as loaded:
+        params = FusionParams(loaded.manifest.temperature, loaded.manifest.fusion_lambda)
+    kind = get_kind("cnn")
+    answered = [f for f in after["fused"] if f["answers"]]
+    assert len(answered) >= len(stored)
+    for record in answered:
+        expected = kind.fuse(np.array([record["logits"]]), np.array([record["answers"]]), params)[0]
+        assert record["fused"] == expected
+    assert any(f["fused"] != f["modelTop1"] for f in answered), "people's answers never changed an answer"
+    # hot swap between two frames: one swap, versions in order, nothing dropped
+    swap = after["swaps"][0]
+    versions = [f["version"] for f in after["frames"]]
+    assert swap == {"from": "0.1.0", "to": "0.2.0", "atFrame": swap["atFrame"]}
+    assert versions == ["0.1.0"] * swap["atFrame"] + ["0.2.0"] * (len(versions) - swap["atFrame"])
+    assert after["dropped"] == 0
