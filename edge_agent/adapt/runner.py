@@ -3,10 +3,11 @@ and applies its decision through the hot-swap path (verify, health check, stage,
 
 Context: battery and charging (`adapt.power`), inference latency against a calm reference of the running variant
 (the load a CPU hog adds: measured p50 / the lowest p50 seen on that variant), free memory (MemAvailable), the hub
-(connected, and the median reply latency of recent samples), and the labour share the device may spend. With the
-hub away the offline policy applies: `stop_escalating` allows no labour (tau 0) and no audits, so the outbox stays
-bounded; `keep_escalating` keeps queueing. The choice, its reason and the context are on status (gauges `adapt.*`,
-`problems["adapt"]` while something is wrong) and in the log.
+(connected, and the median reply latency of recent samples), and the labour left (the demand's share while the
+running total L is within it, none while it is over). With the hub away the offline policy applies:
+`stop_escalating` allows no labour (tau 0) and no audits, so the outbox stays bounded; `keep_escalating` keeps
+queueing. The choice, its reason and the context are on status (gauges `adapt.*`, `problems["adapt"]` while
+something is wrong) and in the log. The hub's queue depth is not read: replies do not carry it yet.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class Adaptation:
         self.offline = away
         share = self.agent.config.batching.labour_share
         labour = (0.0 if away and self.config.offline == "stop_escalating"
-                  else math.inf if share is None else share)
+                  else math.inf if share is None
+                  else share if self.agent.labour.ratio() <= share else 0.0)  # over budget: nothing left for now
         power = self.power.read(now)
         return Context(battery=power.battery, charging=power.charging, load=self._load(),
                        free_memory_mb=free_memory_mb(self.config.meminfo), labour_allowed=labour)
