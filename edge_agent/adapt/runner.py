@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,8 +84,19 @@ class Adaptation:
             "adapt.load": lambda: self.context.load if self.context else 1.0,
             "adapt.offline": lambda: float(self.offline),
             "adapt.reply_s_p50": lambda: self.reply_latency() or 0.0,
+            "adapt.lambda2": lambda: self.last.choice.lambda2 if self.last and self.last.choice else 0.0,
         }.items():
             agent.telemetry.gauge(name, read)
+        for constraint in ("latency", "storage", "memory", "labour"):  # why: options each constraint ruled out
+            agent.telemetry.gauge(f"adapt.dropped_{constraint}", self._dropped(constraint))
+        for demand in ("accuracy", "energy"):  # why: a soft demand the choice misses (1) or meets (0)
+            agent.telemetry.gauge(f"adapt.misses_{demand}", self._misses(demand))
+
+    def _dropped(self, constraint: str) -> Callable[[], float]:
+        return lambda: float(self.last.choice.dropped.get(constraint, 0)) if self.last and self.last.choice else 0.0
+
+    def _misses(self, demand: str) -> Callable[[], float]:
+        return lambda: float(demand in self.last.choice.misses) if self.last and self.last.choice else 0.0
 
     # --- context ---------------------------------------------------------------------------------------
 

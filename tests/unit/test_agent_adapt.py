@@ -78,6 +78,8 @@ def test_battery_drop_swaps_to_the_lean_variant_between_frames_and_status_says_w
         snap = agent.telemetry.snapshot()
         assert snap["adapt.variant"] == 2 and snap["adapt.battery"] == pytest.approx(0.2)
         assert snap["adapt.offline"] == 1.0 and snap["adapt.tau"] == 0.0 and snap["swaps"] == 2
+        assert snap["adapt.dropped_labour"] == 3 and snap["adapt.lambda2"] == pytest.approx(0.8)  # the why
+        assert snap["adapt.misses_accuracy"] == 0.0
         assert agent.gate.config.audit_share == 0.0  # offline: no audits either, the outbox stays empty
         assert agent.outbox.depth() == 0
     finally:
