@@ -7,8 +7,12 @@ away). Among the rest the selector maximises AdaSpring's Eq. 1 in the issue's fo
 
     lambda1 log(A - A_min) + lambda2 log(E_max - E),   lambda2 = max(0.3, 1 - battery), lambda1 = 1 - lambda2,
 
-with A the option's predicted fused accuracy and E the variant's energy per inference. The logs make the trade-off
-scale-free (a margin counts relatively, whatever its unit) and push hard against a margin near zero. A margin that
+with A the option's predicted fused accuracy and E the variant's energy per inference. The issue notes that the
+paper (Liu et al., IMWUT 2021) states Eq. 1 in two versions; its full text was not reachable from here (only the
+abstract), so this implements the issue's form with these choices: margins are taken to the compile's demands
+(A_min = accuracy demand, E_max = energy budget per inference), energy enters as a cost under its budget, and
+latency and storage are hard constraints rather than terms. The logs make the trade-off scale-free (a margin counts
+relatively, whatever its unit) and push hard against a margin near zero. A margin that
 is not positive (a demand missed) is clipped to `MIN_MARGIN`: such options stay comparable, so with nothing meeting
 both demands the least-missing option wins and the choice says which demand it misses. A charging device, or one
 without a battery, counts as full (lambda2 = 0.3).
