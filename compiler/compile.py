@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +141,19 @@ def _progress(config: CompileConfig, log: Callable[[str], None]) -> Callable[[Ca
 
 
 def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConfig, test: HeldOut
-           ) -> tuple[Backbone, Measured, Any]:
+           ) -> tuple[Backbone, Candidate, Measured, Any]:
+    """The winner fine-tuned longer; its tau chosen again on the search split for the model actually deployed (the
+    longer fine-tune moves its confidences), when the search refined tau at all (never for a search without people)."""
     from hgen.compiler.train import predict_logits
 
     final = evaluator.final(chosen.plan, config.final_epochs)
     if final.error:
         raise CompilerError(f"the chosen plan no longer applies: {final.error}")
+    if chosen.tau_proposed is not None:
+        tau = evaluator.refine_tau(final, chosen.tau, config.demands.labour, config.accuracy_confidence).tau
+        chosen = replace(chosen, tau=tau)
     logits = predict_logits(final.model, test.split.x)
-    return final, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits
+    return final, chosen, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits
 
 
 def input_spec(data: Dataset) -> dict[str, Any]:
@@ -228,8 +233,10 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
         + f"; {result.skipped_on_paper} candidates skipped on paper (S/E over budget)")
     test = evaluator.held_out(data.test)
     origin, origin_logits = _origin(evaluator, base, test)
-    final, measured, final_logits = _final(evaluator, chosen, config, test)
+    searched = chosen
+    final, chosen, measured, final_logits = _final(evaluator, chosen, config, test)
     summary = _summary(config, data, device, result, chosen, final, measured, origin, base, name)
+    summary["tau_search"] = searched.tau
     summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
     summary["final"] = _row(measured, final.params, final_logits, data.test.y)
     final.model.save(out / "model.keras")

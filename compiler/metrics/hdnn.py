@@ -7,6 +7,7 @@ are used. A sweep over tau therefore compares thresholds on the very same people
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -103,10 +104,23 @@ class TauSweep:
     correct: np.ndarray
     labour: np.ndarray
     samples: int
+    labour_square: np.ndarray | None = None  # mean of each sample's squared labour share, per threshold
 
     @property
     def accuracy(self) -> np.ndarray:
         return self.correct / self.samples
+
+    def labour_upper(self, confidence: float) -> np.ndarray:
+        """One-sided upper confidence bound of each threshold's labour (a mean over samples: normal approximation).
+
+        Labour on new data scatters around the split's value like accuracy does; a tau chosen to sit just under L_c
+        on the search split lands above it about half the time, so the choice can be made on this bound instead.
+        """
+        if confidence <= 0.0 or self.labour_square is None:
+            return self.labour
+        z = NormalDist().inv_cdf(confidence)
+        variance = np.clip(self.labour_square - self.labour ** 2, 0.0, None)
+        return self.labour + z * np.sqrt(variance / self.samples)
 
 
 @dataclass(frozen=True)
@@ -139,16 +153,19 @@ def sweep_tau(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, 
     taus = np.unique(np.clip(np.concatenate([confidence, [0.0, 1.0], [check_tau(t) for t in extra_taus]]), 0, 1))
     gated = np.searchsorted(confidence[order], taus, side="left")  # how many samples have c < tau
     gain = np.concatenate([[0], np.cumsum(helped[order].astype(np.int64) - alone[order])])
-    spent = np.concatenate([[0.0], np.cumsum(np.asarray(l0, dtype=np.float64)[order])])
+    share = np.asarray(l0, dtype=np.float64)[order] * labour_ratio(1.0, 1)  # each sample's labour if it is asked
+    spent = np.concatenate([[0.0], np.cumsum(share)])
+    square = np.concatenate([[0.0], np.cumsum(share ** 2)])
     n = labels.shape[0]
-    return TauSweep(taus, int(alone.sum()) + gain[gated], spent[gated] * labour_ratio(1.0, n), n)
+    return TauSweep(taus, int(alone.sum()) + gain[gated], spent[gated] / n, n, square[gated] / n)
 
 
-def refine_tau(sweep: TauSweep, proposal: float, labour_budget: float) -> TauChoice:
+def refine_tau(sweep: TauSweep, proposal: float, labour_budget: float, confidence: float = 0.0) -> TauChoice:
     """The most accurate threshold whose labour meets the budget; ties go to less labour, then to the one nearest
-    the proposal. If none meets it (only possible for a budget below zero labour), the least-labour threshold, most
-    accurate among those, is returned with `meets_labour=False`, so the caller sees the budget is missed."""
-    meets = sweep.labour <= labour_budget
+    the proposal. With `confidence` > 0 the labour's upper bound at that confidence must meet it (a margin against
+    the split's noise). If none meets it (only possible for a budget below zero labour), the least-labour threshold,
+    most accurate among those, is returned with `meets_labour=False`, so the caller sees the budget is missed."""
+    meets = sweep.labour_upper(confidence) <= labour_budget
     pool = np.flatnonzero(meets) if meets.any() else np.flatnonzero(sweep.labour == sweep.labour.min())
     distance = np.abs(sweep.taus[pool] - proposal)
     best = pool[np.lexsort((distance, sweep.labour[pool], -sweep.correct[pool]))[0]]

@@ -49,7 +49,11 @@ def plot_candidates(candidates: tuple[Candidate, ...], path: Path, chosen: Candi
 def _proposed(summary: dict[str, Any]) -> str:
     """Where tau came from: DDPG's proposal, refined exactly on the search split (when refinement ran)."""
     proposal = summary.get("tau_proposed")
-    return "" if proposal is None else f" (refined on the search split from DDPG's proposal {proposal:.3f})"
+    if proposal is None:
+        return ""
+    searched = summary.get("tau_search", summary["tau"])
+    return (f" (refined on the search split from the proposal {proposal:.3f} to {searched:.3f} for the searched "
+            f"backbone, then for the final fine-tuned model; labour judged by its upper confidence bound)")
 
 
 def markdown_report(summary: dict[str, Any]) -> str:

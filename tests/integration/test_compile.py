@@ -32,6 +32,8 @@ def test_search_log_plan_and_report(compiled):
     assert (out / "search.png").stat().st_size > 10_000
     summary = compiled.summary
     assert summary["final"]["storage_mb"] > 0 and summary["origin"]["labour"] == 0.0
+    assert 0.0 <= summary["tau_search"] <= 1.0 and plan["tau"] == summary["tau"]  # re-chosen for the final model
+    assert "then for the final fine-tuned model" in report
 
 
 def test_model_and_bundle_round_trip(compiled):
