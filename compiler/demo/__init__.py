@@ -118,6 +118,12 @@ class FrameLog:
         with self.lock:
             return sum(1 for r in self.results.values() if r.bundle_version != version)
 
+    def last_version(self) -> str:
+        """The version that ran the stream's last frame: a retrain published after the stream ended may still be
+        swapped in, but no frame ran on it, so it is not the one the demo reports."""
+        with self.lock:
+            return self.results[max(self.results)].bundle_version
+
     def accuracy(self, version: str) -> dict[str, float]:
         with self.lock:
             mine = [r for r in self.results.values() if r.bundle_version == version and r.final]
@@ -349,7 +355,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
         if not agent.wait_settled(120):
             log("      some samples were still waiting for people; their model answers stand")
         agent.stop()
-        run = run_that_made(app, agent.model.version)
+        run = run_that_made(app, frames.last_version())
         evaluation = evaluate_stage(config, compiled, app, pools, first, run.to_version)
         summary = summarise(config, compiled, data, frames, agent, app, (first, run), evaluation, transport, start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
