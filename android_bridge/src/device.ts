@@ -25,7 +25,9 @@ export interface FrameRecord {
   toPeople: boolean;
   decision: Decision;
   sampleId: string | null;
-  inferMs: number;
+  inferMs: number; // the whole frame: preprocessing, engine, H-DNN math, gate
+  runMs: number; // the engine alone
+  doneAt: number; // performance.now() when the frame's answer was shown
   input?: number[];
 }
 
@@ -134,12 +136,13 @@ class Pipeline {
     const model = this.model; // a swap takes effect at the next frame, never inside one
     const started = performance.now();
     const result = await model.infer(frame);
-    const inferMs = performance.now() - started;
     const decision = this.gate.decide(result.toPeople, result.labour, performance.now() / 1000);
+    const inferMs = performance.now() - started;
     const sampleId = decision === "escalate" ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
     const record: FrameRecord = { n: state.frames.length, presented, version: model.version, top1: result.top1, label,
-      confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs };
+      confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs, runMs: result.runMs,
+      doneAt: performance.now() };
     if (recordInputs) record.input = Array.from(result.input);
     state.frames.push(record);
     show("answer", `${label} (${(result.confidence * 100).toFixed(1)} %)`);
@@ -219,7 +222,7 @@ async function main(): Promise<void> {
     return;
   }
   state.version = model.version;
-  state.firstOpenBytes = performance.getEntriesByType("resource")
+  state.firstOpenBytes = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
     .reduce((sum, entry) => sum + ((entry as PerformanceResourceTiming).transferSize || 0), 0);
   show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)})`);
   const outbox = await Outbox.open();

@@ -19,6 +19,7 @@ export interface Inference {
   difficulty: number;
   labour: number;
   input: Float32Array;
+  runMs: number; // the engine alone (wasm), without preprocessing and the H-DNN math
 }
 
 export class Model {
@@ -63,12 +64,14 @@ export class Model {
 
   async infer(frame: Raster, tau: number = this.manifest.tau): Promise<Inference> {
     const input = preprocess(frame, this.manifest.input);
+    const started = performance.now();
     const logits = await this.engine.run(input);
+    const runMs = performance.now() - started;
     const probabilities = hdnn.probabilities(logits, this.params);
     const top1 = hdnn.predict(logits);
     const confidence = probabilities[hdnn.argmax(probabilities)];
     const difficulty = hdnn.difficulty(probabilities, this.estimator);
     return { logits, probabilities, top1, confidence, toPeople: hdnn.needsHuman(confidence, tau), difficulty,
-      labour: hdnn.labourPerSample(difficulty, this.m), input };
+      labour: hdnn.labourPerSample(difficulty, this.m), input, runMs };
   }
 }

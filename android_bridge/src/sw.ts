@@ -1,17 +1,15 @@
 /// <reference lib="webworker" />
 /**
- * Device mode's service worker: keeps the page, its script and the wasm (cache first) and the last bundle
- * (network first, the cache when the hub is unreachable) so an installed phone opens without downloading them
- * again. The page still verifies every bundle it gets, from the network or from this cache.
+ * Device mode's service worker: keeps the script and the wasm (cache first) and the last bundle (network first,
+ * the cache when the hub is unreachable) as they pass through it, so an installed phone opens without
+ * downloading them again. Nothing is fetched ahead (the first open downloads each file once, not twice). The
+ * page still verifies every bundle it gets, from the network or from this cache.
  */
 
 const CACHE = "hgen-device-v1";
 const sw = self as unknown as ServiceWorkerGlobalScope;
 
-sw.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(["/device/static/device.js",
-    "/device/static/ort-wasm-simd-threaded.wasm"])).then(() => sw.skipWaiting()));
-});
+sw.addEventListener("install", (event) => event.waitUntil(sw.skipWaiting()));
 
 sw.addEventListener("activate", (event) => event.waitUntil(sw.clients.claim()));
 

@@ -146,7 +146,8 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def new_page(browser: Any) -> tuple[Any, list[str]]:
-    """A page whose script errors and console messages are kept, so a failure says what the page saw."""
+    """A page (of a browser or a context) whose script errors and console messages are kept, so a failure says
+    what the page saw."""
     page, log = browser.new_page(), []
     page.on("pageerror", lambda error: log.append(f"pageerror: {error}"))
     page.on("console", lambda message: log.append(f"console {message.type}: {message.text}"))
