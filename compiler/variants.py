@@ -2,8 +2,8 @@
 (issue 22, AdaSpring), so the device can choose by context without retraining.
 
 Each variant is fine-tuned and calibrated like the compile's winner (`CandidateEvaluator.final`: own temperature),
-gets a tau per labour level (the most accurate tau on the search split whose labour meets the level; level 0 is
-tau 0, nobody asked) and is measured on the test split at each level; its latency, storage and energy are the
+gets a tau per labour level (the most accurate tau on the search split whose labour's upper confidence bound meets
+the level; level 0 is tau 0, nobody asked) and is measured on the test split at each level; its latency, storage and energy are the
 device profile's, its memory an estimate (stored weights plus the widest layer's float32 input and output). Members are
 ordinary signed bundles (`<name>.hgb`); `variants.json` pins them and is signed with the same key.
 """
@@ -72,14 +72,15 @@ def memory_mb(model: Any, storage_mb: float) -> float:
 
 
 def levels(evaluator: CandidateEvaluator, final: Backbone, test: Any, test_logits: np.ndarray,
-           labour_levels: Sequence[float]) -> list[dict[str, float]]:
-    """tau per labour level (chosen on the search split), measured on the test split; one row per distinct tau."""
+           labour_levels: Sequence[float], confidence: float) -> list[dict[str, float]]:
+    """Per labour level, the most accurate tau whose labour's upper bound (at `confidence`) on the search split meets
+    it, measured on the test split; levels that end on the same tau keep the lowest."""
     rows: dict[float, dict[str, float]] = {}
-    for level in labour_levels:
-        tau = 0.0 if level <= 0 else evaluator.refine_tau(final, 0.0, level).tau
+    for level in sorted(labour_levels):
+        tau = 0.0 if level <= 0 else evaluator.refine_tau(final, 0.0, level, confidence).tau
         measured = evaluator.measure(final, tau, held_out=test, logits=test_logits)
-        rows.setdefault(round(tau, 6), {"labour": min(1.0, measured.labour), "tau": tau,
-                                        "accuracy": measured.accuracy})
+        rows.setdefault(round(tau, 6), {"labour": float(level), "tau": tau, "accuracy": measured.accuracy,
+                                        "labour_measured": min(1.0, measured.labour)})
     return sorted(rows.values(), key=lambda r: r["labour"])
 
 
@@ -121,7 +122,7 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
             log(f"variant {i}: plan no longer applies ({final.error}); skipped")
             continue
         logits = predict_logits(final.model, test.split.x)
-        rows = levels(evaluator, final, test, logits, labour_levels)
+        rows = levels(evaluator, final, test, logits, labour_levels, config.accuracy_confidence)
         variant = f"v{i}"
         write_bundle(out / "members" / variant, final.model, name=name, version=f"{config.model_version}+{variant}",
                      kind=measured_as.kind, target=device.target, labels=data.labels, input_spec=input_spec(data),
@@ -136,7 +137,7 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
             storage_mb=final.storage_mb, energy_mj=final.energy_mj,
             memory_mb=memory_mb(final.model, final.storage_mb), levels=rows, plan=candidate.plan))
         log(f"variant {variant}: A {rows[0]['accuracy']:.4f}..{rows[-1]['accuracy']:.4f} over L "
-            f"{rows[0]['labour']:.3f}..{rows[-1]['labour']:.3f}, T {final.latency_ms:.1f} ms, "
+            f"{rows[0]['labour_measured']:.3f}..{rows[-1]['labour_measured']:.3f}, T {final.latency_ms:.1f} ms, "
             f"E {final.energy_mj:.3f} mJ, S {final.storage_mb:.3f} MB")
     if not entries:
         raise CompilerError("no variant of the Pareto front could be built")

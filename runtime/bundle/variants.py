@@ -31,9 +31,11 @@ MAX_INDEX_BYTES = 1 << 20
 
 
 class LevelEntry(StrictModel):
-    labour: float = Field(ge=0.0, le=1.0, title="labour share L (Eq. 13) this tau spends")
+    labour: float = Field(ge=0.0, le=1.0, title="the labour share L (Eq. 13) this tau was chosen to stay within: what "
+                                                "the selector compares with the labour the device may spend")
     tau: float = Field(ge=0.0, le=1.0)
-    accuracy: float = Field(ge=0.0, le=1.0, title="predicted fused accuracy at this tau")
+    accuracy: float = Field(ge=0.0, le=1.0, title="predicted fused accuracy at this tau (test split)")
+    labour_measured: float | None = Field(None, ge=0.0, le=1.0, title="L this tau spent on the test split")
 
 
 class VariantEntry(StrictModel):
