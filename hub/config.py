@@ -230,8 +230,9 @@ class FieldConfig(StrictModel):
                                                           "audited confident frame stands for 1 / audit_share frames")
     min_samples: int = Field(100, ge=1, title="Held-out field labels needed to re-fit and judge on the field (fewer: "
                                              "the deployed gate stays, the test split judges)")
-    keep_fused: bool = Field(True, title="tau keeps the deployed model's expected accuracy with people on the field "
-                                         "(False: only the accuracy demand, trading accuracy above it for labour)")
+    keep_fused: bool = Field(False, title="tau must also keep the deployed model's expected accuracy with people on "
+                                          "the field (False: the most accurate tau within the labour demand, the "
+                                          "compile's rule; the acceptance check still guards the accuracy demand)")
     labour_margin: float = Field(0.9, gt=0.0, le=1.0, title="tau is chosen for this share of the labour demand (the "
                                                             "field estimate is from a few hundred labels)")
     trade: float = Field(0.02, ge=0.0, le=0.2, title="Original test accuracy a retrain may lose for at least as much "

@@ -70,7 +70,7 @@ def check(current: Any, new: Any, holdout: HumanSet | Any, test: Split | Any, *,
 
 
 def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: float,
-                demand: float | None = None) -> Acceptance:
+                demand: float | None = None, judged_on: str = "the original test split") -> Acceptance:
     """Add the H-DNN check: the new model with its tau and temperature must not be expected to do worse with
     people than the deployed one (a model can gain model-only accuracy and still lose where the gate routes).
     A retrain that sends fewer samples to people, or a re-search that trades accuracy above the demand for less
@@ -79,7 +79,7 @@ def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: f
     reason = verdict.reason
     bar = current if demand is None else min(current, demand)
     if new < bar - tolerance:
-        reason = "; ".join(filter(None, [reason, f"expected fused accuracy on the original test split fell from "
+        reason = "; ".join(filter(None, [reason, f"expected fused accuracy on {judged_on} fell from "
                                                  f"{current:.4f} to {new:.4f}"
                                                  + ("" if demand is None else f" (demand {demand:.4f})")]))
     return replace(verdict, accepted=not reason, reason=reason, current_fused_test=current, new_fused_test=new)

@@ -175,3 +175,23 @@ def field_metrics(enhanced: Any) -> dict[str, Any]:
                       "expected_fused": None if np.isnan(enhanced.expected_accuracy) else enhanced.expected_accuracy,
                       "expected_labour": None if np.isnan(enhanced.expected_labour) else enhanced.expected_labour,
                       "meets_labour": enhanced.meets_labour, "samples": enhanced.field_samples}}
+
+
+@dataclass(frozen=True)
+class _Deployed:
+    """The deployed model in the shape `refit` takes (what `Enhanced` has)."""
+
+    model: Any
+    temperature: float
+    seconds: float = 0.0
+    train_samples: int = 0
+
+
+def at_equal_labour(current_model: Any, current_temperature: float, enhanced: Refit, field: FieldSet,
+                    config: FieldConfig, *, labour_demand: float, human_accuracy: float) -> tuple[float, float]:
+    """Expected accuracy with people on the field of the deployed and the retrained model, each with its gate
+    re-fitted for the same labour demand: the acceptance check compares models, not how much labour the deployed
+    gate happened to spend (in a shifted field it may spend far more than the demand)."""
+    current = refit(_Deployed(current_model, current_temperature), field, config, labour_demand=labour_demand,
+                    accuracy_floor=0.0, human_accuracy=human_accuracy)
+    return float(current.expected_accuracy), enhanced.expected_accuracy

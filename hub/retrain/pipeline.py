@@ -21,7 +21,8 @@ from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
 from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused
 from hgen.hub.retrain.data import split_holdout, without_seen
-from hgen.hub.retrain.field import FieldSet, field_metrics, field_set, refit, refitted_tau, tau_after
+from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, refit, refitted_tau,
+                                    tau_after)
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names)
@@ -145,18 +146,19 @@ class RetrainPipeline:
         return field_set(self.store.kb, holdout, taus, self.config.field.audit_share)
 
     def _refit(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, field: FieldSet) -> Any:
-        """Temperature and tau re-chosen on the field, keeping what the deployed model is expected to reach with
-        people there (or, with `field.keep_fused` off, the accuracy demand if lower)."""
+        """Temperature and tau re-chosen on the field; with `field.keep_fused`, tau also keeps what the deployed
+        model is expected to reach with people there (or the accuracy demand, if lower)."""
         from hgen.compiler.models import load_model_file
 
-        current = fused_scorer(prepared.kind)(load_model_file(prepared.current.keras_path),  # type: ignore[misc]
-                                              prepared.current.temperature, prepared.manifest.tau, field.expanded(),
-                                              self.config.human_accuracy)
-        demand = self._accuracy_demand(model_config, enhanced)
-        floor = current if demand is None or self.config.field.keep_fused else min(current, demand)
+        floor = 0.0
+        if self.config.field.keep_fused:
+            floor = fused_scorer(prepared.kind)(load_model_file(prepared.current.keras_path),  # type: ignore[misc]
+                                                prepared.current.temperature, prepared.manifest.tau, field.expanded(),
+                                                self.config.human_accuracy)
+            demand = self._accuracy_demand(model_config, enhanced)
+            floor = floor if demand is None else min(floor, demand)
         return refit(enhanced, field, self.config.field, labour_demand=self._labour_demand(model_config),
-                     accuracy_floor=floor,
-                     human_accuracy=self.config.human_accuracy)
+                     accuracy_floor=floor, human_accuracy=self.config.human_accuracy)
 
     def _labour_demand(self, model_config: ModelConfig) -> float | None:
         if model_config.labour_demand is not None or model_config.compile_config is None:
@@ -186,11 +188,17 @@ class RetrainPipeline:
             return verdict
         new_tau = enhanced.tau if isinstance(enhanced, Searched) else tau_after(enhanced, prepared.manifest.tau)
         people = self.config.human_accuracy
-        judged = test if field is None else field.expanded()
-        return check_fused(verdict, fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged,
-                                          people),
-                           fused(enhanced.model, enhanced.temperature, new_tau, judged, people),
-                           tolerance=self.config.tolerance, demand=self._accuracy_demand(model_config, enhanced))
+        judged, where = (test, "the original test split") if field is None else (field.expanded(),
+                                                                                 "held-out field labels")
+        current = fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged, people)
+        new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)
+        labour = self._labour_demand(model_config)
+        if field is not None and refitted_tau(enhanced) is not None and labour is not None:
+            current, new = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,
+                                           self.config.field, labour_demand=labour, human_accuracy=people)
+            where = "held-out field labels at the labour demand"
+        return check_fused(verdict, current, new, tolerance=self.config.tolerance,
+                           demand=self._accuracy_demand(model_config, enhanced), judged_on=where)
 
     @staticmethod
     def _metrics(prepared: Prepared, enhanced: Any, verdict: Acceptance, holdout_samples: int) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from hgen.compiler.data import load_dataset
 from hgen.hub.config import FieldConfig
 from hgen.hub.retrain.accept import check
 from hgen.hub.retrain.enhance import Enhanced
-from hgen.hub.retrain.field import FieldSet, Refit, choose_tau, importance_weights, refit, tau_after
+from hgen.hub.retrain.field import (FieldSet, Refit, at_equal_labour, choose_tau, importance_weights, refit,
+                                    tau_after)
 from hgen.hub.retrain.filter import AutoencoderFilter
 
 
@@ -68,6 +69,10 @@ def test_refit_fits_the_gate_on_the_field_and_needs_enough_labels() -> None:
     small = FieldSet(x[:10], y[:10], np.ones(10, np.int64))
     assert refit(enhanced, small, config, labour_demand=0.5, accuracy_floor=0.0, human_accuracy=0.95) is enhanced
     assert tau_after(enhanced, 0.7) == 0.7
+    # the acceptance check compares the deployed model at the same labour demand, not at its own (older) gate
+    current, new = at_equal_labour(Overconfident(), 1.0, chosen, field, config, labour_demand=0.5,
+                                   human_accuracy=0.95)
+    assert current == new == chosen.expected_accuracy
 
 
 def test_a_shifted_field_is_kept_but_junk_among_it_is_not() -> None:
