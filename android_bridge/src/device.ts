@@ -23,7 +23,7 @@ export interface FrameRecord {
   label: string;
   confidence: number;
   toPeople: boolean;
-  decision: Decision;
+  decision: Decision | "no_hub";
   sampleId: string | null;
   inferMs: number; // the whole frame: preprocessing, engine, H-DNN math, gate
   runMs: number; // the engine alone
@@ -75,6 +75,8 @@ function setStatus(status: string, error: string | null = null): void {
   state.error = error;
   show("status", status);
   show("error", error ?? "");
+  const shown = document.getElementById("error");
+  if (shown !== null) shown.hidden = error === null;
   document.body.dataset.status = status;
 }
 
@@ -136,7 +138,9 @@ class Pipeline {
     const model = this.model; // a swap takes effect at the next frame, never inside one
     const started = performance.now();
     const result = await model.infer(frame);
-    const decision = this.gate.decide(result.toPeople, result.labour, performance.now() / 1000);
+    // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever
+    const decision = this.link === null ? (result.toPeople ? "no_hub" : "confident")
+      : this.gate.decide(result.toPeople, result.labour, performance.now() / 1000);
     const inferMs = performance.now() - started;
     const sampleId = decision === "escalate" ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
@@ -230,6 +234,7 @@ async function main(): Promise<void> {
   const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s);
   const pipeline = new Pipeline(model, device, gate, outbox, null);
   if (device.mqtt_url) pipeline.link = connect(device, pipeline);
+  else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");
   const camera = new Camera(document.getElementById("camera") as HTMLVideoElement);
   await camera.start({ width: Number(params.get("width") ?? 640), height: Number(params.get("height") ?? 480) });
   try {
@@ -268,8 +273,7 @@ async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, updat
       { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key));
     pipeline.swap(next);
   } catch (error) {
-    show("error", `update ${update.version} refused: ${error instanceof Error ? error.message : error}`);
-    state.error = `update ${update.version} refused: ${error instanceof Error ? error.message : error}`;
+    setStatus(state.status, `update ${update.version} refused: ${error instanceof Error ? error.message : error}`);
   }
 }
 

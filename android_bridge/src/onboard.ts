@@ -8,6 +8,6 @@ if (holder && link) {
   const qr = qrcode(0, "M");
   qr.addData(link);
   qr.make();
-  const svg = new DOMParser().parseFromString(qr.createSvgTag({ cellSize: 6, margin: 4, scalable: true }), "image/svg+xml");
+  const svg = new DOMParser().parseFromString(qr.createSvgTag({ cellSize: 6, margin: 4 }), "image/svg+xml");
   holder.appendChild(document.importNode(svg.documentElement, true));
 }

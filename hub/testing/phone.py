@@ -170,3 +170,19 @@ def phone_link(app: Any, device_id: str, bundle_name: str) -> str:
     if found is None:
         raise AssertionError("no phone link on the page")
     return f"{app.web_url}/device/join/{found.group(1)}"  # the test client's host is not the server's
+
+
+def phone_link_in_browser(page: Any, base: str, device_id: str, bundle_name: str, password: str) -> tuple[str, str]:
+    """The operator's path in a real browser: log in, fill the phone form, get the page with the link and its QR
+    code; returns (link, the QR code's SVG markup)."""
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "op")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#who")
+    page.goto(f"{base}/operator")
+    page.fill("#phone-form input[name=device_id]", device_id)
+    page.fill("#phone-form input[name=bundle_name]", bundle_name)
+    page.click("#phone-form button[type=submit]")
+    page.wait_for_selector("#qr svg")
+    return page.get_attribute("#phone-link", "href"), page.inner_html("#qr")

@@ -30,8 +30,9 @@ from hgen.hub.testing.phone import (
     new_page,
     phone_bundle,
     phone_link,
+    phone_link_in_browser,
 )
-from hgen.hub.testing.web import add_people, web_hub
+from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 
 BUNDLE = "lenet5-digits"
 
@@ -69,8 +70,12 @@ def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, h
                                                        artifacts_dir: Path) -> None:
     manager, browser = launch_chromium(bundle.video, chromium_required)
     try:
-        page, log = new_page(browser)
-        page.goto(phone_link(hub, "phone-1", BUNDLE))
+        operator, _ = new_page(browser.new_context())
+        link, qr = phone_link_in_browser(operator, hub.web_url, "phone-1", BUNDLE, PASSWORD)
+        operator.screenshot(path=str(artifacts_dir / "phone_link.png"))
+        assert link.startswith(f"{hub.web_url}/device/join/") and qr.count("<path") + qr.count("<rect") >= 1
+        page, log = new_page(browser.new_context())
+        page.goto(link)
         page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
         page.goto(f"{hub.web_url}/device?record=inputs")  # provisioned: device mode, keeping each model input
         page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.frames.length >= {2 * bundle.frames}"
