@@ -25,3 +25,15 @@ class Verb:
 
 
 VERBS: Registry[Verb] = Registry("command", UnknownNameError)
+
+
+def fusion_lambda_arg(text: str) -> float:
+    """`--fusion-lambda`: refused while the arguments are parsed (the bounds of hgen.runtime.hdnn), not after a
+    model was converted or trained."""
+    from hgen.runtime.errors import InvalidInputError
+    from hgen.runtime.hdnn import check_fusion_lambda
+
+    try:
+        return check_fusion_lambda(float(text))
+    except (ValueError, InvalidInputError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

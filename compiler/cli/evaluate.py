@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from hgen.compiler.cli import VERBS, Verb
+from hgen.compiler.cli import VERBS, Verb, fusion_lambda_arg
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FUSION_LAMBDA_TITLE
 
 
@@ -17,7 +17,8 @@ def add_study_arguments(parser: argparse.ArgumentParser, dataset: str = "fashion
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--annotators", "-m", type=int, default=3, dest="m", help="annotators per sample")
     parser.add_argument("--annotator-accuracy", type=float, default=0.9)
-    parser.add_argument("--fusion-lambda", type=float, default=FUSION_LAMBDA_DEFAULT, help=FUSION_LAMBDA_TITLE)
+    parser.add_argument("--fusion-lambda", type=fusion_lambda_arg, default=FUSION_LAMBDA_DEFAULT,
+                        help=FUSION_LAMBDA_TITLE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
 

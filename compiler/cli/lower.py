@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hgen.compiler.cli import VERBS, Verb
+from hgen.compiler.cli import VERBS, Verb, fusion_lambda_arg
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FUSION_LAMBDA_TITLE
 
@@ -33,7 +33,8 @@ def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset", type=float, default=0.0)
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--fusion-lambda", type=float, default=FUSION_LAMBDA_DEFAULT, help=FUSION_LAMBDA_TITLE)
+    parser.add_argument("--fusion-lambda", type=fusion_lambda_arg, default=FUSION_LAMBDA_DEFAULT,
+                        help=FUSION_LAMBDA_TITLE)
     parser.add_argument("--pack", action="store_true", help="also write the single-file archive <out>.hgb")
     parser.add_argument("--input-shape", help="ONNX only: fixed input shape, e.g. 1,28,28,1")
     parser.add_argument("--force", action="store_true", help="replace a non-empty bundle directory")

@@ -133,3 +133,15 @@ def test_below_one_lambda_still_matters_and_zero_would_ignore_people() -> None:
     small = get_kind("cnn").fuse(logits, answers, FusionParams(1.0, 0.1))
     large = get_kind("cnn").fuse(logits, answers, FusionParams(1.0, 1.0))
     assert (small != model).any() and (small != large).any()  # within (0, 1] lambda trades model against people
+
+
+@pytest.mark.parametrize("verb", ["lower", "evaluate"])
+def test_cli_refuses_a_bad_lambda_while_parsing(verb: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from hgen.compiler.cli.main import main as hgen_main
+
+    argv = {"lower": [verb, str(tmp_path / "missing.keras"), "--out", str(tmp_path / "b")],
+            "evaluate": [verb, "--dataset", "no-such-dataset"]}[verb]
+    with pytest.raises(SystemExit) as caught:  # argparse's usage error: nothing was loaded or converted
+        hgen_main([*argv, "--fusion-lambda", "1.5"])
+    assert caught.value.code == 2
+    assert "fusion lambda must be in (0, 1], got 1.5" in capsys.readouterr().err
