@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hgen.compiler.errors import CompilerError, InvalidArgumentError, UnknownNameError
 from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.hdnn import DEFAULT_KIND
 from hgen.runtime.registry import Registry, discover
 
 if TYPE_CHECKING:
@@ -36,14 +37,14 @@ class ZooModel:
 
     build: ModelBuilder
     config_type: type[ModelConfig] = ModelConfig
-    kind: str = "cnn"
+    kind: str = DEFAULT_KIND
 
 
 MODELS: Registry[ZooModel] = Registry("model", UnknownNameError)
 
 
 def register_model(name: str, config_type: type[ModelConfig] = ModelConfig,
-                   kind: str = "cnn") -> Callable[[ModelBuilder], ModelBuilder]:
+                   kind: str = DEFAULT_KIND) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: `@register_model("resnet_small", ResNetSmallConfig)` on `build(input_shape, num_classes, config)`."""
 
     def add(build: ModelBuilder) -> ModelBuilder:
@@ -82,8 +83,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
 def build_classifier(name: str, input_shape: tuple[int, ...], num_classes: int,
                      options: Mapping[str, Any] | ModelConfig | None = None) -> keras.Model:
     """`build_model` for the H-CNN paths (study, search): a detector's name is refused like an unknown one."""
-    if name not in model_names("cnn"):
-        raise UnknownNameError(f"unknown model '{name}'; valid choices: {', '.join(model_names('cnn'))}")
+    if name not in model_names(DEFAULT_KIND):
+        raise UnknownNameError(f"unknown model '{name}'; valid choices: {', '.join(model_names(DEFAULT_KIND))}")
     return build_model(name, input_shape, num_classes, options)
 
 
