@@ -78,9 +78,10 @@ def test_a_kind_without_descriptor_is_asked_what_its_named_aggregator_takes(hub:
     page = c.get("/annotate").get_data(as_text=True)
     assert 'data-view="regions"' in page
     task_id = re.search(r'data-task="([^"]+)"', page).group(1)
-    wrong = c.post(f"/task/{task_id}/answer", data={"kind": "class", "class_id": "1", "csrf_token": csrf_token_of(page)})
+    token = csrf_token_of(page)
+    wrong = c.post(f"/task/{task_id}/answer", data={"kind": "class", "class_id": "1", "csrf_token": token})
     assert wrong.status_code == 400  # the view is the aggregator's, not what the form claims
-    good = c.post(f"/task/{task_id}/answer", data={"kind": "regions", "csrf_token": csrf_token_of(page),
+    good = c.post(f"/task/{task_id}/answer", data={"kind": "regions", "csrf_token": token,
                                                    "shapes": '[{"x_min": 1, "y_min": 2, "x_max": 9, "y_max": 12}]'})
     assert good.status_code == 303
     reply = hub.service.kb.replies_for([sample.sample_id])[0]
