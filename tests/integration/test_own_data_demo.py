@@ -1,7 +1,9 @@
 """A field team's own colour images, in class folders of mixed sizes and formats with a few corrupt files, through
-the whole loop: compile (read only through the `folder` format) -> signed bundle -> agent on a colour video -> hub
-with the SIMULATED crowd -> retrain -> hot swap. The images are generated (compiler/data/synthetic.py says how)."""
+the whole loop: compile (read only through the `folder` format, or through a `csv` manifest naming the same files from
+another folder) -> signed bundle -> agent on a colour video -> hub with the SIMULATED crowd -> retrain -> hot swap.
+The images are generated (compiler/data/synthetic.py says how)."""
 
+import csv
 import json
 import tarfile
 
@@ -26,14 +28,29 @@ def cams(tmp_path_factory):
     return root
 
 
-def test_own_colour_folder_runs_the_whole_loop(cams, tmp_path):
-    config = demo_config(dataset=f"{cams}?size=32", out=str(tmp_path), transport="grpc", enforce_demands=False,
+def csv_manifest(cams, folder):
+    """`path,label,split` with paths relative to the manifest (in a sibling folder); every tenth row is pinned to the
+    test split, the rest left to the seeded split; the corrupt files are listed too (the reader skips them)."""
+    folder.mkdir()
+    rows = sorted((p, p.parent.name) for p in cams.rglob("*") if p.is_file())
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for i, (path, label) in enumerate(rows):
+            writer.writerow([f"../{cams.name}/{path.relative_to(cams).as_posix()}", label, "test" if i % 10 == 0 else ""])
+    return folder / "labels.csv"
+
+
+@pytest.mark.parametrize("layout", ["folder", "csv"])
+def test_own_colour_images_run_the_whole_loop(cams, tmp_path, layout):
+    source = cams if layout == "folder" else csv_manifest(cams, cams.parent / "manifest")
+    config = demo_config(dataset=f"{source}?size=32", out=str(tmp_path), transport="grpc", enforce_demands=False,
                          episodes=2, base_epochs=3, final_epochs=1, finetune_samples=200, engines=("litert",),
                          retrain_threshold=30, retrain_min_holdout=3, fps=50, frames_after_swap=40, tau_override=0.9,
                          demands={"accuracy": 0.3, "latency_ms": 100000, "storage_mb": 50, "energy_mj": 50,
                                   "labour": 0.1})
     summary = run_demo(config, log=lambda message: None)
-    assert summary["dataset"].startswith("folder:") and summary["retrain"]["status"] == "published"
+    assert summary["dataset"].startswith(f"{layout}:") and summary["retrain"]["status"] == "published"
     first, second = summary["versions"]
     assert first != second and summary["dropped_frames"] == 0 and summary["share_to_people"] > 0
     assert summary["evaluation_pool"]["images"] > 0
