@@ -17,6 +17,10 @@ await build({ ...common, entryPoints: ["test/golden.test.ts"], outdir: `${out}/t
   outExtension: { ".js": ".mjs" } });
 await build({ ...common, entryPoints: { device: "src/device.ts", onboard: "src/onboard.ts", sw: "src/sw.ts" },
   outdir: `${out}/static`, platform: "browser", minify: true, sourcemap: false });
+const litert = "node_modules/@litertjs/core/wasm";
+for (const name of readdirSync(litert).filter((f) => /^litert_wasm_(compat_)?internal\.(js|wasm)$/.test(f))) {
+  copyFileSync(`${litert}/${name}`, `${out}/static/${name}`);
+}
 for (const name of readdirSync("static")) copyFileSync(`static/${name}`, `${out}/static/${name}`);
 const ort = "node_modules/onnxruntime-web/dist";
 for (const name of readdirSync(ort).filter((f) => /^ort-wasm-simd-threaded\.(wasm|mjs)$/.test(f))) {

@@ -143,7 +143,8 @@ function parseManifest(bytes: Uint8Array): Manifest {
 }
 
 /** Verify a `.hgb` archive (gzip tar) and return its manifest and the browser model's bytes. */
-export async function verifyArchive(archive: Uint8Array, keyRaw: Uint8Array): Promise<VerifiedBundle> {
+export async function verifyArchive(archive: Uint8Array, keyRaw: Uint8Array,
+  runtime: WebEntry["runtime"] = "onnxruntime-web"): Promise<VerifiedBundle> {
   const members = tarMembers(await gunzip(archive));
   const first = members.next();
   const second = members.next();
@@ -153,8 +154,8 @@ export async function verifyArchive(archive: Uint8Array, keyRaw: Uint8Array): Pr
   if (first.value.data.length > MAX_MANIFEST_BYTES) throw new BundleRefusedError("manifest is too large");
   await verifySignature(first.value.data, second.value.data, keyRaw);
   const manifest = parseManifest(first.value.data);
-  const web = (manifest.web ?? []).find((entry) => entry.runtime === "onnxruntime-web");
-  if (web === undefined) throw new BundleRefusedError("bundle has no model for onnxruntime-web (compile it with a web model)");
+  const web = (manifest.web ?? []).find((entry) => entry.runtime === runtime);
+  if (web === undefined) throw new BundleRefusedError(`bundle has no model for ${runtime} (compile it with that web model)`);
   const expected = new Map<string, FileEntry>([...manifest.engines, ...(manifest.web ?? [])].map((e) => [e.file, e]));
   let model: Uint8Array | null = null;
   for (const member of members) {

@@ -54,15 +54,17 @@ export interface DeviceState {
   connected: boolean;
   pending: number;
   swaps: { from: string; to: string; atFrame: number }[];
+  engine: string;
 }
 
 const MAX_QUEUE = 64;
 const params = new URLSearchParams(location.search);
 const recordInputs = params.get("record") === "inputs";
+const runtime = params.get("engine") === "litert-js" ? "litert-js" : "onnxruntime-web"; // onnxruntime-web by default
 const DEADLINE_S = 600;
 const STATUS_EVERY_FRAMES = 100;
 const state: DeviceState = { status: "starting", error: null, version: null, frames: [], fused: [], stored: [],
-  captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [] };
+  captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [], engine: runtime };
 (window as unknown as { hgenDevice: DeviceState }).hgenDevice = state;
 
 function show(id: string, text: string): void {
@@ -219,7 +221,7 @@ async function main(): Promise<void> {
   let model: Model;
   try {
     model = await Model.fetch(`/device/bundle/${encodeURIComponent(device.bundle_name)}`,
-      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key));
+      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime);
   } catch (error) {
     const refused = error instanceof BundleRefusedError;
     setStatus(refused ? "bundle refused" : "bundle failed", String(error instanceof Error ? error.message : error));
@@ -228,7 +230,7 @@ async function main(): Promise<void> {
   state.version = model.version;
   state.firstOpenBytes = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
     .reduce((sum, entry) => sum + ((entry as PerformanceResourceTiming).transferSize || 0), 0);
-  show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)})`);
+  show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)}, ${runtime})`);
   const outbox = await Outbox.open();
   state.pending = await outbox.count();
   const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s);
@@ -270,7 +272,7 @@ async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, updat
   if (update.bundleName !== device.bundle_name || update.version === pipeline.model.version) return;
   try {
     const next = await Model.fetch(`/device/bundle/${encodeURIComponent(update.bundleName)}/${encodeURIComponent(update.version)}`,
-      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key));
+      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime);
     pipeline.swap(next);
   } catch (error) {
     setStatus(state.status, `update ${update.version} refused: ${error instanceof Error ? error.message : error}`);

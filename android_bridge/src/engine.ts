@@ -35,3 +35,47 @@ export class OrtEngine implements Engine {
     await this.session.release();
   }
 }
+
+/** LiteRT.js (wasm, XNNPack on the CPU): the second engine, for a bundle's `.tflite` web model (fixed batch 1). */
+export class LiteRtEngine implements Engine {
+  private constructor(
+    private readonly model: import("@litertjs/core").CompiledModel,
+    private readonly shape: number[],
+  ) {}
+
+  static async open(model: Uint8Array, shape: number[]): Promise<LiteRtEngine> {
+    const litert = await import("@litertjs/core");
+    if (!litertLoaded) {
+      await litert.loadLiteRt(LITERT_WASM_DIR);
+      litertLoaded = true;
+    }
+    return new LiteRtEngine(await litert.loadAndCompile(model, { accelerator: "wasm" }), shape);
+  }
+
+  async run(input: Float32Array): Promise<Float32Array> {
+    const { Tensor } = await import("@litertjs/core");
+    const tensor = new Tensor(input, this.shape);
+    try {
+      const outputs = await this.model.run(tensor);
+      const data = Float32Array.from(outputs[0].toTypedArray() as Float32Array);
+      outputs.forEach((output) => output.delete());
+      return data;
+    } finally {
+      tensor.delete();
+    }
+  }
+
+  async release(): Promise<void> {
+    this.model.delete();
+  }
+}
+
+export const LITERT_WASM_DIR = "/device/static/";
+let litertLoaded = false;
+
+/** The engine for a web model: onnxruntime-web for ONNX, LiteRT.js for `.tflite`. */
+export async function openEngine(runtime: string, model: Uint8Array, shape: number[]): Promise<Engine> {
+  if (runtime === "onnxruntime-web") return OrtEngine.open(model, shape);
+  if (runtime === "litert-js") return LiteRtEngine.open(model, shape);
+  throw new Error(`no browser engine '${runtime}'`);
+}

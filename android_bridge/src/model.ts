@@ -3,8 +3,8 @@
  * object between two frames, as the Python agent's `Model`.
  */
 
-import { verifyArchive, type Manifest } from "./bundle.js";
-import { type Engine, OrtEngine } from "./engine.js";
+import { verifyArchive, type Manifest, type WebEntry } from "./bundle.js";
+import { type Engine, openEngine } from "./engine.js";
 import * as hdnn from "./hdnn.js";
 import { preprocess, type Raster } from "./preprocess.js";
 
@@ -43,11 +43,12 @@ export class Model {
   }
 
   /** Download, verify (signature, then hashes) and open; nothing is parsed before the checks pass. */
-  static async fetch(url: string, headers: Record<string, string>, pinnedKey: Uint8Array): Promise<Model> {
+  static async fetch(url: string, headers: Record<string, string>, pinnedKey: Uint8Array,
+    runtime: WebEntry["runtime"] = "onnxruntime-web"): Promise<Model> {
     const response = await fetch(url, { headers, cache: "no-store" });
     if (!response.ok) throw new Error(`bundle download failed: HTTP ${response.status} ${await response.text()}`);
-    const verified = await verifyArchive(new Uint8Array(await response.arrayBuffer()), pinnedKey);
-    const engine = await OrtEngine.open(verified.model, verified.manifest.input.shape);
+    const verified = await verifyArchive(new Uint8Array(await response.arrayBuffer()), pinnedKey, runtime);
+    const engine = await openEngine(runtime, verified.model, verified.manifest.input.shape);
     const model = new Model(verified.manifest, engine, verified.bytes);
     await model.healthCheck();
     return model;

@@ -64,9 +64,9 @@ def _entry(name: str, path: Path, tflite: TFLiteModel, library: TVMLibrary | Non
     )
 
 
-def _web_entry(path: Path) -> dict[str, Any]:
-    return {"runtime": "onnxruntime-web", "file": path.name, "sha256": sha256_file(path),
-            "size": path.stat().st_size, "format": "onnx"}
+def _web_entry(runtime: str, path: Path) -> dict[str, Any]:
+    return {"runtime": runtime, "file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size,
+            "format": path.suffix.lstrip(".")}
 
 
 def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
@@ -118,7 +118,8 @@ def write_bundle(
 ) -> BundleInfo:
     """Lower `keras_model` for `target`, write every engine's file, the manifest and its Ed25519 signature.
 
-    `web` adds the model file phones' browsers run (android_bridge); pass () for a bundle no phone will use."""
+    `web` adds the model files phones' browsers run (android_bridge): "onnxruntime-web" (ONNX, the default) and/or
+    "litert-js" (float .tflite); pass () for a bundle no phone will use."""
     _check_engines(engines)
     check_web_runtimes(web)
     get_target(target)  # unknown target: typed error before any work
@@ -139,7 +140,7 @@ def write_bundle(
             entries.append(_entry("litert", tflite_path, tflite))
         else:
             entries.append(_entry("tvm", library.path, tflite, library))
-    web_entries = [_web_entry(lower_web(keras_model, tflite, out_dir))] if web else []
+    web_entries = [_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime)) for runtime in web]
     if "litert" not in engines:
         tflite_path.unlink()
 

@@ -1,4 +1,5 @@
-"""Models for phones' browsers (`android_bridge/`): the bundle's network as ONNX for onnxruntime-web.
+"""Models for phones' browsers (`android_bridge/`): the bundle's network as ONNX for onnxruntime-web (the default),
+and as a float `.tflite` for LiteRT.js (the second engine).
 
 A phone runs the same H-DNN as the Raspberry Pi, so the web model comes from the same Keras model through the
 same TFLite lowering, then tf2onnx. Browsers get float input and output at a fixed batch of 1 (the page feeds
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.onnx_io import export_onnx
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite
@@ -21,8 +21,9 @@ from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite
 if TYPE_CHECKING:
     import keras
 
-WEB_RUNTIMES = ("onnxruntime-web",)
+WEB_RUNTIMES = ("onnxruntime-web", "litert-js")
 WEB_FILE = "model.web.onnx"
+WEB_TFLITE_FILE = "model.web.tflite"
 
 
 def check_web_runtimes(runtimes: Sequence[str]) -> None:
@@ -51,12 +52,16 @@ def _check_io(path: Path, input_shape: tuple[int, ...], output_shape: tuple[int,
         raise CompilerError(f"web model output shape {result.shape} != {output_shape}")
 
 
-def lower_web(keras_model: keras.Model, lowered: TFLiteModel, out_dir: Path) -> Path:
-    """Write `model.web.onnx` (onnxruntime-web) into `out_dir` and check its input and output."""
+def lower_web(keras_model: keras.Model, lowered: TFLiteModel, out_dir: Path, runtime: str = "onnxruntime-web") -> Path:
+    """Write the web model of `runtime` into `out_dir`: `model.web.onnx` (checked with onnxruntime) or
+    `model.web.tflite` (the float flatbuffer, batch 1)."""
+    check_web_runtimes((runtime,))
     source = _float_tflite(keras_model, lowered)
+    if runtime == "litert-js":
+        return source.save(Path(out_dir) / WEB_TFLITE_FILE)
     path = export_onnx(source.content, Path(out_dir) / WEB_FILE)
     _check_io(path, source.input_shape, source.output_shape)
     return path
 
 
-__all__ = ["WEB_FILE", "WEB_RUNTIMES", "check_web_runtimes", "lower_web"]
+__all__ = ["WEB_FILE", "WEB_RUNTIMES", "WEB_TFLITE_FILE", "check_web_runtimes", "lower_web"]

@@ -66,8 +66,9 @@ def publish(app: HubApp, archive: Path, version: str, when: float = 1.0) -> None
 
 
 @pytest.mark.usefixtures("phone_app")
+@pytest.mark.parametrize("engine", ["onnxruntime-web", "litert-js"])
 def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, hub: HubApp, bundle: PhoneBundle,
-                                                       artifacts_dir: Path) -> None:
+                                                       artifacts_dir: Path, engine: str) -> None:
     manager, browser = launch_chromium(bundle.video, chromium_required)
     try:
         operator, _ = new_page(browser.new_context())
@@ -77,16 +78,16 @@ def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, h
         page, log = new_page(browser.new_context())
         page.goto(link)
         page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
-        page.goto(f"{hub.web_url}/device?record=inputs")  # provisioned: device mode, keeping each model input
+        page.goto(f"{hub.web_url}/device?record=inputs&engine={engine}")  # provisioned: keep each model input
         page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.frames.length >= {2 * bundle.frames}"
                                " || window.hgenDevice.error)", timeout=120_000)
-        page.screenshot(path=str(artifacts_dir / "phone_device.png"))
+        page.screenshot(path=str(artifacts_dir / f"phone_device_{engine}.png"))
         seen = page.evaluate("window.hgenDevice")
     finally:
         browser.close()
         manager.stop()
     assert seen["error"] is None and seen["status"] == "streaming", (seen["error"], log)
-    assert seen["dropped"] == 0
+    assert seen["dropped"] == 0 and page_engine(seen) == engine
     reference = agent_frames(bundle.video, bundle.archive, bundle.public_key)
     assert len(reference) == bundle.frames
     inputs = np.array([frame["input"] for frame in seen["frames"]], np.float32)
@@ -97,6 +98,10 @@ def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, h
     gate = np.mean([f["toPeople"] == reference[i].to_people for f, i in zip(seen["frames"], matched)])
     assert top1 >= 0.99 and gate >= 0.99, (top1, gate)
     assert 0 < sum(f["toPeople"] for f in seen["frames"]) < len(seen["frames"]), "the gate never or always fires"
+
+
+def page_engine(seen: dict[str, object]) -> str:
+    return str(seen["engine"])
 
 
 def tampered(archive: Path, out: Path) -> Path:
