@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=100.0, help="frame rate of the generated video")
     parser.add_argument("--frames-after-swap", type=int, default=1500)
     parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
+    parser.add_argument("--field", default=None, help="a condition only the field shows (noise, lowres, lowlight, "
+                        "blur): compile on --dataset, stream and evaluate its images under it")
+    parser.add_argument("--audit-share", type=float, default=0.02,
+                        help="share of confident frames also sent to people (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -43,6 +47,7 @@ def run(args: argparse.Namespace) -> None:
     config = demo_config(dataset=args.dataset, model=args.model, out=str(args.out), transport=args.transport,
                          episodes=args.episodes, retrain_threshold=args.retrain_threshold, fps=args.fps,
                          frames_after_swap=args.frames_after_swap, limit=args.limit, seed=args.seed,
+                         field=args.field, audit_share=args.audit_share,
                          demands=demands(args))
     run_demo(config, log=lambda message: print(message, flush=True))
 

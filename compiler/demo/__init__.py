@@ -70,6 +70,12 @@ class DemoConfig(StrictModel):
     m: int = Field(3, ge=1, le=4, title="Simulated annotators per sample")
     annotator_accuracy: float = Field(0.9, ge=0, le=1, title="Accuracy of each simulated annotator")
     timeout_minutes: float = Field(20.0, gt=0, title="Give up on the stream stage after this long")
+    field: str | None = Field(None, pattern=r"^[a-z]+$", title="A condition only the field shows (a dataset variant: "
+                              "noise, lowres, lowlight, blur): the model is compiled on `dataset`, the stream and "
+                              "the evaluation pool are its test images under this variant, and the hub re-fits the "
+                              "gate on the field's labels")
+    audit_share: float = Field(0.02, ge=0, le=1, title="Share of confident frames the agent also sends to people "
+                                                       "(the hub weights them as the field)")
     seed: int = Field(0, title="Seed")
 
 
@@ -196,8 +202,12 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
                                 "devices": {DEVICE_ID: compiled.summary["device"]["target"]},
                                 "threshold": config.retrain_threshold,
                                 "accuracy_demand": config.demands.accuracy}],
-                    "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance},
+                    "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance,
+                    "field": {"audit_share": config.audit_share}},
     }
+    if config.field:  # learn the field: re-fit the gate on its first labels, for the labour demand
+        data["retrain"]["field"]["min_samples"] = max(5, config.retrain_threshold // 8)  # ~1/5 is held out
+        data["retrain"]["models"][0]["labour_demand"] = config.demands.labour
     if broker_url:
         from hgen.hub.testing.services import BrokerAccessFiles
 
@@ -252,7 +262,7 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
         "source": {"kind": "video", "uri": str(video), "fps_limit": config.fps, "pacing": "all",
                    "loop": config.loop_stream},
         "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True, "secret": secret},
-        "gate": {"tau": config.tau_override},
+        "gate": {"tau": config.tau_override, "audit_share": config.audit_share},
         "outbox": {"path": str(out / "agent-outbox.sqlite")},
         "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0, "labour_share": config.demands.labour},
         "sinks": [{"kind": "jsonl", "path": str(out / "results.jsonl")}],
@@ -327,9 +337,11 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     fresh_run_folder(out)
     data = load_dataset(config.dataset, seed=config.seed, limit=config.limit)
     config = with_preset(config, data.spec.base)
-    pools = split_pools(data.test, config.eval_share, config.seed)
+    field = field_data(config, data)
+    pools = split_pools(field.test, config.eval_share, config.seed)
     log(f"[1/7] data: {data.name} from {data.origin}"
-        + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if data.spec.base == "digits" else ""))
+        + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if data.spec.base == "digits" else "")
+        + (f"; the field shows {field.name}, which the compile never sees" if config.field else ""))
     log(f"      demands for {data.spec.base}: {format_demands(config.demands)}")  # type: ignore[arg-type]
     log(f"[2/7] hgen-compile for {config.device}: search, fine-tune, lower ({', '.join(config.engines)}), sign")
     compiled = compile_stage(config, data.name, out, log)
@@ -362,6 +374,15 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     log("[7/7] " + format_summary(summary))
     check_outcome(summary, config.enforce_demands)
     return summary
+
+
+def field_data(config: DemoConfig, data: Any) -> Any:
+    """The data the camera sees: the compile's own, or its images under `config.field`'s condition."""
+    from hgen.compiler.data import load_dataset
+
+    if not config.field:
+        return data
+    return load_dataset(f"{data.spec.base}:{config.field}", seed=config.seed, limit=config.limit)
 
 
 def evaluate_stage(config: DemoConfig, compiled: Any, app: Any, pools: Pools, first: str,

@@ -41,7 +41,7 @@ def summarise(config: Any, compiled: Any, data: Any, frames: Any, agent: Any, ap
     before, after = evaluation["before"], evaluation["after"]
     out = Path(config.out)
     return {
-        "dataset": data.name, "dataset_origin": data.origin, "transport": transport, "annotators": "simulated",
+        "dataset": data.name, "dataset_origin": data.origin, "field": config.field, "transport": transport, "annotators": "simulated",
         "demands": config.demands.model_dump(), "demands_met": demands_met(compiled, labour, config.demands.labour),
         "versions": [first, second],
         "versions_seen": sorted({r.bundle_version for r in frames.results.values()}),
@@ -76,7 +76,8 @@ def format_summary(s: dict[str, Any]) -> str:
               for label, key in (("before", "before"), ("after", "after"))]]
     table = "\n".join(f"  {a:<40} {b:>11} {c:>18} {d:>15}" for a, b, c, d in rows)
     met = ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in s["demands_met"].items())
-    return (f"summary ({s['dataset']}, {s['transport']}, annotators SIMULATED)\n"
+    field = f", deployed into a field with {s['field']}" if s.get("field") else ""
+    return (f"summary ({s['dataset']}{field}, {s['transport']}, annotators SIMULATED)\n"
             f"  evaluation pool: {pool['images']} held-out images never streamed, labelled or trained on\n{table}\n"
             f"  stream: {s['frames']} frames, share sent to people {s['share_to_people']:.4f}; labour "
             f"{s['labour']:.4f} (budget {s['labour_budget']}, enforced on the device: {s['labour_refused']} samples "

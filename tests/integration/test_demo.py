@@ -6,6 +6,7 @@ import json
 import pytest
 
 from hgen.compiler.demo import DemoError, demo_config, run_demo
+from hgen.compiler.demo.summary import format_summary
 
 # Two search episodes cannot be expected to meet demands: the flow is tested, the demands check in unit tests.
 TINY = dict(dataset="digits:lowres", loop_stream=True, enforce_demands=False, episodes=2, retrain_threshold=40,
@@ -36,6 +37,18 @@ def test_demo_flow_retrains_and_hot_swaps_without_dropping_frames(tmp_path):
                 "labour_budget", "fps", "swap_pause_ms", "dropped_frames", "dataset", "transport", "wall_seconds"):
         assert key in on_disk
     assert (tmp_path / "compile" / "report.md").exists() and (tmp_path / "results.jsonl").stat().st_size > 0
+
+
+def test_deployed_into_a_harder_field_the_retrain_refits_the_gate_there(tmp_path):
+    """Compiled on clean digits, streamed and evaluated on noisy ones (`make demo-field`): the first retrain
+    re-fits temperature and tau on the field's held-out labels for the labour demand."""
+    config = demo_config(**TINY | {"dataset": "digits", "field": "noise", "audit_share": 0.2, "tau_override": None},
+                         out=str(tmp_path), transport="grpc")
+    summary = run_demo(config, log=lambda message: None)
+    assert summary["field"] == "noise" and "field with noise" in format_summary(summary)
+    assert summary["retrain"]["status"] == "published"
+    pool = summary["evaluation_pool"]
+    assert pool["after"]["tau"] != pool["before"]["tau"]  # the gate was re-chosen on the field
 
 
 def test_a_stream_too_short_for_a_retrain_fails_clearly(tmp_path):
