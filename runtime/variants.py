@@ -12,9 +12,10 @@ paper (Liu et al., IMWUT 2021) states Eq. 1 in two versions; its full text was n
 abstract), so this implements the issue's form with these choices: margins are taken to the compile's demands
 (A_min = accuracy demand, E_max = energy budget per inference), energy enters as a cost under its budget, and
 latency and storage are hard constraints rather than terms. The logs make the trade-off scale-free (a margin counts
-relatively, whatever its unit) and push hard against a margin near zero. A margin that
-is not positive (a demand missed) is clipped to `MIN_MARGIN`: such options stay comparable, so with nothing meeting
-both demands the least-missing option wins and the choice says which demand it misses. A charging device, or one
+relatively, whatever its unit) and push hard against a margin near zero. Below `MIN_MARGIN` (a demand missed) the
+log continues as its tangent, log(eps) + (m - eps) / eps: such options stay comparable and a shortfall costs
+steeply, so with nothing meeting a demand the option that misses it least wins, and the choice says which demand
+it misses. A charging device, or one
 without a battery, counts as full (lambda2 = 0.3).
 
 Numpy only, vectorised over options: selection is microseconds for a handful of variants.
@@ -135,6 +136,13 @@ class OptionTable:
         return cls(*(np.asarray(c, np.int64 if i < 2 else np.float64) for i, c in enumerate(cols)))
 
 
+def log_margin(margin: np.ndarray) -> np.ndarray:
+    """log(m) for m >= MIN_MARGIN, its tangent below: finite and increasing everywhere."""
+    margin = np.asarray(margin, np.float64)
+    safe = np.maximum(margin, MIN_MARGIN)
+    return np.where(margin >= MIN_MARGIN, np.log(safe), math.log(MIN_MARGIN) + (margin - MIN_MARGIN) / MIN_MARGIN)
+
+
 def constraints(table: OptionTable, budgets: Budgets, context: Context) -> dict[str, np.ndarray]:
     """Per hard constraint, which options satisfy it."""
     memory = (table.memory <= context.free_memory_mb if context.free_memory_mb is not None
@@ -149,9 +157,8 @@ def scores(table: OptionTable, budgets: Budgets, context: Context) -> tuple[np.n
     """Eq. 1 for every option (-inf where a hard constraint fails) and the constraint masks."""
     hard = constraints(table, budgets, context)
     lambda1, lambda2 = weights(context.battery, context.charging)
-    a_margin = np.maximum(table.accuracy - budgets.accuracy, MIN_MARGIN)
-    e_margin = np.maximum(budgets.energy_mj - table.energy, MIN_MARGIN)
-    score = lambda1 * np.log(a_margin) + lambda2 * np.log(e_margin)
+    score = (lambda1 * log_margin(table.accuracy - budgets.accuracy)
+             + lambda2 * log_margin(budgets.energy_mj - table.energy))
     return np.where(np.logical_and.reduce(list(hard.values())), score, -np.inf), hard
 
 

@@ -53,6 +53,13 @@ def test_eq1_prefers_accuracy_on_a_full_battery_and_energy_on_a_low_one() -> Non
     assert full.score == pytest.approx(expected)
 
 
+def test_with_every_option_missing_the_accuracy_demand_the_least_missing_wins() -> None:
+    strict = Budgets(accuracy=0.95, latency_ms=100.0, storage_mb=1.0, energy_mj=1.0)
+    choice = select(TABLE, strict, Context(battery=0.2, labour_allowed=0.0))  # energy weighs most, nobody to ask
+    assert choice is not None and VARIANTS[choice.variant].name == "big"  # 0.86 alone: closest to 0.95
+    assert choice.misses == ("accuracy",) and "misses accuracy" in choice.reason(VARIANTS)
+
+
 def test_hard_constraints_drop_options_and_say_which() -> None:
     loaded = select(TABLE, BUDGETS, Context(battery=0.9, load=3.0))  # a CPU hog: 60 ms runs as 180 ms
     assert loaded is not None and VARIANTS[loaded.variant].name == "mid"

@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptive_skew import REPLY_LAG, make_streams, run_stream  # noqa: E402
+from adaptive_trace import measured_load, run_trace  # noqa: E402
 from benchlib import RESULTS, markdown_table, write_results  # noqa: E402
 
 from hgen.edge_agent.config import BundleConfig, PriorConfig  # noqa: E402
@@ -45,6 +46,59 @@ def compiled_bundle(work: Path) -> dict[str, Any]:
                                "fashion-mnist")
         compile_stage(settings, DATASET, work, log=lambda message: print(message, flush=True))
     return json.loads(summary.read_text())
+
+
+def variant_set(work: Path) -> Any:
+    """`compile_variants` with the demo's rpi4 settings on D5 (search, K=4 front variants fine-tuned, calibrated,
+    lowered, signed), built once into build/bench/adaptive/variants and reused."""
+    from hgen.runtime.bundle.variants import load_variant_set
+
+    out = work / "variants-compile"
+    root, public_key = out / "variants", out / "keys" / "signing.pub"
+    if not (root / "variants.json").exists():
+        from hgen.compiler.compile import compile_config
+        from hgen.compiler.demo import demo_config, with_preset
+        from hgen.compiler.variants import compile_variants
+
+        settings = with_preset(demo_config(dataset=DATASET, device="rpi4", engines=("litert",), out=str(work)),
+                               "fashion-mnist")
+        assert settings.demands is not None
+        config = compile_config(model=settings.model, dataset=DATASET, device=settings.device,
+                                demands=settings.demands.model_dump(), episodes=settings.episodes,
+                                budget_minutes=settings.budget_minutes, base_epochs=settings.base_epochs,
+                                final_epochs=settings.final_epochs, finetune_samples=settings.finetune_samples,
+                                engines=("litert",), limit=settings.limit, m=settings.m,
+                                annotator_accuracy=settings.annotator_accuracy, seed=settings.seed, out=str(out))
+        compile_variants(config, k=4, log=lambda message: print(message, flush=True))
+    return load_variant_set(root, public_key), public_key
+
+
+STRESS_LOAD = 2.0  # a hog that halves the device's speed for inference (a Pi with its cores taken)
+LOOSER_ACCURACY = 0.75  # a second run: an accuracy demand every variant meets, so energy can matter
+
+
+def trace_part(work: Path, repeats: int) -> dict[str, Any]:
+    """The trace twice: with the hog's slowdown measured on this host, and with STRESS_LOAD (the reported run)."""
+    variants, public_key = variant_set(work)
+    heaviest = int(np.argmax([e.latency_ms for e in variants.index.variants]))
+    load = measured_load(variants.path(heaviest), str(public_key))
+    latencies = sorted(e.latency_ms for e in variants.index.variants)
+    budget = 2.0 * float(np.median(latencies))
+    measured = run_trace(variants, round(load["load"], 2), budget, repeats)
+    result = run_trace(variants, STRESS_LOAD, budget, repeats)
+    result["load_measured"] = load
+    result["with_measured_load"] = {k: measured[k] for k in ("load", "budget_violations", "select_ms_p50",
+                                                             "select_ms_p99", "adaptive", "hindsight", "best_fixed")}
+    result["with_measured_load"]["best_fixed_metrics"] = measured["fixed"][measured["best_fixed"]]
+    looser = run_trace(variants, STRESS_LOAD, budget, 1, accuracy=LOOSER_ACCURACY)
+    result["looser_accuracy"] = {k: looser[k] for k in ("budgets", "budget_violations", "adaptive", "hindsight",
+                                                         "fixed", "best_fixed", "decisions")}
+    result["variants"] = [{"name": e.name, "latency_ms": e.latency_ms, "storage_mb": e.storage_mb,
+                           "energy_mj": e.energy_mj, "memory_mb": e.memory_mb,
+                           "accuracy_model_only": e.accuracy_model_only,
+                           "levels": [lv.model_dump() for lv in e.levels]} for e in variants.index.variants]
+    result["adaspring_weights"] = "lambda2 = max(0.3, 1 - battery), lambda1 = 1 - lambda2"
+    return result
 
 
 def pool(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -122,6 +176,7 @@ def markdown(result: dict[str, Any], wall: float) -> str:
     lines = ["# Adaptive benchmark (issue 22)", "",
              f"Machine: 2 cores, no GPU. Wall time {wall:.0f} s. Dataset: FashionMNIST at low resolution (D5); "
              "annotators SIMULATED (m=3, accuracy 0.9) in every number.", ""]
+    lines += trace_markdown(result.get("trace_detail"))
     skew = result.get("skew_detail")
     if skew:
         lines += ["## (b) Runtime class prior (SMART) on skewed streams", "",
@@ -161,24 +216,112 @@ def markdown(result: dict[str, Any], wall: float) -> str:
     return "\n".join(lines)
 
 
+def trace_markdown(trace: dict[str, Any] | None) -> list[str]:
+    if not trace:
+        return []
+    rows = [{"run": "adaptive (selector, hysteresis)", **trace["adaptive"]},
+            {"run": "best choice in hindsight (per step, no hysteresis)", **trace["hindsight"]},
+            *({"run": f"fixed {name}" + (" (best fixed)" if name == trace["best_fixed"] else ""), **m}
+              for name, m in trace["fixed"].items())]
+    variants = [{**v, "levels": ", ".join(f"L<={lv['labour']:.2f}: tau {lv['tau']:.3f} A {lv['accuracy']:.4f} "
+                                         f"(L {lv['labour_measured']:.3f})" for lv in v["levels"])}
+                for v in trace["variants"]]
+    measured = trace["with_measured_load"]
+    load = trace["load_measured"]
+    return ["## (a) Variants chosen by context (AdaSpring) on a replayed trace", "",
+            f"Variant set: `compile_variants` with the demo's rpi4 settings on D5 ({len(variants)} variants from the "
+            "search's Pareto front, each fine-tuned, calibrated, lowered to LiteRT and signed; predicted numbers on "
+            "the test split, latency/energy from the rpi4 profile):", "",
+            markdown_table(variants, ["name", "latency_ms", "storage_mb", "energy_mj", "memory_mb",
+                                      "accuracy_model_only", "levels"]), "",
+            f"Trace: {trace['steps']} selections {trace['step_s']:g} s apart; battery 0.85 -> 0.3; CPU hog on steps "
+            f"{trace['hog_steps'][0]}-{trace['hog_steps'][1]} (inference x{trace['load']} slower: an assumed hog; "
+            f"measured here, the heaviest variant's LiteRT p50 was {load['calm_ms']:.4f} ms alone and "
+            f"{load['hog_ms']:.4f} ms beside one busy process per core, x{measured['load']}, on a machine other jobs "
+            "were also using, too little to break any budget: that run is reported below the table); hub away on "
+            f"steps {trace['hub_away_steps'][0]}-{trace['hub_away_steps'][1]} (labour 0); "
+            f"labour share {0.05} otherwise. Budgets: storage {trace['budgets']['storage_mb']} MB (the compile's "
+            f"demand); inference latency {trace['latency_budget_ms']:.4f} ms = 2x the variants' median predicted "
+            "latency (the compile's 1000 ms demand includes people's time and never binds on these LeNet-size "
+            "variants, so the bench sets a budget the hog can break). Hysteresis: margin 0.05, dwell 3, 30 s "
+            f"between swaps. {trace['repeats']} repeats of the trace for the selection time.", "",
+            f"Budget violations of the adaptive run: {trace['budget_violations']} of {trace['steps']} steps; "
+            f"selection time p50 {trace['select_ms_p50']:.4f} ms, p99 {trace['select_ms_p99']:.4f} ms.", "",
+            markdown_table(rows, ["run", "accuracy", "energy_mj", "labour", "objective", "budget_violations",
+                                  "switches"]), "",
+            f"With the measured hog (x{measured['load']}): {measured['budget_violations']} budget violations; "
+            f"adaptive accuracy {measured['adaptive']['accuracy']:.4f}, energy {measured['adaptive']['energy_mj']:.4f} "
+            f"mJ, labour {measured['adaptive']['labour']:.4f}, objective {measured['adaptive']['objective']:.3f}; in "
+            f"hindsight {measured['hindsight']['objective']:.3f}; best fixed ({measured['best_fixed']}) "
+            f"{measured['best_fixed_metrics']['objective']:.3f}; selection p99 {measured['select_ms_p99']:.4f} ms.",
+            "",
+            "Accuracy, energy and labour are means over steps of the running option's predictions on the test split "
+            "(accuracy fused with SIMULATED people at the level's tau, model only while the hub is away; labour as "
+            "measured at that tau). The objective is Eq. 1 at each step's context (higher is better). A fixed "
+            "variant keeps its model for the whole trace but still moves between its labour levels as the context "
+            "allows. Selection time is one `Selector.decide` (Eq. 1 over every option, plus hysteresis), measured "
+            "with perf_counter on a machine shared with other jobs (the p99 carries their scheduling).", "",
+            "Decisions (switches and the trace's events):", "",
+            markdown_table(trace["decisions"], ["step", "battery", "load", "hub", "variant", "tau", "switch", "why"]),
+            "", *looser_markdown(trace["looser_accuracy"])]
+
+
+def looser_markdown(looser: dict[str, Any]) -> list[str]:
+    rows = [{"run": "adaptive (selector, hysteresis)", **looser["adaptive"]},
+            {"run": "best choice in hindsight", **looser["hindsight"]},
+            *({"run": f"fixed {name}" + (" (best fixed)" if name == looser["best_fixed"] else ""), **m}
+              for name, m in looser["fixed"].items())]
+    return [f"The same trace with a looser accuracy demand ({looser['budgets']['accuracy']}, which every variant "
+            "meets with people's help): with the compile's demand only v1 meets it within the labour share, so "
+            "the battery cannot move the choice; here it can.", "",
+            markdown_table(rows, ["run", "accuracy", "energy_mj", "labour", "objective", "budget_violations",
+                                  "switches"]), "",
+            markdown_table(looser["decisions"], ["step", "battery", "load", "hub", "variant", "tau", "switch", "why"]),
+            ""]
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Labour and fused accuracy per stream, with and without the prior (medians)."""
+    """(a) the trace and the chosen variant; (b) labour and fused accuracy per stream, with and without the prior."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    trace = result.get("trace_detail")
     rows = result.get("skew_table") or []
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    x = np.arange(len(rows))
-    for ax, key, title in ((axes[0], "labour", "labour L (SIMULATED people)"), (axes[1], "fused", "fused accuracy")):
-        ax.bar(x - 0.2, [r[f"{key}_without"] for r in rows], 0.4, label="without prior")
-        ax.bar(x + 0.2, [r[f"{key}_with_prior"] for r in rows], 0.4, label="with prior (SMART)")
-        ax.set_xticks(x, [r["stream"] for r in rows])
-        ax.set_title(title)
-    axes[1].set_ylim(0.8, 1.0)
-    axes[0].legend()
-    figure.suptitle("Runtime class prior on FashionMNIST streams (medians over repeats)")
+    figure, axes = plt.subplots(2 if trace and rows else 1, 2, figsize=(11, 7.2 if trace and rows else 3.6),
+                                squeeze=False)
+    if trace:
+        t = trace["timeline"]
+        steps = np.arange(len(t["battery"]))
+        ax = axes[0][0]
+        ax.plot(steps, t["battery"], label="battery")
+        ax.plot(steps, np.asarray(t["load"]) / max(t["load"]), label=f"load (x{max(t['load'])} = 1)")
+        ax.plot(steps, t["hub"], label="hub reachable")
+        ax.set_title("(a) replayed context")
+        ax.set_xlabel("selection step")
+        ax.legend(fontsize=8)
+        ax = axes[0][1]
+        ax.step(steps, t["variant"], where="post", label="selector (hysteresis)")
+        ax.step(steps, t["hindsight_variant"], where="post", alpha=0.5, label="best in hindsight")
+        ax.plot(steps, t["tau"], label="tau", alpha=0.7)
+        names = [v["name"] for v in trace["variants"]]
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title("(a) chosen variant and tau")
+        ax.set_xlabel("selection step")
+        ax.legend(fontsize=8)
+    if rows:
+        row = axes[-1]
+        x = np.arange(len(rows))
+        for ax, key, title in ((row[0], "labour", "(b) labour L (SIMULATED people)"),
+                               (row[1], "fused", "(b) fused accuracy")):
+            ax.bar(x - 0.2, [r[f"{key}_without"] for r in rows], 0.4, label="without prior")
+            ax.bar(x + 0.2, [r[f"{key}_with_prior"] for r in rows], 0.4, label="with prior (SMART)")
+            ax.set_xticks(x, [r["stream"] for r in rows])
+            ax.set_title(title)
+        row[1].set_ylim(0.8, 1.0)
+        row[0].legend(fontsize=8)
+    figure.suptitle("Run-time adaptation (issue 22); medians over repeats")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -198,6 +341,10 @@ def main() -> None:
     start = time.monotonic()
     summary = compiled_bundle(REPO / WORK)
     result: dict[str, Any] = {"repeats": args.repeats, "annotators": f"SIMULATED, m={M}, accuracy {ACCURACY}"}
+    if args.part in ("a", "all"):
+        trace = trace_part(REPO / WORK, args.repeats)
+        result["trace"] = {k: trace[k] for k in ("steps", "budget_violations", "select_ms_p99")}
+        result["trace_detail"] = trace
     if args.part in ("b", "all"):
         prior = PriorConfig(enabled=True, window=args.window, threshold=args.threshold, smoothing=args.smoothing)
         detail = skew_part(summary, range(args.first_seed, args.first_seed + args.repeats), prior)
