@@ -3,9 +3,9 @@
 The outbox is the guarantee, asking again is how it is kept: a broker killed before persisting, or a hub
 redeployed, may have lost a sample or its reply, and only the device knows it is still waiting. Each ask
 costs the hub a duplicate it answers from its knowledge base (and, if the reply was only late, one duplicate
-reply), so asks back off: `after_s`, then x2 per unanswered ask up to `after_s * MAX_FACTOR`. A reconnect
-resets the back-off and makes every waiting sample due after a short grace, so replies the broker held for
-the device land first and the hub sees the rest again quickly, in the transport's bounded window.
+reply, and the broker a message to store and forward), so asks back off: `after_s`, then x2 per unanswered ask
+up to `after_s * MAX_FACTOR`. A reconnect resets the back-off but never asks sooner than `after_s` after the
+last ask: a broker crashing every few seconds must not turn every waiting sample into a flood of asks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ MAX_FACTOR = 8
 
 @dataclass
 class _Ask:
+    last: float
     due: float
     asks: int
 
@@ -35,7 +36,7 @@ class ResendSchedule:
         with self._lock:
             ask = self._asks.get(sample_id)
             asks = 1 if ask is None else ask.asks + 1
-            self._asks[sample_id] = _Ask(now + self.after_s * min(2 ** (asks - 1), MAX_FACTOR), asks)
+            self._asks[sample_id] = _Ask(now, now + self.after_s * min(2 ** (asks - 1), MAX_FACTOR), asks)
             return ask is None
 
     def due(self, sample_id: str, now: float) -> bool:
@@ -48,11 +49,11 @@ class ResendSchedule:
             self._asks.pop(sample_id, None)
 
     def reconnected(self, now: float) -> None:
-        """The link is back: whatever it lost is asked for again soon, without waiting out a long back-off."""
-        grace = now + min(self.after_s, 1.0) / 2
+        """The link is back: a long back-off (hours offline) shrinks to `after_s` from the last ask, so whatever
+        the outage lost is asked for soon; never sooner, so a flapping link does not multiply the asks."""
         with self._lock:
             for ask in self._asks.values():
-                ask.due, ask.asks = min(ask.due, grace), 0
+                ask.due, ask.asks = min(ask.due, max(now, ask.last + self.after_s)), 0
 
     def asks(self, sample_id: str) -> int:
         with self._lock:

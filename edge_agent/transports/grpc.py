@@ -146,9 +146,12 @@ def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsCo
 
 @TRANSPORTS.register("grpc")
 class GrpcTransport(Transport):
-    """Up to `MAX_STREAMS` Submit streams at once (each holds a hub worker thread)."""
+    """Up to `MAX_STREAMS` Submit streams at once (each holds a hub worker thread), and at most `MAX_QUEUED`
+    requests waiting for one: beyond that `send` refuses and the samples wait in the outbox, so a backlog after
+    an outage goes out as a bounded stream instead of piling up in memory."""
 
     MAX_STREAMS = 4
+    MAX_QUEUED = 8
 
     def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
         super().__init__(endpoint, config, device_id, callbacks)
@@ -158,6 +161,7 @@ class GrpcTransport(Transport):
         self._pool = ThreadPoolExecutor(self.MAX_STREAMS, thread_name_prefix="agent-grpc")
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
+        self._queued = 0  # requests handed to the pool whose stream has not started yet
         self._stopping = threading.Event()
         self._watch_call: grpc.Future | None = None
         self._watched: tuple[str, str] | None = None
@@ -194,11 +198,16 @@ class GrpcTransport(Transport):
                 if not ids:
                     return True
                 request = _only(request, ids)
+            if self._queued >= self.MAX_QUEUED:
+                return False
             self._in_flight |= ids
+            self._queued += 1
         self._pool.submit(self._submit, request, ids)
         return True
 
     def _submit(self, request: hub_pb2.AnnotationRequest, ids: set[str]) -> None:
+        with self._lock:
+            self._queued -= 1
         try:
             for reply in self._stub.Submit(request, timeout=self.config.call_timeout_s):
                 self.callbacks.on_reply(reply)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 TRANSPORT = "mqtt"
 REPLY_WINDOW = 90  # replies awaiting PUBACK during a re-publish (paho's in-flight limit is 100)
 REDELIVER_PAGE = 500
+ACK_FLUSH_S = 0.5
 
 
 class ConnectionState(enum.Enum):
@@ -71,6 +72,9 @@ class MqttTransport:
         self._acked_early: set[int] = set()
         self._publishing = 0
         self._generation = 0  # connects so far: a re-publish pass ends when a newer connect starts its own
+        self._acked: list[str] = []  # sample ids whose reply the broker acknowledged, not yet marked delivered
+        self._stopping = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_acks, name="mqtt-acks", daemon=True)
         self._lock = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
                                   protocol=mqtt.MQTTv5)
@@ -92,6 +96,8 @@ class MqttTransport:
         if self.config.access is not None:
             self.devices.sync()  # the hub's own account must be in force before it connects
         self.state = ConnectionState.CONNECTING
+        if not self._flusher.is_alive():
+            self._flusher.start()
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, clean_start=False,
                                   properties=session_properties(self.config.session_expiry_s))
         self.client.loop_start()
@@ -104,6 +110,9 @@ class MqttTransport:
         self.state = ConnectionState.CLOSED
         self.client.disconnect()
         self.client.loop_stop()
+        self._stopping.set()
+        if self._flusher.is_alive():
+            self._flusher.join(timeout=10)
 
     def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
@@ -212,8 +221,24 @@ class MqttTransport:
             self._acknowledged(sample_id)
 
     def _acknowledged(self, sample_id: str) -> None:
-        self.service.kb.mark_delivered([sample_id])
-        self.service.metrics.inc("mqtt_replies_acknowledged")
+        """Recorded by the flusher thread, a batch per transaction: paho's network thread, which also reads the
+        samples and the PUBACKs, must not wait for the database once per reply."""
+        with self._lock:
+            self._acked.append(sample_id)
+
+    def _flush_acks(self) -> None:
+        while True:
+            stopping = self._stopping.wait(ACK_FLUSH_S)
+            with self._lock:
+                batch, self._acked = self._acked, []
+            if batch:
+                try:
+                    self.service.kb.mark_delivered(batch)
+                    self.service.metrics.inc("mqtt_replies_acknowledged", len(batch))
+                except Exception:  # a database hiccup: those replies are re-published after the next connect
+                    log.exception("could not mark %d replies delivered", len(batch))
+            if stopping:
+                return
 
     def _redeliver(self) -> None:
         """Re-publish replies made while we were away (or whose PUBACK never came), page by page, waiting for

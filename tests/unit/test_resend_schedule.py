@@ -6,7 +6,7 @@ from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.resend import MAX_FACTOR, ResendSchedule
 
 
-def test_asks_back_off_up_to_the_cap_and_a_reconnect_makes_them_due_soon() -> None:
+def test_asks_back_off_up_to_the_cap_and_a_reconnect_shortens_it_to_after_s() -> None:
     schedule = ResendSchedule(after_s=10.0)
     assert schedule.due("a", 0.0)  # never sent
     assert schedule.sent("a", 0.0) and not schedule.sent("a", 10.0)
@@ -16,9 +16,12 @@ def test_asks_back_off_up_to_the_cap_and_a_reconnect_makes_them_due_soon() -> No
         schedule.sent("a", now)
     assert schedule.asks("a") == 8
     assert not schedule.due("a", now + 10.0 * MAX_FACTOR - 0.1) and schedule.due("a", now + 10.0 * MAX_FACTOR)
-    schedule.reconnected(now + 1.0)  # the link came back: no waiting out the long back-off
-    assert not schedule.due("a", now + 1.0) and schedule.due("a", now + 1.5)
+    schedule.reconnected(now + 1.0)  # the link came back: no waiting out the long back-off, nor asking at once
+    assert not schedule.due("a", now + 9.9) and schedule.due("a", now + 10.0)
     assert schedule.asks("a") == 0
+    schedule.sent("b", 100.0)
+    schedule.reconnected(200.0)  # long outage: due right away, once
+    assert schedule.due("b", 200.0)
     schedule.done("a")
     assert schedule.due("a", 0.0) and schedule.asks("a") == 0
 
