@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hgen.compiler.errors import InvalidArgumentError
+from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.targets import get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
 from hgen.compiler.lowering.tvm_relax import TVMLibrary, lower_tvm
@@ -140,7 +140,12 @@ def write_bundle(
             entries.append(_entry("litert", tflite_path, tflite))
         else:
             entries.append(_entry("tvm", library.path, tflite, library))
-    web_entries = [_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime)) for runtime in web]
+    web_entries = []
+    for runtime in web:  # a model the browser runtime cannot take keeps its device bundle, and says so
+        try:
+            web_entries.append(_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime)))
+        except CompilerError as exc:
+            messages.append(f"no {runtime} model for phones: {exc}")
     if "litert" not in engines:
         tflite_path.unlink()
 

@@ -41,8 +41,10 @@ def _float_tflite(keras_model: keras.Model, lowered: TFLiteModel) -> TFLiteModel
 
 def _check_io(path: Path, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
     """The browser page relies on one float input of the manifest's shape and one float output: prove it."""
-    import onnxruntime
-
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CompilerError("checking the web model needs onnxruntime: pip install 'hgen[compiler]'") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)" or outputs[0].type != "tensor(float)":
