@@ -128,6 +128,9 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
                      kind=measured_as.kind, target=device.target, labels=data.labels, input_spec=input_spec(data),
                      tau=rows[-1]["tau"], temperature=final.temperature, fusion_lambda=config.fusion_lambda,
                      confidence_params=_confidence_params(config.m, evaluator.difficulty),
+                     predicted_metrics={"accuracy": rows[-1]["accuracy"], "latency_ms": final.latency_ms,
+                                        "storage_mb": final.storage_mb, "energy_mj": final.energy_mj,
+                                        "labour": rows[-1]["labour_measured"]},
                      plan={"layers": candidate.plan}, representative_data=data.train.x[:200], engines=config.engines,
                      web=(), signing_key=key_path, overwrite=True)
         archive = pack_bundle(out / "members" / variant, root / f"{variant}.hgb")
