@@ -51,7 +51,7 @@ def run_with_faults(agent: Agent, collector: ResultCollector, faults: list) -> N
     """Fire fault i once 20 * (i + 1) samples were escalated (progress-driven, no sleeps), then drain."""
     for i, fault in enumerate(faults):
         target = 20 * (i + 1)
-        assert collector.wait_for(lambda rs: sum(r.status is ResultStatus.PENDING for r in rs) >= target, 120)
+        assert collector.wait_for(lambda rs, n=target: sum(r.status is ResultStatus.PENDING for r in rs) >= n, 120)
         fault()
     assert agent.wait(120)
     assert agent.wait_outbox_empty(120), f"outbox still holds {agent.outbox.depth()} samples"
