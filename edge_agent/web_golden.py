@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from hgen.runtime.hdnn import FusionParams, get_kind, needs_human
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample
 
@@ -70,10 +69,35 @@ def preprocess_case(rng: np.random.Generator, shape: tuple[int, int, int], frame
             "rgba_b64": _b64(rgba), "expected_b64": _b64(expected.astype("<f4"))}
 
 
+def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
+    """A stream through the agent's Gate (no audits: phones draw none) and LabourBucket, in the agent's order:
+    refill per frame, gate (c < tau, rate limit), then the bucket for what would go to people."""
+    from hgen.edge_agent.config import GateConfig
+    from hgen.edge_agent.gating import Decision, Gate, LabourBucket
+
+    share = None if rng.random() < 0.2 else float(rng.uniform(0.005, 0.2))
+    interval = float(rng.choice([0.0, 0.05, 0.3]))
+    window = int(rng.integers(5, 200))
+    gate, bucket = Gate(GateConfig(audit_share=0.0, min_escalation_interval_s=interval)), LabourBucket(share, window)
+    unsure = (rng.random(frames) < rng.uniform(0.1, 0.9)).tolist()
+    labour = rng.uniform(1.0, 9.0, frames).tolist()
+    now = np.cumsum(rng.uniform(0.0, 0.1, frames)).tolist()
+    decisions = []
+    for flag, cost, at in zip(unsure, labour, now):
+        bucket.frame()
+        decision = gate.decide(0.0 if flag else 1.0, 0.5, at)
+        if decision.to_people and not bucket.take(cost):
+            decision = Decision.BUDGET
+        decisions.append(decision.value)
+    return {"share": share, "interval": interval, "window": window, "unsure": unsure, "labour": labour, "now": now,
+            "decisions": decisions}
+
+
 def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {
         "hdnn": [hdnn_case(rng, int(rng.integers(2, 20)), int(rng.integers(1, 30))) for _ in range(hdnn_cases)],
+        "gate": [gate_case(rng) for _ in range(12)],
         "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
     }
 

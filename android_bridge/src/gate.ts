@@ -51,8 +51,7 @@ export class Gate {
     if (this.minIntervalS > 0 && this.lastEscalation !== null && now - this.lastEscalation < this.minIntervalS) {
       return "rate_limited";
     }
-    if (!this.bucket.take(labour)) return "budget";
-    this.lastEscalation = now;
-    return "escalate";
+    this.lastEscalation = now; // as the agent: the interval counts from the attempt, even when the budget refuses
+    return this.bucket.take(labour) ? "escalate" : "budget";
   }
 }

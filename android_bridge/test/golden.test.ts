@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { Gate, LabourBucket } from "../src/gate.js";
 import * as hdnn from "../src/hdnn.js";
 import { type InputSpec, preprocess } from "../src/preprocess.js";
 
@@ -39,6 +40,15 @@ test("H-CNN math matches the Python runtime", () => {
       close(hdnn.fusedScores(logits, c.answers[row], params), c.fused_scores[row], `${where} fused scores`);
       assert.equal(hdnn.fuse(logits, c.answers[row], params), c.fused[row], `${where} fused`);
     });
+  }
+});
+
+test("the gate's rate limit and labour bucket decide as the agent's", () => {
+  assert.ok(golden.gate.length >= 5);
+  for (const [n, c] of golden.gate.entries()) {
+    const gate = new Gate(new LabourBucket(c.share, c.window), c.interval);
+    const decisions = c.unsure.map((unsure: boolean, i: number) => gate.decide(unsure, c.labour[i], c.now[i]));
+    assert.deepEqual(decisions, c.decisions, `gate case ${n}`);
   }
 });
 
