@@ -102,3 +102,24 @@ def test_unknown_kind_is_a_typed_error_listing_the_choices() -> None:
         adapter_for("faster_rcnn")
     with pytest.raises(UnknownChoiceError, match="yolo"):
         wire_kind("faster_rcnn")
+
+
+def test_research_is_refused_for_kinds_whose_retrain_plugin_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.errors import RetrainError
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
+
+    models = [{"name": name, "keras_model": "m.keras", "bundle": "b", "kind": name, "compile_config": "c.yaml"}
+              for name in KINDS]
+    config = parse_hub_config({"retrain": {"store_dir": str(tmp_path), "models": models}})
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        pipeline = RetrainPipeline(config.retrain, RetrainStore(kb), HubPublisher(kb))
+        searchable = [name for name in KINDS if get_retrain_kind(name).supports_research]
+        assert "cnn" in searchable and "yolo" not in searchable
+        for name in set(KINDS) - set(searchable):
+            with pytest.raises(RetrainError, match=f"re-search covers {', '.join(searchable)} models; '{name}'"):
+                pipeline.check_research(name)
+    finally:
+        kb.close()
