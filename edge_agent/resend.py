@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 
 MAX_FACTOR = 8
+RECONNECT_GRACE_S = 1.0
 
 
 @dataclass
@@ -50,10 +51,12 @@ class ResendSchedule:
 
     def reconnected(self, now: float) -> None:
         """The link is back: a long back-off (hours offline) shrinks to `after_s` from the last ask, so whatever
-        the outage lost is asked for soon; never sooner, so a flapping link does not multiply the asks."""
+        the outage lost is asked for soon; never sooner, so a flapping link does not multiply the asks; and not
+        before a short grace, in which replies the broker kept for the device arrive and settle their samples."""
+        grace = now + min(self.after_s, RECONNECT_GRACE_S)
         with self._lock:
             for ask in self._asks.values():
-                ask.due, ask.asks = min(ask.due, max(now, ask.last + self.after_s)), 0
+                ask.due, ask.asks = max(grace, min(ask.due, ask.last + self.after_s)), 0
 
     def asks(self, sample_id: str) -> int:
         with self._lock:
