@@ -115,8 +115,12 @@ def choose_tau(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, la
     order = np.argsort(confidence, kind="stable")
     w = weights[order].astype(np.float64)
     total = float(w.sum())
-    taus = np.unique(np.concatenate([confidence, [0.0, 1.0]]))
-    gated = np.searchsorted(confidence[order], taus, side="left")  # tau = c gates the samples below c
+    ordered = confidence[order]
+    # Candidates halfway between neighbours: a sample stands for the frames around its confidence (an audited one
+    # for 1/audit_share of them), so a tau at a sample would gate half of them while counting none; picked against
+    # the labour demand, that undercount is the one chosen, and the field then spends more than the demand.
+    taus = np.unique(np.concatenate([(ordered[:-1] + ordered[1:]) / 2.0, [0.0, 1.0]]))
+    gated = np.searchsorted(ordered, taus, side="left")  # tau gates the samples below it
     gain = np.concatenate([[0.0], np.cumsum(w * (human_accuracy - right[order]))])
     spent = np.concatenate([[0.0], np.cumsum(w * l0[order])])
     accuracy = np.round((float((w * right[order]).sum()) + gain[gated]) / total, 12)
