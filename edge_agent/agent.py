@@ -371,6 +371,8 @@ class Agent:
     # --- replies -----------------------------------------------------------------------------------------
 
     def _on_reply(self, reply: hub_pb2.SampleReply) -> None:
+        if self.adapt is not None:  # the hub's queue depth is part of the selector's context
+            self.adapt.on_reply(reply)
         with self._lock:
             waiting = self._waiting.pop(reply.sample_id, None)
             duplicate = waiting is None and reply.sample_id in self._done

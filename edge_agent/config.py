@@ -175,6 +175,8 @@ class AdaptConfig(StrictModel):
         "stop_escalating", title="Hub unreachable or its replies slower than max_reply_latency_s: stop sending "
                                  "to people (tau 0, no audits; the outbox stays bounded) or keep queueing")
     max_reply_latency_s: float = Field(60.0, gt=0, title="Replies slower than this count as the hub being away")
+    max_hub_queue: int | None = Field(1000, ge=0, title="While the hub's queue (samples open for people, reported "
+                                                        "in replies) is deeper than this, ask nobody (None: ignore)")
 
 
 class AgentConfig(StrictModel):

@@ -7,7 +7,8 @@ Context: battery and charging (`adapt.power`), inference latency against a calm 
 running total L is within it, none while it is over). With the hub away the offline policy applies:
 `stop_escalating` allows no labour (tau 0) and no audits, so the outbox stays bounded; `keep_escalating` keeps
 queueing. The choice, its reason and the context are on status (gauges `adapt.*`, `problems["adapt"]` while
-something is wrong) and in the log. The hub's queue depth is not read: replies do not carry it yet.
+something is wrong) and in the log. The hub's queue depth (`SampleReply.queue_depth`, the latest reply's) above
+`max_hub_queue` allows no labour either: people are backed up and more samples would only wait.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hgen.edge_agent.adapt.selector import Decision, Selector
 from hgen.edge_agent.config import AdaptConfig
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.transports import ConnectionState
+from hgen.protos import hub_pb2
 from hgen.runtime.bundle.variants import VariantSet, load_variant_set
 from hgen.runtime.variants import Context
 
@@ -68,6 +70,7 @@ class Adaptation:
         self._lock = threading.Lock()
         self._pending: dict[str, float] = {}
         self._reply_s: deque[float] = deque(maxlen=REPLY_WINDOW)
+        self.hub_queue = 0
         self._calm_ms: dict[int, float] = {}
         self._swapping = threading.Lock()
         self.worker: threading.Thread | None = None  # the last swap's loader thread (tests join it)
@@ -84,6 +87,7 @@ class Adaptation:
             "adapt.load": lambda: self.context.load if self.context else 1.0,
             "adapt.offline": lambda: float(self.offline),
             "adapt.reply_s_p50": lambda: self.reply_latency() or 0.0,
+            "adapt.hub_queue": lambda: self.hub_queue,
             "adapt.lambda2": lambda: self.last.choice.lambda2 if self.last and self.last.choice else 0.0,
         }.items():
             agent.telemetry.gauge(name, read)
@@ -118,6 +122,10 @@ class Adaptation:
             elif result.status is ResultStatus.TIMEOUT:
                 self._pending.pop(result.sample_id, None)
 
+    def on_reply(self, reply: hub_pb2.SampleReply) -> None:
+        """Called by the agent for every reply: the hub's queue depth when it was made."""
+        self.hub_queue = int(reply.queue_depth)
+
     def reply_latency(self) -> float | None:
         with self._lock:
             return float(np.median(self._reply_s)) if self._reply_s else None
@@ -139,7 +147,8 @@ class Adaptation:
                 or (reply is not None and reply > self.config.max_reply_latency_s))
         self.offline = away
         share = self.agent.config.batching.labour_share
-        labour = (0.0 if away and self.config.offline == "stop_escalating"
+        backed_up = self.config.max_hub_queue is not None and self.hub_queue > self.config.max_hub_queue
+        labour = (0.0 if (away and self.config.offline == "stop_escalating") or backed_up
                   else math.inf if share is None
                   else share if self.agent.labour.ratio() <= share else 0.0)  # over budget: nothing left for now
         power = self.power.read(now)

@@ -121,9 +121,10 @@ class Closing:
                    s.scalars(select(AnswerRow.payload).where(AnswerRow.sample_id == sample_id)
                              .order_by(AnswerRow.id)).all()]
         labour = float(sum(a.operations for a in answers))
+        queue = s.scalar(select(func.count()).select_from(Sample).where(Sample.status.in_(OPEN_STATES)))
         reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
                                     reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
-                                    labour=labour, **self._declines(s, sample_id))
+                                    labour=labour, queue_depth=int(queue or 0), **self._declines(s, sample_id))
         if answers:
             reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,

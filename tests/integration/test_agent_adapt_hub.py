@@ -81,6 +81,7 @@ def test_prior_and_selector_on_a_real_hub(tmp_path: Path, bundles: dict[str, Pat
     # the selector saw the hub: connected, replies timed, people asked at a variant's labour level
     assert snap["adapt.offline"] == 0.0 and snap["adapt.reply_s_p50"] > 0 and snap["adapt.level"] == 1
     assert snap["adapt.tau"] == 0.9 and snap["adapt.variant"] in (0.0, 1.0)
+    assert 0 <= snap["adapt.hub_queue"] < len(pending)  # the hub reports its queue in every reply
     # the prior learned from confident answers and people's fused answers, on the status the hub gets
     assert snap["prior_observed"] >= len(pending)
     assert all(f"prior.{label}" in status.metrics for label in agent.model.manifest.labels)

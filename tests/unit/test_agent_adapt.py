@@ -17,6 +17,7 @@ from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.results import ResultStatus
 from hgen.edge_agent.sources import Frame
 from hgen.edge_agent.testing import make_keys, null_bundle
+from hgen.protos import hub_pb2
 from hgen.runtime.bundle import BundleError
 from hgen.runtime.bundle.variants import BudgetEntry, VariantIndex, member_entry, write_index
 
@@ -105,5 +106,19 @@ def test_a_member_failing_its_check_keeps_the_running_one_and_says_so(tmp_path, 
         agent.process_frame(frame(0))
         assert agent.model.version == "1.0.1" and "failed" in agent.telemetry.problems["adapt"]
         assert agent.adapt.selector.running == (1, 1)
+    finally:
+        agent.stop()
+
+
+def test_a_deep_hub_queue_asks_nobody(tmp_path, variant_set) -> None:
+    """Replies report the hub's queue; deeper than max_hub_queue, the labour level drops to tau 0 as if offline."""
+    root, public_key, trace = variant_set
+    agent = agent_for(tmp_path, root, public_key, trace, max_hub_queue=5, offline="keep_escalating")
+    try:
+        calm = agent.adapt.read_context(0.0)
+        assert calm.labour_allowed > 0  # no hub, but the offline policy keeps escalating
+        agent._on_reply(hub_pb2.SampleReply(sample_id="unknown", queue_depth=6))
+        assert agent.adapt.read_context(1.0).labour_allowed == 0.0
+        assert agent.telemetry.snapshot()["adapt.hub_queue"] == 6
     finally:
         agent.stop()
