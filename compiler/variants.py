@@ -3,9 +3,10 @@
 
 Each variant is fine-tuned and calibrated like the compile's winner (`CandidateEvaluator.final`: own temperature),
 gets a tau per labour level (the most accurate tau on the search split whose labour's upper confidence bound meets
-the level; level 0 is tau 0, nobody asked) and is measured on the test split at each level; its latency, storage and energy are the
-device profile's, its memory an estimate (stored weights plus the widest layer's float32 input and output). Members are
-ordinary signed bundles (`<name>.hgb`); `variants.json` pins them and is signed with the same key.
+the level; level 0 is tau 0, nobody asked) and is measured on the test split at each level; its latency, storage
+and energy are the device profile's, its memory an estimate (stored weights plus the widest layer's float32 input
+and output). Members are ordinary signed bundles (`<name>.hgb`); `variants.json` pins them and is signed with the
+same key.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> None:
     for entry in result["index"]["variants"]:
         top = entry["levels"][-1]
         print(f"{entry['name']}: T {entry['latency_ms']:.2f} ms  S {entry['storage_mb']:.4f} MB  "
-              f"E {entry['energy_mj']:.4f} mJ  memory {entry['memory_mb']:.3f} MB  A {entry['accuracy_model_only']:.4f} "
-              f"alone, {top['accuracy']:.4f} at L {top['labour']:.3f} (tau {top['tau']:.3f}; annotators simulated)")
+              f"E {entry['energy_mj']:.4f} mJ  memory {entry['memory_mb']:.3f} MB  "
+              f"A {entry['accuracy_model_only']:.4f} alone, {top['accuracy']:.4f} at L <= {top['labour']:.3f} "
+              f"(tau {top['tau']:.3f}; annotators simulated)")
     print(f"variant set {result['dir']} ({result['variants']} of a front of {result['front']}); "
           f"public key {result['public_key']}")
 
