@@ -92,7 +92,7 @@ def trace_part(work: Path, repeats: int) -> dict[str, Any]:
     result["with_measured_load"]["best_fixed_metrics"] = measured["fixed"][measured["best_fixed"]]
     looser = run_trace(variants, STRESS_LOAD, budget, 1, accuracy=LOOSER_ACCURACY)
     result["looser_accuracy"] = {k: looser[k] for k in ("budgets", "budget_violations", "adaptive", "hindsight",
-                                                         "fixed", "best_fixed", "decisions")}
+                                                         "fixed", "best_fixed", "decisions", "timeline")}
     result["variants"] = [{"name": e.name, "latency_ms": e.latency_ms, "storage_mb": e.storage_mb,
                            "energy_mj": e.energy_mj, "memory_mb": e.memory_mb,
                            "accuracy_model_only": e.accuracy_model_only,
@@ -174,7 +174,9 @@ def skew_targets(rows: list[dict[str, Any]]) -> dict[str, bool]:
 
 def markdown(result: dict[str, Any], wall: float) -> str:
     lines = ["# Adaptive benchmark (issue 22)", "",
-             f"Machine: 2 cores, no GPU. Wall time {wall:.0f} s. Dataset: FashionMNIST at low resolution (D5); "
+             f"Machine: 2 cores, no GPU, shared with other jobs while this ran. Wall time {wall:.0f} s (the two "
+             "compiles are cached in build/bench/adaptive; a first run adds about 10 minutes). Dataset: "
+             "FashionMNIST at low resolution (D5); "
              "annotators SIMULATED (m=3, accuracy 0.9) in every number.", ""]
     lines += trace_markdown(result.get("trace_detail"))
     skew = result.get("skew_detail")
@@ -302,12 +304,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("selection step")
         ax.legend(fontsize=8)
         ax = axes[0][1]
-        ax.step(steps, t["variant"], where="post", label="selector (hysteresis)")
-        ax.step(steps, t["hindsight_variant"], where="post", alpha=0.5, label="best in hindsight")
-        ax.plot(steps, t["tau"], label="tau", alpha=0.7)
+        looser = trace["looser_accuracy"]["timeline"]
+        ax.step(steps, t["variant"], where="post", label="selector, compile's accuracy demand")
+        ax.step(steps, looser["variant"], where="post", label="selector, looser accuracy demand")
+        ax.step(steps, looser["hindsight_variant"], where="post", alpha=0.5, linestyle=":",
+                label="best in hindsight, looser demand")
         names = [v["name"] for v in trace["variants"]]
         ax.set_yticks(range(len(names)), names)
-        ax.set_title("(a) chosen variant and tau")
+        tau = ax.twinx()
+        tau.plot(steps, t["tau"], color="grey", alpha=0.5, label="tau (compile's demand)")
+        tau.set_ylabel("tau")
+        ax.set_title("(a) chosen variant (tau in grey)")
         ax.set_xlabel("selection step")
         ax.legend(fontsize=8)
     if rows:
