@@ -114,7 +114,7 @@ class Pipeline {
 
   /** Hot swap: the next frame runs on `model`; the old engine is released after the frame in flight. */
   swap(model: Model): void {
-    state.swaps.push({ from: this.model.version, to: model.version, atFrame: state.frames.length });
+    state.swaps.push({ from: this.model.version, to: model.version, atFrame: -1 }); // set by its first frame
     this.retired.push(this.model);
     this.model = model;
     state.version = model.version;
@@ -150,6 +150,8 @@ class Pipeline {
       confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs, runMs: result.runMs,
       doneAt: performance.now() };
     if (recordInputs) record.input = Array.from(result.input);
+    const swapped = state.swaps.find((swap) => swap.atFrame < 0 && swap.to === model.version);
+    if (swapped !== undefined) swapped.atFrame = state.frames.length; // a frame in flight at the swap ends on the old model
     state.frames.push(record);
     show("answer", `${label} (${(result.confidence * 100).toFixed(1)} %)`);
     show("asked", sampleId ? "asked people" : decision === "confident" ? "model answer" : `model answer (${decision})`);
