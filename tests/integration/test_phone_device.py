@@ -93,7 +93,7 @@ def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, h
     inputs = np.array([frame["input"] for frame in seen["frames"]], np.float32)
     matched, rms = nearest_frames(inputs, reference)
     assert rms.max() < 0.02, f"a phone frame matches no video frame (RMS {rms.max():.4f})"
-    assert len(set(matched.tolist())) >= bundle.frames * 0.9, "the phone did not see most of the video"
+    assert len(set(matched.tolist())) >= bundle.frames * 0.75, "the phone did not see most of the video"
     top1 = np.mean([f["top1"] == reference[i].top1 for f, i in zip(seen["frames"], matched)])
     gate = np.mean([f["toPeople"] == reference[i].to_people for f, i in zip(seen["frames"], matched)])
     assert top1 >= 0.99 and gate >= 0.99, (top1, gate)
