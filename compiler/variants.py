@@ -6,7 +6,7 @@ gets a tau per labour level (the most accurate tau on the search split whose lab
 the level; level 0 is tau 0, nobody asked) and is measured on the test split at each level; its latency, storage
 and energy are the device profile's, its memory an estimate (stored weights plus the widest layer's float32 input
 and output). Members are ordinary signed bundles (`<name>.hgb`); `variants.json` pins them and is signed with the
-same key.
+same key; OUT/variants.hgv is the same set as one file.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from hgen.compiler.search.context import Budget, Candidate
 from hgen.compiler.search.devices import get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig
 from hgen.compiler.search.space import build_space
-from hgen.runtime.bundle.variants import BudgetEntry, VariantEntry, VariantIndex, member_entry, write_index
+from hgen.runtime.bundle.variants import (BudgetEntry, VariantEntry, VariantIndex, member_entry, pack_variant_set,
+                                          write_index)
 
 DEFAULT_K = 4
 LABOUR_LEVELS = (0.0, 0.02, 0.05, 0.1)
@@ -150,6 +151,8 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
                          demands=BudgetEntry(accuracy=d.accuracy, latency_ms=d.latency_ms, storage_mb=d.storage_mb,
                                              energy_mj=d.energy_mj))
     write_index(root, index, key_path)
-    return {"dir": str(root), "public_key": str(key_path.with_suffix(".pub")), "variants": len(entries),
+    archive = pack_variant_set(root)
+    return {"dir": str(root), "archive": str(archive), "public_key": str(key_path.with_suffix(".pub")),
+            "variants": len(entries),
             "front": len(front), "candidates": len(result.candidates), "wall_seconds": time.perf_counter() - start,
             "index": json.loads(index.to_bytes())}

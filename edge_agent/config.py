@@ -161,8 +161,9 @@ class PowerConfig(StrictModel):
 
 
 class AdaptConfig(StrictModel):
-    variants: Path | None = Field(None, title="Variant set folder (signed variants.json + member bundles) to choose "
-                                              "from by context (AdaSpring); None: off, the bundle runs as is")
+    variants: Path | None = Field(None, title="Variant set to choose from by context (AdaSpring): a folder (signed "
+                                              "variants.json + member bundles) or its .hgv archive, unpacked into "
+                                              "bundle.store_dir/variants; None: off, the bundle runs as is")
     power: PowerConfig = Field(default_factory=PowerConfig, title="Where the battery level is read")
     meminfo: Path = Field(Path("/proc/meminfo"), title="Where free memory (MemAvailable) is read")
     interval_s: float = Field(2.0, gt=0, title="How often the selector runs")

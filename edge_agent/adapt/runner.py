@@ -13,6 +13,7 @@ something is wrong) and in the log. The hub's queue depth (`SampleReply.queue_de
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -30,7 +31,7 @@ from hgen.edge_agent.config import AdaptConfig
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.transports import ConnectionState
 from hgen.protos import hub_pb2
-from hgen.runtime.bundle.variants import VariantSet, load_variant_set
+from hgen.runtime.bundle.variants import VariantSet, open_variant_set
 from hgen.runtime.variants import Context
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ class Adaptation:
         assert config.variants is not None
         bundle = agent.config.bundle
         self.agent, self.config = agent, config
-        self.set: VariantSet = load_variant_set(config.variants, bundle.public_key, bundle.expected_target)
+        self._members: dict[str, int | None] = {}  # model path -> member index (None: not in the set)
+        self.set: VariantSet = open_variant_set(config.variants, bundle.public_key, Path(bundle.store_dir) / "variants",
+                                                bundle.expected_target)
         self.selector = Selector(self.set.specs, self.set.index.budgets(), config, self._member(agent.model))
         self.power = open_power(config.power)
         self.last: Decision | None = None
@@ -105,12 +108,23 @@ class Adaptation:
     # --- context ---------------------------------------------------------------------------------------
 
     def _member(self, model: Model) -> tuple[int, int] | None:
-        """The running (variant, level): the member whose archive the model was loaded from, tau's closest level."""
-        for i, entry in enumerate(self.set.index.variants):
-            if Path(model.path).resolve() == self.set.path(i).resolve():
-                taus = np.array([lv.tau for lv in entry.levels])
-                return i, int(np.argmin(np.abs(taus - model.tau)))
-        return None
+        """The running (variant, level): the member the model was loaded from (its archive's SHA-256 against the
+        signed index, so a copy elsewhere counts too), and the level whose tau is closest to the model's."""
+        index = self._member_of(Path(model.path))
+        if index is None:
+            return None
+        taus = np.array([lv.tau for lv in self.set.index.variants[index].levels])
+        return index, int(np.argmin(np.abs(taus - model.tau)))
+
+    def _member_of(self, path: Path) -> int | None:
+        key = str(path.resolve())
+        if key not in self._members:
+            self._members[key] = None
+            if path.is_file():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                self._members[key] = next((i for i, e in enumerate(self.set.index.variants) if e.sha256 == digest),
+                                          None)
+        return self._members[key]
 
     def on_result(self, result: Result) -> None:
         """A result sink: times from `pending` to the reply give the hub's reply latency."""

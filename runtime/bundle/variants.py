@@ -5,13 +5,17 @@ predicted A/T/S/E/L and memory on the target, the calibrated temperature, and ta
 signature (`variants.sig`, the same Ed25519 key as the members) therefore covers the whole set; each member is
 also an ordinary signed bundle, so switching to one goes through the agent's usual verify + health check + swap.
 
-Layout: a folder with variants.json, variants.sig and the member archives (`<name>.hgb`).
+Layout: a folder with variants.json, variants.sig and the member archives (`<name>.hgb`), or the same as one file
+(`.hgv`, a tar: the index and its signature first, then the members), verified while it is unpacked.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from hgen.runtime.bundle.manifest import SAFE_FILE, SEMVER
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.variants import Budgets, LabourLevel, VariantSpec
 
+ARCHIVE_SUFFIX = ".hgv"
 INDEX_NAME = "variants.json"
 INDEX_SIGNATURE = "variants.sig"
 MAX_VARIANTS = 16
@@ -147,3 +152,77 @@ def load_variant_set(root: str | Path, trusted_public_key: Any, expected_target:
         if _sha256(path) != (entry.sha256, entry.size):
             raise IntegrityError(f"variant {entry.name}: {entry.file} does not match the signed index")
     return VariantSet(index, root)
+
+
+def pack_variant_set(root: str | Path, out: str | Path | None = None) -> Path:
+    """The set folder as one `.hgv` file: index and signature first (a device verifies them before any member)."""
+    root = Path(root)
+    index = parse_config(VariantIndex, json.loads((root / INDEX_NAME).read_bytes()), source=INDEX_NAME,
+                         error=BundleFormatError)
+    out = Path(out) if out is not None else root.with_suffix(ARCHIVE_SUFFIX)
+    with tarfile.open(out, "w") as archive:
+        for name in (INDEX_NAME, INDEX_SIGNATURE, *(entry.file for entry in index.variants)):
+            info = archive.gettarinfo(str(root / name), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            with (root / name).open("rb") as handle:
+                archive.addfile(info, handle)
+    return out
+
+
+def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
+    member = archive.next()
+    if member is None or member.name != name or not member.isfile() or member.size > MAX_INDEX_BYTES:
+        raise BundleFormatError(f"a variant set archive starts with {INDEX_NAME} and {INDEX_SIGNATURE}; "
+                                f"found {member and member.name}")
+    handle = archive.extractfile(member)
+    assert handle is not None
+    return handle.read()
+
+
+def _unpack(path: Path, key: Any, expected_target: str | None, dest: Path) -> VariantSet:
+    with tarfile.open(path, "r:") as archive:
+        data, signature = _member_bytes(archive, INDEX_NAME), _member_bytes(archive, INDEX_SIGNATURE)
+        signing.verify(data, signature, signing.load_public_key(key))
+        index = parse_config(VariantIndex, json.loads(data), source=INDEX_NAME, error=BundleFormatError)
+        if expected_target is not None and index.target != expected_target:
+            raise TargetMismatchError(f"variant set built for {index.target}, this device is {expected_target}")
+        expected = {entry.file: entry for entry in index.variants}
+        dest.mkdir(parents=True, exist_ok=True)
+        while (member := archive.next()) is not None:
+            entry = expected.pop(member.name, None)
+            if entry is None or not member.isfile() or member.size != entry.size:
+                raise BundleFormatError(f"unexpected variant set member {member.name!r}")
+            handle = archive.extractfile(member)
+            assert handle is not None
+            digest = hashlib.sha256()
+            with (dest / entry.file).open("wb") as out:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != entry.sha256:
+                raise IntegrityError(f"variant {entry.name}: {entry.file} does not match the signed index")
+    if expected:
+        raise BundleFormatError(f"variant set archive is missing {', '.join(sorted(expected))}")
+    (dest / INDEX_NAME).write_bytes(data)
+    (dest / INDEX_SIGNATURE).write_bytes(signature)
+    return VariantSet(index, dest)
+
+
+def unpack_variant_set(path: str | Path, trusted_public_key: Any, dest: str | Path,
+                       expected_target: str | None = None) -> VariantSet:
+    """Verify a `.hgv` while unpacking it into `dest`: the signed index first, then each member by size and hash."""
+    try:
+        return _unpack(Path(path), trusted_public_key, expected_target, Path(dest))
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, json.JSONDecodeError) as exc:
+        raise BundleFormatError(f"variant set archive {Path(path).name} is truncated or corrupt: {exc}") from None
+
+
+def open_variant_set(path: str | Path, trusted_public_key: Any, store: str | Path,
+                     expected_target: str | None = None) -> VariantSet:
+    """A set folder is verified in place; a `.hgv` is unpacked (and verified) into `store/<its name>`."""
+    path = Path(path)
+    if path.is_file():
+        return unpack_variant_set(path, trusted_public_key, Path(store) / path.stem, expected_target)
+    return load_variant_set(path, trusted_public_key, expected_target)

@@ -16,7 +16,15 @@ from hgen.edge_agent.config import AdaptConfig, PowerConfig
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.testing import make_keys
 from hgen.runtime.bundle import BundleError, SignatureError
-from hgen.runtime.bundle.variants import BudgetEntry, VariantIndex, load_variant_set, member_entry, write_index
+from hgen.runtime.bundle.variants import (
+    BudgetEntry,
+    VariantIndex,
+    load_variant_set,
+    member_entry,
+    open_variant_set,
+    pack_variant_set,
+    write_index,
+)
 from hgen.runtime.variants import Budgets, Context, LabourLevel, OptionTable, VariantSpec, select, weights
 
 BUDGETS = Budgets(accuracy=0.80, latency_ms=100.0, storage_mb=1.0, energy_mj=1.0)
@@ -154,3 +162,42 @@ def test_variant_set_index_is_signed_and_pins_every_member(tmp_path: Path) -> No
 def test_option_table_is_flat_and_in_order() -> None:
     assert len(TABLE.variant) == 9 and list(TABLE.level[:3]) == [0, 1, 2]
     assert np.all(TABLE.tau[TABLE.level == 0] == 0.0)
+
+
+def signed_set(root: Path, keys) -> Path:
+    root.mkdir(parents=True)
+    members = [member_entry(_write(root / f"{spec.name}.hgb", spec.name.encode() * 100), name=spec.name,
+                            temperature=1.0, accuracy_model_only=spec.levels[0].accuracy, latency_ms=spec.latency_ms,
+                            storage_mb=spec.storage_mb, energy_mj=spec.energy_mj, memory_mb=spec.memory_mb,
+                            levels=[{"labour": lv.labour, "tau": lv.tau, "accuracy": lv.accuracy}
+                                    for lv in spec.levels]) for spec in VARIANTS]
+    index = VariantIndex(name="net", version="1.0.0", target="x86_64", variants=tuple(members),
+                         demands=BudgetEntry(accuracy=0.8, latency_ms=100, storage_mb=1, energy_mj=1))
+    write_index(root, index, keys.private_pem)
+    return root
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_one_file_set_is_verified_while_it_is_unpacked(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    archive = pack_variant_set(signed_set(tmp_path / "set", keys))
+    assert archive.suffix == ".hgv"
+    opened = open_variant_set(archive, keys.public_pem, tmp_path / "store")
+    assert opened.specs == VARIANTS and opened.root == tmp_path / "store" / "set"
+    assert (opened.root / "small.hgb").read_bytes() == b"small" * 100
+    other = make_keys(tmp_path / "other")
+    with pytest.raises(SignatureError):  # signed by a key this device does not trust
+        open_variant_set(archive, other.public_pem, tmp_path / "store2")
+    data = bytearray(archive.read_bytes())
+    at = data.find(b"mid" * 100)
+    data[at:at + 3] = b"MID"  # one member changed inside the archive
+    archive.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="mid"):
+        open_variant_set(archive, keys.public_pem, tmp_path / "store3")
+    archive.write_bytes(bytes(data[:600]))  # truncated
+    with pytest.raises(BundleError, match="truncated or corrupt|starts with"):
+        open_variant_set(archive, keys.public_pem, tmp_path / "store4")
