@@ -35,10 +35,10 @@ from hgen.compiler.train import TrainConfig, predict_logits, train_classifier
 
 STRATEGIES = ("hgen", "random", "optuna", "adadeep")
 DEVICE = "rpi4"
-# The LeNet-5 budgets on rpi4; the accuracy demand per data set sits between what the backbone reaches alone
-# and what it reaches with people at L_c (MNIST with noise is much easier than FashionMNIST).
+# The LeNet-5 budgets on rpi4; the accuracy demand per data set sits above what the backbone reaches alone
+# (D5: ~0.84, so at 0.83 even the search without people met it) and below what it reaches with people at L_c.
 BUDGETS = {"latency_ms": 1000.0, "storage_mb": 0.27, "energy_mj": 0.13, "labour": 0.03}
-ACCURACY = {"D2": 0.95, "D4": 0.83, "D5": 0.83}
+ACCURACY = {"D2": 0.97, "D4": 0.85, "D5": 0.87}
 
 
 def log(message: str) -> None:
