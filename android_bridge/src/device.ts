@@ -82,6 +82,20 @@ function setStatus(status: string, error: string | null = null): void {
   document.body.dataset.status = status;
 }
 
+/** What tests keep of a model input to match it to a video frame: all of a small input; of a large one (both
+ * sides multiples of 16), the 16x16 block means of its first channel (`hgen.hub.testing.phone.input_signature`). */
+function signature(input: Float32Array, shape: number[]): number[] {
+  const [, height, width, channels] = shape;
+  if (input.length <= 4096 || height % 16 !== 0 || width % 16 !== 0) return Array.from(input);
+  const out = new Array<number>(256).fill(0);
+  const bh = height / 16;
+  const bw = width / 16;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) out[Math.floor(y / bh) * 16 + Math.floor(x / bw)] += input[(y * width + x) * channels];
+  }
+  return out.map((v) => v / (bh * bw));
+}
+
 async function png(frame: Raster): Promise<Uint8Array> {
   const canvas = new OffscreenCanvas(frame.width, frame.height);
   const context = canvas.getContext("2d")!;
@@ -149,7 +163,7 @@ class Pipeline {
     const record: FrameRecord = { n: state.frames.length, presented, version: model.version, top1: result.top1, label,
       confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs, runMs: result.runMs,
       doneAt: performance.now() };
-    if (recordInputs) record.input = Array.from(result.input);
+    if (recordInputs) record.input = signature(result.input, model.manifest.input.shape);
     const swapped = state.swaps.find((swap) => swap.atFrame < 0 && swap.to === model.version);
     if (swapped !== undefined) swapped.atFrame = state.frames.length; // a frame in flight at the swap ends on the old model
     state.frames.push(record);

@@ -89,10 +89,20 @@ def agent_frames(video: Path, bundle: Path, public_key: Path) -> list[AgentFrame
         model.close()
 
 
+def input_signature(inputs: np.ndarray) -> np.ndarray:
+    """What the page keeps of a model input (H, W, C) with `?record=inputs` (android_bridge/src/device.ts): all of
+    a small input; of a large one, the 16x16 block means of its first channel."""
+    height, width, _ = inputs.shape
+    if inputs.size <= 4096 or height % 16 or width % 16:
+        return inputs.reshape(-1)
+    first = inputs[..., 0].astype(np.float64)
+    return first.reshape(16, height // 16, 16, width // 16).mean(axis=(1, 3)).reshape(-1)
+
+
 def nearest_frames(phone_inputs: np.ndarray, agent: list[AgentFrame]) -> tuple[np.ndarray, np.ndarray]:
     """For each input the phone ran, the agent frame of the same image (smallest RMS difference) and that RMS:
     the fake camera loops the file at its own pace, so the phone's frame numbers say nothing."""
-    reference = np.stack([frame.input.reshape(-1) for frame in agent])
+    reference = np.stack([input_signature(frame.input) for frame in agent])
     distance = np.sqrt(((phone_inputs[:, None, :] - reference[None]) ** 2).mean(axis=2))
     best = distance.argmin(axis=1)
     return best, distance[np.arange(len(best)), best]
