@@ -13,7 +13,9 @@ esac
 
 packages=$(awk -v re="$wanted" '!/^#/ && NF >= 2 && $1 ~ re {print $2}' "$here/packages.txt")
 missing=()
-for p in $packages; do
+for spec in $packages; do
+  p="${spec%%\?*}"
+  if [ "$spec" != "$p" ] && command -v "${spec#*\?}" >/dev/null; then continue; fi  # package?command: have command
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
