@@ -150,7 +150,8 @@ def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConf
     if final.error:
         raise CompilerError(f"the chosen plan no longer applies: {final.error}")
     if chosen.tau_proposed is not None:
-        tau = evaluator.refine_tau(final, chosen.tau, config.demands.labour, config.accuracy_confidence).tau
+        tau = evaluator.refine_tau(final, chosen.tau, config.demands.labour, config.accuracy_confidence,
+                                   config.demands.latency_ms).tau
         chosen = replace(chosen, tau=tau)
     logits = predict_logits(final.model, test.split.x)
     return final, chosen, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits

@@ -6,6 +6,7 @@ are used. A sweep over tau therefore compares thresholds on the very same people
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
@@ -105,6 +106,8 @@ class TauSweep:
     labour: np.ndarray
     samples: int
     labour_square: np.ndarray | None = None  # mean of each sample's squared labour share, per threshold
+    extra_ms: np.ndarray | None = None  # people's time per sample (Eq. 10's extra term), per threshold
+    extra_ms_square: np.ndarray | None = None
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -116,11 +119,21 @@ class TauSweep:
         Labour on new data scatters around the split's value like accuracy does; a tau chosen to sit just under L_c
         on the search split lands above it about half the time, so the choice can be made on this bound instead.
         """
-        if confidence <= 0.0 or self.labour_square is None:
-            return self.labour
-        z = NormalDist().inv_cdf(confidence)
-        variance = np.clip(self.labour_square - self.labour ** 2, 0.0, None)
-        return self.labour + z * np.sqrt(variance / self.samples)
+        return _upper(self.labour, self.labour_square, self.samples, confidence)
+
+    def latency_upper(self, t_infer_ms: float, confidence: float) -> np.ndarray:
+        """Eq. 10's latency (inference plus people's time per sample) of each threshold, as an upper bound."""
+        if self.extra_ms is None:
+            return np.full(self.taus.shape, t_infer_ms)
+        return t_infer_ms + _upper(self.extra_ms, self.extra_ms_square, self.samples, confidence)
+
+
+def _upper(mean: np.ndarray, square: np.ndarray | None, n: int, confidence: float) -> np.ndarray:
+    """One-sided normal-approximation upper bound of per-threshold means, from their mean squares."""
+    if confidence <= 0.0 or square is None:
+        return mean
+    variance = np.clip(square - mean ** 2, 0.0, None)
+    return mean + NormalDist().inv_cdf(confidence) * np.sqrt(variance / n)
 
 
 @dataclass(frozen=True)
@@ -156,16 +169,25 @@ def sweep_tau(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, 
     share = np.asarray(l0, dtype=np.float64)[order] * labour_ratio(1.0, 1)  # each sample's labour if it is asked
     spent = np.concatenate([[0.0], np.cumsum(share)])
     square = np.concatenate([[0.0], np.cumsum(share ** 2)])
+    wait = np.asarray(answers.sample_latency_s, dtype=np.float64)[order] * 1000.0
+    waited = np.concatenate([[0.0], np.cumsum(wait)])
+    waited_square = np.concatenate([[0.0], np.cumsum(wait ** 2)])
     n = labels.shape[0]
-    return TauSweep(taus, int(alone.sum()) + gain[gated], spent[gated] / n, n, square[gated] / n)
+    return TauSweep(taus, int(alone.sum()) + gain[gated], spent[gated] / n, n, square[gated] / n,
+                    waited[gated] / n, waited_square[gated] / n)
 
 
-def refine_tau(sweep: TauSweep, proposal: float, labour_budget: float, confidence: float = 0.0) -> TauChoice:
-    """The most accurate threshold whose labour meets the budget; ties go to less labour, then to the one nearest
-    the proposal. With `confidence` > 0 the labour's upper bound at that confidence must meet it (a margin against
-    the split's noise). If none meets it (only possible for a budget below zero labour), the least-labour threshold,
-    most accurate among those, is returned with `meets_labour=False`, so the caller sees the budget is missed."""
-    meets = sweep.labour_upper(confidence) <= labour_budget
+def refine_tau(sweep: TauSweep, proposal: float, labour_budget: float, confidence: float = 0.0, *,
+               latency_budget_ms: float = math.inf, t_infer_ms: float = 0.0) -> TauChoice:
+    """The most accurate threshold whose labour meets the budget and whose latency (Eq. 10: inference plus people's
+    time, which grows with tau) meets T_d; ties go to less labour, then to the one nearest the proposal. With
+    `confidence` > 0 the upper bounds at that confidence must meet them (a margin against the split's noise). If none
+    does (only possible for a budget below zero labour), the least-labour threshold, most accurate among those, is
+    returned with `meets_labour=False`, so the caller sees the budget is missed."""
+    fast = sweep.latency_upper(t_infer_ms, confidence) <= latency_budget_ms
+    if not fast.any():  # inference alone is over T_d: no threshold can mend that, so labour alone decides
+        fast[:] = True
+    meets = (sweep.labour_upper(confidence) <= labour_budget) & fast
     pool = np.flatnonzero(meets) if meets.any() else np.flatnonzero(sweep.labour == sweep.labour.min())
     distance = np.abs(sweep.taus[pool] - proposal)
     best = pool[np.lexsort((distance, sweep.labour[pool], -sweep.correct[pool]))[0]]

@@ -151,8 +151,9 @@ class SearchContext:
 
         A plan the library rejects, or whose S or E breaks the budget on paper, is scored without being evaluated,
         so it costs no fine-tune and no evaluation budget. With `refine`, `tau` is a proposal that
-        `evaluator.refine_tau` replaces by the most accurate threshold whose labour's upper bound (at the same
-        confidence as accuracy's lower one) is within L_c; the candidate records both.
+        `evaluator.refine_tau` replaces by the most accurate threshold whose labour and latency (people's time grows
+        with tau) meet L_c and T_d by their upper bounds (at the same confidence as accuracy's lower one); the
+        candidate records both.
         """
         problems = plan_problems(self.evaluator.base, plan, self.evaluator.space.ratios)
         if problems:
@@ -168,8 +169,8 @@ class SearchContext:
             candidate = self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (backbone.error,))
         else:
             proposal = tau if refine else None
-            tau = (self.evaluator.refine_tau(backbone, tau, self.demands.labour, self.accuracy_confidence).tau
-                   if refine else tau)
+            tau = (self.evaluator.refine_tau(backbone, tau, self.demands.labour, self.accuracy_confidence,
+                                             self.demands.latency_ms).tau if refine else tau)
             measured = self.evaluator.measure(backbone, tau)
             r1, r2 = reward(measured, self.demands, self.coefficients)
             lower = self.accuracy_bound.lower(measured.accuracy)

@@ -9,6 +9,7 @@ logits with the simulated crowd's cached answers, so a threshold costs microseco
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,15 +155,16 @@ class CandidateEvaluator:
         return Measured(result.accuracy_fused, result.latency_ms, backbone.storage_mb, backbone.energy_mj,
                         result.labour)
 
-    def refine_tau(self, backbone: Backbone, proposal: float, labour_budget: float,
-                   confidence: float = 0.0) -> TauChoice:
+    def refine_tau(self, backbone: Backbone, proposal: float, labour_budget: float, confidence: float = 0.0,
+                   latency_budget_ms: float = math.inf) -> TauChoice:
         """The most accurate tau on the search split whose labour meets the budget, from every distinct confidence
         and the proposal, measured exactly as `measure` does (milliseconds for thousands of samples)."""
         held = self.search
         sweep = sweep_tau(backbone.logits, held.split.y, held.answers, temperature=backbone.temperature,
                           fusion_lambda=self.config.fusion_lambda, difficulty=self.difficulty,
                           extra_taus=(proposal,), kind=self.config.kind)
-        return refine_tau(sweep, proposal, labour_budget, confidence)
+        return refine_tau(sweep, proposal, labour_budget, confidence, latency_budget_ms=latency_budget_ms,
+                          t_infer_ms=backbone.latency_ms)
 
     def final(self, plan: dict[str, str], epochs: int) -> Backbone:
         """The winner, fine-tuned longer on the whole training split (plus knowledge), for the test-split numbers."""

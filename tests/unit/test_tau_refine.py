@@ -138,3 +138,24 @@ def test_a_tau_chosen_on_the_labour_bound_keeps_new_data_within_the_budget():
             assert choice.meets_labour
             over[confidence] += measure(fresh, choice.tau).labour > 0.03
     assert over[0.0] >= 6 and over[0.9] <= 3
+
+
+def test_sweep_latency_matches_evaluate_hdnn_and_caps_the_threshold(small):
+    """Eq. 10's latency grows with tau (people's time): the sweep's equals `evaluate_hdnn`'s at every threshold, and
+    a latency demand the most accurate threshold would break moves the choice down to one that meets it."""
+    logits, labels, answers, difficulty = small
+    swept = sweep(small, 0.5)
+    for tau, latency in list(zip(swept.taus, swept.latency_upper(2.0, 0.0)))[::25]:
+        truth = evaluate_hdnn(logits, labels, answers, tau=float(tau), temperature=TEMPERATURE, fusion_lambda=LAMBDA,
+                              difficulty=difficulty, t_infer_ms=2.0)
+        assert latency == pytest.approx(truth.latency_ms)
+    free = refine_tau(swept, 0.5, 1.0)
+    free_ms = evaluate_hdnn(logits, labels, answers, tau=free.tau, temperature=TEMPERATURE, fusion_lambda=LAMBDA,
+                            difficulty=difficulty, t_infer_ms=2.0).latency_ms
+    budget = 2.0 + (free_ms - 2.0) / 2
+    capped = refine_tau(swept, 0.5, 1.0, latency_budget_ms=budget, t_infer_ms=2.0)
+    capped_ms = evaluate_hdnn(logits, labels, answers, tau=capped.tau, temperature=TEMPERATURE,
+                              fusion_lambda=LAMBDA, difficulty=difficulty, t_infer_ms=2.0).latency_ms
+    assert capped.tau < free.tau and capped_ms <= budget and capped.meets_labour
+    slow = refine_tau(swept, 0.5, 1.0, latency_budget_ms=1.0, t_infer_ms=2.0)  # inference alone is over T_d
+    assert slow.tau == free.tau  # no threshold can mend that: labour alone decides
