@@ -270,8 +270,15 @@ NOTES = [
     "  a hub kill every ~7-9 s. A hub process takes 3-6 s to start on this loaded machine (imports, migrations;",
     "  with MQTT also the broker ACL sync and reload), so the hub was down for a large part of those streams:",
     "  time to converge and the share within patience_s measure that downtime as much as the delivery path.",
-    "- The machine's 2 cores were shared with other jobs during the runs (load average 7-11): the agent, the",
-    "  hub process, the simulated crowd and Mosquitto competed for CPU, which stretches every latency here.",
+    "- The machine's 2 cores were shared with other jobs, and not equally for every run: the runs were made in",
+    "  this order: PostgreSQL hub kills, agent kills, two hubs, outage gRPC, broker, outage MQTT, SQLite hub kills;",
+    "  load average was 7-11 when measured early on and 1.2 at the end (the agent, the hub process, its crowd,",
+    "  Mosquitto and PostgreSQL compete for the same cores). Latencies are therefore not comparable across rows;",
+    "  lost / duplicated / unconverged are. Earlier runs under load, before the 1 s reconnect grace: hub kill -9",
+    "  on SQLite (8 kills fired) p50 47 s over gRPC and 114 s over MQTT, 0 lost / duplicated / unconverged.",
+    "  A repeat of the PostgreSQL runs later: soak_repeat.md (if present).",
+    "- Before the agent's 1 s reconnect grace (commit 6db99ee), the 100-kill broker run measured 2.02 duplicate",
+    "  replies per sample (target not reached), p50 37.7 s, 98 kills fired, otherwise all targets met.",
     "- Agent kills: `hgen-agent run` is killed with SIGKILL and restarted on the same outbox; its results are",
     "  read back from its JSONL sink, which carries no emission time, so their time to converge is not measured",
     "  (converge_timed_samples says how many samples it covers) and duplicate replies are counted only in the",
@@ -280,10 +287,13 @@ NOTES = [
     "- Hub unreachable: the agent's clock is not injectable (time.monotonic), so the outage is not simulated",
     "  time. The hub is killed and the stream's frames are played unpaced (as fast as the agent runs) while it",
     "  is down; `frames` / 60 is the outage in stream time. The issue's 30 minutes (108,000 frames) did not fit",
-    "  the time available: see `frames` for the size run. Every sample times out on patience_s first, as it",
-    "  would in the field, so fused_in_patience is 0 by construction; what matters is lost / unconverged.",
+    "  the time available: 18,000 frames (5 min of stream time, about 25 s of wall time) were run. Samples",
+    "  time out on patience_s first, as they would in the field, so fused_in_patience is near 0 by construction",
+    "  (only samples escalated in the last patience_s before the hub returned); what matters is lost / unconverged.",
     "- Two hubs: both on one PostgreSQL and one broker (MQTT shared subscription `$share/hubs/...`); the second",
-    "  hub is killed and restarted, the first keeps serving.",
+    "  hub is killed and restarted, the first keeps serving. Each hub process runs its own simulated crowd, with",
+    "  the same three annotator names, so the two crowds share one open task per name: answers there come at",
+    "  one crowd's pace, and tasks held by the killed crowd wait for its restart.",
 ]
 
 
@@ -336,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-s", type=float, default=600.0)
     parser.add_argument("--out", default="soak")
     parser.add_argument("--merge", action="store_true", help="keep the other runs already in the results file")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     runs = plan(args.scale)
@@ -345,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         by_name = {r.name: r for r in runs}
         runs = [by_name[name] for name in args.runs.split(",")]  # in the order given
+    if args.report_only:
+        save(json.loads((RESULTS / f"{args.out}.json").read_text())["runs"], args, 0.0)
+        return 0
     bundles = cached_litert_bundles(ROOT / "tests" / "artifacts" / "agent_bundles")
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -369,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def save(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> None:
+    order = [run.name for run in plan(1.0)]
+    rows = sorted(rows, key=lambda row: order.index(row["run"]) if row["run"] in order else len(order))
+    for row in rows:  # the outage's length is what was run, not what the plan asked for
+        if row["run"].startswith("outage") and "RUN FAILED" not in row["fault"]:
+            row["fault"] = f"hub unreachable {row['frames'] / FPS / 60:g} min of stream time"
     data = {"runs": rows, "scale": args.scale, "patience_s": PATIENCE_S, "resend_after_s": RESEND_AFTER_S,
             "fps": FPS, "annotators": "SIMULATED", "seconds": round(seconds)}
     write_results(args.out, data, report(rows, args, seconds))
