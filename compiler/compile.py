@@ -23,7 +23,7 @@ from hgen.compiler.search import SearchResult, run_search
 from hgen.compiler.search.context import Budget, Candidate
 from hgen.compiler.search.devices import DeviceProfile, get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
-from hgen.compiler.search.objective import Demands, Measured, violations
+from hgen.compiler.search.objective import Demands, Measured, coefficients, violations
 from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
 from hgen.compiler.search.strategies import get_strategy
@@ -150,8 +150,8 @@ def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConf
     if final.error:
         raise CompilerError(f"the chosen plan no longer applies: {final.error}")
     if chosen.tau_proposed is not None:
-        tau = evaluator.refine_tau(final, chosen.tau, config.demands.labour, config.accuracy_confidence,
-                                   config.demands.latency_ms).tau
+        coef = coefficients(config.demands, evaluator.device.battery_mah)
+        tau = evaluator.best_tau(final, chosen.tau, config.demands, coef, config.accuracy_confidence).tau
         chosen = replace(chosen, tau=tau)
     logits = predict_logits(final.model, test.split.x)
     return final, chosen, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits

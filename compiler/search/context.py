@@ -5,7 +5,7 @@ and decides when to stop: at the first candidate meeting all demands and budgets
 to go on, or when the episodes, distinct backbone evaluations or wall time run out. A candidate meets A only when
 its accuracy's lower confidence bound on the search split does (`margin.py`), against the winner's curse. A plan
 whose S or E breaks the budget on paper is recorded as skipped and never fine-tuned; asked to refine, the context
-replaces a proposed tau by the most accurate one within the labour budget on the search split and records both.
+replaces a proposed tau by the best-rewarded one within L_c and T_d on the search split (`tau.py`), recording both.
 """
 
 from __future__ import annotations
@@ -151,9 +151,8 @@ class SearchContext:
 
         A plan the library rejects, or whose S or E breaks the budget on paper, is scored without being evaluated,
         so it costs no fine-tune and no evaluation budget. With `refine`, `tau` is a proposal that
-        `evaluator.refine_tau` replaces by the most accurate threshold whose labour and latency (people's time grows
-        with tau) meet L_c and T_d by their upper bounds (at the same confidence as accuracy's lower one); the
-        candidate records both.
+        `evaluator.best_tau` replaces by the threshold with the best reward among those whose labour and latency
+        (people's time grows with tau) meet L_c and T_d by their upper bounds (`tau.py`); the candidate records both.
         """
         problems = plan_problems(self.evaluator.base, plan, self.evaluator.space.ratios)
         if problems:
@@ -169,8 +168,8 @@ class SearchContext:
             candidate = self._record(plan, tau, None, INVALID_PLAN_REWARD, 0.0, (backbone.error,))
         else:
             proposal = tau if refine else None
-            tau = (self.evaluator.refine_tau(backbone, tau, self.demands.labour, self.accuracy_confidence,
-                                             self.demands.latency_ms).tau if refine else tau)
+            tau = (self.evaluator.best_tau(backbone, tau, self.demands, self.coefficients,
+                                           self.accuracy_confidence).tau if refine else tau)
             measured = self.evaluator.measure(backbone, tau)
             r1, r2 = reward(measured, self.demands, self.coefficients)
             lower = self.accuracy_bound.lower(measured.accuracy)

@@ -18,11 +18,12 @@ import numpy as np
 from hgen.compiler.data import Dataset, Split
 from hgen.compiler.errors import CompilerError
 from hgen.compiler.metrics import ask_crowd, energy_mj, evaluate_hdnn, fit_difficulty, model_costs, storage_mb
-from hgen.compiler.metrics.hdnn import TauChoice, refine_tau, sweep_tau
+from hgen.compiler.metrics.hdnn import TauChoice, TauSweep, refine_tau, sweep_tau
 from hgen.compiler.metrics.latency import litert_latency_ms
 from hgen.compiler.search.devices import DeviceProfile
-from hgen.compiler.search.objective import Measured
+from hgen.compiler.search.objective import Coefficients, Demands, Measured
 from hgen.compiler.search.space import SearchSpace, apply, plan_key
+from hgen.compiler.search.tau import best_tau
 from hgen.compiler.train import DistillConfig, calibrate, distill, predict_logits
 from hgen.hub.crowd import CrowdAnswers, SimulatedCrowd
 from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, check_fusion_lambda
@@ -159,12 +160,22 @@ class CandidateEvaluator:
                    latency_budget_ms: float = math.inf) -> TauChoice:
         """The most accurate tau on the search split whose labour meets the budget, from every distinct confidence
         and the proposal, measured exactly as `measure` does (milliseconds for thousands of samples)."""
+        return refine_tau(self.sweep(backbone, proposal), proposal, labour_budget, confidence,
+                          latency_budget_ms=latency_budget_ms, t_infer_ms=backbone.latency_ms)
+
+    def sweep(self, backbone: Backbone, proposal: float) -> TauSweep:
+        """Every threshold's accuracy, labour and people's time on the search split, as `measure` counts them."""
         held = self.search
-        sweep = sweep_tau(backbone.logits, held.split.y, held.answers, temperature=backbone.temperature,
-                          fusion_lambda=self.config.fusion_lambda, difficulty=self.difficulty,
-                          extra_taus=(proposal,), kind=self.config.kind)
-        return refine_tau(sweep, proposal, labour_budget, confidence, latency_budget_ms=latency_budget_ms,
-                          t_infer_ms=backbone.latency_ms)
+        return sweep_tau(backbone.logits, held.split.y, held.answers, temperature=backbone.temperature,
+                         fusion_lambda=self.config.fusion_lambda, difficulty=self.difficulty,
+                         extra_taus=(proposal,), kind=self.config.kind)
+
+    def best_tau(self, backbone: Backbone, proposal: float, demands: Demands, coef: Coefficients,
+                 confidence: float) -> TauChoice:
+        """The threshold with the best Eq. 14-15 reward on the search split among those meeting L_c and T_d by their
+        upper bounds (`search/tau.py` says why not simply the most accurate)."""
+        return best_tau(self.sweep(backbone, proposal), proposal, demands, coef, storage_mb=backbone.storage_mb,
+                        energy_mj=backbone.energy_mj, t_infer_ms=backbone.latency_ms, confidence=confidence)
 
     def final(self, plan: dict[str, str], epochs: int) -> Backbone:
         """The winner, fine-tuned longer on the whole training split (plus knowledge), for the test-split numbers."""

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
+import numpy as np
+
 from hgen.compiler.errors import InvalidArgumentError
 
 
@@ -28,6 +30,17 @@ def wilson_lower(accuracy: float, n: int, confidence: float) -> float:
     centre = accuracy + z2n / 2.0
     spread = z * math.sqrt(accuracy * (1.0 - accuracy) / n + z2n / (4.0 * n))
     return max(0.0, (centre - spread) / (1.0 + z2n))
+
+
+def wilson_lower_array(accuracy: np.ndarray, n: int, confidence: float) -> np.ndarray:
+    """`wilson_lower` over an array of accuracies measured on the same `n` samples."""
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    if confidence <= 0.0:
+        return accuracy
+    z = NormalDist().inv_cdf(confidence)
+    z2n = z * z / n
+    spread = z * np.sqrt(accuracy * (1.0 - accuracy) / n + z2n / (4.0 * n))
+    return np.maximum(0.0, (accuracy + z2n / 2.0 - spread) / (1.0 + z2n))
 
 
 @dataclass(frozen=True)

@@ -47,13 +47,14 @@ def plot_candidates(candidates: tuple[Candidate, ...], path: Path, chosen: Candi
 
 
 def _proposed(summary: dict[str, Any]) -> str:
-    """Where tau came from: DDPG's proposal, refined exactly on the search split (when refinement ran)."""
+    """Where tau came from: the strategy's proposal, refined exactly on the search split (when refinement ran)."""
     proposal = summary.get("tau_proposed")
     if proposal is None:
         return ""
     searched = summary.get("tau_search", summary["tau"])
-    return (f" (refined on the search split from the proposal {proposal:.3f} to {searched:.3f} for the searched "
-            f"backbone, then for the final fine-tuned model; labour judged by its upper confidence bound)")
+    return (f" (chosen on the search split by the Eq. 14-15 reward among thresholds whose labour and latency upper "
+            f"bounds meet L_c and T_d: from the proposal {proposal:.3f} to {searched:.3f} for the searched "
+            f"backbone, then for the final fine-tuned model)")
 
 
 def markdown_report(summary: dict[str, Any]) -> str:

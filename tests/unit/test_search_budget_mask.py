@@ -128,8 +128,7 @@ class SpyEvaluator:
             self.finetuned.append(dict(plan))
         return Backbone(plan, None, 1.0, np.zeros((1, 10)), 0, 0, 0.1, 0.1, 1.0, 0.0)
 
-    def refine_tau(self, backbone: Backbone, proposal: float, labour_budget: float, confidence: float,
-                   latency_budget_ms: float) -> TauChoice:
+    def best_tau(self, backbone: Backbone, proposal: float, demands, coef, confidence: float) -> TauChoice:
         return TauChoice(0.25, proposal, 0.5, 0.0, True)
 
     def measure(self, backbone: Backbone, tau: float) -> Measured:

@@ -58,7 +58,7 @@ class FixedEvaluator:
             self.built.append(dict(plan))
         return Backbone(plan, None, 1.0, np.zeros((1, 10)), 0, 0, 0.01, 0.01, 1.0, 0.0)
 
-    def refine_tau(self, backbone, proposal, labour_budget, confidence, latency_budget_ms):
+    def best_tau(self, backbone, proposal, demands, coef, confidence):
         return TauChoice(0.2, proposal, self.accuracy, 0.0, True)
 
     def measure(self, backbone, tau):

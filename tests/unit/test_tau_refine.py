@@ -110,6 +110,7 @@ def test_evaluator_refines_on_its_search_split_as_measure_measures(small):
     logits, labels, answers, difficulty = small
     fake = SimpleNamespace(search=HeldOut(Split(np.zeros((len(labels), 1)), labels), answers),
                            config=EvaluatorConfig(fusion_lambda=LAMBDA), difficulty=difficulty)
+    fake.sweep = lambda backbone, proposal: CandidateEvaluator.sweep(fake, backbone, proposal)
     backbone = Backbone({}, None, TEMPERATURE, logits, 0, 0, 0.1, 0.1, 2.0, 0.0)
     choice = CandidateEvaluator.refine_tau(fake, backbone, 0.4, 0.02)
     measured = CandidateEvaluator.measure(fake, backbone, choice.tau)
@@ -159,3 +160,26 @@ def test_sweep_latency_matches_evaluate_hdnn_and_caps_the_threshold(small):
     assert capped.tau < free.tau and capped_ms <= budget and capped.meets_labour
     slow = refine_tau(swept, 0.5, 1.0, latency_budget_ms=1.0, t_infer_ms=2.0)  # inference alone is over T_d
     assert slow.tau == free.tau  # no threshold can mend that: labour alone decides
+
+
+def test_best_tau_by_reward_keeps_slack_the_most_accurate_choice_does_not(small):
+    """Eq. 14-15 reward margins: with accuracy to spare, the reward's best threshold spends less labour and people's
+    time than the most accurate one within the same budgets, and is the maximum of a brute-force reward loop."""
+    from hgen.compiler.search.objective import Demands, Measured, coefficients, reward
+    from hgen.compiler.search.tau import best_tau
+
+    logits, labels, answers, difficulty = small
+    swept = sweep(small, 0.5)
+    accurate = refine_tau(swept, 0.5, 0.05)
+    demands = Demands(accuracy=0.6, latency_ms=10_000.0, storage_mb=1.0, energy_mj=1.0, labour=0.05)
+    coef = coefficients(demands, 3800)
+    choice = best_tau(swept, 0.5, demands, coef, storage_mb=0.1, energy_mj=0.1, t_infer_ms=2.0, confidence=0.0)
+    assert choice.meets_labour and choice.labour < accurate.labour and choice.tau < accurate.tau
+
+    def score(tau: float) -> float:
+        r = evaluate_hdnn(logits, labels, answers, tau=tau, temperature=TEMPERATURE, fusion_lambda=LAMBDA,
+                          difficulty=difficulty, t_infer_ms=2.0)
+        return sum(reward(Measured(r.accuracy_fused, r.latency_ms, 0.1, 0.1, r.labour), demands, coef))
+
+    within = [float(t) for t, l in zip(swept.taus, swept.labour) if l <= 0.05]
+    assert score(choice.tau) == pytest.approx(max(score(t) for t in within))

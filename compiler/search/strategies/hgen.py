@@ -2,10 +2,10 @@
 
 The DQN only sees operators that keep the plan valid and leave a completion within S_c and E_c on paper
 (`SearchContext.action_mask`), so no fine-tune is spent on a plan the budgets rule out. A threshold costs
-microseconds, so DDPG's proposal is refined exactly on the search split (the most accurate tau within L_c) and
-DDPG learns from the threshold actually used; the episode's reward is broadcast to every DQN step. Violations score
-in the hundreds, so the agents learn from `squash(reward)`, a monotone log compression: a clip would flatten every
-serious violation to one value and hide which way is better.
+microseconds, so DDPG's proposal is refined exactly on the search split (the best-rewarded tau within L_c and T_d,
+`tau.py`) and DDPG learns from the threshold actually used; the episode's reward is broadcast to every DQN step.
+Violations score in the hundreds, so the agents learn from `squash(reward)`, a monotone log compression: a clip would
+flatten every serious violation to one value and hide which way is better.
 """
 
 from __future__ import annotations

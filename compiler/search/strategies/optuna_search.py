@@ -2,7 +2,7 @@
 storage, energy and labour budgets as constraints. Optuna cannot be told which operator combinations conflict, so a
 conflicting proposal is repaired layer by layer (a choice that breaks the plan becomes identity) before scoring.
 Repeated plans hit the evaluator's cache, so a trial that only changes tau is cheap, as it is for the others. The
-suggested tau is refined exactly as H-Gen's is (the most accurate tau within L_c), so the comparison is fair."""
+suggested tau is refined exactly as H-Gen's is (the best-rewarded tau within L_c and T_d), so the comparison is fair."""
 
 from __future__ import annotations
 

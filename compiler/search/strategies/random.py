@@ -1,5 +1,6 @@
 """Random search: layer by layer, a uniformly random operator among those that keep the plan valid, then a random
-threshold refined exactly as H-Gen's is (the most accurate tau within L_c), so the comparison is of the plans found."""
+threshold refined exactly as H-Gen's is (the best-rewarded tau within L_c and T_d), so the comparison is of the
+plans found."""
 
 from __future__ import annotations
 
