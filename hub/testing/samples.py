@@ -20,6 +20,17 @@ def png_image(size: int = 28, seed: int = 0, channels: int = 1) -> hub_pb2.Image
                          channels=channels)
 
 
+def grey_sample(device_id: str, x: np.ndarray, probs: np.ndarray, name: str, version: str) -> hub_pb2.Sample:
+    """A grey image in [0, 1] (HxWx1) and the model's calibrated probabilities, as a classifier device sends them."""
+    ok, png = cv2.imencode(".png", np.clip(x[:, :, 0] * 255.0, 0, 255).astype(np.uint8))
+    assert ok
+    return hub_pb2.Sample(sample_id=str(uuid.uuid4()), device_id=device_id, bundle_name=name, bundle_version=version,
+                          image=hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG, data=png.tobytes(), height=x.shape[0],
+                                              width=x.shape[1], channels=1),
+                          output=hub_pb2.ModelOutput(class_probabilities=probs.tolist(), confidence=float(probs.max()),
+                                                     kind=hub_pb2.HDNN_KIND_CNN))
+
+
 def make_sample(device_id: str, *, confidence: float = 0.5, num_classes: int = 10, top: int = 0,
                 kind: int = hub_pb2.HDNN_KIND_CNN, image: hub_pb2.Image | None = None,
                 sample_id: str | None = None) -> hub_pb2.Sample:

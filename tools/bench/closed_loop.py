@@ -20,11 +20,9 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,22 +39,11 @@ from hgen.hub.crowd import SimulatedCrowd  # noqa: E402
 from hgen.hub.testing.crowd import CrowdDriver  # noqa: E402
 from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll  # noqa: E402
 from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_section  # noqa: E402
-from hgen.hub.testing.samples import make_request  # noqa: E402
+from hgen.hub.testing.samples import grey_sample, make_request  # noqa: E402
 from hgen.hub.testing.services import free_port  # noqa: E402
-from hgen.protos import hub_pb2  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
 DEVICE, M, ACCURACY, CHUNK, DATASET, HELD_OUT = "d5-cam", 3, 0.9, 250, "fashion-mnist:lowres", 2000
-
-
-def to_sample(x: np.ndarray, probs: np.ndarray, name: str, version: str) -> hub_pb2.Sample:
-    ok, png = cv2.imencode(".png", np.clip(x[:, :, 0] * 255.0, 0, 255).astype(np.uint8))
-    assert ok
-    return hub_pb2.Sample(sample_id=str(uuid.uuid4()), device_id=DEVICE, bundle_name=name, bundle_version=version,
-                          image=hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG, data=png.tobytes(), height=x.shape[0],
-                                              width=x.shape[1], channels=1),
-                          output=hub_pb2.ModelOutput(class_probabilities=probs.tolist(), confidence=float(probs.max()),
-                                                     kind=hub_pb2.HDNN_KIND_CNN))
 
 
 def evaluate(keras_path: str, temperature: float, tau: float, held: Split, crowd_seed: int) -> dict[str, float]:
@@ -93,7 +80,7 @@ class Stream:
             gated = np.flatnonzero(probs.max(axis=1) < tau)[: labels - sent]
             seen += len(x)
             if len(gated):
-                samples = [to_sample(x[i], probs[i], self.deployed.name, version) for i in gated]
+                samples = [grey_sample(DEVICE, x[i], probs[i], self.deployed.name, version) for i in gated]
                 for i, s in zip(gated, samples):
                     self.oracle[s.sample_id] = int(self.stream.y[self.position - len(x) + i])
                 self.device.submit_until_replied(make_request(DEVICE, samples, m=M))

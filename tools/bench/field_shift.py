@@ -24,12 +24,10 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,9 +47,8 @@ from hgen.hub.retrain.field import FieldSet, refit  # noqa: E402
 from hgen.hub.testing.crowd import CrowdDriver  # noqa: E402
 from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll  # noqa: E402
 from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_section  # noqa: E402
-from hgen.hub.testing.samples import make_request  # noqa: E402
+from hgen.hub.testing.samples import grey_sample, make_request  # noqa: E402
 from hgen.hub.testing.services import free_port  # noqa: E402
-from hgen.protos import hub_pb2  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
 DEVICE, M, ACCURACY, CHUNK, HELD_OUT = "field-cam", 3, 0.9, 250, 2000
@@ -60,16 +57,6 @@ SCENARIOS = {"D3 -> D4 (noise)": "fashion-mnist:noise", "D3 -> D5 (low resolutio
 AUDIT = 0.05  # the active device's audit share of confident frames (the hub is told the same)
 ORACLE_SAMPLES = 20000
 FIELDS = ("labels", "accuracy_model_only", "accuracy_fused", "share_to_people", "labour", "labour_demand")
-
-
-def to_sample(x: np.ndarray, probs: np.ndarray, name: str, version: str) -> hub_pb2.Sample:
-    ok, png = cv2.imencode(".png", np.clip(x[:, :, 0] * 255.0, 0, 255).astype(np.uint8))
-    assert ok
-    return hub_pb2.Sample(sample_id=str(uuid.uuid4()), device_id=DEVICE, bundle_name=name, bundle_version=version,
-                          image=hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG, data=png.tobytes(), height=x.shape[0],
-                                              width=x.shape[1], channels=1),
-                          output=hub_pb2.ModelOutput(class_probabilities=probs.tolist(), confidence=float(probs.max()),
-                                                     kind=hub_pb2.HDNN_KIND_CNN))
 
 
 def evaluate(model: Any, temperature: float, tau: float, held: Split, crowd_seed: int) -> dict[str, float]:
@@ -113,7 +100,7 @@ class Stream:
             chosen = chosen[: labels - sent]
             seen += len(x)
             if len(chosen):
-                samples = [to_sample(x[i], probs[i], self.deployed.name, version) for i in chosen]
+                samples = [grey_sample(DEVICE, x[i], probs[i], self.deployed.name, version) for i in chosen]
                 for i, s in zip(chosen, samples):
                     self.oracle[s.sample_id] = int(y[i])
                 self.device.submit_until_replied(make_request(DEVICE, samples, m=M))
