@@ -1,9 +1,9 @@
 """The agent pipeline: frames -> preprocessing -> inference -> gate -> results, with people in the loop.
 
 Threads: the pipeline (source, inference, gate, emit), housekeeping (flush batches, patience timeouts, resend
-from the outbox, status), the transport's own threads (replies, update notices) and a swap thread. State shared
-between them sits behind one lock. Every escalated sample is committed to the outbox before its first
-result is emitted, and is deleted only when its reply arrives.
+from the outbox, status: `housekeeping.py`), the transport's own threads (replies: `replies.py`, update notices:
+`updates.py`) and a swap thread. State shared between them sits behind one lock. Every escalated sample is committed
+to the outbox before its first result is emitted, and is deleted only when its reply arrives.
 """
 
 from __future__ import annotations
@@ -15,52 +15,34 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 
 from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.adapt.runner import Adaptation
 from hgen.edge_agent.config import AgentConfig
-from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
-from hgen.edge_agent.kinds import FrameSize, adapter_for
+from hgen.edge_agent.housekeeping import Housekeeping
+from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
 from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.replies import ReplyHandling, Waiting
 from hgen.edge_agent.resend import ResendSchedule
-from hgen.edge_agent.results import Result, ResultStatus, declined_detail
+from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sinks import CallbackSink, Sink, open_sinks
 from hgen.edge_agent.sources import Frame, FrameSource, open_source
 from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
-from hgen.edge_agent.transports import ConnectionState, Transport, TransportCallbacks, TransportErrorCode, open_transport
+from hgen.edge_agent.transports import Transport, TransportCallbacks, open_transport
+from hgen.edge_agent.updates import ModelUpdates
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kind
-from hgen.runtime.bundle import BundleError
-from hgen.runtime.hdnn import FusionParams, get_kind
 
 log = logging.getLogger(__name__)
-TICK_S = 0.05  # housekeeping wakes at least this often (batch max-wait and patience resolution)
-RECENT_REPLIES = 10_000
-RESEND_CHUNK = 256  # outbox rows read per step of a resend scan
 
 
-@dataclass
-class Waiting:
-    """An escalated sample waiting for people: enough to fuse and emit its update."""
-
-    result: Result
-    logits: np.ndarray  # one sample's raw outputs, without the batch axis (logits, or a detection grid)
-    kind: str
-    params: FusionParams
-    patience_at: float
-    timed_out: bool = False
-    labour: float = 0.0  # the estimate reserved from the labour bucket; a reply settles it
-    size: FrameSize = FrameSize(0, 0)  # the frame as sent: people's pixel boxes are relative to it
-
-
-class Agent:
+class Agent(ReplyHandling, Housekeeping, ModelUpdates):
     """`Agent(config, callbacks=[fn]).start()`; `wait()` for the source to end; `stop()`; `telemetry.snapshot()`."""
 
     def __init__(self, config: AgentConfig, *, callbacks: Sequence[Callable[[Result], None]] = (),
@@ -367,245 +349,3 @@ class Agent:
         self.telemetry.inc("frames_dropped", dropped - self.telemetry.count("frames_dropped"))
         self.telemetry.inc("source_reconnects", reconnects - self.telemetry.count("source_reconnects"))
         self.telemetry.problem("source", problem)
-
-    # --- replies -----------------------------------------------------------------------------------------
-
-    def _on_reply(self, reply: hub_pb2.SampleReply) -> None:
-        if self.adapt is not None:  # the hub's queue depth is part of the selector's context
-            self.adapt.on_reply(reply)
-        with self._lock:
-            waiting = self._waiting.pop(reply.sample_id, None)
-            duplicate = waiting is None and reply.sample_id in self._done
-            if waiting is not None:
-                self.labour.settle(waiting.labour, reply.labour)
-                self._done[reply.sample_id] = None
-                while len(self._done) > RECENT_REPLIES:
-                    self._done.popitem(last=False)
-                self._asks.done(reply.sample_id)
-        if waiting is None:
-            if duplicate:
-                self.telemetry.inc("duplicate_replies")
-            else:
-                self.telemetry.inc("unknown_replies")
-                self.telemetry.problem("replies", f"reply for unknown sample {reply.sample_id!r} ignored")
-            return
-        self.telemetry.inc("replies")
-        if waiting.timed_out:
-            self.telemetry.inc("late_replies")
-            self._emit(self._late(waiting, reply))
-        else:
-            fused = self._fused(waiting, reply)
-            if self.prior is not None and fused.status is ResultStatus.FUSED:
-                self.prior.trust(fused.label)
-            self._emit(fused)
-        self.outbox.ack([reply.sample_id])
-        with self._changed:
-            self._changed.notify_all()
-
-    def _fused(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
-        """People's labels fused into the model's; without any (declined, expired, rejected) the model's stands."""
-        result = replace(waiting.result, cant_tell=reply.cant_tell, skipped=reply.skipped)
-        adapter = adapter_for(waiting.kind)
-        answers = adapter.fuse_answers(reply, waiting.logits, waiting.size)
-        if answers is not None:
-            fused = get_kind(waiting.kind).fuse(waiting.logits[None], answers, waiting.params)[0]
-            self.telemetry.inc("fused")
-            fields = adapter.fused_fields(fused, answers, self.slot.active.manifest.labels, waiting.size)
-            return replace(result, status=ResultStatus.FUSED, **fields)
-        if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
-            self.telemetry.inc("declined")
-            return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
-        self.telemetry.inc("hub_refused")
-        reason = hub_pb2.ReplyStatus.Name(reply.status)
-        if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
-            reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
-            self.telemetry.problem("hub_refused", reason)
-        return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
-
-    def _late(self, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
-        """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""
-        people = adapter_for(waiting.kind).late_fields(reply, waiting.logits, waiting.size,
-                                                       self.slot.active.manifest.labels)
-        status = hub_pb2.ReplyStatus.Name(reply.status)
-        if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
-            status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"
-        return replace(waiting.result, status=ResultStatus.LATE, cant_tell=reply.cant_tell, skipped=reply.skipped,
-                       detail=f"{status} after patience; the model's answer stands", **people)
-
-    def _on_transport_state(self, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
-        if state is ConnectionState.CONNECTED:
-            self.telemetry.problem("hub", "")
-            self._asks.reconnected(time.monotonic())
-            self._resend_all.set()
-        elif error is not TransportErrorCode.OK:
-            self.telemetry.problem("hub", f"{error.value}: {detail}")
-        with self._changed:  # waiters on the link's health (tests, wait_outbox_empty) re-check
-            self._changed.notify_all()
-
-    # --- housekeeping ------------------------------------------------------------------------------------
-
-    def _housekeeping(self) -> None:
-        next_status = next_scan = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            try:
-                self._flush_due(now)
-                self._expire(now)
-                if self._resend_all.is_set() or now >= next_scan:
-                    self._resend(now)
-                    next_scan = now + min(1.0, self.config.hub.resend_after_s / 4)
-                if self.adapt is not None:
-                    self.adapt.tick(now)
-                if now >= next_status:
-                    self._report_status()
-                    next_status = now + self.config.telemetry.status_interval_s
-            except Exception:
-                log.exception("housekeeping round failed; retrying")
-            self._sync_source_stats()
-            with self._changed:
-                self._changed.wait(TICK_S)
-
-    def _flush_due(self, now: float) -> None:
-        with self._lock:
-            batch = self.batcher.take() if self.batcher.due(now) else None
-        if batch is not None and batch.samples:
-            self._send_rows([r for r in (self.outbox.get(s.sample_id) for s in batch.samples) if r is not None], now)
-
-    def _expire(self, now: float) -> None:
-        expired: list[Result] = []
-        with self._changed:
-            for waiting in self._waiting.values():
-                if not waiting.timed_out and now >= waiting.patience_at:
-                    waiting.timed_out = True
-                    expired.append(replace(waiting.result, status=ResultStatus.TIMEOUT,
-                                           detail="no reply within patience; the model's answer stands"))
-            if expired:
-                self._changed.notify_all()
-        for result in expired:
-            self.telemetry.inc("timeouts")
-            self._emit(result)
-
-    def _resend(self, now: float) -> None:
-        """Send outbox rows never sent, or due to be asked again (see ResendSchedule), oldest first, until the
-        transport's window is full: a backlog goes out as a bounded stream, never all at once."""
-        if self.transport is None:
-            return
-        self._resend_all.clear()
-        busy = self.transport.in_flight()
-        with self._lock:
-            open_batch = self.batcher.current_batch_id()
-        due = [sample_id for sample_id, batch_id in self.outbox.index()
-               if sample_id not in busy and batch_id != open_batch and self._asks.due(sample_id, now)]
-        for start in range(0, len(due), RESEND_CHUNK):
-            if not self._send_rows(self.outbox.rows(due[start:start + RESEND_CHUNK]), now):
-                return
-
-    def _send_rows(self, rows: list[OutboxRow], now: float) -> bool:
-        """Send `rows` grouped by batch; False as soon as the transport refuses one (its window is full)."""
-        if self.transport is None or not rows:
-            return True
-        by_batch: dict[str, list[OutboxRow]] = {}
-        for row in rows:
-            by_batch.setdefault(row.batch_id, []).append(row)
-        for batch_id, group in by_batch.items():
-            if not self.transport.send(self._request(batch_id, group)):
-                return False
-            for row in group:
-                if self._asks.sent(row.sample_id, now):
-                    self.telemetry.inc("sent_samples")
-                else:
-                    self.telemetry.inc("resent_samples")
-        return True
-
-    def _request(self, batch_id: str, rows: list[OutboxRow]) -> hub_pb2.AnnotationRequest:
-        request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
-                                            samples=[hub_pb2.Sample.FromString(r.payload) for r in rows],
-                                            annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
-        request.deadline.FromNanoseconds(int(rows[0].deadline * 1e9))
-        return request
-
-    def _report_status(self) -> None:
-        if self.transport is None:
-            return
-        model = self.slot.active
-        self.transport.report_status(self.telemetry.device_status(self.config.device_id, model.name, model.version))
-
-    def _restore(self) -> None:
-        """After a restart: every stored sample waits for its reply again (and is resent on connect)."""
-        patience_at = time.monotonic() + self.config.batching.patience_s
-        restored = 0
-        for row in self.outbox.pending():
-            meta = json.loads(row.meta)
-            result = Result.from_dict(meta["result"])
-            shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
-            logits = np.frombuffer(row.logits, np.float32).reshape(shape)
-            size = FrameSize(*meta.get("size", (0, 0)))
-            with self._lock:
-                self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],
-                                                       FusionParams(meta["temperature"], meta["lambda"]), patience_at,
-                                                       size=size)
-            restored += 1
-        if restored:
-            log.info("restored %d unreplied samples from the outbox", restored)
-            self._resend_all.set()
-
-    # --- model updates -----------------------------------------------------------------------------------
-
-    def _on_update(self, notice: hub_pb2.ModelUpdate) -> None:
-        """An update notice (gRPC WatchUpdates or the retained MQTT topic): download, verify, check, stage."""
-        version = notice.version
-        with self._lock:
-            if version == self.slot.active.version or version in self._seen_versions:
-                return
-            self._seen_versions.add(version)
-        threading.Thread(target=self._apply_update, args=(notice,), name="agent-swap", daemon=True).start()
-
-    def _apply_update(self, notice: hub_pb2.ModelUpdate) -> None:
-        with self._swap_lock:
-            store = self.config.bundle.store_dir
-            store.mkdir(parents=True, exist_ok=True)
-            dest = store / f"{notice.bundle_name}-{notice.version}.hgb"
-            try:
-                assert self.transport is not None
-                partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
-                partial.replace(dest)
-                self.swap_to(dest)
-            except (SwapError, BundleError, OSError) as exc:
-                self._reject(notice.version, str(exc))
-            except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
-                log.exception("update %s failed", notice.version)
-                self._reject(notice.version, f"{type(exc).__name__}: {exc}")
-
-    def swap_to(self, path: Path, *, tau: float | None = None) -> Model:
-        """Verify, load and health-check the bundle at `path`, then stage it for the next frame (with `tau`, e.g. a
-        variant's tau for a labour level, else the configured or the bundle's).
-
-        Raises SwapError / BundleError when it is refused; the running model stays. If the pipeline is not
-        running (source ended), the switch happens here.
-        """
-        tau = self.config.gate.tau if tau is None else tau
-        candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
-                                      m=self.config.batching.annotators)
-        self.slot.stage(candidate)
-        if self._finished.is_set():
-            self.slot.maybe_switch()
-        return candidate
-
-    def _reject(self, version: str, reason: str) -> None:
-        log.error("model update %s rejected: %s", version, reason)
-        self.telemetry.inc("swaps_rejected")
-        self.telemetry.problem("swap", f"update {version} rejected: {reason}")
-        with self._changed:
-            self._changed.notify_all()
-
-    def _on_swap_event(self, kind: str, detail: str) -> None:
-        if kind == "swap":
-            self.telemetry.inc("swaps")
-            self.telemetry.problem("swap", "")
-            if self.transport is not None and self.config.hub.watch_updates:
-                self.transport.watch(self.slot.active.name, self.slot.active.version)
-        else:
-            self.telemetry.inc("rollbacks")
-            self.telemetry.problem("swap", detail)
-        with self._changed:
-            self._changed.notify_all()

@@ -1,0 +1,138 @@
+"""The agent's housekeeping thread: flush due batches, time out samples past patience, ask the hub again (a bounded,
+acknowledged stream from the outbox), report status; and restoring the outbox's samples after a restart.
+
+A mixin of `Agent`, split out so each file holds one responsibility.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hgen.edge_agent.kinds import FrameSize
+from hgen.edge_agent.outbox import OutboxRow
+from hgen.edge_agent.replies import Waiting
+from hgen.edge_agent.results import Result, ResultStatus
+from hgen.protos import hub_pb2
+from hgen.runtime.hdnn import FusionParams
+
+if TYPE_CHECKING:
+    from hgen.edge_agent.agent import Agent
+
+log = logging.getLogger("hgen.edge_agent.agent")
+TICK_S = 0.05  # housekeeping wakes at least this often (batch max-wait and patience resolution)
+RESEND_CHUNK = 256  # outbox rows read per step of a resend scan
+
+
+class Housekeeping:
+    """The housekeeping thread's work, for `Agent`."""
+
+    def _housekeeping(self: Agent) -> None:
+        next_status = next_scan = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                self._flush_due(now)
+                self._expire(now)
+                if self._resend_all.is_set() or now >= next_scan:
+                    self._resend(now)
+                    next_scan = now + min(1.0, self.config.hub.resend_after_s / 4)
+                if self.adapt is not None:
+                    self.adapt.tick(now)
+                if now >= next_status:
+                    self._report_status()
+                    next_status = now + self.config.telemetry.status_interval_s
+            except Exception:
+                log.exception("housekeeping round failed; retrying")
+            self._sync_source_stats()
+            with self._changed:
+                self._changed.wait(TICK_S)
+
+    def _flush_due(self: Agent, now: float) -> None:
+        with self._lock:
+            batch = self.batcher.take() if self.batcher.due(now) else None
+        if batch is not None and batch.samples:
+            self._send_rows([r for r in (self.outbox.get(s.sample_id) for s in batch.samples) if r is not None], now)
+
+    def _expire(self: Agent, now: float) -> None:
+        expired: list[Result] = []
+        with self._changed:
+            for waiting in self._waiting.values():
+                if not waiting.timed_out and now >= waiting.patience_at:
+                    waiting.timed_out = True
+                    expired.append(replace(waiting.result, status=ResultStatus.TIMEOUT,
+                                           detail="no reply within patience; the model's answer stands"))
+            if expired:
+                self._changed.notify_all()
+        for result in expired:
+            self.telemetry.inc("timeouts")
+            self._emit(result)
+
+    def _resend(self: Agent, now: float) -> None:
+        """Send outbox rows never sent, or due to be asked again (see ResendSchedule), oldest first, until the
+        transport's window is full: a backlog goes out as a bounded stream, never all at once."""
+        if self.transport is None:
+            return
+        self._resend_all.clear()
+        busy = self.transport.in_flight()
+        with self._lock:
+            open_batch = self.batcher.current_batch_id()
+        due = [sample_id for sample_id, batch_id in self.outbox.index()
+               if sample_id not in busy and batch_id != open_batch and self._asks.due(sample_id, now)]
+        for start in range(0, len(due), RESEND_CHUNK):
+            if not self._send_rows(self.outbox.rows(due[start:start + RESEND_CHUNK]), now):
+                return
+
+    def _send_rows(self: Agent, rows: list[OutboxRow], now: float) -> bool:
+        """Send `rows` grouped by batch; False as soon as the transport refuses one (its window is full)."""
+        if self.transport is None or not rows:
+            return True
+        by_batch: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            by_batch.setdefault(row.batch_id, []).append(row)
+        for batch_id, group in by_batch.items():
+            if not self.transport.send(self._request(batch_id, group)):
+                return False
+            for row in group:
+                if self._asks.sent(row.sample_id, now):
+                    self.telemetry.inc("sent_samples")
+                else:
+                    self.telemetry.inc("resent_samples")
+        return True
+
+    def _request(self: Agent, batch_id: str, rows: list[OutboxRow]) -> hub_pb2.AnnotationRequest:
+        request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
+                                            samples=[hub_pb2.Sample.FromString(r.payload) for r in rows],
+                                            annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
+        request.deadline.FromNanoseconds(int(rows[0].deadline * 1e9))
+        return request
+
+    def _report_status(self: Agent) -> None:
+        if self.transport is None:
+            return
+        model = self.slot.active
+        self.transport.report_status(self.telemetry.device_status(self.config.device_id, model.name, model.version))
+
+    def _restore(self: Agent) -> None:
+        """After a restart: every stored sample waits for its reply again (and is resent on connect)."""
+        patience_at = time.monotonic() + self.config.batching.patience_s
+        restored = 0
+        for row in self.outbox.pending():
+            meta = json.loads(row.meta)
+            result = Result.from_dict(meta["result"])
+            shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
+            logits = np.frombuffer(row.logits, np.float32).reshape(shape)
+            size = FrameSize(*meta.get("size", (0, 0)))
+            with self._lock:
+                self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],
+                                                       FusionParams(meta["temperature"], meta["lambda"]), patience_at,
+                                                       size=size)
+            restored += 1
+        if restored:
+            log.info("restored %d unreplied samples from the outbox", restored)
+            self._resend_all.set()

@@ -1,0 +1,115 @@
+"""How the agent takes the hub's replies: fuse people's answers into the waiting sample's result (or report a late,
+declined or refused one), settle its labour, acknowledge it in the outbox; and the link's state changes.
+
+A mixin of `Agent` (its state: `_lock`, `_waiting`, `_done`, `_asks`, `labour`, `outbox`, `telemetry`, ...), split
+out so each file holds one responsibility.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hgen.edge_agent.kinds import FrameSize, adapter_for
+from hgen.edge_agent.results import Result, ResultStatus, declined_detail
+from hgen.edge_agent.transports import ConnectionState, TransportErrorCode
+from hgen.protos import hub_pb2
+from hgen.runtime.hdnn import FusionParams, get_kind
+
+if TYPE_CHECKING:
+    from hgen.edge_agent.agent import Agent
+
+RECENT_REPLIES = 10_000
+
+
+@dataclass
+class Waiting:
+    """An escalated sample waiting for people: enough to fuse and emit its update."""
+
+    result: Result
+    logits: np.ndarray  # one sample's raw outputs, without the batch axis (logits, or a detection grid)
+    kind: str
+    params: FusionParams
+    patience_at: float
+    timed_out: bool = False
+    labour: float = 0.0  # the estimate reserved from the labour bucket; a reply settles it
+    size: FrameSize = FrameSize(0, 0)  # the frame as sent: people's pixel boxes are relative to it
+
+
+class ReplyHandling:
+    """Replies and link state, for `Agent`."""
+
+    def _on_reply(self: Agent, reply: hub_pb2.SampleReply) -> None:
+        if self.adapt is not None:  # the hub's queue depth is part of the selector's context
+            self.adapt.on_reply(reply)
+        with self._lock:
+            waiting = self._waiting.pop(reply.sample_id, None)
+            duplicate = waiting is None and reply.sample_id in self._done
+            if waiting is not None:
+                self.labour.settle(waiting.labour, reply.labour)
+                self._done[reply.sample_id] = None
+                while len(self._done) > RECENT_REPLIES:
+                    self._done.popitem(last=False)
+                self._asks.done(reply.sample_id)
+        if waiting is None:
+            if duplicate:
+                self.telemetry.inc("duplicate_replies")
+            else:
+                self.telemetry.inc("unknown_replies")
+                self.telemetry.problem("replies", f"reply for unknown sample {reply.sample_id!r} ignored")
+            return
+        self.telemetry.inc("replies")
+        if waiting.timed_out:
+            self.telemetry.inc("late_replies")
+            self._emit(self._late(waiting, reply))
+        else:
+            fused = self._fused(waiting, reply)
+            if self.prior is not None and fused.status is ResultStatus.FUSED:
+                self.prior.trust(fused.label)
+            self._emit(fused)
+        self.outbox.ack([reply.sample_id])
+        with self._changed:
+            self._changed.notify_all()
+
+    def _fused(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
+        """People's labels fused into the model's; without any (declined, expired, rejected) the model's stands."""
+        result = replace(waiting.result, cant_tell=reply.cant_tell, skipped=reply.skipped)
+        adapter = adapter_for(waiting.kind)
+        answers = adapter.fuse_answers(reply, waiting.logits, waiting.size)
+        if answers is not None:
+            fused = get_kind(waiting.kind).fuse(waiting.logits[None], answers, waiting.params)[0]
+            self.telemetry.inc("fused")
+            fields = adapter.fused_fields(fused, answers, self.slot.active.manifest.labels, waiting.size)
+            return replace(result, status=ResultStatus.FUSED, **fields)
+        if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
+            self.telemetry.inc("declined")
+            return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
+        self.telemetry.inc("hub_refused")
+        reason = hub_pb2.ReplyStatus.Name(reply.status)
+        if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
+            reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
+            self.telemetry.problem("hub_refused", reason)
+        return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
+
+    def _late(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
+        """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""
+        people = adapter_for(waiting.kind).late_fields(reply, waiting.logits, waiting.size,
+                                                       self.slot.active.manifest.labels)
+        status = hub_pb2.ReplyStatus.Name(reply.status)
+        if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
+            status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"
+        return replace(waiting.result, status=ResultStatus.LATE, cant_tell=reply.cant_tell, skipped=reply.skipped,
+                       detail=f"{status} after patience; the model's answer stands", **people)
+
+    def _on_transport_state(self: Agent, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
+        if state is ConnectionState.CONNECTED:
+            self.telemetry.problem("hub", "")
+            self._asks.reconnected(time.monotonic())
+            self._resend_all.set()
+        elif error is not TransportErrorCode.OK:
+            self.telemetry.problem("hub", f"{error.value}: {detail}")
+        with self._changed:  # waiters on the link's health (tests, wait_outbox_empty) re-check
+            self._changed.notify_all()

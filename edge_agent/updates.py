@@ -1,0 +1,85 @@
+"""Model updates on the agent: an update notice -> download, verify, health-check and stage the bundle (or reject it
+and keep running); `swap_to` for a bundle already on disk; swap and rollback events.
+
+A mixin of `Agent`, split out so each file holds one responsibility.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hgen.edge_agent.errors import SwapError
+from hgen.edge_agent.model import Model
+from hgen.protos import hub_pb2
+from hgen.runtime.bundle import BundleError
+
+if TYPE_CHECKING:
+    from hgen.edge_agent.agent import Agent
+
+log = logging.getLogger("hgen.edge_agent.agent")
+
+
+class ModelUpdates:
+    """Update notices and swaps, for `Agent`."""
+
+    def _on_update(self: Agent, notice: hub_pb2.ModelUpdate) -> None:
+        """An update notice (gRPC WatchUpdates or the retained MQTT topic): download, verify, check, stage."""
+        version = notice.version
+        with self._lock:
+            if version == self.slot.active.version or version in self._seen_versions:
+                return
+            self._seen_versions.add(version)
+        threading.Thread(target=self._apply_update, args=(notice,), name="agent-swap", daemon=True).start()
+
+    def _apply_update(self: Agent, notice: hub_pb2.ModelUpdate) -> None:
+        with self._swap_lock:
+            store = self.config.bundle.store_dir
+            store.mkdir(parents=True, exist_ok=True)
+            dest = store / f"{notice.bundle_name}-{notice.version}.hgb"
+            try:
+                assert self.transport is not None
+                partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
+                partial.replace(dest)
+                self.swap_to(dest)
+            except (SwapError, BundleError, OSError) as exc:
+                self._reject(notice.version, str(exc))
+            except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
+                log.exception("update %s failed", notice.version)
+                self._reject(notice.version, f"{type(exc).__name__}: {exc}")
+
+    def swap_to(self: Agent, path: Path, *, tau: float | None = None) -> Model:
+        """Verify, load and health-check the bundle at `path`, then stage it for the next frame (with `tau`, e.g. a
+        variant's tau for a labour level, else the configured or the bundle's).
+
+        Raises SwapError / BundleError when it is refused; the running model stays. If the pipeline is not
+        running (source ended), the switch happens here.
+        """
+        tau = self.config.gate.tau if tau is None else tau
+        candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
+                                      m=self.config.batching.annotators)
+        self.slot.stage(candidate)
+        if self._finished.is_set():
+            self.slot.maybe_switch()
+        return candidate
+
+    def _reject(self: Agent, version: str, reason: str) -> None:
+        log.error("model update %s rejected: %s", version, reason)
+        self.telemetry.inc("swaps_rejected")
+        self.telemetry.problem("swap", f"update {version} rejected: {reason}")
+        with self._changed:
+            self._changed.notify_all()
+
+    def _on_swap_event(self: Agent, kind: str, detail: str) -> None:
+        if kind == "swap":
+            self.telemetry.inc("swaps")
+            self.telemetry.problem("swap", "")
+            if self.transport is not None and self.config.hub.watch_updates:
+                self.transport.watch(self.slot.active.name, self.slot.active.version)
+        else:
+            self.telemetry.inc("rollbacks")
+            self.telemetry.problem("swap", detail)
+        with self._changed:
+            self._changed.notify_all()
