@@ -80,7 +80,11 @@ def hostile_operator() -> list[tuple[str, dict[str, Any]]]:
             ("/operator/annotator", {"annotator": "ann", "action": "delete"}),
             ("/operator/annotator", {"annotator": "a" * 5000, "action": "pause"}),
             ("/operator/annotator", {"action": "resume"}),
-            ("/operator/retrain", {"model": "m" * 5000}), ("/operator/retrain", {"model": "x", "research": "yes"})]
+            ("/operator/retrain", {"model": "m" * 5000}), ("/operator/retrain", {"model": "x", "research": "yes"}),
+            ("/operator/phones", {"device_id": "cam-9", "bundle_name": "../../etc"}),
+            ("/operator/phones", {"device_id": "", "bundle_name": "m" * 5000}),
+            ("/operator/phones", {"device_id": "bad id!", "bundle_name": "lenet5"}),
+            ("/operator/phones", {"device_id": ["a", "b"], "bundle_name": ["x", "y"]})]
 
 
 def hostile_public() -> list[tuple[str, dict[str, Any]]]:
@@ -113,6 +117,18 @@ def test_every_route_refuses_hostile_input_with_a_4xx_and_changes_nothing(hub: H
                          (ann, "/operator"), (ann, "/logout"), (ann, "/healthz?x=" + DEEP[:1000]), (ann, "/")]:
         assert hub.web.app.test_client().get(path).status_code < 500 and client.get(path).status_code < 500, path
         seen.add(re.sub(r"\?.*", "", re.sub(r"/task/[^/]+/", "/task/<task_id>/", path)))
+    device_walk = {"/device": ["/device"], "/device/sw.js": ["/device/sw.js"],
+                   "/device/manifest.webmanifest": ["/device/manifest.webmanifest"],
+                   "/device/join/<token>": ["/device/join/" + "t" * 5000, "/device/join/unknown"],
+                   "/device/static/<name>": ["/device/static/..%2F..%2Fsecret", "/device/static/nope.js"],
+                   "/device/bundle/<name>": ["/device/bundle/lenet5", "/device/bundle/" + "n" * 5000],
+                   "/device/bundle/<name>/<version>": ["/device/bundle/lenet5/" + "v" * 5000]}
+    for rule, paths in device_walk.items():  # no device token here: pages load, bundles are refused
+        for path in paths:
+            assert hub.web.app.test_client().get(path).status_code < 500, path
+            assert ann.get(path, headers={"Authorization": "Bearer " + "x" * 5000}).status_code < 500, path
+        seen.add(rule)
+    assert hub.web.app.test_client().get("/device/bundle/lenet5").status_code in (401, 403)
     assert snapshot(hub) == before
     routes = {rule.rule for rule in hub.web.app.url_map.iter_rules() if rule.endpoint != "static"}
     assert routes <= seen | {"/logout"}, routes - seen  # a new route must join this walk
