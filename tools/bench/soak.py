@@ -178,13 +178,9 @@ def soak_in_process(stack: Stack, faults: list[Callable[[], None]], drain_s: flo
     with Agent(config, callbacks=[observer]) as agent:
         fired = every(run.frames / FPS / (len(faults) + 1), faults, threading.Event())  # all, even past the end
         agent.wait(None)
-        ended = time.monotonic()
-        agent.wait_outbox_empty(drain_s)
-        drained = time.monotonic() - ended
-        duplicates = agent.telemetry.count("duplicate_replies")
-        left = {row.sample_id for row in agent.outbox.pending()}
+        drained = drain(agent, drain_s)
     stop.set()
-    return finish(stack, observer, fired, left, duplicates, drained)
+    return finish(stack, observer, fired, *drained)
 
 
 def soak_agent_kills(stack: Stack, drain_s: float) -> dict[str, Any]:
@@ -207,13 +203,9 @@ def soak_agent_kills(stack: Stack, drain_s: float) -> dict[str, Any]:
     observer.read_jsonl(results)
     with Agent(parse_agent_config(stack.agent_data(segment)), callbacks=[observer]) as agent:
         agent.wait(None)
-        ended = time.monotonic()
-        agent.wait_outbox_empty(drain_s)
-        drained = time.monotonic() - ended
-        duplicates = agent.telemetry.count("duplicate_replies")
-        left = {row.sample_id for row in agent.outbox.pending()}
+        drained = drain(agent, drain_s)
     stop.set()
-    return finish(stack, observer, run.faults, left, duplicates, drained)
+    return finish(stack, observer, run.faults, *drained)
 
 
 def soak_outage(stack: Stack, drain_s: float) -> dict[str, Any]:
@@ -229,13 +221,17 @@ def soak_outage(stack: Stack, drain_s: float) -> dict[str, Any]:
         agent.wait(None)
         for hub in stack.hubs:
             hub.start()
-        ended = time.monotonic()
-        agent.wait_outbox_empty(drain_s)
-        drained = time.monotonic() - ended
-        duplicates = agent.telemetry.count("duplicate_replies")
-        left = {row.sample_id for row in agent.outbox.pending()}
+        drained = drain(agent, drain_s)
     stop.set()
-    return finish(stack, observer, 1, left, duplicates, drained)
+    return finish(stack, observer, 1, *drained)
+
+
+def drain(agent: Agent, drain_s: float) -> tuple[set[str], int, float]:
+    """After the stream: wait up to `drain_s` for the outbox to empty; what is left, duplicate replies, seconds."""
+    ended = time.monotonic()
+    agent.wait_outbox_empty(drain_s)
+    drained = time.monotonic() - ended
+    return {row.sample_id for row in agent.outbox.pending()}, agent.telemetry.count("duplicate_replies"), drained
 
 
 def finish(stack: Stack, observer: Observer, fired: int, left: set[str], duplicates: int,
