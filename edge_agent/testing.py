@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -198,19 +197,17 @@ class RestartableBroker:
         _wait_for_line(self.process, "running", 15.0)
 
     def kill9(self) -> None:
+        from hgen.hub.testing.services import kill9
+
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        kill9(self.process)
         self.kills += 1
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from hgen.hub.testing.services import stop_process
+
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @contextmanager

@@ -121,6 +121,13 @@ class TauSweep:
         """
         return _upper(self.labour, self.labour_square, self.samples, confidence)
 
+    def within(self, labour_budget: float, latency_budget_ms: float, t_infer_ms: float,
+               confidence: float) -> np.ndarray:
+        """Thresholds whose labour and latency upper bounds meet the budgets. When inference alone is over the
+        latency budget no threshold can mend that, so labour alone decides."""
+        fast = self.latency_upper(t_infer_ms, confidence) <= latency_budget_ms
+        return (self.labour_upper(confidence) <= labour_budget) & (fast if fast.any() else True)
+
     def latency_upper(self, t_infer_ms: float, confidence: float) -> np.ndarray:
         """Eq. 10's latency (inference plus people's time per sample) of each threshold, as an upper bound."""
         if self.extra_ms is None:
@@ -184,10 +191,7 @@ def refine_tau(sweep: TauSweep, proposal: float, labour_budget: float, confidenc
     `confidence` > 0 the upper bounds at that confidence must meet them (a margin against the split's noise). If none
     does (only possible for a budget below zero labour), the least-labour threshold, most accurate among those, is
     returned with `meets_labour=False`, so the caller sees the budget is missed."""
-    fast = sweep.latency_upper(t_infer_ms, confidence) <= latency_budget_ms
-    if not fast.any():  # inference alone is over T_d: no threshold can mend that, so labour alone decides
-        fast[:] = True
-    meets = (sweep.labour_upper(confidence) <= labour_budget) & fast
+    meets = sweep.within(labour_budget, latency_budget_ms, t_infer_ms, confidence)
     pool = np.flatnonzero(meets) if meets.any() else np.flatnonzero(sweep.labour == sweep.labour.min())
     distance = np.abs(sweep.taus[pool] - proposal)
     best = pool[np.lexsort((distance, sweep.labour[pool], -sweep.correct[pool]))[0]]

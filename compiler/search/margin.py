@@ -10,7 +10,6 @@ bound covers the image sample, not the crowd's randomness.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -23,13 +22,7 @@ def wilson_lower(accuracy: float, n: int, confidence: float) -> float:
     """One-sided Wilson lower bound of a proportion observed as `accuracy` over `n` trials."""
     if n <= 0:
         raise InvalidArgumentError(f"a confidence bound needs at least one sample, got n={n}")
-    if confidence <= 0.0:
-        return accuracy
-    z = NormalDist().inv_cdf(confidence)
-    z2n = z * z / n
-    centre = accuracy + z2n / 2.0
-    spread = z * math.sqrt(accuracy * (1.0 - accuracy) / n + z2n / (4.0 * n))
-    return max(0.0, (centre - spread) / (1.0 + z2n))
+    return accuracy if confidence <= 0.0 else float(wilson_lower_array(np.array(accuracy), n, confidence))
 
 
 def wilson_lower_array(accuracy: np.ndarray, n: int, confidence: float) -> np.ndarray:

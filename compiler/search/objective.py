@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from pydantic import Field
 
 from hgen.compiler.errors import InvalidArgumentError
@@ -25,8 +26,11 @@ EPS = 1e-3
 REFERENCE_BATTERY_MAH = 3800.0
 
 
-def safe_log(x: float) -> float:
-    """log(x) for x >= EPS; below, the tangent line at EPS (slope 1/EPS), so violations rank by size."""
+def safe_log(x: float | np.ndarray) -> float | np.ndarray:
+    """log(x) for x >= EPS; below, the tangent line at EPS (slope 1/EPS), so violations rank by size. Also
+    element-wise over an array (every threshold of a tau sweep scored at once, `tau.py`)."""
+    if isinstance(x, np.ndarray):
+        return np.where(x >= EPS, np.log(np.maximum(x, EPS)), math.log(EPS) + (x - EPS) / EPS)
     return math.log(x) if x >= EPS else math.log(EPS) + (x - EPS) / EPS
 
 
@@ -62,7 +66,7 @@ def coefficients(demands: Demands, battery_mah: float) -> Coefficients:
 
 @dataclass(frozen=True)
 class Measured:
-    """A candidate's A/T/S/E/L (A as a fraction, T ms, S MB, E mJ, L ratio)."""
+    """A candidate's A/T/S/E/L (A as a fraction, T ms, S MB, E mJ, L ratio); `reward` also takes arrays of them."""
 
     accuracy: float
     latency_ms: float

@@ -14,35 +14,25 @@ import numpy as np
 
 from hgen.compiler.metrics.hdnn import TauChoice, TauSweep, refine_tau
 from hgen.compiler.search.margin import wilson_lower_array
-from hgen.compiler.search.objective import EPS, Coefficients, Demands
-
-
-def safe_log_array(x: np.ndarray) -> np.ndarray:
-    """`objective.safe_log` over an array: log above EPS, its tangent line below (violations rank by size)."""
-    return np.where(x >= EPS, np.log(np.maximum(x, EPS)), np.log(EPS) + (x - EPS) / EPS)
+from hgen.compiler.search.objective import Coefficients, Demands, Measured, reward
 
 
 def reward_by_threshold(sweep: TauSweep, demands: Demands, coef: Coefficients, *, storage_mb: float,
                         energy_mj: float, t_infer_ms: float, confidence: float) -> np.ndarray:
     """Eq. 14 + 15 at every threshold of the sweep, each term on the bound that makes it harder to meet."""
-    accuracy = wilson_lower_array(sweep.accuracy, sweep.samples, confidence)
-    latency = sweep.latency_upper(t_infer_ms, confidence)
-    labour = sweep.labour_upper(confidence)
-    r1 = (coef.d1 * safe_log_array(accuracy - demands.accuracy)
-          + coef.d2 * safe_log_array((demands.latency_ms - latency) / demands.latency_ms))
-    fixed = (coef.d3 * safe_log_array(np.array((demands.storage_mb - storage_mb) / demands.storage_mb))
-             + coef.d4 * safe_log_array(np.array((demands.energy_mj - energy_mj) / demands.energy_mj)))
-    return r1 + fixed + coef.d5 * safe_log_array((demands.labour - labour) / demands.labour)
+    n = len(sweep.taus)
+    bounds = Measured(wilson_lower_array(sweep.accuracy, sweep.samples, confidence),
+                      sweep.latency_upper(t_infer_ms, confidence), np.full(n, storage_mb), np.full(n, energy_mj),
+                      sweep.labour_upper(confidence))
+    r1, r2 = reward(bounds, demands, coef)
+    return r1 + r2
 
 
 def best_tau(sweep: TauSweep, proposal: float, demands: Demands, coef: Coefficients, *, storage_mb: float,
              energy_mj: float, t_infer_ms: float, confidence: float) -> TauChoice:
     """The threshold with the highest reward among those whose labour and latency bounds meet L_c and T_d (ties:
     nearest the proposal). None eligible: `refine_tau`'s fallback, flagged `meets_labour=False`."""
-    fast = sweep.latency_upper(t_infer_ms, confidence) <= demands.latency_ms
-    if not fast.any():  # inference alone is over T_d: no threshold can mend that, so labour alone decides
-        fast[:] = True
-    eligible = (sweep.labour_upper(confidence) <= demands.labour) & fast
+    eligible = sweep.within(demands.labour, demands.latency_ms, t_infer_ms, confidence)
     if not eligible.any():
         return refine_tau(sweep, proposal, demands.labour, confidence)
     score = reward_by_threshold(sweep, demands, coef, storage_mb=storage_mb, energy_mj=energy_mj,

@@ -42,19 +42,17 @@ class HubProcess:
         _wait_for_line(self.process, READY, timeout_s)
 
     def kill9(self) -> None:
+        from hgen.hub.testing.services import kill9
+
         assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
+        kill9(self.process)
         self.kills += 1
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from hgen.hub.testing.services import stop_process
+
+        if self.process is not None:
+            stop_process(self.process, grace_s=15.0)
 
 
 def hub_process_config(workdir: Path, db_url: str, devices: list[str], grpc_port: int,

@@ -196,12 +196,25 @@ def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
             _wait_for_line(process, "running", start_timeout_s)
             yield Broker("127.0.0.1", port, process, tls is not None, access, ws_port)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate a child service and wait; kill it if it has not exited after `grace_s`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def kill9(process: subprocess.Popen) -> None:
+    """SIGKILL, as a power cut would: no clean-up runs in the child."""
+    process.kill()
+    process.wait(timeout=10)
 
 
 def _wait_for_line(process: subprocess.Popen, needle: str, timeout: float) -> None:
