@@ -31,6 +31,7 @@ from hgen.compiler.search.context import Budget
 from hgen.compiler.search.devices import get_device
 from hgen.compiler.search.evaluator import CandidateEvaluator, EvaluatorConfig
 from hgen.compiler.search.objective import Demands, violations
+from hgen.compiler.search.space import build_space
 from hgen.compiler.train import TrainConfig, predict_logits, train_classifier
 
 STRATEGIES = ("hgen", "random", "optuna", "adadeep")
@@ -74,8 +75,6 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         data = load_dataset(name, seed=seed, limit=args.limit)
         base = build_model("lenet5", data.input_shape, data.num_classes)
         train_classifier(base, data.train, config=TrainConfig(epochs=args.base_epochs, seed=seed))
-        from hgen.compiler.search.space import build_space
-
         space = build_space(base)
         for strategy in args.strategies:
             row = {"dataset": name, **one_search(strategy, data, base, space, demands, seed, args)}
