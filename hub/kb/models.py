@@ -263,3 +263,17 @@ class RetrainLease(Base):
     run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     acquired_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)
+
+
+class PhoneInvite(Base):
+    """A phone's single-use onboarding link (migration 0008): found by the SHA-256 of its token, its provisioning
+    (the device's secret among it) sealed with a key derived from the token, so the database alone reveals no
+    secret; any hub process on the database can redeem it, once, until `expires_at`."""
+
+    __tablename__ = "phone_invites"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # None: redeemed
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)
+    redeemed_at: Mapped[float | None] = mapped_column(Double, nullable=True)

@@ -1,26 +1,32 @@
 """Onboarding phones: the operator makes a single-use link that provisions one phone (device id, its secret, the
 bundle it runs, the key it pins, the broker's WebSocket address) and opens device mode.
 
-Invites live in the hub process's memory, hashed, and expire after `phones.invite_ttl_s`: a link is worth one
-device credential, so it is used once and never stored in clear. (Behind several hub processes, send people to
-the process that made the link.)
+Invites live in the knowledge base (`phone_invites`), so a link made by one hub process works on any other on the
+same database and survives a restart. A link is worth one device credential: the row is found by the token's
+SHA-256, its provisioning is sealed (AES-GCM) with a key derived from the token, which only the link carries, and
+redeeming it is one conditional transaction, so it works once, on one process, until `phones.invite_ttl_s` passes.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import secrets
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hgen.hub.config import HubConfig
 from hgen.hub.errors import BadInputError, HubConfigError
+from hgen.hub.kb.models import PhoneInvite
+from hgen.hub.kb.store import KnowledgeBase
 from hgen.runtime.signing import load_public_key, raw_public_bytes
+from sqlalchemy import delete, select
 
 APP_DIR = Path(__file__).resolve().parents[2] / "android_bridge"
 DIST = APP_DIR / "dist"  # `make android-bridge` builds it (npm ci + npm run build)
@@ -62,39 +68,58 @@ def pinned_key(config: HubConfig) -> str:
 class PhoneInvites:
     """Single-use onboarding links: `create` issues the device's credential at once, `redeem` hands it out once."""
 
-    def __init__(self, config: HubConfig, issue: Callable[[str], Any], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: HubConfig, kb: KnowledgeBase, issue: Callable[[str], Any],
+                 clock: Callable[[], float] | None = None) -> None:
         self.config = config
+        self.kb = kb
         self.issue = issue
-        self.clock = clock
-        self._pending: dict[str, tuple[PhoneProvisioning, float]] = {}
-        self._lock = threading.Lock()
+        self.clock = clock or kb.clock
 
     def create(self, device_id: str, bundle_name: str) -> str:
-        """Enroll `device_id` and return the link's token (shown once)."""
+        """Enroll `device_id` and return the link's token (shown once, never stored)."""
         key = pinned_key(self.config)
         credential = self.issue(device_id)
         phones = self.config.phones
         provisioning = PhoneProvisioning(device_id, credential.secret, bundle_name, key, phones.mqtt_websocket_url,
                                          self.config.mqtt.prefix, phones.labour_share,
                                          phones.min_escalation_interval_s)
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            self._expire()
-            self._pending[_digest(token)] = (provisioning, self.clock() + phones.invite_ttl_s)
+        token, now = secrets.token_urlsafe(32), self.clock()
+        digest = _digest(token)
+        with self.kb.session() as s:
+            s.execute(delete(PhoneInvite).where(PhoneInvite.expires_at < now))
+            s.add(PhoneInvite(token_hash=digest, device_id=device_id, sealed=_seal(token, digest, provisioning),
+                              created_at=now, expires_at=now + phones.invite_ttl_s))
         return token
 
     def redeem(self, token: str) -> PhoneProvisioning:
-        with self._lock:
-            self._expire()
-            found = self._pending.pop(_digest(token), None)
-        if found is None:
+        """The provisioning, once: the row is locked, checked and emptied in one transaction (any hub process)."""
+        digest, now = _digest(token), self.clock()
+        with self.kb.session() as s:
+            row = s.scalars(select(PhoneInvite).where(PhoneInvite.token_hash == digest).with_for_update()).first()
+            sealed = row.sealed if row is not None and row.expires_at >= now else None
+            if row is not None and sealed is not None:
+                row.sealed, row.redeemed_at = None, now
+        if sealed is None:
             raise InviteUsedError("this phone link is unknown, already used or expired: ask the operator for a new one")
-        return found[0]
+        return _open(token, digest, sealed)
 
-    def _expire(self) -> None:
-        now = self.clock()
-        for digest in [d for d, (_, until) in self._pending.items() if until < now]:
-            del self._pending[digest]
+
+def _key(token: str) -> bytes:
+    """The sealing key: derived from the token (domain-separated from the row's lookup digest)."""
+    return hashlib.sha256(b"hgen phone invite key\0" + token.encode()).digest()
+
+
+def _seal(token: str, digest: str, provisioning: PhoneProvisioning) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(_key(token)).encrypt(nonce, json.dumps(provisioning.to_json()).encode(), digest.encode())
+
+
+def _open(token: str, digest: str, sealed: bytes) -> PhoneProvisioning:
+    try:
+        plain = AESGCM(_key(token)).decrypt(sealed[:12], sealed[12:], digest.encode())
+    except InvalidTag:
+        raise InviteUsedError("this phone link does not open its invitation: ask the operator for a new one") from None
+    return PhoneProvisioning(**json.loads(plain))
 
 
 def _digest(token: str) -> str:

@@ -38,7 +38,7 @@ def device_csp(mqtt_url: str | None) -> str:
 
 def register(app: Flask, ctx: WebContext) -> None:
     registry = device_registry(ctx.config, ctx.hub.service.kb)
-    invites = PhoneInvites(ctx.config, registry.add)
+    invites = PhoneInvites(ctx.config, ctx.hub.service.kb, registry.add)
     csp = device_csp(ctx.config.phones.mqtt_websocket_url)
 
     def page(template: str, **values: Any) -> Response:

@@ -1,12 +1,15 @@
 """The hub's side of phones (hub/web/routes_device.py, hub/web/phones.py) without a browser: only operators make
 phone links, a link provisions once, bundles need the device's own bearer token, the device page carries its own
-CSP (wasm) while the rest keeps the strict one, and bad names or paths are refused while the hub keeps serving."""
+CSP (wasm) while the rest keeps the strict one, and bad names or paths are refused while the hub keeps serving. Links live in the knowledge base (migration 0008):
+one hub process redeems another's link, once; it survives a restart; it expires; and the database alone holds
+neither the token nor the device's secret in clear (SQLite: two HubApps on one file; PostgreSQL too)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import threading
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -14,9 +17,16 @@ from pathlib import Path
 import pytest
 from hgen.edge_agent.testing import make_keys
 from hgen.hub.app import HubApp
-from hgen.hub.kb.store import BundleRecord
+from hgen.hub.config import parse_hub_config
+from hgen.hub.devices import DeviceCredentials, verify_secret
+from hgen.hub.kb.models import DeviceCredential, PhoneInvite
+from hgen.hub.kb.store import BundleRecord, KnowledgeBase
+from hgen.hub.testing.clock import Clock
+from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.web import add_people, csrf_token_of, logged_in, web_hub
+from hgen.hub.web.phones import InviteUsedError, PhoneInvites
 from hgen.runtime import signing
+from sqlalchemy import select
 
 
 @pytest.fixture
@@ -94,3 +104,100 @@ def test_device_page_policy_and_static_files(hub: HubApp) -> None:
         assert client.get(f"/device/static/{bad}").status_code == 404
     manifest = client.get("/device/manifest.webmanifest")
     assert manifest.status_code == 200 and json.loads(manifest.data)["start_url"] == "/device"
+
+
+TTL_S = 60
+
+
+def phones(keys: Path) -> dict[str, object]:
+    return {"public_key": str(keys / "signing.pub"), "mqtt_websocket_url": "ws://127.0.0.1:9001",
+            "invite_ttl_s": TTL_S}
+
+
+def test_a_link_made_on_one_hub_works_once_on_another(tmp_path: Path) -> None:
+    make_keys(tmp_path / "keys")
+    with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as first, \
+            web_hub(tmp_path, phones=phones(tmp_path / "keys")) as second:
+        add_people(first)
+        status, token = make_link(first, "phone-a")
+        assert status == 200 and token
+        page = second.web.app.test_client().get(f"/device/join/{token}")
+        assert page.status_code == 200
+        given = provisioning(page.get_data(as_text=True))
+        assert given["device_id"] == "phone-a"
+        for hub in (first, second):  # used: refused everywhere, and the secret is gone from the row
+            again = hub.web.app.test_client().get(f"/device/join/{token}")
+            assert again.status_code == 400 and "data-json" not in again.get_data(as_text=True)
+        with first.service.kb.session() as s:
+            row = s.scalars(select(PhoneInvite)).one()
+            stored = s.get(DeviceCredential, "phone-a")
+            assert row.sealed is None and row.redeemed_at is not None and token not in row.token_hash
+            assert stored is not None and verify_secret(str(given["secret"]), stored.secret_hash)
+
+
+def test_a_link_survives_a_hub_restart(tmp_path: Path) -> None:
+    make_keys(tmp_path / "keys")
+    with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as hub:
+        add_people(hub)
+        _, token = make_link(hub, "phone-b")
+    with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as restarted:
+        page = restarted.web.app.test_client().get(f"/device/join/{token}")
+        assert page.status_code == 200 and provisioning(page.get_data(as_text=True))["device_id"] == "phone-b"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def two_processes(kb_url: str, tmp_path: Path) -> Iterator[tuple[PhoneInvites, PhoneInvites, Clock]]:
+    """Two hub processes' invites (own engines) on one database, with one clock."""
+    make_keys(tmp_path / "keys")
+    config = parse_hub_config({"knowledge_base": {"url": kb_url}, "phones": phones(tmp_path / "keys")})
+    clock = Clock()
+    kbs = [KnowledgeBase.open(kb_url, image_dir=tmp_path / "images") for _ in range(2)]
+    yield (*(PhoneInvites(config, kb, DeviceCredentials(kb).add, clock) for kb in kbs), clock)  # type: ignore[misc]
+    for kb in kbs:
+        kb.close()
+
+
+def test_one_redemption_wins_and_links_expire(two_processes: tuple[PhoneInvites, PhoneInvites, Clock]) -> None:
+    first, second, clock = two_processes
+    token = first.create("phone-c", "phone-model")
+    won: list[str] = []
+    refused: list[str] = []
+
+    def redeem(invites: PhoneInvites) -> None:
+        try:
+            won.append(invites.redeem(token).device_id)
+        except InviteUsedError:
+            refused.append("refused")
+
+    racers = [threading.Thread(target=redeem, args=(invites,)) for invites in (first, second) * 4]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert won == ["phone-c"] and len(refused) == 7
+    late = second.create("phone-d", "phone-model")
+    clock.now += TTL_S + 1
+    with pytest.raises(InviteUsedError, match="unknown, already used or expired"):
+        first.redeem(late)
+    first.create("phone-e", "phone-model")  # creating prunes expired rows: only the live one is left
+    with first.kb.session() as s:
+        assert [row.device_id for row in s.scalars(select(PhoneInvite))] == ["phone-e"]
+
+
+def test_a_wrong_or_tampered_token_is_refused(two_processes: tuple[PhoneInvites, PhoneInvites, Clock]) -> None:
+    first, second, _ = two_processes
+    token = first.create("phone-f", "phone-model")
+    for bad in ("", "x" * 100, token[:-1], token + "A"):
+        with pytest.raises(InviteUsedError):
+            second.redeem(bad)
+    with first.kb.session() as s:  # the database alone: no secret in clear
+        sealed = s.scalars(select(PhoneInvite)).one().sealed
+        assert sealed is not None and b"secret" not in sealed and b"phone-f" not in sealed
+    assert second.redeem(token).device_id == "phone-f"
