@@ -21,6 +21,7 @@ import numpy as np
 
 from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.adapt.runner import Adaptation
+from hgen.edge_agent.clock import SYSTEM_CLOCK, Clock
 from hgen.edge_agent.config import AgentConfig
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
 from hgen.edge_agent.housekeeping import Housekeeping
@@ -46,9 +47,10 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
     """`Agent(config, callbacks=[fn]).start()`; `wait()` for the source to end; `stop()`; `telemetry.snapshot()`."""
 
     def __init__(self, config: AgentConfig, *, callbacks: Sequence[Callable[[Result], None]] = (),
-                 source: FrameSource | None = None) -> None:
+                 source: FrameSource | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
-        self.telemetry = Telemetry(config.telemetry.latency_window)
+        self.clock = clock
+        self.telemetry = Telemetry(config.telemetry.latency_window, clock=clock.monotonic)
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -122,7 +124,8 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
     def wait_settled(self, timeout: float) -> bool:
         """Wait until every escalated sample has a final result (fused, refused or timed out)."""
         with self._changed:
-            return self._changed.wait_for(lambda: all(w.timed_out for w in self._waiting.values()), timeout)
+            return self._changed.wait_for(lambda: all(w.timeout_reported for w in self._waiting.values()),
+                                          timeout)
 
     def wait_outbox_empty(self, timeout: float) -> bool:
         """Wait until the hub replied to every stored sample."""
@@ -257,7 +260,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         confidence = model.confidence(logits)
         size = FrameSize(int(frame.image.shape[1]), int(frame.image.shape[0]))
         answer = model.adapter.answer_fields(model, logits, size)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             self.labour.frame()
         decision = model_decision = self.gate.decide(confidence, model.tau, now)
@@ -291,11 +294,11 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
                 return None
             batch_id = self.batcher.current_batch_id()
         pending = replace(result, status=ResultStatus.PENDING)
-        deadline = time.time() + self.config.batching.deadline_s
+        deadline = self.clock.time() + self.config.batching.deadline_s
         meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
                 "lambda": model.params.fusion_lambda, "shape": list(logits.shape[1:]),
                 "size": [size.width, size.height]}
-        row = OutboxRow(result.sample_id, batch_id, time.time(), frame.index, model.m, deadline,
+        row = OutboxRow(result.sample_id, batch_id, self.clock.time(), frame.index, model.m, deadline,
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
         if not self.outbox.put([row]):
             with self._lock:
@@ -305,7 +308,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
         with self._lock:
             self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
-                                                      time.monotonic() + self.config.batching.patience_s,
+                                                      now + self.config.batching.patience_s,
                                                       labour=labour, size=size)
         self._emit(pending)
         return pending
@@ -330,9 +333,10 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))
         return sample
 
-    def _emit(self, result: Result) -> None:
+    def _emit(self, result: Result, skip_held: bool = False) -> None:
+        """To every sink that wants it (and, recovering after a crash, does not hold it already)."""
         for sink in self.sinks:
-            if not sink.wants(result):
+            if not sink.wants(result) or (skip_held and sink.holds(result)):
                 continue
             try:
                 sink.emit(result)

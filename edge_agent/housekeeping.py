@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -33,9 +32,9 @@ class Housekeeping:
     """The housekeeping thread's work, for `Agent`."""
 
     def _housekeeping(self: Agent) -> None:
-        next_status = next_scan = time.monotonic()
+        next_status = next_scan = self.clock.monotonic()
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self.clock.monotonic()
             try:
                 self._flush_due(now)
                 self._expire(now)
@@ -65,13 +64,18 @@ class Housekeeping:
             for waiting in self._waiting.values():
                 if not waiting.timed_out and now >= waiting.patience_at:
                     waiting.timed_out = True
-                    expired.append(replace(waiting.result, status=ResultStatus.TIMEOUT,
-                                           detail="no reply within patience; the model's answer stands"))
-            if expired:
-                self._changed.notify_all()
+                    expired.append(timed_out(waiting.result))
+        if expired:  # marked first: after a crash the reply is `late`, never a second final answer
+            self.outbox.mark_timed_out([result.sample_id for result in expired])
         for result in expired:
             self.telemetry.inc("timeouts")
             self._emit(result)
+        if expired:
+            with self._changed:
+                for result in expired:
+                    if result.sample_id in self._waiting:
+                        self._waiting[result.sample_id].timeout_reported = True
+                self._changed.notify_all()
 
     def _resend(self: Agent, now: float) -> None:
         """Send outbox rows never sent, or due to be asked again (see ResendSchedule), oldest first, until the
@@ -119,8 +123,10 @@ class Housekeeping:
         self.transport.report_status(self.telemetry.device_status(self.config.device_id, model.name, model.version))
 
     def _restore(self: Agent) -> None:
-        """After a restart: every stored sample waits for its reply again (and is resent on connect)."""
-        patience_at = time.monotonic() + self.config.batching.patience_s
+        """After a restart: results settled before the crash reach the sinks that missed them; every stored sample
+        waits for its reply again (and is resent on connect), with what is left of its patience."""
+        recovered = self._recover_settled()
+        now, wall = self.clock.monotonic(), self.clock.time()
         restored = 0
         for row in self.outbox.pending():
             meta = json.loads(row.meta)
@@ -128,11 +134,19 @@ class Housekeeping:
             shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
             logits = np.frombuffer(row.logits, np.float32).reshape(shape)
             size = FrameSize(*meta.get("size", (0, 0)))
+            patience_at = now + max(0.0, row.created + self.config.batching.patience_s - wall)
             with self._lock:
                 self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],
                                                        FusionParams(meta["temperature"], meta["lambda"]), patience_at,
-                                                       size=size)
+                                                       timed_out=bool(row.timed_out),
+                                                       timeout_reported=bool(row.timed_out), size=size)
+            if row.timed_out:  # marked, then perhaps killed before the timeout result was written
+                self._emit(timed_out(result), skip_held=True)
             restored += 1
-        if restored:
-            log.info("restored %d unreplied samples from the outbox", restored)
+        if restored or recovered:
+            log.info("restored %d unreplied samples and %d settled results from the outbox", restored, recovered)
             self._resend_all.set()
+
+
+def timed_out(result: Result) -> Result:
+    return replace(result, status=ResultStatus.TIMEOUT, detail="no reply within patience; the model's answer stands")

@@ -1,6 +1,12 @@
 """Durable outbox: every sample for people is committed to SQLite (WAL, synchronous=FULL) before it is sent,
 and deleted only when the hub's reply for it arrives. It survives agent restarts, power loss and hours offline.
 
+Exactly-once results across a crash: a reply's final result is journalled (`settle`: the sample leaves the outbox
+and its result enters `settled` in one transaction) before the sinks see it, and the journal entry is dropped
+(`emitted`) after. A restart re-offers journalled results to the sinks, and a sink that can tell whether it
+already holds a result (the JSONL file) skips it; a patience timeout is marked (`mark_timed_out`) before its
+result is emitted, so a restarted agent reports the later reply as `late`, never as a second final answer.
+
 Bounded by `max_samples`; the overflow policy drops the oldest stored sample or refuses the new one, and each
 drop is added to a persistent counter so an operator sees how much was lost.
 """
@@ -29,7 +35,9 @@ CREATE TABLE IF NOT EXISTS samples (
     meta TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settled (sample_id TEXT PRIMARY KEY, result TEXT NOT NULL);
 """
+MIGRATIONS = {"timed_out": "ALTER TABLE samples ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class OutboxRow:
     payload: bytes
     logits: bytes
     meta: str
+    timed_out: int = 0  # patience ran out and the model's answer was reported final
 
 
 class Outbox:
@@ -62,8 +71,16 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Outboxes written by older agents gain the columns added since (their rows keep working)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        for column, statement in MIGRATIONS.items():
+            if column not in have:
+                self._db.execute(statement)
 
     def put(self, rows: Sequence[OutboxRow]) -> list[str]:
         """Store `rows` in one transaction; returns the ids actually stored (overflow may refuse some)."""
@@ -102,6 +119,30 @@ class Outbox:
             before = self._db.total_changes
             self._db.executemany("DELETE FROM samples WHERE sample_id = ?", [(i,) for i in ids])
             return self._db.total_changes - before
+
+    def settle(self, sample_id: str, result_json: str) -> bool:
+        """The reply's final result replaces the sample, in one transaction; False if it was not stored (then
+        nothing is journalled: a duplicate reply for a settled sample)."""
+        with self._lock, self._transaction():
+            if self._db.execute("DELETE FROM samples WHERE sample_id = ?", (sample_id,)).rowcount == 0:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO settled (sample_id, result) VALUES (?, ?)",
+                             (sample_id, result_json))
+            return True
+
+    def emitted(self, sample_id: str) -> None:
+        """Every sink has the settled result: drop it from the journal."""
+        with self._lock:
+            self._db.execute("DELETE FROM settled WHERE sample_id = ?", (sample_id,))
+
+    def unemitted(self) -> list[tuple[str, str]]:
+        """(sample id, result JSON) settled but maybe not emitted before a crash."""
+        with self._lock:
+            return [(str(a), str(b)) for a, b in self._db.execute("SELECT sample_id, result FROM settled")]
+
+    def mark_timed_out(self, sample_ids: Sequence[str]) -> None:
+        with self._lock, self._transaction():
+            self._db.executemany("UPDATE samples SET timed_out = 1 WHERE sample_id = ?", [(i,) for i in sample_ids])
 
     def get(self, sample_id: str) -> OutboxRow | None:
         with self._lock:
@@ -160,7 +201,7 @@ class Outbox:
 
     @staticmethod
     def _columns() -> str:
-        return "sample_id, batch_id, created, frame_index, m, deadline, payload, logits, meta"
+        return "sample_id, batch_id, created, frame_index, m, deadline, payload, logits, meta, timed_out"
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

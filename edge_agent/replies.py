@@ -7,7 +7,7 @@ out so each file holds one responsibility.
 
 from __future__ import annotations
 
-import time
+import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ class Waiting:
     params: FusionParams
     patience_at: float
     timed_out: bool = False
+    timeout_reported: bool = False  # its `timeout` result reached the sinks (what `wait_settled` waits for)
     labour: float = 0.0  # the estimate reserved from the labour bucket; a reply settles it
     size: FrameSize = FrameSize(0, 0)  # the frame as sent: people's pixel boxes are relative to it
 
@@ -64,15 +65,32 @@ class ReplyHandling:
         self.telemetry.inc("replies")
         if waiting.timed_out:
             self.telemetry.inc("late_replies")
-            self._emit(self._late(waiting, reply))
+            result = self._late(waiting, reply)
         else:
-            fused = self._fused(waiting, reply)
-            if self.prior is not None and fused.status is ResultStatus.FUSED:
-                self.prior.trust(fused.label)
-            self._emit(fused)
-        self.outbox.ack([reply.sample_id])
+            result = self._fused(waiting, reply)
+            if self.prior is not None and result.status is ResultStatus.FUSED:
+                self.prior.trust(result.label)
+        self._settle(result)
         with self._changed:
             self._changed.notify_all()
+
+    def _settle(self: Agent, result: Result) -> None:
+        """Journal the final result as the sample leaves the outbox, emit it, drop the journal entry: a crash in
+        between re-offers it after the restart (`_recover_settled`) instead of asking the hub again."""
+        journalled = self.outbox.settle(result.sample_id, result.to_json())
+        self._emit(result)
+        if journalled:
+            self.outbox.emitted(result.sample_id)
+
+    def _recover_settled(self: Agent) -> int:
+        """After a crash: results settled but perhaps not emitted go to every sink that does not hold them yet."""
+        recovered = self.outbox.unemitted()
+        for sample_id, text in recovered:
+            self._emit(Result.from_dict(json.loads(text)), skip_held=True)
+            self.outbox.emitted(sample_id)
+            with self._lock:
+                self._done[sample_id] = None  # its reply may come again: a duplicate, not an unknown sample
+        return len(recovered)
 
     def _fused(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
         """People's labels fused into the model's; without any (declined, expired, rejected) the model's stands."""
@@ -107,7 +125,7 @@ class ReplyHandling:
     def _on_transport_state(self: Agent, state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
         if state is ConnectionState.CONNECTED:
             self.telemetry.problem("hub", "")
-            self._asks.reconnected(time.monotonic())
+            self._asks.reconnected(self.clock.monotonic())
             self._resend_all.set()
         elif error is not TransportErrorCode.OK:
             self.telemetry.problem("hub", f"{error.value}: {detail}")

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -130,9 +129,9 @@ class Adaptation:
         """A result sink: times from `pending` to the reply give the hub's reply latency."""
         with self._lock:
             if result.status is ResultStatus.PENDING:
-                self._pending[result.sample_id] = time.monotonic()
+                self._pending[result.sample_id] = self.agent.clock.monotonic()
             elif result.status in ANSWERED and result.sample_id in self._pending:
-                self._reply_s.append(time.monotonic() - self._pending.pop(result.sample_id))
+                self._reply_s.append(self.agent.clock.monotonic() - self._pending.pop(result.sample_id))
             elif result.status is ResultStatus.TIMEOUT:
                 self._pending.pop(result.sample_id, None)
 

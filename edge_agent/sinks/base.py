@@ -20,6 +20,11 @@ class Sink(ABC):
     def emit(self, result: Result) -> None:
         """Deliver one result (called from several threads, one result at a time)."""
 
+    def holds(self, result: Result) -> bool:
+        """Whether this sink already has `result` (same sample, same status). Asked only after a crash, for a
+        result journalled before it; False means "cannot tell", and the result is delivered again."""
+        return False
+
     def close(self) -> None:
         """Flush and release."""
 
