@@ -28,7 +28,8 @@ def _packages() -> list[str]:
 
 
 class BuildPyWithProtos(build_py):
-    """Generate the protobuf/gRPC stubs (protos/codegen.py) before collecting modules, so installs ship them."""
+    """Generate the protobuf/gRPC stubs (protos/codegen.py) before collecting modules, so installs ship them; a
+    wheel also ships the phone app's build (hub/web/device_app), built here first if npm is installed."""
 
     def run(self) -> None:
         import importlib.util
@@ -37,7 +38,24 @@ class BuildPyWithProtos(build_py):
         codegen = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(codegen)
         codegen.generate(HERE / "protos")
+        if not getattr(self, "editable_mode", False):  # editable installs read hub/web/device_app in place
+            _build_phone_app()
         super().run()
+
+
+def _build_phone_app() -> None:
+    """npm ci + npm run build in android_bridge/ unless built; without npm the wheel has no phone page (the hub
+    then answers /device with the build command)."""
+    import shutil
+    import subprocess
+
+    if (HERE / "hub" / "web" / "device_app" / "device.js").is_file() or not (HERE / "android_bridge").is_dir():
+        return
+    if shutil.which("npm") is None:
+        print("warning: npm not found: this build ships no phone app (make android-bridge, then build again)")
+        return
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE / "android_bridge", check=True)
+    subprocess.run(["npm", "run", "build"], cwd=HERE / "android_bridge", check=True)
 
 
 # Device-only dependencies: never TensorFlow (tests check `hgen.runtime` and `hgen.edge_agent` import without it).
@@ -95,7 +113,9 @@ setup(
     packages=_packages(),
     package_dir=FOLDERS,
     include_package_data=True,
-    package_data={"": ["*.proto", "*.json", "*.yaml", "*.html", "*.css", "*.js", "*.ini", "*.mako"]},
+    package_data={"": ["*.proto", "*.json", "*.yaml", "*.html", "*.css", "*.js", "*.ini", "*.mako"],
+                  # folders that are not packages: pages, their files, the phone app's build (android_bridge/build.mjs)
+                  "hgen.hub.web": ["templates/*", "static/*", "device_app/*"]},
     install_requires=["numpy>=2.0", "pydantic>=2.6", "pyyaml>=6"],
     cmdclass={"build_py": BuildPyWithProtos},
     extras_require={"edge": EDGE, "compiler": COMPILER, "hub": HUB, "dev": DEV},

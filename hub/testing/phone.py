@@ -12,20 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hgen.hub.errors import HubError
-from hgen.hub.web.phones import DIST
+from hgen.hub.web.phones import BUILD_COMMAND, PhoneAppMissingError, device_app
 
-BUILD_COMMAND = "make android-bridge (npm ci && npm run build in android_bridge/)"
-
-
-class PhoneAppMissingError(HubError):
-    """The device page's build or node is missing."""
+APP_DIR = Path(__file__).resolve().parents[2] / "android_bridge"  # the source checkout's app (tests run there)
+DIST = APP_DIR / "dist"
 
 
 def built_app() -> Path:
-    """The build directory with the page's script and wasm, and the node tests."""
-    if not (DIST / "static" / "device.js").is_file() or not (DIST / "test").is_dir():
-        raise PhoneAppMissingError(f"android_bridge is not built: run {BUILD_COMMAND}")
+    """The build directory of the node tests (`dist/test`), once the page's files are built into the hub."""
+    device_app()
+    if not (DIST / "test").is_dir():
+        raise PhoneAppMissingError(f"android_bridge's node tests are not built: run {BUILD_COMMAND}")
     return DIST
 
 

@@ -16,20 +16,35 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hgen.hub.config import HubConfig
-from hgen.hub.errors import BadInputError, HubConfigError
+from hgen.hub.errors import BadInputError, HubConfigError, HubError
 from hgen.hub.kb.models import PhoneInvite
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.runtime.signing import load_public_key, raw_public_bytes
 from sqlalchemy import delete, select
 
-APP_DIR = Path(__file__).resolve().parents[2] / "android_bridge"
-DIST = APP_DIR / "dist"  # `make android-bridge` builds it (npm ci + npm run build)
+APP_PACKAGE, APP_FOLDER = "hgen.hub.web", "device_app"  # android_bridge/build.mjs writes the page's files there
+BUILD_COMMAND = "make android-bridge (npm ci && npm run build in android_bridge/)"
+
+
+class PhoneAppMissingError(HubError):
+    """The device page's build (its script, wasm and service worker) is not installed with the hub."""
+
+
+def device_app() -> Path:
+    """The built page as package data of `hgen.hub.web` (importlib.resources), so an installed hub serves it
+    without the source checkout; a wheel ships it when it was built first (setup.py builds it if npm is there)."""
+    folder = resources.files(APP_PACKAGE).joinpath(APP_FOLDER)
+    if not folder.joinpath("device.js").is_file():
+        raise PhoneAppMissingError(f"the phone app is not built into {APP_PACKAGE}/{APP_FOLDER}: run {BUILD_COMMAND} "
+                                   "in the source checkout, then reinstall the hub (or install a wheel built after it)")
+    return Path(str(folder))
 
 
 class InviteUsedError(BadInputError):

@@ -18,7 +18,7 @@ from hgen.hub.broker_acl import device_registry
 from hgen.hub.devices import DeviceCredentialError, check_device_id
 from hgen.hub.errors import AuthError, BadInputError, HubConfigError
 from hgen.hub.web.context import WebContext, require_user
-from hgen.hub.web.phones import DIST, PhoneInvites
+from hgen.hub.web.phones import PhoneAppMissingError, PhoneInvites, device_app
 
 STATIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(js|mjs|wasm|json|png|svg)$")
 TYPES = {"js": "text/javascript", "mjs": "text/javascript", "wasm": "application/wasm", "json": "application/json",
@@ -46,21 +46,31 @@ def register(app: Flask, ctx: WebContext) -> None:
         response.headers["Content-Security-Policy"] = csp
         return response
 
+    def built() -> Any:
+        """The page's build, or a 503 naming the build command (checked before a link is spent on a dead page)."""
+        try:
+            return device_app()
+        except PhoneAppMissingError as exc:
+            abort(make_response(render_template("error.html", message=str(exc), status=503), 503))
+
     @app.get("/device")
     def device() -> Any:
+        built()
         return page("device.html", provisioning=None)
 
     @app.get("/device/join/<token>")
     def device_join(token: str) -> Any:
         """The single-use link: hands the phone its provisioning once; the page stores it and opens device mode."""
+        built()
         provisioning = invites.redeem(token[:100])
         return page("device.html", provisioning=json.dumps(provisioning.to_json()))
 
     @app.get("/device/static/<name>")
     def device_static(name: str) -> Any:
-        if not STATIC.match(name) or not (DIST / "static" / name).is_file():
+        folder = built()
+        if not STATIC.match(name) or not (folder / name).is_file():
             abort(404)
-        response = send_file(DIST / "static" / name, mimetype=TYPES[name.rsplit(".", 1)[1]], max_age=0)
+        response = send_file(folder / name, mimetype=TYPES[name.rsplit(".", 1)[1]], max_age=0)
         if name == "sw.js":
             response.headers["Service-Worker-Allowed"] = "/device"
         response.headers["Content-Security-Policy"] = csp

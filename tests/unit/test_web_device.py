@@ -1,8 +1,9 @@
 """The hub's side of phones (hub/web/routes_device.py, hub/web/phones.py) without a browser: only operators make
 phone links, a link provisions once, bundles need the device's own bearer token, the device page carries its own
-CSP (wasm) while the rest keeps the strict one, and bad names or paths are refused while the hub keeps serving. Links live in the knowledge base (migration 0008):
-one hub process redeems another's link, once; it survives a restart; it expires; and the database alone holds
-neither the token nor the device's secret in clear (SQLite: two HubApps on one file; PostgreSQL too)."""
+CSP (wasm) while the rest keeps the strict one, and bad names or paths are refused while the hub keeps serving.
+Links live in the knowledge base (migration 0008): one hub process redeems another's link, once; it survives a
+restart; it expires; and the database alone holds neither the token nor the device's secret in clear (SQLite: two
+HubApps on one file; PostgreSQL too)."""
 
 from __future__ import annotations
 
