@@ -235,6 +235,9 @@ class FieldConfig(StrictModel):
                                           "compile's rule; the acceptance check still guards the accuracy demand)")
     labour_margin: float = Field(0.9, gt=0.0, le=1.0, title="tau is chosen for this share of the labour demand (the "
                                                             "field estimate is from a few hundred labels)")
+    labour_confidence: float = Field(0.8, ge=0.0, lt=1.0, title="tau's labour is judged by its one-sided upper "
+                                                             "bound at this confidence (0: the estimate itself); "
+                                                             "a few audited frames stand for most of the field")
     trade: float = Field(0.02, ge=0.0, le=0.2, title="Original test accuracy a retrain may lose for at least as much "
                                                      "gained on held-out field labels")
     filter_factor: float = Field(3.0, ge=1.0, title="When most human-labelled samples are unlike the training "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -103,12 +104,30 @@ def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_
                     int(np.median(people)) if people else 3)
 
 
+def labour_upper(share: np.ndarray, weights: np.ndarray, gated: np.ndarray, confidence: float) -> np.ndarray:
+    """Each gate's labour (Eq. 13, weighted mean of the frames' labour shares `share`, in confidence order; a gate
+    spends on the first `gated` frames), raised to a one-sided upper bound at `confidence`. An audited frame stands
+    for 1 / audit_share frames, so a few of them carry most of the field and the estimate's spread is that of a
+    weighted mean: Var = sum(w^2 (x - mean)^2) / W^2, x a frame's share if gated, else 0."""
+    w = weights.astype(np.float64)
+    total, w2 = float(w.sum()), float((w ** 2).sum())
+    mean = np.concatenate([[0.0], np.cumsum(w * share)])[gated] / total
+    if confidence <= 0.0:
+        return mean
+    linear = np.concatenate([[0.0], np.cumsum(w ** 2 * share)])[gated]
+    square = np.concatenate([[0.0], np.cumsum(w ** 2 * share ** 2)])[gated]
+    variance = np.clip(square - 2.0 * mean * linear + mean ** 2 * w2, 0.0, None) / total ** 2
+    return mean + NormalDist().inv_cdf(confidence) * np.sqrt(variance)
+
+
 def choose_tau(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, labour_demand: float,
-               accuracy_floor: float, human_accuracy: float, m: int) -> tuple[float, float, float, bool]:
+               accuracy_floor: float, human_accuracy: float, m: int,
+               labour_confidence: float = 0.0) -> tuple[float, float, float, bool]:
     """(tau, expected accuracy with people, labour, meets the labour demand) on the weighted set, people right with
     `human_accuracy`. Accuracy comes first (Eq. 14's A is what the product promises): among gates that keep the
     expected accuracy at `accuracy_floor` or above, the most accurate one within the labour demand, else the one
-    with the least labour (the demand is missed and reported so); if none keeps the floor, the most accurate."""
+    with the least labour (the demand is missed and reported so); if none keeps the floor, the most accurate.
+    With `labour_confidence` > 0 a gate meets the demand by its labour's upper bound (few audits: a wide one)."""
     confidence = probs.max(axis=1)
     right = (probs.argmax(axis=1) == labels).astype(np.float64)
     l0 = np.asarray(labour_per_sample(DifficultyEstimator().difficulty(probs), m), np.float64)
@@ -122,10 +141,11 @@ def choose_tau(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, la
     taus = np.unique(np.concatenate([(ordered[:-1] + ordered[1:]) / 2.0, [0.0, 1.0]]))
     gated = np.searchsorted(ordered, taus, side="left")  # tau gates the samples below it
     gain = np.concatenate([[0.0], np.cumsum(w * (human_accuracy - right[order]))])
-    spent = np.concatenate([[0.0], np.cumsum(w * l0[order])])
     accuracy = np.round((float((w * right[order]).sum()) + gain[gated]) / total, 12)
-    labour = spent[gated] * labour_ratio(1.0, 1) / total
-    keeps, meets = accuracy >= accuracy_floor - 1e-12, labour <= labour_demand
+    share = l0[order] * labour_ratio(1.0, 1)
+    labour = labour_upper(share, weights[order], gated, 0.0)
+    upper = labour if labour_confidence <= 0.0 else labour_upper(share, weights[order], gated, labour_confidence)
+    keeps, meets = accuracy >= accuracy_floor - 1e-12, upper <= labour_demand
     if (keeps & meets).any():
         pool = np.flatnonzero(keeps & meets)
         best = pool[np.lexsort((labour[pool], -accuracy[pool]))[0]]
@@ -155,7 +175,7 @@ def refit(enhanced: Any, field: FieldSet, config: FieldConfig, *, labour_demand:
     tau, accuracy, labour, meets = choose_tau(softmax(logits, temperature), field.y, field.weights,
                                               labour_demand=labour_demand * config.labour_margin,
                                               accuracy_floor=accuracy_floor, human_accuracy=human_accuracy,
-                                              m=field.m)
+                                              m=field.m, labour_confidence=config.labour_confidence)
     return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, tau, accuracy, labour,
                  len(field), meets)
 

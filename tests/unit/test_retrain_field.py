@@ -108,3 +108,21 @@ def test_the_original_split_may_pay_only_for_what_the_field_gained() -> None:
     assert not check(current, Scored(0.505, 0.84), holdout, test, tolerance=0.0, min_holdout=10, score=score,
                      trade=0.02).accepted  # more than the field gained
     assert not check(current, Scored(0.65, 0.84), holdout, test, tolerance=0.0, min_holdout=10, score=score).accepted
+
+
+def test_a_few_audited_frames_make_tau_aim_lower_for_the_labour_demand() -> None:
+    """The same field seen whole (400 frames) or through 20 audits (each for 20 frames): the estimate is alike, but its
+    upper bound is wider with the audits, so at the same confidence the gate is more conservative."""
+    confidence = np.linspace(0.5, 0.99, 400)
+    probs = probs_of(confidence, np.zeros(400, np.int64))
+    labels = np.where(np.arange(400) < 120, 1, 0)  # the least confident are wrong: people help there
+    many = np.ones(400, np.int64)
+    few = np.where(np.arange(400) % 20 == 0, 20, 0)  # every 20th frame audited, the rest never seen
+    keep = few > 0
+    plain = choose_tau(probs, labels, many, labour_demand=0.05, accuracy_floor=0.0, human_accuracy=0.9, m=3)
+    bound = choose_tau(probs, labels, many, labour_demand=0.05, accuracy_floor=0.0, human_accuracy=0.9, m=3,
+                       labour_confidence=0.8)
+    audited = choose_tau(probs[keep], labels[keep], few[keep], labour_demand=0.05, accuracy_floor=0.0,
+                         human_accuracy=0.9, m=3, labour_confidence=0.8)
+    assert plain[3] and bound[3] and audited[3]
+    assert audited[0] < bound[0] <= plain[0] and audited[2] < bound[2] <= plain[2] <= 0.05
