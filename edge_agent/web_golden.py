@@ -70,15 +70,19 @@ def preprocess_case(rng: np.random.Generator, shape: tuple[int, int, int], frame
 
 
 def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
-    """A stream through the agent's Gate (no audits: phones draw none) and LabourBucket, in the agent's order:
-    refill per frame, gate (c < tau, rate limit), then the bucket for what would go to people."""
+    """A stream through the agent's Gate (audits drawn from its seeded generator) and LabourBucket, in the
+    agent's order: refill per frame, gate (c < tau, audit draw, rate limit), then the bucket for what would go to
+    people."""
     from hgen.edge_agent.config import GateConfig
     from hgen.edge_agent.gating import Decision, Gate, LabourBucket
 
     share = None if rng.random() < 0.2 else float(rng.uniform(0.005, 0.2))
     interval = float(rng.choice([0.0, 0.05, 0.3]))
     window = int(rng.integers(5, 200))
-    gate, bucket = Gate(GateConfig(audit_share=0.0, min_escalation_interval_s=interval)), LabourBucket(share, window)
+    audit_share = float(rng.choice([0.0, 0.02, 0.3]))
+    seed = int(rng.choice([0, 1, 2**32 + 5, int(rng.integers(2**40))]))  # one and several 32-bit words
+    gate = Gate(GateConfig(audit_share=audit_share, min_escalation_interval_s=interval, seed=seed))
+    bucket = LabourBucket(share, window)
     unsure = (rng.random(frames) < rng.uniform(0.1, 0.9)).tolist()
     labour = rng.uniform(1.0, 9.0, frames).tolist()
     now = np.cumsum(rng.uniform(0.0, 0.1, frames)).tolist()
@@ -90,14 +94,24 @@ def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
             decision = Decision.BUDGET
         decisions.append(decision.value)
     return {"share": share, "interval": interval, "window": window, "unsure": unsure, "labour": labour, "now": now,
-            "decisions": decisions}
+            "audit_share": audit_share, "seed": seed, "decisions": decisions}
+
+
+def random_case(seed: int, draws: int = 1000) -> dict[str, Any]:
+    """Python's `random.Random(seed).random()` sequence, which the agent's audit draw uses (android_bridge's
+    src/pyrandom.ts ports it)."""
+    import random
+
+    generator = random.Random(seed)
+    return {"seed": seed, "values": [generator.random() for _ in range(draws)]}
 
 
 def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {
         "hdnn": [hdnn_case(rng, int(rng.integers(2, 20)), int(rng.integers(1, 30))) for _ in range(hdnn_cases)],
-        "gate": [gate_case(rng) for _ in range(12)],
+        "gate": [gate_case(rng) for _ in range(16)],
+        "random": [random_case(seed) for seed in (0, 1, 42, 2**32 - 1, 2**32, 2**52 + 3)],
         "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
     }
 

@@ -296,6 +296,10 @@ class PhonesConfig(StrictModel):
     labour_share: float | None = Field(None, ge=0.0, le=1.0, title="Labour demand L enforced on phones (share of "
                                                                    "the most labour; None: no limit)")
     min_escalation_interval_s: float = Field(0.0, ge=0.0, title="Phones send at most one sample per this interval")
+    audit_share: float = Field(0.02, ge=0.0, le=1.0, title="Share of confident frames phones also send to people "
+                                                            "(the agent's gate.audit_share)")
+    audit_seed: int = Field(0, ge=0, le=2**53 - 1, title="Seed of the phones' audit draw (Python's random.Random, "
+                                                         "as the agent's gate.seed)")
 
 
 class HubConfig(StrictModel):

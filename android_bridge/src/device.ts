@@ -6,7 +6,7 @@
 
 import { BundleRefusedError } from "./bundle.js";
 import { Camera } from "./camera.js";
-import { type Decision, Gate, LabourBucket } from "./gate.js";
+import { type Decision, Gate, LabourBucket, toPeople } from "./gate.js";
 import * as hdnn from "./hdnn.js";
 import { annotationRequest, classAnswers, HubLink, STATUS } from "./hub.js";
 import { type Inference, Model } from "./model.js";
@@ -158,7 +158,7 @@ class Pipeline {
     const decision = this.link === null ? (result.toPeople ? "no_hub" : "confident")
       : this.gate.decide(result.toPeople, result.labour, performance.now() / 1000);
     const inferMs = performance.now() - started;
-    const sampleId = decision === "escalate" ? await this.escalate(model, frame, result) : null;
+    const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
     const record: FrameRecord = { n: state.frames.length, presented, version: model.version, top1: result.top1, label,
       confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs, runMs: result.runMs,
@@ -168,7 +168,7 @@ class Pipeline {
     if (swapped !== undefined) swapped.atFrame = state.frames.length; // a frame in flight at the swap ends on the old model
     state.frames.push(record);
     show("answer", `${label} (${(result.confidence * 100).toFixed(1)} %)`);
-    show("asked", sampleId ? "asked people" : decision === "confident" ? "model answer" : `model answer (${decision})`);
+    show("asked", sampleId ? (decision === "audit" ? "asked people (audit)" : "asked people") : decision === "confident" ? "model answer" : `model answer (${decision})`);
     show("frames", `${state.frames.length} frames, ${state.dropped} dropped, ${state.pending} waiting for people`);
     if (state.frames.length % STATUS_EVERY_FRAMES === 0) this.report();
   }
@@ -249,7 +249,8 @@ async function main(): Promise<void> {
   show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)}, ${runtime})`);
   const outbox = await Outbox.open();
   state.pending = await outbox.count();
-  const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s);
+  const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s,
+    device.audit_share ?? 0, device.audit_seed ?? 0);
   const pipeline = new Pipeline(model, device, gate, outbox, null);
   if (device.mqtt_url) pipeline.link = connect(device, pipeline);
   else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");

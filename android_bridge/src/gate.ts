@@ -1,13 +1,21 @@
 /**
- * Who goes to people on the phone: the runtime's gate (c < tau, hdnn.needsHuman), then the same limits as the
- * agent's `hgen.edge_agent.gating`: at most one escalation per `minIntervalS`, and the labour demand L enforced
+ * Who goes to people on the phone: the runtime's gate (c < tau, hdnn.needsHuman), the agent's audit draw (a
+ * confident frame also goes to people when Python's `random.Random(seed).random()` < `auditShare`: the same
+ * generator, so the same frames), then the same limits as the agent's `hgen.edge_agent.gating`: at most one
+ * escalation or audit per `minIntervalS`, and the labour demand L enforced
  * with a bucket that refills L x L_max-per-frame operations each frame (capped at `windowFrames` of refill) and
  * is charged each sample's L0 = d * m, settled to what people really spent when the reply comes.
  */
 
 import { MAX_OPERATIONS, MAX_PARTICIPANTS } from "./hdnn.js";
+import { PyRandom } from "./pyrandom.js";
 
-export type Decision = "confident" | "escalate" | "rate_limited" | "budget";
+export type Decision = "confident" | "escalate" | "audit" | "rate_limited" | "budget";
+
+/** The decisions that send the frame to people. */
+export function toPeople(decision: string): boolean {
+  return decision === "escalate" || decision === "audit";
+}
 
 export class LabourBucket {
   readonly rate: number | null;
@@ -38,20 +46,32 @@ export class LabourBucket {
 
 export class Gate {
   private lastEscalation: number | null = null;
+  private readonly draws: PyRandom;
 
   constructor(
     readonly bucket: LabourBucket,
     readonly minIntervalS: number,
-  ) {}
+    readonly auditShare = 0,
+    seed = 0,
+  ) {
+    this.draws = new PyRandom(seed);
+  }
 
   /** `unsure` is the runtime gate's verdict for this frame; `now` in seconds. */
   decide(unsure: boolean, labour: number, now: number): Decision {
     this.bucket.frame();
-    if (!unsure) return "confident";
+    if (!unsure) {
+      // as the agent: a draw only when audits are on, and only for confident frames
+      return this.auditShare > 0 && this.draws.random() < this.auditShare ? this.limited("audit", labour, now) : "confident";
+    }
+    return this.limited("escalate", labour, now);
+  }
+
+  private limited(decision: "escalate" | "audit", labour: number, now: number): Decision {
     if (this.minIntervalS > 0 && this.lastEscalation !== null && now - this.lastEscalation < this.minIntervalS) {
       return "rate_limited";
     }
     this.lastEscalation = now; // as the agent: the interval counts from the attempt, even when the budget refuses
-    return this.bucket.take(labour) ? "escalate" : "budget";
+    return this.bucket.take(labour) ? decision : "budget";
   }
 }

@@ -14,6 +14,8 @@ export interface Provisioning {
   mqtt_topic_prefix: string;
   labour_share: number | null;
   min_escalation_interval_s: number;
+  audit_share?: number; // absent in links made before audits: none
+  audit_seed?: number;
 }
 
 export function bearer(p: Provisioning): string {

@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { Gate, LabourBucket } from "../src/gate.js";
+import { PyRandom } from "../src/pyrandom.js";
 import * as hdnn from "../src/hdnn.js";
 import { type InputSpec, preprocess } from "../src/preprocess.js";
 
@@ -46,7 +47,7 @@ test("H-CNN math matches the Python runtime", () => {
 test("the gate's rate limit and labour bucket decide as the agent's", () => {
   assert.ok(golden.gate.length >= 5);
   for (const [n, c] of golden.gate.entries()) {
-    const gate = new Gate(new LabourBucket(c.share, c.window), c.interval);
+    const gate = new Gate(new LabourBucket(c.share, c.window), c.interval, c.audit_share, c.seed);
     const decisions = c.unsure.map((unsure: boolean, i: number) => gate.decide(unsure, c.labour[i], c.now[i]));
     assert.deepEqual(decisions, c.decisions, `gate case ${n}`);
   }
@@ -81,4 +82,12 @@ test("preprocessing matches the Python agent's", () => {
     console.log(`preprocess case ${n} ${c.frame_width}x${c.frame_height} -> ${spec.shape} ${spec.resize}: ${perCase}/${expected.length} identical`);
   }
   console.log(`preprocessing: ${exact}/${total} inputs bit-identical, the rest within one level`);
+});
+
+test("the audit draw is Python's random.Random(seed).random()", () => {
+  assert.ok(golden.random.length >= 3);
+  for (const c of golden.random) {
+    const draws = new PyRandom(c.seed);
+    c.values.forEach((value: number, i: number) => assert.equal(draws.random(), value, `seed ${c.seed} draw ${i}`));
+  }
 });

@@ -65,6 +65,8 @@ class PhoneProvisioning:
     mqtt_topic_prefix: str
     labour_share: float | None
     min_escalation_interval_s: float
+    audit_share: float
+    audit_seed: int
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -97,7 +99,7 @@ class PhoneInvites:
         phones = self.config.phones
         provisioning = PhoneProvisioning(device_id, credential.secret, bundle_name, key, phones.mqtt_websocket_url,
                                          self.config.mqtt.prefix, phones.labour_share,
-                                         phones.min_escalation_interval_s)
+                                         phones.min_escalation_interval_s, phones.audit_share, phones.audit_seed)
         token, now = secrets.token_urlsafe(32), self.clock()
         digest = _digest(token)
         with self.kb.session() as s:

@@ -1,6 +1,7 @@
 """The phone's TypeScript H-DNN and preprocessing (android_bridge/src) decide as the Python runtime does: the Python
-side writes golden vectors (random logits, answers, estimators; random RGBA frames through the agent's
-preprocessing) and node's test runner checks the port against them (android_bridge/test/golden.test.ts)."""
+side writes golden vectors (random logits, answers, estimators; gate streams with the agent's seeded audit draw;
+Python's random() sequences; random RGBA frames through the agent's preprocessing) and node's test runner checks
+the port against them (android_bridge/test/golden.test.ts)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def app() -> tuple[str, Path]:
 def test_typescript_port_matches_golden_vectors(app: tuple[str, Path], tmp_path: Path) -> None:
     node, dist = app
     golden = write_golden(tmp_path / "golden.json", seed=7)
+    import json
+
+    decisions = [d for case in json.loads(golden.read_text())["gate"] for d in case["decisions"]]
+    assert decisions.count("audit") >= 10  # the agent's audit draw is exercised, not only c < tau
     run = subprocess.run([node, "--test", str(dist / "test")], env={**os.environ, "GOLDEN": str(golden)},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "# pass 4" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
+    assert "# pass 5" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
 
 
 def test_a_wrong_port_is_caught(app: tuple[str, Path], tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """A phone is a device like any other over MQTT: from headless Chromium (Playwright, the fake camera playing a
 held-out `.y4m`) it sends uncertain frames over MQTT 5 WebSockets to a real Mosquitto (authenticated with the
 credentials its onboarding link gave it) with the same protobuf messages; the SIMULATED crowd answers through the
-hub and the phone fuses the answers as the Python runtime does. A reload mid-stream loses no sample (IndexedDB
-outbox) and a hot swap to a new version announced on its updates topic drops no frame.
+hub and the phone fuses the answers as the Python runtime does. It also audits confident frames as the agent does
+(the same seeded draw: the agent's Gate replayed over the phone's frames decides the same), and audited samples are
+answered and fused like the rest. A reload mid-stream loses no sample (IndexedDB outbox) and a hot swap to a new
+version announced on its updates topic drops no frame.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hgen.hub.testing.phone import (
 
 BUNDLE = "lenet5-digits"
 DEVICE = "phone-7"
+AUDIT_SHARE, AUDIT_SEED = 0.2, 11  # high, so a short run audits several frames
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,8 @@ def running(tmp_path: Path, bundle: PhoneBundle, mosquitto_required: str) -> Ite
     with mosquitto(websockets=True) as broker:
         hub = start_hub(tmp_path / "hub.db", [], broker=broker, overrides={
             "web": {"enabled": True, "port": 0, "secret_key": secrets.token_urlsafe(32)},
-            "phones": {"public_key": str(bundle.public_key), "mqtt_websocket_url": broker.ws_url}})
+            "phones": {"public_key": str(bundle.public_key), "mqtt_websocket_url": broker.ws_url,
+                       "audit_share": AUDIT_SHARE, "audit_seed": AUDIT_SEED}})
         try:
             add_people(hub.app)
             hub.publish_bundle(bundle.archive, BUNDLE, "0.1.0")
@@ -59,6 +63,15 @@ def running(tmp_path: Path, bundle: PhoneBundle, mosquitto_required: str) -> Ite
 def wait(page: Any, condition: str, timeout_s: float = 90) -> None:
     page.wait_for_function(f"() => {{ const s = window.hgenDevice; return s && ({condition}); }}",
                            timeout=timeout_s * 1000)
+
+
+def agent_decisions(frames: list[dict[str, Any]]) -> list[str]:
+    """The agent's Gate (same share and seed, no rate limit) over one page session's frames, in their order."""
+    from hgen.edge_agent.config import GateConfig
+    from hgen.edge_agent.gating import Gate
+
+    gate = Gate(GateConfig(audit_share=AUDIT_SHARE, seed=AUDIT_SEED))
+    return [gate.decide(0.0 if frame["toPeople"] else 1.0, 0.5, 0.0).value for frame in frames]
 
 
 def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
@@ -103,6 +116,12 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
         expected = kind.fuse(np.array([record["logits"]]), np.array([record["answers"]]), params)[0]
         assert record["fused"] == expected
     assert any(f["fused"] != f["modelTop1"] for f in answered), "people's answers never changed an answer"
+    # audits: the agent's draw decides the same frames in each page session (a reload starts a new generator, as
+    # an agent restart does); audited frames were confident, went to people and came back fused
+    for session in (before["frames"], after["frames"]):
+        assert [f["decision"] for f in session] == agent_decisions(session)
+    audited = [f for f in before["frames"] if f["decision"] == "audit"]
+    assert audited and all(not f["toPeople"] and f["sampleId"] in stored for f in audited)
     # hot swap between two frames: one swap, versions in order, nothing dropped
     swap = after["swaps"][0]
     versions = [f["version"] for f in after["frames"]]
