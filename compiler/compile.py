@@ -81,7 +81,7 @@ def compile_config(**values: Any) -> CompileConfig:
 @dataclass(frozen=True)
 class CompileResult:
     summary: dict[str, Any]
-    search: SearchResult
+    search: SearchResult | None  # None for a detection data set (no search: `compile_detect.py`)
     out: Path
 
 
@@ -199,7 +199,14 @@ def _confidence_params(m: int, difficulty: Any) -> dict[str, float]:
 def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda message: None, *,
                  data: Dataset | None = None) -> CompileResult:
     """Search, fine-tune, evaluate and (optionally) bundle. `data` replaces `config.dataset` when given: the hub's
-    re-search passes the original data with the people's labels added to the training split."""
+    re-search passes the original data with the people's labels added to the training split. A detection data set
+    compiles an H-YOLO bundle without a search (`compile_detect.py`)."""
+    from hgen.compiler.data.detection import is_detection_spec
+
+    if data is None and is_detection_spec(config.dataset):
+        from hgen.compiler.compile_detect import compile_detector
+
+        return compile_detector(config, log)
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,11 @@ How an image is made (seeded, one generator per call):
 3. Written as JPEG (quality 80-95) into ROOT/<class name>/<index>.jpg, or with `mixed=True` every fifth as PNG and
    sizes varying from 0.5x to 1.5x the given size (so readers meet mixed formats and sizes).
 The result is read back only through the `folder` format, as a user's folder would be.
+
+Detection sets (`write_yolo_set`, `write_coco_file`) colour the canvases of `detection.compose` (digits pasted on a
+flat grey canvas, with their tight boxes): the same background field and textures at 60 % brightness, each canvas's
+objects in one random saturated tint (their intensity as mask), resized to the image side (boxes are normalised, so
+they stay exact), JPEG (quality 85-95) or PNG; labels as YOLO text files or one COCO instances JSON.
 """
 
 from __future__ import annotations
@@ -67,3 +72,80 @@ def write_colour_folder(root: str | Path, images: np.ndarray, labels: np.ndarray
         else:
             cv2.imwrite(str(folder / f"{index:06d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
     return root
+
+
+# ---- detection sets: the same colouring on canvases with boxes, written as a YOLO set or a COCO file -------------
+
+def colour_scene(grey: np.ndarray, rng: np.random.Generator, side: int) -> np.ndarray:
+    """A grey canvas in [0, 1] (objects brighter than its flat background, as `detection.compose` makes them) as an
+    RGB uint8 image of `side` x `side`: the objects tinted, the background a textured colour field."""
+    import cv2
+
+    from hgen.compiler.data.detection import BACKGROUND
+
+    mask = np.clip((grey.reshape(grey.shape[:2]) - BACKGROUND) / (1.0 - BACKGROUND), 0.0, 1.0).astype(np.float32)
+    mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)[..., None]
+    tint = rng.uniform(0, 1, 3)
+    tint = 255 * (tint - tint.min()) / max(float(np.ptp(tint)), 1e-6)
+    image = background(rng, side, side) * 0.6  # darker than the objects, so they stand out as in a camera frame
+    return np.clip(image * (1 - mask) + tint * mask + 0.5, 0, 255).astype(np.uint8)
+
+
+def _write_image(path: Path, rgb: np.ndarray, rng: np.random.Generator, png: bool) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if png:
+        cv2.imwrite(str(path), bgr)
+    else:
+        cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(85, 96))])
+
+
+def _side(rng: np.random.Generator, size: int, mixed: bool) -> int:
+    return int(size * rng.choice([0.75, 1.0, 1.5])) if mixed else size
+
+
+def write_yolo_set(root: str | Path, splits: dict[str, Any], class_names: Sequence[str], *, size: int = 64,
+                   seed: int = 0, mixed: bool = False) -> Path:
+    """`splits` maps train/val/test to `DetectionSplit`s (boxes normalised corners + class); writes the Ultralytics
+    layout (images/<split>/, labels/<split>/*.txt `class cx cy w h`, data.yaml) and returns ROOT. `mixed` varies the
+    image side (0.75-1.5x) and writes every fifth image as PNG; boxes stay exact (they are normalised)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, scenes in splits.items():
+        for index, (grey, boxes) in enumerate(zip(scenes.x, scenes.boxes)):
+            png = mixed and index % 5 == 4
+            _write_image(root / "images" / split / f"{index:05d}.{'png' if png else 'jpg'}",
+                         colour_scene(grey, rng, _side(rng, size, mixed)), rng, png)
+            label = root / "labels" / split / f"{index:05d}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("".join(f"{int(c)} {(x0 + x1) / 2:.6f} {(y0 + y1) / 2:.6f} {x1 - x0:.6f} {y1 - y0:.6f}\n"
+                                     for x0, y0, x1, y1, c in boxes))
+    names = "".join(f"  {i}: {name}\n" for i, name in enumerate(class_names))
+    (root / "data.yaml").write_text("path: .\n" + "".join(f"{s}: images/{s}\n" for s in splits) + "names:\n" + names)
+    return root
+
+
+def write_coco_file(root: str | Path, scenes: Any, class_names: Sequence[str], *, size: int = 64, seed: int = 0,
+                    mixed: bool = False) -> Path:
+    """All of `scenes` (a `DetectionSplit`) as ROOT/images/*.jpg and one COCO instances file ROOT/annotations.json
+    (category ids from 1, `bbox` [x, y, w, h] in pixels, a dummy segmentation); the reader splits it by seed."""
+    import json
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for index, (grey, boxes) in enumerate(zip(scenes.x, scenes.boxes)):
+        side, png = _side(rng, size, mixed), mixed and index % 5 == 4
+        name = f"{index:05d}.{'png' if png else 'jpg'}"
+        _write_image(root / "images" / name, colour_scene(grey, rng, side), rng, png)
+        images.append({"id": index + 1, "file_name": name, "width": side, "height": side})
+        for x0, y0, x1, y1, c in boxes:
+            box = [float(x0 * side), float(y0 * side), float((x1 - x0) * side), float((y1 - y0) * side)]
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": int(c) + 1,
+                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0, "segmentation": []})
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(class_names)]
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
+from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.demo.pools import Pools, evaluate_versions, split_pools
 from hgen.compiler.demo.presets import preset_for
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
@@ -102,7 +103,8 @@ def format_demands(demands: Demands) -> str:
 class FrameLog:
     """The agent's results by frame (final ones replace pending ones) and the sample id -> frame map."""
 
-    truth: Any
+    truth: Any  # per frame: a class, or true boxes (detection)
+    boxes: bool = False
     results: dict[int, Any] = field(default_factory=dict)
     frame_of: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,6 +135,10 @@ class FrameLog:
     def accuracy(self, version: str) -> dict[str, float]:
         with self.lock:
             mine = [r for r in self.results.values() if r.bundle_version == version and r.final]
+        if self.boxes:
+            from hgen.compiler.demo.detection import stream_accuracy
+
+            return stream_accuracy(mine)
         if not mine:
             return {"frames": 0, "model_only": float("nan"), "fused": float("nan"), "share_to_people": float("nan")}
         truth = [int(self.truth[r.frame_index % len(self.truth)]) for r in mine]
@@ -197,7 +203,8 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
         "devices": [DEVICE_ID], "knowledge_base": {"url": f"sqlite:///{out / 'hub.sqlite'}"},
         "grpc": {"port": free_port()},
         "retrain": {"enabled": True, "store_dir": str(out / "hub-models"), "signing_key": bundle["signing_key"],
-                    "models": [{"name": compiled.summary["model"], "keras_model": str(compiled.out / "model.keras"),
+                    "models": [{"name": compiled.summary["model"], "kind": compiled.summary.get("kind", "cnn"),
+                                "keras_model": str(compiled.out / "model.keras"),
                                 "bundle": bundle["dir"], "dataset": dataset, "dataset_limit": config.limit,
                                 "devices": {DEVICE_ID: compiled.summary["device"]["target"]},
                                 "threshold": config.retrain_threshold,
@@ -218,15 +225,20 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
 
 
 def start_hub(stack: ExitStack, config: DemoConfig, compiled: Any, dataset: str, num_classes: int, out: Path,
-              broker_url: str | None, frames: FrameLog) -> Any:
+              broker_url: str | None, frames: FrameLog, side: int) -> Any:
+    """The hub and the SIMULATED crowd: classes from the frame's truth, or boxes drawn around it (`side` pixels)."""
+    from hgen.compiler.demo.detection import start_box_crowd
     from hgen.hub.app import HubApp
     from hgen.hub.crowd import SimulatedCrowd
     from hgen.hub.testing.crowd import CrowdDriver
 
     app = HubApp(hub_config(config, compiled, dataset, out, broker_url)).start()
     stack.callback(app.stop)
-    crowd = SimulatedCrowd.uniform(config.m, config.annotator_accuracy, num_classes, seed=config.seed)
-    driver = CrowdDriver(app.service.annotators, crowd, frames.oracle).start()
+    if frames.boxes:
+        driver = start_box_crowd(app, frames, side, config.m, num_classes, config.seed)
+    else:
+        crowd = SimulatedCrowd.uniform(config.m, config.annotator_accuracy, num_classes, seed=config.seed)
+        driver = CrowdDriver(app.service.annotators, crowd, frames.oracle).start()
     stack.callback(driver.stop)
     return app
 
@@ -329,27 +341,28 @@ def agent_finished(agent: Any) -> bool:
 def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure, a
     dropped frame or a missed demand (after writing the summary)."""
-    from hgen.compiler.data import load_dataset
+    from hgen.compiler.demo.detection import dataset_base, is_detection, load_demo_data, truth_of
 
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     fresh_run_folder(out)
-    data = load_dataset(config.dataset, seed=config.seed, limit=config.limit)
-    config = with_preset(config, data.spec.base)
+    data = load_demo_data(config.dataset, seed=config.seed, limit=config.limit)
+    config = with_preset(config, dataset_base(data))
     field = field_data(config, data)
     pools = split_pools(field.test, config.eval_share, config.seed)
     log(f"[1/7] data: {data.name} from {data.origin}"
-        + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if data.spec.base == "digits" else "")
+        + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if dataset_base(data) == "digits" else "")
         + (f"; the field shows {field.name}, which the compile never sees" if config.field else ""))
-    log(f"      demands for {data.spec.base}: {format_demands(config.demands)}")  # type: ignore[arg-type]
+    log(f"      demands for {dataset_base(data)}: {format_demands(config.demands)}")  # type: ignore[arg-type]
     log(f"[2/7] hgen-compile for {config.device}: search, fine-tune, lower ({', '.join(config.engines)}), sign")
     compiled = compile_stage(config, data.name, out, log)
     transport = choose_transport(config)
     with ExitStack() as stack:
         broker_url = start_broker(stack, out) if transport == "mqtt" else None
-        frames = FrameLog(pools.stream.y)
-        app = start_hub(stack, config, compiled, data.name, data.num_classes, out, broker_url, frames)
+        frames = FrameLog(truth_of(pools.stream), boxes=is_detection(data))
+        app = start_hub(stack, config, compiled, data.name, data.num_classes, out, broker_url, frames,
+                        pools.stream.x.shape[1])
         grpc_url = f"grpc://127.0.0.1:{app.grpc_port}"
         hub_url = broker_url or grpc_url
         log(f"[3/7] hub on {hub_url} ({'MQTT through mosquitto' if broker_url else 'gRPC: mosquitto is not installed'})"
@@ -380,18 +393,28 @@ def field_data(config: DemoConfig, data: Any) -> Any:
     """The data the camera sees: the compile's own, or its images under `config.field`'s condition."""
     from hgen.compiler.data import load_dataset
 
+    from hgen.compiler.demo.detection import is_detection
+
     if not config.field:
         return data
+    if is_detection(data):
+        raise InvalidArgumentError("a field condition (`field`) is not supported on a detection data set yet")
     return load_dataset(f"{data.spec.base}:{config.field}", seed=config.seed, limit=config.limit)
 
 
 def evaluate_stage(config: DemoConfig, compiled: Any, app: Any, pools: Pools, first: str,
                    second: str) -> dict[str, dict[str, Any]]:
     """Both versions' signed bundles on the evaluation pool (see `pools.py`)."""
+    from hgen.compiler.demo.detection import evaluate_detection_versions
+
     bundle = compiled.summary["bundle"]
     published = next(v for v in app.retrain.store.versions(model_name(app)) if v.version == second)
-    return evaluate_versions({"before": (first, bundle["archive"]), "after": (second, published.bundle_dir)},
-                             bundle["public_key"], compiled.summary["device"]["target"], pools.evaluation,
+    versions = {"before": (first, bundle["archive"]), "after": (second, published.bundle_dir)}
+    target = compiled.summary["device"]["target"]
+    if isinstance(pools.evaluation, DetectionSplit):
+        return evaluate_detection_versions(versions, bundle["public_key"], target, pools.evaluation, m=config.m,
+                                           seed=config.seed + 1)
+    return evaluate_versions(versions, bundle["public_key"], target, pools.evaluation,
                              m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed + 1)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hgen.compiler.data import Split
+from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.errors import InvalidArgumentError
 
 
@@ -23,11 +24,18 @@ from hgen.compiler.errors import InvalidArgumentError
 class Pools:
     """Disjoint, seeded halves (by `eval_share`) of the test split."""
 
-    stream: Split
-    evaluation: Split
+    stream: Split | DetectionSplit
+    evaluation: Split | DetectionSplit
 
 
-def split_pools(test: Split, eval_share: float, seed: int) -> Pools:
+def pick(split: Split | DetectionSplit, index: np.ndarray) -> Split | DetectionSplit:
+    """Rows `index` of a classification or detection split."""
+    if isinstance(split, DetectionSplit):
+        return DetectionSplit(split.x[index], tuple(split.boxes[i] for i in index))
+    return Split(split.x[index], split.y[index])
+
+
+def split_pools(test: Split | DetectionSplit, eval_share: float, seed: int) -> Pools:
     """Stratification is not needed at these sizes; a seeded permutation keeps both pools representative."""
     if not 0 < eval_share < 1:
         raise InvalidArgumentError(f"eval_share must be in (0, 1), got {eval_share}")
@@ -36,7 +44,7 @@ def split_pools(test: Split, eval_share: float, seed: int) -> Pools:
     if cut < 1 or cut >= len(test):
         raise InvalidArgumentError(f"{len(test)} test images cannot be split {eval_share:g} / {1 - eval_share:g}")
     evaluation, stream = np.sort(order[:cut]), np.sort(order[cut:])
-    return Pools(Split(test.x[stream], test.y[stream]), Split(test.x[evaluation], test.y[evaluation]))
+    return Pools(pick(test, stream), pick(test, evaluation))
 
 
 def camera_frames(images: np.ndarray) -> np.ndarray:
