@@ -106,12 +106,31 @@ def random_case(seed: int, draws: int = 1000) -> dict[str, Any]:
     return {"seed": seed, "values": [generator.random() for _ in range(draws)]}
 
 
+def quantize_case(rng: np.random.Generator, size: int = 2000) -> dict[str, Any]:
+    """The agent's int8 (de)quantisation (`QuantParams`) as uint8 (zero point + 128), which the phone's LiteRT.js
+    model takes and gives: inputs hit exact halves, the clip limits and ordinary values."""
+    from hgen.runtime.engines.base import QuantParams
+
+    scale = float(np.float32(rng.choice([1 / 255, 2 / 255, rng.uniform(0.001, 0.2)])))
+    params = QuantParams(scale, int(rng.integers(-128, 128)))
+    steps = rng.integers(-300, 300, size).astype(np.float32)
+    x = np.concatenate([(steps + 0.5) * np.float32(scale), rng.normal(0, 200 * scale, size)]).astype(np.float32)
+    out = rng.integers(-128, 128, size).astype(np.int8)
+    out_params = QuantParams(float(np.float32(rng.uniform(0.01, 0.3))), int(rng.integers(-128, 128)))
+    return {"input": x.tolist(), "input_quant": {"scale": params.scale, "zero_point": params.zero_point + 128},
+            "quantized": (params.quantize(x).astype(np.int16) + 128).tolist(),
+            "output": (out.astype(np.int16) + 128).tolist(),
+            "output_quant": {"scale": out_params.scale, "zero_point": out_params.zero_point + 128},
+            "dequantized": out_params.dequantize(out).tolist()}
+
+
 def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {
         "hdnn": [hdnn_case(rng, int(rng.integers(2, 20)), int(rng.integers(1, 30))) for _ in range(hdnn_cases)],
         "gate": [gate_case(rng) for _ in range(16)],
         "random": [random_case(seed) for seed in (0, 1, 42, 2**32 - 1, 2**32, 2**52 + 3)],
+        "quantize": [quantize_case(rng) for _ in range(6)],
         "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
     }
 

@@ -5,6 +5,7 @@
  * sees it. A member the manifest does not list, or a listed file that is missing, refuses the whole bundle.
  */
 
+import type { Quant } from "./quantize.js";
 import { type InputSpec } from "./preprocess.js";
 
 const MAGIC = [0x48, 0x47, 0x53, 0x49, 0x47, 0x00, 0x01, 0x00]; // "HGSIG\0\1\0"
@@ -25,6 +26,9 @@ export interface FileEntry {
 export interface WebEntry extends FileEntry {
   runtime: "onnxruntime-web" | "litert-js";
   format: "onnx" | "tflite";
+  io_dtype?: "float32" | "uint8"; // uint8: LiteRT.js running an int8 bundle, (de)quantised by the page
+  input_quantization?: Quant | null;
+  output_quantization?: Quant | null;
 }
 
 export interface Manifest {

@@ -5,6 +5,9 @@
 
 import * as ort from "onnxruntime-web/wasm";
 
+import type { WebEntry } from "./bundle.js";
+import { dequantize, type Quant, quantize } from "./quantize.js";
+
 export const WASM_URL = "/device/static/ort-wasm-simd-threaded.wasm";
 
 export interface Engine {
@@ -36,28 +39,36 @@ export class OrtEngine implements Engine {
   }
 }
 
-/** LiteRT.js (wasm, XNNPack on the CPU): the second engine, for a bundle's `.tflite` web model (fixed batch 1). */
+/** LiteRT.js (wasm, XNNPack on the CPU): the second engine, for a bundle's `.tflite` web model (fixed batch 1),
+ * float or uint8 in and out (an int8 bundle: the page quantises the input and dequantises the logits). */
 export class LiteRtEngine implements Engine {
   private constructor(
     private readonly model: import("@litertjs/core").CompiledModel,
     private readonly shape: number[],
+    private readonly io: { input: Quant; output: Quant } | null,
   ) {}
 
-  static async open(model: Uint8Array, shape: number[]): Promise<LiteRtEngine> {
+  static async open(model: Uint8Array, shape: number[], entry: WebEntry): Promise<LiteRtEngine> {
     const litert = await import("@litertjs/core");
     if (!litertLoaded) {
       await litert.loadLiteRt(LITERT_WASM_DIR);
       litertLoaded = true;
     }
-    return new LiteRtEngine(await litert.loadAndCompile(model, { accelerator: "wasm" }), shape);
+    let io = null;
+    if (entry.io_dtype === "uint8") {
+      if (!entry.input_quantization || !entry.output_quantization) throw new Error("uint8 web model without quantization");
+      io = { input: entry.input_quantization, output: entry.output_quantization };
+    }
+    return new LiteRtEngine(await litert.loadAndCompile(model, { accelerator: "wasm" }), shape, io);
   }
 
   async run(input: Float32Array): Promise<Float32Array> {
     const { Tensor } = await import("@litertjs/core");
-    const tensor = new Tensor(input, this.shape);
+    const tensor = this.io ? new Tensor(quantize(input, this.io.input), this.shape) : new Tensor(input, this.shape);
     try {
       const outputs = await this.model.run(tensor);
-      const data = Float32Array.from(outputs[0].toTypedArray() as Float32Array);
+      const raw = outputs[0].toTypedArray();
+      const data = this.io ? dequantize(raw, this.io.output) : Float32Array.from(raw as Float32Array);
       outputs.forEach((output) => output.delete());
       return data;
     } finally {
@@ -74,8 +85,8 @@ export const LITERT_WASM_DIR = "/device/static/";
 let litertLoaded = false;
 
 /** The engine for a web model: onnxruntime-web for ONNX, LiteRT.js for `.tflite`. */
-export async function openEngine(runtime: string, model: Uint8Array, shape: number[]): Promise<Engine> {
-  if (runtime === "onnxruntime-web") return OrtEngine.open(model, shape);
-  if (runtime === "litert-js") return LiteRtEngine.open(model, shape);
-  throw new Error(`no browser engine '${runtime}'`);
+export async function openEngine(entry: WebEntry, model: Uint8Array, shape: number[]): Promise<Engine> {
+  if (entry.runtime === "onnxruntime-web") return OrtEngine.open(model, shape);
+  if (entry.runtime === "litert-js") return LiteRtEngine.open(model, shape, entry);
+  throw new Error(`no browser engine '${entry.runtime}'`);
 }

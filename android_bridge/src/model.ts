@@ -48,7 +48,7 @@ export class Model {
     const response = await fetch(url, { headers, cache: "no-store" });
     if (!response.ok) throw new Error(`bundle download failed: HTTP ${response.status} ${await response.text()}`);
     const verified = await verifyArchive(new Uint8Array(await response.arrayBuffer()), pinnedKey, runtime);
-    const engine = await openEngine(runtime, verified.model, verified.manifest.input.shape);
+    const engine = await openEngine(verified.web, verified.model, verified.manifest.input.shape);
     const model = new Model(verified.manifest, engine, verified.bytes);
     await model.healthCheck();
     return model;

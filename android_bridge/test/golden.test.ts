@@ -10,6 +10,7 @@ import { test } from "node:test";
 
 import { Gate, LabourBucket } from "../src/gate.js";
 import { PyRandom } from "../src/pyrandom.js";
+import { dequantize, quantize } from "../src/quantize.js";
 import * as hdnn from "../src/hdnn.js";
 import { type InputSpec, preprocess } from "../src/preprocess.js";
 
@@ -89,5 +90,14 @@ test("the audit draw is Python's random.Random(seed).random()", () => {
   for (const c of golden.random) {
     const draws = new PyRandom(c.seed);
     c.values.forEach((value: number, i: number) => assert.equal(draws.random(), value, `seed ${c.seed} draw ${i}`));
+  }
+});
+
+test("uint8 (de)quantisation gives the agent's int8 integers and floats", () => {
+  assert.ok(golden.quantize.length >= 3);
+  for (const [n, c] of golden.quantize.entries()) {
+    const input = Float32Array.from(c.input);
+    assert.deepEqual(Array.from(quantize(input, c.input_quant)), c.quantized, `quantize case ${n}`);
+    assert.deepEqual(Array.from(dequantize(Uint8Array.from(c.output), c.output_quant)), c.dequantized, `dequantize case ${n}`);
   }
 });

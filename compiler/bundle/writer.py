@@ -18,7 +18,7 @@ from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.targets import get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
 from hgen.compiler.lowering.tvm_relax import TVMLibrary, lower_tvm
-from hgen.compiler.lowering.web import check_web_runtimes, lower_web
+from hgen.compiler.lowering.web import WebModel, check_web_runtimes, lower_web
 from hgen.runtime import signing
 from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, EngineEntry, InputSpec, Manifest, Quantization
 from hgen.runtime.config import parse_config
@@ -64,9 +64,18 @@ def _entry(name: str, path: Path, tflite: TFLiteModel, library: TVMLibrary | Non
     )
 
 
-def _web_entry(runtime: str, path: Path) -> dict[str, Any]:
-    return {"runtime": runtime, "file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size,
-            "format": path.suffix.lstrip(".")}
+def _web_entry(runtime: str, model: WebModel) -> dict[str, Any]:
+    path = model.path
+    entry = {"runtime": runtime, "file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size,
+             "format": path.suffix.lstrip(".")}
+    if model.io_dtype == "uint8":  # float entries stay as older runtimes read them
+        entry.update(io_dtype="uint8", input_quantization=_uint8(model.input_quant),
+                     output_quantization=_uint8(model.output_quant))
+    return entry
+
+
+def _uint8(quant: Any) -> dict[str, Any] | None:
+    return None if quant is None else {"scale": quant.scale, "zero_point": quant.zero_point}
 
 
 def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
@@ -118,8 +127,9 @@ def write_bundle(
 ) -> BundleInfo:
     """Lower `keras_model` for `target`, write every engine's file, the manifest and its Ed25519 signature.
 
-    `web` adds the model files phones' browsers run (android_bridge): "onnxruntime-web" (ONNX, the default) and/or
-    "litert-js" (float .tflite); pass () for a bundle no phone will use."""
+    `web` adds the model files phones' browsers run (android_bridge): "onnxruntime-web" (float ONNX, the default)
+    and/or "litert-js" (.tflite: float, or int8 with uint8 I/O for an int8 bundle); pass () for a bundle no phone
+    will use."""
     _check_engines(engines)
     check_web_runtimes(web)
     get_target(target)  # unknown target: typed error before any work
@@ -143,7 +153,8 @@ def write_bundle(
     web_entries = []
     for runtime in web:  # a model the browser runtime cannot take keeps its device bundle, and says so
         try:
-            web_entries.append(_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime)))
+            web_entries.append(_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime,
+                                                             representative_data)))
         except CompilerError as exc:
             messages.append(f"no {runtime} model for phones: {exc}")
     if "litert" not in engines:

@@ -1,7 +1,8 @@
 """Keras -> TFLite with a fixed input shape: float32, or full-integer int8 post-training quantisation.
 
 A fixed batch matters downstream: TVM's relax TFLite frontend cannot import the SHAPE ops a dynamic batch
-emits. Int8 models take int8 in and give int8 out; the engines (de)quantise with the tensor parameters.
+emits. Int8 models take int8 in and give int8 out; the engines (de)quantise with the tensor parameters. Browsers'
+LiteRT.js has no int8 tensors, so phones get the same int8 graph with uint8 input and output (`integer_io`).
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ def lower_tflite(
     quantize: str = "float",
     batch_size: int = 1,
     representative_data: np.ndarray | None = None,
+    integer_io: Literal["int8", "uint8"] = "int8",
 ) -> TFLiteModel:
-    """Convert a Keras model (logits out) to TFLite, float32 or full-int8."""
+    """Convert a Keras model (logits out) to TFLite, float32 or full-int8 (its input and output `integer_io`)."""
     tf, _ = _tensorflow()
     precision = precision_of(quantize)
     fixed = fixed_batch(model, batch_size)
@@ -124,8 +126,7 @@ def lower_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(data, batch_size)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        converter.inference_input_type = converter.inference_output_type = getattr(tf, integer_io)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the exported signature
             content = converter.convert()

@@ -119,22 +119,24 @@ class PhoneBundle:
     frames: int
 
 
-def phone_bundle(folder: Path, frames: int = 60, tau: float = 0.9) -> PhoneBundle:
+def phone_bundle(folder: Path, frames: int = 60, tau: float = 0.9, quantize: str = "float") -> PhoneBundle:
     """LeNet-5 trained briefly on the first 1200 digits, bundled with both web models (ONNX for onnxruntime-web,
-    .tflite for LiteRT.js); frames 1400.. are held out."""
+    .tflite for LiteRT.js: float, or for `quantize="int8"` the int8 model with uint8 I/O, and then no 0.2.0);
+    frames 1400.. are held out."""
     from hgen.compiler.testing import train_lenet
     from hgen.edge_agent.testing import digits_28, make_keys
 
     keys = make_keys(folder / "keys")
     model = train_lenet()
-    archive = _bundle(folder / "bundle", model, keys.private_pem, "0.1.0", tau)
-    archive_v2 = _bundle(folder / "bundle-v2", model, keys.private_pem, "0.2.0", tau)
+    archive = _bundle(folder / "bundle", model, keys.private_pem, "0.1.0", tau, quantize)
+    archive_v2 = (_bundle(folder / "bundle-v2", model, keys.private_pem, "0.2.0", tau) if quantize == "float"
+                  else archive)
     images, _ = digits_28()
     video = write_y4m(folder / "held_out.y4m", images[1400:1400 + frames])
     return PhoneBundle(archive, archive_v2, keys.public_pem, keys.private_pem, video, folder, frames)
 
 
-def _bundle(out: Path, model: Any, private_key: Path, version: str, tau: float) -> Path:
+def _bundle(out: Path, model: Any, private_key: Path, version: str, tau: float, quantize: str = "float") -> Path:
     """As `hgen.compiler.testing.litert_bundle` writes them, with both browser models."""
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.edge_agent.testing import LABELS, digits_28
@@ -145,7 +147,7 @@ def _bundle(out: Path, model: Any, private_key: Path, version: str, tau: float) 
                  confidence_params={"m": 3.0, "difficulty_coef_0": -1.0, "difficulty_coef_1": 1.0,
                                     "difficulty_coef_2": -1.0, "difficulty_intercept": -1.0},
                  representative_data=images[..., None], engines=("litert",), web=("onnxruntime-web", "litert-js"),
-                 signing_key=private_key, overwrite=True)
+                 quantize=quantize, signing_key=private_key, overwrite=True)
     return pack_bundle(out)
 
 

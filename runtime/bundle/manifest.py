@@ -48,15 +48,33 @@ class EngineEntry(StrictModel):
     output_quantization: Quantization | None = None
 
 
+class Uint8Quantization(StrictModel):
+    """Affine uint8 parameters of a browser model's tensor: `real = (q - zero_point) * scale`."""
+
+    scale: float = Field(gt=0.0)
+    zero_point: int = Field(ge=0, le=255)
+
+
 class WebModelEntry(StrictModel):
-    """A model file for the phone's browser (`android_bridge/`): fixed batch 1, float input and output. Hashed and
-    signed like the engines' files; the Python runtime verifies it but never opens it."""
+    """A model file for the phone's browser (`android_bridge/`): fixed batch 1, float input and output, or (LiteRT.js
+    for an int8 bundle) the int8 graph with uint8 input and output, which the page (de)quantises with these
+    parameters. Hashed and signed like the engines' files; the Python runtime verifies it but never opens it."""
 
     runtime: Literal["onnxruntime-web", "litert-js"] = Field(title="the browser engine that runs it")
     file: str = Field(pattern=SAFE_FILE, title="file name inside the bundle")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
     format: Literal["onnx", "tflite"] = "onnx"
+    io_dtype: Literal["float32", "uint8"] = Field("float32", title="the model's input and output element type")
+    input_quantization: Uint8Quantization | None = None
+    output_quantization: Uint8Quantization | None = None
+
+    @model_validator(mode="after")
+    def _quantized_io(self) -> WebModelEntry:
+        given = (self.input_quantization is not None, self.output_quantization is not None)
+        if given != ((self.io_dtype == "uint8"),) * 2:
+            raise ValueError("uint8 web models need input and output quantization, float ones none")
+        return self
 
 
 class InputSpec(StrictModel):

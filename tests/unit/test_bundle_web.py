@@ -70,3 +70,19 @@ def test_a_file_listed_twice_is_refused(tmp_path: Path) -> None:
             "engines": [{"name": "litert", **_entry(engine)}], "web": [{"runtime": "litert-js", **_entry(engine)}],
             "input": {"shape": [1, 2]}, "output_shape": [1, 3], "labels": ["a", "b", "c"], "tau": 0.5,
             "temperature": 1.0, "lambda": 0.5})
+
+
+def test_uint8_web_models_carry_both_quantizations() -> None:
+    """LiteRT.js runs an int8 bundle with uint8 I/O: the page needs both tensors' parameters, a float model none."""
+    from hgen.runtime.bundle.manifest import WebModelEntry
+
+    base = {"runtime": "litert-js", "file": "model.web.tflite", "sha256": "0" * 64, "size": 1, "format": "tflite"}
+    quant = {"scale": 0.1, "zero_point": 128}
+    entry = WebModelEntry.model_validate({**base, "io_dtype": "uint8", "input_quantization": quant,
+                                          "output_quantization": quant})
+    assert entry.input_quantization is not None and entry.input_quantization.zero_point == 128
+    for bad in ({"io_dtype": "uint8", "input_quantization": quant}, {"input_quantization": quant},
+                {"io_dtype": "uint8", "input_quantization": quant, "output_quantization": {"scale": 0.1,
+                                                                                           "zero_point": 256}}):
+        with pytest.raises(ValueError):
+            WebModelEntry.model_validate({**base, **bad})
