@@ -16,6 +16,7 @@ import numpy as np
 from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.outbox import OutboxRow
 from hgen.edge_agent.replies import Waiting
+from hgen.edge_agent.resend import RESEND_WINDOW
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.protos import hub_pb2
 from hgen.runtime.hdnn import FusionParams
@@ -78,16 +79,25 @@ class Housekeeping:
                 self._changed.notify_all()
 
     def _resend(self: Agent, now: float) -> None:
-        """Send outbox rows never sent, or due to be asked again (see ResendSchedule), oldest first, until the
-        transport's window is full: a backlog goes out as a bounded stream, never all at once."""
+        """Send outbox rows never sent, or due to be asked again among the RESEND_WINDOW oldest already asked (see
+        edge_agent/resend.py), oldest first, until the transport's window is full: a backlog goes out as a bounded
+        stream, never all at once."""
         if self.transport is None:
             return
         self._resend_all.clear()
         busy = self.transport.in_flight()
         with self._lock:
             open_batch = self.batcher.current_batch_id()
-        due = [sample_id for sample_id, batch_id in self.outbox.index()
-               if sample_id not in busy and batch_id != open_batch and self._asks.due(sample_id, now)]
+        due: list[str] = []
+        asked = 0
+        for sample_id, batch_id in self.outbox.index():
+            if sample_id in busy or batch_id == open_batch:
+                continue
+            if self._asks.asked(sample_id):
+                asked += 1
+                if asked > RESEND_WINDOW or not self._asks.due(sample_id, now):
+                    continue
+            due.append(sample_id)
         for start in range(0, len(due), RESEND_CHUNK):
             if not self._send_rows(self.outbox.rows(due[start:start + RESEND_CHUNK]), now):
                 return

@@ -6,6 +6,12 @@ costs the hub a duplicate it answers from its knowledge base (and, if the reply 
 reply, and the broker a message to store and forward), so asks back off: `after_s`, then x2 per unanswered ask
 up to `after_s * MAX_FACTOR`. A reconnect resets the back-off but never asks sooner than `after_s` after the
 last ask: a broker crashing every few seconds must not turn every waiting sample into a flood of asks.
+
+Asking again is also bounded in breadth: only the `RESEND_WINDOW` oldest samples already asked once are asked
+again (first asks always go). Over MQTT the broker queues asks for a hub that is down; without the window, a
+30-minute outage at 60 fps queued about a million re-asks (27,000 samples, each every 5-40 s), which the hub
+then had to answer one by one. If the hub does not answer the oldest samples, asking about newer ones cannot help;
+once it does, the window slides to the next ones.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 MAX_FACTOR = 8
 RECONNECT_GRACE_S = 1.0
+RESEND_WINDOW = 256  # samples asked again at most, the oldest first
 
 
 @dataclass
@@ -44,6 +51,11 @@ class ResendSchedule:
         with self._lock:
             ask = self._asks.get(sample_id)
             return ask is None or now >= ask.due
+
+    def asked(self, sample_id: str) -> bool:
+        """Asked at least once since the agent started."""
+        with self._lock:
+            return sample_id in self._asks
 
     def done(self, sample_id: str) -> None:
         with self._lock:

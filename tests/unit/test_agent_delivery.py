@@ -1,6 +1,7 @@
-"""Exactly-once results across an agent crash (issue 17): a reply's final result is journalled as its sample leaves
-the outbox, so a restart re-offers it only to sinks that do not hold it; a patience timeout is marked before it is
-reported, so the reply after a restart is `late`, not a second final answer (null engine, no hub)."""
+"""The agent's delivery (issue 17), null engine, no hub. Exactly-once results across a crash: a reply's final result
+is journalled as its sample leaves the outbox, so a restart re-offers it only to sinks that do not hold it; a
+patience timeout is marked before it is reported, so the reply after a restart is `late`, not a second final
+answer. Asking again is bounded: only the oldest RESEND_WINDOW samples already asked are asked again."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.clock import StreamClock
 from hgen.edge_agent.config import SinkConfig, parse_agent_config
 from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.resend import RESEND_WINDOW
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sinks.jsonl import JsonlSink
 from hgen.edge_agent.testing import make_keys, null_bundle
@@ -29,7 +31,8 @@ def pending(sample_id: str) -> Result:
 def row(sample_id: str, created: float) -> OutboxRow:
     meta = {"result": pending(sample_id).to_dict(), "kind": "cnn", "temperature": 1.0, "lambda": 0.1,
             "shape": [10], "size": [28, 28]}
-    return OutboxRow(sample_id, "b-1", created, 0, 3, created + 600, b"", np.zeros(10, np.float32).tobytes(),
+    return OutboxRow(sample_id, "b-1", created, 0, 3, created + 600,
+                     hub_pb2.Sample(sample_id=sample_id).SerializeToString(), np.zeros(10, np.float32).tobytes(),
                      json.dumps(meta))
 
 
@@ -136,3 +139,40 @@ def test_a_stream_clock_runs_at_the_stream_rate_and_never_goes_back() -> None:
     assert clock.elapsed() >= 1800.0
     clock.advance_to(10.0)
     assert clock.monotonic() >= later
+
+
+class Recording:
+    """Stands in for the link to the hub: takes every request (as a broker would for a hub that is down)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def in_flight(self) -> frozenset[str]:
+        return frozenset()
+
+    def send(self, request: hub_pb2.AnnotationRequest) -> bool:
+        self.asked += [sample.sample_id for sample in request.samples]
+        return True
+
+
+def test_a_long_outage_asks_again_only_about_the_oldest_window(make_agent) -> None:
+    agent = make_agent()
+    link = agent.transport = Recording()  # type: ignore[assignment]
+    try:
+        asks_again_only_about_the_oldest(agent, link)
+    finally:
+        agent.transport = None
+
+
+def asks_again_only_about_the_oldest(agent: Agent, link: Recording) -> None:
+    count = RESEND_WINDOW + 100
+    agent.outbox.put([row(f"s{i:04d}", 0.0) for i in range(count)])
+    agent._resend(0.0)
+    assert len(link.asked) == count  # first asks all go
+    link.asked.clear()
+    agent._resend(3600.0)  # an hour later nothing was answered
+    assert link.asked == [f"s{i:04d}" for i in range(RESEND_WINDOW)]
+    agent.outbox.ack([f"s{i:04d}" for i in range(100)])  # the hub is back and answered the oldest
+    link.asked.clear()
+    agent._resend(7200.0)
+    assert link.asked == [f"s{i:04d}" for i in range(100, count)]

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, markdown_table, write_results
 from hgen.compiler.testing import cached_litert_bundles
 from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.clock import StreamClock
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.testing import digits_28, restartable_broker, write_video
 from hgen.hub.testing.hub_process import HubProcess, hub_process_config, kb_counts
@@ -49,6 +50,8 @@ from soaklib import Observer, summarise
 
 log = logging.getLogger("soak")
 DEVICE, FPS, PATIENCE_S, RESEND_AFTER_S = "soak-cam", 60, 30.0, 5.0
+OUTAGE_FPS = 30  # the issue's 30-60 fps at its low end: 13,500 samples in 30 minutes, drained by SIMULATED people
+OUTAGE_DEADLINE_S = 2 * 3600.0  # a team that expects hours offline gives people that long (the default is 600 s)
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["fault", "transport", "db", "faults", "frames", "escalated", "fused_once", "lost", "duplicated",
            "unconverged", "converge_s_p50", "converge_s_p99", "duplicate_replies_per_sample", "fused_in_patience",
@@ -79,8 +82,8 @@ def plan(scale: float) -> list[Run]:
         Run("agent-grpc", "agent kill -9", "grpc", "sqlite", 10, frames(4_800)),
         Run("agent-mqtt", "agent kill -9", "mqtt", "sqlite", 10, frames(4_800)),
         Run("two-hubs-pg", "one of two hubs (shared PostgreSQL) kill -9", "mqtt", "postgresql", 10, frames(4_800)),
-        Run("outage-grpc", "hub unreachable 30 min (stream time)", "grpc", "sqlite", 1, 30 * 60 * FPS),
-        Run("outage-mqtt", "hub unreachable 30 min (stream time)", "mqtt", "sqlite", 1, 30 * 60 * FPS),
+        Run("outage-grpc", "hub unreachable 30 min (stream time)", "grpc", "sqlite", 1, 30 * 60 * OUTAGE_FPS),
+        Run("outage-mqtt", "hub unreachable 30 min (stream time)", "mqtt", "sqlite", 1, 30 * 60 * OUTAGE_FPS),
     ]
 
 
@@ -209,21 +212,32 @@ def soak_agent_kills(stack: Stack, drain_s: float) -> dict[str, Any]:
 
 
 def soak_outage(stack: Stack, drain_s: float) -> dict[str, Any]:
-    """The hub (started once, so its broker session exists) is killed, the whole stream plays unpaced (its
-    frames at 60 fps would take `frames / 60` s; wall time is less), then the hub starts and the backlog drains;
-    every sample times out on patience_s first, as it would."""
-    run, observer, stop = stack.run, Observer(), threading.Event()
+    """The hub (started once, so its broker session exists) is killed and the whole stream plays unpaced while the
+    agent's injected clock (StreamClock) runs at the stream's rate, frame i at i / OUTAGE_FPS s: patience, the resend
+    back-off, deadlines and the labour window see the outage's full length pass. Then the hub starts and the
+    backlog drains (in real time); every sample times out on patience_s first, as it would. The default outbox
+    (100,000 samples) holds a 30-minute outage."""
+    run, clock, stop = stack.run, StreamClock(), threading.Event()
+    observer = Observer(clock=clock.monotonic)
     observer.sample_depth(stack.work / "outbox.sqlite", stop, every_s=2.0)
     for hub in stack.hubs:
         hub.kill9()
-    config = parse_agent_config(stack.agent_data(run.frames, fps=None))
-    with Agent(config, callbacks=[observer]) as agent:
+    data = stack.agent_data(run.frames, fps=None)
+    data["batching"]["deadline_s"] = OUTAGE_DEADLINE_S
+
+    def pace(result: Any) -> None:
+        if result.status.value in ("model", "pending"):  # one per frame
+            clock.advance_to(result.frame_index / OUTAGE_FPS)
+
+    with Agent(parse_agent_config(data), callbacks=[pace, observer], clock=clock) as agent:
         agent.wait(None)
+        outage_s = clock.elapsed()
         for hub in stack.hubs:
             hub.start()
         drained = drain(agent, drain_s)
+        resent = agent.telemetry.count("resent_samples")
     stop.set()
-    return finish(stack, observer, 1, *drained)
+    return {**finish(stack, observer, 1, *drained), "outage_clock_s": round(outage_s), "resent_samples": resent}
 
 
 def drain(agent: Agent, drain_s: float) -> tuple[set[str], int, float]:
@@ -280,14 +294,21 @@ NOTES = [
     "- Agent kills: `hgen-agent run` is killed with SIGKILL and restarted on the same outbox; its results are",
     "  read back from its JSONL sink, which carries no emission time, so their time to converge is not measured",
     "  (converge_timed_samples says how many samples it covers) and duplicate replies are counted only in the",
-    "  last, in-process segment. A result emitted just before a kill and not yet acknowledged in the outbox is",
-    "  emitted again after the restart; `duplicated` counts such samples.",
-    "- Hub unreachable: the agent's clock is not injectable (time.monotonic), so the outage is not simulated",
-    "  time. The hub is killed and the stream's frames are played unpaced (as fast as the agent runs) while it",
-    "  is down; `frames` / 60 is the outage in stream time. The issue's 30 minutes (108,000 frames) did not fit",
-    "  the time available: 18,000 frames (5 min of stream time, about 25 s of wall time) were run. Samples",
-    "  time out on patience_s first, as they would in the field, so fused_in_patience is near 0 by construction",
-    "  (only samples escalated in the last patience_s before the hub returned); what matters is lost / unconverged.",
+    "  last, in-process segment. Each reply's final result is journalled in the outbox as the sample leaves it and",
+    "  re-offered after a restart only to sinks that do not hold it (the JSONL sink reads its tail), so a kill",
+    "  between writing a result and settling its sample no longer writes it twice (before that: 2 of 920 samples).",
+    "- Hub unreachable: SIMULATED TIME. The hub is killed and the stream's frames are played unpaced (as fast as",
+    "  the agent runs) while the agent's injected clock (hgen.edge_agent.clock.StreamClock) advances to frame i /",
+    f"  {OUTAGE_FPS} s (the issue's 30-60 fps at its low end, so the SIMULATED people drain the backlog in bounded",
+    "  time): patience, the resend back-off (waiting samples asked again every 5-40 s of that clock; over MQTT into",
+    "  the broker's queue for the absent hub, at most the 256 oldest: edge_agent/resend.py), deadlines and the",
+    "  labour window see the whole outage (outage_clock_s). The hub's own clock, the broker and the drain afterwards",
+    "  are real time, and converge_s is on the agent's clock. deadline_s is 2 h (a team expecting hours offline",
+    "  sets it; at the default 600 s the hub would expire every sample older than 10 min: answered EXPIRED, not",
+    "  fused) and the default outbox (100,000 samples) holds the outage. Samples time out on patience_s first, as",
+    "  they would in the field, so fused_in_patience is near 0 by construction; what matters is lost / duplicated /",
+    "  unconverged and duplicate replies. drain_s is the SIMULATED crowd's pace (3 answers per sample through the",
+    "  hub's annotator API and database), not the delivery path's.",
     "- Two hubs: both on one PostgreSQL and one broker (MQTT shared subscription `$share/hubs/...`); the second",
     "  hub is killed and restarted, the first keeps serving. Each hub process runs its own simulated crowd, with",
     "  the same three annotator names, so the two crowds share one open task per name: answers there come at",
@@ -385,7 +406,7 @@ def save(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -
     rows = sorted(rows, key=lambda row: order.index(row["run"]) if row["run"] in order else len(order))
     for row in rows:  # the outage's length is what was run, not what the plan asked for
         if row["run"].startswith("outage") and "RUN FAILED" not in row["fault"]:
-            row["fault"] = f"hub unreachable {row['frames'] / FPS / 60:g} min of stream time"
+            row["fault"] = f"hub unreachable {row['frames'] / OUTAGE_FPS / 60:g} min of stream time ({OUTAGE_FPS} fps)"
     data = {"runs": rows, "scale": args.scale, "patience_s": PATIENCE_S, "resend_after_s": RESEND_AFTER_S,
             "fps": FPS, "annotators": "SIMULATED", "seconds": round(seconds)}
     write_results(args.out, data, report(rows, args, seconds))

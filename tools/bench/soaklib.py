@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,20 @@ REPLY_RESULTS = {"fused", "late", "declined", "hub_refused"}
 class Observer:
     """Collects results (a callback sink, or read back from the agent's JSONL sink) and the outbox depth."""
 
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic  # the agent's (a StreamClock's in the outage run)
+    started: float = -1.0
     escalated_at: dict[str, float] = field(default_factory=dict)
     replies: dict[str, list[tuple[str, float]]] = field(default_factory=lambda: defaultdict(list))
     depth: list[tuple[float, int]] = field(default_factory=list)
     untimed: set[str] = field(default_factory=set)  # read back from a JSONL sink: when is not known
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
+
     def __call__(self, result: Any) -> None:
-        self.record(result.status.value, result.sample_id, time.monotonic())
+        self.record(result.status.value, result.sample_id, self.clock())
 
     def record(self, status: str, sample_id: str | None, at: float) -> None:
         if not sample_id:
@@ -49,7 +55,7 @@ class Observer:
         samples count everywhere except in the time to converge."""
         if not path.exists():
             return
-        now = time.monotonic()
+        now = self.clock()
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
@@ -61,7 +67,7 @@ class Observer:
         """Read the outbox file's depth every `every_s` (works whether the agent is in-process or not)."""
         def run() -> None:
             while not stop.wait(every_s):
-                self.depth.append((time.monotonic() - self.started, outbox_depth(outbox)))
+                self.depth.append((self.clock() - self.started, outbox_depth(outbox)))
 
         thread = threading.Thread(target=run, name="soak-depth", daemon=True)
         thread.start()
