@@ -42,7 +42,7 @@ $(BRIDGE_BUILT): android_bridge/package-lock.json android_bridge/build.mjs andro
 android-bridge: system-test $(BRIDGE_BUILT)
 
 test: system-test $(STAMP) $(BRIDGE_BUILT)
-	$(PY) -m pytest -q --timeout=900 tests
+	$(PY) -m pytest -q --timeout=900 --durations=25 tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m unit tests
