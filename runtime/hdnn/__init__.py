@@ -1,6 +1,6 @@
 """H-DNN kinds: one registered descriptor per kind says everything the project needs to know of it.
 
-Each kind (`cnn`, `yolo`; `faster_rcnn` later) is one module `runtime/hdnn/<kind>.py` registering an `HDNNKind` in
+Each kind (`cnn`, `yolo`, `faster_rcnn`) is one module `runtime/hdnn/<kind>.py` registering an `HDNNKind` in
 `KINDS`: its math (confidence, the model's answer, fusion of people's answers, output width, difficulty estimate)
 and its facts (the wire enum, the label form people give, the default aggregator, the annotator page's view, the
 retrain threshold). The compiler, the device agent, the hub and its web UI all call `get_kind(name)`; the agent,

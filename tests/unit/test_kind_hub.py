@@ -1,6 +1,6 @@
 """Issue 21: the hub reads a sample's H-DNN kind from its descriptor (real hub, SQLite, Flask test client): the
-default aggregator, the label form a named aggregator must take, the annotator page's view; a wire kind no descriptor
-claims (H-Faster-RCNN until its files land) is served as before, by the aggregator its request names."""
+default aggregator, the label form a named aggregator must take, the annotator page's view; an H-Faster-RCNN sample
+(written before its descriptor existed, when it was served by the aggregator its request names) gets the regions view."""
 
 from __future__ import annotations
 

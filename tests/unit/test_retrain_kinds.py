@@ -20,9 +20,10 @@ GRID, C = 4, 3
 
 
 def test_every_runtime_kind_with_a_loop_is_registered() -> None:
-    assert retrain_kind_names() == ["cnn", "yolo"]
+    assert retrain_kind_names() == ["cnn", "faster_rcnn", "yolo"]
     assert get_retrain_kind("yolo").metric == "mAP@0.5" and get_retrain_kind("cnn").metric == "accuracy"
-    with pytest.raises(UnknownChoiceError, match="cnn, yolo"):
+    assert get_retrain_kind("faster_rcnn").metric == "mAP@0.5"
+    with pytest.raises(UnknownChoiceError, match="cnn, faster_rcnn, yolo"):
         get_retrain_kind("frcnn")
 
 
