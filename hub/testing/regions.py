@@ -1,0 +1,68 @@
+"""H-Faster-RCNN test helpers: a SIMULATED crowd that marks attention regions.
+
+The simulated annotators do not look at images: they know the true boxes (an oracle) and mark a noisy copy of each
+as a region (no class: regions say where, the device's second stage says what), seeded: each corner moves by
+Gaussian pixel noise, a box is missed with a small probability. Every answer is marked `simulated`. They answer
+through the annotator API (next_task / submit_answer), as the web UI's regions view does, so aggregation
+(`region_gmm`), replies and the retrain trigger are the hub's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from hgen.hub.annotators import AnnotatorAPI
+from hgen.protos import hub_pb2
+
+
+@dataclass(frozen=True)
+class RegionAnnotator:
+    """One simulated person: corner noise (pixels) and the probability of missing an object."""
+
+    name: str
+    corner_noise_px: float = 1.0
+    miss: float = 0.0
+
+
+class RegionCrowd:
+    """Simulated annotators answering region tasks from an oracle (sample id -> true pixel boxes [k, 5+])."""
+
+    def __init__(self, api: AnnotatorAPI, annotators: tuple[RegionAnnotator, ...],
+                 oracle: Mapping[str, np.ndarray], seed: int = 0) -> None:
+        self.api = api
+        self.annotators = annotators
+        self.oracle = oracle
+        self.rng = np.random.default_rng(seed)
+        self.answered = 0
+        for person in annotators:
+            api.register(person.name, simulated=True)
+
+    def answer(self, person: RegionAnnotator, truth: np.ndarray) -> hub_pb2.RegionList:
+        regions = []
+        for x0, y0, x1, y1 in np.asarray(truth, np.float64).reshape(len(truth), -1)[:, :4]:
+            if self.rng.random() < person.miss:
+                continue
+            a, b, c, d = np.array([x0, y0, x1, y1]) + self.rng.normal(0.0, person.corner_noise_px, 4)
+            regions.append(hub_pb2.Region(x_min=a, y_min=b, x_max=max(c, a + 1), y_max=max(d, b + 1), weight=1.0))
+        return hub_pb2.RegionList(regions=regions)
+
+    def run_until_idle(self) -> int:
+        """Rounds of one task per annotator until nobody gets a task; returns the answers given (no sleeps)."""
+        given = -1
+        while given:
+            given = 0
+            for person in self.annotators:
+                task = self.api.next_task(person.name)
+                if task is None:
+                    continue
+                regions = self.answer(person, self.oracle[task.sample_id])
+                self.api.submit_answer(hub_pb2.Answer(
+                    task_id=task.task_id, sample_id=task.sample_id, annotator_id=person.name, regions=regions,
+                    latency_s=float(self.rng.lognormal(np.log(5.0), 0.4)), operations=len(regions.regions),
+                    simulated=True))
+                given += 1
+            self.answered += given
+        return self.answered
