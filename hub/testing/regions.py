@@ -20,7 +20,8 @@ from hgen.protos import hub_pb2
 
 @dataclass(frozen=True)
 class RegionAnnotator:
-    """One simulated person: corner noise (pixels) and the probability of missing an object."""
+    """One simulated person: corner noise (pixels) and the probability of missing an object (region_gmm refuses an
+    answer with no region at all, so a person who misses every object of a canvas is refused by the hub)."""
 
     name: str
     corner_noise_px: float = 1.0

@@ -216,8 +216,10 @@ def people_regions(answer: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray
     return rows
 
 
-def fuse_image(slots: Slots, image: int, regions: np.ndarray, temperature: float) -> Detections:
-    """One detection per people's region: the second stage on the prior anchors placed there (module docstring)."""
+def fuse_image(slots: Slots, image: int, regions: np.ndarray, temperature: float,
+               score_threshold: float | None = None) -> Detections:
+    """The detections at the people's regions (module docstring): per region its top class, or with
+    `score_threshold` every class at least that probable (a ranked list, as `detect` gives mAP)."""
     found = []
     flat = slots.grid * slots.grid * len(ANCHOR_SHAPES)
     for region in people_regions(regions):
@@ -226,7 +228,9 @@ def fuse_image(slots: Slots, image: int, regions: np.ndarray, temperature: float
         probs = softmax(slots.class_logits[image].reshape(flat, COMPONENTS, -1)[index], temperature)
         foreground = class_probs(pi, probs)[:, :-1].mean(axis=0)
         box = second_stage(slots, image, index[:1], temperature).boxes[0]
-        found.append((box, int(foreground.argmax()), float(foreground.max())))
+        classes = ([int(foreground.argmax())] if score_threshold is None
+                   else np.flatnonzero(foreground >= score_threshold).tolist())
+        found += [(box, c, float(foreground[c])) for c in classes]
     if not found:
         return Detections.empty()
     boxes, classes, scores = (np.array(v) for v in zip(*found))
