@@ -50,6 +50,9 @@ class CompileConfig(StrictModel):
                                              "bound at this confidence does (0: the point estimate)")
     seed: int = Field(0, title="Seed of data splits, training, crowd and agents")
     base_epochs: int = Field(5, ge=1, title="Epochs to train a zoo backbone (with pretrained weights: fine-tune it)")
+    bn_freeze_epochs: int = Field(3, ge=0, title="Zoo backbones with BatchNorm: epochs after base_epochs with its "
+                                                 "statistics frozen, as the deployed (folded) network runs: int8 "
+                                                 "then follows float more closely")
     head_epochs: int = Field(3, ge=0, title="With pretrained weights: epochs training the head on a frozen backbone "
                                             "before base_epochs of fine-tuning")
     final_epochs: int = Field(3, ge=1, title="Epochs of the winner's final distillation fine-tune")
@@ -109,7 +112,8 @@ def _base_model(config: CompileConfig, data: Dataset, kind: str, log: Callable[[
         log(f"transfer-trained {config.model}: head {config.head_epochs} epochs in {done.head_seconds:.1f} s, "
             f"fine-tune {config.base_epochs} epochs in {done.finetune_seconds:.1f} s")
         return model, config.model
-    seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed))
+    seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed,
+                                                                     freeze_bn_epochs=config.bn_freeze_epochs))
     log(f"trained {config.model} for {config.base_epochs} epochs in {seconds:.1f} s")
     return model, config.model
 

@@ -26,6 +26,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     verbose: int = 0
+    freeze_bn_epochs: int = 0  # models with BatchNorm: epochs more with its statistics frozen (`train_classifier`)
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,81 @@ class DistillConfig:
 
 
 def train_classifier(model: Any, train: Split, val: Split | None = None, config: TrainConfig = TrainConfig()) -> float:
-    """Train on hard labels; returns wall seconds."""
+    """Train on hard labels; returns wall seconds. A model with BatchNorm then gets precise statistics
+    (`settle_batch_norm`) and `freeze_bn_epochs` more epochs with them frozen.
+
+    Why the frozen epochs: a BatchNorm net trained on batch statistics can depend on them (measured on a
+    MobileNetV2 trained from scratch on 3,000 images: 0.85 accuracy in training mode, 0.58 in inference mode on its
+    own training images). Training the network as it is deployed (statistics fixed, hence foldable into the
+    convolutions) gives confident outputs where the float model is confident, which is what int8 agreement needs
+    (measured: LiteRT int8 vs float top-1 agreement 0.73 -> 0.79 on the test split after 3 frozen epochs; 0.95 ->
+    1.00 on images whose top-2 float logits differ by 2 or more)."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(train.x, train.y, batch_size=config.batch_size, epochs=config.epochs, verbose=config.verbose,
-              validation_data=(val.x, val.y) if val is not None else None, shuffle=True)
+    _fit(model, train, val, config, config.epochs, config.learning_rate)
+    if settle_batch_norm(model, train.x, seed=config.seed) and config.freeze_bn_epochs:
+        norms = batch_norms(model)
+        trainable = [layer.trainable for layer in norms]
+        for layer in norms:
+            layer.trainable = False  # Keras runs a non-trainable BatchNorm in inference mode
+        try:
+            _fit(model, train, val, config, config.freeze_bn_epochs, config.learning_rate * FROZEN_BN_LR_SCALE)
+        finally:
+            for layer, was in zip(norms, trainable):
+                layer.trainable = was
     return time.perf_counter() - start
+
+
+FROZEN_BN_LR_SCALE = 0.3  # the frozen epochs refine a trained model
+
+
+def _fit(model: Any, train: Split, val: Split | None, config: TrainConfig, epochs: int, learning_rate: float) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(train.x, train.y, batch_size=config.batch_size, epochs=epochs, verbose=config.verbose,
+              validation_data=(val.x, val.y) if val is not None else None, shuffle=True)
+
+
+def batch_norms(model: Any) -> list[Any]:
+    """Every BatchNormalization layer, nested models included."""
+    import keras
+
+    found, stack = [], list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    return found
+
+
+def settle_batch_norm(model: Any, x: np.ndarray, *, batch_size: int = 128, max_samples: int = 4096,
+                      seed: int = 0) -> int:
+    """Set BatchNorm moving statistics to the average of batch statistics over (up to `max_samples` of) the
+    training images, weights unchanged ("precise BN"); returns the batches used (0 without BatchNorm).
+
+    Why: MobileNetV2's BatchNorm momentum is 0.999, so after the few hundred steps a small data set trains for, the
+    moving statistics are still mostly their initial values: inference then disagrees with training (a trained
+    model predicting one class), and the int8 converter calibrates on activations the float model never had."""
+    norms = batch_norms(model)
+    if not norms or len(x) == 0:
+        return 0
+    pick = np.random.default_rng(seed).permutation(len(x))[:max_samples]
+    momenta = [layer.momentum for layer in norms]
+    batches = range(0, len(pick), batch_size)
+    try:
+        for k, begin in enumerate(batches):
+            for layer in norms:
+                layer.momentum = k / (k + 1.0)  # moving = running mean of the batches seen so far
+            model(np.asarray(x[np.sort(pick[begin:begin + batch_size])], np.float32), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return len(batches)
 
 
 def predict_logits(model: Any, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
