@@ -176,8 +176,11 @@ SUBJECT_ENGINES = {"mobilenetv2-0.35-96": ENGINES, "lenet5": ENGINES, "lenet5-in
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    met = summary["top1_agreement"] >= 0.99 and summary["gate_agreement"] >= 0.99 and summary["dropped_frames"] == 0
-    return "targets met" if met else "targets NOT met"
+    """Either "targets met" or which target was NOT met, and by how much."""
+    missed = [f"{key} {summary[key]:.4f} < 0.99" for key in ("top1_agreement", "gate_agreement")
+              if summary[key] < 0.99]
+    missed += [f"{summary['dropped_frames']} dropped frames"] if summary["dropped_frames"] else []
+    return "targets met" if not missed else "NOT met: " + ", ".join(missed)
 
 
 def measure(name: str, bundle: PhoneBundle, folder: Path, repeats: int) -> dict[str, Any]:
@@ -272,11 +275,14 @@ def report(results: dict[str, Any], args: argparse.Namespace, training: dict[str
         "streaming (the wasm of onnxruntime-web is most of it; the service worker keeps it for later opens); the "
         "first open always uses the default engine. `agent_to_people_share`: frames the agent's gate sends to "
         "people (c < tau = 0.9).", "",
-        "Where the phone and the agent differ, their inputs differ: Chromium and OpenCV decode the same YUV file to "
-        "RGB differently by up to one grey level on some pixels (and the TypeScript area filter is 98.5 % "
-        "bit-identical to OpenCV's on non-integer ratios in the golden vectors); on identical inputs the engines "
-        "agree (tests/integration/test_phone_device.py). A model whose verdict says NOT met did not reach the "
-        "target on these frames.",
+        "The phone's and the agent's inputs for the same video frame are not identical: Chromium and OpenCV decode "
+        "the same YUV file to RGB differently by up to one grey level on some pixels (and the TypeScript area filter "
+        "is 98.5 % bit-identical to OpenCV's on non-integer ratios in the golden vectors), so frames whose "
+        "confidence sits near tau can fall on the other side of it, and near ties can change top-1. On identical "
+        "inputs the int8 path agrees exactly (tests/integration/test_phone_device.py, LeNet-5); for MobileNetV2 "
+        "this benchmark keeps only 16x16 input signatures, so it does not separate the decoder's share from the "
+        "engines'. A model whose verdict says NOT met did not reach every target (top-1 and gate agreement >= 0.99, "
+        "0 dropped frames) on these frames.",
     ])
 
 
