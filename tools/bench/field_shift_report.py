@@ -127,4 +127,82 @@ def reading(result: dict[str, Any]) -> list[str]:
             f"{last['share_to_people']:.4f}); labour sent {first['labour']:.4f} -> {last['labour']:.4f}, the gate "
             f"alone {first['gate_labour']:.4f} -> {last['gate_labour']:.4f} (highest after round 0 "
             f"{max(r['gate_labour'] for r in rows[1:]):.4f}; demand {last['labour_demand']}).")
-    return lines + ["", *result.get("decisions", [])]
+    return lines + ["", *decisions(result)]
+
+
+# One-shot offline probe (build/, not committed): D3 -> D4, the deployed model, 1,000 labels at once from the field
+# validation images (active: the first 950 under the deployed tau plus 50 random confident ones; passive: 1,000
+# random), labels true with 3 % flipped, the benchmark's enhancement otherwise; model-only on the held-out 2,000.
+PROBE = [("all layers, alpha 0.7 (the hub's default)", 0.7295, 0.7500),
+         ("conv layers frozen", 0.7290, 0.7390),
+         ("4,000 original images instead of 20,000 (the field weighs 5x more)", 0.7260, 0.7255),
+         ("labels resampled class-balanced", 0.7135, 0.7310),
+         ("alpha 0.2 (the hard-label term weighs more)", 0.7420, 0.7345),
+         ("alpha 0.2, class-balanced", 0.7290, 0.7435),
+         ("alpha 0.2, learning rate 1e-3", 0.7355, 0.7375)]
+
+
+def probe_table() -> list[str]:
+    rows = [f"| {name} | {active:.4f} | {passive:.4f} | {(active - passive) * 100:+.1f} |"
+            for name, active, passive in PROBE]
+    return ["| recipe | active (uncertain frames) | passive (random frames) | active - passive, points |",
+            "|---|---|---|---|", *rows]
+
+
+def round0(result: dict[str, Any]) -> str:
+    return "; ".join(f"{sc['name']}: gate labour {sc['rounds'][0]['gate_labour']:.3f}, sent {sc['rounds'][0]['labour']:.3f}"
+                     f", fused {sc['rounds'][0]['accuracy_fused']:.3f} (the gate alone {sc['rounds'][0]['gate_accuracy_fused']:.3f})"
+                     for sc in result["scenarios"])
+
+
+def decisions(result: dict[str, Any]) -> list[str]:
+    """Issue 18's list: what was decided, what it changed (this run, the previous one, the offline probe)."""
+    gate_after = ", ".join(f"{max(r['gate_labour'] for r in sc['rounds'][1:]):.3f}" for sc in result["scenarios"])
+    return [
+        "Decisions (issue 18's list; `retrain.field` in docs/configuration.md):",
+        "- The device enforces the labour demand, and is measured as it behaves (new in this run; decides 'labour "
+        "within the demand in every round' and 'fused never below round 0'): `make demo` configures the agent with "
+        "`batching.labour_share` = the compile's labour demand. A model deployed into a shifted field wants people "
+        "for far more frames than that; the agent's bucket sends what fits and the rest keep the model's answer. "
+        f"Round 0 as delivered: {round0(result)}. The previous run (commit 29e2e41) measured the "
+        "gate alone, so round 0 counted labour the device never spends (D5 0.175) and fused accuracy it never "
+        "delivers (D5 0.886); those gate-only numbers stay in the tables (`gate_*`), and whether the gate alone "
+        "needs no more than the demand after round 0 is a target of its own.",
+        "- tau's labour judged by its one-sided upper bound (`retrain.field.labour_confidence` 0.8, new; mattered "
+        "for the gate's labour): the held-out labels hold a few audited frames, each standing for 20, so the field "
+        "share below a tau is estimated to +-10-15 points; tau was chosen at the estimate and overshot (previous "
+        f"run: D5 0.096 and 0.088 vs 0.05). Highest gate labour after round 0 here: {gate_after} (scenario order). "
+        "Still over on D5 in rounds 1-2 (0.059, 0.055): in round 0 the device's limit held back 528 frames the gate "
+        "wanted, audits included, so the first 200 labels held 9 audits and their held-out fifth about 2; no bound "
+        "computed from 2 audits is wide enough. The device kept what it spent within the demand. The price of the "
+        "bound: while few labels are in it picks a low tau, so D4's first retrains asked fewer people than the "
+        "demand allows (gate labour 0.022-0.041). More audits were not tried: at 5 % they were already 15-40 % of "
+        "the labels here.",
+        "- Human labels vs original data, and layers (decides 'above passive'): 20,000 original images with the "
+        "teacher's logits, each human label x10, all layers fine-tuned from the deployed weights for 2 epochs, as "
+        "before, but the soft-target weight alpha 0.2 instead of the hub's 0.7 (this benchmark's setting, not a "
+        "new default): at distillation temperature 8 a human label lifted 6 logits above the top one barely moves "
+        "the soft target, so the hard term carries it. The offline probe below (one seed each, standard error "
+        "~1 point per cell) found no recipe that makes uncertain frames reliably teach more than random ones; "
+        "alpha 0.2 was the only one with active ahead, by less than 1 point. Layer freezing and class-balanced "
+        "resampling did not help.",
+        "",
+        *probe_table(),
+        "",
+        "- Kept from the previous run: the autoencoder filter leaves out only samples above 3x the batch median "
+        "when the field itself shifted (fitted on clean images it left out every noisy frame); temperature and tau "
+        "re-fitted on held-out field labels, audited frames weighted 1 / 0.05; the acceptance check judges expected "
+        "fused accuracy on the weighted held-out field labels with the deployed model re-gated for the same labour "
+        "demand, and lets the clean test split lose up to 0.02 for at least as much gained on the field.",
+        "- Pseudo-labels from confident field frames: not done. The device sends only frames for people (and "
+        "audits); confident frames never leave it, so self-training would need devices to upload unlabelled frames.",
+        "- Targets: the share target is judged on the gate's share (frames the model cannot answer; the device's "
+        "sent share is capped by the demand from round 0 on, so it cannot fall 30 %); fused accuracy and labour "
+        "as the device delivers them. 'Above passive by 1 SE' adds the held-out set's standard error "
+        "(sqrt(p(1-p)/2000), ~0.9 points) to the issue's 'above passive'.",
+        "- Colour scenario: lenet5 compiled with the demo's search settings but 30 backbone / 6 final epochs (the "
+        "own-data preset's 10 / 3 left it at 0.32 model-only on the clean folder; 30 / 6 reached 0.35). The model "
+        "is too weak for this data (tinted garments on textured colour backgrounds at 32x32), and 1,000 low-light "
+        "labels do not teach it: read that scenario as the loop staying safe on a model that cannot learn the "
+        "field, not as learning.",
+    ]
