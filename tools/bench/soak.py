@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, markdown_table, write_results
+from benchlib import RESULTS, write_results
 from hgen.compiler.testing import cached_litert_bundles
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.clock import StreamClock
@@ -46,16 +46,14 @@ from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.testing import digits_28, restartable_broker, write_video
 from hgen.hub.testing.hub_process import HubProcess, hub_process_config, kb_counts
 from hgen.hub.testing.services import free_port, postgres
+from soak_report import COLUMNS, OUTAGE_FPS, PATIENCE_S, RESEND_AFTER_S, plot, report
+from soak_report import DEVICE_FPS as FPS
 from soaklib import Observer, summarise
 
 log = logging.getLogger("soak")
-DEVICE, FPS, PATIENCE_S, RESEND_AFTER_S = "soak-cam", 60, 30.0, 5.0
-OUTAGE_FPS = 30  # the issue's 30-60 fps at its low end: 13,500 samples in 30 minutes, drained by SIMULATED people
+DEVICE = "soak-cam"
 OUTAGE_DEADLINE_S = 2 * 3600.0  # a team that expects hours offline gives people that long (the default is 600 s)
 ROOT = Path(__file__).resolve().parents[2]
-COLUMNS = ["fault", "transport", "db", "faults", "frames", "escalated", "fused_once", "lost", "duplicated",
-           "unconverged", "converge_s_p50", "converge_s_p99", "duplicate_replies_per_sample", "fused_in_patience",
-           "hub_missing", "drain_s", "wall_s"]
 
 
 @dataclass(frozen=True)
@@ -275,88 +273,6 @@ def soak(run: Run, pg: Any, video: Path, bundles: dict[str, Path], drain_s: floa
             return soak_in_process(stack, faults, drain_s)
 
 
-NOTES = [
-    "- Faults are spaced `stream / (faults + 1)`: a broker kill every ~2 s (it restarts in well under a second),",
-    "  a hub kill every ~7-9 s. A hub process takes 3-6 s to start on this loaded machine (imports, migrations;",
-    "  with MQTT also the broker ACL sync and reload), so the hub was down for a large part of those streams:",
-    "  time to converge and the share within patience_s measure that downtime as much as the delivery path.",
-    "- The machine's 2 cores were shared with other jobs, and not equally for every run. soak.json's runs were",
-    "  made in this order: PostgreSQL hub kills, agent kills, two hubs, outage gRPC, broker, outage MQTT, SQLite",
-    "  hub kills; soak_repeat.json repeats the three PostgreSQL runs right after (load average ~3.4). Load",
-    "  average was 7-11 when measured early on and 1.2 at the end (the agent, the hub process, its crowd,",
-    "  Mosquitto and PostgreSQL compete for the same cores). Latencies are therefore not comparable across rows;",
-    "  lost / duplicated / unconverged are. Earlier runs under load, before the 1 s reconnect grace: hub kill -9",
-    "  on SQLite (8 kills fired) p50 47 s over gRPC and 114 s over MQTT, 0 lost / duplicated / unconverged.",
-    "  The PostgreSQL repeat at lower load (soak_repeat.md): p50 2.8 s (gRPC), 10.8 s (MQTT), 6.4 s (two hubs),",
-    "  every sample within patience_s, all targets met.",
-    "- Before the agent's 1 s reconnect grace (commit 6db99ee), the 100-kill broker run measured 2.02 duplicate",
-    "  replies per sample (target not reached), p50 37.7 s, 98 kills fired, otherwise all targets met.",
-    "- Agent kills: `hgen-agent run` is killed with SIGKILL and restarted on the same outbox; its results are",
-    "  read back from its JSONL sink, which carries no emission time, so their time to converge is not measured",
-    "  (converge_timed_samples says how many samples it covers) and duplicate replies are counted only in the",
-    "  last, in-process segment. Each reply's final result is journalled in the outbox as the sample leaves it and",
-    "  re-offered after a restart only to sinks that do not hold it (the JSONL sink reads its tail), so a kill",
-    "  between writing a result and settling its sample no longer writes it twice (before that: 2 of 920 samples).",
-    "- Hub unreachable: SIMULATED TIME. The hub is killed and the stream's frames are played unpaced (as fast as",
-    "  the agent runs) while the agent's injected clock (hgen.edge_agent.clock.StreamClock) advances to frame i /",
-    f"  {OUTAGE_FPS} s (the issue's 30-60 fps at its low end, so the SIMULATED people drain the backlog in bounded",
-    "  time): patience, the resend back-off (waiting samples asked again every 5-40 s of that clock; over MQTT into",
-    "  the broker's queue for the absent hub, at most the 256 oldest: edge_agent/resend.py), deadlines and the",
-    "  labour window see the whole outage (outage_clock_s). The hub's own clock, the broker and the drain afterwards",
-    "  are real time, and converge_s is on the agent's clock. deadline_s is 2 h (a team expecting hours offline",
-    "  sets it; at the default 600 s the hub would expire every sample older than 10 min: answered EXPIRED, not",
-    "  fused) and the default outbox (100,000 samples) holds the outage. Samples time out on patience_s first, as",
-    "  they would in the field, so fused_in_patience is near 0 by construction; what matters is lost / duplicated /",
-    "  unconverged and duplicate replies. drain_s is the SIMULATED crowd's pace (3 answers per sample through the",
-    "  hub's annotator API and database), not the delivery path's.",
-    "- Two hubs: both on one PostgreSQL and one broker (MQTT shared subscription `$share/hubs/...`); the second",
-    "  hub is killed and restarted, the first keeps serving. Each hub process runs its own simulated crowd, with",
-    "  the same three annotator names, so the two crowds share one open task per name: answers there come at",
-    "  one crowd's pace, and tasks held by the killed crowd wait for its restart.",
-]
-
-
-# --- report ---------------------------------------------------------------------------------------------
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for row in rows:
-        points = [(t, d) for t, d in row["outbox_depth"] if d >= 0]
-        if points:
-            ax.plot(*zip(*points, strict=True), label=row["run"], linewidth=1)
-    ax.set_xlabel("seconds since the agent started")
-    ax.set_ylabel("samples in the device outbox")
-    ax.set_yscale("symlog")
-    ax.set_title("Outbox depth under faults (SIMULATED annotators)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def report(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> str:
-    ok = lambda r: r.get("lost") == 0 and r.get("duplicated") == 0 and r.get("unconverged") == 0 \
-        and r.get("duplicate_replies_per_sample", 99) <= 2
-    lines = [
-        "# Soak: delivery under faults (issue 17)", "",
-        "Annotators are **SIMULATED** (3 per sample, always right, answering at once). " + __doc__.split("\n\n")[1],
-        "", f"Machine: 2 cores shared with other work, no GPU. One repeat per run (each run is thousands of samples);"
-        f" scale {args.scale}; patience_s {PATIENCE_S}, resend_after_s {RESEND_AFTER_S}, {FPS} fps; wall_s is each"
-        f" run's wall time.", "",
-        markdown_table([{**r, "fault": r["fault"] + ("" if ok(r) else " (target NOT reached)")} for r in rows],
-                       COLUMNS), "",
-        "Outbox depth over time: soak.png.", "",
-        "## How to read it", "",
-        *NOTES,
-    ]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="", help="comma-separated run names (default: all)")
@@ -409,7 +325,7 @@ def save(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -
             row["fault"] = f"hub unreachable {row['frames'] / OUTAGE_FPS / 60:g} min of stream time ({OUTAGE_FPS} fps)"
     data = {"runs": rows, "scale": args.scale, "patience_s": PATIENCE_S, "resend_after_s": RESEND_AFTER_S,
             "fps": FPS, "annotators": "SIMULATED", "seconds": round(seconds)}
-    write_results(args.out, data, report(rows, args, seconds))
+    write_results(args.out, data, report(rows, __doc__.split("\n\n")[1], args.scale))
     plot(rows, RESULTS / f"{args.out}.png")
 
 

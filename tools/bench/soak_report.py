@@ -1,0 +1,91 @@
+"""The soak benchmark's report (tools/bench/soak.py): soak.md's table and notes, and the outbox-depth plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchlib import markdown_table
+
+DEVICE_FPS, PATIENCE_S, RESEND_AFTER_S = 60, 30.0, 5.0
+OUTAGE_FPS = 30  # the issue's 30-60 fps at its low end: 13,500 samples in 30 minutes, drained by SIMULATED people
+COLUMNS = ["fault", "transport", "db", "faults", "frames", "escalated", "fused_once", "lost", "duplicated",
+           "unconverged", "converge_s_p50", "converge_s_p99", "duplicate_replies_per_sample", "fused_in_patience",
+           "hub_missing", "drain_s", "wall_s"]
+
+NOTES = [
+    "- Faults are spaced `stream / (faults + 1)`: a broker kill every ~2 s (it restarts in well under a second),",
+    "  a hub kill every ~7-9 s. A hub process takes 3-6 s to start on this loaded machine (imports, migrations;",
+    "  with MQTT also the broker ACL sync and reload), so the hub was down for a large part of those streams:",
+    "  time to converge and the share within patience_s measure that downtime as much as the delivery path.",
+    "- The machine's 2 cores were shared with four other jobs (compiles, a detector's training, browser tests):",
+    "  load average 11-17 throughout. The outage runs and the others ran as two processes at the same time. So",
+    "  the SIMULATED crowd answered ~5-10 samples per second, and every hub-side backlog drained at that pace:",
+    "  time to converge and fused_in_patience here measure the loaded machine; lost / duplicated / unconverged",
+    "  and duplicate replies do not depend on it. At lower load (load average ~1-3, code of commit e39af7e,",
+    "  before the journal and the resend window) the same runs converged with p50 0.7-2.5 s (SQLite hub kills,",
+    "  broker kills) and 2.8-10.8 s (PostgreSQL, soak_repeat.md), every sample within patience_s on PostgreSQL.",
+    "- Before the agent's 1 s reconnect grace (commit 6db99ee), the 100-kill broker run measured 2.02 duplicate",
+    "  replies per sample (target not reached), p50 37.7 s, 98 kills fired, otherwise all targets met.",
+    "- Agent kills: `hgen-agent run` is killed with SIGKILL and restarted on the same outbox; its results are",
+    "  read back from its JSONL sink, which carries no emission time, so their time to converge is not measured",
+    "  (converge_timed_samples says how many samples it covers) and duplicate replies are counted only in the",
+    "  last, in-process segment. Each reply's final result is journalled in the outbox as the sample leaves it and",
+    "  re-offered after a restart only to sinks that do not hold it (the JSONL sink reads its tail), so a kill",
+    "  between writing a result and settling its sample no longer writes it twice (before that: 2 of 920 samples).",
+    "- Hub unreachable: SIMULATED TIME. The hub is killed and the stream's frames are played unpaced (as fast as",
+    "  the agent runs) while the agent's injected clock (hgen.edge_agent.clock.StreamClock) advances to frame i /",
+    f"  {OUTAGE_FPS} s (the issue's 30-60 fps at its low end, so the SIMULATED people drain the backlog in bounded",
+    "  time): patience, the resend back-off (waiting samples asked again every 5-40 s of that clock; over MQTT into",
+    "  the broker's queue for the absent hub, at most the 256 oldest: edge_agent/resend.py), deadlines and the",
+    "  labour window see the whole outage (outage_clock_s). The hub's own clock, the broker and the drain afterwards",
+    "  are real time, and converge_s is on the agent's clock. deadline_s is 2 h (a team expecting hours offline",
+    "  sets it; at the default 600 s the hub would expire every sample older than 10 min: answered EXPIRED, not",
+    "  fused) and the default outbox (100,000 samples) holds the outage. Samples time out on patience_s first, as",
+    "  they would in the field, so fused_in_patience is near 0 by construction; what matters is lost / duplicated /",
+    "  unconverged and duplicate replies. drain_s is the SIMULATED crowd's pace (3 answers per sample through the",
+    "  hub's annotator API and database), not the delivery path's.",
+    "- Two hubs: both on one PostgreSQL and one broker (MQTT shared subscription `$share/hubs/...`); the second",
+    "  hub is killed and restarted, the first keeps serving. Each hub process runs its own simulated crowd, with",
+    "  the same three annotator names, so the two crowds share one open task per name: answers there come at",
+    "  one crowd's pace, and tasks held by the killed crowd wait for its restart.",
+]
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for row in rows:
+        points = [(t, d) for t, d in row["outbox_depth"] if d >= 0]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=row["run"], linewidth=1)
+    ax.set_xlabel("seconds since the agent started")
+    ax.set_ylabel("samples in the device outbox")
+    ax.set_yscale("symlog")
+    ax.set_title("Outbox depth under faults (SIMULATED annotators)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(rows: list[dict[str, Any]], setup: str, scale: float) -> str:
+    """soak.md: the table (targets checked per row) and how to read it; `setup` is soak.py's description."""
+    ok = lambda r: r.get("lost") == 0 and r.get("duplicated") == 0 and r.get("unconverged") == 0 \
+        and r.get("duplicate_replies_per_sample", 99) <= 2
+    lines = [
+        "# Soak: delivery under faults (issue 17)", "",
+        "Annotators are **SIMULATED** (3 per sample, always right, answering at once). " + setup,
+        "", (f"Machine: 2 cores shared with other work, no GPU. One repeat per run (each run is thousands of samples);"
+             f" scale {scale}; patience_s {PATIENCE_S}, resend_after_s {RESEND_AFTER_S}, {DEVICE_FPS} fps (outage"
+             f" runs {OUTAGE_FPS} fps); wall_s is each run's wall time."), "",
+        markdown_table([{**r, "fault": r["fault"] + ("" if ok(r) else " (target NOT reached)")} for r in rows],
+                       COLUMNS), "",
+        "Outbox depth over time: soak.png.", "",
+        "## How to read it", "",
+        *NOTES,
+    ]
+    return "\n".join(lines)
