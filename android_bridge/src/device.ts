@@ -29,6 +29,7 @@ export interface FrameRecord {
   runMs: number; // the engine alone
   doneAt: number; // performance.now() when the frame's answer was shown
   input?: number[];
+  fullInput?: number[]; // with ?full=N, every Nth frame's whole model input (benchmarks replay it on the agent)
 }
 
 export interface FusedRecord {
@@ -60,6 +61,7 @@ export interface DeviceState {
 const MAX_QUEUE = 64;
 const params = new URLSearchParams(location.search);
 const recordInputs = params.get("record") === "inputs";
+const fullEvery = Math.max(0, Math.floor(Number(params.get("full") ?? 0)) || 0);
 const runtime = params.get("engine") === "litert-js" ? "litert-js" : "onnxruntime-web"; // onnxruntime-web by default
 const DEADLINE_S = 600;
 const STATUS_EVERY_FRAMES = 100;
@@ -164,6 +166,7 @@ class Pipeline {
       confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs, runMs: result.runMs,
       doneAt: performance.now() };
     if (recordInputs) record.input = signature(result.input, model.manifest.input.shape);
+    if (fullEvery > 0 && record.n % fullEvery === 0) record.fullInput = Array.from(result.input);
     const swapped = state.swaps.find((swap) => swap.atFrame < 0 && swap.to === model.version);
     if (swapped !== undefined) swapped.atFrame = state.frames.length; // a frame in flight at the swap ends on the old model
     state.frames.push(record);
