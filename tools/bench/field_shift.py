@@ -52,7 +52,7 @@ from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_sect
 from hgen.hub.testing.services import free_port  # noqa: E402
 
 DEVICE, HELD_OUT = "field-cam", 2000
-AUDIT = 0.05  # the active device's audit share of confident frames (the hub is told the same)
+AUDIT = 0.05  # the active device's audit share of confident frames (the hub is told the same); --audit
 ORACLE_SAMPLES = 20000
 # Weight of the soft targets in the enhancement loss (the hub's default 0.7): at distillation temperature 8 a human
 # label lifted 6 logits above the top one moves the soft target little, so the label's weight is mostly the hard
@@ -123,15 +123,15 @@ def hub_section(deployed: DeployedModel, original: str, store: Path, threshold: 
 
 
 def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rounds: int, threshold: int,
-         demands: dict[str, Any], work: Path, passive: bool) -> list[dict[str, Any]]:
+         demands: dict[str, Any], work: Path, passive: bool, audit: float = AUDIT) -> list[dict[str, Any]]:
     """One closed loop on a fresh hub: round 0 is the deployed model, then one retrain per `threshold` labels."""
     work.mkdir(parents=True)
     demand = demands["labour_demand"]
-    section = hub_section(deployed, original, work / "models", threshold, demands, 1.0 if passive else AUDIT)
+    section = hub_section(deployed, original, work / "models", threshold, demands, 1.0 if passive else audit)
     config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{work / 'hub.db'}"},
                                "grpc": {"port": free_port()}, "retrain": section})
     app = HubApp(config).start()
-    device = Stream(app, DEVICE, stream, deployed.name, AUDIT, demand, passive, seed=1)
+    device = Stream(app, DEVICE, stream, deployed.name, audit, demand, passive, seed=1)
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, ACCURACY, 10, seed=7),
                         lambda sample_id: device.oracle[sample_id]).start()
     rows: list[dict[str, Any]] = []
@@ -195,7 +195,7 @@ def no_retrain(deployed: DeployedModel, held: Split, rounds: int, threshold: int
 
 
 def scenario(spec: Scenario, colour: str, rounds: int, threshold: int, work: Path,
-             compiled_dir: Path | None) -> dict[str, Any]:
+             compiled_dir: Path | None, audit: float = AUDIT) -> dict[str, Any]:
     original, field_spec = resolve(spec.original, colour), resolve(spec.field, colour)
     deployed, demands = load_compiled(spec, original, work / f"compile-{spec.preset}", compiled_dir)
     field_data = load_dataset(field_spec, seed=0)
@@ -205,7 +205,7 @@ def scenario(spec: Scenario, colour: str, rounds: int, threshold: int, work: Pat
                    np.concatenate([field_data.val.y, test.y[:-HELD_OUT]]))
     print(f"== {spec.name}: stream {len(stream)} frames, held-out {len(held)}", flush=True)
     tag = field_spec.split("/")[-1].replace(":", "-").replace("?", "-")
-    active = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-active", False)
+    active = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-active", False, audit)
     passive = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-passive", True)
     return {"name": spec.name, "original": spec.original, "field": spec.field, "deployed": demands,
             "stream_size": len(stream), "held_out_size": len(held), "rounds": active,
@@ -235,13 +235,13 @@ def targets(active: list[dict[str, Any]], passive: list[dict[str, Any]]) -> dict
 
 
 def run(rounds: int, threshold: int, work: Path, compiled: dict[str, Path], names: list[str],
-        colour_root: Path) -> dict[str, Any]:
+        colour_root: Path, audit: float = AUDIT) -> dict[str, Any]:
     colour = str(colour_root.resolve()) if any(COLOUR in SCENARIOS[n].original for n in names) else COLOUR
     if colour != COLOUR:
         colour_folder(colour_root)
-    scenarios = [scenario(SCENARIOS[name], colour, rounds, threshold, work, compiled.get(SCENARIOS[name].preset))
-                 for name in names]
-    return {"annotators": f"SIMULATED, m={M}, accuracy {ACCURACY}", "threshold": threshold, "audit_share": AUDIT,
+    scenarios = [scenario(SCENARIOS[name], colour, rounds, threshold, work, compiled.get(SCENARIOS[name].preset),
+                          audit) for name in names]
+    return {"annotators": f"SIMULATED, m={M}, accuracy {ACCURACY}", "threshold": threshold, "audit_share": audit,
             "scenarios": scenarios}
 
 
@@ -255,6 +255,7 @@ def main() -> None:
                         help="reuse an hgen-compile output directory of the clean colour-folder model")
     parser.add_argument("--colour-root", type=Path, default=Path("build/field_shift/colour"),
                         help="where the colour folder is written (once)")
+    parser.add_argument("--audit", type=float, default=AUDIT, help="the active device's audit share")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenario names")
     parser.add_argument("--out", default="field_shift", help="results name (tools/bench/results/NAME.*)")
     parser.add_argument("--render", action="store_true", help="only re-write the MD and PNG from NAME.json")
@@ -266,7 +267,7 @@ def main() -> None:
         compiled = {k: v for k, v in (("fashion-mnist", args.compiled), ("folder", args.compiled_colour)) if v}
         with tempfile.TemporaryDirectory(prefix="hgen-field-shift-") as tmp:
             result = run(args.rounds, args.threshold, Path(tmp), compiled, args.scenarios.split(","),
-                         args.colour_root)
+                         args.colour_root, args.audit)
         result["wall_seconds"] = time.perf_counter() - start
     result["reading"] = reading(result)
     plot(result, RESULTS / f"{args.out}.png")

@@ -150,9 +150,13 @@ def probe_table() -> list[str]:
 
 
 def round0(result: dict[str, Any]) -> str:
-    return "; ".join(f"{sc['name']}: gate labour {sc['rounds'][0]['gate_labour']:.3f}, sent {sc['rounds'][0]['labour']:.3f}"
-                     f", fused {sc['rounds'][0]['accuracy_fused']:.3f} (the gate alone {sc['rounds'][0]['gate_accuracy_fused']:.3f})"
-                     for sc in result["scenarios"])
+    """Round 0 of each scenario: what the gate wants, what the device sends, and fused accuracy both ways."""
+    parts = []
+    for sc in result["scenarios"]:
+        first = sc["rounds"][0]
+        parts.append(f"{sc['name']}: gate labour {first['gate_labour']:.3f}, sent {first['labour']:.3f}, fused "
+                     f"{first['accuracy_fused']:.3f} (the gate alone {first['gate_accuracy_fused']:.3f})")
+    return "; ".join(parts)
 
 
 def decisions(result: dict[str, Any]) -> list[str]:
