@@ -160,11 +160,11 @@ def report(summary: dict[str, Any]) -> str:
     return "\n".join([
         f"# hgen-compile report: {summary['model']} (H-YOLO) on {summary['dataset']} for `{summary['device']['name']}`",
         "", f"{NO_SEARCH}. Annotators are SIMULATED only where people are counted (labour at tau).", "",
-        f"Demands: A >= {d['accuracy']} (here mAP@0.5 of the model alone), T <= {d['latency_ms']} ms, "
-        f"S <= {d['storage_mb']} MB, E <= {d['energy_mj']} mJ, L <= {d['labour']}.", "",
+        (f"Demands: A >= {d['accuracy']} (here mAP@0.5 of the model alone), T <= {d['latency_ms']} ms, "
+         f"S <= {d['storage_mb']} MB, E <= {d['energy_mj']} mJ, L <= {d['labour']}."), "",
         "| | mAP@0.5 (model only) | T (ms) | S (MB) | E (mJ) | L | share to people | params |",
         "|---|---|---|---|---|---|---|---|",
-        f"| detector (test) | {row['accuracy']:.4f} | {row['latency_ms']:.2f} | {row['storage_mb']:.4f} | "
-        f"{row['energy_mj']:.4f} | {row['labour']:.4f} | {row['share_to_people']:.4f} | {row['params']} |", "",
+        (f"| detector (test) | {row['accuracy']:.4f} | {row['latency_ms']:.2f} | {row['storage_mb']:.4f} | "
+         f"{row['energy_mj']:.4f} | {row['labour']:.4f} | {row['share_to_people']:.4f} | {row['params']} |"), "",
         f"tau = {summary['tau']:.3f}; temperature = {summary['temperature']:.3f}.", "",
         "Violations: " + ("; ".join(summary["violations"]) or "none") + ".", ""])
