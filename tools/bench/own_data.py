@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from benchlib import (
     RESULTS,
-    calibrate_batch_norm,
     machine,
     markdown_table,
     write_results,
@@ -161,6 +160,23 @@ def agreement(engine: Any, x: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(predictions == reference))
 
 
+MARGINS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, float("inf")))
+
+
+def by_margin(engine: Any, x: np.ndarray, float_logits: np.ndarray) -> dict[str, dict[str, float]]:
+    """Agreement among test images grouped by the float model's top-1 minus top-2 logit: near-ties are where a
+    weak model's int8 answer flips."""
+    top2 = np.sort(float_logits, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    same = np.concatenate([engine.run(x[i:i + 1]).argmax(1) for i in range(len(x))]) == float_logits.argmax(1)
+    groups = {}
+    for low, high in MARGINS:
+        pick = (margin >= low) & (margin < high)
+        groups[f"[{low:g}, {high:g})"] = {"images": int(pick.sum()),
+                                          "agreement": round(float(same[pick].mean()), 4) if pick.any() else None}
+    return groups
+
+
 def per_channel_count(content: bytes) -> str:
     """How many int8 weight tensors carry one scale per output channel (the converter's default)."""
     from ai_edge_litert.interpreter import Interpreter
@@ -188,18 +204,11 @@ def int8_agreement(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     data = load_dataset(spec, seed=0)
     log(f"int8: {len(data.train)} train / {len(data.test)} test, input {data.input_shape}")
     model = build_model("mobilenet_v2", data.input_shape, data.num_classes, MODELS["mobilenet_v2"])
-    seconds = train_classifier(model, data.train, config=TrainConfig(epochs=1, batch_size=32, seed=0))
-    epochs = 1
-    budget = args.int8_train_minutes * 60
-    more = max(0, min(args.int8_max_epochs - 1, int((budget - seconds) / max(seconds, 1e-3))))
-    log(f"int8: one epoch took {seconds:.1f} s; training {more} more epochs")
-    if more:
-        seconds += train_classifier(model, data.train, config=TrainConfig(epochs=more, batch_size=32, seed=1))
-        epochs += more
-    # keras.applications' BatchNorm momentum is 0.999: after a few hundred steps the moving statistics are still
-    # near their initial values and inference predicts one class for every image (measured: 16 epochs, accuracy 0.10
-    # in inference mode). Recalibrate them from 64 training images (benchlib.calibrate_batch_norm).
-    calibrate_batch_norm(model, data.train.x[np.random.default_rng(1).permutation(len(data.train))[:64]])
+    # The compiler's own training (compile._base_model): `epochs`, then precise BatchNorm statistics over the
+    # training split and `bn_freeze_epochs` more with them frozen (hgen.compiler.train.train_classifier says why).
+    recipe = TrainConfig(epochs=args.int8_epochs, batch_size=32, seed=0, freeze_bn_epochs=args.bn_freeze_epochs)
+    seconds = train_classifier(model, data.train, config=recipe)
+    epochs = recipe.epochs + recipe.freeze_bn_epochs
     x, y = data.test.x, data.test.y
     keras_top1 = model.predict(x, batch_size=100, verbose=0).argmax(1)
     accuracy = float(np.mean(keras_top1 == y))
@@ -210,6 +219,10 @@ def int8_agreement(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     calibration = data.train.x[rng.permutation(len(data.train))[:args.representative]]
     result: dict[str, Any] = {"model": "mobilenet_v2 alpha 0.35, 96x96x3, random init", "epochs": epochs,
+                              "training": f"hgen.compiler.train.train_classifier: Adam {recipe.learning_rate:g}, batch "
+                                          f"{recipe.batch_size}, {recipe.epochs} epochs, precise BatchNorm statistics "
+                                          f"(settle_batch_norm, up to 4,096 training images), {recipe.freeze_bn_epochs} "
+                                          "epochs with them frozen at 0.3x the learning rate",
                               "train_seconds": round(seconds, 1), "keras_test_accuracy": accuracy,
                               "test_images": len(x), "representative_samples": len(calibration),
                               "representative_source": "random sample of the training split",
@@ -223,11 +236,13 @@ def int8_agreement(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     for precision, tflite in (("float32", float_model), ("int8", int8_model)):
         path = tflite.save(work / f"mobilenet_v2.{precision}.tflite")
         engines[f"litert-{precision}"] = (open_engine("litert", path), tflite)
-    float_top1 = np.concatenate([engines["litert-float32"][0].run(x[i:i + 1]).argmax(1) for i in range(len(x))])
+    float_logits = np.concatenate([engines["litert-float32"][0].run(x[i:i + 1]) for i in range(len(x))])
+    float_top1 = float_logits.argmax(1)
     result["litert_float_vs_keras"] = float(np.mean(float_top1 == keras_top1))
     result["float_distinct_predictions"] = len(set(float_top1.tolist()))
     result["litert_int8_vs_float"] = agreement(engines["litert-int8"][0], x, float_top1)
     result["litert_int8_accuracy"] = agreement(engines["litert-int8"][0], x, y)
+    result["litert_int8_vs_float_by_margin"] = by_margin(engines["litert-int8"][0], x, float_logits)
     log(f"int8: LiteRT int8 vs float top-1 agreement {result['litert_int8_vs_float']:.4f}")
     try:
         tflite = int8_model
@@ -237,6 +252,7 @@ def int8_agreement(spec: str, args: argparse.Namespace) -> dict[str, Any]:
                   "output_quantization": vars(tflite.output_quant)}
         tvm = open_engine("tvm", library.path, config)
         result["tvm_int8_vs_float"] = agreement(tvm, x, float_top1)
+        result["tvm_int8_vs_float_by_margin"] = by_margin(tvm, x, float_logits)
         result["tvm_int8_vs_litert_int8"] = agreement(
             tvm, x, np.concatenate([engines["litert-int8"][0].run(x[i:i + 1]).argmax(1) for i in range(len(x))]))
         result["tvm_path"] = "TVM relax from the LiteRT int8 flatbuffer (lower_tvm), target x86_64, untuned"
@@ -353,8 +369,8 @@ def main() -> int:
     parser.add_argument("--base-epochs", type=int, default=10)
     parser.add_argument("--final-epochs", type=int, default=3)
     parser.add_argument("--finetune-samples", type=int, default=3000)
-    parser.add_argument("--int8-train-minutes", type=float, default=10.0)
-    parser.add_argument("--int8-max-epochs", type=int, default=30)
+    parser.add_argument("--int8-epochs", type=int, default=19, help="epochs before the frozen-BatchNorm ones")
+    parser.add_argument("--bn-freeze-epochs", type=int, default=3)
     parser.add_argument("--representative", type=int, default=500)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-int8", action="store_true")
@@ -373,7 +389,7 @@ def main() -> int:
     if args.quick:
         args.per_class, args.val_per_class, args.test_per_class = 12, 6, 10
         args.episodes, args.budget_minutes, args.base_epochs, args.final_epochs = 1, 1.0, 1, 1
-        args.finetune_samples, args.int8_train_minutes, args.int8_max_epochs = 100, 0.1, 1
+        args.finetune_samples, args.int8_epochs, args.bn_freeze_epochs = 100, 1, 1
         args.representative = 100
         args.work, args.out = args.work + "-quick", args.out + "-quick"
     start = time.perf_counter()
