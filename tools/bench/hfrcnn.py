@@ -154,7 +154,7 @@ def median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--limit", type=int, default=1500, help="canvases per split at most (test 600)")
     parser.add_argument("--epochs", type=int, default=10, help="two-stage detector epochs")
     parser.add_argument("--yolo-epochs", type=int, default=8)
