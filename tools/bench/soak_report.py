@@ -53,7 +53,7 @@ NOTES = [
     "- The MQTT outage run did NOT converge within its 3,000 s drain cap: the hub had stored and answered all",
     "  13,500 samples, but 2,791 replies had not reached the device, and it received 4.05 duplicate replies per",
     "  sample (target <= 2). Seen while it drained (py-spy, ss): the hub ingests the broker's backlog (13,500",
-    "  first asks and ~29,000 re-asks queued during the outage) on paho's network thread, each message waiting",
+    "  first asks; 42,709 re-asks over the outage and the drain) on paho's network thread, each message waiting",
     "  for SQLite's write lock against the SIMULATED crowd; that thread stopped reading its socket (71 kB unread)",
     "  and the broker dropped the connection (FIN-WAIT-1 with 1.7 MB unsent); no reply was ever marked",
     "  delivered (PUBACKs arrive on that same thread), so every reconnect re-published the whole undelivered",
