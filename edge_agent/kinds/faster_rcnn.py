@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hgen.edge_agent.kinds import ADAPTERS, ANSWERED, FrameSize
-from hgen.edge_agent.kinds._boxes import box_results, proto_boxes
-from hgen.edge_agent.results import BoxResult, Result
+from hgen.edge_agent.kinds._boxes import box_results
+from hgen.edge_agent.kinds.yolo import YOLOAdapter
+from hgen.edge_agent.results import BoxResult
 from hgen.protos import hub_pb2
 
 if TYPE_CHECKING:
@@ -42,18 +43,11 @@ def region_results(rows: np.ndarray, size: FrameSize) -> tuple[BoxResult, ...]:
                  for b, w in zip(pixels, rows[:, 4]))
 
 
-class FasterRCNNAdapter:
-    """Two-stage detection: pixel boxes; people's regions are fused by the runtime's second stage on the device."""
+class FasterRCNNAdapter(YOLOAdapter):
+    """Two-stage detection: the model's boxes as H-YOLO's; people's regions are fused by the runtime's second stage
+    on the device."""
 
     name = "faster_rcnn"
-
-    def answer_fields(self, model: Model, outputs: np.ndarray, size: FrameSize) -> dict[str, Any]:
-        found = model.kind.predict(outputs, model.params)[0]
-        boxes = box_results(found.boxes, found.classes, found.scores, model.manifest.labels, size)
-        return {"boxes": boxes, "model_boxes": boxes}
-
-    def model_output(self, model: Model, outputs: np.ndarray, result: Result) -> hub_pb2.ModelOutput:
-        return hub_pb2.ModelOutput(boxes=proto_boxes(result.model_boxes))
 
     def fuse_answers(self, reply: hub_pb2.SampleReply, outputs: np.ndarray, size: FrameSize) -> Any | None:
         rows = aggregated_regions(reply, size) if reply.status in ANSWERED else None
