@@ -118,7 +118,9 @@ def markdown(result: dict[str, Any]) -> str:
              (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, no GPU, shared with other jobs; one run (no "
               "repeats: each stage takes minutes)."), "",
              "## How the images were made", "", __doc__.split("How the images are made: ")[1].split("\n\n")[0], "",
-             f"Writing them took {r.get('write_seconds')} s (not part of any stage below).", "",
+             (f"Writing them took {r['write_seconds']} s (not part of any stage below)." if r.get("write_seconds")
+              is not None else "Writing them was not timed (the images came from an earlier run of this script)."),
+             "",
              "## Stages (each its own process)", "", table, "",
              (f"- cache on disk after decoding: {result['cache_mb']:,.0f} MB (per-image items + the assembled set); "
               f"JPEG files: {result['jpeg_mb']:,.0f} MB"), ""]
