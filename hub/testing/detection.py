@@ -9,8 +9,9 @@ submit_answer), as the web UI does, so aggregation (`box_union`), replies and th
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,19 +56,55 @@ def detection_sample(device_id: str, bundle_name: str, image: np.ndarray, found:
                                                      kind=hub_pb2.HDNN_KIND_YOLO))
 
 
-class BoxCrowd:
+class DrawingCrowd:
+    """Simulated people answering drawing tasks (boxes, regions) from an oracle (sample id -> true pixel boxes
+    [k, 5+]) through the annotator API; a subclass says what one person draws (`answer_fields`)."""
+
+    latency_s = 6.0  # median seconds a simulated person takes (log-normal around it)
+
+    def __init__(self, api: AnnotatorAPI, annotators: Sequence[Any], oracle: Mapping[str, np.ndarray],
+                 seed: int = 0) -> None:
+        self.api = api
+        self.annotators = tuple(annotators)
+        self.oracle = oracle
+        self.rng = np.random.default_rng(seed)
+        self.answered = 0
+        for person in self.annotators:
+            api.register(person.name, simulated=True)
+
+    def answer_fields(self, person: Any, truth: np.ndarray) -> dict[str, Any]:
+        """The Answer's label field and its operation count for one person's drawing."""
+        raise NotImplementedError
+
+    def run_until_idle(self) -> int:
+        """Rounds of one task per annotator until nobody gets a task; returns the answers given (no sleeps)."""
+        given = -1
+        while given:
+            given = 0
+            for person in self.annotators:
+                task = self.api.next_task(person.name)
+                if task is None:
+                    continue
+                fields = self.answer_fields(person, self.oracle[task.sample_id])
+                self.api.submit_answer(hub_pb2.Answer(
+                    task_id=task.task_id, sample_id=task.sample_id, annotator_id=person.name,
+                    latency_s=float(self.rng.lognormal(np.log(self.latency_s), 0.4)), simulated=True, **fields))
+                given += 1
+            self.answered += given
+        return self.answered
+
+
+class BoxCrowd(DrawingCrowd):
     """Simulated annotators answering box tasks from an oracle (sample id -> true pixel boxes [k, 5])."""
 
     def __init__(self, api: AnnotatorAPI, annotators: tuple[BoxAnnotator, ...], oracle: Mapping[str, np.ndarray],
                  num_classes: int, seed: int = 0) -> None:
-        self.api = api
-        self.annotators = annotators
-        self.oracle = oracle
+        super().__init__(api, annotators, oracle, seed)
         self.num_classes = num_classes
-        self.rng = np.random.default_rng(seed)
-        self.answered = 0
-        for person in annotators:
-            api.register(person.name, simulated=True)
+
+    def answer_fields(self, person: BoxAnnotator, truth: np.ndarray) -> dict[str, Any]:
+        boxes = self.answer(person, truth)
+        return {"boxes": boxes, "operations": 1 + 2 * len(boxes.boxes)}
 
     def answer(self, person: BoxAnnotator, truth: np.ndarray) -> hub_pb2.BoxList:
         boxes = []
@@ -82,21 +119,3 @@ class BoxCrowd:
                 label = int((label + self.rng.integers(1, self.num_classes)) % self.num_classes)
             boxes.append(hub_pb2.Box(x_min=a, y_min=b, x_max=c, y_max=d, class_id=label))
         return hub_pb2.BoxList(boxes=boxes)
-
-    def run_until_idle(self) -> int:
-        """Rounds of one task per annotator until nobody gets a task; returns the answers given (no sleeps)."""
-        given = -1
-        while given:
-            given = 0
-            for person in self.annotators:
-                task = self.api.next_task(person.name)
-                if task is None:
-                    continue
-                boxes = self.answer(person, self.oracle[task.sample_id])
-                self.api.submit_answer(hub_pb2.Answer(
-                    task_id=task.task_id, sample_id=task.sample_id, annotator_id=person.name, boxes=boxes,
-                    latency_s=float(self.rng.lognormal(np.log(6.0), 0.4)), operations=1 + 2 * len(boxes.boxes),
-                    simulated=True))
-                given += 1
-            self.answered += given
-        return self.answered

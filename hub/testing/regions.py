@@ -9,12 +9,12 @@ through the annotator API (next_task / submit_answer), as the web UI's regions v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from hgen.hub.annotators import AnnotatorAPI
+from hgen.hub.testing.detection import DrawingCrowd
 from hgen.protos import hub_pb2
 
 
@@ -28,18 +28,14 @@ class RegionAnnotator:
     miss: float = 0.0
 
 
-class RegionCrowd:
+class RegionCrowd(DrawingCrowd):
     """Simulated annotators answering region tasks from an oracle (sample id -> true pixel boxes [k, 5+])."""
 
-    def __init__(self, api: AnnotatorAPI, annotators: tuple[RegionAnnotator, ...],
-                 oracle: Mapping[str, np.ndarray], seed: int = 0) -> None:
-        self.api = api
-        self.annotators = annotators
-        self.oracle = oracle
-        self.rng = np.random.default_rng(seed)
-        self.answered = 0
-        for person in annotators:
-            api.register(person.name, simulated=True)
+    latency_s = 5.0
+
+    def answer_fields(self, person: RegionAnnotator, truth: np.ndarray) -> dict[str, Any]:
+        regions = self.answer(person, truth)
+        return {"regions": regions, "operations": len(regions.regions)}
 
     def answer(self, person: RegionAnnotator, truth: np.ndarray) -> hub_pb2.RegionList:
         regions = []
@@ -49,21 +45,3 @@ class RegionCrowd:
             a, b, c, d = np.array([x0, y0, x1, y1]) + self.rng.normal(0.0, person.corner_noise_px, 4)
             regions.append(hub_pb2.Region(x_min=a, y_min=b, x_max=max(c, a + 1), y_max=max(d, b + 1), weight=1.0))
         return hub_pb2.RegionList(regions=regions)
-
-    def run_until_idle(self) -> int:
-        """Rounds of one task per annotator until nobody gets a task; returns the answers given (no sleeps)."""
-        given = -1
-        while given:
-            given = 0
-            for person in self.annotators:
-                task = self.api.next_task(person.name)
-                if task is None:
-                    continue
-                regions = self.answer(person, self.oracle[task.sample_id])
-                self.api.submit_answer(hub_pb2.Answer(
-                    task_id=task.task_id, sample_id=task.sample_id, annotator_id=person.name, regions=regions,
-                    latency_s=float(self.rng.lognormal(np.log(5.0), 0.4)), operations=len(regions.regions),
-                    simulated=True))
-                given += 1
-            self.answered += given
-        return self.answered
