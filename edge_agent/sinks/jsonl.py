@@ -22,9 +22,11 @@ class JsonlSink(Sink):
     def __init__(self, config: SinkConfig) -> None:
         assert config.path is not None
         config.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tail = _tail_keys(config.path)
+        self._path = config.path
+        self._held: set[tuple[str, str]] | None = None  # read on the first `holds`: only a restart asks
+        cut = _ends_cut(config.path)
         self._file = open(config.path, "a", encoding="utf-8")
-        if self._tail.cut:
+        if cut:
             self._file.write("\n")
         self._lock = threading.Lock()
 
@@ -34,28 +36,32 @@ class JsonlSink(Sink):
             self._file.flush()
 
     def holds(self, result: Result) -> bool:
-        return (result.sample_id, result.status.value) in self._tail.keys
+        with self._lock:
+            if self._held is None:
+                self._file.flush()
+                self._held = _tail_keys(self._path)
+            return (result.sample_id, result.status.value) in self._held
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
 
 
-class _Tail:
-    """(sample id, status) of the results in the file's last TAIL_BYTES, and whether its last line was cut."""
-
-    def __init__(self, keys: set[tuple[str, str]], cut: bool) -> None:
-        self.keys, self.cut = keys, cut
-
-
-def _tail_keys(path: Path) -> _Tail:
+def _ends_cut(path: Path) -> bool:
+    """The file's last line has no newline: the crash cut it short."""
     if not path.exists() or path.stat().st_size == 0:
-        return _Tail(set(), False)
+        return False
+    with open(path, "rb") as file:
+        file.seek(-1, 2)
+        return file.read(1) != b"\n"
+
+
+def _tail_keys(path: Path) -> set[tuple[str, str]]:
+    """(sample id, status) of the results in the file's last TAIL_BYTES."""
     with open(path, "rb") as file:
         size = file.seek(0, 2)
         file.seek(max(0, size - TAIL_BYTES))
-        data = file.read()
-    lines = data.split(b"\n")
+        lines = file.read().split(b"\n")
     if size > TAIL_BYTES:
         lines = lines[1:]  # the first one is only the end of a line
     keys: set[tuple[str, str]] = set()
@@ -66,4 +72,4 @@ def _tail_keys(path: Path) -> _Tail:
             continue
         if isinstance(row, dict) and row.get("sample_id"):
             keys.add((str(row["sample_id"]), str(row.get("status"))))
-    return _Tail(keys, not data.endswith(b"\n"))
+    return keys
