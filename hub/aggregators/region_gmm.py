@@ -4,6 +4,11 @@ Each region is a point (centre x, centre y, width, height). Mixtures with 1..K c
 the number of regions, and at most `MAX_COMPONENTS`) and the one with the lowest AIC is kept; each component
 becomes one region, centred on its mean with its mean size, weighted by its mixture weight. Regions carry the
 annotator's emphasis as a weight; a region of weight w counts as round(w) points (at least one).
+
+An answer with no region is a person saying "nothing uncertain here / no object": it adds no point. When nobody
+marked anything the aggregate is an empty region list (confidence 1), which the device reads as "keep your own
+proposals" (`hgen.runtime.hdnn.faster_rcnn`). A region anyone marked is kept: the device's second stage scores it,
+so a region nobody else saw costs a low-scored box at most, while dropping it could lose an object.
 """
 
 from __future__ import annotations
@@ -60,8 +65,10 @@ class RegionGMM:
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
         points = region_points(data)
-        if len(points) == 0:
+        if not any(answer.WhichOneof("label") == "regions" for answer in data.answers):
             raise AggregationError(f"sample {data.sample_id}: region_gmm needs region answers, got none")
+        if len(points) == 0:  # everyone marked nothing
+            return hub_pb2.AggregatedLabel(regions=hub_pb2.RegionList(), aggregator=self.name, confidence=1.0)
         if len(points) == 1:
             means, weights = points, np.ones(1)
         else:

@@ -20,8 +20,8 @@ from hgen.protos import hub_pb2
 
 @dataclass(frozen=True)
 class RegionAnnotator:
-    """One simulated person: corner noise (pixels) and the probability of missing an object (region_gmm refuses an
-    answer with no region at all, so a person who misses every object of a canvas is refused by the hub)."""
+    """One simulated person: corner noise (pixels) and the probability of missing an object (a person who misses
+    every object of a canvas answers "nothing here": an empty region list)."""
 
     name: str
     corner_noise_px: float = 1.0
@@ -35,7 +35,7 @@ class RegionCrowd(DrawingCrowd):
 
     def answer_fields(self, person: RegionAnnotator, truth: np.ndarray) -> dict[str, Any]:
         regions = self.answer(person, truth)
-        return {"regions": regions, "operations": len(regions.regions)}
+        return {"regions": regions, "operations": max(1, len(regions.regions))}  # "nothing here" is one click
 
     def answer(self, person: RegionAnnotator, truth: np.ndarray) -> hub_pb2.RegionList:
         regions = []

@@ -61,6 +61,8 @@ def parse(form: AnswerForm, task: Task, annotator: str, num_classes: int,
     view = answer_view(task)
     if form.kind is not None and form.kind != view.name:
         raise InvalidRequestError(f"this task asks for {view.name}, not {form.kind}; nothing was stored")
+    if form.nothing is not None and not view.allows_nothing:
+        raise InvalidRequestError(f"a {view.name} task has no 'nothing here' answer (skip or can't tell instead)")
     answer = hub_pb2.Answer(task_id=task.task_id, sample_id=task.sample_id, annotator_id=annotator,
                             latency_s=seconds, simulated=False)
     view.fill(answer, form, task, num_classes)

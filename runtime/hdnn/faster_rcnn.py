@@ -27,7 +27,9 @@ the anchor's centre, in the slot whose shape overlaps it most); the component's 
 the mixture's foreground distributions over its prior anchors (score = the top class's probability, class = its
 index), its box the head's refined box of the component's own anchor. (Taking the single most probable anchor
 instead picked confident slots with poor boxes: mAP@0.5 0.47 vs 0.49 on 400 test canvases with true regions.)
-People saw the whole image, so model boxes where nobody pointed are dropped; an empty answer means "nothing there".
+People saw the whole image, so model boxes where nobody pointed are dropped. An empty answer (no component: every
+person said "nothing uncertain here / no object") is the model's answer standing, as None: the device keeps its own
+proposals (people were asked where the model should look again, and pointed nowhere).
 
 Regions carry no class: the class always comes from the device's second stage. Labour per sample is Eq. 9's
 estimate from the confidence (`difficulty_from_confidence`), as H-YOLO's; a retrain is due after 1,000 new labels.
@@ -269,7 +271,8 @@ class FasterRCNNKind:
         if len(answers) != slots.objectness.shape[0]:
             raise InvalidInputError(f"{slots.objectness.shape[0]} model outputs but {len(answers)} answers")
         return [predict_image(slots, i, params.temperature, self.score_threshold) if answer is None
-                else fuse_image(slots, i, answer, params.temperature) for i, answer in enumerate(answers)]
+                or not len(people_regions(answer)) else fuse_image(slots, i, answer, params.temperature)
+                for i, answer in enumerate(answers)]
 
     def difficulty(self, outputs: np.ndarray, confidence: np.ndarray, params: FusionParams,
                    estimator: DifficultyEstimator) -> np.ndarray:

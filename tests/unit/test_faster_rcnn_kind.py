@@ -96,7 +96,7 @@ def test_fusion_gives_one_box_per_region_classed_by_the_second_stage_where_peopl
     assert (cx, cy) == pytest.approx((3.5 / GRID + 0.1 * w, 3.5 / GRID))  # the head's box of the region's own slot
     ranked = fuse_image(split(flat(out)), 0, region[None], 1.0, score_threshold=1e-6)
     assert list(ranked.classes[:1]) == [3] and len(ranked) == C and np.all(np.diff(ranked.scores) <= 0)
-    assert len(KIND.fuse(flat(out), [np.zeros((0, 5))], FusionParams())[0]) == 0  # "nothing there"
+    assert len(KIND.fuse(flat(out), [np.zeros((0, 5))], FusionParams())[0]) == len(own)  # empty: the model's stands
     assert len(KIND.fuse(flat(out), [None], FusionParams())[0]) == len(own)  # no answer: the model's stands
 
 

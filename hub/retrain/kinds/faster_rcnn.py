@@ -12,6 +12,8 @@ has no soft form yet, so `alpha` and `temperature` of RetrainConfig do not apply
 
 The held-out human set has no classes either: it is scored class-agnostically (every box one class) against the
 people's regions, at IoU 0.5: does the model find where people pointed; the test split is scored with its classes.
+An image where people marked nothing ("nothing uncertain here") is fused as the device fuses it: the teacher's own
+boxes are its targets, and it is left out of the held-out score (it says the answer stands, not what is there).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from hgen.hub.retrain.records import RetrainStore, labelled_rows
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kinds
 from hgen.runtime.hdnn import FusionParams, get_kind
-from hgen.runtime.hdnn.faster_rcnn import fuse_image, split
 from hgen.runtime.hdnn.yolo import Detections
 
 EVAL_SCORE_THRESHOLD = 0.05  # mAP ranks every plausible box; the device's 0.5 would cut the precision/recall curve
@@ -111,11 +112,12 @@ class HumanRegions:
 
 
 def human_targets(teacher: Any, human: HumanRegions, temperature: float) -> tuple[np.ndarray, ...]:
-    """The device's fusion of each image's regions with the teacher's second stage: boxes [k, 5] per image."""
+    """The device's fusion of each image's regions with the teacher's second stage: boxes [k, 5] per image (an
+    image where people marked nothing keeps the teacher's own boxes, as the device keeps its proposals)."""
     from hgen.compiler.models.two_stage_detector import predict_slots
 
-    slots = split(predict_slots(teacher, human.x))
-    fused: list[Detections] = [fuse_image(slots, i, r, temperature) for i, r in enumerate(human.regions)]
+    outputs = predict_slots(teacher, human.x)
+    fused: list[Detections] = get_kind("faster_rcnn").fuse(outputs, list(human.regions), FusionParams(temperature))
     return tuple(np.column_stack([f.boxes, f.classes]) if len(f) else np.zeros((0, 5)) for f in fused)
 
 
@@ -166,9 +168,13 @@ class FasterRCNNRetrain:
         if not len(labelled):
             return float("nan")
         found = get_kind(self.name).detect(predict_slots(model, labelled.x), FusionParams(), EVAL_SCORE_THRESHOLD)
-        if getattr(labelled, "class_agnostic", False):
-            found = [Detections(f.boxes, np.zeros(len(f), np.int64), f.scores) for f in found]
-            return mean_average_precision(found, labelled.boxes, 1)
+        if getattr(labelled, "class_agnostic", False):  # only where people marked something: "nothing
+            # uncertain here" says the model's answer stands, not that the image is empty
+            marked = [i for i, r in enumerate(labelled.regions) if len(r)]
+            if not marked:
+                return float("nan")
+            found = [Detections(found[i].boxes, np.zeros(len(found[i]), np.int64), found[i].scores) for i in marked]
+            return mean_average_precision(found, [labelled.boxes[i] for i in marked], 1)
         return mean_average_precision(found, labelled.boxes, num_classes_of(model))
 
 

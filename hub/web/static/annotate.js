@@ -1,4 +1,5 @@
-// Annotator page: number keys pick a class, s / c skip or can't tell; boxes and regions are drawn by dragging.
+// Annotator page: number keys pick a class, s / c skip or can't tell, n "nothing uncertain" (regions); boxes and
+// regions are drawn by dragging.
 // Time to answer is measured from the image being shown to the answer and sent as elapsed_ms.
 (function () {
   "use strict";
@@ -15,7 +16,8 @@
   function stamp() { document.getElementById("elapsed").value = String(Math.round(performance.now() - shownAt)); }
 
   form.addEventListener("submit", function (event) {
-    document.getElementById("shapes").value = JSON.stringify(shapes);
+    const nothing = event.submitter && event.submitter.id === "nothing";  // "nothing here" sends no shapes
+    document.getElementById("shapes").value = JSON.stringify(nothing ? [] : shapes);
     stamp();
   });
 
@@ -25,6 +27,7 @@
     if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT" || event.repeat) { return; }
     if (event.key === "s") { press(document.getElementById("skip")); return; }
     if (event.key === "c") { press(document.getElementById("cant-tell")); return; }
+    if (event.key === "n") { press(document.getElementById("nothing")); return; }
     if (!/^[0-9]$/.test(event.key)) { return; }
     if (view === "class") {
       press(document.querySelector('.class-btn[data-key="' + event.key + '"]'));

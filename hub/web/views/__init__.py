@@ -20,6 +20,7 @@ from hgen.runtime.registry import Registry, discover
 class AnswerView(Protocol):
     name: ClassVar[str]
     label: ClassVar[str]  # the Answer `label` oneof field it fills: class_id | boxes | regions
+    allows_nothing: ClassVar[bool]  # may a person answer "nothing here" (the form's `nothing`)?
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
         """Set the answer's label and operations from the form; InvalidRequestError for anything malformed."""

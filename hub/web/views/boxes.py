@@ -11,6 +11,7 @@ from hgen.protos import hub_pb2
 class BoxesView:
     name = "boxes"
     label = "boxes"
+    allows_nothing = False
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
         boxes = [coords(shape, task, num_classes, with_class=True) for shape in parse_shapes(form.shapes)]

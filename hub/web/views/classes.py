@@ -12,6 +12,7 @@ from hgen.protos import hub_pb2
 class ClassView:
     name = "class"
     label = "class_id"
+    allows_nothing = False
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
         if form.class_id is None:
