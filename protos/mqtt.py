@@ -18,11 +18,16 @@ def topic(prefix: str, device_id: str, kind: str) -> str:
     return f"{prefix}/{device_id}/{kind}"
 
 
-def session_properties(expiry_s: int) -> Any:
-    """MQTT v5 CONNECT properties keeping the session (and its queued QoS 1 messages) for `expiry_s`."""
+def session_properties(expiry_s: int, receive_maximum: int | None = None) -> Any:
+    """MQTT v5 CONNECT properties keeping the session (and its queued QoS 1 messages) for `expiry_s`.
+
+    `receive_maximum` bounds how many QoS 1 messages the broker sends before we acknowledge them: a client that
+    acknowledges only after its work is done gets back-pressure from the broker instead of an unbounded backlog."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
     return properties

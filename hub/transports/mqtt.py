@@ -8,8 +8,9 @@ Every sample and status must name the device of its topic (the broker's ACL, wri
 lets only device X publish on `<prefix>/X/...`); with `access` set the hub owns that ACL, syncs it at start
 and refuses messages from devices whose credential was revoked meanwhile.
 
-A sample message is acknowledged (PUBACK, sent by paho after `on_message` returns) only once the knowledge
-base committed it, so a hub that dies mid-message gets it again from the broker. A reply is marked delivered
+A sample message is acknowledged (PUBACK) only once the knowledge base committed it, so a hub that dies
+mid-message gets it again from the broker; the commit happens on an ingest worker, not on paho's network thread
+(hgen.hub.transports.mqtt_ingest says why), with the broker's window bounded by MQTT v5 Receive Maximum. A reply is marked delivered
 when the broker acknowledges it. That is a hint, not a guarantee: a broker killed before persisting loses
 acknowledged messages, so a device still waiting asks again and the hub answers every re-sent sample from the
 knowledge base, whatever it marked. Each reply is held by paho at most once (a reply already queued there is
@@ -25,12 +26,14 @@ import threading
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
+from sqlalchemy.exc import OperationalError
 
 from hgen.hub.broker_acl import device_registry
 from hgen.hub.config import MqttConfig, MqttTlsConfig
 from hgen.hub.devices import DeviceAuthError
 from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, UnknownDeviceError
 from hgen.hub.service import HubService
+from hgen.hub.transports.mqtt_ingest import INGEST_WINDOW, IngestWorker, Received
 from hgen.protos import hub_pb2
 from hgen.protos.mqtt import QOS, session_properties, topic
 
@@ -77,7 +80,9 @@ class MqttTransport:
         self._flusher = threading.Thread(target=self._flush_acks, name="mqtt-acks", daemon=True)
         self._lock = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
-                                  protocol=mqtt.MQTTv5)
+                                  protocol=mqtt.MQTTv5, manual_ack=True)
+        self._ingest = IngestWorker(self._handle, self._ack, lambda: self._generation,
+                                    lambda name: service.metrics.inc(name), transient=(OperationalError,))
         self.client.max_inflight_messages_set(100)
         if config.tls is not None:
             self.client.tls_set(**tls_files(config.tls))
@@ -98,8 +103,9 @@ class MqttTransport:
         self.state = ConnectionState.CONNECTING
         if not self._flusher.is_alive():
             self._flusher.start()
+        self._ingest.start()
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, clean_start=False,
-                                  properties=session_properties(self.config.session_expiry_s))
+                                  properties=session_properties(self.config.session_expiry_s, INGEST_WINDOW))
         self.client.loop_start()
         if not self._connected.wait(self.config.connect_timeout_s):
             self.stop()
@@ -108,6 +114,7 @@ class MqttTransport:
 
     def stop(self) -> None:
         self.state = ConnectionState.CLOSED
+        self._ingest.stop()  # first: what it committed is acknowledged before we disconnect
         self.client.disconnect()
         self.client.loop_stop()
         self._stopping.set()
@@ -143,6 +150,16 @@ class MqttTransport:
     # --- ingest -----------------------------------------------------------------------------------------
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        """On paho's network thread: only queue it (the generation is the connection it came on)."""
+        self.service.metrics.inc("mqtt_messages_received")
+        self._ingest.put(Received(self._generation, message.mid, message.qos, message.topic, message.payload))
+
+    def _ack(self, message: Received) -> None:
+        if message.qos > 0:
+            self.client.ack(message.mid, message.qos)
+
+    def _handle(self, message: Received) -> None:
+        """On the ingest worker; a refused message is handled (counted and logged once by the service)."""
         parts = message.topic.split("/")
         device_id, kind = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
         try:
@@ -151,10 +168,7 @@ class MqttTransport:
             elif kind == "status":
                 self._on_status(device_id, message.payload)
         except BadInputError:
-            pass  # counted and logged once by the service
-        except Exception:  # never let one message kill the network thread; the broker will redeliver
-            log.exception("MQTT message on %s failed", message.topic)
-            raise
+            pass
 
     def _on_samples(self, device_id: str, payload: bytes) -> None:
         self._check_enrolled(device_id)

@@ -1,0 +1,64 @@
+"""The hub's MQTT network thread keeps serving while the knowledge base is locked (issue 17).
+
+Before, samples were committed on paho's network thread: waiting for SQLite's write lock it stopped reading its
+socket, PUBACKs for its replies went unread and the broker dropped it on the keep-alive. Here a second
+connection holds the SQLite write lock while the device's samples arrive; the hub must still complete a publish
+(its PUBACK is read by that same thread), stay connected, and store every sample once the lock is released.
+Real Mosquitto with authentication, real SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from hgen.hub.app import HubApp
+from hgen.hub.config import parse_hub_config
+from hgen.hub.kb.models import Sample
+from hgen.hub.testing.device import MqttDevice, ReplyLog, enroll
+from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
+from hgen.hub.testing.samples import make_request, make_sample
+from hgen.hub.testing.services import Broker
+from hgen.hub.transports.mqtt import ConnectionState
+from hgen.protos import hub_pb2
+
+DEVICE = "cam-ingest"
+
+
+def wait_until(condition, timeout_s: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    """Poll a condition (not a sleep standing in for synchronisation: it returns as soon as it holds)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_network_thread_serves_while_the_knowledge_base_is_locked(tmp_path: Path, broker: Broker) -> None:
+    db = tmp_path / "hub.db"
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{db}"},
+                               "mqtt": broker.hub_mqtt()})
+    app = HubApp(config).start()
+    try:
+        device = MqttDevice(broker.host, broker.port, DEVICE, ReplyLog(),
+                            password=enroll(app, DEVICE)[DEVICE].secret)
+        transport = app.mqtt
+        lock = sqlite3.connect(db, timeout=30, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the crowd's transaction, say: every writer waits for it
+        samples = [make_sample(DEVICE) for _ in range(20)]
+        device.submit([make_request(DEVICE, samples[i:i + 5], m=1) for i in range(0, 20, 5)])
+        assert wait_until(lambda: app.service.metrics.get("mqtt_messages_received") >= 4)
+        notice = hub_pb2.ModelUpdate(bundle_name="b", version="v1")
+        (handle,) = transport.publish_update([DEVICE], notice)
+        handle.wait_for_publish(10)  # the PUBACK is read by the network thread the samples arrived on
+        assert handle.is_published()
+        assert transport.state is ConnectionState.CONNECTED
+        assert lock.execute("SELECT count(*) FROM samples").fetchone() == (0,)  # nothing written meanwhile
+        lock.execute("ROLLBACK")
+        lock.close()
+        assert wait_until(lambda: all(app.service.kb.sample_exists(s.sample_id) for s in samples))
+        assert app.service.kb.count(Sample) == len(samples)
+        device.close()
+    finally:
+        app.stop()
