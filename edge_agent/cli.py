@@ -60,7 +60,7 @@ def check(config: AgentConfig) -> dict[str, object]:
         model.close()
     stop = threading.Event()
     stop.set()  # live sources must not block in back-off while checking
-    source = open_source(config.source, stop) if config.source.kind in {"video", "images"} else None
+    source = open_source(config.source, stop) if config.source.kind in {"video", "images", "y4m"} else None
     if source is not None:
         source.close()
     summary["source"] = f"{config.source.kind} {config.source.uri}"

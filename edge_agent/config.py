@@ -27,8 +27,10 @@ class BundleConfig(StrictModel):
 
 
 class SourceConfig(StrictModel):
-    kind: Literal["video", "images", "camera", "url"] = Field(title="Frame source kind")
-    uri: str = Field(title="Video file path, image folder, camera index (0) or rtsp/http URL")
+    kind: Literal["video", "images", "camera", "url", "y4m"] = Field(
+        title="Frame source kind (y4m: a YUV4MPEG2 file's planes converted by hgen.runtime.yuv's integer rule, "
+              "the pixels a phone makes of the same frame)")
+    uri: str = Field(title="Video or y4m file path, image folder, camera index (0) or rtsp/http URL")
     fps_limit: float | None = Field(None, gt=0, title="Read at most this many frames per second")
     pacing: Literal["live", "all"] = Field(
         "all", title="live: behave like a camera, skipping (and counting) frames when the pipeline falls behind "
@@ -215,7 +217,7 @@ def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
         k: _resolve(base, getattr(config.bundle, k)) or getattr(config.bundle, k)
         for k in ("path", "public_key", "store_dir")})
     source = config.source
-    if source.kind in {"video", "images"} and not Path(source.uri).is_absolute():
+    if source.kind in {"video", "images", "y4m"} and not Path(source.uri).is_absolute():
         source = source.model_copy(update={"uri": str(base / source.uri)})
     outbox = config.outbox.model_copy(update={"path": _resolve(base, config.outbox.path) or config.outbox.path})
     sinks = tuple(s.model_copy(update={"path": _resolve(base, s.path) or s.path}) for s in config.sinks)
