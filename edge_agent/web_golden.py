@@ -2,7 +2,8 @@
 
 The phone must decide as the Python device does, so the Python runtime itself writes the expected values: for
 random logits, the calibrated probabilities, confidence, gate, the model's and the fused answers and the labour
-estimate; for random frames, the model input the agent's preprocessing makes. The TypeScript tests read this JSON.
+estimate; for random frames, the model input the agent's preprocessing makes; for random camera planes, the RGB
+`hgen.runtime.yuv`'s rule makes. The TypeScript tests read this JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ PREPROCESS_CASES = (
     ((28, 28, 1), (56, 56), "stretch"), ((28, 28, 1), (28, 28), "stretch"), ((28, 28, 1), (480, 640), "stretch"),
     ((32, 32, 3), (45, 61), "stretch"), ((28, 28, 1), (14, 14), "stretch"), ((24, 40, 3), (17, 29), "stretch"),
     ((28, 28, 3), (48, 64), "letterbox"), ((32, 32, 1), (100, 37), "letterbox"), ((96, 96, 3), (240, 320), "stretch"),
+    ((96, 96, 3), (112, 112), "stretch"),
 )
 
 
@@ -124,6 +126,33 @@ def quantize_case(rng: np.random.Generator, size: int = 2000) -> dict[str, Any]:
             "dequantized": out_params.dequantize(out).tolist()}
 
 
+def yuv_case(rng: np.random.Generator, fmt: str, height: int, width: int, matrix: str,
+             full_range: bool) -> dict[str, Any]:
+    """Camera planes (I420 or NV12, rows padded past the width as cameras pad them; extremes included) and the RGB
+    `hgen.runtime.yuv` makes of them: the page's rule must give the same bytes."""
+    from hgen.runtime.yuv import i420_to_rgb
+
+    ch, cw = (height + 1) // 2, (width + 1) // 2
+    y = rng.integers(0, 256, (height, width)).astype(np.uint8)
+    u, v = (rng.integers(0, 256, (ch, cw)).astype(np.uint8) for _ in range(2))
+    y[0, :2], u[0, 0], v[0, 0] = (0, 255), 0, 255  # clamping on both sides
+    pad = int(rng.integers(0, 9))
+    planes = [y, u, v] if fmt == "I420" else [y, np.stack([u, v], axis=2).reshape(ch, 2 * cw)]
+    data, layout = b"", []
+    for plane in planes:
+        stride = plane.shape[1] + pad
+        padded = np.zeros((plane.shape[0], stride), np.uint8)
+        padded[:, :plane.shape[1]] = plane
+        layout.append({"offset": len(data), "stride": stride})
+        data += padded.tobytes()
+    return {"format": fmt, "width": width, "height": height, "matrix": matrix, "full_range": full_range,
+            "layout": layout, "data_b64": base64.b64encode(data).decode(),
+            "expected_b64": _b64(i420_to_rgb(y, u, v, matrix, full_range))}
+
+
+YUV_CASES = (("I420", 6, 8), ("I420", 7, 9), ("NV12", 10, 6), ("NV12", 5, 11), ("I420", 48, 64))
+
+
 def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {
@@ -132,6 +161,8 @@ def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
         "random": [random_case(seed) for seed in (0, 1, 42, 2**32 - 1, 2**32, 2**52 + 3)],
         "quantize": [quantize_case(rng) for _ in range(6)],
         "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
+        "yuv": [yuv_case(rng, fmt, h, w, matrix, full) for fmt, h, w in YUV_CASES for matrix in ("bt601", "bt709")
+                for full in (False, True)],
     }
 
 

@@ -56,6 +56,7 @@ export interface DeviceState {
   pending: number;
   swaps: { from: string; to: string; atFrame: number }[];
   engine: string;
+  capture: Record<string, number>; // frames per capture path ("planes I420 bt601 limited", "canvas (...)")
 }
 
 const MAX_QUEUE = 64;
@@ -66,7 +67,8 @@ const runtime = params.get("engine") === "litert-js" ? "litert-js" : "onnxruntim
 const DEADLINE_S = 600;
 const STATUS_EVERY_FRAMES = 100;
 const state: DeviceState = { status: "starting", error: null, version: null, frames: [], fused: [], stored: [],
-  captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [], engine: runtime };
+  captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [], engine: runtime,
+  capture: {} };
 (window as unknown as { hgenDevice: DeviceState }).hgenDevice = state;
 
 function show(id: string, text: string): void {
@@ -257,7 +259,7 @@ async function main(): Promise<void> {
   const pipeline = new Pipeline(model, device, gate, outbox, null);
   if (device.mqtt_url) pipeline.link = connect(device, pipeline);
   else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");
-  const camera = new Camera(document.getElementById("camera") as HTMLVideoElement);
+  const camera = new Camera(document.getElementById("camera") as HTMLVideoElement, params.get("capture") === "canvas");
   await camera.start({ width: Number(params.get("width") ?? 640), height: Number(params.get("height") ?? 480) });
   try {
     await navigator.wakeLock?.request("screen");
@@ -265,7 +267,10 @@ async function main(): Promise<void> {
     // a wake lock is a convenience: streaming goes on without it (e.g. the page is not visible)
   }
   setStatus("streaming");
-  camera.each((frame, presented) => pipeline.offer(frame, presented));
+  camera.each((frame, presented) => {
+    state.capture[camera.path] = (state.capture[camera.path] ?? 0) + 1;
+    pipeline.offer(frame, presented);
+  });
 }
 
 function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {

@@ -84,19 +84,29 @@ export function placement(width: number, height: number, outW: number, outH: num
   return { left: Math.floor((outW - w) / 2), top: Math.floor((outH - h) / 2), width: w, height: h };
 }
 
-/** Source spans and weights of each output pixel along one axis for an area (box) filter. */
-function areaTaps(src: number, dst: number): { start: number; weights: number[] }[] {
-  const scale = src / dst;
+/** OpenCV's area-filter table along one axis: (output index, source index, float32 weight) in OpenCV's order,
+ * from the same double arithmetic (`computeResizeAreaTab`), so the sums below round as OpenCV's do. */
+function areaTaps(src: number, dst: number): { d: number; s: number; w: number }[] {
+  const scale = 1 / (dst / src); // OpenCV keeps 1 / inv_scale, which can differ from src / dst in the last bit
   const taps = [];
   for (let d = 0; d < dst; d++) {
-    const lo = d * scale;
-    const hi = Math.min(src, (d + 1) * scale);
-    const start = Math.floor(lo);
-    const weights = [];
-    for (let s = start; s < hi; s++) weights.push((Math.min(s + 1, hi) - Math.max(s, lo)) / scale);
-    taps.push({ start, weights });
+    const fs1 = d * scale;
+    const fs2 = fs1 + scale;
+    const cell = Math.min(scale, src - fs1);
+    const s2 = Math.min(Math.floor(fs2), src - 1);
+    const s1 = Math.min(Math.ceil(fs1), s2);
+    if (s1 - fs1 > 1e-3) taps.push({ d, s: s1 - 1, w: f32((s1 - fs1) / cell) });
+    for (let s = s1; s < s2; s++) taps.push({ d, s, w: f32(1 / cell) });
+    if (fs2 - s2 > 1e-3) taps.push({ d, s: s2, w: f32(Math.min(fs2 - s2, 1, cell) / cell) });
   }
   return taps;
+}
+
+/** float -> uint8 as OpenCV's saturate_cast: round half to even, clamp. */
+function saturateRound(x: number): number {
+  let r = Math.round(x);
+  if (r - x === 0.5 && r % 2 !== 0) r -= 1;
+  return Math.min(255, Math.max(0, r));
 }
 
 /** Whole-number shrinking: the integer block mean, rounded half up (OpenCV's fast INTER_AREA path). */
@@ -120,27 +130,34 @@ function resizeAreaInteger(img: Raster, outW: number, outH: number): Raster {
   return { width: outW, height: outH, channels: c, data: out };
 }
 
-/** Shrinking: each output pixel is the mean of the source area it covers (OpenCV INTER_AREA). */
+/** Shrinking: each output pixel is the mean of the source area it covers (OpenCV INTER_AREA). A fractional ratio
+ * follows OpenCV's float32 accumulation step by step (each row's weighted sum, then the rows'), bit for bit. */
 export function resizeArea(img: Raster, outW: number, outH: number): Raster {
   if (img.width % outW === 0 && img.height % outH === 0) return resizeAreaInteger(img, outW, outH);
   const xs = areaTaps(img.width, outW);
   const ys = areaTaps(img.height, outH);
   const c = img.channels;
   const out = new Uint8Array(outW * outH * c);
-  for (let y = 0; y < outH; y++) {
-    for (let x = 0; x < outW; x++) {
-      for (let ch = 0; ch < c; ch++) {
-        let sum = 0;
-        ys[y].weights.forEach((wy, j) => {
-          const row = (ys[y].start + j) * img.width;
-          xs[x].weights.forEach((wx, i) => {
-            sum += wy * wx * img.data[(row + xs[x].start + i) * c + ch];
-          });
-        });
-        out[(y * outW + x) * c + ch] = Math.min(255, Math.max(0, Math.round(sum - 1e-9)));
-      }
+  const buf = new Float32Array(outW * c);
+  const sum = new Float32Array(outW * c);
+  const store = (dy: number) => {
+    for (let i = 0; i < sum.length; i++) out[dy * outW * c + i] = saturateRound(sum[i]);
+  };
+  let current = ys[0].d;
+  for (const { d: dy, s: sy, w: beta } of ys) {
+    buf.fill(0);
+    const row = sy * img.width * c;
+    for (const { d: dx, s: sx, w: alpha } of xs) {
+      for (let ch = 0; ch < c; ch++) buf[dx * c + ch] = f32(buf[dx * c + ch] + f32(img.data[row + sx * c + ch] * alpha));
     }
+    if (dy !== current) {
+      store(current);
+      sum.fill(0);
+      current = dy;
+    }
+    for (let i = 0; i < sum.length; i++) sum[i] = f32(sum[i] + f32(beta * buf[i]));
   }
+  store(current);
   return { width: outW, height: outH, channels: c, data: out };
 }
 

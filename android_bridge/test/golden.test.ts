@@ -1,7 +1,8 @@
 /**
  * The phone's H-DNN and preprocessing against golden vectors written by the Python runtime
  * (`hgen.edge_agent.web_golden`): identical decisions, probabilities within 1e-5, model inputs within one grey
- * level. Run by tests/integration/test_phone_golden.py, which writes the vectors and passes their path in GOLDEN.
+ * level, camera planes converted to the same RGB bytes. Run by tests/integration/test_phone_golden.py, which
+ * writes the vectors and passes their path in GOLDEN.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import { PyRandom } from "../src/pyrandom.js";
 import { dequantize, quantize } from "../src/quantize.js";
 import * as hdnn from "../src/hdnn.js";
 import { type InputSpec, preprocess } from "../src/preprocess.js";
+import { ruleOf, yuvToRgba } from "../src/yuv.js";
 
 const golden = JSON.parse(readFileSync(process.env.GOLDEN ?? "", "utf8"));
 const TOLERANCE = 1e-5;
@@ -81,6 +83,8 @@ test("preprocessing matches the Python agent's", () => {
       total += 1;
     }
     console.log(`preprocess case ${n} ${c.frame_width}x${c.frame_height} -> ${spec.shape} ${spec.resize}: ${perCase}/${expected.length} identical`);
+    // shrinking (OpenCV's area filter, whole or fractional ratios) is ported bit for bit
+    if (c.frame_width * c.frame_height > spec.shape[1] * spec.shape[2]) assert.equal(perCase, expected.length, `case ${n}: shrinking`);
   }
   console.log(`preprocessing: ${exact}/${total} inputs bit-identical, the rest within one level`);
 });
@@ -100,4 +104,20 @@ test("uint8 (de)quantisation gives the agent's int8 integers and floats", () => 
     assert.deepEqual(Array.from(quantize(input, c.input_quant)), c.quantized, `quantize case ${n}`);
     assert.deepEqual(Array.from(dequantize(Uint8Array.from(c.output), c.output_quant)), c.dequantized, `dequantize case ${n}`);
   }
+});
+
+test("camera planes become the RGB the Python rule makes, byte for byte", () => {
+  assert.ok(golden.yuv.length >= 8);
+  for (const [n, c] of golden.yuv.entries()) {
+    const data = new Uint8Array(Buffer.from(c.data_b64, "base64"));
+    const rgba = yuvToRgba({ format: c.format, width: c.width, height: c.height, data, layout: c.layout,
+      matrix: c.matrix, fullRange: c.full_range });
+    const expected = Buffer.from(c.expected_b64, "base64");
+    const rgb = rgba.data.filter((_, i) => i % 4 !== 3);
+    assert.deepEqual(Buffer.from(rgb), expected, `yuv case ${n}: ${c.format} ${c.width}x${c.height} ${c.matrix} full=${c.full_range}`);
+    assert.ok(rgba.data.every((v, i) => i % 4 !== 3 || v === 255), `yuv case ${n}: opaque`);
+  }
+  assert.equal(ruleOf(null), "bt601");
+  assert.equal(ruleOf("bt709"), "bt709");
+  assert.equal(ruleOf("bt2020-ncl"), null); // the browser converts what the rule does not cover
 });

@@ -63,26 +63,25 @@ class AgentFrame:
 
 
 def agent_frames(video: Path, bundle: Path, public_key: Path) -> list[AgentFrame]:
-    """Every frame of `video` through OpenCV and the agent's `load_model` (LiteRT): preprocessing, model, gate."""
-    import cv2
-    from hgen.edge_agent.config import BundleConfig
+    """Every frame of the `.y4m` through the agent's `y4m` source (its planes by `hgen.runtime.yuv`'s rule, as the
+    page converts its camera's planes) and the agent's `load_model` (LiteRT): preprocessing, model, gate."""
+    from hgen.edge_agent.config import BundleConfig, SourceConfig
     from hgen.edge_agent.model import load_model, preprocess
+    from hgen.edge_agent.sources import open_source
     from hgen.runtime.hdnn import needs_human
 
     model = load_model(bundle, BundleConfig(path=bundle, public_key=public_key))
-    capture, frames = cv2.VideoCapture(str(video)), []
+    source, frames = open_source(SourceConfig(kind="y4m", uri=str(video), prefetch=0)), []
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return frames
-            inputs, _ = preprocess(frame, model.manifest.input)
+        while (frame := source.read()) is not None:
+            inputs, _ = preprocess(frame.image, model.manifest.input)
             logits = model.infer(inputs[None])
             confidence = model.confidence(logits)
             frames.append(AgentFrame(len(frames), inputs, int(logits.argmax()), confidence,
                                      bool(needs_human(np.float64(confidence), model.tau))))
+        return frames
     finally:
-        capture.release()
+        source.close()
         model.close()
 
 
