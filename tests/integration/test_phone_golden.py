@@ -1,7 +1,7 @@
 """The phone's TypeScript H-DNN and preprocessing (android_bridge/src) decide as the Python runtime does: the Python
 side writes golden vectors (random logits, answers, estimators; gate streams with the agent's seeded audit draw;
-Python's random() sequences; random RGBA frames through the agent's preprocessing) and node's test runner checks
-the port against them (android_bridge/test/golden.test.ts)."""
+Python's random() sequences; random RGBA frames through the agent's preprocessing; random I420/NV12 camera planes
+through `hgen.runtime.yuv`) and node's test runner checks the port against them (android_bridge/test/golden.test.ts)."""
 
 from __future__ import annotations
 
