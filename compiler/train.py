@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hgen.compiler.data import Split
+from hgen.compiler.data.lazy import CHUNK_ROWS, is_lazy
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.runtime.calibration import fit_temperature, softmax
 
@@ -82,8 +83,46 @@ def _fit(model: Any, train: Split, val: Split | None, config: TrainConfig, epoch
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(train.x, train.y, batch_size=config.batch_size, epochs=epochs, verbose=config.verbose,
-              validation_data=(val.x, val.y) if val is not None else None, shuffle=True)
+    _fit_arrays(model, train.x, train.y, config.batch_size, epochs, config.verbose, config.seed,
+                (val.x, val.y) if val is not None else None)
+
+
+def _fit_arrays(model: Any, x: Any, y: np.ndarray, batch_size: int, epochs: int, verbose: int, seed: int,
+                validation: tuple[Any, np.ndarray] | None = None) -> None:
+    """`model.fit` on arrays; lazy images (`hgen.compiler.data.lazy`) go through `batch_sequence`, converted per
+    batch, so a large data set is never float32 whole."""
+    if not is_lazy(x) and not (validation and is_lazy(validation[0])):
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, validation_data=validation,
+                  shuffle=True)
+        return
+    val = batch_sequence(validation[0], validation[1], batch_size) if validation else None
+    model.fit(batch_sequence(x, y, batch_size, seed=seed, shuffle=True), epochs=epochs, verbose=verbose,
+              validation_data=val)
+
+
+def batch_sequence(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0, shuffle: bool = False) -> Any:
+    """A `keras.utils.PyDataset` over (images, targets): each batch read (and converted) when Keras asks for it,
+    the rows reshuffled by seed after every epoch when `shuffle`."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng([seed, 0xBA7C])
+            self.order = self.rng.permutation(len(y)) if shuffle else np.arange(len(y))
+
+        def __len__(self) -> int:
+            return -(-len(y) // batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * batch_size:(index + 1) * batch_size]
+            return np.asarray(x[rows], np.float32), y[rows]
+
+        def on_epoch_end(self) -> None:
+            if shuffle:
+                self.order = self.rng.permutation(len(y))
+
+    return Batches()
 
 
 def batch_norms(model: Any) -> list[Any]:
@@ -125,6 +164,10 @@ def settle_batch_norm(model: Any, x: np.ndarray, *, batch_size: int = 128, max_s
 
 
 def predict_logits(model: Any, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Logits float64; lazy images are read `CHUNK_ROWS` at a time."""
+    if is_lazy(x):
+        parts = [model.predict(chunk, batch_size=batch_size, verbose=0) for _, chunk in x.batches(CHUNK_ROWS)]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, model.outputs[0].shape[-1]))
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
@@ -158,8 +201,7 @@ def distill(student: Any, teacher_logits: np.ndarray, data: Split, config: Disti
     student.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                     loss=_distillation_loss(num_classes, config.temperature, config.alpha))
     start = time.perf_counter()
-    student.fit(data.x, targets, batch_size=config.batch_size, epochs=config.epochs, verbose=config.verbose,
-                shuffle=True)
+    _fit_arrays(student, data.x, targets, config.batch_size, config.epochs, config.verbose, config.seed)
     return time.perf_counter() - start
 
 

@@ -138,6 +138,8 @@ def write_bundle(
     out_dir = Path(out_dir)
     _prepare_dir(out_dir, overwrite)
 
+    if representative_data is not None:  # a lazy data set view (hgen.compiler.data.lazy) becomes float32 here
+        representative_data = np.asarray(representative_data, np.float32)
     tflite = lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
     entries, messages = [], []
     tflite_path = tflite.save(out_dir / f"model.{precision}.tflite")

@@ -33,6 +33,7 @@ from hgen.runtime.config import StrictModel, parse_config
 if TYPE_CHECKING:
     from hgen.compiler.data.formats import DataFormat, Location
     from hgen.compiler.data.images import ImageOptions, Preprocess
+    from hgen.compiler.data.lazy import DecodedImages
     from hgen.compiler.data.reader import Loaded, LoadReport
 
 IMAGE_SIZE = 28
@@ -52,7 +53,8 @@ TEST_ONLY_FRACTIONS = (0.6, 0.1)  # train, validation; the rest is test
 
 @dataclass(frozen=True)
 class Split:
-    """Images [n, h, w, c] float32 in [0, 1] (28x28x1 for the MNIST family) and int64 labels."""
+    """Images [n, h, w, c] float32 in [0, 1] (28x28x1 for the MNIST family) and int64 labels. A user data set's
+    images are `lazy.Images` (uint8 until read, float32 per batch); `np.asarray(split.x)` materialises them."""
 
     x: np.ndarray
     y: np.ndarray
@@ -219,10 +221,12 @@ def resolve_user_spec(location: Location, image: ImageOptions | Mapping[str, Any
 
 def read_user(location: Location, *, seed: int, limit: int | None, image: ImageOptions | Mapping[str, Any] | None,
               format_options: Mapping[str, Any] | StrictModel | None, task: str | None
-              ) -> tuple[UserSpec, Loaded, list[np.ndarray]]:
-    """Resolve, scan and read a user data set; the float32 images of train/val/test with the variant applied."""
+              ) -> tuple[UserSpec, Loaded, list[DecodedImages]]:
+    """Resolve, scan and read a user data set; the images of train/val/test as `DecodedImages`: uint8 rows
+    (memory-mapped from the cache) that become float32, with the variant applied per image, only when read."""
     from hgen.compiler.data.challenges import VARIANTS
-    from hgen.compiler.data.reader import read_catalog, to_float
+    from hgen.compiler.data.lazy import DecodedImages
+    from hgen.compiler.data.reader import read_catalog
 
     user = resolve_user_spec(location, image, format_options)
     if not user.path.exists():
@@ -234,11 +238,9 @@ def read_user(location: Location, *, seed: int, limit: int | None, image: ImageO
         kind = "detection" if catalog.task == "detect" else "classification"
         raise DatasetError(f"{user.path} is a {catalog.format} {kind} data set: load it with {loader}")
     loaded = read_catalog(catalog, user.options, seed=seed, limit=limit)
-    apply = VARIANTS.get(user.variant).apply
-    xs = []
-    for index, name in enumerate(("train", "val", "test")):
-        rng = np.random.default_rng([seed, index, 0x5EED])
-        xs.append(apply(to_float(loaded.splits[name].x, loaded.preprocess.scale), rng, user.params))
+    variant = VARIANTS.get(user.variant)
+    xs = [DecodedImages(loaded.splits[name].x, loaded.preprocess.scale, variant, user.params, (seed, index))
+          for index, name in enumerate(("train", "val", "test"))]
     return user, loaded, xs
 
 

@@ -133,7 +133,9 @@ def _load_user_detection(location: Location, *, seed: int, limit: int | None,
                          format_options: Mapping[str, Any] | StrictModel | None) -> DetectionDataset:
     user, loaded, xs = read_user(location, seed=seed, limit=limit, image=image, format_options=format_options,
                                  task="detect")
-    splits = [DetectionSplit(x, loaded.splits[name].boxes or ()) for x, name in zip(xs, ("train", "val", "test"))]
+    # detection sets are small (hundreds of images): float32 at once, as the detectors' training reads them
+    splits = [DetectionSplit(np.asarray(x), loaded.splits[name].boxes or ())
+              for x, name in zip(xs, ("train", "val", "test"))]
     return DetectionDataset(str(user.spec), loaded.catalog.labels, *splits, origin=loaded.catalog.origin, seed=seed,
                             preprocess=loaded.preprocess, report=loaded.report)
 

@@ -29,10 +29,11 @@ class Pools:
 
 
 def pick(split: Split | DetectionSplit, index: np.ndarray) -> Split | DetectionSplit:
-    """Rows `index` of a classification or detection split."""
+    """Rows `index` of a classification or detection split, as float32 arrays (pools are small: they become a video
+    and bundle inputs)."""
     if isinstance(split, DetectionSplit):
         return DetectionSplit(split.x[index], tuple(split.boxes[i] for i in index))
-    return Split(split.x[index], split.y[index])
+    return Split(np.asarray(split.x[index], np.float32), split.y[index])
 
 
 def split_pools(test: Split | DetectionSplit, eval_share: float, seed: int) -> Pools:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hgen.compiler.data import Dataset, Split
+from hgen.compiler.data.lazy import concat
 from hgen.compiler.errors import CompilerError
 from hgen.compiler.metrics import ask_crowd, energy_mj, evaluate_hdnn, fit_difficulty, model_costs, storage_mb
 from hgen.compiler.metrics.hdnn import TauChoice, TauSweep, refine_tau, sweep_tau
@@ -109,7 +110,7 @@ class CandidateEvaluator:
         """Human-labelled samples from the knowledge base join every fine-tune (the paper's enhancement data)."""
         if self.knowledge is None:
             return data
-        return Split(np.concatenate([data.x, self.knowledge.x]), np.concatenate([data.y, self.knowledge.y]))
+        return Split(concat([data.x, self.knowledge.x]), np.concatenate([data.y, self.knowledge.y]))
 
     @property
     def evaluations(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hgen.compiler.data import Dataset, Split
+from hgen.compiler.data.lazy import concat
 from hgen.compiler.train import DistillConfig, calibrate, distill, predict_logits
 from hgen.hub.config import RetrainConfig
 from hgen.hub.retrain.data import HumanSet
@@ -50,7 +51,7 @@ def training_set(teacher: Any, data: Dataset, human: HumanSet, config: RetrainCo
         xs += [human.x] * config.human_repeat
         ys += [human.y] * config.human_repeat
         logits += [mapped] * config.human_repeat
-    return Split(np.concatenate(xs), np.concatenate(ys)), np.concatenate(logits)
+    return Split(concat(xs), np.concatenate(ys)), np.concatenate(logits)
 
 
 def enhance(keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:

@@ -39,6 +39,7 @@ class AutoencoderFilter:
         from keras import layers
 
         keras.utils.set_random_seed(seed)
+        x_train = np.asarray(x_train, np.float32)  # a lazy data set view (capped by original_samples) as floats
         shape = x_train.shape[1:]
         size = int(np.prod(shape))
         model = keras.Sequential([

@@ -55,8 +55,9 @@ def load_compile_config(path: Path | None, model_name: str, out: Path) -> Any:
 def with_people(data: Any, x: np.ndarray, y: np.ndarray) -> Any:
     """The original dataset with the people's labelled images appended to its training split."""
     from hgen.compiler.data import Split
+    from hgen.compiler.data.lazy import concat
 
-    train = Split(np.concatenate([data.train.x, x.astype(data.train.x.dtype)]),
+    train = Split(concat([data.train.x, x.astype(data.train.x.dtype)]),
                   np.concatenate([data.train.y, y.astype(data.train.y.dtype)]))
     return replace(data, train=train)
 

@@ -107,13 +107,14 @@ def test_folder_loads_colour_images_of_any_size_with_a_stratified_split(tmp_path
     assert detect_format(root).name == "folder"
     assert data.labels == CLASSES
     assert data.input_shape == (96, 96, 3)  # colour default
-    assert data.train.x.dtype == np.float32 and 0.0 <= data.train.x.min() and data.train.x.max() <= 1.0
+    train_x = np.asarray(data.train.x)  # uint8 until read (hgen.compiler.data.lazy): float32 when materialised
+    assert train_x.dtype == np.float32 and 0.0 <= train_x.min() and train_x.max() <= 1.0
     # 32 files (10 per class + 2 corrupt) split per class 70/15/15 by seed, then the 2 unreadable ones skipped
     assert (len(data.train), len(data.val), len(data.test)) == (19, 5, 6)
     for split in (data.train, data.val, data.test):
         assert set(split.y.tolist()) == {0, 1, 2}  # every class in every split
     # the image's colour survives: the mean channel order matches the class colour
-    mean = data.train.x[data.train.y == 2].mean(axis=(0, 1, 2))
+    mean = train_x[data.train.y == 2].mean(axis=(0, 1, 2))
     assert mean.argmax() == 2
     report = data.report
     assert len(report.unreadable) == 2
@@ -286,12 +287,17 @@ def test_challenge_variants_apply_to_colour_images_of_any_size(tmp_path, variant
     clean = load_dataset(f"{root}?size=40x56")
     hard = load_dataset(f"{root}:{variant}?size=40x56")
     same = load_dataset(f"{root}:{variant}?size=40x56")
-    assert hard.input_shape == (40, 56, 3) and hard.train.x.dtype == np.float32
-    np.testing.assert_array_equal(hard.train.x, same.train.x)
-    assert not np.allclose(hard.train.x, clean.train.x)
-    assert 0.0 <= hard.train.x.min() and hard.train.x.max() <= 1.0
+    hard_x, clean_x = np.asarray(hard.train.x), np.asarray(clean.train.x)
+    assert hard.input_shape == (40, 56, 3) and hard_x.dtype == np.float32
+    np.testing.assert_array_equal(hard_x, same.train.x)
+    assert not np.allclose(hard_x, clean_x)
+    assert 0.0 <= hard_x.min() and hard_x.max() <= 1.0
     if variant == "lowlight":
-        assert hard.train.x.mean() < clean.train.x.mean() - 0.1
+        assert hard_x.mean() < clean_x.mean() - 0.1
+    # the variant is seeded per image: a row reads the same alone, in any batch, and through a view
+    rows = np.array([len(hard_x) - 1, 0, 2])
+    np.testing.assert_array_equal(np.asarray(hard.train.x[rows]), hard_x[rows])
+    np.testing.assert_array_equal(hard.train.x[1], hard_x[1])
 
 
 # ---- CSV ---------------------------------------------------------------------------------------------------------

@@ -16,4 +16,4 @@ def test_generated_folder_reads_back_as_colour_data_with_mixed_files(tmp_path):
     data = load_dataset(str(root), image={"size": 24})
     assert data.labels == ("a", "b", "c", "d") and data.input_shape == (24, 24, 3)
     assert len(data.train) + len(data.val) + len(data.test) == 40
-    assert data.train.x.std(axis=(0, 1, 2)).min() > 0.05  # colour everywhere, not grey copies
+    assert np.asarray(data.train.x).std(axis=(0, 1, 2)).min() > 0.05  # colour everywhere, not grey copies
