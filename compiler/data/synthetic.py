@@ -9,6 +9,11 @@ How an image is made (seeded, one generator per call):
    sizes varying from 0.5x to 1.5x the given size (so readers meet mixed formats and sizes).
 The result is read back only through the `folder` format, as a user's folder would be.
 
+`class_hues=True` makes the classes learnable by a small network trained from scratch on a few thousand images:
+the tint's hue is the class's (class k of K at k * 360 / K degrees, +-12 degrees seeded jitter, full saturation and
+value) instead of random, so colour carries the class as well as the garment's shape. Used where a *trained* model is
+the point (the int8 faithfulness measurement), not where the task's difficulty is.
+
 Detection sets (`write_yolo_set`, `write_coco_file`) colour the canvases of `detection.compose` (digits pasted on a
 flat grey canvas, with their tight boxes): the same background field and textures at 60 % brightness, each canvas's
 objects in one random saturated tint (their intensity as mask), resized to the image side (boxes are normalised, so
@@ -38,15 +43,30 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.clip(field + texture[..., None] * contrast, 0, 255)
 
 
-def compose(item: np.ndarray, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """One RGB uint8 image: `item` (grey, [0, 1] or uint8) tinted and placed on a textured background."""
+HUE_JITTER_DEGREES = 12.0
+
+
+def hue_tint(degrees: float) -> np.ndarray:
+    """RGB 0..255 of a fully saturated, full-value colour of the given hue."""
+    import colorsys
+
+    return 255 * np.asarray(colorsys.hsv_to_rgb((degrees % 360.0) / 360.0, 1.0, 1.0))
+
+
+def compose(item: np.ndarray, rng: np.random.Generator, height: int, width: int,
+            hue: float | None = None) -> np.ndarray:
+    """One RGB uint8 image: `item` (grey, [0, 1] or uint8) tinted and placed on a textured background; `hue`
+    (degrees) fixes the tint's hue up to the seeded jitter, else the tint is random."""
     import cv2
 
     grey = item.astype(np.float32) / (255.0 if item.dtype == np.uint8 else 1.0)
     side = int(min(height, width) * rng.uniform(0.45, 0.75))
     mask = cv2.resize(grey.reshape(grey.shape[:2]), (side, side), interpolation=cv2.INTER_LINEAR)[..., None]
-    tint = rng.uniform(0, 1, 3)
-    tint = 255 * (tint - tint.min()) / max(float(np.ptp(tint)), 1e-6)  # saturated: one channel high, one low
+    if hue is None:
+        tint = rng.uniform(0, 1, 3)
+        tint = 255 * (tint - tint.min()) / max(float(np.ptp(tint)), 1e-6)  # saturated: one channel high, one low
+    else:
+        tint = hue_tint(hue + rng.uniform(-HUE_JITTER_DEGREES, HUE_JITTER_DEGREES))
     image = background(rng, height, width)
     top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
     patch = image[top:top + side, left:left + side]
@@ -55,8 +75,8 @@ def compose(item: np.ndarray, rng: np.random.Generator, height: int, width: int)
 
 
 def write_colour_folder(root: str | Path, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
-                        size: int = 96, seed: int = 0, mixed: bool = False) -> Path:
-    """Write one file per image under ROOT/<class>/; returns ROOT."""
+                        size: int = 96, seed: int = 0, mixed: bool = False, class_hues: bool = False) -> Path:
+    """Write one file per image under ROOT/<class>/; returns ROOT. `class_hues`: tint by class (module doc)."""
     import cv2
 
     root = Path(root)
@@ -64,7 +84,8 @@ def write_colour_folder(root: str | Path, images: np.ndarray, labels: np.ndarray
     for index, (item, label) in enumerate(zip(images, labels)):
         side = int(size * rng.uniform(0.5, 1.5)) if mixed else size
         height, width = (side, int(side * rng.uniform(0.8, 1.25))) if mixed else (side, side)
-        rgb = compose(np.asarray(item), rng, height, width)
+        hue = int(label) * 360.0 / len(class_names) if class_hues else None
+        rgb = compose(np.asarray(item), rng, height, width, hue)
         folder = root / class_names[int(label)]
         folder.mkdir(parents=True, exist_ok=True)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
