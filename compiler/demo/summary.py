@@ -15,7 +15,7 @@ def labour_spent(app: Any) -> float:
     """Operations people spent for the device, from the hub's own accounting (Eq. 3)."""
     from hgen.hub.kb.models import Device
 
-    from hgen.compiler.demo import DEVICE_ID
+    from hgen.compiler.demo.config import DEVICE_ID
 
     with app.service.kb.session() as session:
         device = session.get(Device, DEVICE_ID)
