@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -353,6 +354,10 @@ def markdown(result: dict[str, Any]) -> str:
                     if rs.get("quick") else [])
     out += ["", "## Targets", "", *targets_note, *result["targets"]]
     out += ["", f"Whole benchmark wall time: {result['wall_seconds']:.0f} s."]
+    if result.get("load_average"):
+        load = result["load_average"]
+        out.append(f"Load average (1, 5, 15 min) at start {load['start']}, at end {load['end']}: the machine was shared "
+                   "with other jobs, so compile seconds are upper bounds of what 2 free cores take.")
     return "\n".join(out)
 
 
@@ -381,6 +386,8 @@ def main() -> int:
                         help="int8 model's data: the compile folder with class-coded tint hues (learnable), or the same")
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-int8", action="store_true")
+    parser.add_argument("--keep-int8", action="store_true",
+                        help="with --skip-int8: keep the int8 measurement of the last results JSON")
     parser.add_argument("--render-only", action="store_true", help="rewrite own_data.md from own_data.json")
     parser.add_argument("--keep-rows", action="store_true",
                         help="with --skip-compile: keep the compile rows (and their settings) of the last results JSON")
@@ -400,6 +407,7 @@ def main() -> int:
         args.representative = 100
         args.work, args.out = args.work + "-quick", args.out + "-quick"
     start = time.perf_counter()
+    load_at_start = [round(v, 1) for v in os.getloadavg()]
     work = Path(args.work).resolve()
     recipe = make_folder(work, args.per_class, args.val_per_class, args.test_per_class, seed=0)
     spec = dataset_spec(work)
@@ -409,6 +417,8 @@ def main() -> int:
         old = json.loads(previous.read_text())
         rows, rows_settings = old.get("rows", []), old.get("rows_settings") or old.get("settings")
     int8 = None
+    if args.skip_int8 and args.keep_int8 and previous.is_file():  # read now: a run started elsewhere may have ended
+        int8 = json.loads(previous.read_text()).get("int8_details")
     if not args.skip_int8:
         int8_spec, int8_data = spec, "the compile rows' folder"
         if args.int8_data == "class-hues":
@@ -427,6 +437,7 @@ def main() -> int:
               "int8_details": int8, "machine": machine()}
     result["targets"] = targets(rows, int8, args.labour)
     result["wall_seconds"] = time.perf_counter() - start
+    result["load_average"] = {"start": load_at_start, "end": [round(v, 1) for v in os.getloadavg()]}
     text = markdown(result)
     write_results("own_data", result, text)
     print(text)
