@@ -137,9 +137,18 @@ def row(model: str, name: str, done: dict[str, Any], part: str) -> dict[str, Any
             "compile_seconds": round(done["compile_seconds"], 1), "peak_rss_mb": round(done["peak_rss_mb"], 1)}
 
 
+def settings_label(s: dict[str, Any]) -> str:
+    """The compile settings a row was measured with, short (QUICK rows are not the benchmark's verdict)."""
+    return (f"{'QUICK: ' if s.get('quick') else ''}{s.get('per_class')}/class, {s.get('episodes')} episodes, "
+            f"{s.get('budget_minutes')} min, base {s.get('base_epochs')} + final {s.get('final_epochs')} epochs, "
+            f"finetune {s.get('finetune_samples')}")
+
+
 def compiles(spec: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for model, options in MODELS.items():
+    label = settings_label(vars(args))
+    for model in args.models.split(","):
+        options = MODELS[model]
         storage = round(0.5 * ORIGIN_STORAGE_MB[model], 3)
         demands = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": storage,
                    "energy_mj": args.energy_mj, "labour": args.labour}
@@ -153,7 +162,7 @@ def compiles(spec: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         hg = run_compile({**common, "strategy": "hgen", "out": f"{args.out}/{model}-hgen"})
         rows.append(row(model, "hgen", hg, "final"))
         for r in rows[-3:]:
-            r["demands"] = demands
+            r["demands"], r["settings"] = demands, label
         log(f"{model}: " + "; ".join(f"{r['row']} A={r['accuracy']:.3f} S={r['storage_mb']:.3f} L={r['labour']:.3f}"
                                      for r in rows[-3:]))
     return rows
@@ -278,6 +287,7 @@ def targets(rows: list[dict[str, Any]], int8: dict[str, Any] | None, labour_cap:
         if not by:
             continue
         o, h = by["origin"], by["hgen"]
+        quick = " (QUICK rows: not the verdict)" if str(h.get("settings", "")).startswith("QUICK") else ""
         checks = [
             ((f"H-Gen accuracy >= origin + 3 points at L <= {labour_cap} (A {h['accuracy']:.3f} vs "
               f"{o['accuracy']:.3f} + 0.03, L {h['labour']:.4f})"),
@@ -287,7 +297,7 @@ def targets(rows: list[dict[str, Any]], int8: dict[str, Any] | None, labour_cap:
             (f"whole H-Gen compile <= 20 min on this machine ({h['compile_seconds'] / 60:.1f} min)",
              h["compile_seconds"] <= 20 * 60),
         ]
-        lines += [f"- {model}: {text}: **{'reached' if ok else 'NOT reached'}**" for text, ok in checks]
+        lines += [f"- {model}: {text}: **{'reached' if ok else 'NOT reached'}**{quick}" for text, ok in checks]
     if int8:
         for key, label in (("litert_int8_vs_float", "LiteRT int8"), ("tvm_int8_vs_float", "TVM int8")):
             value = int8.get(key)
@@ -307,7 +317,7 @@ def targets(rows: list[dict[str, Any]], int8: dict[str, Any] | None, labour_cap:
 def markdown(result: dict[str, Any]) -> str:
     m, s = result["machine"], result["settings"]
     int8 = result.get("int8_details") or {}
-    rs = result["rows_settings"]
+    rs = s  # the compile settings of this run (rows from other runs carry their own)
     out = [
         "# Own data: colour image folder at 96x96 from FashionMNIST (issue 14)" + (" — QUICK MODE" if s["quick"] else ""),
         "",
@@ -333,16 +343,13 @@ def markdown(result: dict[str, Any]) -> str:
          "ru_maxrss."),
         "",
     ]
-    if result["rows_settings"] != s:
-        r = result["rows_settings"]
-        kept = (f"The rows below were kept from an earlier run with {'QUICK ' if r.get('quick') else ''}settings: "
-                f"{r.get('per_class')} train images per class, episodes {r.get('episodes')}, base epochs "
-                f"{r.get('base_epochs')}, final epochs {r.get('final_epochs')}.")
-        out += [kept, ""]
+    if any(r.get("settings") != settings_label(s) for r in result["rows"]):
+        out += ["Rows measured in another run than the settings above say so in their `settings` column (QUICK: an "
+                "earlier run with tiny settings; not the benchmark's verdict).", ""]
     if result["rows"]:
         out.append(markdown_table(result["rows"], ["model", "row", "accuracy", "accuracy_model_only", "latency_ms",
                                                    "storage_mb", "energy_mj", "labour", "search_seconds",
-                                                   "compile_seconds", "peak_rss_mb"]))
+                                                   "compile_seconds", "peak_rss_mb", "settings"]))
     else:
         out.append("Not run (`--skip-compile`).")
     out += ["", "## int8 agreement (trained mobilenet_v2, test split)", ""]
@@ -350,9 +357,7 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"- {k}: {v}" for k, v in int8.items()]
     else:
         out.append("Not run (`--skip-int8`).")
-    targets_note = (["Compile rows come from QUICK settings: their target marks are not the benchmark's verdict.", ""]
-                    if rs.get("quick") else [])
-    out += ["", "## Targets", "", *targets_note, *result["targets"]]
+    out += ["", "## Targets", "", *result["targets"]]
     out += ["", f"Whole benchmark wall time: {result['wall_seconds']:.0f} s."]
     if result.get("load_average"):
         load = result["load_average"]
@@ -389,15 +394,15 @@ def main() -> int:
     parser.add_argument("--keep-int8", action="store_true",
                         help="with --skip-int8: keep the int8 measurement of the last results JSON")
     parser.add_argument("--render-only", action="store_true", help="rewrite own_data.md from own_data.json")
+    parser.add_argument("--models", default=",".join(MODELS), help="models to compile, comma-separated")
     parser.add_argument("--keep-rows", action="store_true",
-                        help="with --skip-compile: keep the compile rows (and their settings) of the last results JSON")
+                        help="keep the last results JSON's rows of the models this run does not compile")
     args = parser.parse_args()
     if args.child:
         return child(args.child)
     if args.render_only:  # rewrite own_data.md from own_data.json (e.g. after editing this report's wording)
         result = json.loads((RESULTS / "own_data.json").read_text())
-        result.setdefault("rows_settings", result["settings"])
-        result["targets"] = targets(result["rows"], result.get("int8_details"), result["rows_settings"]["labour"])
+        result["targets"] = targets(result["rows"], result.get("int8_details"), result["settings"]["labour"])
         write_results("own_data", {k: v for k, v in result.items() if k != "machine"}, markdown(result))
         return 0
     if args.quick:
@@ -411,11 +416,13 @@ def main() -> int:
     work = Path(args.work).resolve()
     recipe = make_folder(work, args.per_class, args.val_per_class, args.test_per_class, seed=0)
     spec = dataset_spec(work)
-    rows, rows_settings = ([], None) if args.skip_compile else (compiles(spec, args), None)
+    rows = [] if args.skip_compile else compiles(spec, args)
     previous = RESULTS / "own_data.json"
-    if args.skip_compile and args.keep_rows and previous.is_file():
+    if args.keep_rows and previous.is_file():  # rows of the models this run did not compile
         old = json.loads(previous.read_text())
-        rows, rows_settings = old.get("rows", []), old.get("rows_settings") or old.get("settings")
+        old_label = settings_label(old.get("rows_settings") or old.get("settings") or {})
+        done = {r["model"] for r in rows}
+        rows += [r | {"settings": r.get("settings", old_label)} for r in old.get("rows", []) if r["model"] not in done]
     int8 = None
     if args.skip_int8 and args.keep_int8 and previous.is_file():  # read now: a run started elsewhere may have ended
         int8 = json.loads(previous.read_text()).get("int8_details")
@@ -431,7 +438,7 @@ def main() -> int:
         int8 = {"data": f"{int8_data}: {int8_spec}"} | int8_agreement(int8_spec, args)
     settings = {k: v for k, v in vars(args).items() if k != "child"} | {"dataset_spec": spec, "recipe": recipe,
                                                                       "device": DEVICE, "models": MODELS}
-    result = {"settings": settings, "rows": rows, "rows_settings": rows_settings or settings,
+    result = {"settings": settings, "rows": rows,
               "int8_agreement": {"litert": int8.get("litert_int8_vs_float") if int8 else None,
                                  "tvm": int8.get("tvm_int8_vs_float") if int8 else None},
               "int8_details": int8, "machine": machine()}
