@@ -208,6 +208,15 @@ def per_channel_count(content: bytes) -> str:
     return f"{multi} rank-4 int8 tensors per-channel, {single} per-tensor"
 
 
+def representative_rows(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` training rows, as many of each class (the converter calibrates activation ranges on them, so no
+    class's range is left to chance), in a seeded random order."""
+    classes = np.unique(labels)
+    per_class = max(1, count // len(classes))
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(picked))
+
+
 def int8_agreement(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train mobilenet_v2 (0.35, 96x96x3) on the folder data, lower to LiteRT float/int8 and TVM, compare top-1."""
     from hgen.compiler.data import load_dataset
@@ -218,29 +227,37 @@ def int8_agreement(spec: str, args: argparse.Namespace) -> dict[str, Any]:
 
     data = load_dataset(spec, seed=0)
     log(f"int8: {len(data.train)} train / {len(data.test)} test, input {data.input_shape}")
-    model = build_model("mobilenet_v2", data.input_shape, data.num_classes, MODELS["mobilenet_v2"])
     # The compiler's own training (compile._base_model): `epochs`, then precise BatchNorm statistics over the
     # training split and `bn_freeze_epochs` more with them frozen (hgen.compiler.train.train_classifier says why).
     recipe = TrainConfig(epochs=args.int8_epochs, batch_size=32, seed=0, freeze_bn_epochs=args.bn_freeze_epochs)
-    seconds = train_classifier(model, data.train, config=recipe)
     epochs = recipe.epochs + recipe.freeze_bn_epochs
-    x, y = data.test.x, data.test.y
+    if args.int8_model:  # the model an earlier run trained with these settings (re-measure the lowering only)
+        from hgen.compiler.models import load_model_file
+
+        model, seconds = load_model_file(args.int8_model), float("nan")
+    else:
+        model = build_model("mobilenet_v2", data.input_shape, data.num_classes, MODELS["mobilenet_v2"])
+        seconds = train_classifier(model, data.train, config=recipe)
+    x, y = np.asarray(data.test.x), data.test.y  # the data set stays uint8 until read (hgen.compiler.data.lazy)
     keras_top1 = model.predict(x, batch_size=100, verbose=0).argmax(1)
     accuracy = float(np.mean(keras_top1 == y))
     log(f"int8: trained {epochs} epochs in {seconds:.0f} s, Keras test accuracy {accuracy:.3f}")
     work = Path(args.out) / "int8"
     work.mkdir(parents=True, exist_ok=True)
-    model.save(work / "mobilenet_v2.keras")
+    if not args.int8_model:
+        model.save(work / "mobilenet_v2.keras")
     rng = np.random.default_rng(0)
-    calibration = data.train.x[rng.permutation(len(data.train))[:args.representative]]
+    calibration = np.asarray(data.train.x[representative_rows(data.train.y, args.representative, rng)])
     result: dict[str, Any] = {"model": "mobilenet_v2 alpha 0.35, 96x96x3, random init", "epochs": epochs,
                               "training": f"hgen.compiler.train.train_classifier: Adam {recipe.learning_rate:g}, batch "
                                           f"{recipe.batch_size}, {recipe.epochs} epochs, precise BatchNorm statistics "
                                           f"(settle_batch_norm, up to 4,096 training images), {recipe.freeze_bn_epochs} "
                                           "epochs with them frozen at 0.3x the learning rate",
-                              "train_seconds": round(seconds, 1), "keras_test_accuracy": accuracy,
+                              "train_seconds": None if args.int8_model else round(seconds, 1),
+                              "keras_test_accuracy": accuracy,
                               "test_images": len(x), "representative_samples": len(calibration),
-                              "representative_source": "random sample of the training split",
+                              "representative_source": "the training split, stratified: the same number of images "
+                                                       "of every class, picked at random",
                               "quantisation": "full int8 (TFLITE_BUILTINS_INT8, int8 in/out), converter default: "
                                               "per-channel weights for Conv2D/DepthwiseConv2D, per-tensor "
                                               "activations"}
@@ -387,6 +404,7 @@ def main() -> int:
     parser.add_argument("--int8-epochs", type=int, default=19, help="epochs before the frozen-BatchNorm ones")
     parser.add_argument("--bn-freeze-epochs", type=int, default=3)
     parser.add_argument("--representative", type=int, default=500)
+    parser.add_argument("--int8-model", help="a trained mobilenet_v2 .keras file to lower instead of training one")
     parser.add_argument("--int8-data", choices=("class-hues", "same"), default="class-hues",
                         help="int8 model's data: the compile folder with class-coded tint hues (learnable), or the same")
     parser.add_argument("--skip-compile", action="store_true")
