@@ -5,10 +5,17 @@ Skipped, with the reason, when the tuning dependencies are missing or broken (e.
 JSON serialiser segfaults): `TuningDependencyError` is checked before anything can crash.
 
 No wall-clock bound here: how long tuning takes is measured by tools/bench/tvm_tuning.py (repeats, medians).
+
+The tuned compile runs in a fresh (spawned) process that never imports TensorFlow: the first tuning in a process
+imports TVM's tensor intrinsics, whose TVMScript parser scans `sys.modules` ~30,000 times, which costs 30-40 s more
+with TensorFlow's thousands of modules loaded (tools/bench/results/tvm_tuning_notes.md); in the whole suite that was
+~120 s for this one test. The code under test, `lower_tvm(..., tuning=...)`, is the same.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +48,7 @@ def _engine(library: TVMLibrary, tflite: TFLiteModel) -> Engine:
 def test_tuned_lenet_matches_untuned(lenet_tflite, tmp_path):
     config = TuneConfig(**{**vars(BUDGET), "work_dir": tmp_path / "tuning"})
     try:
-        tuned = lower_tvm(lenet_tflite.content, "x86_64", tmp_path / "tuned", tuning=config)
+        tuned = tuned_without_tensorflow(lenet_tflite.content, tmp_path / "tuned", config)
     except TuningDependencyError as exc:
         pytest.skip(f"MetaSchedule unavailable here: {exc}")
     untuned = lower_tvm(lenet_tflite.content, "x86_64", tmp_path / "untuned")
@@ -51,6 +58,13 @@ def test_tuned_lenet_matches_untuned(lenet_tflite, tmp_path):
     images = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 1)).astype(np.float32)
     expected = _engine(untuned, lenet_tflite).run(images)
     np.testing.assert_allclose(_engine(tuned, lenet_tflite).run(images), expected, rtol=0, atol=1e-4)
+
+
+def tuned_without_tensorflow(content: bytes, out_stem: Path, config: TuneConfig) -> TVMLibrary:
+    """`lower_tvm` with tuning in a spawned child, which imports only the lowering package (see the module doc);
+    its errors (`TuningDependencyError` too) come back pickled."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(lower_tvm, content, "x86_64", out_stem, tuning=config).result()
 
 
 def measured_trials(work_dir: Path) -> int:
