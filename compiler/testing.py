@@ -4,6 +4,7 @@ benchmark. They live in the compiler package so the device package (`hgen.edge_a
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,16 @@ def cached_litert_bundles(folder: Path) -> dict[str, Path]:
              "nan": ("0.4.0", "x86_64")}
     paths = {key: folder / f"{key}.hgb" for key in names}
     keys = TestKeys(folder / "keys" / "signing.key", folder / "keys" / "signing.pub")
-    if not all(p.exists() for p in paths.values()) or not keys.public_pem.exists():
-        keys = make_keys(folder / "keys")
-        model = train_lenet()
-        for key, (version, target) in names.items():
-            net = nan_model(model) if key == "nan" else model
-            built = litert_bundle(folder / key, net, keys, version=version, target=target)
-            built.replace(paths[key])
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as lock:  # parallel test workers (pytest-xdist): one builds, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all(p.exists() for p in paths.values()) or not keys.public_pem.exists():
+            keys = make_keys(folder / "keys")
+            model = train_lenet()
+            for key, (version, target) in names.items():
+                net = nan_model(model) if key == "nan" else model
+                built = litert_bundle(folder / key, net, keys, version=version, target=target)
+                built.replace(paths[key])
     return {**paths, "public_key": keys.public_pem, "private_key": keys.private_pem}
 
 
