@@ -1,10 +1,12 @@
-"""`compile_hdnn` for a detection data set (YOLO or COCO files, or `digits-det`): an H-YOLO bundle.
+"""`compile_hdnn` for a detection data set (YOLO or COCO files, or `digits-det`): an H-YOLO bundle, or an
+H-Faster-RCNN one with `--model two_stage_detector` (any zoo model of a kind with a `DetectorTraining` entry).
 
 The compression search measures candidates with a crowd that answers classes, so it does not run for detection:
 the zoo detector is trained on the data set, its temperature calibrated on the validation split, and tau chosen on
-the validation split as the highest threshold whose labour (Eq. 3, with the difficulty the device uses for H-YOLO)
-stays within the labour demand. A (mAP@0.5 of the model alone), T, S, E and L are measured on the test split; the
-bundle is lowered and signed as for a classifier, with kind `yolo`. Summary and report say that no search ran.
+the validation split as the highest threshold whose labour (Eq. 3, with the difficulty estimate Eq. 9 the device
+uses for both detection kinds) stays within the labour demand. A (mAP@0.5 of the model alone), T, S, E and L are
+measured on the test split; the bundle is lowered and signed as for a classifier, with the model's kind. Summary and
+report say that no search ran.
 """
 
 from __future__ import annotations
@@ -25,20 +27,24 @@ if TYPE_CHECKING:
     from hgen.compiler.search.objective import Measured
     from hgen.runtime.hdnn import FusionParams
 
-KIND = "yolo"
+DEFAULT_KIND = "yolo"  # what the compile's default model (lenet5, a classifier) stands for on detection data
 NO_SEARCH = "no search: the compression search measures classifiers; detection compiles the zoo detector as is"
 
 
-def detector(config: CompileConfig, data: DetectionDataset) -> Any:
-    """A zoo model of kind `yolo` built for the data set's input (the default `lenet5` names the detector instead)."""
-    from hgen.compiler.models import build_model, model_names
+def detector(config: CompileConfig, data: DetectionDataset) -> tuple[Any, str, str]:
+    """(model, zoo name, kind): a zoo detector built for the data set's input (the default `lenet5` names the H-YOLO
+    detector instead)."""
+    from hgen.compiler.models import build_model, model_kind, model_names
+    from hgen.compiler.models.detection_training import DETECTOR_TRAINING, detector_training
 
-    names = model_names(KIND)
-    name = names[0] if config.model == "lenet5" and names else config.model
+    detector_training(DEFAULT_KIND)  # loads the zoo and its detectors' entries
+    names = [n for kind in DETECTOR_TRAINING.names() for n in model_names(kind)]
+    default = model_names(DEFAULT_KIND)
+    name = default[0] if config.model == "lenet5" and default else config.model
     if name not in names:
         raise UnknownNameError(f"'{config.model}' is not a detection model; a detection data set compiles one of: "
                                f"{', '.join(names)}")
-    return build_model(name, data.input_shape, data.num_classes, config.model_options), name
+    return build_model(name, data.input_shape, data.num_classes, config.model_options), name, model_kind(name)
 
 
 def labour_at(confidence: np.ndarray, tau: float, m: int) -> float:
@@ -60,17 +66,17 @@ def choose_tau(confidence: np.ndarray, labour_demand: float, m: int) -> float:
     return best
 
 
-def measure(model: Any, split: DetectionSplit, num_classes: int, params: FusionParams, tau: float, m: int,
-            latency_ms: float, costs: Any) -> tuple[Measured, dict[str, float]]:
+def measure(model: Any, kind_name: str, split: DetectionSplit, num_classes: int, params: FusionParams, tau: float,
+            m: int, latency_ms: float, costs: Any) -> tuple[Measured, dict[str, float]]:
     """A = mAP@0.5 of the model alone on `split` (no people simulated for boxes here), T, S, E and L at tau."""
     from hgen.compiler.metrics import energy_mj, storage_mb
     from hgen.compiler.metrics.detection import mean_average_precision
-    from hgen.compiler.models.grid_detector import predict_grid
+    from hgen.compiler.models.detection_training import detector_training
     from hgen.compiler.search.objective import Measured
     from hgen.runtime.hdnn import get_kind, needs_human
 
-    kind = get_kind(KIND)
-    outputs = predict_grid(model, split.x)
+    kind = get_kind(kind_name)
+    outputs = detector_training(kind_name).predict(model, split.x)
     confidence = kind.confidence(outputs, params)
     score = mean_average_precision(kind.predict(outputs, params), split.boxes, num_classes)
     measured = Measured(score, latency_ms, storage_mb(costs), energy_mj(costs), labour_at(confidence, tau, m))
@@ -83,7 +89,7 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.compiler.metrics import model_costs
     from hgen.compiler.metrics.latency import litert_latency_ms
-    from hgen.compiler.models.grid_detector import DetectorTrainConfig, calibrate_detector, predict_grid, train_detector
+    from hgen.compiler.models.detection_training import detector_training
     from hgen.compiler.search.devices import get_device
     from hgen.compiler.search.objective import violations
     from hgen.runtime.hdnn import FusionParams, get_kind
@@ -97,34 +103,36 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     data = load_detection_dataset(config.dataset, seed=config.seed, limit=config.limit)
     log(f"detection dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / "
         f"{len(data.test)} test; {NO_SEARCH}")
-    model, name = detector(config, data)
-    seconds = train_detector(model, data.train, data.num_classes,
-                             DetectorTrainConfig(epochs=config.base_epochs, seed=config.seed))
-    temperature = calibrate_detector(model, data.val, data.num_classes)
+    model, name, kind = detector(config, data)
+    training = detector_training(kind)
+    seconds = training.train(model, data.train, data.num_classes, config.base_epochs, config.seed)
+    temperature = training.calibrate(model, data.val, data.num_classes)
     params = FusionParams(temperature, config.fusion_lambda)
-    tau = choose_tau(get_kind(KIND).confidence(predict_grid(model, data.val.x), params), config.demands.labour,
+    tau = choose_tau(get_kind(kind).confidence(training.predict(model, data.val.x), params), config.demands.labour,
                      config.m)
-    log(f"trained {name} for {config.base_epochs} epochs in {seconds:.1f} s; temperature {temperature:.3f}, "
-        f"tau {tau:.3f} (highest within L <= {config.demands.labour} on the validation split)")
+    log(f"trained {name} ({kind}) for {config.base_epochs} epochs in {seconds:.1f} s; temperature "
+        f"{temperature:.3f}, tau {tau:.3f} (highest within L <= {config.demands.labour} on the validation split)")
     latency = device.latency_ms(litert_latency_ms(model))
-    measured, extra = measure(model, data.test, data.num_classes, params, tau, config.m, latency, model_costs(model))
+    measured, extra = measure(model, kind, data.test, data.num_classes, params, tau, config.m, latency,
+                              model_costs(model))
     row = measured.to_dict() | extra | {"accuracy_model_only": measured.accuracy, "params": int(model.count_params())}
-    summary = _summary(config, data, device, name, tau, temperature, measured, row, violations(measured, config.demands))
+    summary = _summary(config, data, device, name, kind, tau, temperature, measured, row,
+                       violations(measured, config.demands))
     model.save(out / "model.keras")
     (out / "plan.json").write_text(json.dumps({"plan": {}, "ratios": [], "tau": tau, "temperature": temperature},
                                               indent=2) + "\n")
     if config.bundle:
-        summary["bundle"] = _bundle(config, out, model, name, data, device, tau, temperature, measured)
+        summary["bundle"] = _bundle(config, out, model, name, kind, data, device, tau, temperature, measured)
     summary["wall_seconds"] = time.perf_counter() - start
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(summary))
     return CompileResult(summary, None, out)
 
 
-def _summary(config: CompileConfig, data: DetectionDataset, device: Any, name: str, tau: float, temperature: float,
-             measured: Measured, row: dict[str, Any], violated: list[str]) -> dict[str, Any]:
+def _summary(config: CompileConfig, data: DetectionDataset, device: Any, name: str, kind: str, tau: float,
+             temperature: float, measured: Measured, row: dict[str, Any], violated: list[str]) -> dict[str, Any]:
     return {
-        "model": name, "kind": KIND, "dataset": data.name, "dataset_origin": data.origin, "strategy": "none",
+        "model": name, "kind": kind, "dataset": data.name, "dataset_origin": data.origin, "strategy": "none",
         "search": NO_SEARCH, "seed": config.seed,
         "device": {"name": device.name, "processor": device.processor, "battery_mah": device.battery_mah,
                    "latency_scale": device.latency_scale, "measured": device.measured, "target": device.target},
@@ -135,8 +143,8 @@ def _summary(config: CompileConfig, data: DetectionDataset, device: Any, name: s
     }
 
 
-def _bundle(config: CompileConfig, out: Path, model: Any, name: str, data: DetectionDataset, device: Any, tau: float,
-            temperature: float, measured: Measured) -> dict[str, Any]:
+def _bundle(config: CompileConfig, out: Path, model: Any, name: str, kind: str, data: DetectionDataset, device: Any,
+            tau: float, temperature: float, measured: Measured) -> dict[str, Any]:
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
     from hgen.compiler.compile import input_spec
@@ -144,7 +152,7 @@ def _bundle(config: CompileConfig, out: Path, model: Any, name: str, data: Detec
     key_path = Path(config.signing_key) if config.signing_key else out / "keys" / "signing.key"
     if not config.signing_key and not key_path.exists():
         generate_keypair(key_path.parent)
-    info = write_bundle(out / "bundle", model, name=name, version=config.model_version, kind=KIND,
+    info = write_bundle(out / "bundle", model, name=name, version=config.model_version, kind=kind,
                         target=device.target, labels=data.labels, input_spec=input_spec(data), tau=tau,
                         temperature=temperature, fusion_lambda=config.fusion_lambda,
                         confidence_params={"m": float(config.m)}, predicted_metrics=measured.to_dict(),
@@ -158,7 +166,7 @@ def _bundle(config: CompileConfig, out: Path, model: Any, name: str, data: Detec
 def report(summary: dict[str, Any]) -> str:
     row, d = summary["final"], summary["demands"]
     return "\n".join([
-        f"# hgen-compile report: {summary['model']} (H-YOLO) on {summary['dataset']} for `{summary['device']['name']}`",
+        f"# hgen-compile report: {summary['model']} ({summary['kind']}) on {summary['dataset']} for `{summary['device']['name']}`",
         "", f"{NO_SEARCH}. Annotators are SIMULATED only where people are counted (labour at tau).", "",
         (f"Demands: A >= {d['accuracy']} (here mAP@0.5 of the model alone), T <= {d['latency_ms']} ms, "
          f"S <= {d['storage_mb']} MB, E <= {d['energy_mj']} mJ, L <= {d['labour']}."), "",

@@ -23,6 +23,7 @@ from pydantic import Field
 from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.models import ModelConfig, check_shape, register_model
+from hgen.compiler.models.detection_training import DETECTOR_TRAINING, DetectorTraining
 from hgen.runtime.hdnn.yolo import BOX_FIELDS, decode_grid
 
 COORD_WEIGHT = 5.0
@@ -176,3 +177,9 @@ def calibrate_detector(model: Any, val: DetectionSplit, num_classes: int) -> flo
     grid = int(model.outputs[0].shape[1])
     return fit_grid_temperature(predict_grid(model, val.x), encode_targets(val.boxes, grid, num_classes))
 
+
+
+DETECTOR_TRAINING.add("yolo", DetectorTraining(
+    lambda model, split, classes, epochs, seed: train_detector(model, split, classes,
+                                                                DetectorTrainConfig(epochs=epochs, seed=seed)),
+    calibrate_detector, predict_grid))

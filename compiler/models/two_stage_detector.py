@@ -27,6 +27,7 @@ from pydantic import Field
 from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.models import ModelConfig, check_shape, register_model
+from hgen.compiler.models.detection_training import DETECTOR_TRAINING, DetectorTraining
 from hgen.compiler.models.grid_detector import DOWNSAMPLE, grid_side
 from hgen.runtime.calibration import softmax
 from hgen.runtime.hdnn.faster_rcnn import (ANCHOR_SHAPES, BOX_FIELDS, COMPONENTS, anchor_boxes, box_deltas, corners,
@@ -224,3 +225,9 @@ def fit_temperature(outputs: np.ndarray, targets: np.ndarray) -> float:
 def calibrate_two_stage(model: Any, val: DetectionSplit, num_classes: int) -> float:
     grid = int(model.outputs[0].shape[1])
     return fit_temperature(predict_slots(model, val.x), encode_targets(val.boxes, grid, num_classes))
+
+
+DETECTOR_TRAINING.add("faster_rcnn", DetectorTraining(
+    lambda model, split, classes, epochs, seed: train_two_stage(model, split, classes,
+                                                                TwoStageTrainConfig(epochs=epochs, seed=seed)),
+    calibrate_two_stage, predict_slots))

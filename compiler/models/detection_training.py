@@ -1,0 +1,38 @@
+"""How the detection compile (`hgen.compiler.compile_detect`) trains, calibrates and runs a zoo detector, per H-DNN
+kind: each detector's model file registers its kind's entry (`grid_detector.py`: yolo, `two_stage_detector.py`:
+faster_rcnn), so the compile never names a kind; a new detector kind adds its entry beside its model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hgen.compiler.errors import UnknownNameError
+from hgen.runtime.registry import Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hgen.compiler.data.detection import DetectionSplit
+
+
+@dataclass(frozen=True)
+class DetectorTraining:
+    """train(model, split, num_classes, epochs, seed) -> wall seconds; calibrate(model, val, num_classes) -> the
+    temperature; predict(model, x) -> raw outputs in the kind's form (what the runtime's kind reads)."""
+
+    train: Callable[[Any, DetectionSplit, int, int, int], float]
+    calibrate: Callable[[Any, DetectionSplit, int], float]
+    predict: Callable[[Any, np.ndarray], np.ndarray]
+
+
+DETECTOR_TRAINING: Registry[DetectorTraining] = Registry("detector training", UnknownNameError)
+
+
+def detector_training(kind: str) -> DetectorTraining:
+    """The entry of `kind` (its model file registers it when the zoo is loaded)."""
+    from hgen.compiler.models import model_names
+
+    model_names()  # discovers the zoo, whose detector files register their kinds
+    return DETECTOR_TRAINING.get(kind)
