@@ -95,16 +95,18 @@ def deploy_detector(out_dir: Path, *, dataset: str = "digits-det", epochs: int =
 
 
 def deploy_two_stage(out_dir: Path, *, dataset: str = "digits-det", epochs: int = 6, tau: float = 0.5,
-                     limit: int | None = None, seed: int = 0, name: str = "frcnn", target: str = "x86_64",
-                     version: str = "1.0.0") -> DeployedModel:
-    """The H-Faster-RCNN counterpart of `deploy_detector`: the two-stage detector, signed as a `faster_rcnn` bundle."""
+                     limit: int | None = None, train_samples: int | None = None, seed: int = 0, name: str = "frcnn",
+                     target: str = "x86_64", version: str = "1.0.0") -> DeployedModel:
+    """The H-Faster-RCNN counterpart of `deploy_detector`: the two-stage detector (trained on the first
+    `train_samples` canvases if given), signed as a `faster_rcnn` bundle."""
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.compiler.models import build_model
     from hgen.compiler.models.two_stage_detector import TwoStageTrainConfig, calibrate_two_stage, train_two_stage
 
     data = load_detection_dataset(dataset, seed=seed, limit=limit)
     model = build_model("two_stage_detector", data.input_shape, data.num_classes)
-    train_two_stage(model, data.train, data.num_classes, TwoStageTrainConfig(epochs=epochs, seed=seed))
+    train_two_stage(model, data.train.take(train_samples), data.num_classes,
+                    TwoStageTrainConfig(epochs=epochs, seed=seed))
     temperature = calibrate_two_stage(model, data.val, data.num_classes)
     return _save_and_sign(out_dir, model, data, name=name, version=version, kind="faster_rcnn", target=target,
                           tau=tau, temperature=temperature)

@@ -2,10 +2,17 @@
 crowd marking noisy copies of the true boxes as attention regions; region_gmm aggregates them) reach the retrain
 threshold; the worker fits each image's mixture from every stored region (k-means++ then EM), fuses it with the
 deployed model's second stage into boxes, fine-tunes, accepts by mAP@0.5, re-lowers, signs and publishes; the
-published LiteRT bundle runs through the runtime's faster_rcnn kind. Small on purpose (100 labels, threshold 100)."""
+published LiteRT bundle runs through the runtime's faster_rcnn kind. Small on purpose (100 labels, threshold 100).
+
+Robust by design, not by tolerance: the deployed model is trained for one epoch on 100 canvases (it barely finds
+digits), the retrain gives it two epochs on 300 original canvases plus the people's regions, so finding where people
+pointed (the held-out check, 30 fixed samples: seeded sample ids) improves by far more than TensorFlow's run-to-run
+noise on 2 CPU cores, and the test asserts that gain. The original test split's class mAP of both models is at the
+floor (< 0.05): it is compared within a 0.02 tolerance, the only one left."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +34,14 @@ from hgen.runtime.hdnn import FusionParams, get_kind
 from hgen.runtime.signing import load_public_key
 
 DEVICE = "cam-frcnn"
-SAMPLES, M, LIMIT = 100, 3, 500
+SAMPLES, M, LIMIT = 100, 3, 300
+MIN_HOLDOUT_GAIN = 0.15  # measured gains: see the module docstring and the run log (-s)
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
-    return deploy_two_stage(tmp_path_factory.mktemp("deployed"), epochs=4, limit=LIMIT)
+    """Under-trained on purpose: one epoch on 100 canvases."""
+    return deploy_two_stage(tmp_path_factory.mktemp("deployed"), epochs=1, limit=LIMIT, train_samples=100)
 
 
 def device_stream(deployed: DeployedModel) -> tuple[list[hub_pb2.Sample], dict[str, np.ndarray]]:
@@ -45,6 +54,7 @@ def device_stream(deployed: DeployedModel) -> tuple[list[hub_pb2.Sample], dict[s
     samples, oracle = [], {}
     for i in range(SAMPLES):
         sample = detection_sample(DEVICE, deployed.name, scenes.x[i], found[i], confidence[i])
+        sample.sample_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"hgen-test/frcnn/{i}"))  # a fixed held-out split
         sample.output.kind = hub_pb2.HDNN_KIND_FASTER_RCNN
         samples.append(sample)
         oracle[sample.sample_id] = pixel_boxes(scenes.boxes[i], scenes.x.shape[1])
@@ -53,8 +63,8 @@ def device_stream(deployed: DeployedModel) -> tuple[list[hub_pb2.Sample], dict[s
 
 def test_region_labels_trigger_a_faster_rcnn_retrain_that_publishes(tmp_path: Path, deployed: DeployedModel) -> None:
     section = retrain_section(deployed, tmp_path / "models", devices={DEVICE: "x86_64"}, threshold=SAMPLES,
-                              dataset="digits-det", kind="faster_rcnn", dataset_limit=LIMIT, original_samples=200,
-                              epochs=1, human_repeat=2, tolerance=0.1, holdout_share=0.2,
+                              dataset="digits-det", kind="faster_rcnn", dataset_limit=LIMIT, original_samples=300,
+                              epochs=2, learning_rate=2e-3, human_repeat=2, tolerance=0.02, holdout_share=0.3,
                               filter_enabled=False)  # the filter is the same for every kind (tested with H-YOLO)
     config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
                                "grpc": {"enabled": False}, "retrain": section})
@@ -72,8 +82,9 @@ def test_region_labels_trigger_a_faster_rcnn_retrain_that_publishes(tmp_path: Pa
         assert run.trigger == "threshold", run
         verdict = run.metrics["acceptance"]
         print(f"retrain {run.status}: {verdict}")  # shown with -s
-        assert verdict["metric"] == "mAP@0.5" and verdict["holdout_samples"] >= 10
-        assert run.status == "published", f"retrain refused: {run.error} ({verdict})"  # seeded
+        assert verdict["metric"] == "mAP@0.5" and verdict["holdout_samples"] >= 20
+        assert verdict["new_holdout"] >= verdict["current_holdout"] + MIN_HOLDOUT_GAIN, verdict  # people's regions help
+        assert run.status == "published", f"retrain refused: {run.error} ({verdict})"
         assert app.retrain_store.current_version(deployed.name).version == "1.0.1"
 
         record = app.service.kb.bundle(deployed.name)
