@@ -192,3 +192,36 @@ def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, brow
     (merged,) = reply.aggregated.regions.regions
     assert (merged.x_min, merged.y_min, merged.x_max, merged.y_max) == pytest.approx((11, 16, 41, 46), abs=0.5)
     assert merged.weight == pytest.approx(1.0)
+
+
+def test_browser_nothing_uncertain_answer_reaches_the_device_as_an_empty_mixture(hub: HubApp, browser) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21: on an H-Faster-RCNN task a person draws by mistake, then presses `n` ("Nothing uncertain / no
+    object"): the page sends no region (not the drawn one), and the device's reply is region_gmm's empty mixture."""
+    log = ReplyLog()
+    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
+                        token=enroll(hub, "cam-1")["cam-1"].bearer)
+    sample = make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN,
+                         image=png_image(size=64, seed=8, channels=3))
+    thread = threading.Thread(target=device.submit_until_replied,
+                              args=(make_request("cam-1", [sample], m=1, aggregator="region_gmm"),), daemon=True)
+    thread.start()
+    wait_for_samples(hub, 1, timeout=30)
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    log_in(page, hub.web_url, "ann")
+    page.goto(f"{hub.web_url}/annotate")
+    page.wait_for_selector("#nothing")
+    page.wait_for_function("document.getElementById('task-image').complete")
+    drag(page, (100, 150), (400, 450))
+    assert page.inner_text("#shape-count") == "1"
+    with page.expect_navigation():
+        page.keyboard.press("n")
+    assert "No task right now" in page.inner_text("h1")
+    page.close()
+    assert log.wait_for(1, timeout=60), "the device got no reply"
+    thread.join(timeout=30)
+    device.close()
+    reply = log.labels[sample.sample_id]
+    assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.aggregator == "region_gmm"
+    (answer,) = reply.answers
+    assert answer.WhichOneof("label") == "regions" and len(answer.regions.regions) == 0 and answer.operations == 1
+    assert reply.aggregated.WhichOneof("label") == "regions" and len(reply.aggregated.regions.regions) == 0
