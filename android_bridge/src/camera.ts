@@ -51,10 +51,17 @@ export class Camera {
     const Processor = (globalThis as { MediaStreamTrackProcessor?: TrackProcessorClass }).MediaStreamTrackProcessor;
     const track = this.stream?.getVideoTracks()[0];
     if (Processor !== undefined && track !== undefined && !this.canvasOnly) {
-      void this.readFrames(new Processor({ track }).readable.getReader(), onFrame);
+      // a stream that fails (the processor refuses the track) leaves the frames to the canvas
+      void this.readFrames(new Processor({ track }).readable.getReader(), onFrame).catch((error) => {
+        this.canvasFrames(onFrame, `canvas (frame stream failed: ${error instanceof Error ? error.message : error})`);
+      });
       return;
     }
-    this.path = this.canvasOnly ? "canvas (asked)" : "canvas (no MediaStreamTrackProcessor)";
+    this.canvasFrames(onFrame, this.canvasOnly ? "canvas (asked)" : "canvas (no MediaStreamTrackProcessor)");
+  }
+
+  private canvasFrames(onFrame: (frame: Raster, presented: number) => void, why: string): void {
+    this.path = why;
     const tick = (_now: number, meta: VideoFrameCallbackMetadata) => {
       onFrame(this.grab(this.video, this.video.videoWidth, this.video.videoHeight), meta.presentedFrames);
       this.video.requestVideoFrameCallback(tick);
