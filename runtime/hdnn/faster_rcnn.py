@@ -15,7 +15,8 @@ the feature map at stride 1 (a fixed-size RoI pooled at every position is a conv
 and the people's prior anchors are numpy here, reading the head where a proposal lies.
 
 Eq. 7: a proposal's confidence is c = sum_p pi^p max softmax(mu^p / T) (pi = softmax of the mixing logits, T the
-calibrated temperature, background included: "surely nothing" is certain too). The image's c is that of its least
+calibrated temperature, fitted on the objects of the validation canvases, background included in the max: "surely
+nothing" is certain too). The image's c is that of its least
 certain proposal among the RPN's top `TOP_PROPOSALS` (as H-YOLO's least certain cell: one unsure object is enough
 to make the image's answer wrong, and a near-miss proposal must count). The gate is c < tau.
 

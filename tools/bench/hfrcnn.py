@@ -95,8 +95,10 @@ def with_people(kind_name: str, outputs: np.ndarray, temperature: float, truth: 
     final = list(own)
     for i in np.flatnonzero(gate):
         answer = aggregate(people_answers(truth[i], rng, regions), regions)
-        final[i] = (fuse_image(split(outputs[i:i + 1]), 0, answer, temperature, EVAL_SCORE) if regions
-                    else kind.fuse(outputs[i:i + 1], [answer], params)[0])
+        if regions:  # no region (everyone missed every object): the device keeps its own boxes
+            final[i] = fuse_image(split(outputs[i:i + 1]), 0, answer, temperature, EVAL_SCORE) if len(answer) else own[i]
+        else:
+            final[i] = kind.fuse(outputs[i:i + 1], [answer], params)[0]
     labour = float(np.sum(difficulty_from_confidence(confidence[gate]) * M) / len(outputs))
     return {"own": own, "final": final, "share": float(gate.mean()), "labour": labour}
 
