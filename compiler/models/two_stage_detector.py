@@ -213,7 +213,7 @@ def mixture_nll(outputs: np.ndarray, targets: np.ndarray, temperature: float, ob
     classes = slots.class_logits.shape[-1]
     one_hot = np.asarray(targets, np.float64).reshape(*slots.objectness.shape, -1)[..., ONE_HOT:ONE_HOT + classes]
     mask = np.asarray(targets, np.float64).reshape(*slots.objectness.shape, -1)[..., MASK] > 0
-    if objects_only:
+    if objects_only and np.any(mask & (one_hot[..., -1] == 0)):  # a split with no object: every labelled slot
         mask &= one_hot[..., -1] == 0
     pi = softmax(slots.mixing)
     probs = softmax(slots.class_logits, temperature)

@@ -40,3 +40,10 @@ def test_temperature_is_fitted_on_objects_not_on_the_background() -> None:
     objects = fit_temperature(outputs, targets)
     assert every_slot < 1.0 < objects  # the background would sharpen; the objects soften
     assert mixture_nll(outputs, targets, objects) < mixture_nll(outputs, targets, every_slot)
+
+
+def test_a_split_without_objects_falls_back_to_every_labelled_slot() -> None:
+    targets = encode_targets([np.zeros((0, 5))] * 4, GRID, C)
+    outputs = outputs_for(targets, np.random.default_rng(1))  # background right by 1: T sharpens it
+    assert mixture_nll(outputs, targets, 1.0) == mixture_nll(outputs, targets, 1.0, objects_only=False) > 0
+    assert fit_temperature(outputs, targets) < 1.0
