@@ -21,7 +21,7 @@ from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.testing.detection import BoxAnnotator, BoxCrowd, pixel_boxes
 from hgen.hub.testing.device import enroll
-from hgen.hub.testing.models import DeployedModel, deploy_detector
+from hgen.hub.testing.models import DeployedModel
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
 
@@ -34,9 +34,10 @@ CORNER_NOISE_PX = 0.5
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
-    """Trained briefly: it finds most digits, and is unsure about a good share of the canvases."""
-    return deploy_detector(tmp_path_factory.mktemp("detector"), epochs=8, limit=1500)
+def deployed(grid_detector: DeployedModel) -> DeployedModel:
+    """Trained briefly (the session's, tests/integration/conftest.py): it finds most digits, and is unsure about a
+    good share of the canvases."""
+    return grid_detector
 
 
 class FrameOracle:

@@ -1,24 +1,23 @@
 """The grid detector trains in seconds, lowers to TFLite through the bundle writer, and runs on the LiteRT engine
-with the same outputs as Keras, decoded by the runtime's H-YOLO kind."""
+with the same outputs as Keras, decoded by the runtime's H-YOLO kind. The detector is the session's `grid_detector`
+(tests/integration/conftest.py), trained by `deploy_detector`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
 from hgen.compiler.metrics.detection import mean_average_precision
 from hgen.compiler.models import load_model_file
 from hgen.compiler.models.grid_detector import predict_grid
-from hgen.hub.testing.models import deploy_detector
+from hgen.hub.testing.models import DeployedModel
 from hgen.runtime.bundle.loader import load_bundle
 from hgen.runtime.hdnn import FusionParams, get_kind
 from hgen.runtime.hdnn.yolo import decode
 from hgen.runtime.signing import load_public_key
 
 
-def test_detector_trains_lowers_and_runs_on_litert(tmp_path: Path) -> None:
-    deployed = deploy_detector(tmp_path, epochs=6, limit=1500)
+def test_detector_trains_lowers_and_runs_on_litert(grid_detector: DeployedModel) -> None:
+    deployed = grid_detector
     data = deployed.data
     model = load_model_file(deployed.keras_path)
     keras_out = predict_grid(model, data.test.x[:64])
