@@ -87,8 +87,8 @@ def test_every_strategy_runs_on_its_own_evaluator_within_budget(strategy, base_s
 
 
 def test_infeasible_demands_end_with_a_report_not_a_hang(tmp_path, capsys):
-    code = main(["compile", "--dataset", "digits:lowres", "--episodes", "1", "--no-bundle", "--out", str(tmp_path),
-                 "--accuracy", "0.98", "--latency-ms", "60000"])
+    code = main(["compile", "--dataset", "digits:lowres", "--episodes", "1", "--base-epochs", "1", "--no-bundle",
+                 "--out", str(tmp_path), "--accuracy", "0.98", "--latency-ms", "60000"])
     assert code == 4  # the compile finished and wrote everything, but it does not claim success
     captured = capsys.readouterr()
     assert "H-DNN  : A" in captured.out and "violations: accuracy" in captured.out

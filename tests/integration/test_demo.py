@@ -52,7 +52,9 @@ def test_deployed_into_a_harder_field_the_retrain_refits_the_gate_there(tmp_path
 
 
 def test_a_stream_too_short_for_a_retrain_fails_clearly(tmp_path):
-    config = demo_config(**TINY | {"retrain_threshold": 5000, "loop_stream": False, "fps": 200},
+    """Only the stream stage matters here: the smallest compile (one episode, one epoch) is enough."""
+    config = demo_config(**TINY | {"retrain_threshold": 5000, "loop_stream": False, "fps": 200, "episodes": 1,
+                                   "base_epochs": 1, "finetune_samples": 100},
                          out=str(tmp_path), transport="grpc")
     with pytest.raises(DemoError, match="stream ended before a retrain was published"):
         run_demo(config, log=lambda message: None)
