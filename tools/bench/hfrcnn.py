@@ -5,7 +5,9 @@ How the data is made: `load_detection_dataset("digits-det:<variant>", seed, limi
 (16-26 px) pasted on a 64x64 grey canvas, digits of the train / validation / test canvases from disjoint digit
 splits, then the challenge variant at its default parameters (`hgen.compiler.data.challenges`). Per variant and
 seed: the two-stage detector (`two_stage_detector`) and the grid detector (`grid_detector`, H-YOLO's) are trained
-on the train canvases, their temperature fitted on the validation canvases, and scored on the test canvases.
+on the train canvases, their temperature fitted on the validation canvases (the two-stage detector's on the object
+slots only, since 90afa8d: fitted on every slot the easy background set T and few canvases fell below tau 0.3), and
+scored on the test canvases.
 
 People are SIMULATED (seeded; they never look at images): M annotators per escalated canvas, each marking every
 true object with Gaussian corner noise of NOISE_PX pixels, missing one with probability MISS. For H-Faster-RCNN they
