@@ -5,7 +5,11 @@ redeployed, may have lost a sample or its reply, and only the device knows it is
 costs the hub a duplicate it answers from its knowledge base (and, if the reply was only late, one duplicate
 reply, and the broker a message to store and forward), so asks back off: `after_s`, then x2 per unanswered ask
 up to `after_s * MAX_FACTOR`. A reconnect resets the back-off but never asks sooner than `after_s` after the
-last ask: a broker crashing every few seconds must not turn every waiting sample into a flood of asks.
+last ask: a broker crashing every few seconds must not turn every waiting sample into a flood of asks. The cap
+is high (5 s -> 320 s at the default) because what loses a message in flight also breaks the link, and the
+reconnect brings the back-off down again; a long silence without a reconnect is a hub that is away or busy,
+where over MQTT every re-ask only queues at the broker as one more duplicate for the hub to answer (with a cap
+of 8x, a 30-minute outage and its drain queued about one re-ask per sample, which doubled the hub's work).
 
 Asking again is also bounded in breadth: only the `RESEND_WINDOW` oldest samples already asked once are asked
 again (first asks always go). Over MQTT the broker queues asks for a hub that is down; without the window, a
@@ -19,7 +23,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-MAX_FACTOR = 8
+MAX_FACTOR = 64
 RECONNECT_GRACE_S = 1.0
 RESEND_WINDOW = 256  # samples asked again at most, the oldest first
 
