@@ -128,6 +128,8 @@ def markdown(result: dict[str, Any]) -> str:
              "## Stages (each its own process)", "", table, "",
              (f"- cache on disk after decoding: {result['cache_mb']:,.0f} MB (per-image items + the assembled set); "
               f"JPEG files: {result['jpeg_mb']:,.0f} MB"), ""]
+    if result.get("notes"):
+        lines += ["## Notes", "", *(f"- {note}" for note in result["notes"]), ""]
     lines += ["## Targets", "", *result["targets"]]
     return "\n".join(lines)
 
@@ -167,7 +169,15 @@ def main() -> int:
     parser.add_argument("--out", default="build/bench/own_data_scale")
     parser.add_argument("--compile-limit", type=int, default=None, help="cap each split of the compile (default: all)")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--render-only", action="store_true", help="rewrite own_data_scale.md from its JSON")
     args = parser.parse_args()
+    if args.render_only:  # e.g. after adding notes to the JSON
+        from benchlib import RESULTS, machine
+
+        result = json.loads((RESULTS / "own_data_scale.json").read_text())
+        result.setdefault("machine", machine())
+        write_results("own_data_scale", {k: v for k, v in result.items() if k != "machine"}, markdown(result))
+        return 0
     work = Path(args.work).resolve()
     if args.child:
         return child(args.child, work, args)
