@@ -78,6 +78,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return "CI=true: skipped tests are reported as failures" if ci_forbids_skips() else None
 
 
+# --- one PostgreSQL cluster per session (per xdist worker); `pg_url` gives each test a fresh database on it. Defined
+# here, not imported into each module, where it became one cluster per module kept until the session ended.
+from hgen.hub.testing.fixtures import pg_server  # noqa: E402,F401 (pytest fixture)
+
 # --- prerequisites: skip (with what to install) only where the machine cannot provide them --------------------
 
 

@@ -11,7 +11,7 @@ from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.testing.crowd import CrowdDriver
 from hgen.hub.testing.device import MqttDevice, ReplyLog, enroll
-from hgen.hub.testing.fixtures import broker, pg_server, pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import broker, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import Broker
 

@@ -17,7 +17,7 @@ from hgen.hub.errors import RetrainBusyError, UnknownModelError
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import RetrainStore, RetrainWorker, RunRecord, VersionRecord
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import pg_url  # noqa: F401 (pytest fixtures)
 
 MODEL = "lenet5"
 WAIT_S = 30.0

@@ -15,7 +15,7 @@ from hgen.hub.errors import LoginRateLimitedError
 from hgen.hub.kb.models import LoginFailure
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 from hgen.hub.web.auth import LoginLimiter
 
