@@ -22,7 +22,10 @@ to make the image's answer wrong, and a near-miss proposal must count). The gate
 
 Fusion: answers are the people's attention regions as aggregated by `region_gmm` ([k, 5]: normalised corners and
 the component's mixture weight, Eq. 8 with the number of components by AIC), or None (the model's answer stands).
-At each component the device places prior anchors: the component's own box and 1:3 and 3:1 anchors at three sizes
+The second stage runs on the RPN's proposals and on prior anchors where people pointed: a region that an RPN
+proposal's head box overlaps (IoU >= CONFIRM_IOU) confirms the model's own find there, and that proposal's box and
+class distribution answer it (its box was refined from a proposal that fits the object). Elsewhere,
+at each component the device places prior anchors: the component's own box and 1:3 and 3:1 anchors at three sizes
 (half, equal and double the component's area side). The second stage scores each (the head at the cell holding
 the anchor's centre, in the slot whose shape overlaps it most); the component's class distribution is the mean of
 the mixture's foreground distributions over its prior anchors (score = the top class's probability, class = its
@@ -59,6 +62,7 @@ BOX_FIELDS = 9  # rpn objectness, rpn deltas, head deltas
 TOP_PROPOSALS = 8
 RPN_NMS_IOU = 0.7
 SCORE_THRESHOLD = 0.5
+CONFIRM_IOU = 0.5  # an RPN proposal whose head box overlaps a people's region this much is the model's own find there
 NMS_IOU = 0.5
 MAX_LOG_SCALE = np.log(4.0)  # dw, dh clip: a box grows or shrinks at most 4x from its anchor
 
@@ -219,14 +223,26 @@ def people_regions(answer: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray
     return rows
 
 
+def confirmed_proposal(scored: Scored, region: np.ndarray) -> int | None:
+    """The RPN proposal people confirmed at `region` (head box IoU >= CONFIRM_IOU; the most probable object among
+    several), or None."""
+    if not len(scored.boxes):
+        return None
+    hits = np.flatnonzero(box_iou(np.asarray(region[:4], np.float64), scored.boxes) >= CONFIRM_IOU)
+    return int(hits[np.argmax(scored.scores[hits])]) if len(hits) else None
+
+
 def fuse_image(slots: Slots, image: int, regions: np.ndarray, temperature: float,
                score_threshold: float | None = None) -> Detections:
     """The detections at the people's regions (module docstring): per region its top class, or with
     `score_threshold` every class at least that probable (a ranked list, as `detect` gives mAP)."""
     found = []
     flat = slots.grid * slots.grid * len(ANCHOR_SHAPES)
+    rpn = proposals(slots, image, temperature)
+    scored = second_stage(slots, image, rpn, temperature)
     for region in people_regions(regions):
-        index = slot_of(prior_anchors(region), slots.grid)
+        hit = confirmed_proposal(scored, region)
+        index = rpn[[hit]] if hit is not None else slot_of(prior_anchors(region), slots.grid)
         pi = softmax(slots.mixing[image].reshape(flat, COMPONENTS)[index])
         probs = softmax(slots.class_logits[image].reshape(flat, COMPONENTS, -1)[index], temperature)
         foreground = class_probs(pi, probs)[:, :-1].mean(axis=0)

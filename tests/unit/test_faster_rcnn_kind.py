@@ -108,3 +108,24 @@ def test_output_width_and_bad_outputs_are_typed_errors() -> None:
         KIND.fuse(flat(blank()), [None, None], FusionParams())
     with pytest.raises(InvalidInputError, match="x_max"):
         KIND.fuse(flat(blank()), [np.array([[0.5, 0.5, 0.4, 0.6, 1.0]])], FusionParams())
+
+
+def test_a_region_over_the_models_own_proposal_keeps_its_box_and_class() -> None:
+    """The second stage runs on the RPN's proposals too: where people point at what the model found, the answer is
+    the model's refined box and class there (not the prior anchors' mean), one per region."""
+    out = blank()
+    slot = int(np.argmin(np.abs(np.asarray(ANCHOR_SHAPES)[:, 0] - 0.3) + np.abs(np.asarray(ANCHOR_SHAPES)[:, 1] - 0.3)))
+    out[0, 3, 3, slot, 0] = 6.0  # the RPN proposes cell (3, 3)
+    out[0, 3, 3, slot, 5:9] = [0.05, 0.0, 0.1, 0.0]  # the head refines it
+    logits = np.full((COMPONENTS, C + 1), -5.0)
+    logits[:, 1] = 5.0
+    set_head(out, 3, 3, slot, logits, np.zeros(COMPONENTS))
+    own = KIND.predict(flat(out), FusionParams())[0]
+    assert len(own) == 1 and own.classes[0] == 1
+    w, h = ANCHOR_SHAPES[slot]
+    cx = 4.1 / GRID  # people's region centred in the next cell, still overlapping the model's box (IoU > 0.5)
+    region = np.array([cx - w / 2, 3.5 / GRID - h / 2, cx + w / 2, 3.5 / GRID + h / 2, 1.0])
+    assert set(slot_of(prior_anchors(region), GRID) // A) == {3 * GRID + 4}  # its prior anchors: a blank cell
+    fused = KIND.fuse(flat(out), [region[None]], FusionParams())[0]
+    assert len(fused) == 1 and fused.classes[0] == 1 and fused.scores[0] > 0.99
+    np.testing.assert_allclose(fused.boxes[0], own.boxes[0])  # the model's refined box, not the region's anchor
