@@ -179,6 +179,16 @@ def main() -> int:
     return 0
 
 
+def small_margins(rows: list[dict[str, Any]], setup: dict[str, Any]) -> list[str]:
+    """A sentence on variants whose gain is below 0.01 mAP: too small for the seeds run to tell its sign."""
+    small = [f"{r['variant']} {r['hfrcnn_map'] - r['origin_map']:+.4f} ({r['share_to_people']:.1%} to people)"
+             for r in rows if abs(r["hfrcnn_map"] - r["origin_map"]) < 0.01]
+    if not small:
+        return []
+    return [f"Gains below 0.01 mAP: {', '.join(small)}; with {setup['seeds']} seed(s) their sign is not established "
+            f"(the gate sends few canvases at tau {setup['tau']}, and only those can gain).", ""]
+
+
 def report(rows: list[dict[str, Any]], setup: dict[str, Any], reached: bool) -> str:
     columns = ["variant", "origin_map", "hfrcnn_map", "yolo_origin_map", "hyolo_map", "labour", "share_to_people",
                "hyolo_labour", "hyolo_share_to_people", "target_reached"]
@@ -197,6 +207,7 @@ def report(rows: list[dict[str, Any]], setup: dict[str, Any], reached: bool) -> 
         "",
         f"Target (H-Faster-RCNN above its origin on every variant): {'REACHED' if reached else 'NOT reached'}.",
         "",
+        *small_margins(rows, setup),
         "Regions carry no class: H-Faster-RCNN's people say where, the device's second stage says what, so its gain "
         "is bounded by the head's classification; H-YOLO's people give classes too. Method and data: the module "
         "docstring of tools/bench/hfrcnn.py.",
