@@ -41,8 +41,13 @@ $(BRIDGE_BUILT): android_bridge/package-lock.json android_bridge/build.mjs andro
 
 android-bridge: system-test $(BRIDGE_BUILT)
 
+# `make test TEST_WORKERS=2`: pytest-xdist workers (0, the default: one process; not yet three green runs in a row
+# on an idle machine). --dist loadfile keeps a module on one worker, so its module-scoped fixtures are built once.
+TEST_WORKERS ?= 0
+XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+
 test: system-test $(STAMP) $(BRIDGE_BUILT)
-	$(PY) -m pytest -q --timeout=900 --durations=25 tests
+	$(PY) -m pytest -q --timeout=900 --durations=25 $(XDIST) tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m unit tests
