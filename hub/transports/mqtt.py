@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 TRANSPORT = "mqtt"
 REPLY_WINDOW = 90  # replies awaiting PUBACK during a re-publish (paho's in-flight limit is 100)
 REDELIVER_PAGE = 500
+ANSWER_AGAIN_S = 10.0  # a re-ask within this of the reply's last send is not answered (devices re-ask after >= 5 s)
+SENT_KEPT = 100_000
 ACK_FLUSH_S = 0.5
 
 
@@ -75,6 +78,7 @@ class MqttTransport:
         self._acked_early: set[int] = set()
         self._publishing = 0
         self._generation = 0  # connects so far: a re-publish pass ends when a newer connect starts its own
+        self._sent_at: OrderedDict[str, float] = OrderedDict()  # sample id -> when its reply was last published
         self._acked: list[str] = []  # sample ids whose reply the broker acknowledged, not yet marked delivered
         self._stopping = threading.Event()
         self._flusher = threading.Thread(target=self._flush_acks, name="mqtt-acks", daemon=True)
@@ -173,7 +177,27 @@ class MqttTransport:
     def _on_samples(self, device_id: str, payload: bytes) -> None:
         self._check_enrolled(device_id)
         result = self.service.submit_payload(payload, TRANSPORT, self.config.max_payload_bytes, sender=device_id)
-        self.deliver(result.immediate, device_hint=device_id)
+        again = set(result.duplicates)
+        self.deliver([r for r in result.immediate if r.sample_id not in again or self._answer_again(r.sample_id)],
+                     device_hint=device_id)
+
+    def _answer_again(self, sample_id: str) -> bool:
+        """A re-asked sample gets its reply again, but not within `ANSWER_AGAIN_S` of the last time it was sent:
+        asks a device sent while the hub was away or busy queue at the broker and arrive in a burst, crossing the
+        reply they ask for. If that reply is lost, the device asks again later and is answered then."""
+        with self._lock:
+            last = self._sent_at.get(sample_id)
+        if last is not None and self.service.clock() - last < ANSWER_AGAIN_S:
+            self.service.metrics.inc("mqtt_answer_again_skipped")
+            return False
+        return True
+
+    def _sent(self, sample_id: str) -> None:
+        """Under the lock."""
+        self._sent_at[sample_id] = self.service.clock()
+        self._sent_at.move_to_end(sample_id)
+        while len(self._sent_at) > SENT_KEPT:
+            self._sent_at.popitem(last=False)
 
     def _check_enrolled(self, device_id: str) -> None:
         """With hub-managed access, a message queued by a device before its revocation is refused too."""
@@ -210,6 +234,8 @@ class MqttTransport:
                     continue  # paho still holds this reply and sends it (again) itself
                 self._queued.add(reply.sample_id)
                 self._publishing += 1
+                if tracked:
+                    self._sent(reply.sample_id)
             device = reply.device_id or device_hint
             info = self.client.publish(topic(self.config.prefix, device, "replies"), reply.SerializeToString(), QOS)
             with self._lock:
