@@ -37,10 +37,13 @@ def test_group_packages() -> list[str]:
             if line.strip() and not line.startswith("#") and line.split()[0] == "test"]
 
 
-def run(command: list[str], cwd: Path, log: Path) -> tuple[int, float, str]:
-    """Run with output teed to `log`; returns (exit code, seconds, output)."""
+def run(command: list[str], cwd: Path, log: Path, ci: bool = False) -> tuple[int, float, str]:
+    """Run with output teed to `log`; returns (exit code, seconds, output). `ci`: CI=true as .ci/run has it (a
+    missing prerequisite then fails instead of skipping)."""
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "HGEN_DATA", "VIRTUAL_ENV")}
+    if ci:
+        env["CI"] = "true"
     with log.open("w") as handle:
         done = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         handle.write(done.stdout)
@@ -71,6 +74,7 @@ def main() -> int:
     parser.add_argument("--purge", action="store_true", help="purge the test group's Debian packages first")
     parser.add_argument("--shared", type=Path, default=None, help="the shared/ folder to put beside the clone")
     parser.add_argument("--keep", action="store_true", help="keep the clone")
+    parser.add_argument("--ci", action="store_true", help="run `make test` with CI=true (skips fail)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hgen-fresh-"))
     logs = work / "logs"
@@ -89,7 +93,8 @@ def main() -> int:
     for step, log_name in (("demo_digits", "demo1.log"), ("test", "test.log"), ("demo_fashion", "demo2.log")):
         if step == "test" and args.shared is not None:
             (work / "shared").symlink_to(args.shared.resolve())  # the MNIST files, as CI has them
-        rc, seconds, output = run(["make", "test" if step == "test" else "demo"], clone, logs / log_name)
+        rc, seconds, output = run(["make", "test" if step == "test" else "demo"], clone, logs / log_name,
+                                  ci=args.ci and step == "test")
         entry = {"step": step, "command": "make test" if step == "test" else "make demo", "rc": rc,
                  "seconds": round(seconds, 1), "tail": output.strip().splitlines()[-12:]}
         entry.update(pytest_counts(output) if step == "test" else demo_dataset(clone))
@@ -134,12 +139,14 @@ Machine: {record['machine']}, Debian {record['debian']}; commit {record['commit'
 Purged first: {purged}. Then a new clone (no `.venv`, no `build/`), `../shared` beside it only from `make test` on
 ({'given' if args.shared else 'not given'}; it holds the MNIST files). Pip's download cache was kept, so installs
 took less time than on a machine that never downloaded the wheels. Annotators in the demos are SIMULATED.
+`make test` ran with {'CI=true (as .ci/run: a missing prerequisite fails, never skips)' if args.ci else 'CI unset'}.
 
 | command (in order) | exit code | seconds | outcome |
 |---|---|---|---|
 {rows}
 
-Reproduce: `python3 tools/bench/fresh_machine.py --purge --shared ../shared` (root; writes this file).
+Reproduce: `python3 tools/bench/fresh_machine.py --purge --shared ../shared{' --ci' if args.ci else ''}` (root; writes this
+file).
 """
 
 
