@@ -68,7 +68,8 @@ def check_exactly_once(collector: ResultCollector, db_url: str, duplicate_replie
     assert not collector.with_status("late") and not collector.with_status("timeout")
     stored, replies, multi = kb_counts(db_url)
     assert stored == pending and replies == len(pending) and multi == 0
-    assert duplicate_replies <= MAX_DUPLICATE_REPLIES_PER_SAMPLE * len(pending)
+    assert duplicate_replies <= MAX_DUPLICATE_REPLIES_PER_SAMPLE * len(pending), \
+        f"{duplicate_replies} duplicate replies for {len(pending)} samples"
 
 
 def test_mqtt_broker_killed_3_times_and_hub_twice_every_sample_fused_once(mosquitto_required, tmp_path, bundles,
