@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -159,19 +160,25 @@ def mark_regions(page, base: str, drags: list[tuple[tuple[int, int], tuple[int, 
     assert "No task right now" in page.inner_text("h1")
 
 
-def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, browser, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    """Two people mark the region that matters on a 64x64 H-Faster-RCNN sample (display 640x640: 10 display pixels
-    per image pixel, hgen.hub.web.display); region_gmm merges their near-identical regions into one, centred on their mean."""
-    add_people(hub, annotators=("bob",), operators=())
+def region_task(hub: HubApp, seed: int, m: int) -> tuple[ReplyLog, GrpcDevice, Any, threading.Thread]:
+    """One H-Faster-RCNN sample asked of `m` people for region_gmm, by a gRPC device waiting for its reply."""
     log = ReplyLog()
     device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
                         token=enroll(hub, "cam-1")["cam-1"].bearer)
     sample = make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN,
-                         image=png_image(size=64, seed=7, channels=3))
-    request = make_request("cam-1", [sample], m=2, aggregator="region_gmm")
+                         image=png_image(size=64, seed=seed, channels=3))
+    request = make_request("cam-1", [sample], m=m, aggregator="region_gmm")
     thread = threading.Thread(target=device.submit_until_replied, args=(request,), daemon=True)
     thread.start()
     wait_for_samples(hub, 1, timeout=30)
+    return log, device, sample, thread
+
+
+def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, browser, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two people mark the region that matters on a 64x64 H-Faster-RCNN sample (display 640x640: 10 display pixels
+    per image pixel, hgen.hub.web.display); region_gmm merges their near-identical regions into one, centred on their mean."""
+    add_people(hub, annotators=("bob",), operators=())
+    log, device, sample, thread = region_task(hub, seed=7, m=2)
     slip = ((300, 20), (420, 100))
     for user, region, shot in (("ann", ((100, 150), (400, 450)), artifacts_dir / "web_annotate_regions.png"),
                                ("bob", ((120, 170), (420, 470)), None)):
@@ -197,15 +204,7 @@ def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, brow
 def test_browser_nothing_uncertain_answer_reaches_the_device_as_an_empty_mixture(hub: HubApp, browser) -> None:  # type: ignore[no-untyped-def]
     """Issue 21: on an H-Faster-RCNN task a person draws by mistake, then presses `n` ("Nothing uncertain / no
     object"): the page sends no region (not the drawn one), and the device's reply is region_gmm's empty mixture."""
-    log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
-                        token=enroll(hub, "cam-1")["cam-1"].bearer)
-    sample = make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN,
-                         image=png_image(size=64, seed=8, channels=3))
-    thread = threading.Thread(target=device.submit_until_replied,
-                              args=(make_request("cam-1", [sample], m=1, aggregator="region_gmm"),), daemon=True)
-    thread.start()
-    wait_for_samples(hub, 1, timeout=30)
+    log, device, sample, thread = region_task(hub, seed=8, m=1)
     page = browser.new_page(viewport={"width": 1200, "height": 800})
     log_in(page, hub.web_url, "ann")
     page.goto(f"{hub.web_url}/annotate")
