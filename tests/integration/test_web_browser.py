@@ -174,6 +174,16 @@ def region_task(hub: HubApp, seed: int, m: int) -> tuple[ReplyLog, GrpcDevice, A
     return log, device, sample, thread
 
 
+def region_reply(log: ReplyLog, device: GrpcDevice, sample: Any, thread: threading.Thread) -> hub_pb2.SampleReply:
+    """The device's answered region_gmm reply to `region_task`'s sample."""
+    assert log.wait_for(1, timeout=60), "the device got no reply"
+    thread.join(timeout=30)
+    device.close()
+    reply = log.labels[sample.sample_id]
+    assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.aggregator == "region_gmm"
+    return reply
+
+
 def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, browser, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """Two people mark the region that matters on a 64x64 H-Faster-RCNN sample (display 640x640: 10 display pixels
     per image pixel, hgen.hub.web.display); region_gmm merges their near-identical regions into one, centred on their mean."""
@@ -186,11 +196,7 @@ def test_browser_attention_regions_reach_the_device_aggregated(hub: HubApp, brow
         log_in(page, hub.web_url, user)
         mark_regions(page, hub.web_url, [region, slip], shot)
         page.close()
-    assert log.wait_for(1, timeout=60), "the device got no reply"
-    thread.join(timeout=30)
-    device.close()
-    reply = log.labels[sample.sample_id]
-    assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.aggregator == "region_gmm"
+    reply = region_reply(log, device, sample, thread)
     given = {a.annotator_id: [(r.x_min, r.y_min, r.x_max, r.y_max) for r in a.regions.regions] for a in reply.answers}
     assert sorted(given) == ["ann", "bob"] and all(len(r) == 1 for r in given.values())  # the slip was undone
     assert given["ann"][0] == pytest.approx((10, 15, 40, 45), abs=0.1)  # display pixels / 10, sub-pixel layout
@@ -216,11 +222,7 @@ def test_browser_nothing_uncertain_answer_reaches_the_device_as_an_empty_mixture
         page.keyboard.press("n")
     assert "No task right now" in page.inner_text("h1")
     page.close()
-    assert log.wait_for(1, timeout=60), "the device got no reply"
-    thread.join(timeout=30)
-    device.close()
-    reply = log.labels[sample.sample_id]
-    assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.aggregator == "region_gmm"
+    reply = region_reply(log, device, sample, thread)
     (answer,) = reply.answers
     assert answer.WhichOneof("label") == "regions" and len(answer.regions.regions) == 0 and answer.operations == 1
     assert reply.aggregated.WhichOneof("label") == "regions" and len(reply.aggregated.regions.regions) == 0
