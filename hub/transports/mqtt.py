@@ -10,8 +10,8 @@ and refuses messages from devices whose credential was revoked meanwhile.
 
 A sample message is acknowledged (PUBACK) only once the knowledge base committed it, so a hub that dies
 mid-message gets it again from the broker; the commit happens on an ingest worker, not on paho's network thread
-(hgen.hub.transports.mqtt_ingest says why), with the broker's window bounded by MQTT v5 Receive Maximum. A reply is marked delivered
-when the broker acknowledges it. That is a hint, not a guarantee: a broker killed before persisting loses
+(hgen.hub.transports.mqtt_ingest says why), with the broker's window bounded by MQTT v5 Receive Maximum. A
+reply is marked delivered when the broker acknowledges it. That is a hint, not a guarantee: a broker killed before persisting loses
 acknowledged messages, so a device still waiting asks again and the hub answers every re-sent sample from the
 knowledge base, whatever it marked. Each reply is held by paho at most once (a reply already queued there is
 not queued again), and after a (re)connect the unacknowledged backlog is re-published in pages, never more
