@@ -35,9 +35,9 @@ def detector(config: CompileConfig, data: DetectionDataset) -> tuple[Any, str, s
     """(model, zoo name, kind): a zoo detector built for the data set's input (the default `lenet5` names the H-YOLO
     detector instead)."""
     from hgen.compiler.models import build_model, model_kind, model_names
-    from hgen.compiler.models.detection_training import DETECTOR_TRAINING, detector_training
+    from hgen.compiler.models.detection_training import DETECTOR_TRAINING
 
-    detector_training(DEFAULT_KIND)  # loads the zoo and its detectors' entries
+    model_names()  # discovers the zoo, whose detector files register their kinds' entries
     names = [n for kind in DETECTOR_TRAINING.names() for n in model_names(kind)]
     default = model_names(DEFAULT_KIND)
     name = default[0] if config.model == "lenet5" and default else config.model

@@ -39,6 +39,11 @@ class YuvError(InvalidInputError):
     """Planes that do not make a 4:2:0 image, or a colour space this rule does not cover."""
 
 
+def chroma_shape(height: int, width: int) -> tuple[int, int]:
+    """(rows, columns) of each 4:2:0 chroma plane of a height x width frame: one sample per 2x2 block."""
+    return (height + 1) // 2, (width + 1) // 2
+
+
 def coefficients(matrix: str, full_range: bool) -> tuple[int, int, int, int, int]:
     try:
         return COEFFICIENTS[(matrix, full_range)]
@@ -70,7 +75,7 @@ def _check(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[int, int]:
     if y.ndim != 2 or y.size == 0 or any(p.dtype != np.uint8 for p in (y, u, v)):
         raise YuvError(f"Y must be a non-empty uint8 (h, w) plane, got {y.shape} {y.dtype}")
     height, width = y.shape
-    chroma = ((height + 1) // 2, (width + 1) // 2)
+    chroma = chroma_shape(height, width)
     if u.shape != chroma or v.shape != chroma:
         raise YuvError(f"4:2:0 chroma planes of a {width}x{height} frame are {chroma[::-1]}, got {u.shape} {v.shape}")
     return height, width

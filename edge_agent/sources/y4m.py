@@ -19,7 +19,7 @@ import numpy as np
 from hgen.edge_agent.config import SourceConfig
 from hgen.edge_agent.errors import SourceError
 from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource
-from hgen.runtime.yuv import i420_to_rgb
+from hgen.runtime.yuv import chroma_shape, i420_to_rgb
 
 MAGIC = b"YUV4MPEG2"
 FOUR_TWO_ZERO = frozenset({"420", "420jpeg", "420paldv", "420mpeg2"})
@@ -36,8 +36,8 @@ class Y4mHeader:
 
     @property
     def frame_bytes(self) -> int:
-        chroma = 0 if self.mono else 2 * ((self.height + 1) // 2) * ((self.width + 1) // 2)
-        return self.width * self.height + chroma
+        rows, columns = chroma_shape(self.height, self.width)
+        return self.width * self.height + (0 if self.mono else 2 * rows * columns)
 
 
 def read_header(stream: BinaryIO, name: str) -> Y4mHeader:
@@ -102,13 +102,12 @@ class Y4mFileSource(FrameSource):
     def _bgr(self, data: bytes) -> np.ndarray:
         h = self.header
         buffer = np.frombuffer(data, np.uint8)
-        y = buffer[:h.width * h.height].reshape(h.height, h.width)
+        luma, shape = h.width * h.height, chroma_shape(h.height, h.width)
+        y = buffer[:luma].reshape(h.height, h.width)
         if h.mono:
-            u = v = np.full(((h.height + 1) // 2, (h.width + 1) // 2), 128, np.uint8)
+            u = v = np.full(shape, 128, np.uint8)
         else:
-            chroma = ((h.height + 1) // 2) * ((h.width + 1) // 2)
-            u, v = (buffer[h.width * h.height + i * chroma:h.width * h.height + (i + 1) * chroma]
-                    .reshape((h.height + 1) // 2, (h.width + 1) // 2) for i in (0, 1))
+            u, v = buffer[luma:].reshape(2, *shape)
         return np.ascontiguousarray(i420_to_rgb(y, u, v, "bt601", h.full_range)[..., ::-1])
 
     def close(self) -> None:
