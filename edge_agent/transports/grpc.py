@@ -216,7 +216,8 @@ class GrpcTransport(Transport):
                 log.warning("Submit of %d samples failed: %s", len(ids), exc.code())  # type: ignore[attr-defined]
                 self._rpc_failed(exc)
         except Exception:  # a handler bug must not kill the worker silently
-            log.exception("Submit stream handler failed")
+            if not self._stopping.is_set():  # stopping closes the channel under calls still starting: expected
+                log.exception("Submit stream handler failed")
         finally:
             with self._lock:
                 self._in_flight -= ids
