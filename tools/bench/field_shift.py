@@ -1,5 +1,5 @@
 """Field-shift benchmark (issue 18): a model compiled on clean data is deployed into a field it was not trained on
-(FashionMNIST D3 -> noise D4, D3 -> low resolution D5; a colour image folder -> low light); a device streams field
+(FashionMNIST D3 -> noise D4, D3 -> low resolution D5; two colour image folders -> low light); a device streams field
 frames, the SIMULATED crowd answers through the hub, the hub retrains every `threshold` human labels, re-fits the
 gate on the field, re-lowers, signs and publishes, and the device runs the new version. After each round the device
 model is measured on a held-out field split.
@@ -58,7 +58,9 @@ ORACLE_SAMPLES = 20000
 # label lifted 6 logits above the top one moves the soft target little, so the label's weight is mostly the hard
 # term's; in the offline probe (field_shift.md) only with 0.2 did uncertain frames teach more than random ones.
 ALPHA = 0.2
-COLOUR = "colour"  # the placeholder for the colour folder's path in a scenario's specs
+# Placeholders for the colour folders' paths in a scenario's specs (`resolve`): the random-tint folder, and the one
+# whose tint's hue is the class's (`write_colour_folder(class_hues=True)`), which lenet5 learns (0.87 clean).
+COLOUR, HUES = "@colour", "@colour-hues"
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,28 @@ class Scenario:
     original: str
     field: str
     preset: str  # the demo preset family (`with_preset`)
+    data: str  # which clean data set: "fashion-mnist", COLOUR or HUES (the key of --compiled*)
     base_epochs: int | None = None  # None: the preset's
     final_epochs: int | None = None
 
 
 SCENARIOS = {s.name: s for s in (
-    Scenario("D3 -> D4 (noise)", "fashion-mnist", "fashion-mnist:noise", "fashion-mnist"),
-    Scenario("D3 -> D5 (low resolution)", "fashion-mnist", "fashion-mnist:lowres", "fashion-mnist"),
+    Scenario("D3 -> D4 (noise)", "fashion-mnist", "fashion-mnist:noise", "fashion-mnist", "fashion-mnist"),
+    Scenario("D3 -> D5 (low resolution)", "fashion-mnist", "fashion-mnist:lowres", "fashion-mnist", "fashion-mnist"),
     # own data: the OWN_DATA preset's 10 backbone epochs left lenet5 at 0.32 model-only on the clean folder
     Scenario("colour folder: clean -> low light", f"folder:{COLOUR}?size=32", f"folder:{COLOUR}:lowlight?size=32",
-             "folder", base_epochs=30, final_epochs=6),
+             "folder", COLOUR, base_epochs=30, final_epochs=6),
+    Scenario("colour folder (class hues): clean -> low light", f"folder:{HUES}?size=32",
+             f"folder:{HUES}:lowlight?size=32", "folder", HUES, base_epochs=30, final_epochs=6),
 )}
 
 
-def resolve(spec: str, colour: str) -> str:
-    return spec.replace(COLOUR, colour)
+def resolve(spec: str, roots: dict[str, str]) -> str:
+    """The spec with each colour placeholder replaced by its folder (the longer placeholder first: HUES contains
+    COLOUR)."""
+    for key in sorted(roots, key=len, reverse=True):
+        spec = spec.replace(key, roots[key])
+    return spec
 
 
 def load_compiled(scenario: Scenario, original: str, work: Path,
@@ -194,10 +203,11 @@ def no_retrain(deployed: DeployedModel, held: Split, rounds: int, threshold: int
              "labour_demand": demands["labour_demand"]} for r in range(rounds + 1)]
 
 
-def scenario(spec: Scenario, colour: str, rounds: int, threshold: int, work: Path,
+def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int, work: Path,
              compiled_dir: Path | None, audit: float = AUDIT) -> dict[str, Any]:
-    original, field_spec = resolve(spec.original, colour), resolve(spec.field, colour)
-    deployed, demands = load_compiled(spec, original, work / f"compile-{spec.preset}", compiled_dir)
+    start = time.perf_counter()
+    original, field_spec = resolve(spec.original, roots), resolve(spec.field, roots)
+    deployed, demands = load_compiled(spec, original, work / f"compile-{spec.data.strip('@')}", compiled_dir)
     field_data = load_dataset(field_spec, seed=0)
     test = field_data.test
     held = Split(test.x[-HELD_OUT:], test.y[-HELD_OUT:])
@@ -211,7 +221,7 @@ def scenario(spec: Scenario, colour: str, rounds: int, threshold: int, work: Pat
             "stream_size": len(stream), "held_out_size": len(held), "rounds": active,
             "baselines": {"no_retrain": no_retrain(deployed, held, rounds, threshold, demands), "passive": passive,
                           "oracle": oracle(deployed, original, field_data, held, rounds, threshold, demands, work)},
-            "targets": targets(active, passive)}
+            "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1)}
 
 
 def standard_error(accuracy: float, n: int = HELD_OUT) -> float:
@@ -234,15 +244,36 @@ def targets(active: list[dict[str, Any]], passive: list[dict[str, Any]]) -> dict
     }
 
 
+def colour_roots(colour_root: Path, names: list[str]) -> dict[str, str]:
+    """Write the colour folders the chosen scenarios need (once each); the hue folder sits beside the plain one."""
+    folders = {COLOUR: (colour_root, False), HUES: (colour_root.with_name(colour_root.name + "-hues"), True)}
+    used = {SCENARIOS[name].data for name in names}
+    roots = {}
+    for key, (root, hues) in folders.items():
+        if key in used:
+            colour_folder(root, class_hues=hues)
+        roots[key] = str(root.resolve())
+    return roots
+
+
 def run(rounds: int, threshold: int, work: Path, compiled: dict[str, Path], names: list[str],
         colour_root: Path, audit: float = AUDIT) -> dict[str, Any]:
-    colour = str(colour_root.resolve()) if any(COLOUR in SCENARIOS[n].original for n in names) else COLOUR
-    if colour != COLOUR:
-        colour_folder(colour_root)
-    scenarios = [scenario(SCENARIOS[name], colour, rounds, threshold, work, compiled.get(SCENARIOS[name].preset),
+    roots = colour_roots(colour_root, names)
+    scenarios = [scenario(SCENARIOS[name], roots, rounds, threshold, work, compiled.get(SCENARIOS[name].data),
                           audit) for name in names]
     return {"annotators": f"SIMULATED, m={M}, accuracy {ACCURACY}", "threshold": threshold, "audit_share": audit,
             "scenarios": scenarios}
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`new`'s scenarios replace `old`'s of the same name, in SCENARIOS' order; the settings must match."""
+    for key in ("threshold", "audit_share", "annotators"):
+        if old[key] != new[key]:
+            raise SystemExit(f"--merge: {key} differs ({old[key]} vs {new[key]}); run every scenario instead")
+    by_name = {sc["name"]: sc for sc in old["scenarios"]} | {sc["name"]: sc for sc in new["scenarios"]}
+    merged = dict(old, scenarios=[by_name[name] for name in SCENARIOS if name in by_name])
+    merged["wall_seconds"] = old["wall_seconds"] + new["wall_seconds"]
+    return merged
 
 
 def main() -> None:
@@ -253,8 +284,12 @@ def main() -> None:
                         help="reuse an hgen-compile output directory of the clean FashionMNIST model")
     parser.add_argument("--compiled-colour", type=Path, default=None,
                         help="reuse an hgen-compile output directory of the clean colour-folder model")
+    parser.add_argument("--compiled-hues", type=Path, default=None,
+                        help="reuse an hgen-compile output directory of the clean class-hue colour-folder model")
     parser.add_argument("--colour-root", type=Path, default=Path("build/field_shift/colour"),
-                        help="where the colour folder is written (once)")
+                        help="where the colour folder is written (once; the class-hue one beside it, ROOT-hues)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other scenarios already in NAME.json (those run now replace theirs)")
     parser.add_argument("--audit", type=float, default=AUDIT, help="the active device's audit share")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenario names")
     parser.add_argument("--out", default="field_shift", help="results name (tools/bench/results/NAME.*)")
@@ -264,11 +299,14 @@ def main() -> None:
         result = json.loads((RESULTS / f"{args.out}.json").read_text())
     else:
         start = time.perf_counter()
-        compiled = {k: v for k, v in (("fashion-mnist", args.compiled), ("folder", args.compiled_colour)) if v}
+        compiled = {k: v for k, v in (("fashion-mnist", args.compiled), (COLOUR, args.compiled_colour),
+                                      (HUES, args.compiled_hues)) if v}
         with tempfile.TemporaryDirectory(prefix="hgen-field-shift-") as tmp:
             result = run(args.rounds, args.threshold, Path(tmp), compiled, args.scenarios.split(","),
                          args.colour_root, args.audit)
         result["wall_seconds"] = time.perf_counter() - start
+        if args.merge:
+            result = merge(json.loads((RESULTS / f"{args.out}.json").read_text()), result)
     result["reading"] = reading(result)
     plot(result, RESULTS / f"{args.out}.png")
     json_path, md_path = write_results(args.out, result, markdown(result, result["wall_seconds"]))

@@ -128,18 +128,22 @@ class Stream:
         self.device.close()
 
 
-def colour_folder(root: Path, size: int = 32, counts: tuple[int, int, int] = (15000, 3000, 5000)) -> str:
+def colour_folder(root: Path, size: int = 32, counts: tuple[int, int, int] = (15000, 3000, 5000),
+                  class_hues: bool = False) -> str:
     """ROOT/{train,val,test}/<class>/*.jpg from FashionMNIST's first images of each split through
-    `hgen.compiler.data.synthetic.write_colour_folder` (seeds 10, 11, 12); written once (ROOT/done.json holds the
-    recipe). Returns the clean data set's spec, read through the `folder` format."""
+    `hgen.compiler.data.synthetic.write_colour_folder` (seeds 10, 11, 12; `class_hues` as there); written once
+    (ROOT/done.json holds the recipe). Returns the clean data set's spec, read through the `folder` format."""
     from hgen.compiler.data.synthetic import write_colour_folder
 
-    recipe = {"source": "fashion-mnist", "size": size, "counts": list(counts), "seeds": [10, 11, 12]}
+    recipe: dict[str, Any] = {"source": "fashion-mnist", "size": size, "counts": list(counts), "seeds": [10, 11, 12]}
+    if class_hues:
+        recipe["class_hues"] = True
     marker = root / "done.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == recipe):
         fashion = load_dataset("fashion-mnist", seed=0)
         for seed, (split, n) in zip(recipe["seeds"], zip(("train", "val", "test"), counts)):
             part = getattr(fashion, split)
-            write_colour_folder(root / split, part.x[:n], part.y[:n], CLASS_NAMES, size=size, seed=seed)
+            write_colour_folder(root / split, part.x[:n], part.y[:n], CLASS_NAMES, size=size, seed=seed,
+                                class_hues=class_hues)
         marker.write_text(json.dumps(recipe))
     return f"folder:{root.resolve()}?size={size}"

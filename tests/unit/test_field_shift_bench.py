@@ -1,0 +1,39 @@
+"""The field-shift benchmark's scenario plumbing: colour placeholders resolve to their own folders, and a re-run of
+one scenario merges into the results without dropping the others."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
+from field_shift import COLOUR, HUES, SCENARIOS, merge, resolve  # noqa: E402
+
+
+def test_the_hue_placeholder_is_not_read_as_the_plain_colour_one() -> None:
+    roots = {COLOUR: "/data/colour", HUES: "/data/colour-hues"}
+    hues = next(s for s in SCENARIOS.values() if s.data == HUES)
+    plain = next(s for s in SCENARIOS.values() if s.data == COLOUR)
+    assert resolve(hues.field, roots) == "folder:/data/colour-hues:lowlight?size=32"
+    assert resolve(plain.original, roots) == "folder:/data/colour?size=32"
+    assert "," not in "".join(SCENARIOS)  # --scenarios is comma-separated
+
+
+def _result(names: list[str], wall: float, threshold: int = 200) -> dict:
+    return {"threshold": threshold, "audit_share": 0.05, "annotators": "SIMULATED", "wall_seconds": wall,
+            "scenarios": [{"name": name, "run": wall} for name in names]}
+
+
+def test_merge_replaces_the_rerun_scenario_and_keeps_the_rest_in_order() -> None:
+    names = list(SCENARIOS)
+    merged = merge(_result(names[:3], 100.0), _result([names[-1], names[0]], 10.0))
+    assert [sc["name"] for sc in merged["scenarios"]] == [names[0], names[1], names[2], names[-1]]
+    assert merged["scenarios"][0]["run"] == 10.0 and merged["scenarios"][1]["run"] == 100.0
+    assert merged["wall_seconds"] == 110.0
+
+
+def test_merge_refuses_results_made_with_other_settings() -> None:
+    with pytest.raises(SystemExit, match="threshold"):
+        merge(_result(list(SCENARIOS)[:1], 1.0), _result(list(SCENARIOS)[:1], 1.0, threshold=100))
