@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="stream length factor (fault counts stay)")
     parser.add_argument("--outage-frames", type=int, default=0, help="override the outage stream length")
-    parser.add_argument("--drain-s", type=float, default=600.0)
+    parser.add_argument("--drain-s", type=float, default=3600.0,
+                        help="cap on the wait for the outbox to empty (a 30-min outage drains in 760-1,614 s here)")
     parser.add_argument("--out", default="soak")
     parser.add_argument("--merge", action="store_true", help="keep the other runs already in the results file")
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")

@@ -71,7 +71,7 @@ NOTES = [
     "  on the hub kill run over MQTT with (1) in place: 1.25 duplicate replies per sample at 8x, 1.97 at 64x (more",
     "  load): the re-ask cap was not what raised them there; (3) was.",
     "- The gRPC outage (the table's row, clean clone of d0ff275, re-ask cap 64x): all 13,500 fused once, drained in",
-    "  760 s, 0 duplicate replies. A first attempt with the default --drain-s 600 stopped while 2,372 samples were",
+    "  760 s, 0 duplicate replies. A first attempt with the then default --drain-s 600 (now 3600) stopped while 2,372 samples were",
     "  still draining",
     "  (11,128 fused by then, none lost or duplicated): the cap was shorter than the drain, so the row is the",
     "  re-run with --drain-s 3600. The same run at the 8x cap (9cc1a84, shared tree) drained in 2,393 s.",
