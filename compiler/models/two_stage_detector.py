@@ -203,28 +203,49 @@ def predict_slots(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class LabelledSlots:
+    """The slots a calibration loss reads, gathered once: their mixing weights [n, K], class logits [n, K, C]
+    and one-hot classes [n, C], over `images` canvases. Only the class softmax depends on the temperature, so a
+    grid of temperatures re-computes it on these few slots instead of on every slot of every canvas."""
+
+    mixing: np.ndarray
+    class_logits: np.ndarray
+    one_hot: np.ndarray
+    images: int
+
+
+def labelled_slots(outputs: np.ndarray, targets: np.ndarray, objects_only: bool = True) -> LabelledSlots:
+    slots = split(outputs)
+    classes = slots.class_logits.shape[-1]
+    encoded = np.asarray(targets, np.float64).reshape(*slots.objectness.shape, -1)
+    one_hot = encoded[..., ONE_HOT:ONE_HOT + classes]
+    mask = encoded[..., MASK] > 0
+    if objects_only and np.any(mask & (one_hot[..., -1] == 0)):  # a split with no object: every labelled slot
+        mask &= one_hot[..., -1] == 0
+    return LabelledSlots(softmax(slots.mixing[mask]), slots.class_logits[mask], one_hot[mask], len(outputs))
+
+
+def slots_nll(slots: LabelledSlots, temperature: float) -> float:
+    probs = softmax(slots.class_logits, temperature)
+    likelihood = np.sum(slots.mixing * np.sum(probs * slots.one_hot[:, None, :], axis=-1), axis=-1)
+    return float(-np.log(np.clip(likelihood, 1e-12, None)).sum() / max(slots.images, 1))
+
+
 def mixture_nll(outputs: np.ndarray, targets: np.ndarray, temperature: float, objects_only: bool = True) -> float:
     """The head's mixture NLL at `temperature` (it divides the class logits mu) on the object slots (the head's
     positives), or with `objects_only=False` on every labelled slot. Objects only by default: the gate asks whether
     the answer about an object is right, and the background slots (hundreds per canvas, nearly all easy, weighted
     `NEGATIVE_WEIGHT` in training) would set T alone: fitted on them T came out 0.3-0.4, sharpening every class
     distribution so that misread digits on low-resolution or dark canvases looked certain (2-6 % below tau 0.3)."""
-    slots = split(outputs)
-    classes = slots.class_logits.shape[-1]
-    one_hot = np.asarray(targets, np.float64).reshape(*slots.objectness.shape, -1)[..., ONE_HOT:ONE_HOT + classes]
-    mask = np.asarray(targets, np.float64).reshape(*slots.objectness.shape, -1)[..., MASK] > 0
-    if objects_only and np.any(mask & (one_hot[..., -1] == 0)):  # a split with no object: every labelled slot
-        mask &= one_hot[..., -1] == 0
-    pi = softmax(slots.mixing)
-    probs = softmax(slots.class_logits, temperature)
-    likelihood = np.sum(pi * np.sum(probs * one_hot[..., None, :], axis=-1), axis=-1)
-    return float(-np.log(np.clip(likelihood[mask], 1e-12, None)).sum() / max(len(outputs), 1))
+    return slots_nll(labelled_slots(outputs, targets, objects_only), temperature)
 
 
 def fit_temperature(outputs: np.ndarray, targets: np.ndarray) -> float:
     """The temperature (0.25..4, log grid) minimising the head's NLL on the objects of held-out data (Eq. 2)."""
     candidates = np.exp(np.linspace(np.log(0.25), np.log(4.0), 49))
-    losses = [mixture_nll(outputs, targets, float(t)) for t in candidates]
+    slots = labelled_slots(outputs, targets)
+    losses = [slots_nll(slots, float(t)) for t in candidates]
     return float(candidates[int(np.argmin(losses))])
 
 
