@@ -91,6 +91,26 @@ def check_representative(data: np.ndarray | None, input_shape: tuple[int, ...]) 
     return data[:MAX_REPRESENTATIVE]
 
 
+def representative_sample(x: np.ndarray, y: np.ndarray, count: int = MAX_REPRESENTATIVE, seed: int = 0) -> np.ndarray:
+    """Up to `count` training images (float32): `count / classes` of every class (all of a smaller class), topped up
+    from the other images when small classes leave room; a seeded random pick, in data set order.
+
+    Why stratified: int8 activation ranges are calibrated on these images only, so a class missing from them (the
+    first rows of a data set sorted by class, or a rare class) would meet ranges set without it. The own-data
+    benchmark's int8 agreement is measured with this selection (tools/bench/results/own_data.md)."""
+    labels = np.asarray(y)
+    if labels.ndim != 1 or len(labels) != len(x):
+        raise InvalidArgumentError(f"representative_sample needs one class label per image, got labels {labels.shape}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, count // max(len(classes), 1))
+    orders = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    picked = np.concatenate([order[:per_class] for order in orders] + [np.zeros(0, np.int64)])
+    rest = np.concatenate([order[per_class:] for order in orders] + [np.zeros(0, np.int64)])
+    rows = np.concatenate([picked, rng.permutation(rest)[:max(count - len(picked), 0)]])
+    return np.asarray(x[np.sort(rows[:count]).astype(np.int64)], np.float32)
+
+
 def _read_back(content: bytes, precision: Precision) -> TFLiteModel:
     """Load the flatbuffer once to record shapes and quantisation (also proves it is loadable)."""
     from ai_edge_litert.interpreter import Interpreter
