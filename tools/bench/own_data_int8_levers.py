@@ -7,7 +7,10 @@ converter and run with LiteRT on every test image; agreement = int8 top-1 == Lit
 - `float io`: the same body with float input/output (no output quantisation step on the logits);
 - `float last 3 ops`: the last convolution, the global mean and the logits layer kept in float;
 - `float worst N`: the N tensors with the largest RMSE / scale (TFLite QuantizationDebugger over the representative
-  set) kept in float (selective quantisation, `denylisted_nodes`).
+  set) kept in float (selective quantisation, `denylisted_nodes`);
+- `bias correction`: int8 io after empirical bias correction of the weights' int8 rounding (Nagel et al. 2019,
+  `int8_bias_correction.py`: per layer and channel, the mean output error the rounding causes on the representative
+  set is subtracted from the bias / added to the following BatchNorm's mean).
 Representative set: 50 training images per class (500), seeded. One run per variant (deterministic conversion).
 
 Run: .venv/bin/python tools/bench/own_data_int8_levers.py [--model PATH] [--data PATH]
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from benchlib import markdown_table, write_results
+from int8_bias_correction import bias_corrected
 
 
 def log(message: str) -> None:
@@ -76,10 +80,9 @@ def converter(model: Any, calibration: np.ndarray, int8_io: bool) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="build/bench/own_data/int8/mobilenet_v2.keras")
-    parser.add_argument("--data", default="build/bench/own_data/data-hues")
+    parser.add_argument("--data", default="build/bench/own_data/data-hues-1000")
     args = parser.parse_args()
     import tensorflow as tf
-
     from hgen.compiler.data import load_dataset
     from hgen.compiler.lowering.tflite import fixed_batch
     from hgen.compiler.models import load_model_file
@@ -92,7 +95,8 @@ def main() -> int:
     rows = np.sort(np.concatenate([rng.permutation(np.flatnonzero(data.train.y == c))[:50]
                                    for c in range(data.num_classes)]))
     calibration = np.asarray(data.train.x[rows])
-    model = fixed_batch(load_model_file(args.model), 1)
+    keras_model = load_model_file(args.model)
+    model = fixed_batch(keras_model, 1)  # shares keras_model's weights
     quiet = contextlib.redirect_stdout(io.StringIO())
     with quiet:
         float_logits = run_all(tf.lite.TFLiteConverter.from_keras_model(model).convert(), x)
@@ -112,6 +116,10 @@ def main() -> int:
     with contextlib.redirect_stdout(io.StringIO()):
         measure("int8 io (as bundled)", converter(model, calibration, True)[0].convert(), 0)
         measure("float io", converter(model, calibration, False)[0].convert(), 0)
+        with bias_corrected(keras_model, calibration) as correction:
+            corrected = converter(model, calibration, True)[0].convert()
+        measure("bias correction (int8 io)", corrected, 0)
+        log(f"bias correction: {len(correction.corrected)} layers, largest shift {correction.max_shift:.4f}")
         conv, representative = converter(model, calibration, False)
         debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative)
         debugger.run()
@@ -135,6 +143,8 @@ def main() -> int:
     ratios = [s["ratio"] for s in stats]
     result = {"model": args.model, "dataset": spec, "test_images": len(x), "float_test_accuracy": keras_accuracy,
               "representative": "50 training images per class (500), seeded", "variants": results,
+              "bias_correction": {"layers": len(correction.corrected), "skipped": list(correction.skipped),
+                                  "largest_shift": round(correction.max_shift, 5)},
               "layer_rmse_over_scale": {"min": round(min(ratios), 3), "median": round(float(np.median(ratios)), 3),
                                         "max": round(max(ratios), 3), "layers": len(ratios),
                                         "worst": [(s["op_name"], round(s["ratio"], 3)) for s in worst[:5]]},
