@@ -27,7 +27,11 @@ def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="0.1.0", help="semantic version of the model")
     parser.add_argument("--labels", help="comma-separated class labels (default: 0..N-1)")
     parser.add_argument("--quantize", default="float", choices=["float", "int8"])
-    parser.add_argument("--representative", type=Path, help=".npy of 100-500 normalised training inputs (int8)")
+    calibration = parser.add_mutually_exclusive_group()
+    calibration.add_argument("--representative", type=Path, help=".npy of 100-500 normalised training inputs (int8)")
+    calibration.add_argument("--representative-dataset", metavar="SPEC",
+                             help="int8: calibrate on up to 500 images of this data set's training split, the same "
+                                  "share of every class (a data set spec as hgen-compile --dataset takes)")
     parser.add_argument("--engines", default="litert,tvm", help="comma list of litert, tvm")
     parser.add_argument("--scale", type=float, default=1 / 255, help="input normalisation: x = raw * scale + offset")
     parser.add_argument("--offset", type=float, default=0.0)
@@ -50,6 +54,19 @@ def _lower_onnx(args: argparse.Namespace) -> None:
         print(library.message)
 
 
+def _representative(args: argparse.Namespace) -> np.ndarray | None:
+    """The int8 calibration images: a .npy as given, or a class-stratified pick of a data set's training split."""
+    if args.representative:
+        return np.load(args.representative)
+    if args.representative_dataset:
+        from hgen.compiler.data import load_dataset
+        from hgen.compiler.lowering.tflite import representative_sample
+
+        train = load_dataset(args.representative_dataset, seed=0).train
+        return representative_sample(train.x, train.y)
+    return None
+
+
 def _lower_keras(args: argparse.Namespace) -> None:
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.models import load_model_file
@@ -59,7 +76,7 @@ def _lower_keras(args: argparse.Namespace) -> None:
     model = load_model_file(args.model)
     classes = int(model.outputs[0].shape[-1])
     labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
-    representative = np.load(args.representative) if args.representative else None
+    representative = _representative(args)
     info = write_bundle(
         args.out, model, name=args.name or args.model.stem, version=args.version, target=args.target,
         labels=labels, input_spec={"scale": args.scale, "offset": args.offset}, tau=args.tau,

@@ -39,6 +39,20 @@ def test_lower_pack_verify_and_load(files, capsys) -> None:
         assert loaded.engine.run(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 3)
 
 
+def test_lower_int8_calibrates_on_a_data_sets_training_split(files, capsys) -> None:
+    out = files["root"] / "from-dataset"
+    code = main(["lower", str(files["model"]), "--out", str(out), "--key", str(files["key"]), "--engines", "litert",
+                 "--quantize", "int8", "--representative-dataset", "digits"])
+    assert code == 0, capsys.readouterr().err
+    with load_bundle(out, trusted_public_key=files["pub"]) as loaded:
+        assert loaded.engine.run(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 3)
+    both = ["--representative", str(files["rep"]), "--representative-dataset", "digits"]
+    with pytest.raises(SystemExit) as refused:  # argparse refuses before any work
+        main(["lower", str(files["model"]), "--out", str(files["root"] / "y"), "--key", str(files["key"]),
+              "--quantize", "int8", *both])
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_lower_refuses_bad_arguments(files, capsys) -> None:
     assert main(["lower", str(files["model"]), "--out", str(files["root"] / "nokey")]) == 2
     assert main(["lower", str(files["model"]), "--out", str(files["root"] / "x"), "--key", str(files["key"]),
