@@ -146,6 +146,12 @@ class SearchContext:
         self.check_budget(new_evaluation=not self.evaluator.cached(plan))
         return self.evaluator.backbone(plan)
 
+    def costs_a_backbone(self, plan: dict[str, str]) -> bool:
+        """Whether scoring `plan` would fine-tune a new backbone: valid, within S_c and E_c on paper, not cached."""
+        if self.evaluator.cached(plan) or plan_problems(self.evaluator.base, plan, self.evaluator.space.ratios):
+            return False
+        return not self.paper_budget().violations(plan)
+
     def score(self, plan: dict[str, str], tau: float, refine: bool = False) -> Candidate:
         """Evaluate (plan, tau), log it, and stop the search at the first feasible one when asked to.
 

@@ -6,6 +6,11 @@ microseconds, so DDPG's proposal is refined exactly on the search split (the bes
 `tau.py`) and DDPG learns from the threshold actually used; the episode's reward is broadcast to every DQN step.
 Violations score in the hundreds, so the agents learn from `squash(reward)`, a monotone log compression: a clip would
 flatten every serious violation to one value and hide which way is better.
+
+Screening (`screen.py`): a fine-tuned backbone is what the budget counts, while a DQN proposal costs nothing, so each
+episode the DQN proposes `ScreenConfig.proposals` plans; those that cost no fine-tune (rejected by the library or on
+paper, or already evaluated) are scored as before, and of the rest only the one whose untrained rewrite stays closest
+to the base model is fine-tuned. The DQN learns from every plan actually scored.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy as np
 from hgen.compiler.search.context import Candidate, SearchContext
 from hgen.compiler.search.ddpg import DDPG
 from hgen.compiler.search.dqn import DuelingDQN, Transition
+from hgen.compiler.search.screen import Screener, ScreenConfig
+from hgen.compiler.search.space import plan_key
 from hgen.compiler.search.strategies import STRATEGIES
 
 
@@ -56,17 +63,34 @@ def pick_tau(ctx: SearchContext, ddpg: DDPG, plan: dict[str, str], human: bool) 
     return [candidate]
 
 
-def run_rl(ctx: SearchContext, seed: int, human: bool) -> None:
+Proposal = tuple[dict[str, str], list[tuple[np.ndarray, int]]]
+
+
+def screened(ctx: SearchContext, screener: Screener, proposals: list[Proposal]) -> list[Proposal]:
+    """The distinct proposals that cost no fine-tune, then the best-screened one of those that do (if any)."""
+    distinct = list({plan_key(plan): (plan, steps) for plan, steps in proposals}.values())
+    free = [p for p in distinct if not ctx.costs_a_backbone(p[0])]
+    paid = [p for p in distinct if ctx.costs_a_backbone(p[0])]
+    if not paid:
+        return free
+    best = screener.best([plan for plan, _ in paid])
+    return free + [next(p for p in paid if p[0] is best)]
+
+
+def run_rl(ctx: SearchContext, seed: int, human: bool, screen: ScreenConfig | None = None) -> None:
+    """Algorithm 1; with `screen`, several DQN proposals per episode and only the best-screened one fine-tuned."""
     space = ctx.evaluator.space
     dqn = DuelingDQN(4, len(space.actions), seed=seed)
     ddpg = DDPG(len(space.encode(space.identity_plan())), seed=seed + 7)
+    screener = Screener(ctx.evaluator, screen) if screen is not None else None
     while True:
         episode = ctx.next_episode()
-        plan, steps = choose_plan(ctx, dqn, episode)
-        best = max(pick_tau(ctx, ddpg, plan, human), key=lambda c: c.reward)
-        learn_from_episode(ctx, dqn, steps, squash(best.reward))
+        proposals = [choose_plan(ctx, dqn, episode) for _ in range(screen.proposals if screen is not None else 1)]
+        for plan, steps in proposals if screener is None else screened(ctx, screener, proposals):
+            best = max(pick_tau(ctx, ddpg, plan, human), key=lambda c: c.reward)
+            learn_from_episode(ctx, dqn, steps, squash(best.reward))
 
 
 @STRATEGIES.register("hgen")
 def hgen(ctx: SearchContext, seed: int) -> None:
-    run_rl(ctx, seed, human=True)
+    run_rl(ctx, seed, human=True, screen=ScreenConfig())
