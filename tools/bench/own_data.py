@@ -145,7 +145,7 @@ def settings_label(s: dict[str, Any]) -> str:
     """The compile settings a row was measured with, short (QUICK rows are not the benchmark's verdict)."""
     return (f"{'QUICK: ' if s.get('quick') else ''}{s.get('per_class')}/class, {s.get('episodes')} episodes, "
             f"{s.get('budget_minutes')} min, base {s.get('base_epochs')} + final {s.get('final_epochs')} epochs, "
-            f"finetune {s.get('finetune_samples')}")
+            f"finetune {s.get('finetune_samples')}, S <= {s.get('storage_share', 0.5)} x origin")
 
 
 def compiles(spec: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -153,7 +153,7 @@ def compiles(spec: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     label = settings_label(vars(args))
     for model in args.models.split(","):
         options = MODELS[model]
-        storage = round(0.5 * ORIGIN_STORAGE_MB[model], 3)
+        storage = round(args.storage_share * ORIGIN_STORAGE_MB[model], 3)
         demands = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": storage,
                    "energy_mj": args.energy_mj, "labour": args.labour}
         common = {"model": model, "model_options": options, "dataset": spec, "device": DEVICE, "demands": demands,
@@ -392,8 +392,8 @@ def markdown(result: dict[str, Any]) -> str:
         (f"Settings: episodes {rs['episodes']}, search budget {rs['budget_minutes']} min, base epochs "
          f"{rs['base_epochs']}, final epochs {rs['final_epochs']}, finetune samples {rs['finetune_samples']}; demands "
          f"A >= {rs['accuracy']}, T <= {rs['latency_ms']} ms, E <= {rs['energy_mj']} mJ, L <= {rs['labour']}, S <= "
-         f"half the origin's S ({ORIGIN_STORAGE_MB}). Each compile in its own subprocess; peak RSS is that process's "
-         "ru_maxrss."),
+         f"{rs.get('storage_share', 0.5)} x the origin's S ({ORIGIN_STORAGE_MB}). Each compile in its own "
+         "subprocess; peak RSS is that process's ru_maxrss."),
         "",
     ]
     if any(r.get("settings") != settings_label(s) for r in result["rows"]):
@@ -439,6 +439,9 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=1000.0)
     parser.add_argument("--energy-mj", type=float, default=100.0)
     parser.add_argument("--labour", type=float, default=0.03)
+    parser.add_argument("--storage-share", type=float, default=0.5,
+                        help="S demand as a share of the origin's S (the issue's target is 0.5; mobilenet_v2 cannot "
+                             "reach it at 32 bits: its activations alone are 4.95 of 6.64 MB)")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--budget-minutes", type=float, default=10.0)
     parser.add_argument("--base-epochs", type=int, default=10)
