@@ -31,6 +31,15 @@ import numpy as np
 from benchlib import markdown_table, write_results
 from int8_bias_correction import bias_corrected
 
+EARLIER = (
+    "Earlier run (commit 6dc80b3) on own_data's model trained on 300 images per class (float test accuracy 0.811): "
+    "int8 io 0.966, float io 0.964, float last 3 ops 0.964, float worst 5 0.963, float worst 15 0.964; empirical "
+    "bias correction on that model (measured once, same converter settings and test images, before it was a variant "
+    "here): 0.966 -> 0.961. What raised agreement was a more confident float model (own_data.md: 0.964 -> 0.991 -> "
+    "0.998 with 300 -> 1,000 -> 2,000 training images per class). This script runs the TFLite interpreter itself "
+    "(inputs quantised with numpy); own_data.md runs hgen.runtime's litert engine, so on the same model the two "
+    "can differ by an image (1,000-per-class model: 0.992 here, 0.991 there).")
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -80,7 +89,7 @@ def converter(model: Any, calibration: np.ndarray, int8_io: bool) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="build/bench/own_data/int8/mobilenet_v2.keras")
-    parser.add_argument("--data", default="build/bench/own_data/data-hues-1000")
+    parser.add_argument("--data", default="build/bench/own_data/data-hues-2000")
     args = parser.parse_args()
     import tensorflow as tf
     from hgen.compiler.data import load_dataset
@@ -149,8 +158,11 @@ def main() -> int:
                                         "max": round(max(ratios), 3), "layers": len(ratios),
                                         "worst": [(s["op_name"], round(s["ratio"], 3)) for s in worst[:5]]},
               "wall_seconds": round(time.perf_counter() - start, 1)}
+    bundled = results[0]["agreement"]  # full int8, int8 I/O: what a bundle ships
     best = max(r["agreement"] for r in results)
-    verdict = "reached" if best >= 0.99 else "NOT reached"
+
+    def verdict(value: float) -> str:
+        return "reached" if value >= 0.99 else "NOT reached"
     text = "\n".join([
         "# own_data int8 levers: what moves mobilenet_v2's int8 agreement with float (issue 14)", "",
         __doc__.split("\n\n")[1], "",
@@ -160,7 +172,10 @@ def main() -> int:
         "",
         (f"Per-layer int8 error (QuantizationDebugger RMSE / scale over {len(ratios)} tensors): median "
          f"{np.median(ratios):.3f}, max {max(ratios):.3f} (the rounding floor is 1/sqrt(12) = 0.289)."), "",
-        f"- best agreement {best:.4f} >= 0.99: **{verdict}**",
+        f"- full int8 as bundled: agreement {bundled:.4f} >= 0.99: **{verdict(bundled)}**",
+        (f"- best of all variants (the `float ...` ones keep layers in float: not full int8): {best:.4f} >= 0.99: "
+         f"**{verdict(best)}**"), "",
+        EARLIER,
         "", f"Wall time: {result['wall_seconds']:.0f} s."])
     write_results("own_data_int8_levers", result, text)
     print(text)
