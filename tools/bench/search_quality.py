@@ -168,7 +168,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *[f"- {line}" for line in result["verdicts"]],
         "",
-        f"Whole benchmark: {result['wall_seconds']:.0f} s. Per-seed rows are in search_quality.json (`runs`).",
+        f"Whole benchmark: {result['wall_seconds']:.0f} s. Per-seed rows are in {c.get('name', 'search_quality')}.json (`runs`).",
     ])
 
 
@@ -192,6 +192,7 @@ def main() -> int:
     summary = summary_rows(runs)
     result = {"config": {"datasets": args.datasets, "seeds": args.seeds, "evaluations": args.evaluations,
                          "base_epochs": args.base_epochs, "limit": args.limit, "device": DEVICE, "note": args.note,
+                         "name": args.name,
                          "budgets": BUDGETS, "accuracy": ACCURACY, "annotators": "simulated"},
               "rows": summary, "runs": runs, "verdicts": verdicts(summary),
               "wall_seconds": time.perf_counter() - start}
