@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hgen.compiler.data import Split
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.search import run_search
 from hgen.compiler.search.context import Budget, SearchContext
@@ -13,6 +14,7 @@ from hgen.compiler.search.objective import Demands, Measured, coefficients
 from hgen.compiler.search.space import build_space
 from hgen.compiler.metrics.hdnn import TauChoice
 from hgen.compiler.models import build_model
+from hgen.compiler.train import predict_logits
 
 pytestmark = pytest.mark.unit
 
@@ -45,6 +47,8 @@ class FixedEvaluator:
     def __init__(self, model, space, accuracy: float, search_size: int) -> None:
         self.base, self.space, self.accuracy, self.search_size = model, space, accuracy, search_size
         self.built: list[dict[str, str]] = []
+        self.finetune = Split(np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32), np.zeros(16, int))
+        self.teacher_logits = predict_logits(model, self.finetune.x)  # what H-Gen's screening compares against
 
     @property
     def evaluations(self) -> int:

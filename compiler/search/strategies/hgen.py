@@ -71,8 +71,8 @@ def screened(ctx: SearchContext, screener: Screener, proposals: list[Proposal]) 
     distinct = list({plan_key(plan): (plan, steps) for plan, steps in proposals}.values())
     free = [p for p in distinct if not ctx.costs_a_backbone(p[0])]
     paid = [p for p in distinct if ctx.costs_a_backbone(p[0])]
-    if not paid:
-        return free
+    if len(paid) <= 1:  # nothing to choose between: no rewrite to score
+        return free + paid
     best = screener.best([plan for plan, _ in paid])
     return free + [next(p for p in paid if p[0] is best)]
 
