@@ -47,9 +47,12 @@ class Operator(ABC):
 
     name: ClassVar[str]
     family: ClassVar[str]  # the paper's name ("svd" is shared by svd_conv and svd_dense)
-    paper_id: ClassVar[str]  # o_c1 .. o_c6, o_f1 .. o_f3, or "-" for identity
+    paper_id: ClassVar[str]  # o_c1 .. o_c6, o_f1 .. o_f3, or "-" for identity and hgen's own (stem_stride)
     layer_types: ClassVar[frozenset[str]]  # Keras class names this operator rewrites
     config_type: ClassVar[type[OperatorConfig]] = OperatorConfig
+    # False only for an operator whose `check` proves every later layer takes its new output shape (stem_stride);
+    # every other replacement must keep the layer's output shape (rewrite.keep_shape).
+    keeps_shape: ClassVar[bool] = True
 
     def config(self, ratio: float | None = None, options: Mapping[str, Any] | None = None,
                layer: str = "?") -> OperatorConfig:

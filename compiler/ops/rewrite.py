@@ -79,9 +79,9 @@ class LayerData:
     """Calibration activations for one replaced layer, computed lazily (exact operators never ask for them)."""
 
     def __init__(self, original: Any, graph: GraphView, new_inputs: list[Any], new_x: Any, entry: ResolvedChoice,
-                 calibration_x: np.ndarray | None) -> None:
+                 calibration_x: np.ndarray | None, spatial_changed: bool = False) -> None:
         self._original, self._graph, self._new_inputs, self._new_x = original, graph, new_inputs, new_x
-        self._entry, self._x = entry, calibration_x
+        self._entry, self._x, self._spatial_changed = entry, calibration_x, spatial_changed
 
     def _calibration(self) -> np.ndarray:
         if self._x is None:
@@ -107,8 +107,11 @@ class LayerData:
 
     @cached_property
     def targets(self) -> np.ndarray:
-        """The original layer's pre-activation outputs on the calibration data."""
-        return _run(linear_twin(self._entry.layer), self.original_inputs)
+        """The original layer's pre-activation outputs on the calibration data. After a `stem_stride` the new model
+        sees smaller maps than the original did, so the target is the original layer on what the new model feeds
+        it (the only target with matching positions)."""
+        inputs = self.inputs if self._spatial_changed else self.original_inputs
+        return _run(linear_twin(self._entry.layer), inputs)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
             entry = by_layer[layer.name]
             x = tensors[id(view.input_tensor[entry.input_layer])]
             built = entry.operator.build(layer, entry.config, x)
-            keep_shape(entry, built.output)
+            keep_shape(entry, built.output, spatial_changed=spatial_changed(entries))
             replaced.append((entry, built, x))
             outputs = built.output
         else:
@@ -159,10 +162,21 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
     return Rebuilt(new_model, new_inputs, replaced)
 
 
-def keep_shape(entry: ResolvedChoice, output: Any) -> None:
+def spatial_changed(entries: list[ResolvedChoice]) -> bool:
+    """Whether the plan holds an operator that shrinks the later feature maps (stem_stride)."""
+    return not all(entry.operator.keeps_shape for entry in entries)
+
+
+def keep_shape(entry: ResolvedChoice, output: Any, spatial_changed: bool = False) -> None:
     """Refuse a replacement that changes the layer's output shape: what reads it (a residual Add, a Concatenate, the
-    next conv, the classifier) was built for that shape, so the plan would break the model (a typed `PlanError`)."""
+    next conv, the classifier) was built for that shape, so the plan would break the model (a typed `PlanError`).
+    An operator that declares `keeps_shape = False` (stem_stride) proved in its check that later layers take its
+    output; with it in the plan, later maps are smaller, so only rank and channels must match."""
     old, new = tuple(entry.layer.output.shape[1:]), tuple(output.shape[1:])
+    if not entry.operator.keeps_shape:
+        return
+    if spatial_changed and len(old) == 3 and len(new) == 3:
+        old, new = old[-1:], new[-1:]
     if old != new:
         raise PlanError([f"layer '{entry.layer.name}': operator '{entry.operator.name}' would change its output "
                          f"shape from {old} to {new}; the layers reading it need {old}"])
@@ -188,7 +202,7 @@ def apply_plan(model: Any, plan: Plan, calibration_x: np.ndarray | None = None, 
     calibration = _sample(calibration_x, max_calibration, seed)
     rebuilt = rebuild(model, entries)
     for entry, built, new_x in rebuilt.replaced:
-        data = LayerData(model, view, rebuilt.inputs, new_x, entry, calibration)
+        data = LayerData(model, view, rebuilt.inputs, new_x, entry, calibration, spatial_changed(entries))
         entry.operator.initialise(entry.layer, entry.config, built, data)
     return rebuilt.model
 

@@ -2,11 +2,14 @@
 
 Each operator rewrites its layer (and, for `gap`, the upstream layers it absorbs) without changing the layer's output
 shape, so a plan's S and E are the base model's plus the sum of its operators' effects, each measured once with
-`operator_effect` (no fitting). The DQN picks an operator per layer, in layer order; at each step an operator is
+`operator_effect` (no fitting). The one exception is `stem_stride`, which shrinks every later feature map: combined
+with it, the other operators save ~factor^2 less than their effect says, so the sum is optimistic (a mask may let
+through a plan that `exact_cost` then skips on paper, as past the node limit), except for an operator that *adds*
+activations, whose cost the sum overstates. The DQN picks an operator per layer, in layer order; at each step an operator is
 masked when no valid completion of the remaining layers meets both budgets. The check is a depth-first search over
 the remaining layers, cheapest operators first, pruned by the per-budget lower bound (each remaining layer with its
 most saving operator), and it honours the library's only cross-layer rule (an absorbed layer stays identity), so on
-paper it is exact. Past `NODE_LIMIT` nodes it keeps the operator: a mask may let an infeasible plan through (the
+paper it is exact (but for `stem_stride`, above). Past `NODE_LIMIT` nodes it keeps the operator: a mask may let an infeasible plan through (the
 context then skips it on paper) but never removes a feasible one.
 """
 

@@ -25,10 +25,11 @@ def vgg():
     return vgg_block_model()
 
 
-def test_registry_holds_the_papers_nine_operators_plus_identity():
+def test_registry_holds_the_papers_nine_operators_plus_identity_and_hgens_own():
     load_operators()
-    ids = {OPERATORS.get(name).paper_id: name for name in OPERATORS.names()}
-    assert set(ids) == {"-", "o_c1", "o_c2", "o_c3", "o_c4", "o_c5", "o_c6", "o_f1", "o_f2", "o_f3"}
+    ids = {OPERATORS.get(name).paper_id: name for name in OPERATORS.names() if OPERATORS.get(name).paper_id != "-"}
+    assert set(ids) == {"o_c1", "o_c2", "o_c3", "o_c4", "o_c5", "o_c6", "o_f1", "o_f2", "o_f3"}
+    assert {name for name in OPERATORS.names() if OPERATORS.get(name).paper_id == "-"} == {"identity", "stem_stride"}
     assert ids["o_c6"] == "svd_conv" and ids["o_f2"] == "svd_dense"
 
 
@@ -107,7 +108,9 @@ def test_grouped_convs_are_rejected_by_every_conv_operator(name):
 
 def test_operators_for_lists_valid_names_including_identity(lenet):
     assert operators_for(lenet.get_layer("conv2")) == ["identity", "depthwise_separable", "fire", "mlpconv",
-                                                        "sparse_decompose", "sparse_random", "svd_conv"]
+                                                        "sparse_decompose", "sparse_random", "stem_stride",
+                                                        "svd_conv"]  # by layer type only
+    assert "stem_stride" not in operators_for(lenet.get_layer("conv1"), lenet)  # a Flatten -> Dense follows
     assert "sparse_random" not in operators_for(lenet.get_layer("conv1"), lenet)  # one input channel
     assert operators_for(lenet.get_layer("logits"), lenet) == ["identity", "gap", "sparse_coding", "svd_dense"]
     assert operators_for(lenet.get_layer("pool1")) == ["identity"]

@@ -37,7 +37,7 @@ def single_rows(model: Any) -> list[tuple[str, Plan]]:
     """Each operator alone, on every layer of its kind that it accepts (gap: on the classifier)."""
     rows = []
     for name, operator in OPERATORS.items():
-        if name == "identity":
+        if operator.paper_id == "-":  # identity and hgen's own operators: this table is the paper's Table 1
             continue
         if "Conv2D" in operator.layer_types:
             rows.append((f"{operator.paper_id} {name}", every_layer(model, name, only=CONVS)))
