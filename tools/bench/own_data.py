@@ -43,6 +43,7 @@ from own_data_report import markdown, settings_label, targets
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 MODELS = {"mobilenet_v2": {"alpha": 0.35}, "lenet5": {}}
+DATA_LABEL = {"random-tints": "random tints", "class-hues": "class hues"}  # the folder recipe a row was compiled on
 DEVICE = "rpi4"
 # The cost model's S of each uncompressed backbone at 96x96x3, 10 classes (structure only, independent of training:
 # measured by the compile's origin row: mobilenet_v2 6.637 MB, lenet5 4.316 MB); the storage budget is half of it,
@@ -191,6 +192,8 @@ def main() -> int:
                         help="training images per class of the int8 model's folder (FashionMNIST's train split has "
                              "6,000); the val and test images stay the same")
     parser.add_argument("--int8-model", help="a trained mobilenet_v2 .keras file to lower instead of training one")
+    parser.add_argument("--compile-data", choices=tuple(DATA_LABEL), default="random-tints",
+                        help="the compile rows' folder: random tints (the issue's recipe) or class-coded tint hues")
     parser.add_argument("--int8-data", choices=("class-hues", "same"), default="class-hues",
                         help="int8 model's data: the compile folder with class-coded tint hues (learnable), or the same")
     parser.add_argument("--skip-compile", action="store_true")
@@ -219,18 +222,21 @@ def main() -> int:
     start = time.perf_counter()
     load_at_start = [round(v, 1) for v in os.getloadavg()]
     work = Path(args.work).resolve()
-    recipe = make_folder(work, args.per_class, args.val_per_class, args.test_per_class, seed=0)
+    hued = args.compile_data == "class-hues"
+    if hued:  # the same recipe with class-coded hues: a data set a model trained from scratch can learn
+        work = work.with_name(work.name + "-hues")
+    recipe = make_folder(work, args.per_class, args.val_per_class, args.test_per_class, seed=0, class_hues=hued)
     spec = dataset_spec(work)
     rows = [] if args.skip_compile else compiles(spec, args)
-    rows = [r | {"machine": machine()["cpu"]} for r in rows]
+    rows = [r | {"machine": machine()["cpu"], "data": DATA_LABEL[args.compile_data]} for r in rows]
     previous = RESULTS / "own_data.json"
     if args.keep_rows and previous.is_file():  # rows of the models this run did not compile
         old = json.loads(previous.read_text())
         old_label = settings_label(old.get("rows_settings") or old.get("settings") or {})
-        done = {r["model"] for r in rows}
+        done = {(r["model"], r["data"]) for r in rows}
         old_cpu = old.get("machine", {}).get("cpu")
-        rows += [{"machine": old_cpu} | r | {"settings": r.get("settings", old_label)}
-                 for r in old.get("rows", []) if r["model"] not in done]
+        rows += [{"machine": old_cpu, "data": DATA_LABEL["random-tints"]} | r | {"settings": r.get("settings", old_label)}
+                 for r in old.get("rows", []) if (r["model"], r.get("data", DATA_LABEL["random-tints"])) not in done]
     int8 = None
     if args.skip_int8 and args.keep_int8 and previous.is_file():  # read now: a run started elsewhere may have ended
         int8 = json.loads(previous.read_text()).get("int8_details")

@@ -66,10 +66,8 @@ def int8_runs(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def targets(rows: list[dict[str, Any]], int8: dict[str, Any] | None, labour_cap: float) -> list[str]:
     lines = []
-    for model in dict.fromkeys(r["model"] for r in rows):  # in row order
-        by = {r["row"]: r for r in rows if r["model"] == model}
-        if not by:
-            continue
+    for model, data in dict.fromkeys((r["model"], r.get("data", "random tints")) for r in rows):  # in row order
+        by = {r["row"]: r for r in rows if (r["model"], r.get("data", "random tints")) == (model, data)}
         o, h = by["origin"], by["hgen"]
         quick = " (QUICK rows: not the verdict)" if str(h.get("settings", "")).startswith("QUICK") else ""
         checks = [
@@ -81,7 +79,8 @@ def targets(rows: list[dict[str, Any]], int8: dict[str, Any] | None, labour_cap:
             (f"whole H-Gen compile <= 20 min on this machine ({h['compile_seconds'] / 60:.1f} min)",
              h["compile_seconds"] <= 20 * 60),
         ]
-        lines += [f"- {model}: {text}: **{'reached' if ok else 'NOT reached'}**{quick}" for text, ok in checks]
+        lines += [f"- {model} ({data}): {text}: **{'reached' if ok else 'NOT reached'}**{quick}"
+                  for text, ok in checks]
     if int8:
         for key, label in (("litert_int8_vs_float", "LiteRT int8"), ("tvm_int8_vs_float", "TVM int8")):
             value = int8.get(key)
@@ -116,7 +115,9 @@ def markdown(result: dict[str, Any]) -> str:
         "garment scaled to 45-75 % of the side, tinted with a random saturated colour, alpha-blended (its intensity as "
         "mask) at a random position; written as JPEG (quality 80-95) to `WORK/{train,val,test}/<class>/*.jpg`. "
         f"Read back only through the `folder` format: `load_dataset(\"{s['dataset_spec']}\")` (low-resolution "
-        "challenge at its default factor)."),
+        "challenge at its default factor). `data` = class hues: the same recipe with `class_hues=True` (the tint's "
+        "hue is the class's, k * 36 degrees +- 12), a data set a model trained from scratch on 300 images per class "
+        "can learn (compare the origin rows of both)."),
         "",
         "## Compiles (rpi4 profile; T estimated, annotators simulated)",
         "",
@@ -131,10 +132,10 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["Rows measured in another run than the settings above say so in their `settings` column (QUICK: an "
                 "earlier run with tiny settings; not the benchmark's verdict).", ""]
     if result["rows"]:
-        rows = [{"machine": m["cpu"]} | r for r in result["rows"]]  # rows before the column: this JSON's machine
+        rows = [{"machine": m["cpu"], "data": "random tints"} | r for r in result["rows"]]  # rows before the columns
         out.append(markdown_table(rows, ["model", "row", "accuracy", "accuracy_model_only", "latency_ms",
                                                    "storage_mb", "energy_mj", "labour", "search_seconds",
-                                                   "compile_seconds", "peak_rss_mb", "settings", "machine"]))
+                                                   "compile_seconds", "peak_rss_mb", "data", "settings", "machine"]))
     else:
         out.append("Not run (`--skip-compile`).")
     out += ["", "## int8 agreement (trained mobilenet_v2, test split)", ""]
