@@ -128,8 +128,19 @@ class PaperBudget:
     def _identity_from(self, position: int) -> dict[str, str]:
         return {layer.name: IDENTITY for layer in self.space.layers[position:]}
 
+    def minimal(self) -> dict[str, str] | None:
+        """The least rewritten plan the budgets allow on paper: identity on every layer where a completion of the
+        later layers still meets S_c and E_c, the most saving operator first elsewhere (None if there is none).
+        hgen proposes it in its first episode: the DQN's early, random plans rewrite nearly every layer."""
+        walk = _Walk()
+        return self._search(0, *self.base, {}, set(), walk, order=self._identity_first)
+
+    def _identity_first(self, position: int) -> list[tuple[str, OperatorCost]]:
+        ordered = self._cheapest_first(position)
+        return [item for item in ordered if item[0] == IDENTITY] + [item for item in ordered if item[0] != IDENTITY]
+
     def _search(self, position: int, storage: float, energy: float, picked: dict[str, str], forced: set[str],
-                walk: _Walk) -> dict[str, str] | None:
+                walk: _Walk, order: Any = None) -> dict[str, str] | None:
         walk.nodes += 1
         if walk.nodes > NODE_LIMIT:
             return None
@@ -138,13 +149,13 @@ class PaperBudget:
         rest_s, rest_e = self.lower_bounds[position + 1]
         name = self.space.layers[position].name
         used = {n for n, op in picked.items() if op != IDENTITY}
-        for op, cost in self._cheapest_first(position):
+        for op, cost in (order or self._cheapest_first)(position):
             if op != IDENTITY and (name in forced or cost.absorbed & used):
                 continue
             s, e = storage + cost.storage_mb, energy + cost.energy_mj
             if not self.within(s + rest_s, e + rest_e):
                 continue
-            found = self._search(position + 1, s, e, picked | {name: op}, forced | cost.absorbed, walk)
+            found = self._search(position + 1, s, e, picked | {name: op}, forced | cost.absorbed, walk, order)
             if found is not None or walk.nodes > NODE_LIMIT:
                 return found
         return None

@@ -8,7 +8,8 @@ import numpy as np
 from hgen.compiler.compile import compile_config, compile_hdnn
 from hgen.compiler.data import load_dataset
 
-DEMANDS = {"accuracy": 0.1, "latency_ms": 60000, "storage_mb": 5, "energy_mj": 5, "labour": 0.1}
+# S below the model's own 0.0422 MB: the search must rewrite it (on this tiny model only stem_stride saves S).
+DEMANDS = {"accuracy": 0.1, "latency_ms": 60000, "storage_mb": 0.04, "energy_mj": 5, "labour": 0.1}
 
 
 def users_model(path):
@@ -39,8 +40,8 @@ def test_a_users_residual_model_compiles_to_a_working_bundle(tmp_path):
                             episodes=1, final_epochs=1, finetune_samples=100, limit=100, budget_minutes=2,
                             out=str(tmp_path / "out"), demands=DEMANDS)
     result = compile_hdnn(config)
-    assert set(result.summary["plan"]) <= {"stem", "pw", "logits"}
-    assert result.summary["final"]["storage_mb"] > 0 and result.summary["final"]["energy_mj"] > 0
+    assert set(result.summary["plan"]) <= {"stem", "pw", "logits"} and "stem" in result.summary["plan"]
+    assert 0 < result.summary["final"]["storage_mb"] <= 0.04 and result.summary["final"]["energy_mj"] > 0
     model = keras.models.load_model(result.out / "model.keras", compile=False)
     x = load_dataset("digits:lowres", seed=0).test.x[:50]
     bundle = result.summary["bundle"]

@@ -169,3 +169,24 @@ def test_identity_plan_over_budget_is_recorded_as_skipped(lenet, paper):
     assert candidate.skipped_on_paper and not spy.finetuned and ctx.skipped_on_paper == 1
     assert any("on paper" in v for v in candidate.violations) and candidate.reward < -1000
     assert space.identity_plan()[space.layers[0].name] == IDENTITY
+
+
+def test_minimal_plan_keeps_identity_wherever_a_feasible_completion_allows(lenet, paper, every_plan):
+    """Brute force: the plan is within both budgets, and wherever it rewrites a layer, no feasible plan with the
+    same earlier choices leaves that layer as it is."""
+    _, space = lenet
+    plan = paper.minimal()
+    assert plan is not None and paper.within(*paper.additive_cost(plan))
+    rewritten = [position for position, layer in enumerate(space.layers) if plan[layer.name] != IDENTITY]
+    assert rewritten  # the base model breaks both budgets
+    for position in rewritten:
+        prefix = {layer.name: plan[layer.name] for layer in space.layers[:position]}
+        assert IDENTITY not in feasible_choices(every_plan, space, prefix, position)
+
+
+def test_hgen_fine_tunes_the_minimal_plan_in_its_first_episode(lenet, paper):
+    model, space = lenet
+    spy = SpyEvaluator(model, space)
+    demands = Demands(accuracy=0.9, storage_mb=S_C, energy_mj=E_C)
+    run_search(spy, demands, get_device("rpi4"), strategy="hgen", budget=Budget(episodes=1), seed=3)
+    assert spy.finetuned == [paper.minimal()]  # screening kept it: its untrained rewrite is closest to the base
