@@ -131,7 +131,7 @@ class PaperBudget:
     def minimal(self) -> dict[str, str] | None:
         """The least rewritten plan the budgets allow on paper: identity on every layer where a completion of the
         later layers still meets S_c and E_c, the most saving operator first elsewhere (None if there is none).
-        hgen proposes it in its first episode: the DQN's early, random plans rewrite nearly every layer."""
+        hgen's warm start falls back to it when no plan rewriting one or two layers fits (`warm_start.py`)."""
         walk = _Walk()
         return self._search(0, *self.base, {}, set(), walk, order=self._identity_first)
 

@@ -13,7 +13,7 @@ from hgen.compiler.search.context import Budget, SearchContext
 from hgen.compiler.search.devices import get_device
 from hgen.compiler.search.evaluator import Backbone
 from hgen.compiler.search.objective import Demands, Measured, coefficients
-from hgen.compiler.search.space import IDENTITY, build_space
+from hgen.compiler.search.space import IDENTITY, build_space, plan_key
 from hgen.compiler.train import predict_logits
 
 S_C, E_C = 0.27, 0.13  # the tight LeNet-5 budgets: the base model (0.282 MB, 0.135 mJ) breaks both
@@ -184,9 +184,27 @@ def test_minimal_plan_keeps_identity_wherever_a_feasible_completion_allows(lenet
         assert IDENTITY not in feasible_choices(every_plan, space, prefix, position)
 
 
-def test_hgen_fine_tunes_the_minimal_plan_in_its_first_episode(lenet, paper):
+def test_warm_start_plans_rewrite_the_fewest_layers_any_feasible_plan_can(lenet, paper, every_plan):
+    from hgen.compiler.search.warm_start import fewest_rewrites
+
+    _, space = lenet
+    plans = fewest_rewrites(paper)
+
+    def rewritten(plan):
+        return sum(op != IDENTITY for op in plan.values())
+
+    feasible = [plan for plan, (s, e) in every_plan if s <= S_C and e <= E_C]
+    assert plans and all(paper.within(*paper.additive_cost(plan)) for plan in plans)
+    assert {rewritten(plan) for plan in plans} == {min(rewritten(plan) for plan in feasible)} == {1}
+    assert len(plans) == len({plan_key(plan) for plan in plans}) <= 8
+    assert plans[-1]["logits"] == "gap"  # the most drastic single rewrite (the whole FC stack) comes last
+
+
+def test_hgen_fine_tunes_a_warm_start_plan_in_its_first_episode(lenet, paper):
+    from hgen.compiler.search.warm_start import fewest_rewrites
+
     model, space = lenet
     spy = SpyEvaluator(model, space)
     demands = Demands(accuracy=0.9, storage_mb=S_C, energy_mj=E_C)
     run_search(spy, demands, get_device("rpi4"), strategy="hgen", budget=Budget(episodes=1), seed=3)
-    assert spy.finetuned == [paper.minimal()]  # screening kept it: its untrained rewrite is closest to the base
+    assert len(spy.finetuned) == 1 and spy.finetuned[0] in fewest_rewrites(paper)  # screening chose among them

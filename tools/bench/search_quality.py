@@ -160,7 +160,9 @@ def markdown(result: dict[str, Any]) -> str:
         "hgen screens: each episode its DQN proposes 4 plans, and of those that would cost a fine-tune only the one "
         "whose untrained rewrite stays closest to the base model (minus KL on 500 training images, "
         "`compiler/search/screen.py`) is fine-tuned; the budget counts fine-tuned backbones only, so hgen's wall time "
-        "includes the screening. How well the proxy ranks plans: search_quality_proxy.md.",
+        "includes the screening. How well the proxy ranks plans: search_quality_proxy.md. hgen warm-starts: its first "
+        "episode also proposes the plans that rewrite the fewest layers within the budgets on paper, gentlest first, "
+        "at most 8 (`compiler/search/warm_start.py`), and screening chooses among them all.",
         "",
         markdown_table(result["rows"], ["dataset", "strategy", "seeds", "feasible_on_search", "feasible_on_test",
                                         "median_reward", "median_test_accuracy", "median_wall_s",

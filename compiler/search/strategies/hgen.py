@@ -12,9 +12,9 @@ episode the DQN proposes `ScreenConfig.proposals` plans; those that cost no fine
 paper, or already evaluated) are scored as before, and of the rest only the one whose untrained rewrite stays closest
 to the base model is fine-tuned. The DQN learns from every plan actually scored.
 
-Warm start: the first episode also proposes the least rewritten plan the budgets allow on paper
-(`PaperBudget.minimal`); the DQN's first plans are random and on a deep backbone rewrite nearly every layer (on
-MobileNetV2's 36 layers every such plan fell to chance accuracy after fine-tuning), and screening then chooses.
+Warm start (`warm_start.py`): the first episode also proposes the plans that rewrite the fewest layers within the
+budgets on paper; the DQN's first plans are random and on a deep backbone rewrite nearly every layer. Screening
+then chooses among them all.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hgen.compiler.search.dqn import DuelingDQN, Transition
 from hgen.compiler.search.screen import Screener, ScreenConfig
 from hgen.compiler.search.space import plan_key
 from hgen.compiler.search.strategies import STRATEGIES
+from hgen.compiler.search.warm_start import fewest_rewrites
 
 
 def squash(reward: float) -> float:
@@ -81,20 +82,18 @@ def screened(ctx: SearchContext, screener: Screener, proposals: list[Proposal]) 
     return free + [next(p for p in paid if p[0] is best)]
 
 
-def minimal_proposal(ctx: SearchContext) -> list[Proposal]:
-    """The least rewritten plan within S_c and E_c on paper, as DQN steps (none when the budgets rule out all)."""
+def warm_proposals(ctx: SearchContext) -> list[Proposal]:
+    """The plans rewriting the fewest layers within S_c and E_c on paper (`warm_start.py`), as DQN steps."""
     space = ctx.evaluator.space
-    plan = ctx.paper_budget().minimal()
-    if plan is None:
-        return []
     return [(plan, [(space.state(position), space.actions.index(plan[layer.name]))
-                    for position, layer in enumerate(space.layers)])]
+                    for position, layer in enumerate(space.layers)])
+            for plan in fewest_rewrites(ctx.paper_budget())]
 
 
 def run_rl(ctx: SearchContext, seed: int, human: bool, screen: ScreenConfig | None = None,
            warm_start: bool = False) -> None:
     """Algorithm 1; with `screen`, several DQN proposals per episode and only the best-screened one fine-tuned;
-    with `warm_start`, the first episode's proposals also hold the least rewritten plan the budgets allow."""
+    with `warm_start`, the first episode's proposals also hold the plans rewriting the fewest layers."""
     space = ctx.evaluator.space
     dqn = DuelingDQN(4, len(space.actions), seed=seed)
     ddpg = DDPG(len(space.encode(space.identity_plan())), seed=seed + 7)
@@ -103,7 +102,7 @@ def run_rl(ctx: SearchContext, seed: int, human: bool, screen: ScreenConfig | No
         episode = ctx.next_episode()
         proposals = [choose_plan(ctx, dqn, episode) for _ in range(screen.proposals if screen is not None else 1)]
         if warm_start and episode == 1:
-            proposals = minimal_proposal(ctx) + proposals
+            proposals = warm_proposals(ctx) + proposals
         for plan, steps in proposals if screener is None else screened(ctx, screener, proposals):
             best = max(pick_tau(ctx, ddpg, plan, human), key=lambda c: c.reward)
             learn_from_episode(ctx, dqn, steps, squash(best.reward))
