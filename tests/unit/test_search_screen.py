@@ -82,7 +82,7 @@ def test_only_the_best_screened_paid_proposal_is_kept_with_every_free_one(lenet)
     assert screened(ctx, screener, proposals[:1]) == proposals[:1]  # nothing to fine-tune: the free ones only
 
 
-def test_hgen_fine_tunes_at_most_one_new_backbone_per_episode(lenet):
+def test_hgen_fine_tunes_at_most_one_new_backbone_per_episode_after_the_warm_start(lenet):
     model, space = lenet
     spy = SpyEvaluator(model, space)
     demands = Demands(accuracy=0.9, storage_mb=S_C, energy_mj=E_C)
@@ -91,5 +91,6 @@ def test_hgen_fine_tunes_at_most_one_new_backbone_per_episode(lenet):
     for candidate in result.candidates:
         evaluated_by[candidate.episode] = candidate.evaluations
     counts = [evaluated_by[e] for e in sorted(evaluated_by)]
-    assert counts[0] <= 1 and all(0 <= b - a <= 1 for a, b in pairwise(counts))
+    # episode 1: the best warm-start plan (warm_start.py) and the best DQN proposal; then at most one per episode
+    assert counts[0] <= 2 and all(0 <= b - a <= 1 for a, b in pairwise(counts))
     assert len(spy.finetuned) == counts[-1] >= 2
