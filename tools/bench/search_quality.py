@@ -162,7 +162,8 @@ def markdown(result: dict[str, Any]) -> str:
         "`compiler/search/screen.py`) is fine-tuned; the budget counts fine-tuned backbones only, so hgen's wall time "
         "includes the screening. How well the proxy ranks plans: search_quality_proxy.md. hgen warm-starts: its first "
         "episode also proposes the plans that rewrite the fewest layers within the budgets on paper, gentlest first, "
-        "at most 8 (`compiler/search/warm_start.py`), and screening chooses among them all.",
+        "at most 8 (`compiler/search/warm_start.py`); the best screened of them is fine-tuned besides the best "
+        "screened DQN proposal, so hgen's first episode costs two of its backbones.",
         "",
         markdown_table(result["rows"], ["dataset", "strategy", "seeds", "feasible_on_search", "feasible_on_test",
                                         "median_reward", "median_test_accuracy", "median_wall_s",
