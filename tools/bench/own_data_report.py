@@ -74,7 +74,7 @@ def plan_lines(rows: list[dict[str, Any]]) -> list[str]:
             continue
         rewritten = {layer: op for layer, op in plan.items() if op != "identity"}
         stride = "with stem_stride (hgen's own operator)" if "stem_stride" in rewritten.values() else "no stem_stride"
-        lines.append(f"- {r['model']} {r['row']} ({r.get('data', 'random tints')}): {len(rewritten)} layers "
+        lines.append(f"- {r['model']} {r['row']} ({r.get('data', 'random tints')}): {len(rewritten)} layer(s) "
                      f"rewritten, {stride}; plan in own_data.json")
     return lines
 
