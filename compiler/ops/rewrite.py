@@ -139,6 +139,7 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
         tensors[id(tensor)] = new
         new_inputs.append(new)
     replaced = []
+    shrunk = shrinks_maps(entries)
     for node in nodes_in_order(graph):
         if node.is_input:
             continue
@@ -150,7 +151,7 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
             entry = by_layer[layer.name]
             x = tensors[id(view.input_tensor[entry.input_layer])]
             built = entry.operator.build(layer, entry.config, x)
-            keep_shape(entry, built.output, spatial_changed=spatial_changed(entries))
+            keep_shape(entry, built.output, spatial_changed=shrunk)
             replaced.append((entry, built, x))
             outputs = built.output
         else:
@@ -162,7 +163,7 @@ def rebuild(model: Any, entries: list[ResolvedChoice]) -> Rebuilt:
     return Rebuilt(new_model, new_inputs, replaced)
 
 
-def spatial_changed(entries: list[ResolvedChoice]) -> bool:
+def shrinks_maps(entries: list[ResolvedChoice]) -> bool:
     """Whether the plan holds an operator that shrinks the later feature maps (stem_stride)."""
     return not all(entry.operator.keeps_shape for entry in entries)
 
@@ -201,8 +202,9 @@ def apply_plan(model: Any, plan: Plan, calibration_x: np.ndarray | None = None, 
     view = GraphView.of(model)
     calibration = _sample(calibration_x, max_calibration, seed)
     rebuilt = rebuild(model, entries)
+    shrunk = shrinks_maps(entries)
     for entry, built, new_x in rebuilt.replaced:
-        data = LayerData(model, view, rebuilt.inputs, new_x, entry, calibration, spatial_changed(entries))
+        data = LayerData(model, view, rebuilt.inputs, new_x, entry, calibration, shrunk)
         entry.operator.initialise(entry.layer, entry.config, built, data)
     return rebuilt.model
 
