@@ -22,7 +22,7 @@ Choice = tuple[int, str, OperatorCost]  # position, operator, its cost on paper
 
 def fewest_rewrites(paper: PaperBudget, limit: int = 8) -> list[dict[str, str]]:
     """Feasible plans on paper with the fewest rewritten layers (at most `limit`, gentlest first)."""
-    identity = {layer.name: IDENTITY for layer in paper.space.layers}
+    identity = paper.space.identity_plan()
     if paper.within(*paper.additive_cost(identity)):
         return [identity]
     choices = [(position, op, cost) for position, costs in enumerate(paper.costs)
