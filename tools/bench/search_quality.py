@@ -17,6 +17,7 @@ Run: .venv/bin/python tools/bench/search_quality.py [--datasets D2,D4,D5] [--see
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -79,7 +80,7 @@ def one_search(strategy: str, data: Any, base: Any, space: Any, demands: Demands
 def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     demands = Demands(accuracy=ACCURACY[name], **BUDGETS)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
         data = load_dataset(name, seed=seed, limit=args.limit)
         base = build_model("lenet5", data.input_shape, data.num_classes)
         train_classifier(base, data.train, config=TrainConfig(epochs=args.base_epochs, seed=seed))
@@ -171,8 +172,25 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *[f"- {line}" for line in result["verdicts"]],
         "",
-        f"Whole benchmark: {result['wall_seconds']:.0f} s. Per-seed rows are in {c.get('name', 'search_quality')}.json (`runs`).",
+        f"Wall time of this part: {result['wall_seconds']:.0f} s"
+        + (f"; earlier parts merged into this report: {c['merged']}" if c.get("merged") else "")
+        + (f". Commit measured: {c['commit']}" if c.get("commit") else "")
+        + f". Per-seed rows are in {c.get('name', 'search_quality')}.json (`runs`).",
     ])
+
+
+def merged(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """This run's rows plus those of earlier parts (results/NAME.json), so a long benchmark can run in pieces."""
+    from benchlib import RESULTS
+
+    out = list(runs)
+    for name in names:
+        out += json.loads((RESULTS / f"{name}.json").read_text())["runs"]
+    keys = [(r["dataset"], r["strategy"], r["seed"]) for r in out]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise SystemExit(f"the same (dataset, strategy, seed) appears twice: {repeated}")
+    return out
 
 
 def main() -> int:
@@ -180,6 +198,11 @@ def main() -> int:
     parser.add_argument("--datasets", default="D2,D4,D5")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seed-start", type=int, default=0, help="first seed (run a long benchmark in parts)")
+    parser.add_argument("--merge", default="",
+                        help="comma-separated result names whose per-seed runs are reported with this run's (parts "
+                             "of one benchmark run at the same commit; a repeated (dataset, strategy, seed) is an error)")
+    parser.add_argument("--commit", default="", help="the commit measured (recorded in the report)")
     parser.add_argument("--evaluations", type=int, default=12)
     parser.add_argument("--base-epochs", type=int, default=5)
     parser.add_argument("--budget-minutes", type=float, default=30.0)
@@ -190,10 +213,13 @@ def main() -> int:
     args.strategies = tuple(s for s in args.strategies.split(",") if s)
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    for name in args.datasets.split(","):
+    for name in filter(None, args.datasets.split(",")):
         runs += run_dataset(name, args)
+    runs = merged(runs, [n for n in args.merge.split(",") if n])
     summary = summary_rows(runs)
-    result = {"config": {"datasets": args.datasets, "seeds": args.seeds, "evaluations": args.evaluations,
+    datasets = ",".join(sorted({r["dataset"] for r in runs}))
+    seeds = len({r["seed"] for r in runs})
+    result = {"config": {"datasets": datasets, "seeds": seeds, "merged": args.merge, "commit": args.commit, "evaluations": args.evaluations,
                          "base_epochs": args.base_epochs, "limit": args.limit, "device": DEVICE, "note": args.note,
                          "name": args.name,
                          "budgets": BUDGETS, "accuracy": ACCURACY, "annotators": "simulated"},
