@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from hgen.compiler.search import SearchResult, run_search
 from hgen.compiler.search.context import Budget, Candidate
 from hgen.compiler.search.devices import DeviceProfile, get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
-from hgen.compiler.search.objective import Demands, Measured, coefficients, violations
+from hgen.compiler.search.final import finalise
+from hgen.compiler.search.objective import Demands, Measured, violations
 from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
 from hgen.compiler.search.strategies import get_strategy
@@ -144,23 +145,6 @@ def _progress(config: CompileConfig, log: Callable[[str], None]) -> Callable[[Ca
     return report
 
 
-def _final(evaluator: CandidateEvaluator, chosen: Candidate, config: CompileConfig, test: HeldOut
-           ) -> tuple[Backbone, Candidate, Measured, Any]:
-    """The winner fine-tuned longer; its tau chosen again on the search split for the model actually deployed (the
-    longer fine-tune moves its confidences), when the search refined tau at all (never for a search without people)."""
-    from hgen.compiler.train import predict_logits
-
-    final = evaluator.final(chosen.plan, config.final_epochs)
-    if final.error:
-        raise CompilerError(f"the chosen plan no longer applies: {final.error}")
-    if chosen.tau_proposed is not None:
-        coef = coefficients(config.demands, evaluator.device.battery_mah)
-        tau = evaluator.best_tau(final, chosen.tau, config.demands, coef, config.accuracy_confidence).tau
-        chosen = replace(chosen, tau=tau)
-    logits = predict_logits(final.model, test.split.x)
-    return final, chosen, evaluator.measure(final, chosen.tau, held_out=test, logits=logits), logits
-
-
 def input_spec(data: Dataset) -> dict[str, Any]:
     """What the device must do to a camera frame so the model sees what it was trained on: the data set's recorded
     preprocessing (resize mode, padding), and uint8 -> [0, 1]."""
@@ -246,7 +230,8 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     test = evaluator.held_out(data.test)
     origin, origin_logits = _origin(evaluator, base, test)
     searched = chosen
-    final, chosen, measured, final_logits = _final(evaluator, chosen, config, test)
+    done = finalise(evaluator, chosen, config.final_epochs, config.demands, config.accuracy_confidence, test)
+    final, chosen, measured, final_logits = done.backbone, done.candidate, done.measured, done.logits
     summary = _summary(config, data, device, result, chosen, final, measured, origin, base, name)
     summary["tau_search"] = searched.tau
     summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
