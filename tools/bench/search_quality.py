@@ -39,11 +39,15 @@ from hgen.compiler.search.strategies.hgen import run_rl
 from hgen.compiler.train import TrainConfig, predict_logits, train_classifier
 
 STRATEGIES = ("hgen", "hgen_unscreened", "random", "optuna", "adadeep")
+REFERENCE = "uncompressed"  # per seed: the base model itself (`reference`), not a strategy
 DEVICE = "rpi4"
 # The issue's LeNet-5 budgets on rpi4; the accuracy demand per data set sits above what the backbone reaches alone
-# (D5: ~0.84, so at 0.83 even the search without people met it) and below what it reaches with people at L_c.
+# and below what it reaches with people at L_c (`reference`; measured on seeds 0-1 of the uncompressed base, test
+# split: D5 ~0.84 alone, so at 0.83 even the search without people met it; D4 0.80 alone, 0.84-0.855 with people,
+# so the earlier 0.85 was at the uncompressed model's own ceiling: 0.83, the issue's D4 demand; D2, from the 10,000
+# MNIST test images here, 0.89 alone and 0.92 with people, so the earlier 0.97 was out of anyone's reach: 0.91).
 BUDGETS = {"latency_ms": 1000.0, "storage_mb": 0.27, "energy_mj": 0.13, "labour": 0.03}
-ACCURACY = {"D2": 0.97, "D4": 0.85, "D5": 0.87}
+ACCURACY = {"D2": 0.91, "D4": 0.83, "D5": 0.87}
 ACCURACY_CONFIDENCE = 0.9  # the compile's default (`CompileConfig.accuracy_confidence`), used when re-choosing tau
 
 
@@ -93,6 +97,20 @@ def as_compiled(evaluator: CandidateEvaluator, chosen: Any, demands: Demands, te
             "compiled_meets_on_test": not violations(done.measured, demands)}
 
 
+def reference(data: Any, base: Any, space: Any, seed: int) -> dict[str, Any]:
+    """The uncompressed base on the test split, alone and with people at the most accurate tau whose labour meets
+    L_c on the search split: what the demands are set against (S 0.282 MB, so it never meets the S budget)."""
+    evaluator = CandidateEvaluator(base, data, space, get_device(DEVICE), EvaluatorConfig(seed=seed))
+    backbone = evaluator.backbone(space.identity_plan())
+    tau = evaluator.refine_tau(backbone, 0.5, BUDGETS["labour"]).tau
+    test = evaluator.held_out(data.test)
+    measured = evaluator.measure(backbone, tau, held_out=test, logits=predict_logits(backbone.model, test.split.x))
+    alone = float((predict_logits(base, data.test.x).argmax(axis=1) == data.test.y).mean())
+    return {"strategy": REFERENCE, "seed": seed, "alone_test_accuracy": alone, "tau": tau,
+            "test_accuracy": measured.accuracy, "test_labour": measured.labour, "storage_mb": measured.storage_mb,
+            "annotators": "simulated"}
+
+
 def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     demands = Demands(accuracy=ACCURACY[name], **BUDGETS)
     rows = []
@@ -101,6 +119,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         base = build_model("lenet5", data.input_shape, data.num_classes)
         train_classifier(base, data.train, config=TrainConfig(epochs=args.base_epochs, seed=seed))
         space = build_space(base)
+        rows.append({"dataset": name, **reference(data, base, space, seed)})
         for strategy in args.strategies:
             row = {"dataset": name, **one_search(strategy, data, base, space, demands, seed, args)}
             rows.append(row)
@@ -122,6 +141,7 @@ def wilcoxon_p(rows: list[dict[str, Any]], dataset: str, baseline: str) -> float
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = [r for r in rows if r["strategy"] != REFERENCE]
     out = []
     for dataset in sorted({r["dataset"] for r in rows}):
         for strategy in STRATEGIES:
@@ -139,6 +159,17 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "median_wall_s": statistics.median(r["wall_seconds"] for r in mine),
                         "wilcoxon_p_hgen_greater": (None if strategy == "hgen"
                                                     else wilcoxon_p(rows, dataset, strategy))})
+    return out
+
+
+def references(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for dataset in sorted({r["dataset"] for r in rows if r["strategy"] == REFERENCE}):
+        mine = [r for r in rows if r["dataset"] == dataset and r["strategy"] == REFERENCE]
+        out.append({"dataset": dataset, "seeds": len(mine), "demand": ACCURACY[dataset],
+                    "median_alone_test_accuracy": statistics.median(r["alone_test_accuracy"] for r in mine),
+                    "median_with_people_test_accuracy": statistics.median(r["test_accuracy"] for r in mine),
+                    "median_test_labour": statistics.median(r["test_labour"] for r in mine)})
     return out
 
 
@@ -191,6 +222,14 @@ def markdown(result: dict[str, Any]) -> str:
         "episode also proposes the plans that rewrite the fewest layers within the budgets on paper, gentlest first, "
         "at most 8 (`compiler/search/warm_start.py`); the best screened of them is fine-tuned besides the best "
         "screened DQN proposal, so hgen's first episode costs two of its backbones.",
+        "",
+        "What the demands are set against, per data set (median over seeds of the uncompressed base on the test split: "
+        "alone, and with people at the most accurate tau whose labour meets L_c on the search split; its S is "
+        "0.282 MB, over the budget): a demand between the two needs people, and above the second the base itself "
+        "does not reach it.",
+        "",
+        markdown_table(references(result["runs"]), ["dataset", "seeds", "demand", "median_alone_test_accuracy",
+                                                    "median_with_people_test_accuracy", "median_test_labour"]),
         "",
         markdown_table(result["rows"], ["dataset", "strategy", "seeds", "feasible_on_search", "feasible_on_test",
                                         "feasible_as_compiled", "median_reward", "median_test_accuracy",
