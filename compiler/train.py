@@ -208,7 +208,7 @@ def distill(student: Any, teacher_logits: np.ndarray, data: Split, config: Disti
                     loss=_distillation_loss(num_classes, config.temperature, config.alpha))
     start = time.perf_counter()
     _fit_arrays(student, data.x, targets, config.batch_size, config.epochs, config.verbose, config.seed)
-    settle_batch_norm(student, data.x, seed=config.seed)
+    settle_batch_norm(student, data.x, batch_size=config.batch_size, seed=config.seed)
     return time.perf_counter() - start
 
 

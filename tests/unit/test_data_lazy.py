@@ -98,4 +98,4 @@ def test_training_and_prediction_read_lazy_images_one_batch_at_a_time():
     np.testing.assert_allclose(logits, predict_logits(model, source.astype(np.float32) / 255.0), atol=1e-4)
     lazy.largest = 0
     distill(build(), logits, Split(lazy, labels), DistillConfig(epochs=1, batch_size=batch))
-    assert lazy.largest == batch
+    assert lazy.largest == batch  # the fine-tune and its BatchNorm settling read `batch` rows at a time
