@@ -211,7 +211,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"on per-seed best rewards, hgen > baseline. Seeds: {c['seeds']}; split cap: {c['limit']}.",
         "",
         f"Data sets in this run: {c['datasets']}, {c['seeds']} seeds (the issue's full run is D2, D4 and D5 with 10 "
-        "seeds each). The machine's 2 cores were shared with other work (this ran at nice 10), so wall times are "
+        "seeds each). The machine's 2 cores were shared with other work (the note says how), so wall times are "
         "upper bounds.",
         "",
         *([c["note"], ""] if c.get("note") else []),
@@ -238,7 +238,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *[f"- {line}" for line in result["verdicts"]],
         "",
-        f"Wall time of this part: {result['wall_seconds']:.0f} s"
+        (f"Wall time of this part: {result['wall_seconds']:.0f} s" if c.get("ran") else "This report only merges parts")
         + (f"; earlier parts merged into this report: {c['merged']}" if c.get("merged") else "")
         + (f". Commit measured: {c['commit']}" if c.get("commit") else "")
         + f". Per-seed rows are in {c.get('name', 'search_quality')}.json (`runs`).",
@@ -288,7 +288,8 @@ def main() -> int:
     summary = summary_rows(runs)
     datasets = ",".join(sorted({r["dataset"] for r in runs}))
     seeds = len({r["seed"] for r in runs})
-    result = {"config": {"datasets": datasets, "seeds": seeds, "merged": args.merge, "commit": args.commit, "evaluations": args.evaluations,
+    result = {"config": {"datasets": datasets, "seeds": seeds, "merged": args.merge, "commit": args.commit,
+                         "ran": args.datasets, "evaluations": args.evaluations,
                          "base_epochs": args.base_epochs, "final_epochs": args.final_epochs, "limit": args.limit, "device": DEVICE, "note": args.note,
                          "name": args.name,
                          "budgets": BUDGETS, "accuracy": ACCURACY, "annotators": "simulated"},
