@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import Counter
 import sys
 import time
 from typing import Any
@@ -252,8 +253,8 @@ def merged(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]
     out = list(runs)
     for name in names:
         out += json.loads((RESULTS / f"{name}.json").read_text())["runs"]
-    keys = [(r["dataset"], r["strategy"], r["seed"]) for r in out]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    counts = Counter((r["dataset"], r["strategy"], r["seed"]) for r in out)
+    repeated = sorted(k for k, n in counts.items() if n > 1)
     if repeated:
         raise SystemExit(f"the same (dataset, strategy, seed) appears twice: {repeated}")
     return out
