@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
-from field_shift import COLOUR, HUES, SCENARIOS, merge, resolve  # noqa: E402
+from field_shift import COLOUR, HUES, SCENARIOS, compile_settings, merge, resolve  # noqa: E402
 
 
 def test_the_hue_placeholder_is_not_read_as_the_plain_colour_one() -> None:
@@ -37,3 +37,15 @@ def test_merge_replaces_the_rerun_scenario_and_keeps_the_rest_in_order() -> None
 def test_merge_refuses_results_made_with_other_settings() -> None:
     with pytest.raises(SystemExit, match="threshold"):
         merge(_result(list(SCENARIOS)[:1], 1.0), _result(list(SCENARIOS)[:1], 1.0, threshold=100))
+
+
+def test_a_scenario_s_accuracy_demand_replaces_only_the_preset_s_accuracy(tmp_path: Path) -> None:
+    hues = next(s for s in SCENARIOS.values() if s.data == HUES)
+    plain = next(s for s in SCENARIOS.values() if s.data == COLOUR)
+    own = compile_settings(hues, "folder:/data/colour-hues?size=32", tmp_path)
+    preset = compile_settings(plain, "folder:/data/colour?size=32", tmp_path)
+    assert hues.accuracy is not None and plain.accuracy is None
+    assert own.demands is not None and preset.demands is not None
+    assert own.demands.accuracy == hues.accuracy != preset.demands.accuracy
+    assert own.demands.model_copy(update={"accuracy": preset.demands.accuracy}) == preset.demands
+    assert (own.base_epochs, own.final_epochs) == (hues.base_epochs, hues.final_epochs)

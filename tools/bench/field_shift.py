@@ -39,7 +39,7 @@ from field_shift_report import markdown, plot, reading  # noqa: E402
 from fieldlib import ACCURACY, M, Stream, colour_folder, evaluate  # noqa: E402
 
 from hgen.compiler.data import Split, load_dataset  # noqa: E402
-from hgen.compiler.demo import compile_stage, demo_config, with_preset  # noqa: E402
+from hgen.compiler.demo import DemoConfig, compile_stage, demo_config, with_preset  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
 from hgen.hub.app import HubApp  # noqa: E402
 from hgen.hub.config import RetrainConfig, parse_hub_config  # noqa: E402
@@ -74,6 +74,7 @@ class Scenario:
     data: str  # which clean data set: "fashion-mnist", COLOUR or HUES (the key of --compiled*)
     base_epochs: int | None = None  # None: the preset's
     final_epochs: int | None = None
+    accuracy: float | None = None  # the accuracy demand; None: the preset's
 
 
 SCENARIOS = {s.name: s for s in (
@@ -82,8 +83,11 @@ SCENARIOS = {s.name: s for s in (
     # own data: the OWN_DATA preset's 10 backbone epochs left lenet5 at 0.32 model-only on the clean folder
     Scenario("colour folder: clean -> low light", f"folder:{COLOUR}?size=32", f"folder:{COLOUR}:lowlight?size=32",
              "folder", COLOUR, base_epochs=30, final_epochs=6),
+    # A demand set as the presets set theirs (compiler/demo/presets.py): above what the compressed model reaches
+    # alone on clean images (0.809 in the run at e040329), so the deployed H-CNN asks people. At the own-data
+    # preset's 0.5 it asked nobody, in the clean data or the field (tau 0.163), and round 0 had no share to lower.
     Scenario("colour folder (class hues): clean -> low light", f"folder:{HUES}?size=32",
-             f"folder:{HUES}:lowlight?size=32", "folder", HUES, base_epochs=30, final_epochs=6),
+             f"folder:{HUES}:lowlight?size=32", "folder", HUES, base_epochs=30, final_epochs=6, accuracy=0.83),
 )}
 
 
@@ -95,12 +99,21 @@ def resolve(spec: str, roots: dict[str, str]) -> str:
     return spec
 
 
-def load_compiled(scenario: Scenario, original: str, work: Path,
-                  compiled_dir: Path | None) -> tuple[DeployedModel, dict[str, Any]]:
-    """Compile the clean H-CNN as `make demo` does (its search settings, phone profile), or reuse a compile dir."""
+def compile_settings(scenario: Scenario, original: str, work: Path) -> DemoConfig:
+    """`make demo`'s compile settings (phone profile) with the scenario's epochs and accuracy demand, if it has them."""
     settings = with_preset(demo_config(dataset=original, device="phone", engines=("litert",), out=str(work),
                                        base_epochs=scenario.base_epochs, final_epochs=scenario.final_epochs),
                            scenario.preset)
+    if scenario.accuracy is None:
+        return settings
+    assert settings.demands is not None  # with_preset fills them
+    return settings.model_copy(update={"demands": settings.demands.model_copy(update={"accuracy": scenario.accuracy})})
+
+
+def load_compiled(scenario: Scenario, original: str, work: Path,
+                  compiled_dir: Path | None) -> tuple[DeployedModel, dict[str, Any]]:
+    """Compile the clean H-CNN as `make demo` does (its search settings, phone profile), or reuse a compile dir."""
+    settings = compile_settings(scenario, original, work)
     if compiled_dir is None:
         compiled: Any = compile_stage(settings, original, work, log=lambda message: print(message, flush=True))
     else:
