@@ -50,6 +50,27 @@ INT8_WHAT_IT_TOOK = (
     "(100 per class).")
 
 
+# How the class-hue mobilenet_v2 rows came to their settings (issue 14's accuracy target), runs of this script in
+# a clone of ccb07cb on an idle machine; the rows above are the last one.
+CLASS_HUE_RUNS = (
+    "How the class-hue mobilenet_v2 rows got their settings (each an idle-machine run of this script; the table "
+    "holds the last): (1) the random-tint settings (base 10 + 3 frozen-BatchNorm epochs, final 3, search 10 min, "
+    "A >= 0.6): origin 0.662, hgen 0.567 fused / 0.505 model-only at L 0.029 (its warm start, `stem_stride` alone, "
+    "had 3 epochs to recover from a stem that halves every later map), AdaDeep 0.319; (2) base 19 + 3 epochs (the "
+    "origin was still learning at 10), final 10, search 5 min: origin 0.723, hgen 0.713 / 0.711 at L 0.0007, "
+    "AdaDeep 0.500: the compressed model came back to the origin's level, but A >= 0.6 was met by the model alone, "
+    "so the compile's tau asked almost nobody (Eq. 14-15 reward labour saved once A is met); (3) as (2) with the "
+    "accuracy demand set as the demo presets set theirs, above what the model reaches alone: the issue's target "
+    "itself, origin + 3 points, 0.723 + 0.03 rounded up to 0.76 (the table). Each compile trains its own base with the "
+    "same seed, yet CPU training is not bit-reproducible and this base scattered widely: 0.723 in (2), 0.806 and "
+    "0.770 in (3)'s two compiles; so the origin row is now the base the hgen compile compressed (before, AdaDeep's: "
+    "0.806 here), and AdaDeep's base has its own row. The origin gets base epochs only; every compressed row gets "
+    "base + final epochs, distilled from its origin (all compression methods fine-tune after rewriting). Where the "
+    "target is lost: `stem_stride`, the one operator that brings S under half (MobileNetV2's activations are 4.95 of "
+    "its 6.64 MB), costs the model 5.8 points after 10 epochs (0.770 -> 0.712), and people at L 0.030 give back "
+    "6.4 (0.776): +0.6 over the origin, not +3.")
+
+
 def int8_runs(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The earlier runs plus this one: training images per class, epochs (+ frozen-BatchNorm epochs), accuracy."""
     s, int8 = result["settings"], result.get("int8_details") or {}
@@ -143,14 +164,18 @@ def markdown(result: dict[str, Any]) -> str:
          "subprocess; peak RSS is that process's ru_maxrss."),
         "",
     ]
+    if any(r.get("data") == "class hues" for r in result["rows"]):
+        out += [CLASS_HUE_RUNS, ""]
     if any(r.get("settings") != settings_label(s) for r in result["rows"]):
         out += ["Rows measured in another run than the settings above say so in their `settings` column (QUICK: an "
                 "earlier run with tiny settings; not the benchmark's verdict).", ""]
     if result["rows"]:
-        rows = [{"machine": m["cpu"], "data": "random tints"} | r for r in result["rows"]]  # rows before the columns
+        rows = [{"machine": m["cpu"], "data": "random tints"} | r
+                | {"demand_A": (r.get("demands") or {}).get("accuracy")} for r in result["rows"]]
         out.append(markdown_table(rows, ["model", "row", "accuracy", "accuracy_model_only", "latency_ms",
                                                    "storage_mb", "energy_mj", "labour", "search_seconds",
-                                                   "compile_seconds", "peak_rss_mb", "data", "settings", "machine"]))
+                                                   "compile_seconds", "peak_rss_mb", "data", "demand_A", "settings",
+                                                   "machine"]))
         out += ["", *plan_lines(result["rows"])]
     else:
         out.append("Not run (`--skip-compile`).")
