@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, write_results  # noqa: E402
+from benchlib import RESULTS, machine, write_results  # noqa: E402
 from field_shift_report import markdown, plot, reading  # noqa: E402
 from fieldlib import ACCURACY, M, Stream, colour_folder, evaluate  # noqa: E402
 
@@ -234,7 +234,8 @@ def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int,
             "stream_size": len(stream), "held_out_size": len(held), "rounds": active,
             "baselines": {"no_retrain": no_retrain(deployed, held, rounds, threshold, demands), "passive": passive,
                           "oracle": oracle(deployed, original, field_data, held, rounds, threshold, demands, work)},
-            "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1)}
+            "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1),
+            "machine": machine()}
 
 
 def standard_error(accuracy: float, n: int = HELD_OUT) -> float:
