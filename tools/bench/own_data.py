@@ -14,7 +14,8 @@ at its default factor).
 Each compile runs in its own subprocess (this script with `--child`), which reports its own peak RSS
 (resource.getrusage(RUSAGE_SELF).ru_maxrss) and wall seconds. The origin row is the uncompressed backbone the hgen
 compile trained and compressed (the issue's targets compare H-Gen with it); "origin (adadeep's base)" is the one the
-AdaDeep compile trained. The random-tint rows were measured before this split: their origin row is AdaDeep's base. Device latencies for `rpi4` are estimates (host LiteRT x scale); annotators are simulated.
+AdaDeep compile trained. The random-tint rows were measured before this split: their origin row is AdaDeep's base.
+Device latencies for `rpi4` are estimates (host LiteRT x scale); annotators are simulated.
 
 The int8 section trains mobilenet_v2 on the same recipe with class-coded tint hues (`class_hues`, learnable from
 scratch) and `--int8-per-class` (2,000) training images per class from FashionMNIST's train split; its val and test
@@ -39,14 +40,13 @@ from typing import Any
 import numpy as np
 from benchlib import RESULTS, machine, write_results
 from own_data_int8 import int8_agreement
-from own_data_report import markdown, settings_label, targets
+from own_data_report import ADADEEP_ORIGIN, markdown, settings_label, targets
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 MODELS = {"mobilenet_v2": {"alpha": 0.35}, "lenet5": {}}
 DATA_LABEL = {"random-tints": "random tints", "class-hues": "class hues"}  # the folder recipe a row was compiled on
 DEVICE = "rpi4"
-ADADEEP_ORIGIN = "origin (adadeep's base)"  # the base the AdaDeep compile trained and compressed
 # The cost model's S of each uncompressed backbone at 96x96x3, 10 classes (structure only, independent of training:
 # measured by the compile's origin row: mobilenet_v2 6.637 MB, lenet5 4.316 MB); the storage budget is half of it,
 # the "S at least 2x below origin".

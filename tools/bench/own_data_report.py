@@ -8,6 +8,7 @@ from benchlib import markdown_table
 
 # A 1-minute load average above this (2 cores) means another job ran beside the benchmark.
 SHARED_LOAD = 2.5
+ADADEEP_ORIGIN = "origin (adadeep's base)"  # own_data.py's row name for the AdaDeep compile's own base
 
 
 def origin_storage(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -166,6 +167,9 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if any(r.get("data") == "class hues" for r in result["rows"]):
         out += [CLASS_HUE_RUNS, ""]
+    if not any(r["row"] == ADADEEP_ORIGIN for r in result["rows"] if r.get("data", "random tints") == "random tints"):
+        out += ["The random-tint rows were measured before each compile's own base got its row: their origin is "
+                "the base the AdaDeep compile trained, and H-Gen's own base was not recorded.", ""]
     if any(r.get("settings") != settings_label(s) for r in result["rows"]):
         out += ["Rows measured in another run than the settings above say so in their `settings` column (QUICK: an "
                 "earlier run with tiny settings; not the benchmark's verdict).", ""]
