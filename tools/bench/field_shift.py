@@ -216,16 +216,22 @@ def no_retrain(deployed: DeployedModel, held: Split, rounds: int, threshold: int
              "labour_demand": demands["labour_demand"]} for r in range(rounds + 1)]
 
 
+def stream_and_held(field_data: Any) -> tuple[Split, Split]:
+    """The device's stream (the field's validation images, then its test images but the last HELD_OUT) and the
+    held-out measurement (those last HELD_OUT, never streamed nor trained on)."""
+    test = field_data.test
+    stream = Split(np.concatenate([field_data.val.x, test.x[:-HELD_OUT]]),
+                   np.concatenate([field_data.val.y, test.y[:-HELD_OUT]]))
+    return stream, Split(test.x[-HELD_OUT:], test.y[-HELD_OUT:])
+
+
 def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int, work: Path,
              compiled_dir: Path | None, audit: float = AUDIT) -> dict[str, Any]:
     start = time.perf_counter()
     original, field_spec = resolve(spec.original, roots), resolve(spec.field, roots)
     deployed, demands = load_compiled(spec, original, work / f"compile-{spec.data.strip('@')}", compiled_dir)
     field_data = load_dataset(field_spec, seed=0)
-    test = field_data.test
-    held = Split(test.x[-HELD_OUT:], test.y[-HELD_OUT:])
-    stream = Split(np.concatenate([field_data.val.x, test.x[:-HELD_OUT]]),
-                   np.concatenate([field_data.val.y, test.y[:-HELD_OUT]]))
+    stream, held = stream_and_held(field_data)
     print(f"== {spec.name}: stream {len(stream)} frames, held-out {len(held)}", flush=True)
     tag = field_spec.split("/")[-1].replace(":", "-").replace("?", "-")
     active = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-active", False, audit)

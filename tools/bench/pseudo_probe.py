@@ -25,6 +25,7 @@ standard error is ~1 point.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,33 +35,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, markdown_table, write_results  # noqa: E402
+from enhance_probe import crowd_labels  # noqa: E402
+from field_shift import ALPHA, AUDIT, HELD_OUT, SCENARIOS, compile_settings, stream_and_held  # noqa: E402
 
 from hgen.compiler.data import Dataset, Split, load_dataset  # noqa: E402
-from hgen.compiler.demo import compile_stage, demo_config, with_preset  # noqa: E402
+from hgen.compiler.demo import compile_stage  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
 from hgen.compiler.train import DistillConfig, distill, predict_logits  # noqa: E402
 from hgen.hub.config import RetrainConfig  # noqa: E402
-from hgen.hub.crowd import SimulatedCrowd  # noqa: E402
 from hgen.hub.retrain.data import HumanSet  # noqa: E402
 from hgen.hub.retrain.enhance import training_set  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
-HELD_OUT, AUDIT = 2000, 0.05
-SETTINGS = {"original_samples": 20000, "human_repeat": 10, "epochs": 2, "alpha": 0.2}
-
-
-def crowd_labels(truth: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-    crowd = SimulatedCrowd.uniform(3, 0.9, 10, seed=7)
-    votes = [[a.answer(int(t), 1.0 - float(c)).label for a in crowd.annotators] for t, c in zip(truth, confidence)]
-    return np.array([np.bincount(v, minlength=10).argmax() for v in votes])
+SETTINGS = {"original_samples": 20000, "human_repeat": 10, "epochs": 2, "alpha": ALPHA}  # field_shift's hub
 
 
 def deployed_model(work: Path) -> tuple[Path, float, float, Dataset]:
-    """The clean D3 H-CNN as `make demo` compiles it (reused when WORK/compile holds one)."""
-    import json
-
-    settings = with_preset(demo_config(dataset="fashion-mnist", device="phone", engines=("litert",),
-                                       out=str(work)), "fashion-mnist")
+    """The clean D3 H-CNN as the field-shift benchmark compiles it (reused when WORK/compile holds one)."""
+    settings = compile_settings(SCENARIOS["D3 -> D4 (noise)"], "fashion-mnist", work)
     out = work / "compile"
     if not (out / "plan.json").is_file():
         compile_stage(settings, "fashion-mnist", work, log=lambda message: print(message, flush=True))
@@ -85,11 +77,7 @@ def retrain(keras_path: Path, data: Dataset, human: HumanSet, pseudo: Split | No
 
 def probe(field: str, labels: int, pseudo_count: int, work: Path, seed: int) -> dict[str, Any]:
     keras_path, tau, temperature, clean = deployed_model(work)
-    field_data = load_dataset(field, seed=0)
-    test = field_data.test
-    held = Split(test.x[-HELD_OUT:], test.y[-HELD_OUT:])
-    stream = Split(np.concatenate([field_data.val.x, test.x[:-HELD_OUT]]),
-                   np.concatenate([field_data.val.y, test.y[:-HELD_OUT]]))
+    stream, held = stream_and_held(load_dataset(field, seed=0))
     model = load_model_file(keras_path)
     confidence = softmax(predict_logits(model, stream.x), temperature).max(axis=1)
     rng = np.random.default_rng(seed)

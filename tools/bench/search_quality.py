@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import Counter
 import sys
+from collections import Counter
 import time
 from typing import Any
 
