@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,7 @@ from hgen.compiler.search.devices import DeviceProfile, get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
 from hgen.compiler.search.final import finalise
 from hgen.compiler.search.objective import Demands, Measured, violations
+from hgen.compiler.search.quantised import quantise_final, representative
 from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
 from hgen.compiler.search.strategies import get_strategy
@@ -65,6 +66,9 @@ class CompileConfig(StrictModel):
     out: str = Field("build/compile", title="Output folder")
     bundle: bool = Field(True, title="Lower, sign and write the deployable bundle")
     engines: tuple[str, ...] = Field(("litert",), title="Engines in the bundle: litert, tvm")
+    quantize: Literal["float", "int8"] = Field(
+        "float", title="What the device runs: int8 = full-integer LiteRT (S at 8 bits in the search and the report; "
+                       "tau, temperature, A and L on the int8 model's outputs; search/quantised.py)")
     signing_key: str | None = Field(None, title="Ed25519 private key (PEM); a new one is made in OUT/keys if absent")
     model_version: str = Field("1.0.0", title="Semantic version written into the bundle")
 
@@ -171,7 +175,8 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
         temperature=final.temperature, fusion_lambda=config.fusion_lambda,
         confidence_params=_confidence_params(config.m, evaluator.difficulty),
         predicted_metrics=predicted.to_dict(), plan={"layers": chosen.plan, "ratios": evaluator.space.ratios},
-        representative_data=data.train.x[:200], engines=config.engines, signing_key=key_path, overwrite=True)
+        representative_data=representative(data.train) if config.quantize == "int8" else data.train.x[:200],
+        engines=config.engines, quantize=config.quantize, signing_key=key_path, overwrite=True)
     archive = pack_bundle(bundle_dir)
     return {"dir": str(bundle_dir), "archive": str(archive), "signing_key": str(key_path),
             "public_key": str(key_path.with_suffix(".pub")),
@@ -203,7 +208,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
-                                  seed=config.seed)
+                                  seed=config.seed, storage_bits=8 if config.quantize == "int8" else 32)
     base, name = _base_model(config, data, measured_as.kind, log)
     space = build_space(base)
     evaluator = CandidateEvaluator(base, data, space, device, measured_as)
@@ -231,11 +236,20 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     origin, origin_logits = _origin(evaluator, base, test)
     searched = chosen
     done = finalise(evaluator, chosen, config.final_epochs, config.demands, config.accuracy_confidence, test)
+    float_row = _row(done.measured, done.backbone.params, done.logits, data.test.y)
+    if config.quantize == "int8":
+        done = quantise_final(evaluator, done, config.demands, config.accuracy_confidence, test, data.train,
+                              out).finalised
+        log(f"int8: model-only {float_row['accuracy_model_only']:.4f} as float, "
+            f"{float((done.logits.argmax(1) == data.test.y).mean()):.4f} as int8 (test split)")
     final, chosen, measured, final_logits = done.backbone, done.candidate, done.measured, done.logits
     summary = _summary(config, data, device, result, chosen, final, measured, origin, base, name)
     summary["tau_search"] = searched.tau
     summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
     summary["final"] = _row(measured, final.params, final_logits, data.test.y)
+    summary["quantize"] = config.quantize
+    if config.quantize == "int8":
+        summary["final_float"] = float_row  # the same model before quantisation (S at 8 bits as deployed)
     final.model.save(out / "model.keras")
     (out / "plan.json").write_text(json.dumps({"plan": chosen.plan, "ratios": space.ratios, "tau": chosen.tau,
                                                "temperature": final.temperature}, indent=2) + "\n")

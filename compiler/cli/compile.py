@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
     parser.add_argument("--engines", default="litert", help="comma-separated bundle engines: litert,tvm")
+    parser.add_argument("--quantize", choices=["float", "int8"], default="float",
+                        help="what the device runs: int8 measures S at 8 bits and A, L, tau on the int8 model")
     parser.add_argument("--signing-key", default=None, help="Ed25519 private key (PEM); default: a new one in OUT/keys")
     parser.add_argument("--no-bundle", action="store_true", help="skip lowering and the bundle")
     parser.add_argument("--out", default="build/compile", help="output folder")
@@ -81,7 +83,7 @@ def config_from(args: argparse.Namespace):  # -> CompileConfig
                           evaluations=args.evaluations, stop_at_feasible=not args.keep_searching, seed=args.seed,
                           accuracy_confidence=args.accuracy_confidence,
                           limit=args.limit, engines=tuple(e for e in args.engines.split(",") if e),
-                          signing_key=args.signing_key, bundle=not args.no_bundle, out=args.out)
+                          quantize=args.quantize, signing_key=args.signing_key, bundle=not args.no_bundle, out=args.out)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"origin : A {o['accuracy']:.4f} (model only {o['accuracy_model_only']:.4f})  T {o['latency_ms']:.2f} ms  S {o['storage_mb']:.4f} MB  "
           f"E {o['energy_mj']:.4f} mJ  L {o['labour']:.4f}")
     print(f"H-DNN  : A {f['accuracy']:.4f} (model only {f['accuracy_model_only']:.4f})  T {f['latency_ms']:.2f} ms  S {f['storage_mb']:.4f} MB  "
-          f"E {f['energy_mj']:.4f} mJ  L {f['labour']:.4f}  (test split; annotators simulated)")
+          f"E {f['energy_mj']:.4f} mJ  L {f['labour']:.4f}  (test split; annotators simulated"
+          + ("; the int8 model" if summary["quantize"] == "int8" else "") + ")")
     print(f"plan {summary['plan']}, tau {summary['tau']:.3f}; violations: {'; '.join(summary['violations']) or 'none'}")
     print(f"report {result.out / 'report.md'}" + (f"; bundle {summary['bundle']['archive']}" if "bundle" in summary else ""))
     if not summary["met_on_test"] and not args.allow_miss:

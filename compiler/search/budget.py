@@ -53,16 +53,18 @@ class PaperBudget:
     storage_mb: float
     energy_mj: float
     model: Any = None
+    bits: int = 32  # per weight and activation in S (Eq. 11): 8 when the device runs the int8 model
     _exact: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, model: Any, space: SearchSpace, storage_mb: float, energy_mj: float) -> PaperBudget:
+    def build(cls, model: Any, space: SearchSpace, storage_mb: float, energy_mj: float,
+              bits: int = 32) -> PaperBudget:
         """One `operator_effect` per (layer, operator): a fraction of a second for LeNet-5, once per search."""
         from hgen.compiler.ops import estimate_model
 
-        base = estimate_model(model)
-        costs = tuple(_layer_costs(model, space, position) for position in range(len(space.layers)))
-        return cls(space, (base.storage_mb, base.energy_mj), costs, storage_mb, energy_mj, model)
+        base = estimate_model(model, bits, bits)
+        costs = tuple(_layer_costs(model, space, position, bits) for position in range(len(space.layers)))
+        return cls(space, (base.storage_mb, base.energy_mj), costs, storage_mb, energy_mj, model, bits)
 
     def within(self, storage: float, energy: float) -> bool:
         return storage <= self.storage_mb + TOLERANCE and energy <= self.energy_mj + TOLERANCE
@@ -83,7 +85,7 @@ class PaperBudget:
 
         key = plan_key(plan)
         if key not in self._exact:
-            effect = estimate_plan(self.model, to_library_plan(plan, self.space.ratios))
+            effect = estimate_plan(self.model, to_library_plan(plan, self.space.ratios), self.bits, self.bits)
             self._exact[key] = (effect.storage_mb, effect.energy_mj)
         return self._exact[key]
 
@@ -176,12 +178,12 @@ class PaperBudget:
         return bounds
 
 
-def _layer_costs(model: Any, space: SearchSpace, position: int) -> dict[str, OperatorCost]:
+def _layer_costs(model: Any, space: SearchSpace, position: int, bits: int = 32) -> dict[str, OperatorCost]:
     """Every operator the layer may take that the library accepts and can build; others are left out."""
     from hgen.compiler.errors import CompilerError
     from hgen.compiler.ops import estimate_model, estimate_plan, validate_plan
 
-    base = estimate_model(model)
+    base = estimate_model(model, bits, bits)
     layer = space.layers[position]
     costs = {IDENTITY: OperatorCost(0.0, 0.0)}
     for op in layer.operators:
@@ -190,7 +192,7 @@ def _layer_costs(model: Any, space: SearchSpace, position: int) -> dict[str, Ope
         plan = to_library_plan({layer.name: op}, space.ratios)
         try:
             absorbed = frozenset(validate_plan(model, plan)[0].absorbed)
-            effect = estimate_plan(model, plan)
+            effect = estimate_plan(model, plan, bits, bits)
         except CompilerError:  # e.g. a rewrite that changes the output shape: never buildable, never chosen
             continue
         costs[op] = OperatorCost(effect.storage_mb - base.storage_mb, effect.energy_mj - base.energy_mj, absorbed)

@@ -99,7 +99,7 @@ class SearchContext:
         """
         if self.paper is None:
             self.paper = PaperBudget.build(self.evaluator.base, self.evaluator.space, self.demands.storage_mb,
-                                           self.demands.energy_mj)
+                                           self.demands.energy_mj, self.evaluator.config.storage_bits)
             if self.paper.completion({}, 0) is None:
                 self._stop(f"no plan meets S <= {self.demands.storage_mb} MB and E <= {self.demands.energy_mj} mJ "
                            f"on paper (a lower bound: {self.paper.describe_best()})")

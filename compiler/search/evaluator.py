@@ -31,6 +31,9 @@ from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, check_fusion_
 from hgen.runtime.labour import DifficultyEstimator
 
 
+STORAGE_BITS = (8, 32)  # float32 and full-int8 deployments (hgen.compiler.lowering.tflite)
+
+
 @dataclass(frozen=True)
 class EvaluatorConfig:
     finetune_samples: int = 8000
@@ -42,9 +45,12 @@ class EvaluatorConfig:
     fusion_lambda: float = FUSION_LAMBDA_DEFAULT
     seed: int = 0
     kind: str = DEFAULT_KIND  # the H-DNN kind measured: the simulated crowd answers classes, so a classifier kind
+    storage_bits: int = 32  # bits per weight and activation the device stores (Eq. 11): 8 for an int8 deployment
 
     def __post_init__(self) -> None:
         check_fusion_lambda(self.fusion_lambda)  # the bounds the manifest will check, before any candidate is trained
+        if self.storage_bits not in STORAGE_BITS:
+            raise CompilerError(f"storage_bits must be one of {STORAGE_BITS}, got {self.storage_bits}")
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,8 @@ class CandidateEvaluator:
         costs = model_costs(model)
         host_ms = litert_latency_ms(model, self.config.latency_repeats)
         return Backbone(plan, model, temperature, predict_logits(model, self.search.split.x), model.count_params(),
-                        costs.macs, storage_mb(costs), energy_mj(costs), self.device.latency_ms(host_ms),
+                        costs.macs, storage_mb(costs, self.config.storage_bits, self.config.storage_bits),
+                        energy_mj(costs), self.device.latency_ms(host_ms),
                         seconds)
 
     def measure(self, backbone: Backbone, tau: float, held_out: HeldOut | None = None,

@@ -26,7 +26,7 @@ from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, fi
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names)
-from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
+from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles, calibration_images
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
@@ -276,7 +276,8 @@ class RetrainPipeline:
         model.save(keras_path)
         built = build_bundles(model, prepared.manifest, version=version, temperature=temperature,
                               devices=model_config.devices, out_dir=out_dir, signing_key=self._signing_key(),
-                              engines=self.config.engines, representative=prepared.data.train.x[:200])
+                              engines=self.config.engines,
+                              representative=calibration_images(prepared.data.train))
         base = next(b for b in built if b.target == prepared.manifest.target) if any(
             b.target == prepared.manifest.target for b in built) else built[0]
         self.store.add_version(VersionRecord(model_config.name, version, str(keras_path), str(base.directory),

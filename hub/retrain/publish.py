@@ -60,12 +60,25 @@ def targets_of(devices: Mapping[str, str], base_target: str) -> dict[str, tuple[
     return {t: tuple(d) for t, d in grouped.items()} or {base_target: ()}
 
 
+def calibration_images(train: Any) -> np.ndarray:
+    """int8 calibration images for a re-lowered bundle: the compiler's stratified pick when the split has one class
+    label per image (as `hgen-compile` calibrates), else its first 200 images (a detection set's labels are boxes)."""
+    from hgen.compiler.lowering.tflite import representative_sample
+
+    labels = train.y
+    if not (isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu"):
+        return np.asarray(train.x[:200], np.float32)
+    return representative_sample(train.x, labels)
+
+
 def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: float,
                   devices: Mapping[str, str], out_dir: Path, signing_key: Path, engines: Sequence[str],
                   representative: np.ndarray) -> list[BuiltBundle]:
-    """Lower and sign `model` for each target, keeping the deployed manifest's plan, tau, labels and lambda."""
+    """Lower and sign `model` for each target, keeping the deployed manifest's plan, tau, labels, lambda and
+    precision (an int8 deployment stays int8, calibrated on `representative`)."""
     from hgen.compiler.bundle import pack_bundle, write_bundle
 
+    quantize = "int8" if any(entry.precision == "int8" for entry in manifest.engines) else "float"
     built = []
     for target, device_ids in targets_of(devices, manifest.target).items():
         directory = out_dir / f"bundle-{target}"
@@ -74,7 +87,7 @@ def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: 
                      temperature=temperature, fusion_lambda=manifest.fusion_lambda,
                      confidence_params=manifest.confidence, predicted_metrics=manifest.predicted.model_dump(),
                      plan=manifest.plan, representative_data=representative, engines=engines,
-                     signing_key=signing_key, overwrite=True)
+                     quantize=quantize, signing_key=signing_key, overwrite=True)
         archive = pack_bundle(directory)
         built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, manifest.target, target), directory,
                                  archive, (directory / SIGNATURE_NAME).read_bytes(), device_ids))

@@ -11,7 +11,7 @@ from hgen.compiler.search import run_search
 from hgen.compiler.search.budget import PaperBudget
 from hgen.compiler.search.context import Budget, SearchContext
 from hgen.compiler.search.devices import get_device
-from hgen.compiler.search.evaluator import Backbone
+from hgen.compiler.search.evaluator import Backbone, EvaluatorConfig
 from hgen.compiler.search.objective import Demands, Measured, coefficients
 from hgen.compiler.search.space import IDENTITY, build_space, plan_key
 from hgen.compiler.train import predict_logits
@@ -113,6 +113,7 @@ class SpyEvaluator:
     """Stands in for the fine-tuning evaluator and records every plan it is asked to fine-tune."""
 
     search_size = 2500
+    config = EvaluatorConfig()  # 32-bit storage, as a float deployment
 
     def __init__(self, model, space) -> None:
         self.base, self.space = model, space

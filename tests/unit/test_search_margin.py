@@ -8,7 +8,7 @@ from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.search import run_search
 from hgen.compiler.search.context import Budget, SearchContext
 from hgen.compiler.search.devices import get_device
-from hgen.compiler.search.evaluator import Backbone
+from hgen.compiler.search.evaluator import Backbone, EvaluatorConfig
 from hgen.compiler.search.margin import AccuracyBound, wilson_lower
 from hgen.compiler.search.objective import Demands, Measured, coefficients
 from hgen.compiler.search.space import build_space
@@ -43,6 +43,8 @@ def test_a_split_too_small_to_certify_even_a_perfect_candidate_is_refused():
 
 class FixedEvaluator:
     """Every backbone measures at `accuracy` on a search split of `search_size` images."""
+
+    config = EvaluatorConfig()  # 32-bit storage, as a float deployment
 
     def __init__(self, model, space, accuracy: float, search_size: int) -> None:
         self.base, self.space, self.accuracy, self.search_size = model, space, accuracy, search_size

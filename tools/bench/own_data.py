@@ -46,6 +46,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 MODELS = {"mobilenet_v2": {"alpha": 0.35}, "lenet5": {}}
 DATA_LABEL = {"random-tints": "random tints", "class-hues": "class hues"}  # the folder recipe a row was compiled on
+INT8_DEVICE = ", int8 device"  # appended to the data label of compiles deployed as int8 (--quantize int8)
 DEVICE = "rpi4"
 # The cost model's S of each uncompressed backbone at 96x96x3, 10 classes (structure only, independent of training:
 # measured by the compile's origin row: mobilenet_v2 6.637 MB, lenet5 4.316 MB); the storage budget is half of it,
@@ -152,15 +153,17 @@ def compiles(spec: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         common = {"model": model, "model_options": options, "dataset": spec, "device": DEVICE, "demands": demands,
                   "budget_minutes": args.budget_minutes, "episodes": args.episodes, "base_epochs": args.base_epochs,
                   "final_epochs": args.final_epochs, "finetune_samples": args.finetune_samples, "bundle": False,
-                  "seed": 0}
+                  "seed": 0, "quantize": args.quantize}
         ada = run_compile({**common, "strategy": "adadeep", "out": f"{args.out}/{model}-adadeep"})
         hg = run_compile({**common, "strategy": "hgen", "out": f"{args.out}/{model}-hgen"})
         # Each compile trains its own base (same seed, but CPU training is not bit-reproducible: mobilenet_v2's
         # base scattered 0.72-0.81 over three runs), so each compressed row is set beside the base it came from.
         done = [row(model, "origin", hg, "origin"), row(model, "hgen", hg, "final"),
                 row(model, ADADEEP_ORIGIN, ada, "origin"), row(model, "adadeep", ada, "final")]
-        for r in done:
+        for r, compiled in zip(done, (hg, hg, ada, ada)):
             r["demands"], r["settings"] = demands, label
+            if r["row"] in ("hgen", "adadeep") and "final_float" in compiled["summary"]:  # before quantisation
+                r["accuracy_model_only_float"] = compiled["summary"]["final_float"]["accuracy_model_only"]
         rows += done
         log(f"{model}: " + "; ".join(f"{r['row']} A={r['accuracy']:.3f} S={r['storage_mb']:.3f} L={r['labour']:.3f}"
                                      for r in done))
@@ -206,6 +209,8 @@ def main() -> int:
                         help="with --skip-int8: keep the int8 measurement of the last results JSON")
     parser.add_argument("--render-only", action="store_true", help="rewrite own_data.md from own_data.json")
     parser.add_argument("--models", default=",".join(MODELS), help="models to compile, comma-separated")
+    parser.add_argument("--quantize", choices=("float", "int8"), default="float",
+                        help="the compiles' deployment (hgen-compile --quantize): int8 rows are their own group")
     parser.add_argument("--keep-rows", action="store_true",
                         help="keep the last results JSON's rows of the models this run does not compile")
     args = parser.parse_args()
@@ -232,7 +237,8 @@ def main() -> int:
     recipe = make_folder(work, args.per_class, args.val_per_class, args.test_per_class, seed=0, class_hues=hued)
     spec = dataset_spec(work)
     rows = [] if args.skip_compile else compiles(spec, args)
-    rows = [r | {"machine": machine()["cpu"], "data": DATA_LABEL[args.compile_data]} for r in rows]
+    data_label = DATA_LABEL[args.compile_data] + (INT8_DEVICE if args.quantize == "int8" else "")
+    rows = [r | {"machine": machine()["cpu"], "data": data_label} for r in rows]
     previous = RESULTS / "own_data.json"
     if args.keep_rows and previous.is_file():  # rows of the models this run did not compile
         old = json.loads(previous.read_text())

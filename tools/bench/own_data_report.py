@@ -20,7 +20,8 @@ def settings_label(s: dict[str, Any]) -> str:
     """The compile settings a row was measured with, short (QUICK rows are not the benchmark's verdict)."""
     return (f"{'QUICK: ' if s.get('quick') else ''}{s.get('per_class')}/class, {s.get('episodes')} episodes, "
             f"{s.get('budget_minutes')} min, base {s.get('base_epochs')} + final {s.get('final_epochs')} epochs, "
-            f"finetune {s.get('finetune_samples')}, S <= {s.get('storage_share', 0.5)} x origin")
+            f"finetune {s.get('finetune_samples')}, S <= {s.get('storage_share', 0.5)} x origin"
+            + (", int8 device" if s.get("quantize") == "int8" else ""))
 
 
 
