@@ -62,6 +62,21 @@ def deployed_line(sc: dict[str, Any]) -> str:
             f"{sc['held_out_size']}" + (f"; run on {sc['machine']['cpu']}" if sc.get("machine") else "") + ".")
 
 
+def held_out_crowd(scenarios: list[dict[str, Any]]) -> str:
+    """Which crowd answered the held-out images: the same every round (fieldlib.HELD_CROWD_SEED, since the class-hue
+    re-runs), or a fresh draw per round (seed = round; the scenarios measured before), named per scenario."""
+    fixed = [sc["name"] for sc in scenarios if sc.get("held_out_crowd")]
+    drawn = [sc["name"] for sc in scenarios if not sc.get("held_out_crowd")]
+    parts = []
+    if fixed:
+        parts.append("the same answers in every round (seed 0), so an unchanged model measures the same: "
+                     + "; ".join(fixed))
+    if drawn:
+        parts.append("a fresh draw per round (seed = round number; measured before that change, so an unchanged "
+                     "model's fused accuracy moves by a few frames between rounds): " + "; ".join(drawn))
+    return ". ".join(parts) + "."
+
+
 def markdown(result: dict[str, Any], wall: float) -> str:
     m = result.get("machine") or machine()  # where the first scenarios ran; a re-run one names its own
     names = list(result["scenarios"][0]["targets"])
@@ -77,7 +92,7 @@ def markdown(result: dict[str, Any], wall: float) -> str:
         "`hgen.compiler.data.synthetic.write_colour_folder` at 32x32 (tinted garments on textured colour "
         "backgrounds, JPEG; the class-hue folder the same images with the tint's hue set by the class, "
         "`class_hues=True`, ROOT-hues), read back only through the `folder` format, the field under `lowlight` "
-        "(gamma 2.5, sensor noise 0.02). The device (tools/bench/fieldlib.py over real gRPC via "
+        "(gamma 2.5, sensor noise 0.02) or, for the class-hue folder, also `noise` (variance 0.2, as D4). The device (tools/bench/fieldlib.py over real gRPC via "
         "hgen.hub.testing.device.GrpcDevice; not the edge agent process, but the agent's own gate rule and "
         "LabourBucket) streams the field validation images then the field test images except the last 2,000 "
         "(cycled like a camera), runs the current model, and sends frames under tau plus "
@@ -96,7 +111,8 @@ def markdown(result: dict[str, Any], wall: float) -> str:
         "either. The passive baseline runs the same hub code with a device that sends randomly chosen frames "
         "(same label counts, no labour limit on what it streams); no_retrain is the deployed model; oracle is the "
         "same enhancement code run offline on the field's labelled training images (up to 20,000), its gate "
-        "re-fitted on the field validation images (the same value every round).", "",
+        "re-fitted on the field validation images (the same value every round). The SIMULATED people answering "
+        "the held-out images: " + held_out_crowd(result["scenarios"]), "",
         "## Targets after the last round", "",
         "| scenario | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
         *[f"| {sc['name']} | " + " | ".join("reached" if v else "NOT reached" for v in sc["targets"].values()) + " |"

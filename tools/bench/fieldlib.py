@@ -30,6 +30,7 @@ from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_r
 
 M, ACCURACY, CHUNK = 3, 0.9, 250
 WINDOW_FRAMES = 1000  # the agent's default batching.labour_window_frames
+HELD_CROWD_SEED = 0  # the SIMULATED people answering the held-out field split, the same in every round
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 
 
@@ -51,10 +52,12 @@ def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray) -> np.nda
     return sent
 
 
-def evaluate(model: Any, temperature: float, tau: float, held: Split, crowd_seed: int,
-             labour_share: float) -> dict[str, float]:
+def evaluate(model: Any, temperature: float, tau: float, held: Split, labour_share: float,
+             crowd_seed: int = HELD_CROWD_SEED) -> dict[str, float]:
     """On the held-out field split with SIMULATED people: the device's numbers (gate plus its labour limit, a fresh
-    bucket over the 2,000 frames in order) and the gate's alone (every frame under tau asked: what the model needs)."""
+    bucket over the 2,000 frames in order) and the gate's alone (every frame under tau asked: what the model needs).
+    The same crowd answers every round (`crowd_seed`), so rounds differ only by model and gate: an unchanged model
+    measures the same, and 'fused never below round 0' is not decided by which people happened to answer."""
     logits = predict_logits(model, held.x)
     answers = hdnn.ask_crowd(SimulatedCrowd.uniform(M, ACCURACY, 10, seed=crowd_seed), logits, held.y, M, temperature)
     gate = hdnn.evaluate_hdnn(logits, held.y, answers, tau=tau, temperature=temperature)
