@@ -96,6 +96,9 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
 
     if Path(config.model).suffix in (".keras", ".h5"):
         raise InvalidArgumentError("a detection data set compiles a zoo detector; a model file is not supported yet")
+    if config.quantize != "float":  # its tau and A are measured on the float model: an int8 bundle would differ
+        raise InvalidArgumentError("quantize=int8 is not supported for a detection data set yet (use `hgen lower "
+                                   "--quantize int8` on the compiled model.keras)")
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

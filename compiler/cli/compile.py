@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
           f"E {o['energy_mj']:.4f} mJ  L {o['labour']:.4f}")
     print(f"H-DNN  : A {f['accuracy']:.4f} (model only {f['accuracy_model_only']:.4f})  T {f['latency_ms']:.2f} ms  S {f['storage_mb']:.4f} MB  "
           f"E {f['energy_mj']:.4f} mJ  L {f['labour']:.4f}  (test split; annotators simulated"
-          + ("; the int8 model" if summary["quantize"] == "int8" else "") + ")")
+          + ("; the int8 model" if summary.get("quantize") == "int8" else "") + ")")
     print(f"plan {summary['plan']}, tau {summary['tau']:.3f}; violations: {'; '.join(summary['violations']) or 'none'}")
     print(f"report {result.out / 'report.md'}" + (f"; bundle {summary['bundle']['archive']}" if "bundle" in summary else ""))
     if not summary["met_on_test"] and not args.allow_miss:

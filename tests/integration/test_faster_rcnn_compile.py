@@ -90,3 +90,14 @@ def test_agent_loads_the_compiled_bundle_and_gates_its_frames(compiled: Path, tm
             assert all(0 <= b.x_min < b.x_max <= 64 and 0 <= b.y_min < b.y_max <= 64 for b in result.boxes)
     finally:
         agent.stop()
+
+
+def test_an_int8_detection_compile_is_refused_before_any_training(compiled: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """int8 detection compiles are not built yet: a typed error (exit 2), not a float bundle labelled int8."""
+    data_yaml = next((compiled.parent / "site").rglob("data.yaml"))
+    code = main(["compile", "--dataset", f"{data_yaml}?size=64", "--model", "two_stage_detector", "--quantize", "int8",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "quantize=int8 is not supported for a detection data set" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "summary.json").exists()
