@@ -65,7 +65,7 @@ def calibration_images(train: Any) -> np.ndarray:
     label per image (as `hgen-compile` calibrates), else its first 200 images (a detection set's labels are boxes)."""
     from hgen.compiler.lowering.tflite import representative_sample
 
-    labels = train.y
+    labels = getattr(train, "y", None)  # a detection split has boxes, no `y`
     if not (isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu"):
         return np.asarray(train.x[:200], np.float32)
     return representative_sample(train.x, labels)

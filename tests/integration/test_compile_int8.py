@@ -99,3 +99,12 @@ def test_unknown_precision_is_a_clear_error():
 
     with pytest.raises(InvalidArgumentError, match="quantize"):
         compile_config(quantize="int4")
+
+
+def test_calibration_images_for_a_detection_split_are_its_first_images():
+    from hgen.compiler.data.detection import DetectionSplit
+    from hgen.hub.retrain.publish import calibration_images
+
+    x = np.random.default_rng(0).random((300, 8, 8, 1), dtype=np.float32)
+    split = DetectionSplit(x, tuple(np.zeros((0, 5), np.float32) for _ in range(300)))
+    assert np.array_equal(calibration_images(split), x[:200])
