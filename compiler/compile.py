@@ -19,13 +19,14 @@ from pydantic import Field
 
 from hgen.compiler.data import Dataset, load_dataset
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
+from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images
 from hgen.compiler.search import SearchResult, run_search
 from hgen.compiler.search.context import Budget, Candidate
 from hgen.compiler.search.devices import DeviceProfile, get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
 from hgen.compiler.search.final import finalise
 from hgen.compiler.search.objective import Demands, Measured, violations
-from hgen.compiler.search.quantised import quantise_final, representative
+from hgen.compiler.search.quantised import quantise_final
 from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
 from hgen.compiler.search.strategies import get_strategy
@@ -160,7 +161,8 @@ def input_spec(data: Dataset) -> dict[str, Any]:
 
 
 def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Candidate, data: Dataset,
-                  device: DeviceProfile, predicted: Measured, evaluator: CandidateEvaluator, name: str) -> dict[str, Any]:
+                  device: DeviceProfile, predicted: Measured, evaluator: CandidateEvaluator, name: str,
+                  lowered: TFLiteModel | None) -> dict[str, Any]:
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
 
@@ -175,8 +177,8 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
         temperature=final.temperature, fusion_lambda=config.fusion_lambda,
         confidence_params=_confidence_params(config.m, evaluator.difficulty),
         predicted_metrics=predicted.to_dict(), plan={"layers": chosen.plan, "ratios": evaluator.space.ratios},
-        representative_data=representative(data.train) if config.quantize == "int8" else data.train.x[:200],
-        engines=config.engines, quantize=config.quantize, signing_key=key_path, overwrite=True)
+        representative_data=calibration_images(data.train) if lowered else None,  # int8 only (and the phones' twin)
+        engines=config.engines, quantize=config.quantize, lowered=lowered, signing_key=key_path, overwrite=True)
     archive = pack_bundle(bundle_dir)
     return {"dir": str(bundle_dir), "archive": str(archive), "signing_key": str(key_path),
             "public_key": str(key_path.with_suffix(".pub")),
@@ -236,26 +238,27 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     origin, origin_logits = _origin(evaluator, base, test)
     searched = chosen
     done = finalise(evaluator, chosen, config.final_epochs, config.demands, config.accuracy_confidence, test)
-    float_row = _row(done.measured, done.backbone.params, done.logits, data.test.y)
+    extra: dict[str, Any] = {}  # for an int8 device: the model before quantisation, and the int8 model lowered
+    lowered = None
     if config.quantize == "int8":
-        done = quantise_final(evaluator, done, config.demands, config.accuracy_confidence, test, data.train,
-                              out).finalised
-        log(f"int8: model-only {float_row['accuracy_model_only']:.4f} as float, "
+        extra["final_float"] = _row(done.measured, done.backbone.params, done.logits, data.test.y)
+        done, lowered = quantise_final(evaluator, done, config.demands, config.accuracy_confidence, test, data.train,
+                                       out)
+        log(f"int8: model-only {extra['final_float']['accuracy_model_only']:.4f} as float, "
             f"{float((done.logits.argmax(1) == data.test.y).mean()):.4f} as int8 (test split)")
     final, chosen, measured, final_logits = done.backbone, done.candidate, done.measured, done.logits
     summary = _summary(config, data, device, result, chosen, final, measured, origin, base, name)
     summary["tau_search"] = searched.tau
     summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
     summary["final"] = _row(measured, final.params, final_logits, data.test.y)
-    summary["quantize"] = config.quantize
-    if config.quantize == "int8":
-        summary["final_float"] = float_row  # the same model before quantisation (S at 8 bits as deployed)
+    summary |= {"quantize": config.quantize, **extra}
     final.model.save(out / "model.keras")
     (out / "plan.json").write_text(json.dumps({"plan": chosen.plan, "ratios": space.ratios, "tau": chosen.tau,
                                                "temperature": final.temperature}, indent=2) + "\n")
     plot_candidates(result.candidates, out / "search.png", chosen)
     if config.bundle:
-        summary["bundle"] = _write_bundle(config, out, final, chosen, data, device, measured, evaluator, name)
+        summary["bundle"] = _write_bundle(config, out, final, chosen, data, device, measured, evaluator, name,
+                                          lowered)
     summary["wall_seconds"] = time.perf_counter() - start
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(summary))

@@ -122,6 +122,7 @@ def write_bundle(
     engines: Sequence[str] = ("litert",),
     web: Sequence[str] = ("onnxruntime-web",),
     quantize: str = "float",
+    lowered: TFLiteModel | None = None,
     signing_key: Any,
     overwrite: bool = False,
 ) -> BundleInfo:
@@ -129,7 +130,8 @@ def write_bundle(
 
     `web` adds the model files phones' browsers run (android_bridge): "onnxruntime-web" (float ONNX, the default)
     and/or "litert-js" (.tflite: float, or int8 with uint8 I/O for an int8 bundle); pass () for a bundle no phone
-    will use."""
+    will use. `lowered`: `keras_model` already lowered at `quantize` (the compile's measured int8 model), so it is
+    neither converted nor calibrated again."""
     _check_engines(engines)
     check_web_runtimes(web)
     get_target(target)  # unknown target: typed error before any work
@@ -140,7 +142,9 @@ def write_bundle(
 
     if representative_data is not None:  # a lazy data set view (hgen.compiler.data.lazy) becomes float32 here
         representative_data = np.asarray(representative_data, np.float32)
-    tflite = lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
+    if lowered is not None and lowered.precision != precision:
+        raise InvalidArgumentError(f"the lowered model is {lowered.precision}, the bundle {precision}")
+    tflite = lowered or lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
     entries, messages = [], []
     tflite_path = tflite.save(out_dir / f"model.{precision}.tflite")
     if "tvm" in engines:

@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -109,6 +109,16 @@ def representative_sample(x: np.ndarray, y: np.ndarray, count: int = MAX_REPRESE
     rest = np.concatenate([order[per_class:] for order in orders] + [np.zeros(0, np.int64)])
     rows = np.concatenate([picked, rng.permutation(rest)[:max(count - len(picked), 0)]])
     return np.asarray(x[np.sort(rows[:count]).astype(np.int64)], np.float32)
+
+
+def calibration_images(split: Any, fallback: int = 200) -> np.ndarray:
+    """The int8 calibration images of a training split, as `hgen-compile` and the hub's re-lowering both take them:
+    `representative_sample` when the split has one class id per image, else its first `fallback` images (a
+    detection split has boxes, no `y`)."""
+    labels = getattr(split, "y", None)
+    if not (isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu"):
+        return np.asarray(split.x[:fallback], np.float32)
+    return representative_sample(split.x, labels)
 
 
 def _read_back(content: bytes, precision: Precision) -> TFLiteModel:

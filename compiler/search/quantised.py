@@ -5,64 +5,51 @@ Why: int8 is how a Pi or a phone stores and runs a model (4x less storage for we
 8 bits), but it moves logits. The deployed tau and temperature must be chosen for the logits the device computes,
 and A and L reported for them, or the compile would promise accuracy the device never delivers. The search itself
 ranks candidates on their float logits (lowering each would cost a conversion per candidate); only the winner is
-quantised, with the calibration images the bundle's lowering uses (`representative`), so the bundle's int8 model is
-the one measured here. E and T stay the float model's estimates (no int8 energy or latency model): upper bounds.
+quantised (on `calibration_images` of the training split), and the bundle ships that very model. E and T stay the
+float model's estimates (no int8 energy or latency model): upper bounds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hgen.compiler.data import Split
+from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images, lower_tflite
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, HeldOut
 from hgen.compiler.search.final import Finalised
 from hgen.compiler.search.objective import Demands, coefficients
 from hgen.runtime.calibration import fit_temperature
 
 
-@dataclass(frozen=True)
-class Quantised:
-    finalised: Finalised  # backbone: the float Keras model (the bundle lowers it again), int8 logits and temperature
-    tflite_path: Path  # the int8 model measured (the bundle's lowering of the same model and images gives it again)
-
-
-def representative(train: Split) -> np.ndarray:
-    """The int8 calibration images: the bundle's and the measurement's (stratified over classes, seed 0)."""
-    from hgen.compiler.lowering.tflite import representative_sample
-
-    return representative_sample(train.x, train.y)
-
-
-def int8_logits(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def int8_logits(engine: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Dequantised logits of the int8 model through the device's LiteRT engine (its batch-1 graph); the data set
     is read `batch` images at a time (it may be a memory-mapped view)."""
-    from hgen.runtime.engines import open_engine
-
-    engine = open_engine("litert", path)
     return np.concatenate([engine.run(np.asarray(x[start:start + batch], np.float32))
                            for start in range(0, len(x), batch)])
 
 
 def quantise_final(evaluator: CandidateEvaluator, done: Finalised, demands: Demands, accuracy_confidence: float,
-                   held_out: HeldOut, train: Split, out: Path) -> Quantised:
-    """Lower `done`'s model to int8, re-fit the temperature on the calibration half of the validation split, choose
-    tau again on the search half (when the search chose tau at all), measure on `held_out`: all on int8 logits."""
-    from hgen.compiler.lowering import lower_tflite
+                   held_out: HeldOut, train: Split, out: Path) -> tuple[Finalised, TFLiteModel]:
+    """Lower `done`'s model to int8 (written to OUT/model.int8.tflite; the bundle ships the returned model), re-fit
+    the temperature on the calibration half of the validation split, choose tau again on the search half (when the
+    search chose tau at all), measure on `held_out`: all on int8 logits."""
+    from hgen.runtime.engines import open_engine
 
-    tflite = lower_tflite(done.backbone.model, quantize="int8", representative_data=representative(train))
-    path = tflite.save(out / "model.int8.tflite")
+    tflite = lower_tflite(done.backbone.model, quantize="int8", representative_data=calibration_images(train))
+    engine = open_engine("litert", tflite.save(out / "model.int8.tflite"))
     calibration = evaluator.calibration
-    temperature = fit_temperature(int8_logits(path, calibration.x), calibration.y)
-    backbone: Backbone = replace(done.backbone, logits=int8_logits(path, evaluator.search.split.x),
+    temperature = fit_temperature(int8_logits(engine, calibration.x), calibration.y)
+    backbone: Backbone = replace(done.backbone, logits=int8_logits(engine, evaluator.search.split.x),
                                  temperature=temperature)
     candidate = done.candidate
     if candidate.tau_proposed is not None:
         coef = coefficients(demands, evaluator.device.battery_mah)
         candidate = replace(candidate, tau=evaluator.best_tau(backbone, candidate.tau, demands, coef,
                                                                accuracy_confidence).tau)
-    logits = int8_logits(path, held_out.split.x)
+    logits = int8_logits(engine, held_out.split.x)
     measured = evaluator.measure(backbone, candidate.tau, held_out=held_out, logits=logits)
-    return Quantised(Finalised(backbone, candidate, measured, logits), path)
+    return Finalised(backbone, candidate, measured, logits), tflite

@@ -26,7 +26,7 @@ from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, fi
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names)
-from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles, calibration_images
+from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
@@ -269,6 +269,8 @@ class RetrainPipeline:
 
     def _publish(self, model_config: ModelConfig, prepared: Prepared, model: Any, temperature: float,
                  run: RunRecord) -> str:
+        from hgen.compiler.lowering.tflite import calibration_images  # the compiler only when a retrain publishes
+
         version = bump_version(prepared.current.version)
         out_dir = self._store_dir() / model_config.name / version
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,3 +292,4 @@ class RetrainPipeline:
         if self.config.store_dir is None:
             raise RetrainError("retrain.store_dir is not set")
         return self.config.store_dir
+

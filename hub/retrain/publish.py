@@ -60,17 +60,6 @@ def targets_of(devices: Mapping[str, str], base_target: str) -> dict[str, tuple[
     return {t: tuple(d) for t, d in grouped.items()} or {base_target: ()}
 
 
-def calibration_images(train: Any) -> np.ndarray:
-    """int8 calibration images for a re-lowered bundle: the compiler's stratified pick when the split has one class
-    label per image (as `hgen-compile` calibrates), else its first 200 images (a detection set's labels are boxes)."""
-    from hgen.compiler.lowering.tflite import representative_sample
-
-    labels = getattr(train, "y", None)  # a detection split has boxes, no `y`
-    if not (isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu"):
-        return np.asarray(train.x[:200], np.float32)
-    return representative_sample(train.x, labels)
-
-
 def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: float,
                   devices: Mapping[str, str], out_dir: Path, signing_key: Path, engines: Sequence[str],
                   representative: np.ndarray) -> list[BuiltBundle]:

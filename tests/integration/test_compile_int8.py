@@ -70,7 +70,8 @@ def test_bundle_ships_the_measured_int8_model(compiled):
 def test_hub_relowers_an_int8_deployment_as_int8(compiled, tmp_path):
     from hgen.compiler.data import load_dataset
     from hgen.compiler.models import load_model_file
-    from hgen.hub.retrain.publish import build_bundles, calibration_images
+    from hgen.compiler.lowering.tflite import calibration_images
+    from hgen.hub.retrain.publish import build_bundles
     from hgen.runtime.bundle import load_bundle
 
     out, summary, _ = compiled
@@ -103,7 +104,7 @@ def test_unknown_precision_is_a_clear_error():
 
 def test_calibration_images_for_a_detection_split_are_its_first_images():
     from hgen.compiler.data.detection import DetectionSplit
-    from hgen.hub.retrain.publish import calibration_images
+    from hgen.compiler.lowering.tflite import calibration_images
 
     x = np.random.default_rng(0).random((300, 8, 8, 1), dtype=np.float32)
     split = DetectionSplit(x, tuple(np.zeros((0, 5), np.float32) for _ in range(300)))
