@@ -31,6 +31,7 @@ from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
 from hgen.compiler.search.strategies import get_strategy
 from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FusionLambda
 
 
@@ -70,6 +71,11 @@ class CompileConfig(StrictModel):
     quantize: Literal["float", "int8"] = Field(
         "float", title="What the device runs: int8 = full-integer LiteRT (S at 8 bits in the search and the report; "
                        "tau, temperature, A and L on the int8 model's outputs; search/quantised.py)")
+    familiarity_quantile: float | None = Field(
+        DEFAULT_QUANTILE, ge=0.0, lt=0.5,
+        title="The familiarity check (hgen.runtime.familiarity): the device also asks people about a frame whose "
+              "brightness, contrast or detail is outside the training images' range between this quantile and 1 - "
+              "it; None: confidence alone decides")
     signing_key: str | None = Field(None, title="Ed25519 private key (PEM); a new one is made in OUT/keys if absent")
     model_version: str = Field("1.0.0", title="Semantic version written into the bundle")
 
@@ -160,6 +166,13 @@ def input_spec(data: Dataset) -> dict[str, Any]:
     return spec
 
 
+def training_familiarity(data: Dataset, quantile: float | None) -> Familiarity | None:
+    """The familiarity ranges of the training images, for image models (None for flat inputs or when off)."""
+    if quantile is None or len(data.input_shape) != 3 or min(data.input_shape[:2]) < 3:
+        return None
+    return fit_familiarity(data.train.x, quantile)
+
+
 def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Candidate, data: Dataset,
                   device: DeviceProfile, predicted: Measured, evaluator: CandidateEvaluator, name: str,
                   lowered: TFLiteModel | None) -> dict[str, Any]:
@@ -178,7 +191,8 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
         confidence_params=_confidence_params(config.m, evaluator.difficulty),
         predicted_metrics=predicted.to_dict(), plan={"layers": chosen.plan, "ratios": evaluator.space.ratios},
         representative_data=calibration_images(data.train) if lowered else None,  # int8 only (and the phones' twin)
-        engines=config.engines, quantize=config.quantize, lowered=lowered, signing_key=key_path, overwrite=True)
+        engines=config.engines, quantize=config.quantize, lowered=lowered,
+        familiarity=training_familiarity(data, config.familiarity_quantile), signing_key=key_path, overwrite=True)
     archive = pack_bundle(bundle_dir)
     return {"dir": str(bundle_dir), "archive": str(archive), "signing_key": str(key_path),
             "public_key": str(key_path.with_suffix(".pub")),

@@ -38,6 +38,7 @@ from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
 from hgen.edge_agent.transports import Transport, TransportCallbacks, open_transport
 from hgen.edge_agent.updates import ModelUpdates
 from hgen.protos import hub_pb2
+from hgen.runtime.familiarity import unfamiliar_frames
 from hgen.protos.kinds import wire_kind
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,10 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         now = self.clock.monotonic()
         with self._lock:
             self.labour.frame()
-        decision = model_decision = self.gate.decide(confidence, model.tau, now)
+        unfamiliar = bool(unfamiliar_frames(model.manifest.familiarity, x[None])[0])
+        if unfamiliar:
+            self.telemetry.inc("frames_unfamiliar")
+        decision = model_decision = self.gate.decide(confidence, model.tau, now, unfamiliar)
         if decision is Decision.RATE_LIMITED:
             self.telemetry.inc("rate_limited")
         result = Result(base.frame_index, base.sample_id, base.captured_at, ResultStatus.MODEL, decision.value,

@@ -41,9 +41,11 @@ class Gate:
         self._rng = random.Random(config.seed)
         self._last_escalation: float | None = None
 
-    def decide(self, confidence: float, tau: float, now: float) -> Decision:
-        """The runtime's gate (`needs_human`: c < tau), so device, compiler and hub draw the same line."""
-        if not bool(needs_human(np.float64(confidence), tau)):
+    def decide(self, confidence: float, tau: float, now: float, unfamiliar: bool = False) -> Decision:
+        """The runtime's gate (`needs_human`: c < tau), so device, compiler and hub draw the same line; a frame
+        unlike the training images (`hgen.runtime.familiarity`) is escalated whatever its confidence, and only
+        confident familiar frames are drawn for an audit."""
+        if not unfamiliar and not bool(needs_human(np.float64(confidence), tau)):
             if self.config.audit_share and self._rng.random() < self.config.audit_share:
                 return self._limited(Decision.AUDIT, now)
             return Decision.CONFIDENT

@@ -94,7 +94,8 @@ def null_output_shape(kind: str, classes: int, grid: int = 4) -> tuple[int, ...]
 
 
 def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64", tau: float = 0.5,
-                name: str = "null-net", classes: int = 10, kind: str = "cnn") -> Path:
+                name: str = "null-net", classes: int = 10, kind: str = "cnn",
+                familiarity: dict[str, Any] | None = None) -> Path:
     """A signed bundle for the `null` engine (no model file needed, deterministic logits): fast unit tests."""
     from hgen.runtime import signing
     from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
@@ -110,7 +111,7 @@ def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: st
         "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0},
         "output_shape": null_output_shape(kind, classes),
         "labels": list(LABELS[:classes]), "tau": tau, "temperature": 1.0, "lambda": 0.4,
-        "confidence": {"m": 3.0}})
+        "confidence": {"m": 3.0}, "familiarity": familiarity})
     data = manifest.to_bytes()
     (out / MANIFEST_NAME).write_bytes(data)
     (out / SIGNATURE_NAME).write_bytes(signing.sign(data, signing.load_private_key(keys.private_pem)))

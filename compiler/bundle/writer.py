@@ -22,6 +22,7 @@ from hgen.compiler.lowering.web import WebModel, check_web_runtimes, lower_web
 from hgen.runtime import signing
 from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, EngineEntry, InputSpec, Manifest, Quantization
 from hgen.runtime.config import parse_config
+from hgen.runtime.familiarity import Familiarity
 
 if TYPE_CHECKING:
     import keras
@@ -123,6 +124,7 @@ def write_bundle(
     web: Sequence[str] = ("onnxruntime-web",),
     quantize: str = "float",
     lowered: TFLiteModel | None = None,
+    familiarity: Familiarity | None = None,
     signing_key: Any,
     overwrite: bool = False,
 ) -> BundleInfo:
@@ -131,7 +133,8 @@ def write_bundle(
     `web` adds the model files phones' browsers run (android_bridge): "onnxruntime-web" (float ONNX, the default)
     and/or "litert-js" (.tflite: float, or int8 with uint8 I/O for an int8 bundle); pass () for a bundle no phone
     will use. `lowered`: `keras_model` already lowered at `quantize` (the compile's measured int8 model), so it is
-    neither converted nor calibrated again."""
+    neither converted nor calibrated again. `familiarity`: the training images' input statistics
+    (`hgen.runtime.familiarity`), so the device asks people about frames unlike them."""
     _check_engines(engines)
     check_web_runtimes(web)
     get_target(target)  # unknown target: typed error before any work
@@ -184,6 +187,7 @@ def write_bundle(
             "confidence": dict(confidence_params or {}),
             "predicted": dict(predicted_metrics or {}),
             "plan": dict(plan or {}),
+            "familiarity": None if familiarity is None else familiarity.model_dump(),
         },
         source="bundle manifest",
         error=InvalidArgumentError,

@@ -27,7 +27,9 @@ import numpy as np
 from hgen.hub.config import FieldConfig
 from hgen.hub.kb.models import Sample
 from hgen.hub.kb.store import KnowledgeBase
+from hgen.runtime.bundle.manifest import Manifest
 from hgen.runtime.calibration import fit_temperature, softmax
+from hgen.runtime.familiarity import Familiarity, unfamiliar_frames
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio
 from sqlalchemy import select
 
@@ -75,10 +77,25 @@ def audit_weight(audit_share: float) -> int:
     return max(1, round(1.0 / audit_share))
 
 
-def importance_weights(confidence: np.ndarray, sent_tau: np.ndarray, audit_share: float) -> np.ndarray:
-    """1 for a frame under the sending version's tau (people see every such frame); 1 / audit_share for a confident
-    frame (people see that share of them)."""
-    return np.where(np.asarray(confidence) >= np.asarray(sent_tau), audit_weight(audit_share), 1).astype(np.int64)
+def importance_weights(confidence: np.ndarray, sent_tau: np.ndarray, audit_share: float,
+                       unfamiliar: np.ndarray | None = None) -> np.ndarray:
+    """1 for a frame the sending version's gate sends: under its tau, or unlike its training images (people see
+    every such frame); 1 / audit_share for a confident familiar frame (people see that share of them)."""
+    audited = np.asarray(confidence) >= np.asarray(sent_tau)
+    if unfamiliar is not None:
+        audited &= ~np.asarray(unfamiliar, bool)
+    return np.where(audited, audit_weight(audit_share), 1).astype(np.int64)
+
+
+def sent_unfamiliar(x: np.ndarray, versions: Sequence[str],
+                    familiarity: Mapping[str, Familiarity | None]) -> np.ndarray:
+    """Which held-out images the version that sent each found unfamiliar (its manifest's ranges; the hub
+    recomputes it from the image rather than trusting a device's flag)."""
+    flags = np.zeros(len(versions), bool)
+    for version in set(versions):
+        rows = np.array([v == version for v in versions], bool)
+        flags[rows] = unfamiliar_frames(familiarity.get(version), x[rows])
+    return flags
 
 
 def sent_gates(kb: KnowledgeBase, sample_ids: Sequence[str]) -> dict[str, tuple[str, float, int]]:
@@ -93,14 +110,18 @@ def sent_gates(kb: KnowledgeBase, sample_ids: Sequence[str]) -> dict[str, tuple[
     return found
 
 
-def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_share: float) -> FieldSet:
-    """The held-out human labels (a `HumanSet`) weighted by how the gate of the version that sent each chose it.
-    A sample of an unknown version counts once (as if the gate sent it)."""
+def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_share: float,
+              familiarity: Mapping[str, Familiarity | None] | None = None) -> FieldSet:
+    """The held-out human labels (a `HumanSet`) weighted by how the gate of the version that sent each chose it
+    (`familiarity`: each version's ranges, None or missing: no check). A sample of an unknown version counts once
+    (as if the gate sent it)."""
     gates = sent_gates(kb, holdout.sample_ids)
+    versions = [gates.get(s, ("", 0.0, 3))[0] for s in holdout.sample_ids]
     confidence = np.array([gates.get(s, ("", 0.0, 3))[1] for s in holdout.sample_ids], np.float64)
-    sent_tau = np.array([taus.get(gates.get(s, ("", 0.0, 3))[0], np.inf) for s in holdout.sample_ids], np.float64)
+    sent_tau = np.array([taus.get(v, np.inf) for v in versions], np.float64)
+    unfamiliar = None if familiarity is None else sent_unfamiliar(holdout.x, versions, familiarity)
     people = [gates[s][2] for s in holdout.sample_ids if s in gates]
-    return FieldSet(holdout.x, holdout.y, importance_weights(confidence, sent_tau, audit_share),
+    return FieldSet(holdout.x, holdout.y, importance_weights(confidence, sent_tau, audit_share, unfamiliar),
                     int(np.median(people)) if people else 3)
 
 
@@ -219,3 +240,12 @@ def at_equal_labour(current_model: Any, current_temperature: float, enhanced: Re
     current = refit(_Deployed(current_model, current_temperature), field, config, labour_demand=labour_demand,
                     accuracy_floor=0.0, human_accuracy=human_accuracy)
     return float(current.expected_accuracy), enhanced.expected_accuracy
+
+
+def learned_familiarity(manifest: Manifest, trained_on: np.ndarray) -> Manifest:
+    """The manifest with its familiarity ranges widened by the field images a published retrain learned: the device
+    then lets the model's confidence decide for frames like them (the acceptance check has just judged the model on
+    held-out field labels). Unchanged without the check."""
+    if manifest.familiarity is None or len(trained_on) == 0:
+        return manifest
+    return manifest.model_copy(update={"familiarity": manifest.familiarity.widened(trained_on)})

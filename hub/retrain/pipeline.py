@@ -21,8 +21,8 @@ from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
 from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused
 from hgen.hub.retrain.data import split_holdout, without_seen
-from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, refit, refitted_tau,
-                                    tau_after)
+from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, learned_familiarity, refit,
+                                    refitted_tau, tau_after)
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names)
@@ -132,6 +132,7 @@ class RetrainPipeline:
                 update={"tau": enhanced.tau, "plan": enhanced.plan}))
         elif refitted_tau(enhanced) is not None:  # a tau re-chosen on the field travels in the manifest too
             prepared = replace(prepared, manifest=prepared.manifest.model_copy(update={"tau": refitted_tau(enhanced)}))
+        prepared = replace(prepared, manifest=learned_familiarity(prepared.manifest, kept.x))
         version = self._publish(model_config, prepared, enhanced.model, enhanced.temperature, run)
         metrics["retrain_seconds"] = time.perf_counter() - start
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
@@ -142,8 +143,10 @@ class RetrainPipeline:
         too few to re-fit or judge on."""
         if fused_scorer(prepared.kind) is None or len(holdout) < self.config.field.min_samples:
             return None
-        taus = {v.version: v.tau for v in self.store.versions(model_config.name)}
-        return field_set(self.store.kb, holdout, taus, self.config.field.audit_share)
+        versions = self.store.versions(model_config.name)
+        taus = {v.version: v.tau for v in versions}
+        familiarity = {v.version: self._manifest(Path(v.bundle_dir)).familiarity for v in versions}
+        return field_set(self.store.kb, holdout, taus, self.config.field.audit_share, familiarity)
 
     def _refit(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, field: FieldSet) -> Any:
         """Temperature and tau re-chosen on the field; with `field.keep_fused`, tau also keeps what the deployed

@@ -63,8 +63,8 @@ def targets_of(devices: Mapping[str, str], base_target: str) -> dict[str, tuple[
 def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: float,
                   devices: Mapping[str, str], out_dir: Path, signing_key: Path, engines: Sequence[str],
                   representative: np.ndarray) -> list[BuiltBundle]:
-    """Lower and sign `model` for each target, keeping the deployed manifest's plan, tau, labels, lambda and
-    precision (an int8 deployment stays int8, calibrated on `representative`)."""
+    """Lower and sign `model` for each target, keeping the deployed manifest's plan, tau, labels, lambda,
+    familiarity ranges and precision (an int8 deployment stays int8, calibrated on `representative`)."""
     from hgen.compiler.bundle import pack_bundle, write_bundle
 
     quantize = "int8" if any(entry.precision == "int8" for entry in manifest.engines) else "float"
@@ -76,7 +76,7 @@ def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: 
                      temperature=temperature, fusion_lambda=manifest.fusion_lambda,
                      confidence_params=manifest.confidence, predicted_metrics=manifest.predicted.model_dump(),
                      plan=manifest.plan, representative_data=representative, engines=engines,
-                     quantize=quantize, signing_key=signing_key, overwrite=True)
+                     quantize=quantize, familiarity=manifest.familiarity, signing_key=signing_key, overwrite=True)
         archive = pack_bundle(directory)
         built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, manifest.target, target), directory,
                                  archive, (directory / SIGNATURE_NAME).read_bytes(), device_ids))

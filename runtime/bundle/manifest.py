@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from hgen.runtime.bundle.errors import BundleFormatError
 from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.familiarity import Familiarity
 from hgen.runtime.hdnn import DEFAULT_KIND, FusionLambda
 
 SCHEMA_VERSION = 1
@@ -128,6 +129,8 @@ class Manifest(StrictModel):
     confidence: dict[str, float] = Field(default_factory=dict, title="confidence estimator parameters")
     predicted: Predicted = Field(default_factory=Predicted)
     plan: dict[str, Any] = Field(default_factory=dict, title="the search's compression plan")
+    familiarity: Familiarity | None = Field(None, title="the training images' input statistics: a frame outside "
+                                                        "them goes to people like one under tau (None: no check)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

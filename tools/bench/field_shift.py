@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,6 +39,7 @@ from benchlib import RESULTS, machine, write_results  # noqa: E402
 from field_shift_report import markdown, plot, reading  # noqa: E402
 from fieldlib import ACCURACY, HELD_CROWD_SEED, M, Stream, colour_folder, evaluate  # noqa: E402
 
+from hgen.compiler.bundle.writer import sign_manifest  # noqa: E402
 from hgen.compiler.data import Split, load_dataset  # noqa: E402
 from hgen.compiler.demo import DemoConfig, compile_stage, demo_config, with_preset  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
@@ -50,6 +52,8 @@ from hgen.hub.retrain.field import FieldSet, refit  # noqa: E402
 from hgen.hub.testing.crowd import CrowdDriver  # noqa: E402
 from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_section  # noqa: E402
 from hgen.hub.testing.services import free_port  # noqa: E402
+from hgen.runtime.bundle.manifest import MANIFEST_NAME, Manifest  # noqa: E402
+from hgen.runtime.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity  # noqa: E402
 
 DEVICE, HELD_OUT = "field-cam", 2000
 AUDIT = 0.05  # the active device's audit share of confident frames (the hub is told the same); --audit
@@ -128,14 +132,33 @@ def load_compiled(scenario: Scenario, original: str, work: Path,
     data = load_dataset(original, seed=settings.seed, limit=settings.limit)
     final = compiled.summary["final"]
     assert settings.demands is not None
-    deployed = deploy_compiled(compiled, data)
+    deployed, familiarity = with_familiarity(deploy_compiled(compiled, data), work)
     return deployed, {
         "plan": compiled.summary["plan"], "accuracy_demand": settings.demands.accuracy,
         "labour_demand": settings.demands.labour, "accuracy_model_only_clean_test": final["accuracy_model_only"],
         "accuracy_fused_clean_test": final["accuracy"], "search_seconds": compiled.summary.get("search_seconds"),
         "base_epochs": settings.base_epochs, "final_epochs": settings.final_epochs, "tau": deployed.tau,
-        "temperature": deployed.temperature,
+        "temperature": deployed.temperature, "familiarity": familiarity,
         "compiled": "in this run" if compiled_dir is None else f"reused from {compiled_dir} (same settings)"}
+
+
+def with_familiarity(deployed: DeployedModel, work: Path) -> tuple[DeployedModel, str]:
+    """The deployed bundle with the familiarity check (`hgen.runtime.familiarity`). A compile reused from before the
+    check existed has none: its ranges are fitted here on the same training images, with hgen-compile's default
+    quantile, and the manifest re-signed with the compile's key in a copy of the bundle."""
+    manifest = Manifest.model_validate_json((deployed.bundle_dir / MANIFEST_NAME).read_bytes())
+    if manifest.familiarity is not None:
+        return deployed, "written by hgen-compile"
+    bundle_dir = work / "deployed-bundle"
+    shutil.copytree(deployed.bundle_dir, bundle_dir, dirs_exist_ok=True)
+    fitted = fit_familiarity(deployed.data.train.x, DEFAULT_QUANTILE)
+    sign_manifest(bundle_dir, manifest.model_copy(update={"familiarity": fitted}), deployed.signing_key)
+    return replace(deployed, bundle_dir=bundle_dir), ("fitted on the compile's training images (quantile "
+                                                      f"{DEFAULT_QUANTILE}; the reused compile predates the check)")
+
+
+def familiarity_of(bundle_dir: str | Path) -> Familiarity | None:
+    return Manifest.model_validate_json((Path(bundle_dir) / MANIFEST_NAME).read_bytes()).familiarity
 
 
 def hub_section(deployed: DeployedModel, original: str, store: Path, threshold: int, demands: dict[str, Any],
@@ -151,7 +174,8 @@ def hub_section(deployed: DeployedModel, original: str, store: Path, threshold: 
 
 def on_held(current: Any, held: Split, demand: float) -> dict[str, float]:
     """The hub's current version (model, temperature, tau) measured on the held-out field split."""
-    return evaluate(load_model_file(current.keras_path), current.temperature, current.tau, held, demand)
+    return evaluate(load_model_file(current.keras_path), current.temperature, current.tau, held, demand,
+                    familiarity=familiarity_of(current.bundle_dir))
 
 
 def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rounds: int, threshold: int,
@@ -174,7 +198,8 @@ def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rou
                      **on_held(current, held, demand), "labour_demand": demand})
         last_run = 0
         for r in range(1, rounds + 1):
-            sent = device.send_until(threshold, current.version, current.keras_path, current.temperature, current.tau)
+            sent = device.send_until(threshold, current.version, current.keras_path, current.temperature, current.tau,
+                                     familiarity_of(current.bundle_dir))
             finished = app.retrain.wait_for_run(deployed.name, last_run, timeout=1800)
             last_run = finished.id
             current = app.retrain.pipeline.current(deployed.name)
@@ -211,7 +236,10 @@ def oracle(deployed: DeployedModel, original: str, field_data: Any, held: Split,
     val = field_data.val
     chosen = refit(enhanced, FieldSet(val.x, val.y, np.ones(len(val), np.int64), M), retrain.field,
                    labour_demand=demands["labour_demand"], accuracy_floor=0.0, human_accuracy=retrain.human_accuracy)
-    measured = evaluate(chosen.model, chosen.temperature, chosen.tau, held, demands["labour_demand"])
+    deployed_familiarity = familiarity_of(deployed.bundle_dir)
+    familiarity = None if deployed_familiarity is None else deployed_familiarity.widened(labelled.x)
+    measured = evaluate(chosen.model, chosen.temperature, chosen.tau, held, demands["labour_demand"],
+                        familiarity=familiarity)
     return [{"round": r, "labels": len(labelled), **measured, "labour_demand": demands["labour_demand"]}
             for r in range(rounds + 1)]
 
@@ -219,8 +247,9 @@ def oracle(deployed: DeployedModel, original: str, field_data: Any, held: Split,
 def no_retrain(deployed: DeployedModel, held: Split, rounds: int, threshold: int,
                demands: dict[str, Any]) -> list[dict[str, Any]]:
     model = load_model_file(deployed.keras_path)
-    return [{"round": r, "labels": r * threshold,
-             **evaluate(model, deployed.temperature, deployed.tau, held, demands["labour_demand"]),
+    measured = evaluate(model, deployed.temperature, deployed.tau, held, demands["labour_demand"],
+                        familiarity=familiarity_of(deployed.bundle_dir))
+    return [{"round": r, "labels": r * threshold, **measured,
              "labour_demand": demands["labour_demand"]} for r in range(rounds + 1)]
 
 

@@ -24,6 +24,7 @@ from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import grey_sample, make_request
 from hgen.protos import hub_pb2
 from hgen.runtime.calibration import softmax
+from hgen.runtime.familiarity import Familiarity, unfamiliar_frames
 from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, FusionParams, get_kind
 from hgen.runtime.hdnn.cnn import NO_ANSWER
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio
@@ -52,23 +53,32 @@ def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray) -> np.nda
     return sent
 
 
+def _asked(logits: np.ndarray, answers: Any, labels: np.ndarray, asked: np.ndarray, l0: np.ndarray,
+           temperature: float) -> tuple[float, float, float]:
+    """(fused accuracy, share, labour Eq. 13) when the frames in `asked` get the people's answers."""
+    used = np.where(asked[:, None], answers.labels, NO_ANSWER)
+    fused = get_kind(DEFAULT_KIND).fuse(logits, used, FusionParams(temperature, FUSION_LAMBDA_DEFAULT))
+    return float(np.mean(fused == labels)), float(asked.mean()), labour_ratio(float(l0[asked].sum()), len(labels))
+
+
 def evaluate(model: Any, temperature: float, tau: float, held: Split, labour_share: float,
-             crowd_seed: int = HELD_CROWD_SEED) -> dict[str, float]:
+             crowd_seed: int = HELD_CROWD_SEED, familiarity: Familiarity | None = None) -> dict[str, float]:
     """On the held-out field split with SIMULATED people: the device's numbers (gate plus its labour limit, a fresh
-    bucket over the 2,000 frames in order) and the gate's alone (every frame under tau asked: what the model needs).
-    The same crowd answers every round (`crowd_seed`), so rounds differ only by model and gate: an unchanged model
-    measures the same, and 'fused never below round 0' is not decided by which people happened to answer."""
+    bucket over the 2,000 frames in order) and the gate's alone (every frame under tau or unfamiliar asked: what the
+    model needs). The same crowd answers every round (`crowd_seed`), so rounds differ only by model and gate: an
+    unchanged model measures the same, and 'fused never below round 0' is not decided by which people answered."""
     logits = predict_logits(model, held.x)
     answers = hdnn.ask_crowd(SimulatedCrowd.uniform(M, ACCURACY, 10, seed=crowd_seed), logits, held.y, M, temperature)
-    gate = hdnn.evaluate_hdnn(logits, held.y, answers, tau=tau, temperature=temperature)
     confidence, l0 = frame_labour(logits, temperature)
-    sent = admitted(LabourBucket(labour_share, WINDOW_FRAMES), confidence < tau, l0)
-    used = np.where(sent[:, None], answers.labels, NO_ANSWER)
-    fused = get_kind(DEFAULT_KIND).fuse(logits, used, FusionParams(temperature, FUSION_LAMBDA_DEFAULT))
-    return {"accuracy_model_only": gate.accuracy_model, "accuracy_fused": float(np.mean(fused == held.y)),
-            "share_to_people": float(sent.mean()), "labour": labour_ratio(float(l0[sent].sum()), len(held)),
-            "gate_accuracy_fused": gate.accuracy_fused, "gate_share_to_people": gate.share_to_people,
-            "gate_labour": gate.labour, "tau": tau, "temperature": temperature}
+    unfamiliar = unfamiliar_frames(familiarity, held.x)
+    wanted = (confidence < tau) | unfamiliar
+    sent = admitted(LabourBucket(labour_share, WINDOW_FRAMES), wanted, l0)
+    fused, share, labour = _asked(logits, answers, held.y, sent, l0, temperature)
+    gate_fused, gate_share, gate_labour = _asked(logits, answers, held.y, wanted, l0, temperature)
+    return {"accuracy_model_only": float(np.mean(logits.argmax(axis=1) == held.y)), "accuracy_fused": fused,
+            "share_to_people": share, "labour": labour, "gate_accuracy_fused": gate_fused,
+            "gate_share_to_people": gate_share, "gate_labour": gate_labour,
+            "unfamiliar_share": float(unfamiliar.mean()), "tau": tau, "temperature": temperature}
 
 
 def frame_sample(device_id: str, x: np.ndarray, probs: np.ndarray, name: str, version: str) -> hub_pb2.Sample:
@@ -99,7 +109,8 @@ class Stream:
         self.device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", ReplyLog(), call_timeout_s=300,
                                  token=enroll(app, device_id)[device_id].bearer)
 
-    def send_until(self, labels: int, version: str, keras_path: str, temperature: float, tau: float) -> dict[str, int]:
+    def send_until(self, labels: int, version: str, keras_path: str, temperature: float, tau: float,
+                   familiarity: Familiarity | None = None) -> dict[str, int]:
         model = load_model_file(keras_path)
         seen = sent = audits = limited = 0
         while sent < labels:
@@ -112,8 +123,9 @@ class Stream:
             if self.passive:
                 wanted, audited = self.rng.random(len(x)) < 0.5, np.zeros(len(x), bool)
             else:
-                audited = (confidence >= tau) & (self.rng.random(len(x)) < self.audit)
-                wanted = (confidence < tau) | audited
+                unsure = (confidence < tau) | unfamiliar_frames(familiarity, x)
+                audited = ~unsure & (self.rng.random(len(x)) < self.audit)
+                wanted = unsure | audited
             send = admitted(self.bucket, wanted, l0)
             chosen = np.flatnonzero(send)[: labels - sent]
             seen += len(x)
