@@ -3,7 +3,8 @@
 The phone must decide as the Python device does, so the Python runtime itself writes the expected values: for
 random logits, the calibrated probabilities, confidence, gate, the model's and the fused answers and the labour
 estimate; for random frames, the model input the agent's preprocessing makes; for random camera planes, the RGB
-`hgen.runtime.yuv`'s rule makes. The TypeScript tests read this JSON.
+`hgen.runtime.yuv`'s rule makes; for random model inputs, the familiarity check's statistics and flags
+(`hgen.runtime.familiarity`). The TypeScript tests read this JSON.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def preprocess_case(rng: np.random.Generator, shape: tuple[int, int, int], frame
 
 def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
     """A stream through the agent's Gate (audits drawn from its seeded generator) and LabourBucket, in the
-    agent's order: refill per frame, gate (c < tau, audit draw, rate limit), then the bucket for what would go to
-    people."""
+    agent's order: refill per frame, gate (c < tau or unfamiliar, else the audit draw; rate limit), then the bucket
+    for what would go to people."""
     from hgen.edge_agent.config import GateConfig
     from hgen.edge_agent.gating import Decision, Gate, LabourBucket
 
@@ -88,15 +89,76 @@ def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
     unsure = (rng.random(frames) < rng.uniform(0.1, 0.9)).tolist()
     labour = rng.uniform(1.0, 9.0, frames).tolist()
     now = np.cumsum(rng.uniform(0.0, 0.1, frames)).tolist()
+    unfamiliar = (rng.random(frames) < rng.choice([0.0, 0.1, 0.4])).tolist()  # escalated, and no audit draw
     decisions = []
-    for flag, cost, at in zip(unsure, labour, now):
+    for flag, cost, at, unlike in zip(unsure, labour, now, unfamiliar):
         bucket.frame()
-        decision = gate.decide(0.0 if flag else 1.0, 0.5, at)
+        decision = gate.decide(0.0 if flag else 1.0, 0.5, at, unfamiliar=unlike)
         if decision.to_people and not bucket.take(cost):
             decision = Decision.BUDGET
         decisions.append(decision.value)
     return {"share": share, "interval": interval, "window": window, "unsure": unsure, "labour": labour, "now": now,
-            "audit_share": audit_share, "seed": seed, "decisions": decisions}
+            "unfamiliar": unfamiliar, "audit_share": audit_share, "seed": seed, "decisions": decisions}
+
+
+FAMILIARITY_SHAPES = ((28, 28, 1), (32, 32, 3), (5, 7, 3), (3, 3, 1), (24, 40, 3))
+# how field images differ from the training ones: not at all, darker, brighter, flatter, harsher, noisier, blurred
+FIELD_CONDITIONS = ("same", "same", "same", "dark", "bright", "low_contrast", "high_contrast", "noise", "blur")
+BOUND_MARGIN = 1e-9  # relative: no case this close to a bound, so float rounding cannot flip a flag
+
+
+def _images(rng: np.random.Generator, n: int, shape: tuple[int, int, int], block: int) -> np.ndarray:
+    """Training-like model inputs: a level, a blocky pattern and a little noise, in about [0, 1]."""
+    h, w, c = shape
+    pattern = np.kron(rng.uniform(-1, 1, (n, h // block + 1, w // block + 1, c)), np.ones((1, block, block, 1)))
+    level = rng.uniform(0.35, 0.65, (n, 1, 1, 1))
+    x = level + rng.uniform(0.1, 0.25, (n, 1, 1, 1)) * pattern[:, :h, :w] + rng.normal(0, 0.02, (n, h, w, c))
+    return x.astype(np.float32)
+
+
+def _field(rng: np.random.Generator, x: np.ndarray, condition: str) -> np.ndarray:
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    if condition == "dark":
+        x = x * rng.uniform(0.3, 0.9)
+    elif condition == "bright":
+        x = x + rng.uniform(0.05, 0.4)
+    elif condition == "low_contrast":
+        x = mean + (x - mean) * rng.uniform(0.3, 0.9)
+    elif condition == "high_contrast":
+        x = mean + (x - mean) * rng.uniform(1.1, 2.5)
+    elif condition == "noise":
+        x = x + rng.normal(0, rng.uniform(0.005, 0.1), x.shape)
+    elif condition == "blur":
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+        x = sum(padded[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
+    return np.asarray(x, np.float32)
+
+
+def familiarity_case(rng: np.random.Generator, shape: tuple[int, int, int], images: int = 63) -> dict[str, Any]:
+    """Ranges fitted on training-like images; field images under each condition (some inside the ranges, some
+    outside) and the training images at the extremes of each statistic (just outside or inside a bound); their
+    statistics and unfamiliar flags from `hgen.runtime.familiarity`. Cases within BOUND_MARGIN of a bound are
+    dropped."""
+    from hgen.runtime.familiarity import fit_familiarity, image_stats
+
+    block = int(rng.integers(1, 4))
+    training = _images(rng, 300, shape, block)
+    familiarity = fit_familiarity(training, float(rng.choice([0.001, 0.01, 0.05])))
+    conditions = [FIELD_CONDITIONS[i % len(FIELD_CONDITIONS)] for i in range(images)]
+    field = [_field(rng, _images(rng, 1, shape, block), condition) for condition in conditions]
+    extremes = [int(pick(values)) for values in image_stats(training).values() for pick in (np.argmin, np.argmax)]
+    x = np.concatenate([*field, training[extremes]])
+    conditions += ["training"] * len(extremes)
+    stats = image_stats(x)
+    near = np.zeros(len(x), bool)
+    for name, bounds in familiarity.ranges().items():
+        for bound in (bounds.low, bounds.high):
+            near |= np.abs(stats[name] - bound) <= BOUND_MARGIN * max(1.0, abs(bound))
+    x = x[~near]
+    return {"shape": list(shape), "familiarity": familiarity.model_dump(), "images_b64": _b64(x.astype("<f4")),
+            "conditions": [c for c, dropped in zip(conditions, near) if not dropped],
+            "stats": {name: values.tolist() for name, values in image_stats(x).items()},
+            "unfamiliar": familiarity.unfamiliar(x).tolist()}
 
 
 def random_case(seed: int, draws: int = 1000) -> dict[str, Any]:
@@ -161,6 +223,7 @@ def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
         "random": [random_case(seed) for seed in (0, 1, 42, 2**32 - 1, 2**32, 2**52 + 3)],
         "quantize": [quantize_case(rng) for _ in range(6)],
         "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
+        "familiarity": [familiarity_case(rng, shape) for shape in FAMILIARITY_SHAPES],
         "yuv": [yuv_case(rng, fmt, h, w, matrix, full) for fmt, h, w in YUV_CASES for matrix in ("bt601", "bt709")
                 for full in (False, True)],
     }

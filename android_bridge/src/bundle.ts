@@ -5,6 +5,7 @@
  * sees it. A member the manifest does not list, or a listed file that is missing, refuses the whole bundle.
  */
 
+import type { Familiarity } from "./familiarity.js";
 import type { Quant } from "./quantize.js";
 import { type InputSpec } from "./preprocess.js";
 
@@ -45,6 +46,7 @@ export interface Manifest {
   temperature: number;
   lambda: number;
   confidence: Record<string, number>;
+  familiarity?: Familiarity | null; // absent or null: a bundle without the familiarity check
 }
 
 export interface VerifiedBundle {

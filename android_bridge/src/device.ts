@@ -6,6 +6,7 @@
 
 import { BundleRefusedError } from "./bundle.js";
 import { Camera } from "./camera.js";
+import { unsure } from "./familiarity.js";
 import { type Decision, Gate, LabourBucket, toPeople } from "./gate.js";
 import * as hdnn from "./hdnn.js";
 import { annotationRequest, classAnswers, HubLink, STATUS } from "./hub.js";
@@ -22,7 +23,8 @@ export interface FrameRecord {
   top1: number;
   label: string;
   confidence: number;
-  toPeople: boolean;
+  toPeople: boolean; // c < tau
+  unfamiliar: boolean; // outside the training images' input statistics: asked like a frame under tau
   decision: Decision | "no_hub";
   sampleId: string | null;
   inferMs: number; // the whole frame: preprocessing, engine, H-DNN math, gate
@@ -158,15 +160,16 @@ class Pipeline {
     const model = this.model; // a swap takes effect at the next frame, never inside one
     const started = performance.now();
     const result = await model.infer(frame);
+    const isUnsure = unsure(result.toPeople, result.unfamiliar); // under tau, or unlike the training images
     // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever
-    const decision = this.link === null ? (result.toPeople ? "no_hub" : "confident")
-      : this.gate.decide(result.toPeople, result.labour, performance.now() / 1000);
+    const decision = this.link === null ? (isUnsure ? "no_hub" : "confident")
+      : this.gate.decide(isUnsure, result.labour, performance.now() / 1000);
     const inferMs = performance.now() - started;
     const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
     const record: FrameRecord = { n: state.frames.length, presented, version: model.version, top1: result.top1, label,
-      confidence: result.confidence, toPeople: result.toPeople, decision, sampleId, inferMs, runMs: result.runMs,
-      doneAt: performance.now() };
+      confidence: result.confidence, toPeople: result.toPeople, unfamiliar: result.unfamiliar, decision, sampleId,
+      inferMs, runMs: result.runMs, doneAt: performance.now() };
     if (recordInputs) record.input = signature(result.input, model.manifest.input.shape);
     if (fullEvery > 0 && record.n % fullEvery === 0) record.fullInput = Array.from(result.input);
     const swapped = state.swaps.find((swap) => swap.atFrame < 0 && swap.to === model.version);

@@ -57,7 +57,7 @@ export class Gate {
     this.draws = new PyRandom(seed);
   }
 
-  /** `unsure` is the runtime gate's verdict for this frame; `now` in seconds. */
+  /** `unsure`: c < tau (the runtime gate) or the frame is unfamiliar (familiarity.ts); `now` in seconds. */
   decide(unsure: boolean, labour: number, now: number): Decision {
     this.bucket.frame();
     if (!unsure) {

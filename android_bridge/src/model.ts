@@ -5,6 +5,7 @@
 
 import { verifyArchive, type Manifest, type WebEntry } from "./bundle.js";
 import { type Engine, openEngine } from "./engine.js";
+import { unfamiliar } from "./familiarity.js";
 import * as hdnn from "./hdnn.js";
 import { preprocess, type Raster } from "./preprocess.js";
 
@@ -15,7 +16,8 @@ export interface Inference {
   probabilities: Float64Array;
   top1: number;
   confidence: number;
-  toPeople: boolean;
+  toPeople: boolean; // the runtime's gate alone: c < tau
+  unfamiliar: boolean; // the input is unlike the training images (familiarity.ts): people are asked whatever c
   difficulty: number;
   labour: number;
   input: Float32Array;
@@ -72,7 +74,14 @@ export class Model {
     const top1 = hdnn.predict(logits);
     const confidence = probabilities[hdnn.argmax(probabilities)];
     const difficulty = hdnn.difficulty(probabilities, this.estimator);
-    return { logits, probabilities, top1, confidence, toPeople: hdnn.needsHuman(confidence, tau), difficulty,
-      labour: hdnn.labourPerSample(difficulty, this.m), input, runMs };
+    return { logits, probabilities, top1, confidence, toPeople: hdnn.needsHuman(confidence, tau),
+      unfamiliar: this.isUnfamiliar(input), difficulty, labour: hdnn.labourPerSample(difficulty, this.m), input,
+      runMs };
+  }
+
+  /** The familiarity check on the input the model ran on (NHWC [1, h, w, c]); false without one in the manifest. */
+  isUnfamiliar(input: Float32Array): boolean {
+    const [, h, w, c] = this.manifest.input.shape;
+    return unfamiliar(this.manifest.familiarity, input, h, w, c);
   }
 }

@@ -1,14 +1,16 @@
 /**
  * The phone's H-DNN and preprocessing against golden vectors written by the Python runtime
  * (`hgen.edge_agent.web_golden`): identical decisions, probabilities within 1e-5, model inputs within one grey
- * level, camera planes converted to the same RGB bytes. Run by tests/integration/test_phone_golden.py, which
- * writes the vectors and passes their path in GOLDEN.
+ * level, camera planes converted to the same RGB bytes, the familiarity check's statistics within 1e-9 (relative)
+ * and its flags identical. Run by tests/integration/test_phone_golden.py, which writes the vectors and passes
+ * their path in GOLDEN.
  */
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { type Familiarity, imageStats, unfamiliar, unsure } from "../src/familiarity.js";
 import { Gate, LabourBucket } from "../src/gate.js";
 import { PyRandom } from "../src/pyrandom.js";
 import { dequantize, quantize } from "../src/quantize.js";
@@ -51,9 +53,49 @@ test("the gate's rate limit and labour bucket decide as the agent's", () => {
   assert.ok(golden.gate.length >= 5);
   for (const [n, c] of golden.gate.entries()) {
     const gate = new Gate(new LabourBucket(c.share, c.window), c.interval, c.audit_share, c.seed);
-    const decisions = c.unsure.map((unsure: boolean, i: number) => gate.decide(unsure, c.labour[i], c.now[i]));
+    // an unfamiliar frame is unsure whatever its confidence: escalated, and no audit draw taken for it
+    const decisions = c.unsure.map((underTau: boolean, i: number) => gate.decide(unsure(underTau, c.unfamiliar[i]),
+      c.labour[i], c.now[i]));
     assert.deepEqual(decisions, c.decisions, `gate case ${n}`);
   }
+});
+
+test("the familiarity check's statistics and flags match the Python runtime's", () => {
+  const RELATIVE = 1e-9;
+  assert.ok(golden.familiarity.length >= 3);
+  let flagged = 0;
+  let total = 0;
+  for (const [n, c] of golden.familiarity.entries()) {
+    const [h, w, channels] = c.shape;
+    const raw = Buffer.from(c.images_b64, "base64");
+    const images = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+    const size = h * w * channels;
+    assert.equal(images.length, size * c.unfamiliar.length, `familiarity case ${n}: image count`);
+    c.unfamiliar.forEach((expected: boolean, i: number) => {
+      const where = `familiarity case ${n} (${c.shape}) image ${i} (${c.conditions[i]})`;
+      const image = images.subarray(i * size, (i + 1) * size);
+      const stats = imageStats(image, h, w, channels);
+      for (const name of ["brightness", "contrast", "detail"] as const) {
+        const want = c.stats[name][i];
+        assert.ok(Math.abs(stats[name] - want) <= RELATIVE * Math.max(Math.abs(want), 1e-12),
+          `${where} ${name}: ${stats[name]} vs ${want}`);
+      }
+      assert.equal(unfamiliar(c.familiarity as Familiarity, image, h, w, channels), expected, `${where}: unfamiliar`);
+      flagged += expected ? 1 : 0;
+      total += 1;
+    });
+  }
+  assert.ok(flagged > 0 && flagged < total, `both verdicts are exercised (${flagged}/${total} unfamiliar)`);
+  // bounds are familiar (exact here: a constant image has contrast and detail 0); no check, never unfamiliar
+  const flat = new Float32Array(5 * 4 * 3).fill(0.5);
+  const onBounds = { brightness: { low: 0.5, high: 0.5 }, contrast: { low: 0, high: 0 }, detail: { low: 0, high: 0 },
+    quantile: 0.001 };
+  assert.equal(unfamiliar(onBounds, flat, 5, 4, 3), false);
+  assert.equal(unfamiliar({ ...onBounds, brightness: { low: 0, high: 0.25 } }, flat, 5, 4, 3), true);
+  assert.equal(unfamiliar(null, flat, 5, 4, 3), false);
+  assert.equal(unfamiliar(undefined, flat, 5, 4, 3), false);
+  assert.throws(() => imageStats(flat, 2, 10, 3), hdnn.InvalidInputError);
+  assert.throws(() => imageStats(flat, 5, 5, 3), hdnn.InvalidInputError);
 });
 
 test("bad input is refused with a typed error", () => {

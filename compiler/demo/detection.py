@@ -137,7 +137,7 @@ def evaluate_detection_versions(bundles: dict[str, tuple[str, str | Path]], publ
     answers = [people_boxes(b, rng, pool.x.shape[1]) for b in pool.boxes]  # the same people for every row
     rows: dict[str, dict[str, Any]] = {}
     for name, (version, path) in bundles.items():
-        outputs, manifest = bundle_logits(path, public_key, target, pool.x)
+        outputs, manifest, _ = bundle_logits(path, public_key, target, pool.x)
         kind, params = get_kind(manifest.kind), FusionParams(manifest.temperature, manifest.fusion_lambda)
         confidence = kind.confidence(outputs, params)
         gate = needs_human(confidence, manifest.tau)

@@ -18,6 +18,7 @@ import numpy as np
 from hgen.compiler.data import Split
 from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.errors import InvalidArgumentError
+from hgen.runtime.familiarity import unfamiliar_frames
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ def camera_frames(images: np.ndarray) -> np.ndarray:
     return (np.clip(np.asarray(images), 0, 1) * 255).astype(np.uint8)
 
 
-def bundle_logits(bundle: str | Path, public_key: str | Path, target: str, images: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Logits of the bundle's LiteRT engine on `images` (float [0, 1]), normalised by the bundle's input spec."""
+def bundle_logits(bundle: str | Path, public_key: str | Path, target: str,
+                  images: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
+    """Logits of the bundle's LiteRT engine on `images` (float [0, 1]), normalised by the bundle's input spec; its
+    manifest; and which images its familiarity check finds unlike the training images (the device asks about them)."""
     from hgen.runtime.bundle.loader import load_bundle
 
     with load_bundle(bundle, trusted_public_key=public_key, expected_target=target, engines=["litert"]) as loaded:
@@ -63,7 +66,7 @@ def bundle_logits(bundle: str | Path, public_key: str | Path, target: str, image
         size = engine.input_spec.batch
         pad = (-len(x)) % size
         padded = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)]) if pad else x
-        return engine.run(padded)[: len(x)], loaded.manifest
+        return engine.run(padded)[: len(x)], loaded.manifest, unfamiliar_frames(loaded.manifest.familiarity, x)
 
 
 def evaluate_versions(bundles: dict[str, tuple[str, str | Path]], public_key: str | Path, target: str, pool: Split, *,
@@ -75,12 +78,12 @@ def evaluate_versions(bundles: dict[str, tuple[str, str | Path]], public_key: st
     rows: dict[str, dict[str, Any]] = {}
     answers = None
     for name, (version, path) in bundles.items():
-        logits, manifest = bundle_logits(path, public_key, target, pool.x)
+        logits, manifest, unfamiliar = bundle_logits(path, public_key, target, pool.x)
         if answers is None:  # one set of simulated answers for every row: hardness from the first model's view
             crowd = SimulatedCrowd.uniform(m, annotator_accuracy, len(manifest.labels), seed=seed)
             answers = ask_crowd(crowd, logits, pool.y, m, manifest.temperature)
         result = evaluate_hdnn(logits, pool.y, answers, tau=manifest.tau, temperature=manifest.temperature,
-                               fusion_lambda=manifest.fusion_lambda, kind=manifest.kind)
+                               fusion_lambda=manifest.fusion_lambda, kind=manifest.kind, unfamiliar=unfamiliar)
         rows[name] = {"version": version, "images": result.samples, "tau": manifest.tau,
                       "model_only": result.accuracy_model, "fused": result.accuracy_fused,
                       "share_to_people": result.share_to_people, "labour": result.labour}

@@ -68,8 +68,10 @@ def fit_difficulty(crowd: SimulatedCrowd, logits: np.ndarray, labels: np.ndarray
 
 def evaluate_hdnn(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers, *, tau: float, temperature: float,
                   fusion_lambda: float = FUSION_LAMBDA_DEFAULT, difficulty: DifficultyEstimator | None = None,
-                  t_infer_ms: float = 0.0, kind: str = DEFAULT_KIND) -> HDNNEvaluation:
-    """Gate at tau, fuse the gated samples' answers, and count accuracy, latency and labour."""
+                  t_infer_ms: float = 0.0, kind: str = DEFAULT_KIND,
+                  unfamiliar: np.ndarray | None = None) -> HDNNEvaluation:
+    """Gate at tau, fuse the gated samples' answers, and count accuracy, latency and labour. `unfamiliar`: samples
+    the device's familiarity check (`hgen.runtime.familiarity`) sends to people whatever their confidence."""
     tau = check_tau(tau)
     labels = np.asarray(labels)
     if answers.labels.shape[0] != labels.shape[0]:
@@ -78,6 +80,8 @@ def evaluate_hdnn(logits: np.ndarray, labels: np.ndarray, answers: CrowdAnswers,
     params = FusionParams(temperature, fusion_lambda)
     confidence = hdnn.confidence(logits, params)
     gate = needs_human(confidence, tau)
+    if unfamiliar is not None:
+        gate = gate | np.asarray(unfamiliar, bool)
     used = np.where(gate[:, None], answers.labels, NO_ANSWER)
     fused = hdnn.fuse(logits, used, params)
     m = answers.labels.shape[1]

@@ -1,7 +1,8 @@
 """The phone's TypeScript H-DNN and preprocessing (android_bridge/src) decide as the Python runtime does: the Python
 side writes golden vectors (random logits, answers, estimators; gate streams with the agent's seeded audit draw;
 Python's random() sequences; random RGBA frames through the agent's preprocessing; random I420/NV12 camera planes
-through `hgen.runtime.yuv`) and node's test runner checks the port against them (android_bridge/test/golden.test.ts)."""
+through `hgen.runtime.yuv`; random model inputs through the familiarity check) and node's test runner checks the
+port against them (android_bridge/test/golden.test.ts)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,17 @@ def test_typescript_port_matches_golden_vectors(app: tuple[str, Path], tmp_path:
     golden = write_golden(tmp_path / "golden.json", seed=7)
     import json
 
-    decisions = [d for case in json.loads(golden.read_text())["gate"] for d in case["decisions"]]
+    vectors = json.loads(golden.read_text())
+    decisions = [d for case in vectors["gate"] for d in case["decisions"]]
     assert decisions.count("audit") >= 10  # the agent's audit draw is exercised, not only c < tau
+    # confident but unfamiliar frames: escalated, and the audit draws after them must stay in step
+    assert any(u and not below for case in vectors["gate"] for u, below in zip(case["unfamiliar"], case["unsure"]))
+    flags = [flag for case in vectors["familiarity"] for flag in case["unfamiliar"]]
+    assert 0 < sum(flags) < len(flags)  # familiar and unfamiliar images both checked
     run = subprocess.run([node, "--test", str(dist / "test")], env={**os.environ, "GOLDEN": str(golden)},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "# pass 7" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
+    assert "# pass 8" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
 
 
 def test_a_wrong_port_is_caught(app: tuple[str, Path], tmp_path: Path) -> None:

@@ -120,3 +120,17 @@ def test_the_agent_asks_people_about_frames_unlike_its_training_images(tmp_path:
         snapshot = agent.telemetry.snapshot()
     assert [r.decision for r in results] == ["confident", "escalate", "escalate"]
     assert snapshot["frames_unfamiliar"] == 2
+
+
+def test_the_compilers_hdnn_metrics_count_unfamiliar_frames_as_asked() -> None:
+    from hgen.compiler.metrics.hdnn import ask_crowd, evaluate_hdnn
+    from hgen.hub.crowd import SimulatedCrowd
+
+    logits = np.array([[1.5, 0.0], [1.5, 0.0], [0.1, 0.0]])  # two confident (wrong for the second), one unsure
+    labels = np.array([0, 1, 0])
+    answers = ask_crowd(SimulatedCrowd.uniform(3, 1.0, 2, seed=0), logits, labels, 3, 1.0)
+    plain = evaluate_hdnn(logits, labels, answers, tau=0.7, temperature=1.0, fusion_lambda=1.0)
+    checked = evaluate_hdnn(logits, labels, answers, tau=0.7, temperature=1.0, fusion_lambda=1.0,
+                            unfamiliar=np.array([0, 1, 0], bool))
+    assert plain.share_to_people == pytest.approx(1 / 3) and checked.share_to_people == pytest.approx(2 / 3)
+    assert checked.accuracy_fused == 1.0 > plain.accuracy_fused and checked.labour > plain.labour

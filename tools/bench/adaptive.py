@@ -108,7 +108,7 @@ def pool(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Any]:
 
     data = load_dataset(DATASET, seed=summary.get("seed", 0))
     bundle = summary["bundle"]
-    logits, _ = bundle_logits(bundle["archive"], bundle["public_key"], summary["device"]["target"], data.test.x)
+    logits, _, _ = bundle_logits(bundle["archive"], bundle["public_key"], summary["device"]["target"], data.test.x)
     model = load_model(Path(bundle["archive"]), BundleConfig(path=bundle["archive"], public_key=bundle["public_key"],
                                                              engine="litert"))
     return logits, np.asarray(data.test.y), model
