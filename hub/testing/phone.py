@@ -7,12 +7,17 @@ build skips naming that command (and fails under CI=true, as every missing prere
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hgen.hub.web.phones import BUILD_COMMAND, PhoneAppMissingError, device_app
+
+if TYPE_CHECKING:
+    from hgen.runtime.familiarity import Familiarity
 
 APP_DIR = Path(__file__).resolve().parents[2] / "android_bridge"  # the source checkout's app (tests run there)
 DIST = APP_DIR / "dist"
@@ -118,24 +123,27 @@ class PhoneBundle:
     frames: int
 
 
-def phone_bundle(folder: Path, frames: int = 60, tau: float = 0.9, quantize: str = "float") -> PhoneBundle:
+def phone_bundle(folder: Path, frames: int = 60, tau: float = 0.9, quantize: str = "float",
+                 familiarity: Familiarity | None = None) -> PhoneBundle:
     """LeNet-5 trained briefly on the first 1200 digits, bundled with both web models (ONNX for onnxruntime-web,
     .tflite for LiteRT.js: float, or for `quantize="int8"` the int8 model with uint8 I/O, and then no 0.2.0);
-    frames 1400.. are held out."""
+    frames 1400.. are held out. `familiarity`: the manifest's ranges (`hgen.runtime.familiarity`), none by default
+    (no familiarity check)."""
     from hgen.compiler.testing import train_lenet
     from hgen.edge_agent.testing import digits_28, make_keys
 
     keys = make_keys(folder / "keys")
     model = train_lenet()
-    archive = _bundle(folder / "bundle", model, keys.private_pem, "0.1.0", tau, quantize)
-    archive_v2 = (_bundle(folder / "bundle-v2", model, keys.private_pem, "0.2.0", tau) if quantize == "float"
-                  else archive)
+    archive = _bundle(folder / "bundle", model, keys.private_pem, "0.1.0", tau, quantize, familiarity)
+    archive_v2 = (_bundle(folder / "bundle-v2", model, keys.private_pem, "0.2.0", tau, familiarity=familiarity)
+                  if quantize == "float" else archive)
     images, _ = digits_28()
     video = write_y4m(folder / "held_out.y4m", images[1400:1400 + frames])
     return PhoneBundle(archive, archive_v2, keys.public_pem, keys.private_pem, video, folder, frames)
 
 
-def _bundle(out: Path, model: Any, private_key: Path, version: str, tau: float, quantize: str = "float") -> Path:
+def _bundle(out: Path, model: Any, private_key: Path, version: str, tau: float, quantize: str = "float",
+            familiarity: Familiarity | None = None) -> Path:
     """As `hgen.compiler.testing.litert_bundle` writes them, with both browser models."""
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.edge_agent.testing import LABELS, digits_28
@@ -146,7 +154,7 @@ def _bundle(out: Path, model: Any, private_key: Path, version: str, tau: float, 
                  confidence_params={"m": 3.0, "difficulty_coef_0": -1.0, "difficulty_coef_1": 1.0,
                                     "difficulty_coef_2": -1.0, "difficulty_intercept": -1.0},
                  representative_data=images[..., None], engines=("litert",), web=("onnxruntime-web", "litert-js"),
-                 quantize=quantize, signing_key=private_key, overwrite=True)
+                 quantize=quantize, familiarity=familiarity, signing_key=private_key, overwrite=True)
     return pack_bundle(out)
 
 
@@ -210,3 +218,33 @@ def phone_link_in_browser(page: Any, base: str, device_id: str, bundle_name: str
     page.click("#phone-form button[type=submit]")
     page.wait_for_selector("#qr svg")
     return page.get_attribute("#phone-link", "href"), page.inner_html("#qr")
+
+
+def wait_for_device(page: Any, condition: str, timeout_s: float = 90) -> None:
+    """Until the page's device state (`window.hgenDevice` as `s`) meets a JavaScript `condition`."""
+    page.wait_for_function(f"() => {{ const s = window.hgenDevice; return s && ({condition}); }}",
+                           timeout=timeout_s * 1000)
+
+
+@contextmanager
+def mqtt_phone_hub(db: Path, bundle: PhoneBundle, bundle_name: str, *, audit_share: float,
+                   audit_seed: int) -> Iterator[tuple[Any, Any]]:
+    """A hub with its web app and phone settings, a real Mosquitto with websockets, people to answer, and the
+    bundle published as 0.1.0: (hub, broker), both stopped on exit."""
+    import secrets
+
+    from hgen.edge_agent.testing import start_hub
+    from hgen.hub.testing.services import mosquitto
+    from hgen.hub.testing.web import add_people
+
+    with mosquitto(websockets=True) as broker:
+        hub = start_hub(db, [], broker=broker, overrides={
+            "web": {"enabled": True, "port": 0, "secret_key": secrets.token_urlsafe(32)},
+            "phones": {"public_key": str(bundle.public_key), "mqtt_websocket_url": broker.ws_url,
+                       "audit_share": audit_share, "audit_seed": audit_seed}})
+        try:
+            add_people(hub.app)
+            hub.publish_bundle(bundle.archive, bundle_name, "0.1.0")
+            yield hub, broker
+        finally:
+            hub.stop()

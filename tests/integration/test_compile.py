@@ -51,7 +51,11 @@ def test_model_and_bundle_round_trip(compiled):
         assert loaded.manifest.tau == pytest.approx(compiled.summary["tau"])
         assert loaded.manifest.confidence["m"] == 3.0
         device_top1 = loaded.engine.run(x).argmax(axis=1)
+        familiarity = loaded.manifest.familiarity  # the training images' ranges: the device asks about others
     assert np.mean(device_top1 == keras_top1) >= 0.99
+    assert familiarity is not None and familiarity.unfamiliar(x).mean() < 0.05
+    noisy = x + np.random.default_rng(0).normal(0.0, np.sqrt(0.2), x.shape)
+    assert familiarity.unfamiliar(noisy).mean() > 0.9
 
 
 @pytest.fixture(scope="module")

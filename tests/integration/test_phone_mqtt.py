@@ -10,7 +10,6 @@ version announced on its updates topic drops no frame.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 from hgen.hub.testing.phone import (
+    mqtt_phone_hub,
+    wait_for_device,
     PhoneAppMissingError,
     PhoneBundle,
     built_app,
@@ -43,26 +44,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> PhoneBundle:
 
 @pytest.fixture
 def running(tmp_path: Path, bundle: PhoneBundle, mosquitto_required: str) -> Iterator[tuple[Any, Any]]:
-    from hgen.edge_agent.testing import start_hub
-    from hgen.hub.testing.services import mosquitto
-    from hgen.hub.testing.web import add_people
-
-    with mosquitto(websockets=True) as broker:
-        hub = start_hub(tmp_path / "hub.db", [], broker=broker, overrides={
-            "web": {"enabled": True, "port": 0, "secret_key": secrets.token_urlsafe(32)},
-            "phones": {"public_key": str(bundle.public_key), "mqtt_websocket_url": broker.ws_url,
-                       "audit_share": AUDIT_SHARE, "audit_seed": AUDIT_SEED}})
-        try:
-            add_people(hub.app)
-            hub.publish_bundle(bundle.archive, BUNDLE, "0.1.0")
-            yield hub, broker
-        finally:
-            hub.stop()
-
-
-def wait(page: Any, condition: str, timeout_s: float = 90) -> None:
-    page.wait_for_function(f"() => {{ const s = window.hgenDevice; return s && ({condition}); }}",
-                           timeout=timeout_s * 1000)
+    with mqtt_phone_hub(tmp_path / "hub.db", bundle, BUNDLE, audit_share=AUDIT_SHARE,
+                        audit_seed=AUDIT_SEED) as (hub, broker):
+        yield hub, broker
 
 
 def agent_decisions(frames: list[dict[str, Any]]) -> list[str]:
@@ -86,17 +70,17 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
         page, log = new_page(browser)
         page.goto(phone_link(hub.app, DEVICE, BUNDLE))
         page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
-        wait(page, "s.connected && s.stored.length >= 5 || s.error")
+        wait_for_device(page, "s.connected && s.stored.length >= 5 || s.error")
         before = page.evaluate("window.hgenDevice")
         assert before["error"] is None, (before["error"], log)
         page.reload()  # mid-stream: stored, unanswered samples must survive in IndexedDB
-        wait(page, "s.connected && s.pending >= 5 || s.error")
+        wait_for_device(page, "s.connected && s.pending >= 5 || s.error")
         hub.resume_crowd()
         stored = before["stored"]
-        wait(page, f"{stored!r}.every(id => s.fused.some(f => f.sampleId === id)) || s.error")
+        wait_for_device(page, f"{stored!r}.every(id => s.fused.some(f => f.sampleId === id)) || s.error")
         hub.publish_bundle(bundle.archive_v2, BUNDLE, "0.2.0", [DEVICE])  # retained notice on the phone's updates
-        wait(page, "s.swaps.length === 1 && s.swaps[0].atFrame >= 0 && s.frames.length >= s.swaps[0].atFrame + 30"
-                   " || s.error")
+        wait_for_device(page, "s.swaps.length === 1 && s.swaps[0].atFrame >= 0"
+                        " && s.frames.length >= s.swaps[0].atFrame + 30 || s.error")
         page.screenshot(path=str(artifacts_dir / "phone_mqtt.png"))
         after = page.evaluate("window.hgenDevice")
     finally:
