@@ -49,3 +49,40 @@ def test_a_scenario_s_accuracy_demand_replaces_only_the_preset_s_accuracy(tmp_pa
     assert own.demands.accuracy == hues.accuracy != preset.demands.accuracy
     assert own.demands.model_copy(update={"accuracy": preset.demands.accuracy}) == preset.demands
     assert (own.base_epochs, own.final_epochs) == (hues.base_epochs, hues.final_epochs)
+
+
+def test_a_repeat_sees_the_same_field_from_another_start() -> None:
+    import numpy as np
+    from field_shift import rotated
+
+    from hgen.compiler.data import Split
+
+    stream = Split(np.arange(2500, dtype=np.float32).reshape(2500, 1, 1, 1), np.arange(2500))
+    assert rotated(stream, 0) is stream
+    moved = rotated(stream, 2)
+    assert moved.y[0] == 2000 and sorted(moved.y.tolist()) == stream.y.tolist()
+    assert (moved.x[:, 0, 0, 0] == moved.y).all()  # images keep their labels
+
+
+def _run(gain: float, gap: float) -> dict:
+    rounds = [{"accuracy_model_only": 0.5, "gate_share_to_people": 1.0},
+              {"accuracy_model_only": 0.5 + gain, "gate_share_to_people": 0.1}]
+    return {"rounds": rounds, "passive": [{"accuracy_model_only": 0.5 + gain - gap}], "targets": {"x": True}}
+
+
+def test_repeats_report_each_run_and_the_mean_gap_with_its_standard_error(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import field_shift_report
+
+    main = {"scenarios": [{"name": "noise", **{k: v for k, v in _run(0.15, 0.02).items() if k != "passive"},
+                           "baselines": {"passive": _run(0.15, 0.02)["passive"]}}]}
+    monkeypatch.setattr(field_shift_report, "RESULTS", tmp_path)
+    assert field_shift_report.repeat_summary(main) == []  # one run: nothing to summarise
+    runs = [{"name": "noise", "seed": 1, **_run(0.12, -0.01)}, {"name": "other", "seed": 1, **_run(0.1, 0.5)}]
+    (tmp_path / f"{field_shift_report.REPEATS}.json").write_text(json.dumps({"runs": runs}))
+    lines = field_shift_report.repeat_summary(main)
+    assert sum(line.startswith("| noise |") for line in lines) == 2
+    verdict = next(line for line in lines if line.startswith("- noise"))
+    assert "+0.5 points on average over 2 runs (standard error 1.5)" in verdict
+    assert "reached, but not by more than its standard error" in verdict

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, machine, write_results  # noqa: E402
-from field_shift_report import markdown, plot, reading  # noqa: E402
+from field_shift_report import REPEATS, markdown, plot, reading  # noqa: E402
 from fieldlib import ACCURACY, HELD_CROWD_SEED, M, Stream, colour_folder, evaluate  # noqa: E402
 
 from hgen.compiler.bundle.writer import sign_manifest  # noqa: E402
@@ -179,16 +179,18 @@ def on_held(current: Any, held: Split, demand: float) -> dict[str, float]:
 
 
 def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rounds: int, threshold: int,
-         demands: dict[str, Any], work: Path, passive: bool, audit: float = AUDIT) -> list[dict[str, Any]]:
-    """One closed loop on a fresh hub: round 0 is the deployed model, then one retrain per `threshold` labels."""
+         demands: dict[str, Any], work: Path, passive: bool, audit: float = AUDIT,
+         seed: int = 0) -> list[dict[str, Any]]:
+    """One closed loop on a fresh hub: round 0 is the deployed model, then one retrain per `threshold` labels.
+    `seed` moves the device's draws (audits, passive picks) and the SIMULATED crowd answering the stream."""
     work.mkdir(parents=True)
     demand = demands["labour_demand"]
     section = hub_section(deployed, original, work / "models", threshold, demands, 1.0 if passive else audit)
     config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{work / 'hub.db'}"},
                                "grpc": {"port": free_port()}, "retrain": section})
     app = HubApp(config).start()
-    device = Stream(app, DEVICE, stream, deployed.name, audit, demand, passive, seed=1)
-    crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, ACCURACY, 10, seed=7),
+    device = Stream(app, DEVICE, stream, deployed.name, audit, demand, passive, seed=1 + seed)
+    crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, ACCURACY, 10, seed=7 + seed),
                         lambda sample_id: device.oracle[sample_id]).start()
     rows: list[dict[str, Any]] = []
     tag = "passive" if passive else "active"
@@ -262,17 +264,34 @@ def stream_and_held(field_data: Any) -> tuple[Split, Split]:
     return stream, Split(test.x[-HELD_OUT:], test.y[-HELD_OUT:])
 
 
+def rotated(stream: Split, seed: int) -> Split:
+    """The camera starts `seed` x 1,000 frames later (a repeat sees the field in another order; 0: unchanged)."""
+    shift = (seed * 1000) % len(stream)
+    if shift == 0:
+        return stream
+    return Split(np.roll(stream.x, -shift, axis=0), np.roll(stream.y, -shift, axis=0))
+
+
 def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int, work: Path,
-             compiled_dir: Path | None, audit: float = AUDIT) -> dict[str, Any]:
+             compiled_dir: Path | None, audit: float = AUDIT, seed: int | None = None) -> dict[str, Any]:
+    """Closed loop, passive and the baselines on one deployed model; with `seed` (a repeat): only the closed loop
+    and passive, with the device's draws, the crowd and the stream's start moved by the seed."""
     start = time.perf_counter()
     original, field_spec = resolve(spec.original, roots), resolve(spec.field, roots)
     deployed, demands = load_compiled(spec, original, work / f"compile-{spec.data.strip('@')}", compiled_dir)
     field_data = load_dataset(field_spec, seed=0)
     stream, held = stream_and_held(field_data)
-    print(f"== {spec.name}: stream {len(stream)} frames, held-out {len(held)}", flush=True)
-    tag = field_spec.split("/")[-1].replace(":", "-").replace("?", "-")
-    active = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-active", False, audit)
-    passive = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-passive", True)
+    stream = rotated(stream, seed or 0)
+    print(f"== {spec.name}: stream {len(stream)} frames, held-out {len(held)}, seed {seed or 0}", flush=True)
+    tag = field_spec.split("/")[-1].replace(":", "-").replace("?", "-") + f"-{seed or 0}"
+    active = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-active", False, audit,
+                  seed or 0)
+    passive = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-passive", True,
+                   seed=seed or 0)
+    if seed is not None:
+        return {"name": spec.name, "seed": seed, "deployed": demands, "rounds": active, "passive": passive,
+                "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1),
+                "machine": machine()}
     return {"name": spec.name, "original": spec.original, "field": spec.field, "deployed": demands,
             "stream_size": len(stream), "held_out_size": len(held), "rounds": active,
             "baselines": {"no_retrain": no_retrain(deployed, held, rounds, threshold, demands), "passive": passive,
@@ -323,6 +342,26 @@ def run(rounds: int, threshold: int, work: Path, compiled: dict[str, Path], name
             "scenarios": scenarios}
 
 
+def repeats(rounds: int, threshold: int, work: Path, compiled: dict[str, Path], names: list[str],
+            colour_root: Path, seeds: list[int]) -> None:
+    """Closed loop vs passive again with other seeds (`--repeat-seeds`), kept per (scenario, seed) in
+    results/REPEATS.json, which the main report summarises: one run cannot tell active from passive."""
+    roots = colour_roots(colour_root, names)
+    path = RESULTS / f"{REPEATS}.json"
+    for seed in seeds:
+        compiled_now = dict(compiled)
+        for name in names:
+            spec = SCENARIOS[name]
+            done = scenario(spec, roots, rounds, threshold, work / f"repeat-{seed}", compiled_now.get(spec.data),
+                            seed=seed)
+            made = work / f"repeat-{seed}" / f"compile-{spec.data.strip('@')}" / "compile"
+            if (made / "summary.json").is_file():  # this seed's other scenarios on the same data reuse it
+                compiled_now[spec.data] = made
+            kept = json.loads(path.read_text())["runs"] if path.is_file() else []
+            kept = [r for r in kept if (r["name"], r["seed"]) != (name, seed)] + [done]
+            path.write_text(json.dumps({"threshold": threshold, "audit_share": AUDIT, "runs": kept}, indent=1) + "\n")
+
+
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """`new`'s scenarios replace `old`'s of the same name, in SCENARIOS' order; the settings must match."""
     for key in ("threshold", "audit_share", "annotators"):
@@ -352,7 +391,17 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenario names")
     parser.add_argument("--out", default="field_shift", help="results name (tools/bench/results/NAME.*)")
     parser.add_argument("--render", action="store_true", help="only re-write the MD and PNG from NAME.json")
+    parser.add_argument("--repeat-seeds", default="",
+                        help="comma-separated seeds: run only closed loop vs passive again per seed, into "
+                             f"results/{REPEATS}.json (a fresh compile per seed unless --compiled*), then re-render")
     args = parser.parse_args()
+    if args.repeat_seeds:
+        compiled = {k: v for k, v in (("fashion-mnist", args.compiled), (COLOUR, args.compiled_colour),
+                                      (HUES, args.compiled_hues)) if v}
+        with tempfile.TemporaryDirectory(prefix="hgen-field-shift-") as tmp:
+            repeats(args.rounds, args.threshold, Path(tmp), compiled, args.scenarios.split(","), args.colour_root,
+                    [int(seed) for seed in args.repeat_seeds.split(",")])
+        args.render = True
     if args.render:
         result = json.loads((RESULTS / f"{args.out}.json").read_text())
     else:

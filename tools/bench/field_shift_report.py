@@ -10,12 +10,15 @@ from typing import Any
 from benchlib import RESULTS, machine, markdown_table
 
 COLUMNS = ["round", "labels", "model_version", "status", "accuracy_model_only", "accuracy_fused", "share_to_people",
-           "labour", "labour_demand", "gate_accuracy_fused", "gate_share_to_people", "gate_labour", "tau",
+           "labour", "labour_demand", "gate_accuracy_fused", "gate_share_to_people", "gate_labour", "unfamiliar_share",
+           "tau",
            "temperature", "sent_to_people", "audits", "labour_limited", "stream_frames", "filtered_out",
            "expected_labour", "clean_test_new", "retrain_seconds", "why"]
 BASE_COLUMNS = ["round", "labels", "model_version", "status", "accuracy_model_only", "accuracy_fused",
-                "share_to_people", "labour", "gate_accuracy_fused", "gate_share_to_people", "gate_labour", "tau", "why"]
+                "share_to_people", "labour", "gate_accuracy_fused", "gate_share_to_people", "gate_labour",
+                "unfamiliar_share", "tau", "why"]
 STYLES = (("no_retrain", ":"), ("passive", "--"), ("oracle", "-."))
+REPEATS = "field_shift_repeats"  # closed loop vs passive again with other seeds (field_shift.py --repeat-seeds)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -56,7 +59,9 @@ def deployed_line(sc: dict[str, Any]) -> str:
     d = sc["deployed"]
     return (f"- {sc['name']}: compiled {d['compiled']} on `{sc['original']}` ({d['base_epochs']} backbone / "
             f"{d['final_epochs']} final epochs), plan {d['plan']}, tau {d['tau']:.3f}, temperature "
-            f"{d['temperature']:.3f}; on the clean test split model-only {d['accuracy_model_only_clean_test']:.4f}, "
+            f"{d['temperature']:.3f}, familiarity check "
+            f"{d.get('familiarity') or 'none (measured before the check existed)'}; on the clean test split model-only "
+            f"{d['accuracy_model_only_clean_test']:.4f}, "
             f"fused {d['accuracy_fused_clean_test']:.4f}; demands A >= {d['accuracy_demand']}, "
             f"L <= {d['labour_demand']}; field `{sc['field']}`, stream {sc['stream_size']} frames, held out "
             f"{sc['held_out_size']}" + (f"; run on {sc['machine']['cpu']}" if sc.get("machine") else "") + ".")
@@ -95,7 +100,8 @@ def markdown(result: dict[str, Any], wall: float) -> str:
         "(gamma 2.5, sensor noise 0.02) or, for the class-hue folder, also `noise` (variance 0.2, as D4). The device (tools/bench/fieldlib.py over real gRPC via "
         "hgen.hub.testing.device.GrpcDevice; not the edge agent process, but the agent's own gate rule and "
         "LabourBucket) streams the field validation images then the field test images except the last 2,000 "
-        "(cycled like a camera), runs the current model, and sends frames under tau plus "
+        "(cycled like a camera), runs the current model, and sends frames under tau or unfamiliar (outside the "
+        "bundle's familiarity ranges, `hgen.runtime.familiarity`, for the scenarios deployed with the check) plus "
         f"{result['audit_share']:.0%} of the confident ones (the agent's audit draw) as far as its labour limit "
         "allows (`batching.labour_share` = the compile's labour demand, as `make demo` configures the agent); the "
         "hub (in-process, SQLite, real gRPC) gets SIMULATED answers (m=3, accuracy 0.9) through its annotator API, "
@@ -106,7 +112,8 @@ def markdown(result: dict[str, Any], wall: float) -> str:
         "people. `accuracy_fused`, `share_to_people` and `labour` (Eq. 13) are the device's: frames in order "
         "through a fresh labour bucket (starting empty, so what is sent never exceeds the demand); a frame under "
         "tau that does not fit keeps the model's answer. `gate_*` are the same without the limit (every frame "
-        f"under tau asked): what the model needs. The audit ({result['audit_share']:.0%} of confident frames) is "
+        "under tau or unfamiliar asked): what the model needs; `unfamiliar_share` the frames outside the deployed "
+        f"version's familiarity ranges. The audit ({result['audit_share']:.0%} of confident frames) is "
         "not counted in "
         "either. The passive baseline runs the same hub code with a device that sends randomly chosen frames "
         "(same label counts, no labour limit on what it streams); no_retrain is the deployed model; oracle is the "
@@ -146,7 +153,53 @@ def reading(result: dict[str, Any]) -> list[str]:
             f"{last['share_to_people']:.4f}); labour sent {first['labour']:.4f} -> {last['labour']:.4f}, the gate "
             f"alone {first['gate_labour']:.4f} -> {last['gate_labour']:.4f} (highest after round 0 "
             f"{max(r['gate_labour'] for r in rows[1:]):.4f}; demand {last['labour_demand']}).")
-    return lines + ["", *decisions(result)]
+    return lines + ["", *repeat_summary(result), *decisions(result)]
+
+
+def _runs_of(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """This scenario's closed loop vs passive runs: the main one (seed 0) and its repeats, by seed."""
+    main = [{"seed": 0, "rounds": sc["rounds"], "passive": sc["baselines"]["passive"], "targets": sc["targets"]}
+            for sc in result["scenarios"] if sc["name"] == name]
+    path = RESULTS / f"{REPEATS}.json"
+    more = json.loads(path.read_text())["runs"] if path.is_file() else []
+    return main + sorted((r for r in more if r["name"] == name and r["seed"] != 0), key=lambda r: r["seed"])
+
+
+def repeat_summary(result: dict[str, Any]) -> list[str]:
+    """Per scenario with repeats: each run's model-only gain, its gap to passive and its share, then the mean gap
+    with its standard error over the runs (one run's gap is within the noise of the held-out set and the crowd)."""
+    rows, verdicts = [], []
+    for sc in result["scenarios"]:
+        runs = _runs_of(result, sc["name"])
+        if len(runs) < 2:
+            continue
+        gaps = []
+        for run in runs:
+            first, last = run["rounds"][0], run["rounds"][-1]
+            gap = last["accuracy_model_only"] - run["passive"][-1]["accuracy_model_only"]
+            gaps.append(gap)
+            missed = ", ".join(k for k, v in run["targets"].items() if not v) or "none"
+            rows.append(f"| {sc['name']} | {run['seed']} | {first['accuracy_model_only']:.4f} -> "
+                        f"{last['accuracy_model_only']:.4f} | {run['passive'][-1]['accuracy_model_only']:.4f} | "
+                        f"{gap * 100:+.1f} | {first['gate_share_to_people']:.3f} -> {last['gate_share_to_people']:.3f}"
+                        f" | {missed} |")
+        mean = sum(gaps) / len(gaps)
+        se = (sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps)) ** 0.5
+        verdicts.append(f"{sc['name']}: closed loop minus passive {mean * 100:+.1f} points on average over "
+                        f"{len(gaps)} runs (standard error {se * 100:.1f}): above passive on average "
+                        + ("reached" if mean > 0 else "NOT reached")
+                        + (", by more than its standard error" if mean > se else ", but not by more than its "
+                           "standard error"))
+    if not rows:
+        return []
+    return ["Repeats (`--repeat-seeds`, [field_shift_repeats.json](field_shift_repeats.json)): the closed loop and "
+            "passive again on the same scenario with the device's draws, the SIMULATED crowd answering the stream "
+            "and the stream's start moved by the seed (seed 0 is the run in the tables; the class-hue scenarios "
+            "reuse the same compile, the FashionMNIST ones compile afresh per seed with the same settings). The "
+            "held-out images and their crowd stay the same.", "",
+            "| scenario | seed | model-only r0 -> r5 | passive r5 | closed loop - passive, points | share under "
+            "tau r0 -> r5 | targets not reached |", "|---|---|---|---|---|---|---|", *rows, "",
+            *[f"- {v}." for v in verdicts], ""]
 
 
 # One-shot offline probe (build/, not committed): D3 -> D4, the deployed model, 1,000 labels at once from the field
