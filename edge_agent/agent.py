@@ -23,7 +23,7 @@ from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.adapt.runner import Adaptation
 from hgen.edge_agent.clock import SYSTEM_CLOCK, Clock
 from hgen.edge_agent.config import AgentConfig
-from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample, unfamiliar_reserve
+from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
 from hgen.edge_agent.housekeeping import Housekeeping
 from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
@@ -39,7 +39,6 @@ from hgen.edge_agent.transports import Transport, TransportCallbacks, open_trans
 from hgen.edge_agent.updates import ModelUpdates
 from hgen.protos import hub_pb2
 from hgen.runtime.familiarity import unfamiliar_frames
-from hgen.runtime.hdnn import needs_human
 from hgen.protos.kinds import wire_kind
 
 log = logging.getLogger(__name__)
@@ -278,8 +277,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         if model_decision.to_people and self.transport is not None:
             difficulty = model.labour_difficulty(logits, confidence)
             labour = self.batcher.labour_of(difficulty, model.m)
-            reserve = unfamiliar_reserve(not needs_human(np.float64(confidence), model.tau), unfamiliar, model.m)
-            stored = self._escalate(frame, model, logits, size, result, labour, decision, now, reserve)
+            stored = self._escalate(frame, model, logits, size, result, labour, decision, now)
             if stored is not None:
                 return stored
             result = replace(result, decision=Decision.BUDGET.value)
@@ -287,11 +285,11 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         return result
 
     def _escalate(self, frame: Frame, model: Model, logits: np.ndarray, size: FrameSize, result: Result,
-                  labour: float, decision: Decision, now: float, reserve: float = 0.0) -> Result | None:
+                  labour: float, decision: Decision, now: float) -> Result | None:
         """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
         sample = self._sample_proto(frame, model, logits, result)
         with self._lock:
-            if not self.labour.take(labour, reserve):
+            if not self.labour.take(labour):
                 self.telemetry.inc("labour_exhausted")
                 return None
             if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):

@@ -113,13 +113,6 @@ class Batcher:
         return batch
 
 
-def unfamiliar_reserve(confident: bool, unfamiliar: bool, m: int) -> float:
-    """Operations the bucket must keep when a frame goes to people only because it is unfamiliar (its confidence
-    is at or above tau): one sample's most (L0 = d_max x m), so when the labour demand binds, frames under tau are
-    asked first and unfamiliar confident ones take only what they leave."""
-    return MAX_OPERATIONS * m if confident and unfamiliar else 0.0
-
-
 class LabourBucket:
     """The compile's labour demand L (Eq. 13) enforced on the device, across batches.
 
@@ -141,10 +134,9 @@ class LabourBucket:
         if self.rate is not None and self.capacity is not None:
             self.tokens = min(self.capacity, self.tokens + self.rate)
 
-    def take(self, labour: float, reserve: float = 0.0) -> bool:
-        """Reserve `labour` operations for one sample; False (the model's answer stands) when not enough is left
-        above `reserve` (kept for frames under tau: `unfamiliar_reserve`)."""
-        if self.rate is not None and labour > self.tokens - reserve + 1e-9:
+    def take(self, labour: float) -> bool:
+        """Reserve `labour` operations for one sample; False (the model's answer stands) when not enough is left."""
+        if self.rate is not None and labour > self.tokens + 1e-9:
             return False
         self.tokens -= labour
         self.spent += labour

@@ -72,15 +72,12 @@ def preprocess_case(rng: np.random.Generator, shape: tuple[int, int, int], frame
             "rgba_b64": _b64(rgba), "expected_b64": _b64(expected.astype("<f4"))}
 
 
-GATE_M = 3  # people per sample in the gate streams (the unfamiliar frames' reserve is one sample's most)
-
-
 def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
     """A stream through the agent's Gate (audits drawn from its seeded generator) and LabourBucket, in the
     agent's order: refill per frame, gate (c < tau or unfamiliar, else the audit draw; rate limit), then the bucket
     for what would go to people."""
     from hgen.edge_agent.config import GateConfig
-    from hgen.edge_agent.gating import Decision, Gate, LabourBucket, unfamiliar_reserve
+    from hgen.edge_agent.gating import Decision, Gate, LabourBucket
 
     share = None if rng.random() < 0.2 else float(rng.uniform(0.005, 0.2))
     interval = float(rng.choice([0.0, 0.05, 0.3]))
@@ -93,18 +90,15 @@ def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
     labour = rng.uniform(1.0, 9.0, frames).tolist()
     now = np.cumsum(rng.uniform(0.0, 0.1, frames)).tolist()
     unfamiliar = (rng.random(frames) < rng.choice([0.0, 0.1, 0.4])).tolist()  # escalated, and no audit draw
-    decisions, reserves = [], []
+    decisions = []
     for flag, cost, at, unlike in zip(unsure, labour, now, unfamiliar):
         bucket.frame()
         decision = gate.decide(0.0 if flag else 1.0, 0.5, at, unfamiliar=unlike)
-        reserve = unfamiliar_reserve(not flag, unlike, GATE_M)
-        reserves.append(reserve)
-        if decision.to_people and not bucket.take(cost, reserve):
+        if decision.to_people and not bucket.take(cost):
             decision = Decision.BUDGET
         decisions.append(decision.value)
     return {"share": share, "interval": interval, "window": window, "unsure": unsure, "labour": labour, "now": now,
-            "unfamiliar": unfamiliar, "reserve": reserves, "audit_share": audit_share, "seed": seed,
-            "decisions": decisions}
+            "unfamiliar": unfamiliar, "audit_share": audit_share, "seed": seed, "decisions": decisions}
 
 
 FAMILIARITY_SHAPES = ((28, 28, 1), (32, 32, 3), (5, 7, 3), (3, 3, 1), (24, 40, 3))

@@ -7,7 +7,7 @@
 import { BundleRefusedError } from "./bundle.js";
 import { Camera } from "./camera.js";
 import { unsure } from "./familiarity.js";
-import { type Decision, Gate, LabourBucket, toPeople, unfamiliarReserve } from "./gate.js";
+import { type Decision, Gate, LabourBucket, toPeople } from "./gate.js";
 import * as hdnn from "./hdnn.js";
 import { annotationRequest, classAnswers, HubLink, STATUS } from "./hub.js";
 import { type Inference, Model } from "./model.js";
@@ -163,8 +163,7 @@ class Pipeline {
     const isUnsure = unsure(result.toPeople, result.unfamiliar); // under tau, or unlike the training images
     // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever
     const decision = this.link === null ? (isUnsure ? "no_hub" : "confident")
-      : this.gate.decide(isUnsure, result.labour, performance.now() / 1000,
-        unfamiliarReserve(!result.toPeople, result.unfamiliar, model.m));
+      : this.gate.decide(isUnsure, result.labour, performance.now() / 1000);
     const inferMs = performance.now() - started;
     const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];

@@ -17,12 +17,6 @@ export function toPeople(decision: string): boolean {
   return decision === "escalate" || decision === "audit";
 }
 
-/** As the agent's `unfamiliar_reserve`: a frame asked only because it is unfamiliar (confident) leaves one
- * sample's most labour (d_max x m) in the bucket, so frames under tau come first when the labour demand binds. */
-export function unfamiliarReserve(confident: boolean, unfamiliar: boolean, m: number): number {
-  return confident && unfamiliar ? MAX_OPERATIONS * m : 0;
-}
-
 export class LabourBucket {
   readonly rate: number | null;
   readonly capacity: number | null;
@@ -38,9 +32,8 @@ export class LabourBucket {
     if (this.rate !== null && this.capacity !== null) this.tokens = Math.min(this.capacity, this.tokens + this.rate);
   }
 
-  /** `reserve`: operations to leave for frames under tau (`unfamiliarReserve`). */
-  take(labour: number, reserve = 0): boolean {
-    if (this.rate !== null && labour > this.tokens - reserve + 1e-9) return false;
+  take(labour: number): boolean {
+    if (this.rate !== null && labour > this.tokens + 1e-9) return false;
     this.tokens -= labour;
     this.spent += labour;
     return true;
@@ -65,20 +58,20 @@ export class Gate {
   }
 
   /** `unsure`: c < tau (the runtime gate) or the frame is unfamiliar (familiarity.ts); `now` in seconds. */
-  decide(unsure: boolean, labour: number, now: number, reserve = 0): Decision {
+  decide(unsure: boolean, labour: number, now: number): Decision {
     this.bucket.frame();
     if (!unsure) {
       // as the agent: a draw only when audits are on, and only for confident frames
       return this.auditShare > 0 && this.draws.random() < this.auditShare ? this.limited("audit", labour, now) : "confident";
     }
-    return this.limited("escalate", labour, now, reserve);
+    return this.limited("escalate", labour, now);
   }
 
-  private limited(decision: "escalate" | "audit", labour: number, now: number, reserve = 0): Decision {
+  private limited(decision: "escalate" | "audit", labour: number, now: number): Decision {
     if (this.minIntervalS > 0 && this.lastEscalation !== null && now - this.lastEscalation < this.minIntervalS) {
       return "rate_limited";
     }
     this.lastEscalation = now; // as the agent: the interval counts from the attempt, even when the budget refuses
-    return this.bucket.take(labour, reserve) ? decision : "budget";
+    return this.bucket.take(labour) ? decision : "budget";
   }
 }

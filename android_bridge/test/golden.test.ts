@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { type Familiarity, imageStats, unfamiliar, unsure } from "../src/familiarity.js";
-import { Gate, LabourBucket, unfamiliarReserve } from "../src/gate.js";
+import { Gate, LabourBucket } from "../src/gate.js";
 import { PyRandom } from "../src/pyrandom.js";
 import { dequantize, quantize } from "../src/quantize.js";
 import * as hdnn from "../src/hdnn.js";
@@ -53,13 +53,9 @@ test("the gate's rate limit and labour bucket decide as the agent's", () => {
   assert.ok(golden.gate.length >= 5);
   for (const [n, c] of golden.gate.entries()) {
     const gate = new Gate(new LabourBucket(c.share, c.window), c.interval, c.audit_share, c.seed);
-    // an unfamiliar frame is unsure whatever its confidence: escalated, and no audit draw taken for it; asked only
-    // because unfamiliar, it leaves one sample's most labour in the bucket for frames under tau
-    const decisions = c.unsure.map((underTau: boolean, i: number) => {
-      const reserve = unfamiliarReserve(!underTau, c.unfamiliar[i], 3);
-      assert.equal(reserve, c.reserve[i], `gate case ${n} frame ${i} reserve`);
-      return gate.decide(unsure(underTau, c.unfamiliar[i]), c.labour[i], c.now[i], reserve);
-    });
+    // an unfamiliar frame is unsure whatever its confidence: escalated, and no audit draw taken for it
+    const decisions = c.unsure.map((underTau: boolean, i: number) => gate.decide(unsure(underTau, c.unfamiliar[i]),
+      c.labour[i], c.now[i]));
     assert.deepEqual(decisions, c.decisions, `gate case ${n}`);
   }
 });

@@ -49,17 +49,3 @@ def test_refund_and_settle_against_reported_labour() -> None:
     bucket.settle(6.0, 9.0)  # people needed more than estimated: charged, so the next sample must wait
     assert bucket.spent == 9.0 and bucket.tokens == pytest.approx(3.0)
     assert not bucket.take(6.0)
-
-
-def test_frames_under_tau_come_first_when_the_demand_binds() -> None:
-    """A frame asked only because it is unfamiliar (confident) leaves one sample's most labour in the bucket."""
-    from hgen.edge_agent.gating import unfamiliar_reserve
-
-    assert unfamiliar_reserve(True, True, 3) == 9.0
-    assert unfamiliar_reserve(False, True, 3) == unfamiliar_reserve(True, False, 3) == 0.0
-    bucket = LabourBucket(0.05, window_frames=100)
-    for _ in range(20):
-        bucket.frame()  # 12 operations
-    assert not bucket.take(6.0, reserve=9.0)  # 12 - 9 < 6: the unfamiliar confident frame keeps the model's answer
-    assert bucket.take(6.0)  # a frame under tau takes it
-    assert not bucket.take(3.0, reserve=9.0) and bucket.take(3.0, reserve=3.0)

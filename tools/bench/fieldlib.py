@@ -18,7 +18,7 @@ from hgen.compiler.data import Split, load_dataset
 from hgen.compiler.metrics import hdnn
 from hgen.compiler.models import load_model_file
 from hgen.compiler.train import predict_logits
-from hgen.edge_agent.gating import LabourBucket, unfamiliar_reserve
+from hgen.edge_agent.gating import LabourBucket
 from hgen.hub.crowd import SimulatedCrowd
 from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import grey_sample, make_request
@@ -43,22 +43,14 @@ def frame_labour(logits: np.ndarray, temperature: float, m: int = M) -> tuple[np
     return confidence, np.asarray(labour_per_sample(difficulty, m), np.float64)
 
 
-def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray,
-             reserve: np.ndarray | None = None) -> np.ndarray:
+def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray) -> np.ndarray:
     """Which frames the device sends, in stream order: refill per frame, then the bucket for what the gate (or the
-    audit draw) would send, leaving `reserve` for frames under tau as the agent does (`unfamiliar_reserve`); replies
-    settle at the estimate (simulated people spend what was estimated)."""
+    audit draw) would send; replies settle at the estimate (simulated people spend what was estimated)."""
     sent = np.zeros(len(wanted), bool)
-    keep = np.zeros(len(wanted)) if reserve is None else reserve
     for i in range(len(wanted)):
         bucket.frame()
-        sent[i] = bool(wanted[i]) and bucket.take(float(l0[i]), float(keep[i]))
+        sent[i] = bool(wanted[i]) and bucket.take(float(l0[i]))
     return sent
-
-
-def reserves(confidence: np.ndarray, tau: float, unfamiliar: np.ndarray, m: int = M) -> np.ndarray:
-    """Per frame, the operations the agent's bucket keeps back for frames under tau (`unfamiliar_reserve`)."""
-    return np.array([unfamiliar_reserve(bool(c >= tau), bool(u), m) for c, u in zip(confidence, unfamiliar)])
 
 
 def _asked(logits: np.ndarray, answers: Any, labels: np.ndarray, asked: np.ndarray, l0: np.ndarray,
@@ -80,7 +72,7 @@ def evaluate(model: Any, temperature: float, tau: float, held: Split, labour_sha
     confidence, l0 = frame_labour(logits, temperature)
     unfamiliar = unfamiliar_frames(familiarity, held.x)
     wanted = (confidence < tau) | unfamiliar
-    sent = admitted(LabourBucket(labour_share, WINDOW_FRAMES), wanted, l0, reserves(confidence, tau, unfamiliar))
+    sent = admitted(LabourBucket(labour_share, WINDOW_FRAMES), wanted, l0)
     fused, share, labour = _asked(logits, answers, held.y, sent, l0, temperature)
     gate_fused, gate_share, gate_labour = _asked(logits, answers, held.y, wanted, l0, temperature)
     return {"accuracy_model_only": float(np.mean(logits.argmax(axis=1) == held.y)), "accuracy_fused": fused,
@@ -128,16 +120,13 @@ class Stream:
             logits = predict_logits(model, x)
             probs = softmax(logits, temperature)
             confidence, l0 = frame_labour(logits, temperature)
-            keep = None
             if self.passive:
                 wanted, audited = self.rng.random(len(x)) < 0.5, np.zeros(len(x), bool)
             else:
-                unfamiliar = unfamiliar_frames(familiarity, x)
-                unsure = (confidence < tau) | unfamiliar
+                unsure = (confidence < tau) | unfamiliar_frames(familiarity, x)
                 audited = ~unsure & (self.rng.random(len(x)) < self.audit)
                 wanted = unsure | audited
-                keep = reserves(confidence, tau, unfamiliar)
-            send = admitted(self.bucket, wanted, l0, keep)
+            send = admitted(self.bucket, wanted, l0)
             chosen = np.flatnonzero(send)[: labels - sent]
             seen += len(x)
             limited += int((wanted & ~send).sum())
