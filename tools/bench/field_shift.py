@@ -246,6 +246,13 @@ def oracle(deployed: DeployedModel, original: str, field_data: Any, held: Split,
             for r in range(rounds + 1)]
 
 
+def without_check(deployed: DeployedModel, held: Split, demands: dict[str, Any]) -> dict[str, float]:
+    """Round 0 of the same deployed model with confidence alone deciding (no familiarity check): what the check
+    changes at deployment."""
+    return evaluate(load_model_file(deployed.keras_path), deployed.temperature, deployed.tau, held,
+                    demands["labour_demand"], familiarity=None)
+
+
 def no_retrain(deployed: DeployedModel, held: Split, rounds: int, threshold: int,
                demands: dict[str, Any]) -> list[dict[str, Any]]:
     model = load_model_file(deployed.keras_path)
@@ -288,16 +295,18 @@ def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int,
                   seed or 0)
     passive = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-passive", True,
                    seed=seed or 0)
+    without = without_check(deployed, held, demands)
     if seed is not None:
         return {"name": spec.name, "seed": seed, "deployed": demands, "rounds": active, "passive": passive,
+                "round0_without_check": without,
                 "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1),
                 "machine": machine()}
     return {"name": spec.name, "original": spec.original, "field": spec.field, "deployed": demands,
             "stream_size": len(stream), "held_out_size": len(held), "rounds": active,
             "baselines": {"no_retrain": no_retrain(deployed, held, rounds, threshold, demands), "passive": passive,
                           "oracle": oracle(deployed, original, field_data, held, rounds, threshold, demands, work)},
-            "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1),
-            "held_out_crowd": f"the same SIMULATED answers every round (seed {HELD_CROWD_SEED})",
+            "targets": targets(active, passive), "round0_without_check": without,
+            "wall_seconds": round(time.perf_counter() - start, 1), "held_out_crowd": f"the same SIMULATED answers every round (seed {HELD_CROWD_SEED})",
             "machine": machine()}
 
 
