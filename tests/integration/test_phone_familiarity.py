@@ -19,17 +19,17 @@ from typing import Any
 import numpy as np
 import pytest
 from hgen.hub.testing.phone import (
-    mqtt_phone_hub,
-    wait_for_device,
     PhoneAppMissingError,
     PhoneBundle,
     agent_frames,
     built_app,
     launch_chromium,
+    mqtt_phone_hub,
     nearest_frames,
     new_page,
     phone_bundle,
     phone_link,
+    wait_for_device,
     write_y4m,
 )
 

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pytest
 from hgen.hub.testing.phone import (
-    mqtt_phone_hub,
-    wait_for_device,
     PhoneAppMissingError,
     PhoneBundle,
     built_app,
     launch_chromium,
+    mqtt_phone_hub,
     new_page,
     phone_bundle,
     phone_link,
+    wait_for_device,
 )
 
 BUNDLE = "lenet5-digits"
