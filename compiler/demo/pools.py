@@ -86,6 +86,7 @@ def evaluate_versions(bundles: dict[str, tuple[str, str | Path]], public_key: st
                                fusion_lambda=manifest.fusion_lambda, kind=manifest.kind, unfamiliar=unfamiliar)
         rows[name] = {"version": version, "images": result.samples, "tau": manifest.tau,
                       "model_only": result.accuracy_model, "fused": result.accuracy_fused,
-                      "share_to_people": result.share_to_people, "labour": result.labour}
+                      "share_to_people": result.share_to_people, "labour": result.labour,
+                      "unfamiliar_share": float(np.mean(unfamiliar))}
     return rows
 

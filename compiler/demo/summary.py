@@ -70,11 +70,12 @@ def summarise(config: Any, compiled: Any, data: Any, frames: Any, agent: Any, ap
 
 def format_summary(s: dict[str, Any]) -> str:
     pool = s["evaluation_pool"]
-    rows = [("", "model only", "fused with people", "sent to people"),
+    rows = [("", "model only", "fused with people", "sent to people", "unlike training"),
             *[(f"{label} retrain ({pool[key]['version']}, tau {pool[key]['tau']:.3f})",
-               f"{pool[key]['model_only']:.4f}", f"{pool[key]['fused']:.4f}", f"{pool[key]['share_to_people']:.4f}")
+               f"{pool[key]['model_only']:.4f}", f"{pool[key]['fused']:.4f}", f"{pool[key]['share_to_people']:.4f}",
+               f"{pool[key].get('unfamiliar_share', 0.0):.4f}")
               for label, key in (("before", "before"), ("after", "after"))]]
-    table = "\n".join(f"  {a:<40} {b:>11} {c:>18} {d:>15}" for a, b, c, d in rows)
+    table = "\n".join(f"  {a:<40} {b:>11} {c:>18} {d:>15} {e:>16}" for a, b, c, d, e in rows)
     met = ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in s["demands_met"].items())
     field = f", deployed into a field with {s['field']}" if s.get("field") else ""
     return (f"summary ({s['dataset']}{field}, {s['transport']}, annotators SIMULATED)\n"
