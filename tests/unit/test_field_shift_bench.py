@@ -84,5 +84,5 @@ def test_repeats_report_each_run_and_the_mean_gap_with_its_standard_error(tmp_pa
     lines = field_shift_report.repeat_summary(main)
     assert sum(line.startswith("| noise |") for line in lines) == 2
     verdict = next(line for line in lines if line.startswith("- noise"))
-    assert "+0.5 points on average over 2 runs (standard error 1.5)" in verdict
-    assert "reached, but not by more than its standard error" in verdict
+    assert "+0.5 points on average over 2 runs (standard error 1.5, the larger" in verdict
+    assert "reached (the gap is no more than its standard error)" in verdict

@@ -18,6 +18,7 @@ BASE_COLUMNS = ["round", "labels", "model_version", "status", "accuracy_model_on
                 "share_to_people", "labour", "gate_accuracy_fused", "gate_share_to_people", "gate_labour",
                 "unfamiliar_share", "tau", "why"]
 STYLES = (("no_retrain", ":"), ("passive", "--"), ("oracle", "-."))
+HELD_OUT = 2000  # held-out field images per scenario (field_shift.HELD_OUT)
 REPEATS = "field_shift_repeats"  # closed loop vs passive again with other seeds (field_shift.py --repeat-seeds)
 
 
@@ -184,12 +185,15 @@ def repeat_summary(result: dict[str, Any]) -> list[str]:
                         f"{gap * 100:+.1f} | {first['gate_share_to_people']:.3f} -> {last['gate_share_to_people']:.3f}"
                         f" | {missed} |")
         mean = sum(gaps) / len(gaps)
-        se = (sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps)) ** 0.5
+        spread = (sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps)) ** 0.5
+        accuracy = runs[0]["rounds"][-1]["accuracy_model_only"]
+        held = (2 * accuracy * (1 - accuracy) / HELD_OUT / len(gaps)) ** 0.5  # two accuracies on 2,000 images
+        se = max(spread, held)  # a few runs can agree by chance: never below the held-out set's own error
         verdicts.append(f"{sc['name']}: closed loop minus passive {mean * 100:+.1f} points on average over "
-                        f"{len(gaps)} runs (standard error {se * 100:.1f}): above passive on average "
+                        f"{len(gaps)} runs (standard error {se * 100:.1f}, the larger of the runs' spread and the "
+                        "held-out set's error): above passive on average "
                         + ("reached" if mean > 0 else "NOT reached")
-                        + (", by more than its standard error" if mean > se else ", but not by more than its "
-                           "standard error"))
+                        + (" (the gap is " + ("more" if abs(mean) > se else "no more") + " than its standard error)"))
     if not rows:
         return []
     return ["Repeats (`--repeat-seeds`, [field_shift_repeats.json](field_shift_repeats.json)): the closed loop and "
@@ -360,5 +364,6 @@ def audit_experiment(result: dict[str, Any]) -> list[str]:
             f"{rows[0]['gate_share_to_people']:.3f} -> {rows[-1]['gate_share_to_people']:.3f}, targets not reached: "
             f"{', '.join(k for k, v in sc['targets'].items() if not v) or 'none'}")
     return [f"- More audits (`--audit {other['audit_share']}`, [{AUDIT_EXPERIMENT}.md]({AUDIT_EXPERIMENT}.md), "
-            "run after this one on the same deployed model; audits were 15-40 % of the labels at 5 %): "
+            "run on the deployed model of the run at 29e2e41, before the familiarity check; audits were 15-40 % of "
+            "the labels at 5 %): "
             + "; ".join(lines) + "."]
