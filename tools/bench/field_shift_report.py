@@ -43,10 +43,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
                       marker="s" if marked else None, label=f"fused (device), {label}")
             if label != "oracle":
                 right.plot(x, [r["gate_share_to_people"] for r in rows], style, color="tab:red", lw=width,
-                           marker="d" if marked else None, label=f"share under tau, {label}")
+                           marker="d" if marked else None, label=f"share to people (gate), {label}")
         left.set_xlabel(f"round (x {result['threshold']} human labels; 0 = deployed)")
         left.set_ylabel("accuracy on held-out field images")
-        right.set_ylabel("share of frames under tau (the gate)")
+        right.set_ylabel("share of frames under tau or unfamiliar (the gate)")
         right.set_ylim(0, max(0.6, right.get_ylim()[1]))
         left.set_title(f"{sc['name']} (SIMULATED annotators)", fontsize=10)
         handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
