@@ -30,6 +30,7 @@ from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
+from hgen.runtime.familiarity import Familiarity
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class RetrainPipeline:
         self.publisher = publisher
         self._datasets: dict[str, OriginalData] = {}
         self._filters: dict[str, AutoencoderFilter] = {}
+        self._familiarity: dict[str, Familiarity | None] = {}  # bundle dir -> its verified manifest's ranges
         self._lock = threading.Lock()
 
     def model_config(self, name: str) -> ModelConfig:
@@ -145,8 +147,14 @@ class RetrainPipeline:
             return None
         versions = self.store.versions(model_config.name)
         taus = {v.version: v.tau for v in versions}
-        familiarity = {v.version: self._manifest(Path(v.bundle_dir)).familiarity for v in versions}
+        familiarity = {v.version: self._familiarity_of(v.bundle_dir) for v in versions}
         return field_set(self.store.kb, holdout, taus, self.config.field.audit_share, familiarity)
+
+    def _familiarity_of(self, bundle_dir: str) -> Familiarity | None:
+        """A version's familiarity ranges, from its bundle verified once (versions are never rewritten)."""
+        if bundle_dir not in self._familiarity:
+            self._familiarity[bundle_dir] = self._manifest(Path(bundle_dir)).familiarity
+        return self._familiarity[bundle_dir]
 
     def _refit(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, field: FieldSet) -> Any:
         """Temperature and tau re-chosen on the field; with `field.keep_fused`, tau also keeps what the deployed
