@@ -38,8 +38,8 @@ from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
 from hgen.edge_agent.transports import Transport, TransportCallbacks, open_transport
 from hgen.edge_agent.updates import ModelUpdates
 from hgen.protos import hub_pb2
-from hgen.runtime.familiarity import unfamiliar_frames
 from hgen.protos.kinds import wire_kind
+from hgen.runtime.familiarity import unfamiliar_frames
 
 log = logging.getLogger(__name__)
 
