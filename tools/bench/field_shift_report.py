@@ -88,8 +88,10 @@ def markdown(result: dict[str, Any], wall: float) -> str:
     names = list(result["scenarios"][0]["targets"])
     out = [
         "# Field shift: the closed loop learns a field unlike its training data — annotators SIMULATED", "",
-        f"Measured on {m['cpu']} ({m['cores']} cores, no GPU, shared with other jobs), one run per scenario (no "
-        f"repeats, so no medians), total wall time {wall:.0f} s. Deployed models: hgen-compile's H-CNN (lenet5) "
+        f"Measured on {m['cpu']} ({m['cores']} cores, no GPU, shared with other jobs; a scenario re-run elsewhere "
+        "names its machine), one run per scenario in the tables (the closed loop and passive repeated with other "
+        "seeds where the Repeats table says; no medians: these are accuracies, not timings), total wall time "
+        f"{wall:.0f} s. Deployed models: hgen-compile's H-CNN (lenet5) "
         "compiled on the clean data with the demo's search settings for the phone profile:", "",
         *[deployed_line(sc) for sc in result["scenarios"]], "",
         "How the data was made: FashionMNIST's test and validation images under a challenge the model never saw "
