@@ -101,7 +101,7 @@ HUB = [
 DEV = [
     "pytest>=8",
     "pytest-timeout>=2.3",
-    "pytest-xdist>=3.6",  # `make test TEST_WORKERS=2` (--dist loadfile; loadgroup ignores its marks on pytest 9.2)
+    "pytest-xdist>=3.6",  # `make test` runs two workers (--dist loadfile; loadgroup ignores its marks on pytest 9.2)
     "grpcio-tools>=1.70",
     "playwright>=1.45",
 ]
