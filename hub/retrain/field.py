@@ -92,8 +92,9 @@ def sent_unfamiliar(x: np.ndarray, versions: Sequence[str],
     """Which held-out images the version that sent each found unfamiliar (its manifest's ranges; the hub
     recomputes it from the image rather than trusting a device's flag)."""
     flags = np.zeros(len(versions), bool)
+    sent_by = np.asarray(versions, dtype=object)
     for version in set(versions):
-        rows = np.array([v == version for v in versions], bool)
+        rows = sent_by == version
         flags[rows] = unfamiliar_frames(familiarity.get(version), x[rows])
     return flags
 
@@ -116,8 +117,9 @@ def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_
     (`familiarity`: each version's ranges, None or missing: no check). A sample of an unknown version counts once
     (as if the gate sent it)."""
     gates = sent_gates(kb, holdout.sample_ids)
-    versions = [gates.get(s, ("", 0.0, 3))[0] for s in holdout.sample_ids]
-    confidence = np.array([gates.get(s, ("", 0.0, 3))[1] for s in holdout.sample_ids], np.float64)
+    sent = [gates.get(s, ("", 0.0, 3)) for s in holdout.sample_ids]
+    versions = [version for version, _, _ in sent]
+    confidence = np.array([c for _, c, _ in sent], np.float64)
     sent_tau = np.array([taus.get(v, np.inf) for v in versions], np.float64)
     unfamiliar = None if familiarity is None else sent_unfamiliar(holdout.x, versions, familiarity)
     people = [gates[s][2] for s in holdout.sample_ids if s in gates]

@@ -303,4 +303,3 @@ class RetrainPipeline:
         if self.config.store_dir is None:
             raise RetrainError("retrain.store_dir is not set")
         return self.config.store_dir
-

@@ -53,14 +53,6 @@ def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray) -> np.nda
     return sent
 
 
-def _asked(logits: np.ndarray, answers: Any, labels: np.ndarray, asked: np.ndarray, l0: np.ndarray,
-           temperature: float) -> tuple[float, float, float]:
-    """(fused accuracy, share, labour Eq. 13) when the frames in `asked` get the people's answers."""
-    used = np.where(asked[:, None], answers.labels, NO_ANSWER)
-    fused = get_kind(DEFAULT_KIND).fuse(logits, used, FusionParams(temperature, FUSION_LAMBDA_DEFAULT))
-    return float(np.mean(fused == labels)), float(asked.mean()), labour_ratio(float(l0[asked].sum()), len(labels))
-
-
 def evaluate(model: Any, temperature: float, tau: float, held: Split, labour_share: float,
              crowd_seed: int = HELD_CROWD_SEED, familiarity: Familiarity | None = None) -> dict[str, float]:
     """On the held-out field split with SIMULATED people: the device's numbers (gate plus its labour limit, a fresh
@@ -73,12 +65,14 @@ def evaluate(model: Any, temperature: float, tau: float, held: Split, labour_sha
     unfamiliar = unfamiliar_frames(familiarity, held.x)
     wanted = (confidence < tau) | unfamiliar
     sent = admitted(LabourBucket(labour_share, WINDOW_FRAMES), wanted, l0)
-    fused, share, labour = _asked(logits, answers, held.y, sent, l0, temperature)
-    gate_fused, gate_share, gate_labour = _asked(logits, answers, held.y, wanted, l0, temperature)
-    return {"accuracy_model_only": float(np.mean(logits.argmax(axis=1) == held.y)), "accuracy_fused": fused,
-            "share_to_people": share, "labour": labour, "gate_accuracy_fused": gate_fused,
-            "gate_share_to_people": gate_share, "gate_labour": gate_labour,
-            "unfamiliar_share": float(unfamiliar.mean()), "tau": tau, "temperature": temperature}
+    used = np.where(sent[:, None], answers.labels, NO_ANSWER)
+    fused = get_kind(DEFAULT_KIND).fuse(logits, used, FusionParams(temperature, FUSION_LAMBDA_DEFAULT))
+    gate = hdnn.evaluate_hdnn(logits, held.y, answers, tau=tau, temperature=temperature, unfamiliar=unfamiliar)
+    return {"accuracy_model_only": gate.accuracy_model, "accuracy_fused": float(np.mean(fused == held.y)),
+            "share_to_people": float(sent.mean()), "labour": labour_ratio(float(l0[sent].sum()), len(held)),
+            "gate_accuracy_fused": gate.accuracy_fused, "gate_share_to_people": gate.share_to_people,
+            "gate_labour": gate.labour, "unfamiliar_share": float(unfamiliar.mean()), "tau": tau,
+            "temperature": temperature}
 
 
 def frame_sample(device_id: str, x: np.ndarray, probs: np.ndarray, name: str, version: str) -> hub_pb2.Sample:
