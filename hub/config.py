@@ -265,6 +265,9 @@ class RetrainConfig(StrictModel):
                                                                "above which a sample is out of distribution")
     filter_epochs: int = Field(3, ge=1, title="Autoencoder training epochs")
     tolerance: float = Field(0.0, ge=0.0, le=0.1, title="Accept when new >= current - tolerance on every check")
+    noise_se: float = Field(1.0, ge=0.0, le=3.0, title="Refuse a new model only when it falls short on the held-out "
+                            "human labels by more than this many standard errors of the paired difference (and "
+                            "the tolerance); 0: by more than the tolerance alone")
     human_accuracy: float = Field(0.95, ge=0.5, le=1.0, title="Accuracy of the people's aggregated answers in the "
                                   "acceptance check's expected fused accuracy (H-CNN; gold tasks measure it)")
     min_holdout: int = Field(10, ge=1, title="Held-out human samples needed to run the acceptance check")

@@ -19,13 +19,13 @@ from typing import Any
 
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError
-from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused
+from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused, paired_margin
 from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, learned_familiarity, refit,
                                     refitted_tau, tau_after)
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
-                                    retrain_kind_names)
+                                    retrain_kind_names, sample_scorer)
 from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
@@ -188,7 +188,8 @@ class RetrainPipeline:
         test = without_seen(prepared.data.test, prepared.human.x)
         verdict = check(current_model, enhanced.model, holdout, test,
                         tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
-                        score=prepared.kind.score, metric=prepared.kind.metric, trade=self.config.field.trade)
+                        score=prepared.kind.score, metric=prepared.kind.metric, trade=self.config.field.trade,
+                        holdout_margin=self._holdout_margin(prepared, current_model, enhanced.model, holdout))
         first = self.store.versions(model_config.name)[-1]
         if first.version != prepared.current.version:
             verdict = check_drift(verdict, prepared.kind.score(load_model_file(first.keras_path), test),
@@ -204,12 +205,23 @@ class RetrainPipeline:
         current = fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged, people)
         new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)
         labour = self._labour_demand(model_config)
+        margin = 0.0
         if field is not None and refitted_tau(enhanced) is not None and labour is not None:
-            current, new = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,
-                                           self.config.field, labour_demand=labour, human_accuracy=people)
+            compared = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,
+                                       self.config.field, labour_demand=labour, human_accuracy=people,
+                                       noise_se=self.config.noise_se)
+            current, new, margin = compared.current, compared.new, compared.margin
             where = "held-out field labels at the labour demand"
         return check_fused(verdict, current, new, tolerance=self.config.tolerance,
-                           demand=self._accuracy_demand(model_config, enhanced), judged_on=where)
+                           demand=self._accuracy_demand(model_config, enhanced), judged_on=where, margin=margin)
+
+    def _holdout_margin(self, prepared: Prepared, current_model: Any, new_model: Any, holdout: HumanLabels) -> float:
+        """The held-out comparison's noise (`noise_se` paired standard errors), for kinds that score each sample."""
+        per_sample = sample_scorer(prepared.kind)
+        if per_sample is None or self.config.noise_se <= 0.0 or len(holdout) < self.config.min_holdout:
+            return 0.0
+        return paired_margin(per_sample(current_model, holdout), per_sample(new_model, holdout),
+                             z=self.config.noise_se)
 
     @staticmethod
     def _metrics(prepared: Prepared, enhanced: Any, verdict: Acceptance, holdout_samples: int) -> dict[str, Any]:

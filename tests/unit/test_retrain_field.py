@@ -70,9 +70,10 @@ def test_refit_fits_the_gate_on_the_field_and_needs_enough_labels() -> None:
     assert refit(enhanced, small, config, labour_demand=0.5, accuracy_floor=0.0, human_accuracy=0.95) is enhanced
     assert tau_after(enhanced, 0.7) == 0.7
     # the acceptance check compares the deployed model at the same labour demand, not at its own (older) gate
-    current, new = at_equal_labour(Overconfident(), 1.0, chosen, field, config, labour_demand=0.5,
-                                   human_accuracy=0.95)
-    assert current == new == chosen.expected_accuracy
+    compared = at_equal_labour(Overconfident(), 1.0, chosen, field, config, labour_demand=0.5,
+                               human_accuracy=0.95, noise_se=1.0)
+    assert compared.current == compared.new == chosen.expected_accuracy
+    assert compared.margin == 0.0  # the same model frame by frame: no noise between them
 
 
 def test_a_shifted_field_is_kept_but_junk_among_it_is_not() -> None:

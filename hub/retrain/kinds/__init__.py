@@ -75,6 +75,12 @@ def fused_scorer(kind: RetrainKind) -> Any:
     return getattr(kind, "fused_score", None)
 
 
+def sample_scorer(kind: RetrainKind) -> Any:
+    """The kind's per-sample acceptance score `(model, labelled) -> array` whose mean is `score`, or None for kinds
+    whose metric is not a mean over samples (mAP): the acceptance check then judges by the tolerance alone."""
+    return getattr(kind, "sample_scores", None)
+
+
 RETRAIN_KINDS: Registry[RetrainKind] = Registry("retrain kind")
 
 

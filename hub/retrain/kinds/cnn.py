@@ -36,10 +36,15 @@ class CNNRetrain:
         return enhance(keras_path, data, human, config)
 
     def score(self, model: Any, labelled: Any) -> float:
+        return float(np.mean(self.sample_scores(model, labelled))) if len(labelled) else float("nan")
+
+    def sample_scores(self, model: Any, labelled: Any) -> np.ndarray:
+        """1 where the model's answer is right, per sample (`score` is their mean; the acceptance check's noise
+        margin pairs them between the deployed and the new model)."""
         if not len(labelled):
-            return float("nan")
-        return float(np.mean(get_kind(self.name).predict(predict_logits(model, labelled.x), FusionParams())
-                             == labelled.y))
+            return np.zeros(0)
+        answers = get_kind(self.name).predict(predict_logits(model, labelled.x), FusionParams())
+        return (answers == labelled.y).astype(np.float64)
 
     def fused_score(self, model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> float:
         """Expected accuracy of the H-CNN with people: the runtime's calibrated confidence and gate decide which
