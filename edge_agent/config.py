@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
+from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 
 
 class BundleConfig(StrictModel):
@@ -48,8 +49,11 @@ class SourceConfig(StrictModel):
 class GateConfig(StrictModel):
     tau: float | None = Field(None, ge=0.0, le=1.0, title="Confidence threshold override (default: the bundle's)")
     audit_share: float = Field(0.02, ge=0.0, le=1.0, title="Share of confident samples also sent to people")
+    unfamiliar_share: float = Field(UNFAMILIAR_SHARE, ge=0.0, le=1.0, title="Share of confident frames unlike the "
+                                    "training images (the bundle's familiarity ranges) sent to people; frames under "
+                                    "tau always are. The hub's retrain.field.unfamiliar_share must match")
     min_escalation_interval_s: float = Field(0.0, ge=0.0, title="Minimum time between two samples sent to people")
-    seed: int = Field(0, title="Seed of the audit draw (reproducible runs)")
+    seed: int = Field(0, title="Seed of the audit and unfamiliar draws (reproducible runs)")
 
 
 class BatchingConfig(StrictModel):

@@ -42,14 +42,19 @@ class Gate:
         self._last_escalation: float | None = None
 
     def decide(self, confidence: float, tau: float, now: float, unfamiliar: bool = False) -> Decision:
-        """The runtime's gate (`needs_human`: c < tau), so device, compiler and hub draw the same line; a frame
-        unlike the training images (`hgen.runtime.familiarity`) is escalated whatever its confidence, and only
-        confident familiar frames are drawn for an audit."""
-        if not unfamiliar and not bool(needs_human(np.float64(confidence), tau)):
-            if self.config.audit_share and self._rng.random() < self.config.audit_share:
-                return self._limited(Decision.AUDIT, now)
-            return Decision.CONFIDENT
-        return self._limited(Decision.ESCALATE, now)
+        """The runtime's gate (`needs_human`: c < tau), so device, compiler and hub draw the same line. A confident
+        frame unlike the training images (`hgen.runtime.familiarity`) is escalated when drawn at
+        `unfamiliar_share`, a confident familiar one is audited when drawn at `audit_share`: one draw each, and
+        only when the share is on, so the phone's port draws the same sequence."""
+        if bool(needs_human(np.float64(confidence), tau)):
+            return self._limited(Decision.ESCALATE, now)
+        if unfamiliar:
+            return self._limited(Decision.ESCALATE, now) if self._drawn(self.config.unfamiliar_share) \
+                else Decision.CONFIDENT
+        return self._limited(Decision.AUDIT, now) if self._drawn(self.config.audit_share) else Decision.CONFIDENT
+
+    def _drawn(self, share: float) -> bool:
+        return bool(share) and self._rng.random() < share
 
     def _limited(self, decision: Decision, now: float) -> Decision:
         interval = self.config.min_escalation_interval_s

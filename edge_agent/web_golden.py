@@ -74,7 +74,7 @@ def preprocess_case(rng: np.random.Generator, shape: tuple[int, int, int], frame
 
 def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
     """A stream through the agent's Gate (audits drawn from its seeded generator) and LabourBucket, in the
-    agent's order: refill per frame, gate (c < tau or unfamiliar, else the audit draw; rate limit), then the bucket
+    agent's order: refill per frame, gate (c < tau; else the unfamiliar or the audit draw; rate limit), then the bucket
     for what would go to people."""
     from hgen.edge_agent.config import GateConfig
     from hgen.edge_agent.gating import Decision, Gate, LabourBucket
@@ -83,13 +83,15 @@ def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
     interval = float(rng.choice([0.0, 0.05, 0.3]))
     window = int(rng.integers(5, 200))
     audit_share = float(rng.choice([0.0, 0.02, 0.3]))
+    unfamiliar_share = float(rng.choice([0.0, 0.2, 1.0]))
     seed = int(rng.choice([0, 1, 2**32 + 5, int(rng.integers(2**40))]))  # one and several 32-bit words
-    gate = Gate(GateConfig(audit_share=audit_share, min_escalation_interval_s=interval, seed=seed))
+    gate = Gate(GateConfig(audit_share=audit_share, unfamiliar_share=unfamiliar_share,
+                           min_escalation_interval_s=interval, seed=seed))
     bucket = LabourBucket(share, window)
     unsure = (rng.random(frames) < rng.uniform(0.1, 0.9)).tolist()
     labour = rng.uniform(1.0, 9.0, frames).tolist()
     now = np.cumsum(rng.uniform(0.0, 0.1, frames)).tolist()
-    unfamiliar = (rng.random(frames) < rng.choice([0.0, 0.1, 0.4])).tolist()  # escalated, and no audit draw
+    unfamiliar = (rng.random(frames) < rng.choice([0.0, 0.1, 0.4])).tolist()  # the unfamiliar draw, not the audit
     decisions = []
     for flag, cost, at, unlike in zip(unsure, labour, now, unfamiliar):
         bucket.frame()
@@ -98,7 +100,8 @@ def gate_case(rng: np.random.Generator, frames: int = 300) -> dict[str, Any]:
             decision = Decision.BUDGET
         decisions.append(decision.value)
     return {"share": share, "interval": interval, "window": window, "unsure": unsure, "labour": labour, "now": now,
-            "unfamiliar": unfamiliar, "audit_share": audit_share, "seed": seed, "decisions": decisions}
+            "unfamiliar": unfamiliar, "audit_share": audit_share, "unfamiliar_share": unfamiliar_share, "seed": seed,
+            "decisions": decisions}
 
 
 FAMILIARITY_SHAPES = ((28, 28, 1), (32, 32, 3), (5, 7, 3), (3, 3, 1), (24, 40, 3))

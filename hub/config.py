@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from hgen.hub.errors import HubConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
 from hgen.runtime.hdnn import DEFAULT_KIND, get_kind, kind_names
+from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 
 
 class KnowledgeBaseConfig(StrictModel):
@@ -228,6 +229,9 @@ class FieldConfig(StrictModel):
                                           "held-out field labels")
     audit_share: float = Field(0.02, gt=0.0, le=1.0, title="The devices' audit share (gating.audit_share): an "
                                                           "audited confident frame stands for 1 / audit_share frames")
+    unfamiliar_share: float = Field(UNFAMILIAR_SHARE, gt=0.0, le=1.0, title="The devices' share of confident "
+                                    "frames unlike the training images sent to people (gate.unfamiliar_share): "
+                                    "such a frame stands for 1 / unfamiliar_share frames")
     min_samples: int = Field(100, ge=1, title="Held-out field labels needed to re-fit and judge on the field (fewer: "
                                              "the deployed gate stays, the test split judges)")
     keep_fused: bool = Field(False, title="tau must also keep the deployed model's expected accuracy with people on "
@@ -301,6 +305,9 @@ class PhonesConfig(StrictModel):
     min_escalation_interval_s: float = Field(0.0, ge=0.0, title="Phones send at most one sample per this interval")
     audit_share: float = Field(0.02, ge=0.0, le=1.0, title="Share of confident frames phones also send to people "
                                                             "(the agent's gate.audit_share)")
+    unfamiliar_share: float = Field(UNFAMILIAR_SHARE, ge=0.0, le=1.0, title="Share of confident frames unlike the "
+                                    "training images phones send to people (the agent's gate.unfamiliar_share; "
+                                    "retrain.field.unfamiliar_share must match)")
     audit_seed: int = Field(0, ge=0, le=2**53 - 1, title="Seed of the phones' audit draw (Python's random.Random, "
                                                          "as the agent's gate.seed)")
 

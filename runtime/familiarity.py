@@ -10,7 +10,11 @@ worst. Three statistics of the model input catch those conditions cheaply on any
 
 The compile stores, per statistic, the range its training images span between the `quantile` and 1 - `quantile`
 (so about 2 x 3 x quantile of training-like frames fall outside by chance). A frame outside any range is
-*unfamiliar* and goes to people like a frame under tau, within the same labour limit. When the hub publishes a
+*unfamiliar*. The device sends every frame under tau, and a drawn share (`UNFAMILIAR_SHARE`) of the unfamiliar
+frames it is confident on, within the same labour limit: under a binding labour demand, asking about every
+unfamiliar frame spent it in stream order instead of on the frames the model is unsure of (issue 18: D5's fused
+accuracy -5.2 points at deployment), while a known share is enough for the hub to weight them as the field (each
+stands for 1 / share frames, as an audit does). When the hub publishes a
 retrain that learned field frames (and passed the acceptance check on held-out field labels), it widens the ranges
 by those frames: from then on the model's confidence decides for them, so people are asked less as the model
 learns the field. The phone's port (android_bridge/src/familiarity.ts) is checked against golden vectors written
@@ -26,6 +30,7 @@ from hgen.runtime.config import StrictModel
 from hgen.runtime.errors import InvalidInputError
 
 DEFAULT_QUANTILE = 0.001
+UNFAMILIAR_SHARE = 0.2  # the devices' `gate.unfamiliar_share` default, which the hub's `field` weighting mirrors
 
 
 class StatRange(StrictModel):
@@ -109,3 +114,10 @@ def unfamiliar_frames(familiarity: Familiarity | None, x: np.ndarray) -> np.ndar
     if familiarity is None:
         return np.zeros(len(x), bool)
     return familiarity.unfamiliar(x)
+
+
+def asked_unfamiliar(unfamiliar: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """Which unfamiliar frames a device asks people about at `share` (a seeded draw per frame): for measuring what a
+    device does on a labelled set (the agent draws with its own generator, frame by frame)."""
+    flags = np.asarray(unfamiliar, bool)
+    return flags & (np.random.default_rng(seed).random(flags.shape) < share)

@@ -163,7 +163,7 @@ class Pipeline {
     const isUnsure = unsure(result.toPeople, result.unfamiliar); // under tau, or unlike the training images
     // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever
     const decision = this.link === null ? (isUnsure ? "no_hub" : "confident")
-      : this.gate.decide(isUnsure, result.labour, performance.now() / 1000);
+      : this.gate.decide(result.toPeople, result.unfamiliar, result.labour, performance.now() / 1000);
     const inferMs = performance.now() - started;
     const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
@@ -258,7 +258,7 @@ async function main(): Promise<void> {
   const outbox = await Outbox.open();
   state.pending = await outbox.count();
   const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s,
-    device.audit_share ?? 0, device.audit_seed ?? 0);
+    device.audit_share ?? 0, device.audit_seed ?? 0, device.unfamiliar_share ?? 1);
   const pipeline = new Pipeline(model, device, gate, outbox, null);
   if (device.mqtt_url) pipeline.link = connect(device, pipeline);
   else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");

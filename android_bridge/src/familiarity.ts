@@ -67,9 +67,8 @@ export function unfamiliar(familiarity: Familiarity | null | undefined, input: A
     || outside(stats.detail, familiarity.detail);
 }
 
-/** The verdict the gate is given, as the agent's `Gate.decide`: under tau, or unfamiliar. An unfamiliar frame thus
- * goes to people whatever its confidence, within the same rate and labour limits, and takes no audit draw (only
- * confident, familiar frames are drawn for an audit). */
+/** Whether people would be needed for the frame: under tau, or unfamiliar (the page without a hub link shows it as
+ * `no_hub`). With a hub the gate decides (gate.ts): a confident unfamiliar frame goes to people when drawn. */
 export function unsure(underTau: boolean, isUnfamiliar: boolean): boolean {
   return underTau || isUnfamiliar;
 }

@@ -1,7 +1,7 @@
 /**
- * Who goes to people on the phone: the runtime's gate (c < tau, hdnn.needsHuman), the agent's audit draw (a
- * confident frame also goes to people when Python's `random.Random(seed).random()` < `auditShare`: the same
- * generator, so the same frames), then the same limits as the agent's `hgen.edge_agent.gating`: at most one
+ * Who goes to people on the phone: the runtime's gate (c < tau, hdnn.needsHuman), the agent's draws (a confident
+ * frame also goes to people when Python's `random.Random(seed).random()` < `unfamiliarShare` if it is unlike the
+ * training images, else < `auditShare`: the same generator, so the same frames), then the same limits as the agent's `hgen.edge_agent.gating`: at most one
  * escalation or audit per `minIntervalS`, and the labour demand L enforced
  * with a bucket that refills L x L_max-per-frame operations each frame (capped at `windowFrames` of refill) and
  * is charged each sample's L0 = d * m, settled to what people really spent when the reply comes.
@@ -53,18 +53,23 @@ export class Gate {
     readonly minIntervalS: number,
     readonly auditShare = 0,
     seed = 0,
+    readonly unfamiliarShare = 1,
   ) {
     this.draws = new PyRandom(seed);
   }
 
-  /** `unsure`: c < tau (the runtime gate) or the frame is unfamiliar (familiarity.ts); `now` in seconds. */
-  decide(unsure: boolean, labour: number, now: number): Decision {
+  /** `underTau`: c < tau (the runtime gate); `unfamiliar`: unlike the training images (familiarity.ts); `now` in
+   * seconds. As the agent: a frame under tau escalates; a confident unfamiliar one when drawn at `unfamiliarShare`,
+   * a confident familiar one is audited when drawn at `auditShare` (a draw only when that share is on). */
+  decide(underTau: boolean, unfamiliar: boolean, labour: number, now: number): Decision {
     this.bucket.frame();
-    if (!unsure) {
-      // as the agent: a draw only when audits are on, and only for confident frames
-      return this.auditShare > 0 && this.draws.random() < this.auditShare ? this.limited("audit", labour, now) : "confident";
-    }
-    return this.limited("escalate", labour, now);
+    if (underTau) return this.limited("escalate", labour, now);
+    if (unfamiliar) return this.drawn(this.unfamiliarShare) ? this.limited("escalate", labour, now) : "confident";
+    return this.drawn(this.auditShare) ? this.limited("audit", labour, now) : "confident";
+  }
+
+  private drawn(share: number): boolean {
+    return share > 0 && this.draws.random() < share;
   }
 
   private limited(decision: "escalate" | "audit", labour: number, now: number): Decision {

@@ -16,6 +16,7 @@ export interface Provisioning {
   min_escalation_interval_s: number;
   audit_share?: number; // absent in links made before audits: none
   audit_seed?: number;
+  unfamiliar_share?: number; // absent in links made before the draw: every unfamiliar frame is asked
 }
 
 export function bearer(p: Provisioning): string {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { type Familiarity, imageStats, unfamiliar, unsure } from "../src/familiarity.js";
+import { type Familiarity, imageStats, unfamiliar } from "../src/familiarity.js";
 import { Gate, LabourBucket } from "../src/gate.js";
 import { PyRandom } from "../src/pyrandom.js";
 import { dequantize, quantize } from "../src/quantize.js";
@@ -52,9 +52,9 @@ test("H-CNN math matches the Python runtime", () => {
 test("the gate's rate limit and labour bucket decide as the agent's", () => {
   assert.ok(golden.gate.length >= 5);
   for (const [n, c] of golden.gate.entries()) {
-    const gate = new Gate(new LabourBucket(c.share, c.window), c.interval, c.audit_share, c.seed);
-    // an unfamiliar frame is unsure whatever its confidence: escalated, and no audit draw taken for it
-    const decisions = c.unsure.map((underTau: boolean, i: number) => gate.decide(unsure(underTau, c.unfamiliar[i]),
+    const gate = new Gate(new LabourBucket(c.share, c.window), c.interval, c.audit_share, c.seed, c.unfamiliar_share);
+    // a confident unfamiliar frame takes the unfamiliar draw, a confident familiar one the audit draw
+    const decisions = c.unsure.map((underTau: boolean, i: number) => gate.decide(underTau, c.unfamiliar[i],
       c.labour[i], c.now[i]));
     assert.deepEqual(decisions, c.decisions, `gate case ${n}`);
   }

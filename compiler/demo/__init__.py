@@ -111,7 +111,8 @@ def evaluate_stage(config: DemoConfig, compiled: Any, app: Any, pools: Pools, fi
         return evaluate_detection_versions(versions, bundle["public_key"], target, pools.evaluation, m=config.m,
                                            seed=config.seed + 1)
     return evaluate_versions(versions, bundle["public_key"], target, pools.evaluation,
-                             m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed + 1)
+                             m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed + 1,
+                             unfamiliar_share=config.unfamiliar_share)
 
 
 def check_outcome(summary: dict[str, Any], enforce_demands: bool = True) -> None:

@@ -11,6 +11,7 @@ from hgen.compiler.demo.presets import preset_for
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.search.objective import Demands
 from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 
 Log = Callable[[str], None]
 DEVICE_ID = "demo-device"
@@ -58,6 +59,8 @@ class DemoConfig(StrictModel):
                               "gate on the field's labels")
     audit_share: float = Field(0.02, ge=0, le=1, title="Share of confident frames the agent also sends to people "
                                                        "(the hub weights them as the field)")
+    unfamiliar_share: float = Field(UNFAMILIAR_SHARE, gt=0, le=1, title="Share of confident frames unlike the "
+                                    "training images the agent sends to people (the hub weights them as the field)")
     seed: int = Field(0, title="Seed")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from hgen.compiler.data import Split
 from hgen.compiler.data.detection import DetectionSplit
 from hgen.compiler.errors import InvalidArgumentError
-from hgen.runtime.familiarity import unfamiliar_frames
+from hgen.runtime.familiarity import UNFAMILIAR_SHARE, asked_unfamiliar, unfamiliar_frames
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,10 @@ def bundle_logits(bundle: str | Path, public_key: str | Path, target: str,
 
 
 def evaluate_versions(bundles: dict[str, tuple[str, str | Path]], public_key: str | Path, target: str, pool: Split, *,
-                      m: int, annotator_accuracy: float, seed: int) -> dict[str, dict[str, Any]]:
-    """`bundles` maps a row name to (version, bundle path); every row gets A (model only, fused), share and L."""
+                      m: int, annotator_accuracy: float, seed: int,
+                      unfamiliar_share: float = UNFAMILIAR_SHARE) -> dict[str, dict[str, Any]]:
+    """`bundles` maps a row name to (version, bundle path); every row gets A (model only, fused), share and L, the
+    device asking about every frame under tau and a drawn `unfamiliar_share` of the confident unfamiliar ones."""
     from hgen.compiler.metrics.hdnn import ask_crowd, evaluate_hdnn
     from hgen.hub.crowd import SimulatedCrowd
 
@@ -83,7 +85,8 @@ def evaluate_versions(bundles: dict[str, tuple[str, str | Path]], public_key: st
             crowd = SimulatedCrowd.uniform(m, annotator_accuracy, len(manifest.labels), seed=seed)
             answers = ask_crowd(crowd, logits, pool.y, m, manifest.temperature)
         result = evaluate_hdnn(logits, pool.y, answers, tau=manifest.tau, temperature=manifest.temperature,
-                               fusion_lambda=manifest.fusion_lambda, kind=manifest.kind, unfamiliar=unfamiliar)
+                               fusion_lambda=manifest.fusion_lambda, kind=manifest.kind,
+                               unfamiliar=asked_unfamiliar(unfamiliar, unfamiliar_share, seed))
         rows[name] = {"version": version, "images": result.samples, "tau": manifest.tau,
                       "model_only": result.accuracy_model, "fused": result.accuracy_fused,
                       "share_to_people": result.share_to_people, "labour": result.labour,

@@ -65,7 +65,7 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
                                 "threshold": config.retrain_threshold,
                                 "accuracy_demand": config.demands.accuracy}],
                     "min_holdout": config.retrain_min_holdout, "tolerance": config.retrain_tolerance,
-                    "field": {"audit_share": config.audit_share}},
+                    "field": {"audit_share": config.audit_share, "unfamiliar_share": config.unfamiliar_share}},
     }
     if config.field:  # learn the field: re-fit the gate on its first labels, for the labour demand
         data["retrain"]["field"]["min_samples"] = max(5, config.retrain_threshold // 8)  # ~1/5 is held out
@@ -129,7 +129,8 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
         "source": {"kind": "video", "uri": str(video), "fps_limit": config.fps, "pacing": "all",
                    "loop": config.loop_stream},
         "hub": {"url": hub_url, "bundle_url": grpc_url, "watch_updates": True, "secret": secret},
-        "gate": {"tau": config.tau_override, "audit_share": config.audit_share},
+        "gate": {"tau": config.tau_override, "audit_share": config.audit_share,
+                 "unfamiliar_share": config.unfamiliar_share},
         "outbox": {"path": str(out / "agent-outbox.sqlite")},
         "batching": {"size": 8, "max_wait_s": 1.0, "patience_s": 60.0, "labour_share": config.demands.labour},
         "sinks": [{"kind": "jsonl", "path": str(out / "results.jsonl")}],

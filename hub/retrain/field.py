@@ -78,13 +78,14 @@ def audit_weight(audit_share: float) -> int:
 
 
 def importance_weights(confidence: np.ndarray, sent_tau: np.ndarray, audit_share: float,
-                       unfamiliar: np.ndarray | None = None) -> np.ndarray:
-    """1 for a frame the sending version's gate sends: under its tau, or unlike its training images (people see
-    every such frame); 1 / audit_share for a confident familiar frame (people see that share of them)."""
-    audited = np.asarray(confidence) >= np.asarray(sent_tau)
-    if unfamiliar is not None:
-        audited &= ~np.asarray(unfamiliar, bool)
-    return np.where(audited, audit_weight(audit_share), 1).astype(np.int64)
+                       unfamiliar: np.ndarray | None = None, unfamiliar_share: float = 1.0) -> np.ndarray:
+    """1 for a frame under the sending version's tau (people see every such frame); for a confident frame,
+    1 / unfamiliar_share when it was unlike that version's training images, else 1 / audit_share (people see
+    that share of each)."""
+    confident = np.asarray(confidence) >= np.asarray(sent_tau)
+    unlike = np.zeros(confident.shape, bool) if unfamiliar is None else np.asarray(unfamiliar, bool)
+    weights = np.where(unlike, audit_weight(unfamiliar_share), audit_weight(audit_share))
+    return np.where(confident, weights, 1).astype(np.int64)
 
 
 def sent_unfamiliar(x: np.ndarray, versions: Sequence[str],
@@ -112,10 +113,11 @@ def sent_gates(kb: KnowledgeBase, sample_ids: Sequence[str]) -> dict[str, tuple[
 
 
 def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_share: float,
-              familiarity: Mapping[str, Familiarity | None] | None = None) -> FieldSet:
+              familiarity: Mapping[str, Familiarity | None] | None = None,
+              unfamiliar_share: float = 1.0) -> FieldSet:
     """The held-out human labels (a `HumanSet`) weighted by how the gate of the version that sent each chose it
-    (`familiarity`: each version's ranges, None or missing: no check). A sample of an unknown version counts once
-    (as if the gate sent it)."""
+    (`familiarity`: each version's ranges, None or missing: no check; the devices send `unfamiliar_share` of the
+    confident frames outside them). A sample of an unknown version counts once (as if the gate sent it)."""
     gates = sent_gates(kb, holdout.sample_ids)
     sent = [gates.get(s, ("", 0.0, 3)) for s in holdout.sample_ids]
     versions = [version for version, _, _ in sent]
@@ -123,7 +125,8 @@ def field_set(kb: KnowledgeBase, holdout: Any, taus: Mapping[str, float], audit_
     sent_tau = np.array([taus.get(v, np.inf) for v in versions], np.float64)
     unfamiliar = None if familiarity is None else sent_unfamiliar(holdout.x, versions, familiarity)
     people = [gates[s][2] for s in holdout.sample_ids if s in gates]
-    return FieldSet(holdout.x, holdout.y, importance_weights(confidence, sent_tau, audit_share, unfamiliar),
+    weights = importance_weights(confidence, sent_tau, audit_share, unfamiliar, unfamiliar_share)
+    return FieldSet(holdout.x, holdout.y, weights,
                     int(np.median(people)) if people else 3)
 
 

@@ -148,7 +148,8 @@ class RetrainPipeline:
         versions = self.store.versions(model_config.name)
         taus = {v.version: v.tau for v in versions}
         familiarity = {v.version: self._familiarity_of(v.bundle_dir) for v in versions}
-        return field_set(self.store.kb, holdout, taus, self.config.field.audit_share, familiarity)
+        return field_set(self.store.kb, holdout, taus, self.config.field.audit_share, familiarity,
+                         self.config.field.unfamiliar_share)
 
     def _familiarity_of(self, bundle_dir: str) -> Familiarity | None:
         """A version's familiarity ranges, from its bundle verified once (versions are never rewritten)."""

@@ -228,7 +228,7 @@ def wait_for_device(page: Any, condition: str, timeout_s: float = 90) -> None:
 
 @contextmanager
 def mqtt_phone_hub(db: Path, bundle: PhoneBundle, bundle_name: str, *, audit_share: float,
-                   audit_seed: int) -> Iterator[tuple[Any, Any]]:
+                   audit_seed: int, unfamiliar_share: float | None = None) -> Iterator[tuple[Any, Any]]:
     """A hub with its web app and phone settings, a real Mosquitto with websockets, people to answer, and the
     bundle published as 0.1.0: (hub, broker), both stopped on exit."""
     import secrets
@@ -241,7 +241,8 @@ def mqtt_phone_hub(db: Path, bundle: PhoneBundle, bundle_name: str, *, audit_sha
         hub = start_hub(db, [], broker=broker, overrides={
             "web": {"enabled": True, "port": 0, "secret_key": secrets.token_urlsafe(32)},
             "phones": {"public_key": str(bundle.public_key), "mqtt_websocket_url": broker.ws_url,
-                       "audit_share": audit_share, "audit_seed": audit_seed}})
+                       "audit_share": audit_share, "audit_seed": audit_seed}
+            | ({} if unfamiliar_share is None else {"unfamiliar_share": unfamiliar_share})})
         try:
             add_people(hub.app)
             hub.publish_bundle(bundle.archive, bundle_name, "0.1.0")

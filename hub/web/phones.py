@@ -67,6 +67,7 @@ class PhoneProvisioning:
     min_escalation_interval_s: float
     audit_share: float
     audit_seed: int
+    unfamiliar_share: float
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -99,7 +100,8 @@ class PhoneInvites:
         phones = self.config.phones
         provisioning = PhoneProvisioning(device_id, credential.secret, bundle_name, key, phones.mqtt_websocket_url,
                                          self.config.mqtt.prefix, phones.labour_share,
-                                         phones.min_escalation_interval_s, phones.audit_share, phones.audit_seed)
+                                         phones.min_escalation_interval_s, phones.audit_share, phones.audit_seed,
+                                         phones.unfamiliar_share)
         token, now = secrets.token_urlsafe(32), self.clock()
         digest = _digest(token)
         with self.kb.session() as s:

@@ -1,8 +1,9 @@
 """The familiarity check on a real phone page (headless Chromium, Playwright, MQTT to a real Mosquitto): a bundle
 whose manifest carries `familiarity` (the training images' brightness, contrast and detail ranges) makes the page
-ask people about frames unlike the training images even when the model is confident, and the page decides every
-frame as the Python agent does: the agent's familiarity check (`unfamiliar_frames`, as `Agent._gate` calls it) on
-the very model inputs the page ran, and the agent's `Gate` (same audit share and seed) over the agent's confidences.
+ask people about a drawn share of the frames unlike the training images even when the model is confident, and the
+page decides every frame as the Python agent does: the agent's familiarity check (`unfamiliar_frames`, as
+`Agent._gate` calls it) on the very model inputs the page ran, and the agent's `Gate` (same audit and unfamiliar
+shares and seed) over the agent's confidences.
 
 The fake camera plays held-out digits, then the same digits with sensor noise: the model stays confident on most
 noisy frames (tau is set so confidence alone asks about almost nothing), so only the familiarity check sends them.
@@ -35,7 +36,8 @@ from hgen.hub.testing.phone import (
 
 BUNDLE = "lenet5-digits"
 DEVICE = "phone-familiar"
-AUDIT_SHARE, AUDIT_SEED = 0.2, 11  # audits on: an unfamiliar frame must take no draw, as on the agent
+AUDIT_SHARE, AUDIT_SEED = 0.2, 11  # audits on: an unfamiliar frame takes the unfamiliar draw, not the audit one
+UNFAMILIAR_SHARE = 0.5  # some confident unfamiliar frames asked, some not: the draws must stay in step
 CLEAN = 30  # held-out digits first, then CLEAN noisy ones
 TAU = 0.5  # the model is rarely this unsure on these frames, noisy or not
 
@@ -62,8 +64,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> PhoneBundle:
 
 @pytest.fixture
 def running(tmp_path: Path, bundle: PhoneBundle, mosquitto_required: str) -> Iterator[Any]:
-    with mqtt_phone_hub(tmp_path / "hub.db", bundle, BUNDLE, audit_share=AUDIT_SHARE,
-                        audit_seed=AUDIT_SEED) as (hub, broker):
+    with mqtt_phone_hub(tmp_path / "hub.db", bundle, BUNDLE, audit_share=AUDIT_SHARE, audit_seed=AUDIT_SEED,
+                        unfamiliar_share=UNFAMILIAR_SHARE) as (hub, broker):
         yield hub
 
 
@@ -117,11 +119,14 @@ def test_phone_asks_people_about_unfamiliar_frames_as_the_agent_decides(
     confident_unfamiliar = [f for f, u in zip(frames, unfamiliar) if u and not f["toPeople"]]
     assert len(confident_unfamiliar) >= 0.8 * unfamiliar.sum(), "the model was not confident on the noisy frames"
     # the agent's Gate over the agent's confidences and its familiarity verdicts decides every frame as the page
-    gate = Gate(GateConfig(audit_share=AUDIT_SHARE, seed=AUDIT_SEED))
+    gate = Gate(GateConfig(audit_share=AUDIT_SHARE, unfamiliar_share=UNFAMILIAR_SHARE, seed=AUDIT_SEED))
     expected = [gate.decide(reference[i].confidence, manifest.tau, 0.0, unfamiliar=bool(u)).value
                 for i, u in zip(matched, unfamiliar)]
     assert [f["decision"] for f in frames] == expected
-    # so every unfamiliar frame, confident or not, went to people; familiar confident ones only by the audit draw
-    assert all(f["decision"] == "escalate" and f["sampleId"] for f, u in zip(frames, unfamiliar) if u)
+    # so confident unfamiliar frames went to people by their own draw (some did, some not: without the check none
+    # would have), familiar confident ones only by the audit draw
+    drawn = [f["decision"] for f, u in zip(frames, unfamiliar) if u and not f["toPeople"]]
+    assert {"escalate", "confident"} <= set(drawn) and "audit" not in drawn
+    assert all(f["sampleId"] for f in frames if f["decision"] == "escalate")
     assert {"confident", "audit"} <= {f["decision"] for f, u in zip(frames, unfamiliar) if not u}
     assert set(asked) <= hub.sample_ids()

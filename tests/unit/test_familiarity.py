@@ -20,7 +20,8 @@ from hgen.edge_agent.testing import make_keys, null_bundle
 from hgen.hub.retrain.field import importance_weights, learned_familiarity
 from hgen.runtime.bundle.manifest import Manifest
 from hgen.runtime.errors import InvalidInputError
-from hgen.runtime.familiarity import Familiarity, StatRange, fit_familiarity, image_stats, unfamiliar_frames
+from hgen.runtime.familiarity import (Familiarity, StatRange, asked_unfamiliar, fit_familiarity, image_stats,
+                                     unfamiliar_frames)
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +74,36 @@ def test_ranges_are_validated_and_old_manifests_have_no_check(tmp_path: Path) ->
     assert old.familiarity is None and not unfamiliar_frames(None, np.zeros((4, 3, 3, 1))).any()
 
 
-def test_an_unfamiliar_frame_is_escalated_however_confident_and_takes_no_audit_draw() -> None:
-    gate = Gate(GateConfig(audit_share=0.5, seed=1))
-    twin = Gate(GateConfig(audit_share=0.5, seed=1))
-    assert gate.decide(0.99, 0.5, 0.0, unfamiliar=True) is Decision.ESCALATE
-    assert [gate.decide(0.99, 0.5, float(i)) for i in range(1, 20)] == [twin.decide(0.99, 0.5, float(i))
-                                                                         for i in range(1, 20)]
+def test_a_confident_unfamiliar_frame_is_escalated_by_its_own_draw_and_takes_no_audit_draw() -> None:
+    always = Gate(GateConfig(audit_share=0.5, unfamiliar_share=1.0, seed=1))
+    twin = Gate(GateConfig(audit_share=0.5, unfamiliar_share=1.0, seed=1))
+    assert always.decide(0.99, 0.5, 0.0, unfamiliar=True) is Decision.ESCALATE
+    twin.decide(0.99, 0.5, 0.0, unfamiliar=True)  # both took the unfamiliar draw: the audit draws stay in step
+    assert [always.decide(0.99, 0.5, float(i)) for i in range(1, 20)] == [twin.decide(0.99, 0.5, float(i))
+                                                                           for i in range(1, 20)]
+    drawn = Gate(GateConfig(audit_share=0.5, unfamiliar_share=0.2, seed=3))
+    decisions = [drawn.decide(0.99, 0.5, 0.0, unfamiliar=True) for _ in range(500)]
+    assert set(decisions) == {Decision.ESCALATE, Decision.CONFIDENT}  # never an audit
+    assert 0.14 < decisions.count(Decision.ESCALATE) / 500 < 0.26
+    never = Gate(GateConfig(unfamiliar_share=0.0))
+    assert never.decide(0.99, 0.5, 0.0, unfamiliar=True) is Decision.CONFIDENT
+    assert never.decide(0.1, 0.5, 0.0, unfamiliar=True) is Decision.ESCALATE  # under tau: always asked
 
 
-def test_the_hub_counts_an_unfamiliar_frame_as_sent_by_the_gate() -> None:
-    confidence, tau = np.array([0.3, 0.9, 0.9]), np.array([0.5, 0.5, 0.5])
-    assert importance_weights(confidence, tau, 0.05).tolist() == [1, 20, 20]
-    assert importance_weights(confidence, tau, 0.05, np.array([False, True, False])).tolist() == [1, 1, 20]
+def test_the_hub_weights_an_unfamiliar_frame_by_the_devices_share() -> None:
+    confidence, tau = np.array([0.3, 0.9, 0.9, 0.3]), np.array([0.5, 0.5, 0.5, 0.5])
+    unlike = np.array([False, True, False, True])
+    assert importance_weights(confidence, tau, 0.05).tolist() == [1, 20, 20, 1]
+    assert importance_weights(confidence, tau, 0.05, unlike).tolist() == [1, 1, 20, 1]  # share 1: each asked
+    assert importance_weights(confidence, tau, 0.05, unlike, 0.2).tolist() == [1, 5, 20, 1]
+
+
+def test_a_measured_device_asks_about_the_drawn_share_of_unfamiliar_frames() -> None:
+    flags = np.ones(4000, bool)
+    flags[:1000] = False
+    asked = asked_unfamiliar(flags, 0.2, seed=0)
+    assert not asked[:1000].any() and 0.17 < asked[1000:].mean() < 0.23
+    assert (asked == asked_unfamiliar(flags, 0.2, seed=0)).all() and asked_unfamiliar(flags, 1.0).sum() == 3000
 
 
 def test_a_published_retrain_widens_the_manifest_by_what_it_learned(tmp_path: Path, digits, familiarity) -> None:
@@ -114,6 +133,7 @@ def test_the_agent_asks_people_about_frames_unlike_its_training_images(tmp_path:
     config = parse_agent_config({"device_id": "cam-1", "bundle": {"path": str(bundle),
                                                                   "public_key": str(keys.public_pem)},
                                  "source": {"kind": "images", "uri": str(folder)},
+                                 "gate": {"unfamiliar_share": 1.0},  # every unfamiliar frame drawn
                                  "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
     with Agent(config, callbacks=[results.append]) as agent:
         assert agent.wait(10)

@@ -24,7 +24,7 @@ from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import grey_sample, make_request
 from hgen.protos import hub_pb2
 from hgen.runtime.calibration import softmax
-from hgen.runtime.familiarity import Familiarity, unfamiliar_frames
+from hgen.runtime.familiarity import UNFAMILIAR_SHARE, Familiarity, asked_unfamiliar, unfamiliar_frames
 from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, FusionParams, get_kind
 from hgen.runtime.hdnn.cnn import NO_ANSWER
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio
@@ -54,20 +54,23 @@ def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray) -> np.nda
 
 
 def evaluate(model: Any, temperature: float, tau: float, held: Split, labour_share: float,
-             crowd_seed: int = HELD_CROWD_SEED, familiarity: Familiarity | None = None) -> dict[str, float]:
+             crowd_seed: int = HELD_CROWD_SEED, familiarity: Familiarity | None = None,
+             unfamiliar_share: float = UNFAMILIAR_SHARE) -> dict[str, float]:
     """On the held-out field split with SIMULATED people: the device's numbers (gate plus its labour limit, a fresh
-    bucket over the 2,000 frames in order) and the gate's alone (every frame under tau or unfamiliar asked: what the
-    model needs). The same crowd answers every round (`crowd_seed`), so rounds differ only by model and gate: an
-    unchanged model measures the same, and 'fused never below round 0' is not decided by which people answered."""
+    bucket over the 2,000 frames in order) and the gate's alone (every frame under tau asked, and the drawn
+    `unfamiliar_share` of the confident unfamiliar ones: what the model needs). The same crowd answers every round
+    (`crowd_seed`, which also fixes the draw), so rounds differ only by model and gate: an unchanged model measures
+    the same, and 'fused never below round 0' is not decided by which people answered."""
     logits = predict_logits(model, held.x)
     answers = hdnn.ask_crowd(SimulatedCrowd.uniform(M, ACCURACY, 10, seed=crowd_seed), logits, held.y, M, temperature)
     confidence, l0 = frame_labour(logits, temperature)
     unfamiliar = unfamiliar_frames(familiarity, held.x)
-    wanted = (confidence < tau) | unfamiliar
+    asked = asked_unfamiliar(unfamiliar & (confidence >= tau), unfamiliar_share, crowd_seed)
+    wanted = (confidence < tau) | asked
     sent = admitted(LabourBucket(labour_share, WINDOW_FRAMES), wanted, l0)
     used = np.where(sent[:, None], answers.labels, NO_ANSWER)
     fused = get_kind(DEFAULT_KIND).fuse(logits, used, FusionParams(temperature, FUSION_LAMBDA_DEFAULT))
-    gate = hdnn.evaluate_hdnn(logits, held.y, answers, tau=tau, temperature=temperature, unfamiliar=unfamiliar)
+    gate = hdnn.evaluate_hdnn(logits, held.y, answers, tau=tau, temperature=temperature, unfamiliar=asked)
     return {"accuracy_model_only": gate.accuracy_model, "accuracy_fused": float(np.mean(fused == held.y)),
             "share_to_people": float(sent.mean()), "labour": labour_ratio(float(l0[sent].sum()), len(held)),
             "gate_accuracy_fused": gate.accuracy_fused, "gate_share_to_people": gate.share_to_people,
@@ -88,13 +91,14 @@ def frame_sample(device_id: str, x: np.ndarray, probs: np.ndarray, name: str, ve
 
 
 class Stream:
-    """The device over real gRPC: runs the current model on field frames and sends the gated ones plus an audit
-    share of confident ones within its labour limit (active), or randomly chosen frames (passive); cycles the
+    """The device over real gRPC: runs the current model on field frames and sends those under tau, a drawn share of
+    the confident unfamiliar ones and an audit share of the confident familiar ones within its labour limit (active), or randomly chosen frames (passive); cycles the
     stream like a camera. The bucket lives as long as the device (across model versions)."""
 
     def __init__(self, app: Any, device_id: str, stream: Split, name: str, audit: float, labour_share: float | None,
-                 passive: bool, seed: int) -> None:
+                 passive: bool, seed: int, unfamiliar_share: float = UNFAMILIAR_SHARE) -> None:
         self.stream, self.name, self.audit, self.passive = stream, name, audit, passive
+        self.unfamiliar_share = unfamiliar_share
         self.device_id = device_id
         self.rng = np.random.default_rng(seed)
         self.bucket = LabourBucket(None if passive else labour_share, WINDOW_FRAMES)
@@ -117,9 +121,11 @@ class Stream:
             if self.passive:
                 wanted, audited = self.rng.random(len(x)) < 0.5, np.zeros(len(x), bool)
             else:
-                unsure = (confidence < tau) | unfamiliar_frames(familiarity, x)
-                audited = ~unsure & (self.rng.random(len(x)) < self.audit)
-                wanted = unsure | audited
+                under = confidence < tau  # the agent's Gate: under tau, else one draw (unfamiliar or audit)
+                unlike = unfamiliar_frames(familiarity, x) & ~under
+                draw = self.rng.random(len(x))
+                audited = ~under & ~unlike & (draw < self.audit)
+                wanted = under | (unlike & (draw < self.unfamiliar_share)) | audited
             send = admitted(self.bucket, wanted, l0)
             chosen = np.flatnonzero(send)[: labels - sent]
             seen += len(x)
