@@ -53,7 +53,7 @@ from hgen.hub.testing.crowd import CrowdDriver  # noqa: E402
 from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_section  # noqa: E402
 from hgen.hub.testing.services import free_port  # noqa: E402
 from hgen.runtime.bundle.manifest import MANIFEST_NAME, Manifest  # noqa: E402
-from hgen.runtime.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity  # noqa: E402
+from hgen.runtime.familiarity import DEFAULT_QUANTILE, UNFAMILIAR_SHARE, Familiarity, fit_familiarity  # noqa: E402
 
 DEVICE, HELD_OUT = "field-cam", 2000
 AUDIT = 0.05  # the active device's audit share of confident frames (the hub is told the same); --audit
@@ -65,6 +65,9 @@ ALPHA = 0.2
 # Placeholders for the colour folders' paths in a scenario's specs (`resolve`): the random-tint folder, and the one
 # whose tint's hue is the class's (`write_colour_folder(class_hues=True)`), which lenet5 learns (0.87 clean).
 COLOUR, HUES = "@colour", "@colour-hues"
+# What the device and the hub ran with (hub and device defaults; recorded per scenario since the run after 3e7928e):
+# the device's draw of confident unfamiliar frames, and the acceptance check's noise margin in standard errors.
+SETTINGS = {"unfamiliar_share": UNFAMILIAR_SHARE, "noise_se": RetrainConfig().noise_se}
 
 
 @dataclass(frozen=True)
@@ -298,14 +301,14 @@ def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int,
     without = without_check(deployed, held, demands)
     if seed is not None:
         return {"name": spec.name, "seed": seed, "deployed": demands, "rounds": active, "passive": passive,
-                "round0_without_check": without,
+                "round0_without_check": without, "settings": SETTINGS,
                 "targets": targets(active, passive), "wall_seconds": round(time.perf_counter() - start, 1),
                 "machine": machine()}
     return {"name": spec.name, "original": spec.original, "field": spec.field, "deployed": demands,
             "stream_size": len(stream), "held_out_size": len(held), "rounds": active,
             "baselines": {"no_retrain": no_retrain(deployed, held, rounds, threshold, demands), "passive": passive,
                           "oracle": oracle(deployed, original, field_data, held, rounds, threshold, demands, work)},
-            "targets": targets(active, passive), "round0_without_check": without,
+            "targets": targets(active, passive), "round0_without_check": without, "settings": SETTINGS,
             "wall_seconds": round(time.perf_counter() - start, 1), "held_out_crowd": f"the same SIMULATED answers every round (seed {HELD_CROWD_SEED})",
             "machine": machine()}
 
@@ -377,7 +380,8 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if old[key] != new[key]:
             raise SystemExit(f"--merge: {key} differs ({old[key]} vs {new[key]}); run every scenario instead")
     by_name = {sc["name"]: sc for sc in old["scenarios"]} | {sc["name"]: sc for sc in new["scenarios"]}
-    merged = dict(old, scenarios=[by_name[name] for name in SCENARIOS if name in by_name])
+    merged = dict(old) | {k: v for k, v in new.items() if k != "scenarios"}
+    merged["scenarios"] = [by_name[name] for name in SCENARIOS if name in by_name]
     merged["wall_seconds"] = old["wall_seconds"] + new["wall_seconds"]
     return merged
 
