@@ -86,3 +86,24 @@ def test_repeats_report_each_run_and_the_mean_gap_with_its_standard_error(tmp_pa
     verdict = next(line for line in lines if line.startswith("- noise"))
     assert "+0.5 points on average over 2 runs (standard error 1.5, the larger" in verdict
     assert "reached (the gap is no more than its standard error)" in verdict
+
+
+def test_merge_keeps_the_new_run_s_settings() -> None:
+    old = _result(list(SCENARIOS)[:2], 1.0)
+    new = _result(list(SCENARIOS)[:1], 1.0) | {"note": "new"}
+    assert merge(old, new)["note"] == "new"
+
+
+def test_the_report_counts_refused_retrains_of_runs_with_recorded_settings(tmp_path: Path, monkeypatch) -> None:
+    import field_shift_report
+
+    monkeypatch.setattr(field_shift_report, "RESULTS", tmp_path)  # no repeats
+    rounds = [{"status": "deployed"}, {"status": "rejected"}, {"status": "published"}, {"status": "rejected"}]
+    settings = {"unfamiliar_share": 0.2, "noise_se": 1.0}
+    recorded = {"name": "noise", "rounds": rounds, "settings": settings, "targets": {},
+                "baselines": {"passive": rounds[:2] + [{"status": "published"}] * 2}}
+    older = {"name": "old", "rounds": rounds, "targets": {}, "baselines": {"passive": rounds}}
+    result = {"scenarios": [recorded, older]}
+    assert field_shift_report.refusals(result) == (2, 1, 3)  # the older scenario predates the settings: not counted
+    assert field_shift_report._setting(result, "unfamiliar_share") == 0.2
+    assert "2 closed-loop and 1 passive retrains refused of 3 each" in field_shift_report.acceptance_bullet(result)
