@@ -10,8 +10,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hgen.hub.errors import HubConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
-from hgen.runtime.hdnn import DEFAULT_KIND, get_kind, kind_names
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
+from hgen.runtime.hdnn import DEFAULT_KIND, get_kind, kind_names
 
 
 class KnowledgeBaseConfig(StrictModel):
