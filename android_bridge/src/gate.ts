@@ -1,8 +1,9 @@
 /**
  * Who goes to people on the phone: the runtime's gate (c < tau, hdnn.needsHuman), the agent's draws (a confident
  * frame also goes to people when Python's `random.Random(seed).random()` < `unfamiliarShare` if it is unlike the
- * training images, else < `auditShare`: the same generator, so the same frames), then the same limits as the agent's `hgen.edge_agent.gating`: at most one
- * escalation or audit per `minIntervalS`, and the labour demand L enforced
+ * training images, else < `auditShare`: the same generator, so the same frames), then the same limits as the
+ * agent's `hgen.edge_agent.gating`: at most one escalation or audit per `minIntervalS`, and the labour demand L
+ * enforced
  * with a bucket that refills L x L_max-per-frame operations each frame (capped at `windowFrames` of refill) and
  * is charged each sample's L0 = d * m, settled to what people really spent when the reply comes.
  */
