@@ -3,9 +3,8 @@
  * frame also goes to people when Python's `random.Random(seed).random()` < `unfamiliarShare` if it is unlike the
  * training images, else < `auditShare`: the same generator, so the same frames), then the same limits as the
  * agent's `hgen.edge_agent.gating`: at most one escalation or audit per `minIntervalS`, and the labour demand L
- * enforced
- * with a bucket that refills L x L_max-per-frame operations each frame (capped at `windowFrames` of refill) and
- * is charged each sample's L0 = d * m, settled to what people really spent when the reply comes.
+ * enforced with a bucket that refills L x L_max-per-frame operations each frame (capped at `windowFrames` of
+ * refill) and is charged each sample's L0 = d * m, settled to what people really spent when the reply comes.
  */
 
 import { MAX_OPERATIONS, MAX_PARTICIPANTS } from "./hdnn.js";
