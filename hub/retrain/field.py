@@ -247,16 +247,6 @@ class Compared:
     margin: float
 
 
-def fused_frames(model: Any, temperature: float, tau: float, field: FieldSet, human_accuracy: float) -> np.ndarray:
-    """Each held-out frame's expected outcome with people (`choose_tau`'s rule): `human_accuracy` where the gate at
-    `tau` asks people, else 1 or 0 as the model is right."""
-    from hgen.compiler.train import predict_logits
-
-    probs = softmax(predict_logits(model, field.x), temperature)
-    right = (probs.argmax(axis=1) == field.y).astype(np.float64)
-    return np.where(probs.max(axis=1) < tau, human_accuracy, right)
-
-
 def at_equal_labour(current_model: Any, current_temperature: float, enhanced: Refit, field: FieldSet,
                     config: FieldConfig, *, labour_demand: float, human_accuracy: float,
                     noise_se: float = 0.0) -> Compared:
@@ -265,13 +255,14 @@ def at_equal_labour(current_model: Any, current_temperature: float, enhanced: Re
     gate happened to spend (in a shifted field it may spend far more than the demand). `noise_se` standard errors
     of the paired difference are the comparison's margin."""
     from hgen.hub.retrain.accept import paired_margin
+    from hgen.hub.retrain.kinds.cnn import fused_outcomes
 
     current = refit(_Deployed(current_model, current_temperature), field, config, labour_demand=labour_demand,
                     accuracy_floor=0.0, human_accuracy=human_accuracy)
     margin = 0.0
     if noise_se > 0.0 and isinstance(current, Refit):
-        before = fused_frames(current_model, current.temperature, current.tau, field, human_accuracy)
-        after = fused_frames(enhanced.model, enhanced.temperature, enhanced.tau, field, human_accuracy)
+        before = fused_outcomes(current_model, current.temperature, current.tau, field, human_accuracy)
+        after = fused_outcomes(enhanced.model, enhanced.temperature, enhanced.tau, field, human_accuracy)
         margin = paired_margin(before, after, field.weights, z=noise_se)
     return Compared(float(current.expected_accuracy), enhanced.expected_accuracy, margin)
 

@@ -47,15 +47,20 @@ class CNNRetrain:
         return (answers == labelled.y).astype(np.float64)
 
     def fused_score(self, model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> float:
-        """Expected accuracy of the H-CNN with people: the runtime's calibrated confidence and gate decide which
-        samples go to people (right with `human_accuracy`); the model answers the rest. A retrain that makes the
-        model confidently wrong where people used to be asked scores lower here, even if model-only accuracy rose."""
+        """Expected accuracy of the H-CNN with people (the mean of `fused_outcomes`). A retrain that makes the model
+        confidently wrong where people used to be asked scores lower here, even if model-only accuracy rose."""
         if not len(labelled):
             return float("nan")
-        kind, params, logits = get_kind(self.name), FusionParams(temperature), predict_logits(model, labelled.x)
-        gated = needs_human(kind.confidence(logits, params), tau)
-        right = kind.predict(logits, params) == labelled.y
-        return float(np.mean(np.where(gated, human_accuracy, right)))
+        return float(np.mean(fused_outcomes(model, temperature, tau, labelled, human_accuracy)))
+
+
+def fused_outcomes(model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> np.ndarray:
+    """Each sample's expected outcome with people: the runtime's calibrated confidence and gate decide which go to
+    people (right with `human_accuracy`); the model answers the rest (1 or 0 as it is right)."""
+    kind, params, logits = get_kind("cnn"), FusionParams(temperature), predict_logits(model, labelled.x)
+    gated = needs_human(kind.confidence(logits, params), tau)
+    right = kind.predict(logits, params) == labelled.y
+    return np.where(gated, human_accuracy, right.astype(np.float64))
 
 
 RETRAIN_KINDS.add("cnn", CNNRetrain())
