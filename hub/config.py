@@ -244,6 +244,10 @@ class FieldConfig(StrictModel):
                                                              "a few audited frames stand for most of the field")
     trade: float = Field(0.02, ge=0.0, le=0.2, title="Original test accuracy a retrain may lose for at least as much "
                                                      "gained on held-out field labels")
+    style_share: float = Field(0.5, ge=0.0, le=1.0, title="Share of the original training samples rendered in the "
+                               "field's style (its added sensor noise and tone curve per channel, estimated from "
+                               "the human-labelled field images) for each retrain; 0: off (hub/retrain/style.py)")
+    style_min_images: int = Field(50, ge=2, title="Human-labelled field images needed to estimate the field's style")
     filter_factor: float = Field(3.0, ge=1.0, title="When most human-labelled samples are unlike the training "
                                                    "data (a shifted field, not junk), the filter leaves out only "
                                                    "those above this many times the median error")

@@ -21,6 +21,7 @@ from hgen.compiler.data.lazy import concat
 from hgen.compiler.train import DistillConfig, calibrate, distill, predict_logits
 from hgen.hub.config import RetrainConfig
 from hgen.hub.retrain.data import HumanSet
+from hgen.hub.retrain.style import in_field_style
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ def human_logits(teacher_logits: np.ndarray, labels: np.ndarray, margin: float) 
 
 
 def training_set(teacher: Any, data: Dataset, human: HumanSet, config: RetrainConfig) -> tuple[Split, np.ndarray]:
-    """Original samples with the teacher's logits plus each human sample `human_repeat` times."""
+    """Original samples with the teacher's logits (of the clean image; a share is then rendered in the field's
+    style, `hgen.hub.retrain.style`) plus each human sample `human_repeat` times."""
     original = data.train.take(config.original_samples)
     logits = [predict_logits(teacher, original.x)]
-    xs, ys = [original.x], [original.y]
+    xs, ys = [in_field_style(original.x, human.x, config.field, config.seed).x], [original.y]
     if len(human):
         mapped = human_logits(predict_logits(teacher, human.x), human.y, config.human_margin)
         xs += [human.x] * config.human_repeat

@@ -66,8 +66,10 @@ ALPHA = 0.2
 # whose tint's hue is the class's (`write_colour_folder(class_hues=True)`), which lenet5 learns (0.87 clean).
 COLOUR, HUES = "@colour", "@colour-hues"
 # What the device and the hub ran with (hub and device defaults; recorded per scenario since the run after 3e7928e):
-# the device's draw of confident unfamiliar frames, and the acceptance check's noise margin in standard errors.
-SETTINGS = {"unfamiliar_share": UNFAMILIAR_SHARE, "noise_se": RetrainConfig().noise_se}
+# the device's draw of confident unfamiliar frames, the acceptance check's noise margin in standard errors, and the
+# share of original images the hub renders in the field's style (since the run after 98ebbb1).
+SETTINGS = {"unfamiliar_share": UNFAMILIAR_SHARE, "noise_se": RetrainConfig().noise_se,
+            "style_share": RetrainConfig().field.style_share}
 
 
 @dataclass(frozen=True)

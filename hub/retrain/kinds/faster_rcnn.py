@@ -34,6 +34,7 @@ from hgen.hub.retrain.data import decode
 from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.kinds import RETRAIN_KINDS
 from hgen.hub.retrain.records import RetrainStore, labelled_rows
+from hgen.hub.retrain.style import in_field_style
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kinds
 from hgen.runtime.hdnn import FusionParams, get_kind
@@ -150,7 +151,7 @@ class FasterRCNNRetrain:
         teacher, student = load_model_file(keras_path), load_model_file(keras_path)
         grid = int(student.outputs[0].shape[1])
         original = data.train.take(config.original_samples)
-        xs, boxes = [original.x], list(original.boxes)
+        xs, boxes = [in_field_style(original.x, human.x, config.field, config.seed).x], list(original.boxes)
         if len(human):
             temperature = calibrate_two_stage(teacher, data.val, data.num_classes)
             xs += [human.x] * config.human_repeat

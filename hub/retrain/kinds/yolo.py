@@ -29,6 +29,7 @@ from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.kinds import RETRAIN_KINDS, check_labels_in_range
 from hgen.hub.retrain.labels import BoxSample, box_samples
 from hgen.hub.retrain.records import RetrainStore
+from hgen.hub.retrain.style import in_field_style
 from hgen.runtime.hdnn.yolo import MAJORITY, Detections, decode as decode_boxes, fuse_image, human_boxes
 
 EVAL_SCORE_THRESHOLD = 0.05  # mAP ranks every plausible box; the device's 0.5 would cut the precision/recall curve
@@ -107,7 +108,7 @@ class YOLORetrain:
 
         teacher, student = load_model_file(keras_path), load_model_file(keras_path)
         original = data.train.take(config.original_samples)
-        xs = [original.x]
+        xs = [in_field_style(original.x, human.x, config.field, config.seed).x]  # targets: the clean images'
         targets = [original_targets(predict_grid(teacher, original.x), original.boxes, data.num_classes, config.alpha)]
         if len(human):
             mapped = human_targets(predict_grid(teacher, human.x), human, targets[0].shape[1], data.num_classes)
