@@ -10,6 +10,7 @@ the compression plan (masks, factorised layers) and tau are kept; only the tempe
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hgen.compiler.data.lazy import concat
 from hgen.compiler.train import DistillConfig, calibrate, distill, predict_logits
 from hgen.hub.config import RetrainConfig
 from hgen.hub.retrain.data import HumanSet
-from hgen.hub.retrain.style import in_field_style
+from hgen.hub.retrain.style import Styled, in_field_style
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Enhanced:
     temperature: float
     seconds: float
     train_samples: int
+    style: Mapping[str, float] | None = None  # the field's style on the originals (`Styled.summary`), if any
 
 
 def human_logits(teacher_logits: np.ndarray, labels: np.ndarray, margin: float) -> np.ndarray:
@@ -42,18 +44,20 @@ def human_logits(teacher_logits: np.ndarray, labels: np.ndarray, margin: float) 
     return out
 
 
-def training_set(teacher: Any, data: Dataset, human: HumanSet, config: RetrainConfig) -> tuple[Split, np.ndarray]:
+def training_set(teacher: Any, data: Dataset, human: HumanSet, config: RetrainConfig,
+                 ) -> tuple[Split, np.ndarray, Styled]:
     """Original samples with the teacher's logits (of the clean image; a share is then rendered in the field's
     style, `hgen.hub.retrain.style`) plus each human sample `human_repeat` times."""
     original = data.train.take(config.original_samples)
     logits = [predict_logits(teacher, original.x)]
-    xs, ys = [in_field_style(original.x, human.x, config.field, config.seed).x], [original.y]
+    styled = in_field_style(original.x, human.x, config.field, config.seed)
+    xs, ys = [styled.x], [original.y]
     if len(human):
         mapped = human_logits(predict_logits(teacher, human.x), human.y, config.human_margin)
         xs += [human.x] * config.human_repeat
         ys += [human.y] * config.human_repeat
         logits += [mapped] * config.human_repeat
-    return Split(concat(xs), np.concatenate(ys)), np.concatenate(logits)
+    return Split(concat(xs), np.concatenate(ys)), np.concatenate(logits), styled
 
 
 def enhance(keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:
@@ -62,10 +66,10 @@ def enhance(keras_path: str | Path, data: Dataset, human: HumanSet, config: Retr
 
     teacher = load_model_file(keras_path)
     student = load_model_file(keras_path)
-    split, logits = training_set(teacher, data, human, config)
+    split, logits, styled = training_set(teacher, data, human, config)
     start = time.perf_counter()
     distill(student, logits, split, DistillConfig(epochs=config.epochs, temperature=config.temperature,
                                                    alpha=config.alpha, learning_rate=config.learning_rate,
                                                    seed=config.seed))
     temperature = calibrate(student, data.val)
-    return Enhanced(student, float(temperature), time.perf_counter() - start, len(split))
+    return Enhanced(student, float(temperature), time.perf_counter() - start, len(split), styled.summary())

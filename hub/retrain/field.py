@@ -71,6 +71,7 @@ class Refit:
     expected_labour: float  # Eq. 13 at `tau` on the weighted field set
     field_samples: int
     meets_labour: bool
+    style: Mapping[str, float] | None = None
 
 
 def audit_weight(audit_share: float) -> int:
@@ -197,13 +198,13 @@ def refit(enhanced: Any, field: FieldSet, config: FieldConfig, *, labour_demand:
     temperature = fit_temperature(logits[rows], field.y[rows])
     if labour_demand is None:
         return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, float("nan"),
-                     float("nan"), float("nan"), len(field), True)
+                     float("nan"), float("nan"), len(field), True, getattr(enhanced, "style", None))
     tau, accuracy, labour, meets = choose_tau(softmax(logits, temperature), field.y, field.weights,
                                               labour_demand=labour_demand * config.labour_margin,
                                               accuracy_floor=accuracy_floor, human_accuracy=human_accuracy,
                                               m=field.m, labour_confidence=config.labour_confidence)
     return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, tau, accuracy, labour,
-                 len(field), meets)
+                 len(field), meets, getattr(enhanced, "style", None))
 
 
 def refitted_tau(enhanced: Any) -> float | None:

@@ -234,6 +234,8 @@ class RetrainPipeline:
                                    "feasible": enhanced.summary.get("feasible"),
                                    "search_seconds": enhanced.summary.get("search_seconds")}
         metrics.update(field_metrics(enhanced))
+        if getattr(enhanced, "style", None):  # a re-search (`Searched`) renders nothing
+            metrics["field_style"] = dict(enhanced.style)
         return metrics
 
     def _accuracy_demand(self, model_config: ModelConfig, enhanced: Any) -> float | None:

@@ -47,6 +47,14 @@ class Styled:
     rendered: int
     style: FieldStyle | None
 
+    def summary(self) -> dict[str, float] | None:
+        """What the run's metrics record (None: nothing rendered)."""
+        if self.style is None:
+            return None
+        return {"rendered": self.rendered, "added_noise": round(self.style.noise, 4),
+                "field_noise": round(self.style.field_noise, 4),
+                "original_noise": round(self.style.original_noise, 4)}
+
 
 def noise_sigma(x: np.ndarray) -> float:
     """Median over images and channels of Immerkaer's noise estimate (a 3x3 Laplacian-difference mask, which

@@ -97,9 +97,9 @@ def test_the_training_set_keeps_the_teachers_logits_of_the_clean_originals() -> 
     human = HumanSet(field, np.arange(60) % 4, tuple(f"s{i}" for i in range(60)))
     teacher = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(4)])
     config = RetrainConfig(original_samples=100, human_repeat=1, field=FieldConfig(style_share=0.5))
-    split, logits = training_set(teacher, data, human, config)
+    split, logits, styled = training_set(teacher, data, human, config)
     originals = np.asarray(split.x[:100])
     changed = np.abs(originals - x[:100]).reshape(100, -1).max(axis=1) > 1e-6
-    assert int(changed.sum()) == 50
+    assert int(changed.sum()) == 50 and styled.summary()["rendered"] == 50
     np.testing.assert_allclose(logits[:100], predict_logits(teacher, x[:100]), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(split.y[:100], y[:100])

@@ -65,7 +65,7 @@ def retrain(keras_path: Path, data: Dataset, human: HumanSet, pseudo: Split | No
     """The hub's enhancement set (`training_set`), plus pseudo-labelled frames with the teacher's own logits."""
     config = RetrainConfig(**SETTINGS, seed=seed)
     teacher, student = load_model_file(keras_path), load_model_file(keras_path)
-    split, logits = training_set(teacher, data, human, config)
+    split, logits, _ = training_set(teacher, data, human, config)
     if pseudo is not None and len(pseudo):
         own = predict_logits(teacher, pseudo.x)
         split = Split(np.concatenate([split.x, pseudo.x]), np.concatenate([split.y, own.argmax(axis=1)]))

@@ -151,7 +151,8 @@ class FasterRCNNRetrain:
         teacher, student = load_model_file(keras_path), load_model_file(keras_path)
         grid = int(student.outputs[0].shape[1])
         original = data.train.take(config.original_samples)
-        xs, boxes = [in_field_style(original.x, human.x, config.field, config.seed).x], list(original.boxes)
+        styled = in_field_style(original.x, human.x, config.field, config.seed)
+        xs, boxes = [styled.x], list(original.boxes)
         if len(human):
             temperature = calibrate_two_stage(teacher, data.val, data.num_classes)
             xs += [human.x] * config.human_repeat
@@ -161,7 +162,7 @@ class FasterRCNNRetrain:
         fit_targets(student, x, y, TwoStageTrainConfig(epochs=config.epochs, learning_rate=config.learning_rate,
                                                        seed=config.seed))
         temperature = calibrate_two_stage(student, data.val, data.num_classes)
-        return Enhanced(student, float(temperature), time.perf_counter() - start, len(x))
+        return Enhanced(student, float(temperature), time.perf_counter() - start, len(x), styled.summary())
 
     def score(self, model: Any, labelled: Any) -> float:
         from hgen.compiler.models.two_stage_detector import num_classes_of, predict_slots

@@ -108,7 +108,8 @@ class YOLORetrain:
 
         teacher, student = load_model_file(keras_path), load_model_file(keras_path)
         original = data.train.take(config.original_samples)
-        xs = [in_field_style(original.x, human.x, config.field, config.seed).x]  # targets: the clean images'
+        styled = in_field_style(original.x, human.x, config.field, config.seed)
+        xs = [styled.x]  # targets: the clean images'
         targets = [original_targets(predict_grid(teacher, original.x), original.boxes, data.num_classes, config.alpha)]
         if len(human):
             mapped = human_targets(predict_grid(teacher, human.x), human, targets[0].shape[1], data.num_classes)
@@ -119,7 +120,7 @@ class YOLORetrain:
         fit_targets(student, x, y, DetectorTrainConfig(epochs=config.epochs, learning_rate=config.learning_rate,
                                                        seed=config.seed))
         temperature = calibrate_detector(student, data.val, data.num_classes)
-        return Enhanced(student, float(temperature), time.perf_counter() - start, len(x))
+        return Enhanced(student, float(temperature), time.perf_counter() - start, len(x), styled.summary())
 
     def score(self, model: Any, labelled: Any) -> float:
         if not len(labelled):
