@@ -69,6 +69,8 @@ def hub_config(config: DemoConfig, compiled: Any, dataset: str, out: Path, broke
     }
     if config.field:  # learn the field: re-fit the gate on its first labels, for the labour demand
         data["retrain"]["field"]["min_samples"] = max(5, config.retrain_threshold // 8)  # ~1/5 is held out
+        # the first retrain's labels render the originals in the field's style (a small demo's are under 50)
+        data["retrain"]["field"]["style_min_images"] = max(2, min(50, config.retrain_threshold // 2))
         data["retrain"]["models"][0]["labour_demand"] = config.demands.labour
     if broker_url:
         from hgen.hub.testing.services import BrokerAccessFiles

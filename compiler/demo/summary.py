@@ -58,7 +58,7 @@ def summarise(config: Any, compiled: Any, data: Any, frames: Any, agent: Any, ap
         "fps": telemetry.get("fps", 0.0), "swap_pause_ms": telemetry.get("swap_ms", 0.0),
         "dropped_frames": int(telemetry.get("frames_dropped", 0)), "frames": total,
         "retrain": {"run": run.id, "status": run.status, "seconds": run.seconds, "filtered_out": run.filtered_out,
-                    "samples_used": run.samples_used},
+                    "samples_used": run.samples_used, "field_style": run.metrics.get("field_style")},
         "compile": {"plan": compiled.summary["plan"], "tau": compiled.summary["tau"],
                     "search_seconds": compiled.summary["search_seconds"], "violations": compiled.summary["violations"]},
         "paths": {"report": str(compiled.out / "report.md"), "bundle": compiled.summary["bundle"]["archive"],

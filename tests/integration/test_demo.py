@@ -49,6 +49,8 @@ def test_deployed_into_a_harder_field_the_retrain_refits_the_gate_there(tmp_path
     assert summary["retrain"]["status"] == "published"
     pool = summary["evaluation_pool"]
     assert pool["after"]["tau"] != pool["before"]["tau"]  # the gate was re-chosen on the field
+    style = summary["retrain"]["field_style"]  # originals were rendered with the noise people's field images carry
+    assert style["rendered"] > 0 and style["added_noise"] > 0.05 and style["field_noise"] > style["original_noise"]
     # noisy digits are unlike the clean training images until the published retrain has learned them
     assert pool["before"]["unfamiliar_share"] > 0.9 > pool["after"]["unfamiliar_share"]
     assert "unlike training" in format_summary(summary)
