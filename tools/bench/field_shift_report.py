@@ -158,6 +158,8 @@ def reading(result: dict[str, Any]) -> list[str]:
             f"{last['share_to_people']:.4f}); labour sent {first['labour']:.4f} -> {last['labour']:.4f}, the gate "
             f"alone {first['gate_labour']:.4f} -> {last['gate_labour']:.4f} (highest after round 0 "
             f"{max(r['gate_labour'] for r in rows[1:]):.4f}; demand {last['labour_demand']}).")
+    from field_shift_decisions import decisions  # the prose beside the numbers (it reads this module's counts)
+
     return lines + ["", *repeat_summary(result), *decisions(result)]
 
 
@@ -210,35 +212,6 @@ def repeat_summary(result: dict[str, Any]) -> list[str]:
             *[f"- {v}." for v in verdicts], ""]
 
 
-# One-shot offline probe (build/, not committed): D3 -> D4, the deployed model, 1,000 labels at once from the field
-# validation images (active: the first 950 under the deployed tau plus 50 random confident ones; passive: 1,000
-# random), labels true with 3 % flipped, the benchmark's enhancement otherwise; model-only on the held-out 2,000.
-PROBE = [("all layers, alpha 0.7 (the hub's default)", 0.7295, 0.7500),
-         ("conv layers frozen", 0.7290, 0.7390),
-         ("4,000 original images instead of 20,000 (the field weighs 5x more)", 0.7260, 0.7255),
-         ("labels resampled class-balanced", 0.7135, 0.7310),
-         ("alpha 0.2 (the hard-label term weighs more)", 0.7420, 0.7345),
-         ("alpha 0.2, class-balanced", 0.7290, 0.7435),
-         ("alpha 0.2, learning rate 1e-3", 0.7355, 0.7375)]
-
-
-def probe_table() -> list[str]:
-    rows = [f"| {name} | {active:.4f} | {passive:.4f} | {(active - passive) * 100:+.1f} |"
-            for name, active, passive in PROBE]
-    return ["| recipe | active (uncertain frames) | passive (random frames) | active - passive, points |",
-            "|---|---|---|---|", *rows]
-
-
-def round0(result: dict[str, Any]) -> str:
-    """Round 0 of each scenario: what the gate wants, what the device sends, and fused accuracy both ways."""
-    parts = []
-    for sc in result["scenarios"]:
-        first = sc["rounds"][0]
-        parts.append(f"{sc['name']}: gate labour {first['gate_labour']:.3f}, sent {first['labour']:.3f}, fused "
-                     f"{first['accuracy_fused']:.3f} (the gate alone {first['gate_accuracy_fused']:.3f})")
-    return "; ".join(parts)
-
-
 def refusals(result: dict[str, Any]) -> tuple[int, int, int]:
     """Refused retrains of the closed loop and of passive over every run (main and repeats) of the scenarios run
     with recorded settings (this code), and retrains each."""
@@ -253,167 +226,7 @@ def refusals(result: dict[str, Any]) -> tuple[int, int, int]:
     return active, passive, total
 
 
-def acceptance_bullet(result: dict[str, Any]) -> str:
-    """What the acceptance check's noise margin decided (issue 18's 'acceptance check judged on held-out field
-    labels'), with the runs before it for comparison."""
-    margin = _setting(result, "noise_se")
-    active, passive, total = refusals(result)
-    return ("- The acceptance check judges beyond the noise of its held-out labels (`retrain.noise_se`, "
-            f"{'not recorded' if margin is None else f'{margin:g} standard error'} in this run; decides 'above "
-            "passive' and '+10 points' through how many retrains are published): a new model is refused only when "
-            "it falls short by more than that many standard errors of the paired difference, on the held-out human "
-            "labels and, weighted like the field, on the expected fused accuracy at the labour demand (the "
-            "tolerance 0.005 still applies when larger). Before it (33ceafa and its repeats, 50 retrains each way "
-            "over the four issue scenarios) 18 closed-loop and 12 passive retrains were refused, most by one or two "
-            "held-out frames (0.8274 -> 0.8223 is 1 of 197), and three of the closed loop's four worst gaps to "
-            "passive ended on a refused last round. With the margin alone (c375cc4, the device still asking about "
-            "every unfamiliar frame) 7 and 5 of 50 were refused; closed loop minus passive: D4 +0.7, D5 +1.6, "
-            "class hues under low light -1.7, -2.4, +0.3 and under noise -2.0, -0.9, -1.5 (seeds 0, 1, 2). In this "
-            f"run and its repeats: {active} closed-loop and {passive} passive retrains refused of {total} each.")
-
-
-def familiarity_bullet(result: dict[str, Any]) -> str:
-    """What the familiarity check did in this run: round 0 and the last round, per scenario deployed with it."""
-    parts = []
-    for sc in result["scenarios"]:
-        first, last = sc["rounds"][0], sc["rounds"][-1]
-        if first.get("unfamiliar_share") is None:
-            continue
-        without = sc.get("round0_without_check")
-        plain = (f"without the check {without['accuracy_fused']:.3f}, share under tau "
-                 f"{without['gate_share_to_people']:.3f}" if without else "without the check: not measured for "
-                 "this compile")
-        parts.append(f"{sc['name']}: unfamiliar {first['unfamiliar_share']:.3f} of the held-out field at round 0, "
-                     f"{last['unfamiliar_share']:.3f} after round {last['round']}; share to people (the gate's) "
-                     f"{first['gate_share_to_people']:.3f} -> {last['gate_share_to_people']:.3f}; fused at round 0 "
-                     f"{first['accuracy_fused']:.3f} ({plain})")
-    share = _setting(result, "unfamiliar_share")
-    drawn = "every" if share in (None, 1.0) else f"a drawn {share:g} of the confident"
-    return ("- The familiarity check (decides 'share down 30 %'; `hgen.runtime.familiarity`, on by default in "
-            "hgen-compile at `familiarity_quantile` 0.001; a reused compile that predates it gets the ranges fitted "
-            "on its own training images, as the deployed line says). Without it (the run at 2d23950) the share "
-            "under tau ROSE on both class-hue fields (low light 0.0275 -> 0.139, noise 0.084 -> 0.1275): the "
-            "deployed gate was confident on fields where it was wrong (round-0 gate labour 0.009 and 0.026 against "
-            "the demand 0.05), so it asked fewer people than the demand allows. In this run the device sends every "
-            f"frame under tau and {drawn} frames unlike the training images (`gate.unfamiliar_share`), within its "
-            "labour limit; the hub weights each of those held-out labels by 1 / that share, as it weights an audit, "
-            "and a published retrain widens the ranges by the field frames it learned, so from then on the "
-            "model's confidence decides there. In the previous run (33ceafa) the device asked about every "
-            "unfamiliar frame: where the labour demand binds at round 0 that spent it in stream order rather than on "
-            "the least confident frames (D5 fused 0.7425 against 0.7945 without the check), made the round-0 share "
-            "1 wherever the field is new (so 'share down 30 %' was met by construction), and bought little fused "
-            "accuracy (D4: people asked about every held-out frame gave 0.647 against 0.580 model-only, as H-CNN's "
-            "fusion keeps a confident model's answer over people's on most of them). A "
-            "reserve that let frames under tau go first without weights was measured and reverted (e1d6b68): the "
-            "hub's held-out set was then unsure frames only, each counted once, from which D5's first re-fit chose "
-            "a tau asking 3.6 % of frames. Per scenario: "
-            + "; ".join(parts) + ".")
-
-
 def _setting(result: dict[str, Any], key: str) -> Any:
     """A device or hub setting the scenarios ran with (None in runs before they were recorded)."""
     values = {json.dumps(sc.get("settings", {}).get(key)) for sc in result["scenarios"] if "settings" in sc}
     return json.loads(values.pop()) if len(values) == 1 else None
-
-
-def decisions(result: dict[str, Any]) -> list[str]:
-    """Issue 18's list: what was decided, what it changed (this run, the previous ones, the offline probe)."""
-    gate_after = ", ".join(f"{max(r['gate_labour'] for r in sc['rounds'][1:]):.3f}" for sc in result["scenarios"])
-    audit = "" if result["audit_share"] == 0.05 else f", with audit share {result['audit_share']}"
-    return [
-        "Decisions (issue 18's list; `retrain.field` in docs/configuration.md):",
-        familiarity_bullet(result),
-        acceptance_bullet(result),
-        "- The device enforces the labour demand, and is measured as it behaves (since the run after 29e2e41; "
-        "decides 'labour within the demand in every round' and 'fused never below round 0'): `make demo` "
-        "configures the agent with `batching.labour_share` = the compile's labour demand; the agent's bucket sends "
-        f"what fits and the rest keep the model's answer. Round 0 as delivered: {round0(result)}. `gate_*` are "
-        "what the gate alone wants (every frame under tau, and the drawn unfamiliar ones), and whether the gate alone needs no more "
-        "than the demand after round 0 is a target of its own.",
-        "- tau's labour judged by its one-sided upper bound (`retrain.field.labour_confidence` 0.8): the held-out "
-        "labels hold a few audited frames, each standing for 20, so the field share below a tau is estimated to "
-        "+-10-15 points; chosen at the estimate, tau overshot (D5 0.096 and 0.088 vs 0.05 at 29e2e41). Highest "
-        f"gate labour after round 0 here: {gate_after} (scenario order{audit}). Before the familiarity check, D5's "
-        "rounds 1-2 were still over (0.059, 0.055): round 0's limit had held back most frames the gate wanted, so "
-        "the first 200 labels held 9 audits; with the check, round 0's labels are frames under tau and drawn "
-        "unfamiliar ones, the latter weighted 1 / the draw's share, so they stand for the whole field. The price of the bound: while few labels are in it, it "
-        "picks a low tau.",
-        *audit_experiment(result),
-        "- Human labels vs original data, and layers (decides 'above passive'): 20,000 original images with the "
-        "teacher's logits, each human label x10, all layers fine-tuned from the deployed weights for 2 epochs, "
-        "the soft-target weight alpha 0.2 instead of the hub's 0.7 (this benchmark's setting, not a new default): "
-        "at distillation temperature 8 a human label lifted 6 logits above the top one barely moves the soft "
-        "target, so the hard term carries it. The offline probe below (one seed each, standard error ~1 point per "
-        "cell) found no recipe that makes uncertain frames reliably teach more than random ones; alpha 0.2 was "
-        "the only one with active ahead, by less than 1 point. Layer freezing and class-balanced resampling did "
-        "not help. Closed loop minus passive, model-only after 1,000 labels, in the runs before the familiarity "
-        "check: D4 +1.7, -0.2 (audit 0.1), +1.1 and -0.2 (alpha 0.7); D5 +0.4, +0.5, +0.4, -0.9; the class-hue "
-        "folder under low light -1.8, +0.6, -1.8, under noise +3.0; this run and its repeats: the Repeats table "
-        "above. Labelling the frames the gate sends teaches this model about as much as labelling random field "
-        "frames, and both end a few points below the oracle (all field images labelled).",
-        "",
-        *probe_table(),
-        "",
-        "- Kept from the previous run: the autoencoder filter leaves out only samples above 3x the batch median "
-        "when the field itself shifted (fitted on clean images it left out every noisy frame); temperature and tau "
-        "re-fitted on held-out field labels, audited frames weighted 1 / 0.05; the acceptance check judges expected "
-        "fused accuracy on the weighted held-out field labels with the deployed model re-gated for the same labour "
-        "demand, and lets the clean test split lose up to 0.02 for at least as much gained on the field.",
-        "- Pseudo-labels from confident field frames: measured offline, not built into the pipeline, because they "
-        "hurt ([pseudo_probe.md](pseudo_probe.md): D3 -> D4, one retrain of 1,000 SIMULATED labels plus 3,000 "
-        "confident field frames with the deployed model's own answers): active 0.739 -> 0.601 with them, passive "
-        "0.730 -> 0.661, pseudo-labels alone 0.357 -> 0.337. A shifted field makes this model confidently wrong "
-        "(1.5 % of noisy frames under tau, and the confident ones 37 % right), so its confident answers teach its "
-        "errors. The device would also have to upload unlabelled frames, which it does not (it sends only frames "
-        "for people and audits). That probe's deployed model is today's D3 compile (the warm start now keeps every "
-        "layer; 0.357 on the noisy held-out set), not this run's (0.599).",
-        "- Targets: the share target is judged on the gate's share (frames under tau and the drawn unfamiliar "
-        "ones; the device's sent share is capped by the demand from round 0 on, so it cannot fall 30 %); fused "
-        "accuracy and labour as the device delivers them. Where the accuracy demand stays out of reach (D4: the "
-        "oracle's fused accuracy 0.842 against A >= 0.86), the hub's re-fit spends the labour demand on accuracy "
-        "(the most accurate tau within it, the compile's rule), so the share settles near what the demand allows "
-        "(about 0.16 of frames) instead of falling; with every unfamiliar frame asked at round 0 (33ceafa) that "
-        "target was met by construction. 'Above passive by 1 SE' adds the held-out set's standard error "
-        "(sqrt(p(1-p)/2000), ~0.9 points) to the issue's 'above passive'.",
-        "- Colour scenario: lenet5 compiled with the demo's search settings but 30 backbone / 6 final epochs (the "
-        "own-data preset's 10 / 3 left it at 0.32 model-only on the clean folder; 30 / 6 reached 0.35). The model "
-        "is too weak for this data (tinted garments on textured colour backgrounds at 32x32), and 1,000 low-light "
-        "labels do not teach it: read that scenario as the loop staying safe on a model that cannot learn the "
-        "field, not as learning.",
-        "- Colour scenario with class hues: the same recipe with the tint's hue set by the class, so colour carries "
-        "the class as a camera's scene often does (a uniform, a product's packaging) and lenet5 learns the clean "
-        "folder; low light (gamma 2.5) darkens and desaturates the tints, noise (variance 0.2) is D4's. Earlier "
-        "runs: at the own-data preset's demand A >= 0.5 (e040329) tau 0.163 asked nobody, in the clean data or "
-        "the field, so round 0's share was 0 and could not fall (model-only 0.4835 -> 0.675); at A >= 0.83 "
-        "(b98a131, and 2d23950 with the same held-out crowd every round) the share rose, as the familiarity "
-        "bullet says. The accuracy demand (0.83) stays out of reach on these fields (the oracle's model alone "
-        "reaches 0.79 and 0.68), so the hub's re-fit keeps spending the labour demand on accuracy after the "
-        "first retrains: the share falls from round 0 because round 0 now asks about every unfamiliar frame.",
-    ]
-
-
-AUDIT_EXPERIMENT = "field_shift_audit10"
-
-
-def audit_experiment(result: dict[str, Any]) -> list[str]:
-    """The same benchmark with twice the audits (`--audit 0.1`), summarised beside the main run's decisions."""
-    path = RESULTS / f"{AUDIT_EXPERIMENT}.json"
-    if not path.is_file():
-        return []
-    other = json.loads(path.read_text())
-    if other["audit_share"] == result["audit_share"]:
-        return []
-    lines = []
-    for sc in other["scenarios"]:
-        rows, passive = sc["rounds"], sc["baselines"]["passive"]
-        lines.append(
-            f"{sc['name']}: gate labour after round 0 at most {max(r['gate_labour'] for r in rows[1:]):.3f}, "
-            f"model-only {rows[0]['accuracy_model_only']:.3f} -> {rows[-1]['accuracy_model_only']:.3f} (passive "
-            f"{passive[-1]['accuracy_model_only']:.3f}), fused {rows[0]['accuracy_fused']:.3f} -> "
-            f"{rows[-1]['accuracy_fused']:.3f} (lowest {min(r['accuracy_fused'] for r in rows):.3f}), share under tau "
-            f"{rows[0]['gate_share_to_people']:.3f} -> {rows[-1]['gate_share_to_people']:.3f}, targets not reached: "
-            f"{', '.join(k for k, v in sc['targets'].items() if not v) or 'none'}")
-    return [f"- More audits (`--audit {other['audit_share']}`, [{AUDIT_EXPERIMENT}.md]({AUDIT_EXPERIMENT}.md), "
-            "run on the deployed model of the run at 29e2e41, before the familiarity check; audits were 15-40 % of "
-            "the labels at 5 %): "
-            + "; ".join(lines) + "."]
