@@ -106,4 +106,6 @@ def test_the_report_counts_refused_retrains_of_runs_with_recorded_settings(tmp_p
     result = {"scenarios": [recorded, older]}
     assert field_shift_report.refusals(result) == (2, 1, 3)  # the older scenario predates the settings: not counted
     assert field_shift_report._setting(result, "unfamiliar_share") == 0.2
-    assert "2 closed-loop and 1 passive retrains refused of 3 each" in field_shift_report.acceptance_bullet(result)
+    import field_shift_decisions
+
+    assert "2 closed-loop and 1 passive retrains refused of 3 each" in field_shift_decisions.acceptance_bullet(result)
