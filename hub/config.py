@@ -248,6 +248,9 @@ class FieldConfig(StrictModel):
                                "field's style (its added sensor noise and tone curve per channel, estimated from "
                                "the human-labelled field images) for each retrain; 0: off (hub/retrain/style.py)")
     style_min_images: int = Field(50, ge=2, title="Human-labelled field images needed to estimate the field's style")
+    style_min_unfamiliar: float = Field(0.5, ge=0.0, le=1.0, title="Render only when at least this share of the "
+                                        "human-labelled field images is outside the original training images' "
+                                        "familiarity ranges (a field like the training data is left as it is)")
     filter_factor: float = Field(3.0, ge=1.0, title="When most human-labelled samples are unlike the training "
                                                    "data (a shifted field, not junk), the filter leaves out only "
                                                    "those above this many times the median error")

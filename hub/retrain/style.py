@@ -2,13 +2,14 @@
 looks (a darker tone curve at night, sensor noise), and a few hundred human labels teach a model that change far
 less than the tens of thousands of original images it was trained on could, if they looked like the field.
 
-So before a retrain the hub estimates two things from the human-labelled field images it holds, against the
-original training images: the sensor noise each adds (Immerkaer's estimate, so only the field's excess noise is
-added) and a tone curve per channel (quantile matching, after the noise, so a curve is fitted to what the noise
-left). A share of the original images is rendered through both and keeps its true label and the teacher's soft
-targets of the clean image: the model learns the classes it knew under the field's conditions. The rest stays
-clean so the original test split holds (measured on field_shift's class-hue folder: all rendered lost 12 points
-of it, half lost under 1).
+So before a retrain on a field unlike the originals (most of its labelled images outside their familiarity
+ranges, `hgen.runtime.familiarity`), the hub estimates two things from the human-labelled field images it holds,
+against the original training images: the sensor noise each adds (Immerkaer's estimate, so only the field's excess
+noise is added) and a tone curve per channel (quantile matching, after the noise, so a curve is fitted to what the
+noise left). A share of the original images is rendered through both and keeps its true label and the teacher's
+soft targets of the clean image: the model learns the classes it knew under the field's conditions. The rest
+stays clean so the original test split holds (tools/bench/results/style_probe.md, class-hue folder: all rendered
+lost 4-13 points of it, half under 1).
 
 Photometric only: blur and lower resolution are not modelled (a low-resolution field estimates no added noise
 and a near-identity curve, so its retrain is as before).
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hgen.hub.config import FieldConfig
+from hgen.runtime.familiarity import fit_familiarity
 
 # Images (per side) the estimates read: quantiles and noise settle well before this many.
 ESTIMATE_IMAGES = 2000
@@ -46,14 +48,17 @@ class Styled:
     x: np.ndarray
     rendered: int
     style: FieldStyle | None
+    field_unfamiliar: float | None = None  # share of the field images outside the originals' ranges, if checked
 
     def summary(self) -> dict[str, float] | None:
-        """What the run's metrics record (None: nothing rendered)."""
-        if self.style is None:
+        """What the run's metrics record (None: not checked, off or too few field images)."""
+        if self.field_unfamiliar is None:
             return None
-        return {"rendered": self.rendered, "added_noise": round(self.style.noise, 4),
-                "field_noise": round(self.style.field_noise, 4),
-                "original_noise": round(self.style.original_noise, 4)}
+        out = {"rendered": self.rendered, "field_unfamiliar": round(self.field_unfamiliar, 4)}
+        if self.style is not None:
+            out |= {"added_noise": round(self.style.noise, 4), "field_noise": round(self.style.field_noise, 4),
+                    "original_noise": round(self.style.original_noise, 4)}
+        return out
 
 
 def noise_sigma(x: np.ndarray) -> float:
@@ -107,14 +112,20 @@ def render(x: np.ndarray, style: FieldStyle, rng: np.random.Generator) -> np.nda
 def in_field_style(original: np.ndarray, field: np.ndarray, config: FieldConfig, seed: int = 0) -> Styled:
     """`original` with a seeded `config.style_share` of its rows rendered in the style of the `field` images
     (human-labelled, as devices sent them); unchanged when the share is 0, there are fewer than
-    `config.style_min_images` field images, or their shape differs from the originals'."""
+    `config.style_min_images` field images, their shape differs from the originals', or fewer than
+    `config.style_min_unfamiliar` of them fall outside the originals' familiarity ranges (a field like the
+    training data: its labelled frames are the gate's hard cases, whose tones are no camera's)."""
     x = np.asarray(original, np.float32)
     count = int(round(config.style_share * len(x)))
     if count == 0 or len(field) < config.style_min_images or np.shape(field)[1:] != x.shape[1:]:
         return Styled(x, 0, None)
     rng = np.random.default_rng(seed)
-    style = fit_style(x[rng.permutation(len(x))[:ESTIMATE_IMAGES]], field, seed)
+    sample = x[rng.permutation(len(x))[:ESTIMATE_IMAGES]]
+    unlike = float(np.mean(fit_familiarity(sample).unfamiliar(np.asarray(field, np.float32))))
+    if unlike < config.style_min_unfamiliar:
+        return Styled(x, 0, None, unlike)
+    style = fit_style(sample, field, seed)
     rows = rng.choice(len(x), count, replace=False)
     out = np.array(x, copy=True)
     out[rows] = render(x[rows], style, rng)
-    return Styled(out, count, style)
+    return Styled(out, count, style, unlike)

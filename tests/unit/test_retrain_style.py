@@ -59,12 +59,21 @@ def test_a_field_like_the_training_data_leaves_images_nearly_unchanged() -> None
     assert np.abs(render(original[:50], style, np.random.default_rng(0)) - original[:50]).mean() < 0.02
 
 
+def test_a_field_like_the_training_images_is_not_rendered() -> None:
+    """The gate's hard cases of an unshifted field are familiar images: no style is estimated from them."""
+    original = scenes(200, 0)
+    styled = in_field_style(original, scenes(60, 1), FieldConfig(style_min_images=50))
+    assert styled.rendered == 0 and styled.style is None
+    assert styled.summary() == {"rendered": 0, "field_unfamiliar": pytest.approx(0.0, abs=0.05)}
+    np.testing.assert_array_equal(styled.x, original)
+
+
 def test_the_configured_share_of_rows_is_rendered_and_the_rest_kept() -> None:
     original, field = scenes(200, 0), np.power(scenes(60, 1), 2.5)
     styled = in_field_style(original, field, FieldConfig(style_share=0.5, style_min_images=50), seed=3)
     changed = np.abs(styled.x - original).reshape(len(original), -1).max(axis=1) > 1e-6
     assert styled.rendered == 100 and int(changed.sum()) == 100
-    assert styled.style is not None
+    assert styled.style is not None and styled.summary()["field_unfamiliar"] > 0.9
 
 
 @pytest.mark.parametrize("config, field_images, size", [
