@@ -49,9 +49,9 @@ def training_set(teacher: Any, data: Dataset, human: HumanSet, config: RetrainCo
     """Original samples with the teacher's logits (of the clean image; a share is then rendered in the field's
     style, `hgen.hub.retrain.style`) plus each human sample `human_repeat` times."""
     original = data.train.take(config.original_samples)
-    logits = [predict_logits(teacher, original.x)]
     styled = in_field_style(original.x, human.x, config.field, config.seed)
-    xs, ys = [styled.x], [original.y]
+    logits = [styled.reorder(predict_logits(teacher, original.x))]
+    xs, ys = [styled.x], [styled.reorder(original.y)]
     if len(human):
         mapped = human_logits(predict_logits(teacher, human.x), human.y, config.human_margin)
         xs += [human.x] * config.human_repeat

@@ -18,9 +18,11 @@ and a near-identity curve, so its retrain is as before).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from hgen.compiler.data.lazy import concat
 from hgen.hub.config import FieldConfig
 from hgen.runtime.familiarity import fit_familiarity
 
@@ -43,12 +45,24 @@ class FieldStyle:
 
 @dataclass(frozen=True)
 class Styled:
-    """Original images with `rendered` of them in the field's style (None: too few field images to estimate)."""
+    """The originals with `rendered` of them in the field's style, those first: `order` holds each row's index in
+    the originals (None: `x` is the originals as they were, lazy if they were), so labels and teacher targets are
+    put in the same order with `reorder`. Only the rendered rows are materialised; the rest stay a lazy view of a
+    user's data set (`hgen.compiler.data.lazy`)."""
 
-    x: np.ndarray
+    x: Any
     rendered: int
     style: FieldStyle | None
     field_unfamiliar: float | None = None  # share of the field images outside the originals' ranges, if checked
+    order: np.ndarray | None = None
+
+    def reorder(self, values: Any) -> Any:
+        """`values` per original row (an array, or a sequence such as boxes per image) in the order of `x`."""
+        if self.order is None:
+            return values
+        if isinstance(values, np.ndarray):
+            return values[self.order]
+        return [values[int(i)] for i in self.order]
 
     def summary(self) -> dict[str, float] | None:
         """What the run's metrics record (None: not checked, off or too few field images)."""
@@ -109,23 +123,24 @@ def render(x: np.ndarray, style: FieldStyle, rng: np.random.Generator) -> np.nda
     return out.astype(np.float32)
 
 
-def in_field_style(original: np.ndarray, field: np.ndarray, config: FieldConfig, seed: int = 0) -> Styled:
+def in_field_style(original: Any, field: np.ndarray, config: FieldConfig, seed: int = 0) -> Styled:
     """`original` with a seeded `config.style_share` of its rows rendered in the style of the `field` images
-    (human-labelled, as devices sent them); unchanged when the share is 0, there are fewer than
+    (human-labelled, as devices sent them; `original`: an array or lazy images); unchanged when the share is 0, there are fewer than
     `config.style_min_images` field images, their shape differs from the originals', or fewer than
     `config.style_min_unfamiliar` of them fall outside the originals' familiarity ranges (a field like the
     training data: its labelled frames are the gate's hard cases, whose tones are no camera's)."""
-    x = np.asarray(original, np.float32)
-    count = int(round(config.style_share * len(x)))
-    if count == 0 or len(field) < config.style_min_images or np.shape(field)[1:] != x.shape[1:]:
-        return Styled(x, 0, None)
+    count = int(round(config.style_share * len(original)))
+    if count == 0 or len(field) < config.style_min_images or np.shape(field)[1:] != tuple(original.shape[1:]):
+        return Styled(original, 0, None)
     rng = np.random.default_rng(seed)
-    sample = x[rng.permutation(len(x))[:ESTIMATE_IMAGES]]
+    sample = np.asarray(original[np.sort(rng.permutation(len(original))[:ESTIMATE_IMAGES])], np.float32)
     unlike = float(np.mean(fit_familiarity(sample).unfamiliar(np.asarray(field, np.float32))))
     if unlike < config.style_min_unfamiliar:
-        return Styled(x, 0, None, unlike)
+        return Styled(original, 0, None, unlike)
     style = fit_style(sample, field, seed)
-    rows = rng.choice(len(x), count, replace=False)
-    out = np.array(x, copy=True)
-    out[rows] = render(x[rows], style, rng)
-    return Styled(out, count, style, unlike)
+    chosen = np.zeros(len(original), bool)
+    chosen[rng.choice(len(original), count, replace=False)] = True
+    rows, rest = np.flatnonzero(chosen), np.flatnonzero(~chosen)
+    rendered = render(np.asarray(original[rows], np.float32), style, rng)
+    x = concat([rendered, original[rest]]) if len(rest) else rendered
+    return Styled(x, count, style, unlike, np.concatenate([rows, rest]))

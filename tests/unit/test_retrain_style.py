@@ -65,14 +65,16 @@ def test_a_field_like_the_training_images_is_not_rendered() -> None:
     styled = in_field_style(original, scenes(60, 1), FieldConfig(style_min_images=50))
     assert styled.rendered == 0 and styled.style is None
     assert styled.summary() == {"rendered": 0, "field_unfamiliar": pytest.approx(0.0, abs=0.05)}
-    np.testing.assert_array_equal(styled.x, original)
+    assert styled.x is original
 
 
 def test_the_configured_share_of_rows_is_rendered_and_the_rest_kept() -> None:
     original, field = scenes(200, 0), np.power(scenes(60, 1), 2.5)
     styled = in_field_style(original, field, FieldConfig(style_share=0.5, style_min_images=50), seed=3)
-    changed = np.abs(styled.x - original).reshape(len(original), -1).max(axis=1) > 1e-6
-    assert styled.rendered == 100 and int(changed.sum()) == 100
+    assert sorted(styled.order.tolist()) == list(range(200))  # every original once, the rendered ones first
+    changed = np.abs(styled.x - styled.reorder(original)).reshape(len(original), -1).max(axis=1) > 1e-6
+    assert styled.rendered == 100 and changed[:100].all() and not changed[100:].any()
+    assert styled.reorder(["a", "b", "c"] * 67)[0] == ["a", "b", "c"][int(styled.order[0]) % 3]
     assert styled.style is not None and styled.summary()["field_unfamiliar"] > 0.9
 
 
@@ -85,8 +87,8 @@ def test_no_rendering_when_off_short_of_field_images_or_of_another_shape(config:
                                                                           size: int) -> None:
     original = scenes(80, 0)
     styled = in_field_style(original, scenes(field_images, 1, size=size) ** 2.5, config)
-    assert styled.rendered == 0 and styled.style is None
-    np.testing.assert_array_equal(styled.x, original)
+    assert styled.rendered == 0 and styled.style is None and styled.order is None
+    assert styled.x is original  # untouched: a lazy user data set stays lazy
 
 
 def test_the_training_set_keeps_the_teachers_logits_of_the_clean_originals() -> None:
@@ -107,8 +109,25 @@ def test_the_training_set_keeps_the_teachers_logits_of_the_clean_originals() -> 
     teacher = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(4)])
     config = RetrainConfig(original_samples=100, human_repeat=1, field=FieldConfig(style_share=0.5))
     split, logits, styled = training_set(teacher, data, human, config)
+    order = styled.order
     originals = np.asarray(split.x[:100])
-    changed = np.abs(originals - x[:100]).reshape(100, -1).max(axis=1) > 1e-6
+    changed = np.abs(originals - x[order]).reshape(100, -1).max(axis=1) > 1e-6
     assert int(changed.sum()) == 50 and styled.summary()["rendered"] == 50
-    np.testing.assert_allclose(logits[:100], predict_logits(teacher, x[:100]), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(split.y[:100], y[:100])
+    # each row keeps its own label and the teacher's logits of its clean image, whatever the new order
+    np.testing.assert_allclose(logits[:100], predict_logits(teacher, x[order]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(split.y[:100], y[order])
+
+
+def test_lazy_originals_stay_lazy_but_the_rendered_rows() -> None:
+    """A user's folder is read as uint8 rows on demand (`hgen.compiler.data.lazy`): only the rendered half is
+    materialised, and every row still reads as its own original (rendered or not) in the new order."""
+    from hgen.compiler.data.lazy import DecodedImages, is_lazy
+
+    pixels = np.round(scenes(120, 0) * 255).astype(np.uint8)
+    lazy = DecodedImages(pixels, 255.0)
+    styled = in_field_style(lazy, np.power(scenes(60, 1), 2.5), FieldConfig(style_share=0.5), seed=1)
+    assert is_lazy(styled.x) and styled.rendered == 60
+    kept = np.asarray(styled.x[np.arange(60, 120)])
+    np.testing.assert_allclose(kept, pixels[styled.order[60:]] / 255.0, atol=1e-6)
+    rendered = np.asarray(styled.x[np.arange(60)])
+    assert np.abs(rendered - pixels[styled.order[:60]] / 255.0).mean() > 0.1  # darkened like the field

@@ -152,7 +152,7 @@ class FasterRCNNRetrain:
         grid = int(student.outputs[0].shape[1])
         original = data.train.take(config.original_samples)
         styled = in_field_style(original.x, human.x, config.field, config.seed)
-        xs, boxes = [styled.x], list(original.boxes)
+        xs, boxes = [styled.x], list(styled.reorder(original.boxes))
         if len(human):
             temperature = calibrate_two_stage(teacher, data.val, data.num_classes)
             xs += [human.x] * config.human_repeat

@@ -110,7 +110,8 @@ class YOLORetrain:
         original = data.train.take(config.original_samples)
         styled = in_field_style(original.x, human.x, config.field, config.seed)
         xs = [styled.x]  # targets: the clean images'
-        targets = [original_targets(predict_grid(teacher, original.x), original.boxes, data.num_classes, config.alpha)]
+        targets = [styled.reorder(original_targets(predict_grid(teacher, original.x), original.boxes,
+                                                   data.num_classes, config.alpha))]
         if len(human):
             mapped = human_targets(predict_grid(teacher, human.x), human, targets[0].shape[1], data.num_classes)
             xs += [human.x] * config.human_repeat
