@@ -124,9 +124,9 @@ def render(x: np.ndarray, style: FieldStyle, rng: np.random.Generator) -> np.nda
 
 
 def in_field_style(original: Any, field: np.ndarray, config: FieldConfig, seed: int = 0) -> Styled:
-    """`original` with a seeded `config.style_share` of its rows rendered in the style of the `field` images
-    (human-labelled, as devices sent them; `original`: an array or lazy images); unchanged when the share is 0, there are fewer than
-    `config.style_min_images` field images, their shape differs from the originals', or fewer than
+    """`original` (an array or lazy images) with a seeded `config.style_share` of its rows rendered in the style
+    of the `field` images (human-labelled, as devices sent them); unchanged when the share is 0, there are fewer
+    than `config.style_min_images` field images, their shape differs from the originals', or fewer than
     `config.style_min_unfamiliar` of them fall outside the originals' familiarity ranges (a field like the
     training data: its labelled frames are the gate's hard cases, whose tones are no camera's)."""
     count = int(round(config.style_share * len(original)))

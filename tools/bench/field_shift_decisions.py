@@ -227,7 +227,8 @@ def decisions(result: dict[str, Any]) -> list[str]:
         "accuracy (the most accurate tau within it, the compile's rule), so the share settles near what the "
         "demand allows (about 0.14-0.19 of frames) rather than falling further; whether that is 30 % below "
         "round 0 depends on round 0 (D4 seed 0: 0.228 -> 0.192 before the field's style, 0.228 -> 0.137 with "
-        "it). With every unfamiliar frame asked at round 0 (33ceafa) that target was met by construction. 'Above passive by 1 SE' adds the held-out set's standard error "
+        "it). With every unfamiliar frame asked at round 0 (33ceafa) that target was met by construction. "
+        "'Above passive by 1 SE' adds the held-out set's standard error "
         "(sqrt(p(1-p)/2000), ~0.9 points) to the issue's 'above passive'.",
         "- Colour scenario: lenet5 compiled with the demo's search settings but 30 backbone / 6 final epochs (the "
         "own-data preset's 10 / 3 left it at 0.32 model-only on the clean folder; 30 / 6 reached 0.35). The model "
