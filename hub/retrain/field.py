@@ -198,13 +198,13 @@ def refit(enhanced: Any, field: FieldSet, config: FieldConfig, *, labour_demand:
     temperature = fit_temperature(logits[rows], field.y[rows])
     if labour_demand is None:
         return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, float("nan"),
-                     float("nan"), float("nan"), len(field), True, getattr(enhanced, "style", None))
+                     float("nan"), float("nan"), len(field), True, enhanced.style)
     tau, accuracy, labour, meets = choose_tau(softmax(logits, temperature), field.y, field.weights,
                                               labour_demand=labour_demand * config.labour_margin,
                                               accuracy_floor=accuracy_floor, human_accuracy=human_accuracy,
                                               m=field.m, labour_confidence=config.labour_confidence)
     return Refit(enhanced.model, temperature, enhanced.seconds, enhanced.train_samples, tau, accuracy, labour,
-                 len(field), meets, getattr(enhanced, "style", None))
+                 len(field), meets, enhanced.style)
 
 
 def refitted_tau(enhanced: Any) -> float | None:
@@ -236,6 +236,7 @@ class _Deployed:
     temperature: float
     seconds: float = 0.0
     train_samples: int = 0
+    style: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ class RetrainPipeline:
                                    "feasible": enhanced.summary.get("feasible"),
                                    "search_seconds": enhanced.summary.get("search_seconds")}
         metrics.update(field_metrics(enhanced))
-        if getattr(enhanced, "style", None):  # a re-search (`Searched`) renders nothing
+        if enhanced.style:
             metrics["field_style"] = dict(enhanced.style)
         return metrics
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class Searched:
     plan: dict[str, Any]
     summary: dict[str, Any]
     accuracy_demand: float  # what the new plan and tau were searched to meet
+    style: Mapping[str, float] | None = None  # a re-search renders no original image in the field's style
 
 
 def load_compile_config(path: Path | None, model_name: str, out: Path) -> Any:

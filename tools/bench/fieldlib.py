@@ -92,8 +92,9 @@ def frame_sample(device_id: str, x: np.ndarray, probs: np.ndarray, name: str, ve
 
 class Stream:
     """The device over real gRPC: runs the current model on field frames and sends those under tau, a drawn share of
-    the confident unfamiliar ones and an audit share of the confident familiar ones within its labour limit (active), or randomly chosen frames (passive); cycles the
-    stream like a camera. The bucket lives as long as the device (across model versions)."""
+    the confident unfamiliar ones and an audit share of the confident familiar ones within its labour limit
+    (active), or randomly chosen frames (passive); cycles the stream like a camera. The bucket lives as long as the
+    device (across model versions)."""
 
     def __init__(self, app: Any, device_id: str, stream: Split, name: str, audit: float, labour_share: float | None,
                  passive: bool, seed: int, unfamiliar_share: float = UNFAMILIAR_SHARE) -> None:
