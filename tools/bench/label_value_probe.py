@@ -1,0 +1,153 @@
+"""What do the human labels themselves teach once the hub renders the originals in the field's style? Offline, one
+retrain per cell from field_shift's clean FashionMNIST H-CNN, on D4 (noise) and D5 (low resolution).
+
+Issue 18 asks the closed loop (labels of the frames the gate is unsure of) to end above passive labelling (random
+field frames). On D4 both tie at the oracle's level. This probe separates the two things the labels do in a
+retrain: they estimate the field's style (`hgen.hub.retrain.style`), and they are trained on (x `human_repeat`).
+
+How the data was made and measured: `HOW` below (also in the report).
+
+    .venv/bin/python tools/bench/label_value_probe.py [--work build/label_value_probe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import RESULTS, machine, markdown_table, write_results  # noqa: E402
+from enhance_probe import crowd_labels  # noqa: E402
+from field_shift import stream_and_held  # noqa: E402
+from pseudo_probe import deployed_model  # noqa: E402
+from style_probe import HUB, LABELS, UNSURE, accuracy, picks  # noqa: E402
+
+from hgen.compiler.data import Dataset, Split, load_dataset  # noqa: E402
+from hgen.compiler.models import load_model_file  # noqa: E402
+from hgen.compiler.train import DistillConfig, distill, predict_logits  # noqa: E402
+from hgen.hub.config import FieldConfig, RetrainConfig  # noqa: E402
+from hgen.hub.retrain.data import HumanSet  # noqa: E402
+from hgen.hub.retrain.enhance import training_set  # noqa: E402
+from hgen.runtime.calibration import softmax  # noqa: E402
+
+HOW = f"""The deployed model is field_shift's D3 compile (lenet5 on clean FashionMNIST, the demo's search settings,
+phone profile). Per field and seed, {LABELS + LABELS // 4:,} stream frames are labelled by a SIMULATED crowd (m=3,
+accuracy 0.9, errors growing with 1 - confidence), {LABELS} of them kept for training as the hub keeps 80 %:
+
+- active: the {UNSURE} least confident stream frames plus {LABELS - UNSURE} random ones (what a gate under tau with
+  audits asks about, in one go);
+- passive: {LABELS} random stream frames.
+
+Cells, each one retrain with the hub's `training_set` and field_shift's hub settings ({HUB}):
+
+- style only: the originals, half rendered in the style estimated from the active pick's images, and NO human
+  label trained on (the human rows are dropped after the style is estimated);
+- active / passive + style: the hub as it runs (`style_share` 0.5), with the pick's labels x{HUB['human_repeat']};
+- active / passive, no style: `style_share` 0.
+
+Model-only accuracy on field_shift's held-out 2,000 field images (never streamed) and on the clean test split. One
+retrain per cell, differences from the loop: one retrain with all labels at once (the loop retrains every 200 and
+re-gates with each new model), no acceptance check, no temperature or tau re-fit. CPU TF training is not
+bit-reproducible, and the held-out set's standard error is ~1 point per cell."""
+FIELDS, SEEDS = ("fashion-mnist:noise", "fashion-mnist:lowres"), (0, 1, 2)
+CELLS = ("style only", "active + style", "passive + style", "active, no style", "passive, no style")
+
+
+def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, seed: int,
+            train_labels: bool) -> tuple[Any, dict[str, float]]:
+    """The hub's enhancement set and loss; without `train_labels` only the (styled) originals are trained on."""
+    config = RetrainConfig(**HUB, seed=seed, field=FieldConfig(style_share=share))
+    teacher, student = load_model_file(keras_path), load_model_file(keras_path)
+    split, logits, styled = training_set(teacher, clean, human, config)
+    if not train_labels:
+        originals = min(config.original_samples, len(clean.train))
+        split, logits = Split(split.x[:originals], split.y[:originals]), logits[:originals]
+    distill(student, logits, split, DistillConfig(epochs=config.epochs, temperature=config.temperature,
+                                                   alpha=config.alpha, learning_rate=config.learning_rate, seed=seed))
+    return student, styled.summary() or {}
+
+
+def cell_plan(cell: str) -> tuple[str, float, bool]:
+    """(pick, style share, labels trained on) of a cell."""
+    pick = "passive" if cell.startswith("passive") else "active"
+    return pick, (0.0 if cell.endswith("no style") else 0.5), cell != "style only"
+
+
+def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) -> list[dict[str, Any]]:
+    stream, held = stream_and_held(load_dataset(field, seed=0))
+    deployed = load_model_file(keras_path)
+    confidence = softmax(predict_logits(deployed, stream.x), temperature).max(axis=1)
+    rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
+             "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y)}]
+    for seed in SEEDS:
+        chosen = picks(confidence, seed)
+        for cell in CELLS:
+            pick, share, train_labels = cell_plan(cell)
+            idx = chosen[pick]
+            y = crowd_labels(stream.y[idx], confidence[idx])
+            human = HumanSet(stream.x[idx], y, tuple(f"s{i}" for i in idx))
+            start = time.perf_counter()
+            model, style = retrain(keras_path, clean, human, share, seed, train_labels)
+            rows.append({"field": field, "seed": seed, "cell": cell,
+                         "label_accuracy": float(np.mean(y == stream.y[idx])),
+                         "field_accuracy": accuracy(model, held.x, held.y),
+                         "clean_test_accuracy": accuracy(model, clean.test.x, clean.test.y),
+                         "added_noise": style.get("added_noise", 0.0), "seconds": round(time.perf_counter() - start, 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds per (field, cell)."""
+    out = []
+    for field in FIELDS:
+        for cell in CELLS:
+            values = [r["field_accuracy"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
+            clean = [r["clean_test_accuracy"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
+            out.append({"field": field, "cell": cell, "field_accuracy_mean": float(np.mean(values)),
+                        "field_accuracy_min": min(values), "field_accuracy_max": max(values),
+                        "clean_test_mean": float(np.mean(clean))})
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    return "\n".join([
+        "# What the labels teach beside the field's style: one retrain on D4 and D5 — annotators SIMULATED", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, no GPU; one retrain per cell, seeds {SEEDS}; wall "
+        f"{data['wall_seconds']:.0f} s. Deployed tau {data['tau']:.3f}, temperature {data['temperature']:.3f}.", "",
+        HOW, "", "Over the seeds (field: held-out field images; clean test: the clean test split):", "",
+        markdown_table(data["summary"], ["field", "cell", "field_accuracy_mean", "field_accuracy_min",
+                                         "field_accuracy_max", "clean_test_mean"]), "",
+        "Every cell:", "",
+        markdown_table(data["rows"], ["field", "seed", "cell", "label_accuracy", "field_accuracy",
+                                      "clean_test_accuracy", "added_noise", "seconds"]), ""])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("build/label_value_probe"))
+    parser.add_argument("--render", action="store_true", help="only re-write the MD from the JSON")
+    args = parser.parse_args()
+    if args.render:
+        data = json.loads((RESULTS / "label_value_probe.json").read_text())
+    else:
+        start = time.perf_counter()
+        keras_path, tau, temperature, clean = deployed_model(args.work)
+        rows = [row for field in FIELDS for row in one_field(field, keras_path, temperature, clean)]
+        data = {"rows": rows, "summary": summary(rows), "settings": HUB, "tau": tau, "temperature": temperature,
+                "machine": machine(), "annotators": "SIMULATED, m=3, accuracy 0.9",
+                "wall_seconds": round(time.perf_counter() - start, 1)}
+    json_path, md_path = write_results("label_value_probe", data, render(data))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
