@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,44 @@ Cells, each one retrain with the hub's `training_set` and field_shift's hub sett
 - style only: the originals, half rendered in the style estimated from the active pick's images, and NO human
   label trained on (the human rows are dropped after the style is estimated);
 - active / passive + style: the hub as it runs (`style_share` 0.5), with the pick's labels x{HUB['human_repeat']};
-- active / passive, no style: `style_share` 0.
+- active / passive, no style: `style_share` 0;
+- active / passive, true labels: as "+ style" with the true classes instead of the crowd's answers (is it the
+  crowd's errors on hard frames?);
+- unsure {UNSURE} only / random {LABELS - UNSURE} only: the two parts of the active pick on their own (+ style).
+
+The ceiling: the same retrain on the field's first 20,000 training images with their true labels (each once,
++ style), for 2, 6 and 12 epochs: what this lenet5 reaches on the field when labels are no limit.
 
 Model-only accuracy on field_shift's held-out 2,000 field images (never streamed) and on the clean test split. One
 retrain per cell, differences from the loop: one retrain with all labels at once (the loop retrains every 200 and
 re-gates with each new model), no acceptance check, no temperature or tau re-fit. CPU TF training is not
 bit-reproducible, and the held-out set's standard error is ~1 point per cell."""
 FIELDS, SEEDS = ("fashion-mnist:noise", "fashion-mnist:lowres"), (0, 1, 2)
-CELLS = ("style only", "active + style", "passive + style", "active, no style", "passive, no style")
+CEILING_EPOCHS, CEILING_IMAGES = (2, 6, 12), 20000
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Which frames are labelled, the style share, whether the labels are trained on, and whose labels."""
+
+    pick: str
+    share: float = 0.5
+    train_labels: bool = True
+    truth: bool = False
+
+
+CELLS = {"style only": Cell("active", train_labels=False), "active + style": Cell("active"),
+         "passive + style": Cell("passive"), "active, no style": Cell("active", share=0.0),
+         "passive, no style": Cell("passive", share=0.0), "active, true labels": Cell("active", truth=True),
+         "passive, true labels": Cell("passive", truth=True), f"unsure {UNSURE} only": Cell("unsure"),
+         f"random {LABELS - UNSURE} only": Cell("random")}
 
 
 def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, seed: int,
-            train_labels: bool) -> tuple[Any, dict[str, float]]:
-    """The hub's enhancement set and loss; without `train_labels` only the (styled) originals are trained on."""
-    config = RetrainConfig(**HUB, seed=seed, field=FieldConfig(style_share=share))
+            train_labels: bool, **hub: int) -> tuple[Any, dict[str, float]]:
+    """The hub's enhancement set and loss (`hub` overrides field_shift's settings); without `train_labels` only
+    the (styled) originals are trained on."""
+    config = RetrainConfig(**(HUB | hub), seed=seed, field=FieldConfig(style_share=share))
     teacher, student = load_model_file(keras_path), load_model_file(keras_path)
     split, logits, styled = training_set(teacher, clean, human, config)
     if not train_labels:
@@ -73,34 +98,52 @@ def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, see
     return student, styled.summary() or {}
 
 
-def cell_plan(cell: str) -> tuple[str, float, bool]:
-    """(pick, style share, labels trained on) of a cell."""
-    pick = "passive" if cell.startswith("passive") else "active"
-    return pick, (0.0 if cell.endswith("no style") else 0.5), cell != "style only"
+def all_picks(confidence: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """style_probe's active and passive picks, plus the active pick's two parts drawn alone."""
+    order = np.argsort(confidence, kind="stable")
+    rng = np.random.default_rng(seed + 100)
+    return picks(confidence, seed) | {"unsure": np.sort(order[:UNSURE]),
+                                      "random": np.sort(rng.choice(len(confidence), LABELS - UNSURE, replace=False))}
 
 
-def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) -> list[dict[str, Any]]:
-    stream, held = stream_and_held(load_dataset(field, seed=0))
+def ceiling(name: str, field: Dataset, held: Split, keras_path: Path, clean: Dataset) -> list[dict[str, Any]]:
+    """The retrain on 20,000 truly labelled field images, for more and more epochs."""
+    x, y = field.train.x[:CEILING_IMAGES], field.train.y[:CEILING_IMAGES]
+    human = HumanSet(np.asarray(x), y, tuple(f"t{i}" for i in range(len(y))))
+    rows = []
+    for epochs in CEILING_EPOCHS:
+        model, _ = retrain(keras_path, clean, human, 0.5, 0, True, human_repeat=1, epochs=epochs)
+        rows.append({"field": name, "labels": len(y), "epochs": epochs,
+                     "field_accuracy": accuracy(model, held.x, held.y),
+                     "clean_test_accuracy": accuracy(model, clean.test.x, clean.test.y)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def one_field(field: str, keras_path: Path, temperature: float,
+              clean: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The cells' rows and the ceiling's rows on one field."""
+    data = load_dataset(field, seed=0)
+    stream, held = stream_and_held(data)
     deployed = load_model_file(keras_path)
     confidence = softmax(predict_logits(deployed, stream.x), temperature).max(axis=1)
     rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
              "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y)}]
     for seed in SEEDS:
-        chosen = picks(confidence, seed)
-        for cell in CELLS:
-            pick, share, train_labels = cell_plan(cell)
-            idx = chosen[pick]
-            y = crowd_labels(stream.y[idx], confidence[idx])
+        chosen = all_picks(confidence, seed)
+        for cell, plan in CELLS.items():
+            idx = chosen[plan.pick]
+            y = stream.y[idx] if plan.truth else crowd_labels(stream.y[idx], confidence[idx])
             human = HumanSet(stream.x[idx], y, tuple(f"s{i}" for i in idx))
             start = time.perf_counter()
-            model, style = retrain(keras_path, clean, human, share, seed, train_labels)
+            model, style = retrain(keras_path, clean, human, plan.share, seed, plan.train_labels)
             rows.append({"field": field, "seed": seed, "cell": cell,
                          "label_accuracy": float(np.mean(y == stream.y[idx])),
                          "field_accuracy": accuracy(model, held.x, held.y),
                          "clean_test_accuracy": accuracy(model, clean.test.x, clean.test.y),
                          "added_noise": style.get("added_noise", 0.0), "seconds": round(time.perf_counter() - start, 1)})
             print(rows[-1], flush=True)
-    return rows
+    return rows, ceiling(field, data, held, keras_path, clean)
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,7 +170,9 @@ def render(data: dict[str, Any]) -> str:
                                          "field_accuracy_max", "clean_test_mean"]), "",
         "Every cell:", "",
         markdown_table(data["rows"], ["field", "seed", "cell", "label_accuracy", "field_accuracy",
-                                      "clean_test_accuracy", "added_noise", "seconds"]), ""])
+                                      "clean_test_accuracy", "added_noise", "seconds"]), "",
+        "The ceiling (20,000 truly labelled field images, + style, one retrain, seed 0):", "",
+        markdown_table(data["ceiling"], ["field", "labels", "epochs", "field_accuracy", "clean_test_accuracy"]), ""])
 
 
 def main() -> int:
@@ -140,8 +185,9 @@ def main() -> int:
     else:
         start = time.perf_counter()
         keras_path, tau, temperature, clean = deployed_model(args.work)
-        rows = [row for field in FIELDS for row in one_field(field, keras_path, temperature, clean)]
-        data = {"rows": rows, "summary": summary(rows), "settings": HUB, "tau": tau, "temperature": temperature,
+        measured = [one_field(field, keras_path, temperature, clean) for field in FIELDS]
+        rows = [row for cells, _ in measured for row in cells]
+        data = {"rows": rows, "summary": summary(rows), "ceiling": [row for _, top in measured for row in top], "settings": HUB, "tau": tau, "temperature": temperature,
                 "machine": machine(), "annotators": "SIMULATED, m=3, accuracy 0.9",
                 "wall_seconds": round(time.perf_counter() - start, 1)}
     json_path, md_path = write_results("label_value_probe", data, render(data))
