@@ -53,7 +53,10 @@ Cells, each one retrain with the hub's `training_set` and field_shift's hub sett
 - active / passive, no style: `style_share` 0;
 - active / passive, true labels: as "+ style" with the true classes instead of the crowd's answers (is it the
   crowd's errors on hard frames?);
-- unsure {UNSURE} only / random {LABELS - UNSURE} only: the two parts of the active pick on their own (+ style).
+- unsure {UNSURE} only / random {LABELS - UNSURE} only: the two parts of the active pick on their own (+ style);
+- active, importance-weighted: the active pick with each label's weight 1 / the chance it was picked (1 for the
+  unsure part, {LABELS - UNSURE} / the rest of the stream for the random part), as repeats summing to the hub's
+  {HUB['human_repeat']} per label (+ style): the labels made to stand for the whole field, as passive's do.
 
 The ceiling: the same retrain on the field's first 20,000 training images with their true labels (each once,
 + style), for 2, 6 and 12 epochs: what this lenet5 reaches on the field when labels are no limit.
@@ -74,13 +77,15 @@ class Cell:
     share: float = 0.5
     train_labels: bool = True
     truth: bool = False
+    weighted: bool = False
 
 
 CELLS = {"style only": Cell("active", train_labels=False), "active + style": Cell("active"),
          "passive + style": Cell("passive"), "active, no style": Cell("active", share=0.0),
          "passive, no style": Cell("passive", share=0.0), "active, true labels": Cell("active", truth=True),
          "passive, true labels": Cell("passive", truth=True), f"unsure {UNSURE} only": Cell("unsure"),
-         f"random {LABELS - UNSURE} only": Cell("random")}
+         f"random {LABELS - UNSURE} only": Cell("random"),
+         "active, importance-weighted": Cell("active", weighted=True)}
 
 
 def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, seed: int,
@@ -104,6 +109,15 @@ def all_picks(confidence: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed + 100)
     return picks(confidence, seed) | {"unsure": np.sort(order[:UNSURE]),
                                       "random": np.sort(rng.choice(len(confidence), LABELS - UNSURE, replace=False))}
+
+
+def importance_repeats(confidence: np.ndarray, index: np.ndarray, seed: int) -> np.ndarray:
+    """Per label of the active pick: repeats proportional to 1 / its chance of being picked, `human_repeat` per
+    label on average, rounded at random so the expected total is kept."""
+    unsure = np.isin(index, np.argsort(confidence, kind="stable")[:UNSURE])
+    weight = np.where(unsure, 1.0, (len(confidence) - UNSURE) / (LABELS - UNSURE))
+    repeats = weight * HUB["human_repeat"] * len(index) / weight.sum()
+    return np.floor(repeats + np.random.default_rng(seed).random(len(index))).astype(np.int64)
 
 
 def ceiling(name: str, field: Dataset, held: Split, keras_path: Path, clean: Dataset) -> list[dict[str, Any]]:
@@ -134,9 +148,12 @@ def one_field(field: str, keras_path: Path, temperature: float,
         for cell, plan in CELLS.items():
             idx = chosen[plan.pick]
             y = stream.y[idx] if plan.truth else crowd_labels(stream.y[idx], confidence[idx])
-            human = HumanSet(stream.x[idx], y, tuple(f"s{i}" for i in idx))
+            rows_of = (np.repeat(np.arange(len(idx)), importance_repeats(confidence, idx, seed)) if plan.weighted
+                       else np.arange(len(idx)))
+            human = HumanSet(stream.x[idx][rows_of], y[rows_of], tuple(f"s{i}" for i in idx[rows_of]))
             start = time.perf_counter()
-            model, style = retrain(keras_path, clean, human, plan.share, seed, plan.train_labels)
+            model, style = retrain(keras_path, clean, human, plan.share, seed, plan.train_labels,
+                                   **({"human_repeat": 1} if plan.weighted else {}))
             rows.append({"field": field, "seed": seed, "cell": cell,
                          "label_accuracy": float(np.mean(y == stream.y[idx])),
                          "field_accuracy": accuracy(model, held.x, held.y),
