@@ -109,3 +109,41 @@ def test_the_report_counts_refused_retrains_of_runs_with_recorded_settings(tmp_p
     import field_shift_decisions
 
     assert "2 closed-loop and 1 passive retrains refused of 3 each" in field_shift_decisions.acceptance_bullet(result)
+
+
+def test_importance_weights_make_the_random_part_of_the_active_pick_stand_for_the_rest_of_the_field() -> None:
+    import numpy as np
+    from label_value_probe import HUB, LABELS, UNSURE, importance_repeats
+    from style_probe import picks
+
+    confidence = np.random.default_rng(3).random(8000)
+    active = picks(confidence, 0)["active"]
+    repeats = importance_repeats(confidence, active, 0)
+    unsure = np.isin(active, np.argsort(confidence)[:UNSURE])
+    assert unsure.sum() == UNSURE and len(active) == LABELS
+    assert abs(repeats.sum() - HUB["human_repeat"] * LABELS) < 0.01 * HUB["human_repeat"] * LABELS
+    ratio = repeats[~unsure].mean() / max(repeats[unsure].mean(), 1e-9)
+    assert ratio > 0.5 * (8000 - UNSURE) / (LABELS - UNSURE)  # each random label stands for ~37 frames, each unsure for 1
+
+
+def test_the_label_value_bullet_reads_the_probe_and_the_loop_s_runs(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import field_shift_decisions
+    import field_shift_report
+
+    monkeypatch.setattr(field_shift_decisions, "RESULTS", tmp_path)
+    monkeypatch.setattr(field_shift_report, "RESULTS", tmp_path)  # no repeats
+    result = {"scenarios": []}
+    assert field_shift_decisions.label_value_bullet(result) == []  # no probe: nothing said
+    summary = [{"field": "fashion-mnist:noise", "cell": "style only", "field_accuracy_mean": 0.75},
+               {"field": "fashion-mnist:noise", "cell": "passive + style", "field_accuracy_mean": 0.77}]
+    ceiling = [{"field": "fashion-mnist:noise", "epochs": e, "field_accuracy": a} for e, a in ((2, 0.777), (12, 0.794))]
+    (tmp_path / f"{field_shift_decisions.LABEL_VALUE}.json").write_text(
+        json.dumps({"summary": summary, "ceiling": ceiling}))
+    result["scenarios"] = [{"name": "D3 -> D4 (noise)", "targets": {}, "rounds": [{"accuracy_model_only": 0.78}],
+                            "baselines": {"passive": [{"accuracy_model_only": 0.77}]}}]
+    (bullet,) = field_shift_decisions.label_value_bullet(result)
+    assert "D3 -> D4 (noise): style only 0.750, passive + style 0.770; the ceiling after 2, 12 epochs 0.777, 0.794" \
+        in bullet
+    assert "(closed loop / passive) 0.780 / 0.770" in bullet and "D3 -> D5 (low resolution): ;" not in bullet

@@ -314,12 +314,16 @@ def label_value_bullet(result: dict[str, Any]) -> list[str]:
     parts = []
     for field, name in FIELD_OF.items():
         means = {row["cell"]: row["field_accuracy_mean"] for row in probe["summary"] if row["field"] == field}
-        top = ", ".join(f"{row['field_accuracy']:.3f}" for row in probe["ceiling"] if row["field"] == field)
+        if not means:
+            continue
+        top = [row for row in probe["ceiling"] if row["field"] == field]
+        epochs = ", ".join(str(row["epochs"]) for row in top)
+        reached = ", ".join(f"{row['field_accuracy']:.3f}" for row in top)
         runs = _runs_of(result, name)
         ends = ", ".join(f"{run['rounds'][-1]['accuracy_model_only']:.3f} / "
                          f"{run['passive'][-1]['accuracy_model_only']:.3f}" for run in runs)
         parts.append(f"{name}: " + ", ".join(f"{cell} {value:.3f}" for cell, value in means.items())
-                     + f"; the ceiling after 2, 6, 12 epochs {top}; the loop's runs end at (closed loop / passive) "
+                     + f"; the ceiling after {epochs} epochs {reached}; the loop's runs end at (closed loop / passive) "
                      + (ends or "not run"))
     return [f"- What the labels teach beside the field's style (decides 'above passive'; [{LABEL_VALUE}.md]"
             f"({LABEL_VALUE}.md): one retrain of 800 SIMULATED labels per cell on a fresh D3 compile, means of 3 "

@@ -112,6 +112,19 @@ def all_picks(confidence: np.ndarray, seed: int) -> dict[str, np.ndarray]:
                                       "random": np.sort(rng.choice(len(confidence), LABELS - UNSURE, replace=False))}
 
 
+def where_the_errors_are(logits: np.ndarray, confidence: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """The deployed model on the stream: its accuracy on the frames it is least sure of and on the rest, the share
+    of all its errors among the former, and the share of its two most given answers (a shifted field's
+    confident, systematic error)."""
+    order = np.argsort(confidence, kind="stable")
+    right = logits.argmax(axis=1) == truth
+    unsure, rest = order[:UNSURE], order[UNSURE:]
+    given = np.sort(np.bincount(logits.argmax(axis=1), minlength=logits.shape[1]))[::-1]
+    return {"unsure_accuracy": float(right[unsure].mean()), "rest_accuracy": float(right[rest].mean()),
+            "errors_among_unsure": float((~right[unsure]).sum() / max((~right).sum(), 1)),
+            "top2_answer_share": float(given[:2].sum() / len(truth))}
+
+
 def importance_repeats(confidence: np.ndarray, index: np.ndarray, seed: int) -> np.ndarray:
     """Per label of the active pick: repeats proportional to 1 / its chance of being picked, `human_repeat` per
     label on average, rounded at random so the expected total is kept."""
@@ -146,7 +159,8 @@ def one_field(field: str, keras_path: Path, temperature: float,
     deployed = load_model_file(keras_path)
     confidence = softmax(predict_logits(deployed, stream.x), temperature).max(axis=1)
     rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
-             "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y)}]
+             "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y),
+             **where_the_errors_are(predict_logits(deployed, stream.x), confidence, stream.y)}]
     for seed in SEEDS:
         chosen = all_picks(confidence, seed)
         for cell, plan in CELLS.items():
@@ -190,6 +204,13 @@ def render(data: dict[str, Any]) -> str:
         HOW, "", "Over the seeds (field: held-out field images; clean test: the clean test split):", "",
         markdown_table(data["summary"], ["field", "cell", "field_accuracy_mean", "field_accuracy_min",
                                          "field_accuracy_max", "clean_test_mean"]), "",
+        "The deployed model on the stream (where its errors are):", "",
+        markdown_table([r for r in data["rows"] if r["cell"] == "deployed"],
+                       ["field", "field_accuracy", "unsure_accuracy", "rest_accuracy", "errors_among_unsure",
+                        "top2_answer_share"]), "",
+        f"`unsure_accuracy` / `rest_accuracy`: on the {UNSURE} stream frames it is least sure of / on the others; "
+        "`errors_among_unsure`: the share of all its stream errors that are among those frames; "
+        "`top2_answer_share`: the share of stream frames given its two most frequent answers.", "",
         "Every cell:", "",
         markdown_table(data["rows"], ["field", "seed", "cell", "label_accuracy", "field_accuracy",
                                       "clean_test_accuracy", "added_noise", "seconds"]), "",
