@@ -140,7 +140,7 @@ def test_the_label_value_bullet_reads_the_probe_and_the_loop_s_runs(tmp_path: Pa
                {"field": "fashion-mnist:noise", "cell": "passive + style", "field_accuracy_mean": 0.77}]
     ceiling = [{"field": "fashion-mnist:noise", "epochs": e, "field_accuracy": a} for e, a in ((2, 0.777), (12, 0.794))]
     (tmp_path / f"{field_shift_decisions.LABEL_VALUE}.json").write_text(
-        json.dumps({"summary": summary, "ceiling": ceiling}))
+        json.dumps({"summary": summary, "ceiling": ceiling, "rows": []}))
     result["scenarios"] = [{"name": "D3 -> D4 (noise)", "targets": {}, "rounds": [{"accuracy_model_only": 0.78}],
                             "baselines": {"passive": [{"accuracy_model_only": 0.77}]}}]
     (bullet,) = field_shift_decisions.label_value_bullet(result)
