@@ -38,8 +38,8 @@ from hgen.hub.retrain.enhance import training_set  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
 HOW = f"""The deployed model is field_shift's D3 compile (lenet5 on clean FashionMNIST, the demo's search settings,
-phone profile). Per field and seed, {LABELS + LABELS // 4:,} stream frames are labelled by a SIMULATED crowd (m=3,
-accuracy 0.9, errors growing with 1 - confidence), {LABELS} of them kept for training as the hub keeps 80 %:
+phone profile). Per field and seed, {LABELS} stream frames are labelled by a SIMULATED crowd (m=3, accuracy 0.9,
+errors growing with 1 - confidence): what the hub trains on of {LABELS + LABELS // 4:,} labels (it holds 20 % out).
 
 - active: the {UNSURE} least confident stream frames plus {LABELS - UNSURE} random ones (what a gate under tau with
   audits asks about, in one go);
@@ -64,8 +64,9 @@ the {UNSURE} least confident stream frames it gets right (are they readable at a
 
 Model-only accuracy on field_shift's held-out 2,000 field images (never streamed) and on the clean test split. One
 retrain per cell, differences from the loop: one retrain with all labels at once (the loop retrains every 200 and
-re-gates with each new model), no acceptance check, no temperature or tau re-fit. CPU TF training is not
-bit-reproducible, and the held-out set's standard error is ~1 point per cell."""
+re-gates with each new model), no acceptance check, no temperature or tau re-fit. On this machine a re-run repeated
+the numbers of the cells it shared with an earlier run exactly; the held-out set's standard error is ~1 point per
+cell, and the seeds' spread is in the table."""
 FIELDS, SEEDS = ("fashion-mnist:noise", "fashion-mnist:lowres"), (0, 1, 2)
 CEILING_EPOCHS, CEILING_IMAGES = (2, 6, 12), 20000
 
