@@ -58,7 +58,8 @@ def summarise(config: Any, compiled: Any, data: Any, frames: Any, agent: Any, ap
         "fps": telemetry.get("fps", 0.0), "swap_pause_ms": telemetry.get("swap_ms", 0.0),
         "dropped_frames": int(telemetry.get("frames_dropped", 0)), "frames": total,
         "retrain": {"run": run.id, "status": run.status, "seconds": run.seconds, "filtered_out": run.filtered_out,
-                    "samples_used": run.samples_used, "field_style": run.metrics.get("field_style")},
+                    "samples_used": run.samples_used, "field_style": run.metrics.get("field_style"),
+                    "field_refit": run.metrics.get("field")},
         "compile": {"plan": compiled.summary["plan"], "tau": compiled.summary["tau"],
                     "search_seconds": compiled.summary["search_seconds"], "violations": compiled.summary["violations"]},
         "paths": {"report": str(compiled.out / "report.md"), "bundle": compiled.summary["bundle"]["archive"],
@@ -80,6 +81,7 @@ def format_summary(s: dict[str, Any]) -> str:
     field = f", deployed into a field with {s['field']}" if s.get("field") else ""
     return (f"summary ({s['dataset']}{field}, {s['transport']}, annotators SIMULATED)\n"
             f"  evaluation pool: {pool['images']} held-out images never streamed, labelled or trained on\n{table}\n"
+            f"{refit_line(s.get('retrain', {}).get('field_refit'))}"
             f"  stream: {s['frames']} frames, share sent to people {s['share_to_people']:.4f}; labour "
             f"{s['labour']:.4f} (budget {s['labour_budget']}, enforced on the device: {s['labour_refused']} samples "
             f"kept the model's answer)\n"
@@ -87,3 +89,12 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  {s['fps']:.1f} frames/s; swap pause {s['swap_pause_ms']:.3f} ms; dropped frames {s['dropped_frames']}\n"
             f"  report {s['paths']['report']}; bundle {s['paths']['bundle']}; results {s['paths']['results']}\n"
             f"  summary {s['paths']['summary']}; {s['wall_seconds']:.0f} s in all")
+
+
+def refit_line(refit: dict[str, Any] | None) -> str:
+    """The retrain's gate on the field's held-out labels, when it re-fitted one ('' otherwise)."""
+    if not refit or refit.get("caught_errors") is None:
+        return ""
+    return (f"  retrain's gate on held-out field labels: tau {refit['tau']:.3f} sends people "
+            f"{refit['caught_errors']:.2f} of the model's errors; {refit['confident_errors']:.3f} of frames are "
+            "confidently wrong\n")

@@ -49,11 +49,14 @@ def test_deployed_into_a_harder_field_the_retrain_refits_the_gate_there(tmp_path
     assert summary["retrain"]["status"] == "published"
     pool = summary["evaluation_pool"]
     assert pool["after"]["tau"] != pool["before"]["tau"]  # the gate was re-chosen on the field
+    refit = summary["retrain"]["field_refit"]  # ... and says how much of the model's field errors it catches
+    assert abs(refit["tau"] - pool["after"]["tau"]) < 1e-6 and 0.0 <= refit["caught_errors"] <= 1.0
+    assert 0.0 <= refit["confident_errors"] <= 1.0
     style = summary["retrain"]["field_style"]  # originals were rendered with the noise people's field images carry
     assert style["rendered"] > 0 and style["added_noise"] > 0.05 and style["field_noise"] > style["original_noise"]
     # noisy digits are unlike the clean training images until the published retrain has learned them
     assert pool["before"]["unfamiliar_share"] > 0.9 > pool["after"]["unfamiliar_share"]
-    assert "unlike training" in format_summary(summary)
+    assert "unlike training" in format_summary(summary) and "of the model's errors" in format_summary(summary)
 
 
 def test_a_stream_too_short_for_a_retrain_fails_clearly(tmp_path):

@@ -12,8 +12,8 @@ from hgen.compiler.data import load_dataset
 from hgen.hub.config import FieldConfig
 from hgen.hub.retrain.accept import check
 from hgen.hub.retrain.enhance import Enhanced
-from hgen.hub.retrain.field import (FieldSet, Refit, at_equal_labour, choose_tau, importance_weights, refit,
-                                    tau_after)
+from hgen.hub.retrain.field import (FieldSet, Refit, at_equal_labour, choose_tau, field_metrics, gate_errors,
+                                    importance_weights, refit, tau_after)
 from hgen.hub.retrain.filter import AutoencoderFilter
 
 
@@ -30,6 +30,15 @@ def probs_of(confidence: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     rows[np.arange(len(confidence)), predicted] = confidence
     rows[np.arange(len(confidence)), 1 - predicted] = 1 - confidence
     return rows
+
+
+def test_the_gate_s_share_of_errors_counts_an_audited_frame_for_the_frames_it_stands_for() -> None:
+    probs = probs_of(np.array([0.55, 0.6, 0.9, 0.95]), np.array([1, 0, 1, 0]))
+    labels = np.zeros(4, np.int64)  # frame 0 (under tau) and frame 2 (confident, audited) are wrong
+    caught, confident = gate_errors(probs, labels, np.array([1, 1, 20, 1]), tau=0.7)
+    assert caught == 1 / 21 and confident == 20 / 23  # the confident error stands for 20 frames people never saw
+    assert gate_errors(probs, labels, np.ones(4), tau=0.7) == (0.5, 0.25)
+    assert gate_errors(probs, np.array([1, 0, 1, 0]), np.ones(4), tau=0.7) == (1.0, 0.0)  # no errors to miss
 
 
 def test_tau_is_the_most_accurate_gate_within_the_labour_demand() -> None:
@@ -65,6 +74,8 @@ def test_refit_fits_the_gate_on_the_field_and_needs_enough_labels() -> None:
     field = FieldSet(x, y, np.ones(60, np.int64))
     chosen = refit(enhanced, field, config, labour_demand=0.5, accuracy_floor=0.0, human_accuracy=0.95)
     assert isinstance(chosen, Refit) and chosen.temperature > 1.0 and 0.0 <= chosen.tau <= 1.0
+    reported = field_metrics(chosen)["field"]
+    assert 0.0 <= reported["caught_errors"] <= 1.0 and 0.0 <= reported["confident_errors"] <= 0.7
     assert tau_after(chosen, 0.7) == chosen.tau
     small = FieldSet(x[:10], y[:10], np.ones(10, np.int64))
     assert refit(enhanced, small, config, labour_demand=0.5, accuracy_floor=0.0, human_accuracy=0.95) is enhanced
