@@ -95,6 +95,6 @@ def refit_line(refit: dict[str, Any] | None) -> str:
     """The retrain's gate on the field's held-out labels, when it re-fitted one ('' otherwise)."""
     if not refit or refit.get("caught_errors") is None:
         return ""
-    return (f"  retrain's gate on held-out field labels: tau {refit['tau']:.3f} sends people "
+    return (f"  retrain's gate on {refit['samples']} held-out field labels: tau {refit['tau']:.3f} sends people "
             f"{refit['caught_errors']:.2f} of the model's errors; {refit['confident_errors']:.3f} of frames are "
             "confidently wrong\n")
