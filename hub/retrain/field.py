@@ -240,15 +240,16 @@ def field_metrics(enhanced: Any) -> dict[str, Any]:
     """What the field re-fit chose, for the run's metrics (empty when nothing was re-fitted)."""
     if not isinstance(enhanced, Refit):
         return {}
-    return {"field": {"tau": None if np.isnan(enhanced.tau) else enhanced.tau, "temperature": enhanced.temperature,
-                      "expected_fused": None if np.isnan(enhanced.expected_accuracy) else enhanced.expected_accuracy,
-                      "expected_labour": None if np.isnan(enhanced.expected_labour) else enhanced.expected_labour,
+    return {"field": {"tau": _number(enhanced.tau), "temperature": enhanced.temperature,
+                      "expected_fused": _number(enhanced.expected_accuracy),
+                      "expected_labour": _number(enhanced.expected_labour),
                       "meets_labour": enhanced.meets_labour, "samples": enhanced.field_samples,
                       "caught_errors": _number(enhanced.caught_errors),
                       "confident_errors": _number(enhanced.confident_errors)}}
 
 
 def _number(value: float) -> float | None:
+    """None for what was not measured (NaN), which JSON cannot hold."""
     return None if np.isnan(value) else value
 
 
