@@ -61,6 +61,19 @@ def test_login_and_role_routing(hub: HubApp) -> None:
     assert o.get("/operator").status_code == 200
 
 
+def test_the_operator_sees_how_much_of_the_model_s_field_errors_each_retrain_s_gate_sends(hub: HubApp) -> None:
+    store = hub.retrain_store
+    refit = store.create_run("m", "threshold", "1.0.0")
+    store.finish_run(refit.id, "published", to_version="1.0.1",
+                     metrics={"field": {"tau": 0.4, "caught_errors": 0.234, "samples": 62}})
+    plain = store.create_run("m", "threshold", "1.0.1")
+    store.finish_run(plain.id, "published", to_version="1.0.2", metrics={})  # no field re-fit: nothing to say
+    o = client(hub)
+    login(o, "op")
+    cells = re.findall(r'<td class="caught-errors">([^<]*)</td>', o.get("/operator").get_data(as_text=True))
+    assert sorted(cells) == ["-", "0.23 of 62 labels"]
+
+
 def test_wrong_password_is_rate_limited_even_for_the_right_one_later(hub: HubApp) -> None:
     c = client(hub)
     for _ in range(3):
