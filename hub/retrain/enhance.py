@@ -60,6 +60,12 @@ def training_set(teacher: Any, data: Dataset, human: HumanSet, config: RetrainCo
     return Split(concat(xs), np.concatenate(ys)), np.concatenate(logits), styled
 
 
+def distill_config(config: RetrainConfig) -> DistillConfig:
+    """The enhancement loss and schedule a retrain's settings ask for (Hinton's loss, `hgen.compiler.train`)."""
+    return DistillConfig(epochs=config.epochs, temperature=config.temperature, alpha=config.alpha,
+                         learning_rate=config.learning_rate, seed=config.seed)
+
+
 def enhance(keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:
     """Fine-tune a fresh copy of the deployed model; the deployed one (the teacher) is never modified."""
     from hgen.compiler.models import load_model_file
@@ -68,8 +74,6 @@ def enhance(keras_path: str | Path, data: Dataset, human: HumanSet, config: Retr
     student = load_model_file(keras_path)
     split, logits, styled = training_set(teacher, data, human, config)
     start = time.perf_counter()
-    distill(student, logits, split, DistillConfig(epochs=config.epochs, temperature=config.temperature,
-                                                   alpha=config.alpha, learning_rate=config.learning_rate,
-                                                   seed=config.seed))
+    distill(student, logits, split, distill_config(config))
     temperature = calibrate(student, data.val)
     return Enhanced(student, float(temperature), time.perf_counter() - start, len(split), styled.summary())

@@ -31,10 +31,10 @@ from style_probe import HUB, LABELS, UNSURE, accuracy, picks  # noqa: E402
 
 from hgen.compiler.data import Dataset, Split, load_dataset  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
-from hgen.compiler.train import DistillConfig, distill, predict_logits  # noqa: E402
+from hgen.compiler.train import distill, predict_logits  # noqa: E402
 from hgen.hub.config import FieldConfig, RetrainConfig  # noqa: E402
 from hgen.hub.retrain.data import HumanSet  # noqa: E402
-from hgen.hub.retrain.enhance import training_set  # noqa: E402
+from hgen.hub.retrain.enhance import distill_config, training_set  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
 HOW = f"""The deployed model is field_shift's D3 compile (lenet5 on clean FashionMNIST, the demo's search settings,
@@ -100,8 +100,7 @@ def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, see
     if not train_labels:
         originals = min(config.original_samples, len(clean.train))
         split, logits = Split(split.x[:originals], split.y[:originals]), logits[:originals]
-    distill(student, logits, split, DistillConfig(epochs=config.epochs, temperature=config.temperature,
-                                                   alpha=config.alpha, learning_rate=config.learning_rate, seed=seed))
+    distill(student, logits, split, distill_config(config))
     return student, styled.summary() or {}
 
 
@@ -158,10 +157,11 @@ def one_field(field: str, keras_path: Path, temperature: float,
     data = load_dataset(field, seed=0)
     stream, held = stream_and_held(data)
     deployed = load_model_file(keras_path)
-    confidence = softmax(predict_logits(deployed, stream.x), temperature).max(axis=1)
+    logits = predict_logits(deployed, stream.x)
+    confidence = softmax(logits, temperature).max(axis=1)
     rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
              "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y),
-             **where_the_errors_are(predict_logits(deployed, stream.x), confidence, stream.y)}]
+             **where_the_errors_are(logits, confidence, stream.y)}]
     for seed in SEEDS:
         chosen = all_picks(confidence, seed)
         for cell, plan in CELLS.items():

@@ -41,10 +41,10 @@ from field_shift import ALPHA, AUDIT, HELD_OUT, SCENARIOS, compile_settings, str
 from hgen.compiler.data import Dataset, Split, load_dataset  # noqa: E402
 from hgen.compiler.demo import compile_stage  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
-from hgen.compiler.train import DistillConfig, distill, predict_logits  # noqa: E402
+from hgen.compiler.train import distill, predict_logits  # noqa: E402
 from hgen.hub.config import RetrainConfig  # noqa: E402
 from hgen.hub.retrain.data import HumanSet  # noqa: E402
-from hgen.hub.retrain.enhance import training_set  # noqa: E402
+from hgen.hub.retrain.enhance import distill_config, training_set  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
 SETTINGS = {"original_samples": 20000, "human_repeat": 10, "epochs": 2, "alpha": ALPHA}  # field_shift's hub
@@ -70,8 +70,7 @@ def retrain(keras_path: Path, data: Dataset, human: HumanSet, pseudo: Split | No
         own = predict_logits(teacher, pseudo.x)
         split = Split(np.concatenate([split.x, pseudo.x]), np.concatenate([split.y, own.argmax(axis=1)]))
         logits = np.concatenate([logits, own])
-    distill(student, logits, split, DistillConfig(epochs=config.epochs, temperature=config.temperature,
-                                                   alpha=config.alpha, learning_rate=config.learning_rate, seed=seed))
+    distill(student, logits, split, distill_config(config))
     return student
 
 
