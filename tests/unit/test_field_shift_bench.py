@@ -147,3 +147,18 @@ def test_the_label_value_bullet_reads_the_probe_and_the_loop_s_runs(tmp_path: Pa
     assert "D3 -> D4 (noise): style only 0.750, passive + style 0.770; the ceiling after 2, 12 epochs 0.777, 0.794" \
         in bullet
     assert "(closed loop / passive) 0.780 / 0.770" in bullet and "D3 -> D5 (low resolution): ;" not in bullet
+    assert "the ceiling's 2-epoch retrain (the hub's length) minus passive + style: +0.007" in bullet
+    assert "(the 12-epoch ceiling minus the closed loop's end: +0.014)" in bullet
+
+
+def test_the_class_skew_pick_aims_at_the_answers_given_more_often_than_their_classes_occur() -> None:
+    import numpy as np
+    from label_value_probe import LABELS, class_skew_pick, skew_error_bound
+
+    prior = np.full(4, 0.25)
+    answers = np.repeat([0, 1, 2, 3], [5000, 1000, 1000, 1000])  # a shifted field piles 62.5 % on answer 0
+    bound = skew_error_bound(answers, prior)
+    assert bound[0] == 1 - 0.25 / 0.625 and not bound[1:].any()  # at least 60 % of the 0s are wrong
+    picked = class_skew_pick(answers, prior, 0)
+    assert len(np.unique(picked)) == LABELS
+    assert np.mean(answers[picked] == 0) > 0.9  # weight 0.6 against the floor for the rest

@@ -37,6 +37,8 @@ from hgen.hub.retrain.data import HumanSet  # noqa: E402
 from hgen.hub.retrain.enhance import distill_config, training_set  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
+LONGER, SKEW_FLOOR = 6, 0.05  # the longer retrain's epochs; the class-skew pick's weight for an unskewed answer
+
 HOW = f"""The deployed model is field_shift's D3 compile (lenet5 on clean FashionMNIST, the demo's search settings,
 phone profile). Per field and seed, {LABELS} stream frames are labelled by a SIMULATED crowd (m=3, accuracy 0.9,
 errors growing with 1 - confidence): what the hub trains on of {LABELS + LABELS // 4:,} labels (it holds 20 % out).
@@ -56,7 +58,13 @@ Cells, each one retrain with the hub's `training_set` and field_shift's hub sett
 - unsure {UNSURE} only / random {LABELS - UNSURE} only: the two parts of the active pick on their own (+ style);
 - active, importance-weighted: the active pick with each label's weight 1 / the chance it was picked (1 for the
   unsure part, {LABELS - UNSURE} / the rest of the stream for the random part), as repeats summing to the hub's
-  {HUB['human_repeat']} per label (+ style): the labels made to stand for the whole field, as passive's do.
+  {HUB['human_repeat']} per label (+ style): the labels made to stand for the whole field, as passive's do;
+- class-skew pick: {LABELS} stream frames drawn with weight max(1 - the class's training share / the share of
+  frames given that answer, {SKEW_FLOOR}) (+ style): the bound says at least that share of the frames given an
+  over-given answer is wrong if the field's classes occur as in training, so the pick aims at the confident errors
+  a shifted field piles on a few answers, whatever the confidence (SMART's runtime class skew);
+- active / passive, {LONGER} epochs: as "+ style" with {LONGER} epochs instead of the hub's {HUB['epochs']} (is
+  it the retrain's length?).
 
 The ceiling: the same retrain on the field's first 20,000 training images with their true labels (each once,
 + style), for 2, 6 and 12 epochs: what this lenet5 reaches on the field when labels are no limit, and how much of
@@ -64,9 +72,11 @@ the {UNSURE} least confident stream frames it gets right (are they readable at a
 
 Model-only accuracy on field_shift's held-out 2,000 field images (never streamed) and on the clean test split. One
 retrain per cell, differences from the loop: one retrain with all labels at once (the loop retrains every 200 and
-re-gates with each new model), no acceptance check, no temperature or tau re-fit. On this machine a re-run repeated
-the numbers of the cells it shared with an earlier run exactly; the held-out set's standard error is ~1 point per
-cell, and the seeds' spread is in the table."""
+re-gates with each new model), no acceptance check, no temperature or tau re-fit. On this machine a re-run on the
+same compile (WORK/compile kept) repeats every cell exactly; a fresh compile is another deployed model (CPU training is
+not bit-reproducible: its tau, temperature and errors differ), and the run before it, on its own compile, is set
+beside this one below. The held-out set's standard error is ~1 point per cell, and the seeds' spread is in the
+table."""
 FIELDS, SEEDS = ("fashion-mnist:noise", "fashion-mnist:lowres"), (0, 1, 2)
 CEILING_EPOCHS, CEILING_IMAGES = (2, 6, 12), 20000
 
@@ -80,6 +90,7 @@ class Cell:
     train_labels: bool = True
     truth: bool = False
     weighted: bool = False
+    epochs: int | None = None  # None: the hub's
 
 
 CELLS = {"style only": Cell("active", train_labels=False), "active + style": Cell("active"),
@@ -87,7 +98,9 @@ CELLS = {"style only": Cell("active", train_labels=False), "active + style": Cel
          "passive, no style": Cell("passive", share=0.0), "active, true labels": Cell("active", truth=True),
          "passive, true labels": Cell("passive", truth=True), f"unsure {UNSURE} only": Cell("unsure"),
          f"random {LABELS - UNSURE} only": Cell("random"),
-         "active, importance-weighted": Cell("active", weighted=True)}
+         "active, importance-weighted": Cell("active", weighted=True), "class-skew pick": Cell("skew"),
+         f"active, {LONGER} epochs": Cell("active", epochs=LONGER),
+         f"passive, {LONGER} epochs": Cell("passive", epochs=LONGER)}
 
 
 def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, seed: int,
@@ -104,12 +117,28 @@ def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, see
     return student, styled.summary() or {}
 
 
-def all_picks(confidence: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """style_probe's active and passive picks, plus the active pick's two parts drawn alone."""
+def all_picks(confidence: np.ndarray, answers: np.ndarray, prior: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """style_probe's active and passive picks, the active pick's two parts drawn alone, and the class-skew pick."""
     order = np.argsort(confidence, kind="stable")
     rng = np.random.default_rng(seed + 100)
     return picks(confidence, seed) | {"unsure": np.sort(order[:UNSURE]),
-                                      "random": np.sort(rng.choice(len(confidence), LABELS - UNSURE, replace=False))}
+                                      "random": np.sort(rng.choice(len(confidence), LABELS - UNSURE, replace=False)),
+                                      "skew": class_skew_pick(answers, prior, seed)}
+
+
+def skew_error_bound(answers: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Per class: the least share of the frames given that answer that must be wrong if the field's classes occur
+    as in training (at most prior x N frames are truly of it), 1 - prior / answer share, 0 when not over-given."""
+    given = np.bincount(answers, minlength=len(prior)) / max(len(answers), 1)
+    return np.clip(1.0 - prior / np.maximum(given, 1e-12), 0.0, 1.0)
+
+
+def class_skew_pick(answers: np.ndarray, prior: np.ndarray, seed: int) -> np.ndarray:
+    """LABELS stream frames drawn with weight max(the error bound of their answer, SKEW_FLOOR): aimed at the
+    confident errors a shifted field piles on a few answers (SMART's runtime class skew), whatever the confidence."""
+    weight = np.maximum(skew_error_bound(answers, prior), SKEW_FLOOR)[answers]
+    rng = np.random.default_rng(seed + 500)
+    return np.sort(rng.choice(len(answers), LABELS, replace=False, p=weight / weight.sum()))
 
 
 def where_the_errors_are(logits: np.ndarray, confidence: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -158,12 +187,13 @@ def one_field(field: str, keras_path: Path, temperature: float,
     stream, held = stream_and_held(data)
     deployed = load_model_file(keras_path)
     logits = predict_logits(deployed, stream.x)
-    confidence = softmax(logits, temperature).max(axis=1)
+    confidence, answers = softmax(logits, temperature).max(axis=1), logits.argmax(axis=1)
+    prior = np.bincount(clean.train.y, minlength=logits.shape[1]) / len(clean.train.y)
     rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
              "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y),
              **where_the_errors_are(logits, confidence, stream.y)}]
     for seed in SEEDS:
-        chosen = all_picks(confidence, seed)
+        chosen = all_picks(confidence, answers, prior, seed)
         for cell, plan in CELLS.items():
             idx = chosen[plan.pick]
             y = stream.y[idx] if plan.truth else crowd_labels(stream.y[idx], confidence[idx])
@@ -172,9 +202,11 @@ def one_field(field: str, keras_path: Path, temperature: float,
             human = HumanSet(stream.x[idx][rows_of], y[rows_of], tuple(f"s{i}" for i in idx[rows_of]))
             start = time.perf_counter()
             model, style = retrain(keras_path, clean, human, plan.share, seed, plan.train_labels,
-                                   **({"human_repeat": 1} if plan.weighted else {}))
+                                   **({"human_repeat": 1} if plan.weighted else {}),
+                                   **({"epochs": plan.epochs} if plan.epochs else {}))
             rows.append({"field": field, "seed": seed, "cell": cell,
                          "label_accuracy": float(np.mean(y == stream.y[idx])),
+                         "model_errors": float(np.mean(answers[idx] != stream.y[idx])),
                          "field_accuracy": accuracy(model, held.x, held.y),
                          "clean_test_accuracy": accuracy(model, clean.test.x, clean.test.y),
                          "added_noise": style.get("added_noise", 0.0), "seconds": round(time.perf_counter() - start, 1)})
@@ -190,10 +222,40 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for cell in CELLS:
             values = [r["field_accuracy"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
             clean = [r["clean_test_accuracy"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
-            out.append({"field": field, "cell": cell, "field_accuracy_mean": float(np.mean(values)),
+            errors = [r["model_errors"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
+            out.append({"field": field, "cell": cell, "model_errors_mean": float(np.mean(errors)),
+                        "field_accuracy_mean": float(np.mean(values)),
                         "field_accuracy_min": min(values), "field_accuracy_max": max(values),
                         "clean_test_mean": float(np.mean(clean))})
     return out
+
+
+def previous_run(path: Path) -> dict[str, Any] | None:
+    """The run this one replaces, kept so a re-run on a fresh compile shows how much the deployed model moves the
+    cells (only its compile's tau and temperature and its means: one level, not a history)."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    return {"tau": old["tau"], "temperature": old["temperature"], "summary": old["summary"]}
+
+
+def against_previous(data: dict[str, Any]) -> list[str]:
+    """Per field and cell both runs have: this run's mean beside the previous run's, and active minus passive."""
+    previous = data.get("previous")
+    if not previous:
+        return []
+    before = {(r["field"], r["cell"]): r["field_accuracy_mean"] for r in previous["summary"]}
+    now = {(r["field"], r["cell"]): r["field_accuracy_mean"] for r in data["summary"]}
+    rows = [{"field": f, "cell": c, "this_run": now[f, c], "previous_run": before[f, c]}
+            for f, c in now if (f, c) in before]
+    for field in FIELDS:
+        pairs = [(now, "this_run"), (before, "previous_run")]
+        if all((field, c) in d for d, _ in pairs for c in ("active + style", "passive + style")):
+            rows.append({"field": field, "cell": "active minus passive (+ style)"}
+                        | {k: d[field, "active + style"] - d[field, "passive + style"] for d, k in pairs})
+    return [f"This run against the one before it, on another compile (its tau {previous['tau']:.3f}, temperature "
+            f"{previous['temperature']:.3f}; field accuracy means over the same seeds):", "",
+            markdown_table(rows, ["field", "cell", "this_run", "previous_run"]), ""]
 
 
 def render(data: dict[str, Any]) -> str:
@@ -203,8 +265,8 @@ def render(data: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, no GPU; one retrain per cell, seeds {SEEDS}; wall "
         f"{data['wall_seconds']:.0f} s. Deployed tau {data['tau']:.3f}, temperature {data['temperature']:.3f}.", "",
         HOW, "", "Over the seeds (field: held-out field images; clean test: the clean test split):", "",
-        markdown_table(data["summary"], ["field", "cell", "field_accuracy_mean", "field_accuracy_min",
-                                         "field_accuracy_max", "clean_test_mean"]), "",
+        markdown_table(data["summary"], ["field", "cell", "model_errors_mean", "field_accuracy_mean",
+                                         "field_accuracy_min", "field_accuracy_max", "clean_test_mean"]), "",
         "The deployed model on the stream (where its errors are):", "",
         markdown_table([r for r in data["rows"] if r["cell"] == "deployed"],
                        ["field", "field_accuracy", "unsure_accuracy", "rest_accuracy", "errors_among_unsure",
@@ -213,13 +275,15 @@ def render(data: dict[str, Any]) -> str:
         "`errors_among_unsure`: the share of all its stream errors that are among those frames; "
         "`top2_answer_share`: the share of stream frames given its two most frequent answers.", "",
         "Every cell:", "",
-        markdown_table(data["rows"], ["field", "seed", "cell", "label_accuracy", "field_accuracy",
+        "`label_accuracy`: the SIMULATED crowd's answers right; `model_errors`: the deployed model wrong on the "
+        "picked frames.", "",
+        markdown_table(data["rows"], ["field", "seed", "cell", "label_accuracy", "model_errors", "field_accuracy",
                                       "clean_test_accuracy", "added_noise", "seconds"]), "",
         "The ceiling (20,000 truly labelled field images, + style, one retrain, seed 0):", "",
         markdown_table(data["ceiling"], ["field", "labels", "epochs", "field_accuracy", "unsure_accuracy",
                                          "clean_test_accuracy"]), "",
         f"`unsure_accuracy`: on the {UNSURE} stream frames the deployed model is least sure of (the active pick's "
-        "unsure part).", ""])
+        "unsure part).", "", *against_previous(data)])
 
 
 def main() -> int:
@@ -234,9 +298,10 @@ def main() -> int:
         keras_path, tau, temperature, clean = deployed_model(args.work)
         measured = [one_field(field, keras_path, temperature, clean) for field in FIELDS]
         rows = [row for cells, _ in measured for row in cells]
-        data = {"rows": rows, "summary": summary(rows), "ceiling": [row for _, top in measured for row in top], "settings": HUB, "tau": tau, "temperature": temperature,
-                "machine": machine(), "annotators": "SIMULATED, m=3, accuracy 0.9",
-                "wall_seconds": round(time.perf_counter() - start, 1)}
+        data = {"rows": rows, "summary": summary(rows), "ceiling": [row for _, top in measured for row in top],
+                "settings": HUB, "tau": tau, "temperature": temperature, "machine": machine(),
+                "annotators": "SIMULATED, m=3, accuracy 0.9", "wall_seconds": round(time.perf_counter() - start, 1),
+                "previous": previous_run(RESULTS / "label_value_probe.json")}
     json_path, md_path = write_results("label_value_probe", data, render(data))
     print(f"wrote {json_path} and {md_path}")
     return 0
