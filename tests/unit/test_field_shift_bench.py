@@ -139,16 +139,30 @@ def test_the_label_value_bullet_reads_the_probe_and_the_loop_s_runs(tmp_path: Pa
     summary = [{"field": "fashion-mnist:noise", "cell": "style only", "field_accuracy_mean": 0.75},
                {"field": "fashion-mnist:noise", "cell": "passive + style", "field_accuracy_mean": 0.77}]
     ceiling = [{"field": "fashion-mnist:noise", "epochs": e, "field_accuracy": a} for e, a in ((2, 0.777), (12, 0.794))]
+    rounds = [{"field": "fashion-mnist:noise", "second": second, "first_accuracy": 0.76, "first_model_right": right,
+               "field_accuracy": acc} for second, right, acc in (("doubted", 0.3, 0.785), ("random", 0.75, 0.787))]
     (tmp_path / f"{field_shift_decisions.LABEL_VALUE}.json").write_text(
-        json.dumps({"summary": summary, "ceiling": ceiling, "rows": []}))
+        json.dumps({"summary": summary, "ceiling": ceiling, "rows": [], "rounds_summary": rounds}))
     result["scenarios"] = [{"name": "D3 -> D4 (noise)", "targets": {}, "rounds": [{"accuracy_model_only": 0.78}],
                             "baselines": {"passive": [{"accuracy_model_only": 0.77}]}}]
     (bullet,) = field_shift_decisions.label_value_bullet(result)
-    assert "D3 -> D4 (noise): style only 0.750, passive + style 0.770; the ceiling after 2, 12 epochs 0.777, 0.794" \
-        in bullet
+    assert "D3 -> D4 (noise): style only 0.750, passive + style 0.770; a second round" in bullet
+    assert "the ceiling after 2, 12 epochs 0.777, 0.794" in bullet
     assert "(closed loop / passive) 0.780 / 0.770" in bullet and "D3 -> D5 (low resolution): ;" not in bullet
     assert "the ceiling's 2-epoch retrain (the hub's length) minus passive + style: +0.007" in bullet
     assert "(the 12-epoch ceiling minus the closed loop's end: +0.014)" in bullet
+    assert ("a second round after a first retrain on 400 random frames (0.760), 400 more: doubted 0.785 (the first "
+            "model right on 0.300 of them), random 0.787 (the first model right on 0.750 of them); ") in bullet
+
+
+def test_the_second_round_s_means_are_per_field_and_pick_over_the_seeds() -> None:
+    from label_value_rounds import SECONDS, means
+
+    rows = [{"field": "f", "seed": s, "second": name, "first_accuracy": 0.7, "first_model_right": r,
+             "field_accuracy": a} for s, (r, a) in enumerate(((0.2, 0.78), (0.4, 0.80))) for name in SECONDS]
+    (doubted, random) = means(rows)
+    assert (doubted["second"], random["second"]) == SECONDS
+    assert abs(doubted["field_accuracy"] - 0.79) < 1e-9 and abs(doubted["first_model_right"] - 0.3) < 1e-9
 
 
 def test_the_class_skew_pick_aims_at_the_answers_given_more_often_than_their_classes_occur() -> None:

@@ -324,7 +324,9 @@ def label_value_bullet(result: dict[str, Any]) -> list[str]:
             "whole field, do not close it), nor the retrain's length (6 epochs instead of 2 leave passive on D4 "
             "where it is). Nor does a pick aimed at the confident errors beat random: the class-skew pick (frames of the "
             "answers given more often than the training classes occur) holds more of the model's errors than "
-            "random frames and teaches no more. In the loop, round 0 asks about drawn unfamiliar frames (every "
+            "random frames and teaches no more. Nor once the model has learned the field, as from round 1 of the loop: in "
+            "the second round the frames the first retrained model doubts hold its errors (it is right on about a "
+            "third of them) and teach what random frames teach. In the loop, round 0 asks about drawn unfamiliar frames (every "
             "frame of a shifted field, so in effect random ones), and from round 1 on the gate is a model retrained "
             "and re-calibrated on field labels; it ends tied with passive on D4, close to the ceiling, with "
             "little left above passive for this lenet5 on D4 beyond the held-out set's standard error (~1 point). "
@@ -345,24 +347,46 @@ def label_value_of(result: dict[str, Any], probe: dict[str, Any], field: str, na
         return ""
     top = [row for row in probe["ceiling"] if row["field"] == field]
     deployed = next((row for row in probe["rows"] if row["field"] == field and row["cell"] == "deployed"), {})
-    where = ("" if "errors_among_unsure" not in deployed else
-             f"the deployed model right on {deployed['unsure_accuracy']:.3f} of the 600 stream frames it is least "
-             f"sure of and {deployed['rest_accuracy']:.3f} of the rest, those 600 holding "
-             f"{deployed['errors_among_unsure']:.3f} of its errors, its two most given answers "
-             f"{deployed['top2_answer_share']:.3f} of the frames; ")
-    ceiling = (f"the ceiling after {', '.join(str(row['epochs']) for row in top)} epochs "
-               + ", ".join(f"{row['field_accuracy']:.3f}" for row in top)
-               + (f" (on those 600 frames {top[-1]['unsure_accuracy']:.3f})" if top and "unsure_accuracy" in top[-1]
-                  else "") + "; ")
-    runs = _runs_of(result, name)
+    return (f"{name}: " + ", ".join(f"{cell} {value:.3f}" for cell, value in means.items()) + "; "
+            + _second_round(probe, field) + _where(deployed) + _ceiling(top, means.get("passive + style"))
+            + _loop_ends(_runs_of(result, name), top))
+
+
+def _second_round(probe: dict[str, Any], field: str) -> str:
+    """The probe's second round on one field ('' for runs before it)."""
+    rows = [row for row in probe.get("rounds_summary", []) if row["field"] == field]
+    if not rows:
+        return ""
+    return ("a second round after a first retrain on 400 random frames (" + f"{rows[0]['first_accuracy']:.3f}"
+            + "), 400 more: " + ", ".join(f"{row['second']} {row['field_accuracy']:.3f} (the first model right on "
+                                          f"{row['first_model_right']:.3f} of them)" for row in rows) + "; ")
+
+
+def _where(deployed: dict[str, Any]) -> str:
+    if "errors_among_unsure" not in deployed:
+        return ""
+    return (f"the deployed model right on {deployed['unsure_accuracy']:.3f} of the 600 stream frames it is least "
+            f"sure of and {deployed['rest_accuracy']:.3f} of the rest, those 600 holding "
+            f"{deployed['errors_among_unsure']:.3f} of its errors, its two most given answers "
+            f"{deployed['top2_answer_share']:.3f} of the frames; ")
+
+
+def _ceiling(top: list[dict[str, Any]], passive: float | None) -> str:
+    text = (f"the ceiling after {', '.join(str(row['epochs']) for row in top)} epochs "
+            + ", ".join(f"{row['field_accuracy']:.3f}" for row in top)
+            + (f" (on those 600 frames {top[-1]['unsure_accuracy']:.3f})" if top and "unsure_accuracy" in top[-1]
+               else "") + "; ")
+    if passive is not None and _gap(passive, top, 2):
+        text += f"the ceiling's 2-epoch retrain (the hub's length) minus passive + style: {_gap(passive, top, 2)}; "
+    return text
+
+
+def _loop_ends(runs: list[dict[str, Any]], top: list[dict[str, Any]]) -> str:
+    """What the loop's runs end at, and how far under the longest ceiling."""
     ends = ", ".join(f"{run['rounds'][-1]['accuracy_model_only']:.3f} / {run['passive'][-1]['accuracy_model_only']:.3f}"
                      for run in runs)
     longest = max((row["epochs"] for row in top), default=None)
     under = "" if longest is None or not runs else (
         f" (the {longest}-epoch ceiling minus the closed loop's end: "
         + ", ".join(_gap(run["rounds"][-1]["accuracy_model_only"], top, longest) for run in runs) + ")")
-    passive = means.get("passive + style")
-    same_length = "" if passive is None or not _gap(passive, top, 2) else (
-        f"the ceiling's 2-epoch retrain (the hub's length) minus passive + style: {_gap(passive, top, 2)}; ")
-    return (f"{name}: " + ", ".join(f"{cell} {value:.3f}" for cell, value in means.items()) + "; " + where + ceiling
-            + same_length + "the loop's runs end at (closed loop / passive) " + (ends or "not run") + under)
+    return "the loop's runs end at (closed loop / passive) " + (ends or "not run") + under

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, machine, markdown_table, write_results  # noqa: E402
 from enhance_probe import crowd_labels  # noqa: E402
 from field_shift import stream_and_held  # noqa: E402
+from label_value_rounds import HOW as ROUNDS_HOW, means as round_means, second_round  # noqa: E402
 from pseudo_probe import deployed_model  # noqa: E402
 from style_probe import HUB, LABELS, UNSURE, accuracy, picks  # noqa: E402
 
@@ -180,9 +181,8 @@ def ceiling(name: str, field: Dataset, held: Split, keras_path: Path, clean: Dat
     return rows
 
 
-def one_field(field: str, keras_path: Path, temperature: float,
-              clean: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The cells' rows and the ceiling's rows on one field."""
+def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) -> dict[str, list[dict[str, Any]]]:
+    """The cells' rows, the second round's and the ceiling's on one field."""
     data = load_dataset(field, seed=0)
     stream, held = stream_and_held(data)
     deployed = load_model_file(keras_path)
@@ -212,7 +212,10 @@ def one_field(field: str, keras_path: Path, temperature: float,
                          "added_noise": style.get("added_noise", 0.0), "seconds": round(time.perf_counter() - start, 1)})
             print(rows[-1], flush=True)
     unsure = np.sort(np.argsort(confidence, kind="stable")[:UNSURE])
-    return rows, ceiling(field, data, held, keras_path, clean, Split(stream.x[unsure], stream.y[unsure]))
+    return {"rows": rows,
+            "rounds": second_round(field, keras_path, confidence, temperature, clean, stream, held, SEEDS, retrain,
+                                   crowd_labels),
+            "ceiling": ceiling(field, data, held, keras_path, clean, Split(stream.x[unsure], stream.y[unsure]))}
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,12 +233,15 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def previous_run(path: Path) -> dict[str, Any] | None:
-    """The run this one replaces, kept so a re-run on a fresh compile shows how much the deployed model moves the
-    cells (only its compile's tau and temperature and its means: one level, not a history)."""
+def previous_run(path: Path, tau: float) -> dict[str, Any] | None:
+    """The last run on another compile, kept so a re-run on a fresh compile shows how much the deployed model moves
+    the cells (its compile's tau and temperature and its means: one level, not a history). A re-run on the same
+    compile (same tau) keeps the one its predecessor kept."""
     if not path.is_file():
         return None
     old = json.loads(path.read_text())
+    if old["tau"] == tau:
+        return old.get("previous")
     return {"tau": old["tau"], "temperature": old["temperature"], "summary": old["summary"]}
 
 
@@ -283,7 +289,17 @@ def render(data: dict[str, Any]) -> str:
         markdown_table(data["ceiling"], ["field", "labels", "epochs", "field_accuracy", "unsure_accuracy",
                                          "clean_test_accuracy"]), "",
         f"`unsure_accuracy`: on the {UNSURE} stream frames the deployed model is least sure of (the active pick's "
-        "unsure part).", "", *against_previous(data)])
+        "unsure part).", "", *rounds_part(data), *against_previous(data)])
+
+
+def rounds_part(data: dict[str, Any]) -> list[str]:
+    """The second round's means and rows (absent from runs before it)."""
+    if "rounds" not in data:
+        return []
+    return [ROUNDS_HOW, "", markdown_table(data["rounds_summary"], ["field", "second", "first_accuracy",
+                                                                    "first_model_right", "field_accuracy"]), "",
+            markdown_table(data["rounds"], ["field", "seed", "second", "first_accuracy", "first_model_right",
+                                            "field_accuracy"]), ""]
 
 
 def main() -> int:
@@ -297,11 +313,12 @@ def main() -> int:
         start = time.perf_counter()
         keras_path, tau, temperature, clean = deployed_model(args.work)
         measured = [one_field(field, keras_path, temperature, clean) for field in FIELDS]
-        rows = [row for cells, _ in measured for row in cells]
-        data = {"rows": rows, "summary": summary(rows), "ceiling": [row for _, top in measured for row in top],
+        rows, rounds = [r for m in measured for r in m["rows"]], [r for m in measured for r in m["rounds"]]
+        data = {"rows": rows, "summary": summary(rows), "ceiling": [r for m in measured for r in m["ceiling"]],
+                "rounds": rounds, "rounds_summary": round_means(rounds),
                 "settings": HUB, "tau": tau, "temperature": temperature, "machine": machine(),
                 "annotators": "SIMULATED, m=3, accuracy 0.9", "wall_seconds": round(time.perf_counter() - start, 1),
-                "previous": previous_run(RESULTS / "label_value_probe.json")}
+                "previous": previous_run(RESULTS / "label_value_probe.json", tau)}
     json_path, md_path = write_results("label_value_probe", data, render(data))
     print(f"wrote {json_path} and {md_path}")
     return 0
