@@ -86,6 +86,8 @@ def test_repeats_report_each_run_and_the_mean_gap_with_its_standard_error(tmp_pa
     verdict = next(line for line in lines if line.startswith("- noise"))
     assert "+0.5 points on average over 2 runs (standard error 1.5, the larger" in verdict
     assert "reached (the gap is no more than its standard error)" in verdict
+    assert verdict.endswith("no worse than passive within one standard error (the alternative asked about in issue 18's "
+                            "notes, not the issue's target) reached.")
 
 
 def test_merge_keeps_the_new_run_s_settings() -> None:
