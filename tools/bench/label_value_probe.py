@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, machine, markdown_table, write_results  # noqa: E402
 from enhance_probe import crowd_labels  # noqa: E402
 from field_shift import stream_and_held  # noqa: E402
-from label_value_rounds import HOW as ROUNDS_HOW, means as round_means, second_round  # noqa: E402
+from label_value_rounds import HOW as ROUNDS_HOW, human_set, means as round_means, second_round  # noqa: E402
 from pseudo_probe import deployed_model  # noqa: E402
 from style_probe import HUB, LABELS, UNSURE, accuracy, picks  # noqa: E402
 
@@ -199,7 +199,7 @@ def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) 
             y = stream.y[idx] if plan.truth else crowd_labels(stream.y[idx], confidence[idx])
             rows_of = (np.repeat(np.arange(len(idx)), importance_repeats(confidence, idx, seed)) if plan.weighted
                        else np.arange(len(idx)))
-            human = HumanSet(stream.x[idx][rows_of], y[rows_of], tuple(f"s{i}" for i in idx[rows_of]))
+            human = human_set(stream, idx[rows_of], y[rows_of])
             start = time.perf_counter()
             model, style = retrain(keras_path, clean, human, plan.share, seed, plan.train_labels,
                                    **({"human_repeat": 1} if plan.weighted else {}),
@@ -209,7 +209,8 @@ def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) 
                          "model_errors": float(np.mean(answers[idx] != stream.y[idx])),
                          "field_accuracy": accuracy(model, held.x, held.y),
                          "clean_test_accuracy": accuracy(model, clean.test.x, clean.test.y),
-                         "added_noise": style.get("added_noise", 0.0), "seconds": round(time.perf_counter() - start, 1)})
+                         "added_noise": style.get("added_noise", 0.0),
+                         "seconds": round(time.perf_counter() - start, 1)})
             print(rows[-1], flush=True)
     unsure = np.sort(np.argsort(confidence, kind="stable")[:UNSURE])
     return {"rows": rows,
@@ -223,13 +224,13 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for field in FIELDS:
         for cell in CELLS:
-            values = [r["field_accuracy"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
-            clean = [r["clean_test_accuracy"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
-            errors = [r["model_errors"] for r in rows if (r["field"], r["cell"]) == (field, cell)]
-            out.append({"field": field, "cell": cell, "model_errors_mean": float(np.mean(errors)),
+            of = [r for r in rows if (r["field"], r["cell"]) == (field, cell)]
+            values = [r["field_accuracy"] for r in of]
+            out.append({"field": field, "cell": cell,
+                        "model_errors_mean": float(np.mean([r["model_errors"] for r in of])),
                         "field_accuracy_mean": float(np.mean(values)),
                         "field_accuracy_min": min(values), "field_accuracy_max": max(values),
-                        "clean_test_mean": float(np.mean(clean))})
+                        "clean_test_mean": float(np.mean([r["clean_test_accuracy"] for r in of]))})
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from style_probe import accuracy
 
 from hgen.compiler.data import Dataset, Split
 from hgen.compiler.train import predict_logits
@@ -45,7 +46,7 @@ def second_round(field: str, keras_path: Path, confidence: np.ndarray, temperatu
             model, _ = retrain(keras_path, clean, human_set(stream, first, y_first), 0.5, seed, True)
             first_path = Path(tmp) / f"first_{seed}.keras"
             model.save(first_path)
-            logits = predict_logits(model, stream.x)
+            first_accuracy, logits = accuracy(model, held.x, held.y), predict_logits(model, stream.x)
             doubt = softmax(logits, temperature).max(axis=1)
             rest = np.setdiff1d(np.arange(len(stream.y)), first)
             picks = {SECONDS[0]: rest[np.argsort(doubt[rest], kind="stable")[:SECOND]],
@@ -54,19 +55,16 @@ def second_round(field: str, keras_path: Path, confidence: np.ndarray, temperatu
                 idx = np.concatenate([first, second])
                 y = np.concatenate([y_first, crowd(stream.y[second], doubt[second])])
                 final, _ = retrain(first_path, clean, human_set(stream, idx, y), 0.5, seed, True)
-                rows.append({"field": field, "seed": seed, "second": name,
-                             "first_accuracy": _accuracy(model, held), "field_accuracy": _accuracy(final, held),
+                rows.append({"field": field, "seed": seed, "second": name, "first_accuracy": first_accuracy,
+                             "field_accuracy": accuracy(final, held.x, held.y),
                              "first_model_right": float(np.mean(logits[second].argmax(axis=1) == stream.y[second]))})
                 print(rows[-1], flush=True)
     return rows
 
 
 def human_set(stream: Split, idx: np.ndarray, y: np.ndarray) -> HumanSet:
+    """The stream frames `idx` (repeats allowed) with the labels `y`, as the hub's human set."""
     return HumanSet(stream.x[idx], y, tuple(f"s{i}" for i in idx))
-
-
-def _accuracy(model: Any, held: Split) -> float:
-    return float(np.mean(predict_logits(model, held.x).argmax(axis=1) == held.y))
 
 
 def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
