@@ -9,7 +9,7 @@ Run as root on a Debian 12 machine (it purges and reinstalls Debian packages):
    only when `--shared` is given (the MNIST files; no Debian package ships them).
 3. `make demo` (nothing installed but the venv: scikit-learn digits, gRPC), then `make test` (installs the system
    packages, runs every test), then `make demo` again (FashionMNIST, MQTT through Mosquitto).
-Writes tools/bench/results/fresh_machine.json and .md. Pip's download cache is not cleared (say so when quoting).
+Writes tools/bench/results/fresh_machine.json and .md. Download caches (pip, npm, apt) are not cleared (say so when quoting).
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def markdown(record: dict, args: argparse.Namespace) -> str:
 
 Machine: {record['machine']}, Debian {record['debian']}; commit {record['commit']}; one run, as root.
 Purged first: {purged}. Then a new clone (no `.venv`, no `build/`), `../shared` beside it only from `make test` on
-({'given' if args.shared else 'not given'}; it holds the MNIST files). Pip's download cache was kept, so installs
-took less time than on a machine that never downloaded the wheels. Annotators in the demos are SIMULATED.
+({'given' if args.shared else 'not given'}; it holds the MNIST files). The download caches were kept (pip's, npm's and
+apt's /var/cache/apt/archives), so installs took less time than on a machine that never downloaded them. Annotators in the demos are SIMULATED.
 `make test` ran with {'CI=true (as .ci/run: a missing prerequisite fails, never skips)' if args.ci else 'CI unset'}.
 
 | command (in order) | exit code | seconds | outcome |
