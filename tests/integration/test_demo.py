@@ -29,6 +29,7 @@ def test_demo_flow_retrains_and_hot_swaps_without_dropping_frames(tmp_path):
     assert all(0 <= pool[row][key] <= 1 for row in ("before", "after") for key in ("model_only", "fused"))
     assert summary["share_to_people"] > 0 and summary["labour"] > 0
     assert summary["demands"]["accuracy"] == 0.5 and summary["demands_met"]["labour on the stream"]
+    assert summary["field_accuracy"] is None  # no field: the compile's test split is where the device runs
     # the device enforces the labour demand (Eq. 13) on what people really spent, within one batch of slack
     assert summary["labour"] <= summary["labour_budget"] * 1.1 and summary["labour_device"] <= summary["labour_budget"] * 1.1
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -57,6 +58,8 @@ def test_deployed_into_a_harder_field_the_retrain_refits_the_gate_there(tmp_path
     # noisy digits are unlike the clean training images until the published retrain has learned them
     assert pool["before"]["unfamiliar_share"] > 0.9 > pool["after"]["unfamiliar_share"]
     assert "unlike training" in format_summary(summary) and "of the model's errors" in format_summary(summary)
+    assert summary["field_accuracy"]["fused_after"] == pool["after"]["fused"]  # the demand judged on the field too
+    assert "accuracy demand on the field" in format_summary(summary)
 
 
 def test_a_stream_too_short_for_a_retrain_fails_clearly(tmp_path):
