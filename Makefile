@@ -16,11 +16,13 @@ SYSTEM := bash tools/setup/install-system-packages.sh
 system-test:
 	$(SYSTEM) test
 
+# --build-constraint: the isolated build env's grpcio-tools (which writes the gRPC stubs) is the pinned one too;
+# a newer one writes stubs that refuse to import under the pinned grpcio.
 $(STAMP): setup.py pyproject.toml constraints.txt $(wildcard protos/*.proto)
 	$(SYSTEM) demo
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -qq -c constraints.txt --build-constraint constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(STAMP)

@@ -27,17 +27,42 @@ def _packages() -> list[str]:
     return packages
 
 
+def _codegen():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hgen_protos_codegen", HERE / "protos" / "codegen.py")
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    return codegen
+
+
+def _stub_requirements() -> list[str]:
+    """grpcio and protobuf at least as new as the stubs this build writes: generated code refuses to import under an
+    older runtime than the grpcio-tools that wrote it (a new grpcio-tools on PyPI once broke installs of an older
+    grpcio). Without grpc_tools (metadata read outside a build) nothing is added."""
+    import re
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            written = {path.name: path.read_text() for path in _codegen().generate(HERE / "protos", Path(tmp))}
+    except ImportError:
+        return []
+    text = "\n".join(written.values())
+    grpc = re.search(r"^GRPC_GENERATED_VERSION = '([0-9.]+)'", text, re.MULTILINE)
+    protobuf = re.search(r"^# Protobuf Python Version: ([0-9.]+)", text, re.MULTILINE)
+    return ([f"grpcio>={grpc.group(1)}"] if grpc else []) + ([f"protobuf>={protobuf.group(1)}"] if protobuf else [])
+
+
+STUBS = _stub_requirements()
+
+
 class BuildPyWithProtos(build_py):
     """Generate the protobuf/gRPC stubs (protos/codegen.py) before collecting modules, so installs ship them; a
     wheel also ships the phone app's build (hub/web/device_app), built here first if npm is installed."""
 
     def run(self) -> None:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("hgen_protos_codegen", HERE / "protos" / "codegen.py")
-        codegen = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(codegen)
-        codegen.generate(HERE / "protos")
+        _codegen().generate(HERE / "protos")
         if not getattr(self, "editable_mode", False):  # editable installs read hub/web/device_app in place
             _build_phone_app()
         super().run()
@@ -67,6 +92,7 @@ EDGE = [
     "grpcio>=1.70",
     "protobuf>=5.29",
     "cryptography>=42",
+    *STUBS,
 ]
 COMPILER = [
     "tensorflow-cpu==2.21.0",
@@ -97,6 +123,7 @@ HUB = [
     "paho-mqtt>=2.1",
     "psycopg[binary]>=3.2",
     "flask>=3.0",
+    *STUBS,
 ]
 DEV = [
     "pytest>=8",

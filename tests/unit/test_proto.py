@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,18 @@ def test_generated_files_are_byte_identical_to_a_fresh_generation(regenerated: P
     for name in names:
         assert (PROTO_DIR / name).read_bytes() == (regenerated / name).read_bytes(), (
             f"{name} is stale: reinstall (`pip install -e .`) to regenerate from the .proto")
+
+
+def test_the_install_requires_the_grpcio_and_protobuf_its_stubs_were_written_for() -> None:
+    """Generated stubs refuse to import under an older grpcio/protobuf than the grpcio-tools that wrote them (a new
+    grpcio-tools in the isolated build env once broke every gRPC import), so the metadata must ask for them."""
+    requires = importlib.metadata.requires("hgen") or []
+    grpc = hub_pb2_grpc.GRPC_GENERATED_VERSION
+    protobuf = re.search(r"^# Protobuf Python Version: ([0-9.]+)", Path(hub_pb2.__file__).read_text(), re.MULTILINE)
+    assert protobuf is not None
+    for extra in ("edge", "hub"):
+        assert f'grpcio>={grpc}; extra == "{extra}"' in requires, requires
+        assert f'protobuf>={protobuf.group(1)}; extra == "{extra}"' in requires, requires
 
 
 def test_loaded_descriptor_matches_the_proto_source(regenerated: Path) -> None:
