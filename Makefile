@@ -21,7 +21,7 @@ system-test:
 $(STAMP): setup.py pyproject.toml constraints.txt $(wildcard protos/*.proto)
 	$(SYSTEM) demo
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -c constraints.txt --upgrade pip
 	$(PY) -m pip install -qq -c constraints.txt --build-constraint constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
