@@ -28,6 +28,7 @@ def _packages() -> list[str]:
 
 
 def _codegen():
+    """protos/codegen.py, loaded by path: `hgen` is not importable while it is being built."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("hgen_protos_codegen", HERE / "protos" / "codegen.py")
@@ -45,10 +46,9 @@ def _stub_requirements() -> list[str]:
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            written = {path.name: path.read_text() for path in _codegen().generate(HERE / "protos", Path(tmp))}
+            text = "\n".join(path.read_text() for path in _codegen().generate(HERE / "protos", Path(tmp)))
     except ImportError:
         return []
-    text = "\n".join(written.values())
     grpc = re.search(r"^GRPC_GENERATED_VERSION = '([0-9.]+)'", text, re.MULTILINE)
     protobuf = re.search(r"^# Protobuf Python Version: ([0-9.]+)", text, re.MULTILINE)
     return ([f"grpcio>={grpc.group(1)}"] if grpc else []) + ([f"protobuf>={protobuf.group(1)}"] if protobuf else [])
