@@ -106,8 +106,9 @@ def field_accuracy_line(field: dict[str, Any] | None) -> str:
     """'' without a field; otherwise whether the field's fused accuracy after the retrain meets the demand."""
     if not field:
         return ""
-    return (f"  accuracy demand on the field: fused {field['fused_after']:.4f} after the retrain, A >= {field['demand']} "
-            f"{'met' if field['met'] else 'NOT met'} (reported, not enforced: the compile's demands decide the exit code)\n")
+    verdict = "met" if field["met"] else "NOT met"
+    return (f"  accuracy demand on the field: fused {field['fused_after']:.4f} after the retrain, "
+            f"A >= {field['demand']} {verdict} (reported, not enforced: the compile's demands decide the exit code)\n")
 
 
 def refit_line(refit: dict[str, Any] | None) -> str:

@@ -41,7 +41,7 @@ def test_demo_flow_retrains_and_hot_swaps_without_dropping_frames(tmp_path):
 
 
 def test_deployed_into_a_harder_field_the_retrain_refits_the_gate_there(tmp_path):
-    """Compiled on clean digits, streamed and evaluated on noisy ones (`make demo-field`): the first retrain
+    """Compiled on clean digits, streamed and evaluated on noisy ones (`make demo`): the first retrain
     re-fits temperature and tau on the field's held-out labels for the labour demand."""
     config = demo_config(**TINY | {"dataset": "digits", "field": "noise", "audit_share": 0.2, "tau_override": None},
                          out=str(tmp_path), transport="grpc")

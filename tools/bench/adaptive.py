@@ -4,8 +4,9 @@
     share to people, labour and fused accuracy, and how soon a switch of mix is detected (`adaptive_skew.py`).
 (a) AdaSpring: a replayed battery + load + hub trace through the variant selector (`adaptive_trace.py`).
 
-The deployed model is what `make demo` deploys: hgen-compile's H-CNN for the rpi4 profile on D5 (search with the
-demo's settings, fine-tune, calibration, signed LiteRT bundle), compiled once into build/bench/adaptive and reused.
+The deployed model is what `hgen demo` (`make demo-same-field`) deploys: hgen-compile's H-CNN for the rpi4 profile
+on D5 (search with the demo's settings, fine-tune, calibration, signed LiteRT bundle), compiled once into
+build/bench/adaptive and reused.
 People are SIMULATED (m=3, accuracy 0.9) in every number.
 
 Run: .venv/bin/python tools/bench/adaptive.py [--repeats 5] [--part a|b|all]

@@ -2,12 +2,11 @@
 answers, the hub retrains at the threshold, re-lowers, signs and publishes; after each retrain the device model's
 accuracy is measured on a held-out D5 split.
 
-D5 = fashion-mnist:lowres. The deployed model is what `make demo` deploys: hgen-compile's H-CNN for the phone
-profile (search, fine-tune, calibration, signed bundle; its tau is the search's). The test split is cut in two: a
-stream (sent by the device, never used in training) and a held-out evaluation split (the last 2,000 test images,
-never streamed, never trained on). Each round the device runs
-the current model on the next stream images, sends the ones under tau (the runtime's gate) over real gRPC, and
-the hub's retrain worker triggers by itself when `threshold` new human labels exist. Round 0 is the model before
+D5 = fashion-mnist:lowres. The deployed model is what `hgen demo` (`make demo-same-field`) deploys: hgen-compile's
+H-CNN for the phone profile (search, fine-tune, calibration, signed bundle; its tau is the search's). The test split
+is cut in two: a stream (sent by the device, never used in training) and a held-out evaluation split (the last
+2,000 test images, never streamed, never trained on). Each round the device runs the current model on the next
+stream images, sends the ones under tau (the runtime's gate) over real gRPC, and the hub's retrain worker triggers by itself when `threshold` new human labels exist. Round 0 is the model before
 any retrain. Annotators are SIMULATED (m=3, accuracy 0.9) everywhere: labels, fused accuracy and labour.
 
 Run: .venv/bin/python tools/bench/closed_loop.py [--rounds 3] [--threshold 200] [--device phone]
@@ -89,7 +88,7 @@ class Stream:
 
 
 def deploy(work: Path, device: str) -> tuple[DeployedModel, dict[str, Any]]:
-    """Compile the D5 H-CNN exactly as `make demo` does (the demo's search settings) and deploy it."""
+    """Compile the D5 H-CNN exactly as `hgen demo` does (the demo's search settings) and deploy it."""
     settings = with_preset(demo_config(dataset=DATASET, device=device, engines=("litert",), out=str(work)),
                            "fashion-mnist")
     compiled = compile_stage(settings, DATASET, work, log=lambda message: print(message, flush=True))

@@ -63,9 +63,9 @@ def pytest_counts(output: str) -> dict[str, int]:
 def demo_dataset(clone: Path) -> dict[str, str]:
     summary = clone / "build" / "demo" / "summary.json"
     if not summary.exists():
-        return {"dataset": "", "transport": ""}
+        return {"dataset": "", "field": None, "transport": ""}
     data = json.loads(summary.read_text())
-    return {"dataset": data["dataset"], "transport": data["transport"],
+    return {"dataset": data["dataset"], "field": data.get("field"), "transport": data["transport"],
             "demands_met": data.get("demands_met", {}), "evaluation_pool": data.get("evaluation_pool", {})}
 
 
@@ -119,9 +119,11 @@ def main() -> int:
 def demo_outcome(step: dict) -> str:
     pool = step.get("evaluation_pool", {})
     missed = [name for name, met in step.get("demands_met", {}).items() if not met]
-    accuracy = "".join(f"; {row}: model only {pool[row]['model_only']:.3f}, fused {pool[row]['fused']:.3f}"
+    accuracy = "".join(f"; {row}: model only {pool[row]['model_only']:.3f}, fused {pool[row]['fused']:.3f}, "
+                       f"sent to people {pool[row]['share_to_people']:.3f}"
                        for row in ("before", "after") if row in pool)
-    return (f"{step['dataset']} over {step['transport']}; demands "
+    field = f", deployed into a field with {step['field']}" if step.get("field") else ""
+    return (f"{step['dataset']}{field} over {step['transport']}; demands "
             + (f"NOT met: {', '.join(missed)}" if missed else "all met")
             + (f"; evaluation pool of {pool['images']} images{accuracy}" if pool else ""))
 
