@@ -7,7 +7,8 @@ H-CNN for the phone profile (search, fine-tune, calibration, signed bundle; its 
 is cut in two: a stream (sent by the device, never used in training) and a held-out evaluation split (the last
 2,000 test images, never streamed, never trained on). Each round the device runs the current model on the next
 stream images, sends the ones under tau (the runtime's gate) over real gRPC, and the hub's retrain worker triggers
-by itself when `threshold` new human labels exist. Round 0 is the model before any retrain. Annotators are SIMULATED (m=3, accuracy 0.9) everywhere: labels, fused accuracy and labour.
+by itself when `threshold` new human labels exist. Round 0 is the model before any retrain. Annotators are
+SIMULATED (m=3, accuracy 0.9) everywhere: labels, fused accuracy and labour.
 
 Run: .venv/bin/python tools/bench/closed_loop.py [--rounds 3] [--threshold 200] [--device phone]
 Writes tools/bench/results/closed_loop.{json,md,png}.
