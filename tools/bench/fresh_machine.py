@@ -65,7 +65,8 @@ def demo_dataset(clone: Path) -> dict[str, str]:
     if not summary.exists():
         return {"dataset": "", "field": None, "transport": ""}
     data = json.loads(summary.read_text())
-    return {"dataset": data["dataset"], "field": data.get("field"), "transport": data["transport"],
+    return {"dataset": data["dataset"], "field": data.get("field"), "field_accuracy": data.get("field_accuracy"),
+            "transport": data["transport"],
             "demands_met": data.get("demands_met", {}), "evaluation_pool": data.get("evaluation_pool", {})}
 
 
@@ -123,8 +124,11 @@ def demo_outcome(step: dict) -> str:
                        f"sent to people {pool[row]['share_to_people']:.3f}"
                        for row in ("before", "after") if row in pool)
     field = f", deployed into a field with {step['field']}" if step.get("field") else ""
-    return (f"{step['dataset']}{field} over {step['transport']}; demands "
-            + (f"NOT met: {', '.join(missed)}" if missed else "all met")
+    on_field = step.get("field_accuracy")
+    judged = (f"; on the field A >= {on_field['demand']} {'met' if on_field['met'] else 'NOT met'} (reported)"
+              if on_field else "")
+    return (f"{step['dataset']}{field} over {step['transport']}; the compile's demands "
+            + (f"NOT met: {', '.join(missed)}" if missed else "all met") + judged
             + (f"; evaluation pool of {pool['images']} images{accuracy}" if pool else ""))
 
 
