@@ -7,9 +7,11 @@ Run as root on a Debian 12 machine (it purges and reinstalls Debian packages):
 1. `--purge` removes the Debian packages of tools/setup/packages.txt's `test` group (what `make test` installs).
 2. A new clone of this repository's HEAD in a temporary folder (no .venv, no build/), with `../shared` beside it
    only when `--shared` is given (the MNIST files; no Debian package ships them).
-3. `make demo` (nothing installed but the venv: scikit-learn digits, gRPC), then `make test` (installs the system
-   packages, runs every test), then `make demo` again (FashionMNIST, MQTT through Mosquitto).
-Writes tools/bench/results/fresh_machine.json and .md. Download caches (pip, npm, apt) are not cleared (say so when quoting).
+3. `make demo` (nothing installed but the venv: scikit-learn digits, gRPC; compiled clean, deployed into noise),
+   then `make test` (installs the system packages, runs every test), then `make demo` again (FashionMNIST, MQTT
+   through Mosquitto).
+Writes tools/bench/results/fresh_machine.json and .md. Download caches (pip, npm, apt) are not cleared (say so when
+quoting).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tools" / "bench" / "results"
@@ -60,7 +63,7 @@ def pytest_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def demo_dataset(clone: Path) -> dict[str, str]:
+def demo_dataset(clone: Path) -> dict[str, Any]:
     summary = clone / "build" / "demo" / "summary.json"
     if not summary.exists():
         return {"dataset": "", "field": None, "transport": ""}
@@ -144,7 +147,8 @@ def markdown(record: dict, args: argparse.Namespace) -> str:
 Machine: {record['machine']}, Debian {record['debian']}; commit {record['commit']}; one run, as root.
 Purged first: {purged}. Then a new clone (no `.venv`, no `build/`), `../shared` beside it only from `make test` on
 ({'given' if args.shared else 'not given'}; it holds the MNIST files). The download caches were kept (pip's, npm's and
-apt's /var/cache/apt/archives), so installs took less time than on a machine that never downloaded them. Annotators in the demos are SIMULATED.
+apt's /var/cache/apt/archives), so installs took less time than on a machine that never downloaded them.
+Annotators in the demos are SIMULATED.
 `make test` ran with {'CI=true (as .ci/run: a missing prerequisite fails, never skips)' if args.ci else 'CI unset'}.
 
 | command (in order) | exit code | seconds | outcome |
