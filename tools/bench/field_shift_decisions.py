@@ -378,9 +378,8 @@ def _ceiling(top: list[dict[str, Any]], passive: float | None) -> str:
             + ", ".join(f"{row['field_accuracy']:.3f}" for row in top)
             + (f" (on those 600 frames {top[-1]['unsure_accuracy']:.3f})" if top and "unsure_accuracy" in top[-1]
                else "") + "; ")
-    if passive is not None and _gap(passive, top, 2):
-        text += f"the ceiling's 2-epoch retrain (the hub's length) minus passive + style: {_gap(passive, top, 2)}; "
-    return text
+    gap = "" if passive is None else _gap(passive, top, 2)
+    return text + (f"the ceiling's 2-epoch retrain (the hub's length) minus passive + style: {gap}; " if gap else "")
 
 
 def _loop_ends(runs: list[dict[str, Any]], top: list[dict[str, Any]]) -> str:

@@ -142,14 +142,14 @@ def class_skew_pick(answers: np.ndarray, prior: np.ndarray, seed: int) -> np.nda
     return np.sort(rng.choice(len(answers), LABELS, replace=False, p=weight / weight.sum()))
 
 
-def where_the_errors_are(logits: np.ndarray, confidence: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def where_the_errors_are(answers: np.ndarray, confidence: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """The deployed model on the stream: its accuracy on the frames it is least sure of and on the rest, the share
     of all its errors among the former, and the share of its two most given answers (a shifted field's
     confident, systematic error)."""
     order = np.argsort(confidence, kind="stable")
-    right = logits.argmax(axis=1) == truth
+    right = answers == truth
     unsure, rest = order[:UNSURE], order[UNSURE:]
-    given = np.sort(np.bincount(logits.argmax(axis=1), minlength=logits.shape[1]))[::-1]
+    given = np.sort(np.bincount(answers))[::-1]
     return {"unsure_accuracy": float(right[unsure].mean()), "rest_accuracy": float(right[rest].mean()),
             "errors_among_unsure": float((~right[unsure]).sum() / max((~right).sum(), 1)),
             "top2_answer_share": float(given[:2].sum() / len(truth))}
@@ -191,7 +191,7 @@ def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) 
     prior = np.bincount(clean.train.y, minlength=logits.shape[1]) / len(clean.train.y)
     rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
              "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y),
-             **where_the_errors_are(logits, confidence, stream.y)}]
+             **where_the_errors_are(answers, confidence, stream.y)}]
     for seed in SEEDS:
         chosen = all_picks(confidence, answers, prior, seed)
         for cell, plan in CELLS.items():
