@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,41 @@ def test_the_class_skew_pick_aims_at_the_answers_given_more_often_than_their_cla
     picked = class_skew_pick(answers, prior, 0)
     assert len(np.unique(picked)) == LABELS
     assert np.mean(answers[picked] == 0) > 0.9  # weight 0.6 against the floor for the rest
+
+
+def _three_blobs() -> tuple[Any, Any]:
+    """30 points in three far-apart blobs of 10, and which blob each is in."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]])
+    blob = np.repeat(np.arange(3), 10)
+    return centres[blob] + rng.normal(0.0, 1.0, (30, 2)), blob
+
+
+def test_coverage_picks_take_one_frame_from_every_blob_where_random_frames_could_miss_one() -> None:
+    import numpy as np
+    from diversity_picks import k_center_pick, typical_pick
+
+    points, blob = _three_blobs()
+    for pick in (typical_pick(points, 3, 0), k_center_pick(points, 3, 0)):
+        assert len(pick) == 3
+        assert sorted(blob[pick]) == [0, 1, 2]
+    for index in typical_pick(points, 3, 0):  # the most typical frame sits in its blob's middle, not at its edge
+        members = points[blob == blob[index]]
+        radius = np.linalg.norm(members - members.mean(axis=0), axis=1)
+        assert np.linalg.norm(points[index] - members.mean(axis=0)) <= np.median(radius)
+
+
+def test_badge_embeds_the_doubt_and_picks_distinct_frames_that_span_the_blobs() -> None:
+    import numpy as np
+    from diversity_picks import badge_pick, gradient_embedding
+
+    points, blob = _three_blobs()
+    sure = np.array([[1.0, 0.0], [0.5, 0.5]])
+    embedding = gradient_embedding(sure, np.ones((2, 3)))
+    assert np.allclose(embedding[0], 0.0)  # a frame the model is sure of has no gradient: BADGE never wants it
+    assert embedding.shape == (2, 6) and np.abs(embedding[1]).sum() > 0
+    pick = badge_pick(points, 3, 0)
+    assert len(set(pick.tolist())) == 3
+    assert sorted(blob[pick]) == [0, 1, 2]

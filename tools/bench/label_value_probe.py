@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, machine, markdown_table, write_results  # noqa: E402
+from diversity_picks import badge_pick, gradient_embedding, k_center_pick, typical_pick  # noqa: E402
 from enhance_probe import crowd_labels  # noqa: E402
 from field_shift import stream_and_held  # noqa: E402
 from label_value_rounds import HOW as ROUNDS_HOW, human_set, means as round_means, second_round  # noqa: E402
@@ -39,6 +40,7 @@ from hgen.hub.retrain.enhance import distill_config, training_set  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
 
 LONGER, SKEW_FLOOR = 6, 0.05  # the longer retrain's epochs; the class-skew pick's weight for an unskewed answer
+FEATURES, PIXEL_COMPONENTS = "fc2", 50  # the coverage picks' spaces: lenet5's last hidden layer; pixels' PCA
 
 HOW = f"""The deployed model is field_shift's D3 compile (lenet5 on clean FashionMNIST, the demo's search settings,
 phone profile). Per field and seed, {LABELS} stream frames are labelled by a SIMULATED crowd (m=3, accuracy 0.9,
@@ -65,7 +67,11 @@ Cells, each one retrain with the hub's `training_set` and field_shift's hub sett
   over-given answer is wrong if the field's classes occur as in training, so the pick aims at the confident errors
   a shifted field piles on a few answers, whatever the confidence (SMART's runtime class skew);
 - active / passive, {LONGER} epochs: as "+ style" with {LONGER} epochs instead of the hub's {HUB['epochs']} (is
-  it the retrain's length?).
+  it the retrain's length?);
+- picks for coverage, {LABELS} frames each (+ style; `diversity_picks.py`): TypiClust on the pixels (their first
+  {PIXEL_COMPONENTS} principal components: noise does not bend them as it bends the model's features) and on the
+  deployed model's last hidden layer (`{FEATURES}`), BADGE on its gradient embedding, k-center greedy on `{FEATURES}`
+  (do frames chosen to stand for the whole field teach more than random ones?).
 
 The ceiling: the same retrain on the field's first 20,000 training images with their true labels (each once,
 + style), for 2, 6 and 12 epochs: what this lenet5 reaches on the field when labels are no limit, and how much of
@@ -101,7 +107,36 @@ CELLS = {"style only": Cell("active", train_labels=False), "active + style": Cel
          f"random {LABELS - UNSURE} only": Cell("random"),
          "active, importance-weighted": Cell("active", weighted=True), "class-skew pick": Cell("skew"),
          f"active, {LONGER} epochs": Cell("active", epochs=LONGER),
-         f"passive, {LONGER} epochs": Cell("passive", epochs=LONGER)}
+         f"passive, {LONGER} epochs": Cell("passive", epochs=LONGER),
+         "TypiClust pick (pixels)": Cell("typical pixels"), f"TypiClust pick ({FEATURES})": Cell("typical features"),
+         "BADGE pick": Cell("badge"), f"k-center pick ({FEATURES})": Cell("k-center")}
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """What the picks see of the stream: the deployed model's confidence, answers and spaces, the training prior."""
+
+    confidence: np.ndarray
+    answers: np.ndarray
+    prior: np.ndarray
+    pixels: np.ndarray
+    features: np.ndarray
+    embedding: np.ndarray
+
+
+def stream_view(deployed: Any, stream: Split, temperature: float, clean: Dataset) -> StreamView:
+    """The deployed model's outputs on the stream once, for every pick and seed."""
+    from sklearn.decomposition import PCA
+    from tensorflow import keras
+
+    logits = predict_logits(deployed, stream.x)
+    probability = softmax(logits, temperature)
+    hidden = keras.Model(deployed.inputs, deployed.get_layer(FEATURES).output).predict(stream.x, verbose=0)
+    flat = np.asarray(stream.x, dtype=np.float32).reshape(len(stream.x), -1)
+    return StreamView(confidence=probability.max(axis=1), answers=logits.argmax(axis=1),
+                      prior=np.bincount(clean.train.y, minlength=logits.shape[1]) / len(clean.train.y),
+                      pixels=PCA(PIXEL_COMPONENTS, random_state=0).fit_transform(flat), features=hidden,
+                      embedding=gradient_embedding(probability, hidden))
 
 
 def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, seed: int,
@@ -118,13 +153,18 @@ def retrain(keras_path: Path, clean: Dataset, human: HumanSet, share: float, see
     return student, styled.summary() or {}
 
 
-def all_picks(confidence: np.ndarray, answers: np.ndarray, prior: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """style_probe's active and passive picks, the active pick's two parts drawn alone, and the class-skew pick."""
-    order = np.argsort(confidence, kind="stable")
+def all_picks(view: StreamView, seed: int) -> dict[str, np.ndarray]:
+    """style_probe's active and passive picks, the active pick's two parts drawn alone, the class-skew pick and the
+    coverage picks."""
+    order = np.argsort(view.confidence, kind="stable")
     rng = np.random.default_rng(seed + 100)
-    return picks(confidence, seed) | {"unsure": np.sort(order[:UNSURE]),
-                                      "random": np.sort(rng.choice(len(confidence), LABELS - UNSURE, replace=False)),
-                                      "skew": class_skew_pick(answers, prior, seed)}
+    count = len(view.confidence)
+    return picks(view.confidence, seed) | {
+        "unsure": np.sort(order[:UNSURE]), "random": np.sort(rng.choice(count, LABELS - UNSURE, replace=False)),
+        "skew": class_skew_pick(view.answers, view.prior, seed),
+        "typical pixels": typical_pick(view.pixels, LABELS, seed),
+        "typical features": typical_pick(view.features, LABELS, seed),
+        "badge": badge_pick(view.embedding, LABELS, seed), "k-center": k_center_pick(view.features, LABELS, seed)}
 
 
 def skew_error_bound(answers: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -186,14 +226,13 @@ def one_field(field: str, keras_path: Path, temperature: float, clean: Dataset) 
     data = load_dataset(field, seed=0)
     stream, held = stream_and_held(data)
     deployed = load_model_file(keras_path)
-    logits = predict_logits(deployed, stream.x)
-    confidence, answers = softmax(logits, temperature).max(axis=1), logits.argmax(axis=1)
-    prior = np.bincount(clean.train.y, minlength=logits.shape[1]) / len(clean.train.y)
+    view = stream_view(deployed, stream, temperature, clean)
+    confidence, answers = view.confidence, view.answers
     rows = [{"field": field, "seed": "-", "cell": "deployed", "field_accuracy": accuracy(deployed, held.x, held.y),
              "clean_test_accuracy": accuracy(deployed, clean.test.x, clean.test.y),
              **where_the_errors_are(answers, confidence, stream.y)}]
     for seed in SEEDS:
-        chosen = all_picks(confidence, answers, prior, seed)
+        chosen = all_picks(view, seed)
         for cell, plan in CELLS.items():
             idx = chosen[plan.pick]
             y = stream.y[idx] if plan.truth else crowd_labels(stream.y[idx], confidence[idx])
