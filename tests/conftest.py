@@ -127,3 +127,15 @@ def fashion_mnist_required() -> None:
 def mnist_required() -> None:
     """The MNIST IDX files (D1, D2, mnist-det) in $HGEN_DATA/mnist/ (`make` sets HGEN_DATA to ../shared/data)."""
     _require_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def phone_app_required() -> Path:
+    """The phone's page built into the installed hub (`make test` builds it first; a bare `pytest` in a checkout
+    where it was never built would otherwise fail on the hub's 503)."""
+    from hgen.hub.web.phones import PhoneAppMissingError, device_app
+
+    try:
+        return device_app()
+    except PhoneAppMissingError as exc:
+        pytest.skip(str(exc))

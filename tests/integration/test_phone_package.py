@@ -13,8 +13,6 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-import pytest
-from hgen.hub.web.phones import PhoneAppMissingError, device_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("setup.py", "pyproject.toml", "hub", "runtime", "protos", "compiler", "edge_agent")
@@ -38,14 +36,6 @@ print(json.dumps({"hub": hgen.hub.__file__, "app": str(app), "served": served,
 """
 
 
-@pytest.fixture(scope="module")
-def built() -> Path:
-    try:
-        return device_app()
-    except PhoneAppMissingError as exc:
-        pytest.skip(str(exc))
-
-
 def wheel_of_the_sources(built: Path, folder: Path) -> Path:
     """`pip wheel` of a copy of the tracked sources plus the built app (the checkout itself is left untouched)."""
     listed = subprocess.run(["git", "ls-files", "-z", *SOURCES], cwd=ROOT, capture_output=True, check=True).stdout
@@ -61,7 +51,8 @@ def wheel_of_the_sources(built: Path, folder: Path) -> Path:
     return next((folder / "wheel").glob("hgen-*.whl"))
 
 
-def test_an_installed_hub_serves_the_phone_app_without_the_checkout(built: Path, tmp_path: Path) -> None:
+def test_an_installed_hub_serves_the_phone_app_without_the_checkout(phone_app_required: Path, tmp_path: Path) -> None:
+    built = phone_app_required
     wheel = wheel_of_the_sources(built, tmp_path)
     installed = tmp_path / "installed"
     with zipfile.ZipFile(wheel) as archive:

@@ -95,6 +95,7 @@ def hostile_public() -> list[tuple[str, dict[str, Any]]]:
             ("/join", {"token": "t", "password": "short"}), ("/join", {"token": "t", "password": "x" * 5000})]
 
 
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_every_route_refuses_hostile_input_with_a_4xx_and_changes_nothing(hub: HubApp) -> None:
     ann, bob, op = logged_in(hub, "ann"), logged_in(hub, "bob"), logged_in(hub, "op")
     task_id = re.search(r'data-task="([^"]+)"', ann.get("/annotate").get_data(as_text=True)).group(1)

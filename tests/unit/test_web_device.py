@@ -58,6 +58,7 @@ def provisioning(page: str) -> dict[str, object]:
     return json.loads(unescape(found.group(1)))
 
 
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_a_phone_link_provisions_once_with_the_pinned_key(hub: HubApp, tmp_path: Path) -> None:
     status, token = make_link(hub)
     assert status == 200 and token
@@ -84,6 +85,7 @@ def test_only_operators_make_links_and_device_ids_are_checked(hub: HubApp) -> No
     assert make_link(hub, "phone-2")[0] == 400  # already enrolled: rotate or revoke first
 
 
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_bundles_need_the_devices_token(hub: HubApp) -> None:
     client = hub.web.app.test_client()
     assert client.get("/device/bundle/phone-model").status_code == 401
@@ -96,6 +98,7 @@ def test_bundles_need_the_devices_token(hub: HubApp) -> None:
     assert client.get("/device/bundle/phone-model", headers=auth).status_code == 200
 
 
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_device_page_policy_and_static_files(hub: HubApp) -> None:
     client = hub.web.app.test_client()
     page = client.get("/device")
@@ -116,6 +119,7 @@ def phones(keys: Path) -> dict[str, object]:
             "invite_ttl_s": TTL_S}
 
 
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_a_link_made_on_one_hub_works_once_on_another(tmp_path: Path) -> None:
     make_keys(tmp_path / "keys")
     with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as first, \
@@ -137,6 +141,7 @@ def test_a_link_made_on_one_hub_works_once_on_another(tmp_path: Path) -> None:
             assert stored is not None and verify_secret(str(given["secret"]), stored.secret_hash)
 
 
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_a_link_survives_a_hub_restart(tmp_path: Path) -> None:
     make_keys(tmp_path / "keys")
     with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as hub:
