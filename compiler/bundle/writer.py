@@ -5,7 +5,6 @@ This is the last step of the compiler's search (`write_bundle`), and also what `
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,20 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hgen.compiler.bundle.engines import EngineJob, check_engines, lower_engines
+from hgen.compiler.bundle.files import sha256_file
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.targets import get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
-from hgen.compiler.lowering.tvm_relax import TVMLibrary, lower_tvm
 from hgen.compiler.lowering.web import WebModel, check_web_runtimes, lower_web
 from hgen.runtime import signing
-from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, EngineEntry, InputSpec, Manifest, Quantization
+from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, InputSpec, Manifest
 from hgen.runtime.config import parse_config
 from hgen.runtime.familiarity import Familiarity
 
 if TYPE_CHECKING:
     import keras
-
-BUNDLE_ENGINES = ("litert", "tvm")
 
 
 @dataclass(frozen=True)
@@ -37,32 +35,6 @@ class BundleInfo:
     path: Path
     manifest: Manifest
     messages: tuple[str, ...] = ()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _quantization(quant: Any) -> Quantization | None:
-    return None if quant is None else Quantization(scale=quant.scale, zero_point=quant.zero_point)
-
-
-def _entry(name: str, path: Path, tflite: TFLiteModel, library: TVMLibrary | None = None) -> EngineEntry:
-    return EngineEntry(
-        name=name,
-        file=path.name,
-        sha256=sha256_file(path),
-        size=path.stat().st_size,
-        precision=tflite.precision,
-        format=library.format if library else "tflite",
-        machine=library.machine if library else None,
-        input_quantization=_quantization(tflite.input_quant),
-        output_quantization=_quantization(tflite.output_quant),
-    )
 
 
 def _web_entry(runtime: str, model: WebModel) -> dict[str, Any]:
@@ -97,10 +69,17 @@ def _input_spec(spec: InputSpec | Mapping[str, Any] | None, shape: tuple[int, ..
     return parse_config(InputSpec, data, source="input_spec", error=InvalidArgumentError)
 
 
-def _check_engines(engines: Sequence[str]) -> None:
-    unknown = [name for name in engines if name not in BUNDLE_ENGINES]
-    if unknown or not engines or len(set(engines)) != len(engines):
-        raise InvalidArgumentError(f"engines must be distinct names from {BUNDLE_ENGINES}, got {tuple(engines)}")
+def _web_models(web: Sequence[str], keras_model: keras.Model, tflite: TFLiteModel, out_dir: Path,
+                data: np.ndarray | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each browser runtime's model and manifest entry; a model a runtime cannot take keeps its device bundle, and
+    says so."""
+    entries, messages = [], []
+    for runtime in web:
+        try:
+            entries.append(_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime, data)))
+        except CompilerError as exc:
+            messages.append(f"no {runtime} model for phones: {exc}")
+    return entries, messages
 
 
 def write_bundle(
@@ -135,7 +114,7 @@ def write_bundle(
     will use. `lowered`: `keras_model` already lowered at `quantize` (the compile's measured int8 model), so it is
     neither converted nor calibrated again. `familiarity`: the training images' input statistics
     (`hgen.runtime.familiarity`), so the device asks people about frames unlike them."""
-    _check_engines(engines)
+    check_engines(engines)
     check_web_runtimes(web)
     get_target(target)  # unknown target: typed error before any work
     precision = precision_of(quantize)
@@ -148,25 +127,13 @@ def write_bundle(
     if lowered is not None and lowered.precision != precision:
         raise InvalidArgumentError(f"the lowered model is {lowered.precision}, the bundle {precision}")
     tflite = lowered or lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
-    entries, messages = [], []
     tflite_path = tflite.save(out_dir / f"model.{precision}.tflite")
-    if "tvm" in engines:
-        library = lower_tvm(tflite.content, target, out_dir / f"model.{target}.{precision}")
-        if library.message:
-            messages.append(library.message)
-    for engine in engines:
-        if engine == "litert":
-            entries.append(_entry("litert", tflite_path, tflite))
-        else:
-            entries.append(_entry("tvm", library.path, tflite, library))
-    web_entries = []
-    for runtime in web:  # a model the browser runtime cannot take keeps its device bundle, and says so
-        try:
-            web_entries.append(_web_entry(runtime, lower_web(keras_model, tflite, out_dir, runtime,
-                                                             representative_data)))
-        except CompilerError as exc:
-            messages.append(f"no {runtime} model for phones: {exc}")
-    if "litert" not in engines:
+    lowered_engines = lower_engines(engines, EngineJob(tflite, tflite_path, target, out_dir))
+    entries = [engine.entry for engine in lowered_engines]
+    messages = [message for engine in lowered_engines for message in engine.messages]
+    web_entries, web_messages = _web_models(web, keras_model, tflite, out_dir, representative_data)
+    messages += web_messages
+    if tflite_path.name not in {entry.file for entry in entries}:  # no engine runs the TFLite file itself
         tflite_path.unlink()
 
     manifest = parse_config(

@@ -155,16 +155,8 @@ def verify_archive(path: Path, key: Any, expected_target: str | None, dest: Path
 
 
 def _engine_config(entry: EngineEntry, manifest: Manifest, options: Mapping[str, Any]) -> dict[str, Any]:
-    config = dict(options)
-    if entry.name == "tvm":
-        config.update(
-            input_shape=manifest.input.shape,
-            output_shape=manifest.output_shape,
-            precision=entry.precision,
-            input_quantization=entry.input_quantization and entry.input_quantization.model_dump(),
-            output_quantization=entry.output_quantization and entry.output_quantization.model_dump(),
-        )
-    return config
+    """The caller's options, and what the signed manifest tells this engine (its own `manifest_config`)."""
+    return dict(options) | engines_pkg.ENGINES.get(entry.name).manifest_config(entry, manifest)
 
 
 def _open_engine(entry: EngineEntry, root: Path, manifest: Manifest, options: Mapping[str, Any]) -> engines_pkg.Engine:

@@ -10,13 +10,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.errors import HGenRuntimeError, InvalidInputError
 from hgen.runtime.registry import Registry, discover
+
+if TYPE_CHECKING:
+    from hgen.runtime.bundle.manifest import EngineEntry, Manifest
 
 
 class EngineError(HGenRuntimeError):
@@ -53,6 +56,13 @@ class Engine(ABC):
     Config: ClassVar[type[StrictModel]]
     input_spec: TensorSpec
     output_spec: TensorSpec
+
+    @classmethod
+    def manifest_config(cls, entry: EngineEntry, manifest: Manifest) -> dict[str, Any]:
+        """Settings a bundle's signed manifest gives this engine, beside the caller's options (none: the model file
+        says all the engine needs)."""
+        del entry, manifest
+        return {}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits for `batch` (N, *input_shape[1:]), float32, N any multiple of the model's batch."""

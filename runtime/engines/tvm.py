@@ -7,7 +7,7 @@ come from the (signed) manifest. A library for another CPU is refused before it 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -16,6 +16,9 @@ from hgen.runtime.bundle.elf import NotElfError, elf_machine, host_machine
 from hgen.runtime.bundle.errors import TargetMismatchError
 from hgen.runtime.config import StrictModel
 from hgen.runtime.engines.base import ENGINES, Engine, EngineError, QuantParams, TensorSpec
+
+if TYPE_CHECKING:
+    from hgen.runtime.bundle.manifest import EngineEntry, Manifest
 
 
 class QuantConfig(StrictModel):
@@ -55,6 +58,14 @@ def check_library_machine(path: Path) -> str:
 @ENGINES.register("tvm")
 class TVMEngine(Engine):
     Config = TVMConfig
+
+    @classmethod
+    def manifest_config(cls, entry: EngineEntry, manifest: Manifest) -> dict[str, Any]:
+        """The library has no shape metadata to read cheaply: shapes and int8 parameters come from the manifest."""
+        return {"input_shape": manifest.input.shape, "output_shape": manifest.output_shape,
+                "precision": entry.precision,
+                "input_quantization": entry.input_quantization and entry.input_quantization.model_dump(),
+                "output_quantization": entry.output_quantization and entry.output_quantization.model_dump()}
 
     def __init__(self, model_path: Path | None, config: TVMConfig) -> None:
         if model_path is None or not model_path.is_file():
