@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -61,12 +62,15 @@ def load_config_file(model: type[M], path: str | Path, *, error: type[Exception]
 
 
 def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:  # the valid values, not the word "Literal"
+        return " | ".join(repr(value) for value in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
 def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key path, type, default, title) for every field, nested config sections flattened with dots.
+    """(key path, type, default, title) for every field, nested config sections flattened with dots, and the
+    fields of a list's items under `key[].` (`key[kind=NAME].` per kind of a list of several kinds).
 
     The README's configuration reference is generated from these rows, so it cannot drift from the code.
     """
@@ -82,8 +86,34 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
         else:
             value = field.get_default(call_default_factory=True)
             default = "" if value is None else repr(value.model_dump() if isinstance(value, BaseModel) else value)
-        rows.append((path, _type_name(annotation), default, field.title or ""))
+        items = _item_models(annotation)
+        rows.append((path, "list" if items else _type_name(annotation), default, field.title or ""))
+        for item in items:
+            rows.extend(reference_rows(item, f"{path}[{_kind_of(item) if len(items) > 1 else ''}]."))
     return rows
+
+
+def _item_models(annotation: Any) -> list[type[BaseModel]]:
+    """The config models a tuple or list field holds (several for a union of kinds)."""
+    if get_origin(annotation) not in (tuple, list):
+        return []
+    args = [arg for arg in get_args(annotation) if arg is not Ellipsis]
+    return _models_in(args[0]) if len(args) == 1 else []
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if get_origin(annotation) is Annotated:
+        return _models_in(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return [model for arg in get_args(annotation) for model in _models_in(arg)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def _kind_of(model: type[BaseModel]) -> str:
+    """`kind=NAME` for a model whose `kind` is one literal, else the model's name."""
+    field = model.model_fields.get("kind")
+    values = get_args(field.annotation) if field is not None else ()
+    return f"kind={values[0]}" if len(values) == 1 else model.__name__
 
 
 def reference_markdown(model: type[BaseModel]) -> str:

@@ -2,6 +2,7 @@
 
 import importlib.util
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -21,6 +22,29 @@ class Outer(StrictModel):
 
 def test_rows_flatten_nested_sections_with_defaults_and_titles():
     assert reference_rows(Outer) == [("name", "str", "required", "Name"), ("inner.port", "int", "1883", "Broker port")]
+
+
+class FileOut(StrictModel):
+    kind: Literal["file"] = Field(title="Kind")
+    path: str = Field(title="Where")
+
+
+class TopicOut(StrictModel):
+    kind: Literal["topic"] = Field(title="Kind")
+    qos: Literal[0, 1] = Field(1, title="QoS")
+
+
+class Lists(StrictModel):
+    inners: tuple[Inner, ...] = Field((), title="Inners")
+    outs: tuple[Annotated[FileOut | TopicOut, Field(discriminator="kind")], ...] = Field((), title="Outputs")
+
+
+def test_rows_document_the_items_of_lists_per_kind_and_literal_values():
+    assert reference_rows(Lists) == [
+        ("inners", "list", "()", "Inners"), ("inners[].port", "int", "1883", "Broker port"),
+        ("outs", "list", "()", "Outputs"),
+        ("outs[kind=file].kind", "'file'", "required", "Kind"), ("outs[kind=file].path", "str", "required", "Where"),
+        ("outs[kind=topic].kind", "'topic'", "required", "Kind"), ("outs[kind=topic].qos", "0 | 1", "1", "QoS")]
 
 
 def test_configuration_reference_is_up_to_date():
