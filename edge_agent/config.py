@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 
 from hgen.edge_agent.errors import AgentConfigError
+from hgen.edge_agent.sinks import SinkConfig
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 
@@ -112,24 +113,6 @@ class OutboxConfig(StrictModel):
         "drop_oldest", title="When full: drop the oldest stored sample, or refuse the new one (both counted)")
 
 
-class SinkConfig(StrictModel):
-    kind: Literal["jsonl", "mqtt"] = Field(title="Sink kind (a Python callback is added in code, not here)")
-    path: Path | None = Field(None, title="jsonl: file to append results to")
-    url: str | None = Field(None, title="mqtt: mqtt://host:port of the broker")
-    topic: str | None = Field(None, title="mqtt: topic to publish results on")
-    username: str | None = Field(None, title="mqtt: account on that broker (brokers refuse anonymous clients)")
-    password: SecretStr | None = Field(None, title="mqtt: password of username")
-    updates_only: bool = Field(False, title="Only emit results that changed or were escalated")
-
-    @model_validator(mode="after")
-    def _needs(self) -> SinkConfig:
-        if self.kind == "jsonl" and self.path is None:
-            raise ValueError("a jsonl sink needs path")
-        if self.kind == "mqtt" and (self.url is None or self.topic is None):
-            raise ValueError("an mqtt sink needs url and topic")
-        return self
-
-
 class SwapConfig(StrictModel):
     canary_frames: int = Field(8, ge=1, le=256, title="Recent frames kept to health-check a new bundle on")
     probation_frames: int = Field(30, ge=0, title="Frames after a switch during which an error rolls back")
@@ -224,7 +207,7 @@ def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     if source.kind in {"video", "images", "y4m"} and not Path(source.uri).is_absolute():
         source = source.model_copy(update={"uri": str(base / source.uri)})
     outbox = config.outbox.model_copy(update={"path": _resolve(base, config.outbox.path) or config.outbox.path})
-    sinks = tuple(s.model_copy(update={"path": _resolve(base, s.path) or s.path}) for s in config.sinks)
+    sinks = tuple(sink.resolved(base) for sink in config.sinks)
     power = config.adapt.power.model_copy(update={"path": _resolve(base, config.adapt.power.path)
                                                   or config.adapt.power.path})
     adapt = config.adapt.model_copy(update={"variants": _resolve(base, config.adapt.variants) or config.adapt.variants,

@@ -89,7 +89,8 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
         items = _item_models(annotation)
         rows.append((path, "list" if items else _type_name(annotation), default, field.title or ""))
         for item in items:
-            rows.extend(reference_rows(item, f"{path}[{_kind_of(item) if len(items) > 1 else ''}]."))
+            fields = reference_rows(item, f"{path}[{_kind_of(item) if len(items) > 1 else ''}].")
+            rows.extend(sorted(fields, key=lambda row: not row[0].endswith(".kind")))  # an item's kind first
     return rows
 
 

@@ -1,6 +1,19 @@
-"""Where results go: `jsonl` file, `mqtt` topic (from agent.yaml) and a Python callback (from code)."""
+"""Where results go: `jsonl` file, `mqtt` topic (from agent.yaml) and a Python callback (from code).
 
-from hgen.edge_agent.sinks.base import SINKS, Sink, open_sinks
+Each sink's module holds its key, its typed config and its code; `SinkConfig` is the union agent.yaml's `sinks`
+items are validated against, told apart by `kind` (a test checks it names every registered sink).
+"""
+
+from typing import Annotated
+
+from pydantic import Field
+
+from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings, open_sinks
 from hgen.edge_agent.sinks.callback import CallbackSink
+from hgen.edge_agent.sinks.jsonl import JsonlSinkConfig
+from hgen.edge_agent.sinks.mqtt import MqttSinkConfig
 
-__all__ = ["SINKS", "CallbackSink", "Sink", "open_sinks"]
+SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig, Field(discriminator="kind")]
+
+__all__ = ["SINKS", "CallbackSink", "JsonlSinkConfig", "MqttSinkConfig", "Sink", "SinkConfig", "SinkSettings",
+           "open_sinks"]

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Self
 
-from hgen.edge_agent.config import SinkConfig
+from pydantic import Field
+
 from hgen.edge_agent.results import Result, ResultStatus
+from hgen.runtime.config import StrictModel
 from hgen.runtime.registry import Registry, discover
+
+
+class SinkSettings(StrictModel):
+    """What every sink's config has; each sink's module adds its `kind` and its own fields."""
+
+    updates_only: bool = Field(False, title="Only emit results that changed or were escalated")
+
+    def resolved(self, base: Path) -> Self:
+        """The same settings with relative file paths made absolute against `base` (the config file's folder)."""
+        del base
+        return self
 
 
 class Sink(ABC):
@@ -29,11 +44,12 @@ class Sink(ABC):
         """Flush and release."""
 
 
-SinkFactory = Callable[[SinkConfig], Sink]
+SinkFactory = Callable[[Any], Sink]  # the sink's own config (a SinkSettings with its kind) -> the open sink
 SINKS: Registry[SinkFactory] = Registry("result sink")
 
 
-def open_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
+def open_sinks(configs: Sequence[Any]) -> list[Sink]:
+    """Open each configured sink by its config's `kind` (agent.yaml's `sinks`, validated as `SinkConfig`)."""
     discover("hgen.edge_agent.sinks")
     sinks: list[Sink] = []
     for config in configs:

@@ -9,18 +9,27 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Literal, Self
 
-from hgen.edge_agent.config import SinkConfig
+from pydantic import Field
+
 from hgen.edge_agent.results import Result
-from hgen.edge_agent.sinks.base import SINKS, Sink
+from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
 
 TAIL_BYTES = 4 << 20  # a result is journalled for milliseconds: it can only be among the last lines written
 
 
+class JsonlSinkConfig(SinkSettings):
+    kind: Literal["jsonl"] = Field(title="One JSON object per result line in a file")
+    path: Path = Field(title="File to append results to (relative: to the config file's folder)")
+
+    def resolved(self, base: Path) -> Self:
+        return self if self.path.is_absolute() else self.model_copy(update={"path": base / self.path})
+
+
 @SINKS.register("jsonl")
 class JsonlSink(Sink):
-    def __init__(self, config: SinkConfig) -> None:
-        assert config.path is not None
+    def __init__(self, config: JsonlSinkConfig) -> None:
         config.path.parent.mkdir(parents=True, exist_ok=True)
         self._path = config.path
         self._held: set[tuple[str, str]] | None = None  # read on the first `holds`: only a restart asks

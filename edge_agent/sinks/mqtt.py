@@ -7,21 +7,29 @@ the last one to be acknowledged, so an agent that stops right after its final up
 from __future__ import annotations
 
 import threading
+from typing import Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from pydantic import Field, SecretStr
 
-from hgen.edge_agent.config import SinkConfig
 from hgen.edge_agent.results import Result
-from hgen.edge_agent.sinks.base import SINKS, Sink
+from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
 
 FLUSH_TIMEOUT_S = 5.0
 
 
+class MqttSinkConfig(SinkSettings):
+    kind: Literal["mqtt"] = Field(title="Results as JSON on a topic of any broker (QoS 1)")
+    url: str = Field(pattern=r"^mqtt://[^/]+/?$", title="mqtt://host:port of the broker (plain MQTT)")
+    topic: str = Field(min_length=1, title="Topic to publish results on")
+    username: str | None = Field(None, title="Account on that broker (brokers refuse anonymous clients)")
+    password: SecretStr | None = Field(None, title="Password of username")
+
+
 @SINKS.register("mqtt")
 class MqttSink(Sink):
-    def __init__(self, config: SinkConfig) -> None:
-        assert config.url is not None and config.topic is not None
+    def __init__(self, config: MqttSinkConfig) -> None:
         parts = urlsplit(config.url)
         self.topic = config.topic
         self._lock = threading.Lock()

@@ -15,11 +15,11 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.clock import StreamClock
-from hgen.edge_agent.config import SinkConfig, parse_agent_config
+from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.resend import RESEND_WINDOW
 from hgen.edge_agent.results import Result, ResultStatus
-from hgen.edge_agent.sinks.jsonl import JsonlSink
+from hgen.edge_agent.sinks.jsonl import JsonlSink, JsonlSinkConfig
 from hgen.edge_agent.testing import make_keys, null_bundle
 from hgen.protos import hub_pb2
 
@@ -86,7 +86,7 @@ def test_jsonl_sink_knows_its_tail_and_ends_a_line_cut_by_a_crash(tmp_path: Path
     path = tmp_path / "r.jsonl"
     fused = Result(1, "s-1", 0.0, ResultStatus.FUSED, "people", label=7)
     path.write_text(fused.to_json() + "\n" + '{"sample_id": "s-2", "sta')  # killed mid-line
-    sink = JsonlSink(SinkConfig(kind="jsonl", path=path))
+    sink = JsonlSink(JsonlSinkConfig(kind="jsonl", path=path))
     assert sink.holds(fused) and not sink.holds(Result(1, "s-1", 0.0, ResultStatus.LATE, "people"))
     sink.emit(Result(2, "s-3", 0.0, ResultStatus.MODEL, "confident", label=1))
     sink.close()
