@@ -198,13 +198,18 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
     return None if value is None or value.is_absolute() else base / value
 
 
+def _is_relative_path(uri: str) -> bool:
+    """A source's uri names a file or folder unless it is a URL (scheme://) or a camera index (digits)."""
+    return not ("://" in uri or uri.isdigit() or Path(uri).is_absolute())
+
+
 def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     """Make every relative file path absolute against `base`."""
     bundle = config.bundle.model_copy(update={
         k: _resolve(base, getattr(config.bundle, k)) or getattr(config.bundle, k)
         for k in ("path", "public_key", "store_dir")})
     source = config.source
-    if source.kind in {"video", "images", "y4m"} and not Path(source.uri).is_absolute():
+    if _is_relative_path(source.uri):
         source = source.model_copy(update={"uri": str(base / source.uri)})
     outbox = config.outbox.model_copy(update={"path": _resolve(base, config.outbox.path) or config.outbox.path})
     sinks = tuple(sink.resolved(base) for sink in config.sinks)

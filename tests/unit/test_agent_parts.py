@@ -61,6 +61,15 @@ def test_config_file_paths_are_relative_to_the_file(tmp_path) -> None:
     assert loaded.outbox.path == tmp_path / "outbox.sqlite"
 
 
+@pytest.mark.parametrize("uri, resolved", [("frames", True), ("cams/y.y4m", True), ("0", False),
+                                           ("rtsp://cam.local:554/live", False), ("/dev/video0", False)])
+def test_a_source_uri_is_resolved_against_the_file_only_when_it_names_a_relative_file(tmp_path, uri, resolved):
+    (tmp_path / "agent.yaml").write_text("device_id: cam-1\nbundle: {path: b.hgb, public_key: k.pub}\n"
+                                         f"source: {{kind: images, uri: '{uri}'}}\n")
+    loaded = load_agent_config(tmp_path / "agent.yaml")
+    assert loaded.source.uri == (str(tmp_path / uri) if resolved else uri)
+
+
 # --- preprocessing, gate, labour budget ----------------------------------------------------------------
 
 
