@@ -48,7 +48,7 @@ def check(config: AgentConfig) -> dict[str, object]:
     """Everything `run` would refuse at start-up, without running: config, bundle (signature, target, hashes,
     engine opens), source opens. Returns a summary."""
     from hgen.edge_agent.model import load_model
-    from hgen.edge_agent.sources import open_source
+    from hgen.edge_agent.sources import is_live, open_source
 
     model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau, m=config.batching.annotators)
     try:
@@ -60,7 +60,7 @@ def check(config: AgentConfig) -> dict[str, object]:
         model.close()
     stop = threading.Event()
     stop.set()  # live sources must not block in back-off while checking
-    source = open_source(config.source, stop) if config.source.kind in {"video", "images", "y4m"} else None
+    source = None if is_live(config.source.kind) else open_source(config.source, stop)
     if source is not None:
         source.close()
     summary["source"] = f"{config.source.kind} {config.source.uri}"

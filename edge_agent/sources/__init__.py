@@ -3,6 +3,6 @@
 `open_source(config)` looks the kind up in `SOURCES`; live kinds reopen a dropped stream with back-off.
 """
 
-from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource, SourceStats, open_source
+from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource, SourceStats, is_live, open_source
 
-__all__ = ["SOURCES", "Frame", "FrameSource", "SourceStats", "open_source"]
+__all__ = ["SOURCES", "Frame", "FrameSource", "SourceStats", "is_live", "open_source"]

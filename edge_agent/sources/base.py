@@ -9,7 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +50,8 @@ class SourceStats:
 class FrameSource(ABC):
     """Yields frames until the end of the stream (`read` returns None) or `close`."""
 
+    live: ClassVar[bool] = False  # a camera or network stream: reopened with back-off, never at an end
+
     def __init__(self, config: SourceConfig, stop: threading.Event) -> None:
         self.config = config
         self.stop = stop
@@ -67,8 +69,13 @@ class FrameSource(ABC):
         return False
 
 
-SourceFactory = Callable[[SourceConfig, threading.Event], FrameSource]
-SOURCES: Registry[SourceFactory] = Registry("frame source")
+SOURCES: Registry[type[FrameSource]] = Registry("frame source")
+
+
+def is_live(kind: str) -> bool:
+    """Whether the source kind is a live stream (opening it may wait for a camera or a network)."""
+    discover("hgen.edge_agent.sources")
+    return SOURCES.get(kind).live
 
 
 def open_source(config: SourceConfig, stop: threading.Event | None = None) -> FrameSource:
@@ -201,8 +208,6 @@ class PacedSource(FrameSource):
 
 class CaptureSource(FrameSource):
     """A `cv2.VideoCapture` source; live kinds reopen with exponential back-off when reads fail."""
-
-    live = False
 
     def __init__(self, config: SourceConfig, stop: threading.Event) -> None:
         super().__init__(config, stop)

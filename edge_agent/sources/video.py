@@ -5,4 +5,4 @@ from hgen.edge_agent.sources.base import SOURCES, CaptureSource
 
 @SOURCES.register("video")
 class VideoFileSource(CaptureSource):
-    live = False
+    """Not live: the end of the file is the end of the stream (or, with `loop`, its restart)."""

@@ -283,3 +283,17 @@ def test_cli_check_and_errors(tmp_path, keys, bundle, capsys) -> None:
     assert "rpi4" in capsys.readouterr().err
     assert cli_main(["run", "--config", str(good), "--log-level", "ERROR"]) == 0
     assert '"frames": 3.0' in capsys.readouterr().out
+
+
+def test_cli_check_opens_a_file_source_but_not_a_live_camera(tmp_path, keys, bundle, capsys) -> None:
+    """check proves a file source opens (a missing file is an error) and leaves live kinds alone: a camera that is
+    not plugged in yet would otherwise make check wait in back-off."""
+    head = f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(head + f"source: {{kind: video, uri: {tmp_path / 'nowhere.avi'}}}\n")
+    assert cli_main(["check", "--config", str(missing)]) != 0
+    assert "nowhere.avi" in capsys.readouterr().err
+    camera = tmp_path / "camera.yaml"
+    camera.write_text(head + "source: {kind: camera, uri: '7'}\n")
+    assert cli_main(["check", "--config", str(camera)]) == 0
+    assert '"source": "camera 7"' in capsys.readouterr().out
