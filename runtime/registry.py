@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from hgen.runtime.errors import UnknownChoiceError
@@ -48,6 +48,13 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def check_choice(self, chosen: Sequence[str], *, allow_none: bool = False) -> None:
+        """A selection of backends (a bundle's engines, its web runtimes): distinct known names, at least one unless
+        `allow_none`; the error lists the valid choices."""
+        unknown = [name for name in chosen if name not in self._items]
+        if unknown or (not chosen and not allow_none) or len(set(chosen)) != len(chosen):
+            raise self._error(f"{self.kind}s must be distinct names from {tuple(self.names())}, got {tuple(chosen)}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

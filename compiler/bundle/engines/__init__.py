@@ -48,10 +48,8 @@ def bundle_engine_names() -> list[str]:
 
 def check_engines(engines: Sequence[str]) -> None:
     """Distinct, known names, at least one: a typed error before any lowering work."""
-    names = bundle_engine_names()
-    unknown = [name for name in engines if name not in names]
-    if unknown or not engines or len(set(engines)) != len(engines):
-        raise InvalidArgumentError(f"engines must be distinct names from {tuple(names)}, got {tuple(engines)}")
+    discover(__name__)
+    BUNDLE_ENGINES.check_choice(engines)
 
 
 def lower_engines(engines: Sequence[str], job: EngineJob) -> list[LoweredEngine]:

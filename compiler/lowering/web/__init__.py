@@ -47,10 +47,9 @@ def web_runtime_names() -> list[str]:
 
 
 def check_web_runtimes(runtimes: Sequence[str]) -> None:
-    names = web_runtime_names()
-    unknown = [name for name in runtimes if name not in names]
-    if unknown or len(set(runtimes)) != len(runtimes):
-        raise InvalidArgumentError(f"web runtimes must be distinct names from {tuple(names)}, got {tuple(runtimes)}")
+    """Distinct, known names; none is a bundle no phone will use."""
+    discover(__name__)
+    WEB_RUNTIMES.check_choice(runtimes, allow_none=True)
 
 
 def float_tflite(keras_model: keras.Model, lowered: TFLiteModel) -> TFLiteModel:
