@@ -230,24 +230,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     evaluator = CandidateEvaluator(base, data, space, device, measured_as)
     log(f"search space: {len(space.layers)} layers ({', '.join(l.name for l in space.layers)}), "
         f"{len(space.actions)} operators; strategy {config.strategy}")
-    with (out / "search.jsonl").open("w") as journal:
-        def on_candidate(candidate: Candidate) -> None:
-            journal.write(json.dumps(candidate.to_record()) + "\n")
-            journal.flush()
-            progress(candidate)
-
-        progress = _progress(config, log)
-        result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
-                            budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60,
-                                          config.stop_at_feasible), accuracy_confidence=config.accuracy_confidence,
-                            on_candidate=on_candidate)
-    chosen = result.best_feasible or result.best
-    if chosen is None or chosen.measured is None:
-        raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")
-    log(f"search done in {result.wall_seconds:.0f} s: {result.stop_reason}; "
-        f"{'feasible' if result.best_feasible else 'NO feasible candidate; best'} plan {chosen.plan}, tau {chosen.tau:.3f}"
-        + (f" (DDPG proposed {chosen.tau_proposed:.3f})" if chosen.tau_proposed is not None else "")
-        + f"; {result.skipped_on_paper} candidates skipped on paper (S/E over budget)")
+    result, chosen = _search(config, evaluator, device, out, log)
     test = evaluator.held_out(data.test)
     origin, origin_logits = _origin(evaluator, base, test)
     searched = chosen
@@ -277,6 +260,31 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(summary))
     return CompileResult(summary, result, out)
+
+
+def _search(config: CompileConfig, evaluator: CandidateEvaluator, device: DeviceProfile, out: Path,
+            log: Callable[[str], None]) -> tuple[SearchResult, Candidate]:
+    """The H-Gen search, every candidate journalled to OUT/search.jsonl as it is measured; the best feasible plan
+    (else the best one, reported as not feasible)."""
+    with (out / "search.jsonl").open("w") as journal:
+        def on_candidate(candidate: Candidate) -> None:
+            journal.write(json.dumps(candidate.to_record()) + "\n")
+            journal.flush()
+            progress(candidate)
+
+        progress = _progress(config, log)
+        result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
+                            budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60,
+                                          config.stop_at_feasible), accuracy_confidence=config.accuracy_confidence,
+                            on_candidate=on_candidate)
+    chosen = result.best_feasible or result.best
+    if chosen is None or chosen.measured is None:
+        raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")
+    log(f"search done in {result.wall_seconds:.0f} s: {result.stop_reason}; "
+        f"{'feasible' if result.best_feasible else 'NO feasible candidate; best'} plan {chosen.plan}, tau {chosen.tau:.3f}"
+        + (f" (DDPG proposed {chosen.tau_proposed:.3f})" if chosen.tau_proposed is not None else "")
+        + f"; {result.skipped_on_paper} candidates skipped on paper (S/E over budget)")
+    return result, chosen
 
 
 def _origin(evaluator: CandidateEvaluator, base: Any, test: HeldOut) -> tuple[Measured, Any]:
