@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,63 @@ def levels(evaluator: CandidateEvaluator, final: Backbone, test: Any, test_logit
     return sorted(rows.values(), key=lambda r: r["labour"])
 
 
+@dataclass(frozen=True)
+class _Shipping:
+    """What every variant of one compile is built with."""
+
+    config: CompileConfig
+    evaluator: CandidateEvaluator
+    data: Dataset
+    test: Any  # the evaluator's held-out test split
+    name: str
+    kind: str
+    target: str
+    out: Path
+    key_path: Path
+    labour_levels: tuple[float, ...]
+    log: Callable[[str], None]
+
+
+def _variant(ship: _Shipping, i: int, candidate: Candidate) -> VariantEntry | None:
+    """Fine-tune, calibrate and measure one front plan, then lower, sign and pack it as member `v<i>` (None when the
+    plan no longer applies)."""
+    from hgen.compiler.bundle import pack_bundle, write_bundle
+    from hgen.compiler.train import predict_logits
+
+    config, evaluator, data, test = ship.config, ship.evaluator, ship.data, ship.test
+    final = evaluator.final(candidate.plan, config.final_epochs)
+    if final.error:
+        ship.log(f"variant {i}: plan no longer applies ({final.error}); skipped")
+        return None
+    logits = predict_logits(final.model, test.split.x)
+    rows = levels(evaluator, final, test, logits, ship.labour_levels, config.accuracy_confidence)
+    variant = f"v{i}"
+    write_bundle(ship.out / "members" / variant, final.model, name=ship.name,
+                 version=f"{config.model_version}+{variant}", kind=ship.kind, target=ship.target, labels=data.labels,
+                 input_spec=input_spec(data), tau=rows[-1]["tau"], temperature=final.temperature,
+                 fusion_lambda=config.fusion_lambda, confidence_params=_confidence_params(config.m,
+                                                                                          evaluator.difficulty),
+                 predicted_metrics={"accuracy": rows[-1]["accuracy"], "latency_ms": final.latency_ms,
+                                    "storage_mb": final.storage_mb, "energy_mj": final.energy_mj,
+                                    "labour": rows[-1]["labour_measured"]},
+                 plan={"layers": candidate.plan}, representative_data=data.train.x[:200], engines=config.engines,
+                 web=(), signing_key=ship.key_path, overwrite=True)
+    archive = pack_bundle(ship.out / "members" / variant, ship.out / "variants" / f"{variant}.hgb")
+    ship.log(f"variant {variant}: A {rows[0]['accuracy']:.4f}..{rows[-1]['accuracy']:.4f} over L "
+             f"{rows[0]['labour_measured']:.3f}..{rows[-1]['labour_measured']:.3f}, T {final.latency_ms:.1f} ms, "
+             f"E {final.energy_mj:.3f} mJ, S {final.storage_mb:.3f} MB")
+    return member_entry(
+        archive, name=variant, temperature=final.temperature,
+        accuracy_model_only=float((logits.argmax(axis=1) == data.test.y).mean()), latency_ms=final.latency_ms,
+        storage_mb=final.storage_mb, energy_mj=final.energy_mj,
+        memory_mb=memory_mb(final.model, final.storage_mb), levels=rows, plan=candidate.plan)
+
+
 def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: Sequence[float] = LABOUR_LEVELS,
                      log: Callable[[str], None] = lambda message: None, *,
                      data: Dataset | None = None) -> dict[str, Any]:
     """Search, then fine-tune, calibrate, measure, lower and sign up to `k` front variants into OUT/variants."""
-    from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
-    from hgen.compiler.train import predict_logits
 
     start = time.perf_counter()
     out = Path(config.out)
@@ -117,33 +168,10 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
     root = out / "variants"
     root.mkdir(parents=True, exist_ok=True)
     test = evaluator.held_out(data.test)
-    entries: list[VariantEntry] = []
-    for i, candidate in enumerate(chosen):
-        final = evaluator.final(candidate.plan, config.final_epochs)
-        if final.error:
-            log(f"variant {i}: plan no longer applies ({final.error}); skipped")
-            continue
-        logits = predict_logits(final.model, test.split.x)
-        rows = levels(evaluator, final, test, logits, labour_levels, config.accuracy_confidence)
-        variant = f"v{i}"
-        write_bundle(out / "members" / variant, final.model, name=name, version=f"{config.model_version}+{variant}",
-                     kind=measured_as.kind, target=device.target, labels=data.labels, input_spec=input_spec(data),
-                     tau=rows[-1]["tau"], temperature=final.temperature, fusion_lambda=config.fusion_lambda,
-                     confidence_params=_confidence_params(config.m, evaluator.difficulty),
-                     predicted_metrics={"accuracy": rows[-1]["accuracy"], "latency_ms": final.latency_ms,
-                                        "storage_mb": final.storage_mb, "energy_mj": final.energy_mj,
-                                        "labour": rows[-1]["labour_measured"]},
-                     plan={"layers": candidate.plan}, representative_data=data.train.x[:200], engines=config.engines,
-                     web=(), signing_key=key_path, overwrite=True)
-        archive = pack_bundle(out / "members" / variant, root / f"{variant}.hgb")
-        entries.append(member_entry(
-            archive, name=variant, temperature=final.temperature,
-            accuracy_model_only=float((logits.argmax(axis=1) == data.test.y).mean()), latency_ms=final.latency_ms,
-            storage_mb=final.storage_mb, energy_mj=final.energy_mj,
-            memory_mb=memory_mb(final.model, final.storage_mb), levels=rows, plan=candidate.plan))
-        log(f"variant {variant}: A {rows[0]['accuracy']:.4f}..{rows[-1]['accuracy']:.4f} over L "
-            f"{rows[0]['labour_measured']:.3f}..{rows[-1]['labour_measured']:.3f}, T {final.latency_ms:.1f} ms, "
-            f"E {final.energy_mj:.3f} mJ, S {final.storage_mb:.3f} MB")
+    shipping = _Shipping(config, evaluator, data, test, name, measured_as.kind, device.target, out, key_path,
+                         tuple(labour_levels), log)
+    built = [_variant(shipping, i, candidate) for i, candidate in enumerate(chosen)]
+    entries = [entry for entry in built if entry is not None]
     if not entries:
         raise CompilerError("no variant of the Pareto front could be built")
     d = config.demands
