@@ -17,12 +17,22 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A typed mapping from names to backends, with an error that lists the valid choices."""
+    """A typed mapping from names to backends, with an error that lists the valid choices.
 
-    def __init__(self, kind: str, error: type[Exception] = UnknownChoiceError) -> None:
+    With `package`, the registry imports that plugin package's modules itself the first time it is asked for a
+    backend or its names, so callers need no `discover` of their own."""
+
+    def __init__(self, kind: str, error: type[Exception] = UnknownChoiceError, package: str | None = None) -> None:
         self.kind = kind
         self._error = error
+        self._package = package
         self._items: dict[str, T] = {}
+
+    def _entries(self) -> dict[str, T]:
+        if self._package is not None:
+            package, self._package = self._package, None
+            discover(package)
+        return self._items
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: `@registry.register("name")` on a class or function."""
@@ -40,30 +50,30 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         try:
-            return self._items[name]
+            return self._entries()[name]
         except KeyError:
             raise self._error(
                 f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names()) or '(none registered)'}"
             ) from None
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self._entries())
 
     def check_choice(self, chosen: Sequence[str], *, allow_none: bool = False) -> None:
         """A selection of backends (a bundle's engines, its web runtimes): distinct known names, at least one unless
         `allow_none`; the error lists the valid choices."""
-        unknown = [name for name in chosen if name not in self._items]
+        unknown = [name for name in chosen if name not in self._entries()]
         if unknown or (not chosen and not allow_none) or len(set(chosen)) != len(chosen):
             raise self._error(f"{self.kind}s must be distinct names from {tuple(self.names())}, got {tuple(chosen)}")
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._entries()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def items(self) -> list[tuple[str, T]]:
-        return [(name, self._items[name]) for name in self.names()]
+        return [(name, self._entries()[name]) for name in self.names()]
 
 
 def discover(package: str) -> None:

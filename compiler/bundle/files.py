@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 
 def sha256_file(path: Path) -> str:
@@ -12,3 +13,8 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 16):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_fields(path: Path) -> dict[str, Any]:
+    """How the manifest lists a file of the bundle: its name, digest and size (engine and web entries alike)."""
+    return {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}

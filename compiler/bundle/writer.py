@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hgen.compiler.bundle.engines import EngineJob, check_engines, lower_engines
-from hgen.compiler.bundle.files import sha256_file
+from hgen.compiler.bundle.engines import BUNDLE_ENGINES, EngineJob, lower_engines
+from hgen.compiler.bundle.files import file_fields
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.targets import get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
-from hgen.compiler.lowering.web import WebModel, check_web_runtimes, lower_web
+from hgen.compiler.lowering.web import WEB_RUNTIMES, WebModel, lower_web
 from hgen.runtime import signing
 from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, InputSpec, Manifest
 from hgen.runtime.config import parse_config
@@ -39,8 +39,7 @@ class BundleInfo:
 
 def _web_entry(runtime: str, model: WebModel) -> dict[str, Any]:
     path = model.path
-    entry = {"runtime": runtime, "file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size,
-             "format": path.suffix.lstrip(".")}
+    entry = {"runtime": runtime, **file_fields(path), "format": path.suffix.lstrip(".")}
     if model.io_dtype == "uint8":  # float entries stay as older runtimes read them
         entry.update(io_dtype="uint8", input_quantization=_uint8(model.input_quant),
                      output_quantization=_uint8(model.output_quant))
@@ -114,8 +113,8 @@ def write_bundle(
     will use. `lowered`: `keras_model` already lowered at `quantize` (the compile's measured int8 model), so it is
     neither converted nor calibrated again. `familiarity`: the training images' input statistics
     (`hgen.runtime.familiarity`), so the device asks people about frames unlike them."""
-    check_engines(engines)
-    check_web_runtimes(web)
+    BUNDLE_ENGINES.check_choice(engines)
+    WEB_RUNTIMES.check_choice(web, allow_none=True)  # none: a bundle no phone will use
     get_target(target)  # unknown target: typed error before any work
     precision = precision_of(quantize)
     key = signing.load_private_key(signing_key)

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.runtime.config import StrictModel
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 class SinkSettings(StrictModel):
@@ -45,12 +45,11 @@ class Sink(ABC):
 
 
 SinkFactory = Callable[[Any], Sink]  # the sink's own config (a SinkSettings with its kind) -> the open sink
-SINKS: Registry[SinkFactory] = Registry("result sink")
+SINKS: Registry[SinkFactory] = Registry("result sink", package="hgen.edge_agent.sinks")
 
 
 def open_sinks(configs: Sequence[Any]) -> list[Sink]:
     """Open each configured sink by its config's `kind` (agent.yaml's `sinks`, validated as `SinkConfig`)."""
-    discover("hgen.edge_agent.sinks")
     sinks: list[Sink] = []
     for config in configs:
         sink = SINKS.get(config.kind)(config)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hgen.edge_agent.config import SourceConfig
 from hgen.edge_agent.errors import SourceError
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,16 @@ class FrameSource(ABC):
         return False
 
 
-SOURCES: Registry[type[FrameSource]] = Registry("frame source")
+SOURCES: Registry[type[FrameSource]] = Registry("frame source", package="hgen.edge_agent.sources")
 
 
 def is_live(kind: str) -> bool:
     """Whether the source kind is a live stream (opening it may wait for a camera or a network)."""
-    discover("hgen.edge_agent.sources")
     return SOURCES.get(kind).live
 
 
 def open_source(config: SourceConfig, stop: threading.Event | None = None) -> FrameSource:
     """Open the configured source, paced by `fps_limit` when set."""
-    discover("hgen.edge_agent.sources")
     source = SOURCES.get(config.kind)(config, stop or threading.Event())
     if config.prefetch:
         source = PrefetchSource(source, config.prefetch)

@@ -8,32 +8,32 @@ from typing import get_args
 
 import pytest
 
-from hgen.compiler.bundle.engines import bundle_engine_names, check_engines
+from hgen.compiler.bundle.engines import BUNDLE_ENGINES
 from hgen.compiler.errors import InvalidArgumentError
-from hgen.compiler.lowering.web import check_web_runtimes, web_runtime_names
+from hgen.compiler.lowering.web import WEB_RUNTIMES
 from hgen.runtime.bundle.manifest import EngineEntry, InputSpec, Manifest, Quantization, WebModelEntry
 from hgen.runtime.engines import ENGINES, engine_names
 
 
 def test_every_bundle_engine_is_an_engine_the_device_opens() -> None:
-    assert bundle_engine_names() == ["litert", "tvm"]
-    assert set(bundle_engine_names()) <= set(engine_names())
+    assert BUNDLE_ENGINES.names() == ["litert", "tvm"]
+    assert set(BUNDLE_ENGINES.names()) <= set(engine_names())
 
 
 @pytest.mark.parametrize("engines", [["litert", "onnx"], [], ["tvm", "tvm"]])
 def test_engines_must_be_distinct_known_names(engines: list[str]) -> None:
     with pytest.raises(InvalidArgumentError, match=r"distinct names from \('litert', 'tvm'\)"):
-        check_engines(engines)
+        BUNDLE_ENGINES.check_choice(engines)
 
 
 def test_web_runtimes_are_registered_and_checked() -> None:
-    assert web_runtime_names() == ["litert-js", "onnxruntime-web"]
-    check_web_runtimes(["onnxruntime-web", "litert-js"])
-    check_web_runtimes([])  # a bundle no phone will use
+    assert WEB_RUNTIMES.names() == ["litert-js", "onnxruntime-web"]
+    WEB_RUNTIMES.check_choice(["onnxruntime-web", "litert-js"], allow_none=True)
+    WEB_RUNTIMES.check_choice([], allow_none=True)  # a bundle no phone will use
     with pytest.raises(InvalidArgumentError, match="webgpu"):
-        check_web_runtimes(["webgpu"])
+        WEB_RUNTIMES.check_choice(["webgpu"], allow_none=True)
     # the signed manifest's schema names the same runtimes the writer can lower to (a new one is added to both)
-    assert sorted(get_args(WebModelEntry.model_fields["runtime"].annotation)) == web_runtime_names()
+    assert sorted(get_args(WebModelEntry.model_fields["runtime"].annotation)) == WEB_RUNTIMES.names()
 
 
 def _manifest(entry: EngineEntry) -> Manifest:

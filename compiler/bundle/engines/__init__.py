@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hgen.compiler.bundle.files import sha256_file
+from hgen.compiler.bundle.files import file_fields
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.lowering.tflite import TFLiteModel
 from hgen.runtime.bundle.manifest import EngineEntry, Quantization
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -38,22 +38,11 @@ class LoweredEngine:
 
 
 EngineLowering = Callable[[EngineJob], LoweredEngine]
-BUNDLE_ENGINES: Registry[EngineLowering] = Registry("bundle engine", InvalidArgumentError)
-
-
-def bundle_engine_names() -> list[str]:
-    discover(__name__)
-    return BUNDLE_ENGINES.names()
-
-
-def check_engines(engines: Sequence[str]) -> None:
-    """Distinct, known names, at least one: a typed error before any lowering work."""
-    discover(__name__)
-    BUNDLE_ENGINES.check_choice(engines)
+BUNDLE_ENGINES: Registry[EngineLowering] = Registry("bundle engine", InvalidArgumentError, package=__name__)
 
 
 def lower_engines(engines: Sequence[str], job: EngineJob) -> list[LoweredEngine]:
-    check_engines(engines)
+    """Each named engine's lowering (`BUNDLE_ENGINES.check_choice` vets the names before any work)."""
     return [BUNDLE_ENGINES.get(name)(job) for name in engines]
 
 
@@ -62,8 +51,7 @@ def engine_entry(name: str, path: Path, tflite: TFLiteModel,
                  machine: str | None = None) -> EngineEntry:
     """The manifest entry of `path`, the engine's file lowered from `tflite` (a compiled library says its format
     and machine)."""
-    return EngineEntry(name=name, file=path.name, sha256=sha256_file(path), size=path.stat().st_size,
-                       precision=tflite.precision, format=file_format, machine=machine,
+    return EngineEntry(name=name, **file_fields(path), precision=tflite.precision, format=file_format, machine=machine,
                        input_quantization=_quantization(tflite.input_quant),
                        output_quantization=_quantization(tflite.output_quant))
 
@@ -72,5 +60,4 @@ def _quantization(quant: Any) -> Quantization | None:
     return None if quant is None else Quantization(scale=quant.scale, zero_point=quant.zero_point)
 
 
-__all__ = ["BUNDLE_ENGINES", "EngineJob", "EngineLowering", "LoweredEngine", "bundle_engine_names", "check_engines",
-           "engine_entry", "lower_engines"]
+__all__ = ["BUNDLE_ENGINES", "EngineJob", "EngineLowering", "LoweredEngine", "engine_entry", "lower_engines"]

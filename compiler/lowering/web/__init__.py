@@ -12,7 +12,7 @@ the page quantises its float input and dequantises the logits with the parameter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.lowering.tflite import Quant, TFLiteModel, lower_tflite
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 if TYPE_CHECKING:
     import keras
@@ -38,18 +38,7 @@ class WebModel:
 
 # (the Keras model, the bundle's lowered model, the bundle directory, the calibration data) -> the written model
 WebLowering = Callable[[Any, TFLiteModel, Path, "np.ndarray | None"], WebModel]
-WEB_RUNTIMES: Registry[WebLowering] = Registry("web runtime", InvalidArgumentError)
-
-
-def web_runtime_names() -> list[str]:
-    discover(__name__)
-    return WEB_RUNTIMES.names()
-
-
-def check_web_runtimes(runtimes: Sequence[str]) -> None:
-    """Distinct, known names; none is a bundle no phone will use."""
-    discover(__name__)
-    WEB_RUNTIMES.check_choice(runtimes, allow_none=True)
+WEB_RUNTIMES: Registry[WebLowering] = Registry("web runtime", InvalidArgumentError, package=__name__)
 
 
 def float_tflite(keras_model: keras.Model, lowered: TFLiteModel) -> TFLiteModel:
@@ -62,9 +51,7 @@ def float_tflite(keras_model: keras.Model, lowered: TFLiteModel) -> TFLiteModel:
 def lower_web(keras_model: keras.Model, lowered: TFLiteModel, out_dir: Path, runtime: str = "onnxruntime-web",
               representative_data: np.ndarray | None = None) -> WebModel:
     """Write the web model of `runtime` into `out_dir` (each runtime's module says which file and I/O)."""
-    check_web_runtimes((runtime,))
     return WEB_RUNTIMES.get(runtime)(keras_model, lowered, Path(out_dir), representative_data)
 
 
-__all__ = ["WEB_RUNTIMES", "WebLowering", "WebModel", "check_web_runtimes", "float_tflite", "lower_web",
-           "web_runtime_names"]
+__all__ = ["WEB_RUNTIMES", "WebLowering", "WebModel", "float_tflite", "lower_web"]
