@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 
 import numpy as np
@@ -31,7 +32,7 @@ from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.replies import ReplyHandling, Waiting
 from hgen.edge_agent.resend import ResendSchedule
 from hgen.edge_agent.results import Result, ResultStatus
-from hgen.edge_agent.sinks import CallbackSink, Sink, open_sinks
+from hgen.edge_agent.sinks import CallbackSink, Sink, close_sinks, open_sinks
 from hgen.edge_agent.sources import Frame, FrameSource, open_source
 from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
@@ -55,10 +56,20 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau, m=config.batching.annotators)
+        with ExitStack() as undo:  # a part refused mid-way releases what is already open (temp dir, db, sinks)
+            model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau,
+                               m=config.batching.annotators)
+            undo.callback(model.close)
+            self._open_parts(config, model, callbacks, source, undo)
+            undo.pop_all()
+
+    def _open_parts(self, config: AgentConfig, model: Model, callbacks: Sequence[Callable[[Result], None]],
+                    source: FrameSource | None, undo: ExitStack) -> None:
         self.slot = ModelSlot(model, config.swap, self._on_swap_event)
         self.outbox = Outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow)
+        undo.callback(self.outbox.close)
         self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
+        undo.callback(close_sinks, self.sinks)
         self.gate = Gate(config.gate)
         self.batcher = Batcher(config.batching)
         self.labour = LabourBucket(config.batching.labour_share, config.batching.labour_window_frames)
@@ -80,6 +91,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         if config.hub.url:
             self.transport = open_transport(config.hub, config.device_id, TransportCallbacks(
                 self._on_reply, self._on_update, self._on_transport_state))
+            undo.callback(self.transport.stop)
         self.telemetry.gauge("outbox_depth", self.outbox.depth)
         self.telemetry.gauge("outbox_dropped", self.outbox.dropped)
         self.telemetry.gauge("waiting_for_people", lambda: len(self._waiting))
@@ -96,7 +108,17 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         return self.slot.active
 
     def start(self) -> Agent:
-        """Open the source, restore unreplied samples from the outbox, start the threads and the hub link."""
+        """Open the source, restore unreplied samples from the outbox, start the threads and the hub link.
+
+        If any of it fails the agent stops, releasing all it holds, and the error propagates: a caller that
+        cannot start it has nothing left to clean up."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Agent:
         if self._source is None:
             self._source = open_source(self.config.source, self._stop)
         self._source.set_prepare(self._prepare)
@@ -168,8 +190,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
             self.metrics_endpoint.stop()
         if self._source is not None:
             self._source.close()
-        for sink in self.sinks:
-            sink.close()
+        close_sinks(self.sinks)
         self.slot.close()
         self.outbox.close()
 

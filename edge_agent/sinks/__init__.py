@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings, open_sinks
+from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings, close_sinks, open_sinks
 from hgen.edge_agent.sinks.callback import CallbackSink
 from hgen.edge_agent.sinks.jsonl import JsonlSinkConfig
 from hgen.edge_agent.sinks.mqtt import MqttSinkConfig
@@ -16,4 +16,4 @@ from hgen.edge_agent.sinks.mqtt import MqttSinkConfig
 SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig, Field(discriminator="kind")]
 
 __all__ = ["SINKS", "CallbackSink", "JsonlSinkConfig", "MqttSinkConfig", "Sink", "SinkConfig", "SinkSettings",
-           "open_sinks"]
+           "close_sinks", "open_sinks"]

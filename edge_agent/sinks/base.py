@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from pydantic import Field
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.runtime.config import StrictModel
 from hgen.runtime.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 class SinkSettings(StrictModel):
@@ -51,8 +54,21 @@ SINKS: Registry[SinkFactory] = Registry("result sink", package="hgen.edge_agent.
 def open_sinks(configs: Sequence[Any]) -> list[Sink]:
     """Open each configured sink by its config's `kind` (agent.yaml's `sinks`, validated as `SinkConfig`)."""
     sinks: list[Sink] = []
-    for config in configs:
-        sink = SINKS.get(config.kind)(config)
-        sink.updates_only = config.updates_only
-        sinks.append(sink)
+    try:
+        for config in configs:
+            sink = SINKS.get(config.kind)(config)
+            sink.updates_only = config.updates_only
+            sinks.append(sink)
+    except BaseException:
+        close_sinks(sinks)  # the ones already open are not leaked by a later sink's failure
+        raise
     return sinks
+
+
+def close_sinks(sinks: Sequence[Sink]) -> None:
+    """Close every sink; one that fails to close is logged, and the others (and the caller's own shutdown) go on."""
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception:
+            log.exception("result sink %s failed to close", type(sink).__name__)
