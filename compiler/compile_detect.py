@@ -37,7 +37,6 @@ def detector(config: CompileConfig, data: DetectionDataset) -> tuple[Any, str, s
     from hgen.compiler.models import build_model, model_kind, model_names
     from hgen.compiler.models.detection_training import DETECTOR_TRAINING
 
-    model_names()  # discovers the zoo, whose detector files register their kinds' entries
     names = [n for kind in DETECTOR_TRAINING.names() for n in model_names(kind)]
     default = model_names(DEFAULT_KIND)
     name = default[0] if config.model == "lenet5" and default else config.model

@@ -1,7 +1,8 @@
 """Name -> backend registries (engines, transports, targets, operators, aggregators, H-DNN kinds, ...).
 
 Backends register themselves by name from their own module; nothing dispatches on list positions.
-`discover(package)` imports every module of a plugin package once, so adding a backend is adding a file.
+A registry given its plugin package imports every module of it (`discover`) on first use, so adding a backend is
+adding a file and no caller has to load the plugins first.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class Registry(Generic[T]):
 
     def _entries(self) -> dict[str, T]:
         if self._package is not None:
-            package, self._package = self._package, None
-            discover(package)
+            discover(self._package)  # a plugin that fails to import raises here, and the next use tries again
+            self._package = None
         return self._items
 
     def register(self, name: str) -> Callable[[T], T]:

@@ -24,7 +24,7 @@ class Verb:
     run: Callable[[argparse.Namespace], None]
 
 
-VERBS: Registry[Verb] = Registry("command", UnknownNameError)
+VERBS: Registry[Verb] = Registry("command", UnknownNameError, package=__name__)
 
 
 def fusion_lambda_arg(text: str) -> float:

@@ -11,7 +11,6 @@ from hgen.compiler.errors import (CompilerError, DatasetNotFoundError, DatasetSp
                                   InvalidArgumentError, UnknownNameError)
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
-from hgen.runtime.registry import discover
 
 # Most specific first: the first matching class decides the exit code.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -29,7 +28,6 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    discover("hgen.compiler.cli")
     parser = argparse.ArgumentParser(prog="hgen", description="H-Gen: human-in-the-loop DNNs for the edge.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     for name, verb in VERBS.items():

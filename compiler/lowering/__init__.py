@@ -3,7 +3,7 @@
 Heavy packages (TensorFlow, TVM, tf2onnx) are imported inside the functions that need them.
 """
 
-from hgen.compiler.lowering.targets import TARGETS, TargetProfile, get_target, target_names
+from hgen.compiler.lowering.targets import TARGETS, TargetProfile, get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
 from hgen.compiler.lowering.tvm_relax import TVMLibrary, compile_relax, export_library, lower_tvm, tflite_to_relax
 
@@ -18,6 +18,5 @@ __all__ = [
     "lower_tflite",
     "lower_tvm",
     "precision_of",
-    "target_names",
     "tflite_to_relax",
 ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hgen.compiler.errors import CompilerError, InvalidArgumentError, UnknownNameError
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.hdnn import DEFAULT_KIND
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 if TYPE_CHECKING:
     import keras
@@ -40,7 +40,7 @@ class ZooModel:
     kind: str = DEFAULT_KIND
 
 
-MODELS: Registry[ZooModel] = Registry("model", UnknownNameError)
+MODELS: Registry[ZooModel] = Registry("model", UnknownNameError, package=__name__)
 
 
 def register_model(name: str, config_type: type[ModelConfig] = ModelConfig,
@@ -54,14 +54,9 @@ def register_model(name: str, config_type: type[ModelConfig] = ModelConfig,
     return add
 
 
-def _zoo(name: str) -> ZooModel:
-    discover(__name__)
-    return MODELS.get(name)
-
-
 def model_config(name: str, options: Mapping[str, Any] | ModelConfig | None = None) -> ModelConfig:
     """Parse `options` strictly into the model's config type (defaults where omitted)."""
-    entry = _zoo(name)
+    entry = MODELS.get(name)
     if isinstance(options, ModelConfig):
         if not isinstance(options, entry.config_type):
             raise InvalidArgumentError(f"model '{name}' takes {entry.config_type.__name__}, "
@@ -77,7 +72,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
     shape = check_shape(name, input_shape)
     if num_classes < 1:
         raise InvalidArgumentError(f"model '{name}' needs at least one class, got {num_classes}")
-    return _zoo(name).build(shape, int(num_classes), config)
+    return MODELS.get(name).build(shape, int(num_classes), config)
 
 
 def build_classifier(name: str, input_shape: tuple[int, ...], num_classes: int,
@@ -90,12 +85,11 @@ def build_classifier(name: str, input_shape: tuple[int, ...], num_classes: int,
 
 def model_kind(name: str) -> str:
     """The H-DNN kind a zoo model's output has (`cnn` unless registered with another `kind`)."""
-    return _zoo(name).kind
+    return MODELS.get(name).kind
 
 
 def model_names(kind: str | None = None) -> list[str]:
     """Zoo names, optionally only those of one H-DNN kind (the compile search takes classifiers)."""
-    discover(__name__)
     return [name for name, entry in MODELS.items() if kind is None or entry.kind == kind]
 
 

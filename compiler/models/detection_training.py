@@ -27,12 +27,11 @@ class DetectorTraining:
     predict: Callable[[Any, np.ndarray], np.ndarray]
 
 
-DETECTOR_TRAINING: Registry[DetectorTraining] = Registry("detector training", UnknownNameError)
+# Filled by the zoo's detector files, so the registry discovers the zoo package.
+DETECTOR_TRAINING: Registry[DetectorTraining] = Registry("detector training", UnknownNameError,
+                                                         package="hgen.compiler.models")
 
 
 def detector_training(kind: str) -> DetectorTraining:
     """The entry of `kind` (its model file registers it when the zoo is loaded)."""
-    from hgen.compiler.models import model_names
-
-    model_names()  # discovers the zoo, whose detector files register their kinds
     return DETECTOR_TRAINING.get(kind)

@@ -88,7 +88,7 @@ class Operator(ABC):
         """Set the replacement's weights from the trained layer (the default: nothing to set)."""
 
 
-OPERATORS: Registry[Operator] = Registry("compression operator", UnknownNameError)
+OPERATORS: Registry[Operator] = Registry("compression operator", UnknownNameError, package="hgen.compiler.ops")
 
 
 def register(cls: type[Operator]) -> type[Operator]:

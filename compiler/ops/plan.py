@@ -20,15 +20,9 @@ from hgen.compiler.ops.base import OPERATORS, Operator, OperatorConfig
 from hgen.compiler.ops.errors import OperatorError, PlanError
 from hgen.compiler.ops.graph import GraphView
 from hgen.runtime.config import StrictModel, parse_config
-from hgen.runtime.registry import discover
 
 IDENTITY = "identity"
 OptionValue = float | int | bool | str
-
-
-def load_operators() -> None:
-    """Import every operator module once so the registry is complete."""
-    discover("hgen.compiler.ops")
 
 
 class LayerChoice(StrictModel):
@@ -117,7 +111,6 @@ def validate_plan(model: Any, plan: Plan) -> list[ResolvedChoice]:
 
     Returns the non-identity entries in the model's topological order.
     """
-    load_operators()
     graph = GraphView.of(model)
     problems: list[str] = []
     resolved: list[ResolvedChoice] = []
@@ -159,7 +152,6 @@ def operators_for(layer: Any, model: Any = None) -> list[str]:
     Without `model` only the layer type is checked; with it, each operator's full check runs at its default config
     (so e.g. `gap` appears only on a Dense fed by Flatten -> Dense chain, `sparse_random` not on 1-channel input).
     """
-    load_operators()
     graph = GraphView.of(model) if model is not None else None
     names = []
     for name, operator in OPERATORS.items():
@@ -182,7 +174,6 @@ def _fits(operator: Operator, layer: Any, graph: GraphView, choice: LayerChoice 
 
 def resolve_operator(name: str, layer: Any) -> str | None:
     """A registered name, or a paper family name ("svd") resolved by layer type; None if nothing fits the type."""
-    load_operators()
     kind = type(layer).__name__
     if name in OPERATORS:
         return name if kind in OPERATORS.get(name).layer_types or name == IDENTITY else None

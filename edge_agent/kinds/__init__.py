@@ -22,7 +22,7 @@ import numpy as np
 from hgen.edge_agent.results import Result
 from hgen.protos import hub_pb2
 from hgen.runtime.errors import UnknownChoiceError
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 if TYPE_CHECKING:
     from hgen.edge_agent.model import Model
@@ -67,16 +67,14 @@ class KindAdapter(Protocol):
         """Per sample, something equal when two models give the same answer (swap agreement check)."""
 
 
-ADAPTERS: Registry[KindAdapter] = Registry("agent H-DNN kind", UnknownChoiceError)
+ADAPTERS: Registry[KindAdapter] = Registry("agent H-DNN kind", UnknownChoiceError, package=__name__)
 
 
 def adapter_for(kind: str) -> KindAdapter:
-    discover(__name__)
     return ADAPTERS.get(kind)
 
 
 def adapter_names() -> list[str]:
-    discover(__name__)
     return ADAPTERS.names()
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from hgen.edge_agent.config import HubConfig
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.protos import hub_pb2
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 class ConnectionState(enum.Enum):
@@ -115,7 +115,7 @@ class Transport(ABC):
 
 
 TransportFactory = Callable[[Endpoint, HubConfig, str, TransportCallbacks], Transport]
-TRANSPORTS: Registry[TransportFactory] = Registry("hub transport")
+TRANSPORTS: Registry[TransportFactory] = Registry("hub transport", package="hgen.edge_agent.transports")
 
 
 def open_transport(config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> Transport:
@@ -124,5 +124,4 @@ def open_transport(config: HubConfig, device_id: str, callbacks: TransportCallba
     endpoint = parse_endpoint(config.url)
     if endpoint.tls and config.tls is None:
         raise AgentConfigError(f"{config.url} uses TLS: set hub.tls (ca_file, optionally cert_file/key_file)")
-    discover("hgen.edge_agent.transports")
     return TRANSPORTS.get(endpoint.scheme)(endpoint, config, device_id, callbacks)

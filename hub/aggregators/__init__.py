@@ -1,6 +1,6 @@
 """Aggregation strategies by name (one file each): answers of m annotators -> one AggregatedLabel.
 
-`get_aggregator(name)` discovers this package once, so adding a strategy is adding a file with
+`AGGREGATORS` discovers this package on first use, so adding a strategy is adding a file with
 `@AGGREGATORS.register("name")` on a class that implements `Aggregator`.
 """
 
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import ClassVar, Protocol
 
 from hgen.hub.errors import UnknownAggregatorError
 from hgen.protos import hub_pb2
 from hgen.runtime.hdnn import HDNNKind
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Aggregator(Protocol):
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel: ...
 
 
-AGGREGATORS: Registry[type] = Registry("aggregator", UnknownAggregatorError)
+AGGREGATORS: Registry[type] = Registry("aggregator", UnknownAggregatorError, package=__name__)
 
 
 def default_aggregator(kind: HDNNKind, configured: str) -> str:
@@ -50,20 +49,12 @@ def default_aggregator(kind: HDNNKind, configured: str) -> str:
     return configured if get_aggregator(configured).label == kind.label else kind.aggregator
 
 
-@cache
-def _discover() -> None:
-    """Import the strategy modules once (the registry is filled by their decorators)."""
-    discover(__name__)
-
-
 def get_aggregator(name: str) -> Aggregator:
     """An instance of the strategy registered as `name`; UnknownAggregatorError lists the valid names."""
-    _discover()
     return AGGREGATORS.get(name)()
 
 
 def aggregator_names() -> list[str]:
-    _discover()
     return AGGREGATORS.names()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.errors import HGenRuntimeError, InvalidInputError
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 if TYPE_CHECKING:
     from hgen.runtime.bundle.manifest import EngineEntry, Manifest
@@ -93,12 +93,11 @@ class Engine(ABC):
         """Run exactly one model batch (shape == input_spec.shape)."""
 
 
-ENGINES: Registry[type[Engine]] = Registry("engine")
+ENGINES: Registry[type[Engine]] = Registry("engine", package="hgen.runtime.engines")
 
 
 def open_engine(name: str, model_path: str | Path | None, config: Mapping[str, Any] | StrictModel | None = None) -> Engine:
     """Look up `name`, validate `config` against that engine's strict schema, and load `model_path`."""
-    discover("hgen.runtime.engines")
     engine_class = ENGINES.get(name)
     if not isinstance(config, StrictModel):
         config = parse_config(engine_class.Config, config, source=f"{name} engine config", error=InvalidInputError)
@@ -106,5 +105,4 @@ def open_engine(name: str, model_path: str | Path | None, config: Mapping[str, A
 
 
 def engine_names() -> list[str]:
-    discover("hgen.runtime.engines")
     return ENGINES.names()

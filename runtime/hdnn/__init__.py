@@ -22,7 +22,7 @@ from pydantic import Field
 
 from hgen.runtime.errors import InvalidInputError
 from hgen.runtime.labour import MAX_OPERATIONS, MIN_OPERATIONS, DifficultyEstimator
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 DEFAULT_KIND = "cnn"  # what a manifest or a sample that names no kind is (H-CNN came first; older bundles/devices)
 
@@ -91,22 +91,19 @@ class HDNNKind(Protocol):
         """Per-sample operations a person needs (d in [1, 3], Eq. 3): what the labour budget is charged."""
 
 
-KINDS: Registry[HDNNKind] = Registry("H-DNN kind")
+KINDS: Registry[HDNNKind] = Registry("H-DNN kind", package=__name__)
 
 
 def get_kind(name: str) -> HDNNKind:
-    discover(__name__)
     return KINDS.get(name)
 
 
 def kind_names() -> list[str]:
-    discover(__name__)
     return KINDS.names()
 
 
 def output_channels(kind: str, num_labels: int) -> int:
     """The output width a bundle of `kind` must have; kinds this runtime does not know are checked as classifiers."""
-    discover(__name__)
     return KINDS.get(kind).output_channels(num_labels) if kind in KINDS else num_labels
 
 

@@ -48,7 +48,6 @@ def test_only_an_engine_whose_file_lacks_shapes_takes_them_from_the_signed_manif
                         format="shared-library", machine="x86_64", input_quantization=quant,
                         output_quantization=quant)
     manifest = _manifest(entry)
-    engine_names()
     tvm = ENGINES.get("tvm").manifest_config(entry, manifest)
     assert tvm["input_shape"] == (1, 8, 8, 1) and tvm["output_shape"] == (1, 3) and tvm["precision"] == "int8"
     assert tvm["input_quantization"] == {"scale": 0.5, "zero_point": -3}

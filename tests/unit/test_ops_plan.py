@@ -9,8 +9,8 @@ import pytest
 from hgen.compiler.models import build_model
 from hgen.compiler.ops import (OPERATORS, LayerChoice, OperatorError, Plan, PlanError, RewriteError, apply_plan,
                                estimate_model, estimate_plan, every_layer, explicit, first_convs_of_blocks,
-                               load_operators, operator_effect, operators_for, resolve_operator,
-                               skip_first_conv_per_block, validate_plan)
+                               operator_effect, operators_for, resolve_operator, skip_first_conv_per_block,
+                               validate_plan)
 from hgen.compiler.ops.graph import GraphView
 from hgen.compiler.ops.testing import vgg_block_model
 
@@ -26,7 +26,6 @@ def vgg():
 
 
 def test_registry_holds_the_papers_nine_operators_plus_identity_and_hgens_own():
-    load_operators()
     ids = {OPERATORS.get(name).paper_id: name for name in OPERATORS.names() if OPERATORS.get(name).paper_id != "-"}
     assert set(ids) == {"o_c1", "o_c2", "o_c3", "o_c4", "o_c5", "o_c6", "o_f1", "o_f2", "o_f3"}
     assert {name for name in OPERATORS.names() if OPERATORS.get(name).paper_id == "-"} == {"identity", "stem_stride"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hgen.compiler.ops import (OPERATORS, OperatorError, Plan, PlanError, apply_plan, estimate_model, estimate_plan,
-                               load_operators, operators_for)
+                               operators_for)
 from hgen.compiler.ops.graph import GraphView
 
 pytestmark = pytest.mark.unit
@@ -51,7 +51,6 @@ def reason(model: keras.Model, layer: str, factor: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def model() -> keras.Model:
-    load_operators()
     return pooled()
 
 

@@ -1,3 +1,6 @@
+import importlib
+import sys
+
 import pytest
 from pydantic import Field
 
@@ -20,6 +23,37 @@ def test_registry_refuses_a_second_backend_under_the_same_name():
     registry.add("x", 1)
     with pytest.raises(ValueError):
         registry.add("x", 2)
+
+
+def write_plugins(package) -> None:
+    """A plugin package: `a` imports, `b` fails while the file `broken` is there (a missing optional package)."""
+    package.mkdir()
+    (package / "__init__.py").write_text("from hgen.runtime.registry import Registry\n"
+                                         "REGISTRY = Registry('fake backend', package=__name__)\n")
+    (package / "a.py").write_text("from hgen_fake_plugins import REGISTRY\nREGISTRY.add('a', 1)\n")
+    (package / "b.py").write_text("import pathlib\nfrom hgen_fake_plugins import REGISTRY\n"
+                                  "if pathlib.Path(__file__).with_name('broken').exists():\n"
+                                  "    raise ImportError('plugin b needs a package that is not installed')\n"
+                                  "REGISTRY.add('b', 2)\n")
+    (package / "broken").touch()
+
+
+def test_a_registry_discovers_its_plugins_on_first_use_and_again_after_a_failed_import(
+        tmp_path, monkeypatch) -> None:
+    """A plugin that failed to import (its package installed since) is found by the next use; before, the registry
+    kept the partial list for the life of the process."""
+    write_plugins(tmp_path / "hgen_fake_plugins")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        registry = importlib.import_module("hgen_fake_plugins").REGISTRY
+        assert "hgen_fake_plugins.a" not in sys.modules  # nothing imported until asked
+        with pytest.raises(ImportError, match="not installed"):
+            registry.names()
+        (tmp_path / "hgen_fake_plugins" / "broken").unlink()
+        assert registry.names() == ["a", "b"]
+    finally:
+        for name in ("hgen_fake_plugins", "hgen_fake_plugins.a", "hgen_fake_plugins.b"):
+            sys.modules.pop(name, None)
 
 
 class Inner(StrictModel):

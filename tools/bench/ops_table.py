@@ -20,7 +20,7 @@ from benchlib import machine, markdown_table, write_results
 from hgen.compiler.data import load_dataset
 from hgen.compiler.metrics import energy_mj, model_costs, storage_mb
 from hgen.compiler.models import build_model
-from hgen.compiler.ops import OPERATORS, Plan, apply_plan, every_layer, load_operators
+from hgen.compiler.ops import OPERATORS, Plan, apply_plan, every_layer
 from hgen.compiler.train import DistillConfig, TrainConfig, accuracy, distill, predict_logits, train_classifier
 
 DATASET = "fashion-mnist:lowres"  # D5
@@ -119,7 +119,6 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = time.perf_counter()
-    load_operators()
     data = load_dataset(DATASET, seed=args.seed)
     model = build_model("lenet5", data.input_shape, data.num_classes)
     train_seconds = train_classifier(model, data.train, config=TrainConfig(epochs=args.epochs, seed=args.seed))

@@ -20,7 +20,7 @@ import numpy as np
 
 from hgen.compiler.errors import DatasetFormatError, DatasetNotFoundError, DatasetSpecError, UnknownNameError
 from hgen.runtime.config import StrictModel, parse_config
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -75,22 +75,19 @@ class DataFormat(ABC):
         """List and validate the records; raise a typed DatasetError naming the file or class on bad input."""
 
 
-FORMATS: Registry[DataFormat] = Registry("data format", UnknownNameError)
+FORMATS: Registry[DataFormat] = Registry("data format", UnknownNameError, package=__name__)
 
 
 def format_names() -> list[str]:
-    discover(__name__)
     return FORMATS.names()
 
 
 def get_format(name: str) -> DataFormat:
-    discover(__name__)
     return FORMATS.get(name)
 
 
 def detect_format(path: str | Path) -> DataFormat:
     """The format of an existing path, or DatasetFormatError saying what each format expects."""
-    discover(__name__)
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetNotFoundError(f"data set path '{path}' does not exist")
@@ -137,7 +134,6 @@ class Location:
 
 def parse_location(text: str) -> Location | None:
     """`/data/cams`, `folder:/data/cams`, `/data/cams:lowres?factor=2`; None when `text` is not a path spec."""
-    discover(__name__)
     head, _, query = text.strip().partition("?")
     fmt: str | None = None
     first, sep, rest = head.partition(":")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hgen.compiler.errors import UnknownNameError
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,8 @@ class TargetProfile:
         return not self.compilers
 
 
-TARGETS: Registry[TargetProfile] = Registry("target", UnknownNameError)
+TARGETS: Registry[TargetProfile] = Registry("target", UnknownNameError, package=__name__)
 
 
 def get_target(name: str) -> TargetProfile:
-    discover(__name__)
     return TARGETS.get(name)
-
-
-def target_names() -> list[str]:
-    discover(__name__)
-    return TARGETS.names()

@@ -9,17 +9,15 @@ from collections.abc import Callable
 
 from hgen.compiler.errors import UnknownNameError
 from hgen.compiler.search.context import SearchContext
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 Strategy = Callable[[SearchContext, int], None]
-STRATEGIES: Registry[Strategy] = Registry("search strategy", UnknownNameError)
+STRATEGIES: Registry[Strategy] = Registry("search strategy", UnknownNameError, package=__name__)
 
 
 def get_strategy(name: str) -> Strategy:
-    discover(__name__)
     return STRATEGIES.get(name)
 
 
 def strategy_names() -> list[str]:
-    discover(__name__)
     return STRATEGIES.names()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hgen.edge_agent.config import PowerConfig
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,8 @@ class PowerSource(Protocol):
         """The battery now (`now`: the agent's monotonic clock)."""
 
 
-POWER_SOURCES: Registry[type] = Registry("power source")
+POWER_SOURCES: Registry[type] = Registry("power source", package=__name__)
 
 
 def open_power(config: PowerConfig) -> PowerSource:
-    discover(__name__)
     return POWER_SOURCES.get(config.kind)(config)

@@ -18,7 +18,7 @@ from hgen.hub.config import RetrainConfig
 from hgen.hub.errors import RetrainError
 from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.records import RetrainStore
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 class LabelledImages(Protocol):
@@ -81,16 +81,14 @@ def sample_scorer(kind: RetrainKind) -> Any:
     return getattr(kind, "sample_scores", None)
 
 
-RETRAIN_KINDS: Registry[RetrainKind] = Registry("retrain kind")
+RETRAIN_KINDS: Registry[RetrainKind] = Registry("retrain kind", package=__name__)
 
 
 def get_retrain_kind(name: str) -> RetrainKind:
-    discover(__name__)
     return RETRAIN_KINDS.get(name)
 
 
 def retrain_kind_names() -> list[str]:
-    discover(__name__)
     return RETRAIN_KINDS.names()
 
 

@@ -14,7 +14,7 @@ from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.store import Task
 from hgen.hub.web.forms import AnswerForm, Shape
 from hgen.protos import hub_pb2
-from hgen.runtime.registry import Registry, discover
+from hgen.runtime.registry import Registry
 
 
 class AnswerView(Protocol):
@@ -26,16 +26,14 @@ class AnswerView(Protocol):
         """Set the answer's label and operations from the form; InvalidRequestError for anything malformed."""
 
 
-VIEWS: Registry[AnswerView] = Registry("annotator view")
+VIEWS: Registry[AnswerView] = Registry("annotator view", package=__name__)
 
 
 def get_view(name: str) -> AnswerView:
-    discover(__name__)
     return VIEWS.get(name)
 
 
 def view_names() -> list[str]:
-    discover(__name__)
     return VIEWS.names()
 
 
