@@ -40,6 +40,7 @@ from hgen.edge_agent.transports import Transport, TransportCallbacks, open_trans
 from hgen.edge_agent.updates import ModelUpdates
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kind
+from hgen.runtime.bundle.extraction import remove_orphans
 from hgen.runtime.familiarity import unfamiliar_frames
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        remove_orphans()  # what a killed run of this or another agent left in the temp folder
         with ExitStack() as undo:  # a part refused mid-way releases what is already open (temp dir, db, sinks)
             model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau,
                                m=config.batching.annotators)

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import shutil
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import hgen.runtime.engines as engines_pkg
+from hgen.runtime.bundle import extraction
 from hgen.runtime.bundle.elf import host_machine
 from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, TargetMismatchError
 from hgen.runtime.bundle.manifest import (
@@ -188,16 +188,15 @@ def load_bundle(
     `engines` picks which of the bundle's engines to open (default: all, in manifest order);
     `engine_options` passes per-engine settings such as `{"litert": {"num_threads": 2}}`.
     """
-    engines_pkg.engine_names()  # registers every engine module, so an unknown name fails now, before any I/O
     for name in engines or ():
-        engines_pkg.ENGINES.get(name)
+        engines_pkg.ENGINES.get(name)  # an unknown name fails now, before any I/O
     key = load_public_key(trusted_public_key)
     path = Path(path)
     tempdir = None
     if path.is_dir():
         manifest, root = verify_directory(path, key, expected_target), path
     elif path.is_file():
-        tempdir = tempfile.mkdtemp(prefix="hgen-bundle-")
+        tempdir = str(extraction.new_folder())
         try:
             manifest, root = verify_archive(path, key, expected_target, Path(tempdir)), Path(tempdir)
         except BaseException:

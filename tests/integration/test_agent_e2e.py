@@ -9,8 +9,10 @@ the same OpenCV VideoCapture path a camera uses.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -210,9 +212,12 @@ def _pending_ids(path: Path) -> tuple[set[str], set[str]]:
     return pending, final
 
 
-def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, video, hubs) -> None:
+def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, video, hubs, monkeypatch) -> None:
     """`hgen-agent run` in a subprocess, killed with SIGKILL while people are away; a fresh run on the same
-    outbox resends what was never answered; the hub holds every escalated sample exactly once."""
+    outbox resends what was never answered; the hub holds every escalated sample exactly once. The killed run's
+    extracted bundle is removed by the fresh one, which removes its own when it stops."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
     hub = start_hub(tmp_path / "hub.db", [DEVICE])
     hubs.append(hub)
     hub.pause_crowd()  # nobody answers before the kill, so the outbox holds samples when the agent dies
@@ -231,7 +236,8 @@ def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, vi
     config_path.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "hgen.edge_agent.cli", "run", "--config", str(config_path), "--log-level",
                "WARNING"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(temp)})
     try:
         deadline = time.monotonic() + 60
         stop = threading.Event()
@@ -245,12 +251,17 @@ def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, vi
             process.wait()
     first_pending, _ = _pending_ids(results)
     assert len(first_pending) >= 12, process.stderr.read()[-2000:] if process.stderr else ""
+    killed = [f.name for f in temp.iterdir()]
+    assert killed and all(name.startswith(f"hgen-bundle-{process.pid}-") for name in killed)
     hub.resume_crowd()
     collector = ResultCollector()
     restart = parse_agent_config({**config, "source": {"kind": "video", "uri": str(video), "max_frames": 20}})
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     with Agent(restart, callbacks=[collector]) as agent:
+        assert [f.name for f in temp.iterdir()] == [agent.model.bundle.root.name]  # the killed run's is gone
         assert agent.wait(30)
         assert agent.wait_outbox_empty(60) and agent.wait_settled(30)
+    assert list(temp.iterdir()) == []
     second_pending = {r.sample_id for r in collector.with_status("pending")}
     fused_after_restart = {r.sample_id for r in collector.with_status("fused")}
     stored = hub.sample_ids()
