@@ -19,13 +19,13 @@ SOURCES = ("setup.py", "pyproject.toml", "hub", "runtime", "protos", "compiler",
 
 # Runs inside the unpacked wheel: where the hub and its app come from, and what /device serves with and without it.
 PROBE = """
-import json, shutil, sys, tempfile
+import json, shutil, sys
 from pathlib import Path
 import hgen.hub
 from hgen.hub.testing.web import web_hub
 from hgen.hub.web.phones import device_app
 app = device_app()
-with web_hub(Path(tempfile.mkdtemp())) as hub:
+with web_hub(Path.cwd()) as hub:  # the test's tmp_path: its database goes with it
     client = hub.web.app.test_client()
     script = client.get("/device/static/device.js")
     served = (script.status_code, len(script.data), client.get("/device").status_code)
