@@ -27,13 +27,14 @@ from hgen.edge_agent.config import AgentConfig
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
 from hgen.edge_agent.housekeeping import Housekeeping
 from hgen.edge_agent.kinds import FrameSize
-from hgen.edge_agent.model import FrameShapeError, Model, load_model, preprocess
+from hgen.edge_agent.model import FrameShapeError, Model, preprocess
 from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.replies import ReplyHandling, Waiting
 from hgen.edge_agent.resend import ResendSchedule
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sinks import CallbackSink, Sink, close_sinks, open_sinks
 from hgen.edge_agent.sources import Frame, FrameSource, open_source
+from hgen.edge_agent.store import BundleStore, StoreKeeper, open_first_model
 from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
 from hgen.edge_agent.transports import Transport, TransportCallbacks, open_transport
@@ -59,10 +60,12 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         self._changed = threading.Condition(self._lock)
         remove_orphans()  # what a killed run of this or another agent left in the temp folder
         with ExitStack() as undo:  # a part refused mid-way releases what is already open (temp dir, db, sinks)
-            model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau,
-                               m=config.batching.annotators)
+            store = BundleStore(config.bundle.store_dir, config.bundle.path)
+            model = open_first_model(config.bundle, store, tau=config.gate.tau, m=config.batching.annotators,
+                                     on_problem=lambda text: self.telemetry.problem("bundle", text))
             undo.callback(model.close)
             self._open_parts(config, model, callbacks, source, undo)
+            self.store = StoreKeeper(store, self._swap_lock, self.slot.running)
             undo.pop_all()
 
     def _open_parts(self, config: AgentConfig, model: Model, callbacks: Sequence[Callable[[Result], None]],
@@ -81,7 +84,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         self._done: OrderedDict[str, None] = OrderedDict()  # recently replied ids: duplicates are not "unknown"
         self._asks = ResendSchedule(config.hub.resend_after_s)
         self._resend_all = threading.Event()
-        self._swap_lock = threading.Lock()
+        self._swap_lock = threading.RLock()  # downloads, loads and the bundle store's writes, one at a time
         self._seen_versions: set[str] = set()
         self._pipeline: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
@@ -193,6 +196,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         if self._source is not None:
             self._source.close()
         close_sinks(self.sinks)
+        self.store.wait()
         self.slot.close()
         self.outbox.close()
 

@@ -46,7 +46,7 @@ def _config(args: argparse.Namespace) -> AgentConfig:
 
 def check(config: AgentConfig) -> dict[str, object]:
     """Everything `run` would refuse at start-up, without running: config, bundle (signature, target, hashes,
-    engine opens), source opens. Returns a summary."""
+    engine opens), source opens; and which bundle a start resumes. Returns a summary."""
     from hgen.edge_agent.model import load_model
     from hgen.edge_agent.sources import is_live, open_source
 
@@ -64,7 +64,16 @@ def check(config: AgentConfig) -> dict[str, object]:
     if source is not None:
         source.close()
     summary["source"] = f"{config.source.kind} {config.source.uri}"
+    summary["resumes"] = _resumes(config)
     return summary
+
+
+def _resumes(config: AgentConfig) -> str:
+    """Which bundle `run` starts from: the one recorded as running (verified when it starts), or `bundle.path`."""
+    from hgen.edge_agent.store import BundleStore
+
+    recorded = BundleStore(config.bundle.store_dir, config.bundle.path).resume_path() if config.bundle.resume else None
+    return str(recorded) if recorded else "(nothing recorded: starts from bundle.path)"
 
 
 def run(config: AgentConfig) -> None:

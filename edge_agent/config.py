@@ -25,7 +25,10 @@ class BundleConfig(StrictModel):
     engine: str | None = Field(None, title="Engine of the bundle to run (default: the bundle's first)")
     engine_options: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                       title="Per-engine options, e.g. {litert: {num_threads: 2}}")
-    store_dir: Path = Field(Path("bundles"), title="Where downloaded bundles are kept (current + previous)")
+    store_dir: Path = Field(Path("bundles"), title="Where downloaded bundles are kept (running, previous, staged) "
+                            "and current.json records the running one")
+    resume: bool = Field(True, title="Start from the bundle running when the agent last stopped (current.json), if "
+                         "it descends from this `path`; False: always start from `path`")
 
 
 class SourceConfig(StrictModel):

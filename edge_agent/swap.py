@@ -147,6 +147,13 @@ class ModelSlot:
         failed.close()
         return self.active
 
+    def running(self) -> tuple[Path, str, tuple[Path, ...]]:
+        """The active bundle's file, its version, and the files of every model held (the bundle store keeps
+        those)."""
+        with self._lock:
+            held = tuple(m.path for m in (self.active, self.previous, self._staged) if m is not None)
+            return self.active.path, self.active.version, held
+
     def close(self) -> None:
         with self._lock:
             models = [m for m in (self.active, self.previous, self._staged) if m is not None]

@@ -45,10 +45,10 @@ class ModelUpdates:
                 partial.replace(dest)
                 self.swap_to(dest)
             except (SwapError, BundleError, OSError) as exc:
-                self._reject(notice.version, str(exc))
+                self._reject(notice.version, str(exc), dest)
             except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
                 log.exception("update %s failed", notice.version)
-                self._reject(notice.version, f"{type(exc).__name__}: {exc}")
+                self._reject(notice.version, f"{type(exc).__name__}: {exc}", dest)
 
     def swap_to(self: Agent, path: Path, *, tau: float | None = None) -> Model:
         """Verify, load and health-check the bundle at `path`, then stage it for the next frame (with `tau`, e.g. a
@@ -58,21 +58,24 @@ class ModelUpdates:
         running (source ended), the switch happens here.
         """
         tau = self.config.gate.tau if tau is None else tau
-        candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
-                                      m=self.config.batching.annotators)
-        self.slot.stage(candidate)
+        with self._swap_lock:  # the bundle store does not prune while a bundle is being loaded and staged
+            candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
+                                          m=self.config.batching.annotators)
+            self.slot.stage(candidate)
         if self._finished.is_set():
             self.slot.maybe_switch()
         return candidate
 
-    def _reject(self: Agent, version: str, reason: str) -> None:
+    def _reject(self: Agent, version: str, reason: str, download: Path) -> None:
         log.error("model update %s rejected: %s", version, reason)
+        download.unlink(missing_ok=True)  # a refused bundle is never run: it does not stay on the card
         self.telemetry.inc("swaps_rejected")
         self.telemetry.problem("swap", f"update {version} rejected: {reason}")
         with self._changed:
             self._changed.notify_all()
 
     def _on_swap_event(self: Agent, kind: str, detail: str) -> None:
+        self.store.record_soon()  # the bundle now running is the one the next start resumes
         if kind == "swap":
             self.telemetry.inc("swaps")
             self.telemetry.problem("swap", "")

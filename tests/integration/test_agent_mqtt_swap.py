@@ -22,7 +22,7 @@ from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.testing import ResultCollector, RunningHub, digits_28, start_hub, wait_agent, write_video
 from hgen.hub.retrain.publish import BuiltBundle, HubPublisher
 from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
-from hgen.hub.testing.services import Broker
+from hgen.hub.testing.services import Broker, free_port
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME
 
 DEVICE = "cam-1"
@@ -62,7 +62,7 @@ def corrupt_copy(archive: Path, dest: Path) -> Path:
 def test_mqtt_update_notice_swaps_with_no_dropped_frames_and_bad_bundles_refused(
         tmp_path: Path, bundles: dict[str, Path], video: Path, broker: Broker, hub: RunningHub) -> None:  # noqa: F811
     publisher = HubPublisher(hub.app.service.kb, hub.app.grpc, hub.app.mqtt)
-    config = parse_agent_config({
+    data = {
         "device_id": DEVICE,
         "bundle": {"path": str(bundles["v1"]), "public_key": str(bundles["public_key"]),
                    "expected_target": "x86_64", "store_dir": str(tmp_path / "store")},
@@ -71,7 +71,8 @@ def test_mqtt_update_notice_swaps_with_no_dropped_frames_and_bad_bundles_refused
         "gate": {"tau": 0.0, "audit_share": 0.0},
         "hub": {"url": broker.url, "secret": hub.secret(DEVICE)},  # MQTT only: bundles come from the notice's fetch_uri
         "outbox": {"path": str(tmp_path / "outbox.sqlite")},
-    })
+    }
+    config = parse_agent_config(data)
     collector = ResultCollector()
     with Agent(config, callbacks=[collector]) as agent:
         assert collector.wait_for(lambda rs: len(rs) >= 30, 30)
@@ -97,6 +98,16 @@ def test_mqtt_update_notice_swaps_with_no_dropped_frames_and_bad_bundles_refused
     assert snap["frames_dropped"] == 0 and snap["frames"] == FRAMES and snap["rollbacks"] == 0
     versions = [r.bundle_version for r in first]
     assert versions[0] == "0.1.0" and versions[-1] == "0.2.0" and versions == sorted(versions)
+    # The refused downloads were deleted; the one running is recorded. A reboot with the hub out of reach (nothing
+    # listens on its port) comes back on the bundle the hub pushed, not the one the device was flashed with.
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["current.json", f"{NAME}-0.2.0.hgb"]
+    offline = parse_agent_config(data | {"hub": {"url": f"mqtt://127.0.0.1:{free_port()}", "secret": "s"},
+                                         "source": data["source"] | {"max_frames": 10}})
+    again = ResultCollector()
+    with Agent(offline, callbacks=[again]) as agent:
+        assert agent.model.version == "0.2.0"
+        assert agent.wait(60)
+    assert len(again.results) == 10 and {r.bundle_version for r in again.results} == {"0.2.0"}
 
 
 def test_device_connecting_after_the_notice_still_swaps(tmp_path: Path, bundles: dict[str, Path], video: Path,
