@@ -139,3 +139,14 @@ def phone_app_required() -> Path:
         return device_app()
     except PhoneAppMissingError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Python's temp folder for this test only, so what the code under test leaves there can be seen."""
+    import tempfile
+
+    root = tmp_path / "temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -212,12 +211,11 @@ def _pending_ids(path: Path) -> tuple[set[str], set[str]]:
     return pending, final
 
 
-def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, video, hubs, monkeypatch) -> None:
+def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, video, hubs, temp_root) -> None:
     """`hgen-agent run` in a subprocess, killed with SIGKILL while people are away; a fresh run on the same
     outbox resends what was never answered; the hub holds every escalated sample exactly once. The killed run's
     extracted bundle is removed by the fresh one, which removes its own when it stops."""
-    temp = tmp_path / "temp"
-    temp.mkdir()
+    temp = temp_root  # this test's temp folder: the subprocess's too (TMPDIR)
     hub = start_hub(tmp_path / "hub.db", [DEVICE])
     hubs.append(hub)
     hub.pause_crowd()  # nobody answers before the kill, so the outbox holds samples when the agent dies
@@ -256,7 +254,6 @@ def test_agent_kill9_mid_stream_then_restart_loses_nothing(tmp_path, bundles, vi
     hub.resume_crowd()
     collector = ResultCollector()
     restart = parse_agent_config({**config, "source": {"kind": "video", "uri": str(video), "max_frames": 20}})
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     with Agent(restart, callbacks=[collector]) as agent:
         assert [f.name for f in temp.iterdir()] == [agent.model.bundle.root.name]  # the killed run's is gone
         assert agent.wait(30)

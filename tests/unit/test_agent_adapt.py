@@ -5,7 +5,6 @@ between two frames, stops escalating (tau 0, no audits) and reports the choice o
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,15 +87,12 @@ def test_battery_drop_swaps_to_the_lean_variant_between_frames_and_status_says_w
         agent.stop()
 
 
-def test_a_tampered_set_is_refused_at_start(tmp_path, variant_set, monkeypatch) -> None:
+def test_a_tampered_set_is_refused_at_start(tmp_path, variant_set, temp_root) -> None:
     root, public_key, trace = variant_set
     (root / "small.hgb").write_bytes(b"not the signed member")
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     with pytest.raises(BundleError, match="small"):
         agent_for(tmp_path, root, public_key, trace)
-    assert list(temp.iterdir()) == []  # the running bundle, loaded before the set was checked, is released
+    assert list(temp_root.iterdir()) == []  # the running bundle, loaded before the set was checked, is released
 
 
 def test_a_member_failing_its_check_keeps_the_running_one_and_says_so(tmp_path, variant_set) -> None:

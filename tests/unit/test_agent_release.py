@@ -5,7 +5,6 @@ outbox database, the sinks already open. A device supervisor that retries a bad 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +23,6 @@ if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Python's temp folder for this test only, so what the agent leaves there can be seen."""
-    root = tmp_path / "temp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ agent holds. Null-engine bundles; the swaps go through the agent's own slot, as 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +35,20 @@ def archive(tmp: Path, keys: TestKeys, version: str, dest: Path) -> Path:
     return pack_bundle(null_bundle(tmp / f"build-{version}", keys, version=version), dest)
 
 
-def agent(tmp: Path, keys: TestKeys, **bundle: Any) -> Agent:
+@contextmanager
+def agent(tmp: Path, keys: TestKeys, **bundle: Any) -> Iterator[Agent]:
+    """An agent built on the store (not started: the tests switch models themselves), stopped afterwards."""
     (tmp / "frames").mkdir(exist_ok=True)
     cv2.imwrite(str(tmp / "frames" / "0.png"), np.zeros((28, 28), np.uint8))
-    return Agent(parse_agent_config({
+    built = Agent(parse_agent_config({
         "device_id": "cam-1", "source": {"kind": "images", "uri": str(tmp / "frames")},
         "bundle": {"path": str(tmp / "flash" / "net.hgb"), "public_key": str(keys.public_pem),
                    "store_dir": str(tmp / "store"), **bundle},
         "outbox": {"path": str(tmp / "outbox.sqlite")}}))
+    try:
+        yield built
+    finally:
+        built.stop()
 
 
 def swap(running: Agent, tmp: Path, keys: TestKeys, version: str) -> Path:
@@ -59,69 +67,44 @@ def flashed(tmp_path: Path, keys: TestKeys) -> Path:
 
 def test_a_restart_resumes_the_bundle_swapped_in_and_the_store_keeps_only_held_bundles(
         tmp_path: Path, keys: TestKeys, flashed: Path) -> None:
-    first = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as first:
         for version in ("0.2.0", "0.3.0", "0.4.0"):
             swap(first, tmp_path, keys, version)
         assert first.model.version == "0.4.0"
-    finally:
-        first.stop()
     stored = sorted(p.name for p in (tmp_path / "store").iterdir())
     assert stored == [POINTER, "null-net-0.3.0.hgb", "null-net-0.4.0.hgb"]  # running + previous; 0.2.0 deleted
     assert json.loads((tmp_path / "store" / POINTER).read_text())["version"] == "0.4.0"
     assert check(first.config)["resumes"] == str((tmp_path / "store" / "null-net-0.4.0.hgb").resolve())
-    second = agent(tmp_path, keys)  # no hub configured: the device resumes offline
-    try:
+    with agent(tmp_path, keys) as second:  # no hub configured: the device resumes offline
         assert second.model.version == "0.4.0" and "bundle" not in second.telemetry.problems
-    finally:
-        second.stop()
     assert flashed.exists()  # the flashed bundle is never pruned
-    third = agent(tmp_path, keys, resume=False)
-    try:
+    with agent(tmp_path, keys, resume=False) as third:
         assert third.model.version == "0.1.0"
-    finally:
-        third.stop()
 
 
 def test_a_bundle_flashed_since_is_started_not_the_recorded_one(tmp_path: Path, keys: TestKeys, flashed: Path) -> None:
-    first = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as first:
         swap(first, tmp_path, keys, "0.2.0")
-    finally:
-        first.stop()
     archive(tmp_path, keys, "1.0.0", flashed)  # the operator flashes a new compile at the same path
-    second = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as second:
         assert second.model.version == "1.0.0"
-    finally:
-        second.stop()
 
 
 def test_a_stored_bundle_that_no_longer_verifies_falls_back_to_the_flashed_one_and_says_so(
         tmp_path: Path, keys: TestKeys, flashed: Path) -> None:
-    first = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as first:
         stored = swap(first, tmp_path, keys, "0.2.0")
-    finally:
-        first.stop()
     stored.write_bytes(stored.read_bytes()[:-100])  # the card corrupted it
-    second = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as second:
         assert second.model.version == "0.1.0"
         assert "could not resume null-net-0.2.0.hgb" in second.telemetry.problems["bundle"]
-    finally:
-        second.stop()
     (tmp_path / "store" / POINTER).write_text("{not json")
-    third = agent(tmp_path, keys)  # an unreadable record is ignored
-    try:
+    with agent(tmp_path, keys) as third:  # an unreadable record is ignored
         assert third.model.version == "0.1.0"
-    finally:
-        third.stop()
 
 
 def test_a_bundle_rolled_back_at_run_time_is_not_resumed(tmp_path: Path, keys: TestKeys, flashed: Path) -> None:
-    first = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as first:
         swap(first, tmp_path, keys, "0.2.0")
 
         def broken(batch: np.ndarray) -> np.ndarray:
@@ -130,11 +113,6 @@ def test_a_bundle_rolled_back_at_run_time_is_not_resumed(tmp_path: Path, keys: T
         first.model.engine.run = broken  # type: ignore[method-assign]
         model, _ = first.slot.infer(np.zeros((1, 28, 28, 1), np.float32))
         assert model.version == "0.1.0"
-    finally:
-        first.stop()
     assert not (tmp_path / "store" / POINTER).exists()  # back on the flashed bundle: nothing to resume
-    second = agent(tmp_path, keys)
-    try:
+    with agent(tmp_path, keys) as second:
         assert second.model.version == "0.1.0"
-    finally:
-        second.stop()

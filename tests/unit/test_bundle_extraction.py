@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from hgen.compiler.bundle import pack_bundle
 from hgen.edge_agent.testing import make_keys, null_bundle
 from hgen.runtime.bundle import load_bundle
 from hgen.runtime.bundle.extraction import remove_orphans
-
-
-@pytest.fixture
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "temp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
 
 
 def ended_pid() -> int:
