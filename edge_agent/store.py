@@ -59,7 +59,9 @@ class BundleStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable %s (%s); starting from %s", self.pointer, exc, self.base)
             return None
-        if base != self._base_identity():
+        if not self.base.exists():
+            return None  # starting from base then names the missing bundle with the loader's typed error
+        if base != bundle_identity(self.base):
             log.info("bundle.path changed since %s was recorded; starting from %s", path.name, self.base)
             return None
         return path if path.exists() else None
@@ -70,7 +72,7 @@ class BundleStore:
             self.pointer.unlink(missing_ok=True)
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            data = {"path": str(running.resolve()), "version": version, "base": self._base_identity()}
+            data = {"path": str(running.resolve()), "version": version, "base": bundle_identity(self.base)}
             partial = self.pointer.with_suffix(".tmp")
             with open(partial, "w", encoding="utf-8") as handle:
                 json.dump(data, handle)
@@ -89,9 +91,6 @@ class BundleStore:
             log.info("removed %d old bundle(s) from %s", len(removed), self.folder)
         return removed
 
-    def _base_identity(self) -> str:
-        return bundle_identity(self.base)
-
 
 RunningState = Callable[[], tuple[Path, str, tuple[Path, ...]]]  # running bundle, its version, bundles to keep
 
@@ -105,16 +104,22 @@ class StoreKeeper:
         self.store = store
         self._lock = lock  # the agent's swap lock: no download is half-written while the store is pruned
         self._state = state
-        self._last: threading.Thread | None = None
+        self._writers: list[threading.Thread] = []
+        self._writers_lock = threading.Lock()
 
     def record_soon(self) -> None:
-        self._last = threading.Thread(target=self._record, name="agent-store", daemon=True)
-        self._last.start()
+        writer = threading.Thread(target=self._record, name="agent-store", daemon=True)
+        with self._writers_lock:  # started under the lock: `wait` never joins a thread not yet started
+            self._writers = [w for w in self._writers if w.is_alive()] + [writer]
+            writer.start()
 
     def wait(self, timeout: float = 30.0) -> None:
-        """Let the last write finish (the agent's stop)."""
-        if self._last is not None and self._last is not threading.current_thread():
-            self._last.join(timeout)
+        """Let every pending write finish (the agent's stop)."""
+        with self._writers_lock:
+            writers = list(self._writers)
+        for writer in writers:
+            if writer is not threading.current_thread():
+                writer.join(timeout)
 
     def _record(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from hgen.edge_agent.cli import check
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.store import POINTER
 from hgen.edge_agent.testing import make_keys, null_bundle
+from hgen.runtime.bundle import BundleFormatError
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
     from hgen.edge_agent.testing import TestKeys
@@ -116,3 +117,11 @@ def test_a_bundle_rolled_back_at_run_time_is_not_resumed(tmp_path: Path, keys: T
     assert not (tmp_path / "store" / POINTER).exists()  # back on the flashed bundle: nothing to resume
     with agent(tmp_path, keys) as second:
         assert second.model.version == "0.1.0"
+
+
+def test_a_missing_flashed_bundle_is_named_even_with_a_record(tmp_path: Path, keys: TestKeys, flashed: Path) -> None:
+    with agent(tmp_path, keys) as first:
+        swap(first, tmp_path, keys, "0.2.0")
+    flashed.unlink()  # the record cannot be judged against it: start from it, and say it is missing
+    with pytest.raises(BundleFormatError, match="does not exist"), agent(tmp_path, keys):
+        pass
