@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,16 +159,22 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
     colour = any(h.colour for h in headers.values())
     pre = options.preprocess(catalog.default_size, 3 if colour else 1)
     readable = [i for i in order if i in headers]
-    x, skipped, decoded, cached, set_cached = _decode_all(catalog, order, readable, pre, options, unreadable)
-    _check_policy(catalog, order, readable, skipped, unreadable, options)
-    kept = [i for i in readable if i not in skipped]
+
+    def check(found: Decoded) -> None:
+        """The policy over the header and decode failures together."""
+        _check_policy(catalog, order, readable, found.skipped, [*unreadable, *found.unreadable], options)
+
+    decoded = _decode_all(catalog, readable, pre, options, check)
+    check(decoded)
+    unreadable += decoded.unreadable
+    kept = [i for i in readable if i not in decoded.skipped]
     row = {i: r for r, i in enumerate(kept)}
     splits = {}
     for split in SPLITS:
         idx = [i for i in chosen[split] if i in row]
         rows = [row[i] for i in idx]
         start = rows[0] if rows else 0
-        xs = x[start:start + len(rows)]  # the set is in split order: a contiguous slice, no copy
+        xs = decoded.array[start:start + len(rows)]  # the set is in split order: a contiguous slice, no copy
         recs = [catalog.records[i] for i in idx]
         boxes = None
         if catalog.task == "detect":
@@ -176,14 +183,14 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
                           for i, r in zip(idx, recs))
         splits[split] = RawSplit(xs, np.array([r.label for r in recs], np.int64), boxes,
                                  tuple(str(r.path) for r in recs))
-    report = LoadReport(catalog.format, catalog.origin, len(order), decoded, cached, set_cached,
+    report = LoadReport(catalog.format, catalog.origin, len(order), decoded.decoded, decoded.cached, decoded.set_cached,
                         tuple(unreadable), tuple(oversized), catalog.ignored, carved,
                         dict(Counter(headers[i].mode for i in kept)),
                         tuple(headers[i].upright(pre.exif_transpose) for i in kept))
     return Loaded(catalog, pre, splits, report)
 
 
-def _check_policy(catalog: Catalog, order: list[int], readable: list[int], skipped: set[int],
+def _check_policy(catalog: Catalog, order: list[int], readable: list[int], skipped: frozenset[int],
                   unreadable: list[str], options: ImageOptions) -> None:
     if order and len(unreadable) > options.max_unreadable_fraction * len(order):
         raise UnreadableImageError(
@@ -202,76 +209,106 @@ def _check_policy(catalog: Catalog, order: list[int], readable: list[int], skipp
                                     f"readable images")
 
 
-def _decode_all(catalog: Catalog, order: list[int], readable: list[int], pre: Preprocess, options: ImageOptions,
-                unreadable: list[str]) -> tuple[np.ndarray, set[int], int, int, bool]:
-    """The uint8 set [n, H, W, C] for `readable` (in order), from the set cache or by decoding (once per file)."""
-    store = cache_mod.ImageCache(options.cache_dir) if options.cache else None
-    pkey = cache_mod.preprocess_key(pre)
-    item_keys: dict[int, str] = {}
-    if store is not None:
-        for i in readable:
-            item_keys[i] = cache_mod.combine(cache_mod.file_key(catalog.records[i].path, options.cache_key), pkey)
-        set_key = cache_mod.combine(pkey, *(item_keys[i] for i in readable))
-        hit = store.get_set(set_key)
-        if hit is not None:
-            array, meta = hit
-            skipped = {readable[k] for k in meta.get("skipped", [])}
-            unreadable.extend(meta.get("unreadable", []))
-            return array, skipped, 0, len(readable) - len(skipped), True
-    skipped: set[int] = set()
-    reasons: list[str] = []
+@dataclass(frozen=True)
+class Decoded:
+    """The assembled set and what producing it took; `unreadable` holds only the decode failures (the caller has the
+    header ones), so the caller decides how to merge them instead of handing over its list to be filled."""
 
-    def work(i: int) -> np.ndarray | UnreadableImageError:
-        """One image: from the per-image cache, else decoded and resized (threads: Pillow and OpenCV drop the GIL)."""
-        array = store.get_item(item_keys[i]) if store is not None else None
-        if array is not None and array.shape == pre.shape:
-            return array
-        try:
-            array = images.prepare(images.decode_image(catalog.records[i].path, pre.channels, options.max_pixels,
-                                                       pre.exif_transpose), pre)
-        except UnreadableImageError as exc:
-            return exc
-        if store is not None:
-            store.put_item(item_keys[i], array)
-        fresh.add(i)
-        return array
+    array: np.ndarray  # uint8 [rows, H, W, C]: `readable` in order, without `skipped` (possibly memory-mapped)
+    skipped: frozenset[int]  # record indices whose header read but whose image did not decode
+    unreadable: tuple[str, ...]  # "path: reason" of each skipped record, in `readable` order
+    decoded: int  # rows decoded in this load
+    cached: int  # rows taken from the cache (per-image or the whole set) without decoding
+    set_cached: bool  # the whole set came memory-mapped from the set cache
 
-    fresh: set[int] = set()
 
-    def fill(out: np.ndarray) -> int:
-        row = 0
-        workers = options.workers or min(4, os.cpu_count() or 1)
+def _decode_all(catalog: Catalog, readable: list[int], pre: Preprocess, options: ImageOptions,
+                check_policy: Callable[[Decoded], None]) -> Decoded:
+    """The set for `readable` (in order), from the set cache or by decoding (once per file). `check_policy` runs
+    before a new set is committed to the cache, so a load the policy refuses leaves nothing behind."""
+    decoder = _Decoder(catalog, readable, pre, options)
+    cached = decoder.cached_set()
+    return cached if cached is not None else decoder.decode(check_policy)
+
+
+class _Decoder:
+    """What every image of one load shares: the records, the preprocessing, the cache and the cache keys."""
+
+    def __init__(self, catalog: Catalog, readable: list[int], pre: Preprocess, options: ImageOptions) -> None:
+        self.catalog, self.readable, self.pre, self.options = catalog, readable, pre, options
+        self.store = cache_mod.ImageCache(options.cache_dir) if options.cache else None
+        self.item_keys: dict[int, str] = {}
+        self.set_key = ""
+        if self.store is not None:
+            pkey = cache_mod.preprocess_key(pre)
+            for i in readable:
+                self.item_keys[i] = cache_mod.combine(cache_mod.file_key(catalog.records[i].path, options.cache_key),
+                                                      pkey)
+            self.set_key = cache_mod.combine(pkey, *(self.item_keys[i] for i in readable))
+
+    def cached_set(self) -> Decoded | None:
+        """The set an identical earlier load assembled, memory-mapped, with the skips and reasons it recorded."""
+        hit = self.store.get_set(self.set_key) if self.store is not None else None
+        if hit is None:
+            return None
+        array, meta = hit
+        skipped = frozenset(self.readable[k] for k in meta.get("skipped", []))
+        return Decoded(array, skipped, tuple(meta.get("unreadable", [])), 0, len(self.readable) - len(skipped), True)
+
+    def decode(self, check_policy: Callable[[Decoded], None]) -> Decoded:
+        """Assemble the set; with a cache, straight into the cache's memory-mapped file, committed (and read back
+        memory-mapped) only once `check_policy` accepts the load."""
+        shape = (len(self.readable), *self.pre.shape)
+        if self.store is None or not self.readable:
+            return self.fill(np.empty(shape, np.uint8))
+        with self.store.writing_set(self.set_key, shape) as out:
+            filled = self.fill(out)
+            check_policy(filled)  # fail before anything is committed when the policy is broken
+        self.store.put_meta(self.set_key, {"rows": len(filled.array),
+                                           "skipped": [self.readable.index(i) for i in sorted(filled.skipped)],
+                                           "unreadable": list(filled.unreadable), "preprocess": self.pre.model_dump()})
+        hit = self.store.get_set(self.set_key)
+        if hit is None:
+            raise DatasetError(f"the image cache at {self.store.root} could not be read back")
+        return replace(filled, array=hit[0])
+
+    def fill(self, out: np.ndarray) -> Decoded:
+        """Prepare `readable` into `out`, CHUNK_ROWS at a time so only one chunk of results is held at once. Failures
+        come back from the workers as values, so the policy applies in file order: `error` raises the first."""
+        rows = fresh = 0
+        skipped: set[int] = set()
+        reasons: list[str] = []
+        workers = self.options.workers or min(4, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(readable), CHUNK_ROWS):
-                batch = readable[start:start + CHUNK_ROWS]
-                for i, result in zip(batch, pool.map(work, batch) if workers > 1 else map(work, batch)):
+            for start in range(0, len(self.readable), CHUNK_ROWS):
+                batch = self.readable[start:start + CHUNK_ROWS]
+                for i, result in zip(batch, pool.map(self.image, batch) if workers > 1 else map(self.image, batch)):
                     if isinstance(result, UnreadableImageError):
-                        if options.on_unreadable == "error":
+                        if self.options.on_unreadable == "error":
                             raise result
                         skipped.add(i)
                         reasons.append(str(result))
                         continue
-                    out[row] = result
-                    row += 1
-        return row
+                    out[rows], decoded_now = result
+                    fresh += decoded_now
+                    rows += 1
+        return Decoded(out[:rows], frozenset(skipped), tuple(reasons), fresh, rows - fresh, False)
 
-    shape = (len(readable), *pre.shape)
-    if store is None or not readable:
-        out = np.empty(shape, np.uint8)
-        rows = fill(out)
-        unreadable.extend(reasons)
-        return out[:rows], skipped, len(fresh), rows - len(fresh), False
-    with store.writing_set(set_key, shape) as out:
-        rows = fill(out)
-        # fail before anything is committed when the policy is broken
-        _check_policy(catalog, order, readable, skipped, list(unreadable) + reasons, options)
-    store.put_meta(set_key, {"rows": rows, "skipped": [readable.index(i) for i in sorted(skipped)],
-                             "unreadable": reasons, "preprocess": pre.model_dump()})
-    unreadable.extend(reasons)
-    hit = store.get_set(set_key)
-    if hit is None:
-        raise DatasetError(f"the image cache at {store.root} could not be read back")
-    return hit[0], skipped, len(fresh), rows - len(fresh), False
+    def image(self, i: int) -> tuple[np.ndarray, bool] | UnreadableImageError:
+        """Record i prepared, and whether it was decoded now (not cached); runs in a worker thread (Pillow and OpenCV
+        drop the GIL), so an unreadable file is returned, not raised."""
+        if self.store is not None:
+            array = self.store.get_item(self.item_keys[i])
+            if array is not None and array.shape == self.pre.shape:
+                return array, False
+        try:
+            array = images.prepare(images.decode_image(self.catalog.records[i].path, self.pre.channels,
+                                                       self.options.max_pixels, self.pre.exif_transpose), self.pre)
+        except UnreadableImageError as exc:
+            return exc
+        if self.store is not None:
+            self.store.put_item(self.item_keys[i], array)
+        return array, True
 
 
 def _read_arrays(catalog: Catalog, options: ImageOptions, seed: int, limit: int | None) -> Loaded:
