@@ -1,7 +1,7 @@
 """Name -> backend registries (engines, transports, targets, operators, aggregators, H-DNN kinds, ...).
 
 Backends register themselves by name from their own module; nothing dispatches on list positions.
-A registry given its plugin package imports every module of it (`discover`) on first use, so adding a backend is
+A registry given its plugin package imports every module of it on first use, so adding a backend is
 adding a file and no caller has to load the plugins first.
 """
 
@@ -21,7 +21,7 @@ class Registry(Generic[T]):
     """A typed mapping from names to backends, with an error that lists the valid choices.
 
     With `package`, the registry imports that plugin package's modules itself the first time it is asked for a
-    backend or its names, so callers need no `discover` of their own."""
+    backend or its names, so callers load no plugins themselves."""
 
     def __init__(self, kind: str, error: type[Exception] = UnknownChoiceError, package: str | None = None) -> None:
         self.kind = kind
@@ -31,7 +31,7 @@ class Registry(Generic[T]):
 
     def _entries(self) -> dict[str, T]:
         if self._package is not None:
-            discover(self._package)  # a plugin that fails to import raises here, and the next use tries again
+            _discover(self._package)  # a plugin that fails to import raises here, and the next use tries again
             self._package = None
         return self._items
 
@@ -77,7 +77,7 @@ class Registry(Generic[T]):
         return [(name, self._entries()[name]) for name in self.names()]
 
 
-def discover(package: str) -> None:
+def _discover(package: str) -> None:
     """Import every submodule of `package` so their `@register` decorators run."""
     module = importlib.import_module(package)
     for info in pkgutil.iter_modules(module.__path__):
