@@ -85,10 +85,12 @@ def build_mobilenet_bundle(bundles: dict, path: Path, size: int) -> Path:
 
 
 def config(tmp: Path, bundles: dict, video: Path, bundle: Path | None = None, **extra) -> AgentConfig:
+    run = time.perf_counter_ns()  # each run its own outbox and bundle store: no run resumes another's swap
     data = {"device_id": "bench-1",
-            "bundle": {"path": str(bundle or bundles["v1"]), "public_key": str(bundles["public_key"])},
+            "bundle": {"path": str(bundle or bundles["v1"]), "public_key": str(bundles["public_key"]),
+                       "store_dir": str(tmp / f"store-{run}")},
             "source": {"kind": "video", "uri": str(video)}, "gate": {"audit_share": 0.0},
-            "outbox": {"path": str(tmp / f"outbox-{time.perf_counter_ns()}.sqlite")}}
+            "outbox": {"path": str(tmp / f"outbox-{run}.sqlite")}}
     for key, value in extra.items():
         data[key] = {**data.get(key, {}), **value}
     return parse_agent_config(data)
