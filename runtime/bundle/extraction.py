@@ -3,7 +3,8 @@
 `LoadedBundle.close` removes its folder, but a process killed with SIGKILL, by the OOM killer or by a power cut on a
 device whose /tmp is on its SD card cannot. A supervisor restarting such an agent for months would fill the disk
 one bundle at a time. So each folder carries its owner's pid, and `remove_orphans` deletes the folders whose
-process is gone; the agent calls it when it starts.
+process is gone; the agent calls it when it starts. Agents in containers that share one temp folder but not their
+pid namespace would see each other's processes as ended: give each container its own /tmp (Docker's default).
 """
 
 from __future__ import annotations
