@@ -196,7 +196,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         if self._source is not None:
             self._source.close()
         close_sinks(self.sinks)
-        self.store.wait()
+        self.store.close()
         self.slot.close()
         self.outbox.close()
 

@@ -15,10 +15,11 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,12 @@ class BundleStore:
     folder: Path
     base: Path
 
+    @cached_property
+    def base_identity(self) -> str:
+        """Hashed once per agent (at its start when there is a record to judge, else at its first swap), not at
+        every swap."""
+        return bundle_identity(self.base)
+
     @property
     def pointer(self) -> Path:
         return self.folder / POINTER
@@ -61,7 +68,7 @@ class BundleStore:
             return None
         if not self.base.exists():
             return None  # starting from base then names the missing bundle with the loader's typed error
-        if base != bundle_identity(self.base):
+        if base != self.base_identity:
             log.info("bundle.path changed since %s was recorded; starting from %s", path.name, self.base)
             return None
         return path if path.exists() else None
@@ -72,7 +79,7 @@ class BundleStore:
             self.pointer.unlink(missing_ok=True)
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            data = {"path": str(running.resolve()), "version": version, "base": bundle_identity(self.base)}
+            data = {"path": str(running.resolve()), "version": version, "base": self.base_identity}
             partial = self.pointer.with_suffix(".tmp")
             with open(partial, "w", encoding="utf-8") as handle:
                 json.dump(data, handle)
@@ -97,29 +104,28 @@ RunningState = Callable[[], tuple[Path, str, tuple[Path, ...]]]  # running bundl
 
 class StoreKeeper:
     """Records the running bundle off the frame path: the pipeline switches models between two frames, and the
-    file writes (with an fsync on an SD card) happen on a short thread of their own. Each write reads the state
+    file writes (with an fsync on an SD card) happen on one writer thread, in order. Each write reads the state
     when it runs, so of two swaps in quick succession the later one is what stays recorded."""
 
     def __init__(self, store: BundleStore, lock: AbstractContextManager[Any], state: RunningState) -> None:
         self.store = store
         self._lock = lock  # the agent's swap lock: no download is half-written while the store is pruned
         self._state = state
-        self._writers: list[threading.Thread] = []
-        self._writers_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-store")
 
     def record_soon(self) -> None:
-        writer = threading.Thread(target=self._record, name="agent-store", daemon=True)
-        with self._writers_lock:  # started under the lock: `wait` never joins a thread not yet started
-            self._writers = [w for w in self._writers if w.is_alive()] + [writer]
-            writer.start()
+        try:
+            self._writer.submit(self._record)
+        except RuntimeError:  # stopped: a swap racing the agent's stop is not recorded
+            log.info("agent stopped: the bundle store keeps its last record")
 
-    def wait(self, timeout: float = 30.0) -> None:
-        """Let every pending write finish (the agent's stop)."""
-        with self._writers_lock:
-            writers = list(self._writers)
-        for writer in writers:
-            if writer is not threading.current_thread():
-                writer.join(timeout)
+    def flush(self) -> None:
+        """Wait for the writes asked for so far (one writer, in order: a no-op queued behind them)."""
+        self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Finish every pending write and stop the writer (the agent's stop)."""
+        self._writer.shutdown(wait=True)
 
     def _record(self) -> None:
         with self._lock:

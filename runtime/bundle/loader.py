@@ -196,11 +196,12 @@ def load_bundle(
     if path.is_dir():
         manifest, root = verify_directory(path, key, expected_target), path
     elif path.is_file():
-        tempdir = str(extraction.new_folder())
+        root = extraction.new_folder()
+        tempdir = str(root)
         try:
-            manifest, root = verify_archive(path, key, expected_target, Path(tempdir)), Path(tempdir)
+            manifest = verify_archive(path, key, expected_target, root)
         except BaseException:
-            shutil.rmtree(tempdir, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
             raise
     else:
         raise BundleFormatError(f"bundle {path} does not exist")

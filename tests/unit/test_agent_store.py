@@ -57,7 +57,7 @@ def swap(running: Agent, tmp: Path, keys: TestKeys, version: str) -> Path:
     path = archive(tmp, keys, version, tmp / "store" / f"null-net-{version}.hgb")
     running.swap_to(path)
     running.slot.maybe_switch()
-    running.store.wait()  # the record of this swap is written before the next download lands in the store
+    running.store.flush()  # the record of this swap is written before the next download lands in the store
     return path
 
 
