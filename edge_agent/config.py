@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -103,9 +102,12 @@ class HubConfig(StrictModel):
     def _scheme(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in {"grpc", "grpcs", "mqtt", "mqtts"} or not parts.hostname or not parts.port:
-            raise ValueError(f"expected grpc[s]://host:port or mqtt[s]://host:port, got {value!r}")
+        from hgen.edge_agent.transports.base import parse_endpoint  # the transports import this module
+
+        try:
+            parse_endpoint(value)
+        except AgentConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 

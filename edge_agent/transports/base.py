@@ -57,10 +57,18 @@ class Endpoint:
 
 
 def parse_endpoint(url: str) -> Endpoint:
+    """`<transport>[s]://host:port`: the scheme names a registered transport, a trailing `s` asks for TLS (so a new
+    transport module is a new scheme, with no list of schemes to keep in step)."""
     parts = urlsplit(url)
-    if parts.scheme not in {"grpc", "grpcs", "mqtt", "mqtts"} or not parts.hostname or not parts.port:
-        raise AgentConfigError(f"hub url must be grpc[s]://host:port or mqtt[s]://host:port, got {url!r}")
-    return Endpoint(parts.scheme.rstrip("s"), parts.hostname, parts.port, parts.scheme.endswith("s"))
+    name = parts.scheme.removesuffix("s")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if name not in TRANSPORTS or not parts.hostname or not port:
+        forms = " or ".join(f"{known}[s]://host:port" for known in TRANSPORTS.names())
+        raise AgentConfigError(f"hub url must be {forms}, got {url!r}")
+    return Endpoint(name, parts.hostname, port, parts.scheme != name)
 
 
 class Transport(ABC):

@@ -13,7 +13,7 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.cli import main as cli_main
-from hgen.edge_agent.config import AgentConfig, load_agent_config, parse_agent_config
+from hgen.edge_agent.config import AgentConfig, HubConfig, load_agent_config, parse_agent_config
 from hgen.edge_agent.errors import AgentConfigError, SourceError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, PendingSample
 from hgen.edge_agent.model import FrameShapeError, load_model, preprocess
@@ -21,6 +21,7 @@ from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sources import open_source
 from hgen.edge_agent.swap import ModelSlot
+from hgen.edge_agent.transports.base import Endpoint, parse_endpoint
 from hgen.edge_agent.telemetry import Telemetry, prometheus_text
 from hgen.edge_agent.testing import make_keys, null_bundle, write_video
 from hgen.runtime.bundle import InputSpec, SignatureError, TargetMismatchError
@@ -51,6 +52,24 @@ def test_config_errors_name_every_key_path(bundle, keys) -> None:
                             "batching": {"size": 0}})
     text = str(info.value)
     assert "bundle.colour: unknown key" in text and "hub.url" in text and "batching.size" in text
+
+
+@pytest.mark.parametrize(("url", "endpoint"), [
+    ("grpc://hub:50051", Endpoint("grpc", "hub", 50051, False)),
+    ("mqtts://broker:8883", Endpoint("mqtt", "broker", 8883, True)),
+    ("http://hub:80", None), ("grpc://hub", None), ("grpc://hub:port", None), ("grpcss://hub:1", None)])
+def test_a_hub_url_names_a_registered_transport(url: str, endpoint: Endpoint | None) -> None:
+    """The schemes are the transport registry's names (plus `s` for TLS); the config check and the agent's own
+    parse agree, and an unknown scheme's error lists the registered ones."""
+    if endpoint is not None:
+        assert parse_endpoint(url) == endpoint
+        assert HubConfig(url=url).url == url
+        return
+    with pytest.raises(AgentConfigError, match="grpc\\[s\\]://host:port or mqtt\\[s\\]://host:port"):
+        parse_endpoint(url)
+    with pytest.raises(AgentConfigError, match="hub.url"):
+        parse_agent_config({"device_id": "cam-1", "bundle": {"path": "b", "public_key": "k"},
+                            "source": {"kind": "video", "uri": "v"}, "hub": {"url": url}})
 
 
 def test_config_file_paths_are_relative_to_the_file(tmp_path) -> None:
