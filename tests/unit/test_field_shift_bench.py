@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
-from field_shift import COLOUR, HUES, SCENARIOS, compile_settings, merge, resolve  # noqa: E402
+from field_shift import merge  # noqa: E402
+from field_shift_scenarios import COLOUR, HUES, SCENARIOS, compile_settings, resolve  # noqa: E402
 
 
 def test_the_hue_placeholder_is_not_read_as_the_plain_colour_one() -> None:

@@ -298,7 +298,7 @@ def report(data: dict, rows: list[dict], swap: dict, with_hub: dict, repeats: in
         "`agent_fps`: the whole agent (decode on the prefetch thread, preprocess, inference, gate, result objects, "
         "telemetry; no hub), clock started before `Agent.start()`. `agent_fps_no_prefetch`: the same with "
         "`source.prefetch: 0` (decoding on the pipeline thread).\n"
-        f"- Ratios (target >= 0.9): " + ", ".join(f"{r['model']} {r['ratio']:.3f}" for r in rows) + ". The agent "
+        "- Ratios (target >= 0.9): " + ", ".join(f"{r['model']} {r['ratio']:.3f}" for r in rows) + ". The agent "
         "adds a fixed per-frame cost (preprocessing, confidence, gate, result objects, telemetry: tens of "
         "microseconds of Python, plus cache pressure on the engine), so the ratio depends on how long one invoke "
         f"takes: LeNet-5's invoke takes ~{1e6 / lenet['bare_fps']:.0f} us, less than decoding one frame, so the "

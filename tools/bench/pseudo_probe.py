@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, markdown_table, write_results  # noqa: E402
 from enhance_probe import crowd_labels  # noqa: E402
-from field_shift import ALPHA, AUDIT, HELD_OUT, SCENARIOS, compile_settings, stream_and_held  # noqa: E402
+from field_shift import ALPHA, AUDIT, HELD_OUT, stream_and_held  # noqa: E402
+from field_shift_scenarios import SCENARIOS, compile_settings  # noqa: E402
 
 from hgen.compiler.data import Dataset, Split, load_dataset  # noqa: E402
 from hgen.compiler.demo import compile_stage  # noqa: E402
