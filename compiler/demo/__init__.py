@@ -38,6 +38,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure, a
     dropped frame or a missed demand (after writing the summary)."""
     from hgen.compiler.demo.detection import dataset_base, is_detection, load_demo_data, truth_of
+    from hgen.edge_agent.transports import TRANSPORTS
 
     start = time.perf_counter()
     out = Path(config.out)
@@ -55,7 +56,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     compiled = compile_stage(config, data.name, out, log)
     transport = choose_transport(config)
     with ExitStack() as stack:
-        broker_url = start_broker(stack, out) if transport == "mqtt" else None
+        broker_url = start_broker(stack, out) if TRANSPORTS.get(transport).via_broker else None
         frames = FrameLog(truth_of(pools.stream), boxes=is_detection(data))
         app = start_hub(stack, config, compiled, data.name, data.num_classes, out, broker_url, frames,
                         pools.stream.x.shape[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hgen.compiler.demo.presets import preset_for
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
@@ -37,7 +37,8 @@ class DemoConfig(StrictModel):
     finetune_samples: int = Field(4000, ge=100, title="Training samples per candidate fine-tune")
     engines: tuple[str, ...] = Field(("litert", "tvm"), title="Engines in the compiled bundle")
     limit: int | None = Field(None, ge=50, title="Cap on each split (quick runs and tests)")
-    transport: str = Field("auto", pattern="^(auto|grpc|mqtt)$", title="auto: MQTT when mosquitto is installed")
+    transport: str = Field("auto", title="A device transport's name (`hgen.edge_agent.transports`), or auto: MQTT "
+                                         "when mosquitto is installed, else gRPC")
     retrain_threshold: int = Field(150, ge=5, title="Human labels that trigger a retrain (lowered for the demo)")
     retrain_min_holdout: int = Field(10, ge=1, title="Held-out human labels the retrain's acceptance check needs")
     retrain_tolerance: float = Field(0.005, ge=0, le=0.1, title="Acceptance tolerance of the demo hub (about the "
@@ -62,6 +63,15 @@ class DemoConfig(StrictModel):
     unfamiliar_share: float = Field(UNFAMILIAR_SHARE, gt=0, le=1, title="Share of confident frames unlike the "
                                     "training images the agent sends to people (the hub weights them as the field)")
     seed: int = Field(0, title="Seed")
+
+    @field_validator("transport")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        from hgen.edge_agent.transports import TRANSPORTS
+
+        if value != "auto" and value not in TRANSPORTS:
+            raise ValueError(f"expected auto or one of {', '.join(TRANSPORTS.names())}, got {value!r}")
+        return value
 
 
 def demo_config(**values: Any) -> DemoConfig:

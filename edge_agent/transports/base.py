@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from hgen.edge_agent.config import HubConfig
@@ -74,6 +75,10 @@ def parse_endpoint(url: str) -> Endpoint:
 class Transport(ABC):
     """One link to the hub for one device."""
 
+    # True when the hub URL names a message broker that the hub and its devices both connect to (the hub must be
+    # pointed at the same broker), not the hub itself.
+    via_broker: ClassVar[bool] = False
+
     def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
         self.endpoint = endpoint
         self.config = config
@@ -122,8 +127,7 @@ class Transport(ABC):
         """Close the link (idempotent)."""
 
 
-TransportFactory = Callable[[Endpoint, HubConfig, str, TransportCallbacks], Transport]
-TRANSPORTS: Registry[TransportFactory] = Registry("hub transport", package="hgen.edge_agent.transports")
+TRANSPORTS: Registry[type[Transport]] = Registry("hub transport", package="hgen.edge_agent.transports")
 
 
 def open_transport(config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> Transport:

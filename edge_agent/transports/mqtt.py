@@ -52,6 +52,8 @@ def make_client(client_id: str, endpoint: Endpoint, config: HubConfig, device_id
 
 @TRANSPORTS.register("mqtt")
 class MqttTransport(Transport):
+    via_broker = True
+
     def __init__(self, endpoint: Endpoint, config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> None:
         super().__init__(endpoint, config, device_id, callbacks)
         self.topics = {kind: topic(config.prefix, device_id, kind) for kind in ("samples", "replies", "updates",

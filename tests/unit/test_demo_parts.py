@@ -66,3 +66,14 @@ def test_a_missed_demand_or_a_dropped_frame_fails_the_demo():
     check_outcome(summary, enforce_demands=False)
     with pytest.raises(DemoError, match="2 frames were dropped"):
         check_outcome(summary | {"dropped_frames": 2}, enforce_demands=False)
+
+
+def test_the_demo_runs_a_registered_transport_and_starts_a_broker_only_for_one_that_needs_it():
+    """The transport is checked against the agent's registry (no list of names of its own), and what the demo
+    starts for it is the transport's own `via_broker`."""
+    from hgen.edge_agent.transports import TRANSPORTS
+
+    assert demo_config(transport="grpc").transport == "grpc"
+    with pytest.raises(InvalidArgumentError, match="transport: .*expected auto or one of grpc, mqtt, got 'http'"):
+        demo_config(transport="http")
+    assert {name: TRANSPORTS.get(name).via_broker for name in TRANSPORTS.names()} == {"grpc": False, "mqtt": True}
