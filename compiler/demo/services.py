@@ -112,12 +112,13 @@ def start_agent(stack: ExitStack, config: DemoConfig, compiled: Any, video: Path
 
     from hgen.edge_agent.agent import Agent
     from hgen.edge_agent.config import parse_agent_config
+    from hgen.edge_agent.transports.base import TRANSPORTS, parse_endpoint
     from hgen.hub.broker_acl import open_registry
     from hgen.hub.config import parse_hub_config
     from hgen.hub.testing.services import BrokerAccessFiles
 
     hub_side: dict[str, Any] = {"knowledge_base": {"url": f"sqlite:///{out / 'hub.sqlite'}"}}
-    if hub_url.startswith("mqtt"):  # the new account must reach the broker's files too, as add-device does
+    if TRANSPORTS.get(parse_endpoint(hub_url).scheme).via_broker:  # the account must reach the broker's files too
         parts = urlsplit(hub_url)
         hub_side["mqtt"] = BrokerAccessFiles.load(out / "broker").hub_mqtt(parts.hostname, parts.port)
     with open_registry(parse_hub_config(hub_side)) as devices:
