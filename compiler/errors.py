@@ -30,6 +30,10 @@ class InvalidArgumentError(CompilerError, ValueError):
     """An argument has a value outside its documented range."""
 
 
+class LoweringError(CompilerError):
+    """A model could not be lowered (imported, compiled, exported or checked) for a target; names the target or file."""
+
+
 class DemandsNotMetError(CompilerError):
     """The compiled H-DNN misses a demand on the test split; its artifacts are written, the compile still fails."""
 

@@ -7,11 +7,12 @@ result says how to link them, so nothing silently pretends to be deployable.
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from hgen.compiler.errors import CompilerError
+from hgen.compiler.errors import CompilerError, LoweringError
 from hgen.compiler.lowering.targets import TargetProfile, get_target
 from hgen.runtime.bundle.elf import archive_machines, elf_machine
 
@@ -52,7 +53,7 @@ def tflite_to_relax(content: bytes) -> Any:
     try:
         return from_tflite(tflite.Model.GetRootAsModel(content, 0))
     except Exception as exc:  # OpNotImplemented, TVMError, AssertionError...
-        raise CompilerError(f"relax TFLite import failed (is the batch fixed?): {exc}") from None
+        raise LoweringError(f"relax TFLite import failed (is the batch fixed?): {exc}") from None
 
 
 def tvm_target(profile: TargetProfile) -> Any:
@@ -76,7 +77,26 @@ def compile_relax(mod: Any, profile: TargetProfile, *, pipeline: str | None = No
     try:
         return tvm.compile(mod, **kwargs)
     except Exception as exc:
-        raise CompilerError(f"TVM compile for target '{profile.name}' failed: {exc}") from None
+        raise LoweringError(f"TVM compile for target '{profile.name}' failed: {exc}") from None
+
+
+def library_machine(path: Path, fmt: LibraryFormat) -> str:
+    """The machine(s) TVM's export was built for; an unreadable or non-ELF export is a LoweringError naming the
+    file, not a raw ValueError/TarError out of `hgen lower`."""
+    try:
+        if fmt == "shared-library":
+            return elf_machine(path)
+        return ",".join(sorted(archive_machines(path)))
+    except (OSError, ValueError, tarfile.TarError, EOFError) as exc:  # NotElfError is a ValueError
+        raise LoweringError(f"cannot read the machine type of the exported TVM library {path}: {exc}") from None
+
+
+def _export(executable: Any, profile: TargetProfile, path: Path, **kwargs: Any) -> None:
+    """TVM's export (and link) step; TVMError and the compiler's failures are not HGen errors."""
+    try:
+        executable.export_library(str(path), **kwargs)
+    except Exception as exc:
+        raise LoweringError(f"exporting the TVM library {path} for '{profile.name}' failed: {exc}") from None
 
 
 def export_library(executable: Any, profile: TargetProfile, out_stem: Path) -> TVMLibrary:
@@ -86,26 +106,20 @@ def export_library(executable: Any, profile: TargetProfile, out_stem: Path) -> T
     compiler = profile.find_compiler()
     if profile.is_host or compiler:
         path = out_stem.parent / f"{out_stem.name}.so"
-        fcompile = cc.cross_compiler(compiler) if compiler else None
-        try:
-            executable.export_library(str(path), fcompile=fcompile)
-        except Exception as exc:
-            raise CompilerError(f"linking the TVM library for '{profile.name}' failed: {exc}") from None
-        machine = elf_machine(path)
+        _export(executable, profile, path, fcompile=cc.cross_compiler(compiler) if compiler else None)
         fmt: LibraryFormat = "shared-library"
         message = ""
     else:
         path = out_stem.parent / f"{out_stem.name}.tar"
-        executable.export_library(str(path))
-        machines = archive_machines(path)
-        machine = ",".join(sorted(machines))
+        _export(executable, profile, path)
         fmt = "object-archive"
         message = (
             f"no linker for target '{profile.name}' ({', '.join(profile.compilers)} not found): exported unlinked "
             f"objects {path.name}; to get a loadable library: {profile.link_hint}"
         )
+    machine = library_machine(path, fmt)
     if machine != profile.machine:
-        raise CompilerError(f"TVM produced {machine} code for target '{profile.name}', expected {profile.machine}")
+        raise LoweringError(f"TVM produced {machine} code for target '{profile.name}', expected {profile.machine}")
     return TVMLibrary(path, fmt, machine, profile.name, message)
 
 

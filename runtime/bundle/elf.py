@@ -11,13 +11,15 @@ import struct
 import tarfile
 from pathlib import Path
 
+from hgen.runtime.errors import HGenRuntimeError
+
 # e_machine values from the ELF specification.
 ELF_MACHINES = {0x03: "x86", 0x28: "arm", 0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv"}
 _HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv8l": "arm", "armv6l": "arm"}
 
 
-class NotElfError(ValueError):
-    """The bytes are not an ELF file."""
+class NotElfError(HGenRuntimeError, ValueError):
+    """The bytes are not an ELF file (a ValueError too, for callers that caught it as one)."""
 
 
 def elf_machine_of_bytes(header: bytes) -> str:
