@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from hgen.hub.aggregators import aggregator_names
 from hgen.hub.errors import HubConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
@@ -334,6 +335,14 @@ class HubConfig(StrictModel):
     tasks: TasksConfig = Field(default_factory=TasksConfig, title="Task assignment: timeout and per-person cap")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, title="Retraining loop")
     phones: PhonesConfig = Field(default_factory=PhonesConfig, title="Phones as devices (the /device page)")
+
+    @field_validator("aggregator")
+    @classmethod
+    def _registered_aggregator(cls, name: str) -> str:
+        """A typo here would pass start-up and then fail every sample's submit (no aggregator of that name)."""
+        if name not in aggregator_names():
+            raise ValueError(f"unknown aggregator {name!r}; valid choices: {', '.join(aggregator_names())}")
+        return name
 
 
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:
