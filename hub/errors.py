@@ -164,3 +164,11 @@ class UnknownModelError(HubError, KeyError):
 
 class RetrainBusyError(HubError):
     """A retrain of this model is already queued or running (one at a time per model)."""
+
+
+class RetrainTriggerError(RetrainError, ValueError):
+    """A retrain was asked for with a trigger the run history does not know; nothing was queued."""
+
+
+class RetrainWaitTimeoutError(HubError, TimeoutError):
+    """Waiting for a retrain gave up; not a RetrainError, because the retrain itself may still be running."""

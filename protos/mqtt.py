@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from hgen.runtime.errors import InvalidInputError
+
 QOS = 1
 TOPIC_KINDS = ("samples", "replies", "updates", "status")
 
 
 def topic(prefix: str, device_id: str, kind: str) -> str:
-    """The topic of one device's stream of `kind`."""
+    """The topic of one device's stream of `kind`; InvalidInputError (a ValueError) for another kind (hgen.protos
+    has no error root of its own, so the runtime's bad-argument error stands in)."""
     if kind not in TOPIC_KINDS:
-        raise ValueError(f"unknown topic kind {kind!r}; valid: {', '.join(TOPIC_KINDS)}")
+        raise InvalidInputError(f"unknown topic kind {kind!r}; valid: {', '.join(TOPIC_KINDS)}")
     return f"{prefix}/{device_id}/{kind}"
 
 

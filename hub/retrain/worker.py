@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from hgen.hub.errors import RetrainBusyError
+from hgen.hub.errors import RetrainBusyError, RetrainTriggerError, RetrainWaitTimeoutError
 from hgen.hub.retrain.pipeline import RetrainPipeline
 from hgen.hub.retrain.records import RetrainStore, RunRecord
 
@@ -126,7 +126,7 @@ class RetrainWorker:
         """Queue a retrain of `model_name` now, whatever the label count; `research` also searches a new plan
         and tau (the model needs a `compile_config`)."""
         if trigger not in TRIGGERS:
-            raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
+            raise RetrainTriggerError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
         self.pipeline.model_config(model_name)  # UnknownModelError before anything is stored
         if research:
             self.pipeline.check_research(model_name)  # RetrainError before anything is stored
@@ -144,12 +144,12 @@ class RetrainWorker:
         return run
 
     def wait(self, run_id: int, timeout: float) -> RunRecord:
-        """Block until run `run_id` is finished; TimeoutError after `timeout` seconds."""
+        """Block until run `run_id` is finished; RetrainWaitTimeoutError (a TimeoutError) after `timeout` seconds."""
         with self._cond:
             finished = self._cond.wait_for(lambda: self._is_done(run_id), timeout)
         record = self.store.run(run_id)
         if not finished or record is None:
-            raise TimeoutError(f"retrain {run_id} not finished after {timeout} s")
+            raise RetrainWaitTimeoutError(f"retrain {run_id} not finished after {timeout} s")
         return record
 
     def wait_for_run(self, model_name: str, after_id: int, timeout: float) -> RunRecord:
@@ -161,7 +161,7 @@ class RetrainWorker:
             self._cond.wait_for(lambda: newer() is not None, timeout)
         found = newer()
         if found is None:
-            raise TimeoutError(f"no retrain of {model_name!r} after run {after_id} finished within {timeout} s")
+            raise RetrainWaitTimeoutError(f"no retrain of {model_name!r} after run {after_id} finished within {timeout} s")
         return found
 
     def busy(self, model_name: str) -> bool:

@@ -18,6 +18,7 @@ from hgen.hub.errors import (
     AuthError,
     BadInputError,
     CsrfError,
+    HubConfigError,
     ImageTooLargeError,
     LoginRateLimitedError,
     NotAnImageError,
@@ -42,7 +43,7 @@ def create_web_app(hub: Any) -> Flask:
     config: HubConfig = hub.config
     web = config.web
     if web.secret_key is None:
-        raise ValueError("web.secret_key is required (no default secret)")
+        raise HubConfigError("web.secret_key is required (no default secret)")
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
     app.config.update(SECRET_KEY=web.secret_key.get_secret_value(), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=web.secure_cookies,
