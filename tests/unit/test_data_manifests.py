@@ -150,7 +150,7 @@ def test_coco_missing_images_and_bad_boxes_are_named(tmp_path):
     data = json.loads(path.read_text())
     data["annotations"][0]["bbox"] = [90, 10, 40, 40]
     path.write_text(json.dumps(data))
-    with pytest.raises(LabelError, match="annotation 100.*outside image im0.jpg"):
+    with pytest.raises(LabelError, match=r"annotations\[0\] \(id 100\).*outside image im0.jpg"):
         load_detection_dataset(str(path))
 
 

@@ -5,15 +5,19 @@ train/val/test) or a single `*.json` with COCO keys (e.g. Roboflow's `_annotatio
 up under `images_dir` if given, else beside the JSON, in `images/`, in a folder named like the JSON's split
 (`train2017/`), and in the folder above `annotations/`. Segmentation is ignored; `iscrowd` boxes are kept unless
 `skip_crowd`. Categories keep their ids' order. An image listed but missing on disk is a MissingImageError (listing
-them); an annotation whose category is unknown or whose box leaves the image is a LabelError.
+them); an entry with a missing or mistyped field, an annotation whose category is unknown or whose box leaves the
+image is a LabelError naming the file and the entry (`annotations[12].bbox`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -25,6 +29,7 @@ from hgen.runtime.config import StrictModel
 
 COCO_KEYS = {"images", "annotations", "categories"}
 PEEK_BYTES = 1 << 16
+T = TypeVar("T")
 
 
 class CocoConfig(StrictModel):
@@ -89,6 +94,87 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class _Image:
+    file_name: str
+    width: float
+    height: float
+
+
+def _entries(annotation: Path, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The list under `key`, every entry an object: a hand-edited file fails here with its position, not later."""
+    entries = data[key]
+    if not isinstance(entries, list):
+        raise LabelError(f"{annotation}: '{key}' must be a list, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise LabelError(f"{annotation}: {key}[{i}] must be an object, got {type(entry).__name__}")
+    return entries
+
+
+def _field(entry: dict[str, Any], key: str, convert: Callable[[Any], T], where: str) -> T:
+    """`entry[key]` converted, or a LabelError `<where>.<key>: ...` instead of a KeyError/TypeError traceback."""
+    if key not in entry:
+        raise LabelError(f"{where}.{key}: missing")
+    try:
+        return convert(entry[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LabelError(f"{where}.{key}: {entry[key]!r} is invalid ({exc})") from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("expected a non-empty string")
+    return value
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _positive(value: Any) -> float:
+    number = _finite(value)
+    if number <= 0:
+        raise ValueError("expected a positive number")
+    return number
+
+
+def _bbox(value: Any) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4:
+        raise ValueError("must be [x, y, width, height]")
+    x, y, w, h = (_finite(v) for v in value)
+    return x, y, w, h
+
+
+def _categories(annotation: Path, data: dict[str, Any]) -> list[tuple[int, str]]:
+    """(id, name) of every category, in id order."""
+    seen: dict[int, str] = {}
+    for i, entry in enumerate(_entries(annotation, data, "categories")):
+        where = f"{annotation}: categories[{i}]"
+        category_id = _field(entry, "id", int, where)
+        if category_id in seen:
+            raise LabelError(f"{where}.id: category id {category_id} is listed twice")
+        seen[category_id] = _field(entry, "name", str, where)
+    return sorted(seen.items())
+
+
+def _images(annotation: Path, data: dict[str, Any]) -> dict[int, _Image]:
+    images: dict[int, _Image] = {}
+    for i, entry in enumerate(_entries(annotation, data, "images")):
+        where = f"{annotation}: images[{i}]"
+        image_id = _field(entry, "id", int, where)
+        if image_id in images:
+            raise LabelError(f"{where}.id: image id {image_id} is listed twice")
+        images[image_id] = _Image(_field(entry, "file_name", _text, where), _field(entry, "width", _positive, where),
+                                  _field(entry, "height", _positive, where))
+    return images
+
+
 class CocoFormat(DataFormat):
     """a COCO instances JSON (a .json file, or a folder with annotations/instances_*.json) and its images"""
 
@@ -110,12 +196,12 @@ class CocoFormat(DataFormat):
         records: list[Record] = []
         for annotation in files:
             data = _load(annotation)
-            categories = sorted(data["categories"], key=lambda c: c["id"])
-            names = tuple(str(c["name"]) for c in categories)
+            categories = _categories(annotation, data)
+            names = tuple(name for _, name in categories)
             if labels is not None and names != labels:
                 raise DatasetFormatError(f"{annotation}: categories differ from {files[0].name}'s")
             labels = names
-            records.extend(self._records(annotation, data, {c["id"]: i for i, c in enumerate(categories)}, config,
+            records.extend(self._records(annotation, data, {cid: i for i, (cid, _) in enumerate(categories)}, config,
                                          root, _split_of(annotation) if len(files) > 1 else None))
         if not records or labels is None or not labels:
             raise EmptyDatasetError(f"{path}: the COCO file(s) list no images or no categories")
@@ -123,36 +209,47 @@ class CocoFormat(DataFormat):
 
     def _records(self, annotation: Path, data: dict[str, Any], index: dict[int, int], config: CocoConfig,
                  root: Path, split: str | None) -> list[Record]:
-        dirs = _image_dirs(annotation, config, root)
+        images = _images(annotation, data)
         boxes: dict[int, list[list[float]]] = {}
-        images = {int(im["id"]): im for im in data["images"]}
-        for ann in data["annotations"]:
-            where = f"{annotation}: annotation {ann.get('id', '?')}"
-            image = images.get(int(ann.get("image_id", -1)))
-            if image is None:
-                raise LabelError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
-            if ann.get("category_id") not in index:
-                raise LabelError(f"{where}: category_id {ann.get('category_id')} is not in 'categories'")
-            if config.skip_crowd and ann.get("iscrowd"):
-                continue
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise LabelError(f"{where}: bbox must be [x, y, width, height]")
-            x, y, w, h = (float(v) for v in bbox)
-            width, height = float(image["width"]), float(image["height"])
-            tol = config.tolerance
-            if w <= 0 or h <= 0:
-                raise LabelError(f"{where}: the box {bbox} has no area")
-            if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-                raise LabelError(f"{where}: the box {bbox} reaches outside image {image['file_name']} "
-                                 f"({width:g} x {height:g})")
-            box = np.clip([x / width, y / height, (x + w) / width, (y + h) / height], 0.0, 1.0)
-            boxes.setdefault(int(image["id"]), []).append([*box, index[ann["category_id"]]])
+        for i, ann in enumerate(_entries(annotation, data, "annotations")):
+            image_id, row = self._box(f"{annotation}: annotations[{i}]", ann, images, index, config)
+            if row is not None:
+                boxes.setdefault(image_id, []).append(row)
+        return self._found(annotation, images, boxes, _image_dirs(annotation, config, root), split)
+
+    @staticmethod
+    def _box(where: str, ann: dict[str, Any], images: dict[int, _Image], index: dict[int, int],
+             config: CocoConfig) -> tuple[int, list[float] | None]:
+        """(image id, normalised [x0, y0, x1, y1, class] or None for a skipped crowd box) of one annotation."""
+        if "id" in ann:
+            where = f"{where} (id {ann['id']})"
+        image_id = _field(ann, "image_id", int, where)
+        image = images.get(image_id)
+        if image is None:
+            raise LabelError(f"{where}: image_id {image_id} is not in 'images'")
+        category_id = _field(ann, "category_id", int, where)
+        if category_id not in index:
+            raise LabelError(f"{where}: category_id {category_id} is not in 'categories'")
+        if config.skip_crowd and ann.get("iscrowd"):
+            return image_id, None
+        x, y, w, h = _field(ann, "bbox", _bbox, where)
+        width, height, tol = image.width, image.height, config.tolerance
+        if w <= 0 or h <= 0:
+            raise LabelError(f"{where}: the box {ann['bbox']} has no area")
+        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+            raise LabelError(f"{where}: the box {ann['bbox']} reaches outside image {image.file_name} "
+                             f"({width:g} x {height:g})")
+        box = np.clip([x / width, y / height, (x + w) / width, (y + h) / height], 0.0, 1.0)
+        return image_id, [*box, index[category_id]]
+
+    @staticmethod
+    def _found(annotation: Path, images: dict[int, _Image], boxes: dict[int, list[list[float]]], dirs: list[Path],
+               split: str | None) -> list[Record]:
         records, missing = [], []
         for image_id, image in images.items():
-            found = next((d / image["file_name"] for d in dirs if (d / image["file_name"]).is_file()), None)
+            found = next((d / image.file_name for d in dirs if (d / image.file_name).is_file()), None)
             if found is None:
-                missing.append(str(image["file_name"]))
+                missing.append(image.file_name)
                 continue
             records.append(Record(found, -1, split, np.array(boxes.get(image_id, []), np.float64).reshape(-1, 5)))
         if missing:
