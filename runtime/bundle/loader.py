@@ -126,8 +126,8 @@ def _next_member(archive: tarfile.TarFile, name: str) -> bytes:
     return _read_limited(handle, name)
 
 
-def _extract_archive(path: Path, key: Any, expected_target: str | None, dest: Path) -> Manifest:
-    with tarfile.open(path, "r:*") as archive:
+def _extract_archive(source: IO[bytes], key: Any, expected_target: str | None, dest: Path) -> Manifest:
+    with tarfile.open(fileobj=source, mode="r:*") as archive:
         manifest_bytes = _next_member(archive, MANIFEST_NAME)
         signature = _next_member(archive, SIGNATURE_NAME)
         manifest = _verified_manifest(manifest_bytes, signature, key, expected_target)
@@ -147,11 +147,19 @@ def _extract_archive(path: Path, key: Any, expected_target: str | None, dest: Pa
 
 
 def verify_archive(path: Path, key: Any, expected_target: str | None, dest: Path) -> Manifest:
-    """Verify a single-file bundle while extracting its listed files into `dest`."""
+    """Verify a single-file bundle while extracting its listed files into `dest`.
+
+    The archive is opened here so that a missing or unreadable path is a BundleFormatError naming it, while a
+    failure to write into `dest` stays the OSError it is."""
     try:
-        return _extract_archive(path, key, expected_target, dest)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise BundleFormatError(f"bundle archive {path.name} is truncated or corrupt: {exc}") from None
+        source = path.open("rb")
+    except OSError as exc:
+        raise BundleFormatError(f"cannot read bundle archive {path}: {exc.strerror or exc}") from None
+    with source:
+        try:
+            return _extract_archive(source, key, expected_target, dest)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise BundleFormatError(f"bundle archive {path.name} is truncated or corrupt: {exc}") from None
 
 
 def _engine_config(entry: EngineEntry, manifest: Manifest, options: Mapping[str, Any]) -> dict[str, Any]:
