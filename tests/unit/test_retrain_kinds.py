@@ -85,7 +85,6 @@ def test_acceptance_names_the_kinds_metric() -> None:
 
 def test_box_replies_count_as_human_labels(tmp_path: Path) -> None:
     """A detection reply has boxes, no class: RetrainStore counts it, and a run's cutoff covers it."""
-    from hgen.hub.config import HubConfig
     from hgen.hub.service import HubService
     from hgen.hub.retrain.labels import box_samples
     from hgen.hub.retrain.records import RetrainStore
@@ -94,7 +93,6 @@ def test_box_replies_count_as_human_labels(tmp_path: Path) -> None:
     from hgen.runtime.hdnn.yolo import Detections
 
     config = parse_hub_config({"devices": ["cam"], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"}})
-    assert isinstance(config, HubConfig)
     service = HubService.from_config(config)
     try:
         image = np.full((16, 16, 1), 0.25, np.float32)
