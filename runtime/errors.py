@@ -23,5 +23,9 @@ class UnknownChoiceError(HGenRuntimeError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RegistrationError(HGenRuntimeError, ValueError):
+    """Two backends claim one name in a registry (a plugin was copied without renaming it)."""
+
+
 class ConfigError(HGenRuntimeError, ValueError):
     """A configuration failed validation; the message lists every problem by key path."""

@@ -12,7 +12,7 @@ import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
-from hgen.runtime.errors import UnknownChoiceError
+from hgen.runtime.errors import RegistrationError, UnknownChoiceError
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, item: T) -> None:
         if name in self._items and self._items[name] is not item:
-            raise ValueError(f"{self.kind} '{name}' is registered twice")
+            raise RegistrationError(f"{self.kind} '{name}' is registered twice")
         self._items[name] = item
 
     def get(self, name: str) -> T:

@@ -43,12 +43,14 @@ class LowResParams(StrictModel):
 
 @dataclass(frozen=True)
 class Variant:
-    """A named transform with its parameter model."""
+    """A named transform with its parameter model; `identity` marks the one that leaves images as they are, so
+    readers skip the per-image seeded pass for it without knowing its name."""
 
     name: str
     params: type[StrictModel]
     apply: Callable[[np.ndarray, np.random.Generator, Any], np.ndarray]
     paper_name: str
+    identity: bool = False
 
 
 VARIANTS: Registry[Variant] = Registry("dataset variant", UnknownNameError)
@@ -117,7 +119,7 @@ def _blur(x: np.ndarray, rng: np.random.Generator, params: BlurParams) -> np.nda
     return np.clip(out, 0.0, 1.0)
 
 
-VARIANTS.add("clean", Variant("clean", NoParams, _clean, "clean"))
+VARIANTS.add("clean", Variant("clean", NoParams, _clean, "clean", identity=True))
 VARIANTS.add("noise", Variant("noise", NoiseParams, _noise, "Gaussian noise"))
 VARIANTS.add("lowres", Variant("lowres", LowResParams, _lowres, "low resolution"))
 VARIANTS.add("lowlight", Variant("lowlight", LowLightParams, _lowlight, "low light (gamma)"))

@@ -14,11 +14,15 @@ images without copying. Keras reads them per batch through `hgen.compiler.train`
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hgen.compiler.errors import InvalidArgumentError
 from hgen.runtime.preprocess import normalise
+
+if TYPE_CHECKING:
+    from hgen.compiler.data.challenges import Variant
 
 CHUNK_ROWS = 2048
 
@@ -75,7 +79,7 @@ class Images:
 class DecodedImages(Images):
     """uint8 rows [n, h, w, c] (typically memory-mapped) -> float32 by `scale`, then the variant per image."""
 
-    def __init__(self, source: np.ndarray, scale: float, variant: Any = None, params: Any = None,
+    def __init__(self, source: np.ndarray, scale: float, variant: Variant | None = None, params: Any = None,
                  seed: Sequence[int] = (0, 0)) -> None:
         self.source, self.scale, self.variant, self.params, self.seed = source, scale, variant, params, tuple(seed)
         self.shape = tuple(source.shape)
@@ -86,7 +90,7 @@ class DecodedImages(Images):
         raw = np.asarray(self.source[index[order]])  # sorted reads: sequential pages of a memory-mapped set
         out = np.empty(raw.shape, np.float32)
         out[order] = normalise(raw, 1.0 / self.scale)
-        if self.variant is not None and self.variant.name != "clean":
+        if self.variant is not None and not self.variant.identity:
             for i, row in enumerate(index):
                 rng = np.random.default_rng([*self.seed, 0x5EED, int(row)])
                 out[i] = self.variant.apply(out[i:i + 1], rng, self.params)[0]
@@ -115,7 +119,7 @@ class Stacked(Images):
     def __init__(self, parts: Sequence[Images | np.ndarray]) -> None:
         shapes = {tuple(p.shape[1:]) for p in parts}
         if len(shapes) != 1:
-            raise ValueError(f"cannot stack images of shapes {sorted(shapes)}")
+            raise InvalidArgumentError(f"cannot stack images of shapes {sorted(shapes)}: resize the parts to one size")
         self.parts = list(parts)
         self.offsets = np.cumsum([0, *(len(p) for p in parts)])
         self.shape = (int(self.offsets[-1]), *shapes.pop())

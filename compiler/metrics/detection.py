@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hgen.compiler.errors import InvalidArgumentError
 from hgen.runtime.hdnn.yolo import Detections, box_iou
 
 IOU_THRESHOLD = 0.5
@@ -54,7 +55,7 @@ def mean_average_precision(predicted: Sequence[Detections], truth: Sequence[np.n
                            iou_threshold: float = IOU_THRESHOLD) -> float:
     """mAP@iou over the classes present in `truth` ([k, 5] per image: corners + class); nan with no true box."""
     if len(predicted) != len(truth):
-        raise ValueError(f"{len(predicted)} predictions for {len(truth)} images")
+        raise InvalidArgumentError(f"{len(predicted)} predictions for {len(truth)} images: one Detections per image")
     aps = [average_precision(*_matches(predicted, truth, c, iou_threshold)) for c in range(num_classes)]
     present = [ap for ap in aps if not np.isnan(ap)]
     return float(np.mean(present)) if present else float("nan")
