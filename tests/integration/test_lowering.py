@@ -6,6 +6,7 @@ agreement is measured on a model with real decision margins, not on random logit
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,17 @@ from hgen.runtime.engines import open_engine
 
 LABELS = [str(i) for i in range(10)]
 TEST_IMAGES = 1000
+
+
+def hide_android_ndk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-NDK case on any machine: no HGEN_ANDROID_CC, and no PATH folder holding an NDK clang the target
+    looks for (only those folders are dropped, so every other tool is still found)."""
+    profile = get_target("android-arm64")
+    monkeypatch.delenv(profile.compiler_env, raising=False)
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    kept = [f for f in folders if not any((Path(f) / name).exists() for name in profile.compilers)]
+    monkeypatch.setenv("PATH", os.pathsep.join(kept))
+    assert profile.find_compiler() is None, "an NDK clang is still found"
 
 
 def digits_28() -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +149,7 @@ def test_native_cpu_library_runs(float_tflite, tmp_path, data, reference) -> Non
 
 
 def test_android_without_ndk_exports_an_object_archive(float_tflite, tmp_path, monkeypatch) -> None:
-    monkeypatch.delenv("HGEN_ANDROID_CC", raising=False)
-    if get_target("android-arm64").find_compiler() is not None:
-        pytest.skip("an Android NDK clang is installed; the archive fallback is not used")
+    hide_android_ndk(monkeypatch)
     library = lower_tvm(float_tflite.content, "android-arm64", tmp_path / "model")
     assert library.format == "object-archive" and library.path.suffix == ".tar"
     assert archive_machines(library.path) == {"aarch64"}
@@ -211,9 +221,7 @@ print('ok')
 
 
 def test_android_bundle_without_ndk_says_so_and_is_refused(tmp_path, model, data, key, monkeypatch) -> None:
-    monkeypatch.delenv("HGEN_ANDROID_CC", raising=False)
-    if get_target("android-arm64").find_compiler() is not None:
-        pytest.skip("an Android NDK clang is installed; the archive fallback is not used")
+    hide_android_ndk(monkeypatch)
     info = _bundle(tmp_path / "android", model, data, key, quantize="float", target="android-arm64", engines=("tvm",))
     assert info.manifest.engine("tvm").format == "object-archive" and any("HGEN_ANDROID_CC" in m for m in info.messages)
     with pytest.raises(TargetMismatchError, match="unlinked object archive"):
