@@ -34,7 +34,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         task = ctx.api.next_task(user)
         if task is None:
             return render_template("annotate.html", paused=None, task=None)
-        return render_template("annotate.html", paused=None, task=task, view=answers.view_of(task),
+        return render_template("annotate.html", paused=None, task=task, view=answers.answer_view(task),
                                display=display_size(task.image.width, task.image.height),
                                classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names),
                                message=request.args.get("message", "")[:200])
@@ -65,9 +65,9 @@ def register(app: Flask, ctx: WebContext) -> None:
 
 def guesses(task: Task, names: tuple[str, ...]) -> list[tuple[str, float]]:
     """The model's top three; a sample without probabilities (a gold one stored before gold had decoys) gets a
-    stable decoy, so no page stands out as gold."""
+    stable decoy when its view shows guesses, so no page stands out as gold."""
     probs = list(task.model_output.class_probabilities)
-    if not probs and answers.view_of(task) == "class":
+    if not probs and answers.answer_view(task).shows_guesses:
         seed = int.from_bytes(hashlib.sha256(task.sample_id.encode()).digest()[:8], "big")
         probs = decoy_probabilities(len(names), seed % len(names), seed)
     top = sorted(range(len(probs)), key=lambda i: -probs[i])[:3]

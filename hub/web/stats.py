@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from hgen.hub.gold import GOLD_DEVICE, GoldBook
 from hgen.hub.kb.models import OPEN_STATES, Annotator, AnswerRow, Batch, Device, Reply, Sample, TaskEvent
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
+from hgen.hub.web.views import view_of_answer
 from hgen.protos import hub_pb2
 
 
@@ -58,14 +59,9 @@ def overview(kb: KnowledgeBase, gold: GoldBook, now: float, class_names: tuple[s
 
 
 def label_text(answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
-    kind = answer.WhichOneof("label")
-    if kind == "class_id":
-        return class_names[answer.class_id] if answer.class_id < len(class_names) else str(answer.class_id)
-    if kind == "boxes":
-        return f"{len(answer.boxes.boxes)} boxes"
-    if kind == "regions":
-        return f"{len(answer.regions.regions)} regions"
-    return "-"
+    """The answer as its view describes it ("-" for one without a label)."""
+    view = view_of_answer(answer)
+    return view.describe(answer, class_names) if view is not None else "-"
 
 
 def devices(kb: KnowledgeBase) -> list[DeviceRow]:

@@ -1,12 +1,14 @@
 // Annotator page: number keys pick a class, s / c skip or can't tell, n "nothing uncertain" (regions); boxes and
 // regions are drawn by dragging.
 // Time to answer is measured from the image being shown to the answer and sent as elapsed_ms.
+// What differs per view comes from the task's data-* attributes (the view's own), never from its name.
 (function () {
   "use strict";
   const task = document.getElementById("task");
   if (!task) { return; }
   const form = document.getElementById("answer-form");
-  const view = task.dataset.view;
+  const draws = task.dataset.draws === "true";  // people drag shapes over the image
+  const shapeClass = task.dataset.shapeClass === "true";  // each shape carries the selected class
   const image = document.getElementById("task-image");
   const canvas = document.getElementById("overlay");
   const shapes = [];
@@ -29,7 +31,7 @@
     if (event.key === "c") { press(document.getElementById("cant-tell")); return; }
     if (event.key === "n") { press(document.getElementById("nothing")); return; }
     if (!/^[0-9]$/.test(event.key)) { return; }
-    if (view === "class") {
+    if (!draws) {
       press(document.querySelector('.class-btn[data-key="' + event.key + '"]'));
     } else {
       const select = document.getElementById("box-class");
@@ -38,7 +40,7 @@
     }
   });
 
-  if (view === "class" || !canvas) { return; }
+  if (!draws || !canvas) { return; }
   const width = Number(task.dataset.width), height = Number(task.dataset.height);
   canvas.width = canvas.clientWidth; canvas.height = canvas.clientHeight;
   const ctx = canvas.getContext("2d");
@@ -51,7 +53,7 @@
     return { x: x * width / rect.width, y: y * height / rect.height };
   }
 
-  const colour = view === "boxes" ? "0, 230, 118" : "255, 179, 0";
+  const colour = task.dataset.colour;
   const submit = document.getElementById("submit-shapes");
 
   // A dark outer and a bright inner line plus a light fill: visible on any image, however busy.
@@ -67,7 +69,7 @@
     shapes.concat(extra ? [extra] : []).forEach(function (s) {
       outline(s.x_min * sx, s.y_min * sy, (s.x_max - s.x_min) * sx, (s.y_max - s.y_min) * sy);
       if (s.class_id !== undefined) {
-        ctx.fillStyle = "#00e676"; ctx.font = "14px sans-serif";
+        ctx.fillStyle = "rgb(" + colour + ")"; ctx.font = "14px sans-serif";
         const select = document.getElementById("box-class");
         ctx.fillText(select.options[s.class_id].text, s.x_min * sx + 3, s.y_min * sy + 15);
       }
@@ -78,7 +80,7 @@
 
   function shape(a, b) {
     const s = { x_min: Math.min(a.x, b.x), y_min: Math.min(a.y, b.y), x_max: Math.max(a.x, b.x), y_max: Math.max(a.y, b.y) };
-    if (view === "boxes") { s.class_id = Number(document.getElementById("box-class").value); }
+    if (shapeClass) { s.class_id = Number(document.getElementById("box-class").value); }
     return s;
   }
 

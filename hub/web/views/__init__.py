@@ -3,7 +3,8 @@
 A view is what the page asks people for and how its form becomes the Answer label the sample's aggregator takes:
 `class` (a class id), `boxes` (boxes with a class), `regions` (attention regions). An H-DNN kind's descriptor names
 its view (`hgen.runtime.hdnn`, `view`); kinds asking for the same label share a view, so a new kind adds a file here
-only when people answer it in a new way. The template renders a view by its name.
+only when people answer it in a new way. The page, its script and the operator view read what differs from the
+view's attributes (its prompt, partial template, guesses, drawing), never from its name.
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ class AnswerView(Protocol):
     name: ClassVar[str]
     label: ClassVar[str]  # the Answer `label` oneof field it fills: class_id | boxes | regions
     allows_nothing: ClassVar[bool]  # may a person answer "nothing here" (the form's `nothing`)?
+    prompt: ClassVar[str]  # the page's heading
+    template: ClassVar[str]  # the partial (under templates/) with the view's answer controls
+    shows_guesses: ClassVar[bool]  # a sample without model probabilities gets decoy guesses (so gold looks alike)
+    draws_shapes: ClassVar[bool]  # people drag rectangles over the image (the script's canvas)
+    shape_class: ClassVar[bool]  # each drawn shape carries a class (the page's class select)
+    shape_colour: ClassVar[str]  # "r, g, b" of drawn shapes ("" when nothing is drawn)
+    hint: ClassVar[str]  # how to answer, under the controls
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
         """Set the answer's label and operations from the form; InvalidRequestError for anything malformed."""
+
+    def describe(self, answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
+        """A short text of the answer's label for the operator's list of recent answers."""
 
 
 VIEWS: Registry[AnswerView] = Registry("annotator view", package=__name__)
@@ -43,6 +54,17 @@ def view_for_label(label: str) -> AnswerView:
     if not found:
         raise InvalidRequestError(f"no annotator view asks for {label!r} answers")
     return found[0]
+
+
+def view_of_answer(answer: hub_pb2.Answer) -> AnswerView | None:
+    """The view that fills the answer's label; None for an answer without one (a skip) or of a label no view asks
+    for, so the operator page still shows the rest."""
+    label = answer.WhichOneof("label")
+    return next((get_view(name) for name in view_names() if get_view(name).label == label), None)
+
+
+def class_text(class_id: int, class_names: tuple[str, ...]) -> str:
+    return class_names[class_id] if class_id < len(class_names) else str(class_id)
 
 
 def check_class(class_id: int, num_classes: int) -> int:

@@ -12,11 +12,21 @@ class BoxesView:
     name = "boxes"
     label = "boxes"
     allows_nothing = False
+    prompt = "Draw a box around each object"
+    template = "views/shapes.html"
+    shows_guesses = False
+    draws_shapes = True
+    shape_class = True
+    shape_colour = "0, 230, 118"
+    hint = "Drag a box around each object."
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
-        boxes = [coords(shape, task, num_classes, with_class=True) for shape in parse_shapes(form.shapes)]
+        boxes = [coords(shape, task, num_classes, with_class=self.shape_class) for shape in parse_shapes(form.shapes)]
         answer.boxes.boxes.extend(hub_pb2.Box(**b) for b in boxes)
         answer.operations = len(boxes)
+
+    def describe(self, answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
+        return f"{len(answer.boxes.boxes)} boxes"
 
 
 VIEWS.add("boxes", BoxesView())

@@ -15,6 +15,13 @@ class RegionsView:
     name = "regions"
     label = "regions"
     allows_nothing = True
+    prompt = "Mark the regions that matter"
+    template = "views/shapes.html"
+    shows_guesses = False
+    draws_shapes = True
+    shape_class = False
+    shape_colour = "255, 179, 0"
+    hint = "Drag a rectangle over each region the decision depends on."
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
         if form.nothing is not None:
@@ -23,9 +30,12 @@ class RegionsView:
             answer.regions.SetInParent()
             answer.operations = 1  # one click
             return
-        regions = [coords(shape, task, num_classes, with_class=False) for shape in parse_shapes(form.shapes)]
+        regions = [coords(shape, task, num_classes, with_class=self.shape_class) for shape in parse_shapes(form.shapes)]
         answer.regions.regions.extend(hub_pb2.Region(**r, weight=1.0) for r in regions)
         answer.operations = len(regions)
+
+    def describe(self, answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
+        return f"{len(answer.regions.regions)} regions"
 
 
 VIEWS.add("regions", RegionsView())
