@@ -33,6 +33,9 @@ def test_prefetch_yields_the_same_frames_in_order(tmp_path) -> None:
     assert all(np.array_equal(a.image, b.image) for a, b in zip(ahead, inline, strict=True))
 
 
+WAIT_S = 10.0  # a deadline for what happens at once, not a pause
+
+
 class CountingSource(FrameSource):
     """An endless source that counts reads (a camera stand-in: no camera on this machine) and can fail."""
 
@@ -40,21 +43,33 @@ class CountingSource(FrameSource):
         super().__init__(SourceConfig(kind="camera", uri="0"), threading.Event())
         self.reads = 0
         self.fail_at = fail_at
+        self._counted = threading.Condition()
 
     def read(self) -> Frame | None:
         if self.reads == self.fail_at:
             raise SourceError("device unplugged")
-        self.reads += 1
+        with self._counted:
+            self.reads += 1
+            self._counted.notify_all()
         return Frame(self.reads - 1, np.zeros((2, 2), np.uint8), 0.0)
+
+    def wait_reads(self, n: int) -> bool:
+        """Block until `n` frames were read (False after WAIT_S): the reader's progress is the signal, not time."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.reads >= n, WAIT_S)
 
 
 def test_read_ahead_is_bounded_and_close_is_prompt() -> None:
     inner = CountingSource()
     source = PrefetchSource(inner, depth=2)
     assert source.read().index == 0
-    # the reader fills the queue (2) and holds one more frame it cannot put: at most 1 + 2 + 1 reads
-    source._thread.join(timeout=0.5)  # it must NOT end: it is blocked on the full queue
-    assert source._thread.is_alive() and inner.reads <= 4
+    # the reader fills the queue (2) and holds one more frame it cannot put: exactly 1 + 2 + 1 reads, and there it
+    # stays, since putting the fourth frame needs room the queue only gets from the consumer
+    assert inner.wait_reads(4), f"the reader stopped after {inner.reads} reads"
+    assert inner.reads == 4 and source._queue.full() and source._thread.is_alive()
+    assert source.read().index == 1  # room for one more: the held frame goes in and exactly one more is read
+    assert inner.wait_reads(5), f"the reader stopped after {inner.reads} reads"
+    assert inner.reads == 5 and source._queue.full()
     source.close()
     assert not source._thread.is_alive()
 
