@@ -23,7 +23,7 @@ class AnswerView(Protocol):
     label: ClassVar[str]  # the Answer `label` oneof field it fills: class_id | boxes | regions
     allows_nothing: ClassVar[bool]  # may a person answer "nothing here" (the form's `nothing`)?
     prompt: ClassVar[str]  # the page's heading
-    template: ClassVar[str]  # the partial (under templates/) with the view's answer controls
+    template: ClassVar[str]  # the partial in templates/ (flat: setup.py ships templates/*) with its answer controls
     shows_guesses: ClassVar[bool]  # a sample without model probabilities gets decoy guesses (so gold looks alike)
     draws_shapes: ClassVar[bool]  # people drag rectangles over the image (the script's canvas)
     shape_class: ClassVar[bool]  # each drawn shape carries a class (the page's class select)

@@ -13,7 +13,7 @@ class BoxesView:
     label = "boxes"
     allows_nothing = False
     prompt = "Draw a box around each object"
-    template = "views/shapes.html"
+    template = "view_shapes.html"
     shows_guesses = False
     draws_shapes = True
     shape_class = True

@@ -14,7 +14,7 @@ class ClassView:
     label = "class_id"
     allows_nothing = False
     prompt = "Which class is this?"
-    template = "views/class.html"
+    template = "view_class.html"
     shows_guesses = True
     draws_shapes = False
     shape_class = False

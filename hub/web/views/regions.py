@@ -16,7 +16,7 @@ class RegionsView:
     label = "regions"
     allows_nothing = True
     prompt = "Mark the regions that matter"
-    template = "views/shapes.html"
+    template = "view_shapes.html"
     shows_guesses = False
     draws_shapes = True
     shape_class = False
