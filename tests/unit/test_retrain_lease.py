@@ -155,28 +155,36 @@ def test_an_expired_lease_is_taken_over_and_its_run_marked_failed(stores: list[R
         survivor.stop(timeout=WAIT_S)
 
 
-def test_a_running_retrain_keeps_renewing_its_short_lease(tmp_path: Path) -> None:
-    kbs = [KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}") for _ in range(2)]
-    ttl = 0.3
-    running, other = worker(RetrainStore(kbs[0]), lease_ttl_s=ttl).start(), worker(RetrainStore(kbs[1]))
+def renewed_after(store: RetrainStore, expiry: float) -> bool:
+    """Poll (deadline WAIT_S) until the model's lease ends later than `expiry`: the keeper has renewed it."""
+    deadline = time.monotonic() + WAIT_S
+    while (lease := store.live_lease(MODEL)) is None or lease.expires_at <= expiry:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # the poll interval; the deadline above bounds the wait
+    return True
+
+
+def test_a_running_retrain_keeps_renewing_its_short_lease(stores: list[RetrainStore]) -> None:
+    """The keeper renews every ttl/3 of real time; the lease's clock is simulated, so a renewal is seen as the
+    expiry moving with the clock, and passing the first expiry is a step of the clock, not a wait."""
+    clock, ttl = stores[0].clock, 0.3
+    running, other = worker(stores[0], lease_ttl_s=ttl).start(), worker(stores[1])
     try:
         run = running.request(MODEL, "operator")
         assert running.pipeline.started.wait(WAIT_S)  # type: ignore[attr-defined]
         first_expiry = other.store.live_lease(MODEL).expires_at
-        deadline, pause = first_expiry + 3 * ttl, threading.Event()
-        while time.time() < deadline:  # well past the first expiry: renewed, so still refused
-            with pytest.raises(RetrainBusyError):
-                other.request(MODEL, "api")
-            pause.wait(ttl / 6)
-        assert other.store.live_lease(MODEL).expires_at > first_expiry
+        clock.now += ttl / 2  # type: ignore[attr-defined]
+        assert renewed_after(other.store, first_expiry), "the running retrain's lease was never renewed"
+        clock.now = first_expiry + ttl / 4  # type: ignore[attr-defined]  # past the first expiry
+        with pytest.raises(RetrainBusyError, match=f"is already queued or running on {running.holder}"):
+            other.request(MODEL, "api")
         running.pipeline.gate.set()  # type: ignore[attr-defined]
         assert running.wait(run.id, timeout=WAIT_S).status == "rejected"
         assert other.store.live_lease(MODEL) is None
     finally:
         running.pipeline.gate.set()  # type: ignore[attr-defined]
         running.stop(timeout=WAIT_S)
-        for kb in kbs:
-            kb.close()
 
 
 def test_stopping_a_worker_fails_its_queued_runs_and_frees_their_leases(stores: list[RetrainStore]) -> None:
