@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from hgen.hub.aggregators import default_aggregator
 from hgen.hub.config import GoldConfig, LimitsConfig
 from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.guards import at_cap
@@ -27,6 +28,8 @@ from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment,
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
 from hgen.hub.validation import check_image
 from hgen.protos import hub_pb2
+from hgen.protos.kinds import wire_kind
+from hgen.runtime.hdnn import DEFAULT_KIND, get_kind
 
 GOLD_DEVICE = "hub-gold"
 NEVER = 4102444800.0  # 2100-01-01: gold samples never reach a deadline
@@ -61,10 +64,15 @@ class GoldRating:
 class GoldBook:
     """Adds gold samples, hands them out at the configured share, scores answers and pauses annotators."""
 
-    def __init__(self, kb: KnowledgeBase, config: GoldConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kb: KnowledgeBase, config: GoldConfig, clock: Callable[[], float] = time.time, *,
+                 aggregator: str | None = None) -> None:
+        """`aggregator`: the hub's configured one; a gold sample is stored with the aggregator a device's sample of
+        the same kind would get (the kind's own when None), so nothing about it stands out."""
         self.kb = kb
         self.config = config
         self.clock = clock
+        self.kind = get_kind(DEFAULT_KIND)  # gold truth is a class: the default kind's (H-CNN's) label
+        self.aggregator = default_aggregator(self.kind, aggregator) if aggregator else self.kind.aggregator
 
     # --- gold samples -----------------------------------------------------------------------------------------
 
@@ -77,17 +85,17 @@ class GoldBook:
         sample_id, now = str(uuid.uuid4()), self.clock()
         inline, path = self.kb.images.put(sample_id, image)
         probabilities = decoy_probabilities(num_classes, class_id, secrets.randbits(64))
-        output = hub_pb2.ModelOutput(kind=hub_pb2.HDNN_KIND_CNN, confidence=max(probabilities),
+        output = hub_pb2.ModelOutput(kind=wire_kind(self.kind.name), confidence=max(probabilities),
                                      class_probabilities=probabilities)
         with self.kb.session() as s:
             s.add(Batch(id=sample_id, device_id=GOLD_DEVICE, m=GOLD_SLOTS, deadline=NEVER, labour_budget=0.0,
                         labour_reserved=0.0, created_at=now))
             s.flush()
             s.add(Sample(id=sample_id, batch_id=sample_id, device_id=GOLD_DEVICE, bundle_name="", bundle_version="",
-                         captured_at=None, hdnn_kind=hub_pb2.HDNN_KIND_CNN, image_format=image.format,
+                         captured_at=None, hdnn_kind=output.kind, image_format=image.format,
                          height=image.height, width=image.width, channels=image.channels, image_bytes=inline,
                          image_path=path, model_output=output.SerializeToString(), confidence=0.0, difficulty=1.0,
-                         labour_reserved=0.0, m=GOLD_SLOTS, aggregator="majority", transport=GOLD_TRANSPORT,
+                         labour_reserved=0.0, m=GOLD_SLOTS, aggregator=self.aggregator, transport=GOLD_TRANSPORT,
                          status="received", assigned_count=0, answer_count=0, deadline=NEVER, received_at=now))
             s.flush()
             s.add(GoldItem(sample_id=sample_id, class_id=class_id, created_at=now))

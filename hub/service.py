@@ -98,7 +98,7 @@ class HubService:
         self.clock = clock
         self.metrics = HubMetrics()
         self.bus = ReplyBus()
-        self.gold = GoldBook(kb, config.gold, clock)
+        self.gold = GoldBook(kb, config.gold, clock, aggregator=config.aggregator)
         self.annotators = AnnotatorAPI(kb, self.metrics, self.publish_replies, self.gold,
                                        max_open=config.tasks.max_open_per_annotator)
         self._listeners: dict[str, list[ReplyListener]] = defaultdict(list)
