@@ -23,7 +23,7 @@ from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import Broker
 from hgen.hub.testing.tls import make_pki
 from hgen.protos import hub_pb2, hub_pb2_grpc
-from hgen.protos.mqtt import topic
+from hgen.protos.mqtt import QOS, topic
 
 A, B = "cam-a", "cam-b"
 
@@ -71,7 +71,11 @@ def test_b_cannot_publish_as_a_read_a_or_plant_a_retained_update(hub: RunningHub
         late = MqttProbe(broker.host, broker.port, A, hub.secret(A), "late-a")
         try:
             late.subscribe(topic("hgen/v1", A, "updates"))
-            assert not late.wait(lambda: late.messages, 1.0), "a retained update planted by B reached A"
+            # the broker queues a retained message at the subscribe, before anything published after the SUBACK:
+            # once the hub's marker is in, a planted update would have arrived ahead of it
+            hub.app.mqtt.client.publish(topic("hgen/v1", A, "updates"), b"after-subscribe", QOS)
+            assert late.wait(lambda: late.messages, 30), "the marker published after the subscribe never came"
+            assert [m.payload for m in late.messages] == [b"after-subscribe"], "B's planted update reached A"
         finally:
             late.close()
     finally:
