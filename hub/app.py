@@ -16,12 +16,14 @@ log = logging.getLogger(__name__)
 class HubApp:
     """Start/stop in dependency order: knowledge base, sweep, transports, retrain worker, web (stopped in reverse)."""
 
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, *, service: HubService | None = None) -> None:
+        """`service`: one built on a simulated clock (tests move deadlines and leases by moving it); by default
+        the config's, on the wall clock. Its clock is the retrain leases' clock too."""
         self.config = config
-        self.service = HubService.from_config(config)
+        self.service = service if service is not None else HubService.from_config(config)
         self.grpc = GrpcTransport(self.service, config.grpc) if config.grpc.enabled else None
         self.mqtt = MqttTransport(self.service, config.mqtt) if config.mqtt.enabled else None
-        self.retrain_store = RetrainStore(self.service.kb)
+        self.retrain_store = RetrainStore(self.service.kb, clock=self.service.clock)
         self.retrain: RetrainWorker | None = None
         if config.retrain.enabled:
             pipeline = RetrainPipeline(config.retrain, self.retrain_store,

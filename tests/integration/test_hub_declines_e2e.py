@@ -1,6 +1,7 @@
 """Declines end to end over real gRPC on loopback: people answer "can't tell" / skip through the annotator API,
 the device's SampleReply counts them, and the edge agent's result carries the counts (and, when nobody labelled
-the sample, is `declined` with the model's label)."""
+the sample, is `declined` with the model's label). The hub runs on a simulated clock: a sample's deadline passes
+when the test moves the clock past it, not after a wait."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from hgen.hub.annotators import AnnotatorAPI
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.models import Sample
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.service import HubService
+from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import free_port
@@ -28,15 +32,20 @@ from hgen.protos import hub_pb2
 
 DEVICE = "cam-1"
 PEOPLE = ("ann", "bob", "cat")
-DEADLINE_S = 4.0  # long enough for the people below to act (milliseconds), short enough to wait for
+DEADLINE_S = 600.0  # never reached in real time: the hub's clock is moved past it
+WAIT_S = 30.0  # deadline for what follows at once (replies after the sweep), not a pause
 Act = Callable[[str, str], str | int]  # (annotator, sample id) -> "cant_tell" | "skip" | a class
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubApp]:
-    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+    """Its clock starts at the wall clock's now, so a device's absolute deadline is read in the same frame."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url},
                                "grpc": {"port": free_port(), "reply_poll_s": 0.1}})
-    app = HubApp(config).start()
+    clock = Clock(time.time())
+    service = HubService(config, KnowledgeBase.open(url, image_dir=tmp_path / "img", clock=clock), clock=clock)
+    app = HubApp(config, service=service).start()
     for person in PEOPLE:
         app.service.annotators.register(person)
     yield app
@@ -49,6 +58,14 @@ def wait_for_samples(app: HubApp, count: int, timeout: float = 30.0) -> None:
     while app.service.kb.count(Sample) < count:
         assert time.monotonic() < give_up, "the device's samples never reached the hub"
         generation = api.wait_for_work(generation, 0.5)
+
+
+def pass_deadlines(app: HubApp) -> None:
+    """Move the hub's clock just past every open sample's deadline and close them, as its sweep would."""
+    clock = app.service.clock
+    while (due := app.service.kb.next_deadline()) is not None:
+        clock.now = max(clock.now, due + 1.0)  # type: ignore[attr-defined]
+        app.service.sweep_once()
 
 
 def work_through(api: AnnotatorAPI, act: Act) -> int:
@@ -72,7 +89,7 @@ def work_through(api: AnnotatorAPI, act: Act) -> int:
 
 def test_device_reply_counts_cant_tell_and_skip_over_grpc(hub: HubApp) -> None:
     declined, labelled = make_sample(DEVICE, top=1), make_sample(DEVICE, top=1)
-    request = make_request(DEVICE, [declined, labelled], m=2, deadline_s=DEADLINE_S)
+    request = make_request(DEVICE, [declined, labelled], m=2, deadline_s=DEADLINE_S, now=hub.service.clock())
     log = ReplyLog()
     device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=30, token=enroll(hub, DEVICE)[DEVICE].bearer)
     sender = threading.Thread(target=device.submit_until_replied, args=(request,), daemon=True)
@@ -85,7 +102,10 @@ def test_device_reply_counts_cant_tell_and_skip_over_grpc(hub: HubApp) -> None:
         return "cant_tell" if person == "bob" else 6
 
     assert work_through(hub.service.annotators, act) == 6  # every person saw both samples once
-    assert log.wait_for(2, timeout=DEADLINE_S + 20), "the device did not get both replies"
+    assert log.wait_for(1, timeout=WAIT_S), "the labelled sample's reply did not come at once"
+    assert set(log.labels) == {labelled.sample_id}  # nobody labelled the other: it waits for its deadline
+    pass_deadlines(hub)
+    assert log.wait_for(2, timeout=WAIT_S), "the device did not get both replies"
     sender.join(timeout=10)
     device.close()
     nobody, some = log.labels[declined.sample_id], log.labels[labelled.sample_id]
@@ -122,7 +142,8 @@ def test_agent_result_is_declined_with_the_counts_and_the_model_label(tmp_path: 
         assert work_through(hub.service.annotators, lambda person, _: "skip" if person == "bob" else "cant_tell") == 6
         pending = {r.sample_id for r in results.results if r.status is ResultStatus.PENDING}
         assert len(pending) == 2
-        final = results.final_for(pending, timeout=DEADLINE_S + 30)
+        pass_deadlines(hub)
+        final = results.final_for(pending, timeout=WAIT_S)
     for result in final.values():
         assert result.status is ResultStatus.DECLINED, result
         assert result.label == result.model_label is not None and result.answers == ()
