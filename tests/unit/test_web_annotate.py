@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from hgen.hub.app import HubApp
 from hgen.hub.kb.models import AnswerRow, Assignment, Sample, TaskEvent
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.testing.web import add_people, logged_in, web_hub
+from hgen.hub.web import answers
 from hgen.protos import hub_pb2
 
 NAMES = ["zero", "one", "two", "<script>alert(1)</script>", "four", "five", "six", "seven", "eight", "nine"]
@@ -34,6 +36,14 @@ def task_page(c: FlaskClient) -> tuple[str, str, str]:
     return page, task_id, token
 
 
+def assigned_seconds_ago(hub: HubApp, task_id: str, seconds: float) -> None:
+    """Date the task's assignment back: the route times an answer from it on the wall clock, so the hub's own
+    measure is then at least `seconds`, however fast the test runs."""
+    with hub.service.kb.session() as s:
+        s.execute(update(Assignment).where(Assignment.id == task_id)
+                  .values(assigned_at=Assignment.assigned_at - seconds))
+
+
 def submit(hub: HubApp, m: int = 1, kind: int = hub_pb2.HDNN_KIND_CNN) -> hub_pb2.Sample:
     sample = make_sample("cam-1", confidence=0.4, top=3, kind=kind)
     result = hub.service.submit(make_request("cam-1", [sample], m=m), "grpc")
@@ -49,13 +59,38 @@ def test_classification_answer_reaches_the_reply_with_time(hub: HubApp) -> None:
     assert re.search(r"<kbd>4</kbd> &lt;script&gt;", page)  # number key per class, guesses shown
     image = c.get(f"/task/{task_id}/image")
     assert image.status_code == 200 and image.mimetype == "image/png"
+    assigned_seconds_ago(hub, task_id, 10.0)  # the hub saw 10 s or more pass: the page's 1.5 s is believable
     response = c.post(f"/task/{task_id}/answer", data={"class_id": "7", "kind": "class", "elapsed_ms": "1500",
                                                        "csrf_token": token})
     assert response.status_code == 303
     reply = hub.service.kb.replies_for([sample.sample_id])[0]
     assert reply.status == hub_pb2.REPLY_STATUS_ANSWERED and reply.aggregated.class_id == 7
     assert reply.answers[0].annotator_id == "ann" and not reply.answers[0].simulated
-    assert 0 < reply.answers[0].latency_s <= 1.5 + 1e-9
+    assert reply.answers[0].latency_s == 1.5
+
+
+def test_a_page_claiming_more_time_than_the_hub_saw_gets_the_hubs_time(hub: HubApp) -> None:
+    sample = submit(hub)
+    c = logged_in(hub, "ann")
+    _, task_id, token = task_page(c)
+    assigned_seconds_ago(hub, task_id, 10.0)
+    response = c.post(f"/task/{task_id}/answer", data={"class_id": "7", "kind": "class",
+                                                       "elapsed_ms": str(3600 * 1000), "csrf_token": token})
+    assert response.status_code == 303
+    latency_s = hub.service.kb.replies_for([sample.sample_id])[0].answers[0].latency_s
+    assert 10.0 <= latency_s < 3600.0  # what the hub saw (10 s and the test's own run), not the claimed hour
+
+
+@pytest.mark.parametrize(("elapsed_ms", "server_s", "expected"), [
+    ("1500", 2.0, 1.5),  # within what the hub saw: the page's own measure, to the millisecond
+    ("2900", 2.0, 2.9),  # up to 1 s more than the hub saw (clocks and transit) is still the page's
+    ("3100", 2.0, 2.0),  # more than that: the hub's time
+    ("0", 2.0, 2.0), ("-5", 2.0, 2.0), ("nan", 2.0, 2.0), ("inf", 2.0, 2.0), ("soon", 2.0, 2.0),
+    ("1500", -0.5, 0.0),  # a hub clock stepped back never makes a negative time
+])
+def test_time_to_answer_is_the_pages_only_within_what_the_hub_saw(elapsed_ms: str, server_s: float,
+                                                                   expected: float) -> None:
+    assert answers.latency(elapsed_ms, server_s) == pytest.approx(expected)
 
 
 def test_skip_and_cant_tell_release_the_task_to_someone_else(hub: HubApp) -> None:
