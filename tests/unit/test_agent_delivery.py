@@ -1,13 +1,15 @@
 """The agent's delivery (issue 17), null engine, no hub. Exactly-once results across a crash: a reply's final result
 is journalled as its sample leaves the outbox, so a restart re-offers it only to sinks that do not hold it; a
 patience timeout is marked before it is reported, so the reply after a restart is `late`, not a second final
-answer. Asking again is bounded: only the oldest RESEND_WINDOW samples already asked are asked again."""
+answer. Asking again is bounded: only the oldest RESEND_WINDOW samples already asked are asked again (seen through
+a real Mosquitto, with the hub away)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,15 @@ from hgen.edge_agent.resend import RESEND_WINDOW
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sinks.jsonl import JsonlSink, JsonlSinkConfig
 from hgen.edge_agent.testing import make_keys, null_bundle
+from hgen.edge_agent.transports import ConnectionState
+from hgen.hub.broker_acl import device_topics
+from hgen.hub.testing.attacker import MqttProbe
+from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
+from hgen.hub.testing.services import HUB_USER, Broker
 from hgen.protos import hub_pb2
+from hgen.protos.mqtt import topic
+
+DEVICE, PREFIX = "cam-1", "hgen/v1"
 
 
 def pending(sample_id: str) -> Result:
@@ -46,11 +56,11 @@ def make_agent(tmp_path: Path) -> Iterator:
     bundle = null_bundle(tmp_path / "bundle", keys)
     agents: list[Agent] = []
 
-    def make() -> Agent:
+    def make(hub: dict | None = None) -> Agent:
         config = parse_agent_config({
-            "device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem)},
+            "device_id": DEVICE, "bundle": {"path": str(bundle), "public_key": str(keys.public_pem)},
             "source": {"kind": "images", "uri": str(tmp_path)}, "batching": {"patience_s": 30},
-            "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+            "outbox": {"path": str(tmp_path / "outbox.sqlite")}, "hub": hub or {},
             "sinks": [{"kind": "jsonl", "path": str(tmp_path / "results.jsonl")}]})
         agents.append(Agent(config))
         return agents[-1]
@@ -141,38 +151,59 @@ def test_a_stream_clock_runs_at_the_stream_rate_and_never_goes_back() -> None:
     assert clock.monotonic() >= later
 
 
-class Recording:
-    """Stands in for the link to the hub: takes every request (as a broker would for a hub that is down)."""
+class HubAway:
+    """The hub's account on the broker, reading what the device asks and never answering (a hub that is down; the
+    broker takes every ask, as it queues them for the hub's session)."""
 
-    def __init__(self) -> None:
-        self.asked: list[str] = []
+    def __init__(self, broker: Broker) -> None:
+        assert broker.access is not None
+        self.topic = topic(PREFIX, DEVICE, "samples")
+        self.probe = MqttProbe(broker.host, broker.port, HUB_USER, broker.access.hub_password, "hub-away")
+        self.probe.subscribe(self.topic)
 
-    def in_flight(self) -> frozenset[str]:
-        return frozenset()
+    def asked(self) -> list[str]:
+        with self.probe.cond:
+            return [s.sample_id for m in self.probe.messages
+                    for s in hub_pb2.AnnotationRequest.FromString(m.payload).samples]
 
-    def send(self, request: hub_pb2.AnnotationRequest) -> bool:
-        self.asked += [sample.sample_id for sample in request.samples]
-        return True
+    def take(self, agent: Agent) -> list[str]:
+        """The asks of the pass just made, once all are in: the broker holds them once the agent has nothing in
+        flight, and forwards them here before its SUBACK to a later subscribe on this connection."""
+        assert wait_until(lambda: not agent.transport.in_flight()), "the broker never acknowledged the asks"
+        self.probe.subscribe(self.topic)
+        asked = self.asked()
+        with self.probe.cond:
+            self.probe.messages.clear()
+        return asked
 
 
-def test_a_long_outage_asks_again_only_about_the_oldest_window(make_agent) -> None:
-    agent = make_agent()
-    link = agent.transport = Recording()  # type: ignore[assignment]
+def wait_until(condition: Callable[[], object], timeout_s: float = 30.0) -> bool:
+    """Poll a condition (it returns as soon as it holds; the timeout is a deadline, not a pause)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_long_outage_asks_again_only_about_the_oldest_window(make_agent, broker: Broker) -> None:  # noqa: F811
+    """Over a real broker with the hub away: every first ask goes, then only the oldest RESEND_WINDOW are asked
+    again, and once the hub answers the oldest, the window slides to the next ones."""
+    device_acl = [line.removeprefix("topic ") for line in device_topics(PREFIX, DEVICE)]
+    agent = make_agent({"url": broker.url, "secret": broker.add_account(DEVICE, device_acl), "watch_updates": False})
+    hub = HubAway(broker)
     try:
-        asks_again_only_about_the_oldest(agent, link)
+        agent.transport.start()
+        assert wait_until(lambda: agent.transport.state is ConnectionState.CONNECTED), "the agent never connected"
+        ids = [f"s{i:04d}" for i in range(RESEND_WINDOW + 100)]
+        agent.outbox.put([row(sample_id, 0.0) for sample_id in ids])
+        agent._resend(0.0)
+        assert hub.take(agent) == ids  # first asks all go
+        agent._resend(3600.0)  # an hour later nothing was answered
+        assert hub.take(agent) == ids[:RESEND_WINDOW]
+        agent.outbox.ack(ids[:100])  # the hub is back and answered the oldest
+        agent._resend(7200.0)
+        assert hub.take(agent) == ids[100:]
     finally:
-        agent.transport = None
-
-
-def asks_again_only_about_the_oldest(agent: Agent, link: Recording) -> None:
-    count = RESEND_WINDOW + 100
-    agent.outbox.put([row(f"s{i:04d}", 0.0) for i in range(count)])
-    agent._resend(0.0)
-    assert len(link.asked) == count  # first asks all go
-    link.asked.clear()
-    agent._resend(3600.0)  # an hour later nothing was answered
-    assert link.asked == [f"s{i:04d}" for i in range(RESEND_WINDOW)]
-    agent.outbox.ack([f"s{i:04d}" for i in range(100)])  # the hub is back and answered the oldest
-    link.asked.clear()
-    agent._resend(7200.0)
-    assert link.asked == [f"s{i:04d}" for i in range(100, count)]
+        hub.probe.close()
