@@ -89,6 +89,7 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         self._pipeline: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
         self._finished = threading.Event()
+        self.failure: Exception | None = None  # what stopped the pipeline early; `run` raises it
         self._end_of_stream = threading.Event()
         self._stopped = False
         self.metrics_endpoint: PrometheusEndpoint | None = None
@@ -167,15 +168,20 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
             return True
 
     def run(self) -> None:
-        """Blocking: start, process until the source ends, let replies settle within patience, stop."""
+        """Blocking: start, process until the source ends, let replies settle within patience, stop.
+
+        A pipeline that died (a source failing mid-stream) is raised after the orderly stop, so the process exits
+        non-zero and a supervisor restarts it; its unreplied samples wait in the outbox for the next run."""
         self.start()
         try:
             while not self.wait(0.5):
                 pass
-            if not self._stop.is_set():
+            if not self._stop.is_set() and self.failure is None:
                 self.wait_settled(self.config.batching.patience_s + self.config.batching.max_wait_s)
         finally:
             self.stop()
+        if self.failure is not None:
+            raise self.failure
 
     def stop(self) -> None:
         """Stop threads, close the hub link, sinks, models and the outbox (idempotent)."""
@@ -220,9 +226,10 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
                     break
                 self.process_frame(frame)
                 processed += 1
-        except Exception:
+        except Exception as exc:
+            self.failure = exc
             log.exception("pipeline failed")
-            self.telemetry.problem("pipeline", "pipeline stopped on an unexpected error (see log)")
+            self.telemetry.problem("pipeline", f"pipeline stopped: {exc}")
         finally:
             self._sync_source_stats()
             self._finished.set()

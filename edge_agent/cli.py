@@ -1,7 +1,8 @@
 """`hgen-agent run --config agent.yaml` (runs until the source ends or SIGTERM/SIGINT) and
 `hgen-agent check --config agent.yaml` (validate config, verify and open the bundle, open the source, exit).
 
-Exit codes: 0 ok, 2 configuration / bundle / source problem (message printed, no traceback), 1 anything else.
+Exit codes: 0 ok; 2 a configuration or bundle problem a restart cannot fix (message printed, no traceback); 1 the
+agent failed (a source failing mid-stream, an outbox that cannot be written, ...: a supervisor should restart it).
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import threading
 from collections.abc import Sequence
 
 from hgen.edge_agent.config import AgentConfig, load_agent_config
-from hgen.runtime.errors import HGenError
+from hgen.runtime.bundle.errors import BundleError
+from hgen.runtime.errors import ConfigError, HGenError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
+from hgen.runtime.signing import KeyFileError, SignatureError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ConfigError, EXIT_CONFIG),  # agent.yaml (AgentConfigError) or a setting it passes on
+    (BundleError, EXIT_CONFIG),  # bundle.path unreadable, tampered or built for another target
+    (SignatureError, EXIT_CONFIG),  # ... or not signed by bundle.public_key
+    (KeyFileError, EXIT_CONFIG),  # bundle.public_key unreadable
+    (HGenError, EXIT_FAILURE),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run(config)
     except HGenError as exc:
         print(f"hgen-agent: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
     return EXIT_OK
 
 

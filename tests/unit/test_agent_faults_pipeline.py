@@ -1,0 +1,66 @@
+"""A pipeline that dies is a failure the process reports (null engine): a source failing mid-stream is raised from
+`Agent.run` after the orderly stop, and `hgen-agent run` exits 1 (a supervisor restarts it), while a config problem
+still exits 2 (a restart cannot fix it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from hgen.edge_agent.cli import main as cli_main
+from hgen.edge_agent.config import load_agent_config
+from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.testing import make_keys, null_bundle
+
+SIZE = 28
+
+
+def y4m(path: Path, good_frames: int, broken: bool) -> Path:
+    """A grey YUV4MPEG2 file; `broken` adds a line where the next FRAME marker should be (a corrupt recording)."""
+    data = f"YUV4MPEG2 W{SIZE} H{SIZE} F30:1 Cmono\n".encode()
+    for i in range(good_frames):
+        data += b"FRAME\n" + bytes([i * 40 % 256]) * (SIZE * SIZE)
+    path.write_bytes(data + (b"NOT A FRAME\n" if broken else b""))
+    return path
+
+
+def config_file(tmp_path: Path, source: Path) -> Path:
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "bundle", keys)
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
+                    f"source: {{kind: y4m, uri: {source}, prefetch: 0}}\n"
+                    f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n")
+    return path
+
+
+def test_a_source_failing_mid_stream_is_raised_by_run_after_the_stop(tmp_path: Path) -> None:
+    agent = Agent(load_agent_config(config_file(tmp_path, y4m(tmp_path / "cut.y4m", 2, broken=True))))
+    with pytest.raises(SourceError, match="no FRAME marker"):
+        agent.run()
+    assert agent.telemetry.count("frames") == 2  # the frames before the fault were answered
+    assert "no FRAME marker" in agent.telemetry.problems["pipeline"]
+    assert agent._stopped and agent.outbox.depth() == 0  # stopped in order: the outbox file is closed
+
+
+def test_hgen_agent_run_exits_1_when_the_source_fails_and_0_when_it_ends(tmp_path: Path, capsys) -> None:
+    broken = config_file(tmp_path / "a", y4m(_made(tmp_path / "a") / "cut.y4m", 2, broken=True))
+    assert cli_main(["run", "--config", str(broken), "--log-level", "ERROR"]) == EXIT_FAILURE
+    assert "no FRAME marker" in capsys.readouterr().err
+    whole = config_file(tmp_path / "b", y4m(_made(tmp_path / "b") / "whole.y4m", 2, broken=False))
+    assert cli_main(["run", "--config", str(whole), "--log-level", "ERROR"]) == EXIT_OK
+
+
+def test_a_config_problem_still_exits_2(tmp_path: Path, capsys) -> None:
+    path = config_file(tmp_path, y4m(tmp_path / "whole.y4m", 1, broken=False))
+    path.write_text(path.read_text().replace("kind: y4m", "kind: y4n"))
+    assert cli_main(["check", "--config", str(path)]) == EXIT_CONFIG
+    assert "source.kind" in capsys.readouterr().err
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
