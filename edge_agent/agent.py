@@ -24,6 +24,7 @@ from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.adapt.runner import Adaptation
 from hgen.edge_agent.clock import SYSTEM_CLOCK, Clock
 from hgen.edge_agent.config import AgentConfig
+from hgen.edge_agent.errors import OutboxError
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
 from hgen.edge_agent.housekeeping import Housekeeping
 from hgen.edge_agent.kinds import FrameSize
@@ -338,10 +339,9 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
                 "size": [size.width, size.height]}
         row = OutboxRow(result.sample_id, batch_id, self.clock.time(), frame.index, model.m, deadline,
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
-        if not self.outbox.put([row]):
+        if not self._stored(row):
             with self._lock:
                 self.labour.refund(labour)
-            self.telemetry.inc("outbox_dropped")
             return None
         self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
         with self._lock:
@@ -350,6 +350,19 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
                                                       labour=labour, size=size)
         self._emit(pending)
         return pending
+
+    def _stored(self, row: OutboxRow) -> bool:
+        """Commit the sample; one refused (overflow policy) or not written (disk full, file locked: problem.outbox
+        says why) counts as dropped and the model's answer stands, and the stream goes on."""
+        try:
+            stored = bool(self.outbox.put([row]))
+            self.telemetry.problem("outbox", "")  # the file works (again)
+        except OutboxError as exc:
+            self.telemetry.problem("outbox", str(exc))
+            stored = False
+        if not stored:
+            self.telemetry.inc("outbox_dropped")
+        return stored
 
     def _sample_proto(self, frame: Frame, model: Model, logits: np.ndarray, result: Result) -> hub_pb2.Sample:
         import cv2
@@ -371,16 +384,20 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
         sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))
         return sample
 
-    def _emit(self, result: Result, skip_held: bool = False) -> None:
-        """To every sink that wants it (and, recovering after a crash, does not hold it already)."""
+    def _emit(self, result: Result, skip_held: bool = False) -> bool:
+        """To every sink that wants it (and, recovering after a crash, does not hold it already); False if one
+        failed, so a journalled result is kept for re-delivery."""
+        delivered = True
         for sink in self.sinks:
-            if not sink.wants(result) or (skip_held and sink.holds(result)):
-                continue
             try:
+                if not sink.wants(result) or (skip_held and sink.holds(result)):
+                    continue
                 sink.emit(result)
             except Exception as exc:  # a sink must not stop the pipeline
+                delivered = False
                 self.telemetry.inc("sink_errors")
                 self.telemetry.problem("sink", f"{type(sink).__name__}: {exc}")
+        return delivered
 
     def _sync_source_stats(self) -> None:
         if self._source is None:

@@ -9,13 +9,17 @@ result is emitted, so a restarted agent reports the later reply as `late`, never
 
 Bounded by `max_samples`; the overflow policy drops the oldest stored sample or refuses the new one, and each
 drop is added to a persistent counter so an operator sees how much was lost.
+
+Every failure of the file (disk full, locked by another process past the busy timeout, I/O error) is an
+`OutboxError` naming it, so the agent can treat it as a refused write and keep serving.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +63,8 @@ class OutboxRow:
 class Outbox:
     """Thread-safe; one connection guarded by a lock (SQLite serialises writers anyway)."""
 
-    def __init__(self, path: Path, max_samples: int, overflow: str = "drop_oldest") -> None:
+    def __init__(self, path: Path, max_samples: int, overflow: str = "drop_oldest", *,
+                 busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.max_samples = max_samples
         self.overflow = overflow
@@ -67,13 +72,24 @@ class Outbox:
         self._closed: tuple[int, int] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except OSError as exc:
+            raise OutboxError(f"outbox.path: cannot create the folder of {self.path} ({exc.filename}: "
+                              f"{exc.strerror})") from None
+        with self._failing("open"):
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             self._migrate()
+
+    @contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        """sqlite3 errors as OutboxError naming the file and what was being done (callers catch one type)."""
+        try:
+            yield
         except sqlite3.Error as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+            raise OutboxError(f"outbox {self.path}: cannot {doing}: {exc}") from None
 
     def _migrate(self) -> None:
         """Outboxes written by older agents gain the columns added since (their rows keep working)."""
@@ -85,7 +101,7 @@ class Outbox:
     def put(self, rows: Sequence[OutboxRow]) -> list[str]:
         """Store `rows` in one transaction; returns the ids actually stored (overflow may refuse some)."""
         stored: list[str] = []
-        with self._lock, self._transaction():
+        with self._lock, self._failing("store samples"), self._transaction():
             for row in rows:
                 if not self._make_room():
                     self._bump("dropped_newest")
@@ -115,7 +131,7 @@ class Outbox:
     def ack(self, sample_ids: Iterable[str]) -> int:
         """Delete acknowledged samples; returns how many were still stored."""
         ids = list(sample_ids)
-        with self._lock, self._transaction():
+        with self._lock, self._failing("delete acknowledged samples"), self._transaction():
             before = self._db.total_changes
             self._db.executemany("DELETE FROM samples WHERE sample_id = ?", [(i,) for i in ids])
             return self._db.total_changes - before
@@ -123,7 +139,7 @@ class Outbox:
     def settle(self, sample_id: str, result_json: str) -> bool:
         """The reply's final result replaces the sample, in one transaction; False if it was not stored (then
         nothing is journalled: a duplicate reply for a settled sample)."""
-        with self._lock, self._transaction():
+        with self._lock, self._failing("settle a sample"), self._transaction():
             if self._db.execute("DELETE FROM samples WHERE sample_id = ?", (sample_id,)).rowcount == 0:
                 return False
             self._db.execute("INSERT OR REPLACE INTO settled (sample_id, result) VALUES (?, ?)",
@@ -132,20 +148,20 @@ class Outbox:
 
     def emitted(self, sample_id: str) -> None:
         """Every sink has the settled result: drop it from the journal."""
-        with self._lock:
+        with self._lock, self._failing("drop an emitted result"):
             self._db.execute("DELETE FROM settled WHERE sample_id = ?", (sample_id,))
 
     def unemitted(self) -> list[tuple[str, str]]:
         """(sample id, result JSON) settled but maybe not emitted before a crash."""
-        with self._lock:
+        with self._lock, self._failing("read settled results"):
             return [(str(a), str(b)) for a, b in self._db.execute("SELECT sample_id, result FROM settled")]
 
     def mark_timed_out(self, sample_ids: Sequence[str]) -> None:
-        with self._lock, self._transaction():
+        with self._lock, self._failing("mark samples timed out"), self._transaction():
             self._db.executemany("UPDATE samples SET timed_out = 1 WHERE sample_id = ?", [(i,) for i in sample_ids])
 
     def get(self, sample_id: str) -> OutboxRow | None:
-        with self._lock:
+        with self._lock, self._failing("read a sample"):
             row = self._db.execute(f"SELECT {self._columns()} FROM samples WHERE sample_id = ?",
                                    (sample_id,)).fetchone()
         return OutboxRow(*row) if row else None
@@ -153,13 +169,13 @@ class Outbox:
     def pending(self, limit: int | None = None) -> list[OutboxRow]:
         """Stored samples, oldest first."""
         query = f"SELECT {self._columns()} FROM samples ORDER BY seq"
-        with self._lock:
+        with self._lock, self._failing("read samples"):
             rows = self._db.execute(query + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
         return [OutboxRow(*row) for row in rows]
 
     def index(self) -> list[tuple[str, str]]:
         """(sample id, batch id) of every stored sample, oldest first: a resend scan without the payloads."""
-        with self._lock:
+        with self._lock, self._failing("read the sample index"):
             return [(str(a), str(b)) for a, b in
                     self._db.execute("SELECT sample_id, batch_id FROM samples ORDER BY seq").fetchall()]
 
@@ -168,13 +184,13 @@ class Outbox:
         if not sample_ids:
             return []
         marks = ", ".join("?" * len(sample_ids))
-        with self._lock:
+        with self._lock, self._failing("read samples"):
             found = self._db.execute(f"SELECT {self._columns()} FROM samples WHERE sample_id IN ({marks}) "
                                      "ORDER BY seq", tuple(sample_ids)).fetchall()
         return [OutboxRow(*row) for row in found]
 
     def depth(self) -> int:
-        with self._lock:
+        with self._lock, self._failing("count samples"):
             if self._closed is not None:
                 return self._closed[0]
             return self._depth()
@@ -183,7 +199,7 @@ class Outbox:
         return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     def dropped(self) -> int:
-        with self._lock:
+        with self._lock, self._failing("read the drop counters"):
             if self._closed is not None:
                 return self._closed[1]
             return self._dropped()
@@ -196,7 +212,10 @@ class Outbox:
         """Close the file; depth and drop counts stay readable (final telemetry after `Agent.stop`)."""
         with self._lock:
             if self._closed is None:
-                self._closed = (self._depth(), self._dropped())
+                try:
+                    self._closed = (self._depth(), self._dropped())
+                except sqlite3.Error:  # a broken file still gets closed; its counts are unknown
+                    self._closed = (0, 0)
                 self._db.close()
 
     @staticmethod
@@ -217,4 +236,16 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self._rollback()
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:  # a failed COMMIT can leave the transaction open: the next BEGIN would fail for ever
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite ends the transaction itself on some errors (disk full, I/O)
+            with suppress(sqlite3.Error):  # the original error is the one to report
+                self._db.execute("ROLLBACK")

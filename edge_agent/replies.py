@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hgen.edge_agent.errors import OutboxError
 from hgen.edge_agent.kinds import FrameSize, adapter_for
 from hgen.edge_agent.results import Result, ResultStatus, declined_detail
 from hgen.edge_agent.transports import ConnectionState, TransportErrorCode
@@ -44,50 +45,74 @@ class ReplyHandling:
     """Replies and link state, for `Agent`."""
 
     def _on_reply(self: Agent, reply: hub_pb2.SampleReply) -> None:
+        """Fuse and settle the reply. The sample is taken out of `_waiting` meanwhile (patience and a second copy of
+        the reply leave it alone) and put back if its final result cannot be committed (the outbox's file failing:
+        OutboxError), so a resend's reply settles it later instead of it being lost until a restart."""
         if self.adapt is not None:  # the hub's queue depth is part of the selector's context
             self.adapt.on_reply(reply)
         with self._lock:
             waiting = self._waiting.pop(reply.sample_id, None)
             duplicate = waiting is None and reply.sample_id in self._done
             if waiting is not None:
-                self.labour.settle(waiting.labour, reply.labour)
                 self._done[reply.sample_id] = None
-                while len(self._done) > RECENT_REPLIES:
-                    self._done.popitem(last=False)
-                self._asks.done(reply.sample_id)
         if waiting is None:
-            if duplicate:
-                self.telemetry.inc("duplicate_replies")
-            else:
-                self.telemetry.inc("unknown_replies")
-                self.telemetry.problem("replies", f"reply for unknown sample {reply.sample_id!r} ignored")
+            self._unexpected(reply.sample_id, duplicate)
             return
-        self.telemetry.inc("replies")
-        if waiting.timed_out:
-            self.telemetry.inc("late_replies")
-            result = self._late(waiting, reply)
-        else:
-            result = self._fused(waiting, reply)
-            if self.prior is not None and result.status is ResultStatus.FUSED:
-                self.prior.trust(result.label)
-        self._settle(result)
+        try:
+            result = self._final(waiting, reply)
+            journalled = self.outbox.settle(result.sample_id, result.to_json())
+        except BaseException:
+            with self._lock:
+                self._done.pop(reply.sample_id, None)
+                self._waiting.setdefault(reply.sample_id, waiting)
+            raise
+        self._forget(reply, waiting, result)
+        self._deliver(result, journalled)
         with self._changed:
             self._changed.notify_all()
 
-    def _settle(self: Agent, result: Result) -> None:
-        """Journal the final result as the sample leaves the outbox, emit it, drop the journal entry: a crash in
-        between re-offers it after the restart (`_recover_settled`) instead of asking the hub again."""
-        journalled = self.outbox.settle(result.sample_id, result.to_json())
-        self._emit(result)
-        if journalled:
+    def _unexpected(self: Agent, sample_id: str, duplicate: bool) -> None:
+        if duplicate:
+            self.telemetry.inc("duplicate_replies")
+        else:
+            self.telemetry.inc("unknown_replies")
+            self.telemetry.problem("replies", f"reply for unknown sample {sample_id!r} ignored")
+
+    def _final(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
+        """The sample's final result: people's answers fused in, or reported late after a patience timeout."""
+        if waiting.timed_out:
+            return self._late(waiting, reply)
+        return self._fused(waiting, reply)
+
+    def _forget(self: Agent, reply: hub_pb2.SampleReply, waiting: Waiting, result: Result) -> None:
+        """The result is committed: count it, settle its labour, stop asking about it."""
+        self.telemetry.inc("replies")
+        if waiting.timed_out:
+            self.telemetry.inc("late_replies")
+        else:
+            self._count_final(result, reply)
+        with self._lock:
+            self.labour.settle(waiting.labour, reply.labour)
+            while len(self._done) > RECENT_REPLIES:
+                self._done.popitem(last=False)
+            self._asks.done(reply.sample_id)
+
+    def _deliver(self: Agent, result: Result, journalled: bool) -> None:
+        """Emit the committed result; its journal entry goes only once every sink took it (else a restart
+        re-offers it to the sinks that lack it, `_recover_settled`)."""
+        if not self._emit(result) or not journalled:
+            return
+        try:
             self.outbox.emitted(result.sample_id)
+        except OutboxError as exc:  # delivered: at worst a restart re-offers it to sinks that cannot tell
+            self.telemetry.problem("outbox", str(exc))
 
     def _recover_settled(self: Agent) -> int:
         """After a crash: results settled but perhaps not emitted go to every sink that does not hold them yet."""
         recovered = self.outbox.unemitted()
         for sample_id, text in recovered:
-            self._emit(Result.from_dict(json.loads(text)), skip_held=True)
-            self.outbox.emitted(sample_id)
+            if self._emit(Result.from_dict(json.loads(text)), skip_held=True):
+                self.outbox.emitted(sample_id)
             with self._lock:
                 self._done[sample_id] = None  # its reply may come again: a duplicate, not an unknown sample
         return len(recovered)
@@ -99,18 +124,27 @@ class ReplyHandling:
         answers = adapter.fuse_answers(reply, waiting.logits, waiting.size)
         if answers is not None:
             fused = get_kind(waiting.kind).fuse(waiting.logits[None], answers, waiting.params)[0]
-            self.telemetry.inc("fused")
             fields = adapter.fused_fields(fused, answers, self.slot.active.manifest.labels, waiting.size)
             return replace(result, status=ResultStatus.FUSED, **fields)
         if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
-            self.telemetry.inc("declined")
             return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
-        self.telemetry.inc("hub_refused")
         reason = hub_pb2.ReplyStatus.Name(reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
             reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
-            self.telemetry.problem("hub_refused", reason)
         return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
+
+    def _count_final(self: Agent, result: Result, reply: hub_pb2.SampleReply) -> None:
+        """Counted once the result is committed (a reply that failed to settle is taken again later)."""
+        if result.status is ResultStatus.FUSED:
+            self.telemetry.inc("fused")
+            if self.prior is not None:
+                self.prior.trust(result.label)
+        elif result.status is ResultStatus.DECLINED:
+            self.telemetry.inc("declined")
+        elif result.status is ResultStatus.HUB_REFUSED:
+            self.telemetry.inc("hub_refused")
+            if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
+                self.telemetry.problem("hub_refused", result.detail)
 
     def _late(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
         """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""

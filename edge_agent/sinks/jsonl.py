@@ -13,6 +13,7 @@ from typing import Literal, Self
 
 from pydantic import Field
 
+from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.results import Result
 from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
 
@@ -30,11 +31,15 @@ class JsonlSinkConfig(SinkSettings):
 @SINKS.register("jsonl")
 class JsonlSink(Sink):
     def __init__(self, config: JsonlSinkConfig) -> None:
-        config.path.parent.mkdir(parents=True, exist_ok=True)
         self._path = config.path
         self._held: set[tuple[str, str]] | None = None  # read on the first `holds`: only a restart asks
-        cut = _ends_cut(config.path)
-        self._file = open(config.path, "a", encoding="utf-8")
+        try:
+            config.path.parent.mkdir(parents=True, exist_ok=True)
+            cut = _ends_cut(config.path)
+            self._file = open(config.path, "a", encoding="utf-8")
+        except OSError as exc:  # a folder that is a file, a read-only disk: the config names a path to fix
+            raise AgentConfigError(f"sinks[kind=jsonl].path {config.path}: cannot open for appending "
+                                   f"({exc.filename}: {exc.strerror})") from None
         if cut:
             self._file.write("\n")
         self._lock = threading.Lock()

@@ -210,17 +210,25 @@ class GrpcTransport(Transport):
             self._queued -= 1
         try:
             for reply in self._stub.Submit(request, timeout=self.config.call_timeout_s):
-                self.callbacks.on_reply(reply)
+                self._take(reply)
         except grpc.RpcError as exc:
             if not self._stopping.is_set():
                 log.warning("Submit of %d samples failed: %s", len(ids), exc.code())  # type: ignore[attr-defined]
                 self._rpc_failed(exc)
-        except Exception:  # a handler bug must not kill the worker silently
+        except Exception:  # a bug here must not kill the worker silently
             if not self._stopping.is_set():  # stopping closes the channel under calls still starting: expected
-                log.exception("Submit stream handler failed")
+                log.exception("Submit stream failed")
         finally:
             with self._lock:
                 self._in_flight -= ids
+
+    def _take(self, reply: hub_pb2.SampleReply) -> None:
+        """One reply to the agent; one it fails to take (its outbox failing) is logged and the stream goes on: the
+        sample stays stored and is asked about again."""
+        try:
+            self.callbacks.on_reply(reply)
+        except Exception:
+            log.exception("reply for sample %s not taken; it is asked again later", reply.sample_id)
 
     def in_flight(self) -> frozenset[str]:
         with self._lock:

@@ -12,6 +12,7 @@ import pytest
 from hgen.edge_agent.agent import Agent, Waiting
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.results import Result, ResultStatus
+from hgen.edge_agent.sinks import CallbackSink
 from hgen.edge_agent.testing import make_keys, null_bundle
 from hgen.protos import hub_pb2
 
@@ -46,7 +47,11 @@ def reply(status: int, *labels: int, cant_tell: int = 0, skipped: int = 0) -> hu
 
 
 def test_everyone_declined_keeps_the_model_label_and_says_so(agent: Agent) -> None:
-    result = agent._fused(waiting(agent), reply(hub_pb2.REPLY_STATUS_EXPIRED, cant_tell=2, skipped=1))
+    emitted: list[Result] = []
+    agent.sinks.append(CallbackSink(emitted.append))
+    agent._waiting["s-1"] = waiting(agent)
+    agent._on_reply(reply(hub_pb2.REPLY_STATUS_EXPIRED, cant_tell=2, skipped=1))  # counted as it is settled
+    [result] = emitted
     assert result.status is ResultStatus.DECLINED and result.final
     assert result.label == result.model_label == MODEL_LABEL and result.answers == ()
     assert (result.cant_tell, result.skipped, result.declined) == (2, 1, 3)

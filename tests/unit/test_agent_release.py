@@ -13,7 +13,7 @@ import pytest
 from hgen.compiler.bundle import pack_bundle
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.errors import AgentConfigError, SourceError
 from hgen.edge_agent.sinks import open_sinks
 from hgen.edge_agent.testing import make_keys, null_bundle
 
@@ -43,7 +43,7 @@ def test_a_sink_that_fails_to_open_closes_the_sinks_opened_before_it(tmp_path: P
         {"kind": "jsonl", "path": str(tmp_path / "results.jsonl")},
         {"kind": "jsonl", "path": str(tmp_path)}]))  # a folder: the second sink cannot open it
     before = open_fds()
-    with pytest.raises(OSError) as refused:
+    with pytest.raises(AgentConfigError) as refused:  # naming the path
         open_sinks(config.sinks)
     assert open_fds() == before, "an open sink was left to the garbage collector"
     del refused  # held until here: its traceback keeps the half-built list alive, as a caller logging it would
@@ -56,7 +56,7 @@ def test_an_agent_refused_while_it_is_built_leaves_no_temp_folder_or_open_file(
                                              {"kind": "jsonl", "path": str(tmp_path)}])
     config = parse_agent_config(data)
     before = open_fds()
-    with pytest.raises(OSError):
+    with pytest.raises(AgentConfigError):
         Agent(config)  # the bundle, the outbox and the first sink are open when the second sink fails
     assert list(temp_root.iterdir()) == []
     assert open_fds() == before

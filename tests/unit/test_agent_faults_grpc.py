@@ -1,0 +1,62 @@
+"""One reply the agent fails to take does not end its Submit stream (real gRPC, a minimal in-process hub): the
+replies after it on the same stream still reach the agent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+
+from hgen.edge_agent.config import HubConfig
+from hgen.edge_agent.transports import TransportCallbacks, open_transport
+from hgen.hub.testing.services import free_port
+from hgen.protos import hub_pb2, hub_pb2_grpc
+
+WAIT_S = 10.0
+
+
+class Answering(hub_pb2_grpc.AnnotationHubServicer):
+    """Replies to every sample of a request on the request's own stream, in order."""
+
+    def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext  # noqa: N802 (gRPC API)
+               ) -> Iterator[hub_pb2.SampleReply]:
+        for sample in request.samples:
+            yield hub_pb2.SampleReply(sample_id=sample.sample_id, status=hub_pb2.REPLY_STATUS_ANSWERED)
+
+
+class Agentish:
+    """The agent's reply handler, failing on the first sample (its outbox full at that moment)."""
+
+    def __init__(self) -> None:
+        self.taken: list[str] = []
+        self.done = threading.Event()
+
+    def on_reply(self, reply: hub_pb2.SampleReply) -> None:
+        if reply.sample_id == "s-1":
+            raise OSError("disk full")
+        self.taken.append(reply.sample_id)
+        if reply.sample_id == "s-3":
+            self.done.set()
+
+
+def test_a_reply_the_agent_fails_to_take_does_not_end_the_stream() -> None:
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    hub_pb2_grpc.add_AnnotationHubServicer_to_server(Answering(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    agent = Agentish()
+    transport = open_transport(HubConfig(url=f"grpc://127.0.0.1:{port}"), "cam-1",
+                               TransportCallbacks(agent.on_reply, lambda notice: None, lambda *state: None))
+    try:
+        transport.start()
+        request = hub_pb2.AnnotationRequest(batch_id="b-1", device_id="cam-1",
+                                            samples=[hub_pb2.Sample(sample_id=f"s-{i}") for i in (1, 2, 3)])
+        assert transport.send(request)
+        assert agent.done.wait(WAIT_S), f"the stream ended at the failing reply; taken: {agent.taken}"
+        assert agent.taken == ["s-2", "s-3"]
+    finally:
+        transport.stop()
+        server.stop(None)

@@ -1,0 +1,191 @@
+"""The agent when its files fail (null engine, real SQLite, no hub): an outbox that cannot be written (another process
+holds its lock past the busy timeout) refuses one sample and the stream goes on; a reply whose final result cannot
+be committed is taken again later; a result a sink failed to take stays journalled for the restart; and a path that
+cannot be created is a typed error naming the setting."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.errors import AgentConfigError, OutboxError
+from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.results import Result, ResultStatus
+from hgen.edge_agent.sinks import CallbackSink
+from hgen.edge_agent.sinks.jsonl import JsonlSink, JsonlSinkConfig
+from hgen.edge_agent.sources import Frame
+from hgen.edge_agent.testing import make_keys, null_bundle
+from hgen.hub.testing.services import free_port
+from hgen.protos import hub_pb2
+
+SHORT_BUSY_S = 0.05  # how long a write waits for another process's lock before it is refused
+
+
+def row(sample_id: str) -> OutboxRow:
+    pending = Result(0, sample_id, 0.0, ResultStatus.PENDING, "people", label=3, model_label=3, confidence=0.4)
+    meta = {"result": pending.to_dict(), "kind": "cnn", "temperature": 1.0, "lambda": 0.1, "shape": [10],
+            "size": [28, 28]}
+    return OutboxRow(sample_id, "b-1", 0.0, 0, 3, 600.0, hub_pb2.Sample(sample_id=sample_id).SerializeToString(),
+                     np.zeros(10, np.float32).tobytes(), json.dumps(meta))
+
+
+def answered(sample_id: str) -> hub_pb2.SampleReply:
+    answers = [hub_pb2.Answer(annotator_id=f"p{i}", class_id=2) for i in range(3)]
+    return hub_pb2.SampleReply(sample_id=sample_id, status=hub_pb2.REPLY_STATUS_ANSWERED, answers=answers)
+
+
+def frame(index: int) -> Frame:
+    return Frame(index, np.random.default_rng(index).integers(0, 256, (28, 28), dtype=np.uint8), float(index))
+
+
+class Locker:
+    """Another process's connection holding the outbox's write lock, as a backup tool or a stuck writer would."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)
+
+    def __enter__(self) -> Locker:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._db.execute("ROLLBACK")
+        self._db.close()
+
+
+class Failing(CallbackSink):
+    """A sink whose destination is away (a full disk, a broker down) until `back` is set."""
+
+    def __init__(self) -> None:
+        self.back = False
+        self.taken: list[Result] = []
+        super().__init__(self._take)
+
+    def _take(self, result: Result) -> None:
+        if not self.back:
+            raise OSError("destination away")
+        self.taken.append(result)
+
+
+@pytest.fixture
+def make_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "bundle", keys)
+    agents: list[Agent] = []
+
+    def make(**extra: object) -> Agent:
+        config = parse_agent_config({
+            "device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem)},
+            "source": {"kind": "images", "uri": str(tmp_path)}, "batching": {"patience_s": 30},
+            "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+            "sinks": [{"kind": "jsonl", "path": str(tmp_path / "results.jsonl")}]} | extra)
+        agents.append(Agent(config))
+        return agents[-1]
+
+    yield make
+    for agent in agents:
+        agent.stop()
+
+
+def short_busy(agent: Agent) -> Outbox:
+    """The agent's outbox reopened with a short busy timeout, so a held lock refuses a write at once."""
+    agent.outbox.close()
+    agent.outbox = Outbox(agent.config.outbox.path, agent.config.outbox.max_samples, busy_timeout_s=SHORT_BUSY_S)
+    return agent.outbox
+
+
+def test_a_locked_outbox_refuses_a_write_with_a_typed_error_and_works_again(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite", 10, busy_timeout_s=SHORT_BUSY_S)
+    with Locker(outbox.path), pytest.raises(OutboxError, match="o.sqlite"):
+        outbox.put([row("a")])
+    with Locker(outbox.path), pytest.raises(OutboxError, match="settle"):
+        outbox.settle("a", "{}")
+    assert outbox.put([row("a")]) == ["a"] and outbox.depth() == 1  # no transaction was left open
+
+
+def test_a_sample_the_outbox_cannot_store_gets_the_models_answer_and_the_stream_goes_on(make_agent) -> None:
+    agent = make_agent(hub={"url": f"grpc://127.0.0.1:{free_port()}"}, gate={"tau": 1.0})  # all to people
+    short_busy(agent)
+    seen: list[Result] = []
+    agent.sinks.append(CallbackSink(seen.append))
+    with Locker(agent.config.outbox.path):
+        refused = agent.process_frame(frame(0))
+    assert refused.status is ResultStatus.MODEL and seen == [refused]
+    assert agent.labour.spent == 0.0 and agent.telemetry.count("outbox_dropped") == 1
+    assert "cannot store samples" in agent.telemetry.problems["outbox"]
+    assert agent._waiting == {} and agent.outbox.depth() == 0
+    later = agent.process_frame(frame(1))  # the lock is gone: the next sample goes to people as usual
+    assert later.status is ResultStatus.PENDING and agent.outbox.depth() == 1
+    assert "outbox" not in agent.telemetry.problems and agent.labour.spent > 0
+
+
+def test_a_reply_that_cannot_be_committed_is_taken_again_later(make_agent, tmp_path: Path) -> None:
+    agent = make_agent()
+    outbox = short_busy(agent)
+    outbox.put([row("s-1")])
+    agent._restore()
+    with Locker(outbox.path), pytest.raises(OutboxError):
+        agent._on_reply(answered("s-1"))
+    assert "s-1" in agent._waiting and outbox.depth() == 1  # nothing was lost, nothing was counted
+    assert agent.telemetry.count("replies") == 0 and agent.telemetry.count("fused") == 0
+    agent._on_reply(answered("s-1"))  # the hub is asked again and answers again
+    assert "s-1" not in agent._waiting and outbox.depth() == 0
+    assert agent.telemetry.count("fused") == 1 and agent.telemetry.count("duplicate_replies") == 0
+    statuses = [json.loads(line)["status"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert statuses == ["fused"]
+
+
+def test_a_result_a_sink_failed_to_take_stays_journalled_and_a_restart_delivers_it(make_agent) -> None:
+    first = make_agent()
+    away = Failing()
+    first.sinks.append(away)
+    first.outbox.put([row("s-1")])
+    first._restore()
+    first._on_reply(answered("s-1"))
+    assert first.telemetry.count("sink_errors") == 1
+    assert [sample_id for sample_id, _ in first.outbox.unemitted()] == ["s-1"]  # kept for the sink that missed it
+    first.stop()
+    second = make_agent()
+    back = Failing()
+    back.back = True
+    second.sinks.append(back)
+    second._restore()
+    assert [(r.sample_id, r.status) for r in back.taken] == [("s-1", ResultStatus.FUSED)]
+    assert second.outbox.unemitted() == []
+
+
+def test_a_recovered_result_a_sink_still_fails_to_take_stays_journalled(make_agent) -> None:
+    first = make_agent()
+    first.outbox.put([row("s-1")])
+    first.outbox.settle("s-1", Result(0, "s-1", 0.0, ResultStatus.FUSED, "people", label=2).to_json())
+    first.stop()  # killed before the sinks had it
+    second = make_agent()
+    second.sinks.append(Failing())
+    second._restore()
+    assert [sample_id for sample_id, _ in second.outbox.unemitted()] == ["s-1"]
+
+
+def test_an_outbox_path_under_a_file_is_an_outbox_error_naming_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file, not a folder")  # fails for root too, unlike a read-only folder
+    with pytest.raises(OutboxError, match="outbox.path") as refused:
+        Outbox(tmp_path / "plain" / "outbox.sqlite", 10)
+    assert "plain" in str(refused.value)
+
+
+def test_a_jsonl_sink_under_a_file_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file, not a folder")
+    with pytest.raises(AgentConfigError, match=r"sinks\[kind=jsonl\]\.path .*plain"):
+        JsonlSink(JsonlSinkConfig(kind="jsonl", path=tmp_path / "plain" / "results.jsonl"))
+
+
+def test_an_agent_whose_outbox_cannot_be_made_refuses_to_start(make_agent, tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file, not a folder")
+    with pytest.raises(OutboxError, match="outbox.path"):
+        make_agent(outbox={"path": str(tmp_path / "plain" / "outbox.sqlite")})
