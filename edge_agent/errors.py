@@ -1,6 +1,7 @@
 """Exception root of `hgen.edge_agent`; one subclass per thing an operator can fix."""
 
-from hgen.runtime.errors import ConfigError, HGenError
+from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError
+from hgen.runtime.preprocess import FrameShapeError as RuntimeFrameShapeError
 
 
 class AgentError(HGenError):
@@ -29,3 +30,12 @@ class SwapError(AgentError):
 
 class HealthCheckError(SwapError):
     """A candidate bundle produced wrong-shaped or non-finite outputs on the canary inputs."""
+
+
+class FrameShapeError(AgentError, RuntimeFrameShapeError):
+    """A frame cannot become the model's input (the frame is reported invalid, the stream goes on); still the
+    runtime's FrameShapeError, which the shared preprocessing steps raise."""
+
+
+class ModelKindError(AgentError, InvalidInputError):
+    """The bundle's H-DNN kind cannot do what was asked of it (class probabilities of a detector)."""

@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from hgen.edge_agent.config import BundleConfig
+from hgen.edge_agent.errors import FrameShapeError, ModelKindError
 from hgen.edge_agent.kinds import KindAdapter, adapter_for
 from hgen.runtime.bundle import InputSpec, Manifest, load_bundle
 from hgen.runtime.bundle.loader import LoadedBundle
 from hgen.runtime.engines import Engine
-from hgen.runtime.errors import InvalidInputError
 from hgen.runtime.hdnn import FusionParams, HDNNKind, get_kind
 from hgen.runtime.labour import DifficultyEstimator
-from hgen.runtime.preprocess import FrameShapeError, fit, frame_channels, normalise
+from hgen.runtime.preprocess import FrameShapeError as RuntimeFrameShapeError
+from hgen.runtime.preprocess import fit, frame_channels, normalise
 
 DEFAULT_M = 3
 
@@ -27,16 +28,20 @@ def preprocess(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, bool]:
     """uint8 frame (OpenCV: grey, BGR or BGRA) -> one model input (H, W, C) float32, through the runtime's steps
     (`hgen.runtime.preprocess`), so the device feeds the model exactly what the compiler trained it on.
 
-    Returns the input and whether the frame had to be resized (frames of the wrong size are counted).
+    Returns the input and whether the frame had to be resized (frames of the wrong size are counted); a frame that
+    cannot become the input is the agent's FrameShapeError.
     """
     if spec.layout != "NHWC" or len(spec.shape) != 4:
         raise FrameShapeError(f"cannot feed camera frames to a model with input layout {spec.layout} {spec.shape}")
     _, height, width, channels = spec.shape
-    image = frame_channels(image, channels)
-    resized = image.shape[:2] != (height, width)
-    if resized:
-        image = fit(image, height, width, spec.resize, spec.pad_value)
-    return normalise(image, spec.scale, spec.offset), resized
+    try:
+        image = frame_channels(image, channels)
+        resized = image.shape[:2] != (height, width)
+        if resized:
+            image = fit(image, height, width, spec.resize, spec.pad_value)
+        return normalise(image, spec.scale, spec.offset), resized
+    except RuntimeFrameShapeError as exc:
+        raise FrameShapeError(str(exc)) from None
 
 
 @dataclass
@@ -89,7 +94,7 @@ class Model:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         probs = getattr(self.kind, "probabilities", None)
         if probs is None:
-            raise InvalidInputError(f"H-DNN kind {self.kind.name} has no class probabilities")
+            raise ModelKindError(f"H-DNN kind {self.kind.name} has no class probabilities")
         return probs(logits, self.params)
 
     def close(self) -> None:
