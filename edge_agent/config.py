@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.sinks import SinkConfig
-from hgen.runtime.config import StrictModel, load_config_file, parse_config
+from hgen.runtime.config import StrictModel, format_validation_error, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 
 
@@ -22,18 +22,43 @@ class BundleConfig(StrictModel):
     public_key: Path = Field(title="Trusted Ed25519 public key (PEM) that every bundle must be signed with")
     expected_target: str | None = Field(None, title="Refuse bundles built for another target (e.g. rpi4, x86_64)")
     engine: str | None = Field(None, title="Engine of the bundle to run (default: the bundle's first)")
-    engine_options: dict[str, dict[str, Any]] = Field(default_factory=dict,
-                                                      title="Per-engine options, e.g. {litert: {num_threads: 2}}")
+    engine_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, title="Per-engine options by registered engine name, each checked against that "
+                                    "engine's options (below), e.g. {litert: {num_threads: 2}}")
     store_dir: Path = Field(Path("bundles"), title="Where downloaded bundles are kept (running, previous, staged) "
                             "and current.json records the running one")
     resume: bool = Field(True, title="Start from the bundle running when the agent last stopped (current.json), if "
                          "it descends from this `path`; False: always start from `path`")
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str | None) -> str | None:
+        from hgen.runtime.engines import ENGINES
+
+        return engine if engine is None else _registered(engine, ENGINES.names())
+
+    @field_validator("engine_options")
+    @classmethod
+    def _known_engines(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """A misspelt engine (`litrt`) or option is refused here by key path, not ignored or found at load."""
+        from hgen.runtime.engines import ENGINES
+
+        problems = []
+        for name, values in options.items():
+            if name not in ENGINES:
+                problems.append(f"{name}: unknown engine; valid choices: {', '.join(ENGINES.names())}")
+            else:
+                problems += [f"{name}.{line}" for line in _option_problems(ENGINES.get(name).Config, values)]
+        if problems:
+            raise ValueError("\n".join(f"bundle.engine_options.{line}" for line in problems))
+        return options
+
 
 class SourceConfig(StrictModel):
-    kind: Literal["video", "images", "camera", "url", "y4m"] = Field(
-        title="Frame source kind (y4m: a YUV4MPEG2 file's planes converted by hgen.runtime.yuv's integer rule, "
-              "the pixels a phone makes of the same frame)")
+    kind: str = Field(
+        title="Frame source kind, a registered one: video (file), images (folder), camera (index), url (rtsp/http), "
+              "y4m (a YUV4MPEG2 file's planes converted by hgen.runtime.yuv's integer rule, the pixels a phone "
+              "makes of the same frame)")
     uri: str = Field(title="Video or y4m file path, image folder, camera index (0) or rtsp/http URL")
     fps_limit: float | None = Field(None, gt=0, title="Read at most this many frames per second")
     pacing: Literal["live", "all"] = Field(
@@ -47,6 +72,13 @@ class SourceConfig(StrictModel):
     reconnect_max_s: float = Field(30.0, gt=0, title="Back-off ceiling (doubles each failed attempt)")
     reconnect_attempts: int | None = Field(None, ge=0, title="Give up after this many failed reopen attempts "
                                                               "(None: keep trying for ever)")
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        from hgen.edge_agent.sources import SOURCES  # the sources import this module
+
+        return _registered(kind, SOURCES.names())
 
 
 class GateConfig(StrictModel):
@@ -95,7 +127,8 @@ class HubConfig(StrictModel):
     resend_after_s: float = Field(30.0, gt=0, title="Resend samples still without a reply after this long")
     watch_updates: bool = Field(True, title="Follow model update notices and hot-swap bundles")
     bundle_url: str | None = Field(None, title="grpc://host:port to fetch bundles from when a notice has no "
-                                                "fetch_uri (required for MQTT hubs that publish updates)")
+                                                "fetch_uri (required for MQTT hubs that publish updates; grpcs:// "
+                                                "needs hub.tls)")
 
     @field_validator("url", "bundle_url")
     @classmethod
@@ -109,6 +142,17 @@ class HubConfig(StrictModel):
         except AgentConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _tls_when_asked(self) -> HubConfig:
+        """grpcs:// and mqtts:// need hub.tls: found here, not as a failed handshake or a refused update later."""
+        from hgen.edge_agent.transports.base import parse_endpoint
+
+        for key in ("url", "bundle_url"):
+            value = getattr(self, key)
+            if value is not None and self.tls is None and parse_endpoint(value).tls:
+                raise ValueError(f"hub.{key} {value} uses TLS: set hub.tls (ca_file, optionally cert_file/key_file)")
+        return self
 
 
 class OutboxConfig(StrictModel):
@@ -146,12 +190,19 @@ class PriorConfig(StrictModel):
 
 
 class PowerConfig(StrictModel):
-    kind: Literal["sysfs", "trace"] = Field("sysfs", title="Battery reader: sysfs (/sys/class/power_supply) or a "
-                                                          "replayed trace (JSON lines t, battery, charging)")
+    kind: str = Field("sysfs", title="Battery reader, a registered one: sysfs (/sys/class/power_supply) or a "
+                                     "replayed trace (JSON lines t, battery, charging)")
     path: Path | None = Field(None, title="sysfs: the power_supply folder (default /sys/class/power_supply); "
                                           "trace: the trace file")
     clock: Literal["time", "step"] = Field("time", title="trace: replay against the agent's clock, or one row "
                                                          "per selection (tests)")
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        from hgen.edge_agent.adapt.power import POWER_SOURCES  # the readers import this module
+
+        return _registered(kind, POWER_SOURCES.names())
 
 
 class AdaptConfig(StrictModel):
@@ -187,6 +238,29 @@ class AgentConfig(StrictModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, title="Telemetry")
     prior: PriorConfig = Field(default_factory=PriorConfig, title="Runtime class prior (SMART)")
     adapt: AdaptConfig = Field(default_factory=AdaptConfig, title="Variants chosen by context (AdaSpring)")
+
+
+def _registered(kind: str, names: list[str]) -> str:
+    if kind not in names:
+        raise ValueError(f"unknown {kind!r}; valid choices: {', '.join(names)}")
+    return kind
+
+
+def _option_problems(model: type[StrictModel], values: Mapping[str, Any]) -> list[str]:
+    """`key: message` for each option the engine's config refuses. Each given key is checked on its own: the rest
+    (the model's shapes, for tvm) come from the signed manifest when the bundle is loaded."""
+    problems = []
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            problems.append(f"{key}: unknown option; valid: {', '.join(model.model_fields)}")
+            continue
+        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        try:
+            TypeAdapter(annotation).validate_python(value)
+        except ValidationError as exc:
+            problems += format_validation_error(exc, key).splitlines()
+    return problems
 
 
 def parse_agent_config(data: Mapping[str, Any] | None, source: str = "agent config") -> AgentConfig:

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from hgen.edge_agent.config import HubConfig, TlsConfig
-from hgen.edge_agent.errors import SwapError
+from hgen.edge_agent.errors import AgentConfigError, SwapError
 from hgen.edge_agent.transports.base import (
     TRANSPORTS,
     ConnectionState,
@@ -85,7 +85,9 @@ def make_channel(endpoint: Endpoint, tls: TlsConfig | None, token: str | None = 
     if not endpoint.tls:
         channel = grpc.insecure_channel(target, options=options)
     else:
-        assert tls is not None
+        if tls is None:  # the config refuses this (HubConfig); a caller building its own endpoint gets told too
+            raise AgentConfigError(f"{endpoint.scheme}s://{target} uses TLS: set hub.tls (ca_file, optionally "
+                                   "cert_file/key_file)")
         read = lambda p: p.read_bytes() if p else None  # noqa: E731
         credentials = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
         channel = grpc.secure_channel(target, credentials, options=options)
@@ -136,8 +138,15 @@ def check_download(path: Path, notice: hub_pb2.ModelUpdate) -> None:
 
 def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsConfig | None,
                    token: str | None = None) -> Path:
-    """Fetch from a grpc[s]://host:port bundle source other than the hub link itself."""
-    channel = make_channel(parse_endpoint(url), tls, token)
+    """Fetch from a grpc[s]://host:port bundle source other than the hub link itself (a notice's fetch_uri may
+    name one the config never saw: without hub.tls a grpcs:// one refuses this update, not the agent)."""
+    try:
+        endpoint = parse_endpoint(url)
+    except AgentConfigError as exc:
+        raise SwapError(f"update {notice.version}: fetch_uri {url!r} refused: {exc}") from None
+    if endpoint.tls and tls is None:
+        raise SwapError(f"update {notice.version}: {url} uses TLS but hub.tls is not set")
+    channel = make_channel(endpoint, tls, token)
     try:
         return fetch_bundle_grpc(hub_pb2_grpc.AnnotationHubStub(channel), notice, dest)
     finally:

@@ -63,7 +63,7 @@ def test_a_hub_url_names_a_registered_transport(url: str, endpoint: Endpoint | N
     parse agree, and an unknown scheme's error lists the registered ones."""
     if endpoint is not None:
         assert parse_endpoint(url) == endpoint
-        assert HubConfig(url=url).url == url
+        assert HubConfig(url=url, tls={} if endpoint.tls else None).url == url
         return
     with pytest.raises(AgentConfigError, match="grpc\\[s\\]://host:port or mqtt\\[s\\]://host:port"):
         parse_endpoint(url)
