@@ -88,14 +88,25 @@ class MqttTransport(Transport):
             self._set_state(ConnectionState.DISCONNECTED, TransportErrorCode.UNREACHABLE, str(reason_code))
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        """A payload that does not decode is the hub link's protocol error; a decoded one the agent fails to take
+        (its outbox failing) is the agent's: logged, the link stays healthy, and the sample is asked about again.
+        Neither may kill paho's network thread."""
+        if message.topic == self.topics["replies"]:
+            handle, kind = self.callbacks.on_reply, hub_pb2.SampleReply
+        elif message.topic == self.topics["updates"] and message.payload:
+            handle, kind = self.callbacks.on_update, hub_pb2.ModelUpdate  # type: ignore[assignment]
+        else:
+            return
         try:
-            if message.topic == self.topics["replies"]:
-                self.callbacks.on_reply(hub_pb2.SampleReply.FromString(message.payload))
-            elif message.topic == self.topics["updates"] and message.payload:
-                self.callbacks.on_update(hub_pb2.ModelUpdate.FromString(message.payload))
-        except Exception as exc:  # a bad payload must not kill paho's network thread
+            decoded = kind.FromString(message.payload)
+        except Exception as exc:  # protobuf's DecodeError, or anything a malformed payload raises
             log.warning("bad message on %s: %s", message.topic, exc)
             self.callbacks.on_state(self.state, TransportErrorCode.PROTOCOL, f"{message.topic}: {exc}")
+            return
+        try:
+            handle(decoded)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("message on %s not taken; its sample is asked about again later", message.topic)
 
     def send(self, request: hub_pb2.AnnotationRequest) -> bool:
         if self.state is not ConnectionState.CONNECTED:
