@@ -3,12 +3,11 @@
 Threads: the pipeline (source, inference, gate, emit), housekeeping (flush batches, patience timeouts, resend
 from the outbox, status: `housekeeping.py`), the transport's own threads (replies: `replies.py`, update notices:
 `updates.py`) and a swap thread. State shared between them sits behind one lock. Every escalated sample is committed
-to the outbox before its first result is emitted, and is deleted only when its reply arrives.
+to the outbox before its first result is emitted (`escalation.py`), and is deleted only when its reply arrives.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,12 +23,12 @@ from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.adapt.runner import Adaptation
 from hgen.edge_agent.clock import SYSTEM_CLOCK, Clock
 from hgen.edge_agent.config import AgentConfig
-from hgen.edge_agent.errors import OutboxError
-from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket, PendingSample
+from hgen.edge_agent.escalation import Escalation
+from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket
 from hgen.edge_agent.housekeeping import Housekeeping
 from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.model import FrameShapeError, Model, preprocess
-from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.outbox import Outbox
 from hgen.edge_agent.replies import ReplyHandling, Waiting
 from hgen.edge_agent.resend import ResendSchedule
 from hgen.edge_agent.results import Result, ResultStatus
@@ -40,15 +39,13 @@ from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.telemetry import PrometheusEndpoint, Telemetry
 from hgen.edge_agent.transports import Transport, TransportCallbacks, open_transport
 from hgen.edge_agent.updates import ModelUpdates
-from hgen.protos import hub_pb2
-from hgen.protos.kinds import wire_kind
 from hgen.runtime.bundle.extraction import remove_orphans
 from hgen.runtime.familiarity import unfamiliar_frames
 
 log = logging.getLogger(__name__)
 
 
-class Agent(ReplyHandling, Housekeeping, ModelUpdates):
+class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
     """`Agent(config, callbacks=[fn]).start()`; `wait()` for the source to end; `stop()`; `telemetry.snapshot()`."""
 
     def __init__(self, config: AgentConfig, *, callbacks: Sequence[Callable[[Result], None]] = (),
@@ -318,71 +315,6 @@ class Agent(ReplyHandling, Housekeeping, ModelUpdates):
             result = replace(result, decision=Decision.BUDGET.value)
         self._emit(result)
         return result
-
-    def _escalate(self, frame: Frame, model: Model, logits: np.ndarray, size: FrameSize, result: Result,
-                  labour: float, decision: Decision, now: float) -> Result | None:
-        """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
-        sample = self._sample_proto(frame, model, logits, result)
-        with self._lock:
-            if not self.labour.take(labour):
-                self.telemetry.inc("labour_exhausted")
-                return None
-            if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):
-                self.labour.refund(labour)
-                self.telemetry.inc("budget_exhausted")
-                return None
-            batch_id = self.batcher.current_batch_id()
-        pending = replace(result, status=ResultStatus.PENDING)
-        deadline = self.clock.time() + self.config.batching.deadline_s
-        meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
-                "lambda": model.params.fusion_lambda, "shape": list(logits.shape[1:]),
-                "size": [size.width, size.height]}
-        row = OutboxRow(result.sample_id, batch_id, self.clock.time(), frame.index, model.m, deadline,
-                        sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
-        if not self._stored(row):
-            with self._lock:
-                self.labour.refund(labour)
-            return None
-        self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
-        with self._lock:
-            self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
-                                                      now + self.config.batching.patience_s,
-                                                      labour=labour, size=size)
-        self._emit(pending)
-        return pending
-
-    def _stored(self, row: OutboxRow) -> bool:
-        """Commit the sample; one refused (overflow policy) or not written (disk full, file locked: problem.outbox
-        says why) counts as dropped and the model's answer stands, and the stream goes on."""
-        try:
-            stored = bool(self.outbox.put([row]))
-            self.telemetry.problem("outbox", "")  # the file works (again)
-        except OutboxError as exc:
-            self.telemetry.problem("outbox", str(exc))
-            stored = False
-        if not stored:
-            self.telemetry.inc("outbox_dropped")
-        return stored
-
-    def _sample_proto(self, frame: Frame, model: Model, logits: np.ndarray, result: Result) -> hub_pb2.Sample:
-        import cv2
-
-        assert frame.image is not None
-        extension = ".png" if self.config.batching.image_format == "png" else ".jpg"
-        ok, encoded = cv2.imencode(extension, frame.image)
-        if not ok:
-            raise FrameShapeError("frame could not be encoded for people")
-        height, width = frame.image.shape[:2]
-        channels = 1 if frame.image.ndim == 2 else frame.image.shape[2]
-        image = hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG if extension == ".png" else hub_pb2.IMAGE_FORMAT_JPEG,
-                              data=encoded.tobytes(), height=height, width=width, channels=channels)
-        output = model.adapter.model_output(model, logits, result)
-        output.confidence = float(result.confidence or 0.0)
-        output.kind = wire_kind(model.manifest.kind)
-        sample = hub_pb2.Sample(sample_id=result.sample_id, device_id=self.config.device_id, bundle_name=model.name,
-                                bundle_version=model.version, image=image, output=output)
-        sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))
-        return sample
 
     def _emit(self, result: Result, skip_held: bool = False) -> bool:
         """To every sink that wants it (and, recovering after a crash, does not hold it already); False if one

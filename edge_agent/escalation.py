@@ -1,0 +1,100 @@
+"""How the agent hands a doubted frame to people: reserve its labour, pool it into the current batch, commit it to
+the outbox (the sample survives a crash from here on), then emit its PENDING result.
+
+A mixin of `Agent` (its state: `_lock`, `_waiting`, `labour`, `batcher`, `outbox`, `telemetry`, ...), split out so
+each file holds one responsibility, as `replies.py` is for what comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hgen.edge_agent.errors import OutboxError
+from hgen.edge_agent.gating import Decision, PendingSample
+from hgen.edge_agent.kinds import FrameSize
+from hgen.edge_agent.model import FrameShapeError, Model
+from hgen.edge_agent.outbox import OutboxRow
+from hgen.edge_agent.replies import Waiting
+from hgen.edge_agent.results import Result, ResultStatus
+from hgen.edge_agent.sources import Frame
+from hgen.protos import hub_pb2
+from hgen.protos.kinds import wire_kind
+
+if TYPE_CHECKING:
+    from hgen.edge_agent.agent import Agent
+
+
+class Escalation:
+    """`Agent._escalate` and what it needs."""
+
+    def _escalate(self: Agent, frame: Frame, model: Model, logits: np.ndarray, size: FrameSize, result: Result,
+                  labour: float, decision: Decision, now: float) -> Result | None:
+        """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
+        sample = sample_proto(frame, model, logits, result, self.config.device_id, self.config.batching.image_format)
+        with self._lock:
+            if not self.labour.take(labour):
+                self.telemetry.inc("labour_exhausted")
+                return None
+            if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):
+                self.labour.refund(labour)
+                self.telemetry.inc("budget_exhausted")
+                return None
+            batch_id = self.batcher.current_batch_id()
+        pending = replace(result, status=ResultStatus.PENDING)
+        deadline = self.clock.time() + self.config.batching.deadline_s
+        meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
+                "lambda": model.params.fusion_lambda, "shape": list(logits.shape[1:]),
+                "size": [size.width, size.height]}
+        row = OutboxRow(result.sample_id, batch_id, self.clock.time(), frame.index, model.m, deadline,
+                        sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
+        if not self._stored(row):
+            with self._lock:
+                self.labour.refund(labour)
+            return None
+        self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
+        with self._lock:
+            self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
+                                                      now + self.config.batching.patience_s,
+                                                      labour=labour, size=size)
+        self._emit(pending)
+        return pending
+
+    def _stored(self: Agent, row: OutboxRow) -> bool:
+        """Commit the sample; one refused (overflow policy) or not written (disk full, file locked: problem.outbox
+        says why) counts as dropped and the model's answer stands, and the stream goes on."""
+        try:
+            stored = bool(self.outbox.put([row]))
+            self.telemetry.problem("outbox", "")  # the file works (again)
+        except OutboxError as exc:
+            self.telemetry.problem("outbox", str(exc))
+            stored = False
+        if not stored:
+            self.telemetry.inc("outbox_dropped")
+        return stored
+
+
+def sample_proto(frame: Frame, model: Model, logits: np.ndarray, result: Result, device_id: str,
+                 image_format: str) -> hub_pb2.Sample:
+    """What the hub gets of one escalated frame: the image people see (PNG or JPEG) and the model's output."""
+    import cv2
+
+    assert frame.image is not None
+    extension = ".png" if image_format == "png" else ".jpg"
+    ok, encoded = cv2.imencode(extension, frame.image)
+    if not ok:
+        raise FrameShapeError("frame could not be encoded for people")
+    height, width = frame.image.shape[:2]
+    channels = 1 if frame.image.ndim == 2 else frame.image.shape[2]
+    image = hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG if extension == ".png" else hub_pb2.IMAGE_FORMAT_JPEG,
+                          data=encoded.tobytes(), height=height, width=width, channels=channels)
+    output = model.adapter.model_output(model, logits, result)
+    output.confidence = float(result.confidence or 0.0)
+    output.kind = wire_kind(model.manifest.kind)
+    sample = hub_pb2.Sample(sample_id=result.sample_id, device_id=device_id, bundle_name=model.name,
+                            bundle_version=model.version, image=image, output=output)
+    sample.captured_at.FromNanoseconds(int(frame.captured_at * 1e9))
+    return sample
