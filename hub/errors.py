@@ -31,7 +31,12 @@ class AggregationError(HubError, ValueError):
 
 
 class KnowledgeBaseError(HubError):
-    """The knowledge base cannot be opened or migrated."""
+    """The knowledge base cannot be opened, migrated or written consistently."""
+
+
+class KnowledgeBaseIntegrityError(KnowledgeBaseError):
+    """A write broke a database constraint other than the insert race it expects (e.g. a foreign key to a row that is
+    not there); nothing of it was stored."""
 
 
 class BadInputError(HubError, ValueError):

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hgen.hub.errors import KnowledgeBaseIntegrityError
 from hgen.hub.kb.closing import Closing
 from hgen.hub.kb.engine import make_engine, sqlite_path
 from hgen.hub.kb.images import ImageStore
@@ -109,23 +110,27 @@ class KnowledgeBase(TaskQueue, Closing):
             return True
 
     def _insert_ignore(self, row: Base) -> None:
+        key = row.id  # type: ignore[attr-defined]
         try:
             with self.session() as s:
-                if s.get(type(row), row.id) is None:  # type: ignore[attr-defined]
+                if s.get(type(row), key) is None:
                     s.add(row)
-        except IntegrityError:
-            pass  # another hub inserted it between our check and our insert
+        except IntegrityError as exc:
+            self._lost_race_or_raise(type(row), key, exc)
+
+    def _lost_race_or_raise(self, model: type[Base], key: str, exc: IntegrityError) -> None:
+        """After a failed insert: another hub inserting the same row between our check and our insert is fine (the
+        row is there now); any other broken constraint (a foreign key to a missing row) is raised, never hidden."""
+        with self.session() as s:
+            if s.get(model, key) is not None:
+                return
+        raise KnowledgeBaseIntegrityError(f"cannot store {model.__tablename__} {key!r}: {exc.orig}") from None
 
     # --- ingest -----------------------------------------------------------------------------------------
 
     def ensure_batch(self, request: hub_pb2.AnnotationRequest, m: int, deadline: float, budget: float) -> None:
-        try:
-            with self.session() as s:
-                if s.get(Batch, request.batch_id) is None:
-                    s.add(Batch(id=request.batch_id, device_id=request.device_id, m=m, deadline=deadline,
-                                labour_budget=budget, labour_reserved=0.0, created_at=self.clock()))
-        except IntegrityError:
-            pass
+        self._insert_ignore(Batch(id=request.batch_id, device_id=request.device_id, m=m, deadline=deadline,
+                                  labour_budget=budget, labour_reserved=0.0, created_at=self.clock()))
 
     def sample_exists(self, sample_id: str) -> bool:
         with self.session() as s:
@@ -140,7 +145,8 @@ class KnowledgeBase(TaskQueue, Closing):
                 if not self._reserve_labour(s, new.batch_id, new.labour):
                     return "over_budget"
                 s.add(self._sample_row(new))
-        except IntegrityError:
+        except IntegrityError as exc:
+            self._lost_race_or_raise(Sample, new.sample.sample_id, exc)
             return "duplicate"  # the same id committed by another hub a moment ago
         return "accepted"
 
