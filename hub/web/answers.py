@@ -20,7 +20,7 @@ from hgen.hub.web.views import AnswerView, check_class, get_view, view_for_label
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
 
-__all__ = ["Release", "check_class", "latency", "parse", "view_of"]
+__all__ = ["Release", "check_class", "latency", "parse"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,6 @@ def answer_view(task: Task) -> AnswerView:
     named an aggregator), the view asking for what that aggregator aggregates."""
     kind = kind_of_wire(task.hdnn_kind)
     return get_view(kind.view) if kind is not None else view_for_label(get_aggregator(task.aggregator).label)
-
-
-def view_of(task: Task) -> str:
-    """What the page asks for (the view's name: class, boxes or regions)."""
-    return answer_view(task).name
 
 
 def latency(elapsed_ms: str, server_elapsed_s: float) -> float:

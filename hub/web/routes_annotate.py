@@ -4,7 +4,6 @@ tasks.max_open_per_annotator), its image, and the answer. The answer's kind is t
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import cv2
@@ -55,7 +54,8 @@ def register(app: Flask, ctx: WebContext) -> None:
         if found is None:
             raise UnknownTaskError("this task is not yours, or it is already closed; nothing was changed")
         task, assigned_at = found
-        parsed = answers.parse(form, task, user, ctx.config.num_classes, time.time() - assigned_at)
+        kb = ctx.hub.service.kb  # timed on the clock that wrote `assigned_at` (a simulated one in tests)
+        parsed = answers.parse(form, task, user, ctx.config.num_classes, kb.clock() - assigned_at)
         if isinstance(parsed, answers.Release):
             ctx.api.release(task.task_id, user, parsed.kind, parsed.latency_s)
         else:

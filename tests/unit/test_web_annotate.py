@@ -37,8 +37,8 @@ def task_page(c: FlaskClient) -> tuple[str, str, str]:
 
 
 def assigned_seconds_ago(hub: HubApp, task_id: str, seconds: float) -> None:
-    """Date the task's assignment back: the route times an answer from it on the wall clock, so the hub's own
-    measure is then at least `seconds`, however fast the test runs."""
+    """Date the task's assignment back: the route times an answer on the knowledge base's clock (the wall clock
+    here), so the hub's own measure is then at least `seconds`, however fast the test runs."""
     with hub.service.kb.session() as s:
         s.execute(update(Assignment).where(Assignment.id == task_id)
                   .values(assigned_at=Assignment.assigned_at - seconds))
