@@ -17,19 +17,20 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from hgen.compiler.bundle.engines import BUNDLE_ENGINES
 from hgen.compiler.data import Dataset, load_dataset
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images
 from hgen.compiler.search import SearchResult, run_search
 from hgen.compiler.search.context import Budget, Candidate
-from hgen.compiler.search.devices import DeviceProfile, get_device
+from hgen.compiler.search.devices import DEVICES, DeviceProfile, get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
 from hgen.compiler.search.final import finalise
 from hgen.compiler.search.objective import Demands, Measured, violations
 from hgen.compiler.search.quantised import quantise_final
 from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
-from hgen.compiler.search.strategies import get_strategy
+from hgen.compiler.search.strategies import STRATEGIES, get_strategy
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FusionLambda
@@ -42,9 +43,9 @@ class CompileConfig(StrictModel):
     model_options: dict[str, float | int | bool | str] = Field(
         default_factory=dict, title="Zoo model options, e.g. alpha=0.35, weights=imagenet (mobilenet_v2)")
     dataset: str = Field("fashion-mnist:lowres", title="Dataset spec")
-    device: str = Field("rpi4", title="Device profile: watch, phone, rpi4, host")
+    device: str = Field("rpi4", title=f"Device profile: {', '.join(DEVICES.names())}")
     demands: Demands = Field(default_factory=Demands, title="Demands and budgets")
-    strategy: str = Field("hgen", title="Search strategy: hgen, adadeep, random, optuna")
+    strategy: str = Field("hgen", title=f"Search strategy: {', '.join(STRATEGIES.names())}")
     budget_minutes: float = Field(15.0, gt=0.0, title="Wall-time budget of the search")
     episodes: int = Field(60, ge=1, title="Episode budget of the search")
     evaluations: int | None = Field(None, ge=1, title="Budget of distinct backbones evaluated")
@@ -67,7 +68,7 @@ class CompileConfig(StrictModel):
     fusion_lambda: FusionLambda = FUSION_LAMBDA_DEFAULT
     out: str = Field("build/compile", title="Output folder")
     bundle: bool = Field(True, title="Lower, sign and write the deployable bundle")
-    engines: tuple[str, ...] = Field(("litert",), title="Engines in the bundle: litert, tvm")
+    engines: tuple[str, ...] = Field(("litert",), title=f"Engines in the bundle: {', '.join(BUNDLE_ENGINES.names())}")
     quantize: Literal["float", "int8"] = Field(
         "float", title="What the device runs: int8 = full-integer LiteRT (S at 8 bits in the search and the report; "
                        "tau, temperature, A and L on the int8 model's outputs; search/quantised.py)")

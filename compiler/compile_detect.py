@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hgen.compiler.errors import InvalidArgumentError, UnknownNameError
+from hgen.compiler.errors import CompilerError, InvalidArgumentError, UnknownNameError
 
 if TYPE_CHECKING:
     from hgen.compiler.compile import CompileConfig, CompileResult
@@ -27,19 +27,33 @@ if TYPE_CHECKING:
     from hgen.compiler.search.objective import Measured
     from hgen.runtime.hdnn import FusionParams
 
-DEFAULT_KIND = "yolo"  # what the compile's default model (lenet5, a classifier) stands for on detection data
 NO_SEARCH = "no search: the compression search measures classifiers; detection compiles the zoo detector as is"
 
 
+def model_named(config: CompileConfig) -> bool:
+    """Whether the caller chose the model. Left out, or passed through as the classification default (as callers that
+    forward every setting do), it stands for the default detector on detection data."""
+    return "model" in config.model_fields_set and config.model != type(config).model_fields["model"].default
+
+
+def default_detector(names: list[str]) -> str:
+    """The one zoo detector marked `default_detector` on its config type (not the first listed)."""
+    from hgen.compiler.models import MODELS
+
+    marked = [name for name in names if getattr(MODELS.get(name).config_type, "default_detector", False)]
+    if len(marked) != 1:
+        raise CompilerError(f"exactly one zoo detector must be marked default_detector, found {marked or 'none'}")
+    return marked[0]
+
+
 def detector(config: CompileConfig, data: DetectionDataset) -> tuple[Any, str, str]:
-    """(model, zoo name, kind): a zoo detector built for the data set's input (the default `lenet5` names the H-YOLO
-    detector instead)."""
+    """(model, zoo name, kind): a zoo detector built for the data set's input (the default detector when the compile
+    was not given a model)."""
     from hgen.compiler.models import build_model, model_kind, model_names
     from hgen.compiler.models.detection_training import DETECTOR_TRAINING
 
     names = [n for kind in DETECTOR_TRAINING.names() for n in model_names(kind)]
-    default = model_names(DEFAULT_KIND)
-    name = default[0] if config.model == "lenet5" and default else config.model
+    name = config.model if model_named(config) else default_detector(names)
     if name not in names:
         raise UnknownNameError(f"'{config.model}' is not a detection model; a detection data set compiles one of: "
                                f"{', '.join(names)}")

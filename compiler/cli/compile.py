@@ -4,28 +4,47 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from hgen.compiler.cli import VERBS, Verb
 
+if TYPE_CHECKING:
+    from hgen.compiler.compile import CompileConfig
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="lenet5", help="zoo model name or a Keras model file (.keras/.h5)")
-    parser.add_argument("--weights", choices=["imagenet"], default=None,
-                        help="pretrained backbone weights (mobilenet_v2), from the Keras cache or downloaded into it; "
-                             "the backbone is then transfer-trained (head first, then fine-tuned)")
+    # The choices are read from the registries (cheap: no TensorFlow), so the help cannot go stale.
+    from hgen.compiler.bundle.engines import BUNDLE_ENGINES
+    from hgen.compiler.compile import CompileConfig
+    from hgen.compiler.models import model_names
+    from hgen.compiler.search.devices import DEVICES
+    from hgen.compiler.search.strategies import STRATEGIES
+
+    parser.add_argument("--model", default=None,
+                        help=f"zoo model ({_names(model_names())}) or a Keras model file (.keras/.h5); default: "
+                             f"{CompileConfig.model_fields['model'].default}, or the default detector on a detection "
+                             "data set")
+    parser.add_argument("--weights", default=None,
+                        help="pretrained backbone weights of a zoo model that takes them (e.g. imagenet for "
+                             "mobilenet_v2; the model's options check the name), from the Keras cache or downloaded "
+                             "into it; the backbone is then transfer-trained (head first, then fine-tuned)")
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="zoo model option, repeatable (alpha=0.35 for mobilenet_v2, blocks=3 for resnet_small)")
     parser.add_argument("--base-epochs", type=int, default=5, help="epochs to train (or fine-tune) a zoo backbone")
     parser.add_argument("--head-epochs", type=int, default=3,
                         help="with --weights: epochs training the head on the frozen backbone first")
     parser.add_argument("--dataset", default="fashion-mnist:lowres", help="dataset spec (default %(default)s)")
-    parser.add_argument("--device", default="rpi4", help="device profile: watch, phone, rpi4, host")
+    parser.add_argument("--device", default="rpi4", help=f"device profile: {_names(DEVICES.names())}")
     parser.add_argument("--accuracy", type=float, default=0.85, help="A_d, minimum accuracy (fraction)")
     parser.add_argument("--latency-ms", type=float, default=30.0, help="T_d, maximum mean latency per sample")
     parser.add_argument("--storage-mb", type=float, default=2.0, help="S_c, storage budget")
     parser.add_argument("--energy-mj", type=float, default=3.0, help="E_c, energy budget per inference")
     parser.add_argument("--labour", type=float, default=0.03, help="L_c, labour budget (Eq. 13 ratio, <= 0.1)")
-    parser.add_argument("--strategy", default="hgen", help="hgen, adadeep, random, optuna")
+    parser.add_argument("--strategy", default="hgen", help=f"search strategy: {_names(STRATEGIES.names())}")
     parser.add_argument("--budget-minutes", type=float, default=15.0)
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--evaluations", type=int, default=None, help="cap on distinct backbones evaluated")
@@ -37,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 0 even when a demand is missed on the test split (the report says so either way)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
-    parser.add_argument("--engines", default="litert", help="comma-separated bundle engines: litert,tvm")
+    parser.add_argument("--engines", default="litert", help=f"comma-separated bundle engines from: {_names(BUNDLE_ENGINES.names())}")
     parser.add_argument("--quantize", choices=["float", "int8"], default="float",
                         help="what the device runs: int8 measures S at 8 bits and A, L, tau on the int8 model")
     parser.add_argument("--signing-key", default=None, help="Ed25519 private key (PEM); default: a new one in OUT/keys")
@@ -71,12 +90,14 @@ def _value(text: str) -> float | int | bool | str:
     return text
 
 
-def config_from(args: argparse.Namespace):  # -> CompileConfig
+def config_from(args: argparse.Namespace) -> CompileConfig:
+    """The compile settings; `model` only when given, so a detection compile can tell "not chosen" apart."""
     from hgen.compiler.compile import compile_config
 
     demands = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": args.storage_mb,
                "energy_mj": args.energy_mj, "labour": args.labour}
-    return compile_config(model=args.model, model_options=model_options(args.model_option, args.weights),
+    chosen = {"model": args.model} if args.model is not None else {}
+    return compile_config(**chosen, model_options=model_options(args.model_option, args.weights),
                           base_epochs=args.base_epochs, head_epochs=args.head_epochs,
                           dataset=args.dataset, device=args.device, demands=demands,
                           strategy=args.strategy, budget_minutes=args.budget_minutes, episodes=args.episodes,

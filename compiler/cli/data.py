@@ -13,13 +13,15 @@ from hgen.compiler.errors import InvalidArgumentError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hgen.compiler.data.formats import format_names  # cheap: the format modules import no TensorFlow
+
     parser.add_argument("spec", help="dataset spec, e.g. fashion-mnist:lowres, mnist:noise?variance=0.2, D5, digits, "
                         "a path (/data/cams, folder:/data/cams:lowres?size=64), or 'inspect' followed by one")
     parser.add_argument("path", nargs="?", help="with 'inspect': the data set to inspect")
     parser.add_argument("--root", help="explicit dataset folder, tried first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--download", action="store_true", help="allow a network download when nothing is found")
-    parser.add_argument("--format", help="force a format for a path (folder, csv, yolo, coco, idx)")
+    parser.add_argument("--format", help=f"force a format for a path ({', '.join(format_names())})")
     parser.add_argument("--size", help="model input size for image files, e.g. 96 or 64x96 (default 96x96)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB); default from the images")
     parser.add_argument("--resize", choices=("stretch", "letterbox"), help="resize mode (default stretch)")
@@ -40,10 +42,11 @@ def run(args: argparse.Namespace) -> None:
         raise InvalidArgumentError(f"unexpected argument '{args.path}' (only 'inspect' takes a path)")
     from hgen.compiler.data import load_dataset, user_location
     from hgen.compiler.data.detection import is_detection_spec, load_detection_dataset
+    from hgen.compiler.data.formats import get_format
 
     options = _image_options(args)
-    if user_location(args.spec, args.format) is not None and (is_detection_spec(args.spec) or args.format in
-                                                              ("yolo", "coco")):
+    boxes = args.format is not None and get_format(args.format).task == "detect"
+    if user_location(args.spec, args.format) is not None and (is_detection_spec(args.spec) or boxes):
         data = load_detection_dataset(args.spec, seed=args.seed, format=args.format, image=options,
                                       limit=args.limit)
     elif user_location(args.spec, args.format) is not None:

@@ -19,9 +19,13 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
+    # Target and engine names come from their registries (cheap: no TVM or TensorFlow), so the help cannot go stale.
+    from hgen.compiler.bundle.engines import BUNDLE_ENGINES
+    from hgen.compiler.lowering.targets import TARGETS
+
     parser.add_argument("model", type=Path, help="Keras model file (.keras/.h5, logits out) or ONNX file (.onnx)")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory (Keras) or library stem (ONNX)")
-    parser.add_argument("--target", default="x86_64", help="target profile (x86_64, rpi4, android-arm64, armv7)")
+    parser.add_argument("--target", default="x86_64", help=f"target profile ({', '.join(TARGETS.names())})")
     parser.add_argument("--key", type=Path, help="Ed25519 signing key (hgen keys generate); required for Keras")
     parser.add_argument("--name", help="model name in the manifest (default: the file stem)")
     parser.add_argument("--version", default="0.1.0", help="semantic version of the model")
@@ -32,7 +36,7 @@ def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
     calibration.add_argument("--representative-dataset", metavar="SPEC",
                              help="int8: calibrate on up to 500 images of this data set's training split, the same "
                                   "share of every class (a data set spec as hgen-compile --dataset takes)")
-    parser.add_argument("--engines", default="litert,tvm", help="comma list of litert, tvm")
+    parser.add_argument("--engines", default="litert,tvm", help=f"comma list of {', '.join(BUNDLE_ENGINES.names())}")
     parser.add_argument("--scale", type=float, default=1 / 255, help="input normalisation: x = raw * scale + offset")
     parser.add_argument("--offset", type=float, default=0.0)
     parser.add_argument("--tau", type=float, default=0.5)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -26,6 +26,9 @@ from hgen.compiler.models import ModelConfig, check_shape, register_model
 from hgen.compiler.models.detection_training import DETECTOR_TRAINING, DetectorTraining
 from hgen.runtime.hdnn.yolo import BOX_FIELDS, decode_grid
 
+if TYPE_CHECKING:
+    import keras
+
 COORD_WEIGHT = 5.0
 DOWNSAMPLE = 8  # three 2x2 poolings
 OBJECTNESS_PRIOR = -4.0  # initial objectness logit: ~2 of 64 cells hold a digit, so start near p = 0.02
@@ -33,6 +36,10 @@ OBJECTNESS_PRIOR = -4.0  # initial objectness logit: ~2 of 64 cells hold a digit
 
 class GridDetectorConfig(ModelConfig):
     """Widths of the four 3x3 conv blocks and the objectness logit the head starts at."""
+
+    # The detector a detection compile builds when no model is named (`compile_detect.default_detector`): the
+    # smallest and fastest to train; marked here so the compile names no model or kind.
+    default_detector: ClassVar[bool] = True
 
     widths: tuple[int, int, int, int] = Field((16, 32, 48, 64), title="Filters of conv1..conv4")
     objectness_prior: float = Field(OBJECTNESS_PRIOR, title="Initial objectness logit (prior share of object cells)")
@@ -45,7 +52,7 @@ def grid_side(input_shape: tuple[int, int, int]) -> int:
 
 @register_model("grid_detector", GridDetectorConfig, kind="yolo")  # not a classifier: compile skips it
 def grid_detector(input_shape: tuple[int, int, int], num_classes: int,
-                  config: GridDetectorConfig = GridDetectorConfig()):
+                  config: GridDetectorConfig = GridDetectorConfig()) -> keras.Model:
     """conv3x3(16)-pool-conv3x3(32)-pool-conv3x3(48)-pool-conv3x3(64)-conv1x1(5 + C), at any input size.
 
     An input that is not a square with sides divisible by 8 is first resized (stretched) to one: the runtime decodes
