@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hgen.compiler.cli import VERBS, Verb, fusion_lambda_arg
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FUSION_LAMBDA_TITLE
+
+if TYPE_CHECKING:
+    from hgen.compiler.study import StudyConfig
 
 
 def add_study_arguments(parser: argparse.ArgumentParser, dataset: str = "fashion-mnist:lowres") -> None:
@@ -29,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
 
 
-def config_from(args: argparse.Namespace):  # -> StudyConfig
+def config_from(args: argparse.Namespace) -> StudyConfig:
     from hgen.compiler.study import study_config
 
     return study_config(dataset=args.dataset, model=args.model, epochs=args.epochs, m=args.m,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -26,6 +26,9 @@ from pydantic import Field, field_validator
 from hgen.compiler.errors import ImageTooLargeError, UnreadableImageError
 from hgen.runtime.config import StrictModel
 from hgen.runtime.preprocess import composite_on_black, fit, grey, normalise, placement
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; a 48 MP phone photo passes, a 20000 x 20000 bomb does not
@@ -125,7 +128,7 @@ class Header:
         return (self.height, self.width) if swap else (self.width, self.height)
 
 
-def _open(path: Path, max_pixels: int):  # -> PIL.Image.Image (lazy)
+def _open(path: Path, max_pixels: int) -> PILImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -177,7 +180,7 @@ def decode_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_
         image.close()
 
 
-def to_array(image, channels: int) -> np.ndarray:  # image: PIL.Image.Image
+def to_array(image: PILImage, channels: int) -> np.ndarray:
     """A decoded Pillow image -> uint8 [h, w, channels]: 16-bit scaled, alpha composited on black, then RGB or L."""
     from PIL import Image
 

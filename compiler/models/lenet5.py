@@ -6,13 +6,18 @@ not. The classifier's first layer grows with the input (96x96x3 gives a 22x22x16
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hgen.compiler.models import ModelConfig, Shape, check_shape, register_model
+
+if TYPE_CHECKING:
+    import keras
 
 MIN_SIDE = 12
 
 
 @register_model("lenet5")
-def lenet5(input_shape: Shape, num_classes: int, config: ModelConfig = ModelConfig()):
+def lenet5(input_shape: Shape, num_classes: int, config: ModelConfig = ModelConfig()) -> keras.Model:
     """conv5x5(6, same) - maxpool - conv5x5(16) - maxpool - fc120 - fc84 - fc(num_classes), ReLU, logits out."""
     import keras
     from keras import layers

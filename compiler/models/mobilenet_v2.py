@@ -10,12 +10,15 @@ otherwise. Any input of at least 32x32 (the backbone downsamples 32x), grey or c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from hgen.compiler.models import ModelConfig, Shape, check_shape, register_model
 from hgen.compiler.models.weights import MOBILENET_V2_URL, load_weights_file, mobilenet_v2_file, weights_file
+
+if TYPE_CHECKING:
+    import keras
 
 MIN_SIDE = 32
 BACKBONE_PREFIX = "mobilenetv2"
@@ -32,7 +35,7 @@ class MobileNetV2Config(ModelConfig):
 
 
 @register_model("mobilenet_v2", MobileNetV2Config)
-def mobilenet_v2(input_shape: Shape, num_classes: int, config: MobileNetV2Config = MobileNetV2Config()):
+def mobilenet_v2(input_shape: Shape, num_classes: int, config: MobileNetV2Config = MobileNetV2Config()) -> keras.Model:
     """Rescaling -> MobileNetV2 backbone (alpha) -> GlobalAveragePooling2D -> Dropout -> Dense logits."""
     import keras
     from keras import layers

@@ -8,11 +8,14 @@ Defaults (width 16, 3 stages, 1 block) give ResNet-8: ~78k parameters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from hgen.compiler.models import ModelConfig, Shape, check_shape, register_model
+
+if TYPE_CHECKING:
+    import keras
 
 
 class ResNetSmallConfig(ModelConfig):
@@ -45,7 +48,7 @@ def basic_block(x: Any, filters: int, strides: int, name: str) -> Any:
 
 
 @register_model("resnet_small", ResNetSmallConfig)
-def resnet_small(input_shape: Shape, num_classes: int, config: ResNetSmallConfig = ResNetSmallConfig()):
+def resnet_small(input_shape: Shape, num_classes: int, config: ResNetSmallConfig = ResNetSmallConfig()) -> keras.Model:
     """stem - stages x blocks basic blocks - GAP - Dense logits."""
     import keras
     from keras import layers

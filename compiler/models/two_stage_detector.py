@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -32,6 +32,9 @@ from hgen.compiler.models.grid_detector import DOWNSAMPLE, grid_side
 from hgen.runtime.calibration import softmax
 from hgen.runtime.hdnn.faster_rcnn import (ANCHOR_SHAPES, BOX_FIELDS, COMPONENTS, anchor_boxes, box_deltas, corners,
                                            fields, split)
+
+if TYPE_CHECKING:
+    import keras
 
 RPN_POSITIVE, RPN_NEGATIVE = 0.5, 0.3
 HEAD_POSITIVE, HEAD_NEGATIVE = 0.4, 0.3
@@ -58,7 +61,7 @@ def pool_window(shape: tuple[float, float], grid: int) -> tuple[int, int]:
 
 @register_model("two_stage_detector", TwoStageDetectorConfig, kind="faster_rcnn")  # not a classifier
 def two_stage_detector(input_shape: tuple[int, int, int], num_classes: int,
-                       config: TwoStageDetectorConfig = TwoStageDetectorConfig()):
+                       config: TwoStageDetectorConfig = TwoStageDetectorConfig()) -> keras.Model:
     """backbone -> RPN (per slot objectness, deltas) and per-slot RoI pooling -> head (deltas, MDN); see module."""
     import keras
     from keras import layers
