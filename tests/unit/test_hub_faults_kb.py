@@ -12,17 +12,10 @@ from sqlalchemy import event
 from hgen.hub.errors import KnowledgeBaseError, KnowledgeBaseIntegrityError
 from hgen.hub.kb.models import Annotator, Batch, Sample
 from hgen.hub.kb.store import KnowledgeBase, NewSample
-from hgen.hub.testing.fixtures import pg_url  # noqa: F401 (pytest fixture)
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample
 
 DEVICE = "cam-1"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

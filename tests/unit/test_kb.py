@@ -15,19 +15,12 @@ from hgen.hub.kb.models import Assignment, Base, Reply, Sample
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.fixtures import pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.protos import hub_pb2
 from sqlalchemy import text
 
 DEVICE = "dev-1"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from hgen.hub.errors import RetrainBusyError, UnknownModelError
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import RetrainStore, RetrainWorker, RunRecord, VersionRecord
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.fixtures import pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 
 MODEL = "lenet5"
 WAIT_S = 30.0
@@ -58,13 +58,6 @@ class GatedPipeline:
         released = self.gate.wait(WAIT_S)
         self.store.finish_run(run.id, "rejected", error="stand-in pipeline" if released else "gate never opened")
         return self.store.run(run.id)  # type: ignore[return-value]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from hgen.hub.devices import DeviceCredentials, verify_secret
 from hgen.hub.kb.models import DeviceCredential, PhoneInvite
 from hgen.hub.kb.store import BundleRecord, KnowledgeBase
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.fixtures import pg_server, pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import kb_url, pg_server, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.web import add_people, csrf_token_of, logged_in, web_hub
 from hgen.hub.web.phones import InviteUsedError, PhoneInvites
 from hgen.runtime import signing
@@ -150,13 +150,6 @@ def test_a_link_survives_a_hub_restart(tmp_path: Path) -> None:
     with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as restarted:
         page = restarted.web.app.test_client().get(f"/device/join/{token}")
         assert page.status_code == 200 and provisioning(page.get_data(as_text=True))["device_id"] == "phone-b"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from hgen.hub.errors import LoginRateLimitedError
 from hgen.hub.kb.models import LoginFailure
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.fixtures import pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 from hgen.hub.web.auth import LoginLimiter
 
@@ -29,13 +29,6 @@ def two_hubs(tmp_path: Path) -> Iterator[tuple[HubApp, HubApp]]:
             web_hub(tmp_path, web={"login_max_failures": 3}) as second:
         add_people(first)
         yield first, second
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def kb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
