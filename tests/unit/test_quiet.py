@@ -96,7 +96,73 @@ def test_filtered_stderr_keeps_everything_else(capfd, monkeypatch):
     assert captured[1] == b"kept\n"
 
 
-def test_tflite_xnnpack_line_is_dropped_then_calls_go_straight_through(capfd, monkeypatch):
+# A process that loads a real LiteRT interpreter, with (`quiet`) or without (`plain`) hgen's silencing before the
+# import, and writes its own stderr lines around the first `allocate_tensors`, where TFLite prints its XNNPACK line.
+LITERT_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    if sys.argv[2] == "quiet":
+        from hgen.runtime import quiet
+        quiet.silence_tensorflow()
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=sys.argv[1])
+    os.write(2, b"before allocation\\n")
+    interpreter.allocate_tensors()
+    os.write(2, b"after allocation\\n")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.array([[-1, 2, -3, 4]], np.float32))
+    interpreter.invoke()
+    print(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).tolist())
+""")
+
+
+def _relu_tflite() -> bytes:
+    """A one-op (RELU on a 1x4 float tensor) TFLite model written with LiteRT's own flatbuffer schema: a real
+    model for the real interpreter, without TensorFlow or training."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU
+    code.version = 1
+    tensors = []
+    for buffer, name in enumerate((b"x", b"y"), start=1):
+        tensor = schema.TensorT()
+        tensor.shape, tensor.type, tensor.buffer, tensor.name = [1, 4], schema.TensorType.FLOAT32, buffer, name
+        tensors.append(tensor)
+    relu = schema.OperatorT()
+    relu.opcodeIndex, relu.inputs, relu.outputs = 0, [0], [1]
+    graph = schema.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [1], [relu]
+    model = schema.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [schema.BufferT() for _ in range(3)]  # buffer 0 is the reserved empty one
+    builder = flatbuffers.Builder(256)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
+                    reason="needs LiteRT: pip install 'hgen[agent]'")
+def test_real_litert_xnnpack_line_is_dropped_only_when_silenced(tmp_path):
+    model = tmp_path / "relu.tflite"
+    model.write_bytes(_relu_tflite())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"  # in both runs: the variable alone does not reach TFLite's INFO line
+    runs = {mode: subprocess.Popen([sys.executable, "-c", LITERT_SCRIPT, str(model), mode], env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for mode in ("quiet", "plain")}
+    out = {mode: run.communicate(timeout=60) + (run.returncode,) for mode, run in runs.items()}
+
+    for mode, (stdout, err, code) in out.items():
+        assert code == 0, f"{mode}: {err[-2000:]}"
+        assert stdout == "[[0.0, 2.0, 0.0, 4.0]]\n", f"{mode}: the interpreter still computes"
+    assert "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in out["plain"][1].splitlines(), out["plain"]
+    assert out["quiet"][1].splitlines() == ["before allocation", "after allocation"], out["quiet"][1]
+
+
+def test_tflite_filter_keeps_other_lines_then_calls_go_straight_through(capfd, monkeypatch):
+    """What the real interpreter cannot be made to do: print a line to keep inside `allocate_tensors`, and print
+    its XNNPACK line again after the filter has stepped aside."""
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
 
     class Interpreter:
