@@ -19,6 +19,7 @@ import type { hgen } from "../gen/hub_pb.js";
 export interface FrameRecord {
   n: number;
   presented: number;
+  captured: number; // its place among the frames the page captured (1, 2, ...): a gap is a dropped frame
   version: string;
   top1: number;
   label: string;
@@ -58,11 +59,18 @@ export interface DeviceState {
   pending: number;
   swaps: { from: string; to: string; atFrame: number }[];
   engine: string;
+  pacing: Pacing;
   capture: Record<string, number>; // frames per capture path ("planes I420 bt601 limited", "canvas (...)")
 }
 
+/** live (real phones): a frame arriving while MAX_QUEUE wait is dropped (and counted), so answers follow the
+ * camera; all (`?pacing=all`, tests): every captured frame is answered, in order, however far behind, as the agent's
+ * `pacing: all`; waiting pixels are bounded by MAX_QUEUE_BYTES (a frame over it is dropped and counted). */
+type Pacing = "live" | "all";
 const MAX_QUEUE = 64;
+const MAX_QUEUE_BYTES = 512 * 1024 * 1024; // minutes of a 640x480 camera, hours of a test's 56x56 video
 const params = new URLSearchParams(location.search);
+const pacing: Pacing = params.get("pacing") === "all" ? "all" : "live"; // live by default
 const recordInputs = params.get("record") === "inputs";
 const fullEvery = Math.max(0, Math.floor(Number(params.get("full") ?? 0)) || 0);
 const runtime = params.get("engine") === "litert-js" ? "litert-js" : "onnxruntime-web"; // onnxruntime-web by default
@@ -70,7 +78,7 @@ const DEADLINE_S = 600;
 const STATUS_EVERY_FRAMES = 100;
 const state: DeviceState = { status: "starting", error: null, version: null, frames: [], fused: [], stored: [],
   captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [], engine: runtime,
-  capture: {} };
+  pacing, capture: {} };
 (window as unknown as { hgenDevice: DeviceState }).hgenDevice = state;
 
 function show(id: string, text: string): void {
@@ -115,7 +123,8 @@ function median(values: number[]): number {
 }
 
 class Pipeline {
-  private queue: { frame: Raster; presented: number }[] = [];
+  private queue: { frame: Raster; presented: number; captured: number }[] = [];
+  private queuedBytes = 0;
   private running = false;
   private retired: Model[] = [];
 
@@ -124,11 +133,14 @@ class Pipeline {
 
   offer(frame: Raster, presented: number): void {
     state.captured += 1;
-    if (this.queue.length >= MAX_QUEUE) {
+    const full = pacing === "all" ? this.queuedBytes + frame.data.byteLength > MAX_QUEUE_BYTES
+      : this.queue.length >= MAX_QUEUE;
+    if (full) {
       state.dropped += 1;
       return;
     }
-    this.queue.push({ frame, presented });
+    this.queue.push({ frame, presented, captured: state.captured });
+    this.queuedBytes += frame.data.byteLength;
     if (!this.running) void this.drain();
   }
 
@@ -146,8 +158,9 @@ class Pipeline {
     try {
       while (this.queue.length > 0) {
         const next = this.queue.shift()!;
+        this.queuedBytes -= next.frame.data.byteLength;
         for (const old of this.retired.splice(0)) await old.engine.release();
-        await this.process(next.frame, next.presented);
+        await this.process(next.frame, next.presented, next.captured);
       }
     } catch (error) {
       setStatus("failed", String(error instanceof Error ? error.message : error));
@@ -156,7 +169,7 @@ class Pipeline {
     }
   }
 
-  private async process(frame: Raster, presented: number): Promise<void> {
+  private async process(frame: Raster, presented: number, captured: number): Promise<void> {
     const model = this.model; // a swap takes effect at the next frame, never inside one
     const started = performance.now();
     const result = await model.infer(frame);
@@ -167,9 +180,9 @@ class Pipeline {
     const inferMs = performance.now() - started;
     const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
-    const record: FrameRecord = { n: state.frames.length, presented, version: model.version, top1: result.top1, label,
-      confidence: result.confidence, toPeople: result.toPeople, unfamiliar: result.unfamiliar, decision, sampleId,
-      inferMs, runMs: result.runMs, doneAt: performance.now() };
+    const record: FrameRecord = { n: state.frames.length, presented, captured, version: model.version,
+      top1: result.top1, label, confidence: result.confidence, toPeople: result.toPeople,
+      unfamiliar: result.unfamiliar, decision, sampleId, inferMs, runMs: result.runMs, doneAt: performance.now() };
     if (recordInputs) record.input = signature(result.input, model.manifest.input.shape);
     if (fullEvery > 0 && record.n % fullEvery === 0) record.fullInput = Array.from(result.input);
     const swapped = state.swaps.find((swap) => swap.atFrame < 0 && swap.to === model.version);

@@ -82,7 +82,8 @@ def test_phone_asks_people_about_unfamiliar_frames_as_the_agent_decides(
         page, log = new_page(browser)
         page.goto(phone_link(hub.app, DEVICE, BUNDLE))
         page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
-        page.goto(f"{hub.app.web_url}/device?record=inputs")  # provisioned: keep each model input
+        # provisioned: keep each model input; answer every frame in order however far behind (pacing=all)
+        page.goto(f"{hub.app.web_url}/device?record=inputs&pacing=all")
         # the video loops: wait for more than one pass
         wait_for_device(page, f"s.connected && s.frames.length >= {bundle.frames + CLEAN} || s.error")
         seen = page.evaluate("window.hgenDevice")
@@ -95,8 +96,9 @@ def test_phone_asks_people_about_unfamiliar_frames_as_the_agent_decides(
         browser.close()
         manager.stop()
     assert seen["error"] is None and after["error"] is None, (seen["error"], after["error"], log)
-    assert seen["dropped"] == 0
+    assert seen["pacing"] == "all" and seen["dropped"] == 0
     frames = seen["frames"]
+    assert [f["captured"] for f in frames] == list(range(1, len(frames) + 1))  # every captured frame, in order
     # the same video frames: each device converts the frame's planes with the same rule, so the page's inputs are
     # the agent's, bit for bit, and the Python side below judges the very inputs the page ran
     reference = agent_frames(bundle.video, bundle.archive, bundle.public_key)
