@@ -1,5 +1,7 @@
 """The compressed zoo `mobilenet_v2` (alpha 0.35, 32x32x3) lowers beyond LiteRT float: TVM float (native library,
-numerically equal) and LiteRT full-int8 (converts and runs; agreement on a trained model is the benchmark's job)."""
+numerically equal) and LiteRT full-int8 (converts, runs and follows float loosely: this network is untrained, its
+logits vary little between inputs, so int8's rounding is a large share of them; agreement on a trained model is the
+benchmark's job)."""
 
 from __future__ import annotations
 
@@ -41,5 +43,11 @@ def test_litert_int8_converts_and_runs(compressed, data, tmp_path):
     lowered = lower_tflite(compressed, quantize="int8", representative_data=data[:100])
     assert lowered.precision == "int8" and lowered.input_quant is not None
     engine = open_engine("litert", lowered.save(tmp_path / "int8.tflite"))
-    out = engine.run(data[100:104])
-    assert out.shape == (4, CLASSES) and np.all(np.isfinite(out))
+    held_out = data[100:]  # not in the representative set
+    out = engine.run(held_out)
+    assert out.shape == (len(held_out), CLASSES) and np.all(np.isfinite(out))
+    expected = np.asarray(compressed(held_out, training=False))
+    # measured 0.87 (0.72-0.86 on the five other 20-input slices of `data`) and a mean error of 0.40 of float's
+    # spread: a wrong scale or zero point on the input or output would break one or the other
+    assert np.corrcoef(out.ravel(), expected.ravel())[0, 1] > 0.6
+    assert np.abs(out - expected).mean() < 0.6 * expected.std()
