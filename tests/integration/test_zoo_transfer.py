@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -54,7 +56,8 @@ def test_head_then_top_of_backbone(model):
     assert not changed(before["Conv1"], after["Conv1"])  # below the unfrozen share
     assert not changed(before["Conv_1_bn"], after["Conv_1_bn"])  # BatchNorm stays frozen by default
     assert "Conv_1" in result.finetuned_layers and "Conv1" not in result.finetuned_layers
-    assert result.head_layers == ("dropout", "logits") and result.head_seconds > 0 and result.finetune_seconds > 0
+    assert result.head_layers == ("dropout", "logits")
+    assert all(math.isfinite(s) and s >= 0.0 for s in (result.head_seconds, result.finetune_seconds))  # wall time
     assert all(layer.trainable for layer in model.layers)
 
 
