@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 0 even when a demand is missed on the test split (the report says so either way)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
-    parser.add_argument("--engines", default="litert", help=f"comma-separated bundle engines from: {_names(BUNDLE_ENGINES.names())}")
+    parser.add_argument("--engines", default="litert",
+                        help=f"comma-separated bundle engines from: {_names(BUNDLE_ENGINES.names())}")
     parser.add_argument("--quantize", choices=["float", "int8"], default="float",
                         help="what the device runs: int8 measures S at 8 bits and A, L, tau on the int8 model")
     parser.add_argument("--signing-key", default=None, help="Ed25519 private key (PEM); default: a new one in OUT/keys")
