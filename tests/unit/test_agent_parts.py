@@ -4,6 +4,7 @@ budget, outbox, telemetry, rollback, sources and bad input. Frames come from fil
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -255,20 +256,23 @@ def test_a_stream_that_vanishes_is_reopened_with_back_off(tmp_path) -> None:
                          stop)
     assert [source.read().index for _ in range(5)] == list(range(5))
     video.rename(hidden)  # the stream ends and cannot be reopened
-    returned = threading.Event()
+    while_gone: list[tuple[int, str]] = []
 
     def restore() -> None:
-        while source.stats.failed_opens < 2 and not stop.wait(0.02):
-            pass
-        assert "reconnecting" in source.stats.problem
+        """Bring the file back after two failed reopens, or after a deadline (so `read` below never hangs)."""
+        deadline = time.monotonic() + 30
+        while source.stats.failed_opens < 2 and time.monotonic() < deadline:
+            stop.wait(0.02)
+        while_gone.append((source.stats.failed_opens, source.stats.problem))
         hidden.rename(video)
-        returned.set()
 
     helper = threading.Thread(target=restore)
     helper.start()
     frame = source.read()
-    helper.join()
-    assert returned.is_set() and frame is not None and frame.index == 5
+    helper.join(30)
+    failed_opens, problem = while_gone[0]
+    assert failed_opens >= 2 and "reconnecting" in problem
+    assert frame is not None and frame.index == 5
     assert source.stats.reconnects == 1 and source.stats.problem == ""
     source.close()
 
