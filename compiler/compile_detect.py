@@ -31,9 +31,9 @@ NO_SEARCH = "no search: the compression search measures classifiers; detection c
 
 
 def model_named(config: CompileConfig) -> bool:
-    """Whether the caller chose the model. Left out, or passed through as the classification default (as callers that
+    """Whether the caller chose a model. Left out, or passed through as the classification default (as callers that
     forward every setting do), it stands for the default detector on detection data."""
-    return "model" in config.model_fields_set and config.model != type(config).model_fields["model"].default
+    return config.model != type(config).model_fields["model"].default
 
 
 def default_detector(names: list[str]) -> str:

@@ -33,12 +33,21 @@ class Escalation:
 
     def _escalate(self: Agent, frame: Frame, model: Model, logits: np.ndarray, size: FrameSize, result: Result,
                   labour: float, decision: Decision, now: float) -> Result | None:
-        """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING."""
-        sample = sample_proto(frame, model, logits, result, self.config.device_id, self.config.batching.image_format)
+        """Pool the sample (labour budget permitting), commit it to the outbox, then emit PENDING. The frame is
+        encoded only once its labour is reserved: a field over its labour limit refuses most doubted frames, and
+        encoding a camera frame costs milliseconds on a Pi."""
         with self._lock:
             if not self.labour.take(labour):
                 self.telemetry.inc("labour_exhausted")
                 return None
+        try:
+            sample = sample_proto(frame, model, logits, result, self.config.device_id,
+                                  self.config.batching.image_format)
+        except BaseException:
+            with self._lock:
+                self.labour.refund(labour)
+            raise
+        with self._lock:
             if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):
                 self.labour.refund(labour)
                 self.telemetry.inc("budget_exhausted")

@@ -133,7 +133,5 @@ TRANSPORTS: Registry[type[Transport]] = Registry("hub transport", package="hgen.
 def open_transport(config: HubConfig, device_id: str, callbacks: TransportCallbacks) -> Transport:
     if config.url is None:
         raise AgentConfigError("hub.url is not set")
-    endpoint = parse_endpoint(config.url)
-    if endpoint.tls and config.tls is None:
-        raise AgentConfigError(f"{config.url} uses TLS: set hub.tls (ca_file, optionally cert_file/key_file)")
+    endpoint = parse_endpoint(config.url)  # HubConfig has refused a TLS scheme without hub.tls already
     return TRANSPORTS.get(endpoint.scheme)(endpoint, config, device_id, callbacks)

@@ -141,12 +141,9 @@ def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsCo
     """Fetch from a grpc[s]://host:port bundle source other than the hub link itself (a notice's fetch_uri may
     name one the config never saw: without hub.tls a grpcs:// one refuses this update, not the agent)."""
     try:
-        endpoint = parse_endpoint(url)
+        channel = make_channel(parse_endpoint(url), tls, token)
     except AgentConfigError as exc:
         raise SwapError(f"update {notice.version}: fetch_uri {url!r} refused: {exc}") from None
-    if endpoint.tls and tls is None:
-        raise SwapError(f"update {notice.version}: {url} uses TLS but hub.tls is not set")
-    channel = make_channel(endpoint, tls, token)
     try:
         return fetch_bundle_grpc(hub_pb2_grpc.AnnotationHubStub(channel), notice, dest)
     finally:

@@ -50,21 +50,20 @@ def view_names() -> list[str]:
 
 def view_for_label(label: str) -> AnswerView:
     """The view that asks people for `label` (for samples of a kind this hub has no descriptor of)."""
-    found = [get_view(name) for name in view_names() if get_view(name).label == label]
-    if not found:
+    view = _asking_for(label)
+    if view is None:
         raise InvalidRequestError(f"no annotator view asks for {label!r} answers")
-    return found[0]
+    return view
 
 
 def view_of_answer(answer: hub_pb2.Answer) -> AnswerView | None:
     """The view that fills the answer's label; None for an answer without one (a skip) or of a label no view asks
     for, so the operator page still shows the rest."""
-    label = answer.WhichOneof("label")
-    return next((get_view(name) for name in view_names() if get_view(name).label == label), None)
+    return _asking_for(answer.WhichOneof("label"))
 
 
-def class_text(class_id: int, class_names: tuple[str, ...]) -> str:
-    return class_names[class_id] if class_id < len(class_names) else str(class_id)
+def _asking_for(label: str | None) -> AnswerView | None:
+    return next((view for view in map(get_view, view_names()) if view.label == label), None)
 
 
 def check_class(class_id: int, num_classes: int) -> int:

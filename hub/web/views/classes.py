@@ -5,7 +5,7 @@ from __future__ import annotations
 from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.store import Task
 from hgen.hub.web.forms import AnswerForm
-from hgen.hub.web.views import VIEWS, check_class, class_text
+from hgen.hub.web.views import VIEWS, check_class
 from hgen.protos import hub_pb2
 
 
@@ -28,7 +28,7 @@ class ClassView:
         answer.operations = 1
 
     def describe(self, answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
-        return class_text(answer.class_id, class_names)
+        return class_names[answer.class_id] if answer.class_id < len(class_names) else str(answer.class_id)
 
 
 VIEWS.add("class", ClassView())
