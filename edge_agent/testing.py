@@ -276,15 +276,9 @@ class RunningHub:
             return set(s.scalars(select(Sample.id)))
 
     def publish_bundle(self, path: Path, name: str, version: str, device_ids: Sequence[str] = ()) -> Any:
-        """Register a bundle for FetchBundle / WatchUpdates and, with MQTT on, publish the retained notice."""
-        import time
-
-        assert self.app.grpc is not None
-        notice = self.app.grpc.servicer.publish_bundle(str(path), name, version, b"", time.time())
-        if self.app.mqtt is not None and device_ids:
-            for info in self.app.mqtt.publish_update(list(device_ids), notice):
-                info.wait_for_publish(10)
-        return notice
+        """Register a bundle for FetchBundle and announce it as the retrain worker does: WatchUpdates streams
+        wake and, with MQTT on, `device_ids` get the retained notice."""
+        return self.app.publisher().publish_file(path, name, version, b"", device_ids)
 
 
 def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker: Any = None,
@@ -305,6 +299,7 @@ def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker: A
     from hgen.hub.crowd import SimulatedCrowd
     from hgen.hub.testing.crowd import CrowdDriver
     from hgen.hub.testing.services import free_port
+    from hgen.hub.transports.grpc_server import GrpcTransport
 
     data: dict[str, Any] = {"devices": list(devices), "knowledge_base": {"url": f"sqlite:///{db}"},
                             "grpc": {"port": grpc_port or free_port(), "reply_poll_s": 0.1}}
@@ -320,7 +315,8 @@ def start_hub(db: Path, devices: Sequence[str], *, grpc_port: int = 0, broker: A
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(m, accuracy, 10, seed=0),
                         lambda sample_id: ranked_class(kb, sample_id, rank)).start()
     scheme = "grpcs" if app.config.grpc.tls is not None else "grpc"
-    return RunningHub(app, crowd, f"{scheme}://127.0.0.1:{app.grpc_port}", secrets=issued)
+    port = app.transport(GrpcTransport).port
+    return RunningHub(app, crowd, f"{scheme}://127.0.0.1:{port}", secrets=issued)
 
 
 def enroll_in(db: Path, device_id: str) -> str:

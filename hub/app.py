@@ -1,16 +1,18 @@
-"""A hub process: the service plus what its config enables (gRPC, MQTT, retrain worker, web UI)."""
+"""A hub process: the service plus what its config enables (its transports, retrain worker, web UI)."""
 
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from hgen.hub.config import HubConfig
+from hgen.hub.errors import HubError
 from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore, RetrainWorker
 from hgen.hub.service import HubService
-from hgen.hub.transports.grpc_server import GrpcTransport
-from hgen.hub.transports.mqtt import MqttTransport
+from hgen.hub.transports import HUB_TRANSPORTS, HubTransport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=HubTransport)
 
 
 class HubApp:
@@ -21,13 +23,13 @@ class HubApp:
         the config's, on the wall clock. Its clock is the retrain leases' clock too."""
         self.config = config
         self.service = service if service is not None else HubService.from_config(config)
-        self.grpc = GrpcTransport(self.service, config.grpc) if config.grpc.enabled else None
-        self.mqtt = MqttTransport(self.service, config.mqtt) if config.mqtt.enabled else None
+        self.transports: tuple[HubTransport, ...] = tuple(
+            kind(self.service, kind.section(config)) for _, kind in HUB_TRANSPORTS.items() if kind.enabled_in(config))
         self.retrain_store = RetrainStore(self.service.kb, clock=self.service.clock)
         self.retrain: RetrainWorker | None = None
         if config.retrain.enabled:
             pipeline = RetrainPipeline(config.retrain, self.retrain_store,
-                                       HubPublisher(self.service.kb, self.grpc, self.mqtt))
+                                       HubPublisher(self.service.kb, self.transports))
             self.retrain = RetrainWorker(pipeline, self.retrain_store)
             self.service.add_reply_observer(self.retrain.notify)
         self.web = None
@@ -39,10 +41,8 @@ class HubApp:
     def start(self) -> HubApp:
         self.service.start()
         try:
-            if self.grpc is not None:
-                self.grpc.start()
-            if self.mqtt is not None:
-                self.mqtt.start()
+            for transport in self.transports:
+                transport.start()
             if self.retrain is not None:
                 self.retrain.start()
             if self.web is not None:
@@ -57,15 +57,26 @@ class HubApp:
             self.web.stop()
         if self.retrain is not None:
             self.retrain.stop()
-        if self.mqtt is not None:
-            self.mqtt.stop()
-        if self.grpc is not None:
-            self.grpc.stop()
+        for transport in reversed(self.transports):
+            transport.stop()
         self.service.close()
 
-    @property
-    def grpc_port(self) -> int:
-        return self.grpc.port if self.grpc is not None else 0
+    def transport(self, kind: type[T]) -> T:
+        """The running transport of that class (tests and tools reach its port or client through it)."""
+        found = next((t for t in self.transports if isinstance(t, kind)), None)
+        if found is None:
+            raise HubError(f"the hub runs no {kind.name} transport (enable `{kind.name}` in its config)")
+        return found
+
+    def publisher(self) -> HubPublisher:
+        """Publishes a bundle as the retrain worker does: recorded, then announced through every transport."""
+        return HubPublisher(self.service.kb, self.transports)
+
+    def describe(self) -> str:
+        """Where it serves, for the operator's start-up line."""
+        parts = [t.describe() for t in self.transports] or ["no transport"]
+        return ", ".join([*parts, f"web UI {self.web_url or 'off'}",
+                          f"retrain worker {'on' if self.retrain else 'off'}"])
 
     @property
     def web_url(self) -> str:

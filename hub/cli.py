@@ -59,9 +59,7 @@ def serve(config_path: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     app = HubApp(load_hub_config(config_path)).start()
-    print(f"hgen-hub: serving (gRPC port {app.grpc_port or 'off'}, MQTT "
-          f"{'on' if app.mqtt else 'off'}, web UI {app.web_url or 'off'}, retrain worker "
-          f"{'on' if app.retrain else 'off'})", flush=True)
+    print(f"hgen-hub: serving ({app.describe()})", flush=True)
     try:
         stop.wait()
     finally:

@@ -7,13 +7,14 @@ is announced, so a failure on one target leaves every device on the current vers
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -22,9 +23,11 @@ from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest
 
+if TYPE_CHECKING:
+    from hgen.hub.transports.base import HubTransport
+
 log = logging.getLogger(__name__)
 SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
-MQTT_PUBACK_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -90,27 +93,40 @@ class Publisher(Protocol):
 
 
 class HubPublisher:
-    """Announces over whatever the hub runs: gRPC WatchUpdates (woken at once) and MQTT retained notices."""
+    """Records a bundle in the knowledge base (FetchBundle serves it from there) and announces it through every
+    transport the hub runs: gRPC wakes its WatchUpdates streams, MQTT publishes retained notices."""
 
-    def __init__(self, kb: KnowledgeBase, grpc: Any = None, mqtt: Any = None) -> None:
+    def __init__(self, kb: KnowledgeBase, transports: Sequence[HubTransport] = ()) -> None:
         self.kb = kb
-        self.grpc = grpc
-        self.mqtt = mqtt
+        self.transports = tuple(transports)
+
+    def fetch_uri(self) -> str:
+        """Where devices fetch: the first transport that serves bundles ('' when none runs, e.g. `hgen-hub
+        retrain` from the command line: a serving hub's devices fetch by name from the knowledge base)."""
+        return next((t.fetch_uri for t in self.transports if t.fetch_uri), "")
 
     def publish(self, built: BuiltBundle, version: str) -> hub_pb2.ModelUpdate:
-        now = time.time()
-        if self.grpc is not None:
-            notice = self.grpc.servicer.publish_bundle(str(built.archive), built.bundle_name, version,
-                                                       built.signature, now)
-        else:
-            from hgen.compiler.bundle import sha256_file
+        return self.publish_file(built.archive, built.bundle_name, version, built.signature, built.device_ids)
 
-            record = BundleRecord(built.bundle_name, version, sha256_file(built.archive),
-                                  built.archive.stat().st_size, built.signature, str(built.archive), now)
-            self.kb.add_bundle(record)
-            notice = bundle_notice(record)
-        if self.mqtt is not None and built.device_ids:
-            for info in self.mqtt.publish_update(built.device_ids, notice):
-                info.wait_for_publish(MQTT_PUBACK_TIMEOUT_S)
-        log.info("published %s %s (%d devices)", built.bundle_name, version, len(built.device_ids))
+    def publish_file(self, archive: Path, bundle_name: str, version: str, signature: bytes,
+                     device_ids: Sequence[str] = ()) -> hub_pb2.ModelUpdate:
+        """A packed bundle file: recorded first, so a device that looks before the announcement finds it."""
+        record = bundle_record(archive, bundle_name, version, signature, self.fetch_uri())
+        self.kb.add_bundle(record)
+        notice = bundle_notice(record)
+        for transport in self.transports:
+            transport.announce(notice, device_ids)
+        log.info("published %s %s (%d devices)", bundle_name, version, len(device_ids))
         return notice
+
+
+def bundle_record(path: Path, name: str, version: str, signature: bytes, fetch_uri: str,
+                  now: float | None = None) -> BundleRecord:
+    """The knowledge base's record of a bundle file: its digest and size, hashed in chunks (bundles can be large)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return BundleRecord(name, version, digest.hexdigest(), size, signature, str(path),
+                        time.time() if now is None else now, fetch_uri)

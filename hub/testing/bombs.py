@@ -77,6 +77,7 @@ def _child(workdir: Path) -> dict[str, Any]:
 
     from hgen.hub.testing.samples import make_request, make_sample, png_image
     from hgen.hub.testing.web import PASSWORD, add_people, web_hub
+    from hgen.hub.transports.grpc_server import GrpcTransport
     from hgen.protos import hub_pb2, hub_pb2_grpc
 
     bombs = {p.stem: p.read_bytes() for p in sorted(workdir.glob("*.bomb"))}
@@ -88,7 +89,7 @@ def _child(workdir: Path) -> dict[str, Any]:
         token = re.search(r'name="csrf_token" value="([^"]+)"', op.get("/login").get_data(as_text=True)).group(1)
         op.post("/login", data={"username": "op", "password": PASSWORD, "csrf_token": token})
         token = re.search(r'name="csrf_token" value="([^"]+)"', op.get("/operator").get_data(as_text=True)).group(1)
-        stub = hub_pb2_grpc.AnnotationHubStub(grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}"))
+        stub = hub_pb2_grpc.AnnotationHubStub(grpc.insecure_channel(f"127.0.0.1:{app.transport(GrpcTransport).port}"))
         metadata = _device_credential(app, "cam-1")
 
         def upload(data: bytes) -> int:

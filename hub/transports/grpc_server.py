@@ -8,11 +8,10 @@ Every call must prove a device and may speak only for it (see grpc_auth); the he
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -22,8 +21,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hgen.hub.config import GrpcConfig, GrpcTlsConfig
 from hgen.hub.devices import DeviceCredentials
 from hgen.hub.errors import BadInputError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
-from hgen.hub.kb.store import BundleRecord, bundle_notice
+from hgen.hub.kb.store import bundle_notice
 from hgen.hub.service import HubService
+from hgen.hub.transports import HUB_TRANSPORTS
+from hgen.hub.transports.base import HubTransport
 from hgen.hub.transports.grpc_auth import CallerCheck
 from hgen.protos import hub_pb2
 
@@ -137,18 +138,10 @@ class AnnotationHubServicer:
             log.warning("status refused (%s): %s", error.code, error)
         return hub_pb2.StatusAck(known_device=known)
 
-    def publish_bundle(self, path: str, name: str, version: str, signature: bytes, now: float) -> hub_pb2.ModelUpdate:
-        """Register a bundle file and wake WatchUpdates streams."""
-        digest, size = hashlib.sha256(), 0
-        with open(path, "rb") as handle:  # bundles can be large: hash in chunks, never hold the file
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
-        record = BundleRecord(name, version, digest.hexdigest(), size, signature, path, now, self.fetch_uri)
-        self.service.kb.add_bundle(record)
+    def wake_watchers(self) -> None:
+        """A bundle record changed: every WatchUpdates stream looks again now rather than at its next poll."""
         with self._updates:
             self._updates.notify_all()
-        return bundle_notice(record)
 
 
 def server_credentials(tls: GrpcTlsConfig) -> grpc.ServerCredentials:
@@ -158,12 +151,16 @@ def server_credentials(tls: GrpcTlsConfig) -> grpc.ServerCredentials:
                                        root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-class GrpcTransport:
-    """Owns the grpc.Server: start() binds (port 0 picks a free one, see `.port`), stop() drains."""
+@HUB_TRANSPORTS.register(TRANSPORT)
+class GrpcTransport(HubTransport):
+    """Owns the grpc.Server: start() binds (port 0 picks a free one, see `.port`), stop() drains. Devices fetch
+    bundles through it and its WatchUpdates streams announce them."""
+
+    name = TRANSPORT
+    config: GrpcConfig
 
     def __init__(self, service: HubService, config: GrpcConfig) -> None:
-        self.service = service
-        self.config = config
+        super().__init__(service, config)
         self._stopping = threading.Event()
         self.servicer = AnnotationHubServicer(service, config, self._stopping)
         self.health = health.HealthServicer()
@@ -182,7 +179,7 @@ class GrpcTransport:
                 s.ReportStatus, _deserializer(hub_pb2.DeviceStatus, cap), out),
         })
 
-    def start(self) -> int:
+    def start(self) -> None:
         options = [("grpc.max_receive_message_length", 2 * self.config.max_message_bytes),
                    ("grpc.max_send_message_length", self.config.max_message_bytes),
                    ("grpc.so_reuseport", 1)]
@@ -200,10 +197,20 @@ class GrpcTransport:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gRPC AnnotationHub on %s:%d (%s)", self.config.host, self.port, "TLS" if tls else "plaintext")
-        return self.port
 
     def stop(self, grace_s: float = 2.0) -> None:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         if self._server is not None:
             self._server.stop(grace_s).wait()
+
+    @property
+    def fetch_uri(self) -> str:
+        return self.servicer.fetch_uri
+
+    def describe(self) -> str:
+        return f"gRPC port {self.port}" + (" (TLS)" if self.config.tls else "")
+
+    def announce(self, notice: hub_pb2.ModelUpdate, device_ids: Sequence[str]) -> None:
+        """Wake the WatchUpdates streams: each re-reads its bundle's record and tells its device."""
+        self.servicer.wake_watchers()

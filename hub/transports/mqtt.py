@@ -34,6 +34,8 @@ from hgen.hub.config import MqttConfig, MqttTlsConfig
 from hgen.hub.devices import DeviceAuthError
 from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, UnknownDeviceError
 from hgen.hub.service import HubService
+from hgen.hub.transports import HUB_TRANSPORTS
+from hgen.hub.transports.base import AnnounceError, HubTransport
 from hgen.hub.transports.mqtt_ingest import INGEST_WINDOW, IngestWorker, Received
 from hgen.protos import hub_pb2
 from hgen.protos.mqtt import QOS, session_properties, topic
@@ -45,6 +47,7 @@ REDELIVER_PAGE = 500
 ANSWER_AGAIN_S = 10.0  # a re-ask within this of the reply's last send is not answered (devices re-ask after >= 5 s)
 SENT_KEPT = 100_000
 ACK_FLUSH_S = 0.5
+PUBACK_TIMEOUT_S = 15.0  # how long announcing waits for the broker to take each update notice
 
 
 class ConnectionState(enum.Enum):
@@ -64,12 +67,16 @@ def tls_files(tls: MqttTlsConfig) -> dict[str, str | None]:
     return {"ca_certs": as_str(tls.ca_file), "certfile": as_str(tls.cert_file), "keyfile": as_str(tls.key_file)}
 
 
-class MqttTransport:
-    """Subscribes to every device's samples/status (optionally as a shared-subscription group)."""
+@HUB_TRANSPORTS.register(TRANSPORT)
+class MqttTransport(HubTransport):
+    """Subscribes to every device's samples/status (optionally as a shared-subscription group); announces new
+    bundles as retained notices (devices fetch them over gRPC)."""
+
+    name = TRANSPORT
+    config: MqttConfig
 
     def __init__(self, service: HubService, config: MqttConfig) -> None:
-        self.service = service
-        self.config = config
+        super().__init__(service, config)
         self.state = ConnectionState.DISCONNECTED
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -301,6 +308,19 @@ class MqttTransport:
                     self.deliver([reply])
         except Exception:
             log.exception("could not re-publish undelivered replies")
+
+    def describe(self) -> str:
+        return f"MQTT broker {self.config.host}:{self.config.port} ({self.state.value})"
+
+    def announce(self, notice: hub_pb2.ModelUpdate, device_ids: Sequence[str]) -> None:
+        """Publish the notice retained to each device and wait for the broker to take them all. paho keeps a
+        notice it could not send yet and sends it after a reconnect; one it refused is an AnnounceError."""
+        for device_id, info in zip(device_ids, self.publish_update(device_ids, notice)):
+            try:
+                info.wait_for_publish(PUBACK_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:  # paho: not queued (queue full) or publish failed
+                raise AnnounceError(f"update notice {notice.bundle_name} {notice.version} to {device_id!r} over "
+                                    f"MQTT: {exc}") from exc
 
     def publish_update(self, device_ids: Sequence[str], notice: hub_pb2.ModelUpdate) -> list[mqtt.MQTTMessageInfo]:
         """Retained model-update notice per device: a device that connects later still sees the latest."""

@@ -24,6 +24,7 @@ from hgen.hub.testing.device import enroll
 from hgen.hub.testing.models import DeployedModel
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE = "cam-det"
 FRAMES, CANVAS, TAU, M = 40, 64, 0.5, 3
@@ -120,7 +121,7 @@ def test_unsure_frames_get_people_boxes_and_sure_frames_keep_the_model_boxes(tmp
         "source": {"kind": "video", "uri": str(video)},
         "gate": {"tau": TAU, "audit_share": 0.0},
         "batching": {"size": 8, "max_wait_s": 0.3, "patience_s": 60, "annotators": M},
-        "hub": {"url": f"grpc://127.0.0.1:{hub.grpc_port}", "resend_after_s": 2.0,
+        "hub": {"url": f"grpc://127.0.0.1:{hub.transport(GrpcTransport).port}", "resend_after_s": 2.0,
                 "secret": enroll(hub, DEVICE)[DEVICE].secret},
         "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
     try:

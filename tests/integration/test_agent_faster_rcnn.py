@@ -27,6 +27,7 @@ from hgen.hub.testing.models import DeployedModel, deploy_two_stage
 from hgen.hub.testing.regions import RegionAnnotator, RegionCrowd
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
+from hgen.hub.transports.grpc_server import GrpcTransport
 from tests.integration.test_agent_detection import CrowdThread, FrameOracle, stored_samples
 
 DEVICE = "cam-frcnn"
@@ -80,7 +81,7 @@ def test_unsure_frames_get_one_box_per_region_people_marked_and_sure_frames_keep
         "source": {"kind": "video", "uri": str(video)},
         "gate": {"tau": tau, "audit_share": 0.0},
         "batching": {"size": 8, "max_wait_s": 0.3, "patience_s": 60, "annotators": M},
-        "hub": {"url": f"grpc://127.0.0.1:{hub.grpc_port}", "resend_after_s": 2.0,
+        "hub": {"url": f"grpc://127.0.0.1:{hub.transport(GrpcTransport).port}", "resend_after_s": 2.0,
                 "secret": enroll(hub, DEVICE)[DEVICE].secret},
         "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
     try:

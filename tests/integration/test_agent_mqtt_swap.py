@@ -61,7 +61,7 @@ def corrupt_copy(archive: Path, dest: Path) -> Path:
 
 def test_mqtt_update_notice_swaps_with_no_dropped_frames_and_bad_bundles_refused(
         tmp_path: Path, bundles: dict[str, Path], video: Path, broker: Broker, hub: RunningHub) -> None:  # noqa: F811
-    publisher = HubPublisher(hub.app.service.kb, hub.app.grpc, hub.app.mqtt)
+    publisher = hub.app.publisher()
     data = {
         "device_id": DEVICE,
         "bundle": {"path": str(bundles["v1"]), "public_key": str(bundles["public_key"]),
@@ -113,7 +113,7 @@ def test_mqtt_update_notice_swaps_with_no_dropped_frames_and_bad_bundles_refused
 def test_device_connecting_after_the_notice_still_swaps(tmp_path: Path, bundles: dict[str, Path], video: Path,
                                                         broker: Broker, hub: RunningHub) -> None:  # noqa: F811
     """The notice is retained: a device that was offline when it was published gets it on connecting."""
-    HubPublisher(hub.app.service.kb, hub.app.grpc, hub.app.mqtt).publish(built(bundles["v2"], "x86_64"), "0.2.0")
+    hub.app.publisher().publish(built(bundles["v2"], "x86_64"), "0.2.0")
     config = parse_agent_config({
         "device_id": DEVICE,
         "bundle": {"path": str(bundles["v1"]), "public_key": str(bundles["public_key"]),

@@ -25,6 +25,7 @@ from hgen.edge_agent.testing import (
 from hgen.edge_agent.transports import TransportErrorCode
 from hgen.hub.testing.services import Broker, BrokerTls, ServiceUnavailableError, mosquitto
 from hgen.hub.testing.tls import PkiFiles, make_pki
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 if TYPE_CHECKING:
     from hgen.edge_agent.testing import TestKeys  # not imported at run time: pytest would try to collect it
@@ -100,7 +101,7 @@ def test_grpcs_mutual_tls_samples_fused(tmp_path, bundle, keys, video, pki, hubs
     hub = start_hub(tmp_path / "hub.db", [DEVICE], overrides={"grpc": {"tls": tls}})
     hubs.append(hub)
     assert hub.grpc_url.startswith("grpcs://127.0.0.1:")
-    assert hub.app.grpc.servicer.fetch_uri == hub.grpc_url  # update notices point devices at the TLS port
+    assert hub.app.transport(GrpcTransport).fetch_uri == hub.grpc_url  # update notices point devices at the TLS port
     _, snap = run_until_fused(agent_config(tmp_path, bundle, keys, video, hub.grpc_url, client_tls(pki)), hub)
     assert snap["fused"] == FRAMES and snap["timeouts"] == 0
 

@@ -24,6 +24,7 @@ from hgen.hub.testing.services import Broker
 from hgen.hub.testing.tls import make_pki
 from hgen.protos import hub_pb2, hub_pb2_grpc
 from hgen.protos.mqtt import QOS, topic
+from hgen.hub.transports.mqtt import MqttTransport
 
 A, B = "cam-a", "cam-b"
 
@@ -73,7 +74,7 @@ def test_b_cannot_publish_as_a_read_a_or_plant_a_retained_update(hub: RunningHub
             late.subscribe(topic("hgen/v1", A, "updates"))
             # the broker queues a retained message at the subscribe, before anything published after the SUBACK:
             # once the hub's marker is in, a planted update would have arrived ahead of it
-            hub.app.mqtt.client.publish(topic("hgen/v1", A, "updates"), b"after-subscribe", QOS)
+            hub.app.transport(MqttTransport).client.publish(topic("hgen/v1", A, "updates"), b"after-subscribe", QOS)
             assert late.wait(lambda: late.messages, 30), "the marker published after the subscribe never came"
             assert [m.payload for m in late.messages] == [b"after-subscribe"], "B's planted update reached A"
         finally:
@@ -91,7 +92,7 @@ def test_revoked_device_is_refused_while_others_keep_flowing(hub: RunningHub, br
     log_a, log_b = ReplyLog(), ReplyLog()
     device_a = MqttDevice(broker.host, broker.port, A, log_a, password=hub.secret(A))
     device_b = MqttDevice(broker.host, broker.port, B, log_b, password=hub.secret(B))
-    registry = hub.app.mqtt.devices
+    registry = hub.app.transport(MqttTransport).devices
     try:
         device_b.submit([make_request(B, [make_sample(B) for _ in range(3)], m=1)])
         assert log_b.wait_for(3, timeout=60)
@@ -99,8 +100,9 @@ def test_revoked_device_is_refused_while_others_keep_flowing(hub: RunningHub, br
         device_a.submit(batches[:2])
         drops: list[str] = []  # nobody but B may be disconnected by the revocation
         device_a.client.on_disconnect = lambda *_: drops.append(A)
-        hub_disconnect = hub.app.mqtt.client.on_disconnect
-        hub.app.mqtt.client.on_disconnect = lambda *args: (drops.append("hub"), hub_disconnect(*args))
+        hub_client = hub.app.transport(MqttTransport).client
+        hub_disconnect = hub_client.on_disconnect
+        hub_client.on_disconnect = lambda *args: (drops.append("hub"), hub_disconnect(*args))
         registry.revoke(B)  # returns once the broker has loaded the new files
         device_a.submit(batches[2:])
         late, _ = request_bytes(B)
@@ -139,7 +141,7 @@ def test_grpc_binds_the_credential_to_the_device_id(hub: RunningHub) -> None:
     assert grpc_call(hub, None, A) == grpc.StatusCode.PERMISSION_DENIED  # anonymous
     assert grpc_call(hub, f"{A}:guess", A) == grpc.StatusCode.PERMISSION_DENIED
     assert grpc_call(hub, f"{B}:{hub.secret(A)}", B) == grpc.StatusCode.PERMISSION_DENIED
-    registry = hub.app.mqtt.devices
+    registry = hub.app.transport(MqttTransport).devices
     rotated = registry.rotate(A)
     assert grpc_call(hub, token_a, A) == grpc.StatusCode.PERMISSION_DENIED  # the very next call
     assert grpc_call(hub, rotated.bearer, A) == grpc.StatusCode.OK

@@ -19,6 +19,7 @@ from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.testing.services import Broker
 from hgen.protos import hub_pb2, hub_pb2_grpc
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE = "cam-1"
 CAP = 64 * 1024
@@ -39,7 +40,7 @@ def running(tmp_path: Path, request: pytest.FixtureRequest):
     oracle: dict[str, int] = {}
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(1, 1.0, 10), lambda s: oracle.get(s, 0))
     crowd.start()
-    channel = grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}"),
+    channel = grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{app.transport(GrpcTransport).port}"),
                                      BearerInterceptor(credential.bearer))
     yield app, channel
     channel.close()
@@ -89,7 +90,7 @@ def test_grpc_bad_input_is_typed_counted_logged_once_and_service_continues(runni
         assert metrics.get(code) == n, code
         if code != "duplicate_sample":
             assert refusal_logs(caplog, code) == (1 if code == "device_impersonation" else n), code  # once per pair
-    health = grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}")
+    health = grpc.insecure_channel(f"127.0.0.1:{app.transport(GrpcTransport).port}")
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     status = health_pb2_grpc.HealthStub(health).Check(health_pb2.HealthCheckRequest(service="hgen.v1.AnnotationHub"),

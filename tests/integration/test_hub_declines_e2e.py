@@ -29,6 +29,7 @@ from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE = "cam-1"
 PEOPLE = ("ann", "bob", "cat")
@@ -91,7 +92,8 @@ def test_device_reply_counts_cant_tell_and_skip_over_grpc(hub: HubApp) -> None:
     declined, labelled = make_sample(DEVICE, top=1), make_sample(DEVICE, top=1)
     request = make_request(DEVICE, [declined, labelled], m=2, deadline_s=DEADLINE_S, now=hub.service.clock())
     log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=30, token=enroll(hub, DEVICE)[DEVICE].bearer)
+    address = f"127.0.0.1:{hub.transport(GrpcTransport).port}"
+    device = GrpcDevice(address, log, call_timeout_s=30, token=enroll(hub, DEVICE)[DEVICE].bearer)
     sender = threading.Thread(target=device.submit_until_replied, args=(request,), daemon=True)
     sender.start()
     wait_for_samples(hub, 2)
@@ -134,7 +136,7 @@ def agent_config(tmp: Path, hub_url: str, secret: str) -> dict:
 
 def test_agent_result_is_declined_with_the_counts_and_the_model_label(tmp_path: Path, hub: HubApp) -> None:
     results = ResultCollector()
-    agent = Agent(parse_agent_config(agent_config(tmp_path, f"grpc://127.0.0.1:{hub.grpc_port}",
+    agent = Agent(parse_agent_config(agent_config(tmp_path, f"grpc://127.0.0.1:{hub.transport(GrpcTransport).port}",
                                                   enroll(hub, DEVICE)[DEVICE].secret)),
                   callbacks=[results])
     with agent:  # starts the agent; leaving stops it

@@ -19,6 +19,7 @@ from hgen.hub.testing.device import GrpcDevice, MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import Broker, free_port
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE = "cam-1"
 SAMPLES, BATCH, M = 1000, 50, 3
@@ -89,7 +90,8 @@ def test_grpc_1000_samples_with_hub_restart(tmp_path: Path, hub_factory: list[Ru
     hub = RunningHub(config_for(tmp_path, None), oracle)
     hub_factory.append(hub)
     log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.app.grpc_port}", log, token=enroll(hub.app, DEVICE)[DEVICE].bearer)
+    address = f"127.0.0.1:{hub.app.transport(GrpcTransport).port}"
+    device = GrpcDevice(address, log, token=enroll(hub.app, DEVICE)[DEVICE].bearer)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(device.submit_until_replied, r) for r in requests]
         assert log.wait_for(RESTART_AFTER, timeout=120)

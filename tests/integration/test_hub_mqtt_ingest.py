@@ -48,7 +48,7 @@ def test_network_thread_serves_while_the_knowledge_base_is_locked(tmp_path: Path
     try:
         device = MqttDevice(broker.host, broker.port, DEVICE, ReplyLog(),
                             password=enroll(app, DEVICE)[DEVICE].secret)
-        transport = app.mqtt
+        transport = app.transport(MqttTransport)
         lock = sqlite3.connect(db, timeout=30, isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")  # the crowd's transaction, say: every writer waits for it
         samples = [make_sample(DEVICE) for _ in range(20)]

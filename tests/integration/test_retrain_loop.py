@@ -25,6 +25,7 @@ from hgen.hub.transports.mqtt import topic
 from hgen.protos import hub_pb2, hub_pb2_grpc
 from hgen.runtime.bundle.loader import verify_archive
 from hgen.runtime.signing import load_public_key
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE = "cam-1"
 SAMPLES, THRESHOLD, M = 90, 60, 3
@@ -94,10 +95,10 @@ def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: Dep
     app = HubApp(config).start()
     credential = enroll(app, DEVICE, target="x86_64")[DEVICE]
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, 0.9, 10, seed=1), oracle).start()
-    watcher = UpdateWatcher(f"127.0.0.1:{app.grpc_port}", deployed.name, credential.bearer)
+    watcher = UpdateWatcher(f"127.0.0.1:{app.transport(GrpcTransport).port}", deployed.name, credential.bearer)
     try:
         log = ReplyLog()
-        device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", log, token=credential.bearer)
+        device = GrpcDevice(f"127.0.0.1:{app.transport(GrpcTransport).port}", log, token=credential.bearer)
         device.submit_until_replied(make_request(DEVICE, samples, m=M))
         device.close()
         assert log.count() == SAMPLES
@@ -112,7 +113,7 @@ def test_threshold_retrain_publishes_signed_bundle(tmp_path: Path, deployed: Dep
         late = retained_update(broker, credential.secret)
         assert (late.version, late.sha256) == ("1.0.1", notice.sha256)
         # an MQTT-only device learns from the notice itself where to fetch the bundle
-        assert late.fetch_uri == notice.fetch_uri == f"grpc://127.0.0.1:{app.grpc_port}"
+        assert late.fetch_uri == notice.fetch_uri == f"grpc://127.0.0.1:{app.transport(GrpcTransport).port}"
         record = app.service.kb.bundle(deployed.name)
         (tmp_path / "verified").mkdir()
         manifest = verify_archive(Path(record.path), load_public_key(deployed.public_key), "x86_64", tmp_path / "verified")

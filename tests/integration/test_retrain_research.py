@@ -24,6 +24,7 @@ from hgen.hub.testing.samples import make_request
 from hgen.hub.testing.services import free_port
 from hgen.runtime.bundle.loader import verify_directory
 from hgen.runtime.signing import load_public_key
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE, SAMPLES, M = "cam-1", 60, 3
 # the search starts from the deployed backbone (compile's `model` may be a Keras file), as a real re-search would
@@ -61,7 +62,8 @@ def labelled_hub(tmp_path: Path, deployed: DeployedModel, settings: Path) -> tup
     app = HubApp(parse_hub_config(hub_config(tmp_path, deployed, settings))).start()
     samples, oracle = device_samples(deployed, SAMPLES, DEVICE)
     crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, 0.9, 10, seed=3), oracle).start()
-    device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", ReplyLog(), token=enroll(app, DEVICE)[DEVICE].bearer)
+    address = f"127.0.0.1:{app.transport(GrpcTransport).port}"
+    device = GrpcDevice(address, ReplyLog(), token=enroll(app, DEVICE)[DEVICE].bearer)
     device.submit_until_replied(make_request(DEVICE, samples, m=M))
     device.close()
     return app, crowd

@@ -17,6 +17,7 @@ from hgen.hub.testing.device import GrpcDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 from hgen.protos import hub_pb2
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -47,7 +48,7 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
 
 def device_submits(hub: HubApp, log: ReplyLog) -> tuple[list[threading.Thread], dict[str, int]]:
     """Two classification samples and one detection sample, each batch on its own Submit stream."""
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
+    device = GrpcDevice(f"127.0.0.1:{hub.transport(GrpcTransport).port}", log, call_timeout_s=90,
                         token=enroll(hub, "cam-1")["cam-1"].bearer)
     classify = [make_sample("cam-1", confidence=0.4, top=i) for i in (1, 2)]
     detect = [make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_YOLO)]
@@ -169,7 +170,7 @@ def mark_regions(page, base: str, drags: list[tuple[tuple[int, int], tuple[int, 
 def region_task(hub: HubApp, seed: int, m: int) -> tuple[ReplyLog, GrpcDevice, Any, threading.Thread]:
     """One H-Faster-RCNN sample asked of `m` people for region_gmm, by a gRPC device waiting for its reply."""
     log = ReplyLog()
-    device = GrpcDevice(f"127.0.0.1:{hub.grpc_port}", log, call_timeout_s=90,
+    device = GrpcDevice(f"127.0.0.1:{hub.transport(GrpcTransport).port}", log, call_timeout_s=90,
                         token=enroll(hub, "cam-1")["cam-1"].bearer)
     sample = make_sample("cam-1", confidence=0.3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN,
                          image=png_image(size=64, seed=seed, channels=3))

@@ -42,6 +42,7 @@ from hgen.hub.testing.models import DeployedModel, deploy_compiled, retrain_sect
 from hgen.hub.testing.samples import grey_sample, make_request  # noqa: E402
 from hgen.hub.testing.services import free_port  # noqa: E402
 from hgen.runtime.calibration import softmax  # noqa: E402
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE, M, ACCURACY, CHUNK, DATASET, HELD_OUT = "d5-cam", 3, 0.9, 250, "fashion-mnist:lowres", 2000
 
@@ -64,7 +65,7 @@ class Stream:
         self.position = 0
         self.oracle: dict[str, int] = {}  # sample id -> true class: what the simulated people "see"
         self.log = ReplyLog()
-        self.device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", self.log, call_timeout_s=300,
+        self.device = GrpcDevice(f"127.0.0.1:{app.transport(GrpcTransport).port}", self.log, call_timeout_s=300,
                                  token=enroll(app, DEVICE)[DEVICE].bearer)
 
     def send_until(self, labels: int, version: str, keras_path: str, temperature: float, tau: float) -> dict[str, int]:

@@ -28,6 +28,7 @@ from hgen.runtime.familiarity import UNFAMILIAR_SHARE, Familiarity, asked_unfami
 from hgen.runtime.hdnn import DEFAULT_KIND, FUSION_LAMBDA_DEFAULT, FusionParams, get_kind
 from hgen.runtime.hdnn.cnn import NO_ANSWER
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 M, ACCURACY, CHUNK = 3, 0.9, 250
 WINDOW_FRAMES = 1000  # the agent's default batching.labour_window_frames
@@ -105,7 +106,7 @@ class Stream:
         self.bucket = LabourBucket(None if passive else labour_share, WINDOW_FRAMES)
         self.position = 0
         self.oracle: dict[str, int] = {}  # sample id -> true class: what the simulated people "see"
-        self.device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", ReplyLog(), call_timeout_s=300,
+        self.device = GrpcDevice(f"127.0.0.1:{app.transport(GrpcTransport).port}", ReplyLog(), call_timeout_s=300,
                                  token=enroll(app, device_id)[device_id].bearer)
 
     def send_until(self, labels: int, version: str, keras_path: str, temperature: float, tau: float,

@@ -26,6 +26,7 @@ from hgen.hub.testing.crowd import CrowdDriver
 from hgen.hub.testing.device import GrpcDevice, MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import free_port, mosquitto
+from hgen.hub.transports.grpc_server import GrpcTransport
 
 DEVICE = "bench-1"
 RESULTS = Path(__file__).parent / "results"
@@ -59,7 +60,7 @@ def run_once(transport: str, samples: int, batch: int, m: int, workdir: Path, br
     for sample in payload:
         sent_at[sample.sample_id] = start
     if transport == "grpc":
-        device = GrpcDevice(f"127.0.0.1:{app.grpc_port}", log, token=credential.bearer)
+        device = GrpcDevice(f"127.0.0.1:{app.transport(GrpcTransport).port}", log, token=credential.bearer)
         with ThreadPoolExecutor(4) as pool:
             for request in requests:
                 pool.submit(_timed_grpc, device, request, sent_at)

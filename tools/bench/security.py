@@ -31,6 +31,7 @@ from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import Broker, mosquitto, mosquitto_binary
 from hgen.protos import hub_pb2, hub_pb2_grpc
 from hgen.protos.mqtt import topic
+from hgen.hub.transports.mqtt import MqttTransport
 
 RESULTS = Path(__file__).parent / "results"
 A, B, C = "cam-a", "cam-b", "cam-c"
@@ -44,7 +45,7 @@ class Bench:
         self.hub, self.broker = hub, broker
         self.rows: list[dict[str, Any]] = []
         self.controls: list[dict[str, Any]] = []
-        self.devices = hub.app.mqtt.devices
+        self.devices = hub.app.transport(MqttTransport).devices
         self.bearer = {d: f"{d}:{s}" for d, s in hub.secrets.items()}
 
     def attack(self, name: str, transport: str, outcome: str, accepted: bool) -> None:
