@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hgen.hub.aggregators import aggregator_names
+from hgen.hub.aggregators import AGGREGATORS, aggregator_names, option_problems
 from hgen.hub.errors import HubConfigError
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 from hgen.runtime.hdnn import DEFAULT_KIND, get_kind, kind_names
+
+log = logging.getLogger(__name__)
+# Old top-level hub.yaml keys that are now an aggregator's option: key -> (aggregator, option).
+MOVED_AGGREGATOR_KEYS = {"dawid_skene_history": ("dawid_skene", "history")}
+
+
+class HubConfigDeprecationWarning(DeprecationWarning):
+    """A hub.yaml key that still works but has moved (also logged: Python hides DeprecationWarning from operators)."""
 
 
 class KnowledgeBaseConfig(StrictModel):
@@ -328,8 +338,11 @@ class HubConfig(StrictModel):
     devices: tuple[str, ...] = Field((), title="Registered device ids (added to the knowledge base at start-up)")
     allow_unknown_devices: bool = Field(False, title="Accept samples from devices not registered")
     aggregator: str = Field("majority", title="Default aggregator for classification samples")
+    aggregator_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, title="Per-aggregator options by registered aggregator name, each checked against that "
+                                    "aggregator's options (below), e.g. {dawid_skene: {history: 600}}; the "
+                                    "top-level dawid_skene_history is deprecated and moved here")
     num_classes: int = Field(10, ge=2, title="Classes of the classification task (for aggregation)")
-    dawid_skene_history: int = Field(600, ge=0, title="Past answers dawid_skene uses to estimate annotator skill")
     web: WebConfig = Field(default_factory=WebConfig, title="Annotator / operator web UI")
     gold: GoldConfig = Field(default_factory=GoldConfig, title="Gold tasks and annotator pausing")
     tasks: TasksConfig = Field(default_factory=TasksConfig, title="Task assignment: timeout and per-person cap")
@@ -343,6 +356,46 @@ class HubConfig(StrictModel):
         if name not in aggregator_names():
             raise ValueError(f"unknown aggregator {name!r}; valid choices: {', '.join(aggregator_names())}")
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_aggregator_keys(cls, data: Any) -> Any:
+        """Existing hub.yaml files keep working: a moved key is put where it lives now, with a warning naming it."""
+        for old, (name, option) in MOVED_AGGREGATOR_KEYS.items():
+            if isinstance(data, Mapping) and old in data:
+                data = _moved(data, old, name, option)
+        return data
+
+    @field_validator("aggregator_options")
+    @classmethod
+    def _known_aggregator_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """A misspelt aggregator (`dawid_skeen`) or option (`histroy`) is refused here by key path, not ignored."""
+        problems = option_problems(options)
+        if problems:
+            raise ValueError("\n".join(f"aggregator_options.{line}" for line in problems))
+        return options
+
+    def aggregator_config(self, name: str) -> StrictModel:
+        """Aggregator `name`'s validated options (its defaults where none are set); UnknownAggregatorError if the
+        name is not registered."""
+        return AGGREGATORS.get(name).Config.model_validate(self.aggregator_options.get(name, {}))
+
+
+def _moved(data: Mapping[str, Any], old: str, name: str, option: str) -> dict[str, Any]:
+    """`data` with top-level `old` moved to aggregator_options.<name>.<option>; setting both is refused."""
+    new = f"aggregator_options.{name}.{option}"
+    moved = {key: value for key, value in data.items() if key != old}
+    options = data.get("aggregator_options", {})
+    entry = options.get(name, {}) if isinstance(options, Mapping) else None
+    if not isinstance(entry, Mapping):  # a malformed aggregator_options: its own error names it
+        return moved
+    if option in entry:
+        raise ValueError(f"{old} (deprecated) and {new} are both set: keep only {new}")
+    message = f"hub config key {old} is deprecated: set {new} instead"
+    warnings.warn(message, HubConfigDeprecationWarning)
+    log.warning(message)  # what `hgen-hub check-config` and serve's log show the operator
+    moved["aggregator_options"] = {**options, name: {**entry, option: data[old]}}
+    return moved
 
 
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:

@@ -1,17 +1,21 @@
 """Aggregation strategies by name (one file each): answers of m annotators -> one AggregatedLabel.
 
 `AGGREGATORS` discovers this package on first use, so adding a strategy is adding a file with
-`@AGGREGATORS.register("name")` on a class that implements `Aggregator`.
+`@AGGREGATORS.register("name")` on a class that implements `Aggregator`. A strategy's options are its `Config`
+(a StrictModel in its own file), set in hub.yaml under `aggregator_options.<name>` and checked there at load.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
+
+from pydantic import ValidationError
 
 from hgen.hub.errors import UnknownAggregatorError
 from hgen.protos import hub_pb2
+from hgen.runtime.config import StrictModel, format_validation_error
 from hgen.runtime.hdnn import HDNNKind
 from hgen.runtime.registry import Registry
 
@@ -32,10 +36,22 @@ class AggregationInput:
     history: tuple[tuple[str, str, int], ...] = field(default=())
 
 
+class NoOptions(StrictModel):
+    """The `Config` of a strategy that takes no options: any key set for it in hub.yaml is refused."""
+
+
 class Aggregator(Protocol):
     name: ClassVar[str]
     needs_history: ClassVar[bool]
     label: ClassVar[str]  # Answer.label field it aggregates: class_id | boxes | regions
+    Config: ClassVar[type[StrictModel]]  # its options, aggregator_options.<name> in hub.yaml
+
+    def __init__(self, config: StrictModel | None = None) -> None: ...
+
+    @property
+    def history_size(self) -> int:
+        """Past answers it wants from the knowledge base (0: none)."""
+        ...
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel: ...
 
@@ -49,13 +65,32 @@ def default_aggregator(kind: HDNNKind, configured: str) -> str:
     return configured if get_aggregator(configured).label == kind.label else kind.aggregator
 
 
-def get_aggregator(name: str) -> Aggregator:
-    """An instance of the strategy registered as `name`; UnknownAggregatorError lists the valid names."""
-    return AGGREGATORS.get(name)()
+def get_aggregator(name: str, config: StrictModel | None = None) -> Aggregator:
+    """An instance of the strategy registered as `name` with its validated `config` (None: its defaults);
+    UnknownAggregatorError lists the valid names."""
+    return AGGREGATORS.get(name)(config)
 
 
 def aggregator_names() -> list[str]:
     return AGGREGATORS.names()
+
+
+def option_problems(options: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """`name.key: message` for each aggregator name or option its strategy's `Config` refuses (hub.yaml's
+    aggregator_options), with the valid choices, so every mistake is found at load rather than at aggregation."""
+    problems = []
+    for name, values in options.items():
+        if name not in AGGREGATORS:
+            problems.append(f"{name}: unknown aggregator; valid choices: {', '.join(aggregator_names())}")
+            continue
+        model = AGGREGATORS.get(name).Config
+        try:
+            model.model_validate(values)
+        except ValidationError as exc:
+            valid = f"unknown option; valid: {', '.join(model.model_fields) or '(none: it takes no options)'}"
+            problems += [line.removesuffix("unknown key") + valid if line.endswith(": unknown key") else line
+                         for line in format_validation_error(exc, name).splitlines()]
+    return problems
 
 
 def class_labels(answers: Sequence[hub_pb2.Answer]) -> list[tuple[str, int]]:

@@ -13,9 +13,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from hgen.hub.aggregators import AGGREGATORS, AggregationInput
+from hgen.hub.aggregators import AGGREGATORS, AggregationInput, NoOptions
 from hgen.hub.errors import AggregationError
 from hgen.protos import hub_pb2
+from hgen.runtime.config import StrictModel
 
 IOU_THRESHOLD = 0.5
 
@@ -71,6 +72,11 @@ class BoxUnion:
     name: ClassVar[str] = "box_union"
     label: ClassVar[str] = "boxes"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = False
+    Config: ClassVar[type[StrictModel]] = NoOptions
+    history_size = 0  # past answers it wants: none
+
+    def __init__(self, config: StrictModel | None = None) -> None:
+        self.config = config if config is not None else NoOptions()
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
         answered = [a for a in data.answers if a.WhichOneof("label") == "boxes"]

@@ -1,7 +1,8 @@
 """Dawid-Skene (crowd-kit): EM over annotator confusion matrices, for annotators of unequal skill.
 
 One sample's three answers say nothing about who is reliable, so the model is fitted on the knowledge base's
-recent answers (`history`) plus this sample's, then read out for this sample.
+recent answers (`history`) plus this sample's, then read out for this sample. How many recent answers is its option
+`history` (hub.yaml `aggregator_options.dawid_skene.history`): the knowledge base fetches that many.
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from typing import ClassVar
 
 import pandas as pd
 from crowdkit.aggregation import DawidSkene as _CrowdKitDawidSkene
+from pydantic import Field
 
 from hgen.hub.aggregators import AGGREGATORS, AggregationInput, class_labels
 from hgen.hub.aggregators.majority import Majority
 from hgen.hub.errors import AggregationError
 from hgen.protos import hub_pb2
+from hgen.runtime.config import StrictModel
 
 EM_ITERATIONS = 20
 EM_TOLERANCE = 1e-4
+
+
+class DawidSkeneConfig(StrictModel):
+    history: int = Field(600, ge=0, title="Past answers dawid_skene uses to estimate annotator skill")
 
 
 @AGGREGATORS.register("dawid_skene")
@@ -25,6 +32,14 @@ class DawidSkene:
     name: ClassVar[str] = "dawid_skene"
     label: ClassVar[str] = "class_id"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = True
+    Config: ClassVar[type[StrictModel]] = DawidSkeneConfig
+
+    def __init__(self, config: DawidSkeneConfig | None = None) -> None:
+        self.config = config if config is not None else DawidSkeneConfig()
+
+    @property
+    def history_size(self) -> int:
+        return self.config.history
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
         current = class_labels(data.answers)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import ClassVar
 
-from hgen.hub.aggregators import AGGREGATORS, AggregationInput, class_labels
+from hgen.hub.aggregators import AGGREGATORS, AggregationInput, NoOptions, class_labels
 from hgen.hub.errors import AggregationError
 from hgen.protos import hub_pb2
+from hgen.runtime.config import StrictModel
 
 
 @AGGREGATORS.register("majority")
@@ -15,6 +16,11 @@ class Majority:
     name: ClassVar[str] = "majority"
     label: ClassVar[str] = "class_id"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = False
+    Config: ClassVar[type[StrictModel]] = NoOptions
+    history_size = 0  # past answers it wants: none
+
+    def __init__(self, config: StrictModel | None = None) -> None:
+        self.config = config if config is not None else NoOptions()
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
         labels = [label for _, label in class_labels(data.answers)]

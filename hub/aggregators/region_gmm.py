@@ -17,9 +17,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from hgen.hub.aggregators import AGGREGATORS, AggregationInput
+from hgen.hub.aggregators import AGGREGATORS, AggregationInput, NoOptions
 from hgen.hub.errors import AggregationError
 from hgen.protos import hub_pb2
+from hgen.runtime.config import StrictModel
 
 MAX_COMPONENTS = 4
 JITTER_SHARE = 0.1
@@ -62,6 +63,11 @@ class RegionGMM:
     name: ClassVar[str] = "region_gmm"
     label: ClassVar[str] = "regions"  # the Answer.label an answer must carry to be aggregated
     needs_history: ClassVar[bool] = False
+    Config: ClassVar[type[StrictModel]] = NoOptions
+    history_size = 0  # past answers it wants: none
+
+    def __init__(self, config: StrictModel | None = None) -> None:
+        self.config = config if config is not None else NoOptions()
 
     def aggregate(self, data: AggregationInput) -> hub_pb2.AggregatedLabel:
         points = region_points(data)

@@ -32,10 +32,20 @@ def _load(target: str) -> type | None:
         return None
 
 
+def _aggregator_sections() -> list[tuple[str, type]]:
+    """Every aggregator that takes options, from the registry, so a new strategy's options cannot go undocumented."""
+    try:
+        from hgen.hub.aggregators import AGGREGATORS
+    except ImportError:
+        return []
+    return [(f"Aggregator `{name}` options (`aggregator_options.{name}`)", strategy.Config)
+            for name, strategy in AGGREGATORS.items() if strategy.Config.model_fields]
+
+
 def render() -> str:
     parts = [START, ""]
-    for title, target in SECTIONS:
-        model = _load(target)
+    sections = [(title, _load(target)) for title, target in SECTIONS] + _aggregator_sections()
+    for title, model in sections:
         if model is not None:
             parts += [f"### {title}", "", reference_markdown(model), ""]
     return "\n".join(parts + [END])
