@@ -2,7 +2,8 @@
 
 `load_dataset("fashion-mnist:lowres", seed=0)` returns float32 images in [0, 1] shaped [n, 28, 28, 1] and fixed
 train/validation/test splits. When only a test set exists (the MNIST files shipped beside the checkout), its
-images are split 60/10/30 by seed.
+images are split 60/10/30 by seed. Each built-in is one file of `hgen.compiler.data.builtins`, registered by name
+(`auto` too: FashionMNIST when installed, else the digits); `BASES`, `LABELS` and `SOURCES` are views of that registry.
 
 A path loads a user's data set through a registered format (`hgen.compiler.data.formats`: folder, csv, idx for
 classification; yolo, coco for detection, see `detection.load_detection_dataset`), auto-detected or named:
@@ -17,15 +18,17 @@ option, so `load_dataset(data.name)` reads the same data again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_origin
+from typing import TYPE_CHECKING, Any, get_origin, overload
 from urllib.parse import parse_qsl
 
 import numpy as np
 
-from hgen.compiler.data.sources import IdxSource, RawData, locate
+from hgen.compiler.data.builtins import DIGIT_LABELS as DIGIT_LABELS  # re-exported: callers name the digit classes
+from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, BuiltinData, IdxBuiltin, builtin_names, get_builtin
+from hgen.compiler.data.sources import IdxSource, RawData
 from hgen.compiler.data.spec import PAPER_ALIASES, DatasetSpec, parse_spec
 from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError
 from hgen.runtime.config import StrictModel, parse_config
@@ -36,17 +39,71 @@ if TYPE_CHECKING:
     from hgen.compiler.data.lazy import DecodedImages
     from hgen.compiler.data.reader import Loaded, LoadReport
 
-IMAGE_SIZE = 28
-FASHION_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                  "Ankle boot")
-DIGIT_LABELS = tuple(str(d) for d in range(10))
-SOURCES = {
-    "mnist": IdxSource("mnist", None, "mnist", "put the MNIST IDX files in $HGEN_DATA/mnist/"),
-    "fashion-mnist": IdxSource("fashion-mnist", "/usr/share/datasets/fashion-mnist", "fashion_mnist",
-                               "apt-get install dataset-fashion-mnist"),
-}
-LABELS = {"mnist": DIGIT_LABELS, "fashion-mnist": FASHION_LABELS, "digits": DIGIT_LABELS}
-BASES = ["mnist", "fashion-mnist", "digits", "auto"]
+class _Bases(Sequence[str]):
+    """The built-in names in listing order, read from `BUILTINS` when used (a file added there shows up here)."""
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return builtin_names()[index]
+
+    def __len__(self) -> int:
+        return len(builtin_names())
+
+    def __repr__(self) -> str:
+        return repr(builtin_names())
+
+
+class _Labels(Mapping[str, tuple[str, ...]]):
+    """Class names per built-in with images of its own, read from `BUILTINS`."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        builtin = BUILTINS.get(name) if name in BUILTINS else None
+        if not isinstance(builtin, BuiltinData):
+            raise KeyError(name)
+        return builtin.labels
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in builtin_names() if isinstance(BUILTINS.get(name), BuiltinData))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _Sources(MutableMapping[str, IdxSource]):
+    """Where each IDX built-in is looked for, read from `BUILTINS`; setting one repoints that built-in (tests point
+    `fashion-mnist` at their own folders), it never adds a data set."""
+
+    def _idx(self, name: str) -> IdxBuiltin:
+        builtin = BUILTINS.get(name) if name in BUILTINS else None
+        if not isinstance(builtin, IdxBuiltin):
+            raise KeyError(name)
+        return builtin
+
+    def __getitem__(self, name: str) -> IdxSource:
+        return self._idx(name).source
+
+    def __setitem__(self, name: str, source: IdxSource) -> None:
+        self._idx(name).source = source
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError(f"built-in '{name}' keeps a source; remove its file from hgen.compiler.data.builtins instead")
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in builtin_names() if isinstance(BUILTINS.get(name), IdxBuiltin))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+# Views of the registry for callers that list or patch the built-ins; the registry is the only place they are named.
+BASES: Sequence[str] = _Bases()
+LABELS: Mapping[str, tuple[str, ...]] = _Labels()
+SOURCES: MutableMapping[str, IdxSource] = _Sources()
 VALIDATION_SIZE = 5000
 TEST_ONLY_FRACTIONS = (0.6, 0.1)  # train, validation; the rest is test
 
@@ -79,6 +136,7 @@ class Dataset:
     seed: int
     preprocess: Preprocess | None = None  # how image files become inputs (size, channels, resize, normalisation)
     report: LoadReport | None = None  # what the load found: unreadable files, cache use, sizes (user data sets)
+    note: str = ""  # why these are not the data asked for (`auto` fell back), for people to read
 
     @property
     def name(self) -> str:
@@ -94,7 +152,7 @@ class Dataset:
 
 
 def dataset_names() -> list[str]:
-    return BASES + list(PAPER_ALIASES)
+    return [*builtin_names(), *PAPER_ALIASES]
 
 
 def load_dataset(spec: str, *, root: str | Path | None = None, seed: int = 0, allow_download: bool = False,
@@ -112,10 +170,10 @@ def load_dataset(spec: str, *, root: str | Path | None = None, seed: int = 0, al
     if image or format_options:
         raise DatasetSpecError(f"image and format options apply to data sets read from a path; the built-in "
                                f"'{spec}' is 28x28x1 (an IDX folder given as a path can be resized)")
-    parsed = parse_spec(spec, BASES)
-    base, raw = _resolve_base(parsed.base, Path(root) if root else None, allow_download)
-    parsed = replace(parsed, base=base)
-    train, val, test = _split(raw, seed)
+    parsed = parse_spec(spec, builtin_names())
+    resolved = get_builtin(parsed.base).resolve(Path(root) if root else None, allow_download)
+    parsed = replace(parsed, base=resolved.data.name)
+    train, val, test = _split(resolved.raw, seed)
     from hgen.compiler.data.challenges import VARIANTS
 
     variant = VARIANTS.get(parsed.variant)
@@ -124,7 +182,8 @@ def load_dataset(spec: str, *, root: str | Path | None = None, seed: int = 0, al
         part = part.take(limit)
         rng = np.random.default_rng([seed, index, 0x5EED])
         splits.append(Split(variant.apply(part.x, rng, parsed.params), part.y))
-    return Dataset(parsed, LABELS[base], *splits, origin=raw.origin, seed=seed, preprocess=_builtin_preprocess())
+    return Dataset(parsed, resolved.data.labels, *splits, origin=resolved.raw.origin, seed=seed,
+                   preprocess=_builtin_preprocess(), note=resolved.note)
 
 
 def _builtin_preprocess() -> Preprocess:
@@ -135,7 +194,7 @@ def _builtin_preprocess() -> Preprocess:
 
 def is_builtin(spec: str) -> bool:
     head = spec.strip().partition("?")[0]
-    return PAPER_ALIASES.get(head, head).partition(":")[0] in BASES
+    return PAPER_ALIASES.get(head, head).partition(":")[0] in BUILTINS
 
 
 def user_location(spec: str, format: str | None = None) -> Location | None:
@@ -251,29 +310,6 @@ def _load_user(location: Location, *, seed: int, limit: int | None, image: Image
     splits = [Split(x, loaded.splits[name].y) for x, name in zip(xs, ("train", "val", "test"))]
     return Dataset(user.spec, loaded.catalog.labels, *splits, origin=loaded.catalog.origin, seed=seed,
                    preprocess=loaded.preprocess, report=loaded.report)
-
-
-def _resolve_base(base: str, root: Path | None, allow_download: bool) -> tuple[str, RawData]:
-    if base == "digits":
-        return base, _digits()
-    if base == "auto":
-        try:
-            return "fashion-mnist", locate(SOURCES["fashion-mnist"], root, allow_download)
-        except DatasetNotFoundError:
-            return "digits", _digits()
-    return base, locate(SOURCES[base], root, allow_download)
-
-
-def _digits() -> RawData:
-    """scikit-learn's bundled 8x8 digits, scaled to 0..255 and resized to 28x28: always available offline."""
-    import cv2
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = (bunch.images / 16.0 * 255.0).astype(np.float32)
-    resized = np.stack([cv2.resize(im, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_LINEAR) for im in images])
-    return RawData({"test": (np.clip(resized, 0, 255).astype(np.uint8), bunch.target.astype(np.int64))},
-                   "sklearn.datasets.load_digits (bundled)")
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:

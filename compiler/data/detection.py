@@ -1,7 +1,8 @@
 """Synthetic detection data (H-YOLO): 1-3 digits pasted on a small grey canvas, with their boxes and classes.
 
 `load_detection_dataset("digits-det", seed=0)` builds canvases from scikit-learn's bundled digits (always offline);
-`mnist-det` uses the MNIST files `load_dataset("mnist")` finds. Digits come from the classification dataset's own
+`mnist-det` uses the MNIST files `load_dataset("mnist")` finds. A built-in declares its detection set's name
+(`hgen.compiler.data.builtins`, `Builtin.detection`). Digits come from the classification dataset's own
 train/validation/test splits, so no test digit is ever seen in training. The challenge variants apply to the
 canvases (`digits-det:noise`, `mnist-det:lowres?factor=2`). Everything is fixed by the seed.
 
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hgen.compiler.data import DIGIT_LABELS, Split, load_dataset, read_user, user_location
+from hgen.compiler.data import Split, load_dataset, read_user, user_location
+from hgen.compiler.data.builtins import BUILTINS
 from hgen.compiler.data.spec import parse_spec
 from hgen.compiler.errors import DatasetError
 from hgen.runtime.config import StrictModel
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     from hgen.compiler.data.images import ImageOptions, Preprocess
     from hgen.compiler.data.reader import LoadReport
 
-DETECTION_BASES = {"digits-det": "digits", "mnist-det": "mnist"}
 CANVAS = 64
 GRID = 8
 MAX_DIGITS = 3
@@ -74,6 +75,7 @@ class DetectionDataset:
     grid: int = GRID
     preprocess: Preprocess | None = None  # user data sets: how image files become inputs
     report: LoadReport | None = None  # user data sets: what the load found
+    note: str = ""  # why these are not the data asked for (the built-in's own note), for people to read
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -84,13 +86,22 @@ class DetectionDataset:
         return len(self.labels)
 
 
+def detection_bases() -> dict[str, str]:
+    """Synthetic detection set -> the built-in whose images it pastes on canvases, as each built-in declares."""
+    return {builtin.detection: name for name, builtin in BUILTINS.items() if builtin.detection}
+
+
 def detection_names() -> list[str]:
-    return sorted(DETECTION_BASES)
+    return sorted(detection_bases())
+
+
+def _base_name(spec: str) -> str:
+    return spec.strip().partition("?")[0].partition(":")[0]
 
 
 def is_detection_spec(spec: str) -> bool:
     """A synthetic detection name, or a path whose (named or detected) format is a detection format."""
-    if spec.strip().partition("?")[0].partition(":")[0] in DETECTION_BASES:
+    if _base_name(spec) in detection_bases():
         return True
     from hgen.compiler.data.formats import detect_format, get_format
 
@@ -110,13 +121,14 @@ def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None
     """Build the canvases of every split, or read a user's YOLO / COCO data set; `limit` caps each split."""
     from hgen.compiler.data.challenges import VARIANTS
 
-    if spec.strip().partition("?")[0].partition(":")[0] not in DETECTION_BASES:
+    bases = detection_bases()
+    if _base_name(spec) not in bases:
         location = user_location(spec, format)
         if location is not None:
             return _load_user_detection(location, seed=seed, limit=limit, image=image, format_options=format_options)
 
-    parsed = parse_spec(spec, list(DETECTION_BASES))
-    source = load_dataset(DETECTION_BASES[parsed.base], seed=seed)
+    parsed = parse_spec(spec, sorted(bases))
+    source = load_dataset(bases[parsed.base], seed=seed)
     variant = VARIANTS.get(parsed.variant)
     splits = []
     for index, (name, digits) in enumerate((("train", source.train), ("val", source.val), ("test", source.test))):
@@ -124,8 +136,9 @@ def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None
         canvases = compose(digits, n, np.random.default_rng([seed, index, 0xDE7]))
         rng = np.random.default_rng([seed, index, 0x5EED])
         splits.append(DetectionSplit(variant.apply(canvases.x, rng, parsed.params), canvases.boxes))
-    return DetectionDataset(str(parsed), DIGIT_LABELS, *splits,
-                            origin=f"{source.origin} (digits on a {CANVAS}x{CANVAS} canvas)", seed=seed)
+    return DetectionDataset(str(parsed), source.labels, *splits,
+                            origin=f"{source.origin} (digits on a {CANVAS}x{CANVAS} canvas)", seed=seed,
+                            note=source.note)
 
 
 def _load_user_detection(location: Location, *, seed: int, limit: int | None,

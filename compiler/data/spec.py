@@ -6,6 +6,7 @@ installed, else the bundled scikit-learn digits).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -36,8 +37,9 @@ class DatasetSpec:
         return f"{self.base}:{self.variant}" + (f"?{pairs}" if pairs else "")
 
 
-def parse_spec(text: str, bases: list[str]) -> DatasetSpec:
-    """Parse and validate a spec; unknown bases, variants and parameters list the valid choices."""
+def parse_spec(text: str, bases: Sequence[str]) -> DatasetSpec:
+    """Parse and validate a spec; unknown bases, variants and parameters list the valid choices. `bases` are the
+    registry's names (`hgen.compiler.data.builtins.builtin_names()`, or the synthetic detection sets)."""
     from hgen.compiler.data.challenges import VARIANTS
 
     head, _, query = text.strip().partition("?")

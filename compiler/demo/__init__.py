@@ -49,7 +49,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     field = field_data(config, data)
     pools = split_pools(field.test, config.eval_share, config.seed)
     log(f"[1/7] data: {data.name} from {data.origin}"
-        + (" (FashionMNIST not installed: using the bundled scikit-learn digits)" if dataset_base(data) == "digits" else "")
+        + (f" ({data.note})" if data.note else "")
         + (f"; the field shows {field.name}, which the compile never sees" if config.field else ""))
     log(f"      demands for {dataset_base(data)}: {format_demands(config.demands)}")  # type: ignore[arg-type]
     log(f"[2/7] hgen-compile for {config.device}: search, fine-tune, lower ({', '.join(config.engines)}), sign")

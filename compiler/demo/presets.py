@@ -2,13 +2,16 @@
 
 Each preset's accuracy demand sits above what the compressed model reaches alone and below what it reaches with
 people at the labour budget: the H-DNN has to ask people (which is what the demo shows) and can meet it. The
-numbers were measured with the demo's search settings (seed 0, rpi4); the summary prints the preset it used.
+numbers were measured with the demo's search settings (seed 0, rpi4); the summary prints the preset it used. Each
+built-in data set declares its own (`DemoDefaults` on its file in `hgen.compiler.data.builtins`); a base without
+one (a user's own data set) gets `OWN_DATA`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hgen.compiler.data.builtins import BUILTINS, DemoDefaults
 from hgen.compiler.search.objective import Demands
 
 
@@ -21,18 +24,23 @@ class DemoPreset:
     final_epochs: int
 
 
-# FashionMNIST (and MNIST) at low resolution: 60,000 training images, so few epochs suffice.
-FASHION = DemoPreset(Demands(accuracy=0.86, latency_ms=1000.0, storage_mb=0.3, energy_mj=0.2, labour=0.05), 4, 2)
-# scikit-learn digits: 1,078 training images, so more epochs. Measured: the compressed model alone 0.887 on the
-# test split, with people 0.919 at L = 0.03 (origin 0.894).
-DIGITS = DemoPreset(Demands(accuracy=0.90, latency_ms=1000.0, storage_mb=0.3, energy_mj=0.2, labour=0.05), 10, 4)
+def _preset(defaults: DemoDefaults) -> DemoPreset:
+    demands = Demands(accuracy=defaults.accuracy, latency_ms=defaults.latency_ms, storage_mb=defaults.storage_mb,
+                      energy_mj=defaults.energy_mj, labour=defaults.labour)
+    return DemoPreset(demands, defaults.base_epochs, defaults.final_epochs)
+
+
 # A user's own images: nothing is known of them, so budgets are loose and the accuracy bar low; pass your own
 # demands (`hgen demo --dataset PATH --accuracy ... --labour ...`) to make the check mean something.
 OWN_DATA = DemoPreset(Demands(accuracy=0.5, latency_ms=1000.0, storage_mb=8.0, energy_mj=5.0, labour=0.05), 10, 3)
-PRESETS = {"fashion-mnist": FASHION, "mnist": FASHION, "digits": DIGITS}
 
 
 def preset_for(base: str) -> DemoPreset:
-    """The preset of a resolved dataset base (`auto` is resolved before this is asked); any other base is a
+    """The preset a resolved dataset base declares (`auto` is resolved before this is asked); any other base is a
     user's own data set."""
-    return PRESETS.get(base, OWN_DATA)
+    defaults = BUILTINS.get(base).demo if base in BUILTINS else None
+    return OWN_DATA if defaults is None else _preset(defaults)
+
+
+FASHION = preset_for("fashion-mnist")  # FashionMNIST (and MNIST) at low resolution
+DIGITS = preset_for("digits")  # scikit-learn digits
