@@ -60,7 +60,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
         frames = FrameLog(truth_of(pools.stream), boxes=is_detection(data))
         app = start_hub(stack, config, compiled, data.name, data.num_classes, out, broker_url, frames,
                         pools.stream.x.shape[1])
-        grpc_url = f"grpc://127.0.0.1:{app.grpc_port}"
+        grpc_url = app.publisher().fetch_uri()  # where the agent fetches bundles (the gRPC transport)
         hub_url = broker_url or grpc_url
         log(f"[3/7] hub on {hub_url} ({'MQTT through mosquitto' if broker_url else 'gRPC: mosquitto is not installed'})"
             f", SIMULATED crowd of {config.m}, retrain threshold lowered to {config.retrain_threshold} human labels")
