@@ -53,13 +53,6 @@ def estimate_difficulty(confidence: float) -> float:
     return float(difficulty_from_confidence(confidence))
 
 
-def history_size(config: HubConfig) -> int:
-    """Past answers the knowledge base hands strategies that estimate skill: the most any aggregator wants with its
-    configured options (aggregator_options; dawid_skene's history). The knowledge base makes its own aggregator per
-    sample, so this number is how those options reach it."""
-    return max(get_aggregator(name, config.aggregator_config(name)).history_size for name in aggregator_names())
-
-
 def rejection(sample: hub_pb2.Sample, batch_id: str, error: BadInputError) -> hub_pb2.SampleReply:
     return hub_pb2.SampleReply(sample_id=sample.sample_id, device_id=sample.device_id, batch_id=batch_id,
                                status=hub_pb2.REPLY_STATUS_REJECTED,
@@ -121,7 +114,7 @@ class HubService:
         kbc = config.knowledge_base
         kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
                                 migrate=kbc.migrate, num_classes=config.num_classes,
-                                history=history_size(config))
+                                aggregator=lambda name: get_aggregator(name, config.aggregator_config(name)))
         return cls(config, kb)
 
     # --- lifecycle ----------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ class NoOptions(StrictModel):
 
 class Aggregator(Protocol):
     name: ClassVar[str]
-    needs_history: ClassVar[bool]
     label: ClassVar[str]  # Answer.label field it aggregates: class_id | boxes | regions
     Config: ClassVar[type[StrictModel]]  # its options, aggregator_options.<name> in hub.yaml
 

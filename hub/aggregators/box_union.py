@@ -71,7 +71,6 @@ def cluster_boxes(boxes: list[tuple[str, int, np.ndarray]], threshold: float = I
 class BoxUnion:
     name: ClassVar[str] = "box_union"
     label: ClassVar[str] = "boxes"  # the Answer.label an answer must carry to be aggregated
-    needs_history: ClassVar[bool] = False
     Config: ClassVar[type[StrictModel]] = NoOptions
     history_size = 0  # past answers it wants: none
 

@@ -31,7 +31,6 @@ class DawidSkeneConfig(StrictModel):
 class DawidSkene:
     name: ClassVar[str] = "dawid_skene"
     label: ClassVar[str] = "class_id"  # the Answer.label an answer must carry to be aggregated
-    needs_history: ClassVar[bool] = True
     Config: ClassVar[type[StrictModel]] = DawidSkeneConfig
 
     def __init__(self, config: DawidSkeneConfig | None = None) -> None:

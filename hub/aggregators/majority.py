@@ -15,7 +15,6 @@ from hgen.runtime.config import StrictModel
 class Majority:
     name: ClassVar[str] = "majority"
     label: ClassVar[str] = "class_id"  # the Answer.label an answer must carry to be aggregated
-    needs_history: ClassVar[bool] = False
     Config: ClassVar[type[StrictModel]] = NoOptions
     history_size = 0  # past answers it wants: none
 

@@ -62,7 +62,6 @@ def best_mixture(points: np.ndarray, seed: int = 0):  # -> sklearn GaussianMixtu
 class RegionGMM:
     name: ClassVar[str] = "region_gmm"
     label: ClassVar[str] = "regions"  # the Answer.label an answer must carry to be aggregated
-    needs_history: ClassVar[bool] = False
     Config: ClassVar[type[StrictModel]] = NoOptions
     history_size = 0  # past answers it wants: none
 

@@ -11,7 +11,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from hgen.hub.aggregators import AggregationInput, get_aggregator
+from hgen.hub.aggregators import AggregationInput
 from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.guards import check_answer
 from hgen.hub.kb.models import OPEN_STATES, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
@@ -24,7 +24,7 @@ REPLY_STATUS = {"answered": hub_pb2.REPLY_STATUS_ANSWERED, "partial": hub_pb2.RE
 
 
 class Closing:
-    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `num_classes` and `history`)."""
+    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `num_classes` and `aggregator`)."""
 
     def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
         """Store an answer; when it is the m-th, close the sample and return the reply it produced."""
@@ -142,12 +142,13 @@ class Closing:
         return {"cant_tell": int(kinds.get("cant_tell", 0)), "skipped": int(kinds.get("skip", 0))}
 
     def _aggregate(self, s: Session, row: Sample, answers: list[hub_pb2.Answer]) -> hub_pb2.AggregatedLabel:
-        aggregator = get_aggregator(row.aggregator)
+        aggregator = self.aggregator(row.aggregator)
         history: tuple[tuple[str, str, int], ...] = ()
-        if aggregator.needs_history and self.history:
+        if aggregator.history_size:
             history = tuple(s.execute(
                 select(AnswerRow.sample_id, AnswerRow.annotator_id, AnswerRow.class_id)
-                .where(AnswerRow.class_id.is_not(None)).order_by(AnswerRow.id.desc()).limit(self.history)).tuples())
+                .where(AnswerRow.class_id.is_not(None)).order_by(AnswerRow.id.desc())
+                .limit(aggregator.history_size)).tuples())
         output = hub_pb2.ModelOutput.FromString(row.model_output)
         data = AggregationInput(row.id, tuple(answers), row.m, self.num_classes,
                                 tuple(output.class_probabilities), history)

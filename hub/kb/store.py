@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hgen.hub.aggregators import Aggregator, get_aggregator
 from hgen.hub.errors import KnowledgeBaseIntegrityError
 from hgen.hub.kb.closing import Closing
 from hgen.hub.kb.engine import make_engine, sqlite_path
@@ -58,11 +59,14 @@ class KnowledgeBase(TaskQueue, Closing):
     """SQLAlchemy-backed store shared by every hub process (no hub state lives anywhere else)."""
 
     def __init__(self, engine: Engine, images: ImageStore, *, num_classes: int = 10,
-                 history: int = 600, clock: Callable[[], float] = time.time) -> None:
+                 aggregator: Callable[[str], Aggregator] = get_aggregator,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`aggregator`: name -> the strategy with the hub's options for it (hub.yaml aggregator_options; by default
+        each strategy's defaults), so an option like dawid_skene's history reaches the strategy that closes a sample."""
         self.engine = engine
         self.images = images
         self.num_classes = num_classes
-        self.history = history
+        self.aggregator = aggregator
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 

@@ -13,9 +13,9 @@ import pytest
 
 from hgen.hub.aggregators import aggregator_names, get_aggregator
 from hgen.hub.aggregators.dawid_skene import DawidSkeneConfig
-from hgen.hub.config import HubConfigDeprecationWarning, parse_hub_config
+from hgen.hub.config import HubConfig, HubConfigDeprecationWarning, parse_hub_config
 from hgen.hub.errors import HubConfigError
-from hgen.hub.service import HubService, history_size
+from hgen.hub.service import HubService
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.protos import hub_pb2
 
@@ -29,19 +29,24 @@ def refusal(data: dict) -> str:
     return str(raised.value)
 
 
+def dawid_skene_history(config: HubConfig) -> int:
+    """What the hub's dawid_skene asks of the knowledge base, built as the service builds it."""
+    return get_aggregator("dawid_skene", config.aggregator_config("dawid_skene")).history_size
+
+
 def test_the_old_key_is_moved_to_the_aggregator_with_a_warning_naming_the_new_key() -> None:
     with pytest.warns(DeprecationWarning, match=NEW_KEY):
         old = parse_hub_config({"dawid_skene_history": 42})
     new = parse_hub_config({"aggregator_options": {"dawid_skene": {"history": 42}}})
     assert old == new  # same behaviour: nothing reads the old key any more
     assert old.aggregator_config("dawid_skene") == DawidSkeneConfig(history=42)
-    assert history_size(old) == 42
+    assert dawid_skene_history(old) == 42
 
 
 def test_the_old_key_keeps_other_options_of_the_aggregator() -> None:
     with pytest.warns(HubConfigDeprecationWarning):
         config = parse_hub_config({"dawid_skene_history": 0, "aggregator_options": {"dawid_skene": {}}})
-    assert config.aggregator_options == {"dawid_skene": {"history": 0}} and history_size(config) == 0
+    assert config.aggregator_options == {"dawid_skene": {"history": 0}} and dawid_skene_history(config) == 0
 
 
 def test_the_new_key_sets_the_history_without_a_warning() -> None:
@@ -49,8 +54,8 @@ def test_the_new_key_sets_the_history_without_a_warning() -> None:
         warnings.simplefilter("error")
         config = parse_hub_config({"aggregator_options": {"dawid_skene": {"history": 7}}})
         default = parse_hub_config({})
-    assert history_size(config) == 7
-    assert history_size(default) == DawidSkeneConfig().history == 600
+    assert dawid_skene_history(config) == 7
+    assert dawid_skene_history(default) == DawidSkeneConfig().history == 600
     assert default.aggregator_config("majority").model_fields == {}
 
 
