@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hgen.hub.config import GrpcConfig, GrpcTlsConfig
+from hgen.hub.transport_config import GrpcConfig, GrpcTlsConfig
 from hgen.hub.devices import DeviceCredentials
 from hgen.hub.errors import BadInputError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
 from hgen.hub.kb.store import bundle_notice

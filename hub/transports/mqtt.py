@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from sqlalchemy.exc import OperationalError
 
 from hgen.hub.broker_acl import device_registry
-from hgen.hub.config import MqttConfig, MqttTlsConfig
+from hgen.hub.transport_config import MqttConfig, MqttTlsConfig
 from hgen.hub.devices import DeviceAuthError
 from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, UnknownDeviceError
 from hgen.hub.service import HubService
