@@ -107,12 +107,11 @@ def chromium_required() -> str:
 
 
 def _require_dataset(base: str) -> None:
-    from hgen.compiler.data import SOURCES
-    from hgen.compiler.data.sources import locate
+    from hgen.compiler.data.builtins import get_builtin
     from hgen.compiler.errors import DatasetNotFoundError
 
     try:
-        locate(SOURCES[base])
+        get_builtin(base).resolve(None, False)
     except DatasetNotFoundError as exc:
         pytest.skip(f"needs the {base} data set: {exc}")
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
         data = load_dataset(args.spec, root=args.root, seed=args.seed, allow_download=args.download,
                             limit=args.limit)
     print(f"dataset   {data.name}")
-    print(f"origin    {data.origin}")
+    print(f"origin    {data.origin}" + (f" ({data.note})" if data.note else ""))
     print(f"splits    train {len(data.train)}, validation {len(data.val)}, test {len(data.test)}")
     print(f"input     {data.input_shape} float32 in [0, 1]")
     print(f"classes   {', '.join(data.labels)}")

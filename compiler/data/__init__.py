@@ -3,7 +3,7 @@
 `load_dataset("fashion-mnist:lowres", seed=0)` returns float32 images in [0, 1] shaped [n, 28, 28, 1] and fixed
 train/validation/test splits. When only a test set exists (the MNIST files shipped beside the checkout), its
 images are split 60/10/30 by seed. Each built-in is one file of `hgen.compiler.data.builtins`, registered by name
-(`auto` too: FashionMNIST when installed, else the digits); `BASES`, `LABELS` and `SOURCES` are views of that registry.
+(`auto` too: FashionMNIST when installed, else the digits): ask `builtin_names()` and `get_builtin(name)`.
 
 A path loads a user's data set through a registered format (`hgen.compiler.data.formats`: folder, csv, idx for
 classification; yolo, coco for detection, see `detection.load_detection_dataset`), auto-detected or named:
@@ -18,17 +18,17 @@ option, so `load_dataset(data.name)` reads the same data again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_origin, overload
+from typing import TYPE_CHECKING, Any, get_origin
 from urllib.parse import parse_qsl
 
 import numpy as np
 
 from hgen.compiler.data.builtins import DIGIT_LABELS as DIGIT_LABELS  # re-exported: callers name the digit classes
-from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, BuiltinData, IdxBuiltin, builtin_names, get_builtin
-from hgen.compiler.data.sources import IdxSource, RawData
+from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, builtin_names, get_builtin
+from hgen.compiler.data.sources import RawData
 from hgen.compiler.data.spec import PAPER_ALIASES, DatasetSpec, parse_spec
 from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError
 from hgen.runtime.config import StrictModel, parse_config
@@ -39,71 +39,6 @@ if TYPE_CHECKING:
     from hgen.compiler.data.lazy import DecodedImages
     from hgen.compiler.data.reader import Loaded, LoadReport
 
-class _Bases(Sequence[str]):
-    """The built-in names in listing order, read from `BUILTINS` when used (a file added there shows up here)."""
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[str]: ...
-
-    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
-        return builtin_names()[index]
-
-    def __len__(self) -> int:
-        return len(builtin_names())
-
-    def __repr__(self) -> str:
-        return repr(builtin_names())
-
-
-class _Labels(Mapping[str, tuple[str, ...]]):
-    """Class names per built-in with images of its own, read from `BUILTINS`."""
-
-    def __getitem__(self, name: str) -> tuple[str, ...]:
-        builtin = BUILTINS.get(name) if name in BUILTINS else None
-        if not isinstance(builtin, BuiltinData):
-            raise KeyError(name)
-        return builtin.labels
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name in builtin_names() if isinstance(BUILTINS.get(name), BuiltinData))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-class _Sources(MutableMapping[str, IdxSource]):
-    """Where each IDX built-in is looked for, read from `BUILTINS`; setting one repoints that built-in (tests point
-    `fashion-mnist` at their own folders), it never adds a data set."""
-
-    def _idx(self, name: str) -> IdxBuiltin:
-        builtin = BUILTINS.get(name) if name in BUILTINS else None
-        if not isinstance(builtin, IdxBuiltin):
-            raise KeyError(name)
-        return builtin
-
-    def __getitem__(self, name: str) -> IdxSource:
-        return self._idx(name).source
-
-    def __setitem__(self, name: str, source: IdxSource) -> None:
-        self._idx(name).source = source
-
-    def __delitem__(self, name: str) -> None:
-        raise TypeError(f"built-in '{name}' keeps a source; remove its file from hgen.compiler.data.builtins instead")
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name in builtin_names() if isinstance(BUILTINS.get(name), IdxBuiltin))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-# Views of the registry for callers that list or patch the built-ins; the registry is the only place they are named.
-BASES: Sequence[str] = _Bases()
-LABELS: Mapping[str, tuple[str, ...]] = _Labels()
-SOURCES: MutableMapping[str, IdxSource] = _Sources()
 VALIDATION_SIZE = 5000
 TEST_ONLY_FRACTIONS = (0.6, 0.1)  # train, validation; the rest is test
 

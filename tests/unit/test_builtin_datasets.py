@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hgen.compiler.data import BASES, LABELS, SOURCES, dataset_names, is_builtin, load_dataset
-from hgen.compiler.data.builtins import BUILTINS, BuiltinData, DemoDefaults, get_builtin
+from hgen.compiler.data import dataset_names, is_builtin, load_dataset
+from hgen.compiler.data.builtins import BUILTINS, BuiltinData, DemoDefaults, builtin_names, get_builtin
 from hgen.compiler.data.builtins.auto import Auto
 from hgen.compiler.data.detection import detection_names, is_detection_spec, load_detection_dataset
 from hgen.compiler.data.sources import IdxSource, RawData
@@ -60,7 +60,7 @@ def test_a_builtin_registered_in_a_file_is_loaded_listed_and_described(monkeypat
         assert data.name == "tiny:noise?variance=0.2" and data.labels == ("square", "bar") and data.note == ""
         assert (len(data.train), len(data.val), len(data.test)) == (60, 10, 30)  # test-only: split 60/10/30
         assert data.input_shape == (28, 28, 1) and data.origin == "the tiny test shapes"
-        assert "tiny" in BASES and "tiny" in dataset_names() and LABELS["tiny"] == Tiny.labels and is_builtin("tiny")
+        assert "tiny" in builtin_names() and "tiny" in dataset_names() and is_builtin("tiny")
         with pytest.raises(UnknownNameError, match=r"valid choices: mnist, fashion-mnist, digits, auto, tiny"):
             load_dataset("nope")
         # what it declares replaces what callers used to look up by name: its detection set and the demo's preset
@@ -70,7 +70,7 @@ def test_a_builtin_registered_in_a_file_is_loaded_listed_and_described(monkeypat
         assert {int(c) for b in boxes.train.boxes for c in b[:, 4]} <= {0, 1}
         assert preset_for("tiny").demands.accuracy == 0.7 and preset_for("tiny").base_epochs == 1
     # removed from the registry, it is gone everywhere: no copy of the names outlives it
-    assert "tiny" not in BASES and "tiny" not in dataset_names() and "tiny-det" not in detection_names()
+    assert "tiny" not in builtin_names() and "tiny" not in dataset_names() and "tiny-det" not in detection_names()
     assert preset_for("tiny") is OWN_DATA
     with pytest.raises(UnknownNameError, match="valid choices: mnist, fashion-mnist, digits, auto \\("):
         load_dataset("tiny")
@@ -104,12 +104,11 @@ def test_auto_fails_when_its_last_preference_is_missing_too(tmp_path: Path, monk
         load_dataset("auto")
 
 
-def test_sources_view_repoints_a_builtin_and_lists_only_idx_ones(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    assert list(SOURCES) == ["mnist", "fashion-mnist"] and list(LABELS) == ["mnist", "fashion-mnist", "digits"]
-    _write_idx(tmp_path / "elsewhere", n=40)
-    monkeypatch.setitem(SOURCES, "mnist", IdxSource("elsewhere", None, "mnist", "none"))
-    assert get_builtin("mnist").source.name == "elsewhere"  # type: ignore[attr-defined]
-    assert len(load_dataset("mnist", root=tmp_path).test) == 12
-    with pytest.raises(KeyError):
-        SOURCES["digits"] = IdxSource("digits", None, "digits", "none")  # no IDX files behind the digits
+def test_hgen_data_auto_says_when_it_fell_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from hgen.compiler.cli.main import main
+
+    _hide_fashion_mnist(tmp_path, monkeypatch)
+    assert main(["data", "auto"]) == 0
+    origin = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("origin"))
+    assert "(FashionMNIST not installed: using" in origin

@@ -4,7 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from hgen.compiler.data import BASES, SOURCES, load_dataset, parse_spec
+from hgen.compiler.data import load_dataset, parse_spec
+from hgen.compiler.data.builtins import builtin_names, get_builtin
 from hgen.compiler.data.idx import read_idx
 from hgen.compiler.data.sources import IdxSource
 from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError, UnknownNameError
@@ -75,7 +76,7 @@ def test_not_found_names_every_path_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     debian = IdxSource("fashion-mnist", str(tmp_path / "debian"), "fashion_mnist",
                        "apt-get install dataset-fashion-mnist")
-    monkeypatch.setitem(SOURCES, "fashion-mnist", debian)
+    monkeypatch.setattr(get_builtin("fashion-mnist"), "source", debian)
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("fashion-mnist:lowres")
     text = str(info.value)
@@ -117,7 +118,7 @@ def test_lowres_removes_detail_finer_than_the_factor():
     # a 1-pixel checkerboard averages to flat grey at 7x7; 4-pixel blocks survive the round trip
     assert np.ptp(lowres(checker, rng, LowResParams(factor=4))) < 0.05
     assert np.ptp(lowres(coarse, rng, LowResParams(factor=4))) > 0.8
-    assert str(parse_spec("D5", BASES)) == "fashion-mnist:lowres?factor=4"  # the paper's alias, no data needed
+    assert str(parse_spec("D5", builtin_names())) == "fashion-mnist:lowres?factor=4"  # the paper's alias, no data needed
 
 
 def test_d5_loads_the_installed_fashion_mnist_at_low_resolution(fashion_mnist_required):

@@ -65,7 +65,7 @@ class BuiltinData(Builtin):
 
 class IdxBuiltin(BuiltinData):
     """A built-in read from IDX files found by `sources.locate` (an explicit root, $HGEN_DATA, Debian, Keras).
-    `source` is per instance so a test can point one data set at its own folders (`SOURCES[name] = ...`)."""
+    `source` is per instance so a test can point one data set at its own folders (`setattr(builtin, "source", ...)`)."""
 
     source: IdxSource
 
