@@ -35,7 +35,7 @@ class BundleConfig(StrictModel):
     def _known_engine(cls, engine: str | None) -> str | None:
         from hgen.runtime.engines import ENGINES
 
-        return engine if engine is None else _registered(engine, ENGINES.names())
+        return engine if engine is None else ENGINES.validate(engine)
 
     @field_validator("engine_options")
     @classmethod
@@ -78,7 +78,7 @@ class SourceConfig(StrictModel):
     def _registered_kind(cls, kind: str) -> str:
         from hgen.edge_agent.sources import SOURCES  # the sources import this module
 
-        return _registered(kind, SOURCES.names())
+        return SOURCES.validate(kind)
 
 
 class GateConfig(StrictModel):
@@ -202,7 +202,7 @@ class PowerConfig(StrictModel):
     def _registered_kind(cls, kind: str) -> str:
         from hgen.edge_agent.adapt.power import POWER_SOURCES  # the readers import this module
 
-        return _registered(kind, POWER_SOURCES.names())
+        return POWER_SOURCES.validate(kind)
 
 
 class AdaptConfig(StrictModel):
@@ -238,12 +238,6 @@ class AgentConfig(StrictModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, title="Telemetry")
     prior: PriorConfig = Field(default_factory=PriorConfig, title="Runtime class prior (SMART)")
     adapt: AdaptConfig = Field(default_factory=AdaptConfig, title="Variants chosen by context (AdaSpring)")
-
-
-def _registered(kind: str, names: list[str]) -> str:
-    if kind not in names:
-        raise ValueError(f"unknown {kind!r}; valid choices: {', '.join(names)}")
-    return kind
 
 
 def _option_problems(model: type[StrictModel], values: Mapping[str, Any]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hgen.hub.aggregators import AGGREGATORS, aggregator_names, option_problems
+from hgen.hub.aggregators import AGGREGATORS, option_problems
 from hgen.hub.errors import HubConfigError
 from hgen.hub.transport_config import (  # noqa: F401 (callers import them from here)
     GrpcConfig,
@@ -21,7 +21,7 @@ from hgen.hub.transport_config import (  # noqa: F401 (callers import them from 
 )
 from hgen.runtime.config import StrictModel, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
-from hgen.runtime.hdnn import DEFAULT_KIND, get_kind, kind_names
+from hgen.runtime.hdnn import DEFAULT_KIND, KINDS, get_kind, kind_names
 
 log = logging.getLogger(__name__)
 # Old top-level hub.yaml keys that are now an aggregator's option: key -> (aggregator, option).
@@ -148,9 +148,7 @@ class ModelConfig(StrictModel):
     @field_validator("kind")
     @classmethod
     def _registered_kind(cls, kind: str) -> str:
-        if kind not in kind_names():
-            raise ValueError(f"unknown H-DNN kind {kind!r}; valid choices: {', '.join(kind_names())}")
-        return kind
+        return KINDS.validate(kind)
 
 
 class FieldConfig(StrictModel):
@@ -274,9 +272,7 @@ class HubConfig(StrictModel):
     @classmethod
     def _registered_aggregator(cls, name: str) -> str:
         """A typo here would pass start-up and then fail every sample's submit (no aggregator of that name)."""
-        if name not in aggregator_names():
-            raise ValueError(f"unknown aggregator {name!r}; valid choices: {', '.join(aggregator_names())}")
-        return name
+        return AGGREGATORS.validate(name)
 
     @model_validator(mode="before")
     @classmethod

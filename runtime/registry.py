@@ -60,6 +60,13 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries())
 
+    def validate(self, name: str, *, also: Sequence[str] = ()) -> str:
+        """For a config field validator: `name` when registered (or one of the field's own `also` words, like
+        `auto`), else a ValueError listing the choices, which pydantic reports under the field's key path."""
+        if name not in self._entries() and name not in also:
+            raise ValueError(f"unknown {self.kind} {name!r}; valid choices: {', '.join([*also, *self.names()])}")
+        return name
+
     def check_choice(self, chosen: Sequence[str], *, allow_none: bool = False) -> None:
         """A selection of backends (a bundle's engines, its web runtimes): distinct known names, at least one unless
         `allow_none`; the error lists the valid choices."""

@@ -69,9 +69,7 @@ class DemoConfig(StrictModel):
     def _known_transport(cls, value: str) -> str:
         from hgen.edge_agent.transports import TRANSPORTS
 
-        if value != "auto" and value not in TRANSPORTS:
-            raise ValueError(f"expected auto or one of {', '.join(TRANSPORTS.names())}, got {value!r}")
-        return value
+        return TRANSPORTS.validate(value, also=("auto",))
 
 
 def demo_config(**values: Any) -> DemoConfig:

@@ -59,7 +59,7 @@ def test_engine_options_are_checked_against_the_engine_registry_and_each_engines
     assert "bundle.engine_options.litert.num_thread: unknown option" in text
     assert "bundle.engine_options.litert.xnnpack: Input should be a valid boolean" in text
     assert "bundle.engine_options.tvm.input_quantization.scale: Input should be greater than 0" in text
-    assert "bundle.engine: Value error, unknown 'litrt'" in refused(bundle=BASE["bundle"] | {"engine": "litrt"})
+    assert "bundle.engine: Value error, unknown engine 'litrt'" in refused(bundle=BASE["bundle"] | {"engine": "litrt"})
     # only the options given are checked: tvm's shapes come from the signed manifest at load
     fine = {"litert": {"num_threads": 2}, "tvm": {"entry": "main"}, "null": {"num_classes": 3}}
     assert parse_agent_config(BASE | {"bundle": BASE["bundle"] | {"engine_options": fine}}).bundle.engine_options \
@@ -67,9 +67,9 @@ def test_engine_options_are_checked_against_the_engine_registry_and_each_engines
 
 
 def test_source_and_battery_kinds_are_the_registries_names() -> None:
-    assert "source.kind: Value error, unknown 'vidoe'; valid choices: camera, images, url, video, y4m" in \
+    assert "source.kind: Value error, unknown frame source 'vidoe'; valid choices: camera, images, url, video, y4m" in \
         refused(source={"kind": "vidoe", "uri": "v"})
-    assert "adapt.power.kind: Value error, unknown 'acpi'; valid choices: sysfs, trace" in \
+    assert "adapt.power.kind: Value error, unknown power source 'acpi'; valid choices: sysfs, trace" in \
         refused(adapt={"power": {"kind": "acpi"}})
     config = parse_agent_config(BASE | {"source": {"kind": "y4m", "uri": "v.y4m"}, "adapt": {"power": {"kind": "trace"}}})
     assert (config.source.kind, config.adapt.power.kind) == ("y4m", "trace")

@@ -74,6 +74,6 @@ def test_the_demo_runs_a_registered_transport_and_starts_a_broker_only_for_one_t
     from hgen.edge_agent.transports import TRANSPORTS
 
     assert demo_config(transport="grpc").transport == "grpc"
-    with pytest.raises(InvalidArgumentError, match="transport: .*expected auto or one of grpc, mqtt, got 'http'"):
+    with pytest.raises(InvalidArgumentError, match="transport: .*unknown hub transport 'http'; valid choices: auto, grpc, mqtt"):
         demo_config(transport="http")
     assert {name: TRANSPORTS.get(name).via_broker for name in TRANSPORTS.names()} == {"grpc": False, "mqtt": True}

@@ -82,3 +82,14 @@ def test_config_file_must_be_a_mapping(tmp_path):
         load_config_file(Outer, path)
     path.write_text("name: x\ninner: {port: 80}\n")
     assert load_config_file(Outer, path).inner.port == 80
+
+
+def test_validate_names_the_kind_and_the_choices_with_a_fields_own_words() -> None:
+    """The one check every config validator uses on a registered name: pydantic puts it under the key path."""
+    from hgen.edge_agent.transports import TRANSPORTS
+
+    assert TRANSPORTS.validate("grpc") == "grpc" and TRANSPORTS.validate("auto", also=("auto",)) == "auto"
+    with pytest.raises(ValueError, match="unknown hub transport 'auto'; valid choices: grpc, mqtt"):
+        TRANSPORTS.validate("auto")
+    with pytest.raises(ValueError, match="unknown hub transport 'http'; valid choices: auto, grpc, mqtt"):
+        TRANSPORTS.validate("http", also=("auto",))
