@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.sinks import SinkConfig
-from hgen.runtime.config import StrictModel, format_validation_error, load_config_file, parse_config
+from hgen.runtime.config import StrictModel, backend_option_problems, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 
 
@@ -43,12 +43,7 @@ class BundleConfig(StrictModel):
         """A misspelt engine (`litrt`) or option is refused here by key path, not ignored or found at load."""
         from hgen.runtime.engines import ENGINES
 
-        problems = []
-        for name, values in options.items():
-            if name not in ENGINES:
-                problems.append(f"{name}: unknown engine; valid choices: {', '.join(ENGINES.names())}")
-            else:
-                problems += [f"{name}.{line}" for line in _option_problems(ENGINES.get(name).Config, values)]
+        problems = backend_option_problems(ENGINES, options, each_key=True)  # shapes come from the manifest
         if problems:
             raise ValueError("\n".join(f"bundle.engine_options.{line}" for line in problems))
         return options
@@ -238,23 +233,6 @@ class AgentConfig(StrictModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, title="Telemetry")
     prior: PriorConfig = Field(default_factory=PriorConfig, title="Runtime class prior (SMART)")
     adapt: AdaptConfig = Field(default_factory=AdaptConfig, title="Variants chosen by context (AdaSpring)")
-
-
-def _option_problems(model: type[StrictModel], values: Mapping[str, Any]) -> list[str]:
-    """`key: message` for each option the engine's config refuses. Each given key is checked on its own: the rest
-    (the model's shapes, for tvm) come from the signed manifest when the bundle is loaded."""
-    problems = []
-    for key, value in values.items():
-        field = model.model_fields.get(key)
-        if field is None:
-            problems.append(f"{key}: unknown option; valid: {', '.join(model.model_fields)}")
-            continue
-        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-        try:
-            TypeAdapter(annotation).validate_python(value)
-        except ValidationError as exc:
-            problems += format_validation_error(exc, key).splitlines()
-    return problems
 
 
 def parse_agent_config(data: Mapping[str, Any] | None, source: str = "agent config") -> AgentConfig:

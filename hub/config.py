@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hgen.hub.aggregators import AGGREGATORS, option_problems
+from hgen.hub.aggregators import AGGREGATORS
 from hgen.hub.errors import HubConfigError
 from hgen.hub.transport_config import (  # noqa: F401 (callers import them from here)
     GrpcConfig,
@@ -19,7 +19,7 @@ from hgen.hub.transport_config import (  # noqa: F401 (callers import them from 
     MqttConfig,
     MqttTlsConfig,
 )
-from hgen.runtime.config import StrictModel, load_config_file, parse_config
+from hgen.runtime.config import StrictModel, backend_option_problems, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 from hgen.runtime.hdnn import DEFAULT_KIND, KINDS, get_kind, kind_names
 
@@ -287,7 +287,7 @@ class HubConfig(StrictModel):
     @classmethod
     def _known_aggregator_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """A misspelt aggregator (`dawid_skeen`) or option (`histroy`) is refused here by key path, not ignored."""
-        problems = option_problems(options)
+        problems = backend_option_problems(AGGREGATORS, options)
         if problems:
             raise ValueError("\n".join(f"aggregator_options.{line}" for line in problems))
         return options

@@ -11,9 +11,10 @@ from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from hgen.runtime.errors import ConfigError
+from hgen.runtime.registry import Registry
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,6 +60,50 @@ def load_config_file(model: type[M], path: str | Path, *, error: type[Exception]
     if data is not None and not isinstance(data, Mapping):
         raise error(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
     return parse_config(model, data, source=str(path), error=error)
+
+
+def backend_option_problems(registry: Registry[Any], options: Mapping[str, Mapping[str, Any]], *,
+                            each_key: bool = False) -> list[str]:
+    """`name.key: message` for each backend name `registry` lacks or option its backend's `Config` refuses, with the
+    valid choices: per-backend options in a config (engine_options, aggregator_options) are checked at load, by key
+    path. `each_key`: check each given key on its own, for options whose other fields come from elsewhere (the
+    tvm engine's shapes come from the bundle)."""
+    problems = []
+    for name, values in options.items():
+        if name not in registry:
+            problems.append(f"{name}: unknown {registry.kind}; valid choices: {', '.join(registry.names())}")
+            continue
+        model: type[BaseModel] = registry.get(name).Config
+        problems += _each_key_problems(model, values, name) if each_key else _whole_problems(model, values, name)
+    return problems
+
+
+def _unknown_option(model: type[BaseModel]) -> str:
+    return f"unknown option; valid: {', '.join(model.model_fields) or '(none: it takes no options)'}"
+
+
+def _whole_problems(model: type[BaseModel], values: Mapping[str, Any], name: str) -> list[str]:
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        return [line.removesuffix("unknown key") + _unknown_option(model) if line.endswith(": unknown key") else line
+                for line in format_validation_error(exc, name).splitlines()]
+    return []
+
+
+def _each_key_problems(model: type[BaseModel], values: Mapping[str, Any], name: str) -> list[str]:
+    problems = []
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            problems.append(f"{name}.{key}: {_unknown_option(model)}")
+            continue
+        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        try:
+            TypeAdapter(annotation).validate_python(value)
+        except ValidationError as exc:
+            problems += format_validation_error(exc, f"{name}.{key}").splitlines()
+    return problems
 
 
 def _type_name(annotation: Any) -> str:

@@ -7,15 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
-
-from pydantic import ValidationError
+from typing import ClassVar, Protocol
 
 from hgen.hub.errors import UnknownAggregatorError
 from hgen.protos import hub_pb2
-from hgen.runtime.config import StrictModel, format_validation_error
+from hgen.runtime.config import StrictModel
 from hgen.runtime.hdnn import HDNNKind
 from hgen.runtime.registry import Registry
 
@@ -72,24 +70,6 @@ def get_aggregator(name: str, config: StrictModel | None = None) -> Aggregator:
 
 def aggregator_names() -> list[str]:
     return AGGREGATORS.names()
-
-
-def option_problems(options: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """`name.key: message` for each aggregator name or option its strategy's `Config` refuses (hub.yaml's
-    aggregator_options), with the valid choices, so every mistake is found at load rather than at aggregation."""
-    problems = []
-    for name, values in options.items():
-        if name not in AGGREGATORS:
-            problems.append(f"{name}: unknown aggregator; valid choices: {', '.join(aggregator_names())}")
-            continue
-        model = AGGREGATORS.get(name).Config
-        try:
-            model.model_validate(values)
-        except ValidationError as exc:
-            valid = f"unknown option; valid: {', '.join(model.model_fields) or '(none: it takes no options)'}"
-            problems += [line.removesuffix("unknown key") + valid if line.endswith(": unknown key") else line
-                         for line in format_validation_error(exc, name).splitlines()]
-    return problems
 
 
 def class_labels(answers: Sequence[hub_pb2.Answer]) -> list[tuple[str, int]]:
