@@ -25,14 +25,15 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, error: type[Exception] = UnknownChoiceError, package: str | None = None) -> None:
         self.kind = kind
+        self.package = package  # where its plugins live (None: they register from wherever they are defined)
         self._error = error
-        self._package = package
+        self._discovered = package is None
         self._items: dict[str, T] = {}
 
     def _entries(self) -> dict[str, T]:
-        if self._package is not None:
-            _discover(self._package)  # a plugin that fails to import raises here, and the next use tries again
-            self._package = None
+        if not self._discovered and self.package is not None:
+            _discover(self.package)  # a plugin that fails to import raises here, and the next use tries again
+            self._discovered = True
         return self._items
 
     def register(self, name: str) -> Callable[[T], T]:

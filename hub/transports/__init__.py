@@ -9,6 +9,7 @@ from __future__ import annotations
 from hgen.hub.transports.base import HubTransport, UnknownHubTransportError
 from hgen.runtime.registry import Registry
 
-HUB_TRANSPORTS: Registry[type[HubTransport]] = Registry("hub transport", UnknownHubTransportError, package=__name__)
+HUB_TRANSPORTS: Registry[type[HubTransport]] = Registry("hub-side transport", UnknownHubTransportError,
+                                                      package=__name__)
 
 __all__ = ["HUB_TRANSPORTS", "HubTransport", "UnknownHubTransportError"]
