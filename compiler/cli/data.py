@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hgen.compiler.cli import VERBS, Verb
 from hgen.compiler.errors import InvalidArgumentError
@@ -54,14 +55,23 @@ def run(args: argparse.Namespace) -> None:
     else:
         data = load_dataset(args.spec, root=args.root, seed=args.seed, allow_download=args.download,
                             limit=args.limit)
-    print(f"dataset   {data.name}")
-    print(f"origin    {data.origin}" + (f" ({data.note})" if data.note else ""))
-    print(f"splits    train {len(data.train)}, validation {len(data.val)}, test {len(data.test)}")
-    print(f"input     {data.input_shape} float32 in [0, 1]")
-    print(f"classes   {', '.join(data.labels)}")
+    _say(f"dataset   {data.name}")
+    _say(f"origin    {data.origin}" + (f" ({data.note})" if data.note else ""))
+    _say(f"splits    train {len(data.train)}, validation {len(data.val)}, test {len(data.test)}")
+    _say(f"input     {data.input_shape} float32 in [0, 1]")
+    _say(f"classes   {', '.join(data.labels)}")
     report = getattr(data, "report", None)
     if report is not None and report.unreadable:
-        print(f"unreadable {len(report.unreadable)} file(s) skipped (see `hgen data inspect`)")
+        _say(f"unreadable {len(report.unreadable)} file(s) skipped (see `hgen data inspect`)")
+    if report is not None and report.dropped:
+        _say(f"dropped   {len(report.dropped)} label(s) left out (see `hgen data inspect`)")
+
+
+def _say(line: str) -> None:
+    """Print a line whatever the terminal's encoding: a file name that is not valid UTF-8 (Python keeps its bytes
+    as surrogates) is shown escaped instead of ending the command with a UnicodeEncodeError."""
+    encoding = sys.stdout.encoding or "utf-8"
+    print(line.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -72,7 +82,7 @@ def _inspect(args: argparse.Namespace) -> None:
     result = inspect_dataset(args.path, out_dir=args.out, seed=args.seed, limit=args.limit, format=args.format,
                              image=_image_options(args))
     for line in result.lines():
-        print(line)
+        _say(line)
 
 
 VERBS.add("data", Verb("data", "resolve a dataset spec and describe it; 'data inspect PATH' checks a data set",

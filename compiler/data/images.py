@@ -30,7 +30,8 @@ from hgen.runtime.preprocess import composite_on_black, fit, grey, normalise, pl
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The edge agent's `images` source reads the same suffixes (any case), so what trains is what the device can replay.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; a 48 MP phone photo passes, a 20000 x 20000 bomb does not
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -135,6 +136,9 @@ def _open(path: Path, max_pixels: int) -> PILImage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
+    except FileNotFoundError:
+        kind = "a broken symbolic link" if path.is_symlink() else "the file is gone"
+        raise UnreadableImageError(f"{path}: not a readable image ({kind})") from None
     except Image.DecompressionBombError as exc:  # over Pillow's own limit (about 179 M pixels)
         raise ImageTooLargeError(f"{path}: {exc}; refused before decoding (max_pixels is {max_pixels:,})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

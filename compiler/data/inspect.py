@@ -21,6 +21,7 @@ from hgen.runtime.config import StrictModel
 
 SHEET_IMAGES = 64  # per class
 MIN_CELL = 64  # small inputs are scaled up (nearest) so a sheet is readable
+SHOWN_LINES = 10  # of the ignored files and dropped labels (COCO's crowd boxes alone are thousands)
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,20 @@ class Inspection:
                 out.append(f"oversized {len(report.oversized)} (skipped)")
                 out.extend(f"  {line}" for line in report.oversized)
             if report.ignored:
-                out.append(f"ignored   {len(report.ignored)} non-image file(s), e.g. {report.ignored[0]}")
+                out.append(f"ignored   {len(report.ignored)} file(s) not used")
+                out.extend(_first(report.ignored))
+            if report.dropped:
+                out.append(f"dropped   {len(report.dropped)} label(s) left out")
+                out.extend(_first(report.dropped))
         if self.sheets:
             out.append(f"sheets    {len(self.sheets)} contact sheet(s) in {self.sheets[0].parent}")
         return out
+
+
+def _first(lines: tuple[str, ...]) -> list[str]:
+    """The first SHOWN_LINES lines, indented, and how many more there are."""
+    shown = [f"  {line}" for line in lines[:SHOWN_LINES]]
+    return shown + ([f"  ... and {len(lines) - SHOWN_LINES} more"] if len(lines) > SHOWN_LINES else [])
 
 
 def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int = 0, limit: int | None = None,

@@ -45,7 +45,8 @@ class LoadReport:
     set_cached: bool  # the whole assembled set came memory-mapped from the cache
     unreadable: tuple[str, ...] = ()  # "path: reason", skipped
     oversized: tuple[str, ...] = ()  # "path: reason", skipped (on_oversized="skip")
-    ignored: tuple[str, ...] = ()  # non-image files in the layout
+    ignored: tuple[str, ...] = ()  # non-image files in the layout (and label files without an image)
+    dropped: tuple[str, ...] = ()  # "where: why" of each label entry the format left out (empty or crowd boxes)
     carved: tuple[str, ...] = ()  # splits carved from train because the source had none
     modes: dict[str, int] = field(default_factory=dict)  # Pillow modes of the readable files
     sizes: tuple[tuple[int, int], ...] = ()  # (width, height) of each readable file
@@ -158,6 +159,13 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
             unreadable.append(str(exc))
     colour = any(h.colour for h in headers.values())
     pre = options.preprocess(catalog.default_size, 3 if colour else 1)
+    for i in [i for i in order if i in headers]:
+        problem = _size_problem(catalog.records[i], headers[i], pre.exif_transpose)
+        if problem is not None:
+            if options.on_unreadable == "error":
+                raise problem
+            del headers[i]
+            unreadable.append(str(problem))
     readable = [i for i in order if i in headers]
 
     def check(found: Decoded) -> None:
@@ -184,10 +192,26 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
         splits[split] = RawSplit(xs, np.array([r.label for r in recs], np.int64), boxes,
                                  tuple(str(r.path) for r in recs))
     report = LoadReport(catalog.format, catalog.origin, len(order), decoded.decoded, decoded.cached, decoded.set_cached,
-                        tuple(unreadable), tuple(oversized), catalog.ignored, carved,
+                        tuple(unreadable), tuple(oversized), catalog.ignored, catalog.dropped, carved,
                         dict(Counter(headers[i].mode for i in kept)),
                         tuple(headers[i].upright(pre.exif_transpose) for i in kept))
     return Loaded(catalog, pre, splits, report)
+
+
+def _size_problem(record: Record, header: Header, exif_transpose: bool) -> UnreadableImageError | None:
+    """A file whose shape is not the one its labels were drawn on (the format's recorded size, e.g. COCO's width and
+    height): its normalised boxes would land in the wrong place. A proportional resize is fine; a changed aspect
+    ratio, or a camera's EXIF rotation the labelling tool did not apply, is not."""
+    if record.size is None:
+        return None
+    width, height = header.upright(exif_transpose)
+    said_w, said_h = record.size
+    if abs(said_w / said_h - width / height) <= 0.01 * width / height:
+        return None
+    turned = (width, height) != header.upright(False)
+    rotated = " once its EXIF orientation is applied" if turned else ""
+    return UnreadableImageError(f"{record.path}: the labels were drawn on {said_w:g} x {said_h:g}, the image is "
+                                f"{width} x {height}{rotated}; its boxes would be misplaced, so it is left out")
 
 
 def _check_policy(catalog: Catalog, order: list[int], readable: list[int], skipped: frozenset[int],
@@ -195,7 +219,8 @@ def _check_policy(catalog: Catalog, order: list[int], readable: list[int], skipp
     if order and len(unreadable) > options.max_unreadable_fraction * len(order):
         raise UnreadableImageError(
             f"{len(unreadable)} of {len(order)} files in {catalog.origin} are unreadable (over the "
-            f"max_unreadable_fraction of {options.max_unreadable_fraction:g}): "
+            f"max_unreadable_fraction of {options.max_unreadable_fraction:g}; fix or remove them, or allow more with "
+            f"?max_unreadable_fraction=... in the spec): "
             + "; ".join(unreadable[:10]) + (" ..." if len(unreadable) > 10 else ""))
     kept = [i for i in readable if i not in skipped]
     if not kept:

@@ -10,6 +10,7 @@ shared (`hgen.compiler.data.reader`). Each format has a strict typed `Config`.
 
 from __future__ import annotations
 
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,13 +33,15 @@ Task = Literal["classify", "detect"]
 class Record:
     """One image file: its class (classification) or boxes (detection), and its split when the layout fixes it.
 
-    `boxes` is [k, 5] (x0, y0, x1, y1 normalised to the original image, class index).
+    `boxes` is [k, 5] (x0, y0, x1, y1 normalised to the original image, class index). `size` is the (width, height)
+    the labels were drawn on, when the format records it (COCO): the reader refuses a file of another shape.
     """
 
     path: Path
     label: int = -1
     split: str | None = None
     boxes: np.ndarray | None = None
+    size: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Catalog:
     records: tuple[Record, ...]
     origin: str
     ignored: tuple[str, ...] = field(default=())  # files present but not images (named in `inspect`)
+    dropped: tuple[str, ...] = field(default=())  # "where: why" of each label entry left out (empty or crowd boxes)
     default_size: tuple[int, int] = (96, 96)
     shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # for records without a split
     # In-memory formats (IDX, the built-in MNIST family) give uint8 images [n, h, w] or [n, h, w, c] per split
@@ -159,17 +163,43 @@ def split_name(text: str, where: str) -> str:
     return name
 
 
+def class_name(text: str) -> str:
+    """A class name as text the bundle can store and people can compare: NFC (macOS writes folder names decomposed,
+    so 'café' typed in classes.txt would not match the folder), and bytes that are not UTF-8 (a folder named on an
+    old Windows, kept by Python as surrogates that no JSON, protobuf or terminal accepts) shown as \\xNN."""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return unicodedata.normalize("NFC", text)
+
+
 def read_classes_file(path: Path) -> tuple[str, ...] | None:
-    """One class name per line (blank lines and # comments skipped); None when the file is absent."""
+    """One class name per line (blank lines and # comments skipped, a UTF-8 byte-order mark allowed); None when the
+    file is absent."""
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text().splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(f"{path}: cannot read the class names as UTF-8 text ({exc})") from None
+    names = [class_name(line.strip()) for line in text.splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise DatasetFormatError(f"{path}: lists no class names")
     if len(set(names)) != len(names):
         raise DatasetFormatError(f"{path}: a class name is listed twice")
     return tuple(names)
+
+
+# Image types cameras and tools write that hgen does not train on (the device's OpenCV may not decode them): named
+# when passed over, so a phone's folder of .HEIC photos is not a silent "no images".
+FOREIGN_IMAGES = (".heic", ".heif", ".avif", ".gif", ".jp2", ".jxl", ".dng", ".cr2", ".nef", ".arw")
+
+
+def ignored_note(path: Path) -> str:
+    """How a file the layout passes over is reported: its path, and why when it is an image of another type."""
+    if path.suffix.lower() in FOREIGN_IMAGES:
+        return f"{path}: a {path.suffix} image, a type hgen does not read (convert it to JPEG or PNG)"
+    return str(path)
 
 
 def is_image(path: Path) -> bool:

@@ -1,6 +1,8 @@
 """`csv`: a manifest `path,label[,split]` with a header row; paths are relative to the manifest's folder.
 
-Class names: `classes.txt` beside the manifest (its order; every label must be listed), else the sorted labels.
+Class names: `classes.txt` beside the manifest (its order; every label must be listed), else the sorted labels
+(Unicode NFC, as the folder format's). A path written on Windows (`images\\cat\\1.jpg`) or in the other Unicode
+normal form than the file on disk (macOS) is found all the same.
 Rows without a split (no column, or an empty cell) go to the shared seeded stratified split (`shares`).
 A row naming a missing file is an error (MissingImageError lists them); corrupt files follow the reader's policy.
 """
@@ -8,11 +10,13 @@ A row naming a missing file is an error (MissingImageError lists them); corrupt 
 from __future__ import annotations
 
 import csv
+import unicodedata
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from hgen.compiler.data.formats import FORMATS, Catalog, DataFormat, Record, read_classes_file, split_name
+from hgen.compiler.data.formats import (FORMATS, Catalog, DataFormat, Record, class_name, read_classes_file,
+                                        split_name)
 from hgen.compiler.data.formats.folder import check_shares
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
@@ -30,6 +34,20 @@ class CsvConfig(StrictModel):
                                                "without a split")
 
     validate_shares = field_validator("shares")(check_shares)
+
+
+def find_image(base: Path, rel: str) -> Path:
+    """The file a manifest row names: as written, else with Windows separators turned into '/' and in either Unicode
+    normal form (the manifest was typed on one system, the files copied from another); as written when none is."""
+    written = (base / rel).expanduser()
+    if written.is_file():
+        return written
+    text = rel.replace("\\", "/")
+    for form in ("NFC", "NFD"):
+        candidate = (base / unicodedata.normalize(form, text)).expanduser()
+        if candidate.is_file():
+            return candidate
+    return written
 
 
 def manifest_in(path: Path) -> Path | None:
@@ -73,12 +91,13 @@ class CsvFormat(DataFormat):
         missing: list[str] = []
         for line, row in enumerate(rows, start=2):
             where = f"{manifest}:{line}"
-            rel, label = (row.get(config.path_column) or "").strip(), (row.get(config.label_column) or "").strip()
+            rel = (row.get(config.path_column) or "").strip()
+            label = class_name((row.get(config.label_column) or "").strip())
             if not rel or not label:
                 raise LabelError(f"{where}: empty path or label")
             cell = (row.get(config.split_column) or "").strip()
             split = split_name(cell, where) if cell else None
-            image = (base / rel).expanduser()
+            image = find_image(base, rel)
             if not image.is_file():
                 missing.append(rel)
             entries.append((image, label, split))

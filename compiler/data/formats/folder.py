@@ -1,7 +1,11 @@
-"""`folder`: ROOT/<class>/*.{jpg,jpeg,png,bmp,webp}, or ROOT/{train,val,test}/<class>/... when split folders exist.
+"""`folder`: ROOT/<class>/*.{jpg,jpeg,png,bmp,webp,tif,tiff,pgm,ppm} (any case), or ROOT/{train,val,test}/<class>/...
+when split folders exist.
 
-Class names come from the folder names (sorted), or from `classes.txt` in ROOT (its order, and every listed class
-must have images). Without split folders, the shared reader makes a seeded, stratified split (`shares`).
+Class names come from the folder names (sorted; Unicode NFC, so a folder named on macOS matches classes.txt), or from
+`classes.txt` in ROOT (its order, and every listed class must have images). Hidden files and folders (`.DS_Store`,
+macOS `._*` and `__MACOSX`) are passed over; other files are reported as ignored; a broken symbolic link named like
+an image is kept so the reader reports it as unreadable. Without split folders, the shared reader makes a seeded,
+stratified split (`shares`).
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from hgen.compiler.data.formats import (FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, is_image,
-                                        read_classes_file, visible)
+from hgen.compiler.data.formats import (FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name,
+                                        ignored_note, is_image, read_classes_file, visible)
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError
 from hgen.runtime.config import StrictModel
 
@@ -34,10 +38,14 @@ class FolderConfig(StrictModel):
 def _images(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
     images, ignored = [], []
     for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        if any(not visible(Path(part)) for part in path.relative_to(folder).parts) or not path.is_file():
+        if any(not visible(Path(part)) for part in path.relative_to(folder).parts):
+            continue
+        if not path.is_file():
+            if path.is_symlink() and not path.exists() and is_image(path):
+                images.append(path)  # a broken link: the reader names it among the unreadable files
             continue
         (images if is_image(path) else ignored).append(path)
-    return images, [str(p) for p in ignored]
+    return images, [ignored_note(p) for p in ignored]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -78,20 +86,24 @@ class FolderFormat(DataFormat):
                                          f"a split folder, or remove the split folders")
         roots = {name: folder for name, folder in splits.items()} if splits else {None: path}
         found: dict[str, list[tuple[Path, str | None]]] = {}
+        folders: dict[str, list[Path]] = {}
         ignored: list[str] = []
         for split, root in roots.items():
             for class_dir in _class_dirs(root):
                 images, skipped = _images(class_dir, config.recursive)
                 ignored.extend(skipped)
-                found.setdefault(class_dir.name, []).extend((p, split) for p in images)
+                name = class_name(class_dir.name)
+                found.setdefault(name, []).extend((p, split) for p in images)
+                folders.setdefault(name, []).append(class_dir)
             loose = [p for p in root.iterdir() if p.is_file() and is_image(p)]
             if loose:
                 raise DatasetFormatError(f"{root}: {len(loose)} image(s) lie directly in the folder (e.g. "
                                          f"{loose[0].name}); put each image in a sub-folder named after its class")
         listed = read_classes_file(path / config.classes_file)
         if not found or not any(found.values()):
+            passed = f"; passed over {len(ignored)} other file(s), e.g. {ignored[0]}" if ignored else ""
             raise EmptyDatasetError(f"{path}: no images found (expected {'ROOT/<split>/' if splits else 'ROOT/'}"
-                                    f"<class>/*.jpg|png|...)")
+                                    f"<class>/*.jpg|png|...){passed}")
         if listed is not None:
             unlisted = sorted(set(found) - set(listed))
             if unlisted:
@@ -102,8 +114,10 @@ class FolderFormat(DataFormat):
             labels = tuple(sorted(found))
         for name in labels:
             if not found.get(name):
-                where = ", ".join(str(root / name) for root in roots.values())
-                raise EmptyDatasetError(f"class '{name}' has no images (looked in {where})")
+                places = folders.get(name) or [root / name for root in roots.values()]
+                where = ", ".join(str(place) for place in places)
+                raise EmptyDatasetError(f"class '{name}' has no images (looked in {where}); add images, or remove "
+                                        f"the folder{' and its line in ' + config.classes_file if listed else ''}")
         index = {name: i for i, name in enumerate(labels)}
         records = tuple(Record(p, index[name], split) for name in labels for p, split in found[name])
         return Catalog(self.name, self.task, labels, records, str(path), tuple(ignored), shares=config.shares)

@@ -1,0 +1,196 @@
+"""The image files people actually have, generated here: phone JPEGs with an EXIF rotation, 16-bit, alpha, palette,
+CMYK and grey files, BMP/TIFF/WebP/PGM, upper-case suffixes; class folders named with spaces, accents (as macOS
+writes them, decomposed) or bytes that are not UTF-8; macOS debris, empty, truncated and fake images, broken links.
+Good images load as a viewer shows them; bad ones are skipped and named; nothing ends in a raw traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import unicodedata
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from hgen.compiler.cli.main import main
+from hgen.compiler.data import load_dataset
+from hgen.compiler.data.images import decode_image
+from hgen.compiler.errors import EmptyDatasetError, UnreadableImageError
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HGEN_CACHE", str(tmp_path / "cache"))
+
+
+def halves(height: int = 20, width: int = 40) -> np.ndarray:
+    """Red left half, blue right half: any rotation or channel swap shows."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2] = RED
+    image[:, width // 2:] = BLUE
+    return image
+
+
+def write(path: Path, array: np.ndarray, **save: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **save)
+    return path
+
+
+def test_a_sideways_phone_photo_is_upright_as_a_viewer_shows_it(tmp_path: Path) -> None:
+    """EXIF orientation 6 (the camera was turned clockwise) and 8: decoded upright, as OpenCV's IMREAD_COLOR and
+    every viewer show it (IMREAD_UNCHANGED would not)."""
+    for tag, top in ((6, RED), (8, BLUE)):
+        image = Image.fromarray(halves())
+        exif = image.getexif()
+        exif[0x0112] = tag
+        path = tmp_path / f"phone{tag}.JPG"
+        image.save(path, format="JPEG", exif=exif.tobytes(), quality=95)
+        upright = decode_image(path, 3)
+        assert upright.shape == (40, 20, 3)
+        assert np.abs(upright[:15].mean(axis=(0, 1)) - top).max() < 8
+        viewer = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]  # the orientation OpenCV applies
+        assert np.abs(viewer.astype(int) - upright.astype(int)).max() < 8
+
+
+def _sixteen_bit(path: Path, colour: bool) -> Path:
+    ramp = (np.linspace(0, 65535, 40)[None, :] * np.ones((20, 1))).astype(np.uint16)
+    cv2.imwrite(str(path), np.stack([ramp, ramp // 2, np.full_like(ramp, 65535)], -1) if colour else ramp)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["png16-grey", "png16-colour", "tiff16-grey", "alpha", "palette", "palette-alpha",
+                                  "la", "cmyk", "grey-jpeg", "bmp", "tiff", "webp", "ppm", "pgm", "upper"])
+def test_every_common_encoding_decodes_to_the_picture(tmp_path: Path, kind: str) -> None:
+    """Each file decodes to 8-bit RGB with the colours a viewer shows (16-bit scaled, transparency on black)."""
+    rgb = Image.fromarray(halves())
+    rgba = np.dstack([halves(), np.full((20, 40), 255, np.uint8)])
+    rgba[:, :5, 3] = 0  # a transparent strip at the left
+    path = tmp_path / {"upper": "x.PNG", "cmyk": "x.jpg", "grey-jpeg": "x.jpg", "bmp": "x.bmp", "tiff": "x.tif",
+                       "webp": "x.webp", "ppm": "x.ppm", "pgm": "x.pgm", "tiff16-grey": "x.tiff"}.get(kind, "x.png")
+    if kind.startswith(("png16", "tiff16")):
+        _sixteen_bit(path, kind.endswith("colour"))
+    elif kind in ("alpha", "la"):
+        Image.fromarray(rgba, "RGBA").convert("LA" if kind == "la" else "RGBA").save(path)
+    elif kind.startswith("palette"):
+        marked = halves()
+        marked[:, :5] = (0, 255, 0)  # the strip that becomes transparent
+        palette = Image.fromarray(marked).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+        palette.save(path, **({"transparency": int(np.asarray(palette)[0, 0])} if kind == "palette-alpha" else {}))
+    else:
+        {"cmyk": rgb.convert("CMYK"), "grey-jpeg": rgb.convert("L"), "pgm": rgb.convert("L")}.get(kind, rgb).save(
+            path, **({"format": "PNG"} if kind == "upper" else {}))
+    image = decode_image(path, 3).astype(int)
+    assert image.shape == (20, 40, 3) and image.dtype == np.int64
+    left, right = image[:, 10:18].mean(axis=(0, 1)), image[:, 25:].mean(axis=(0, 1))
+    if kind.endswith("grey") or kind in ("grey-jpeg", "pgm", "la"):
+        if kind.startswith(("png16", "tiff16")):
+            assert image[0, 0].max() == 0 and image[0, -1].min() == 255  # the full 16-bit range, scaled
+        else:
+            assert abs(left[0] - 76) < 4 and abs(right[0] - 29) < 4  # ITU-R 601 luma of red and blue
+    elif kind == "png16-colour":
+        assert image[0, 0].tolist() == [255, 0, 0] and image[0, -1].tolist() == [255, 127, 255]
+    else:
+        assert np.abs(left - RED).max() < 8 and np.abs(right - BLUE).max() < 8
+    if kind in ("alpha", "la", "palette-alpha"):
+        assert image[:, :4].max() == 0  # transparent pixels composited on black
+
+
+def _own_folder(root: Path) -> Path:
+    """Class folders with a space, an NFD accent (as macOS writes), TIFF/PPM/upper-case files and macOS debris."""
+    rng = np.random.default_rng(0)
+    names = {"with space": "png", unicodedata.normalize("NFD", "café"): "tif", "Ünïcode": "JPG"}
+    for k, (name, suffix) in enumerate(names.items()):
+        for i in range(6):
+            colour = np.clip(rng.normal(80 * k + 40, 10, (16, 16, 3)), 0, 255).astype(np.uint8)
+            write(root / name / f"img {i}.{suffix}", colour, format={"JPG": "JPEG", "tif": "TIFF"}.get(suffix, "PNG"))
+    write(root / "Ünïcode" / "extra.ppm", np.full((16, 16, 3), 200, np.uint8))
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + bytes(64))
+    (root / "with space" / "._img 0.png").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X        " + bytes(32))
+    (root / "__MACOSX" / "with space").mkdir(parents=True)
+    (root / "__MACOSX" / "with space" / "._img 1.png").write_bytes(b"\0\5\26\7")
+    (root / "with space" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\30ftypheic" + bytes(32))
+    return root
+
+
+def test_tiff_ppm_and_accented_folders_load_and_macos_debris_is_passed_over(tmp_path: Path) -> None:
+    root = _own_folder(tmp_path / "own")
+    (root / "classes.txt").write_text("\ufeffwith space\ncafé\nÜnïcode\n")  # a BOM, and 'café' typed in NFC
+    data = load_dataset(str(root), image={"size": 16})
+    assert data.labels == ("with space", "café", "Ünïcode")
+    assert sum(map(len, (data.train, data.val, data.test))) == 19  # the .tif and .ppm files count
+    assert data.report.unreadable == ()
+    assert data.report.ignored == (f"{root / 'with space' / 'IMG_0001.HEIC'}: a .HEIC image, a type hgen does not "
+                                   f"read (convert it to JPEG or PNG)",)
+
+
+def test_a_folder_name_that_is_not_utf8_becomes_a_printable_class_name(tmp_path: Path, capsys) -> None:
+    """A folder named in Latin-1 (an old Windows zip): the class name is valid text (a bundle stores it), and `hgen
+    data` prints it and the file names on a strict UTF-8 terminal instead of dying with UnicodeEncodeError."""
+    root = tmp_path / "latin"
+    latin = os.fsdecode(b"caf\xe9")
+    for name in (latin, "dog"):
+        for i in range(4):
+            write(root / name / f"{i}.png", np.full((8, 8, 3), 60 if name == "dog" else 200, np.uint8))
+    (root / latin / os.fsdecode(b"bad\xe9.png")).write_bytes(b"not a png")
+    data = load_dataset(str(root), image={"max_unreadable_fraction": 0.5})
+    assert data.labels == ("caf\\xe9", "dog")
+    "".join(data.labels).encode("utf-8")  # no surrogate left
+    assert main(["data", str(root) + "?max_unreadable_fraction=0.5"]) == 0
+    assert "caf\\xe9, dog" in capsys.readouterr().out
+    assert main(["data", "inspect", str(root)]) == 0
+    assert "bad\\udce9.png: not a readable image" in capsys.readouterr().out
+
+
+def test_broken_empty_truncated_and_fake_images_are_skipped_and_named(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    for name in ("cat", "dog"):
+        for i in range(8):
+            write(root / name / f"{i}.jpg", np.full((12, 12, 3), 50 if name == "cat" else 150, np.uint8))
+    good = io.BytesIO()
+    Image.fromarray(halves()).save(good, format="JPEG")
+    (root / "cat" / "truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    (root / "cat" / "empty.jpg").write_bytes(b"")
+    (root / "dog" / "x.jpg").write_text("a text file named x.jpg\n")
+    (root / "dog" / "link.png").symlink_to(root / "cat" / "0.jpg")  # a link to a good image counts
+    (root / "dog" / "gone.png").symlink_to(root / "nowhere.png")
+    with pytest.raises(UnreadableImageError, match=r"4 of 21 .*fix or remove them, or allow more with "
+                                                   r"\?max_unreadable_fraction"):
+        load_dataset(str(root))
+    data = load_dataset(str(root), image={"max_unreadable_fraction": 0.25})
+    assert sum(map(len, (data.train, data.val, data.test))) == 17
+    named = sorted(Path(line.split(": ")[0]).name for line in data.report.unreadable)
+    assert named == ["empty.jpg", "gone.png", "truncated.jpg", "x.jpg"]
+    assert any(line.endswith("(a broken symbolic link)") for line in data.report.unreadable)
+
+
+def test_an_empty_class_folder_says_how_to_fix_it(tmp_path: Path) -> None:
+    root = tmp_path / "cams"
+    write(root / "cat" / "1.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "dog").mkdir()
+    with pytest.raises(EmptyDatasetError, match=r"class 'dog' has no images .*add images, or remove the folder"):
+        load_dataset(str(root))
+
+
+def test_a_folder_of_heic_photos_names_them_instead_of_finding_nothing(tmp_path: Path) -> None:
+    (tmp_path / "phone" / "cat").mkdir(parents=True)
+    (tmp_path / "phone" / "cat" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\30ftypheic")
+    with pytest.raises(EmptyDatasetError, match=r"no images found .*IMG_0001\.HEIC: a \.HEIC image"):
+        load_dataset(str(tmp_path / "phone"))
+
+
+def test_a_windows_manifest_finds_files_by_backslash_and_other_unicode_form(tmp_path: Path) -> None:
+    root = tmp_path / "csv"
+    for i in range(4):
+        write(root / "imgs" / unicodedata.normalize("NFD", "café") / f"{i}.png", np.full((8, 8, 3), 200, np.uint8))
+        write(root / "imgs" / "dog" / f"{i}.png", np.full((8, 8, 3), 20, np.uint8))
+    rows = [f"imgs\\café\\{i}.png,café" for i in range(4)] + [f"imgs/dog/{i}.png,dog" for i in range(4)]
+    (root / "manifest.csv").write_bytes(("\ufeffpath,label\r\n" + "\r\n".join(rows) + "\r\n").encode())
+    data = load_dataset(str(root), image={"size": 8})
+    assert data.labels == ("café", "dog") and sum(map(len, (data.train, data.val, data.test))) == 8
