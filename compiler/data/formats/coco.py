@@ -3,10 +3,14 @@
 The path is a JSON file, or a folder holding `annotations/instances_<split>*.json` (split from the file name:
 train/val/test) or a single `*.json` with COCO keys (e.g. Roboflow's `_annotations.coco.json`). Images are looked
 up under `images_dir` if given, else beside the JSON, in `images/`, in a folder named like the JSON's split
-(`train2017/`), and in the folder above `annotations/`. Segmentation is ignored; `iscrowd` boxes are kept unless
-`skip_crowd`. Categories keep their ids' order. An image listed but missing on disk is a MissingImageError (listing
-them); an entry with a missing or mistyped field, an annotation whose category is unknown or whose box leaves the
-image is a LabelError naming the file and the entry (`annotations[12].bbox`).
+(`train2017/`), and in the folder above `annotations/`. Segmentation is ignored; `iscrowd` boxes (a region of many
+objects, not one object: COCO's own evaluation ignores them) are left out unless `skip_crowd` is false. Categories
+keep their ids' order (any ids, gaps allowed). An image without annotations has no objects. A box without area (zero
+width or height) is left out; both are reported (`dropped`). An image listed but missing on disk is a
+MissingImageError (listing them); an entry with a missing or mistyped field, an annotation whose category is unknown
+or whose box leaves the image (beyond `tolerance` pixels) is a LabelError naming the file and the entry
+(`annotations[12].bbox`). Each record keeps the JSON's width and height, so the reader can refuse an image whose
+file has another shape (its boxes would be misplaced).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from hgen.compiler.data.formats import FORMATS, Catalog, DataFormat, Record
+from hgen.compiler.data.formats import FORMATS, Catalog, DataFormat, Record, class_name
 from hgen.compiler.data.formats.folder import check_shares
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
@@ -35,7 +39,7 @@ T = TypeVar("T")
 class CocoConfig(StrictModel):
     images_dir: str | None = Field(None, title="Folder the JSON's file_name entries are relative to (default: "
                                    "found next to the JSON)")
-    skip_crowd: bool = Field(False, title="Drop annotations with iscrowd = 1")
+    skip_crowd: bool = Field(True, title="Leave out annotations with iscrowd = 1 (regions of many objects)")
     tolerance: float = Field(1.0, ge=0.0, title="Pixels a box may reach outside its image before it is an error")
     shares: tuple[float, float, float] = Field((0.7, 0.15, 0.15), title="(train, val, test) shares when the JSON "
                                                "file names give no split")
@@ -86,7 +90,7 @@ def _image_dirs(annotation: Path, config: CocoConfig, root: Path) -> list[Path]:
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetFormatError(f"{path}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict) or not COCO_KEYS <= data.keys():
@@ -159,7 +163,7 @@ def _categories(annotation: Path, data: dict[str, Any]) -> list[tuple[int, str]]
         category_id = _field(entry, "id", int, where)
         if category_id in seen:
             raise LabelError(f"{where}.id: category id {category_id} is listed twice")
-        seen[category_id] = _field(entry, "name", str, where)
+        seen[category_id] = class_name(_field(entry, "name", str, where))
     return sorted(seen.items())
 
 
@@ -194,6 +198,7 @@ class CocoFormat(DataFormat):
         root = path if path.is_dir() else path.parent
         labels: tuple[str, ...] | None = None
         records: list[Record] = []
+        dropped: list[str] = []
         for annotation in files:
             data = _load(annotation)
             categories = _categories(annotation, data)
@@ -201,26 +206,33 @@ class CocoFormat(DataFormat):
             if labels is not None and names != labels:
                 raise DatasetFormatError(f"{annotation}: categories differ from {files[0].name}'s")
             labels = names
-            records.extend(self._records(annotation, data, {cid: i for i, (cid, _) in enumerate(categories)}, config,
-                                         root, _split_of(annotation) if len(files) > 1 else None))
+            found, left_out = self._records(annotation, data, {cid: i for i, (cid, _) in enumerate(categories)},
+                                            config, root, _split_of(annotation) if len(files) > 1 else None)
+            records.extend(found)
+            dropped.extend(left_out)
         if not records or labels is None or not labels:
             raise EmptyDatasetError(f"{path}: the COCO file(s) list no images or no categories")
-        return Catalog(self.name, self.task, labels, tuple(records), str(path), shares=config.shares)
+        return Catalog(self.name, self.task, labels, tuple(records), str(path), shares=config.shares,
+                       dropped=tuple(dropped))
 
     def _records(self, annotation: Path, data: dict[str, Any], index: dict[int, int], config: CocoConfig,
-                 root: Path, split: str | None) -> list[Record]:
+                 root: Path, split: str | None) -> tuple[list[Record], list[str]]:
+        """The records of one JSON file, and "where: why" of each annotation left out."""
         images = _images(annotation, data)
         boxes: dict[int, list[list[float]]] = {}
+        dropped: list[str] = []
         for i, ann in enumerate(_entries(annotation, data, "annotations")):
             image_id, row = self._box(f"{annotation}: annotations[{i}]", ann, images, index, config)
-            if row is not None:
+            if isinstance(row, str):
+                dropped.append(row)
+            else:
                 boxes.setdefault(image_id, []).append(row)
-        return self._found(annotation, images, boxes, _image_dirs(annotation, config, root), split)
+        return self._found(annotation, images, boxes, _image_dirs(annotation, config, root), split), dropped
 
     @staticmethod
     def _box(where: str, ann: dict[str, Any], images: dict[int, _Image], index: dict[int, int],
-             config: CocoConfig) -> tuple[int, list[float] | None]:
-        """(image id, normalised [x0, y0, x1, y1, class] or None for a skipped crowd box) of one annotation."""
+             config: CocoConfig) -> tuple[int, list[float] | str]:
+        """(image id, normalised [x0, y0, x1, y1, class]) of one annotation, or "where: why" when it is left out."""
         if "id" in ann:
             where = f"{where} (id {ann['id']})"
         image_id = _field(ann, "image_id", int, where)
@@ -231,14 +243,16 @@ class CocoFormat(DataFormat):
         if category_id not in index:
             raise LabelError(f"{where}: category_id {category_id} is not in 'categories'")
         if config.skip_crowd and ann.get("iscrowd"):
-            return image_id, None
+            return image_id, f"{where}: iscrowd, left out (skip_crowd)"
         x, y, w, h = _field(ann, "bbox", _bbox, where)
         width, height, tol = image.width, image.height, config.tolerance
         if w <= 0 or h <= 0:
-            raise LabelError(f"{where}: the box {ann['bbox']} has no area")
-        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+            return image_id, f"{where}: the box {ann['bbox']} has no area, left out"
+        reach = max(-x, -y, x + w - width, y + h - height)
+        if reach > tol:
             raise LabelError(f"{where}: the box {ann['bbox']} reaches outside image {image.file_name} "
-                             f"({width:g} x {height:g})")
+                             f"({width:g} x {height:g}) by {reach:g} pixels (tolerance {tol:g}; a spec "
+                             f"?tolerance={math.ceil(reach):g} would clip it)")
         box = np.clip([x / width, y / height, (x + w) / width, (y + h) / height], 0.0, 1.0)
         return image_id, [*box, index[category_id]]
 
@@ -251,7 +265,8 @@ class CocoFormat(DataFormat):
             if found is None:
                 missing.append(image.file_name)
                 continue
-            records.append(Record(found, -1, split, np.array(boxes.get(image_id, []), np.float64).reshape(-1, 5)))
+            records.append(Record(found, -1, split, np.array(boxes.get(image_id, []), np.float64).reshape(-1, 5),
+                                  (image.width, image.height)))
         if missing:
             raise MissingImageError(f"{annotation}: {len(missing)} image(s) not found (looked in "
                                     f"{', '.join(str(d) for d in dirs)}): {', '.join(missing[:10])}"

@@ -1,14 +1,18 @@
 """`yolo`: the Ultralytics layout: `data.yaml` (names, train/val/test), images/<split>/*, labels/<split>/*.txt.
 
 Each label line is `class cx cy w h`, normalised to [0, 1] (a polygon `class x1 y1 x2 y2 ...` counts as its bounding
-box). An image without a label file has no objects. A class index outside `names`, a box reaching outside the image
-(beyond `tolerance`), or a malformed line is a LabelError naming the label file and line. `train`/`val`/`test` may be
-a folder, a .txt list of image paths, or a list of those, relative to `path:` (itself relative to the YAML's folder)
-or to the YAML's folder.
+box; with `kpt_shape` in the YAML, a pose line's keypoints after its box are passed over). An image without a label
+file has no objects; a label file without an image is reported (`ignored`); a box without area is left out and
+reported (`dropped`). A class index outside `names`, a box reaching outside the image (beyond `tolerance`), or a
+malformed line is a LabelError naming the label file and line. `names` is a list or a {index: name} mapping.
+`train`/`val`/`test` may be a folder, a .txt list of image paths, or a list of those, relative to `path:` (itself
+relative to the YAML's folder; the YAML's folder when it names no folder there) or to the YAML's folder; Roboflow's
+`../train/images` is read as `train/images`, as Ultralytics does.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +20,19 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from hgen.compiler.data.formats import FORMATS, SPLITS, Catalog, DataFormat, Record, is_image, visible
+from hgen.compiler.data.formats import FORMATS, SPLITS, Catalog, DataFormat, Record, class_name, is_image, visible
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
+ROUNDING = 1e-9  # cx + w / 2 in floating point: 0.5 + 0.55 is 1.0500000000000000444
 
 
 class YoloConfig(StrictModel):
     yaml_file: str | None = Field(None, title="The data YAML inside the folder (default: data.yaml, dataset.yaml)")
-    tolerance: float = Field(1e-3, ge=0.0, le=0.1, title="How far (normalised) a box may reach outside the image "
-                             "before it is an error; within it, boxes are clipped")
+    tolerance: float = Field(0.02, ge=0.0, le=0.5, title="How far (normalised) a box may reach outside the image "
+                             "before it is an error; within it, boxes are clipped (0.5 accepts every box whose "
+                             "centre and size are in [0, 1], as Ultralytics does)")
 
 
 def _load_yaml(path: Path) -> dict[str, Any] | None:
@@ -70,17 +76,46 @@ def _names(data: dict[str, Any], where: Path) -> tuple[str, ...]:
         raise DatasetFormatError(f"{where}: 'names' must list the class names")
     if "nc" in data and data["nc"] != len(names):
         raise DatasetFormatError(f"{where}: nc is {data['nc']} but 'names' has {len(names)} entries")
-    return tuple(str(n) for n in names)
+    return tuple(class_name(str(n)) for n in names)
 
 
-def _images_of(entry: Any, root: Path, where: Path) -> list[Path]:
+def _root(data: dict[str, Any], where: Path) -> Path:
+    """The folder split paths are relative to: `path:` (relative to the YAML's folder), or the YAML's folder when
+    `path:` is absent or names a folder that is not there (a YAML written on its author's machine, or Ultralytics'
+    `path: ../datasets/NAME` copied along with the data set)."""
+    if not data.get("path"):
+        return where.parent
+    declared = (where.parent / str(data["path"])).expanduser()
+    return declared if declared.is_dir() else where.parent
+
+
+def _split_target(root: Path, item: str) -> Path:
+    """A split path; Roboflow's exports say `../train/images` from a YAML that sits beside `train/`, which Ultralytics
+    reads as `train/images`, and so does this."""
+    target = (root / item).expanduser()
+    if not target.exists() and item.startswith("../"):
+        beside = (root / item[3:]).expanduser()
+        return beside if beside.exists() else target
+    return target
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """Visible image files under `folder`, broken links included (the reader reports them as unreadable)."""
+    return sorted(p for p in folder.rglob("*") if is_image(p) and (p.is_file() or not p.exists())
+                  and all(visible(Path(s)) for s in p.relative_to(folder).parts))
+
+
+def _images_of(entry: Any, root: Path, where: Path, absent: list[str] | None = None) -> list[Path]:
+    """The images a split entry names; a path that does not exist is an error, or noted in `absent` if given (the
+    test split: Ultralytics reads a data set without it, and Roboflow's exports name one they may not hold)."""
     entries = entry if isinstance(entry, list) else [entry]
     images: list[Path] = []
     for item in entries:
-        target = (root / str(item)).expanduser()
-        if target.is_dir():
-            images.extend(sorted(p for p in target.rglob("*") if p.is_file() and is_image(p)
-                                 and all(visible(Path(s)) for s in p.relative_to(target).parts)))
+        target = _split_target(root, str(item))
+        if absent is not None and not target.exists():
+            absent.append(f"{where}: split path '{item}' does not exist (looked for {target}); left out")
+        elif target.is_dir():
+            images.extend(_folder_images(target))
         elif target.is_file() and target.suffix == ".txt":
             listed = [line.strip() for line in target.read_text().splitlines() if line.strip()]
             images.extend((target.parent / line).resolve() if line.startswith(".") else root / line
@@ -93,37 +128,65 @@ def _images_of(entry: Any, root: Path, where: Path) -> list[Path]:
     return images
 
 
-def parse_label_file(path: Path, num_classes: int, tolerance: float) -> np.ndarray:
-    """[k, 5] (x0, y0, x1, y1, class) from a YOLO label file; LabelError names the file and line."""
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+def _box(values: list[float], keypoints: bool) -> list[float]:
+    """(x0, y0, x1, y1) of a label line's numbers after the class: a box, a polygon's bounds, or a pose line's box."""
+    if len(values) == 4 or (keypoints and len(values) > 4):
+        cx, cy, w, h = values[:4]
+        return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+    xs, ys = values[0::2], values[1::2]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _line_values(fields: list[str], where: str, num_classes: int, keypoints: bool) -> tuple[int, list[float]]:
+    """The class index and the numbers of one label line, or a LabelError saying what is wrong with it."""
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        raise LabelError(f"{where}: not numbers: '{' '.join(fields)}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise LabelError(f"{where}: not finite numbers: '{' '.join(fields)}'")
+    cls = values[0]
+    if cls != int(cls) or not 0 <= cls < num_classes:
+        raise LabelError(f"{where}: class {fields[0]} is out of range (data.yaml names {num_classes} classes, "
+                         f"0..{num_classes - 1})")
+    if not (len(values) == 5 or (len(values) >= 7 and len(values) % 2 == 1) or (keypoints and len(values) > 5)):
+        raise LabelError(f"{where}: expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 x3 y3 ...', "
+                         f"got {len(values)} values")
+    return int(cls), values[1:]
+
+
+def parse_label_file(path: Path, num_classes: int, tolerance: float, keypoints: bool = False
+                     ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """[k, 5] (x0, y0, x1, y1, class) from a YOLO label file, and "file:line: why" of each box left out.
+
+    A box may reach outside the image by `tolerance` (annotators drag a few pixels past the edge) and is clipped to
+    it; further out is a LabelError (a sign of coordinates normalised by the wrong size), as is a malformed line,
+    naming the file and line. A box without area (zero width or height) is left out and reported: one bad box does
+    not cost the data set.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelError(f"{path}: not a readable label file ({exc})") from None
+    rows, dropped = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}:{number}"
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            raise LabelError(f"{where}: not numbers: '{line.strip()}'") from None
-        cls = values[0]
-        if cls != int(cls) or not 0 <= cls < num_classes:
-            raise LabelError(f"{where}: class {fields[0]} is out of range (data.yaml names {num_classes} classes, "
-                             f"0..{num_classes - 1})")
-        if len(values) == 5:
-            cx, cy, w, h = values[1:]
-            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-        elif len(values) >= 7 and len(values) % 2 == 1:
-            xs, ys = values[1::2], values[2::2]
-            box = [min(xs), min(ys), max(xs), max(ys)]
-        else:
-            raise LabelError(f"{where}: expected 'class cx cy w h' (5 values), got {len(values)}")
-        if not box[0] < box[2] or not box[1] < box[3]:
-            raise LabelError(f"{where}: the box has no area: '{line.strip()}'")
-        if min(box) < -tolerance or max(box) > 1 + tolerance:
+        cls, values = _line_values(fields, where, num_classes, keypoints)
+        box = _box(values, keypoints)
+        if min(box) < -tolerance - ROUNDING or max(box) > 1 + tolerance + ROUNDING:
+            reach = math.ceil(max(-min(box), max(box) - 1) * 100 - ROUNDING) / 100
+            hint = f"; a spec ?tolerance={reach:g} would clip it" if reach <= 0.5 else ""
             raise LabelError(f"{where}: the box ({', '.join(f'{v:.3f}' for v in box)}) reaches outside the image; "
-                             f"YOLO coordinates are normalised to [0, 1]")
-        rows.append([*np.clip(box, 0.0, 1.0), int(cls)])
-    return np.array(rows, np.float64).reshape(-1, 5)
+                             f"YOLO coordinates are normalised to [0, 1] (tolerance {tolerance:g}{hint})")
+        box = list(np.clip(box, 0.0, 1.0))
+        if not box[0] < box[2] or not box[1] < box[3]:
+            dropped.append(f"{where}: the box has no area ('{line.strip()}'), left out")
+            continue
+        rows.append([*box, cls])
+    return np.array(rows, np.float64).reshape(-1, 5), tuple(dropped)
 
 
 class YoloFormat(DataFormat):
@@ -145,25 +208,40 @@ class YoloFormat(DataFormat):
         if where is None or data is None:
             raise DatasetFormatError(f"{path}: no readable data.yaml (names, train, val)")
         labels = _names(data, where)
-        root = where.parent / str(data["path"]) if data.get("path") else where.parent
+        root = _root(data, where)
+        keypoints = "kpt_shape" in data  # a pose set: each line is a box followed by its keypoints
         records: list[Record] = []
+        dropped: list[str] = []
+        absent: list[str] = []
         seen: set[Path] = set()
         for split in SPLITS:
             entry = data.get(split)
             if not entry:
                 continue
-            for image in _images_of(entry, root, where):
+            for image in _images_of(entry, root, where, absent if split == "test" else None):
                 if image in seen:
                     continue
                 seen.add(image)
                 txt = label_path(image)
-                boxes = parse_label_file(txt, len(labels), config.tolerance) if txt.is_file() else np.zeros((0, 5))
+                boxes, left_out = (parse_label_file(txt, len(labels), config.tolerance, keypoints) if txt.is_file()
+                                   else (np.zeros((0, 5)), ()))
+                dropped.extend(left_out)
                 records.append(Record(image, -1, split, boxes))
         if not records:
             raise EmptyDatasetError(f"{where}: the train/val/test paths hold no images")
         if not any(r.split == "train" for r in records):
             raise EmptyDatasetError(f"{where}: the train split holds no images")
-        return Catalog(self.name, self.task, labels, tuple(records), str(where))
+        return Catalog(self.name, self.task, labels, tuple(records), str(where), (*absent, *_orphan_labels(records)),
+                       dropped=tuple(dropped))
+
+
+def _orphan_labels(records: list[Record]) -> tuple[str, ...]:
+    """Label files beside the used ones whose image is not there (renamed or deleted): their boxes train nothing."""
+    used = {label_path(r.path) for r in records}
+    folders = {txt.parent for txt in used if txt.parent.is_dir()} - {r.path.parent for r in records}
+    orphans = sorted(txt for folder in folders for txt in folder.glob("*.txt")
+                     if txt not in used and txt.name != "classes.txt" and visible(txt))
+    return tuple(f"{txt}: a label file without an image" for txt in orphans)
 
 
 FORMATS.add("yolo", YoloFormat())

@@ -1,0 +1,179 @@
+"""Detection sets as people export them, generated here: YOLO from Ultralytics and Roboflow (names as a list or a
+mapping, `path:` relative, absolute or stale, trailing blank lines, background images, orphan label files, boxes a
+little past the edge, polygons, pose lines, empty boxes) and COCO (category ids with gaps, images without
+annotations, crowd regions, zero-width boxes, a phone photo the labelling tool did not rotate). Good labels load,
+bad entries are left out and named, and nothing ends in a raw traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hgen.compiler.data.detection import load_detection_dataset
+from hgen.compiler.errors import LabelError
+
+W, H = 64, 48
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HGEN_CACHE", str(tmp_path / "cache"))
+
+
+def image(path: Path, exif_orientation: int = 1, size: tuple[int, int] = (W, H)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8))
+    exif = picture.getexif()
+    if exif_orientation != 1:
+        exif[0x0112] = exif_orientation
+    picture.save(path, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None, exif=exif.tobytes())
+    return path
+
+
+def yolo(root: Path, labels: dict[str, str], layout: str = "ultralytics") -> Path:
+    """images/<split>/NAME.jpg + labels/<split>/NAME.txt (or Roboflow's <split>/images, <split>/labels); a label
+    text of None means no label file (a background image)."""
+    for name, text in labels.items():
+        split = "val" if name.startswith("val") else "train"
+        folder = {"ultralytics": root / "images" / split, "roboflow": root / split / "images"}[layout]
+        image(folder / f"{name}.jpg")
+        if text is not None:
+            txt = (root / "labels" / split if layout == "ultralytics" else root / split / "labels") / f"{name}.txt"
+            txt.parent.mkdir(parents=True, exist_ok=True)
+            txt.write_text(text)
+    return root
+
+
+GOOD = {"val0": "0 0.5 0.5 0.2 0.2\n", "val1": "1 0.5 0.5 0.4 0.4\n",
+        **{f"t{i}": "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n\n\n" for i in range(4)}}
+
+
+@pytest.mark.parametrize("names", ["names: [person, 'café car']", "names:\n  0: person\n  1: café car",
+                                   "names:\n  '1': café car\n  '0': person"])
+@pytest.mark.parametrize("where", ["none", "relative", "absolute", "stale"])
+def test_yolo_names_as_list_or_mapping_and_every_kind_of_path(tmp_path: Path, names: str, where: str) -> None:
+    """A `path:` that names no folder here (Ultralytics' `../datasets/NAME`, or its author's disk) falls back to the
+    YAML's folder instead of failing; trailing blank lines and a background image are fine."""
+    data = yolo(tmp_path / "set", {**GOOD, "background": None})
+    path = {"none": "", "relative": "path: .", "absolute": f"path: {data}", "stale": "path: ../datasets/set"}[where]
+    (data / "data.yaml").write_text(f"{path}\ntrain: images/train\nval: images/val\n{names}\n")
+    loaded = load_detection_dataset(str(data), image={"size": 32})
+    assert loaded.labels == ("person", "café car")
+    everything = [*loaded.train.boxes, *loaded.val.boxes, *loaded.test.boxes]
+    assert len(everything) == 7 and sorted(len(b) for b in everything) == [0, 1, 1, 2, 2, 2, 2]
+
+
+def test_roboflow_export_paths_and_an_absent_test_split(tmp_path: Path) -> None:
+    """Roboflow writes `train: ../train/images` beside train/, and names a test split it may not hold: read as
+    Ultralytics reads it, the absent test split noted."""
+    data = yolo(tmp_path / "robo", GOOD, layout="roboflow")
+    (data / "data.yaml").write_text("train: ../train/images\nval: ../val/images\ntest: ../test/images\n\nnc: 2\n"
+                                    "names: ['a', 'b']\n\nroboflow:\n  workspace: w\n")
+    loaded = load_detection_dataset(str(data))
+    assert sum(map(len, (loaded.train, loaded.val, loaded.test))) == 6
+    assert loaded.report.carved == ("test",)
+    assert any("split path '../test/images' does not exist" in line for line in loaded.report.ignored)
+
+
+def test_yolo_boxes_past_the_edge_polygons_pose_lines_and_empty_boxes(tmp_path: Path) -> None:
+    labels = {**GOOD,
+              "edge": "0 0.005 0.5 0.02 0.2\n0 0.995 0.5 0.02 0.2\n",  # corners at -0.005 and 1.005: clipped
+              "poly": "1 0.1 0.1 0.4 0.1 0.4 0.5 0.1 0.5\n",  # a segmentation polygon: its bounding box
+              "flat": "0 0.5 0.5 0 0.2\n0 0.5 0.5 0.1 0.1\n",  # a zero-width box: left out, the other kept
+              "crlf": "0 0.5 0.5 0.2 0.2 \r\n\r\n"}
+    data = yolo(tmp_path / "set", labels)
+    (data / "labels" / "train" / "renamed.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # its image is gone
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    loaded = load_detection_dataset(str(data))
+    everything = [b for split in (loaded.train, loaded.val, loaded.test) for b in split.boxes]
+    assert sum(len(b) for b in everything) == 2 + 2 * 4 + 2 + 1 + 1 + 1
+    corners = np.concatenate(everything)
+    assert corners[:, :4].min() == 0.0 and corners[:, :4].max() == 1.0
+    assert any(np.allclose(b[:, :4], [[0.1, 0.1, 0.4, 0.5]]) for b in everything if len(b) == 1)
+    assert loaded.report.dropped == (f"{data / 'labels' / 'train' / 'flat.txt'}:1: the box has no area "
+                                     f"('0 0.5 0.5 0 0.2'), left out",)
+    assert loaded.report.ignored == (f"{data / 'labels' / 'train' / 'renamed.txt'}: a label file without an image",)
+    pose = yolo(tmp_path / "pose", {"val0": "0 0.5 0.5 0.2 0.2 0.5 0.5 2\n",
+                                    **{f"t{i}": "0 0.5 0.5 0.4 0.4 0.45 0.45 2\n" for i in range(3)}})
+    (pose / "data.yaml").write_text("train: images/train\nval: images/val\nkpt_shape: [1, 3]\nnames: [person]\n")
+    poses = load_detection_dataset(str(pose))
+    assert all(np.allclose(b[:, :4], [[0.3, 0.3, 0.7, 0.7]]) for b in poses.train.boxes)
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"0 0.5 0.5 1.2 0.2\n", r"bad\.txt:1: the box .* reaches outside the image.*\?tolerance=0\.1 would clip it"),
+    (b"nan 0.5 0.5 0.1 0.1\n", r"bad\.txt:1: not finite numbers"),
+    (b"inf 0.5 0.5 0.1 0.1\n", r"bad\.txt:1: not finite numbers"),
+    (b"\xff\xfe\x00\x01 binary", r"bad\.txt: not a readable label file"),
+])
+def test_yolo_labels_that_cannot_be_read_are_label_errors(tmp_path: Path, text: bytes, message: str) -> None:
+    data = yolo(tmp_path / "set", {**GOOD, "bad": ""})
+    (data / "labels" / "train" / "bad.txt").write_bytes(text)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(LabelError, match=message):
+        load_detection_dataset(str(data))
+
+
+def test_a_box_a_little_past_the_edge_loads_and_the_hinted_tolerance_clips_further_ones(tmp_path: Path) -> None:
+    data = yolo(tmp_path / "set", {**GOOD, "edge": "0 0.01 0.5 0.04 0.2\n", "far": "0 0.5 0.5 1.1 0.2\n"})
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(LabelError, match=r"far\.txt:1: .*\?tolerance=0\.05 would clip it"):
+        load_detection_dataset(str(data))  # edge.txt (0.01 past the edge) passed, far.txt (0.05) did not
+    loaded = load_detection_dataset(f"{data}?tolerance=0.05")
+    assert max(float(b[:, 2].max()) for s in (loaded.train, loaded.val, loaded.test) for b in s.boxes) == 1.0
+
+
+def coco(root: Path, extra: list[dict], images: int = 6) -> Path:
+    """Images 64x48, category ids 3, 7 and 42; every third image without annotations."""
+    entries, annotations = [], []
+    for i in range(images):
+        image(root / "images" / f"im{i}.jpg")
+        entries.append({"id": 100 + i, "file_name": f"im{i}.jpg", "width": W, "height": H})
+        if i % 3:
+            annotations += [{"id": 10 * i + k, "image_id": 100 + i, "category_id": c, "bbox": [8, 8, 16, 12],
+                             "iscrowd": 0} for k, c in enumerate((3, 7, 42))]
+    categories = [{"id": 42, "name": "café"}, {"id": 3, "name": "car"}, {"id": 7, "name": "bus"}]
+    path = root / "_annotations.coco.json"
+    path.write_text(json.dumps({"images": entries, "annotations": annotations + extra, "categories": categories}))
+    return path
+
+
+def test_coco_crowd_regions_and_zero_width_boxes_are_left_out_and_named(tmp_path: Path) -> None:
+    """Crowd regions are many objects, not one (COCO's evaluation, torchvision and Ultralytics leave them out); a
+    zero-width box is nothing to learn. Ids with gaps keep their order; images without annotations are kept."""
+    crowd = {"id": 1, "image_id": 101, "category_id": 3, "bbox": [0, 0, W, H], "iscrowd": 1}
+    flat = {"id": 2, "image_id": 102, "category_id": 7, "bbox": [5, 5, 0, 10], "iscrowd": 0}
+    path = coco(tmp_path / "coco", [crowd, flat])
+    loaded = load_detection_dataset(str(tmp_path / "coco"), format_options={"shares": (1.0, 0.0, 0.0)})
+    assert loaded.labels == ("car", "bus", "café")
+    boxes = [*loaded.train.boxes, *loaded.val.boxes, *loaded.test.boxes]
+    assert len(boxes) == 6 and sorted(len(b) for b in boxes) == [0, 0, 3, 3, 3, 3]
+    assert loaded.report.dropped == (f"{path}: annotations[12] (id 1): iscrowd, left out (skip_crowd)",
+                                     f"{path}: annotations[13] (id 2): the box [5, 5, 0, 10] has no area, left out")
+    kept = load_detection_dataset(str(tmp_path / "coco"), format_options={"skip_crowd": False})
+    assert sum(len(b) for s in (kept.train, kept.val, kept.test) for b in s.boxes) == 13
+
+
+def test_coco_box_past_the_edge_says_which_tolerance_would_clip_it(tmp_path: Path) -> None:
+    coco(tmp_path / "coco", [{"id": 3, "image_id": 101, "category_id": 7, "bbox": [60, 5, 10, 10]}])
+    with pytest.raises(LabelError, match=r"annotations\[12\] \(id 3\).* by 6 pixels .*\?tolerance=6 would clip it"):
+        load_detection_dataset(str(tmp_path / "coco"))
+    assert load_detection_dataset(f"{tmp_path / 'coco'}?tolerance=6").labels == ("car", "bus", "café")
+
+
+def test_a_phone_photo_labelled_unrotated_is_left_out_not_mislabelled(tmp_path: Path) -> None:
+    """The JSON gives the sensor's 64x48 but the file carries EXIF orientation 6 (48x64 as shown, as hgen decodes
+    it): its boxes would land in the wrong place, so the image is skipped and named. A proportional resize is fine."""
+    path = coco(tmp_path / "coco", [], images=12)
+    image(tmp_path / "coco" / "images" / "im4.jpg", exif_orientation=6)
+    image(tmp_path / "coco" / "images" / "im5.jpg", size=(2 * W, 2 * H))
+    loaded = load_detection_dataset(str(path))
+    assert sum(map(len, (loaded.train, loaded.val, loaded.test))) == 11
+    assert loaded.report.unreadable == (f"{tmp_path / 'coco' / 'images' / 'im4.jpg'}: the labels were drawn on 64 x "
+                                        f"48, the image is 48 x 64 once its EXIF orientation is applied; its boxes "
+                                        f"would be misplaced, so it is left out",)
