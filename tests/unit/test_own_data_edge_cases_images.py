@@ -194,3 +194,16 @@ def test_a_windows_manifest_finds_files_by_backslash_and_other_unicode_form(tmp_
     (root / "manifest.csv").write_bytes(("\ufeffpath,label\r\n" + "\r\n".join(rows) + "\r\n").encode())
     data = load_dataset(str(root), image={"size": 8})
     assert data.labels == ("café", "dog") and sum(map(len, (data.train, data.val, data.test))) == 8
+
+
+@pytest.mark.parametrize("name", ["run:2", "what?", "a b#c"])
+def test_a_folder_whose_name_holds_spec_characters_is_read_whole(tmp_path: Path, name: str) -> None:
+    """':' starts a variant and '?' parameters in a spec, but an existing folder named so is taken whole."""
+    root = tmp_path / name
+    for label in ("cat", "dog"):
+        for i in range(3):
+            write(root / label / f"{i}.png", np.full((8, 8, 3), 30 if label == "cat" else 220, np.uint8))
+    assert load_dataset(str(root)).labels == ("cat", "dog")
+    assert load_dataset(f"folder:{root}").labels == ("cat", "dog")
+    if "?" not in name:
+        assert load_dataset(f"{root}:lowres?size=16").input_shape == (16, 16, 3)

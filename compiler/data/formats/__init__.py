@@ -137,16 +137,21 @@ class Location:
 
 
 def parse_location(text: str) -> Location | None:
-    """`/data/cams`, `folder:/data/cams`, `/data/cams:lowres?factor=2`; None when `text` is not a path spec."""
-    head, _, query = text.strip().partition("?")
-    fmt: str | None = None
-    first, sep, rest = head.partition(":")
-    if sep and first in FORMATS and rest:
-        fmt, head = first, rest
-    elif not looks_like_path(head.split(":")[0] if ":" in head else head):
+    """`/data/cams`, `folder:/data/cams`, `/data/cams:lowres?factor=2`; None when `text` is not a path spec.
+
+    A folder whose own name holds ':' or '?' (`run:2`, `what?`) is taken whole when it exists, before the ':' of a
+    variant or the '?' of parameters is looked for."""
+    text = text.strip()
+    first, sep, rest = text.partition(":")
+    fmt = first if sep and first in FORMATS and rest else None
+    whole = rest if fmt else text
+    if Path(whole).expanduser().exists():
+        return Location(fmt, Path(whole).expanduser(), "clean", "")
+    head, _, query = whole.partition("?")
+    if fmt is None and not looks_like_path(head.split(":")[0] if ":" in head else head):
         return None
     path_text, variant = head, "clean"
-    if ":" in head:
+    if ":" in head and not Path(head).expanduser().exists():
         candidate, _, tail = head.rpartition(":")
         if "/" not in tail and candidate:
             path_text, variant = candidate, tail
