@@ -42,7 +42,8 @@ def file_key(path: Path, mode: str = "content") -> str:
     digest = hashlib.blake2b(digest_size=20)
     if mode == "stat":
         stat = path.stat()
-        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        # os.fsencode: a file name that is not UTF-8 (kept by Python as surrogates) hashes as its own bytes
+        digest.update(os.fsencode(path.resolve()) + f"\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     else:
         with path.open("rb") as handle:
             while block := handle.read(CHUNK):

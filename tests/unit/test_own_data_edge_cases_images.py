@@ -141,6 +141,8 @@ def test_a_folder_name_that_is_not_utf8_becomes_a_printable_class_name(tmp_path:
     (root / latin / os.fsdecode(b"bad\xe9.png")).write_bytes(b"not a png")
     data = load_dataset(str(root), image={"max_unreadable_fraction": 0.5})
     assert data.labels == ("caf\\xe9", "dog")
+    by_stat = load_dataset(str(root), image={"max_unreadable_fraction": 0.5, "cache_key": "stat"})
+    assert by_stat.labels == data.labels  # the (path, size, mtime) cache key hashes the name's own bytes
     "".join(data.labels).encode("utf-8")  # no surrogate left
     assert main(["data", str(root) + "?max_unreadable_fraction=0.5"]) == 0
     assert "caf\\xe9, dog" in capsys.readouterr().out
