@@ -16,7 +16,7 @@ import numpy as np
 from hgen.compiler.data.formats import SPLITS
 from hgen.compiler.data.images import ImageOptions, Preprocess
 from hgen.compiler.data.reader import LoadReport, RawSplit
-from hgen.compiler.errors import DatasetNotFoundError
+from hgen.compiler.errors import DatasetNotFoundError, InvalidArgumentError
 from hgen.runtime.config import StrictModel
 
 SHEET_IMAGES = 64  # per class
@@ -94,6 +94,8 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
     """
     from hgen.compiler.data import load_dataset, resolve_user_spec, user_location
 
+    if out_dir:
+        _sheet_folder(Path(out_dir))  # before the load: a bad --out fails at once, not after decoding everything
     location = user_location(spec, format)
     if location is None:  # a built-in data set: already in memory
         data = load_dataset(spec, seed=seed, limit=limit)
@@ -141,12 +143,20 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
 
 
+def _sheet_folder(out_dir: Path) -> None:
+    """Make the contact sheet folder, or say why it cannot be (a file of that name, no permission) as a typed error."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write contact sheets into {out_dir}: {exc.strerror or exc}") from None
+
+
 def _write_sheets(splits: Mapping[str, RawSplit], labels: tuple[str, ...], out_dir: Path,
                   per_sheet: int) -> tuple[Path, ...]:
     """One PNG per class: up to `per_sheet` of its images (train first), boxes drawn for detection sets."""
     from PIL import Image, ImageDraw
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _sheet_folder(out_dir)
     written = []
     for k, name in enumerate(labels):
         tiles: list[tuple[np.ndarray, np.ndarray | None]] = []
@@ -178,7 +188,10 @@ def _write_sheets(splits: Mapping[str, RawSplit], labels: tuple[str, ...], out_d
                                 top + y1 * h * zoom - 1], outline=(255, 64, 64))
         path = out_dir / f"{k:03d}_{_safe(name)}.png"
         tmp = path.with_name(f".{path.name}.tmp")
-        sheet.save(tmp, format="PNG")
-        tmp.replace(path)
+        try:
+            sheet.save(tmp, format="PNG")
+            tmp.replace(path)
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot write the contact sheet {path}: {exc.strerror or exc}") from None
         written.append(path)
     return tuple(written)

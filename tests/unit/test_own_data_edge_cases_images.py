@@ -209,3 +209,13 @@ def test_a_folder_whose_name_holds_spec_characters_is_read_whole(tmp_path: Path,
     assert load_dataset(f"folder:{root}").labels == ("cat", "dog")
     if "?" not in name:
         assert load_dataset(f"{root}:lowres?size=16").input_shape == (16, 16, 3)
+
+
+def test_inspect_into_a_path_that_is_a_file_is_a_typed_error_before_any_decoding(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "cams"
+    for label in ("cat", "dog"):
+        write(root / label / "1.png", np.full((8, 8, 3), 30, np.uint8))
+    (tmp_path / "sheets").write_text("a file where the folder should go")
+    assert main(["data", "inspect", str(root), "--out", str(tmp_path / "sheets")]) == 2
+    assert "cannot write contact sheets into" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # refused before the load decoded (and cached) anything
