@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from hgen.compiler.data.detection import load_detection_dataset
-from hgen.compiler.errors import LabelError
+from hgen.compiler.errors import DatasetFormatError, LabelError
 
 W, H = 64, 48
 
@@ -177,3 +177,11 @@ def test_a_phone_photo_labelled_unrotated_is_left_out_not_mislabelled(tmp_path: 
     assert loaded.report.unreadable == (f"{tmp_path / 'coco' / 'images' / 'im4.jpg'}: the labels were drawn on 64 x "
                                         f"48, the image is 48 x 64 once its EXIF orientation is applied; its boxes "
                                         f"would be misplaced, so it is left out",)
+
+
+def test_a_split_list_file_that_is_not_text_is_a_typed_error(tmp_path: Path) -> None:
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "train.txt").write_bytes(b"\xff\xfe\x00images/train/t0.jpg")
+    (data / "data.yaml").write_text("train: train.txt\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(DatasetFormatError, match=r"train\.txt: not a readable list of image paths"):
+        load_detection_dataset(str(data))

@@ -117,7 +117,10 @@ def _images_of(entry: Any, root: Path, where: Path, absent: list[str] | None = N
         elif target.is_dir():
             images.extend(_folder_images(target))
         elif target.is_file() and target.suffix == ".txt":
-            listed = [line.strip() for line in target.read_text().splitlines() if line.strip()]
+            try:
+                listed = [line.strip() for line in target.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DatasetFormatError(f"{target}: not a readable list of image paths ({exc})") from None
             images.extend((target.parent / line).resolve() if line.startswith(".") else root / line
                           for line in listed)
             missing = [str(p) for p in images if not p.is_file()]
