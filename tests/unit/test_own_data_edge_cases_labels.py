@@ -172,6 +172,7 @@ def test_a_phone_photo_labelled_unrotated_is_left_out_not_mislabelled(tmp_path: 
     path = coco(tmp_path / "coco", [], images=12)
     image(tmp_path / "coco" / "images" / "im4.jpg", exif_orientation=6)
     image(tmp_path / "coco" / "images" / "im5.jpg", size=(2 * W, 2 * H))
+    image(tmp_path / "coco" / "images" / "im7.jpg", exif_orientation=6, size=(H, W))  # upright it is the JSON's
     loaded = load_detection_dataset(str(path))
     assert sum(map(len, (loaded.train, loaded.val, loaded.test))) == 11
     assert loaded.report.unreadable == (f"{tmp_path / 'coco' / 'images' / 'im4.jpg'}: the labels were drawn on 64 x "
