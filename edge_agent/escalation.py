@@ -23,6 +23,7 @@ from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sources import Frame
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kind
+from hgen.runtime.preprocess import eight_bits
 
 if TYPE_CHECKING:
     from hgen.edge_agent.agent import Agent
@@ -92,12 +93,13 @@ def sample_proto(frame: Frame, model: Model, logits: np.ndarray, result: Result,
     import cv2
 
     assert frame.image is not None
+    pixels = eight_bits(frame.image)  # people see the 8 bits the model saw (a 16-bit PNG or TIFF frame)
     extension = ".png" if image_format == "png" else ".jpg"
-    ok, encoded = cv2.imencode(extension, frame.image)
+    ok, encoded = cv2.imencode(extension, pixels)
     if not ok:
         raise FrameShapeError("frame could not be encoded for people")
-    height, width = frame.image.shape[:2]
-    channels = 1 if frame.image.ndim == 2 else frame.image.shape[2]
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     image = hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_PNG if extension == ".png" else hub_pb2.IMAGE_FORMAT_JPEG,
                           data=encoded.tobytes(), height=height, width=width, channels=channels)
     output = model.adapter.model_output(model, logits, result)

@@ -73,12 +73,21 @@ def grey(rgb: np.ndarray) -> np.ndarray:
     return ((rgb.astype(np.uint32) @ weights + 0x8000) >> 16).astype(np.uint8)[..., None]
 
 
+def eight_bits(image: np.ndarray) -> np.ndarray:
+    """16-bit pixels -> 8 bits by their high byte, as OpenCV and Pillow reduce 16-bit files (a 16-bit PNG or TIFF
+    trains and runs as the same 8-bit image); uint8 passes through, other depths are refused."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    raise FrameShapeError(f"frame dtype {image.dtype} is not uint8 or uint16")
+
+
 def frame_channels(frame: np.ndarray, channels: int) -> np.ndarray:
-    """An OpenCV frame (grey, BGR or BGRA, uint8) -> uint8 [h, w, channels] in RGB or L order."""
+    """An OpenCV frame (grey, BGR or BGRA; 8 or 16 bits) -> uint8 [h, w, channels] in RGB or L order."""
     if frame is None or frame.size == 0 or frame.ndim not in (2, 3):
         raise FrameShapeError(f"frame is empty or not an image (shape {getattr(frame, 'shape', None)})")
-    if frame.dtype != np.uint8:
-        raise FrameShapeError(f"frame dtype {frame.dtype} is not uint8")
+    frame = eight_bits(frame)
     image = frame[..., None] if frame.ndim == 2 else frame
     have = image.shape[2]
     if have == 4:

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from hgen.compiler.errors import ImageTooLargeError, UnreadableImageError
 from hgen.runtime.config import StrictModel
-from hgen.runtime.preprocess import composite_on_black, fit, grey, normalise, placement
+from hgen.runtime.preprocess import composite_on_black, eight_bits, fit, grey, normalise, placement
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -189,9 +189,11 @@ def to_array(image: PILImage, channels: int) -> np.ndarray:
     from PIL import Image
 
     mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
+    if mode.startswith("I;16"):  # the device's rule for 16-bit frames (`hgen.runtime.preprocess.eight_bits`)
+        image = Image.fromarray(eight_bits(np.asarray(image).astype(np.uint16)), "L")
+    elif mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") else max(255.0, float(array.max(initial=0)))
+        top = max(255.0, float(array.max(initial=0)))
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

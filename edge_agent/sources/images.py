@@ -1,6 +1,8 @@
-"""`images`: every image file of a folder in name order, decoded with `cv2.imread`.
+"""`images`: every image file of a folder in name order, decoded by OpenCV and turned upright by its EXIF tag.
 
-An undecodable file becomes a frame with `image=None`, so the agent reports it instead of silently skipping it.
+A phone photo taken sideways is shown upright by every viewer and by the compiler's loader, so the device turns it
+upright too (`hgen.runtime.orientation`); alpha and 16 bits are kept for the runtime's frame steps. An undecodable
+or unreadable file becomes a frame with `image=None`, so the agent reports it instead of silently skipping it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from hgen.edge_agent.config import SourceConfig
 from hgen.edge_agent.errors import SourceError
 from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource
+from hgen.runtime.orientation import decode_upright
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 
@@ -20,9 +23,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 class ImageFolderSource(FrameSource):
     def __init__(self, config: SourceConfig, stop: threading.Event) -> None:
         super().__init__(config, stop)
-        import cv2
-
-        self._cv2 = cv2
         folder = Path(config.uri)
         if not folder.is_dir():
             raise SourceError(f"image folder {folder} does not exist")
@@ -41,7 +41,10 @@ class ImageFolderSource(FrameSource):
             self._position = 0
         path = self._files[self._position]
         self._position += 1
-        image = self._cv2.imread(str(path), self._cv2.IMREAD_UNCHANGED)
+        try:
+            image = decode_upright(path.read_bytes())
+        except OSError:  # vanished or unreadable since the listing: reported like an undecodable file
+            image = None
         frame = Frame(self._index, image, time.time(), path.name)
         self._index += 1
         self.stats.frames += 1

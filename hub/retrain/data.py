@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from hgen.hub.errors import RetrainError
 from hgen.hub.retrain.records import LabelledSample
 from hgen.protos import hub_pb2
+from hgen.runtime.orientation import decode_upright
 from hgen.runtime.preprocess import FrameShapeError, fit, frame_channels, normalise
 
 
@@ -63,7 +63,7 @@ def decode(sample: StoredImage, shape: tuple[int, int, int], resize: str = "stre
             raise RetrainError(f"sample {sample.sample_id}: raw image has {pixels.size} bytes, expected {expected}")
         pixels = pixels.reshape(sample.height, sample.width, sample.channels)
     else:
-        pixels = cv2.imdecode(np.frombuffer(sample.image, np.uint8), cv2.IMREAD_UNCHANGED)
+        pixels = decode_upright(sample.image)  # a gold upload from a phone: upright, as the annotators saw it
         if pixels is None:
             raise RetrainError(f"sample {sample.sample_id}: stored image does not decode")
     try:

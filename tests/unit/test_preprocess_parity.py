@@ -72,8 +72,8 @@ def test_letterbox_pads_and_keeps_the_aspect_ratio():
 def test_frames_that_cannot_become_an_input_are_refused():
     with pytest.raises(FrameShapeError, match="empty"):
         frame_channels(np.zeros((0, 4, 3), np.uint8), 3)
-    with pytest.raises(FrameShapeError, match="uint8"):
-        frame_channels(np.zeros((4, 4), np.uint16), 1)
+    with pytest.raises(FrameShapeError, match="is not uint8 or uint16"):
+        frame_channels(np.zeros((4, 4), np.int32), 1)  # 16-bit frames are reduced (test_orientation.py)
     with pytest.raises(FrameShapeError, match="2 channels"):
         frame_channels(np.zeros((4, 4, 2), np.uint8), 3)
 
