@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("add-device", "revoke-device", "rotate-device"):
         verbs[name].add_argument("device", metavar="NAME", help="device id (letters, digits, . _ -)")
     verbs["add-device"].add_argument("--target", help="the only target whose bundles the device may fetch")
+    for name in ("add-device", "rotate-device"):
+        verbs[name].add_argument("--secret-file", type=Path,
+                                 help="write the secret alone to this file (mode 0600) instead of printing it: "
+                                      "what tools/flash/build_kit.py --secret-file reads")
     verbs["add-device"].add_argument("--certificate-dir", help="also issue a client certificate named by the device "
                                      "id, signed by grpc.tls.client_ca_file with client_ca_key_file, into this folder")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -125,14 +131,15 @@ def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
             print(f"invite for {name} ({role}): open {base or '<hub web UI>'}/join#token={token}")
         else:
             password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
-            accounts.create(name, role, password)
-            print(f"account {name} ({role}) created")
+            account = accounts.create(name, role, password)
+            done = "created" if account.epoch == 0 else "existed: password replaced, its sessions ended"
+            print(f"account {name} ({role}) {done}")
     finally:
         kb.close()
 
 
 def device_verb(config_path: str, verb: str, device: str, target: str | None = None,
-                certificate_dir: str | None = None) -> None:
+                certificate_dir: str | None = None, secret_file: Path | None = None) -> None:
     """add/revoke/rotate through the hub's own API: the knowledge base and, with mqtt.access, the broker."""
     from hgen.hub.broker_acl import open_registry
 
@@ -140,20 +147,46 @@ def device_verb(config_path: str, verb: str, device: str, target: str | None = N
     tls = config.grpc.tls
     if certificate_dir is not None and (tls is None or tls.client_ca_file is None or tls.client_ca_key_file is None):
         raise HubConfigError("--certificate-dir needs grpc.tls.client_ca_file and grpc.tls.client_ca_key_file")
+    if secret_file is not None:
+        _check_writable(secret_file)
     with open_registry(config) as devices:
         if verb == "revoke-device":
             devices.revoke(device)
             print(f"device {device} revoked")
             return
         issued = devices.add(device, target) if verb == "add-device" else devices.rotate(device)
-    print(f"device {device}: secret {issued.secret}\n(shown once: put it in the agent config as hub.secret, "
-          f"file mode 0600; the gRPC bearer token is {device}:<secret>)")
+    if secret_file is not None:
+        _write_secret(secret_file, issued.secret, device)
+        print(f"device {device}: secret written to {secret_file} (mode 0600, printed nowhere; "
+              f"tools/flash/build_kit.py --secret-file puts it in agent.yaml as hub.secret)")
+    else:
+        print(f"device {device}: secret {issued.secret}\n(shown once: put it in the agent config as hub.secret, "
+              f"file mode 0600; the gRPC bearer token is {device}:<secret>)")
     if certificate_dir is not None:
         from hgen.hub.device_certs import issue_certificate
 
         assert tls is not None and tls.client_ca_file is not None and tls.client_ca_key_file is not None
         files = issue_certificate(device, tls.client_ca_file, tls.client_ca_key_file, Path(certificate_dir))
         print(f"client certificate {files.cert_file} and key {files.key_file} (mode 0600)")
+
+
+def _check_writable(path: Path) -> None:
+    """Before anything is issued: a secret that cannot be written would exist nowhere."""
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK) or path.is_dir():
+        raise HubConfigError(f"--secret-file {path}: cannot write a file there")
+
+
+def _write_secret(path: Path, secret: str, device: str) -> None:
+    """The secret alone (what build_kit.py reads), mode 0600 from its creation, replacing `path` in one step."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise HubConfigError(f"device {device}: its new secret could not be written to {path} ({exc}); "
+                             "run rotate-device to issue another") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             add_user(args.config, args.name, args.role, args.invite)
         elif args.verb in ("add-device", "revoke-device", "rotate-device"):
             device_verb(args.config, args.verb, args.device, getattr(args, "target", None),
-                        getattr(args, "certificate_dir", None))
+                        getattr(args, "certificate_dir", None), getattr(args, "secret_file", None))
         else:
             print(load_hub_config(args.config).model_dump_json(indent=2))
     except HGenError as error:
