@@ -15,7 +15,7 @@ installs an import hook that acts when those packages are first imported. What e
   Only `TF_ENABLE_ONEDNN_OPTS=0` would prevent the oneDNN line, but it turns oneDNN off (other numerics, other
   speed), so the lines are dropped instead: while TensorFlow imports, fd 2 goes to a temporary file; afterwards
   every line that is not an Abseil/TSL log line below TF_CPP_MIN_LOG_LEVEL is written to stderr again.
-* a stderr filter around a TFLite interpreter's `allocate_tensors` (LiteRT, tflite-runtime) until TFLite's own
+* a stderr filter around a TFLite interpreter's creation and `allocate_tensors` (LiteRT, tflite-runtime, TensorFlow's) until TFLite's own
   "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." has gone by: TFLite's minimal logger prints it
   with fprintf and no variable turns it off. Only INFO/WARNING lines in TFLite's format (below
   TF_CPP_MIN_LOG_LEVEL) are dropped there.
@@ -56,6 +56,7 @@ _ABSL_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is cal
 _TSL_CONTINUATION = b"To enable the following instructions:"  # second line of cpu_feature_guard's message
 _TFLITE_LINE = re.compile(rb"^(INFO|WARNING): ")
 _XNNPACK_LINE = b"Created TensorFlow Lite XNNPACK delegate"
+_QUANTIZER_LINE = re.compile(rb"^fully_quantize: \d+, inference_type: \d+")  # TFLite's int8 quantizer, printf
 _SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"INFO": 0, b"WARNING": 1}
 
 _lock = threading.RLock()  # one stderr redirection at a time (they restore fd 2 in LIFO order)
@@ -106,6 +107,7 @@ def silence_tensorflow() -> None:
         "absl.logging": _then(_quiet_absl),
         "ai_edge_litert.interpreter": _then(_filter_first_allocations),
         "tflite_runtime.interpreter": _then(_filter_first_allocations),
+        "tensorflow.lite.python.interpreter": _then(_filter_first_allocations),  # TensorFlow's own (tf2onnx uses it)
     }
     for name, hook in list(hooks.items()):
         module = sys.modules.get(name)
@@ -113,6 +115,17 @@ def silence_tensorflow() -> None:
             hook(module, lambda: None)
             del hooks[name]
     sys.meta_path.insert(0, _ImportHook(hooks))
+
+
+@contextlib.contextmanager
+def quiet_conversion() -> Iterator[None]:
+    """Around a TFLite conversion: its int8 quantizer prints "fully_quantize: 0, inference_type: 6, ..." to stderr
+    from C++ on every call. Only that line is dropped, and only while TensorFlow is silenced (not `--verbose`)."""
+    if not _installed:
+        yield
+        return
+    with _filtered_stderr(lambda line, _level: _QUANTIZER_LINE.match(line) is not None):
+        yield
 
 
 # --- stderr filtering ---------------------------------------------------------------------------------------
@@ -202,25 +215,31 @@ def _quiet_absl(absl_logging: ModuleType) -> None:
 
 
 def _filter_first_allocations(module: ModuleType) -> None:
-    """Wrap `Interpreter.allocate_tensors` until TFLite's once-per-process XNNPACK INFO line has gone by."""
+    """Wrap `Interpreter.__init__` and `allocate_tensors` until TFLite's once-per-process XNNPACK INFO line has gone
+    by: depending on how the model is given and the LiteRT version, the delegate is made in either."""
     interpreter = getattr(module, "Interpreter", None)
-    original = getattr(interpreter, "allocate_tensors", None)
-    if original is None or getattr(original, "_hgen_quiet", False):
+    if interpreter is None:
         return
     seen = threading.Event()
+    for name in ("__init__", "allocate_tensors"):
+        original = getattr(interpreter, name, None)
+        if original not in (None, object.__init__) and not getattr(original, "_hgen_quiet", False):
+            setattr(interpreter, name, _until_xnnpack_seen(original, seen))
 
+
+def _until_xnnpack_seen(original: Callable[..., object], seen: threading.Event) -> Callable[..., object]:
     @functools.wraps(original)
-    def allocate_tensors(self, *args, **kwargs):
+    def quiet(*args, **kwargs):
         if seen.is_set():
-            return original(self, *args, **kwargs)
+            return original(*args, **kwargs)
         with _filtered_stderr(_tflite_noise) as captured:
-            result = original(self, *args, **kwargs)
+            result = original(*args, **kwargs)
         if any(_XNNPACK_LINE in line for line in captured):
             seen.set()
         return result
 
-    allocate_tensors._hgen_quiet = True
-    interpreter.allocate_tensors = allocate_tensors
+    quiet._hgen_quiet = True  # type: ignore[attr-defined]
+    return quiet
 
 
 # --- the import hook ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
+from hgen.runtime.quiet import quiet_conversion
 
 if TYPE_CHECKING:
     import keras
@@ -158,7 +159,7 @@ def lower_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = getattr(tf, integer_io)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the exported signature
+        with contextlib.redirect_stdout(io.StringIO()), quiet_conversion():  # Keras prints the exported signature
             content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
         raise CompilerError(f"TFLite conversion ({precision}) failed: {exc}") from None

@@ -191,3 +191,38 @@ def test_import_hook_filters_the_import_and_keeps_the_loader(tmp_path, capfd, mo
     assert capfd.readouterr().err == "kept\n"
     assert type(hgen_quiet_probe.__loader__).__name__ == "SourceFileLoader"
     assert hgen_quiet_probe.__spec__.loader is hgen_quiet_probe.__loader__
+
+
+MODEL_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import keras
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.save(sys.argv[1])
+    np.save(sys.argv[2], np.random.default_rng(0).random((100, 8, 8, 1), dtype=np.float32))
+""")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="needs TensorFlow: pip install 'hgen[compiler]'")
+def test_lowering_a_real_model_to_int8_prints_only_hgens_lines(tmp_path):
+    """TFLite's int8 quantizer ("fully_quantize: ...") and TensorFlow's own interpreter (XNNPACK, met through the
+    phone's web models) print from C++; `hgen lower` shows neither unless --verbose."""
+    from hgen.runtime import signing
+
+    model, data, key = tmp_path / "net.keras", tmp_path / "rep.npy", tmp_path / "signing.key"
+    subprocess.run([sys.executable, "-c", MODEL_SCRIPT, str(model), str(data)], check=True, capture_output=True)
+    key.write_bytes(signing.private_key_pem(signing.generate_private_key()))
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    runs = {mode: subprocess.Popen([sys.executable, "-m", "hgen.compiler.cli.main", "lower", str(model), "--out",
+                                    str(tmp_path / mode), "--key", str(key), "--quantize", "int8",
+                                    "--representative", str(data), *flags],
+                                   env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for mode, flags in (("quiet", []), ("verbose", ["--verbose"]))}
+    out = {mode: run.communicate(timeout=300) + (run.returncode,) for mode, run in runs.items()}
+    stdout, err, code = out["quiet"]
+    assert code == 0 and err == "", err[-3000:]
+    assert stdout.splitlines()[-1] == f"bundle: {tmp_path / 'quiet'}" and "fully_quantize" not in stdout
+    verbose = out["verbose"][0] + out["verbose"][1]
+    assert out["verbose"][2] == 0 and "fully_quantize" in verbose, "the test no longer meets the quantizer's line"
