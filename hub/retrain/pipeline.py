@@ -30,6 +30,7 @@ from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
+from hgen.runtime.errors import HGenError
 from hgen.runtime.familiarity import Familiarity
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ class RetrainPipeline:
         try:
             outcome = self._execute(run, start)
         except Exception as exc:  # any failure: keep the deployed model, say why
-            log.warning("retrain %d of %s failed: %s\n%s", run.id, run.model_name, exc, traceback.format_exc())
+            # hgen's own errors say what is wrong in one line; a traceback is for a fault in the code
+            trace = "" if isinstance(exc, HGenError) else f"\n{traceback.format_exc()}"
+            log.warning("retrain %d of %s failed: %s%s", run.id, run.model_name, exc, trace)
             self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}",
                                   metrics={"retrain_seconds": time.perf_counter() - start})
             return self.store.run(run.id)  # type: ignore[return-value]

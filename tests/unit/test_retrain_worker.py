@@ -31,7 +31,8 @@ def worker(tmp_path: Path, deployed: DeployedModel) -> Iterator[RetrainWorker]:
     kb.close()
 
 
-def test_failed_retrain_keeps_the_current_model_and_says_why(worker: RetrainWorker, deployed: DeployedModel) -> None:
+def test_failed_retrain_keeps_the_current_model_and_says_why(worker: RetrainWorker, deployed: DeployedModel,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     run = worker.request(deployed.name, "operator")
     assert run.status == "queued" and run.from_version == "1.0.0"
     done = worker.wait(run.id, timeout=60)
@@ -39,6 +40,21 @@ def test_failed_retrain_keeps_the_current_model_and_says_why(worker: RetrainWork
     assert "no human-labelled samples" in done.error
     assert worker.store.current_version(deployed.name).version == "1.0.0"
     assert worker.pipeline.store.kb.bundle(deployed.name) is None  # nothing was announced
+    [said] = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]
+    assert "no human-labelled samples" in said and "Traceback" not in said  # an ordinary outcome: one line
+
+
+def test_a_fault_in_the_code_is_logged_with_its_traceback(worker: RetrainWorker, deployed: DeployedModel,
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> None:
+        raise ZeroDivisionError("a bug, not an outcome")
+
+    monkeypatch.setattr(worker.pipeline, "_execute", broken)
+    done = worker.wait(worker.request(deployed.name, "operator").id, timeout=60)
+    assert done.status == "failed" and done.error == "ZeroDivisionError: a bug, not an outcome"
+    [said] = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]
+    assert "Traceback" in said and "in broken" in said
 
 
 def test_one_retrain_per_model_and_unknown_models_refused(worker: RetrainWorker, deployed: DeployedModel) -> None:
