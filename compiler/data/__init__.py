@@ -29,7 +29,7 @@ import numpy as np
 from hgen.compiler.data.builtins import DIGIT_LABELS as DIGIT_LABELS  # re-exported: callers name the digit classes
 from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, builtin_names, get_builtin
 from hgen.compiler.data.sources import RawData
-from hgen.compiler.data.spec import PAPER_ALIASES, DatasetSpec, parse_spec
+from hgen.compiler.data.spec import CLASSIFY_LOADER, DETECT_LOADER, PAPER_ALIASES, DatasetSpec, parse_spec
 from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError
 from hgen.runtime.config import StrictModel, parse_config
 
@@ -227,8 +227,7 @@ def read_user(location: Location, *, seed: int, limit: int | None, image: ImageO
         raise DatasetNotFoundError(f"data set path '{user.path}' does not exist")
     catalog = user.format.scan(user.path, user.config)
     if task is not None and catalog.task != task:
-        loader = ("hgen.compiler.data.detection.load_detection_dataset" if catalog.task == "detect"
-                  else "hgen.compiler.data.load_dataset")
+        loader = DETECT_LOADER if catalog.task == "detect" else CLASSIFY_LOADER
         kind = "detection" if catalog.task == "detect" else "classification"
         raise DatasetError(f"{user.path} is a {catalog.format} {kind} data set: load it with {loader}")
     loaded = read_catalog(catalog, user.options, seed=seed, limit=limit)

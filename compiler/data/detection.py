@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hgen.compiler.data import Split, load_dataset, read_user, user_location
-from hgen.compiler.data.builtins import BUILTINS
+from hgen.compiler.data.builtins import detection_bases as detection_bases  # re-exported: declared per built-in
+from hgen.compiler.data.builtins import detection_names as detection_names
 from hgen.compiler.data.spec import parse_spec
 from hgen.compiler.errors import DatasetError
 from hgen.runtime.config import StrictModel
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hgen.compiler.data.formats import Location
     from hgen.compiler.data.images import ImageOptions, Preprocess
     from hgen.compiler.data.reader import LoadReport
@@ -86,15 +89,6 @@ class DetectionDataset:
         return len(self.labels)
 
 
-def detection_bases() -> dict[str, str]:
-    """Synthetic detection set -> the built-in whose images it pastes on canvases, as each built-in declares."""
-    return {builtin.detection: name for name, builtin in BUILTINS.items() if builtin.detection}
-
-
-def detection_names() -> list[str]:
-    return sorted(detection_bases())
-
-
 def _base_name(spec: str) -> str:
     return spec.strip().partition("?")[0].partition(":")[0]
 
@@ -117,8 +111,10 @@ def is_detection_spec(spec: str) -> bool:
 
 def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None, format: str | None = None,
                            image: ImageOptions | Mapping[str, Any] | None = None,
-                           format_options: Mapping[str, Any] | StrictModel | None = None) -> DetectionDataset:
-    """Build the canvases of every split, or read a user's YOLO / COCO data set; `limit` caps each split."""
+                           format_options: Mapping[str, Any] | StrictModel | None = None,
+                           root: str | Path | None = None, allow_download: bool = False) -> DetectionDataset:
+    """Build the canvases of every split, or read a user's YOLO / COCO data set; `limit` caps each split. `root` and
+    `allow_download` are where the built-in's source images are looked for, as `load_dataset` takes them."""
     from hgen.compiler.data.challenges import VARIANTS
 
     bases = detection_bases()
@@ -128,7 +124,7 @@ def load_detection_dataset(spec: str, *, seed: int = 0, limit: int | None = None
             return _load_user_detection(location, seed=seed, limit=limit, image=image, format_options=format_options)
 
     parsed = parse_spec(spec, sorted(bases))
-    source = load_dataset(bases[parsed.base], seed=seed)
+    source = load_dataset(bases[parsed.base], root=root, seed=seed, allow_download=allow_download)
     variant = VARIANTS.get(parsed.variant)
     splits = []
     for index, (name, digits) in enumerate((("train", source.train), ("val", source.val), ("test", source.test))):

@@ -102,8 +102,11 @@ def locate(source: IdxSource, explicit: Path | None = None, allow_download: bool
 
 
 def _not_found_message(source: IdxSource, tried: Sequence[str]) -> str:
+    """Names every fix as it is typed: a download is never implicit, so the message says how to ask for one."""
     return (f"dataset '{source.name}' not found; tried: {', '.join(tried)}. Fix: {source.install_hint}, or set "
-            f"HGEN_DATA to a folder holding '{source.name}/' with the IDX files, or allow a download explicitly.")
+            f"HGEN_DATA to a folder holding '{source.name}/' with the IDX files, or allow a download explicitly: "
+            f"`hgen data {source.name} --download` (in Python `allow_download=True`) fetches it once into the "
+            f"Keras cache, where later runs find it.")
 
 
 def _download(source: IdxSource) -> RawData:

@@ -6,7 +6,8 @@ from hgen.compiler.cli.main import main
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    (["data", "nope"], 2, "valid choices: mnist, fashion-mnist, digits, auto"),
+    (["data", "nope"], 2, "valid choices: mnist, fashion-mnist, digits, auto (or an alias D1, D2, D3, D4, D5), "
+                          "or a detection set: digits-det, mnist-det"),
     (["data", "D5?factor=99"], 2, "factor"),
     (["evaluate", "--tau", "1.5", "--dataset", "digits"], 2, "tau must be in [0, 1]"),
     (["evaluate", "-m", "0", "--dataset", "digits"], 2, "m: Input should be greater than or equal to 1"),

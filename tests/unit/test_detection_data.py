@@ -7,7 +7,7 @@ import pytest
 
 from hgen.compiler.data.detection import (CANVAS, GRID, MAX_DIGITS, detection_names, is_detection_spec,
                                           load_detection_dataset)
-from hgen.compiler.errors import UnknownNameError
+from hgen.compiler.errors import DatasetSpecError
 from hgen.compiler.models.grid_detector import encode_targets
 from hgen.runtime.hdnn.yolo import decode
 
@@ -57,7 +57,7 @@ def test_spec_variants_and_errors() -> None:
     assert not np.array_equal(noisy.train.x, clean.train.x)
     assert is_detection_spec("mnist-det:lowres") and not is_detection_spec("mnist")
     assert detection_names() == ["digits-det", "mnist-det"]
-    with pytest.raises(UnknownNameError, match="digits-det"):
+    with pytest.raises(DatasetSpecError, match="'digits' is a classification data set .*'digits-det'"):
         load_detection_dataset("digits")
 
 

@@ -100,3 +100,13 @@ def builtin_names() -> list[str]:
 def get_builtin(name: str) -> Builtin:
     return BUILTINS.get(name)
 
+
+def detection_bases() -> dict[str, str]:
+    """Synthetic detection set -> the built-in whose images it pastes on canvases, as each built-in declares: the
+    detection loader reads them, and spec errors tell them apart from the classification names."""
+    return {builtin.detection: name for name, builtin in BUILTINS.items() if builtin.detection}
+
+
+def detection_names() -> list[str]:
+    return sorted(detection_bases())
+
