@@ -93,10 +93,13 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
     Unless `strict`, any share of unreadable files is tolerated (they are listed): inspecting is how one finds them.
     """
     from hgen.compiler.data import load_dataset, resolve_user_spec, user_location
+    from hgen.compiler.data.detection import is_detection_spec
 
     if out_dir:
         _sheet_folder(Path(out_dir))  # before the load: a bad --out fails at once, not after decoding everything
     location = user_location(spec, format)
+    if location is None and is_detection_spec(spec):  # a built-in detection set (digits-det): canvases in memory
+        return _inspect_builtin_detection(spec, out_dir, seed, limit, per_sheet)
     if location is None:  # a built-in data set: already in memory
         data = load_dataset(spec, seed=seed, limit=limit)
         splits = {name: RawSplit(np.clip(part.x * 255.0 + 0.5, 0, 255).astype(np.uint8), part.y, None, ())
@@ -123,6 +126,22 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
     sheets = _write_sheets(loaded.splits, catalog.labels, Path(out_dir), per_sheet) if out_dir else ()
     return Inspection(name, catalog.format, catalog.task, catalog.origin, catalog.labels, counts, loaded.preprocess,
                       loaded.report, sheets)
+
+
+def _inspect_builtin_detection(spec: str, out_dir: str | Path | None, seed: int, limit: int | None,
+                               per_sheet: int) -> Inspection:
+    """A synthetic detection set: boxes counted per class, sheets with the boxes drawn, as for a user's YOLO set."""
+    from hgen.compiler.data.detection import load_detection_dataset
+
+    data = load_detection_dataset(spec, seed=seed, limit=limit)
+    splits = {name: RawSplit(np.clip(part.x * 255.0 + 0.5, 0, 255).astype(np.uint8), np.zeros(0, np.int64),
+                             part.boxes, ())
+              for name, part in (("train", data.train), ("val", data.val), ("test", data.test))}
+    height, width, channels = data.train.x.shape[1:]
+    pre = Preprocess(height=height, width=width, channels=channels, colour_order="L")
+    sheets = _write_sheets(splits, data.labels, Path(out_dir), per_sheet) if out_dir else ()
+    return Inspection(data.name, "builtin", "detect", data.origin, data.labels, _counts(splits, data.labels), pre,
+                      None, sheets)
 
 
 def _counts(splits: Mapping[str, RawSplit], labels: tuple[str, ...]) -> dict[str, dict[str, int]]:

@@ -76,3 +76,21 @@ def test_not_found_names_the_download_flag_and_keyword(tmp_path: Path, monkeypat
         load_dataset("mnist")
     assert main(["data", "mnist-det"]) == 3
     assert "hgen data mnist --download" in capsys.readouterr().err
+
+
+def test_inspect_counts_and_draws_the_boxes_of_a_builtin_detection_set(tmp_path: Path) -> None:
+    """`hgen data inspect digits-det`: boxes per class, and a sheet per class whose tiles show only that class's
+    boxes (drawn in red on the grey canvases)."""
+    import cv2
+    import numpy as np
+
+    from hgen.compiler.data.inspect import inspect_dataset
+
+    found = inspect_dataset("digits-det", out_dir=tmp_path, limit=40)
+    assert found.task == "detect" and found.format == "builtin" and len(found.sheets) == 10
+    data = load_detection_dataset("digits-det", limit=40)
+    three = sum(int((b[:, 4] == 3).sum()) for b in data.train.boxes)
+    assert found.counts["train"]["3"] == three > 0
+    sheet = cv2.imread(str(next(p for p in found.sheets if Path(p).name.endswith("_3.png"))))
+    red = (sheet[..., 2] > 150) & (sheet[..., 1] < 80) & (sheet[..., 0] < 80)
+    assert red.sum() > 0  # the boxes are drawn
