@@ -5,7 +5,8 @@ Modelled on Frigate's detector configs: pydantic with `extra="forbid"`, a title 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -169,3 +170,20 @@ def reference_markdown(model: type[BaseModel]) -> str:
         cells = [f"`{path}`", kind, f"`{default}`" if default else "", title]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def regenerate(target: Path, markers: tuple[str, str], render: Callable[[], str], *, check: bool) -> int:
+    """Rewrite the part of a docs file between its two marker lines with `render()` (a generated reference, kept
+    next to hand-written text); with `check`, only say whether it is stale. Returns the exit code (1: stale)."""
+    start, end = markers
+    text = target.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{target} lacks the markers {start} ... {end}")
+    head, _, rest = text.partition(start)
+    new = head + render() + rest.partition(end)[2]
+    if check:
+        if new != text:
+            print(f"{target.name} is stale: regenerate it", file=sys.stderr)
+        return int(new != text)
+    target.write_text(new)
+    return 0

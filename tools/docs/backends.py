@@ -12,6 +12,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from hgen.runtime.config import regenerate
+
 TARGET = Path(__file__).resolve().parents[2] / "docs" / "backends.md"
 START, END = "<!-- backends:start -->", "<!-- backends:end -->"
 # (part of the product, "module:VARIABLE") of every registry, in the order a reader meets them.
@@ -65,27 +67,10 @@ def render() -> str:
     return "\n".join([START, "", *rows, "", END])
 
 
-def updated(text: str) -> str:
-    if START not in text or END not in text:
-        raise SystemExit(f"docs/backends.md lacks the markers {START} ... {END}")
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    return head + render() + tail
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/backends.md is stale")
-    args = parser.parse_args(argv)
-    current = TARGET.read_text()
-    new = updated(current)
-    if args.check:
-        if new != current:
-            print("docs/backends.md is stale: run `python tools/docs/backends.py`", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(new)
-    return 0
+    return regenerate(TARGET, (START, END), render, check=parser.parse_args(argv).check)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from hgen.runtime.config import reference_markdown
+from hgen.runtime.config import reference_markdown, regenerate
 
 TARGET = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
@@ -51,24 +51,10 @@ def render() -> str:
     return "\n".join(parts + [END])
 
 
-def updated(text: str) -> str:
-    if START not in text or END not in text:
-        raise SystemExit(f"docs/configuration.md lacks the markers {START} ... {END}")
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    return head + render() + tail
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is out of date")
-    args = parser.parse_args()
-    current = TARGET.read_text()
-    new = updated(current)
-    if args.check:
-        return 0 if new == current else 1
-    TARGET.write_text(new)
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is stale")
+    return regenerate(TARGET, (START, END), render, check=parser.parse_args(argv).check)
 
 
 if __name__ == "__main__":
