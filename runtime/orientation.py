@@ -18,10 +18,10 @@ _TIFF_HEADERS = {b"II*\x00": "<", b"MM\x00*": ">"}
 
 
 def exif_orientation(data: bytes) -> int:
-    """The orientation tag (1..8) of a JPEG's APP1 Exif segment or a PNG's eXIf chunk; 1 when there is none or it is
-    broken (a broken tag is not a broken image)."""
+    """The orientation tag (1..8) of a JPEG's APP1 Exif segment, a PNG's eXIf chunk or a WebP's EXIF chunk (where
+    Pillow reads it too); 1 when there is none or it is broken (a broken tag is not a broken image)."""
     try:
-        exif = _jpeg_exif(data) if data[:2] == b"\xff\xd8" else _png_exif(data)
+        exif = _jpeg_exif(data) if data[:2] == b"\xff\xd8" else _png_exif(data) or _webp_exif(data)
         value = _orientation_in(exif) if exif else 1
     except (struct.error, IndexError, ValueError):
         return 1
@@ -48,7 +48,12 @@ def decode_upright(data: bytes) -> np.ndarray | None:
     OpenCV cannot decode them."""
     import cv2
 
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if not data:  # OpenCV raises on an empty buffer rather than returning None
+        return None
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # some codecs raise on malformed input instead of returning None
+        return None
     return None if decoded is None else upright(decoded, exif_orientation(data))
 
 
@@ -79,6 +84,20 @@ def _png_exif(data: bytes) -> bytes:
         if kind in (b"IDAT", b"IEND"):
             return b""
         at += 12 + length
+    return b""
+
+
+def _webp_exif(data: bytes) -> bytes:
+    """The EXIF chunk of a WebP (RIFF) file; some writers start it with the JPEG's "Exif\\0\\0" header."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return b""
+    at = 12
+    while at + 8 <= len(data):
+        kind, length = struct.unpack("<4sI", data[at:at + 8])
+        if kind == b"EXIF":
+            chunk = data[at + 8:at + 8 + length]
+            return chunk[6:] if chunk.startswith(b"Exif\x00\x00") else chunk
+        at += 8 + length + (length & 1)  # chunks are padded to an even size
     return b""
 
 

@@ -45,6 +45,13 @@ def test_every_orientation_turns_upright_as_pillow_does(orientation: int) -> Non
     np.testing.assert_array_equal(decode_upright(data), pillow_upright(data))
 
 
+@pytest.mark.parametrize("orientation", (3, 6, 8))
+def test_a_tagged_webp_turns_upright_as_pillow_does(orientation: int) -> None:
+    data = encoded(asymmetric(), orientation, "WEBP")
+    assert exif_orientation(data) == orientation
+    assert decode_upright(data).shape == pillow_upright(data).shape
+
+
 def test_a_sideways_phone_jpeg_is_read_upright_by_the_device_as_by_the_compiler(tmp_path: Path) -> None:
     """Orientation 6, a phone held upright: stored 10 wide, shown 6 wide. The device's images source and the
     compiler's loader give the same upright frame (JPEG decoders may differ by a grey level)."""
@@ -57,6 +64,14 @@ def test_a_sideways_phone_jpeg_is_read_upright_by_the_device_as_by_the_compiler(
     assert device.shape == compiler.shape and np.abs(device - compiler).mean() < 2
 
 
+def test_an_empty_or_undecodable_file_is_a_frame_without_an_image(tmp_path: Path) -> None:
+    """Reported by the agent as unreadable; the stream goes on (an empty file made OpenCV raise)."""
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    source = ImageFolderSource(SourceConfig(kind="images", uri=str(tmp_path)), threading.Event())
+    frames = [source.read(), source.read()]
+    assert [f.image for f in frames if f is not None] == [None, None] and source.read() is None
+
 def test_no_tag_a_broken_tag_or_no_image_reads_as_stored() -> None:
     plain = io.BytesIO()
     Image.fromarray(asymmetric()).save(plain, "JPEG")
@@ -64,7 +79,7 @@ def test_no_tag_a_broken_tag_or_no_image_reads_as_stored() -> None:
     broken = encoded(asymmetric(), 6, "JPEG").replace(b"Exif\x00\x00", b"Exif\x00\x00\xff\xff\xff\xff", 1)
     assert exif_orientation(broken) == 1
     assert exif_orientation(b"") == exif_orientation(b"\xff\xd8\xff") == exif_orientation(b"not an image") == 1
-    assert decode_upright(b"not an image") is None
+    assert decode_upright(b"not an image") is None and decode_upright(b"") is None  # OpenCV raises on b""
     image = asymmetric()
     assert upright(image, 1) is image and upright(image, 9) is image
 
