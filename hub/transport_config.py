@@ -45,7 +45,8 @@ class GrpcConfig(StrictModel):
                                                   "for replies made by another hub process")
     bundle_chunk_bytes: int = Field(256 * 1024, gt=0, title="Default FetchBundle chunk size")
     advertise_url: str | None = Field(None, pattern=r"^grpcs?://", title="Where devices fetch bundles, written into "
-                                      "update notices (default grpc[s]://<host>:<bound port>)")
+                                      "update notices (default grpc[s]://<host>:<bound port>; none for a wildcard "
+                                      "host such as 0.0.0.0: devices then fetch from their own hub URL)")
     tls: GrpcTlsConfig | None = Field(None, title="Serve TLS (devices use grpcs://); None: plaintext")
 
 

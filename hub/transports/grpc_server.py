@@ -31,6 +31,7 @@ from hgen.protos import hub_pb2
 log = logging.getLogger(__name__)
 SERVICE_NAME = "hgen.v1.AnnotationHub"
 TRANSPORT = "grpc"
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 @dataclass(frozen=True)
@@ -190,13 +191,21 @@ class GrpcTransport(HubTransport):
         address = f"{self.config.host}:{self.config.port}"
         tls = self.config.tls
         self.port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
-        scheme = "grpcs" if tls else "grpc"
-        self.servicer.fetch_uri = self.config.advertise_url or f"{scheme}://{self.config.host}:{self.port}"
+        self.servicer.fetch_uri = self.config.advertise_url or self._bound_uri()
         server.start()
         self._server = server
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gRPC AnnotationHub on %s:%d (%s)", self.config.host, self.port, "TLS" if tls else "plaintext")
+
+    def _bound_uri(self) -> str:
+        """grpc[s]://host:port of the bound address; '' for a wildcard host (0.0.0.0, ::), which no device can
+        dial: notices then carry no address and each device fetches from the hub URL it already uses."""
+        if self.config.host.strip("[]") in WILDCARD_HOSTS:
+            log.warning("grpc.host %s is a wildcard: update notices name no fetch address (devices fetch from their "
+                        "own hub URL); set grpc.advertise_url to name one", self.config.host)
+            return ""
+        return f"{'grpcs' if self.config.tls else 'grpc'}://{self.config.host}:{self.port}"
 
     def stop(self, grace_s: float = 2.0) -> None:
         self._stopping.set()

@@ -130,3 +130,15 @@ def test_an_update_notice_mqtt_cannot_send_is_a_typed_error(tmp_path: Path) -> N
             transport.announce(notice, ["cam-1"])
     finally:
         app.stop()
+
+
+def test_a_wildcard_host_names_no_fetch_address_unless_one_is_advertised(tmp_path: Path) -> None:
+    """grpc://0.0.0.0:port would send every device to itself: notices then carry none, and devices fetch from the
+    hub URL they use; an advertise_url is named as given."""
+    named = "grpc://hub.example:1"
+    for grpc_section, expected in (({"host": "0.0.0.0"}, ""), ({"host": "0.0.0.0", "advertise_url": named}, named)):
+        app = HubApp(hub_config(tmp_path / str(len(expected)), grpc={**grpc_section, "port": free_port()})).start()
+        try:
+            assert app.publisher().fetch_uri() == expected
+        finally:
+            app.stop()
