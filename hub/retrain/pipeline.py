@@ -28,6 +28,7 @@ from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fuse
                                     retrain_kind_names, sample_scorer)
 from hgen.hub.retrain.publish import Publisher, bump_version, build_bundles
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
+from hgen.hub.transports.base import AnnounceError
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
 from hgen.runtime.errors import HGenError
@@ -313,8 +314,11 @@ class RetrainPipeline:
             b.target == prepared.manifest.target for b in built) else built[0]
         self.store.add_version(VersionRecord(model_config.name, version, str(keras_path), str(base.directory),
                                              prepared.manifest.tau, temperature, self.store.clock(), run.id))
-        for bundle in built:
-            self.publisher.publish(bundle, version)
+        for bundle in built:  # every target is published: one notice a transport could not send stops no other
+            try:
+                self.publisher.publish(bundle, version)
+            except AnnounceError as exc:  # recorded already: devices that look (WatchUpdates, a restart) find it
+                log.error("published %s %s, but a device was not told: %s", bundle.bundle_name, version, exc)
         return version
 
     def _store_dir(self) -> Path:

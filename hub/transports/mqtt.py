@@ -313,9 +313,14 @@ class MqttTransport(HubTransport):
         return f"MQTT broker {self.config.host}:{self.config.port} ({self.state.value})"
 
     def announce(self, notice: hub_pb2.ModelUpdate, device_ids: Sequence[str]) -> None:
-        """Publish the notice retained to each device and wait for the broker to take them all. paho keeps a
-        notice it could not send yet and sends it after a reconnect; one it refused is an AnnounceError."""
+        """Publish the notice retained to each device and wait for the broker to take them all. A notice made while
+        the broker is away stays in paho's queue and goes out after the reconnect (logged, not an error); one paho
+        refused (its queue full) is an AnnounceError."""
         for device_id, info in zip(device_ids, self.publish_update(device_ids, notice)):
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                log.warning("update notice %s %s to %s queued: the broker is not connected, it goes out after the "
+                            "reconnect", notice.bundle_name, notice.version, device_id)
+                continue
             try:
                 info.wait_for_publish(PUBACK_TIMEOUT_S)
             except (RuntimeError, ValueError) as exc:  # paho: not queued (queue full) or publish failed

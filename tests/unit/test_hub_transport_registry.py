@@ -119,15 +119,18 @@ def test_a_hub_without_transports_still_records_bundles_with_no_fetch_address(tm
         app.stop()
 
 
-def test_an_update_notice_mqtt_cannot_send_is_a_typed_error(tmp_path: Path) -> None:
-    """A broker that was never reached: paho refuses the publish, the publisher gets an AnnounceError naming
-    the device and version, not paho's RuntimeError."""
+def test_a_notice_made_while_the_broker_is_away_is_queued_and_one_paho_refuses_is_a_typed_error(
+        tmp_path: Path) -> None:
+    """Not connected: paho keeps the notice for the reconnect, so announcing goes on (a retrain is not failed for
+    it). A full queue: paho drops it, and the publisher gets an AnnounceError naming device and version."""
     app = HubApp(hub_config(tmp_path, grpc={"enabled": False}))
     try:
         transport = MqttTransport(app.service, app.config.mqtt)  # never started: no connection
         notice = hub_pb2.ModelUpdate(bundle_name="net", version="1.0.2")
-        with pytest.raises(AnnounceError, match="net 1.0.2 to 'cam-1' over MQTT"):
-            transport.announce(notice, ["cam-1"])
+        transport.client.max_queued_messages_set(1)
+        with pytest.raises(AnnounceError, match="net 1.0.2 to 'cam-2' over MQTT"):
+            transport.announce(notice, ["cam-1", "cam-2"])  # cam-1's is queued, cam-2's does not fit
+        assert len(transport.client._out_messages) == 1  # paho holds cam-1's notice for the reconnect
     finally:
         app.stop()
 
