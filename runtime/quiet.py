@@ -120,11 +120,13 @@ def silence_tensorflow() -> None:
 @contextlib.contextmanager
 def quiet_conversion() -> Iterator[None]:
     """Around a TFLite conversion: its int8 quantizer prints "fully_quantize: 0, inference_type: 6, ..." to stderr
-    from C++ on every call. Only that line is dropped, and only while TensorFlow is silenced (not `--verbose`)."""
+    from C++ on every call. Only that line is dropped, and only while TensorFlow is silenced (not `--verbose`).
+    A conversion can take a while inside a serving hub (a retrain), so every other line goes on to stderr as it is
+    written rather than when the conversion ends."""
     if not _installed:
         yield
         return
-    with _filtered_stderr(lambda line, _level: _QUANTIZER_LINE.match(line) is not None):
+    with _forwarded_stderr(lambda line: _QUANTIZER_LINE.match(line) is not None):
         yield
 
 
@@ -192,6 +194,40 @@ def _filtered_stderr(noise: Callable[[bytes, int], bool]) -> Iterator[list[bytes
                         _write_all(2, b"".join(line for line in captured if not noise(line, level)))
         finally:
             os.close(saved)
+
+
+@contextlib.contextmanager
+def _forwarded_stderr(noise: Callable[[bytes], bool]) -> Iterator[None]:
+    """fd 2 goes into a pipe for the block; a thread passes each line that is not `noise` on to the real stderr at
+    once, so other threads' logging is neither held back nor lost if the process dies inside the block."""
+    with _lock:
+        _flush_python_stderr()
+        try:
+            saved = os.dup(2)
+            read_end, write_end = os.pipe()
+        except OSError:  # no stderr at all: nothing to filter
+            yield
+            return
+        pump = threading.Thread(target=_pump, args=(read_end, saved, noise), name="hgen-stderr", daemon=True)
+        pump.start()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        try:
+            yield
+        finally:
+            _flush_python_stderr()
+            os.dup2(saved, 2)  # the pipe's last write end closes: the pump reads to its end and stops
+            pump.join(timeout=10)
+            if not pump.is_alive():  # else a child still holds the pipe: the pump keeps `saved` for its last lines
+                os.close(saved)
+
+
+def _pump(read_end: int, out: int, noise: Callable[[bytes], bool]) -> None:
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        for line in iter(pipe.readline, b""):
+            if not noise(line):
+                with contextlib.suppress(OSError):
+                    _write_all(out, line)
 
 
 def _import_with_filtered_stderr(module: ModuleType, execute: Callable[[], None]) -> None:

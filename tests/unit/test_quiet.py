@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -226,3 +227,23 @@ def test_lowering_a_real_model_to_int8_prints_only_hgens_lines(tmp_path):
     assert stdout.splitlines()[-1] == f"bundle: {tmp_path / 'quiet'}" and "fully_quantize" not in stdout
     verbose = out["verbose"][0] + out["verbose"][1]
     assert out["verbose"][2] == 0 and "fully_quantize" in verbose, "the test no longer meets the quantizer's line"
+
+
+def test_conversion_filter_passes_other_lines_on_while_it_runs(capfd, monkeypatch):
+    """Inside a serving hub a conversion is one thread among many: their lines reach stderr during it, only the
+    quantizer's line is dropped, and nothing is left behind in a temporary file."""
+    monkeypatch.setattr(quiet, "_installed", True)
+    passed_on = []
+    with quiet.quiet_conversion():
+        os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8\nother thread's line\n")
+        # the pump forwards while the block still runs: poll the real stderr for the line, with a deadline
+        for _ in range(200):
+            passed_on.append(capfd.readouterr().err)
+            if "other thread's line" in "".join(passed_on):
+                break
+            threading.Event().wait(0.05)
+        forwarded_inside = "".join(passed_on)
+    passed_on.append(capfd.readouterr().err)
+    assert forwarded_inside == "other thread's line\n", "held back until the conversion ended"
+    assert "".join(passed_on) == "other thread's line\n"
+    assert os.fstat(2)  # stderr is restored
