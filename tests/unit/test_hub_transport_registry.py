@@ -145,3 +145,49 @@ def test_a_wildcard_host_names_no_fetch_address_unless_one_is_advertised(tmp_pat
             assert app.publisher().fetch_uri() == expected
         finally:
             app.stop()
+
+
+class RefusingTransport(LoopbackTransport):
+    """Refuses to announce the first bundle it is given, as MQTT does when paho's queue is full."""
+
+    name = "refusing"
+
+    def announce(self, notice: hub_pb2.ModelUpdate, device_ids: Sequence[str]) -> None:
+        EVENTS.append(f"announce {notice.bundle_name}")
+        if len(EVENTS) == 1:
+            raise AnnounceError(f"{notice.bundle_name} to {device_ids[0]!r}: queue full")
+
+
+def test_one_notice_a_transport_cannot_send_stops_no_other_targets_publishing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A retrain for two targets: the first target's notice is refused, the second is still recorded and announced,
+    and the run is published (the first is recorded too: its devices find it when they look)."""
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
+    from hgen.hub.retrain import pipeline as pipeline_module
+    from hgen.hub.retrain.publish import BuiltBundle
+
+    EVENTS.clear()
+    built = []
+    for target, device in (("rpi4", "pi-1"), ("x86_64", "pc-1")):
+        archive = tmp_path / f"net-{target}.hgb"
+        archive.write_bytes(target.encode())
+        built.append(BuiltBundle(target, f"net-{target}", tmp_path, archive, b"", (device,)))
+    monkeypatch.setattr(pipeline_module, "build_bundles", lambda *args, **kwargs: built)
+    monkeypatch.setattr("hgen.compiler.lowering.tflite.calibration_images", lambda split: None)
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = RetrainStore(kb)
+    config = parse_hub_config({"retrain": {"store_dir": str(tmp_path / "store"),
+                                           "signing_key": str(tmp_path / "unused.key")}}).retrain
+    pipeline = RetrainPipeline(config, store, HubPublisher(kb, [RefusingTransport(None, None)]))  # type: ignore
+    prepared = SimpleNamespace(current=SimpleNamespace(version="1.0.0"), data=SimpleNamespace(train=None),
+                               manifest=SimpleNamespace(target="rpi4", tau=0.5))
+    run = SimpleNamespace(id=1)  # only its id is written, beside the new version
+    model = SimpleNamespace(save=lambda path: Path(path).write_bytes(b"keras"))
+    try:
+        version = pipeline._publish(SimpleNamespace(name="net", devices={}), prepared, model, 1.0, run)
+        assert version == "1.0.1" and EVENTS == ["announce net-rpi4", "announce net-x86_64"]
+        assert kb.bundle("net-rpi4", "1.0.1") is not None and kb.bundle("net-x86_64", "1.0.1") is not None
+        assert any("was not told" in r.getMessage() and "queue full" in r.getMessage() for r in caplog.records)
+    finally:
+        kb.close()
