@@ -19,7 +19,7 @@ from PIL import Image
 from hgen.compiler.cli.main import main
 from hgen.compiler.data import load_dataset
 from hgen.compiler.data.images import decode_image
-from hgen.compiler.errors import EmptyDatasetError, UnreadableImageError
+from hgen.compiler.errors import DatasetSpecError, EmptyDatasetError, UnreadableImageError
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -219,3 +219,26 @@ def test_inspect_into_a_path_that_is_a_file_is_a_typed_error_before_any_decoding
     assert main(["data", "inspect", str(root), "--out", str(tmp_path / "sheets")]) == 2
     assert "cannot write contact sheets into" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # refused before the load decoded (and cached) anything
+
+
+def test_a_spec_longer_than_a_file_name_is_parsed_and_a_path_too_long_is_a_typed_error(tmp_path: Path,
+                                                                                       capsys) -> None:
+    """Python 3.11 raises OSError (ENAMETOOLONG) looking up a name over 255 bytes: a long query is still a query (it
+    loads; an unknown key is a spec error) and a path no file system can hold is a typed error, never a traceback."""
+    root = tmp_path / "cams"
+    for label in ("cat", "dog"):
+        for i in range(3):
+            write(root / label / f"{i}.png", np.full((8, 8, 3), 30 if label == "cat" else 220, np.uint8))
+    long = "a" * 300
+    assert load_dataset(f"{root}:noise?variance=0.2{'0' * 300}").labels == ("cat", "dog")
+    with pytest.raises(DatasetSpecError, match=r"x: unknown key"):
+        load_dataset(f"{root}:noise?variance=0.2&x={long}")
+    for spec in (str(tmp_path / long), f"folder:{tmp_path / long}", f"{tmp_path / long}:noise?variance=0.2"):
+        with pytest.raises(DatasetSpecError, match=r"cannot be looked up: File name too long"):
+            load_dataset(spec)
+    assert main(["data", f"{tmp_path / 'nowhere'}:noise?variance=0.2&x={long}"]) == 3
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["data", f"{root}:noise?variance=0.2&x={long}"]) == 2
+    assert main(["data", str(tmp_path / long)]) == 2
+    assert main(["data", "inspect", f"yolo:{tmp_path / long}"]) == 2
+    assert "cannot be looked up" in capsys.readouterr().err

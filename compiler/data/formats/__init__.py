@@ -92,9 +92,7 @@ def get_format(name: str) -> DataFormat:
 
 def detect_format(path: str | Path) -> DataFormat:
     """The format of an existing path, or DatasetFormatError saying what each format expects."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DatasetNotFoundError(f"data set path '{path}' does not exist")
+    path = existing(Path(path).expanduser())
     for _, fmt in sorted(FORMATS.items(), key=lambda item: (item[1].priority, item[0])):
         if fmt.detect(path):
             return fmt
@@ -117,13 +115,37 @@ def scan(path: str | Path, format: str | None = None, options: Mapping[str, Any]
     """Detect (or take) the format and scan the path."""
     path = Path(path).expanduser()
     fmt = get_format(format) if format else detect_format(path)
-    if not path.exists():
+    return fmt.scan(existing(path), parse_format_config(fmt, options))
+
+
+def path_exists(path: Path) -> bool:
+    """`path.exists()`, False where the system refuses to look the name up: Python 3.11 raises OSError for a part
+    over 255 bytes (ENAMETOOLONG), which a spec's long query or variant makes of the whole text."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def lookable(path: Path) -> Path:
+    """`path`, or DatasetSpecError when the system cannot even look it up (a name too long): a typed error naming the
+    path instead of the OSError traceback every later `exists()` or `is_dir()` would end in."""
+    try:
+        path.exists()
+    except OSError as exc:
+        raise DatasetSpecError(f"data set path '{path}' cannot be looked up: {exc.strerror or exc}") from None
+    return path
+
+
+def existing(path: Path) -> Path:
+    """`path`, or DatasetNotFoundError when it is absent (DatasetSpecError when it cannot be looked up)."""
+    if not lookable(path).exists():
         raise DatasetNotFoundError(f"data set path '{path}' does not exist")
-    return fmt.scan(path, parse_format_config(fmt, options))
+    return path
 
 
 def looks_like_path(text: str) -> bool:
-    return text.startswith(("/", ".", "~")) or "/" in text or Path(text).exists()
+    return text.startswith(("/", ".", "~")) or "/" in text or path_exists(Path(text))
 
 
 @dataclass(frozen=True)
@@ -145,17 +167,17 @@ def parse_location(text: str) -> Location | None:
     first, sep, rest = text.partition(":")
     fmt = first if sep and first in FORMATS and rest else None
     whole = rest if fmt else text
-    if Path(whole).expanduser().exists():
+    if path_exists(Path(whole).expanduser()):
         return Location(fmt, Path(whole).expanduser(), "clean", "")
     head, _, query = whole.partition("?")
     if fmt is None and not looks_like_path(head.split(":")[0] if ":" in head else head):
         return None
     path_text, variant = head, "clean"
-    if ":" in head and not Path(head).expanduser().exists():
+    if ":" in head and not path_exists(Path(head).expanduser()):
         candidate, _, tail = head.rpartition(":")
         if "/" not in tail and candidate:
             path_text, variant = candidate, tail
-    return Location(fmt, Path(path_text).expanduser(), variant or "clean", query)
+    return Location(fmt, lookable(Path(path_text).expanduser()), variant or "clean", query)
 
 
 def split_name(text: str, where: str) -> str:
