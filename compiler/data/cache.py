@@ -27,7 +27,9 @@ import numpy as np
 
 from hgen.compiler.data.images import Preprocess
 
-CACHE_VERSION = 1
+# Part of every key (`preprocess_key`): raise it when decoding changes what a file becomes, so older entries are
+# not read back. 2: 16-bit pixels take their high byte (`hgen.runtime.preprocess.eight_bits`), as on the device.
+CACHE_VERSION = 2
 CHUNK = 1 << 20
 
 

@@ -242,3 +242,27 @@ def test_a_spec_longer_than_a_file_name_is_parsed_and_a_path_too_long_is_a_typed
     assert main(["data", str(tmp_path / long)]) == 2
     assert main(["data", "inspect", f"yolo:{tmp_path / long}"]) == 2
     assert "cannot be looked up" in capsys.readouterr().err
+
+
+def test_a_16_bit_set_cached_before_the_high_byte_rule_is_decoded_again(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """16-bit pixels became 8 bits by round(v / 65535 * 255) before they took their high byte (`eight_bits`, the
+    device's rule): a set cached under the old rule must not be read back, or training sees other values than the
+    device. 0xFF00 shows it: 254 by the old rule, 255 by the high byte."""
+    from hgen.compiler.data import cache, images
+
+    root = tmp_path / "sixteen"
+    for label in ("cat", "dog"):
+        for i in range(3):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / label / f"{i}.png"), np.full((8, 8), 0xFF00, np.uint16))
+
+    def pixels() -> set[int]:
+        data = load_dataset(str(root), image={"size": 8})
+        return {round(float(v) * 255) for s in (data.train, data.val, data.test) for v in np.unique(np.asarray(s.x))}
+
+    with monkeypatch.context() as old:  # what the previous release wrote into the cache
+        old.setattr(cache, "CACHE_VERSION", 1)
+        old.setattr(images, "eight_bits", lambda a: np.clip(a / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        assert pixels() == {254}
+    assert pixels() == {255}
