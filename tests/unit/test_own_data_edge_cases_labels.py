@@ -186,3 +186,15 @@ def test_a_split_list_file_that_is_not_text_is_a_typed_error(tmp_path: Path) -> 
     (data / "data.yaml").write_text("train: train.txt\nval: images/val\nnames: [a, b]\n")
     with pytest.raises(DatasetFormatError, match=r"train\.txt: not a readable list of image paths"):
         load_detection_dataset(str(data))
+
+
+def test_a_split_list_leaves_labels_of_unlisted_images_unreported(tmp_path: Path) -> None:
+    """`train: train.txt` chooses some images of the folder: the labels of the others are not orphans (their images
+    are there), only a label whose image is gone is named."""
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "labels" / "train" / "renamed.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # its image is gone
+    (data / "train.txt").write_text("images/train/t0.jpg\n./images/train/t1.jpg\n")
+    (data / "data.yaml").write_text("train: train.txt\nval: images/val\nnames: [a, b]\n")
+    loaded = load_detection_dataset(str(data))
+    assert sum(map(len, (loaded.train, loaded.val, loaded.test))) == 4
+    assert loaded.report.ignored == (f"{data / 'labels' / 'train' / 'renamed.txt'}: a label file without an image",)

@@ -2,12 +2,12 @@
 
 Each label line is `class cx cy w h`, normalised to [0, 1] (a polygon `class x1 y1 x2 y2 ...` counts as its bounding
 box; with `kpt_shape` in the YAML, a pose line's keypoints after its box are passed over). An image without a label
-file has no objects; a label file without an image is reported (`ignored`); a box without area is left out and
-reported (`dropped`). A class index outside `names`, a box reaching outside the image (beyond `tolerance`), or a
-malformed line is a LabelError naming the label file and line. `names` is a list or a {index: name} mapping.
-`train`/`val`/`test` may be a folder, a .txt list of image paths, or a list of those, relative to `path:` (itself
-relative to the YAML's folder; the YAML's folder when it names no folder there) or to the YAML's folder; Roboflow's
-`../train/images` is read as `train/images`, as Ultralytics does.
+file has no objects; a label file without an image is reported (`ignored`; not the label of an image a .txt split
+list leaves out); a box without area is left out and reported (`dropped`). A class index outside `names`, a box
+reaching outside the image (beyond `tolerance`), or a malformed line is a LabelError naming the label file and line.
+`names` is a list or a {index: name} mapping. `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
+list of those, relative to `path:` (itself relative to the YAML's folder; the YAML's folder when it names no folder
+there) or to the YAML's folder; Roboflow's `../train/images` is read as `train/images`, as Ultralytics does.
 """
 
 from __future__ import annotations
@@ -239,12 +239,23 @@ class YoloFormat(DataFormat):
 
 
 def _orphan_labels(records: list[Record]) -> tuple[str, ...]:
-    """Label files beside the used ones whose image is not there (renamed or deleted): their boxes train nothing."""
+    """Label files beside the used ones whose image is not there (renamed or deleted): their boxes train nothing.
+
+    Only a label without an image of its stem in the matching images folder is named: when a split is a .txt list,
+    the labels of the images it leaves out are the list's choice, not a broken data set, and go unremarked."""
     used = {label_path(r.path) for r in records}
-    folders = {txt.parent for txt in used if txt.parent.is_dir()} - {r.path.parent for r in records}
-    orphans = sorted(txt for folder in folders for txt in folder.glob("*.txt")
-                     if txt not in used and txt.name != "classes.txt" and visible(txt))
-    return tuple(f"{txt}: a label file without an image" for txt in orphans)
+    sources: dict[Path, set[Path]] = {}  # labels folder -> the images folders whose labels it holds
+    for r in records:
+        sources.setdefault(label_path(r.path).parent, set()).add(r.path.parent)
+    beside = {r.path.parent for r in records}  # .txt files among the images are lists or notes, not labels
+    orphans: list[Path] = []
+    for folder, image_folders in sources.items():
+        if folder in beside or not folder.is_dir():
+            continue
+        stems = {p.stem for images in image_folders for p in images.iterdir() if is_image(p)}
+        orphans += [txt for txt in folder.glob("*.txt") if txt not in used and txt.stem not in stems
+                    and txt.name != "classes.txt" and visible(txt)]
+    return tuple(f"{txt}: a label file without an image" for txt in sorted(orphans))
 
 
 FORMATS.add("yolo", YoloFormat())
