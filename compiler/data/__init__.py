@@ -30,7 +30,7 @@ from hgen.compiler.data.builtins import DIGIT_LABELS as DIGIT_LABELS  # re-expor
 from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, builtin_names, get_builtin
 from hgen.compiler.data.sources import RawData
 from hgen.compiler.data.spec import CLASSIFY_LOADER, DETECT_LOADER, PAPER_ALIASES, DatasetSpec, parse_spec
-from hgen.compiler.errors import DatasetError, DatasetNotFoundError, DatasetSpecError
+from hgen.compiler.errors import DatasetError, DatasetSpecError
 from hgen.runtime.config import StrictModel, parse_config
 
 if TYPE_CHECKING:
@@ -219,13 +219,12 @@ def read_user(location: Location, *, seed: int, limit: int | None, image: ImageO
     """Resolve, scan and read a user data set; the images of train/val/test as `DecodedImages`: uint8 rows
     (memory-mapped from the cache) that become float32, with the variant applied per image, only when read."""
     from hgen.compiler.data.challenges import VARIANTS
+    from hgen.compiler.data.formats import existing
     from hgen.compiler.data.lazy import DecodedImages
     from hgen.compiler.data.reader import read_catalog
 
     user = resolve_user_spec(location, image, format_options)
-    if not user.path.exists():
-        raise DatasetNotFoundError(f"data set path '{user.path}' does not exist")
-    catalog = user.format.scan(user.path, user.config)
+    catalog = user.format.scan(existing(user.path), user.config)  # absent or unlookable: a typed error
     if task is not None and catalog.task != task:
         loader = DETECT_LOADER if catalog.task == "detect" else CLASSIFY_LOADER
         kind = "detection" if catalog.task == "detect" else "classification"

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from hgen.compiler.data.formats import SPLITS
+from hgen.compiler.data.formats import SPLITS, existing
 from hgen.compiler.data.images import ImageOptions, Preprocess
 from hgen.compiler.data.reader import LoadReport, RawSplit
-from hgen.compiler.errors import DatasetNotFoundError, InvalidArgumentError
+from hgen.compiler.errors import InvalidArgumentError
 from hgen.runtime.config import StrictModel
 
 SHEET_IMAGES = 64  # per class
@@ -117,9 +117,7 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
     if not strict and "max_unreadable_fraction" not in (image.model_fields_set if isinstance(image, ImageOptions)
                                                         else (image or {})):
         options = options.model_copy(update={"max_unreadable_fraction": 1.0})
-    if not user.path.exists():
-        raise DatasetNotFoundError(f"data set path '{user.path}' does not exist")
-    catalog = user.format.scan(user.path, user.config)
+    catalog = user.format.scan(existing(user.path), user.config)  # absent or unlookable: a typed error
     loaded = read_catalog(catalog, options, seed=seed, limit=limit)
     name = str(user.spec)
     counts = _counts(loaded.splits, catalog.labels)

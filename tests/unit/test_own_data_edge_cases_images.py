@@ -266,3 +266,13 @@ def test_a_16_bit_set_cached_before_the_high_byte_rule_is_decoded_again(tmp_path
         old.setattr(images, "eight_bits", lambda a: np.clip(a / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8))
         assert pixels() == {254}
     assert pixels() == {255}
+
+
+def test_a_name_too_long_to_look_up_given_with_format_is_a_typed_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hgen data --format folder <300 characters>` and its inspect: exit 2 naming the path, not an OSError."""
+    from hgen.compiler.cli.main import main
+
+    long = "x" * 300
+    assert main(["data", "--format", "folder", long]) == 2
+    assert main(["data", "inspect", f"folder:{long}"]) == 2
+    assert capsys.readouterr().err.count("cannot be looked up") == 2
