@@ -1,6 +1,6 @@
 """Exception root of `hgen.compiler`."""
 
-from hgen.runtime.errors import HGenError
+from hgen.runtime.errors import HGenError, PlainKeyError
 
 
 class CompilerError(HGenError):
@@ -19,11 +19,8 @@ class DatasetNotFoundError(DatasetError):
     """No copy of the dataset was found; the message names the paths tried and how to install it."""
 
 
-class UnknownNameError(CompilerError, KeyError):
+class UnknownNameError(CompilerError, PlainKeyError):
     """A name is not registered (dataset, model, operator, device, strategy, target...); lists the valid ones."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class InvalidArgumentError(CompilerError, ValueError):

@@ -1,6 +1,6 @@
 """Exception root of `hgen.hub`."""
 
-from hgen.runtime.errors import HGenError
+from hgen.runtime.errors import HGenError, PlainKeyError
 
 
 class HubError(HGenError):
@@ -19,11 +19,8 @@ class HubConfigError(HubError, ValueError):
     """The hub configuration is invalid; the message lists every problem by key path."""
 
 
-class UnknownAggregatorError(HubError, KeyError):
+class UnknownAggregatorError(HubError, PlainKeyError):
     """No aggregator is registered under that name; the message lists the valid names."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class AggregationError(HubError, ValueError):
@@ -160,11 +157,8 @@ class RetrainError(HubError):
     """A retrain could not run to its end; the current model stays deployed and the message says why."""
 
 
-class UnknownModelError(HubError, KeyError):
+class UnknownModelError(HubError, PlainKeyError):
     """No model of that name is configured under retrain.models; the message lists the valid names."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class RetrainBusyError(HubError):

@@ -16,11 +16,16 @@ class InvalidInputError(HGenRuntimeError, ValueError):
     """An argument or array has the wrong value, shape or type."""
 
 
-class UnknownChoiceError(HGenRuntimeError, KeyError):
-    """A name was looked up in a registry that does not hold it; the message lists the valid names."""
+class PlainKeyError(KeyError):
+    """A KeyError that prints its message as written (KeyError quotes it): the base of every "no such name" error
+    whose message lists the valid names."""
 
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownChoiceError(HGenRuntimeError, PlainKeyError):
+    """A name was looked up in a registry that does not hold it; the message lists the valid names."""
 
 
 class RegistrationError(HGenRuntimeError, ValueError):

@@ -10,11 +10,21 @@ Pure Python and numpy; `decode_upright` imports OpenCV lazily.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
 ORIENTATION_TAG = 0x0112
 _TIFF_HEADERS = {b"II*\x00": "<", b"MM\x00*": ">"}
+_TURNS: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # EXIF orientation -> the view that shows it upright
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+}
 
 
 def exif_orientation(data: bytes) -> int:
@@ -30,16 +40,7 @@ def exif_orientation(data: bytes) -> int:
 
 def upright(image: np.ndarray, orientation: int) -> np.ndarray:
     """Pixels [h, w, ...] stored under EXIF `orientation` -> as shown (Pillow's exif_transpose, same results)."""
-    steps = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: np.swapaxes(a, 0, 1),
-        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
-        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
-        8: lambda a: np.swapaxes(a, 0, 1)[::-1],
-    }
-    step = steps.get(orientation)
+    step = _TURNS.get(orientation)
     return image if step is None else np.ascontiguousarray(step(image))
 
 

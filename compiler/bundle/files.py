@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from hgen.runtime.bundle.manifest import file_digest
+
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path)[0]
 
 
 def file_fields(path: Path) -> dict[str, Any]:
     """How the manifest lists a file of the bundle: its name, digest and size (engine and web entries alike)."""
-    return {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
+    sha256, size = file_digest(path)
+    return {"file": path.name, "sha256": sha256, "size": size}

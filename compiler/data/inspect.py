@@ -92,23 +92,13 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
 
     Unless `strict`, any share of unreadable files is tolerated (they are listed): inspecting is how one finds them.
     """
-    from hgen.compiler.data import load_dataset, resolve_user_spec, user_location
-    from hgen.compiler.data.detection import is_detection_spec
+    from hgen.compiler.data import resolve_user_spec, user_location
 
     if out_dir:
         _sheet_folder(Path(out_dir))  # before the load: a bad --out fails at once, not after decoding everything
     location = user_location(spec, format)
-    if location is None and is_detection_spec(spec):  # a built-in detection set (digits-det): canvases in memory
-        return _inspect_builtin_detection(spec, out_dir, seed, limit, per_sheet)
     if location is None:  # a built-in data set: already in memory
-        data = load_dataset(spec, seed=seed, limit=limit)
-        splits = {name: RawSplit(np.clip(part.x * 255.0 + 0.5, 0, 255).astype(np.uint8), part.y, None, ())
-                  for name, part in (("train", data.train), ("val", data.val), ("test", data.test))}
-        pre = data.preprocess or Preprocess(height=data.input_shape[0], width=data.input_shape[1],
-                                            channels=data.input_shape[2], colour_order="L")
-        counts = _counts(splits, data.labels)
-        sheets = _write_sheets(splits, data.labels, Path(out_dir), per_sheet) if out_dir else ()
-        return Inspection(data.name, "builtin", "classify", data.origin, data.labels, counts, pre, None, sheets)
+        return _inspect_builtin(spec, out_dir, seed, limit, per_sheet)
 
     from hgen.compiler.data.reader import read_catalog
 
@@ -126,20 +116,24 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
                       loaded.report, sheets)
 
 
-def _inspect_builtin_detection(spec: str, out_dir: str | Path | None, seed: int, limit: int | None,
-                               per_sheet: int) -> Inspection:
-    """A synthetic detection set: boxes counted per class, sheets with the boxes drawn, as for a user's YOLO set."""
-    from hgen.compiler.data.detection import load_detection_dataset
+def _inspect_builtin(spec: str, out_dir: str | Path | None, seed: int, limit: int | None,
+                     per_sheet: int) -> Inspection:
+    """A built-in set, classification or detection (`digits-det`: boxes counted per class and drawn on the sheets,
+    as for a user's YOLO set): its float images back to uint8 for the sheets."""
+    from hgen.compiler.data import load_dataset
+    from hgen.compiler.data.detection import is_detection_spec, load_detection_dataset
 
-    data = load_detection_dataset(spec, seed=seed, limit=limit)
-    splits = {name: RawSplit(np.clip(part.x * 255.0 + 0.5, 0, 255).astype(np.uint8), np.zeros(0, np.int64),
-                             part.boxes, ())
+    detect = is_detection_spec(spec)
+    data = load_detection_dataset(spec, seed=seed, limit=limit) if detect else load_dataset(spec, seed=seed,
+                                                                                            limit=limit)
+    splits = {name: RawSplit(np.clip(part.x * 255.0 + 0.5, 0, 255).astype(np.uint8),
+                             np.zeros(0, np.int64) if detect else part.y, part.boxes if detect else None, ())
               for name, part in (("train", data.train), ("val", data.val), ("test", data.test))}
-    height, width, channels = data.train.x.shape[1:]
-    pre = Preprocess(height=height, width=width, channels=channels, colour_order="L")
+    height, width, channels = data.input_shape
+    pre = data.preprocess or Preprocess(height=height, width=width, channels=channels, colour_order="L")
     sheets = _write_sheets(splits, data.labels, Path(out_dir), per_sheet) if out_dir else ()
-    return Inspection(data.name, "builtin", "detect", data.origin, data.labels, _counts(splits, data.labels), pre,
-                      None, sheets)
+    return Inspection(data.name, "builtin", "detect" if detect else "classify", data.origin, data.labels,
+                      _counts(splits, data.labels), pre, None, sheets)
 
 
 def _counts(splits: Mapping[str, RawSplit], labels: tuple[str, ...]) -> dict[str, dict[str, int]]:

@@ -7,7 +7,6 @@ is announced, so a failure on one target leaves every device on the current vers
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -21,7 +20,7 @@ import numpy as np
 from hgen.hub.errors import RetrainError
 from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice
 from hgen.protos import hub_pb2
-from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest
+from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest, file_digest
 
 if TYPE_CHECKING:
     from hgen.hub.transports.base import HubTransport
@@ -122,11 +121,7 @@ class HubPublisher:
 
 def bundle_record(path: Path, name: str, version: str, signature: bytes, fetch_uri: str,
                   now: float | None = None) -> BundleRecord:
-    """The knowledge base's record of a bundle file: its digest and size, hashed in chunks (bundles can be large)."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return BundleRecord(name, version, digest.hexdigest(), size, signature, str(path),
-                        time.time() if now is None else now, fetch_uri)
+    """The knowledge base's record of a bundle file: its digest and size."""
+    sha256, size = file_digest(path)
+    return BundleRecord(name, version, sha256, size, signature, str(path), time.time() if now is None else now,
+                        fetch_uri)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hgen.hub.errors import HubError
+from hgen.runtime.errors import PlainKeyError
 
 if TYPE_CHECKING:
     from hgen.hub.config import HubConfig
@@ -19,11 +20,8 @@ if TYPE_CHECKING:
     from hgen.protos import hub_pb2
 
 
-class UnknownHubTransportError(HubError, KeyError):
+class UnknownHubTransportError(HubError, PlainKeyError):
     """A transport name no module registered."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class AnnounceError(HubError):

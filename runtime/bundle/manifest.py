@@ -6,7 +6,9 @@ Schema changes bump `SCHEMA_VERSION`; a device refuses versions it does not know
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -175,3 +177,14 @@ def parse_manifest(data: bytes) -> Manifest:
     if version != SCHEMA_VERSION:
         raise BundleFormatError(f"unsupported manifest schema_version {version!r}; this runtime reads {SCHEMA_VERSION}")
     return parse_config(Manifest, raw, source="manifest", error=BundleFormatError)
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """(SHA-256 hex, size) of a file, read in 1 MiB blocks (bundles and variant files can be large): what a manifest,
+    a variant index and the hub's bundle records list."""
+    digest, size = hashlib.sha256(), 0
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from hgen.runtime import signing
 from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, TargetMismatchError
-from hgen.runtime.bundle.manifest import SAFE_FILE, SEMVER
+from hgen.runtime.bundle.manifest import SAFE_FILE, SEMVER, file_digest
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.variants import Budgets, LabourLevel, VariantSpec
 
@@ -100,19 +100,10 @@ class VariantSet:
         return self.root / self.index.variants[variant].file
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
 def write_index(root: Path, index: VariantIndex, private_key: Any) -> Path:
     """Sign and write the index of members already in `root` (sizes and hashes are checked first)."""
     for entry in index.variants:
-        sha, size = _sha256(root / entry.file)
+        sha, size = file_digest(root / entry.file)
         if (sha, size) != (entry.sha256, entry.size):
             raise IntegrityError(f"variant {entry.name}: {entry.file} does not match its entry")
     data = index.to_bytes()
@@ -123,7 +114,7 @@ def write_index(root: Path, index: VariantIndex, private_key: Any) -> Path:
 
 def member_entry(path: Path, **fields: Any) -> VariantEntry:
     """An index entry for the member archive at `path` (name, costs and levels in `fields`)."""
-    sha, size = _sha256(path)
+    sha, size = file_digest(path)
     return VariantEntry(file=path.name, sha256=sha, size=size, **fields)
 
 
@@ -149,7 +140,7 @@ def load_variant_set(root: str | Path, trusted_public_key: Any, expected_target:
         path = root / entry.file
         if not path.is_file():
             raise BundleFormatError(f"variant {entry.name}: {entry.file} is missing")
-        if _sha256(path) != (entry.sha256, entry.size):
+        if file_digest(path) != (entry.sha256, entry.size):
             raise IntegrityError(f"variant {entry.name}: {entry.file} does not match the signed index")
     return VariantSet(index, root)
 

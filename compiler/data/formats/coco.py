@@ -157,26 +157,29 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
 
 def _categories(annotation: Path, data: dict[str, Any]) -> list[tuple[int, str]]:
     """(id, name) of every category, in id order."""
-    seen: dict[int, str] = {}
-    for i, entry in enumerate(_entries(annotation, data, "categories")):
-        where = f"{annotation}: categories[{i}]"
-        category_id = _field(entry, "id", int, where)
-        if category_id in seen:
-            raise LabelError(f"{where}.id: category id {category_id} is listed twice")
-        seen[category_id] = class_name(_field(entry, "name", str, where))
-    return sorted(seen.items())
+    named = _by_id(annotation, data, "categories", "category",
+                   lambda entry, where: class_name(_field(entry, "name", str, where)))
+    return sorted(named.items())
 
 
 def _images(annotation: Path, data: dict[str, Any]) -> dict[int, _Image]:
-    images: dict[int, _Image] = {}
-    for i, entry in enumerate(_entries(annotation, data, "images")):
-        where = f"{annotation}: images[{i}]"
-        image_id = _field(entry, "id", int, where)
-        if image_id in images:
-            raise LabelError(f"{where}.id: image id {image_id} is listed twice")
-        images[image_id] = _Image(_field(entry, "file_name", _text, where), _field(entry, "width", _positive, where),
-                                  _field(entry, "height", _positive, where))
-    return images
+    return _by_id(annotation, data, "images", "image",
+                  lambda entry, where: _Image(_field(entry, "file_name", _text, where),
+                                              _field(entry, "width", _positive, where),
+                                              _field(entry, "height", _positive, where)))
+
+
+def _by_id(annotation: Path, data: dict[str, Any], key: str, kind: str,
+           read: Callable[[Any, str], T]) -> dict[int, T]:
+    """`data[key]` entries by their `id`, each read by `read(entry, where)`; an id listed twice is a LabelError."""
+    found: dict[int, T] = {}
+    for i, entry in enumerate(_entries(annotation, data, key)):
+        where = f"{annotation}: {key}[{i}]"
+        entry_id = _field(entry, "id", int, where)
+        if entry_id in found:
+            raise LabelError(f"{where}.id: {kind} id {entry_id} is listed twice")
+        found[entry_id] = read(entry, where)
+    return found
 
 
 class CocoFormat(DataFormat):
