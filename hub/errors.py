@@ -157,6 +157,10 @@ class RetrainError(HubError):
     """A retrain could not run to its end; the current model stays deployed and the message says why."""
 
 
+class ReleaseError(RetrainError):
+    """A rollback or an offline bundle's publication was refused (nothing to restore, an incompatible bundle)."""
+
+
 class UnknownModelError(HubError, PlainKeyError):
     """No model of that name is configured under retrain.models; the message lists the valid names."""
 

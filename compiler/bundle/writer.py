@@ -20,7 +20,7 @@ from hgen.compiler.lowering.targets import get_target
 from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
 from hgen.compiler.lowering.web import WEB_RUNTIMES, WebModel, lower_web
 from hgen.runtime import signing
-from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, InputSpec, Manifest
+from hgen.runtime.bundle.manifest import InputSpec, Manifest, sign_manifest
 from hgen.runtime.config import parse_config
 from hgen.runtime.familiarity import Familiarity
 
@@ -160,11 +160,3 @@ def write_bundle(
     )
     sign_manifest(out_dir, manifest, key)
     return BundleInfo(out_dir, manifest, tuple(messages))
-
-
-def sign_manifest(out_dir: str | Path, manifest: Manifest, signing_key: Any) -> None:
-    """Write `manifest.json` and its signature; the manifest must already hash every file of the bundle."""
-    out_dir = Path(out_dir)
-    manifest_bytes = manifest.to_bytes()
-    (out_dir / MANIFEST_NAME).write_bytes(manifest_bytes)
-    (out_dir / SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, signing.load_private_key(signing_key)))

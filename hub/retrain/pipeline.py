@@ -81,6 +81,15 @@ class RetrainPipeline:
         self.store.add_version(record)
         return record
 
+    def configured_manifest(self, name: str) -> Manifest:
+        """The verified manifest of the bundle `retrain.models` names: the model as first deployed."""
+        return self._manifest(Path(self.model_config(name).bundle))
+
+    def base_target(self, name: str) -> str:
+        """The target whose bundles carry the bare model name (others: `<name>-<target>`): the configured
+        bundle's, fixed for the model's life, so no version renames a target's bundles."""
+        return self.configured_manifest(name).target
+
     def _manifest(self, bundle_dir: Path) -> Manifest:
         from hgen.runtime import signing
         from hgen.runtime.bundle.loader import verify_directory
@@ -309,9 +318,9 @@ class RetrainPipeline:
         built = build_bundles(model, prepared.manifest, version=version, temperature=temperature,
                               devices=model_config.devices, out_dir=out_dir, signing_key=self._signing_key(),
                               engines=self.config.engines,
-                              representative=calibration_images(prepared.data.train))
-        base = next(b for b in built if b.target == prepared.manifest.target) if any(
-            b.target == prepared.manifest.target for b in built) else built[0]
+                              representative=calibration_images(prepared.data.train),
+                              base_target=self.base_target(model_config.name))
+        base = next((b for b in built if b.target == prepared.manifest.target), built[0])
         self.store.add_version(VersionRecord(model_config.name, version, str(keras_path), str(base.directory),
                                              prepared.manifest.tau, temperature, self.store.clock(), run.id))
         for bundle in built:  # every target is published: one notice a transport could not send stops no other

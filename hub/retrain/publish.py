@@ -64,14 +64,18 @@ def targets_of(devices: Mapping[str, str], base_target: str) -> dict[str, tuple[
 
 def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: float,
                   devices: Mapping[str, str], out_dir: Path, signing_key: Path, engines: Sequence[str],
-                  representative: np.ndarray) -> list[BuiltBundle]:
+                  representative: np.ndarray, base_target: str | None = None) -> list[BuiltBundle]:
     """Lower and sign `model` for each target, keeping the deployed manifest's plan, tau, labels, lambda,
-    familiarity ranges and precision (an int8 deployment stays int8, calibrated on `representative`)."""
+    familiarity ranges and precision (an int8 deployment stays int8, calibrated on `representative`).
+
+    Bundle names follow `base_target` (the configured bundle's target; default the manifest's), so a target's
+    name stays the same from version to version whichever target the previous version was recorded under."""
+    base_target = manifest.target if base_target is None else base_target
     from hgen.compiler.bundle import pack_bundle, write_bundle
 
     quantize = "int8" if any(entry.precision == "int8" for entry in manifest.engines) else "float"
     built = []
-    for target, device_ids in targets_of(devices, manifest.target).items():
+    for target, device_ids in targets_of(devices, base_target).items():
         directory = out_dir / f"bundle-{target}"
         write_bundle(directory, model, name=manifest.model.name, version=version, kind=manifest.kind, target=target,
                      labels=manifest.labels, input_spec=manifest.input.model_dump(), tau=manifest.tau,
@@ -80,7 +84,7 @@ def build_bundles(model: Any, manifest: Manifest, *, version: str, temperature: 
                      plan=manifest.plan, representative_data=representative, engines=engines,
                      quantize=quantize, familiarity=manifest.familiarity, signing_key=signing_key, overwrite=True)
         archive = pack_bundle(directory)
-        built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, manifest.target, target), directory,
+        built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, base_target, target), directory,
                                  archive, (directory / SIGNATURE_NAME).read_bytes(), device_ids))
     return built
 

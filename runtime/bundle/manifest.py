@@ -188,3 +188,14 @@ def file_digest(path: Path) -> tuple[str, int]:
             digest.update(block)
             size += len(block)
     return digest.hexdigest(), size
+
+
+def sign_manifest(out_dir: str | Path, manifest: Manifest, signing_key: Any) -> None:
+    """Write `manifest.json` and its signature; the manifest must already hash every file of the bundle.
+    Here, not in the compiler, because the hub re-signs stored bundles (rollback, publish) without TensorFlow."""
+    from hgen.runtime import signing
+
+    out_dir = Path(out_dir)
+    manifest_bytes = manifest.to_bytes()
+    (out_dir / MANIFEST_NAME).write_bytes(manifest_bytes)
+    (out_dir / SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, signing.load_private_key(signing_key)))

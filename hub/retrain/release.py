@@ -1,0 +1,297 @@
+"""Operator releases of a model: roll back to an earlier version, or publish a bundle compiled offline.
+
+Both make a NEW version, the next patch (or the offline bundle's own version when it is higher): devices only
+ever swap forward to a version they have not run, and the next retrain starts from what is deployed now. A
+rolled-back version's model files are the restored version's, byte for byte, under a manifest re-signed with the
+new version number by the hub's key (the one devices trust). Each release is a run in the retrain history (trigger
+`rollback` or `publish`) taken under the model's retrain lease, so it never races a retrain on any hub. Its cutoff
+is the newest human label, so the next retrain waits for `threshold` new labels instead of re-learning at once
+what was just rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hgen.hub.errors import ReleaseError
+from hgen.hub.retrain.pipeline import RetrainPipeline
+from hgen.hub.retrain.publish import SEMVER, BuiltBundle, build_bundles, bump_version, bundle_name_for, targets_of
+from hgen.hub.retrain.records import RunRecord, VersionRecord
+from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
+from hgen.hub.transports.base import AnnounceError
+from hgen.runtime.bundle import BundleError, Manifest, SignatureError
+from hgen.runtime.bundle.manifest import SIGNATURE_NAME, ModelId, sign_manifest
+
+log = logging.getLogger(__name__)
+TRIGGERS = ("rollback", "publish")
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """One row of a model's version history, for `hgen-hub versions` and the operator view."""
+
+    version: str
+    created_at: float
+    deployed: bool
+    how: str  # "configured", "retrain", "re-search", "rollback to 1.0.0", "publish"
+    run_id: int | None
+
+
+def semver_key(version: str) -> tuple[int, int, int]:
+    match = SEMVER.match(version)
+    if match is None:
+        raise ReleaseError(f"version {version!r} is not semantic (major.minor.patch)")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
+def next_version(current: str, taken: Iterable[str], wanted: str | None = None) -> str:
+    """`wanted` when it is above `current` and unused, else the first unused patch after `current`."""
+    used = set(taken)
+    if wanted is not None and wanted not in used and semver_key(wanted) > semver_key(current):
+        return wanted
+    version = bump_version(current)
+    while version in used:
+        version = bump_version(version)
+    return version
+
+
+def resign(source: Path, manifest: Manifest, dest: Path, version: str, signing_key: Path) -> Path:
+    """Copy the bundle files `manifest` lists from `source` to `dest` and sign the manifest anew as `version`;
+    returns the packed archive devices fetch."""
+    from hgen.compiler.bundle.archive import pack_bundle  # no TensorFlow: tar + gzip
+
+    if dest.exists():
+        shutil.rmtree(dest)  # left by a release that failed part way: nothing points at it
+    dest.mkdir(parents=True)
+    for entry in manifest.files():
+        shutil.copy2(source / entry.file, dest / entry.file)
+    renamed = manifest.model_copy(update={"model": ModelId(name=manifest.model.name, version=version),
+                                          "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    sign_manifest(dest, renamed, signing_key)
+    return pack_bundle(dest)
+
+
+class Releases:
+    """Rollback, publish and the version history of the models a hub retrains."""
+
+    def __init__(self, pipeline: RetrainPipeline) -> None:
+        self.pipeline = pipeline
+        self.store = pipeline.store
+
+    # --- history ----------------------------------------------------------------------------------------------
+
+    def history(self, name: str) -> list[VersionEntry]:
+        """Newest first; the deployed version is the newest."""
+        current = self.pipeline.current(name)
+        runs = {run.id: run for run in self.store.runs(name, limit=10_000)}
+        entries = []
+        for record in self.store.versions(name):
+            run = runs.get(record.retrain_id) if record.retrain_id is not None else None
+            entries.append(VersionEntry(record.version, record.created_at, record.version == current.version,
+                                        _how(run), record.retrain_id))
+        return entries
+
+    def previous(self, name: str) -> VersionRecord:
+        """The version the deployed one replaced: what "roll back" restores without `--to`."""
+        current = self.pipeline.current(name)
+        replaced = next((run.from_version for run in self.store.runs(name, limit=10_000)
+                         if run.status == "published" and run.to_version == current.version), None)
+        if replaced is None:
+            raise ReleaseError(f"{name} {current.version} is its first version: there is nothing to roll back to")
+        return self._version(name, replaced)
+
+    def _version(self, name: str, version: str) -> VersionRecord:
+        found = next((v for v in self.store.versions(name) if v.version == version), None)
+        if found is None:
+            known = ", ".join(v.version for v in self.store.versions(name))
+            raise ReleaseError(f"{name} has no version {version!r}; it has: {known}")
+        return found
+
+    # --- rollback ---------------------------------------------------------------------------------------------
+
+    def rollback(self, name: str, to: str | None = None) -> RunRecord:
+        """Publish `to` (default: the version the deployed one replaced) again, as the next version."""
+        self.pipeline.model_config(name)  # UnknownModelError before anything is stored
+        current = self.pipeline.current(name)
+        restored = self.previous(name) if to is None else self._version(name, to)
+        if restored.version == current.version:
+            raise ReleaseError(f"{name} {restored.version} is the deployed version already")
+        sources = self._stored_bundles(name, restored)
+        return self._release(name, "rollback", sources, restored.keras_path, restored.tau, restored.temperature,
+                             restored=restored)
+
+    def _stored_bundles(self, name: str, version: VersionRecord) -> dict[str, tuple[Path, Manifest]]:
+        """The version's verified bundles by target: its own, and its siblings `bundle-<target>` (a retrain's)."""
+        base = Path(version.bundle_dir)
+        found = {}
+        for folder in (base, *sorted(base.parent.glob("bundle-*"))):
+            try:
+                manifest = self.pipeline._manifest(folder)  # noqa: SLF001 (the pipeline's key, one verify rule)
+            except (BundleError, SignatureError, OSError):
+                continue  # not a bundle of this version (the configured bundle's folder holds other things)
+            if manifest.model.version == version.version and manifest.model.name == self._model_name(name):
+                found.setdefault(manifest.target, (folder, manifest))
+        if not found:
+            raise ReleaseError(f"{name} {version.version}: its bundle {base} is gone or no longer verifies")
+        return found
+
+    # --- publish ----------------------------------------------------------------------------------------------
+
+    def publish(self, name: str, bundles: Sequence[Path], keras_model: Path) -> RunRecord:
+        """Publish bundles compiled offline (one per target the model's devices run) with their Keras file, the
+        starting point of the next retrain, as the model's next version."""
+        model_config = self.pipeline.model_config(name)
+        current = self.pipeline.current(name)
+        deployed = self.pipeline._manifest(Path(current.bundle_dir))  # noqa: SLF001
+        sources: dict[str, tuple[Path, Manifest]] = {}
+        for folder in bundles:
+            manifest = self._offline_manifest(Path(folder))
+            _check_compatible(manifest, deployed, folder)
+            if manifest.target in sources:
+                raise ReleaseError(f"two bundles for target {manifest.target}: {sources[manifest.target][0]} "
+                                   f"and {folder}")
+            sources[manifest.target] = (Path(folder), manifest)
+        missing = sorted(set(targets_of(model_config.devices, deployed.target)) - set(sources))
+        if missing:
+            raise ReleaseError(f"{name}'s devices also run {', '.join(missing)}: give a bundle for each target "
+                               f"(--bundle once per target)")
+        _check_keras(Path(keras_model), deployed)
+        first = next(iter(sources.values()))[1]
+        return self._release(name, "publish", sources, str(keras_model), first.tau, first.temperature,
+                             wanted=first.model.version)
+
+    def _offline_manifest(self, folder: Path) -> Manifest:
+        try:
+            return self.pipeline._manifest(folder)  # noqa: SLF001
+        except (BundleError, SignatureError) as exc:
+            raise ReleaseError(f"bundle {folder}: {exc} (devices trust retrain.signing_key's public key: compile "
+                               f"with --signing-key set to it)") from None
+
+    # --- the release itself -----------------------------------------------------------------------------------
+
+    def _release(self, name: str, trigger: str, sources: Mapping[str, tuple[Path, Manifest]], keras_path: str,
+                 tau: float, temperature: float, *, restored: VersionRecord | None = None,
+                 wanted: str | None = None) -> RunRecord:
+        holder = holder_id(trigger)
+        current = self.pipeline.current(name)
+        run = self.store.claim_run(name, trigger, current.version, holder, LEASE_TTL_S)
+        keeper = LeaseKeeper(self.store, holder, LEASE_TTL_S, lambda: (name,)).start()
+        try:
+            self.store.start_run(run.id)
+            taken = [v.version for v in self.store.versions(name)]
+            version = next_version(current.version, taken, wanted)
+            built = self._build(name, sources, version, restored)
+            base = self._base_target(name)
+            record_dir = next((b.directory for b in built if b.target == base), built[0].directory)
+            self.store.add_version(VersionRecord(name, version, keras_path, str(record_dir), tau, temperature,
+                                                 self.store.clock(), run.id))
+            self._announce(built, version)
+            metrics = {"release": trigger, "restored": restored.version if restored else None,
+                       "targets": sorted(b.target for b in built)}
+            self.store.finish_run(run.id, "published", to_version=version, metrics=metrics)
+            log.info("%s of %s: %s -> %s%s", trigger, name, current.version, version,
+                     f" (the files of {restored.version})" if restored else "")
+        except Exception as exc:
+            self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            keeper.stop()
+            self.store.release_lease(name, holder)
+        return self.store.run(run.id)  # type: ignore[return-value]
+
+    def _build(self, name: str, sources: Mapping[str, tuple[Path, Manifest]], version: str,
+               restored: VersionRecord | None) -> list[BuiltBundle]:
+        """One re-signed bundle per target the model's devices run (the stored one; a target the restored version
+        has no bundle for, e.g. the configured version's other targets, is lowered from its Keras file)."""
+        model_config = self.pipeline.model_config(name)
+        base = self._base_target(name)
+        out_dir = self.pipeline._store_dir() / name / version  # noqa: SLF001
+        key = self.pipeline._signing_key()  # noqa: SLF001
+        built = []
+        wanted = targets_of(model_config.devices, base)
+        for target, device_ids in wanted.items():
+            if target not in sources:
+                continue
+            folder, manifest = sources[target]
+            dest = out_dir / f"bundle-{target}"
+            archive = resign(folder, manifest, dest, version, key)
+            built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, base, target), dest, archive,
+                                     (dest / SIGNATURE_NAME).read_bytes(), device_ids))
+        lowered = {t: d for t, d in wanted.items() if t not in sources}
+        if lowered and restored is not None:
+            built += self._lower(name, restored, lowered, version, out_dir, next(iter(sources.values()))[1])
+        return built
+
+    def _lower(self, name: str, restored: VersionRecord, devices: Mapping[str, tuple[str, ...]], version: str,
+               out_dir: Path, manifest: Manifest) -> list[BuiltBundle]:
+        from hgen.compiler.lowering.tflite import calibration_images
+        from hgen.compiler.models import load_model_file
+        from hgen.hub.retrain.kinds import get_retrain_kind
+
+        model_config = self.pipeline.model_config(name)
+        data = self.pipeline._dataset(model_config, get_retrain_kind(model_config.kind))  # noqa: SLF001
+        log.info("%s %s has no stored bundle for %s: lowering its Keras file", name, restored.version,
+                 ", ".join(devices))
+        by_device = {device: target for target, ids in devices.items() for device in ids}
+        built = build_bundles(load_model_file(restored.keras_path), manifest, version=version,
+                              temperature=restored.temperature, devices=by_device, out_dir=out_dir,
+                              signing_key=self.pipeline._signing_key(),  # noqa: SLF001
+                              engines=self.pipeline.config.engines, representative=calibration_images(data.train),
+                              base_target=self._base_target(name))
+        return built
+
+    def _announce(self, built: Sequence[BuiltBundle], version: str) -> None:
+        for bundle in built:  # as a retrain does: one notice a transport could not send stops no other target
+            try:
+                self.pipeline.publisher.publish(bundle, version)
+            except AnnounceError as exc:
+                log.error("published %s %s, but a device was not told: %s", bundle.bundle_name, version, exc)
+
+    def _base_target(self, name: str) -> str:
+        return self.pipeline.base_target(name)
+
+    def _model_name(self, name: str) -> str:
+        return self.pipeline.configured_manifest(name).model.name
+
+
+def _how(run: RunRecord | None) -> str:
+    if run is None:
+        return "configured"
+    if run.trigger == "rollback":
+        return f"rollback to {run.metrics.get('restored')}"
+    if run.trigger == "publish":
+        return "publish"
+    return "re-search" if run.research else "retrain"
+
+
+def _check_compatible(offline: Manifest, deployed: Manifest, folder: Path) -> None:
+    """An offline bundle must be the same model to devices and to the retrain: kind, labels, input and output."""
+    for what, new, old in (("kind", offline.kind, deployed.kind), ("labels", offline.labels, deployed.labels),
+                           ("input shape", offline.input.shape, deployed.input.shape),
+                           ("output shape", offline.output_shape, deployed.output_shape)):
+        if new != old:
+            raise ReleaseError(f"bundle {folder}: its {what} {new!r} differs from the deployed model's {old!r}; "
+                               f"a new model is a new retrain.models entry, with its own devices")
+
+
+def _check_keras(path: Path, deployed: Manifest) -> None:
+    """The Keras file the next retrain starts from must be the published model's: same input and output."""
+    from hgen.compiler.errors import CompilerError
+    from hgen.compiler.models import load_model_file
+
+    if not path.is_file():
+        raise ReleaseError(f"--keras {path}: no such file")
+    try:
+        model = load_model_file(path)
+    except (CompilerError, OSError, ValueError) as exc:
+        raise ReleaseError(f"--keras {path}: cannot load it ({exc})") from None
+    shapes = (tuple(model.input_shape[1:]), tuple(model.output_shape[1:]))
+    wanted = (tuple(deployed.input.shape[1:]), tuple(deployed.output_shape[1:]))
+    if shapes != wanted:
+        raise ReleaseError(f"--keras {path}: input/output {shapes} are not the bundle's {wanted}")

@@ -1,0 +1,168 @@
+"""Operator releases: publishing a bundle compiled offline, rolling back to an earlier version, the history.
+
+Real bundles (LeNet-5 on digits, TFLite), a real SQLite knowledge base and the hub's own signing key; every
+published bundle is verified with the public key the devices trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hgen.hub.config import parse_hub_config
+from hgen.hub.errors import ReleaseError, RetrainBusyError
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
+from hgen.hub.retrain.release import Releases, next_version
+from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
+from hgen.runtime import signing
+from hgen.runtime.bundle import verify_archive
+from hgen.runtime.bundle.manifest import Manifest
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
+    return deploy_lenet(tmp_path_factory.mktemp("deployed"), epochs=1, limit=300)
+
+
+def offline_bundle(deployed: DeployedModel, out: Path, *, version: str, target: str = "x86_64",
+                   key: Path | None = None, labels: tuple[str, ...] | None = None) -> tuple[Path, Path]:
+    """What an operator's `hgen-compile` run leaves: other weights (the last layer scaled), a signed bundle."""
+    from hgen.compiler.bundle import write_bundle
+    from hgen.compiler.models import load_model_file
+
+    model = load_model_file(deployed.keras_path)
+    last = model.layers[-1]
+    last.set_weights([w * 1.5 for w in last.get_weights()])
+    out.mkdir(parents=True, exist_ok=True)
+    keras_path = out / "model.keras"
+    model.save(keras_path)
+    write_bundle(out / f"bundle-{target}", model, name=deployed.name, version=version, target=target,
+                 labels=labels or deployed.data.labels, input_spec={"scale": 1.0 / 255.0}, tau=0.7,
+                 temperature=1.3, fusion_lambda=0.1, plan={"layers": {}}, web=(),
+                 representative_data=deployed.data.train.x[:50], signing_key=key or deployed.signing_key,
+                 overwrite=True)
+    return out / f"bundle-{target}", keras_path
+
+
+def releases_for(tmp_path: Path, deployed: DeployedModel, devices: dict[str, str]) -> Releases:
+    config = parse_hub_config({"retrain": retrain_section(deployed, tmp_path / "store", devices=devices,
+                                                          threshold=10)})
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = RetrainStore(kb)
+    return Releases(RetrainPipeline(config.retrain, store, HubPublisher(kb)))
+
+
+@pytest.fixture
+def releases(tmp_path: Path, deployed: DeployedModel) -> Any:
+    made = releases_for(tmp_path, deployed, {"cam-1": "x86_64"})
+    yield made
+    made.store.kb.close()
+
+
+def published(releases: Releases, deployed: DeployedModel, name: str, version: str, tmp: Path) -> Manifest:
+    """The archive the knowledge base serves for (name, version), verified as a device verifies it."""
+    record = releases.store.kb.bundle(name, version)
+    assert record is not None, f"{name} {version} was not published"
+    tmp.mkdir(parents=True)
+    return verify_archive(Path(record.path), signing.load_public_key(deployed.public_key), None, tmp)
+
+
+def model_digest(manifest: Manifest, root: Path) -> str:
+    return hashlib.sha256((root / manifest.engines[0].file).read_bytes()).hexdigest()
+
+
+def test_next_version_is_the_wanted_one_only_when_higher_and_unused() -> None:
+    assert next_version("1.0.3", ["1.0.0", "1.0.3"]) == "1.0.4"
+    assert next_version("1.0.3", ["1.0.4"]) == "1.0.5"  # never reuses a number a device may have seen
+    assert next_version("1.0.3", [], wanted="2.0.0") == "2.0.0"
+    assert next_version("1.0.3", [], wanted="1.0.1") == "1.0.4"  # devices only swap forward
+
+
+def test_publish_then_rollback_restores_the_deployed_files_byte_for_byte(releases: Releases, deployed: DeployedModel,
+                                                                         tmp_path: Path) -> None:
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    run = releases.publish(deployed.name, [bundle], keras_path)
+    assert (run.status, run.trigger, run.from_version, run.to_version) == ("published", "publish", "1.0.0", "1.1.0")
+    new = published(releases, deployed, deployed.name, "1.1.0", tmp_path / "v110")
+    assert new.tau == 0.7 and releases.pipeline.current(deployed.name).keras_path == str(keras_path)
+
+    back = releases.rollback(deployed.name)
+    assert (back.trigger, back.from_version, back.to_version) == ("rollback", "1.1.0", "1.1.1")
+    restored = published(releases, deployed, deployed.name, "1.1.1", tmp_path / "v111")
+    original = Manifest.model_validate_json((deployed.bundle_dir / "manifest.json").read_bytes())
+    assert model_digest(restored, tmp_path / "v111") == model_digest(original, deployed.bundle_dir)
+    assert model_digest(restored, tmp_path / "v111") != model_digest(new, tmp_path / "v110")
+    assert (restored.model.version, restored.tau, restored.temperature) == ("1.1.1", original.tau,
+                                                                             original.temperature)
+    current = releases.pipeline.current(deployed.name)
+    assert current.version == "1.1.1" and current.keras_path == str(deployed.keras_path)  # the next retrain's start
+
+    history = [(e.version, e.how, e.deployed) for e in releases.history(deployed.name)]
+    assert history == [("1.1.1", "rollback to 1.0.0", True), ("1.1.0", "publish", False),
+                       ("1.0.0", "configured", False)]
+    undo = releases.rollback(deployed.name)  # rolling back a rollback restores what it replaced
+    assert undo.to_version == "1.1.2" and undo.metrics["restored"] == "1.1.0"
+
+
+def test_rollback_to_a_named_version_and_its_refusals(releases: Releases, deployed: DeployedModel,
+                                                      tmp_path: Path) -> None:
+    with pytest.raises(ReleaseError, match="first version: there is nothing to roll back to"):
+        releases.rollback(deployed.name)
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.0.7")
+    releases.publish(deployed.name, [bundle], keras_path)
+    with pytest.raises(ReleaseError, match=r"no version '0.9.0'; it has: 1.0.7, 1.0.0"):
+        releases.rollback(deployed.name, to="0.9.0")
+    with pytest.raises(ReleaseError, match="deployed version already"):
+        releases.rollback(deployed.name, to="1.0.7")
+    assert releases.rollback(deployed.name, to="1.0.0").to_version == "1.0.8"
+
+
+def test_a_retrain_in_progress_blocks_a_release(releases: Releases, deployed: DeployedModel, tmp_path: Path) -> None:
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    releases.store.claim_run(deployed.name, "threshold", "1.0.0", "worker:other-hub", 60.0)
+    with pytest.raises(RetrainBusyError, match="worker:other-hub"):
+        releases.publish(deployed.name, [bundle], keras_path)
+    assert releases.store.kb.bundle(deployed.name) is None
+    assert [v.version for v in releases.store.versions(deployed.name)] == ["1.0.0"]
+
+
+def test_offline_bundles_the_devices_could_not_run_are_refused(releases: Releases, deployed: DeployedModel,
+                                                               tmp_path: Path) -> None:
+    from hgen.compiler.bundle import generate_keypair
+
+    stranger = generate_keypair(tmp_path / "other-keys").private_path
+    foreign, keras_path = offline_bundle(deployed, tmp_path / "foreign", version="1.1.0", key=stranger)
+    with pytest.raises(ReleaseError, match="signing_key"):
+        releases.publish(deployed.name, [foreign], keras_path)
+    renamed = tuple(f"class {i}" for i in range(len(deployed.data.labels)))
+    other, keras_other = offline_bundle(deployed, tmp_path / "labels", version="1.1.0", labels=renamed)
+    with pytest.raises(ReleaseError, match="its labels"):
+        releases.publish(deployed.name, [other], keras_other)
+    good, keras_good = offline_bundle(deployed, tmp_path / "good", version="1.1.0")
+    with pytest.raises(ReleaseError, match="--keras .*no such file"):
+        releases.publish(deployed.name, [good], tmp_path / "missing.keras")
+    assert releases.store.kb.bundle(deployed.name) is None  # nothing reached a device
+    assert releases.store.runs(deployed.name) == []
+
+
+def test_every_target_the_devices_run_gets_a_bundle(tmp_path: Path, deployed: DeployedModel) -> None:
+    releases = releases_for(tmp_path, deployed, {"cam-x": "x86_64", "pi-1": "rpi4"})
+    try:
+        x86, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+        with pytest.raises(ReleaseError, match="also run rpi4"):
+            releases.publish(deployed.name, [x86], keras_path)
+        pi, _ = offline_bundle(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
+        releases.publish(deployed.name, [x86, pi], keras_path)
+        assert published(releases, deployed, "lenet5-rpi4", "1.1.0", tmp_path / "pi").target == "rpi4"
+        # the configured version has no rpi4 bundle: rolling back lowers its Keras file for the Pi
+        back = releases.rollback(deployed.name)
+        assert sorted(back.metrics["targets"]) == ["rpi4", "x86_64"]
+        pi_back = published(releases, deployed, "lenet5-rpi4", "1.1.1", tmp_path / "pi-back")
+        assert (pi_back.target, pi_back.model.version) == ("rpi4", "1.1.1")
+        assert published(releases, deployed, "lenet5", "1.1.1", tmp_path / "x86-back").target == "x86_64"
+    finally:
+        releases.store.kb.close()
