@@ -9,8 +9,11 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
@@ -19,6 +22,9 @@ from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
+
+if TYPE_CHECKING:
+    from hgen.hub.retrain.release import Releases
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
                                                            (KnowledgeBaseError, 3), (HGenError, 1))
@@ -32,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("migrate", "upgrade the knowledge base schema to the latest revision"),
                             ("check-config", "validate a config file and print it resolved"),
                             ("retrain", "retrain a model now (in this process) and print the outcome"),
+                            ("versions", "list a model's versions, newest first, and how each was made"),
+                            ("rollback", "publish an earlier version again, as the next version"),
+                            ("publish", "publish bundles compiled offline (hgen-compile) as the next version"),
                             ("add-user", "create a web account with a password (stdin) or an invite link token"),
                             ("add-device", "enrol a device: print its secret once (stored only as a slow hash)"),
                             ("revoke-device", "withdraw a device's credential (the broker drops it within seconds)"),
@@ -39,7 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         verb = sub.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("--config", required=True, help="hub YAML config")
         verbs[name] = verb
-    verbs["retrain"].add_argument("--model", required=True, help="a name under retrain.models")
+    for name in ("retrain", "versions", "rollback", "publish"):
+        verbs[name].add_argument("--model", required=True, help="a name under retrain.models")
+    verbs["rollback"].add_argument("--to", metavar="VERSION",
+                                   help="the version to restore (default: the one the deployed version replaced)")
+    verbs["publish"].add_argument("--bundle", type=Path, action="append", required=True,
+                                  help="a signed bundle folder; once per target the model's devices run")
+    verbs["publish"].add_argument("--keras", type=Path, required=True,
+                                  help="the compile's model.keras: where the next retrain starts")
     verbs["retrain"].add_argument("--research", action="store_true",
                                   help="also search a new compression plan and tau (needs the model's compile_config)")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
@@ -113,6 +129,46 @@ def retrain(config_path: str, model: str, research: bool = False) -> int:
           f"{outcome.to_version or outcome.from_version}; human samples used {outcome.samples_used}, filtered out "
           f"{outcome.filtered_out}{'; ' + outcome.error if outcome.error else ''}")
     return 0 if outcome.status == "published" else 1
+
+
+@contextmanager
+def _releases(config_path: str) -> Iterator[Releases]:
+    """The releases API on the configured knowledge base (notices as `retrain` sends them from the CLI)."""
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
+    from hgen.hub.retrain.release import Releases
+
+    config = load_hub_config(config_path)
+    kbc = config.knowledge_base
+    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
+                            migrate=kbc.migrate)
+    try:
+        yield Releases(RetrainPipeline(config.retrain, RetrainStore(kb), HubPublisher(kb)))
+    finally:
+        kb.close()
+
+
+def versions(config_path: str, model: str) -> None:
+    with _releases(config_path) as releases:
+        entries = releases.history(model)
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created_at))
+        run = f"run {entry.run_id}" if entry.run_id is not None else ""
+        print(f"{'*' if entry.deployed else ' '} {entry.version:<12} {when} UTC  {entry.how:<24} {run}".rstrip())
+
+
+def release(config_path: str, verb: str, model: str, to: str | None = None, bundles: Sequence[Path] = (),
+            keras: Path | None = None) -> None:
+    with _releases(config_path) as releases:
+        if verb == "rollback":
+            run = releases.rollback(model, to)
+        else:
+            assert keras is not None
+            run = releases.publish(model, bundles, keras)
+    restored = run.metrics.get("restored")
+    print(f"hgen-hub {verb}: {model} {run.from_version} -> {run.to_version} published"
+          f"{f' (the files of {restored})' if restored else ''} for {', '.join(run.metrics['targets'])} "
+          f"(run {run.id}); serving hubs tell their devices")
 
 
 def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
@@ -200,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             migrate(args.config)
         elif args.verb == "retrain":
             return retrain(args.config, args.model, args.research)
+        elif args.verb == "versions":
+            versions(args.config, args.model)
+        elif args.verb in ("rollback", "publish"):
+            release(args.config, args.verb, args.model, getattr(args, "to", None), getattr(args, "bundle", ()),
+                    getattr(args, "keras", None))
         elif args.verb == "add-user":
             add_user(args.config, args.name, args.role, args.invite)
         elif args.verb in ("add-device", "revoke-device", "rotate-device"):

@@ -166,3 +166,27 @@ def test_every_target_the_devices_run_gets_a_bundle(tmp_path: Path, deployed: De
         assert published(releases, deployed, "lenet5", "1.1.1", tmp_path / "x86-back").target == "x86_64"
     finally:
         releases.store.kb.close()
+
+
+def test_the_cli_lists_rolls_back_and_publishes(tmp_path: Path, deployed: DeployedModel,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from hgen.hub.cli import main
+
+    config = tmp_path / "hub.yaml"
+    config.write_text(json.dumps({
+        "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+        "retrain": retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=10)}))
+    assert main(["rollback", "--config", str(config), "--model", deployed.name]) == 1
+    assert "nothing to roll back to" in capsys.readouterr().err
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.2.0")
+    assert main(["publish", "--config", str(config), "--model", deployed.name, "--bundle", str(bundle),
+                 "--keras", str(keras_path)]) == 0
+    assert "lenet5 1.0.0 -> 1.2.0 published for x86_64" in capsys.readouterr().out
+    assert main(["rollback", "--config", str(config), "--model", deployed.name, "--to", "1.0.0"]) == 0
+    assert "1.2.0 -> 1.2.1 published (the files of 1.0.0)" in capsys.readouterr().out
+    assert main(["versions", "--config", str(config), "--model", deployed.name]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["*", "1.2.0", "1.0.0"] and lines[0].split()[1] == "1.2.1"
+    assert "rollback to 1.0.0" in lines[0] and "publish" in lines[1] and "configured" in lines[2]
