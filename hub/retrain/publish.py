@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +22,8 @@ from hgen.hub.errors import RetrainError
 from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest, file_digest
+
+from hgen.hub.transports.base import AnnounceError
 
 if TYPE_CHECKING:
     from hgen.hub.transports.base import HubTransport
@@ -102,6 +105,8 @@ class HubPublisher:
     def __init__(self, kb: KnowledgeBase, transports: Sequence[HubTransport] = ()) -> None:
         self.kb = kb
         self.transports = tuple(transports)
+        self._announced: dict[str, str] = {}  # bundle name -> the version this publisher last announced
+        self._lock = threading.Lock()
 
     def fetch_uri(self) -> str:
         """Where devices fetch: the first transport that serves bundles ('' when none runs, e.g. `hgen-hub
@@ -116,11 +121,40 @@ class HubPublisher:
         """A packed bundle file: recorded first, so a device that looks before the announcement finds it."""
         record = bundle_record(archive, bundle_name, version, signature, self.fetch_uri())
         self.kb.add_bundle(record)
+        notice = self._announce(record, device_ids)
+        log.info("published %s %s (%d devices)", bundle_name, version, len(device_ids))
+        return notice
+
+    def _announce(self, record: BundleRecord, device_ids: Sequence[str]) -> hub_pb2.ModelUpdate:
+        """Through every transport; remembered once all took it (one that refused is asked again next round)."""
         notice = bundle_notice(record)
         for transport in self.transports:
             transport.announce(notice, device_ids)
-        log.info("published %s %s (%d devices)", bundle_name, version, len(device_ids))
+        with self._lock:
+            self._announced[record.name] = record.version
         return notice
+
+    def announce_recorded(self, routes: Mapping[str, Sequence[str]]) -> list[str]:
+        """Announce the newest recorded version of each bundle name in `routes` (name -> its devices) that this
+        publisher has not announced: what `hgen-hub retrain/rollback/publish` or another hub on the same knowledge
+        base recorded. gRPC streams look in the knowledge base themselves; MQTT devices learn only from a notice.
+        Returns "name version" of each announced; at a hub's start that re-asserts every retained notice."""
+        said = []
+        for name, device_ids in routes.items():
+            record = self.kb.bundle(name)
+            with self._lock:
+                known = self._announced.get(name)
+            if record is None or record.version == known:
+                continue
+            if not record.fetch_uri:  # recorded by a process that serves no bundles (the CLI): fetch them here
+                record = replace(record, fetch_uri=self.fetch_uri())
+            try:
+                self._announce(record, device_ids)
+            except AnnounceError as exc:  # the next round tries again
+                log.error("%s %s recorded elsewhere, but a device was not told: %s", name, record.version, exc)
+                continue
+            said.append(f"{name} {record.version}")
+        return said
 
 
 def bundle_record(path: Path, name: str, version: str, signature: bytes, fetch_uri: str,

@@ -86,6 +86,7 @@ class RetrainWorker:
         self._listeners: list[RunListener] = []
         self._thread: threading.Thread | None = None
         self._keeper = LeaseKeeper(store, self.holder, lease_ttl_s, self._active_models)
+        self._routes: dict[str, tuple[str, ...]] | None = None  # bundle name -> devices, read once
         abandoned = store.abandon_active("the hub stopped before this retrain finished")
         if abandoned:
             log.warning("%d retrains left unfinished by a previous hub were marked failed", abandoned)
@@ -203,6 +204,7 @@ class RetrainWorker:
                 run_id = self._queue.popleft() if self._queue else None
             if run_id is None and check_thresholds:
                 self._check_thresholds()
+                self._relay()
                 continue
             if run_id is not None:
                 self._run(run_id)
@@ -217,6 +219,20 @@ class RetrainWorker:
                 continue
             except Exception:  # a bad model config must not stop the others from being checked
                 log.exception("threshold check of %s failed", model.name)
+
+    def _relay(self) -> None:
+        """Tell devices about bundles another process recorded (a CLI rollback, publish or retrain; another hub):
+        without this, MQTT devices would not hear of them."""
+        announce = getattr(self.pipeline.publisher, "announce_recorded", None)
+        if announce is None:
+            return
+        try:
+            if self._routes is None:
+                self._routes = self.pipeline.routes()
+            for said in announce(self._routes):
+                log.info("announced %s, recorded by another process", said)
+        except Exception:  # a database hiccup: the next poll tries again
+            log.exception("announcing recorded bundles failed")
 
     def _run(self, run_id: int) -> None:
         record = self.store.run(run_id)

@@ -1,0 +1,86 @@
+"""An operator's releases reach the field: `hgen-hub publish` and `hgen-hub rollback`, run as commands beside a
+serving hub (a real Mosquitto, gRPC on loopback, SQLite shared through the file), hot-swap real agents: one
+linked by MQTT only (it hears of the CLI's bundles only because the serving hub relays them), one by gRPC.
+
+The rolled-back version runs the very model file the device was flashed with, under a new version number.
+Frames: an MJPG video of digits read through OpenCV (the camera stand-in).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.testing import RunningHub, digits_28, start_hub, wait_agent, write_video
+from hgen.hub.cli import main as hub_cli
+from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
+from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
+from hgen.hub.testing.services import Broker
+from hgen.runtime.bundle.manifest import Manifest
+from tests.unit.test_retrain_release import offline_bundle
+
+DEVICES = ("cam-mqtt", "cam-grpc")
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
+    return deploy_lenet(tmp_path_factory.mktemp("deployed"), epochs=1, limit=300)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    images, _ = digits_28(100)
+    return write_video(tmp_path_factory.mktemp("video") / "digits.avi", 100, images=images)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, broker: Broker, deployed: DeployedModel) -> Iterator[RunningHub]:  # noqa: F811
+    retrain = retrain_section(deployed, tmp_path / "store", devices=dict.fromkeys(DEVICES, "x86_64"),
+                              threshold=100_000)
+    running = start_hub(tmp_path / "hub.db", list(DEVICES), broker=broker, overrides={"retrain": retrain})
+    yield running
+    running.stop()
+
+
+def agent_config(tmp_path: Path, deployed: DeployedModel, video: Path, device: str, url: str,
+                 secret: str) -> Any:
+    return parse_agent_config({
+        "device_id": device,
+        "bundle": {"path": str(deployed.bundle_dir), "public_key": str(deployed.public_key),
+                   "expected_target": "x86_64", "store_dir": str(tmp_path / device / "store")},
+        "source": {"kind": "video", "uri": str(video), "fps_limit": 20, "pacing": "all", "loop": True},
+        "gate": {"tau": 0.0, "audit_share": 0.0},
+        "hub": {"url": url, "secret": secret},
+        "outbox": {"path": str(tmp_path / device / "outbox.sqlite")},
+    })
+
+
+def test_cli_publish_and_rollback_hot_swap_devices_on_both_transports(
+        tmp_path: Path, deployed: DeployedModel, video: Path, broker: Broker, hub: RunningHub) -> None:  # noqa: F811
+    config = tmp_path / "hub.yaml"  # what the operator's commands read: the serving hub's database and models
+    config.write_text(json.dumps({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+                                  "retrain": hub.app.config.retrain.model_dump(mode="json")}))
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    original = Manifest.model_validate_json((deployed.bundle_dir / "manifest.json").read_bytes())
+    urls = {"cam-mqtt": broker.url, "cam-grpc": hub.grpc_url}
+    agents = [Agent(agent_config(tmp_path, deployed, video, d, urls[d], hub.secret(d))).start() for d in DEVICES]
+    try:
+        assert hub_cli(["publish", "--config", str(config), "--model", deployed.name, "--bundle", str(bundle),
+                        "--keras", str(keras_path)]) == 0
+        for agent in agents:
+            assert wait_agent(agent, lambda a=agent: a.model.version == "1.1.0", 60), agent.telemetry.problems
+        assert hub_cli(["rollback", "--config", str(config), "--model", deployed.name]) == 0
+        for agent in agents:
+            assert wait_agent(agent, lambda a=agent: a.model.version == "1.1.1", 60), agent.telemetry.problems
+            running = agent.model.manifest
+            assert running.engines[0].sha256 == original.engines[0].sha256  # the flashed model, byte for byte
+            assert agent.telemetry.count("swaps") == 2 and agent.telemetry.count("swaps_rejected") == 0
+    finally:
+        for agent in agents:
+            agent.stop()
