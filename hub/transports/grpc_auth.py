@@ -101,6 +101,27 @@ class CallerCheck:
         except DeviceMismatchError as exc:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
+    def target_of(self, device: str) -> str | None:
+        """The target a device runs: enrolled with (`add-device --target`), else named in retrain.models."""
+        state = self.devices.state(device)
+        if state is not None and state.target is not None:
+            return state.target
+        return next((model.devices[device] for model in self.service.config.retrain.models
+                     if device in model.devices), None)
+
+    def bundle_for(self, device: str, name: str) -> BundleRecord | None:
+        """The newest bundle a device watching `name` (its model's name) should run: `name`, or `name-<target>`
+        when the hub builds its target under that name (a model deployed to several targets), whichever is newer
+        among those built for the device's target (none: no notice, rather than one it must refuse); without a
+        known target, `name` alone."""
+        kb = self.service.kb
+        target = self.target_of(device)
+        if target is None:
+            return kb.bundle(name)
+        found = [r for r in (kb.bundle(name), kb.bundle(f"{name}-{target}"))
+                 if r is not None and bundle_target(r.path) == target]
+        return max(found, key=lambda r: r.published_at, default=None)
+
     def check_target(self, device: str, record: BundleRecord, context: grpc.ServicerContext) -> None:
         """A device enrolled with a target gets only bundles built for that target."""
         state = self.devices.state(device)

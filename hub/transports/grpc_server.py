@@ -120,7 +120,7 @@ class AnnotationHubServicer:
         self.callers.check_claim(device, request.device_id, context)
         known = request.known_version
         while context.is_active() and not self._stopping.is_set():
-            record = self.service.kb.bundle(request.bundle_name)
+            record = self.callers.bundle_for(device, request.bundle_name)
             if record is not None and record.version != known:
                 self.callers.check_target(device, record, context)
                 known = record.version

@@ -84,3 +84,30 @@ def test_cli_publish_and_rollback_hot_swap_devices_on_both_transports(
     finally:
         for agent in agents:
             agent.stop()
+
+
+def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own_bundles(
+        tmp_path: Path, deployed: DeployedModel, video: Path, broker: Broker) -> None:  # noqa: F811
+    """The model was compiled for x86_64 and a Pi runs it too: the hub publishes the Pi's builds as
+    `lenet5-rpi4`, while the Pi watches its model's name, `lenet5`. It must be told of `lenet5-rpi4` (before:
+    it never was, over gRPC, and a Pi enrolled with its target was refused the x86_64 notices)."""
+    pi_flashed, _ = offline_bundle(deployed, tmp_path / "flashed", version="1.0.0", target="rpi4")
+    retrain = retrain_section(deployed, tmp_path / "store", devices={"pi-1": "rpi4", "cam-x": "x86_64"},
+                              threshold=100_000)
+    hub = start_hub(tmp_path / "hub.db", ["pi-1", "cam-x"], overrides={"retrain": retrain})
+    try:
+        from hgen.hub.retrain.release import Releases
+
+        config = agent_config(tmp_path, deployed, video, "pi-1", hub.grpc_url, hub.secret("pi-1"))
+        config = config.model_copy(update={"bundle": config.bundle.model_copy(
+            update={"path": pi_flashed, "expected_target": "rpi4"})})
+        with Agent(config) as agent:
+            x86, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+            pi, _ = offline_bundle(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
+            assert hub.app.retrain is not None
+            run = Releases(hub.app.retrain.pipeline).publish(deployed.name, [x86, pi], keras_path)
+            assert run.metrics["targets"] == ["rpi4", "x86_64"]
+            assert wait_agent(agent, lambda: agent.model.version == "1.1.0", 60), agent.telemetry.problems
+            assert agent.model.manifest.target == "rpi4" and agent.telemetry.count("swaps_rejected") == 0
+    finally:
+        hub.stop()
