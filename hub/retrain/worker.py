@@ -223,14 +223,14 @@ class RetrainWorker:
     def _relay(self) -> None:
         """Tell devices about bundles another process recorded (a CLI rollback, publish or retrain; another hub):
         without this, MQTT devices would not hear of them."""
-        announce = getattr(self.pipeline.publisher, "announce_recorded", None)
-        if announce is None:
-            return
         try:
+            announce = getattr(getattr(self.pipeline, "publisher", None), "announce_recorded", None)
+            if announce is None:  # a publisher that only records (or none)
+                return
             if self._routes is None:
                 self._routes = self.pipeline.routes()
             for said in announce(self._routes):
-                log.info("announced %s, recorded by another process", said)
+                log.info("announced %s (recorded by another process, or before this hub started)", said)
         except Exception:  # a database hiccup: the next poll tries again
             log.exception("announcing recorded bundles failed")
 

@@ -180,6 +180,7 @@ def test_one_notice_a_transport_cannot_send_stops_no_other_targets_publishing(
     config = parse_hub_config({"retrain": {"store_dir": str(tmp_path / "store"),
                                            "signing_key": str(tmp_path / "unused.key")}}).retrain
     pipeline = RetrainPipeline(config, store, HubPublisher(kb, [RefusingTransport(None, None)]))  # type: ignore
+    monkeypatch.setattr(pipeline, "base_target", lambda name: "rpi4")  # no configured bundle to read it from
     prepared = SimpleNamespace(current=SimpleNamespace(version="1.0.0"), data=SimpleNamespace(train=None),
                                manifest=SimpleNamespace(target="rpi4", tau=0.5))
     run = SimpleNamespace(id=1)  # only its id is written, beside the new version
