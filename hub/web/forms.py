@@ -45,6 +45,11 @@ class RetrainForm(StrictModel):
     research: Literal["", "0", "1"] = ""
 
 
+class RollbackForm(StrictModel):
+    model: Annotated[str, Field(max_length=128)] = ""
+    to: Annotated[str, Field(max_length=64)] = ""  # empty: the version the deployed one replaced
+
+
 class GoldForm(StrictModel):
     class_id: Annotated[int, Field(ge=0, lt=1 << 31)]
 

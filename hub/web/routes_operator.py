@@ -13,7 +13,7 @@ from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
 from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
-from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, parse_form
+from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
 from hgen.protos import hub_pb2
 
 
@@ -42,6 +42,22 @@ def register(app: Flask, ctx: WebContext) -> None:
         except (RetrainBusyError, UnknownModelError, RetrainError) as exc:
             return _back(str(exc)[:300])
         return _back(f"retrain {run.id} of {run.model_name} queued{' with re-search' if run.research else ''}")
+
+    @app.post("/operator/rollback")
+    def rollback() -> Any:
+        """Synchronous: re-signing stored bundles takes a moment; the devices are told through this hub."""
+        from hgen.hub.retrain.release import Releases
+
+        require_user(ctx, "operator")
+        form = parse_form(RollbackForm, request.form)
+        if ctx.hub.retrain is None:
+            return _back("retraining is off (retrain.enabled: false): no versions to roll back")
+        try:
+            run = Releases(ctx.hub.retrain.pipeline).rollback(form.model, form.to or None)
+        except (RetrainBusyError, UnknownModelError, RetrainError) as exc:
+            return _back(str(exc)[:300])
+        return _back(f"{run.model_name} rolled back: {run.from_version} -> {run.to_version} (the files of "
+                     f"{run.metrics.get('restored')})")
 
     @app.post("/operator/gold")
     def add_gold() -> Any:

@@ -190,3 +190,27 @@ def test_the_cli_lists_rolls_back_and_publishes(tmp_path: Path, deployed: Deploy
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["*", "1.2.0", "1.0.0"] and lines[0].split()[1] == "1.2.1"
     assert "rollback to 1.0.0" in lines[0] and "publish" in lines[1] and "configured" in lines[2]
+
+
+def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -> None:
+    from hgen.hub.testing.web import add_people, csrf_token_of, logged_in, web_hub
+
+    retrain = retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=100_000)
+    with web_hub(tmp_path, retrain=retrain) as app:
+        add_people(app)
+        operator = logged_in(app, "op")
+        page = operator.get("/operator").get_data(as_text=True)
+        assert 'id="rollback-lenet5"' in page
+
+        def roll_back() -> str:
+            form = {"model": deployed.name, "csrf_token": csrf_token_of(operator.get("/operator").get_data(True))}
+            return operator.post("/operator/rollback", data=form, follow_redirects=True).get_data(as_text=True)
+
+        assert "nothing to roll back to" in roll_back()
+        assert app.retrain is not None
+        bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+        Releases(app.retrain.pipeline).publish(deployed.name, [bundle], keras_path)
+        shown = roll_back()
+        assert "lenet5 rolled back: 1.1.0 -&gt; 1.1.1 (the files of 1.0.0)" in shown
+        assert "the files of 1.0.0</td>" in shown  # the run in the retrain table
+        assert app.retrain_store.current_version(deployed.name).version == "1.1.1"
