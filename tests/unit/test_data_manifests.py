@@ -104,7 +104,7 @@ def test_yolo_set_loads_as_detection_data_with_boxes(tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ("7 0.5 0.5 0.2 0.2", r"train0.txt:1: class 7 is out of range"),
-    ("0 0.95 0.5 0.3 0.2", r"train0.txt:1: the box .* reaches outside the image"),
+    ("0 95 50 30 20", r"train0.txt:1: values outside \[0, 1\] .*not pixels"),
     ("0 0.5 0.5", r"train0.txt:1: expected 'class cx cy w h'"),
 ])
 def test_yolo_bad_labels_name_the_file_and_line(tmp_path, line, message):

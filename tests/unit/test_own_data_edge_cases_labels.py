@@ -83,6 +83,7 @@ def test_roboflow_export_paths_and_an_absent_test_split(tmp_path: Path) -> None:
 def test_yolo_boxes_past_the_edge_polygons_pose_lines_and_empty_boxes(tmp_path: Path) -> None:
     labels = {**GOOD,
               "edge": "0 0.005 0.5 0.02 0.2\n0 0.995 0.5 0.02 0.2\n",  # corners at -0.005 and 1.005: clipped
+              "cut": "1 0.95 0.5 0.3 0.2\n",  # an object the frame cuts: corner at 1.1, accepted as Ultralytics does
               "poly": "1 0.1 0.1 0.4 0.1 0.4 0.5 0.1 0.5\n",  # a segmentation polygon: its bounding box
               "flat": "0 0.5 0.5 0 0.2\n0 0.5 0.5 0.1 0.1\n",  # a zero-width box: left out, the other kept
               "crlf": "0 0.5 0.5 0.2 0.2 \r\n\r\n"}
@@ -91,10 +92,11 @@ def test_yolo_boxes_past_the_edge_polygons_pose_lines_and_empty_boxes(tmp_path: 
     (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
     loaded = load_detection_dataset(str(data))
     everything = [b for split in (loaded.train, loaded.val, loaded.test) for b in split.boxes]
-    assert sum(len(b) for b in everything) == 2 + 2 * 4 + 2 + 1 + 1 + 1
+    assert sum(len(b) for b in everything) == 2 + 2 * 4 + 2 + 1 + 1 + 1 + 1
     corners = np.concatenate(everything)
     assert corners[:, :4].min() == 0.0 and corners[:, :4].max() == 1.0
     assert any(np.allclose(b[:, :4], [[0.1, 0.1, 0.4, 0.5]]) for b in everything if len(b) == 1)
+    assert any(np.allclose(b[:, :4], [[0.8, 0.4, 1.0, 0.6]]) for b in everything if len(b) == 1)  # clipped
     assert loaded.report.dropped == (f"{data / 'labels' / 'train' / 'flat.txt'}:1: the box has no area "
                                      f"('0 0.5 0.5 0 0.2'), left out",)
     assert loaded.report.ignored == (f"{data / 'labels' / 'train' / 'renamed.txt'}: a label file without an image",)
@@ -106,7 +108,7 @@ def test_yolo_boxes_past_the_edge_polygons_pose_lines_and_empty_boxes(tmp_path: 
 
 
 @pytest.mark.parametrize("text, message", [
-    (b"0 0.5 0.5 1.2 0.2\n", r"bad\.txt:1: the box .* reaches outside the image.*\?tolerance=0\.1 would clip it"),
+    (b"0 0.5 0.5 1.2 0.2\n", r"bad\.txt:1: values outside \[0, 1\].*\?tolerance=0\.2 would accept it"),
     (b"nan 0.5 0.5 0.1 0.1\n", r"bad\.txt:1: not finite numbers"),
     (b"inf 0.5 0.5 0.1 0.1\n", r"bad\.txt:1: not finite numbers"),
     (b"\xff\xfe\x00\x01 binary", r"bad\.txt: not a readable label file"),
@@ -119,12 +121,12 @@ def test_yolo_labels_that_cannot_be_read_are_label_errors(tmp_path: Path, text: 
         load_detection_dataset(str(data))
 
 
-def test_a_box_a_little_past_the_edge_loads_and_the_hinted_tolerance_clips_further_ones(tmp_path: Path) -> None:
-    data = yolo(tmp_path / "set", {**GOOD, "edge": "0 0.01 0.5 0.04 0.2\n", "far": "0 0.5 0.5 1.1 0.2\n"})
+def test_a_size_a_little_past_one_loads_and_the_hinted_tolerance_accepts_further_ones(tmp_path: Path) -> None:
+    data = yolo(tmp_path / "set", {**GOOD, "edge": "0 0.01 0.5 1.01 0.2\n", "far": "0 0.5 0.5 1.1 0.2\n"})
     (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
-    with pytest.raises(LabelError, match=r"far\.txt:1: .*\?tolerance=0\.05 would clip it"):
-        load_detection_dataset(str(data))  # edge.txt (0.01 past the edge) passed, far.txt (0.05) did not
-    loaded = load_detection_dataset(f"{data}?tolerance=0.05")
+    with pytest.raises(LabelError, match=r"far\.txt:1: .*\?tolerance=0\.1 would accept it"):
+        load_detection_dataset(str(data))  # edge.txt (a size 0.01 past 1) passed, far.txt (0.1) did not
+    loaded = load_detection_dataset(f"{data}?tolerance=0.1")
     assert max(float(b[:, 2].max()) for s in (loaded.train, loaded.val, loaded.test) for b in s.boxes) == 1.0
 
 

@@ -3,8 +3,9 @@
 Each label line is `class cx cy w h`, normalised to [0, 1] (a polygon `class x1 y1 x2 y2 ...` counts as its bounding
 box; with `kpt_shape` in the YAML, a pose line's keypoints after its box are passed over). An image without a label
 file has no objects; a label file without an image is reported (`ignored`; not the label of an image a .txt split
-list leaves out); a box without area is left out and reported (`dropped`). A class index outside `names`, a box
-reaching outside the image (beyond `tolerance`), or a malformed line is a LabelError naming the label file and line.
+list leaves out); a box without area is left out and reported (`dropped`); a box past the image's edge is clipped.
+A class index outside `names`, a centre, size or point outside [0, 1] (beyond `tolerance`), or a malformed line is a
+LabelError naming the label file and line.
 `names` is a list or a {index: name} mapping. `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
 list of those, relative to `path:` (itself relative to the YAML's folder; the YAML's folder when it names no folder
 there) or to the YAML's folder; Roboflow's `../train/images` is read as `train/images`, as Ultralytics does.
@@ -30,9 +31,9 @@ ROUNDING = 1e-9  # cx + w / 2 in floating point: 0.5 + 0.55 is 1.050000000000000
 
 class YoloConfig(StrictModel):
     yaml_file: str | None = Field(None, title="The data YAML inside the folder (default: data.yaml, dataset.yaml)")
-    tolerance: float = Field(0.02, ge=0.0, le=0.5, title="How far (normalised) a box may reach outside the image "
-                             "before it is an error; within it, boxes are clipped (0.5 accepts every box whose "
-                             "centre and size are in [0, 1], as Ultralytics does)")
+    tolerance: float = Field(0.02, ge=0.0, le=0.5, title="How far outside [0, 1] a label's centre, size or polygon "
+                             "point may be before it is an error (Ultralytics: 0); boxes past the image's edge are "
+                             "clipped to it")
 
 
 def _load_yaml(path: Path) -> dict[str, Any] | None:
@@ -162,10 +163,11 @@ def parse_label_file(path: Path, num_classes: int, tolerance: float, keypoints: 
                      ) -> tuple[np.ndarray, tuple[str, ...]]:
     """[k, 5] (x0, y0, x1, y1, class) from a YOLO label file, and "file:line: why" of each box left out.
 
-    A box may reach outside the image by `tolerance` (annotators drag a few pixels past the edge) and is clipped to
-    it; further out is a LabelError (a sign of coordinates normalised by the wrong size), as is a malformed line,
-    naming the file and line. A box without area (zero width or height) is left out and reported: one bad box does
-    not cost the data set.
+    As Ultralytics checks: the centre and size (or a polygon's points) must be in [0, 1], here within `tolerance`;
+    a box reaching past the image's edge (an object the frame cuts) is clipped to it. A value further out (pixel
+    coordinates, or normalised by the wrong size) is a LabelError, as is a malformed line, naming the file and
+    line. A box without area (zero width or height) is left out and reported: one bad box does not cost the data
+    set.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -178,12 +180,13 @@ def parse_label_file(path: Path, num_classes: int, tolerance: float, keypoints: 
             continue
         where = f"{path}:{number}"
         cls, values = _line_values(fields, where, num_classes, keypoints)
+        raw = values[:4] if len(values) == 4 or keypoints else values  # a pose line's visibility flags are 0..2
+        if min(raw) < -tolerance - ROUNDING or max(raw) > 1 + tolerance + ROUNDING:
+            reach = math.ceil(max(-min(raw), max(raw) - 1) * 100 - ROUNDING) / 100
+            hint = f"; a spec ?tolerance={reach:g} would accept it" if reach <= 0.5 else ""
+            raise LabelError(f"{where}: values outside [0, 1] ('{line.strip()}'); YOLO centres, sizes and polygon "
+                             f"points are normalised by the image's size, not pixels (tolerance {tolerance:g}{hint})")
         box = _box(values, keypoints)
-        if min(box) < -tolerance - ROUNDING or max(box) > 1 + tolerance + ROUNDING:
-            reach = math.ceil(max(-min(box), max(box) - 1) * 100 - ROUNDING) / 100
-            hint = f"; a spec ?tolerance={reach:g} would clip it" if reach <= 0.5 else ""
-            raise LabelError(f"{where}: the box ({', '.join(f'{v:.3f}' for v in box)}) reaches outside the image; "
-                             f"YOLO coordinates are normalised to [0, 1] (tolerance {tolerance:g}{hint})")
         box = list(np.clip(box, 0.0, 1.0))
         if not box[0] < box[2] or not box[1] < box[3]:
             dropped.append(f"{where}: the box has no area ('{line.strip()}'), left out")
