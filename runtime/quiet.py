@@ -60,6 +60,7 @@ _QUANTIZER_LINE = re.compile(rb"^fully_quantize: \d+, inference_type: \d+")  # T
 _SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"INFO": 0, b"WARNING": 1}
 
 _lock = threading.RLock()  # one stderr redirection at a time (they restore fd 2 in LIFO order)
+PUMP_JOIN_S = 10.0  # how long leaving a filtered block waits for its last lines to be passed on
 _installed = False
 
 
@@ -217,17 +218,19 @@ def _forwarded_stderr(noise: Callable[[bytes], bool]) -> Iterator[None]:
         finally:
             _flush_python_stderr()
             os.dup2(saved, 2)  # the pipe's last write end closes: the pump reads to its end and stops
-            pump.join(timeout=10)
-            if not pump.is_alive():  # else a child still holds the pipe: the pump keeps `saved` for its last lines
-                os.close(saved)
+            pump.join(timeout=PUMP_JOIN_S)  # a child that still holds the pipe keeps the pump (and `saved`) until it exits
 
 
 def _pump(read_end: int, out: int, noise: Callable[[bytes], bool]) -> None:
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-        for line in iter(pipe.readline, b""):
-            if not noise(line):
-                with contextlib.suppress(OSError):
-                    _write_all(out, line)
+    """Owns `out` (a duplicate of the real stderr) and closes it when the pipe ends, however late that is."""
+    try:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                if not noise(line):
+                    with contextlib.suppress(OSError):
+                        _write_all(out, line)
+    finally:
+        os.close(out)
 
 
 def _import_with_filtered_stderr(module: ModuleType, execute: Callable[[], None]) -> None:

@@ -247,3 +247,23 @@ def test_conversion_filter_passes_other_lines_on_while_it_runs(capfd, monkeypatc
     assert forwarded_inside == "other thread's line\n", "held back until the conversion ended"
     assert "".join(passed_on) == "other thread's line\n"
     assert os.fstat(2)  # stderr is restored
+
+
+def test_a_child_holding_the_pipe_after_the_block_is_still_forwarded_and_nothing_leaks(capfd, monkeypatch):
+    """A process started inside the block inherits the pipe as its stderr: its late lines still reach the real
+    stderr, and the duplicate of stderr the pump holds is closed when the child is done with the pipe."""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(quiet, "_installed", True)
+    monkeypatch.setattr(quiet, "PUMP_JOIN_S", 0.01)  # do not wait for the child when the block ends
+    before = len(os.listdir("/proc/self/fd"))
+    with quiet.quiet_conversion():
+        child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(); sys.stderr.write('late\\n')"],
+                                 stdin=subprocess.PIPE)
+    child.communicate(b"")  # now it writes its line into the pipe and exits, closing the last write end
+    for pump in [t for t in threading.enumerate() if t.name == "hgen-stderr"]:  # it may have ended already
+        pump.join(timeout=30)
+        assert not pump.is_alive()
+    assert capfd.readouterr().err == "late\n"
+    assert len(os.listdir("/proc/self/fd")) == before
