@@ -8,6 +8,7 @@ from typing import TypeVar
 from hgen.hub.config import HubConfig
 from hgen.hub.errors import HubError
 from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore, RetrainWorker
+from hgen.hub.retrain.relay import BundleRelay
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS, HubTransport
 
@@ -16,7 +17,8 @@ T = TypeVar("T", bound=HubTransport)
 
 
 class HubApp:
-    """Start/stop in dependency order: knowledge base, sweep, transports, retrain worker, web (stopped in reverse)."""
+    """Start/stop in dependency order: knowledge base, sweep, transports, bundle relay, retrain worker, web (stopped
+    in reverse)."""
 
     def __init__(self, config: HubConfig, *, service: HubService | None = None) -> None:
         """`service`: one built on a simulated clock (tests move deadlines and leases by moving it); by default
@@ -26,12 +28,13 @@ class HubApp:
         self.transports: tuple[HubTransport, ...] = tuple(
             kind(self.service, kind.section(config)) for _, kind in HUB_TRANSPORTS.items() if kind.enabled_in(config))
         self.retrain_store = RetrainStore(self.service.kb, clock=self.service.clock)
+        self._publisher = HubPublisher(self.service.kb, self.transports)  # one: it orders every announcement
+        pipeline = RetrainPipeline(config.retrain, self.retrain_store, self._publisher)
         self.retrain: RetrainWorker | None = None
         if config.retrain.enabled:
-            pipeline = RetrainPipeline(config.retrain, self.retrain_store,
-                                       HubPublisher(self.service.kb, self.transports))
             self.retrain = RetrainWorker(pipeline, self.retrain_store)
             self.service.add_reply_observer(self.retrain.notify)
+        self.relay = BundleRelay(pipeline, self._publisher) if config.retrain.models and self.transports else None
         self.web = None
         if config.web.enabled:
             from hgen.hub.web.server import WebServer  # Flask is only needed when the web UI is on
@@ -43,6 +46,8 @@ class HubApp:
         try:
             for transport in self.transports:
                 transport.start()
+            if self.relay is not None:
+                self.relay.start()
             if self.retrain is not None:
                 self.retrain.start()
             if self.web is not None:
@@ -57,6 +62,8 @@ class HubApp:
             self.web.stop()
         if self.retrain is not None:
             self.retrain.stop()
+        if self.relay is not None:
+            self.relay.stop()
         for transport in reversed(self.transports):
             transport.stop()
         self.service.close()
@@ -70,7 +77,7 @@ class HubApp:
 
     def publisher(self) -> HubPublisher:
         """Publishes a bundle as the retrain worker does: recorded, then announced through every transport."""
-        return HubPublisher(self.service.kb, self.transports)
+        return self._publisher
 
     def describe(self) -> str:
         """Where it serves, for the operator's start-up line."""

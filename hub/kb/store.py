@@ -180,9 +180,7 @@ class KnowledgeBase(TaskQueue, Closing):
 
     def add_bundle(self, record: BundleRecord) -> None:
         with self.session() as s:
-            s.merge(Bundle(name=record.name, version=record.version, sha256=record.sha256, size=record.size,
-                           signature=record.signature, path=record.path, published_at=record.published_at,
-                           fetch_uri=record.fetch_uri))
+            s.merge(bundle_row(record))
 
     def bundle(self, name: str, version: str = "") -> BundleRecord | None:
         """The named version, or the latest published one when `version` is empty."""
@@ -216,6 +214,12 @@ class KnowledgeBase(TaskQueue, Closing):
             for key, value in where.items():
                 query = query.where(getattr(model, key) == value)
             return int(s.scalar(query) or 0)
+
+
+def bundle_row(record: BundleRecord) -> Bundle:
+    return Bundle(name=record.name, version=record.version, sha256=record.sha256, size=record.size,
+                  signature=record.signature, path=record.path, published_at=record.published_at,
+                  fetch_uri=record.fetch_uri)
 
 
 def bundle_notice(row: BundleRecord) -> hub_pb2.ModelUpdate:

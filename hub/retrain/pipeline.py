@@ -26,7 +26,7 @@ from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, fi
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names, sample_scorer)
-from hgen.hub.retrain.publish import Publisher, build_bundles, bump_version, bundle_name_for, targets_of
+from hgen.hub.retrain.publish import Publisher, build_bundles, bundle_name_for, next_version, targets_of
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.transports.base import AnnounceError
 from hgen.hub.retrain.research import Searched, load_compile_config, research
@@ -90,19 +90,11 @@ class RetrainPipeline:
         bundle's, fixed for the model's life, so no version renames a target's bundles."""
         return self.configured_manifest(name).target
 
-    def routes(self) -> dict[str, tuple[str, ...]]:
-        """Bundle name -> the devices that run it, for every configured model and target its devices run; a
-        model whose configured bundle cannot be read is left out (and logged) rather than stopping the others."""
-        routes: dict[str, tuple[str, ...]] = {}
-        for model in self.config.models:
-            try:
-                base = self.configured_manifest(model.name)
-            except HGenError as exc:
-                log.warning("cannot route %s's bundles: %s", model.name, exc)
-                continue
-            for target, device_ids in targets_of(model.devices, base.target).items():
-                routes[bundle_name_for(base.model.name, base.target, target)] = device_ids
-        return routes
+    def routes_of(self, name: str) -> dict[str, tuple[str, ...]]:
+        """Bundle name -> the devices that run it, for each target the model's devices run."""
+        base = self.configured_manifest(name)
+        return {bundle_name_for(base.model.name, base.target, target): device_ids
+                for target, device_ids in targets_of(self.model_config(name).devices, base.target).items()}
 
     def _manifest(self, bundle_dir: Path) -> Manifest:
         from hgen.runtime import signing
@@ -324,7 +316,7 @@ class RetrainPipeline:
                  run: RunRecord) -> str:
         from hgen.compiler.lowering.tflite import calibration_images  # the compiler only when a retrain publishes
 
-        version = bump_version(prepared.current.version)
+        version = next_version(prepared.current.version, [v.version for v in self.store.versions(model_config.name)])
         out_dir = self._store_dir() / model_config.name / version
         out_dir.mkdir(parents=True, exist_ok=True)
         keras_path = out_dir / "model.keras"

@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,6 +51,25 @@ def bump_version(version: str) -> str:
         raise RetrainError(f"current version {version!r} is not semantic (major.minor.patch)")
     major, minor, patch = (int(g) for g in match.groups())
     return f"{major}.{minor}.{patch + 1}"
+
+
+def semver_key(version: str) -> tuple[int, int, int]:
+    match = SEMVER.match(version)
+    if match is None:
+        raise RetrainError(f"version {version!r} is not semantic (major.minor.patch)")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
+def next_version(current: str, taken: Iterable[str], wanted: str | None = None) -> str:
+    """`wanted` when it is above `current` and unused, else the first unused patch after `current`."""
+    used = set(taken)
+    if wanted is not None and wanted not in used and semver_key(wanted) > semver_key(current):
+        return wanted
+    version = bump_version(current)
+    while version in used:
+        version = bump_version(version)
+    return version
 
 
 def bundle_name_for(model_name: str, base_target: str, target: str) -> str:
@@ -97,15 +116,22 @@ class Publisher(Protocol):
 
     def publish(self, built: BuiltBundle, version: str) -> hub_pb2.ModelUpdate: ...
 
+    def fetch_uri(self) -> str: ...
+
+    def announce(self, record: BundleRecord, device_ids: Sequence[str]) -> bool: ...
+
 
 class HubPublisher:
     """Records a bundle in the knowledge base (FetchBundle serves it from there) and announces it through every
-    transport the hub runs: gRPC wakes its WatchUpdates streams, MQTT publishes retained notices."""
+    transport the hub runs: gRPC wakes its WatchUpdates streams, MQTT publishes retained notices.
+
+    One per hub process: its lock orders every announcement (retrain worker, relay, operator view), so a retained
+    notice never goes back to an older bundle than one already announced under the same name."""
 
     def __init__(self, kb: KnowledgeBase, transports: Sequence[HubTransport] = ()) -> None:
         self.kb = kb
         self.transports = tuple(transports)
-        self._announced: dict[str, str] = {}  # bundle name -> the version this publisher last announced
+        self._announced: dict[str, tuple[float, str]] = {}  # bundle name -> (published_at, version) last announced
         self._lock = threading.Lock()
 
     def fetch_uri(self) -> str:
@@ -121,18 +147,22 @@ class HubPublisher:
         """A packed bundle file: recorded first, so a device that looks before the announcement finds it."""
         record = bundle_record(archive, bundle_name, version, signature, self.fetch_uri())
         self.kb.add_bundle(record)
-        notice = self._announce(record, device_ids)
+        self.announce(record, device_ids)
         log.info("published %s %s (%d devices)", bundle_name, version, len(device_ids))
-        return notice
+        return bundle_notice(record)
 
-    def _announce(self, record: BundleRecord, device_ids: Sequence[str]) -> hub_pb2.ModelUpdate:
-        """Through every transport; remembered once all took it (one that refused is asked again next round)."""
-        notice = bundle_notice(record)
-        for transport in self.transports:
-            transport.announce(notice, device_ids)
+    def announce(self, record: BundleRecord, device_ids: Sequence[str]) -> bool:
+        """Through every transport, unless a newer bundle of that name was announced already (False); remembered
+        once every transport took it, so one that refused (AnnounceError) is asked again by the next relay round."""
         with self._lock:
-            self._announced[record.name] = record.version
-        return notice
+            known = self._announced.get(record.name)
+            if known is not None and (known[0], known[1]) > (record.published_at, record.version):
+                return False
+            notice = bundle_notice(record)
+            for transport in self.transports:
+                transport.announce(notice, device_ids)
+            self._announced[record.name] = (record.published_at, record.version)
+            return True
 
     def announce_recorded(self, routes: Mapping[str, Sequence[str]]) -> list[str]:
         """Announce the newest recorded version of each bundle name in `routes` (name -> its devices) that this
@@ -144,16 +174,15 @@ class HubPublisher:
             record = self.kb.bundle(name)
             with self._lock:
                 known = self._announced.get(name)
-            if record is None or record.version == known:
+            if record is None or (known is not None and known[1] == record.version):
                 continue
             if not record.fetch_uri:  # recorded by a process that serves no bundles (the CLI): fetch them here
                 record = replace(record, fetch_uri=self.fetch_uri())
             try:
-                self._announce(record, device_ids)
+                if self.announce(record, device_ids):
+                    said.append(f"{name} {record.version}")
             except AnnounceError as exc:  # the next round tries again
                 log.error("%s %s recorded elsewhere, but a device was not told: %s", name, record.version, exc)
-                continue
-            said.append(f"{name} {record.version}")
         return said
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from hgen.hub.errors import RetrainBusyError
 from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
-from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
+from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row
 from hgen.protos.kinds import wire_kinds
 
 HUMAN_STATES = ("answered", "partial")
@@ -147,8 +147,11 @@ class RetrainStore:
                 query = query.where(ModelVersion.name == name)
             return [_version(r) for r in s.scalars(query).all()]
 
-    def add_version(self, record: VersionRecord) -> None:
+    def add_version(self, record: VersionRecord, bundles: Sequence[BundleRecord] = ()) -> None:
+        """The version and its bundles in one transaction: devices never see part of a release."""
         with self.kb.session() as s:
+            for bundle in bundles:
+                s.merge(bundle_row(bundle))
             s.merge(ModelVersion(name=record.name, version=record.version, keras_path=record.keras_path,
                                  bundle_dir=record.bundle_dir, tau=record.tau, temperature=record.temperature,
                                  retrain_id=record.retrain_id, created_at=record.created_at))

@@ -11,19 +11,19 @@ what was just rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from hgen.hub.errors import ReleaseError
 from hgen.hub.retrain.pipeline import RetrainPipeline
-from hgen.hub.retrain.publish import SEMVER, BuiltBundle, build_bundles, bump_version, bundle_name_for, targets_of
+from hgen.hub.retrain.publish import BuiltBundle, build_bundles, bundle_name_for, next_version, targets_of
 from hgen.hub.retrain.records import RunRecord, VersionRecord
 from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
-from hgen.hub.transports.base import AnnounceError
 from hgen.runtime.bundle import BundleError, Manifest, SignatureError
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, ModelId, sign_manifest
 
@@ -42,28 +42,9 @@ class VersionEntry:
     run_id: int | None
 
 
-def semver_key(version: str) -> tuple[int, int, int]:
-    match = SEMVER.match(version)
-    if match is None:
-        raise ReleaseError(f"version {version!r} is not semantic (major.minor.patch)")
-    major, minor, patch = (int(g) for g in match.groups())
-    return major, minor, patch
-
-
-def next_version(current: str, taken: Iterable[str], wanted: str | None = None) -> str:
-    """`wanted` when it is above `current` and unused, else the first unused patch after `current`."""
-    used = set(taken)
-    if wanted is not None and wanted not in used and semver_key(wanted) > semver_key(current):
-        return wanted
-    version = bump_version(current)
-    while version in used:
-        version = bump_version(version)
-    return version
-
-
-def resign(source: Path, manifest: Manifest, dest: Path, version: str, signing_key: Path) -> Path:
-    """Copy the bundle files `manifest` lists from `source` to `dest` and sign the manifest anew as `version`;
-    returns the packed archive devices fetch."""
+def resign(source: Path, manifest: Manifest, dest: Path, version: str, signing_key: Path, model_name: str) -> Path:
+    """Copy the bundle files `manifest` lists from `source` to `dest` and sign the manifest anew as `model_name`
+    `version` (the name devices watch); returns the packed archive devices fetch."""
     from hgen.compiler.bundle.archive import pack_bundle  # no TensorFlow: tar + gzip
 
     if dest.exists():
@@ -71,10 +52,23 @@ def resign(source: Path, manifest: Manifest, dest: Path, version: str, signing_k
     dest.mkdir(parents=True)
     for entry in manifest.files():
         shutil.copy2(source / entry.file, dest / entry.file)
-    renamed = manifest.model_copy(update={"model": ModelId(name=manifest.model.name, version=version),
+    renamed = manifest.model_copy(update={"model": ModelId(name=model_name, version=version),
                                           "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
     sign_manifest(dest, renamed, signing_key)
     return pack_bundle(dest)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a release publishes, resolved against the deployed version `against` (checked again under the lease)."""
+
+    against: str
+    sources: Mapping[str, tuple[Path, Manifest]]  # target -> a verified bundle folder and its manifest
+    keras_path: Path
+    tau: float
+    temperature: float
+    restored: VersionRecord | None = None
+    wanted: str | None = None
 
 
 class Releases:
@@ -117,25 +111,27 @@ class Releases:
 
     def rollback(self, name: str, to: str | None = None) -> RunRecord:
         """Publish `to` (default: the version the deployed one replaced) again, as the next version."""
-        self.pipeline.model_config(name)  # UnknownModelError before anything is stored
+        return self._release(name, "rollback", lambda: self._rollback_plan(name, to))
+
+    def _rollback_plan(self, name: str, to: str | None) -> Plan:
         current = self.pipeline.current(name)
         restored = self.previous(name) if to is None else self._version(name, to)
         if restored.version == current.version:
             raise ReleaseError(f"{name} {restored.version} is the deployed version already")
-        sources = self._stored_bundles(name, restored)
-        return self._release(name, "rollback", sources, restored.keras_path, restored.tau, restored.temperature,
-                             restored=restored)
+        return Plan(current.version, self._stored_bundles(name, restored), Path(restored.keras_path), restored.tau,
+                    restored.temperature, restored=restored)
 
     def _stored_bundles(self, name: str, version: VersionRecord) -> dict[str, tuple[Path, Manifest]]:
         """The version's verified bundles by target: its own, and its siblings `bundle-<target>` (a retrain's)."""
         base = Path(version.bundle_dir)
+        model_name = self._model_name(name)
         found = {}
         for folder in (base, *sorted(base.parent.glob("bundle-*"))):
             try:
                 manifest = self.pipeline._manifest(folder)  # noqa: SLF001 (the pipeline's key, one verify rule)
             except (BundleError, SignatureError, OSError):
                 continue  # not a bundle of this version (the configured bundle's folder holds other things)
-            if manifest.model.version == version.version and manifest.model.name == self._model_name(name):
+            if manifest.model.version == version.version and manifest.model.name == model_name:
                 found.setdefault(manifest.target, (folder, manifest))
         if not found:
             raise ReleaseError(f"{name} {version.version}: its bundle {base} is gone or no longer verifies")
@@ -145,87 +141,124 @@ class Releases:
 
     def publish(self, name: str, bundles: Sequence[Path], keras_model: Path) -> RunRecord:
         """Publish bundles compiled offline (one per target the model's devices run) with their Keras file, the
-        starting point of the next retrain, as the model's next version."""
-        model_config = self.pipeline.model_config(name)
+        starting point of the next retrain (copied into the hub's store), as the model's next version."""
+        return self._release(name, "publish", lambda: self._publish_plan(name, bundles, Path(keras_model)))
+
+    def _publish_plan(self, name: str, bundles: Sequence[Path], keras_model: Path) -> Plan:
         current = self.pipeline.current(name)
         deployed = self.pipeline._manifest(Path(current.bundle_dir))  # noqa: SLF001
+        wanted = targets_of(self.pipeline.model_config(name).devices, self._base_target(name))
         sources: dict[str, tuple[Path, Manifest]] = {}
-        for folder in bundles:
-            manifest = self._offline_manifest(Path(folder))
+        for folder in map(Path, bundles):
+            manifest = self._offline_manifest(folder)
             _check_compatible(manifest, deployed, folder)
             if manifest.target in sources:
                 raise ReleaseError(f"two bundles for target {manifest.target}: {sources[manifest.target][0]} "
                                    f"and {folder}")
-            sources[manifest.target] = (Path(folder), manifest)
-        missing = sorted(set(targets_of(model_config.devices, deployed.target)) - set(sources))
+            if manifest.target not in wanted:
+                raise ReleaseError(f"bundle {folder} is for {manifest.target}, which none of {name}'s devices runs "
+                                   f"(retrain.models[].devices: {', '.join(wanted)})")
+            sources[manifest.target] = (folder, manifest)
+        missing = sorted(set(wanted) - set(sources))
         if missing:
             raise ReleaseError(f"{name}'s devices also run {', '.join(missing)}: give a bundle for each target "
                                f"(--bundle once per target)")
-        _check_keras(Path(keras_model), deployed)
-        first = next(iter(sources.values()))[1]
-        return self._release(name, "publish", sources, str(keras_model), first.tau, first.temperature,
-                             wanted=first.model.version)
+        versions = {m.model.version for _, m in sources.values()}
+        if len(versions) > 1:
+            raise ReleaseError(f"the bundles carry different versions ({', '.join(sorted(versions))}): one "
+                               f"compile per release")
+        _check_keras(keras_model, deployed)
+        first = sources[self._record_target(name, sources)][1]
+        return Plan(current.version, sources, keras_model, first.tau, first.temperature, wanted=first.model.version)
 
     def _offline_manifest(self, folder: Path) -> Manifest:
+        if not folder.is_dir():
+            raise ReleaseError(f"--bundle {folder}: not a folder; give the compile's bundle folder (OUT/bundle), "
+                               f"not its .hgb archive")
         try:
             return self.pipeline._manifest(folder)  # noqa: SLF001
-        except (BundleError, SignatureError) as exc:
+        except (BundleError, SignatureError, OSError) as exc:
             raise ReleaseError(f"bundle {folder}: {exc} (devices trust retrain.signing_key's public key: compile "
                                f"with --signing-key set to it)") from None
 
     # --- the release itself -----------------------------------------------------------------------------------
 
-    def _release(self, name: str, trigger: str, sources: Mapping[str, tuple[Path, Manifest]], keras_path: str,
-                 tau: float, temperature: float, *, restored: VersionRecord | None = None,
-                 wanted: str | None = None) -> RunRecord:
+    def _release(self, name: str, trigger: str, resolve: Callable[[], Plan]) -> RunRecord:
+        """Resolve (refusals store nothing), take the lease, resolve again (the deployed version may have moved),
+        build, then record the version and its bundles in one transaction, then announce."""
+        self.pipeline.model_config(name)  # UnknownModelError before anything is stored
+        plan = resolve()
         holder = holder_id(trigger)
-        current = self.pipeline.current(name)
-        run = self.store.claim_run(name, trigger, current.version, holder, LEASE_TTL_S)
+        run = self.store.claim_run(name, trigger, plan.against, holder, LEASE_TTL_S)
         keeper = LeaseKeeper(self.store, holder, LEASE_TTL_S, lambda: (name,)).start()
         try:
             self.store.start_run(run.id)
-            taken = [v.version for v in self.store.versions(name)]
-            version = next_version(current.version, taken, wanted)
-            built = self._build(name, sources, version, restored)
-            base = self._base_target(name)
-            record_dir = next((b.directory for b in built if b.target == base), built[0].directory)
-            self.store.add_version(VersionRecord(name, version, keras_path, str(record_dir), tau, temperature,
-                                                 self.store.clock(), run.id))
-            self._announce(built, version)
-            metrics = {"release": trigger, "restored": restored.version if restored else None,
+            plan = self._still(name, plan, resolve())
+            version, built = self._record(name, trigger, plan, run.id)
+            metrics = {"release": trigger, "restored": plan.restored.version if plan.restored else None,
                        "targets": sorted(b.target for b in built)}
             self.store.finish_run(run.id, "published", to_version=version, metrics=metrics)
-            log.info("%s of %s: %s -> %s%s", trigger, name, current.version, version,
-                     f" (the files of {restored.version})" if restored else "")
-        except Exception as exc:
-            self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # Ctrl-C in a long lowering too: the run must not stay "running"
+            with contextlib.suppress(Exception):
+                self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, OSError):
+                raise ReleaseError(f"{trigger} of {name} failed: {exc}") from None
             raise
         finally:
             keeper.stop()
             self.store.release_lease(name, holder)
+        log.info("%s of %s: %s -> %s%s", trigger, name, plan.against, version,
+                 f" (the files of {plan.restored.version})" if plan.restored else "")
+        self._announce(built)
         return self.store.run(run.id)  # type: ignore[return-value]
 
-    def _build(self, name: str, sources: Mapping[str, tuple[Path, Manifest]], version: str,
-               restored: VersionRecord | None) -> list[BuiltBundle]:
+    @staticmethod
+    def _still(name: str, before: Plan, now: Plan) -> Plan:
+        if now.against != before.against:
+            raise ReleaseError(f"{name}'s deployed version moved from {before.against} to {now.against} meanwhile; "
+                               f"see `hgen-hub versions` and run again")
+        return now
+
+    def _record(self, name: str, trigger: str, plan: Plan, run_id: int) -> tuple[str, list[BuiltBundle]]:
+        """Build the bundles and the kept Keras file, then record the version with its bundles."""
+        from hgen.hub.retrain.publish import bundle_record
+
+        taken = [v.version for v in self.store.versions(name)]
+        version = next_version(plan.against, taken, plan.wanted)
+        out_dir = self.pipeline._store_dir() / name / version  # noqa: SLF001
+        built = self._build(name, plan, version, out_dir)
+        keras_path = plan.keras_path
+        if trigger == "publish":  # the compile's folder may be rebuilt; the next retrain starts from this copy
+            keras_path = out_dir / "model.keras"
+            shutil.copy2(plan.keras_path, keras_path)
+        record_target = self._record_target(name, {b.target: b for b in built})
+        record_dir = next(b.directory for b in built if b.target == record_target)
+        fetch_uri = self.pipeline.publisher.fetch_uri()
+        self.store.add_version(
+            VersionRecord(name, version, str(keras_path), str(record_dir), plan.tau, plan.temperature,
+                          self.store.clock(), run_id),
+            bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built])
+        return version, built
+
+    def _build(self, name: str, plan: Plan, version: str, out_dir: Path) -> list[BuiltBundle]:
         """One re-signed bundle per target the model's devices run (the stored one; a target the restored version
         has no bundle for, e.g. the configured version's other targets, is lowered from its Keras file)."""
-        model_config = self.pipeline.model_config(name)
-        base = self._base_target(name)
-        out_dir = self.pipeline._store_dir() / name / version  # noqa: SLF001
+        base, model_name = self._base_target(name), self._model_name(name)
         key = self.pipeline._signing_key()  # noqa: SLF001
+        wanted = targets_of(self.pipeline.model_config(name).devices, base)
         built = []
-        wanted = targets_of(model_config.devices, base)
         for target, device_ids in wanted.items():
-            if target not in sources:
+            if target not in plan.sources:
                 continue
-            folder, manifest = sources[target]
+            folder, manifest = plan.sources[target]
             dest = out_dir / f"bundle-{target}"
-            archive = resign(folder, manifest, dest, version, key)
-            built.append(BuiltBundle(target, bundle_name_for(manifest.model.name, base, target), dest, archive,
+            archive = resign(folder, manifest, dest, version, key, model_name)
+            built.append(BuiltBundle(target, bundle_name_for(model_name, base, target), dest, archive,
                                      (dest / SIGNATURE_NAME).read_bytes(), device_ids))
-        lowered = {t: d for t, d in wanted.items() if t not in sources}
-        if lowered and restored is not None:
-            built += self._lower(name, restored, lowered, version, out_dir, next(iter(sources.values()))[1])
+        lowered = {t: d for t, d in wanted.items() if t not in plan.sources}
+        if lowered and plan.restored is not None:
+            built += self._lower(name, plan.restored, lowered, version, out_dir,
+                                 next(iter(plan.sources.values()))[1])
         return built
 
     def _lower(self, name: str, restored: VersionRecord, devices: Mapping[str, tuple[str, ...]], version: str,
@@ -239,19 +272,26 @@ class Releases:
         log.info("%s %s has no stored bundle for %s: lowering its Keras file", name, restored.version,
                  ", ".join(devices))
         by_device = {device: target for target, ids in devices.items() for device in ids}
-        built = build_bundles(load_model_file(restored.keras_path), manifest, version=version,
-                              temperature=restored.temperature, devices=by_device, out_dir=out_dir,
-                              signing_key=self.pipeline._signing_key(),  # noqa: SLF001
-                              engines=self.pipeline.config.engines, representative=calibration_images(data.train),
-                              base_target=self._base_target(name))
-        return built
+        return build_bundles(load_model_file(restored.keras_path), manifest, version=version,
+                             temperature=restored.temperature, devices=by_device, out_dir=out_dir,
+                             signing_key=self.pipeline._signing_key(),  # noqa: SLF001
+                             engines=self.pipeline.config.engines, representative=calibration_images(data.train),
+                             base_target=self._base_target(name))
 
-    def _announce(self, built: Sequence[BuiltBundle], version: str) -> None:
-        for bundle in built:  # as a retrain does: one notice a transport could not send stops no other target
+    def _announce(self, built: Sequence[BuiltBundle]) -> None:
+        """The version is recorded: devices that look find it; a notice that cannot be sent now is relayed later."""
+        for bundle in built:
+            record = self.store.kb.bundle(bundle.bundle_name)
             try:
-                self.pipeline.publisher.publish(bundle, version)
-            except AnnounceError as exc:
-                log.error("published %s %s, but a device was not told: %s", bundle.bundle_name, version, exc)
+                if record is not None:
+                    self.pipeline.publisher.announce(record, bundle.device_ids)
+            except Exception as exc:  # noqa: BLE001 (recorded already; the relay tries again)
+                log.error("recorded %s, but a device was not told: %s", bundle.bundle_name, exc)
+
+    def _record_target(self, name: str, by_target: Mapping[str, object]) -> str:
+        """The target whose bundle the version record names (and whose tau it keeps): the base one if built."""
+        base = self._base_target(name)
+        return base if base in by_target else sorted(by_target)[0]
 
     def _base_target(self, name: str) -> str:
         return self.pipeline.base_target(name)

@@ -86,7 +86,6 @@ class RetrainWorker:
         self._listeners: list[RunListener] = []
         self._thread: threading.Thread | None = None
         self._keeper = LeaseKeeper(store, self.holder, lease_ttl_s, self._active_models)
-        self._routes: dict[str, tuple[str, ...]] | None = None  # bundle name -> devices, read once
         abandoned = store.abandon_active("the hub stopped before this retrain finished")
         if abandoned:
             log.warning("%d retrains left unfinished by a previous hub were marked failed", abandoned)
@@ -204,7 +203,6 @@ class RetrainWorker:
                 run_id = self._queue.popleft() if self._queue else None
             if run_id is None and check_thresholds:
                 self._check_thresholds()
-                self._relay()
                 continue
             if run_id is not None:
                 self._run(run_id)
@@ -219,20 +217,6 @@ class RetrainWorker:
                 continue
             except Exception:  # a bad model config must not stop the others from being checked
                 log.exception("threshold check of %s failed", model.name)
-
-    def _relay(self) -> None:
-        """Tell devices about bundles another process recorded (a CLI rollback, publish or retrain; another hub):
-        without this, MQTT devices would not hear of them."""
-        try:
-            announce = getattr(getattr(self.pipeline, "publisher", None), "announce_recorded", None)
-            if announce is None:  # a publisher that only records (or none)
-                return
-            if self._routes is None:
-                self._routes = self.pipeline.routes()
-            for said in announce(self._routes):
-                log.info("announced %s (recorded by another process, or before this hub started)", said)
-        except Exception:  # a database hiccup: the next poll tries again
-            log.exception("announcing recorded bundles failed")
 
     def _run(self, run_id: int) -> None:
         record = self.store.run(run_id)

@@ -15,6 +15,7 @@ from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
 from hgen.protos import hub_pb2
+from hgen.runtime.errors import HGenError
 
 
 def register(app: Flask, ctx: WebContext) -> None:
@@ -54,7 +55,7 @@ def register(app: Flask, ctx: WebContext) -> None:
             return _back("retraining is off (retrain.enabled: false): no versions to roll back")
         try:
             run = Releases(ctx.hub.retrain.pipeline).rollback(form.model, form.to or None)
-        except (RetrainBusyError, UnknownModelError, RetrainError) as exc:
+        except HGenError as exc:  # refused, busy, a store or bundle that cannot be read: said, never a 500
             return _back(str(exc)[:300])
         return _back(f"{run.model_name} rolled back: {run.from_version} -> {run.to_version} (the files of "
                      f"{run.metrics.get('restored')})")

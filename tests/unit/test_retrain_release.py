@@ -16,7 +16,8 @@ from hgen.hub.config import parse_hub_config
 from hgen.hub.errors import ReleaseError, RetrainBusyError
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
-from hgen.hub.retrain.release import Releases, next_version
+from hgen.hub.retrain.publish import next_version
+from hgen.hub.retrain.release import Releases
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
 from hgen.runtime import signing
 from hgen.runtime.bundle import verify_archive
@@ -29,7 +30,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
 
 
 def offline_bundle(deployed: DeployedModel, out: Path, *, version: str, target: str = "x86_64",
-                   key: Path | None = None, labels: tuple[str, ...] | None = None) -> tuple[Path, Path]:
+                   key: Path | None = None, labels: tuple[str, ...] | None = None,
+                   name: str | None = None) -> tuple[Path, Path]:
     """What an operator's `hgen-compile` run leaves: other weights (the last layer scaled), a signed bundle."""
     from hgen.compiler.bundle import write_bundle
     from hgen.compiler.models import load_model_file
@@ -40,7 +42,7 @@ def offline_bundle(deployed: DeployedModel, out: Path, *, version: str, target: 
     out.mkdir(parents=True, exist_ok=True)
     keras_path = out / "model.keras"
     model.save(keras_path)
-    write_bundle(out / f"bundle-{target}", model, name=deployed.name, version=version, target=target,
+    write_bundle(out / f"bundle-{target}", model, name=name or deployed.name, version=version, target=target,
                  labels=labels or deployed.data.labels, input_spec={"scale": 1.0 / 255.0}, tau=0.7,
                  temperature=1.3, fusion_lambda=0.1, plan={"layers": {}}, web=(),
                  representative_data=deployed.data.train.x[:50], signing_key=key or deployed.signing_key,
@@ -88,7 +90,8 @@ def test_publish_then_rollback_restores_the_deployed_files_byte_for_byte(release
     run = releases.publish(deployed.name, [bundle], keras_path)
     assert (run.status, run.trigger, run.from_version, run.to_version) == ("published", "publish", "1.0.0", "1.1.0")
     new = published(releases, deployed, deployed.name, "1.1.0", tmp_path / "v110")
-    assert new.tau == 0.7 and releases.pipeline.current(deployed.name).keras_path == str(keras_path)
+    kept = Path(releases.pipeline.current(deployed.name).keras_path)  # a copy: the compile's folder may change
+    assert new.tau == 0.7 and kept != keras_path and kept.read_bytes() == keras_path.read_bytes()
 
     back = releases.rollback(deployed.name)
     assert (back.trigger, back.from_version, back.to_version) == ("rollback", "1.1.0", "1.1.1")
@@ -214,3 +217,99 @@ def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -
         assert "lenet5 rolled back: 1.1.0 -&gt; 1.1.1 (the files of 1.0.0)" in shown
         assert "the files of 1.0.0</td>" in shown  # the run in the retrain table
         assert app.retrain_store.current_version(deployed.name).version == "1.1.1"
+
+
+def test_an_offline_bundle_takes_the_models_name_and_a_copy_of_its_keras_file(releases: Releases,
+                                                                               deployed: DeployedModel,
+                                                                               tmp_path: Path) -> None:
+    """Compiled under another name, it is still the bundle the model's devices watch (renamed as it is re-signed)."""
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0", name="lenet5_v2")
+    releases.publish(deployed.name, [bundle], keras_path)
+    assert published(releases, deployed, deployed.name, "1.1.0", tmp_path / "v").model.name == deployed.name
+    assert releases.store.kb.bundle("lenet5_v2") is None
+    keras_path.unlink()  # the operator cleans the build folder: rollback and retrain do not need it
+    assert releases.rollback(deployed.name).to_version == "1.1.1"
+    assert releases.rollback(deployed.name).metrics["restored"] == "1.1.0"
+
+
+def test_refused_offline_bundles_store_nothing(tmp_path: Path, deployed: DeployedModel) -> None:
+    releases = releases_for(tmp_path, deployed, {"cam-x": "x86_64"})
+    try:
+        x86, keras_path = offline_bundle(deployed, tmp_path / "a", version="1.1.0")
+        pi, _ = offline_bundle(deployed, tmp_path / "b", version="1.1.0", target="rpi4")
+        with pytest.raises(ReleaseError, match="is for rpi4, which none of lenet5's devices runs"):
+            releases.publish(deployed.name, [x86, pi], keras_path)
+        with pytest.raises(ReleaseError, match="not a folder; give the compile's bundle folder"):
+            releases.publish(deployed.name, [x86.with_suffix(".hgb")], keras_path)
+        assert releases.store.runs(deployed.name) == [] and releases.store.kb.bundle(deployed.name) is None
+    finally:
+        releases.store.kb.close()
+
+
+def test_a_release_that_fails_part_way_records_no_version_and_says_why(releases: Releases, deployed: DeployedModel,
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hgen.hub.retrain import release as release_module
+
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+
+    def disk_full(*_args: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(release_module, "resign", disk_full)
+    with pytest.raises(ReleaseError, match="publish of lenet5 failed: .*No space left on device"):
+        releases.publish(deployed.name, [bundle], keras_path)
+    [run] = releases.store.runs(deployed.name)
+    assert run.status == "failed" and "No space left" in run.error
+    assert releases.store.kb.bundle(deployed.name) is None
+    assert [v.version for v in releases.store.versions(deployed.name)] == ["1.0.0"]
+    assert releases.store.live_lease(deployed.name) is None  # freed: a retrain may run
+
+
+def test_a_version_published_meanwhile_stops_the_rollback(releases: Releases, deployed: DeployedModel,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another hub published between the operator's click and the lease: "roll back" no longer means the same."""
+    from hgen.hub.retrain.records import VersionRecord
+
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    releases.publish(deployed.name, [bundle], keras_path)
+    plan = releases._rollback_plan
+    calls = []
+
+    def racing(name: str, to: str | None) -> Any:
+        calls.append(name)
+        if len(calls) == 2:
+            releases.store.add_version(VersionRecord(name, "1.1.1", str(keras_path), str(bundle), 0.7, 1.3,
+                                                     releases.store.clock() + 1))
+        return plan(name, to)
+
+    monkeypatch.setattr(releases, "_rollback_plan", racing)
+    with pytest.raises(ReleaseError, match="moved from 1.1.0 to 1.1.1 meanwhile"):
+        releases.rollback(deployed.name, to="1.0.0")
+    assert releases.store.runs(deployed.name)[0].status == "failed"
+
+
+def test_the_relay_announces_what_another_process_recorded_once_and_never_goes_back(
+        releases: Releases, deployed: DeployedModel, tmp_path: Path) -> None:
+    from hgen.hub.kb.store import BundleRecord
+    from hgen.hub.retrain.publish import HubPublisher
+    from hgen.hub.retrain.relay import BundleRelay
+
+    class Recording:
+        fetch_uri = "grpc://hub.example:50051"
+        said: list[tuple[str, str, str, tuple[str, ...]]] = []
+
+        def announce(self, notice: Any, device_ids: Any) -> None:
+            self.said.append((notice.bundle_name, notice.version, notice.fetch_uri, tuple(device_ids)))
+
+    serving = HubPublisher(releases.store.kb, [Recording()])  # type: ignore[list-item]
+    relay = BundleRelay(releases.pipeline, serving)
+    assert relay.check() == []
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    releases.publish(deployed.name, [bundle], keras_path)  # the CLI: its publisher serves nothing
+    assert relay.check() == ["lenet5 1.1.0"] and relay.check() == []
+    assert Recording.said == [("lenet5", "1.1.0", "grpc://hub.example:50051", ("cam-1",))]
+    newest = releases.store.kb.bundle(deployed.name)
+    older = BundleRecord("lenet5", "1.0.9", "0" * 64, 1, b"", "x", newest.published_at - 60)
+    assert serving.announce(older, ("cam-1",)) is False  # a late, older notice never replaces a newer one
+    assert len(Recording.said) == 1
