@@ -8,6 +8,7 @@ won, so several hub processes on one database never assign a slot twice or close
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
 from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task, TaskQueue  # noqa: F401 (GOLD_TRANSPORT, Task: callers import them here)
 from hgen.protos import hub_pb2
+
+SEMVER_PREFIX = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -183,12 +186,12 @@ class KnowledgeBase(TaskQueue, Closing):
             s.merge(bundle_row(record))
 
     def bundle(self, name: str, version: str = "") -> BundleRecord | None:
-        """The named version, or the latest published one when `version` is empty."""
+        """The named version, or the newest when `version` is empty: the highest version number (then the latest
+        published), not the latest clock reading, which hosts with skewed clocks would disagree on."""
         with self.session() as s:
             query = select(Bundle).where(Bundle.name == name)
-            query = query.where(Bundle.version == version) if version else query.order_by(
-                Bundle.published_at.desc()).limit(1)
-            row = s.scalars(query).first()
+            rows = s.scalars(query.where(Bundle.version == version) if version else query).all()
+            row = max(rows, key=lambda r: (version_key(r.version), r.published_at), default=None)
             if row is None:
                 return None
             return BundleRecord(row.name, row.version, row.sha256, row.size, row.signature, row.path,
@@ -214,6 +217,12 @@ class KnowledgeBase(TaskQueue, Closing):
             for key, value in where.items():
                 query = query.where(getattr(model, key) == value)
             return int(s.scalar(query) or 0)
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """Semantic order of bundle versions (1.0.10 after 1.0.9); a version that is not semantic sorts first."""
+    match = SEMVER_PREFIX.match(version)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else (-1, -1, -1)
 
 
 def bundle_row(record: BundleRecord) -> Bundle:

@@ -9,6 +9,7 @@ the model's `RetrainKind` (`hgen.hub.retrain.kinds`); the steps and their order 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,9 +27,16 @@ from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, fi
 from hgen.hub.retrain.filter import AutoencoderFilter
 from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
                                     retrain_kind_names, sample_scorer)
-from hgen.hub.retrain.publish import Publisher, build_bundles, bundle_name_for, next_version, targets_of
+from hgen.hub.retrain.publish import (
+    Publisher,
+    announce,
+    build_bundles,
+    bundle_name_for,
+    bundle_record,
+    next_version,
+    targets_of,
+)
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
-from hgen.hub.transports.base import AnnounceError
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
 from hgen.runtime.errors import HGenError
@@ -91,8 +99,15 @@ class RetrainPipeline:
         return self.configured_manifest(name).target
 
     def routes_of(self, name: str) -> dict[str, tuple[str, ...]]:
-        """Bundle name -> the devices that run it, for each target the model's devices run."""
-        base = self.configured_manifest(name)
+        """Bundle name -> the devices that run it, for each target the model's devices run. Read from the
+        configured bundle's manifest without its signature (names only; devices verify every bundle they fetch),
+        so a hub that relays but holds no signing key routes too."""
+        from hgen.runtime.bundle.manifest import MANIFEST_NAME, parse_manifest
+
+        try:
+            base = parse_manifest((Path(self.model_config(name).bundle) / MANIFEST_NAME).read_bytes())
+        except OSError as exc:
+            raise RetrainError(f"{name}: cannot read its configured bundle's manifest ({exc})") from None
         return {bundle_name_for(base.model.name, base.target, target): device_ids
                 for target, device_ids in targets_of(self.model_config(name).devices, base.target).items()}
 
@@ -123,6 +138,10 @@ class RetrainPipeline:
             self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}",
                                   metrics={"retrain_seconds": time.perf_counter() - start})
             return self.store.run(run.id)  # type: ignore[return-value]
+        except BaseException as exc:  # Ctrl-C on `hgen-hub retrain`: the run must not stay "running"
+            with contextlib.suppress(Exception):
+                self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: interrupted")
+            raise
         return outcome
 
     def _execute(self, run: RunRecord, start: float) -> RunRecord:
@@ -327,13 +346,12 @@ class RetrainPipeline:
                               representative=calibration_images(prepared.data.train),
                               base_target=self.base_target(model_config.name))
         base = next((b for b in built if b.target == prepared.manifest.target), built[0])
-        self.store.add_version(VersionRecord(model_config.name, version, str(keras_path), str(base.directory),
-                                             prepared.manifest.tau, temperature, self.store.clock(), run.id))
-        for bundle in built:  # every target is published: one notice a transport could not send stops no other
-            try:
-                self.publisher.publish(bundle, version)
-            except AnnounceError as exc:  # recorded already: devices that look (WatchUpdates, a restart) find it
-                log.error("published %s %s, but a device was not told: %s", bundle.bundle_name, version, exc)
+        fetch_uri = self.publisher.fetch_uri()
+        self.store.add_version(  # with its bundles, in one transaction: devices never see part of a version
+            VersionRecord(model_config.name, version, str(keras_path), str(base.directory), prepared.manifest.tau,
+                          temperature, self.store.clock(), run.id),
+            bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built])
+        announce(self.publisher, built, version)
         return version
 
     def _store_dir(self) -> Path:

@@ -8,7 +8,6 @@ is announced, so a failure on one target leaves every device on the current vers
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from hgen.hub.errors import RetrainError
-from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice
+from hgen.hub.kb.store import SEMVER_PREFIX as SEMVER
+from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice, version_key
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest, file_digest
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from hgen.hub.transports.base import HubTransport
 
 log = logging.getLogger(__name__)
-SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -118,21 +117,23 @@ class Publisher(Protocol):
 
     def fetch_uri(self) -> str: ...
 
-    def announce(self, record: BundleRecord, device_ids: Sequence[str]) -> bool: ...
+    def announce(self, name: str, device_ids: Sequence[str]) -> BundleRecord | None: ...
 
 
 class HubPublisher:
     """Records a bundle in the knowledge base (FetchBundle serves it from there) and announces it through every
     transport the hub runs: gRPC wakes its WatchUpdates streams, MQTT publishes retained notices.
 
-    One per hub process: its lock orders every announcement (retrain worker, relay, operator view), so a retained
-    notice never goes back to an older bundle than one already announced under the same name."""
+    One per hub process. What it announces is always the newest recorded bundle of a name (by version number),
+    read under that name's lock: a notice never goes back to an older bundle, whoever recorded it and in whatever
+    order the announcements run; the same version is not announced twice; names do not wait for each other."""
 
     def __init__(self, kb: KnowledgeBase, transports: Sequence[HubTransport] = ()) -> None:
         self.kb = kb
         self.transports = tuple(transports)
-        self._announced: dict[str, tuple[float, str]] = {}  # bundle name -> (published_at, version) last announced
-        self._lock = threading.Lock()
+        self._announced: dict[str, str] = {}  # bundle name -> the version this publisher last announced
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def fetch_uri(self) -> str:
         """Where devices fetch: the first transport that serves bundles ('' when none runs, e.g. `hgen-hub
@@ -147,43 +148,57 @@ class HubPublisher:
         """A packed bundle file: recorded first, so a device that looks before the announcement finds it."""
         record = bundle_record(archive, bundle_name, version, signature, self.fetch_uri())
         self.kb.add_bundle(record)
-        self.announce(record, device_ids)
+        self.announce(bundle_name, device_ids)
         log.info("published %s %s (%d devices)", bundle_name, version, len(device_ids))
         return bundle_notice(record)
 
-    def announce(self, record: BundleRecord, device_ids: Sequence[str]) -> bool:
-        """Through every transport, unless a newer bundle of that name was announced already (False); remembered
-        once every transport took it, so one that refused (AnnounceError) is asked again by the next relay round."""
-        with self._lock:
-            known = self._announced.get(record.name)
-            if known is not None and (known[0], known[1]) > (record.published_at, record.version):
-                return False
+    def announce(self, name: str, device_ids: Sequence[str]) -> BundleRecord | None:
+        """Announce the newest recorded bundle called `name` through every transport, unless this publisher
+        announced it (or a newer one) already; returns what it announced. A record made by a process that serves
+        no bundles (the CLI) gets this hub's fetch address. Remembered once every transport took it, so one that
+        refused (AnnounceError) is asked again by the next relay round."""
+        with self._lock_of(name):
+            record = self.kb.bundle(name)
+            known = self._announced.get(name)
+            if record is None or (known is not None and version_key(known) >= version_key(record.version)):
+                return None
+            if not record.fetch_uri:
+                record = replace(record, fetch_uri=self.fetch_uri())
             notice = bundle_notice(record)
             for transport in self.transports:
                 transport.announce(notice, device_ids)
-            self._announced[record.name] = (record.published_at, record.version)
-            return True
+            self._announced[name] = record.version
+            return record
 
     def announce_recorded(self, routes: Mapping[str, Sequence[str]]) -> list[str]:
-        """Announce the newest recorded version of each bundle name in `routes` (name -> its devices) that this
-        publisher has not announced: what `hgen-hub retrain/rollback/publish` or another hub on the same knowledge
-        base recorded. gRPC streams look in the knowledge base themselves; MQTT devices learn only from a notice.
-        Returns "name version" of each announced; at a hub's start that re-asserts every retained notice."""
+        """`announce` each bundle name in `routes` (name -> its devices): what `hgen-hub retrain/rollback/publish`
+        or another hub on the same knowledge base recorded. gRPC streams look in the knowledge base themselves;
+        MQTT devices learn only from a notice. Returns "name version" of each announced; at a hub's start that
+        re-asserts every retained notice."""
         said = []
         for name, device_ids in routes.items():
-            record = self.kb.bundle(name)
-            with self._lock:
-                known = self._announced.get(name)
-            if record is None or (known is not None and known[1] == record.version):
-                continue
-            if not record.fetch_uri:  # recorded by a process that serves no bundles (the CLI): fetch them here
-                record = replace(record, fetch_uri=self.fetch_uri())
             try:
-                if self.announce(record, device_ids):
-                    said.append(f"{name} {record.version}")
+                record = self.announce(name, device_ids)
             except AnnounceError as exc:  # the next round tries again
-                log.error("%s %s recorded elsewhere, but a device was not told: %s", name, record.version, exc)
+                log.error("a device was not told of the newest %s: %s", name, exc)
+                continue
+            if record is not None:
+                said.append(f"{name} {record.version}")
         return said
+
+    def _lock_of(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+
+def announce(publisher: Publisher, built: Sequence[BuiltBundle], version: str) -> None:
+    """Tell each target's devices of a recorded version: one notice a transport could not send stops no other
+    target (devices that look, WatchUpdates or a restart, find it; a serving hub's relay asks again)."""
+    for bundle in built:
+        try:
+            publisher.announce(bundle.bundle_name, bundle.device_ids)
+        except Exception as exc:  # noqa: BLE001 (recorded already)
+            log.error("published %s %s, but a device was not told: %s", bundle.bundle_name, version, exc)
 
 
 def bundle_record(path: Path, name: str, version: str, signature: bytes, fetch_uri: str,

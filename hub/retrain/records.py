@@ -147,11 +147,17 @@ class RetrainStore:
                 query = query.where(ModelVersion.name == name)
             return [_version(r) for r in s.scalars(query).all()]
 
-    def add_version(self, record: VersionRecord, bundles: Sequence[BundleRecord] = ()) -> None:
-        """The version and its bundles in one transaction: devices never see part of a release."""
+    def add_version(self, record: VersionRecord, bundles: Sequence[BundleRecord] = (),
+                    published: tuple[int, dict[str, Any]] | None = None) -> None:
+        """The version and its bundles in one transaction, devices never see part of a release; `published`
+        (run id, metrics) also marks that run published in it, so a version never exists under a failed run."""
         with self.kb.session() as s:
             for bundle in bundles:
                 s.merge(bundle_row(bundle))
+            if published is not None:
+                s.execute(update(RetrainRun).where(RetrainRun.id == published[0]).values(
+                    status="published", finished_at=self.clock(), to_version=record.version,
+                    metrics=json.dumps(published[1])))
             s.merge(ModelVersion(name=record.name, version=record.version, keras_path=record.keras_path,
                                  bundle_dir=record.bundle_dir, tau=record.tau, temperature=record.temperature,
                                  retrain_id=record.retrain_id, created_at=record.created_at))

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from hgen.hub.errors import ReleaseError
 from hgen.hub.retrain.pipeline import RetrainPipeline
-from hgen.hub.retrain.publish import BuiltBundle, build_bundles, bundle_name_for, next_version, targets_of
+from hgen.hub.retrain.publish import (
+    BuiltBundle,
+    announce,
+    build_bundles,
+    bundle_name_for,
+    bundle_record,
+    next_version,
+    targets_of,
+)
 from hgen.hub.retrain.records import RunRecord, VersionRecord
 from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
 from hgen.runtime.bundle import BundleError, Manifest, SignatureError
@@ -172,6 +180,8 @@ class Releases:
         return Plan(current.version, sources, keras_model, first.tau, first.temperature, wanted=first.model.version)
 
     def _offline_manifest(self, folder: Path) -> Manifest:
+        if not folder.exists():
+            raise ReleaseError(f"--bundle {folder}: no such folder")
         if not folder.is_dir():
             raise ReleaseError(f"--bundle {folder}: not a folder; give the compile's bundle folder (OUT/bundle), "
                                f"not its .hgb archive")
@@ -184,8 +194,8 @@ class Releases:
     # --- the release itself -----------------------------------------------------------------------------------
 
     def _release(self, name: str, trigger: str, resolve: Callable[[], Plan]) -> RunRecord:
-        """Resolve (refusals store nothing), take the lease, resolve again (the deployed version may have moved),
-        build, then record the version and its bundles in one transaction, then announce."""
+        """Resolve (refusals store nothing), take the lease, check the deployed version has not moved meanwhile,
+        build, then record the version, its bundles and the run's outcome in one transaction, then announce."""
         self.pipeline.model_config(name)  # UnknownModelError before anything is stored
         plan = resolve()
         holder = holder_id(trigger)
@@ -193,11 +203,11 @@ class Releases:
         keeper = LeaseKeeper(self.store, holder, LEASE_TTL_S, lambda: (name,)).start()
         try:
             self.store.start_run(run.id)
-            plan = self._still(name, plan, resolve())
+            moved = self.pipeline.current(name).version
+            if moved != plan.against:  # another hub published between the resolve and the lease
+                raise ReleaseError(f"{name}'s deployed version moved from {plan.against} to {moved} meanwhile; "
+                                   f"see `hgen-hub versions` and run again")
             version, built = self._record(name, trigger, plan, run.id)
-            metrics = {"release": trigger, "restored": plan.restored.version if plan.restored else None,
-                       "targets": sorted(b.target for b in built)}
-            self.store.finish_run(run.id, "published", to_version=version, metrics=metrics)
         except BaseException as exc:  # Ctrl-C in a long lowering too: the run must not stay "running"
             with contextlib.suppress(Exception):
                 self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -206,26 +216,20 @@ class Releases:
             raise
         finally:
             keeper.stop()
-            self.store.release_lease(name, holder)
+            try:
+                self.store.release_lease(name, holder)
+            except Exception:  # it expires within one TTL anyway; the outcome stands
+                log.exception("releasing the retrain lease of %s failed", name)
         log.info("%s of %s: %s -> %s%s", trigger, name, plan.against, version,
                  f" (the files of {plan.restored.version})" if plan.restored else "")
-        self._announce(built)
+        announce(self.pipeline.publisher, built, version)
         return self.store.run(run.id)  # type: ignore[return-value]
 
-    @staticmethod
-    def _still(name: str, before: Plan, now: Plan) -> Plan:
-        if now.against != before.against:
-            raise ReleaseError(f"{name}'s deployed version moved from {before.against} to {now.against} meanwhile; "
-                               f"see `hgen-hub versions` and run again")
-        return now
-
     def _record(self, name: str, trigger: str, plan: Plan, run_id: int) -> tuple[str, list[BuiltBundle]]:
-        """Build the bundles and the kept Keras file, then record the version with its bundles."""
-        from hgen.hub.retrain.publish import bundle_record
-
+        """Build the bundles and the kept Keras file, then record the version with its bundles and the run."""
         taken = [v.version for v in self.store.versions(name)]
         version = next_version(plan.against, taken, plan.wanted)
-        out_dir = self.pipeline._store_dir() / name / version  # noqa: SLF001
+        out_dir = (self.pipeline._store_dir() / name / version).resolve()  # noqa: SLF001 (any working folder)
         built = self._build(name, plan, version, out_dir)
         keras_path = plan.keras_path
         if trigger == "publish":  # the compile's folder may be rebuilt; the next retrain starts from this copy
@@ -234,10 +238,13 @@ class Releases:
         record_target = self._record_target(name, {b.target: b for b in built})
         record_dir = next(b.directory for b in built if b.target == record_target)
         fetch_uri = self.pipeline.publisher.fetch_uri()
+        metrics = {"release": trigger, "restored": plan.restored.version if plan.restored else None,
+                   "targets": sorted(b.target for b in built)}
         self.store.add_version(
             VersionRecord(name, version, str(keras_path), str(record_dir), plan.tau, plan.temperature,
                           self.store.clock(), run_id),
-            bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built])
+            bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built],
+            published=(run_id, metrics))
         return version, built
 
     def _build(self, name: str, plan: Plan, version: str, out_dir: Path) -> list[BuiltBundle]:
@@ -277,16 +284,6 @@ class Releases:
                              signing_key=self.pipeline._signing_key(),  # noqa: SLF001
                              engines=self.pipeline.config.engines, representative=calibration_images(data.train),
                              base_target=self._base_target(name))
-
-    def _announce(self, built: Sequence[BuiltBundle]) -> None:
-        """The version is recorded: devices that look find it; a notice that cannot be sent now is relayed later."""
-        for bundle in built:
-            record = self.store.kb.bundle(bundle.bundle_name)
-            try:
-                if record is not None:
-                    self.pipeline.publisher.announce(record, bundle.device_ids)
-            except Exception as exc:  # noqa: BLE001 (recorded already; the relay tries again)
-                log.error("recorded %s, but a device was not told: %s", bundle.bundle_name, exc)
 
     def _record_target(self, name: str, by_target: Mapping[str, object]) -> str:
         """The target whose bundle the version record names (and whose tau it keeps): the base one if built."""

@@ -239,8 +239,12 @@ def test_refused_offline_bundles_store_nothing(tmp_path: Path, deployed: Deploye
         pi, _ = offline_bundle(deployed, tmp_path / "b", version="1.1.0", target="rpi4")
         with pytest.raises(ReleaseError, match="is for rpi4, which none of lenet5's devices runs"):
             releases.publish(deployed.name, [x86, pi], keras_path)
+        from hgen.compiler.bundle import pack_bundle
+
         with pytest.raises(ReleaseError, match="not a folder; give the compile's bundle folder"):
-            releases.publish(deployed.name, [x86.with_suffix(".hgb")], keras_path)
+            releases.publish(deployed.name, [pack_bundle(x86)], keras_path)
+        with pytest.raises(ReleaseError, match="no such folder"):
+            releases.publish(deployed.name, [tmp_path / "typo"], keras_path)
         assert releases.store.runs(deployed.name) == [] and releases.store.kb.bundle(deployed.name) is None
     finally:
         releases.store.kb.close()
@@ -274,14 +278,12 @@ def test_a_version_published_meanwhile_stops_the_rollback(releases: Releases, de
     bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
     releases.publish(deployed.name, [bundle], keras_path)
     plan = releases._rollback_plan
-    calls = []
 
     def racing(name: str, to: str | None) -> Any:
-        calls.append(name)
-        if len(calls) == 2:
-            releases.store.add_version(VersionRecord(name, "1.1.1", str(keras_path), str(bundle), 0.7, 1.3,
-                                                     releases.store.clock() + 1))
-        return plan(name, to)
+        resolved = plan(name, to)  # then, before the lease, another hub publishes
+        releases.store.add_version(VersionRecord(name, "1.1.1", str(keras_path), str(bundle), 0.7, 1.3,
+                                                 releases.store.clock() + 1))
+        return resolved
 
     monkeypatch.setattr(releases, "_rollback_plan", racing)
     with pytest.raises(ReleaseError, match="moved from 1.1.0 to 1.1.1 meanwhile"):
@@ -310,6 +312,25 @@ def test_the_relay_announces_what_another_process_recorded_once_and_never_goes_b
     assert relay.check() == ["lenet5 1.1.0"] and relay.check() == []
     assert Recording.said == [("lenet5", "1.1.0", "grpc://hub.example:50051", ("cam-1",))]
     newest = releases.store.kb.bundle(deployed.name)
-    older = BundleRecord("lenet5", "1.0.9", "0" * 64, 1, b"", "x", newest.published_at - 60)
-    assert serving.announce(older, ("cam-1",)) is False  # a late, older notice never replaces a newer one
-    assert len(Recording.said) == 1
+    skewed = BundleRecord("lenet5", "1.0.9", "0" * 64, 1, b"", "x", newest.published_at + 60)  # a clock ahead
+    releases.store.kb.add_bundle(skewed)
+    assert releases.store.kb.bundle(deployed.name).version == "1.1.0"  # the newest is the highest version
+    assert relay.check() == [] and len(Recording.said) == 1  # a notice never goes back to an older bundle
+
+
+def test_ctrl_c_during_a_release_leaves_a_failed_run_and_a_free_lease(releases: Releases, deployed: DeployedModel,
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hgen.hub.retrain import release as release_module
+
+    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+
+    def interrupted(*_args: object) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(release_module, "resign", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        releases.publish(deployed.name, [bundle], keras_path)
+    [run] = releases.store.runs(deployed.name)
+    assert run.status == "failed" and releases.store.live_lease(deployed.name) is None
+    assert releases.store.kb.bundle(deployed.name) is None
