@@ -11,10 +11,10 @@ announced. At start that re-asserts every retained notice. It runs on its own th
 from __future__ import annotations
 
 import logging
-import threading
 
 from hgen.hub.retrain.pipeline import RetrainPipeline
 from hgen.hub.retrain.publish import HubPublisher
+from hgen.hub.retrain.ticker import Ticker
 from hgen.runtime.errors import HGenError
 
 log = logging.getLogger(__name__)
@@ -29,19 +29,14 @@ class BundleRelay:
         self.poll_s = poll_s
         self._routes: dict[str, dict[str, tuple[str, ...]]] = {}  # model -> bundle name -> devices
         self._warned: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker(self._round, poll_s, "hub-bundle-relay", first_now=True)
 
     def start(self) -> BundleRelay:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="hub-bundle-relay", daemon=True)
-        self._thread.start()
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._ticker.stop()
 
     def check(self) -> list[str]:
         """One round: "name version" of each bundle announced."""
@@ -58,12 +53,9 @@ class BundleRelay:
             routes.update(self._routes[model.name])
         return self.publisher.announce_recorded(routes)
 
-    def _loop(self) -> None:
-        while True:
-            try:
-                for said in self.check():
-                    log.info("announced %s (recorded by another process, or before this hub started)", said)
-            except Exception:  # a database hiccup: the next round tries again
-                log.exception("announcing recorded bundles failed")
-            if self._stop.wait(self.poll_s):
-                return
+    def _round(self) -> None:
+        try:
+            for said in self.check():
+                log.info("announced %s (recorded by another process, or before this hub started)", said)
+        except Exception:  # a database hiccup: the next round tries again
+            log.exception("announcing recorded bundles failed")

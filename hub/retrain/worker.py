@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from hgen.hub.errors import RetrainBusyError, RetrainTriggerError, RetrainWaitTimeoutError
 from hgen.hub.retrain.pipeline import RetrainPipeline
 from hgen.hub.retrain.records import RetrainStore, RunRecord
+from hgen.hub.retrain.ticker import Ticker
 
 log = logging.getLogger(__name__)
 RunListener = Callable[[RunRecord], None]
@@ -41,19 +42,14 @@ class LeaseKeeper:
         self.holder = holder
         self.ttl_s = ttl_s
         self.models = models
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker(self.renew, ttl_s / 3, "hub-retrain-lease")
 
     def start(self) -> LeaseKeeper:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="hub-retrain-lease", daemon=True)
-        self._thread.start()
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._ticker.stop()
 
     def renew(self) -> None:
         for model in list(self.models()):
@@ -63,9 +59,6 @@ class LeaseKeeper:
             except Exception:  # a database hiccup: the next round tries again, well within the TTL
                 log.exception("renewing the retrain lease of %s failed", model)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
-            self.renew()
 
 
 class RetrainWorker:
