@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from hgen.hub.errors import RetrainBusyError
 from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
-from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row
+from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row, version_key
 from hgen.protos.kinds import wire_kinds
 
 HUMAN_STATES = ("answered", "partial")
@@ -135,17 +135,18 @@ class RetrainStore:
     # --- versions ---------------------------------------------------------------------------------------------
 
     def current_version(self, name: str) -> VersionRecord | None:
-        with self.kb.session() as s:
-            row = s.scalars(select(ModelVersion).where(ModelVersion.name == name)
-                            .order_by(ModelVersion.created_at.desc()).limit(1)).first()
-            return _version(row) if row is not None else None
+        """The deployed version: the highest version number (every new version is above the one it replaced)."""
+        found = self.versions(name)
+        return found[0] if found else None
 
     def versions(self, name: str | None = None) -> list[VersionRecord]:
+        """Newest first by version number, then by time: not by time alone, as hosts' clocks may disagree."""
         with self.kb.session() as s:
-            query = select(ModelVersion).order_by(ModelVersion.created_at.desc())
+            query = select(ModelVersion)
             if name is not None:
                 query = query.where(ModelVersion.name == name)
-            return [_version(r) for r in s.scalars(query).all()]
+            rows = [_version(r) for r in s.scalars(query).all()]
+        return sorted(rows, key=lambda v: (version_key(v.version), v.created_at), reverse=True)
 
     def add_version(self, record: VersionRecord, bundles: Sequence[BundleRecord] = (),
                     published: tuple[int, dict[str, Any]] | None = None) -> None:

@@ -36,12 +36,11 @@ from hgen.runtime.bundle import BundleError, Manifest, SignatureError
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, ModelId, sign_manifest
 
 log = logging.getLogger(__name__)
-TRIGGERS = ("rollback", "publish")
 
 
 @dataclass(frozen=True)
 class VersionEntry:
-    """One row of a model's version history, for `hgen-hub versions` and the operator view."""
+    """One row of a model's version history, for `hgen-hub versions`."""
 
     version: str
     created_at: float
