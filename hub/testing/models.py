@@ -112,6 +112,28 @@ def deploy_two_stage(out_dir: Path, *, dataset: str = "digits-det", epochs: int 
                           tau=tau, temperature=temperature)
 
 
+def recompiled(deployed: DeployedModel, out: Path, *, version: str, target: str = "x86_64",
+               key: Path | None = None, labels: tuple[str, ...] | None = None,
+               name: str | None = None, scale: float = 1.5) -> tuple[Path, Path]:
+    """What an operator's offline `hgen-compile` leaves for `hgen-hub publish`: other weights (the last layer times
+    `scale`), a bundle folder signed with the deployed key (or `key`), and its Keras file."""
+    from hgen.compiler.bundle import write_bundle
+    from hgen.compiler.models import load_model_file
+
+    model = load_model_file(deployed.keras_path)
+    last = model.layers[-1]
+    last.set_weights([w * scale for w in last.get_weights()])
+    out.mkdir(parents=True, exist_ok=True)
+    keras_path = out / "model.keras"
+    model.save(keras_path)
+    write_bundle(out / f"bundle-{target}", model, name=name or deployed.name, version=version, target=target,
+                 labels=labels or deployed.data.labels, input_spec={"scale": 1.0 / 255.0}, tau=0.7,
+                 temperature=1.3, fusion_lambda=0.1, plan={"layers": {}}, web=(),
+                 representative_data=deployed.data.train.x[:50], signing_key=key or deployed.signing_key,
+                 overwrite=True)
+    return out / f"bundle-{target}", keras_path
+
+
 def retrain_section(deployed: DeployedModel, store_dir: Path, *, devices: dict[str, str], threshold: int,
                     dataset: str = "digits:lowres", kind: str = "cnn", dataset_limit: int | None = None,
                     **overrides: Any) -> dict[str, Any]:

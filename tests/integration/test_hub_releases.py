@@ -20,10 +20,9 @@ from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.testing import RunningHub, digits_28, start_hub, wait_agent, write_video
 from hgen.hub.cli import main as hub_cli
 from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
-from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
+from hgen.hub.testing.models import DeployedModel, deploy_lenet, recompiled, retrain_section
 from hgen.hub.testing.services import Broker
 from hgen.runtime.bundle.manifest import Manifest
-from tests.unit.test_retrain_release import offline_bundle
 
 DEVICES = ("cam-mqtt", "cam-grpc")
 
@@ -66,7 +65,7 @@ def test_cli_publish_and_rollback_hot_swap_devices_on_both_transports(
     config = tmp_path / "hub.yaml"  # what the operator's commands read: the serving hub's database and models
     config.write_text(json.dumps({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
                                   "retrain": hub.app.config.retrain.model_dump(mode="json")}))
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
     original = Manifest.model_validate_json((deployed.bundle_dir / "manifest.json").read_bytes())
     urls = {"cam-mqtt": broker.url, "cam-grpc": hub.grpc_url}
     agents = [Agent(agent_config(tmp_path, deployed, video, d, urls[d], hub.secret(d))).start() for d in DEVICES]
@@ -91,7 +90,7 @@ def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own
     """The model was compiled for x86_64 and a Pi runs it too: the hub publishes the Pi's builds as
     `lenet5-rpi4`, while the Pi watches its model's name, `lenet5`. It must be told of `lenet5-rpi4` (before:
     it never was, over gRPC, and a Pi enrolled with its target was refused the x86_64 notices)."""
-    pi_flashed, _ = offline_bundle(deployed, tmp_path / "flashed", version="1.0.0", target="rpi4")
+    pi_flashed, _ = recompiled(deployed, tmp_path / "flashed", version="1.0.0", target="rpi4")
     retrain = retrain_section(deployed, tmp_path / "store", devices={"pi-1": "rpi4", "cam-x": "x86_64"},
                               threshold=100_000)
     hub = start_hub(tmp_path / "hub.db", ["pi-1", "cam-x"], overrides={"retrain": retrain})
@@ -102,8 +101,8 @@ def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own
         config = config.model_copy(update={"bundle": config.bundle.model_copy(
             update={"path": pi_flashed, "expected_target": "rpi4"})})
         with Agent(config) as agent:
-            x86, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
-            pi, _ = offline_bundle(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
+            x86, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
+            pi, _ = recompiled(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
             assert hub.app.retrain is not None
             run = Releases(hub.app.retrain.pipeline).publish(deployed.name, [x86, pi], keras_path)
             assert run.metrics["targets"] == ["rpi4", "x86_64"]

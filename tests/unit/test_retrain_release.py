@@ -18,7 +18,7 @@ from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
 from hgen.hub.retrain.publish import next_version
 from hgen.hub.retrain.release import Releases
-from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
+from hgen.hub.testing.models import DeployedModel, deploy_lenet, recompiled, retrain_section
 from hgen.runtime import signing
 from hgen.runtime.bundle import verify_archive
 from hgen.runtime.bundle.manifest import Manifest
@@ -27,27 +27,6 @@ from hgen.runtime.bundle.manifest import Manifest
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
     return deploy_lenet(tmp_path_factory.mktemp("deployed"), epochs=1, limit=300)
-
-
-def offline_bundle(deployed: DeployedModel, out: Path, *, version: str, target: str = "x86_64",
-                   key: Path | None = None, labels: tuple[str, ...] | None = None,
-                   name: str | None = None) -> tuple[Path, Path]:
-    """What an operator's `hgen-compile` run leaves: other weights (the last layer scaled), a signed bundle."""
-    from hgen.compiler.bundle import write_bundle
-    from hgen.compiler.models import load_model_file
-
-    model = load_model_file(deployed.keras_path)
-    last = model.layers[-1]
-    last.set_weights([w * 1.5 for w in last.get_weights()])
-    out.mkdir(parents=True, exist_ok=True)
-    keras_path = out / "model.keras"
-    model.save(keras_path)
-    write_bundle(out / f"bundle-{target}", model, name=name or deployed.name, version=version, target=target,
-                 labels=labels or deployed.data.labels, input_spec={"scale": 1.0 / 255.0}, tau=0.7,
-                 temperature=1.3, fusion_lambda=0.1, plan={"layers": {}}, web=(),
-                 representative_data=deployed.data.train.x[:50], signing_key=key or deployed.signing_key,
-                 overwrite=True)
-    return out / f"bundle-{target}", keras_path
 
 
 def releases_for(tmp_path: Path, deployed: DeployedModel, devices: dict[str, str]) -> Releases:
@@ -86,7 +65,7 @@ def test_next_version_is_the_wanted_one_only_when_higher_and_unused() -> None:
 
 def test_publish_then_rollback_restores_the_deployed_files_byte_for_byte(releases: Releases, deployed: DeployedModel,
                                                                          tmp_path: Path) -> None:
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
     run = releases.publish(deployed.name, [bundle], keras_path)
     assert (run.status, run.trigger, run.from_version, run.to_version) == ("published", "publish", "1.0.0", "1.1.0")
     new = published(releases, deployed, deployed.name, "1.1.0", tmp_path / "v110")
@@ -115,7 +94,7 @@ def test_rollback_to_a_named_version_and_its_refusals(releases: Releases, deploy
                                                       tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match="first version: there is nothing to roll back to"):
         releases.rollback(deployed.name)
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.0.7")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.0.7")
     releases.publish(deployed.name, [bundle], keras_path)
     with pytest.raises(ReleaseError, match=r"no version '0.9.0'; it has: 1.0.7, 1.0.0"):
         releases.rollback(deployed.name, to="0.9.0")
@@ -125,7 +104,7 @@ def test_rollback_to_a_named_version_and_its_refusals(releases: Releases, deploy
 
 
 def test_a_retrain_in_progress_blocks_a_release(releases: Releases, deployed: DeployedModel, tmp_path: Path) -> None:
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
     releases.store.claim_run(deployed.name, "threshold", "1.0.0", "worker:other-hub", 60.0)
     with pytest.raises(RetrainBusyError, match="worker:other-hub"):
         releases.publish(deployed.name, [bundle], keras_path)
@@ -138,14 +117,14 @@ def test_offline_bundles_the_devices_could_not_run_are_refused(releases: Release
     from hgen.compiler.bundle import generate_keypair
 
     stranger = generate_keypair(tmp_path / "other-keys").private_path
-    foreign, keras_path = offline_bundle(deployed, tmp_path / "foreign", version="1.1.0", key=stranger)
+    foreign, keras_path = recompiled(deployed, tmp_path / "foreign", version="1.1.0", key=stranger)
     with pytest.raises(ReleaseError, match="signing_key"):
         releases.publish(deployed.name, [foreign], keras_path)
     renamed = tuple(f"class {i}" for i in range(len(deployed.data.labels)))
-    other, keras_other = offline_bundle(deployed, tmp_path / "labels", version="1.1.0", labels=renamed)
+    other, keras_other = recompiled(deployed, tmp_path / "labels", version="1.1.0", labels=renamed)
     with pytest.raises(ReleaseError, match="its labels"):
         releases.publish(deployed.name, [other], keras_other)
-    good, keras_good = offline_bundle(deployed, tmp_path / "good", version="1.1.0")
+    good, keras_good = recompiled(deployed, tmp_path / "good", version="1.1.0")
     with pytest.raises(ReleaseError, match="--keras .*no such file"):
         releases.publish(deployed.name, [good], tmp_path / "missing.keras")
     assert releases.store.kb.bundle(deployed.name) is None  # nothing reached a device
@@ -155,10 +134,10 @@ def test_offline_bundles_the_devices_could_not_run_are_refused(releases: Release
 def test_every_target_the_devices_run_gets_a_bundle(tmp_path: Path, deployed: DeployedModel) -> None:
     releases = releases_for(tmp_path, deployed, {"cam-x": "x86_64", "pi-1": "rpi4"})
     try:
-        x86, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+        x86, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
         with pytest.raises(ReleaseError, match="also run rpi4"):
             releases.publish(deployed.name, [x86], keras_path)
-        pi, _ = offline_bundle(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
+        pi, _ = recompiled(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
         releases.publish(deployed.name, [x86, pi], keras_path)
         assert published(releases, deployed, "lenet5-rpi4", "1.1.0", tmp_path / "pi").target == "rpi4"
         # the configured version has no rpi4 bundle: rolling back lowers its Keras file for the Pi
@@ -183,7 +162,7 @@ def test_the_cli_lists_rolls_back_and_publishes(tmp_path: Path, deployed: Deploy
         "retrain": retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=10)}))
     assert main(["rollback", "--config", str(config), "--model", deployed.name]) == 1
     assert "nothing to roll back to" in capsys.readouterr().err
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.2.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.2.0")
     assert main(["publish", "--config", str(config), "--model", deployed.name, "--bundle", str(bundle),
                  "--keras", str(keras_path)]) == 0
     assert "lenet5 1.0.0 -> 1.2.0 published for x86_64" in capsys.readouterr().out
@@ -211,7 +190,7 @@ def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -
 
         assert "nothing to roll back to" in roll_back()
         assert app.retrain is not None
-        bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+        bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
         Releases(app.retrain.pipeline).publish(deployed.name, [bundle], keras_path)
         shown = roll_back()
         assert "lenet5 rolled back: 1.1.0 -&gt; 1.1.1 (the files of 1.0.0)" in shown
@@ -223,7 +202,7 @@ def test_an_offline_bundle_takes_the_models_name_and_a_copy_of_its_keras_file(re
                                                                                deployed: DeployedModel,
                                                                                tmp_path: Path) -> None:
     """Compiled under another name, it is still the bundle the model's devices watch (renamed as it is re-signed)."""
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0", name="lenet5_v2")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0", name="lenet5_v2")
     releases.publish(deployed.name, [bundle], keras_path)
     assert published(releases, deployed, deployed.name, "1.1.0", tmp_path / "v").model.name == deployed.name
     assert releases.store.kb.bundle("lenet5_v2") is None
@@ -235,8 +214,8 @@ def test_an_offline_bundle_takes_the_models_name_and_a_copy_of_its_keras_file(re
 def test_refused_offline_bundles_store_nothing(tmp_path: Path, deployed: DeployedModel) -> None:
     releases = releases_for(tmp_path, deployed, {"cam-x": "x86_64"})
     try:
-        x86, keras_path = offline_bundle(deployed, tmp_path / "a", version="1.1.0")
-        pi, _ = offline_bundle(deployed, tmp_path / "b", version="1.1.0", target="rpi4")
+        x86, keras_path = recompiled(deployed, tmp_path / "a", version="1.1.0")
+        pi, _ = recompiled(deployed, tmp_path / "b", version="1.1.0", target="rpi4")
         with pytest.raises(ReleaseError, match="is for rpi4, which none of lenet5's devices runs"):
             releases.publish(deployed.name, [x86, pi], keras_path)
         from hgen.compiler.bundle import pack_bundle
@@ -255,7 +234,7 @@ def test_a_release_that_fails_part_way_records_no_version_and_says_why(releases:
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from hgen.hub.retrain import release as release_module
 
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
 
     def disk_full(*_args: object) -> Path:
         raise OSError(28, "No space left on device")
@@ -275,7 +254,7 @@ def test_a_version_published_meanwhile_stops_the_rollback(releases: Releases, de
     """Another hub published between the operator's click and the lease: "roll back" no longer means the same."""
     from hgen.hub.retrain.records import VersionRecord
 
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
     releases.publish(deployed.name, [bundle], keras_path)
     plan = releases._rollback_plan
 
@@ -307,7 +286,7 @@ def test_the_relay_announces_what_another_process_recorded_once_and_never_goes_b
     serving = HubPublisher(releases.store.kb, [Recording()])  # type: ignore[list-item]
     relay = BundleRelay(releases.pipeline, serving)
     assert relay.check() == []
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
     releases.publish(deployed.name, [bundle], keras_path)  # the CLI: its publisher serves nothing
     assert relay.check() == ["lenet5 1.1.0"] and relay.check() == []
     assert Recording.said == [("lenet5", "1.1.0", "grpc://hub.example:50051", ("cam-1",))]
@@ -323,7 +302,7 @@ def test_ctrl_c_during_a_release_leaves_a_failed_run_and_a_free_lease(releases: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from hgen.hub.retrain import release as release_module
 
-    bundle, keras_path = offline_bundle(deployed, tmp_path / "offline", version="1.1.0")
+    bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
 
     def interrupted(*_args: object) -> Path:
         raise KeyboardInterrupt
