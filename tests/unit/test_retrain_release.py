@@ -184,8 +184,9 @@ def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -
         page = operator.get("/operator").get_data(as_text=True)
         assert 'id="rollback-lenet5"' in page
 
-        def roll_back() -> str:
-            form = {"model": deployed.name, "csrf_token": csrf_token_of(operator.get("/operator").get_data(True))}
+        def roll_back(to: str = "") -> str:
+            form = {"model": deployed.name, "to": to,
+                    "csrf_token": csrf_token_of(operator.get("/operator").get_data(True))}
             return operator.post("/operator/rollback", data=form, follow_redirects=True).get_data(as_text=True)
 
         assert "nothing to roll back to" in roll_back()
@@ -196,6 +197,8 @@ def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -
         assert "lenet5 rolled back: 1.1.0 -&gt; 1.1.1 (the files of 1.0.0)" in shown
         assert "the files of 1.0.0</td>" in shown  # the run in the retrain table
         assert app.retrain_store.current_version(deployed.name).version == "1.1.1"
+        assert "lenet5 rolled back: 1.1.1 -&gt; 1.1.2 (the files of 1.1.0)" in roll_back(to="1.1.0")
+        assert "no version &#39;9.9.9&#39;" in roll_back(to="9.9.9")
 
 
 def test_an_offline_bundle_takes_the_models_name_and_a_copy_of_its_keras_file(releases: Releases,
