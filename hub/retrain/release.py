@@ -164,7 +164,7 @@ class Releases:
                                    f"and {folder}")
             if manifest.target not in wanted:
                 raise ReleaseError(f"bundle {folder} is for {manifest.target}, which none of {name}'s devices runs "
-                                   f"(retrain.models[].devices: {', '.join(wanted)})")
+                                   f"(they run: {', '.join(wanted)}; retrain.models[].devices)")
             sources[manifest.target] = (folder, manifest)
         missing = sorted(set(wanted) - set(sources))
         if missing:
