@@ -149,6 +149,23 @@ class ResultCollector:
             return {r.sample_id: r for r in self.results if r.final and r.sample_id in sample_ids}
 
 
+def streaming_agent_config(folder: Path, bundle: Path, public_key: Path, video: Path, device: str, url: str,
+                           secret: str, target: str = "x86_64") -> Any:
+    """An agent that streams `video` in a loop (every frame, 20 fps), asks nobody (tau 0) and keeps its store and
+    outbox in `folder/device`: a device whose only job is to take updates."""
+    from hgen.edge_agent.config import parse_agent_config
+
+    return parse_agent_config({
+        "device_id": device,
+        "bundle": {"path": str(bundle), "public_key": str(public_key), "expected_target": target,
+                   "store_dir": str(folder / device / "store")},
+        "source": {"kind": "video", "uri": str(video), "fps_limit": 20, "pacing": "all", "loop": True},
+        "gate": {"tau": 0.0, "audit_share": 0.0},
+        "hub": {"url": url, "secret": secret},
+        "outbox": {"path": str(folder / device / "outbox.sqlite")},
+    })
+
+
 def wait_agent(agent: Any, predicate: Callable[[], bool], timeout: float) -> bool:
     """Wait on the agent's change condition (replies, timeouts, link state, swaps) until `predicate` holds."""
     with agent._changed:

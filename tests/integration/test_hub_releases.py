@@ -16,8 +16,14 @@ from typing import Any
 import pytest
 
 from hgen.edge_agent.agent import Agent
-from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.testing import RunningHub, digits_28, start_hub, wait_agent, write_video
+from hgen.edge_agent.testing import (
+    RunningHub,
+    digits_28,
+    start_hub,
+    streaming_agent_config,
+    wait_agent,
+    write_video,
+)
 from hgen.hub.cli import main as hub_cli
 from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, recompiled, retrain_section
@@ -49,15 +55,7 @@ def hub(tmp_path: Path, broker: Broker, deployed: DeployedModel) -> Iterator[Run
 
 def agent_config(tmp_path: Path, deployed: DeployedModel, video: Path, device: str, url: str,
                  secret: str) -> Any:
-    return parse_agent_config({
-        "device_id": device,
-        "bundle": {"path": str(deployed.bundle_dir), "public_key": str(deployed.public_key),
-                   "expected_target": "x86_64", "store_dir": str(tmp_path / device / "store")},
-        "source": {"kind": "video", "uri": str(video), "fps_limit": 20, "pacing": "all", "loop": True},
-        "gate": {"tau": 0.0, "audit_share": 0.0},
-        "hub": {"url": url, "secret": secret},
-        "outbox": {"path": str(tmp_path / device / "outbox.sqlite")},
-    })
+    return streaming_agent_config(tmp_path, deployed.bundle_dir, deployed.public_key, video, device, url, secret)
 
 
 def test_cli_publish_and_rollback_hot_swap_devices_on_both_transports(
@@ -97,9 +95,8 @@ def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own
     try:
         from hgen.hub.retrain.release import Releases
 
-        config = agent_config(tmp_path, deployed, video, "pi-1", hub.grpc_url, hub.secret("pi-1"))
-        config = config.model_copy(update={"bundle": config.bundle.model_copy(
-            update={"path": pi_flashed, "expected_target": "rpi4"})})
+        config = streaming_agent_config(tmp_path, pi_flashed, deployed.public_key, video, "pi-1", hub.grpc_url,
+                                        hub.secret("pi-1"), target="rpi4")
         with Agent(config) as agent:
             x86, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
             pi, _ = recompiled(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")

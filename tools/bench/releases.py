@@ -31,8 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, markdown_table, write_results  # noqa: E402
 
 from hgen.edge_agent.agent import Agent  # noqa: E402
-from hgen.edge_agent.config import parse_agent_config  # noqa: E402
-from hgen.edge_agent.testing import digits_28, start_hub, wait_agent, write_video  # noqa: E402
+from hgen.edge_agent.testing import (  # noqa: E402
+    digits_28,
+    start_hub,
+    streaming_agent_config,
+    wait_agent,
+    write_video,
+)
 from hgen.hub.cli import main as hub_cli  # noqa: E402
 from hgen.hub.testing.models import deploy_lenet, recompiled, retrain_section  # noqa: E402
 from hgen.hub.testing.services import mosquitto  # noqa: E402
@@ -71,15 +76,8 @@ def timed(command: list[str], version: str, agents: dict[str, Agent], rng: rando
 
 
 def agent_for(tmp: Path, deployed: Any, video: Path, device: str, url: str, secret: str) -> Agent:
-    return Agent(parse_agent_config({
-        "device_id": device,
-        "bundle": {"path": str(deployed.bundle_dir), "public_key": str(deployed.public_key),
-                   "expected_target": "x86_64", "store_dir": str(tmp / device / "store")},
-        "source": {"kind": "video", "uri": str(video), "fps_limit": 20, "pacing": "all", "loop": True},
-        "gate": {"tau": 0.0, "audit_share": 0.0},
-        "hub": {"url": url, "secret": secret},
-        "outbox": {"path": str(tmp / device / "outbox.sqlite")},
-    })).start()
+    return Agent(streaming_agent_config(tmp, deployed.bundle_dir, deployed.public_key, video, device, url,
+                                        secret)).start()
 
 
 def rounds(tmp: Path, repeats: int) -> list[dict[str, Any]]:
