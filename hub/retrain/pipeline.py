@@ -66,6 +66,7 @@ class RetrainPipeline:
         self._datasets: dict[str, OriginalData] = {}
         self._filters: dict[str, AutoencoderFilter] = {}
         self._familiarity: dict[str, Familiarity | None] = {}  # bundle dir -> its verified manifest's ranges
+        self._configured: dict[str, tuple[int, Manifest]] = {}  # model -> (its manifest file's mtime, manifest)
         self._lock = threading.Lock()
 
     def model_config(self, name: str) -> ModelConfig:
@@ -90,8 +91,20 @@ class RetrainPipeline:
         return record
 
     def configured_manifest(self, name: str) -> Manifest:
-        """The verified manifest of the bundle `retrain.models` names: the model as first deployed."""
-        return self._manifest(Path(self.model_config(name).bundle))
+        """The verified manifest of the bundle `retrain.models` names: the model as first deployed. Verified once
+        (it hashes every file) until the manifest file changes: a release asks for it several times."""
+        from hgen.runtime.bundle.manifest import MANIFEST_NAME
+
+        bundle = Path(self.model_config(name).bundle)
+        try:
+            stamp = (bundle / MANIFEST_NAME).stat().st_mtime_ns
+        except OSError:
+            stamp = -1  # verifying says what is missing
+        cached = self._configured.get(name)
+        if cached is None or cached[0] != stamp or stamp == -1:
+            cached = (stamp, self._manifest(bundle))
+            self._configured[name] = cached
+        return cached[1]
 
     def base_target(self, name: str) -> str:
         """The target whose bundles carry the bare model name (others: `<name>-<target>`): the configured

@@ -154,7 +154,7 @@ class Releases:
     def _publish_plan(self, name: str, bundles: Sequence[Path], keras_model: Path) -> Plan:
         current = self.pipeline.current(name)
         deployed = self.pipeline._manifest(Path(current.bundle_dir))  # noqa: SLF001
-        wanted = targets_of(self.pipeline.model_config(name).devices, self._base_target(name))
+        wanted = targets_of(self.pipeline.model_config(name).devices, self.pipeline.base_target(name))
         sources: dict[str, tuple[Path, Manifest]] = {}
         for folder in map(Path, bundles):
             manifest = self._offline_manifest(folder)
@@ -249,7 +249,7 @@ class Releases:
     def _build(self, name: str, plan: Plan, version: str, out_dir: Path) -> list[BuiltBundle]:
         """One re-signed bundle per target the model's devices run (the stored one; a target the restored version
         has no bundle for, e.g. the configured version's other targets, is lowered from its Keras file)."""
-        base, model_name = self._base_target(name), self._model_name(name)
+        base, model_name = self.pipeline.base_target(name), self._model_name(name)
         key = self.pipeline._signing_key()  # noqa: SLF001
         wanted = targets_of(self.pipeline.model_config(name).devices, base)
         built = []
@@ -282,15 +282,12 @@ class Releases:
                              temperature=restored.temperature, devices=by_device, out_dir=out_dir,
                              signing_key=self.pipeline._signing_key(),  # noqa: SLF001
                              engines=self.pipeline.config.engines, representative=calibration_images(data.train),
-                             base_target=self._base_target(name))
+                             base_target=self.pipeline.base_target(name))
 
     def _record_target(self, name: str, by_target: Mapping[str, object]) -> str:
         """The target whose bundle the version record names (and whose tau it keeps): the base one if built."""
-        base = self._base_target(name)
+        base = self.pipeline.base_target(name)
         return base if base in by_target else sorted(by_target)[0]
-
-    def _base_target(self, name: str) -> str:
-        return self.pipeline.base_target(name)
 
     def _model_name(self, name: str) -> str:
         return self.pipeline.configured_manifest(name).model.name
