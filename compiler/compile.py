@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -34,6 +34,9 @@ from hgen.compiler.search.strategies import STRATEGIES, get_strategy
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FusionLambda
+
+if TYPE_CHECKING:
+    from hgen.compiler.data.detection import DetectionDataset
 
 
 class CompileConfig(StrictModel):
@@ -167,8 +170,9 @@ def input_spec(data: Dataset) -> dict[str, Any]:
     return spec
 
 
-def training_familiarity(data: Dataset, quantile: float | None) -> Familiarity | None:
-    """The familiarity ranges of the training images, for image models (None for flat inputs or when off)."""
+def training_familiarity(data: Dataset | DetectionDataset, quantile: float | None) -> Familiarity | None:
+    """The familiarity ranges of the training images, for image models and detectors (None for flat inputs or when
+    off)."""
     if quantile is None or len(data.input_shape) != 3 or min(data.input_shape[:2]) < 3:
         return None
     return fit_familiarity(data.train.x, quantile)

@@ -5,8 +5,11 @@ The compression search measures candidates with a crowd that answers classes, so
 the zoo detector is trained on the data set, its temperature calibrated on the validation split, and tau chosen on
 the validation split as the highest threshold whose labour (Eq. 3, with the difficulty estimate Eq. 9 the device
 uses for both detection kinds) stays within the labour demand. A (mAP@0.5 of the model alone), T, S, E and L are
-measured on the test split; the bundle is lowered and signed as for a classifier, with the model's kind. Summary and
-report say that no search ran.
+measured on the test split; the bundle is lowered and signed as for a classifier, with the model's kind and the
+training canvases' familiarity ranges (`hgen.runtime.familiarity`: a dark or noisy field is asked about). With
+`quantize=int8` the trained model is lowered to full-integer LiteRT first, and temperature, tau, A, S and L are
+those of the int8 outputs a device computes (as `search/quantised.py` does for classifiers); the bundle ships that
+very model. Summary and report say that no search ran.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,28 +83,53 @@ def choose_tau(confidence: np.ndarray, labour_demand: float, m: int) -> float:
     return best
 
 
-def measure(model: Any, kind_name: str, split: DetectionSplit, num_classes: int, params: FusionParams, tau: float,
-            m: int, latency_ms: float, costs: Any) -> tuple[Measured, dict[str, float]]:
-    """A = mAP@0.5 of the model alone on `split` (no people simulated for boxes here), T, S, E and L at tau."""
-    from hgen.compiler.metrics import energy_mj, storage_mb
+def measure(outputs: np.ndarray, kind_name: str, split: DetectionSplit, num_classes: int, params: FusionParams,
+            tau: float, m: int, latency_ms: float, storage: float,
+            costs: Any) -> tuple[Measured, dict[str, float]]:
+    """A = mAP@0.5 of the model alone from its `outputs` on `split` (no people simulated for boxes here), T, S, E and
+    L at tau."""
+    from hgen.compiler.metrics import energy_mj
     from hgen.compiler.metrics.detection import mean_average_precision
-    from hgen.compiler.models.detection_training import detector_training
     from hgen.compiler.search.objective import Measured
     from hgen.runtime.hdnn import get_kind, needs_human
 
     kind = get_kind(kind_name)
-    outputs = detector_training(kind_name).predict(model, split.x)
     confidence = kind.confidence(outputs, params)
     score = mean_average_precision(kind.predict(outputs, params), split.boxes, num_classes)
-    measured = Measured(score, latency_ms, storage_mb(costs), energy_mj(costs), labour_at(confidence, tau, m))
+    measured = Measured(score, latency_ms, storage, energy_mj(costs), labour_at(confidence, tau, m))
     return measured, {"map50_model_only": score, "share_to_people": float(needs_human(confidence, tau).mean())}
+
+
+@dataclass(frozen=True)
+class Runner:
+    """The outputs of the model the device will run: the Keras model's, or (int8) the full-integer LiteRT model's,
+    dequantised, so temperature, tau, A and L are those of what ships. `lowered` is the int8 model the bundle
+    ships (None: the bundle lowers the Keras model itself)."""
+
+    outputs: Callable[[np.ndarray], np.ndarray]
+    weight_bits: int
+    lowered: Any = None
+
+
+def runner(config: CompileConfig, model: Any, kind: str, data: DetectionDataset, out: Path) -> Runner:
+    from hgen.compiler.models.detection_training import detector_training
+
+    if config.quantize == "float":
+        return Runner(lambda x: detector_training(kind).predict(model, x), 32)
+    from hgen.compiler.lowering.tflite import calibration_images, lower_tflite
+    from hgen.compiler.search.quantised import int8_logits
+    from hgen.runtime.engines import open_engine
+
+    lowered = lower_tflite(model, quantize="int8", representative_data=calibration_images(data.train))
+    engine = open_engine("litert", lowered.save(out / "model.int8.tflite"))
+    return Runner(lambda x: np.asarray(int8_logits(engine, x), np.float64), 8, lowered)
 
 
 def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda message: None) -> CompileResult:
     """Train, calibrate, choose tau, measure on the test split, write model/plan/report/summary and the bundle."""
     from hgen.compiler.compile import CompileResult
     from hgen.compiler.data.detection import load_detection_dataset
-    from hgen.compiler.metrics import model_costs
+    from hgen.compiler.metrics import model_costs, storage_mb
     from hgen.compiler.metrics.latency import litert_latency_ms
     from hgen.compiler.models.detection_training import detector_training
     from hgen.compiler.search.devices import get_device
@@ -109,9 +138,6 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
 
     if Path(config.model).suffix in (".keras", ".h5"):
         raise InvalidArgumentError("a detection data set compiles a zoo detector; a model file is not supported yet")
-    if config.quantize != "float":  # its tau and A are measured on the float model: an int8 bundle would differ
-        raise InvalidArgumentError("quantize=int8 is not supported for a detection data set yet (use `hgen lower "
-                                   "--quantize int8` on the compiled model.keras)")
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,23 +148,28 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     model, name, kind = detector(config, data)
     training = detector_training(kind)
     seconds = training.train(model, data.train, data.num_classes, config.base_epochs, config.seed)
-    temperature = training.calibrate(model, data.val, data.num_classes)
+    run = runner(config, model, kind, data, out)
+    val_outputs = run.outputs(data.val.x)
+    temperature = training.temperature(val_outputs, data.val.boxes, data.num_classes)
     params = FusionParams(temperature, config.fusion_lambda)
-    tau = choose_tau(get_kind(kind).confidence(training.predict(model, data.val.x), params), config.demands.labour,
-                     config.m)
-    log(f"trained {name} ({kind}) for {config.base_epochs} epochs in {seconds:.1f} s; temperature "
-        f"{temperature:.3f}, tau {tau:.3f} (highest within L <= {config.demands.labour} on the validation split)")
+    tau = choose_tau(get_kind(kind).confidence(val_outputs, params), config.demands.labour, config.m)
+    log(f"trained {name} ({kind}) for {config.base_epochs} epochs in {seconds:.1f} s; {config.quantize}: "
+        f"temperature {temperature:.3f}, tau {tau:.3f} (highest within L <= {config.demands.labour} on the "
+        "validation split)")
     latency = device.latency_ms(litert_latency_ms(model))
-    measured, extra = measure(model, kind, data.test, data.num_classes, params, tau, config.m, latency,
-                              model_costs(model))
+    costs = model_costs(model)
+    measured, extra = measure(run.outputs(data.test.x), kind, data.test, data.num_classes, params, tau, config.m,
+                              latency, storage_mb(costs, run.weight_bits, run.weight_bits), costs)
     row = measured.to_dict() | extra | {"accuracy_model_only": measured.accuracy, "params": int(model.count_params())}
     summary = _summary(config, data, device, name, kind, tau, temperature, measured, row,
                        violations(measured, config.demands))
+    summary |= {"quantize": config.quantize} | _float_row(config, model, kind, data, params)
     model.save(out / "model.keras")
     (out / "plan.json").write_text(json.dumps({"plan": {}, "ratios": [], "tau": tau, "temperature": temperature},
                                               indent=2) + "\n")
     if config.bundle:
-        summary["bundle"] = _bundle(config, out, model, name, kind, data, device, tau, temperature, measured)
+        summary["bundle"] = _bundle(config, out, model, name, kind, data, device, tau, temperature, measured,
+                                    run.lowered)
     summary["wall_seconds"] = time.perf_counter() - start
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(summary))
@@ -159,11 +190,27 @@ def _summary(config: CompileConfig, data: DetectionDataset, device: Any, name: s
     }
 
 
+def _float_row(config: CompileConfig, model: Any, kind: str, data: DetectionDataset,
+               params: FusionParams) -> dict[str, Any]:
+    """For an int8 device, the float model's mAP@0.5 (model only) on the test split at the int8 temperature: what
+    quantisation cost."""
+    if config.quantize == "float":
+        return {}
+    from hgen.compiler.metrics.detection import mean_average_precision
+    from hgen.compiler.models.detection_training import detector_training
+    from hgen.runtime.hdnn import get_kind
+
+    outputs = detector_training(kind).predict(model, data.test.x)
+    score = mean_average_precision(get_kind(kind).predict(outputs, params), data.test.boxes, data.num_classes)
+    return {"final_float": {"accuracy_model_only": score}}
+
+
 def _bundle(config: CompileConfig, out: Path, model: Any, name: str, kind: str, data: DetectionDataset, device: Any,
-            tau: float, temperature: float, measured: Measured) -> dict[str, Any]:
+            tau: float, temperature: float, measured: Measured, lowered: Any) -> dict[str, Any]:
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
-    from hgen.compiler.compile import input_spec
+    from hgen.compiler.compile import input_spec, training_familiarity
+    from hgen.compiler.lowering.tflite import calibration_images
 
     key_path = Path(config.signing_key) if config.signing_key else out / "keys" / "signing.key"
     if not config.signing_key and not key_path.exists():
@@ -172,7 +219,9 @@ def _bundle(config: CompileConfig, out: Path, model: Any, name: str, kind: str, 
                         target=device.target, labels=data.labels, input_spec=input_spec(data), tau=tau,
                         temperature=temperature, fusion_lambda=config.fusion_lambda,
                         confidence_params={"m": float(config.m)}, predicted_metrics=measured.to_dict(),
-                        plan={"layers": {}}, representative_data=data.train.x[:200], engines=config.engines,
+                        plan={"layers": {}}, representative_data=calibration_images(data.train),
+                        engines=config.engines, quantize=config.quantize, lowered=lowered,
+                        familiarity=training_familiarity(data, config.familiarity_quantile),
                         signing_key=key_path, overwrite=True)
     archive = pack_bundle(out / "bundle")
     return {"dir": str(out / "bundle"), "archive": str(archive), "signing_key": str(key_path),
@@ -190,5 +239,14 @@ def report(summary: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
         (f"| detector (test) | {row['accuracy']:.4f} | {row['latency_ms']:.2f} | {row['storage_mb']:.4f} | "
          f"{row['energy_mj']:.4f} | {row['labour']:.4f} | {row['share_to_people']:.4f} | {row['params']} |"), "",
-        f"tau = {summary['tau']:.3f}; temperature = {summary['temperature']:.3f}.", "",
+        f"tau = {summary['tau']:.3f}; temperature = {summary['temperature']:.3f}.", "", *_precision_lines(summary),
         "Violations: " + ("; ".join(summary["violations"]) or "none") + ".", ""])
+
+
+def _precision_lines(summary: dict[str, Any]) -> list[str]:
+    """What the device runs, and for int8 what quantisation cost (tau, temperature and the row are the int8 model's)."""
+    if summary.get("quantize") != "int8":
+        return []
+    return [(f"The device runs the full-integer (int8) model: tau, temperature and the row above are measured on its "
+             f"outputs; the float model reached mAP@0.5 {summary['final_float']['accuracy_model_only']:.4f} on the same "
+             "test split."), ""]

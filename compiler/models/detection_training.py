@@ -4,7 +4,7 @@ faster_rcnn), so the compile never names a kind; a new detector kind adds its en
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DetectorTraining:
-    """train(model, split, num_classes, epochs, seed) -> wall seconds; calibrate(model, val, num_classes) -> the
-    temperature; predict(model, x) -> raw outputs in the kind's form (what the runtime's kind reads)."""
+    """train(model, split, num_classes, epochs, seed) -> wall seconds; temperature(outputs, boxes, num_classes) ->
+    the temperature fitted on held-out outputs (of the Keras model, or of the int8 model a device runs);
+    predict(model, x) -> raw outputs in the kind's form (what the runtime's kind reads)."""
 
     train: Callable[[Any, DetectionSplit, int, int, int], float]
-    calibrate: Callable[[Any, DetectionSplit, int], float]
+    temperature: Callable[[np.ndarray, Sequence[np.ndarray], int], float]
     predict: Callable[[Any, np.ndarray], np.ndarray]
 
 

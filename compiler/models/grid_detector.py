@@ -180,13 +180,17 @@ def fit_grid_temperature(outputs: np.ndarray, targets: np.ndarray) -> float:
     return float(candidates[int(np.argmin(losses))])
 
 
+def grid_temperature(outputs: np.ndarray, boxes: Sequence[np.ndarray], num_classes: int) -> float:
+    """The temperature of held-out outputs [n, grid, grid, ...] against their true boxes."""
+    return fit_grid_temperature(outputs, encode_targets(boxes, int(outputs.shape[1]), num_classes))
+
+
 def calibrate_detector(model: Any, val: DetectionSplit, num_classes: int) -> float:
-    grid = int(model.outputs[0].shape[1])
-    return fit_grid_temperature(predict_grid(model, val.x), encode_targets(val.boxes, grid, num_classes))
+    return grid_temperature(predict_grid(model, val.x), val.boxes, num_classes)
 
 
 
 DETECTOR_TRAINING.add("yolo", DetectorTraining(
     lambda model, split, classes, epochs, seed: train_detector(model, split, classes,
                                                                 DetectorTrainConfig(epochs=epochs, seed=seed)),
-    calibrate_detector, predict_grid))
+    grid_temperature, predict_grid))

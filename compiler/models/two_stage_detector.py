@@ -252,12 +252,16 @@ def fit_temperature(outputs: np.ndarray, targets: np.ndarray) -> float:
     return float(candidates[int(np.argmin(losses))])
 
 
+def slots_temperature(outputs: np.ndarray, boxes: Sequence[np.ndarray], num_classes: int) -> float:
+    """The temperature of held-out outputs [n, grid, grid, ...] against their true boxes."""
+    return fit_temperature(outputs, encode_targets(boxes, int(outputs.shape[1]), num_classes))
+
+
 def calibrate_two_stage(model: Any, val: DetectionSplit, num_classes: int) -> float:
-    grid = int(model.outputs[0].shape[1])
-    return fit_temperature(predict_slots(model, val.x), encode_targets(val.boxes, grid, num_classes))
+    return slots_temperature(predict_slots(model, val.x), val.boxes, num_classes)
 
 
 DETECTOR_TRAINING.add("faster_rcnn", DetectorTraining(
     lambda model, split, classes, epochs, seed: train_two_stage(model, split, classes,
                                                                 TwoStageTrainConfig(epochs=epochs, seed=seed)),
-    calibrate_two_stage, predict_slots))
+    slots_temperature, predict_slots))

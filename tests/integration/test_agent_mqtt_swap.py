@@ -20,7 +20,7 @@ import pytest
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.testing import ResultCollector, RunningHub, digits_28, start_hub, wait_agent, write_video
-from hgen.hub.retrain.publish import BuiltBundle, HubPublisher
+from hgen.hub.retrain.publish import BuiltBundle
 from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
 from hgen.hub.testing.services import Broker, free_port
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME

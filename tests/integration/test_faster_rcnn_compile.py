@@ -2,7 +2,8 @@
 two-stage detector, calibrates its temperature, chooses tau within the labour demand, lowers it to LiteRT and signs
 an H-Faster-RCNN bundle; the bundle verifies, its LiteRT outputs equal the Keras model's, and an edge agent loads it
 and runs its frames through the runtime's faster_rcnn kind (no hub: the gate's decision is all it needs here).
-Tiny on purpose: 64x64 colour canvases written in the Ultralytics layout, 2 epochs."""
+With `--quantize int8` the bundle ships the full-integer model its numbers were measured on. Tiny on purpose:
+64x64 colour canvases written in the Ultralytics layout, 2 epochs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from hgen.compiler.data import DIGIT_LABELS, load_dataset
 from hgen.compiler.data.detection import compose, load_detection_dataset
 from hgen.compiler.data.synthetic import write_yolo_set
 from hgen.compiler.models import load_model_file
-from hgen.compiler.models.two_stage_detector import predict_slots
+from hgen.compiler.metrics.detection import mean_average_precision
+from hgen.compiler.models.two_stage_detector import predict_slots, slots_temperature
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.sources import Frame
@@ -62,6 +64,10 @@ def test_compile_writes_a_calibrated_signed_faster_rcnn_bundle(compiled: Path) -
         assert manifest.tau == pytest.approx(summary["tau"])
         test = data.test
         outputs = bundle.engine.run(test.x[:8])
+        familiarity = manifest.familiarity  # the training canvases' ranges: a darker field is asked about
+    # ranges from 200 canvases: about 3 % of like canvases fall outside by chance (2 of these 40)
+    assert familiarity is not None and familiarity.unfamiliar(test.x).mean() <= 0.1
+    assert familiarity.unfamiliar(test.x * 0.3).mean() > 0.9
     keras_outputs = predict_slots(load_model_file(compiled / "model.keras"), test.x[:8])
     assert outputs.shape == keras_outputs.shape == (8, 8, 8, get_kind("faster_rcnn").output_channels(10))
     np.testing.assert_allclose(outputs, keras_outputs, atol=1e-3)  # float LiteRT is the Keras model
@@ -92,12 +98,31 @@ def test_agent_loads_the_compiled_bundle_and_gates_its_frames(compiled: Path, tm
         agent.stop()
 
 
-def test_an_int8_detection_compile_is_refused_before_any_training(compiled: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """int8 detection compiles are not built yet: a typed error (exit 2), not a float bundle labelled int8."""
+def test_an_int8_compile_ships_the_model_its_tau_and_temperature_were_chosen_on(compiled: Path,
+                                                                              tmp_path: Path) -> None:
+    """`--quantize int8`: the bundle runs the full-integer model, and the summary's temperature, tau, A and S are
+    that model's (a device computing int8 outputs would otherwise be gated at a tau chosen for other numbers)."""
     data_yaml = next((compiled.parent / "site").rglob("data.yaml"))
+    out = tmp_path / "out"
     code = main(["compile", "--dataset", f"{data_yaml}?size=64", "--model", "two_stage_detector", "--quantize", "int8",
-                 "--out", str(tmp_path / "out")])
-    assert code == 2
-    assert "quantize=int8 is not supported for a detection data set" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "summary.json").exists()
+                 "--base-epochs", "2", "--device", "host", "--labour", "0.1", "--accuracy", "0.01", "--allow-miss",
+                 "--latency-ms", "1000", "--storage-mb", "10", "--energy-mj", "100", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    float_summary = json.loads((compiled / "summary.json").read_text())
+    assert summary["quantize"] == "int8" and 0.0 <= summary["final_float"]["accuracy_model_only"] <= 1.0
+    assert summary["final"]["storage_mb"] == pytest.approx(float_summary["final"]["storage_mb"] / 4)  # Eq. 11, 8 bits
+    assert "full-integer (int8)" in (out / "report.md").read_text()
+    data = load_detection_dataset(summary["dataset"])
+    key = load_public_key(Path(summary["bundle"]["public_key"]))
+    with load_bundle(out / "bundle", trusted_public_key=key, expected_target="x86_64") as bundle:
+        assert [e.precision for e in bundle.manifest.engines] == ["int8"]
+        shipped = (out / "bundle" / bundle.manifest.engines[0].file).read_bytes()
+        val, test = bundle.engine.run(data.val.x), bundle.engine.run(data.test.x)
+    assert shipped == (out / "model.int8.tflite").read_bytes()  # the very model its numbers were measured on
+    kind = get_kind("faster_rcnn")
+    assert summary["temperature"] == pytest.approx(slots_temperature(val, data.val.boxes, 10))
+    params = FusionParams(summary["temperature"])
+    assert labour_at(kind.confidence(val, params), summary["tau"], 3) <= 0.1
+    assert summary["final"]["accuracy"] == pytest.approx(mean_average_precision(kind.predict(test, params),
+                                                                                data.test.boxes, 10))

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from hgen.compiler.bundle import pack_bundle
 from hgen.edge_agent.testing import make_keys, null_bundle

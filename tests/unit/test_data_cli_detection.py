@@ -82,7 +82,6 @@ def test_inspect_counts_and_draws_the_boxes_of_a_builtin_detection_set(tmp_path:
     """`hgen data inspect digits-det`: boxes per class, and a sheet per class whose tiles show only that class's
     boxes (drawn in red on the grey canvases)."""
     import cv2
-    import numpy as np
 
     from hgen.compiler.data.inspect import inspect_dataset
 

@@ -3,7 +3,6 @@ what differs per view from the view's own attributes, never from its name (real 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
