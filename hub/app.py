@@ -29,12 +29,13 @@ class HubApp:
             kind(self.service, kind.section(config)) for _, kind in HUB_TRANSPORTS.items() if kind.enabled_in(config))
         self.retrain_store = RetrainStore(self.service.kb, clock=self.service.clock)
         self._publisher = HubPublisher(self.service.kb, self.transports)  # one: it orders every announcement
-        pipeline = RetrainPipeline(config.retrain, self.retrain_store, self._publisher)
+        # releases by hand (rollback, publish) and the relay need it whether or not this hub retrains
+        self.pipeline = RetrainPipeline(config.retrain, self.retrain_store, self._publisher)
         self.retrain: RetrainWorker | None = None
         if config.retrain.enabled:
-            self.retrain = RetrainWorker(pipeline, self.retrain_store)
+            self.retrain = RetrainWorker(self.pipeline, self.retrain_store)
             self.service.add_reply_observer(self.retrain.notify)
-        self.relay = BundleRelay(pipeline, self._publisher) if config.retrain.models and self.transports else None
+        self.relay = BundleRelay(self.pipeline, self._publisher) if config.retrain.models and self.transports else None
         self.web = None
         if config.web.enabled:
             from hgen.hub.web.server import WebServer  # Flask is only needed when the web UI is on

@@ -46,15 +46,14 @@ def register(app: Flask, ctx: WebContext) -> None:
 
     @app.post("/operator/rollback")
     def rollback() -> Any:
-        """Synchronous: re-signing stored bundles takes a moment; the devices are told through this hub."""
+        """Synchronous: re-signing stored bundles takes a moment; the devices are told through this hub. It needs
+        no retrain worker: a hub that never retrains can still restore a version published by hand."""
         from hgen.hub.retrain.release import Releases
 
         require_user(ctx, "operator")
         form = parse_form(RollbackForm, request.form)
-        if ctx.hub.retrain is None:
-            return _back("retraining is off (retrain.enabled: false): no versions to roll back")
         try:
-            run = Releases(ctx.hub.retrain.pipeline).rollback(form.model, form.to or None)
+            run = Releases(ctx.hub.pipeline).rollback(form.model, form.to or None)
         except HGenError as exc:  # refused, busy, a store or bundle that cannot be read: said, never a 500
             return _back(str(exc)[:300])
         return _back(f"{run.model_name} rolled back: {run.from_version} -> {run.to_version} (the files of "

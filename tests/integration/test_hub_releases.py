@@ -101,7 +101,7 @@ def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own
             x86, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
             pi, _ = recompiled(deployed, tmp_path / "offline", version="1.1.0", target="rpi4")
             assert hub.app.retrain is not None
-            run = Releases(hub.app.retrain.pipeline).publish(deployed.name, [x86, pi], keras_path)
+            run = Releases(hub.app.pipeline).publish(deployed.name, [x86, pi], keras_path)
             assert run.metrics["targets"] == ["rpi4", "x86_64"]
             assert wait_agent(agent, lambda: agent.model.version == "1.1.0", 60), agent.telemetry.problems
             assert agent.model.manifest.target == "rpi4" and agent.telemetry.count("swaps_rejected") == 0

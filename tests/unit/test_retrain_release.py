@@ -7,6 +7,7 @@ published bundle is verified with the public key the devices trust.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +175,19 @@ def test_the_cli_lists_rolls_back_and_publishes(tmp_path: Path, deployed: Deploy
     assert "rollback to 1.0.0" in lines[0] and "publish" in lines[1] and "configured" in lines[2]
 
 
-def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -> None:
+@pytest.mark.parametrize("retraining", [True, False], ids=["retraining", "not-retraining"])
+def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel, retraining: bool) -> None:
+    """Also on a hub that never retrains (`retrain.enabled: false`): its models may still be published by hand."""
     from hgen.hub.testing.web import add_people, csrf_token_of, logged_in, web_hub
 
-    retrain = retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=100_000)
+    retrain = retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=100_000,
+                              enabled=retraining)
     with web_hub(tmp_path, retrain=retrain) as app:
+        assert (app.retrain is not None) == retraining
         add_people(app)
         operator = logged_in(app, "op")
         page = operator.get("/operator").get_data(as_text=True)
-        assert 'id="rollback-lenet5"' in page
+        assert re.search(r'<button type="submit" name="model" value="lenet5" id="rollback-lenet5"', page)
 
         def roll_back(to: str = "") -> str:
             form = {"model": deployed.name, "to": to,
@@ -190,9 +195,8 @@ def test_the_operator_view_rolls_back(tmp_path: Path, deployed: DeployedModel) -
             return operator.post("/operator/rollback", data=form, follow_redirects=True).get_data(as_text=True)
 
         assert "nothing to roll back to" in roll_back()
-        assert app.retrain is not None
         bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
-        Releases(app.retrain.pipeline).publish(deployed.name, [bundle], keras_path)
+        Releases(app.pipeline).publish(deployed.name, [bundle], keras_path)
         shown = roll_back()
         assert "lenet5 rolled back: 1.1.0 -&gt; 1.1.1 (the files of 1.0.0)" in shown
         assert "the files of 1.0.0</td>" in shown  # the run in the retrain table

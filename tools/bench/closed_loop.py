@@ -132,7 +132,7 @@ def loop(deployed: DeployedModel, stream: Split, held: Split, rounds: int, thres
                         lambda sample_id: device.oracle[sample_id]).start()
     rows: list[dict[str, Any]] = []
     try:
-        current = app.retrain.pipeline.current(deployed.name)
+        current = app.pipeline.current(deployed.name)
         base = evaluate(current.keras_path, current.temperature, current.tau, held, 0)
         rows.append({"round": 0, "model_version": current.version, "status": "deployed", **base,
                      "labour_ratio_held_out": base.pop("labour"), "labour": 0.0, "retrain_seconds": 0.0, "filtered_out": 0, "human_samples_used": 0,
@@ -143,7 +143,7 @@ def loop(deployed: DeployedModel, stream: Split, held: Split, rounds: int, thres
             sent = device.send_until(threshold, current.version, current.keras_path, current.temperature, current.tau)
             finished = app.retrain.wait_for_run(deployed.name, last_run, timeout=1800)
             last_run = finished.id
-            current = app.retrain.pipeline.current(deployed.name)
+            current = app.pipeline.current(deployed.name)
             spent = app.service.kb.labour_of_device(DEVICE)[0] - before
             measured = evaluate(current.keras_path, current.temperature, current.tau, held, r)
             acceptance = finished.metrics.get("acceptance", {})

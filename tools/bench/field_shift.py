@@ -99,7 +99,7 @@ def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rou
     rows: list[dict[str, Any]] = []
     tag = "passive" if passive else "active"
     try:
-        current = app.retrain.pipeline.current(deployed.name)
+        current = app.pipeline.current(deployed.name)
         rows.append({"round": 0, "labels": 0, "model_version": current.version, "status": "deployed",
                      **on_held(current, held, demand), "labour_demand": demand})
         last_run = 0
@@ -108,7 +108,7 @@ def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rou
                                      familiarity_of(current.bundle_dir))
             finished = app.retrain.wait_for_run(deployed.name, last_run, timeout=1800)
             last_run = finished.id
-            current = app.retrain.pipeline.current(deployed.name)
+            current = app.pipeline.current(deployed.name)
             measured = on_held(current, held, demand)
             field = finished.metrics.get("field", {})
             acceptance = finished.metrics.get("acceptance", {})
