@@ -153,6 +153,10 @@ class AnnotatorPausedError(BadInputError):
     code = "annotator_paused"
 
 
+class BundleMissingError(HubError):
+    """A recorded bundle's archive is neither on this hub's disk nor in the knowledge base."""
+
+
 class RetrainError(HubError):
     """A retrain could not run to its end; the current model stays deployed and the message says why."""
 

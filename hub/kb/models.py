@@ -148,6 +148,9 @@ class Bundle(Base):
     path: Mapped[str] = mapped_column(String(1024))
     published_at: Mapped[float] = mapped_column(Double)
     fetch_uri: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    target: Mapped[str | None] = mapped_column(String(64), nullable=True)  # migration 0009
+    # the archive itself, so a hub that shares the database but not the disk serves it (loaded only when asked)
+    archive: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
 
 # --- Web UI, gold tasks and the retraining loop (migration 0002) ------------------------------------------------

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select, update
@@ -56,6 +56,8 @@ class BundleRecord:
     path: str
     published_at: float
     fetch_uri: str = ""
+    target: str | None = None  # None: recorded before targets were (read it from the file)
+    archive: bytes | None = field(default=None, repr=False, compare=False)  # only when recording
 
 
 class KnowledgeBase(TaskQueue, Closing):
@@ -195,7 +197,12 @@ class KnowledgeBase(TaskQueue, Closing):
             if row is None:
                 return None
             return BundleRecord(row.name, row.version, row.sha256, row.size, row.signature, row.path,
-                                row.published_at, row.fetch_uri or "")
+                                row.published_at, row.fetch_uri or "", row.target)
+
+    def bundle_archive(self, name: str, version: str) -> bytes | None:
+        """The copy of a bundle's archive kept with its record (None for records from before copies were kept)."""
+        with self.session() as s:
+            return s.scalar(select(Bundle.archive).where(Bundle.name == name, Bundle.version == version))
 
     # --- accounting -------------------------------------------------------------------------------------
 
@@ -226,9 +233,11 @@ def version_key(version: str) -> tuple[int, int, int]:
 
 
 def bundle_row(record: BundleRecord) -> Bundle:
+    """The row to merge; a record read back (no archive, perhaps no target) leaves the stored ones as they are."""
+    known = {"target": record.target, "archive": record.archive}
     return Bundle(name=record.name, version=record.version, sha256=record.sha256, size=record.size,
                   signature=record.signature, path=record.path, published_at=record.published_at,
-                  fetch_uri=record.fetch_uri)
+                  fetch_uri=record.fetch_uri, **{key: value for key, value in known.items() if value is not None})
 
 
 def bundle_notice(row: BundleRecord) -> hub_pb2.ModelUpdate:

@@ -7,6 +7,7 @@ is announced, so a failure on one target leaves every device on the current vers
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -17,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from hgen.hub.bundle_files import bundle_target
 from hgen.hub.errors import RetrainError
 from hgen.hub.kb.store import SEMVER_PREFIX as SEMVER
 from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice, version_key
 from hgen.protos import hub_pb2
-from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest, file_digest
+from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest
 
 from hgen.hub.transports.base import AnnounceError
 
@@ -203,7 +205,8 @@ def announce(publisher: Publisher, built: Sequence[BuiltBundle], version: str) -
 
 def bundle_record(path: Path, name: str, version: str, signature: bytes, fetch_uri: str,
                   now: float | None = None) -> BundleRecord:
-    """The knowledge base's record of a bundle file: its digest and size."""
-    sha256, size = file_digest(path)
-    return BundleRecord(name, version, sha256, size, signature, str(path), time.time() if now is None else now,
-                        fetch_uri)
+    """The knowledge base's record of a bundle archive: its digest, size, target and a copy of its bytes (any hub
+    on the database serves it, `hgen.hub.bundle_files`)."""
+    data = Path(path).read_bytes()
+    return BundleRecord(name, version, hashlib.sha256(data).hexdigest(), len(data), signature, str(path),
+                        time.time() if now is None else now, fetch_uri, bundle_target(str(path)), data)

@@ -8,22 +8,17 @@ stored hash is re-read on every call, so a revocation holds from the next call o
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import os
-import tarfile
-from pathlib import Path
 
 import grpc
 
+from hgen.hub.bundle_files import record_target
 from hgen.hub.devices import DeviceAuthError, DeviceCredentials, DeviceMismatchError
 from hgen.hub.errors import BadInputError
 from hgen.hub.kb.store import BundleRecord
 from hgen.hub.service import HubService
 
 log = logging.getLogger(__name__)
-MANIFEST_NAME = "manifest.json"
 
 
 class WrongTargetError(BadInputError):
@@ -43,30 +38,6 @@ def certificate_name(context: grpc.ServicerContext) -> str | None:
     """The common name of a verified client certificate (mutual TLS only; gRPC verified it against the CA)."""
     names = context.auth_context().get("x509_common_name") or []
     return names[0].decode() if names else None
-
-
-@functools.lru_cache(maxsize=256)
-def _target_of(path: str, _mtime_ns: int) -> str | None:
-    try:
-        if os.path.isdir(path):
-            data = Path(path, MANIFEST_NAME).read_bytes()
-        else:
-            with tarfile.open(path, "r:*") as archive:
-                member = archive.next()
-                handle = archive.extractfile(member) if member is not None and member.name == MANIFEST_NAME else None
-                data = handle.read(1 << 20) if handle is not None else b"{}"
-        target = json.loads(data).get("target")
-    except (OSError, tarfile.TarError, ValueError, AttributeError):
-        return None
-    return str(target) if target else None
-
-
-def bundle_target(path: str) -> str | None:
-    """The target written in a bundle's manifest (None when it cannot be read)."""
-    try:
-        return _target_of(path, os.stat(path).st_mtime_ns)
-    except OSError:
-        return None
 
 
 class CallerCheck:
@@ -119,7 +90,7 @@ class CallerCheck:
         if target is None:
             return kb.bundle(name)
         found = [r for r in (kb.bundle(name), kb.bundle(f"{name}-{target}"))
-                 if r is not None and bundle_target(r.path) == target]
+                 if r is not None and record_target(r) == target]
         return max(found, key=lambda r: r.published_at, default=None)
 
     def check_target(self, device: str, record: BundleRecord, context: grpc.ServicerContext) -> None:
@@ -128,7 +99,7 @@ class CallerCheck:
         wanted = state.target if state is not None else None
         if wanted is None:
             return
-        found = bundle_target(record.path)
+        found = record_target(record)
         if found != wanted:
             self._deny(context, WrongTargetError(f"{device} runs {wanted}; bundle {record.name} {record.version} "
                                                  f"is for {found or 'an unknown target'}"))

@@ -13,14 +13,16 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hgen.hub.transport_config import GrpcConfig, GrpcTlsConfig
 from hgen.hub.devices import DeviceCredentials
-from hgen.hub.errors import BadInputError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
+from hgen.hub.bundle_files import open_archive
+from hgen.hub.errors import (BadInputError, BundleMissingError, MalformedMessageError, MessageTooLargeError,
+                             UnknownDeviceError)
 from hgen.hub.kb.store import bundle_notice
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
@@ -106,7 +108,12 @@ class AnnotationHubServicer:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no bundle {request.bundle_name!r} {request.version!r}")
         self.callers.check_target(device, record, context)
         chunk = min(request.chunk_size or self.config.bundle_chunk_bytes, self.config.max_message_bytes // 2)
-        with open(record.path, "rb") as handle:
+        try:
+            handle = open_archive(self.service.kb, record)
+        except BundleMissingError as exc:
+            log.error("FetchBundle from %s: %s", device, exc)
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        with handle:
             handle.seek(request.offset)
             offset = request.offset
             while data := handle.read(chunk):
@@ -124,7 +131,9 @@ class AnnotationHubServicer:
             if record is not None and record.version != known:
                 self.callers.check_target(device, record, context)
                 known = record.version
-                yield bundle_notice(record)
+                # this hub serves every recorded bundle (`bundle_files`), so it points the device at itself, not
+                # at the hub that published it, which may be down or on a disk this one does not share
+                yield bundle_notice(replace(record, fetch_uri=self.fetch_uri or record.fetch_uri))
             with self._updates:
                 self._updates.wait(timeout=self.config.reply_poll_s * 4)
 

@@ -8,6 +8,7 @@ The page runs wasm (onnxruntime-web), so its responses carry their own Content-S
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,11 +16,13 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, make_response, render_template, request, send_file, url_for
 
 from hgen.hub.broker_acl import device_registry
+from hgen.hub.bundle_files import open_archive
 from hgen.hub.devices import DeviceCredentialError, check_device_id
-from hgen.hub.errors import AuthError, BadInputError, HubConfigError
+from hgen.hub.errors import AuthError, BadInputError, BundleMissingError, HubConfigError
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.phones import PhoneAppMissingError, PhoneInvites, device_app
 
+log = logging.getLogger(__name__)
 STATIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(js|mjs|wasm|json|png|svg)$")
 TYPES = {"js": "text/javascript", "mjs": "text/javascript", "wasm": "application/wasm", "json": "application/json",
          "png": "image/png", "svg": "image/svg+xml"}
@@ -101,7 +104,13 @@ def register(app: Flask, ctx: WebContext) -> None:
         record = ctx.hub.service.kb.bundle(name, version)
         if record is None:
             abort(404)
-        response = send_file(record.path, mimetype="application/octet-stream", max_age=0)
+        try:
+            archive = open_archive(ctx.hub.service.kb, record)
+        except BundleMissingError as exc:
+            log.error("bundle download by %s: %s", device_id, exc)
+            abort(404)
+        response = send_file(archive, mimetype="application/octet-stream", max_age=0,
+                             download_name=f"{record.name}-{record.version}.hgb")
         response.headers["X-Bundle-Version"] = record.version
         return response
 

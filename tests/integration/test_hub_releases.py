@@ -9,6 +9,7 @@ Frames: an MJPG video of digits read through OpenCV (the camera stand-in).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from hgen.edge_agent.testing import (
     write_video,
 )
 from hgen.hub.cli import main as hub_cli
-from hgen.hub.testing.fixtures import broker  # noqa: F401  (pytest fixture: a real Mosquitto)
+from hgen.hub.testing.fixtures import broker, pg_url  # noqa: F401  (pytest fixtures: Mosquitto, PostgreSQL)
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, recompiled, retrain_section
 from hgen.hub.testing.services import Broker
 from hgen.runtime.bundle.manifest import Manifest
@@ -107,3 +108,33 @@ def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own
             assert agent.model.manifest.target == "rpi4" and agent.telemetry.count("swaps_rejected") == 0
     finally:
         hub.stop()
+
+
+def test_a_hub_serves_a_bundle_another_hub_published_without_sharing_its_disk(
+        tmp_path: Path, deployed: DeployedModel, video: Path, pg_url: str) -> None:  # noqa: F811
+    """Two hubs on one PostgreSQL, each with its own disk. Hub a publishes a release, then its machine goes away,
+    disk and all; a device linked to hub b still gets the release: b serves the archive's copy in the database,
+    and its notice points the device at b, not at the hub that published it."""
+    from hgen.hub.retrain.release import Releases
+
+    hubs = {}
+    for name in ("a", "b"):
+        retrain = retrain_section(deployed, tmp_path / name / "store", devices={"cam-b": "x86_64"},
+                                  threshold=100_000, enabled=False)
+        hubs[name] = start_hub(tmp_path / name / "unused.db", ["cam-b"], overrides={
+            "retrain": retrain, "knowledge_base": {"url": pg_url, "image_dir": str(tmp_path / name / "images")}})
+    secret = hubs["a"].secret("cam-b")  # enrolled once, in the database both read
+    try:
+        bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
+        Releases(hubs["a"].app.pipeline).publish(deployed.name, [bundle], keras_path)
+        hubs.pop("a").stop()
+        shutil.rmtree(tmp_path / "a")
+        shutil.rmtree(tmp_path / "offline")
+        config = streaming_agent_config(tmp_path, deployed.bundle_dir, deployed.public_key, video, "cam-b",
+                                        hubs["b"].grpc_url, secret)
+        with Agent(config) as agent:
+            assert wait_agent(agent, lambda: agent.model.version == "1.1.0", 60), agent.telemetry.problems
+            assert agent.telemetry.count("swaps_rejected") == 0
+    finally:
+        for running in hubs.values():
+            running.stop()

@@ -99,6 +99,24 @@ def test_bundles_need_the_devices_token(hub: HubApp) -> None:
 
 
 @pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
+def test_a_bundle_another_hub_published_is_served_from_the_knowledge_base(hub: HubApp, tmp_path: Path) -> None:
+    """Hubs sharing the database but not a disk: the archive's file is on the other hub; its copy is in the database.
+    A record without a copy (from before copies were kept) whose file is gone is a 404, not a 500."""
+    kb = hub.service.kb
+    elsewhere = str(tmp_path / "other-hub" / "phone.hgb")  # never written on this machine
+    kb.add_bundle(BundleRecord("phone-model", "1.0.1", "", 12, b"", elsewhere, 2.0, archive=b"other hub's!"))
+    kb.add_bundle(BundleRecord("phone-model", "1.0.2", "", 12, b"", elsewhere, 3.0))
+    kb.add_bundle(BundleRecord("phone-model", "1.0.1", "", 12, b"", elsewhere, 2.0, "grpc://b:1"))  # re-recorded
+    client = hub.web.app.test_client()
+    _, token = make_link(hub, "phone-4")
+    secret = provisioning(client.get(f"/device/join/{token}").get_data(as_text=True))["secret"]
+    auth = {"Authorization": f"Bearer phone-4:{secret}"}
+    served = client.get("/device/bundle/phone-model/1.0.1", headers=auth)
+    assert served.status_code == 200 and served.data == b"other hub's!"  # a re-recorded row keeps its copy
+    assert client.get("/device/bundle/phone-model/1.0.2", headers=auth).status_code == 404
+
+
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
 def test_device_page_policy_and_static_files(hub: HubApp) -> None:
     client = hub.web.app.test_client()
     page = client.get("/device")
