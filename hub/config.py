@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -24,6 +25,7 @@ from hgen.runtime.familiarity import UNFAMILIAR_SHARE
 from hgen.runtime.hdnn import DEFAULT_KIND, KINDS, get_kind, kind_names
 
 log = logging.getLogger(__name__)
+DEFAULT_CLASSES = 10  # a hub with no readable model bundle: the built-in data sets' classes
 # Old top-level hub.yaml keys that are now an aggregator's option: key -> (aggregator, option).
 MOVED_AGGREGATOR_KEYS = {"dawid_skene_history": ("dawid_skene", "history")}
 
@@ -261,12 +263,34 @@ class HubConfig(StrictModel):
         default_factory=dict, title="Per-aggregator options by registered aggregator name, each checked against that "
                                     "aggregator's options (below), e.g. {dawid_skene: {history: 600}}; the "
                                     "top-level dawid_skene_history is deprecated and moved here")
-    num_classes: int = Field(10, ge=2, title="Classes of the classification task (for aggregation)")
+    num_classes: int = Field(0, ge=0, title="Classes people answer in (aggregation, the annotators' buttons); 0 "
+                                             "(default): as many as the retrained models' bundles list labels, "
+                                             f"else {DEFAULT_CLASSES}")
     web: WebConfig = Field(default_factory=WebConfig, title="Annotator / operator web UI")
     gold: GoldConfig = Field(default_factory=GoldConfig, title="Gold tasks and annotator pausing")
     tasks: TasksConfig = Field(default_factory=TasksConfig, title="Task assignment: timeout and per-person cap")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, title="Retraining loop")
     phones: PhonesConfig = Field(default_factory=PhonesConfig, title="Phones as devices (the /device page)")
+
+    @model_validator(mode="after")
+    def _classes_of_the_models(self) -> HubConfig:
+        """People answer in the deployed models' classes. A hub left at a default of 10 for a 3-class model showed
+        ten buttons and stored answers the model has no class for, which then failed every retrain."""
+        if self.num_classes == 1:
+            raise ValueError("num_classes must be at least 2 (or 0: the models' bundles decide)")
+        counts = bundle_label_counts(self.retrain.models)
+        if self.num_classes:
+            wrong = [f"the bundle of retrain model {name!r} lists {n} labels" for name, n in counts.items()
+                     if n != self.num_classes]
+            if wrong:
+                raise ValueError(f"num_classes is {self.num_classes}, but {'; '.join(wrong)}: leave num_classes out "
+                                 "to take the bundles' count")
+            return self
+        found = sorted(set(counts.values()))
+        if len(found) > 1:
+            raise ValueError(f"the retrained models' bundles list different numbers of labels ({counts}): one hub "
+                             "serves one task; run a hub per task")
+        return self.model_copy(update={"num_classes": found[0] if found else DEFAULT_CLASSES})
 
     @field_validator("aggregator")
     @classmethod
@@ -313,6 +337,21 @@ def _moved(data: Mapping[str, Any], old: str, name: str, option: str) -> dict[st
     log.warning(message)  # what `hgen-hub check-config` and serve's log show the operator
     moved["aggregator_options"] = {**options, name: {**entry, option: data[old]}}
     return moved
+
+
+def bundle_label_counts(models: Sequence[ModelConfig]) -> dict[str, int]:
+    """Model name -> how many labels its configured bundle's manifest lists (bundles that cannot be read are left
+    to the retrain, which says why)."""
+    from hgen.runtime.bundle.manifest import MANIFEST_NAME, parse_manifest
+    from hgen.runtime.errors import HGenError
+
+    counts = {}
+    for model in models:
+        try:
+            counts[model.name] = len(parse_manifest((model.bundle / MANIFEST_NAME).read_bytes()).labels)
+        except (OSError, ValueError, HGenError):
+            continue
+    return counts
 
 
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:

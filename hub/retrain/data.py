@@ -7,6 +7,7 @@ set never leaks into training, and it grows as knowledge accumulates.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,6 +19,8 @@ from hgen.hub.retrain.records import LabelledSample
 from hgen.protos import hub_pb2
 from hgen.runtime.orientation import decode_upright
 from hgen.runtime.preprocess import FrameShapeError, fit, frame_channels, normalise
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,28 @@ def decode(sample: StoredImage, shape: tuple[int, int, int], resize: str = "stre
     return normalise(image, 1.0 / 255.0)
 
 
+def labels_in_range(sample_ids: Sequence[str], classes: Sequence[Any], num_classes: int) -> np.ndarray:
+    """[n] bool: the samples whose labels are all among the model's classes. The others are left out, said in the
+    log: a hub once run with the wrong `num_classes` stored them, and they must not block every later retrain. All
+    of them out means the wrong model or the wrong task: an error."""
+    keep = np.array([not np.any((np.asarray(c) < 0) | (np.asarray(c) >= num_classes)) for c in classes], bool)
+    bad = [sample_id for sample_id, ok in zip(sample_ids, keep) if not ok]
+    if bad and len(bad) == len(keep):
+        raise RetrainError(f"all {len(bad)} human labels are outside 0..{num_classes - 1} (first: {bad[0]}): "
+                           "the wrong model or task for these labels?")
+    if bad:
+        log.warning("%d human labels are outside 0..%d and are left out of the retrain (first: %s)", len(bad),
+                    num_classes - 1, bad[0])
+    return keep
+
+
 def human_set(samples: Sequence[LabelledSample], shape: tuple[int, int, int], num_classes: int,
               resize: str = "stretch", pad_value: int = 0) -> HumanSet:
-    """Decode every sample; labels outside the model's classes are an error (wrong model or wrong task)."""
+    """Decode every sample whose label is one of the model's classes (`labels_in_range`)."""
+    keep = labels_in_range([s.sample_id for s in samples], [s.class_id for s in samples], num_classes)
+    samples = [s for s, ok in zip(samples, keep) if ok]
     if not samples:
         return HumanSet(np.zeros((0, *shape), np.float32), np.zeros(0, np.int64), ())
-    bad = [s.sample_id for s in samples if not 0 <= s.class_id < num_classes]
-    if bad:
-        raise RetrainError(f"{len(bad)} human labels are outside 0..{num_classes - 1} (first: {bad[0]})")
     x = np.stack([decode(s, shape, resize, pad_value) for s in samples])
     return HumanSet(x, np.array([s.class_id for s in samples], np.int64), tuple(s.sample_id for s in samples))
 

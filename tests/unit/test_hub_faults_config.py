@@ -30,3 +30,25 @@ def test_check_config_exits_with_the_config_code(tmp_path: Path, capsys: pytest.
     path.write_text("aggregator: majorty\n")
     assert main(["check-config", "--config", str(path)]) == 2
     assert "aggregator: " in capsys.readouterr().err
+
+
+def model_with_classes(tmp_path: Path, name: str, classes: int) -> dict[str, str]:
+    from hgen.edge_agent.testing import make_keys, null_bundle
+
+    bundle = null_bundle(tmp_path / name, make_keys(tmp_path / f"{name}-keys"), name=name, classes=classes)
+    return {"name": name, "keras_model": str(tmp_path / "model.keras"), "bundle": str(bundle)}
+
+
+def test_people_answer_in_the_models_classes_unless_told_otherwise(tmp_path: Path) -> None:
+    """A 3-class model's hub left at the old default of 10 showed ten buttons and stored answers the model has no
+    class for, which failed every retrain after."""
+    three = model_with_classes(tmp_path, "shapes", 3)
+    assert parse_hub_config({"retrain": {"models": [three]}}).num_classes == 3
+    assert parse_hub_config({"num_classes": 3, "retrain": {"models": [three]}}).num_classes == 3
+    assert parse_hub_config({}).num_classes == 10  # no model to read: the built-in data sets' classes
+    with pytest.raises(HubConfigError, match="num_classes is 10, but the bundle of retrain model 'shapes' lists 3"):
+        parse_hub_config({"num_classes": 10, "retrain": {"models": [three]}})
+    with pytest.raises(HubConfigError, match="different numbers of labels"):
+        parse_hub_config({"retrain": {"models": [three, model_with_classes(tmp_path, "digits", 10)]}})
+    with pytest.raises(HubConfigError, match="at least 2"):
+        parse_hub_config({"num_classes": 1})

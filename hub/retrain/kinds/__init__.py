@@ -8,14 +8,12 @@ file with `RETRAIN_KINDS.add(name, ...)`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from hgen.hub.config import RetrainConfig
-from hgen.hub.errors import RetrainError
 from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.records import RetrainStore
 from hgen.runtime.registry import Registry
@@ -90,10 +88,3 @@ def get_retrain_kind(name: str) -> RetrainKind:
 
 def retrain_kind_names() -> list[str]:
     return RETRAIN_KINDS.names()
-
-
-def check_labels_in_range(sample_ids: Sequence[str], classes: Sequence[np.ndarray], num_classes: int) -> None:
-    """Labels outside the model's classes are an error (wrong model or wrong task), not something to train on."""
-    bad = [s for s, c in zip(sample_ids, classes) if np.any((c < 0) | (c >= num_classes))]
-    if bad:
-        raise RetrainError(f"{len(bad)} human labels are outside 0..{num_classes - 1} (first: {bad[0]})")

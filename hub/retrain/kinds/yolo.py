@@ -24,9 +24,9 @@ from hgen.compiler.metrics.detection import mean_average_precision
 from hgen.compiler.models.grid_detector import (DetectorTrainConfig, calibrate_detector, encode_targets,
                                                 fit_targets, predict_grid, soft_targets)
 from hgen.hub.config import RetrainConfig
-from hgen.hub.retrain.data import decode
+from hgen.hub.retrain.data import decode, labels_in_range
 from hgen.hub.retrain.enhance import Enhanced
-from hgen.hub.retrain.kinds import RETRAIN_KINDS, check_labels_in_range
+from hgen.hub.retrain.kinds import RETRAIN_KINDS
 from hgen.hub.retrain.labels import BoxSample, box_samples
 from hgen.hub.retrain.records import RetrainStore
 from hgen.hub.retrain.style import in_field_style
@@ -95,9 +95,11 @@ class YOLORetrain:
 
     def human(self, store: RetrainStore, model_name: str, up_to: float, data: DetectionDataset) -> HumanBoxes:
         samples = box_samples(store.kb, model_name, up_to)
+        keep = labels_in_range([s.sample_id for s in samples], [normalised(s)[:, 4] for s in samples],
+                               data.num_classes)
+        samples = [s for s, ok in zip(samples, keep) if ok]
         answers = tuple(normalised(s) for s in samples)
         ids = tuple(s.sample_id for s in samples)
-        check_labels_in_range(ids, [a[:, 4] for a in answers], data.num_classes)
         x = (np.stack([decode(s, data.input_shape) for s in samples]) if samples
              else np.zeros((0, *data.input_shape), np.float32))
         return HumanBoxes(x, answers, ids)
