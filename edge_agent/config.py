@@ -21,7 +21,9 @@ class BundleConfig(StrictModel):
     path: Path = Field(title="Bundle directory or .hgb archive to start with")
     public_key: Path = Field(title="Trusted Ed25519 public key (PEM) that every bundle must be signed with")
     expected_target: str | None = Field(None, title="Refuse bundles built for another target (e.g. rpi4, x86_64)")
-    engine: str | None = Field(None, title="Engine of the bundle to run (default: the bundle's first)")
+    engine: str | None = Field(None, title="Engine of the bundle to run (default: the bundle's first that runs on "
+                                           "this device; engines for another machine or without their runtime "
+                                           "are skipped)")
     engine_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, title="Per-engine options by registered engine name, each checked against that "
                                     "engine's options (below), e.g. {litert: {num_threads: 2}}")

@@ -13,7 +13,7 @@ import numpy as np
 from hgen.edge_agent.config import BundleConfig
 from hgen.edge_agent.errors import FrameShapeError, ModelKindError
 from hgen.edge_agent.kinds import KindAdapter, adapter_for
-from hgen.runtime.bundle import InputSpec, Manifest, load_bundle
+from hgen.runtime.bundle import InputSpec, Manifest, load_bundle, load_first_runnable
 from hgen.runtime.bundle.loader import LoadedBundle
 from hgen.runtime.engines import Engine
 from hgen.runtime.hdnn import FusionParams, HDNNKind, get_kind
@@ -111,12 +111,15 @@ def difficulty_from_manifest(confidence: dict[str, float]) -> DifficultyEstimato
 
 def load_model(path: Path, config: BundleConfig, *, tau: float | None = None, m: int | None = None) -> Model:
     """Verify (signature, target, hashes) and open the bundle at `path`; typed bundle errors propagate."""
-    engines = [config.engine] if config.engine else None
-    bundle = load_bundle(path, trusted_public_key=config.public_key, expected_target=config.expected_target,
-                         engines=engines, engine_options=config.engine_options)
+    if config.engine:
+        bundle = load_bundle(path, trusted_public_key=config.public_key, expected_target=config.expected_target,
+                             engines=[config.engine], engine_options=config.engine_options)
+    else:  # the first that runs here: a bundle also lists engines for other devices
+        bundle = load_first_runnable(path, trusted_public_key=config.public_key,
+                                     expected_target=config.expected_target, engine_options=config.engine_options)
     try:
         manifest = bundle.manifest
-        engine = bundle.engines[config.engine] if config.engine else bundle.engine
+        engine = bundle.engine
         engine.warm_up(1)
         adapter_for(manifest.kind)  # a kind this agent cannot report refuses the bundle now, not at the first frame
         return Model(bundle, engine, get_kind(manifest.kind),

@@ -95,8 +95,10 @@ def null_output_shape(kind: str, classes: int, grid: int = 4) -> tuple[int, ...]
 
 def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64", tau: float = 0.5,
                 name: str = "null-net", classes: int = 10, kind: str = "cnn",
-                familiarity: dict[str, Any] | None = None) -> Path:
-    """A signed bundle for the `null` engine (no model file needed, deterministic logits): fast unit tests."""
+                familiarity: dict[str, Any] | None = None, foreign_first: bool = False) -> Path:
+    """A signed bundle for the `null` engine (no model file needed, deterministic logits): fast unit tests.
+    `foreign_first`: a TVM library built for another machine is listed before it (a bundle made for several
+    devices), which this host cannot run."""
     from hgen.runtime import signing
     from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
@@ -106,7 +108,8 @@ def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: st
     manifest = Manifest.model_validate({
         "model": {"name": name, "version": version}, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": kind, "target": target,
-        "engines": [{"name": "null", "file": model_file.name, "size": model_file.stat().st_size,
+        "engines": [*_foreign_entries(out, foreign_first),
+                    {"name": "null", "file": model_file.name, "size": model_file.stat().st_size,
                      "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}],
         "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0},
         "output_shape": null_output_shape(kind, classes),
@@ -116,6 +119,18 @@ def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: st
     (out / MANIFEST_NAME).write_bytes(data)
     (out / SIGNATURE_NAME).write_bytes(signing.sign(data, signing.load_private_key(keys.private_pem)))
     return out
+
+
+def _foreign_entries(out: Path, wanted: bool) -> list[dict[str, Any]]:
+    if not wanted:
+        return []
+    from hgen.runtime.bundle.elf import host_machine
+
+    library = out / "model.other.so"
+    library.write_bytes(b"a TVM library for another machine\n")
+    other = "aarch64" if host_machine() != "aarch64" else "x86_64"
+    return [{"name": "tvm", "file": library.name, "size": library.stat().st_size, "format": "shared-library",
+             "machine": other, "sha256": hashlib.sha256(library.read_bytes()).hexdigest()}]
 
 
 class ResultCollector:

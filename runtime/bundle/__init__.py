@@ -25,12 +25,13 @@ __all__ = [
     "TargetMismatchError",
     "UntrustedKeyError",
     "load_bundle",
+    "load_first_runnable",
 ]
 
 
 def __getattr__(name: str):
     """`load_bundle`/`LoadedBundle` load lazily: the loader imports the engines, which import this package."""
-    if name in {"load_bundle", "LoadedBundle", "verify_directory", "verify_archive"}:
+    if name in {"load_bundle", "load_first_runnable", "LoadedBundle", "verify_directory", "verify_archive"}:
         from hgen.runtime.bundle import loader
 
         return getattr(loader, name)

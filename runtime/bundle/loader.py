@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import shutil
 import tarfile
 import zlib
@@ -30,6 +31,8 @@ from hgen.runtime.bundle.manifest import (
     parse_manifest,
 )
 from hgen.runtime.signing import load_public_key, verify
+
+log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 1 << 20
 CHUNK = 1 << 16
@@ -221,3 +224,29 @@ def load_bundle(
         bundle.close()
         raise
     return bundle
+
+
+def load_first_runnable(path: str | Path, *, trusted_public_key: Any, expected_target: str | None = None,
+                        engine_options: Mapping[str, Mapping[str, Any]] | None = None) -> LoadedBundle:
+    """Verify a bundle, then open the first of its engines that runs here. A bundle lists engines for several
+    devices (LiteRT, a TVM library for a Pi's CPU); one built for another machine, or whose runtime is not installed,
+    is skipped and said in the log, so an agent not told which engine to use runs what it can. None opens:
+    TargetMismatchError naming each one's reason."""
+    bundle = load_bundle(path, trusted_public_key=trusted_public_key, expected_target=expected_target, engines=[])
+    reasons = []
+    try:
+        for entry in bundle.manifest.engines:
+            try:
+                engine = _open_engine(entry, bundle.root, bundle.manifest, (engine_options or {}).get(entry.name, {}))
+            except (TargetMismatchError, engines_pkg.EngineError) as exc:
+                log.info("engine %s of bundle %s skipped: %s", entry.name, bundle.manifest.model.name, exc)
+                reasons.append(f"{entry.name}: {exc}")
+                continue
+            bundle.engines[entry.name] = engine
+            return bundle
+    except BaseException:
+        bundle.close()
+        raise
+    bundle.close()
+    raise TargetMismatchError(f"no engine of bundle {bundle.manifest.model.name} runs on this device ("
+                              + "; ".join(reasons) + ")")

@@ -186,6 +186,39 @@ def test_bundle_for_another_target_or_other_key_is_refused(tmp_path, keys, bundl
         load_model(bundle, BundleConfig(path=bundle, public_key=stranger.public_pem))
 
 
+def test_without_an_engine_named_the_first_that_runs_here_is_used(tmp_path, keys) -> None:
+    """A bundle made for several devices lists a TVM library for another machine first. Before, an agent not told
+    `bundle.engine` opened every engine and refused the bundle ("built for aarch64")."""
+    from hgen.edge_agent.config import BundleConfig
+
+    mixed = null_bundle(tmp_path / "mixed", keys, foreign_first=True)
+    model = load_model(mixed, BundleConfig(path=mixed, public_key=keys.public_pem))
+    try:
+        assert list(model.bundle.engines) == ["null"] and model.bundle.manifest.engines[0].name == "tvm"
+        assert model.engine.run(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+    finally:
+        model.close()
+    with pytest.raises(TargetMismatchError, match=r"is built for (aarch64|x86_64)"):  # asked for by name: refused
+        load_model(mixed, BundleConfig(path=mixed, public_key=keys.public_pem, engine="tvm"))
+
+
+def test_a_bundle_with_no_engine_that_runs_here_says_why_and_a_bad_option_is_not_skipped(tmp_path, keys) -> None:
+    from hgen.runtime import signing
+    from hgen.runtime.bundle import load_first_runnable
+    from hgen.runtime.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+    from hgen.runtime.errors import InvalidInputError
+
+    mixed = null_bundle(tmp_path / "mixed", keys, foreign_first=True)
+    with pytest.raises(InvalidInputError, match="input_shape"):  # the operator's mistake, not "cannot run here"
+        load_first_runnable(mixed, trusted_public_key=keys.public_pem, engine_options={"null": {"input_shape": [0]}})
+    manifest = Manifest.model_validate_json((mixed / MANIFEST_NAME).read_bytes())
+    data = manifest.model_copy(update={"engines": manifest.engines[:1]}).to_bytes()  # the foreign library only
+    (mixed / MANIFEST_NAME).write_bytes(data)
+    (mixed / SIGNATURE_NAME).write_bytes(signing.sign(data, signing.load_private_key(keys.private_pem)))
+    with pytest.raises(TargetMismatchError, match=r"no engine of bundle null-net runs on this device \(tvm: "):
+        load_first_runnable(mixed, trusted_public_key=keys.public_pem)
+
+
 def test_runtime_error_after_a_swap_rolls_back_and_reruns_the_frame(tmp_path, keys, bundle) -> None:
     from hgen.edge_agent.config import BundleConfig, SwapConfig
 
