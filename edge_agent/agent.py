@@ -90,6 +90,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
         self.failure: Exception | None = None  # what stopped the pipeline early; `run` raises it
         self._end_of_stream = threading.Event()
         self._stopped = False
+        self._closed = threading.Event()  # set when `stop` has closed everything
         self.metrics_endpoint: PrometheusEndpoint | None = None
         self.transport: Transport | None = None
         if config.hub.url:
@@ -149,10 +150,14 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
         return self._finished.wait(timeout)
 
     def wait_settled(self, timeout: float) -> bool:
-        """Wait until every escalated sample has a final result (fused, refused or timed out)."""
+        """Wait until every escalated sample has a final result (fused, refused or timed out); a `stop` (SIGTERM)
+        ends the wait at once, where it used to sit out the whole patience. True if all settled."""
+        def settled() -> bool:
+            return all(w.timeout_reported for w in self._waiting.values())
+
         with self._changed:
-            return self._changed.wait_for(lambda: all(w.timeout_reported for w in self._waiting.values()),
-                                          timeout)
+            self._changed.wait_for(lambda: self._stop.is_set() or settled(), timeout)
+            return settled()
 
     def wait_outbox_empty(self, timeout: float) -> bool:
         """Wait until the hub replied to every stored sample."""
@@ -182,11 +187,21 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
             raise self.failure
 
     def stop(self) -> None:
-        """Stop threads, close the hub link, sinks, models and the outbox (idempotent)."""
+        """Stop threads, close the hub link, sinks, models and the outbox (idempotent: a second caller, such as
+        `run` ending after a signal handler's stop, returns once the first has closed everything, so the process
+        does not exit halfway through the close)."""
         with self._lock:
-            if self._stopped:
-                return
+            first = not self._stopped
             self._stopped = True
+        if not first:
+            self._closed.wait(timeout=120)
+            return
+        try:
+            self._close()
+        finally:
+            self._closed.set()
+
+    def _close(self) -> None:
         self._stop.set()
         with self._changed:
             self._changed.notify_all()

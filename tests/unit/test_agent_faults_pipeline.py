@@ -4,6 +4,7 @@ still exits 2 (a restart cannot fix it)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,31 @@ def test_a_config_problem_still_exits_2(tmp_path: Path, capsys) -> None:
 def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def test_a_stop_ends_the_wait_for_replies_at_once(tmp_path: Path) -> None:
+    """SIGTERM after a file source ended: `run` waited out `patience_s` (here an hour) for replies before stopping,
+    longer than a supervisor waits before it kills. The wait now ends on `stop`. The hub is a port nobody listens
+    on, so no reply ever comes; tau 1 sends every frame to people."""
+    from hgen.hub.testing.services import free_port
+
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "bundle", keys, tau=1.0)
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
+                    f"source: {{kind: y4m, uri: {y4m(tmp_path / 'two.y4m', 2, broken=False)}, prefetch: 0}}\n"
+                    f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n"
+                    f"hub: {{url: 'grpc://127.0.0.1:{free_port()}', secret: s3cret}}\n"
+                    "batching: {size: 1, patience_s: 3600}\n")
+    agent = Agent(load_agent_config(path)).start()
+    assert agent.wait(60)  # the source ended; two samples wait for people
+    settled: list[bool] = []
+    waiter = threading.Thread(target=lambda: settled.append(agent.wait_settled(3600)), daemon=True)
+    waiter.start()
+    stopper = threading.Thread(target=agent.stop)  # as the signal handler does
+    stopper.start()
+    agent.stop()  # as `run` does after the wait: returns once the handler's stop has closed everything
+    assert agent._closed.is_set()
+    waiter.join(60)
+    assert not waiter.is_alive() and settled == [False]  # ended by the stop, not by an hour passing
+    stopper.join(60)
