@@ -69,7 +69,8 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
     def _open_parts(self, config: AgentConfig, model: Model, callbacks: Sequence[Callable[[Result], None]],
                     source: FrameSource | None, undo: ExitStack) -> None:
         self.slot = ModelSlot(model, config.swap, self._on_swap_event)
-        self.outbox = Outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow)
+        self.outbox = Outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow,
+                             device_id=config.device_id)
         undo.callback(self.outbox.close)
         self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
         undo.callback(close_sinks, self.sinks)

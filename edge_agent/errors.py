@@ -39,3 +39,7 @@ class FrameShapeError(AgentError, RuntimeFrameShapeError):
 
 class ModelKindError(AgentError, InvalidInputError):
     """The bundle's H-DNN kind cannot do what was asked of it (class probabilities of a detector)."""
+
+
+class OutboxOwnerError(AgentConfigError):
+    """The configured outbox file holds another device's samples."""

@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from hgen.edge_agent.errors import OutboxError
+from hgen.edge_agent.errors import OutboxError, OutboxOwnerError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settled (sample_id TEXT PRIMARY KEY, result TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owner (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 MIGRATIONS = {"timed_out": "ALTER TABLE samples ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0"}
 
@@ -64,7 +65,10 @@ class Outbox:
     """Thread-safe; one connection guarded by a lock (SQLite serialises writers anyway)."""
 
     def __init__(self, path: Path, max_samples: int, overflow: str = "drop_oldest", *,
-                 busy_timeout_s: float = 30.0) -> None:
+                 busy_timeout_s: float = 30.0, device_id: str | None = None) -> None:
+        """`device_id`: the device whose samples this file holds (recorded on first use). Another device's file
+        is refused (OutboxOwnerError), not restored: two agents configured in one folder shared the default
+        `outbox.sqlite`, and the second restored, timed out and reported the first one's samples as its own."""
         self.path = Path(path)
         self.max_samples = max_samples
         self.overflow = overflow
@@ -82,6 +86,19 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             self._migrate()
+            owner = self._claim(device_id) if device_id is not None else None
+        if owner is not None:
+            self._db.close()
+            raise OutboxOwnerError(f"outbox.path: {self.path} holds the samples of device {owner!r}, not "
+                                   f"{device_id!r}: give each agent its own outbox.path (the file is left as it is "
+                                   f"for {owner!r})")
+
+    def _claim(self, device_id: str) -> str | None:
+        """Record `device_id` as the file's owner (a file from an older agent is adopted); the other owner if it
+        is not this device's."""
+        self._db.execute("INSERT OR IGNORE INTO owner (key, value) VALUES ('device_id', ?)", (device_id,))
+        (owner,) = self._db.execute("SELECT value FROM owner WHERE key = 'device_id'").fetchone()
+        return None if owner == device_id else str(owner)
 
     @contextmanager
     def _failing(self, doing: str) -> Iterator[None]:

@@ -15,7 +15,7 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.errors import AgentConfigError, OutboxError
+from hgen.edge_agent.errors import AgentConfigError, OutboxError, OutboxOwnerError
 from hgen.edge_agent.outbox import Outbox, OutboxRow
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sinks import CallbackSink
@@ -189,3 +189,22 @@ def test_an_agent_whose_outbox_cannot_be_made_refuses_to_start(make_agent, tmp_p
     (tmp_path / "plain").write_text("a file, not a folder")
     with pytest.raises(OutboxError, match="outbox.path"):
         make_agent(outbox={"path": str(tmp_path / "plain" / "outbox.sqlite")})
+
+
+def test_another_devices_outbox_is_refused_and_left_as_it_is(make_agent, tmp_path: Path) -> None:
+    """Two agents configured in one folder shared the default `outbox.sqlite`: the second restored the first one's
+    samples, timed them out and reported them as its own. Now the file belongs to its first device."""
+    first = make_agent()
+    first.outbox.put([row("s-1")])
+    first.stop()
+    with pytest.raises(OutboxOwnerError, match=r"holds the samples of device 'cam-1', not 'cam-9'"):
+        make_agent(device_id="cam-9")
+    again = make_agent()  # its own device still finds its sample
+    assert again.outbox.get("s-1") is not None
+
+
+def test_an_outbox_from_before_owners_is_adopted(tmp_path: Path) -> None:
+    Outbox(tmp_path / "o.sqlite", 10).close()  # no device recorded
+    Outbox(tmp_path / "o.sqlite", 10, device_id="cam-1").close()
+    with pytest.raises(OutboxOwnerError):
+        Outbox(tmp_path / "o.sqlite", 10, device_id="cam-2")
