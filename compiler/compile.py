@@ -94,6 +94,7 @@ def compile_config(**values: Any) -> CompileConfig:
         model_config(config.model, config.model_options)
     get_device(config.device)
     get_strategy(config.strategy)
+    BUNDLE_ENGINES.check_choice(config.engines)  # before the training and the search, not at the bundle
     return config
 
 

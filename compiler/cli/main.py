@@ -7,14 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from hgen.compiler.cli import VERBS
-from hgen.compiler.errors import (CompilerError, DatasetNotFoundError, DatasetSpecError, DemandsNotMetError,
-                                  InvalidArgumentError, UnknownNameError)
+from hgen.compiler.errors import (CompilerError, DatasetError, DatasetNotFoundError, DatasetSpecError,
+                                  DemandsNotMetError, InvalidArgumentError, UnknownNameError)
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 
 # Most specific first: the first matching class decides the exit code.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (DatasetNotFoundError, 3),
+    (DatasetError, 2),  # the data set is there but unusable (empty, one class, bad labels): bad input
     (DemandsNotMetError, 4),
     (DatasetSpecError, 2),
     (UnknownNameError, 2),
@@ -47,7 +48,12 @@ def exit_code_for(error: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_unless_verbose(argv)  # first: TensorFlow's logging is set up when it is imported
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "path", "") is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.path = extra[0]  # `data inspect --out DIR PATH`: argparse had matched the optional PATH before --out
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args._verb.run(args)
     except HGenError as error:

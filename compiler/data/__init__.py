@@ -30,7 +30,7 @@ from hgen.compiler.data.builtins import DIGIT_LABELS as DIGIT_LABELS  # re-expor
 from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, builtin_names, get_builtin
 from hgen.compiler.data.sources import RawData
 from hgen.compiler.data.spec import CLASSIFY_LOADER, DETECT_LOADER, PAPER_ALIASES, DatasetSpec, parse_spec
-from hgen.compiler.errors import DatasetError, DatasetSpecError
+from hgen.compiler.errors import DatasetError, DatasetSpecError, EmptyDatasetError
 from hgen.runtime.config import StrictModel, parse_config
 
 if TYPE_CHECKING:
@@ -213,6 +213,13 @@ def resolve_user_spec(location: Location, image: ImageOptions | Mapping[str, Any
     return UserSpec(fmt, path, config, location.variant, params, options, spec)
 
 
+def check_classes(catalog: Any) -> None:
+    """Before any image is decoded: a classifier needs two classes (one was found out only after training)."""
+    if catalog.task == "classify" and len(catalog.labels) < 2:
+        raise EmptyDatasetError(f"{catalog.origin}: one class found ({', '.join(catalog.labels) or 'none'}); a "
+                                "classifier needs at least two: add a folder of images (or a label) per class")
+
+
 def read_user(location: Location, *, seed: int, limit: int | None, image: ImageOptions | Mapping[str, Any] | None,
               format_options: Mapping[str, Any] | StrictModel | None, task: str | None
               ) -> tuple[UserSpec, Loaded, list[DecodedImages]]:
@@ -229,6 +236,7 @@ def read_user(location: Location, *, seed: int, limit: int | None, image: ImageO
         loader = DETECT_LOADER if catalog.task == "detect" else CLASSIFY_LOADER
         kind = "detection" if catalog.task == "detect" else "classification"
         raise DatasetError(f"{user.path} is a {catalog.format} {kind} data set: load it with {loader}")
+    check_classes(catalog)
     loaded = read_catalog(catalog, user.options, seed=seed, limit=limit)
     variant = VARIANTS.get(user.variant)
     xs = [DecodedImages(loaded.splits[name].x, loaded.preprocess.scale, variant, user.params, (seed, index))

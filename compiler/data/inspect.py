@@ -75,7 +75,23 @@ class Inspection:
                 out.extend(_first(report.dropped))
         if self.sheets:
             out.append(f"sheets    {len(self.sheets)} contact sheet(s) in {self.sheets[0].parent}")
+        out.extend(f"warning   {line}" for line in self.warnings())
         return out
+
+    def warnings(self) -> list[str]:
+        """What will go wrong later: a classifier of one class, a class its validation split (temperature, tau) or
+        test split (the reported accuracy) never shows."""
+        found: list[str] = []
+        if self.task == "classify" and len(self.labels) < 2:
+            found.append("one class: a classifier needs at least two (the compile refuses it)")
+        unit = "boxes" if self.task == "detect" else "images"
+        for split, use in (("val", "temperature and tau are fitted"), ("test", "accuracy is measured")):
+            missing = [name for name in self.labels if self.counts["train"].get(name, 0)
+                       and not self.counts[split].get(name, 0)]
+            if missing:
+                found.append(f"no {split} {unit} of {', '.join(repr(n) for n in missing)}: {use} without "
+                             f"{'it' if len(missing) == 1 else 'them'}")
+        return found
 
 
 def _first(lines: tuple[str, ...]) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgen.compiler.errors import CompilerError, InvalidArgumentError, UnknownNameError
+from hgen.compiler.errors import InvalidArgumentError, UnknownNameError
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.hdnn import DEFAULT_KIND
 from hgen.runtime.registry import Registry
@@ -111,9 +111,9 @@ def load_model_file(path: str | Path) -> keras.Model:
     import hgen.compiler.ops.layers  # noqa: F401  registers the masked layers a compressed model may hold
 
     path = Path(path)
-    if not path.is_file():
-        raise CompilerError(f"model file {path} does not exist")
+    if not path.is_file():  # the user's input: exit 2, as a wrong data set path
+        raise InvalidArgumentError(f"model file {path} does not exist")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
-        raise CompilerError(f"cannot load Keras model {path}: {exc}") from None
+        raise InvalidArgumentError(f"cannot load Keras model {path}: {exc}") from None

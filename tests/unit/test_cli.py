@@ -32,3 +32,11 @@ def test_unknown_command_lists_commands(capsys):
         main(["frobnicate"])
     assert info.value.code == 2
     assert "evaluate" in capsys.readouterr().err
+
+
+def test_unknown_bundle_engines_are_refused_before_any_training(tmp_path, capsys):
+    """`--engines litert,onnx` used to train and search first, and fail only when the bundle was written."""
+    out = tmp_path / "out"
+    assert main(["compile", "--dataset", "digits", "--engines", "litert,onnx", "--out", str(out)]) == 2
+    assert "distinct names from ('litert', 'tvm'), got ('litert', 'onnx')" in capsys.readouterr().err
+    assert not out.exists()

@@ -276,3 +276,27 @@ def test_a_name_too_long_to_look_up_given_with_format_is_a_typed_error(capsys: p
     assert main(["data", "--format", "folder", long]) == 2
     assert main(["data", "inspect", f"folder:{long}"]) == 2
     assert capsys.readouterr().err.count("cannot be looked up") == 2
+
+
+def test_one_class_is_refused_before_decoding_and_inspect_warns(tmp_path: Path, capsys) -> None:
+    """A folder of one class used to train for the whole compile and then fail (exit 1) in the simulated crowd."""
+    root = tmp_path / "cams"
+    for i in range(6):
+        write(root / "cat" / f"{i}.png", np.full((8, 8, 3), i * 40, np.uint8))
+    with pytest.raises(EmptyDatasetError, match=r"one class found \(cat\); a classifier needs at least two"):
+        load_dataset(str(root))
+    assert main(["compile", "--dataset", f"{root}?size=8", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out" / "summary.json").exists()
+    capsys.readouterr()
+    assert main(["data", "inspect", "--out", str(tmp_path / "sheets"), str(root)]) == 0  # options first, as users type
+    assert "warning   one class: a classifier needs at least two" in capsys.readouterr().out
+
+
+def test_inspect_warns_of_a_class_the_validation_or_test_split_never_shows(tmp_path: Path, capsys) -> None:
+    for split, classes in (("train", ("cat", "dog")), ("val", ("cat", "dog")), ("test", ("cat",))):
+        for name in classes:
+            write(tmp_path / "cams" / split / name / "1.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["data", "inspect", str(tmp_path / "cams")]) == 0
+    out = capsys.readouterr().out
+    assert "warning   no test images of 'dog': accuracy is measured without it" in out
+    assert "no val images" not in out

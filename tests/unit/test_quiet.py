@@ -45,10 +45,10 @@ def test_cli_hides_tensorflow_unless_verbose(tmp_path):
     out = {mode: (run.communicate(timeout=120)[1], run.returncode) for mode, run in runs.items()}
 
     err, code = out["quiet"]
-    assert code == 1, err[-2000:]
+    assert code == 2, err[-2000:]  # a missing model file is bad input
     assert err.splitlines() == [f"hgen lower: error: model file {tmp_path / 'missing.keras'} does not exist"], err
     err, code = out["verbose"]
-    assert code == 1, err[-2000:]
+    assert code == 2, err[-2000:]
     assert "hgen lower: error: model file" in err
     for line in TENSORFLOW_LINES:
         assert line in err, f"--verbose should keep {line!r}:\n{err[-3000:]}"
