@@ -249,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_unless_verbose(argv)  # first: TensorFlow (retrain) sets up its logging when it is imported
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:  # Alembic's "Context impl SQLiteImpl" lines on every command
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         if args.verb == "serve":
             serve(args.config)

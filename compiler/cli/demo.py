@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-share", type=float, default=0.02,
                         help="share of confident frames also sent to people (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout-minutes", type=float, default=20.0,
+                        help="give up if no retrain is published and swapped in within this long (default %(default)s)")
 
 
 def demands(args: argparse.Namespace) -> dict[str, float] | None:
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
     config = demo_config(dataset=args.dataset, model=args.model, out=str(args.out), transport=args.transport,
                          episodes=args.episodes, retrain_threshold=args.retrain_threshold, fps=args.fps,
                          frames_after_swap=args.frames_after_swap, limit=args.limit, seed=args.seed,
-                         field=args.field, audit_share=args.audit_share,
+                         field=args.field, audit_share=args.audit_share, timeout_minutes=args.timeout_minutes,
                          demands=demands(args))
     run_demo(config, log=lambda message: print(message, flush=True))
 

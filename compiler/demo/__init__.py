@@ -51,7 +51,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
     log(f"[1/7] data: {data.name} from {data.origin}"
         + (f" ({data.note})" if data.note else "")
         + (f"; the field shows {field.name}, which the compile never sees" if config.field else ""))
-    log(f"      demands for {dataset_base(data)}: {format_demands(config.demands)}")  # type: ignore[arg-type]
+    log(f"      demands for {data.name}: {format_demands(config.demands)}")  # type: ignore[arg-type]
     log(f"[2/7] hgen-compile for {config.device}: search, fine-tune, lower ({', '.join(config.engines)}), sign")
     compiled = compile_stage(config, data.name, out, log)
     transport = choose_transport(config)
@@ -70,7 +70,8 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
             f"other ones, never streamed")
         agent = start_agent(stack, config, compiled, video, hub_url, grpc_url, out, frames)
         first = agent.model.version
-        log(f"[5/7] agent running bundle {first}; waiting for people, the retrain and the hot swap")
+        log(f"[5/7] agent running bundle {first}; waiting for people, the retrain and the hot swap (at most "
+            f"{config.timeout_minutes:g} min: --timeout-minutes)")
         stream_until_swapped(config, app, agent, frames, first, log)
         agent.end_stream()
         agent.wait(60)

@@ -75,7 +75,10 @@ def wait_for_published_run(config: DemoConfig, app: Any, agent: Any, log: Log) -
     deadline = time.monotonic() + config.timeout_minutes * 60
     last = 0
     while True:
-        if time.monotonic() > deadline or agent_finished(agent):
+        if time.monotonic() > deadline:
+            raise DemoError(f"no retrain was published within {config.timeout_minutes:g} min (each run's outcome is "
+                            "above): raise --timeout-minutes, or lower the retrain threshold")
+        if agent_finished(agent):
             raise DemoError("the stream ended before a retrain was published: lower retrain_threshold or fps")
         try:
             run = app.retrain.wait_for_run(model_name(app), after_id=last, timeout=2.0)

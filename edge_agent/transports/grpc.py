@@ -47,8 +47,21 @@ _CODES = {
     grpc.StatusCode.NOT_FOUND: TransportErrorCode.NOT_FOUND,
     grpc.StatusCode.UNAUTHENTICATED: TransportErrorCode.TLS,
 }
+# What an operator reading the agent's log should check, per status of a failed call.
+_HINTS = {
+    grpc.StatusCode.PERMISSION_DENIED: "the hub refused this device: check device_id and hub.secret (the secret "
+                                       "`hgen-hub add-device` issued; rotated or revoked ones stop working)",
+    grpc.StatusCode.UNAVAILABLE: "is the hub running, and reachable at that address from here?",
+}
 # gRPC reports a failed handshake (wrong CA, bad certificate) as UNAVAILABLE; only its details tell them apart.
 _TLS_HINTS = ("handshake", "ssl", "certificate", "tsi_")
+
+
+def describe(exc: grpc.RpcError) -> str:
+    """A failed call's status, the hub's words and what to check."""
+    code = exc.code()  # type: ignore[attr-defined]
+    details = str(exc.details() or "")  # type: ignore[attr-defined]
+    return f"{code.name}" + (f": {details}" if details else "") + (f" ({_HINTS[code]})" if code in _HINTS else "")
 
 
 class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
@@ -219,7 +232,7 @@ class GrpcTransport(Transport):
                 self._take(reply)
         except grpc.RpcError as exc:
             if not self._stopping.is_set():
-                log.warning("Submit of %d samples failed: %s", len(ids), exc.code())  # type: ignore[attr-defined]
+                log.warning("Submit of %d samples to %s failed: %s", len(ids), self.config.url, describe(exc))
                 self._rpc_failed(exc)
         except Exception:  # a bug here must not kill the worker silently
             if not self._stopping.is_set():  # stopping closes the channel under calls still starting: expected

@@ -93,3 +93,27 @@ def test_a_stop_ends_the_wait_for_replies_at_once(tmp_path: Path) -> None:
     waiter.join(60)
     assert not waiter.is_alive() and settled == [False]  # ended by the stop, not by an hour passing
     stopper.join(60)
+
+
+def test_a_refused_secret_is_logged_with_what_to_check(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong secret used to log only "Submit of 2 samples failed: StatusCode.PERMISSION_DENIED"."""
+    import logging
+
+    from hgen.edge_agent.testing import start_hub, wait_agent
+
+    hub = start_hub(tmp_path / "hub.db", ["cam-1"])
+    try:
+        keys = make_keys(tmp_path / "keys")
+        bundle = null_bundle(tmp_path / "bundle", keys, tau=1.0)
+        path = tmp_path / "agent.yaml"
+        path.write_text(f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
+                        f"source: {{kind: y4m, uri: {y4m(tmp_path / 'two.y4m', 2, broken=False)}, prefetch: 0}}\n"
+                        f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n"
+                        f"hub: {{url: '{hub.grpc_url}', secret: not-the-issued-one}}\n"
+                        "batching: {size: 1, patience_s: 3600}\n")
+        with caplog.at_level(logging.WARNING), Agent(load_agent_config(path)) as agent:
+            assert wait_agent(agent, lambda: "PERMISSION_DENIED" in caplog.text, 60)  # the link's state moved
+    finally:
+        hub.stop()
+    line = next(r.getMessage() for r in caplog.records if "PERMISSION_DENIED" in r.getMessage())
+    assert f"to {hub.grpc_url} failed: PERMISSION_DENIED" in line and "check device_id and hub.secret" in line
