@@ -49,7 +49,9 @@ class CompileConfig(StrictModel):
     device: str = Field("rpi4", title=f"Device profile: {', '.join(DEVICES.names())}")
     demands: Demands = Field(default_factory=Demands, title="Demands and budgets")
     strategy: str = Field("hgen", title=f"Search strategy: {', '.join(STRATEGIES.names())}")
-    budget_minutes: float = Field(15.0, gt=0.0, title="Wall-time budget of the search")
+    budget_minutes: float = Field(15.0, gt=0.0, title="Wall-time budget of the search (a fine-tune expected to end "
+                                                      "past it is not started; base training and the final "
+                                                      "fine-tune come on top)")
     episodes: int = Field(60, ge=1, title="Episode budget of the search")
     evaluations: int | None = Field(None, ge=1, title="Budget of distinct backbones evaluated")
     stop_at_feasible: bool = Field(True, title="Stop at the first candidate meeting every demand (Algorithm 1)")

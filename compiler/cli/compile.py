@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--energy-mj", type=float, default=3.0, help="E_c, energy budget per inference")
     parser.add_argument("--labour", type=float, default=0.03, help="L_c, labour budget (Eq. 13 ratio, <= 0.1)")
     parser.add_argument("--strategy", default="hgen", help=f"search strategy: {_names(STRATEGIES.names())}")
-    parser.add_argument("--budget-minutes", type=float, default=15.0)
+    parser.add_argument("--budget-minutes", type=float, default=15.0,
+                        help="wall time of the search (a fine-tune expected to end past it is not started); the "
+                             "base training and the final fine-tune come on top (default %(default)s)")
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--evaluations", type=int, default=None, help="cap on distinct backbones evaluated")
     parser.add_argument("--keep-searching", action="store_true", help="do not stop at the first feasible candidate")

@@ -86,6 +86,7 @@ class SearchContext:
     started: float = field(default_factory=time.perf_counter)
     paper: PaperBudget | None = None
     accuracy_confidence: float = 0.0
+    fine_tune_seconds: list[float] = field(default_factory=list)  # wall time of each new backbone so far
 
     @property
     def accuracy_bound(self) -> AccuracyBound:
@@ -127,6 +128,11 @@ class SearchContext:
     def check_budget(self, new_evaluation: bool = False) -> None:
         if self.elapsed >= self.budget.seconds:
             self._stop(f"wall-time budget of {self.budget.seconds:.0f} s used")
+        if new_evaluation and self.fine_tune_seconds:  # a fine-tune cannot be cut short: do not start one that
+            expected = float(np.median(self.fine_tune_seconds))  # would end well past the budget
+            if self.elapsed + expected > self.budget.seconds:
+                self._stop(f"wall-time budget of {self.budget.seconds:.0f} s: the next fine-tune (about "
+                           f"{expected:.0f} s, as the ones before) would end past it")
         limit = self.budget.evaluations
         if new_evaluation and limit is not None and self.evaluator.evaluations >= limit:
             self._stop(f"evaluation budget of {limit} backbones used")
@@ -143,8 +149,13 @@ class SearchContext:
         return self.episode
 
     def backbone(self, plan: dict[str, str]) -> Backbone:
-        self.check_budget(new_evaluation=not self.evaluator.cached(plan))
-        return self.evaluator.backbone(plan)
+        new = not self.evaluator.cached(plan)
+        self.check_budget(new_evaluation=new)
+        start = time.perf_counter()
+        backbone = self.evaluator.backbone(plan)
+        if new:
+            self.fine_tune_seconds.append(time.perf_counter() - start)
+        return backbone
 
     def costs_a_backbone(self, plan: dict[str, str]) -> bool:
         """Whether scoring `plan` would fine-tune a new backbone: valid, within S_c and E_c on paper, not cached."""
