@@ -73,7 +73,8 @@ def check(config: AgentConfig) -> dict[str, object]:
     source = None if is_live(config.source.kind) else open_source(config.source, stop)
     if source is not None:
         source.close()
-    summary["source"] = f"{config.source.kind} {config.source.uri}"
+    summary["source"] = f"{config.source.kind} {config.source.uri}" + (
+        " (live: not opened here; `run` retries it until it opens)" if source is None else "")
     summary["resumes"] = _resumes(config)
     return summary
 
@@ -97,9 +98,13 @@ def run(config: AgentConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    logging.getLogger(__name__).info("%s running %s %s on %s; source %s %s; hub %s", config.device_id,
+                                     agent.model.name, agent.model.version, type(agent.model.engine).__name__,
+                                     config.source.kind, config.source.uri, config.hub.url or "(none)")
     agent.run()
     snapshot = agent.telemetry.snapshot()
-    print(json.dumps({k: snapshot[k] for k in ("frames", "escalated", "fused", "timeouts", "fps")}), flush=True)
+    print(json.dumps({k: snapshot.get(k, 0) for k in ("frames", "escalated", "audits", "frames_unfamiliar", "fused",
+                                                      "timeouts", "fps")}), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
