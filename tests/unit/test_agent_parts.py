@@ -352,4 +352,4 @@ def test_cli_check_opens_a_file_source_but_not_a_live_camera(tmp_path, keys, bun
     camera = tmp_path / "camera.yaml"
     camera.write_text(head + "source: {kind: camera, uri: '7'}\n")
     assert cli_main(["check", "--config", str(camera)]) == 0
-    assert '"source": "camera 7"' in capsys.readouterr().out
+    assert "\"source\": \"camera 7 (live: not opened here; `run` retries it until it opens)\"" in capsys.readouterr().out
