@@ -200,3 +200,12 @@ def test_a_split_list_leaves_labels_of_unlisted_images_unreported(tmp_path: Path
     loaded = load_detection_dataset(str(data))
     assert sum(map(len, (loaded.train, loaded.val, loaded.test))) == 4
     assert loaded.report.ignored == (f"{data / 'labels' / 'train' / 'renamed.txt'}: a label file without an image",)
+
+
+def test_a_data_yaml_without_train_says_so(tmp_path: Path) -> None:
+    """It used to be "not a data set hgen recognises": the key was missing, and nothing said which."""
+    data = tmp_path / "site"
+    data.mkdir()
+    (data / "data.yaml").write_text("val: images/val\nnames: [a, b]\n")
+    with pytest.raises(DatasetFormatError, match=r"data.yaml: no `train:` key"):
+        load_detection_dataset(str(data))

@@ -206,13 +206,16 @@ class YoloFormat(DataFormat):
     def detect(self, path: Path) -> bool:
         found = yaml_in(path)
         data = _load_yaml(found) if found else None
-        return bool(data) and "names" in data and "train" in data  # type: ignore[operator]
+        return bool(data) and "names" in data  # type: ignore[operator]  # no `train:`: scan says so
 
     def scan(self, path: Path, config: YoloConfig) -> Catalog:
         where = yaml_in(path, config)
         data = _load_yaml(where) if where else None
         if where is None or data is None:
             raise DatasetFormatError(f"{path}: no readable data.yaml (names, train, val)")
+        if not data.get("train"):
+            raise DatasetFormatError(f"{where}: no `train:` key (the training images: a folder, a .txt list of image "
+                                     "paths, or a list of either, as Ultralytics reads it)")
         labels = _names(data, where)
         root = _root(data, where)
         keypoints = "kpt_shape" in data  # a pose set: each line is a box followed by its keypoints
