@@ -5,6 +5,7 @@ Modelled on Frigate's detector configs: pydantic with `extra="forbid"`, a title 
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,16 +27,49 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem, `key.path: message`, so an operator can find each mistake at once."""
+def format_validation_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """One line per problem, `key.path: message`, so an operator can find each mistake at once; with `model`, an
+    unknown key names the key it most likely meant (`nmae` -> `name`)."""
     lines = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "<root>"
         if prefix:
             path = f"{prefix}.{path}" if path != "<root>" else prefix
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key" + _did_you_mean(model, item["loc"])
         lines.append(f"{path}: {message}")
     return "\n".join(lines)
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    keys = _keys_at(model, loc[:-1]) if model is not None and loc else []
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6) if keys else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) model at `loc`; [] where the path leaves models (a dict of options)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue  # a list index: the element model is already `current`
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model an annotation holds: itself, or the element of a list/tuple/optional of models."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(model: type[M], data: Mapping[str, Any] | None, *, source: str = "config",
@@ -44,7 +78,7 @@ def parse_config(model: type[M], data: Mapping[str, Any] | None, *, source: str 
     try:
         return model.model_validate(dict(data or {}))
     except ValidationError as exc:
-        raise error(f"invalid {source}:\n{format_validation_error(exc)}") from None
+        raise error(f"invalid {source}:\n{format_validation_error(exc, model=model)}") from None
 
 
 def load_config_file(model: type[M], path: str | Path, *, error: type[Exception] = ConfigError) -> M:

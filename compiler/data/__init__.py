@@ -18,6 +18,7 @@ option, so `load_dataset(data.name)` reads the same data again.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -191,6 +192,13 @@ def resolve_user_spec(location: Location, image: ImageOptions | Mapping[str, Any
     image_keys = set(ImageOptions.model_fields)
     format_keys = set(fmt.Config.model_fields) - image_keys
     chosen = VARIANTS.get(location.variant)
+    known = sorted(image_keys | format_keys | set(chosen.params.model_fields))
+    for key in pairs:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise DatasetSpecError(f"dataset spec '{text}': unknown parameter {key!r}"
+                                   + (f" (did you mean {close[0]!r}?)" if close else "")
+                                   + f"; valid: {', '.join(known)}")
     params = parse_config(chosen.params, {k: v for k, v in pairs.items() if k not in image_keys | format_keys},
                           source=f"dataset spec '{text}' parameters", error=DatasetSpecError)
     given: dict[str, Any] = {k: v for k, v in pairs.items() if k in image_keys}

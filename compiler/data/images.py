@@ -89,6 +89,7 @@ class ImageOptions(StrictModel):
             parts = [p.strip() for p in value.lower().replace("x", ",").split(",")]
             if all(p.isdigit() for p in parts) and len(parts) in (1, 2):
                 return tuple(int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+            raise ValueError(f"give one number for a square (size=64) or height x width (size=64x48), got {value!r}")
         return value
 
     @field_validator("channels", mode="before")

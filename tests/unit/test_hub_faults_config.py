@@ -52,3 +52,14 @@ def test_people_answer_in_the_models_classes_unless_told_otherwise(tmp_path: Pat
         parse_hub_config({"retrain": {"models": [three, model_with_classes(tmp_path, "digits", 10)]}})
     with pytest.raises(HubConfigError, match="at least 2"):
         parse_hub_config({"num_classes": 1})
+
+
+def test_a_misspelt_key_names_the_key_it_most_likely_meant() -> None:
+    with pytest.raises(HubConfigError) as raised:
+        parse_hub_config({"grpc": {"prot": 5}, "retrain": {"enabeld": True, "models": [{"nmae": "x"}]}})
+    message = str(raised.value)
+    assert "grpc.prot: unknown key (did you mean 'port'?)" in message
+    assert "retrain.enabeld: unknown key (did you mean 'enabled'?)" in message
+    assert "retrain.models.0.nmae: unknown key (did you mean 'name'?)" in message
+    with pytest.raises(HubConfigError, match=r"zzz: unknown key$"):  # nothing close: no guess
+        parse_hub_config({"zzz": 1})

@@ -231,7 +231,7 @@ def test_a_spec_longer_than_a_file_name_is_parsed_and_a_path_too_long_is_a_typed
             write(root / label / f"{i}.png", np.full((8, 8, 3), 30 if label == "cat" else 220, np.uint8))
     long = "a" * 300
     assert load_dataset(f"{root}:noise?variance=0.2{'0' * 300}").labels == ("cat", "dog")
-    with pytest.raises(DatasetSpecError, match=r"x: unknown key"):
+    with pytest.raises(DatasetSpecError, match=r"unknown parameter 'x'"):
         load_dataset(f"{root}:noise?variance=0.2&x={long}")
     for spec in (str(tmp_path / long), f"folder:{tmp_path / long}", f"{tmp_path / long}:noise?variance=0.2"):
         with pytest.raises(DatasetSpecError, match=r"cannot be looked up: File name too long"):
@@ -300,3 +300,13 @@ def test_inspect_warns_of_a_class_the_validation_or_test_split_never_shows(tmp_p
     out = capsys.readouterr().out
     assert "warning   no test images of 'dog': accuracy is measured without it" in out
     assert "no val images" not in out
+
+
+def test_a_misspelt_or_malformed_spec_parameter_says_what_was_meant(tmp_path: Path) -> None:
+    root = tmp_path / "cams"
+    for name in ("cat", "dog"):
+        write(root / name / "1.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DatasetSpecError, match=r"unknown parameter 'sise' \(did you mean 'size'\?\); valid: .*size"):
+        load_dataset(f"{root}?sise=32")
+    with pytest.raises(Exception, match=r"size=64x48\), got 'abc'"):
+        load_dataset(f"{root}?size=abc")
