@@ -24,6 +24,9 @@ MIN_CELL = 64  # small inputs are scaled up (nearest) so a sheet is readable
 SHOWN_LINES = 10  # of the ignored files and dropped labels (COCO's crowd boxes alone are thousands)
 
 
+STRETCH_WARN = 4.0  # an aspect ratio this many times the input's: stretching distorts it past recognition
+
+
 @dataclass(frozen=True)
 class Inspection:
     name: str
@@ -84,6 +87,14 @@ class Inspection:
         found: list[str] = []
         if self.task == "classify" and len(self.labels) < 2:
             found.append("one class: a classifier needs at least two (the compile refuses it)")
+        if self.report is not None and self.report.sizes and self.preprocess.resize == "stretch":
+            ratios = np.array([max(w, h) / max(1, min(w, h)) for w, h in self.report.sizes])
+            wanted = max(self.preprocess.width, self.preprocess.height) / max(1, min(self.preprocess.width,
+                                                                                self.preprocess.height))
+            odd = int(np.sum(ratios > STRETCH_WARN * wanted))
+            if odd:
+                found.append(f"{odd} image(s) more than {STRETCH_WARN:g}x longer on one side than the input: "
+                             "stretched to it (?resize=letterbox keeps their shape)")
         unit = "boxes" if self.task == "detect" else "images"
         for split, use in (("val", "temperature and tau are fitted"), ("test", "accuracy is measured")):
             missing = [name for name in self.labels if self.counts["train"].get(name, 0)

@@ -296,10 +296,12 @@ def test_inspect_warns_of_a_class_the_validation_or_test_split_never_shows(tmp_p
     for split, classes in (("train", ("cat", "dog")), ("val", ("cat", "dog")), ("test", ("cat",))):
         for name in classes:
             write(tmp_path / "cams" / split / name / "1.png", np.zeros((8, 8, 3), np.uint8))
+    write(tmp_path / "cams" / "train" / "cat" / "strip.png", np.zeros((7, 600, 3), np.uint8))  # a scan line
     assert main(["data", "inspect", str(tmp_path / "cams")]) == 0
     out = capsys.readouterr().out
     assert "warning   no test images of 'dog': accuracy is measured without it" in out
     assert "no val images" not in out
+    assert "warning   1 image(s) more than 4x longer on one side than the input: stretched" in out
 
 
 def test_a_misspelt_or_malformed_spec_parameter_says_what_was_meant(tmp_path: Path) -> None:
