@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Mapping
 
 from pydantic import Field, SecretStr, field_validator, model_validator
