@@ -67,21 +67,26 @@ def _made(folder: Path) -> Path:
     return folder
 
 
-def test_a_stop_ends_the_wait_for_replies_at_once(tmp_path: Path) -> None:
-    """SIGTERM after a file source ended: `run` waited out `patience_s` (here an hour) for replies before stopping,
-    longer than a supervisor waits before it kills. The wait now ends on `stop`. The hub is a port nobody listens
-    on, so no reply ever comes; tau 1 sends every frame to people."""
-    from hgen.hub.testing.services import free_port
-
+def asking_agent(tmp_path: Path, hub_url: str, secret: str) -> Path:
+    """An agent.yaml: two frames, every one sent to people (tau 1), replies awaited for an hour."""
     keys = make_keys(tmp_path / "keys")
     bundle = null_bundle(tmp_path / "bundle", keys, tau=1.0)
     path = tmp_path / "agent.yaml"
     path.write_text(f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
                     f"source: {{kind: y4m, uri: {y4m(tmp_path / 'two.y4m', 2, broken=False)}, prefetch: 0}}\n"
                     f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n"
-                    f"hub: {{url: 'grpc://127.0.0.1:{free_port()}', secret: s3cret}}\n"
+                    f"hub: {{url: '{hub_url}', secret: {secret}}}\n"
                     "batching: {size: 1, patience_s: 3600}\n")
-    agent = Agent(load_agent_config(path)).start()
+    return path
+
+
+def test_a_stop_ends_the_wait_for_replies_at_once(tmp_path: Path) -> None:
+    """SIGTERM after a file source ended: `run` waited out `patience_s` (here an hour) for replies before stopping,
+    longer than a supervisor waits before it kills. The wait now ends on `stop`. The hub is a port nobody listens
+    on, so no reply ever comes; tau 1 sends every frame to people."""
+    from hgen.hub.testing.services import free_port
+
+    agent = Agent(load_agent_config(asking_agent(tmp_path, f"grpc://127.0.0.1:{free_port()}", "s3cret"))).start()
     assert agent.wait(60)  # the source ended; two samples wait for people
     settled: list[bool] = []
     waiter = threading.Thread(target=lambda: settled.append(agent.wait_settled(3600)), daemon=True)
@@ -103,14 +108,7 @@ def test_a_refused_secret_is_logged_with_what_to_check(tmp_path: Path, caplog: p
 
     hub = start_hub(tmp_path / "hub.db", ["cam-1"])
     try:
-        keys = make_keys(tmp_path / "keys")
-        bundle = null_bundle(tmp_path / "bundle", keys, tau=1.0)
-        path = tmp_path / "agent.yaml"
-        path.write_text(f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
-                        f"source: {{kind: y4m, uri: {y4m(tmp_path / 'two.y4m', 2, broken=False)}, prefetch: 0}}\n"
-                        f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n"
-                        f"hub: {{url: '{hub.grpc_url}', secret: not-the-issued-one}}\n"
-                        "batching: {size: 1, patience_s: 3600}\n")
+        path = asking_agent(tmp_path, hub.grpc_url, "not-the-issued-one")
         with caplog.at_level(logging.WARNING), Agent(load_agent_config(path)) as agent:
             assert wait_agent(agent, lambda: "PERMISSION_DENIED" in caplog.text, 60)  # the link's state moved
     finally:
