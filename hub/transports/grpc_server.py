@@ -21,8 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hgen.hub.transport_config import GrpcConfig, GrpcTlsConfig
 from hgen.hub.devices import DeviceCredentials
 from hgen.hub.bundle_files import open_archive
-from hgen.hub.errors import (BadInputError, BundleMissingError, MalformedMessageError, MessageTooLargeError,
-                             UnknownDeviceError)
+from hgen.hub.errors import (BadInputError, BundleMissingError, HubConfigError, MalformedMessageError,
+                             MessageTooLargeError, UnknownDeviceError)
 from hgen.hub.kb.store import bundle_notice
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
@@ -192,14 +192,20 @@ class GrpcTransport(HubTransport):
     def start(self) -> None:
         options = [("grpc.max_receive_message_length", 2 * self.config.max_message_bytes),
                    ("grpc.max_send_message_length", self.config.max_message_bytes),
-                   ("grpc.so_reuseport", 1)]
+                   ("grpc.so_reuseport", 0)]  # 1 let a second hub bind the same port and take half the calls
         server = grpc.server(futures.ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="grpc"),
                              options=options, maximum_concurrent_rpcs=self.config.max_workers * 4)
         server.add_generic_rpc_handlers((self._handlers(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{self.config.host}:{self.config.port}"
         tls = self.config.tls
-        self.port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
+        try:
+            self.port = (server.add_secure_port(address, server_credentials(tls)) if tls
+                         else server.add_insecure_port(address))
+        except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+            server.stop(None)
+            raise HubConfigError(f"grpc: cannot listen on {address} (in use by another process, another hub?): "
+                                 f"{exc}") from None
         self.servicer.fetch_uri = self.config.advertise_url or self._bound_uri()
         server.start()
         self._server = server

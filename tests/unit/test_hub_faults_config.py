@@ -63,3 +63,16 @@ def test_a_misspelt_key_names_the_key_it_most_likely_meant() -> None:
     assert "retrain.models.0.nmae: unknown key (did you mean 'name'?)" in message
     with pytest.raises(HubConfigError, match=r"zzz: unknown key$"):  # nothing close: no guess
         parse_hub_config({"zzz": 1})
+
+
+def test_a_second_hub_on_a_taken_grpc_port_refuses_to_start(tmp_path: Path) -> None:
+    """With SO_REUSEPORT both hubs listened, and a device's calls went to either: half were refused as unknown."""
+    from hgen.edge_agent.testing import start_hub
+
+    first = start_hub(tmp_path / "a.db", ["cam-1"])
+    try:
+        port = int(first.grpc_url.rsplit(":", 1)[1])
+        with pytest.raises(HubConfigError, match=rf"grpc: cannot listen on 127.0.0.1:{port} \(in use"):
+            start_hub(tmp_path / "b.db", ["cam-1"], grpc_port=port)
+    finally:
+        first.stop()
