@@ -182,7 +182,7 @@ def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
     try:
         accounts = Accounts(kb)
         if invite:
-            token = accounts.invite(name, role, config.web.invite_ttl_s)
+            token = accounts.invite(name, role, config.web.invite_ttl_s, replace=True)
             base = (config.web.public_url or "").rstrip("/")  # token after '#': never sent, never logged
             print(f"invite for {name} ({role}): open {base or '<hub web UI>'}/join#token={token}")
         else:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, redirect, render_template, request, session, url_for
 
-from hgen.hub.errors import NotAnImageError, RetrainBusyError, RetrainError, UnknownModelError
+from hgen.hub.errors import InvalidRequestError, NotAnImageError, RetrainBusyError, RetrainError, UnknownModelError
 from hgen.hub.images import read_header, sniff
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
@@ -74,7 +74,10 @@ def register(app: Flask, ctx: WebContext) -> None:
         require_user(ctx, "operator")
         form = parse_form(InviteForm, request.form)
         name = check_name(form.name)
-        token = ctx.accounts.invite(name, form.role, ctx.config.web.invite_ttl_s)
+        try:
+            token = ctx.accounts.invite(name, form.role, ctx.config.web.invite_ttl_s)
+        except InvalidRequestError as exc:
+            return _back(str(exc)[:300])
         base = (ctx.config.web.public_url or ctx.hub.web_url).rstrip("/")
         session["invite"] = f"{base}{url_for('join')}#token={token}"  # the fragment never reaches a server
         return _back(f"invite for {name} created")

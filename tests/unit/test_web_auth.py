@@ -125,3 +125,23 @@ def test_invite_link_sets_a_password_once(hub: HubApp) -> None:
     reused = again.post("/join", data={"token": token, "password": "another password!", "csrf_token": csrf(again)})
     assert reused.status_code == 401 and "unknown, used or expired" in reused.get_data(as_text=True)
     assert login(client(hub), "newbie", "a new long password").status_code == 303
+
+
+def test_inviting_an_existing_account_is_refused_and_changes_nothing(hub: HubApp) -> None:
+    """The form used to reset and demote any account: inviting "op2" as an annotator took an operator's password
+    and role without a word. A pending invite (no password yet) may still be sent again."""
+    from hgen.hub.web.auth import Accounts
+
+    accounts = Accounts(hub.service.kb)
+    accounts.create("op2", "operator", "op2's long password")
+    o = client(hub)
+    login(o, "op")
+    page = o.post("/operator/invite", data={"name": "op2", "role": "annotator", "csrf_token": csrf(o, "/operator")},
+                  follow_redirects=True).get_data(as_text=True)
+    assert "an account &#39;op2&#39; (operator) exists: choose another name" in page and "invite-link" not in page
+    assert accounts.get("op2").role == "operator"
+    assert login(client(hub), "op2", "op2's long password").status_code == 303
+    for _ in range(2):  # a pending invite: sent again, a new link
+        again = o.post("/operator/invite", data={"name": "newbie2", "role": "annotator",
+                                                 "csrf_token": csrf(o, "/operator")}, follow_redirects=True)
+        assert 'id="invite-link"' in again.get_data(as_text=True)
