@@ -41,6 +41,14 @@ class KnowledgeBaseConfig(StrictModel):
     inline_image_max_bytes: int = Field(64 * 1024, ge=0, title="Images up to this size are stored in the database")
     migrate: bool = Field(True, title="Run the Alembic migrations to head at start-up")
 
+    @model_validator(mode="after")
+    def _image_dir_beside_a_server(self) -> KnowledgeBaseConfig:
+        """Without it, the first large image failed its whole batch at run time (the device timed them all out)."""
+        if self.image_dir is None and not self.url.startswith("sqlite") and self.inline_image_max_bytes < 2**31:
+            raise ValueError("knowledge_base.image_dir is required for a database server: images over "
+                             "inline_image_max_bytes are written there (share it between hubs)")
+        return self
+
 
 class LimitsConfig(StrictModel):
     max_pixels: int = Field(4096 * 4096, gt=0, title="Images with more pixels (height x width) are refused")
@@ -222,6 +230,11 @@ class RetrainConfig(StrictModel):
     def _paths_when_enabled(self) -> RetrainConfig:
         if self.enabled and (self.store_dir is None or self.signing_key is None):
             raise ValueError("retrain.store_dir and retrain.signing_key are required when retraining is enabled")
+        if self.enabled:  # a wrong path used to pass start-up and fail the operator's "Retrain now" with a 500
+            missing = [f"{what} {path}" for what, path in self._files() if not path.is_file()]
+            if missing:
+                raise ValueError("retraining is enabled but these files do not exist (relative paths are taken "
+                                 f"from the folder the hub runs in): {'; '.join(missing)}")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("retrain.models names must be unique")
@@ -229,6 +242,14 @@ class RetrainConfig(StrictModel):
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def _files(self) -> list[tuple[str, Path]]:
+        """(setting, path) of every file a retrain reads."""
+        files = [("retrain.signing_key", self.signing_key)] if self.signing_key is not None else []
+        for i, model in enumerate(self.models):
+            files += [(f"retrain.models[{i}].keras_model", model.keras_model),
+                      (f"retrain.models[{i}].bundle", model.bundle / "manifest.json")]
+        return files
 
 
 class PhonesConfig(StrictModel):

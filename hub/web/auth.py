@@ -104,13 +104,14 @@ class Accounts:
 
     def invite(self, name: str, role: str, ttl_s: float, *, replace: bool = False) -> str:
         """A single-use token with which `name` sets their password; returned once, stored only as a hash. An
-        account that has a password is refused unless `replace` (the hub's own `add-user --invite`): the web
-        form's invite used to reset and re-role any existing account, an operator's included, without a word."""
+        account that has a password is refused unless `replace` (ticked on the form; the hub's own `add-user
+        --invite`): the form's invite used to reset and re-role any existing account, an operator's included,
+        without a word."""
         with self.kb.session() as s:
             existing = s.get(WebAccount, name)
             if existing is not None and existing.password_hash is not None and not replace:
-                raise InvalidRequestError(f"an account {name!r} ({existing.role}) exists: choose another name (to "
-                                          f"reset it, run `hgen-hub add-user {name} --invite` on the hub)")
+                raise InvalidRequestError(f"an account {name!r} ({existing.role}) exists: choose another name, or "
+                                          "tick \"reset an existing account\" to replace its password and role")
         self.create(name, role)
         token = secrets.token_urlsafe(32)
         with self.kb.session() as s:

@@ -33,6 +33,7 @@ class JoinForm(StrictModel):
 class InviteForm(StrictModel):
     name: Annotated[str, Field(min_length=1, max_length=64)]
     role: Literal["annotator", "operator"] = "annotator"
+    replace: Literal["", "1"] = ""  # "1": reset an existing account (its password, role and sessions)
 
 
 class AnnotatorActionForm(StrictModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, redirect, render_template, request, session, url_for
 
-from hgen.hub.errors import InvalidRequestError, NotAnImageError, RetrainBusyError, RetrainError, UnknownModelError
+from hgen.hub.errors import InvalidRequestError, NotAnImageError
 from hgen.hub.images import read_header, sniff
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
@@ -40,7 +40,7 @@ def register(app: Flask, ctx: WebContext) -> None:
             return _back("retraining is off (retrain.enabled: false)")
         try:
             run = ctx.hub.retrain.request(form.model, "operator", research=form.research == "1")
-        except (RetrainBusyError, UnknownModelError, RetrainError) as exc:
+        except HGenError as exc:  # busy, unknown, a key or bundle that cannot be read: said, never a 500
             return _back(str(exc)[:300])
         return _back(f"retrain {run.id} of {run.model_name} queued{' with re-search' if run.research else ''}")
 
@@ -75,7 +75,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         form = parse_form(InviteForm, request.form)
         name = check_name(form.name)
         try:
-            token = ctx.accounts.invite(name, form.role, ctx.config.web.invite_ttl_s)
+            token = ctx.accounts.invite(name, form.role, ctx.config.web.invite_ttl_s, replace=form.replace == "1")
         except InvalidRequestError as exc:
             return _back(str(exc)[:300])
         base = (ctx.config.web.public_url or ctx.hub.web_url).rstrip("/")

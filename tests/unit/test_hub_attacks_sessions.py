@@ -70,8 +70,8 @@ def test_reinvite_as_annotator_demotes_every_session_at_once(hub: HubApp) -> Non
     stolen_token = token_of(thief.get("/operator").get_data(as_text=True))
     op2 = logged_in(hub, "op2")
     token = token_of(op2.get("/operator").get_data(as_text=True))
-    assert op2.post("/operator/invite", data={"name": "op", "role": "annotator", "csrf_token": token}
-                    ).status_code == 303  # op re-invited as an annotator: the old password is refused
+    assert op2.post("/operator/invite", data={"name": "op", "role": "annotator", "replace": "1",
+                                              "csrf_token": token}).status_code == 303  # op re-invited as an annotator: the old password is refused
     assert invite_attempt(thief, stolen_token) == 401  # before issue 16: 303, an operator invite created
     assert op.get("/operator").status_code == 401 and thief.get("/operator").status_code in ENDED  # before: 200
     Accounts(hub.service.kb).create("op", "annotator", PASSWORD)  # op accepted (a password again)

@@ -76,3 +76,40 @@ def test_a_second_hub_on_a_taken_grpc_port_refuses_to_start(tmp_path: Path) -> N
             start_hub(tmp_path / "b.db", ["cam-1"], grpc_port=port)
     finally:
         first.stop()
+
+
+def test_retraining_with_a_key_or_model_that_is_not_there_is_refused_at_start(tmp_path: Path) -> None:
+    """A wrong signing_key passed check-config and serve, and the operator's "Retrain now" was a 500."""
+    three = model_with_classes(tmp_path, "shapes", 3)  # its keras_model was never written
+    with pytest.raises(HubConfigError, match=r"these files do not exist .*retrain.signing_key "
+                                             r".*nope.key; retrain.models\[0\].keras_model .*model.keras"):
+        parse_hub_config({"retrain": {"enabled": True, "store_dir": str(tmp_path / "store"),
+                                      "signing_key": str(tmp_path / "nope.key"), "models": [three]}})
+    assert parse_hub_config({"retrain": {"models": [three]}}).retrain.enabled is False  # not retraining: not read
+
+
+def test_a_database_server_needs_an_image_dir() -> None:
+    """Without it the first large image failed its device's whole batch at run time."""
+    with pytest.raises(HubConfigError, match="knowledge_base.image_dir is required for a database server"):
+        parse_hub_config({"knowledge_base": {"url": "postgresql+psycopg://hub@db/hgen"}})
+    assert parse_hub_config({"knowledge_base": {"url": "postgresql+psycopg://hub@db/hgen", "image_dir": "/srv/img"}})
+
+
+def test_a_large_image_with_nowhere_to_keep_it_refuses_that_sample_not_the_batch(tmp_path: Path) -> None:
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.service import HubService
+    from hgen.hub.testing.samples import make_request, make_sample, png_image
+    from hgen.protos import hub_pb2
+
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    kb.images.image_dir = None  # as a database server opened without one
+    service = HubService(parse_hub_config({"devices": ["cam-1"]}), kb)
+    try:
+        large, small = make_sample("cam-1", image=png_image(size=300)), make_sample("cam-1")
+        result = service.submit(make_request("cam-1", [large, small]), "grpc")
+        assert result.accepted == [small.sample_id]
+        (refused,) = result.immediate
+        assert refused.sample_id == large.sample_id and refused.status == hub_pb2.REPLY_STATUS_REJECTED
+        assert "no knowledge_base.image_dir is set to keep it" in refused.detail
+    finally:
+        service.close()

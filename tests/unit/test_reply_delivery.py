@@ -23,7 +23,8 @@ def hub(request: pytest.FixtureRequest, tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'hub.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     clock = Clock()
     kb = KnowledgeBase.open(url, image_dir=tmp_path / "img", clock=clock)
-    service = HubService(parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url}}), kb, clock=clock)
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url, "image_dir": str(tmp_path / "img")}})
+    service = HubService(config, kb, clock=clock)
     service.annotators.register("a", simulated=True)
     yield service, clock
     service.close()

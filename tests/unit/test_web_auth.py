@@ -139,6 +139,7 @@ def test_inviting_an_existing_account_is_refused_and_changes_nothing(hub: HubApp
     page = o.post("/operator/invite", data={"name": "op2", "role": "annotator", "csrf_token": csrf(o, "/operator")},
                   follow_redirects=True).get_data(as_text=True)
     assert "an account &#39;op2&#39; (operator) exists: choose another name" in page and "invite-link" not in page
+    assert 'id="invite-replace"' in page  # resetting it is a deliberate tick
     assert accounts.get("op2").role == "operator"
     assert login(client(hub), "op2", "op2's long password").status_code == 303
     for _ in range(2):  # a pending invite: sent again, a new link

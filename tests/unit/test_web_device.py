@@ -174,7 +174,8 @@ def test_a_link_survives_a_hub_restart(tmp_path: Path) -> None:
 def two_processes(kb_url: str, tmp_path: Path) -> Iterator[tuple[PhoneInvites, PhoneInvites, Clock]]:
     """Two hub processes' invites (own engines) on one database, with one clock."""
     make_keys(tmp_path / "keys")
-    config = parse_hub_config({"knowledge_base": {"url": kb_url}, "phones": phones(tmp_path / "keys")})
+    config = parse_hub_config({"knowledge_base": {"url": kb_url, "image_dir": str(tmp_path / "images")},
+                               "phones": phones(tmp_path / "keys")})
     clock = Clock()
     kbs = [KnowledgeBase.open(kb_url, image_dir=tmp_path / "images") for _ in range(2)]
     yield (*(PhoneInvites(config, kb, DeviceCredentials(kb).add, clock) for kb in kbs), clock)  # type: ignore[misc]
