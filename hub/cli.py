@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
-from hgen.hub.errors import HubConfigError, KnowledgeBaseError, UnknownModelError
+from hgen.hub.errors import HubConfigError, HubError, KnowledgeBaseError, UnknownModelError
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
@@ -218,6 +218,10 @@ def device_verb(config_path: str, verb: str, device: str, target: str | None = N
     else:
         print(f"device {device}: secret {issued.secret}\n(shown once: put it in the agent config as hub.secret, "
               f"file mode 0600; the gRPC bearer token is {device}:<secret>)")
+    if issued.unsynced:
+        raise HubError(f"device {device}: its secret is issued (above), but the broker did not take it yet: "
+                       f"{issued.unsynced}; it works over gRPC now, and over MQTT once the broker reloads "
+                       "(`hgen-hub serve` syncs at start)")
     if certificate_dir is not None:
         from hgen.hub.device_certs import issue_certificate
 

@@ -84,6 +84,7 @@ class IssuedCredential:
     device_id: str
     secret: str
     target: str | None
+    unsynced: str = ""  # why the broker did not take it yet (the secret is issued and must not be lost)
 
     @property
     def bearer(self) -> str:
@@ -130,8 +131,7 @@ class DeviceCredentials:
             row.secret_hash, row.target, row.issued_at, row.revoked_at = hash_secret(secret), target, now, None
             s.add(row)
         log.info("device %s enrolled (target %s)", device_id, target or "any")
-        self._changed()
-        return IssuedCredential(device_id, secret, target)
+        return IssuedCredential(device_id, secret, target, self._changed_keeping_secret())
 
     def rotate(self, device_id: str) -> IssuedCredential:
         """A new secret for an enrolled device; the old one stops working at once."""
@@ -141,8 +141,7 @@ class DeviceCredentials:
             row.secret_hash, row.issued_at = hash_secret(secret), self.clock()
             target = row.target
         log.info("device %s: secret rotated", device_id)
-        self._changed()
-        return IssuedCredential(device_id, secret, target)
+        return IssuedCredential(device_id, secret, target, self._changed_keeping_secret())
 
     def revoke(self, device_id: str) -> None:
         """The device's secret stops working at once (gRPC: next call; MQTT: the broker reload disconnects it)."""
@@ -162,6 +161,16 @@ class DeviceCredentials:
         """Re-apply the credentials where they are enforced outside the hub (the broker), e.g. at start-up."""
         if self.on_change is not None:
             self.on_change()
+
+    def _changed_keeping_secret(self) -> str:
+        """`_changed` after a secret was stored: a broker that fails to reload must not cost the caller the secret
+        (it exists nowhere else; a retry would find the device enrolled). Returns why it failed, '' if it did not."""
+        try:
+            self._changed()
+        except HubError as exc:
+            log.error("the credential is stored, but the broker did not take it: %s", exc)
+            return str(exc)
+        return ""
 
     def _changed(self) -> None:
         with self._lock:

@@ -133,3 +133,20 @@ def test_config_rules(tmp_path: Path) -> None:
     assert "s3cret-value" not in repr(parse_agent_config(agent))
     with pytest.raises(AgentConfigError):
         parse_agent_config({**agent, "hub": {"url": "mqtt://h:1883", "password": "x"}})
+
+
+def test_a_broker_that_does_not_reload_does_not_cost_the_new_secret(tmp_path: Path, capsys) -> None:
+    """The enrolment was stored, the reload failed, and no secret file was written: the secret existed nowhere and
+    a retry said the device already had a credential."""
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"}, "mqtt": {
+        "password": "hub-pw", "access": {"password_file": str(tmp_path / "passwd"), "acl_file": str(tmp_path / "acl"),
+                                         "reload_command": ["false"], "reload_timeout_s": 1}}}))
+    secret_file = tmp_path / "cam-7.secret"
+    assert main(["add-device", "cam-7", "--config", str(config), "--secret-file", str(secret_file)]) == 1
+    assert "its secret is issued (above), but the broker did not take it yet" in capsys.readouterr().err
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        assert DeviceCredentials(kb).authenticate(f"cam-7:{secret_file.read_text().strip()}") == "cam-7"
+    finally:
+        kb.close()
