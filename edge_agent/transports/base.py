@@ -21,6 +21,10 @@ from hgen.protos import hub_pb2
 from hgen.runtime.registry import Registry
 
 
+# What to check when the hub or its broker refuses the device's credential (both transports say it).
+CREDENTIAL_HINT = ("check device_id and hub.secret (the secret `hgen-hub add-device` issued; rotated or revoked ones "
+                   "stop working)")
+
 class ConnectionState(enum.Enum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"

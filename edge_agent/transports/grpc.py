@@ -19,6 +19,7 @@ import grpc
 from hgen.edge_agent.config import HubConfig, TlsConfig
 from hgen.edge_agent.errors import AgentConfigError, SwapError
 from hgen.edge_agent.transports.base import (
+    CREDENTIAL_HINT,
     TRANSPORTS,
     ConnectionState,
     Endpoint,
@@ -49,8 +50,7 @@ _CODES = {
 }
 # What an operator reading the agent's log should check, per status of a failed call.
 _HINTS = {
-    grpc.StatusCode.PERMISSION_DENIED: "the hub refused this device: check device_id and hub.secret (the secret "
-                                       "`hgen-hub add-device` issued; rotated or revoked ones stop working)",
+    grpc.StatusCode.PERMISSION_DENIED: f"the hub refused this device: {CREDENTIAL_HINT}",
     grpc.StatusCode.UNAVAILABLE: "is the hub running, and reachable at that address from here?",
 }
 # gRPC reports a failed handshake (wrong CA, bad certificate) as UNAVAILABLE; only its details tell them apart.

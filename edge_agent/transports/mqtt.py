@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from hgen.edge_agent.config import HubConfig
 from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.transports.base import (
+    CREDENTIAL_HINT,
     TRANSPORTS,
     ConnectionState,
     Endpoint,
@@ -32,6 +33,8 @@ from hgen.protos import hub_pb2
 from hgen.protos.mqtt import QOS, session_properties, topic
 
 log = logging.getLogger(__name__)
+NOT_AUTHORISED = (0x86, 0x87, 4, 5)  # MQTT 5 bad user name or password, not authorised; MQTT 3.1.1's codes 4, 5
+REFUSED_HINT = f"the broker refused this device: {CREDENTIAL_HINT}"
 WINDOW = 32  # sample messages awaiting PUBACK at once (each a batch); below paho's in-flight limit of 100
 
 
@@ -77,14 +80,18 @@ class MqttTransport(Transport):
 
     def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
-            self._set_state(ConnectionState.DISCONNECTED, TransportErrorCode.REFUSED, str(reason_code))
+            detail = str(reason_code) + (f" ({REFUSED_HINT})" if reason_code.value in NOT_AUTHORISED else "")
+            if self.error is not TransportErrorCode.REFUSED:  # once per refusal, not at every reconnect
+                log.warning("the broker at %s refused %s: %s", self.config.url, self.device_id, detail)
+            self._set_state(ConnectionState.DISCONNECTED, TransportErrorCode.REFUSED, detail)
             return
         client.subscribe([(self.topics["replies"], QOS), (self.topics["updates"], QOS)])
         log.info("MQTT connected (session present: %s)", flags.session_present)
         self._set_state(ConnectionState.CONNECTED, TransportErrorCode.OK, f"session present {flags.session_present}")
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
-        if self.state is not ConnectionState.CLOSED:
+        if self.state is not ConnectionState.CLOSED and self.error is not TransportErrorCode.REFUSED:
+            # the refused CONNACK is followed by this disconnect ("Protocol error"): the refusal is the cause
             self._set_state(ConnectionState.DISCONNECTED, TransportErrorCode.UNREACHABLE, str(reason_code))
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]

@@ -90,3 +90,27 @@ def test_a_reply_the_agent_fails_to_take_is_not_a_protocol_error(broker: Broker)
         hub.loop_stop()
         hub.disconnect()
         transport.stop()
+
+
+def test_a_refused_secret_says_so_and_what_to_check(broker: Broker) -> None:  # noqa: F811
+    """It showed "hub unreachable: Protocol error" (the disconnect after the refusal) and logged nothing."""
+    broker.add_account(DEVICE, [f"readwrite hgen/v1/{DEVICE}/#"])
+    agent = Agentish()
+    refused = threading.Event()
+    details: list[str] = []
+
+    def on_state(state: ConnectionState, error: TransportErrorCode, detail: str) -> None:
+        agent.on_state(state, error, detail)
+        details.append(detail)
+        if error is TransportErrorCode.REFUSED:
+            refused.set()
+
+    transport = open_transport(HubConfig(url=broker.url, secret=SecretStr("not-the-issued-one")), DEVICE,
+                               TransportCallbacks(agent.on_reply, lambda notice: None, on_state))
+    try:
+        transport.start()
+        assert refused.wait(WAIT_S), agent.states
+        assert transport.error is TransportErrorCode.REFUSED and "check device_id and hub.secret" in transport.detail
+        assert TransportErrorCode.UNREACHABLE not in [error for _, error in agent.states]
+    finally:
+        transport.stop()
