@@ -83,6 +83,8 @@ class WebConfig(StrictModel):
     class_names: tuple[str, ...] = Field((), title="Class names shown to annotators (default: the first retrained "
                                                    "model's bundle labels, else 0..num_classes-1)")
     secure_cookies: bool = Field(False, title="Mark cookies Secure (set when served over HTTPS)")
+    metrics_token: SecretStr | None = Field(None, title="Bearer token a Prometheus scraper sends for GET /metrics "
+                                                        "(this process's counters); unset: /metrics is not served")
 
     @model_validator(mode="after")
     def _secret_when_enabled(self) -> WebConfig:
@@ -95,6 +97,13 @@ class WebConfig(StrictModel):
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("web.secret_key must be at least 32 characters")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("web.metrics_token must be at least 16 characters")
         return value
 
     @field_validator("trusted_proxies")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+import re
 import time
 from typing import Any
 
-from flask import Flask, redirect, render_template, request, session, url_for
+from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 
-from hgen.hub.errors import InvalidRequestError, NotAnImageError
+from hgen.hub.errors import AuthError, InvalidRequestError, NotAnImageError
 from hgen.hub.images import read_header, sniff
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
@@ -29,8 +31,21 @@ def register(app: Flask, ctx: WebContext) -> None:
             "operator.html", view=stats.overview(hub.service.kb, hub.service.gold, time.time(), ctx.class_names),
             models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
+            counters=sorted(hub.service.metrics.snapshot().items()),
             classes=list(enumerate(ctx.class_names)), message=request.args.get("message", "")[:300],
             invite=session.pop("invite", ""))  # shown once, never in a URL
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        """This process's counters (received, refused by error code, devices refused, ...) for a Prometheus
+        scraper that sends `web.metrics_token`; 404 when no token is configured: nobody reads them anonymously."""
+        token = ctx.config.web.metrics_token
+        if token is None:
+            abort(404)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+            raise AuthError("GET /metrics needs `Authorization: Bearer <web.metrics_token>`")
+        return Response(metrics_text(ctx.hub.service.metrics.snapshot()), mimetype="text/plain; version=0.0.4")
 
     @app.post("/operator/retrain")
     def retrain() -> Any:
@@ -105,3 +120,12 @@ def uploaded_image(data: bytes) -> hub_pb2.Image:
         raise NotAnImageError("the upload is not an image: upload a PNG or JPEG file")
     header = read_header(data, fmt)
     return hub_pb2.Image(format=fmt, data=data, height=header.height, width=header.width, channels=header.channels)
+
+
+def metrics_text(counts: dict[str, int]) -> str:
+    """Prometheus exposition format 0.0.4: every hub counter as hgen_hub_<name>_total."""
+    lines = []
+    for name, value in sorted(counts.items()):
+        metric = "hgen_hub_" + re.sub(r"[^a-zA-Z0-9_]", "_", name) + "_total"
+        lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+    return "\n".join(lines) + "\n"

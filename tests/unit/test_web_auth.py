@@ -146,3 +146,22 @@ def test_inviting_an_existing_account_is_refused_and_changes_nothing(hub: HubApp
         again = o.post("/operator/invite", data={"name": "newbie2", "role": "annotator",
                                                  "csrf_token": csrf(o, "/operator")}, follow_redirects=True)
         assert 'id="invite-link"' in again.get_data(as_text=True)
+
+
+def test_the_hubs_counters_show_to_operators_and_to_a_scraper_with_the_token(tmp_path: Path) -> None:
+    """The counters the docs name (device_auth_refused, per error code, ...) were visible nowhere."""
+    from hgen.hub.testing.web import add_people, logged_in, web_hub
+
+    token = "a scraper's token, long enough"
+    with web_hub(tmp_path, web={"metrics_token": token}) as app:
+        add_people(app)
+        app.service.metrics.inc("device_auth_refused", 2)
+        scraper = app.web.app.test_client()
+        assert scraper.get("/metrics").status_code == 401
+        assert scraper.get("/metrics", headers={"Authorization": "Bearer guess-guess-guess"}).status_code == 401
+        scraped = scraper.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "hgen_hub_device_auth_refused_total 2" in scraped.get_data(True)
+        page = logged_in(app, "op").get("/operator").get_data(as_text=True)
+        assert "<td>device_auth_refused</td><td>2</td>" in page
+    with web_hub(tmp_path / "off") as app:  # no token: not served at all
+        assert app.web.app.test_client().get("/metrics").status_code == 404
