@@ -127,4 +127,17 @@ def register(app: Flask, ctx: WebContext) -> None:
             raise BadInputError(str(exc)) from None
         base = (ctx.config.web.public_url or request.host_url).rstrip("/")
         return render_template("phone_link.html", link=f"{base}/device/join/{token}", device_id=device_id,
-                               bundle_name=bundle_name)
+                               bundle_name=bundle_name, warnings=phone_warnings(ctx, bundle_name))
+
+
+def phone_warnings(ctx: WebContext, bundle_name: str) -> list[str]:
+    """What will stop the phone, said to the operator while the link is still unused (the phone found out only
+    after using it: "bundle download failed: HTTP 404"). Not refusals: the bundle may be published after the link."""
+    found = []
+    if ctx.hub.service.kb.bundle(bundle_name) is None:
+        found.append(f"no bundle named {bundle_name!r} is published on this hub yet; the phone cannot start until "
+                     "one is (a retrain or `hgen-hub publish` of that model)")
+    if ctx.config.phones.mqtt_websocket_url is None:
+        found.append("phones.mqtt_websocket_url is not set, so the phone has no way to reach people (the broker's "
+                     "WebSocket listener)")
+    return found

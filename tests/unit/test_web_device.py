@@ -44,12 +44,18 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
 
 
 def make_link(app: HubApp, device_id: str = "phone-1", user: str = "op") -> tuple[int, str]:
+    status, token, _ = link_page(app, device_id, user)
+    return status, token
+
+
+def link_page(app: HubApp, device_id: str, user: str = "op", bundle: str = "phone-model") -> tuple[int, str, str]:
     client = logged_in(app, user)
     token = csrf_token_of(client.get("/annotate").get_data(as_text=True))
-    page = client.post("/operator/phones", data={"device_id": device_id, "bundle_name": "phone-model",
+    page = client.post("/operator/phones", data={"device_id": device_id, "bundle_name": bundle,
                                                  "csrf_token": token})
-    found = re.search(r'/device/join/([A-Za-z0-9_-]+)"', page.get_data(as_text=True))
-    return page.status_code, found.group(1) if found else ""
+    text = page.get_data(as_text=True)
+    found = re.search(r'/device/join/([A-Za-z0-9_-]+)"', text)
+    return page.status_code, found.group(1) if found else "", text
 
 
 def provisioning(page: str) -> dict[str, object]:
@@ -220,3 +226,11 @@ def test_a_wrong_or_tampered_token_is_refused(two_processes: tuple[PhoneInvites,
         sealed = s.scalars(select(PhoneInvite)).one().sealed
         assert sealed is not None and b"secret" not in sealed and b"phone-f" not in sealed
     assert second.redeem(token).device_id == "phone-f"
+
+
+def test_the_link_page_warns_of_what_would_stop_the_phone(hub: HubApp) -> None:
+    """An unknown bundle was found out only by the phone, after the single-use link was spent (HTTP 404)."""
+    status, token, page = link_page(hub, "phone-5", bundle="nosuch")
+    assert status == 200 and token  # the model may be published after the link is made
+    assert "no bundle named &#39;nosuch&#39; is published on this hub yet" in page
+    assert "phone-warning" not in link_page(hub, "phone-6")[2]  # published, broker WebSocket set: nothing to say
