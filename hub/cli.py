@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
-from hgen.hub.errors import HubConfigError, HubError, KnowledgeBaseError, UnknownModelError
+from hgen.hub.errors import HubConfigError, HubError, KnowledgeBaseError, ReleaseError, UnknownModelError
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hgen.hub.retrain.release import Releases
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
+                                                           (ReleaseError, 2),  # the operator's release refused
                                                            (KnowledgeBaseError, 3), (HGenError, 1))
 
 

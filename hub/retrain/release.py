@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hgen.hub.errors import ReleaseError
+from hgen.hub.errors import ReleaseError, RetrainError
 from hgen.hub.retrain.pipeline import RetrainPipeline
 from hgen.hub.retrain.publish import (
     BuiltBundle,
@@ -211,7 +211,7 @@ class Releases:
             with contextlib.suppress(Exception):
                 self.store.finish_run(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
             if isinstance(exc, OSError):
-                raise ReleaseError(f"{trigger} of {name} failed: {exc}") from None
+                raise RetrainError(f"{trigger} of {name} failed: {exc}") from None  # not refused: exit 1
             raise
         finally:
             keeper.stop()

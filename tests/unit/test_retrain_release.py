@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hgen.hub.config import parse_hub_config
-from hgen.hub.errors import ReleaseError, RetrainBusyError
+from hgen.hub.errors import ReleaseError, RetrainBusyError, RetrainError
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore
 from hgen.hub.retrain.publish import next_version
@@ -161,7 +161,7 @@ def test_the_cli_lists_rolls_back_and_publishes(tmp_path: Path, deployed: Deploy
     config.write_text(json.dumps({
         "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
         "retrain": retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=10)}))
-    assert main(["rollback", "--config", str(config), "--model", deployed.name]) == 1
+    assert main(["rollback", "--config", str(config), "--model", deployed.name]) == 2  # refused: the input
     assert "nothing to roll back to" in capsys.readouterr().err
     bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.2.0")
     assert main(["publish", "--config", str(config), "--model", deployed.name, "--bundle", str(bundle),
@@ -247,7 +247,7 @@ def test_a_release_that_fails_part_way_records_no_version_and_says_why(releases:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(release_module, "resign", disk_full)
-    with pytest.raises(ReleaseError, match="publish of lenet5 failed: .*No space left on device"):
+    with pytest.raises(RetrainError, match="publish of lenet5 failed: .*No space left on device"):
         releases.publish(deployed.name, [bundle], keras_path)
     [run] = releases.store.runs(deployed.name)
     assert run.status == "failed" and "No space left" in run.error
