@@ -224,7 +224,8 @@ class RetrainWorker:
                 self._active = {k: v for k, v in self._active.items() if v != run_id}
                 self._dirty = True
                 self._cond.notify_all()
-        log.info("retrain %d of %s: %s %s", run_id, outcome.model_name, outcome.status, outcome.error or "")
+        log.info("retrain %d of %s: %s %s", run_id, outcome.model_name, outcome.status,
+                 outcome.error or f"{outcome.from_version} -> {outcome.to_version}")
         self._tell(outcome)
 
     def _release(self, model_name: str) -> None:
