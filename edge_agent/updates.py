@@ -77,6 +77,7 @@ class ModelUpdates:
     def _on_swap_event(self: Agent, kind: str, detail: str) -> None:
         self.store.record_soon()  # the bundle now running is the one the next start resumes
         if kind == "swap":
+            log.info("now running %s %s (%s)", self.slot.active.name, self.slot.active.version, detail or "swapped")
             self.telemetry.inc("swaps")
             self.telemetry.problem("swap", "")
             if self.transport is not None and self.config.hub.watch_updates:
