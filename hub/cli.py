@@ -254,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_unless_verbose(argv)  # first: TensorFlow (retrain) sets up its logging when it is imported
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if logging.getLogger().level > logging.DEBUG:  # Alembic's "Context impl SQLiteImpl" lines on every command
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    if logging.getLogger().level > logging.DEBUG:  # Alembic's "Context impl SQLiteImpl" on every command, and
+        for chatty in ("alembic", "tf2onnx"):  # tf2onnx's conversion steps on every retrain's lowering
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         if args.verb == "serve":
             serve(args.config)
