@@ -189,8 +189,8 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
 
     def stop(self) -> None:
         """Stop threads, close the hub link, sinks, models and the outbox (idempotent: a second caller, such as
-        `run` ending after a signal handler's stop, returns once the first has closed everything, so the process
-        does not exit halfway through the close)."""
+        `run` ending after a signal handler's stop, waits up to 120 s for the first to close everything, so the
+        process does not exit halfway through the close)."""
         with self._lock:
             first = not self._stopped
             self._stopped = True

@@ -219,16 +219,16 @@ def device_verb(config_path: str, verb: str, device: str, target: str | None = N
     else:
         print(f"device {device}: secret {issued.secret}\n(shown once: put it in the agent config as hub.secret, "
               f"file mode 0600; the gRPC bearer token is {device}:<secret>)")
-    if issued.unsynced:
-        raise HubError(f"device {device}: its secret is issued (above), but the broker did not take it yet: "
-                       f"{issued.unsynced}; it works over gRPC now, and over MQTT once the broker reloads "
-                       "(`hgen-hub serve` syncs at start)")
     if certificate_dir is not None:
         from hgen.hub.device_certs import issue_certificate
 
         assert tls is not None and tls.client_ca_file is not None and tls.client_ca_key_file is not None
         files = issue_certificate(device, tls.client_ca_file, tls.client_ca_key_file, Path(certificate_dir))
         print(f"client certificate {files.cert_file} and key {files.key_file} (mode 0600)")
+    if issued.unsynced:  # after everything the device needs was handed out
+        raise HubError(f"device {device}: its credentials are issued (above), but the broker did not take them yet: "
+                       f"{issued.unsynced}; the hub's gRPC accepts them now, MQTT once the broker reloads "
+                       "(`hgen-hub serve` syncs at start)")
 
 
 def _check_writable(path: Path) -> None:

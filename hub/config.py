@@ -43,10 +43,12 @@ class KnowledgeBaseConfig(StrictModel):
 
     @model_validator(mode="after")
     def _image_dir_beside_a_server(self) -> KnowledgeBaseConfig:
-        """Without it, the first large image failed its whole batch at run time (the device timed them all out)."""
-        if self.image_dir is None and not self.url.startswith("sqlite") and self.inline_image_max_bytes < 2**31:
-            raise ValueError("knowledge_base.image_dir is required for a database server: images over "
-                             "inline_image_max_bytes are written there (share it between hubs)")
+        """Said at start-up: without it an image over the inline limit is refused (each such sample, with its own
+        reason; it used to fail its device's whole batch)."""
+        if self.image_dir is None and not self.url.startswith("sqlite"):
+            log.warning("knowledge_base.image_dir is not set: images over inline_image_max_bytes (%d) will be "
+                        "refused; set it (shared between hubs), or raise the limit to keep every image in the "
+                        "database", self.inline_image_max_bytes)
         return self
 
 
@@ -239,11 +241,6 @@ class RetrainConfig(StrictModel):
     def _paths_when_enabled(self) -> RetrainConfig:
         if self.enabled and (self.store_dir is None or self.signing_key is None):
             raise ValueError("retrain.store_dir and retrain.signing_key are required when retraining is enabled")
-        if self.enabled:  # a wrong path used to pass start-up and fail the operator's "Retrain now" with a 500
-            missing = [f"{what} {path}" for what, path in self._files() if not path.is_file()]
-            if missing:
-                raise ValueError("retraining is enabled but these files do not exist (relative paths are taken "
-                                 f"from the folder the hub runs in): {'; '.join(missing)}")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("retrain.models names must be unique")
@@ -251,6 +248,11 @@ class RetrainConfig(StrictModel):
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def missing_files(self) -> list[str]:
+        """The files a retrain reads that are not there ("setting path"), checked where a hub serves or retrains
+        (not by every command that reads the config: revoking a device must work from any folder)."""
+        return [f"{what} {path}" for what, path in self._files() if not path.is_file()] if self.enabled else []
 
     def _files(self) -> list[tuple[str, Path]]:
         """(setting, path) of every file a retrain reads."""
@@ -320,7 +322,12 @@ class HubConfig(StrictModel):
         if len(found) > 1:
             raise ValueError(f"the retrained models' bundles list different numbers of labels ({counts}): one hub "
                              "serves one task; run a hub per task")
-        return self.model_copy(update={"num_classes": found[0] if found else DEFAULT_CLASSES})
+        if not counts and self.retrain.models:
+            log.warning("no retrain.models bundle could be read (relative paths are taken from the folder the hub "
+                        "runs in): people answer in %d classes; set num_classes if the models have another count",
+                        DEFAULT_CLASSES)
+        object.__setattr__(self, "num_classes", found[0] if found else DEFAULT_CLASSES)  # frozen: set once, here
+        return self
 
     @field_validator("aggregator")
     @classmethod

@@ -167,7 +167,7 @@ class DeviceCredentials:
         (it exists nowhere else; a retry would find the device enrolled). Returns why it failed, '' if it did not."""
         try:
             self._changed()
-        except HubError as exc:
+        except (HubError, OSError) as exc:  # a reload refused, or its files not writable
             log.error("the credential is stored, but the broker did not take it: %s", exc)
             return str(exc)
         return ""

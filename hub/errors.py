@@ -153,6 +153,12 @@ class AnnotatorPausedError(BadInputError):
     code = "annotator_paused"
 
 
+class ImageNotStorableError(ImageTooLargeError):
+    """An image over knowledge_base.inline_image_max_bytes on a hub with no knowledge_base.image_dir to keep it."""
+
+    code = "image_not_storable"
+
+
 class BundleMissingError(HubError):
     """A recorded bundle's archive is neither on this hub's disk nor in the knowledge base."""
 

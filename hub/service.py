@@ -20,7 +20,7 @@ from hgen.hub.annotators import AnnotatorAPI, ReplyListener
 from hgen.hub.config import HubConfig
 from hgen.hub.devices import DeviceMismatchError
 from hgen.hub.gold import GoldBook
-from hgen.hub.errors import (BadInputError, ImageTooLargeError, InvalidRequestError, LabourBudgetExceededError,
+from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidRequestError, LabourBudgetExceededError,
                              UnknownDeviceError)
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
@@ -259,7 +259,7 @@ class HubService:
         if not self.kb.sample_exists(sample.sample_id):  # a redelivered sample was checked the first time
             check_image(sample.image, self.config.limits)
             if len(sample.image.data) > self.kb.images.inline_max_bytes and self.kb.images.image_dir is None:
-                raise ImageTooLargeError(f"image of {len(sample.image.data)} bytes is over knowledge_base."
+                raise ImageNotStorableError(f"image of {len(sample.image.data)} bytes is over knowledge_base."
                                          "inline_image_max_bytes and no knowledge_base.image_dir is set to keep it")
         return self._new_sample(request, sample, m, deadline, aggregator, transport)
 

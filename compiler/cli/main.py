@@ -7,15 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from hgen.compiler.cli import VERBS
-from hgen.compiler.errors import (CompilerError, DatasetError, DatasetNotFoundError, DatasetSpecError,
-                                  DemandsNotMetError, InvalidArgumentError, UnknownNameError)
+from hgen.compiler.errors import (CompilerError, DatasetFormatError, DatasetNotFoundError, DatasetSpecError,
+                                  DemandsNotMetError, EmptyDatasetError, InvalidArgumentError, LabelError,
+                                  MissingImageError, UnknownNameError, UnreadableImageError)
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 
 # Most specific first: the first matching class decides the exit code.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (DatasetNotFoundError, 3),
-    (DatasetError, 2),  # the data set is there but unusable (empty, one class, bad labels): bad input
+    # the data set is there but unusable (empty, one class, bad labels, images it names missing): bad input
+    (EmptyDatasetError, 2), (DatasetFormatError, 2), (LabelError, 2), (MissingImageError, 2), (UnreadableImageError, 2),
     (DemandsNotMetError, 4),
     (DatasetSpecError, 2),
     (UnknownNameError, 2),

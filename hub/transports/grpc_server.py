@@ -133,7 +133,7 @@ class AnnotationHubServicer:
                 known = record.version
                 # this hub serves every recorded bundle (`bundle_files`), so it points the device at itself, not
                 # at the hub that published it, which may be down or on a disk this one does not share
-                yield bundle_notice(replace(record, fetch_uri=self.fetch_uri or record.fetch_uri))
+                yield bundle_notice(replace(record, fetch_uri=self.fetch_uri))  # '': the device's own hub link
             with self._updates:
                 self._updates.wait(timeout=self.config.reply_poll_s * 4)
 

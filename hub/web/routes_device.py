@@ -111,6 +111,7 @@ def register(app: Flask, ctx: WebContext) -> None:
             abort(404)
         response = send_file(archive, mimetype="application/octet-stream", max_age=0,
                              download_name=f"{record.name}-{record.version}.hgb")
+        response.content_length = record.size  # a file object is not sized by werkzeug
         response.headers["X-Bundle-Version"] = record.version
         return response
 

@@ -30,6 +30,7 @@ from hgen.runtime.bundle.manifest import (
     WebModelEntry,
     parse_manifest,
 )
+from hgen.runtime.errors import UnknownChoiceError
 from hgen.runtime.signing import load_public_key, verify
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def load_first_runnable(path: str | Path, *, trusted_public_key: Any, expected_t
         for entry in bundle.manifest.engines:
             try:
                 engine = _open_engine(entry, bundle.root, bundle.manifest, (engine_options or {}).get(entry.name, {}))
-            except (TargetMismatchError, engines_pkg.EngineError) as exc:
+            except (TargetMismatchError, engines_pkg.EngineError, UnknownChoiceError) as exc:  # or a newer engine
                 log.info("engine %s of bundle %s skipped: %s", entry.name, bundle.manifest.model.name, exc)
                 reasons.append(f"{entry.name}: {exc}")
                 continue

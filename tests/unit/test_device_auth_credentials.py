@@ -144,7 +144,7 @@ def test_a_broker_that_does_not_reload_does_not_cost_the_new_secret(tmp_path: Pa
                                          "reload_command": ["false"], "reload_timeout_s": 1}}}))
     secret_file = tmp_path / "cam-7.secret"
     assert main(["add-device", "cam-7", "--config", str(config), "--secret-file", str(secret_file)]) == 1
-    assert "its secret is issued (above), but the broker did not take it yet" in capsys.readouterr().err
+    assert "its credentials are issued (above), but the broker did not take them yet" in capsys.readouterr().err
     kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
         assert DeviceCredentials(kb).authenticate(f"cam-7:{secret_file.read_text().strip()}") == "cam-7"

@@ -116,7 +116,8 @@ def test_every_route_refuses_hostile_input_with_a_4xx_and_changes_nothing(hub: H
     for client, path in [(ann, "/login?message=" + "m" * 5000), (ann, "/join?token=" + "t" * 5000),
                          (ann, "/task/" + "x" * 5000 + "/image"), (ann, f"/task/{bob_task}/image"),
                          (ann, "/annotate?message=%00%ff"), (op, "/operator?message=" + "%" * 100),
-                         (ann, "/operator"), (ann, "/logout"), (ann, "/healthz?x=" + DEEP[:1000]), (ann, "/")]:
+                         (ann, "/operator"), (ann, "/logout"), (ann, "/healthz?x=" + DEEP[:1000]), (ann, "/"),
+                         (ann, "/metrics")]:
         assert hub.web.app.test_client().get(path).status_code < 500 and client.get(path).status_code < 500, path
         seen.add(re.sub(r"\?.*", "", re.sub(r"/task/[^/]+/", "/task/<task_id>/", path)))
     device_walk = {"/device": ["/device"], "/device/sw.js": ["/device/sw.js"],
