@@ -37,7 +37,8 @@ class HubConfigDeprecationWarning(DeprecationWarning):
 class KnowledgeBaseConfig(StrictModel):
     url: str = Field("sqlite:///hub.db", title="SQLAlchemy URL: sqlite:///path (WAL) or postgresql+psycopg://...")
     image_dir: Path | None = Field(None, title="Folder for images larger than inline_image_max_bytes "
-                                               "(default: beside a SQLite file, required for other databases)")
+                                               "(default: beside a SQLite file; a database server without it "
+                                               "refuses such images, each on its own)")
     inline_image_max_bytes: int = Field(64 * 1024, ge=0, title="Images up to this size are stored in the database")
     migrate: bool = Field(True, title="Run the Alembic migrations to head at start-up")
 
