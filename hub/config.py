@@ -380,16 +380,18 @@ def _moved(data: Mapping[str, Any], old: str, name: str, option: str) -> dict[st
 def bundle_label_counts(models: Sequence[ModelConfig]) -> dict[str, int]:
     """Model name -> how many labels its configured bundle's manifest lists (bundles that cannot be read are left
     to the retrain, which says why)."""
+    return {model.name: len(labels) for model in models if (labels := read_labels(model.bundle)) is not None}
+
+
+def read_labels(bundle: str | Path) -> tuple[str, ...] | None:
+    """The labels a bundle folder's manifest lists; None when it cannot be read or is not a manifest."""
     from hgen.runtime.bundle.manifest import MANIFEST_NAME, parse_manifest
     from hgen.runtime.errors import HGenError
 
-    counts = {}
-    for model in models:
-        try:
-            counts[model.name] = len(parse_manifest((model.bundle / MANIFEST_NAME).read_bytes()).labels)
-        except (OSError, ValueError, HGenError):
-            continue
-    return counts
+    try:
+        return tuple(parse_manifest((Path(bundle) / MANIFEST_NAME).read_bytes()).labels)
+    except (OSError, ValueError, HGenError):
+        return None
 
 
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -42,10 +42,14 @@ def format_validation_error(error: ValidationError, prefix: str = "", model: typ
     return "\n".join(lines)
 
 
-def _did_you_mean(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
-    keys = _keys_at(model, loc[:-1]) if model is not None and loc else []
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6) if keys else []
+def did_you_mean(key: str, known: Sequence[str]) -> str:
+    """" (did you mean 'x'?)" for the known key closest to a misspelt one, or "" when none is close."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    return did_you_mean(str(loc[-1]), _keys_at(model, loc[:-1])) if model is not None and loc else ""
 
 
 def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

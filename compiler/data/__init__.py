@@ -18,7 +18,6 @@ option, so `load_dataset(data.name)` reads the same data again.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from hgen.compiler.data.builtins import BUILTINS, IMAGE_SIZE, builtin_names, get
 from hgen.compiler.data.sources import RawData
 from hgen.compiler.data.spec import CLASSIFY_LOADER, DETECT_LOADER, PAPER_ALIASES, DatasetSpec, parse_spec
 from hgen.compiler.errors import DatasetError, DatasetSpecError, EmptyDatasetError
-from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.config import StrictModel, did_you_mean, parse_config
 
 if TYPE_CHECKING:
     from hgen.compiler.data.formats import DataFormat, Location
@@ -195,10 +194,8 @@ def resolve_user_spec(location: Location, image: ImageOptions | Mapping[str, Any
     known = sorted(image_keys | format_keys | set(chosen.params.model_fields))
     for key in pairs:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            raise DatasetSpecError(f"dataset spec '{text}': unknown parameter {key!r}"
-                                   + (f" (did you mean {close[0]!r}?)" if close else "")
-                                   + f"; valid: {', '.join(known)}")
+            raise DatasetSpecError(f"dataset spec '{text}': unknown parameter {key!r}{did_you_mean(key, known)}; "
+                                   f"valid: {', '.join(known)}")
     params = parse_config(chosen.params, {k: v for k, v in pairs.items() if k not in image_keys | format_keys},
                           source=f"dataset spec '{text}' parameters", error=DatasetSpecError)
     given: dict[str, Any] = {k: v for k, v in pairs.items() if k in image_keys}

@@ -4,16 +4,14 @@ request's session is turned into an account (from the knowledge base, checked on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from flask import abort, g, redirect, request, session, url_for
 
-from hgen.hub.config import HubConfig
+from hgen.hub.config import HubConfig, read_labels
 from hgen.hub.errors import SessionExpiredError
 from hgen.hub.web.auth import Account, Accounts, LoginLimiter
 from hgen.hub.web.security import client_address, current_user
-from hgen.runtime.errors import HGenError
 
 
 @dataclass
@@ -41,14 +39,9 @@ def class_names(configured: tuple[str, ...], num_classes: int) -> tuple[str, ...
 def bundle_labels(config: HubConfig) -> tuple[str, ...]:
     """The data set's class names as the first retrained model's bundle lists them (its manifest's labels), so
     people see "Sandal", not "5", without configuring names twice; () when there is none or it does not fit."""
-    from hgen.runtime.bundle.manifest import MANIFEST_NAME, parse_manifest
-
     for model in config.retrain.models:
-        try:
-            labels = parse_manifest((Path(model.bundle) / MANIFEST_NAME).read_bytes()).labels
-        except (OSError, ValueError, HGenError):  # unreadable or not a manifest: numbers it is
-            continue
-        if len(labels) == config.num_classes:
+        labels = read_labels(model.bundle)  # None: unreadable or not a manifest, numbers it is
+        if labels is not None and len(labels) == config.num_classes:
             return labels
     return ()
 
