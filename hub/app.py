@@ -24,10 +24,7 @@ class HubApp:
         """`service`: one built on a simulated clock (tests move deadlines and leases by moving it); by default
         the config's, on the wall clock. Its clock is the retrain leases' clock too."""
         self.config = config
-        missing = config.retrain.missing_files()  # a wrong path used to fail the operator's "Retrain now" with a 500
-        if missing:
-            raise HubConfigError("retraining is enabled but these files do not exist (relative paths are taken from "
-                                 f"the folder the hub runs in): {'; '.join(missing)}")
+        config.retrain.require_files()
         self.service = service if service is not None else HubService.from_config(config)
         self.transports: tuple[HubTransport, ...] = tuple(
             kind(self.service, kind.section(config)) for _, kind in HUB_TRANSPORTS.items() if kind.enabled_in(config))

@@ -89,6 +89,13 @@ def serve(config_path: str) -> None:
         app.stop()
 
 
+def check_config(config_path: str) -> None:
+    """Print the resolved config, then refuse what `serve` would refuse at start-up: the retrain files too."""
+    config = load_hub_config(config_path)
+    print(config.model_dump_json(indent=2))
+    config.retrain.require_files()
+
+
 def migrate(config_path: str) -> None:
     engine = make_engine(load_hub_config(config_path).knowledge_base.url)
     try:
@@ -275,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device_verb(args.config, args.verb, args.device, getattr(args, "target", None),
                         getattr(args, "certificate_dir", None), getattr(args, "secret_file", None))
         else:
-            print(load_hub_config(args.config).model_dump_json(indent=2))
+            check_config(args.config)
     except HGenError as error:
         print(f"hgen-hub {args.verb}: error: {error}", file=sys.stderr)
         return next(code for kind, code in EXIT_CODES if isinstance(error, kind))

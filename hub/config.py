@@ -255,6 +255,14 @@ class RetrainConfig(StrictModel):
         (not by every command that reads the config: revoking a device must work from any folder)."""
         return [f"{what} {path}" for what, path in self._files() if not path.is_file()] if self.enabled else []
 
+    def require_files(self) -> None:
+        """Raise HubConfigError naming every missing file: a wrong path used to fail the operator's "Retrain now"
+        with a 500, long after start-up."""
+        missing = self.missing_files()
+        if missing:
+            raise HubConfigError("retraining is enabled but these files do not exist (relative paths are taken "
+                                 f"from the folder the hub runs in): {'; '.join(missing)}")
+
     def _files(self) -> list[tuple[str, Path]]:
         """(setting, path) of every file a retrain reads."""
         files = [("retrain.signing_key", self.signing_key)] if self.signing_key is not None else []

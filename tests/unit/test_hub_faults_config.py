@@ -92,6 +92,24 @@ def test_retraining_with_a_key_or_model_that_is_not_there_is_refused_at_start(tm
     assert parse_hub_config({"retrain": {"models": [three]}}).retrain.missing_files() == []  # not retraining
 
 
+def test_check_config_refuses_the_missing_retrain_files_serve_would(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """check-config passed a config that serve then refused, so it could not be trusted before a deployment."""
+    import yaml
+
+    three = model_with_classes(tmp_path, "shapes", 3)  # its keras_model was never written
+    path = tmp_path / "hub.yaml"
+    (tmp_path / "hub.key").write_bytes(b"a key")
+    retrain = {"enabled": True, "store_dir": str(tmp_path / "store"), "signing_key": str(tmp_path / "hub.key"),
+               "models": [three]}
+    path.write_text(yaml.safe_dump({"retrain": retrain}))
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "retrain.models[0].keras_model" in capsys.readouterr().err
+    (tmp_path / "model.keras").write_bytes(b"a model")
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert '"enabled": true' in capsys.readouterr().out
+
+
 def test_a_database_server_without_an_image_dir_is_said_at_start(caplog: pytest.LogCaptureFixture) -> None:
     """Without it the first large image failed its device's whole batch at run time; now each such image is
     refused on its own, and the operator is told at start-up."""
