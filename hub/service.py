@@ -202,8 +202,17 @@ class HubService:
             self.annotators.notify_work()
             with self._wake:
                 self._wake.notify_all()
-        result.immediate += self.kb.replies_for(result.duplicates)
+        if result.duplicates:
+            self._log_duplicates(request, result)
         return result
+
+    def _log_duplicates(self, request: hub_pb2.AnnotationRequest, result: SubmitResult) -> None:
+        """One line per batch, not per sample: a device asks again about everything still waiting for people, and
+        a line per sample filled the log with hundreds of them every resend."""
+        replies = self.kb.replies_for(result.duplicates)
+        result.immediate += replies
+        log.info("batch %s from %s: %d sample(s) asked again (already stored), %d reply(ies) resent, the rest "
+                 "still wait for people", request.batch_id, request.device_id, len(result.duplicates), len(replies))
 
     def _check_request(self, request: hub_pb2.AnnotationRequest) -> tuple[int, float, float, str]:
         limits = self.config.limits
@@ -241,8 +250,7 @@ class HubService:
             result.accepted.append(sample.sample_id)
         elif outcome == "duplicate":
             self.metrics.inc("duplicate_sample")
-            log.info("duplicate sample %s from %s (redelivery): reply resent if ready", sample.sample_id,
-                     request.device_id)
+            log.debug("duplicate sample %s from %s (redelivery)", sample.sample_id, request.device_id)
             result.duplicates.append(sample.sample_id)
         else:
             exc = LabourBudgetExceededError(f"sample {sample.sample_id}: L0={new.labour:.2f} exceeds what is left "

@@ -106,3 +106,19 @@ def test_reply_without_declines_counts_zero_and_rejections_too(hub: HubService, 
     bad = make_request(DEVICE, [make_sample(DEVICE)], m=99, now=clock.now)  # over the hub's annotator limit
     [rejected] = hub.submit(bad, "grpc").immediate
     assert rejected.status == hub_pb2.REPLY_STATUS_REJECTED and (rejected.cant_tell, rejected.skipped) == (0, 0)
+
+
+def test_a_resent_backlog_is_one_log_line_per_batch_not_one_per_sample(hub: HubService, clock: Clock,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A device asks again about every sample still waiting for people; a line per sample flooded the hub's log."""
+    samples = [make_sample(DEVICE, top=1) for _ in range(20)]
+    request = make_request(DEVICE, samples, m=2, deadline_s=60, now=clock.now)
+    assert len(hub.submit(request, "grpc").accepted) == 20
+    answer(hub.annotators, "a", 1)
+    answer(hub.annotators, "b", 1)  # whichever sample both took first is answered
+    with caplog.at_level("INFO", logger="hgen.hub.service"):
+        again = hub.submit(request, "grpc")
+    assert len(again.duplicates) == 20 and len(again.immediate) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "hgen.hub.service"]
+    assert lines == [f"batch {request.batch_id} from {DEVICE}: 20 sample(s) asked again (already stored), "
+                     "1 reply(ies) resent, the rest still wait for people"]
