@@ -76,7 +76,19 @@ def check(config: AgentConfig) -> dict[str, object]:
     summary["source"] = f"{config.source.kind} {config.source.uri}" + (
         " (live: not opened here; `run` retries it until it opens)" if source is None else "")
     summary["resumes"] = _resumes(config)
+    summary["outbox"] = _outbox(config)
     return summary
+
+
+def _outbox(config: AgentConfig) -> str:
+    """What `run` would find in outbox.path, refused as `run` refuses it when another device owns the file."""
+    from hgen.edge_agent.outbox import inspect_outbox, owner_error
+
+    path = config.outbox.path
+    owner, waiting = inspect_outbox(path)
+    if owner is not None and owner != config.device_id:
+        raise owner_error(path, owner, config.device_id)
+    return f"{path} ({waiting} sample(s) waiting)" if owner is not None or waiting else f"{path} (new)"
 
 
 def _resumes(config: AgentConfig) -> str:

@@ -45,6 +45,30 @@ CREATE TABLE IF NOT EXISTS owner (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 MIGRATIONS = {"timed_out": "ALTER TABLE samples ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0"}
 
 
+def owner_error(path: Path, owner: str, device_id: str) -> OutboxOwnerError:
+    return OutboxOwnerError(f"outbox.path: {path} holds the samples of device {owner!r}, not {device_id!r}: give "
+                            f"each agent its own outbox.path (the file is left as it is for {owner!r})")
+
+
+def inspect_outbox(path: Path) -> tuple[str | None, int]:
+    """(owner device, samples waiting) of an existing outbox, read-only: `hgen-agent check` must not create the
+    file or claim it for the device it checks. (None, 0) for a file not there yet."""
+    if not Path(path).is_file():
+        return None, 0
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            owner = db.execute("SELECT value FROM owner WHERE key = 'device_id'").fetchone() \
+                if "owner" in tables else None
+            (waiting,) = db.execute("SELECT COUNT(*) FROM samples").fetchone() if "samples" in tables else (0,)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise OutboxError(f"outbox.path: {path} cannot be read as an outbox ({exc})") from None
+    return (None if owner is None else str(owner[0])), int(waiting)
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     """One stored sample: the serialised hub_pb2.Sample plus what fusion needs after a restart."""
@@ -89,9 +113,7 @@ class Outbox:
             owner = self._claim(device_id) if device_id is not None else None
         if owner is not None:
             self._db.close()
-            raise OutboxOwnerError(f"outbox.path: {self.path} holds the samples of device {owner!r}, not "
-                                   f"{device_id!r}: give each agent its own outbox.path (the file is left as it is "
-                                   f"for {owner!r})")
+            raise owner_error(self.path, owner, str(device_id))
 
     def _claim(self, device_id: str) -> str | None:
         """Record `device_id` as the file's owner (a file from an older agent is adopted); the other owner if it

@@ -353,3 +353,26 @@ def test_cli_check_opens_a_file_source_but_not_a_live_camera(tmp_path, keys, bun
     camera.write_text(head + "source: {kind: camera, uri: '7'}\n")
     assert cli_main(["check", "--config", str(camera)]) == 0
     assert "\"source\": \"camera 7 (live: not opened here; `run` retries it until it opens)\"" in capsys.readouterr().out
+
+
+def test_cli_check_refuses_another_devices_outbox_as_run_does_without_touching_it(tmp_path, keys, bundle,
+                                                                                  capsys) -> None:
+    """check passed a config whose outbox.path another device owned, and run then refused it; check must neither
+    create the file nor claim it."""
+    from hgen.edge_agent.outbox import Outbox
+
+    video = write_video(tmp_path / "v.avi", 3)
+    outbox = tmp_path / "outbox.sqlite"
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"device_id: cam-2\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
+                      f"source: {{kind: video, uri: {video}}}\noutbox: {{path: {outbox}}}\n")
+    assert cli_main(["check", "--config", str(config)]) == 0
+    assert f'"outbox": "{outbox} (new)"' in capsys.readouterr().out and not outbox.exists()
+    Outbox(outbox, 10, device_id="cam-1").close()
+    before = outbox.read_bytes()
+    assert cli_main(["check", "--config", str(config)]) == 2
+    assert "holds the samples of device 'cam-1', not 'cam-2'" in capsys.readouterr().err
+    assert outbox.read_bytes() == before
+    config.write_text(config.read_text().replace("cam-2", "cam-1"))
+    assert cli_main(["check", "--config", str(config)]) == 0
+    assert f'"outbox": "{outbox} (0 sample(s) waiting)"' in capsys.readouterr().out
