@@ -6,7 +6,7 @@ import logging
 from typing import TypeVar
 
 from hgen.hub.config import HubConfig
-from hgen.hub.errors import HubConfigError, HubError
+from hgen.hub.errors import HubError
 from hgen.hub.retrain import HubPublisher, RetrainPipeline, RetrainStore, RetrainWorker
 from hgen.hub.retrain.relay import BundleRelay
 from hgen.hub.service import HubService

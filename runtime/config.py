@@ -6,6 +6,7 @@ Modelled on Frigate's detector configs: pydantic with `extra="forbid"`, a title 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -149,7 +150,7 @@ def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Literal:  # the valid values, not the word "Literal"
         return " | ".join(repr(value) for value in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("NoneType", "None")
+    return re.sub(r"\b(?:[a-z_]\w*\.)+(\w+)", r"\1", text).replace("NoneType", "None")  # Path, not pathlib.Path
 
 
 def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
@@ -170,12 +171,25 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
         else:
             value = field.get_default(call_default_factory=True)
             default = "" if value is None else repr(value.model_dump() if isinstance(value, BaseModel) else value)
+        optional = _optional_model(annotation)
+        if optional is not None:  # a section that may be left out: say so, then its keys (they were not listed)
+            rows.append((path, "section, optional", default, field.title or ""))
+            rows.extend(reference_rows(optional, f"{path}."))
+            continue
         items = _item_models(annotation)
         rows.append((path, "list" if items else _type_name(annotation), default, field.title or ""))
         for item in items:
             fields = reference_rows(item, f"{path}[{_kind_of(item) if len(items) > 1 else ''}].")
             rows.extend(sorted(fields, key=lambda row: not row[0].endswith(".kind")))  # an item's kind first
     return rows
+
+
+def _optional_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model of a `Model | None` field."""
+    if get_origin(annotation) not in (Union, UnionType) or type(None) not in get_args(annotation):
+        return None
+    models = _models_in(annotation)
+    return models[0] if len(models) == 1 and len(get_args(annotation)) == 2 else None
 
 
 def _item_models(annotation: Any) -> list[type[BaseModel]]:

@@ -24,6 +24,19 @@ def test_rows_flatten_nested_sections_with_defaults_and_titles():
     assert reference_rows(Outer) == [("name", "str", "required", "Name"), ("inner.port", "int", "1883", "Broker port")]
 
 
+class WithOptional(StrictModel):
+    tls: Inner | None = Field(None, title="TLS")
+    where: Path | None = Field(None, title="Where")
+
+
+def test_an_optional_section_lists_its_keys_and_types_read_without_module_paths():
+    """`mqtt.access` and the `tls` sections were listed by their class's dotted name only, so their keys went
+    undocumented."""
+    assert reference_rows(WithOptional) == [("tls", "section, optional", "", "TLS"),
+                                            ("tls.port", "int", "1883", "Broker port"),
+                                            ("where", "Path | None", "", "Where")]
+
+
 class FileOut(StrictModel):
     kind: Literal["file"] = Field(title="Kind")
     path: str = Field(title="Where")
