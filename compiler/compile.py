@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from hgen.compiler.bundle.engines import BUNDLE_ENGINES
@@ -30,6 +31,7 @@ from hgen.compiler.search.objective import Demands, Measured, violations
 from hgen.compiler.search.quantised import quantise_final
 from hgen.compiler.search.report import markdown_report, plot_candidates
 from hgen.compiler.search.space import IDENTITY, build_space
+from hgen.compiler.search.tau import why_nobody_is_asked
 from hgen.compiler.search.strategies import STRATEGIES, get_strategy
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity
@@ -257,6 +259,9 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
     summary["final"] = _row(measured, final.params, final_logits, data.test.y)
     summary |= {"quantize": config.quantize, **extra}
+    if (why := _nobody_asked(config, evaluator, final, chosen)) is not None:
+        summary["nobody_asked"] = why
+        log(f"nobody is sent to people (L 0): {why}")
     final.model.save(out / "model.keras")
     (out / "plan.json").write_text(json.dumps({"plan": chosen.plan, "ratios": space.ratios, "tau": chosen.tau,
                                                "temperature": final.temperature}, indent=2) + "\n")
@@ -268,6 +273,17 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(summary))
     return CompileResult(summary, result, out)
+
+
+def _nobody_asked(config: CompileConfig, evaluator: CandidateEvaluator, final: Backbone,
+                  chosen: Candidate) -> str | None:
+    """Why, when the deployed tau asks nobody on the validation split of a search that looked for people at all."""
+    if chosen.tau_proposed is None:
+        return None
+    sweep = evaluator.sweep(final, chosen.tau)
+    if sweep.labour[np.flatnonzero(sweep.taus == chosen.tau)].max(initial=0.0) > 0:
+        return None
+    return why_nobody_is_asked(sweep, config.demands, final.latency_ms, config.accuracy_confidence)
 
 
 def _search(config: CompileConfig, evaluator: CandidateEvaluator, device: DeviceProfile, out: Path,

@@ -87,6 +87,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
               ("Candidates skipped on paper (S or E over budget, never fine-tuned): "
                f"{summary.get('skipped_on_paper', 0)}."),
               "", _verdict(summary), "",
+              *([f"Nobody is sent to people (L 0): {summary['nobody_asked']}.", ""] if summary.get("nobody_asked")
+                else []),
               "![candidates and reward](search.png)", ""]
     return "\n".join(lines)
 

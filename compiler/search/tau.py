@@ -10,6 +10,8 @@ slack is cheap; the accuracy term uses the accuracy's lower bound and the labour
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hgen.compiler.metrics.hdnn import TauChoice, TauSweep, refine_tau
@@ -41,3 +43,28 @@ def best_tau(sweep: TauSweep, proposal: float, demands: Demands, coef: Coefficie
     best = pool[np.lexsort((np.abs(sweep.taus[pool] - proposal), -score[pool]))[0]]
     return TauChoice(float(sweep.taus[best]), float(proposal), float(sweep.accuracy[best]), float(sweep.labour[best]),
                      True)
+
+
+def why_nobody_is_asked(sweep: TauSweep, demands: Demands, t_infer_ms: float, confidence: float) -> str:
+    """Why no threshold that asks people was chosen, in the user's terms: a compile that sends nobody to people
+    (L 0) on a small validation split used to give no reason, and the user could not tell a weak model from a
+    split too small to bound the labour of asking."""
+    asking = np.flatnonzero(sweep.labour > 0)
+    if not asking.size:
+        return "no validation image falls below any threshold, so there is nothing to ask people about"
+    first = asking[0]
+    reasons = []
+    upper = float(sweep.labour_upper(confidence)[first])
+    if upper > demands.labour:
+        needed = math.ceil(sweep.samples * upper / demands.labour)
+        reasons.append(f"asking about even the least confident of the {sweep.samples} validation images puts the "
+                       f"labour's upper bound ({confidence:.0%} confidence) at {upper:.3f}, over L_c {demands.labour} "
+                       f"(the bound narrows with more images: about {needed} would allow it; or raise --labour)")
+    latency = float(sweep.latency_upper(t_infer_ms, confidence)[first])
+    if latency > demands.latency_ms:
+        reasons.append(f"people's time makes the mean latency of asking about even one of them {latency:.1f} ms, "
+                       f"over T_d {demands.latency_ms} ms (raise --latency-ms)")
+    if reasons:
+        return "; ".join(reasons)
+    return ("thresholds that ask people met L_c and T_d, but none scored a higher Eq. 14-15 reward on the validation "
+            "split: the accuracy people add there did not pay for their labour")

@@ -117,3 +117,16 @@ def test_knowledge_base_samples_join_every_fine_tune(base_setup):
                                    knowledge=knowledge)
     assert len(evaluator.finetune) == 340
     assert np.array_equal(evaluator.finetune.x[-40:], knowledge.x)
+
+
+def test_a_compile_that_sends_nobody_to_people_says_why(tmp_path, capsys):
+    """T_d left at its 30 ms default cannot pay for seconds of people's time: the compile used to end at L 0 with
+    no word of why."""
+    code = main(["compile", "--dataset", "digits", "--limit", "120", "--episodes", "1", "--evaluations", "1",
+                 "--base-epochs", "1", "--no-bundle", "--allow-miss", "--out", str(tmp_path)])
+    assert code == 0
+    said = "nobody is sent to people (L 0): people's time makes the mean latency of asking about even one of them"
+    assert said in capsys.readouterr().err  # the progress log
+    assert "over T_d 30.0 ms (raise --latency-ms)" in json.loads((tmp_path / "summary.json").read_text())[
+        "nobody_asked"]
+    assert "Nobody is sent to people (L 0): people's time" in (tmp_path / "report.md").read_text()

@@ -183,3 +183,25 @@ def test_best_tau_by_reward_keeps_slack_the_most_accurate_choice_does_not(small)
 
     within = [float(t) for t, l in zip(swept.taus, swept.labour) if l <= 0.05]
     assert score(choice.tau) == pytest.approx(max(score(t) for t in within))
+
+
+def _one_asked(samples: int, labour: float, extra_ms: float) -> TauSweep:
+    """Two thresholds: nobody asked, then the least confident image asked (its labour share `labour`)."""
+    mean = np.array([0.0, labour / samples])
+    return TauSweep(taus=np.array([0.0, 0.5]), correct=np.array([50, 51]), labour=mean, samples=samples,
+                    labour_square=np.array([0.0, labour ** 2 / samples]), extra_ms=np.array([0.0, extra_ms / samples]),
+                    extra_ms_square=np.array([0.0, extra_ms ** 2 / samples]))
+
+
+def test_a_compile_that_asks_nobody_says_whether_the_split_labour_or_latency_stopped_it() -> None:
+    """L 0 on a small validation split came without a reason; the user could not tell what to change."""
+    from hgen.compiler.search.objective import Demands
+    from hgen.compiler.search.tau import why_nobody_is_asked
+
+    enough = why_nobody_is_asked(_one_asked(100, 1.0, 0.0), Demands(labour=0.03, latency_ms=5000), 1.0, 0.9)
+    assert enough.startswith("thresholds that ask people met L_c and T_d, but none scored a higher")  # bound 0.023
+    tiny = why_nobody_is_asked(_one_asked(20, 1.0, 0.0), Demands(labour=0.03, latency_ms=5000), 1.0, 0.9)
+    assert "the 20 validation images" in tiny and "over L_c 0.03" in tiny and "at 0.112, over L_c 0.03" in tiny and "about 75 would allow it" in tiny
+    slow = why_nobody_is_asked(_one_asked(1000, 0.1, 60_000.0), Demands(labour=0.03, latency_ms=30), 1.0, 0.9)
+    assert slow.startswith("people's time makes the mean latency of asking about even one of them")
+    assert "over T_d 30.0 ms (raise --latency-ms)" in slow
