@@ -43,8 +43,9 @@ class AnnotatorAPI:
     def register(self, annotator_id: str, *, simulated: bool = False) -> None:
         self._kb.register_annotator(annotator_id, "simulated" if simulated else "human")
 
-    def next_task(self, annotator_id: str) -> Task | None:
-        """The annotator's next task: None when there is no work or the annotator is paused."""
+    def next_task(self, annotator_id: str, min_time_s: float = 0.0) -> Task | None:
+        """The annotator's next task: None when there is no work or the annotator is paused. `min_time_s`: hand out
+        no sample whose deadline is nearer (a person needs time to answer before the deadline closes it)."""
         task = None
         if self.gold is not None:
             if self.gold.paused_reason(annotator_id) is not None:
@@ -52,7 +53,7 @@ class AnnotatorAPI:
             if self.gold.due(annotator_id):
                 task = self.gold.assign(annotator_id, max_open=self.max_open)
         if task is None:
-            task = self._kb.assign_next(annotator_id, max_open=self.max_open)
+            task = self._kb.assign_next(annotator_id, max_open=self.max_open, min_time_s=min_time_s)
         if task is not None:
             self._metrics.inc("tasks_assigned")
         elif self.max_open is not None and self._kb.open_task_count(annotator_id) >= self.max_open:

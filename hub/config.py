@@ -124,6 +124,10 @@ class TasksConfig(StrictModel):
                                                            "the queue (the late answer is refused)")
     max_open_per_annotator: int = Field(1, ge=1, le=100, title="Open tasks one person may hold at once, across "
                                                                "all their sessions")
+    min_time_to_answer_s: float = Field(30.0, ge=0, title="A person is handed a task only while its sample's "
+                                                          "deadline is at least this far off, or half the deadline "
+                                                          "of a device that waits less than twice this (closer, it "
+                                                          "could close before they answer; 0: up to the deadline)")
 
 
 class GoldConfig(StrictModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from hgen.hub.errors import TaskClosedError, UnknownTaskError
@@ -32,13 +32,22 @@ class Task:
     aggregator: str = ""  # the sample's aggregator: what its answers must be (for kinds without a descriptor here)
 
 
+def time_to_answer(now: float, min_time_s: float) -> ColumnElement[bool]:
+    """At least `min_time_s` left before the sample's deadline, or, for a device whose whole deadline is shorter
+    than twice that, half of it: a device that waits 20 s for people must still be answered, not skipped."""
+    window = Sample.deadline - Sample.received_at
+    return or_(Sample.deadline > now + min_time_s,
+               and_(window < 2 * min_time_s, Sample.deadline - now >= window / 2))
+
+
 class TaskQueue:
     """Mixin of `KnowledgeBase` (which provides `session`, `clock` and `images`)."""
 
 
-    def assign_next(self, annotator_id: str, candidates: int = 8, max_open: int | None = None) -> Task | None:
-        """Give the annotator the oldest open sample it has not seen that still needs an annotator (None too when
-        they already hold `max_open` open tasks)."""
+    def assign_next(self, annotator_id: str, candidates: int = 8, max_open: int | None = None,
+                    min_time_s: float = 0.0) -> Task | None:
+        """Give the annotator the oldest open sample it has not seen that still needs an annotator and whose deadline
+        is more than `min_time_s` away (None too when they already hold `max_open` open tasks)."""
         now = self.clock()
         with self.session() as s:
             if at_cap(s, annotator_id, max_open):
@@ -46,7 +55,8 @@ class TaskQueue:
             seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
             ids = s.scalars(
                 select(Sample.id)
-                .where(Sample.status.in_(OPEN_STATES), Sample.assigned_count < Sample.m, Sample.deadline > now,
+                .where(Sample.status.in_(OPEN_STATES), Sample.assigned_count < Sample.m,
+                       Sample.deadline > now, time_to_answer(now, min_time_s),
                        Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen))
                 .order_by(Sample.received_at).limit(candidates)).all()
             for sample_id in ids:

@@ -204,6 +204,16 @@ def phone_link(app: Any, device_id: str, bundle_name: str) -> str:
     return f"{app.web_url}/device/join/{found.group(1)}"  # the test client's host is not the server's
 
 
+def open_phone_link(page: Any, link: str) -> None:
+    """What the person does on the phone: open the single-use link (the GET only shows a button, so a link preview
+    spends nothing) and press the button, whose POST hands the phone its provisioning; device mode opens at /device."""
+    import re
+
+    page.goto(link)
+    page.click("#join-device-button")
+    page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
+
+
 def phone_link_in_browser(page: Any, base: str, device_id: str, bundle_name: str, password: str) -> tuple[str, str]:
     """The operator's path in a real browser: log in, fill the phone form, get the page with the link and its QR
     code; returns (link, the QR code's SVG markup)."""

@@ -5,6 +5,7 @@ Invites live in the knowledge base (`phone_invites`), so a link made by one hub 
 same database and survives a restart. A link is worth one device credential: the row is found by the token's
 SHA-256, its provisioning is sealed (AES-GCM) with a key derived from the token, which only the link carries, and
 redeeming it is one conditional transaction, so it works once, on one process, until `phones.invite_ttl_s` passes.
+Opening the link (GET) only shows a button; the button's POST redeems it, so a link preview cannot use it up.
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ class PhoneInvites:
             s.add(PhoneInvite(token_hash=digest, device_id=device_id, sealed=_seal(token, digest, provisioning),
                               created_at=now, expires_at=now + phones.invite_ttl_s))
         return token
+
+    def pending(self, token: str) -> str:
+        """The device id an unused, unexpired link is for, without spending it: the page a GET shows (a chat
+        app's link preview fetches the URL; only the person's POST may redeem it)."""
+        with self.kb.session() as s:
+            row = s.scalars(select(PhoneInvite).where(PhoneInvite.token_hash == _digest(token))).first()
+            if row is None or row.sealed is None or row.expires_at < self.clock():
+                raise InviteUsedError("this phone link is unknown, already used or expired: ask the operator for a "
+                                      "new one")
+            return row.device_id
 
     def redeem(self, token: str) -> PhoneProvisioning:
         """The provisioning, once: the row is locked, checked and emptied in one transaction (any hub process)."""

@@ -1,5 +1,6 @@
 """The annotator's page: one task at a time (the same one again on reload or from another session, up to
-tasks.max_open_per_annotator), its image, and the answer. The answer's kind is the task's."""
+tasks.max_open_per_annotator), its image, and the answer. The answer's kind is the task's. A sample whose deadline
+is nearer than tasks.min_time_to_answer_s is not handed out: it would close under the person, refusing the answer."""
 
 from __future__ import annotations
 
@@ -30,13 +31,12 @@ def register(app: Flask, ctx: WebContext) -> None:
         paused = ctx.api.paused_reason(user)
         if paused is not None:
             return render_template("annotate.html", paused=paused, task=None)
-        task = ctx.api.next_task(user)
+        task = ctx.api.next_task(user, min_time_s=ctx.config.tasks.min_time_to_answer_s)
         if task is None:
             return render_template("annotate.html", paused=None, task=None)
         return render_template("annotate.html", paused=None, task=task, view=answers.answer_view(task),
                                display=display_size(task.image.width, task.image.height),
-                               classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names),
-                               message=request.args.get("message", "")[:200])
+                               classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names))
 
     @app.get("/task/<task_id>/image")
     def task_image(task_id: str) -> Any:

@@ -28,7 +28,7 @@ def register(app: Flask, ctx: WebContext) -> None:
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
         if request.method == "GET":
-            return render_template("login.html", message=request.args.get("message", "")[:200])
+            return render_template("login.html")  # no `?message=`: a link must not put words in the hub's mouth
         form = parse_form(LoginForm, request.form)
         address = ctx.address()
         ctx.limiter.begin(form.username, address)  # counted as a failure unless the password is right

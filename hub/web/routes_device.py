@@ -1,5 +1,5 @@
 """Device mode for phones (android_bridge/): the /device page, its built script and wasm, bundles for phones
-(device bearer token), the operator's onboarding link and the phone's side of it.
+(device bearer token), the operator's onboarding link and the phone's side of it (GET shows it, POST claims it).
 
 The page runs wasm (onnxruntime-web), so its responses carry their own Content-Security-Policy with
 'wasm-unsafe-eval' and the broker's WebSocket in connect-src; every other page keeps the app's strict policy.
@@ -63,7 +63,16 @@ def register(app: Flask, ctx: WebContext) -> None:
 
     @app.get("/device/join/<token>")
     def device_join(token: str) -> Any:
-        """The single-use link: hands the phone its provisioning once; the page stores it and opens device mode."""
+        """The single-use link, opened: a page whose button claims it. A GET never spends it, so a chat app's link
+        preview (which fetches the URL) leaves it for the person; a used or expired link says so at once."""
+        built()
+        token = token[:100]
+        return page("device_join.html", device_id=invites.pending(token), token=token)
+
+    @app.post("/device/join/<token>")
+    def device_claim(token: str) -> Any:
+        """The button (CSRF-checked like every POST): hands the phone its provisioning once; the page stores it and
+        opens device mode."""
         built()
         provisioning = invites.redeem(token[:100])
         return page("device.html", provisioning=json.dumps(provisioning.to_json()))

@@ -19,6 +19,8 @@ from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, Retrai
 from hgen.protos import hub_pb2
 from hgen.runtime.errors import HGenError
 
+NOTICE = "notice"  # session key of the one message the operator page shows next
+
 
 def register(app: Flask, ctx: WebContext) -> None:
     @app.get("/operator")
@@ -32,8 +34,8 @@ def register(app: Flask, ctx: WebContext) -> None:
             models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
             counters=sorted(hub.service.metrics.snapshot().items()),
-            classes=list(enumerate(ctx.class_names)), message=request.args.get("message", "")[:300],
-            invite=session.pop("invite", ""))  # shown once, never in a URL
+            classes=list(enumerate(ctx.class_names)), message=str(session.pop(NOTICE, "")),
+            invite=session.pop("invite", ""))  # both shown once, never in a URL
 
     @app.get("/metrics")
     def metrics() -> Any:
@@ -109,7 +111,10 @@ def register(app: Flask, ctx: WebContext) -> None:
 
 
 def _back(message: str) -> Any:
-    return redirect(url_for("operator", message=message), 303)
+    """To the operator page, which says `message` once. It travels in the signed session cookie, never in the URL:
+    a `?message=` link let anyone make the page say what they chose, in the hub's own voice."""
+    session[NOTICE] = message[:300]
+    return redirect(url_for("operator"), 303)
 
 
 def uploaded_image(data: bytes) -> hub_pb2.Image:

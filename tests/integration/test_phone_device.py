@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from hgen.hub.testing.phone import (
     launch_chromium,
     nearest_frames,
     new_page,
+    open_phone_link,
     phone_bundle,
     phone_link,
     phone_link_in_browser,
@@ -78,8 +78,7 @@ def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, h
         operator.screenshot(path=str(artifacts_dir / "phone_link.png"))
         assert link.startswith(f"{hub.web_url}/device/join/") and qr.count("<path") + qr.count("<rect") >= 1
         page, log = new_page(browser.new_context())
-        page.goto(link)
-        page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
+        open_phone_link(page, link)
         # provisioned: keep each model input; answer every frame in order however far behind (pacing=all), so
         # what follows holds on a loaded machine too
         page.goto(f"{hub.web_url}/device?record=inputs&engine={engine}&pacing=all")
@@ -122,8 +121,7 @@ def test_litert_js_runs_an_int8_bundle_with_uint8_io_as_the_agents_litert_int8(
         manager, browser = launch_chromium(int8.video, chromium_required)
         try:
             page, log = new_page(browser)
-            page.goto(phone_link(app, "phone-int8", BUNDLE))
-            page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
+            open_phone_link(page, phone_link(app, "phone-int8", BUNDLE))
             page.goto(f"{app.web_url}/device?record=inputs&engine=litert-js")
             page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.frames.length >= {int8.frames}"
                                    " || window.hgenDevice.error)", timeout=120_000)
@@ -185,7 +183,7 @@ def test_phone_refuses_a_tampered_bundle_and_a_used_link(chromium_required: str,
     try:
         page, log = new_page(browser)
         link = phone_link(hub, "phone-2", BUNDLE)
-        page.goto(link)
+        open_phone_link(page, link)
         page.wait_for_function("() => window.hgenDevice && window.hgenDevice.status === 'bundle refused'",
                                timeout=60_000)
         seen = page.evaluate("window.hgenDevice")

@@ -11,7 +11,6 @@ noisy frames (tau is set so confidence alone asks about almost nothing), so only
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from hgen.hub.testing.phone import (
     mqtt_phone_hub,
     nearest_frames,
     new_page,
+    open_phone_link,
     phone_bundle,
     phone_link,
     wait_for_device,
@@ -80,8 +80,7 @@ def test_phone_asks_people_about_unfamiliar_frames_as_the_agent_decides(
     manager, browser = launch_chromium(bundle.video, chromium_required)
     try:
         page, log = new_page(browser)
-        page.goto(phone_link(hub.app, DEVICE, BUNDLE))
-        page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
+        open_phone_link(page, phone_link(hub.app, DEVICE, BUNDLE))
         # provisioned: keep each model input; answer every frame in order however far behind (pacing=all)
         page.goto(f"{hub.app.web_url}/device?record=inputs&pacing=all")
         # the video loops: wait for more than one pass

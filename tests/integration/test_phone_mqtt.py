@@ -9,7 +9,6 @@ version announced on its updates topic drops no frame.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from hgen.hub.testing.phone import (
     launch_chromium,
     mqtt_phone_hub,
     new_page,
+    open_phone_link,
     phone_bundle,
     phone_link,
     wait_for_device,
@@ -68,8 +68,7 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
     manager, browser = launch_chromium(bundle.video, chromium_required)
     try:
         page, log = new_page(browser)
-        page.goto(phone_link(hub.app, DEVICE, BUNDLE))
-        page.wait_for_url(re.compile(r"/device$"), timeout=10_000)
+        open_phone_link(page, phone_link(hub.app, DEVICE, BUNDLE))
         page.goto(f"{hub.app.web_url}/device?pacing=all")  # every frame answered in order, however far behind
         wait_for_device(page, "s.connected && s.stored.length >= 5 || s.error")
         before = page.evaluate("window.hgenDevice")

@@ -93,7 +93,8 @@ def hostile_public() -> list[tuple[str, dict[str, Any]]]:
             ("/login", {"username": "ann", "password": "p" * 5000}),
             ("/login", {"username": ["ann", "op"], "password": PASSWORD}),
             ("/join", {"token": "t" * 10_000, "password": "long enough password"}),
-            ("/join", {"token": "t", "password": "short"}), ("/join", {"token": "t", "password": "x" * 5000})]
+            ("/join", {"token": "t", "password": "short"}), ("/join", {"token": "t", "password": "x" * 5000}),
+            ("/device/join/" + "t" * 5000, {}), ("/device/join/unknown", {"extra": "x" * 5000})]
 
 
 @pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app

@@ -1,6 +1,7 @@
 """Issue 16, people: a captured session dies with logout, a password reset, a role change or a pause (the role is
 the knowledge base's, never the cookie's); failed logins cannot lock out others sharing an address; invite links
-use the configured public URL and keep their token out of every URL a server logs; gold pages look like others."""
+use the configured public URL and keep their token out of every URL a server logs; gold pages look like others;
+no link makes a page show a message its author wrote."""
 
 from __future__ import annotations
 
@@ -158,6 +159,26 @@ def test_invite_link_uses_the_public_url_and_no_url_carries_its_token(hub: HubAp
     joined = c.post("/join", data={"token": invite, "password": "a new long password",
                                    "csrf_token": token_of(c.get("/join").get_data(as_text=True))})
     assert joined.status_code == 303
+
+
+def test_no_link_makes_a_page_say_what_its_author_chose(hub: HubApp) -> None:
+    """`/operator?message=...` was shown in the hub's own message box (escaped, yet a link could make the hub tell
+    the operator "Your password expired, go to evil.example"). The hub's own outcomes still show, once, carried by
+    the signed session, and no redirect carries their text."""
+    bait = "message=Your%20password%20expired%2C%20go%20to%20evil.example"
+    op, ann = logged_in(hub, "op"), logged_in(hub, "ann")
+    for client, path in [(op, "/operator"), (ann, "/annotate"), (hub.web.app.test_client(), "/login")]:
+        page = client.get(f"{path}?{bait}").get_data(as_text=True)
+        assert "evil.example" not in page and 'id="message"' not in page, path
+    token = token_of(op.get("/operator").get_data(as_text=True))
+    outcomes = [("/operator/annotator", {"annotator": "ann", "action": "pause"}, "ann: paused"),
+                ("/operator/retrain", {"model": "m"}, "retraining is off (retrain.enabled: false)"),
+                ("/operator/invite", {"name": "newbie", "role": "annotator"}, "invite for newbie created")]
+    for path, form, said in outcomes:
+        done = op.post(path, data={**form, "csrf_token": token})
+        assert done.status_code == 303 and done.headers["Location"] == "/operator", path
+        assert f'<p class="message" id="message">{said}</p>' in op.get("/operator").get_data(as_text=True)
+        assert 'id="message"' not in op.get("/operator").get_data(as_text=True)  # said once
 
 
 def test_gold_pages_show_the_models_guesses_like_every_task(hub: HubApp) -> None:

@@ -1,5 +1,6 @@
 """Annotating through the web UI: answers reach the device's reply, skip / can't tell release the task, another
-annotator's task and non-image uploads are refused with nothing lost, rendered text is escaped, gold pauses."""
+annotator's task and non-image uploads are refused with nothing lost, rendered text is escaped, gold pauses; a
+sample about to close is not handed to a person who could not answer it in time."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from hgen.hub.app import HubApp
+from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.models import AnswerRow, Assignment, Sample, TaskEvent
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.service import HubService
+from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.testing.web import add_people, logged_in, web_hub
+from hgen.hub.testing.web import add_people, logged_in, web_config, web_hub
 from hgen.hub.web import answers
 from hgen.protos import hub_pb2
 
@@ -119,6 +124,46 @@ def test_answering_someone_elses_task_is_refused_and_changes_nothing(hub: HubApp
     assert bob.get(f"/task/{task_id}/image").status_code == 403  # nor see its image
     assert hub.service.kb.count(AnswerRow) == 0
     assert hub.service.kb.count(Assignment, status="open") == 1  # ann's task is intact
+
+
+@pytest.fixture
+def timed_hub(tmp_path: Path) -> Iterator[tuple[HubApp, Clock]]:
+    """A web hub on a simulated clock, not started (no sweep thread): the test moves time and sweeps itself."""
+    config = parse_hub_config(web_config(tmp_path))
+    clock = Clock()
+    app = HubApp(config, service=HubService(config, KnowledgeBase.open(config.knowledge_base.url, clock=clock),
+                                            clock=clock))
+    add_people(app, annotators=("ann",))
+    try:
+        yield app, clock
+    finally:
+        app.stop()
+
+
+def test_a_task_closing_before_a_person_could_answer_is_not_handed_out(timed_hub: tuple[HubApp, Clock]) -> None:
+    """A sample handed to a person half a second before its deadline closed under them, and their answer got a 403.
+    People are handed only samples with tasks.min_time_to_answer_s (30 s) left, or half the deadline of a device
+    that waits less than twice that; a nearer one waits for its deadline untouched, and one handed out just in time
+    takes an answer given within those 30 s."""
+    hub, clock = timed_hub
+    assert hub.config.tasks.min_time_to_answer_s == 30.0
+    soon, later, short = (make_sample("cam-1", confidence=0.4, top=3) for _ in range(3))
+    hub.service.submit(make_request("cam-1", [soon], m=1, deadline_s=40, now=clock.now), "grpc")
+    clock.now += 39.5
+    ann = logged_in(hub, "ann")
+    assert 'id="no-task"' in ann.get("/annotate").get_data(as_text=True)  # half a second left
+    hub.service.submit(make_request("cam-1", [later], m=1, deadline_s=30.5, now=clock.now), "grpc")
+    _, task_id, token = task_page(ann)
+    assert hub.service.kb.sample_of_task(task_id) == later.sample_id
+    clock.now += 30.0  # the person took 30 s; the first sample's deadline passed meanwhile
+    hub.service.sweep_once()
+    answered = ann.post(f"/task/{task_id}/answer", data={"class_id": "7", "kind": "class", "csrf_token": token})
+    assert answered.status_code == 303
+    replies = {r.sample_id: r.status for r in hub.service.kb.replies_for([soon.sample_id, later.sample_id])}
+    assert replies == {soon.sample_id: hub_pb2.REPLY_STATUS_EXPIRED, later.sample_id: hub_pb2.REPLY_STATUS_ANSWERED}
+    hub.service.submit(make_request("cam-1", [short], m=1, deadline_s=20, now=clock.now), "grpc")
+    _, task_id, _ = task_page(ann)  # a device that waits 20 s gets people while 10 s are left
+    assert hub.service.kb.sample_of_task(task_id) == short.sample_id
 
 
 def test_detection_boxes_with_class_are_validated_and_stored(hub: HubApp) -> None:

@@ -1,5 +1,6 @@
 """The hub's side of phones (hub/web/routes_device.py, hub/web/phones.py) without a browser: only operators make
-phone links, a link provisions once, bundles need the device's own bearer token, the device page carries its own
+phone links, a link provisions once (opening it only shows a button: its POST claims it, so a link preview
+cannot use it up), bundles need the device's own bearer token, the device page carries its own
 CSP (wasm) while the rest keeps the strict one, and bad names or paths are refused while the hub keeps serving.
 Links live in the knowledge base (migration 0008): one hub process redeems another's link, once; it survives a
 restart; it expires; and the database alone holds neither the token nor the device's secret in clear (SQLite: two
@@ -14,8 +15,10 @@ import threading
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from hgen.edge_agent.testing import make_keys
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
@@ -58,6 +61,14 @@ def link_page(app: HubApp, device_id: str, user: str = "op", bundle: str = "phon
     return page.status_code, found.group(1) if found else "", text
 
 
+def claim(client: FlaskClient, token: str) -> Any:
+    """What the person does: open the link (a page with a button), then press it (a POST with the page's CSRF
+    token); returns the POST's response."""
+    opened = client.get(f"/device/join/{token}")
+    assert opened.status_code == 200, opened.get_data(as_text=True)[-300:]
+    return client.post(f"/device/join/{token}", data={"csrf_token": csrf_token_of(opened.get_data(as_text=True))})
+
+
 def provisioning(page: str) -> dict[str, object]:
     found = re.search(r'data-json="([^"]+)"', page)
     assert found is not None
@@ -69,7 +80,7 @@ def test_a_phone_link_provisions_once_with_the_pinned_key(hub: HubApp, tmp_path:
     status, token = make_link(hub)
     assert status == 200 and token
     client = hub.web.app.test_client()
-    first = client.get(f"/device/join/{token}")
+    first = claim(client, token)
     assert first.status_code == 200
     given = provisioning(first.get_data(as_text=True))
     pinned = signing.raw_public_bytes(signing.load_public_key(tmp_path / "keys" / "signing.pub"))
@@ -78,9 +89,36 @@ def test_a_phone_link_provisions_once_with_the_pinned_key(hub: HubApp, tmp_path:
     assert given["audit_share"] == 0.02 and given["audit_seed"] == 0  # the agent's defaults (gate.audit_share, seed)
     again = client.get(f"/device/join/{token}")
     assert again.status_code == 400 and "data-json" not in again.get_data(as_text=True)
+    session_token = csrf_token_of(client.get("/login").get_data(as_text=True))  # the phone's session's token
+    claimed_again = client.post(f"/device/join/{token}", data={"csrf_token": session_token})
+    assert claimed_again.status_code == 400 and "data-json" not in claimed_again.get_data(as_text=True)
     bundle = client.get("/device/bundle/phone-model", headers={"Authorization": f"Bearer phone-1:{given['secret']}"})
     assert bundle.status_code == 200 and bundle.headers["X-Bundle-Version"] == "1.0.0"
     assert bundle.data == b"signed bundle bytes the phone verifies itself"
+
+
+@pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
+def test_opening_a_phone_link_never_spends_it(hub: HubApp) -> None:
+    """A chat app's link preview fetches the URL before the person opens it: that GET (or HEAD) used to hand out the
+    provisioning and spend the link. Now it shows a button; only the button's POST, with the page's CSRF token,
+    claims it."""
+    _, token = make_link(hub, "phone-p")
+    for _ in range(3):  # previews and crawlers: fresh clients, no cookie
+        preview = hub.web.app.test_client().get(f"/device/join/{token}")
+        text = preview.get_data(as_text=True)
+        assert preview.status_code == 200 and "data-json" not in text and "secret" not in text
+        assert 'id="join-device">phone-p<' in text and 'method="post"' in text
+        assert "'wasm-unsafe-eval'" in preview.headers["Content-Security-Policy"]
+        assert hub.web.app.test_client().head(f"/device/join/{token}").status_code == 200
+    with hub.service.kb.session() as s:
+        row = s.scalars(select(PhoneInvite)).one()
+        assert row.sealed is not None and row.redeemed_at is None  # still unspent
+    forged = hub.web.app.test_client().post(f"/device/join/{token}", data={"csrf_token": "forged"})
+    assert forged.status_code == 403 and "data-json" not in forged.get_data(as_text=True)  # CSRF as every POST
+    person = hub.web.app.test_client()
+    given = provisioning(claim(person, token).get_data(as_text=True))
+    assert given["device_id"] == "phone-p" and given["secret"]
+    assert hub.web.app.test_client().get(f"/device/join/{token}").status_code == 400  # now it is used
 
 
 def test_only_operators_make_links_and_device_ids_are_checked(hub: HubApp) -> None:
@@ -97,7 +135,7 @@ def test_bundles_need_the_devices_token(hub: HubApp) -> None:
     assert client.get("/device/bundle/phone-model").status_code == 401
     assert client.get("/device/bundle/phone-model", headers={"Authorization": "Bearer phone-1:guess"}).status_code == 401
     _, token = make_link(hub, "phone-3")
-    secret = provisioning(client.get(f"/device/join/{token}").get_data(as_text=True))["secret"]
+    secret = provisioning(claim(client, token).get_data(as_text=True))["secret"]
     auth = {"Authorization": f"Bearer phone-3:{secret}"}
     assert client.get("/device/bundle/nothing-here", headers=auth).status_code == 404
     assert client.get("/device/bundle/phone-model/9.9.9", headers=auth).status_code == 404
@@ -115,7 +153,7 @@ def test_a_bundle_another_hub_published_is_served_from_the_knowledge_base(hub: H
     kb.add_bundle(BundleRecord("phone-model", "1.0.1", "", 12, b"", elsewhere, 2.0, "grpc://b:1"))  # re-recorded
     client = hub.web.app.test_client()
     _, token = make_link(hub, "phone-4")
-    secret = provisioning(client.get(f"/device/join/{token}").get_data(as_text=True))["secret"]
+    secret = provisioning(claim(client, token).get_data(as_text=True))["secret"]
     auth = {"Authorization": f"Bearer phone-4:{secret}"}
     served = client.get("/device/bundle/phone-model/1.0.1", headers=auth)
     assert served.status_code == 200 and served.data == b"other hub's!"  # a re-recorded row keeps its copy
@@ -151,7 +189,7 @@ def test_a_link_made_on_one_hub_works_once_on_another(tmp_path: Path) -> None:
         add_people(first)
         status, token = make_link(first, "phone-a")
         assert status == 200 and token
-        page = second.web.app.test_client().get(f"/device/join/{token}")
+        page = claim(second.web.app.test_client(), token)
         assert page.status_code == 200
         given = provisioning(page.get_data(as_text=True))
         assert given["device_id"] == "phone-a"
@@ -172,7 +210,7 @@ def test_a_link_survives_a_hub_restart(tmp_path: Path) -> None:
         add_people(hub)
         _, token = make_link(hub, "phone-b")
     with web_hub(tmp_path, phones=phones(tmp_path / "keys")) as restarted:
-        page = restarted.web.app.test_client().get(f"/device/join/{token}")
+        page = claim(restarted.web.app.test_client(), token)
         assert page.status_code == 200 and provisioning(page.get_data(as_text=True))["device_id"] == "phone-b"
 
 
