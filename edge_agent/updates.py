@@ -7,6 +7,7 @@ A mixin of `Agent`, split out so each file holds one responsibility.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.model import Model
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle import BundleError
+from hgen.runtime.bundle.manifest import MODEL_NAME, SEMVER, version_key
 
 if TYPE_CHECKING:
     from hgen.edge_agent.agent import Agent
@@ -22,37 +24,59 @@ if TYPE_CHECKING:
 log = logging.getLogger("hgen.edge_agent.agent")
 
 
+def notice_refusal(notice: hub_pb2.ModelUpdate) -> str:
+    """Why a notice is not followed at all ('' to follow it): its bundle name and version name the download's file,
+    so a name with a path in it wrote, then deleted, files outside the bundle store before any signature was
+    checked. (The bundle name may carry a target, lenet5-rpi4: the signed manifest's model name is checked.)"""
+    if not re.fullmatch(MODEL_NAME, notice.bundle_name) or not re.fullmatch(SEMVER, notice.version):
+        return f"the notice names an invalid bundle {notice.bundle_name[:80]!r} {notice.version[:40]!r}"
+    return ""
+
+
 class ModelUpdates:
     """Update notices and swaps, for `Agent`."""
 
     def _on_update(self: Agent, notice: hub_pb2.ModelUpdate) -> None:
-        """An update notice (gRPC WatchUpdates or the retained MQTT topic): download, verify, check, stage."""
+        """An update notice (gRPC WatchUpdates or the retained MQTT topic): download, verify, check, stage. Only a
+        newer version of the running model is followed: a notice is not signed, and whoever can send one (a
+        plaintext link) could otherwise push an older signed version, or another model signed with the same key."""
         version = notice.version
         with self._lock:
             if version == self.slot.active.version or version in self._seen_versions:
                 return
             self._seen_versions.add(version)
-        threading.Thread(target=self._apply_update, args=(notice,), name="agent-swap", daemon=True).start()
+            active_version = self.slot.active.version
+        refused = notice_refusal(notice)
+        if refused:
+            self._reject(version, refused, None)
+        elif version_key(version) <= version_key(active_version):
+            log.info("update notice %s %s ignored: not newer than the running %s", notice.bundle_name, version,
+                     active_version)
+        else:
+            threading.Thread(target=self._apply_update, args=(notice,), name="agent-swap", daemon=True).start()
 
     def _apply_update(self: Agent, notice: hub_pb2.ModelUpdate) -> None:
         with self._swap_lock:
             store = self.config.bundle.store_dir
             store.mkdir(parents=True, exist_ok=True)
-            dest = store / f"{notice.bundle_name}-{notice.version}.hgb"
+            dest = store / f"{notice.bundle_name}-{notice.version}.hgb"  # both checked by notice_refusal
             try:
                 assert self.transport is not None
                 partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
                 partial.replace(dest)
-                self.swap_to(dest)
+                self.swap_to(dest, expect=(self.slot.active.name, notice.version))
             except (SwapError, BundleError, OSError) as exc:
                 self._reject(notice.version, str(exc), dest)
             except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
                 log.exception("update %s failed", notice.version)
                 self._reject(notice.version, f"{type(exc).__name__}: {exc}", dest)
 
-    def swap_to(self: Agent, path: Path, *, tau: float | None = None) -> Model:
+    def swap_to(self: Agent, path: Path, *, tau: float | None = None,
+                expect: tuple[str, str] | None = None) -> Model:
         """Verify, load and health-check the bundle at `path`, then stage it for the next frame (with `tau`, e.g. a
-        variant's tau for a labour level, else the configured or the bundle's).
+        variant's tau for a labour level, else the configured or the bundle's). `expect`: the (model name, version)
+        its signed manifest must carry (for a notice: the running model's name, the announced version), so an
+        older signed bundle or another model signed with the same key is not run in its place.
 
         Raises SwapError / BundleError when it is refused; the running model stays. If the pipeline is not
         running (source ended), the switch happens here.
@@ -61,14 +85,19 @@ class ModelUpdates:
         with self._swap_lock:  # the bundle store does not prune while a bundle is being loaded and staged
             candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
                                           m=self.config.batching.annotators)
+            if expect is not None and (candidate.name, candidate.version) != expect:
+                candidate.close()
+                raise SwapError(f"the bundle is signed as {candidate.name} {candidate.version}, not as "
+                                f"{expect[0]} {expect[1]} (the running model, the announced version)")
             self.slot.stage(candidate)
         if self._finished.is_set():
             self.slot.maybe_switch()
         return candidate
 
-    def _reject(self: Agent, version: str, reason: str, download: Path) -> None:
+    def _reject(self: Agent, version: str, reason: str, download: Path | None) -> None:
         log.error("model update %s rejected: %s", version, reason)
-        download.unlink(missing_ok=True)  # a refused bundle is never run: it does not stay on the card
+        if download is not None:
+            download.unlink(missing_ok=True)  # a refused bundle is never run: it does not stay on the card
         self.telemetry.inc("swaps_rejected")
         self.telemetry.problem("swap", f"update {version} rejected: {reason}")
         with self._changed:

@@ -8,7 +8,6 @@ won, so several hub processes on one database never assign a slot twice or close
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,8 +27,8 @@ from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
 from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task, TaskQueue  # noqa: F401 (GOLD_TRANSPORT, Task: callers import them here)
 from hgen.protos import hub_pb2
+from hgen.runtime.bundle.manifest import version_key
 
-SEMVER_PREFIX = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -224,12 +223,6 @@ class KnowledgeBase(TaskQueue, Closing):
             for key, value in where.items():
                 query = query.where(getattr(model, key) == value)
             return int(s.scalar(query) or 0)
-
-
-def version_key(version: str) -> tuple[int, int, int]:
-    """Semantic order of bundle versions (1.0.10 after 1.0.9); a version that is not semantic sorts first."""
-    match = SEMVER_PREFIX.match(version)
-    return (int(match[1]), int(match[2]), int(match[3])) if match else (-1, -1, -1)
 
 
 def bundle_row(record: BundleRecord) -> Bundle:

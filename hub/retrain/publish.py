@@ -20,10 +20,10 @@ import numpy as np
 
 from hgen.hub.bundle_files import bundle_target
 from hgen.hub.errors import RetrainError
-from hgen.hub.kb.store import SEMVER_PREFIX as SEMVER
-from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice, version_key
+from hgen.hub.kb.store import BundleRecord, KnowledgeBase, bundle_notice
 from hgen.protos import hub_pb2
-from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest
+from hgen.runtime.bundle.manifest import SEMVER_PREFIX as SEMVER
+from hgen.runtime.bundle.manifest import SIGNATURE_NAME, Manifest, version_key
 
 from hgen.hub.transports.base import AnnounceError
 

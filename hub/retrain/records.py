@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from hgen.hub.errors import RetrainBusyError
 from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
-from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row, version_key
+from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row
 from hgen.protos.kinds import wire_kinds
+from hgen.runtime.bundle.manifest import version_key
 
 HUMAN_STATES = ("answered", "partial")
 

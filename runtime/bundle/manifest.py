@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +24,18 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
 SAFE_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a plain file name: no directories, no '..'
+MODEL_NAME = SAFE_FILE  # a model's name names files on devices too (NAME-VERSION.hgb in the bundle store)
+SEMVER_PREFIX = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """Semantic order of bundle versions (1.0.10 after 1.0.9); a version that is not semantic sorts first."""
+    match = SEMVER_PREFIX.match(version)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else (-1, -1, -1)
 
 
 class ModelId(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="model name")
+    name: str = Field(pattern=MODEL_NAME, title="model name")
     version: str = Field(pattern=SEMVER, title="semantic version")
 
 
