@@ -12,12 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
 PREFIX = "hgen-bundle-"
 
 log = logging.getLogger(__name__)
+
+
+def plain_file(member: tarfile.TarInfo) -> bool:
+    """A plain file member: `isfile()` also admits GNU sparse members, whose few stored bytes expand to any size."""
+    return member.type in (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
 def new_folder() -> Path:

@@ -123,7 +123,7 @@ def verify_directory(root: Path, key: Any, expected_target: str | None = None) -
 
 def _next_member(archive: tarfile.TarFile, name: str) -> bytes:
     member = archive.next()
-    if member is None or member.name != name or not member.isfile():
+    if member is None or member.name != name or not extraction.plain_file(member):
         raise BundleFormatError(f"archive must start with {MANIFEST_NAME} and {SIGNATURE_NAME}; found {member and member.name}")
     handle = archive.extractfile(member)
     assert handle is not None
@@ -138,8 +138,12 @@ def _extract_archive(source: IO[bytes], key: Any, expected_target: str | None, d
         expected = {entry.file: entry for entry in manifest.files()}
         while (member := archive.next()) is not None:
             entry = expected.pop(member.name, None)
-            if entry is None or not member.isfile():
+            if entry is None:
                 raise BundleFormatError(f"unexpected archive member '{member.name}' (not listed once in the manifest)")
+            if not extraction.plain_file(member):  # a link, a folder, or a sparse file that expands as it is written
+                raise BundleFormatError(f"archive member '{member.name}' is not a plain file")
+            if member.size != entry.size:  # before a byte is written: a 10 KB archive wrote 200 MB, then failed
+                raise IntegrityError(f"{entry.file}: {member.size} bytes in the archive, {entry.size} signed")
             handle = archive.extractfile(member)
             assert handle is not None
             _check_hash(entry, *_copy_hashed(handle, dest / entry.file))

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from hgen.runtime import signing
+from hgen.runtime.bundle.extraction import plain_file
 from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, TargetMismatchError
 from hgen.runtime.bundle.manifest import SAFE_FILE, SEMVER, file_digest
 from hgen.runtime.config import StrictModel, parse_config
@@ -164,7 +165,7 @@ def pack_variant_set(root: str | Path, out: str | Path | None = None) -> Path:
 
 def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
     member = archive.next()
-    if member is None or member.name != name or not member.isfile() or member.size > MAX_INDEX_BYTES:
+    if member is None or member.name != name or not plain_file(member) or member.size > MAX_INDEX_BYTES:
         raise BundleFormatError(f"a variant set archive starts with {INDEX_NAME} and {INDEX_SIGNATURE}; "
                                 f"found {member and member.name}")
     handle = archive.extractfile(member)
@@ -183,7 +184,7 @@ def _unpack(path: Path, key: Any, expected_target: str | None, dest: Path) -> Va
         dest.mkdir(parents=True, exist_ok=True)
         while (member := archive.next()) is not None:
             entry = expected.pop(member.name, None)
-            if entry is None or not member.isfile() or member.size != entry.size:
+            if entry is None or not plain_file(member) or member.size != entry.size:
                 raise BundleFormatError(f"unexpected variant set member {member.name!r}")
             handle = archive.extractfile(member)
             assert handle is not None

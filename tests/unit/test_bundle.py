@@ -189,6 +189,44 @@ def test_archive_with_an_extra_member_is_refused(bundle: Path, key, tmp_path: Pa
         load_bundle(archive, trusted_public_key=key.public_key())
 
 
+def test_a_member_larger_than_signed_is_refused_before_a_byte_is_written(bundle: Path, key, tmp_path: Path) -> None:
+    """A 50 KB archive used to expand its member to disk in full (terabytes, from a sparse or compressed member)
+    before the size check refused it."""
+    from hgen.runtime.bundle.loader import verify_archive
+
+    huge = tmp_path / "huge"
+    with open(huge, "wb") as out:
+        out.truncate(64 << 20)  # 64 MiB of zeros: about 60 KB gzipped
+    archive = tmp_path / "bomb.hgb"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ["manifest.json", "manifest.sig"]:
+            tar.add(bundle / name, arcname=name)
+        tar.add(huge, arcname=MODEL_FILE)
+    assert archive.stat().st_size < 200_000
+    dest = tmp_path / "extract"
+    dest.mkdir()
+    with pytest.raises(IntegrityError, match=f"{MODEL_FILE}: {64 << 20} bytes in the archive, 4096 signed"):
+        verify_archive(archive, key.public_key(), None, dest)
+    assert not (dest / MODEL_FILE).exists()
+
+
+def test_a_listed_member_that_is_not_a_plain_file_is_refused(bundle: Path, key, tmp_path: Path) -> None:
+    from hgen.runtime.bundle.extraction import plain_file
+
+    archive = tmp_path / "link.hgb"
+    with tarfile.open(archive, "w") as tar:
+        for name in ["manifest.json", "manifest.sig"]:
+            tar.add(bundle / name, arcname=name)
+        link = tarfile.TarInfo(MODEL_FILE)
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(BundleFormatError, match=f"archive member '{MODEL_FILE}' is not a plain file"):
+        load_bundle(archive, trusted_public_key=key.public_key())
+    sparse = tarfile.TarInfo(MODEL_FILE)
+    sparse.type = tarfile.GNUTYPE_SPARSE  # isfile() says yes: its few stored bytes expand to any size
+    assert sparse.isfile() and not plain_file(sparse)
+
+
 def test_archive_must_start_with_the_manifest(bundle: Path, key, tmp_path: Path) -> None:
     archive = tmp_path / "reordered.hgb"
     with tarfile.open(archive, "w:gz") as tar:
