@@ -194,7 +194,12 @@ class HubService:
             self._count(exc)
             result.immediate = [rejection(s, request.batch_id, exc) for s in request.samples]
             return result
-        self.kb.ensure_batch(request, m, deadline, budget)
+        owner = self.kb.ensure_batch(request, m, deadline, budget)
+        if owner != request.device_id:
+            exc = DeviceMismatchError(f"batch {request.batch_id} belongs to another device than {request.device_id!r}")
+            self._count(exc)
+            result.immediate = [rejection(s, request.batch_id, exc) for s in request.samples]
+            return result
         for sample in request.samples:
             self._submit_sample(request, sample, m, deadline, default_aggregator, transport, result)
         if result.accepted:
@@ -252,6 +257,11 @@ class HubService:
             self.metrics.inc("duplicate_sample")
             log.debug("duplicate sample %s from %s (redelivery)", sample.sample_id, request.device_id)
             result.duplicates.append(sample.sample_id)
+        elif outcome == "foreign":
+            exc = DeviceMismatchError(f"sample {sample.sample_id} belongs to another device than "
+                                      f"{request.device_id!r}")
+            self._count(exc)
+            result.immediate.append(rejection(sample, request.batch_id, exc))
         else:
             exc = LabourBudgetExceededError(f"sample {sample.sample_id}: L0={new.labour:.2f} exceeds what is left "
                                             f"of batch {request.batch_id}'s budget {request.labour_budget}")

@@ -136,20 +136,25 @@ class KnowledgeBase(TaskQueue, Closing):
 
     # --- ingest -----------------------------------------------------------------------------------------
 
-    def ensure_batch(self, request: hub_pb2.AnnotationRequest, m: int, deadline: float, budget: float) -> None:
+    def ensure_batch(self, request: hub_pb2.AnnotationRequest, m: int, deadline: float, budget: float) -> str:
+        """Store the batch unless it is there; the device it belongs to (another device's batch id must not spend
+        that batch's labour budget)."""
         self._insert_ignore(Batch(id=request.batch_id, device_id=request.device_id, m=m, deadline=deadline,
                                   labour_budget=budget, labour_reserved=0.0, created_at=self.clock()))
+        with self.session() as s:
+            return str(s.scalar(select(Batch.device_id).where(Batch.id == request.batch_id)))
 
     def sample_exists(self, sample_id: str) -> bool:
         with self.session() as s:
             return s.get(Sample, sample_id) is not None
 
     def add_sample(self, new: NewSample) -> str:
-        """Insert the sample and reserve its labour: 'accepted', 'duplicate' or 'over_budget'."""
+        """Insert the sample and reserve its labour: 'accepted', 'duplicate', 'over_budget', or 'foreign' for
+        another device's sample id (a duplicate's stored reply is resent: it must go to its own device only)."""
         try:
             with self.session() as s:
-                if s.get(Sample, new.sample.sample_id) is not None:
-                    return "duplicate"
+                if (stored := s.get(Sample, new.sample.sample_id)) is not None:
+                    return "duplicate" if stored.device_id == new.sample.device_id else "foreign"
                 if not self._reserve_labour(s, new.batch_id, new.labour):
                     return "over_budget"
                 s.add(self._sample_row(new))

@@ -122,3 +122,24 @@ def test_a_resent_backlog_is_one_log_line_per_batch_not_one_per_sample(hub: HubS
     lines = [r.getMessage() for r in caplog.records if r.name == "hgen.hub.service"]
     assert lines == [f"batch {request.batch_id} from {DEVICE}: 20 sample(s) asked again (already stored), "
                      "1 reply(ies) resent, the rest still wait for people"]
+
+
+def test_another_devices_sample_or_batch_id_gets_nothing_of_it(hub: HubService, clock: Clock) -> None:
+    """A device resending another device's sample id was treated as a redelivery and handed that device's reply;
+    another device's batch id spent that batch's labour budget."""
+    hub.kb.register_devices(["dev-2"])
+    request = submit(hub, clock, m=1)
+    assert answer(hub.annotators, "a", 4) is not None  # dev-1's reply is stored
+    theirs = request.samples[0]
+    stolen = make_request("dev-2", [make_sample("dev-2", sample_id=theirs.sample_id)], m=1, deadline_s=10,
+                          now=clock.now)
+    outcome = hub.submit(stolen, "grpc")
+    assert outcome.duplicates == [] and outcome.accepted == []
+    [refused] = outcome.immediate
+    assert refused.device_id == "dev-2" and not refused.answers and refused.status == hub_pb2.REPLY_STATUS_REJECTED
+    assert "belongs to another device" in refused.detail
+    batch = make_request("dev-2", [make_sample("dev-2", top=1)], m=1, deadline_s=10, now=clock.now,
+                         batch_id=request.batch_id)
+    [refused] = hub.submit(batch, "grpc").immediate
+    assert refused.status == hub_pb2.REPLY_STATUS_REJECTED and f"batch {request.batch_id} belongs" in refused.detail
+    assert hub.metrics.snapshot()["device_impersonation"] == 2
