@@ -152,7 +152,11 @@ def check_download(path: Path, notice: hub_pb2.ModelUpdate) -> None:
 def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsConfig | None,
                    token: str | None = None) -> Path:
     """Fetch from a grpc[s]://host:port bundle source other than the hub link itself (a notice's fetch_uri may
-    name one the config never saw: without hub.tls a grpcs:// one refuses this update, not the agent)."""
+    name one the config never saw: without hub.tls a grpcs:// one refuses this update, not the agent; with
+    hub.tls a plaintext grpc:// one is refused too, as it would carry the device's secret in the clear)."""
+    if token and tls is not None and url.startswith("grpc://"):
+        raise SwapError(f"update {notice.version}: fetch_uri {url!r} refused: it is plaintext, and this device "
+                        "talks to its hub over TLS (hub.tls): its secret would travel in the clear")
     try:
         channel = make_channel(parse_endpoint(url), tls, token)
     except AgentConfigError as exc:

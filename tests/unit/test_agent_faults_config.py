@@ -80,3 +80,14 @@ def test_a_frame_that_cannot_become_the_input_is_an_agent_error_and_still_the_ru
     with pytest.raises(FrameShapeError) as error:
         preprocess(np.zeros((28, 28, 2), np.uint8), spec)  # two channels: neither grey nor colour
     assert isinstance(error.value, AgentError) and isinstance(error.value, RuntimeFrameShapeError)
+
+
+def test_a_plaintext_fetch_uri_is_refused_to_a_device_on_tls(tmp_path: Path) -> None:
+    """A notice (MQTT over TLS) naming grpc:// made the device send its bearer token in the clear."""
+    from hgen.edge_agent.config import TlsConfig
+    from hgen.edge_agent.transports.grpc import fetch_from_url
+
+    notice = hub_pb2.ModelUpdate(bundle_name="net", version="2.0.0", fetch_uri="grpc://bundles.example:50051")
+    with pytest.raises(SwapError, match="it is plaintext, and this device talks to its hub over TLS"):
+        fetch_from_url(notice.fetch_uri, notice, tmp_path / "net.hgb", TlsConfig(ca_file=tmp_path / "ca.pem"),
+                       "cam-1:secret")
