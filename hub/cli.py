@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                             ("rollback", "publish an earlier version again, as the next version"),
                             ("publish", "publish bundles compiled offline (hgen-compile) as the next version"),
                             ("add-user", "create a web account with a password (stdin) or an invite link token"),
-                            ("add-device", "enrol a device: print its secret once (stored only as a slow hash)"),
+                            ("add-device", "enrol a device: print its secret once (stored only hashed)"),
                             ("revoke-device", "withdraw a device's credential (the broker drops it within seconds)"),
                             ("rotate-device", "replace a device's secret: print the new one once")):
         verb = sub.add_parser(name, help=help_text, description=help_text)

@@ -78,6 +78,8 @@ class WebConfig(StrictModel):
     login_slow_s: float = Field(1.0, ge=0.0, le=30.0, title="Delay added to each login while the global budget "
                                                             "is spent")
     login_window_s: float = Field(300.0, gt=0, title="Window (and lock-out length) of the login rate limit")
+    login_concurrent_hashes: int = Field(2, ge=1, le=64, title="Password checks run at once (16 MiB each); a "
+                                         "login waits up to 0.5 s for one, then is refused (429)")
     trusted_proxies: tuple[str, ...] = Field((), title="Reverse proxies (IP or CIDR) whose X-Forwarded-For names "
                                                        "the client; empty: the peer address is the client")
     public_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$", title="Address people "

@@ -1,10 +1,13 @@
-"""Device credentials: the hub issues each device a random secret, shown once and stored only as a slow hash.
+"""Device credentials: the hub issues each device a random secret, shown once and stored only as hashes.
 
-One hash serves both checkers: Mosquitto's own PBKDF2-SHA512 format (`$7$`), which the broker verifies on
-CONNECT from the password file rendered from these rows (hgen.hub.broker_acl), and which the hub verifies for
-gRPC bearer tokens (`<device id>:<secret>`). A verified token is cached by its SHA-256 together with the stored
-hash it matched, and the stored hash is re-read on every call: a revoked or rotated credential is refused on
-the very next call, by every hub process sharing the database, without paying the slow hash each time.
+Two hashes of one secret, one per checker. The broker verifies MQTT CONNECTs against Mosquitto's own slow
+PBKDF2-SHA512 format (`$7$`), in the password file rendered from these rows (hgen.hub.broker_acl). The hub checks
+gRPC and web bearer tokens (`<device id>:<secret>`) against a SHA-256 digest: the secret is 32 random bytes, so a
+guess is as hopeless against the fast digest as against PBKDF2, while the slow hash let anyone who knows a device
+id (ids are not secret) make the hub spend ~50 ms of CPU per refused call. Rows issued before the digest existed
+(migration 0010) are verified with PBKDF2 until their first success stores it; meanwhile a failed slow check
+holds off further slow checks of that device for `SLOW_RETRY_S`. Both are re-read on every call: a revoked or
+rotated credential is refused on the very next call, by every hub process sharing the database.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from hgen.hub.errors import BadInputError, HubError
 from hgen.hub.kb.models import DeviceCredential
@@ -28,8 +31,9 @@ from hgen.hub.kb.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # also safe as an MQTT user name and topic level
-ITERATIONS = 100_000  # PBKDF2-SHA512 rounds: ~60 ms per CONNECT at the broker, once per token in the hub
+ITERATIONS = 100_000  # PBKDF2-SHA512 rounds: ~60 ms per CONNECT at the broker (the hub checks the fast digest)
 SALT_BYTES, SECRET_BYTES = 12, 32  # Mosquitto's salt length; 256-bit random secrets
+SLOW_RETRY_S = 1.0  # after a failed PBKDF2 check of a row without a digest, that device's next one waits this long
 
 
 class DeviceCredentialError(HubError, ValueError):
@@ -66,6 +70,12 @@ def verify_secret(secret: str, stored: str | None) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(got, expected)
+
+
+def secret_digest(device_id: str, secret: str) -> str:
+    """The hub's fast check value: SHA-256 over the device id and its secret. Safe unsalted and unstretched only
+    because the hub generates every secret with 256 random bits (`SECRET_BYTES`); the id binds it to its row."""
+    return hashlib.sha256(f"hgen-device-secret:{device_id}:{secret}".encode()).hexdigest()
 
 
 def check_device_id(device_id: str, reserved: Collection[str] = ()) -> str:
@@ -111,8 +121,9 @@ class DeviceCredentials:
         self.reserved = frozenset(reserved)
         self.on_change = on_change
         self.clock = clock
-        self._verified: dict[str, str] = {}  # SHA-256 of a token -> the stored hash it matched
         self._lock = threading.Lock()
+        self._slow_locks: dict[str, threading.Lock] = {}  # device id -> one PBKDF2 check of it at a time
+        self._slow_refused_until: dict[str, float] = {}  # device id -> when a failed PBKDF2 check allows another
 
     # --- issuing ----------------------------------------------------------------------------------------
 
@@ -129,6 +140,7 @@ class DeviceCredentials:
                                             f"replaces it, revoke-device withdraws it")
             row = row or DeviceCredential(device_id=device_id)
             row.secret_hash, row.target, row.issued_at, row.revoked_at = hash_secret(secret), target, now, None
+            row.secret_digest = secret_digest(device_id, secret)
             s.add(row)
         log.info("device %s enrolled (target %s)", device_id, target or "any")
         return IssuedCredential(device_id, secret, target, self._changed_keeping_secret())
@@ -139,6 +151,7 @@ class DeviceCredentials:
         with self.kb.session() as s:
             row = self._enrolled(s, device_id)
             row.secret_hash, row.issued_at = hash_secret(secret), self.clock()
+            row.secret_digest = secret_digest(device_id, secret)
             target = row.target
         log.info("device %s: secret rotated", device_id)
         return IssuedCredential(device_id, secret, target, self._changed_keeping_secret())
@@ -147,7 +160,7 @@ class DeviceCredentials:
         """The device's secret stops working at once (gRPC: next call; MQTT: the broker reload disconnects it)."""
         with self.kb.session() as s:
             row = self._enrolled(s, device_id)
-            row.secret_hash, row.revoked_at = None, self.clock()
+            row.secret_hash, row.secret_digest, row.revoked_at = None, None, self.clock()
         log.info("device %s revoked", device_id)
         self._changed()
 
@@ -173,8 +186,6 @@ class DeviceCredentials:
         return ""
 
     def _changed(self) -> None:
-        with self._lock:
-            self._verified.clear()
         if self.on_change is not None:
             self.on_change()
 
@@ -200,22 +211,57 @@ class DeviceCredentials:
         return state is not None and state.active
 
     def authenticate(self, bearer: str) -> str | None:
-        """The device a `<device id>:<secret>` token proves, or None (unknown, revoked, rotated or malformed)."""
+        """The device a `<device id>:<secret>` token proves, or None (unknown, revoked, rotated or malformed).
+        A row with a digest is checked by SHA-256 alone: a refused call costs the hub no more than a granted one."""
         device_id, _, secret = bearer.partition(":")
         if not secret or not DEVICE_ID.match(device_id):
             return None
-        stored = self.active_hashes_of(device_id)
+        stored = self._stored(device_id)
         if stored is None:
             return None
-        digest = hashlib.sha256(bearer.encode()).hexdigest()
+        slow, fast = stored
+        if fast is None:
+            return device_id if self._check_slow(device_id, secret, slow) else None
+        return device_id if hmac.compare_digest(secret_digest(device_id, secret), fast) else None
+
+    def _check_slow(self, device_id: str, secret: str, slow: str) -> bool:
+        """PBKDF2 for a row issued before digests existed; a success stores the digest, so it happens once. One
+        check per device at a time, and none for `SLOW_RETRY_S` after a failure: guesses at such a device cost at
+        most one slow hash a second (its own concurrent first calls wait, then take the fast path)."""
         with self._lock:
-            if self._verified.get(digest) == stored:
-                return device_id
-        if not verify_secret(secret, stored):
+            lock = self._slow_locks.setdefault(device_id, threading.Lock())
+        with lock:
+            stored = self._stored(device_id)
+            if stored is None or stored[0] != slow:  # revoked or rotated meanwhile
+                return False
+            if stored[1] is not None:  # a concurrent call stored it
+                return hmac.compare_digest(secret_digest(device_id, secret), stored[1])
+            if self.clock() < self._slow_refused_until.get(device_id, float("-inf")):
+                return False
+            if not verify_secret(secret, slow):
+                self._slow_refused_until[device_id] = self.clock() + SLOW_RETRY_S
+                return False
+            self._slow_refused_until.pop(device_id, None)
+            self._store_digest(device_id, slow, secret_digest(device_id, secret))
+            return True
+
+    def _store_digest(self, device_id: str, slow: str, digest: str) -> None:
+        """Only onto the row the secret was verified against: a rotation since then keeps its own digest."""
+        with self.kb.session() as s:
+            s.execute(update(DeviceCredential)
+                      .where(DeviceCredential.device_id == device_id, DeviceCredential.secret_hash == slow,
+                             DeviceCredential.secret_digest.is_(None))
+                      .values(secret_digest=digest))
+        log.info("device %s: credential upgraded to the fast digest (migration 0010)", device_id)
+
+    def _stored(self, device_id: str) -> tuple[str, str | None] | None:
+        """(PBKDF2 hash, digest) of an active credential; None when there is none (unknown or revoked)."""
+        with self.kb.session() as s:
+            row = s.execute(select(DeviceCredential.secret_hash, DeviceCredential.secret_digest)
+                            .where(DeviceCredential.device_id == device_id)).first()
+        if row is None or row[0] is None:
             return None
-        with self._lock:
-            self._verified[digest] = stored
-        return device_id
+        return row[0], row[1]
 
     def active_hashes_of(self, device_id: str) -> str | None:
         with self.kb.session() as s:

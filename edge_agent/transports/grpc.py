@@ -115,6 +115,9 @@ def error_code(exc: grpc.RpcError) -> TransportErrorCode:
     return _CODES.get(code, TransportErrorCode.REFUSED)
 
 
+REFUSED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
 def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
     """Download in chunks, resuming at the received offset after a broken stream; check size and SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +136,8 @@ def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.Mode
                 last_error = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
                 if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                     raise SwapError(f"hub has no bundle {notice.bundle_name} {notice.version}") from None
+                if exc.code() in REFUSED:  # type: ignore[attr-defined]  # asking again is refused again
+                    raise SwapError(f"the hub refused the download: {last_error}") from None
         else:
             raise SwapError(f"bundle download failed after {FETCH_ATTEMPTS} attempts: {last_error}")
     check_download(dest, notice)

@@ -29,12 +29,15 @@ class Device(Base):
 
 
 class DeviceCredential(Base):
-    """A device's secret, only as a slow hash (Mosquitto's PBKDF2-SHA512 format, so the broker's password file is
-    rendered from these rows); a revoked credential keeps its row with no hash (migration 0007)."""
+    """A device's secret, only hashed: slowly in Mosquitto's PBKDF2-SHA512 format (the broker's password file is
+    rendered from these rows) and as the SHA-256 digest the hub checks (hgen.hub.devices); a revoked credential
+    keeps its row with neither (migration 0007; the digest, migration 0010)."""
 
     __tablename__ = "device_credentials"
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
     secret_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)  # None: revoked
+    # None: revoked, or issued before 0010 (stored at its first verified use)
+    secret_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     target: Mapped[str | None] = mapped_column(String(64), nullable=True)  # bundles it may fetch (None: any)
     issued_at: Mapped[float] = mapped_column(Double)
     revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)

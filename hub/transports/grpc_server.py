@@ -4,6 +4,10 @@ Handlers are built with our own request deserializers so a malformed or oversize
 counted error (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) instead of an anonymous failure inside gRPC. gRPC's own
 receive limit is set to twice the configured cap: between the two our check answers; beyond, gRPC refuses.
 Every call must prove a device and may speak only for it (see grpc_auth); the health service stays open.
+Each open stream parks a server thread, so no device may hold many (`DeviceStreams`): one WatchUpdates stream per
+device (the newest wins), and at most `grpc.max_submit_streams_per_device` Submit and
+`grpc.max_fetch_streams_per_device` FetchBundle streams; beyond, RESOURCE_EXHAUSTED. The config refuses a pool too
+small to serve others while one device holds all of these (`GrpcConfig`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,7 +29,7 @@ from hgen.hub.devices import DeviceCredentials
 from hgen.hub.bundle_files import open_archive
 from hgen.hub.errors import (BadInputError, BundleMissingError, HubConfigError, MalformedMessageError,
                              MessageTooLargeError, UnknownDeviceError)
-from hgen.hub.kb.store import bundle_notice
+from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
 from hgen.hub.transports.base import HubTransport
@@ -41,6 +47,65 @@ class _Refused:
     """Stands in for a request that failed to decode; the handler turns it into a status code."""
 
     error: BadInputError
+
+
+@dataclass(eq=False)
+class Watch:
+    """One open WatchUpdates stream: `wake` cuts its wait short (a bundle changed, it was replaced or cancelled)."""
+
+    wake: threading.Event = field(default_factory=threading.Event)
+    replaced: bool = False
+
+
+class DeviceStreams:
+    """The streams each device holds open, against per-device caps. A stream parks a server thread for as long as it
+    is open, so without caps one device (a bug, a reconnect loop, a stolen credential) could hold the whole pool and
+    every other device's calls would wait. A device's WatchUpdates stream is one: a new one replaces the older
+    (a reconnecting device's old stream may not have noticed it is dead yet, so the newest must win)."""
+
+    SUBMIT, FETCH = "Submit", "FetchBundle"
+    SHORT: ClassVar[dict[str, str]] = {SUBMIT: "submit", FETCH: "fetch"}  # in the setting's and metric's names
+
+    def __init__(self, caps: dict[str, int]) -> None:
+        self.caps = caps
+        self._lock = threading.Lock()
+        self._open: Counter[tuple[str, str]] = Counter()
+        self._watches: dict[str, Watch] = {}
+
+    def acquire(self, kind: str, device: str) -> bool:
+        """Count one more `kind` stream of `device`; False (nothing counted) when it already has its cap."""
+        with self._lock:
+            if self._open[kind, device] >= self.caps[kind]:
+                return False
+            self._open[kind, device] += 1
+            return True
+
+    def release(self, kind: str, device: str) -> None:
+        with self._lock:
+            self._open[kind, device] -= 1
+            if self._open[kind, device] <= 0:
+                del self._open[kind, device]
+
+    def watch(self, device: str) -> Watch:
+        """The device's new WatchUpdates stream; its older one, if any, is told to end."""
+        new = Watch()
+        with self._lock:
+            older, self._watches[device] = self._watches.get(device), new
+        if older is not None:
+            older.replaced = True
+            older.wake.set()
+        return new
+
+    def unwatch(self, device: str, watch: Watch) -> None:
+        with self._lock:
+            if self._watches.get(device) is watch:
+                del self._watches[device]
+
+    def wake_watches(self) -> None:
+        with self._lock:
+            watches = list(self._watches.values())
+        for watch in watches:
+            watch.wake.set()
 
 
 def _deserializer(message: type, max_bytes: int) -> Callable[[bytes], object]:
@@ -62,7 +127,9 @@ class AnnotationHubServicer:
         self.service = service
         self.config = config
         self._stopping = stopping
-        self._updates = threading.Condition()
+        self.streams = DeviceStreams({DeviceStreams.SUBMIT: config.max_submit_streams_per_device,
+                                      DeviceStreams.FETCH: config.max_fetch_streams_per_device})
+        self._capped_logged: set[tuple[str, str]] = set()  # (kind, device): devices are enrolled, so bounded
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
@@ -75,10 +142,32 @@ class AnnotationHubServicer:
                 else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(error))
 
+    def _open_stream(self, kind: str, device: str, context: grpc.ServicerContext) -> None:
+        """Take one of the device's `kind` slots, or end the call with RESOURCE_EXHAUSTED (counted; logged once per
+        device): the caller releases the slot when its stream ends."""
+        if self.streams.acquire(kind, device):
+            return
+        short = DeviceStreams.SHORT[kind]
+        self.service.metrics.inc(f"grpc_{short}_streams_capped")
+        message = (f"device {device!r} already has {self.streams.caps[kind]} {kind} streams open "
+                   f"(grpc.max_{short}_streams_per_device): retry when one ends")
+        if (kind, device) not in self._capped_logged:
+            self._capped_logged.add((kind, device))
+            log.warning("gRPC %s refused: %s (logged once per device; counted in metrics)", kind, message)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
     def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext) -> Iterator[hub_pb2.SampleReply]:
         device = self.callers.caller(context)
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
+        self._open_stream(DeviceStreams.SUBMIT, device, context)
+        try:
+            yield from self._submit(request, context)
+        finally:
+            self.streams.release(DeviceStreams.SUBMIT, device)
+
+    def _submit(self, request: hub_pb2.AnnotationRequest,
+                context: grpc.ServicerContext) -> Iterator[hub_pb2.SampleReply]:
         ids = [s.sample_id for s in request.samples]
         waiting = self.service.bus.subscribe(ids)  # before submit: no reply can slip between the two
         try:
@@ -107,6 +196,14 @@ class AnnotationHubServicer:
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no bundle {request.bundle_name!r} {request.version!r}")
         self.callers.check_target(device, record, context)
+        self._open_stream(DeviceStreams.FETCH, device, context)  # a client that stops reading parks the thread
+        try:
+            yield from self._chunks(device, record, request, context)
+        finally:
+            self.streams.release(DeviceStreams.FETCH, device)
+
+    def _chunks(self, device: str, record: BundleRecord, request: hub_pb2.BundleRequest,
+                context: grpc.ServicerContext) -> Iterator[hub_pb2.BundleChunk]:
         chunk = min(request.chunk_size or self.config.bundle_chunk_bytes, self.config.max_message_bytes // 2)
         try:
             handle = open_archive(self.service.kb, record)
@@ -125,8 +222,22 @@ class AnnotationHubServicer:
         device = self.callers.caller(context)
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
+        watch = self.streams.watch(device)
+        context.add_callback(watch.wake.set)  # a cancelled stream frees its thread now, not at its next poll
+        try:
+            yield from self._notices(device, request, watch, context)
+        finally:
+            self.streams.unwatch(device, watch)
+        if watch.replaced:
+            self.service.metrics.inc("grpc_watch_replaced")
+            context.abort(grpc.StatusCode.ABORTED, f"a newer WatchUpdates stream of device {device!r} replaced "
+                                                   "this one (one per device)")
+
+    def _notices(self, device: str, request: hub_pb2.WatchUpdatesRequest, watch: Watch,
+                 context: grpc.ServicerContext) -> Iterator[hub_pb2.ModelUpdate]:
         known = request.known_version
-        while context.is_active() and not self._stopping.is_set():
+        while context.is_active() and not self._stopping.is_set() and not watch.replaced:
+            watch.wake.clear()  # before reading: a change announced from here on wakes the wait below
             record = self.callers.bundle_for(device, request.bundle_name)
             if record is not None and record.version != known:
                 self.callers.check_target(device, record, context)
@@ -134,8 +245,7 @@ class AnnotationHubServicer:
                 # this hub serves every recorded bundle (`bundle_files`), so it points the device at itself, not
                 # at the hub that published it, which may be down or on a disk this one does not share
                 yield bundle_notice(replace(record, fetch_uri=self.fetch_uri))  # '': the device's own hub link
-            with self._updates:
-                self._updates.wait(timeout=self.config.reply_poll_s * 4)
+            watch.wake.wait(timeout=self.config.reply_poll_s * 4)
 
     def ReportStatus(self, request: hub_pb2.DeviceStatus, context: grpc.ServicerContext) -> hub_pb2.StatusAck:
         device = self.callers.caller(context)
@@ -149,9 +259,9 @@ class AnnotationHubServicer:
         return hub_pb2.StatusAck(known_device=known)
 
     def wake_watchers(self) -> None:
-        """A bundle record changed: every WatchUpdates stream looks again now rather than at its next poll."""
-        with self._updates:
-            self._updates.notify_all()
+        """A bundle record changed (or the hub stops): every WatchUpdates stream looks again now rather than at its
+        next poll."""
+        self.streams.wake_watches()
 
 
 def server_credentials(tls: GrpcTlsConfig) -> grpc.ServerCredentials:
@@ -224,6 +334,7 @@ class GrpcTransport(HubTransport):
 
     def stop(self, grace_s: float = 2.0) -> None:
         self._stopping.set()
+        self.servicer.wake_watchers()
         self.health.enter_graceful_shutdown()
         if self._server is not None:
             self._server.stop(grace_s).wait()

@@ -27,7 +27,7 @@ from hgen.hub.errors import (
     UnknownTaskError,
 )
 from hgen.hub.web import routes_annotate, routes_auth, routes_device, routes_operator
-from hgen.hub.web.auth import Accounts, LoginLimiter
+from hgen.hub.web.auth import Accounts, HashGate, LoginLimiter
 from hgen.hub.web.context import WebContext, bundle_labels, class_names
 from hgen.hub.web.security import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
 
@@ -53,7 +53,9 @@ def create_web_app(hub: Any) -> Flask:
     limiter = LoginLimiter(hub.service.kb, web.login_max_failures, web.login_window_s,
                            account_max=web.login_account_max_failures, global_budget=web.login_global_budget,
                            slow_s=web.login_slow_s)
-    ctx = WebContext(hub, config, Accounts(hub.service.kb), limiter, class_names(web.class_names or bundle_labels(config), config.num_classes))
+    accounts = Accounts(hub.service.kb, gate=HashGate(web.login_concurrent_hashes))
+    names = class_names(web.class_names or bundle_labels(config), config.num_classes)
+    ctx = WebContext(hub, config, accounts, limiter, names)
     _hooks(app, ctx)
     routes_auth.register(app, ctx)
     routes_annotate.register(app, ctx)

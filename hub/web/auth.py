@@ -1,7 +1,9 @@
 """Accounts, password hashing, invite tokens and the login rate limit (shared by hub processes via the database).
 
 Passwords are hashed with scrypt (hashlib, N=2^14, r=8, p=1, 16-byte salt; memory-hard, so a stolen database is
-slow to crack). Invite tokens are 32 random bytes; only their SHA-256 is stored, and they are single-use.
+slow to crack). Each check takes 16 MiB, so logins check passwords through a `HashGate`: a few at once, never one
+per anonymous request (werkzeug runs a thread per request). Invite tokens are 32 random bytes; only their SHA-256
+is stored, and they are single-use.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
@@ -22,6 +27,8 @@ from hgen.hub.kb.models import LoginFailure, WebAccount
 from hgen.hub.kb.store import KnowledgeBase
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SALT_BYTES, KEY_BYTES = 2**14, 8, 1, 16, 32
+T = TypeVar("T")
+HASH_SLOTS, HASH_WAIT_S = 2, 0.5  # password checks at once; how long a login waits for a slot before its 429
 ROLES = ("annotator", "operator")
 MIN_PASSWORD = 10
 ACCOUNT_CHARS, ADDRESS_CHARS = 128, 64  # login_failures columns: longer values are cut, never refused unseen
@@ -65,6 +72,39 @@ def check_new_password(password: str) -> str:
     return password
 
 
+class LoginBusyError(LoginRateLimitedError):
+    """Every password-check slot is taken: the login is refused before it hashes anything."""
+
+    code = "web_login_busy"
+
+
+class HashGate:
+    """At most `slots` password checks at once (each scrypt holds 16 MiB): parallel anonymous logins with random
+    names, which no per-user lock-out stops, used to raise a hub's memory by 16 MiB each. A login waits up to
+    `wait_s` for a slot (a burst of people logging in still gets through), then is refused (LoginBusyError, 429).
+
+    The checks run on the gate's own `slots` threads, not on werkzeug's thread per request: glibc keeps a freed
+    16 MiB block in the arena of the thread that hashed, so hashing on ever-new threads still grew memory with the
+    number of arenas (8 per core)."""
+
+    def __init__(self, slots: int = HASH_SLOTS, wait_s: float = HASH_WAIT_S) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._workers = ThreadPoolExecutor(slots, thread_name_prefix="password-check")
+        self.wait_s = wait_s
+
+    def __enter__(self) -> None:
+        if not self._slots.acquire(timeout=self.wait_s):
+            raise LoginBusyError("too many logins at once, try again", retry_after_s=1.0)
+
+    def __exit__(self, *_: object) -> None:
+        self._slots.release()
+
+    def run(self, check: Callable[[], T]) -> T:
+        """`check()` on a gate thread once a slot is free (never queued behind others: the slot is held)."""
+        with self:
+            return self._workers.submit(check).result()
+
+
 @dataclass(frozen=True)
 class Account:
     annotator_id: str
@@ -79,9 +119,10 @@ class Accounts:
     issued under, so any change below ends every session of the account on every hub process at once.
     """
 
-    def __init__(self, kb: KnowledgeBase, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kb: KnowledgeBase, clock: Callable[[], float] = time.time, gate: HashGate | None = None) -> None:
         self.kb = kb
         self.clock = clock
+        self.gate = gate if gate is not None else HashGate()
 
     def create(self, name: str, role: str = "annotator", password: str | None = None) -> Account:
         """Add (or reset) an account with a password; a reset or role change ends its sessions."""
@@ -134,12 +175,15 @@ class Accounts:
             return Account(account.annotator_id, account.role, account.session_epoch)
 
     def authenticate(self, name: str, password: str) -> Account:
+        """AuthError for a wrong name or password; LoginBusyError, before any hashing, when the gate is full. An
+        unknown name hashes a dummy through the same gate: it costs what a known one does, in time and in slots."""
         with self.kb.session() as s:
             account = s.get(WebAccount, name)
             stored = account.password_hash if account is not None else None
             role = account.role if account is not None else ""
             epoch = account.session_epoch if account is not None else 0
-        if not verify_password(password, stored or _DUMMY_HASH) or stored is None:
+        matched = self.gate.run(lambda: verify_password(password, stored or _DUMMY_HASH))
+        if not matched or stored is None:
             raise AuthError("wrong user name or password")
         return Account(name, role, epoch or 0)
 
@@ -204,6 +248,17 @@ class LoginLimiter:
         if delay > 0:
             self.sleep(delay)  # outside the transaction: slowing one attempt never holds up the database
         return delay
+
+    def withdraw(self, name: str, address: str) -> None:
+        """An attempt refused before its password was checked (LoginBusyError) is no failure: one row of this
+        (user, address) goes. Rows of a pair are interchangeable for the count, so which one is irrelevant, and a
+        guess that was checked always keeps its row: nothing slips under the limit."""
+        account, address = _key(name, address)
+        with self.kb.session() as s:
+            newest = s.scalar(select(func.max(LoginFailure.id))
+                              .where(LoginFailure.account == account, LoginFailure.address == address))
+            if newest is not None:
+                s.execute(delete(LoginFailure).where(LoginFailure.id == newest))
 
     def succeeded(self, name: str, address: str) -> None:
         """The right password: forget this user's failures from this address (the pending attempt too)."""

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, g, redirect, render_template, request, session, url_for
 
 from hgen.hub.errors import SessionExpiredError
+from hgen.hub.web.auth import LoginBusyError
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import JoinForm, LoginForm, parse_form
 from hgen.hub.web.security import current_user, log_in
@@ -32,7 +33,11 @@ def register(app: Flask, ctx: WebContext) -> None:
         form = parse_form(LoginForm, request.form)
         address = ctx.address()
         ctx.limiter.begin(form.username, address)  # counted as a failure unless the password is right
-        account = ctx.accounts.authenticate(form.username, form.password)
+        try:
+            account = ctx.accounts.authenticate(form.username, form.password)
+        except LoginBusyError:  # no password was checked: not a failure (429, counted as web_login_busy)
+            ctx.limiter.withdraw(form.username, address)
+            raise
         ctx.limiter.succeeded(form.username, address)
         log_in(session, account.annotator_id, account.epoch)
         return redirect(url_for("index"), 303)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
+import grpc
 from flask import Flask, Response, abort, make_response, render_template, request, send_file, url_for
 
 from hgen.hub.broker_acl import device_registry
 from hgen.hub.bundle_files import open_archive
 from hgen.hub.devices import DeviceCredentialError, check_device_id
 from hgen.hub.errors import AuthError, BadInputError, BundleMissingError, HubConfigError
+from hgen.hub.transports.grpc_auth import CallerCheck
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.phones import PhoneAppMissingError, PhoneInvites, device_app
 
@@ -39,8 +41,17 @@ def device_csp(mqtt_url: str | None) -> str:
             "manifest-src 'self'")
 
 
+class HttpRefusal:
+    """The `context` CallerCheck refuses through, for HTTP: one target rule for FetchBundle and this download
+    (CallerCheck.check_target has counted `device_wrong_target` and logged it; the phone gets 403 and why)."""
+
+    def abort(self, _code: grpc.StatusCode, details: str) -> NoReturn:
+        abort(make_response(render_template("error.html", message=details, status=403), 403))
+
+
 def register(app: Flask, ctx: WebContext) -> None:
     registry = device_registry(ctx.config, ctx.hub.service.kb)
+    callers = CallerCheck(ctx.hub.service, registry)
     invites = PhoneInvites(ctx.config, ctx.hub.service.kb, registry.add)
     csp = device_csp(ctx.config.phones.mqtt_websocket_url)
 
@@ -103,7 +114,8 @@ def register(app: Flask, ctx: WebContext) -> None:
     @app.get("/device/bundle/<name>")
     @app.get("/device/bundle/<name>/<version>")
     def device_bundle(name: str, version: str = "") -> Any:
-        """The signed archive the phone verifies itself (the same file gRPC's FetchBundle streams)."""
+        """The signed archive the phone verifies itself (the same file gRPC's FetchBundle streams, under the same
+        rule: a device enrolled for a target gets only bundles built for it)."""
         header = request.headers.get("Authorization", "")
         device_id = registry.authenticate(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
         if device_id is None:
@@ -113,6 +125,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         record = ctx.hub.service.kb.bundle(name, version)
         if record is None:
             abort(404)
+        callers.check_target(device_id, record, cast(grpc.ServicerContext, HttpRefusal()))
         try:
             archive = open_archive(ctx.hub.service.kb, record)
         except BundleMissingError as exc:

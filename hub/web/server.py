@@ -18,15 +18,18 @@ from hgen.hub.web.app import create_web_app
 
 log = logging.getLogger(__name__)
 SECRET_IN_URL = re.compile(r"((?:token|password|csrf_token)=)[^&\s\"]+")
+SECRET_IN_PATH = re.compile(r"(/device/+join/+)[^/?#\s\"]+")  # the one route with a secret in its path
 
 
 class RedactSecrets(logging.Filter):
-    """Access-log lines never carry a secret, even from an old-style `/join?token=...` link."""
+    """Access-log lines never carry a secret: not an old-style `/join?token=...` link, not a phone's
+    `/device/join/<token>` (the token is its device credential, once)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if SECRET_IN_URL.search(message):
-            record.msg, record.args = SECRET_IN_URL.sub(r"\1[redacted]", message), ()
+        redacted = SECRET_IN_PATH.sub(r"\1[redacted]", SECRET_IN_URL.sub(r"\1[redacted]", message))
+        if redacted != message:
+            record.msg, record.args = redacted, ()
         return True
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.errors import SwapError
 from hgen.edge_agent.testing import (
     RunningHub,
     digits_28,
@@ -29,6 +30,7 @@ from hgen.hub.cli import main as hub_cli
 from hgen.hub.testing.fixtures import broker, pg_url  # noqa: F401  (pytest fixtures: Mosquitto, PostgreSQL)
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, recompiled, retrain_section
 from hgen.hub.testing.services import Broker
+from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import Manifest
 
 DEVICES = ("cam-mqtt", "cam-grpc")
@@ -106,6 +108,10 @@ def test_a_grpc_device_of_another_target_than_the_configured_bundle_gets_its_own
             assert run.metrics["targets"] == ["rpi4", "x86_64"]
             assert wait_agent(agent, lambda: agent.model.version == "1.1.0", 60), agent.telemetry.problems
             assert agent.model.manifest.target == "rpi4" and agent.telemetry.count("swaps_rejected") == 0
+            x86_notice = hub_pb2.ModelUpdate(bundle_name=deployed.name, version="1.1.0")
+            assert agent.transport is not None  # its target comes from retrain.models alone: still enforced
+            with pytest.raises(SwapError, match="the hub refused the download: PERMISSION_DENIED: pi-1 runs rpi4"):
+                agent.transport.fetch_bundle(x86_notice, tmp_path / "x86.part")
     finally:
         hub.stop()
 

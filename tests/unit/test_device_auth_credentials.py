@@ -3,20 +3,27 @@ checks against the knowledge base, the ACL the hub renders, the CLI verbs and th
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import text
 
 from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.hub.broker_acl import PROBE_USER, device_registry, render_acl, render_passwords
 from hgen.hub.cli import main
 from hgen.hub.config import parse_hub_config
-from hgen.hub.devices import DeviceCredentialError, DeviceCredentials, hash_secret, verify_secret
+from hgen.hub.devices import (SLOW_RETRY_S, DeviceCredentialError, DeviceCredentials, hash_secret, secret_digest,
+                              verify_secret)
 from hgen.hub.errors import HubConfigError
+from hgen.hub.kb.engine import make_engine
+from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import DeviceCredential
 from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.testing.clock import Clock
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 
 # Written by `mosquitto_passwd -b pw alice secretpw` (Mosquitto 2.0.11): our checker must accept its format.
 MOSQUITTO_LINE = ("alice:$7$101$gnWYa3nkQ+TMHNDi$7tJIS1l7b5CNu5z1i9hm+XNNJ/T2Zse8d4ZKgrfL5NPau3zKmKOXFtibq9VCkLEDZy/"
@@ -68,6 +75,96 @@ def test_add_rotate_revoke_and_tokens(kb: KnowledgeBase) -> None:
     for name in ("hgen-hub", "bad/name", "+", "#", "", "x" * 200):
         with pytest.raises(DeviceCredentialError):
             devices.add(name)
+
+
+def count_pbkdf2(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every PBKDF2 run from here on (by anyone in this process) appends its hash name."""
+    calls: list[str] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counted(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    return calls
+
+
+def forget_digest(kb: KnowledgeBase, device_id: str) -> None:
+    """Make the row look issued before migration 0010 (PBKDF2 hash only)."""
+    with kb.session() as s:
+        s.get(DeviceCredential, device_id).secret_digest = None
+
+
+def test_guessed_secrets_cost_no_pbkdf2_and_the_broker_keeps_its_hash(kb: KnowledgeBase, monkeypatch) -> None:
+    """Every refused token for a known device id ran 100,000 PBKDF2 rounds (~54 ms of hub CPU, unbounded)."""
+    devices = DeviceCredentials(kb)
+    issued = devices.add("cam-7")
+    pbkdf2 = count_pbkdf2(monkeypatch)
+    for guess in ("guess", issued.secret[:-1], issued.secret + "x", "A" * len(issued.secret)):
+        assert devices.authenticate(f"cam-7:{guess}") is None
+    assert devices.authenticate(issued.bearer) == "cam-7"
+    assert devices.authenticate(f"cam-7:{issued.secret}") == "cam-7"
+    assert pbkdf2 == []  # neither refusals nor the right secret hash slowly
+    with kb.session() as s:
+        row = s.get(DeviceCredential, "cam-7")
+        assert row.secret_digest == secret_digest("cam-7", issued.secret) and issued.secret not in row.secret_digest
+        slow = row.secret_hash
+    assert devices.active_hashes() == {"cam-7": slow} and slow.startswith("$7$")  # the broker's file: unchanged
+    assert verify_secret(issued.secret, slow)
+    rotated = devices.rotate("cam-7")
+    assert devices.authenticate(issued.bearer) is None and devices.authenticate(rotated.bearer) == "cam-7"
+    devices.revoke("cam-7")
+    assert devices.authenticate(rotated.bearer) is None
+    with kb.session() as s:
+        assert s.get(DeviceCredential, "cam-7").secret_digest is None
+
+
+def test_a_row_from_before_the_digest_gets_it_at_its_first_success(kb: KnowledgeBase, monkeypatch) -> None:
+    """Old rows are checked with PBKDF2 once; a failed check holds off the next slow one of that device."""
+    clock = Clock()
+    devices = DeviceCredentials(kb, clock=clock)
+    issued = devices.add("cam-7")
+    other = devices.add("cam-8")
+    forget_digest(kb, "cam-7")
+    pbkdf2 = count_pbkdf2(monkeypatch)
+    assert devices.authenticate("cam-7:guess") is None and len(pbkdf2) == 1
+    for guess in ("guess-2", "guess-3"):
+        assert devices.authenticate(f"cam-7:{guess}") is None
+    assert len(pbkdf2) == 1  # held off for SLOW_RETRY_S
+    assert devices.authenticate(other.bearer) == "cam-8" and len(pbkdf2) == 1  # other devices: unaffected
+    clock.now += SLOW_RETRY_S
+    assert devices.authenticate(issued.bearer) == "cam-7" and len(pbkdf2) == 2
+    with kb.session() as s:
+        assert s.get(DeviceCredential, "cam-7").secret_digest == secret_digest("cam-7", issued.secret)
+    assert devices.authenticate("cam-7:guess-4") is None and devices.authenticate(issued.bearer) == "cam-7"
+    assert len(pbkdf2) == 2  # upgraded: the fast digest from now on
+
+
+def test_migration_0010_keeps_old_credentials_working(kb_url: str, monkeypatch) -> None:  # noqa: F811
+    """A knowledge base at 0009 with a credential row migrates (SQLite batch mode, PostgreSQL); the row's device
+    still authenticates, and its first success stores the digest."""
+    engine = make_engine(kb_url)
+    try:
+        upgrade(engine, "0009")
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO devices (id, registered_at, labour_spent, samples_replied) "
+                                    "VALUES ('cam-old', 1.0, 0.0, 0)"))
+            connection.execute(text("INSERT INTO device_credentials (device_id, secret_hash, target, issued_at) "
+                                    "VALUES ('cam-old', :hash, 'rpi4', 1.0)"), {"hash": hash_secret("s3cret", 1000)})
+    finally:
+        engine.dispose()
+    kb = KnowledgeBase.open(kb_url)
+    try:
+        devices = DeviceCredentials(kb)
+        assert devices.state("cam-old").target == "rpi4"
+        assert devices.authenticate("cam-old:s3cret") == "cam-old"
+        with kb.session() as s:
+            assert s.get(DeviceCredential, "cam-old").secret_digest == secret_digest("cam-old", "s3cret")
+        pbkdf2 = count_pbkdf2(monkeypatch)
+        assert devices.authenticate("cam-old:guess") is None and pbkdf2 == []
+    finally:
+        kb.close()
 
 
 def test_revocation_seen_by_another_process_on_the_next_check(kb: KnowledgeBase) -> None:

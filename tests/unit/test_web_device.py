@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -158,6 +161,37 @@ def test_a_bundle_another_hub_published_is_served_from_the_knowledge_base(hub: H
     served = client.get("/device/bundle/phone-model/1.0.1", headers=auth)
     assert served.status_code == 200 and served.data == b"other hub's!"  # a re-recorded row keeps its copy
     assert client.get("/device/bundle/phone-model/1.0.2", headers=auth).status_code == 404
+
+
+def test_a_device_enrolled_for_a_target_downloads_only_bundles_built_for_it(hub: HubApp, tmp_path: Path) -> None:
+    """GRPC FetchBundle refused another target's bundle (device_wrong_target); this download served any."""
+    kb = hub.service.kb
+    for version, target in (("2.0.0", "armv7"), ("2.0.1", "rpi4")):
+        archive = tmp_path / f"watch-{version}.hgb"
+        archive.write_bytes(f"bundle built for {target}".encode())
+        kb.add_bundle(BundleRecord("watch-model", version, "", archive.stat().st_size, b"", str(archive), 1.0, "",
+                                   target))
+    auth = {"Authorization": f"Bearer {DeviceCredentials(kb).add('cam-7', target='rpi4').bearer}"}
+    client = hub.web.app.test_client()
+    refused = client.get("/device/bundle/watch-model/2.0.0", headers=auth)
+    assert refused.status_code == 403 and b"bundle built for" not in refused.data
+    assert "cam-7 runs rpi4; bundle watch-model 2.0.0 is for armv7" in refused.get_data(as_text=True)
+    assert hub.service.metrics.get("device_wrong_target") == 1
+    served = client.get("/device/bundle/watch-model/2.0.1", headers=auth)
+    assert served.status_code == 200 and served.data == b"bundle built for rpi4"
+
+
+def test_the_access_log_never_carries_a_phone_links_token(hub: HubApp, caplog: pytest.LogCaptureFixture) -> None:
+    """The token is the link's path (`/device/join/<token>`), which werkzeug logged in clear."""
+    _, token = make_link(hub, "phone-9")
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        try:  # the built page or its 503: the request line is logged either way, before the body is sent
+            urllib.request.urlopen(f"{hub.web.url}/device/join/{token}", timeout=30).read()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("GET /device/join/[redacted] " in line for line in lines), lines
+    assert not any(token in line for line in lines)
 
 
 @pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app

@@ -1,5 +1,6 @@
 """The login rate limit lives in the knowledge base: it holds across hub processes sharing one database (two
-HubApps on one SQLite file here; PostgreSQL too), under concurrent guesses, and ends when the window passes."""
+HubApps on one SQLite file here; PostgreSQL too), under concurrent guesses, and ends when the window passes.
+Password checks (16 MiB of scrypt each) run a few at once: parallel logins past that are refused before hashing."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 from hgen.hub.app import HubApp
-from hgen.hub.errors import LoginRateLimitedError
+from hgen.hub.errors import AuthError, LoginRateLimitedError
 from hgen.hub.kb.models import LoginFailure
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
-from hgen.hub.web.auth import LoginLimiter
+from hgen.hub.web import auth
+from hgen.hub.web.auth import Accounts, HashGate, LoginBusyError, LoginLimiter
 
 WINDOW_S = 300.0
 
@@ -125,3 +127,77 @@ def test_concurrent_guesses_on_two_processes_never_exceed_the_limit(kbs: tuple[K
         thread.join(timeout=60)
     assert len(passed) == 3 and len(refused) == threads_n - 3, (passed, refused)
     assert kbs[0].count(LoginFailure) == 3
+
+
+class BlockedHashes:
+    """Stands in for verify_password: each call says it started, then waits for `release` (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[str] = []
+        self.real = auth.verify_password
+
+    def __call__(self, password: str, stored: str | None) -> bool:
+        self.calls.append(password)
+        self.started.set()
+        assert self.release.wait(timeout=30)
+        return self.real(password, stored)
+
+
+def test_logins_past_the_hash_slots_are_refused_before_hashing(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random names never lock out, so 60 parallel anonymous logins each held a 16 MiB scrypt (+526 MB)."""
+    hashes = BlockedHashes()
+    monkeypatch.setattr(auth, "verify_password", hashes)
+    with web_hub(tmp_path, web={"login_concurrent_hashes": 1}) as hub:
+        add_people(hub)
+        first: list[int] = []
+        holder = threading.Thread(target=lambda: first.append(login(hub.web.app.test_client(), "ann").status_code))
+        holder.start()
+        assert hashes.started.wait(timeout=30)  # "ann" holds the only slot
+        busy = login(hub.web.app.test_client(), "random-name-1", "x" * 1000)
+        assert busy.status_code == 429 and "too many logins at once, try again" in busy.get_data(as_text=True)
+        assert busy.headers["Retry-After"] == "1"
+        assert len(hashes.calls) == 1  # the refused login hashed nothing
+        assert hub.service.metrics.get("web_login_busy") == 1
+        assert hub.service.kb.count(LoginFailure) == 1  # ann's pending check only: a refusal is no failure
+        hashes.release.set()
+        holder.join(timeout=30)
+        assert first == [303] and hub.service.kb.count(LoginFailure) == 0
+        assert login(hub.web.app.test_client(), "random-name-1", "wrong password!").status_code == 401  # slot freed
+
+
+def test_an_unknown_name_is_checked_against_a_dummy_through_the_same_gate(
+        kbs: tuple[KnowledgeBase, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unknown names cost a hash like known ones (no timing oracle), so they must queue for a slot like them. The
+    hash runs on the gate's own thread (glibc keeps a freed 16 MiB block per hashing thread's arena)."""
+    checked: list[tuple[str | None, str]] = []
+
+    def verify(password: str, stored: str | None) -> bool:
+        checked.append((stored, threading.current_thread().name))
+        return False
+
+    monkeypatch.setattr(auth, "verify_password", verify)
+    gate = HashGate(slots=1, wait_s=0.0)
+    accounts = Accounts(kbs[0], gate=gate)
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            accounts.authenticate("nobody", "a password guess")
+    assert [stored for stored, _ in checked] == [auth._DUMMY_HASH] * 2
+    assert len({thread for _, thread in checked}) == 1 and checked[0][1].startswith("password-check")
+    with gate, pytest.raises(LoginBusyError):  # the only slot taken
+        accounts.authenticate("nobody", "a password guess")
+    assert len(checked) == 2
+
+
+def test_an_attempt_refused_before_its_check_is_withdrawn_and_nothing_more(kbs: tuple[KnowledgeBase, ...]) -> None:
+    a, b = (LoginLimiter(kb, 2, WINDOW_S) for kb in kbs)
+    a.begin("ann", "10.0.0.1")
+    b.begin("ann", "10.0.0.1")  # busy: refused before hashing
+    b.withdraw("ann", "10.0.0.1")
+    a.withdraw("bob", "10.0.0.1")  # nothing of bob's: nothing goes
+    a.begin("ann", "10.0.0.1")  # the checked attempt still counts: one more, then locked
+    with pytest.raises(LoginRateLimitedError):
+        b.begin("ann", "10.0.0.1")
+    assert kbs[0].count(LoginFailure) == 2
