@@ -87,9 +87,18 @@ class WebConfig(StrictModel):
     invite_ttl_s: int = Field(7 * 24 * 3600, ge=60, title="How long an invite token stays valid")
     class_names: tuple[str, ...] = Field((), title="Class names shown to annotators (default: the first retrained "
                                                    "model's bundle labels, else 0..num_classes-1)")
-    secure_cookies: bool = Field(False, title="Mark cookies Secure (set when served over HTTPS)")
+    secure_cookies: bool | None = Field(None, title="Mark cookies Secure, so a browser never sends them over plain "
+                                                    "HTTP (unset: when public_url is https://)")
     metrics_token: SecretStr | None = Field(None, title="Bearer token a Prometheus scraper sends for GET /metrics "
                                                         "(this process's counters); unset: /metrics is not served")
+
+    @property
+    def cookies_secure(self) -> bool:
+        """`secure_cookies`, or from `public_url`: a hub behind an HTTPS proxy left at the old default of False
+        let a browser send its session cookie to any plain-HTTP address of the hub."""
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return (self.public_url or "").startswith("https://")
 
     @model_validator(mode="after")
     def _secret_when_enabled(self) -> WebConfig:

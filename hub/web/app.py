@@ -46,7 +46,7 @@ def create_web_app(hub: Any) -> Flask:
         raise HubConfigError("web.secret_key is required (no default secret)")
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
     app.config.update(SECRET_KEY=web.secret_key.get_secret_value(), SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=web.secure_cookies,
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=web.cookies_secure,
                       SESSION_COOKIE_NAME="hgen_session", MAX_CONTENT_LENGTH=MAX_UPLOAD,
                       MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY, MAX_FORM_PARTS=64,
                       PERMANENT_SESSION_LIFETIME=timedelta(seconds=web.session_max_age_s))

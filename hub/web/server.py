@@ -1,7 +1,7 @@
 """Runs the web app on werkzeug's threaded WSGI server in a background thread of the hub process.
 
 Port 0 picks a free port (see `.port` / `.url` after start). For people outside the machine, put a TLS proxy in
-front and set `web.secure_cookies: true`.
+front and set `web.public_url` to its https:// address (cookies are then marked Secure).
 """
 
 from __future__ import annotations
