@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hgen.runtime.bundle.manifest import version_key
 from hgen.runtime.hdnn import FusionParams, get_kind, needs_human
 from hgen.runtime.labour import DifficultyEstimator, labour_per_sample
 
@@ -218,6 +219,15 @@ def yuv_case(rng: np.random.Generator, fmt: str, height: int, width: int, matrix
 YUV_CASES = (("I420", 6, 8), ("I420", 7, 9), ("NV12", 10, 6), ("NV12", 5, 11), ("I420", 48, 64))
 
 
+VERSIONS = ("0.1.0", "0.2.0", "0.10.0", "1.0.0", "1.0.0+small", "1.0.1-rc.1", "1.0.10", "2.0", "v3.0.0", "")
+
+
+def version_cases() -> list[dict[str, Any]]:
+    """Every pair's order: the phone follows an update notice only for a newer version, as the agent does."""
+    return [{"candidate": a, "running": b, "newer": version_key(a) > version_key(b)} for a in VERSIONS
+            for b in VERSIONS]
+
+
 def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {
@@ -227,6 +237,7 @@ def golden_vectors(seed: int = 0, hdnn_cases: int = 40) -> dict[str, Any]:
         "quantize": [quantize_case(rng) for _ in range(6)],
         "preprocess": [preprocess_case(rng, shape, frame, resize) for shape, frame, resize in PREPROCESS_CASES],
         "familiarity": [familiarity_case(rng, shape) for shape in FAMILIARITY_SHAPES],
+        "versions": version_cases(),
         "yuv": [yuv_case(rng, fmt, h, w, matrix, full) for fmt, h, w in YUV_CASES for matrix in ("bt601", "bt709")
                 for full in (False, True)],
     }

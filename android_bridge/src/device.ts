@@ -14,6 +14,7 @@ import { type Inference, Model } from "./model.js";
 import { Outbox, type OutboxEntry } from "./outbox.js";
 import { type Raster } from "./preprocess.js";
 import * as provision from "./provision.js";
+import { isNewer } from "./versions.js";
 import type { hgen } from "../gen/hub_pb.js";
 
 export interface FrameRecord {
@@ -310,10 +311,15 @@ function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {
 
 /** Download, verify and open the new version beside the running one, then switch between two frames. */
 async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, update: hgen.v1.ModelUpdate): Promise<void> {
-  if (update.bundleName !== device.bundle_name || update.version === pipeline.model.version) return;
+  if (update.bundleName !== device.bundle_name || !isNewer(update.version, pipeline.model.version)) return;
   try {
     const next = await Model.fetch(`/device/bundle/${encodeURIComponent(update.bundleName)}/${encodeURIComponent(update.version)}`,
       { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime);
+    const running = pipeline.model.manifest.model.name;
+    if (next.manifest.model.name !== running || next.version !== update.version) {
+      await next.engine.release(); // an older signed bundle, or another model signed with the same key
+      throw new Error(`the bundle is signed as ${next.manifest.model.name} ${next.version}, not as ${running} ${update.version}`);
+    }
     pipeline.swap(next);
   } catch (error) {
     setStatus(state.status, `update ${update.version} refused: ${error instanceof Error ? error.message : error}`);

@@ -16,6 +16,7 @@ import { PyRandom } from "../src/pyrandom.js";
 import { dequantize, quantize } from "../src/quantize.js";
 import * as hdnn from "../src/hdnn.js";
 import { type InputSpec, preprocess } from "../src/preprocess.js";
+import { isNewer } from "../src/versions.js";
 import { ruleOf, yuvToRgba } from "../src/yuv.js";
 
 const golden = JSON.parse(readFileSync(process.env.GOLDEN ?? "", "utf8"));
@@ -162,4 +163,11 @@ test("camera planes become the RGB the Python rule makes, byte for byte", () => 
   assert.equal(ruleOf(null), "bt601");
   assert.equal(ruleOf("bt709"), "bt709");
   assert.equal(ruleOf("bt2020-ncl"), null); // the browser converts what the rule does not cover
+});
+
+test("an update is newer in the order the agent uses", () => {
+  assert.ok(golden.versions.length > 0);
+  for (const c of golden.versions) {
+    assert.equal(isNewer(c.candidate, c.running), c.newer, `${c.candidate} after ${c.running}`);
+  }
 });

@@ -40,7 +40,7 @@ def test_typescript_port_matches_golden_vectors(app: tuple[str, Path], tmp_path:
     run = subprocess.run([node, "--test", str(dist / "test")], env={**os.environ, "GOLDEN": str(golden)},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "# pass 8" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
+    assert "# pass 9" in run.stdout and "# fail 0" in run.stdout, run.stdout[-2000:]
 
 
 def test_a_wrong_port_is_caught(app: tuple[str, Path], tmp_path: Path) -> None:
