@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -334,7 +333,11 @@ class HubConfig(StrictModel):
         ten buttons and stored answers the model has no class for, which then failed every retrain."""
         if self.num_classes == 1:
             raise ValueError("num_classes must be at least 2 (or 0: the models' bundles decide)")
-        counts = bundle_label_counts(self.retrain.models)
+        labels = {model.name: found for model in self.retrain.models if (found := read_labels(model.bundle))}
+        counts = {name: len(names) for name, names in labels.items()}
+        if len(set(labels.values())) > 1:  # people's answers are indices, and the page names one set of classes
+            raise ValueError(f"the retrained models' bundles list different classes ({dict(labels)}): one hub "
+                             "serves one task, in one class order; run a hub per task")
         if self.num_classes:
             wrong = [f"the bundle of retrain model {name!r} lists {n} labels" for name, n in counts.items()
                      if n != self.num_classes]
@@ -343,9 +346,6 @@ class HubConfig(StrictModel):
                                  "to take the bundles' count")
             return self
         found = sorted(set(counts.values()))
-        if len(found) > 1:
-            raise ValueError(f"the retrained models' bundles list different numbers of labels ({counts}): one hub "
-                             "serves one task; run a hub per task")
         if not counts and self.retrain.models:
             log.warning("no retrain.models bundle could be read (relative paths are taken from the folder the hub "
                         "runs in): people answer in %d classes; set num_classes if the models have another count",
@@ -398,12 +398,6 @@ def _moved(data: Mapping[str, Any], old: str, name: str, option: str) -> dict[st
     log.warning(message)  # what `hgen-hub check-config` and serve's log show the operator
     moved["aggregator_options"] = {**options, name: {**entry, option: data[old]}}
     return moved
-
-
-def bundle_label_counts(models: Sequence[ModelConfig]) -> dict[str, int]:
-    """Model name -> how many labels its configured bundle's manifest lists (bundles that cannot be read are left
-    to the retrain, which says why)."""
-    return {model.name: len(labels) for model in models if (labels := read_labels(model.bundle)) is not None}
 
 
 def read_labels(bundle: str | Path) -> tuple[str, ...] | None:

@@ -167,6 +167,10 @@ class RetrainError(HubError):
     """A retrain could not run to its end; the current model stays deployed and the message says why."""
 
 
+class VersionTakenError(RetrainError):
+    """The version a retrain or release would publish exists already (another hub published it meanwhile)."""
+
+
 class ReleaseError(RetrainError):
     """A rollback or an offline bundle's publication was refused (nothing to restore, an incompatible bundle)."""
 

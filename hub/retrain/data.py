@@ -1,7 +1,10 @@
 """Human-labelled samples as model inputs, and the fixed held-out split used by the acceptance check.
 
-The split is by a hash of the sample id, so a sample is held out in every retrain or in none: the acceptance
-set never leaks into training, and it grows as knowledge accumulates.
+The split is by a hash of the picture (a coarse average hash of the model input), so a sample is held out in every
+retrain or in none, and so are the other frames of the same picture: a fixed camera, or a video that loops, sends
+one picture many times under new sample ids, and a split by sample id put copies on both sides, so a new model was
+judged on pictures it had trained on. The few near-copies whose coarse hashes still differ are dropped from the
+held-out side (`seen_mask`). The acceptance set grows as knowledge accumulates.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,6 +22,9 @@ from hgen.hub.retrain.records import LabelledSample
 from hgen.protos import hub_pb2
 from hgen.runtime.orientation import decode_upright
 from hgen.runtime.preprocess import FrameShapeError, fit, frame_channels, normalise
+
+if TYPE_CHECKING:
+    from hgen.hub.retrain.kinds import HumanLabels
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,8 @@ def decode(sample: StoredImage, shape: tuple[int, int, int], resize: str = "stre
     (`hgen.runtime.preprocess`: colour order, alpha, grey, stretch or letterbox), so the retrain learns from the
     inputs the device's model saw. Stored pixels are in OpenCV's order (BGR), as devices encode and the web shows."""
     height, width, channels = shape
+    if not sample.image:
+        raise RetrainError(f"sample {sample.sample_id}: its stored image cannot be read (file missing?)")
     if sample.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:
         pixels = np.frombuffer(sample.image, np.uint8)
         expected = sample.height * sample.width * sample.channels
@@ -78,6 +86,44 @@ def decode(sample: StoredImage, shape: tuple[int, int, int], resize: str = "stre
     return normalise(image, 1.0 / 255.0)
 
 
+def decode_many(samples: Sequence[StoredImage], shape: tuple[int, int, int], resize: str = "stretch",
+                pad_value: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs of the samples that decode, [n] bool which did). One unreadable image (its file deleted, or bytes
+    that do not decode) failed this retrain and every later one, since each retrain reads all knowledge so far; it
+    is left out and said in the log. None readable is an error."""
+    inputs, keep, problems = [], np.zeros(len(samples), bool), []
+    for i, sample in enumerate(samples):
+        try:
+            inputs.append(decode(sample, shape, resize, pad_value))
+            keep[i] = True
+        except RetrainError as exc:
+            problems.append(str(exc))
+    if problems and not inputs:
+        raise RetrainError(f"none of the {len(samples)} human-labelled images can be read (first: {problems[0]})")
+    if problems:
+        log.warning("%d human-labelled images cannot be read and are left out of the retrain (first: %s)",
+                    len(problems), problems[0])
+    x = np.stack(inputs) if inputs else np.zeros((0, *shape), np.float32)
+    return x, keep
+
+
+def fitting(data: Any) -> tuple[str, int]:
+    """(resize, pad value) of a data set's inputs: a letterboxed model is retrained on letterboxed images."""
+    pre = getattr(data, "preprocess", None)
+    return (pre.resize, pre.pad_value) if pre is not None else ("stretch", 0)
+
+
+def to_input(rows: np.ndarray, width: int, height: int, data: Any) -> np.ndarray:
+    """Boxes [k, >=4] normalised to a stored (width x height) image -> normalised to the model input, whose
+    letterbox offsets they lacked (the image is fitted by `fitting`)."""
+    from hgen.compiler.data.images import transform_boxes
+
+    pre = getattr(data, "preprocess", None)
+    if pre is None or pre.resize == "stretch" or len(rows) == 0:
+        return rows
+    return transform_boxes(rows, width, height, pre).astype(np.asarray(rows).dtype)  # the compile's own mapping
+
+
 def labels_in_range(sample_ids: Sequence[str], classes: Sequence[Any], num_classes: int) -> np.ndarray:
     """[n] bool: the samples whose labels are all among the model's classes. The others are left out, said in the
     log: a hub once run with the wrong `num_classes` stored them, and they must not block every later retrain. All
@@ -95,19 +141,36 @@ def labels_in_range(sample_ids: Sequence[str], classes: Sequence[Any], num_class
 
 def human_set(samples: Sequence[LabelledSample], shape: tuple[int, int, int], num_classes: int,
               resize: str = "stretch", pad_value: int = 0) -> HumanSet:
-    """Decode every sample whose label is one of the model's classes (`labels_in_range`)."""
+    """Decode every sample whose label is one of the model's classes (`labels_in_range`) and whose image can be read
+    (`decode_many`)."""
     keep = labels_in_range([s.sample_id for s in samples], [s.class_id for s in samples], num_classes)
     samples = [s for s, ok in zip(samples, keep) if ok]
-    if not samples:
-        return HumanSet(np.zeros((0, *shape), np.float32), np.zeros(0, np.int64), ())
-    x = np.stack([decode(s, shape, resize, pad_value) for s in samples])
+    x, readable = decode_many(samples, shape, resize, pad_value)
+    samples = [s for s, ok in zip(samples, readable) if ok]
     return HumanSet(x, np.array([s.class_id for s in samples], np.int64), tuple(s.sample_id for s in samples))
 
 
-def split_holdout(data: HumanSet, share: float, seed: int) -> tuple[HumanSet, HumanSet]:
-    """(training part, held-out part) of the human-labelled set."""
-    mask = np.array([held_out(s, share, seed) for s in data.sample_ids], dtype=bool)
-    return data.subset(~mask), data.subset(mask)
+def picture_key(image: np.ndarray, grid: int = 16) -> str:
+    """A coarse average hash of one input [H, W, C]: the same for the frames of one picture that a camera or a
+    codec altered slightly, and for no picture but near-copies of it in practice."""
+    import cv2
+
+    grey = np.asarray(image, np.float32).mean(axis=2)
+    side_h, side_w = min(grid, grey.shape[0]), min(grid, grey.shape[1])
+    small = cv2.resize(grey, (side_w, side_h), interpolation=cv2.INTER_AREA)
+    return np.packbits(small > small.mean()).tobytes().hex()
+
+
+def split_holdout(data: HumanLabels, share: float, seed: int) -> tuple[HumanLabels, HumanLabels]:
+    """(training part, held-out part) of the human-labelled set, by picture (see the module's docstring)."""
+    mask = np.array([held_out(picture_key(x), share, seed) for x in data.x], dtype=bool)
+    train, holdout = data.subset(~mask), data.subset(mask)
+    if len(train) and len(holdout):
+        copies = seen_mask(holdout.x, train.x)
+        if copies.any():
+            log.info("%d held-out labels are near-copies of training pictures and are not judged on", copies.sum())
+            holdout = holdout.subset(~copies)
+    return train, holdout
 
 
 # Root-mean-square pixel difference (pixels in [0, 1]) below which two inputs are one picture. Measured on the

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hgen.hub.config import ModelConfig, RetrainConfig
-from hgen.hub.errors import RetrainError, UnknownModelError
+from hgen.hub.errors import RetrainError, UnknownModelError, VersionTakenError
 from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused, paired_margin
 from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, learned_familiarity, refit,
@@ -87,7 +87,10 @@ class RetrainPipeline:
         manifest = self._manifest(Path(model.bundle))
         record = VersionRecord(name, manifest.model.version, str(model.keras_model), str(model.bundle),
                                manifest.tau, manifest.temperature, self.store.clock())
-        self.store.add_version(record)
+        try:
+            self.store.add_version(record)
+        except VersionTakenError:  # another hub registered it a moment ago
+            return self.store.current_version(name) or record
         return record
 
     def configured_manifest(self, name: str) -> Manifest:
@@ -186,8 +189,8 @@ class RetrainPipeline:
         elif refitted_tau(enhanced) is not None:  # a tau re-chosen on the field travels in the manifest too
             prepared = replace(prepared, manifest=prepared.manifest.model_copy(update={"tau": refitted_tau(enhanced)}))
         prepared = replace(prepared, manifest=learned_familiarity(prepared.manifest, kept.x))
-        version = self._publish(model_config, prepared, enhanced.model, enhanced.temperature, run)
         metrics["retrain_seconds"] = time.perf_counter() - start
+        version = self._publish(model_config, prepared, enhanced.model, enhanced.temperature, run, metrics)
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
         return self.store.run(run.id)  # type: ignore[return-value]
 
@@ -320,6 +323,7 @@ class RetrainPipeline:
         manifest = self._manifest(Path(current.bundle_dir))
         kind = get_retrain_kind(model_config.kind)
         data = self._dataset(model_config, kind)
+        check_same_classes(model_config, data, manifest)
         human = kind.human(self.store, model_config.name, run.cutoff, data)
         if len(human) == 0:
             raise RetrainError(f"no human-labelled samples for model {model_config.name!r} yet")
@@ -345,7 +349,9 @@ class RetrainPipeline:
         return train.subset(result.keep), result.filtered_out
 
     def _publish(self, model_config: ModelConfig, prepared: Prepared, model: Any, temperature: float,
-                 run: RunRecord) -> str:
+                 run: RunRecord, metrics: dict[str, Any]) -> str:
+        """Lower, sign and record the new version, marking `run` published in the same transaction (a hub dying
+        before the announcement left a live version under a run later marked failed), then announce it."""
         from hgen.compiler.lowering.tflite import calibration_images  # the compiler only when a retrain publishes
 
         version = next_version(prepared.current.version, [v.version for v in self.store.versions(model_config.name)])
@@ -363,7 +369,8 @@ class RetrainPipeline:
         self.store.add_version(  # with its bundles, in one transaction: devices never see part of a version
             VersionRecord(model_config.name, version, str(keras_path), str(base.directory), prepared.manifest.tau,
                           temperature, self.store.clock(), run.id),
-            bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built])
+            bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built],
+            published=(run.id, metrics))
         announce(self.publisher, built, version)
         return version
 
@@ -371,3 +378,17 @@ class RetrainPipeline:
         if self.config.store_dir is None:
             raise RetrainError("retrain.store_dir is not set")
         return self.config.store_dir
+
+
+def check_same_classes(model_config: ModelConfig, data: OriginalData, manifest: Manifest) -> None:
+    """The retrain's data set must name the deployed bundle's classes in its order, at its input size: a class
+    folder added or renamed shifted every index, and the retrain trained, judged and published in the new order
+    under the bundle's old labels."""
+    if tuple(data.labels) != tuple(manifest.labels):
+        raise RetrainError(f"retrain.models {model_config.name!r}: the data set {model_config.dataset!r} has the "
+                           f"classes {list(data.labels)}, the deployed bundle {list(manifest.labels)} (the same "
+                           "names in the same order are needed: people's answers are indices into them)")
+    if tuple(data.input_shape) != tuple(manifest.input.shape[1:]):
+        raise RetrainError(f"retrain.models {model_config.name!r}: the data set's images are "
+                           f"{tuple(data.input_shape)}, the deployed model takes {tuple(manifest.input.shape[1:])}")
+

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hgen.hub.errors import RetrainBusyError
+from hgen.hub.errors import KnowledgeBaseError, RetrainBusyError, RetrainError, VersionTakenError
 from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
 from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row
 from hgen.protos.kinds import wire_kinds
@@ -152,17 +152,30 @@ class RetrainStore:
     def add_version(self, record: VersionRecord, bundles: Sequence[BundleRecord] = (),
                     published: tuple[int, dict[str, Any]] | None = None) -> None:
         """The version and its bundles in one transaction, devices never see part of a release; `published`
-        (run id, metrics) also marks that run published in it, so a version never exists under a failed run."""
-        with self.kb.session() as s:
-            for bundle in bundles:
-                s.merge(bundle_row(bundle))
-            if published is not None:
-                s.execute(update(RetrainRun).where(RetrainRun.id == published[0]).values(
-                    status="published", finished_at=self.clock(), to_version=record.version,
-                    metrics=json.dumps(published[1])))
-            s.merge(ModelVersion(name=record.name, version=record.version, keras_path=record.keras_path,
-                                 bundle_dir=record.bundle_dir, tau=record.tau, temperature=record.temperature,
-                                 retrain_id=record.retrain_id, created_at=record.created_at))
+        (run id, metrics) also marks that run published in it, so a version never exists under a failed run.
+
+        VersionTakenError when the version exists, and RetrainError when the run is no longer running (another hub
+        took its lease over): a hub cut off mid-retrain used to publish anyway, and its version replaced the other
+        hub's version of the same number, which devices might already run."""
+        try:
+            with self.kb.session() as s:
+                if s.get(ModelVersion, (record.name, record.version)) is not None:
+                    raise VersionTakenError(f"version {record.version} of {record.name!r} exists already "
+                                            "(published by another hub meanwhile?): nothing published")
+                if published is not None and not s.execute(update(RetrainRun).where(
+                        RetrainRun.id == published[0], RetrainRun.status == "running").values(
+                        status="published", finished_at=self.clock(), to_version=record.version,
+                        metrics=json.dumps(published[1]))).rowcount:
+                    raise RetrainError(f"run {published[0]} of {record.name!r} is no longer running (its lease "
+                                       f"was taken over by another hub?): version {record.version} not published")
+                for bundle in bundles:
+                    s.merge(bundle_row(bundle))
+                s.add(ModelVersion(name=record.name, version=record.version, keras_path=record.keras_path,
+                                   bundle_dir=record.bundle_dir, tau=record.tau, temperature=record.temperature,
+                                   retrain_id=record.retrain_id, created_at=record.created_at))
+        except IntegrityError:  # the same version committed by another hub between the check and the insert
+            raise VersionTakenError(f"version {record.version} of {record.name!r} exists already (published by "
+                                    "another hub meanwhile?): nothing published") from None
 
     # --- runs -------------------------------------------------------------------------------------------------
 
@@ -321,4 +334,13 @@ def labelled_rows(kb: KnowledgeBase, name: str, up_to: float, label: Any, *where
             .join(Reply, Reply.sample_id == Sample.id)
             .where(*of_model(name), *where, Reply.created_at <= up_to)
             .order_by(Sample.id)).all()
-    return [(*r[:6], kb.images.get(r[6], r[7])) for r in rows]
+    return [(*r[:6], _image(kb, r[6], r[7])) for r in rows]
+
+
+def _image(kb: KnowledgeBase, inline: bytes | None, relative: str | None) -> bytes:
+    """The stored bytes, or b"" when its file is gone (deleted, or on another hub's disk): that sample is left out
+    of the retrain (`data.decode_many`), where it used to fail this retrain and every later one."""
+    try:
+        return kb.images.get(inline, relative)
+    except (OSError, KnowledgeBaseError):
+        return b""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hgen.hub.aggregators import aggregator_names
 from hgen.hub.cli import main
-from hgen.hub.config import parse_hub_config
+from hgen.hub.config import parse_hub_config, read_labels
 from hgen.hub.errors import HubConfigError
 
 
@@ -48,8 +48,16 @@ def test_people_answer_in_the_models_classes_unless_told_otherwise(tmp_path: Pat
     assert parse_hub_config({}).num_classes == 10  # no model to read: the built-in data sets' classes
     with pytest.raises(HubConfigError, match="num_classes is 10, but the bundle of retrain model 'shapes' lists 3"):
         parse_hub_config({"num_classes": 10, "retrain": {"models": [three]}})
-    with pytest.raises(HubConfigError, match="different numbers of labels"):
+    with pytest.raises(HubConfigError, match="bundles list different classes"):
         parse_hub_config({"retrain": {"models": [three, model_with_classes(tmp_path, "digits", 10)]}})
+    from hgen.edge_agent.testing import make_keys, null_bundle
+
+    labels = list(read_labels(three["bundle"]) or ())
+    reordered = null_bundle(tmp_path / "reordered", make_keys(tmp_path / "reordered-keys"), name="other", classes=3,
+                            labels=labels[::-1])  # the same count, another order: answers would mean other classes
+    other = {"name": "other", "keras_model": three["keras_model"], "bundle": str(reordered)}
+    with pytest.raises(HubConfigError, match="bundles list different classes"):
+        parse_hub_config({"retrain": {"models": [three, other]}})
     with pytest.raises(HubConfigError, match="at least 2"):
         parse_hub_config({"num_classes": 1})
 

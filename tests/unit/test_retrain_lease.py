@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hgen.hub.errors import RetrainBusyError, UnknownModelError
+from hgen.hub.errors import RetrainBusyError, RetrainError, UnknownModelError, VersionTakenError
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain import RetrainStore, RetrainWorker, RunRecord, VersionRecord
 from hgen.hub.testing.clock import Clock
@@ -192,3 +192,23 @@ def test_stopping_a_worker_fails_its_queued_runs_and_frees_their_leases(stores: 
     assert record.status == "failed" and "stopped before this retrain started" in record.error
     assert stores[1].live_lease(MODEL) is None
     assert worker(stores[1]).request(MODEL, "cli").id > queued.id  # another hub may go at once
+
+
+def test_a_hub_that_lost_its_lease_mid_retrain_publishes_nothing(stores: list[RetrainStore]) -> None:
+    """A hub cut off longer than its lease kept training, then published; the hub that took the lease over
+    published the same number, and the second write replaced the first one's version, which devices might run."""
+    clock = stores[0].clock
+    slow, other = stores
+    run = slow.claim_run(MODEL, "api", "1.0.0", "hub-a", 30.0)
+    slow.start_run(run.id)
+    clock.now += 31.0  # type: ignore[attr-defined]  # hub a cut off: no renewal
+    taken = other.claim_run(MODEL, "api", "1.0.0", "hub-b", 30.0)
+    other.start_run(taken.id)
+    other.add_version(VersionRecord(MODEL, "1.0.1", "b.keras", "b", 0.5, 1.0, 0.0, taken.id),
+                      published=(taken.id, {}))
+    with pytest.raises(VersionTakenError, match="version 1.0.1 of 'lenet5' exists already"):
+        slow.add_version(VersionRecord(MODEL, "1.0.1", "a.keras", "a", 0.5, 1.0, 0.0, run.id), published=(run.id, {}))
+    with pytest.raises(RetrainError, match=f"run {run.id} of 'lenet5' is no longer running"):
+        slow.add_version(VersionRecord(MODEL, "1.0.2", "a.keras", "a", 0.5, 1.0, 0.0, run.id), published=(run.id, {}))
+    assert [v.version for v in other.versions(MODEL)] == ["1.0.1"] and other.versions(MODEL)[0].keras_path == "b.keras"
+    assert other.run(run.id).status == "failed" and other.run(taken.id).status == "published"

@@ -41,6 +41,7 @@ class OriginalData(Protocol):
     train: Any
     val: Any
     test: Any
+    labels: tuple[str, ...]
 
     @property
     def input_shape(self) -> tuple[int, int, int]: ...

@@ -12,7 +12,7 @@ import numpy as np
 from hgen.compiler.data import Dataset, load_dataset
 from hgen.compiler.train import predict_logits
 from hgen.hub.config import RetrainConfig
-from hgen.hub.retrain.data import HumanSet, human_set
+from hgen.hub.retrain.data import HumanSet, fitting, human_set
 from hgen.hub.retrain.enhance import Enhanced, enhance
 from hgen.hub.retrain.kinds import RETRAIN_KINDS
 from hgen.hub.retrain.records import RetrainStore
@@ -28,9 +28,8 @@ class CNNRetrain:
         return load_dataset(spec, seed=seed, limit=limit)
 
     def human(self, store: RetrainStore, model_name: str, up_to: float, data: Dataset) -> HumanSet:
-        pre = data.preprocess
-        fitting = (pre.resize, pre.pad_value) if pre is not None else ("stretch", 0)
-        return human_set(store.labelled_samples(model_name, up_to), data.input_shape, data.num_classes, *fitting)
+        return human_set(store.labelled_samples(model_name, up_to), data.input_shape, data.num_classes,
+                         *fitting(data))
 
     def enhance(self, keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:
         return enhance(keras_path, data, human, config)

@@ -30,7 +30,7 @@ from hgen.compiler.metrics.detection import mean_average_precision
 from hgen.hub.aggregators.region_gmm import MAX_COMPONENTS, covariance_floor
 from hgen.hub.config import RetrainConfig
 from hgen.hub.kb.models import Reply, Sample
-from hgen.hub.retrain.data import decode
+from hgen.hub.retrain.data import decode_many, fitting, to_input
 from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.kinds import RETRAIN_KINDS
 from hgen.hub.retrain.records import RetrainStore, labelled_rows
@@ -132,14 +132,14 @@ class FasterRCNNRetrain:
 
     def human(self, store: RetrainStore, model_name: str, up_to: float, data: DetectionDataset) -> HumanRegions:
         samples = region_samples(store, model_name, up_to)
+        x, readable = decode_many(samples, data.input_shape, *fitting(data))
+        samples = [s for s, ok in zip(samples, readable) if ok]
         regions = []
         for s in samples:
             rows = s.regions.copy()
             rows[:, :4] = np.clip(rows[:, :4] / [s.width, s.height, s.width, s.height], 0.0, 1.0)
-            rows = rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])]
+            rows = to_input(rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])], s.width, s.height, data)
             regions.append(kb_mixture(rows))
-        x = (np.stack([decode(s, data.input_shape) for s in samples]) if samples
-             else np.zeros((0, *data.input_shape), np.float32))
         return HumanRegions(x, tuple(regions), tuple(s.sample_id for s in samples))
 
     def enhance(self, keras_path: str | Path, data: DetectionDataset, human: HumanRegions,

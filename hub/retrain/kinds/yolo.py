@@ -24,7 +24,7 @@ from hgen.compiler.metrics.detection import mean_average_precision
 from hgen.compiler.models.grid_detector import (DetectorTrainConfig, calibrate_detector, encode_targets,
                                                 fit_targets, predict_grid, soft_targets)
 from hgen.hub.config import RetrainConfig
-from hgen.hub.retrain.data import decode, labels_in_range
+from hgen.hub.retrain.data import decode_many, fitting, labels_in_range, to_input
 from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.kinds import RETRAIN_KINDS
 from hgen.hub.retrain.labels import BoxSample, box_samples
@@ -98,11 +98,10 @@ class YOLORetrain:
         keep = labels_in_range([s.sample_id for s in samples], [normalised(s)[:, 4] for s in samples],
                                data.num_classes)
         samples = [s for s, ok in zip(samples, keep) if ok]
-        answers = tuple(normalised(s) for s in samples)
-        ids = tuple(s.sample_id for s in samples)
-        x = (np.stack([decode(s, data.input_shape) for s in samples]) if samples
-             else np.zeros((0, *data.input_shape), np.float32))
-        return HumanBoxes(x, answers, ids)
+        x, readable = decode_many(samples, data.input_shape, *fitting(data))
+        samples = [s for s, ok in zip(samples, readable) if ok]
+        answers = tuple(to_input(normalised(s), s.width, s.height, data) for s in samples)
+        return HumanBoxes(x, answers, tuple(s.sample_id for s in samples))
 
     def enhance(self, keras_path: str | Path, data: DetectionDataset, human: HumanBoxes,
                 config: RetrainConfig) -> Enhanced:
