@@ -50,12 +50,6 @@ class FieldSet:
     def audited(self) -> int:
         return int((self.weights > 1).sum())
 
-    def expanded(self) -> Any:
-        """The weighted set as plain rows (each repeated by its weight), for scorers that take a labelled split."""
-        from hgen.compiler.data import Split
-
-        rows = np.repeat(np.arange(len(self)), self.weights.astype(np.int64))
-        return Split(self.x[rows], self.y[rows])
 
 
 @dataclass(frozen=True)

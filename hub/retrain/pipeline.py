@@ -219,7 +219,7 @@ class RetrainPipeline:
         floor = 0.0
         if self.config.field.keep_fused:
             floor = fused_scorer(prepared.kind)(load_model_file(prepared.current.keras_path),  # type: ignore[misc]
-                                                prepared.current.temperature, prepared.manifest.tau, field.expanded(),
+                                                prepared.current.temperature, prepared.manifest.tau, field,
                                                 self.config.human_accuracy)
             demand = self._accuracy_demand(model_config, enhanced)
             floor = floor if demand is None else min(floor, demand)
@@ -255,7 +255,7 @@ class RetrainPipeline:
             return verdict
         new_tau = enhanced.tau if isinstance(enhanced, Searched) else tau_after(enhanced, prepared.manifest.tau)
         people = self.config.human_accuracy
-        judged, where = (test, "the original test split") if field is None else (field.expanded(),
+        judged, where = (test, "the original test split") if field is None else (field,
                                                                                  "held-out field labels")
         current = fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged, people)
         new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)

@@ -46,11 +46,14 @@ class CNNRetrain:
         return (answers == labelled.y).astype(np.float64)
 
     def fused_score(self, model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> float:
-        """Expected accuracy of the H-CNN with people (the mean of `fused_outcomes`). A retrain that makes the model
-        confidently wrong where people used to be asked scores lower here, even if model-only accuracy rose."""
+        """Expected accuracy of the H-CNN with people (the mean of `fused_outcomes`, weighted by `labelled.weights`
+        when it has them: a `FieldSet`, whose audited frames stand for 1 / audit_share frames each). A retrain that
+        makes the model confidently wrong where people used to be asked scores lower here, even if model-only
+        accuracy rose."""
         if not len(labelled):
             return float("nan")
-        return float(np.mean(fused_outcomes(model, temperature, tau, labelled, human_accuracy)))
+        outcomes = fused_outcomes(model, temperature, tau, labelled, human_accuracy)
+        return float(np.average(outcomes, weights=getattr(labelled, "weights", None)))
 
 
 def fused_outcomes(model: Any, temperature: float, tau: float, labelled: Any, human_accuracy: float) -> np.ndarray:
