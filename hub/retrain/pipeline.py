@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -85,13 +86,27 @@ class RetrainPipeline:
             return found
         model = self.model_config(name)
         manifest = self._manifest(Path(model.bundle))
-        record = VersionRecord(name, manifest.model.version, str(model.keras_model), str(model.bundle),
-                               manifest.tau, manifest.temperature, self.store.clock())
+        keras_path, bundle_dir = self._keep_first(model, manifest.model.version)
+        record = VersionRecord(name, manifest.model.version, str(keras_path), str(bundle_dir), manifest.tau,
+                               manifest.temperature, self.store.clock())
         try:
             self.store.add_version(record)
         except VersionTakenError:  # another hub registered it a moment ago
             return self.store.current_version(name) or record
         return record
+
+    def _keep_first(self, model: ModelConfig, version: str) -> tuple[Path, Path]:
+        """A copy of the compile's Keras file and bundle in the store, where the first version is recorded: the
+        compile's folder may be rebuilt (a new compile into the same --out is 1.0.0 again), and a rollback to the
+        first version then re-signed other files under its name. Without a store, the configured files."""
+        if self.config.store_dir is None:
+            return Path(model.keras_model), Path(model.bundle)
+        dest = self._store_dir() / model.name / version
+        dest.mkdir(parents=True, exist_ok=True)
+        keras_path, bundle_dir = dest / Path(model.keras_model).name, dest / "bundle"
+        shutil.copy2(model.keras_model, keras_path)
+        shutil.copytree(model.bundle, bundle_dir, dirs_exist_ok=True)
+        return keras_path, bundle_dir
 
     def configured_manifest(self, name: str) -> Manifest:
         """The verified manifest of the bundle `retrain.models` names: the model as first deployed. Verified once

@@ -82,7 +82,8 @@ def test_publish_then_rollback_restores_the_deployed_files_byte_for_byte(release
     assert (restored.model.version, restored.tau, restored.temperature) == ("1.1.1", original.tau,
                                                                              original.temperature)
     current = releases.pipeline.current(deployed.name)
-    assert current.version == "1.1.1" and current.keras_path == str(deployed.keras_path)  # the next retrain's start
+    assert current.version == "1.1.1"  # the next retrain starts from the first version's Keras file, as kept
+    assert Path(current.keras_path).read_bytes() == deployed.keras_path.read_bytes()
 
     history = [(e.version, e.how, e.deployed) for e in releases.history(deployed.name)]
     assert history == [("1.1.1", "rollback to 1.0.0", True), ("1.1.0", "publish", False),
@@ -320,3 +321,17 @@ def test_ctrl_c_during_a_release_leaves_a_failed_run_and_a_free_lease(releases: 
     [run] = releases.store.runs(deployed.name)
     assert run.status == "failed" and releases.store.live_lease(deployed.name) is None
     assert releases.store.kb.bundle(deployed.name) is None
+
+
+def test_the_first_version_is_kept_as_it_was_when_the_compile_folder_is_rebuilt(
+        releases: Releases, deployed: DeployedModel, tmp_path: Path) -> None:
+    """The first version was recorded at the compile's own paths; a new compile into the same folder (1.0.0 again)
+    changed what a rollback to 1.0.0 re-signed."""
+    first = releases.pipeline.current(deployed.name)
+    assert Path(first.keras_path).is_relative_to(tmp_path / "store")
+    assert Path(first.bundle_dir).is_relative_to(tmp_path / "store")
+    original = Manifest.model_validate_json((deployed.bundle_dir / "manifest.json").read_bytes())
+    kept = Path(first.bundle_dir)
+    assert model_digest(Manifest.model_validate_json((kept / "manifest.json").read_bytes()), kept) == \
+        model_digest(original, deployed.bundle_dir)
+    assert Path(first.keras_path).read_bytes() == deployed.keras_path.read_bytes()
