@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hgen.hub.errors import KnowledgeBaseError, RetrainBusyError, RetrainError, VersionTakenError
-from hgen.hub.kb.models import ModelVersion, Reply, RetrainLease, RetrainRun, Sample
+from hgen.hub.kb.models import AnnotatorPause, AnswerRow, ModelVersion, Reply, RetrainLease, RetrainRun, Sample
 from hgen.hub.kb.store import GOLD_TRANSPORT, BundleRecord, KnowledgeBase, bundle_row
 from hgen.protos.kinds import wire_kinds
 from hgen.runtime.bundle.manifest import version_key
@@ -38,8 +38,13 @@ def human_label() -> Any:
 
 
 def of_model(name: str) -> tuple[Any, ...]:
-    """Replies people gave for device samples of model `name` (gold tasks excluded)."""
-    return (Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT, Reply.status.in_(HUMAN_STATES))
+    """Replies people gave for device samples of model `name`: gold tasks excluded, and replies any currently paused
+    annotator answered (failed gold, or an operator's decision): pausing used to stop their tasks while their
+    earlier answers stayed in every retrain. Resuming them brings those replies back."""
+    paused = (select(AnswerRow.id).join(AnnotatorPause, AnnotatorPause.annotator_id == AnswerRow.annotator_id)
+              .where(AnswerRow.sample_id == Sample.id))
+    return (Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT, Reply.status.in_(HUMAN_STATES),
+            ~paused.exists())
 ACTIVE_STATES = ("queued", "running")
 
 

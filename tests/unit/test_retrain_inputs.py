@@ -56,3 +56,31 @@ def test_boxes_on_a_letterboxed_model_are_mapped_into_its_input() -> None:
     assert mapped[0].tolist() == [0.0, 0.25, 1.0, 0.75, 2.0]  # the image fills 32 x 16, 8 px down
     stretched = SimpleNamespace(preprocess=SimpleNamespace(resize="stretch", width=32, height=32))
     assert to_input(rows, 64, 32, stretched) is rows
+
+
+def test_a_paused_annotators_answers_leave_the_training_set_until_they_are_resumed(tmp_path: Path) -> None:
+    """Pausing someone who failed gold stopped their tasks, but their earlier answers stayed in every retrain."""
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.retrain.records import RetrainStore
+    from hgen.hub.service import HubService
+    from hgen.hub.testing.samples import make_request, make_sample
+
+    config = parse_hub_config({"devices": ["cam"], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"}})
+    service = HubService.from_config(config)
+    try:
+        samples = [make_sample("cam", top=1) for _ in range(4)]  # of the model lenet5
+        service.submit(make_request("cam", samples, m=1), "grpc")
+        for person in ("good", "bad", "good", "bad"):
+            service.annotators.register(person)
+            task = service.annotators.next_task(person)
+            assert task is not None
+            service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=person, class_id=1,
+                                                            operations=1, latency_s=2.0))
+        store = RetrainStore(service.kb)
+        assert len(store.labelled_samples("lenet5", float("inf"))) == 4
+        service.gold.pause("bad", "gold accuracy 20% on 5 gold tasks is below 60%")
+        assert len(store.labelled_samples("lenet5", float("inf"))) == 2 and store.new_label_count("lenet5") == 2
+        service.gold.resume("bad")
+        assert len(store.labelled_samples("lenet5", float("inf"))) == 4
+    finally:
+        service.close()
