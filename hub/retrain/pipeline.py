@@ -221,9 +221,16 @@ class RetrainPipeline:
                          self.config.field.unfamiliar_share)
 
     def _familiarity_of(self, bundle_dir: str) -> Familiarity | None:
-        """A version's familiarity ranges, from its bundle verified once (versions are never rewritten)."""
+        """A version's familiarity ranges, from its bundle verified once (versions are never rewritten). An old
+        version's folder deleted to free the disk failed every later retrain; its frames are weighted as if it
+        had no ranges (as versions compiled before them), and the log says so."""
         if bundle_dir not in self._familiarity:
-            self._familiarity[bundle_dir] = self._manifest(Path(bundle_dir)).familiarity
+            try:
+                self._familiarity[bundle_dir] = self._manifest(Path(bundle_dir)).familiarity
+            except (OSError, HGenError) as exc:
+                log.warning("the bundle %s cannot be read (%s): its held-out frames are weighted without its "
+                            "familiarity ranges", bundle_dir, exc)
+                self._familiarity[bundle_dir] = None
         return self._familiarity[bundle_dir]
 
     def _refit(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, field: FieldSet) -> Any:
