@@ -2,7 +2,7 @@
 
 Gold samples are hub-owned rows of `samples` (device `hub-gold`, transport `gold`) that never close, so every
 annotator can be given each of them once; `KnowledgeBase.assign_next` never hands them out, this module does,
-at `gold.share` of each annotator's tasks (the first task is gold, then one in every 1/share). An annotator with
+at `gold.share` of each annotator's tasks (one at a random place in each run of 1/share tasks). An annotator with
 at least `gold.min_answers` gold answers and an accuracy below `gold.pause_below` is paused: they get no tasks
 until an operator resumes them (a pause also ends their web sessions). A gold sample carries decoy "model's
 guesses", so its page looks like any device's task.
@@ -65,12 +65,14 @@ class GoldBook:
     """Adds gold samples, hands them out at the configured share, scores answers and pauses annotators."""
 
     def __init__(self, kb: KnowledgeBase, config: GoldConfig, clock: Callable[[], float] = time.time, *,
-                 aggregator: str | None = None) -> None:
+                 aggregator: str | None = None, draw: Callable[[], float] = random.SystemRandom().random) -> None:
         """`aggregator`: the hub's configured one; a gold sample is stored with the aggregator a device's sample of
-        the same kind would get (the kind's own when None), so nothing about it stands out."""
+        the same kind would get (the kind's own when None), so nothing about it stands out. `draw`: uniform in
+        [0, 1), where in each run of 1/share tasks the gold one falls."""
         self.kb = kb
         self.config = config
         self.clock = clock
+        self.draw = draw
         self.kind = get_kind(DEFAULT_KIND)  # gold truth is a class: the default kind's (H-CNN's) label
         self.aggregator = default_aggregator(self.kind, aggregator) if aggregator else self.kind.aggregator
 
@@ -112,7 +114,9 @@ class GoldBook:
     # --- handing out ------------------------------------------------------------------------------------------
 
     def due(self, annotator_id: str) -> bool:
-        """Is the annotator's next task a gold one? Keeps gold at >= share of their tasks, the first included."""
+        """Is the annotator's next task a gold one? One in each run of 1/share of their tasks, at a random place in
+        the run: a fixed place (the first task, then every 1/share-th) told a careful cheat which tasks to answer
+        well."""
         with self.kb.session() as s:
             if s.scalar(select(GoldItem.sample_id).limit(1)) is None:
                 return False  # no gold defined: one cheap query per task
@@ -121,7 +125,10 @@ class GoldBook:
             gold = s.scalar(select(func.count()).select_from(Assignment)
                             .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
                             .where(Assignment.annotator_id == annotator_id)) or 0
-        return gold < math.ceil(self.config.share * (total + 1))
+        if gold >= math.ceil(self.config.share * (total + 1)):
+            return False  # this run's gold was given
+        left = max(1, math.ceil((gold + 1) / self.config.share - 1e-9) - total)  # tasks left in the run, this one too
+        return self.draw() < 1.0 / left
 
     def assign(self, annotator_id: str, max_open: int | None = None) -> Task | None:
         """A gold sample this annotator has not seen yet, or None when they have seen them all (or hold

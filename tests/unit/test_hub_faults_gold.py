@@ -47,3 +47,29 @@ def test_gold_without_a_configured_aggregator_takes_the_kinds_own(tmp_path: Path
         assert get_kind(DEFAULT_KIND).label == "class_id"  # gold truth is a class: the default kind must ask for one
     finally:
         kb.close()
+
+
+def test_gold_falls_once_in_each_run_of_tasks_at_a_random_place(tmp_path: Path) -> None:
+    """The first task was always gold, then every 1/share-th: a careful cheat knew which ones to answer well."""
+    from hgen.hub.testing.samples import make_request, make_sample
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": ["cam-1"], "knowledge_base": {"url": url},
+                               "gold": {"share": 0.25, "min_answers": 100}})
+    service = HubService(config, KnowledgeBase.open(url))
+    draws = iter([0.9, 0.9, 0.9, 0.0, 0.3, 0.0, 0.9, 0.9] + [0.9] * 8)  # 0.9 never picks a place before the last
+    service.gold.draw = lambda: next(draws)
+    try:
+        for seed in range(4):
+            service.gold.add(png_image(seed=seed + 10), 2, config.num_classes, config.limits)
+        service.annotators.register("ann")
+        service.submit(make_request("cam-1", [make_sample("cam-1", confidence=0.4) for _ in range(12)], m=1), "grpc")
+        kinds = []
+        for _ in range(8):
+            task = service.annotators.next_task("ann")
+            assert task is not None
+            kinds.append("gold" if service.gold.truth(task.sample_id) is not None else "device")
+            service.annotators.release(task.task_id, "ann", "skip", latency_s=1.0)
+        assert kinds == ["device", "device", "device", "gold", "device", "gold", "device", "device"]
+    finally:
+        service.close()

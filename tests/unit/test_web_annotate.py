@@ -199,7 +199,7 @@ def test_non_image_upload_is_refused_and_gold_pauses_a_bad_annotator(hub: HubApp
         assert added.status_code == 303
     assert hub.service.gold.count() == 3
     ann = logged_in(hub, "ann")
-    for _ in range(4):  # half of ann's tasks are gold here (first included), and ann answers 9 to everything
+    for _ in range(4):  # half of ann's tasks are gold here (one in each two, at a random place), and ann answers 9 to everything
         submit(hub)
         _, task_id, tok = task_page(ann)
         assert ann.post(f"/task/{task_id}/answer", data={"class_id": "9", "kind": "class", "csrf_token": tok}
