@@ -36,8 +36,9 @@ def _boxes(payload: bytes) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 6)
 
 
-def box_samples(kb: KnowledgeBase, name: str, up_to: float) -> list[BoxSample]:
-    """Every box-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new)."""
+def box_samples(kb: KnowledgeBase, name: str, up_to: float, newest: int | None = None) -> list[BoxSample]:
+    """Every box-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new; the `newest`
+    of them when set)."""
     box_kinds = wire_kinds(lambda kind: kind.label == "boxes")
-    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds))
+    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds), newest=newest)
     return [BoxSample(r[0], _boxes(r[1]), *r[2:]) for r in rows]

@@ -346,7 +346,7 @@ class RetrainPipeline:
         kind = get_retrain_kind(model_config.kind)
         data = self._dataset(model_config, kind)
         check_same_classes(model_config, data, manifest)
-        human = kind.human(self.store, model_config.name, run.cutoff, data)
+        human = kind.human(self.store, model_config.name, run.cutoff, data, self.config.max_labels)
         if len(human) == 0:
             raise RetrainError(f"no human-labelled samples for model {model_config.name!r} yet")
         return Prepared(current, manifest, data, human, kind)

@@ -323,22 +323,27 @@ class RetrainStore:
             sub = self._labels_query(name).where(Reply.created_at > cutoff).subquery()
             return int(s.scalar(select(func.count()).select_from(sub)) or 0)
 
-    def labelled_samples(self, name: str, up_to: float) -> list[LabelledSample]:
-        """Every human-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new)."""
-        rows = labelled_rows(self.kb, name, up_to, Reply.class_id, Reply.class_id.is_not(None))
+    def labelled_samples(self, name: str, up_to: float, newest: int | None = None) -> list[LabelledSample]:
+        """Every human-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new; the
+        `newest` of them when set)."""
+        rows = labelled_rows(self.kb, name, up_to, Reply.class_id, Reply.class_id.is_not(None), newest=newest)
         return [LabelledSample(r[0], int(r[1]), *r[2:]) for r in rows]
 
 
-def labelled_rows(kb: KnowledgeBase, name: str, up_to: float, label: Any, *where: Any) -> list[tuple[Any, ...]]:
+def labelled_rows(kb: KnowledgeBase, name: str, up_to: float, label: Any, *where: Any,
+                  newest: int | None = None) -> list[tuple[Any, ...]]:
     """(sample id, `label`, image format, height, width, channels, image bytes) of every human-labelled sample of
-    `name` replied up to `up_to` that also meets `where`; the kinds differ only in the label column and filter."""
+    `name` replied up to `up_to` that also meets `where`, or of the `newest` of them (a retrain decodes all it
+    reads at once: an unbounded knowledge base outgrew the hub's memory); the kinds differ only in the label
+    column and filter. Ordered by sample id, so the same labels come in the same order."""
+    query = (select(Sample.id, label, Sample.image_format, Sample.height, Sample.width, Sample.channels,
+                    Sample.image_bytes, Sample.image_path)
+             .join(Reply, Reply.sample_id == Sample.id)
+             .where(*of_model(name), *where, Reply.created_at <= up_to))
+    if newest is not None:
+        query = query.order_by(Reply.created_at.desc(), Sample.id).limit(newest)
     with kb.session() as s:
-        rows = s.execute(
-            select(Sample.id, label, Sample.image_format, Sample.height, Sample.width, Sample.channels,
-                   Sample.image_bytes, Sample.image_path)
-            .join(Reply, Reply.sample_id == Sample.id)
-            .where(*of_model(name), *where, Reply.created_at <= up_to)
-            .order_by(Sample.id)).all()
+        rows = sorted(s.execute(query).all(), key=lambda row: row[0])
     return [(*r[:6], _image(kb, r[6], r[7])) for r in rows]
 
 

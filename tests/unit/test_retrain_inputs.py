@@ -84,3 +84,37 @@ def test_a_paused_annotators_answers_leave_the_training_set_until_they_are_resum
         assert len(store.labelled_samples("lenet5", float("inf"))) == 4
     finally:
         service.close()
+
+
+def test_a_retrain_reads_at_most_the_newest_labels(tmp_path: Path) -> None:
+    """Each retrain decoded every label ever given at once; retrain.max_labels bounds it, keeping the newest."""
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.retrain.records import RetrainStore
+    from hgen.hub.service import HubService
+    from hgen.hub.testing.clock import Clock
+    from hgen.hub.testing.samples import make_request, make_sample
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": ["cam"], "knowledge_base": {"url": url}})
+    assert config.retrain.max_labels == 20_000
+    clock = Clock()
+    service = HubService(config, KnowledgeBase.open(url, clock=clock), clock=clock)
+    try:
+        samples = [make_sample("cam", top=1) for _ in range(5)]
+        service.submit(make_request("cam", samples, m=1, now=clock.now), "grpc")
+        service.annotators.register("p")
+        answered = []
+        for _ in range(5):
+            clock.now += 1.0
+            task = service.annotators.next_task("p")
+            assert task is not None
+            answered.append(task.sample_id)
+            service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id="p", class_id=1,
+                                                            operations=1, latency_s=1.0))
+        store = RetrainStore(service.kb)
+        newest = store.labelled_samples("lenet5", float("inf"), newest=2)
+        assert [s.sample_id for s in newest] == sorted(answered[-2:])
+        assert len(store.labelled_samples("lenet5", float("inf"))) == 5
+    finally:
+        service.close()

@@ -57,8 +57,10 @@ class RetrainKind(Protocol):
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> OriginalData:
         """The original train / validation / test data of the model."""
 
-    def human(self, store: RetrainStore, model_name: str, up_to: float, data: OriginalData) -> HumanLabels:
-        """Every human label of the model up to the run's cutoff, decoded to model inputs."""
+    def human(self, store: RetrainStore, model_name: str, up_to: float, data: OriginalData,
+              newest: int | None = None) -> HumanLabels:
+        """The human labels of the model up to the run's cutoff (the `newest` of them, when set), decoded to model
+        inputs."""
 
     def enhance(self, keras_path: str | Path, data: OriginalData, human: HumanLabels,
                 config: RetrainConfig) -> Enhanced:

@@ -27,8 +27,9 @@ class CNNRetrain:
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> Dataset:
         return load_dataset(spec, seed=seed, limit=limit)
 
-    def human(self, store: RetrainStore, model_name: str, up_to: float, data: Dataset) -> HumanSet:
-        return human_set(store.labelled_samples(model_name, up_to), data.input_shape, data.num_classes,
+    def human(self, store: RetrainStore, model_name: str, up_to: float, data: Dataset,
+              newest: int | None = None) -> HumanSet:
+        return human_set(store.labelled_samples(model_name, up_to, newest), data.input_shape, data.num_classes,
                          *fitting(data))
 
     def enhance(self, keras_path: str | Path, data: Dataset, human: HumanSet, config: RetrainConfig) -> Enhanced:

@@ -63,9 +63,9 @@ def _regions(payload: bytes) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 5)
 
 
-def region_samples(store: RetrainStore, name: str, up_to: float) -> list[RegionSample]:
+def region_samples(store: RetrainStore, name: str, up_to: float, newest: int | None = None) -> list[RegionSample]:
     kinds = wire_kinds(lambda kind: kind.label == "regions")
-    rows = labelled_rows(store.kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(kinds))
+    rows = labelled_rows(store.kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(kinds), newest=newest)
     return [RegionSample(r[0], _regions(r[1]), *r[2:]) for r in rows]
 
 
@@ -130,8 +130,9 @@ class FasterRCNNRetrain:
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> DetectionDataset:
         return load_detection_dataset(spec, seed=seed, limit=limit)
 
-    def human(self, store: RetrainStore, model_name: str, up_to: float, data: DetectionDataset) -> HumanRegions:
-        samples = region_samples(store, model_name, up_to)
+    def human(self, store: RetrainStore, model_name: str, up_to: float, data: DetectionDataset,
+              newest: int | None = None) -> HumanRegions:
+        samples = region_samples(store, model_name, up_to, newest)
         x, readable = decode_many(samples, data.input_shape, *fitting(data))
         samples = [s for s, ok in zip(samples, readable) if ok]
         regions = []

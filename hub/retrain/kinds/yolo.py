@@ -93,8 +93,9 @@ class YOLORetrain:
     def load_data(self, spec: str, *, seed: int, limit: int | None) -> DetectionDataset:
         return load_detection_dataset(spec, seed=seed, limit=limit)
 
-    def human(self, store: RetrainStore, model_name: str, up_to: float, data: DetectionDataset) -> HumanBoxes:
-        samples = box_samples(store.kb, model_name, up_to)
+    def human(self, store: RetrainStore, model_name: str, up_to: float, data: DetectionDataset,
+              newest: int | None = None) -> HumanBoxes:
+        samples = box_samples(store.kb, model_name, up_to, newest)
         keep = labels_in_range([s.sample_id for s in samples], [normalised(s)[:, 4] for s in samples],
                                data.num_classes)
         samples = [s for s, ok in zip(samples, keep) if ok]
