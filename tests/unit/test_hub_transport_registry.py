@@ -183,11 +183,13 @@ def test_one_notice_a_transport_cannot_send_stops_no_other_targets_publishing(
     monkeypatch.setattr(pipeline, "base_target", lambda name: "rpi4")  # no configured bundle to read it from
     prepared = SimpleNamespace(current=SimpleNamespace(version="1.0.0"), data=SimpleNamespace(train=None),
                                manifest=SimpleNamespace(target="rpi4", tau=0.5))
-    run = SimpleNamespace(id=1)  # only its id is written, beside the new version
+    run = store.create_run("net", "api", "1.0.0")  # running: the version is recorded with it, as published
+    store.start_run(run.id)
     model = SimpleNamespace(save=lambda path: Path(path).write_bytes(b"keras"))
     try:
-        version = pipeline._publish(SimpleNamespace(name="net", devices={}), prepared, model, 1.0, run)
+        version = pipeline._publish(SimpleNamespace(name="net", devices={}), prepared, model, 1.0, run, {})
         assert version == "1.0.1" and EVENTS == ["announce net-rpi4", "announce net-x86_64"]
+        assert store.run(run.id).status == "published"  # before the announcements, in the version's transaction
         assert kb.bundle("net-rpi4", "1.0.1") is not None and kb.bundle("net-x86_64", "1.0.1") is not None
         assert any("was not told" in r.getMessage() and "queue full" in r.getMessage() for r in caplog.records)
     finally:
