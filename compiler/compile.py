@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from hgen.compiler.bundle.engines import BUNDLE_ENGINES
-from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.data import Dataset, load_dataset, require_splits
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images
 from hgen.compiler.search import SearchResult, run_search
@@ -231,6 +231,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     out.mkdir(parents=True, exist_ok=True)
     device = get_device(config.device)
     data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    require_splits(data)
     log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,

@@ -128,6 +128,7 @@ def runner(config: CompileConfig, model: Any, kind: str, data: DetectionDataset,
 def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda message: None) -> CompileResult:
     """Train, calibrate, choose tau, measure on the test split, write model/plan/report/summary and the bundle."""
     from hgen.compiler.compile import CompileResult
+    from hgen.compiler.data import require_splits
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.compiler.metrics import model_costs, storage_mb
     from hgen.compiler.metrics.latency import litert_latency_ms
@@ -143,6 +144,7 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     out.mkdir(parents=True, exist_ok=True)
     device = get_device(config.device)
     data = load_detection_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    require_splits(data)
     log(f"detection dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / "
         f"{len(data.test)} test; {NO_SEARCH}")
     model, name, kind = detector(config, data)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.data import Dataset, load_dataset, require_splits
 from hgen.compiler.errors import InvalidArgumentError
 from hgen.compiler.metrics import (
     HDNNEvaluation,
@@ -82,6 +82,7 @@ def prepare_hcnn(config: StudyConfig, dataset: Dataset | None = None,
                  log: Any = lambda message: None) -> PreparedHCNN:
     """Train, calibrate (Eq. 2), fit the difficulty estimator (Eq. 3) and collect the crowd's answers."""
     data = dataset or load_dataset(config.dataset, seed=config.seed, limit=config.limit, root=config.data_root)
+    require_splits(data)
     log(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test from {data.origin}")
     model = build_classifier(config.model, data.input_shape, data.num_classes)
     seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.epochs, seed=config.seed))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hgen.compiler.compile import CompileConfig, _base_model, _confidence_params, input_spec
-from hgen.compiler.data import Dataset, load_dataset
+from hgen.compiler.data import Dataset, load_dataset, require_splits
 from hgen.compiler.errors import CompilerError
 from hgen.compiler.search import run_search
 from hgen.compiler.search.context import Budget, Candidate
@@ -149,6 +149,7 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
     out = Path(config.out)
     device = get_device(config.device)
     data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
+    require_splits(data)
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
                                   seed=config.seed)

@@ -82,6 +82,9 @@ def _describe(data: Dataset | DetectionDataset) -> list[str]:
         lines.append(f"unreadable {len(report.unreadable)} file(s) skipped (see `hgen data inspect`)")
     if report is not None and report.dropped:
         lines.append(f"dropped   {len(report.dropped)} label(s) left out (see `hgen data inspect`)")
+    if report is not None:
+        lines += [f"warning   {line}" for line in report.warnings]
+        lines += [f"warning   the compile refuses this: {line}" for line in report.empty]
     return lines
 
 

@@ -36,6 +36,7 @@ from hgen.runtime.config import StrictModel, did_you_mean, parse_config
 if TYPE_CHECKING:
     from hgen.compiler.data.formats import DataFormat, Location
     from hgen.compiler.data.images import ImageOptions, Preprocess
+    from hgen.compiler.data.detection import DetectionDataset
     from hgen.compiler.data.lazy import DecodedImages
     from hgen.compiler.data.reader import Loaded, LoadReport
 
@@ -219,10 +220,30 @@ def resolve_user_spec(location: Location, image: ImageOptions | Mapping[str, Any
 
 
 def check_classes(catalog: Any) -> None:
-    """Before any image is decoded: a classifier needs two classes (one was found out only after training)."""
+    """Before any image is decoded: a classifier needs two classes (one was found out only after training), each
+    with training images (a misspelt `val/dogs` beside `train/dog` was a class the model could never predict)."""
+    from hgen.compiler.data.reader import untrained_classes
+
     if catalog.task == "classify" and len(catalog.labels) < 2:
         raise EmptyDatasetError(f"{catalog.origin}: one class found ({', '.join(catalog.labels) or 'none'}); a "
                                 "classifier needs at least two: add a folder of images (or a label) per class")
+    problems = untrained_classes(catalog)
+    if problems:
+        raise EmptyDatasetError(f"{catalog.origin}: " + "; ".join(problems))
+
+
+def require_splits(data: Dataset | DetectionDataset) -> None:
+    """Before training: the compile trains on train, fits temperature and tau on val and measures on test, so an
+    empty split is an EmptyDatasetError saying why it is empty and what to do (it was a Keras traceback, or an
+    internal message after training). Loading alone accepts one: `hgen data inspect` shows it as a warning."""
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    if all(sizes.values()):
+        return
+    report = data.report
+    reasons = report.empty if report is not None and report.empty else [f"the {name} split is empty"
+                                                                         for name, size in sizes.items() if not size]
+    raise EmptyDatasetError(f"{data.origin}: " + "; ".join(reasons) + " (the compile needs train, val and test "
+                            "images)")
 
 
 def read_user(location: Location, *, seed: int, limit: int | None, image: ImageOptions | Mapping[str, Any] | None,

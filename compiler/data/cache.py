@@ -29,7 +29,8 @@ from hgen.compiler.data.images import Preprocess
 
 # Part of every key (`preprocess_key`): raise it when decoding changes what a file becomes, so older entries are
 # not read back. 2: 16-bit pixels take their high byte (`hgen.runtime.preprocess.eight_bits`), as on the device.
-CACHE_VERSION = 2
+# 3: PGM/PPM files are decoded as the device decodes them (OpenCV keeps the samples Pillow rescaled by maxval).
+CACHE_VERSION = 3
 CHUNK = 1 << 20
 
 

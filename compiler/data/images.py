@@ -4,9 +4,11 @@ The whole pipeline is recorded in a `Preprocess` so the device can reproduce it 
 
 1. `Image.open` reads the header only; an image with more than `max_pixels` pixels is refused with
    `ImageTooLargeError` before any pixel is decoded.
-2. Decode; apply the EXIF orientation (camera JPEGs); 16-bit grey is scaled to 8 bits; an alpha channel (RGBA, LA,
+2. Decode; apply the EXIF orientation (camera JPEGs); 16-bit pixels keep their high byte; an alpha channel (RGBA, LA,
    palette with transparency) is composited onto black; then the image becomes RGB (3 channels) or L (1 channel,
-   ITU-R 601-2 luma).
+   ITU-R 601-2 luma). PGM/PPM files are decoded by the device's own path (OpenCV, then
+   `hgen.runtime.preprocess.frame_channels`): Pillow opens a 16-bit PGM as 32-bit integers and rescales PNM samples
+   by the header's maxval, so a 12-bit PGM trained at 0..255 where the device, keeping the high byte, sees 0..15.
 3. Resize to (height, width): `stretch` ignores the aspect ratio; `letterbox` scales to fit and pads with `pad_value`
    centred (left/top get the floor of half the padding). OpenCV `INTER_AREA` when shrinking, `INTER_LINEAR` when
    enlarging (per image, chosen on the scale factor of the larger axis).
@@ -25,7 +27,9 @@ from pydantic import Field, field_validator
 
 from hgen.compiler.errors import ImageTooLargeError, UnreadableImageError
 from hgen.runtime.config import StrictModel
-from hgen.runtime.preprocess import composite_on_black, eight_bits, fit, grey, normalise, placement
+from hgen.runtime.errors import InvalidInputError
+from hgen.runtime.orientation import decode_upright
+from hgen.runtime.preprocess import composite_on_black, eight_bits, fit, frame_channels, grey, normalise, placement
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -172,6 +176,9 @@ def decode_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_
 
     path = Path(path)
     image = _open(path, max_pixels)
+    if image.format == "PPM":
+        image.close()
+        return _device_decode(path, channels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -183,6 +190,20 @@ def decode_image(path: str | Path, channels: int, max_pixels: int = DEFAULT_MAX_
         raise UnreadableImageError(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from None
     finally:
         image.close()
+
+
+def _device_decode(path: Path, channels: int) -> np.ndarray:
+    """A file decoded as the device decodes it (OpenCV, high byte of 16 bits, BGR -> RGB): for PGM/PPM, whose
+    samples Pillow rescales by the header's maxval where OpenCV keeps them."""
+    try:
+        frame = decode_upright(path.read_bytes())
+        if frame is None:
+            raise UnreadableImageError(f"{path}: cannot decode (OpenCV, which the device uses, does not read it)")
+        return frame_channels(frame, channels)
+    except OSError as exc:
+        raise UnreadableImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except InvalidInputError as exc:
+        raise UnreadableImageError(f"{path}: cannot decode ({exc})") from None
 
 
 def to_array(image: PILImage, channels: int) -> np.ndarray:

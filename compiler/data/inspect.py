@@ -38,6 +38,7 @@ class Inspection:
     preprocess: Preprocess
     report: LoadReport | None
     sheets: tuple[Path, ...]
+    problems: tuple[str, ...] = ()  # why the compile would refuse the set (an empty split, a class not in train)
 
     def lines(self) -> list[str]:
         """The human-readable summary `hgen data inspect` prints."""
@@ -82,9 +83,12 @@ class Inspection:
         return out
 
     def warnings(self) -> list[str]:
-        """What will go wrong later: a classifier of one class, a class its validation split (temperature, tau) or
-        test split (the reported accuracy) never shows."""
-        found: list[str] = []
+        """What will go wrong later: what the compile refuses (an empty split, a class without training images, a
+        classifier of one class), what the format found odd, a class its validation split (temperature, tau) or test
+        split (the reported accuracy) never shows."""
+        found = [f"the compile refuses this: {problem}" for problem in self.problems]
+        if self.report is not None:
+            found.extend(self.report.warnings)
         if self.task == "classify" and len(self.labels) < 2:
             found.append("one class: a classifier needs at least two (the compile refuses it)")
         if self.report is not None and self.report.sizes and self.preprocess.resize == "stretch":
@@ -99,7 +103,7 @@ class Inspection:
         for split, use in (("val", "temperature and tau are fitted"), ("test", "accuracy is measured")):
             missing = [name for name in self.labels if self.counts["train"].get(name, 0)
                        and not self.counts[split].get(name, 0)]
-            if missing:
+            if missing and any(self.counts[split].values()):  # an empty split is one of the problems
                 found.append(f"no {split} {unit} of {', '.join(repr(n) for n in missing)}: {use} without "
                              f"{'it' if len(missing) == 1 else 'them'}")
         return found
@@ -127,7 +131,7 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
     if location is None:  # a built-in data set: already in memory
         return _inspect_builtin(spec, out_dir, seed, limit, per_sheet)
 
-    from hgen.compiler.data.reader import read_catalog
+    from hgen.compiler.data.reader import read_catalog, untrained_classes
 
     user = resolve_user_spec(location, image, format_options)
     options = user.options
@@ -139,8 +143,9 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
     name = str(user.spec)
     counts = _counts(loaded.splits, catalog.labels)
     sheets = _write_sheets(loaded.splits, catalog.labels, Path(out_dir), per_sheet) if out_dir else ()
+    problems = (*untrained_classes(catalog), *loaded.report.empty)
     return Inspection(name, catalog.format, catalog.task, catalog.origin, catalog.labels, counts, loaded.preprocess,
-                      loaded.report, sheets)
+                      loaded.report, sheets, problems)
 
 
 def _inspect_builtin(spec: str, out_dir: str | Path | None, seed: int, limit: int | None,

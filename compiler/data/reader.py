@@ -1,8 +1,10 @@
 """From a `Catalog` to uint8 arrays per split: split assignment, header checks, decoding once (cache), policy.
 
 Split policy: records the layout places in a split keep it; the others are split per class (stratified) with the
-catalog's `shares`, by seed. When the source has no validation (or test) split at all, one is carved from train
-with the same share, stratified. Every split is shuffled by seed; `limit` then caps each split *before* decoding.
+catalog's `shares`, by seed. When the source has no validation (or test) split at all, one is carved from train with
+the same share, stratified. Every split is shuffled by seed; `limit` then caps each split *before* decoding. The
+compile needs every split (`empty_splits` says why one is empty and what to do, in the report) and every class in
+train (`untrained_classes`).
 
 Unreadable-file policy (`ImageOptions.on_unreadable`): `skip` (default) counts and skips corrupt or undecodable
 files and reports their names, and fails with UnreadableImageError when more than `max_unreadable_fraction` of the
@@ -13,6 +15,7 @@ Nothing is written to the cache unless the whole load succeeds.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -48,6 +51,8 @@ class LoadReport:
     ignored: tuple[str, ...] = ()  # non-image files in the layout (and label files without an image)
     dropped: tuple[str, ...] = ()  # "where: why" of each label entry the format left out (empty or crowd boxes)
     carved: tuple[str, ...] = ()  # splits carved from train because the source had none
+    warnings: tuple[str, ...] = ()  # what the format found that loads but may not be meant (images without labels)
+    empty: tuple[str, ...] = ()  # why each empty split is empty and what to do (the compile refuses an empty split)
     modes: dict[str, int] = field(default_factory=dict)  # Pillow modes of the readable files
     sizes: tuple[tuple[int, int], ...] = ()  # (width, height) of each readable file
 
@@ -128,6 +133,75 @@ def assign_splits(records: tuple[Record, ...], shares: tuple[float, float, float
     return parts, tuple(carved)
 
 
+def untrained_classes(catalog: Catalog) -> list[str]:
+    """Classification: why each class with images but none in train cannot be learnt. Only a layout's own splits do
+    that (the seeded split keeps one image of every class in train): usually a misspelt split folder (`val/dogs`
+    beside `train/dog`)."""
+    if catalog.task != "classify" or catalog.arrays is not None:
+        return []
+    trained = {r.label for r in catalog.records if r.split in (None, "train")}
+    if not trained:  # no train split at all: `empty_splits` says so
+        return []
+    where: dict[int, set[str]] = {}
+    for record in catalog.records:
+        if record.label not in trained:
+            where.setdefault(record.label, set()).add(str(record.path.parent))
+    problems = []
+    for label, folders in sorted(where.items()):
+        shown = sorted(folders)
+        places = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+        count = sum(r.label == label for r in catalog.records)
+        problems.append(f"class '{catalog.labels[label]}' has {count} image(s) but none in train (they are in "
+                        f"{places}); a model cannot learn a class it never trains on: if the name is a typo, "
+                        "rename the folder (or label) to the training class it means, else add training images")
+    return problems
+
+
+def _has_shares(catalog: Catalog) -> bool:
+    """Whether the catalog's format takes a `shares` option (YOLO's split comes from its data.yaml)."""
+    from hgen.compiler.data.formats import FORMATS
+
+    return catalog.format in FORMATS and "shares" in FORMATS.get(catalog.format).Config.model_fields
+
+
+def _layout(catalog: Catalog) -> tuple[set[str], int]:
+    """The splits the source itself names, and how many images it leaves to the seeded split."""
+    if catalog.arrays is not None:
+        only_test = set(catalog.arrays) == {"test"}
+        total = sum(len(y) for _, y in catalog.arrays.values())
+        return (set(), total) if only_test else (set(catalog.arrays), 0)
+    return {r.split for r in catalog.records if r.split}, sum(r.split is None for r in catalog.records)
+
+
+def empty_splits(catalog: Catalog, splits: dict[str, RawSplit]) -> tuple[str, ...]:
+    """Why each empty split is empty and what to do: the compile trains on train, fits its thresholds on val and
+    measures on test, so it refuses an empty one before training (`hgen.compiler.data.require_splits`) instead of
+    failing in Keras or after training."""
+    present, free = _layout(catalog)
+    shares = catalog.shares
+    problems = []
+    for k, split in enumerate(SPLITS):
+        if len(splits[split].y):
+            continue
+        if split in present or (split == "train" and free):
+            why, fix = "its images are all unreadable or left out (see the load report)", "add readable images"
+        elif split == "train":
+            why = f"the data set has {' and '.join(s for s in SPLITS if s in present)} but no train split"
+            fix = "add one (a train/ folder beside the others, or entries marked train)"
+        elif shares[k] <= 0:
+            why = f"the data set has no {split} split of its own and its share is 0 (shares " \
+                  f"{','.join(f'{v:g}' for v in shares)})"
+            fix = f"give {split} a share (e.g. ?shares=0.7,0.15,0.15), or add a {split} split"
+        else:
+            need = math.ceil(0.5 / shares[k] - 1e-9)
+            each = " in a class" if catalog.task == "classify" else ""
+            why = f"too few images to give it one at a share of {shares[k]:g} (that takes {need} images{each})"
+            share = ", or raise its share (?shares=...)" if _has_shares(catalog) else ""
+            fix = f"add images{share}, or add a {split} split"
+        problems.append(f"the {split} split is empty: {why}; {fix}")
+    return tuple(problems)
+
+
 # ---- reading ------------------------------------------------------------------------------------------------------
 
 def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed: int = 0,
@@ -193,6 +267,7 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
                                  tuple(str(r.path) for r in recs))
     report = LoadReport(catalog.format, catalog.origin, len(order), decoded.decoded, decoded.cached, decoded.set_cached,
                         tuple(unreadable), tuple(oversized), catalog.ignored, catalog.dropped, carved,
+                        catalog.warnings, empty_splits(catalog, splits),
                         dict(Counter(headers[i].mode for i in kept)),
                         tuple(headers[i].upright(pre.exif_transpose) for i in kept))
     return Loaded(catalog, pre, splits, report)
@@ -355,7 +430,7 @@ def _read_arrays(catalog: Catalog, options: ImageOptions, seed: int, limit: int 
         splits[split] = RawSplit(x, labels[idx].astype(np.int64), None, ())
     total = sum(len(s.y) for s in splits.values())
     report = LoadReport(catalog.format, catalog.origin, total, 0, 0, False, carved=carved,
-                        modes={"L" if not colour else "RGB": total})
+                        empty=empty_splits(catalog, splits), modes={"L" if not colour else "RGB": total})
     return Loaded(catalog, pre, splits, report)
 
 

@@ -33,12 +33,13 @@ def is_detection(data: Any) -> bool:
 
 def load_demo_data(spec: str, *, seed: int, limit: int | None) -> Any:
     """A classification `Dataset`, or a `DetectionDataset` for a detection spec."""
-    from hgen.compiler.data import load_dataset
+    from hgen.compiler.data import load_dataset, require_splits
     from hgen.compiler.data.detection import is_detection_spec, load_detection_dataset
 
-    if is_detection_spec(spec):
-        return load_detection_dataset(spec, seed=seed, limit=limit)
-    return load_dataset(spec, seed=seed, limit=limit)
+    data = load_detection_dataset(spec, seed=seed, limit=limit) if is_detection_spec(spec) else \
+        load_dataset(spec, seed=seed, limit=limit)
+    require_splits(data)  # the compile, the pools and the evaluation each need their split
+    return data
 
 
 def dataset_base(data: Any) -> str:

@@ -48,6 +48,24 @@ def test_csv_manifest_with_and_without_split_column(tmp_path):
     np.testing.assert_array_equal(again.val.y, data.val.y)
 
 
+def test_csv_image_listed_twice_is_kept_once_or_a_label_error_naming_both_lines(tmp_path):
+    """The same path twice was loaded twice: with another label (which one is right?) or another split (tested on
+    what it trained on) it is a LabelError naming both lines; an exact copy is left out and reported."""
+    manifest = make_csv(tmp_path / "set")
+    text = manifest.read_text()
+    manifest.write_text(text + "./pics/cat-0.jpeg,cat,train\n")  # line 20, a copy of line 2 spelt otherwise
+    data = load_dataset(str(manifest), image={"size": 32})
+    assert sum(map(len, (data.train, data.val, data.test))) == 18
+    assert data.report.dropped == (f"{manifest}:20: ./pics/cat-0.jpeg is listed again (as on line 2), left out",)
+    manifest.write_text(text + "pics/cat-0.jpeg,dog,train\n")
+    with pytest.raises(LabelError, match=r"manifest\.csv:20: .*cat-0\.jpeg is labelled 'dog' here and 'cat' on "
+                                         r"line 2"):
+        load_dataset(str(manifest))
+    manifest.write_text(text + "pics/cat-0.jpeg,cat,test\n")
+    with pytest.raises(LabelError, match=r"manifest\.csv:20: .*cat-0\.jpeg is in split test here and train on line 2"):
+        load_dataset(str(manifest))
+
+
 def test_csv_errors_name_the_manifest_line_and_files(tmp_path):
     manifest = make_csv(tmp_path / "set")
     text = manifest.read_text()

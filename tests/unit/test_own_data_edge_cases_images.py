@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import unicodedata
 from pathlib import Path
 
@@ -312,3 +313,90 @@ def test_a_misspelt_or_malformed_spec_parameter_says_what_was_meant(tmp_path: Pa
         load_dataset(f"{root}?sise=32")
     with pytest.raises(Exception, match=r"size=64x48\), got 'abc'"):
         load_dataset(f"{root}?size=abc")
+
+
+def test_a_16_bit_pgm_or_ppm_decodes_to_the_pixels_the_device_sees(tmp_path: Path) -> None:
+    """Pillow opens a 16-bit PGM as mode I and rescales PNM samples by the header's maxval; the device reads the file
+    with OpenCV (IMREAD_UNCHANGED, samples as stored) and keeps the high byte. A 12-bit ramp trained at 0..255 while
+    the device saw 0..15; the same goes for a maxval-4095 PGM and a 16-bit PPM."""
+    from hgen.runtime.preprocess import eight_bits
+
+    ramp = (np.arange(32 * 64).reshape(32, 64) * 4095 // (32 * 64 - 1)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.pgm"), ramp)
+    (tmp_path / "g12.pgm").write_bytes(b"P5\n64 32\n4095\n" + ramp.astype(">u2").tobytes())
+    cv2.imwrite(str(tmp_path / "c16.ppm"), np.stack([ramp, ramp // 2, ramp * 16], -1))
+    for name, channels in (("g16.pgm", 1), ("g12.pgm", 1), ("c16.ppm", 3)):
+        device = eight_bits(cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED))
+        device = device[..., None] if device.ndim == 2 else device[..., ::-1]  # BGR -> RGB
+        assert np.array_equal(decode_image(tmp_path / name, channels), device), name
+    assert decode_image(tmp_path / "g16.pgm", 1).max() == 15
+    png = _sixteen_bit(tmp_path / "g16.png", colour=False)  # 16-bit PNG: unchanged, it already matched
+    assert np.array_equal(decode_image(png, 1)[..., 0], eight_bits(cv2.imread(str(png), cv2.IMREAD_UNCHANGED)))
+
+
+def test_dunder_names_are_data_and_linked_sub_folders_are_read_once(tmp_path: Path) -> None:
+    """Only hidden names (`.DS_Store`, `._*`) and `__MACOSX` are passed over: a `__background__` class and a
+    `__0001.jpg` file are the user's data. A linked sub-folder of a class folder is read (Python 3.11's rglob skipped
+    it without a word); a link back to a folder already read is named and not followed (no endless loop)."""
+    root = tmp_path / "cams"
+    for name in ("__background__", "cat", "dog"):
+        for i in range(4):
+            write(root / name / f"{i}.png", np.full((8, 8, 3), 30 * i, np.uint8))
+    write(root / "cat" / "__0001.png", np.zeros((8, 8, 3), np.uint8))
+    write(root / "cat" / ".hidden.png", np.zeros((8, 8, 3), np.uint8))
+    write(root / "__MACOSX" / "cat" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    for i in range(3):
+        write(tmp_path / "elsewhere" / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "dog" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "dog" / "again").symlink_to(root / "dog", target_is_directory=True)  # a loop
+    data = load_dataset(str(root), image={"size": 8})
+    assert data.labels == ("__background__", "cat", "dog")
+    assert data.report.files == 4 + 5 + 4 + 3  # __background__, cat with __0001, dog with the linked folder
+    assert data.report.ignored == (f"{root / 'dog' / 'again'}: a link to {os.path.realpath(root / 'dog')}, a folder "
+                                   "already read (not followed again)",)
+
+
+def test_a_class_only_in_val_is_an_error_naming_it_and_its_folder(tmp_path: Path, capsys) -> None:
+    """`val/dogs` beside `train/dog` (a typo) was a class with no training images, accepted without a word."""
+    root = tmp_path / "cams"
+    for split, names in (("train", ("cat", "dog")), ("val", ("cat", "dog", "dogs"))):
+        for name in names:
+            for i in range(4):
+                write(root / split / name / f"{i}.png", np.full((8, 8, 3), 30 * i, np.uint8))
+    with pytest.raises(EmptyDatasetError, match=rf"class 'dogs' has 4 image\(s\) but none in train \(they are in "
+                                                rf"{root / 'val' / 'dogs'}\).* if the name is a typo, rename"):
+        load_dataset(str(root))
+    assert main(["compile", "--dataset", f"{root}?size=16", "--out", str(tmp_path / "out")]) == 2
+    capsys.readouterr()
+    assert main(["data", "inspect", str(root)]) == 0  # inspect shows it, to find the typo
+    out = capsys.readouterr().out
+    assert "warning   the compile refuses this: class 'dogs' has 4 image(s) but none in train" in out
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("no-train", r"the train split is empty: the data set has val and test but no train split; add one"),
+    ("tiny", r"the val split is empty: too few images to give it one at a share of 0.15 \(that takes 4 images in a "
+             r"class\); add images, or raise its share.*; the test split is empty"),
+    ("zero-share", r"the test split is empty: the data set has no test split of its own and its share is 0 \(shares "
+                   r"0.8,0.2,0\); give test a share")])
+def test_an_empty_split_is_refused_before_training_with_its_cause(tmp_path: Path, capsys, layout: str,
+                                                                  message: str) -> None:
+    """No train split was a Keras traceback (exit 1); a set too small to give val and test an image, or a zero
+    share, failed after training. The compile refuses them before training (exit 2), saying why and what to do;
+    loading and `hgen data inspect` still show the set, with the same words as a warning."""
+    root = tmp_path / "cams"
+    splits = {"no-train": ("val/", "test/"), "tiny": ("",), "zero-share": ("",)}[layout]
+    for split in splits:
+        for name in ("cat", "dog"):
+            for i in range(3 if layout == "tiny" else 8):
+                write(root / f"{split}{name}" / f"{i}.png", np.full((8, 8, 3), 30 * i, np.uint8))
+    spec = f"{root}?size=16" + ("&shares=0.8,0.2,0" if layout == "zero-share" else "")  # a size lenet5 takes
+    assert main(["compile", "--dataset", spec, "--out", str(tmp_path / "out")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out" / "summary.json").exists()
+    from hgen.compiler.data import require_splits
+
+    with pytest.raises(EmptyDatasetError, match=message):
+        require_splits(load_dataset(spec))
+    assert main(["data", "inspect", spec]) == 0
+    assert "warning   the compile refuses this: the " in capsys.readouterr().out

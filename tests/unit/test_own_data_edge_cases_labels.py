@@ -209,3 +209,73 @@ def test_a_data_yaml_without_train_says_so(tmp_path: Path) -> None:
     (data / "data.yaml").write_text("val: images/val\nnames: [a, b]\n")
     with pytest.raises(DatasetFormatError, match=r"data.yaml: no `train:` key"):
         load_detection_dataset(str(data))
+
+
+def test_yolo_labels_never_found_are_an_error_and_missing_ones_a_warning(tmp_path: Path, capsys) -> None:
+    """Labels in `label/` instead of `labels/`: every image was background, and the compile printed mAP nan. No box
+    at all is an EmptyDatasetError naming where the label files were looked for (exit 2); some images without a
+    label file train as background, counted in a warning."""
+    from hgen.compiler.cli.main import main
+    from hgen.compiler.errors import EmptyDatasetError
+
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "labels").rename(data / "label")
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(EmptyDatasetError, match=rf"none of the 6 images has a label file \(looked for NAME\.txt in "
+                                                rf"{data / 'labels' / 'train'}, {data / 'labels' / 'val'}"):
+        load_detection_dataset(str(data))
+    assert main(["data", "inspect", str(data)]) == 2
+    (data / "label").rename(data / "labels")
+    for name in ("t0", "t1"):
+        (data / "labels" / "train" / f"{name}.txt").unlink()
+    loaded = load_detection_dataset(str(data))
+    assert loaded.report.warnings == (f"2 of 6 images have no label file (looked in {data / 'labels' / 'train'}) "
+                                      "and train as background (no objects), e.g. t0.jpg",)
+    capsys.readouterr()
+    assert main(["data", "inspect", str(data)]) == 0
+    assert "warning   2 of 6 images have no label file" in capsys.readouterr().out
+
+
+def test_a_data_yaml_that_does_not_parse_names_its_line_and_column(tmp_path: Path) -> None:
+    """A tab in data.yaml made detection pass the set to the folder format ("class 'labels' has no images")."""
+    from hgen.compiler.data.formats import detect_format
+
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n\tnc: 2\n")
+    assert detect_format(data).name == "yolo" and detect_format(data / "data.yaml").name == "yolo"
+    with pytest.raises(DatasetFormatError, match=r"data\.yaml:4:1: not valid YAML: .*\(YAML indents with spaces, "
+                                                 r"not tabs\)"):
+        load_detection_dataset(str(data))
+
+
+def test_a_data_yaml_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """`read_text()` used the locale's encoding: under an ASCII locale a UTF-8 `café` made the set "not YOLO"."""
+    import os
+    import subprocess
+    import sys
+
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [person, café]\n",
+                                    encoding="utf-8-sig")
+    code = ("import sys; from pathlib import Path; from hgen.compiler.data.formats import scan\n"
+            "assert sys.flags.utf8_mode == 0, 'UTF-8 mode on'\n"
+            "print(scan(Path(sys.argv[1])).labels == ('person', 'caf\\u00e9'))")  # ASCII: the locale's
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.stdout.strip() == "True", done.stderr
+
+
+def test_a_roboflow_coco_export_root_takes_its_splits_from_the_folders(tmp_path: Path) -> None:
+    """train/, valid/ and test/, each with `_annotations.coco.json` beside its images: the folder format used to
+    claim it ("images lie directly in the folder")."""
+    root = tmp_path / "export"
+    for split, count in (("train", 4), ("valid", 2), ("test", 2)):
+        coco(root / split, [], images=count)
+    loaded = load_detection_dataset(str(root))
+    assert loaded.labels == ("car", "bus", "café")
+    assert (len(loaded.train), len(loaded.val), len(loaded.test)) == (4, 2, 2)
+    (root / "valid" / "other.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    with pytest.raises(DatasetFormatError, match=r"valid: 2 COCO JSON files .*a split folder holds one"):
+        load_detection_dataset(str(root))

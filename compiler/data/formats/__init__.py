@@ -10,6 +10,7 @@ shared (`hgen.compiler.data.reader`). Each format has a strict typed `Config`.
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ class Catalog:
     origin: str
     ignored: tuple[str, ...] = field(default=())  # files present but not images (named in `inspect`)
     dropped: tuple[str, ...] = field(default=())  # "where: why" of each label entry left out (empty or crowd boxes)
+    warnings: tuple[str, ...] = field(default=())  # what loads but may not be meant (images without labels)
     default_size: tuple[int, int] = (96, 96)
     shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # for records without a split
     # In-memory formats (IDX, the built-in MNIST family) give uint8 images [n, h, w] or [n, h, w, c] per split
@@ -236,4 +238,30 @@ def is_image(path: Path) -> bool:
 
 
 def visible(path: Path) -> bool:
-    return not path.name.startswith((".", "__"))
+    """False for what the layouts pass over without a word: hidden names (`.DS_Store`, macOS `._*`) and macOS'
+    `__MACOSX` archive folder. Other names, `__background__/` or `__0001.jpg` too, are the user's data."""
+    return not path.name.startswith(".") and path.name != "__MACOSX"
+
+
+def walk(folder: Path) -> tuple[list[Path], list[str]]:
+    """The visible files under `folder` (sorted; broken links included), following symbolic links to folders as
+    people expect of a class folder (Python 3.11's `rglob` does not); a link back to a folder already walked (a
+    loop, or the same folder twice) is not followed and is named in the second list."""
+    files: list[Path] = []
+    skipped: list[str] = []
+    seen = {os.path.realpath(folder)}
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            sub = Path(top, name)
+            if not visible(sub):
+                continue
+            real = os.path.realpath(sub)
+            if real in seen:
+                skipped.append(f"{sub}: a link to {real}, a folder already read (not followed again)")
+                continue
+            seen.add(real)
+            kept.append(name)
+        dirs[:] = kept
+        files.extend(Path(top, name) for name in names if visible(Path(name)))
+    return sorted(files), skipped

@@ -1,14 +1,15 @@
 """`coco`: COCO instances JSON (images, annotations with `bbox` [x, y, w, h] in pixels, categories) + image folder.
 
 The path is a JSON file, or a folder holding `annotations/instances_<split>*.json` (split from the file name:
-train/val/test) or a single `*.json` with COCO keys (e.g. Roboflow's `_annotations.coco.json`). Images are looked
-up under `images_dir` if given, else beside the JSON, in `images/`, in a folder named like the JSON's split
-(`train2017/`), and in the folder above `annotations/`. Segmentation is ignored; `iscrowd` boxes (a region of many
-objects, not one object: COCO's own evaluation ignores them) are left out unless `skip_crowd` is false. Categories
-keep their ids' order (any ids, gaps allowed). An image without annotations has no objects. A box without area (zero
-width or height) is left out; both are reported (`dropped`). An image listed but missing on disk is a
-MissingImageError (listing them); an entry with a missing or mistyped field, an annotation whose category is unknown
-or whose box leaves the image (beyond `tolerance` pixels) is a LabelError naming the file and the entry
+train/val/test), a single `*.json` with COCO keys (e.g. Roboflow's `_annotations.coco.json`), or split folders
+(`train/`, `valid/`, `test/`, as Roboflow exports them) each holding one such JSON (split from the folder's name).
+Images are looked up under `images_dir` if given, else beside the JSON, in `images/`, in a folder named like the
+JSON's split (`train2017/`), and in the folder above `annotations/`. Segmentation is ignored; `iscrowd` boxes (a
+region of many objects, not one object: COCO's own evaluation ignores them) are left out unless `skip_crowd` is
+false. Categories keep their ids' order (any ids, gaps allowed). An image without annotations has no objects. A box
+without area (zero width or height) is left out; both are reported (`dropped`). An image listed but missing on disk
+is a MissingImageError (listing them); an entry with a missing or mistyped field, an annotation whose category is
+unknown or whose box leaves the image (beyond `tolerance` pixels) is a LabelError naming the file and the entry
 (`annotations[12].bbox`). Each record keeps the JSON's width and height, so the reader can refuse an image whose
 file has another shape (its boxes would be misplaced).
 """
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from hgen.compiler.data.formats import FORMATS, Catalog, DataFormat, Record, class_name
+from hgen.compiler.data.formats import FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name
 from hgen.compiler.data.formats.folder import check_shares
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
@@ -56,15 +57,30 @@ def _looks_coco(path: Path) -> bool:
     return '"images"' in head or '"annotations"' in head or '"categories"' in head
 
 
-def annotation_files(path: Path) -> list[Path]:
+def annotation_files(path: Path) -> list[tuple[Path, str | None]]:
+    """The COCO JSON file(s) of `path`, each with the split it holds (None: the seeded split of `shares`)."""
     if path.is_file():
-        return [path] if path.suffix.lower() == ".json" else []
+        return [(path, None)] if path.suffix.lower() == ".json" else []
     if not path.is_dir():
         return []
     inside = sorted((path / "annotations").glob("instances*.json")) if (path / "annotations").is_dir() else []
     if inside:
-        return inside
-    return [p for p in sorted(path.glob("*.json")) if _looks_coco(p)][:1]
+        return [(p, _split_of(p) if len(inside) > 1 else None) for p in inside]
+    top = [p for p in sorted(path.glob("*.json")) if _looks_coco(p)][:1]
+    return [(top[0], None)] if top else _split_folders(path)
+
+
+def _split_folders(path: Path) -> list[tuple[Path, str | None]]:
+    """Roboflow's export root: train/, valid/, test/ each holding one COCO JSON (`_annotations.coco.json`) beside its
+    images; the split is the folder's name."""
+    found = []
+    for child in sorted(p for p in path.iterdir() if p.name.lower() in SPLIT_ALIASES and p.is_dir()):
+        files = [p for p in sorted(child.glob("*.json")) if _looks_coco(p)]
+        if len(files) > 1:
+            raise DatasetFormatError(f"{child}: {len(files)} COCO JSON files ({', '.join(p.name for p in files)}); "
+                                     "a split folder holds one: remove the others, or give the file as the path")
+        found += [(files[0], SPLIT_ALIASES[child.name.lower()])] if files else []
+    return found
 
 
 def _split_of(path: Path) -> str | None:
@@ -192,7 +208,7 @@ class CocoFormat(DataFormat):
 
     def detect(self, path: Path) -> bool:
         files = annotation_files(path)
-        return bool(files) and _looks_coco(files[0])
+        return bool(files) and _looks_coco(files[0][0])
 
     def scan(self, path: Path, config: CocoConfig) -> Catalog:
         files = annotation_files(path)
@@ -202,15 +218,15 @@ class CocoFormat(DataFormat):
         labels: tuple[str, ...] | None = None
         records: list[Record] = []
         dropped: list[str] = []
-        for annotation in files:
+        for annotation, split in files:
             data = _load(annotation)
             categories = _categories(annotation, data)
             names = tuple(name for _, name in categories)
             if labels is not None and names != labels:
-                raise DatasetFormatError(f"{annotation}: categories differ from {files[0].name}'s")
+                raise DatasetFormatError(f"{annotation}: categories differ from {files[0][0]}'s")
             labels = names
             found, left_out = self._records(annotation, data, {cid: i for i, (cid, _) in enumerate(categories)},
-                                            config, root, _split_of(annotation) if len(files) > 1 else None)
+                                            config, root, split)
             records.extend(found)
             dropped.extend(left_out)
         if not records or labels is None or not labels:

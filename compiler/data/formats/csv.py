@@ -5,6 +5,8 @@ Class names: `classes.txt` beside the manifest (its order; every label must be l
 normal form than the file on disk (macOS) is found all the same.
 Rows without a split (no column, or an empty cell) go to the shared seeded stratified split (`shares`).
 A row naming a missing file is an error (MissingImageError lists them); corrupt files follow the reader's policy.
+An image listed twice with the same label and split is kept once and the copy reported (`dropped`); with another
+label or split it is a LabelError naming both lines.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class CsvFormat(DataFormat):
                 raise DatasetFormatError(f"{manifest}: no '{column}' column (header: {', '.join(columns)})")
         entries: list[tuple[Path, str, str | None]] = []
         missing: list[str] = []
+        first: dict[Path, tuple[int, str, str | None]] = {}  # each image's first line, label and split
+        dropped: list[str] = []
         for line, row in enumerate(rows, start=2):
             where = f"{manifest}:{line}"
             rel = (row.get(config.path_column) or "").strip()
@@ -98,6 +102,10 @@ class CsvFormat(DataFormat):
             cell = (row.get(config.split_column) or "").strip()
             split = split_name(cell, where) if cell else None
             image = find_image(base, rel)
+            copied = _copy_of(manifest, first, image, line, label, split)
+            if copied is not None:
+                dropped.append(f"{where}: {rel} is listed again (as on line {copied}), left out")
+                continue
             if not image.is_file():
                 missing.append(rel)
             entries.append((image, label, split))
@@ -117,7 +125,28 @@ class CsvFormat(DataFormat):
         labels = listed or tuple(names)
         index = {name: i for i, name in enumerate(labels)}
         records = tuple(Record(image, index[label], split) for image, label, split in entries)
-        return Catalog(self.name, self.task, labels, records, str(manifest), shares=config.shares)
+        return Catalog(self.name, self.task, labels, records, str(manifest), shares=config.shares,
+                       dropped=tuple(dropped))
+
+
+def _copy_of(manifest: Path, first: dict[Path, tuple[int, str, str | None]], image: Path, line: int, label: str,
+             split: str | None) -> int | None:
+    """The earlier line listing `image` with the same label and split (this one is a copy); a LabelError when it has
+    another label (which is right?) or split (an image in two splits is measured on what it trained on); None, and
+    the line recorded, when `image` is new."""
+    key = image.resolve()
+    if key not in first:
+        first[key] = (line, label, split)
+        return None
+    was, old_label, old_split = first[key]
+    if old_label != label:
+        raise LabelError(f"{manifest}:{line}: {image} is labelled '{label}' here and '{old_label}' on line {was}; an "
+                         "image has one class: keep the right line and remove the other")
+    if old_split != split:
+        raise LabelError(f"{manifest}:{line}: {image} is in split {split or '(none)'} here and "
+                         f"{old_split or '(none)'} on line {was}; an image in two splits is tested on what it trained "
+                         "on: keep one line")
+    return was
 
 
 FORMATS.add("csv", CsvFormat())

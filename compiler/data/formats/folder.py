@@ -1,11 +1,12 @@
 """`folder`: ROOT/<class>/*.{jpg,jpeg,png,bmp,webp,tif,tiff,pgm,ppm} (any case), or ROOT/{train,val,test}/<class>/...
 when split folders exist.
 
-Class names come from the folder names (sorted; Unicode NFC, so a folder named on macOS matches classes.txt), or from
-`classes.txt` in ROOT (its order, and every listed class must have images). Hidden files and folders (`.DS_Store`,
-macOS `._*` and `__MACOSX`) are passed over; other files are reported as ignored; a broken symbolic link named like
-an image is kept so the reader reports it as unreadable. Without split folders, the shared reader makes a seeded,
-stratified split (`shares`).
+Class names come from the folder names (sorted; Unicode NFC, so a folder named on macOS matches classes.txt), or
+from `classes.txt` in ROOT (its order, and every listed class must have images). Hidden files and folders
+(`.DS_Store`, macOS `._*` and `__MACOSX`) are passed over; other files are reported as ignored; a broken symbolic
+link named like an image is kept so the reader reports it as unreadable. Sub-folders of a class folder are read,
+linked ones too (a link back to a folder already read is reported and not followed). Without split folders, the
+shared reader makes a seeded, stratified split (`shares`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from hgen.compiler.data.formats import (FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name,
-                                        ignored_note, is_image, read_classes_file, visible)
+                                        ignored_note, is_image, read_classes_file, visible, walk)
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError
 from hgen.runtime.config import StrictModel
 
@@ -36,16 +37,20 @@ class FolderConfig(StrictModel):
 
 
 def _images(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
+    """The image files of a class folder (sub-folders and linked folders too when `recursive`), and notes of the
+    files passed over."""
+    if recursive:
+        paths, notes = walk(folder)
+    else:
+        paths, notes = sorted(p for p in folder.iterdir() if visible(p)), []
     images, ignored = [], []
-    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
-        if any(not visible(Path(part)) for part in path.relative_to(folder).parts):
-            continue
+    for path in paths:
         if not path.is_file():
             if path.is_symlink() and not path.exists() and is_image(path):
                 images.append(path)  # a broken link: the reader names it among the unreadable files
             continue
         (images if is_image(path) else ignored).append(path)
-    return images, [ignored_note(p) for p in ignored]
+    return images, [*notes, *(ignored_note(p) for p in ignored)]
 
 
 def _class_dirs(folder: Path) -> list[Path]:

@@ -6,6 +6,9 @@ file has no objects; a label file without an image is reported (`ignored`; not t
 list leaves out); a box without area is left out and reported (`dropped`); a box past the image's edge is clipped.
 A class index outside `names`, a centre, size or point outside [0, 1] (beyond `tolerance`), or a malformed line is a
 LabelError naming the label file and line.
+When no image has a box (its label files were never found, or hold none) the set is an EmptyDatasetError naming
+where they were looked for; images without a label file, when others have one, are counted in a warning. A data.yaml
+that is not valid YAML is a DatasetFormatError naming its line and column.
 `names` is a list or a {index: name} mapping. `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
 list of those, relative to `path:` (itself relative to the YAML's folder; the YAML's folder when it names no folder
 there) or to the YAML's folder; Roboflow's `../train/images` is read as `train/images`, as Ultralytics does.
@@ -21,7 +24,8 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from hgen.compiler.data.formats import FORMATS, SPLITS, Catalog, DataFormat, Record, class_name, is_image, visible
+from hgen.compiler.data.formats import (FORMATS, SPLITS, Catalog, DataFormat, Record, class_name, is_image, visible,
+                                        walk)
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
 
@@ -36,12 +40,23 @@ class YoloConfig(StrictModel):
                              "clipped to it")
 
 
-def _load_yaml(path: Path) -> dict[str, Any] | None:
+def read_yaml(path: Path) -> Any:
+    """The YAML's content (UTF-8, a byte-order mark allowed, as every other file hgen reads); DatasetFormatError
+    naming the line and column of a syntax error, so a broken data.yaml is not taken for another format."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        lines = text.splitlines()
+        line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+        hint = " (YAML indents with spaces, not tabs)" if "\t" in line else ""
+        raise DatasetFormatError(f"{where}: not valid YAML: {problem}; fix that line{hint}") from None
 
 
 def yaml_in(path: Path, config: YoloConfig | None = None) -> Path | None:
@@ -101,9 +116,9 @@ def _split_target(root: Path, item: str) -> Path:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    """Visible image files under `folder`, broken links included (the reader reports them as unreadable)."""
-    return sorted(p for p in folder.rglob("*") if is_image(p) and (p.is_file() or not p.exists())
-                  and all(visible(Path(s)) for s in p.relative_to(folder).parts))
+    """Visible image files under `folder` (linked folders followed), broken links included (the reader reports them
+    as unreadable)."""
+    return [p for p in walk(folder)[0] if is_image(p) and (p.is_file() or not p.exists())]
 
 
 def _images_of(entry: Any, root: Path, where: Path, absent: list[str] | None = None) -> list[Path]:
@@ -205,14 +220,21 @@ class YoloFormat(DataFormat):
 
     def detect(self, path: Path) -> bool:
         found = yaml_in(path)
-        data = _load_yaml(found) if found else None
-        return bool(data) and "names" in data  # type: ignore[operator]  # no `train:`: scan says so
+        if found is None:
+            return False
+        try:
+            data = read_yaml(found)
+        except DatasetFormatError:
+            return True  # a data.yaml that does not parse is still meant as one: scan names the line
+        return isinstance(data, dict) and "names" in data  # no `train:`: scan says so
 
     def scan(self, path: Path, config: YoloConfig) -> Catalog:
         where = yaml_in(path, config)
-        data = _load_yaml(where) if where else None
-        if where is None or data is None:
-            raise DatasetFormatError(f"{path}: no readable data.yaml (names, train, val)")
+        if where is None:
+            raise DatasetFormatError(f"{path}: no data.yaml (names, train, val)")
+        data = read_yaml(where)
+        if not isinstance(data, dict):
+            raise DatasetFormatError(f"{where}: not a mapping of keys (names, train, val)")
         if not data.get("train"):
             raise DatasetFormatError(f"{where}: no `train:` key (the training images: a folder, a .txt list of image "
                                      "paths, or a list of either, as Ultralytics reads it)")
@@ -222,6 +244,7 @@ class YoloFormat(DataFormat):
         records: list[Record] = []
         dropped: list[str] = []
         absent: list[str] = []
+        unlabelled: list[Path] = []  # images without a label file
         seen: set[Path] = set()
         for split in SPLITS:
             entry = data.get(split)
@@ -232,8 +255,11 @@ class YoloFormat(DataFormat):
                     continue
                 seen.add(image)
                 txt = label_path(image)
-                boxes, left_out = (parse_label_file(txt, len(labels), config.tolerance, keypoints) if txt.is_file()
-                                   else (np.zeros((0, 5)), ()))
+                if txt.is_file():
+                    boxes, left_out = parse_label_file(txt, len(labels), config.tolerance, keypoints)
+                else:
+                    boxes, left_out = np.zeros((0, 5)), ()
+                    unlabelled.append(image)
                 dropped.extend(left_out)
                 records.append(Record(image, -1, split, boxes))
         if not records:
@@ -241,7 +267,31 @@ class YoloFormat(DataFormat):
         if not any(r.split == "train" for r in records):
             raise EmptyDatasetError(f"{where}: the train split holds no images")
         return Catalog(self.name, self.task, labels, tuple(records), str(where), (*absent, *_orphan_labels(records)),
-                       dropped=tuple(dropped))
+                       dropped=tuple(dropped), warnings=_label_coverage(where, records, unlabelled))
+
+
+def _label_folders(images: list[Path]) -> str:
+    """Where the label files of `images` were looked for (at most three folders named)."""
+    folders = sorted({label_path(p).parent for p in images})
+    return ", ".join(str(f) for f in folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+
+
+def _label_coverage(where: Path, records: list[Record], unlabelled: list[Path]) -> tuple[str, ...]:
+    """EmptyDatasetError when no image has a box (a misnamed labels folder trains a detector on nothing and
+    reports mAP nan); else a warning counting the images without a label file, which train as background."""
+    if not any(r.boxes is not None and len(r.boxes) for r in records):
+        if len(unlabelled) == len(records):
+            raise EmptyDatasetError(
+                f"{where}: none of the {len(records)} images has a label file (looked for NAME.txt in "
+                f"{_label_folders(unlabelled)}, where Ultralytics reads them: the image's path with its last images/ "
+                "folder as labels/); put the label files there, or rename their folder to labels/")
+        raise EmptyDatasetError(f"{where}: the label files hold no boxes (every image is background); a detector "
+                                "needs labelled objects: check the label files, e.g. "
+                                f"{label_path(next(r.path for r in records if r.path not in set(unlabelled)))}")
+    if not unlabelled:
+        return ()
+    return (f"{len(unlabelled)} of {len(records)} images have no label file (looked in "
+            f"{_label_folders(unlabelled)}) and train as background (no objects), e.g. {unlabelled[0].name}",)
 
 
 def _orphan_labels(records: list[Record]) -> tuple[str, ...]:
