@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from hgen.hub.aggregators import AGGREGATORS
 from hgen.hub.errors import HubConfigError
@@ -61,6 +61,9 @@ class LimitsConfig(StrictModel):
     default_labour_budget: float = Field(0.0, ge=0, title="Budget when a request carries 0 (0 = unlimited)")
 
 
+MIN_SECRET_CHARS = {"secret_key": 32, "metrics_token": 16}  # web secrets shorter than this are refused
+
+
 class WebConfig(StrictModel):
     """The annotator / operator web UI (hub/web). Off unless enabled; then a secret key is mandatory."""
 
@@ -105,18 +108,12 @@ class WebConfig(StrictModel):
             raise ValueError("web.secret_key is required when the web UI is enabled (no default secret)")
         return self
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "metrics_token")
     @classmethod
-    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("web.secret_key must be at least 32 characters")
-        return value
-
-    @field_validator("metrics_token")
-    @classmethod
-    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("web.metrics_token must be at least 16 characters")
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        shortest = MIN_SECRET_CHARS[str(info.field_name)]
+        if value is not None and len(value.get_secret_value()) < shortest:
+            raise ValueError(f"web.{info.field_name} must be at least {shortest} characters")
         return value
 
     @field_validator("trusted_proxies")

@@ -208,16 +208,13 @@ class HubService:
             with self._wake:
                 self._wake.notify_all()
         if result.duplicates:
-            self._log_duplicates(request, result)
+            replies = self.kb.replies_for(result.duplicates)
+            result.immediate += replies
+            # one line per batch, not per sample: a device asks again about everything still waiting for people
+            log.info("batch %s from %s: %d sample(s) asked again (already stored), %d reply(ies) resent, the rest "
+                     "still wait for people", request.batch_id, request.device_id, len(result.duplicates),
+                     len(replies))
         return result
-
-    def _log_duplicates(self, request: hub_pb2.AnnotationRequest, result: SubmitResult) -> None:
-        """One line per batch, not per sample: a device asks again about everything still waiting for people, and
-        a line per sample filled the log with hundreds of them every resend."""
-        replies = self.kb.replies_for(result.duplicates)
-        result.immediate += replies
-        log.info("batch %s from %s: %d sample(s) asked again (already stored), %d reply(ies) resent, the rest "
-                 "still wait for people", request.batch_id, request.device_id, len(result.duplicates), len(replies))
 
     def _check_request(self, request: hub_pb2.AnnotationRequest) -> tuple[int, float, float, str]:
         limits = self.config.limits
