@@ -77,6 +77,8 @@ class AnnotatorAPI:
             log.warning("release refused (%s): %s", exc.code, exc)
             raise
         self._metrics.inc(f"released_{kind}")
+        if self.gold is not None:
+            self.gold.after_answer(annotator_id, self._kb.sample_of_task(task_id))  # a gold task given back is a miss
         self.notify_work()
 
     def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:

@@ -141,7 +141,7 @@ class GoldConfig(StrictModel):
     """Gold tasks: samples with a known answer mixed into each annotator's stream to rate them."""
 
     share: float = Field(0.05, ge=0.05, le=0.5, title="Share of an annotator's tasks that are gold (>= 5%)")
-    min_answers: int = Field(5, ge=1, title="Gold answers needed before an annotator can be paused")
+    min_answers: int = Field(5, ge=1, title="Gold tasks answered or given back before an annotator can be paused")
     pause_below: float = Field(0.6, ge=0.0, le=1.0, title="Pause an annotator whose gold accuracy falls below this")
 
 

@@ -6,6 +6,11 @@ at `gold.share` of each annotator's tasks (one at a random place in each run of 
 at least `gold.min_answers` gold answers and an accuracy below `gold.pause_below` is paused: they get no tasks
 until an operator resumes them (a pause also ends their web sessions). A gold sample carries decoy "model's
 guesses", so its page looks like any device's task.
+
+A gold task given back (skip / can't tell) is owed: it does not count as the run's gold, so another comes before
+the run ends, and it counts against the rating as a miss (gold is chosen to be clear; a cheat who could tell gold
+from the rest would otherwise decline it unrated). Once an annotator has seen every gold sample, the one they saw
+longest ago is given again (a repeat), so they stay checked however long they work.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from hgen.hub.aggregators import default_aggregator
 from hgen.hub.config import GoldConfig, LimitsConfig
@@ -34,6 +40,7 @@ from hgen.runtime.hdnn import DEFAULT_KIND, get_kind
 GOLD_DEVICE = "hub-gold"
 NEVER = 4102444800.0  # 2100-01-01: gold samples never reach a deadline
 GOLD_SLOTS = 1_000_000_000  # m of a gold sample: it never closes
+DECLINED = ("released",)  # a gold task given back (skip / can't tell): owed, and a miss in the rating
 
 
 def decoy_probabilities(num_classes: int, class_id: int, seed: int) -> list[float]:
@@ -55,10 +62,15 @@ class GoldRating:
     correct: int
     answered: int
     paused_reason: str | None
+    declined: int = 0  # gold tasks given back unanswered (skip / can't tell): each counts as a miss
+
+    @property
+    def rated(self) -> int:
+        return self.answered + self.declined
 
     @property
     def accuracy(self) -> float | None:
-        return self.correct / self.answered if self.answered else None
+        return self.correct / self.rated if self.rated else None
 
 
 class GoldBook:
@@ -116,7 +128,7 @@ class GoldBook:
     def due(self, annotator_id: str) -> bool:
         """Is the annotator's next task a gold one? One in each run of 1/share of their tasks, at a random place in
         the run: a fixed place (the first task, then every 1/share-th) told a careful cheat which tasks to answer
-        well."""
+        well. A gold task given back does not count as the run's gold, so it is owed."""
         with self.kb.session() as s:
             if s.scalar(select(GoldItem.sample_id).limit(1)) is None:
                 return False  # no gold defined: one cheap query per task
@@ -124,30 +136,50 @@ class GoldBook:
                              .where(Assignment.annotator_id == annotator_id)) or 0
             gold = s.scalar(select(func.count()).select_from(Assignment)
                             .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
-                            .where(Assignment.annotator_id == annotator_id)) or 0
+                            .where(Assignment.annotator_id == annotator_id,
+                                   Assignment.status.not_in(DECLINED))) or 0
         if gold >= math.ceil(self.config.share * (total + 1)):
             return False  # this run's gold was given
         left = max(1, math.ceil((gold + 1) / self.config.share - 1e-9) - total)  # tasks left in the run, this one too
         return self.draw() < 1.0 / left
 
     def assign(self, annotator_id: str, max_open: int | None = None) -> Task | None:
-        """A gold sample this annotator has not seen yet, or None when they have seen them all (or hold
-        `max_open` open tasks already)."""
+        """A gold sample this annotator has not seen yet; once they have seen them all, the one they were given
+        longest ago, again (None when they hold it open, or hold `max_open` open tasks already)."""
         now = self.clock()
         with self.kb.session() as s:
             if at_cap(s, annotator_id, max_open):
                 return None
-            seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
-            sample_id = s.scalars(select(GoldItem.sample_id).where(GoldItem.sample_id.not_in(seen))
-                                  .order_by(func.random()).limit(1)).first()
-            if sample_id is None:
+            picked = self._unseen(s, annotator_id) or self._longest_ago(s, annotator_id)
+            if picked is None:
                 return None
+            sample_id, repeat_no = picked
             row = s.get(Sample, sample_id)
             row.assigned_count += 1
             task_id = str(uuid.uuid4())
             s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
-                             assigned_at=now))
+                             assigned_at=now, repeat_no=repeat_no))
             return self.kb._task(s, task_id, row, annotator_id)  # noqa: SLF001 (same package, one Task builder)
+
+    @staticmethod
+    def _unseen(s: Session, annotator_id: str) -> tuple[str, int] | None:
+        seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
+        sample_id = s.scalars(select(GoldItem.sample_id).where(GoldItem.sample_id.not_in(seen))
+                              .order_by(func.random()).limit(1)).first()
+        return (sample_id, 0) if sample_id is not None else None
+
+    @staticmethod
+    def _longest_ago(s: Session, annotator_id: str) -> tuple[str, int] | None:
+        """The gold sample whose latest giving to the annotator is oldest, and its next repeat number; never one
+        they hold open."""
+        mine = (select(Assignment.sample_id, func.max(Assignment.assigned_at).label("last"),
+                       func.max(Assignment.repeat_no).label("repeats"))
+                .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
+                .where(Assignment.annotator_id == annotator_id).group_by(Assignment.sample_id).subquery())
+        held = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id, Assignment.status == "open")
+        row = s.execute(select(mine.c.sample_id, mine.c.repeats).where(mine.c.sample_id.not_in(held))
+                        .order_by(mine.c.last, mine.c.sample_id).limit(1)).first()
+        return (row.sample_id, row.repeats + 1) if row is not None else None
 
     # --- rating and pausing -----------------------------------------------------------------------------------
 
@@ -156,23 +188,29 @@ class GoldBook:
             rows = s.execute(select(AnswerRow.class_id, GoldItem.class_id)
                              .join(GoldItem, GoldItem.sample_id == AnswerRow.sample_id)
                              .where(AnswerRow.annotator_id == annotator_id)).all()
+            declined = s.scalar(select(func.count()).select_from(Assignment)
+                                .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
+                                .where(Assignment.annotator_id == annotator_id,
+                                       Assignment.status.in_(DECLINED))) or 0
             pause = s.get(AnnotatorPause, annotator_id)
             reason = pause.reason if pause is not None else None
         correct = sum(1 for given, truth in rows if given == truth)
-        return GoldRating(annotator_id, correct, len(rows), reason)
+        return GoldRating(annotator_id, correct, len(rows), reason, declined)
 
     def after_answer(self, annotator_id: str, sample_id: str) -> GoldRating | None:
-        """Re-rate the annotator if `sample_id` was gold; pause them when their accuracy is too low."""
+        """Re-rate the annotator if `sample_id` was gold (answered or given back); pause them when their accuracy
+        is too low."""
         if self.truth(sample_id) is None:
             return None
         rating = self.rating(annotator_id)
         accuracy = rating.accuracy
-        if (rating.paused_reason is None and rating.answered >= self.config.min_answers and accuracy is not None
+        if (rating.paused_reason is None and rating.rated >= self.config.min_answers and accuracy is not None
                 and accuracy < self.config.pause_below):
-            reason = (f"gold accuracy {accuracy:.0%} on {rating.answered} gold tasks is below "
+            given_back = f" ({rating.declined} given back unanswered)" if rating.declined else ""
+            reason = (f"gold accuracy {accuracy:.0%} on {rating.rated} gold tasks{given_back} is below "
                       f"{self.config.pause_below:.0%}")
             self.pause(annotator_id, reason)
-            rating = GoldRating(annotator_id, rating.correct, rating.answered, reason)
+            rating = GoldRating(annotator_id, rating.correct, rating.answered, reason, rating.declined)
         return rating
 
     def pause(self, annotator_id: str, reason: str) -> None:

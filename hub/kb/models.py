@@ -104,7 +104,11 @@ class Assignment(Base):
     annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"))
     status: Mapped[str] = mapped_column(String(16))  # open | answered | closed
     assigned_at: Mapped[float] = mapped_column(Double)
-    __table_args__ = (UniqueConstraint("sample_id", "annotator_id", name="uq_assignment_sample_annotator"),
+    # 0 the first time this annotator is given the sample; a gold sample is given again (1, 2, ...) once they have
+    # seen every gold one, so they stay checked (migration 0011). A device's sample is never given twice.
+    repeat_no: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    __table_args__ = (UniqueConstraint("sample_id", "annotator_id", "repeat_no",
+                                       name="uq_assignment_sample_annotator_repeat"),
                       Index("ix_assignments_status_assigned", "status", "assigned_at"),  # migration 0006
                       Index("ix_assignments_annotator_status", "annotator_id", "status"))
 

@@ -31,7 +31,7 @@ class AnnotatorRow:
     released: int
     agreement: float | None  # share of class answers equal to the aggregated label
     gold_accuracy: float | None
-    gold_answers: int
+    gold_rated: int  # gold tasks answered or given back (a miss)
     median_seconds: float | None
     paused_reason: str | None
 
@@ -106,6 +106,6 @@ def annotators(kb: KnowledgeBase, gold: GoldBook) -> list[AnnotatorRow]:
         rating = gold.rating(who)
         times = sorted(latencies[who])
         rows.append(AnnotatorRow(who, kind, total, int(released.get(who, 0)),
-                                 agreeing / comparable if comparable else None, rating.accuracy, rating.answered,
+                                 agreeing / comparable if comparable else None, rating.accuracy, rating.rated,
                                  times[len(times) // 2] if times else None, rating.paused_reason))
     return rows

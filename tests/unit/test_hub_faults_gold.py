@@ -13,8 +13,14 @@ from hgen.hub.kb.models import Sample
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
 from hgen.hub.testing.samples import make_request, make_sample, png_image
+from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kind
 from hgen.runtime.hdnn import DEFAULT_KIND, get_kind
+
+
+def answer(service: HubService, task, class_id: int) -> None:
+    service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=task.annotator_id,
+                                                    class_id=class_id, operations=1, latency_s=1.0, simulated=True))
 
 
 def stored(kb: KnowledgeBase, sample_id: str) -> tuple[str, int]:
@@ -69,7 +75,76 @@ def test_gold_falls_once_in_each_run_of_tasks_at_a_random_place(tmp_path: Path) 
             task = service.annotators.next_task("ann")
             assert task is not None
             kinds.append("gold" if service.gold.truth(task.sample_id) is not None else "device")
-            service.annotators.release(task.task_id, "ann", "skip", latency_s=1.0)
+            answer(service, task, 2)
         assert kinds == ["device", "device", "device", "gold", "device", "gold", "device", "device"]
+    finally:
+        service.close()
+
+
+def gold_hub(tmp_path: Path, gold: dict, device_samples: int, gold_samples: int) -> HubService:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": ["cam-1"], "knowledge_base": {"url": url}, "gold": gold})
+    service = HubService(config, KnowledgeBase.open(url))
+    for seed in range(gold_samples):
+        service.gold.add(png_image(seed=seed + 10), 2, config.num_classes, config.limits)
+    service.annotators.register("ann")
+    samples = [make_sample("cam-1", confidence=0.4) for _ in range(device_samples)]
+    service.submit(make_request("cam-1", samples, m=1), "grpc")
+    return service
+
+
+def test_a_gold_task_given_back_is_owed_and_rated_a_miss(tmp_path: Path) -> None:
+    """A skipped gold task was neither rated nor owed: a cheat who could tell gold apart declined it unchecked."""
+    service = gold_hub(tmp_path, {"share": 0.25, "min_answers": 3, "pause_below": 0.6}, 12, 4)
+    service.gold.draw = lambda: 0.0  # gold first in each run
+    try:
+        kinds = []
+        for _ in range(3):
+            task = service.annotators.next_task("ann")
+            is_gold = service.gold.truth(task.sample_id) is not None
+            kinds.append("gold" if is_gold else "device")
+            if is_gold:
+                service.annotators.release(task.task_id, "ann", "skip", latency_s=1.0)
+            else:
+                answer(service, task, 0)
+        assert kinds == ["gold", "gold", "gold"]  # each gold given back is owed: the next task is gold again
+        rating = service.gold.rating("ann")
+        assert (rating.correct, rating.answered, rating.declined, rating.accuracy) == (0, 0, 3, 0.0)
+        assert "3 given back unanswered" in (rating.paused_reason or "")
+        assert service.annotators.next_task("ann") is None  # paused
+    finally:
+        service.close()
+
+
+def test_someone_who_has_seen_every_gold_sample_is_checked_again(tmp_path: Path) -> None:
+    """With every gold sample seen, gold stopped: a long-working annotator went unchecked for good."""
+    service = gold_hub(tmp_path, {"share": 0.5, "min_answers": 100}, 12, 2)
+    service.gold.draw = lambda: 0.0
+    try:
+        gold_given = []
+        for _ in range(8):
+            task = service.annotators.next_task("ann")
+            assert task is not None
+            if service.gold.truth(task.sample_id) is not None:
+                gold_given.append(task.sample_id)
+            answer(service, task, 2)
+        assert len(gold_given) == 4 and len(set(gold_given)) == 2
+        assert gold_given[2] == gold_given[0] and gold_given[3] == gold_given[1]  # the one seen longest ago first
+        rating = service.gold.rating("ann")
+        assert (rating.correct, rating.answered, rating.declined) == (4, 4, 0)
+    finally:
+        service.close()
+
+
+def test_a_gold_sample_held_open_is_not_given_again(tmp_path: Path) -> None:
+    service = gold_hub(tmp_path, {"share": 0.5, "min_answers": 100}, 0, 1)
+    service.gold.draw = lambda: 0.0
+    try:
+        first = service.gold.assign("ann")
+        assert first is not None
+        assert service.gold.assign("ann") is None  # the only gold sample is open with them
+        answer(service, first, 2)
+        again = service.gold.assign("ann")
+        assert again is not None and again.sample_id == first.sample_id and again.task_id != first.task_id
     finally:
         service.close()
