@@ -152,21 +152,23 @@ def test_split_folders_classes_txt_size_channels_and_spec_round_trip(tmp_path):
     ("unlisted", DatasetFormatError, "owl"),
     ("listed-missing", EmptyDatasetError, "class 'emu'"),
     ("loose", DatasetFormatError, "sub-folder"),
+    ("loose-beside-splits", DatasetFormatError, r"bad: 1 image\(s\) lie directly .*stray.png.*split folder"),
 ])
 def test_folder_layout_errors_name_the_folder_or_class(tmp_path, layout, error, names):
     root = tmp_path / "bad"
     root.mkdir()
     rng = np.random.default_rng(0)
     if layout != "empty":
-        for name in ("cat", "owl"):
-            save(picture(rng, COLOURS[name], (30, 30)), root / name / "1.png")
+        for name in ("cat", "owl"):  # beside split folders: train/<class>, an image in ROOT was ignored unsaid
+            folder = root / "train" / name if layout == "loose-beside-splits" else root / name
+            save(picture(rng, COLOURS[name], (30, 30)), folder / "1.png")
     if layout == "empty-class":
         (root / "dog").mkdir()
     if layout == "unlisted":
         (root / "classes.txt").write_text("cat\n")
     if layout == "listed-missing":
         (root / "classes.txt").write_text("cat\nowl\nemu\n")
-    if layout == "loose":
+    if layout in ("loose", "loose-beside-splits"):
         save(picture(rng, (1, 2, 3), (30, 30)), root / "stray.png")
     with pytest.raises(error, match=names):
         load_dataset(str(root))

@@ -279,3 +279,25 @@ def test_a_roboflow_coco_export_root_takes_its_splits_from_the_folders(tmp_path:
     (root / "valid" / "other.json").write_text('{"images": [], "annotations": [], "categories": []}')
     with pytest.raises(DatasetFormatError, match=r"valid: 2 COCO JSON files .*a split folder holds one"):
         load_detection_dataset(str(root))
+
+
+def test_roboflows_project_category_that_only_groups_the_others_is_left_out_and_said(tmp_path: Path) -> None:
+    """Roboflow lists the project as category 0, the supercategory of the real ones, with no box: it became a class
+    nothing teaches. A grouping category that has boxes, and COCO's own-named supercategories, stay classes."""
+    path = coco(tmp_path / "rf", [])
+    data = json.loads(path.read_text())
+    data["categories"] = [{"id": 0, "name": "vehicles-x1", "supercategory": "none"},
+                          *({**c, "supercategory": "vehicles-x1"} for c in data["categories"])]
+    path.write_text(json.dumps(data))
+    loaded = load_detection_dataset(str(tmp_path / "rf"))
+    assert loaded.labels == ("car", "bus", "café")
+    assert any("category 'vehicles-x1' (id 0) left out" in w for w in loaded.report.warnings)
+    boxes = [*loaded.train.boxes, *loaded.val.boxes, *loaded.test.boxes]
+    assert sum(len(b) for b in boxes) == 12
+    data["annotations"].append({"id": 999, "image_id": 100, "category_id": 0, "bbox": [1, 1, 5, 5], "iscrowd": 0})
+    path.write_text(json.dumps(data))
+    assert load_detection_dataset(str(tmp_path / "rf")).labels == ("vehicles-x1", "car", "bus", "café")
+    data["annotations"].pop()
+    data["categories"] = [{**c, "supercategory": c["name"]} for c in data["categories"]]
+    path.write_text(json.dumps(data))
+    assert load_detection_dataset(str(tmp_path / "rf")).labels == ("vehicles-x1", "car", "bus", "café")

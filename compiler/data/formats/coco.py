@@ -178,6 +178,21 @@ def _categories(annotation: Path, data: dict[str, Any]) -> list[tuple[int, str]]
     return sorted(named.items())
 
 
+def _unused_parents(loaded: list[tuple[Path, str | None, dict[str, Any]]]) -> dict[int, str]:
+    """{id: name} of the categories that only group others (some category's `supercategory`) and that no
+    annotation in any file uses: Roboflow's exports list the project as category 0 that way, and kept, it would be a
+    class the model must learn from no box (and, mostly, the class the trainer sees first)."""
+    annotation, _, data = loaded[0]
+    entries = _entries(annotation, data, "categories")
+    parents = {entry.get("supercategory") for entry in entries
+               if entry.get("supercategory") != entry.get("name")} - {None, "none", ""}  # COCO's 'person' is its own
+    candidates = {cid: name for cid, name in _categories(annotation, data) if name in parents}
+    if not candidates or len(candidates) == len(entries):
+        return {}
+    used = {entry.get("category_id") for file, _, other in loaded for entry in _entries(file, other, "annotations")}
+    return {cid: name for cid, name in candidates.items() if cid not in used}
+
+
 def _images(annotation: Path, data: dict[str, Any]) -> dict[int, _Image]:
     return _by_id(annotation, data, "images", "image",
                   lambda entry, where: _Image(_field(entry, "file_name", _text, where),
@@ -215,12 +230,13 @@ class CocoFormat(DataFormat):
         if not files:
             raise DatasetFormatError(f"{path}: no COCO instances JSON found")
         root = path if path.is_dir() else path.parent
+        loaded = [(annotation, split, _load(annotation)) for annotation, split in files]
+        unused_parents = _unused_parents(loaded)
         labels: tuple[str, ...] | None = None
         records: list[Record] = []
         dropped: list[str] = []
-        for annotation, split in files:
-            data = _load(annotation)
-            categories = _categories(annotation, data)
+        for annotation, split, data in loaded:
+            categories = [(cid, name) for cid, name in _categories(annotation, data) if cid not in unused_parents]
             names = tuple(name for _, name in categories)
             if labels is not None and names != labels:
                 raise DatasetFormatError(f"{annotation}: categories differ from {files[0][0]}'s")
@@ -231,8 +247,11 @@ class CocoFormat(DataFormat):
             dropped.extend(left_out)
         if not records or labels is None or not labels:
             raise EmptyDatasetError(f"{path}: the COCO file(s) list no images or no categories")
+        warnings = tuple(f"{files[0][0]}: category '{name}' (id {cid}) left out: it is the supercategory of the "
+                         f"others and no box is of it (Roboflow exports one for the project)"
+                         for cid, name in sorted(unused_parents.items()))
         return Catalog(self.name, self.task, labels, tuple(records), str(path), shares=config.shares,
-                       dropped=tuple(dropped))
+                       dropped=tuple(dropped), warnings=warnings)
 
     def _records(self, annotation: Path, data: dict[str, Any], index: dict[int, int], config: CocoConfig,
                  root: Path, split: str | None) -> tuple[list[Record], list[str]]:

@@ -57,6 +57,15 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and visible(p))
 
 
+def refuse_loose(folder: Path, where: str) -> None:
+    """Images lying directly in `folder` have no class: an error, not a silent omission (ROOT beside split folders
+    too, where a user's unsorted images would otherwise never be trained or tested on)."""
+    loose = sorted(p for p in folder.iterdir() if is_image(p) and (p.is_file() or p.is_symlink()))
+    if loose:
+        raise DatasetFormatError(f"{folder}: {len(loose)} image(s) lie directly in the folder (e.g. "
+                                 f"{loose[0].name}); put each image in {where}")
+
+
 def split_folders(root: Path) -> dict[str, Path]:
     """{'train': ROOT/train, ...} for the split folders present (any spelling in SPLIT_ALIASES)."""
     found: dict[str, Path] = {}
@@ -100,10 +109,9 @@ class FolderFormat(DataFormat):
                 name = class_name(class_dir.name)
                 found.setdefault(name, []).extend((p, split) for p in images)
                 folders.setdefault(name, []).append(class_dir)
-            loose = [p for p in root.iterdir() if p.is_file() and is_image(p)]
-            if loose:
-                raise DatasetFormatError(f"{root}: {len(loose)} image(s) lie directly in the folder (e.g. "
-                                         f"{loose[0].name}); put each image in a sub-folder named after its class")
+            refuse_loose(root, "a sub-folder named after its class")
+        if splits:
+            refuse_loose(path, "a split folder's class folder")
         listed = read_classes_file(path / config.classes_file)
         if not found or not any(found.values()):
             passed = f"; passed over {len(ignored)} other file(s), e.g. {ignored[0]}" if ignored else ""
