@@ -85,6 +85,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
         self._resend_all = threading.Event()
         self._swap_lock = threading.RLock()  # downloads, loads and the bundle store's writes, one at a time
         self._seen_versions: set[str] = set()
+        self._download_failures: dict[str, int] = {}  # version -> downloads that broke off (retry back-off)
         self._pipeline: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
         self._finished = threading.Event()

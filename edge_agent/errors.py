@@ -28,6 +28,11 @@ class SwapError(AgentError):
     """A model update could not be downloaded, verified, loaded or failed its health check."""
 
 
+class DownloadError(SwapError):
+    """A bundle download broke off or arrived damaged (network, size, digest): the same notice, sent again after a
+    reconnect, is followed again; a refused, missing or unverifiable bundle is not."""
+
+
 class HealthCheckError(SwapError):
     """A candidate bundle produced wrong-shaped or non-finite outputs on the canary inputs."""
 

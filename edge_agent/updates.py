@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hgen.edge_agent.errors import SwapError
+from hgen.edge_agent.errors import DownloadError, SwapError
 from hgen.edge_agent.model import Model
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle import BundleError
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from hgen.edge_agent.agent import Agent
 
 log = logging.getLogger("hgen.edge_agent.agent")
+RETRY_FIRST_S = 30.0  # a failed download's first retry; doubles per failure of the same version
+RETRY_MAX_S = 900.0
 
 
 def notice_refusal(notice: hub_pb2.ModelUpdate) -> str:
@@ -65,11 +67,32 @@ class ModelUpdates:
                 partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
                 partial.replace(dest)
                 self.swap_to(dest, expect=(self.slot.active.name, notice.version))
-            except (SwapError, BundleError, OSError) as exc:
+            except (DownloadError, OSError) as exc:  # broke off or arrived damaged: try again, later
+                dest.with_suffix(".part").unlink(missing_ok=True)
+                self._reject(notice.version, str(exc), dest)
+                self._retry_later(notice)
+            except (SwapError, BundleError) as exc:
                 self._reject(notice.version, str(exc), dest)
             except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
                 log.exception("update %s failed", notice.version)
                 self._reject(notice.version, f"{type(exc).__name__}: {exc}", dest)
+
+    def _retry_later(self: Agent, notice: hub_pb2.ModelUpdate) -> None:
+        """Follow the notice again after a back-off (RETRY_FIRST_S, doubling up to RETRY_MAX_S), or sooner when
+        the hub sends it again (a reconnect re-sends it): a download that broke off once must not leave the
+        device on the old model until it restarts."""
+        with self._lock:
+            self._seen_versions.discard(notice.version)
+            failures = self._download_failures[notice.version] = self._download_failures.get(notice.version, 0) + 1
+        delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
+        log.warning("update %s: download will be tried again in %.0f s, or when the hub sends it again",
+                    notice.version, delay)
+
+        def again() -> None:
+            if not self._stop.wait(delay):
+                self._on_update(notice)
+
+        threading.Thread(target=again, name="agent-update-retry", daemon=True).start()
 
     def swap_to(self: Agent, path: Path, *, tau: float | None = None,
                 expect: tuple[str, str] | None = None) -> Model:

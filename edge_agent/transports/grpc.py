@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from hgen.edge_agent.config import HubConfig, TlsConfig
-from hgen.edge_agent.errors import AgentConfigError, SwapError
+from hgen.edge_agent.errors import AgentConfigError, DownloadError, SwapError
 from hgen.edge_agent.transports.base import (
     CREDENTIAL_HINT,
     TRANSPORTS,
@@ -128,7 +128,7 @@ def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.Mode
             try:
                 for chunk in stub.FetchBundle(request, timeout=FETCH_TIMEOUT_S):
                     if chunk.offset != offset:
-                        raise SwapError(f"bundle chunk at offset {chunk.offset}, expected {offset}")
+                        raise DownloadError(f"bundle chunk at offset {chunk.offset}, expected {offset}")
                     out.write(chunk.data)
                     offset += len(chunk.data)
                 break
@@ -139,7 +139,7 @@ def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.Mode
                 if exc.code() in REFUSED:  # type: ignore[attr-defined]  # asking again is refused again
                     raise SwapError(f"the hub refused the download: {last_error}") from None
         else:
-            raise SwapError(f"bundle download failed after {FETCH_ATTEMPTS} attempts: {last_error}")
+            raise DownloadError(f"bundle download failed after {FETCH_ATTEMPTS} attempts: {last_error}")
     check_download(dest, notice)
     return dest
 
@@ -148,10 +148,11 @@ def check_download(path: Path, notice: hub_pb2.ModelUpdate) -> None:
     """The notice's size and SHA-256 must match the file (the signature is checked when it is loaded)."""
     data = path.read_bytes()
     if notice.size and len(data) != notice.size:
-        raise SwapError(f"downloaded {len(data)} bytes, the notice says {notice.size}")
+        raise DownloadError(f"downloaded {len(data)} bytes, the notice says {notice.size}")
     digest = hashlib.sha256(data).hexdigest()
     if notice.sha256 and digest != notice.sha256:
-        raise SwapError(f"downloaded bundle SHA-256 {digest[:12]} differs from the notice's {notice.sha256[:12]}")
+        raise DownloadError(f"downloaded bundle SHA-256 {digest[:12]} differs from the notice's "
+                            f"{notice.sha256[:12]}")
 
 
 def fetch_from_url(url: str, notice: hub_pb2.ModelUpdate, dest: Path, tls: TlsConfig | None,

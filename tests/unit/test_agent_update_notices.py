@@ -9,14 +9,17 @@ would; what is checked is the agent's own code, on the null engine."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hgen.compiler.bundle.archive import pack_bundle
+from hgen.edge_agent import updates
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.errors import DownloadError
 from hgen.edge_agent.testing import TestKeys as Keys
 from hgen.edge_agent.testing import make_keys, null_bundle
 from hgen.protos import hub_pb2
@@ -98,3 +101,67 @@ def test_a_download_signed_as_another_version_than_announced_is_refused_and_dele
     agent._apply_update(hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0"))
     agent.slot.maybe_switch()
     assert agent.model.version == "1.3.0"
+
+
+class BrokenOnce(Download):
+    """The first fetch breaks off half way (a partial file, as a dropped link leaves), later ones succeed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetched = threading.Event()
+
+    def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
+        if not self.asked:
+            self.asked.append(dest)
+            dest.write_bytes(b"half a bundle")
+            raise DownloadError("bundle download failed after 5 attempts: UNAVAILABLE: Socket closed")
+        result = super().fetch_bundle(notice, dest)
+        self.fetched.set()
+        return result
+
+
+def join_swaps() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "agent-swap":
+            thread.join(timeout=60)
+
+
+def test_a_download_that_broke_off_is_followed_again_when_the_notice_comes_again(agent: Agent, tmp_path: Path,
+                                                                                keys: Keys) -> None:
+    """The version was marked seen before the download and never unmarked: one dropped link left the device on
+    the old model until it restarted, although a reconnect re-sends the notice."""
+    download = BrokenOnce()
+    download.archive = archive(tmp_path, keys, "null-net", "1.3.0")
+    agent.transport = download  # type: ignore[assignment]
+    notice = hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0")
+    agent._on_update(notice)
+    join_swaps()
+    assert agent.telemetry.count("swaps_rejected") == 1 and not list((tmp_path / "store").glob("*.part"))
+    agent._on_update(notice)  # the hub sends it again after a reconnect
+    join_swaps()
+    agent.slot.maybe_switch()
+    assert agent.model.version == "1.3.0" and len(download.asked) == 2
+
+
+def test_a_download_that_broke_off_is_tried_again_after_a_back_off(agent: Agent, tmp_path: Path, keys: Keys,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(updates, "RETRY_FIRST_S", 0.0)
+    download = BrokenOnce()
+    download.archive = archive(tmp_path, keys, "null-net", "1.3.0")
+    agent.transport = download  # type: ignore[assignment]
+    agent._on_update(hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0"))  # never sent again
+    assert download.fetched.wait(timeout=60)
+    join_swaps()
+    agent.slot.maybe_switch()
+    assert agent.model.version == "1.3.0"
+
+
+def test_a_refused_download_is_not_followed_again(agent: Agent, tmp_path: Path, keys: Keys) -> None:
+    download: Download = agent.transport  # type: ignore[assignment]
+    download.archive = archive(tmp_path, keys, "null-net", "1.0.0")  # signed as an older version
+    notice = hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0")
+    agent._on_update(notice)
+    join_swaps()
+    agent._on_update(notice)
+    join_swaps()
+    assert len(download.asked) == 1 and agent.telemetry.count("swaps_rejected") == 1
