@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hgen.edge_agent.errors import OutboxError
 from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.outbox import OutboxRow
 from hgen.edge_agent.replies import Waiting
@@ -60,14 +61,20 @@ class Housekeeping:
             self._send_rows([r for r in (self.outbox.get(s.sample_id) for s in batch.samples) if r is not None], now)
 
     def _expire(self: Agent, now: float) -> None:
-        expired: list[Result] = []
-        with self._changed:
-            for waiting in self._waiting.values():
-                if not waiting.timed_out and now >= waiting.patience_at:
-                    waiting.timed_out = True
-                    expired.append(timed_out(waiting.result))
-        if expired:  # marked first: after a crash the reply is `late`, never a second final answer
-            self.outbox.mark_timed_out([result.sample_id for result in expired])
+        """Report `timeout` for samples past patience. The mark is written to the outbox before the samples are
+        flagged in memory: a write that fails (file locked, disk full) leaves them unflagged, so the next round
+        tries again instead of skipping them for good; and after a crash the reply is `late`, never a second
+        final answer."""
+        due = self._past_patience(now)
+        if not due:
+            return
+        try:
+            self.outbox.mark_timed_out(due)
+        except OutboxError as exc:
+            self.telemetry.problem("outbox", str(exc))
+            raise
+        self.telemetry.problem("outbox", "")  # the file works (again)
+        expired = self._flag_timed_out(due)
         for result in expired:
             self.telemetry.inc("timeouts")
             self._emit(result)
@@ -77,6 +84,23 @@ class Housekeeping:
                     if result.sample_id in self._waiting:
                         self._waiting[result.sample_id].timeout_reported = True
                 self._changed.notify_all()
+
+    def _past_patience(self: Agent, now: float) -> list[str]:
+        with self._lock:
+            return [sample_id for sample_id, waiting in self._waiting.items()
+                    if not waiting.timed_out and now >= waiting.patience_at]
+
+    def _flag_timed_out(self: Agent, sample_ids: list[str]) -> list[Result]:
+        """Flag the samples still waiting (a reply may have taken one while the mark was written: its fused
+        result is final, not a timeout)."""
+        expired: list[Result] = []
+        with self._lock:
+            for sample_id in sample_ids:
+                waiting = self._waiting.get(sample_id)
+                if waiting is not None and not waiting.timed_out:
+                    waiting.timed_out = True
+                    expired.append(timed_out(waiting.result))
+        return expired
 
     def _resend(self: Agent, now: float) -> None:
         """Send outbox rows never sent, or due to be asked again among the RESEND_WINDOW oldest already asked (see
@@ -124,6 +148,7 @@ class Housekeeping:
                                             samples=[hub_pb2.Sample.FromString(r.payload) for r in rows],
                                             annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
         request.deadline.FromNanoseconds(int(rows[0].deadline * 1e9))
+        request.sent_at.FromNanoseconds(int(self.clock.time() * 1e9))  # the hub reads the deadline against it
         return request
 
     def _report_status(self: Agent) -> None:

@@ -24,7 +24,7 @@ from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidReques
                              UnknownDeviceError)
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
-from hgen.hub.validation import check_image, check_uuid, parse_request
+from hgen.hub.validation import check_image, check_uuid, device_clock_offset, parse_request, request_deadline
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
 from hgen.runtime.hdnn import difficulty_from_confidence
@@ -32,6 +32,7 @@ from hgen.runtime.labour import labour_per_sample
 
 log = logging.getLogger(__name__)
 EXPIRY_POLL_S = 1.0  # bound on how late a deadline set by another hub process is noticed
+CLOCK_SKEW_WARN_S = 30.0  # a device clock further off than this is logged (once per device) and counted
 
 
 @dataclass
@@ -108,6 +109,7 @@ class HubService:
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._mismatches_logged: set[tuple[str, str]] = set()
+        self._skew_logged: set[str] = set()
         kb.register_devices(config.devices)
 
     @classmethod
@@ -234,10 +236,22 @@ class HubService:
             raise InvalidRequestError(f"unknown aggregator {request.aggregator!r}; valid: "
                                       f"{', '.join(aggregator_names())}")
         now = self.clock()
-        deadline = request.deadline.ToNanoseconds() / 1e9 if request.HasField("deadline") else 0.0
-        deadline = min(deadline or now + limits.default_deadline_s, now + limits.max_deadline_s)
+        self._note_clock(request, now)
+        deadline = request_deadline(request, now, limits)
         budget = request.labour_budget or limits.default_labour_budget
         return m, deadline, budget, request.aggregator
+
+    def _note_clock(self, request: hub_pb2.AnnotationRequest, now: float) -> None:
+        """Say once per device when its clock is more than CLOCK_SKEW_WARN_S off: its deadlines are moved to the
+        hub's clock, but its captured_at times and logs are off too."""
+        offset = device_clock_offset(request, now)
+        if abs(offset) > CLOCK_SKEW_WARN_S:
+            self.metrics.inc("device_clock_skew")
+            if request.device_id not in self._skew_logged:
+                self._skew_logged.add(request.device_id)
+                log.warning("device %s: its clock is %.0f s %s the hub's; its deadlines are moved to the hub's clock "
+                            "(set up NTP on the device)", request.device_id, abs(offset),
+                            "behind" if offset > 0 else "ahead of")
 
     def _submit_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
                        aggregator: str, transport: str, result: SubmitResult) -> None:

@@ -70,3 +70,21 @@ def _check_raw(image: hub_pb2.Image) -> None:
     if expected == 0 or len(image.data) != expected:
         raise ImageDecodeError(f"raw image has {len(image.data)} bytes, shape "
                                f"{image.height}x{image.width}x{image.channels} needs {expected}")
+
+
+def device_clock_offset(request: hub_pb2.AnnotationRequest, now: float) -> float:
+    """Seconds the device's clock is behind the hub's (negative: ahead), from when it says it sent the request;
+    0 for a device that does not say (older agents). Includes the transit time, a second or less."""
+    if not request.HasField("sent_at"):
+        return 0.0
+    return now - request.sent_at.ToNanoseconds() / 1e9
+
+
+def request_deadline(request: hub_pb2.AnnotationRequest, now: float, limits: LimitsConfig) -> float:
+    """The request's deadline on the hub's clock: the device's deadline moved by its clock's offset, so a device
+    whose clock is behind (a Pi without a real-time clock before NTP) still gets its patience, and one ahead does
+    not hold people past it; no deadline gets the default; at most `max_deadline_s` from now."""
+    if not request.HasField("deadline"):
+        return now + limits.default_deadline_s
+    deadline = request.deadline.ToNanoseconds() / 1e9 + device_clock_offset(request, now)
+    return min(deadline, now + limits.max_deadline_s)

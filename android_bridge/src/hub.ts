@@ -81,7 +81,7 @@ export function annotationRequest(device: Provisioning, sample: {
   const stamp = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
   return pb.AnnotationRequest.encode({
     batchId: sample.sampleId, deviceId: device.device_id, annotatorsWanted: sample.m,
-    deadline: stamp(now + sample.deadlineS * 1000),
+    deadline: stamp(now + sample.deadlineS * 1000), sentAt: stamp(now), // the hub reads the deadline against it
     samples: [{
       sampleId: sample.sampleId, deviceId: device.device_id, bundleName: sample.bundleName,
       bundleVersion: sample.version, capturedAt: stamp(now),

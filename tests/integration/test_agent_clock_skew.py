@@ -1,0 +1,58 @@
+"""A real agent whose wall clock is 15 minutes behind a real hub's (gRPC, the SIMULATED crowd): every escalation
+came back EXPIRED, as the hub read the device's deadline on its own clock. Now the agent says when it sent each
+request and the hub moves the deadline by the difference. Only the agent's wall clock is shifted (its injectable
+clock); the frames are a folder of images through the agent's `images` source."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.testing import ResultCollector, make_keys, null_bundle, start_hub
+
+FRAMES = 4
+
+
+class BehindClock:
+    """The wall clock 15 minutes behind (a Pi without a real-time clock before NTP); monotonic time is real."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time() - 900.0
+
+
+def test_an_agent_whose_clock_is_behind_still_gets_people_s_answers(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "bundle", keys)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(FRAMES):
+        cv2.imwrite(str(images / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (28, 28), np.uint8))
+    hub = start_hub(tmp_path / "hub.sqlite", ["cam-1"])
+    try:
+        config = parse_agent_config({
+            "device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem),
+                                             "store_dir": str(tmp_path / "store")},
+            "source": {"kind": "images", "uri": str(images)}, "gate": {"tau": 1.0},
+            "batching": {"size": FRAMES, "max_wait_s": 0.2, "patience_s": 60, "deadline_s": 600},
+            "hub": {"url": hub.grpc_url, "secret": hub.secret("cam-1"), "watch_updates": False},
+            "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
+        seen = ResultCollector()
+        agent = Agent(config, callbacks=[seen], clock=BehindClock()).start()
+        try:
+            assert seen.wait_for(lambda rs: len(seen.with_status("pending")) == FRAMES, 60)
+            finals = seen.final_for({r.sample_id for r in seen.with_status("pending")}, 60)
+        finally:
+            agent.stop()
+        assert Counter(r.status.value for r in finals.values()) == {"fused": FRAMES}
+        assert hub.app.service.metrics.get("device_clock_skew") >= 1
+    finally:
+        hub.stop()
