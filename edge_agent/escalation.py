@@ -58,7 +58,7 @@ class Escalation:
         deadline = self.clock.time() + self.config.batching.deadline_s
         meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
                 "lambda": model.params.fusion_lambda, "shape": list(logits.shape[1:]),
-                "size": [size.width, size.height]}
+                "size": [size.width, size.height], "labels": list(model.manifest.labels)}
         row = OutboxRow(result.sample_id, batch_id, self.clock.time(), frame.index, model.m, deadline,
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
         if not self._stored(row):
@@ -69,7 +69,8 @@ class Escalation:
         with self._lock:
             self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
                                                       now + self.config.batching.patience_s,
-                                                      labour=labour, size=size)
+                                                      labour=labour, size=size, m=model.m,
+                                                      labels=model.manifest.labels)
         self._emit(pending)
         return pending
 

@@ -8,6 +8,8 @@ out so each file holds one responsibility.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -19,9 +21,12 @@ from hgen.edge_agent.results import Result, ResultStatus, declined_detail
 from hgen.edge_agent.transports import ConnectionState, TransportErrorCode
 from hgen.protos import hub_pb2
 from hgen.runtime.hdnn import FusionParams, get_kind
+from hgen.runtime.labour import MAX_OPERATIONS
 
 if TYPE_CHECKING:
     from hgen.edge_agent.agent import Agent
+
+log = logging.getLogger("hgen.edge_agent.agent")
 
 RECENT_REPLIES = 10_000
 
@@ -39,6 +44,20 @@ class Waiting:
     timeout_reported: bool = False  # its `timeout` result reached the sinks (what `wait_settled` waits for)
     labour: float = 0.0  # the estimate reserved from the labour bucket; a reply settles it
     size: FrameSize = FrameSize(0, 0)  # the frame as sent: people's pixel boxes are relative to it
+    m: int = 1  # people asked: bounds the labour a reply may report
+    # The class names of the model that made the sample: people answered its classes, whatever runs by the reply
+    # (empty for a sample stored before they were kept: the running model's then).
+    labels: tuple[str, ...] = ()
+
+
+def reported_labour(reply: hub_pb2.SampleReply, waiting: Waiting) -> float:
+    """The labour a reply says people spent, held to what m people can spend on one sample; a value that is not a
+    number (NaN, infinite, negative) settles at the estimate. A reply is not signed: 1e12 used to stop the device
+    asking people for good, and NaN made its labour ratio NaN."""
+    if not math.isfinite(reply.labour) or reply.labour < 0:
+        log.warning("reply for %s reports labour %r: the estimate is kept", reply.sample_id[:64], reply.labour)
+        return waiting.labour
+    return min(reply.labour, max(1, waiting.m) * MAX_OPERATIONS)
 
 
 class ReplyHandling:
@@ -92,7 +111,7 @@ class ReplyHandling:
         else:
             self._count_final(result, reply)
         with self._lock:
-            self.labour.settle(waiting.labour, reply.labour)
+            self.labour.settle(waiting.labour, reported_labour(reply, waiting))
             while len(self._done) > RECENT_REPLIES:
                 self._done.popitem(last=False)
             self._asks.done(reply.sample_id)
@@ -124,7 +143,7 @@ class ReplyHandling:
         answers = adapter.fuse_answers(reply, waiting.logits, waiting.size)
         if answers is not None:
             fused = get_kind(waiting.kind).fuse(waiting.logits[None], answers, waiting.params)[0]
-            fields = adapter.fused_fields(fused, answers, self.slot.active.manifest.labels, waiting.size)
+            fields = adapter.fused_fields(fused, answers, self._labels_of(waiting), waiting.size)
             return replace(result, status=ResultStatus.FUSED, **fields)
         if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
             return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
@@ -132,6 +151,9 @@ class ReplyHandling:
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
             reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
         return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
+
+    def _labels_of(self: Agent, waiting: Waiting) -> tuple[str, ...]:
+        return waiting.labels or self.slot.active.manifest.labels
 
     def _count_final(self: Agent, result: Result, reply: hub_pb2.SampleReply) -> None:
         """Counted once the result is committed (a reply that failed to settle is taken again later)."""
@@ -148,8 +170,7 @@ class ReplyHandling:
 
     def _late(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
         """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""
-        people = adapter_for(waiting.kind).late_fields(reply, waiting.logits, waiting.size,
-                                                       self.slot.active.manifest.labels)
+        people = adapter_for(waiting.kind).late_fields(reply, waiting.logits, waiting.size, self._labels_of(waiting))
         status = hub_pb2.ReplyStatus.Name(reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
             status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"

@@ -1,0 +1,82 @@
+"""What a reply may change on the device. A reply is not signed: its labour settles the device's labour bucket, so
+it is held to what m people can spend (NaN or 1e12 used to switch the labour demand off, or people off for good).
+A reply fused after a hot swap is named with the classes of the model that made the sample (people answered those),
+not the running one's. Null engine; the hub link is a loopback port nobody listens on (replies are handed over
+directly, as the transport would)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hgen.edge_agent.agent import Agent
+from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.sources import Frame
+from hgen.edge_agent.testing import ResultCollector, make_keys, null_bundle
+from hgen.edge_agent.testing import TestKeys as Keys
+from hgen.hub.testing.services import free_port
+from hgen.protos import hub_pb2
+
+
+def frame(index: int) -> Frame:
+    return Frame(index, np.random.default_rng(index).integers(0, 256, (28, 28), dtype=np.uint8), float(index))
+
+
+def answered(sample_id: str, class_id: int, labour: float) -> hub_pb2.SampleReply:
+    answers = [hub_pb2.Answer(annotator_id=f"p{i}", class_id=class_id) for i in range(3)]
+    return hub_pb2.SampleReply(sample_id=sample_id, status=hub_pb2.REPLY_STATUS_ANSWERED, answers=answers,
+                               labour=labour)
+
+
+def agent_on(tmp_path: Path, keys: Keys, bundle: Path, **sections: dict) -> tuple[Agent, ResultCollector]:
+    data = {"device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem),
+                                             "store_dir": str(tmp_path / "store")},
+            "source": {"kind": "images", "uri": str(tmp_path)}, "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+            "hub": {"url": f"grpc://127.0.0.1:{free_port()}"}, **sections}
+    seen = ResultCollector()
+    return Agent(parse_agent_config(data), callbacks=[seen]), seen
+
+
+@pytest.mark.parametrize("labour", [math.nan, math.inf, -5.0, 1e12])
+def test_a_replys_labour_is_held_to_what_m_people_can_spend(tmp_path: Path, labour: float) -> None:
+    keys = make_keys(tmp_path / "keys")
+    agent, seen = agent_on(tmp_path, keys, null_bundle(tmp_path / "b", keys), gate={"tau": 1.0, "audit_share": 0.0},
+                           batching={"patience_s": 30, "labour_share": 0.1, "labour_window_frames": 100,
+                                     "annotators": 3})
+    try:
+        for i in range(20):
+            agent.process_frame(frame(i))
+        first = next(r for r in seen.results if r.status.value == "pending")
+        agent._on_reply(answered(first.sample_id, 2, labour))
+        assert math.isfinite(agent.labour.tokens) and math.isfinite(agent.labour.ratio())
+        assert agent.labour.tokens >= -3 * 3.0  # at worst m x 3 operations charged
+        before = len(seen.results)
+        for i in range(20, 1020):
+            agent.process_frame(frame(i))
+        later = Counter(r.status.value for r in seen.results[before:])
+        assert later["pending"] > 0  # people are still asked
+        assert agent.labour.ratio() <= 0.1 + 0.01  # and the labour demand still holds
+    finally:
+        agent.stop()
+
+
+def test_a_reply_after_a_swap_is_named_with_the_classes_of_the_model_that_asked(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    old = tuple(f"old-{c}" for c in "abcdefghij")
+    new = tuple(f"new-{c}" for c in "jihgfedcba")
+    agent, seen = agent_on(tmp_path, keys, null_bundle(tmp_path / "v1", keys, version="1.0.0", labels=list(old)),
+                           gate={"tau": 1.0})
+    try:
+        pending = agent.process_frame(frame(0))
+        agent.swap_to(null_bundle(tmp_path / "v2", keys, version="1.1.0", labels=list(new)))
+        agent.process_frame(frame(1))  # the pipeline switches between frames
+        assert agent.model.version == "1.1.0"
+        agent._on_reply(answered(pending.sample_id, 2, 9.0))
+        fused = next(r for r in seen.results if r.sample_id == pending.sample_id and r.status.value == "fused")
+        assert (fused.label, fused.label_name, fused.bundle_version) == (2, "old-c", "1.0.0")
+    finally:
+        agent.stop()
