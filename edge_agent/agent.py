@@ -28,7 +28,7 @@ from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket
 from hgen.edge_agent.housekeeping import Housekeeping
 from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.model import FrameShapeError, Model, preprocess
-from hgen.edge_agent.outbox import Outbox
+from hgen.edge_agent.outbox import open_outbox
 from hgen.edge_agent.replies import ReplyHandling, Waiting
 from hgen.edge_agent.resend import ResendSchedule
 from hgen.edge_agent.results import Result, ResultStatus
@@ -69,8 +69,8 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
     def _open_parts(self, config: AgentConfig, model: Model, callbacks: Sequence[Callable[[Result], None]],
                     source: FrameSource | None, undo: ExitStack) -> None:
         self.slot = ModelSlot(model, config.swap, self._on_swap_event)
-        self.outbox = Outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow,
-                             device_id=config.device_id)
+        self.outbox = open_outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow,
+                                  device_id=config.device_id, on_problem=self._outbox_damaged)
         undo.callback(self.outbox.close)
         self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
         undo.callback(close_sinks, self.sinks)

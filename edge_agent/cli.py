@@ -81,11 +81,16 @@ def check(config: AgentConfig) -> dict[str, object]:
 
 
 def _outbox(config: AgentConfig) -> str:
-    """What `run` would find in outbox.path, refused as `run` refuses it when another device owns the file."""
+    """What `run` would find in outbox.path, refused as `run` refuses it when another device owns the file; a
+    damaged file is reported, not refused, as `run` moves it aside and starts afresh."""
+    from hgen.edge_agent.errors import OutboxDamagedError
     from hgen.edge_agent.outbox import inspect_outbox, owner_error
 
     path = config.outbox.path
-    owner, waiting = inspect_outbox(path)
+    try:
+        owner, waiting = inspect_outbox(path)
+    except OutboxDamagedError as exc:
+        return f"{path} (damaged: `run` moves it aside to {path.name}.corrupt-<UTC time> and starts a fresh one; {exc})"
     if owner is not None and owner != config.device_id:
         raise owner_error(path, owner, config.device_id)
     return f"{path} ({waiting} sample(s) waiting)" if owner is not None or waiting else f"{path} (new)"

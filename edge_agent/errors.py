@@ -24,6 +24,11 @@ class OutboxError(AgentError):
     """The on-disk outbox cannot be opened or written."""
 
 
+class OutboxDamagedError(OutboxError):
+    """The outbox file is not a readable SQLite database any more (a damaged card): the agent moves it aside and
+    starts a fresh one, where a locked file or another device's is refused."""
+
+
 class SwapError(AgentError):
     """A model update could not be downloaded, verified, loaded or failed its health check."""
 

@@ -159,28 +159,53 @@ class Housekeeping:
 
     def _restore(self: Agent) -> None:
         """After a restart: results settled before the crash reach the sinks that missed them; every stored sample
-        waits for its reply again (and is resent on connect), with what is left of its patience."""
+        waits for its reply again (and is resent on connect), with what is left of its patience. A row that cannot
+        be decoded (a damaged card) is dropped and counted, so one bad row does not keep the agent from starting."""
         recovered = self._recover_settled()
         now, wall = self.clock.monotonic(), self.clock.time()
         restored = 0
+        damaged: list[str] = []
         for row in self.outbox.pending():
-            meta = json.loads(row.meta)
-            result = Result.from_dict(meta["result"])
-            shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
-            logits = np.frombuffer(row.logits, np.float32).reshape(shape)
-            size = FrameSize(*meta.get("size", (0, 0)))
-            patience_at = now + max(0.0, row.created + self.config.batching.patience_s - wall)
+            try:
+                waiting = self._restored(row, now, wall)
+            except (ValueError, TypeError, KeyError, AttributeError):  # what json, numpy and Result raise on bad data
+                damaged.append(row.sample_id)
+                continue
             with self._lock:
-                self._waiting[row.sample_id] = Waiting(result, logits, meta["kind"],
-                                                       FusionParams(meta["temperature"], meta["lambda"]), patience_at,
-                                                       timed_out=bool(row.timed_out),
-                                                       timeout_reported=bool(row.timed_out), size=size)
+                self._waiting[row.sample_id] = waiting
             if row.timed_out:  # marked, then perhaps killed before the timeout result was written
-                self._emit(timed_out(result), skip_held=True)
+                self._emit(timed_out(waiting.result), skip_held=True)
             restored += 1
+        if damaged:
+            self._drop_damaged(damaged)
         if restored or recovered:
             log.info("restored %d unreplied samples and %d settled results from the outbox", restored, recovered)
             self._resend_all.set()
+
+    def _restored(self: Agent, row: OutboxRow, now: float, wall: float) -> Waiting:
+        """A stored row as the sample waiting for its reply; ValueError, TypeError, KeyError or AttributeError
+        when the row is damaged."""
+        meta = json.loads(row.meta)
+        result = Result.from_dict(meta["result"])
+        shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
+        logits = np.frombuffer(row.logits, np.float32).reshape(shape)
+        size = FrameSize(*meta.get("size", (0, 0)))
+        patience_at = now + max(0.0, row.created + self.config.batching.patience_s - wall)
+        return Waiting(result, logits, meta["kind"], FusionParams(meta["temperature"], meta["lambda"]), patience_at,
+                       timed_out=bool(row.timed_out), timeout_reported=bool(row.timed_out), size=size)
+
+    def _drop_damaged(self: Agent, sample_ids: list[str]) -> None:
+        """Damaged rows leave the outbox (kept, they would be resent for ever and their replies be unknown),
+        counted in outbox_dropped, logged once and named on status."""
+        self.outbox.drop_damaged(sample_ids)
+        log.error("%d stored sample(s) in %s could not be decoded (damaged) and were dropped", len(sample_ids),
+                  self.outbox.path)
+        self._outbox_damaged(f"{len(sample_ids)} damaged stored sample(s) dropped at start-up")
+
+    def _outbox_damaged(self: Agent, text: str) -> None:
+        """Damage found in the outbox (a file moved aside, rows dropped) stays on status (`problem.outbox_damaged`)
+        for the run: the samples are lost, unlike a write refused now and then (`problem.outbox`)."""
+        self.telemetry.problem("outbox_damaged", text)
 
 
 def timed_out(result: Result) -> Result:

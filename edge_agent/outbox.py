@@ -11,19 +11,25 @@ Bounded by `max_samples`; the overflow policy drops the oldest stored sample or 
 drop is added to a persistent counter so an operator sees how much was lost.
 
 Every failure of the file (disk full, locked by another process past the busy timeout, I/O error) is an
-`OutboxError` naming it, so the agent can treat it as a refused write and keep serving.
+`OutboxError` naming it, so the agent can treat it as a refused write and keep serving. A file that is not a
+database any more (a damaged card) is an `OutboxDamagedError`; `open_outbox` moves it aside and starts a fresh
+one, so the device keeps serving frames instead of failing at every restart.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from hgen.edge_agent.errors import OutboxError, OutboxOwnerError
+from hgen.edge_agent.errors import OutboxDamagedError, OutboxError, OutboxOwnerError
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -43,6 +49,20 @@ CREATE TABLE IF NOT EXISTS settled (sample_id TEXT PRIMARY KEY, result TEXT NOT 
 CREATE TABLE IF NOT EXISTS owner (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 MIGRATIONS = {"timed_out": "ALTER TABLE samples ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0"}
+DAMAGE_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})  # primary result codes of a damaged file
+SIDECARS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database, moved aside with it
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """The file is not a database or its pages are malformed, as opposed to busy, read-only or full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in DAMAGE_CODES
+
+
+def _lenient_text(data: bytes) -> str:
+    """TEXT columns with bytes that are not UTF-8 (a damaged row) read as text the row's decoder then refuses,
+    instead of failing the whole query."""
+    return data.decode("utf-8", "replace")
 
 
 def owner_error(path: Path, owner: str, device_id: str) -> OutboxOwnerError:
@@ -65,8 +85,45 @@ def inspect_outbox(path: Path) -> tuple[str | None, int]:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        raise OutboxError(f"outbox.path: {path} cannot be read as an outbox ({exc})") from None
+        error = OutboxDamagedError if is_damage(exc) else OutboxError
+        raise error(f"outbox.path: {path} cannot be read as an outbox ({exc})") from None
     return (None if owner is None else str(owner[0])), int(waiting)
+
+
+def open_outbox(path: Path, max_samples: int, overflow: str = "drop_oldest", *, device_id: str,
+                on_problem: Callable[[str], None], busy_timeout_s: float = 30.0) -> Outbox:
+    """The device's outbox; a damaged file (not a database any more) is moved aside and a fresh outbox started, as
+    failing here would stop the device serving frames at every restart. Its samples are lost to the agent, so it
+    is logged and reported through `on_problem` with the name it was moved to. Every other refusal (locked by
+    another process, another device's file, a folder that cannot be made) propagates as before."""
+    try:
+        return Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id)
+    except OutboxDamagedError as exc:
+        aside = move_aside(Path(path))
+        log.error("%s; moved it aside to %s and started a fresh outbox (its unreplied samples are not restored)",
+                  exc, aside)
+        on_problem(f"damaged outbox moved aside to {aside} ({exc}); started a fresh outbox")
+    return Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename `path` (and SQLite's files beside it) to `<name>.corrupt-<UTC time>`, kept for inspection; the
+    sidecars go too, so a stale write-ahead log is never replayed into the fresh file."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():  # a second damaged file within the same second
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        path.rename(aside)
+        for suffix in SIDECARS:
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                sidecar.rename(aside.with_name(aside.name + suffix))
+    except OSError as exc:
+        raise OutboxError(f"outbox.path: {path} is damaged and cannot be moved aside ({exc.strerror})") from None
+    return aside
 
 
 @dataclass(frozen=True)
@@ -106,11 +163,17 @@ class Outbox:
         with self._failing("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                        timeout=busy_timeout_s)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
-            owner = self._claim(device_id) if device_id is not None else None
+        self._db.text_factory = _lenient_text
+        try:
+            with self._failing("open"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(SCHEMA)
+                self._migrate()
+                owner = self._claim(device_id) if device_id is not None else None
+        except OutboxError:
+            self._db.close()  # released, so a damaged file can be moved aside
+            raise
         if owner is not None:
             self._db.close()
             raise owner_error(self.path, owner, str(device_id))
@@ -124,11 +187,13 @@ class Outbox:
 
     @contextmanager
     def _failing(self, doing: str) -> Iterator[None]:
-        """sqlite3 errors as OutboxError naming the file and what was being done (callers catch one type)."""
+        """sqlite3 errors as OutboxError naming the file and what was being done (callers catch one type);
+        OutboxDamagedError when the file itself is damaged."""
         try:
             yield
         except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {self.path}: cannot {doing}: {exc}") from None
+            error = OutboxDamagedError if is_damage(exc) else OutboxError
+            raise error(f"outbox {self.path}: cannot {doing}: {exc}") from None
 
     def _migrate(self) -> None:
         """Outboxes written by older agents gain the columns added since (their rows keep working)."""
@@ -194,6 +259,16 @@ class Outbox:
         """(sample id, result JSON) settled but maybe not emitted before a crash."""
         with self._lock, self._failing("read settled results"):
             return [(str(a), str(b)) for a, b in self._db.execute("SELECT sample_id, result FROM settled")]
+
+    def drop_damaged(self, sample_ids: Sequence[str]) -> int:
+        """Delete stored samples that cannot be decoded (no result can come of them, and kept they would be asked
+        about for ever); counted with the other drops. Returns how many were deleted."""
+        with self._lock, self._failing("drop damaged samples"), self._transaction():
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM samples WHERE sample_id = ?", [(i,) for i in sample_ids])
+            deleted = self._db.total_changes - before
+            self._bump("dropped_damaged", deleted)
+            return deleted
 
     def mark_timed_out(self, sample_ids: Sequence[str]) -> None:
         with self._lock, self._failing("mark samples timed out"), self._transaction():

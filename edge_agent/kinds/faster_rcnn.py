@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hgen.edge_agent.kinds import ADAPTERS, ANSWERED, FrameSize
-from hgen.edge_agent.kinds._boxes import box_results
+from hgen.edge_agent.kinds._boxes import box_results, clipped, finite_rows
 from hgen.edge_agent.kinds.yolo import YOLOAdapter
 from hgen.edge_agent.results import BoxResult
 from hgen.protos import hub_pb2
@@ -28,13 +28,13 @@ REGION_LABEL = "region"
 def aggregated_regions(reply: hub_pb2.SampleReply, size: FrameSize) -> np.ndarray | None:
     """The hub's aggregated pixel regions as normalised [k, 5] (corners, weight); None without a region label.
 
-    Regions with no area after clipping to the frame are dropped (the runtime refuses them)."""
+    Regions with a value that is not finite are dropped and logged, and those with no area after clipping to the
+    frame are dropped (the runtime refuses them)."""
     if reply.aggregated.WhichOneof("label") != "regions":
         return None
     rows = np.array([[r.x_min, r.y_min, r.x_max, r.y_max, r.weight] for r in reply.aggregated.regions.regions],
                     np.float64).reshape(-1, 5)
-    rows[:, :4] = np.clip(rows[:, :4] / size.scale, 0.0, 1.0)
-    return rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])]
+    return clipped(finite_rows(rows, reply.sample_id), size)
 
 
 def region_results(rows: np.ndarray, size: FrameSize) -> tuple[BoxResult, ...]:

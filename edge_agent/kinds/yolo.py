@@ -11,9 +11,15 @@ from hgen.edge_agent.kinds import ADAPTERS, ANSWERED, FrameSize
 from hgen.edge_agent.kinds._boxes import aggregated_rows, box_results, proto_boxes
 from hgen.edge_agent.results import Result
 from hgen.protos import hub_pb2
+from hgen.runtime.hdnn.yolo import BOX_FIELDS
 
 if TYPE_CHECKING:
     from hgen.edge_agent.model import Model
+
+
+def class_count(outputs: np.ndarray) -> int:
+    """The model's classes: the grid's channels after objectness and the box."""
+    return int(outputs.shape[-1]) - BOX_FIELDS
 
 
 class YOLOAdapter:
@@ -30,7 +36,7 @@ class YOLOAdapter:
         return hub_pb2.ModelOutput(boxes=proto_boxes(result.model_boxes))
 
     def fuse_answers(self, reply: hub_pb2.SampleReply, outputs: np.ndarray, size: FrameSize) -> Any | None:
-        rows = aggregated_rows(reply, size) if reply.status in ANSWERED else None
+        rows = aggregated_rows(reply, size, class_count(outputs)) if reply.status in ANSWERED else None
         return None if rows is None else [rows]
 
     def fused_fields(self, fused: Any, answers: Any, labels: Sequence[str], size: FrameSize) -> dict[str, Any]:
@@ -40,7 +46,7 @@ class YOLOAdapter:
 
     def late_fields(self, reply: hub_pb2.SampleReply, outputs: np.ndarray, size: FrameSize,
                     labels: Sequence[str]) -> dict[str, Any]:
-        rows = aggregated_rows(reply, size)
+        rows = aggregated_rows(reply, size, class_count(outputs))
         if rows is None:
             return {}
         return {"human_boxes": box_results(rows[:, :4], rows[:, 4].astype(np.int64), rows[:, 5], labels, size)}

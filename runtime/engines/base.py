@@ -2,15 +2,21 @@
 
 Engines hide precision: an int8 model is fed quantised inputs and its outputs are dequantised, so callers
 (confidence, fusion) always see float32 logits. Models have a fixed batch; larger batches run in chunks.
+
+One engine runs one batch at a time: neither the LiteRT interpreter (its input and output tensors are the
+interpreter's own) nor the TVM virtual machine may be entered from two threads, and the device agent does that
+(the swap thread's agreement check runs the running model while the pipeline thread does), so every engine
+serialises its runs with its own lock.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
@@ -56,6 +62,14 @@ class Engine(ABC):
     Config: ClassVar[type[StrictModel]]
     input_spec: TensorSpec
     output_spec: TensorSpec
+    _run_lock: threading.Lock
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Every engine gets its run lock here, whatever its own `__init__` does."""
+        del args, kwargs
+        engine = super().__new__(cls)
+        engine._run_lock = threading.Lock()
+        return engine
 
     @classmethod
     def manifest_config(cls, entry: EngineEntry, manifest: Manifest) -> dict[str, Any]:
@@ -68,14 +82,16 @@ class Engine(ABC):
         """Logits for `batch` (N, *input_shape[1:]), float32, N any multiple of the model's batch."""
         batch = self._checked(batch)
         size = self.input_spec.batch
-        chunks = [self._run_fixed(batch[i : i + size]) for i in range(0, len(batch), size)]
+        with self._run_lock:  # another thread's batch would overwrite this one's tensors mid-run
+            chunks = [self._run_fixed(batch[i : i + size]) for i in range(0, len(batch), size)]
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def warm_up(self, n: int = 3) -> None:
         """Run `n` zero batches so one-off costs (allocation, thread start, JIT) leave later timings."""
         zeros = np.zeros(self.input_spec.shape, np.float32)
         for _ in range(n):
-            self._run_fixed(zeros)
+            with self._run_lock:
+                self._run_fixed(zeros)
 
     def _checked(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)

@@ -1,11 +1,14 @@
 """The agent when its files fail (null engine, real SQLite, no hub): an outbox that cannot be written (another process
 holds its lock past the busy timeout) refuses one sample and the stream goes on; a reply whose final result cannot
-be committed is taken again later; a result a sink failed to take stays journalled for the restart; and a path that
-cannot be created is a typed error naming the setting."""
+be committed is taken again later; a result a sink failed to take stays journalled for the restart; a timeout whose
+mark cannot be written is reported by a later round; a damaged file or row does not keep the agent from starting;
+and a path that cannot be created is a typed error naming the setting."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +18,8 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.errors import AgentConfigError, OutboxError, OutboxOwnerError
-from hgen.edge_agent.outbox import Outbox, OutboxRow
+from hgen.edge_agent.errors import AgentConfigError, OutboxDamagedError, OutboxError, OutboxOwnerError
+from hgen.edge_agent.outbox import Outbox, OutboxRow, open_outbox
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sinks import CallbackSink
 from hgen.edge_agent.sinks.jsonl import JsonlSink, JsonlSinkConfig
@@ -208,3 +211,108 @@ def test_an_outbox_from_before_owners_is_adopted(tmp_path: Path) -> None:
     Outbox(tmp_path / "o.sqlite", 10, device_id="cam-1").close()
     with pytest.raises(OutboxOwnerError):
         Outbox(tmp_path / "o.sqlite", 10, device_id="cam-2")
+
+
+def test_a_timeout_whose_mark_cannot_be_written_is_reported_by_a_later_round(make_agent) -> None:
+    """The sample was flagged timed out in memory before the mark was written: the write failing (file locked, card
+    full) lost its `timeout` result for good, and the sinks kept `pending`."""
+    agent = make_agent(hub={"url": f"grpc://127.0.0.1:{free_port()}"}, gate={"tau": 1.0})  # all to people
+    outbox = short_busy(agent)
+    seen: list[Result] = []
+    agent.sinks.append(CallbackSink(seen.append))
+    pending = agent.process_frame(frame(0))
+    past_patience = agent.clock.monotonic() + 31
+    with Locker(outbox.path), pytest.raises(OutboxError, match="mark samples timed out"):
+        agent._expire(past_patience)
+    assert [r.status for r in seen] == [ResultStatus.PENDING] and not agent.wait_settled(0)
+    assert "mark samples timed out" in agent.telemetry.problems["outbox"]
+    agent._expire(past_patience)  # the next housekeeping round, the file free again
+    agent._expire(past_patience)
+    assert [r.status for r in seen] == [ResultStatus.PENDING, ResultStatus.TIMEOUT] and agent.wait_settled(0)
+    assert outbox.get(pending.sample_id).timed_out == 1 and agent.telemetry.count("timeouts") == 1
+    assert "outbox" not in agent.telemetry.problems
+
+
+def test_a_reply_taken_while_the_timeout_mark_is_written_is_final(make_agent) -> None:
+    """The mark is written before the sample is flagged; a reply that takes the sample meanwhile gives the final
+    result, and no `timeout` follows it."""
+    agent = make_agent(hub={"url": f"grpc://127.0.0.1:{free_port()}"}, gate={"tau": 1.0})
+    seen: list[Result] = []
+    agent.sinks.append(CallbackSink(seen.append))
+    pending = agent.process_frame(frame(0))
+    mark = agent.outbox.mark_timed_out
+
+    def mark_as_the_reply_arrives(sample_ids: list[str]) -> None:
+        mark(sample_ids)
+        agent._on_reply(answered(pending.sample_id))
+
+    agent.outbox.mark_timed_out = mark_as_the_reply_arrives  # type: ignore[method-assign]
+    agent._expire(agent.clock.monotonic() + 31)
+    assert [r.status for r in seen] == [ResultStatus.PENDING, ResultStatus.FUSED]
+    assert agent.telemetry.count("timeouts") == 0 and agent.wait_settled(0)
+
+
+def damage_header(path: Path) -> bytes:
+    """The first sector of the file lost, as on a damaged SD card; returns the damaged bytes."""
+    data = bytearray(path.read_bytes())
+    data[:100] = b"\x00" * 100
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_damaged_outbox_is_moved_aside_and_the_agent_starts_with_a_fresh_one(make_agent, tmp_path: Path,
+                                                                                caplog) -> None:
+    """A file that is not a database any more made every start fail (exit 1, the supervisor looping, no frames)."""
+    first = make_agent()
+    first.outbox.put([row("s-1")])
+    first.stop()
+    damaged = damage_header(tmp_path / "outbox.sqlite")
+    with caplog.at_level(logging.ERROR, logger="hgen.edge_agent.outbox"):
+        agent = make_agent()
+    (aside,) = tmp_path.glob("outbox.sqlite.corrupt-*")
+    assert re.fullmatch(r"outbox\.sqlite\.corrupt-\d{8}T\d{6}Z", aside.name) and aside.read_bytes() == damaged
+    assert f"moved it aside to {aside}" in caplog.text and "file is not a database" in caplog.text
+    assert str(aside) in agent.telemetry.problems["outbox_damaged"]
+    assert agent.outbox.depth() == 0 and agent.process_frame(frame(0)).status is ResultStatus.MODEL
+    agent._restore()
+    again = make_agent()  # the fresh file is kept: nothing more is moved
+    assert "outbox_damaged" not in again.telemetry.problems and len(list(tmp_path.glob("*.corrupt-*"))) == 1
+
+
+def test_a_locked_or_another_devices_outbox_is_refused_not_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path, 10, device_id="cam-1")
+    outbox.put([row("s-1")])
+    outbox.close()
+    problems: list[str] = []
+    with Locker(path), pytest.raises(OutboxError, match="database is locked") as locked:
+        open_outbox(path, 10, device_id="cam-1", on_problem=problems.append, busy_timeout_s=SHORT_BUSY_S)
+    assert not isinstance(locked.value, OutboxDamagedError)
+    with pytest.raises(OutboxOwnerError):
+        open_outbox(path, 10, device_id="cam-9", on_problem=problems.append)
+    assert problems == [] and not list(tmp_path.glob("*.corrupt-*"))
+    assert open_outbox(path, 10, device_id="cam-1", on_problem=problems.append).get("s-1") is not None
+
+
+def test_damaged_stored_rows_are_dropped_and_counted_and_the_rest_restored(make_agent, tmp_path: Path,
+                                                                          caplog) -> None:
+    """One damaged row made `_restore` raise out of Agent.start at every restart."""
+    agent = make_agent()
+    bad_logits = OutboxRow(**{**row("s-3").__dict__, "logits": b"\x00" * 7})
+    not_a_result = OutboxRow(**{**row("s-4").__dict__, "meta": json.dumps({"result": [], "kind": "cnn"})})
+    agent.outbox.put([row("s-1"), OutboxRow(**{**row("s-2").__dict__, "meta": '{"result": {"fr'}), bad_logits,
+                      not_a_result, row("s-5"), row("s-6")])
+    db = sqlite3.connect(tmp_path / "outbox.sqlite", isolation_level=None)
+    db.execute("UPDATE samples SET meta = CAST(X'7B22FF' AS TEXT) WHERE sample_id = 's-6'")  # not UTF-8
+    db.close()
+    with caplog.at_level(logging.ERROR):
+        agent._restore()
+    assert sorted(agent._waiting) == ["s-1", "s-5"] and agent.outbox.depth() == 2
+    assert agent.outbox.dropped() == 4 and agent.telemetry.snapshot()["outbox_dropped"] == 4
+    assert "4 damaged stored sample(s) dropped" in agent.telemetry.problems["outbox_damaged"]
+    assert [r.message for r in caplog.records if "could not be decoded" in r.message] == [
+        f"4 stored sample(s) in {tmp_path / 'outbox.sqlite'} could not be decoded (damaged) and were dropped"]
+    agent.stop()
+    again = make_agent()
+    again._restore()
+    assert sorted(again._waiting) == ["s-1", "s-5"] and "outbox_damaged" not in again.telemetry.problems

@@ -376,3 +376,22 @@ def test_cli_check_refuses_another_devices_outbox_as_run_does_without_touching_i
     config.write_text(config.read_text().replace("cam-2", "cam-1"))
     assert cli_main(["check", "--config", str(config)]) == 0
     assert f'"outbox": "{outbox} (0 sample(s) waiting)"' in capsys.readouterr().out
+
+
+def test_cli_check_reports_a_damaged_outbox_that_run_moves_aside_and_leaves_it(tmp_path, keys, bundle,
+                                                                                capsys) -> None:
+    """`run` moves a damaged outbox aside and starts afresh, so check reports it instead of failing (exit 1); check
+    itself moves nothing."""
+    from hgen.edge_agent.outbox import Outbox
+
+    video = write_video(tmp_path / "v.avi", 3)
+    outbox = tmp_path / "outbox.sqlite"
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"device_id: cam-1\nbundle: {{path: {bundle}, public_key: {keys.public_pem}}}\n"
+                      f"source: {{kind: video, uri: {video}}}\noutbox: {{path: {outbox}}}\n")
+    Outbox(outbox, 10, device_id="cam-1").close()
+    damaged = b"\x00" * 100 + outbox.read_bytes()[100:]
+    outbox.write_bytes(damaged)
+    assert cli_main(["check", "--config", str(config)]) == 0
+    assert "(damaged: `run` moves it aside to outbox.sqlite.corrupt-<UTC time>" in capsys.readouterr().out
+    assert outbox.read_bytes() == damaged and not list(tmp_path.glob("*.corrupt-*"))

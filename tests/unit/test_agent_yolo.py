@@ -5,6 +5,7 @@ aggregated boxes), Result JSON with boxes, the swap health check, and a null-eng
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +98,38 @@ def test_empty_box_label_means_nothing_there_and_no_label_keeps_the_model() -> N
     class_votes = hub_pb2.SampleReply(sample_id="s-1", status=hub_pb2.REPLY_STATUS_ANSWERED,
                                       answers=[hub_pb2.Answer(class_id=3)])
     assert adapter.fuse_answers(class_votes, outputs[0], SIZE) is None  # no box label: the model's boxes stand
+
+
+def test_people_boxes_of_a_class_the_model_lacks_or_not_finite_are_dropped(caplog) -> None:
+    """A reply's box with class 99 of a 10-class model, or a NaN / infinite coordinate or score, reached the fused
+    result as a class the model does not have (or a box spanning the frame); only the sound box may remain."""
+    adapter, kind, outputs = adapter_for("yolo"), get_kind("yolo"), grid_with_one_digit()
+    good = (2, 30, 14, 46, 1, 1.0)
+    reply = box_reply(hub_pb2.REPLY_STATUS_ANSWERED, good, (2, 30, 14, 46, 99, 1.0), (2, 30, 14, 46, 10, 1.0),
+                      (math.nan, 30, 14, 46, 1, 1.0), (-math.inf, 30, math.inf, 46, 1, 1.0),
+                      (2, 30, 14, 46, 1, math.nan), (2, 30, 14, 46, 1, math.inf))
+    answers = adapter.fuse_answers(reply, outputs[0], SIZE)
+    assert answers is not None and answers[0].shape == (1, 6)
+    fields = adapter.fused_fields(kind.fuse(outputs, answers, FusionParams())[0], answers, LABELS, SIZE)
+    assert [(b.class_id, b.score) for b in fields["boxes"]] == [(1, 1.0)]
+    assert [b.class_id for b in fields["human_boxes"]] == [1]
+    late = adapter.late_fields(reply, outputs[0], SIZE, LABELS)
+    assert [(b.class_id, b.x_min, b.x_max) for b in late["human_boxes"]] == [(1, 2.0, 14.0)]
+    assert "2 aggregated box(es) dropped, with a class id outside 0..9" in caplog.text
+    assert "4 aggregated box(es) dropped, with a value not finite" in caplog.text
+
+
+def test_people_regions_not_finite_are_dropped() -> None:
+    kind = get_kind("faster_rcnn")
+    outputs = np.zeros((8, 8, kind.output_channels(10)), np.float32)
+    regions = [(2, 30, 14, 46, 0.5), (math.nan, 30, 14, 46, 0.5), (-math.inf, 0, math.inf, 46, 0.5),
+               (2, 30, 14, 46, math.inf)]
+    aggregated = hub_pb2.AggregatedLabel(regions=hub_pb2.RegionList(regions=[
+        hub_pb2.Region(x_min=r[0], y_min=r[1], x_max=r[2], y_max=r[3], weight=r[4]) for r in regions]))
+    reply = hub_pb2.SampleReply(sample_id="s-1", status=hub_pb2.REPLY_STATUS_ANSWERED, aggregated=aggregated)
+    answers = adapter_for("faster_rcnn").fuse_answers(reply, outputs, SIZE)
+    assert answers is not None
+    np.testing.assert_allclose(answers[0], [[2 / 64, 30 / 48, 14 / 64, 46 / 48, 0.5]])
 
 
 def test_result_json_round_trips_boxes_and_old_lines_still_load() -> None:

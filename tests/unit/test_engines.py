@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 
 from hgen.runtime.bundle.elf import elf_machine, host_machine
 from hgen.runtime.bundle.errors import TargetMismatchError
-from hgen.runtime.engines import EngineError, QuantParams, engine_names, open_engine
+from hgen.runtime.engines import Engine, EngineError, QuantParams, TensorSpec, engine_names, open_engine
+from hgen.runtime.engines.null import NullConfig
 from hgen.runtime.errors import InvalidInputError, UnknownChoiceError
 
 
@@ -70,6 +72,41 @@ def test_quant_params_round_trip() -> None:
     q = quant.quantize(x)
     assert q.dtype == np.int8 and q.tolist() == [-23, -3, -1, 127]
     np.testing.assert_allclose(quant.dequantize(q)[:3], x[:3], atol=0.25)
+
+
+class Stateful(Engine):
+    """Like the LiteRT interpreter: a run sets the input on the engine, invokes, then reads it back, so a batch
+    another thread sets in between is what the first run returns. A run of ones waits inside for a second run."""
+
+    Config = NullConfig
+
+    def __init__(self) -> None:
+        self.input_spec = self.output_spec = TensorSpec((1, 2))
+        self._tensor = np.zeros((1, 2), np.float32)
+        self.first_inside = threading.Event()
+        self.second_inside = threading.Event()
+
+    def _run_fixed(self, batch: np.ndarray) -> np.ndarray:
+        self._tensor = batch  # set_tensor
+        if batch[0, 0] == 1.0:
+            self.first_inside.set()
+            self.second_inside.wait(timeout=0.5)  # never set while runs are serialised
+        else:
+            self.second_inside.set()
+        return self._tensor.copy()  # invoke, get_tensor
+
+
+def test_two_threads_running_one_engine_each_get_their_own_outputs() -> None:
+    """The swap thread's agreement check ran the running model while the pipeline did: live frames got the canary
+    frames' logits. Runs of one engine are serialised, whatever the subclass's __init__ does."""
+    engine = Stateful()
+    got: dict[str, np.ndarray] = {}
+    first = threading.Thread(target=lambda: got.setdefault("first", engine.run(np.ones((1, 2), np.float32))))
+    first.start()
+    assert engine.first_inside.wait(timeout=10)
+    got["second"] = engine.run(np.full((1, 2), 2.0, np.float32))
+    first.join(timeout=10)
+    assert got["first"].tolist() == [[1.0, 1.0]] and got["second"].tolist() == [[2.0, 2.0]]
 
 
 def test_litert_refuses_missing_and_garbage_files(tmp_path: Path) -> None:
