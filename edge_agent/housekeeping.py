@@ -192,7 +192,8 @@ class Housekeeping:
         size = FrameSize(*meta.get("size", (0, 0)))
         patience_at = now + max(0.0, row.created + self.config.batching.patience_s - wall)
         return Waiting(result, logits, meta["kind"], FusionParams(meta["temperature"], meta["lambda"]), patience_at,
-                       timed_out=bool(row.timed_out), timeout_reported=bool(row.timed_out), size=size)
+                       timed_out=bool(row.timed_out), timeout_reported=bool(row.timed_out), size=size, m=row.m,
+                       labels=tuple(meta.get("labels", ())))
 
     def _drop_damaged(self: Agent, sample_ids: list[str]) -> None:
         """Damaged rows leave the outbox (kept, they would be resent for ever and their replies be unknown),

@@ -89,9 +89,12 @@ class BundleStore:
         self.prune({running, self.base, *keep})
 
     def prune(self, keep: Iterable[Path]) -> list[Path]:
-        """Delete downloaded archives (`*.hgb` directly in the store) other than `keep`."""
+        """Delete downloaded archives (`*.hgb` directly in the store) other than `keep`, and partial downloads
+        (`*.part`: a download cut off by a power loss is started afresh, never resumed). Runs under the swap lock,
+        so no download is under way."""
         kept = {path.resolve() for path in keep}
         removed = [path for path in sorted(self.folder.glob("*.hgb")) if path.resolve() not in kept]
+        removed += sorted(self.folder.glob("*.part"))
         for path in removed:
             path.unlink(missing_ok=True)
         if removed:

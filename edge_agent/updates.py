@@ -68,7 +68,6 @@ class ModelUpdates:
                 partial.replace(dest)
                 self.swap_to(dest, expect=(self.slot.active.name, notice.version))
             except (DownloadError, OSError) as exc:  # broke off or arrived damaged: try again, later
-                dest.with_suffix(".part").unlink(missing_ok=True)
                 self._reject(notice.version, str(exc), dest)
                 self._retry_later(notice)
             except (SwapError, BundleError) as exc:
@@ -76,6 +75,8 @@ class ModelUpdates:
             except Exception as exc:  # e.g. an engine that cannot open the model: reject, keep running
                 log.exception("update %s failed", notice.version)
                 self._reject(notice.version, f"{type(exc).__name__}: {exc}", dest)
+            finally:
+                dest.with_suffix(".part").unlink(missing_ok=True)  # a download that failed leaves nothing behind
 
     def _retry_later(self: Agent, notice: hub_pb2.ModelUpdate) -> None:
         """Follow the notice again after a back-off (RETRY_FIRST_S, doubling up to RETRY_MAX_S), or sooner when

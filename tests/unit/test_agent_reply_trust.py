@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -80,3 +81,24 @@ def test_a_reply_after_a_swap_is_named_with_the_classes_of_the_model_that_asked(
         assert (fused.label, fused.label_name, fused.bundle_version) == (2, "old-c", "1.0.0")
     finally:
         agent.stop()
+
+
+def test_a_reply_after_a_restart_on_a_newer_bundle_is_named_with_the_classes_people_answered(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    old = [f"old-{c}" for c in "abcdefghij"]
+    first, _ = agent_on(tmp_path, keys, null_bundle(tmp_path / "v1", keys, version="1.0.0", labels=old),
+                        gate={"tau": 1.0})
+    try:
+        pending = first.process_frame(frame(0))
+    finally:
+        first.stop()
+    newer = null_bundle(tmp_path / "v2", keys, version="1.1.0", labels=[f"new-{c}" for c in "jihgfedcba"])
+    cv2.imwrite(str(tmp_path / "frame.png"), frame(1).image)  # the source the restarted agent reads
+    second, seen = agent_on(tmp_path, keys, newer, gate={"tau": 1.0})
+    try:
+        second.start()  # restores the stored sample
+        second._on_reply(answered(pending.sample_id, 2, 9.0))
+        fused = next(r for r in seen.results if r.sample_id == pending.sample_id and r.status.value == "fused")
+        assert (fused.label_name, second.model.version) == ("old-c", "1.1.0")
+    finally:
+        second.stop()

@@ -69,11 +69,14 @@ def flashed(tmp_path: Path, keys: TestKeys) -> Path:
 def test_a_restart_resumes_the_bundle_swapped_in_and_the_store_keeps_only_held_bundles(
         tmp_path: Path, keys: TestKeys, flashed: Path) -> None:
     with agent(tmp_path, keys) as first:
+        (tmp_path / "store").mkdir(exist_ok=True)
+        (tmp_path / "store" / "null-net-0.9.0.part").write_bytes(b"cut off by a power loss")
         for version in ("0.2.0", "0.3.0", "0.4.0"):
             swap(first, tmp_path, keys, version)
         assert first.model.version == "0.4.0"
     stored = sorted(p.name for p in (tmp_path / "store").iterdir())
-    assert stored == [POINTER, "null-net-0.3.0.hgb", "null-net-0.4.0.hgb"]  # running + previous; 0.2.0 deleted
+    assert stored == [POINTER, "null-net-0.3.0.hgb", "null-net-0.4.0.hgb"]  # running + previous; 0.2.0 and the
+    # partial download deleted
     assert json.loads((tmp_path / "store" / POINTER).read_text())["version"] == "0.4.0"
     assert check(first.config)["resumes"] == str((tmp_path / "store" / "null-net-0.4.0.hgb").resolve())
     with agent(tmp_path, keys) as second:  # no hub configured: the device resumes offline

@@ -19,7 +19,7 @@ from hgen.compiler.bundle.archive import pack_bundle
 from hgen.edge_agent import updates
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.errors import DownloadError
+from hgen.edge_agent.errors import DownloadError, SwapError
 from hgen.edge_agent.testing import TestKeys as Keys
 from hgen.edge_agent.testing import make_keys, null_bundle
 from hgen.protos import hub_pb2
@@ -165,3 +165,14 @@ def test_a_refused_download_is_not_followed_again(agent: Agent, tmp_path: Path, 
     agent._on_update(notice)
     join_swaps()
     assert len(download.asked) == 1 and agent.telemetry.count("swaps_rejected") == 1
+
+
+def test_a_refused_download_leaves_no_partial_file(agent: Agent, tmp_path: Path) -> None:
+    class Refused(Download):
+        def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
+            dest.write_bytes(b"the first chunk")
+            raise SwapError("the hub refused the download: PERMISSION_DENIED")
+
+    agent.transport = Refused()  # type: ignore[assignment]
+    agent._apply_update(hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0"))
+    assert agent.telemetry.count("swaps_rejected") == 1 and list((tmp_path / "store").iterdir()) == []
