@@ -60,6 +60,15 @@ def reported_labour(reply: hub_pb2.SampleReply, waiting: Waiting) -> float:
     return min(reply.labour, max(1, waiting.m) * MAX_OPERATIONS)
 
 
+def settled_result(sample_id: str, text: str) -> Result | None:
+    """A settled result as journalled, or None (logged) when its stored text is damaged."""
+    try:
+        return Result.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError) as exc:
+        log.error("the settled result of %s in the outbox is damaged (%s): dropped", sample_id[:64], exc)
+        return None
+
+
 class ReplyHandling:
     """Replies and link state, for `Agent`."""
 
@@ -130,7 +139,12 @@ class ReplyHandling:
         """After a crash: results settled but perhaps not emitted go to every sink that does not hold them yet."""
         recovered = self.outbox.unemitted()
         for sample_id, text in recovered:
-            if self._emit(Result.from_dict(json.loads(text)), skip_held=True):
+            result = settled_result(sample_id, text)
+            if result is None:  # damaged: it cannot be emitted, and must not stop the start
+                self.telemetry.problem("outbox_damaged", f"the settled result of {sample_id[:64]} could not be "
+                                                         "decoded and was dropped")
+                self.outbox.emitted(sample_id)
+            elif self._emit(result, skip_held=True):
                 self.outbox.emitted(sample_id)
             with self._lock:
                 self._done[sample_id] = None  # its reply may come again: a duplicate, not an unknown sample

@@ -316,3 +316,19 @@ def test_damaged_stored_rows_are_dropped_and_counted_and_the_rest_restored(make_
     again = make_agent()
     again._restore()
     assert sorted(again._waiting) == ["s-1", "s-5"] and "outbox_damaged" not in again.telemetry.problems
+
+
+def test_a_damaged_settled_result_is_dropped_and_the_others_still_reach_the_sinks(make_agent, tmp_path: Path) -> None:
+    """A settled result journalled before a crash whose text is damaged stopped every start (json.loads raised out
+    of `_recover_settled`)."""
+    agent = make_agent()
+    agent.outbox.put([row("s-1"), row("s-2")])
+    good = json.loads(row("s-1").meta)["result"]
+    agent.outbox.settle("s-1", json.dumps({**good, "status": "fused"}))
+    agent.outbox.settle("s-2", '{"sample_id": "s-2", "sta')
+    agent.stop()
+    again = make_agent()
+    assert again._recover_settled() == 2
+    assert again.outbox.unemitted() == []
+    assert "s-2" in again.telemetry.problems["outbox_damaged"]
+    again.stop()
