@@ -1,16 +1,18 @@
 """`compile_hdnn`: dataset + demands + budgets + device -> searched, fine-tuned, calibrated H-DNN and its artifacts.
 
-Steps: load data; train the zoo backbone (or load the user's Keras file); search (strategy by name); fine-tune the
-winner longer on the full training split; re-calibrate; measure A/T/S/E/L of origin and H-DNN on the test split
-(never seen by the search); write search.jsonl, plan.json, model.keras, report.md, search.png, summary.json; lower
-and sign the deployable bundle for the device's target.
+Steps: check what can be checked before training (output folder, signing key, int8 calibration images, the
+user's model against the data set, budgets some plan can meet on paper); remove the previous run's artifacts from
+the output folder; train the zoo backbone (built from the seed) or take the user's Keras file; search (strategy by
+name); fine-tune the winner longer on the full training split; re-calibrate; measure A/T/S/E/L of origin and H-DNN
+on the test split (never seen by the search); write search.jsonl, plan.json, model.keras, report.md, search.png,
+summary.json; lower and sign the deployable bundle for the device's target.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,7 +24,9 @@ from hgen.compiler.bundle.engines import BUNDLE_ENGINES
 from hgen.compiler.data import Dataset, load_dataset, require_splits
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images
+from hgen.compiler.preflight import check_int8_calibration, check_signing_key, clear_previous, prepare_out
 from hgen.compiler.search import SearchResult, run_search
+from hgen.compiler.search.budget import PaperBudget
 from hgen.compiler.search.context import Budget, Candidate
 from hgen.compiler.search.devices import DEVICES, DeviceProfile, get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig, HeldOut
@@ -30,7 +34,7 @@ from hgen.compiler.search.final import finalise
 from hgen.compiler.search.objective import Demands, Measured, violations
 from hgen.compiler.search.quantised import quantise_final
 from hgen.compiler.search.report import markdown_report, plot_candidates
-from hgen.compiler.search.space import IDENTITY, build_space
+from hgen.compiler.search.space import IDENTITY, SearchSpace, build_space
 from hgen.compiler.search.tau import why_nobody_is_asked
 from hgen.compiler.search.strategies import STRATEGIES, get_strategy
 from hgen.runtime.config import StrictModel, parse_config
@@ -89,7 +93,13 @@ class CompileConfig(StrictModel):
 
 
 def compile_config(**values: Any) -> CompileConfig:
-    config = parse_config(CompileConfig, values, source="compile settings", error=InvalidArgumentError)
+    return compile_settings(values)
+
+
+def compile_settings(values: Mapping[str, Any], source: str = "compile settings") -> CompileConfig:
+    """Validate compile settings strictly (an unknown key is an error naming its key path) and check the names they
+    give against the registries, before any data is loaded. `source` names them in the error (a --config file)."""
+    config = parse_config(CompileConfig, values, source=source, error=InvalidArgumentError)
     if config.model_options:  # checked before any data is loaded: a typo must not cost a training run
         from hgen.compiler.models import model_config
 
@@ -109,22 +119,55 @@ class CompileResult:
     out: Path
 
 
-def _base_model(config: CompileConfig, data: Dataset, kind: str, log: Callable[[str], None]) -> tuple[Any, str]:
-    from hgen.compiler.models import build_model, load_model_file, model_names
-    from hgen.compiler.train import TrainConfig, train_classifier
+@dataclass(frozen=True)
+class PreparedBase:
+    """The backbone before its training, and what was checked on it: its search space and its S/E costs on paper."""
 
-    if Path(config.model).suffix in (".keras", ".h5"):
+    model: Any
+    name: str
+    space: SearchSpace
+    paper: PaperBudget
+
+
+def prepare_base(config: CompileConfig, data: Dataset, kind: str, storage_bits: int = 32) -> PreparedBase:
+    """The untrained backbone (or the user's model), its space and its paper budget, refused when no plan can meet
+    S_c and E_c: the costs are structural, so this is known before the training and the search it would waste."""
+    model, name = _initial_model(config, data, kind)
+    space = build_space(model)
+    paper = PaperBudget.build(model, space, config.demands.storage_mb, config.demands.energy_mj, storage_bits)
+    paper.require_reachable()
+    return PreparedBase(model, name, space, paper)
+
+
+def _initial_model(config: CompileConfig, data: Dataset, kind: str) -> tuple[Any, str]:
+    """The user's model file, checked against the data set, or the zoo model with its weights initialised from
+    `config.seed`: seeding only when training began left the initial weights to the process, so one command with
+    one seed gave other numbers on every run."""
+    from hgen.compiler.models import build_model, check_model_file, load_model_file, model_names
+
+    if _is_model_file(config):
         model = load_model_file(config.model)
-        if tuple(model.inputs[0].shape[1:]) != data.input_shape:
-            raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
-                                       f"{data.input_shape}")
+        check_model_file(model, config.model, data.input_shape, data.num_classes)
         return model, Path(config.model).stem
     if config.model not in model_names(kind):
         from hgen.compiler.errors import UnknownNameError
 
         raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names(kind))} "
                                f"or a path to a .keras/.h5 file")
-    model = build_model(config.model, data.input_shape, data.num_classes, config.model_options)
+    return build_model(config.model, data.input_shape, data.num_classes, config.model_options,
+                       seed=config.seed), config.model
+
+
+def _is_model_file(config: CompileConfig) -> bool:
+    return Path(config.model).suffix in (".keras", ".h5")
+
+
+def _train_base(config: CompileConfig, model: Any, data: Dataset, log: Callable[[str], None]) -> None:
+    """Train a zoo backbone in place (transfer-train it with pretrained weights); a user's model is used as given."""
+    from hgen.compiler.train import TrainConfig, train_classifier
+
+    if _is_model_file(config):
+        return
     if config.model_options.get("weights"):
         from hgen.compiler.transfer import TransferConfig, transfer_train
 
@@ -132,11 +175,10 @@ def _base_model(config: CompileConfig, data: Dataset, kind: str, log: Callable[[
             head_epochs=config.head_epochs, finetune_epochs=config.base_epochs, seed=config.seed))
         log(f"transfer-trained {config.model}: head {config.head_epochs} epochs in {done.head_seconds:.1f} s, "
             f"fine-tune {config.base_epochs} epochs in {done.finetune_seconds:.1f} s")
-        return model, config.model
+        return
     seconds = train_classifier(model, data.train, config=TrainConfig(epochs=config.base_epochs, seed=config.seed,
                                                                      freeze_bn_epochs=config.bn_freeze_epochs))
     log(f"trained {config.model} for {config.base_epochs} epochs in {seconds:.1f} s")
-    return model, config.model
 
 
 def _row(measured: Measured, params: int, logits: Any, labels: Any) -> dict[str, Any]:
@@ -227,21 +269,25 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
 
         return compile_detector(config, log)
     start = time.perf_counter()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(config.out)
+    check_signing_key(config.signing_key, config.bundle)
     device = get_device(config.device)
     data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
     require_splits(data)
+    check_int8_calibration(config.quantize, len(data.train))
     log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
                                   seed=config.seed, storage_bits=8 if config.quantize == "int8" else 32)
-    base, name = _base_model(config, data, measured_as.kind, log)
-    space = build_space(base)
+    prepared = prepare_base(config, data, measured_as.kind, measured_as.storage_bits)
+    if removed := clear_previous(out, inputs=(config.model, config.signing_key)):
+        log(f"removed the previous run's {', '.join(removed)} from {out}")
+    base, name, space = prepared.model, prepared.name, prepared.space
+    _train_base(config, base, data, log)
     evaluator = CandidateEvaluator(base, data, space, device, measured_as)
     log(f"search space: {len(space.layers)} layers ({', '.join(l.name for l in space.layers)}), "
         f"{len(space.actions)} operators; strategy {config.strategy}")
-    result, chosen = _search(config, evaluator, device, out, log)
+    result, chosen = _search(config, evaluator, device, out, log, prepared.paper)
     test = evaluator.held_out(data.test)
     origin, origin_logits = _origin(evaluator, base, test)
     searched = chosen
@@ -260,7 +306,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     summary["origin"] = _row(origin, base.count_params(), origin_logits, data.test.y)
     summary["final"] = _row(measured, final.params, final_logits, data.test.y)
     summary |= {"quantize": config.quantize, **extra}
-    if (why := _nobody_asked(config, evaluator, final, chosen)) is not None:
+    if (why := _nobody_asked(config, evaluator, final, chosen, measured)) is not None:
         summary["nobody_asked"] = why
         log(f"nobody is sent to people (L 0): {why}")
     final.model.save(out / "model.keras")
@@ -277,9 +323,11 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
 
 
 def _nobody_asked(config: CompileConfig, evaluator: CandidateEvaluator, final: Backbone,
-                  chosen: Candidate) -> str | None:
-    """Why, when the deployed tau asks nobody on the validation split of a search that looked for people at all."""
-    if chosen.tau_proposed is None:
+                  chosen: Candidate, measured: Measured) -> str | None:
+    """Why, when the deployed tau asks nobody, on the validation split (where tau was chosen) and on the test split
+    (the report's row), of a search that looked for people at all. A tau that asks nobody on validation may still
+    ask about a few test images: the report then said "nobody is sent to people (L 0)" beside its own L > 0."""
+    if chosen.tau_proposed is None or measured.labour > 0:
         return None
     sweep = evaluator.sweep(final, chosen.tau)
     if sweep.labour[np.flatnonzero(sweep.taus == chosen.tau)].max(initial=0.0) > 0:
@@ -288,7 +336,7 @@ def _nobody_asked(config: CompileConfig, evaluator: CandidateEvaluator, final: B
 
 
 def _search(config: CompileConfig, evaluator: CandidateEvaluator, device: DeviceProfile, out: Path,
-            log: Callable[[str], None]) -> tuple[SearchResult, Candidate]:
+            log: Callable[[str], None], paper: PaperBudget | None = None) -> tuple[SearchResult, Candidate]:
     """The H-Gen search, every candidate journalled to OUT/search.jsonl as it is measured; the best feasible plan
     (else the best one, reported as not feasible)."""
     with (out / "search.jsonl").open("w") as journal:
@@ -301,7 +349,7 @@ def _search(config: CompileConfig, evaluator: CandidateEvaluator, device: Device
         result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
                             budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60,
                                           config.stop_at_feasible), accuracy_confidence=config.accuracy_confidence,
-                            on_candidate=on_candidate)
+                            on_candidate=on_candidate, paper=paper)
     chosen = result.best_feasible or result.best
     if chosen is None or chosen.measured is None:
         raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")

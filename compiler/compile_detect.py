@@ -61,7 +61,8 @@ def detector(config: CompileConfig, data: DetectionDataset) -> tuple[Any, str, s
     if name not in names:
         raise UnknownNameError(f"'{config.model}' is not a detection model; a detection data set compiles one of: "
                                f"{', '.join(names)}")
-    return build_model(name, data.input_shape, data.num_classes, config.model_options), name, model_kind(name)
+    return (build_model(name, data.input_shape, data.num_classes, config.model_options, seed=config.seed), name,
+            model_kind(name))
 
 
 def labour_at(confidence: np.ndarray, tau: float, m: int) -> float:
@@ -133,6 +134,7 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     from hgen.compiler.metrics import model_costs, storage_mb
     from hgen.compiler.metrics.latency import litert_latency_ms
     from hgen.compiler.models.detection_training import detector_training
+    from hgen.compiler.preflight import check_int8_calibration, check_signing_key, clear_previous, prepare_out
     from hgen.compiler.search.devices import get_device
     from hgen.compiler.search.objective import violations
     from hgen.runtime.hdnn import FusionParams, get_kind
@@ -140,14 +142,17 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     if Path(config.model).suffix in (".keras", ".h5"):
         raise InvalidArgumentError("a detection data set compiles a zoo detector; a model file is not supported yet")
     start = time.perf_counter()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(config.out)
+    check_signing_key(config.signing_key, config.bundle)
     device = get_device(config.device)
     data = load_detection_dataset(config.dataset, seed=config.seed, limit=config.limit)
     require_splits(data)
+    check_int8_calibration(config.quantize, len(data.train))
     log(f"detection dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / "
         f"{len(data.test)} test; {NO_SEARCH}")
     model, name, kind = detector(config, data)
+    if removed := clear_previous(out, inputs=(config.model, config.signing_key)):
+        log(f"removed the previous run's {', '.join(removed)} from {out}")
     training = detector_training(kind)
     seconds = training.train(model, data.train, data.num_classes, config.base_epochs, config.seed)
     run = runner(config, model, kind, data, out)

@@ -35,6 +35,14 @@ class DemandsNotMetError(CompilerError):
     """The compiled H-DNN misses a demand on the test split; its artifacts are written, the compile still fails."""
 
 
+class OutputFolderError(CompilerError):
+    """The output folder (--out) cannot be created, written or cleared; names the path and the OS reason."""
+
+
+class UnreachableBudgetError(CompilerError):
+    """No plan of the search space meets S_c and E_c even on paper; names the least S and E a plan reaches."""
+
+
 class ModelCostError(CompilerError):
     """The cost model (MACs, activations, weights) does not know a layer of the model."""
 

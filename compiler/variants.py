@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from hgen.compiler.compile import CompileConfig, _base_model, _confidence_params, input_spec
+from hgen.compiler.compile import CompileConfig, _confidence_params, _train_base, input_spec, prepare_base
 from hgen.compiler.data import Dataset, load_dataset, require_splits
 from hgen.compiler.errors import CompilerError
+from hgen.compiler.preflight import check_signing_key, prepare_out
 from hgen.compiler.search import run_search
 from hgen.compiler.search.context import Budget, Candidate
 from hgen.compiler.search.devices import get_device
 from hgen.compiler.search.evaluator import Backbone, CandidateEvaluator, EvaluatorConfig
-from hgen.compiler.search.space import build_space
 from hgen.runtime.bundle.variants import (BudgetEntry, VariantEntry, VariantIndex, member_entry, pack_variant_set,
                                           write_index)
 
@@ -146,18 +146,21 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
     from hgen.compiler.bundle.keys import generate_keypair
 
     start = time.perf_counter()
-    out = Path(config.out)
+    out = prepare_out(config.out)
+    check_signing_key(config.signing_key, True)  # variants are always signed
     device = get_device(config.device)
     data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
     require_splits(data)
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
                                   seed=config.seed)
-    base, name = _base_model(config, data, measured_as.kind, log)
-    evaluator = CandidateEvaluator(base, data, build_space(base), device, measured_as)
+    prepared = prepare_base(config, data, measured_as.kind)
+    base, name = prepared.model, prepared.name
+    _train_base(config, base, data, log)
+    evaluator = CandidateEvaluator(base, data, prepared.space, device, measured_as)
     result = run_search(evaluator, config.demands, device, strategy=config.strategy, seed=config.seed,
                         budget=Budget(config.episodes, config.evaluations, config.budget_minutes * 60, False),
-                        accuracy_confidence=config.accuracy_confidence)
+                        accuracy_confidence=config.accuracy_confidence, paper=prepared.paper)
     front = pareto_front(result.candidates)
     if not front:
         raise CompilerError(f"the search evaluated no valid candidate ({result.stop_reason})")

@@ -88,6 +88,12 @@ def parse_config(model: type[M], data: Mapping[str, Any] | None, *, source: str 
 
 def load_config_file(model: type[M], path: str | Path, *, error: type[Exception] = ConfigError) -> M:
     """Read a YAML (or JSON) file and validate it strictly."""
+    return parse_config(model, read_config_mapping(path, error=error), source=str(path), error=error)
+
+
+def read_config_mapping(path: str | Path, *, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A YAML (or JSON) file's top-level mapping, not yet validated: for a caller that lays other values (command
+    line flags) over it before `parse_config`."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -99,7 +105,7 @@ def load_config_file(model: type[M], path: str | Path, *, error: type[Exception]
         raise error(f"config {path} is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, Mapping):
         raise error(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
-    return parse_config(model, data, source=str(path), error=error)
+    return dict(data or {})
 
 
 def backend_option_problems(registry: Registry[Any], options: Mapping[str, Mapping[str, Any]], *,

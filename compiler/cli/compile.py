@@ -17,54 +17,108 @@ def _names(names: list[str]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # The choices are read from the registries (cheap: no TensorFlow), so the help cannot go stale.
+    # The choices are read from the registries (cheap: no TensorFlow), so the help cannot go stale. Every setting
+    # defaults to None here: only flags given on the command line override --config (defaults: CompileConfig's).
     from hgen.compiler.bundle.engines import BUNDLE_ENGINES
-    from hgen.compiler.compile import CompileConfig
     from hgen.compiler.models import model_names
     from hgen.compiler.search.devices import DEVICES
     from hgen.compiler.search.strategies import STRATEGIES
 
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="compile settings (YAML, the keys of docs/configuration.md: the file the hub's "
+                             "retrain.models[].compile_config names); flags given here override its values")
     parser.add_argument("--model", default=None,
-                        help=f"zoo model ({_names(model_names())}) or a Keras model file (.keras/.h5); default: "
-                             f"{CompileConfig.model_fields['model'].default}, or the default detector on a detection "
-                             "data set")
+                        help=f"zoo model ({_names(model_names())}) or a Keras model file (.keras/.h5, logits out); "
+                             f"default: {_default('model')}, or the default detector on a detection data set")
     parser.add_argument("--weights", default=None,
                         help="pretrained backbone weights of a zoo model that takes them (e.g. imagenet for "
                              "mobilenet_v2; the model's options check the name), from the Keras cache or downloaded "
                              "into it; the backbone is then transfer-trained (head first, then fine-tuned)")
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="zoo model option, repeatable (alpha=0.35 for mobilenet_v2, blocks=3 for resnet_small)")
-    parser.add_argument("--base-epochs", type=int, default=5, help="epochs to train (or fine-tune) a zoo backbone")
-    parser.add_argument("--head-epochs", type=int, default=3,
-                        help="with --weights: epochs training the head on the frozen backbone first")
-    parser.add_argument("--dataset", default="fashion-mnist:lowres", help="dataset spec (default %(default)s)")
-    parser.add_argument("--device", default="rpi4", help=f"device profile: {_names(DEVICES.names())}")
-    parser.add_argument("--accuracy", type=float, default=0.85, help="A_d, minimum accuracy (fraction)")
-    parser.add_argument("--latency-ms", type=float, default=30.0, help="T_d, maximum mean latency per sample")
-    parser.add_argument("--storage-mb", type=float, default=2.0, help="S_c, storage budget")
-    parser.add_argument("--energy-mj", type=float, default=3.0, help="E_c, energy budget per inference")
-    parser.add_argument("--labour", type=float, default=0.03, help="L_c, labour budget (Eq. 13 ratio, <= 0.1)")
-    parser.add_argument("--strategy", default="hgen", help=f"search strategy: {_names(STRATEGIES.names())}")
-    parser.add_argument("--budget-minutes", type=float, default=15.0,
+    parser.add_argument("--base-epochs", type=int, help=f"epochs to train (or fine-tune) a zoo backbone "
+                                                        f"(default {_default('base_epochs')})")
+    parser.add_argument("--head-epochs", type=int,
+                        help=f"with --weights: epochs training the head on the frozen backbone first "
+                             f"(default {_default('head_epochs')})")
+    parser.add_argument("--bn-freeze-epochs", type=int, help=_title("bn_freeze_epochs"))
+    parser.add_argument("--final-epochs", type=int, help=_title("final_epochs"))
+    parser.add_argument("--finetune-samples", type=int, help=_title("finetune_samples"))
+    parser.add_argument("--dataset", help=f"dataset spec (default {_default('dataset')})")
+    parser.add_argument("--device", help=f"device profile: {_names(DEVICES.names())} (default {_default('device')})")
+    parser.add_argument("--accuracy", type=float,
+                        help=f"A_d, minimum accuracy (fraction; default {_demand('accuracy')})")
+    parser.add_argument("--latency-ms", type=float,
+                        help=f"T_d, maximum mean latency per sample (default {_demand('latency_ms')})")
+    parser.add_argument("--storage-mb", type=float, help=f"S_c, storage budget (default {_demand('storage_mb')})")
+    parser.add_argument("--energy-mj", type=float,
+                        help=f"E_c, energy budget per inference (default {_demand('energy_mj')})")
+    parser.add_argument("--labour", type=float,
+                        help=f"L_c, labour budget (Eq. 13 ratio, <= 0.1; default {_demand('labour')})")
+    parser.add_argument("--strategy", help=f"search strategy: {_names(STRATEGIES.names())} "
+                                           f"(default {_default('strategy')})")
+    parser.add_argument("--budget-minutes", type=float,
                         help="wall time of the search (a fine-tune expected to end past it is not started); the "
-                             "base training and the final fine-tune come on top (default %(default)s)")
-    parser.add_argument("--episodes", type=int, default=60)
-    parser.add_argument("--evaluations", type=int, default=None, help="cap on distinct backbones evaluated")
-    parser.add_argument("--keep-searching", action="store_true", help="do not stop at the first feasible candidate")
-    parser.add_argument("--accuracy-confidence", type=float, default=0.9,
+                             "base training and the final fine-tune come on top "
+                             f"(default {_default('budget_minutes')})")
+    parser.add_argument("--episodes", type=int, help=f"episode budget of the search (default {_default('episodes')})")
+    parser.add_argument("--evaluations", type=int, help="cap on distinct backbones evaluated")
+    parser.add_argument("--keep-searching", action="store_true", default=None,
+                        help="do not stop at the first feasible candidate")
+    parser.add_argument("--accuracy-confidence", type=float,
                         help="the search counts A as met when its one-sided Wilson lower bound at this confidence "
-                             "does (0: the point estimate; default %(default)s)")
+                             f"does (0: the point estimate; default {_default('accuracy_confidence')})")
     parser.add_argument("--allow-miss", action="store_true",
                         help="exit 0 even when a demand is missed on the test split (the report says so either way)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="cap every split (quick runs)")
-    parser.add_argument("--engines", default="litert",
-                        help=f"comma-separated bundle engines from: {_names(BUNDLE_ENGINES.names())}")
-    parser.add_argument("--quantize", choices=["float", "int8"], default="float",
-                        help="what the device runs: int8 measures S at 8 bits and A, L, tau on the int8 model")
-    parser.add_argument("--signing-key", default=None, help="Ed25519 private key (PEM); default: a new one in OUT/keys")
-    parser.add_argument("--no-bundle", action="store_true", help="skip lowering and the bundle")
-    parser.add_argument("--out", default="build/compile", help="output folder")
+    parser.add_argument("--seed", type=int, help=f"seed of splits, initial weights, training, crowd "
+                                                 f"(default {_default('seed')})")
+    parser.add_argument("--limit", type=int, help="cap every split (quick runs)")
+    parser.add_argument("--annotators", type=int, dest="m", help=f"m, {_title('m')}")
+    parser.add_argument("--annotator-accuracy", type=float, help=_title("annotator_accuracy"))
+    parser.add_argument("--fusion-lambda", type=float, help=_title("fusion_lambda"))
+    parser.add_argument("--familiarity-quantile", type=_quantile,
+                        help="the familiarity check's quantile (hgen.runtime.familiarity: the device also asks "
+                             "about frames outside the training images' ranges; default "
+                             f"{_default('familiarity_quantile')}); '{OFF}': confidence alone decides")
+    parser.add_argument("--engines",
+                        help=f"comma-separated bundle engines from: {_names(BUNDLE_ENGINES.names())} "
+                             f"(default {','.join(_default('engines'))})")
+    parser.add_argument("--quantize", choices=["float", "int8"],
+                        help="what the device runs: int8 measures S at 8 bits and A, L, tau on the int8 model "
+                             f"(default {_default('quantize')})")
+    parser.add_argument("--signing-key", help="Ed25519 private key (PEM); default: a new one in OUT/keys")
+    parser.add_argument("--model-version", help=_title("model_version"))
+    parser.add_argument("--no-bundle", action="store_true", default=None, help="skip lowering and the bundle")
+    parser.add_argument("--out", help=f"output folder (default {_default('out')}); the artifacts of a previous "
+                                      "compile there are removed first (keys/ and other files are kept)")
+
+
+def _default(field: str) -> Any:
+    from hgen.compiler.compile import CompileConfig
+
+    return CompileConfig.model_fields[field].default
+
+
+def _demand(field: str) -> Any:
+    from hgen.compiler.search.objective import Demands
+
+    return Demands.model_fields[field].default
+
+
+def _title(field: str) -> str:
+    """The setting's documented meaning, lower-cased into argparse's style, with its default."""
+    from hgen.compiler.compile import CompileConfig
+
+    info = CompileConfig.model_fields[field]
+    title = info.title or ""
+    return f"{title[:1].lower() + title[1:]} (default {info.default})"
+
+
+OFF = "none"  # --familiarity-quantile none: the setting's None (a flag left out is None too, so not None here)
+
+
+def _quantile(text: str) -> float | str:
+    return OFF if text.strip().lower() in (OFF, "null", "off") else float(text)
 
 
 def model_options(pairs: list[str], weights: str | None) -> dict[str, float | int | bool | str]:
@@ -93,21 +147,55 @@ def _value(text: str) -> float | int | bool | str:
     return text
 
 
-def config_from(args: argparse.Namespace) -> CompileConfig:
-    """The compile settings; `model` only when given, so a detection compile can tell "not chosen" apart."""
-    from hgen.compiler.compile import compile_config
+# argparse dests that are settings of the same name (the demand flags go under `demands`)
+_DEMAND_FLAGS = ("accuracy", "latency_ms", "storage_mb", "energy_mj", "labour")
+_PLAIN_FLAGS = ("model", "base_epochs", "head_epochs", "bn_freeze_epochs", "final_epochs", "finetune_samples",
+                "dataset", "device", "strategy", "budget_minutes", "episodes", "evaluations", "accuracy_confidence",
+                "seed", "limit", "m", "annotator_accuracy", "fusion_lambda", "quantize", "signing_key",
+                "model_version", "out")
 
-    demands = {"accuracy": args.accuracy, "latency_ms": args.latency_ms, "storage_mb": args.storage_mb,
-               "energy_mj": args.energy_mj, "labour": args.labour}
-    chosen = {"model": args.model} if args.model is not None else {}
-    return compile_config(**chosen, model_options=model_options(args.model_option, args.weights),
-                          base_epochs=args.base_epochs, head_epochs=args.head_epochs,
-                          dataset=args.dataset, device=args.device, demands=demands,
-                          strategy=args.strategy, budget_minutes=args.budget_minutes, episodes=args.episodes,
-                          evaluations=args.evaluations, stop_at_feasible=not args.keep_searching, seed=args.seed,
-                          accuracy_confidence=args.accuracy_confidence,
-                          limit=args.limit, engines=tuple(e for e in args.engines.split(",") if e),
-                          quantize=args.quantize, signing_key=args.signing_key, bundle=not args.no_bundle, out=args.out)
+
+def config_from(args: argparse.Namespace) -> CompileConfig:
+    """The compile settings: --config's file (if given), with the flags given on the command line laid over it.
+    `model` only when given (in either), so a detection compile can tell "not chosen" apart."""
+    from hgen.compiler.compile import compile_settings
+    from hgen.compiler.errors import InvalidArgumentError
+    from hgen.runtime.config import read_config_mapping
+
+    path = getattr(args, "config", None)
+    values = read_config_mapping(path, error=InvalidArgumentError) if path else {}
+    source = f"{path} (with the command-line flags)" if path else "compile settings"
+    return compile_settings(overlay(values, flag_settings(args)), source=source)
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gave (a flag left out is not a setting: the file's value or the default)."""
+    given: dict[str, Any] = {key: getattr(args, key) for key in _PLAIN_FLAGS if getattr(args, key, None) is not None}
+    demands = {key: getattr(args, key) for key in _DEMAND_FLAGS if getattr(args, key, None) is not None}
+    if demands:
+        given["demands"] = demands
+    options = model_options(args.model_option, args.weights)
+    if options:
+        given["model_options"] = options
+    if args.familiarity_quantile is not None:
+        given["familiarity_quantile"] = None if args.familiarity_quantile == OFF else args.familiarity_quantile
+    if args.engines is not None:
+        given["engines"] = tuple(e for e in args.engines.split(",") if e)
+    if args.keep_searching:
+        given["stop_at_feasible"] = False
+    if args.no_bundle:
+        given["bundle"] = False
+    return given
+
+
+def overlay(values: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """`flags` over the file's `values`; `demands` and `model_options` merged key by key (--accuracy alone keeps
+    the file's other demands)."""
+    merged = dict(values)
+    for key, value in flags.items():
+        below = merged.get(key)
+        merged[key] = {**below, **value} if key in ("demands", "model_options") and isinstance(below, dict) else value
+    return merged
 
 
 def run(args: argparse.Namespace) -> None:

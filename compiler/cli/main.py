@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from hgen.compiler.cli import VERBS
 from hgen.compiler.errors import (CompilerError, DatasetFormatError, DatasetNotFoundError, DatasetSpecError,
                                   DemandsNotMetError, EmptyDatasetError, InvalidArgumentError, LabelError,
-                                  MissingImageError, UnknownNameError, UnreadableImageError)
+                                  MissingImageError, OutputFolderError, UnknownNameError, UnreachableBudgetError,
+                                  UnreadableImageError)
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
 from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 
@@ -19,6 +20,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     # the data set is there but unusable (empty, one class, bad labels, images it names missing): bad input
     (EmptyDatasetError, 2), (DatasetFormatError, 2), (LabelError, 2), (MissingImageError, 2), (UnreadableImageError, 2),
     (DemandsNotMetError, 4),
+    # found before any training: an --out that cannot be written, budgets no plan can meet (raise them)
+    (OutputFolderError, 2), (UnreachableBudgetError, 2),
     (DatasetSpecError, 2),
     (UnknownNameError, 2),
     (UnknownChoiceError, 2),

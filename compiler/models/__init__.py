@@ -66,12 +66,17 @@ def model_config(name: str, options: Mapping[str, Any] | ModelConfig | None = No
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
-                options: Mapping[str, Any] | ModelConfig | None = None) -> keras.Model:
-    """Build an untrained (or, with `weights`, pretrained) model from the zoo."""
+                options: Mapping[str, Any] | ModelConfig | None = None, *, seed: int | None = None) -> keras.Model:
+    """Build an untrained (or, with `weights`, pretrained) model from the zoo. With `seed`, Keras' global seed is set
+    first, so the initial weights (and what training them gives) are the same in every process for that seed."""
     config = model_config(name, options)
     shape = check_shape(name, input_shape)
     if num_classes < 1:
         raise InvalidArgumentError(f"model '{name}' needs at least one class, got {num_classes}")
+    if seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(seed)
     return MODELS.get(name).build(shape, int(num_classes), config)
 
 
@@ -102,6 +107,41 @@ def check_shape(name: str, input_shape: tuple[int, ...], min_side: int = 1) -> S
         raise InvalidArgumentError(f"model '{name}' needs images of at least {min_side}x{min_side} pixels, got "
                                    f"{h}x{w}; resize the data set (e.g. `?size={min_side}`) or pick another model")
     return h, w, c
+
+
+PROBABILITY_ACTIVATIONS = frozenset({"softmax", "sigmoid"})  # outputs squashed into [0, 1]: not logits
+
+
+def check_model_file(model: keras.Model, path: str | Path, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Refuse, before any training, a user's model that does not fit the data set: its input shape, one output with
+    a value per class (else only the bundle's manifest noticed, after the whole search, and `--no-bundle` never did),
+    and logits, not probabilities (temperature scaling and fusion would be fitted on softmax outputs)."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InvalidArgumentError(f"model {path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                                   "hgen compiles a model with one image input and one logits output")
+    if tuple(model.inputs[0].shape[1:]) != tuple(input_shape):
+        raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
+                                   f"{tuple(input_shape)}")
+    outputs = tuple(model.outputs[0].shape[1:])
+    if outputs != (num_classes,):
+        raise InvalidArgumentError(f"model {path} outputs {outputs[-1] if len(outputs) == 1 else outputs} values per "
+                                   f"image, the data set has {num_classes} classes: its last layer needs "
+                                   f"{num_classes} units (one logit per class)")
+    layer, activation = _output_activation(model)
+    if activation in PROBABILITY_ACTIVATIONS:
+        raise InvalidArgumentError(f"model {path} ends in a {activation} (layer '{layer}'); hgen needs logits: "
+                                   f"remove the activation (e.g. Dense({num_classes}) without "
+                                   f"activation='{activation}', or drop the final {activation} layer) and save the "
+                                   "model again")
+
+
+def _output_activation(model: keras.Model) -> tuple[str, str]:
+    """(name, activation) of the layer producing the model's output: a Softmax layer counts as softmax."""
+    history = getattr(model.outputs[0], "_keras_history", None)
+    layer = history.operation if history is not None else model.layers[-1]
+    if type(layer).__name__ == "Softmax":
+        return layer.name, "softmax"
+    return layer.name, getattr(getattr(layer, "activation", None), "__name__", "")
 
 
 def load_model_file(path: str | Path) -> keras.Model:

@@ -15,6 +15,7 @@ context then skips it on paper) but never removes a feasible one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -90,9 +91,62 @@ class PaperBudget:
         return self._exact[key]
 
     def describe_best(self) -> str:
-        """The least S and the least E any plan could reach (each on its own), for a message about the budgets."""
-        (storage, energy), (base_s, base_e) = self.lower_bounds[0], self.base
-        return f"S >= {base_s + storage:.4f} MB, E >= {base_e + energy:.4f} mJ"
+        """The least S and the least E a real plan reaches (each on its own), for a message about the budgets.
+
+        Not `lower_bounds[0]`: that sums every layer's most saving operator, also for layers another operator
+        absorbs, so it can fall below zero; it only prunes the search."""
+        storage, energy = self.least_storage(), self.least_energy()
+        return f"the least S a plan reaches is {storage[0]:.4f} MB, the least E {energy[1]:.4f} mJ"
+
+    def least_storage(self) -> tuple[float, float]:
+        """Exact (S, E) of the valid plan with the least S on paper."""
+        return self.exact_cost(self._least_plan(0))
+
+    def least_energy(self) -> tuple[float, float]:
+        """Exact (S, E) of the valid plan with the least E on paper."""
+        return self.exact_cost(self._least_plan(1))
+
+    def require_reachable(self) -> None:
+        """Raise `UnreachableBudgetError` naming what to raise when no plan meets S_c and E_c on paper: every
+        candidate would be skipped, so the compile stops before training instead of after an empty search."""
+        from hgen.compiler.errors import UnreachableBudgetError
+
+        if self.completion({}, 0) is not None:
+            return
+        (least_s, _), (_, least_e) = self.least_storage(), self.least_energy()
+        fixes = []
+        if least_s > self.storage_mb + TOLERANCE:
+            fixes.append(f"raise --storage-mb to at least {_up(least_s)}")
+        if least_e > self.energy_mj + TOLERANCE:
+            fixes.append(f"raise --energy-mj to at least {_up(least_e)}")
+        raise UnreachableBudgetError(
+            f"no compression plan meets S <= {self.storage_mb} MB and E <= {self.energy_mj} mJ on paper: the least S "
+            f"a plan reaches is {least_s:.4f} MB, the least E {least_e:.4f} mJ"
+            + (f" ({', '.join(fixes)}, or pick a smaller model)" if fixes else
+               " but no single plan reaches both budgets (raise either, or pick a smaller model)"))
+
+    def _least_plan(self, axis: int) -> dict[str, str]:
+        """The valid plan with the least additive S (axis 0) or E (axis 1): depth-first, cheapest operators first,
+        pruned by `lower_bounds`, honouring absorbed layers; past `NODE_LIMIT` nodes, the best plan found so far."""
+        names = [layer.name for layer in self.space.layers]
+        best: list[Any] = [0.0, {name: IDENTITY for name in names}]  # identity is always valid and costs nothing
+        walk = _Walk()
+
+        def visit(position: int, total: float, picked: dict[str, str], forced: frozenset[str]) -> None:
+            walk.nodes += 1
+            if walk.nodes > NODE_LIMIT or total + self.lower_bounds[position][axis] >= best[0] - TOLERANCE:
+                return
+            if position == len(names):
+                best[:] = [total, dict(picked)]
+                return
+            used = {n for n, op in picked.items() if op != IDENTITY}
+            for op, cost in sorted(self.costs[position].items(), key=lambda item: _axis(item[1], axis)):
+                if op != IDENTITY and (names[position] in forced or cost.absorbed & used):
+                    continue
+                visit(position + 1, total + _axis(cost, axis), picked | {names[position]: op}, forced | cost.absorbed)
+
+        visit(0, 0.0, {}, frozenset())
+        return best[1]
 
     def violations(self, plan: dict[str, str]) -> list[str]:
         """Why a (library-valid) plan cannot meet the budgets on paper; empty when it can."""
@@ -176,6 +230,15 @@ class PaperBudget:
             bounds.insert(0, (s + min(c.storage_mb for c in costs.values()),
                               e + min(c.energy_mj for c in costs.values())))
         return bounds
+
+
+def _up(value: float, digits: int = 4) -> str:
+    """`value` rounded up, so a budget set to the printed number is met."""
+    return f"{math.ceil(value * 10**digits) / 10**digits:.{digits}f}"
+
+
+def _axis(cost: OperatorCost, axis: int) -> float:
+    return cost.storage_mb if axis == 0 else cost.energy_mj
 
 
 def _layer_costs(model: Any, space: SearchSpace, position: int, bits: int = 32) -> dict[str, OperatorCost]:

@@ -103,7 +103,7 @@ class SearchContext:
                                            self.demands.energy_mj, self.evaluator.config.storage_bits)
             if self.paper.completion({}, 0) is None:
                 self._stop(f"no plan meets S <= {self.demands.storage_mb} MB and E <= {self.demands.energy_mj} mJ "
-                           f"on paper (a lower bound: {self.paper.describe_best()})")
+                           f"on paper ({self.paper.describe_best()})")
         return self.paper
 
     def action_mask(self, plan: dict[str, str], position: int) -> np.ndarray:

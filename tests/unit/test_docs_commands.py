@@ -19,7 +19,8 @@ from hgen.hub.config import load_hub_config, parse_hub_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/operator.md")
-LOADERS = {"hub": load_hub_config, "agent": load_agent_config}
+LOADERS = {"hub": load_hub_config, "agent": load_agent_config,
+           "compile": lambda path: config_from(hgen_parser().parse_args(["compile", "--config", str(path)]))}
 REPO_DIRS = ("compiler", "runtime", "hub", "edge_agent", "protos", "tools", "docs", "tests", "android_bridge")
 BUILT = ("hub/web/device_app",)  # git-ignored: `make android-bridge` writes it
 
@@ -80,9 +81,9 @@ def test_documented_yaml_configs_load(doc: str, tmp_path: Path) -> None:
         LOADERS[kind.group(1)](path)
 
 
-def test_the_operator_guide_shows_a_hub_and_an_agent_config() -> None:
+def test_the_operator_guide_shows_a_hub_an_agent_and_a_compile_config() -> None:
     kinds = {marker.strip() for marker, _ in blocks("docs/operator.md", "yaml")}
-    assert kinds == {"<!-- config: hub -->", "<!-- config: agent -->"}
+    assert kinds == {"<!-- config: hub -->", "<!-- config: agent -->", "<!-- config: compile -->"}
 
 
 def test_the_inline_aggregator_options_example_loads() -> None:

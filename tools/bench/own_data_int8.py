@@ -64,7 +64,7 @@ def int8_agreement(spec: str, args: argparse.Namespace, options: dict[str, Any])
 
     data = load_dataset(spec, seed=0)
     log(f"int8: {len(data.train)} train / {len(data.test)} test, input {data.input_shape}")
-    # The compiler's own training (compile._base_model): `epochs`, then precise BatchNorm statistics over the
+    # The compiler's own training (compile._train_base): `epochs`, then precise BatchNorm statistics over the
     # training split and `bn_freeze_epochs` more with them frozen (hgen.compiler.train.train_classifier says why).
     recipe = TrainConfig(epochs=args.int8_epochs, batch_size=32, seed=0, freeze_bn_epochs=args.bn_freeze_epochs,
                          verbose=2)  # one line per epoch (loss, accuracy, seconds) on stdout

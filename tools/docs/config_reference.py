@@ -16,7 +16,8 @@ from hgen.runtime.config import reference_markdown, regenerate
 TARGET = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 SECTIONS = (
-    ("`hgen-compile` settings (`hgen.compiler.compile.CompileConfig`)", "hgen.compiler.compile:CompileConfig"),
+    ("`hgen-compile --config compile.yaml` (`hgen.compiler.compile.CompileConfig`; flags override the file)",
+     "hgen.compiler.compile:CompileConfig"),
     ("`hgen-hub serve --config hub.yaml` (`hgen.hub.config.HubConfig`)", "hgen.hub.config:HubConfig"),
     ("`hgen-agent run --config agent.yaml` (`hgen.edge_agent.config.AgentConfig`)", "hgen.edge_agent.config:AgentConfig"),
     ("Engine `litert` options", "hgen.runtime.engines.litert:LiteRTConfig"),
