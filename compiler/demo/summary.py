@@ -22,12 +22,15 @@ def labour_spent(app: Any) -> float:
         return float(device.labour_spent) if device is not None else 0.0
 
 
+STREAM_SLACK = 1.1  # the device reserves labour per batch: the batch in flight when the budget runs out overshoots
+
+
 def demands_met(compiled: Any, labour: float, budget: float) -> dict[str, bool]:
     """A/T/S/E/L of the compiled H-DNN on the test split (the compile's own check; each violation names its bound
     first) and the labour people really spent on the stream, within one batch of slack of the budget."""
     violated = {violation.split()[0] for violation in compiled.summary["violations"]}
     met = {name: name not in violated for name in ("accuracy", "latency", "storage", "energy", "labour")}
-    met["labour on the stream"] = labour <= budget * 1.1
+    met["labour on the stream"] = labour <= budget * STREAM_SLACK
     return met
 
 
@@ -93,8 +96,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  evaluation pool: {pool['images']} held-out images never streamed, labelled or trained on\n{table}\n"
             f"{refit_line(s.get('retrain', {}).get('field_refit'))}"
             f"  stream: {s['frames']} frames, share sent to people {s['share_to_people']:.4f}; labour "
-            f"{s['labour']:.4f} (budget {s['labour_budget']}, enforced on the device: {s['labour_refused']} samples "
-            f"kept the model's answer)\n"
+            f"{s['labour']:.4f} (budget {s['labour_budget']}, met within {STREAM_SLACK - 1:.0%}: the last batch may "
+            f"overshoot; enforced on the device: {s['labour_refused']} samples kept the model's answer)\n"
             f"  demands (the compile's check on its test split; labour also on the stream): {met}\n"
             f"{field_accuracy_line(s.get('field_accuracy'))}"
             f"  {s['fps']:.1f} frames/s; swap pause {s['swap_pause_ms']:.3f} ms; dropped frames {s['dropped_frames']}\n"
