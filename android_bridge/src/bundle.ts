@@ -97,13 +97,40 @@ export function* tarMembers(tar: Uint8Array): Generator<Member> {
   }
 }
 
-export async function gunzip(bytes: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([bytes as BlobPart]).stream().pipeThrough(new DecompressionStream("gzip"));
+/** The most a bundle archive may hold once decompressed. The page decompresses it whole before the signature is
+ * checked (the agent streams it, checking each member's size against the signed manifest before writing it), so
+ * a small archive of zeros must not fill the phone's memory first: a phone's web model is a few MB, a large
+ * classifier's well under this. */
+export const MAX_ARCHIVE_BYTES = 256 * 1024 * 1024;
+
+/** The gzip archive decompressed, refused as soon as it passes `limit` bytes. */
+export async function gunzip(bytes: Uint8Array, limit: number = MAX_ARCHIVE_BYTES): Promise<Uint8Array> {
+  const reader = new Blob([bytes as BlobPart]).stream().pipeThrough(new DecompressionStream("gzip")).getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
   try {
-    return new Uint8Array(await new Response(stream).arrayBuffer());
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > limit) {
+        void reader.cancel().catch(() => undefined);
+        throw new BundleRefusedError(`bundle archive decompresses to more than ${limit} bytes (${bytes.length} `
+          + "compressed): refused before its signature is checked");
+      }
+      chunks.push(value);
+    }
   } catch (error) {
+    if (error instanceof BundleRefusedError) throw error;
     throw new BundleRefusedError(`bundle archive is truncated or corrupt: ${error}`);
   }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
 }
 
 export async function sha256Hex(data: Uint8Array): Promise<string> {
@@ -150,8 +177,8 @@ function parseManifest(bytes: Uint8Array): Manifest {
 
 /** Verify a `.hgb` archive (gzip tar) and return its manifest and the browser model's bytes. */
 export async function verifyArchive(archive: Uint8Array, keyRaw: Uint8Array,
-  runtime: WebEntry["runtime"] = "onnxruntime-web"): Promise<VerifiedBundle> {
-  const members = tarMembers(await gunzip(archive));
+  runtime: WebEntry["runtime"] = "onnxruntime-web", limit: number = MAX_ARCHIVE_BYTES): Promise<VerifiedBundle> {
+  const members = tarMembers(await gunzip(archive, limit));
   const first = members.next();
   const second = members.next();
   if (first.done || second.done || first.value.name !== "manifest.json" || second.value.name !== "manifest.sig") {

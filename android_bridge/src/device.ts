@@ -4,17 +4,18 @@
  * asked and the fused answer. `window.hgenDevice` exposes the same state to tests and to the status telemetry.
  */
 
-import { BundleRefusedError } from "./bundle.js";
+import { BundleRefusedError, type Manifest } from "./bundle.js";
 import { Camera } from "./camera.js";
 import { unsure } from "./familiarity.js";
 import { type Decision, Gate, LabourBucket, toPeople } from "./gate.js";
-import * as hdnn from "./hdnn.js";
-import { annotationRequest, classAnswers, HubLink, STATUS } from "./hub.js";
+import { HubLink } from "./hub.js";
 import { type Inference, Model } from "./model.js";
-import { Outbox, type OutboxEntry } from "./outbox.js";
+import { Outbox } from "./outbox.js";
 import { type Raster } from "./preprocess.js";
 import * as provision from "./provision.js";
-import { isNewer } from "./versions.js";
+import { type FusedRecord, Replies } from "./replies.js";
+import { annotationRequest, forSending } from "./requests.js";
+import { isNewer, loadRefusal } from "./versions.js";
 import type { hgen } from "../gen/hub_pb.js";
 
 export interface FrameRecord {
@@ -27,7 +28,7 @@ export interface FrameRecord {
   confidence: number;
   toPeople: boolean; // c < tau
   unfamiliar: boolean; // outside the training images' input statistics: asked like a frame under tau
-  decision: Decision | "no_hub";
+  decision: Decision | "no_hub" | "invalid"; // invalid: a logit not finite (neither gated, escalated nor fused)
   sampleId: string | null;
   inferMs: number; // the whole frame: preprocessing, engine, H-DNN math, gate
   runMs: number; // the engine alone
@@ -36,15 +37,7 @@ export interface FrameRecord {
   fullInput?: number[]; // with ?full=N, every Nth frame's whole model input (benchmarks replay it on the agent)
 }
 
-export interface FusedRecord {
-  sampleId: string;
-  status: number;
-  logits: number[];
-  answers: number[];
-  modelTop1: number;
-  fused: number;
-  version: string;
-}
+export type { FusedRecord } from "./replies.js";
 
 export interface DeviceState {
   status: string;
@@ -55,6 +48,8 @@ export interface DeviceState {
   stored: string[];
   captured: number;
   dropped: number;
+  invalid: number; // frames whose logits were not all finite
+  replies: { duplicates: number; unknown: number; failures: number };
   firstOpenBytes: number;
   connected: boolean;
   pending: number;
@@ -78,8 +73,8 @@ const runtime = params.get("engine") === "litert-js" ? "litert-js" : "onnxruntim
 const DEADLINE_S = 600;
 const STATUS_EVERY_FRAMES = 100;
 const state: DeviceState = { status: "starting", error: null, version: null, frames: [], fused: [], stored: [],
-  captured: 0, dropped: 0, firstOpenBytes: 0, connected: false, pending: 0, swaps: [], engine: runtime,
-  pacing, capture: {} };
+  captured: 0, dropped: 0, invalid: 0, replies: { duplicates: 0, unknown: 0, failures: 0 }, firstOpenBytes: 0,
+  connected: false, pending: 0, swaps: [], engine: runtime, pacing, capture: {} };
 (window as unknown as { hgenDevice: DeviceState }).hgenDevice = state;
 
 function show(id: string, text: string): void {
@@ -128,9 +123,22 @@ class Pipeline {
   private queuedBytes = 0;
   private running = false;
   private retired: Model[] = [];
+  private readonly replies: Replies;
 
   constructor(public model: Model, readonly device: provision.Provisioning, readonly gate: Gate,
-    readonly outbox: Outbox, public link: HubLink | null) {}
+    readonly outbox: Outbox, public link: HubLink | null) {
+    this.replies = new Replies(outbox, () => ({ params: this.model.params, labels: this.model.manifest.labels,
+      m: this.model.m }), gate.bucket, {
+      fused: (record, labels) => {
+        state.fused.push(record);
+        const people = record.answers.map((a) => labels[a] ?? String(a)).join(", ") || "none";
+        show("fused", `${labels[record.fused] ?? record.fused} (people: ${people})`);
+      },
+      pending: (count) => {
+        state.pending = count;
+      },
+    });
+  }
 
   offer(frame: Raster, presented: number): void {
     state.captured += 1;
@@ -151,6 +159,7 @@ class Pipeline {
     this.retired.push(this.model);
     this.model = model;
     state.version = model.version;
+    provision.rememberVersion(this.device.bundle_name, model.version);
     show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)})`);
   }
 
@@ -175,9 +184,14 @@ class Pipeline {
     const started = performance.now();
     const result = await model.infer(frame);
     const isUnsure = unsure(result.toPeople, result.unfamiliar); // under tau, or unlike the training images
-    // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever
-    const decision = this.link === null ? (isUnsure ? "no_hub" : "confident")
+    // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever; a frame
+    // whose logits are not finite is invalid (its confidence is NaN): reported, never asked nor fused
+    const decision = !result.valid ? "invalid" : this.link === null ? (isUnsure ? "no_hub" : "confident")
       : this.gate.decide(result.toPeople, result.unfamiliar, result.labour, performance.now() / 1000);
+    if (!result.valid) {
+      state.invalid += 1;
+      console.warn(`frame ${state.frames.length}: the model's outputs are not all finite: invalid`);
+    }
     const inferMs = performance.now() - started;
     const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
     const label = model.manifest.labels[result.top1];
@@ -189,51 +203,52 @@ class Pipeline {
     const swapped = state.swaps.find((swap) => swap.atFrame < 0 && swap.to === model.version);
     if (swapped !== undefined) swapped.atFrame = state.frames.length; // a frame in flight at the swap ends on the old model
     state.frames.push(record);
-    show("answer", `${label} (${(result.confidence * 100).toFixed(1)} %)`);
+    show("answer", result.valid ? `${label} (${(result.confidence * 100).toFixed(1)} %)` : "invalid (outputs not finite)");
     show("asked", sampleId ? (decision === "audit" ? "asked people (audit)" : "asked people") : decision === "confident" ? "model answer" : `model answer (${decision})`);
     show("frames", `${state.frames.length} frames, ${state.dropped} dropped, ${state.pending} waiting for people`);
     if (state.frames.length % STATUS_EVERY_FRAMES === 0) this.report();
   }
 
-  /** Stored first, then sent: the outbox keeps it until its reply, across reloads and reconnects. */
+  /** Stored first, then sent: the outbox keeps it until its reply, across reloads and reconnects; with it, the
+   * fusion parameters and classes of the model that made it (its reply is fused with them, whatever runs then). */
   private async escalate(model: Model, frame: Raster, result: Inference): Promise<string> {
     const sampleId = crypto.randomUUID();
     const payload = annotationRequest(this.device, { sampleId, png: await png(frame), width: frame.width,
       height: frame.height, channels: 4, probabilities: result.probabilities, confidence: result.confidence,
       bundleName: this.device.bundle_name, version: model.version, m: model.m, deadlineS: DEADLINE_S });
     await this.outbox.put({ sampleId, payload, logits: Array.from(result.logits), top1: result.top1,
-      labour: result.labour, version: model.version, storedAt: Date.now() });
+      labour: result.labour, version: model.version, storedAt: Date.now(), temperature: model.params.temperature,
+      fusionLambda: model.params.fusionLambda, labels: [...model.manifest.labels], m: model.m });
     state.stored.push(sampleId);
-    state.pending += 1;
-    this.link?.send(payload).catch(() => undefined); // not connected: sent again on connect
+    state.pending = await this.outbox.count();
+    this.send(payload); // not connected: sent again on connect
     return sampleId;
+  }
+
+  /** Each send stamps sent_at anew and keeps the stored deadline (requests.ts). */
+  private send(payload: Uint8Array): void {
+    this.link?.send(forSending(payload)).catch(() => undefined);
   }
 
   async resend(): Promise<void> {
     const entries = await this.outbox.all();
-    state.pending = entries.length;
-    for (const entry of entries) this.link?.send(entry.payload).catch(() => undefined);
+    for (const entry of entries) this.send(entry.payload);
+    state.pending = await this.outbox.count(); // counted after the snapshot: a sample stored meanwhile is in it
   }
 
+  /** One at a time, each sample fused once (replies.ts); never rejects. */
   async reply(reply: hgen.v1.SampleReply): Promise<void> {
-    const entry: OutboxEntry | undefined = await this.outbox.get(reply.sampleId);
-    if (entry === undefined) return; // a redelivered reply: already fused
-    const answers = classAnswers(reply);
-    const useful = reply.status === STATUS.REPLY_STATUS_ANSWERED || reply.status === STATUS.REPLY_STATUS_PARTIAL;
-    const fused = useful && answers.length > 0 ? hdnn.fuse(entry.logits, answers, this.model.params) : entry.top1;
-    state.fused.push({ sampleId: entry.sampleId, status: reply.status, logits: entry.logits, answers,
-      modelTop1: entry.top1, fused, version: entry.version });
-    this.gate.bucket.settle(entry.labour, reply.labour);
-    await this.outbox.delete(entry.sampleId);
-    state.pending = Math.max(0, state.pending - 1);
-    show("fused", `${this.model.manifest.labels[fused]} (people: ${answers.map((a) => this.model.manifest.labels[a]).join(", ") || "none"})`);
+    await this.replies.handle(reply);
+    state.replies = { duplicates: this.replies.duplicates, unknown: this.replies.unknown,
+      failures: this.replies.failures };
   }
 
   report(): void {
     this.link?.status({ deviceId: this.device.device_id, online: true, bundleName: this.device.bundle_name,
       bundleVersion: this.model.version, at: { seconds: Math.floor(Date.now() / 1000), nanos: 0 },
       inferenceMsP50: median(state.frames.slice(-STATUS_EVERY_FRAMES).map((f) => f.inferMs)), battery: -1,
-      pendingSamples: state.pending, metrics: { dropped_frames: state.dropped, frames: state.frames.length } });
+      pendingSamples: state.pending, metrics: { dropped_frames: state.dropped, frames: state.frames.length,
+        frames_invalid: state.invalid } });
   }
 }
 
@@ -257,15 +272,16 @@ async function main(): Promise<void> {
   show("device", device.device_id);
   setStatus("verifying bundle");
   let model: Model;
+  let refusedOlder: string | null; // the hub's answer was older than the newest version run: refused, that one runs
   try {
-    model = await Model.fetch(`/device/bundle/${encodeURIComponent(device.bundle_name)}`,
-      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime);
+    ({ model, refusedOlder } = await loadBundle(device));
   } catch (error) {
     const refused = error instanceof BundleRefusedError;
     setStatus(refused ? "bundle refused" : "bundle failed", String(error instanceof Error ? error.message : error));
     return;
   }
   state.version = model.version;
+  provision.rememberVersion(device.bundle_name, model.version);
   state.firstOpenBytes = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
     .reduce((sum, entry) => sum + ((entry as PerformanceResourceTiming).transferSize || 0), 0);
   show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)}, ${runtime})`);
@@ -283,7 +299,7 @@ async function main(): Promise<void> {
   } catch {
     // a wake lock is a convenience: streaming goes on without it (e.g. the page is not visible)
   }
-  setStatus("streaming");
+  setStatus("streaming", refusedOlder === null ? null : `${refusedOlder}: refused; running ${model.version}`);
   camera.each((frame, presented) => {
     state.capture[camera.path] = (state.capture[camera.path] ?? 0) + 1;
     pipeline.offer(frame, presented);
@@ -302,24 +318,56 @@ function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {
       state.connected = false;
       show("link", "offline (samples wait in the outbox)");
     },
-    onReply: (reply) => void pipeline.reply(reply),
+    onReply: (reply) => void pipeline.reply(reply), // queued: one at a time, errors logged (replies.ts)
     onUpdate: (update) => {
       swapping = swapping.then(() => hotSwap(device, pipeline, update));
     },
   });
 }
 
+/** The provisioned bundle, as the hub serves it (`/device/bundle/<name>`): signed with the pinned key, of the
+ * provisioned model, and not older than the newest version this phone has run (localStorage). When the hub (or the
+ * service worker's copy, offline) gives an older one, the newest version run is asked for by name; if that fails
+ * too the older one is refused, and the page says why. */
+async function loadBundle(device: provision.Provisioning): Promise<{ model: Model; refusedOlder: string | null }> {
+  const headers = { Authorization: `Bearer ${provision.bearer(device)}` };
+  const key = provision.fromBase64(device.public_key);
+  const highest = provision.highestVersion(device.bundle_name);
+  const base = `/device/bundle/${encodeURIComponent(device.bundle_name)}`;
+  const seen: { older: string | null } = { older: null }; // the first answer was older than `highest`
+  const check = (manifest: Manifest) => {
+    const refusal = loadRefusal(manifest, device.bundle_name, highest);
+    if (refusal?.older) seen.older = refusal.message;
+    if (refusal !== null) throw new BundleRefusedError(refusal.message);
+  };
+  try {
+    return { model: await Model.fetch(base, headers, key, runtime, check), refusedOlder: null };
+  } catch (error) {
+    const older = seen.older;
+    if (older === null || highest === null) throw error;
+    console.warn(`${older}: refused; asking for ${highest}`);
+    try {
+      return { model: await Model.fetch(`${base}/${encodeURIComponent(highest)}`, headers, key, runtime, check),
+        refusedOlder: older };
+    } catch (again) {
+      throw new BundleRefusedError(`${older}; ${highest} itself: ${again instanceof Error ? again.message : again}. `
+        + "Publish a newer version, or onboard the phone again to run an older one");
+    }
+  }
+}
+
 /** Download, verify and open the new version beside the running one, then switch between two frames. */
 async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, update: hgen.v1.ModelUpdate): Promise<void> {
   if (update.bundleName !== device.bundle_name || !isNewer(update.version, pipeline.model.version)) return;
   try {
-    const next = await Model.fetch(`/device/bundle/${encodeURIComponent(update.bundleName)}/${encodeURIComponent(update.version)}`,
-      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime);
     const running = pipeline.model.manifest.model.name;
-    if (next.manifest.model.name !== running || next.version !== update.version) {
-      await next.engine.release(); // an older signed bundle, or another model signed with the same key
-      throw new Error(`the bundle is signed as ${next.manifest.model.name} ${next.version}, not as ${running} ${update.version}`);
-    }
+    const next = await Model.fetch(`/device/bundle/${encodeURIComponent(update.bundleName)}/${encodeURIComponent(update.version)}`,
+      { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime,
+      (manifest) => { // an older signed bundle, or another model signed with the same key
+        if (manifest.model.name !== running || manifest.model.version !== update.version) {
+          throw new BundleRefusedError(`the bundle is signed as ${manifest.model.name} ${manifest.model.version}, not as ${running} ${update.version}`);
+        }
+      });
     pipeline.swap(next);
   } catch (error) {
     setStatus(state.status, `update ${update.version} refused: ${error instanceof Error ? error.message : error}`);

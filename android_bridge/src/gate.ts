@@ -39,9 +39,21 @@ export class LabourBucket {
     return true;
   }
 
+  /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed). */
   settle(estimate: number, actual: number): void {
     this.tokens += estimate - actual;
   }
+}
+
+/** The labour a reply says people spent, held to what m people can spend on one sample (the agent's
+ * `reported_labour`): a value that is not a number (NaN, infinite, negative) settles at the estimate. Unchecked,
+ * 1e12 stopped the phone asking people for the session, and NaN switched the budget off. */
+export function reportedLabour(reported: number, estimate: number, m: number): number {
+  if (!Number.isFinite(reported) || reported < 0) {
+    console.warn(`a reply reports labour ${reported}: the estimate ${estimate} is kept`);
+    return estimate;
+  }
+  return Math.min(reported, (Number.isFinite(m) ? Math.max(1, m) : 1) * MAX_OPERATIONS);
 }
 
 export class Gate {

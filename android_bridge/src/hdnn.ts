@@ -46,11 +46,22 @@ export function probabilities(logits: ArrayLike<number>, params: FusionParams): 
   return z;
 }
 
-/** First index of the largest value (numpy's argmax keeps the first of ties). */
+/** First index of the largest value (numpy's argmax keeps the first of ties, and a NaN counts as the largest: the
+ * first NaN's index, so a frame with a NaN logit names the class the agent's numpy names). */
 export function argmax(values: ArrayLike<number>): number {
   let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  for (let i = 0; i < values.length; i++) {
+    if (Number.isNaN(values[i])) return i;
+    if (values[i] > values[best]) best = i;
+  }
   return best;
+}
+
+/** Whether every model output is finite: the agent's health check and probation (`np.isfinite(outputs).all()`).
+ * A frame whose logits are not is invalid: its confidence is NaN, which the gate reads as confident. */
+export function finite(logits: ArrayLike<number>): boolean {
+  for (let i = 0; i < logits.length; i++) if (!Number.isFinite(logits[i])) return false;
+  return true;
 }
 
 export function confidence(logits: ArrayLike<number>, params: FusionParams): number {

@@ -39,6 +39,14 @@ export class HubLink {
       this.client.subscribe([this.topics.replies, this.topics.updates], { qos: 1 });
       events.onConnect();
     });
+    // Samples in flight when the link drops are left to the page's outbox, not to mqtt.js: with a resumed session
+    // it publishes them again, first thing, as they were (their first sent_at, which the hub reads as a clock that
+    // far behind, and moves their deadline by); the outbox sends each again on connect, stamped anew (requests.ts).
+    this.client.on("close", () => {
+      for (const [id, message] of Object.entries(this.client.outgoing)) {
+        if (message.cmd === "publish") this.client.removeOutgoingMessage(Number(id));
+      }
+    });
     this.client.on("offline", () => events.onOffline());
     this.client.on("message", (topic, payload) => {
       try {
@@ -54,8 +62,11 @@ export class HubLink {
     return this.client.connected;
   }
 
-  /** QoS 1: resolves on the broker's PUBACK; the caller keeps the sample in the outbox until its reply. */
+  /** QoS 1: resolves on the broker's PUBACK; the caller keeps the sample in the outbox until its reply. Refused
+   * while the link is down (mqtt.js would queue it and publish it later with its old sent_at): the outbox sends it
+   * again on connect. */
   send(payload: Uint8Array): Promise<void> {
+    if (!this.client.connected) return Promise.reject(new Error("not connected: sent again on connect"));
     return new Promise((resolve, reject) => {
       this.client.publish(this.topics.samples, payload as Buffer, { qos: 1 }, (error) => (error ? reject(error) : resolve()));
     });
@@ -71,31 +82,3 @@ export class HubLink {
     this.client.end(true);
   }
 }
-
-/** One sample (the frame as PNG, the model's probabilities) in its own AnnotationRequest. */
-export function annotationRequest(device: Provisioning, sample: {
-  sampleId: string; png: Uint8Array; width: number; height: number; channels: number; probabilities: ArrayLike<number>;
-  confidence: number; bundleName: string; version: string; m: number; deadlineS: number;
-}): Uint8Array {
-  const now = Date.now();
-  const stamp = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
-  return pb.AnnotationRequest.encode({
-    batchId: sample.sampleId, deviceId: device.device_id, annotatorsWanted: sample.m,
-    deadline: stamp(now + sample.deadlineS * 1000), sentAt: stamp(now), // the hub reads the deadline against it
-    samples: [{
-      sampleId: sample.sampleId, deviceId: device.device_id, bundleName: sample.bundleName,
-      bundleVersion: sample.version, capturedAt: stamp(now),
-      image: { format: pb.ImageFormat.IMAGE_FORMAT_PNG, data: sample.png, height: sample.height, width: sample.width,
-        channels: sample.channels },
-      output: { classProbabilities: Array.from(sample.probabilities), confidence: sample.confidence,
-        kind: pb.HdnnKind.HDNN_KIND_CNN },
-    }],
-  }).finish();
-}
-
-/** The class answers of a reply (people who answered; -1 never appears: declines carry no label). */
-export function classAnswers(reply: hgen.v1.SampleReply): number[] {
-  return (reply.answers as hgen.v1.Answer[]).filter((a) => a.label === "classId").map((a) => Number(a.classId));
-}
-
-export const STATUS = pb.ReplyStatus;

@@ -20,6 +20,7 @@ export interface Inference {
   unfamiliar: boolean; // the input is unlike the training images (familiarity.ts): people are asked whatever c
   difficulty: number;
   labour: number;
+  valid: boolean; // every logit finite (else the frame is invalid: neither escalated nor fused, as hdnn.finite says)
   input: Float32Array;
   runMs: number; // the engine alone (wasm), without preprocessing and the H-DNN math
 }
@@ -44,12 +45,15 @@ export class Model {
     return this.manifest.model.version;
   }
 
-  /** Download, verify (signature, then hashes) and open; nothing is parsed before the checks pass. */
+  /** Download, verify (signature, then hashes) and open; nothing is parsed before the checks pass. `accept` sees
+   * the verified manifest before an engine opens the model, and throws (BundleRefusedError) to refuse it: the
+   * model name and version the caller expects. */
   static async fetch(url: string, headers: Record<string, string>, pinnedKey: Uint8Array,
-    runtime: WebEntry["runtime"] = "onnxruntime-web"): Promise<Model> {
+    runtime: WebEntry["runtime"] = "onnxruntime-web", accept: (manifest: Manifest) => void = () => undefined): Promise<Model> {
     const response = await fetch(url, { headers, cache: "no-store" });
     if (!response.ok) throw new Error(`bundle download failed: HTTP ${response.status} ${await response.text()}`);
     const verified = await verifyArchive(new Uint8Array(await response.arrayBuffer()), pinnedKey, runtime);
+    accept(verified.manifest);
     const engine = await openEngine(verified.web, verified.model, verified.manifest.input.shape);
     const model = new Model(verified.manifest, engine, verified.bytes);
     await model.healthCheck();
@@ -75,8 +79,8 @@ export class Model {
     const confidence = probabilities[hdnn.argmax(probabilities)];
     const difficulty = hdnn.difficulty(probabilities, this.estimator);
     return { logits, probabilities, top1, confidence, toPeople: hdnn.needsHuman(confidence, tau),
-      unfamiliar: this.isUnfamiliar(input), difficulty, labour: hdnn.labourPerSample(difficulty, this.m), input,
-      runMs };
+      unfamiliar: this.isUnfamiliar(input), difficulty, labour: hdnn.labourPerSample(difficulty, this.m),
+      valid: hdnn.finite(logits), input, runMs };
   }
 
   /** The familiarity check on the input the model ran on (NHWC [1, h, w, c]); false without one in the manifest. */

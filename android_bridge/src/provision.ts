@@ -3,6 +3,8 @@
  * bundle-signing key, the broker's WebSocket URL), kept in localStorage so device mode survives reloads.
  */
 
+import { isNewer } from "./versions.js";
+
 export const STORAGE_KEY = "hgen.device.v1";
 
 export interface Provisioning {
@@ -32,6 +34,35 @@ export function load(): Provisioning | null {
   return raw === null ? null : (JSON.parse(raw) as Provisioning);
 }
 
+/** A new onboarding: its provisioning, and no remembered bundle version (the operator's link starts afresh). */
 export function save(p: Provisioning): void {
   localStorage.setItem(STORAGE_KEY, JSON.stringify(p));
+  localStorage.removeItem(HIGHEST_KEY);
+}
+
+/** The newest bundle version this phone has run (hot swaps included), per provisioned bundle name: a bundle older
+ * than it is refused on load (versions.ts `loadRefusal`). A new onboarding starts afresh (`save`). */
+export const HIGHEST_KEY = "hgen.device.highest.v1";
+
+export function highestVersion(bundleName: string): string | null {
+  try {
+    const known = JSON.parse(localStorage.getItem(HIGHEST_KEY) ?? "{}") as Record<string, unknown>;
+    const version = known[bundleName];
+    return typeof version === "string" ? version : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Remember `version` as run, if newer than what is remembered (`isNewer`: the order of versions.ts). */
+export function rememberVersion(bundleName: string, version: string): void {
+  const highest = highestVersion(bundleName);
+  if (highest !== null && !isNewer(version, highest)) return;
+  let known: Record<string, unknown> = {};
+  try {
+    known = JSON.parse(localStorage.getItem(HIGHEST_KEY) ?? "{}") as Record<string, unknown>;
+  } catch {
+    // damaged: start afresh
+  }
+  localStorage.setItem(HIGHEST_KEY, JSON.stringify({ ...known, [bundleName]: version }));
 }

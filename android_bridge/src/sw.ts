@@ -1,32 +1,82 @@
 /// <reference lib="webworker" />
 /**
- * Device mode's service worker: keeps the script and the wasm (cache first) and the last bundle (network first,
- * the cache when the hub is unreachable) as they pass through it, so an installed phone opens without
- * downloading them again. Nothing is fetched ahead (the first open downloads each file once, not twice). The
- * page still verifies every bundle it gets, from the network or from this cache.
+ * Device mode's service worker: keeps the page (/device), its scripts and wasm, and the bundles as they pass
+ * through it, so an installed phone opens with the hub unreachable. Every one of them is asked of the network
+ * first (the page's files conditionally: the hub answers an unchanged file with 304, so an open downloads nothing
+ * again) and taken from the cache only when the network fails: a hub upgrade reaches the phone at its next
+ * open (the scripts were once kept cache-first for ever under a fixed cache name, so an installed phone never got
+ * a new device.js). The page's files are kept in a cache named by the build (`__HGEN_BUILD__`, a hash of the
+ * built files that build.mjs writes in): a new build's worker differs byte for byte, so the browser installs it,
+ * and its activation deletes every older build's cache. Bundles are kept apart (the last one of each address): the
+ * page verifies every bundle it gets, from the network or from this cache. Nothing is fetched ahead.
  */
 
-const CACHE = "hgen-device-v1";
+declare const __HGEN_BUILD__: string;
+
+const PREFIX = "hgen-device-";
+const BUILD = typeof __HGEN_BUILD__ === "string" ? __HGEN_BUILD__ : "dev";
+const APP_CACHE = `${PREFIX}app-${BUILD}`;
+const BUNDLE_CACHE = `${PREFIX}bundles`;
 const sw = self as unknown as ServiceWorkerGlobalScope;
 
 sw.addEventListener("install", (event) => event.waitUntil(sw.skipWaiting()));
 
-sw.addEventListener("activate", (event) => event.waitUntil(sw.clients.claim()));
+sw.addEventListener("activate", (event) => event.waitUntil((async () => {
+  for (const name of await caches.keys()) {
+    if (name.startsWith(PREFIX) && name !== APP_CACHE && name !== BUNDLE_CACHE) await caches.delete(name);
+  }
+  await sw.clients.claim();
+})()));
+
+/** The network's answer (kept in `cache` when it is a success), else what `cache` holds for the request. */
+async function networkFirst(request: Request, cache: string, ignoreSearch = false): Promise<Response> {
+  try {
+    const response = await fetch(request);
+    if (response.ok) {
+      const copy = response.clone();
+      void caches.open(cache).then((kept) => kept.put(request, copy)).catch(() => undefined);
+    }
+    return response;
+  } catch (error) {
+    const kept = await caches.match(request, { cacheName: cache, ignoreSearch });
+    if (kept !== undefined) return kept;
+    throw error;
+  }
+}
+
+/** As `networkFirst`, asking the hub whether the kept copy is still current (its ETag or Last-Modified): the hub
+ * serves the page's files `no-store`, so the browser's HTTP cache keeps nothing, and without this every open would
+ * download the wasm (15 MB) again; a 304 serves the kept copy. */
+async function revalidated(request: Request, cache: string): Promise<Response> {
+  const kept = await caches.match(request, { cacheName: cache });
+  const etag = kept?.headers.get("ETag");
+  const modified = kept?.headers.get("Last-Modified");
+  if (kept === undefined || (!etag && !modified)) return networkFirst(request, cache);
+  const headers = new Headers(request.headers);
+  if (etag) headers.set("If-None-Match", etag);
+  else if (modified) headers.set("If-Modified-Since", modified);
+  let response: Response;
+  try {
+    response = await fetch(new Request(request.url, { headers, mode: "same-origin", credentials: "same-origin" }));
+  } catch {
+    return kept; // the hub is unreachable
+  }
+  if (response.status === 304) return kept;
+  if (response.ok) {
+    const copy = response.clone();
+    void caches.open(cache).then((store) => store.put(request, copy)).catch(() => undefined);
+  }
+  return response;
+}
 
 sw.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== location.origin) return;
-  if (url.pathname.startsWith("/device/static/")) {
-    event.respondWith(caches.match(event.request).then((hit) => hit ?? fetch(event.request).then((response) => {
-      const copy = response.clone();
-      if (response.ok) void caches.open(CACHE).then((cache) => cache.put(event.request, copy));
-      return response;
-    })));
+  if (url.pathname === "/device" && event.request.mode === "navigate") {
+    event.respondWith(networkFirst(event.request, APP_CACHE, true)); // ?pacing=... : the same page
+  } else if (url.pathname.startsWith("/device/static/")) {
+    event.respondWith(revalidated(event.request, APP_CACHE));
   } else if (url.pathname.startsWith("/device/bundle/")) {
-    event.respondWith(fetch(event.request).then((response) => {
-      const copy = response.clone();
-      if (response.ok) void caches.open(CACHE).then((cache) => cache.put(event.request, copy));
-      return response;
-    }).catch(async () => (await caches.match(event.request)) ?? Response.error()));
+    event.respondWith(networkFirst(event.request, BUNDLE_CACHE));
   }
 });

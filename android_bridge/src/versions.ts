@@ -17,3 +17,28 @@ export function isNewer(candidate: string, running: string): boolean {
   }
   return false;
 }
+
+/** Whether a signed manifest's model (its name, built for `target`) is the bundle the hub records as `bundleName`:
+ * the model's name, or `<name>-<target>` for a target other than the model's first (the hub's
+ * `hgen.hub.retrain.publish.bundle_name_for`). */
+export function namesBundle(name: string, target: string, bundleName: string): boolean {
+  return bundleName === name || bundleName === `${name}-${target}`;
+}
+
+/** Why a bundle opened from `/device/bundle/<name>` (page open, reload) must not run, or null: it must be the
+ * provisioned model (`bundleName`: the hub's answer is not signed, and another model signed with the same key
+ * would run under this device's name), and not older than `highest`, the newest version this phone has run
+ * (a reload answered with an older signed bundle would undo a hot swap; the hot swap path refuses both too).
+ * `older` tells a refusal the phone may meet by asking for `highest` itself. */
+export function loadRefusal(manifest: { model: { name: string; version: string }; target: string },
+  bundleName: string, highest: string | null): { older: boolean; message: string } | null {
+  const { name, version } = manifest.model;
+  if (!namesBundle(name, manifest.target, bundleName)) {
+    return { older: false, message: `the bundle is signed as ${name} ${version} (${manifest.target}), but this device `
+      + `runs ${bundleName}` };
+  }
+  if (highest !== null && isNewer(highest, version)) {
+    return { older: true, message: `the bundle is ${name} ${version}, older than ${highest} this phone already ran` };
+  }
+  return null;
+}

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ from hgen.hub.testing.phone import (
     phone_bundle,
     phone_link,
     phone_link_in_browser,
+    wait_for_device,
 )
 from hgen.hub.testing.web import PASSWORD, add_people, web_hub
 
@@ -60,10 +63,10 @@ def hub(tmp_path: Path, bundle: PhoneBundle) -> Iterator[HubApp]:
         yield app
 
 
-def publish(app: HubApp, archive: Path, version: str, when: float = 1.0) -> None:
+def publish(app: HubApp, archive: Path, version: str, when: float = 1.0, name: str = BUNDLE) -> None:
     from hgen.compiler.bundle import sha256_file
 
-    app.service.kb.add_bundle(BundleRecord(BUNDLE, version, sha256_file(archive), archive.stat().st_size, b"",
+    app.service.kb.add_bundle(BundleRecord(name, version, sha256_file(archive), archive.stat().st_size, b"",
                                            str(archive), when))
 
 
@@ -195,3 +198,81 @@ def test_phone_refuses_a_tampered_bundle_and_a_used_link(chromium_required: str,
     assert "model.web.onnx" in seen["error"] and "modified" in seen["error"], log
     assert shown == seen["error"] and seen["frames"] == []
     assert used_again is not None and used_again.status == 400
+
+
+@pytest.mark.usefixtures("phone_app")
+def test_phone_takes_a_hub_upgrade_starts_offline_and_runs_only_its_model_never_older(
+        chromium_required: str, hub: HubApp, bundle: PhoneBundle, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service worker asks the network first (a hub upgrade's page script runs at the next open; it once kept
+    the first device.js for ever), an unchanged file conditionally (the hub answers 304: the wasm is not downloaded
+    again), and its cache when the hub is unreachable (the page, its wasm and the bundle: the app starts offline).
+    On load the bundle must be the provisioned model and not older than the newest version this phone ran
+    (localStorage); the page says why it refuses one."""
+    import hgen.hub.web.routes_device as routes_device
+    from hgen.hub.web.phones import device_app
+
+    served = tmp_path / "device_app"  # the installed app, which the "upgrade" rewrites
+    shutil.copytree(device_app(), served)
+    monkeypatch.setattr(routes_device, "device_app", lambda: served)
+    answered: list[tuple[str, int]] = []  # the hub's answers for the page's files: (name, HTTP status)
+    send_file = routes_device.send_file
+
+    def counted(path: object, *args: object, **kwargs: object) -> object:
+        response = send_file(path, *args, **kwargs)
+        if isinstance(path, Path):
+            answered.append((path.name, response.status_code))
+        return response
+
+    monkeypatch.setattr(routes_device, "send_file", counted)
+    publish(hub, bundle.archive, "0.1.0", name="other-bundle")  # lenet5-digits' archive under another bundle name
+    script = served / "device.js"
+    streaming = "s.status === 'streaming' || s.error"
+    manager, browser = launch_chromium(bundle.video, chromium_required)
+    try:
+        context = browser.new_context()
+        page, log = new_page(context)
+        open_phone_link(page, phone_link(hub, "phone-3", BUNDLE))
+        wait_for_device(page, streaming)
+        page.reload()  # the worker controls the page from its second open (claim() does not take the first here)
+        wait_for_device(page, streaming)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=30_000)
+        script.write_text("window.hgenBuild = 'upgraded';\n" + script.read_text())  # the hub is upgraded
+        answered.clear()
+        page.reload()
+        wait_for_device(page, streaming)
+        upgrade_answers = list(answered)
+        upgraded = page.evaluate("[window.hgenBuild ?? null, window.hgenDevice.status, window.hgenDevice.error]")
+        script.write_text("window.hgenBuild = 'unreachable';\n" + script.read_text())
+        context.set_offline(True)  # the hub is unreachable: the last page, script, wasm and bundle from the cache
+        page.reload()
+        wait_for_device(page, "s.frames.length > 3 || s.error")
+        offline = page.evaluate("[window.hgenBuild ?? null, window.hgenDevice.status, window.hgenDevice.version, "
+                                "window.hgenDevice.error]")
+        context.set_offline(False)
+        remembered = page.evaluate("localStorage.getItem('hgen.device.highest.v1')")
+        # the phone ran 0.5.0 (say, hot-swapped to it); the hub answers 0.1.0 and has no 0.5.0: refused
+        page.evaluate("localStorage.setItem('hgen.device.highest.v1', JSON.stringify({'lenet5-digits': '0.5.0'}))")
+        page.reload()
+        wait_for_device(page, "s.status !== 'starting' && s.status !== 'verifying bundle'")
+        older = page.evaluate("[window.hgenDevice.status, window.hgenDevice.error, document.getElementById('error')"
+                              ".textContent, window.hgenDevice.frames.length]")
+        # provisioned for other-bundle, the hub answers with another model signed with the same key: refused
+        other, other_log = new_page(browser.new_context(service_workers="block"))
+        open_phone_link(other, phone_link(hub, "phone-4", "other-bundle"))
+        wait_for_device(other, "s.status !== 'starting' && s.status !== 'verifying bundle'")
+        renamed = other.evaluate("[window.hgenDevice.status, window.hgenDevice.error, window.hgenDevice.frames.length]")
+    finally:
+        browser.close()
+        manager.stop()
+    assert upgraded == ["upgraded", "streaming", None], (upgraded, log)
+    assert ("device.js", 200) in upgrade_answers and ("ort-wasm-simd-threaded.wasm", 304) in upgrade_answers
+    assert ("ort-wasm-simd-threaded.wasm", 200) not in upgrade_answers, upgrade_answers
+    assert offline == ["upgraded", "streaming", "0.1.0", None], (offline, log)
+    assert json.loads(remembered) == {BUNDLE: "0.1.0"}
+    status, error, shown, frames = older
+    assert status == "bundle refused" and frames == 0, (older, log)
+    assert "lenet5-digits 0.1.0, older than 0.5.0 this phone already ran" in error and shown == error
+    status, error, frames = renamed
+    assert status == "bundle refused" and frames == 0, (renamed, other_log)
+    assert "signed as lenet5-digits 0.1.0" in error and "runs other-bundle" in error

@@ -2,7 +2,8 @@
 side writes golden vectors (random logits, answers, estimators; gate streams with the agent's seeded audit and unfamiliar draws;
 Python's random() sequences; random RGBA frames through the agent's preprocessing; random I420/NV12 camera planes
 through `hgen.runtime.yuv`; random model inputs through the familiarity check) and node's test runner checks the
-port against them (android_bridge/test/golden.test.ts)."""
+port against them (android_bridge/test/golden.test.ts). The app's unit tests (android_bridge/test/*.test.ts but golden:
+replies, requests, bundle loading) run here too, with node's test runner on their build (dist/unit)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,14 @@ def test_a_wrong_port_is_caught(app: tuple[str, Path], tmp_path: Path) -> None:
     run = subprocess.run([node, "--test", str(dist / "test")], env={**os.environ, "GOLDEN": str(golden)},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "gate" in run.stdout
+
+
+def test_typescript_unit_tests(app: tuple[str, Path]) -> None:
+    """android_bridge's unit tests: replies fused with the sample's own model, held labour, dropped classes, one
+    fusion per sample; requests stamped at each send; the bundle's name, version and decompressed size on load."""
+    node, dist = app
+    units = sorted((dist / "unit").glob("*.test.mjs"))
+    assert {u.name for u in units} >= {"replies.test.mjs", "requests.test.mjs", "load.test.mjs"}, units
+    run = subprocess.run([node, "--test", *map(str, units)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "# fail 0" in run.stdout and "# pass 0" not in run.stdout, run.stdout[-2000:]

@@ -31,6 +31,11 @@ from hgen.hub.testing.phone import (
 BUNDLE = "lenet5-digits"
 DEVICE = "phone-7"
 AUDIT_SHARE, AUDIT_SEED = 0.2, 11  # high, so a short run audits several frames
+# The page's outbox (IndexedDB) and its pending count, read in one evaluation.
+OUTBOX = """new Promise(done => { const open = indexedDB.open("hgen-device"); open.onsuccess = () => {
+  const all = open.result.transaction("outbox").objectStore("outbox").getAll();
+  all.onsuccess = () => done({ pending: window.hgenDevice.pending, entries: all.result.map(e => ({ version: e.version,
+    temperature: e.temperature, fusionLambda: e.fusionLambda, labels: e.labels, m: e.m })) }); }; })"""
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +88,7 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
                         " && s.frames.length >= s.swaps[0].atFrame + 30 || s.error")
         page.screenshot(path=str(artifacts_dir / "phone_mqtt.png"))
         after = page.evaluate("window.hgenDevice")
+        outbox = page.evaluate(OUTBOX)
     finally:
         browser.close()
         manager.stop()
@@ -93,6 +99,13 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
     # the phone fuses as the Python runtime does (the SIMULATED crowd names the model's runner-up)
     with load_bundle(bundle.archive, trusted_public_key=bundle.public_key, engines=[]) as loaded:
         params = FusionParams(loaded.manifest.temperature, loaded.manifest.fusion_lambda)
+        labels = list(loaded.manifest.labels)
+    # each sample fused once; the count of samples waiting is the outbox's; each one waiting keeps the fusion
+    # parameters and classes of the model that made it (a reply after a swap or a reload is fused with them)
+    assert len({f["sampleId"] for f in after["fused"]}) == len(after["fused"])
+    assert outbox["pending"] == len(outbox["entries"])
+    assert all(e["version"] in ("0.1.0", "0.2.0") and (e["temperature"], e["fusionLambda"], e["labels"], e["m"])
+               == (params.temperature, params.fusion_lambda, labels, 3) for e in outbox["entries"]), outbox["entries"]
     kind = get_kind("cnn")
     answered = [f for f in after["fused"] if f["answers"]]
     assert len(answered) >= len(stored)
