@@ -277,6 +277,9 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
             self.telemetry.problem("inference", f"inference failed: {exc}")
             return self._invalid(base, f"inference failed: {exc}")
         self.telemetry.frame((time.perf_counter() - start) * 1e3)
+        if not np.isfinite(logits).all():  # NaN counted as confident: a wrong answer nobody would be asked about
+            self.telemetry.inc("outputs_not_finite")
+            return self._invalid(base, "the model's output is not finite (NaN or infinite) for this frame")
         self.slot.observe(x)
         if model.version != base.bundle_version:  # a rollback happened during this frame
             base = replace(base, bundle_version=model.version)

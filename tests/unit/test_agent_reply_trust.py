@@ -102,3 +102,23 @@ def test_a_reply_after_a_restart_on_a_newer_bundle_is_named_with_the_classes_peo
         assert (fused.label_name, second.model.version) == ("old-c", "1.1.0")
     finally:
         second.stop()
+
+
+def test_a_frame_whose_output_is_not_finite_is_invalid_not_a_confident_answer(tmp_path: Path) -> None:
+    """NaN confidence compared as confident: the frame's (meaningless) answer stood and nobody was asked. The phone
+    makes such a frame invalid too."""
+    keys = make_keys(tmp_path / "keys")
+    agent, seen = agent_on(tmp_path, keys, null_bundle(tmp_path / "b", keys), gate={"tau": 0.5})
+    try:
+        infer = agent.slot.infer
+
+        def broken(x: np.ndarray):  # type: ignore[no-untyped-def]
+            model, logits = infer(x)
+            return model, np.where(np.arange(logits.shape[-1]) == 3, np.nan, logits).astype(logits.dtype)
+
+        agent.slot.infer = broken  # type: ignore[method-assign]  # a model that gives NaN on real frames
+        result = agent.process_frame(frame(0))
+        assert result.status.value == "invalid" and "not finite" in result.detail
+        assert agent.telemetry.snapshot()["outputs_not_finite"] == 1 and agent._waiting == {}
+    finally:
+        agent.stop()
