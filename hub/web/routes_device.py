@@ -131,9 +131,12 @@ def register(app: Flask, ctx: WebContext) -> None:
         except BundleMissingError as exc:
             log.error("bundle download by %s: %s", device_id, exc)
             abort(404)
-        response = send_file(archive, mimetype="application/octet-stream", max_age=0,
-                             download_name=f"{record.name}-{record.version}.hgb")
-        response.content_length = record.size  # a file object is not sized by werkzeug
+        # The archive's SHA-256 is its ETag: the phone's service worker asks If-None-Match with the copy it keeps,
+        # and a 304 spares it the whole bundle at every opening of the page.
+        response = send_file(archive, mimetype="application/octet-stream", max_age=0, etag=record.sha256 or False,
+                             conditional=True, download_name=f"{record.name}-{record.version}.hgb")
+        if response.status_code == 200:
+            response.content_length = record.size  # a file object is not sized by werkzeug
         response.headers["X-Bundle-Version"] = record.version
         return response
 

@@ -9,6 +9,7 @@ HubApps on one file; PostgreSQL too)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import re
@@ -44,8 +45,9 @@ def hub(tmp_path: Path) -> Iterator[HubApp]:
     with web_hub(tmp_path, phones={"public_key": str(keys.public_pem), "mqtt_websocket_url": "wss://hub.example:9001",
                                    "invite_ttl_s": 60}) as app:
         add_people(app)
-        app.service.kb.add_bundle(BundleRecord("phone-model", "1.0.0", "", archive.stat().st_size, b"", str(archive),
-                                               1.0))
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        app.service.kb.add_bundle(BundleRecord("phone-model", "1.0.0", digest, archive.stat().st_size, b"",
+                                               str(archive), 1.0))
         yield app
 
 
@@ -98,6 +100,10 @@ def test_a_phone_link_provisions_once_with_the_pinned_key(hub: HubApp, tmp_path:
     bundle = client.get("/device/bundle/phone-model", headers={"Authorization": f"Bearer phone-1:{given['secret']}"})
     assert bundle.status_code == 200 and bundle.headers["X-Bundle-Version"] == "1.0.0"
     assert bundle.data == b"signed bundle bytes the phone verifies itself"
+    auth = {"Authorization": f"Bearer phone-1:{given['secret']}"}
+    kept = client.get("/device/bundle/phone-model", headers={**auth, "If-None-Match": bundle.headers["ETag"]})
+    assert kept.status_code == 304 and kept.data == b""  # the phone's cached copy is current: not sent again
+    assert client.get("/device/bundle/phone-model", headers={"If-None-Match": bundle.headers["ETag"]}).status_code == 401
 
 
 @pytest.mark.usefixtures("phone_app_required")  # the page is served from the built app
