@@ -153,8 +153,11 @@ class LabourBucket:
         self.spent -= labour
 
     def settle(self, estimate: float, actual: float) -> None:
-        """A reply reports what people spent; charge (or refund) the difference to the estimate."""
+        """A reply reports what people spent; charge (or refund) the difference to the estimate. The debt stays
+        within one window of refill: no reply can stop the device asking people for longer than that."""
         self.tokens += estimate - actual
+        if self.capacity is not None:
+            self.tokens = max(-self.capacity, self.tokens)
         self.spent += actual - estimate
 
     def ratio(self) -> float:

@@ -51,13 +51,25 @@ class Waiting:
 
 
 def reported_labour(reply: hub_pb2.SampleReply, waiting: Waiting) -> float:
-    """The labour a reply says people spent, held to what m people can spend on one sample; a value that is not a
-    number (NaN, infinite, negative) settles at the estimate. A reply is not signed: 1e12 used to stop the device
-    asking people for good, and NaN made its labour ratio NaN."""
+    """The labour a reply says people spent, held to what its answers can cost: m people at up to MAX_OPERATIONS
+    each, or one operation per box or region drawn where answers drew more; a value that is not a number (NaN,
+    infinite, negative) settles at the estimate. A reply is not signed: 1e12 used to stop the device asking people
+    for good, and NaN made its labour ratio NaN."""
     if not math.isfinite(reply.labour) or reply.labour < 0:
         log.warning("reply for %s reports labour %r: the estimate is kept", reply.sample_id[:64], reply.labour)
         return waiting.labour
-    return min(reply.labour, max(1, waiting.m) * MAX_OPERATIONS)
+    drawn = sum(max(MAX_OPERATIONS, _items(answer)) for answer in reply.answers)
+    return min(reply.labour, max(max(1, waiting.m) * MAX_OPERATIONS, drawn))
+
+
+def _items(answer: hub_pb2.Answer) -> int:
+    """Boxes or regions an answer drew (the hub counts one operation each); 1 for a class."""
+    label = answer.WhichOneof("label")
+    if label == "boxes":
+        return len(answer.boxes.boxes)
+    if label == "regions":
+        return len(answer.regions.regions)
+    return 1
 
 
 def settled_result(sample_id: str, text: str) -> Result | None:

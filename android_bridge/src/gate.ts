@@ -39,9 +39,11 @@ export class LabourBucket {
     return true;
   }
 
-  /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed). */
+  /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed); the debt stays within one
+   * window of refill, as on the agent. */
   settle(estimate: number, actual: number): void {
     this.tokens += estimate - actual;
+    if (this.capacity !== null) this.tokens = Math.max(-this.capacity, this.tokens);
   }
 }
 

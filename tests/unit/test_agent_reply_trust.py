@@ -16,11 +16,15 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.gating import LabourBucket
+from hgen.edge_agent.replies import Waiting, reported_labour
+from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sources import Frame
 from hgen.edge_agent.testing import ResultCollector, make_keys, null_bundle
 from hgen.edge_agent.testing import TestKeys as Keys
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
+from hgen.runtime.hdnn import FusionParams
 
 
 def frame(index: int) -> Frame:
@@ -122,3 +126,22 @@ def test_a_frame_whose_output_is_not_finite_is_invalid_not_a_confident_answer(tm
         assert agent.telemetry.snapshot()["outputs_not_finite"] == 1 and agent._waiting == {}
     finally:
         agent.stop()
+
+
+def test_a_detection_replys_labour_counts_every_box_people_drew() -> None:
+    """The hub counts one operation per box: 3 people drawing 8 boxes each spent 24, and a flat 3 x m cap settled 9,
+    leaving the device's labour bucket 15 operations too generous per such frame."""
+    boxes = hub_pb2.BoxList(boxes=[hub_pb2.Box(class_id=0, x_min=0.1, y_min=0.1, x_max=0.3, y_max=0.3)] * 8)
+    reply = hub_pb2.SampleReply(sample_id="s", status=hub_pb2.REPLY_STATUS_ANSWERED, labour=24.0,
+                                answers=[hub_pb2.Answer(annotator_id=f"p{i}", boxes=boxes) for i in range(3)])
+    waiting = Waiting(Result(0, "s", 0.0, ResultStatus.PENDING, "pending"), np.zeros(4, np.float32), "yolo",
+                      FusionParams(), 0.0, labour=6.0, m=3)
+    assert reported_labour(reply, waiting) == 24.0
+    reply.labour = 1e6  # more than the drawn boxes can cost
+    assert reported_labour(reply, waiting) == 24.0
+
+
+def test_no_reply_puts_the_labour_bucket_more_than_one_window_in_debt() -> None:
+    bucket = LabourBucket(0.1, window_frames=100)
+    bucket.settle(0.0, 1e9)
+    assert bucket.tokens == -bucket.capacity  # refilled within two windows, whatever the reply said
