@@ -96,9 +96,14 @@ def open_outbox(path: Path, max_samples: int, overflow: str = "drop_oldest", *, 
     failing here would stop the device serving frames at every restart. Its samples are lost to the agent, so it
     is logged and reported through `on_problem` with the name it was moved to. Every other refusal (locked by
     another process, another device's file, a folder that cannot be made) propagates as before."""
+    opened: Outbox | None = None
     try:
-        return Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id)
+        opened = Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id)
+        opened.check_intact()  # a damaged page behind an intact header fails the first read, not the open
+        return opened
     except OutboxDamagedError as exc:
+        if opened is not None:
+            opened.close()
         aside = move_aside(Path(path))
         log.error("%s; moved it aside to %s and started a fresh outbox (its unreplied samples are not restored)",
                   exc, aside)
@@ -302,6 +307,14 @@ class Outbox:
             found = self._db.execute(f"SELECT {self._columns()} FROM samples WHERE sample_id IN ({marks}) "
                                      "ORDER BY seq", tuple(sample_ids)).fetchall()
         return [OutboxRow(*row) for row in found]
+
+    def check_intact(self) -> None:
+        """SQLite's quick check (every page read once; an outbox is bounded, a few MB on a card): raises
+        OutboxDamagedError on the first fault it names."""
+        with self._lock, self._failing("check the file"):
+            verdict = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
+        if verdict != "ok":
+            raise OutboxDamagedError(f"outbox {self.path}: damaged: {verdict}")
 
     def depth(self) -> int:
         with self._lock, self._failing("count samples"):

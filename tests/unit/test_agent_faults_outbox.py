@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -332,3 +333,27 @@ def test_a_damaged_settled_result_is_dropped_and_the_others_still_reach_the_sink
     assert again.outbox.unemitted() == []
     assert "s-2" in again.telemetry.problems["outbox_damaged"]
     again.stop()
+
+
+def test_a_damaged_page_behind_an_intact_header_is_moved_aside_too(make_agent, tmp_path: Path) -> None:
+    """The open succeeded and the first read, in `start`, raised: the agent did not start at any restart."""
+    first = make_agent()
+    first.outbox.put([row(f"s-{i}") for i in range(40)])
+    first.stop()
+    path = tmp_path / "outbox.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name='samples'").fetchone()
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(path, "r+b") as damaged:  # the samples table's root page, overwritten as a failing card might
+        damaged.seek((root - 1) * size)
+        damaged.write(bytes(range(256)) * (size // 256))
+    cv2.imwrite(str(tmp_path / "f0.png"), np.zeros((28, 28), np.uint8))
+    agent = make_agent()
+    try:
+        assert "moved aside" in agent.telemetry.problems["outbox_damaged"]
+        agent.start()
+        assert agent.outbox.depth() == 0 and list(tmp_path.glob("outbox.sqlite.corrupt-*"))
+    finally:
+        agent.stop()
