@@ -24,6 +24,7 @@ from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidReques
                              UnknownDeviceError)
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
+from hgen.hub.clocks import DeviceClocks
 from hgen.hub.validation import check_image, check_uuid, device_clock_offset, parse_request, request_deadline
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
@@ -110,6 +111,7 @@ class HubService:
         self._sweeper: threading.Thread | None = None
         self._mismatches_logged: set[tuple[str, str]] = set()
         self._skew_logged: set[str] = set()
+        self.clocks = DeviceClocks()
         kb.register_devices(config.devices)
 
     @classmethod
@@ -236,22 +238,24 @@ class HubService:
             raise InvalidRequestError(f"unknown aggregator {request.aggregator!r}; valid: "
                                       f"{', '.join(aggregator_names())}")
         now = self.clock()
-        self._note_clock(request, now)
-        deadline = request_deadline(request, now, limits)
+        offset = self._device_clock(request, now)
+        deadline = request_deadline(request, now, limits, offset)
         budget = request.labour_budget or limits.default_labour_budget
         return m, deadline, budget, request.aggregator
 
-    def _note_clock(self, request: hub_pb2.AnnotationRequest, now: float) -> None:
-        """Say once per device when its clock is more than CLOCK_SKEW_WARN_S off: its deadlines are moved to the
-        hub's clock, but its captured_at times and logs are off too."""
-        offset = device_clock_offset(request, now)
-        if abs(offset) > CLOCK_SKEW_WARN_S:
+    def _device_clock(self, request: hub_pb2.AnnotationRequest, now: float) -> float:
+        """The device clock's offset this request's deadline is moved by; said once per device when it is more
+        than CLOCK_SKEW_WARN_S off (its captured_at times and logs are off too)."""
+        offset = self.clocks.observe(request.device_id, device_clock_offset(request, now))
+        skew = self.clocks.skew(request.device_id)
+        if abs(skew) > CLOCK_SKEW_WARN_S:
             self.metrics.inc("device_clock_skew")
             if request.device_id not in self._skew_logged:
                 self._skew_logged.add(request.device_id)
                 log.warning("device %s: its clock is %.0f s %s the hub's; its deadlines are moved to the hub's clock "
-                            "(set up NTP on the device)", request.device_id, abs(offset),
-                            "behind" if offset > 0 else "ahead of")
+                            "(set up NTP on the device)", request.device_id, abs(skew),
+                            "behind" if skew > 0 else "ahead of")
+        return offset
 
     def _submit_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
                        aggregator: str, transport: str, result: SubmitResult) -> None:

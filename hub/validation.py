@@ -80,11 +80,13 @@ def device_clock_offset(request: hub_pb2.AnnotationRequest, now: float) -> float
     return now - request.sent_at.ToNanoseconds() / 1e9
 
 
-def request_deadline(request: hub_pb2.AnnotationRequest, now: float, limits: LimitsConfig) -> float:
-    """The request's deadline on the hub's clock: the device's deadline moved by its clock's offset, so a device
-    whose clock is behind (a Pi without a real-time clock before NTP) still gets its patience, and one ahead does
-    not hold people past it; no deadline gets the default; at most `max_deadline_s` from now."""
-    if not request.HasField("deadline"):
+def request_deadline(request: hub_pb2.AnnotationRequest, now: float, limits: LimitsConfig,
+                     clock_offset: float = 0.0) -> float:
+    """The request's deadline on the hub's clock: the device's deadline moved by `clock_offset` (its clock's
+    offset, `DeviceClocks.observe`), so a device whose clock is behind (a Pi without a real-time clock before NTP)
+    still gets its patience, and one ahead does not hold people past it; none (or zero) gets the default; at most
+    `max_deadline_s` from now."""
+    device_deadline = request.deadline.ToNanoseconds() / 1e9 if request.HasField("deadline") else 0.0
+    if not device_deadline:
         return now + limits.default_deadline_s
-    deadline = request.deadline.ToNanoseconds() / 1e9 + device_clock_offset(request, now)
-    return min(deadline, now + limits.max_deadline_s)
+    return min(device_deadline + clock_offset, now + limits.max_deadline_s)
