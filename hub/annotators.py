@@ -51,6 +51,8 @@ class AnnotatorAPI:
             if self.gold.paused_reason(annotator_id) is not None:
                 return None
             if self.gold.due(annotator_id):
+                if self.gold.review(annotator_id).paused_reason is not None:  # gold left to time out counts too
+                    return None
                 task = self.gold.assign(annotator_id, max_open=self.max_open)
         if task is None:
             task = self._kb.assign_next(annotator_id, max_open=self.max_open, min_time_s=min_time_s)

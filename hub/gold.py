@@ -7,10 +7,10 @@ at least `gold.min_answers` gold answers and an accuracy below `gold.pause_below
 until an operator resumes them (a pause also ends their web sessions). A gold sample carries decoy "model's
 guesses", so its page looks like any device's task.
 
-A gold task given back (skip / can't tell) is owed: it does not count as the run's gold, so another comes before
-the run ends, and it counts against the rating as a miss (gold is chosen to be clear; a cheat who could tell gold
-from the rest would otherwise decline it unrated). Once an annotator has seen every gold sample, the one they saw
-longest ago is given again (a repeat), so they stay checked however long they work.
+A gold task given back (skip / can't tell) or left to time out is owed: it does not count as the run's gold, so
+another comes before the run ends, and it counts against the rating as a miss (gold is chosen to be clear; a cheat
+who could tell gold from the rest would otherwise decline it unrated). Once an annotator has seen every gold sample,
+the one they saw longest ago is given again (a repeat), so they stay checked however long they work.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from hgen.hub.aggregators import default_aggregator
 from hgen.hub.config import GoldConfig, LimitsConfig
 from hgen.hub.errors import InvalidRequestError
-from hgen.hub.kb.guards import at_cap
+from hgen.hub.kb.guards import TIMED_OUT, at_cap
 from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample, WebAccount
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
 from hgen.hub.validation import check_image
@@ -40,7 +40,7 @@ from hgen.runtime.hdnn import DEFAULT_KIND, get_kind
 GOLD_DEVICE = "hub-gold"
 NEVER = 4102444800.0  # 2100-01-01: gold samples never reach a deadline
 GOLD_SLOTS = 1_000_000_000  # m of a gold sample: it never closes
-DECLINED = ("released",)  # a gold task given back (skip / can't tell): owed, and a miss in the rating
+DECLINED = ("released", TIMED_OUT)  # gold given back (skip / can't tell) or left to time out: owed, and a miss
 
 
 def decoy_probabilities(num_classes: int, class_id: int, seed: int) -> list[float]:
@@ -62,7 +62,7 @@ class GoldRating:
     correct: int
     answered: int
     paused_reason: str | None
-    declined: int = 0  # gold tasks given back unanswered (skip / can't tell): each counts as a miss
+    declined: int = 0  # gold tasks given back (skip / can't tell) or left to time out: each a miss
 
     @property
     def rated(self) -> int:
@@ -202,11 +202,16 @@ class GoldBook:
         is too low."""
         if self.truth(sample_id) is None:
             return None
+        return self.review(annotator_id)
+
+    def review(self, annotator_id: str) -> GoldRating:
+        """Rate the annotator and pause them when their accuracy is too low. Also run before a gold task is handed
+        out: gold left to time out has no answer that would trigger it."""
         rating = self.rating(annotator_id)
         accuracy = rating.accuracy
         if (rating.paused_reason is None and rating.rated >= self.config.min_answers and accuracy is not None
                 and accuracy < self.config.pause_below):
-            given_back = f" ({rating.declined} given back unanswered)" if rating.declined else ""
+            given_back = f" ({rating.declined} not answered: given back or timed out)" if rating.declined else ""
             reason = (f"gold accuracy {accuracy:.0%} on {rating.rated} gold tasks{given_back} is below "
                       f"{self.config.pause_below:.0%}")
             self.pause(annotator_id, reason)

@@ -110,7 +110,7 @@ def test_a_gold_task_given_back_is_owed_and_rated_a_miss(tmp_path: Path) -> None
         assert kinds == ["gold", "gold", "gold"]  # each gold given back is owed: the next task is gold again
         rating = service.gold.rating("ann")
         assert (rating.correct, rating.answered, rating.declined, rating.accuracy) == (0, 0, 3, 0.0)
-        assert "3 given back unanswered" in (rating.paused_reason or "")
+        assert "3 not answered: given back or timed out" in (rating.paused_reason or "")
         assert service.annotators.next_task("ann") is None  # paused
     finally:
         service.close()
@@ -146,5 +146,22 @@ def test_a_gold_sample_held_open_is_not_given_again(tmp_path: Path) -> None:
         answer(service, first, 2)
         again = service.gold.assign("ann")
         assert again is not None and again.sample_id == first.sample_id and again.task_id != first.task_id
+    finally:
+        service.close()
+
+
+def test_a_gold_task_left_to_time_out_is_owed_and_rated_a_miss(tmp_path: Path) -> None:
+    """Holding a gold task past the assignment timeout, instead of skipping it, left it neither owed nor rated."""
+    service = gold_hub(tmp_path, {"share": 0.25, "min_answers": 2, "pause_below": 0.6}, 12, 4)
+    service.gold.draw = lambda: 0.0
+    try:
+        for _ in range(2):
+            task = service.annotators.next_task("ann")
+            assert service.gold.truth(task.sample_id) is not None  # owed: gold again
+            assert service.kb.expire_assignments(-1.0) == 1  # held past the timeout, never answered
+        rating = service.gold.rating("ann")
+        assert (rating.answered, rating.declined) == (0, 2)
+        assert service.annotators.next_task("ann") is None  # paused when the next gold fell due
+        assert "2 not answered: given back or timed out" in (service.gold.paused_reason("ann") or "")
     finally:
         service.close()
