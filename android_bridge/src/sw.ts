@@ -2,7 +2,7 @@
 /**
  * Device mode's service worker: keeps the page (/device), its scripts and wasm, and the bundles as they pass
  * through it, so an installed phone opens with the hub unreachable. Every one of them is asked of the network
- * first (the page's files conditionally: the hub answers an unchanged file with 304, so an open downloads nothing
+ * first, conditionally (the hub answers an unchanged file or bundle with 304, so an open downloads nothing
  * again) and taken from the cache only when the network fails: a hub upgrade reaches the phone at its next
  * open (the scripts were once kept cache-first for ever under a fixed cache name, so an installed phone never got
  * a new device.js). The page's files are kept in a cache named by the build (`__HGEN_BUILD__`, a hash of the
@@ -77,6 +77,6 @@ sw.addEventListener("fetch", (event) => {
   } else if (url.pathname.startsWith("/device/static/")) {
     event.respondWith(revalidated(event.request, APP_CACHE));
   } else if (url.pathname.startsWith("/device/bundle/")) {
-    event.respondWith(networkFirst(event.request, BUNDLE_CACHE));
+    event.respondWith(revalidated(event.request, BUNDLE_CACHE)); // the archive's SHA-256 is its ETag
   }
 });

@@ -206,7 +206,7 @@ def test_phone_takes_a_hub_upgrade_starts_offline_and_runs_only_its_model_never_
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The service worker asks the network first (a hub upgrade's page script runs at the next open; it once kept
     the first device.js for ever), an unchanged file conditionally (the hub answers 304: the wasm is not downloaded
-    again), and its cache when the hub is unreachable (the page, its wasm and the bundle: the app starts offline).
+    again, nor the bundle), and its cache when the hub is unreachable (the page, its wasm and the bundle: the app starts offline).
     On load the bundle must be the provisioned model and not older than the newest version this phone ran
     (localStorage); the page says why it refuses one."""
     import hgen.hub.web.routes_device as routes_device
@@ -220,8 +220,8 @@ def test_phone_takes_a_hub_upgrade_starts_offline_and_runs_only_its_model_never_
 
     def counted(path: object, *args: object, **kwargs: object) -> object:
         response = send_file(path, *args, **kwargs)
-        if isinstance(path, Path):
-            answered.append((path.name, response.status_code))
+        name = path.name if isinstance(path, Path) else str(kwargs.get("download_name", ""))  # a bundle: a file object
+        answered.append((name, response.status_code))
         return response
 
     monkeypatch.setattr(routes_device, "send_file", counted)
@@ -268,6 +268,8 @@ def test_phone_takes_a_hub_upgrade_starts_offline_and_runs_only_its_model_never_
     assert upgraded == ["upgraded", "streaming", None], (upgraded, log)
     assert ("device.js", 200) in upgrade_answers and ("ort-wasm-simd-threaded.wasm", 304) in upgrade_answers
     assert ("ort-wasm-simd-threaded.wasm", 200) not in upgrade_answers, upgrade_answers
+    assert (f"{BUNDLE}-0.1.0.hgb", 304) in upgrade_answers, upgrade_answers  # the kept bundle: not downloaded again
+    assert (f"{BUNDLE}-0.1.0.hgb", 200) not in upgrade_answers, upgrade_answers
     assert offline == ["upgraded", "streaming", "0.1.0", None], (offline, log)
     assert json.loads(remembered) == {BUNDLE: "0.1.0"}
     status, error, shown, frames = older
