@@ -190,7 +190,8 @@ class Housekeeping:
         shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
         logits = np.frombuffer(row.logits, np.float32).reshape(shape)
         size = FrameSize(*meta.get("size", (0, 0)))
-        patience_at = now + max(0.0, row.created + self.config.batching.patience_s - wall)
+        patience = self.config.batching.patience_s  # what is left of it; never more (a clock set back at boot)
+        patience_at = now + min(patience, max(0.0, row.created + patience - wall))
         return Waiting(result, logits, meta["kind"], FusionParams(meta["temperature"], meta["lambda"]), patience_at,
                        timed_out=bool(row.timed_out), timeout_reported=bool(row.timed_out), size=size, m=row.m,
                        labels=tuple(meta.get("labels", ())))

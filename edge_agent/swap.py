@@ -45,9 +45,9 @@ class ModelSlot:
         self._canary.append(x)
 
     def canary_inputs(self, model: Model) -> np.ndarray:
-        frames = list(self._canary)
-        shape = model.manifest.input.shape[1:]
-        if not frames or frames[0].shape != tuple(shape):
+        shape = tuple(model.manifest.input.shape[1:])
+        frames = [frame for frame in list(self._canary) if frame.shape == shape]  # mixed right after a variant swap
+        if not frames:
             rng = np.random.default_rng(0)
             frames = [rng.random(shape, dtype=np.float32) for _ in range(self.config.canary_frames)]
         return np.stack(frames).astype(np.float32)

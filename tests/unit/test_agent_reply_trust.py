@@ -145,3 +145,49 @@ def test_no_reply_puts_the_labour_bucket_more_than_one_window_in_debt() -> None:
     bucket = LabourBucket(0.1, window_frames=100)
     bucket.settle(0.0, 1e9)
     assert bucket.tokens == -bucket.capacity  # refilled within two windows, whatever the reply said
+
+
+def test_canary_frames_of_another_shape_are_left_out_of_a_health_check(tmp_path: Path) -> None:
+    """Right after a swap between variants with other input shapes the canary held both shapes: np.stack raised and
+    the next update was rejected for it."""
+    keys = make_keys(tmp_path / "keys")
+    agent, _ = agent_on(tmp_path, keys, null_bundle(tmp_path / "b", keys), gate={"tau": 0.5})
+    try:
+        shape = tuple(agent.model.manifest.input.shape[1:])
+        agent.slot.observe(np.zeros((8, 8, 3), np.float32))  # the previous variant's input
+        agent.slot.observe(np.ones(shape, np.float32))
+        inputs = agent.slot.canary_inputs(agent.model)
+        assert inputs.shape == (1, *shape) and float(inputs.min()) == 1.0
+    finally:
+        agent.stop()
+
+
+class SetClock:
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+
+    def monotonic(self) -> float:
+        return 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+
+def test_a_restart_with_the_clock_set_back_keeps_at_most_the_patience(tmp_path: Path) -> None:
+    """A Pi without a real-time clock booting a day in the past restored its samples with a day more of patience."""
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "b", keys)
+    data = {"device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem)},
+            "source": {"kind": "images", "uri": str(tmp_path)}, "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+            "hub": {"url": f"grpc://127.0.0.1:{free_port()}"}, "gate": {"tau": 1.0}, "batching": {"patience_s": 30}}
+    first = Agent(parse_agent_config(data), clock=SetClock(1_800_000_000.0))
+    try:
+        pending = first.process_frame(frame(0))
+    finally:
+        first.stop()
+    again = Agent(parse_agent_config(data), clock=SetClock(1_800_000_000.0 - 86_400))
+    try:
+        again._restore()
+        assert again._waiting[pending.sample_id].patience_at <= 1000.0 + 30.0
+    finally:
+        again.stop()
