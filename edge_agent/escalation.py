@@ -38,7 +38,8 @@ class Escalation:
         encoded only once its labour is reserved: a field over its labour limit refuses most doubted frames, and
         encoding a camera frame costs milliseconds on a Pi."""
         with self._lock:
-            if not self.labour.take(labour):
+            reserved = self.labour.reserve(labour)
+            if not self.labour.take(reserved):
                 self.telemetry.inc("labour_exhausted")
                 return None
         try:
@@ -46,11 +47,11 @@ class Escalation:
                                   self.config.batching.image_format)
         except BaseException:
             with self._lock:
-                self.labour.refund(labour)
+                self.labour.refund(reserved)
             raise
         with self._lock:
             if not self.batcher.offer(PendingSample(result.sample_id, b"", labour), now):
-                self.labour.refund(labour)
+                self.labour.refund(reserved)
                 self.telemetry.inc("budget_exhausted")
                 return None
             batch_id = self.batcher.current_batch_id()
@@ -63,13 +64,13 @@ class Escalation:
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
         if not self._stored(row):
             with self._lock:
-                self.labour.refund(labour)
+                self.labour.refund(reserved)
             return None
         self.telemetry.inc("audits" if decision is Decision.AUDIT else "escalated")
         with self._lock:
             self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
                                                       now + self.config.batching.patience_s,
-                                                      labour=labour, size=size, m=model.m,
+                                                      labour=reserved, size=size, m=model.m,
                                                       labels=model.manifest.labels)
         self._emit(pending)
         return pending

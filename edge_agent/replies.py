@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hgen.edge_agent.agent")
 
 RECENT_REPLIES = 10_000
+MAX_DRAWN = 100  # boxes or regions one person's answer may charge for: a reply is not signed
 
 
 @dataclass
@@ -63,12 +64,12 @@ def reported_labour(reply: hub_pb2.SampleReply, waiting: Waiting) -> float:
 
 
 def _items(answer: hub_pb2.Answer) -> int:
-    """Boxes or regions an answer drew (the hub counts one operation each); 1 for a class."""
+    """Boxes or regions an answer drew (the hub counts one operation each), at most MAX_DRAWN; 1 for a class."""
     label = answer.WhichOneof("label")
     if label == "boxes":
-        return len(answer.boxes.boxes)
+        return min(MAX_DRAWN, len(answer.boxes.boxes))
     if label == "regions":
-        return len(answer.regions.regions)
+        return min(MAX_DRAWN, len(answer.regions.regions))
     return 1
 
 

@@ -184,16 +184,17 @@ class Pipeline {
     const started = performance.now();
     const result = await model.infer(frame);
     const isUnsure = unsure(result.toPeople, result.unfamiliar); // under tau, or unlike the training images
+    const reserved = this.gate.bucket.reserve(result.labour); // the estimate scaled to what people really spend
     // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever; a frame
     // whose logits are not finite is invalid (its confidence is NaN): reported, never asked nor fused
     const decision = !result.valid ? "invalid" : this.link === null ? (isUnsure ? "no_hub" : "confident")
-      : this.gate.decide(result.toPeople, result.unfamiliar, result.labour, performance.now() / 1000);
+      : this.gate.decide(result.toPeople, result.unfamiliar, reserved, performance.now() / 1000);
     if (!result.valid) {
       state.invalid += 1;
       console.warn(`frame ${state.frames.length}: the model's outputs are not all finite: invalid`);
     }
     const inferMs = performance.now() - started;
-    const sampleId = toPeople(decision) ? await this.escalate(model, frame, result) : null;
+    const sampleId = toPeople(decision) ? await this.escalate(model, frame, result, reserved) : null;
     const label = model.manifest.labels[result.top1];
     const record: FrameRecord = { n: state.frames.length, presented, captured, version: model.version,
       top1: result.top1, label, confidence: result.confidence, toPeople: result.toPeople,
@@ -211,13 +212,13 @@ class Pipeline {
 
   /** Stored first, then sent: the outbox keeps it until its reply, across reloads and reconnects; with it, the
    * fusion parameters and classes of the model that made it (its reply is fused with them, whatever runs then). */
-  private async escalate(model: Model, frame: Raster, result: Inference): Promise<string> {
+  private async escalate(model: Model, frame: Raster, result: Inference, reserved: number): Promise<string> {
     const sampleId = crypto.randomUUID();
     const payload = annotationRequest(this.device, { sampleId, png: await png(frame), width: frame.width,
       height: frame.height, channels: 4, probabilities: result.probabilities, confidence: result.confidence,
       bundleName: this.device.bundle_name, version: model.version, m: model.m, deadlineS: DEADLINE_S });
     await this.outbox.put({ sampleId, payload, logits: Array.from(result.logits), top1: result.top1,
-      labour: result.labour, version: model.version, storedAt: Date.now(), temperature: model.params.temperature,
+      labour: reserved, version: model.version, storedAt: Date.now(), temperature: model.params.temperature,
       fusionLambda: model.params.fusionLambda, labels: [...model.manifest.labels], m: model.m });
     state.stored.push(sampleId);
     state.pending = await this.outbox.count();

@@ -17,11 +17,15 @@ export function toPeople(decision: string): boolean {
   return decision === "escalate" || decision === "audit";
 }
 
+const SCALE_STEP = 0.05; // the agent's gating.SCALE_STEP
+
 export class LabourBucket {
   readonly rate: number | null;
   readonly capacity: number | null;
   tokens = 0;
   spent = 0;
+  /** Real labour / reserved, learned from replies, in [1, MAX_OPERATIONS] (the agent's `LabourBucket.scale`). */
+  scale = 1;
 
   constructor(share: number | null, windowFrames = 1000) {
     this.rate = share === null ? null : share * MAX_PARTICIPANTS * MAX_OPERATIONS;
@@ -39,11 +43,20 @@ export class LabourBucket {
     return true;
   }
 
-  /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed); the debt stays within one
-   * window of refill, as on the agent. */
-  settle(estimate: number, actual: number): void {
-    this.tokens += estimate - actual;
-    if (this.capacity !== null) this.tokens = Math.max(-this.capacity, this.tokens);
+  /** What to take for a sample whose L0 estimate is `estimate`: never less than it. */
+  reserve(estimate: number): number {
+    return estimate * this.scale;
+  }
+
+  /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed): the difference to what was
+   * reserved is charged or refunded, and the scale moves a step towards the ratio (as the agent's). */
+  settle(reserved: number, actual: number): void {
+    this.tokens += reserved - actual;
+    this.spent += actual - reserved;
+    if (actual > 0 && reserved > 0) {
+      const step = this.scale * SCALE_STEP * (actual / reserved - 1);
+      this.scale = Math.min(MAX_OPERATIONS, Math.max(1, this.scale + step));
+    }
   }
 }
 

@@ -169,3 +169,13 @@ test("the recent ids are bounded", async () => {
   assert.equal(replies.duplicates, 1, "k19 is recent");
   assert.equal(replies.unknown, 1, "k0 was forgotten, and is not in the outbox either");
 });
+
+test("the bucket reserves what people have really been spending, never less than the estimate", () => {
+  const bucket = new LabourBucket(0.1, 100);
+  for (let i = 0; i < 200; i++) bucket.settle(bucket.reserve(4), 6); // people spend 1.5 x the estimate
+  assert.ok(Math.abs(bucket.reserve(4) - 6) < 0.3, String(bucket.reserve(4)));
+  for (let i = 0; i < 200; i++) bucket.settle(bucket.reserve(4), 2);
+  assert.equal(bucket.reserve(4), 4);
+  bucket.settle(4, 0); // nobody answered: says nothing of the ratio
+  assert.equal(bucket.scale, 1);
+});
