@@ -53,10 +53,11 @@ DAMAGE_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})  # pri
 SIDECARS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database, moved aside with it
 
 
-def is_damage(exc: sqlite3.Error) -> bool:
-    """The file is not a database or its pages are malformed, as opposed to busy, read-only or full."""
+def error_type(exc: sqlite3.Error) -> type[OutboxError]:
+    """OutboxDamagedError when the file is not a database or its pages are malformed; OutboxError when it is busy,
+    read-only or full."""
     code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in DAMAGE_CODES
+    return OutboxDamagedError if code is not None and (code & 0xFF) in DAMAGE_CODES else OutboxError
 
 
 def _lenient_text(data: bytes) -> str:
@@ -85,8 +86,7 @@ def inspect_outbox(path: Path) -> tuple[str | None, int]:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        error = OutboxDamagedError if is_damage(exc) else OutboxError
-        raise error(f"outbox.path: {path} cannot be read as an outbox ({exc})") from None
+        raise error_type(exc)(f"outbox.path: {path} cannot be read as an outbox ({exc})") from None
     return (None if owner is None else str(owner[0])), int(waiting)
 
 
@@ -197,8 +197,7 @@ class Outbox:
         try:
             yield
         except sqlite3.Error as exc:
-            error = OutboxDamagedError if is_damage(exc) else OutboxError
-            raise error(f"outbox {self.path}: cannot {doing}: {exc}") from None
+            raise error_type(exc)(f"outbox {self.path}: cannot {doing}: {exc}") from None
 
     def _migrate(self) -> None:
         """Outboxes written by older agents gain the columns added since (their rows keep working)."""

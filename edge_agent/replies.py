@@ -154,8 +154,7 @@ class ReplyHandling:
         for sample_id, text in recovered:
             result = settled_result(sample_id, text)
             if result is None:  # damaged: it cannot be emitted, and must not stop the start
-                self.telemetry.problem("outbox_damaged", f"the settled result of {sample_id[:64]} could not be "
-                                                         "decoded and was dropped")
+                self._outbox_damaged(f"the settled result of {sample_id[:64]} could not be decoded and was dropped")
                 self.outbox.emitted(sample_id)
             elif self._emit(result, skip_held=True):
                 self.outbox.emitted(sample_id)

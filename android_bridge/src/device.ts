@@ -217,23 +217,18 @@ class Pipeline {
     const payload = annotationRequest(this.device, { sampleId, png: await png(frame), width: frame.width,
       height: frame.height, channels: 4, probabilities: result.probabilities, confidence: result.confidence,
       bundleName: this.device.bundle_name, version: model.version, m: model.m, deadlineS: DEADLINE_S });
-    await this.outbox.put({ sampleId, payload, logits: Array.from(result.logits), top1: result.top1,
+    state.pending = await this.outbox.put({ sampleId, payload, logits: Array.from(result.logits), top1: result.top1,
       labour: reserved, version: model.version, storedAt: Date.now(), temperature: model.params.temperature,
       fusionLambda: model.params.fusionLambda, labels: [...model.manifest.labels], m: model.m });
     state.stored.push(sampleId);
-    state.pending = await this.outbox.count();
-    this.send(payload); // not connected: sent again on connect
+    this.link?.send(payload).catch(() => undefined); // sent_at is fresh; not connected: sent again on connect
     return sampleId;
   }
 
-  /** Each send stamps sent_at anew and keeps the stored deadline (requests.ts). */
-  private send(payload: Uint8Array): void {
-    this.link?.send(forSending(payload)).catch(() => undefined);
-  }
-
+  /** Each resend stamps sent_at anew and keeps the stored deadline (requests.ts). */
   async resend(): Promise<void> {
     const entries = await this.outbox.all();
-    for (const entry of entries) this.send(entry.payload);
+    for (const entry of entries) this.link?.send(forSending(entry.payload)).catch(() => undefined);
     state.pending = await this.outbox.count(); // counted after the snapshot: a sample stored meanwhile is in it
   }
 

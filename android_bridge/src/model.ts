@@ -64,8 +64,9 @@ export class Model {
   async healthCheck(): Promise<void> {
     const size = this.manifest.input.shape.reduce((a, b) => a * b, 1);
     const logits = await this.engine.run(new Float32Array(size));
-    if (logits.length !== this.manifest.labels.length || !logits.every(Number.isFinite)) {
-      throw new Error(`bundle ${this.version} fails the health check (logits ${logits.length}, finite ${logits.every(Number.isFinite)})`);
+    const finite = hdnn.finite(logits);
+    if (logits.length !== this.manifest.labels.length || !finite) {
+      throw new Error(`bundle ${this.version} fails the health check (logits ${logits.length}, finite ${finite})`);
     }
   }
 

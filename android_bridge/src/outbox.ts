@@ -49,11 +49,14 @@ export class Outbox {
     return new Outbox(await request(req));
   }
 
-  /** Resolves once the entry is durably stored: only then is it sent. */
-  async put(entry: OutboxEntry): Promise<void> {
+  /** Resolves once the entry is durably stored (only then is it sent), with the number of entries then. */
+  async put(entry: OutboxEntry): Promise<number> {
     const tx = this.db.transaction(STORE, "readwrite");
-    tx.objectStore(STORE).put(entry);
+    const store = tx.objectStore(STORE);
+    store.put(entry);
+    const counted = store.count();
     await done(tx);
+    return counted.result;
   }
 
   /** The entry, deleted in the same transaction (undefined when it is not stored): of two copies of one reply,

@@ -44,25 +44,25 @@ export function save(p: Provisioning): void {
  * than it is refused on load (versions.ts `loadRefusal`). A new onboarding starts afresh (`save`). */
 export const HIGHEST_KEY = "hgen.device.highest.v1";
 
-export function highestVersion(bundleName: string): string | null {
+/** What is remembered, per bundle name; {} when nothing is, or the record is damaged (it starts afresh). */
+function remembered(): Record<string, unknown> {
   try {
-    const known = JSON.parse(localStorage.getItem(HIGHEST_KEY) ?? "{}") as Record<string, unknown>;
-    const version = known[bundleName];
-    return typeof version === "string" ? version : null;
+    const known: unknown = JSON.parse(localStorage.getItem(HIGHEST_KEY) ?? "{}");
+    return typeof known === "object" && known !== null ? known as Record<string, unknown> : {};
   } catch {
-    return null;
+    return {};
   }
+}
+
+export function highestVersion(bundleName: string): string | null {
+  const version = remembered()[bundleName];
+  return typeof version === "string" ? version : null;
 }
 
 /** Remember `version` as run, if newer than what is remembered (`isNewer`: the order of versions.ts). */
 export function rememberVersion(bundleName: string, version: string): void {
-  const highest = highestVersion(bundleName);
-  if (highest !== null && !isNewer(version, highest)) return;
-  let known: Record<string, unknown> = {};
-  try {
-    known = JSON.parse(localStorage.getItem(HIGHEST_KEY) ?? "{}") as Record<string, unknown>;
-  } catch {
-    // damaged: start afresh
-  }
+  const known = remembered();
+  const highest = known[bundleName];
+  if (typeof highest === "string" && !isNewer(version, highest)) return;
   localStorage.setItem(HIGHEST_KEY, JSON.stringify({ ...known, [bundleName]: version }));
 }

@@ -28,14 +28,19 @@ sw.addEventListener("activate", (event) => event.waitUntil((async () => {
   await sw.clients.claim();
 })()));
 
+/** A successful answer kept in `cache` for `request` (in the background: the page gets the answer at once). */
+function keep(cache: string, request: Request, response: Response): void {
+  if (response.ok) {
+    const copy = response.clone();
+    void caches.open(cache).then((store) => store.put(request, copy)).catch(() => undefined);
+  }
+}
+
 /** The network's answer (kept in `cache` when it is a success), else what `cache` holds for the request. */
 async function networkFirst(request: Request, cache: string, ignoreSearch = false): Promise<Response> {
   try {
     const response = await fetch(request);
-    if (response.ok) {
-      const copy = response.clone();
-      void caches.open(cache).then((kept) => kept.put(request, copy)).catch(() => undefined);
-    }
+    keep(cache, request, response);
     return response;
   } catch (error) {
     const kept = await caches.match(request, { cacheName: cache, ignoreSearch });
@@ -62,10 +67,7 @@ async function revalidated(request: Request, cache: string): Promise<Response> {
     return kept; // the hub is unreachable
   }
   if (response.status === 304) return kept;
-  if (response.ok) {
-    const copy = response.clone();
-    void caches.open(cache).then((store) => store.put(request, copy)).catch(() => undefined);
-  }
+  keep(cache, request, response);
   return response;
 }
 
