@@ -103,7 +103,7 @@ def compile_settings(values: Mapping[str, Any], source: str = "compile settings"
     if config.model_options:  # checked before any data is loaded: a typo must not cost a training run
         from hgen.compiler.models import model_config
 
-        if Path(config.model).suffix in (".keras", ".h5"):
+        if _is_model_file(config):
             raise InvalidArgumentError("model options apply to zoo models, not to a model file")
         model_config(config.model, config.model_options)
     get_device(config.device)
@@ -129,12 +129,14 @@ class PreparedBase:
     paper: PaperBudget
 
 
-def prepare_base(config: CompileConfig, data: Dataset, kind: str, storage_bits: int = 32) -> PreparedBase:
+def prepare_base(config: CompileConfig, data: Dataset, measured_as: EvaluatorConfig) -> PreparedBase:
     """The untrained backbone (or the user's model), its space and its paper budget, refused when no plan can meet
-    S_c and E_c: the costs are structural, so this is known before the training and the search it would waste."""
-    model, name = _initial_model(config, data, kind)
+    S_c and E_c: the costs are structural, so this is known before the training and the search it would waste. The
+    budget counts storage as the evaluator measures it (`measured_as.storage_bits`)."""
+    model, name = _initial_model(config, data, measured_as.kind)
     space = build_space(model)
-    paper = PaperBudget.build(model, space, config.demands.storage_mb, config.demands.energy_mj, storage_bits)
+    paper = PaperBudget.build(model, space, config.demands.storage_mb, config.demands.energy_mj,
+                              measured_as.storage_bits)
     paper.require_reachable()
     return PreparedBase(model, name, space, paper)
 
@@ -279,7 +281,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
                                   seed=config.seed, storage_bits=8 if config.quantize == "int8" else 32)
-    prepared = prepare_base(config, data, measured_as.kind, measured_as.storage_bits)
+    prepared = prepare_base(config, data, measured_as)
     if removed := clear_previous(out, inputs=(config.model, config.signing_key)):
         log(f"removed the previous run's {', '.join(removed)} from {out}")
     base, name, space = prepared.model, prepared.name, prepared.space

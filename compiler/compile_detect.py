@@ -128,7 +128,7 @@ def runner(config: CompileConfig, model: Any, kind: str, data: DetectionDataset,
 
 def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda message: None) -> CompileResult:
     """Train, calibrate, choose tau, measure on the test split, write model/plan/report/summary and the bundle."""
-    from hgen.compiler.compile import CompileResult
+    from hgen.compiler.compile import CompileResult, _is_model_file
     from hgen.compiler.data import require_splits
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.compiler.metrics import model_costs, storage_mb
@@ -139,7 +139,7 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     from hgen.compiler.search.objective import violations
     from hgen.runtime.hdnn import FusionParams, get_kind
 
-    if Path(config.model).suffix in (".keras", ".h5"):
+    if _is_model_file(config):
         raise InvalidArgumentError("a detection data set compiles a zoo detector; a model file is not supported yet")
     start = time.perf_counter()
     out = prepare_out(config.out)

@@ -154,7 +154,7 @@ def compile_variants(config: CompileConfig, k: int = DEFAULT_K, labour_levels: S
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
                                   seed=config.seed)
-    prepared = prepare_base(config, data, measured_as.kind)
+    prepared = prepare_base(config, data, measured_as)
     base, name = prepared.model, prepared.name
     _train_base(config, base, data, log)
     evaluator = CandidateEvaluator(base, data, prepared.space, device, measured_as)

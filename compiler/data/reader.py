@@ -27,7 +27,7 @@ import numpy as np
 
 from hgen.compiler.data import cache as cache_mod
 from hgen.compiler.data import images
-from hgen.compiler.data.formats import SPLITS, Catalog, Record
+from hgen.compiler.data.formats import SPLITS, Catalog, Record, named_some
 from hgen.compiler.data.images import Header, ImageOptions, Preprocess
 from hgen.compiler.errors import (DatasetError, EmptyDatasetError, ImageTooLargeError, InvalidArgumentError,
                                   UnreadableImageError)
@@ -143,15 +143,15 @@ def untrained_classes(catalog: Catalog) -> list[str]:
     if not trained:  # no train split at all: `empty_splits` says so
         return []
     where: dict[int, set[str]] = {}
+    counts: Counter[int] = Counter()
     for record in catalog.records:
         if record.label not in trained:
             where.setdefault(record.label, set()).add(str(record.path.parent))
+            counts[record.label] += 1
     problems = []
     for label, folders in sorted(where.items()):
-        shown = sorted(folders)
-        places = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
-        count = sum(r.label == label for r in catalog.records)
-        problems.append(f"class '{catalog.labels[label]}' has {count} image(s) but none in train (they are in "
+        places = named_some(sorted(folders))
+        problems.append(f"class '{catalog.labels[label]}' has {counts[label]} image(s) but none in train (they are in "
                         f"{places}); a model cannot learn a class it never trains on: if the name is a typo, "
                         "rename the folder (or label) to the training class it means, else add training images")
     return problems

@@ -95,8 +95,7 @@ class PaperBudget:
 
         Not `lower_bounds[0]`: that sums every layer's most saving operator, also for layers another operator
         absorbs, so it can fall below zero; it only prunes the search."""
-        storage, energy = self.least_storage(), self.least_energy()
-        return f"the least S a plan reaches is {storage[0]:.4f} MB, the least E {energy[1]:.4f} mJ"
+        return _least_text(*self._least())
 
     def least_storage(self) -> tuple[float, float]:
         """Exact (S, E) of the valid plan with the least S on paper."""
@@ -106,6 +105,10 @@ class PaperBudget:
         """Exact (S, E) of the valid plan with the least E on paper."""
         return self.exact_cost(self._least_plan(1))
 
+    def _least(self) -> tuple[float, float]:
+        """The least S and the least E real plans reach, each on its own."""
+        return self.least_storage()[0], self.least_energy()[1]
+
     def require_reachable(self) -> None:
         """Raise `UnreachableBudgetError` naming what to raise when no plan meets S_c and E_c on paper: every
         candidate would be skipped, so the compile stops before training instead of after an empty search."""
@@ -113,15 +116,15 @@ class PaperBudget:
 
         if self.completion({}, 0) is not None:
             return
-        (least_s, _), (_, least_e) = self.least_storage(), self.least_energy()
+        least_s, least_e = self._least()
         fixes = []
         if least_s > self.storage_mb + TOLERANCE:
             fixes.append(f"raise --storage-mb to at least {_up(least_s)}")
         if least_e > self.energy_mj + TOLERANCE:
             fixes.append(f"raise --energy-mj to at least {_up(least_e)}")
         raise UnreachableBudgetError(
-            f"no compression plan meets S <= {self.storage_mb} MB and E <= {self.energy_mj} mJ on paper: the least S "
-            f"a plan reaches is {least_s:.4f} MB, the least E {least_e:.4f} mJ"
+            f"no compression plan meets S <= {self.storage_mb} MB and E <= {self.energy_mj} mJ on paper: "
+            f"{_least_text(least_s, least_e)}"
             + (f" ({', '.join(fixes)}, or pick a smaller model)" if fixes else
                " but no single plan reaches both budgets (raise either, or pick a smaller model)"))
 
@@ -230,6 +233,10 @@ class PaperBudget:
             bounds.insert(0, (s + min(c.storage_mb for c in costs.values()),
                               e + min(c.energy_mj for c in costs.values())))
         return bounds
+
+
+def _least_text(storage_mb: float, energy_mj: float) -> str:
+    return f"the least S a plan reaches is {storage_mb:.4f} MB, the least E {energy_mj:.4f} mJ"
 
 
 def _up(value: float, digits: int = 4) -> str:

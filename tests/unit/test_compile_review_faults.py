@@ -90,12 +90,13 @@ def test_the_compile_builds_its_backbone_from_config_seed(folder: str, tmp_path:
 
     from hgen.compiler.compile import compile_config, prepare_base
     from hgen.compiler.data import load_dataset
+    from hgen.compiler.search.evaluator import EvaluatorConfig
 
     config = compile_config(dataset=folder, seed=3, out=str(tmp_path))
     data = load_dataset(folder, seed=3)
-    first = _weights(prepare_base(config, data, "cnn").model)
+    first = _weights(prepare_base(config, data, EvaluatorConfig()).model)
     keras.utils.set_random_seed(99)
-    again = _weights(prepare_base(config, data, "cnn").model)
+    again = _weights(prepare_base(config, data, EvaluatorConfig()).model)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
 
 

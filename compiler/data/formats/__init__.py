@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -229,6 +229,11 @@ def ignored_note(path: Path) -> str:
     if path.suffix.lower() in FOREIGN_IMAGES:
         return f"{path}: a {path.suffix} image, a type hgen does not read (convert it to JPEG or PNG)"
     return str(path)
+
+
+def named_some(items: Sequence[object], n: int = 3) -> str:
+    """The first `n` of `items`, and how many more there are: a message names a few places, not hundreds."""
+    return ", ".join(str(item) for item in items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def is_image(path: Path) -> bool:

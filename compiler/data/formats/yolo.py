@@ -24,8 +24,8 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from hgen.compiler.data.formats import (FORMATS, SPLITS, Catalog, DataFormat, Record, class_name, is_image, visible,
-                                        walk)
+from hgen.compiler.data.formats import (FORMATS, SPLITS, Catalog, DataFormat, Record, class_name, is_image, named_some,
+                                        visible, walk)
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
 
@@ -272,14 +272,14 @@ class YoloFormat(DataFormat):
 
 def _label_folders(images: list[Path]) -> str:
     """Where the label files of `images` were looked for (at most three folders named)."""
-    folders = sorted({label_path(p).parent for p in images})
-    return ", ".join(str(f) for f in folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+    return named_some(sorted({label_path(p).parent for p in images}))
 
 
 def _label_coverage(where: Path, records: list[Record], unlabelled: list[Path]) -> tuple[str, ...]:
     """EmptyDatasetError when no image has a box (a misnamed labels folder trains a detector on nothing and
     reports mAP nan); else a warning counting the images without a label file, which train as background."""
     if not any(r.boxes is not None and len(r.boxes) for r in records):
+        missing = set(unlabelled)
         if len(unlabelled) == len(records):
             raise EmptyDatasetError(
                 f"{where}: none of the {len(records)} images has a label file (looked for NAME.txt in "
@@ -287,7 +287,7 @@ def _label_coverage(where: Path, records: list[Record], unlabelled: list[Path]) 
                 "folder as labels/); put the label files there, or rename their folder to labels/")
         raise EmptyDatasetError(f"{where}: the label files hold no boxes (every image is background); a detector "
                                 "needs labelled objects: check the label files, e.g. "
-                                f"{label_path(next(r.path for r in records if r.path not in set(unlabelled)))}")
+                                f"{label_path(next(r.path for r in records if r.path not in missing))}")
     if not unlabelled:
         return ()
     return (f"{len(unlabelled)} of {len(records)} images have no label file (looked in "
