@@ -38,6 +38,11 @@ class DownloadError(SwapError):
     reconnect, is followed again; a refused, missing or unverifiable bundle is not."""
 
 
+class StoppedError(SwapError):
+    """The agent stopped while a bundle was being loaded: it is not staged (nor refused; its file is kept, and a
+    restart follows the notice again)."""
+
+
 class HealthCheckError(SwapError):
     """A candidate bundle produced wrong-shaped or non-finite outputs on the canary inputs."""
 

@@ -74,32 +74,30 @@ class Housekeeping:
             self.telemetry.problem("outbox", str(exc))
             raise
         self.telemetry.problem("outbox", "")  # the file works (again)
-        expired = self._flag_timed_out(due)
-        for result in expired:
-            self.telemetry.inc("timeouts")
-            self._emit(result)
-        if expired:
-            with self._changed:
-                for result in expired:
-                    if result.sample_id in self._waiting:
-                        self._waiting[result.sample_id].timeout_reported = True
-                self._changed.notify_all()
+        for waiting in self._flag_timed_out(due):
+            try:
+                self.telemetry.inc("timeouts")
+                self._emit(timed_out(waiting.result))
+            finally:  # a reply taken meanwhile waits for this (`late` follows `timeout`), and so does wait_settled
+                with self._changed:
+                    waiting.timeout_reported = True
+                    self._changed.notify_all()
 
     def _past_patience(self: Agent, now: float) -> list[str]:
         with self._lock:
             return [sample_id for sample_id, waiting in self._waiting.items()
                     if not waiting.timed_out and now >= waiting.patience_at]
 
-    def _flag_timed_out(self: Agent, sample_ids: list[str]) -> list[Result]:
+    def _flag_timed_out(self: Agent, sample_ids: list[str]) -> list[Waiting]:
         """Flag the samples still waiting (a reply may have taken one while the mark was written: its fused
         result is final, not a timeout)."""
-        expired: list[Result] = []
+        expired: list[Waiting] = []
         with self._lock:
             for sample_id in sample_ids:
                 waiting = self._waiting.get(sample_id)
                 if waiting is not None and not waiting.timed_out:
                     waiting.timed_out = True
-                    expired.append(timed_out(waiting.result))
+                    expired.append(waiting)
         return expired
 
     def _resend(self: Agent, now: float) -> None:

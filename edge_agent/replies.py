@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hgen.edge_agent.agent")
 
 RECENT_REPLIES = 10_000
+TIMEOUT_EMIT_WAIT_S = 30.0  # a reply waits at most this long for its sample's `timeout` to reach the sinks
 MAX_DRAWN = 100  # boxes or regions one person's answer may charge for: a reply is not signed
 
 
@@ -99,6 +100,8 @@ class ReplyHandling:
         if waiting is None:
             self._unexpected(reply.sample_id, duplicate)
             return
+        if waiting.timed_out:
+            self._await_timeout(waiting)
         try:
             result = self._final(waiting, reply)
             journalled = self.outbox.settle(result.sample_id, result.to_json())
@@ -111,6 +114,15 @@ class ReplyHandling:
         self._deliver(result, journalled)
         with self._changed:
             self._changed.notify_all()
+
+    def _await_timeout(self: Agent, waiting: Waiting) -> None:
+        """A reply taken while housekeeping is still emitting its sample's `timeout` waits for it: consumers must
+        see `timeout` (final) before the `late` that follows it, never the other way round."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: waiting.timeout_reported or self._stop.is_set(),
+                                          TIMEOUT_EMIT_WAIT_S):
+                log.warning("the timeout of %s was not emitted within %.0f s; its late reply goes first",
+                            waiting.result.sample_id[:64], TIMEOUT_EMIT_WAIT_S)
 
     def _unexpected(self: Agent, sample_id: str, duplicate: bool) -> None:
         if duplicate:

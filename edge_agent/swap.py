@@ -37,6 +37,7 @@ class ModelSlot:
         self._on_event = on_event or (lambda kind, detail: None)
         self.last_switch_ms = 0.0
         self.rejected_versions: set[str] = set()
+        self._closed = False  # after `close`, a candidate staged late (a swap thread finishing) is closed at once
 
     # --- canary and health check --------------------------------------------------------------------
 
@@ -90,11 +91,19 @@ class ModelSlot:
             raise
         return candidate
 
-    def stage(self, candidate: Model) -> None:
+    def stage(self, candidate: Model) -> bool:
+        """Hold the candidate for the next frame; False (the candidate closed) once the slot is closed: a swap
+        thread that finished loading after `stop` would otherwise leave that model open for good."""
         with self._lock:
-            if self._staged is not None:
-                self._staged.close()
-            self._staged = candidate
+            replaced, closed = self._staged, self._closed
+            if not closed:
+                self._staged = candidate
+        if closed:
+            candidate.close()
+            return False
+        if replaced is not None:
+            replaced.close()
+        return True
 
     @property
     def staged(self) -> bool:
@@ -156,6 +165,8 @@ class ModelSlot:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             models = [m for m in (self.active, self.previous, self._staged) if m is not None]
+            self._staged = None
         for model in models:
             model.close()

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hgen.edge_agent.errors import DownloadError, SwapError
+from hgen.edge_agent.errors import DownloadError, StoppedError, SwapError
 from hgen.edge_agent.model import Model
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle import BundleError
@@ -67,6 +67,8 @@ class ModelUpdates:
                 partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
                 partial.replace(dest)
                 self.swap_to(dest, expect=(self.slot.active.name, notice.version))
+            except StoppedError as exc:
+                log.info("update %s: %s", notice.version, exc)
             except (DownloadError, OSError) as exc:  # broke off or arrived damaged: try again, later
                 self._reject(notice.version, str(exc), dest)
                 self._retry_later(notice)
@@ -113,7 +115,8 @@ class ModelUpdates:
                 candidate.close()
                 raise SwapError(f"the bundle is signed as {candidate.name} {candidate.version}, not as "
                                 f"{expect[0]} {expect[1]} (the running model, the announced version)")
-            self.slot.stage(candidate)
+            if not self.slot.stage(candidate):
+                raise StoppedError(f"the agent stopped while {candidate.version} was loaded; it was not staged")
         if self._finished.is_set():
             self.slot.maybe_switch()
         return candidate

@@ -10,6 +10,8 @@ import json
 import logging
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -251,6 +253,31 @@ def test_a_reply_taken_while_the_timeout_mark_is_written_is_final(make_agent) ->
     agent._expire(agent.clock.monotonic() + 31)
     assert [r.status for r in seen] == [ResultStatus.PENDING, ResultStatus.FUSED]
     assert agent.telemetry.count("timeouts") == 0 and agent.wait_settled(0)
+
+
+def test_a_reply_taken_while_the_timeout_is_emitted_is_reported_late_after_it(make_agent) -> None:
+    """The sample was flagged timed out, and its reply came while housekeeping was still handing the `timeout` to
+    the sinks: `late` reached them first, and consumers saw a final `timeout` after the answers."""
+    agent = make_agent(hub={"url": f"grpc://127.0.0.1:{free_port()}"}, gate={"tau": 1.0})
+    seen: list[ResultStatus] = []
+    pending = agent.process_frame(frame(0))
+    replier = threading.Thread(target=agent._on_reply, args=(answered(pending.sample_id),))
+
+    def slow_sink(result: Result) -> None:
+        if result.status is ResultStatus.TIMEOUT:  # the reply arrives now, on the transport's thread
+            replier.start()
+            deadline = time.monotonic() + 10
+            while replier.is_alive() and not agent._changed._waiters:  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, "the reply neither finished nor waited"
+                time.sleep(0.001)  # polls the reply thread's state; the order asserted does not depend on timing
+        seen.append(result.status)
+
+    agent.sinks.append(CallbackSink(slow_sink))
+    agent._expire(agent.clock.monotonic() + 31)
+    replier.join(10)
+    assert not replier.is_alive()
+    assert seen == [ResultStatus.TIMEOUT, ResultStatus.LATE]
+    assert agent.telemetry.count("late_replies") == 1 and agent.wait_settled(0)
 
 
 def damage_header(path: Path) -> bytes:

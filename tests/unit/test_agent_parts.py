@@ -239,6 +239,18 @@ def test_runtime_error_after_a_swap_rolls_back_and_reruns_the_frame(tmp_path, ke
     slot.close()
 
 
+def test_a_candidate_staged_after_the_slot_closed_is_closed_not_kept(tmp_path, keys, bundle) -> None:
+    """A swap thread finishing its load after the agent's stop staged a model nobody would close again."""
+    from hgen.edge_agent.config import BundleConfig, SwapConfig
+
+    bundle_config = BundleConfig(path=bundle, public_key=keys.public_pem)
+    slot = ModelSlot(load_model(bundle, bundle_config), SwapConfig())
+    candidate = slot.prepare(null_bundle(tmp_path / "v2", keys, version="0.2.0"), bundle_config, tau=None, m=None)
+    slot.close()
+    assert candidate.bundle.engines and not slot.stage(candidate)
+    assert not candidate.bundle.engines and not slot.staged and slot.maybe_switch() is None
+
+
 # --- sources and bad input ---------------------------------------------------------------------------------
 
 
