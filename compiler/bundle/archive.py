@@ -33,8 +33,13 @@ def pack_bundle(bundle_dir: str | Path, out_path: str | Path | None = None) -> P
     manifest = parse_manifest(manifest_path.read_bytes())
     out = Path(out_path) if out_path is not None else bundle_dir.with_suffix(ARCHIVE_SUFFIX)
     members = [manifest_path, bundle_dir / SIGNATURE_NAME] + [bundle_dir / e.file for e in manifest.files()]
-    with open(out, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:
-        with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            for path in members:
-                _add(archive, path, mtime=0)
+    partial = out.with_name(out.name + ".part")  # a disk filling up mid-way leaves no truncated archive to ship
+    try:
+        with open(partial, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:
+            with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
+                for path in members:
+                    _add(archive, path, mtime=0)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out

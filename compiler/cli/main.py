@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,24 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (CompilerError, 1),
     (HGenError, 1),
 )
+
+
+# The machine's storage failing mid-run (not a bug in hgen): said in one line, exit 1, no traceback.
+STORAGE_ERRORS: dict[int, str] = {
+    errno.ENOSPC: "free space on that disk (or point --out / TMPDIR elsewhere) and run the command again",
+    errno.EDQUOT: "the disk quota is used up: free some of it and run the command again",
+    errno.EROFS: "that file system is read-only: choose another --out",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg) before trusting anything written there",
+}
+
+
+def storage_problem(error: OSError) -> str | None:
+    """The one-line message for a storage failure, or None for any other OSError (a bug: its traceback shows)."""
+    hint = STORAGE_ERRORS.get(error.errno or 0)
+    if hint is None:
+        return None
+    where = f" writing {error.filename}" if error.filename else ""
+    return f"{error.strerror or error}{where}: {hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hgen {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        problem = storage_problem(error)
+        if problem is None:
+            raise
+        print(f"hgen {args.verb}: error: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

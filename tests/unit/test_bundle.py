@@ -162,6 +162,28 @@ def test_archive_round_trip_is_deterministic(bundle: Path, key, tmp_path: Path) 
         load_bundle(first, trusted_public_key=key.public_key())
 
 
+def test_a_disk_filling_up_while_packing_leaves_no_archive(bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """The archive was written in place: a full disk left a truncated .hgb beside the model, ready to be shipped.
+    (The full disk is simulated: the second member's write raises ENOSPC, as the kernel's write would.)"""
+    import errno
+
+    from hgen.compiler.bundle import archive as archive_module
+
+    added: list[str] = []
+    real_add = archive_module._add
+
+    def add_until_full(archive, path, mtime) -> None:
+        if added:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        added.append(path.name)
+        real_add(archive, path, mtime)
+
+    monkeypatch.setattr(archive_module, "_add", add_until_full)
+    with pytest.raises(OSError, match="No space left"):
+        pack_bundle(bundle, tmp_path / "full.hgb")
+    assert added and not list(tmp_path.glob("full.hgb*"))
+
+
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.99])
 def test_truncated_archive_is_refused(bundle: Path, key, fraction: float) -> None:
     archive = pack_bundle(bundle)

@@ -40,3 +40,28 @@ def test_unknown_bundle_engines_are_refused_before_any_training(tmp_path, capsys
     assert main(["compile", "--dataset", "digits", "--engines", "litert,onnx", "--out", str(out)]) == 2
     assert "distinct names from ('litert', 'tvm'), got ('litert', 'onnx')" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_full_disk_is_one_line_exit_1_and_other_os_errors_keep_their_traceback(monkeypatch, capsys):
+    """A disk filling up mid-compile ended in a traceback. (Simulated: the verb raises the OSError a write would.)"""
+    import errno
+    from dataclasses import replace
+
+    from hgen.compiler.cli import VERBS
+
+    def full(args) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/out/model.tflite")
+
+    verb = VERBS.get("data")
+    monkeypatch.setitem(VERBS._entries(), "data", replace(verb, run=full))
+    assert main(["data", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert "error: No space left on device writing /out/model.tflite: free space on that disk" in err
+    assert "Traceback" not in err
+
+    def bug(args) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/nowhere")
+
+    monkeypatch.setitem(VERBS._entries(), "data", replace(verb, run=bug))
+    with pytest.raises(FileNotFoundError):  # not the machine's storage: a bug whose traceback must show
+        main(["data", "digits"])
