@@ -149,10 +149,17 @@ def _value(text: str) -> float | int | bool | str:
 
 # argparse dests that are settings of the same name (the demand flags go under `demands`)
 _DEMAND_FLAGS = ("accuracy", "latency_ms", "storage_mb", "energy_mj", "labour")
-_PLAIN_FLAGS = ("model", "base_epochs", "head_epochs", "bn_freeze_epochs", "final_epochs", "finetune_samples",
-                "dataset", "device", "strategy", "budget_minutes", "episodes", "evaluations", "accuracy_confidence",
-                "seed", "limit", "m", "annotator_accuracy", "fusion_lambda", "quantize", "signing_key",
-                "model_version", "out")
+# settings whose flag is not the setting itself (a flag per demand, `--model-option`, `--engines a,b`, `off`,
+# `--keep-searching`, `--no-bundle`); every other setting's flag has its name (a test checks each has one)
+_SHAPED_SETTINGS = frozenset({"demands", "model_options", "familiarity_quantile", "engines", "stop_at_feasible",
+                              "bundle"})
+
+
+def plain_settings() -> tuple[str, ...]:
+    """The settings given by a flag of the same name, from CompileConfig itself (no hand list to forget one in)."""
+    from hgen.compiler.compile import CompileConfig
+
+    return tuple(name for name in CompileConfig.model_fields if name not in _SHAPED_SETTINGS)
 
 
 def config_from(args: argparse.Namespace) -> CompileConfig:
@@ -170,7 +177,8 @@ def config_from(args: argparse.Namespace) -> CompileConfig:
 
 def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the command line gave (a flag left out is not a setting: the file's value or the default)."""
-    given: dict[str, Any] = {key: getattr(args, key) for key in _PLAIN_FLAGS if getattr(args, key, None) is not None}
+    given: dict[str, Any] = {key: getattr(args, key) for key in plain_settings()
+                             if getattr(args, key, None) is not None}
     demands = {key: getattr(args, key) for key in _DEMAND_FLAGS if getattr(args, key, None) is not None}
     if demands:
         given["demands"] = demands

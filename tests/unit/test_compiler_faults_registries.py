@@ -90,6 +90,16 @@ def test_the_cli_leaves_the_model_unset_unless_given() -> None:
     assert not model_named(compile_config(model=CompileConfig.model_fields["model"].default))
 
 
+def test_every_plain_setting_has_its_flag_and_a_flag_reaches_its_setting() -> None:
+    """The CLI kept a hand list of the settings taken from flags: a new setting could be missed by it."""
+    from hgen.compiler.cli.compile import plain_settings
+
+    dests = vars(_parse())
+    assert set(plain_settings()) <= set(dests), set(plain_settings()) - set(dests)
+    assert config_from(_parse("--episodes", "7", "--seed", "11")).model_dump(include={"episodes", "seed"}) == \
+        {"episodes": 7, "seed": 11}
+
+
 def test_the_default_detector_is_the_marked_one_wherever_it_is_listed() -> None:
     detectors = [n for kind in DETECTOR_TRAINING.names() for n in model_names(kind)]
     assert default_detector(detectors) == "grid_detector"
