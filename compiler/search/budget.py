@@ -134,6 +134,7 @@ class PaperBudget:
         names = [layer.name for layer in self.space.layers]
         best: list[Any] = [0.0, {name: IDENTITY for name in names}]  # identity is always valid and costs nothing
         walk = _Walk()
+        cheapest_first = [sorted(costs.items(), key=lambda item: _axis(item[1], axis)) for costs in self.costs]
 
         def visit(position: int, total: float, picked: dict[str, str], forced: frozenset[str]) -> None:
             walk.nodes += 1
@@ -143,7 +144,7 @@ class PaperBudget:
                 best[:] = [total, dict(picked)]
                 return
             used = {n for n, op in picked.items() if op != IDENTITY}
-            for op, cost in sorted(self.costs[position].items(), key=lambda item: _axis(item[1], axis)):
+            for op, cost in cheapest_first[position]:
                 if op != IDENTITY and (names[position] in forced or cost.absorbed & used):
                     continue
                 visit(position + 1, total + _axis(cost, axis), picked | {names[position]: op}, forced | cost.absorbed)
