@@ -321,6 +321,12 @@ function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {
   });
 }
 
+/** Where the hub serves a bundle: `/device/bundle/<name>` (its newest), or one version of it. */
+function bundleUrl(name: string, version?: string): string {
+  const base = `/device/bundle/${encodeURIComponent(name)}`;
+  return version === undefined ? base : `${base}/${encodeURIComponent(version)}`;
+}
+
 /** The provisioned bundle, as the hub serves it (`/device/bundle/<name>`): signed with the pinned key, of the
  * provisioned model, and not older than the newest version this phone has run (localStorage). When the hub (or the
  * service worker's copy, offline) gives an older one, the newest version run is asked for by name; if that fails
@@ -329,7 +335,6 @@ async function loadBundle(device: provision.Provisioning): Promise<{ model: Mode
   const headers = { Authorization: `Bearer ${provision.bearer(device)}` };
   const key = provision.fromBase64(device.public_key);
   const highest = provision.highestVersion(device.bundle_name);
-  const base = `/device/bundle/${encodeURIComponent(device.bundle_name)}`;
   const seen: { older: string | null } = { older: null }; // the first answer was older than `highest`
   const check = (manifest: Manifest) => {
     const refusal = loadRefusal(manifest, device.bundle_name, highest);
@@ -337,13 +342,13 @@ async function loadBundle(device: provision.Provisioning): Promise<{ model: Mode
     if (refusal !== null) throw new BundleRefusedError(refusal.message);
   };
   try {
-    return { model: await Model.fetch(base, headers, key, runtime, check), refusedOlder: null };
+    return { model: await Model.fetch(bundleUrl(device.bundle_name), headers, key, runtime, check), refusedOlder: null };
   } catch (error) {
     const older = seen.older;
     if (older === null || highest === null) throw error;
     console.warn(`${older}: refused; asking for ${highest}`);
     try {
-      return { model: await Model.fetch(`${base}/${encodeURIComponent(highest)}`, headers, key, runtime, check),
+      return { model: await Model.fetch(bundleUrl(device.bundle_name, highest), headers, key, runtime, check),
         refusedOlder: older };
     } catch (again) {
       throw new BundleRefusedError(`${older}; ${highest} itself: ${again instanceof Error ? again.message : again}. `
@@ -357,7 +362,7 @@ async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, updat
   if (update.bundleName !== device.bundle_name || !isNewer(update.version, pipeline.model.version)) return;
   try {
     const running = pipeline.model.manifest.model.name;
-    const next = await Model.fetch(`/device/bundle/${encodeURIComponent(update.bundleName)}/${encodeURIComponent(update.version)}`,
+    const next = await Model.fetch(bundleUrl(update.bundleName, update.version),
       { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime,
       (manifest) => { // an older signed bundle, or another model signed with the same key
         if (manifest.model.name !== running || manifest.model.version !== update.version) {
