@@ -17,7 +17,7 @@ from hgen.compiler.bundle.engines import BUNDLE_ENGINES, EngineJob, lower_engine
 from hgen.compiler.bundle.files import file_fields
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.targets import get_target
-from hgen.compiler.lowering.tflite import TFLiteModel, lower_tflite, precision_of
+from hgen.compiler.lowering.tflite import TFLiteModel, check_calibration_range, lower_tflite, precision_of
 from hgen.compiler.lowering.web import WEB_RUNTIMES, WebModel, lower_web
 from hgen.runtime import signing
 from hgen.runtime.bundle.manifest import InputSpec, Manifest, sign_manifest
@@ -65,7 +65,15 @@ def _input_spec(spec: InputSpec | Mapping[str, Any] | None, shape: tuple[int, ..
     if "shape" in data and tuple(data["shape"]) != shape:
         raise InvalidArgumentError(f"input_spec shape {tuple(data['shape'])} != lowered model input {shape}")
     data["shape"] = shape
+    data.setdefault("layout", "NC" if len(shape) == 2 else "NHWC")  # features (n,): NHWC would refuse every input
     return parse_config(InputSpec, data, source="input_spec", error=InvalidArgumentError)
+
+
+def _scale_offset(spec: InputSpec | Mapping[str, Any] | None) -> tuple[float, float]:
+    """The input normalisation the bundle will record (InputSpec's defaults where the spec leaves it out)."""
+    data = spec.model_dump() if isinstance(spec, InputSpec) else dict(spec or {})
+    fields = InputSpec.model_fields
+    return float(data.get("scale", fields["scale"].default)), float(data.get("offset", fields["offset"].default))
 
 
 def _web_models(web: Sequence[str], keras_model: keras.Model, tflite: TFLiteModel, out_dir: Path,
@@ -123,6 +131,7 @@ def write_bundle(
 
     if representative_data is not None:  # a lazy data set view (hgen.compiler.data.lazy) becomes float32 here
         representative_data = np.asarray(representative_data, np.float32)
+        check_calibration_range(representative_data, *_scale_offset(input_spec))
     if lowered is not None and lowered.precision != precision:
         raise InvalidArgumentError(f"the lowered model is {lowered.precision}, the bundle {precision}")
     tflite = lowered or lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)

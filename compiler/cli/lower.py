@@ -14,6 +14,14 @@ from hgen.compiler.errors import InvalidArgumentError
 from hgen.runtime.hdnn import FUSION_LAMBDA_DEFAULT, FUSION_LAMBDA_TITLE
 
 
+# The options of a Keras bundle (None on the command line: not given); an ONNX library takes none of them.
+KERAS_DEFAULTS: dict[str, object] = {
+    "key": None, "name": None, "version": "0.1.0", "labels": None, "quantize": "float", "representative": None,
+    "representative_dataset": None, "engines": "litert,tvm", "scale": 1 / 255, "offset": 0.0, "tau": 0.5,
+    "temperature": 1.0, "fusion_lambda": FUSION_LAMBDA_DEFAULT, "pack": False, "force": False,
+}
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -28,28 +36,54 @@ def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="x86_64", help=f"target profile ({', '.join(TARGETS.names())})")
     parser.add_argument("--key", type=Path, help="Ed25519 signing key (hgen keys generate); required for Keras")
     parser.add_argument("--name", help="model name in the manifest (default: the file stem)")
-    parser.add_argument("--version", default="0.1.0", help="semantic version of the model")
+    parser.add_argument("--version", help=f"semantic version of the model (default {KERAS_DEFAULTS['version']})")
     parser.add_argument("--labels", help="comma-separated class labels (default: 0..N-1)")
-    parser.add_argument("--quantize", default="float", choices=["float", "int8"])
+    parser.add_argument("--quantize", choices=["float", "int8"], help="default float")
     calibration = parser.add_mutually_exclusive_group()
     calibration.add_argument("--representative", type=Path, help=".npy of 100-500 normalised training inputs (int8)")
     calibration.add_argument("--representative-dataset", metavar="SPEC",
                              help="int8: calibrate on up to 500 images of this data set's training split, the same "
                                   "share of every class (a data set spec as hgen-compile --dataset takes)")
-    parser.add_argument("--engines", default="litert,tvm", help=f"comma list of {', '.join(BUNDLE_ENGINES.names())}")
-    parser.add_argument("--scale", type=float, default=1 / 255, help="input normalisation: x = raw * scale + offset")
-    parser.add_argument("--offset", type=float, default=0.0)
-    parser.add_argument("--tau", type=float, default=0.5)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--fusion-lambda", type=fusion_lambda_arg, default=FUSION_LAMBDA_DEFAULT,
-                        help=FUSION_LAMBDA_TITLE)
+    parser.add_argument("--engines", help=f"comma list of {', '.join(BUNDLE_ENGINES.names())} "
+                                          f"(default {KERAS_DEFAULTS['engines']})")
+    parser.add_argument("--scale", type=float, help="input normalisation: x = raw * scale + offset (default 1/255)")
+    parser.add_argument("--offset", type=float, help="default 0")
+    parser.add_argument("--tau", type=float, help=f"confidence threshold (default {KERAS_DEFAULTS['tau']})")
+    parser.add_argument("--temperature", type=float, help="default 1")
+    parser.add_argument("--fusion-lambda", type=fusion_lambda_arg,
+                        help=f"{FUSION_LAMBDA_TITLE} (default {FUSION_LAMBDA_DEFAULT})")
     parser.add_argument("--pack", action="store_true", help="also write the single-file archive <out>.hgb")
     parser.add_argument("--input-shape", help="ONNX only: fixed input shape, e.g. 1,28,28,1")
     parser.add_argument("--force", action="store_true", help="replace a non-empty bundle directory")
 
 
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _refuse_keras_options(args: argparse.Namespace) -> None:
+    """An ONNX file becomes an unsigned TVM library only: --quantize int8, --key, --labels, --pack ... given with it
+    were dropped without a word (exit 0, a float library the user took for a signed int8 bundle)."""
+    given = [_flag(dest) for dest in KERAS_DEFAULTS if getattr(args, dest) not in (None, False)]
+    if given:
+        raise InvalidArgumentError(f"{', '.join(given)} only apply to a Keras model's bundle; an ONNX file is lowered "
+                                   "to a TVM library (--target, --input-shape): convert it to Keras for a bundle")
+
+
+def _keras_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The Keras options with their defaults filled in; --input-shape (ONNX only) refused."""
+    if args.input_shape is not None:
+        raise InvalidArgumentError("--input-shape only applies to an ONNX file; a Keras model's input shape is its own "
+                                   "(save it with a fixed one)")
+    filled = dict(vars(args))
+    filled.update({dest: default for dest, default in KERAS_DEFAULTS.items() if filled.get(dest) is None})
+    return argparse.Namespace(**filled)
+
+
 def _lower_onnx(args: argparse.Namespace) -> None:
     from hgen.compiler.lowering.onnx_io import lower_onnx
+
+    _refuse_keras_options(args)
 
     shape = tuple(int(d) for d in _csv(args.input_shape)) if args.input_shape else None
     library = lower_onnx(args.model, args.target, args.out, input_shape=shape)
@@ -61,7 +95,7 @@ def _lower_onnx(args: argparse.Namespace) -> None:
 def _representative(args: argparse.Namespace) -> np.ndarray | None:
     """The int8 calibration images: a .npy as given, or a class-stratified pick of a data set's training split."""
     if args.representative:
-        return np.load(args.representative)
+        return _calibration_file(args.representative)
     if args.representative_dataset:
         from hgen.compiler.data import load_dataset
         from hgen.compiler.lowering.tflite import representative_sample
@@ -71,13 +105,27 @@ def _representative(args: argparse.Namespace) -> np.ndarray | None:
     return None
 
 
+def _calibration_file(path: Path) -> np.ndarray:
+    """A .npy of normalised model inputs: integer pixels are refused (they calibrated the int8 input scale to 1)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"--representative {path}: not a readable .npy array ({exc})") from None
+    if data.dtype.kind not in "f":
+        raise InvalidArgumentError(f"--representative {path} holds {data.dtype} values; it needs the model's "
+                                   "float inputs, normalised as the device will (x = raw * scale + offset)")
+    return data
+
+
 def _lower_keras(args: argparse.Namespace) -> None:
     from hgen.compiler.bundle import pack_bundle, write_bundle
-    from hgen.compiler.models import load_model_file
+    from hgen.compiler.models import check_lowerable, load_model_file
 
+    args = _keras_args(args)
     if args.key is None:
         raise InvalidArgumentError("--key is required to sign the bundle (create one with: hgen keys generate)")
     model = load_model_file(args.model)
+    check_lowerable(model, args.model)
     classes = int(model.outputs[0].shape[-1])
     labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
     representative = _representative(args)

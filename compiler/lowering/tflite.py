@@ -67,11 +67,15 @@ def _tensorflow():
 
 
 def fixed_batch(model: keras.Model, batch_size: int = 1) -> keras.Model:
-    """Wrap `model` so its input has a static batch dimension (same weights, no copy)."""
+    """Wrap `model` so its input has a static batch dimension (same weights, no copy), of the model's own input
+    dtype. A free height or width is refused: LiteRT would record it as 1, and sign a bundle no frame fits."""
     _, keras = _tensorflow()
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InvalidArgumentError("lowering supports models with one input and one output")
-    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), batch_size=batch_size, name="image")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(dim is None for dim in shape):
+        raise InvalidArgumentError(f"model input {shape} has free dimensions; lowering needs a fixed input shape")
+    inputs = keras.Input(shape=shape, batch_size=batch_size, dtype=model.inputs[0].dtype, name="image")
     return keras.Model(inputs, model(inputs), name=f"{model.name}_b{batch_size}")
 
 
@@ -85,11 +89,28 @@ def check_representative(data: np.ndarray | None, input_shape: tuple[int, ...]) 
     if data is None:
         raise InvalidArgumentError("int8 quantisation needs representative_data (100-500 training samples)")
     data = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise InvalidArgumentError(f"representative_data holds {int((~np.isfinite(data)).sum())} values that are not "
+                                   "finite (NaN or infinite): int8 ranges cannot be calibrated on them")
     if data.shape[1:] != tuple(input_shape[1:]):
         raise InvalidArgumentError(f"representative_data shape {data.shape[1:]} != model input {tuple(input_shape[1:])}")
     if len(data) < MIN_REPRESENTATIVE:
         raise InvalidArgumentError(f"representative_data has {len(data)} samples; int8 calibration needs >= {MIN_REPRESENTATIVE}")
     return data[:MAX_REPRESENTATIVE]
+
+
+def check_calibration_range(data: np.ndarray, scale: float, offset: float) -> None:
+    """Refuse calibration images on another scale than the bundle's input, x = raw * scale + offset for raw pixels in
+    0..255 (5 % slack for augmented images): raw 0..255 pixels given where the model takes [0, 1] calibrated the
+    input scale to 1.0 instead of 1/255, and the signed int8 bundle answered at random."""
+    low, high = sorted((offset, 255.0 * scale + offset))
+    slack = 0.05 * (high - low)
+    least, most = float(np.min(data)), float(np.max(data))
+    if least < low - slack or most > high + slack:
+        raise InvalidArgumentError(
+            f"the int8 calibration images range over [{least:.4g}, {most:.4g}], but the bundle's input is raw * "
+            f"{scale:.6g} + {offset:.6g}, within [{low:.4g}, {high:.4g}]: normalise them as the device will "
+            "(or give the bundle's real --scale and --offset)")
 
 
 def representative_sample(x: np.ndarray, y: np.ndarray, count: int = MAX_REPRESENTATIVE, seed: int = 0) -> np.ndarray:
@@ -107,6 +128,8 @@ def representative_sample(x: np.ndarray, y: np.ndarray, count: int = MAX_REPRESE
     per_class = max(1, count // max(len(classes), 1))
     orders = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     picked = np.concatenate([order[:per_class] for order in orders] + [np.zeros(0, np.int64)])
+    if len(picked) > count:  # more classes than images to pick: a seeded choice of classes, not the lowest ids
+        picked = rng.permutation(picked)[:count]
     rest = np.concatenate([order[per_class:] for order in orders] + [np.zeros(0, np.int64)])
     rows = np.concatenate([picked, rng.permutation(rest)[:max(count - len(picked), 0)]])
     return np.asarray(x[np.sort(rows[:count]).astype(np.int64)], np.float32)

@@ -116,9 +116,7 @@ def check_model_file(model: keras.Model, path: str | Path, input_shape: tuple[in
     """Refuse, before any training, a user's model that does not fit the data set: its input shape, one output with
     a value per class (else only the bundle's manifest noticed, after the whole search, and `--no-bundle` never did),
     and logits, not probabilities (temperature scaling and fusion would be fitted on softmax outputs)."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise InvalidArgumentError(f"model {path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                                   "hgen compiles a model with one image input and one logits output")
+    _one_input_one_output(model, path)
     if tuple(model.inputs[0].shape[1:]) != tuple(input_shape):
         raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
                                    f"{tuple(input_shape)}")
@@ -127,6 +125,41 @@ def check_model_file(model: keras.Model, path: str | Path, input_shape: tuple[in
         raise InvalidArgumentError(f"model {path} outputs {outputs[-1] if len(outputs) == 1 else outputs} values per "
                                    f"image, the data set has {num_classes} classes: its last layer needs "
                                    f"{num_classes} units (one logit per class)")
+    _refuse_probabilities(model, path, num_classes)
+
+
+def check_lowerable(model: keras.Model, path: str | Path) -> None:
+    """Refuse a user's model that `hgen lower` would sign into a bundle no device can run right: free height or
+    width (LiteRT records them as 1), an input without a channel axis (labelled NHWC, every frame refused), integer
+    input (the device feeds x = raw * scale + offset as float32), or outputs that are not one logit per class."""
+    _one_input_one_output(model, path)
+    tensor = model.inputs[0]
+    shape = tuple(tensor.shape[1:])
+    if any(dim is None for dim in shape):
+        raise InvalidArgumentError(f"model {path} takes input {shape} with free dimensions: a device runs one fixed "
+                                   "shape; save the model with it, e.g. keras.Input(shape=(224, 224, 3))")
+    if len(shape) not in (1, 3):
+        raise InvalidArgumentError(f"model {path} takes input {shape}: hgen feeds images as (height, width, "
+                                   "channels) or features as (n,); add the channel axis, e.g. keras.Input(shape="
+                                   f"{(*shape, 1)})")
+    dtype = str(getattr(tensor, "dtype", "float32"))
+    if "float" not in dtype:
+        raise InvalidArgumentError(f"model {path} takes {dtype} input; the device feeds float32 x = raw * scale + "
+                                   "offset: save it with a float32 input (and --scale 1 --offset 0 for raw pixels)")
+    outputs = tuple(model.outputs[0].shape[1:])
+    if len(outputs) != 1 or outputs[0] is None:
+        raise InvalidArgumentError(f"model {path} outputs {outputs} per image; hgen lower bundles a classifier with "
+                                   "one logit per class")
+    _refuse_probabilities(model, path, int(outputs[0]))
+
+
+def _one_input_one_output(model: keras.Model, path: str | Path) -> None:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InvalidArgumentError(f"model {path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                                   "hgen compiles a model with one image input and one logits output")
+
+
+def _refuse_probabilities(model: keras.Model, path: str | Path, num_classes: int) -> None:
     layer, activation = _output_activation(model)
     if activation in PROBABILITY_ACTIVATIONS:
         raise InvalidArgumentError(f"model {path} ends in a {activation} (layer '{layer}'); hgen needs logits: "
