@@ -5,7 +5,10 @@ This is the last step of the compiler's search (`write_bundle`), and also what `
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,14 +53,27 @@ def _uint8(quant: Any) -> dict[str, Any] | None:
     return None if quant is None else {"scale": quant.scale, "zero_point": quant.zero_point}
 
 
-def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise InvalidArgumentError(f"bundle directory {out_dir} is not empty; pass overwrite=True to replace it")
-        for child in out_dir.iterdir():
+def _check_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise InvalidArgumentError(f"bundle directory {out_dir} is not empty; pass overwrite=True to replace it")
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A directory beside `out_dir` to write the bundle in; its files replace `out_dir`'s only once it is signed. A
+    lowering that failed (a TVM op, a full disk) used to leave `out_dir` emptied: the previous bundle was gone."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        yield staging
+        out_dir.mkdir(exist_ok=True)
+        for child in out_dir.iterdir():  # the previous bundle's files (a folder the user put there stays)
             if child.is_file():
                 child.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+        for child in staging.iterdir():
+            child.replace(out_dir / child.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _input_spec(spec: InputSpec | Mapping[str, Any] | None, shape: tuple[int, ...]) -> InputSpec:
@@ -126,46 +142,46 @@ def write_bundle(
     get_target(target)  # unknown target: typed error before any work
     precision = precision_of(quantize)
     key = signing.load_private_key(signing_key)
-    out_dir = Path(out_dir)
-    _prepare_dir(out_dir, overwrite)
+    final_dir = Path(out_dir)
+    _check_dir(final_dir, overwrite)
+    with _staged(final_dir) as out_dir:
+        if representative_data is not None:  # a lazy data set view (hgen.compiler.data.lazy) becomes float32 here
+            representative_data = np.asarray(representative_data, np.float32)
+            check_calibration_range(representative_data, *_scale_offset(input_spec))
+        if lowered is not None and lowered.precision != precision:
+            raise InvalidArgumentError(f"the lowered model is {lowered.precision}, the bundle {precision}")
+        tflite = lowered or lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
+        tflite_path = tflite.save(out_dir / f"model.{precision}.tflite")
+        lowered_engines = lower_engines(engines, EngineJob(tflite, tflite_path, target, out_dir))
+        entries = [engine.entry for engine in lowered_engines]
+        messages = [message for engine in lowered_engines for message in engine.messages]
+        web_entries, web_messages = _web_models(web, keras_model, tflite, out_dir, representative_data)
+        messages += web_messages
+        if tflite_path.name not in {entry.file for entry in entries}:  # no engine runs the TFLite file itself
+            tflite_path.unlink()
 
-    if representative_data is not None:  # a lazy data set view (hgen.compiler.data.lazy) becomes float32 here
-        representative_data = np.asarray(representative_data, np.float32)
-        check_calibration_range(representative_data, *_scale_offset(input_spec))
-    if lowered is not None and lowered.precision != precision:
-        raise InvalidArgumentError(f"the lowered model is {lowered.precision}, the bundle {precision}")
-    tflite = lowered or lower_tflite(keras_model, quantize=quantize, representative_data=representative_data)
-    tflite_path = tflite.save(out_dir / f"model.{precision}.tflite")
-    lowered_engines = lower_engines(engines, EngineJob(tflite, tflite_path, target, out_dir))
-    entries = [engine.entry for engine in lowered_engines]
-    messages = [message for engine in lowered_engines for message in engine.messages]
-    web_entries, web_messages = _web_models(web, keras_model, tflite, out_dir, representative_data)
-    messages += web_messages
-    if tflite_path.name not in {entry.file for entry in entries}:  # no engine runs the TFLite file itself
-        tflite_path.unlink()
-
-    manifest = parse_config(
-        Manifest,
-        {
-            "model": {"name": name, "version": version},
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "kind": kind,
-            "target": target,
-            "engines": [entry.model_dump() for entry in entries],
-            "web": web_entries,
-            "input": _input_spec(input_spec, tflite.input_shape).model_dump(),
-            "output_shape": tflite.output_shape,
-            "labels": list(labels),
-            "tau": tau,
-            "temperature": temperature,
-            "lambda": fusion_lambda,
-            "confidence": dict(confidence_params or {}),
-            "predicted": dict(predicted_metrics or {}),
-            "plan": dict(plan or {}),
-            "familiarity": None if familiarity is None else familiarity.model_dump(),
-        },
-        source="bundle manifest",
-        error=InvalidArgumentError,
-    )
-    sign_manifest(out_dir, manifest, key)
-    return BundleInfo(out_dir, manifest, tuple(messages))
+        manifest = parse_config(
+            Manifest,
+            {
+                "model": {"name": name, "version": version},
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "kind": kind,
+                "target": target,
+                "engines": [entry.model_dump() for entry in entries],
+                "web": web_entries,
+                "input": _input_spec(input_spec, tflite.input_shape).model_dump(),
+                "output_shape": tflite.output_shape,
+                "labels": list(labels),
+                "tau": tau,
+                "temperature": temperature,
+                "lambda": fusion_lambda,
+                "confidence": dict(confidence_params or {}),
+                "predicted": dict(predicted_metrics or {}),
+                "plan": dict(plan or {}),
+                "familiarity": None if familiarity is None else familiarity.model_dump(),
+            },
+            source="bundle manifest",
+            error=InvalidArgumentError,
+        )
+        sign_manifest(out_dir, manifest, key)
+    return BundleInfo(final_dir, manifest, tuple(messages))

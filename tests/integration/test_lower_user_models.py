@@ -103,3 +103,24 @@ def test_calibration_pick_with_more_classes_than_images_spreads_over_the_classes
     x = labels.astype(np.float32)[:, None]
     picked = representative_sample(x, labels, count=500)
     assert len(picked) == 500 and len(np.unique(picked)) == 500 and picked.max() > 900
+
+
+def test_a_lowering_that_fails_keeps_the_previous_bundle(tmp_path, key, capsys) -> None:
+    """With --force the bundle directory was emptied first: a lowering failing after that (a TVM op, a full disk,
+    bad calibration images) left the user with no bundle at all."""
+    from hgen.runtime.bundle import load_bundle
+
+    model = logits_model(tmp_path, (28, 28, 1))
+    out = tmp_path / "bundle"
+    assert main(lower(model, out, key, "--version", "1.0.0")) == 0
+    before = sorted(p.name for p in out.iterdir())
+    np.save(tmp_path / "raw.npy", np.full((120, 28, 28, 1), 255, np.float32))
+    assert main(lower(model, out, key, "--version", "2.0.0", "--force", "--quantize", "int8",
+                      "--representative", str(tmp_path / "raw.npy"))) == 2
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    with load_bundle(out, trusted_public_key=key.with_suffix(".pub")) as loaded:
+        assert loaded.manifest.model.version == "1.0.0"
+    assert main(lower(model, out, key, "--version", "2.0.0", "--force")) == 0
+    with load_bundle(out, trusted_public_key=key.with_suffix(".pub")) as loaded:
+        assert loaded.manifest.model.version == "2.0.0"
