@@ -60,6 +60,8 @@ def check(config: AgentConfig) -> dict[str, object]:
     from hgen.edge_agent.model import load_model
     from hgen.edge_agent.sources import is_live, open_source
 
+    if config.hub.tls is not None:
+        config.hub.tls.check_files()
     model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau, m=config.batching.annotators)
     try:
         summary = {"device_id": config.device_id, "bundle": f"{model.name} {model.version}",

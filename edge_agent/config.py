@@ -110,6 +110,23 @@ class TlsConfig(StrictModel):
     cert_file: Path | None = Field(None, title="Client certificate (PEM) for mutual TLS")
     key_file: Path | None = Field(None, title="Client private key (PEM) for mutual TLS")
 
+    def check_files(self) -> None:
+        """Each file readable and PEM that TLS can load, named by its key: a missing `keys/device.key` (a path
+        taken from the working directory, a kit without the CA) used to end in a traceback at connect."""
+        import ssl
+
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise AgentConfigError(f"hub.tls.{key}: {path} is not a readable file")
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file is not None:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise AgentConfigError(f"hub.tls: {self.ca_file}, {self.cert_file}, {self.key_file} do not load as PEM "
+                                   f"certificates and key: {exc}") from None
+
 
 class HubConfig(StrictModel):
     url: str | None = Field(None, title="grpc://host:50051 or mqtt://host:1883 (grpcs:// / mqtts:// for TLS); "
@@ -270,5 +287,10 @@ def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
                                                   or config.adapt.power.path})
     adapt = config.adapt.model_copy(update={"variants": _resolve(base, config.adapt.variants) or config.adapt.variants,
                                             "power": power})
+    hub = config.hub
+    if hub.tls is not None:  # kits write keys/device.pem: relative to agent.yaml, not to where the agent starts
+        tls = hub.tls.model_copy(update={k: _resolve(base, getattr(hub.tls, k)) or getattr(hub.tls, k)
+                                         for k in ("ca_file", "cert_file", "key_file")})
+        hub = hub.model_copy(update={"tls": tls})
     return config.model_copy(update={"bundle": bundle, "source": source, "outbox": outbox, "sinks": sinks,
-                                     "adapt": adapt})
+                                     "adapt": adapt, "hub": hub})

@@ -16,6 +16,11 @@ class SourceError(AgentError):
     """A frame source cannot be opened or read (missing file, camera gone, bad URL)."""
 
 
+class SourceSettingError(SourceError, ConfigError):
+    """source.uri names no file or folder, or one that is not what source.kind reads: a configuration problem
+    (exit 2), which a supervisor restarting the agent every few seconds cannot fix."""
+
+
 class TransportError(AgentError):
     """The hub cannot be reached or refused a request; samples stay in the outbox."""
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hgen.edge_agent.config import SourceConfig
-from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.errors import SourceSettingError
 from hgen.runtime.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class CaptureSource(FrameSource):
     def _open_or_raise(self) -> None:
         if not self._open():
             if not self.live:
-                raise SourceError(f"{self.config.kind} source cannot open {self.config.uri!r}")
+                raise SourceSettingError(f"{self.config.kind} source cannot open {self.config.uri!r}")
             self.stats.set_problem(f"cannot open {self.config.uri!r}; retrying")
             self.stats.failed_opens += 1
 

@@ -1,6 +1,6 @@
 """`camera`: a local camera by index (`uri: "0"`), reopened with back-off when it vanishes (USB unplugged)."""
 
-from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.errors import SourceSettingError
 from hgen.edge_agent.sources.base import SOURCES, CaptureSource
 
 
@@ -12,4 +12,4 @@ class CameraSource(CaptureSource):
         try:
             return int(self.config.uri)
         except ValueError:
-            raise SourceError(f"camera uri must be a device index such as '0', got {self.config.uri!r}") from None
+            raise SourceSettingError(f"camera uri must be a device index such as '0', got {self.config.uri!r}") from None

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from hgen.edge_agent.config import SourceConfig
-from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.errors import SourceSettingError
 from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource
 from hgen.runtime.orientation import decode_upright
 
@@ -25,10 +25,10 @@ class ImageFolderSource(FrameSource):
         super().__init__(config, stop)
         folder = Path(config.uri)
         if not folder.is_dir():
-            raise SourceError(f"image folder {folder} does not exist")
+            raise SourceSettingError(f"image folder {folder} does not exist")
         self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self._files:
-            raise SourceError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise SourceSettingError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self._position = 0
         self._index = 0
 

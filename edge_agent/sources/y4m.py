@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 from hgen.edge_agent.config import SourceConfig
-from hgen.edge_agent.errors import SourceError
+from hgen.edge_agent.errors import SourceError, SourceSettingError
 from hgen.edge_agent.sources.base import SOURCES, Frame, FrameSource
 from hgen.runtime.yuv import chroma_shape, i420_to_rgb
 
@@ -44,16 +44,16 @@ def read_header(stream: BinaryIO, name: str) -> Y4mHeader:
     """The stream header's size, colour space and range; anything this source cannot convert is a SourceError."""
     line = stream.readline(MAX_HEADER)
     if not line.startswith(MAGIC + b" ") or not line.endswith(b"\n"):
-        raise SourceError(f"{name} is not a YUV4MPEG2 file (no 'YUV4MPEG2 ...' header line)")
+        raise SourceSettingError(f"{name} is not a YUV4MPEG2 file (no 'YUV4MPEG2 ...' header line)")
     fields = {token[:1]: token[1:] for token in line[len(MAGIC):].decode("ascii", "replace").split()}
     extensions = {token for token in line.decode("ascii", "replace").split() if token.startswith("X")}
     try:
         width, height = int(fields["W"]), int(fields["H"])
     except (KeyError, ValueError):
-        raise SourceError(f"{name}: the y4m header has no valid W and H") from None
+        raise SourceSettingError(f"{name}: the y4m header has no valid W and H") from None
     colour = fields.get("C", "420jpeg")
     if width <= 0 or height <= 0 or colour not in FOUR_TWO_ZERO | {"mono"}:
-        raise SourceError(f"{name}: y4m {width}x{height} C{colour} is not supported (8-bit 4:2:0 or mono)")
+        raise SourceSettingError(f"{name}: y4m {width}x{height} C{colour} is not supported (8-bit 4:2:0 or mono)")
     return Y4mHeader(width, height, colour == "mono", "XCOLORRANGE=FULL" in extensions, stream.tell())
 
 
@@ -67,7 +67,7 @@ class Y4mFileSource(FrameSource):
         try:
             self._file: BinaryIO = path.open("rb")
         except OSError as exc:
-            raise SourceError(f"y4m source cannot open {config.uri!r}: {exc}") from exc
+            raise SourceSettingError(f"y4m source cannot open {config.uri!r}: {exc}") from exc
         try:
             self.header = read_header(self._file, path.name)
         except BaseException:

@@ -101,6 +101,7 @@ def make_channel(endpoint: Endpoint, tls: TlsConfig | None, token: str | None = 
         if tls is None:  # the config refuses this (HubConfig); a caller building its own endpoint gets told too
             raise AgentConfigError(f"{endpoint.scheme}s://{target} uses TLS: set hub.tls (ca_file, optionally "
                                    "cert_file/key_file)")
+        tls.check_files()
         read = lambda p: p.read_bytes() if p else None  # noqa: E731
         credentials = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
         channel = grpc.secure_channel(target, credentials, options=options)

@@ -62,6 +62,35 @@ def test_a_config_problem_still_exits_2(tmp_path: Path, capsys) -> None:
     assert "source.kind" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["y4m", "video", "images"])
+def test_a_source_that_names_nothing_exits_2_not_1(kind: str, tmp_path: Path, capsys) -> None:
+    """A wrong source.uri exited 1, so the unit (Restart=, RestartPreventExitStatus=2) retried it every 5 s."""
+    path = config_file(tmp_path, tmp_path / "no-such-file")
+    path.write_text(path.read_text().replace("kind: y4m", f"kind: {kind}"))
+    assert cli_main(["check", "--config", str(path)]) == EXIT_CONFIG
+    assert cli_main(["run", "--config", str(path), "--log-level", "ERROR"]) == EXIT_CONFIG
+    assert "no-such-file" in capsys.readouterr().err
+
+
+def test_hub_tls_files_are_taken_beside_agent_yaml_and_a_missing_one_is_exit_2(tmp_path: Path, capsys,
+                                                                              monkeypatch) -> None:
+    """Kits write `keys/device.pem`: it was read from the working directory, and `run` from / ended in a
+    FileNotFoundError traceback (`check` said nothing)."""
+    path = config_file(tmp_path, y4m(tmp_path / "whole.y4m", 1, broken=False))
+    path.write_text(path.read_text() + "hub: {url: 'grpcs://127.0.0.1:1', secret: 'x' , tls: {ca_file: keys/ca.pem, "
+                                       "cert_file: keys/device.pem, key_file: keys/device.key}}\n")
+    monkeypatch.chdir("/")
+    tls = load_agent_config(path).hub.tls
+    assert tls is not None and tls.cert_file == tmp_path / "keys" / "device.pem"
+    assert cli_main(["check", "--config", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"hub.tls.ca_file: {tmp_path / 'keys' / 'ca.pem'} is not a readable file" in err and "Traceback" not in err
+    for name in ("ca.pem", "device.pem", "device.key"):
+        (tmp_path / "keys" / name).write_text("not PEM")
+    assert cli_main(["check", "--config", str(path)]) == EXIT_CONFIG
+    assert "do not load as PEM certificates and key" in capsys.readouterr().err
+
+
 def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder

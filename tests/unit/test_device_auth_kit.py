@@ -31,8 +31,9 @@ def test_kit_config_carries_the_credentials_in_a_private_file(tmp_path: Path) ->
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
     config = load_agent_config(kit / "agent.yaml")
     assert config.hub.secret is not None and config.hub.secret.get_secret_value() == "s3cret-from-add-device"
-    assert config.hub.tls is not None and config.hub.tls.ca_file == Path("ca.pem")  # the operator's stays
-    assert config.hub.tls.cert_file == Path("keys/device.pem") and (kit / "keys" / "device.pem").read_text() == "CERT"
+    # relative paths are taken beside agent.yaml, as the device reads them
+    assert config.hub.tls is not None and config.hub.tls.ca_file == kit / "ca.pem"  # the operator's stays
+    assert config.hub.tls.cert_file == kit / "keys" / "device.pem" and (kit / "keys" / "device.pem").read_text() == "CERT"
     assert "s3cret" not in repr(config)
 
 
