@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
-from hgen.hub.errors import HubConfigError, HubError, KnowledgeBaseError, ReleaseError, UnknownModelError
+from hgen.hub.devices import DeviceCredentialError
+from hgen.hub.errors import (BadInputError, HubConfigError, HubError, InvalidRequestError, KnowledgeBaseError,
+                             ReleaseError, UnknownModelError)
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
                                                            (ReleaseError, 2),  # the operator's release refused
+                                                           # an unknown device, an account that exists, a bad name
+                                                           (BadInputError, 2), (DeviceCredentialError, 2),
                                                            (KnowledgeBaseError, 3), (HGenError, 1))
 
 
@@ -60,9 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbs["retrain"].add_argument("--research", action="store_true",
                                   help="also search a new compression plan and tau (needs the model's compile_config)")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
-    verbs["add-user"].add_argument("--role", choices=("annotator", "operator"), default="annotator")
+    verbs["add-user"].add_argument("--role", choices=("annotator", "operator"),
+                                   help="default: annotator for a new account; an existing one keeps its role")
     verbs["add-user"].add_argument("--invite", action="store_true",
                                    help="print a single-use invite token instead of reading a password")
+    verbs["add-user"].add_argument("--replace", action="store_true",
+                                   help="reset an existing account's password (its sessions end; its role stays "
+                                        "unless --role is given)")
     for name in ("add-device", "revoke-device", "rotate-device"):
         verbs[name].add_argument("device", metavar="NAME", help="device id (letters, digits, . _ -)")
     verbs["add-device"].add_argument("--target", help="the only target whose bundles the device may fetch")
@@ -179,7 +187,9 @@ def release(config_path: str, verb: str, model: str, to: str | None = None, bund
           f"(run {run.id}); serving hubs tell their devices")
 
 
-def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
+def add_user(config_path: str, name: str, role: str | None, invite: bool, replace: bool = False) -> None:
+    """A new account, or with `replace` a reset one. Without it an existing name is refused: `add-user alice`
+    used to replace an operator's password and demote her to annotator, and said it had succeeded."""
     import getpass
 
     from hgen.hub.kb.store import KnowledgeBase
@@ -189,6 +199,11 @@ def add_user(config_path: str, name: str, role: str, invite: bool) -> None:
     kb = KnowledgeBase.open(config.knowledge_base.url, migrate=config.knowledge_base.migrate)
     try:
         accounts = Accounts(kb)
+        existing = accounts.get(name)
+        if existing is not None and not replace:
+            raise InvalidRequestError(f"an account {name!r} ({existing.role}) exists: choose another name, or pass "
+                                      "--replace to reset its password")
+        role = role or (existing.role if existing is not None else "annotator")
         if invite:
             token = accounts.invite(name, role, config.web.invite_ttl_s, replace=True)
             base = (config.web.public_url or "").rstrip("/")  # token after '#': never sent, never logged
@@ -213,6 +228,8 @@ def device_verb(config_path: str, verb: str, device: str, target: str | None = N
         raise HubConfigError("--certificate-dir needs grpc.tls.client_ca_file and grpc.tls.client_ca_key_file")
     if secret_file is not None:
         _check_writable(secret_file)
+    if target is not None:
+        _check_target(target)
     with open_registry(config) as devices:
         if verb == "revoke-device":
             devices.revoke(device)
@@ -236,6 +253,14 @@ def device_verb(config_path: str, verb: str, device: str, target: str | None = N
         raise HubError(f"device {device}: its credentials are issued (above), but the broker did not take them yet: "
                        f"{issued.unsynced}; the hub's gRPC accepts them now, MQTT once the broker reloads "
                        "(`hgen-hub serve` syncs at start)")
+
+
+def _check_target(target: str) -> None:
+    """A target no profile names (`rpi9`) enrolled a device that no bundle would ever be served to."""
+    from hgen.compiler.lowering.targets import TARGETS  # the registry only: no TVM
+
+    if target not in TARGETS:
+        raise HubConfigError(f"--target {target!r} is not a target profile; valid choices: {', '.join(TARGETS.names())}")
 
 
 def _check_writable(path: Path) -> None:
@@ -277,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             release(args.config, args.verb, args.model, getattr(args, "to", None), getattr(args, "bundle", ()),
                     getattr(args, "keras", None))
         elif args.verb == "add-user":
-            add_user(args.config, args.name, args.role, args.invite)
+            add_user(args.config, args.name, args.role, args.invite, args.replace)
         elif args.verb in ("add-device", "revoke-device", "rotate-device"):
             device_verb(args.config, args.verb, args.device, getattr(args, "target", None),
                         getattr(args, "certificate_dir", None), getattr(args, "secret_file", None))

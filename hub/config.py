@@ -62,6 +62,15 @@ class LimitsConfig(StrictModel):
 
 
 MIN_SECRET_CHARS = {"secret_key": 32, "metrics_token": 16}  # web secrets shorter than this are refused
+MIN_DISTINCT_CHARS = 12  # a generated 32-character secret has about 25; "k" * 32 has 1
+GENERATE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def _random_looking(secret: str) -> bool:
+    """The documented placeholder ("replace with 32 or more random characters") and other typed phrases were
+    accepted: a signed session cookie was forged on the 4th guess. Generated secrets have no spaces and many
+    different characters."""
+    return not any(c.isspace() for c in secret) and len(set(secret)) >= MIN_DISTINCT_CHARS
 
 
 class WebConfig(StrictModel):
@@ -114,6 +123,10 @@ class WebConfig(StrictModel):
         shortest = MIN_SECRET_CHARS[str(info.field_name)]
         if value is not None and len(value.get_secret_value()) < shortest:
             raise ValueError(f"web.{info.field_name} must be at least {shortest} characters")
+        if value is not None and info.field_name == "secret_key" and not _random_looking(value.get_secret_value()):
+            raise ValueError(f"web.secret_key looks typed, not generated (spaces, or under {MIN_DISTINCT_CHARS} "
+                             "different characters): whoever guesses it can sign an operator's session; generate "
+                             f"one: {GENERATE_SECRET}")
         return value
 
     @field_validator("trusted_proxies")

@@ -148,7 +148,7 @@ def test_a_large_image_with_nowhere_to_keep_it_refuses_that_sample_not_the_batch
 
 def test_cookies_are_secure_when_people_reach_the_hub_over_https() -> None:
     """The old default (False) left a hub behind an HTTPS proxy sending its session cookie over plain HTTP too."""
-    web = {"enabled": True, "secret_key": "k" * 32}
+    web = {"enabled": True, "secret_key": "k9Qv2LxT7wPz4RbN8mYc3HdF6jGs1Ua5"}
     assert parse_hub_config({"web": web | {"public_url": "https://hub.example"}}).web.cookies_secure
     assert not parse_hub_config({"web": web | {"public_url": "http://10.0.0.2:8080"}}).web.cookies_secure
     assert not parse_hub_config({"web": web}).web.cookies_secure

@@ -49,6 +49,13 @@ def test_web_ui_needs_a_long_secret_and_has_no_default() -> None:
         parse_hub_config({"web": {"enabled": True}})
     with pytest.raises(HubConfigError, match="at least 32"):
         parse_hub_config({"web": {"enabled": True, "secret_key": "short"}})
+    # the operator guide's placeholder was accepted, and a cookie signed with it passed on the 4th guess
+    for typed in ("replace with 32 or more random characters", "k" * 40, "abcabcabcabcabcabcabcabcabcabcabc"):
+        with pytest.raises(HubConfigError, match="looks typed, not generated"):
+            parse_hub_config({"web": {"enabled": True, "secret_key": typed}})
+    import secrets
+
+    parse_hub_config({"web": {"enabled": True, "secret_key": secrets.token_urlsafe(32)}})
 
 
 def test_login_and_role_routing(hub: HubApp) -> None:
