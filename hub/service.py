@@ -25,7 +25,8 @@ from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidReques
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
 from hgen.hub.clocks import DeviceClocks
-from hgen.hub.validation import check_image, check_uuid, device_clock_offset, parse_request, request_deadline
+from hgen.hub.validation import (check_image, check_request_numbers, check_sample_numbers, check_uuid, clip,
+                                 device_clock_offset, parse_request, request_deadline)
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
 from hgen.runtime.hdnn import difficulty_from_confidence
@@ -34,6 +35,7 @@ from hgen.runtime.labour import labour_per_sample
 log = logging.getLogger(__name__)
 EXPIRY_POLL_S = 1.0  # bound on how late a deadline set by another hub process is noticed
 CLOCK_SKEW_WARN_S = 30.0  # a device clock further off than this is logged (once per device) and counted
+MAX_LOGGED_SOURCES = 1024  # distinct refusals a OnceLog logs; the rest are only counted
 
 
 @dataclass
@@ -56,10 +58,37 @@ def estimate_difficulty(confidence: float) -> float:
     return float(difficulty_from_confidence(confidence))
 
 
-def rejection(sample: hub_pb2.Sample, batch_id: str, error: BadInputError) -> hub_pb2.SampleReply:
-    return hub_pb2.SampleReply(sample_id=sample.sample_id, device_id=sample.device_id, batch_id=batch_id,
+def rejection(request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, error: BadInputError) -> hub_pb2.SampleReply:
+    """The refusal of one sample, addressed to the device that sent the request (the transports checked that
+    `request.device_id` is the authenticated sender), never to the device the sample names: a device could
+    otherwise make the hub publish on another device's reply topic and settle that device's waiting sample."""
+    return hub_pb2.SampleReply(sample_id=sample.sample_id, device_id=request.device_id, batch_id=request.batch_id,
                                status=hub_pb2.REPLY_STATUS_REJECTED,
                                reject_reason=hub_pb2.RejectReason.Value(error.reject_reason), detail=str(error))
+
+
+class OnceLog:
+    """Logs a refusal the first time its key is seen, up to `limit` keys (then says that it stops): memory and log
+    stay bounded whatever a client sends; the metrics still count every refusal. Keys hold clipped client strings."""
+
+    def __init__(self, limit: int = MAX_LOGGED_SOURCES) -> None:
+        self.limit = limit
+        self._seen: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def first(self, key: tuple[str, ...]) -> bool:
+        with self._lock:
+            if key in self._seen or len(self._seen) > self.limit:
+                return False
+            self._seen.add(key)
+            if len(self._seen) > self.limit:
+                log.warning("%d distinct refusals logged: further ones are only counted (metrics)", self.limit)
+                return False
+            return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
 
 
 class ReplyBus:
@@ -109,7 +138,7 @@ class HubService:
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self._mismatches_logged: set[tuple[str, str]] = set()
+        self._mismatches_logged = OnceLog()  # (account, clipped claim): a client chooses the claim
         self._skew_logged: set[str] = set()
         self.clocks = DeviceClocks()
         kb.register_devices(config.devices)
@@ -180,13 +209,13 @@ class HubService:
 
     def check_sender(self, account: str, claimed: str) -> None:
         """A message must name the device whose account it arrived on; else it is refused (no reply goes to the
-        named device), counted, and logged once per (account, claimed) pair."""
+        named device), counted, and logged once per (account, claimed) pair, for at most MAX_LOGGED_SOURCES pairs;
+        the claim is clipped wherever it is repeated (the log, the refusal's text, the once-log's key)."""
         if claimed == account:
             return
-        error = DeviceMismatchError(f"device {account!r} sent a message as {claimed!r}")
+        error = DeviceMismatchError(f"device {account!r} sent a message as {clip(claimed)!r}")
         self.metrics.inc(error.code)
-        if (account, claimed) not in self._mismatches_logged:
-            self._mismatches_logged.add((account, claimed))
+        if self._mismatches_logged.first((account, clip(claimed))):
             log.warning("refused (%s): %s", error.code, error)
         raise error
 
@@ -196,13 +225,14 @@ class HubService:
             m, deadline, budget, default_aggregator = self._check_request(request)
         except BadInputError as exc:
             self._count(exc)
-            result.immediate = [rejection(s, request.batch_id, exc) for s in request.samples]
+            result.immediate = [rejection(request, s, exc) for s in request.samples]
             return result
         owner = self.kb.ensure_batch(request, m, deadline, budget)
         if owner != request.device_id:
-            exc = DeviceMismatchError(f"batch {request.batch_id} belongs to another device than {request.device_id!r}")
+            exc = DeviceMismatchError(f"batch {request.batch_id} belongs to another device than "
+                                      f"{clip(request.device_id)!r}")
             self._count(exc)
-            result.immediate = [rejection(s, request.batch_id, exc) for s in request.samples]
+            result.immediate = [rejection(request, s, exc) for s in request.samples]
             return result
         for sample in request.samples:
             self._submit_sample(request, sample, m, deadline, default_aggregator, transport, result)
@@ -216,7 +246,7 @@ class HubService:
             result.immediate += replies
             # one line per batch, not per sample: a device asks again about everything still waiting for people
             log.info("batch %s from %s: %d sample(s) asked again (already stored), %d reply(ies) resent, the rest "
-                     "still wait for people", request.batch_id, request.device_id, len(result.duplicates),
+                     "still wait for people", request.batch_id, clip(request.device_id), len(result.duplicates),
                      len(replies))
         return result
 
@@ -226,7 +256,7 @@ class HubService:
             raise InvalidRequestError("request has no device_id")
         if not self.kb.device_exists(request.device_id):
             if not self.config.allow_unknown_devices:
-                raise UnknownDeviceError(f"device {request.device_id!r} is not registered")
+                raise UnknownDeviceError(f"device {clip(request.device_id)!r} is not registered")
             self.kb.register_devices([request.device_id])
         check_uuid(request.batch_id, "batch_id")
         m = request.annotators_wanted
@@ -235,8 +265,9 @@ class HubService:
         if not 1 <= len(request.samples) <= limits.max_batch:
             raise InvalidRequestError(f"a batch holds 1..{limits.max_batch} samples, got {len(request.samples)}")
         if request.aggregator and request.aggregator not in aggregator_names():
-            raise InvalidRequestError(f"unknown aggregator {request.aggregator!r}; valid: "
+            raise InvalidRequestError(f"unknown aggregator {clip(request.aggregator)!r}; valid: "
                                       f"{', '.join(aggregator_names())}")
+        check_request_numbers(request)  # NaN, infinity or an out-of-range Timestamp: refused here, not by the database
         now = self.clock()
         offset = self._device_clock(request, now)
         deadline = request_deadline(request, now, limits, offset)
@@ -263,7 +294,7 @@ class HubService:
             new = self._check_sample(request, sample, m, deadline, aggregator, transport)
         except BadInputError as exc:
             self._count(exc)
-            result.immediate.append(rejection(sample, request.batch_id, exc))
+            result.immediate.append(rejection(request, sample, exc))
             return
         outcome = self.kb.add_sample(new)
         if outcome == "accepted":
@@ -274,21 +305,22 @@ class HubService:
             result.duplicates.append(sample.sample_id)
         elif outcome == "foreign":
             exc = DeviceMismatchError(f"sample {sample.sample_id} belongs to another device than "
-                                      f"{request.device_id!r}")
+                                      f"{clip(request.device_id)!r}")
             self._count(exc)
-            result.immediate.append(rejection(sample, request.batch_id, exc))
+            result.immediate.append(rejection(request, sample, exc))
         else:
             exc = LabourBudgetExceededError(f"sample {sample.sample_id}: L0={new.labour:.2f} exceeds what is left "
                                             f"of batch {request.batch_id}'s budget {request.labour_budget}")
             self._count(exc)
-            result.immediate.append(rejection(sample, request.batch_id, exc))
+            result.immediate.append(rejection(request, sample, exc))
 
     def _check_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
                       aggregator: str, transport: str) -> NewSample:
         check_uuid(sample.sample_id, "sample_id")
         if sample.device_id and sample.device_id != request.device_id:
-            raise InvalidRequestError(f"sample {sample.sample_id} names device {sample.device_id!r} in a request "
-                                      f"from {request.device_id!r}")
+            raise InvalidRequestError(f"sample {sample.sample_id} names device {clip(sample.device_id)!r} in a "
+                                      f"request from {clip(request.device_id)!r}")
+        check_sample_numbers(sample)
         if not self.kb.sample_exists(sample.sample_id):  # a redelivered sample was checked the first time
             check_image(sample.image, self.config.limits)
             if len(sample.image.data) > self.kb.images.inline_max_bytes and self.kb.images.image_dir is None:

@@ -6,7 +6,9 @@ before decoding, so a decompression bomb is refused without allocating it.
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -28,11 +30,63 @@ def parse_request(payload: bytes, max_bytes: int) -> hub_pb2.AnnotationRequest:
         raise MalformedMessageError(f"payload is not an hgen.v1.AnnotationRequest: {exc}") from None
 
 
+# google.protobuf.Timestamp's valid range (0001-01-01 .. 9999-12-31): outside it, ToNanoseconds raises ValueError
+TIMESTAMP_MIN_S, TIMESTAMP_MAX_S = -62_135_596_800, 253_402_300_799
+NANOS_PER_S = 1_000_000_000
+MAX_ECHOED_CHARS = 128  # a client-supplied id is cut to this in refusals, log lines and once-log keys
+
+
+def clip(value: str, limit: int = MAX_ECHOED_CHARS) -> str:
+    """A client-supplied string as the hub repeats it: cut, so a huge id cannot grow logs, memory or a status text
+    past gRPC's metadata limit (which would turn the refusal into RESOURCE_EXHAUSTED)."""
+    return value if len(value) <= limit else f"{value[:limit]}...({len(value)} chars)"
+
+
+def check_finite(value: float, what: str) -> None:
+    """NaN and infinity pass protobuf but not the knowledge base (SQLite stores NaN as NULL) nor arithmetic."""
+    if not math.isfinite(value):
+        raise InvalidRequestError(f"{what} must be a finite number, got {value}")
+
+
+def check_all_finite(values: Iterable[float], what: str) -> None:
+    for index, value in enumerate(values):
+        check_finite(value, f"{what}[{index}]")
+
+
+def check_timestamp(message: object, name: str, what: str) -> None:
+    """A set google.protobuf.Timestamp field must be in its valid range, or reading it raises ValueError later."""
+    if not message.HasField(name):  # type: ignore[attr-defined]
+        return
+    stamp = getattr(message, name)
+    if not (TIMESTAMP_MIN_S <= stamp.seconds <= TIMESTAMP_MAX_S and 0 <= stamp.nanos < NANOS_PER_S):
+        raise InvalidRequestError(f"{what} is not a valid timestamp (seconds {stamp.seconds}, nanos {stamp.nanos}; "
+                                  "years 1..9999)")
+
+
+def check_request_numbers(request: hub_pb2.AnnotationRequest) -> None:
+    """The request's own numbers and times: finite, in range."""
+    check_finite(request.labour_budget, "labour_budget")
+    if request.labour_budget < 0:
+        raise InvalidRequestError(f"labour_budget must be >= 0 (0: the hub's default), got {request.labour_budget}")
+    check_timestamp(request, "deadline", "deadline")
+    check_timestamp(request, "sent_at", "sent_at")
+
+
+def check_sample_numbers(sample: hub_pb2.Sample) -> None:
+    """A sample's model output and capture time: every float finite, the timestamp in range."""
+    output = sample.output
+    check_finite(output.confidence, "output.confidence")
+    check_all_finite(output.class_probabilities, "output.class_probabilities")
+    for index, box in enumerate(output.boxes):
+        check_all_finite((box.x_min, box.y_min, box.x_max, box.y_max, box.score), f"output.boxes[{index}]")
+    check_timestamp(sample, "captured_at", "captured_at")
+
+
 def check_uuid(value: str, what: str) -> None:
     try:
         uuid.UUID(value)
     except ValueError:
-        raise InvalidRequestError(f"{what} {value!r} is not a UUID") from None
+        raise InvalidRequestError(f"{what} {clip(value)!r} is not a UUID") from None
 
 
 def check_image(image: hub_pb2.Image, limits: LimitsConfig) -> None:

@@ -5,12 +5,17 @@ or, without one, by the common name of its mutual-TLS client certificate when th
 No proof, a revoked or rotated secret, or a message naming another device: PERMISSION_DENIED, counted always and
 logged once per (reason, device named, peer host): a client retrying or guessing in a loop must not flood the log.
 The stored hash is re-read on every call, so a revocation holds from the next call on, in every hub process.
+
+The proof is checked twice: first by `CredentialGate`, a server interceptor that sees the call's metadata before
+its request message arrives (the sync server parks a pool thread waiting for that message, so a check in the
+handler alone let anonymous half-open calls hold every thread), then by the handler (`CallerCheck.caller`), which
+also has the TLS peer and the message (the device a message names must be the one proved).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -18,10 +23,14 @@ from hgen.hub.bundle_files import record_target
 from hgen.hub.devices import DeviceAuthError, DeviceCredentials, DeviceMismatchError
 from hgen.hub.errors import BadInputError
 from hgen.hub.kb.store import BundleRecord
-from hgen.hub.service import HubService
+from hgen.hub.service import MAX_LOGGED_SOURCES, HubService, OnceLog
+from hgen.hub.validation import clip
+
+__all__ = ["MAX_LOGGED_SOURCES", "CallerCheck", "CredentialGate", "OnceLog", "WrongTargetError"]
 
 log = logging.getLogger(__name__)
-MAX_LOGGED_SOURCES = 1024  # distinct (reason, device, peer host) refusals logged; the rest are only counted
+NO_CREDENTIAL = "no device credential (bearer token or client certificate of an enrolled device)"
+UNKNOWN_CREDENTIAL = "the device credential is unknown, revoked or rotated"
 
 
 class WrongTargetError(BadInputError):
@@ -30,11 +39,16 @@ class WrongTargetError(BadInputError):
     code = "device_wrong_target"
 
 
-def bearer_token(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def token_of(metadata: object) -> str | None:
+    """The bearer token of a call's metadata (the `<device id>:<secret>` after `authorization: Bearer `)."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value.removeprefix("Bearer ").strip()
     return None
+
+
+def bearer_token(context: grpc.ServicerContext) -> str | None:
+    return token_of(context.invocation_metadata())
 
 
 def peer_host(context: grpc.ServicerContext) -> str:
@@ -43,26 +57,6 @@ def peer_host(context: grpc.ServicerContext) -> str:
     peer_of = getattr(context, "peer", None)
     peer = (peer_of() if callable(peer_of) else None) or "unknown"
     return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
-
-
-class OnceLog:
-    """Logs a refusal the first time its key is seen, up to `limit` keys (then says that it stops): memory and log
-    stay bounded whatever a client sends; the metrics still count every refusal."""
-
-    def __init__(self, limit: int = MAX_LOGGED_SOURCES) -> None:
-        self.limit = limit
-        self._seen: set[tuple[str, ...]] = set()
-        self._lock = threading.Lock()
-
-    def first(self, key: tuple[str, ...]) -> bool:
-        with self._lock:
-            if key in self._seen or len(self._seen) > self.limit:
-                return False
-            self._seen.add(key)
-            if len(self._seen) > self.limit:
-                log.warning("%d distinct refusals logged: further ones are only counted (metrics)", self.limit)
-                return False
-            return True
 
 
 def certificate_name(context: grpc.ServicerContext) -> str | None:
@@ -79,7 +73,8 @@ class CallerCheck:
         self.devices = devices
         self._logged = OnceLog()
 
-    def _deny(self, context: grpc.ServicerContext, error: BadInputError, device: str | None) -> None:
+    def deny(self, context: grpc.ServicerContext, error: BadInputError, device: str | None) -> None:
+        """Count, log once per (reason, device, peer host), and end the call with PERMISSION_DENIED."""
         self.service.metrics.inc(error.code)
         host = peer_host(context)
         if self._logged.first((error.code, device or "", host)):
@@ -92,13 +87,11 @@ class CallerCheck:
         if token is not None:
             device = self.devices.authenticate(token)
             if device is None:
-                self._deny(context, DeviceAuthError("the device credential is unknown, revoked or rotated"),
-                           token.partition(":")[0][:128])
-            return device  # type: ignore[return-value]  # _deny raised otherwise
+                self.deny(context, DeviceAuthError(UNKNOWN_CREDENTIAL), clip(token.partition(":")[0]))
+            return device  # type: ignore[return-value]  # deny raised otherwise
         name = certificate_name(context)
         if name is None or not self.devices.is_active(name):
-            self._deny(context, DeviceAuthError("no device credential (bearer token or client certificate of an "
-                                                "enrolled device)"), name)
+            self.deny(context, DeviceAuthError(NO_CREDENTIAL), name)
         return name  # type: ignore[return-value]
 
     def check_claim(self, device: str, claimed: str, context: grpc.ServicerContext) -> None:
@@ -106,7 +99,7 @@ class CallerCheck:
         try:
             self.service.check_sender(device, claimed)  # counts and logs once
         except DeviceMismatchError as exc:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))  # the service clipped the claim in it
 
     def target_of(self, device: str) -> str | None:
         """The target a device runs: enrolled with (`add-device --target`), else named in retrain.models."""
@@ -136,5 +129,40 @@ class CallerCheck:
             return
         found = record_target(record)
         if found != wanted:
-            self._deny(context, WrongTargetError(f"{device} runs {wanted}; bundle {record.name} {record.version} "
+            self.deny(context, WrongTargetError(f"{device} runs {wanted}; bundle {record.name} {record.version} "
                                                  f"is for {found or 'an unknown target'}"), device)
+
+
+class CredentialGate(grpc.ServerInterceptor):
+    """Refuses AnnotationHub calls without a credential before the server waits for their request message.
+
+    Runs on the server's polling thread, so it does only cheap work: a bearer token is checked against its fast
+    digest (one indexed read and a SHA-256); a row without a digest yet (issued before migration 0010) and a call
+    over mutual TLS (the certificate's name is in the handler's auth context only) go on to the handler, which checks
+    them fully. A refused call gets a handler that reads no request and aborts with PERMISSION_DENIED at once,
+    counted and logged once per device and peer like every refusal (`CallerCheck`).
+    """
+
+    def __init__(self, callers: CallerCheck, service_prefix: str, *, mutual_tls: bool) -> None:
+        self.callers = callers
+        self.prefix = service_prefix
+        self.mutual_tls = mutual_tls
+
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                          details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if not details.method.startswith(self.prefix):  # grpc.health.v1 stays open
+            return continuation(details)
+        refusal = self.refusal(token_of(details.invocation_metadata))
+        if refusal is None:
+            return continuation(details)
+        return grpc.stream_unary_rpc_method_handler(  # request-streaming: runs without waiting for a message
+            lambda _requests, context: self.callers.deny(context, DeviceAuthError(refusal[0]), refusal[1]))
+
+    def refusal(self, token: str | None) -> tuple[str, str | None] | None:
+        """(reason, device named) when the call surely proves no device; None to let the handler decide."""
+        if token is None:
+            return None if self.mutual_tls else (NO_CREDENTIAL, None)
+        proved = self.callers.devices.quick_check(token)
+        if proved is False:
+            return UNKNOWN_CREDENTIAL, clip(token.partition(":")[0])
+        return None  # proved, or a legacy row: the handler's rate-limited PBKDF2 check, off this thread

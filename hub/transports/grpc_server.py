@@ -3,11 +3,14 @@
 Handlers are built with our own request deserializers so a malformed or oversized message becomes a typed,
 counted error (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) instead of an anonymous failure inside gRPC. gRPC's own
 receive limit is set to twice the configured cap: between the two our check answers; beyond, gRPC refuses.
-Every call must prove a device and may speak only for it (see grpc_auth); the health service stays open.
+Every call must prove a device and may speak only for it (see grpc_auth): a call without a credential is refused by
+an interceptor before any thread waits for its message; the health service stays open.
 Each open stream parks a server thread, so no device may hold many (`DeviceStreams`): one WatchUpdates stream per
 device (the newest wins), and at most `grpc.max_submit_streams_per_device` Submit and
 `grpc.max_fetch_streams_per_device` FetchBundle streams; beyond, RESOURCE_EXHAUSTED. The config refuses a pool too
-small to serve others while one device holds all of these (`GrpcConfig`).
+small to serve others while one device holds all of these (`GrpcConfig`). The whole fleet's WatchUpdates streams are
+capped too (`watch_slots`): past it a watcher is answered once (the newer bundle, if any) and told to call again, so
+a fleet larger than the pool polls for updates rather than holding every thread.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import ClassVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hgen.hub.transport_config import GrpcConfig, GrpcTlsConfig
+from hgen.hub.transport_config import FREE_WORKERS, GrpcConfig, GrpcTlsConfig
 from hgen.hub.devices import DeviceCredentials
 from hgen.hub.bundle_files import open_archive
 from hgen.hub.errors import (BadInputError, BundleMissingError, HubConfigError, MalformedMessageError,
@@ -33,7 +36,8 @@ from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
 from hgen.hub.transports.base import HubTransport
-from hgen.hub.transports.grpc_auth import CallerCheck
+from hgen.hub.transports.grpc_auth import CallerCheck, CredentialGate
+from hgen.hub.validation import clip
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
@@ -86,10 +90,13 @@ class DeviceStreams:
             if self._open[kind, device] <= 0:
                 del self._open[kind, device]
 
-    def watch(self, device: str) -> Watch:
-        """The device's new WatchUpdates stream; its older one, if any, is told to end."""
+    def watch(self, device: str, slots: int) -> Watch | None:
+        """The device's new WatchUpdates stream; its older one, if any, is told to end. None when `slots` devices
+        already watch and this one is not among them (a replacement takes its own older stream's slot)."""
         new = Watch()
         with self._lock:
+            if device not in self._watches and len(self._watches) >= slots:
+                return None
             older, self._watches[device] = self._watches.get(device), new
         if older is not None:
             older.replaced = True
@@ -130,6 +137,8 @@ class AnnotationHubServicer:
         self.streams = DeviceStreams({DeviceStreams.SUBMIT: config.max_submit_streams_per_device,
                                       DeviceStreams.FETCH: config.max_fetch_streams_per_device})
         self._capped_logged: set[tuple[str, str]] = set()  # (kind, device): devices are enrolled, so bounded
+        self.watch_slots = watch_slots(config)
+        self._watch_cap_logged = False
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
@@ -194,8 +203,12 @@ class AnnotationHubServicer:
         self._refuse(request, context)
         record = self.service.kb.bundle(request.bundle_name, request.version)
         if record is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no bundle {request.bundle_name!r} {request.version!r}")
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no bundle {clip(request.bundle_name)!r} "
+                                                     f"{clip(request.version)!r}")
         self.callers.check_target(device, record, context)
+        if request.offset > record.size:  # a resume point past the end: seek() fails on offsets past 2**63
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end of bundle "
+                                                        f"{record.name} {record.version} ({record.size} bytes)")
         self._open_stream(DeviceStreams.FETCH, device, context)  # a client that stops reading parks the thread
         try:
             yield from self._chunks(device, record, request, context)
@@ -222,7 +235,10 @@ class AnnotationHubServicer:
         device = self.callers.caller(context)
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
-        watch = self.streams.watch(device)
+        watch = self.streams.watch(device, self.watch_slots)
+        if watch is None:
+            yield from self._poll_once(device, request, context)
+            return
         context.add_callback(watch.wake.set)  # a cancelled stream frees its thread now, not at its next poll
         try:
             yield from self._notices(device, request, watch, context)
@@ -232,6 +248,25 @@ class AnnotationHubServicer:
             self.service.metrics.inc("grpc_watch_replaced")
             context.abort(grpc.StatusCode.ABORTED, f"a newer WatchUpdates stream of device {device!r} replaced "
                                                    "this one (one per device)")
+
+    def _poll_once(self, device: str, request: hub_pb2.WatchUpdatesRequest,
+                   context: grpc.ServicerContext) -> Iterator[hub_pb2.ModelUpdate]:
+        """Every watch slot is taken: answer what a watch would say now, then end with RESOURCE_EXHAUSTED so the
+        device calls again later (the edge agent does, backing off to 5 s): updates still reach it, by polling."""
+        self.service.metrics.inc("grpc_watch_streams_capped")
+        if not self._watch_cap_logged:
+            self._watch_cap_logged = True
+            log.warning("gRPC: %d devices hold WatchUpdates streams, all the pool of grpc.max_workers %d spares for "
+                        "them; further watchers poll instead (metric grpc_watch_streams_capped): raise "
+                        "grpc.max_workers to about the fleet size + %d to let every device watch (logged once)",
+                        self.watch_slots, self.config.max_workers, self.config.max_workers - self.watch_slots)
+        record = self.callers.bundle_for(device, request.bundle_name)
+        if record is not None and record.version != request.known_version:
+            self.callers.check_target(device, record, context)
+            yield bundle_notice(replace(record, fetch_uri=self.fetch_uri))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"the hub holds {self.watch_slots} WatchUpdates streams (grpc.max_workers "
+                      f"{self.config.max_workers}): call again later to poll for updates")
 
     def _notices(self, device: str, request: hub_pb2.WatchUpdatesRequest, watch: Watch,
                  context: grpc.ServicerContext) -> Iterator[hub_pb2.ModelUpdate]:
@@ -262,6 +297,13 @@ class AnnotationHubServicer:
         """A bundle record changed (or the hub stops): every WatchUpdates stream looks again now rather than at its
         next poll."""
         self.streams.wake_watches()
+
+
+def watch_slots(config: GrpcConfig) -> int:
+    """WatchUpdates streams the whole fleet may hold: each parks a thread for good, so they leave room for one
+    device at all its Submit and FetchBundle caps plus FREE_WORKERS threads for everyone's short calls (the config
+    guarantees at least 1)."""
+    return max(1, config.max_workers - FREE_WORKERS - (config.streams_per_device - 1))
 
 
 def server_credentials(tls: GrpcTlsConfig) -> grpc.ServerCredentials:
@@ -303,12 +345,15 @@ class GrpcTransport(HubTransport):
         options = [("grpc.max_receive_message_length", 2 * self.config.max_message_bytes),
                    ("grpc.max_send_message_length", self.config.max_message_bytes),
                    ("grpc.so_reuseport", 0)]  # 1 let a second hub bind the same port and take half the calls
+        tls = self.config.tls
+        gate = CredentialGate(self.servicer.callers, f"/{SERVICE_NAME}/",
+                              mutual_tls=tls is not None and tls.client_ca_file is not None)
         server = grpc.server(futures.ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="grpc"),
-                             options=options, maximum_concurrent_rpcs=self.config.max_workers * 4)
+                             options=options, maximum_concurrent_rpcs=self.config.max_workers * 4,
+                             interceptors=(gate,))
         server.add_generic_rpc_handlers((self._handlers(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{self.config.host}:{self.config.port}"
-        tls = self.config.tls
         try:
             self.port = (server.add_secure_port(address, server_credentials(tls)) if tls
                          else server.add_insecure_port(address))
