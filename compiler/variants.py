@@ -51,18 +51,22 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 def spread(front: list[Candidate], k: int) -> list[Candidate]:
-    """Up to k of the front, spread over energy: the most accurate and the leanest are always in."""
+    """Up to k of the front, spread over energy, by descending energy. The most accurate is always in, the leanest
+    too from k = 2 (the device's options at the two ends of the trade-off); the rest fills evenly over energy."""
     if len(front) <= k:
         return sorted(front, key=lambda c: -c.measured.energy_mj)  # type: ignore[union-attr]
     by_energy = sorted(front, key=lambda c: c.measured.energy_mj)  # type: ignore[union-attr]
-    picks = {0, len(by_energy) - 1}
     best = max(range(len(by_energy)), key=lambda i: by_energy[i].measured.accuracy)  # type: ignore[union-attr]
-    picks.add(best)
+    picks = [best, 0][:k]  # must-haves first, so filling up to k never pushes them out
     for position in np.linspace(0, len(by_energy) - 1, k):
-        if len(picks) >= k:
+        if len(set(picks)) >= k:
             break
-        picks.add(int(round(position)))
-    return [by_energy[i] for i in sorted(picks, reverse=True)][:k]
+        picks.append(int(round(position)))
+    for i in range(len(by_energy)):  # rounding can land twice on one index: fill with the next ones
+        if len(set(picks)) >= k:
+            break
+        picks.append(i)
+    return [by_energy[i] for i in sorted(set(picks), reverse=True)]
 
 
 def memory_mb(model: Any, storage_mb: float) -> float:

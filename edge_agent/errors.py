@@ -48,6 +48,11 @@ class StoppedError(SwapError):
     restart follows the notice again)."""
 
 
+class StagedPendingError(SwapError):
+    """`swap_to(..., keep_staged=True)` while another candidate (a hub update) is staged and has not run yet: the
+    caller (a variant swap) must not replace it; nothing was loaded."""
+
+
 class HealthCheckError(SwapError):
     """A candidate bundle produced wrong-shaped or non-finite outputs on the canary inputs."""
 

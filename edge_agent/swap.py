@@ -93,7 +93,8 @@ class ModelSlot:
 
     def stage(self, candidate: Model) -> bool:
         """Hold the candidate for the next frame; False (the candidate closed) once the slot is closed: a swap
-        thread that finished loading after `stop` would otherwise leave that model open for good."""
+        thread that finished loading after `stop` would otherwise leave that model open for good. A candidate
+        staged before and not yet running is closed and reported (event `replaced`, "OLD -> NEW"): it never ran."""
         with self._lock:
             replaced, closed = self._staged, self._closed
             if not closed:
@@ -103,6 +104,7 @@ class ModelSlot:
             return False
         if replaced is not None:
             replaced.close()
+            self._on_event("replaced", f"{replaced.version} -> {candidate.version}")
         return True
 
     @property

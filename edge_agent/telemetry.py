@@ -19,7 +19,7 @@ COUNTERS = (
     "frames", "frames_invalid", "frames_resized", "frames_unfamiliar", "frames_dropped", "inference_errors",
     "escalated", "audits", "rate_limited", "budget_exhausted", "labour_exhausted", "sent_samples", "replies",
     "fused", "timeouts", "late_replies", "unknown_replies", "duplicate_replies", "hub_refused", "declined",
-    "outbox_dropped", "swaps", "swaps_rejected", "rollbacks", "source_reconnects", "sink_errors",
+    "outbox_dropped", "swaps", "swaps_rejected", "updates_replaced", "rollbacks", "source_reconnects", "sink_errors",
 )
 
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hgen.edge_agent.errors import DownloadError, StoppedError, SwapError
+from hgen.edge_agent.errors import DownloadError, StagedPendingError, StoppedError, SwapError
 from hgen.edge_agent.model import Model
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle import BundleError
@@ -98,17 +98,20 @@ class ModelUpdates:
         threading.Thread(target=again, name="agent-update-retry", daemon=True).start()
 
     def swap_to(self: Agent, path: Path, *, tau: float | None = None,
-                expect: tuple[str, str] | None = None) -> Model:
+                expect: tuple[str, str] | None = None, keep_staged: bool = False) -> Model:
         """Verify, load and health-check the bundle at `path`, then stage it for the next frame (with `tau`, e.g. a
         variant's tau for a labour level, else the configured or the bundle's). `expect`: the (model name, version)
         its signed manifest must carry (for a notice: the running model's name, the announced version), so an
-        older signed bundle or another model signed with the same key is not run in its place.
+        older signed bundle or another model signed with the same key is not run in its place. `keep_staged`:
+        raise StagedPendingError rather than replace a candidate staged and not yet running (an update).
 
         Raises SwapError / BundleError when it is refused; the running model stays. If the pipeline is not
         running (source ended), the switch happens here.
         """
         tau = self.config.gate.tau if tau is None else tau
         with self._swap_lock:  # the bundle store does not prune while a bundle is being loaded and staged
+            if keep_staged and self.slot.staged:  # staging happens only under this lock: no race with `stage`
+                raise StagedPendingError(f"a staged bundle has not run yet; {Path(path).name} is not loaded")
             candidate = self.slot.prepare(Path(path), self.config.bundle, tau=tau,
                                           m=self.config.batching.annotators)
             if expect is not None and (candidate.name, candidate.version) != expect:
@@ -138,8 +141,26 @@ class ModelUpdates:
             self.telemetry.problem("swap", "")
             if self.transport is not None and self.config.hub.watch_updates:
                 self.transport.watch(self.slot.active.name, self.slot.active.version)
+        elif kind == "replaced":
+            self._on_replaced(*detail.split(" -> ", 1))
         else:
             self.telemetry.inc("rollbacks")
             self.telemetry.problem("swap", detail)
         with self._changed:
             self._changed.notify_all()
+
+    def _on_replaced(self: Agent, replaced: str, by: str) -> None:
+        """A staged update replaced before it ran by something not newer: count and report it, and forget its
+        version so the hub's re-sent notice is followed again (a newer update superseding it is just logged)."""
+        with self._lock:
+            lost = replaced in self._seen_versions and version_key(replaced) >= version_key(by)
+            if lost:
+                self._seen_versions.discard(replaced)
+        if not lost:
+            log.info("staged %s replaced by %s before it ran", replaced, by)
+            return
+        log.warning("update %s was staged but replaced by %s before it ran; its notice will be followed again",
+                    replaced, by)
+        self.telemetry.inc("updates_replaced")
+        self.telemetry.problem("swap", f"update {replaced} was replaced by {by} before it ran; waiting for the "
+                                       "hub to send it again")

@@ -4,7 +4,9 @@ clock from the first read (`clock: time`) or one row per read (`clock: step`); t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 from hgen.edge_agent.adapt.power import POWER_SOURCES, PowerReading
 from hgen.edge_agent.config import PowerConfig
@@ -22,14 +24,22 @@ def load_trace(path: Path) -> list[dict[str, float]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            rows.append({"t": float(row["t"]), "battery": float(row["battery"]),
-                         "charging": bool(row.get("charging", False))})
+            rows.append(_row(json.loads(line)))
         except (ValueError, KeyError, TypeError) as exc:
             raise AgentConfigError(f"power trace {path} line {number}: {exc}") from exc
     if not rows:
         raise AgentConfigError(f"power trace {path} has no rows")
     return sorted(rows, key=lambda r: r["t"])
+
+
+def _row(row: Any) -> dict[str, float]:
+    """One checked row: a battery of 55 (percent) read as full and NaN as empty, so they are refused here."""
+    t, battery = float(row["t"]), float(row["battery"])
+    if not math.isfinite(t):
+        raise ValueError(f"t {t} is not a finite number")
+    if not 0.0 <= battery <= 1.0:  # NaN fails this too
+        raise ValueError(f"battery {battery} is not a share in [0, 1]")
+    return {"t": t, "battery": battery, "charging": bool(row.get("charging", False))}
 
 
 @POWER_SOURCES.register("trace")
@@ -54,4 +64,4 @@ class TracePower:
                 if candidate["t"] > elapsed:
                     break
                 row = candidate
-        return PowerReading(min(1.0, max(0.0, row["battery"])), bool(row["charging"]))
+        return PowerReading(row["battery"], bool(row["charging"]))
