@@ -8,10 +8,16 @@ neither an account nor ACL lines, so the reload that drops it also disconnects i
 After writing, the hub signals the broker (SIGHUP via its pid file, or a command such as `systemctl reload`) and
 waits until the broker accepts a fresh throw-away probe account written with the files: then the new files are
 in force, and a caller that just issued a credential can hand it to a device without a race.
+
+Syncs are serialised across processes (a hub starting while `hgen-hub revoke-device` runs, or several hub
+processes) by an exclusive `flock` on `<acl_file>.lock`, and each reads the credentials only once it holds it:
+otherwise a sync that read them just before a revoke committed could write its stale files after the revoke's
+sync, and let the revoked device back in.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -25,7 +31,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-
 from hgen.hub.config import HubConfig, MqttAccessConfig, MqttConfig
 from hgen.hub.devices import DeviceCredentials, hash_secret
 from hgen.hub.errors import HubError
@@ -93,7 +98,7 @@ class BrokerAccess:
 
     def sync(self) -> None:
         """Write both files from the current credentials and wait until the broker enforces them."""
-        with self._lock:
+        with self._lock, self._exclusive():
             for attempt in (1, 2):  # a concurrent sync by another process may replace our probe: once more
                 probe = secrets.token_urlsafe(24)
                 self._write(probe)
@@ -104,7 +109,20 @@ class BrokerAccess:
             raise BrokerReloadError(f"the broker at {self.mqtt.host}:{self.mqtt.port} did not load "
                                     f"{self.access.password_file} within {self.access.reload_timeout_s}s")
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the lock file next to the ACL (created if missing) against every other process's sync."""
+        path = self.access.acl_file.with_name(self.access.acl_file.name + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)  # read-only suffices for flock
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _write(self, probe: str) -> None:
+        """Reads the credentials now, under the cross-process lock: a revoke committed before it is seen."""
         devices = dict(self.device_hashes())
         hashes = {self.mqtt.username: self._hub_hash, PROBE_USER: hash_secret(probe, PROBE_ITERATIONS), **devices}
         write_atomic(self.access.acl_file, render_acl(self.mqtt.prefix, self.mqtt.username, devices,

@@ -100,7 +100,8 @@ class MqttConfig(StrictModel):
     host: str = Field("127.0.0.1", title="Broker host")
     port: int = Field(1883, ge=1, le=65535, title="Broker port")
     prefix: str = Field("hgen/v1", title="Topic prefix: <prefix>/<device>/samples|replies|updates|status")
-    client_id: str = Field("hgen-hub", title="MQTT client id; persistent session is kept under it")
+    client_id: str = Field("hgen-hub", title="MQTT client id; persistent session is kept under it. Distinct per hub "
+                           "process: the hubs' listener must not set use_username_as_clientid (the devices' must)")
     share_group: str | None = Field(None, title="Shared-subscription group ($share/<group>/...) for several hubs")
     session_expiry_s: int = Field(3600, ge=0, title="MQTT v5 session expiry: broker keeps QoS 1 messages this long")
     keepalive_s: int = Field(30, ge=5, title="MQTT keepalive")

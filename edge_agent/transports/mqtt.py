@@ -7,6 +7,14 @@ Sending is a bounded, acknowledged stream: at most `WINDOW` sample messages wait
 (paho re-sends those itself after a reconnect, so the agent must not queue them again); `send` refuses more and
 the samples wait in the outbox. A PUBACK only says the broker took the message: a broker killed before it
 persisted may still lose it, so the agent asks again (`resend_after_s`) until the hub's reply arrives.
+
+The client id is the device id, the same as the broker's user name: a broker configured as shipped
+(`use_username_as_clientid true` on the devices' listeners, hub/broker/mosquitto.conf.example) uses the user name
+as the client id anyway, so the persistent session is the same whichever way the broker is set.
+
+A PUBACK may reach paho's network thread before `send` learnt its message id ("early"); it is kept only while a
+publish is in progress, and every publish (samples or status) settles its id afterwards, taking its early PUBACK,
+so no early entry outlives its publish to be mistaken, after the packet ids wrap, for a later message's.
 """
 
 from __future__ import annotations
@@ -47,10 +55,16 @@ def make_client(client_id: str, endpoint: Endpoint, config: HubConfig, device_id
     client.reconnect_delay_set(min_delay=1, max_delay=5)
     if endpoint.tls and config.tls is not None:
         tls = config.tls
+        tls.check_files()
         client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
                        certfile=str(tls.cert_file) if tls.cert_file else None,
                        keyfile=str(tls.key_file) if tls.key_file else None)
     return client
+
+
+def _queued(info: mqtt.MQTTMessageInfo | None) -> bool:
+    """Paho took the message: sent, or (NO_CONN) sent after the reconnect."""
+    return info is not None and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
 
 @TRANSPORTS.register("mqtt")
@@ -61,7 +75,7 @@ class MqttTransport(Transport):
         super().__init__(endpoint, config, device_id, callbacks)
         self.topics = {kind: topic(config.prefix, device_id, kind) for kind in ("samples", "replies", "updates",
                                                                                  "status")}
-        self.client = make_client(f"agent-{device_id}", endpoint, config, device_id)
+        self.client = make_client(device_id, endpoint, config, device_id)
         will = hub_pb2.DeviceStatus(device_id=device_id, online=False).SerializeToString()
         self.client.will_set(self.topics["status"], will, QOS, retain=True)
         self.client.on_connect = self._on_connect
@@ -70,7 +84,9 @@ class MqttTransport(Transport):
         self.client.on_publish = self._on_publish
         self._lock = threading.Lock()
         self._unacked: dict[int, frozenset[str]] = {}  # mid -> sample ids, until the broker's PUBACK
-        self._acked_early: dict[int, bool] = {}
+        self._acked_early: set[int] = set()  # PUBACKs that came while their publish was still in progress
+        self._untracked: set[int] = set()  # mids of status messages, until their PUBACK
+        self._publishing = 0  # publishes whose mid is not settled yet
 
     def start(self) -> None:
         self._set_state(ConnectionState.CONNECTING)
@@ -123,18 +139,52 @@ class MqttTransport(Transport):
             if len(self._unacked) >= WINDOW or ids & self._busy():
                 return False
             self._unacked[-id(ids)] = ids  # reserved; paho's lock is never taken while ours is held
-        info = self.client.publish(self.topics["samples"], request.SerializeToString(), QOS)
-        queued = info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho sends it on reconnect
+            self._publishing += 1
+        info: mqtt.MQTTMessageInfo | None = None
+        try:
+            info = self.client.publish(self.topics["samples"], request.SerializeToString(), QOS)
+        finally:
+            with self._lock:
+                del self._unacked[-id(ids)]
+                self._publishing -= 1
+                if info is not None:
+                    self._settle(info, ids)
+        return _queued(info)
+
+    def _publish_status(self, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """Retained status; its PUBACK marks nothing, but its mid is settled like a sample message's."""
         with self._lock:
-            del self._unacked[-id(ids)]
-            if queued and not self._acked_early.pop(info.mid, False):
+            self._publishing += 1
+        info: mqtt.MQTTMessageInfo | None = None
+        try:
+            info = self.client.publish(self.topics["status"], payload, QOS, retain=True)
+            return info
+        finally:
+            with self._lock:
+                self._publishing -= 1
+                if info is not None:
+                    self._settle(info, None)
+
+    def _settle(self, info: mqtt.MQTTMessageInfo, ids: frozenset[str] | None) -> None:
+        """Under the lock, once `publish` returned: unless its PUBACK already came, a queued sample message is
+        awaited by its ids, a status by its mid alone. No early entry for the mid is left behind."""
+        early = info.mid in self._acked_early
+        self._acked_early.discard(info.mid)
+        self._untracked.discard(info.mid)  # paho does not reuse a mid in flight: an old entry is dead
+        if _queued(info) and not early:
+            if ids is None:
+                self._untracked.add(info.mid)
+            else:
                 self._unacked[info.mid] = ids
-        return queued
 
     def _on_publish(self, _client, _userdata, mid: int, _reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         with self._lock:
-            if self._unacked.pop(mid, None) is None and any(key < 0 for key in self._unacked):
-                self._acked_early[mid] = True  # PUBACK before `send` registered the mid (else: a status)
+            if self._unacked.pop(mid, None) is not None:
+                return
+            if mid in self._untracked:
+                self._untracked.discard(mid)
+            elif self._publishing:
+                self._acked_early.add(mid)  # PUBACK before its publisher settled the mid (`_settle` takes it)
 
     def _busy(self) -> frozenset[str]:
         return frozenset().union(*self._unacked.values())
@@ -146,7 +196,7 @@ class MqttTransport(Transport):
 
     def report_status(self, status: hub_pb2.DeviceStatus) -> None:
         if self.state is ConnectionState.CONNECTED:
-            self.client.publish(self.topics["status"], status.SerializeToString(), QOS, retain=True)
+            self._publish_status(status.SerializeToString())
 
     def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
         uri = notice.fetch_uri or self.config.bundle_url
@@ -160,7 +210,7 @@ class MqttTransport(Transport):
         offline = hub_pb2.DeviceStatus(device_id=self.device_id, online=False).SerializeToString()
         if self.state is ConnectionState.CONNECTED:
             try:
-                self.client.publish(self.topics["status"], offline, QOS, retain=True).wait_for_publish(2.0)
+                self._publish_status(offline).wait_for_publish(2.0)
             except (RuntimeError, ValueError):  # connection lost meanwhile: the last will says the same
                 pass
         self._set_state(ConnectionState.CLOSED)

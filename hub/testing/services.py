@@ -5,6 +5,11 @@ that the hub owns (hgen.hub.broker_acl), seeded with the hub's account; `Broker.
 `mqtt` config section that lets it rewrite and reload them, and `add_account` adds a static account
 (a results sink, a test's reader or attacker) to the files the hub appends verbatim.
 
+As hub/broker/mosquitto.conf.example ships it, devices and hubs connect on different listeners: on the devices'
+(`Broker.port`, and `ws_port`) the broker uses each client's user name as its client id, so no account can take
+over another client's session (`use_username_as_clientid`); the hubs' listener (`Broker.hub_port`, where
+`hub_mqtt()` points) keeps the client ids hubs choose, as several hub processes share one account.
+
 Readiness is an event, not a sleep: Mosquitto is ready when it logs "running"; PostgreSQL when `pg_ctl -w`
 returns. Both stop (and are reaped) when their context exits.
 """
@@ -140,6 +145,7 @@ class Broker:
     tls: bool = False
     access: BrokerAccessFiles | None = None
     ws_port: int = 0  # the WebSockets listener phones use (0: none), same accounts and ACL
+    hub_port: int = 0  # the hubs' listener (client ids kept as chosen); 0: hubs use `port` too
 
     @property
     def ws_url(self) -> str:
@@ -151,7 +157,7 @@ class Broker:
 
     def hub_mqtt(self, **extra: object) -> dict[str, object]:
         assert self.access is not None
-        return self.access.hub_mqtt(self.host, self.port, **extra)
+        return self.access.hub_mqtt(self.host, self.hub_port or self.port, **extra)
 
     def add_account(self, username: str, topics: Sequence[str]) -> str:
         assert self.access is not None
@@ -169,32 +175,40 @@ def mosquitto_binary() -> str:
 # every 100 changes rather than every 30 minutes, and bound the queues; the test brokers use the same lines.
 BROKER_DURABILITY = ("persistence true\nautosave_on_changes true\nautosave_interval 100\n"
                      "max_queued_messages 100000\nmax_inflight_messages 100\n")
+# The example's packet cap: above the hub's default mqtt.max_payload_bytes (8 MiB), which the hub enforces itself.
+BROKER_LIMITS = "max_packet_size 9437184\n"
+# Listener lines of the example's devices' listeners: the client id is the user name (no session takeover).
+DEVICE_LISTENER = "use_username_as_clientid true\n"
 
 
 @contextmanager
 def mosquitto(workdir: Path | None = None, start_timeout_s: float = 15.0,
               tls: BrokerTls | None = None, websockets: bool = False) -> Iterator[Broker]:
-    """A private Mosquitto with persistence (so sessions survive a hub restart) on a free port; with `tls`, that
-    port is a TLS listener (mqtts://) and nothing listens in plaintext. `websockets` adds a plaintext WebSockets
-    listener on another free port (phones' browsers), with the same authentication and ACL."""
+    """A private Mosquitto with persistence (so sessions survive a hub restart) on a free port for devices, and
+    another for hubs (`hub_port`); with `tls`, both are TLS listeners (mqtts://) and nothing listens in plaintext.
+    `websockets` adds a plaintext WebSockets listener on another free port (phones' browsers), with the same
+    authentication and ACL. Every device listener binds the client id to the user name."""
     binary = mosquitto_binary()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         port = free_port()
         conf = Path(tmp, "mosquitto.conf")
         # As root, Mosquitto would drop to user `mosquitto`, which cannot write our temp persistence folder.
         user = "user root\n" if os.geteuid() == 0 else ""
-        listener = f"listener {port} 127.0.0.1\n" + (tls.listener_lines() if tls else "")
+        tls_lines = tls.listener_lines() if tls else ""
+        hub_port = free_port()
+        listener = (f"listener {port} 127.0.0.1\n{tls_lines}{DEVICE_LISTENER}"
+                    f"listener {hub_port} 127.0.0.1\n{tls_lines}")
         ws_port = free_port() if websockets else 0
         if ws_port:
-            listener += f"listener {ws_port} 127.0.0.1\nprotocol websockets\n"
+            listener += f"listener {ws_port} 127.0.0.1\nprotocol websockets\n{DEVICE_LISTENER}"
         access = BrokerAccessFiles.seed(Path(tmp))
-        conf.write_text(f"{user}{listener}{access.conf_lines()}persistence_location {tmp}/\n{BROKER_DURABILITY}"
+        conf.write_text(f"{user}{listener}{access.conf_lines()}persistence_location {tmp}/\n{BROKER_DURABILITY}{BROKER_LIMITS}"
                         f"log_dest stderr\nlog_type error\nlog_type warning\n"
                         f"log_type notice\nlog_type information\nconnection_messages false\n")
         process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_line(process, "running", start_timeout_s)
-            yield Broker("127.0.0.1", port, process, tls is not None, access, ws_port)
+            yield Broker("127.0.0.1", port, process, tls is not None, access, ws_port, hub_port)
         finally:
             stop_process(process)
 

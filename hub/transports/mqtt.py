@@ -16,6 +16,15 @@ acknowledged messages, so a device still waiting asks again and the hub answers 
 knowledge base, whatever it marked. Each reply is held by paho at most once (a reply already queued there is
 not queued again), and after a (re)connect the unacknowledged backlog is re-published in pages, never more
 than `REPLY_WINDOW` waiting for PUBACK at once.
+
+Devices publish at QoS 1; a QoS 0 sample is dropped on arrival (`mqtt_qos0_dropped`): the broker's Receive Maximum
+does not bound QoS 0, so one device's QoS 0 flood would otherwise queue without limit ahead of everyone's samples.
+Status messages are capped at `max_payload_bytes` like samples.
+
+A PUBACK may reach paho's network thread before the publishing thread learnt its message id ("early"); it is
+kept only while a publish is in progress, and every publish (reply or update notice) settles its id afterwards,
+taking its early PUBACK if there was one, so no early entry outlives its publish to be mistaken, after the packet
+ids wrap, for the PUBACK of a later message.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from sqlalchemy.exc import OperationalError
 from hgen.hub.broker_acl import device_registry
 from hgen.hub.transport_config import MqttConfig, MqttTlsConfig
 from hgen.hub.devices import DeviceAuthError
-from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, UnknownDeviceError
+from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
 from hgen.hub.transports.base import AnnounceError, HubTransport
@@ -82,9 +91,11 @@ class MqttTransport(HubTransport):
         self._connect_error: str | None = None
         self._inflight: dict[int, str] = {}  # mid -> sample id, until the broker's PUBACK
         self._queued: set[str] = set()  # sample ids whose reply paho holds (it re-sends them after a reconnect)
-        self._acked_early: set[int] = set()
+        self._acked_early: set[int] = set()  # PUBACKs that came while their publish was still in progress
+        self._untracked: set[int] = set()  # mids of update notices and rejected replies, until their PUBACK
         self._publishing = 0
-        self._generation = 0  # connects so far: a re-publish pass ends when a newer connect starts its own
+        self._generation = 0  # connects and disconnects so far: a message's acknowledgement and a re-publish pass
+        # belong to one connection
         self._sent_at: OrderedDict[str, float] = OrderedDict()  # sample id -> when its reply was last published
         self._acked: list[str] = []  # sample ids whose reply the broker acknowledged, not yet marked delivered
         self._stopping = threading.Event()
@@ -156,18 +167,32 @@ class MqttTransport(HubTransport):
             self.state = ConnectionState.DISCONNECTED
             log.warning("MQTT disconnected (%s); paho reconnects", reason_code)
         with self._lock:
+            self._generation += 1  # from now on, no acknowledgement for a message of the lost connection
             self._lock.notify_all()
 
     # --- ingest -----------------------------------------------------------------------------------------
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
-        """On paho's network thread: only queue it (the generation is the connection it came on)."""
+        """On paho's network thread: only queue it (the generation is the connection it came on). A QoS 0 sample is
+        dropped: devices publish samples at QoS 1, and nothing bounds how many QoS 0 messages the broker sends."""
         self.service.metrics.inc("mqtt_messages_received")
+        if message.qos == 0 and message.topic.endswith("/samples"):
+            self.service.metrics.inc("mqtt_qos0_dropped")
+            log.debug("QoS 0 sample message on %s dropped (devices publish at QoS 1)", message.topic)
+            return
         self._ingest.put(Received(self._generation, message.mid, message.qos, message.topic, message.payload))
 
     def _ack(self, message: Received) -> None:
-        if message.qos > 0:
-            self.client.ack(message.mid, message.qos)
+        """Under the lock `_on_disconnect` bumps the generation in: a message of a lost connection is never
+        acknowledged, as its packet id may name another message on the next one (paho drops what it queued
+        before the reconnect)."""
+        if message.qos == 0:
+            return
+        with self._lock:
+            if message.generation != self._generation:
+                self.service.metrics.inc("mqtt_ingest_stale")
+                return
+            self.client.ack(message.mid, message.qos)  # only queues the packet: no paho lock is waited for
 
     def _handle(self, message: Received) -> None:
         """On the ingest worker; a refused message is handled (counted and logged once by the service)."""
@@ -216,10 +241,18 @@ class MqttTransport(HubTransport):
         raise error
 
     def _on_status(self, device_id: str, payload: bytes) -> None:
+        """Capped like samples: a retained status is re-sent to the hub at every subscribe and stored whole."""
+        error: BadInputError
+        if len(payload) > self.config.max_payload_bytes:
+            error = MessageTooLargeError(f"status from {device_id!r}: payload of {len(payload)} bytes exceeds the "
+                                         f"cap of {self.config.max_payload_bytes}")
+            self.service.metrics.inc(error.code)
+            log.warning("MQTT status refused (%s): %s", error.code, error)
+            raise error
         try:
             status = hub_pb2.DeviceStatus.FromString(payload)
         except Exception as exc:
-            error: BadInputError = MalformedMessageError(f"status from {device_id!r} is not a DeviceStatus: {exc}")
+            error = MalformedMessageError(f"status from {device_id!r} is not a DeviceStatus: {exc}")
         else:
             self._check_enrolled(device_id)
             self.service.check_sender(device_id, status.device_id)  # counted and logged by the service
@@ -248,20 +281,33 @@ class MqttTransport(HubTransport):
             with self._lock:
                 self._publishing -= 1
                 queued = info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: sent on reconnect
-                early = info.mid in self._acked_early
-                self._acked_early.discard(info.mid)
+                early = self._settle(info.mid, queued, reply.sample_id if tracked else None)
                 if not tracked or not queued or early:
                     self._queued.discard(reply.sample_id)
-                else:
-                    self._inflight[info.mid] = reply.sample_id
             if tracked and early:
                 self._acknowledged(reply.sample_id)
+
+    def _settle(self, mid: int, queued: bool, sample_id: str | None) -> bool:
+        """Under the lock, once `publish` returned `mid`: True if its PUBACK already came. Else a queued message
+        is awaited: a reply by its sample id, an untracked message (`sample_id` None) so its PUBACK is not taken
+        for an early one. Either way no early entry for `mid` is left behind."""
+        early = mid in self._acked_early
+        self._acked_early.discard(mid)
+        self._untracked.discard(mid)  # paho does not reuse a mid in flight: an old entry is dead
+        if queued and not early:
+            if sample_id is None:
+                self._untracked.add(mid)
+            else:
+                self._inflight[mid] = sample_id
+        return early and queued
 
     def _on_publish(self, _client, _userdata, mid: int, _reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         with self._lock:
             sample_id = self._inflight.pop(mid, None)
-            if sample_id is None and self._publishing:
-                self._acked_early.add(mid)  # PUBACK before `deliver` registered the mid
+            if sample_id is None and mid in self._untracked:
+                self._untracked.discard(mid)
+            elif sample_id is None and self._publishing:
+                self._acked_early.add(mid)  # PUBACK before its publisher settled the mid (`_settle` takes it)
             self._queued.discard(sample_id or "")
             self._lock.notify_all()
         if sample_id is not None:
@@ -291,7 +337,7 @@ class MqttTransport(HubTransport):
         """Re-publish replies made while we were away (or whose PUBACK never came), page by page, waiting for
         PUBACKs between pages; a disconnect ends the pass (the next connect starts another)."""
         cursor, generation = (-1.0, ""), self._generation
-        current = lambda: self.state is ConnectionState.CONNECTED and self._generation == generation  # noqa: E731
+        current = lambda: self.state is ConnectionState.CONNECTED and self._generation == generation
         try:
             while current():
                 page = self.service.kb.undelivered(TRANSPORT, REDELIVER_PAGE, after=cursor)
@@ -321,14 +367,30 @@ class MqttTransport(HubTransport):
                 log.warning("update notice %s %s to %s queued: the broker is not connected, it goes out after the "
                             "reconnect", notice.bundle_name, notice.version, device_id)
                 continue
+            what = f"update notice {notice.bundle_name} {notice.version} to {device_id!r} over MQTT"
             try:
                 info.wait_for_publish(PUBACK_TIMEOUT_S)
             except (RuntimeError, ValueError) as exc:  # paho: not queued (queue full) or publish failed
-                raise AnnounceError(f"update notice {notice.bundle_name} {notice.version} to {device_id!r} over "
-                                    f"MQTT: {exc}") from exc
+                raise AnnounceError(f"{what}: {exc}") from exc
+            if not info.is_published():  # paho's wait returns silently when it times out
+                raise AnnounceError(f"{what}: the broker did not acknowledge it within {PUBACK_TIMEOUT_S}s (paho "
+                                    f"keeps it and sends it again after a reconnect)")
 
     def publish_update(self, device_ids: Sequence[str], notice: hub_pb2.ModelUpdate) -> list[mqtt.MQTTMessageInfo]:
         """Retained model-update notice per device: a device that connects later still sees the latest."""
         payload = notice.SerializeToString()
-        return [self.client.publish(topic(self.config.prefix, d, "updates"), payload, QOS, retain=True)
-                for d in device_ids]
+        return [self._publish_untracked(topic(self.config.prefix, d, "updates"), payload) for d in device_ids]
+
+    def _publish_untracked(self, topic_name: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """A retained QoS 1 message whose PUBACK marks nothing; its mid is settled like a reply's."""
+        with self._lock:
+            self._publishing += 1
+        info: mqtt.MQTTMessageInfo | None = None
+        try:
+            info = self.client.publish(topic_name, payload, QOS, retain=True)
+            return info
+        finally:
+            with self._lock:
+                self._publishing -= 1
+                if info is not None:
+                    self._settle(info.mid, info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), None)

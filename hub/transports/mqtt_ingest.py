@@ -11,24 +11,31 @@ blocking the network thread, and a hub that dies mid-message still gets it again
 A message queued before a reconnect is dropped unprocessed: the broker re-sends it in the new session (same
 packet id), and acknowledging it on the new connection would acknowledge whatever now carries that id.
 A message whose handling fails with a transient error (the database locked or unreachable) is retried until
-it succeeds: the broker's window then fills and ingest pauses, which is the back-pressure we want. A message
-that keeps failing for any other reason (a bug) is acknowledged after `ATTEMPTS` tries and counted: holding it
-would take one of the broker's window slots until the next reconnect, and the device asks again about every
-sample it has no reply for.
+it succeeds: the broker's window then fills and ingest pauses, which is the back-pressure we want. A message that
+fails for any other reason (a bug, or input the service cannot take) is acknowledged after one try, counted
+(`mqtt_ingest_dropped`) and logged: retrying it would only stall every other device behind the one worker, and
+the device asks again about every sample it has no reply for.
+
+Receive Maximum bounds only QoS 1 and 2. The queue is bounded too: a QoS 0 message (no device of ours sends one;
+the transport drops QoS 0 samples before they get here) beyond `QOS0_KEPT` waiting is dropped and counted
+(`mqtt_ingest_overflow`); a QoS 1 message is never dropped (it holds a window slot until acknowledged), and
+messages of an earlier connection are discarded as soon as one of a newer connection arrives. The worker takes
+the devices' messages round-robin, each device's in arrival order, so one busy device cannot starve the others
+of the window it got.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 INGEST_WINDOW = 64  # messages the broker may send before our acknowledgements (MQTT v5 Receive Maximum)
-ATTEMPTS = 5
-RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # back-off between tries; the last one repeats for transient errors
+QOS0_KEPT = 64  # QoS 0 messages waiting at once; more are dropped (nothing bounds them at the broker)
+RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # back-off between tries of a transient error; the last one repeats
 POLL_S = 0.5
 
 
@@ -40,16 +47,62 @@ class Received:
     topic: str
     payload: bytes
 
+    @property
+    def device(self) -> str:
+        """The device segment of `<prefix>/<device>/<kind>` (the round-robin key)."""
+        parts = self.topic.rsplit("/", 2)
+        return parts[-2] if len(parts) >= 2 else ""
+
+
+class DeviceQueues:
+    """Waiting messages per device, served round-robin; not thread-safe (the worker's condition guards it)."""
+
+    def __init__(self) -> None:
+        self._queues: OrderedDict[str, deque[Received]] = OrderedDict()  # devices with messages, in serving order
+        self.size = self.qos0 = 0
+
+    def append(self, message: Received) -> None:
+        self._queues.setdefault(message.device, deque()).append(message)
+        self.size += 1
+        self.qos0 += message.qos == 0
+
+    def pop(self) -> Received:
+        """The oldest message of the next device in turn; that device goes to the back of the line."""
+        device, waiting = next(iter(self._queues.items()))
+        message = waiting.popleft()
+        del self._queues[device]
+        if waiting:
+            self._queues[device] = waiting
+        self.size -= 1
+        self.qos0 -= message.qos == 0
+        return message
+
+    def drop_before(self, generation: int) -> int:
+        """Discard the messages of connections older than `generation`; how many."""
+        dropped = 0
+        for device in list(self._queues):
+            kept = deque(m for m in self._queues[device] if m.generation >= generation)
+            dropped += len(self._queues[device]) - len(kept)
+            self.qos0 -= sum(m.qos == 0 for m in self._queues[device] if m.generation < generation)
+            if kept:
+                self._queues[device] = kept
+            else:
+                del self._queues[device]
+        self.size -= dropped
+        return dropped
+
 
 class IngestWorker:
-    """One thread: handle (commit), then acknowledge, each message in arrival order."""
+    """One thread: handle (commit), then acknowledge, each device's messages in arrival order."""
 
     def __init__(self, handle: Callable[[Received], None], ack: Callable[[Received], None],
                  generation: Callable[[], int], count: Callable[[str], None],
                  transient: tuple[type[BaseException], ...] = (), retry_s: tuple[float, ...] = RETRY_S) -> None:
         self._handle, self._ack, self._generation, self._count = handle, ack, generation, count
         self._transient, self._retry_s = transient, retry_s
-        self._queue: queue.SimpleQueue[Received] = queue.SimpleQueue()
+        self._waiting = DeviceQueues()
+        self._newest = 0  # the newest connection a message came on
+        self._ready = threading.Condition()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-ingest", daemon=True)
 
@@ -59,31 +112,54 @@ class IngestWorker:
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._ready:
+            self._ready.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
     def put(self, message: Received) -> None:
-        """Called on paho's network thread: never blocks."""
-        self._queue.put(message)
+        """Called on paho's network thread: never blocks. A QoS 0 message over `QOS0_KEPT` is dropped."""
+        with self._ready:
+            if message.generation > self._newest:
+                self._newest = message.generation
+                stale = self._waiting.drop_before(message.generation)  # the broker re-sends them
+                for _ in range(stale):
+                    self._count("mqtt_ingest_stale")
+            if message.qos == 0 and self._waiting.qos0 >= QOS0_KEPT:
+                self._count("mqtt_ingest_overflow")
+                return
+            self._waiting.append(message)
+            self._ready.notify()
 
     def backlog(self) -> int:
-        return self._queue.qsize()
+        with self._ready:
+            return self._waiting.size
+
+    def _next(self) -> Received | None:
+        """The next message in turn, or None after `POLL_S` without one (to look at `_stopping` again)."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._waiting.size > 0 or self._stopping.is_set(), POLL_S):
+                return None
+            return self._waiting.pop() if self._waiting.size and not self._stopping.is_set() else None
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                message = self._queue.get(timeout=POLL_S)
-            except queue.Empty:
+            message = self._next()
+            if message is None:
                 continue
             if message.generation != self._generation():
                 self._count("mqtt_ingest_stale")  # the broker re-sends it on the new connection
                 continue
-            if self._attempt(message):
-                self._ack(message)
+            if not self._attempt(message):
+                continue
+            if message.generation != self._generation():  # reconnected while it was handled: its packet id now
+                self._count("mqtt_ingest_stale")  # names another message; the broker re-sends this one
+                continue
+            self._ack(message)
 
     def _attempt(self, message: Received) -> bool:
         """True once handled (or given up on): then it may be acknowledged. False: leave it to the broker."""
-        tries = failures = 0
+        tries = 0
         while True:
             try:
                 self._handle(message)
@@ -93,11 +169,10 @@ class IngestWorker:
                             exc_info=tries == 0)
                 self._count("mqtt_ingest_retried")
             except Exception:
-                failures += 1
-                log.exception("MQTT message on %s failed (%d of %d)", message.topic, failures, ATTEMPTS)
-                if failures >= ATTEMPTS:
-                    self._count("mqtt_ingest_dropped")
-                    return True
+                log.exception("MQTT message on %s dropped: its handling failed (not a database outage, so trying "
+                              "again would fail the same way)", message.topic)
+                self._count("mqtt_ingest_dropped")
+                return True
             if self._stopping.wait(self._retry_s[min(tries, len(self._retry_s) - 1)]):
                 return False  # stopping: the broker re-sends it to the next hub process
             if message.generation != self._generation():

@@ -194,7 +194,7 @@ def test_cli_verbs_show_the_secret_once_and_store_a_hash(tmp_path: Path, capsys)
     config.write_text(yaml.safe_dump({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"}}))
     assert main(["add-device", "cam-7", "--target", "rpi4", "--config", str(config)]) == 0
     secret = capsys.readouterr().out.split("secret ")[1].split()[0]
-    assert main(["add-device", "cam-7", "--config", str(config)]) == 1
+    assert main(["add-device", "cam-7", "--config", str(config)]) == 2  # already enrolled: bad input
     assert "already has a credential" in capsys.readouterr().err
     assert main(["rotate-device", "cam-7", "--config", str(config)]) == 0
     rotated = capsys.readouterr().out.split("secret ")[1].split()[0]
@@ -207,7 +207,7 @@ def test_cli_verbs_show_the_secret_once_and_store_a_hash(tmp_path: Path, capsys)
         assert devices.authenticate(f"cam-7:{rotated}") is None
     finally:
         kb.close()
-    assert main(["revoke-device", "cam-7", "--config", str(config)]) == 1  # nothing left to revoke
+    assert main(["revoke-device", "cam-7", "--config", str(config)]) == 2  # nothing left to revoke: bad input
 
 
 def test_config_rules(tmp_path: Path) -> None:
