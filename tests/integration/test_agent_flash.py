@@ -62,13 +62,14 @@ def test_x86_64_kit_installs_offline_and_runs_on_a_video(tmp_path, artifacts_dir
                              timeout=600)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
     assert '"bundle": "lenet5-digits 0.1.0"' in install.stdout  # `hgen-agent check` ran in the installed venv
+    assert (kit / "BUILD_INFO").read_text().startswith("commit: ")
 
     run = subprocess.run([str(prefix / "venv" / "bin" / "hgen-agent"), "run", "--config",
                           str(prefix / "etc" / "agent.yaml"), "--log-level", "WARNING"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.strip().splitlines()[-1])["frames"] == 40
-    lines = (prefix / "etc" / "results.jsonl").read_text().splitlines()
+    lines = (prefix / "var" / "results.jsonl").read_text().splitlines()  # state lives in PREFIX/var
     assert sorted(json.loads(line)["frame_index"] for line in lines) == list(range(40))
     freeze = subprocess.run([str(prefix / "venv" / "bin" / "python"), "-m", "pip", "list", "--format=json"],
                             capture_output=True, text=True, timeout=60)

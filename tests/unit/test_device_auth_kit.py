@@ -32,7 +32,7 @@ def test_kit_config_carries_the_credentials_in_a_private_file(tmp_path: Path) ->
     config = load_agent_config(kit / "agent.yaml")
     assert config.hub.secret is not None and config.hub.secret.get_secret_value() == "s3cret-from-add-device"
     # relative paths are taken beside agent.yaml, as the device reads them
-    assert config.hub.tls is not None and config.hub.tls.ca_file == kit / "ca.pem"  # the operator's stays
+    assert config.hub.tls is not None and config.hub.tls.ca_file == kit / "keys" / "ca.pem"  # copied in
     assert config.hub.tls.cert_file == kit / "keys" / "device.pem" and (kit / "keys" / "device.pem").read_text() == "CERT"
     assert "s3cret" not in repr(config)
 

@@ -74,7 +74,8 @@ def run(sysroot: Path, frames: int, work: Path) -> dict[str, Any]:
     agent = prefix / "venv" / "bin" / "hgen-agent"
     ran, run_seconds = timed([str(agent), "run", "--config", str(prefix / "etc" / "agent.yaml"), "--log-level",
                               "WARNING"], env, work, 900)
-    results = [json.loads(line) for line in (prefix / "etc" / "results.jsonl").read_text().splitlines()]
+    state = prefix / "var"  # the kit writes state (the jsonl sink's results) to PREFIX/var
+    results = [json.loads(line) for line in (state / "results.jsonl").read_text().splitlines()]
     probe, _ = timed([str(prefix / "venv" / "bin" / "python"), "-c", "import platform, cv2, numpy, ai_edge_litert; "
                       "print(platform.machine(), cv2.__version__, numpy.__version__)"], env, work, 300)
     listing, _ = timed([str(prefix / "venv" / "bin" / "python"), "-m", "pip", "list", "--format=json"], env, work, 600)

@@ -1,33 +1,204 @@
 #!/bin/sh
 # Install the H-Gen edge agent from this kit, offline: a venv under PREFIX, wheels only from ./wheelhouse.
-#   sudo ./install.sh                      # /opt/hgen-agent, systemd unit enabled and started
+#   sudo ./install.sh                      # /opt/hgen-agent, run by system user hgen, systemd unit (re)started
 #   PREFIX=$HOME/hgen ./install.sh --no-systemd
+# PREFIX/venv: the code; PREFIX/etc: agent.yaml, bundle/, keys/ (read-only for the agent); PREFIX/var: outbox,
+# bundle store, jsonl results (the agent's user's, kept across installs). Installing a newer kit replaces the
+# code (same version or not), agent.yaml (the previous one kept as agent.yaml.bak-<UTC time>), bundle/ and keys/,
+# and restarts a running agent. Environment: PREFIX, PYTHON (python3), AGENT_USER (hgen under systemd as root,
+# else the installing user), UNIT_DIR (/etc/systemd/system).
 set -eu
+umask 022
 KIT=$(cd "$(dirname "$0")" && pwd)
 PREFIX=${PREFIX:-/opt/hgen-agent}
 PYTHON=${PYTHON:-python3}
-AGENT_USER=${AGENT_USER:-$(id -un)}
+UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
+UNIT=hgen-agent.service
 SYSTEMD=1
-[ "${1:-}" = "--no-systemd" ] && SYSTEMD=0
+case "${1:-}" in
+  --no-systemd) SYSTEMD=0 ;;
+  "") ;;
+  *) echo "usage: $0 [--no-systemd]" >&2; exit 2 ;;
+esac
+command -v systemctl >/dev/null 2>&1 || SYSTEMD=0
+IS_ROOT=0
+[ "$(id -u)" = 0 ] && IS_ROOT=1
+if [ "$SYSTEMD" = 1 ] && [ "$IS_ROOT" = 1 ]; then
+  AGENT_USER=${AGENT_USER:-hgen}
+else
+  AGENT_USER=${AGENT_USER:-$(id -un)}
+fi
 
-mkdir -p "$PREFIX/etc"
-"$PYTHON" -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
-cp -R "$KIT/bundle" "$KIT/keys" "$PREFIX/etc/"
-[ -f "$PREFIX/etc/agent.yaml" ] || cp "$KIT/agent.yaml" "$PREFIX/etc/agent.yaml"
-for private in "$PREFIX/etc/agent.yaml" "$PREFIX/etc/keys/device.key"; do  # the device's secret and TLS key
-  [ -f "$private" ] || continue
-  chmod 600 "$private"
-  [ "$(id -u)" != 0 ] || chown "$AGENT_USER" "$private"  # readable by the agent's user only
-done
-"$PREFIX/venv/bin/hgen-agent" check --config "$PREFIX/etc/agent.yaml"
+die() {
+  echo "install.sh: $*" >&2
+  exit 1
+}
 
-if [ "$SYSTEMD" = 1 ] && command -v systemctl >/dev/null 2>&1; then
-  sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@USER@|$AGENT_USER|g" "$KIT/hgen-agent.service.in" \
-    > /etc/systemd/system/hgen-agent.service
+# The kit's TARGET ("aarch64 python3.11") against this device: its wheels run nowhere else.
+check_device() {
+  [ -f "$KIT/TARGET" ] || die "$KIT has no TARGET file: not a kit from tools/flash/build_kit.py"
+  target=$(cat "$KIT/TARGET")
+  kit_machine=${target%% *}
+  kit_python=${target#* }
+  machine=$(uname -m)
+  [ "$machine" = "$kit_machine" ] || die "this kit is for $kit_machine, this device is $machine: build one with --target $machine"
+  device_python=$("$PYTHON" -c 'import sys; print("python%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+    || die "cannot run $PYTHON (set PYTHON=...)"
+  [ "$device_python" = "$kit_python" ] || die "this kit's wheels are for $kit_python, $PYTHON is $device_python: set PYTHON to a $kit_python"
+}
+
+check_systemd_install() {
+  [ "$SYSTEMD" = 1 ] || return 0
+  [ "$IS_ROOT" = 1 ] || die "installing the systemd unit needs root (sudo), or pass --no-systemd"
+  case "$PREFIX" in
+    /home/*|/root/*|/run/user/*) die "PREFIX $PREFIX is under a home folder, which the unit hides (ProtectHome=yes): use /opt/hgen-agent" ;;
+  esac
+}
+
+# Only as root: the agent's own system user (in group video, for cameras), created when missing.
+ensure_user() {
+  [ "$IS_ROOT" = 1 ] && [ "$AGENT_USER" != root ] || return 0
+  id -u "$AGENT_USER" >/dev/null 2>&1 && return 0
+  [ "$AGENT_USER" = hgen ] || die "user $AGENT_USER does not exist (create it, or leave AGENT_USER unset for hgen)"
+  if getent group video >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir "$PREFIX/var" --shell /usr/sbin/nologin --groups video hgen
+  else
+    useradd --system --no-create-home --home-dir "$PREFIX/var" --shell /usr/sbin/nologin hgen
+  fi
+  echo "created system user hgen"
+}
+
+# This kit's hgen wheel even when the same version is installed (pip would keep the old code), then its deps.
+install_code() {
+  set -- "$KIT"/wheelhouse/hgen-*.whl
+  [ "$#" = 1 ] && [ -f "$1" ] || die "expected one hgen wheel in $KIT/wheelhouse, found: $*"
+  "$PYTHON" -m venv "$PREFIX/venv"
+  "$PREFIX/venv/bin/pip" install --quiet --no-index --force-reinstall --no-deps "$1"
+  "$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
+}
+
+# A private file readable by the agent's user only: root-owned 0640 in its group when root installs for
+# another user, else 0600 (the installing user is the agent's).
+make_private() {
+  if [ "$IS_ROOT" = 1 ] && [ "$AGENT_USER" != root ]; then
+    chown "root:$(id -gn "$AGENT_USER")" "$1"
+    chmod 640 "$1"
+  else
+    chmod 600 "$1"
+  fi
+}
+
+# The kit's agent.yaml replaces the device's (a rotated secret, a fixed config); the previous one is kept.
+install_config() {
+  mkdir -p "$PREFIX/etc"
+  rm -rf "$PREFIX/etc/bundle" "$PREFIX/etc/keys"
+  cp -R "$KIT/bundle" "$KIT/keys" "$PREFIX/etc/"
+  config="$PREFIX/etc/agent.yaml"
+  if [ -f "$config" ]; then
+    if cmp -s "$KIT/agent.yaml" "$config"; then
+      echo "agent.yaml unchanged"
+    else
+      backup="$config.bak-$(date -u +%Y%m%dT%H%M%SZ)"
+      cp -p "$config" "$backup"
+      chmod 600 "$backup"
+      echo "agent.yaml replaced by the kit's; the previous one is kept as $backup"
+    fi
+  fi
+  cp "$KIT/agent.yaml" "$config.new"
+  make_private "$config.new"
+  mv -f "$config.new" "$config"
+  [ ! -f "$PREFIX/etc/keys/device.key" ] || make_private "$PREFIX/etc/keys/device.key"
+}
+
+# Kits before PREFIX/var kept the outbox and bundle store beside agent.yaml: true when some are still there.
+old_state() {
+  for old in outbox.sqlite outbox.sqlite-wal outbox.sqlite-shm bundles; do
+    [ -e "$PREFIX/etc/$old" ] && [ ! -e "$PREFIX/var/$old" ] && return 0
+  done
+  return 1
+}
+
+# PREFIX/var, the one folder the agent writes: the old layout's state moved in, owned by the agent's user.
+prepare_state() {
+  mkdir -p "$PREFIX/var"
+  for old in outbox.sqlite outbox.sqlite-wal outbox.sqlite-shm bundles; do
+    if [ -e "$PREFIX/etc/$old" ] && [ ! -e "$PREFIX/var/$old" ]; then
+      mv "$PREFIX/etc/$old" "$PREFIX/var/$old"
+      echo "moved $PREFIX/etc/$old to $PREFIX/var/$old"
+    fi
+  done
+  repoint_bundle_record
+  if [ "$IS_ROOT" = 1 ] && [ "$AGENT_USER" != root ]; then
+    chown -R "$AGENT_USER:$(id -gn "$AGENT_USER")" "$PREFIX/var"
+    chmod 750 "$PREFIX/var"
+  fi
+}
+
+# bundles/current.json names the running bundle by absolute path: follow the move from etc/ to var/.
+repoint_bundle_record() {
+  record="$PREFIX/var/bundles/current.json"
+  [ -f "$record" ] || return 0
+  real=$(cd "$PREFIX" && pwd -P)
+  "$PREFIX/venv/bin/python" - "$record" "$real/etc/bundles/" "$real/var/bundles/" <<'PY'
+import json, sys
+record, old, new = sys.argv[1:]
+data = json.load(open(record))
+if str(data.get("path", "")).startswith(old):
+    data["path"] = new + data["path"][len(old):]
+    json.dump(data, open(record, "w"))
+PY
+}
+
+# As the agent's user, so a file it cannot read (or a camera it may not open) is found now.
+as_agent() {
+  if [ "$IS_ROOT" = 1 ] && [ "$AGENT_USER" != root ]; then
+    if command -v runuser >/dev/null 2>&1; then
+      runuser -u "$AGENT_USER" -- "$@"
+    else
+      su -s /bin/sh -c 'exec "$0" "$@"' "$AGENT_USER" "$@"
+    fi
+  else
+    "$@"
+  fi
+}
+
+# The kit's unit for this PREFIX and user (without SupplementaryGroups=video where no group video exists:
+# systemd would refuse to start it).
+write_unit() {
+  no_video='/^SupplementaryGroups=video$/d'
+  getent group video >/dev/null 2>&1 && no_video=''
+  sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@USER@|$AGENT_USER|g" -e "$no_video" "$KIT/hgen-agent.service.in" \
+    > "$UNIT_DIR/$UNIT"
+}
+
+check_device
+check_systemd_install
+WAS_ACTIVE=0
+if [ "$SYSTEMD" = 1 ] && systemctl is-active --quiet "$UNIT"; then
+  WAS_ACTIVE=1
+  if old_state; then
+    echo "stopping $UNIT to move its state to $PREFIX/var"
+    systemctl stop "$UNIT"
+  fi
+fi
+ensure_user
+install_code
+install_config
+prepare_state
+[ ! -f "$KIT/BUILD_INFO" ] || cp "$KIT/BUILD_INFO" "$PREFIX/etc/BUILD_INFO"
+(cd "$PREFIX" && as_agent "$PREFIX/venv/bin/hgen-agent" check --config "$PREFIX/etc/agent.yaml")
+
+if [ "$SYSTEMD" = 1 ]; then
+  write_unit
   systemctl daemon-reload
-  systemctl enable --now hgen-agent.service
-  echo "hgen-agent installed in $PREFIX and started (journalctl -u hgen-agent -f)"
+  systemctl enable "$UNIT"
+  if [ "$WAS_ACTIVE" = 1 ]; then
+    systemctl restart "$UNIT"
+    echo "hgen-agent updated in $PREFIX and restarted as $AGENT_USER (journalctl -u hgen-agent -f)"
+  else
+    systemctl start "$UNIT"
+    echo "hgen-agent installed in $PREFIX and started as $AGENT_USER (journalctl -u hgen-agent -f)"
+  fi
 else
   echo "hgen-agent installed in $PREFIX; run: $PREFIX/venv/bin/hgen-agent run --config $PREFIX/etc/agent.yaml"
 fi
