@@ -20,10 +20,15 @@ class TargetMismatchError(BundleError):
     """The bundle (or one of its libraries) was built for another target or CPU architecture."""
 
 
+class NoEngineError(BundleError):
+    """A loaded bundle was asked for its engine but none is open (`load_bundle(engines=[])`)."""
+
+
 __all__ = [
     "BundleError",
     "BundleFormatError",
     "IntegrityError",
+    "NoEngineError",
     "SignatureError",
     "TargetMismatchError",
     "UntrustedKeyError",

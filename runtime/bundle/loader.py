@@ -2,7 +2,10 @@
 
 Order matters: the manifest's signature is checked on its raw bytes before JSON parsing, the target
 is checked before any file is hashed or extracted, and every model file's SHA-256 is checked before an
-interpreter or `dlopen` sees it. Archives are read member by member, never extracted blindly.
+interpreter or `dlopen` sees it. Archives are read member by member, never extracted blindly, after their tar
+headers were walked (bounded) so an unsigned archive cannot exhaust memory; folders' files are read only if regular
+and only up to their signed size. Each opened engine that reads its shapes from the model file is compared with the
+manifest, so a bundle whose manifest describes another model is refused at load, not on every frame.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import math
 import shutil
 import tarfile
 import zlib
@@ -21,22 +25,26 @@ from typing import IO, Any
 import hgen.runtime.engines as engines_pkg
 from hgen.runtime.bundle import extraction
 from hgen.runtime.bundle.elf import host_machine
-from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, TargetMismatchError
+from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, NoEngineError, TargetMismatchError
 from hgen.runtime.bundle.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     EngineEntry,
     Manifest,
+    Quantization,
     WebModelEntry,
     parse_manifest,
 )
-from hgen.runtime.errors import UnknownChoiceError
+from hgen.runtime.config import backend_option_problems
+from hgen.runtime.errors import InvalidInputError, UnknownChoiceError
 from hgen.runtime.signing import load_public_key, verify
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 4096
 CHUNK = 1 << 16
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -50,7 +58,11 @@ class LoadedBundle:
 
     @property
     def engine(self) -> engines_pkg.Engine:
-        return next(iter(self.engines.values()))
+        """The preferred open engine; NoEngineError when none is open (`load_bundle(engines=[])` opens none)."""
+        for engine in self.engines.values():
+            return engine
+        raise NoEngineError(f"no engine of bundle {self.manifest.model.name} is open: load it with engines=None "
+                            f"(all) or name one of {', '.join(e.name for e in self.manifest.engines)}")
 
     def close(self) -> None:
         self.engines.clear()
@@ -80,11 +92,13 @@ def _verified_manifest(manifest_bytes: bytes, signature: bytes, key: Any, expect
     return manifest
 
 
-def _copy_hashed(source: IO[bytes], dest: Path | None) -> tuple[str, int]:
+def _copy_hashed(source: IO[bytes], dest: Path | None, limit: int) -> tuple[str, int]:
+    """SHA-256 and size of at most `limit` bytes of `source` (the signed size + 1: enough to see it is larger),
+    copied to `dest` if given."""
     digest, size = hashlib.sha256(), 0
     out = open(dest, "wb") if dest is not None else None
     try:
-        while chunk := source.read(CHUNK):
+        while size < limit and (chunk := source.read(min(CHUNK, limit - size))):
             digest.update(chunk)
             size += len(chunk)
             if out is not None:
@@ -96,6 +110,9 @@ def _copy_hashed(source: IO[bytes], dest: Path | None) -> tuple[str, int]:
 
 
 def _check_hash(entry: EngineEntry | WebModelEntry, sha256: str, size: int) -> None:
+    if size > entry.size:
+        raise IntegrityError(f"{entry.file}: larger than the {entry.size} bytes of the signed manifest: "
+                             "the file was modified")
     if size != entry.size or sha256 != entry.sha256:
         raise IntegrityError(
             f"{entry.file}: size/SHA-256 {size}/{sha256[:12]} differ from the signed manifest "
@@ -104,20 +121,16 @@ def _check_hash(entry: EngineEntry | WebModelEntry, sha256: str, size: int) -> N
 
 
 def verify_directory(root: Path, key: Any, expected_target: str | None = None) -> Manifest:
-    """Verify a bundle directory in place and return its manifest."""
-    try:
-        with open(root / MANIFEST_NAME, "rb") as handle:
-            manifest_bytes = _read_limited(handle, MANIFEST_NAME)
-        signature = (root / SIGNATURE_NAME).read_bytes()[:4096]
-    except FileNotFoundError as exc:
-        raise BundleFormatError(f"bundle {root} has no {Path(exc.filename).name}") from None
+    """Verify a bundle directory in place and return its manifest. Every file must be a regular file (a folder,
+    FIFO or device is a BundleFormatError) and is read only up to its signed size."""
+    with extraction.open_regular(root / MANIFEST_NAME) as handle:
+        manifest_bytes = _read_limited(handle, MANIFEST_NAME)
+    with extraction.open_regular(root / SIGNATURE_NAME) as handle:
+        signature = handle.read(MAX_SIGNATURE_BYTES)
     manifest = _verified_manifest(manifest_bytes, signature, key, expected_target)
     for entry in manifest.files():
-        try:
-            with open(root / entry.file, "rb") as handle:
-                _check_hash(entry, *_copy_hashed(handle, None))
-        except FileNotFoundError:
-            raise BundleFormatError(f"bundle {root} is missing {entry.file}") from None
+        with extraction.open_regular(root / entry.file) as handle:
+            _check_hash(entry, *_copy_hashed(handle, None, entry.size + 1))
     return manifest
 
 
@@ -130,12 +143,31 @@ def _next_member(archive: tarfile.TarFile, name: str) -> bytes:
     return _read_limited(handle, name)
 
 
+def _tar_stream(source: IO[bytes]) -> IO[bytes]:
+    """The archive's tar bytes: gzip (what `hgen bundle pack` writes) or an uncompressed tar. No other decompressor
+    is tried: a corrupt xz archive escaped as a raw LZMAError."""
+    magic = source.read(len(GZIP_MAGIC))
+    source.seek(0)
+    return gzip.GzipFile(fileobj=source, mode="rb") if magic == GZIP_MAGIC else source
+
+
+def _check_headers(stream: IO[bytes], sizes: Mapping[str, int]) -> None:
+    """Walk the archive's headers from its start (`extraction.check_tar_headers`), then return to where tarfile is."""
+    position = stream.tell()
+    stream.seek(0)
+    extraction.check_tar_headers(stream, {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_MANIFEST_BYTES} | sizes)
+    stream.seek(position)
+
+
 def _extract_archive(source: IO[bytes], key: Any, expected_target: str | None, dest: Path) -> Manifest:
-    with tarfile.open(fileobj=source, mode="r:*") as archive:
+    stream = _tar_stream(source)
+    _check_headers(stream, {})  # before tarfile reads a header; the rest once the signed sizes are known
+    with tarfile.open(fileobj=stream, mode="r:") as archive:
         manifest_bytes = _next_member(archive, MANIFEST_NAME)
         signature = _next_member(archive, SIGNATURE_NAME)
         manifest = _verified_manifest(manifest_bytes, signature, key, expected_target)
         expected = {entry.file: entry for entry in manifest.files()}
+        _check_headers(stream, {name: entry.size for name, entry in expected.items()})
         while (member := archive.next()) is not None:
             entry = expected.pop(member.name, None)
             if entry is None:
@@ -146,7 +178,7 @@ def _extract_archive(source: IO[bytes], key: Any, expected_target: str | None, d
                 raise IntegrityError(f"{entry.file}: {member.size} bytes in the archive, {entry.size} signed")
             handle = archive.extractfile(member)
             assert handle is not None
-            _check_hash(entry, *_copy_hashed(handle, dest / entry.file))
+            _check_hash(entry, *_copy_hashed(handle, dest / entry.file, entry.size + 1))
     if expected:
         raise BundleFormatError(f"archive is missing {', '.join(sorted(expected))}")
     (dest / MANIFEST_NAME).write_bytes(manifest_bytes)
@@ -175,6 +207,32 @@ def _engine_config(entry: EngineEntry, manifest: Manifest, options: Mapping[str,
     return dict(options) | engines_pkg.ENGINES.get(entry.name).manifest_config(entry, manifest)
 
 
+def _same_quant(signed: Quantization, model: engines_pkg.QuantParams | None) -> bool:
+    return model is not None and math.isclose(signed.scale, model.scale, rel_tol=1e-6) and \
+        signed.zero_point == model.zero_point
+
+
+def _quant_text(quant: Quantization | engines_pkg.QuantParams | None) -> str:
+    return "none" if quant is None else f"scale {float(quant.scale)!r}, zero point {quant.zero_point}"
+
+
+def _disagreements(engine: engines_pkg.Engine, entry: EngineEntry, manifest: Manifest) -> list[str]:
+    """What the model file says (shapes, precision, int8 parameters) that the signed manifest does not; nothing for
+    engines whose specs come from their config or the manifest itself (`specs_from_model` False)."""
+    if not engine.specs_from_model:
+        return []
+    pairs = [("input shape", tuple(manifest.input.shape), tuple(engine.input_spec.shape)),
+             ("output shape", tuple(manifest.output_shape), tuple(engine.output_spec.shape)),
+             ("precision", entry.precision, engine.precision)]
+    problems = [f"{what} {signed} in the manifest, {model} in the model" for what, signed, model in pairs
+                if signed != model]
+    for what, signed, model in (("input quantization", entry.input_quantization, engine.input_quant),
+                                ("output quantization", entry.output_quantization, engine.output_quant)):
+        if signed is not None and not _same_quant(signed, model):
+            problems.append(f"{what} {_quant_text(signed)} in the manifest, {_quant_text(model)} in the model")
+    return problems
+
+
 def _open_engine(entry: EngineEntry, root: Path, manifest: Manifest, options: Mapping[str, Any]) -> engines_pkg.Engine:
     if entry.format == "object-archive":
         raise TargetMismatchError(
@@ -182,7 +240,18 @@ def _open_engine(entry: EngineEntry, root: Path, manifest: Manifest, options: Ma
         )
     if entry.machine is not None and entry.machine != host_machine():
         raise TargetMismatchError(f"{entry.file} is built for {entry.machine}, this device is {host_machine()}")
-    return engines_pkg.open_engine(entry.name, root / entry.file, _engine_config(entry, manifest, options))
+    engine = engines_pkg.open_engine(entry.name, root / entry.file, _engine_config(entry, manifest, options))
+    if problems := _disagreements(engine, entry, manifest):
+        raise BundleFormatError(f"{entry.file} ({entry.name}) does not match the signed manifest: "
+                                f"{'; '.join(problems)}. The manifest describes another model: rebuild the bundle "
+                                "from the model it ships")
+    return engine
+
+
+def _check_engine_options(options: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """A misspelt engine name (`litrt`) or option is refused before any I/O, not silently dropped."""
+    if problems := backend_option_problems(engines_pkg.ENGINES, options or {}, each_key=True):
+        raise InvalidInputError("engine_options: " + "; ".join(problems))
 
 
 def _selected(manifest: Manifest, names: Iterable[str] | None) -> list[EngineEntry]:
@@ -202,10 +271,12 @@ def load_bundle(
     """Verify a bundle (directory or archive) against `trusted_public_key`, then open its engines.
 
     `engines` picks which of the bundle's engines to open (default: all, in manifest order);
-    `engine_options` passes per-engine settings such as `{"litert": {"num_threads": 2}}`.
+    `engine_options` passes per-engine settings such as `{"litert": {"num_threads": 2}}`; an unknown engine or option
+    there is an InvalidInputError (options for a registered engine the bundle lacks are allowed).
     """
     for name in engines or ():
         engines_pkg.ENGINES.get(name)  # an unknown name fails now, before any I/O
+    _check_engine_options(engine_options)
     key = load_public_key(trusted_public_key)
     path = Path(path)
     tempdir = None
@@ -237,6 +308,7 @@ def load_first_runnable(path: str | Path, *, trusted_public_key: Any, expected_t
     devices (LiteRT, a TVM library for a Pi's CPU); one built for another machine, or whose runtime is not installed,
     is skipped and said in the log, so an agent not told which engine to use runs what it can. None opens:
     TargetMismatchError naming each one's reason."""
+    _check_engine_options(engine_options)
     bundle = load_bundle(path, trusted_public_key=trusted_public_key, expected_target=expected_target, engines=[])
     reasons = []
     try:

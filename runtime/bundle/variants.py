@@ -18,12 +18,12 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import Field
 
 from hgen.runtime import signing
-from hgen.runtime.bundle.extraction import plain_file
+from hgen.runtime.bundle.extraction import check_tar_headers, open_regular, plain_file
 from hgen.runtime.bundle.errors import BundleFormatError, IntegrityError, TargetMismatchError
 from hgen.runtime.bundle.manifest import SAFE_FILE, SEMVER, file_digest
 from hgen.runtime.config import StrictModel, parse_config
@@ -34,6 +34,7 @@ INDEX_NAME = "variants.json"
 INDEX_SIGNATURE = "variants.sig"
 MAX_VARIANTS = 16
 MAX_INDEX_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 4096
 
 
 class LevelEntry(StrictModel):
@@ -119,16 +120,38 @@ def member_entry(path: Path, **fields: Any) -> VariantEntry:
     return VariantEntry(file=path.name, sha256=sha, size=size, **fields)
 
 
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file: an index that is a FIFO, a device or a huge file is refused, not read
+    whole into memory before its signature is checked."""
+    try:
+        with open_regular(path) as handle:
+            data = handle.read(limit + 1)
+    except BundleFormatError as exc:
+        raise BundleFormatError(f"{path.parent} is not a variant set: {exc}") from None
+    if len(data) > limit:
+        raise BundleFormatError(f"{path.name} is larger than {limit} bytes")
+    return data
+
+
+def _member_digest(path: Path, entry: VariantEntry) -> tuple[str, int]:
+    """(SHA-256, size) of at most the signed size + 1 bytes of a member, which must be a regular file."""
+    try:
+        handle = open_regular(path)
+    except BundleFormatError as exc:
+        raise BundleFormatError(f"variant {entry.name}: {exc}") from None
+    digest, size = hashlib.sha256(), 0
+    with handle:
+        while size <= entry.size and (block := handle.read(min(1 << 20, entry.size + 1 - size))):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
 def load_variant_set(root: str | Path, trusted_public_key: Any, expected_target: str | None = None) -> VariantSet:
     """Verify the index signature and every member's size and hash; typed bundle errors otherwise."""
     root = Path(root)
-    try:
-        data = (root / INDEX_NAME).read_bytes()
-        signature = (root / INDEX_SIGNATURE).read_bytes()
-    except OSError as exc:
-        raise BundleFormatError(f"{root} is not a variant set: {exc}") from exc
-    if len(data) > MAX_INDEX_BYTES:
-        raise BundleFormatError(f"{INDEX_NAME} is larger than {MAX_INDEX_BYTES} bytes")
+    data = _read_bounded(root / INDEX_NAME, MAX_INDEX_BYTES)
+    signature = _read_bounded(root / INDEX_SIGNATURE, MAX_SIGNATURE_BYTES)
     signing.verify(data, signature, signing.load_public_key(trusted_public_key))
     try:
         raw = json.loads(data)
@@ -138,10 +161,7 @@ def load_variant_set(root: str | Path, trusted_public_key: Any, expected_target:
     if expected_target is not None and index.target != expected_target:
         raise TargetMismatchError(f"variant set built for {index.target}, this device is {expected_target}")
     for entry in index.variants:
-        path = root / entry.file
-        if not path.is_file():
-            raise BundleFormatError(f"variant {entry.name}: {entry.file} is missing")
-        if file_digest(path) != (entry.sha256, entry.size):
+        if _member_digest(root / entry.file, entry) != (entry.sha256, entry.size):
             raise IntegrityError(f"variant {entry.name}: {entry.file} does not match the signed index")
     return VariantSet(index, root)
 
@@ -173,14 +193,29 @@ def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
     return handle.read()
 
 
+def _check_headers(source: IO[bytes], sizes: dict[str, int]) -> None:
+    """Walk the set's headers from its start before tarfile parses them (`check_tar_headers`), then return."""
+    position = source.tell()
+    source.seek(0)
+    check_tar_headers(source, {INDEX_NAME: MAX_INDEX_BYTES, INDEX_SIGNATURE: MAX_INDEX_BYTES} | sizes)
+    source.seek(position)
+
+
 def _unpack(path: Path, key: Any, expected_target: str | None, dest: Path) -> VariantSet:
-    with tarfile.open(path, "r:") as archive:
+    with path.open("rb") as source:
+        return _unpack_from(source, key, expected_target, dest)
+
+
+def _unpack_from(source: IO[bytes], key: Any, expected_target: str | None, dest: Path) -> VariantSet:
+    _check_headers(source, {})  # before tarfile reads a header; the rest once the signed sizes are known
+    with tarfile.open(fileobj=source, mode="r:") as archive:  # uncompressed, as `pack_variant_set` writes it
         data, signature = _member_bytes(archive, INDEX_NAME), _member_bytes(archive, INDEX_SIGNATURE)
         signing.verify(data, signature, signing.load_public_key(key))
         index = parse_config(VariantIndex, json.loads(data), source=INDEX_NAME, error=BundleFormatError)
         if expected_target is not None and index.target != expected_target:
             raise TargetMismatchError(f"variant set built for {index.target}, this device is {expected_target}")
         expected = {entry.file: entry for entry in index.variants}
+        _check_headers(source, {entry.file: entry.size for entry in index.variants})
         dest.mkdir(parents=True, exist_ok=True)
         while (member := archive.next()) is not None:
             entry = expected.pop(member.name, None)

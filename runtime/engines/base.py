@@ -46,11 +46,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class QuantParams:
+    """Affine parameters of an integer tensor (`real = (q - zero_point) * scale`); `dtype` int8, or uint8 for models
+    exported with uint8 input and output (the LiteRT.js twin of an int8 bundle)."""
+
     scale: float
     zero_point: int
+    dtype: str = "int8"
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(x / self.scale) + self.zero_point, -128, 127).astype(np.int8)
+        limits = np.iinfo(self.dtype)
+        return np.clip(np.round(x / self.scale) + self.zero_point, limits.min, limits.max).astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
@@ -60,8 +65,15 @@ class Engine(ABC):
     """Base of all engines: subclasses set the specs and implement `_run_fixed` for one fixed-size batch."""
 
     Config: ClassVar[type[StrictModel]]
+    specs_from_model: ClassVar[bool] = False
+    """True when the specs, precision and quantization below are read from the model file (LiteRT), so the loader
+    compares them with the signed manifest; False when they come from the engine's config (null) or from the
+    manifest itself (tvm), where there is nothing to compare."""
     input_spec: TensorSpec
     output_spec: TensorSpec
+    precision: str = "float32"
+    input_quant: QuantParams | None = None
+    output_quant: QuantParams | None = None
     _run_lock: threading.Lock
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:

@@ -35,16 +35,27 @@ def interpreter_class() -> type:
     return Interpreter
 
 
-def _quant(detail: dict) -> QuantParams | None:
-    if np.dtype(detail["dtype"]) != np.int8:
+def _quant(detail: dict, role: str, model_path: Path) -> QuantParams | None:
+    """None for a float32 tensor, the (de)quantisation of an int8 or uint8 one. Anything else is refused when the
+    model is opened: a uint8 model was fed float32 and failed every frame with a raw ValueError."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
         return None
+    if dtype not in (np.int8, np.uint8):
+        raise EngineError(f"litert engine: the {role} of {model_path.name} is {dtype}; the engine feeds and reads "
+                          "float32, or int8/uint8 with quantization parameters: export the model with those")
     scale, zero_point = detail["quantization"]
-    return QuantParams(float(scale), int(zero_point))
+    if not scale > 0:
+        raise EngineError(f"litert engine: the {role} of {model_path.name} is {dtype} without quantization "
+                          "parameters (raw integers), so float inputs cannot be mapped to it: export the model "
+                          "with a float32 input and output, or quantize it fully (hgen lower --quantize int8)")
+    return QuantParams(float(scale), int(zero_point), dtype.name)
 
 
 @ENGINES.register("litert")
 class LiteRTEngine(Engine):
     Config = LiteRTConfig
+    specs_from_model = True  # shapes, precision and int8 parameters are the model file's own
 
     def __init__(self, model_path: Path | None, config: LiteRTConfig) -> None:
         if model_path is None or not model_path.is_file():
@@ -58,20 +69,23 @@ class LiteRTEngine(Engine):
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"litert engine cannot load {model_path}: {exc}") from None
-        (self._input,) = self.interpreter.get_input_details()
-        (self._output,) = self.interpreter.get_output_details()
-        self._in_quant = _quant(self._input)
-        self._out_quant = _quant(self._output)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EngineError(f"litert engine: {model_path.name} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                              "the engine runs models with one of each")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_quant = _quant(self._input, "input", model_path)
+        self.output_quant = _quant(self._output, "output", model_path)
         self.input_spec = TensorSpec(tuple(int(d) for d in self._input["shape"]))
         self.output_spec = TensorSpec(tuple(int(d) for d in self._output["shape"]))
-        self.precision = "int8" if self._in_quant else "float32"
+        self.precision = "int8" if self.input_quant else "float32"  # uint8 I/O: an int8 graph (the LiteRT.js twin)
 
     def _run_fixed(self, batch: np.ndarray) -> np.ndarray:
-        feed = self._in_quant.quantize(batch) if self._in_quant else batch
+        feed = self.input_quant.quantize(batch) if self.input_quant else batch
         self.interpreter.set_tensor(self._input["index"], feed)
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self._output["index"])
-        return self._out_quant.dequantize(out) if self._out_quant else out.copy()
+        return self.output_quant.dequantize(out) if self.output_quant else out.copy()
 
 
 def _builtin_without_default_delegates():

@@ -1,7 +1,8 @@
 """`tvm`: an Apache TVM library exported by the compiler, run through the relax virtual machine.
 
 The library has no shape metadata the Python runtime can read cheaply, so the shapes and int8 parameters
-come from the (signed) manifest. A library for another CPU is refused before it is handed to `dlopen`.
+come from the (signed) manifest. A library for another CPU is refused before it is handed to `dlopen`; a config
+that does not match the library (shape, dtype) is an EngineError at the first run, as is an output of another shape.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ class TVMEngine(Engine):
     def __init__(self, model_path: Path | None, config: TVMConfig) -> None:
         if model_path is None or not model_path.is_file():
             raise EngineError(f"tvm engine: library {model_path} does not exist")
-        if config.precision == "int8" and (config.input_quantization is None or config.output_quantization is None):
-            raise EngineError("tvm engine: an int8 model needs input_quantization and output_quantization")
+        _check_quantization(config)
         check_library_machine(model_path)
         tvm, virtual_machine = _import_tvm()
         try:
@@ -83,15 +83,34 @@ class TVMEngine(Engine):
         self._tensor = tvm.runtime.tensor
         self._device = tvm.cpu()
         self.precision = config.precision
-        self._in_quant = QuantParams(**config.input_quantization.model_dump()) if config.input_quantization else None
-        self._out_quant = QuantParams(**config.output_quantization.model_dump()) if config.output_quantization else None
+        self.input_quant = QuantParams(**config.input_quantization.model_dump()) if config.input_quantization else None
+        self.output_quant = QuantParams(**config.output_quantization.model_dump()) if config.output_quantization else None
         self.input_spec = TensorSpec(tuple(config.input_shape))
         self.output_spec = TensorSpec(tuple(config.output_shape))
 
     def _run_fixed(self, batch: np.ndarray) -> np.ndarray:
-        feed = self._in_quant.quantize(batch) if self._in_quant else np.ascontiguousarray(batch)
-        out = self._main(self._tensor(feed, self._device))
+        feed = self.input_quant.quantize(batch) if self.input_quant else np.ascontiguousarray(batch)
+        try:
+            out = self._main(self._tensor(feed, self._device))
+        except Exception as exc:  # TVM's C++ checks raise RuntimeError/ValueError naming its own internals
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"tvm engine: the library refused a {feed.dtype} batch of shape {feed.shape} ({detail}): "
+                              "its input shape or precision is not what the manifest/config says; rebuild the "
+                              "bundle") from None
         if not hasattr(out, "numpy"):  # a tuple of outputs: the logits come first
             out = out[0]
         result = out.numpy()
-        return self._out_quant.dequantize(result) if self._out_quant else result
+        if result.shape != self.output_spec.shape:  # the logits would be misread downstream
+            raise EngineError(f"tvm engine: the library returned shape {result.shape}, the manifest/config says "
+                              f"{self.output_spec.shape}; rebuild the bundle")
+        return self.output_quant.dequantize(result) if self.output_quant else result
+
+
+def _check_quantization(config: TVMConfig) -> None:
+    """int8 needs both tensors' parameters; float32 takes none (they were applied to a float library's input)."""
+    given = (config.input_quantization is not None, config.output_quantization is not None)
+    if config.precision == "int8" and not all(given):
+        raise EngineError("tvm engine: an int8 model needs input_quantization and output_quantization")
+    if config.precision == "float32" and any(given):
+        raise EngineError("tvm engine: a float32 model takes no input_quantization or output_quantization; "
+                          "set precision: int8 if the library is int8")
