@@ -60,18 +60,20 @@ def _check_dir(out_dir: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def _staged(out_dir: Path) -> Iterator[Path]:
-    """A directory beside `out_dir` to write the bundle in; its files replace `out_dir`'s only once it is signed. A
-    lowering that failed (a TVM op, a full disk) used to leave `out_dir` emptied: the previous bundle was gone."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    """A folder inside `out_dir` (the same file system, so every move is a rename) to write the bundle in; its files
+    replace `out_dir`'s only once it is signed, and the previous bundle's other files go after that. A lowering that
+    failed (a TVM op, a full disk) used to leave `out_dir` emptied: the previous bundle was gone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
         yield staging
-        out_dir.mkdir(exist_ok=True)
-        for child in out_dir.iterdir():  # the previous bundle's files (a folder the user put there stays)
-            if child.is_file():
-                child.unlink()
-        for child in staging.iterdir():
+        written = sorted(staging.iterdir(), key=lambda child: child.name.startswith("manifest."))  # manifest last
+        for child in written:
             child.replace(out_dir / child.name)
+        kept = {child.name for child in written}
+        for child in out_dir.iterdir():  # the previous bundle's files this one lacks (a folder the user put there stays)
+            if child.is_file() and child.name not in kept:
+                child.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

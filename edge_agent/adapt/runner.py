@@ -13,9 +13,11 @@ the queue depth older than STALE_AFTER x max_reply_latency_s are forgotten, and 
 labour allowed no new replies come, and a stale number would hold the device offline for good.
 
 No selection while a variant swap is loading or a bundle is staged (it runs at the next frame), nor while the
-running model is not a member of the set (a hub update, also after a restart): the update stays, the offline and
-labour policy still apply to it (tau 0 while no labour is allowed, its own tau otherwise). What runs is read back
-from the active model every tick, so a rollback or a failed swap is followed. The choice, its reason and the
+running model is outside the set and is not the configured `bundle.path` (a hub update, also after a restart, when
+the agent resumes it from the bundle store): the update stays, the offline and labour policy still apply to it (tau
+0 while no labour is allowed, its own tau otherwise). A device running its `bundle.path` bundle that is not a member
+(flashed standalone, or rolled back to it) adopts a member at the next selection. What runs is read back from the
+active model every tick, so a rollback or a failed swap is followed. The choice, its reason and the
 context are on status (gauges `adapt.*`, `problems["adapt"]` while something is wrong) and in the log.
 """
 
@@ -72,6 +74,7 @@ class Adaptation:
         bundle = agent.config.bundle
         self.agent, self.config = agent, config
         self._members: dict[str, int | None] = {}  # model path -> member index (None: not in the set)
+        self._flashed = Path(bundle.path).resolve()  # the configured bundle: outside the set, a member is adopted
         self.set: VariantSet = open_variant_set(config.variants, bundle.public_key, Path(bundle.store_dir) / "variants",
                                                 bundle.expected_target)
         self.manifests = set_manifests(self.set, bundle.public_key)  # one model, or AgentConfigError
@@ -246,23 +249,30 @@ class Adaptation:
             return "a variant swap is loading"
         if self.agent.slot.staged:
             return "a staged bundle runs at the next frame"
-        if active is None:
+        if active is None and not self._from_flashed(self.agent.model):
             return self._keep_outside_set()
         if self._paused:
             self._paused = False
             self.agent.telemetry.problem("adapt", "")
         return ""
 
+    def _from_flashed(self, model: Model) -> bool:
+        """Whether the model was loaded from the configured `bundle.path` (at start, or rolled back to it): not a hub
+        update. Updates are downloaded into the bundle store (and resumed from there after a restart), so they
+        never have that path."""
+        return Path(model.path).resolve() == self._flashed
+
     def _keep_outside_set(self) -> str:
-        """A running model outside the set (a hub update, at start too) stays; no labour allowed still means tau 0
-        (its own tau again once labour is allowed). Returns why selection waits."""
+        """A running model outside the set that is not the configured bundle (a hub update, also resumed after a
+        restart) stays; no labour allowed still means tau 0 (its own tau again once labour is allowed). Returns why
+        selection waits."""
         model = self.agent.model
         if self._paused_tau is None or self._paused_tau[0] is not model:
             self._paused_tau = (model, model.tau)
         assert self.context is not None
         model.tau = 0.0 if self.context.labour_allowed <= 0 else self._paused_tau[1]
         self._paused = True
-        why = (f"running {model.name} {model.version} is not in the variant set (a hub update?): selection "
+        why = (f"running {model.name} {model.version} is not in the variant set (a hub update): selection "
                "paused, the offline policy applies")
         self.agent.telemetry.problem("adapt", why)
         return why

@@ -35,6 +35,7 @@ MAX_MESSAGE = 8 << 20
 STATUS_TIMEOUT_S = 5.0
 FETCH_TIMEOUT_S = 300.0
 FETCH_ATTEMPTS = 5
+WATCH_POLL_S = 5.0  # between WatchUpdates calls while the hub has no stream slot for this device
 _CONNECTIVITY = {
     grpc.ChannelConnectivity.IDLE: ConnectionState.DISCONNECTED,
     grpc.ChannelConnectivity.CONNECTING: ConnectionState.CONNECTING,
@@ -283,13 +284,15 @@ class GrpcTransport(Transport):
                 call = self._stub.WatchUpdates(hub_pb2.WatchUpdatesRequest(
                     device_id=self.device_id, bundle_name=name, known_version=known), wait_for_ready=True)
                 self._watch_call = call
+            capped = False
             try:
                 for notice in call:
                     delay = 0.2
                     self.callbacks.on_update(notice)
-            except grpc.RpcError:
-                pass
-            if self._stopping.wait(delay):
+            except grpc.RpcError as exc:
+                capped = exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+            # a hub whose watch streams are all taken sends the newest notice and ends the call: poll, not at 5/s
+            if self._stopping.wait(WATCH_POLL_S if capped else delay):
                 return
             delay = min(delay * 2, 5.0)
 

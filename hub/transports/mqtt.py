@@ -36,7 +36,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hgen.hub.broker_acl import device_registry
 from hgen.hub.transport_config import MqttConfig, MqttTlsConfig
@@ -76,6 +77,10 @@ def tls_files(tls: MqttTlsConfig) -> dict[str, str | None]:
     return {"ca_certs": as_str(tls.ca_file), "certfile": as_str(tls.cert_file), "keyfile": as_str(tls.key_file)}
 
 
+# the knowledge base unavailable for a while (locked, unreachable, its pool exhausted): tried until it works
+TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, DisconnectionError, PoolTimeoutError)
+
+
 @HUB_TRANSPORTS.register(TRANSPORT)
 class MqttTransport(HubTransport):
     """Subscribes to every device's samples/status (optionally as a shared-subscription group); announces new
@@ -104,7 +109,7 @@ class MqttTransport(HubTransport):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
         self._ingest = IngestWorker(self._handle, self._ack, lambda: self._generation,
-                                    lambda name: service.metrics.inc(name), transient=(OperationalError,))
+                                    lambda name: service.metrics.inc(name), transient=TRANSIENT)
         self.client.max_inflight_messages_set(100)
         if config.tls is not None:
             self.client.tls_set(**tls_files(config.tls))

@@ -21,7 +21,8 @@ the transport drops QoS 0 samples before they get here) beyond `QOS0_KEPT` waiti
 (`mqtt_ingest_overflow`); a QoS 1 message is never dropped (it holds a window slot until acknowledged), and
 messages of an earlier connection are discarded as soon as one of a newer connection arrives. The worker takes
 the devices' messages round-robin, each device's in arrival order, so one busy device cannot starve the others
-of the window it got.
+of the window it got; acknowledgements still go out in arrival order (MQTT 4.6: a message handled ahead of an
+earlier one waits for it before its PUBACK is sent).
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class IngestWorker:
         self._handle, self._ack, self._generation, self._count = handle, ack, generation, count
         self._transient, self._retry_s = transient, retry_s
         self._waiting = DeviceQueues()
+        self._arrival: deque[Received] = deque()  # QoS 1/2 messages not acknowledged yet, in arrival order
+        self._finished: dict[int, bool] = {}  # id() of a handled message -> whether it is to be acknowledged
         self._newest = 0  # the newest connection a message came on
         self._ready = threading.Condition()
         self._stopping = threading.Event()
@@ -125,10 +128,13 @@ class IngestWorker:
                 stale = self._waiting.drop_before(message.generation)  # the broker re-sends them
                 for _ in range(stale):
                     self._count("mqtt_ingest_stale")
+                self._forget_before(message.generation)
             if message.qos == 0 and self._waiting.qos0 >= QOS0_KEPT:
                 self._count("mqtt_ingest_overflow")
                 return
             self._waiting.append(message)
+            if message.qos > 0:
+                self._arrival.append(message)
             self._ready.notify()
 
     def backlog(self) -> int:
@@ -145,17 +151,42 @@ class IngestWorker:
     def _run(self) -> None:
         while not self._stopping.is_set():
             message = self._next()
-            if message is None:
-                continue
-            if message.generation != self._generation():
-                self._count("mqtt_ingest_stale")  # the broker re-sends it on the new connection
-                continue
-            if not self._attempt(message):
-                continue
-            if message.generation != self._generation():  # reconnected while it was handled: its packet id now
-                self._count("mqtt_ingest_stale")  # names another message; the broker re-sends this one
-                continue
-            self._ack(message)
+            if message is not None:
+                self._finish(message, self._process(message))
+
+    def _process(self, message: Received) -> bool:
+        """Handle it; whether it is to be acknowledged."""
+        if message.generation != self._generation():
+            self._count("mqtt_ingest_stale")  # the broker re-sends it on the new connection
+            return False
+        if not self._attempt(message):
+            return False
+        if message.generation != self._generation():  # reconnected while it was handled: its packet id now
+            self._count("mqtt_ingest_stale")  # names another message; the broker re-sends this one
+            return False
+        return True
+
+    def _finish(self, message: Received, acknowledge: bool) -> None:
+        """Acknowledge, in arrival order, every message whose turn has come: this one, and those handled ahead of
+        an earlier one that waited for it."""
+        if message.qos == 0:
+            return
+        due: list[Received] = []
+        with self._ready:
+            if message.generation < self._newest:  # of a lost connection: already forgotten, never acknowledged
+                return
+            self._finished[id(message)] = acknowledge
+            while self._arrival and id(self._arrival[0]) in self._finished:
+                head = self._arrival.popleft()
+                if self._finished.pop(id(head)):
+                    due.append(head)
+        for head in due:
+            self._ack(head)
+
+    def _forget_before(self, generation: int) -> None:
+        """Messages of a lost connection are never acknowledged: they no longer hold back the newer ones."""
+        while self._arrival and self._arrival[0].generation < generation:
+            self._finished.pop(id(self._arrival.popleft()), None)
 
     def _attempt(self, message: Received) -> bool:
         """True once handled (or given up on): then it may be acknowledged. False: leave it to the broker."""

@@ -124,3 +124,29 @@ def test_a_lowering_that_fails_keeps_the_previous_bundle(tmp_path, key, capsys) 
     assert main(lower(model, out, key, "--version", "2.0.0", "--force")) == 0
     with load_bundle(out, trusted_public_key=key.with_suffix(".pub")) as loaded:
         assert loaded.manifest.model.version == "2.0.0"
+
+
+def test_a_bundle_folder_on_another_file_system_is_rewritten_in_place(tmp_path, key, monkeypatch) -> None:
+    """The new bundle was staged beside its folder and moved in after the old files were deleted: with the folder
+    on another file system (a mount point, a volume) the move failed (EXDEV) and left it empty. Staged inside the
+    folder, every move is a rename on one file system. (Simulated: a rename across folders raises EXDEV.)"""
+    import errno
+    import os
+
+    model = logits_model(tmp_path, (28, 28, 1))
+    out = tmp_path / "volume" / "bundle"
+    assert main(lower(model, out, key, "--version", "1.0.0")) == 0
+    rename = os.rename
+
+    def same_folder_only(src, dst, *args, **kwargs):  # Path.replace is os.replace; rename covers both
+        if not str(src).startswith(str(out)):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", same_folder_only)
+    assert main(lower(model, out, key, "--version", "2.0.0", "--force")) == 0
+    from hgen.runtime.bundle import load_bundle
+
+    with load_bundle(out, trusted_public_key=key.with_suffix(".pub")) as loaded:
+        assert loaded.manifest.model.version == "2.0.0"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

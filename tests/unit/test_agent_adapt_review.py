@@ -218,13 +218,33 @@ def test_an_adapt_swap_refuses_to_stage_over_a_staged_update(tmp_path, agents) -
 
 def test_an_update_outside_the_set_stays_after_a_restart(tmp_path, agents) -> None:
     root, keys = make_set(tmp_path)
-    update = pack_bundle(null_bundle(tmp_path / "upd", keys, version="2.0.0", name="net"), tmp_path / "net-2.hgb")
-    agent = agents(tmp_path, root, keys, start=update)
+    first = agents(tmp_path, root, keys)
+    staged_update(tmp_path, first, keys, version="2.0.0")  # from the hub, into the bundle store
+    first.process_frame(frame(0))
+    assert first.model.version == "2.0.0"
+    first.stop()  # current.json records the update
+    agent = agents(tmp_path, root, keys)  # the same config: the restart resumes the update from the store
+    assert agent.model.version == "2.0.0"
     decision = agent.adapt.tick(0.0)
     assert not decision.switch and agent.adapt.worker is None
-    agent.process_frame(frame(0))
+    agent.process_frame(frame(1))
     assert agent.model.version == "2.0.0" and "not in the variant set" in agent.telemetry.problems["adapt"]
     assert agent.telemetry.snapshot()["adapt.variant"] == -1
+
+
+@pytest.mark.parametrize("version", ["0.9.0", "2.0.0"])
+def test_a_device_flashed_with_a_bundle_outside_the_set_adopts_a_member_at_the_first_selection(
+        tmp_path, agents, version) -> None:
+    root, keys = make_set(tmp_path)  # bundle.path: a standalone bundle (older or newer than the set), not an update
+    flashed = pack_bundle(null_bundle(tmp_path / "flashed", keys, version=version, name="net"),
+                          tmp_path / "flashed.hgb")
+    agent = agents(tmp_path, root, keys, start=flashed)
+    decision = agent.adapt.tick(0.0)
+    assert decision.switch and "nothing runs from the set yet" in decision.reason
+    agent.adapt.worker.join(30)
+    agent.process_frame(frame(0))
+    assert agent.model.version == VERSIONS["big"] and agent.adapt.tick(1.0) is not None
+    assert agent.telemetry.snapshot()["adapt.variant"] == 0 and not agent.telemetry.problems.get("adapt")
 
 
 def test_the_offline_policy_still_applies_to_an_update_outside_the_set(tmp_path, agents) -> None:

@@ -203,3 +203,18 @@ def test_agent_a_status_puback_read_during_a_sample_publish_is_not_kept_for_a_la
     assert transport.send(request("s-7"))  # mid 7
     assert transport.send(request("s-late"))  # packet ids wrapped: mid 5 again
     assert transport.in_flight() == frozenset({"s-6", "s-late"})  # paho holds s-late until its PUBACK
+
+
+def test_acknowledgements_go_out_in_arrival_order_although_devices_are_served_round_robin() -> None:
+    """MQTT 4.6: PUBACKs in the order the PUBLISHes came. Served round-robin, a (1, 4, 2, 3) order went out."""
+    from hgen.hub.transports.mqtt_ingest import IngestWorker, Received
+
+    handled: list[int] = []
+    acked: list[int] = []
+    worker = IngestWorker(lambda m: handled.append(m.mid), lambda m: acked.append(m.mid), lambda: 1, lambda name: None)
+    for mid, device in ((1, "a"), (2, "a"), (3, "b"), (4, "c")):
+        worker.put(Received(1, mid, 1, f"hgen/v1/{device}/samples", b""))
+    while (message := worker._next()) is not None:
+        worker._finish(message, worker._process(message))
+    assert handled == [1, 3, 4, 2]  # round-robin: a, b, c, then a again
+    assert acked == [1, 2, 3, 4]
