@@ -38,8 +38,12 @@ PYTHON_TAG = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 AGENT_MODULE = '''import json, sys
 MARK = {mark!r}
+REFUSE = {refuse!r}
 def main():
     print(json.dumps({{"mark": MARK, "args": sys.argv[1:]}}))
+    if REFUSE and sys.argv[1:2] == ["check"] and sys.argv[-1].endswith(REFUSE):
+        print("config refused", file=sys.stderr)
+        sys.exit(2)
 '''
 
 
@@ -48,11 +52,12 @@ def record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def fake_wheel(folder: Path, mark: str) -> Path:
-    """hgen 0.1.0 (extra `edge`, no dependencies) whose `hgen-agent` prints `mark` and its arguments."""
+def fake_wheel(folder: Path, mark: str, refuse: str = "") -> Path:
+    """hgen 0.1.0 (extra `edge`, no dependencies) whose `hgen-agent` prints `mark` and its arguments (and whose
+    `check` exits 2 when the config's path ends with `refuse`, if given)."""
     info = "hgen-0.1.0.dist-info"
     files = {
-        "hgen_fake_agent.py": AGENT_MODULE.format(mark=mark).encode(),
+        "hgen_fake_agent.py": AGENT_MODULE.format(mark=mark, refuse=refuse).encode(),
         f"{info}/METADATA": b"Metadata-Version: 2.1\nName: hgen\nVersion: 0.1.0\nProvides-Extra: edge\n",
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{info}/entry_points.txt": b"[console_scripts]\nhgen-agent = hgen_fake_agent:main\n",
@@ -67,10 +72,11 @@ def fake_wheel(folder: Path, mark: str) -> Path:
     return wheel
 
 
-def make_kit(folder: Path, *, mark: str = "v1", secret: str = "secret-1", target: str | None = None) -> Path:
+def make_kit(folder: Path, *, mark: str = "v1", secret: str = "secret-1", target: str | None = None,
+             refuse: str = "") -> Path:
     if folder.exists():
         shutil.rmtree(folder)
-    fake_wheel(folder / "wheelhouse", mark)
+    fake_wheel(folder / "wheelhouse", mark, refuse)
     (folder / "bundle").mkdir()
     (folder / "bundle" / "model.hgb").write_text("bundle")
     (folder / "keys").mkdir()
@@ -196,12 +202,16 @@ def test_systemd_install_runs_as_a_dedicated_user_with_a_writable_state_folder(t
     useradd = [c for c in calls if c.startswith("useradd ")]
     assert useradd == [(f"useradd --system --no-create-home --home-dir {prefix}/var --shell /usr/sbin/nologin "
                         "--groups video hgen")]
-    assert f"chown root:hgen {prefix}/etc/agent.yaml.new" in calls  # secrets: root-owned, group hgen
-    assert f"chown root:hgen {prefix}/etc/keys/device.key" in calls
+    (stage,) = {c.split()[2].rsplit("/", 1)[0] for c in calls if c.startswith("chown root:hgen ")
+                and c.endswith("/agent.yaml")}  # staged beside PREFIX/etc, then swapped in
+    assert stage.startswith(f"{prefix}/.etc-new-") and not Path(stage).exists()
+    assert f"chown root:hgen {stage}/keys/device.key" in calls  # secrets: root-owned, group hgen
     for private in (prefix / "etc" / "agent.yaml", prefix / "etc" / "keys" / "device.key"):
         assert stat.S_IMODE(private.stat().st_mode) == 0o640, private
     assert f"chown -R hgen:hgen {prefix}/var" in calls
-    assert f"runuser -u hgen -- {prefix}/venv/bin/hgen-agent check --config {prefix}/etc/agent.yaml" in calls
+    checks = [c for c in calls if c.startswith("runuser ")]  # the staged config, then the installed one
+    assert checks == [f"runuser -u hgen -- {prefix}/venv/bin/hgen-agent check --config {stage}/agent.yaml",
+                      f"runuser -u hgen -- {prefix}/venv/bin/hgen-agent check --config {prefix}/etc/agent.yaml"]
     unit = (units / "hgen-agent.service").read_text()
     assert "User=hgen\n" in unit and "User=root" not in unit
     assert f"ReadWritePaths={prefix}/var\n" in unit and f"WorkingDirectory={prefix}/var\n" in unit
@@ -244,6 +254,121 @@ def test_an_upgrade_moves_the_old_layouts_state_into_var(tmp_path: Path, shims: 
 def test_systemd_install_refuses_a_prefix_under_home(tmp_path: Path, shims: Path) -> None:
     done, _ = root_install(make_kit(tmp_path / "kit"), Path("/home/pi/hgen"), shims, tmp_path / "units")
     assert done.returncode == 1 and "ProtectHome" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+# --- review 2, defect 1: a kit that is not complete, or a copy that fails, leaves PREFIX/etc as it was ------------
+
+def installed_etc(prefix: Path) -> dict[str, str]:
+    etc = prefix / "etc"
+    return {str(p.relative_to(etc)): p.read_text() for p in sorted(etc.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("missing", ["BUILD_INFO", "keys", "keys/signing.pub", "agent.yaml", "bundle"])
+def test_an_incomplete_kit_is_refused_before_anything_is_touched(tmp_path: Path, missing: str) -> None:
+    prefix = tmp_path / "device"
+    assert install(make_kit(tmp_path / "kit1", mark="build-1"), prefix, "--no-systemd").returncode == 0
+    before = installed_etc(prefix)
+    kit = make_kit(tmp_path / "kit2", mark="build-2", secret="rotated")
+    target = kit / missing
+    shutil.rmtree(target) if target.is_dir() else target.unlink()  # a build (or a copy of the kit) cut short
+    done = install(kit, prefix, "--no-systemd")
+    assert done.returncode == 1 and "is incomplete" in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert installed_etc(prefix) == before and installed_mark(prefix) == "build-1"
+
+
+def stand_in(folder: Path, name: str, body: str) -> str:
+    """A PATH whose `name` runs `body` before the real command (`$REAL`)."""
+    folder.mkdir(exist_ok=True)
+    script = folder / name
+    script.write_text(f'#!/bin/sh\nREAL={shutil.which(name)}\n{body}\nexec "$REAL" "$@"\n')
+    script.chmod(0o755)
+    return str(folder) + ":" + os.environ["PATH"]
+
+
+def test_a_copy_that_fails_keeps_the_previous_bundle_and_keys(tmp_path: Path) -> None:
+    prefix = tmp_path / "device"
+    assert install(make_kit(tmp_path / "kit1", mark="build-1"), prefix, "--no-systemd").returncode == 0
+    before = installed_etc(prefix)
+    full_card = stand_in(tmp_path / "bin", "cp", 'case "$*" in *-R*/keys*) echo "cp: No space left on device" >&2; exit 1 ;; esac')
+    done = install(make_kit(tmp_path / "kit2", mark="build-2", secret="rotated"), prefix, "--no-systemd",
+                   path=full_card)
+    assert done.returncode != 0 and "No space left on device" in done.stderr
+    assert installed_etc(prefix) == before
+    assert not list(prefix.glob(".etc-new-*"))  # the staging folder is cleaned up
+
+
+def test_a_swap_that_fails_puts_the_previous_bundle_and_keys_back(tmp_path: Path) -> None:
+    prefix = tmp_path / "device"
+    assert install(make_kit(tmp_path / "kit1", mark="build-1"), prefix, "--no-systemd").returncode == 0
+    before = installed_etc(prefix)
+    # the staged keys/ cannot be moved in (the previous bundle/ and keys/ are already moved aside)
+    fails = stand_in(tmp_path / "bin", "mv", 'case "$*" in */.previous/*) ;; *.etc-new-*/keys" "*/etc/keys) exit 1 ;; esac')
+    done = install(make_kit(tmp_path / "kit2", mark="build-2", secret="rotated"), prefix, "--no-systemd",
+                   path=fails)
+    assert done.returncode != 0
+    after = installed_etc(prefix)
+    assert {name: text for name, text in after.items() if not name.startswith("agent.yaml.bak-")} == before
+    assert not list(prefix.glob(".etc-new-*"))
+
+
+# --- review 2, defect 2: a unit stopped to move old state is not left down --------------------------------------
+
+def old_layout(prefix: Path, shims: Path) -> None:
+    (prefix / "etc").mkdir(parents=True)
+    (prefix / "etc" / "outbox.sqlite").write_text("waiting samples")
+    (shims / "active").touch()
+
+
+def test_a_config_the_agent_refuses_is_found_before_the_unit_is_stopped(tmp_path: Path, shims: Path) -> None:
+    prefix, units = tmp_path / "opt" / "hgen-agent", tmp_path / "units"
+    old_layout(prefix, shims)
+    done, calls = root_install(make_kit(tmp_path / "kit", refuse="agent.yaml"), prefix, shims, units)
+    assert done.returncode == 2 and "config refused" in done.stderr
+    assert not [c for c in calls if c.startswith(("systemctl stop", "systemctl restart"))], calls
+    assert (prefix / "etc" / "outbox.sqlite").read_text() == "waiting samples"  # nothing moved
+    assert not (prefix / "etc" / "agent.yaml").exists() and not list(prefix.glob(".etc-new-*"))
+
+
+def test_a_failure_after_stopping_the_unit_starts_it_again(tmp_path: Path, shims: Path) -> None:
+    prefix, units = tmp_path / "opt" / "hgen-agent", tmp_path / "units"
+    old_layout(prefix, shims)
+    # the staged config passes; the installed one (after the stop, the move and the swap) is refused
+    done, calls = root_install(make_kit(tmp_path / "kit", refuse="/etc/agent.yaml"), prefix, shims, units)
+    assert done.returncode == 2
+    systemctl = [c for c in calls if c.startswith("systemctl ")]
+    assert systemctl[-2:] == ["systemctl stop hgen-agent.service", "systemctl start hgen-agent.service"], systemctl
+    assert "the install failed after stopping hgen-agent.service: starting it again" in done.stderr
+
+
+# --- review 2, defect 3: certificates readable by the agent's user -----------------------------------------------
+
+def test_certificates_are_public_in_the_kit_and_once_installed(tmp_path: Path, shims: Path) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    for name in ("ca.pem", "dev.pem", "dev.key"):
+        (pki / name).write_text(name)
+        (pki / name).chmod(0o600)  # as kept on the build machine
+    built = tmp_path / "built"
+    (built / "keys").mkdir(parents=True)
+    build_kit.copy_tls_files(built, {"ca_file": pki / "ca.pem", "cert_file": pki / "dev.pem",
+                                     "key_file": pki / "dev.key"})
+    modes = {n: stat.S_IMODE((built / "keys" / n).stat().st_mode) for n in ("ca.pem", "device.pem", "device.key")}
+    assert modes == {"ca.pem": 0o644, "device.pem": 0o644, "device.key": 0o600}
+
+    kit = make_kit(tmp_path / "kit")
+    for name in ("ca.pem", "device.pem"):
+        (kit / "keys" / name).write_text(name)
+        (kit / "keys" / name).chmod(0o600)  # a kit from before, or copied with a restrictive umask
+    (kit / "bundle" / "model.hgb").chmod(0o600)
+    prefix = tmp_path / "opt" / "hgen-agent"
+    done, _ = root_install(kit, prefix, shims, tmp_path / "units")
+    assert done.returncode == 0, done.stdout + done.stderr
+    etc = prefix / "etc"
+    installed = {p: stat.S_IMODE((etc / p).stat().st_mode) for p in
+                 ("keys/ca.pem", "keys/device.pem", "keys/signing.pub", "bundle/model.hgb", "keys/device.key",
+                  "keys", "bundle")}
+    assert installed == {"keys/ca.pem": 0o644, "keys/device.pem": 0o644, "keys/signing.pub": 0o644,
+                         "bundle/model.hgb": 0o644, "keys/device.key": 0o640, "keys": 0o755, "bundle": 0o755}
 
 
 # --- faults 3 and 7: the unit's text ------------------------------------------------------------------------
@@ -418,3 +543,27 @@ def test_build_info_names_the_commit_and_a_dirty_tree() -> None:
     assert info["commit"] == git("rev-parse", "HEAD").strip()
     assert info["tree"] == ("dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "clean")
     assert info["target"] == "aarch64 python3.11"
+
+
+# --- review 2, defect 4: what the unit's sandbox refuses is refused when the kit is built -------------------------
+
+@pytest.mark.parametrize("extra, says", [
+    ({"outbox": {"path": "/var/lib/hgen/outbox.sqlite"}}, "outbox.path /var/lib/hgen/outbox.sqlite is absolute"),
+    ({"bundle": {"store_dir": "/srv/bundles"}}, "bundle.store_dir /srv/bundles is absolute"),
+    ({"sinks": [{"kind": "jsonl", "path": "/srv/results.jsonl"}]}, "sinks[0].path /srv/results.jsonl is absolute"),
+    ({"outbox": {"path": "../../outbox.sqlite"}}, "leaves PREFIX/var"),
+    ({"source": {"kind": "video", "uri": "/home/pi/clip.avi"}}, "source.uri /home/pi/clip.avi is under /home"),
+    ({"adapt": {"variants": "/root/variants"}}, "adapt.variants /root/variants is under /root"),
+    ({"adapt": {"power": {"kind": "trace", "path": "/run/user/1000/power.jsonl"}}}, "is under /run/user"),
+])
+def test_paths_the_unit_hides_or_may_not_write_are_refused(tmp_path: Path, bundles: dict[str, Path],
+                                                           no_wheel_build: None, capsys: pytest.CaptureFixture[str],
+                                                           extra: dict, says: str) -> None:
+    out = previous_kit(tmp_path / "kit")
+    assert build_kit.main(kit_args(bundles, operator_config(tmp_path, **extra), out)) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.splitlines()) == 1, err
+    assert (out / "agent.yaml").read_text() == "previous"
+    # a kit for `install.sh --no-systemd` may name them
+    build_kit.preflight(out, bundles["v1"], bundles["public_key"], operator_config(tmp_path, **extra),
+                        build_kit.DeviceCredentials(), force=False, systemd=False)

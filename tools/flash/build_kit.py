@@ -14,9 +14,13 @@ device installs with `pip install --no-index --find-links wheelhouse` and never 
 Nothing is built (and --out is not touched) until the inputs are checked: the files exist, the kit's agent.yaml
 passes the agent's own config model, and the bundle verifies against --public-key; a problem is one line on stderr
 and exit status 2. --out is replaced only when it is empty, holds a previous kit (its TARGET file) or --force is
-given. hub.tls files (CA, client certificate and key) are copied into keys/; relative state paths (the outbox,
-the bundle store, jsonl sinks) are moved under ../var (PREFIX/var on the device, the one folder the agent's user
-may write). BUILD_INFO records the git commit the kit was built from ("dirty": uncommitted changes).
+given. hub.tls files (CA, client certificate and key) are copied into keys/ (certificates 0644, the key 0600);
+relative state paths (the outbox, the bundle store, jsonl sinks) are moved under ../var (PREFIX/var on the device,
+the one folder the agent's user may write). For the systemd unit (the default; --no-systemd: a kit only for
+`install.sh --no-systemd`), paths the unit's sandbox would refuse are refused here, as `hgen-agent check` at install
+time runs outside it: absolute state paths (only PREFIX/var is writable; relative ones land there) and any path
+under /home, /root or /run/user (ProtectHome=yes). BUILD_INFO records the git commit the kit was built from
+("dirty": uncommitted changes); it is written last, and install.sh refuses a kit without it (a build cut short).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 KIT_MARKER = "TARGET"  # written first into every kit: a folder holding it is a previous kit --out may replace
 STATE_DIR = "../var"  # relative to agent.yaml (PREFIX/etc): PREFIX/var, writable by the agent's user
+HIDDEN_BY_UNIT = ("/home", "/root", "/run/user")  # ProtectHome=yes in hgen-agent.service.in
 TLS_FILES = {"ca_file": "keys/ca.pem", "cert_file": "keys/device.pem", "key_file": "keys/device.key"}
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "tests", "__pycache__",
                                      ".pytest_cache", "tools")
@@ -65,7 +70,7 @@ PLATFORMS = {
 
 
 def run(args: list[str]) -> None:
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])} ... failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
                          f"{done.stderr[-3000:]}")
@@ -153,6 +158,54 @@ def move_state(data: dict[str, Any]) -> None:
             sink["path"] = in_state_dir(sink["path"])
 
 
+def state_paths(data: dict[str, Any]) -> dict[str, str]:
+    """The state paths of a config (as move_state left them), by their agent.yaml name."""
+    paths = {"bundle.store_dir": str((data.get("bundle") or {}).get("store_dir", "bundles")),
+             "outbox.path": str((data.get("outbox") or {}).get("path", "outbox.sqlite"))}
+    for index, sink in enumerate(data.get("sinks") or ()):
+        if isinstance(sink, dict) and sink.get("kind") == "jsonl" and sink.get("path"):
+            paths[f"sinks[{index}].path"] = str(sink["path"])
+    return paths
+
+
+def read_paths(data: dict[str, Any]) -> dict[str, str]:
+    """The configured files and folders the agent reads that the kit does not bring: the source (a file or
+    folder, not a URL or a camera index), the variant set, the power trace or sysfs folder, meminfo."""
+    paths = {}
+    uri = str((data.get("source") or {}).get("uri", ""))
+    if uri and "://" not in uri and not uri.isdigit():
+        paths["source.uri"] = uri
+    adapt = data.get("adapt") or {}
+    for name, value in (("adapt.variants", adapt.get("variants")),
+                        ("adapt.power.path", (adapt.get("power") or {}).get("path")),
+                        ("adapt.meminfo", adapt.get("meminfo"))):
+        if value:
+            paths[name] = str(value)
+    return paths
+
+
+def hidden_by_unit(path: str) -> str | None:
+    """The folder of HIDDEN_BY_UNIT that holds `path`, if any."""
+    return next((top for top in HIDDEN_BY_UNIT if path == top or path.startswith(top + "/")), None)
+
+
+def check_unit_sandbox(data: dict[str, Any]) -> None:
+    """What the unit (ProtectSystem=strict, ReadWritePaths=PREFIX/var, ProtectHome=yes) would refuse at start,
+    while `hgen-agent check` at install time, outside the unit, passes it. PREFIX is the device's choice, not
+    known here: an absolute state path is refused, relative ones are placed in PREFIX/var."""
+    for name, path in state_paths(data).items():
+        if Path(path).is_absolute():
+            raise KitError(f"{name} {path} is absolute: the agent's unit may write only PREFIX/var; give a relative "
+                           f"path (it is placed in PREFIX/var), or pass --no-systemd")
+        if ".." in Path(path).parts[len(Path(STATE_DIR).parts):]:
+            raise KitError(f"{name} {path} leaves PREFIX/var, the only folder the agent's unit may write")
+    for name, path in read_paths(data).items():
+        top = hidden_by_unit(path)
+        if top is not None:
+            raise KitError(f"{name} {path} is under {top}, which the agent's unit hides (ProtectHome=yes): move it "
+                           f"(e.g. to /srv), or pass --no-systemd")
+
+
 def kit_config(config_path: Path, bundle_name: str, credentials: DeviceCredentials = DeviceCredentials()) -> dict:
     """The operator's config with the kit's own bundle, key, TLS files, device credentials and state folder
     (relative paths: resolved against the installed file)."""
@@ -177,14 +230,20 @@ def write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def copy_public(source: Path, target: Path) -> None:
+    """A certificate or public key, 0644 whatever the source's mode: the agent's user reads it on the device."""
+    shutil.copyfile(source, target)
+    target.chmod(0o644)
+
+
 def copy_tls_files(kit: Path, sources: dict[str, Path]) -> None:
-    """The CA and client certificate as they are, the client key 0600."""
+    """The CA and client certificate 0644, the client key 0600."""
     for key, source in sources.items():
         target = kit / TLS_FILES[key]
         if key == "key_file":
             write_private(target, source.read_text())
         else:
-            shutil.copy2(source, target)
+            copy_public(source, target)
 
 
 def copy_credentials(keys: Path, credentials: DeviceCredentials) -> None:
@@ -251,13 +310,15 @@ def check_out(out: Path, inputs: Iterable[Path], force: bool) -> None:
 
 
 def preflight(out: Path, bundle: Path, public_key: Path, config: Path, credentials: DeviceCredentials,
-              force: bool) -> dict[str, Any]:
+              force: bool, systemd: bool = True) -> dict[str, Any]:
     """Everything that can be wrong with the inputs, before --out is touched; returns the kit's agent.yaml."""
     check_files_exist({"--bundle": bundle, "--public-key": public_key, "--config": config,
                        "--client-cert": credentials.cert_file, "--client-key": credentials.key_file})
     check_files_exist({f"hub.tls.{key} of {config}": path for key, path in tls_sources(config, credentials).items()})
     data = kit_config(config, bundle.name, credentials)
     check_config(data, config)
+    if systemd:
+        check_unit_sandbox(data)
     check_bundle(bundle, public_key, data["bundle"].get("expected_target"))
     check_out(out, [bundle, public_key, config, *tls_sources(config, credentials).values()], force)
     return data
@@ -284,10 +345,11 @@ def build_info(platform: Platform) -> str:
 
 def build_kit(out: Path, target: str, bundle: Path, public_key: Path, config: Path,
               constraints: Path | None = REPO / "constraints.txt",
-              credentials: DeviceCredentials = DeviceCredentials(), force: bool = False) -> Path:
-    """Check the inputs (KitError), then build the kit into `out`."""
+              credentials: DeviceCredentials = DeviceCredentials(), force: bool = False,
+              systemd: bool = True) -> Path:
+    """Check the inputs (KitError), then build the kit into `out` (BUILD_INFO last: the kit is complete)."""
     platform = PLATFORMS[target]
-    data = preflight(out, bundle, public_key, config, credentials, force)
+    data = preflight(out, bundle, public_key, config, credentials, force, systemd)
     if out.exists():
         shutil.rmtree(out)
     wheelhouse = out / "wheelhouse"
@@ -300,13 +362,13 @@ def build_kit(out: Path, target: str, bundle: Path, public_key: Path, config: Pa
     copy = shutil.copytree if bundle.is_dir() else shutil.copy2
     copy(bundle, out / "bundle" / bundle.name)
     (out / "keys").mkdir()
-    shutil.copy2(public_key, out / "keys" / "signing.pub")
+    copy_public(public_key, out / "keys" / "signing.pub")
     copy_tls_files(out, tls_sources(config, credentials))
     write_private(out / "agent.yaml", yaml.safe_dump(data, sort_keys=False))
     shutil.copy2(HERE / "hgen-agent.service.in", out / "hgen-agent.service.in")
     shutil.copy2(HERE / "install.sh", out / "install.sh")
     (out / "install.sh").chmod(0o755)
-    (out / "BUILD_INFO").write_text(build_info(platform))
+    (out / "BUILD_INFO").write_text(build_info(platform))  # last: install.sh refuses a kit without it
     return out
 
 
@@ -334,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-cert", type=Path, help="client certificate (PEM) named by the device id")
     parser.add_argument("--client-key", type=Path, help="private key (PEM) of --client-cert")
     parser.add_argument("--force", action="store_true", help="replace --out even when it holds no previous kit")
+    parser.add_argument("--no-systemd", action="store_true",
+                        help="a kit for `install.sh --no-systemd` only: allow absolute state paths and paths under "
+                             "/home, /root, /run/user (the systemd unit refuses them)")
     args = parser.parse_args(argv)
     if (args.client_cert is None) != (args.client_key is None):
         parser.error("--client-cert and --client-key go together")
@@ -341,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         kit = build_kit(args.out, args.target, args.bundle, args.public_key, args.config,
                         None if args.no_constraints else REPO / "constraints.txt",
                         DeviceCredentials(read_secret(args.secret_file), args.client_cert, args.client_key),
-                        force=args.force)
+                        force=args.force, systemd=not args.no_systemd)
     except KitError as exc:
         print(f"build_kit: {exc}", file=sys.stderr)
         return 2

@@ -5,8 +5,12 @@
 # PREFIX/venv: the code; PREFIX/etc: agent.yaml, bundle/, keys/ (read-only for the agent); PREFIX/var: outbox,
 # bundle store, jsonl results (the agent's user's, kept across installs). Installing a newer kit replaces the
 # code (same version or not), agent.yaml (the previous one kept as agent.yaml.bak-<UTC time>), bundle/ and keys/,
-# and restarts a running agent. Environment: PREFIX, PYTHON (python3), AGENT_USER (hgen under systemd as root,
-# else the installing user), UNIT_DIR (/etc/systemd/system).
+# and restarts a running agent. Nothing is touched until the kit is found complete (BUILD_INFO, written last by
+# build_kit.py, and the files installed here); the kit's config is copied into PREFIX/.etc-new-XXXXXX, checked
+# there as the agent's user, and only then swapped into PREFIX/etc with mv (a failed copy leaves PREFIX/etc as it
+# was). A unit stopped to move old state is started again when the install fails after stopping it.
+# Environment: PREFIX, PYTHON (python3), AGENT_USER (hgen under systemd as root, else the installing user),
+# UNIT_DIR (/etc/systemd/system).
 set -eu
 umask 022
 KIT=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +38,33 @@ die() {
   exit 1
 }
 
+STAGE=""      # PREFIX/.etc-new-XXXXXX: the kit's config until it is swapped in (then the previous copies)
+STOPPED=0     # 1 once this script stopped a running unit: a failure from then on starts it again
+SWAPPED=""    # what swap_config moved into PREFIX/etc so far (a failure puts the previous copies back)
+
+# On a failure: the previous bundle/ and keys/ back in place, the staging folder gone, a unit this script
+# stopped started again.
+on_exit() {
+  status=$?
+  trap - EXIT
+  if [ "$status" != 0 ] && [ -n "$STAGE" ] && [ -n "$SWAPPED" ]; then
+    for item in $SWAPPED; do
+      if [ -e "$STAGE/.previous/$item" ]; then
+        rm -rf "$PREFIX/etc/$item"
+        mv "$STAGE/.previous/$item" "$PREFIX/etc/$item" || true
+      fi
+    done
+  fi
+  [ -z "$STAGE" ] || rm -rf "$STAGE"
+  if [ "$status" != 0 ] && [ "$STOPPED" = 1 ]; then
+    echo "install.sh: the install failed after stopping $UNIT: starting it again" >&2
+    systemctl start "$UNIT" || echo "install.sh: could not start $UNIT again (systemctl status $UNIT)" >&2
+  fi
+  exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 1' HUP INT TERM
+
 # The kit's TARGET ("aarch64 python3.11") against this device: its wheels run nowhere else.
 check_device() {
   [ -f "$KIT/TARGET" ] || die "$KIT has no TARGET file: not a kit from tools/flash/build_kit.py"
@@ -45,6 +76,20 @@ check_device() {
   device_python=$("$PYTHON" -c 'import sys; print("python%d.%d" % sys.version_info[:2])' 2>/dev/null) \
     || die "cannot run $PYTHON (set PYTHON=...)"
   [ "$device_python" = "$kit_python" ] || die "this kit's wheels are for $kit_python, $PYTHON is $device_python: set PYTHON to a $kit_python"
+}
+
+# Everything install reads from the kit, before anything is touched: build_kit.py writes BUILD_INFO last, so a
+# kit without it is a build cut short (or a copy of the kit that did not finish).
+check_kit() {
+  [ -f "$KIT/BUILD_INFO" ] || die "$KIT is incomplete (no BUILD_INFO, which build_kit.py writes last): build the kit again"
+  for need in agent.yaml keys/signing.pub; do
+    [ -s "$KIT/$need" ] || die "$KIT is incomplete (no $need): build the kit again"
+  done
+  [ -d "$KIT/bundle" ] && [ -n "$(ls -A "$KIT/bundle")" ] || die "$KIT is incomplete (no bundle/): build the kit again"
+  [ "$SYSTEMD" = 0 ] || [ -s "$KIT/hgen-agent.service.in" ] \
+    || die "$KIT is incomplete (no hgen-agent.service.in): build the kit again"
+  set -- "$KIT"/wheelhouse/hgen-*.whl
+  [ "$#" = 1 ] && [ -f "$1" ] || die "expected one hgen wheel in $KIT/wheelhouse, found: $*"
 }
 
 check_systemd_install() {
@@ -71,7 +116,6 @@ ensure_user() {
 # This kit's hgen wheel even when the same version is installed (pip would keep the old code), then its deps.
 install_code() {
   set -- "$KIT"/wheelhouse/hgen-*.whl
-  [ "$#" = 1 ] && [ -f "$1" ] || die "expected one hgen wheel in $KIT/wheelhouse, found: $*"
   "$PYTHON" -m venv "$PREFIX/venv"
   "$PREFIX/venv/bin/pip" install --quiet --no-index --force-reinstall --no-deps "$1"
   "$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
@@ -88,14 +132,28 @@ make_private() {
   fi
 }
 
-# The kit's agent.yaml replaces the device's (a rotated secret, a fixed config); the previous one is kept.
-install_config() {
+# The kit's agent.yaml, bundle/, keys/ and BUILD_INFO copied into a staging folder beside PREFIX/etc (so its
+# relative paths, ../var included, resolve as they will once installed): readable by the agent's user, the
+# certificates and public keys 0644, device.key and agent.yaml private.
+stage_config() {
   mkdir -p "$PREFIX/etc"
-  rm -rf "$PREFIX/etc/bundle" "$PREFIX/etc/keys"
-  cp -R "$KIT/bundle" "$KIT/keys" "$PREFIX/etc/"
+  STAGE=$(mktemp -d "$PREFIX/.etc-new-XXXXXX")
+  chmod 755 "$STAGE"
+  cp -R "$KIT/bundle" "$KIT/keys" "$STAGE/"
+  chmod -R u+rwX,go=rX "$STAGE/bundle" "$STAGE/keys"
+  [ ! -f "$STAGE/keys/device.key" ] || make_private "$STAGE/keys/device.key"
+  cp "$KIT/agent.yaml" "$STAGE/agent.yaml"
+  make_private "$STAGE/agent.yaml"
+  cp "$KIT/BUILD_INFO" "$STAGE/BUILD_INFO"
+  chmod 644 "$STAGE/BUILD_INFO"
+}
+
+# The staged copies into PREFIX/etc by mv (the previous bundle/ and keys/ kept in the staging folder until all
+# moved: on_exit puts them back after a failure); the previous agent.yaml kept as agent.yaml.bak-<UTC time>.
+swap_config() {
   config="$PREFIX/etc/agent.yaml"
   if [ -f "$config" ]; then
-    if cmp -s "$KIT/agent.yaml" "$config"; then
+    if cmp -s "$STAGE/agent.yaml" "$config"; then
       echo "agent.yaml unchanged"
     else
       backup="$config.bak-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -104,10 +162,17 @@ install_config() {
       echo "agent.yaml replaced by the kit's; the previous one is kept as $backup"
     fi
   fi
-  cp "$KIT/agent.yaml" "$config.new"
-  make_private "$config.new"
-  mv -f "$config.new" "$config"
-  [ ! -f "$PREFIX/etc/keys/device.key" ] || make_private "$PREFIX/etc/keys/device.key"
+  mkdir "$STAGE/.previous"
+  for item in bundle keys; do
+    SWAPPED="$SWAPPED $item"
+    [ ! -e "$PREFIX/etc/$item" ] || mv "$PREFIX/etc/$item" "$STAGE/.previous/$item"
+    mv "$STAGE/$item" "$PREFIX/etc/$item"
+  done
+  mv -f "$STAGE/BUILD_INFO" "$PREFIX/etc/BUILD_INFO"
+  mv -f "$STAGE/agent.yaml" "$config"
+  SWAPPED=""
+  rm -rf "$STAGE"
+  STAGE=""
 }
 
 # Kits before PREFIX/var kept the outbox and bundle store beside agent.yaml: true when some are still there.
@@ -128,6 +193,12 @@ prepare_state() {
     fi
   done
   repoint_bundle_record
+  own_state
+}
+
+# PREFIX/var made and owned by the agent's user (when root installs for another user).
+own_state() {
+  mkdir -p "$PREFIX/var"
   if [ "$IS_ROOT" = 1 ] && [ "$AGENT_USER" != root ]; then
     chown -R "$AGENT_USER:$(id -gn "$AGENT_USER")" "$PREFIX/var"
     chmod 750 "$PREFIX/var"
@@ -173,19 +244,24 @@ write_unit() {
 
 check_device
 check_systemd_install
+check_kit
 WAS_ACTIVE=0
 if [ "$SYSTEMD" = 1 ] && systemctl is-active --quiet "$UNIT"; then
   WAS_ACTIVE=1
-  if old_state; then
-    echo "stopping $UNIT to move its state to $PREFIX/var"
-    systemctl stop "$UNIT"
-  fi
 fi
 ensure_user
+stage_config
 install_code
-install_config
+own_state
+# The staged config first, while a running agent still runs: a config or bundle the agent refuses stops here.
+(cd "$PREFIX" && as_agent "$PREFIX/venv/bin/hgen-agent" check --config "$STAGE/agent.yaml")
+if [ "$WAS_ACTIVE" = 1 ] && old_state; then
+  echo "stopping $UNIT to move its state to $PREFIX/var"
+  STOPPED=1
+  systemctl stop "$UNIT"
+fi
+swap_config
 prepare_state
-[ ! -f "$KIT/BUILD_INFO" ] || cp "$KIT/BUILD_INFO" "$PREFIX/etc/BUILD_INFO"
 (cd "$PREFIX" && as_agent "$PREFIX/venv/bin/hgen-agent" check --config "$PREFIX/etc/agent.yaml")
 
 if [ "$SYSTEMD" = 1 ]; then
