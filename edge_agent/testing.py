@@ -375,3 +375,33 @@ def ranked_class(kb: Any, sample_id: str, rank: int) -> int:
     if output is None or not output.class_probabilities:
         return 0
     return int(np.argsort(output.class_probabilities)[::-1][rank])
+
+
+def relu_tflite(tensor_type: str = "FLOAT32", quant: tuple[float, int] | None = None) -> bytes:
+    """A one-op (RELU on a 1x4 tensor) TFLite model written with LiteRT's own flatbuffer schema: a real model for
+    the real interpreter without TensorFlow; `tensor_type` INT8/UINT8 with `quant` (scale, zero point)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU
+    code.version = 1
+    tensors = []
+    for buffer, name in enumerate((b"x", b"y"), start=1):
+        tensor = schema.TensorT()
+        tensor.shape, tensor.buffer, tensor.name = [1, 4], buffer, name
+        tensor.type = getattr(schema.TensorType, tensor_type)
+        if quant is not None:
+            tensor.quantization = schema.QuantizationParametersT()
+            tensor.quantization.scale, tensor.quantization.zeroPoint = [quant[0]], [quant[1]]
+        tensors.append(tensor)
+    relu = schema.OperatorT()
+    relu.opcodeIndex, relu.inputs, relu.outputs = 0, [0], [1]
+    graph = schema.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [1], [relu]
+    model = schema.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [schema.BufferT() for _ in range(3)]
+    builder = flatbuffers.Builder(256)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

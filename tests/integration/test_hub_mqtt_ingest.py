@@ -10,7 +10,6 @@ Real Mosquitto with authentication, real SQLite."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,21 +22,11 @@ from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.device import MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.samples import make_request, make_sample
-from hgen.hub.testing.services import Broker
+from hgen.hub.testing.services import Broker, wait_until
 from hgen.hub.transports.mqtt import ANSWER_AGAIN_S, ConnectionState, MqttTransport
 from hgen.protos import hub_pb2
 
 DEVICE = "cam-ingest"
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    """Poll a condition (not a sleep standing in for synchronisation: it returns as soon as it holds)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_network_thread_serves_while_the_knowledge_base_is_locked(tmp_path: Path, broker: Broker) -> None:

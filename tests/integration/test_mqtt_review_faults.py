@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from hgen.hub.testing.attacker import MqttProbe
 from hgen.hub.testing.device import MqttDevice, ReplyLog, enroll
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
 from hgen.hub.testing.samples import make_request, make_sample
-from hgen.hub.testing.services import HUB_USER, Broker
+from hgen.hub.testing.services import HUB_USER, Broker, wait_until
 from hgen.hub.transports.base import AnnounceError
 from hgen.hub.transports.mqtt import MqttTransport
 from hgen.protos import hub_pb2
@@ -39,16 +38,6 @@ from hgen.protos.mqtt import QOS, session_properties, topic
 
 A, B = "cam-a", "cam-b"
 WAIT_S = 30.0
-
-
-def wait_until(condition, timeout_s: float = WAIT_S) -> bool:  # type: ignore[no-untyped-def]
-    """Poll a condition (not a sleep standing in for synchronisation: it returns as soon as it holds)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

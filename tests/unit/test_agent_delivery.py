@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from hgen.edge_agent.transports import ConnectionState
 from hgen.hub.broker_acl import device_topics
 from hgen.hub.testing.attacker import MqttProbe
 from hgen.hub.testing.fixtures import broker  # noqa: F401 (pytest fixture)
-from hgen.hub.testing.services import HUB_USER, Broker
+from hgen.hub.testing.services import HUB_USER, Broker, wait_until
 from hgen.protos import hub_pb2
 from hgen.protos.mqtt import topic
 
@@ -175,16 +174,6 @@ class HubAway:
         with self.probe.cond:
             self.probe.messages.clear()
         return asked
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float = 30.0) -> bool:
-    """Poll a condition (it returns as soon as it holds; the timeout is a deadline, not a pause)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_long_outage_asks_again_only_about_the_oldest_window(make_agent, broker: Broker) -> None:  # noqa: F811

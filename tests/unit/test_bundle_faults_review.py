@@ -22,7 +22,7 @@ import pytest
 
 from hgen.compiler.bundle import pack_bundle
 from hgen.compiler.cli.main import main as hgen_main
-from hgen.edge_agent.testing import make_keys, null_bundle
+from hgen.edge_agent.testing import make_keys, null_bundle, relu_tflite
 from hgen.runtime import signing
 from hgen.runtime.bundle import BundleFormatError, SignatureError, load_bundle, load_first_runnable
 from hgen.runtime.bundle.errors import NoEngineError
@@ -259,36 +259,6 @@ def test_a_variant_index_that_is_a_fifo_or_too_large_is_refused(tmp_path: Path, 
 
 
 # --- the signed manifest against the model file ---------------------------------------------------------------
-
-
-def relu_tflite(tensor_type: str = "FLOAT32", quant: tuple[float, int] | None = None) -> bytes:
-    """A one-op (RELU on a 1x4 tensor) TFLite model written with LiteRT's own flatbuffer schema: a real model for
-    the real interpreter without TensorFlow; `tensor_type` INT8/UINT8 with `quant` (scale, zero point)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU
-    code.version = 1
-    tensors = []
-    for buffer, name in enumerate((b"x", b"y"), start=1):
-        tensor = schema.TensorT()
-        tensor.shape, tensor.buffer, tensor.name = [1, 4], buffer, name
-        tensor.type = getattr(schema.TensorType, tensor_type)
-        if quant is not None:
-            tensor.quantization = schema.QuantizationParametersT()
-            tensor.quantization.scale, tensor.quantization.zeroPoint = [quant[0]], [quant[1]]
-        tensors.append(tensor)
-    relu = schema.OperatorT()
-    relu.opcodeIndex, relu.inputs, relu.outputs = 0, [0], [1]
-    graph = schema.SubGraphT()
-    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [1], [relu]
-    model = schema.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    model.buffers = [schema.BufferT() for _ in range(3)]
-    builder = flatbuffers.Builder(256)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def _litert_bundle(root: Path, keys, model: bytes, input_shape=(1, 4), **entry) -> Path:

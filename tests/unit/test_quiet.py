@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from hgen.edge_agent.testing import relu_tflite
 from hgen.runtime import quiet
 
 # The real `hgen lower` on a missing .keras file: imports Keras (so TensorFlow), then fails with one line of its
@@ -116,37 +117,11 @@ LITERT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _relu_tflite() -> bytes:
-    """A one-op (RELU on a 1x4 float tensor) TFLite model written with LiteRT's own flatbuffer schema: a real
-    model for the real interpreter, without TensorFlow or training."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU
-    code.version = 1
-    tensors = []
-    for buffer, name in enumerate((b"x", b"y"), start=1):
-        tensor = schema.TensorT()
-        tensor.shape, tensor.type, tensor.buffer, tensor.name = [1, 4], schema.TensorType.FLOAT32, buffer, name
-        tensors.append(tensor)
-    relu = schema.OperatorT()
-    relu.opcodeIndex, relu.inputs, relu.outputs = 0, [0], [1]
-    graph = schema.SubGraphT()
-    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [1], [relu]
-    model = schema.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    model.buffers = [schema.BufferT() for _ in range(3)]  # buffer 0 is the reserved empty one
-    builder = flatbuffers.Builder(256)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 @pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
                     reason="needs LiteRT: pip install 'hgen[agent]'")
 def test_real_litert_xnnpack_line_is_dropped_only_when_silenced(tmp_path):
     model = tmp_path / "relu.tflite"
-    model.write_bytes(_relu_tflite())
+    model.write_bytes(relu_tflite())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"  # in both runs: the variable alone does not reach TFLite's INFO line
     runs = {mode: subprocess.Popen([sys.executable, "-c", LITERT_SCRIPT, str(model), mode], env=env, text=True,
