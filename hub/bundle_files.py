@@ -11,12 +11,13 @@ import functools
 import io
 import json
 import os
-import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
 from hgen.hub.errors import BundleMissingError
 from hgen.hub.kb.store import BundleRecord, KnowledgeBase
+from hgen.runtime.bundle.errors import BundleError
+from hgen.runtime.bundle.loader import archive_manifest_bytes
 from hgen.runtime.bundle.manifest import MANIFEST_NAME
 
 
@@ -26,12 +27,9 @@ def _target_of(path: str, _mtime_ns: int) -> str | None:
         if os.path.isdir(path):
             data = Path(path, MANIFEST_NAME).read_bytes()
         else:
-            with tarfile.open(path, "r:*") as archive:
-                member = archive.next()
-                handle = archive.extractfile(member) if member is not None and member.name == MANIFEST_NAME else None
-                data = handle.read(1 << 20) if handle is not None else b"{}"
+            data = archive_manifest_bytes(Path(path))
         target = json.loads(data).get("target")
-    except (OSError, tarfile.TarError, ValueError, AttributeError):
+    except (OSError, BundleError, ValueError, AttributeError):
         return None
     return str(target) if target else None
 

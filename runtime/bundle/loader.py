@@ -186,6 +186,20 @@ def _extract_archive(source: IO[bytes], key: Any, expected_target: str | None, d
     return manifest
 
 
+def archive_manifest_bytes(path: Path) -> bytes:
+    """The first member of a `.hgb` archive, its manifest, unverified (the hub reading the target of a bundle it
+    recorded), through the same header walk and bound as a device's load: `tarfile.open(path, "r:*")` took any
+    compression and read pax headers whole. Raises BundleFormatError, or OSError when the file cannot be read."""
+    with path.open("rb") as source:
+        try:
+            stream = _tar_stream(source)
+            _check_headers(stream, {})
+            with tarfile.open(fileobj=stream, mode="r:") as archive:
+                return _next_member(archive, MANIFEST_NAME)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise BundleFormatError(f"bundle archive {path.name} is truncated or corrupt: {exc}") from None
+
+
 def verify_archive(path: Path, key: Any, expected_target: str | None, dest: Path) -> Manifest:
     """Verify a single-file bundle while extracting its listed files into `dest`.
 

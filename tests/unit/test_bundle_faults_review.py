@@ -341,3 +341,25 @@ def test_a_bundle_with_no_open_engine_says_so(tmp_path: Path, keys) -> None:
     loaded = load_bundle(null_bundle(tmp_path / "null", keys), trusted_public_key=keys.public_pem, engines=[])
     with loaded, pytest.raises(NoEngineError, match="no engine of bundle null-net is open"):
         _ = loaded.engine  # was StopIteration, which a generator or loop around it swallows
+
+
+def test_the_hub_reads_a_recorded_bundles_target_through_the_same_header_walk(tmp_path: Path, keys) -> None:
+    """The hub read a recorded archive's target with tarfile.open(path, "r:*"): any compression, pax headers whole.
+    A bundle's target is read as before; a pax bomb and a corrupt xz file give no target (and no exception)."""
+    from hgen.hub.bundle_files import bundle_target
+
+    archive = pack_bundle(null_bundle(tmp_path / "ok", keys))
+    assert bundle_target(str(archive)) == Manifest.model_validate_json(
+        (tmp_path / "ok" / "manifest.json").read_bytes()).target
+    record = _pax_record("comment", b"a" * (8 << 20))
+    bomb = _archive(tmp_path / "bomb.hgb", _header("pax", len(record), tarfile.XHDTYPE) + _padded(record),
+                    _manifest_member())
+    xz = tmp_path / "xz.hgb"
+    xz.write_bytes(lzma.compress(b"not a tar")[:40])
+    tracemalloc.start()
+    try:
+        assert bundle_target(str(bomb)) is None and bundle_target(str(xz)) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes allocated reading a target"
