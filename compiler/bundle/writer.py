@@ -64,6 +64,8 @@ def _staged(out_dir: Path) -> Iterator[Path]:
     replace `out_dir`'s only once it is signed, and the previous bundle's other files go after that. A lowering that
     failed (a TVM op, a full disk) used to leave `out_dir` emptied: the previous bundle was gone."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.glob(".staging-*"):  # a write killed mid-way (a crash, SIGKILL) left its folder
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     try:
         yield staging
