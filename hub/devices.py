@@ -213,26 +213,16 @@ class DeviceCredentials:
     def authenticate(self, bearer: str) -> str | None:
         """The device a `<device id>:<secret>` token proves, or None (unknown, revoked, rotated or malformed).
         A row with a digest is checked by SHA-256 alone: a refused call costs the hub no more than a granted one."""
-        proved = self.quick_check(bearer)
-        device_id, _, secret = bearer.partition(":")
-        if proved is None:
-            stored = self._stored(device_id)
-            proved = stored is not None and self._check_slow(device_id, secret, stored[0])
-        return device_id if proved else None
-
-    def quick_check(self, bearer: str) -> bool | None:
-        """Whether the token proves its device, by the cheap checks only (its form, one indexed read, a SHA-256);
-        None for a row issued before digests existed, whose rate-limited PBKDF2 check is left to the caller's
-        thread (the gRPC gate runs this on the server's polling thread)."""
         device_id, _, secret = bearer.partition(":")
         if not secret or not DEVICE_ID.match(device_id):
-            return False
+            return None
         stored = self._stored(device_id)
         if stored is None:
-            return False
-        if stored[1] is None:
             return None
-        return hmac.compare_digest(secret_digest(device_id, secret), stored[1])
+        slow, fast = stored
+        if fast is None:
+            return device_id if self._check_slow(device_id, secret, slow) else None
+        return device_id if hmac.compare_digest(secret_digest(device_id, secret), fast) else None
 
     def _check_slow(self, device_id: str, secret: str, slow: str) -> bool:
         """PBKDF2 for a row issued before digests existed; a success stores the digest, so it happens once. One

@@ -92,8 +92,7 @@ class Adaptation:
         self._connected: bool | None = None  # at the last tick (None: not looked yet)
         self._load = 1.0  # the device-wide load estimate, kept across swaps
         self._load_since: tuple[Model, int] = (agent.model, 0)  # the model the p50 is of, frames count when it began
-        self._paused_tau: tuple[Model, float] | None = None  # a model outside the set and its own tau
-        self._paused = False
+        self._paused_tau: tuple[Model, float] | None = None  # while paused: the model outside the set, its own tau
         self.worker: threading.Thread | None = None  # the last swap's loader thread (tests join it)
         self._audit_share = agent.gate.config.audit_share
         for name, read in {
@@ -251,8 +250,8 @@ class Adaptation:
             return "a staged bundle runs at the next frame"
         if active is None and not self._from_flashed(self.agent.model):
             return self._keep_outside_set()
-        if self._paused:
-            self._paused = False
+        if self._paused_tau is not None:
+            self._paused_tau = None
             self.agent.telemetry.problem("adapt", "")
         return ""
 
@@ -271,7 +270,6 @@ class Adaptation:
             self._paused_tau = (model, model.tau)
         assert self.context is not None
         model.tau = 0.0 if self.context.labour_allowed <= 0 else self._paused_tau[1]
-        self._paused = True
         why = (f"running {model.name} {model.version} is not in the variant set (a hub update): selection "
                "paused, the offline policy applies")
         self.agent.telemetry.problem("adapt", why)

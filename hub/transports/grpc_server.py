@@ -260,10 +260,9 @@ class AnnotationHubServicer:
                         "them; further watchers poll instead (metric grpc_watch_streams_capped): raise "
                         "grpc.max_workers to about the fleet size + %d to let every device watch (logged once)",
                         self.watch_slots, self.config.max_workers, self.config.max_workers - self.watch_slots)
-        record = self.callers.bundle_for(device, request.bundle_name)
-        if record is not None and record.version != request.known_version:
-            self.callers.check_target(device, record, context)
-            yield bundle_notice(replace(record, fetch_uri=self.fetch_uri))
+        notice = self._newer_notice(device, request.bundle_name, request.known_version, context)
+        if notice is not None:
+            yield notice
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                       f"the hub holds {self.watch_slots} WatchUpdates streams (grpc.max_workers "
                       f"{self.config.max_workers}): call again later to poll for updates")
@@ -273,14 +272,22 @@ class AnnotationHubServicer:
         known = request.known_version
         while context.is_active() and not self._stopping.is_set() and not watch.replaced:
             watch.wake.clear()  # before reading: a change announced from here on wakes the wait below
-            record = self.callers.bundle_for(device, request.bundle_name)
-            if record is not None and record.version != known:
-                self.callers.check_target(device, record, context)
-                known = record.version
-                # this hub serves every recorded bundle (`bundle_files`), so it points the device at itself, not
-                # at the hub that published it, which may be down or on a disk this one does not share
-                yield bundle_notice(replace(record, fetch_uri=self.fetch_uri))  # '': the device's own hub link
+            notice = self._newer_notice(device, request.bundle_name, known, context)
+            if notice is not None:
+                known = notice.version
+                yield notice
             watch.wake.wait(timeout=self.config.reply_poll_s * 4)
+
+    def _newer_notice(self, device: str, bundle_name: str, known: str,
+                      context: grpc.ServicerContext) -> hub_pb2.ModelUpdate | None:
+        """The notice of the device's newest bundle when it is not `known` (its target checked). This hub serves
+        every recorded bundle (`bundle_files`), so it points the device at itself, not at the hub that published it,
+        which may be down or on a disk this one does not share ('': the device's own hub link)."""
+        record = self.callers.bundle_for(device, bundle_name)
+        if record is None or record.version == known:
+            return None
+        self.callers.check_target(device, record, context)
+        return bundle_notice(replace(record, fetch_uri=self.fetch_uri))
 
     def ReportStatus(self, request: hub_pb2.DeviceStatus, context: grpc.ServicerContext) -> hub_pb2.StatusAck:
         device = self.callers.caller(context)
