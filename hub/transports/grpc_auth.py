@@ -6,10 +6,12 @@ No proof, a revoked or rotated secret, or a message naming another device: PERMI
 logged once per (reason, device named, peer host): a client retrying or guessing in a loop must not flood the log.
 The stored hash is re-read on every call, so a revocation holds from the next call on, in every hub process.
 
-The proof is checked twice: first by `CredentialGate`, a server interceptor that sees the call's metadata before
-its request message arrives (the sync server parks a pool thread waiting for that message, so a check in the
-handler alone let anonymous half-open calls hold every thread), then by the handler (`CallerCheck.caller`), which
-also has the TLS peer and the message (the device a message names must be the one proved).
+The proof is checked twice, both times before the request message is read (a unary handler of the sync server
+parks a pool thread waiting for that message, so a check after it let half-open calls hold every thread): first by
+`CredentialGate`, a server interceptor that sees the call's metadata and refuses a missing or malformed credential
+with no I/O, then on a pool thread by `CallerCheck.caller` against the knowledge base (the servicer's handlers take
+their request as a stream of one, `AnnotationHubServicer.proved`); the message is read only then, and the device it
+names must be the one proved.
 """
 
 from __future__ import annotations
@@ -138,8 +140,7 @@ class CredentialGate(grpc.ServerInterceptor):
 
     Runs on the server's polling thread, so it does no I/O: a call without a token (unless over mutual TLS, whose
     certificate name only the handler sees) or with a malformed one is refused here; a well-formed token goes on to
-    the handler, which checks it against the knowledge base (so a client sending well-formed false tokens on calls
-    that never send their message can still hold pool threads until those calls' deadlines). A refused call gets a
+    the handler, which checks it against the knowledge base before it reads the request. A refused call gets a
     handler that reads no request and aborts with PERMISSION_DENIED at once, counted and logged once per device and
     peer like every refusal (`CallerCheck`).
     """

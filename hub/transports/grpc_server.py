@@ -4,7 +4,8 @@ Handlers are built with our own request deserializers so a malformed or oversize
 counted error (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) instead of an anonymous failure inside gRPC. gRPC's own
 receive limit is set to twice the configured cap: between the two our check answers; beyond, gRPC refuses.
 Every call must prove a device and may speak only for it (see grpc_auth): a call without a credential is refused by
-an interceptor before any thread waits for its message; the health service stays open.
+an interceptor, and a false one on a pool thread, before any thread waits for its message; the health service
+stays open.
 Each open stream parks a server thread, so no device may hold many (`DeviceStreams`): one WatchUpdates stream per
 device (the newest wins), and at most `grpc.max_submit_streams_per_device` Submit and
 `grpc.max_fetch_streams_per_device` FetchBundle streams; beyond, RESOURCE_EXHAUSTED. The config refuses a pool too
@@ -115,6 +116,15 @@ class DeviceStreams:
             watch.wake.set()
 
 
+def _first(requests: Iterator[object], context: grpc.ServicerContext) -> object:
+    """The call's request message: a unary request is a stream of one on the wire, so the handlers take it as a
+    stream and prove the caller before they wait for it. A call that ends without one is INVALID_ARGUMENT."""
+    for request in requests:
+        return request
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without its request message")
+    raise AssertionError("unreachable: abort raises")
+
+
 def _deserializer(message: type, max_bytes: int) -> Callable[[bytes], object]:
     def parse(data: bytes) -> object:
         if len(data) > max_bytes:
@@ -142,6 +152,17 @@ class AnnotationHubServicer:
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
+    def proved(self, method: Callable[[object, grpc.ServicerContext, str], object]
+               ) -> Callable[[Iterator[object], grpc.ServicerContext], object]:
+        """`method(request, context, device)`, run once the call's credential proved `device` (checked against the
+        knowledge base on a pool thread) and only then its request message read: a call with a false credential
+        that never sends its message is refused at once instead of holding a thread until its deadline (the
+        interceptor, `CredentialGate`, can only refuse calls with no or a malformed credential)."""
+        def run(requests: Iterator[object], context: grpc.ServicerContext) -> object:
+            device = self.callers.caller(context)
+            return method(_first(requests, context), context, device)
+        return run
+
     def _refuse(self, request: object, context: grpc.ServicerContext) -> None:
         if isinstance(request, _Refused):
             error = request.error
@@ -165,8 +186,8 @@ class AnnotationHubServicer:
             log.warning("gRPC %s refused: %s (logged once per device; counted in metrics)", kind, message)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
-    def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext) -> Iterator[hub_pb2.SampleReply]:
-        device = self.callers.caller(context)
+    def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext,
+               device: str) -> Iterator[hub_pb2.SampleReply]:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
         self._open_stream(DeviceStreams.SUBMIT, device, context)
@@ -198,8 +219,8 @@ class AnnotationHubServicer:
                     remaining.discard(reply.sample_id)
                     yield reply
 
-    def FetchBundle(self, request: hub_pb2.BundleRequest, context: grpc.ServicerContext) -> Iterator[hub_pb2.BundleChunk]:
-        device = self.callers.caller(context)
+    def FetchBundle(self, request: hub_pb2.BundleRequest, context: grpc.ServicerContext,
+                    device: str) -> Iterator[hub_pb2.BundleChunk]:
         self._refuse(request, context)
         record = self.service.kb.bundle(request.bundle_name, request.version)
         if record is None:
@@ -230,9 +251,8 @@ class AnnotationHubServicer:
                 yield hub_pb2.BundleChunk(offset=offset, data=data, total_size=record.size, sha256=record.sha256)
                 offset += len(data)
 
-    def WatchUpdates(self, request: hub_pb2.WatchUpdatesRequest,
-                     context: grpc.ServicerContext) -> Iterator[hub_pb2.ModelUpdate]:
-        device = self.callers.caller(context)
+    def WatchUpdates(self, request: hub_pb2.WatchUpdatesRequest, context: grpc.ServicerContext,
+                     device: str) -> Iterator[hub_pb2.ModelUpdate]:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
         watch = self.streams.watch(device, self.watch_slots)
@@ -289,8 +309,8 @@ class AnnotationHubServicer:
         self.callers.check_target(device, record, context)
         return bundle_notice(replace(record, fetch_uri=self.fetch_uri))
 
-    def ReportStatus(self, request: hub_pb2.DeviceStatus, context: grpc.ServicerContext) -> hub_pb2.StatusAck:
-        device = self.callers.caller(context)
+    def ReportStatus(self, request: hub_pb2.DeviceStatus, context: grpc.ServicerContext,
+                     device: str) -> hub_pb2.StatusAck:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
         known = self.service.kb.record_status(request)
@@ -338,14 +358,14 @@ class GrpcTransport(HubTransport):
 
     def _handlers(self) -> grpc.GenericRpcHandler:
         cap, s = self.config.max_message_bytes, self.servicer
-        stream = grpc.unary_stream_rpc_method_handler
+        stream = grpc.stream_stream_rpc_method_handler  # request streams of one: see `proved`
         out = lambda m: m.SerializeToString()  # noqa: E731
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-            "Submit": stream(s.Submit, _deserializer(hub_pb2.AnnotationRequest, cap), out),
-            "FetchBundle": stream(s.FetchBundle, _deserializer(hub_pb2.BundleRequest, cap), out),
-            "WatchUpdates": stream(s.WatchUpdates, _deserializer(hub_pb2.WatchUpdatesRequest, cap), out),
-            "ReportStatus": grpc.unary_unary_rpc_method_handler(
-                s.ReportStatus, _deserializer(hub_pb2.DeviceStatus, cap), out),
+            "Submit": stream(s.proved(s.Submit), _deserializer(hub_pb2.AnnotationRequest, cap), out),
+            "FetchBundle": stream(s.proved(s.FetchBundle), _deserializer(hub_pb2.BundleRequest, cap), out),
+            "WatchUpdates": stream(s.proved(s.WatchUpdates), _deserializer(hub_pb2.WatchUpdatesRequest, cap), out),
+            "ReportStatus": grpc.stream_unary_rpc_method_handler(
+                s.proved(s.ReportStatus), _deserializer(hub_pb2.DeviceStatus, cap), out),
         })
 
     def start(self) -> None:

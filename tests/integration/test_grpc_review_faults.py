@@ -188,9 +188,11 @@ def test_anonymous_calls_that_send_no_message_are_refused_without_holding_thread
     try:
         for method in ("Submit", "WatchUpdates", "FetchBundle", "ReportStatus"):
             half_open = channel.stream_stream(f"/{SERVICE_NAME}/{method}")
-            # no token, or one no device could have; a well-formed false token is checked by the handler (a
-            # database read is not made on gRPC's polling thread)
-            for metadata in ((), as_device(f"{A}-no-secret"), as_device("no such device:x")):
+            # no token, one no device could have (refused by the interceptor), or a well-formed false one (an
+            # enrolled device's id with a wrong secret, an unknown device's: proved on a pool thread before the
+            # handler waits for the message)
+            for metadata in ((), as_device(f"{A}-no-secret"), as_device("no such device:x"),
+                             as_device(f"{A}:not-its-secret"), as_device("cam-unknown:some-secret")):
                 calls = [half_open(iter(never.get, None), metadata=metadata, timeout=CALL_TIMEOUT_S)
                          for _ in range(app.config.grpc.max_workers)]
                 for call in calls:
@@ -203,6 +205,20 @@ def test_anonymous_calls_that_send_no_message_are_refused_without_holding_thread
     finally:
         never.put(None)
         channel.close()
+
+
+def test_a_call_that_ends_without_its_message_is_invalid_argument(hub) -> None:
+    """The handlers take their request as a stream of one (to prove the caller before waiting for it): a proved
+    call that half-closes without a message gets a typed refusal, and the hub keeps serving."""
+    app, creds = hub
+    with grpc.insecure_channel(target_of(app)) as channel:
+        for method in ("Submit", "ReportStatus"):
+            empty = channel.stream_stream(f"/{SERVICE_NAME}/{method}")
+            with pytest.raises(grpc.RpcError) as refused:
+                next(empty(iter(()), metadata=as_device(creds[A].bearer), timeout=CALL_TIMEOUT_S))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "without its request message" in refused.value.details()
+        assert status_code(hub_pb2_grpc.AnnotationHubStub(channel), A, creds[A].bearer) == (grpc.StatusCode.OK, "")
 
 
 # --- 5. a fleet of watchers -------------------------------------------------------------------------------------------
