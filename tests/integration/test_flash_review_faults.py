@@ -150,6 +150,50 @@ def test_reinstall_replaces_the_code_of_the_same_version(tmp_path: Path) -> None
     assert '"mark": "build-2"' in again.stdout  # `hgen-agent check` ran the new code
 
 
+def test_a_config_the_new_code_refuses_leaves_the_previous_code_and_config(tmp_path: Path) -> None:
+    """The code was replaced in place before the kit's config was checked: a refused upgrade left the device on
+    the new code with the old config (what a restart would then run). Now the new code is checked in a venv of its
+    own and PREFIX/venv points at it only after both checks passed."""
+    prefix = tmp_path / "device"
+    assert install(make_kit(tmp_path / "kit1", mark="build-1", secret="old"), prefix, "--no-systemd").returncode == 0
+    refused = install(make_kit(tmp_path / "kit2", mark="build-2", secret="new", refuse="agent.yaml"), prefix,
+                      "--no-systemd")
+    assert refused.returncode == 2 and "config refused" in refused.stderr
+    assert installed_mark(prefix) == "build-1"
+    assert yaml.safe_load((prefix / "etc" / "agent.yaml").read_text())["hub"]["secret"] == "old"
+    assert [p.name for p in (prefix / "venvs").iterdir()] == [(prefix / "venv").resolve().name]  # new code gone
+
+
+def test_a_config_refused_once_installed_puts_the_previous_config_back(tmp_path: Path) -> None:
+    """The staged config passes, the installed one is refused: the previous agent.yaml, bundle and keys return,
+    and the previous code still runs (config and code change together or not at all)."""
+    prefix = tmp_path / "device"
+    assert install(make_kit(tmp_path / "kit1", mark="build-1", secret="old"), prefix, "--no-systemd").returncode == 0
+    (prefix / "etc" / "bundle" / "model.hgb").write_text("bundle 1")
+    refused = install(make_kit(tmp_path / "kit2", mark="build-2", secret="new", refuse="/etc/agent.yaml"), prefix,
+                      "--no-systemd")
+    assert refused.returncode == 2
+    assert installed_mark(prefix) == "build-1"
+    assert yaml.safe_load((prefix / "etc" / "agent.yaml").read_text())["hub"]["secret"] == "old"
+    assert (prefix / "etc" / "bundle" / "model.hgb").read_text() == "bundle 1"
+    assert not list(prefix.glob(".etc-new-*"))
+
+
+def test_upgrades_keep_the_running_code_and_the_one_before(tmp_path: Path) -> None:
+    """A venv per install, PREFIX/venv a link to the running one; the previous stays for a manual roll back, older
+    ones go. A PREFIX/venv folder of an older kit is kept as the previous code."""
+    prefix = tmp_path / "device"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix / "venv")], check=True)
+    (prefix / "venv" / "old-kit").write_text("")
+    for n in (1, 2, 3):
+        done = install(make_kit(tmp_path / f"kit{n}", mark=f"build-{n}"), prefix, "--no-systemd")
+        assert done.returncode == 0, done.stderr
+        assert installed_mark(prefix) == f"build-{n}" and (prefix / "venv").is_symlink()
+        kept = sorted(p.name for p in (prefix / "venvs").iterdir())
+        assert len(kept) == 2 and (prefix / "venv").resolve().name in kept
+        assert any((prefix / "venvs" / name / "old-kit").exists() for name in kept) == (n == 1)
+
+
 # --- faults 2 and 3 under systemd as root: stand-in commands record what the script decides --------------------
 
 SHIM = '''#!/bin/sh
@@ -210,8 +254,10 @@ def test_systemd_install_runs_as_a_dedicated_user_with_a_writable_state_folder(t
         assert stat.S_IMODE(private.stat().st_mode) == 0o640, private
     assert f"chown -R hgen:hgen {prefix}/var" in calls
     checks = [c for c in calls if c.startswith("runuser ")]  # the staged config, then the installed one
-    assert checks == [f"runuser -u hgen -- {prefix}/venv/bin/hgen-agent check --config {stage}/agent.yaml",
-                      f"runuser -u hgen -- {prefix}/venv/bin/hgen-agent check --config {prefix}/etc/agent.yaml"]
+    code = (prefix / "venv").resolve()  # both by the new code, before PREFIX/venv pointed at it
+    assert code.parent == prefix / "venvs" and (prefix / "venv").is_symlink()
+    assert checks == [f"runuser -u hgen -- {code}/bin/hgen-agent check --config {stage}/agent.yaml",
+                      f"runuser -u hgen -- {code}/bin/hgen-agent check --config {prefix}/etc/agent.yaml"]
     unit = (units / "hgen-agent.service").read_text()
     assert "User=hgen\n" in unit and "User=root" not in unit
     assert f"ReadWritePaths={prefix}/var\n" in unit and f"WorkingDirectory={prefix}/var\n" in unit

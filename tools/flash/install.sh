@@ -2,13 +2,15 @@
 # Install the H-Gen edge agent from this kit, offline: a venv under PREFIX, wheels only from ./wheelhouse.
 #   sudo ./install.sh                      # /opt/hgen-agent, run by system user hgen, systemd unit (re)started
 #   PREFIX=$HOME/hgen ./install.sh --no-systemd
-# PREFIX/venv: the code; PREFIX/etc: agent.yaml, bundle/, keys/ (read-only for the agent); PREFIX/var: outbox,
-# bundle store, jsonl results (the agent's user's, kept across installs). Installing a newer kit replaces the
-# code (same version or not), agent.yaml (the previous one kept as agent.yaml.bak-<UTC time>), bundle/ and keys/,
-# and restarts a running agent. Nothing is touched until the kit is found complete (BUILD_INFO, written last by
-# build_kit.py, and the files installed here); the kit's config is copied into PREFIX/.etc-new-XXXXXX, checked
-# there as the agent's user, and only then swapped into PREFIX/etc with mv (a failed copy leaves PREFIX/etc as it
-# was). A unit stopped to move old state is started again when the install fails after stopping it.
+# PREFIX/venv: the code (a link to PREFIX/venvs/v-XXXXXX); PREFIX/etc: agent.yaml, bundle/, keys/ (read-only for
+# the agent); PREFIX/var: outbox, bundle store, jsonl results (the agent's user's, kept across installs). Installing
+# a newer kit replaces the code (same version or not), agent.yaml (the previous one kept as
+# agent.yaml.bak-<UTC time>), bundle/ and keys/, and restarts a running agent. Nothing is touched until the kit is
+# found complete (BUILD_INFO, written last by build_kit.py, and the files installed here); the kit's code goes
+# into a venv of its own and its config into PREFIX/.etc-new-XXXXXX, checked there by that code as the agent's
+# user, then the config is swapped into PREFIX/etc with mv, checked again, and PREFIX/venv pointed at the new code
+# last: a failure on the way puts the previous config back and leaves the previous code running. A unit stopped to
+# move old state is started again when the install fails after stopping it.
 # Environment: PREFIX, PYTHON (python3), AGENT_USER (hgen under systemd as root, else the installing user),
 # UNIT_DIR (/etc/systemd/system).
 set -eu
@@ -41,9 +43,12 @@ die() {
 STAGE=""      # PREFIX/.etc-new-XXXXXX: the kit's config until it is swapped in (then the previous copies)
 STOPPED=0     # 1 once this script stopped a running unit: a failure from then on starts it again
 SWAPPED=""    # what swap_config moved into PREFIX/etc so far (a failure puts the previous copies back)
+NEWVENV=""    # PREFIX/venvs/v-XXXXXX: this kit's code (removed after a failure before PREFIX/venv points at it)
+OLDVENV=""    # what PREFIX/venv was (venvs/...) once it points at the new code: kept for a manual roll back
+SWITCHED=0    # 1 once PREFIX/venv points at the new code
 
-# On a failure: the previous bundle/ and keys/ back in place, the staging folder gone, a unit this script
-# stopped started again.
+# On a failure: the previous agent.yaml, bundle/ and keys/ back in place, the staging folder and the new code
+# gone (the previous code never left), a unit this script stopped started again.
 on_exit() {
   status=$?
   trap - EXIT
@@ -56,6 +61,9 @@ on_exit() {
     done
   fi
   [ -z "$STAGE" ] || rm -rf "$STAGE"
+  if [ "$status" != 0 ] && [ -n "$NEWVENV" ] && [ "$SWITCHED" = 0 ]; then
+    rm -rf "$NEWVENV"
+  fi
   if [ "$status" != 0 ] && [ "$STOPPED" = 1 ]; then
     echo "install.sh: the install failed after stopping $UNIT: starting it again" >&2
     systemctl start "$UNIT" || echo "install.sh: could not start $UNIT again (systemctl status $UNIT)" >&2
@@ -113,12 +121,42 @@ ensure_user() {
   echo "created system user hgen"
 }
 
-# This kit's hgen wheel even when the same version is installed (pip would keep the old code), then its deps.
+# This kit's code in a venv of its own (its hgen wheel, then its deps, all from the wheelhouse), beside the
+# running one: PREFIX/venv points at it only once the kit's config passed its check with it.
 install_code() {
   set -- "$KIT"/wheelhouse/hgen-*.whl
-  "$PYTHON" -m venv "$PREFIX/venv"
-  "$PREFIX/venv/bin/pip" install --quiet --no-index --force-reinstall --no-deps "$1"
-  "$PREFIX/venv/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
+  mkdir -p "$PREFIX/venvs"
+  NEWVENV=$(mktemp -d "$PREFIX/venvs/v-XXXXXX")
+  chmod 755 "$NEWVENV"
+  "$PYTHON" -m venv "$NEWVENV"
+  "$NEWVENV/bin/pip" install --quiet --no-index --no-deps "$1"
+  "$NEWVENV/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
+}
+
+# PREFIX/venv pointed at the new code with one rename of a link (a real folder from kits before venvs/ is moved
+# into venvs/ first). The last step that can fail: config and code change together.
+switch_code() {
+  if [ -L "$PREFIX/venv" ]; then
+    OLDVENV=$(readlink "$PREFIX/venv")
+  elif [ -e "$PREFIX/venv" ]; then
+    OLDVENV="venvs/old-$(date -u +%Y%m%dT%H%M%SZ)"
+    mv "$PREFIX/venv" "$PREFIX/$OLDVENV"
+  fi
+  ln -sfn "venvs/${NEWVENV##*/}" "$PREFIX/venv.new"
+  mv -T "$PREFIX/venv.new" "$PREFIX/venv"
+  SWITCHED=1
+  echo "code: $PREFIX/venv -> venvs/${NEWVENV##*/}${OLDVENV:+ (the previous code kept in $OLDVENV)}"
+}
+
+# Only the running code and the one before it stay in venvs/ (left-overs of installs cut short go too).
+prune_code() {
+  for old in "$PREFIX"/venvs/*; do
+    [ -e "$old" ] || continue
+    case "venvs/${old##*/}" in
+      "venvs/${NEWVENV##*/}"|"$OLDVENV") ;;
+      *) rm -rf "$old" ;;
+    esac
+  done
 }
 
 # A private file readable by the agent's user only: root-owned 0640 in its group when root installs for
@@ -148,8 +186,8 @@ stage_config() {
   chmod 644 "$STAGE/BUILD_INFO"
 }
 
-# The staged copies into PREFIX/etc by mv (the previous bundle/ and keys/ kept in the staging folder until all
-# moved: on_exit puts them back after a failure); the previous agent.yaml kept as agent.yaml.bak-<UTC time>.
+# The staged copies into PREFIX/etc by mv (the previous ones kept in the staging folder until the install is
+# whole: on_exit puts them back after a failure); the previous agent.yaml also kept as agent.yaml.bak-<UTC time>.
 swap_config() {
   config="$PREFIX/etc/agent.yaml"
   if [ -f "$config" ]; then
@@ -163,13 +201,15 @@ swap_config() {
     fi
   fi
   mkdir "$STAGE/.previous"
-  for item in bundle keys; do
+  for item in bundle keys BUILD_INFO agent.yaml; do
     SWAPPED="$SWAPPED $item"
     [ ! -e "$PREFIX/etc/$item" ] || mv "$PREFIX/etc/$item" "$STAGE/.previous/$item"
     mv "$STAGE/$item" "$PREFIX/etc/$item"
   done
-  mv -f "$STAGE/BUILD_INFO" "$PREFIX/etc/BUILD_INFO"
-  mv -f "$STAGE/agent.yaml" "$config"
+}
+
+# The install is whole: nothing to put back any more.
+finish_swap() {
   SWAPPED=""
   rm -rf "$STAGE"
   STAGE=""
@@ -210,7 +250,7 @@ repoint_bundle_record() {
   record="$PREFIX/var/bundles/current.json"
   [ -f "$record" ] || return 0
   real=$(cd "$PREFIX" && pwd -P)
-  "$PREFIX/venv/bin/python" - "$record" "$real/etc/bundles/" "$real/var/bundles/" <<'PY'
+  "$NEWVENV/bin/python" - "$record" "$real/etc/bundles/" "$real/var/bundles/" <<'PY'
 import json, sys
 record, old, new = sys.argv[1:]
 data = json.load(open(record))
@@ -253,8 +293,9 @@ ensure_user
 stage_config
 install_code
 own_state
-# The staged config first, while a running agent still runs: a config or bundle the agent refuses stops here.
-(cd "$PREFIX" && as_agent "$PREFIX/venv/bin/hgen-agent" check --config "$STAGE/agent.yaml")
+# The staged config first, by the new code, while a running agent still runs: a config or bundle the new agent
+# refuses stops here, the running agent's code and config untouched.
+(cd "$PREFIX" && as_agent "$NEWVENV/bin/hgen-agent" check --config "$STAGE/agent.yaml")
 if [ "$WAS_ACTIVE" = 1 ] && old_state; then
   echo "stopping $UNIT to move its state to $PREFIX/var"
   STOPPED=1
@@ -262,7 +303,10 @@ if [ "$WAS_ACTIVE" = 1 ] && old_state; then
 fi
 swap_config
 prepare_state
-(cd "$PREFIX" && as_agent "$PREFIX/venv/bin/hgen-agent" check --config "$PREFIX/etc/agent.yaml")
+(cd "$PREFIX" && as_agent "$NEWVENV/bin/hgen-agent" check --config "$PREFIX/etc/agent.yaml")
+switch_code
+finish_swap
+prune_code
 
 if [ "$SYSTEMD" = 1 ]; then
   write_unit
