@@ -311,7 +311,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
         """The runtime kind's confidence against tau; the kind's adapter turns outputs into the result."""
         assert frame.image is not None
         confidence = model.confidence(logits)
-        size = FrameSize(int(frame.image.shape[1]), int(frame.image.shape[0]))
+        size = FrameSize.of(int(frame.image.shape[1]), int(frame.image.shape[0]), model.manifest.input)
         answer = model.adapter.answer_fields(model, logits, size)
         now = self.clock.monotonic()
         with self._lock:

@@ -59,7 +59,7 @@ class Escalation:
         deadline = self.clock.time() + self.config.batching.deadline_s
         meta = {"result": pending.to_dict(), "kind": model.manifest.kind, "temperature": model.params.temperature,
                 "lambda": model.params.fusion_lambda, "shape": list(logits.shape[1:]),
-                "size": [size.width, size.height], "labels": list(model.manifest.labels)}
+                "size": [size.width, size.height], "placed": list(size.placed), "labels": list(model.manifest.labels)}
         row = OutboxRow(result.sample_id, batch_id, self.clock.time(), frame.index, model.m, deadline,
                         sample.SerializeToString(), logits.astype(np.float32).tobytes(), json.dumps(meta))
         if not self._stored(row):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hgen.edge_agent.errors import OutboxError
-from hgen.edge_agent.kinds import FrameSize
+from hgen.edge_agent.kinds import WHOLE_INPUT, FrameSize
 from hgen.edge_agent.outbox import OutboxRow
 from hgen.edge_agent.replies import Waiting
 from hgen.edge_agent.resend import RESEND_WINDOW
@@ -187,7 +187,7 @@ class Housekeeping:
         result = Result.from_dict(meta["result"])
         shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
         logits = np.frombuffer(row.logits, np.float32).reshape(shape)
-        size = FrameSize(*meta.get("size", (0, 0)))
+        size = FrameSize(*meta.get("size", (0, 0)), tuple(meta.get("placed", WHOLE_INPUT)))  # type: ignore[arg-type]
         patience = self.config.batching.patience_s  # what is left of it; never more (a clock set back at boot)
         patience_at = now + min(patience, max(0.0, row.created + patience - wall))
         return Waiting(result, logits, meta["kind"], FusionParams(meta["temperature"], meta["lambda"]), patience_at,

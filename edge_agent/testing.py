@@ -96,7 +96,7 @@ def null_output_shape(kind: str, classes: int, grid: int = 4) -> tuple[int, ...]
 def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: str = "x86_64", tau: float = 0.5,
                 name: str = "null-net", classes: int = 10, kind: str = "cnn",
                 familiarity: dict[str, Any] | None = None, foreign_first: bool = False,
-                labels: Sequence[str] | None = None) -> Path:
+                labels: Sequence[str] | None = None, resize: str = "stretch") -> Path:
     """A signed bundle for the `null` engine (no model file needed, deterministic logits): fast unit tests.
     `foreign_first`: a TVM library built for another machine is listed before it (a bundle made for several
     devices), which this host cannot run."""
@@ -112,7 +112,7 @@ def null_bundle(out: Path, keys: TestKeys, *, version: str = "0.1.0", target: st
         "engines": [*_foreign_entries(out, foreign_first),
                     {"name": "null", "file": model_file.name, "size": model_file.stat().st_size,
                      "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}],
-        "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0},
+        "input": {"shape": (1, 28, 28, 1), "scale": 1 / 255, "offset": 0.0, "resize": resize},
         "output_shape": null_output_shape(kind, classes),
         "labels": list(labels or LABELS[:classes]), "tau": tau, "temperature": 1.0, "lambda": 0.4,
         "confidence": {"m": 3.0}, "familiarity": familiarity})

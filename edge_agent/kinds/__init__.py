@@ -6,9 +6,10 @@ kind's arrays and the agent's Result / wire messages. One file per kind in this 
 registered in `ADAPTERS` under the runtime kind's name and discovered on first use; the agent never branches on
 kind. Shared helpers live in underscore modules, which discovery skips.
 
-Boxes: the runtime works in normalised corners of the model input; the preprocessing is a plain resize, so a
-normalised box times the frame's width and height is the box in pixels of the frame as captured and sent. Results
-and the hub (ModelOutput.boxes, AggregatedLabel.boxes, the annotator page) use those pixels.
+Boxes: the runtime works in normalised corners of the model input; `FrameSize` maps them to pixels of the frame as
+captured and sent, and back, through where the frame lies in the input: all of it for a stretch, the fitted image
+inside the padding for a letterbox (`hgen.runtime.preprocess.placement`, what the device's preprocessing did).
+Results and the hub (ModelOutput.boxes, AggregatedLabel.boxes, the annotator page) use those pixels.
 """
 
 from __future__ import annotations
@@ -24,22 +25,54 @@ from hgen.protos import hub_pb2
 from hgen.runtime.errors import UnknownChoiceError
 from hgen.runtime.registry import Registry
 
+from hgen.runtime.preprocess import placement
+
 if TYPE_CHECKING:
     from hgen.edge_agent.model import Model
+    from hgen.runtime.bundle.manifest import InputSpec
 
 ANSWERED = (hub_pb2.REPLY_STATUS_ANSWERED, hub_pb2.REPLY_STATUS_PARTIAL)
 
 
+WHOLE_INPUT = (0.0, 0.0, 1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class FrameSize:
-    """Pixels of the frame as sent to people: scales normalised boxes both ways."""
+    """Pixels of the frame as sent to people, and `placed`, the frame's (left, top, right, bottom) in normalised
+    input corners: maps the model's boxes to the frame's pixels and people's pixel boxes to the model's corners."""
 
     width: int
     height: int
+    placed: tuple[float, float, float, float] = WHOLE_INPUT
 
-    @property
-    def scale(self) -> np.ndarray:
-        return np.array([self.width, self.height, self.width, self.height], np.float64)
+    @classmethod
+    def of(cls, width: int, height: int, spec: InputSpec) -> FrameSize:
+        """The frame of (width, height) as the device fitted it into the model input `spec` (NHWC)."""
+        if spec.resize == "stretch" or len(spec.shape) != 4:
+            return cls(width, height)
+        _, in_height, in_width, _ = spec.shape
+        if (width, height) == (in_width, in_height):
+            return cls(width, height)
+        box = placement(width, height, in_width, in_height, spec.resize)
+        return cls(width, height, (box.left / in_width, box.top / in_height, (box.left + box.width) / in_width,
+                                   (box.top + box.height) / in_height))
+
+    def to_pixels(self, corners: np.ndarray) -> np.ndarray:
+        """Normalised input corners [k, 4] -> pixel corners of the frame."""
+        left, top, right, bottom = self.placed
+        origin = np.array([left, top, left, top])
+        span = np.array([right - left, bottom - top] * 2)
+        size = np.array([self.width, self.height] * 2, np.float64)
+        return (np.asarray(corners, np.float64).reshape(-1, 4) - origin) / span * size
+
+    def to_input(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixel corners of the frame [k, 4] -> normalised input corners (`to_pixels` inverted)."""
+        left, top, right, bottom = self.placed
+        origin = np.array([left, top, left, top])
+        span = np.array([right - left, bottom - top] * 2)
+        size = np.array([self.width, self.height] * 2, np.float64)
+        return np.asarray(pixels, np.float64).reshape(-1, 4) / size * span + origin
 
 
 class KindAdapter(Protocol):

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 def box_results(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, labels: Sequence[str],
                 size: FrameSize) -> tuple[BoxResult, ...]:
-    """Normalised corners [k, 4] -> pixel BoxResults of the frame."""
-    pixels = np.asarray(boxes, np.float64).reshape(-1, 4) * size.scale
+    """Normalised input corners [k, 4] -> pixel BoxResults of the frame (a letterboxed model's box reaching into
+    the padding is clipped to the frame)."""
+    pixels = np.clip(size.to_pixels(boxes), 0.0, [size.width, size.height] * 2)
     return tuple(BoxResult(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), label_name(labels, int(c)),
                            float(s)) for b, c, s in zip(pixels, classes, scores))
 
@@ -51,9 +52,10 @@ def finite_rows(rows: np.ndarray, sample_id: str) -> np.ndarray:
 
 
 def clipped(rows: np.ndarray, size: FrameSize) -> np.ndarray:
-    """Pixel corners (the first 4 columns) normalised and clipped to the frame; rows with no area left dropped."""
+    """Pixel corners (the first 4 columns) clipped to the frame and mapped to normalised input corners; rows with no
+    area left dropped."""
     rows = rows.copy()
-    rows[:, :4] = np.clip(rows[:, :4] / size.scale, 0.0, 1.0)
+    rows[:, :4] = size.to_input(np.clip(rows[:, :4], 0.0, [size.width, size.height] * 2))
     return rows[(rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])]
 
 

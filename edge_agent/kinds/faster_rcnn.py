@@ -38,7 +38,7 @@ def aggregated_regions(reply: hub_pb2.SampleReply, size: FrameSize) -> np.ndarra
 
 
 def region_results(rows: np.ndarray, size: FrameSize) -> tuple[BoxResult, ...]:
-    pixels = rows[:, :4] * size.scale
+    pixels = size.to_pixels(rows[:, :4])
     return tuple(BoxResult(float(b[0]), float(b[1]), float(b[2]), float(b[3]), REGION_CLASS, REGION_LABEL, float(w))
                  for b, w in zip(pixels, rows[:, 4]))
 

@@ -25,6 +25,7 @@ from hgen.edge_agent.swap import ModelSlot
 from hgen.edge_agent.testing import make_keys, null_bundle, null_output_shape
 from hgen.hub.testing.services import free_port
 from hgen.protos import hub_pb2
+from hgen.runtime.bundle.manifest import InputSpec
 from hgen.runtime.hdnn import FusionParams, difficulty_from_confidence, get_kind
 
 LABELS = tuple(str(i) for i in range(10))
@@ -67,6 +68,23 @@ def test_model_boxes_are_pixels_of_the_frame_for_results_and_people() -> None:
     output = adapter.model_output(model, outputs, result)  # type: ignore[arg-type]
     assert not output.class_probabilities and len(output.boxes) == 1
     assert (output.boxes[0].x_max, output.boxes[0].class_id) == pytest.approx((56.0, 7))
+
+
+def test_a_letterboxed_models_boxes_are_pixels_of_the_frame_and_peoples_boxes_meet_them() -> None:
+    """A letterboxed model sees the 64x48 frame as 32x24 inside a 32x32 input, 4 rows of padding above: its boxes
+    were scaled by the frame size as if stretched (off by the padding), and people's pixel boxes never met them."""
+    size = FrameSize.of(64, 48, InputSpec(shape=(1, 32, 32, 3), resize="letterbox"))
+    assert size.placed == pytest.approx((0.0, 0.125, 1.0, 0.875))
+    adapter, kind, outputs = adapter_for("yolo"), get_kind("yolo"), grid_with_one_digit()
+    (box,) = adapter.answer_fields(model_like(), outputs, size)["boxes"]  # type: ignore[arg-type]
+    assert [box.x_min, box.y_min, box.x_max, box.y_max] == pytest.approx([24, 0, 56, 32])
+    # one person of three drew the model's 7 where it is in the frame: kept, as the model found it too
+    reply = box_reply(hub_pb2.REPLY_STATUS_ANSWERED, (24, 0, 56, 32, 7, 1 / 3))
+    answers = adapter.fuse_answers(reply, outputs, size)
+    fused = kind.fuse(outputs, answers, FusionParams())[0]
+    assert list(fused.classes) == [7]
+    (kept,) = adapter.fused_fields(fused, answers, LABELS, size)["boxes"]
+    assert [kept.x_min, kept.y_min, kept.x_max, kept.y_max] == pytest.approx([24, 0, 56, 32], abs=1e-4)
 
 
 def test_difficulty_without_class_probabilities_follows_confidence() -> None:
@@ -208,6 +226,19 @@ def test_detector_frames_go_to_people_with_boxes_and_fuse_after_a_restart(tmp_pa
         agent._on_reply(reply)
         (fused,) = [r for r in results if r.status is ResultStatus.FUSED]
         assert [b.class_id for b in fused.boxes] == [5] and fused.human_boxes == fused.boxes
+
+
+def test_a_letterboxed_detectors_waiting_samples_keep_their_placement_across_a_restart(tmp_path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    detector = null_bundle(tmp_path / "bundle", keys, kind="yolo", resize="letterbox"), keys.public_pem
+    config = agent_config(tmp_path, detector, tau=1.0)
+    placed = FrameSize.of(SIZE.width, SIZE.height, InputSpec(shape=(1, 28, 28, 1), resize="letterbox")).placed
+    assert placed != (0.0, 0.0, 1.0, 1.0)
+    with run(config) as (agent, _):
+        assert {w.size.placed for w in agent._waiting.values()} == {placed}
+    with run(config.model_copy(update={"source": config.source.model_copy(update={"max_frames": 0})})) as (
+            agent, _):
+        assert {w.size for w in agent._waiting.values()} == {FrameSize(SIZE.width, SIZE.height, placed)}
 
 
 def test_confident_detector_frames_keep_the_model_boxes(tmp_path, detector) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hgen.compiler.data.images import Preprocess, load_image
+from hgen.compiler.data.images import Preprocess, load_image, transform_boxes
 from hgen.edge_agent.config import SourceConfig
 from hgen.edge_agent.model import preprocess
 from hgen.edge_agent.sources.images import ImageFolderSource
@@ -93,3 +93,20 @@ def test_the_hubs_retrain_sees_what_the_device_fed_its_model(channels):
     spec = InputSpec(shape=(1, 40, 40, channels), scale=1 / 255, resize="letterbox", pad_value=7)
     on_device, _ = preprocess(frame, spec)
     np.testing.assert_array_equal(decode(stored, (40, 40, channels), "letterbox", 7), on_device)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+@pytest.mark.parametrize("width,height", [(100, 50), (50, 100), (64, 48), (48, 48)])
+def test_the_device_maps_boxes_into_the_input_as_the_compile_does(resize: str, width: int, height: int) -> None:
+    """People's pixel boxes reach the device's fusion in the model's input corners, as the compile mapped the
+    training labels (`transform_boxes`); and back to pixels for the results."""
+    from hgen.edge_agent.kinds import FrameSize
+
+    pre = Preprocess(height=48, width=48, channels=3, resize=resize)
+    spec = InputSpec(shape=(1, 48, 48, 3), scale=1 / 255, resize=resize)
+    normalised = np.array([[0.1, 0.2, 0.6, 0.9, 0], [0.0, 0.0, 1.0, 1.0, 1]])
+    size = FrameSize.of(width, height, spec)
+    pixels = normalised[:, :4] * [width, height, width, height]
+    np.testing.assert_allclose(size.to_input(pixels), transform_boxes(normalised, width, height, pre)[:, :4],
+                               atol=1e-9)
+    np.testing.assert_allclose(size.to_pixels(size.to_input(pixels)), pixels, atol=1e-9)
