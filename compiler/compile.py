@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from hgen.compiler.bundle.engines import BUNDLE_ENGINES
-from hgen.compiler.data import Dataset, load_dataset, require_splits
+from hgen.compiler.data import Dataset, load_dataset, load_warnings, require_splits
 from hgen.compiler.errors import CompilerError, InvalidArgumentError
 from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images
 from hgen.compiler.preflight import check_int8_calibration, check_signing_key, clear_previous, prepare_out
@@ -276,6 +276,8 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     device = get_device(config.device)
     data = data or load_dataset(config.dataset, seed=config.seed, limit=config.limit)
     require_splits(data)
+    for warning in load_warnings(data):
+        log(f"warning: {warning}")
     check_int8_calibration(config.quantize, len(data.train))
     log(f"dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,

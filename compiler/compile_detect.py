@@ -129,7 +129,7 @@ def runner(config: CompileConfig, model: Any, kind: str, data: DetectionDataset,
 def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda message: None) -> CompileResult:
     """Train, calibrate, choose tau, measure on the test split, write model/plan/report/summary and the bundle."""
     from hgen.compiler.compile import CompileResult, _is_model_file
-    from hgen.compiler.data import require_splits
+    from hgen.compiler.data import load_warnings, require_boxes, require_splits
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.compiler.metrics import model_costs, storage_mb
     from hgen.compiler.metrics.latency import litert_latency_ms
@@ -147,6 +147,9 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     device = get_device(config.device)
     data = load_detection_dataset(config.dataset, seed=config.seed, limit=config.limit)
     require_splits(data)
+    require_boxes(data)
+    for warning in load_warnings(data):
+        log(f"warning: {warning}")
     check_int8_calibration(config.quantize, len(data.train))
     log(f"detection dataset {data.name} from {data.origin}: {len(data.train)} train / {len(data.val)} val / "
         f"{len(data.test)} test; {NO_SEARCH}")

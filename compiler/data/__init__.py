@@ -246,6 +246,25 @@ def require_splits(data: Dataset | DetectionDataset) -> None:
                             "images)")
 
 
+def require_boxes(data: DetectionDataset) -> None:
+    """Before training a detector: a split without a single box cannot be learnt from (train), calibrated on (val)
+    or scored (test: mAP of no boxes is undefined, and an undefined accuracy passed every demand). Ultralytics users
+    often keep `test:` as unlabelled images for prediction: the message says to label them or leave `test:` out."""
+    empty = [name for name in ("train", "val", "test") if not any(len(b) for b in getattr(data, name).boxes)]
+    if empty:
+        raise EmptyDatasetError(f"{data.origin}: the {' and '.join(empty)} split(s) hold no boxes (images without "
+                                "label files, or empty ones): a detector is trained on train, calibrated on val and "
+                                "scored on test; label them, or leave the split out of data.yaml to carve it from "
+                                "train")
+
+
+def load_warnings(data: Dataset | DetectionDataset) -> list[str]:
+    """What the load of a user data set found odd (images without labels, skipped files...), for the compile's log:
+    `hgen data inspect` shows the same lines."""
+    report = getattr(data, "report", None)
+    return list(report.warnings) if report is not None else []
+
+
 def read_user(location: Location, *, seed: int, limit: int | None, image: ImageOptions | Mapping[str, Any] | None,
               format_options: Mapping[str, Any] | StrictModel | None, task: str | None
               ) -> tuple[UserSpec, Loaded, list[DecodedImages]]:

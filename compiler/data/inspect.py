@@ -100,6 +100,11 @@ class Inspection:
                 found.append(f"{odd} image(s) more than {STRETCH_WARN:g}x longer on one side than the input: "
                              "stretched to it (?resize=letterbox keeps their shape)")
         unit = "boxes" if self.task == "detect" else "images"
+        unseen = [name for name in self.labels if not self.counts["train"].get(name, 0)
+                  and (self.counts["val"].get(name, 0) or self.counts["test"].get(name, 0))]
+        if self.task == "detect" and unseen and any(self.counts["train"].values()):
+            found.append(f"no train {unit} of {', '.join(repr(n) for n in unseen)}: the model never learns "
+                         f"{'it' if len(unseen) == 1 else 'them'}, yet val and test hold some")
         for split, use in (("val", "temperature and tau are fitted"), ("test", "accuracy is measured")):
             missing = [name for name in self.labels if self.counts["train"].get(name, 0)
                        and not self.counts[split].get(name, 0)]

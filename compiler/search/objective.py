@@ -90,7 +90,8 @@ def margins(measured: Measured, demands: Demands) -> dict[str, float]:
 
 
 def violations(measured: Measured, demands: Demands) -> list[str]:
-    """Readable list of what a candidate violates (empty = feasible); a bound met exactly counts as met."""
+    """Readable list of what a candidate violates (empty = feasible); a bound met exactly counts as met, one not
+    measured (nan: e.g. mAP of a split without boxes) as violated."""
     text = {
         "accuracy": f"accuracy {measured.accuracy:.4f} < {demands.accuracy}",
         "latency": f"latency {measured.latency_ms:.2f} ms > {demands.latency_ms} ms",
@@ -98,7 +99,7 @@ def violations(measured: Measured, demands: Demands) -> list[str]:
         "energy": f"energy {measured.energy_mj:.3f} mJ > {demands.energy_mj} mJ",
         "labour": f"labour {measured.labour:.4f} > {demands.labour}",
     }
-    return [text[key] for key, margin in margins(measured, demands).items() if margin < 0]
+    return [text[key] for key, margin in margins(measured, demands).items() if not margin >= 0]
 
 
 def reward(measured: Measured, demands: Demands, coef: Coefficients) -> tuple[float, float]:

@@ -301,3 +301,39 @@ def test_roboflows_project_category_that_only_groups_the_others_is_left_out_and_
     data["categories"] = [{**c, "supercategory": c["name"]} for c in data["categories"]]
     path.write_text(json.dumps(data))
     assert load_detection_dataset(str(tmp_path / "rf")).labels == ("vehicles-x1", "car", "bus", "café")
+
+
+def test_a_split_without_boxes_is_refused_before_training_and_said(tmp_path: Path) -> None:
+    """Ultralytics users keep `test:` as unlabelled images for prediction: mAP of no boxes is nan, which passed
+    every accuracy demand (`--accuracy 0.9`: "violations: none", exit 0) and wrote NaN into summary.json."""
+    from hgen.compiler.data import require_boxes
+    from hgen.compiler.errors import EmptyDatasetError
+
+    data = yolo(tmp_path / "set", GOOD)
+    for i in range(2):  # a test folder of images without label files
+        image(data / "images" / "test" / f"test{i}.jpg")
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\ntest: images/test\nnames: [a, b]\n")
+    loaded = load_detection_dataset(str(data))
+    assert len(loaded.test) == 2 and not any(len(b) for b in loaded.test.boxes)
+    with pytest.raises(EmptyDatasetError, match=r"the test split\(s\) hold no boxes .* leave the split out"):
+        require_boxes(loaded)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    require_boxes(load_detection_dataset(str(data)))  # a test split carved from train holds boxes
+
+
+def test_an_accuracy_not_measured_violates_the_demand() -> None:
+    from hgen.compiler.search.objective import Demands, Measured, violations
+
+    measured = Measured(accuracy=float("nan"), latency_ms=1.0, storage_mb=0.1, energy_mj=1.0, labour=0.01)
+    demands = Demands(accuracy=0.9, latency_ms=100.0, storage_mb=1.0, energy_mj=10.0, labour=0.1)
+    assert violations(measured, demands) == ["accuracy nan < 0.9"]
+
+
+def test_inspect_warns_of_a_class_with_boxes_in_val_or_test_but_none_in_train(tmp_path: Path) -> None:
+    from hgen.compiler.data.inspect import inspect_dataset
+
+    only_val = {**{f"t{i}": "0 0.5 0.5 0.2 0.2\n" for i in range(4)}, "val0": "1 0.5 0.5 0.4 0.4\n"}
+    data = yolo(tmp_path / "set", only_val)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    found = inspect_dataset(str(data)).warnings()
+    assert any(line.startswith("no train boxes of 'b': the model never learns it") for line in found), found
