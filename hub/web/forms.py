@@ -63,7 +63,7 @@ class AnswerForm(StrictModel):
     class_id: Annotated[int, Field(ge=0, lt=1 << 31)] | None = None
     elapsed_ms: Annotated[str, Field(max_length=32)] = ""
     shapes: Annotated[str, Field(max_length=64 * 1024)] = "[]"
-    nothing: Literal["1"] | None = None  # "nothing uncertain here / no object" (views that allow it: regions)
+    nothing: Literal["1"] | None = None  # "nothing here" (views that allow it: boxes, regions)
 
 
 class Shape(BaseModel):

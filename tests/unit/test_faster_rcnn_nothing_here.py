@@ -87,15 +87,33 @@ def test_nothing_here_with_drawn_regions_is_refused_and_nothing_is_stored(hub: H
     assert hub.service.kb.count(AnswerRow) == 0
 
 
-def test_a_box_task_has_no_nothing_here_answer(hub: HubApp) -> None:
-    submit(hub, hub_pb2.HDNN_KIND_YOLO)
-    client, task_id, token = open_task(hub, "ann")
-    page = client.get("/annotate").get_data(as_text=True)
-    assert 'id="nothing"' not in page
-    response = client.post(f"/task/{task_id}/answer", data={"kind": "boxes", "nothing": "1", "shapes": "[]",
-                                                            "csrf_token": token})
-    assert response.status_code == 400 and b"nothing here" in response.data
-    assert hub.service.kb.count(AnswerRow) == 0
+def test_a_box_task_has_a_no_object_answer_that_drops_the_models_boxes(hub: HubApp) -> None:
+    """A person shown a false detection could only skip or say "can't tell" (the box page had no "no object"
+    answer, while the SIMULATED crowd could send one through the API): the model's false box stood. Now everyone's
+    "no object here" aggregates to an empty box list, and the device drops the boxes nobody drew."""
+    sample = submit(hub, hub_pb2.HDNN_KIND_YOLO)
+    page = logged_in(hub, "ann").get("/annotate").get_data(as_text=True)
+    assert 'data-view="boxes"' in page and 'id="nothing"' in page and "No object here" in page
+    for user in PEOPLE:
+        client, task_id, token = open_task(hub, user)
+        drawn_too = client.post(f"/task/{task_id}/answer", data={
+            "kind": "boxes", "nothing": "1", "csrf_token": token,
+            "shapes": '[{"x_min": 1, "y_min": 2, "x_max": 9, "y_max": 12, "class_id": 0}]'})
+        assert drawn_too.status_code == 400 and b"not both" in drawn_too.data
+        response = client.post(f"/task/{task_id}/answer", data={"kind": "boxes", "nothing": "1", "shapes": "[]",
+                                                                "csrf_token": token})
+        assert response.status_code == 303, response.get_data(as_text=True)
+    (reply,) = hub.service.kb.replies_for([sample.sample_id])
+    assert [a.WhichOneof("label") for a in reply.answers] == ["boxes", "boxes"]
+    assert all(len(a.boxes.boxes) == 0 and a.operations == 1 for a in reply.answers)
+    assert reply.aggregated.WhichOneof("label") == "boxes" and len(reply.aggregated.boxes.boxes) == 0
+
+    kind, params = get_kind("yolo"), FusionParams(1.0)
+    outputs = np.zeros((1, 4, 4, kind.output_channels(10)), np.float32)
+    outputs[..., 0], outputs[0, 1, 2, 0], outputs[0, 1, 2, 5 + 7] = -9.0, 9.0, 12.0  # the model is sure of a 7
+    assert len(kind.predict(outputs, params)[0]) == 1
+    answers = adapter_for("yolo").fuse_answers(reply, outputs, FrameSize(64, 64))
+    assert answers is not None and len(kind.fuse(outputs, answers, params)[0]) == 0
 
 
 def regions_answer(annotator: str, *regions: tuple[float, float, float, float]) -> hub_pb2.Answer:

@@ -1,4 +1,4 @@
-// Annotator page: number keys pick a class, s / c skip or can't tell, n "nothing uncertain" (regions); boxes and
+// Annotator page: number keys pick a class, s / c skip or can't tell, n "nothing here" (boxes, regions); boxes and
 // regions are drawn by dragging.
 // Time to answer is measured from the image being shown to the answer and sent as elapsed_ms.
 // What differs per view comes from the task's data-* attributes (the view's own), never from its name.

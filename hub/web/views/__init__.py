@@ -22,6 +22,8 @@ class AnswerView(Protocol):
     name: ClassVar[str]
     label: ClassVar[str]  # the Answer `label` oneof field it fills: class_id | boxes | regions
     allows_nothing: ClassVar[bool]  # may a person answer "nothing here" (the form's `nothing`)?
+    nothing_label: ClassVar[str]  # that button's text ("" without one)
+    nothing_title: ClassVar[str]  # what that answer does, on hover
     prompt: ClassVar[str]  # the page's heading
     template: ClassVar[str]  # the partial in templates/ (flat: setup.py ships templates/*) with its answer controls
     shows_guesses: ClassVar[bool]  # a sample without model probabilities gets decoy guesses (so gold looks alike)
@@ -70,6 +72,16 @@ def check_class(class_id: int, num_classes: int) -> int:
     if not 0 <= class_id < num_classes:
         raise InvalidRequestError(f"class must be in 0..{num_classes - 1}, got {class_id}")
     return class_id
+
+
+def said_nothing(form: AnswerForm) -> bool:
+    """The form's explicit "nothing here" button (never an empty drawing, so a slip cannot send it); with shapes
+    drawn as well, an InvalidRequestError."""
+    if form.nothing is None:
+        return False
+    if form.shapes.strip() not in ("", "[]"):
+        raise InvalidRequestError("answer either 'nothing here' or the shapes you drew, not both")
+    return True
 
 
 def coords(shape: Shape, task: Task, num_classes: int, with_class: bool) -> dict:

@@ -13,6 +13,7 @@ class ClassView:
     name = "class"
     label = "class_id"
     allows_nothing = False
+    nothing_label = nothing_title = ""
     prompt = "Which class is this?"
     template = "view_class.html"
     shows_guesses = True

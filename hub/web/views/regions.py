@@ -4,10 +4,9 @@ keeps its own proposals). That answer is an explicit button, never an empty draw
 
 from __future__ import annotations
 
-from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.store import Task
 from hgen.hub.web.forms import AnswerForm, parse_shapes
-from hgen.hub.web.views import VIEWS, coords
+from hgen.hub.web.views import VIEWS, coords, said_nothing
 from hgen.protos import hub_pb2
 
 
@@ -15,6 +14,8 @@ class RegionsView:
     name = "regions"
     label = "regions"
     allows_nothing = True
+    nothing_label = "Nothing uncertain / no object"
+    nothing_title = "The model keeps its own answer"
     prompt = "Mark the regions that matter"
     template = "view_shapes.html"
     shows_guesses = False
@@ -24,9 +25,7 @@ class RegionsView:
     hint = "Drag a rectangle over each region the decision depends on."
 
     def fill(self, answer: hub_pb2.Answer, form: AnswerForm, task: Task, num_classes: int) -> None:
-        if form.nothing is not None:
-            if form.shapes.strip() not in ("", "[]"):
-                raise InvalidRequestError("answer either 'nothing here' or the regions you drew, not both")
+        if said_nothing(form):
             answer.regions.SetInParent()
             answer.operations = 1  # one click
             return
