@@ -2,8 +2,10 @@
 
 Fuzzy merge: boxes are taken largest first; a box joins the first cluster of its class whose running mean box it
 overlaps with IoU >= `iou_threshold`, else it starts a new cluster. Each cluster becomes one box (coordinate mean)
-whose score is its support: the share of the m annotators who drew it. It is a union, so a box drawn by one person
-survives (with support 1/m); the device's fusion decides how much to trust it.
+whose score is its support: the share of the annotators who answered with boxes that drew it. It is a union, so a
+box drawn by one person survives (with support 1/answers); the device's fusion decides how much to trust it.
+Support counts those who answered, not the m asked: a reply closed at its deadline with one answer of three gave
+that person's boxes 1/3, below the device's majority, and the fused answer lost every box they drew.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ class BoxUnion:
         if not answered:
             raise AggregationError(f"sample {data.sample_id}: box_union needs box answers, got none")
         clusters = cluster_boxes(_boxes(data))
-        m = max(data.m, len({a.annotator_id for a in answered}))
+        people = len({a.annotator_id for a in answered})
         merged = [hub_pb2.Box(x_min=b[0], y_min=b[1], x_max=b[2], y_max=b[3], class_id=c.class_id,
-                              score=len(c.annotators) / m) for c in clusters for b in [c.mean]]
+                              score=len(c.annotators) / people) for c in clusters for b in [c.mean]]
         support = float(np.mean([box.score for box in merged])) if merged else 1.0  # all agreed: nothing there
         return hub_pb2.AggregatedLabel(boxes=hub_pb2.BoxList(boxes=merged), aggregator=self.name, confidence=support)

@@ -38,6 +38,17 @@ def test_box_union_merges_overlaps_of_a_class_and_keeps_the_rest():
     assert result.aggregator == "box_union"
 
 
+def test_box_union_support_counts_the_people_who_answered():
+    """A reply closed at its deadline with 1 answer of the 3 asked: its boxes had support 1/3, under the device's
+    majority, so the fused answer dropped every box the one person drew."""
+    alone = get_aggregator("box_union").aggregate(data(boxes_answer("a", (10, 10, 50, 50, 1), (60, 60, 90, 90, 2))))
+    assert [b.score for b in alone.boxes.boxes] == [1.0, 1.0]
+    declined = hub_pb2.Answer(annotator_id="b")  # no label: not counted
+    two = get_aggregator("box_union").aggregate(data(boxes_answer("a", (10, 10, 50, 50, 1)), declined,
+                                                     boxes_answer("c", (60, 60, 90, 90, 2))))
+    assert sorted(b.score for b in two.boxes.boxes) == [0.5, 0.5]
+
+
 def test_box_union_rejects_empty_boxes_and_missing_answers():
     with pytest.raises(AggregationError):
         get_aggregator("box_union").aggregate(data(boxes_answer("a", (10, 10, 10, 20, 1))))
