@@ -40,6 +40,7 @@ SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.5
 MATCH_IOU = 0.5
 MAJORITY = 0.5
+MAX_DETECTIONS = 300  # boxes kept per image after NMS (Ultralytics' max_det): a frame cannot flood its sample
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,25 @@ def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def nms(detections: Detections, iou_threshold: float = NMS_IOU) -> Detections:
-    """Greedy per-class non-maximum suppression, best score first."""
+def nms(detections: Detections, iou_threshold: float = NMS_IOU,
+        max_detections: int = MAX_DETECTIONS) -> Detections:
+    """Greedy per-class non-maximum suppression, best score first, at most `max_detections` kept. Each kept box
+    suppresses the later boxes of its class in one array operation: comparing every box with every kept one in
+    Python took 0.45 s for a grid of 1,600 firing cells (seconds on a Pi), on every frame."""
     order = np.argsort(-detections.scores, kind="stable")
+    boxes, classes = detections.boxes[order], detections.classes[order]
+    suppressed = np.zeros(len(order), bool)
     keep: list[int] = []
-    for index in order:
-        same = [k for k in keep if detections.classes[k] == detections.classes[index]]
-        if not same or box_iou(detections.boxes[index], detections.boxes[same]).max() < iou_threshold:
-            keep.append(int(index))
-    return detections.take(np.array(keep, dtype=np.int64))
+    for index in range(len(order)):
+        if suppressed[index]:
+            continue
+        keep.append(index)
+        if len(keep) >= max_detections:
+            break
+        later = slice(index + 1, None)
+        suppressed[later] |= (classes[later] == classes[index]) & (box_iou(boxes[index], boxes[later])
+                                                                   >= iou_threshold)
+    return detections.take(order[np.array(keep, dtype=np.int64)])
 
 
 def decode(outputs: np.ndarray, temperature: float = 1.0, score_threshold: float = SCORE_THRESHOLD,

@@ -8,7 +8,7 @@ import pytest
 from hgen.compiler.metrics.detection import mean_average_precision
 from hgen.runtime.errors import InvalidInputError
 from hgen.runtime.hdnn import FusionParams, get_kind, kind_names, needs_human
-from hgen.runtime.hdnn.yolo import Detections, decode, fuse_image, human_boxes, nms
+from hgen.runtime.hdnn.yolo import MAX_DETECTIONS, Detections, box_iou, decode, fuse_image, human_boxes, nms
 
 S, C = 4, 3
 SURE = 12.0  # a logit the sigmoid maps to ~1
@@ -131,3 +131,29 @@ def test_map_at_half_iou() -> None:
     assert mean_average_precision(shifted, truth, C) == pytest.approx(0.0)
     wrong_class = [perfect[0], Detections(truth[1][:, :4], np.array([0]), np.ones(1))]
     assert mean_average_precision(wrong_class, truth, C) == pytest.approx(0.75)  # class 1: AP 0.5, class 2: AP 1
+
+
+def _greedy_reference(found: Detections, iou_threshold: float = 0.5) -> list[int]:
+    """The textbook rule, slowly: a box is kept unless it overlaps a kept box of its class."""
+    keep: list[int] = []
+    for index in np.argsort(-found.scores, kind="stable"):
+        same = [k for k in keep if found.classes[k] == found.classes[index]]
+        if not same or box_iou(found.boxes[index], found.boxes[same]).max() < iou_threshold:
+            keep.append(int(index))
+    return keep
+
+
+def test_nms_keeps_what_the_greedy_rule_keeps_and_caps_a_flood_of_boxes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        k = int(rng.integers(0, 80))
+        corner = rng.uniform(0, 0.8, (k, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(0.02, 0.3, (k, 2))], axis=1)
+        scores = rng.uniform(0.5, 1.0, k)
+        scores[: k // 4] = 0.75  # ties keep their order
+        found = Detections(boxes, rng.integers(0, 3, k), scores)
+        kept = nms(found)
+        np.testing.assert_array_equal(kept.boxes, found.boxes[_greedy_reference(found)])
+    flood = np.zeros((1, 40, 40, 15), np.float32)  # every one of 1,600 cells fires, small disjoint boxes
+    flood[..., 0], flood[..., 5], flood[..., 3:5] = 9.0, 9.0, -3.0
+    assert len(decode(flood)[0]) == MAX_DETECTIONS
