@@ -343,8 +343,6 @@ class HubConfig(StrictModel):
     def _classes_of_the_models(self) -> HubConfig:
         """People answer in the deployed models' classes. A hub left at a default of 10 for a 3-class model showed
         ten buttons and stored answers the model has no class for, which then failed every retrain."""
-        if self.num_classes == 1:
-            raise ValueError("num_classes must be at least 2 (or 0: the models' bundles decide)")
         labels = {model.name: found for model in self.retrain.models if (found := read_labels(model.bundle))}
         counts = {name: len(names) for name, names in labels.items()}
         if len(set(labels.values())) > 1:  # people's answers are indices, and the page names one set of classes
