@@ -337,3 +337,10 @@ def test_inspect_warns_of_a_class_with_boxes_in_val_or_test_but_none_in_train(tm
     (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
     found = inspect_dataset(str(data)).warnings()
     assert any(line.startswith("no train boxes of 'b': the model never learns it") for line in found), found
+
+
+def test_a_data_yaml_with_nc_and_no_names_names_the_classes_as_ultralytics_does(tmp_path: Path) -> None:
+    """It was "not a data set hgen recognises"."""
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnc: 2\n")
+    assert load_detection_dataset(str(data)).labels == ("class0", "class1")
