@@ -55,6 +55,10 @@ class EmptyDatasetError(DatasetError):
     """A data set (or one of its classes) holds no usable images; the message names the folder or class."""
 
 
+class DatasetTooLargeError(DatasetError):
+    """A data set that would not fit in this machine's free memory as the training reads it; names the need."""
+
+
 class ImageTooLargeError(DatasetError):
     """An image's header declares more pixels than the decoding limit (decompression-bomb guard); names the file."""
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from hgen.compiler.cli import VERBS
 from hgen.compiler.errors import (CompilerError, DatasetFormatError, DatasetNotFoundError, DatasetSpecError,
-                                  DemandsNotMetError, EmptyDatasetError, InvalidArgumentError, LabelError,
+                                  DatasetTooLargeError, DemandsNotMetError, EmptyDatasetError, InvalidArgumentError, LabelError,
                                   MissingImageError, OutputFolderError, UnknownNameError, UnreachableBudgetError,
                                   UnreadableImageError)
 from hgen.runtime.errors import ConfigError, HGenError, InvalidInputError, UnknownChoiceError
@@ -19,7 +19,7 @@ from hgen.runtime.quiet import add_verbose_argument, quiet_unless_verbose
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (DatasetNotFoundError, 3),
     # the data set is there but unusable (empty, one class, bad labels, images it names missing): bad input
-    (EmptyDatasetError, 2), (DatasetFormatError, 2), (LabelError, 2), (MissingImageError, 2), (UnreadableImageError, 2),
+    (EmptyDatasetError, 2), (DatasetTooLargeError, 2), (DatasetFormatError, 2), (LabelError, 2), (MissingImageError, 2), (UnreadableImageError, 2),
     (DemandsNotMetError, 4),
     # found before any training: an --out that cannot be written, budgets no plan can meet (raise them)
     (OutputFolderError, 2), (UnreachableBudgetError, 2),

@@ -16,8 +16,9 @@ share a cell of the `grid` x `grid` detector output (one object per cell, the YO
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +27,8 @@ from hgen.compiler.data import Split, load_dataset, read_user, user_location
 from hgen.compiler.data.builtins import detection_bases as detection_bases  # re-exported: declared per built-in
 from hgen.compiler.data.builtins import detection_names as detection_names
 from hgen.compiler.data.spec import parse_spec
-from hgen.compiler.errors import DatasetError
+from hgen.compiler.errors import DatasetError, DatasetTooLargeError
+from hgen.runtime.memory import MEMINFO, free_memory_mb
 from hgen.runtime.config import StrictModel
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ BACKGROUND = 0.25  # grey canvas; ink is brighter
 INK = 0.3  # source pixel value counted as ink for the tight box
 SPLIT_SIZES = {"train": 3000, "val": 400, "test": 600}
 MAX_TRIES = 50
+MEMORY_SHARE = 0.6  # of the free memory a user detection set may take as float32 (training needs the rest)
 
 
 @dataclass(frozen=True)
@@ -142,11 +145,25 @@ def _load_user_detection(location: Location, *, seed: int, limit: int | None,
                          format_options: Mapping[str, Any] | StrictModel | None) -> DetectionDataset:
     user, loaded, xs = read_user(location, seed=seed, limit=limit, image=image, format_options=format_options,
                                  task="detect")
-    # detection sets are small (hundreds of images): float32 at once, as the detectors' training reads them
+    check_fits_in_memory(xs, str(user.spec))  # float32 at once, as the detectors' training reads them
     splits = [DetectionSplit(np.asarray(x), loaded.splits[name].boxes or ())
               for x, name in zip(xs, ("train", "val", "test"))]
     return DetectionDataset(str(user.spec), loaded.catalog.labels, *splits, origin=loaded.catalog.origin, seed=seed,
                             preprocess=loaded.preprocess, report=loaded.report)
+
+
+def check_fits_in_memory(splits: Sequence[Any], spec: str, meminfo: Path = MEMINFO) -> None:
+    """A detection set becomes float32 at once (its training reads arrays): one that needs more than `MEMORY_SHARE`
+    of the free memory is a DatasetTooLargeError naming the need and the ways out, before the machine swaps or the
+    kernel kills the compile (1,500 images at 256x256 took 2.3 GB; a 10,000-image export at 640, tens)."""
+    need = sum(int(np.prod(x.shape)) for x in splits) * 4 / 2**20
+    free = free_memory_mb(meminfo)
+    if free is not None and need > MEMORY_SHARE * free:
+        shape = "x".join(str(d) for d in splits[0].shape[1:])
+        raise DatasetTooLargeError(f"{spec}: its {sum(len(x) for x in splits)} images at {shape} need "
+                                   f"{need:,.0f} MB as float32, more than {MEMORY_SHARE:.0%} of the "
+                                   f"{free:,.0f} MB free: use a smaller input (?size=), fewer images (?limit=), "
+                                   "or a machine with more memory")
 
 
 def compose(digits: Split, n: int, rng: np.random.Generator, canvas: int = CANVAS, grid: int = GRID) -> DetectionSplit:

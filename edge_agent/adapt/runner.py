@@ -38,6 +38,7 @@ from hgen.edge_agent.adapt.members import set_manifests
 from hgen.edge_agent.adapt.power import open_power
 from hgen.edge_agent.adapt.selector import Decision, Selector
 from hgen.edge_agent.config import AdaptConfig
+from hgen.runtime.memory import free_memory_mb
 from hgen.edge_agent.errors import StagedPendingError
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.transports import ConnectionState
@@ -53,17 +54,6 @@ log = logging.getLogger(__name__)
 REPLY_WINDOW = 50
 STALE_AFTER = 10  # reply latencies and the hub's queue depth count for this many x max_reply_latency_s
 ANSWERED = {ResultStatus.FUSED, ResultStatus.DECLINED, ResultStatus.HUB_REFUSED, ResultStatus.LATE}
-
-
-def free_memory_mb(meminfo: Path) -> float | None:
-    """MemAvailable in MB, or None where /proc/meminfo is not there."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 class Adaptation:

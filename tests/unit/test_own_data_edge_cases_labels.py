@@ -344,3 +344,19 @@ def test_a_data_yaml_with_nc_and_no_names_names_the_classes_as_ultralytics_does(
     data = yolo(tmp_path / "set", GOOD)
     (data / "data.yaml").write_text("train: images/train\nval: images/val\nnc: 2\n")
     assert load_detection_dataset(str(data)).labels == ("class0", "class1")
+
+
+def test_a_detection_set_larger_than_the_free_memory_is_refused_before_it_is_made_float32(tmp_path: Path) -> None:
+    """A 10,000-image export at 640 needs tens of GB as float32: the compile swapped or was killed."""
+    from hgen.compiler.cli.main import exit_code_for
+    from hgen.compiler.data.detection import check_fits_in_memory
+    from hgen.compiler.errors import DatasetTooLargeError
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000000 kB\nMemAvailable:  1024000 kB\n")  # 1,000 MB free
+    splits = [np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (1500, 256, 256, 3), (0, 0, 0, 0))]  # no RAM
+    with pytest.raises(DatasetTooLargeError, match=r"1500 images at 256x256x3 need 1,125 MB as float32") as refused:
+        check_fits_in_memory(splits, "site/data.yaml", meminfo)
+    assert exit_code_for(refused.value) == 2
+    check_fits_in_memory([splits[0][:500]], "site/data.yaml", meminfo)  # 375 MB: fits
+    check_fits_in_memory(splits, "site/data.yaml", tmp_path / "absent")  # unknown free memory: not refused
