@@ -157,6 +157,8 @@ def compile_detector(config: CompileConfig, log: Callable[[str], None] = lambda 
     if removed := clear_previous(out, inputs=(config.model, config.signing_key)):
         log(f"removed the previous run's {', '.join(removed)} from {out}")
     training = detector_training(kind)
+    if warning := training.unlearnt(model, data.train):
+        log(f"warning: {warning}")
     seconds = training.train(model, data.train, data.num_classes, config.base_epochs, config.seed)
     run = runner(config, model, kind, data, out)
     val_outputs = run.outputs(data.val.x)

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 class DetectorTraining:
     """train(model, split, num_classes, epochs, seed) -> wall seconds; temperature(outputs, boxes, num_classes) ->
     the temperature fitted on held-out outputs (of the Keras model, or of the int8 model a device runs);
-    predict(model, x) -> raw outputs in the kind's form (what the runtime's kind reads)."""
+    predict(model, x) -> raw outputs in the kind's form (what the runtime's kind reads); unlearnt(model, split) ->
+    a warning about true boxes the model cannot hold (None: it holds them all), for the compile's log."""
 
     train: Callable[[Any, DetectionSplit, int, int, int], float]
     temperature: Callable[[np.ndarray, Sequence[np.ndarray], int], float]
     predict: Callable[[Any, np.ndarray], np.ndarray]
+    unlearnt: Callable[[Any, DetectionSplit], str | None] = lambda model, split: None
 
 
 # Filled by the zoo's detector files, so the registry discovers the zoo package.

@@ -92,7 +92,8 @@ def grid_detector(input_shape: tuple[int, int, int], num_classes: int,
 def encode_targets(boxes: Sequence[np.ndarray], grid: int, num_classes: int) -> np.ndarray:
     """Boxes per image ([k, 5] normalised corners + class) -> targets [n, S, S, 5 + C] in the model's output form.
 
-    A box belongs to the cell holding its centre; a second box in the same cell is dropped (the data never makes one).
+    A box belongs to the cell holding its centre; a second box in the same cell is dropped (`shared_cells` counts
+    them: the compile warns when a user's data has any).
     """
     targets = np.zeros((len(boxes), grid, grid, BOX_FIELDS + num_classes), np.float32)
     for i, rows in enumerate(boxes):
@@ -104,6 +105,26 @@ def encode_targets(boxes: Sequence[np.ndarray], grid: int, num_classes: int) -> 
             targets[i, row, col, :BOX_FIELDS] = (1.0, cx * grid - col, cy * grid - row, x1 - x0, y1 - y0)
             targets[i, row, col, BOX_FIELDS + int(cls)] = 1.0
     return targets
+
+
+def shared_cells(boxes: Sequence[np.ndarray], grid: int) -> int:
+    """How many boxes `encode_targets` drops: centred in a cell another box of their image already took."""
+    dropped = 0
+    for rows in boxes:
+        corners = np.asarray(rows, np.float64).reshape(-1, 5)[:, :4]
+        cells = np.minimum((((corners[:, :2] + corners[:, 2:]) / 2) * grid).astype(np.int64), grid - 1)
+        dropped += len(cells) - len(np.unique(cells, axis=0))
+    return dropped
+
+
+def unlearnt_boxes(model: Any, split: DetectionSplit) -> str | None:
+    """The compile's warning when training boxes share a grid cell (crowded scenes, small objects)."""
+    grid = int(model.outputs[0].shape[1])
+    dropped, total = shared_cells(split.boxes, grid), sum(len(b) for b in split.boxes)
+    if not dropped:
+        return None
+    return (f"{dropped} of {total} training boxes share a cell of the {grid}x{grid} grid with another box and are "
+            "not learnt (one box per cell): a larger input (?size=) gives a finer grid")
 
 
 def soft_targets(outputs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -193,4 +214,4 @@ def calibrate_detector(model: Any, val: DetectionSplit, num_classes: int) -> flo
 DETECTOR_TRAINING.add("yolo", DetectorTraining(
     lambda model, split, classes, epochs, seed: train_detector(model, split, classes,
                                                                 DetectorTrainConfig(epochs=epochs, seed=seed)),
-    grid_temperature, predict_grid))
+    grid_temperature, predict_grid, unlearnt_boxes))

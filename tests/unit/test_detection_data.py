@@ -76,3 +76,17 @@ def test_targets_decode_back_to_the_true_boxes(data) -> None:
         order, ref = np.lexsort(found.boxes.T[::-1]), np.lexsort(truth[:, :4].T[::-1])
         np.testing.assert_allclose(found.boxes[order], truth[ref, :4], atol=1e-4)
         assert found.classes[order].tolist() == truth[ref, 4].astype(int).tolist()
+
+
+def test_boxes_sharing_a_grid_cell_are_counted_as_the_targets_drop_them() -> None:
+    """The grid detector holds one box per cell: a crowded user set lost boxes from training without a word."""
+    from hgen.compiler.models.grid_detector import encode_targets, shared_cells
+
+    rng = np.random.default_rng(1)
+    boxes = []
+    for _ in range(20):
+        corner = rng.uniform(0, 0.9, (int(rng.integers(0, 30)), 2))
+        boxes.append(np.column_stack([corner, corner + 0.05, rng.integers(0, 3, len(corner))]))
+    targets = encode_targets(boxes, 8, 3)
+    total = sum(len(b) for b in boxes)
+    assert 0 < shared_cells(boxes, 8) == total - int(targets[..., 0].sum())
