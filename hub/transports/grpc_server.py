@@ -104,6 +104,11 @@ class DeviceStreams:
             older.wake.set()
         return new
 
+    def open_count(self) -> int:
+        """Streams open across the fleet (each holds a server thread)."""
+        with self._lock:
+            return sum(self._open.values()) + len(self._watches)
+
     def unwatch(self, device: str, watch: Watch) -> None:
         with self._lock:
             if self._watches.get(device) is watch:
@@ -149,6 +154,7 @@ class AnnotationHubServicer:
         self._capped_logged: set[tuple[str, str]] = set()  # (kind, device): devices are enrolled, so bounded
         self.watch_slots = watch_slots(config)
         self._watch_cap_logged = False
+        self._pool_logged = False
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
@@ -176,6 +182,7 @@ class AnnotationHubServicer:
         """Take one of the device's `kind` slots, or end the call with RESOURCE_EXHAUSTED (counted; logged once per
         device): the caller releases the slot when its stream ends."""
         if self.streams.acquire(kind, device):
+            self._check_pool()
             return
         short = DeviceStreams.SHORT[kind]
         self.service.metrics.inc(f"grpc_{short}_streams_capped")
@@ -185,6 +192,19 @@ class AnnotationHubServicer:
             self._capped_logged.add((kind, device))
             log.warning("gRPC %s refused: %s (logged once per device; counted in metrics)", kind, message)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+    def _check_pool(self) -> None:
+        """Streams of many devices at once (each under its own caps) can still hold the whole pool, and then every
+        other call waits: counted when fewer than FREE_WORKERS threads are left, with one warning to size
+        grpc.max_workers for the fleet."""
+        if self.streams.open_count() < self.config.max_workers - FREE_WORKERS:
+            return
+        self.service.metrics.inc("grpc_pool_nearly_full")
+        if not self._pool_logged:
+            self._pool_logged = True
+            log.warning("gRPC: open streams hold all but %d of grpc.max_workers %d threads; other calls will wait: "
+                        "raise grpc.max_workers to about the number of devices x 2 + %d (logged once; counted as "
+                        "grpc_pool_nearly_full)", FREE_WORKERS, self.config.max_workers, FREE_WORKERS)
 
     def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext,
                device: str) -> Iterator[hub_pb2.SampleReply]:
@@ -259,6 +279,7 @@ class AnnotationHubServicer:
         if watch is None:
             yield from self._poll_once(device, request, context)
             return
+        self._check_pool()
         context.add_callback(watch.wake.set)  # a cancelled stream frees its thread now, not at its next poll
         try:
             yield from self._notices(device, request, watch, context)

@@ -24,6 +24,7 @@ from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.testing.device import enroll
 from hgen.hub.testing.samples import make_request, make_sample
+from hgen.hub.testing.services import wait_until
 from hgen.hub.transports.grpc_auth import OnceLog
 from hgen.hub.transports.grpc_server import SERVICE_NAME, GrpcTransport
 from hgen.protos import hub_pb2, hub_pb2_grpc
@@ -280,3 +281,26 @@ def test_fetch_past_the_end_of_a_bundle_is_out_of_range(hub, stub, tmp_path: Pat
             fetch(offset)
         assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
         assert str(len(data)) in refused.value.details()
+
+
+def test_streams_of_many_devices_filling_the_pool_are_counted_and_warned_once(tmp_path: Path, caplog) -> None:
+    """Each device under its own caps, together they held every thread and other calls waited without a word: the
+    pool running low is counted (grpc_pool_nearly_full) and warned of once, naming the setting."""
+    fleet = [f"cam-{i}" for i in range(8)]
+    app = HubApp(parse_hub_config({"devices": fleet, "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
+                                   "grpc": {"port": 0, "max_workers": 11}})).start()  # low at 11 - 4 = 7 streams
+    creds = enroll(app, *fleet)
+    calls = []
+    try:
+        with grpc.insecure_channel(target_of(app)) as channel, caplog.at_level(logging.WARNING):
+            stub = hub_pb2_grpc.AnnotationHubStub(channel)
+            for device in fleet[:7]:  # one Submit each, waiting for people who never answer
+                calls.append(stub.Submit(make_request(device, [make_sample(device)]),
+                                         metadata=as_device(creds[device].bearer), timeout=CALL_TIMEOUT_S))
+            assert wait_until(lambda: app.service.metrics.snapshot().get("grpc_pool_nearly_full", 0) >= 1)
+            warned = [r for r in caplog.records if "grpc_pool_nearly_full" in r.getMessage()]
+            assert len(warned) == 1 and "raise grpc.max_workers" in warned[0].getMessage()
+    finally:
+        for call in calls:
+            call.cancel()
+        app.stop()
