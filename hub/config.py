@@ -91,6 +91,12 @@ class WebConfig(StrictModel):
     login_window_s: float = Field(300.0, gt=0, title="Window (and lock-out length) of the login rate limit")
     login_concurrent_hashes: int = Field(2, ge=1, le=64, title="Password checks run at once (16 MiB each); a "
                                          "login waits up to 0.5 s for one, then is refused (429)")
+    max_connections: int = Field(128, ge=1, title="Open connections the web server holds at once (each a thread "
+                                 "and a file); more are answered 503 and closed")
+    max_connections_per_address: int = Field(16, ge=1, title="Open connections from one client address (trusted "
+                                             "proxies excepted); more are answered 503 and closed")
+    read_timeout_s: float = Field(30.0, gt=0, le=600, title="A connection that sends nothing for this long "
+                                  "(mid-request, or idle between requests) is closed")
     trusted_proxies: tuple[str, ...] = Field((), title="Reverse proxies (IP or CIDR) whose X-Forwarded-For names "
                                                        "the client; empty: the peer address is the client")
     public_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$", title="Address people "

@@ -83,5 +83,10 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def within_networks(address: str, trusted: tuple[str, ...]) -> bool:
+    """Is `address` one of the configured networks (IPs or CIDRs, e.g. `web.trusted_proxies`)?"""
+    return _within(address, [ipaddress.ip_network(t, strict=False) for t in trusted])
+
+
 def _within(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     return _is_ip(address) and any(ipaddress.ip_address(address) in n for n in networks)

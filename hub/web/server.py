@@ -1,4 +1,5 @@
-"""Runs the web app on werkzeug's threaded WSGI server in a background thread of the hub process.
+"""Runs the web app on werkzeug's threaded WSGI server, bounded (`serving.py`: connection caps and a read timeout),
+in a background thread of the hub process.
 
 Port 0 picks a free port (see `.port` / `.url` after start). For people outside the machine, put a TLS proxy in
 front and set `web.public_url` to its https:// address (cookies are then marked Secure).
@@ -11,10 +12,9 @@ import re
 import threading
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
-
 from hgen.hub.config import WebConfig
 from hgen.hub.web.app import create_web_app
+from hgen.hub.web.serving import BoundedWSGIServer
 
 log = logging.getLogger(__name__)
 SECRET_IN_URL = re.compile(r"((?:token|password|csrf_token)=)[^&\s\"]+")
@@ -37,7 +37,8 @@ class WebServer:
     def __init__(self, hub: Any, config: WebConfig) -> None:
         self.config = config
         self.app = create_web_app(hub)
-        self._server: BaseWSGIServer | None = None
+        self.on_refused = lambda: hub.service.metrics.inc("web_connections_refused")
+        self._server: BoundedWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
 
@@ -45,7 +46,10 @@ class WebServer:
         access_log = logging.getLogger("werkzeug")
         if not any(isinstance(f, RedactSecrets) for f in access_log.filters):
             access_log.addFilter(RedactSecrets())
-        self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
+        self._server = BoundedWSGIServer(
+            self.config.host, self.config.port, self.app, max_connections=self.config.max_connections,
+            per_address=self.config.max_connections_per_address, read_timeout_s=self.config.read_timeout_s,
+            trusted=self.config.trusted_proxies, on_refused=lambda _: self.on_refused())
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-web", daemon=True)
         self._thread.start()
