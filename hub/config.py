@@ -83,7 +83,8 @@ class WebConfig(StrictModel):
     session_max_age_s: int = Field(8 * 3600, ge=60, title="A session older than this must log in again")
     login_max_failures: int = Field(5, ge=1, title="Failed logins per user and address before a lock-out")
     login_account_max_failures: int = Field(20, ge=1, title="Failed logins per user from all addresses together "
-                                                            "before that user is locked out")
+                                                            "before that user's logins are slowed by login_slow_s "
+                                                            "(never locked out: others cannot lock a person out)")
     login_global_budget: int = Field(200, ge=1, title="Failed logins (all users, all addresses) per window before "
                                                       "every login attempt is slowed down (never locked out)")
     login_slow_s: float = Field(1.0, ge=0.0, le=30.0, title="Delay added to each login while the global budget "

@@ -28,6 +28,7 @@ from hgen.hub.kb.store import KnowledgeBase
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SALT_BYTES, KEY_BYTES = 2**14, 8, 1, 16, 32
 T = TypeVar("T")
+BUSY = "too many logins at once, try again"
 HASH_SLOTS, HASH_WAIT_S = 2, 0.5  # password checks at once; how long a login waits for a slot before its 429
 ROLES = ("annotator", "operator")
 MIN_PASSWORD = 10
@@ -82,27 +83,59 @@ class HashGate:
     """At most `slots` password checks at once (each scrypt holds 16 MiB): parallel anonymous logins with random
     names, which no per-user lock-out stops, used to raise a hub's memory by 16 MiB each. A login waits up to
     `wait_s` for a slot (a burst of people logging in still gets through), then is refused (LoginBusyError, 429).
+    One client address holds at most `per_source` of the slots: a flood of logins with random names from one
+    address held them all (12 of 20 right logins of others were refused), and no failure count trips on it.
 
     The checks run on the gate's own `slots` threads, not on werkzeug's thread per request: glibc keeps a freed
     16 MiB block in the arena of the thread that hashed, so hashing on ever-new threads still grew memory with the
     number of arenas (8 per core)."""
 
-    def __init__(self, slots: int = HASH_SLOTS, wait_s: float = HASH_WAIT_S) -> None:
+    def __init__(self, slots: int = HASH_SLOTS, wait_s: float = HASH_WAIT_S, per_source: int = 1) -> None:
         self._slots = threading.BoundedSemaphore(slots)
         self._workers = ThreadPoolExecutor(slots, thread_name_prefix="password-check")
         self.wait_s = wait_s
+        self.per_source = per_source
+        self._sources: dict[str, int] = {}  # address -> its checks held or waiting for a slot (no entry: none)
+        self._changed = threading.Condition()
+
+    def run(self, check: Callable[[], T], source: str = "") -> T:
+        """`check()` on a gate thread once this source's share and a slot are free (never queued behind others:
+        the slot is held); LoginBusyError when that takes longer than `wait_s`."""
+        deadline = time.monotonic() + self.wait_s
+        self._enter(source, deadline)
+        try:
+            if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise LoginBusyError(BUSY, retry_after_s=1.0)
+            try:
+                return self._workers.submit(check).result()
+            finally:
+                self._slots.release()
+        finally:
+            self._leave(source)
 
     def __enter__(self) -> None:
+        """Hold one slot (tests: a check in progress)."""
         if not self._slots.acquire(timeout=self.wait_s):
-            raise LoginBusyError("too many logins at once, try again", retry_after_s=1.0)
+            raise LoginBusyError(BUSY, retry_after_s=1.0)
 
     def __exit__(self, *_: object) -> None:
         self._slots.release()
 
-    def run(self, check: Callable[[], T]) -> T:
-        """`check()` on a gate thread once a slot is free (never queued behind others: the slot is held)."""
-        with self:
-            return self._workers.submit(check).result()
+    def _enter(self, source: str, deadline: float) -> None:
+        with self._changed:
+            while self._sources.get(source, 0) >= self.per_source:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LoginBusyError(BUSY, retry_after_s=1.0)
+                self._changed.wait(left)
+            self._sources[source] = self._sources.get(source, 0) + 1
+
+    def _leave(self, source: str) -> None:
+        with self._changed:
+            self._sources[source] -= 1
+            if not self._sources[source]:
+                del self._sources[source]
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -174,15 +207,16 @@ class Accounts:
             account.session_epoch = (account.session_epoch or 0) + 1
             return Account(account.annotator_id, account.role, account.session_epoch)
 
-    def authenticate(self, name: str, password: str) -> Account:
-        """AuthError for a wrong name or password; LoginBusyError, before any hashing, when the gate is full. An
-        unknown name hashes a dummy through the same gate: it costs what a known one does, in time and in slots."""
+    def authenticate(self, name: str, password: str, source: str = "") -> Account:
+        """AuthError for a wrong name or password; LoginBusyError, before any hashing, when the gate is full (or
+        `source`, the client's address, holds its share of it). An unknown name hashes a dummy through the same
+        gate: it costs what a known one does, in time and in slots."""
         with self.kb.session() as s:
             account = s.get(WebAccount, name)
             stored = account.password_hash if account is not None else None
             role = account.role if account is not None else ""
             epoch = account.session_epoch if account is not None else 0
-        matched = self.gate.run(lambda: verify_password(password, stored or _DUMMY_HASH))
+        matched = self.gate.run(lambda: verify_password(password, stored or _DUMMY_HASH), source)
         if not matched or stored is None:
             raise AuthError("wrong user name or password")
         return Account(name, role, epoch or 0)
@@ -209,11 +243,12 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))  # unknown users cost the
 
 
 class LoginLimiter:
-    """Failed logins within `window_s`: at most `max_failures` per (user, address) and `account_max` per user
-    from all addresses, then that user (from there) is refused until enough failures age out. Nothing is keyed
-    on the address alone, so people sharing one (a proxy, an office) cannot lock each other out; instead, past
-    `global_budget` failures from anyone, every attempt waits `slow_s` first: spraying gets slow for all, and
-    nobody is locked out by it.
+    """Failed logins within `window_s`: at most `max_failures` per (user, address), then that user from that
+    address is refused until enough failures age out. Past `account_max` failures of one user from all addresses,
+    that user's attempts wait `slow_s` first, and past `global_budget` failures from anyone, every attempt does:
+    guessing from many addresses gets slow, and nobody can lock anyone else out. (A lock per user from all
+    addresses let anyone keep a chosen person out with 20 guesses every 5 minutes.) Nothing is keyed on the
+    address alone either, so people sharing one (a proxy, an office) cannot lock each other out.
 
     Failures are rows in the knowledge base (table `login_failures`), so every hub process on one database counts
     the same attempts. An attempt is stored as a failure *before* its password is checked and removed only when
@@ -234,17 +269,17 @@ class LoginLimiter:
 
     def begin(self, name: str, address: str) -> float:
         """LoginRateLimitedError when locked out; else this attempt counts as a failure until `succeeded`.
-        Returns the delay it waited (the global budget is spent)."""
+        Returns the delay it waited (the user's or the global budget is spent)."""
         (account, address), now = _key(name, address), self.clock()
         with self.kb.session() as s:
             _serialise_account(s, account)
             s.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window_s))
             rows = s.execute(select(LoginFailure.address, LoginFailure.at)
                              .where(LoginFailure.account == account).order_by(LoginFailure.at)).all()
-            self._refuse_if_locked(name, [at for where, at in rows if where == address], [at for _, at in rows], now)
+            self._refuse_if_locked(name, [at for where, at in rows if where == address], now)
             everyone = s.scalar(select(func.count()).select_from(LoginFailure)) or 0
             s.add(LoginFailure(account=account, address=address, at=now))
-        delay = self.slow_s if everyone >= self.global_budget else 0.0
+        delay = self.slow_s if everyone >= self.global_budget or len(rows) >= self.account_max else 0.0
         if delay > 0:
             self.sleep(delay)  # outside the transaction: slowing one attempt never holds up the database
         return delay
@@ -266,14 +301,12 @@ class LoginLimiter:
         with self.kb.session() as s:
             s.execute(delete(LoginFailure).where(LoginFailure.account == account, LoginFailure.address == address))
 
-    def _refuse_if_locked(self, name: str, pair: list[float], account: list[float], now: float) -> None:
-        who = f"for {name[:ACCOUNT_CHARS]!r}"
-        for times, limit, where in ((pair, self.max_failures, f"{who} from your address"),
-                                    (account, self.account_max, who)):
-            if len(times) >= limit:  # unlocked once the (len - limit + 1) oldest have left the window
-                retry = times[len(times) - limit] + self.window_s - now
-                raise LoginRateLimitedError(f"too many failed logins {where}; try again in {retry:.0f} s",
-                                            retry_after_s=max(1.0, retry))
+    def _refuse_if_locked(self, name: str, pair: list[float], now: float) -> None:
+        limit = self.max_failures
+        if len(pair) >= limit:  # unlocked once the (len - limit + 1) oldest have left the window
+            retry = pair[len(pair) - limit] + self.window_s - now
+            raise LoginRateLimitedError(f"too many failed logins for {name[:ACCOUNT_CHARS]!r} from your address; "
+                                        f"try again in {retry:.0f} s", retry_after_s=max(1.0, retry))
 
 
 def _key(name: str, address: str) -> tuple[str, str]:

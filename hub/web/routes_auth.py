@@ -34,7 +34,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         address = ctx.address()
         ctx.limiter.begin(form.username, address)  # counted as a failure unless the password is right
         try:
-            account = ctx.accounts.authenticate(form.username, form.password)
+            account = ctx.accounts.authenticate(form.username, form.password, address)
         except LoginBusyError:  # no password was checked: not a failure (429, counted as web_login_busy)
             ctx.limiter.withdraw(form.username, address)
             raise
