@@ -131,6 +131,10 @@ class BrokerAccess:
                                                                  _read_extra(self.access.extra_password_file)))
 
     def _reload(self) -> None:
+        if self.access.pid_file is not None and not self.access.pid_file.exists():
+            raise BrokerReloadError(f"could not make the broker reload its access files: no {self.access.pid_file} "
+                                    f"(is Mosquitto running?). {self.access.password_file} and "
+                                    f"{self.access.acl_file} are written: start Mosquitto now, then this again")
         try:
             if self.access.pid_file is not None:
                 os.kill(int(self.access.pid_file.read_text().split()[0]), signal.SIGHUP)

@@ -206,8 +206,8 @@ def add_user(config_path: str, name: str, role: str | None, invite: bool, replac
         role = role or (existing.role if existing is not None else "annotator")
         if invite:
             token = accounts.invite(name, role, config.web.invite_ttl_s, replace=True)
-            base = (config.web.public_url or "").rstrip("/")  # token after '#': never sent, never logged
-            print(f"invite for {name} ({role}): open {base or '<hub web UI>'}/join#token={token}")
+            base = (config.web.public_url or config.web.bound_url()).rstrip("/")  # after "#": never sent or logged
+            print(f"invite for {name} ({role}): open {base}/join#token={token}")
         else:
             password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
             account = accounts.create(name, role, password)

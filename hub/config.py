@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -110,6 +111,12 @@ class WebConfig(StrictModel):
     metrics_token: SecretStr | None = Field(None, title="Bearer token a Prometheus scraper sends for GET /metrics "
                                                         "(this process's counters); unset: /metrics is not served")
 
+    def bound_url(self) -> str:
+        """http://host:port as configured, a wildcard host named by this machine's name: where invite links point
+        without `public_url` (the web server's own `url` once it runs; the CLI has only the config)."""
+        host = socket.gethostname() if self.host.strip("[]") in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
     @property
     def cookies_secure(self) -> bool:
         """`secure_cookies`, or from `public_url`: a hub behind an HTTPS proxy left at the old default of False
@@ -210,7 +217,7 @@ class FieldConfig(StrictModel):
 
     recalibrate: bool = Field(True, title="Re-fit the temperature and re-choose tau (for the labour demand) on "
                                           "held-out field labels")
-    audit_share: float = Field(0.02, gt=0.0, le=1.0, title="The devices' audit share (gating.audit_share): an "
+    audit_share: float = Field(0.02, gt=0.0, le=1.0, title="The devices' audit share (gate.audit_share): an "
                                                           "audited confident frame stands for 1 / audit_share frames")
     unfamiliar_share: float = Field(UNFAMILIAR_SHARE, gt=0.0, le=1.0, title="The devices' share of confident "
                                     "frames unlike the training images sent to people (gate.unfamiliar_share): "
@@ -330,8 +337,12 @@ class HubConfig(StrictModel):
     grpc: GrpcConfig = Field(default_factory=GrpcConfig, title="gRPC transport")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT transport")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, title="Input limits")
-    devices: tuple[str, ...] = Field((), title="Registered device ids (added to the knowledge base at start-up)")
-    allow_unknown_devices: bool = Field(False, title="Accept samples from devices not registered")
+    devices: tuple[str, ...] = Field((), title="Device ids added to the knowledge base at start-up (records only: "
+                                              "a device reaches the hub only with a credential from hgen-hub "
+                                              "add-device, which registers it too)")
+    allow_unknown_devices: bool = Field(False, title="In-process callers only (simulations, tests): accept samples "
+                                                     "from device ids never registered. Devices on the wire always "
+                                                     "need a credential (hgen-hub add-device)")
     aggregator: str = Field("majority", title="Default aggregator for classification samples")
     aggregator_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, title="Per-aggregator options by registered aggregator name, each checked against that "

@@ -28,7 +28,7 @@ from hgen.compiler.demo.services import (choose_transport, compile_stage, fresh_
                                          start_broker, start_hub, write_stream)
 from hgen.compiler.demo.stream import FrameLog, model_name, run_that_made, stream_until_swapped, wait_for
 from hgen.compiler.demo.summary import format_summary, summarise
-from hgen.compiler.errors import InvalidArgumentError
+from hgen.compiler.errors import DemandsNotMetError, InvalidArgumentError
 
 __all__ = ["DEVICE_ID", "DemoConfig", "DemoError", "FrameLog", "check_outcome", "compile_stage", "demo_config",
            "format_demands", "hub_config", "run_demo", "wait_for", "with_preset"]
@@ -121,5 +121,5 @@ def check_outcome(summary: dict[str, Any], enforce_demands: bool = True) -> None
     if summary["dropped_frames"] != 0:
         raise DemoError(f"{summary['dropped_frames']} frames were dropped (must be 0)")
     missed = [name for name, met in summary["demands_met"].items() if not met]
-    if missed and enforce_demands:
-        raise DemoError(f"demands not met: {', '.join(missed)} (see {summary['paths']['report']})")
+    if missed and enforce_demands:  # everything ran and was written: exit 4, as a compile that misses a demand
+        raise DemandsNotMetError(f"demands not met: {', '.join(missed)} (see {summary['paths']['report']})")

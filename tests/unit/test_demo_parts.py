@@ -10,7 +10,8 @@ from hgen.compiler.demo import DemoError, check_outcome, demo_config, format_dem
 from hgen.compiler.demo.pools import split_pools
 from hgen.compiler.demo.presets import DIGITS, FASHION
 from hgen.compiler.demo.summary import demands_met, field_accuracy, field_accuracy_line
-from hgen.compiler.errors import InvalidArgumentError
+from hgen.compiler.cli.main import exit_code_for
+from hgen.compiler.errors import DemandsNotMetError, InvalidArgumentError
 
 
 def test_pools_are_disjoint_cover_the_test_split_and_are_seeded():
@@ -61,8 +62,9 @@ def test_in_a_field_the_accuracy_demand_is_also_judged_on_the_field_and_only_rep
 
 def test_a_missed_demand_or_a_dropped_frame_fails_the_demo():
     summary = {"dropped_frames": 0, "demands_met": {"accuracy": False, "labour": True}, "paths": {"report": "r.md"}}
-    with pytest.raises(DemoError, match="demands not met: accuracy"):
+    with pytest.raises(DemandsNotMetError, match="demands not met: accuracy") as missed:
         check_outcome(summary)
+    assert exit_code_for(missed.value) == 4  # everything ran and was written, as a compile missing a demand
     check_outcome(summary, enforce_demands=False)
     with pytest.raises(DemoError, match="2 frames were dropped"):
         check_outcome(summary | {"dropped_frames": 2}, enforce_demands=False)

@@ -247,3 +247,17 @@ def test_a_broker_that_does_not_reload_does_not_cost_the_new_secret(tmp_path: Pa
         assert DeviceCredentials(kb).authenticate(f"cam-7:{secret_file.read_text().strip()}") == "cam-7"
     finally:
         kb.close()
+
+
+def test_a_first_add_device_before_the_broker_runs_writes_the_files_and_says_to_start_it(tmp_path: Path,
+                                                                                          capsys) -> None:
+    """Mosquitto refuses to start without its password file and the hub needs its pid file to reload it: the docs
+    gave no order, and the error named only a missing pid file."""
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"}, "mqtt": {
+        "password": "hub-pw", "access": {"password_file": str(tmp_path / "passwd"), "acl_file": str(tmp_path / "acl"),
+                                         "pid_file": str(tmp_path / "mosquitto.pid"), "reload_timeout_s": 1}}}))
+    assert main(["add-device", "cam-7", "--config", str(config), "--secret-file", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "(is Mosquitto running?)" in err and "start Mosquitto now" in err
+    assert "cam-7:" in (tmp_path / "passwd").read_text() and "cam-7" in (tmp_path / "acl").read_text()

@@ -100,4 +100,5 @@ def test_cli_retrain_reports_the_outcome_and_add_user(tmp_path: Path, deployed: 
     assert main(["retrain", "--config", str(path), "--model", deployed.name]) == 1
     assert "failed 1.0.0 -> 1.0.0" in capsys.readouterr().out  # no labels yet: refused, model unchanged
     assert main(["add-user", "--config", str(path), "--name", "eve", "--invite"]) == 0
-    assert "/join#token=" in capsys.readouterr().out  # after "#": browsers never send it, logs never see it
+    assert "open http://127.0.0.1:8080/join#token=" in capsys.readouterr().out  # after "#": never sent or logged
+    # (without web.public_url the configured host and port; it printed a "<hub web UI>" placeholder)
