@@ -38,7 +38,7 @@ class Escalation:
         encoded only once its labour is reserved: a field over its labour limit refuses most doubted frames, and
         encoding a camera frame costs milliseconds on a Pi."""
         with self._lock:
-            reserved = self.labour.reserve(labour)
+            reserved = self.labour.reserve(labour, model.m)
             if not self.labour.take(reserved):
                 self.telemetry.inc("labour_exhausted")
                 return None

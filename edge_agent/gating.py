@@ -125,12 +125,11 @@ class LabourBucket:
     """The compile's labour demand L (Eq. 13) enforced on the device, across batches.
 
     Each frame adds L x L_max-per-frame operations (capped at `window_frames` of refill); sending a sample takes
-    what it is expected to cost (`reserve`: its estimated L0 = d * m, scaled by how far people's real labour has run
-    above the estimates so far); a reply settles the difference, so estimates that run low cannot push the stream
-    over its budget for long. Starting empty keeps the running total <= L x L_max from the first frame on. The
-    scale matters at the end of a stream: what the samples still waiting for people cost beyond their reservation
-    is charged after the last frame, with nothing left to refill it (an estimator fitted on the training data runs
-    low on a harder field; the demo ended 10 % over its budget).
+    the most it can cost (`reserve`: m x MAX_OPERATIONS for a class answer, or its estimated L0 = d * m scaled by
+    how far people's real labour has run above the estimates, if higher: boxes); a reply refunds what people did
+    not spend. Starting empty keeps the running total <= L x L_max from the first frame on, and a reply can only
+    refund, however late it comes: reserving the estimate, samples sent before the replies taught the scale were
+    charged their excess after the frames that could repay it (a loaded machine's demo ended at 0.0577 for 0.05).
     """
 
     def __init__(self, share: float | None, window_frames: int) -> None:
@@ -146,9 +145,12 @@ class LabourBucket:
         if self.rate is not None and self.capacity is not None:
             self.tokens = min(self.capacity, self.tokens + self.rate)
 
-    def reserve(self, estimate: float) -> float:
-        """What to take for a sample whose L0 estimate is `estimate`: never less than it."""
-        return estimate * self.scale
+    def reserve(self, estimate: float, m: int) -> float:
+        """What to take for a sample whose L0 estimate is `estimate`, asked of `m` people: at least the most a
+        class answer can cost (m x MAX_OPERATIONS), so people's real labour, charged when the reply comes, never
+        exceeds what was taken (a reply refunds the rest); more where the estimate, scaled by how far real labour
+        ran above the estimates so far, is higher (boxes drawn)."""
+        return max(estimate * self.scale, max(1, m) * MAX_OPERATIONS)
 
     def take(self, labour: float) -> bool:
         """Reserve `labour` operations for one sample; False (the model's answer stands) when not enough is left."""

@@ -184,7 +184,7 @@ class Pipeline {
     const started = performance.now();
     const result = await model.infer(frame);
     const isUnsure = unsure(result.toPeople, result.unfamiliar); // under tau, or unlike the training images
-    const reserved = this.gate.bucket.reserve(result.labour); // the estimate scaled to what people really spend
+    const reserved = this.gate.bucket.reserve(result.labour, model.m); // the most m people can spend
     // without a hub link (no phones.mqtt_websocket_url) the model's answer stands: nothing waits forever; a frame
     // whose logits are not finite is invalid (its confidence is NaN): reported, never asked nor fused
     const decision = !result.valid ? "invalid" : this.link === null ? (isUnsure ? "no_hub" : "confident")

@@ -4,7 +4,8 @@
  * training images, else < `auditShare`: the same generator, so the same frames), then the same limits as the
  * agent's `hgen.edge_agent.gating`: at most one escalation or audit per `minIntervalS`, and the labour demand L
  * enforced with a bucket that refills L x L_max-per-frame operations each frame (capped at `windowFrames` of
- * refill) and is charged each sample's L0 = d * m, settled to what people really spent when the reply comes.
+ * refill) and is charged the most each sample can cost (m x MAX_OPERATIONS), settled to what people really spent
+ * when the reply comes.
  */
 
 import { MAX_OPERATIONS, MAX_PARTICIPANTS } from "./hdnn.js";
@@ -43,9 +44,11 @@ export class LabourBucket {
     return true;
   }
 
-  /** What to take for a sample whose L0 estimate is `estimate`: never less than it. */
-  reserve(estimate: number): number {
-    return estimate * this.scale;
+  /** What to take for a sample whose L0 estimate is `estimate`, asked of `m` people: at least the most a class
+   * answer can cost (m x MAX_OPERATIONS), so a reply coming late never charges more than was taken (the agent's
+   * `LabourBucket.reserve`); more where the estimate, scaled by what replies showed, is higher. */
+  reserve(estimate: number, m: number): number {
+    return Math.max(estimate * this.scale, Math.max(1, m) * MAX_OPERATIONS);
   }
 
   /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed): the difference to what was

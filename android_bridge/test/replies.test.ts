@@ -170,12 +170,13 @@ test("the recent ids are bounded", async () => {
   assert.equal(replies.unknown, 1, "k0 was forgotten, and is not in the outbox either");
 });
 
-test("the bucket reserves what people have really been spending, never less than the estimate", () => {
+test("the bucket reserves what m people can spend at most, or the learned estimate above it", () => {
   const bucket = new LabourBucket(0.1, 100);
-  for (let i = 0; i < 200; i++) bucket.settle(bucket.reserve(4), 6); // people spend 1.5 x the estimate
-  assert.ok(Math.abs(bucket.reserve(4) - 6) < 0.3, String(bucket.reserve(4)));
-  for (let i = 0; i < 200; i++) bucket.settle(bucket.reserve(4), 2);
-  assert.equal(bucket.reserve(4), 4);
-  bucket.settle(4, 0); // nobody answered: says nothing of the ratio
+  assert.equal(bucket.reserve(4, 3), 9); // a class sample: m x MAX_OPERATIONS, so a late reply never overspends
+  for (let i = 0; i < 200; i++) bucket.settle(bucket.reserve(30, 3), 45); // people spend 1.5 x the estimate
+  assert.ok(Math.abs(bucket.reserve(30, 3) - 45) < 2.5, String(bucket.reserve(30, 3)));
+  for (let i = 0; i < 200; i++) bucket.settle(bucket.reserve(30, 3), 20);
+  assert.equal(bucket.reserve(30, 3), 30);
+  bucket.settle(30, 0); // nobody answered: says nothing of the ratio
   assert.equal(bucket.scale, 1);
 });
