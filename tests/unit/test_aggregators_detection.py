@@ -71,3 +71,15 @@ def test_region_gmm_single_region_is_returned_as_is():
     result = get_aggregator("region_gmm").aggregate(data(regions_answer("a", (1, 2, 3, 4))))
     (region,) = result.regions.regions
     assert (region.x_min, region.y_min, region.x_max, region.y_max) == (1, 2, 3, 4)
+
+
+def test_box_union_merges_peoples_jittered_boxes_of_a_small_object_but_not_one_persons_two_objects():
+    """Three people boxing one 8-pixel object a couple of pixels apart split into minority clusters at IoU 0.5,
+    and the device's majority rule dropped the object they all drew."""
+    jittered = get_aggregator("box_union").aggregate(data(
+        boxes_answer("a", (50, 50, 58, 58, 0)), boxes_answer("b", (52, 51, 60, 59, 0)),
+        boxes_answer("c", (49, 52, 57, 60, 0))))
+    assert [b.score for b in jittered.boxes.boxes] == [1.0]
+    two = get_aggregator("box_union").aggregate(data(  # one person's two overlapping objects (IoU about 0.4)
+        boxes_answer("a", (0, 0, 10, 10, 0), (4, 0, 14, 10, 0)), boxes_answer("b", (0, 0, 10, 10, 0), (4, 0, 14, 10, 0))))
+    assert sorted((b.x_min, b.score) for b in two.boxes.boxes) == [(0.0, 1.0), (4.0, 1.0)]
