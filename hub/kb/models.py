@@ -59,6 +59,8 @@ class Batch(Base):
     labour_budget: Mapped[float] = mapped_column(Double)  # 0 = unlimited
     labour_reserved: Mapped[float] = mapped_column(Double, default=0.0)
     created_at: Mapped[float] = mapped_column(Double)
+    # migration 0012: the operator page's budget sum per device, read from the index alone
+    __table_args__ = (Index("ix_batches_device_budget", "device_id", "labour_budget"),)
 
 
 class Sample(Base):
@@ -92,6 +94,7 @@ class Sample(Base):
     __table_args__ = (
         Index("ix_samples_status_received", "status", "received_at"),
         Index("ix_samples_status_deadline", "status", "deadline"),
+        Index("ix_samples_device_received", "device_id", "received_at"),  # migration 0012: a device's last bundle
     )
 
 
@@ -125,6 +128,8 @@ class AnswerRow(Base):
     operations: Mapped[int] = mapped_column(Integer)
     simulated: Mapped[bool] = mapped_column(Boolean)
     submitted_at: Mapped[float] = mapped_column(Double)
+    __table_args__ = (Index("ix_answers_annotator_id", "annotator_id", "id"),  # migration 0012: the operator page
+                      Index("ix_answers_submitted_at", "submitted_at"))
 
 
 class Reply(Base):
@@ -207,6 +212,7 @@ class TaskEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     latency_s: Mapped[float] = mapped_column(Double)
     at: Mapped[float] = mapped_column(Double)
+    __table_args__ = (Index("ix_task_events_annotator_id", "annotator_id"),)  # migration 0012: the operator page
 
 
 class ModelVersion(Base):

@@ -30,7 +30,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         models = [m.name for m in ctx.config.retrain.models]
         versions = {m: hub.retrain_store.current_version(m) for m in models}
         return render_template(
-            "operator.html", view=stats.overview(hub.service.kb, hub.service.gold, time.time(), ctx.class_names),
+            "operator.html", view=stats.overview(hub.service.kb, time.time(), ctx.class_names),
             models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
             counters=sorted(hub.service.metrics.snapshot().items()),

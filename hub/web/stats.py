@@ -1,17 +1,28 @@
-"""What the operator view shows, read from the knowledge base (so every hub process shows the same)."""
+"""What the operator view shows, read from the knowledge base (so every hub process shows the same).
+
+Every figure is computed by the database (COUNT / SUM / GROUP BY over indexes, migration 0012) or over a bounded
+window, and only one row per device and per annotator (plus the ten recent answers) reaches Python: on SQLite
+every transaction holds the write lock, so a page that read the whole history stalled every device and annotator
+for seconds. Agreement and median time are over each annotator's last `WINDOW` answers. The all-time totals
+(answers, skips, budgets, gold record) stay exact: counted from indexes alone, in short transactions.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
 
-from hgen.hub.gold import GOLD_DEVICE, GoldBook
-from hgen.hub.kb.models import OPEN_STATES, Annotator, AnswerRow, Batch, Device, Reply, Sample, TaskEvent
+from hgen.hub.gold import DECLINED, GOLD_DEVICE, GoldRating
+from hgen.hub.kb.models import (OPEN_STATES, Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, Device,
+                                GoldItem, Reply, Sample, TaskEvent)
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
 from hgen.hub.web.views import view_of_answer
 from hgen.protos import hub_pb2
+
+WINDOW = 500  # an annotator's latest answers that agreement and median time are computed over
+RECENT = 10  # answers listed under "Recent answers"
 
 
 @dataclass(frozen=True)
@@ -29,10 +40,10 @@ class AnnotatorRow:
     kind: str
     answers: int
     released: int
-    agreement: float | None  # share of class answers equal to the aggregated label
+    agreement: float | None  # share of class answers equal to the aggregated label (last WINDOW answers)
     gold_accuracy: float | None
     gold_rated: int  # gold tasks answered or given back (a miss)
-    median_seconds: float | None
+    median_seconds: float | None  # over the last WINDOW answers
     paused_reason: str | None
 
 
@@ -43,19 +54,20 @@ class Overview:
     devices: list[DeviceRow]
     annotators: list[AnnotatorRow]
     recent_answers: list[tuple[str, str, str, float]]  # annotator, sample, label text, seconds
+    window: int  # answers per annotator behind agreement and median time (WINDOW)
 
 
-def overview(kb: KnowledgeBase, gold: GoldBook, now: float, class_names: tuple[str, ...]) -> Overview:
+def overview(kb: KnowledgeBase, now: float, class_names: tuple[str, ...]) -> Overview:
     with kb.session() as s:
         queue = s.scalar(select(func.count()).select_from(Sample)
                          .where(Sample.status.in_(OPEN_STATES), Sample.transport != GOLD_TRANSPORT)) or 0
         per_hour = s.scalar(select(func.count()).select_from(AnswerRow)
-                            .where(AnswerRow.submitted_at > now - 3600.0)) or 0
+                            .where(AnswerRow.submitted_at > now - 3600.0)) or 0  # ix_answers_submitted_at
         recent = s.execute(select(AnswerRow.annotator_id, AnswerRow.sample_id, AnswerRow.payload,
-                                  AnswerRow.latency_s).order_by(AnswerRow.id.desc()).limit(10)).all()
-    return Overview(int(queue), int(per_hour), devices(kb), annotators(kb, gold),
+                                  AnswerRow.latency_s).order_by(AnswerRow.id.desc()).limit(RECENT)).all()
+    return Overview(int(queue), int(per_hour), devices(kb), annotators(kb),
                     [(a, sid, label_text(hub_pb2.Answer.FromString(p), class_names), lat)
-                     for a, sid, p, lat in recent])
+                     for a, sid, p, lat in recent], WINDOW)
 
 
 def label_text(answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
@@ -64,48 +76,94 @@ def label_text(answer: hub_pb2.Answer, class_names: tuple[str, ...]) -> str:
     return view.describe(answer, class_names) if view is not None else "-"
 
 
+# --- devices ------------------------------------------------------------------------------------------------------
+
+
 def devices(kb: KnowledgeBase) -> list[DeviceRow]:
-    rows = []
+    """Budgets summed by the database from ix_batches_device_budget alone (no batch row is read); the bundle is one
+    index seek per device that has not reported one."""
     with kb.session() as s:
-        budgets = dict(s.execute(select(Batch.device_id, func.sum(Batch.labour_budget)).group_by(Batch.device_id)).all())
-        unlimited = set(s.scalars(select(Batch.device_id).where(Batch.labour_budget <= 0)).all())
-        for device in s.scalars(select(Device).where(Device.id != GOLD_DEVICE).order_by(Device.id)).all():
-            rows.append(DeviceRow(device.id, device.labour_spent,
-                                  None if device.id in unlimited else float(budgets.get(device.id) or 0.0),
-                                  device.samples_replied, _bundle_of(s, device)))
-    return rows
+        fleet = s.execute(select(Device.id, Device.labour_spent, Device.samples_replied, Device.last_status)
+                          .where(Device.id != GOLD_DEVICE).order_by(Device.id)).all()
+        budgets = {device_id: None if least <= 0 else float(total) for device_id, total, least in s.execute(
+            select(Batch.device_id, func.sum(Batch.labour_budget), func.min(Batch.labour_budget))
+            .group_by(Batch.device_id))}  # None: some batch was unlimited (budget 0)
+        return [DeviceRow(device_id, spent, budgets.get(device_id, 0.0), replied,
+                          _bundle_of(s, device_id, last_status))
+                for device_id, spent, replied, last_status in fleet]
 
 
-def _bundle_of(s, device: Device) -> str:  # type: ignore[no-untyped-def]
-    if device.last_status:
-        status = hub_pb2.DeviceStatus.FromString(device.last_status)
+def _bundle_of(s: Session, device_id: str, last_status: bytes | None) -> str:
+    """The bundle of its last status report, else of its newest sample (one seek in ix_samples_device_received)."""
+    if last_status:
+        status = hub_pb2.DeviceStatus.FromString(last_status)
         if status.bundle_name:
             return f"{status.bundle_name} {status.bundle_version}"
-    last = s.execute(select(Sample.bundle_name, Sample.bundle_version).where(Sample.device_id == device.id)
+    last = s.execute(select(Sample.bundle_name, Sample.bundle_version).where(Sample.device_id == device_id)
                      .order_by(Sample.received_at.desc()).limit(1)).first()
     return f"{last[0]} {last[1]}" if last else "-"
 
 
-def annotators(kb: KnowledgeBase, gold: GoldBook) -> list[AnnotatorRow]:
+# --- annotators ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One annotator's figures from the database."""
+
+    answers: int
+    released: int
+    agreement: float | None
+    median_seconds: float | None
+
+
+def annotators(kb: KnowledgeBase) -> list[AnnotatorRow]:
+    """Everyone's gold record in grouped queries, then one short transaction per annotator for the rest, so writers
+    get the lock in between."""
     with kb.session() as s:
         people = s.execute(select(Annotator.id, Annotator.kind).order_by(Annotator.id)).all()
-        answered = s.execute(select(AnswerRow.annotator_id, AnswerRow.class_id, Reply.class_id, AnswerRow.latency_s)
-                             .outerjoin(Reply, Reply.sample_id == AnswerRow.sample_id)).all()
-        released = dict(s.execute(select(TaskEvent.annotator_id, func.count()).group_by(TaskEvent.annotator_id)).all())
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # answers, comparable, agreeing
-    latencies: dict[str, list[float]] = defaultdict(list)
-    for who, given, final, latency in answered:
-        counts[who][0] += 1
-        latencies[who].append(latency)
-        if given is not None and final is not None:
-            counts[who][1] += 1
-            counts[who][2] += int(given == final)
+        ratings = gold_ratings(s)
     rows = []
     for who, kind in people:
-        total, comparable, agreeing = counts[who]
-        rating = gold.rating(who)
-        times = sorted(latencies[who])
-        rows.append(AnnotatorRow(who, kind, total, int(released.get(who, 0)),
-                                 agreeing / comparable if comparable else None, rating.accuracy, rating.rated,
-                                 times[len(times) // 2] if times else None, rating.paused_reason))
+        with kb.session() as s:
+            work = _work_of(s, who)
+        rating = ratings.get(who) or GoldRating(who, 0, 0, None)
+        rows.append(AnnotatorRow(who, kind, work.answers, work.released, work.agreement, rating.accuracy,
+                                 rating.rated, work.median_seconds, rating.paused_reason))
     return rows
+
+
+def _work_of(s: Session, who: str) -> _Work:
+    """All-time counts (index-only, ix_answers_annotator_id / ix_task_events_annotator_id), and agreement and median
+    time over the annotator's last WINDOW answers."""
+    answers = s.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.annotator_id == who)) or 0
+    released = s.scalar(select(func.count()).select_from(TaskEvent).where(TaskEvent.annotator_id == who)) or 0
+    latest = (select(AnswerRow.sample_id, AnswerRow.class_id, AnswerRow.latency_s)
+              .where(AnswerRow.annotator_id == who).order_by(AnswerRow.id.desc()).limit(WINDOW).subquery())
+    window, comparable, agreeing = s.execute(
+        select(func.count(),
+               func.sum(case((and_(latest.c.class_id.is_not(None), Reply.class_id.is_not(None)), 1), else_=0)),
+               func.sum(case((latest.c.class_id == Reply.class_id, 1), else_=0)))
+        .select_from(latest).outerjoin(Reply, Reply.sample_id == latest.c.sample_id)).one()
+    median = s.scalar(select(latest.c.latency_s).order_by(latest.c.latency_s)
+                      .offset(int(window) // 2).limit(1)) if window else None  # the upper median, as before
+    return _Work(int(answers), int(released), int(agreeing or 0) / int(comparable) if comparable else None,
+                 median)
+
+
+def gold_ratings(s: Session) -> dict[str, GoldRating]:
+    """GoldBook.rating for every annotator at once, grouped in the database. Answers are reached through the gold
+    samples (`IN`, ix_answers_sample_id): joined, SQLite walked every answer in annotator order instead."""
+    gold = select(GoldItem.sample_id)
+    truth = select(GoldItem.class_id).where(GoldItem.sample_id == AnswerRow.sample_id).scalar_subquery()
+    answered = s.execute(select(AnswerRow.annotator_id, func.count(),
+                                func.sum(case((AnswerRow.class_id == truth, 1), else_=0)))
+                         .where(AnswerRow.sample_id.in_(gold)).group_by(AnswerRow.annotator_id)).all()
+    declined = dict(s.execute(select(Assignment.annotator_id, func.count())
+                              .where(Assignment.sample_id.in_(gold), Assignment.status.in_(DECLINED))
+                              .group_by(Assignment.annotator_id)).all())
+    paused = dict(s.execute(select(AnnotatorPause.annotator_id, AnnotatorPause.reason)).all())
+    scores = {who: (int(n), int(correct or 0)) for who, n, correct in answered}
+    return {who: GoldRating(who, scores.get(who, (0, 0))[1], scores.get(who, (0, 0))[0], paused.get(who),
+                            int(declined.get(who, 0)))
+            for who in scores.keys() | declined.keys() | paused.keys()}
