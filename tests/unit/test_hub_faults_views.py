@@ -20,7 +20,7 @@ from hgen.protos import hub_pb2
 TEMPLATES = Path(__file__).parents[2] / "hub" / "web" / "templates"
 NAMES = ("zero", "one", "two", "three", "coat")
 ATTRIBUTES = {"prompt": str, "template": str, "shows_guesses": bool, "draws_shapes": bool, "shape_class": bool,
-              "shape_colour": str, "hint": str, "allows_nothing": bool}
+              "shape_colour": str, "hint": str, "allows_nothing": bool, "nothing_label": str, "nothing_title": str}
 
 
 @pytest.fixture
@@ -51,10 +51,12 @@ def test_every_view_says_what_the_page_needs(name: str) -> None:
 def test_the_page_reads_the_views_attributes(hub: HubApp, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(BoxesView, "prompt", "Box every coat")
     monkeypatch.setattr(BoxesView, "shape_colour", "1, 2, 3")
+    monkeypatch.setattr(BoxesView, "nothing_label", "No coat here")
     page = page_of(hub, hub_pb2.HDNN_KIND_YOLO)
     assert "<h1>Box every coat</h1>" in page
     assert 'data-draws="true"' in page and 'data-shape-class="true"' in page and 'data-colour="1, 2, 3"' in page
-    assert 'id="box-class"' in page and 'id="submit-shapes"' in page and 'id="nothing"' not in page
+    assert 'id="box-class"' in page and 'id="submit-shapes"' in page and 'id="nothing"' in page
+    assert "No coat here" in page
     assert 'class="class-btn"' not in page
 
 
