@@ -2,9 +2,10 @@
 
 `next_task` assigns an open sample to an annotator (a gold task at the configured share, nothing while the
 annotator is paused; their oldest open task again once they hold `max_open`, so opening more sessions
-hoards nothing); `submit_answer` records the answer and, on the m-th, aggregates and replies; `release`
-gives a task back without a label (skip / can't tell). Bad answers (unknown or closed task) raise typed errors
-that are counted and logged once; nothing else changes.
+hoards nothing; a sample whose image is lost is closed on the way, counted and its reply sent); `submit_answer`
+records the answer and, on the m-th, aggregates and replies; `release` gives a task back without a label
+(skip / can't tell). Bad answers (unknown or closed task, or a paused annotator's) raise typed errors that are
+counted and logged once; nothing else changes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Callable, Sequence
 
 from typing import TYPE_CHECKING
 
-from hgen.hub.errors import BadInputError
+from hgen.hub.errors import AnnotatorPausedError, BadInputError
 from hgen.hub.kb.store import KnowledgeBase, Task
+from hgen.hub.kb.tasks import Unreadable
 
 if TYPE_CHECKING:
     from hgen.hub.gold import GoldBook
@@ -54,16 +56,45 @@ class AnnotatorAPI:
                 if self.gold.review(annotator_id).paused_reason is not None:  # gold left to time out counts too
                     return None
                 task = self.gold.assign(annotator_id, max_open=self.max_open)
-        if task is None:
-            task = self._kb.assign_next(annotator_id, max_open=self.max_open, min_time_s=min_time_s)
+        unreadable: list[Unreadable] = []
+        try:
+            return self._device_task(annotator_id, min_time_s, unreadable) if task is None else self._given(task)
+        finally:
+            self._closed_unreadable(unreadable)
+
+    def _device_task(self, annotator_id: str, min_time_s: float, unreadable: list[Unreadable]) -> Task | None:
+        task = self._kb.assign_next(annotator_id, max_open=self.max_open, min_time_s=min_time_s,
+                                    unreadable=unreadable)
         if task is not None:
-            self._metrics.inc("tasks_assigned")
-        elif self.max_open is not None and self._kb.open_task_count(annotator_id) >= self.max_open:
-            task = self._kb.held_task(annotator_id)  # at the cap: the task they already hold, not a new one
+            return self._given(task)
+        if self.max_open is not None and self._kb.open_task_count(annotator_id) >= self.max_open:
+            return self._kb.held_task(annotator_id, unreadable)  # at the cap: the task they hold, not a new one
+        return None
+
+    def _given(self, task: Task) -> Task:
+        self._metrics.inc("tasks_assigned")
         return task
+
+    def _closed_unreadable(self, closed: list[Unreadable]) -> None:
+        """Count the samples closed for a lost image (logged by the knowledge base) and send their replies now."""
+        if not closed:
+            return
+        self._metrics.inc("sample_image_missing", len(closed))
+        replies = [c.reply for c in closed if c.reply is not None]
+        if len(replies) < len(closed):
+            self._metrics.inc("sweep_set_aside", len(closed) - len(replies))
+        if replies:
+            self._on_replies(replies)
 
     def paused_reason(self, annotator_id: str) -> str | None:
         return self.gold.paused_reason(annotator_id) if self.gold is not None else None
+
+    def check_active(self, annotator_id: str) -> None:
+        """AnnotatorPausedError while the annotator is paused: their answers and skips are stored nowhere (the pause
+        already gave their open tasks to others)."""
+        reason = self.paused_reason(annotator_id)
+        if reason is not None:
+            raise AnnotatorPausedError(f"you are paused ({reason}); nothing was stored, ask an operator to resume you")
 
     def gold_truth(self, sample_id: str) -> int | None:
         """The known class of a gold sample (None for a device's sample): the simulated crowd's oracle for gold."""
@@ -73,6 +104,7 @@ class AnnotatorAPI:
         """Skip or can't tell: recorded with the time taken, and counted in the sample's reply (cant_tell /
         skipped) so the device learns people declined; the sample goes to another annotator."""
         try:
+            self.check_active(annotator_id)
             self._kb.release_task(task_id, annotator_id, kind, latency_s)
         except BadInputError as exc:
             self._metrics.inc(exc.code)
@@ -86,6 +118,7 @@ class AnnotatorAPI:
     def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
         """Record `answer`; returns the reply when this answer completed its sample."""
         try:
+            self.check_active(answer.annotator_id)
             reply = self._kb.submit_answer(answer)
         except BadInputError as exc:
             self._metrics.inc(exc.code)

@@ -31,6 +31,11 @@ class KnowledgeBaseError(HubError):
     """The knowledge base cannot be opened, migrated or written consistently."""
 
 
+class SampleImageMissingError(KnowledgeBaseError):
+    """A stored sample's image cannot be read (its file deleted, not shared with this hub, unreadable): nobody can
+    answer the sample, so it is closed at once rather than handed out."""
+
+
 class KnowledgeBaseIntegrityError(KnowledgeBaseError):
     """A write broke a database constraint other than the insert race it expects (e.g. a foreign key to a row that is
     not there); nothing of it was stored."""
@@ -110,6 +115,13 @@ class TaskClosedError(BadInputError):
     code = "task_closed"
 
 
+class TaskConflictError(TaskClosedError):
+    """The database kept aborting this change of a task (deadlock or serialization failure, retried): another
+    request changed it meanwhile; nothing of this one was stored (409, like a closed task)."""
+
+    code = "task_conflict"
+
+
 # --- Web UI, gold tasks and the retraining loop (issue 7) ---------------------------------------------------------
 
 
@@ -147,8 +159,9 @@ class NotAnImageError(BadInputError):
     code = "web_not_an_image"
 
 
-class AnnotatorPausedError(BadInputError):
-    """The annotator is paused (gold accuracy below the threshold, or an operator's decision)."""
+class AnnotatorPausedError(TaskClosedError):
+    """The annotator is paused (gold accuracy below the threshold, or an operator's decision): their answers and
+    skips are stored nowhere. A TaskClosedError (409): the pause took their open tasks back."""
 
     code = "annotator_paused"
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from hgen.hub.aggregators import default_aggregator
 from hgen.hub.config import GoldConfig, LimitsConfig
 from hgen.hub.errors import InvalidRequestError
-from hgen.hub.kb.guards import TIMED_OUT, at_cap
+from hgen.hub.kb.guards import TIMED_OUT, WITHDRAWN, at_cap, withdraw_open_tasks
 from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample, WebAccount
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
 from hgen.hub.validation import check_image
@@ -41,6 +41,7 @@ GOLD_DEVICE = "hub-gold"
 NEVER = 4102444800.0  # 2100-01-01: gold samples never reach a deadline
 GOLD_SLOTS = 1_000_000_000  # m of a gold sample: it never closes
 DECLINED = ("released", TIMED_OUT)  # gold given back (skip / can't tell) or left to time out: owed, and a miss
+NOT_GIVEN = (*DECLINED, WITHDRAWN)  # taken back by a pause: owed too, but no miss of the annotator's
 
 
 def decoy_probabilities(num_classes: int, class_id: int, seed: int) -> list[float]:
@@ -137,7 +138,7 @@ class GoldBook:
             gold = s.scalar(select(func.count()).select_from(Assignment)
                             .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
                             .where(Assignment.annotator_id == annotator_id,
-                                   Assignment.status.not_in(DECLINED))) or 0
+                                   Assignment.status.not_in(NOT_GIVEN))) or 0
         if gold >= math.ceil(self.config.share * (total + 1)):
             return False  # this run's gold was given
         left = max(1, math.ceil((gold + 1) / self.config.share - 1e-9) - total)  # tasks left in the run, this one too
@@ -219,13 +220,15 @@ class GoldBook:
         return rating
 
     def pause(self, annotator_id: str, reason: str) -> None:
-        """Pause a known annotator and end every web session of theirs (they log in again to see why)."""
+        """Pause a known annotator, end every web session of theirs (they log in again to see why) and give their
+        open tasks to others at once: held while they are paused, those samples would wait for the timeout."""
         with self.kb.session() as s:
             if s.get(Annotator, annotator_id) is None:
                 raise InvalidRequestError(f"no annotator {annotator_id[:64]!r}")
             s.merge(AnnotatorPause(annotator_id=annotator_id, reason=reason[:512], paused_at=self.clock()))
             s.execute(update(WebAccount).where(WebAccount.annotator_id == annotator_id)
                       .values(session_epoch=WebAccount.session_epoch + 1))
+            withdraw_open_tasks(s, annotator_id)
 
     def resume(self, annotator_id: str) -> None:
         with self.kb.session() as s:

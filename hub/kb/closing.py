@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 
 from hgen.hub.aggregators import AggregationInput
 from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
-from hgen.hub.kb.guards import check_answer
+from hgen.hub.kb.conflicts import retry_conflicts
+from hgen.hub.kb.guards import check_answer, claim_task, lock_sample, own_task
 from hgen.hub.kb.models import OPEN_STATES, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
+from hgen.hub.kb.tasks import Unreadable
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
@@ -26,21 +28,26 @@ REPLY_STATUS = {"answered": hub_pb2.REPLY_STATUS_ANSWERED, "partial": hub_pb2.RE
 class Closing:
     """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `num_classes` and `aggregator`)."""
 
+    @retry_conflicts
     def submit_answer(self, answer: hub_pb2.Answer) -> hub_pb2.SampleReply | None:
-        """Store an answer; when it is the m-th, close the sample and return the reply it produced."""
+        """Store an answer; when it is the m-th, close the sample and return the reply it produced. The sample is
+        locked, then the task claimed only while still open: of racing answers, skips and timeouts of one task
+        exactly one wins, the others get TaskClosedError (409), and nothing is stored twice."""
         with self.session() as s:
-            task = s.get(Assignment, answer.task_id)
-            if task is None or task.annotator_id != answer.annotator_id:
-                raise UnknownTaskError(f"no task {answer.task_id!r} for annotator {answer.annotator_id!r}")
+            task = own_task(s, answer.task_id, answer.annotator_id)
+            if task is None:
+                raise UnknownTaskError(f"no task {answer.task_id[:64]!r} for annotator {answer.annotator_id[:64]!r}")
             if task.status != "open":
                 raise TaskClosedError(f"task {answer.task_id} is already {task.status}")
-            check_answer(s.get(Sample, task.sample_id), answer, self.num_classes)  # refused now, never stored
-            count = s.execute(
-                update(Sample).where(Sample.id == task.sample_id, Sample.status.in_(OPEN_STATES))
-                .values(answer_count=Sample.answer_count + 1).returning(Sample.answer_count, Sample.m)).first()
-            if count is None:
+            row = lock_sample(s, task.sample_id)
+            check_answer(row, answer, self.num_classes)  # refused now, never stored
+            if row.status not in OPEN_STATES:
                 raise TaskClosedError(f"task {answer.task_id}: sample {task.sample_id} is already closed")
-            task.status = "answered"
+            if not claim_task(s, task.id, "answered"):
+                raise TaskClosedError(f"task {answer.task_id} was closed by another request (answer, skip or timeout)")
+            count = s.execute(
+                update(Sample).where(Sample.id == task.sample_id)
+                .values(answer_count=Sample.answer_count + 1).returning(Sample.answer_count, Sample.m)).one()
             s.add(self._answer_row(task, answer))
             s.flush()
             if count[0] >= count[1]:
@@ -97,9 +104,32 @@ class Closing:
                 replies.append(reply)
         return replies
 
-    def _set_aside(self, sample_id: str, exc: Exception) -> None:
-        log.error("sample %s could not be closed at its deadline (%s: %s); set aside, the sweep goes on",
-                  sample_id, type(exc).__name__, exc)
+    def close_unreadable(self, sample_id: str, reason: str) -> Unreadable | None:
+        """Close a sample whose image cannot be read, now: partial with the answers given before it was lost, else
+        expired, with `reason` in the reply's detail (the device keeps its model's answer, as for any such reply).
+        Logged once, by the request that closed it; None when another closed it first. If it cannot be closed
+        either, it is set aside like a due sample the sweep cannot close."""
+        try:
+            with self.session() as s:
+                row = lock_sample(s, sample_id)
+                if row.status not in OPEN_STATES:
+                    return None
+                detail = f"the hub cannot read this sample's image ({reason}); nobody can answer it"
+                reply = self._close(s, sample_id, "partial" if row.answer_count else "expired", detail)
+        except SQLAlchemyError:
+            raise  # the database, not the sample
+        except Exception as exc:  # noqa: BLE001 (a sample nobody can answer must leave the queue whatever fails)
+            self._set_aside(sample_id, exc, "when its image could not be read")
+            return Unreadable(sample_id, None)
+        if reply is None:
+            return None
+        log.error("sample %s closed %s before its deadline: %s", sample_id, hub_pb2.ReplyStatus.Name(reply.status),
+                  reason)
+        return Unreadable(sample_id, reply)
+
+    def _set_aside(self, sample_id: str, exc: Exception, when: str = "at its deadline") -> None:
+        log.error("sample %s could not be closed %s (%s: %s); set aside, the sweep goes on",
+                  sample_id, when, type(exc).__name__, exc)
         with self.session() as s:
             s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
                       .values(status=SET_ASIDE, closed_at=self.clock()))
@@ -108,7 +138,7 @@ class Closing:
         with self.session() as s:
             return s.scalar(select(func.min(Sample.deadline)).where(Sample.status.in_(OPEN_STATES)))
 
-    def _close(self, s: Session, sample_id: str, status: str) -> hub_pb2.SampleReply | None:
+    def _close(self, s: Session, sample_id: str, status: str, detail: str = "") -> hub_pb2.SampleReply | None:
         now = self.clock()
         won = s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
                         .values(status=status, closed_at=now)).rowcount
@@ -124,7 +154,8 @@ class Closing:
         queue = s.scalar(select(func.count()).select_from(Sample).where(Sample.status.in_(OPEN_STATES)))
         reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
                                     reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
-                                    labour=labour, queue_depth=int(queue or 0), **self._declines(s, sample_id))
+                                    labour=labour, queue_depth=int(queue or 0), detail=detail,
+                                    **self._declines(s, sample_id))
         if answers:
             reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,

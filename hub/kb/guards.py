@@ -3,7 +3,10 @@
 - An answer is checked against its sample's aggregator *before* it is stored: one stored answer that cannot be
   aggregated would make every later attempt to close the sample fail.
 - A person holds at most `max_open` open tasks across all their sessions (no hoarding), and a task not answered
-  within the assignment timeout goes back to the queue.
+  within the assignment timeout goes back to the queue; a paused person's open tasks go back at once.
+- Every change of a task's state (answer, skip, timeout, pause) first locks its sample's row, then claims the
+  task with a conditional UPDATE (`WHERE status = 'open'`): racing requests on PostgreSQL queue on one row in one
+  order (closing a sample locks it first too), so exactly one wins, the others see it, and none deadlocks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from hgen.hub.kb.models import OPEN_STATES, Assignment, Sample
 from hgen.protos import hub_pb2
 
 TIMED_OUT = "timed_out"  # assignment status of a task given back by the timeout
+WITHDRAWN = "withdrawn"  # taken back from a paused annotator: neither their answer nor their decline
 
 
 def check_answer(row: Sample, answer: hub_pb2.Answer, num_classes: int) -> None:
@@ -67,18 +71,50 @@ def at_cap(s: Session, annotator_id: str, max_open: int | None) -> bool:
     return count >= max_open
 
 
+def own_task(s: Session, task_id: str, annotator_id: str) -> Assignment | None:
+    """The annotator's task of that id (any state), else None; a key with a NUL is no task (PostgreSQL refuses to
+    even look it up)."""
+    if "\x00" in task_id or "\x00" in annotator_id:
+        return None
+    task = s.get(Assignment, task_id)
+    return task if task is not None and task.annotator_id == annotator_id else None
+
+
+def lock_sample(s: Session, sample_id: str) -> Sample:
+    """The sample's row, locked until the transaction ends (PostgreSQL FOR NO KEY UPDATE, which inserts referencing
+    the row do not wait for; SQLite's BEGIN IMMEDIATE already serialises writers) and read afresh."""
+    query = select(Sample).where(Sample.id == sample_id).with_for_update(key_share=True)
+    return s.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def claim_task(s: Session, task_id: str, status: str) -> bool:
+    """Move an open task to `status`; False when it is no longer open (another request or the sweep came first)."""
+    claimed = s.execute(update(Assignment).where(Assignment.id == task_id, Assignment.status == "open")
+                        .values(status=status).execution_options(synchronize_session=False)).rowcount
+    return bool(claimed)
+
+
+def give_back(s: Session, task_id: str, sample_id: str, status: str) -> bool:
+    """An open task leaves its holder without an answer: its slot reopens for someone else (the holder keeps the
+    row, so the same sample is not offered to them again). False when it was no longer open."""
+    lock_sample(s, sample_id)
+    if not claim_task(s, task_id, status):
+        return False
+    s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES), Sample.assigned_count > 0)
+              .values(assigned_count=Sample.assigned_count - 1).execution_options(synchronize_session=False))
+    return True
+
+
+def withdraw_open_tasks(s: Session, annotator_id: str) -> int:
+    """A paused annotator's open tasks go back to the queue at once (others take them); returns how many."""
+    rows = s.execute(select(Assignment.id, Assignment.sample_id)
+                     .where(Assignment.annotator_id == annotator_id, Assignment.status == "open")).all()
+    return sum(give_back(s, task_id, sample_id, WITHDRAWN) for task_id, sample_id in rows)
+
+
 def expire_assignments(s: Session, cutoff: float, limit: int = 500) -> int:
-    """Open tasks assigned at or before `cutoff` time out: their slot reopens for someone else (the annotator keeps
-    the row, so the same sample is not offered to them again). Returns how many timed out."""
+    """Open tasks assigned at or before `cutoff` time out and go back to the queue. Returns how many timed out."""
     rows = s.execute(select(Assignment.id, Assignment.sample_id)
                      .where(Assignment.status == "open", Assignment.assigned_at <= cutoff)
                      .order_by(Assignment.assigned_at).limit(limit)).all()
-    expired = 0
-    for task_id, sample_id in rows:
-        if s.execute(update(Assignment).where(Assignment.id == task_id, Assignment.status == "open")
-                     .values(status=TIMED_OUT)).rowcount:
-            expired += 1
-            s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES),
-                                           Sample.assigned_count > 0)
-                      .values(assigned_count=Sample.assigned_count - 1))
-    return expired
+    return sum(give_back(s, task_id, sample_id, TIMED_OUT) for task_id, sample_id in rows)

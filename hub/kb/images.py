@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hgen.hub.errors import KnowledgeBaseError
+from hgen.hub.errors import KnowledgeBaseError, SampleImageMissingError
 from hgen.protos import hub_pb2
 
 EXTENSIONS = {hub_pb2.IMAGE_FORMAT_PNG: "png", hub_pb2.IMAGE_FORMAT_JPEG: "jpg", hub_pb2.IMAGE_FORMAT_RAW_U8: "raw"}
@@ -32,8 +32,13 @@ class ImageStore:
         return None, relative
 
     def get(self, inline: bytes | None, relative: str | None) -> bytes:
+        """The image's bytes; SampleImageMissingError when they cannot be read (a typed error the task queue
+        catches: one lost file must not fail every request that meets its sample)."""
         if inline is not None:
             return inline
         if self.image_dir is None or relative is None:
-            raise KnowledgeBaseError("sample has neither inline image bytes nor an image file")
-        return (self.image_dir / relative).read_bytes()
+            raise SampleImageMissingError("sample has neither inline image bytes nor an image file")
+        try:
+            return (self.image_dir / relative).read_bytes()
+        except OSError as exc:
+            raise SampleImageMissingError(f"image file {relative} cannot be read: {exc.strerror or exc}") from None

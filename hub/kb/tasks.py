@@ -1,5 +1,10 @@
 """Annotator tasks (part of the knowledge base): handing samples to people, held and open tasks, timeouts and
-releases. Each transition is a conditional UPDATE, so hub processes sharing a database never assign a slot twice."""
+releases. Each transition is a conditional UPDATE, so hub processes sharing a database never assign a slot twice;
+a task's transitions lock its sample first (hgen.hub.kb.guards), so two racing ones never both pass.
+
+A sample whose image cannot be read is skipped while assigning (the next one is handed out in the same request)
+and then closed at once (hgen.hub.kb.closing.Closing.close_unreadable): nobody could answer it, and left open it
+was picked first again by every request."""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from hgen.hub.errors import TaskClosedError, UnknownTaskError
-from hgen.hub.kb.guards import at_cap, expire_assignments, open_task_ids
+from hgen.hub.errors import SampleImageMissingError, TaskClosedError, UnknownTaskError
+from hgen.hub.kb.conflicts import retry_conflicts
+from hgen.hub.kb.guards import at_cap, expire_assignments, give_back, open_task_ids, own_task
 from hgen.hub.kb.models import OPEN_STATES, Assignment, Sample, TaskEvent
 from hgen.protos import hub_pb2
 
 GOLD_TRANSPORT = "gold"  # gold tasks are hub-owned samples, handed out by hgen.hub.gold, never by assign_next
 RELEASE_KINDS = ("skip", "cant_tell")
+ASSIGN_ROUNDS = 4  # candidate lists tried per request while unreadable samples are met (bounds one request's work)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,15 @@ class Task:
     aggregator: str = ""  # the sample's aggregator: what its answers must be (for kinds without a descriptor here)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A sample closed at once because its image could not be read: `reply` for its device, None when even closing
+    failed and it was set aside."""
+
+    sample_id: str
+    reply: hub_pb2.SampleReply | None
+
+
 def time_to_answer(now: float, min_time_s: float) -> ColumnElement[bool]:
     """At least `min_time_s` left before the sample's deadline, or, for a device whose whole deadline is shorter
     than twice that, half of it: a device that waits 20 s for people must still be answered, not skipped."""
@@ -41,13 +57,26 @@ def time_to_answer(now: float, min_time_s: float) -> ColumnElement[bool]:
 
 
 class TaskQueue:
-    """Mixin of `KnowledgeBase` (which provides `session`, `clock` and `images`)."""
-
+    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images` and, from `Closing`,
+    `close_unreadable`)."""
 
     def assign_next(self, annotator_id: str, candidates: int = 8, max_open: int | None = None,
-                    min_time_s: float = 0.0) -> Task | None:
+                    min_time_s: float = 0.0, unreadable: list[Unreadable] | None = None) -> Task | None:
         """Give the annotator the oldest open sample it has not seen that still needs an annotator and whose deadline
-        is more than `min_time_s` away (None too when they already hold `max_open` open tasks)."""
+        is more than `min_time_s` away (None too when they already hold `max_open` open tasks). Samples met whose
+        image cannot be read are closed on the way and appended to `unreadable`."""
+        for _ in range(ASSIGN_ROUNDS):
+            broken: list[tuple[str, str]] = []
+            task = self._assign_once(annotator_id, candidates, max_open, min_time_s, broken)
+            for sample_id, reason in broken:  # after the assigning transaction: closing takes its own
+                self._set_unreadable_aside(sample_id, reason, unreadable)
+            if task is not None or not broken:
+                return task
+        return None
+
+    def _assign_once(self, annotator_id: str, candidates: int, max_open: int | None, min_time_s: float,
+                     broken: list[tuple[str, str]]) -> Task | None:
+        """One assigning transaction over the oldest `candidates`; unreadable ones go to `broken`, untouched."""
         now = self.clock()
         with self.session() as s:
             if at_cap(s, annotator_id, max_open):
@@ -60,6 +89,12 @@ class TaskQueue:
                        Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen))
                 .order_by(Sample.received_at).limit(candidates)).all()
             for sample_id in ids:
+                row = s.get(Sample, sample_id)
+                try:
+                    data = self.images.get(row.image_bytes, row.image_path)  # before the claim: nothing to undo
+                except SampleImageMissingError as exc:
+                    broken.append((sample_id, str(exc)))
+                    continue
                 won = s.execute(
                     update(Sample)
                     .where(Sample.id == sample_id, Sample.assigned_count < Sample.m, Sample.status.in_(OPEN_STATES))
@@ -68,23 +103,36 @@ class TaskQueue:
                     task_id = str(uuid.uuid4())
                     s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
                                      assigned_at=now))
-                    return self._task(s, task_id, s.get(Sample, sample_id), annotator_id)
+                    return self._task(s, task_id, row, annotator_id, data)
         return None
 
-    def _task(self, s: Session, task_id: str, row: Sample, annotator_id: str) -> Task:
+    def _task(self, s: Session, task_id: str, row: Sample, annotator_id: str, data: bytes | None = None) -> Task:
+        if data is None:
+            data = self.images.get(row.image_bytes, row.image_path)
         image = hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
-                              data=self.images.get(row.image_bytes, row.image_path))
+                              data=data)
         return Task(task_id, row.id, annotator_id, row.hdnn_kind, image,
                     hub_pb2.ModelOutput.FromString(row.model_output), row.deadline, row.aggregator)
 
-    def held_task(self, annotator_id: str) -> Task | None:
-        """The annotator's oldest open task (given again instead of a new one when they are at their cap)."""
+    def held_task(self, annotator_id: str, unreadable: list[Unreadable] | None = None) -> Task | None:
+        """The annotator's oldest open task (given again instead of a new one when they are at their cap); if its
+        image was lost since it was handed out, its sample is closed (appended to `unreadable`) and None returned."""
         with self.session() as s:
             ids = open_task_ids(s, annotator_id)
             if not ids:
                 return None
             task = s.get(Assignment, ids[0])
-            return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id)
+            try:
+                return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id)
+            except SampleImageMissingError as exc:
+                broken = (task.sample_id, str(exc))
+        self._set_unreadable_aside(*broken, unreadable)
+        return None
+
+    def _set_unreadable_aside(self, sample_id: str, reason: str, unreadable: list[Unreadable] | None) -> None:
+        closed = self.close_unreadable(sample_id, reason)  # type: ignore[attr-defined]
+        if closed is not None and unreadable is not None:
+            unreadable.append(closed)
 
     def open_task_count(self, annotator_id: str) -> int:
         with self.session() as s:
@@ -98,33 +146,44 @@ class TaskQueue:
     def open_task(self, task_id: str, annotator_id: str) -> tuple[Task, float] | None:
         """The annotator's own open task and when it was assigned; None for anyone else's or a closed one."""
         with self.session() as s:
-            task = s.get(Assignment, task_id)
-            if task is None or task.annotator_id != annotator_id or task.status != "open":
+            task = own_task(s, task_id, annotator_id)
+            if task is None or task.status != "open":
                 return None
             return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id), task.assigned_at
 
+    def task_state(self, task_id: str, annotator_id: str) -> str | None:
+        """The state of the annotator's own task (open, answered, released, ...); None for anyone else's."""
+        with self.session() as s:
+            task = own_task(s, task_id, annotator_id)
+            return task.status if task is not None else None
+
     def sample_of_task(self, task_id: str) -> str:
+        if "\x00" in task_id:
+            return ""
         with self.session() as s:
             task = s.get(Assignment, task_id)
             return task.sample_id if task is not None else ""
 
+    @retry_conflicts
     def release_task(self, task_id: str, annotator_id: str, kind: str, latency_s: float) -> None:
         """Give a task back without a label (skip / can't tell): recorded, and the slot reopens for someone else.
 
         The annotator keeps its assignment row (status `released`), so the same sample is never offered to them
-        again; nothing already answered changes.
+        again; nothing already answered changes. Of an answer, a skip and a timeout racing for one task exactly
+        one wins; the others get TaskClosedError.
         """
         if kind not in RELEASE_KINDS:
             raise UnknownTaskError(f"release kind must be one of {RELEASE_KINDS}, got {kind!r}")
         with self.session() as s:
-            task = s.get(Assignment, task_id)
-            if task is None or task.annotator_id != annotator_id:
-                raise UnknownTaskError(f"no task {task_id!r} for annotator {annotator_id!r}")
-            if task.status != "open":
-                raise TaskClosedError(f"task {task_id} is already {task.status}")
-            task.status = "released"
-            s.execute(update(Sample).where(Sample.id == task.sample_id, Sample.status.in_(OPEN_STATES),
-                                           Sample.assigned_count > 0)
-                      .values(assigned_count=Sample.assigned_count - 1))
+            task = own_task(s, task_id, annotator_id)
+            if task is None:
+                raise UnknownTaskError(f"no task {task_id[:64]!r} for annotator {annotator_id[:64]!r}")
+            if task.status != "open" or not give_back(s, task_id, task.sample_id, "released"):
+                raise TaskClosedError(f"task {task_id} is already closed ({_status_of(s, task_id)})")
             s.add(TaskEvent(task_id=task_id, sample_id=task.sample_id, annotator_id=annotator_id, kind=kind,
                             latency_s=max(0.0, latency_s), at=self.clock()))
+
+
+def _status_of(s: Session, task_id: str) -> str:
+    """The task's committed state, read afresh (the ORM's copy may predate the request that won)."""
+    return str(s.scalar(select(Assignment.status).where(Assignment.id == task_id)))

@@ -1,5 +1,6 @@
 """Every form the web UI accepts, as a strict model: known fields only, each sent once, bounded in length, depth
-and number size. Anything else is an InvalidRequestError (400) before a route touches the knowledge base.
+and number size, no NUL character (PostgreSQL refuses to store or even compare one: a login name with %00 was a 500).
+Anything else is an InvalidRequestError (400) before a route touches the knowledge base.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def parse_form(model: type[M], form: MultiDict[str, str]) -> M:
         values = form.getlist(key)
         if len(values) != 1:
             raise InvalidRequestError(f"field {key[:40]!r} was sent {len(values)} times")
+        if "\x00" in key or "\x00" in values[0]:
+            raise InvalidRequestError(f"field {key[:40]!r} contains a NUL character")
         data[key] = values[0]
     try:
         return model.model_validate(data)

@@ -1,6 +1,8 @@
 """The annotator's page: one task at a time (the same one again on reload or from another session, up to
 tasks.max_open_per_annotator), its image, and the answer. The answer's kind is the task's. A sample whose deadline
-is nearer than tasks.min_time_to_answer_s is not handed out: it would close under the person, refusing the answer."""
+is nearer than tasks.min_time_to_answer_s is not handed out: it would close under the person, refusing the answer.
+A paused person's answer or skip is refused (409, saying so) before anything is looked up; a task id in the URL with
+a NUL character is bad input (400), which PostgreSQL could not even look up."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import cv2
 import numpy as np
 from flask import Flask, Response, redirect, render_template, request, url_for
 
-from hgen.hub.errors import ImageDecodeError, UnknownTaskError
+from hgen.hub.errors import (BadInputError, ImageDecodeError, InvalidRequestError, TaskClosedError,
+                             UnknownTaskError)
 from hgen.hub.gold import decoy_probabilities
 from hgen.hub.images import RAW_CHANNELS
 from hgen.hub.kb.store import Task
@@ -41,7 +44,7 @@ def register(app: Flask, ctx: WebContext) -> None:
     @app.get("/task/<task_id>/image")
     def task_image(task_id: str) -> Any:
         user = require_user(ctx).annotator_id
-        found = ctx.hub.service.kb.open_task(task_id[:MAX_TASK_ID], user)
+        found = ctx.hub.service.kb.open_task(task_key(task_id), user)
         if found is None:
             raise UnknownTaskError("this task is not yours, or it is already closed")
         return image_response(found[0].image)
@@ -50,9 +53,11 @@ def register(app: Flask, ctx: WebContext) -> None:
     def answer(task_id: str) -> Any:
         user = require_user(ctx).annotator_id
         form = parse_form(AnswerForm, request.form)
-        found = ctx.hub.service.kb.open_task(task_id[:MAX_TASK_ID], user)
+        key = task_key(task_id)
+        ctx.api.check_active(user)  # a paused person's open tasks went to others: say why, not "not yours"
+        found = ctx.hub.service.kb.open_task(key, user)
         if found is None:
-            raise UnknownTaskError("this task is not yours, or it is already closed; nothing was changed")
+            raise not_open(ctx, key, user)
         task, assigned_at = found
         kb = ctx.hub.service.kb  # timed on the clock that wrote `assigned_at` (a simulated one in tests)
         parsed = answers.parse(form, task, user, ctx.config.num_classes, kb.clock() - assigned_at)
@@ -61,6 +66,23 @@ def register(app: Flask, ctx: WebContext) -> None:
         else:
             ctx.api.submit_answer(parsed)
         return redirect(url_for("annotate"), 303)
+
+
+def task_key(task_id: str) -> str:
+    """The URL's task id, clipped to a task id's length; a NUL in it is bad input (400), refused before the
+    knowledge base (PostgreSQL refuses to look such a key up)."""
+    if "\x00" in task_id:
+        raise InvalidRequestError("a task id has no NUL character")
+    return task_id[:MAX_TASK_ID]
+
+
+def not_open(ctx: WebContext, task_id: str, user: str) -> BadInputError:
+    """Why an answer cannot go to this task: someone else's (403), or the person's own, closed meanwhile (409: the
+    second of two tabs or a double click, which lost to the first, or a timeout)."""
+    state = ctx.hub.service.kb.task_state(task_id, user)
+    if state is None:
+        return UnknownTaskError("this task is not yours, or it is already closed; nothing was changed")
+    return TaskClosedError(f"this task is already {state}; nothing was changed")
 
 
 def guesses(task: Task, names: tuple[str, ...]) -> list[tuple[str, float]]:
