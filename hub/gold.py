@@ -44,6 +44,28 @@ DECLINED = ("released", TIMED_OUT)  # gold given back (skip / can't tell) or lef
 NOT_GIVEN = (*DECLINED, WITHDRAWN)  # taken back by a pause: owed too, but no miss of the annotator's
 
 
+RECENT_SHAPES = 200  # the latest device samples a gold sample's guesses may borrow their shape from
+
+
+def decoy_like(real: list[float] | None, num_classes: int, class_id: int, seed: int) -> list[float]:
+    """Guesses shaped like a real sample's (`real`: one of the latest device samples' probabilities), on other
+    classes: the same top value and spread, the top on the true class about half the time. Devices send people the
+    frames their model doubts (under its tau), so an invented shape stood out: the top guess of half the gold pages
+    showed over the demo's tau, which a device's doubted frame rarely does. Without a real sample of this many
+    classes, `decoy_probabilities`."""
+    if real is None or len(real) != num_classes:
+        return decoy_probabilities(num_classes, class_id, seed)
+    rng = random.Random(seed)
+    values = sorted(real, reverse=True)
+    favourite = class_id if rng.random() < 0.5 else rng.randrange(num_classes)
+    others = [c for c in range(num_classes) if c != favourite]
+    rng.shuffle(others)
+    probabilities = [0.0] * num_classes
+    for c, value in zip([favourite, *others], values):
+        probabilities[c] = value
+    return probabilities
+
+
 def decoy_probabilities(num_classes: int, class_id: int, seed: int) -> list[float]:
     """A plausible unsure model's guesses for a gold sample, so a gold page looks like every other task: the
     true class is the top guess about half the time, as for a device's samples that needed people."""
@@ -91,6 +113,15 @@ class GoldBook:
 
     # --- gold samples -----------------------------------------------------------------------------------------
 
+    def _recent_shape(self, num_classes: int) -> list[float] | None:
+        """The probabilities of one of the latest device samples of this many classes (None: none yet)."""
+        with self.kb.session() as s:
+            outputs = s.scalars(select(Sample.model_output).where(Sample.transport != GOLD_TRANSPORT)
+                                .order_by(Sample.received_at.desc()).limit(RECENT_SHAPES)).all()
+        shapes = [list(p) for p in (hub_pb2.ModelOutput.FromString(o).class_probabilities for o in outputs)
+                  if len(p) == num_classes]
+        return random.SystemRandom().choice(shapes) if shapes else None
+
     def add(self, image: hub_pb2.Image, class_id: int, num_classes: int, limits: LimitsConfig) -> str:
         """Store a gold sample (the image is checked like a device's); returns its sample id."""
         if not 0 <= class_id < num_classes:
@@ -99,7 +130,7 @@ class GoldBook:
         self.kb.register_devices([GOLD_DEVICE])
         sample_id, now = str(uuid.uuid4()), self.clock()
         inline, path = self.kb.images.put(sample_id, image)
-        probabilities = decoy_probabilities(num_classes, class_id, secrets.randbits(64))
+        probabilities = decoy_like(self._recent_shape(num_classes), num_classes, class_id, secrets.randbits(64))
         output = hub_pb2.ModelOutput(kind=wire_kind(self.kind.name), confidence=max(probabilities),
                                      class_probabilities=probabilities)
         with self.kb.session() as s:
