@@ -5,6 +5,7 @@ Every section has defaults that suit a Raspberry Pi with one camera; only `devic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.sinks import SinkConfig
 from hgen.runtime.config import StrictModel, backend_option_problems, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
+from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS
 
 
 class BundleConfig(StrictModel):
@@ -99,6 +101,21 @@ class BatchingConfig(StrictModel):
                                 "labour each reply reports (None: unlimited; the compile's labour demand)")
     labour_window_frames: int = Field(1000, ge=1, title="Bucket capacity, in frames of refill: how much unspent "
                                                         "labour a quiet period may bank for a later burst")
+
+    @model_validator(mode="after")
+    def _one_sample_fits(self) -> BatchingConfig:
+        """A sample reserves the most its m people can spend (m x 3 operations): a bucket that can never hold that
+        much would send nobody, for the whole stream, without a word."""
+        if self.labour_share is None:
+            return self
+        people = self.annotators or MAX_PARTICIPANTS
+        capacity = self.labour_share * MAX_PARTICIPANTS * MAX_OPERATIONS * self.labour_window_frames
+        if capacity < people * MAX_OPERATIONS:
+            frames = math.ceil(people / (self.labour_share * MAX_PARTICIPANTS))
+            raise ValueError(f"labour_share {self.labour_share:g} x labour_window_frames {self.labour_window_frames} "
+                             f"banks at most {capacity:g} operations, less than one sample of {people} people can "
+                             f"cost ({people * MAX_OPERATIONS:g}): raise labour_window_frames to at least {frames}")
+        return self
     deadline_s: float = Field(600.0, gt=0, title="Hub deadline per request")
     patience_s: float = Field(60.0, gt=0, title="After this long without a reply the model's answer stands")
     aggregator: str = Field("", title="Hub aggregator (empty: the hub's default for the kind)")

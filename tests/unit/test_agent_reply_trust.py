@@ -16,6 +16,7 @@ import pytest
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.gating import LabourBucket
 from hgen.edge_agent.replies import Waiting, reported_labour
 from hgen.edge_agent.results import Result, ResultStatus
@@ -221,3 +222,10 @@ def test_a_restart_with_the_clock_set_back_keeps_at_most_the_patience(tmp_path: 
         assert again._waiting[pending.sample_id].patience_at <= 1000.0 + 30.0
     finally:
         again.stop()
+
+
+def test_a_labour_bucket_too_small_for_one_sample_is_refused_at_start() -> None:
+    """A sample reserves m x 3 operations: a bucket that can never bank that much would send nobody, silently."""
+    with pytest.raises(AgentConfigError, match="raise labour_window_frames to at least 1000"):
+        parse_agent_config({"device_id": "d", "bundle": {"path": "b", "public_key": "k"}, "source": {"kind": "images",
+                            "uri": "."}, "batching": {"labour_share": 0.001, "labour_window_frames": 100}})
