@@ -127,9 +127,10 @@ class LabourBucket:
     Each frame adds L x L_max-per-frame operations (capped at `window_frames` of refill); sending a sample takes
     the most it can cost (`reserve`: m x MAX_OPERATIONS for a class answer, or its estimated L0 = d * m scaled by
     how far people's real labour has run above the estimates, if higher: boxes); a reply refunds what people did
-    not spend. Starting empty keeps the running total <= L x L_max from the first frame on, and a reply can only
-    refund, however late it comes: reserving the estimate, samples sent before the replies taught the scale were
-    charged their excess after the frames that could repay it (a loaded machine's demo ended at 0.0577 for 0.05).
+    not spend. Starting empty keeps the running total <= L x L_max from the first frame on, and a class answer's
+    reply can only refund, however late it comes: reserving the estimate, samples sent before the replies taught
+    the scale were charged their excess after the frames that could repay it (a loaded machine's demo ended at
+    0.0577 for 0.05). Boxes (one operation each) can still cost more than reserved until replies teach the scale.
     """
 
     def __init__(self, share: float | None, window_frames: int) -> None:

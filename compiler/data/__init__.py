@@ -251,11 +251,14 @@ def require_boxes(data: DetectionDataset) -> None:
     or scored (test: mAP of no boxes is undefined, and an undefined accuracy passed every demand). Ultralytics users
     often keep `test:` as unlabelled images for prediction: the message says to label them or leave `test:` out."""
     empty = [name for name in ("train", "val", "test") if not any(len(b) for b in getattr(data, name).boxes)]
+    carved = set(data.report.carved) if data.report is not None else set()
     if empty:
+        advice = ("give it its own labelled split in data.yaml, or label more of train: too few of its images hold "
+                  "boxes" if carved & set(empty) else
+                  "label them, or leave the split out of data.yaml to carve it from train")
         raise EmptyDatasetError(f"{data.origin}: the {' and '.join(empty)} split(s) hold no boxes (images without "
-                                "label files, or empty ones): a detector is trained on train, calibrated on val and "
-                                "scored on test; label them, or leave the split out of data.yaml to carve it from "
-                                "train")
+                                "label files, or empty ones; a split carved from train takes images at random): a "
+                                f"detector is trained on train, calibrated on val and scored on test; {advice}")
 
 
 def load_warnings(data: Dataset | DetectionDataset) -> list[str]:

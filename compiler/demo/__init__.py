@@ -35,8 +35,8 @@ __all__ = ["DEVICE_ID", "DemoConfig", "DemoError", "FrameLog", "check_outcome", 
 
 
 def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
-    """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure, a
-    dropped frame or a missed demand (after writing the summary)."""
+    """All stages; returns the summary (also written to OUT/summary.json). Raises DemoError on any failure or a
+    dropped frame, DemandsNotMetError on a missed demand (both after writing the summary)."""
     from hgen.compiler.demo.detection import dataset_base, is_detection, load_demo_data, truth_of
     from hgen.edge_agent.transports import TRANSPORTS
 

@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 
 def box_results(boxes: np.ndarray, classes: np.ndarray, scores: np.ndarray, labels: Sequence[str],
                 size: FrameSize) -> tuple[BoxResult, ...]:
-    """Normalised input corners [k, 4] -> pixel BoxResults of the frame (a letterboxed model's box reaching into
-    the padding is clipped to the frame)."""
+    """Normalised input corners [k, 4] -> pixel BoxResults of the frame: a letterboxed model's box reaching into
+    the padding is clipped to the frame, and one wholly inside the padding (no area left) is no box of the frame."""
     pixels = np.clip(size.to_pixels(boxes), 0.0, [size.width, size.height] * 2)
     return tuple(BoxResult(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), label_name(labels, int(c)),
-                           float(s)) for b, c, s in zip(pixels, classes, scores))
+                           float(s)) for b, c, s in zip(pixels, classes, scores) if b[2] > b[0] and b[3] > b[1])
 
 
 def proto_boxes(results: Sequence[BoxResult]) -> list[hub_pb2.Box]:

@@ -176,7 +176,30 @@ def test_a_config_refused_once_installed_puts_the_previous_config_back(tmp_path:
     assert installed_mark(prefix) == "build-1"
     assert yaml.safe_load((prefix / "etc" / "agent.yaml").read_text())["hub"]["secret"] == "old"
     assert (prefix / "etc" / "bundle" / "model.hgb").read_text() == "bundle 1"
+    assert (prefix / "etc" / "keys" / "device.key").read_text() == "device key"
     assert not list(prefix.glob(".etc-new-*"))
+    assert [p.name for p in (prefix / "venvs").iterdir()] == [(prefix / "venv").resolve().name]  # new code gone
+
+
+def test_a_switch_that_fails_over_an_older_kits_venv_folder_puts_it_back(tmp_path: Path) -> None:
+    """An older kit's PREFIX/venv is a real folder, moved aside for the link: a failure between the move and the
+    link (a full disk, a signal, an mv without -T) left the device with no PREFIX/venv at all."""
+    prefix = tmp_path / "device"
+    assert install(make_kit(tmp_path / "kit1", mark="build-1"), prefix, "--no-systemd").returncode == 0
+    (prefix / "venv").unlink()  # as an older kit left it: the code in a real PREFIX/venv folder
+    next((prefix / "venvs").iterdir()).rename(prefix / "venv")
+    (prefix / "venv" / "older-kit").write_text("")
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "ln").write_text('#!/bin/sh\ncase "$*" in *venv.new*) echo "ln: No space left on device" >&2; '
+                              'exit 1 ;; esac\nexec /bin/ln "$@"\n')
+    (shims / "ln").chmod(0o755)
+    failed = install(make_kit(tmp_path / "kit2", mark="build-2"), prefix, "--no-systemd",
+                     path=f"{shims}:{os.environ['PATH']}")
+    assert failed.returncode != 0 and "No space left" in failed.stderr
+    assert (prefix / "venv").is_dir() and not (prefix / "venv").is_symlink()
+    assert (prefix / "venv" / "older-kit").exists() and not (prefix / "venv.new").exists()
+    assert not list((prefix / "venvs").iterdir())  # the new code gone, the old folder back in place
 
 
 def test_upgrades_keep_the_running_code_and_the_one_before(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from hgen.edge_agent.agent import Agent, Waiting
 from hgen.edge_agent.config import AgentConfig, SwapConfig, parse_agent_config
 from hgen.edge_agent.errors import HealthCheckError
 from hgen.edge_agent.kinds import FrameSize, adapter_for
+from hgen.edge_agent.kinds._boxes import box_results
 from hgen.edge_agent.model import load_model
 from hgen.edge_agent.results import BoxResult, Result, ResultStatus
 from hgen.edge_agent.swap import ModelSlot
@@ -278,3 +279,10 @@ def test_late_reply_reports_people_boxes_but_keeps_the_model_boxes(tmp_path, det
         assert [(b.class_id, b.x_min, b.y_max) for b in late.human_boxes] == [(1, pytest.approx(2), pytest.approx(46))]
     finally:
         agent.stop()
+
+
+def test_a_letterboxed_models_box_wholly_in_the_padding_is_no_box_of_the_frame() -> None:
+    size = FrameSize.of(64, 48, InputSpec(shape=(1, 32, 32, 3), resize="letterbox"))  # padding: y < 0.125
+    found = box_results(np.array([[0.2, 0.0, 0.4, 0.1], [0.2, 0.1, 0.4, 0.5]]), np.array([1, 2]), np.array([0.9, 0.8]),
+                        LABELS, size)
+    assert [b.class_id for b in found] == [2]  # the first had no area left once clipped to the frame

@@ -23,3 +23,11 @@ def test_the_device_sends_within_the_labour_demand_from_the_first_frame() -> Non
     running = np.cumsum(np.where(sent, l0, 0.0)) / np.arange(1, 2001)
     assert labour_ratio(float(running.max()), 1) <= 0.05 + 1e-9  # never over L, at any prefix
     assert admitted(LabourBucket(None, 1000), wanted, l0).tolist() == wanted.tolist()  # no limit: the gate's own
+
+
+def test_the_device_reserves_what_the_agent_reserves() -> None:
+    """The agent reserves the most m people can spend (m x 3 = 9): the benchmark's device took the estimate."""
+    wanted = np.zeros(16, bool)
+    wanted[[9, 14]] = True  # after 10 frames the bucket holds 6 operations, after 15 it holds 9 (0.6 per frame)
+    sent = admitted(LabourBucket(0.05, 1000), wanted, np.full(16, 3.0), m=3)
+    assert np.flatnonzero(sent).tolist() == [14]

@@ -343,7 +343,7 @@ def test_a_data_yaml_with_nc_and_no_names_names_the_classes_as_ultralytics_does(
     """It was "not a data set hgen recognises"."""
     data = yolo(tmp_path / "set", GOOD)
     (data / "data.yaml").write_text("train: images/train\nval: images/val\nnc: 2\n")
-    assert load_detection_dataset(str(data)).labels == ("class0", "class1")
+    assert load_detection_dataset(str(data)).labels == ("class_0", "class_1")
 
 
 def test_a_detection_set_larger_than_the_free_memory_is_refused_before_it_is_made_float32(tmp_path: Path) -> None:
@@ -360,3 +360,21 @@ def test_a_detection_set_larger_than_the_free_memory_is_refused_before_it_is_mad
     assert exit_code_for(refused.value) == 2
     check_fits_in_memory([splits[0][:500]], "site/data.yaml", meminfo)  # 375 MB: fits
     check_fits_in_memory(splits, "site/data.yaml", tmp_path / "absent")  # unknown free memory: not refused
+
+
+def test_a_carved_split_without_boxes_gets_advice_that_can_help(tmp_path: Path) -> None:
+    """A test split carved from a sparse train (most images background) told the user to leave the split out of
+    data.yaml to carve it: what had already happened."""
+    import dataclasses
+
+    from hgen.compiler.data import require_boxes
+    from hgen.compiler.data.detection import DetectionSplit
+    from hgen.compiler.errors import EmptyDatasetError
+
+    data = yolo(tmp_path / "set", GOOD)
+    (data / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    loaded = load_detection_dataset(str(data))
+    assert loaded.report.carved == ("test",)
+    background = dataclasses.replace(loaded, test=DetectionSplit(loaded.test.x, (np.zeros((0, 5)),) * len(loaded.test)))
+    with pytest.raises(EmptyDatasetError, match="give it its own labelled split in data.yaml, or label more of train"):
+        require_boxes(background)

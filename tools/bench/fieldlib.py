@@ -44,13 +44,19 @@ def frame_labour(logits: np.ndarray, temperature: float, m: int = M) -> tuple[np
     return confidence, np.asarray(labour_per_sample(difficulty, m), np.float64)
 
 
-def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray) -> np.ndarray:
+def admitted(bucket: LabourBucket, wanted: np.ndarray, l0: np.ndarray, m: int = M) -> np.ndarray:
     """Which frames the device sends, in stream order: refill per frame, then the bucket for what the gate (or the
-    audit draw) would send; replies settle at the estimate (simulated people spend what was estimated)."""
+    audit draw) would send, reserving what the agent reserves (`LabourBucket.reserve`: the most m people can spend);
+    replies settle at once at the estimate (simulated people spend what was estimated). Results measured before
+    the agent reserved m x 3 (field_shift.md's runs) took the estimate alone."""
     sent = np.zeros(len(wanted), bool)
     for i in range(len(wanted)):
         bucket.frame()
-        sent[i] = bool(wanted[i]) and bucket.take(float(l0[i]))
+        if wanted[i]:
+            reserved = bucket.reserve(float(l0[i]), m)
+            sent[i] = bucket.take(reserved)
+            if sent[i]:
+                bucket.settle(reserved, float(l0[i]))
     return sent
 
 

@@ -46,6 +46,7 @@ SWAPPED=""    # what swap_config moved into PREFIX/etc so far (a failure puts th
 NEWVENV=""    # PREFIX/venvs/v-XXXXXX: this kit's code (removed after a failure before PREFIX/venv points at it)
 OLDVENV=""    # what PREFIX/venv was (venvs/...) once it points at the new code: kept for a manual roll back
 SWITCHED=0    # 1 once PREFIX/venv points at the new code
+MOVED=""      # venvs/old-<time>: an older kit's PREFIX/venv folder moved aside for the link (put back on failure)
 
 # On a failure: the previous agent.yaml, bundle/ and keys/ back in place, the staging folder and the new code
 # gone (the previous code never left), a unit this script stopped started again.
@@ -61,8 +62,12 @@ on_exit() {
     done
   fi
   [ -z "$STAGE" ] || rm -rf "$STAGE"
-  if [ "$status" != 0 ] && [ -n "$NEWVENV" ] && [ "$SWITCHED" = 0 ]; then
-    rm -rf "$NEWVENV"
+  if [ "$status" != 0 ] && [ "$SWITCHED" = 0 ]; then
+    rm -f "$PREFIX/venv.new"
+    if [ -n "$MOVED" ] && [ ! -e "$PREFIX/venv" ] && [ ! -L "$PREFIX/venv" ]; then
+      mv "$PREFIX/$MOVED" "$PREFIX/venv" || echo "install.sh: could not put $PREFIX/$MOVED back as $PREFIX/venv" >&2
+    fi
+    [ -z "$NEWVENV" ] || rm -rf "$NEWVENV"
   fi
   if [ "$status" != 0 ] && [ "$STOPPED" = 1 ]; then
     echo "install.sh: the install failed after stopping $UNIT: starting it again" >&2
@@ -133,17 +138,19 @@ install_code() {
   "$NEWVENV/bin/pip" install --quiet --no-index --find-links "$KIT/wheelhouse" 'hgen[edge]'
 }
 
-# PREFIX/venv pointed at the new code with one rename of a link (a real folder from kits before venvs/ is moved
-# into venvs/ first). The last step that can fail: config and code change together.
+# PREFIX/venv pointed at the new code with one rename of a link (rename(2) through Python: BusyBox's mv may lack
+# -T); a real folder from kits before venvs/ is moved into venvs/ first, and back if the switch fails. The last
+# step that can fail: config and code change together.
 switch_code() {
   if [ -L "$PREFIX/venv" ]; then
     OLDVENV=$(readlink "$PREFIX/venv")
   elif [ -e "$PREFIX/venv" ]; then
     OLDVENV="venvs/old-$(date -u +%Y%m%dT%H%M%SZ)"
     mv "$PREFIX/venv" "$PREFIX/$OLDVENV"
+    MOVED=$OLDVENV
   fi
   ln -sfn "venvs/${NEWVENV##*/}" "$PREFIX/venv.new"
-  mv -T "$PREFIX/venv.new" "$PREFIX/venv"
+  "$PYTHON" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$PREFIX/venv.new" "$PREFIX/venv"
   SWITCHED=1
   echo "code: $PREFIX/venv -> venvs/${NEWVENV##*/}${OLDVENV:+ (the previous code kept in $OLDVENV)}"
 }

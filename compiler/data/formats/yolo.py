@@ -9,8 +9,8 @@ LabelError naming the label file and line.
 When no image has a box (its label files were never found, or hold none) the set is an EmptyDatasetError naming
 where they were looked for; images without a label file, when others have one, are counted in a warning. A data.yaml
 that is not valid YAML is a DatasetFormatError naming its line and column.
-`names` is a list or a {index: name} mapping (only `nc: N`: the classes are named class0..classN-1, as Ultralytics
-names them). `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
+`names` is a list or a {index: name} mapping (only `nc: N`: the classes are named class_0..class_N-1, as
+Ultralytics names them). `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
 list of those, relative to `path:` (itself relative to the YAML's folder; the YAML's folder when it names no folder
 there) or to the YAML's folder; Roboflow's `../train/images` is read as `train/images`, as Ultralytics does.
 """
@@ -82,7 +82,7 @@ def label_path(image: Path) -> Path:
 def _names(data: dict[str, Any], where: Path) -> tuple[str, ...]:
     names = data.get("names")
     if names is None and isinstance(data.get("nc"), int) and not isinstance(data["nc"], bool) and data["nc"] > 0:
-        names = [f"class{i}" for i in range(data["nc"])]  # as Ultralytics names them when data.yaml gives only nc
+        names = [f"class_{i}" for i in range(data["nc"])]  # as Ultralytics names them when data.yaml gives only nc
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
