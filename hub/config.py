@@ -320,8 +320,9 @@ class PhonesConfig(StrictModel):
     mqtt_websocket_url: str | None = Field(None, pattern=r"^wss?://[^/?#\s]+(/[^?#\s]*)?$", title="The broker's "
                                            "WebSockets listener as phones reach it (None: phones send no samples)")
     invite_ttl_s: int = Field(15 * 60, ge=30, title="How long a phone's single-use onboarding link stays valid")
-    labour_share: float | None = Field(None, ge=0.0, le=1.0, title="Labour demand L enforced on phones (share of "
-                                                                   "the most labour; None: no limit)")
+    labour_share: float | None = Field(None, ge=0.001, le=1.0, title="Labour demand L enforced on phones (share of "
+                                       "the most labour; None: no limit). At least 0.001: a phone banks 1,000 frames "
+                                       "of refill, and a sample reserves the most its people can spend")
     min_escalation_interval_s: float = Field(0.0, ge=0.0, title="Phones send at most one sample per this interval")
     audit_share: float = Field(0.02, ge=0.0, le=1.0, title="Share of confident frames phones also send to people "
                                                             "(the agent's gate.audit_share)")
