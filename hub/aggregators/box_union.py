@@ -1,10 +1,13 @@
 """H-YOLO aggregation: the union of the m annotators' boxes, overlapping boxes of the same class merged.
 
-Fuzzy merge: boxes are taken largest first; a box joins the cluster of its class, among those its annotator has
-no box in yet (one person draws one object once), whose running mean box it overlaps most, if by IoU >=
-`JOIN_IOU`, else it starts a new cluster. 0.3, not 0.5: three people boxing one 8-pixel object with 2 pixels of
-hand jitter split into minority clusters at 0.5, and the object was dropped in 60 % of frames; the one-box-per-
-person rule keeps two nearby objects one person drew apart. Each cluster becomes one box (coordinate mean)
+Fuzzy merge, in two passes. First, boxes are taken largest first; a box joins the cluster of its class, among
+those its annotator has no box in yet (one person draws one object once), whose running mean box it overlaps most,
+if by IoU >= `IOU_THRESHOLD` (0.5), else it starts a new cluster. Then clusters of one class drawn by different
+people are merged, the most overlapping pair first, while their mean boxes overlap by IoU >= `JOIN_IOU` (0.3):
+three people boxing one 8-pixel object with 2 pixels of hand jitter split into minority clusters at 0.5, and the
+object was dropped in 60 % of frames. Joining at 0.3 in the first pass already merged two adjacent objects when
+another person's box of the right one came first; after the first pass each of them holds both people's boxes, so
+the second pass leaves them apart. Each cluster becomes one box (coordinate mean)
 whose score is its support: the share of the annotators who answered with boxes that drew it. It is a union, so a
 box drawn by one person survives (with support 1/answers); the device's fusion decides how much to trust it.
 Support counts those who answered, not the m asked: a reply closed at its deadline with one answer of three gave
@@ -24,7 +27,8 @@ from hgen.protos import hub_pb2
 from hgen.runtime.config import StrictModel
 
 IOU_THRESHOLD = 0.5
-JOIN_IOU = 0.3  # a box joins a cluster of other people's boxes from this overlap on (see the module docstring)
+JOIN_IOU = 0.3  # clusters of different people's boxes merge from this overlap on (see the module docstring)
+MAX_MERGED = 400  # clusters the second pass compares pairwise (more: the first pass's clusters stand)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,7 +64,13 @@ def _boxes(data: AggregationInput) -> list[tuple[str, int, np.ndarray]]:
     return found
 
 
-def cluster_boxes(boxes: list[tuple[str, int, np.ndarray]], threshold: float = JOIN_IOU) -> list[_Cluster]:
+def cluster_boxes(boxes: list[tuple[str, int, np.ndarray]], threshold: float = IOU_THRESHOLD) -> list[_Cluster]:
+    """Both passes (see the module docstring)."""
+    clusters = _first_pass(boxes, threshold)
+    return _merge_disjoint(clusters) if len(clusters) <= MAX_MERGED else clusters
+
+
+def _first_pass(boxes: list[tuple[str, int, np.ndarray]], threshold: float) -> list[_Cluster]:
     clusters: list[_Cluster] = []
     area = lambda c: (c[2] - c[0]) * (c[3] - c[1])  # noqa: E731
     for annotator, class_id, coords in sorted(boxes, key=lambda item: -area(item[2])):
@@ -74,6 +84,21 @@ def cluster_boxes(boxes: list[tuple[str, int, np.ndarray]], threshold: float = J
         home.boxes.append(coords)
         home.annotators.add(annotator)
     return clusters
+
+
+def _merge_disjoint(clusters: list[_Cluster]) -> list[_Cluster]:
+    """Merge the most overlapping pair of one class with no annotator in common while it overlaps by JOIN_IOU."""
+    clusters = list(clusters)
+    while True:
+        pairs = [(iou(a.mean, b.mean), i, j) for i, a in enumerate(clusters) for j, b in enumerate(clusters)
+                 if i < j and a.class_id == b.class_id and not a.annotators & b.annotators]
+        best = max(pairs, default=(0.0, -1, -1))
+        if best[0] < JOIN_IOU:
+            return clusters
+        _, i, j = best
+        clusters[i].boxes.extend(clusters[j].boxes)
+        clusters[i].annotators |= clusters[j].annotators
+        del clusters[j]
 
 
 @AGGREGATORS.register("box_union")

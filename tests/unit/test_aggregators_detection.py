@@ -83,3 +83,12 @@ def test_box_union_merges_peoples_jittered_boxes_of_a_small_object_but_not_one_p
     two = get_aggregator("box_union").aggregate(data(  # one person's two overlapping objects (IoU about 0.4)
         boxes_answer("a", (0, 0, 10, 10, 0), (4, 0, 14, 10, 0)), boxes_answer("b", (0, 0, 10, 10, 0), (4, 0, 14, 10, 0))))
     assert sorted((b.x_min, b.score) for b in two.boxes.boxes) == [(0.0, 1.0), (4.0, 1.0)]
+
+
+def test_box_union_keeps_adjacent_objects_apart_whichever_box_comes_first():
+    """Joining at IoU 0.3 in one greedy pass put B's box of the right object (a little larger than A's, so taken
+    first) into A's cluster of the left one: an invented box between them with full support."""
+    result = get_aggregator("box_union").aggregate(data(
+        boxes_answer("A", (0, 0, 10.5, 10, 0), (5, 0, 15, 10, 0)), boxes_answer("B", (5, 0, 15.2, 10, 0)), m=2))
+    found = sorted((round(b.x_min, 2), round(b.x_max, 2), b.score) for b in result.boxes.boxes)
+    assert found == [(0.0, 10.5, 0.5), (5.0, 15.1, 1.0)]
