@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from hgen.hub.errors import AnnotatorPausedError, BadInputError
 from hgen.hub.kb.store import KnowledgeBase, Task
-from hgen.hub.kb.tasks import Unreadable
 
 if TYPE_CHECKING:
     from hgen.hub.gold import GoldBook
@@ -56,13 +55,18 @@ class AnnotatorAPI:
                 if self.gold.review(annotator_id).paused_reason is not None:  # gold left to time out counts too
                     return None
                 task = self.gold.assign(annotator_id, max_open=self.max_open)
-        unreadable: list[Unreadable] = []
+        unreadable: list[str] = []
         try:
-            return self._device_task(annotator_id, min_time_s, unreadable) if task is None else self._given(task)
+            task = self._device_task(annotator_id, min_time_s, unreadable) if task is None else self._given(task)
         finally:
-            self._closed_unreadable(unreadable)
+            if unreadable:  # set aside by the knowledge base (logged there once per sample)
+                self._metrics.inc("sample_image_unreadable", len(unreadable))
+        if task is not None and self.paused_reason(annotator_id) is not None:
+            self._kb.withdraw_open(annotator_id)  # paused between the check above and the assignment
+            return None
+        return task
 
-    def _device_task(self, annotator_id: str, min_time_s: float, unreadable: list[Unreadable]) -> Task | None:
+    def _device_task(self, annotator_id: str, min_time_s: float, unreadable: list[str]) -> Task | None:
         task = self._kb.assign_next(annotator_id, max_open=self.max_open, min_time_s=min_time_s,
                                     unreadable=unreadable)
         if task is not None:
@@ -74,17 +78,6 @@ class AnnotatorAPI:
     def _given(self, task: Task) -> Task:
         self._metrics.inc("tasks_assigned")
         return task
-
-    def _closed_unreadable(self, closed: list[Unreadable]) -> None:
-        """Count the samples closed for a lost image (logged by the knowledge base) and send their replies now."""
-        if not closed:
-            return
-        self._metrics.inc("sample_image_missing", len(closed))
-        replies = [c.reply for c in closed if c.reply is not None]
-        if len(replies) < len(closed):
-            self._metrics.inc("sweep_set_aside", len(closed) - len(replies))
-        if replies:
-            self._on_replies(replies)
 
     def paused_reason(self, annotator_id: str) -> str | None:
         return self.gold.paused_reason(annotator_id) if self.gold is not None else None

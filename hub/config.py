@@ -114,7 +114,8 @@ class WebConfig(StrictModel):
     def bound_url(self) -> str:
         """http://host:port as configured, a wildcard host named by this machine's name: where invite links point
         without `public_url` (the web server's own `url` once it runs; the CLI has only the config)."""
-        host = socket.gethostname() if self.host.strip("[]") in ("0.0.0.0", "::", "") else self.host
+        host = self.host.strip("[]")
+        host = socket.gethostname() if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     @property

@@ -32,8 +32,8 @@ class KnowledgeBaseError(HubError):
 
 
 class SampleImageMissingError(KnowledgeBaseError):
-    """A stored sample's image cannot be read (its file deleted, not shared with this hub, unreadable): nobody can
-    answer the sample, so it is closed at once rather than handed out."""
+    """A stored sample's image cannot be read (its file deleted, not shared with this hub, no file descriptor
+    left): the sample is set aside for a while rather than handed out (`KnowledgeBase.unreadable`)."""
 
 
 class KnowledgeBaseIntegrityError(KnowledgeBaseError):
@@ -107,6 +107,12 @@ class UnknownTaskError(BadInputError):
     """An answer names a task (assignment) the hub never created, or for another annotator."""
 
     code = "unknown_task"
+
+
+class TaskImageUnavailableError(BadInputError):
+    """The image of an annotator's open task cannot be read now (HTTP 503): the answer and skip still work."""
+
+    code = "task_image_unavailable"
 
 
 class TaskClosedError(BadInputError):

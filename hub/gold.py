@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 
 from hgen.hub.aggregators import default_aggregator
 from hgen.hub.config import GoldConfig, LimitsConfig
-from hgen.hub.errors import InvalidRequestError
+from hgen.hub.errors import InvalidRequestError, SampleImageMissingError
+from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import TIMED_OUT, WITHDRAWN, at_cap, withdraw_open_tasks
 from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample, WebAccount
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
@@ -177,31 +178,40 @@ class GoldBook:
 
     def assign(self, annotator_id: str, max_open: int | None = None) -> Task | None:
         """A gold sample this annotator has not seen yet; once they have seen them all, the one they were given
-        longest ago, again (None when they hold it open, or hold `max_open` open tasks already)."""
+        longest ago, again (None when they hold it open, or hold `max_open` open tasks already, or the picked
+        sample's image cannot be read: it is set aside like a device's, and a device sample goes out instead)."""
         now = self.clock()
-        with self.kb.session() as s:
-            if at_cap(s, annotator_id, max_open):
-                return None
-            picked = self._unseen(s, annotator_id) or self._longest_ago(s, annotator_id)
-            if picked is None:
-                return None
-            sample_id, repeat_no = picked
-            row = s.get(Sample, sample_id)
-            row.assigned_count += 1
-            task_id = str(uuid.uuid4())
-            s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
-                             assigned_at=now, repeat_no=repeat_no))
-            return self.kb._task(s, task_id, row, annotator_id)  # noqa: SLF001 (same package, one Task builder)
+        aside = self.kb.unreadable.current()
+        sample_id = ""
+        try:
+            with self.kb.session() as s:
+                if at_cap(s, annotator_id, max_open):
+                    return None
+                picked = self._unseen(s, annotator_id, aside) or self._longest_ago(s, annotator_id, aside)
+                if picked is None:
+                    return None
+                sample_id, repeat_no = picked
+                row = s.get(Sample, sample_id)
+                data = self.kb.images.get(row.image_bytes, row.image_path)  # before the claim: nothing to undo
+                row.assigned_count += 1
+                task_id = str(uuid.uuid4())
+                s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
+                                 assigned_at=now, repeat_no=repeat_no))
+                return self.kb._task(s, task_id, row, annotator_id, data)  # noqa: SLF001 (one Task builder)
+        except SampleImageMissingError as exc:
+            self.kb.unreadable.set_aside(sample_id, str(exc))
+            return None
 
     @staticmethod
-    def _unseen(s: Session, annotator_id: str) -> tuple[str, int] | None:
+    def _unseen(s: Session, annotator_id: str, aside: list[str]) -> tuple[str, int] | None:
         seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
-        sample_id = s.scalars(select(GoldItem.sample_id).where(GoldItem.sample_id.not_in(seen))
+        sample_id = s.scalars(select(GoldItem.sample_id).where(GoldItem.sample_id.not_in(seen),
+                                                               GoldItem.sample_id.not_in(aside))
                               .order_by(func.random()).limit(1)).first()
         return (sample_id, 0) if sample_id is not None else None
 
     @staticmethod
-    def _longest_ago(s: Session, annotator_id: str) -> tuple[str, int] | None:
+    def _longest_ago(s: Session, annotator_id: str, aside: list[str]) -> tuple[str, int] | None:
         """The gold sample whose latest giving to the annotator is oldest, and its next repeat number; never one
         they hold open."""
         mine = (select(Assignment.sample_id, func.max(Assignment.assigned_at).label("last"),
@@ -209,7 +219,8 @@ class GoldBook:
                 .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
                 .where(Assignment.annotator_id == annotator_id).group_by(Assignment.sample_id).subquery())
         held = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id, Assignment.status == "open")
-        row = s.execute(select(mine.c.sample_id, mine.c.repeats).where(mine.c.sample_id.not_in(held))
+        row = s.execute(select(mine.c.sample_id, mine.c.repeats).where(mine.c.sample_id.not_in(held),
+                                                                       mine.c.sample_id.not_in(aside))
                         .order_by(mine.c.last, mine.c.sample_id).limit(1)).first()
         return (row.sample_id, row.repeats + 1) if row is not None else None
 
@@ -250,6 +261,7 @@ class GoldBook:
             rating = GoldRating(annotator_id, rating.correct, rating.answered, reason, rating.declined)
         return rating
 
+    @retry_conflicts
     def pause(self, annotator_id: str, reason: str) -> None:
         """Pause a known annotator, end every web session of theirs (they log in again to see why) and give their
         open tasks to others at once: held while they are paused, those samples would wait for the timeout."""

@@ -16,7 +16,6 @@ from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import check_answer, claim_task, lock_sample, own_task
 from hgen.hub.kb.models import OPEN_STATES, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
-from hgen.hub.kb.tasks import Unreadable
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
@@ -104,32 +103,9 @@ class Closing:
                 replies.append(reply)
         return replies
 
-    def close_unreadable(self, sample_id: str, reason: str) -> Unreadable | None:
-        """Close a sample whose image cannot be read, now: partial with the answers given before it was lost, else
-        expired, with `reason` in the reply's detail (the device keeps its model's answer, as for any such reply).
-        Logged once, by the request that closed it; None when another closed it first. If it cannot be closed
-        either, it is set aside like a due sample the sweep cannot close."""
-        try:
-            with self.session() as s:
-                row = lock_sample(s, sample_id)
-                if row.status not in OPEN_STATES:
-                    return None
-                detail = f"the hub cannot read this sample's image ({reason}); nobody can answer it"
-                reply = self._close(s, sample_id, "partial" if row.answer_count else "expired", detail)
-        except SQLAlchemyError:
-            raise  # the database, not the sample
-        except Exception as exc:  # noqa: BLE001 (a sample nobody can answer must leave the queue whatever fails)
-            self._set_aside(sample_id, exc, "when its image could not be read")
-            return Unreadable(sample_id, None)
-        if reply is None:
-            return None
-        log.error("sample %s closed %s before its deadline: %s", sample_id, hub_pb2.ReplyStatus.Name(reply.status),
-                  reason)
-        return Unreadable(sample_id, reply)
-
-    def _set_aside(self, sample_id: str, exc: Exception, when: str = "at its deadline") -> None:
-        log.error("sample %s could not be closed %s (%s: %s); set aside, the sweep goes on",
-                  sample_id, when, type(exc).__name__, exc)
+    def _set_aside(self, sample_id: str, exc: Exception) -> None:
+        log.error("sample %s could not be closed at its deadline (%s: %s); set aside, the sweep goes on",
+                  sample_id, type(exc).__name__, exc)
         with self.session() as s:
             s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
                       .values(status=SET_ASIDE, closed_at=self.clock()))
@@ -138,7 +114,7 @@ class Closing:
         with self.session() as s:
             return s.scalar(select(func.min(Sample.deadline)).where(Sample.status.in_(OPEN_STATES)))
 
-    def _close(self, s: Session, sample_id: str, status: str, detail: str = "") -> hub_pb2.SampleReply | None:
+    def _close(self, s: Session, sample_id: str, status: str) -> hub_pb2.SampleReply | None:
         now = self.clock()
         won = s.execute(update(Sample).where(Sample.id == sample_id, Sample.status.in_(OPEN_STATES))
                         .values(status=status, closed_at=now)).rowcount
@@ -154,8 +130,7 @@ class Closing:
         queue = s.scalar(select(func.count()).select_from(Sample).where(Sample.status.in_(OPEN_STATES)))
         reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
                                     reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
-                                    labour=labour, queue_depth=int(queue or 0), detail=detail,
-                                    **self._declines(s, sample_id))
+                                    labour=labour, queue_depth=int(queue or 0), **self._declines(s, sample_id))
         if answers:
             reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,

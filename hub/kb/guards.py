@@ -6,7 +6,9 @@
   within the assignment timeout goes back to the queue; a paused person's open tasks go back at once.
 - Every change of a task's state (answer, skip, timeout, pause) first locks its sample's row, then claims the
   task with a conditional UPDATE (`WHERE status = 'open'`): racing requests on PostgreSQL queue on one row in one
-  order (closing a sample locks it first too), so exactly one wins, the others see it, and none deadlocks.
+  order (closing a sample locks it first too), so exactly one wins and the others see it; a transaction locking
+  several samples (a pause, the timeout sweep) takes them by sample id, and one PostgreSQL still aborts for a race
+  is run again (`conflicts.retry_conflicts`).
 """
 
 from __future__ import annotations
@@ -109,12 +111,18 @@ def withdraw_open_tasks(s: Session, annotator_id: str) -> int:
     """A paused annotator's open tasks go back to the queue at once (others take them); returns how many."""
     rows = s.execute(select(Assignment.id, Assignment.sample_id)
                      .where(Assignment.annotator_id == annotator_id, Assignment.status == "open")).all()
-    return sum(give_back(s, task_id, sample_id, WITHDRAWN) for task_id, sample_id in rows)
+    return sum(give_back(s, task_id, sample_id, WITHDRAWN) for task_id, sample_id in in_lock_order(rows))
+
+
+def in_lock_order(rows: list) -> list:  # type: ignore[type-arg]  # (task id, sample id) rows
+    """Rows whose samples one transaction locks, by sample id: every transaction locking several samples takes them
+    in one order, so two (a pause and the timeout sweep, two pauses, two sweeps) never wait on each other."""
+    return sorted(rows, key=lambda row: (row[1], row[0]))
 
 
 def expire_assignments(s: Session, cutoff: float, limit: int = 500) -> int:
     """Open tasks assigned at or before `cutoff` time out and go back to the queue. Returns how many timed out."""
     rows = s.execute(select(Assignment.id, Assignment.sample_id)
                      .where(Assignment.status == "open", Assignment.assigned_at <= cutoff)
-                     .order_by(Assignment.assigned_at).limit(limit)).all()
-    return sum(give_back(s, task_id, sample_id, TIMED_OUT) for task_id, sample_id in rows)
+                     .order_by(Assignment.assigned_at, Assignment.id).limit(limit)).all()
+    return sum(give_back(s, task_id, sample_id, TIMED_OUT) for task_id, sample_id in in_lock_order(rows))

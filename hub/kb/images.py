@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from hgen.hub.errors import KnowledgeBaseError, SampleImageMissingError
 from hgen.protos import hub_pb2
 
+log = logging.getLogger(__name__)
 EXTENSIONS = {hub_pb2.IMAGE_FORMAT_PNG: "png", hub_pb2.IMAGE_FORMAT_JPEG: "jpg", hub_pb2.IMAGE_FORMAT_RAW_U8: "raw"}
 
 
@@ -42,3 +46,39 @@ class ImageStore:
             return (self.image_dir / relative).read_bytes()
         except OSError as exc:
             raise SampleImageMissingError(f"image file {relative} cannot be read: {exc.strerror or exc}") from None
+
+
+UNREADABLE_RETRY_S = 60.0  # a sample whose image could not be read is left out of assignment this long
+MAX_SET_ASIDE = 1024  # samples this process keeps aside at once (the oldest leave first)
+
+
+class UnreadableSamples:
+    """Samples whose image this process could not read lately: left out of assignment for UNREADABLE_RETRY_S, then
+    tried again, and never closed for it. A read can fail for a while (a full descriptor table, a remount) or only
+    on this hub (an `image_dir` another hub holds), where closing the sample threw away work people could still do;
+    a sample whose file is gone for good reaches its deadline and expires as any other. Logged once per sample."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._until: dict[str, float] = {}
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def set_aside(self, sample_id: str, reason: str) -> None:
+        with self._lock:
+            self._until[sample_id] = self.clock() + UNREADABLE_RETRY_S
+            while len(self._until) > MAX_SET_ASIDE:
+                self._until.pop(next(iter(self._until)))
+            first = sample_id not in self._logged and len(self._logged) < MAX_SET_ASIDE
+            self._logged.add(sample_id)
+        if first:
+            log.error("sample %s: its image cannot be read (%s); set aside for %.0f s, then tried again (logged "
+                      "once per sample; counted as sample_image_unreadable)", sample_id, reason, UNREADABLE_RETRY_S)
+
+    def current(self) -> list[str]:
+        """The samples still set aside (those whose time is up leave)."""
+        now = self.clock()
+        with self._lock:
+            for sample_id in [s for s, until in self._until.items() if until <= now]:
+                del self._until[sample_id]
+            return list(self._until)

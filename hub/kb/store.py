@@ -22,7 +22,7 @@ from hgen.hub.aggregators import Aggregator, get_aggregator
 from hgen.hub.errors import KnowledgeBaseIntegrityError
 from hgen.hub.kb.closing import Closing
 from hgen.hub.kb.engine import make_engine, sqlite_path
-from hgen.hub.kb.images import ImageStore
+from hgen.hub.kb.images import ImageStore, UnreadableSamples
 from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
 from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task, TaskQueue  # noqa: F401 (GOLD_TRANSPORT, Task: callers import them here)
@@ -72,6 +72,7 @@ class KnowledgeBase(TaskQueue, Closing):
         self.num_classes = num_classes
         self.aggregator = aggregator
         self.clock = clock
+        self.unreadable = UnreadableSamples(clock)  # samples whose image this process could not read lately
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod

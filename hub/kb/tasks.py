@@ -2,9 +2,9 @@
 releases. Each transition is a conditional UPDATE, so hub processes sharing a database never assign a slot twice;
 a task's transitions lock its sample first (hgen.hub.kb.guards), so two racing ones never both pass.
 
-A sample whose image cannot be read is skipped while assigning (the next one is handed out in the same request)
-and then closed at once (hgen.hub.kb.closing.Closing.close_unreadable): nobody could answer it, and left open it
-was picked first again by every request."""
+A sample whose image cannot be read is set aside while assigning (`KnowledgeBase.unreadable`: left out for a
+minute, never closed for it) and the next one is handed out in the same request: left in the queue it was picked
+first again by every request, and every annotator got a 500."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ from sqlalchemy.orm import Session
 
 from hgen.hub.errors import SampleImageMissingError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.conflicts import retry_conflicts
-from hgen.hub.kb.guards import at_cap, expire_assignments, give_back, open_task_ids, own_task
+from hgen.hub.kb.guards import (WITHDRAWN, at_cap, expire_assignments, give_back, open_task_ids, own_task,
+                                withdraw_open_tasks)
 from hgen.hub.kb.models import OPEN_STATES, Assignment, Sample, TaskEvent
 from hgen.protos import hub_pb2
 
 GOLD_TRANSPORT = "gold"  # gold tasks are hub-owned samples, handed out by hgen.hub.gold, never by assign_next
 RELEASE_KINDS = ("skip", "cant_tell")
 ASSIGN_ROUNDS = 4  # candidate lists tried per request while unreadable samples are met (bounds one request's work)
+EMPTY_IMAGE = b""  # a Task read without its image (answers and skips need none)
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,6 @@ class Task:
     aggregator: str = ""  # the sample's aggregator: what its answers must be (for kinds without a descriptor here)
 
 
-@dataclass(frozen=True)
-class Unreadable:
-    """A sample closed at once because its image could not be read: `reply` for its device, None when even closing
-    failed and it was set aside."""
-
-    sample_id: str
-    reply: hub_pb2.SampleReply | None
-
-
 def time_to_answer(now: float, min_time_s: float) -> ColumnElement[bool]:
     """At least `min_time_s` left before the sample's deadline, or, for a device whose whole deadline is shorter
     than twice that, half of it: a device that waits 20 s for people must still be answered, not skipped."""
@@ -57,18 +50,17 @@ def time_to_answer(now: float, min_time_s: float) -> ColumnElement[bool]:
 
 
 class TaskQueue:
-    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images` and, from `Closing`,
-    `close_unreadable`)."""
+    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images` and `unreadable`)."""
 
     def assign_next(self, annotator_id: str, candidates: int = 8, max_open: int | None = None,
-                    min_time_s: float = 0.0, unreadable: list[Unreadable] | None = None) -> Task | None:
+                    min_time_s: float = 0.0, unreadable: list[str] | None = None) -> Task | None:
         """Give the annotator the oldest open sample it has not seen that still needs an annotator and whose deadline
         is more than `min_time_s` away (None too when they already hold `max_open` open tasks). Samples met whose
-        image cannot be read are closed on the way and appended to `unreadable`."""
+        image cannot be read are set aside on the way and appended to `unreadable`."""
         for _ in range(ASSIGN_ROUNDS):
             broken: list[tuple[str, str]] = []
             task = self._assign_once(annotator_id, candidates, max_open, min_time_s, broken)
-            for sample_id, reason in broken:  # after the assigning transaction: closing takes its own
+            for sample_id, reason in broken:
                 self._set_unreadable_aside(sample_id, reason, unreadable)
             if task is not None or not broken:
                 return task
@@ -86,7 +78,8 @@ class TaskQueue:
                 select(Sample.id)
                 .where(Sample.status.in_(OPEN_STATES), Sample.assigned_count < Sample.m,
                        Sample.deadline > now, time_to_answer(now, min_time_s),
-                       Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen))
+                       Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen),
+                       Sample.id.not_in(self.unreadable.current()))
                 .order_by(Sample.received_at).limit(candidates)).all()
             for sample_id in ids:
                 row = s.get(Sample, sample_id)
@@ -107,6 +100,7 @@ class TaskQueue:
         return None
 
     def _task(self, s: Session, task_id: str, row: Sample, annotator_id: str, data: bytes | None = None) -> Task:
+        """The task with its image (read now unless `data` is given; EMPTY_IMAGE: without it)."""
         if data is None:
             data = self.images.get(row.image_bytes, row.image_path)
         image = hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
@@ -114,9 +108,10 @@ class TaskQueue:
         return Task(task_id, row.id, annotator_id, row.hdnn_kind, image,
                     hub_pb2.ModelOutput.FromString(row.model_output), row.deadline, row.aggregator)
 
-    def held_task(self, annotator_id: str, unreadable: list[Unreadable] | None = None) -> Task | None:
+    def held_task(self, annotator_id: str, unreadable: list[str] | None = None) -> Task | None:
         """The annotator's oldest open task (given again instead of a new one when they are at their cap); if its
-        image was lost since it was handed out, its sample is closed (appended to `unreadable`) and None returned."""
+        image cannot be read now, the task is given back (so they are not stuck with it), its sample set aside
+        (appended to `unreadable`) and None returned."""
         with self.session() as s:
             ids = open_task_ids(s, annotator_id)
             if not ids:
@@ -125,14 +120,22 @@ class TaskQueue:
             try:
                 return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id)
             except SampleImageMissingError as exc:
-                broken = (task.sample_id, str(exc))
-        self._set_unreadable_aside(*broken, unreadable)
+                broken = (task.id, task.sample_id, str(exc))
+        with self.session() as s:
+            give_back(s, broken[0], broken[1], WITHDRAWN)
+        self._set_unreadable_aside(broken[1], broken[2], unreadable)
         return None
 
-    def _set_unreadable_aside(self, sample_id: str, reason: str, unreadable: list[Unreadable] | None) -> None:
-        closed = self.close_unreadable(sample_id, reason)  # type: ignore[attr-defined]
-        if closed is not None and unreadable is not None:
-            unreadable.append(closed)
+    def _set_unreadable_aside(self, sample_id: str, reason: str, unreadable: list[str] | None) -> None:
+        self.unreadable.set_aside(sample_id, reason)  # type: ignore[attr-defined]
+        if unreadable is not None:
+            unreadable.append(sample_id)
+
+    @retry_conflicts
+    def withdraw_open(self, annotator_id: str) -> int:
+        """Give a (paused) annotator's open tasks to others now; how many."""
+        with self.session() as s:
+            return withdraw_open_tasks(s, annotator_id)
 
     def open_task_count(self, annotator_id: str) -> int:
         with self.session() as s:
@@ -143,13 +146,15 @@ class TaskQueue:
         with self.session() as s:
             return expire_assignments(s, self.clock() - timeout_s)
 
-    def open_task(self, task_id: str, annotator_id: str) -> tuple[Task, float] | None:
-        """The annotator's own open task and when it was assigned; None for anyone else's or a closed one."""
+    def open_task(self, task_id: str, annotator_id: str, *, with_image: bool = True) -> tuple[Task, float] | None:
+        """The annotator's own open task and when it was assigned; None for anyone else's or a closed one. Answers
+        and skips read it `with_image=False`: a file lost since the task was handed out must not lose the answer."""
         with self.session() as s:
             task = own_task(s, task_id, annotator_id)
             if task is None or task.status != "open":
                 return None
-            return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id), task.assigned_at
+            data = None if with_image else EMPTY_IMAGE
+            return self._task(s, task.id, s.get(Sample, task.sample_id), annotator_id, data), task.assigned_at
 
     def task_state(self, task_id: str, annotator_id: str) -> str | None:
         """The state of the annotator's own task (open, answered, released, ...); None for anyone else's."""

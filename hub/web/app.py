@@ -24,6 +24,7 @@ from hgen.hub.errors import (
     NotAnImageError,
     SessionExpiredError,
     TaskClosedError,
+    TaskImageUnavailableError,
     UnknownTaskError,
 )
 from hgen.hub.web import routes_annotate, routes_auth, routes_device, routes_operator
@@ -33,7 +34,7 @@ from hgen.hub.web.security import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_toke
 
 HERE = Path(__file__).parent
 STATUS = ((LoginRateLimitedError, 429), (SessionExpiredError, 401), (AuthError, 401), (CsrfError, 403),
-          (UnknownTaskError, 403), (TaskClosedError, 409), (NotAnImageError, 415), (ImageTooLargeError, 413),
+          (UnknownTaskError, 403), (TaskClosedError, 409), (TaskImageUnavailableError, 503), (NotAnImageError, 415), (ImageTooLargeError, 413),
           (BadInputError, 400))
 MAX_UPLOAD = 8 * 1024 * 1024
 MAX_FORM_MEMORY = 256 * 1024  # largest non-file field: far above any form the pages send

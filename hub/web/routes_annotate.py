@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from flask import Flask, Response, redirect, render_template, request, url_for
 
-from hgen.hub.errors import (BadInputError, ImageDecodeError, InvalidRequestError, TaskClosedError,
-                             UnknownTaskError)
+from hgen.hub.errors import (BadInputError, ImageDecodeError, InvalidRequestError, SampleImageMissingError,
+                             TaskClosedError, TaskImageUnavailableError, UnknownTaskError)
 from hgen.hub.gold import decoy_probabilities
 from hgen.hub.images import RAW_CHANNELS
 from hgen.hub.kb.store import Task
@@ -44,7 +44,10 @@ def register(app: Flask, ctx: WebContext) -> None:
     @app.get("/task/<task_id>/image")
     def task_image(task_id: str) -> Any:
         user = require_user(ctx).annotator_id
-        found = ctx.hub.service.kb.open_task(task_key(task_id), user)
+        try:
+            found = ctx.hub.service.kb.open_task(task_key(task_id), user)
+        except SampleImageMissingError:  # logged where it was first met; the answer and skip still work
+            raise TaskImageUnavailableError("this task's image cannot be read now: skip it, or try again") from None
         if found is None:
             raise UnknownTaskError("this task is not yours, or it is already closed")
         return image_response(found[0].image)
@@ -55,7 +58,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         form = parse_form(AnswerForm, request.form)
         key = task_key(task_id)
         ctx.api.check_active(user)  # a paused person's open tasks went to others: say why, not "not yours"
-        found = ctx.hub.service.kb.open_task(key, user)
+        found = ctx.hub.service.kb.open_task(key, user, with_image=False)  # an image lost since: the answer stands
         if found is None:
             raise not_open(ctx, key, user)
         task, assigned_at = found

@@ -152,3 +152,9 @@ def test_cookies_are_secure_when_people_reach_the_hub_over_https() -> None:
     assert not parse_hub_config({"web": web}).web.cookies_secure
     explicit = {"public_url": "https://hub.example", "secure_cookies": False}  # the operator's word stands
     assert not parse_hub_config({"web": web | explicit}).web.cookies_secure
+
+
+@pytest.mark.parametrize("host,url", [("127.0.0.1", "http://127.0.0.1:8080"), ("::1", "http://[::1]:8080"),
+                                      ("[::1]", "http://[::1]:8080")])
+def test_invite_links_without_a_public_url_name_the_configured_host(host: str, url: str) -> None:
+    assert parse_hub_config({"web": {"host": host}}).web.bound_url() == url
