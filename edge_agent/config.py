@@ -16,7 +16,7 @@ from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.sinks import SinkConfig
 from hgen.runtime.config import StrictModel, backend_option_problems, load_config_file, parse_config
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE
-from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS
+from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS, operations_per_frame
 
 
 class BundleConfig(StrictModel):
@@ -109,9 +109,10 @@ class BatchingConfig(StrictModel):
         if self.labour_share is None:
             return self
         people = self.annotators or MAX_PARTICIPANTS
-        capacity = self.labour_share * MAX_PARTICIPANTS * MAX_OPERATIONS * self.labour_window_frames
+        rate = operations_per_frame(self.labour_share)
+        capacity = rate * self.labour_window_frames  # the LabourBucket's
         if capacity < people * MAX_OPERATIONS:
-            frames = math.ceil(people / (self.labour_share * MAX_PARTICIPANTS))
+            frames = math.ceil(people * MAX_OPERATIONS / rate)
             raise ValueError(f"labour_share {self.labour_share:g} x labour_window_frames {self.labour_window_frames} "
                              f"banks at most {capacity:g} operations, less than one sample of {people} people can "
                              f"cost ({people * MAX_OPERATIONS:g}): raise labour_window_frames to at least {frames}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from hgen.edge_agent.config import BatchingConfig, GateConfig
 from hgen.runtime.hdnn import needs_human
-from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS, labour_per_sample
+from hgen.runtime.labour import MAX_OPERATIONS, MAX_PARTICIPANTS, labour_per_sample, operations_per_frame
 
 
 class Decision(enum.Enum):
@@ -134,7 +134,7 @@ class LabourBucket:
     """
 
     def __init__(self, share: float | None, window_frames: int) -> None:
-        self.rate = None if share is None else share * MAX_PARTICIPANTS * MAX_OPERATIONS
+        self.rate = None if share is None else operations_per_frame(share)
         self.capacity = None if self.rate is None else self.rate * window_frames
         self.tokens = 0.0
         self.spent = 0.0

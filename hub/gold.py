@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from hgen.hub.aggregators import default_aggregator
@@ -95,6 +95,28 @@ class GoldRating:
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.rated if self.rated else None
+
+
+def gold_ratings(s: Session, annotator_id: str | None = None) -> dict[str, GoldRating]:
+    """The gold ratings of every annotator (the operator page), or of one, grouped in the database. Answers are
+    reached through the gold samples (`IN`, ix_answers_sample_id): joined, SQLite walked every answer in annotator
+    order instead."""
+    gold = select(GoldItem.sample_id)
+    truth = select(GoldItem.class_id).where(GoldItem.sample_id == AnswerRow.sample_id).scalar_subquery()
+    who_answered = (AnswerRow.annotator_id == annotator_id,) if annotator_id is not None else ()
+    who_declined = (Assignment.annotator_id == annotator_id,) if annotator_id is not None else ()
+    who_paused = (AnnotatorPause.annotator_id == annotator_id,) if annotator_id is not None else ()
+    answered = s.execute(select(AnswerRow.annotator_id, func.count(),
+                                func.sum(case((AnswerRow.class_id == truth, 1), else_=0)))
+                         .where(AnswerRow.sample_id.in_(gold), *who_answered).group_by(AnswerRow.annotator_id)).all()
+    declined = dict(s.execute(select(Assignment.annotator_id, func.count())
+                              .where(Assignment.sample_id.in_(gold), Assignment.status.in_(DECLINED), *who_declined)
+                              .group_by(Assignment.annotator_id)).all())
+    paused = dict(s.execute(select(AnnotatorPause.annotator_id, AnnotatorPause.reason).where(*who_paused)).all())
+    scores = {who: (int(n), int(correct or 0)) for who, n, correct in answered}
+    return {who: GoldRating(who, scores.get(who, (0, 0))[1], scores.get(who, (0, 0))[0], paused.get(who),
+                            int(declined.get(who, 0)))
+            for who in scores.keys() | declined.keys() | paused.keys()}
 
 
 class GoldBook:
@@ -228,17 +250,8 @@ class GoldBook:
 
     def rating(self, annotator_id: str) -> GoldRating:
         with self.kb.session() as s:
-            rows = s.execute(select(AnswerRow.class_id, GoldItem.class_id)
-                             .join(GoldItem, GoldItem.sample_id == AnswerRow.sample_id)
-                             .where(AnswerRow.annotator_id == annotator_id)).all()
-            declined = s.scalar(select(func.count()).select_from(Assignment)
-                                .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
-                                .where(Assignment.annotator_id == annotator_id,
-                                       Assignment.status.in_(DECLINED))) or 0
-            pause = s.get(AnnotatorPause, annotator_id)
-            reason = pause.reason if pause is not None else None
-        correct = sum(1 for given, truth in rows if given == truth)
-        return GoldRating(annotator_id, correct, len(rows), reason, declined)
+            found = gold_ratings(s, annotator_id)
+        return found.get(annotator_id) or GoldRating(annotator_id, 0, 0, None)
 
     def after_answer(self, annotator_id: str, sample_id: str) -> GoldRating | None:
         """Re-rate the annotator if `sample_id` was gold (answered or given back); pause them when their accuracy

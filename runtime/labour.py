@@ -27,6 +27,11 @@ def labour_per_sample(difficulty: float | np.ndarray, m: int) -> float | np.ndar
     return np.asarray(difficulty, dtype=np.float64) * m if isinstance(difficulty, np.ndarray) else difficulty * m
 
 
+def operations_per_frame(share: float) -> float:
+    """Eq. 13 turned round: the operations a labour demand L = `share` allows per frame (L x L_max per sample)."""
+    return share * MAX_PARTICIPANTS * MAX_OPERATIONS
+
+
 def labour_ratio(total_l0: float, num_samples: int, participants: int = MAX_PARTICIPANTS,
                  operations: float = MAX_OPERATIONS) -> float:
     """Eq. 13: L = sum(L0) / L_max with L_max = M * participants * operations."""

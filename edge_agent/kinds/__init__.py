@@ -60,19 +60,19 @@ class FrameSize:
 
     def to_pixels(self, corners: np.ndarray) -> np.ndarray:
         """Normalised input corners [k, 4] -> pixel corners of the frame."""
-        left, top, right, bottom = self.placed
-        origin = np.array([left, top, left, top])
-        span = np.array([right - left, bottom - top] * 2)
-        size = np.array([self.width, self.height] * 2, np.float64)
-        return (np.asarray(corners, np.float64).reshape(-1, 4) - origin) / span * size
+        origin, pixels_per_unit = self._mapping()
+        return (np.asarray(corners, np.float64).reshape(-1, 4) - origin) * pixels_per_unit
 
     def to_input(self, pixels: np.ndarray) -> np.ndarray:
         """Pixel corners of the frame [k, 4] -> normalised input corners (`to_pixels` inverted)."""
+        origin, pixels_per_unit = self._mapping()
+        return np.asarray(pixels, np.float64).reshape(-1, 4) / pixels_per_unit + origin
+
+    def _mapping(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the frame's top-left in input corners, frame pixels per input unit), per corner column."""
         left, top, right, bottom = self.placed
-        origin = np.array([left, top, left, top])
-        span = np.array([right - left, bottom - top] * 2)
-        size = np.array([self.width, self.height] * 2, np.float64)
-        return np.asarray(pixels, np.float64).reshape(-1, 4) / size * span + origin
+        return (np.array([left, top] * 2),
+                np.array([self.width / (right - left), self.height / (bottom - top)] * 2, np.float64))
 
 
 class KindAdapter(Protocol):

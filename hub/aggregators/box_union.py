@@ -87,18 +87,30 @@ def _first_pass(boxes: list[tuple[str, int, np.ndarray]], threshold: float) -> l
 
 
 def _merge_disjoint(clusters: list[_Cluster]) -> list[_Cluster]:
-    """Merge the most overlapping pair of one class with no annotator in common while it overlaps by JOIN_IOU."""
-    clusters = list(clusters)
-    while True:
-        pairs = [(iou(a.mean, b.mean), i, j) for i, a in enumerate(clusters) for j, b in enumerate(clusters)
-                 if i < j and a.class_id == b.class_id and not a.annotators & b.annotators]
-        best = max(pairs, default=(0.0, -1, -1))
-        if best[0] < JOIN_IOU:
-            return clusters
-        _, i, j = best
+    """Merge the most overlapping pair of one class with no annotator in common while it overlaps by JOIN_IOU.
+    The pairs' overlaps are computed once (upper triangle, -1 where they may not merge); a merge recomputes only
+    the merged cluster's pairs."""
+    k = len(clusters)
+    alive = [True] * k
+    overlap = np.full((k, k), -1.0)
+    for i in range(k):
+        overlap[i, i + 1:] = [_mergeable(clusters[i], other) for other in clusters[i + 1:]]
+    while k > 1:
+        i, j = (int(n) for n in np.unravel_index(int(np.argmax(overlap)), overlap.shape))
+        if overlap[i, j] < JOIN_IOU:
+            break
         clusters[i].boxes.extend(clusters[j].boxes)
         clusters[i].annotators |= clusters[j].annotators
-        del clusters[j]
+        alive[j] = False
+        overlap[j, :] = overlap[:, j] = -1.0
+        for other in (n for n in range(k) if alive[n] and n != i):
+            overlap[min(i, other), max(i, other)] = _mergeable(clusters[i], clusters[other])
+    return [c for c, kept in zip(clusters, alive) if kept]
+
+
+def _mergeable(a: _Cluster, b: _Cluster) -> float:
+    """IoU of the two clusters' mean boxes if they may merge (one class, no annotator in both), else -1."""
+    return iou(a.mean, b.mean) if a.class_id == b.class_id and not a.annotators & b.annotators else -1.0
 
 
 @AGGREGATORS.register("box_union")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.orm import Session
 
 from hgen.hub.aggregators import AggregationInput, get_aggregator
@@ -114,8 +115,8 @@ def withdraw_open_tasks(s: Session, annotator_id: str) -> int:
     return sum(give_back(s, task_id, sample_id, WITHDRAWN) for task_id, sample_id in in_lock_order(rows))
 
 
-def in_lock_order(rows: list) -> list:  # type: ignore[type-arg]  # (task id, sample id) rows
-    """Rows whose samples one transaction locks, by sample id: every transaction locking several samples takes them
+def in_lock_order(rows: Sequence[Row[tuple[str, str]]]) -> list[Row[tuple[str, str]]]:
+    """(task id, sample id) rows whose samples one transaction locks, by sample id: every transaction locking several samples takes them
     in one order, so two (a pause and the timeout sweep, two pauses, two sweeps) never wait on each other."""
     return sorted(rows, key=lambda row: (row[1], row[0]))
 

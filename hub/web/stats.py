@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from hgen.hub.gold import DECLINED, GOLD_DEVICE, GoldRating
-from hgen.hub.kb.models import (OPEN_STATES, Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, Device,
-                                GoldItem, Reply, Sample, TaskEvent)
+from hgen.hub.gold import GOLD_DEVICE, GoldRating, gold_ratings
+from hgen.hub.kb.models import OPEN_STATES, Annotator, AnswerRow, Batch, Device, Reply, Sample, TaskEvent
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
 from hgen.hub.web.views import view_of_answer
 from hgen.protos import hub_pb2
@@ -149,21 +148,3 @@ def _work_of(s: Session, who: str) -> _Work:
                       .offset(int(window) // 2).limit(1)) if window else None  # the upper median, as before
     return _Work(int(answers), int(released), int(agreeing or 0) / int(comparable) if comparable else None,
                  median)
-
-
-def gold_ratings(s: Session) -> dict[str, GoldRating]:
-    """GoldBook.rating for every annotator at once, grouped in the database. Answers are reached through the gold
-    samples (`IN`, ix_answers_sample_id): joined, SQLite walked every answer in annotator order instead."""
-    gold = select(GoldItem.sample_id)
-    truth = select(GoldItem.class_id).where(GoldItem.sample_id == AnswerRow.sample_id).scalar_subquery()
-    answered = s.execute(select(AnswerRow.annotator_id, func.count(),
-                                func.sum(case((AnswerRow.class_id == truth, 1), else_=0)))
-                         .where(AnswerRow.sample_id.in_(gold)).group_by(AnswerRow.annotator_id)).all()
-    declined = dict(s.execute(select(Assignment.annotator_id, func.count())
-                              .where(Assignment.sample_id.in_(gold), Assignment.status.in_(DECLINED))
-                              .group_by(Assignment.annotator_id)).all())
-    paused = dict(s.execute(select(AnnotatorPause.annotator_id, AnnotatorPause.reason)).all())
-    scores = {who: (int(n), int(correct or 0)) for who, n, correct in answered}
-    return {who: GoldRating(who, scores.get(who, (0, 0))[1], scores.get(who, (0, 0))[0], paused.get(who),
-                            int(declined.get(who, 0)))
-            for who in scores.keys() | declined.keys() | paused.keys()}

@@ -189,13 +189,9 @@ def test_a_switch_that_fails_over_an_older_kits_venv_folder_puts_it_back(tmp_pat
     (prefix / "venv").unlink()  # as an older kit left it: the code in a real PREFIX/venv folder
     next((prefix / "venvs").iterdir()).rename(prefix / "venv")
     (prefix / "venv" / "older-kit").write_text("")
-    shims = tmp_path / "shims"
-    shims.mkdir()
-    (shims / "ln").write_text('#!/bin/sh\ncase "$*" in *venv.new*) echo "ln: No space left on device" >&2; '
-                              'exit 1 ;; esac\nexec /bin/ln "$@"\n')
-    (shims / "ln").chmod(0o755)
-    failed = install(make_kit(tmp_path / "kit2", mark="build-2"), prefix, "--no-systemd",
-                     path=f"{shims}:{os.environ['PATH']}")
+    full_disk = stand_in(tmp_path / "bin", "ln",
+                         'case "$*" in *venv.new*) echo "ln: No space left on device" >&2; exit 1 ;; esac')
+    failed = install(make_kit(tmp_path / "kit2", mark="build-2"), prefix, "--no-systemd", path=full_disk)
     assert failed.returncode != 0 and "No space left" in failed.stderr
     assert (prefix / "venv").is_dir() and not (prefix / "venv").is_symlink()
     assert (prefix / "venv" / "older-kit").exists() and not (prefix / "venv.new").exists()
@@ -354,26 +350,29 @@ def stand_in(folder: Path, name: str, body: str) -> str:
     return str(folder) + ":" + os.environ["PATH"]
 
 
-def test_a_copy_that_fails_keeps_the_previous_bundle_and_keys(tmp_path: Path) -> None:
+def upgrade_failing_in(tmp_path: Path, command: str, body: str
+                       ) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """Install kit 1, then kit 2 with `command` standing in (`body` runs first): (prefix, etc/ before, the run)."""
     prefix = tmp_path / "device"
     assert install(make_kit(tmp_path / "kit1", mark="build-1"), prefix, "--no-systemd").returncode == 0
     before = installed_etc(prefix)
-    full_card = stand_in(tmp_path / "bin", "cp", 'case "$*" in *-R*/keys*) echo "cp: No space left on device" >&2; exit 1 ;; esac')
     done = install(make_kit(tmp_path / "kit2", mark="build-2", secret="rotated"), prefix, "--no-systemd",
-                   path=full_card)
+                   path=stand_in(tmp_path / "bin", command, body))
+    return prefix, before, done
+
+
+def test_a_copy_that_fails_keeps_the_previous_bundle_and_keys(tmp_path: Path) -> None:
+    prefix, before, done = upgrade_failing_in(
+        tmp_path, "cp", 'case "$*" in *-R*/keys*) echo "cp: No space left on device" >&2; exit 1 ;; esac')
     assert done.returncode != 0 and "No space left on device" in done.stderr
     assert installed_etc(prefix) == before
     assert not list(prefix.glob(".etc-new-*"))  # the staging folder is cleaned up
 
 
 def test_a_swap_that_fails_puts_the_previous_bundle_and_keys_back(tmp_path: Path) -> None:
-    prefix = tmp_path / "device"
-    assert install(make_kit(tmp_path / "kit1", mark="build-1"), prefix, "--no-systemd").returncode == 0
-    before = installed_etc(prefix)
     # the staged keys/ cannot be moved in (the previous bundle/ and keys/ are already moved aside)
-    fails = stand_in(tmp_path / "bin", "mv", 'case "$*" in */.previous/*) ;; *.etc-new-*/keys" "*/etc/keys) exit 1 ;; esac')
-    done = install(make_kit(tmp_path / "kit2", mark="build-2", secret="rotated"), prefix, "--no-systemd",
-                   path=fails)
+    prefix, before, done = upgrade_failing_in(
+        tmp_path, "mv", 'case "$*" in */.previous/*) ;; *.etc-new-*/keys" "*/etc/keys) exit 1 ;; esac')
     assert done.returncode != 0
     after = installed_etc(prefix)
     assert {name: text for name, text in after.items() if not name.startswith("agent.yaml.bak-")} == before
