@@ -32,6 +32,20 @@ POINTER = "current.json"
 log = logging.getLogger(__name__)
 
 
+def durable_replace(written: Path, dest: Path) -> None:
+    """Move a fully written file into place so that a power cut afterwards leaves either the old or the new file,
+    never an empty one: an SD card's page cache holds the data for seconds, and a rename alone can reach the card
+    before the data it names. The file is flushed, renamed, then its folder flushed (the rename itself)."""
+    with open(written, "rb") as handle:
+        os.fsync(handle.fileno())
+    written.replace(dest)
+    folder = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def bundle_identity(path: Path) -> str:
     """SHA-256 of an archive, or of a bundle folder's signed manifest (which pins every file's hash)."""
     source = path / MANIFEST_NAME if path.is_dir() else path
@@ -81,11 +95,8 @@ class BundleStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             data = {"path": str(running.resolve()), "version": version, "base": self.base_identity}
             partial = self.pointer.with_suffix(".tmp")
-            with open(partial, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            partial.replace(self.pointer)
+            partial.write_text(json.dumps(data), encoding="utf-8")
+            durable_replace(partial, self.pointer)
         self.prune({running, self.base, *keep})
 
     def prune(self, keep: Iterable[Path]) -> list[Path]:

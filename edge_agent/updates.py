@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from hgen.edge_agent.errors import DownloadError, StagedPendingError, StoppedError, SwapError
 from hgen.edge_agent.model import Model
+from hgen.edge_agent.store import durable_replace
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle import BundleError
 from hgen.runtime.bundle.manifest import MODEL_NAME, SEMVER, version_key
@@ -65,7 +66,7 @@ class ModelUpdates:
             try:
                 assert self.transport is not None
                 partial = self.transport.fetch_bundle(notice, dest.with_suffix(".part"))
-                partial.replace(dest)
+                durable_replace(partial, dest)
                 self.swap_to(dest, expect=(self.slot.active.name, notice.version))
             except StoppedError as exc:
                 log.info("update %s: %s", notice.version, exc)

@@ -8,6 +8,7 @@ would; what is checked is the agent's own code, on the null engine."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -176,3 +177,34 @@ def test_a_refused_download_leaves_no_partial_file(agent: Agent, tmp_path: Path)
     agent.transport = Refused()  # type: ignore[assignment]
     agent._apply_update(hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0"))
     assert agent.telemetry.count("swaps_rejected") == 1 and list((tmp_path / "store").iterdir()) == []
+
+
+def test_a_download_is_flushed_to_the_card_before_it_is_named_and_run(agent: Agent, tmp_path: Path, keys: Keys,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut just after a hot swap must not leave the store's archive (and `current.json`) empty: each is
+    fsynced, then renamed, then its folder fsynced (the rename), before the agent goes on."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, Path.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(self: Path, target: Path) -> Path:
+        events.append(("rename", f"{self.name} -> {Path(target).name}"))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    agent.transport.archive = archive(tmp_path, keys, "null-net", "1.3.0")  # type: ignore[union-attr]
+    agent._apply_update(hub_pb2.ModelUpdate(bundle_name="null-net", version="1.3.0"))
+    agent.slot.maybe_switch()  # the frame loop's switch, then the record of the swap
+    agent.store.flush()
+    assert agent.model.version == "1.3.0"
+    store = str((tmp_path / "store").resolve())
+    download = events.index(("fsync", f"{store}/null-net-1.3.0.part"))
+    assert events[download + 1:download + 3] == [("rename", "null-net-1.3.0.part -> null-net-1.3.0.hgb"),
+                                                  ("fsync", store)]
+    pointer = events.index(("rename", "current.tmp -> current.json"))
+    assert events[pointer - 1][0] == "fsync" and events[pointer - 1][1].endswith("current.tmp")
+    assert events[pointer + 1] == ("fsync", store)
