@@ -70,7 +70,8 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
                     source: FrameSource | None, undo: ExitStack) -> None:
         self.slot = ModelSlot(model, config.swap, self._on_swap_event)
         self.outbox = open_outbox(config.outbox.path, config.outbox.max_samples, config.outbox.overflow,
-                                  device_id=config.device_id, on_problem=self._outbox_damaged)
+                                  device_id=config.device_id, on_problem=self._outbox_damaged,
+                                  max_bytes=config.outbox.max_bytes)
         undo.callback(self.outbox.close)
         self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
         undo.callback(close_sinks, self.sinks)
@@ -101,6 +102,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
             undo.callback(self.transport.stop)
         self.telemetry.gauge("outbox_depth", self.outbox.depth)
         self.telemetry.gauge("outbox_dropped", self.outbox.dropped)
+        self.telemetry.gauge("outbox_bytes", self.outbox.stored_bytes)
         self.telemetry.gauge("waiting_for_people", lambda: len(self._waiting))
         self.telemetry.gauge("swap_ms", lambda: self.slot.last_switch_ms)
         self.telemetry.gauge("labour_ratio", self.labour.ratio)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from hgen.edge_agent.errors import AgentConfigError
 from hgen.edge_agent.sinks import SinkConfig
@@ -58,7 +58,8 @@ class SourceConfig(StrictModel):
         title="Frame source kind, a registered one: video (file), images (folder), camera (index), url (rtsp/http), "
               "y4m (a YUV4MPEG2 file's planes converted by hgen.runtime.yuv's integer rule, the pixels a phone "
               "makes of the same frame)")
-    uri: str = Field(title="Video or y4m file path, image folder, camera index (0) or rtsp/http URL")
+    uri: str = Field(title="Video or y4m file path, image folder, camera index (0) or V4L2 device path "
+                           "(/dev/video0), or rtsp/http URL")
     fps_limit: float | None = Field(None, gt=0, title="Read at most this many frames per second")
     pacing: Literal["live", "all"] = Field(
         "all", title="live: behave like a camera, skipping (and counting) frames when the pipeline falls behind "
@@ -78,6 +79,19 @@ class SourceConfig(StrictModel):
         from hgen.edge_agent.sources import SOURCES  # the sources import this module
 
         return SOURCES.validate(kind)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_fits_kind(cls, uri: str, info: ValidationInfo) -> str:
+        """A uri its kind cannot read (a camera's `cam0`) is refused here, by key, so `hgen-agent check` fails
+        on it; live sources are not opened by `check`, and `run` would only fail later, naming no key."""
+        from hgen.edge_agent.sources import SOURCES
+
+        kind = info.data.get("kind")  # absent when the kind itself was refused
+        problem = SOURCES.get(kind).uri_problem(uri) if kind is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return uri
 
 
 class GateConfig(StrictModel):
@@ -190,6 +204,8 @@ class HubConfig(StrictModel):
 class OutboxConfig(StrictModel):
     path: Path = Field(Path("outbox.sqlite"), title="SQLite (WAL) file of samples waiting for the hub")
     max_samples: int = Field(100_000, ge=1, title="Bound on stored samples")
+    max_bytes: int = Field(1 << 30, gt=0, title="Bound on the bytes stored samples hold (images, model outputs, "
+                           "metadata; 1 GiB: about 1,900 full-frame samples); the file adds little beyond it")
     overflow: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest", title="When full: drop the oldest stored sample, or refuse the new one (both counted)")
 

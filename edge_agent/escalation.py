@@ -8,6 +8,7 @@ each file holds one responsibility, as `replies.py` is for what comes back.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,8 @@ from hgen.edge_agent.errors import OutboxError
 from hgen.edge_agent.gating import Decision, PendingSample
 from hgen.edge_agent.kinds import FrameSize
 from hgen.edge_agent.model import FrameShapeError, Model
-from hgen.edge_agent.outbox import OutboxRow
-from hgen.edge_agent.replies import Waiting
+from hgen.edge_agent.outbox import OutboxRow, Stored
+from hgen.edge_agent.replies import RECENT_REPLIES, Waiting
 from hgen.edge_agent.results import Result, ResultStatus
 from hgen.edge_agent.sources import Frame
 from hgen.protos import hub_pb2
@@ -77,16 +78,46 @@ class Escalation:
 
     def _stored(self: Agent, row: OutboxRow) -> bool:
         """Commit the sample; one refused (overflow policy) or not written (disk full, file locked: problem.outbox
-        says why) counts as dropped and the model's answer stands, and the stream goes on."""
+        says why) counts as dropped and the model's answer stands, and the stream goes on. Older samples the
+        outbox dropped to make room for it are forgotten (`_forget_dropped`)."""
         try:
-            stored = bool(self.outbox.put([row]))
+            put = self.outbox.put([row])
             self.telemetry.problem("outbox", "")  # the file works (again)
         except OutboxError as exc:
             self.telemetry.problem("outbox", str(exc))
-            stored = False
+            put = Stored(())
+        self._forget_dropped(put.dropped)
+        stored = row.sample_id in put.stored
         if not stored:
             self.telemetry.inc("outbox_dropped")
         return stored
+
+    def _forget_dropped(self: Agent, sample_ids: Sequence[str]) -> None:
+        """Samples the outbox dropped for room get no reply the agent could settle: kept waiting, they held their
+        memory, a place in `waiting_for_people` and their labour for the whole run. Their labour is refunded as
+        for a reply nobody answered (expired, refused), they are asked about no more, a reply still on its way
+        counts as a duplicate, and one whose patience has not run out gets its final result now, as patience
+        would have given it: the model's answer stands (`timeout`, saying why)."""
+        final: list[Result] = []
+        with self._lock:
+            for sample_id in sample_ids:
+                self._asks.done(sample_id)
+                waiting = self._waiting.pop(sample_id, None)
+                if waiting is None:
+                    continue
+                self.labour.settle(waiting.labour, 0.0)
+                self._done[sample_id] = None
+                if not waiting.timed_out:  # else housekeeping reports (or reported) its timeout
+                    final.append(dropped(waiting.result))
+            while len(self._done) > RECENT_REPLIES:
+                self._done.popitem(last=False)
+        for result in final:
+            self._emit(result)
+
+
+def dropped(result: Result) -> Result:
+    return replace(result, status=ResultStatus.TIMEOUT,
+                   detail="dropped from the full outbox before people replied; the model's answer stands")
 
 
 def sample_proto(frame: Frame, model: Model, logits: np.ndarray, result: Result, device_id: str,

@@ -15,7 +15,7 @@ import numpy as np
 
 from hgen.edge_agent.errors import OutboxError
 from hgen.edge_agent.kinds import WHOLE_INPUT, FrameSize
-from hgen.edge_agent.outbox import OutboxRow
+from hgen.edge_agent.outbox import OutboxRow, StoredSample
 from hgen.edge_agent.replies import Waiting
 from hgen.edge_agent.resend import RESEND_WINDOW
 from hgen.edge_agent.results import Result, ResultStatus
@@ -55,10 +55,13 @@ class Housekeeping:
                 self._changed.wait(TICK_S)
 
     def _flush_due(self: Agent, now: float) -> None:
+        """Send the batch that is due; with the link unable to take it, its rows (images) are not read: never
+        asked, its samples go with the resend scan once the link takes requests again."""
         with self._lock:
             batch = self.batcher.take() if self.batcher.due(now) else None
-        if batch is not None and batch.samples:
-            self._send_rows([r for r in (self.outbox.get(s.sample_id) for s in batch.samples) if r is not None], now)
+        if batch is None or not batch.samples or self.transport is None or not self.transport.accepting():
+            return
+        self._send_rows([r for r in (self.outbox.get(s.sample_id) for s in batch.samples) if r is not None], now)
 
     def _expire(self: Agent, now: float) -> None:
         """Report `timeout` for samples past patience. The mark is written to the outbox before the samples are
@@ -103,10 +106,13 @@ class Housekeeping:
     def _resend(self: Agent, now: float) -> None:
         """Send outbox rows never sent, or due to be asked again among the RESEND_WINDOW oldest already asked (see
         edge_agent/resend.py), oldest first, until the transport's window is full: a backlog goes out as a bounded
-        stream, never all at once."""
+        stream, never all at once. A link that cannot take anything now (the broker away) is not scanned at all:
+        the scan and the rows it reads (their images) wait for it, and the reconnect asks for a full scan."""
         if self.transport is None:
             return
         self._resend_all.clear()
+        if not self.transport.accepting():
+            return
         busy = self.transport.in_flight()
         with self._lock:
             open_batch = self.batcher.current_batch_id()
@@ -121,6 +127,8 @@ class Housekeeping:
                     continue
             due.append(sample_id)
         for start in range(0, len(due), RESEND_CHUNK):
+            if not self.transport.accepting():  # the window filled: the rest waits for the next scan
+                return
             if not self._send_rows(self.outbox.rows(due[start:start + RESEND_CHUNK]), now):
                 return
 
@@ -158,12 +166,14 @@ class Housekeeping:
     def _restore(self: Agent) -> None:
         """After a restart: results settled before the crash reach the sinks that missed them; every stored sample
         waits for its reply again (and is resent on connect), with what is left of its patience. A row that cannot
-        be decoded (a damaged card) is dropped and counted, so one bad row does not keep the agent from starting."""
+        be decoded (a damaged card) is dropped and counted, so one bad row does not keep the agent from starting.
+        Images are not read (they stay in the outbox until sent): a backlog of thousands restores in the memory of
+        its model outputs."""
         recovered = self._recover_settled()
         now, wall = self.clock.monotonic(), self.clock.time()
         restored = 0
         damaged: list[str] = []
-        for row in self.outbox.pending():
+        for row in self.outbox.restorable():
             try:
                 waiting = self._restored(row, now, wall)
             except (ValueError, TypeError, KeyError, AttributeError):  # what json, numpy and Result raise on bad data
@@ -180,7 +190,7 @@ class Housekeeping:
             log.info("restored %d unreplied samples and %d settled results from the outbox", restored, recovered)
             self._resend_all.set()
 
-    def _restored(self: Agent, row: OutboxRow, now: float, wall: float) -> Waiting:
+    def _restored(self: Agent, row: StoredSample, now: float, wall: float) -> Waiting:
         """A stored row as the sample waiting for its reply; ValueError, TypeError, KeyError or AttributeError
         when the row is damaged."""
         meta = json.loads(row.meta)

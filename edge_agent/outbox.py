@@ -7,8 +7,16 @@ and its result enters `settled` in one transaction) before the sinks see it, and
 already holds a result (the JSONL file) skips it; a patience timeout is marked (`mark_timed_out`) before its
 result is emitted, so a restarted agent reports the later reply as `late`, never as a second final answer.
 
-Bounded by `max_samples`; the overflow policy drops the oldest stored sample or refuses the new one, and each
-drop is added to a persistent counter so an operator sees how much was lost.
+Bounded by `max_samples` and by `max_bytes` (what the samples hold: an SD card fills long before 100,000 full-frame
+images); the overflow policy drops the oldest stored samples or refuses the new one, each drop is added to a
+persistent counter so an operator sees how much was lost, and `put` names the samples it dropped so the agent stops
+waiting for them. The bytes are counted in memory (recounted at every open, so a crash cannot skew them).
+
+Space goes back to the card: new files use `auto_vacuum=INCREMENTAL`, and once most of the file is free (a backlog
+drained) the free pages are released. A file made by an older agent (no auto_vacuum) is converted at open while it
+holds little (a VACUUM copies only what is stored); until then it keeps working and reuses its free pages, so it
+never grows past its largest backlog. The resend scan reads a narrow covering index (ids in send order), and
+restoring reads no image: neither touches the image pages.
 
 Every failure of the file (disk full, locked by another process past the busy timeout, I/O error) is an
 `OutboxError` naming it, so the agent can treat it as a refused write and keep serving. A file that is not a
@@ -40,10 +48,12 @@ CREATE TABLE IF NOT EXISTS samples (
     frame_index INTEGER NOT NULL,
     m INTEGER NOT NULL,
     deadline REAL NOT NULL,
-    payload BLOB NOT NULL,
+    timed_out INTEGER NOT NULL DEFAULT 0,
     logits BLOB NOT NULL,
-    meta TEXT NOT NULL
+    meta TEXT NOT NULL,
+    payload BLOB NOT NULL  -- last: the other columns are read without walking the image's overflow pages
 );
+CREATE INDEX IF NOT EXISTS samples_scan ON samples (seq, sample_id, batch_id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settled (sample_id TEXT PRIMARY KEY, result TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS owner (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,6 +61,10 @@ CREATE TABLE IF NOT EXISTS owner (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 MIGRATIONS = {"timed_out": "ALTER TABLE samples ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0"}
 DAMAGE_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})  # primary result codes of a damaged file
 SIDECARS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database, moved aside with it
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: about 1,900 full-frame (560 KB) samples, a small share of an SD card
+ROW_BYTES = "length(payload) + length(logits) + length(meta)"  # a sample's bytes (a blob's from its row header)
+GIVE_BACK_MIN_BYTES = 2 << 20  # free pages are given back to the card once they are most of the file and this much
+CONVERT_MAX_BYTES = 16 << 20  # an older file is converted to auto_vacuum at open while it holds at most this
 
 
 def error_type(exc: sqlite3.Error) -> type[OutboxError]:
@@ -91,14 +105,16 @@ def inspect_outbox(path: Path) -> tuple[str | None, int]:
 
 
 def open_outbox(path: Path, max_samples: int, overflow: str = "drop_oldest", *, device_id: str,
-                on_problem: Callable[[str], None], busy_timeout_s: float = 30.0) -> Outbox:
+                on_problem: Callable[[str], None], busy_timeout_s: float = 30.0,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> Outbox:
     """The device's outbox; a damaged file (not a database any more) is moved aside and a fresh outbox started, as
     failing here would stop the device serving frames at every restart. Its samples are lost to the agent, so it
     is logged and reported through `on_problem` with the name it was moved to. Every other refusal (locked by
     another process, another device's file, a folder that cannot be made) propagates as before."""
     opened: Outbox | None = None
     try:
-        opened = Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id)
+        opened = Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id,
+                        max_bytes=max_bytes)
         opened.check_intact()  # a damaged page behind an intact header fails the first read, not the open
         return opened
     except OutboxDamagedError as exc:
@@ -108,7 +124,8 @@ def open_outbox(path: Path, max_samples: int, overflow: str = "drop_oldest", *, 
         log.error("%s; moved it aside to %s and started a fresh outbox (its unreplied samples are not restored)",
                   exc, aside)
         on_problem(f"damaged outbox moved aside to {aside} ({exc}); started a fresh outbox")
-    return Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id)
+    return Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id,
+                  max_bytes=max_bytes)
 
 
 def move_aside(path: Path) -> Path:
@@ -146,18 +163,48 @@ class OutboxRow:
     meta: str
     timed_out: int = 0  # patience ran out and the model's answer was reported final
 
+    def size(self) -> int:
+        """Its bytes as the outbox counts them (ROW_BYTES; the metadata is ASCII JSON, one byte a character)."""
+        return len(self.payload) + len(self.logits) + len(self.meta)
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """What a restart needs of a stored sample to wait for its reply again: everything but the image, so restoring
+    a backlog takes memory for its model outputs only, however large the images."""
+
+    sample_id: str
+    created: float
+    m: int
+    logits: bytes
+    meta: str
+    timed_out: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What `put` did: the ids it stored, and those of older samples it dropped to make room (the overflow policy),
+    which nobody will answer now: the agent stops waiting for them."""
+
+    stored: tuple[str, ...]
+    dropped: tuple[str, ...] = ()
+
 
 class Outbox:
     """Thread-safe; one connection guarded by a lock (SQLite serialises writers anyway)."""
 
     def __init__(self, path: Path, max_samples: int, overflow: str = "drop_oldest", *,
-                 busy_timeout_s: float = 30.0, device_id: str | None = None) -> None:
+                 busy_timeout_s: float = 30.0, device_id: str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         """`device_id`: the device whose samples this file holds (recorded on first use). Another device's file
         is refused (OutboxOwnerError), not restored: two agents configured in one folder shared the default
         `outbox.sqlite`, and the second restored, timed out and reported the first one's samples as its own."""
         self.path = Path(path)
         self.max_samples = max_samples
+        self.max_bytes = max_bytes
         self.overflow = overflow
+        self._count = self._bytes = 0  # stored samples and their bytes (ROW_BYTES), kept with every write
+        self._incremental = False  # auto_vacuum=INCREMENTAL: free pages can be given back
         self._lock = threading.Lock()
         self._closed: tuple[int, int] | None = None
         try:
@@ -171,11 +218,16 @@ class Outbox:
         self._db.text_factory = _lenient_text
         try:
             with self._failing("open"):
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes on a new file (before its tables)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(SCHEMA)
                 self._migrate()
                 owner = self._claim(device_id) if device_id is not None else None
+                if owner is None:  # another device's file is left as it is
+                    self._convert()
+                    self._recount()
+                    self._incremental = int(self._db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
         except OutboxError:
             self._db.close()  # released, so a damaged file can be moved aside
             raise
@@ -206,31 +258,116 @@ class Outbox:
             if column not in have:
                 self._db.execute(statement)
 
-    def put(self, rows: Sequence[OutboxRow]) -> list[str]:
-        """Store `rows` in one transaction; returns the ids actually stored (overflow may refuse some)."""
-        stored: list[str] = []
-        with self._lock, self._failing("store samples"), self._transaction():
-            for row in rows:
-                if not self._make_room():
-                    self._bump("dropped_newest")
-                    continue
-                self._db.execute(
-                    "INSERT OR IGNORE INTO samples (sample_id, batch_id, created, frame_index, m, deadline, payload,"
-                    " logits, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row.sample_id, row.batch_id, row.created, row.frame_index, row.m, row.deadline, row.payload,
-                     row.logits, row.meta))
-                stored.append(row.sample_id)
-        return stored
+    def _convert(self) -> None:
+        """A file from an older agent (auto_vacuum off) gives no space back: converted now if it holds little (a
+        VACUUM copies only the stored pages: seconds at most), else left as it is, reusing its free pages, until an
+        open finds it drained. Best effort: a VACUUM refused (no room for its copy, a reader) changes nothing."""
+        if int(self._db.execute("PRAGMA auto_vacuum").fetchone()[0]) != 0:
+            return
+        page_size, pages, free = (int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+                                  for name in ("page_size", "page_count", "freelist_count"))
+        if (pages - free) * page_size > CONVERT_MAX_BYTES:
+            log.info("outbox %s predates auto_vacuum and holds %d MB: it is converted at an open that finds it "
+                     "drained", self.path, (pages - free) * page_size >> 20)
+            return
+        try:
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # the copy leaves the log for the file
+        except sqlite3.Error as exc:
+            if error_type(exc) is OutboxDamagedError:
+                raise
+            log.warning("outbox %s: not converted to auto_vacuum (%s); it keeps working as it is", self.path, exc)
 
-    def _make_room(self) -> bool:
-        (depth,) = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()
-        if depth < self.max_samples:
-            return True
-        if self.overflow == "drop_newest":
-            return False
-        self._db.execute("DELETE FROM samples WHERE seq = (SELECT MIN(seq) FROM samples)")
-        self._bump("dropped_oldest")
-        return True
+    def _recount(self) -> None:
+        """Count the stored samples and their bytes (at open: whatever a crash left, the file is the truth)."""
+        count, size = self._db.execute(f"SELECT COUNT(*), COALESCE(SUM({ROW_BYTES}), 0) FROM samples").fetchone()
+        self._count, self._bytes = int(count), int(size)
+
+    def put(self, rows: Sequence[OutboxRow]) -> Stored:
+        """Store `rows` in one transaction; what was stored (overflow may refuse some) and dropped to make room."""
+        stored: list[str] = []
+        dropped: list[str] = []
+        with self._lock, self._failing("store samples"), self._counted(), self._transaction():
+            for row in rows:
+                room = self._make_room(row.size())
+                if room is None:
+                    continue
+                dropped.extend(room)
+                self._insert(row)
+                stored.append(row.sample_id)
+        gone = set(dropped)
+        return Stored(tuple(s for s in stored if s not in gone), tuple(dropped))
+
+    def _insert(self, row: OutboxRow) -> None:
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO samples (sample_id, batch_id, created, frame_index, m, deadline, payload, logits,"
+            f" meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {ROW_BYTES}",
+            (row.sample_id, row.batch_id, row.created, row.frame_index, row.m, row.deadline, row.payload,
+             row.logits, row.meta)).fetchall()
+        if inserted:  # nothing returned: already stored
+            self._count += 1
+            self._bytes += int(inserted[0][0])
+
+    def _make_room(self, size: int) -> list[str] | None:
+        """Room for a sample of `size` bytes within both bounds: the ids of the oldest samples dropped for it, or
+        None when it is refused (drop_newest, or larger than max_bytes on its own); either counted."""
+        if size > self.max_bytes:
+            self._bump("dropped_oversize")
+            return None
+        dropped: list[str] = []
+        while self._count >= self.max_samples or self._bytes + size > self.max_bytes:
+            if self.overflow == "drop_newest":
+                self._bump("dropped_newest")
+                return None
+            oldest = self._db.execute(f"DELETE FROM samples WHERE seq = (SELECT MIN(seq) FROM samples) "
+                                      f"RETURNING sample_id, {ROW_BYTES}").fetchall()
+            if not oldest:  # nothing left to drop: the counts were off, the file is the truth
+                self._recount()
+                break
+            sample_id, size_dropped = oldest[0]
+            self._count, self._bytes = self._count - 1, self._bytes - int(size_dropped)
+            self._bump("dropped_oldest")
+            dropped.append(str(sample_id))
+        return dropped
+
+    def _delete(self, sample_ids: Iterable[str]) -> int:
+        """Delete stored samples (inside a transaction), keeping the counts; how many were stored."""
+        deleted = 0
+        for sample_id in sample_ids:
+            gone = self._db.execute(f"DELETE FROM samples WHERE sample_id = ? RETURNING {ROW_BYTES}",
+                                    (sample_id,)).fetchall()
+            if gone:
+                deleted += 1
+                self._count, self._bytes = self._count - 1, self._bytes - int(gone[0][0])
+        return deleted
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """The counts roll back with a write that fails (its transaction rolled back)."""
+        saved = self._count, self._bytes
+        try:
+            yield
+        except BaseException:
+            self._count, self._bytes = saved
+            raise
+
+    def _give_back(self) -> None:
+        """Return free pages to the card once they are most of the file and worth it (a drained backlog), and
+        never while a steady stream would reuse them at once: releasing moves the pages still in use from the
+        file's end, a write the card pays for. Best effort, after the deletes committed: a failure here costs only
+        the space. A file without auto_vacuum cannot (see `_convert`)."""
+        if not self._incremental:
+            return
+        try:
+            page_size, pages, free = (int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+                                      for name in ("page_size", "page_count", "freelist_count"))
+            if free * page_size < GIVE_BACK_MIN_BYTES or free * 2 < pages:
+                return
+            self._db.executescript("PRAGMA incremental_vacuum;")  # steps to the end (`execute` frees one page)
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # shrinks the file now, not later
+        except sqlite3.Error as exc:
+            log.warning("outbox %s: free space not given back (%s)", self.path, exc)
 
     def _bump(self, name: str, by: int = 1) -> None:
         self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
@@ -238,21 +375,23 @@ class Outbox:
 
     def ack(self, sample_ids: Iterable[str]) -> int:
         """Delete acknowledged samples; returns how many were still stored."""
-        ids = list(sample_ids)
-        with self._lock, self._failing("delete acknowledged samples"), self._transaction():
-            before = self._db.total_changes
-            self._db.executemany("DELETE FROM samples WHERE sample_id = ?", [(i,) for i in ids])
-            return self._db.total_changes - before
+        with self._lock:
+            with self._failing("delete acknowledged samples"), self._counted(), self._transaction():
+                deleted = self._delete(sample_ids)
+            self._give_back()
+        return deleted
 
     def settle(self, sample_id: str, result_json: str) -> bool:
         """The reply's final result replaces the sample, in one transaction; False if it was not stored (then
         nothing is journalled: a duplicate reply for a settled sample)."""
-        with self._lock, self._failing("settle a sample"), self._transaction():
-            if self._db.execute("DELETE FROM samples WHERE sample_id = ?", (sample_id,)).rowcount == 0:
-                return False
-            self._db.execute("INSERT OR REPLACE INTO settled (sample_id, result) VALUES (?, ?)",
-                             (sample_id, result_json))
-            return True
+        with self._lock:
+            with self._failing("settle a sample"), self._counted(), self._transaction():
+                if not self._delete([sample_id]):
+                    return False
+                self._db.execute("INSERT OR REPLACE INTO settled (sample_id, result) VALUES (?, ?)",
+                                 (sample_id, result_json))
+            self._give_back()
+        return True
 
     def emitted(self, sample_id: str) -> None:
         """Every sink has the settled result: drop it from the journal."""
@@ -267,12 +406,12 @@ class Outbox:
     def drop_damaged(self, sample_ids: Sequence[str]) -> int:
         """Delete stored samples that cannot be decoded (no result can come of them, and kept they would be asked
         about for ever); counted with the other drops. Returns how many were deleted."""
-        with self._lock, self._failing("drop damaged samples"), self._transaction():
-            before = self._db.total_changes
-            self._db.executemany("DELETE FROM samples WHERE sample_id = ?", [(i,) for i in sample_ids])
-            deleted = self._db.total_changes - before
-            self._bump("dropped_damaged", deleted)
-            return deleted
+        with self._lock:
+            with self._failing("drop damaged samples"), self._counted(), self._transaction():
+                deleted = self._delete(sample_ids)
+                self._bump("dropped_damaged", deleted)
+            self._give_back()
+        return deleted
 
     def mark_timed_out(self, sample_ids: Sequence[str]) -> None:
         with self._lock, self._failing("mark samples timed out"), self._transaction():
@@ -291,8 +430,24 @@ class Outbox:
             rows = self._db.execute(query + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
         return [OutboxRow(*row) for row in rows]
 
+    def restorable(self, chunk: int = 1000) -> Iterator[StoredSample]:
+        """Every stored sample without its image, oldest first, read `chunk` at a time (the lock is not held
+        between chunks): what a restart restores, in memory independent of the images' size."""
+        after = 0
+        while True:
+            with self._lock, self._failing("read samples"):
+                found = self._db.execute(
+                    "SELECT seq, sample_id, created, m, logits, meta, timed_out FROM samples WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?", (after, chunk)).fetchall()
+            for seq, *fields in found:
+                after = seq
+                yield StoredSample(*fields)
+            if len(found) < chunk:
+                return
+
     def index(self) -> list[tuple[str, str]]:
-        """(sample id, batch id) of every stored sample, oldest first: a resend scan without the payloads."""
+        """(sample id, batch id) of every stored sample, oldest first: a resend scan without the payloads, read
+        from the narrow `samples_scan` index, so no image page (nor the leaf beside it) is read."""
         with self._lock, self._failing("read the sample index"):
             return [(str(a), str(b)) for a, b in
                     self._db.execute("SELECT sample_id, batch_id FROM samples ORDER BY seq").fetchall()]
@@ -323,6 +478,10 @@ class Outbox:
 
     def _depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+
+    def stored_bytes(self) -> int:
+        """The stored samples' bytes, as bounded by `max_bytes` (the file adds page overhead and its log)."""
+        return self._bytes
 
     def dropped(self) -> int:
         with self._lock, self._failing("read the drop counters"):

@@ -1,11 +1,15 @@
 """`mqtt`: results as JSON on a topic (QoS 1) of any broker, e.g. for a local dashboard or Node-RED.
 
 Results published before the broker answers are queued by paho and sent on connect; `close` waits (bounded) for
-the last one to be acknowledged, so an agent that stops right after its final update does not lose it.
+the last one to be acknowledged, so an agent that stops right after its final update does not lose it. The queue is
+bounded (`max_queued`): while the broker is away for long, newer results are refused, each one raising
+`SinkQueueFullError` (the agent counts it in `sink_errors` and goes on), instead of paho holding every result in
+memory until the device runs out of it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Literal
 from urllib.parse import urlsplit
@@ -13,10 +17,16 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from pydantic import Field, SecretStr
 
+from hgen.edge_agent.errors import AgentError
 from hgen.edge_agent.results import Result
 from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
 
 FLUSH_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
+
+
+class SinkQueueFullError(AgentError):
+    """The broker has been away while `max_queued` results waited: this one is not kept."""
 
 
 class MqttSinkConfig(SinkSettings):
@@ -25,6 +35,9 @@ class MqttSinkConfig(SinkSettings):
     topic: str = Field(min_length=1, title="Topic to publish results on")
     username: str | None = Field(None, title="Account on that broker (brokers refuse anonymous clients)")
     password: SecretStr | None = Field(None, title="Password of username")
+    max_queued: int = Field(1000, ge=1, title="Results kept in memory (unsent or unacknowledged) while the broker is "
+                                              "away; newer ones are refused and counted in sink_errors (about 2 KB "
+                                              "each)")
 
 
 @SINKS.register("mqtt")
@@ -32,9 +45,12 @@ class MqttSink(Sink):
     def __init__(self, config: MqttSinkConfig) -> None:
         parts = urlsplit(config.url)
         self.topic = config.topic
+        self.max_queued = config.max_queued
         self._lock = threading.Lock()
         self._last: mqtt.MQTTMessageInfo | None = None
+        self._full = False  # refusing results: logged once when it starts and once when it ends
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.max_queued_messages_set(self.max_queued)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         if config.username is not None:
             password = config.password.get_secret_value() if config.password is not None else None
@@ -43,9 +59,26 @@ class MqttSink(Sink):
         self.client.loop_start()
 
     def emit(self, result: Result) -> None:
+        """Queue `result` for the broker without blocking; SinkQueueFullError when max_queued already wait."""
         info = self.client.publish(self.topic, result.to_json(), qos=1)
+        refused = info.rc == mqtt.MQTT_ERR_QUEUE_SIZE
         with self._lock:
-            self._last = info
+            if not refused:
+                self._last = info  # `close` waits for the last one kept, not for a refused one
+            changed, self._full = refused != self._full, refused
+        if changed:
+            self._log_change(refused)
+        if refused:
+            raise SinkQueueFullError(f"mqtt sink {self.topic}: {self.max_queued} results already wait "
+                                     f"for the broker; result of sample {result.sample_id} not kept")
+
+    def _log_change(self, refused: bool) -> None:
+        """Once per outage, not once per frame: the count is `sink_errors`."""
+        if refused:
+            log.warning("mqtt sink %s: the broker has been away while its queue filled; refusing results "
+                        "(counted in sink_errors)", self.topic)
+        else:
+            log.info("mqtt sink %s: queueing results again", self.topic)
 
     def close(self) -> None:
         with self._lock:

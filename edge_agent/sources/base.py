@@ -9,12 +9,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
 from hgen.edge_agent.config import SourceConfig
-from hgen.edge_agent.errors import SourceSettingError
+from hgen.edge_agent.errors import SourceError, SourceSettingError
 from hgen.runtime.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ class FrameSource(ABC):
     def set_prepare(self, prepare: Callable[[Frame], Frame]) -> bool:
         """Ask the source to run `prepare` on each frame off the consumer's thread; False if it cannot."""
         return False
+
+    @classmethod
+    def uri_problem(cls, uri: str) -> str | None:
+        """Why `uri` is nothing this kind can read (None: it may be), judged from the text alone, so agent.yaml's
+        validation (`hgen-agent check`) can refuse it by key instead of `run` failing on it later."""
+        del uri
+        return None
 
 
 SOURCES: Registry[type[FrameSource]] = Registry("frame source", package="hgen.edge_agent.sources")
@@ -219,8 +226,12 @@ class CaptureSource(FrameSource):
     def _target(self) -> str | int:
         return self.config.uri
 
+    def _api(self) -> int:
+        """The OpenCV backend to open `_target` with: any that takes it, unless the kind knows better."""
+        return int(self._cv2.CAP_ANY)
+
     def _open(self) -> bool:
-        capture = self._cv2.VideoCapture(self._target())
+        capture = self._cv2.VideoCapture(self._target(), self._api())
         if not capture.isOpened():
             capture.release()
             return False
@@ -263,6 +274,8 @@ class CaptureSource(FrameSource):
         return self._reconnect()
 
     def _reconnect(self) -> bool:
+        """Reopen with doubling back-off until it opens (True), the agent stops (False), or `reconnect_attempts`
+        run out (SourceError)."""
         delay, attempts = self.config.reconnect_initial_s, 0
         self.stats.set_problem(f"{self.config.kind} {self.config.uri!r} dropped; reconnecting")
         log.warning("source %s dropped; reconnecting with back-off", self.config.uri)
@@ -276,12 +289,19 @@ class CaptureSource(FrameSource):
             with self.stats.lock:
                 self.stats.failed_opens += 1
             if self.config.reconnect_attempts is not None and attempts > self.config.reconnect_attempts:
-                self.stats.set_problem(f"{self.config.uri!r} gone after {attempts} attempts")
-                return False
+                self._give_up(attempts)
             if self.stop.wait(delay):
                 return False
             delay = min(delay * 2, self.config.reconnect_max_s)
         return False
+
+    def _give_up(self, attempts: int) -> NoReturn:
+        """A live source that stays away fails the run (exit 1), unlike a file's end (exit 0): a supervisor that
+        restarts on failure then brings the device back, where a clean end would leave it down for good."""
+        text = (f"{self.config.kind} source {self.config.uri!r} gone after {attempts} failed reopen attempts "
+                f"(source.reconnect_attempts: {self.config.reconnect_attempts})")
+        self.stats.set_problem(text)
+        raise SourceError(text)  # logged by the pipeline as it fails, and printed by the CLI
 
     def close(self) -> None:
         self._release()

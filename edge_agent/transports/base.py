@@ -118,6 +118,12 @@ class Transport(ABC):
         """Sample ids the link is still waiting on (not to be resent yet)."""
         return frozenset()
 
+    def accepting(self) -> bool:
+        """Whether `send` could take a request now, answered cheaply (no I/O): the resend scan asks first, so a link
+        that is down or full costs no read of the stored images `send` would refuse. The answer may change before
+        `send` is called; `send` still decides."""
+        return True
+
     @abstractmethod
     def report_status(self, status: hub_pb2.DeviceStatus) -> None:
         """Best-effort telemetry."""

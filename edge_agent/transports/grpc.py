@@ -265,6 +265,14 @@ class GrpcTransport(Transport):
         with self._lock:
             return frozenset(self._in_flight)
 
+    def accepting(self) -> bool:
+        """Room among the requests waiting for a stream (what `send` checks). Not the channel's state: a call is
+        what wakes an idle channel, and with the hub away calls fail fast and free their place."""
+        if self._stopping.is_set():
+            return False
+        with self._lock:
+            return self._queued < self.MAX_QUEUED
+
     def watch(self, bundle_name: str, known_version: str) -> None:
         """(Re)start following update notices for `bundle_name` newer than `known_version`."""
         with self._lock:

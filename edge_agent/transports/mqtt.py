@@ -194,6 +194,13 @@ class MqttTransport(Transport):
         with self._lock:
             return self._busy()
 
+    def accepting(self) -> bool:
+        """Connected with room in the window: what `send` checks before it takes a message."""
+        if self.state is not ConnectionState.CONNECTED:
+            return False
+        with self._lock:
+            return len(self._unacked) < WINDOW
+
     def report_status(self, status: hub_pb2.DeviceStatus) -> None:
         if self.state is ConnectionState.CONNECTED:
             self._publish_status(status.SerializeToString())

@@ -326,7 +326,9 @@ def test_missing_camera_gives_up_after_the_configured_attempts(tmp_path) -> None
     from hgen.edge_agent.config import SourceConfig
 
     source = open_source(SourceConfig(kind="camera", uri="57", reconnect_initial_s=0.01, reconnect_attempts=2))
-    assert source.read() is None and "gone" in source.stats.problem
+    with pytest.raises(SourceError, match="gone after 3 failed reopen attempts"):  # the run fails: exit 1, restarted
+        source.read()
+    assert "gone" in source.stats.problem
     with pytest.raises(SourceError):
         open_source(SourceConfig(kind="video", uri=str(tmp_path / "missing.avi")))
 
