@@ -72,7 +72,8 @@ class Escalation:
             self._waiting[result.sample_id] = Waiting(pending, logits[0].copy(), model.manifest.kind, model.params,
                                                       now + self.config.batching.patience_s,
                                                       labour=reserved, size=size, m=model.m,
-                                                      labels=model.manifest.labels)
+                                                      labels=model.manifest.labels,
+                                                      deadline_at=now + self.config.batching.deadline_s)
         self._emit(pending)
         return pending
 

@@ -140,7 +140,7 @@ class Housekeeping:
         for row in rows:
             by_batch.setdefault(row.batch_id, []).append(row)
         for batch_id, group in by_batch.items():
-            if not self.transport.send(self._request(batch_id, group)):
+            if not self.transport.send(self._request(batch_id, group, now)):
                 return False
             for row in group:
                 if self._asks.sent(row.sample_id, now):
@@ -149,13 +149,24 @@ class Housekeeping:
                     self.telemetry.inc("resent_samples")
         return True
 
-    def _request(self: Agent, batch_id: str, rows: list[OutboxRow]) -> hub_pb2.AnnotationRequest:
+    def _request(self: Agent, batch_id: str, rows: list[OutboxRow], now: float) -> hub_pb2.AnnotationRequest:
         request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
                                             samples=[hub_pb2.Sample.FromString(r.payload) for r in rows],
                                             annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
-        request.deadline.FromNanoseconds(int(rows[0].deadline * 1e9))
-        request.sent_at.FromNanoseconds(int(self.clock.time() * 1e9))  # the hub reads the deadline against it
+        wall = self.clock.time()
+        request.deadline.FromNanoseconds(int((wall + self._deadline_left(rows[0], now, wall)) * 1e9))
+        request.sent_at.FromNanoseconds(int(wall * 1e9))  # the hub reads the deadline against it
         return request
+
+    def _deadline_left(self: Agent, row: OutboxRow, now: float, wall: float) -> float:
+        """Seconds left of the row's hub deadline: on the monotonic clock for a sample this run made or restored
+        (the wall clock may have jumped since: NTP setting a Pi's 1970 clock at boot, when the hub link comes up),
+        else from the stored wall-clock deadline, never more than `deadline_s`."""
+        with self._lock:
+            waiting = self._waiting.get(row.sample_id)
+        if waiting is not None and waiting.deadline_at is not None:
+            return max(0.0, waiting.deadline_at - now)
+        return left_of(self.config.batching.deadline_s, row.deadline - self.config.batching.deadline_s, wall)
 
     def _report_status(self: Agent) -> None:
         if self.transport is None:
@@ -198,11 +209,12 @@ class Housekeeping:
         shape = meta.get("shape", [-1])  # rows written before detection existed: flat logits
         logits = np.frombuffer(row.logits, np.float32).reshape(shape)
         size = FrameSize(*meta.get("size", (0, 0)), tuple(meta.get("placed", WHOLE_INPUT)))  # type: ignore[arg-type]
-        patience = self.config.batching.patience_s  # what is left of it; never more (a clock set back at boot)
-        patience_at = now + min(patience, max(0.0, row.created + patience - wall))
-        return Waiting(result, logits, meta["kind"], FusionParams(meta["temperature"], meta["lambda"]), patience_at,
+        batching = self.config.batching  # what is left of patience and deadline; never more (a clock set back)
+        return Waiting(result, logits, meta["kind"], FusionParams(meta["temperature"], meta["lambda"]),
+                       now + left_of(batching.patience_s, row.created, wall),
                        timed_out=bool(row.timed_out), timeout_reported=bool(row.timed_out), size=size, m=row.m,
-                       labels=tuple(meta.get("labels", ())))
+                       labels=tuple(meta.get("labels", ())),
+                       deadline_at=now + left_of(batching.deadline_s, row.created, wall))
 
     def _drop_damaged(self: Agent, sample_ids: list[str]) -> None:
         """Damaged rows leave the outbox (kept, they would be resent for ever and their replies be unknown),
@@ -216,6 +228,12 @@ class Housekeeping:
         """Damage found in the outbox (a file moved aside, rows dropped) stays on status (`problem.outbox_damaged`)
         for the run: the samples are lost, unlike a write refused now and then (`problem.outbox`)."""
         self.telemetry.problem("outbox_damaged", text)
+
+
+def left_of(span: float, created: float, wall: float) -> float:
+    """What is left of `span` seconds begun at wall time `created`, held to [0, span]: a clock set back or forward
+    since cannot stretch it, nor make it negative."""
+    return min(span, max(0.0, created + span - wall))
 
 
 def timed_out(result: Result) -> Result:

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,18 @@ class Waiting:
     # The class names of the model that made the sample: people answered its classes, whatever runs by the reply
     # (empty for a sample stored before they were kept: the running model's then).
     labels: tuple[str, ...] = ()
+    # When the hub's deadline passes, on the monotonic clock: the deadline is sent as what is left of it after the
+    # wall clock's `sent_at`, so a clock set by NTP at boot (a Pi has no RTC) does not expire the samples made before.
+    deadline_at: float | None = None
+
+
+def enum_name(enum: Any, value: int) -> str:
+    """The name of a wire enum's value, or the number for a value newer than this agent: a newer hub's reason
+    must not make the reply untakeable (it would be asked again for ever)."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return f"{value} (unknown to this agent)"
 
 
 def reported_labour(reply: hub_pb2.SampleReply, waiting: Waiting) -> float:
@@ -185,9 +197,9 @@ class ReplyHandling:
             return replace(result, status=ResultStatus.FUSED, **fields)
         if reply.status == hub_pb2.REPLY_STATUS_EXPIRED and (reply.cant_tell or reply.skipped):
             return replace(result, status=ResultStatus.DECLINED, detail=declined_detail(reply.cant_tell, reply.skipped))
-        reason = hub_pb2.ReplyStatus.Name(reply.status)
+        reason = enum_name(hub_pb2.ReplyStatus, reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
-            reason = f"{reason} {hub_pb2.RejectReason.Name(reply.reject_reason)}: {reply.detail}"
+            reason = f"{reason} {enum_name(hub_pb2.RejectReason, reply.reject_reason)}: {reply.detail}"
         return replace(result, status=ResultStatus.HUB_REFUSED, detail=reason)
 
     def _labels_of(self: Agent, waiting: Waiting) -> tuple[str, ...]:
@@ -209,9 +221,9 @@ class ReplyHandling:
     def _late(self: Agent, waiting: Waiting, reply: hub_pb2.SampleReply) -> Result:
         """A reply after patience: the `timeout` result was final, so the label stays; the answers are reported."""
         people = adapter_for(waiting.kind).late_fields(reply, waiting.logits, waiting.size, self._labels_of(waiting))
-        status = hub_pb2.ReplyStatus.Name(reply.status)
+        status = enum_name(hub_pb2.ReplyStatus, reply.status)
         if reply.status == hub_pb2.REPLY_STATUS_REJECTED:
-            status = f"{status} {hub_pb2.RejectReason.Name(reply.reject_reason)}"
+            status = f"{status} {enum_name(hub_pb2.RejectReason, reply.reject_reason)}"
         return replace(waiting.result, status=ResultStatus.LATE, cant_tell=reply.cant_tell, skipped=reply.skipped,
                        detail=f"{status} after patience; the model's answer stands", **people)
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
-from hgen.edge_agent.testing import ResultCollector, make_keys, null_bundle, start_hub
+from hgen.edge_agent.testing import ResultCollector, enroll_in, make_keys, null_bundle, start_hub
+from hgen.hub.testing.services import free_port
 
 FRAMES = 4
 
@@ -56,3 +57,56 @@ def test_an_agent_whose_clock_is_behind_still_gets_people_s_answers(tmp_path: Pa
         assert hub.app.service.metrics.get("device_clock_skew") >= 1
     finally:
         hub.stop()
+
+
+class SetAtBoot:
+    """A Pi without a real-time clock: the wall clock reads 2 January 1970 until NTP sets it (`set()`), which
+    happens when the network, and so the hub link, comes up; monotonic time is real."""
+
+    def __init__(self) -> None:
+        self.offset = 86_400.0 - time.time()
+
+    def set(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+def test_samples_made_before_ntp_set_the_clock_are_answered_after_it(tmp_path: Path) -> None:
+    """A boot without network: the agent escalates frames while its clock reads 1970 and the hub is out of reach;
+    then the network comes up, NTP sets the clock and the hub link connects. The samples' deadline was a wall time
+    in 1970: the hub read it as long past and expired them all unasked. Now the agent sends what is left of it
+    (on the monotonic clock) after the request's `sent_at`."""
+    keys = make_keys(tmp_path / "keys")
+    bundle = null_bundle(tmp_path / "bundle", keys)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(FRAMES):
+        cv2.imwrite(str(images / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (28, 28), np.uint8))
+    port, clock = free_port(), SetAtBoot()
+    config = parse_agent_config({
+        "device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem),
+                                         "store_dir": str(tmp_path / "store")},
+        "source": {"kind": "images", "uri": str(images)}, "gate": {"tau": 1.0},
+        "batching": {"size": FRAMES, "max_wait_s": 0.2, "patience_s": 120, "deadline_s": 600},
+        "hub": {"url": f"grpc://127.0.0.1:{port}", "secret": enroll_in(tmp_path / "hub.sqlite", "cam-1"),
+                "resend_after_s": 2,
+                "watch_updates": False},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
+    seen = ResultCollector()
+    agent = Agent(config, callbacks=[seen], clock=clock).start()
+    hub = None
+    try:
+        assert seen.wait_for(lambda rs: len(seen.with_status("pending")) == FRAMES, 60)
+        clock.set()
+        hub = start_hub(tmp_path / "hub.sqlite", ["cam-1"], grpc_port=port)
+        finals = seen.final_for({r.sample_id for r in seen.with_status("pending")}, 90)
+    finally:
+        agent.stop()
+        if hub is not None:
+            hub.stop()
+    assert Counter(r.status.value for r in finals.values()) == {"fused": FRAMES}, [r.detail for r in finals.values()]

@@ -229,3 +229,21 @@ def test_a_labour_bucket_too_small_for_one_sample_is_refused_at_start() -> None:
     with pytest.raises(AgentConfigError, match="raise labour_window_frames to at least 1000"):
         parse_agent_config({"device_id": "d", "bundle": {"path": "b", "public_key": "k"}, "source": {"kind": "images",
                             "uri": "."}, "batching": {"labour_share": 0.001, "labour_window_frames": 100}})
+
+
+def test_a_refusal_for_a_reason_newer_than_the_agent_settles_the_sample(tmp_path: Path) -> None:
+    """A newer hub may refuse for a reason this agent's wire enum does not name: the reply used to raise
+    ValueError while being taken, so the sample stayed waiting and was asked again for ever."""
+    keys = make_keys(tmp_path / "keys")
+    agent, seen = agent_on(tmp_path, keys, null_bundle(tmp_path / "b", keys), gate={"tau": 1.0, "audit_share": 0.0})
+    try:
+        agent.process_frame(frame(0))
+        (pending,) = seen.with_status("pending")
+        agent._on_reply(hub_pb2.SampleReply(sample_id=pending.sample_id, status=hub_pb2.REPLY_STATUS_REJECTED,
+                                            reject_reason=99, detail="over a newer hub's limit"))
+        (refused,) = seen.with_status("hub_refused")
+        assert refused.sample_id == pending.sample_id
+        assert refused.detail == "REPLY_STATUS_REJECTED 99 (unknown to this agent): over a newer hub's limit"
+        assert pending.sample_id not in agent._waiting
+    finally:
+        agent.stop()
