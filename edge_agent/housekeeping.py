@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hgen.edge_agent.agent")
 TICK_S = 0.05  # housekeeping wakes at least this often (batch max-wait and patience resolution)
-RESEND_CHUNK = 256  # outbox rows read per step of a resend scan
+RESEND_CHUNK = 32  # outbox rows read per step of a resend scan: 32 full-frame images (~18 MB) in memory at once
 
 
 class Housekeeping:
