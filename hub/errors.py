@@ -62,6 +62,13 @@ class MessageTooLargeError(BadInputError):
     reject_reason = "REJECT_REASON_TOO_LARGE"
 
 
+class StatusTooLargeError(MessageTooLargeError):
+    """A device status exceeds its own, smaller cap: it is stored whole on the device's row and shown on the
+    operator page at every refresh, so a status as large as a sample batch costs every reader."""
+
+    code = "status_too_large"
+
+
 class ImageDecodeError(BadInputError):
     """The sample's image bytes do not decode in the declared format and shape."""
 

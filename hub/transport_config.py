@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from hgen.runtime.config import StrictModel
 
-FREE_WORKERS = 4  # gRPC threads a device at all its per-device stream caps must leave to the others
+FREE_WORKERS = 4  # gRPC threads a device at its max_calls_per_device must leave to the others
 
 
 class GrpcTlsConfig(StrictModel):
@@ -42,14 +42,27 @@ class GrpcConfig(StrictModel):
     host: str = Field("127.0.0.1", title="Address to bind")
     port: int = Field(50051, ge=0, le=65535, title="Port to bind (0 = any free port)")
     max_message_bytes: int = Field(8 * 1024 * 1024, gt=0, title="Max send/receive message size, set on the server")
-    max_workers: int = Field(16, ge=1, title="gRPC thread pool size: each open stream holds a thread (Submit, "
-                             "FetchBundle, a device's WatchUpdates), so size it for the fleet; it must leave "
-                             f"{FREE_WORKERS} free while one device holds all its per-device streams")
-    max_submit_streams_per_device: int = Field(4, ge=1, title="Submit streams one device may hold open; more are "
-                                               "refused (RESOURCE_EXHAUSTED, metric grpc_submit_streams_capped). "
-                                               "The edge agent opens up to 4")
-    max_fetch_streams_per_device: int = Field(2, ge=1, title="FetchBundle streams one device may hold open; more "
-                                              "are refused (RESOURCE_EXHAUSTED, metric grpc_fetch_streams_capped)")
+    max_status_bytes: int = Field(64 * 1024, gt=0, title="Max ReportStatus message (DeviceStatus) size: larger ones "
+                                  "are refused (RESOURCE_EXHAUSTED, metric status_too_large) before they are "
+                                  "decoded or stored. An edge agent's status is a few KiB")
+    max_workers: int = Field(16, ge=1, title="gRPC thread pool size: every call holds a thread while it runs and a "
+                             "stream for as long as it is open (Submit, FetchBundle, a device's WatchUpdates), so "
+                             f"size it for the fleet; it must leave {FREE_WORKERS} free while one device holds "
+                             "max_calls_per_device calls")
+    max_calls_per_device: int = Field(10, ge=2, title="Calls of any kind one device may have open at once, counted "
+                                      "from the moment its credential is proved, before its request message is "
+                                      "read; more are refused (RESOURCE_EXHAUSTED, metric grpc_calls_capped). The "
+                                      "edge agent holds up to 7 (1 WatchUpdates, 4 Submit, 1 FetchBundle, 1 "
+                                      "ReportStatus)")
+    max_submit_streams_per_device: int = Field(4, ge=1, title="Submit streams one device may hold open, within "
+                                               "max_calls_per_device; more are refused (RESOURCE_EXHAUSTED, metric "
+                                               "grpc_submit_streams_capped). The edge agent opens up to 4")
+    max_fetch_streams_per_device: int = Field(2, ge=1, title="FetchBundle streams one device may hold open, within "
+                                              "max_calls_per_device; more are refused (RESOURCE_EXHAUSTED, metric "
+                                              "grpc_fetch_streams_capped)")
+    request_read_timeout_s: float = Field(10.0, gt=0, title="How long a call may take to send its request message "
+                                          "once its credential is proved; then the hub cancels it (metric "
+                                          "grpc_request_read_timeouts) and frees its thread")
     reply_poll_s: float = Field(0.25, gt=0, title="How often an open Submit stream re-reads the knowledge base "
                                                   "for replies made by another hub process")
     bundle_chunk_bytes: int = Field(256 * 1024, gt=0, title="Default FetchBundle chunk size")
@@ -58,18 +71,18 @@ class GrpcConfig(StrictModel):
                                       "host such as 0.0.0.0: devices then fetch from their own hub URL)")
     tls: GrpcTlsConfig | None = Field(None, title="Serve TLS (devices use grpcs://); None: plaintext")
 
-    @property
-    def streams_per_device(self) -> int:
-        """Threads one device can hold at once: one WatchUpdates stream (a newer replaces it) plus its caps."""
-        return 1 + self.max_submit_streams_per_device + self.max_fetch_streams_per_device
-
     @model_validator(mode="after")
     def _room_for_others(self) -> GrpcConfig:
-        """A pool one device can fill stalls every other device's calls (they queue behind its open streams)."""
-        if self.max_workers < self.streams_per_device + FREE_WORKERS:
+        """A pool one device can fill stalls every other device's calls (they queue behind its open calls); a
+        per-kind cap above the per-device one would never be reached."""
+        for name in ("max_submit_streams_per_device", "max_fetch_streams_per_device"):
+            if getattr(self, name) > self.max_calls_per_device:
+                raise ValueError(f"{name} {getattr(self, name)} exceeds max_calls_per_device "
+                                 f"{self.max_calls_per_device}, which counts every call of a device: raise that too")
+        if self.max_workers < self.max_calls_per_device + FREE_WORKERS:
             raise ValueError(f"max_workers {self.max_workers} is too small: one device may hold "
-                             f"{self.streams_per_device} threads (1 WatchUpdates + max_submit_streams_per_device + "
-                             f"max_fetch_streams_per_device), and {FREE_WORKERS} must stay free for the others")
+                             f"{self.max_calls_per_device} threads (max_calls_per_device), and {FREE_WORKERS} must "
+                             "stay free for the others")
         return self
 
 

@@ -6,19 +6,27 @@ receive limit is set to twice the configured cap: between the two our check answ
 Every call must prove a device and may speak only for it (see grpc_auth): a call without a credential is refused by
 an interceptor, and a false one on a pool thread, before any thread waits for its message; the health service
 stays open.
-Each open stream parks a server thread, so no device may hold many (`DeviceStreams`): one WatchUpdates stream per
-device (the newest wins), and at most `grpc.max_submit_streams_per_device` Submit and
-`grpc.max_fetch_streams_per_device` FetchBundle streams; beyond, RESOURCE_EXHAUSTED. The config refuses a pool too
-small to serve others while one device holds all of these (`GrpcConfig`). The whole fleet's WatchUpdates streams are
-capped too (`watch_slots`): past it a watcher is answered once (the newer bundle, if any) and told to call again, so
-a fleet larger than the pool polls for updates rather than holding every thread.
+Every call parks a server thread, a stream for as long as it is open, and a call waiting for its request message
+too, so no device may hold many (`DeviceCalls`): a proved call takes one of its device's
+`grpc.max_calls_per_device` slots before its message is read, and within those at most
+`grpc.max_submit_streams_per_device` Submit and `grpc.max_fetch_streams_per_device` FetchBundle streams, and one
+WatchUpdates stream (the newest wins); beyond, RESOURCE_EXHAUSTED. A message that does not arrive within
+`grpc.request_read_timeout_s` gets the call cancelled (`ReadTimeouts`), so even slots within the cap are given back.
+The config refuses a pool too small to serve others while one device holds all its slots (`GrpcConfig`). The whole
+fleet's WatchUpdates streams are capped too (`watch_slots`): past it a watcher is answered once (the newer bundle,
+if any) and told to call again, so a fleet larger than the pool polls for updates rather than holding every thread.
+ReportStatus messages have their own, smaller cap (`grpc.max_status_bytes`): a status is stored whole on the
+device's row, which the operator page reads at every refresh.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
@@ -32,7 +40,7 @@ from hgen.hub.transport_config import FREE_WORKERS, GrpcConfig, GrpcTlsConfig
 from hgen.hub.devices import DeviceCredentials
 from hgen.hub.bundle_files import open_archive
 from hgen.hub.errors import (BadInputError, BundleMissingError, HubConfigError, MalformedMessageError,
-                             MessageTooLargeError, UnknownDeviceError)
+                             MessageTooLargeError, StatusTooLargeError, UnknownDeviceError)
 from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
@@ -62,34 +70,50 @@ class Watch:
     replaced: bool = False
 
 
-class DeviceStreams:
-    """The streams each device holds open, against per-device caps. A stream parks a server thread for as long as it
-    is open, so without caps one device (a bug, a reconnect loop, a stolen credential) could hold the whole pool and
-    every other device's calls would wait. A device's WatchUpdates stream is one: a new one replaces the older
-    (a reconnecting device's old stream may not have noticed it is dead yet, so the newest must win)."""
+class DeviceCalls:
+    """The calls each device has open, against per-device caps. A call parks a server thread from the moment its
+    credential is proved (it then waits for its request message) until it ends, a stream for as long as it is open,
+    so without caps one device (a bug, a reconnect loop, a stolen credential) could hold the whole pool and every
+    other device's calls would wait. Every call counts against `total` (grpc.max_calls_per_device); Submit and
+    FetchBundle streams also against their own caps within it. A device's WatchUpdates stream is one: a new one
+    replaces the older (a reconnecting device's old stream may not have noticed it is dead yet, so the newest must
+    win); both hold a call slot until they end."""
 
-    SUBMIT, FETCH = "Submit", "FetchBundle"
+    SUBMIT, FETCH, WATCH, STATUS = "Submit", "FetchBundle", "WatchUpdates", "ReportStatus"
     SHORT: ClassVar[dict[str, str]] = {SUBMIT: "submit", FETCH: "fetch"}  # in the setting's and metric's names
 
-    def __init__(self, caps: dict[str, int]) -> None:
+    def __init__(self, total: int, caps: dict[str, int]) -> None:
+        self.total = total
         self.caps = caps
         self._lock = threading.Lock()
-        self._open: Counter[tuple[str, str]] = Counter()
+        self._calls: Counter[str] = Counter()  # device -> its open calls, of every kind
+        self._open: Counter[tuple[str, str]] = Counter()  # (kind, device) -> open calls of the capped kinds
         self._watches: dict[str, Watch] = {}
 
-    def acquire(self, kind: str, device: str) -> bool:
-        """Count one more `kind` stream of `device`; False (nothing counted) when it already has its cap."""
+    def acquire(self, kind: str, device: str) -> str | None:
+        """Count one more `kind` call of `device`; else (nothing counted) the setting whose cap it already has."""
         with self._lock:
-            if self._open[kind, device] >= self.caps[kind]:
-                return False
-            self._open[kind, device] += 1
-            return True
+            if kind in self.caps and self._open[kind, device] >= self.caps[kind]:
+                return f"max_{self.SHORT[kind]}_streams_per_device"
+            if self._calls[device] >= self.total:
+                return "max_calls_per_device"
+            self._calls[device] += 1
+            if kind in self.caps:
+                self._open[kind, device] += 1
+            return None
 
     def release(self, kind: str, device: str) -> None:
         with self._lock:
-            self._open[kind, device] -= 1
-            if self._open[kind, device] <= 0:
-                del self._open[kind, device]
+            for counter, key in ((self._calls, device), (self._open, (kind, device))):
+                if key in counter:
+                    counter[key] -= 1  # type: ignore[index]
+                    if counter[key] <= 0:  # type: ignore[index]
+                        del counter[key]  # type: ignore[arg-type]
+
+    def held(self, device: str) -> int:
+        """The calls `device` has open."""
+        with self._lock:
+            return self._calls[device]
 
     def watch(self, device: str, slots: int) -> Watch | None:
         """The device's new WatchUpdates stream; its older one, if any, is told to end. None when `slots` devices
@@ -105,9 +129,9 @@ class DeviceStreams:
         return new
 
     def open_count(self) -> int:
-        """Streams open across the fleet (each holds a server thread)."""
+        """Calls open across the fleet (each holds a server thread; a watch stream holds a call slot too)."""
         with self._lock:
-            return sum(self._open.values()) + len(self._watches)
+            return sum(self._calls.values())
 
     def unwatch(self, device: str, watch: Watch) -> None:
         with self._lock:
@@ -121,6 +145,89 @@ class DeviceStreams:
             watch.wake.set()
 
 
+@dataclass(eq=False)
+class _Read:
+    """A `kind` call of `device` waiting for its request message, until `deadline` (monotonic)."""
+
+    deadline: float
+    context: grpc.ServicerContext
+    kind: str
+    device: str
+    done: bool = False  # the message came (or the call ended) first
+    expired: bool = False  # the deadline came first: the call is cancelled
+
+
+class ReadTimeouts:
+    """Cancels calls whose request message does not arrive in time. gRPC's sync server reads a request with no time
+    limit of its own: a proved device that never sends its message (or trickles it) would keep the thread until the
+    call's deadline, which the client chooses. One thread, started at the first call, watches every waiting call;
+    cancelling a call wakes its handler (the request iterator raises), which then ends. `on_expired` runs on that
+    thread just before a call is cancelled (to count and log it)."""
+
+    def __init__(self, timeout_s: float, on_expired: Callable[[_Read], None]) -> None:
+        self.timeout_s = timeout_s
+        self.on_expired = on_expired
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Read]] = []  # also reads already done, until they reach the top
+        self._waiting = 0  # reads in the heap not done yet
+        self._order = itertools.count()  # ties: never compare two _Read
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def arm(self, context: grpc.ServicerContext, kind: str, device: str) -> _Read:
+        read = _Read(time.monotonic() + self.timeout_s, context, kind, device)
+        with self._cond:
+            if len(self._heap) > 2 * self._waiting + 1024:  # mostly reads done long ago (a burst of calls)
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (read.deadline, next(self._order), read))
+            self._waiting += 1
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._run, name="grpc-read-timeouts", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is read:  # the earliest now (every read has the same timeout): wake the thread
+                self._cond.notify()
+        return read
+
+    def disarm(self, read: _Read) -> bool:
+        """The message came (or the call ended): True unless the timeout came first (the call is being cancelled)."""
+        with self._cond:
+            if not read.done and not read.expired:
+                self._waiting -= 1
+            read.done = True
+            return not read.expired
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    while self._heap and self._heap[0][2].done:
+                        heapq.heappop(self._heap)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                if self._stopped:
+                    return
+                expired = []
+                while self._heap and self._heap[0][0] <= now:
+                    read = heapq.heappop(self._heap)[2]
+                    if not read.done:
+                        read.expired = True
+                        self._waiting -= 1
+                        expired.append(read)
+            for read in expired:  # outside the lock: cancel wakes the handler, which disarms
+                try:
+                    self.on_expired(read)
+                finally:
+                    read.context.cancel()
+
+
 def _first(requests: Iterator[object], context: grpc.ServicerContext) -> object:
     """The call's request message: a unary request is a stream of one on the wire, so the handlers take it as a
     stream and prove the caller before they wait for it. A call that ends without one is INVALID_ARGUMENT."""
@@ -130,10 +237,11 @@ def _first(requests: Iterator[object], context: grpc.ServicerContext) -> object:
     raise AssertionError("unreachable: abort raises")
 
 
-def _deserializer(message: type, max_bytes: int) -> Callable[[bytes], object]:
+def _deserializer(message: type, max_bytes: int, too_large: type[MessageTooLargeError] = MessageTooLargeError,
+                  setting: str = "grpc.max_message_bytes") -> Callable[[bytes], object]:
     def parse(data: bytes) -> object:
         if len(data) > max_bytes:
-            return _Refused(MessageTooLargeError(f"{message.__name__} of {len(data)} bytes exceeds {max_bytes}"))
+            return _Refused(too_large(f"{message.__name__} of {len(data)} bytes exceeds {max_bytes} ({setting})"))
         try:
             return message.FromString(data)
         except Exception as exc:  # protobuf DecodeError and friends
@@ -149,25 +257,67 @@ class AnnotationHubServicer:
         self.service = service
         self.config = config
         self._stopping = stopping
-        self.streams = DeviceStreams({DeviceStreams.SUBMIT: config.max_submit_streams_per_device,
-                                      DeviceStreams.FETCH: config.max_fetch_streams_per_device})
-        self._capped_logged: set[tuple[str, str]] = set()  # (kind, device): devices are enrolled, so bounded
+        self.calls = DeviceCalls(config.max_calls_per_device,
+                                 {DeviceCalls.SUBMIT: config.max_submit_streams_per_device,
+                                  DeviceCalls.FETCH: config.max_fetch_streams_per_device})
+        self.reads = ReadTimeouts(config.request_read_timeout_s, self._read_timed_out)
+        self._capped_logged: set[tuple[str, str]] = set()  # (setting, device): devices are enrolled, so bounded
+        self._read_logged: set[str] = set()  # devices whose read timeout was logged
         self.watch_slots = watch_slots(config)
         self._watch_cap_logged = False
         self._pool_logged = False
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
-    def proved(self, method: Callable[[object, grpc.ServicerContext, str], object]
+    def proved(self, kind: str, method: Callable[[object, grpc.ServicerContext, str], object]
                ) -> Callable[[Iterator[object], grpc.ServicerContext], object]:
-        """`method(request, context, device)`, run once the call's credential proved `device` (checked against the
-        knowledge base on a pool thread) and only then its request message read: a call with a false credential
-        that never sends its message is refused at once instead of holding a thread until its deadline (the
-        interceptor, `CredentialGate`, can only refuse calls with no or a malformed credential)."""
-        def run(requests: Iterator[object], context: grpc.ServicerContext) -> object:
+        """`method(request, context, device)` for the `kind` RPC, run once the call's credential proved `device`
+        (checked against the knowledge base on a pool thread), it took one of the device's call slots, and only then
+        its request message was read (within grpc.request_read_timeout_s). A call with a false credential that
+        never sends its message is refused at once (the interceptor, `CredentialGate`, can only refuse calls with
+        no or a malformed credential); a device's calls past its caps are refused before their message is awaited,
+        so one device cannot park every thread; the slot is given back when the call ends (a stream: when its
+        handler's generator ends)."""
+        if kind == DeviceCalls.STATUS:  # request-streaming, unary response
+            def run_unary(requests: Iterator[object], context: grpc.ServicerContext) -> object:
+                device = self.callers.caller(context)
+                self._take_slot(kind, device, context)
+                try:
+                    return method(self._read(requests, context, kind, device), context, device)
+                finally:
+                    self.calls.release(kind, device)
+            return run_unary
+
+        def run_stream(requests: Iterator[object], context: grpc.ServicerContext) -> Iterator[object]:
             device = self.callers.caller(context)
-            return method(_first(requests, context), context, device)
-        return run
+            self._take_slot(kind, device, context)
+            try:
+                yield from method(self._read(requests, context, kind, device), context, device)  # type: ignore[misc]
+            finally:
+                self.calls.release(kind, device)
+        return run_stream
+
+    def _read(self, requests: Iterator[object], context: grpc.ServicerContext, kind: str, device: str) -> object:
+        """The call's request message, if it arrives within grpc.request_read_timeout_s; else the call is cancelled
+        (counted, logged once per device) and its handler ends here."""
+        read = self.reads.arm(context, kind, device)
+        try:
+            return _first(requests, context)  # raises grpc.RpcError when the call is cancelled (by either side)
+        finally:
+            if not self.reads.disarm(read):  # the call is cancelled already (its client sees CANCELLED): end here
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._read_message(read))
+
+    def _read_message(self, read: _Read) -> str:
+        return (f"{read.kind} of device {read.device!r} sent no request message within {self.reads.timeout_s:g} s "
+                "(grpc.request_read_timeout_s): cancelled")
+
+    def _read_timed_out(self, read: _Read) -> None:
+        """Counted and logged (once per device) on the timeout thread, before the call is cancelled."""
+        self.service.metrics.inc("grpc_request_read_timeouts")
+        if read.device not in self._read_logged:
+            self._read_logged.add(read.device)
+            log.warning("gRPC %s (logged once per device; counted as grpc_request_read_timeouts)",
+                        self._read_message(read))
 
     def _refuse(self, request: object, context: grpc.ServicerContext) -> None:
         if isinstance(request, _Refused):
@@ -178,31 +328,37 @@ class AnnotationHubServicer:
                 else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(error))
 
-    def _open_stream(self, kind: str, device: str, context: grpc.ServicerContext) -> None:
-        """Take one of the device's `kind` slots, or end the call with RESOURCE_EXHAUSTED (counted; logged once per
-        device): the caller releases the slot when its stream ends."""
-        if self.streams.acquire(kind, device):
+    def _take_slot(self, kind: str, device: str, context: grpc.ServicerContext) -> None:
+        """Take one of the device's call slots (and of its `kind` streams, for Submit and FetchBundle), or end the
+        call with RESOURCE_EXHAUSTED (counted; logged once per device and setting): the caller gives it back when
+        the call ends."""
+        setting = self.calls.acquire(kind, device)
+        if setting is None:
             self._check_pool()
             return
-        short = DeviceStreams.SHORT[kind]
-        self.service.metrics.inc(f"grpc_{short}_streams_capped")
-        message = (f"device {device!r} already has {self.streams.caps[kind]} {kind} streams open "
-                   f"(grpc.max_{short}_streams_per_device): retry when one ends")
-        if (kind, device) not in self._capped_logged:
-            self._capped_logged.add((kind, device))
+        if setting == "max_calls_per_device":
+            self.service.metrics.inc("grpc_calls_capped")
+            message = (f"device {device!r} already has {self.calls.total} calls open (grpc.{setting}): "
+                       "retry when one ends")
+        else:
+            self.service.metrics.inc(f"grpc_{DeviceCalls.SHORT[kind]}_streams_capped")
+            message = (f"device {device!r} already has {self.calls.caps[kind]} {kind} streams open "
+                       f"(grpc.{setting}): retry when one ends")
+        if (setting, device) not in self._capped_logged:
+            self._capped_logged.add((setting, device))
             log.warning("gRPC %s refused: %s (logged once per device; counted in metrics)", kind, message)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
     def _check_pool(self) -> None:
-        """Streams of many devices at once (each under its own caps) can still hold the whole pool, and then every
+        """Calls of many devices at once (each under its own caps) can still hold the whole pool, and then every
         other call waits: counted when fewer than FREE_WORKERS threads are left, with one warning to size
         grpc.max_workers for the fleet."""
-        if self.streams.open_count() < self.config.max_workers - FREE_WORKERS:
+        if self.calls.open_count() < self.config.max_workers - FREE_WORKERS:
             return
         self.service.metrics.inc("grpc_pool_nearly_full")
         if not self._pool_logged:
             self._pool_logged = True
-            log.warning("gRPC: open streams hold all but %d of grpc.max_workers %d threads; other calls will wait: "
+            log.warning("gRPC: open calls hold all but %d of grpc.max_workers %d threads; other calls will wait: "
                         "raise grpc.max_workers to about the number of devices x 2 + %d (logged once; counted as "
                         "grpc_pool_nearly_full)", FREE_WORKERS, self.config.max_workers, FREE_WORKERS)
 
@@ -210,11 +366,7 @@ class AnnotationHubServicer:
                device: str) -> Iterator[hub_pb2.SampleReply]:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
-        self._open_stream(DeviceStreams.SUBMIT, device, context)
-        try:
-            yield from self._submit(request, context)
-        finally:
-            self.streams.release(DeviceStreams.SUBMIT, device)
+        yield from self._submit(request, context)
 
     def _submit(self, request: hub_pb2.AnnotationRequest,
                 context: grpc.ServicerContext) -> Iterator[hub_pb2.SampleReply]:
@@ -250,11 +402,8 @@ class AnnotationHubServicer:
         if request.offset > record.size:  # a resume point past the end: seek() fails on offsets past 2**63
             context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end of bundle "
                                                         f"{record.name} {record.version} ({record.size} bytes)")
-        self._open_stream(DeviceStreams.FETCH, device, context)  # a client that stops reading parks the thread
-        try:
-            yield from self._chunks(device, record, request, context)
-        finally:
-            self.streams.release(DeviceStreams.FETCH, device)
+        yield from self._chunks(device, record, request, context)  # a client that stops reading parks the thread:
+        # its FetchBundle slot (`proved`) bounds how many
 
     def _chunks(self, device: str, record: BundleRecord, request: hub_pb2.BundleRequest,
                 context: grpc.ServicerContext) -> Iterator[hub_pb2.BundleChunk]:
@@ -275,7 +424,7 @@ class AnnotationHubServicer:
                      device: str) -> Iterator[hub_pb2.ModelUpdate]:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
-        watch = self.streams.watch(device, self.watch_slots)
+        watch = self.calls.watch(device, self.watch_slots)
         if watch is None:
             yield from self._poll_once(device, request, context)
             return
@@ -284,7 +433,7 @@ class AnnotationHubServicer:
         try:
             yield from self._notices(device, request, watch, context)
         finally:
-            self.streams.unwatch(device, watch)
+            self.calls.unwatch(device, watch)
         if watch.replaced:
             self.service.metrics.inc("grpc_watch_replaced")
             context.abort(grpc.StatusCode.ABORTED, f"a newer WatchUpdates stream of device {device!r} replaced "
@@ -344,14 +493,14 @@ class AnnotationHubServicer:
     def wake_watchers(self) -> None:
         """A bundle record changed (or the hub stops): every WatchUpdates stream looks again now rather than at its
         next poll."""
-        self.streams.wake_watches()
+        self.calls.wake_watches()
 
 
 def watch_slots(config: GrpcConfig) -> int:
     """WatchUpdates streams the whole fleet may hold: each parks a thread for good, so they leave room for one
-    device at all its Submit and FetchBundle caps plus FREE_WORKERS threads for everyone's short calls (the config
-    guarantees at least 1)."""
-    return max(1, config.max_workers - FREE_WORKERS - (config.streams_per_device - 1))
+    device at all its other call slots (its watch is among the slots) plus FREE_WORKERS threads for everyone's short
+    calls (the config guarantees at least 1)."""
+    return max(1, config.max_workers - FREE_WORKERS - (config.max_calls_per_device - 1))
 
 
 def server_credentials(tls: GrpcTlsConfig) -> grpc.ServerCredentials:
@@ -378,15 +527,18 @@ class GrpcTransport(HubTransport):
         self._server: grpc.Server | None = None
 
     def _handlers(self) -> grpc.GenericRpcHandler:
-        cap, s = self.config.max_message_bytes, self.servicer
+        cap, s, calls = self.config.max_message_bytes, self.servicer, DeviceCalls
         stream = grpc.stream_stream_rpc_method_handler  # request streams of one: see `proved`
         out = lambda m: m.SerializeToString()  # noqa: E731
+        status = _deserializer(hub_pb2.DeviceStatus, min(cap, self.config.max_status_bytes), StatusTooLargeError,
+                               "grpc.max_status_bytes")  # checked before decoding, which runs on the polling thread
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-            "Submit": stream(s.proved(s.Submit), _deserializer(hub_pb2.AnnotationRequest, cap), out),
-            "FetchBundle": stream(s.proved(s.FetchBundle), _deserializer(hub_pb2.BundleRequest, cap), out),
-            "WatchUpdates": stream(s.proved(s.WatchUpdates), _deserializer(hub_pb2.WatchUpdatesRequest, cap), out),
-            "ReportStatus": grpc.stream_unary_rpc_method_handler(
-                s.proved(s.ReportStatus), _deserializer(hub_pb2.DeviceStatus, cap), out),
+            "Submit": stream(s.proved(calls.SUBMIT, s.Submit), _deserializer(hub_pb2.AnnotationRequest, cap), out),
+            "FetchBundle": stream(s.proved(calls.FETCH, s.FetchBundle), _deserializer(hub_pb2.BundleRequest, cap),
+                                  out),
+            "WatchUpdates": stream(s.proved(calls.WATCH, s.WatchUpdates),
+                                   _deserializer(hub_pb2.WatchUpdatesRequest, cap), out),
+            "ReportStatus": grpc.stream_unary_rpc_method_handler(s.proved(calls.STATUS, s.ReportStatus), status, out),
         })
 
     def start(self) -> None:
@@ -431,6 +583,7 @@ class GrpcTransport(HubTransport):
         self.health.enter_graceful_shutdown()
         if self._server is not None:
             self._server.stop(grace_s).wait()
+        self.servicer.reads.stop()
 
     @property
     def fetch_uri(self) -> str:

@@ -163,12 +163,15 @@ def test_out_of_range_numbers_are_refused_as_invalid_naming_the_field(hub, stub,
 
 def test_a_huge_device_claim_is_denied_with_a_short_text_and_logged_boundedly(hub, stub, caplog) -> None:
     """Each distinct claim was kept whole forever and echoed into the status text: a 1 MiB claim made the status
-    too large for gRPC's metadata (RESOURCE_EXHAUSTED) and 300 of them held 300 MiB."""
+    too large for gRPC's metadata (RESOURCE_EXHAUSTED) and 300 of them held 300 MiB. (A status that large is now
+    refused for its size, grpc.max_status_bytes: these claims are 32 KiB, still four times gRPC's metadata limit.)"""
     app, creds = hub
     app.service._mismatches_logged = OnceLog(limit=3)
     caplog.set_level(logging.WARNING, logger="hgen.hub.service")
+    claim_chars = 1 << 15
+    assert claim_chars < app.config.grpc.max_status_bytes
     for i in range(6):
-        code, details = status_code(stub, A, creds[A].bearer, claimed=f"{i:04d}" + "x" * (1 << 20))
+        code, details = status_code(stub, A, creds[A].bearer, claimed=f"{i:04d}" + "x" * claim_chars)
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert len(details) < 512 and f"{i:04d}x" in details
     assert len(app.service._mismatches_logged) <= 4  # the limit, plus the key whose arrival said it stops
@@ -288,7 +291,8 @@ def test_streams_of_many_devices_filling_the_pool_are_counted_and_warned_once(tm
     pool running low is counted (grpc_pool_nearly_full) and warned of once, naming the setting."""
     fleet = [f"cam-{i}" for i in range(8)]
     app = HubApp(parse_hub_config({"devices": fleet, "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
-                                   "grpc": {"port": 0, "max_workers": 11}})).start()  # low at 11 - 4 = 7 streams
+                                   "grpc": {"port": 0, "max_workers": 11, "max_calls_per_device": 7}})
+                 ).start()  # low at 11 - 4 = 7 calls
     creds = enroll(app, *fleet)
     calls = []
     try:

@@ -135,7 +135,11 @@ def test_a_device_over_its_submit_stream_cap_is_refused_and_others_served(hub, c
 
 
 def test_the_pool_must_leave_room_beside_one_device_at_its_caps(tmp_path: Path) -> None:
-    grpc_config = parse_hub_config({"grpc": {"max_workers": 11}}).grpc  # 1 watch + 4 Submit + 2 FetchBundle + 4
-    assert grpc_config.streams_per_device == 7
-    with pytest.raises(HubConfigError, match="max_workers 10 is too small"):
-        parse_hub_config({"grpc": {"max_workers": 10}})
+    grpc_config = parse_hub_config({"grpc": {"max_workers": 14}}).grpc  # max_calls_per_device + 4
+    assert grpc_config.max_calls_per_device == 10
+    with pytest.raises(HubConfigError, match="max_workers 13 is too small"):
+        parse_hub_config({"grpc": {"max_workers": 13}})
+    assert parse_hub_config({"grpc": {"max_workers": 11, "max_calls_per_device": 7}}).grpc.max_workers == 11
+    # a per-kind cap above the device's cap on all its calls would never be reached
+    with pytest.raises(HubConfigError, match="max_submit_streams_per_device 8 exceeds max_calls_per_device 7"):
+        parse_hub_config({"grpc": {"max_calls_per_device": 7, "max_submit_streams_per_device": 8}})
