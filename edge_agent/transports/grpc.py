@@ -243,7 +243,13 @@ class GrpcTransport(Transport):
             for reply in self._stub.Submit(request, timeout=self.config.call_timeout_s):
                 self._take(reply)
         except grpc.RpcError as exc:
-            if not self._stopping.is_set():
+            if self._stopping.is_set():
+                pass
+            elif exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+                # the hub is up and says 'not now' to this device (its per-device call cap): not a link failure
+                log.warning("Submit of %d samples refused for now (%s); they are asked again later", len(ids),
+                            exc.details())  # type: ignore[attr-defined]
+            else:
                 log.warning("Submit of %d samples to %s failed: %s", len(ids), self.config.url, describe(exc))
                 self._rpc_failed(exc)
         except Exception:  # a bug here must not kill the worker silently

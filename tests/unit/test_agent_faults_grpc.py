@@ -11,7 +11,7 @@ import grpc
 
 from hgen.edge_agent.config import HubConfig
 from hgen.edge_agent.transports import TransportCallbacks, open_transport
-from hgen.hub.testing.services import free_port
+from hgen.hub.testing.services import free_port, wait_until
 from hgen.protos import hub_pb2, hub_pb2_grpc
 
 WAIT_S = 10.0
@@ -57,6 +57,44 @@ def test_a_reply_the_agent_fails_to_take_does_not_end_the_stream() -> None:
         assert transport.send(request)
         assert agent.done.wait(WAIT_S), f"the stream ended at the failing reply; taken: {agent.taken}"
         assert agent.taken == ["s-2", "s-3"]
+    finally:
+        transport.stop()
+        server.stop(None)
+
+
+class Busy(hub_pb2_grpc.AnnotationHubServicer):
+    """A hub refusing this device's call past its per-device cap (`grpc.max_calls_per_device`)."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+
+    def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext  # noqa: N802 (gRPC API)
+               ) -> Iterator[hub_pb2.SampleReply]:
+        self.asked.set()
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "device cam-1 holds grpc.max_calls_per_device calls")
+        yield from ()
+
+
+def test_a_submit_refused_as_too_many_calls_leaves_the_link_connected() -> None:
+    """RESOURCE_EXHAUSTED is the hub saying 'not now' to this device: the samples stay for the resend scan, and
+    the link is not reported down (it marked the hub unreachable, which the adaptation reads as the hub away)."""
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    busy = Busy()
+    hub_pb2_grpc.add_AnnotationHubServicer_to_server(busy, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    states: list[tuple] = []
+    transport = open_transport(HubConfig(url=f"grpc://127.0.0.1:{port}"), "cam-1",
+                               TransportCallbacks(lambda reply: None, lambda notice: None,
+                                                  lambda *state: states.append(state)))
+    try:
+        transport.start()
+        assert transport.send(hub_pb2.AnnotationRequest(batch_id="b-1", device_id="cam-1",
+                                                        samples=[hub_pb2.Sample(sample_id="s-1")]))
+        assert busy.asked.wait(WAIT_S)
+        assert wait_until(lambda: not transport.in_flight(), WAIT_S)  # the call ended: its samples left
+        assert all(state[0].name != "DISCONNECTED" for state in states), states
     finally:
         transport.stop()
         server.stop(None)
