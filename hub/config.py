@@ -60,6 +60,16 @@ class LimitsConfig(StrictModel):
     default_deadline_s: float = Field(600.0, gt=0, title="Deadline when a request carries none")
     max_deadline_s: float = Field(7 * 24 * 3600.0, gt=0, title="Later deadlines are clamped to this")
     default_labour_budget: float = Field(0.0, ge=0, title="Budget when a request carries 0 (0 = unlimited)")
+    max_model_boxes: int = Field(1000, ge=1, title="Boxes a sample's model output may carry (the agent's detectors "
+                                                   "keep at most 300); more: refused, INVALID_REQUEST")
+    max_open_samples_per_device: int = Field(1000, ge=0, title="Samples one device may have waiting for people at "
+                                             "once; a new one over it is refused (REJECTED, LABOUR_BUDGET) until "
+                                             "some close (0: no cap)")
+    max_samples_per_device_per_hour: int = Field(0, ge=0, title="New samples one device may store in any hour; "
+                                                 "more are refused (REJECTED, LABOUR_BUDGET) (0: no cap)")
+    max_image_bytes_per_device_per_hour: int = Field(1 << 30, ge=0, title="Image bytes one device may store in "
+                                                     "any hour, counted by each hub process; a sample over it is "
+                                                     "refused (REJECTED, TOO_LARGE) (0: no cap)")
 
 
 MIN_SECRET_CHARS = {"secret_key": 32, "metrics_token": 16}  # web secrets shorter than this are refused

@@ -1,4 +1,5 @@
-"""The hub service: ingest (validate, de-duplicate, budget, store), the deadline sweep, and reply fan-out.
+"""The hub service: ingest (validate, de-duplicate, budget, per-device limits, store), the deadline sweep, and reply
+fan-out.
 
 Transports (gRPC, MQTT) call `submit`; replies reach them through listeners registered per transport, and
 in-process gRPC streams through the ReplyBus. Nothing here is needed to resume after a restart: the knowledge
@@ -17,16 +18,16 @@ from dataclasses import dataclass, field
 
 from hgen.hub.aggregators import aggregator_names, default_aggregator, get_aggregator
 from hgen.hub.annotators import AnnotatorAPI, ReplyListener
-from hgen.hub.config import HubConfig
+from hgen.hub.config import HubConfig, LimitsConfig
 from hgen.hub.devices import DeviceMismatchError
 from hgen.hub.gold import GoldBook
 from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidRequestError, LabourBudgetExceededError,
-                             UnknownDeviceError)
-from hgen.hub.kb.store import KnowledgeBase, NewSample
+                             MessageTooLargeError, UnknownDeviceError)
+from hgen.hub.kb.store import DeviceIntake, KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
 from hgen.hub.clocks import DeviceClocks
-from hgen.hub.validation import (check_image, check_request_numbers, check_sample_numbers, check_uuid, clip,
-                                 device_clock_offset, parse_request, request_deadline)
+from hgen.hub.validation import (check_image, check_model_output, check_request_numbers, check_sample_numbers,
+                                 check_uuid, clip, device_clock_offset, parse_request, request_deadline)
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
 from hgen.runtime.hdnn import difficulty_from_confidence
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 EXPIRY_POLL_S = 1.0  # bound on how late a deadline set by another hub process is noticed
 CLOCK_SKEW_WARN_S = 30.0  # a device clock further off than this is logged (once per device) and counted
 MAX_LOGGED_SOURCES = 1024  # distinct refusals a OnceLog logs; the rest are only counted
+HOUR_S = 3600.0  # the window of the per-device hourly limits
+MINUTE_S = 60.0  # the hourly image budget's resolution
 
 
 @dataclass
@@ -91,6 +94,125 @@ class OnceLog:
             return len(self._seen)
 
 
+class DeviceSampleCapError(LabourBudgetExceededError):
+    """A device is at limits.max_open_samples_per_device or limits.max_samples_per_device_per_hour. Sent as
+    LABOUR_BUDGET, a reason every agent and phone already takes as final (the model's answer stands, the sample
+    leaves the outbox, nothing is resent): a new reason would break them (RejectReason.Name raises on it)."""
+
+    code = "device_sample_cap"
+
+
+class DeviceImageBudgetError(MessageTooLargeError):
+    """A device's images stored in the last hour would pass limits.max_image_bytes_per_device_per_hour (sent as
+    TOO_LARGE, a reason agents know): images at the payload cap filled the disk at about 88 GiB an hour."""
+
+    code = "device_image_budget"
+
+
+class ImageWindows:
+    """Image bytes each device stored in the last hour, by minute, in this hub process.
+
+    In memory: the knowledge base records no size for an image kept as a file, and summing the files' sizes for
+    every sample would stat thousands of them. A device's first sample since start reads its last hour's images
+    once (`KnowledgeBase.image_bytes_since`), so a restart hands out no fresh budget. Several hub processes each
+    count what they store (a device spreading its samples over N hubs may store up to N budgets). Callers hold the
+    device's lock (`DeviceLocks`)."""
+
+    def __init__(self, seed: Callable[[str, float], list[tuple[float, int]]]) -> None:
+        self._seed = seed
+        self._minutes: dict[str, dict[int, int]] = {}
+
+    def total(self, device_id: str, now: float) -> int:
+        """Bytes the device stored in the hour up to `now` (older minutes are dropped)."""
+        minutes = self._device(device_id, now)
+        first = _minute(now - HOUR_S)
+        for old in [minute for minute in minutes if minute <= first]:
+            del minutes[old]
+        return sum(minutes.values())
+
+    def add(self, device_id: str, now: float, size: int) -> None:
+        minutes = self._device(device_id, now)
+        minutes[_minute(now)] = minutes.get(_minute(now), 0) + size
+
+    def _device(self, device_id: str, now: float) -> dict[int, int]:
+        minutes = self._minutes.get(device_id)
+        if minutes is None:
+            minutes = {}
+            for at, size in self._seed(device_id, now - HOUR_S):
+                minutes[_minute(at)] = minutes.get(_minute(at), 0) + size
+            self._minutes[device_id] = minutes
+        return minutes
+
+
+def _minute(at: float) -> int:
+    return int(at // MINUTE_S)
+
+
+class DeviceLocks:
+    """One lock per device: a device's requests are checked against its limits one at a time in this process, so
+    two of its requests never both pass under a cap. Devices are registered ones (`_check_request`): bounded."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, device_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(device_id, threading.Lock())
+
+
+class DeviceQuota:
+    """One request's new samples against its device's limits (limits.max_open_samples_per_device,
+    max_samples_per_device_per_hour, max_image_bytes_per_device_per_hour; 0: off).
+
+    One device flooding the hub (5,000 samples in 12 s) pushed every other device's samples past their deadlines
+    and could fill the disk. The counts are read at the request's first new sample (a request that only asks
+    again about stored samples reads nothing), then kept up to date as its samples are stored."""
+
+    def __init__(self, device_id: str, limits: LimitsConfig, kb: KnowledgeBase, images: ImageWindows,
+                 now: float) -> None:
+        self.device_id = device_id
+        self.limits = limits
+        self.kb = kb
+        self.images = images
+        self.now = now
+        self._intake: DeviceIntake | None = None
+        self._stored = 0  # samples this request stored
+
+    def check(self, image_size: int) -> None:
+        """Raise DeviceSampleCapError / DeviceImageBudgetError unless one more sample with `image_size` bytes of
+        image to store fits."""
+        limits, intake, device = self.limits, self._read(), clip(self.device_id)
+        waiting, recent = intake.open_samples + self._stored, intake.samples_since + self._stored
+        if limits.max_open_samples_per_device and waiting >= limits.max_open_samples_per_device:
+            raise DeviceSampleCapError(f"device {device!r} has {waiting} samples waiting for people, at limits."
+                                       f"max_open_samples_per_device ({limits.max_open_samples_per_device}): "
+                                       "refused until some are answered or expire")
+        if limits.max_samples_per_device_per_hour and recent >= limits.max_samples_per_device_per_hour:
+            raise DeviceSampleCapError(f"device {device!r} stored {recent} samples in the last hour, at limits."
+                                       f"max_samples_per_device_per_hour ({limits.max_samples_per_device_per_hour})")
+        budget = limits.max_image_bytes_per_device_per_hour
+        if budget and image_size and self.images.total(self.device_id, self.now) + image_size > budget:
+            raise DeviceImageBudgetError(f"an image of {image_size} bytes would take device {device!r} over limits."
+                                         f"max_image_bytes_per_device_per_hour ({budget} bytes)")
+
+    def stored(self, image_size: int) -> None:
+        """A sample of this request was stored, with `image_size` bytes of image."""
+        self._stored += 1
+        if self.limits.max_image_bytes_per_device_per_hour:
+            self.images.add(self.device_id, self.now, image_size)
+
+    def _read(self) -> DeviceIntake:
+        if self._intake is None:
+            limits = self.limits
+            if limits.max_open_samples_per_device or limits.max_samples_per_device_per_hour:
+                since = self.now - HOUR_S if limits.max_samples_per_device_per_hour else None
+                self._intake = self.kb.device_intake(self.device_id, since)
+            else:
+                self._intake = DeviceIntake(0, 0)
+        return self._intake
+
+
 class ReplyBus:
     """In-process fan-out of new replies to the gRPC streams waiting on those sample ids."""
 
@@ -140,6 +262,9 @@ class HubService:
         self._sweeper: threading.Thread | None = None
         self._mismatches_logged = OnceLog()  # (account, clipped claim): a client chooses the claim
         self._skew_logged: set[str] = set()
+        self._limits_logged = OnceLog()  # (error code, device): a device over a limit sends on, it is logged once
+        self._device_locks = DeviceLocks()
+        self._image_windows = ImageWindows(kb.image_bytes_since)
         self.clocks = DeviceClocks()
         kb.register_devices(config.devices)
 
@@ -234,8 +359,10 @@ class HubService:
             self._count(exc)
             result.immediate = [rejection(request, s, exc) for s in request.samples]
             return result
-        for sample in request.samples:
-            self._submit_sample(request, sample, m, deadline, default_aggregator, transport, result)
+        with self._device_locks(request.device_id):
+            quota = DeviceQuota(request.device_id, self.config.limits, self.kb, self._image_windows, self.clock())
+            for sample in request.samples:
+                self._submit_sample(request, sample, m, deadline, default_aggregator, transport, quota, result)
         if result.accepted:
             self.metrics.inc("accepted", len(result.accepted))
             self.annotators.notify_work()
@@ -289,15 +416,20 @@ class HubService:
         return offset
 
     def _submit_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
-                       aggregator: str, transport: str, result: SubmitResult) -> None:
+                       aggregator: str, transport: str, quota: DeviceQuota, result: SubmitResult) -> None:
         try:
-            new = self._check_sample(request, sample, m, deadline, aggregator, transport)
+            new = self._check_sample(request, sample, m, deadline, aggregator, transport, quota)
+        except (DeviceSampleCapError, DeviceImageBudgetError) as exc:
+            self._count_over_limit(exc, request.device_id)
+            result.immediate.append(rejection(request, sample, exc))
+            return
         except BadInputError as exc:
             self._count(exc)
             result.immediate.append(rejection(request, sample, exc))
             return
         outcome = self.kb.add_sample(new)
         if outcome == "accepted":
+            quota.stored(len(new.sample.image.data))
             result.accepted.append(sample.sample_id)
         elif outcome == "duplicate":
             self.metrics.inc("duplicate_sample")
@@ -315,24 +447,38 @@ class HubService:
             result.immediate.append(rejection(request, sample, exc))
 
     def _check_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
-                      aggregator: str, transport: str) -> NewSample:
+                      aggregator: str, transport: str, quota: DeviceQuota) -> NewSample:
         check_uuid(sample.sample_id, "sample_id")
         if sample.device_id and sample.device_id != request.device_id:
             raise InvalidRequestError(f"sample {sample.sample_id} names device {clip(sample.device_id)!r} in a "
                                       f"request from {clip(request.device_id)!r}")
+        check_model_output(sample.output, self.config.num_classes, self.config.limits)
         check_sample_numbers(sample)
-        if not self.kb.sample_exists(sample.sample_id):  # a redelivered sample was checked the first time
-            check_image(sample.image, self.config.limits)
-            if len(sample.image.data) > self.kb.images.inline_max_bytes and self.kb.images.image_dir is None:
-                raise ImageNotStorableError(f"image of {len(sample.image.data)} bytes is over knowledge_base."
-                                         "inline_image_max_bytes and no knowledge_base.image_dir is set to keep it")
-        return self._new_sample(request, sample, m, deadline, aggregator, transport)
+        keep_image = deadline > self.clock()
+        if not self.kb.sample_exists(sample.sample_id):  # a redelivered sample was checked (and counted) the first time
+            self._check_new(sample, keep_image, quota)
+        return self._new_sample(request, sample, m, deadline, aggregator, transport, keep_image)
+
+    def _check_new(self, sample: hub_pb2.Sample, keep_image: bool, quota: DeviceQuota) -> None:
+        """A sample the hub does not hold yet: within its device's limits (checked first: they are cheap, and a
+        flooding device's images are not decoded), then its image, unless it is not kept (deadline passed)."""
+        quota.check(len(sample.image.data) if keep_image else 0)
+        if not keep_image:
+            return
+        check_image(sample.image, self.config.limits)
+        if len(sample.image.data) > self.kb.images.inline_max_bytes and self.kb.images.image_dir is None:
+            raise ImageNotStorableError(f"image of {len(sample.image.data)} bytes is over knowledge_base."
+                                        "inline_image_max_bytes and no knowledge_base.image_dir is set to keep it")
 
     def _new_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
-                    aggregator: str, transport: str) -> NewSample:
+                    aggregator: str, transport: str, keep_image: bool = True) -> NewSample:
+        """The sample as stored. Without `keep_image` (its deadline passed before it arrived: the sweep replies
+        EXPIRED at once and nobody will see it) the image's bytes are left out; it used to be stored in full."""
         stored = hub_pb2.Sample()
         stored.CopyFrom(sample)
         stored.device_id = request.device_id
+        if not keep_image:
+            stored.image.ClearField("data")
         kind = kind_of_wire(sample.output.kind)  # UNSPECIFIED (older devices): the default kind
         if kind is not None:
             stored.output.kind = hub_pb2.HdnnKind.Value(kind.proto_enum)
@@ -350,6 +496,12 @@ class HubService:
     def _count(self, exc: BadInputError) -> None:
         self.metrics.inc(exc.code)
         log.warning("refused (%s): %s", exc.code, exc)
+
+    def _count_over_limit(self, exc: BadInputError, device_id: str) -> None:
+        """Counted each time, logged once per (limit, device): a device over its cap sends on, often thousands."""
+        self.metrics.inc(exc.code)
+        if self._limits_logged.first((exc.code, clip(device_id))):
+            log.warning("refused (%s): %s (logged once per device; counted as %s)", exc.code, exc, exc.code)
 
     # --- deadlines ----------------------------------------------------------------------------------------
 

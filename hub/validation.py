@@ -83,10 +83,31 @@ def check_sample_numbers(sample: hub_pb2.Sample) -> None:
 
 
 def check_uuid(value: str, what: str) -> None:
+    """Only the canonical spelling (lowercase, hyphenated 8-4-4-4-12: what the agent's uuid4() and the phone's
+    crypto.randomUUID() send). The knowledge base keys samples and batches by the string, so each other spelling of
+    one UUID (upper case, braces, no hyphens, urn:uuid:) stored another sample, and the longest overflowed the
+    36-character column."""
     try:
-        uuid.UUID(value)
+        canonical = str(uuid.UUID(value))
     except ValueError:
         raise InvalidRequestError(f"{what} {clip(value)!r} is not a UUID") from None
+    if value != canonical:
+        raise InvalidRequestError(f"{what} {clip(value)!r} is not a UUID in canonical form (lowercase, hyphenated "
+                                  f"8-4-4-4-12, e.g. {canonical})")
+
+
+def check_model_output(output: hub_pb2.ModelOutput, num_classes: int, limits: LimitsConfig) -> None:
+    """Shape before values: class probabilities are none (detection samples carry boxes instead) or one per class
+    people answer in (a 2,000,000-long vector was stored, then the annotator page listed classes that do not
+    exist), and at most `limits.max_model_boxes` boxes. Checked before any value is read, so a huge output costs
+    nothing more."""
+    count = len(output.class_probabilities)
+    if count not in (0, num_classes):
+        raise InvalidRequestError(f"output.class_probabilities has {count} values: people answer in {num_classes} "
+                                  f"classes (num_classes), so send {num_classes} or none")
+    if len(output.boxes) > limits.max_model_boxes:
+        raise InvalidRequestError(f"output.boxes has {len(output.boxes)} boxes, over limits.max_model_boxes "
+                                  f"({limits.max_model_boxes})")
 
 
 def check_image(image: hub_pb2.Image, limits: LimitsConfig) -> None:

@@ -7,11 +7,15 @@ Changing a model means adding an Alembic revision in migrations/versions (a test
 from __future__ import annotations
 
 from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy import false
+from sqlalchemy import false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OPEN_STATES = ("received", "assigned")
 CLOSED_STATES = ("answered", "partial", "expired")
+# The rows of ix_samples_open_device (migration 0013): devices' samples still waiting for people, gold excluded.
+# A query uses that index only when its WHERE holds these terms with the values written inline
+# (hgen.hub.kb.tasks.device_work writes them so).
+OPEN_DEVICE_SAMPLES = "status IN ('received', 'assigned') AND transport != 'gold'"
 
 
 class Base(DeclarativeBase):
@@ -95,6 +99,10 @@ class Sample(Base):
         Index("ix_samples_status_received", "status", "received_at"),
         Index("ix_samples_status_deadline", "status", "deadline"),
         Index("ix_samples_device_received", "device_id", "received_at"),  # migration 0012: a device's last bundle
+        # migration 0013: each device's oldest open samples (fair hand-out) and a device's open count (its cap), read
+        # from an index of open samples only, however many closed ones the device has
+        Index("ix_samples_open_device", "device_id", "received_at", sqlite_where=text(OPEN_DEVICE_SAMPLES),
+              postgresql_where=text(OPEN_DEVICE_SAMPLES)),
     )
 
 

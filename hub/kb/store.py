@@ -25,7 +25,8 @@ from hgen.hub.kb.engine import make_engine, sqlite_path
 from hgen.hub.kb.images import ImageStore, UnreadableSamples
 from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
-from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task, TaskQueue  # noqa: F401 (GOLD_TRANSPORT, Task: callers import them here)
+from hgen.hub.kb.tasks import DeviceTurns, TaskQueue, device_work
+from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task  # noqa: F401 (callers import them here)
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import version_key
 
@@ -43,6 +44,14 @@ class NewSample:
     difficulty: float
     labour: float
     transport: str
+
+
+@dataclass(frozen=True)
+class DeviceIntake:
+    """What a device has stored lately, as its per-device limits count it (hgen.hub.service.DeviceQuota)."""
+
+    open_samples: int  # waiting for people now
+    samples_since: int  # received since the time asked about (0 when not asked)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class KnowledgeBase(TaskQueue, Closing):
         self.aggregator = aggregator
         self.clock = clock
         self.unreadable = UnreadableSamples(clock)  # samples whose image this process could not read lately
+        self.turns = DeviceTurns()  # the device this process handed a task from longest ago (fair hand-out)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
@@ -185,6 +195,34 @@ class KnowledgeBase(TaskQueue, Closing):
             difficulty=new.difficulty, labour_reserved=new.labour, m=new.m, aggregator=new.aggregator,
             transport=new.transport, status="received", assigned_count=0, answer_count=0,
             deadline=new.deadline, received_at=self.clock())
+
+    def device_intake(self, device_id: str, since: float | None = None) -> DeviceIntake:
+        """The device's samples waiting for people (counted in ix_samples_open_device: bounded by its cap, however
+        many closed samples it has) and, when `since` is given, its samples received since then."""
+        with self.session() as s:
+            waiting = s.scalar(select(func.count()).select_from(Sample)
+                               .where(Sample.device_id == device_id, *device_work()))
+            recent = 0 if since is None else s.scalar(
+                select(func.count()).select_from(Sample)
+                .where(Sample.device_id == device_id, Sample.received_at >= since))
+        return DeviceIntake(int(waiting or 0), int(recent or 0))
+
+    def image_bytes_since(self, device_id: str, since: float) -> list[tuple[float, int]]:
+        """(received_at, bytes) of each image the device stored since `since`: inline ones measured by the database,
+        files by their size on disk (0 when it cannot be read). Read once per device by a hub process, so its hourly
+        image budget does not start afresh when the hub restarts."""
+        with self.session() as s:
+            rows = s.execute(select(Sample.received_at, func.length(Sample.image_bytes), Sample.image_path)
+                             .where(Sample.device_id == device_id, Sample.received_at >= since)).all()
+        return [(at, int(inline) if inline is not None else self._file_size(path)) for at, inline, path in rows]
+
+    def _file_size(self, relative: str | None) -> int:
+        if self.images.image_dir is None or relative is None:
+            return 0
+        try:
+            return (self.images.image_dir / relative).stat().st_size
+        except OSError:
+            return 0
 
     # --- model bundles ------------------------------------------------------------------------------------
 

@@ -4,21 +4,29 @@ a task's transitions lock its sample first (hgen.hub.kb.guards), so two racing o
 
 A sample whose image cannot be read is set aside while assigning (`KnowledgeBase.unreadable`: left out for a
 minute, never closed for it) and the next one is handed out in the same request: left in the queue it was picked
-first again by every request, and every annotator got a 500."""
+first again by every request, and every annotator got a 500.
+
+Hand-out is fair across devices: it goes round the devices with work (`fair_candidates`), each device's own
+samples oldest first. Oldest-first across the hub let one device's 5,000 samples come before another device's 10,
+which expired unanswered. Each device's oldest comes from the partial index ix_samples_open_device (open device
+samples only), so the work grows with the devices, not with the open samples."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, bindparam, literal, or_, select, update
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.util import AliasedClass
 
 from hgen.hub.errors import SampleImageMissingError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import (WITHDRAWN, at_cap, expire_assignments, give_back, open_task_ids, own_task,
                                 withdraw_open_tasks)
-from hgen.hub.kb.models import OPEN_STATES, Assignment, Sample, TaskEvent
+from hgen.hub.kb.models import OPEN_STATES, Assignment, Device, Sample, TaskEvent
 from hgen.protos import hub_pb2
 
 GOLD_TRANSPORT = "gold"  # gold tasks are hub-owned samples, handed out by hgen.hub.gold, never by assign_next
@@ -41,22 +49,93 @@ class Task:
     aggregator: str = ""  # the sample's aggregator: what its answers must be (for kinds without a descriptor here)
 
 
-def time_to_answer(now: float, min_time_s: float) -> ColumnElement[bool]:
+SampleTable = type[Sample] | AliasedClass[Sample]
+
+
+def time_to_answer(now: float, min_time_s: float, sample: SampleTable = Sample) -> ColumnElement[bool]:
     """At least `min_time_s` left before the sample's deadline, or, for a device whose whole deadline is shorter
     than twice that, half of it: a device that waits 20 s for people must still be answered, not skipped."""
-    window = Sample.deadline - Sample.received_at
-    return or_(Sample.deadline > now + min_time_s,
-               and_(window < 2 * min_time_s, Sample.deadline - now >= window / 2))
+    window = sample.deadline - sample.received_at
+    return or_(sample.deadline > now + min_time_s,
+               and_(window < 2 * min_time_s, sample.deadline - now >= window / 2))
+
+
+def device_work(sample: SampleTable = Sample) -> tuple[ColumnElement[bool], ...]:
+    """Devices' samples still waiting for people (gold excluded): the predicate of ix_samples_open_device
+    (models.OPEN_DEVICE_SAMPLES), its values written inline, as SQLite and PostgreSQL use a partial index only for
+    a query whose WHERE visibly implies its predicate (a bound parameter does not)."""
+    states = bindparam("open_states", list(OPEN_STATES), expanding=True, literal_execute=True, unique=True)
+    return sample.status.in_(states), sample.transport != literal(GOLD_TRANSPORT, literal_execute=True)
+
+
+def assignable(sample: SampleTable, annotator_id: str, now: float, min_time_s: float,
+               aside: list[str]) -> tuple[ColumnElement[bool], ...]:
+    """A device's sample this annotator may be handed now: open with a free slot, not seen by them, not set aside
+    (its image unreadable lately), its deadline far enough off (`time_to_answer`)."""
+    seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
+    return (*device_work(sample), sample.assigned_count < sample.m, sample.deadline > now,
+            time_to_answer(now, min_time_s, sample), sample.id.not_in(seen), sample.id.not_in(aside))
+
+
+class DeviceTurns:
+    """Which device this process handed a task from longest ago: a counter, not a clock (many hand-outs share a
+    clock reading). Kept in memory, as `unreadable` is: it only orders hand-out, nothing is lost with it, and each
+    hub process sharing a database goes round the devices on its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._last: dict[str, int] = {}  # device -> its latest turn (devices are registered ones: bounded)
+
+    def served(self, device_id: str) -> None:
+        with self._lock:
+            self._count += 1
+            self._last[device_id] = self._count
+
+    def last(self, device_id: str) -> int:
+        """The device's latest turn; 0 when this process never handed out one of its samples."""
+        with self._lock:
+            return self._last.get(device_id, 0)
+
+
+HEAD_OF = aliased(Sample, name="head_of")  # a device's oldest sample, beside its devices row (built once: costly)
+
+
+def fair_candidates(s: Session, terms: Callable[[SampleTable], tuple[ColumnElement[bool], ...]], limit: int,
+                    turns: DeviceTurns) -> list[str]:
+    """Up to `limit` sample ids matching `terms` in fair order: each device's oldest, the device served longest ago
+    first (never served: by the sample's age), before any device's second, and so on. A device's own samples go
+    oldest first. Ordering by age alone came back to the flooding device after every answer (its oldest is the
+    oldest), so hand-out goes round the devices.
+
+    One statement takes each device's oldest (a step into ix_samples_open_device per registered device), a second
+    reads those by primary key (a join of the two let PostgreSQL, before its first ANALYZE, scan every sample);
+    only when fewer than `limit` devices have work are those few read further."""
+    head = (select(HEAD_OF.id).where(HEAD_OF.device_id == Device.id, *terms(HEAD_OF))
+            .order_by(HEAD_OF.received_at).limit(1).correlate(Device).scalar_subquery())
+    heads = [sample_id for sample_id in s.scalars(select(head).select_from(Device)).all() if sample_id is not None]
+    if not heads:
+        return []
+    rows = s.execute(select(Sample.device_id, Sample.received_at, Sample.id).where(Sample.id.in_(heads))).all()
+    if len(rows) >= limit:
+        return [row[2] for row in sorted(rows, key=lambda row: (turns.last(row[0]), row[1], row[2]))[:limit]]
+    ranked: list[tuple[int, int, float, str]] = []
+    for device_id in {row[0] for row in rows}:
+        oldest = s.execute(select(Sample.received_at, Sample.id).where(Sample.device_id == device_id, *terms(Sample))
+                           .order_by(Sample.received_at).limit(limit)).all()
+        ranked += [(rank, turns.last(device_id), at, sample_id) for rank, (at, sample_id) in enumerate(oldest)]
+    return [sample_id for *_, sample_id in sorted(ranked)[:limit]]
 
 
 class TaskQueue:
-    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images` and `unreadable`)."""
+    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images`, `unreadable` and `turns`)."""
 
     def assign_next(self, annotator_id: str, candidates: int = 8, max_open: int | None = None,
                     min_time_s: float = 0.0, unreadable: list[str] | None = None) -> Task | None:
-        """Give the annotator the oldest open sample it has not seen that still needs an annotator and whose deadline
-        is more than `min_time_s` away (None too when they already hold `max_open` open tasks). Samples met whose
-        image cannot be read are set aside on the way and appended to `unreadable`."""
+        """Give the annotator the next open sample in fair order (`fair_candidates`: each device's oldest first) that
+        they have not seen, that still needs an annotator and whose deadline is more than `min_time_s` away (None
+        too when they already hold `max_open` open tasks). Samples met whose image cannot be read are set aside on
+        the way and appended to `unreadable`."""
         for _ in range(ASSIGN_ROUNDS):
             broken: list[tuple[str, str]] = []
             task = self._assign_once(annotator_id, candidates, max_open, min_time_s, broken)
@@ -68,19 +147,15 @@ class TaskQueue:
 
     def _assign_once(self, annotator_id: str, candidates: int, max_open: int | None, min_time_s: float,
                      broken: list[tuple[str, str]]) -> Task | None:
-        """One assigning transaction over the oldest `candidates`; unreadable ones go to `broken`, untouched."""
+        """One assigning transaction over the first `candidates` in fair order; unreadable ones go to `broken`,
+        untouched."""
         now = self.clock()
         with self.session() as s:
             if at_cap(s, annotator_id, max_open):
                 return None
-            seen = select(Assignment.sample_id).where(Assignment.annotator_id == annotator_id)
-            ids = s.scalars(
-                select(Sample.id)
-                .where(Sample.status.in_(OPEN_STATES), Sample.assigned_count < Sample.m,
-                       Sample.deadline > now, time_to_answer(now, min_time_s),
-                       Sample.transport != GOLD_TRANSPORT, Sample.id.not_in(seen),
-                       Sample.id.not_in(self.unreadable.current()))
-                .order_by(Sample.received_at).limit(candidates)).all()
+            aside = self.unreadable.current()
+            ids = fair_candidates(s, lambda sample: assignable(sample, annotator_id, now, min_time_s, aside),
+                                  candidates, self.turns)
             for sample_id in ids:
                 row = s.get(Sample, sample_id)
                 try:
@@ -96,6 +171,7 @@ class TaskQueue:
                     task_id = str(uuid.uuid4())
                     s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
                                      assigned_at=now))
+                    self.turns.served(row.device_id)
                     return self._task(s, task_id, row, annotator_id, data)
         return None
 
