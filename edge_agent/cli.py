@@ -86,7 +86,7 @@ def _outbox(config: AgentConfig) -> str:
     """What `run` would find in outbox.path, refused as `run` refuses it when another device owns the file; a
     damaged file is reported, not refused, as `run` moves it aside and starts afresh."""
     from hgen.edge_agent.errors import OutboxDamagedError
-    from hgen.edge_agent.outbox import inspect_outbox, owner_error
+    from hgen.edge_agent.outbox_file import inspect_outbox, owner_error
 
     path = config.outbox.path
     try:

@@ -30,12 +30,12 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from hgen.edge_agent.errors import OutboxDamagedError, OutboxError, OutboxOwnerError
+from hgen.edge_agent.errors import OutboxDamagedError, OutboxError
+from hgen.edge_agent.outbox_file import Transaction, error_type, lenient_text, move_aside, owner_error
 
 log = logging.getLogger(__name__)
 
@@ -59,49 +59,10 @@ CREATE TABLE IF NOT EXISTS settled (sample_id TEXT PRIMARY KEY, result TEXT NOT 
 CREATE TABLE IF NOT EXISTS owner (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 MIGRATIONS = {"timed_out": "ALTER TABLE samples ADD COLUMN timed_out INTEGER NOT NULL DEFAULT 0"}
-DAMAGE_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})  # primary result codes of a damaged file
-SIDECARS = ("-wal", "-shm", "-journal")  # SQLite's files beside the database, moved aside with it
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: about 1,900 full-frame (560 KB) samples, a small share of an SD card
 ROW_BYTES = "length(payload) + length(logits) + length(meta)"  # a sample's bytes (a blob's from its row header)
 GIVE_BACK_MIN_BYTES = 2 << 20  # free pages are given back to the card once they are most of the file and this much
 CONVERT_MAX_BYTES = 16 << 20  # an older file is converted to auto_vacuum at open while it holds at most this
-
-
-def error_type(exc: sqlite3.Error) -> type[OutboxError]:
-    """OutboxDamagedError when the file is not a database or its pages are malformed; OutboxError when it is busy,
-    read-only or full."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return OutboxDamagedError if code is not None and (code & 0xFF) in DAMAGE_CODES else OutboxError
-
-
-def _lenient_text(data: bytes) -> str:
-    """TEXT columns with bytes that are not UTF-8 (a damaged row) read as text the row's decoder then refuses,
-    instead of failing the whole query."""
-    return data.decode("utf-8", "replace")
-
-
-def owner_error(path: Path, owner: str, device_id: str) -> OutboxOwnerError:
-    return OutboxOwnerError(f"outbox.path: {path} holds the samples of device {owner!r}, not {device_id!r}: give "
-                            f"each agent its own outbox.path (the file is left as it is for {owner!r})")
-
-
-def inspect_outbox(path: Path) -> tuple[str | None, int]:
-    """(owner device, samples waiting) of an existing outbox, read-only: `hgen-agent check` must not create the
-    file or claim it for the device it checks. (None, 0) for a file not there yet."""
-    if not Path(path).is_file():
-        return None, 0
-    try:
-        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            owner = db.execute("SELECT value FROM owner WHERE key = 'device_id'").fetchone() \
-                if "owner" in tables else None
-            (waiting,) = db.execute("SELECT COUNT(*) FROM samples").fetchone() if "samples" in tables else (0,)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise error_type(exc)(f"outbox.path: {path} cannot be read as an outbox ({exc})") from None
-    return (None if owner is None else str(owner[0])), int(waiting)
 
 
 def open_outbox(path: Path, max_samples: int, overflow: str = "drop_oldest", *, device_id: str,
@@ -126,26 +87,6 @@ def open_outbox(path: Path, max_samples: int, overflow: str = "drop_oldest", *, 
         on_problem(f"damaged outbox moved aside to {aside} ({exc}); started a fresh outbox")
     return Outbox(path, max_samples, overflow, busy_timeout_s=busy_timeout_s, device_id=device_id,
                   max_bytes=max_bytes)
-
-
-def move_aside(path: Path) -> Path:
-    """Rename `path` (and SQLite's files beside it) to `<name>.corrupt-<UTC time>`, kept for inspection; the
-    sidecars go too, so a stale write-ahead log is never replayed into the fresh file."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while aside.exists():  # a second damaged file within the same second
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    try:
-        path.rename(aside)
-        for suffix in SIDECARS:
-            sidecar = path.with_name(path.name + suffix)
-            if sidecar.exists():
-                sidecar.rename(aside.with_name(aside.name + suffix))
-    except OSError as exc:
-        raise OutboxError(f"outbox.path: {path} is damaged and cannot be moved aside ({exc.strerror})") from None
-    return aside
 
 
 @dataclass(frozen=True)
@@ -215,7 +156,7 @@ class Outbox:
         with self._failing("open"):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                        timeout=busy_timeout_s)
-        self._db.text_factory = _lenient_text
+        self._db.text_factory = lenient_text
         try:
             with self._failing("open"):
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes on a new file (before its tables)
@@ -507,30 +448,5 @@ class Outbox:
     def _columns() -> str:
         return "sample_id, batch_id, created, frame_index, m, deadline, payload, logits, meta, timed_out"
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one fsync per batch, not per sample."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type:
-            self._rollback()
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:  # a failed COMMIT can leave the transaction open: the next BEGIN would fail for ever
-            self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:  # SQLite ends the transaction itself on some errors (disk full, I/O)
-            with suppress(sqlite3.Error):  # the original error is the one to report
-                self._db.execute("ROLLBACK")
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db)
