@@ -163,13 +163,21 @@ class LabourBucket:
 
     def refund(self, labour: float) -> None:
         """A reserved sample was not sent after all (the batch's L_c or the outbox refused it)."""
-        self.tokens += labour
+        self._give_back(labour)
         self.spent -= labour
+
+    def _give_back(self, labour: float) -> None:
+        """Tokens back, never past the window's capacity: the frames refilled the bucket while samples waited, so
+        after a hub outage every waiting sample's refund (all EXPIRED) lifted it to 100x its capacity and switched
+        the labour limit off for a long burst. What is cut was never spent, so the running total still holds."""
+        self.tokens += labour
+        if self.capacity is not None:
+            self.tokens = min(self.capacity, self.tokens)
 
     def settle(self, reserved: float, actual: float) -> None:
         """A reply reports what people spent (held by `reported_labour`): charge (or refund) the difference to what
         was reserved, and move the scale a step towards the ratio (replies nobody answered say nothing of it)."""
-        self.tokens += reserved - actual
+        self._give_back(reserved - actual)
         self.spent += actual - reserved
         if actual > 0 and reserved > 0:
             step = self.scale * SCALE_STEP * (actual / reserved - 1.0)

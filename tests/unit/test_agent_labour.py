@@ -49,3 +49,21 @@ def test_refund_and_settle_against_reported_labour() -> None:
     bucket.settle(6.0, 9.0)  # people needed more than estimated: charged, so the next sample must wait
     assert bucket.spent == 9.0 and bucket.tokens == pytest.approx(3.0)
     assert not bucket.take(6.0)
+
+
+def test_refunds_after_an_outage_bank_at_most_the_window() -> None:
+    """A hub outage: samples go out as the frames allow, the frames go on filling the bucket, then every waiting
+    sample comes back EXPIRED (refunded in full). The refunds lifted the bucket to many times its capacity, which
+    then let a burst far above the labour demand through."""
+    bucket = LabourBucket(0.05, window_frames=100)  # capacity 60 operations
+    reserved = []
+    for _ in range(10_000):
+        bucket.frame()
+        if bucket.take(9.0):
+            reserved.append(9.0)
+    for labour in reserved:
+        bucket.settle(labour, 0.0)  # EXPIRED: nobody answered
+    assert bucket.tokens == pytest.approx(bucket.capacity)
+    assert sum(bucket.take(9.0) for _ in range(1000)) == 6
+    bucket.refund(9.0)
+    assert bucket.tokens <= bucket.capacity
