@@ -150,13 +150,24 @@ class Housekeeping:
         return True
 
     def _request(self: Agent, batch_id: str, rows: list[OutboxRow], now: float) -> hub_pb2.AnnotationRequest:
-        request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
-                                            samples=[hub_pb2.Sample.FromString(r.payload) for r in rows],
-                                            annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
         wall = self.clock.time()
-        request.deadline.FromNanoseconds(int((wall + self._deadline_left(rows[0], now, wall)) * 1e9))
+        left = [self._deadline_left(row, now, wall) for row in rows]
+        request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
+                                            samples=[self._sample(row, seconds) for row, seconds in zip(rows, left)],
+                                            annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
+        request.deadline.FromNanoseconds(int((wall + left[0]) * 1e9))
         request.sent_at.FromNanoseconds(int(wall * 1e9))  # the hub reads the deadline against it
         return request
+
+    @staticmethod
+    def _sample(row: OutboxRow, deadline_left: float) -> hub_pb2.Sample:
+        """The stored sample; past its hub deadline without its image: nobody will look at it (the hub answers
+        with the reply it holds, else EXPIRED, and stores no image), and after days offline the backlog's images
+        were uploaded, a gigabyte over a mobile link, only to be expired."""
+        sample = hub_pb2.Sample.FromString(row.payload)
+        if deadline_left <= 0.0:
+            sample.image.ClearField("data")
+        return sample
 
     def _deadline_left(self: Agent, row: OutboxRow, now: float, wall: float) -> float:
         """Seconds left of the row's hub deadline: on the monotonic clock for a sample this run made or restored

@@ -14,6 +14,7 @@ import numpy as np
 
 from hgen.edge_agent.agent import Agent
 from hgen.edge_agent.config import parse_agent_config
+from hgen.edge_agent.sources import Frame
 from hgen.edge_agent.testing import ResultCollector, enroll_in, make_keys, null_bundle, start_hub
 from hgen.hub.testing.services import free_port
 
@@ -110,3 +111,43 @@ def test_samples_made_before_ntp_set_the_clock_are_answered_after_it(tmp_path: P
         if hub is not None:
             hub.stop()
     assert Counter(r.status.value for r in finals.values()) == {"fused": FRAMES}, [r.detail for r in finals.values()]
+
+
+class Later:
+    """Real time plus an offset on both clocks (`skip`): an outage of hours in a test's second."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+def test_a_sample_past_its_hub_deadline_is_sent_without_its_image(tmp_path: Path) -> None:
+    """After an outage longer than the deadline, the backlog's images went up (a gigabyte over a mobile link) only
+    for the hub to expire them unseen; now such a sample goes without its image, so the hub can still answer with
+    a reply it holds, else EXPIRED."""
+    keys = make_keys(tmp_path / "keys")
+    clock = Later()
+    config = parse_agent_config({
+        "device_id": "cam-1", "bundle": {"path": str(null_bundle(tmp_path / "bundle", keys)),
+                                         "public_key": str(keys.public_pem)},
+        "source": {"kind": "images", "uri": str(tmp_path)}, "gate": {"tau": 1.0},
+        "batching": {"patience_s": 60, "deadline_s": 600}, "hub": {"url": f"grpc://127.0.0.1:{free_port()}"},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite")}})
+    agent = Agent(config, clock=clock)
+    try:
+        image = np.random.default_rng(0).integers(0, 256, (28, 28), np.uint8)
+        pending = agent.process_frame(Frame(0, image, clock.time()))
+        (row,) = agent.outbox.rows([pending.sample_id])
+        fresh = agent._request(row.batch_id, [row], clock.monotonic())
+        assert fresh.samples[0].image.data and fresh.deadline.ToSeconds() - fresh.sent_at.ToSeconds() >= 599
+        clock.offset += 601.0
+        late = agent._request(row.batch_id, [row], clock.monotonic())
+        assert late.samples[0].image.data == b"" and late.samples[0].sample_id == pending.sample_id
+        assert late.deadline.ToNanoseconds() == late.sent_at.ToNanoseconds()
+    finally:
+        agent.stop()
