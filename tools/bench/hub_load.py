@@ -46,7 +46,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_once(transport: str, samples: int, batch: int, m: int, workdir: Path, broker=None) -> dict:
     data = {"devices": [DEVICE], "knowledge_base": {"url": f"sqlite:///{workdir / f'{transport}.db'}"},
-            "grpc": {"enabled": transport == "grpc", "port": free_port()}}
+            "grpc": {"enabled": transport == "grpc", "port": free_port()},
+            # one device stands for the fleet: what is measured is the hub's throughput, not its per-device limits
+            "limits": {"max_open_samples_per_device": 0, "max_image_bytes_per_device_per_hour": 0}}
     if broker is not None:
         data["mqtt"] = broker.hub_mqtt(client_id=f"hub-{workdir.name}")
     app = HubApp(parse_hub_config(data)).start()
