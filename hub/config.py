@@ -41,6 +41,9 @@ class KnowledgeBaseConfig(StrictModel):
                                                "refuses such images, each on its own)")
     inline_image_max_bytes: int = Field(64 * 1024, ge=0, title="Images up to this size are stored in the database")
     migrate: bool = Field(True, title="Run the Alembic migrations to head at start-up")
+    keep_unlabelled_images_days: float = Field(7.0, ge=0, title="The image of a sample that expired with no answer "
+                                               "(no one labelled it) is removed this many days after it closed; "
+                                               "its row and reply stay (0: keep them for ever)")
 
     @model_validator(mode="after")
     def _image_dir_beside_a_server(self) -> KnowledgeBaseConfig:

@@ -23,6 +23,7 @@ from hgen.hub.devices import DeviceMismatchError
 from hgen.hub.gold import GoldBook
 from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidRequestError, LabourBudgetExceededError,
                              UnknownDeviceError)
+from hgen.hub.kb.retention import ImageRetention
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
 from hgen.hub.quotas import DeviceImageBudgetError, DeviceLocks, DeviceQuota, DeviceSampleCapError, ImageWindows
@@ -146,6 +147,7 @@ class HubService:
         self._device_locks = DeviceLocks()
         self._image_windows = ImageWindows(kb.image_bytes_since)
         self.clocks = DeviceClocks()
+        self.retention = ImageRetention(kb, config.knowledge_base.keep_unlabelled_images_days, self.metrics.inc, clock)
         kb.register_devices(config.devices)
 
     @classmethod
@@ -401,8 +403,19 @@ class HubService:
             self.publish_replies(replies)
         return bool(replies or set_aside)
 
+    def retain_images(self) -> bool:
+        """Remove the images of samples that expired unanswered over knowledge_base.keep_unlabelled_images_days ago,
+        when a round is due (hgen.hub.kb.retention); True when a backlog is left. A failure is logged, not raised:
+        the deadline sweep beside it must go on (the next round tries again)."""
+        try:
+            return self.retention.run_if_due()
+        except Exception:  # a database hiccup must not end the loop
+            log.exception("image retention sweep failed; retried at its next round")
+            return False
+
     def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
+            self.retain_images()  # a backlog goes on at the next turn, a second later at most
             try:
                 if self.sweep_once():
                     continue

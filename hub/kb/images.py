@@ -47,6 +47,19 @@ class ImageStore:
         except OSError as exc:
             raise SampleImageMissingError(f"image file {relative} cannot be read: {exc.strerror or exc}") from None
 
+    def remove(self, relative: str) -> int:
+        """Delete an image file (retention, hgen.hub.kb.retention); the bytes it freed. A file already gone (another
+        hub sharing `image_dir` removed it, or it was lost) frees 0 and is no error; any other failure is raised."""
+        if self.image_dir is None:
+            return 0
+        target = self.image_dir / relative
+        try:
+            size = target.stat().st_size
+            target.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
 
 UNREADABLE_RETRY_S = 60.0  # a sample whose image could not be read is left out of assignment this long
 MAX_SET_ASIDE = 1024  # samples this process keeps aside at once (the oldest leave first)

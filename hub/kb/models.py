@@ -16,6 +16,14 @@ CLOSED_STATES = ("answered", "partial", "expired")
 # A query uses that index only when its WHERE holds these terms with the values written inline
 # (hgen.hub.kb.tasks.device_work writes them so).
 OPEN_DEVICE_SAMPLES = "status IN ('received', 'assigned') AND transport != 'gold'"
+# The rows of ix_samples_expired_images (migration 0014): samples closed with no answer that still hold an image,
+# what the retention sweep (hgen.hub.kb.retention) removes; written inline in its query, as above. A removed image
+# leaves an empty blob and no path, as a sample stored past its deadline has had since it arrived.
+EXPIRED_IMAGES = "status = 'expired' AND (image_path IS NOT NULL OR length(image_bytes) > 0)"
+# On SQLite the same rows, its status term written `+status`: SQLite's planner (no statistics are gathered) took
+# the query's `status = 'expired'` to ix_samples_status_received and read every expired sample ever kept; a unary
+# plus keeps a term off indexes, so only this index, whose predicate holds the very same term, fits.
+EXPIRED_IMAGES_SQLITE = "+" + EXPIRED_IMAGES
 
 
 class Base(DeclarativeBase):
@@ -103,6 +111,10 @@ class Sample(Base):
         # from an index of open samples only, however many closed ones the device has
         Index("ix_samples_open_device", "device_id", "received_at", sqlite_where=text(OPEN_DEVICE_SAMPLES),
               postgresql_where=text(OPEN_DEVICE_SAMPLES)),
+        # migration 0014: images of samples that expired unanswered, oldest closed first (the retention sweep reads
+        # only these, however many samples the knowledge base keeps)
+        Index("ix_samples_expired_images", "closed_at", sqlite_where=text(EXPIRED_IMAGES_SQLITE),
+              postgresql_where=text(EXPIRED_IMAGES)),
     )
 
 

@@ -1,5 +1,6 @@
 """The knowledge base: every state transition of a sample is one short transaction here (tasks in `tasks.py`,
-answers and closing in `closing.py`, both mixed into `KnowledgeBase`).
+answers and closing in `closing.py`, removing expired samples' images in `retention.py`, all mixed into
+`KnowledgeBase`).
 
 Lifecycle: received -> assigned (1..m annotators hold a task) -> answered (m answers) or, at the deadline,
 partial (some answers) / expired (none). Every transition is a conditional UPDATE whose row count says who
@@ -25,6 +26,7 @@ from hgen.hub.kb.engine import make_engine, sqlite_path
 from hgen.hub.kb.images import ImageStore, UnreadableSamples
 from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
+from hgen.hub.kb.retention import Retention
 from hgen.hub.kb.tasks import DeviceTurns, TaskQueue, device_work
 from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task  # noqa: F401 (callers import them here)
 from hgen.protos import hub_pb2
@@ -68,7 +70,7 @@ class BundleRecord:
     archive: bytes | None = field(default=None, repr=False, compare=False)  # only when recording
 
 
-class KnowledgeBase(TaskQueue, Closing):
+class KnowledgeBase(TaskQueue, Closing, Retention):
     """SQLAlchemy-backed store shared by every hub process (no hub state lives anywhere else)."""
 
     def __init__(self, engine: Engine, images: ImageStore, *, num_classes: int = 10,
