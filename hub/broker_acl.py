@@ -54,7 +54,9 @@ def device_topics(prefix: str, device_id: str) -> list[str]:
 
 
 def render_acl(prefix: str, hub_user: str, devices: Iterable[str], extra: str = "") -> str:
-    blocks = [f"user {hub_user}\ntopic readwrite {prefix}/#\n"]
+    # the hub may read the broker's version: Mosquitto before 2.0.13 lets more QoS 1 messages into flight than the
+    # hub's Receive Maximum, and the hub warns of it (hgen.hub.transports.mqtt)
+    blocks = [f"user {hub_user}\ntopic readwrite {prefix}/#\ntopic read $SYS/broker/version\n"]
     blocks += [f"user {device}\n" + "\n".join(device_topics(prefix, device)) + "\n" for device in sorted(devices)]
     return HEADER + "\n".join(blocks) + (f"\n# extra_acl_file\n{extra}" if extra else "")
 

@@ -119,6 +119,13 @@ class MqttConfig(StrictModel):
     session_expiry_s: int = Field(3600, ge=0, title="MQTT v5 session expiry: broker keeps QoS 1 messages this long")
     keepalive_s: int = Field(30, ge=5, title="MQTT keepalive")
     max_payload_bytes: int = Field(8 * 1024 * 1024, gt=0, title="Larger sample payloads are refused and counted")
+    max_status_bytes: int = Field(64 * 1024, gt=0, title="Max status message (DeviceStatus) size: larger ones are "
+                                  "refused (metric status_too_large) before they are decoded or stored. An edge "
+                                  "agent's status is a few KiB")
+    max_held_bytes: int = Field(256 * 1024 * 1024, gt=0, title="Payload bytes of messages the hub holds received "
+                                "but not yet stored and acknowledged; beyond them, or beyond 64 QoS 1 messages (the "
+                                "Receive Maximum it asks for, which Mosquitto before 2.0.13 oversteps), it reads "
+                                "nothing more from the broker until ingest catches up (metric mqtt_ingest_paused)")
     connect_timeout_s: float = Field(10.0, gt=0, title="How long start-up waits for the broker's CONNACK")
     tls: MqttTlsConfig | None = Field(None, title="Connect with TLS (the broker's TLS listener); None: plaintext")
     username: str = Field("hgen-hub", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",

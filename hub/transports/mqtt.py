@@ -10,7 +10,10 @@ and refuses messages from devices whose credential was revoked meanwhile.
 
 A sample message is acknowledged (PUBACK) only once the knowledge base committed it, so a hub that dies
 mid-message gets it again from the broker; the commit happens on an ingest worker, not on paho's network thread
-(hgen.hub.transports.mqtt_ingest says why), with the broker's window bounded by MQTT v5 Receive Maximum. A
+(hgen.hub.transports.mqtt_ingest says why), with the broker's window bounded by MQTT v5 Receive Maximum. What the hub
+holds unacknowledged is bounded even when the broker oversteps that window (Mosquitto before 2.0.13 does): beyond
+64 messages or `mqtt.max_held_bytes`, the network thread reads nothing more until ingest catches up. At each
+connect the hub asks for `$SYS/broker/version` (if its account may read it) and warns about such a broker. A
 reply is marked delivered when the broker acknowledges it. That is a hint, not a guarantee: a broker killed before persisting loses
 acknowledged messages, so a device still waiting asks again and the hub answers every re-sent sample from the
 knowledge base, whatever it marked. Each reply is held by paho at most once (a reply already queued there is
@@ -19,7 +22,9 @@ than `REPLY_WINDOW` waiting for PUBACK at once.
 
 Devices publish at QoS 1; a QoS 0 sample is dropped on arrival (`mqtt_qos0_dropped`): the broker's Receive Maximum
 does not bound QoS 0, so one device's QoS 0 flood would otherwise queue without limit ahead of everyone's samples.
-Status messages are capped at `max_payload_bytes` like samples.
+Status messages have their own, smaller cap (`max_status_bytes`, like gRPC's): a status is stored whole on the
+device's row, which the operator page reads at every refresh; a larger one is refused before it is decoded
+(`status_too_large`) and the stored status is left as it was.
 
 A PUBACK may reach paho's network thread before the publishing thread learnt its message id ("early"); it is
 kept only while a publish is in progress, and every publish (reply or update notice) settles its id afterwards,
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -42,7 +48,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from hgen.hub.broker_acl import device_registry
 from hgen.hub.transport_config import MqttConfig, MqttTlsConfig
 from hgen.hub.devices import DeviceAuthError
-from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, MessageTooLargeError, UnknownDeviceError
+from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, StatusTooLargeError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
 from hgen.hub.transports.base import AnnounceError, HubTransport
@@ -58,6 +64,8 @@ ANSWER_AGAIN_S = 10.0  # a re-ask within this of the reply's last send is not an
 SENT_KEPT = 100_000
 ACK_FLUSH_S = 0.5
 PUBACK_TIMEOUT_S = 15.0  # how long announcing waits for the broker to take each update notice
+BROKER_VERSION_TOPIC = "$SYS/broker/version"  # retained by Mosquitto: "mosquitto version 2.0.11"
+RECEIVE_MAXIMUM_FIXED = (2, 0, 13)  # Mosquitto keeps to Receive Maximum from this version on (eclipse/mosquitto#2306)
 
 
 class ConnectionState(enum.Enum):
@@ -109,7 +117,9 @@ class MqttTransport(HubTransport):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
         self._ingest = IngestWorker(self._handle, self._ack, lambda: self._generation,
-                                    lambda name: service.metrics.inc(name), transient=TRANSIENT)
+                                    lambda name: service.metrics.inc(name), transient=TRANSIENT,
+                                    max_held_bytes=config.max_held_bytes)
+        self.broker_version: tuple[int, ...] | None = None  # from $SYS/broker/version, if the account may read it
         self.client.max_inflight_messages_set(100)
         if config.tls is not None:
             self.client.tls_set(**tls_files(config.tls))
@@ -120,6 +130,9 @@ class MqttTransport(HubTransport):
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self.client.message_callback_add(BROKER_VERSION_TOPIC, self._on_broker_version)  # not on_message: not ingest
+        self._version_mid: int | None = None
         service.add_reply_listener(TRANSPORT, self.deliver)
 
     # --- connection -------------------------------------------------------------------------------------
@@ -159,6 +172,8 @@ class MqttTransport(HubTransport):
             samples = f"$share/{self.config.share_group}/{samples}"
             status = f"$share/{self.config.share_group}/{status}"
         client.subscribe([(samples, QOS), (status, QOS)])
+        if self.broker_version is None:
+            self._version_mid = client.subscribe(BROKER_VERSION_TOPIC, 0)[1]
         self.state = ConnectionState.CONNECTED
         self._connected.set()
         log.info("MQTT connected to %s:%d (session present: %s)", self.config.host, self.config.port,
@@ -166,6 +181,28 @@ class MqttTransport(HubTransport):
         with self._lock:
             self._generation += 1
         threading.Thread(target=self._redeliver, name="mqtt-redeliver", daemon=True).start()
+
+    def _on_subscribe(self, _client, _userdata, mid: int, reason_codes, _properties) -> None:  # type: ignore[no-untyped-def]
+        if mid == self._version_mid and all(code.is_failure for code in reason_codes):
+            log.info("MQTT broker version unknown: the hub's account may not read %s (with mqtt.access, add `user "
+                     "%s` / `topic read %s` to extra_acl_file to have it checked)", BROKER_VERSION_TOPIC,
+                     self.config.username, BROKER_VERSION_TOPIC)
+
+    def _on_broker_version(self, client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        """Once per process: warn about a Mosquitto that oversteps Receive Maximum, then stop listening."""
+        found = re.search(rb"mosquitto version (\d+)\.(\d+)\.(\d+)", message.payload, re.IGNORECASE)
+        if self.broker_version is not None or found is None:
+            return
+        self.broker_version = tuple(int(part) for part in found.groups())
+        version = ".".join(map(str, self.broker_version))
+        client.unsubscribe(BROKER_VERSION_TOPIC)
+        if self.broker_version < RECEIVE_MAXIMUM_FIXED:
+            log.warning("MQTT broker is Mosquitto %s: before 2.0.13 it sends more than the %d unacknowledged "
+                        "messages the hub allows (Receive Maximum; eclipse/mosquitto#2306). The hub bounds what it "
+                        "holds by reading no more from the broker until ingest catches up, so one flooding device "
+                        "slows every device's ingest; upgrade the broker to 2.0.13 or later", version, INGEST_WINDOW)
+        else:
+            log.info("MQTT broker is Mosquitto %s", version)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:  # type: ignore[no-untyped-def]
         if self.state is not ConnectionState.CLOSED:
@@ -178,14 +215,17 @@ class MqttTransport(HubTransport):
     # --- ingest -----------------------------------------------------------------------------------------
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
-        """On paho's network thread: only queue it (the generation is the connection it came on). A QoS 0 sample is
-        dropped: devices publish samples at QoS 1, and nothing bounds how many QoS 0 messages the broker sends."""
+        """On paho's network thread: only queue it (the generation is the connection it came on), then, if the hub
+        holds more than its caps, wait until ingest let some go (the broker keeps the rest meanwhile). A QoS 0
+        sample is dropped: devices publish samples at QoS 1, and nothing bounds how many QoS 0 messages the broker
+        sends."""
         self.service.metrics.inc("mqtt_messages_received")
         if message.qos == 0 and message.topic.endswith("/samples"):
             self.service.metrics.inc("mqtt_qos0_dropped")
             log.debug("QoS 0 sample message on %s dropped (devices publish at QoS 1)", message.topic)
             return
         self._ingest.put(Received(self._generation, message.mid, message.qos, message.topic, message.payload))
+        self._ingest.wait_for_room()
 
     def _ack(self, message: Received) -> None:
         """Under the lock `_on_disconnect` bumps the generation in: a message of a lost connection is never
@@ -246,11 +286,15 @@ class MqttTransport(HubTransport):
         raise error
 
     def _on_status(self, device_id: str, payload: bytes) -> None:
-        """Capped like samples: a retained status is re-sent to the hub at every subscribe and stored whole."""
+        """Capped before decoding (`max_status_bytes`, or `max_payload_bytes` if smaller): a status is stored whole on
+        the device's row, read at every refresh of the operator page, and a retained one is re-sent to the hub at
+        every subscribe. A refused one leaves the stored status as it was."""
         error: BadInputError
-        if len(payload) > self.config.max_payload_bytes:
-            error = MessageTooLargeError(f"status from {device_id!r}: payload of {len(payload)} bytes exceeds the "
-                                         f"cap of {self.config.max_payload_bytes}")
+        cap, setting = min((self.config.max_status_bytes, "mqtt.max_status_bytes"),
+                           (self.config.max_payload_bytes, "mqtt.max_payload_bytes"))
+        if len(payload) > cap:
+            error = StatusTooLargeError(f"status from {device_id!r}: payload of {len(payload)} bytes exceeds {cap} "
+                                        f"({setting})")
             self.service.metrics.inc(error.code)
             log.warning("MQTT status refused (%s): %s", error.code, error)
             raise error

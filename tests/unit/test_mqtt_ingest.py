@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from hgen.hub.transports.mqtt_ingest import IngestWorker, Received
+from hgen.hub.testing.services import wait_until
+from hgen.hub.transports.mqtt_ingest import INGEST_WINDOW, IngestWorker, Received
 
 
 class Transient(Exception):
@@ -109,3 +109,48 @@ def test_stopping_while_a_message_waits_leaves_it_to_the_broker(make) -> None:
     assert waiting.wait(30)
     h.worker.stop()
     assert h.events.empty()  # never acknowledged: the broker re-sends it to the next hub process
+
+
+def test_the_network_thread_waits_while_more_than_the_window_is_held_until_the_worker_lets_some_go() -> None:
+    """Mosquitto before 2.0.13 oversteps Receive Maximum; the hub holds at most one message beyond it (or beyond
+    max_held_bytes), as `wait_for_room` keeps paho from reading on. A message is held until it is acknowledged."""
+    gate = threading.Event()
+    acked: queue.SimpleQueue[int] = queue.SimpleQueue()
+    counts: Counter[str] = Counter()
+    worker = IngestWorker(lambda m: gate.wait(30), lambda m: acked.put(m.mid), lambda: 1,
+                          lambda name: counts.update([name]), max_held_bytes=1 << 20)
+    worker.start()
+    try:
+        for mid in range(1, INGEST_WINDOW + 2):
+            worker.put(Received(1, mid, 1, "p/d/samples", b"x" * 10))
+        assert worker.held() == (INGEST_WINDOW + 1, 10 * (INGEST_WINDOW + 1))
+        waiter = threading.Thread(target=worker.wait_for_room)
+        waiter.start()
+        assert wait_until(lambda: counts["mqtt_ingest_paused"] == 1)
+        assert waiter.is_alive()  # nothing can have been let go: the handler waits for the gate
+        gate.set()
+        waiter.join(30)
+        assert not waiter.is_alive()
+        assert [acked.get(timeout=30) for _ in range(INGEST_WINDOW + 1)] == list(range(1, INGEST_WINDOW + 2))
+        assert wait_until(lambda: worker.held() == (0, 0))
+    finally:
+        gate.set()
+        worker.stop()
+
+
+def test_bytes_held_count_until_acknowledged_or_left_to_the_broker() -> None:
+    """Without a running worker, `wait_for_room` never waits; messages of a lost connection stop being held when
+    one of the next arrives (the broker re-sends them), those handled once their PUBACK is queued."""
+    acked: list[int] = []
+    worker = IngestWorker(lambda m: None, lambda m: acked.append(m.mid), lambda: 2, lambda name: None,
+                          max_held_bytes=15)
+    for mid in (1, 2):
+        worker.put(Received(1, mid, 1, "p/a/samples", b"x" * 10))
+    worker.put(Received(1, 0, 0, "p/a/status", b"y" * 5))
+    assert worker.held() == (2, 25)
+    worker.wait_for_room()  # over max_held_bytes, but no worker thread to make room: returns at once
+    worker.put(Received(2, 1, 1, "p/b/samples", b"z" * 3))  # reconnected: the first connection's are let go
+    assert worker.held() == (1, 3)
+    while (message := worker._next()) is not None:
+        worker._finish(message, worker._process(message))
+    assert acked == [1] and worker.held() == (0, 0)
