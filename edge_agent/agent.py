@@ -23,6 +23,7 @@ from hgen.edge_agent.adapt.prior import ClassPrior
 from hgen.edge_agent.adapt.runner import Adaptation
 from hgen.edge_agent.clock import SYSTEM_CLOCK, Clock
 from hgen.edge_agent.config import AgentConfig
+from hgen.edge_agent.errors import ResultDroppedError
 from hgen.edge_agent.escalation import Escalation
 from hgen.edge_agent.gating import Batcher, Decision, Gate, LabourBucket
 from hgen.edge_agent.housekeeping import Housekeeping
@@ -348,7 +349,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
                     continue
                 sink.emit(result)
             except Exception as exc:  # a sink must not stop the pipeline
-                delivered = False
+                delivered = delivered and isinstance(exc, ResultDroppedError)  # dropped for good: not kept
                 self.telemetry.inc("sink_errors")
                 self.telemetry.problem("sink", f"{type(sink).__name__}: {exc}")
         return delivered

@@ -302,9 +302,17 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
     return None if value is None or value.is_absolute() else base / value
 
 
+def camera_index(uri: str) -> int | None:
+    """The camera index a uri names, as `int()` reads it (' 0', '-1': OpenCV's first camera found), else None."""
+    try:
+        return int(uri)
+    except ValueError:
+        return None
+
+
 def _is_relative_path(uri: str) -> bool:
-    """A source's uri names a file or folder unless it is a URL (scheme://) or a camera index (digits)."""
-    return not ("://" in uri or uri.isdigit() or Path(uri).is_absolute())
+    """A source's uri names a file or folder unless it is a URL (scheme://) or a camera index."""
+    return not ("://" in uri or camera_index(uri) is not None or Path(uri).is_absolute())
 
 
 def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:

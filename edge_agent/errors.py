@@ -68,3 +68,10 @@ class ModelKindError(AgentError, InvalidInputError):
 
 class OutboxOwnerError(AgentConfigError):
     """The configured outbox file holds another device's samples."""
+
+
+class ResultDroppedError(AgentError):
+    """A sink let one result go for good (counted in sink_errors): it is not kept for re-delivery, unlike a sink that
+    failed and may take it later. A bounded sink (the mqtt sink's queue while its broker is away) raises it: keeping
+    every refused result in the outbox's journal grew it without bound and re-offered them all at once at restart."""
+

@@ -151,11 +151,11 @@ class Housekeeping:
 
     def _request(self: Agent, batch_id: str, rows: list[OutboxRow], now: float) -> hub_pb2.AnnotationRequest:
         wall = self.clock.time()
-        left = [self._deadline_left(row, now, wall) for row in rows]
+        left = min(self._deadline_left(row, now, wall) for row in rows)  # one deadline per request, as the hub reads
         request = hub_pb2.AnnotationRequest(batch_id=batch_id, device_id=self.config.device_id,
-                                            samples=[self._sample(row, seconds) for row, seconds in zip(rows, left)],
+                                            samples=[self._sample(row, left) for row in rows],
                                             annotators_wanted=rows[0].m, aggregator=self.config.batching.aggregator)
-        request.deadline.FromNanoseconds(int((wall + left[0]) * 1e9))
+        request.deadline.FromNanoseconds(int((wall + left) * 1e9))
         request.sent_at.FromNanoseconds(int(wall * 1e9))  # the hub reads the deadline against it
         return request
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Self
 
@@ -35,7 +36,8 @@ class JsonlSinkConfig(SinkSettings):
     max_bytes: int | None = Field(64 << 20, ge=1024, title="Rotate the file before a line would take it past this "
                                                            "size (None: never; an external logrotate may still "
                                                            "rename it, the sink reopens the path)")
-    keep: int = Field(4, ge=1, title="Rotated files kept (path.1 the newest ... path.<keep>); the oldest is deleted")
+    keep: int = Field(4, ge=1, title="Rotated files kept (path.1 the newest ... path.<keep>); the oldest is deleted. "
+                                     "A file already past max_bytes at start is kept aside as path.kept-<time>")
 
     def resolved(self, base: Path) -> Self:
         return self if self.path.is_absolute() else self.model_copy(update={"path": base / self.path})
@@ -51,6 +53,7 @@ class JsonlSink(Sink):
         self._lock = threading.Lock()
         try:
             config.path.parent.mkdir(parents=True, exist_ok=True)
+            _keep_aside_if_over(config.path, config.max_bytes)
             self._file = _open_appending(config.path)
         except OSError as exc:  # a folder that is a file, a read-only disk: the config names a path to fix
             raise AgentConfigError(f"sinks[kind=jsonl].path {config.path}: cannot open for appending "
@@ -108,6 +111,17 @@ class JsonlSink(Sink):
         self._file.close()
         self._file = file
         log.info("results file %s reopened", self._path)
+
+
+def _keep_aside_if_over(path: Path, max_bytes: int | None) -> None:
+    """A file already past max_bytes at start (written before rotation existed, or under a larger max_bytes) is
+    renamed once to `<path>.kept-<UTC time>`, out of the rotation's reach: rotating it would delete a device's
+    whole history `keep` rotations after an upgrade."""
+    if max_bytes is None or not path.is_file() or path.stat().st_size <= max_bytes:
+        return
+    aside = path.with_name(f"{path.name}.kept-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    path.replace(aside)
+    log.warning("results file %s was past sinks.jsonl.max_bytes: kept as %s (never rotated away)", path, aside)
 
 
 def _rotated(path: Path, n: int) -> Path:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from pydantic import Field, SecretStr
 
-from hgen.edge_agent.errors import AgentError
+from hgen.edge_agent.errors import ResultDroppedError
 from hgen.edge_agent.results import Result
 from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
 
@@ -25,7 +25,7 @@ FLUSH_TIMEOUT_S = 5.0
 log = logging.getLogger(__name__)
 
 
-class SinkQueueFullError(AgentError):
+class SinkQueueFullError(ResultDroppedError):
     """The broker has been away while `max_queued` results waited: this one is not kept."""
 
 

@@ -7,6 +7,7 @@ opened with CAP_V4L2: left to CAP_ANY, FFmpeg would try it first as a video file
 
 import re
 
+from hgen.edge_agent.config import camera_index
 from hgen.edge_agent.errors import SourceSettingError
 from hgen.edge_agent.sources.base import SOURCES, CaptureSource
 
@@ -20,7 +21,7 @@ class CameraSource(CaptureSource):
     @classmethod
     def uri_problem(cls, uri: str) -> str | None:
         """Anything but an index or a V4L2 device path would only fail at `run`, and without naming the key."""
-        if uri.isdigit() or DEVICE_PATH.fullmatch(uri):
+        if camera_index(uri) is not None or DEVICE_PATH.fullmatch(uri):
             return None
         return (f"a camera is a device index such as '0' or a V4L2 device path such as /dev/video0 or "
                 f"/dev/v4l/by-id/<name>, got {uri!r} (a video file is kind video, a stream kind url)")
@@ -29,8 +30,9 @@ class CameraSource(CaptureSource):
         problem = self.uri_problem(self.config.uri)
         if problem is not None:
             raise SourceSettingError(f"source.uri: {problem}")
-        return int(self.config.uri) if self.config.uri.isdigit() else self.config.uri
+        index = camera_index(self.config.uri)
+        return self.config.uri if index is None else index
 
     def _api(self) -> int:
         """V4L2 for a device path (the backend that opens one by name); any backend for an index, as before."""
-        return int(self._cv2.CAP_V4L2) if not self.config.uri.isdigit() else super()._api()
+        return int(self._cv2.CAP_V4L2) if camera_index(self.config.uri) is None else super()._api()

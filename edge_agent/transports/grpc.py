@@ -120,6 +120,13 @@ def error_code(exc: grpc.RpcError) -> TransportErrorCode:
 REFUSED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
+def busy(exc: grpc.RpcError) -> bool:
+    """The hub refused this call under one of its per-device caps (its detail names `grpc.max_..._per_device`):
+    call again later. gRPC gives the same code to a message over a size limit, which is a fault to name."""
+    code, details = exc.code(), str(exc.details() or "")  # type: ignore[attr-defined]
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "_per_device" in details
+
+
 def fetch_bundle_grpc(stub: hub_pb2_grpc.AnnotationHubStub, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
     """Download in chunks, resuming at the received offset after a broken stream; check size and SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +252,7 @@ class GrpcTransport(Transport):
         except grpc.RpcError as exc:
             if self._stopping.is_set():
                 pass
-            elif exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
-                # the hub is up and says 'not now' to this device (its per-device call cap): not a link failure
+            elif busy(exc):  # the hub is up and says 'not now' to this device: not a link failure
                 log.warning("Submit of %d samples refused for now (%s); they are asked again later", len(ids),
                             exc.details())  # type: ignore[attr-defined]
             else:

@@ -71,7 +71,8 @@ class Busy(hub_pb2_grpc.AnnotationHubServicer):
     def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext  # noqa: N802 (gRPC API)
                ) -> Iterator[hub_pb2.SampleReply]:
         self.asked.set()
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "device cam-1 holds grpc.max_calls_per_device calls")
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      "device 'cam-1' already has 10 calls open (grpc.max_calls_per_device): retry when one ends")
         yield from ()
 
 
@@ -95,6 +96,38 @@ def test_a_submit_refused_as_too_many_calls_leaves_the_link_connected() -> None:
         assert busy.asked.wait(WAIT_S)
         assert wait_until(lambda: not transport.in_flight(), WAIT_S)  # the call ended: its samples left
         assert all(state[0].name != "DISCONNECTED" for state in states), states
+    finally:
+        transport.stop()
+        server.stop(None)
+
+
+class TooLarge(Busy):
+    """gRPC's own RESOURCE_EXHAUSTED for a message over a size limit: a fault, not the hub saying 'not now'."""
+
+    def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext  # noqa: N802 (gRPC API)
+               ) -> Iterator[hub_pb2.SampleReply]:
+        self.asked.set()
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "AnnotationRequest of 9000000 bytes exceeds 8388608")
+        yield from ()
+
+
+def test_a_submit_over_a_size_limit_is_reported_on_the_link() -> None:
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    hub = TooLarge()
+    hub_pb2_grpc.add_AnnotationHubServicer_to_server(hub, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    states: list[tuple] = []
+    transport = open_transport(HubConfig(url=f"grpc://127.0.0.1:{port}"), "cam-1",
+                               TransportCallbacks(lambda reply: None, lambda notice: None,
+                                                  lambda *state: states.append(state)))
+    try:
+        transport.start()
+        assert transport.send(hub_pb2.AnnotationRequest(batch_id="b-1", device_id="cam-1",
+                                                        samples=[hub_pb2.Sample(sample_id="s-1")]))
+        assert hub.asked.wait(WAIT_S)
+        assert wait_until(lambda: any("exceeds 8388608" in str(state[2]) for state in states), WAIT_S), states
     finally:
         transport.stop()
         server.stop(None)
