@@ -54,7 +54,10 @@ export class LabourBucket {
   /** `actual`: what people spent, held by `reportedLabour` (a reply is not signed): the difference to what was
    * reserved is charged or refunded, and the scale moves a step towards the ratio (as the agent's). */
   settle(reserved: number, actual: number): void {
-    this.tokens += reserved - actual;
+    // held to the capacity: refunds of a backlog (all EXPIRED after the hub was away) once lifted the bucket to
+    // hundreds of windows of labour, switching the limit off until spent
+    this.tokens = this.capacity === null ? this.tokens + reserved - actual
+      : Math.min(this.capacity, this.tokens + reserved - actual);
     this.spent += actual - reserved;
     if (actual > 0 && reserved > 0) {
       const step = this.scale * SCALE_STEP * (actual / reserved - 1);

@@ -19,6 +19,9 @@ export interface Provisioning {
   audit_share?: number; // absent in links made before audits: none
   audit_seed?: number;
   unfamiliar_share?: number; // absent in links made before the draw: every unfamiliar frame is asked
+  // the largest message the hub and its broker take (the hub's mqtt.max_payload_bytes); absent (the hub does not
+  // send it yet): requests.ts MAX_PAYLOAD_BYTES
+  max_payload_bytes?: number;
 }
 
 export function bearer(p: Provisioning): string {

@@ -3,10 +3,13 @@
  * outbox, and stamped again at every send. The hub moves a request's deadline by the device clock's offset, which it
  * reads as its own time minus `sent_at` (hub.validation.request_deadline): a stored request sent again later with
  * its first `sent_at` looked like a clock that far behind, and got its deadline pushed out by its age at each
- * resend. As the agent's `_request`, each send says when it was sent and keeps the ORIGINAL deadline.
+ * resend. As the agent's `_request`, each send says when it was sent, and its deadline is `sent_at` plus what is
+ * left of the sample's deadline: the first absolute deadline, resent after the phone's clock was set (NTP, the
+ * user), was hours away or long past for the hub.
  */
 
 import { hgen } from "../gen/hub_pb.js";
+import { leftOf } from "./ledger.js";
 import { type Provisioning } from "./provision.js";
 
 const pb = hgen.v1;
@@ -35,10 +38,36 @@ export function annotationRequest(device: Provisioning, sample: {
   }).finish();
 }
 
-/** A stored request as sent now (`now` in ms): `sent_at` is now; the deadline, the capture time and the sample are
- * those stored at escalation. Also for the outbox entries stored before this stamping existed. */
-export function forSending(stored: Uint8Array, now: number = Date.now()): Uint8Array {
+function ms(at: hgen.v1.AnnotationRequest["sentAt"]): number {
+  return Number(at?.seconds ?? 0) * 1000 + Math.floor(Number(at?.nanos ?? 0) / 1e6);
+}
+
+/** A stored request as sent now (`now` in ms): `sent_at` is now, its deadline `leftS` seconds later; the capture
+ * time and the sample are those stored at escalation. `leftS`: what is left of the sample's deadline (the page
+ * follows it on the monotonic clock, ledger.ts); without it, read from the request itself (its deadline's span
+ * after its capture time, begun then), held to [0, that span] whatever the wall clock did meanwhile. */
+export function forSending(stored: Uint8Array, now: number = Date.now(), leftS?: number): Uint8Array {
   const request = pb.AnnotationRequest.decode(stored);
+  const captured = ms(request.samples[0]?.capturedAt ?? request.sentAt);
+  const left = leftS ?? leftOf(Math.max(0, (ms(request.deadline) - captured) / 1000), captured, now);
   request.sentAt = stamp(now);
+  request.deadline = stamp(now + Math.max(0, left) * 1000);
   return pb.AnnotationRequest.encode(request).finish();
+}
+
+/** When the hub's provisioning does not say how large one message may be: 1 MiB, EMQX's default packet cap and an
+ * eighth of the hub's default `mqtt.max_payload_bytes` (Mosquitto sets none). A 640x480 frame's PNG is ~100-600 KB;
+ * only a noisy one (up to 1.2 MB) is halved (`fitted`). */
+export const MAX_PAYLOAD_BYTES = 1024 * 1024;
+
+/** The request for a sample made by `build(scale)` (its image scaled by `scale`), halved until the whole message
+ * fits in `maxBytes` (at most `halvings` times): a message over the broker's or the hub's cap is refused there,
+ * unanswered, and waits out its deadline. Null when even the smallest image does not fit. */
+export async function fitted(build: (scale: number) => Promise<Uint8Array>, maxBytes: number,
+  halvings = 3): Promise<{ payload: Uint8Array; scale: number } | null> {
+  for (let scale = 1, n = 0; n <= halvings; n++, scale /= 2) {
+    const payload = await build(scale);
+    if (payload.byteLength <= maxBytes) return { payload, scale };
+  }
+  return null;
 }

@@ -7,9 +7,12 @@
  * open (the scripts were once kept cache-first for ever under a fixed cache name, so an installed phone never got
  * a new device.js). The page's files are kept in a cache named by the build (`__HGEN_BUILD__`, a hash of the
  * built files that build.mjs writes in): a new build's worker differs byte for byte, so the browser installs it,
- * and its activation deletes every older build's cache. Bundles are kept apart (the last one of each address): the
- * page verifies every bundle it gets, from the network or from this cache. Nothing is fetched ahead.
+ * and its activation deletes every older build's cache. Bundles are kept apart (the last one of each address, and
+ * of the versioned addresses only the newest version per bundle name: bundlecache.ts): the page verifies every
+ * bundle it gets, from the network or from this cache. Nothing is fetched ahead.
  */
+
+import { staleBundles } from "./bundlecache.js";
 
 declare const __HGEN_BUILD__: string;
 
@@ -25,14 +28,27 @@ sw.addEventListener("activate", (event) => event.waitUntil((async () => {
   for (const name of await caches.keys()) {
     if (name.startsWith(PREFIX) && name !== APP_CACHE && name !== BUNDLE_CACHE) await caches.delete(name);
   }
+  if (await caches.has(BUNDLE_CACHE)) await pruneBundles(await caches.open(BUNDLE_CACHE)); // an older worker's pile
   await sw.clients.claim();
 })()));
 
-/** A successful answer kept in `cache` for `request` (in the background: the page gets the answer at once). */
+/** A successful answer kept in `cache` for `request` (in the background: the page gets the answer at once); a
+ * bundle's older versions go once the new one is kept. */
 function keep(cache: string, request: Request, response: Response): void {
   if (response.ok) {
     const copy = response.clone();
-    void caches.open(cache).then((store) => store.put(request, copy)).catch(() => undefined);
+    void caches.open(cache).then(async (store) => {
+      await store.put(request, copy);
+      if (cache === BUNDLE_CACHE) await pruneBundles(store);
+    }).catch(() => undefined);
+  }
+}
+
+async function pruneBundles(store: Cache): Promise<void> {
+  const requests = await store.keys();
+  const stale = new Set(staleBundles(requests.map((r) => new URL(r.url).pathname)));
+  for (const request of requests) {
+    if (stale.has(new URL(request.url).pathname)) await store.delete(request);
   }
 }
 

@@ -69,6 +69,9 @@ class PhoneProvisioning:
     audit_share: float
     audit_seed: int
     unfamiliar_share: float
+    # the largest sample the hub takes (mqtt.max_payload_bytes): the phone shrinks or refuses a larger one, which the
+    # broker would drop while the link still read 'connected'; None in links made before (the phone's own cap)
+    max_payload_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -102,7 +105,7 @@ class PhoneInvites:
         provisioning = PhoneProvisioning(device_id, credential.secret, bundle_name, key, phones.mqtt_websocket_url,
                                          self.config.mqtt.prefix, phones.labour_share,
                                          phones.min_escalation_interval_s, phones.audit_share, phones.audit_seed,
-                                         phones.unfamiliar_share)
+                                         phones.unfamiliar_share, self.config.mqtt.max_payload_bytes)
         token, now = secrets.token_urlsafe(32), self.clock()
         digest = _digest(token)
         with self.kb.session() as s:

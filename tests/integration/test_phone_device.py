@@ -83,12 +83,12 @@ def test_phone_decides_as_the_agent_on_the_same_frames(chromium_required: str, h
         page, log = new_page(browser.new_context())
         open_phone_link(page, link)
         # provisioned: keep each model input; answer every frame in order however far behind (pacing=all), so
-        # what follows holds on a loaded machine too
-        page.goto(f"{hub.web_url}/device?record=inputs&engine={engine}&pacing=all")
-        page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.frames.length >= {2 * bundle.frames}"
+        # what follows holds on a loaded machine too; keep every frame's record (keep=all: a window by default)
+        page.goto(f"{hub.web_url}/device?record=inputs&engine={engine}&pacing=all&keep=all")
+        page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.totals.frames >= {2 * bundle.frames}"
                                " || window.hgenDevice.error)", timeout=120_000)
         captured = page.evaluate("window.hgenDevice.captured")  # every frame captured so far gets its answer
-        page.wait_for_function(f"() => window.hgenDevice.frames.length >= {captured} || window.hgenDevice.error",
+        page.wait_for_function(f"() => window.hgenDevice.totals.frames >= {captured} || window.hgenDevice.error",
                                timeout=120_000)
         page.screenshot(path=str(artifacts_dir / f"phone_device_{engine}.png"))
         seen = page.evaluate("window.hgenDevice")
@@ -125,8 +125,8 @@ def test_litert_js_runs_an_int8_bundle_with_uint8_io_as_the_agents_litert_int8(
         try:
             page, log = new_page(browser)
             open_phone_link(page, phone_link(app, "phone-int8", BUNDLE))
-            page.goto(f"{app.web_url}/device?record=inputs&engine=litert-js")
-            page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.frames.length >= {int8.frames}"
+            page.goto(f"{app.web_url}/device?record=inputs&engine=litert-js&keep=all")
+            page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.totals.frames >= {int8.frames}"
                                    " || window.hgenDevice.error)", timeout=120_000)
             seen = page.evaluate("window.hgenDevice")
         finally:
@@ -246,7 +246,7 @@ def test_phone_takes_a_hub_upgrade_starts_offline_and_runs_only_its_model_never_
         script.write_text("window.hgenBuild = 'unreachable';\n" + script.read_text())
         context.set_offline(True)  # the hub is unreachable: the last page, script, wasm and bundle from the cache
         page.reload()
-        wait_for_device(page, "s.frames.length > 3 || s.error")
+        wait_for_device(page, "s.totals.frames > 3 || s.error")
         offline = page.evaluate("[window.hgenBuild ?? null, window.hgenDevice.status, window.hgenDevice.version, "
                                 "window.hgenDevice.error]")
         context.set_offline(False)
@@ -256,12 +256,12 @@ def test_phone_takes_a_hub_upgrade_starts_offline_and_runs_only_its_model_never_
         page.reload()
         wait_for_device(page, "s.status !== 'starting' && s.status !== 'verifying bundle'")
         older = page.evaluate("[window.hgenDevice.status, window.hgenDevice.error, document.getElementById('error')"
-                              ".textContent, window.hgenDevice.frames.length]")
+                              ".textContent, window.hgenDevice.totals.frames]")
         # provisioned for other-bundle, the hub answers with another model signed with the same key: refused
         other, other_log = new_page(browser.new_context(service_workers="block"))
         open_phone_link(other, phone_link(hub, "phone-4", "other-bundle"))
         wait_for_device(other, "s.status !== 'starting' && s.status !== 'verifying bundle'")
-        renamed = other.evaluate("[window.hgenDevice.status, window.hgenDevice.error, window.hgenDevice.frames.length]")
+        renamed = other.evaluate("[window.hgenDevice.status, window.hgenDevice.error, window.hgenDevice.totals.frames]")
     finally:
         browser.close()
         manager.stop()

@@ -81,10 +81,11 @@ def test_phone_asks_people_about_unfamiliar_frames_as_the_agent_decides(
     try:
         page, log = new_page(browser)
         open_phone_link(page, phone_link(hub.app, DEVICE, BUNDLE))
-        # provisioned: keep each model input; answer every frame in order however far behind (pacing=all)
-        page.goto(f"{hub.app.web_url}/device?record=inputs&pacing=all")
+        # provisioned: keep each model input; answer every frame in order however far behind (pacing=all), and keep
+        # every frame's record (keep=all: a window by default)
+        page.goto(f"{hub.app.web_url}/device?record=inputs&pacing=all&keep=all")
         # the video loops: wait for more than one pass
-        wait_for_device(page, f"s.connected && s.frames.length >= {bundle.frames + CLEAN} || s.error")
+        wait_for_device(page, f"s.connected && s.totals.frames >= {bundle.frames + CLEAN} || s.error")
         seen = page.evaluate("window.hgenDevice")
         asked = [f["sampleId"] for f in seen["frames"] if f["sampleId"]]
         # people were really asked: every sample reached the hub and its answers came back fused

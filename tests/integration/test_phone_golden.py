@@ -60,10 +60,14 @@ def test_a_wrong_port_is_caught(app: tuple[str, Path], tmp_path: Path) -> None:
 
 def test_typescript_unit_tests(app: tuple[str, Path]) -> None:
     """android_bridge's unit tests: replies fused with the sample's own model, held labour, dropped classes, one
-    fusion per sample; requests stamped at each send; the bundle's name, version and decompressed size on load."""
+    fusion per sample; requests stamped at each send with what is left of their deadline; the bundle's name, version
+    and decompressed size on load; the outbox's caps, refunds, deadlines and paged resend; the labour bucket held to
+    its capacity; camera restarts and hot-swap retries; the worker's bundle cache; the bounded frame window."""
     node, dist = app
     units = sorted((dist / "unit").glob("*.test.mjs"))
-    assert {u.name for u in units} >= {"replies.test.mjs", "requests.test.mjs", "load.test.mjs"}, units
+    assert {u.name for u in units} >= {"replies.test.mjs", "requests.test.mjs", "load.test.mjs", "outbox.test.mjs",
+                                       "gate.test.mjs", "keepalive.test.mjs", "bundlecache.test.mjs",
+                                       "recent.test.mjs"}, units
     run = subprocess.run([node, "--test", *map(str, units)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "# fail 0" in run.stdout and "# pass 0" not in run.stdout, run.stdout[-2000:]

@@ -74,8 +74,9 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
     try:
         page, log = new_page(browser)
         open_phone_link(page, phone_link(hub.app, DEVICE, BUNDLE))
-        page.goto(f"{hub.app.web_url}/device?pacing=all")  # every frame answered in order, however far behind
-        wait_for_device(page, "s.connected && s.stored.length >= 5 || s.error")
+        # every frame answered in order, however far behind; every frame's record kept (a window by default)
+        page.goto(f"{hub.app.web_url}/device?pacing=all&keep=all")
+        wait_for_device(page, "s.connected && s.totals.stored >= 5 || s.error")
         before = page.evaluate("window.hgenDevice")
         assert before["error"] is None, (before["error"], log)
         page.reload()  # mid-stream: stored, unanswered samples must survive in IndexedDB
@@ -85,7 +86,7 @@ def test_phone_sends_over_mqtt_fuses_answers_survives_reload_and_hot_swaps(
         wait_for_device(page, f"{stored!r}.every(id => s.fused.some(f => f.sampleId === id)) || s.error")
         hub.publish_bundle(bundle.archive_v2, BUNDLE, "0.2.0", [DEVICE])  # retained notice on the phone's updates
         wait_for_device(page, "s.swaps.length === 1 && s.swaps[0].atFrame >= 0"
-                        " && s.frames.length >= s.swaps[0].atFrame + 30 || s.error")
+                        " && s.totals.frames >= s.swaps[0].atFrame + 30 || s.error")
         page.screenshot(path=str(artifacts_dir / "phone_mqtt.png"))
         after = page.evaluate("window.hgenDevice")
         outbox = page.evaluate(OUTBOX)

@@ -92,6 +92,7 @@ def test_a_phone_link_provisions_once_with_the_pinned_key(hub: HubApp, tmp_path:
     assert given["device_id"] == "phone-1" and given["bundle_name"] == "phone-model"
     assert base64.b64decode(str(given["public_key"])) == pinned and given["mqtt_url"] == "wss://hub.example:9001"
     assert given["audit_share"] == 0.02 and given["audit_seed"] == 0  # the agent's defaults (gate.audit_share, seed)
+    assert given["max_payload_bytes"] == hub.config.mqtt.max_payload_bytes  # the phone shrinks larger samples
     again = client.get(f"/device/join/{token}")
     assert again.status_code == 400 and "data-json" not in again.get_data(as_text=True)
     session_token = csrf_token_of(client.get("/login").get_data(as_text=True))  # the phone's session's token

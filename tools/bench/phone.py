@@ -170,7 +170,7 @@ def one_run(bundle: Any, reference: list[Any], workdir: Path, engine: str, captu
                                    " || window.hgenDevice.error)", timeout=120_000)
             first_open = int(sum(received))
             canvas = "&capture=canvas" if capture == "canvas" else ""
-            page.goto(f"{hub.web_url}/device?record=inputs&engine={engine}&full={FULL_EVERY}{canvas}")
+            page.goto(f"{hub.web_url}/device?record=inputs&keep=all&engine={engine}&full={FULL_EVERY}{canvas}")
             want = 2 * len(reference)
             page.wait_for_function(f"() => window.hgenDevice && (window.hgenDevice.frames.length >= {want}"
                                    " || window.hgenDevice.error)", timeout=600_000)

@@ -1,0 +1,70 @@
+/**
+ * Hot swaps announced on the updates topic, retried: a swap that failed (the hub busy, the link down during the
+ * download) was not tried again until the next notice, which may never come (the notice is retained and arrives
+ * once per connection), so the phone ran its old model indefinitely. Tried again after a back-off (retry.ts)
+ * for as long as the announced version is newer than the running one; a newer notice meanwhile replaces it at once.
+ */
+
+import { backoff, type Schedule, timers } from "./retry.js";
+import { isNewer } from "./versions.js";
+
+export interface UpdateSteps {
+  /** The version running now. */
+  running(): string;
+  /** Download, verify, open and switch to `version`; rejects when any step fails. */
+  install(version: string): Promise<void>;
+  /** `version` failed with `error`; tried again in `retryMs` (null: done). */
+  failed(version: string, error: unknown, retryMs: number | null): void;
+  /** `version` runs (a failure shown before is over). */
+  installed(version: string): void;
+}
+
+export class Updater {
+  failures = 0;
+  private wanted: string | null = null;
+  private busy = false;
+  private attempt = 0;
+  private cancel: (() => void) | null = null;
+
+  constructor(private readonly steps: UpdateSteps, private readonly schedule: Schedule = timers) {}
+
+  /** A notice of `version`: ignored unless newer than the running one and than any version already wanted. */
+  announce(version: string): void {
+    if (!isNewer(version, this.steps.running())) return;
+    if (this.wanted !== null && !isNewer(version, this.wanted)) return;
+    this.wanted = version;
+    this.attempt = 0;
+    this.cancel?.(); // a retry waiting for an older version: the newer one now
+    this.cancel = null;
+    void this.next();
+  }
+
+  private async next(): Promise<void> {
+    if (this.busy) return; // the one under way looks at `wanted` when it ends
+    const version = this.wanted;
+    if (version === null || !isNewer(version, this.steps.running())) {
+      this.wanted = null;
+      return;
+    }
+    this.busy = true;
+    try {
+      await this.steps.install(version);
+      this.steps.installed(version);
+    } catch (error) {
+      this.failures += 1;
+      const stillWanted = this.wanted === version && isNewer(version, this.steps.running());
+      const retryMs = stillWanted ? backoff(this.attempt) : null;
+      this.steps.failed(version, error, retryMs);
+      if (retryMs !== null) {
+        this.attempt += 1;
+        this.cancel = this.schedule(() => {
+          this.cancel = null;
+          void this.next();
+        }, retryMs);
+      }
+    } finally {
+      this.busy = false;
+    }
+    if (this.wanted !== version) void this.next(); // announced while this one was under way
+  }
+}
