@@ -66,8 +66,8 @@ class LimitsConfig(StrictModel):
     max_model_boxes: int = Field(1000, ge=1, title="Boxes a sample's model output may carry (the agent's detectors "
                                                    "keep at most 300); more: refused, INVALID_REQUEST")
     max_open_samples_per_device: int = Field(1000, ge=0, title="Samples one device may have waiting for people at "
-                                             "once; a new one over it is refused (REJECTED, LABOUR_BUDGET) until "
-                                             "some close (0: no cap)")
+                                             "once; a new one over it is refused for good (REJECTED, LABOUR_BUDGET: "
+                                             "not sent again, the device keeps its model's answer) (0: no cap)")
     max_samples_per_device_per_hour: int = Field(0, ge=0, title="New samples one device may store in any hour; "
                                                  "more are refused (REJECTED, LABOUR_BUDGET) (0: no cap)")
     max_image_bytes_per_device_per_hour: int = Field(1 << 30, ge=0, title="Image bytes one device may store in "

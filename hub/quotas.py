@@ -112,7 +112,7 @@ class DeviceQuota:
         if limits.max_open_samples_per_device and waiting >= limits.max_open_samples_per_device:
             raise DeviceSampleCapError(f"device {device!r} has {waiting} samples waiting for people, at limits."
                                        f"max_open_samples_per_device ({limits.max_open_samples_per_device}): "
-                                       "refused until some are answered or expire")
+                                       "refused for good, the model's answer stands")
         if limits.max_samples_per_device_per_hour and recent >= limits.max_samples_per_device_per_hour:
             raise DeviceSampleCapError(f"device {device!r} stored {recent} samples in the last hour, at limits."
                                        f"max_samples_per_device_per_hour ({limits.max_samples_per_device_per_hour})")

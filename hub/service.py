@@ -29,7 +29,8 @@ from hgen.hub.metrics import HubMetrics
 from hgen.hub.quotas import DeviceImageBudgetError, DeviceLocks, DeviceQuota, DeviceSampleCapError, ImageWindows
 from hgen.hub.clocks import DeviceClocks
 from hgen.hub.validation import (check_image, check_model_output, check_request_numbers, check_sample_numbers,
-                                 check_uuid, clip, device_clock_offset, parse_request, request_deadline)
+                                 check_uuid, classes_known, clip, device_clock_offset, parse_request,
+                                 request_deadline)
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
 from hgen.runtime.hdnn import difficulty_from_confidence
@@ -147,6 +148,7 @@ class HubService:
         self._device_locks = DeviceLocks()
         self._image_windows = ImageWindows(kb.image_bytes_since)
         self.clocks = DeviceClocks()
+        self.classes_known = classes_known(config)  # else class probabilities are only capped in length
         self.retention = ImageRetention(kb, config.knowledge_base.keep_unlabelled_images_days, self.metrics.inc, clock)
         kb.register_devices(config.devices)
 
@@ -334,16 +336,25 @@ class HubService:
         if sample.device_id and sample.device_id != request.device_id:
             raise InvalidRequestError(f"sample {sample.sample_id} names device {clip(sample.device_id)!r} in a "
                                       f"request from {clip(request.device_id)!r}")
-        check_model_output(sample.output, self.config.num_classes, self.config.limits)
-        check_sample_numbers(sample)
-        keep_image = deadline > self.clock()
-        if not self.kb.sample_exists(sample.sample_id):  # a redelivered sample was checked (and counted) the first time
+        now = self.clock()
+        # No image: nothing to show people, so it expires at once, as one arriving past its deadline does. The
+        # agent sends a sample past its deadline so, by its own clock, which may differ a little from the hub's.
+        if not sample.image.data:
+            deadline = min(deadline, now)
+        keep_image = deadline > now
+        # A resent sample the hub holds gets its stored reply (add_sample: duplicate): it was checked, and counted,
+        # the first time, by the rules of then.
+        if not self.kb.sample_exists(sample.sample_id):
             self._check_new(sample, keep_image, quota)
         return self._new_sample(request, sample, m, deadline, aggregator, transport, keep_image)
 
     def _check_new(self, sample: hub_pb2.Sample, keep_image: bool, quota: DeviceQuota) -> None:
-        """A sample the hub does not hold yet: within its device's limits (checked first: they are cheap, and a
-        flooding device's images are not decoded), then its image, unless it is not kept (deadline passed)."""
+        """A sample the hub does not hold yet: its model output's shape, then its numbers (a huge vector is refused
+        before any value is read), within its device's limits (checked before the image: they are cheap, and a
+        flooding device's images are not decoded), then its image, unless it is not kept (deadline passed, or no
+        image sent)."""
+        check_model_output(sample.output, self.config.num_classes, self.config.limits, self.classes_known)
+        check_sample_numbers(sample)
         quota.check(len(sample.image.data) if keep_image else 0)
         if not keep_image:
             return
@@ -354,8 +365,9 @@ class HubService:
 
     def _new_sample(self, request: hub_pb2.AnnotationRequest, sample: hub_pb2.Sample, m: int, deadline: float,
                     aggregator: str, transport: str, keep_image: bool = True) -> NewSample:
-        """The sample as stored. Without `keep_image` (its deadline passed before it arrived: the sweep replies
-        EXPIRED at once and nobody will see it) the image's bytes are left out; it used to be stored in full."""
+        """The sample as stored. Without `keep_image` (its deadline passed before it arrived, or it came without
+        image: the sweep replies EXPIRED at once and nobody will see it) the image's bytes are left out; it used to
+        be stored in full."""
         stored = hub_pb2.Sample()
         stored.CopyFrom(sample)
         stored.device_id = request.device_id
@@ -405,7 +417,8 @@ class HubService:
 
     def retain_images(self) -> bool:
         """Remove the images of samples that expired unanswered over knowledge_base.keep_unlabelled_images_days ago,
-        when a round is due (hgen.hub.kb.retention); True when a backlog is left. A failure is logged, not raised:
+        one batch when a round is due or under way (hgen.hub.kb.retention); True when a backlog is left (the loop
+        then runs the next batch at its next turn, after the deadline sweep). A failure is logged, not raised:
         the deadline sweep beside it must go on (the next round tries again)."""
         try:
             return self.retention.run_if_due()
@@ -415,7 +428,7 @@ class HubService:
 
     def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
-            self.retain_images()  # a backlog goes on at the next turn, a second later at most
+            backlog = self.retain_images()  # one batch at most: due deadlines are closed between two batches
             try:
                 if self.sweep_once():
                     continue
@@ -423,6 +436,8 @@ class HubService:
             except Exception:  # a database hiccup must not end the sweep; it is retried next round
                 log.exception("deadline sweep failed; retrying")
                 next_deadline = None
+            if backlog:  # the next batch at once, the sweep having run
+                continue
             wait = EXPIRY_POLL_S if next_deadline is None else min(EXPIRY_POLL_S, next_deadline - self.clock())
             if wait > 0:
                 with self._wake:

@@ -49,20 +49,27 @@ class GrpcConfig(StrictModel):
                              "stream for as long as it is open (Submit, FetchBundle, a device's WatchUpdates), so "
                              f"size it for the fleet; it must leave {FREE_WORKERS} free while one device holds "
                              "max_calls_per_device calls")
-    max_calls_per_device: int = Field(10, ge=2, title="Calls of any kind one device may have open at once, counted "
+    max_calls_per_device: int = Field(7, ge=2, title="Calls of any kind one device may have open at once, counted "
                                       "from the moment its credential is proved, before its request message is "
-                                      "read; more are refused (RESOURCE_EXHAUSTED, metric grpc_calls_capped). The "
-                                      "edge agent holds up to 7 (1 WatchUpdates, 4 Submit, 1 FetchBundle, 1 "
-                                      "ReportStatus)")
+                                      "read; more are refused (RESOURCE_EXHAUSTED, metric grpc_calls_capped), "
+                                      "except a new WatchUpdates call, which takes over the slot of the device's "
+                                      "older watch stream (ended). The edge agent holds up to 7 (1 WatchUpdates, 4 "
+                                      "Submit, 1 FetchBundle, 1 ReportStatus); 7 keeps max_workers 11 valid")
     max_submit_streams_per_device: int = Field(4, ge=1, title="Submit streams one device may hold open, within "
                                                "max_calls_per_device; more are refused (RESOURCE_EXHAUSTED, metric "
                                                "grpc_submit_streams_capped). The edge agent opens up to 4")
     max_fetch_streams_per_device: int = Field(2, ge=1, title="FetchBundle streams one device may hold open, within "
                                               "max_calls_per_device; more are refused (RESOURCE_EXHAUSTED, metric "
                                               "grpc_fetch_streams_capped)")
-    request_read_timeout_s: float = Field(10.0, gt=0, title="How long a call may take to send its request message "
-                                          "once its credential is proved; then the hub cancels it (metric "
-                                          "grpc_request_read_timeouts) and frees its thread")
+    request_read_timeout_s: float = Field(10.0, gt=0, title="How long a ReportStatus, WatchUpdates or FetchBundle "
+                                          "call may take to send its request message once its credential is "
+                                          "proved; then the hub cancels it (metric grpc_request_read_timeouts) and "
+                                          "frees its thread")
+    submit_read_timeout_s: float = Field(600.0, gt=0, title="The same for a Submit call, whose message (a batch of "
+                                         "images, megabytes) may take minutes to upload on a slow link; keep it "
+                                         "below the devices' Submit deadline (the edge agent's hub.call_timeout_s, "
+                                         "700 s). The per-device Submit stream cap bounds what a silent device "
+                                         "holds meanwhile")
     reply_poll_s: float = Field(0.25, gt=0, title="How often an open Submit stream re-reads the knowledge base "
                                                   "for replies made by another hub process")
     bundle_chunk_bytes: int = Field(256 * 1024, gt=0, title="Default FetchBundle chunk size")

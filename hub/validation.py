@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from hgen.hub.config import LimitsConfig
+from hgen.hub.config import HubConfig, LimitsConfig, read_labels
 from hgen.hub.errors import ImageDecodeError, ImageTooLargeError, InvalidRequestError, MalformedMessageError, \
     MessageTooLargeError
 from hgen.hub.images import RAW_CHANNELS, read_header
@@ -96,15 +96,34 @@ def check_uuid(value: str, what: str) -> None:
                                   f"8-4-4-4-12, e.g. {canonical})")
 
 
-def check_model_output(output: hub_pb2.ModelOutput, num_classes: int, limits: LimitsConfig) -> None:
+MAX_CLASS_PROBABILITIES = 1000  # a hub that does not know its classes caps the vector's length at this
+
+
+def classes_known(config: HubConfig) -> bool:
+    """Whether the hub knows the classes its devices' models answer in: `num_classes` set in the config, or read
+    from a retrained model's bundle. Else it is a fallback (hgen.hub.config.DEFAULT_CLASSES) that a device's model
+    need not share: its samples' class probabilities are then only capped in length, not refused for it (a
+    5-class model's samples, accepted before, were all refused on a hub with no readable bundle)."""
+    if "num_classes" in config.model_fields_set:
+        return True
+    return any(len(read_labels(model.bundle) or ()) == config.num_classes for model in config.retrain.models)
+
+
+def check_model_output(output: hub_pb2.ModelOutput, num_classes: int, limits: LimitsConfig,
+                       known: bool = True) -> None:
     """Shape before values: class probabilities are none (detection samples carry boxes instead) or one per class
-    people answer in (a 2,000,000-long vector was stored, then the annotator page listed classes that do not
-    exist), and at most `limits.max_model_boxes` boxes. Checked before any value is read, so a huge output costs
+    people answer in when the hub knows its classes (`known`, see `classes_known`), else at most
+    MAX_CLASS_PROBABILITIES (a 2,000,000-long vector was stored, then the annotator page listed classes that do
+    not exist); at most `limits.max_model_boxes` boxes. Checked before any value is read, so a huge output costs
     nothing more."""
     count = len(output.class_probabilities)
-    if count not in (0, num_classes):
-        raise InvalidRequestError(f"output.class_probabilities has {count} values: people answer in {num_classes} "
-                                  f"classes (num_classes), so send {num_classes} or none")
+    if known:
+        if count not in (0, num_classes):
+            raise InvalidRequestError(f"output.class_probabilities has {count} values: people answer in "
+                                      f"{num_classes} classes (num_classes), so send {num_classes} or none")
+    elif count > MAX_CLASS_PROBABILITIES:
+        raise InvalidRequestError(f"output.class_probabilities has {count} values, over the "
+                                  f"{MAX_CLASS_PROBABILITIES} a hub takes without a known num_classes")
     if len(output.boxes) > limits.max_model_boxes:
         raise InvalidRequestError(f"output.boxes has {len(output.boxes)} boxes, over limits.max_model_boxes "
                                   f"({limits.max_model_boxes})")

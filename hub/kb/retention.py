@@ -24,17 +24,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ColumnElement, TextClause, func, select, text, update
 
 from hgen.hub.kb.models import EXPIRED_IMAGES, EXPIRED_IMAGES_SQLITE, Sample
 from hgen.hub.kb.tasks import GOLD_TRANSPORT
 
 log = logging.getLogger(__name__)
 DAY_S = 86400.0
-BATCH = 500  # images emptied per transaction: a large backlog never holds the write lock long
-ROUND_BATCHES = 20  # batches per round; a backlog larger than that goes on at the service loop's next turn
+BATCH = 500  # images emptied per transaction, and per turn of the service loop: a large backlog never holds the
+# write lock long, nor keeps the deadline sweep beside it waiting for more than one batch
 ROUND_EVERY_S = 60.0  # between rounds once no backlog is left
 REMOVED_IMAGE = b""  # what a removed image leaves inline
 
@@ -57,17 +57,32 @@ class Removal:
 class Retention:
     """Mixin of `KnowledgeBase` (which provides `engine`, `session` and `images`)."""
 
+    def _expired_images(self) -> TextClause:
+        """The index's predicate, inline (ix_samples_expired_images: the planner takes it only so)."""
+        sqlite = self.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
+        return text(EXPIRED_IMAGES_SQLITE if sqlite else EXPIRED_IMAGES)
+
+    def _unlabelled_images(self, closed_before: float) -> list[ColumnElement[bool]]:
+        """The samples whose image retention removes: expired unanswered at or before `closed_before`, not gold,
+        the image still there (a hub without `image_dir` leaves a file's row to a hub that can delete the file)."""
+        terms = [self._expired_images(), Sample.closed_at <= closed_before, Sample.answer_count == 0,
+                 Sample.transport != GOLD_TRANSPORT]
+        if self.images.image_dir is None:  # type: ignore[attr-defined]
+            terms.append(Sample.image_path.is_(None))
+        return terms
+
+    def count_unlabelled_images(self, closed_before: float) -> int:
+        """How many images `remove_unlabelled_images` would remove in all, up to `closed_before` (an index count)."""
+        with self.session() as s:  # type: ignore[attr-defined]
+            return int(s.scalar(select(func.count()).select_from(Sample)
+                                .where(*self._unlabelled_images(closed_before))) or 0)
+
     def remove_unlabelled_images(self, closed_before: float, limit: int = BATCH) -> Removal:
         """Empty the images of up to `limit` samples that expired unanswered at or before `closed_before`, oldest
         first, in one transaction; then delete their files. A hub without `image_dir` empties inline images only
         (a file's row is left to a hub that can delete the file)."""
-        with_files = self.images.image_dir is not None  # type: ignore[attr-defined]
-        sqlite = self.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
-        expired_images = text(EXPIRED_IMAGES_SQLITE if sqlite else EXPIRED_IMAGES)  # the index's predicate, inline
-        terms = [expired_images, Sample.closed_at <= closed_before, Sample.answer_count == 0,
-                 Sample.transport != GOLD_TRANSPORT]
-        if not with_files:
-            terms.append(Sample.image_path.is_(None))
+        expired_images = self._expired_images()
+        terms = self._unlabelled_images(closed_before)
         with self.session() as s:  # type: ignore[attr-defined]
             rows = s.execute(select(Sample.id, Sample.image_path, func.length(Sample.image_bytes))
                              .where(*terms).order_by(Sample.closed_at).limit(limit)
@@ -95,50 +110,80 @@ class Retention:
 
 
 class ImageRetention:
-    """One hub process's retention rounds, run from the service's periodic loop (`run_if_due`): a round empties
-    batches until none is full or ROUND_BATCHES were done; the next round comes ROUND_EVERY_S later, or at once
-    while a backlog is left. Counts `images_removed`, `image_bytes_freed` (and `image_remove_failed`), and logs one
-    line per round that removed something."""
+    """One hub process's retention rounds, run from the service's periodic loop (`run_if_due`), one batch per call:
+    a round starts by counting the images due (logged, so an operator sees why images go before any does) and
+    empties one batch per turn of the loop until a batch is not full; the next round comes ROUND_EVERY_S later.
+    Emptying 20 batches (and deleting their files) at once kept the deadline sweep beside it, and the replies it
+    sends, waiting for as long. Counts `images_removed`, `image_bytes_freed` (and `image_remove_failed`) per batch,
+    and logs one line when a round that removed something ends."""
 
     def __init__(self, kb: Retention, keep_days: float, count: Callable[[str, int], None],
-                 clock: Callable[[], float] = time.time, *, batch: int = BATCH,
-                 round_batches: int = ROUND_BATCHES) -> None:
+                 clock: Callable[[], float] = time.time, *, batch: int = BATCH) -> None:
         self.kb = kb
         self.keep_s = keep_days * DAY_S
         self.count = count
         self.clock = clock
         self.batch = batch
-        self.round_batches = round_batches
         self._next = float("-inf")  # the first round at the first turn of the loop
+        self._round: _Round | None = None  # the round under way (a backlog), if any
 
     @property
     def enabled(self) -> bool:
         return self.keep_s > 0
 
     def run_if_due(self) -> bool:
-        """Run a round when one is due; True when a backlog is left (the next round is due at once)."""
+        """Empty one batch when a round is due or under way; True when a backlog is left (due at the next turn)."""
         now = self.clock()
-        if not self.enabled or now < self._next:
+        if not self.enabled or (self._round is None and now < self._next):
             return False
         self._next = now + ROUND_EVERY_S  # also after a failure: the next try is a round later
-        total = Removal()
+        current, self._round = self._round, None  # a failure ends the round (counted and said as it stands)
+        if current is None:
+            current = self._start(now - self.keep_s)
+            if current is None:
+                return False
         try:
-            for _ in range(self.round_batches):
-                total = total + self.kb.remove_unlabelled_images(now - self.keep_s, self.batch)
-                if not total.more:
-                    break
-        finally:  # batches committed before a failure are counted too
-            self._report(total)
-        if total.more:
-            self._next = now
-        return total.more
+            removal = self.kb.remove_unlabelled_images(current.closed_before, self.batch)
+        except Exception:
+            self._report(current.total)  # the batches committed before the failure
+            raise
+        self._count(removal)
+        current.total = current.total + removal
+        if removal.more:
+            self._round = current
+            return True
+        self._report(current.total)
+        return False
+
+    def _start(self, closed_before: float) -> _Round | None:
+        """A new round; None when none is due. One that takes more than a batch first says how many images it will
+        remove (over many turns of the loop: after an upgrade, the whole backlog); the rest say it when done."""
+        due = self.kb.count_unlabelled_images(closed_before)
+        if due == 0:
+            return None
+        if due > self.batch:
+            log.info("retention: removing the images of %d sample(s) that expired unanswered over %g day(s) ago "
+                     "(knowledge_base.keep_unlabelled_images_days; rows and replies kept), %d per turn of the "
+                     "deadline loop", due, self.keep_s / DAY_S, self.batch)
+        return _Round(closed_before)
+
+    def _count(self, removal: Removal) -> None:
+        if removal.images:
+            self.count("images_removed", removal.images)
+            self.count("image_bytes_freed", removal.bytes_freed)
+        if removal.failed_files:
+            self.count("image_remove_failed", removal.failed_files)
 
     def _report(self, total: Removal) -> None:
         if total.images:
-            self.count("images_removed", total.images)
-            self.count("image_bytes_freed", total.bytes_freed)
             log.info("retention: removed the images of %d sample(s) that expired unanswered over %g day(s) ago "
-                     "(%.1f MiB freed; rows and replies kept)%s", total.images, self.keep_s / DAY_S,
-                     total.bytes_freed / 2**20, "; more are due" if total.more else "")
-        if total.failed_files:
-            self.count("image_remove_failed", total.failed_files)
+                     "(%.1f MiB freed; rows and replies kept)", total.images, self.keep_s / DAY_S,
+                     total.bytes_freed / 2**20)
+
+
+@dataclass
+class _Round:
+    """A retention round under way: its cutoff (fixed at its start, so it removes what it said) and its total."""
+
+    closed_before: float
+    total: Removal = field(default_factory=Removal)

@@ -18,11 +18,30 @@ import grpc
 
 
 @dataclass(eq=False)
+class Slot:
+    """One call's slot among its device's: given back once (`DeviceCalls.release`), or handed over to a newer
+    WatchUpdates call of the device (`given_up`), which then holds it in its place."""
+
+    kind: str
+    device: str
+    given_up: bool = False
+
+
+@dataclass(eq=False)
 class Watch:
     """One open WatchUpdates stream: `wake` cuts its wait short (a bundle changed, it was replaced or cancelled)."""
 
+    slot: Slot | None = None
     wake: threading.Event = field(default_factory=threading.Event)
     replaced: bool = False
+
+
+class CallCapped(Exception):
+    """A device already holds its cap of calls: `setting` names the cap."""
+
+    def __init__(self, setting: str) -> None:
+        super().__init__(setting)
+        self.setting = setting
 
 
 class DeviceCalls:
@@ -32,7 +51,8 @@ class DeviceCalls:
     other device's calls would wait. Every call counts against `total` (grpc.max_calls_per_device); Submit and
     FetchBundle streams also against their own caps within it. A device's WatchUpdates stream is one: a new one
     replaces the older (a reconnecting device's old stream may not have noticed it is dead yet, so the newest must
-    win); both hold a call slot until they end."""
+    win); both hold a call slot until they end, except when the device is at `total`: then the new WatchUpdates call
+    takes over the older stream's slot (which is told to end) instead of being refused."""
 
     SUBMIT, FETCH, WATCH, STATUS = "Submit", "FetchBundle", "WatchUpdates", "ReportStatus"
     SHORT: ClassVar[dict[str, str]] = {SUBMIT: "submit", FETCH: "fetch"}  # in the setting's and metric's names
@@ -45,21 +65,35 @@ class DeviceCalls:
         self._open: Counter[tuple[str, str]] = Counter()  # (kind, device) -> open calls of the capped kinds
         self._watches: dict[str, Watch] = {}
 
-    def acquire(self, kind: str, device: str) -> str | None:
-        """Count one more `kind` call of `device`; else (nothing counted) the setting whose cap it already has."""
+    def acquire(self, kind: str, device: str) -> Slot:
+        """Count one more `kind` call of `device`; else (nothing counted) raise CallCapped naming the setting whose
+        cap it already has. A WatchUpdates call of a device at `total` whose watch stream is open takes that
+        stream's slot over, the stream being told to end (it would end once this call's watch began anyway): a
+        reconnecting device's new watch is not refused while its old, dead one is still counted."""
         with self._lock:
             if kind in self.caps and self._open[kind, device] >= self.caps[kind]:
-                return f"max_{self.SHORT[kind]}_streams_per_device"
+                raise CallCapped(f"max_{self.SHORT[kind]}_streams_per_device")
+            slot = Slot(kind, device)
             if self._calls[device] >= self.total:
-                return "max_calls_per_device"
+                older = self._watches.get(device) if kind == self.WATCH else None
+                if older is None or older.replaced or older.slot is None or older.slot.given_up:
+                    raise CallCapped("max_calls_per_device")
+                older.slot.given_up = True  # its count is now this call's
+                older.replaced = True
+                older.wake.set()  # it ends at once (ABORTED, replaced), freeing its thread
+                return slot
             self._calls[device] += 1
             if kind in self.caps:
                 self._open[kind, device] += 1
-            return None
+            return slot
 
-    def release(self, kind: str, device: str) -> None:
+    def release(self, slot: Slot) -> None:
+        """The call of `slot` ended: its slot is free again (once; nothing when it was handed over)."""
         with self._lock:
-            for counter, key in ((self._calls, device), (self._open, (kind, device))):
+            if slot.given_up:
+                return
+            slot.given_up = True
+            for counter, key in ((self._calls, slot.device), (self._open, (slot.kind, slot.device))):
                 if key in counter:
                     counter[key] -= 1  # type: ignore[index]
                     if counter[key] <= 0:  # type: ignore[index]
@@ -70,10 +104,16 @@ class DeviceCalls:
         with self._lock:
             return self._calls[device]
 
-    def watch(self, device: str, slots: int) -> Watch | None:
-        """The device's new WatchUpdates stream; its older one, if any, is told to end. None when `slots` devices
-        already watch and this one is not among them (a replacement takes its own older stream's slot)."""
-        new = Watch()
+    def watching(self, device: str) -> Watch | None:
+        """The device's current WatchUpdates stream, if any."""
+        with self._lock:
+            return self._watches.get(device)
+
+    def watch(self, device: str, slots: int, slot: Slot | None = None) -> Watch | None:
+        """The device's new WatchUpdates stream (holding `slot`); its older one, if any, is told to end. None when
+        `slots` devices already watch and this one is not among them (a replacement takes its own older stream's
+        slot)."""
+        new = Watch(slot)
         with self._lock:
             if device not in self._watches and len(self._watches) >= slots:
                 return None
@@ -117,10 +157,16 @@ class ReadTimeouts:
     limit of its own: a proved device that never sends its message (or trickles it) would keep the thread until the
     call's deadline, which the client chooses. One thread, started at the first call, watches every waiting call;
     cancelling a call wakes its handler (the request iterator raises), which then ends. `on_expired` runs on that
-    thread just before a call is cancelled (to count and log it)."""
+    thread just before a call is cancelled (to count and log it).
 
-    def __init__(self, timeout_s: float, on_expired: Callable[[PendingRead], None]) -> None:
+    gRPC runs the handler when the call arrives, not when its message has, so the time counts the client's upload:
+    `timeout_s` suits the small messages, `per_kind` gives a kind its own (Submit: a batch of images, megabytes over
+    a slow uplink, was cancelled mid-upload at 10 s and its samples never arrived)."""
+
+    def __init__(self, timeout_s: float, on_expired: Callable[[PendingRead], None],
+                 per_kind: dict[str, float] | None = None) -> None:
         self.timeout_s = timeout_s
+        self.per_kind = dict(per_kind or {})
         self.on_expired = on_expired
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, PendingRead]] = []  # also reads already done, until they reach the top
@@ -129,8 +175,16 @@ class ReadTimeouts:
         self._thread: threading.Thread | None = None
         self._stopped = False
 
+    def timeout_of(self, kind: str) -> float:
+        return self.per_kind.get(kind, self.timeout_s)
+
+    def waiting(self) -> int:
+        """Calls whose message has not arrived (nor timed out) yet."""
+        with self._cond:
+            return self._waiting
+
     def arm(self, context: grpc.ServicerContext, kind: str, device: str) -> PendingRead:
-        read = PendingRead(time.monotonic() + self.timeout_s, context, kind, device)
+        read = PendingRead(time.monotonic() + self.timeout_of(kind), context, kind, device)
         with self._cond:
             if len(self._heap) > 2 * self._waiting + 1024:  # mostly reads done long ago (a burst of calls)
                 self._heap = [entry for entry in self._heap if not entry[2].done]
@@ -140,7 +194,7 @@ class ReadTimeouts:
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="grpc-read-timeouts", daemon=True)
                 self._thread.start()
-            if self._heap[0][2] is read:  # the earliest now (every read has the same timeout): wake the thread
+            if self._heap[0][2] is read:  # the earliest now: wake the thread to wait for it instead
                 self._cond.notify()
         return read
 

@@ -10,8 +10,10 @@ Every call parks a server thread, a stream for as long as it is open, and a call
 too, so no device may hold many (`DeviceCalls`): a proved call takes one of its device's
 `grpc.max_calls_per_device` slots before its message is read, and within those at most
 `grpc.max_submit_streams_per_device` Submit and `grpc.max_fetch_streams_per_device` FetchBundle streams, and one
-WatchUpdates stream (the newest wins); beyond, RESOURCE_EXHAUSTED. A message that does not arrive within
-`grpc.request_read_timeout_s` gets the call cancelled (`ReadTimeouts`), so even slots within the cap are given back.
+WatchUpdates stream (the newest wins, and at the cap takes over the older one's slot); beyond, RESOURCE_EXHAUSTED.
+A message that does not arrive within `grpc.request_read_timeout_s` (Submit: `grpc.submit_read_timeout_s`, its
+message being a batch of images the client may take minutes to upload) gets the call cancelled (`ReadTimeouts`), so
+even slots within the cap are given back.
 The config refuses a pool too small to serve others while one device holds all its slots (`GrpcConfig`). The whole
 fleet's WatchUpdates streams are capped too (`watch_slots`): past it a watcher is answered once (the newer bundle,
 if any) and told to call again, so a fleet larger than the pool polls for updates rather than holding every thread.
@@ -41,7 +43,7 @@ from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
 from hgen.hub.transports.base import HubTransport
 from hgen.hub.transports.grpc_auth import CallerCheck, CredentialGate
-from hgen.hub.transports.grpc_calls import DeviceCalls, ReadTimeouts, Watch, PendingRead
+from hgen.hub.transports.grpc_calls import CallCapped, DeviceCalls, PendingRead, ReadTimeouts, Slot, Watch
 from hgen.hub.validation import clip
 from hgen.protos import hub_pb2
 
@@ -90,7 +92,8 @@ class AnnotationHubServicer:
         self.calls = DeviceCalls(config.max_calls_per_device,
                                  {DeviceCalls.SUBMIT: config.max_submit_streams_per_device,
                                   DeviceCalls.FETCH: config.max_fetch_streams_per_device})
-        self.reads = ReadTimeouts(config.request_read_timeout_s, self._read_timed_out)
+        self.reads = ReadTimeouts(config.request_read_timeout_s, self._read_timed_out,
+                                  {DeviceCalls.SUBMIT: config.submit_read_timeout_s})
         self._capped_logged: set[tuple[str, str]] = set()  # (setting, device): devices are enrolled, so bounded
         self._read_logged: set[str] = set()  # devices whose read timeout was logged
         self.watch_slots = watch_slots(config)
@@ -99,36 +102,38 @@ class AnnotationHubServicer:
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
 
-    def proved(self, kind: str, method: Callable[[object, grpc.ServicerContext, str], object]
+    def proved(self, kind: str, method: Callable[..., object]
                ) -> Callable[[Iterator[object], grpc.ServicerContext], object]:
-        """`method(request, context, device)` for the `kind` RPC, run once the call's credential proved `device`
-        (checked against the knowledge base on a pool thread), it took one of the device's call slots, and only then
-        its request message was read (within grpc.request_read_timeout_s). A call with a false credential that
-        never sends its message is refused at once (the interceptor, `CredentialGate`, can only refuse calls with
-        no or a malformed credential); a device's calls past its caps are refused before their message is awaited,
-        so one device cannot park every thread; the slot is given back when the call ends (a stream: when its
-        handler's generator ends)."""
+        """`method(request, context, device)` for the `kind` RPC (WatchUpdates: also its call's slot), run once the
+        call's credential proved `device` (checked against the knowledge base on a pool thread), it took one of the
+        device's call slots, and only then its request message was read (within grpc.request_read_timeout_s, Submit
+        grpc.submit_read_timeout_s). A call with a false credential that never sends its message is refused at once
+        (the interceptor, `CredentialGate`, can only refuse calls with no or a malformed credential); a device's
+        calls past its caps are refused before their message is awaited, so one device cannot park every thread;
+        the slot is given back when the call ends (a stream: when its handler's generator ends)."""
         if kind == DeviceCalls.STATUS:  # request-streaming, unary response
             def run_unary(requests: Iterator[object], context: grpc.ServicerContext) -> object:
                 device = self.callers.caller(context)
-                self._take_slot(kind, device, context)
+                slot = self._take_slot(kind, device, context)
                 try:
                     return method(self._read(requests, context, kind, device), context, device)
                 finally:
-                    self.calls.release(kind, device)
+                    self.calls.release(slot)
             return run_unary
 
         def run_stream(requests: Iterator[object], context: grpc.ServicerContext) -> Iterator[object]:
             device = self.callers.caller(context)
-            self._take_slot(kind, device, context)
+            slot = self._take_slot(kind, device, context)
+            extra = (slot,) if kind == DeviceCalls.WATCH else ()
             try:
-                yield from method(self._read(requests, context, kind, device), context, device)  # type: ignore[misc]
+                request = self._read(requests, context, kind, device)
+                yield from method(request, context, device, *extra)  # type: ignore[misc]
             finally:
-                self.calls.release(kind, device)
+                self.calls.release(slot)
         return run_stream
 
     def _read(self, requests: Iterator[object], context: grpc.ServicerContext, kind: str, device: str) -> object:
-        """The call's request message, if it arrives within grpc.request_read_timeout_s; else the call is cancelled
+        """The call's request message, if it arrives within its kind's read timeout; else the call is cancelled
         (counted, logged once per device) and its handler ends here."""
         read = self.reads.arm(context, kind, device)
         try:
@@ -138,8 +143,9 @@ class AnnotationHubServicer:
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._read_message(read))
 
     def _read_message(self, read: PendingRead) -> str:
-        return (f"{read.kind} of device {read.device!r} sent no request message within {self.reads.timeout_s:g} s "
-                "(grpc.request_read_timeout_s): cancelled")
+        setting = "submit_read_timeout_s" if read.kind == DeviceCalls.SUBMIT else "request_read_timeout_s"
+        return (f"{read.kind} of device {read.device!r} sent no request message within "
+                f"{self.reads.timeout_of(read.kind):g} s (grpc.{setting}): cancelled")
 
     def _read_timed_out(self, read: PendingRead) -> None:
         """Counted and logged (once per device) on the timeout thread, before the call is cancelled."""
@@ -158,14 +164,17 @@ class AnnotationHubServicer:
                 else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(error))
 
-    def _take_slot(self, kind: str, device: str, context: grpc.ServicerContext) -> None:
+    def _take_slot(self, kind: str, device: str, context: grpc.ServicerContext) -> Slot:
         """Take one of the device's call slots (and of its `kind` streams, for Submit and FetchBundle), or end the
         call with RESOURCE_EXHAUSTED (counted; logged once per device and setting): the caller gives it back when
         the call ends."""
-        setting = self.calls.acquire(kind, device)
-        if setting is None:
+        try:
+            slot = self.calls.acquire(kind, device)
+        except CallCapped as capped:
+            setting = capped.setting
+        else:
             self._check_pool()
-            return
+            return slot
         if setting == "max_calls_per_device":
             self.service.metrics.inc("grpc_calls_capped")
             message = (f"device {device!r} already has {self.calls.total} calls open (grpc.{setting}): "
@@ -178,6 +187,7 @@ class AnnotationHubServicer:
             self._capped_logged.add((setting, device))
             log.warning("gRPC %s refused: %s (logged once per device; counted in metrics)", kind, message)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        raise AssertionError("unreachable: abort raises")
 
     def _check_pool(self) -> None:
         """Calls of many devices at once (each under its own caps) can still hold the whole pool, and then every
@@ -251,10 +261,10 @@ class AnnotationHubServicer:
                 offset += len(data)
 
     def WatchUpdates(self, request: hub_pb2.WatchUpdatesRequest, context: grpc.ServicerContext,
-                     device: str) -> Iterator[hub_pb2.ModelUpdate]:
+                     device: str, slot: Slot | None = None) -> Iterator[hub_pb2.ModelUpdate]:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
-        watch = self.calls.watch(device, self.watch_slots)
+        watch = self.calls.watch(device, self.watch_slots, slot)
         if watch is None:
             yield from self._poll_once(device, request, context)
             return

@@ -89,14 +89,16 @@ def not_open(ctx: WebContext, task_id: str, user: str) -> BadInputError:
 
 
 def guesses(task: Task, names: tuple[str, ...]) -> list[tuple[str, float]]:
-    """The model's top three; a sample without probabilities (a gold one stored before gold had decoys) gets a
-    stable decoy when its view shows guesses, so no page stands out as gold."""
-    probs = list(task.model_output.class_probabilities)
+    """The model's top three among the classes people answer in (`names`: a hub that does not know its classes
+    takes a device's vector of another length, and a class past num_classes is no answer anyone can give); a sample
+    without probabilities (a gold one stored before gold had decoys) gets a stable decoy when its view shows
+    guesses, so no page stands out as gold."""
+    probs = list(task.model_output.class_probabilities)[:len(names)]
     if not probs and answers.answer_view(task).shows_guesses:
         seed = int.from_bytes(hashlib.sha256(task.sample_id.encode()).digest()[:8], "big")
         probs = decoy_probabilities(len(names), seed % len(names), seed)
     top = sorted(range(len(probs)), key=lambda i: -probs[i])[:3]
-    return [(names[i] if i < len(names) else str(i), probs[i]) for i in top]
+    return [(names[i], probs[i]) for i in top]
 
 
 def image_response(image: hub_pb2.Image) -> Response:

@@ -291,8 +291,7 @@ def test_streams_of_many_devices_filling_the_pool_are_counted_and_warned_once(tm
     pool running low is counted (grpc_pool_nearly_full) and warned of once, naming the setting."""
     fleet = [f"cam-{i}" for i in range(8)]
     app = HubApp(parse_hub_config({"devices": fleet, "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
-                                   "grpc": {"port": 0, "max_workers": 11, "max_calls_per_device": 7}})
-                 ).start()  # low at 11 - 4 = 7 calls
+                                   "grpc": {"port": 0, "max_workers": 11}})).start()  # low at 11 - 4 = 7 calls
     creds = enroll(app, *fleet)
     calls = []
     try:

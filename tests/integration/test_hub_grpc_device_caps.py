@@ -4,7 +4,9 @@
    every other device's ReportStatus and Submit timed out (the hub proved the credential, then waited for the
    message with no limit, and counted Submit streams only once it came). Now each call takes one of the device's
    `grpc.max_calls_per_device` slots before its message is awaited, and a message that does not come within
-   `grpc.request_read_timeout_s` gets the call cancelled;
+   `grpc.request_read_timeout_s` gets the call cancelled; a Submit's message, a batch of images, has its own, long
+   `grpc.submit_read_timeout_s` (10 s cancelled every Submit still uploading over a slow link), and a new
+   WatchUpdates call of a device at its cap takes over its older watch's slot (a reconnecting agent);
 2. a DeviceStatus of megabytes was decoded and stored whole on every call: `grpc.max_status_bytes` caps it.
 
 Synchronisation is on the calls' own completion (futures) and the hub's counters, never on sleeps.
@@ -23,6 +25,7 @@ import pytest
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.models import Device
+from hgen.hub.kb.store import BundleRecord
 from hgen.hub.testing.device import enroll
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import wait_until
@@ -140,8 +143,9 @@ def test_a_device_holding_message_less_calls_is_capped_and_the_others_are_served
 
 def test_a_call_whose_message_never_comes_is_cancelled_after_the_read_timeout(tmp_path: Path) -> None:
     """Within its cap a device could still keep threads for as long as the deadline it chose: a call whose
-    message does not come within grpc.request_read_timeout_s is cancelled, its slot and thread freed."""
-    app, creds = start(tmp_path, request_read_timeout_s=0.5)
+    message does not come within grpc.request_read_timeout_s (Submit: grpc.submit_read_timeout_s) is cancelled,
+    its slot and thread freed."""
+    app, creds = start(tmp_path, request_read_timeout_s=0.5, submit_read_timeout_s=0.5)
     servicer = app.transport(GrpcTransport).servicer
     silent = Silent()
     try:
@@ -161,6 +165,94 @@ def test_a_call_whose_message_never_comes_is_cancelled_after_the_read_timeout(tm
     finally:
         silent.release()
         app.stop()
+
+
+def test_a_submit_still_uploading_after_the_short_read_timeout_is_served(tmp_path: Path) -> None:
+    """gRPC starts the handler when the call arrives, so the read timeout counts the client's upload: a default
+    agent batch (8 full frames, ~4.5 MB) over a slow uplink took longer than grpc.request_read_timeout_s and every
+    Submit was cancelled, its samples never stored. Submit now waits grpc.submit_read_timeout_s for its message:
+    here its message is held back until another call's short timeout has visibly fired, then served."""
+    app, creds = start(tmp_path, request_read_timeout_s=0.5, submit_read_timeout_s=HELD_S)
+    servicer = app.transport(GrpcTransport).servicer
+    silent, uploaded = Silent(), threading.Event()
+    sample, bad = make_sample(A), make_sample(A, sample_id="not-a-uuid")
+
+    def slow_upload() -> Iterator[hub_pb2.AnnotationRequest]:
+        uploaded.wait()
+        yield make_request(A, [sample, bad], m=1)
+
+    try:
+        with grpc.insecure_channel(target_of(app)) as channel:
+            submit = channel.stream_stream(f"/{SERVICE_NAME}/Submit",
+                                           request_serializer=hub_pb2.AnnotationRequest.SerializeToString,
+                                           response_deserializer=hub_pb2.SampleReply.FromString)(
+                slow_upload(), metadata=as_device(creds[A].bearer), timeout=HELD_S)
+            # the Submit waits for its message first; a ReportStatus that sends none waits after it
+            assert wait_until(lambda: servicer.reads.waiting() == 1, CALL_TIMEOUT_S)
+            status = channel.stream_stream(f"/{SERVICE_NAME}/ReportStatus")(
+                silent.requests(), metadata=as_device(creds[A].bearer), timeout=HELD_S)
+            assert ended([status]).get(timeout=CALL_TIMEOUT_S * 3).code() == grpc.StatusCode.CANCELLED
+            assert app.service.metrics.get("grpc_request_read_timeouts") == 1  # the status call's only
+            uploaded.set()  # the upload completes, past the short timeout
+            try:
+                assert next(submit).sample_id == "not-a-uuid"  # its immediate rejection: the stream is served
+                assert wait_until(lambda: app.service.kb.sample_exists(sample.sample_id), CALL_TIMEOUT_S)
+            finally:
+                submit.cancel()
+            assert app.service.metrics.get("grpc_request_read_timeouts") == 1
+    finally:
+        uploaded.set()
+        silent.release()
+        app.stop()
+
+
+def test_a_new_watch_of_a_device_at_its_call_cap_takes_over_its_older_watch(hub) -> None:
+    """A reconnecting agent's old calls may still be counted (the hub has not noticed the old connection is
+    dead): its new WatchUpdates stream, which ends the older one anyway, is served in the older one's slot instead
+    of being refused by grpc.max_calls_per_device; the older ends ABORTED, and every slot comes back once."""
+    app, creds = hub
+    servicer = app.transport(GrpcTransport).servicer
+    cap = app.config.grpc.max_calls_per_device
+    record = BundleRecord("m", "1.0.0", "ab" * 32, 12, b"", "/nowhere/m.hgb", 1.0)
+    app.service.kb.add_bundle(record)
+    watch = hub_pb2.WatchUpdatesRequest(device_id=A, bundle_name="m")
+    silent = Silent()
+    with grpc.insecure_channel(target_of(app)) as old_channel, grpc.insecure_channel(target_of(app)) as new_channel:
+        old_watch = hub_pb2_grpc.AnnotationHubStub(old_channel).WatchUpdates(
+            watch, metadata=as_device(creds[A].bearer), timeout=HELD_S)
+        held = [old_channel.stream_stream(f"/{SERVICE_NAME}/ReportStatus")(
+                    silent.requests(), metadata=as_device(creds[A].bearer), timeout=HELD_S) for _ in range(cap - 1)]
+        new_watch = None
+        try:
+            assert next(old_watch).version == "1.0.0"  # its watch is open
+            assert wait_until(lambda: servicer.calls.held(A) == cap, CALL_TIMEOUT_S)
+            older = servicer.calls.watching(A)
+            assert older is not None
+
+            new_watch = hub_pb2_grpc.AnnotationHubStub(new_channel).WatchUpdates(
+                watch, metadata=as_device(creds[A].bearer), timeout=HELD_S)
+            assert next(new_watch).version == "1.0.0"  # served, not RESOURCE_EXHAUSTED
+            with pytest.raises(grpc.RpcError) as replaced:
+                for _ in old_watch:
+                    pass
+            assert replaced.value.code() == grpc.StatusCode.ABORTED
+            assert servicer.calls.watching(A) not in (None, older)
+            assert servicer.calls.held(A) == cap  # the new watch in the older one's slot
+            assert app.service.metrics.get("grpc_calls_capped") == 0
+            assert app.service.metrics.get("grpc_watch_replaced") == 1
+            # a call of another kind at the cap is still refused
+            code, details = status_code(hub_pb2_grpc.AnnotationHubStub(new_channel), A, creds[A].bearer)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_calls_per_device" in details
+        finally:
+            silent.release()
+            if new_watch is not None:
+                new_watch.cancel()
+            done = ended(held)
+            for _ in held:
+                done.get(timeout=CALL_TIMEOUT_S)
+        assert wait_until(lambda: servicer.calls.held(A) == 0, CALL_TIMEOUT_S)  # each slot given back once
+        assert status_code(hub_pb2_grpc.AnnotationHubStub(new_channel), A, creds[A].bearer) == \
+            (grpc.StatusCode.OK, "")
 
 
 # --- 2. status size --------------------------------------------------------------------------------------------------

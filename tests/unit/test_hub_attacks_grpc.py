@@ -17,7 +17,7 @@ from hgen.hub.errors import HubConfigError
 from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.testing.device import enroll
 from hgen.hub.testing.samples import make_request, make_sample
-from hgen.hub.transports.grpc_server import GrpcTransport
+from hgen.hub.transports.grpc_server import GrpcTransport, watch_slots
 from hgen.protos import hub_pb2, hub_pb2_grpc
 
 A, B = "cam-a", "cam-b"
@@ -135,11 +135,14 @@ def test_a_device_over_its_submit_stream_cap_is_refused_and_others_served(hub, c
 
 
 def test_the_pool_must_leave_room_beside_one_device_at_its_caps(tmp_path: Path) -> None:
-    grpc_config = parse_hub_config({"grpc": {"max_workers": 14}}).grpc  # max_calls_per_device + 4
-    assert grpc_config.max_calls_per_device == 10
-    with pytest.raises(HubConfigError, match="max_workers 13 is too small"):
-        parse_hub_config({"grpc": {"max_workers": 13}})
-    assert parse_hub_config({"grpc": {"max_workers": 11, "max_calls_per_device": 7}}).grpc.max_workers == 11
+    """The smallest pool valid before the per-device call cap (11: 1 watch + 4 Submit + 2 FetchBundle + 4 free)
+    stays valid with the defaults, and the default pool keeps its 6 WatchUpdates slots (3 with a cap of 10: an
+    upgraded hub refused to start at 11-13, and half its watchers had to poll)."""
+    grpc_config = parse_hub_config({"grpc": {"max_workers": 11}}).grpc  # max_calls_per_device + 4
+    assert grpc_config.max_calls_per_device == 7
+    with pytest.raises(HubConfigError, match="max_workers 10 is too small"):
+        parse_hub_config({"grpc": {"max_workers": 10}})
+    assert watch_slots(parse_hub_config({}).grpc) == 6
     # a per-kind cap above the device's cap on all its calls would never be reached
     with pytest.raises(HubConfigError, match="max_submit_streams_per_device 8 exceeds max_calls_per_device 7"):
         parse_hub_config({"grpc": {"max_calls_per_device": 7, "max_submit_streams_per_device": 8}})

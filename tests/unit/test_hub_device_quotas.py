@@ -15,15 +15,17 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
-from hgen.hub.config import LimitsConfig, parse_hub_config
+from hgen.hub.config import DEFAULT_CLASSES, LimitsConfig, parse_hub_config
 from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.models import Sample
-from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.kb.store import KnowledgeBase, Task
 from hgen.hub.service import HubService
 from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.validation import check_uuid
+from hgen.hub.validation import MAX_CLASS_PROBABILITIES, check_uuid
+from hgen.hub.web.context import class_names
+from hgen.hub.web.routes_annotate import guesses
 from hgen.protos import hub_pb2
 
 A, B, C = "cam-a", "cam-b", "cam-c"
@@ -36,9 +38,10 @@ def clock() -> Clock:
     return Clock()
 
 
-def open_hub(url: str, tmp_path: Path, clock: Clock, **limits: object) -> HubService:
+def open_hub(url: str, tmp_path: Path, clock: Clock, hub_settings: dict[str, object] | None = None,
+             **limits: object) -> HubService:
     """A hub without transports; images over 2,000 bytes are files under tmp_path/img."""
-    config = parse_hub_config({"devices": [A, B, C], "limits": limits,
+    config = parse_hub_config({"devices": [A, B, C], "limits": limits, **(hub_settings or {}),
                                "knowledge_base": {"url": url, "inline_image_max_bytes": 2000,
                                                   "image_dir": str(tmp_path / "img")}})
     kb = KnowledgeBase.open(url, image_dir=tmp_path / "img", inline_max_bytes=2000, clock=clock)
@@ -48,8 +51,8 @@ def open_hub(url: str, tmp_path: Path, clock: Clock, **limits: object) -> HubSer
 def hub_maker(url: str, tmp_path: Path, clock: Clock) -> Iterator[MakeHub]:
     made: list[HubService] = []
 
-    def make(**limits: object) -> HubService:
-        made.append(open_hub(url, tmp_path, clock, **limits))
+    def make(hub_settings: dict[str, object] | None = None, **limits: object) -> HubService:
+        made.append(open_hub(url, tmp_path, clock, hub_settings, **limits))
         return made[-1]
 
     yield make
@@ -213,6 +216,34 @@ def test_image_bytes_per_device_and_hour_are_capped_also_across_a_restart(hubs: 
     assert len(submit(restarted, clock, A, [samples[2]])[0]) == 1
 
 
+def test_a_sample_without_image_is_stored_without_one_and_expires_at_once(hubs: MakeHub, clock: Clock) -> None:
+    """The agent sends a sample past its deadline (by its own clock) without its image; the hub's clock may say
+    the deadline is a little off still. Such a sample failed check_image (INVALID_REQUEST, final); it is now stored
+    without image and expires at once, and a resent one the hub holds gets its stored reply."""
+    hub = hubs()
+    listened: list[hub_pb2.SampleReply] = []
+    hub.add_reply_listener("grpc", listened.extend)
+    answered = make_sample(A)
+    submit(hub, clock, A, [answered])
+    hub.annotators.register("p")
+    assert answer_next(hub, "p") == A  # answered, its reply stored
+    imageless, resent = make_sample(A), hub_pb2.Sample()
+    imageless.image.ClearField("data")
+    resent.CopyFrom(answered)
+    resent.image.ClearField("data")
+    accepted, replies = submit(hub, clock, A, [imageless, resent], deadline_s=5.0)  # 5 s left by the hub's clock
+    assert accepted == [imageless.sample_id]
+    assert [(r.sample_id, r.status) for r in replies] == [(answered.sample_id, hub_pb2.REPLY_STATUS_ANSWERED)]
+    with hub.kb.session() as s:
+        row = s.get(Sample, imageless.sample_id)
+        assert (row.image_bytes, row.image_path, row.deadline) == (b"", None, pytest.approx(clock.now))
+    listened.clear()
+    assert hub.sweep_once()  # at once: no clock advance
+    assert [(r.sample_id, r.status) for r in listened] == [(imageless.sample_id, hub_pb2.REPLY_STATUS_EXPIRED)]
+    hub.annotators.register("q")
+    assert hub.annotators.next_task("q") is None  # never handed to people
+
+
 def test_a_sample_past_its_deadline_on_arrival_keeps_no_image_and_expires(sqlite_hubs: MakeHub, clock: Clock,
                                                                          tmp_path: Path) -> None:
     hub = sqlite_hubs()
@@ -232,15 +263,63 @@ def test_a_sample_past_its_deadline_on_arrival_keeps_no_image_and_expires(sqlite
 # --- the model's output and ids --------------------------------------------------------------------------------
 
 
-def test_class_probabilities_are_none_or_one_per_class(sqlite_hubs: MakeHub, clock: Clock) -> None:
-    hub = sqlite_hubs()
+def with_probabilities(count: int) -> hub_pb2.Sample:
+    sample = make_sample(A)
+    sample.output.ClearField("class_probabilities")
+    sample.output.class_probabilities.extend(np.full(count, 1.0 / count).tolist())
+    return sample
+
+
+def test_class_probabilities_are_none_or_one_per_class_when_the_hub_knows_its_classes(sqlite_hubs: MakeHub,
+                                                                                       clock: Clock) -> None:
+    hub = sqlite_hubs({"num_classes": 10})
+    assert hub.classes_known
     for count in (11, 3, 20_000):
-        sample = make_sample(A)
-        sample.output.ClearField("class_probabilities")
-        sample.output.class_probabilities.extend(np.full(count, 1.0 / count).tolist())
-        [(reason, detail)] = refused(submit(hub, clock, A, [sample])[1])
+        [(reason, detail)] = refused(submit(hub, clock, A, [with_probabilities(count)])[1])
         assert reason == "REJECT_REASON_INVALID_REQUEST" and detail.startswith("output.class_probabilities has")
     assert len(submit(hub, clock, A, [make_sample(A)])[0]) == 1  # num_classes (10) values
+
+
+def test_a_hub_that_does_not_know_its_classes_only_caps_their_number(sqlite_hubs: MakeHub, clock: Clock) -> None:
+    """No num_classes and no readable retrain.models bundle: the hub falls back to 10 classes, which a device's
+    model need not have. A 5-class model's samples, accepted before, were all refused (final); now any length up
+    to MAX_CLASS_PROBABILITIES is taken, and the annotator page offers no guess outside the hub's classes."""
+    hub = sqlite_hubs()
+    assert not hub.classes_known and hub.config.num_classes == DEFAULT_CLASSES
+    for count in (5, 11, MAX_CLASS_PROBABILITIES):
+        assert len(submit(hub, clock, A, [with_probabilities(count)])[0]) == 1, count
+    [(reason, detail)] = refused(submit(hub, clock, A, [with_probabilities(MAX_CLASS_PROBABILITIES + 1)])[1])
+    assert reason == "REJECT_REASON_INVALID_REQUEST" and str(MAX_CLASS_PROBABILITIES) in detail
+
+    names = class_names((), hub.config.num_classes)
+    longer = with_probabilities(12)
+    longer.output.class_probabilities[11] = 0.9  # the model's favourite: a class the hub has no button for
+    longer.output.class_probabilities[4] = 0.5
+    task = Task("t", longer.sample_id, "p", hub_pb2.HDNN_KIND_CNN, longer.image, longer.output, clock.now + 60)
+    offered = guesses(task, names)
+    assert [name for name, _ in offered][0] == "4" and all(int(name) < len(names) for name, _ in offered)
+
+
+def test_a_sample_the_hub_holds_is_answered_before_its_output_is_checked(tmp_path: Path, clock: Clock) -> None:
+    """The model-output check ran before the hub looked the sample up: a resent stored sample (stored while the
+    rules let it in) was refused instead of getting the reply the hub holds."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    before = open_hub(url, tmp_path, clock)  # does not know its classes: a 5-class output is taken
+    sample = with_probabilities(5)
+    try:
+        assert submit(before, clock, A, [sample])[0] == [sample.sample_id]
+    finally:
+        before.close()
+    clock.now += 601
+    now = open_hub(url, tmp_path, clock, {"num_classes": 10})  # the operator sets num_classes since
+    try:
+        assert now.classes_known
+        now.sweep_once()  # EXPIRED, stored
+        result = now.submit(make_request(A, [sample], m=1, now=clock.now), "grpc")
+        assert result.duplicates == [sample.sample_id]
+        assert [r.status for r in result.immediate] == [hub_pb2.REPLY_STATUS_EXPIRED]
+    finally:
+        now.close()
 
 
 def detection(boxes: int) -> hub_pb2.Sample:

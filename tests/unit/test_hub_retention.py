@@ -175,7 +175,7 @@ def test_an_expired_unanswered_samples_image_is_removed_after_the_retention_time
     freed = len(scene.expired_inline.image.data) + len(scene.expired_file.image.data)
     assert (hub.metrics.get("images_removed"), hub.metrics.get("image_bytes_freed")) == (2, freed)
     said = [r.getMessage() for r in caplog.records if "retention" in r.getMessage()]
-    assert len(said) == 1 and "removed the images of 2 sample(s)" in said[0], said
+    assert len(said) == 1 and "removed the images of 2 sample(s)" in said[0], said  # one batch: said once, done
 
     # the rows stay: statuses, replies, and a re-sent expired sample is still a duplicate answered EXPIRED
     with hub.kb.session() as s:
@@ -247,25 +247,75 @@ def test_retention_zero_keeps_every_image_and_the_default_is_seven_days(sqlite_h
     assert len(files(tmp_path)) == 4 and hub.metrics.get("images_removed") == 0
 
 
-def test_a_backlog_is_removed_in_bounded_batches(sqlite_hubs: MakeHub, clock: Clock, tmp_path: Path) -> None:
-    """One transaction per batch, a bounded number of batches per round; a round that leaves a backlog is due
-    again at once, one that does not only ROUND_EVERY_S later."""
+def test_a_backlog_is_removed_one_batch_per_turn_said_before_the_first(sqlite_hubs: MakeHub, clock: Clock,
+                                                                      tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """One transaction per batch, and one batch per call (a turn of the deadline loop: 20 batches and their file
+    deletions at once kept the deadline sweep beside them waiting); a backlog is due again at once, a finished
+    round only ROUND_EVERY_S later. A round of more than one batch first says how many images it will remove
+    (after an upgrade, the whole backlog goes), and once more when done."""
     hub = sqlite_hubs()
     samples = [small(seed) for seed in range(4)] + [big(seed) for seed in range(4, 7)]
     submit(hub, clock, samples)
     clock.now += DEADLINE_S + 1
     hub.sweep_once()
     clock.now += KEEP_DAYS * DAY_S + 1
-    retention = ImageRetention(hub.kb, KEEP_DAYS, hub.metrics.inc, clock, batch=2, round_batches=2)
-    commits: list[int] = []
-    event.listen(hub.kb.engine, "commit", lambda conn: commits.append(1))
-    assert retention.run_if_due()  # 2 batches of 2: a backlog is left
-    assert (hub.metrics.get("images_removed"), len(commits)) == (4, 2)
-    assert not retention.run_if_due()  # due at once: the last 3 (2 + 1)
-    assert (hub.metrics.get("images_removed"), len(commits)) == (7, 4)
-    assert not retention.run_if_due() and len(commits) == 4  # the next round only ROUND_EVERY_S later
+    retention = ImageRetention(hub.kb, KEEP_DAYS, hub.metrics.inc, clock, batch=2)
+    removals: list[int] = []
+    event.listen(hub.kb.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, parameters, context, many:
+                     removals.append(1) if statement.lstrip().upper().startswith("UPDATE SAMPLES") else None)
+    with caplog.at_level(logging.INFO, logger="hgen.hub.kb.retention"):
+        assert retention.run_if_due()  # one batch of 2: a backlog is left
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "removing the images of 7 sample(s)" in said[0], said  # before any went
+        assert (hub.metrics.get("images_removed"), len(removals)) == (2, 1)
+        assert retention.run_if_due() and retention.run_if_due()  # due at once, one batch each
+        assert (hub.metrics.get("images_removed"), len(removals)) == (6, 3)
+        assert not retention.run_if_due()  # the last one
+        assert (hub.metrics.get("images_removed"), len(removals)) == (7, 4)
+        assert not retention.run_if_due() and len(removals) == 4  # the next round only ROUND_EVERY_S later
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and "removed the images of 7 sample(s)" in said[1], said
     assert files(tmp_path) == set()
     assert hub.metrics.get("image_bytes_freed") == sum(len(s.image.data) for s in samples)
+
+
+def test_the_service_loop_closes_due_deadlines_between_retention_batches(sqlite_hubs: MakeHub,
+                                                                        clock: Clock) -> None:
+    """A deadline that comes due while retention has a backlog is closed after one more batch at most, not after
+    the whole round."""
+    hub = sqlite_hubs()
+    submit(hub, clock, [small(seed) for seed in range(3)])
+    clock.now += DEADLINE_S + 1
+    hub.sweep_once()
+    clock.now += KEEP_DAYS * DAY_S + 1
+    hub.retention = ImageRetention(hub.kb, KEEP_DAYS, hub.metrics.inc, clock, batch=1)
+    due = small(9)
+    submit(hub, clock, [due], deadline_s=-1.0)  # due at once
+    order: list[str] = []
+    closed = threading.Event()
+    remove, expire = hub.kb.remove_unlabelled_images, hub.kb.expire_due
+
+    def removing(*args: object, **kwargs: object) -> object:
+        order.append("batch")
+        return remove(*args, **kwargs)  # type: ignore[arg-type]
+
+    def expiring(*args: object, **kwargs: object) -> object:
+        replies = expire(*args, **kwargs)  # type: ignore[arg-type]
+        if replies:
+            order.append("deadline")
+            closed.set()
+        return replies
+
+    hub.kb.remove_unlabelled_images = removing  # type: ignore[method-assign]
+    hub.kb.expire_due = expiring  # type: ignore[method-assign]
+    hub.start()
+    try:
+        assert closed.wait(30)
+    finally:
+        hub.stop()
+    assert order[:2] == ["batch", "deadline"], order
 
 
 def test_two_hubs_on_one_database_and_a_file_already_gone(hubs: MakeHub, clock: Clock, tmp_path: Path) -> None:
