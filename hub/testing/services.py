@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hgen.hub.errors import HubError
 
@@ -173,6 +174,20 @@ class Broker:
     def add_account(self, username: str, topics: Sequence[str]) -> str:
         assert self.access is not None
         return self.access.add_account(username, topics, self.host, self.port)
+
+
+def closing_maker(open_one: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A pytest fixture's body: yields `make(**settings)`, which opens one more (hub, service, ...) with `open_one`;
+    everything made is closed afterwards, newest last."""
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        made.append(open_one(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
 
 
 def mosquitto_binary() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,6 +18,9 @@ from hgen.edge_agent.config import parse_agent_config
 from hgen.edge_agent.sources import Frame
 from hgen.edge_agent.testing import ResultCollector, enroll_in, make_keys, null_bundle, start_hub
 from hgen.hub.testing.services import free_port
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
+    from hgen.edge_agent.testing import TestKeys
 
 FRAMES = 4
 
@@ -31,13 +35,18 @@ class BehindClock:
         return time.time() - 900.0
 
 
-def test_an_agent_whose_clock_is_behind_still_gets_people_s_answers(tmp_path: Path) -> None:
+def device_kit(tmp_path: Path) -> tuple[TestKeys, Path, Path]:
+    """Signing keys, a null-engine bundle and a folder of FRAMES images (the agent's `images` source)."""
     keys = make_keys(tmp_path / "keys")
-    bundle = null_bundle(tmp_path / "bundle", keys)
     images = tmp_path / "images"
     images.mkdir()
     for i in range(FRAMES):
         cv2.imwrite(str(images / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (28, 28), np.uint8))
+    return keys, null_bundle(tmp_path / "bundle", keys), images
+
+
+def test_an_agent_whose_clock_is_behind_still_gets_people_s_answers(tmp_path: Path) -> None:
+    keys, bundle, images = device_kit(tmp_path)
     hub = start_hub(tmp_path / "hub.sqlite", ["cam-1"])
     try:
         config = parse_agent_config({
@@ -82,12 +91,7 @@ def test_samples_made_before_ntp_set_the_clock_are_answered_after_it(tmp_path: P
     then the network comes up, NTP sets the clock and the hub link connects. The samples' deadline was a wall time
     in 1970: the hub read it as long past and expired them all unasked. Now the agent sends what is left of it
     (on the monotonic clock) after the request's `sent_at`."""
-    keys = make_keys(tmp_path / "keys")
-    bundle = null_bundle(tmp_path / "bundle", keys)
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(FRAMES):
-        cv2.imwrite(str(images / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (28, 28), np.uint8))
+    keys, bundle, images = device_kit(tmp_path)
     port, clock = free_port(), SetAtBoot()
     config = parse_agent_config({
         "device_id": "cam-1", "bundle": {"path": str(bundle), "public_key": str(keys.public_pem),

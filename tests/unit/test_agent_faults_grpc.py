@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
+import pytest
 
 from hgen.edge_agent.config import HubConfig
 from hgen.edge_agent.transports import TransportCallbacks, open_transport
@@ -62,59 +63,32 @@ def test_a_reply_the_agent_fails_to_take_does_not_end_the_stream() -> None:
         server.stop(None)
 
 
-class Busy(hub_pb2_grpc.AnnotationHubServicer):
-    """A hub refusing this device's call past its per-device cap (`grpc.max_calls_per_device`)."""
+CAPPED = "device 'cam-1' already has 7 calls open (grpc.max_calls_per_device): retry when one ends"
+TOO_LARGE = "AnnotationRequest of 9000000 bytes exceeds 8388608"  # gRPC's own code for a message over a limit
 
-    def __init__(self) -> None:
+
+class Refusing(hub_pb2_grpc.AnnotationHubServicer):
+    """A hub stand-in refusing every Submit with RESOURCE_EXHAUSTED and `detail`, as the hub words its refusals."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
         self.asked = threading.Event()
 
     def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext  # noqa: N802 (gRPC API)
                ) -> Iterator[hub_pb2.SampleReply]:
         self.asked.set()
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      "device 'cam-1' already has 10 calls open (grpc.max_calls_per_device): retry when one ends")
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.detail)
         yield from ()
 
 
-def test_a_submit_refused_as_too_many_calls_leaves_the_link_connected() -> None:
-    """RESOURCE_EXHAUSTED is the hub saying 'not now' to this device: the samples stay for the resend scan, and
-    the link is not reported down (it marked the hub unreachable, which the adaptation reads as the hub away)."""
+@pytest.mark.parametrize("detail", [CAPPED, TOO_LARGE])
+def test_resource_exhausted_is_not_now_only_under_a_per_device_cap(detail: str) -> None:
+    """The hub's per-device cap says 'not now' to this device: the samples stay for the resend scan and the link
+    is not reported down (it marked the hub unreachable, which the adaptation reads as the hub away). The same code
+    for a message over a size limit is a fault, named on the link."""
     port = free_port()
     server = grpc.server(futures.ThreadPoolExecutor(2))
-    busy = Busy()
-    hub_pb2_grpc.add_AnnotationHubServicer_to_server(busy, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    states: list[tuple] = []
-    transport = open_transport(HubConfig(url=f"grpc://127.0.0.1:{port}"), "cam-1",
-                               TransportCallbacks(lambda reply: None, lambda notice: None,
-                                                  lambda *state: states.append(state)))
-    try:
-        transport.start()
-        assert transport.send(hub_pb2.AnnotationRequest(batch_id="b-1", device_id="cam-1",
-                                                        samples=[hub_pb2.Sample(sample_id="s-1")]))
-        assert busy.asked.wait(WAIT_S)
-        assert wait_until(lambda: not transport.in_flight(), WAIT_S)  # the call ended: its samples left
-        assert all(state[0].name != "DISCONNECTED" for state in states), states
-    finally:
-        transport.stop()
-        server.stop(None)
-
-
-class TooLarge(Busy):
-    """gRPC's own RESOURCE_EXHAUSTED for a message over a size limit: a fault, not the hub saying 'not now'."""
-
-    def Submit(self, request: hub_pb2.AnnotationRequest, context: grpc.ServicerContext  # noqa: N802 (gRPC API)
-               ) -> Iterator[hub_pb2.SampleReply]:
-        self.asked.set()
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "AnnotationRequest of 9000000 bytes exceeds 8388608")
-        yield from ()
-
-
-def test_a_submit_over_a_size_limit_is_reported_on_the_link() -> None:
-    port = free_port()
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    hub = TooLarge()
+    hub = Refusing(detail)
     hub_pb2_grpc.add_AnnotationHubServicer_to_server(hub, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -127,7 +101,11 @@ def test_a_submit_over_a_size_limit_is_reported_on_the_link() -> None:
         assert transport.send(hub_pb2.AnnotationRequest(batch_id="b-1", device_id="cam-1",
                                                         samples=[hub_pb2.Sample(sample_id="s-1")]))
         assert hub.asked.wait(WAIT_S)
-        assert wait_until(lambda: any("exceeds 8388608" in str(state[2]) for state in states), WAIT_S), states
+        if detail == CAPPED:
+            assert wait_until(lambda: not transport.in_flight(), WAIT_S)  # the call ended: its samples left
+            assert all(state[0].name != "DISCONNECTED" for state in states), states
+        else:
+            assert wait_until(lambda: any(detail in str(state[2]) for state in states), WAIT_S), states
     finally:
         transport.stop()
         server.stop(None)

@@ -5,6 +5,7 @@ of one UUID made five samples. On SQLite and PostgreSQL where the knowledge base
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -26,6 +27,7 @@ from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.validation import MAX_CLASS_PROBABILITIES, check_uuid
 from hgen.hub.web.context import class_names
 from hgen.hub.web.routes_annotate import guesses
+from hgen.hub.testing.services import closing_maker
 from hgen.protos import hub_pb2
 
 A, B, C = "cam-a", "cam-b", "cam-c"
@@ -49,15 +51,7 @@ def open_hub(url: str, tmp_path: Path, clock: Clock, hub_settings: dict[str, obj
 
 
 def hub_maker(url: str, tmp_path: Path, clock: Clock) -> Iterator[MakeHub]:
-    made: list[HubService] = []
-
-    def make(hub_settings: dict[str, object] | None = None, **limits: object) -> HubService:
-        made.append(open_hub(url, tmp_path, clock, hub_settings, **limits))
-        return made[-1]
-
-    yield make
-    for hub in made:
-        hub.close()
+    yield from closing_maker(functools.partial(open_hub, url, tmp_path, clock))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ passes on the injected clock."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.web.stats import overview
+from hgen.hub.testing.services import closing_maker
 from hgen.protos import hub_pb2
 
 CAM = "cam-a"
@@ -54,15 +56,7 @@ def open_hub(url: str, tmp_path: Path, clock: Clock, keep_days: float | None = K
 
 
 def hub_maker(url: str, tmp_path: Path, clock: Clock) -> Iterator[MakeHub]:
-    made: list[HubService] = []
-
-    def make(**kwargs: object) -> HubService:
-        made.append(open_hub(url, tmp_path, clock, **kwargs))  # type: ignore[arg-type]
-        return made[-1]
-
-    yield make
-    for hub in made:
-        hub.close()
+    yield from closing_maker(functools.partial(open_hub, url, tmp_path, clock))
 
 
 @pytest.fixture
