@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
 
 from hgen.hub.aggregators import AGGREGATORS
 from hgen.hub.errors import HubConfigError
@@ -348,6 +348,9 @@ class PhonesConfig(StrictModel):
 
 
 class HubConfig(StrictModel):
+    # whether num_classes is the task's (set, or read from the retrained models' bundles) or the fallback
+    # DEFAULT_CLASSES, which a device's model need not share (hgen.hub.validation.classes_known)
+    _classes_known: bool = PrivateAttr(True)
     knowledge_base: KnowledgeBaseConfig = Field(default_factory=KnowledgeBaseConfig, title="Knowledge base")
     grpc: GrpcConfig = Field(default_factory=GrpcConfig, title="gRPC transport")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT transport")
@@ -394,6 +397,7 @@ class HubConfig(StrictModel):
                         "runs in): people answer in %d classes; set num_classes if the models have another count",
                         DEFAULT_CLASSES)
         object.__setattr__(self, "num_classes", found[0] if found else DEFAULT_CLASSES)  # frozen: set once, here
+        self._classes_known = bool(found)
         return self
 
     @field_validator("aggregator")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from hgen.hub.config import HubConfig, LimitsConfig, read_labels
+from hgen.hub.config import HubConfig, LimitsConfig
 from hgen.hub.errors import ImageDecodeError, ImageTooLargeError, InvalidRequestError, MalformedMessageError, \
     MessageTooLargeError
 from hgen.hub.images import RAW_CHANNELS, read_header
@@ -104,9 +104,7 @@ def classes_known(config: HubConfig) -> bool:
     from a retrained model's bundle. Else it is a fallback (hgen.hub.config.DEFAULT_CLASSES) that a device's model
     need not share: its samples' class probabilities are then only capped in length, not refused for it (a
     5-class model's samples, accepted before, were all refused on a hub with no readable bundle)."""
-    if "num_classes" in config.model_fields_set:
-        return True
-    return any(len(read_labels(model.bundle) or ()) == config.num_classes for model in config.retrain.models)
+    return config._classes_known  # noqa: SLF001 (the config's own record of where num_classes came from)
 
 
 def check_model_output(output: hub_pb2.ModelOutput, num_classes: int, limits: LimitsConfig,

@@ -24,7 +24,7 @@ from hgen.hub.service import HubService
 from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.validation import MAX_CLASS_PROBABILITIES, check_uuid
+from hgen.hub.validation import MAX_CLASS_PROBABILITIES, check_uuid, classes_known
 from hgen.hub.web.context import class_names
 from hgen.hub.web.routes_annotate import guesses
 from hgen.hub.testing.services import closing_maker
@@ -389,3 +389,11 @@ def test_the_agent_takes_a_cap_refusal_as_final_and_drops_the_sample_from_its_ou
         assert agent.outbox.get("s-1") is None and "s-1" not in agent._waiting
     finally:
         agent.stop()
+
+
+def test_num_classes_written_as_its_default_0_is_not_a_known_count() -> None:
+    """`num_classes: 0` (the documented default: take the bundles' count) falls back to DEFAULT_CLASSES without a
+    readable bundle, like leaving it out: a 5-class model's samples were refused for good."""
+    assert not classes_known(parse_hub_config({"num_classes": 0}))
+    assert not classes_known(parse_hub_config({}))
+    assert classes_known(parse_hub_config({"num_classes": 10}))
