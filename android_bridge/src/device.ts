@@ -25,7 +25,8 @@ import { loadRefusal } from "./versions.js";
 export type { DeviceState, FrameRecord, FusedRecord } from "./state.js";
 
 const runtime = options.runtime;
-const EXPIRE_EVERY_MS = 10_000; // how often samples past their hub deadline are looked for (in memory: cheap)
+// how often a failed resend is retried and samples long past their hub deadline are asked again (samples.ts `tick`)
+const TICK_EVERY_MS = 10_000;
 
 /** Opened from the single-use link: keep what it gave and continue as the plain /device page. */
 function adoptProvisioning(): boolean {
@@ -69,8 +70,8 @@ async function main(): Promise<void> {
   const pipeline = await open(device, model);
   if (device.mqtt_url) pipeline.link = connect(device, pipeline);
   else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");
-  setInterval(() => void pipeline.expire().catch((error) => console.error(`outbox: ${describe(error)}`)),
-    EXPIRE_EVERY_MS);
+  setInterval(() => void pipeline.tick().catch((error) => console.error(`outbox: ${describe(error)}`)),
+    TICK_EVERY_MS);
   const screen = new ScreenLock((lock) => {
     state.wakeLock = lock;
   });

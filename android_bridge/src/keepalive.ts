@@ -22,9 +22,14 @@ export interface KeeperEvents {
   state(stopped: string | null): void;
 }
 
+/** How long a stream must deliver frames before the back-off starts afresh: a stream that dies just after each
+ * start would otherwise be started again every second for ever. */
+export const STEADY_MS = 60_000;
+
 /** Starts the camera again when it stops: at once when the page becomes visible (a phone's browser stops the
- * camera of a hidden page), else after a back-off (retry.ts), until it streams. A muted track is left to unmute by
- * itself, or started again when the page becomes visible. */
+ * camera of a hidden page), else after a back-off (retry.ts), until it streams. The back-off starts afresh only
+ * once a stream has delivered frames for STEADY_MS. A muted track is left to unmute by itself, or started again
+ * when the page becomes visible. */
 export class CameraKeeper {
   /** Why frames stopped; null while they come. */
   stopped: string | null = null;
@@ -35,15 +40,19 @@ export class CameraKeeper {
   private restarting = false;
   private muted = false;
   private ends = 0; // streams ended so far (one may end while a restart is still starting it)
+  private firstFrameAt: number | null = null; // the present stream's first frame (ms, `now`)
 
   constructor(private readonly camera: CameraLike, private readonly events: KeeperEvents,
-    private readonly schedule: Schedule = timers) {}
+    private readonly schedule: Schedule = timers, private readonly now: () => number = () => performance.now()) {}
 
   /** The first start: a camera refused here (no permission, no camera) is the caller's to show. */
   async start(): Promise<void> {
     await this.camera.start();
     this.camera.each({
-      frame: (frame, presented) => this.events.frame(frame, presented),
+      frame: (frame, presented) => {
+        this.steady();
+        this.events.frame(frame, presented);
+      },
       ended: (why) => this.ended(why),
       muted: (muted) => this.mute(muted),
     });
@@ -57,8 +66,16 @@ export class CameraKeeper {
     void this.restart();
   }
 
+  /** A frame: once the stream has delivered frames for STEADY_MS, the back-off starts afresh. */
+  private steady(): void {
+    const now = this.now();
+    if (this.firstFrameAt === null) this.firstFrameAt = now;
+    else if (this.attempt > 0 && now - this.firstFrameAt >= STEADY_MS) this.attempt = 0;
+  }
+
   private ended(why: string): void {
     this.ends += 1;
+    this.firstFrameAt = null;
     this.muted = false;
     this.why = why;
     this.report(why);
@@ -68,6 +85,7 @@ export class CameraKeeper {
   private mute(muted: boolean): void {
     if (muted) {
       this.muted = true;
+      this.firstFrameAt = null; // no frames while muted: it has not run since
       this.why = "the camera is muted (the system or another app holds it)";
       this.report(this.why);
     } else if (this.muted) {
@@ -104,8 +122,8 @@ export class CameraKeeper {
       this.later();
       return;
     }
-    this.restarts += 1;
-    this.attempt = 0;
+    this.restarts += 1; // the back-off goes on until this stream has run a while (`steady`)
+    this.firstFrameAt = null;
     this.report(null);
   }
 

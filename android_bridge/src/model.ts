@@ -8,6 +8,7 @@ import { type Engine, openEngine } from "./engine.js";
 import { unfamiliar } from "./familiarity.js";
 import * as hdnn from "./hdnn.js";
 import { preprocess, type Raster } from "./preprocess.js";
+import { final } from "./retry.js";
 
 export const DEFAULT_M = 3;
 
@@ -47,17 +48,40 @@ export class Model {
 
   /** Download, verify (signature, then hashes) and open; nothing is parsed before the checks pass. `accept` sees
    * the verified manifest before an engine opens the model, and throws (BundleRefusedError) to refuse it: the
-   * model name and version the caller expects. */
+   * model name and version the caller expects. A failure past the download (and an HTTP 4xx but 408/429: the
+   * version missing) is marked `final` (retry.ts): trying again cannot mend it. */
   static async fetch(url: string, headers: Record<string, string>, pinnedKey: Uint8Array,
     runtime: WebEntry["runtime"] = "onnxruntime-web", accept: (manifest: Manifest) => void = () => undefined): Promise<Model> {
     const response = await fetch(url, { headers, cache: "no-store" });
-    if (!response.ok) throw new Error(`bundle download failed: HTTP ${response.status} ${await response.text()}`);
-    const verified = await verifyArchive(new Uint8Array(await response.arrayBuffer()), pinnedKey, runtime);
-    accept(verified.manifest);
-    const engine = await openEngine(verified.web, verified.model, verified.manifest.input.shape);
-    const model = new Model(verified.manifest, engine, verified.bytes);
-    await model.healthCheck();
-    return model;
+    if (!response.ok) {
+      const error = new Error(`bundle download failed: HTTP ${response.status} ${await response.text()}`);
+      throw response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429
+        ? final(error) : error;
+    }
+    const archive = new Uint8Array(await response.arrayBuffer());
+    let verified: Awaited<ReturnType<typeof verifyArchive>>;
+    let engine: Engine;
+    try {
+      verified = await verifyArchive(archive, pinnedKey, runtime);
+      accept(verified.manifest);
+      engine = await openEngine(verified.web, verified.model, verified.manifest.input.shape);
+    } catch (error) {
+      throw final(error);
+    }
+    return Model.ready(verified.manifest, engine, verified.bytes);
+  }
+
+  /** The model on an engine just opened, once it passes the health check; the engine is released when it does
+   * not (or the manifest's numbers are refused), and the error is `final`. */
+  static async ready(manifest: Manifest, engine: Engine, downloadedBytes: number): Promise<Model> {
+    try {
+      const model = new Model(manifest, engine, downloadedBytes);
+      await model.healthCheck();
+      return model;
+    } catch (error) {
+      await engine.release().catch(() => undefined);
+      throw final(error);
+    }
   }
 
   /** A zero input must give finite logits of the manifest's width (the agent's health check). */

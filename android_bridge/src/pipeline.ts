@@ -210,9 +210,10 @@ export class Pipeline {
       fusionLambda: model.params.fusionLambda, labels: [...model.manifest.labels], m: model.m };
   }
 
-  /** Settles what is past its hub deadline (a timer calls it: frames may not come). */
-  async expire(): Promise<void> {
-    await this.samples.expire();
+  /** A timer calls it (frames may not come): a failed resend started again, late samples asked again without
+   * their image (samples.ts `tick`). */
+  async tick(): Promise<void> {
+    await this.samples.tick();
     this.counted();
   }
 
@@ -229,11 +230,10 @@ export class Pipeline {
       failures: this.replies.failures };
   }
 
-  /** A stored sample settled on the phone (its deadline passed, or the caps dropped it): the model's answer. */
-  settled(entry: OutboxEntry, why: "expired" | "dropped"): void {
+  /** A stored sample settled on the phone (the caps dropped it): the model's answer. */
+  settled(entry: OutboxEntry, _why: "dropped"): void {
     recordFused({ sampleId: entry.sampleId, status: STATUS.REPLY_STATUS_EXPIRED, logits: entry.logits, answers: [],
-      modelTop1: entry.top1, fused: entry.top1, version: entry.version, error: why === "dropped"
-        ? "dropped to make room in the outbox" : "past its hub deadline: settled on the phone" },
+      modelTop1: entry.top1, fused: entry.top1, version: entry.version, error: "dropped to make room in the outbox" },
     entry.labels ?? this.model.manifest.labels);
   }
 
@@ -242,13 +242,13 @@ export class Pipeline {
     const samples = this.samples;
     Object.assign(state.outbox, { samples: samples.ledger.count, bytes: samples.ledger.bytes,
       noStorage: samples.noStorage, droppedOldest: samples.droppedOldest, droppedOversize: samples.droppedOversize,
-      expired: samples.expired });
+      late: samples.late });
     state.pending = samples.ledger.count;
     show("frames", `${state.totals.frames} frames, ${state.dropped} dropped, ${state.pending} waiting for people`);
     const lost = samples.noStorage + samples.droppedOldest + samples.droppedOversize;
     show("outbox", `${state.pending} samples, ${(samples.ledger.bytes / 1e6).toFixed(1)} MB`
       + (lost ? `; ${lost} not kept (storage ${samples.noStorage}, room ${samples.droppedOldest}, size `
-        + `${samples.droppedOversize})` : "") + (samples.expired ? `; ${samples.expired} past their deadline` : ""));
+        + `${samples.droppedOversize})` : "") + (samples.late ? `; ${samples.late} sent past their deadline` : ""));
   }
 
   report(): void {
@@ -259,6 +259,6 @@ export class Pipeline {
       pendingSamples: state.pending, metrics: { dropped_frames: state.dropped, frames: state.totals.frames,
         frames_invalid: state.invalid, frames_failed: state.failed, outbox_bytes: outbox.bytes,
         outbox_dropped: outbox.droppedOldest + outbox.droppedOversize, outbox_no_storage: outbox.noStorage,
-        outbox_expired: outbox.expired, camera_restarts: state.cameraRestarts } });
+        outbox_late: outbox.late, camera_restarts: state.cameraRestarts } });
   }
 }

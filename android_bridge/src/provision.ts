@@ -62,10 +62,20 @@ export function highestVersion(bundleName: string): string | null {
   return typeof version === "string" ? version : null;
 }
 
-/** Remember `version` as run, if newer than what is remembered (`isNewer`: the order of versions.ts). */
+/** Remember `version` as run, if newer than what is remembered (`isNewer`: the order of versions.ts), and tell the
+ * service worker the newest version run: it keeps that bundle's copy (a newer one refused never replaces it). */
 export function rememberVersion(bundleName: string, version: string): void {
   const known = remembered();
   const highest = known[bundleName];
-  if (typeof highest === "string" && !isNewer(version, highest)) return;
-  localStorage.setItem(HIGHEST_KEY, JSON.stringify({ ...known, [bundleName]: version }));
+  if (typeof highest !== "string" || isNewer(version, highest)) {
+    localStorage.setItem(HIGHEST_KEY, JSON.stringify({ ...known, [bundleName]: version }));
+  }
+  const newest = highestVersion(bundleName) ?? version;
+  if (typeof navigator !== "undefined" && "serviceWorker" in navigator) {
+    void navigator.serviceWorker.ready.then((registration) => registration.active?.postMessage(
+      { type: RAN_MESSAGE, bundle: bundleName, version: newest })).catch(() => undefined);
+  }
 }
+
+/** The page's message to the service worker: `{type, bundle, version}`, the newest version of `bundle` run. */
+export const RAN_MESSAGE = "hgen-bundle-ran";

@@ -45,13 +45,18 @@ function ms(at: hgen.v1.AnnotationRequest["sentAt"]): number {
 /** A stored request as sent now (`now` in ms): `sent_at` is now, its deadline `leftS` seconds later; the capture
  * time and the sample are those stored at escalation. `leftS`: what is left of the sample's deadline (the page
  * follows it on the monotonic clock, ledger.ts); without it, read from the request itself (its deadline's span
- * after its capture time, begun then), held to [0, that span] whatever the wall clock did meanwhile. */
+ * after its capture time, begun then), held to [0, that span] whatever the wall clock did meanwhile. With nothing
+ * left, the image's data is cleared and the deadline is `sent_at`: the hub answers with the reply it holds, else
+ * EXPIRED, and stores no image (the agent's `_sample`). */
 export function forSending(stored: Uint8Array, now: number = Date.now(), leftS?: number): Uint8Array {
   const request = pb.AnnotationRequest.decode(stored);
   const captured = ms(request.samples[0]?.capturedAt ?? request.sentAt);
   const left = leftS ?? leftOf(Math.max(0, (ms(request.deadline) - captured) / 1000), captured, now);
   request.sentAt = stamp(now);
   request.deadline = stamp(now + Math.max(0, left) * 1000);
+  if (!(left > 0)) { // past its deadline: nobody will look at it, so its image stays home (the agent's `_sample`)
+    for (const sample of request.samples) if (sample.image) sample.image.data = new Uint8Array(0);
+  }
   return pb.AnnotationRequest.encode(request).finish();
 }
 

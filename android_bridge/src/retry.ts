@@ -17,3 +17,15 @@ export const timers: Schedule = (fn, ms) => {
   const id = setTimeout(fn, ms);
   return () => clearTimeout(id);
 };
+
+/** Marks `error` as one that trying again cannot mend (a bundle refused, missing, or that cannot run here: its
+ * signature, its version, an operator the engine lacks, a failed health check): a hot swap is not retried. */
+export function final<T>(error: T): T {
+  if (error !== null && typeof error === "object") (error as { final?: boolean }).final = true;
+  return error;
+}
+
+/** Whether trying again cannot mend `error` (`final`, or a BundleRefusedError). */
+export function isFinal(error: unknown): boolean {
+  return error instanceof Error && (error.name === "BundleRefusedError" || (error as { final?: boolean }).final === true);
+}

@@ -1,10 +1,14 @@
 /**
  * The outbox as the page uses it: samples stored before they are sent, held to the caps (oldest dropped first,
- * as the agent's `drop_oldest`), settled on the phone once their hub deadline has passed (the hub would only answer
- * EXPIRED: the model's answer stands), and sent again after a reconnect a page at a time. Every sample that leaves
- * without people's answers gives its reserved labour back and is counted; a store that fails (the browser's quota,
- * QuotaExceededError) costs that frame's sample, never the stream. IndexedDB (outbox.ts) on the page, a Map in the
- * unit tests.
+ * as the agent's `drop_oldest`), and sent again after a reconnect a page at a time. A sample is never settled on
+ * the phone at its hub deadline: people may have answered it while the link was down, and the hub's reply may still
+ * wait at the broker. As the agent's `_request`/`_sample`, a sample with no time left is sent again without its
+ * image (deadline = sent_at): the hub answers with the reply it holds, else EXPIRED (it stores no image and expires
+ * such a sample at once), and that reply settles it. Every sample that leaves without people's answers gives its
+ * reserved labour back and is counted; a sample loaded at open was reserved by an earlier page, not this one, and
+ * is settled with nothing reserved (the agent restores samples with labour 0). A store that fails (the browser's
+ * quota, QuotaExceededError) costs that frame's sample, never the stream. IndexedDB (outbox.ts) on the page, a Map
+ * in the unit tests.
  */
 
 import { type Ledger, sizeOf } from "./ledger.js";
@@ -28,8 +32,8 @@ export interface Link {
 export interface SampleEvents {
   /** Labour reserved for a sample that never reaches people: given back (LabourBucket.settle(labour, 0)). */
   refund(labour: number): void;
-  /** A stored sample settled on the phone: its deadline passed, or the caps dropped it; the model's answer stands. */
-  settled(entry: OutboxEntry, why: "expired" | "dropped"): void;
+  /** A stored sample settled on the phone: the caps dropped it; the model's answer stands. */
+  settled(entry: OutboxEntry, why: "dropped"): void;
 }
 
 export interface Clock {
@@ -44,17 +48,26 @@ export type Stored = "stored" | "no_storage" | "oversize";
 /** Samples read and sent per page of a resend (the agent's RESEND_CHUNK): 32 frames' images in memory at once. */
 export const RESEND_PAGE = 32;
 
+/** While connected, a sample still held this long after its hub deadline (its reply lost) is asked again, without
+ * its image, at most this often (`tick`). */
+export const LATE_ASK_MS = 60_000;
+
 const pageClock: Clock = { mono: () => performance.now(), wall: () => Date.now() };
 
 export class Samples {
   noStorage = 0; // not stored: the browser refused (its quota)
   droppedOldest = 0; // stored, dropped to make room for a newer one
   droppedOversize = 0; // not stored: too large
-  expired = 0; // settled on the phone at their hub deadline
+  late = 0; // sent past their hub deadline, without their image (the hub answers with its reply, else EXPIRED)
   /** Why the last sample could not be stored (an error's name and message); null once one is stored again. */
   storageError: string | null = null;
   private resending: Promise<void> = Promise.resolve();
   private generation = 0;
+  private running = 0; // resends under way
+  private retry = false; // the last resend failed (the outbox could not be read): `tick` starts another
+  private readonly askedLate = new Map<string, number>(); // sample id -> monotonic ms of its last imageless send
+  /** Loaded at open (the ledger's samples when this was made): their labour was reserved by an earlier page. */
+  private readonly restored: Set<string>;
 
   constructor(
     private readonly shelf: Shelf,
@@ -64,7 +77,9 @@ export class Samples {
     readonly maxPayloadBytes: number,
     private readonly clock: Clock = pageClock,
     private readonly page: number = RESEND_PAGE,
-  ) {}
+  ) {
+    this.restored = new Set(ledger.ids());
+  }
 
   /** Stores the sample (making room first), then sends it if the link is up (else the next resend does). Never
    * rejects for want of room or storage: the sample is counted and its labour (`entry.labour`) given back. */
@@ -100,11 +115,14 @@ export class Samples {
     this.events.refund(labour);
   }
 
-  /** The sample, taken out for its reply (undefined when it is not stored). */
+  /** The sample, taken out for its reply (undefined when it is not stored). One loaded at open comes with labour
+   * 0: this page's bucket never reserved it. */
   async take(sampleId: string): Promise<OutboxEntry | undefined> {
     const entry = await this.shelf.take(sampleId);
     this.ledger.remove(sampleId);
-    return entry;
+    this.askedLate.delete(sampleId);
+    const restored = this.restored.delete(sampleId);
+    return entry === undefined || !restored ? entry : { ...entry, labour: 0 };
   }
 
   /** Samples waiting (the ledger's count: no database read). */
@@ -112,45 +130,63 @@ export class Samples {
     return this.ledger.count;
   }
 
-  /** Settles every sample past its hub deadline: the hub would answer EXPIRED, so it is not sent again. */
-  async expire(): Promise<number> {
-    let settled = 0;
-    for (const sampleId of this.ledger.due(this.clock.mono())) {
-      if (await this.settle(sampleId, "expired")) settled += 1;
-    }
-    this.expired += settled;
-    return settled;
+  /** What a timer calls while the page runs (every few seconds): with the link up, a resend that failed (the
+   * outbox could not be read) is started again, and samples still held LATE_ASK_MS past their hub deadline (their
+   * reply lost) are asked again without their image. Nothing is settled here. */
+  async tick(): Promise<void> {
+    const link = this.link();
+    if (link === null || !link.connected || this.running > 0) return;
+    if (this.retry) return this.resend();
+    const now = this.clock.mono();
+    const late = this.ledger.due(now - LATE_ASK_MS)
+      .filter((sampleId) => now - (this.askedLate.get(sampleId) ?? -Infinity) >= LATE_ASK_MS);
+    if (late.length > 0) return this.resend(late);
   }
 
   /** Sends every stored sample again (after a (re)connect), oldest first, a page at a time: a page's images are
    * read, sent, and their acknowledgements awaited (or the link's drop) before the next page is read. One resend
    * at a time: a newer call takes over from an older one (which stops at its next page), and one stops when the
-   * link drops. Each request says what is left of its deadline; samples past it are settled instead. */
-  resend(): Promise<void> {
+   * link drops. Each request says what is left of its deadline; one past it goes without its image (the hub
+   * answers with the reply it holds, else EXPIRED). A resend that fails (the outbox cannot be read) is started
+   * again by `tick` while the link is up. `only`: these samples alone (`tick`'s late ones), else all. */
+  resend(only?: string[]): Promise<void> {
     const generation = ++this.generation;
-    const run = this.resending.then(() => this.resendAll(generation));
+    this.running += 1;
+    const run = this.resending.then(() => this.resendAll(generation, only)).then(() => {
+      if (only === undefined && generation === this.generation && this.link()?.connected) this.retry = false;
+    }, (error: unknown) => {
+      this.retry = true;
+      throw error;
+    }).finally(() => {
+      this.running -= 1;
+    });
     this.resending = run.catch(() => undefined);
     return run;
   }
 
-  private async resendAll(generation: number): Promise<void> {
-    await this.expire();
-    const sampleIds = this.ledger.ids(); // a sample stored after this is sent by `add`
+  private async resendAll(generation: number, only?: string[]): Promise<void> {
+    const sampleIds = only ?? this.ledger.ids(); // a sample stored after this is sent by `add`
     for (let start = 0; start < sampleIds.length; start += this.page) {
       const link = this.link();
       if (generation !== this.generation || link === null || !link.connected) return;
       const wanted = sampleIds.slice(start, start + this.page).filter((id) => this.ledger.has(id));
       const sends: Promise<void>[] = [];
       for (const entry of await this.shelf.read(wanted)) {
-        const left = this.ledger.leftS(entry.sampleId, this.clock.mono());
-        if (left > 0) sends.push(link.send(forSending(entry.payload, this.clock.wall(), left)));
+        const now = this.clock.mono();
+        const left = this.ledger.leftS(entry.sampleId, now);
+        if (left <= 0) {
+          this.late += 1;
+          this.askedLate.set(entry.sampleId, now);
+        }
+        sends.push(link.send(forSending(entry.payload, this.clock.wall(), left)));
       }
       await Promise.allSettled(sends);
     }
   }
 
-  /** Takes a sample out without people's answers: its labour back, and the model's answer stands. */
-  private async settle(sampleId: string, why: "expired" | "dropped"): Promise<boolean> {
+  /** Takes a sample out without people's answers: the labour this page reserved for it back, and the model's
+   * answer stands. */
+  private async settle(sampleId: string, why: "dropped"): Promise<boolean> {
     const entry = await this.take(sampleId);
     if (entry === undefined) return false; // its reply took it meanwhile
     this.events.refund(entry.labour);

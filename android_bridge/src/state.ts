@@ -38,7 +38,7 @@ export interface OutboxState {
   noStorage: number; // samples the browser refused to store (its quota): their frames keep the model's answer
   droppedOldest: number; // stored samples dropped to make room (the caps)
   droppedOversize: number; // samples too large to store or send
-  expired: number; // settled on the phone at their hub deadline
+  late: number; // sent again past their hub deadline, without their image (the hub's reply settles them)
   downscaled: number; // samples whose image was halved to fit one message
   maxSamples: number;
   maxBytes: number;
@@ -94,7 +94,7 @@ export const options = {
 export const state: DeviceState = { status: "starting", error: null, problems: {}, version: null, frames: [],
   fused: [], stored: [], totals: { frames: 0, stored: 0, fused: 0 }, captured: 0, dropped: 0, invalid: 0, failed: 0,
   replies: { duplicates: 0, unknown: 0, failures: 0 },
-  outbox: { samples: 0, bytes: 0, noStorage: 0, droppedOldest: 0, droppedOversize: 0, expired: 0, downscaled: 0,
+  outbox: { samples: 0, bytes: 0, noStorage: 0, droppedOldest: 0, droppedOversize: 0, late: 0, downscaled: 0,
     maxSamples: 0, maxBytes: 0, maxPayloadBytes: 0 },
   firstOpenBytes: 0, connected: false, pending: 0, swaps: [], updateFailures: 0, engine: options.runtime,
   pacing: options.pacing, capture: {}, camera: "not started", cameraRestarts: 0, wakeLock: "not asked",

@@ -8,11 +8,13 @@
  * a new device.js). The page's files are kept in a cache named by the build (`__HGEN_BUILD__`, a hash of the
  * built files that build.mjs writes in): a new build's worker differs byte for byte, so the browser installs it,
  * and its activation deletes every older build's cache. Bundles are kept apart (the last one of each address, and
- * of the versioned addresses only the newest version per bundle name: bundlecache.ts): the page verifies every
- * bundle it gets, from the network or from this cache. Nothing is fetched ahead.
+ * of the versioned addresses the newest version the page has run and the newest asked for: bundlecache.ts; the page
+ * posts the newest version it has run, kept here under RAN_PATH): the page verifies every bundle it gets, from the
+ * network or from this cache. Nothing is fetched ahead.
  */
 
 import { staleBundles } from "./bundlecache.js";
+import { RAN_MESSAGE } from "./provision.js";
 
 declare const __HGEN_BUILD__: string;
 
@@ -44,9 +46,37 @@ function keep(cache: string, request: Request, response: Response): void {
   }
 }
 
+/** Where the newest version run of each bundle is kept (in the bundle cache, under the bundle's name). */
+const RAN_PATH = "/device/ran/";
+
+/** Each bundle's newest version run, as the page told it. */
+async function ranVersions(store: Cache, requests: readonly Request[]): Promise<Map<string, string>> {
+  const ran = new Map<string, string>();
+  for (const request of requests) {
+    const path = new URL(request.url).pathname;
+    if (!path.startsWith(RAN_PATH)) continue;
+    const kept = await store.match(request);
+    if (kept !== undefined) ran.set(decodeURIComponent(path.slice(RAN_PATH.length)), await kept.text());
+  }
+  return ran;
+}
+
+sw.addEventListener("message", (event) => {
+  const data = event.data as { type?: unknown; bundle?: unknown; version?: unknown } | null;
+  if (data?.type !== RAN_MESSAGE || typeof data.bundle !== "string" || typeof data.version !== "string") return;
+  const { bundle, version } = data;
+  event.waitUntil((async () => {
+    const store = await caches.open(BUNDLE_CACHE);
+    await store.put(new Request(new URL(RAN_PATH + encodeURIComponent(bundle), location.origin).href),
+      new Response(version));
+    await pruneBundles(store);
+  })().catch(() => undefined));
+});
+
 async function pruneBundles(store: Cache): Promise<void> {
   const requests = await store.keys();
-  const stale = new Set(staleBundles(requests.map((r) => new URL(r.url).pathname)));
+  const ran = await ranVersions(store, requests);
+  const stale = new Set(staleBundles(requests.map((r) => new URL(r.url).pathname), ran));
   for (const request of requests) {
     if (stale.has(new URL(request.url).pathname)) await store.delete(request);
   }

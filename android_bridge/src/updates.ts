@@ -2,10 +2,14 @@
  * Hot swaps announced on the updates topic, retried: a swap that failed (the hub busy, the link down during the
  * download) was not tried again until the next notice, which may never come (the notice is retained and arrives
  * once per connection), so the phone ran its old model indefinitely. Tried again after a back-off (retry.ts)
- * for as long as the announced version is newer than the running one; a newer notice meanwhile replaces it at once.
+ * while the announced version is newer than the running one, at most MAX_TRIES times; a newer notice meanwhile
+ * replaces it at once. Only a failure that may mend (the network, the hub busy) is retried: a bundle refused,
+ * missing, or unable to run here (`isFinal`) would be downloaded and compiled again for ever to fail the same way,
+ * so that version is given up (its notice again changes nothing) until a newer one is announced. A version given up
+ * after MAX_TRIES is tried again on its next notice (the next connection).
  */
 
-import { backoff, type Schedule, timers } from "./retry.js";
+import { backoff, isFinal, type Schedule, timers } from "./retry.js";
 import { isNewer } from "./versions.js";
 
 export interface UpdateSteps {
@@ -18,6 +22,9 @@ export interface UpdateSteps {
   /** `version` runs (a failure shown before is over). */
   installed(version: string): void;
 }
+
+/** Tries of one version (each downloads the bundle) before it waits for its next notice. */
+export const MAX_TRIES = 8;
 
 export class Updater {
   failures = 0;
@@ -53,7 +60,9 @@ export class Updater {
     } catch (error) {
       this.failures += 1;
       const stillWanted = this.wanted === version && isNewer(version, this.steps.running());
-      const retryMs = stillWanted ? backoff(this.attempt) : null;
+      const worn = this.attempt + 1 >= MAX_TRIES;
+      const retryMs = stillWanted && !isFinal(error) && !worn ? backoff(this.attempt) : null;
+      if (stillWanted && worn && !isFinal(error)) this.wanted = null; // its next notice tries again
       this.steps.failed(version, error, retryMs);
       if (retryMs !== null) {
         this.attempt += 1;

@@ -8,9 +8,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import type { CameraEvents } from "../src/camera.js";
-import { CameraKeeper } from "../src/keepalive.js";
+import { CameraKeeper, STEADY_MS } from "../src/keepalive.js";
+import type { Raster } from "../src/preprocess.js";
 import { BACKOFF_MS } from "../src/retry.js";
 import { Updater } from "../src/updates.js";
+
+const FRAME = { width: 1, height: 1, data: new Uint8ClampedArray(4) } as unknown as Raster;
 
 /** Timers the test runs by hand. */
 class Timers {
@@ -55,7 +58,9 @@ test("a camera that ends is reported, and started again with a back-off until it
   const camera = new FakeCamera();
   const timers = new Timers();
   const states: (string | null)[] = [];
-  const keeper = new CameraKeeper(camera, { frame: () => undefined, state: (s) => states.push(s) }, timers.schedule);
+  const clock = { ms: 0 };
+  const keeper = new CameraKeeper(camera, { frame: () => undefined, state: (s) => states.push(s) }, timers.schedule,
+    () => clock.ms);
   await keeper.start();
   camera.events!.ended("the camera track ended");
   assert.deepEqual(states, ["the camera track ended"]);
@@ -69,8 +74,33 @@ test("a camera that ends is reported, and started again with a back-off until it
   assert.equal(camera.starts, 3);
   assert.equal(states.at(-1), null, "streaming again");
   assert.equal(keeper.restarts, 1);
+  camera.events!.frame(FRAME, 0);
+  clock.ms += STEADY_MS - 1;
+  camera.events!.frame(FRAME, 1);
   camera.events!.ended("the camera's frame stream ended");
-  assert.deepEqual(timers.pending, [BACKOFF_MS[0]], "a stream that ran starts the back-off afresh");
+  assert.deepEqual(timers.pending, [BACKOFF_MS[2]], "a stream that ran under a minute: the back-off goes on");
+  await timers.runNext();
+  camera.events!.frame(FRAME, 2);
+  clock.ms += STEADY_MS;
+  camera.events!.frame(FRAME, 3);
+  camera.events!.ended("the camera's frame stream ended");
+  assert.deepEqual(timers.pending, [BACKOFF_MS[0]], "a stream that ran a minute starts the back-off afresh");
+});
+
+test("a camera whose stream ends just after each restart is restarted less and less often", async () => {
+  const camera = new FakeCamera();
+  const timers = new Timers();
+  const keeper = new CameraKeeper(camera, { frame: () => undefined, state: () => undefined }, timers.schedule, () => 0);
+  await keeper.start();
+  const waits: number[] = [];
+  for (let i = 0; i < BACKOFF_MS.length; i++) {
+    camera.events!.frame(FRAME, i); // a frame or two, then it ends
+    camera.events!.ended("the camera track ended");
+    waits.push(...timers.pending);
+    await timers.runNext();
+  }
+  assert.deepEqual(waits, BACKOFF_MS);
+  assert.equal(keeper.restarts, BACKOFF_MS.length);
 });
 
 test("a stopped camera starts again at once when the page becomes visible", async () => {

@@ -134,27 +134,31 @@ test("a store the browser refuses (its quota) costs that sample only: counted, r
   assert.equal(link.current.sent.length, 1, "stored, then sent");
 });
 
-test("samples past their hub deadline are settled on the phone (monotonic clock), not sent to be EXPIRED", async () => {
+test("samples past their hub deadline stay (monotonic clock) and are resent without their image", async () => {
   const { clock, refunds, settled, samples, link } = harness();
   await samples.add(entry("old", 100, 5), 600);
   clock.monoMs += 300_000;
   await samples.add(entry("new", 100, 6), 600);
   clock.wallMs -= 86_400_000; // the wall clock set back a day: no deadline moves
   clock.monoMs += 300_001;
-  assert.equal(await samples.expire(), 1);
-  assert.deepEqual(settled, [["old", "expired"]]);
-  assert.deepEqual(refunds, [5]);
-  assert.equal(samples.expired, 1);
+  await samples.tick(); // no link: nothing settled on the phone (the hub's reply may be on its way)
+  assert.deepEqual(settled, []);
+  assert.deepEqual(refunds, []);
   link.current = new ManualLink();
   const resent = samples.resend();
   await settle();
   link.current.ack();
   await resent;
-  const request = pb.AnnotationRequest.decode(link.current.sent[0]);
-  assert.equal(link.current.sent.length, 1);
-  assert.equal(request.samples[0].sampleId, "new");
-  const left = Number(request.deadline!.seconds) - Number(request.sentAt!.seconds);
+  assert.equal(link.current.sent.length, 2);
+  const [old, fresh] = link.current.sent.map((p) => pb.AnnotationRequest.decode(p));
+  assert.equal(old.samples[0].sampleId, "old");
+  assert.equal(old.samples[0].image!.data!.length, 0, "past its deadline: without its image");
+  assert.equal(Number(old.deadline!.seconds), Number(old.sentAt!.seconds), "its deadline is sent_at");
+  assert.equal(fresh.samples[0].sampleId, "new");
+  assert.equal(fresh.samples[0].image!.data!.length, 100);
+  const left = Number(fresh.deadline!.seconds) - Number(fresh.sentAt!.seconds);
   assert.ok(Math.abs(left - 300) <= 1, `sent with what is left of its deadline: ${left} s`);
+  assert.equal(samples.late, 1);
 });
 
 test("a reopened outbox reads what is left of each deadline from the wall clock, held to [0, deadline]", () => {
