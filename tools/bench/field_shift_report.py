@@ -206,9 +206,10 @@ def repeat_summary(result: dict[str, Any]) -> list[str]:
         return []
     return ["Repeats (`--repeat-seeds`, [field_shift_repeats.json](field_shift_repeats.json)): the closed loop and "
             "passive again on the same scenario with the device's draws, the SIMULATED crowd answering the stream "
-            "and the stream's start moved by the seed (seed 0 is the run in the tables; the class-hue scenarios "
-            "reuse the same compile, the FashionMNIST ones compile afresh per seed with the same settings). The "
-            "held-out images and their crowd stay the same.", "",
+            "and the stream's start moved by the seed (seed 0 is the run in the tables; each seed compiles afresh "
+            "with the same settings unless a compile is given, `--compiled*`: a run whose round 0 is the same for "
+            "every seed deployed the same model, CPU training having repeated itself). The held-out images and "
+            "their crowd stay the same.", "",
             "| scenario | seed | model-only r0 -> r5 | passive r5 | closed loop - passive, points | share the gate "
             "asks about r0 -> r5 | targets not reached |", "|---|---|---|---|---|---|---|", *rows, "",
             *[f"- {v}." for v in verdicts], ""]
