@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,11 @@ from typing import Any
 import numpy as np
 
 from hgen.compiler.data.images import Preprocess
+
+# np.load parses each file's header with ast.literal_eval, and CPython 3.11's AST constructor is not thread-safe
+# (python/cpython#106905: "SystemError: AST constructor recursion depth mismatch" when the reader's threads load
+# cached items at once); the loads are small, so they take turns.
+NPY_LOAD = threading.Lock()
 
 # Part of every key (`preprocess_key`): raise it when decoding changes what a file becomes, so older entries are
 # not read back. 2: 16-bit pixels take their high byte (`hgen.runtime.preprocess.eight_bits`), as on the device.
@@ -87,7 +93,8 @@ class ImageCache:
     def get_item(self, key: str) -> np.ndarray | None:
         path = self._item(key)
         try:
-            return np.load(path, allow_pickle=False)
+            with NPY_LOAD:
+                return np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
 
@@ -105,7 +112,8 @@ class ImageCache:
         array_path, meta_path = self._set(key)
         try:
             meta = json.loads(meta_path.read_text())
-            array = np.load(array_path, mmap_mode="r", allow_pickle=False)
+            with NPY_LOAD:
+                array = np.load(array_path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
         rows = meta.get("rows")
