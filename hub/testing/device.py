@@ -10,6 +10,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -60,6 +61,23 @@ def enroll(app: Any, *device_ids: str, target: str | None = None) -> dict[str, A
 
     registry = device_registry(app.config, app.service.kb)
     return {device: registry.add(device, target) for device in device_ids}
+
+
+def grpc_hub(db: Path, devices: Sequence[str], **grpc_settings: Any) -> tuple[Any, dict[str, Any]]:
+    """A started hub with only gRPC, on a free loopback port, and `devices` enrolled: (app, device -> credential)."""
+    from hgen.hub.app import HubApp
+    from hgen.hub.config import parse_hub_config
+
+    app = HubApp(parse_hub_config({"devices": list(devices), "knowledge_base": {"url": f"sqlite:///{db}"},
+                                   "grpc": {"port": 0, **grpc_settings}})).start()
+    return app, enroll(app, *devices)
+
+
+def grpc_target(app: Any) -> str:
+    """host:port of a started hub's gRPC server."""
+    from hgen.hub.transports.grpc_server import GrpcTransport
+
+    return f"127.0.0.1:{app.transport(GrpcTransport).port}"
 
 
 class GrpcDevice:

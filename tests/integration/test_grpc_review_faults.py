@@ -22,7 +22,7 @@ import pytest
 from hgen.hub.app import HubApp
 from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.store import BundleRecord, bundle_notice
-from hgen.hub.testing.device import enroll
+from hgen.hub.testing.device import enroll, grpc_hub, grpc_target
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import wait_until
 from hgen.hub.transports.grpc_auth import OnceLog
@@ -35,9 +35,7 @@ CALL_TIMEOUT_S = 10.0  # a generous bound for a call that must be served; the ol
 
 
 def start(tmp_path: Path, devices: list[str]) -> tuple[HubApp, dict[str, Any]]:
-    app = HubApp(parse_hub_config({"devices": devices, "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
-                                   "grpc": {"port": 0}})).start()
-    return app, enroll(app, *devices)
+    return grpc_hub(tmp_path / "hub.db", devices)
 
 
 @pytest.fixture
@@ -49,8 +47,7 @@ def hub(tmp_path: Path) -> Iterator[tuple[HubApp, dict[str, Any]]]:
         app.stop()
 
 
-def target_of(app: HubApp) -> str:
-    return f"127.0.0.1:{app.transport(GrpcTransport).port}"
+target_of = grpc_target
 
 
 @pytest.fixture

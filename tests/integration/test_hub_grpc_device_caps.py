@@ -23,10 +23,9 @@ from typing import Any
 import grpc
 import pytest
 from hgen.hub.app import HubApp
-from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.models import Device
 from hgen.hub.kb.store import BundleRecord
-from hgen.hub.testing.device import enroll
+from hgen.hub.testing.device import grpc_hub, grpc_target
 from hgen.hub.testing.samples import make_request, make_sample
 from hgen.hub.testing.services import wait_until
 from hgen.hub.transports.grpc_server import SERVICE_NAME, GrpcTransport
@@ -38,9 +37,7 @@ HELD_S = 120.0  # deadline of the calls a test holds open itself (it cancels the
 
 
 def start(tmp_path: Path, **grpc_settings: Any) -> tuple[HubApp, dict[str, Any]]:
-    app = HubApp(parse_hub_config({"devices": [A, B], "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}"},
-                                   "grpc": {"port": 0, **grpc_settings}})).start()
-    return app, enroll(app, A, B)
+    return grpc_hub(tmp_path / "hub.db", [A, B], **grpc_settings)
 
 
 @pytest.fixture
@@ -52,8 +49,7 @@ def hub(tmp_path: Path) -> Iterator[tuple[HubApp, dict[str, Any]]]:
         app.stop()
 
 
-def target_of(app: HubApp) -> str:
-    return f"127.0.0.1:{app.transport(GrpcTransport).port}"
+target_of = grpc_target
 
 
 def as_device(token: str) -> tuple[tuple[str, str], ...]:
