@@ -8,7 +8,9 @@ canvases (`digits-det:noise`, `mnist-det:lowres?factor=2`). Everything is fixed 
 
 A path loads a user's detection data set through its format (`yolo`, `coco`; see `hgen.compiler.data.formats`):
 `load_detection_dataset("/data/site/data.yaml")`, `load_detection_dataset("coco:/data/site:blur?size=128")`. Boxes
-are normalised to the model input (letterbox offsets included).
+are normalised to the model input (letterbox offsets included). An image whose labels cannot be used (a bad label
+line or file, a bad annotation) is left out and reported, or stops the load, by the unreadable-file policy
+(`hgen.compiler.data.bad_labels`).
 
 Each digit's box is the tight box of its ink (pixels above `INK`), normalised to [0, 1]. Digits are placed so no two
 share a cell of the `grid` x `grid` detector output (one object per cell, the YOLO target stays well defined).

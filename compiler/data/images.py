@@ -73,10 +73,13 @@ class ImageOptions(StrictModel):
                             "the header before decoding")
     on_oversized: Literal["error", "skip"] = Field("error", title="An image over max_pixels: stop with "
                                                    "ImageTooLargeError, or skip it and report it")
-    on_unreadable: Literal["skip", "error"] = Field("skip", title="A corrupt or undecodable file: skip it and report "
-                                                    "its name, or stop with UnreadableImageError")
+    on_unreadable: Literal["skip", "error"] = Field("skip", title="A corrupt or undecodable file, or an image whose "
+                                                    "labels cannot be used (a bad YOLO label line, a bad COCO "
+                                                    "annotation): skip it and report its name, or stop with "
+                                                    "UnreadableImageError / LabelError")
     max_unreadable_fraction: float = Field(0.1, ge=0.0, le=1.0, title="Under 'skip', fail when more than this share "
-                                           "of the files is unreadable (something systematic is wrong)")
+                                           "of the files is unreadable, or of the images has unusable labels (counted apart; something systematic "
+                                           "is wrong)")
     workers: int = Field(0, ge=0, le=64, title="Decoding threads (0: up to 4, by CPU count)")
     cache: bool = Field(True, title="Keep decoded, resized uint8 arrays in the cache")
     cache_dir: Path | None = Field(None, title="Cache folder (default $HGEN_CACHE/images or "

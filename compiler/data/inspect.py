@@ -1,5 +1,6 @@
-"""`inspect_dataset`: what a data set holds (counts per class and split, sizes, channels, unreadable files) and a
-contact sheet PNG per class, so a team can check its folder before compiling. `hgen data inspect` prints it.
+"""`inspect_dataset`: what a data set holds (counts per class and split, sizes, channels, unreadable files, images
+left out for bad labels) and a contact sheet PNG per class, so a team can check its folder before compiling.
+`hgen data inspect` prints it.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class Inspection:
                 out.append(f"split     {', '.join(report.carved)} carved from train (the source has none)")
             out.append(f"unreadable {len(report.unreadable)} (skipped)" if report.unreadable else "unreadable 0")
             out.extend(f"  {line}" for line in report.unreadable)
+            if report.bad_labels:
+                out.append(f"bad labels {len(report.bad_labels)} image(s) left out (their labels cannot be used)")
+                out.extend(f"  {line}" for line in report.bad_labels)
             if report.oversized:
                 out.append(f"oversized {len(report.oversized)} (skipped)")
                 out.extend(f"  {line}" for line in report.oversized)
@@ -126,7 +130,8 @@ def inspect_dataset(spec: str, *, out_dir: str | Path | None = None, seed: int =
                     per_sheet: int = SHEET_IMAGES, strict: bool = False) -> Inspection:
     """Load `spec` (a path or a built-in name) and summarise it; write contact sheets into `out_dir` if given.
 
-    Unless `strict`, any share of unreadable files is tolerated (they are listed): inspecting is how one finds them.
+    Unless `strict`, any share of unreadable files and of images with bad labels is tolerated (they are listed):
+    inspecting is how one finds them.
     """
     from hgen.compiler.data import resolve_user_spec, user_location
 

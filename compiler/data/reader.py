@@ -10,6 +10,8 @@ Unreadable-file policy (`ImageOptions.on_unreadable`): `skip` (default) counts a
 files and reports their names, and fails with UnreadableImageError when more than `max_unreadable_fraction` of the
 files are unreadable; `error` stops at the first. An image over `max_pixels` is refused from its header
 (ImageTooLargeError) unless `on_oversized="skip"`. A class left with no readable image is an EmptyDatasetError.
+Images whose labels cannot be used (a bad YOLO label file, a bad COCO annotation) follow the same policy, counted
+apart from the unreadable files, before anything is decoded (`hgen.compiler.data.bad_labels`).
 Nothing is written to the cache unless the whole load succeeds.
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from hgen.compiler.data import cache as cache_mod
 from hgen.compiler.data import images
+from hgen.compiler.data.bad_labels import bad_labels_warning, leave_out_bad_labels
 from hgen.compiler.data.formats import SPLITS, Catalog, Record, named_some
 from hgen.compiler.data.images import Header, ImageOptions, Preprocess
 from hgen.compiler.errors import (DatasetError, EmptyDatasetError, ImageTooLargeError, InvalidArgumentError,
@@ -55,6 +58,7 @@ class LoadReport:
     empty: tuple[str, ...] = ()  # why each empty split is empty and what to do (the compile refuses an empty split)
     modes: dict[str, int] = field(default_factory=dict)  # Pillow modes of the readable files
     sizes: tuple[tuple[int, int], ...] = ()  # (width, height) of each readable file
+    bad_labels: tuple[str, ...] = ()  # "file:line: what is wrong" of each image left out for its labels (skip)
 
 
 @dataclass(frozen=True)
@@ -215,11 +219,12 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
     parts, carved = assign_splits(catalog.records, catalog.shares, seed, catalog.task == "classify")
     chosen = {s: idx[:limit] if limit is not None else idx for s, idx in parts.items()}
     order = [i for s in SPLITS for i in chosen[s]]
+    labelled, bad_labels = leave_out_bad_labels(catalog, order, options)
 
     headers: dict[int, Header] = {}
     unreadable: list[str] = []
     oversized: list[str] = []
-    for i in order:
+    for i in labelled:
         path = catalog.records[i].path
         try:
             headers[i] = images.read_header(path, options.max_pixels)
@@ -267,9 +272,9 @@ def read_catalog(catalog: Catalog, options: ImageOptions | None = None, *, seed:
                                  tuple(str(r.path) for r in recs))
     report = LoadReport(catalog.format, catalog.origin, len(order), decoded.decoded, decoded.cached, decoded.set_cached,
                         tuple(unreadable), tuple(oversized), catalog.ignored, catalog.dropped, carved,
-                        catalog.warnings, empty_splits(catalog, splits),
-                        dict(Counter(headers[i].mode for i in kept)),
-                        tuple(headers[i].upright(pre.exif_transpose) for i in kept))
+                        (*catalog.warnings, *bad_labels_warning(bad_labels, len(order))),
+                        empty_splits(catalog, splits), dict(Counter(headers[i].mode for i in kept)),
+                        tuple(headers[i].upright(pre.exif_transpose) for i in kept), tuple(bad_labels))
     return Loaded(catalog, pre, splits, report)
 
 

@@ -7,6 +7,7 @@ Every test generates its data in tmp_path with test_data_formats' image helpers.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,10 +127,15 @@ def test_yolo_set_loads_as_detection_data_with_boxes(tmp_path):
     ("0 0.5 0.5", r"train0.txt:1: expected 'class cx cy w h'"),
 ])
 def test_yolo_bad_labels_name_the_file_and_line(tmp_path, line, message):
+    """Under on_unreadable=error a bad line stops the load; under skip (the default) its image (1 of 10, within
+    max_unreadable_fraction) is left out and named in the report."""
     root = make_yolo(tmp_path / "yolo")
     (root / "labels" / "train" / "train0.txt").write_text(line + "\n")
     with pytest.raises(LabelError, match=message):
-        load_detection_dataset(str(root))
+        load_detection_dataset(str(root), image={"on_unreadable": "error"})
+    data = load_detection_dataset(str(root))
+    assert (len(data.train), len(data.val), len(data.test)) == (5, 2, 2)
+    assert len(data.report.bad_labels) == 1 and re.search(message, data.report.bad_labels[0])
 
 
 # ---- COCO --------------------------------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ JSON's split (`train2017/`), and in the folder above `annotations/`. Segmentatio
 region of many objects, not one object: COCO's own evaluation ignores them) are left out unless `skip_crowd` is
 false. Categories keep their ids' order (any ids, gaps allowed). An image without annotations has no objects. A box
 without area (zero width or height) is left out; both are reported (`dropped`). An image listed but missing on disk
-is a MissingImageError (listing them); an entry with a missing or mistyped field, an annotation whose category is
-unknown or whose box leaves the image (beyond `tolerance` pixels) is a LabelError naming the file and the entry
-(`annotations[12].bbox`). Each record keeps the JSON's width and height, so the reader can refuse an image whose
-file has another shape (its boxes would be misplaced).
+is a MissingImageError (listing them); an entry with a missing or mistyped field, or an annotation whose image_id is
+not in `images`, is a LabelError naming the file and the entry (`annotations[12].image_id`). An annotation whose
+category is missing or unknown, or whose box is malformed or leaves the image (beyond `tolerance` pixels), makes its
+image a `BadLabels` record naming the entry (`annotations[12].bbox`): the reader leaves the image out and reports it,
+or stops with a LabelError, by the unreadable-file policy (`hgen.compiler.data.bad_labels` says why the whole image
+and not only the box). Each record keeps the JSON's width and height, so the reader can refuse an image whose file
+has another shape (its boxes would be misplaced).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import Field, field_validator
 
+from hgen.compiler.data.bad_labels import BadLabels
 from hgen.compiler.data.formats import FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name
 from hgen.compiler.data.formats.folder import check_shares
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
@@ -255,61 +259,77 @@ class CocoFormat(DataFormat):
 
     def _records(self, annotation: Path, data: dict[str, Any], index: dict[int, int], config: CocoConfig,
                  root: Path, split: str | None) -> tuple[list[Record], list[str]]:
-        """The records of one JSON file, and "where: why" of each annotation left out."""
+        """The records of one JSON file, and "where: why" of each annotation left out. An annotation that cannot be
+        used costs its image (the first problem named), not the file."""
         images = _images(annotation, data)
         boxes: dict[int, list[list[float]]] = {}
+        bad: dict[int, str] = {}
         dropped: list[str] = []
         for i, ann in enumerate(_entries(annotation, data, "annotations")):
-            image_id, row = self._box(f"{annotation}: annotations[{i}]", ann, images, index, config)
+            where = f"{annotation}: annotations[{i}]" + (f" (id {ann['id']})" if "id" in ann else "")
+            image_id = _image_id(where, ann, images)
+            try:
+                row = self._box(where, ann, images[image_id], index, config)
+            except LabelError as exc:
+                bad.setdefault(image_id, str(exc))
+                continue
             if isinstance(row, str):
                 dropped.append(row)
             else:
                 boxes.setdefault(image_id, []).append(row)
-        return self._found(annotation, images, boxes, _image_dirs(annotation, config, root), split), dropped
+        return self._found(annotation, images, boxes, bad, _image_dirs(annotation, config, root), split), dropped
 
     @staticmethod
-    def _box(where: str, ann: dict[str, Any], images: dict[int, _Image], index: dict[int, int],
-             config: CocoConfig) -> tuple[int, list[float] | str]:
-        """(image id, normalised [x0, y0, x1, y1, class]) of one annotation, or "where: why" when it is left out."""
-        if "id" in ann:
-            where = f"{where} (id {ann['id']})"
-        image_id = _field(ann, "image_id", int, where)
-        image = images.get(image_id)
-        if image is None:
-            raise LabelError(f"{where}: image_id {image_id} is not in 'images'")
+    def _box(where: str, ann: dict[str, Any], image: _Image, index: dict[int, int],
+             config: CocoConfig) -> list[float] | str:
+        """Normalised [x0, y0, x1, y1, class] of one annotation of `image`, "where: why" when it is left out, or a
+        LabelError when it cannot be used."""
         category_id = _field(ann, "category_id", int, where)
         if category_id not in index:
             raise LabelError(f"{where}: category_id {category_id} is not in 'categories'")
         if config.skip_crowd and ann.get("iscrowd"):
-            return image_id, f"{where}: iscrowd, left out (skip_crowd)"
+            return f"{where}: iscrowd, left out (skip_crowd)"
         x, y, w, h = _field(ann, "bbox", _bbox, where)
         width, height, tol = image.width, image.height, config.tolerance
         if w <= 0 or h <= 0:
-            return image_id, f"{where}: the box {ann['bbox']} has no area, left out"
+            return f"{where}: the box {ann['bbox']} has no area, left out"
         reach = max(-x, -y, x + w - width, y + h - height)
         if reach > tol:
             raise LabelError(f"{where}: the box {ann['bbox']} reaches outside image {image.file_name} "
                              f"({width:g} x {height:g}) by {reach:g} pixels (tolerance {tol:g}; a spec "
                              f"?tolerance={math.ceil(reach):g} would clip it)")
         box = np.clip([x / width, y / height, (x + w) / width, (y + h) / height], 0.0, 1.0)
-        return image_id, [*box, index[category_id]]
+        return [*box, index[category_id]]
 
     @staticmethod
-    def _found(annotation: Path, images: dict[int, _Image], boxes: dict[int, list[list[float]]], dirs: list[Path],
-               split: str | None) -> list[Record]:
-        records, missing = [], []
+    def _found(annotation: Path, images: dict[int, _Image], boxes: dict[int, list[list[float]]], bad: dict[int, str],
+               dirs: list[Path], split: str | None) -> list[Record]:
+        records: list[Record] = []
+        missing = []
         for image_id, image in images.items():
             found = next((d / image.file_name for d in dirs if (d / image.file_name).is_file()), None)
             if found is None:
                 missing.append(image.file_name)
                 continue
+            size = (image.width, image.height)
+            if image_id in bad:
+                records.append(BadLabels(found, -1, split, None, size, problem=bad[image_id]))
+                continue
             records.append(Record(found, -1, split, np.array(boxes.get(image_id, []), np.float64).reshape(-1, 5),
-                                  (image.width, image.height)))
+                                  size))
         if missing:
             raise MissingImageError(f"{annotation}: {len(missing)} image(s) not found (looked in "
                                     f"{', '.join(str(d) for d in dirs)}): {', '.join(missing[:10])}"
                                     + (" ..." if len(missing) > 10 else ""))
         return records
+
+
+def _image_id(where: str, ann: dict[str, Any], images: dict[int, _Image]) -> int:
+    """The image an annotation belongs to; a LabelError when it names none (no image to leave out instead)."""
+    image_id = _field(ann, "image_id", int, where)
+    if image_id not in images:
+        raise LabelError(f"{where}: image_id {image_id} is not in 'images'")
+    return image_id
 
 
 FORMATS.add("coco", CocoFormat())

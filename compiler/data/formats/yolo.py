@@ -4,8 +4,10 @@ Each label line is `class cx cy w h`, normalised to [0, 1] (a polygon `class x1 
 box; with `kpt_shape` in the YAML, a pose line's keypoints after its box are passed over). An image without a label
 file has no objects; a label file without an image is reported (`ignored`; not the label of an image a .txt split
 list leaves out); a box without area is left out and reported (`dropped`); a box past the image's edge is clipped.
-A class index outside `names`, a centre, size or point outside [0, 1] (beyond `tolerance`), or a malformed line is a
-LabelError naming the label file and line.
+A label file that cannot be read, or holds a line with a class index outside `names`, a centre, size or point
+outside [0, 1] (beyond `tolerance`), or that is malformed, makes its image a `BadLabels` record naming the file and
+line: the reader leaves the image out and reports it, or stops with a LabelError, by the unreadable-file policy
+(`hgen.compiler.data.bad_labels`, which says why the whole image is left out and not only the line).
 When no image has a box (its label files were never found, or hold none) the set is an EmptyDatasetError naming
 where they were looked for; images without a label file, when others have one, are counted in a warning. A data.yaml
 that is not valid YAML is a DatasetFormatError naming its line and column.
@@ -25,6 +27,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
+from hgen.compiler.data.bad_labels import BadLabels, label_problem
 from hgen.compiler.data.formats import (FORMATS, SPLITS, Catalog, DataFormat, Record, class_name, is_image, named_some,
                                         visible, walk)
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
@@ -183,9 +186,9 @@ def parse_label_file(path: Path, num_classes: int, tolerance: float, keypoints: 
 
     As Ultralytics checks: the centre and size (or a polygon's points) must be in [0, 1], here within `tolerance`;
     a box reaching past the image's edge (an object the frame cuts) is clipped to it. A value further out (pixel
-    coordinates, or normalised by the wrong size) is a LabelError, as is a malformed line, naming the file and
-    line. A box without area (zero width or height) is left out and reported: one bad box does not cost the data
-    set.
+    coordinates, or normalised by the wrong size) is a LabelError, as is a malformed line or an unreadable file,
+    naming the file and line (the scan makes the image a `BadLabels` record of it). A box without area (zero width
+    or height) is left out and reported: one empty box does not cost its image.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -259,7 +262,11 @@ class YoloFormat(DataFormat):
                 seen.add(image)
                 txt = label_path(image)
                 if txt.is_file():
-                    boxes, left_out = parse_label_file(txt, len(labels), config.tolerance, keypoints)
+                    try:
+                        boxes, left_out = parse_label_file(txt, len(labels), config.tolerance, keypoints)
+                    except LabelError as exc:  # the image, not the set: the reader applies the policy
+                        records.append(BadLabels(image, -1, split, problem=str(exc)))
+                        continue
                 else:
                     boxes, left_out = np.zeros((0, 5)), ()
                     unlabelled.append(image)
@@ -280,8 +287,10 @@ def _label_folders(images: list[Path]) -> str:
 
 def _label_coverage(where: Path, records: list[Record], unlabelled: list[Path]) -> tuple[str, ...]:
     """EmptyDatasetError when no image has a box (a misnamed labels folder trains a detector on nothing and
-    reports mAP nan); else a warning counting the images without a label file, which train as background."""
-    if not any(r.boxes is not None and len(r.boxes) for r in records):
+    reports mAP nan); else a warning counting the images without a label file, which train as background. Label
+    files that cannot be used are not "no box": the reader's policy names them (all in pixels is a LabelError)."""
+    if not any(r.boxes is not None and len(r.boxes) for r in records) and \
+            not any(label_problem(r) is not None for r in records):
         missing = set(unlabelled)
         if len(unlabelled) == len(records):
             raise EmptyDatasetError(
