@@ -71,8 +71,8 @@ class LimitsConfig(StrictModel):
     max_samples_per_device_per_hour: int = Field(0, ge=0, title="New samples one device may store in any hour; "
                                                  "more are refused (REJECTED, LABOUR_BUDGET) (0: no cap)")
     max_image_bytes_per_device_per_hour: int = Field(1 << 30, ge=0, title="Image bytes one device may store in "
-                                                     "any hour, counted by each hub process; a sample over it is "
-                                                     "refused (REJECTED, TOO_LARGE) (0: no cap)")
+                                                     "any hour, shared by every hub process on the knowledge base; "
+                                                     "a sample over it is refused (REJECTED, TOO_LARGE) (0: no cap)")
 
 
 MIN_SECRET_CHARS = {"secret_key": 32, "metrics_token": 16}  # web secrets shorter than this are refused

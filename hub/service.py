@@ -26,7 +26,7 @@ from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidReques
 from hgen.hub.kb.retention import ImageRetention
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
-from hgen.hub.quotas import DeviceImageBudgetError, DeviceLocks, DeviceQuota, DeviceSampleCapError, ImageWindows
+from hgen.hub.quotas import DeviceImageBudgetError, DeviceLocks, DeviceQuota, DeviceSampleCapError
 from hgen.hub.clocks import DeviceClocks
 from hgen.hub.validation import (check_image, check_model_output, check_request_numbers, check_sample_numbers,
                                  check_uuid, classes_known, clip, device_clock_offset, parse_request,
@@ -146,7 +146,6 @@ class HubService:
         self._skew_logged: set[str] = set()
         self._limits_logged = OnceLog()  # (error code, device): a device over a limit sends on, it is logged once
         self._device_locks = DeviceLocks()
-        self._image_windows = ImageWindows(kb.image_bytes_since)
         self.clocks = DeviceClocks()
         self.classes_known = classes_known(config)  # else class probabilities are only capped in length
         self.retention = ImageRetention(kb, config.knowledge_base.keep_unlabelled_images_days, self.metrics.inc, clock)
@@ -244,7 +243,7 @@ class HubService:
             result.immediate = [rejection(request, s, exc) for s in request.samples]
             return result
         with self._device_locks(request.device_id):
-            quota = DeviceQuota(request.device_id, self.config.limits, self.kb, self._image_windows, self.clock())
+            quota = DeviceQuota(request.device_id, self.config.limits, self.kb)
             for sample in request.samples:
                 self._submit_sample(request, sample, m, deadline, default_aggregator, transport, quota, result)
         if result.accepted:
@@ -303,6 +302,7 @@ class HubService:
                        aggregator: str, transport: str, quota: DeviceQuota, result: SubmitResult) -> None:
         try:
             new = self._check_sample(request, sample, m, deadline, aggregator, transport, quota)
+            outcome = quota.add(new)  # checked again with what every hub process stored, under the device's lock
         except (DeviceSampleCapError, DeviceImageBudgetError) as exc:
             self._count_over_limit(exc, request.device_id)
             result.immediate.append(rejection(request, sample, exc))
@@ -311,9 +311,7 @@ class HubService:
             self._count(exc)
             result.immediate.append(rejection(request, sample, exc))
             return
-        outcome = self.kb.add_sample(new)
         if outcome == "accepted":
-            quota.stored(len(new.sample.image.data))
             result.accepted.append(sample.sample_id)
         elif outcome == "duplicate":
             self.metrics.inc("duplicate_sample")

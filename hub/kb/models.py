@@ -6,7 +6,8 @@ Changing a model means adding an Alembic revision in migrations/versions (a test
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (BigInteger, Boolean, Double, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy import false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,6 +39,22 @@ class Device(Base):
     samples_replied: Mapped[int] = mapped_column(Integer, default=0)
     last_seen: Mapped[float | None] = mapped_column(Double, nullable=True)
     last_status: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # migration 0015: the device's latest hand-out turn (0: never handed out), a counter shared by every hub process
+    # on the database, so hand-out goes round the devices across processes (hgen.hub.kb.tasks.fair_candidates)
+    last_served: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    __table_args__ = (Index("ix_devices_last_served", "last_served"),)  # the next turn: max(last_served) + 1
+
+
+class DeviceIntakeMinute(Base):
+    """What a device stored in one minute (migration 0015): its per-device hourly limits sum the last hour's rows,
+    under the device's row lock, in the transaction that stores the sample (hgen.hub.kb.intake), so hub processes
+    sharing the database share one budget. Rows older than an hour are removed as new minutes begin."""
+
+    __tablename__ = "device_intake_minutes"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds // 60
+    samples: Mapped[int] = mapped_column(Integer)
+    image_bytes: Mapped[int] = mapped_column(BigInteger)  # of the images stored (none for a sample kept without)
 
 
 class DeviceCredential(Base):

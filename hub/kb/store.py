@@ -24,10 +24,11 @@ from hgen.hub.errors import KnowledgeBaseIntegrityError
 from hgen.hub.kb.closing import Closing
 from hgen.hub.kb.engine import make_engine, sqlite_path
 from hgen.hub.kb.images import ImageStore, UnreadableSamples
+from hgen.hub.kb.intake import Admission, DeviceIntake, admit, count_stored, read_intake
 from hgen.hub.kb.migrate import upgrade
 from hgen.hub.kb.models import Annotator, Base, Batch, Bundle, Device, Sample
 from hgen.hub.kb.retention import Retention
-from hgen.hub.kb.tasks import DeviceTurns, TaskQueue, device_work
+from hgen.hub.kb.tasks import TaskQueue
 from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task  # noqa: F401 (callers import them here)
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import version_key
@@ -46,14 +47,6 @@ class NewSample:
     difficulty: float
     labour: float
     transport: str
-
-
-@dataclass(frozen=True)
-class DeviceIntake:
-    """What a device has stored lately, as its per-device limits count it (hgen.hub.service.DeviceQuota)."""
-
-    open_samples: int  # waiting for people now
-    samples_since: int  # received since the time asked about (0 when not asked)
 
 
 @dataclass(frozen=True)
@@ -84,7 +77,6 @@ class KnowledgeBase(TaskQueue, Closing, Retention):
         self.aggregator = aggregator
         self.clock = clock
         self.unreadable = UnreadableSamples(clock)  # samples whose image this process could not read lately
-        self.turns = DeviceTurns()  # the device this process handed a task from longest ago (fair hand-out)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
@@ -161,16 +153,22 @@ class KnowledgeBase(TaskQueue, Closing, Retention):
         with self.session() as s:
             return s.get(Sample, sample_id) is not None
 
-    def add_sample(self, new: NewSample) -> str:
+    def add_sample(self, new: NewSample, admission: Admission | None = None) -> str:
         """Insert the sample and reserve its labour: 'accepted', 'duplicate', 'over_budget', or 'foreign' for
-        another device's sample id (a duplicate's stored reply is resent: it must go to its own device only)."""
+        another device's sample id (a duplicate's stored reply is resent: it must go to its own device only).
+        A new sample is held to its device's limits first (`admission`, checked under the device's row lock, whose
+        error is raised: hgen.hub.kb.intake), and counted in the device's minute when stored."""
+        device_id, now = new.sample.device_id, self.clock()
         try:
             with self.session() as s:
                 if (stored := s.get(Sample, new.sample.sample_id)) is not None:
-                    return "duplicate" if stored.device_id == new.sample.device_id else "foreign"
+                    return "duplicate" if stored.device_id == device_id else "foreign"
+                admit(s, device_id, now, admission)
                 if not self._reserve_labour(s, new.batch_id, new.labour):
                     return "over_budget"
-                s.add(self._sample_row(new))
+                s.add(self._sample_row(new, now))
+                s.flush()  # the sample row before its count: a lost insert race rolls both back
+                count_stored(s, device_id, now, len(new.sample.image.data))
         except IntegrityError as exc:
             self._lost_race_or_raise(Sample, new.sample.sample_id, exc)
             return "duplicate"  # the same id committed by another hub a moment ago
@@ -184,7 +182,7 @@ class KnowledgeBase(TaskQueue, Closing, Retention):
             .values(labour_reserved=Batch.labour_reserved + labour))
         return result.rowcount == 1
 
-    def _sample_row(self, new: NewSample) -> Sample:
+    def _sample_row(self, new: NewSample, now: float) -> Sample:
         sample = new.sample
         inline, path = self.images.put(sample.sample_id, sample.image)
         captured = sample.captured_at.ToNanoseconds() / 1e9 if sample.HasField("captured_at") else None
@@ -196,35 +194,13 @@ class KnowledgeBase(TaskQueue, Closing, Retention):
             model_output=sample.output.SerializeToString(), confidence=sample.output.confidence,
             difficulty=new.difficulty, labour_reserved=new.labour, m=new.m, aggregator=new.aggregator,
             transport=new.transport, status="received", assigned_count=0, answer_count=0,
-            deadline=new.deadline, received_at=self.clock())
+            deadline=new.deadline, received_at=now)
 
-    def device_intake(self, device_id: str, since: float | None = None) -> DeviceIntake:
-        """The device's samples waiting for people (counted in ix_samples_open_device: bounded by its cap, however
-        many closed samples it has) and, when `since` is given, its samples received since then."""
+    def device_intake(self, device_id: str, *, open_samples: bool = True, hourly: bool = True) -> DeviceIntake:
+        """The device's samples waiting for people and what it stored in the last hour (hgen.hub.kb.intake); a
+        count not asked for reads as 0."""
         with self.session() as s:
-            waiting = s.scalar(select(func.count()).select_from(Sample)
-                               .where(Sample.device_id == device_id, *device_work()))
-            recent = 0 if since is None else s.scalar(
-                select(func.count()).select_from(Sample)
-                .where(Sample.device_id == device_id, Sample.received_at >= since))
-        return DeviceIntake(int(waiting or 0), int(recent or 0))
-
-    def image_bytes_since(self, device_id: str, since: float) -> list[tuple[float, int]]:
-        """(received_at, bytes) of each image the device stored since `since`: inline ones measured by the database,
-        files by their size on disk (0 when it cannot be read). Read once per device by a hub process, so its hourly
-        image budget does not start afresh when the hub restarts."""
-        with self.session() as s:
-            rows = s.execute(select(Sample.received_at, func.length(Sample.image_bytes), Sample.image_path)
-                             .where(Sample.device_id == device_id, Sample.received_at >= since)).all()
-        return [(at, int(inline) if inline is not None else self._file_size(path)) for at, inline, path in rows]
-
-    def _file_size(self, relative: str | None) -> int:
-        if self.images.image_dir is None or relative is None:
-            return 0
-        try:
-            return (self.images.image_dir / relative).stat().st_size
-        except OSError:
-            return 0
+            return read_intake(s, device_id, self.clock(), open_samples=open_samples, hourly=hourly)
 
     # --- model bundles ------------------------------------------------------------------------------------
 

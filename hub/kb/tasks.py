@@ -9,16 +9,17 @@ first again by every request, and every annotator got a 500.
 Hand-out is fair across devices: it goes round the devices with work (`fair_candidates`), each device's own
 samples oldest first. Oldest-first across the hub let one device's 5,000 samples come before another device's 10,
 which expired unanswered. Each device's oldest comes from the partial index ix_samples_open_device (open device
-samples only), so the work grows with the devices, not with the open samples."""
+samples only), so the work grows with the devices, not with the open samples. The turn is kept in the database
+(devices.last_served, migration 0015), so hub processes sharing it go round the devices together; kept per
+process, each went round on its own and N processes handed out N samples of the device served last."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, bindparam, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.util import AliasedClass
 
@@ -77,58 +78,48 @@ def assignable(sample: SampleTable, annotator_id: str, now: float, min_time_s: f
             time_to_answer(now, min_time_s, sample), sample.id.not_in(seen), sample.id.not_in(aside))
 
 
-class DeviceTurns:
-    """Which device this process handed a task from longest ago: a counter, not a clock (many hand-outs share a
-    clock reading). Kept in memory, as `unreadable` is: it only orders hand-out, nothing is lost with it, and each
-    hub process sharing a database goes round the devices on its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._last: dict[str, int] = {}  # device -> its latest turn (devices are registered ones: bounded)
-
-    def served(self, device_id: str) -> None:
-        with self._lock:
-            self._count += 1
-            self._last[device_id] = self._count
-
-    def last(self, device_id: str) -> int:
-        """The device's latest turn; 0 when this process never handed out one of its samples."""
-        with self._lock:
-            return self._last.get(device_id, 0)
-
-
 HEAD_OF = aliased(Sample, name="head_of")  # a device's oldest sample, beside its devices row (built once: costly)
+TURNS = aliased(Device, name="turns")  # the devices read for the next turn, beside the row being updated
 
 
-def fair_candidates(s: Session, terms: Callable[[SampleTable], tuple[ColumnElement[bool], ...]], limit: int,
-                    turns: DeviceTurns) -> list[str]:
+def serve(s: Session, device_id: str) -> None:
+    """Give the device the next hand-out turn, max(last_served) + 1: a counter, not a clock (many hand-outs share a
+    clock reading), shared by every hub process on the database. Two processes serving two devices at once may give
+    them the same turn; they are then ordered by their samples' age, as fair as before."""
+    turn = select(func.max(TURNS.last_served) + 1).scalar_subquery()
+    s.execute(update(Device).where(Device.id == device_id).values(last_served=turn))
+
+
+def fair_candidates(s: Session, terms: Callable[[SampleTable], tuple[ColumnElement[bool], ...]],
+                    limit: int) -> list[str]:
     """Up to `limit` sample ids matching `terms` in fair order: each device's oldest, the device served longest ago
     first (never served: by the sample's age), before any device's second, and so on. A device's own samples go
     oldest first. Ordering by age alone came back to the flooding device after every answer (its oldest is the
     oldest), so hand-out goes round the devices.
 
-    One statement takes each device's oldest (a step into ix_samples_open_device per registered device), a second
-    reads those by primary key (a join of the two let PostgreSQL, before its first ANALYZE, scan every sample);
-    only when fewer than `limit` devices have work are those few read further."""
+    One statement takes each device's oldest (a step into ix_samples_open_device per registered device) and its turn
+    (`serve`), a second reads those by primary key (a join of the two let PostgreSQL, before its first ANALYZE, scan
+    every sample); only when fewer than `limit` devices have work are those few read further."""
     head = (select(HEAD_OF.id).where(HEAD_OF.device_id == Device.id, *terms(HEAD_OF))
             .order_by(HEAD_OF.received_at).limit(1).correlate(Device).scalar_subquery())
-    heads = [sample_id for sample_id in s.scalars(select(head).select_from(Device)).all() if sample_id is not None]
-    if not heads:
+    devices = s.execute(select(head, Device.id, Device.last_served).select_from(Device)).all()
+    turns = {device_id: int(turn or 0) for sample_id, device_id, turn in devices if sample_id is not None}
+    if not turns:
         return []
+    heads = [sample_id for sample_id, *_ in devices if sample_id is not None]
     rows = s.execute(select(Sample.device_id, Sample.received_at, Sample.id).where(Sample.id.in_(heads))).all()
     if len(rows) >= limit:
-        return [row[2] for row in sorted(rows, key=lambda row: (turns.last(row[0]), row[1], row[2]))[:limit]]
+        return [row[2] for row in sorted(rows, key=lambda row: (turns[row[0]], row[1], row[2]))[:limit]]
     ranked: list[tuple[int, int, float, str]] = []
     for device_id in {row[0] for row in rows}:
         oldest = s.execute(select(Sample.received_at, Sample.id).where(Sample.device_id == device_id, *terms(Sample))
                            .order_by(Sample.received_at).limit(limit)).all()
-        ranked += [(rank, turns.last(device_id), at, sample_id) for rank, (at, sample_id) in enumerate(oldest)]
+        ranked += [(rank, turns[device_id], at, sample_id) for rank, (at, sample_id) in enumerate(oldest)]
     return [sample_id for *_, sample_id in sorted(ranked)[:limit]]
 
 
 class TaskQueue:
-    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images`, `unreadable` and `turns`)."""
+    """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images` and `unreadable`)."""
 
     def assign_next(self, annotator_id: str, candidates: int = 8, max_open: int | None = None,
                     min_time_s: float = 0.0, unreadable: list[str] | None = None) -> Task | None:
@@ -155,7 +146,7 @@ class TaskQueue:
                 return None
             aside = self.unreadable.current()
             ids = fair_candidates(s, lambda sample: assignable(sample, annotator_id, now, min_time_s, aside),
-                                  candidates, self.turns)
+                                  candidates)
             for sample_id in ids:
                 row = s.get(Sample, sample_id)
                 try:
@@ -171,7 +162,7 @@ class TaskQueue:
                     task_id = str(uuid.uuid4())
                     s.add(Assignment(id=task_id, sample_id=sample_id, annotator_id=annotator_id, status="open",
                                      assigned_at=now))
-                    self.turns.served(row.device_id)
+                    serve(s, row.device_id)
                     return self._task(s, task_id, row, annotator_id, data)
         return None
 
