@@ -1,5 +1,5 @@
 // Annotator page: number keys pick a class, s / c skip or can't tell, n "nothing here" (boxes, regions); boxes and
-// regions are drawn by dragging.
+// regions are drawn by dragging, at any zoom (viewer.js), and sent in the image's own pixels.
 // Time to answer is measured from the image being shown to the answer and sent as elapsed_ms.
 // What differs per view comes from the task's data-* attributes (the view's own), never from its name.
 (function () {
@@ -24,9 +24,11 @@
   });
 
   function press(button) { if (button) { form.requestSubmit(button); } }
+  const notForPage = window.hgenNotForPage ||  // viewer.js's filter; without it, the fields' own keys at least
+    function (event) { return event.repeat || /^(INPUT|SELECT|TEXTAREA)$/.test(event.target.tagName); };
 
   document.addEventListener("keydown", function (event) {
-    if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT" || event.repeat) { return; }
+    if (notForPage(event)) { return; }
     if (event.key === "s") { press(document.getElementById("skip")); return; }
     if (event.key === "c") { press(document.getElementById("cant-tell")); return; }
     if (event.key === "n") { press(document.getElementById("nothing")); return; }
@@ -42,9 +44,17 @@
 
   if (!draws || !canvas) { return; }
   const width = Number(task.dataset.width), height = Number(task.dataset.height);
-  canvas.width = canvas.clientWidth; canvas.height = canvas.clientHeight;
   const ctx = canvas.getContext("2d");
-  let start = null;
+  let start = null, shownWidth = 1, shownHeight = 1;
+
+  // The overlay's backing store follows the frame's size at this zoom (sharp lines, at most 4096 pixels a side);
+  // shapes are drawn in CSS pixels of the frame.
+  function fit() {
+    shownWidth = canvas.clientWidth || 1; shownHeight = canvas.clientHeight || 1;
+    const ratio = Math.min(window.devicePixelRatio || 1, 4096 / Math.max(shownWidth, shownHeight));
+    canvas.width = Math.round(shownWidth * ratio); canvas.height = Math.round(shownHeight * ratio);
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  }
 
   function toImage(event) {
     const rect = canvas.getBoundingClientRect();
@@ -64,8 +74,8 @@
   }
 
   function draw(extra) {
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    const sx = canvas.width / width, sy = canvas.height / height;
+    ctx.clearRect(0, 0, shownWidth, shownHeight);
+    const sx = shownWidth / width, sy = shownHeight / height;
     shapes.concat(extra ? [extra] : []).forEach(function (s) {
       outline(s.x_min * sx, s.y_min * sy, (s.x_max - s.x_min) * sx, (s.y_max - s.y_min) * sy);
       if (s.class_id !== undefined) {
@@ -94,5 +104,7 @@
     draw(null);
   });
   document.getElementById("undo").addEventListener("click", function () { shapes.pop(); draw(null); });
+  canvas.parentElement.addEventListener("viewlayout", function () { fit(); draw(null); });
+  fit();
   draw(null);
 })();
