@@ -109,8 +109,13 @@ def export_onnx(tflite_content: bytes, out_path: str | Path, *, opset: int = DEF
             with contextlib.redirect_stdout(io.StringIO()):
                 tf2onnx.convert.from_tflite(str(source), opset=opset, output_path=str(out_path))
         except Exception as exc:
+            out_path.unlink(missing_ok=True)
             raise CompilerError(f"tf2onnx could not convert the TFLite model: {exc}") from None
-    load_onnx(out_path)
+    try:
+        load_onnx(out_path)
+    except CompilerError:  # tf2onnx writes ops it cannot map (TFL_GELU) as-is: no invalid file left in a bundle
+        out_path.unlink(missing_ok=True)
+        raise
     return out_path
 
 

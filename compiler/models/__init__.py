@@ -115,17 +115,19 @@ PROBABILITY_ACTIVATIONS = frozenset({"softmax", "sigmoid"})  # outputs squashed 
 def check_model_file(model: keras.Model, path: str | Path, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Refuse, before any training, a user's model that does not fit the data set: its input shape, one output with
     a value per class (else only the bundle's manifest noticed, after the whole search, and `--no-bundle` never did),
-    and logits, not probabilities (temperature scaling and fusion would be fitted on softmax outputs)."""
+    and logits, not probabilities (temperature scaling and fusion would be fitted on softmax outputs). A Rescaling on
+    the input that expects raw 0..255 pixels is adapted in place to hgen's [0, 1] images (`user_file`)."""
+    from hgen.compiler.models.user_file import adapt_raw_pixel_input, check_input
+
     _one_input_one_output(model, path)
-    if tuple(model.inputs[0].shape[1:]) != tuple(input_shape):
-        raise InvalidArgumentError(f"model input {tuple(model.inputs[0].shape[1:])} does not match the dataset's "
-                                   f"{tuple(input_shape)}")
+    check_input(model, path, input_shape)
     outputs = tuple(model.outputs[0].shape[1:])
     if outputs != (num_classes,):
         raise InvalidArgumentError(f"model {path} outputs {outputs[-1] if len(outputs) == 1 else outputs} values per "
                                    f"image, the data set has {num_classes} classes: its last layer needs "
                                    f"{num_classes} units (one logit per class)")
     _refuse_probabilities(model, path, num_classes)
+    adapt_raw_pixel_input(model, path)
 
 
 def check_lowerable(model: keras.Model, path: str | Path) -> None:
@@ -189,4 +191,6 @@ def load_model_file(path: str | Path) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
-        raise InvalidArgumentError(f"cannot load Keras model {path}: {exc}") from None
+        from hgen.compiler.models.user_file import load_error
+
+        raise load_error(path, exc) from None

@@ -31,9 +31,9 @@ class Identity(Operator):
             raise OperatorError(layer.name, self.name, "layer is not in the model")
 
     def build(self, layer: Any, config: OperatorConfig, x: Any) -> Built:
-        from hgen.compiler.ops.rewrite import clone_layer
+        from hgen.compiler.ops.rewrite import clone_layer, copy_weights
 
         clone = clone_layer(layer)
         output = clone(x)
-        clone.set_weights(layer.get_weights())
+        copy_weights(clone, layer)
         return Built(output, {"layer": clone})

@@ -67,6 +67,18 @@ def clone_layer(layer: Any) -> Any:
     return type(layer).from_config(layer.get_config())
 
 
+def copy_weights(clone: Any, layer: Any) -> None:
+    """Give a built clone the layer's weights, and let it derive what it computes from them: an adapted
+    Normalization reads `mean`/`variance` tensors that `finalize_state` makes from its weights, so without it the
+    clone kept mean 0, variance 1 (a user's model lost its input normalisation in every rewritten model, and the
+    bundle disagreed with model.keras, whose loading calls `finalize_state`)."""
+    if layer.weights:
+        clone.set_weights(layer.get_weights())
+    finalize = getattr(clone, "finalize_state", None)
+    if callable(finalize) and layer.weights:
+        finalize()
+
+
 def linear_twin(layer: Any) -> Any:
     """A copy of a built layer with no activation: gives the pre-activation outputs the fits target."""
     twin = type(layer).from_config({**layer.get_config(), "activation": "linear", "name": f"{layer.name}_linear"})
@@ -186,8 +198,7 @@ def keep_shape(entry: ResolvedChoice, output: Any, spatial_changed: bool = False
 def _call_clone(layer: Any, args: tuple, kwargs: dict) -> Any:
     clone = clone_layer(layer)
     outputs = clone(*args, **kwargs)
-    if layer.weights:
-        clone.set_weights(layer.get_weights())
+    copy_weights(clone, layer)
     return outputs
 
 
