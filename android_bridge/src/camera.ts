@@ -166,6 +166,7 @@ export class Camera {
     this.generation += 1;
     this.stream?.getTracks().forEach((track) => track.stop());
     this.stream = null;
+    this.video.srcObject = null;
   }
 }
 

@@ -3,7 +3,9 @@
  * runs the H-DNN on every camera frame with onnxruntime-web (pipeline.ts), shows the model's answer, whether people
  * were asked and the fused answer. `window.hgenDevice` exposes the same state to tests and to the status telemetry
  * (state.ts). Left alone for weeks it keeps going: a bounded outbox (samples.ts), the camera and the wake lock
- * taken again (keepalive.ts), failed hot swaps retried (updates.ts).
+ * taken again (keepalive.ts), failed hot swaps retried (updates.ts). One tab or window at a time runs a device
+ * (tablock.ts): another one says so and starts nothing, and can take the device over (the first one then stops all
+ * it started, session.ts).
  */
 
 import { BundleRefusedError, type Manifest } from "./bundle.js";
@@ -18,7 +20,9 @@ import { DEADLINE_S, Pipeline } from "./pipeline.js";
 import * as provision from "./provision.js";
 import { MAX_PAYLOAD_BYTES } from "./requests.js";
 import { Samples } from "./samples.js";
+import { Session, StoppedError } from "./session.js";
 import { describe, ensureRow, options, setProblem, setStatus, show, state } from "./state.js";
+import { claimTab } from "./tabs.js";
 import { Updater } from "./updates.js";
 import { loadRefusal } from "./versions.js";
 
@@ -46,6 +50,14 @@ async function main(): Promise<void> {
     return;
   }
   show("device", device.device_id);
+  const session = new Session();
+  if (!(await claimTab(device.device_id, session))) return; // another tab or window runs this device
+  await session.start(() => run(device, session));
+}
+
+/** The device running in this page: the bundle, the outbox, the link, the camera; each start registered with the
+ * session (stopped when another page takes over). */
+async function run(device: provision.Provisioning, session: Session): Promise<void> {
   ensureRow("outbox", "Outbox");
   ensureRow("storage", "Storage");
   void persistStorage().then((answer) => { // else the browser may clear the outbox when storage runs low
@@ -58,20 +70,37 @@ async function main(): Promise<void> {
   try {
     ({ model, refusedOlder } = await loadBundle(device));
   } catch (error) {
+    session.check();
     const refused = error instanceof BundleRefusedError;
     setStatus(refused ? "bundle refused" : "bundle failed", describe(error));
     return;
   }
+  let pipeline: Pipeline | null = null;
+  let outbox: Outbox | null = null;
+  session.started(async () => { // stopped last: the replies and resends under way, the engines, the outbox
+    if (pipeline === null) await model.engine.release();
+    else await pipeline.close();
+    outbox?.close();
+  });
   state.version = model.version;
   provision.rememberVersion(device.bundle_name, model.version);
   state.firstOpenBytes = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
     .reduce((sum, entry) => sum + ((entry as PerformanceResourceTiming).transferSize || 0), 0);
   show("model", `${model.manifest.model.name} ${model.version} (tau ${model.manifest.tau.toFixed(3)}, ${runtime})`);
-  const pipeline = await open(device, model);
-  if (device.mqtt_url) pipeline.link = connect(device, pipeline);
-  else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");
-  setInterval(() => void pipeline.tick().catch((error) => console.error(`outbox: ${describe(error)}`)),
+  outbox = await Outbox.open(DEADLINE_S);
+  session.check();
+  const running = await open(device, model, outbox);
+  pipeline = running;
+  session.check();
+  if (device.mqtt_url) {
+    const { link, updater } = connect(device, running, session);
+    running.link = link;
+    session.started(() => Promise.all([updater.stop(), link.stop()]));
+  } else show("link", "no hub link configured (phones.mqtt_websocket_url): the model answers alone");
+  const tick = setInterval(() => void running.tick().catch((error) => console.error(`outbox: ${describe(error)}`)),
     TICK_EVERY_MS);
+  session.started(() => clearInterval(tick));
+  session.started(() => running.halt()); // stopped after the camera: the frame under way stored, the rest dropped
   const screen = new ScreenLock((lock) => {
     state.wakeLock = lock;
   });
@@ -83,24 +112,31 @@ async function main(): Promise<void> {
   }, {
     frame: (frame, presented) => {
       state.capture[lens.path] = (state.capture[lens.path] ?? 0) + 1;
-      pipeline.offer(frame, presented);
+      running.offer(frame, presented);
     },
     state: (stopped) => cameraState(stopped, camera),
   });
+  session.started(() => camera.stop());
   await camera.start();
-  await screen.request();
-  document.addEventListener("visibilitychange", () => {
+  session.check();
+  const visible = () => {
     if (document.visibilityState !== "visible") return;
     void screen.request(); // released while hidden
     camera.visible(); // a hidden page's camera may have been stopped
+  };
+  session.started(() => {
+    document.removeEventListener("visibilitychange", visible);
+    return screen.release();
   });
+  await screen.request();
+  session.check();
+  document.addEventListener("visibilitychange", visible);
   state.camera = "streaming";
   setStatus("streaming", refusedOlder === null ? null : `${refusedOlder}: refused; running ${model.version}`);
 }
 
-/** The outbox opened, its listing loaded (no image read), and the pipeline that feeds it. */
-async function open(device: provision.Provisioning, model: Model): Promise<Pipeline> {
-  const outbox = await Outbox.open(DEADLINE_S);
+/** The outbox's listing loaded (no image read), and the pipeline that feeds it. */
+async function open(device: provision.Provisioning, model: Model, outbox: Outbox): Promise<Pipeline> {
   const ledger = new Ledger(PHONE_LIMITS);
   ledger.load(await outbox.listing(), performance.now(), Date.now());
   const gate = new Gate(new LabourBucket(device.labour_share), device.min_escalation_interval_s,
@@ -131,24 +167,27 @@ function cameraState(stopped: string | null, camera: CameraKeeper): void {
   }
 }
 
-function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {
+function connect(device: provision.Provisioning, pipeline: Pipeline,
+  session: Session): { link: HubLink; updater: Updater } {
   const updater = new Updater({
     running: () => pipeline.model.version,
-    install: (version) => hotSwap(device, pipeline, version),
+    install: (version) => hotSwap(device, pipeline, version, session),
     installed: () => setProblem("update", null),
     failed: (version, error, retryMs) => {
+      if (session.stopped) return; // taken over while it was downloading: no update to report
       state.updateFailures += 1;
       setProblem("update", `update ${version} refused: ${describe(error)}`
         + (retryMs === null ? "" : `; trying again in ${Math.round(retryMs / 1000)} s`));
     },
   });
-  return new HubLink(device, {
+  const link = new HubLink(device, {
     onConnect: () => {
       state.connected = true;
       show("link", "connected");
       void pipeline.resend().catch((error) => console.error(`resend: ${describe(error)}`));
     },
     onOffline: () => {
+      if (session.stopped) return; // taken over: the page says so
       state.connected = false;
       show("link", "offline (samples wait in the outbox)");
     },
@@ -157,6 +196,7 @@ function connect(device: provision.Provisioning, pipeline: Pipeline): HubLink {
       if (update.bundleName === device.bundle_name) updater.announce(update.version);
     },
   });
+  return { link, updater };
 }
 
 /** Where the hub serves a bundle: `/device/bundle/<name>` (its newest), or one version of it. */
@@ -196,7 +236,8 @@ async function loadBundle(device: provision.Provisioning): Promise<{ model: Mode
 }
 
 /** Download, verify and open the new version beside the running one, then switch between two frames. */
-async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, version: string): Promise<void> {
+async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, version: string,
+  session: Session): Promise<void> {
   const running = pipeline.model.manifest.model.name;
   const next = await Model.fetch(bundleUrl(device.bundle_name, version),
     { Authorization: `Bearer ${provision.bearer(device)}` }, provision.fromBase64(device.public_key), runtime,
@@ -205,7 +246,13 @@ async function hotSwap(device: provision.Provisioning, pipeline: Pipeline, versi
         throw new BundleRefusedError(`the bundle is signed as ${manifest.model.name} ${manifest.model.version}, not as ${running} ${version}`);
       }
     });
+  if (session.stopped) { // taken over meanwhile: the page runs no model any more
+    await next.engine.release();
+    throw new StoppedError();
+  }
   pipeline.swap(next);
 }
 
-void main().catch((error) => setStatus("failed", describe(error)));
+void main().catch((error) => {
+  if (!(error instanceof StoppedError)) setStatus("failed", describe(error));
+});

@@ -81,4 +81,21 @@ export class HubLink {
   end(): void {
     this.client.end(true);
   }
+
+  /** For good (another tab took the device over): a clean MQTT DISCONNECT (so the broker publishes no last will
+   * and the next page resumes the session), no reconnect. Publishes awaiting their acknowledgement are dropped
+   * first: the outbox keeps every sample, and the next page sends them again. Resolves once the connection has
+   * closed, or after `waitMs`. */
+  stop(waitMs = 5_000): Promise<void> {
+    for (const [id, message] of Object.entries(this.client.outgoing)) {
+      if (message.cmd === "publish") this.client.removeOutgoingMessage(Number(id));
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, waitMs);
+      this.client.end(!this.client.connected, {}, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
 }

@@ -41,6 +41,7 @@ export class CameraKeeper {
   private muted = false;
   private ends = 0; // streams ended so far (one may end while a restart is still starting it)
   private firstFrameAt: number | null = null; // the present stream's first frame (ms, `now`)
+  private halted = false; // `stop`: never started again
 
   constructor(private readonly camera: CameraLike, private readonly events: KeeperEvents,
     private readonly schedule: Schedule = timers, private readonly now: () => number = () => performance.now()) {}
@@ -58,9 +59,17 @@ export class CameraKeeper {
     });
   }
 
+  /** For good (another tab took the device over): the stream stopped, no restart waiting or to come. */
+  stop(): void {
+    this.halted = true;
+    this.cancel?.();
+    this.cancel = null;
+    this.camera.stop();
+  }
+
   /** The page became visible: a stopped camera starts again now. */
   visible(): void {
-    if (this.stopped === null) return;
+    if (this.stopped === null || this.halted) return;
     this.cancel?.();
     this.cancel = null;
     void this.restart();
@@ -95,7 +104,7 @@ export class CameraKeeper {
   }
 
   private later(): void {
-    if (this.cancel !== null || this.restarting) return;
+    if (this.cancel !== null || this.restarting || this.halted) return;
     const wait = backoff(this.attempt);
     this.attempt += 1;
     this.cancel = this.schedule(() => {
@@ -105,7 +114,7 @@ export class CameraKeeper {
   }
 
   private async restart(): Promise<void> {
-    if (this.restarting) return;
+    if (this.restarting || this.halted) return;
     this.restarting = true;
     this.muted = false;
     const ends = this.ends;
@@ -118,6 +127,10 @@ export class CameraKeeper {
       return;
     }
     this.restarting = false;
+    if (this.halted) { // stopped while it was starting
+      this.camera.stop();
+      return;
+    }
     if (this.ends !== ends) { // the new stream ended already: try again later
       this.later();
       return;
@@ -136,7 +149,8 @@ export class CameraKeeper {
 /** The screen wake lock while the page streams: the browser releases it whenever the page is hidden, so it is asked
  * for again each time the page is visible (`request`). */
 export class ScreenLock {
-  private held = false;
+  private held: WakeLockSentinel | null = null;
+  private halted = false;
 
   constructor(private readonly onState: (state: string) => void) {}
 
@@ -146,19 +160,29 @@ export class ScreenLock {
       this.onState("unavailable (no Screen Wake Lock API)");
       return;
     }
-    if (this.held || document.visibilityState !== "visible") return; // asked again when visible
+    if (this.held !== null || this.halted || document.visibilityState !== "visible") return; // asked again when visible
     try {
       const sentinel = await lock.request("screen");
-      this.held = true;
+      if (this.halted) { // released while it was asked for
+        await sentinel.release();
+        return;
+      }
+      this.held = sentinel;
       this.onState("held");
       sentinel.addEventListener("release", () => {
-        this.held = false;
-        this.onState("released (asked again when the page is visible)");
+        this.held = null;
+        this.onState(this.halted ? "released" : "released (asked again when the page is visible)");
       });
     } catch (error) {
       // a convenience: streaming goes on without it
       this.onState(`refused (${(error as { name?: string }).name ?? error})`);
     }
+  }
+
+  /** For good (another tab took the device over): let go, and never ask again. */
+  async release(): Promise<void> {
+    this.halted = true;
+    await this.held?.release();
   }
 }
 

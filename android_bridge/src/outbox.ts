@@ -77,6 +77,11 @@ export class Outbox {
     return new Outbox(await request(req));
   }
 
+  /** Lets the database go (another tab took the device over); its transactions under way complete first. */
+  close(): void {
+    this.db.close();
+  }
+
   /** Every entry's listing (no image), in line. */
   listing(): Promise<Listed[]> {
     const index = this.db.transaction(STORE).objectStore(STORE).index(LISTING);

@@ -72,6 +72,8 @@ export class Pipeline {
   private queue: { frame: Raster; presented: number; captured: number }[] = [];
   private queuedBytes = 0;
   private running = false;
+  private halted = false;
+  private draining: Promise<void> = Promise.resolve();
   private retired: Model[] = [];
   private readonly replies: Replies;
 
@@ -85,6 +87,7 @@ export class Pipeline {
   }
 
   offer(frame: Raster, presented: number): void {
+    if (this.halted) return;
     state.captured += 1;
     const full = options.pacing === "all" ? this.queuedBytes + frame.data.byteLength > MAX_QUEUE_BYTES
       : this.queue.length >= MAX_QUEUE;
@@ -94,7 +97,24 @@ export class Pipeline {
     }
     this.queue.push({ frame, presented, captured: state.captured });
     this.queuedBytes += frame.data.byteLength;
-    if (!this.running) void this.drain();
+    if (!this.running) this.draining = this.drain();
+  }
+
+  /** For good (another tab took the device over): no frame is taken any more; resolves once the frame under way
+   * is done (its sample stored), the frames waiting dropped. */
+  async halt(): Promise<void> {
+    this.halted = true;
+    this.queue = [];
+    this.queuedBytes = 0;
+    await this.draining;
+  }
+
+  /** After `halt` and the link's end: resolves once the replies and resends under way have ended, every model's
+   * engine released. */
+  async close(): Promise<void> {
+    await this.replies.idle();
+    await this.samples.idle();
+    for (const model of [...this.retired.splice(0), this.model]) await model.engine.release();
   }
 
   /** Hot swap: the next frame runs on `model`; the old engine is released after the frame in flight. */

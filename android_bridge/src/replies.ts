@@ -97,6 +97,11 @@ export class Replies {
     private readonly keep: number = RECENT_REPLIES,
   ) {}
 
+  /** Resolves once every reply handed in so far is handled. */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
   /** Queued behind the replies before it; resolves once it is handled (never rejects). */
   handle(reply: hgen.v1.ISampleReply): Promise<void> {
     const next = this.chain.then(() => this.one(reply)).catch((error: unknown) => {

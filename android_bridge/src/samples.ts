@@ -125,6 +125,11 @@ export class Samples {
     return entry === undefined || !restored ? entry : { ...entry, labour: 0 };
   }
 
+  /** Resolves once the resends under way have ended (they stop when the link drops). */
+  idle(): Promise<void> {
+    return this.resending;
+  }
+
   /** Samples waiting (the ledger's count: no database read). */
   async count(): Promise<number> {
     return this.ledger.count;

@@ -72,6 +72,9 @@ export interface DeviceState {
   cameraRestarts: number;
   wakeLock: string;
   storage: string; // whether the browser keeps the outbox under storage pressure (navigator.storage.persist)
+  // tablock.ts: "running" (this page runs the device), "another tab" (another tab or window does: nothing started
+  // here), "taken over" (another one took it: this one stopped), "unguarded" (no Web Locks API), "not asked"
+  tab: string;
 }
 
 /** live (real phones): a frame arriving while MAX_QUEUE wait is dropped (and counted), so answers follow the
@@ -98,7 +101,7 @@ export const state: DeviceState = { status: "starting", error: null, problems: {
     maxSamples: 0, maxBytes: 0, maxPayloadBytes: 0 },
   firstOpenBytes: 0, connected: false, pending: 0, swaps: [], updateFailures: 0, engine: options.runtime,
   pacing: options.pacing, capture: {}, camera: "not started", cameraRestarts: 0, wakeLock: "not asked",
-  storage: "not asked" };
+  storage: "not asked", tab: "not asked" };
 (window as unknown as { hgenDevice: DeviceState }).hgenDevice = state;
 
 export function show(id: string, text: string): void {
@@ -117,6 +120,31 @@ export function ensureRow(id: string, title: string): void {
   value.id = id;
   value.textContent = "-";
   list.append(term, value);
+}
+
+/** The notice at the top of the page (another tab or window runs this device, or took it over), with its one
+ * button; null removes it. */
+export function notice(text: string | null, button?: { label: string; press: () => void }): void {
+  document.getElementById("tab-notice")?.remove();
+  if (text === null) return;
+  const box = document.createElement("section");
+  box.id = "tab-notice";
+  box.className = "card message";
+  box.setAttribute("role", "alert");
+  const line = document.createElement("p");
+  line.textContent = text;
+  box.append(line);
+  if (button !== undefined) {
+    const press = document.createElement("button");
+    press.id = "take-over-button";
+    press.type = "button";
+    press.textContent = button.label;
+    press.addEventListener("click", button.press, { once: true });
+    box.append(press);
+  }
+  const status = document.getElementById("status")?.closest("p");
+  if (status) status.after(box);
+  else (document.querySelector("main") ?? document.body).prepend(box);
 }
 
 /** One problem (`key`) shown, or cleared with null; the error line shows all of them. */

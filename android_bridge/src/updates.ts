@@ -32,12 +32,14 @@ export class Updater {
   private busy = false;
   private attempt = 0;
   private cancel: (() => void) | null = null;
+  private halted = false;
+  private underWay: Promise<void> = Promise.resolve();
 
   constructor(private readonly steps: UpdateSteps, private readonly schedule: Schedule = timers) {}
 
   /** A notice of `version`: ignored unless newer than the running one and than any version already wanted. */
   announce(version: string): void {
-    if (!isNewer(version, this.steps.running())) return;
+    if (this.halted || !isNewer(version, this.steps.running())) return;
     if (this.wanted !== null && !isNewer(version, this.wanted)) return;
     this.wanted = version;
     this.attempt = 0;
@@ -46,18 +48,31 @@ export class Updater {
     void this.next();
   }
 
+  /** For good (another tab took the device over): no retry waits or comes; resolves once the swap under way (if
+   * any) has ended. */
+  stop(): Promise<void> {
+    this.halted = true;
+    this.wanted = null;
+    this.cancel?.();
+    this.cancel = null;
+    return this.underWay;
+  }
+
   private async next(): Promise<void> {
-    if (this.busy) return; // the one under way looks at `wanted` when it ends
+    if (this.busy || this.halted) return; // the one under way looks at `wanted` when it ends
     const version = this.wanted;
     if (version === null || !isNewer(version, this.steps.running())) {
       this.wanted = null;
       return;
     }
     this.busy = true;
+    const install = this.steps.install(version);
+    this.underWay = install.catch(() => undefined);
     try {
-      await this.steps.install(version);
+      await install;
       this.steps.installed(version);
     } catch (error) {
+      if (this.halted) return; // stopped meanwhile: nothing to report or retry
       this.failures += 1;
       const stillWanted = this.wanted === version && isNewer(version, this.steps.running());
       const worn = this.attempt + 1 >= MAX_TRIES;

@@ -177,3 +177,76 @@ test("a newer notice replaces a version waiting to be retried, at once", async (
   assert.equal(running, "0.3.0");
   assert.deepEqual(timers.pending, [], "the older retry is cancelled");
 });
+
+test("a camera stopped for good (another tab took the device over) is never started again", async () => {
+  const camera = new FakeCamera();
+  const timers = new Timers();
+  const keeper = new CameraKeeper(camera, { frame: () => undefined, state: () => undefined }, timers.schedule);
+  await keeper.start();
+  camera.events!.ended("the camera track ended");
+  assert.deepEqual(timers.pending, [BACKOFF_MS[0]]);
+  let stops = 0;
+  camera.stop = () => {
+    stops += 1;
+  };
+  keeper.stop();
+  assert.equal(stops, 1);
+  assert.deepEqual(timers.pending, [], "the restart waiting is cancelled");
+  keeper.visible();
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  assert.equal(camera.starts, 1, "not started again when the page becomes visible");
+});
+
+test("a camera stopped while a restart is starting it is stopped again once it has started", async () => {
+  const camera = new FakeCamera();
+  const timers = new Timers();
+  const keeper = new CameraKeeper(camera, { frame: () => undefined, state: () => undefined }, timers.schedule);
+  await keeper.start();
+  camera.events!.ended("the camera track ended");
+  let opened: () => void = () => undefined;
+  camera.start = () => new Promise<void>((resolve) => {
+    camera.starts += 1;
+    opened = resolve;
+  });
+  let stops = 0;
+  camera.stop = () => {
+    stops += 1;
+  };
+  keeper.visible(); // the restart: getUserMedia under way
+  keeper.stop();
+  opened();
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  assert.equal(camera.starts, 2);
+  assert.equal(stops, 2, "the stream the restart opened is stopped too");
+  assert.deepEqual(timers.pending, []);
+});
+
+test("a stopped updater retries nothing, and waits for the swap under way", async () => {
+  const timers = new Timers();
+  let finish: () => void = () => undefined;
+  const failed: string[] = [];
+  let installs = 0;
+  const updater = new Updater({
+    running: () => "0.1.0",
+    install: () => new Promise<void>((_resolve, reject) => {
+      installs += 1;
+      finish = () => reject(new Error("HTTP 503"));
+    }),
+    failed: (version) => failed.push(version),
+    installed: () => undefined,
+  }, timers.schedule);
+  updater.announce("0.2.0");
+  let stopped = false;
+  const stopping = updater.stop().then(() => {
+    stopped = true;
+  });
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  assert.equal(stopped, false, "the download under way is awaited");
+  finish();
+  await stopping;
+  assert.deepEqual(failed, [], "nothing reported, nothing retried");
+  assert.deepEqual(timers.pending, []);
+  updater.announce("0.3.0");
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  assert.equal(installs, 1);
+});
