@@ -22,7 +22,7 @@ from pydantic import Field
 
 from hgen.compiler.bundle.engines import BUNDLE_ENGINES
 from hgen.compiler.data import Dataset, load_dataset, load_warnings, require_splits
-from hgen.compiler.errors import CompilerError, InvalidArgumentError
+from hgen.compiler.errors import CompilerError, InvalidArgumentError, UnknownNameError
 from hgen.compiler.lowering.tflite import TFLiteModel, calibration_images
 from hgen.compiler.preflight import check_int8_calibration, check_signing_key, clear_previous, prepare_out
 from hgen.compiler.search import SearchResult, run_search
@@ -129,11 +129,12 @@ class PreparedBase:
     paper: PaperBudget
 
 
-def prepare_base(config: CompileConfig, data: Dataset, measured_as: EvaluatorConfig) -> PreparedBase:
+def prepare_base(config: CompileConfig, data: Dataset, measured_as: EvaluatorConfig,
+                 log: Callable[[str], None] = lambda message: None) -> PreparedBase:
     """The untrained backbone (or the user's model), its space and its paper budget, refused when no plan can meet
     S_c and E_c: the costs are structural, so this is known before the training and the search it would waste. The
     budget counts storage as the evaluator measures it (`measured_as.storage_bits`)."""
-    model, name = _initial_model(config, data, measured_as.kind)
+    model, name = _initial_model(config, data, measured_as.kind, log)
     space = build_space(model)
     paper = PaperBudget.build(model, space, config.demands.storage_mb, config.demands.energy_mj,
                               measured_as.storage_bits)
@@ -141,19 +142,19 @@ def prepare_base(config: CompileConfig, data: Dataset, measured_as: EvaluatorCon
     return PreparedBase(model, name, space, paper)
 
 
-def _initial_model(config: CompileConfig, data: Dataset, kind: str) -> tuple[Any, str]:
-    """The user's model file, checked against the data set, or the zoo model with its weights initialised from
-    `config.seed`: seeding only when training began left the initial weights to the process, so one command with
-    one seed gave other numbers on every run."""
+def _initial_model(config: CompileConfig, data: Dataset, kind: str, log: Callable[[str], None]) -> tuple[Any, str]:
+    """The user's model file, checked against the data set (BatchNorm statistics settled, refused at chance: before
+    the previous run's output is removed), or the zoo model with its weights initialised from `config.seed`: seeding
+    only when training began left the initial weights to the process, so one command gave other numbers each run."""
     from hgen.compiler.models import build_model, check_model_file, load_model_file, model_names
+    from hgen.compiler.models.user_file import prepare_user_model
 
     if _is_model_file(config):
         model = load_model_file(config.model)
         check_model_file(model, config.model, data.input_shape, data.num_classes)
+        prepare_user_model(model, config.model, data, config.seed, log)
         return model, Path(config.model).stem
     if config.model not in model_names(kind):
-        from hgen.compiler.errors import UnknownNameError
-
         raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names(kind))} "
                                f"or a path to a .keras/.h5 file")
     return build_model(config.model, data.input_shape, data.num_classes, config.model_options,
@@ -165,7 +166,7 @@ def _is_model_file(config: CompileConfig) -> bool:
 
 
 def _train_base(config: CompileConfig, model: Any, data: Dataset, log: Callable[[str], None]) -> None:
-    """Train a zoo backbone in place (transfer-train it with pretrained weights); a user's model is used as given."""
+    """Train a zoo backbone in place (transfer-train it with pretrained weights); a user's model is not trained."""
     from hgen.compiler.train import TrainConfig, train_classifier
 
     if _is_model_file(config):
@@ -229,7 +230,7 @@ def training_familiarity(data: Dataset | DetectionDataset, quantile: float | Non
 
 def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Candidate, data: Dataset,
                   device: DeviceProfile, predicted: Measured, evaluator: CandidateEvaluator, name: str,
-                  lowered: TFLiteModel | None) -> dict[str, Any]:
+                  lowered: TFLiteModel | None, log: Callable[[str], None]) -> dict[str, Any]:
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
 
@@ -247,6 +248,8 @@ def _write_bundle(config: CompileConfig, out: Path, final: Backbone, chosen: Can
         representative_data=calibration_images(data.train) if lowered else None,  # int8 only (and the phones' twin)
         engines=config.engines, quantize=config.quantize, lowered=lowered,
         familiarity=training_familiarity(data, config.familiarity_quantile), signing_key=key_path, overwrite=True)
+    for message in (m for m in info.messages if "for phones" in m):  # was only in summary.json (GELU: no ONNX)
+        log(f"warning: {message}" + ("" if info.manifest.web else "; phones cannot run this bundle"))
     archive = pack_bundle(bundle_dir)
     return {"dir": str(bundle_dir), "archive": str(archive), "signing_key": str(key_path),
             "public_key": str(key_path.with_suffix(".pub")),
@@ -283,7 +286,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     measured_as = EvaluatorConfig(finetune_samples=config.finetune_samples, m=config.m,
                                   annotator_accuracy=config.annotator_accuracy, fusion_lambda=config.fusion_lambda,
                                   seed=config.seed, storage_bits=8 if config.quantize == "int8" else 32)
-    prepared = prepare_base(config, data, measured_as)
+    prepared = prepare_base(config, data, measured_as, log)
     if removed := clear_previous(out, inputs=(config.model, config.signing_key)):
         log(f"removed the previous run's {', '.join(removed)} from {out}")
     base, name, space = prepared.model, prepared.name, prepared.space
@@ -319,7 +322,7 @@ def compile_hdnn(config: CompileConfig, log: Callable[[str], None] = lambda mess
     plot_candidates(result.candidates, out / "search.png", chosen)
     if config.bundle:
         summary["bundle"] = _write_bundle(config, out, final, chosen, data, device, measured, evaluator, name,
-                                          lowered)
+                                          lowered, log)
     summary["wall_seconds"] = time.perf_counter() - start
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(summary))

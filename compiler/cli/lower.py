@@ -120,12 +120,14 @@ def _calibration_file(path: Path) -> np.ndarray:
 def _lower_keras(args: argparse.Namespace) -> None:
     from hgen.compiler.bundle import pack_bundle, write_bundle
     from hgen.compiler.models import check_lowerable, load_model_file
+    from hgen.compiler.models.user_file import raw_pixel_input_for
 
     args = _keras_args(args)
     if args.key is None:
         raise InvalidArgumentError("--key is required to sign the bundle (create one with: hgen keys generate)")
     model = load_model_file(args.model)
     check_lowerable(model, args.model)
+    raw_pixel_input_for(model, args.model, args.scale, args.offset, say=print)  # as hgen-compile: it fed 0..1/255
     classes = int(model.outputs[0].shape[-1])
     labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
     representative = _representative(args)

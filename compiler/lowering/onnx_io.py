@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +99,13 @@ def lower_onnx(path: str | Path, target: str, out_stem: str | Path, *, input_sha
 
 
 def export_onnx(tflite_content: bytes, out_path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
-    """TFLite flatbuffer -> ONNX file via tf2onnx."""
+    """TFLite flatbuffer -> ONNX file via tf2onnx; an operation it cannot express is a CompilerError naming it."""
     try:
         import tf2onnx
     except ImportError:
         raise CompilerError("ONNX export needs tf2onnx: pip install 'hgen[compiler]'") from None
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _tf2onnx_log() as records:
         source = Path(tmp) / "model.tflite"
         source.write_bytes(tflite_content)
         try:
@@ -111,12 +114,55 @@ def export_onnx(tflite_content: bytes, out_path: str | Path, *, opset: int = DEF
         except Exception as exc:
             out_path.unlink(missing_ok=True)
             raise CompilerError(f"tf2onnx could not convert the TFLite model: {exc}") from None
+    if unsupported := _unsupported(records):  # tf2onnx writes them as-is (TFL_GELU): no invalid file in a bundle
+        out_path.unlink(missing_ok=True)
+        named = ", ".join(f"{op.removeprefix('TFL_')} ({op})" for op in unsupported)
+        raise CompilerError(f"ONNX (opset {opset}, through tf2onnx) cannot express {named}")
     try:
         load_onnx(out_path)
-    except CompilerError:  # tf2onnx writes ops it cannot map (TFL_GELU) as-is: no invalid file left in a bundle
+    except CompilerError:
         out_path.unlink(missing_ok=True)
         raise
     return out_path
+
+
+@contextlib.contextmanager
+def _tf2onnx_log() -> Iterator[list[logging.LogRecord]]:
+    """tf2onnx's log records while it converts. Its "ERROR:tf2onnx.tfonnx:Tensorflow op [...] is not supported"
+    lines reached the terminal beside hgen's own message about them: they are kept off it, as TensorFlow's own
+    logging is (`hgen.runtime.quiet` sets the `tensorflow` logger to ERROR unless --verbose)."""
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("tf2onnx")
+    handler = _Collect(records)
+    quiet = logging.getLogger("tensorflow").getEffectiveLevel() >= logging.ERROR
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = propagate and not quiet
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.NOTSET)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_UNSUPPORTED = re.compile(r"Unsupported ops: Counter\(\{(.*)\}\)")
+
+
+def _unsupported(records: list[logging.LogRecord]) -> list[str]:
+    """The op names of tf2onnx's "Unsupported ops: Counter({'TFL_GELU': 1})" record, if it logged one."""
+    for record in records:
+        if found := _UNSUPPORTED.search(record.getMessage()):
+            return re.findall(r"'([^']+)'", found.group(1))
+    return []
 
 
 def run_onnxruntime(path: str | Path, batch: np.ndarray) -> np.ndarray:

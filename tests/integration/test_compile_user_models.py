@@ -6,7 +6,12 @@
   the search measured and the bundle ran another model than the model.keras it wrote;
 * a custom layer, a Lambda, free or other input sizes and a uint8 input were Keras' own messages, a bare "does not
   match", or (uint8) exit 1 from LiteRT after the search had started: now exit 2 before training, saying what to do;
-* a web model tf2onnx cannot express (GELU) was left, invalid, in the bundle folder.
+* a web model tf2onnx cannot express (GELU) was left, invalid, in the bundle folder;
+* a model with stale BatchNorm statistics was the base as given, while every candidate re-estimated them: the base
+  and the candidates disagreed (digits: base 0.935 -> 0.972 once settled, a `gap` candidate 0.15 -> 0.74);
+* a model at chance on the data set (trained on raw pixels without a Rescaling, another class order) compiled
+  silently; `hgen lower` fed a Rescaling(1/255) model images / 255 (chance); a model without a phone (ONNX) model
+  said so only in summary.json, with tf2onnx's own ERROR lines on the terminal.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ CHEAP = ["--dataset", "digits", "--device", "host", "--accuracy", "0.3", "--late
 @pytest.fixture(scope="module")
 def digits() -> Any:
     return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="module")
+def raw_pixel_model(digits, tmp_path_factory) -> tuple[Path, keras.Model]:
+    path = tmp_path_factory.mktemp("raw") / "field.keras"
+    return path, _raw_pixel_model(digits, path)
 
 
 class TrainingReached(Exception):
@@ -75,15 +86,15 @@ def test_a_normalization_layer_keeps_its_statistics_in_a_rewritten_model(digits)
         np.testing.assert_allclose(np.asarray(rewritten(x)), np.asarray(model(x)), rtol=1e-4, atol=1e-4)
 
 
-def test_a_raw_pixel_model_compiles_and_its_bundle_answers_like_it(digits, tmp_path, caplog) -> None:
+def test_a_raw_pixel_model_compiles_and_its_bundle_answers_like_it(digits, raw_pixel_model, tmp_path, caplog) -> None:
     from hgen.runtime.bundle import load_bundle
 
-    user = _raw_pixel_model(digits, tmp_path / "field.keras")
+    path, user = raw_pixel_model
     raw = np.round(digits.test.x * 255.0)
     user_accuracy = float((np.asarray(user.predict(raw, verbose=0)).argmax(1) == digits.test.y).mean())
     assert user_accuracy > 0.6  # a usable model on its own raw pixels
     out = tmp_path / "out"
-    assert main(["compile", "--model", str(tmp_path / "field.keras"), *CHEAP, "--out", str(out)]) == 0
+    assert main(["compile", "--model", str(path), *CHEAP, "--out", str(out)]) == 0
     assert "takes raw 0..255 pixels" in caplog.text  # logged: on a terminal, a line of its own
     summary = json.loads((out / "summary.json").read_text())
     assert summary["origin"]["accuracy_model_only"] == pytest.approx(user_accuracy, abs=0.02)  # was 0.11 (chance)
@@ -151,3 +162,96 @@ def test_an_onnx_export_tf2onnx_cannot_express_leaves_no_file(tmp_path) -> None:
     with pytest.raises(CompilerError, match="TFL_GELU"):
         export_onnx(lower_tflite(model).content, target)
     assert not target.exists()
+
+
+def test_stale_batchnorm_statistics_are_settled_on_the_training_images_and_said(digits, raw_pixel_model, tmp_path,
+                                                                                 capsys) -> None:
+    """Moving statistics of other data (here: bn1's made 30x too wide, shifted): the base was used as given."""
+    path, user = raw_pixel_model
+    stale = keras.models.load_model(path, compile=False)
+    gamma, beta, mean, variance = stale.get_layer("bn1").get_weights()
+    stale.get_layer("bn1").set_weights([gamma, beta, mean + 2.0 * np.sqrt(variance), variance * 30.0])
+    stale.save(tmp_path / "stale.keras")
+    raw = np.round(digits.test.x * 255.0)
+    as_given = float((np.asarray(stale.predict(raw, verbose=0)).argmax(1) == digits.test.y).mean())
+    trained = float((np.asarray(user.predict(raw, verbose=0)).argmax(1) == digits.test.y).mean())
+    assert as_given < trained - 0.15  # the statistics matter
+    out = tmp_path / "out"
+    assert main(["compile", "--model", str(tmp_path / "stale.keras"), *CHEAP, "--no-bundle", "--out", str(out)]) == 0
+    assert "re-estimated the BatchNorm statistics" in capsys.readouterr().err
+    origin = json.loads((out / "summary.json").read_text())["origin"]["accuracy_model_only"]
+    assert origin > as_given + 0.15 and origin >= trained - 0.05, (as_given, origin, trained)  # was as_given
+
+
+def _small_model(x: np.ndarray, y: np.ndarray, normalise_raw: bool = False) -> keras.Model:
+    image = keras.Input((28, 28, 1))
+    h = image
+    if normalise_raw:  # adapted on raw 0..255 pixels, as a field team whose images are 0..255 does
+        norm = layers.Normalization()
+        norm.adapt(x)
+        h = norm(h)
+    h = layers.Flatten()(layers.MaxPooling2D(2)(layers.Conv2D(4, 3, activation="relu")(h)))
+    return _fit(keras.Model(image, layers.Dense(10)(h)), x, y, epochs=3)
+
+
+@pytest.mark.parametrize("case, said", [
+    ("class_order", "class order: output i must be the data set's class i, in its order: 0, 1, 2, 3, 4, 5, 6, 7, "
+                    "8, 9 (this model's outputs answer for other classes: output 0 is mostly '9', output 1 is "
+                    "mostly '0'"),
+    ("raw_pixels", "hgen feeds images as raw / 255, in [0, 1]; a model trained on 0..255 pixels needs "
+                   "keras.layers.Rescaling(1/255) right after its input (hgen adapts it), or training on images / "
+                   "255 (on raw 0..255 pixels this model scores 0."),
+])
+def test_a_user_model_at_chance_on_the_data_set_exits_2_before_training_saying_why(case, said, digits, tmp_path,
+                                                                                    capsys, monkeypatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise TrainingReached
+
+    monkeypatch.setattr("hgen.compiler.compile._train_base", refuse)
+    x, y = digits.train.x, digits.train.y
+    model = _small_model(x, (y + 1) % 10) if case == "class_order" else _small_model(x * 255.0, y, normalise_raw=True)
+    model.save(tmp_path / f"{case}.keras")
+    assert main(["compile", "--model", str(tmp_path / f"{case}.keras"), *CHEAP, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "on the data set's 179 validation images, no better than chance" in err and said in err, err
+    assert "Traceback" not in err
+
+
+def test_the_chance_bar_refuses_only_what_the_validation_split_can_tell() -> None:
+    from hgen.compiler.models.user_file import ChanceBar
+
+    ten = ChanceBar.of(np.repeat(np.arange(10), 18), 10)  # digits' validation split: 180 images, 10 classes
+    assert ten.chance == pytest.approx(0.1) and 0.15 < ten.bar < 0.2 and ten.decisive
+    skewed = ChanceBar.of(np.array([0] * 160 + [1] * 20), 10)  # always answering class 0 scores 0.89
+    assert skewed.chance == pytest.approx(160 / 180) and skewed.bar > 0.95
+    assert not ChanceBar.of(np.array([0, 1] * 6), 2).decisive  # 12 images: a warning, not an error
+
+
+def test_hgen_lower_adapts_a_raw_pixel_model_as_the_compile_does(digits, raw_pixel_model, tmp_path, capsys) -> None:
+    """Its default --scale 1/255 fed a Rescaling(1/255) model images / 255: the signed bundle answered at chance."""
+    from hgen.compiler.bundle.keys import generate_keypair
+    from hgen.runtime.bundle import load_bundle
+
+    path, user = raw_pixel_model
+    generate_keypair(tmp_path / "keys")
+    out = tmp_path / "bundle"
+    assert main(["lower", str(path), "--out", str(out), "--key", str(tmp_path / "keys" / "signing.key"),
+                 "--engines", "litert"]) == 0
+    assert "layer 'to_unit' (Rescaling, scale 0.00392157) takes raw 0..255 pixels" in capsys.readouterr().out
+    raw = np.round(digits.test.x * 255.0)
+    with load_bundle(out, trusted_public_key=tmp_path / "keys" / "signing.pub") as loaded:
+        device = np.asarray(loaded.engine.run(raw * loaded.manifest.input.scale + loaded.manifest.input.offset))
+    assert np.mean(device.argmax(1) == np.asarray(user.predict(raw, verbose=0)).argmax(1)) >= 0.99  # was chance
+
+
+def test_a_bundle_phones_cannot_run_is_one_warning_and_tf2onnx_stays_quiet(digits, tmp_path, capsys, caplog) -> None:
+    image = keras.Input((28, 28, 1))
+    h = layers.Dense(16, activation="gelu")(layers.Flatten()(layers.Conv2D(4, 3, strides=2)(image)))
+    _fit(keras.Model(image, layers.Dense(10)(h)), digits.train.x, digits.train.y, epochs=2).save(tmp_path / "g.keras")
+    out = tmp_path / "out"
+    assert main(["compile", "--model", str(tmp_path / "g.keras"), *CHEAP, "--out", str(out)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "for phones" in line]
+    assert warnings == ["warning: no onnxruntime-web model for phones: ONNX (opset 17, through tf2onnx) cannot "
+                        "express GELU (TFL_GELU); phones cannot run this bundle"], warnings
+    assert not [record for record in caplog.records if record.name.startswith("tf2onnx")]  # its ERROR lines
+    assert not (out / "bundle" / "model.web.onnx").exists()
