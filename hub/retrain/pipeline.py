@@ -23,6 +23,7 @@ from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError, VersionTakenError
 from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused, paired_margin
 from hgen.hub.retrain.data import split_holdout, without_seen
+from hgen.hub.retrain.deployed import OneModel
 from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, learned_familiarity, refit,
                                     refitted_tau, tau_after)
 from hgen.hub.retrain.filter import AutoencoderFilter
@@ -68,6 +69,7 @@ class RetrainPipeline:
         self._filters: dict[str, AutoencoderFilter] = {}
         self._familiarity: dict[str, Familiarity | None] = {}  # bundle dir -> its verified manifest's ranges
         self._configured: dict[str, tuple[int, Manifest]] = {}  # model -> (its manifest file's mtime, manifest)
+        self.one_model = OneModel(self.public_key)  # the Keras file a retrain starts from is the bundle's model
         self._lock = threading.Lock()
 
     def model_config(self, name: str) -> ModelConfig:
@@ -143,11 +145,15 @@ class RetrainPipeline:
                 for target, device_ids in targets_of(self.model_config(name).devices, base.target).items()}
 
     def _manifest(self, bundle_dir: Path) -> Manifest:
-        from hgen.runtime import signing
         from hgen.runtime.bundle.loader import verify_directory
 
-        key = signing.load_private_key(self._signing_key()).public_key()
-        return verify_directory(bundle_dir, key)
+        return verify_directory(bundle_dir, self.public_key())
+
+    def public_key(self) -> Any:
+        """The key devices verify the hub's bundles with (from `retrain.signing_key`)."""
+        from hgen.runtime import signing
+
+        return signing.load_private_key(self._signing_key()).public_key()
 
     def _signing_key(self) -> Path:
         if self.config.signing_key is None:
@@ -346,6 +352,7 @@ class RetrainPipeline:
         kind = get_retrain_kind(model_config.kind)
         data = self._dataset(model_config, kind)
         check_same_classes(model_config, data, manifest)
+        self.one_model.require(model_config.name, Path(model_config.keras_model), current, manifest, data.test.x)
         human = kind.human(self.store, model_config.name, run.cutoff, data, self.config.max_labels)
         if len(human) == 0:
             raise RetrainError(f"no human-labelled samples for model {model_config.name!r} yet")

@@ -34,6 +34,7 @@ from hgen.hub.retrain.records import RunRecord, VersionRecord
 from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
 from hgen.runtime.bundle import BundleError, Manifest, SignatureError
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, ModelId, sign_manifest
+from hgen.runtime.errors import HGenError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,26 @@ class Releases:
             raise ReleaseError(f"the bundles carry different versions ({', '.join(sorted(versions))}): one "
                                f"compile per release")
         _check_keras(keras_model, deployed)
+        self._check_one_model(name, keras_model, *sources[self._record_target(name, sources)])
         first = sources[self._record_target(name, sources)][1]
         return Plan(current.version, sources, keras_model, first.tau, first.temperature, wanted=first.model.version)
+
+    def _check_one_model(self, name: str, keras_model: Path, folder: Path, manifest: Manifest) -> None:
+        """The Keras file the next retrain starts from must be the model the published bundle runs, on the inputs a
+        retrain feeds (`deployed.py`): the user's own file (same shapes) passed `_check_keras`, and the next retrain
+        distilled a model at chance."""
+        from hgen.hub.retrain.kinds import get_retrain_kind
+
+        model_config = self.pipeline.model_config(name)
+        try:
+            data = self.pipeline._dataset(model_config, get_retrain_kind(model_config.kind))  # noqa: SLF001
+        except (HGenError, OSError) as exc:  # a release needs no data set; the next retrain checks the pair
+            log.warning("%s: --keras %s is not compared with the bundle (its data set does not load here: %s)",
+                        name, keras_model, exc)
+            return
+        problem = self.pipeline.one_model.problem(keras_model, folder, manifest, data.test.x)
+        if problem is not None:
+            raise ReleaseError(f"--keras {keras_model} with --bundle {folder}: {problem}")
 
     def _offline_manifest(self, folder: Path) -> Manifest:
         if not folder.exists():
