@@ -168,6 +168,7 @@
     button.addEventListener("click", function () { setZoom(Number(button.dataset.zoom), null); });
   });
   // Ctrl + wheel, and a trackpad's pinch (which Chromium sends as one), zooms at the pointer; a plain wheel scrolls.
+  // On a touch screen a pinch zooms the page, except over a drawing layer, where draw.js zooms this view.
   stage.addEventListener("wheel", function (event) {
     if (!event.ctrlKey) { return; }
     event.preventDefault();
@@ -183,6 +184,7 @@
   });
   window.addEventListener("resize", function () { layout(null); });
   window.hgenNotForPage = notForPage;  // annotate.js filters its keys the same way
+  window.hgenZoomStep = step;  // draw.js: a two-finger pinch over the drawing layer
 
   viewer.classList.add("live");
   showSettings();
