@@ -190,7 +190,9 @@ class ModelConfig(StrictModel):
     """One deployed model the hub retrains: where its current model and original data are, who runs it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Model (bundle) name, as devices report it")
-    keras_model: Path = Field(title="The deployed model as a Keras file (compile's model.keras, logits out)")
+    keras_model: Path = Field(title="The deployed model as a Keras file: the model.keras hgen-compile wrote next to "
+                              "the bundle (logits out), not your own file it started from; a retrain refuses a file "
+                              "that does not answer like the bundle")
     bundle: Path = Field(title="The deployed signed bundle directory (its manifest gives plan, tau, T, version)")
     dataset: str = Field("fashion-mnist:lowres", title="Original training data (compiler dataset spec)")
     dataset_limit: int | None = Field(None, ge=50, title="Cap on each original split (small hubs, tests)")
