@@ -50,6 +50,8 @@ def test_connections_past_the_caps_get_503_and_others_are_still_served(hub: HubA
         assert wait_until(lambda: hub.web._server.open_connections() == 4)
         assert healthz(hub, "127.0.0.2").startswith(b"HTTP/1.1 503")  # that address is at its cap
         assert b'"ok"' in healthz(hub, "127.0.0.3")  # another address is served
+        # that request's connection counts until the server has closed its side: wait, or it takes a slot below
+        assert wait_until(lambda: hub.web._server.open_connections() == 4)
         held += [idle(hub, "127.0.0.3") for _ in range(2)]
         assert wait_until(lambda: hub.web._server.open_connections() == 6)
         assert healthz(hub, "127.0.0.4").startswith(b"HTTP/1.1 503")  # the total cap
