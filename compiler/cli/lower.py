@@ -127,7 +127,9 @@ def _lower_keras(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--key is required to sign the bundle (create one with: hgen keys generate)")
     model = load_model_file(args.model)
     check_lowerable(model, args.model)
-    raw_pixel_input_for(model, args.model, args.scale, args.offset, say=print)  # as hgen-compile: it fed 0..1/255
+    # A leading Rescaling(1/255), or Normalization adapted on raw pixels, adapted as hgen-compile does: it was fed
+    # x = raw / 255 and answered at chance
+    raw_pixel_input_for(model, args.model, args.scale, args.offset, say=print)
     classes = int(model.outputs[0].shape[-1])
     labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
     representative = _representative(args)

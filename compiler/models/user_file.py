@@ -5,7 +5,9 @@ say what to change.
 Why adapt rather than refuse a leading `Rescaling(1/255)`: it is how the Keras guides build image models
 (`image_dataset_from_directory` yields raw pixels), and hgen feeds x = raw / 255, so the model saw [0, 1/255]: a
 model at 0.93 on its own data scored chance (0.11) on the same images in the compile, silently. Multiplying that
-layer's scale by 255 makes the model on x = raw / 255 exactly the user's model on raw pixels.
+layer's scale by 255 makes the model on x = raw / 255 exactly the user's model on raw pixels. The same holds for
+a leading `Normalization` adapted on raw pixels (`layers.Normalization().adapt(raw_images)`, also in the guides:
+digits: 0.10 on hgen's images, 0.91 on raw ones): its mean / 255 and variance / 255^2.
 
 Why settle BatchNorm statistics before anything else (`prepare_user_model`): a quickly trained model keeps moving
 statistics far from its data's (measured: moving variance 0.165 where the data's is 0.039), and every candidate's
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PIXEL_RANGE = 255.0  # hgen's images are raw / 255 (`hgen.compiler.data`); the device does the same (input_spec)
 RAW_PIXEL_SCALE = 0.01  # a Rescaling on the input at most this (1/255, 1/127.5) expects 0..255 pixels
+RAW_PIXEL_MEAN = 1.5  # a Normalization on the input with a mean above this was adapted on 0..255 pixels
 CHANCE_Z = 3.0  # binomial standard errors above chance a model must score: a model at chance passes ~1 in 700
 PROBE_IMAGES = 512  # validation images the diagnosis of a model at chance runs on (raw pixels, class order)
 
@@ -81,24 +84,78 @@ def check_input(model: Any, path: str | Path, input_shape: tuple[int, ...]) -> N
 
 
 def adapt_raw_pixel_input(model: Any, path: str | Path, say: Callable[[str], None] = log.warning) -> str | None:
-    """A Rescaling right on the input that expects 0..255 pixels gets its scale multiplied by 255 (in place), so
-    the model takes hgen's [0, 1] images; returns what was done (also said: logged), None if nothing."""
-    layer = _input_rescaling(model)
-    if layer is None:
-        return None
+    """The layer right on the input that expects 0..255 pixels adapted in place to hgen's [0, 1] images: a
+    Rescaling's scale times 255, a Normalization's mean / 255 and variance / 255^2; returns what was done (also
+    said: logged), None if nothing. Only the input's first layer: after an adapted Rescaling the next layers see
+    what they saw on raw pixels already."""
+    layer = _input_consumer(model)
+    adapt = _ADAPTERS.get(type(layer).__name__) if layer is not None else None
+    note = adapt(layer, path) if adapt is not None else None
+    if note is not None:
+        say(note)
+    return note
+
+
+def _adapt_rescaling(layer: Any, path: str | Path) -> str | None:
     scale = np.asarray(layer.scale, dtype=np.float64)
     if scale.size == 0 or not np.all(np.abs(scale) <= RAW_PIXEL_SCALE) or not np.all(scale != 0):
         return None
     adapted = scale * PIXEL_RANGE
     layer.scale = float(adapted) if adapted.ndim == 0 else adapted.tolist()
-    note = (f"model {path}: layer '{layer.name}' (Rescaling, scale {_text(scale)}) takes raw 0..255 pixels; hgen "
+    return (f"model {path}: layer '{layer.name}' (Rescaling, scale {_text(scale)}) takes raw 0..255 pixels; hgen "
             f"feeds images / 255, so its scale is now {_text(adapted)} (the same model on raw pixels)")
-    say(note)
-    return note
 
 
-def _input_rescaling(model: Any) -> Any | None:
-    """The Rescaling layer the model's input feeds directly, if that is the input's only consumer."""
+def _adapt_normalization(layer: Any, path: str | Path) -> str | None:
+    """Why the mean decides: statistics of [0, 1] images have every mean in [0, 1], so a mean above
+    `RAW_PIXEL_MEAN` (and none outside 0..255) was adapted on raw pixels (`Normalization().adapt(raw_images)`, the
+    Keras guides' way), and the model saw hgen's images as a nearly constant, very negative input: chance. An
+    inverted layer (it de-normalises outputs) is left alone. Both the weights (or the constructor's mean and
+    variance, which its config carries) and the tensors the layer computes from them change, so the model, its
+    clones and the model.keras written all run the user's model on raw pixels (but for a variance under 7e-10, a
+    constant pixel, where Keras' epsilon bounds the divisor)."""
+    stats = _normalization_stats(layer)
+    if getattr(layer, "invert", False) or stats is None:
+        return None
+    mean, variance = stats
+    if not (np.all(np.isfinite(mean)) and mean.min() >= 0.0 and RAW_PIXEL_MEAN < mean.max() <= PIXEL_RANGE):
+        return None
+    if layer.input_mean is None:  # adapted: weights, and the broadcast tensors `finalize_state` makes of them
+        layer.adapt_mean.assign(mean / PIXEL_RANGE)
+        layer.adapt_variance.assign(variance / PIXEL_RANGE**2)
+        layer.finalize_state()
+    else:  # given to the constructor: its config, and the tensors `build` made of them
+        from keras import ops
+
+        layer.input_mean = _like(layer.input_mean, mean / PIXEL_RANGE)
+        layer.input_variance = _like(layer.input_variance, variance / PIXEL_RANGE**2)
+        layer.mean = ops.cast(ops.divide(layer.mean, PIXEL_RANGE), layer.compute_dtype)
+        layer.variance = ops.cast(ops.divide(layer.variance, PIXEL_RANGE**2), layer.compute_dtype)
+    return (f"model {path}: layer '{layer.name}' (Normalization, mean {_brief(mean)}) takes raw 0..255 pixels (its "
+            "statistics are theirs); hgen feeds images / 255, so its mean is now divided by 255 and its variance by "
+            "255^2 (the same model on raw pixels)")
+
+
+_ADAPTERS: dict[str, Callable[[Any, str | Path], str | None]] = {
+    "Rescaling": _adapt_rescaling, "Normalization": _adapt_normalization}
+
+
+def _normalization_stats(layer: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mean and variance a built Normalization normalises with (as float64), None if it has none yet."""
+    if not layer.built or getattr(layer, "mean", None) is None:
+        return None
+    if layer.input_mean is not None:
+        return np.asarray(layer.input_mean, np.float64), np.asarray(layer.input_variance, np.float64)
+    return (np.asarray(layer.adapt_mean.numpy(), np.float64), np.asarray(layer.adapt_variance.numpy(), np.float64))
+
+
+def _like(given: Any, values: np.ndarray) -> Any:
+    """`values` in the form the constructor was given (a number or nested lists), so the config stays plain."""
+    return float(values) if np.ndim(given) == 0 else values.tolist()
+
+
+def _input_consumer(model: Any) -> Any | None:
+    """The layer the model's input feeds directly, if it is the input's only consumer."""
     from hgen.compiler.ops.graph import GraphView
 
     try:
@@ -108,8 +165,12 @@ def _input_rescaling(model: Any) -> Any | None:
     first = [name for name in view.order if view.kind(name) == "InputLayer"]
     if len(first) != 1 or len(view.outbound[first[0]]) != 1:
         return None
-    consumer = view.outbound[first[0]][0]
-    return view.layers[consumer] if view.kind(consumer) == "Rescaling" else None
+    return view.layers[view.outbound[first[0]][0]]
+
+
+def _brief(values: np.ndarray) -> str:
+    """At most four values; a per-pixel mean as its range."""
+    return _text(values) if values.size <= 4 else f"{values.min():.4g}..{values.max():.4g} over {values.size} values"
 
 
 def _text(values: np.ndarray) -> str:
@@ -186,7 +247,8 @@ def _likely_causes(model: Any, logits: np.ndarray, data: Dataset) -> list[str]:
     y = np.asarray(data.val.y)[head]
     raw = _accuracy(predict_logits(model, np.asarray(data.val.x[head], np.float32) * PIXEL_RANGE), y)
     scale = ("pixel scale: hgen feeds images as raw / 255, in [0, 1]; a model trained on 0..255 pixels needs "
-             "keras.layers.Rescaling(1/255) right after its input (hgen adapts it), or training on images / 255")
+             "keras.layers.Rescaling(1/255) or a Normalization adapted on those pixels right after its input (hgen "
+             "adapts either), or training on images / 255")
     raw_fits = raw >= ChanceBar.of(y, data.num_classes).bar
     if raw_fits:
         scale = f"{scale} (on raw 0..255 pixels this model scores {raw:.3f})"

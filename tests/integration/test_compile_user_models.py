@@ -1,7 +1,9 @@
 """`hgen-compile --model FILE` with a field team's own small Keras classifiers (found by a review acting as one):
 
 * a model taking raw 0..255 pixels through a leading `Rescaling(1/255)` (the Keras guides' way) was fed hgen's
-  [0, 1] images: at chance in the compile, silently; it is now adapted and says so;
+  [0, 1] images: at chance in the compile, silently; it is now adapted and says so; so is a leading `Normalization`
+  adapted on raw pixels (also the guides' way), which was refused at chance (exit 2), and by `hgen lower` signed
+  into a bundle answering at chance;
 * an adapted `Normalization` layer lost its mean and variance in every rewritten model (the clone kept 0 and 1), so
   the search measured and the bundle ran another model than the model.keras it wrote;
 * a custom layer, a Lambda, free or other input sizes and a uint8 input were Keras' own messages, a bare "does not
@@ -43,6 +45,12 @@ def raw_pixel_model(digits, tmp_path_factory) -> tuple[Path, keras.Model]:
     return path, _raw_pixel_model(digits, path)
 
 
+@pytest.fixture(scope="module")
+def raw_normalization_model(digits, tmp_path_factory) -> tuple[Path, keras.Model]:
+    path = tmp_path_factory.mktemp("raw_norm") / "field_norm.keras"
+    return path, _raw_pixel_model(digits, path, rescale=False)
+
+
 class TrainingReached(Exception):
     """Raised where the compile would start training: a refusal must come before it."""
 
@@ -54,13 +62,14 @@ def _fit(model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int) -> keras
     return model
 
 
-def _raw_pixel_model(digits: Any, path: Path) -> keras.Model:
-    """Rescaling(1/255) on raw pixels, an adapted Normalization, BatchNorm, Dropout: trained on raw pixels."""
+def _raw_pixel_model(digits: Any, path: Path, rescale: bool = True) -> keras.Model:
+    """Rescaling(1/255) on raw pixels, an adapted Normalization, BatchNorm, Dropout: trained on raw pixels. Without
+    `rescale` the Normalization, adapted on the raw pixels, is the first layer."""
     x, y = digits.train.x * 255.0, digits.train.y
     norm = layers.Normalization(name="norm")
-    norm.adapt(digits.train.x[:256])
+    norm.adapt(digits.train.x[:256] * (1.0 if rescale else 255.0))
     image = keras.Input((28, 28, 1), name="image")
-    h = norm(layers.Rescaling(1 / 255.0, name="to_unit")(image))
+    h = norm(layers.Rescaling(1 / 255.0, name="to_unit")(image) if rescale else image)
     h = layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(h)
     h = layers.ReLU(name="r1")(layers.BatchNormalization(momentum=0.9, name="bn1")(h))
     h = layers.MaxPooling2D(4, name="p1")(h)
@@ -86,10 +95,14 @@ def test_a_normalization_layer_keeps_its_statistics_in_a_rewritten_model(digits)
         np.testing.assert_allclose(np.asarray(rewritten(x)), np.asarray(model(x)), rtol=1e-4, atol=1e-4)
 
 
-def test_a_raw_pixel_model_compiles_and_its_bundle_answers_like_it(digits, raw_pixel_model, tmp_path, caplog) -> None:
+@pytest.mark.parametrize("fixture", ["raw_pixel_model", "raw_normalization_model"],
+                         ids=["rescaling", "normalization"])
+def test_a_raw_pixel_model_compiles_and_its_bundle_answers_like_it(fixture, digits, request, tmp_path,
+                                                                   caplog) -> None:
+    """A leading Normalization adapted on raw pixels was refused at chance (digits: 0.10 on hgen's images, 0.91 raw)."""
     from hgen.runtime.bundle import load_bundle
 
-    path, user = raw_pixel_model
+    path, user = request.getfixturevalue(fixture)
     raw = np.round(digits.test.x * 255.0)
     user_accuracy = float((np.asarray(user.predict(raw, verbose=0)).argmax(1) == digits.test.y).mean())
     assert user_accuracy > 0.6  # a usable model on its own raw pixels
@@ -99,6 +112,10 @@ def test_a_raw_pixel_model_compiles_and_its_bundle_answers_like_it(digits, raw_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["origin"]["accuracy_model_only"] == pytest.approx(user_accuracy, abs=0.02)  # was 0.11 (chance)
     final = keras.models.load_model(out / "model.keras", compile=False)
+    if fixture == "raw_normalization_model":  # model.keras carries the adapted statistics
+        np.testing.assert_allclose(final.get_layer("norm").get_weights()[:2],
+                                   [w / 255.0**k for k, w in enumerate(user.get_layer("norm").get_weights()[:2], 1)],
+                                   rtol=1e-5)
     bundle = summary["bundle"]
     with load_bundle(bundle["archive"], trusted_public_key=bundle["public_key"]) as loaded:
         frames = raw * loaded.manifest.input.scale + loaded.manifest.input.offset  # as the device feeds them
@@ -106,6 +123,38 @@ def test_a_raw_pixel_model_compiles_and_its_bundle_answers_like_it(digits, raw_p
     keras_logits = np.asarray(final.predict(frames, verbose=0))
     assert np.mean(device.argmax(1) == keras_logits.argmax(1)) >= 0.99  # was 0.14 with a Normalization dropped
     np.testing.assert_allclose(device, keras_logits, atol=1e-3 * max(1.0, np.abs(keras_logits).max()))
+
+
+def test_a_leading_normalization_is_adapted_only_when_its_statistics_are_raw_pixels(digits, tmp_path) -> None:
+    """Mean and variance given to the constructor (the config model.keras keeps) are adapted like adapted weights; a
+    Normalization of [0, 1] images, an inverted one, and one after an adapted Rescaling are left as they are."""
+    from hgen.compiler.models.user_file import adapt_raw_pixel_input
+
+    raw = np.round(digits.test.x[:32] * 255.0)
+    unit = layers.Normalization(name="unit")
+    unit.adapt(digits.train.x[:256])
+
+    def model(*first: layers.Layer) -> keras.Model:
+        image = keras.Input((28, 28, 1))
+        h = image
+        for layer in first:
+            h = layer(h)
+        return keras.Model(image, layers.Dense(10)(layers.Flatten()(layers.Conv2D(4, 3, name="c1")(h))))
+
+    given = model(layers.Normalization(mean=[75.0], variance=[8000.0], name="given"))
+    on_raw = np.asarray(given(raw))
+    assert "layer 'given' (Normalization, mean [75])" in adapt_raw_pixel_input(given, "given.keras")
+    given.save(tmp_path / "given.keras")
+    for adapted in (given, keras.models.load_model(tmp_path / "given.keras", compile=False)):
+        np.testing.assert_allclose(np.asarray(adapted(raw / 255.0)), on_raw, rtol=1e-4, atol=1e-4)  # was chance
+    for kept in (model(unit), model(layers.Normalization(mean=75.0, variance=8000.0, invert=True))):
+        before = np.asarray(kept(raw / 255.0))
+        assert adapt_raw_pixel_input(kept, "kept.keras") is None
+        np.testing.assert_array_equal(np.asarray(kept(raw / 255.0)), before)
+    both = model(layers.Rescaling(1 / 255.0), layers.Normalization(mean=75.0, variance=8000.0, name="after"))
+    on_raw = np.asarray(both(raw))
+    assert "(Rescaling, scale" in adapt_raw_pixel_input(both, "both.keras")
+    np.testing.assert_allclose(np.asarray(both(raw / 255.0)), on_raw, rtol=1e-4, atol=1e-4)
 
 
 def _custom_layer_model(path: Path) -> None:
@@ -183,13 +232,11 @@ def test_stale_batchnorm_statistics_are_settled_on_the_training_images_and_said(
     assert origin > as_given + 0.15 and origin >= trained - 0.05, (as_given, origin, trained)  # was as_given
 
 
-def _small_model(x: np.ndarray, y: np.ndarray, normalise_raw: bool = False) -> keras.Model:
+def _small_model(x: np.ndarray, y: np.ndarray, centre_raw: bool = False) -> keras.Model:
     image = keras.Input((28, 28, 1))
     h = image
-    if normalise_raw:  # adapted on raw 0..255 pixels, as a field team whose images are 0..255 does
-        norm = layers.Normalization()
-        norm.adapt(x)
-        h = norm(h)
+    if centre_raw:  # raw 0..255 pixels centred by hand: not a layer hgen adapts (a Normalization adapted on them is)
+        h = layers.Rescaling(1.0, offset=-128.0)(h)
     h = layers.Flatten()(layers.MaxPooling2D(2)(layers.Conv2D(4, 3, activation="relu")(h)))
     return _fit(keras.Model(image, layers.Dense(10)(h)), x, y, epochs=3)
 
@@ -199,8 +246,8 @@ def _small_model(x: np.ndarray, y: np.ndarray, normalise_raw: bool = False) -> k
                     "8, 9 (this model's outputs answer for other classes: output 0 is mostly '9', output 1 is "
                     "mostly '0'"),
     ("raw_pixels", "hgen feeds images as raw / 255, in [0, 1]; a model trained on 0..255 pixels needs "
-                   "keras.layers.Rescaling(1/255) right after its input (hgen adapts it), or training on images / "
-                   "255 (on raw 0..255 pixels this model scores 0."),
+                   "keras.layers.Rescaling(1/255) or a Normalization adapted on those pixels right after its input "
+                   "(hgen adapts either), or training on images / 255 (on raw 0..255 pixels this model scores 0."),
 ])
 def test_a_user_model_at_chance_on_the_data_set_exits_2_before_training_saying_why(case, said, digits, tmp_path,
                                                                                     capsys, monkeypatch) -> None:
@@ -209,7 +256,7 @@ def test_a_user_model_at_chance_on_the_data_set_exits_2_before_training_saying_w
 
     monkeypatch.setattr("hgen.compiler.compile._train_base", refuse)
     x, y = digits.train.x, digits.train.y
-    model = _small_model(x, (y + 1) % 10) if case == "class_order" else _small_model(x * 255.0, y, normalise_raw=True)
+    model = _small_model(x, (y + 1) % 10) if case == "class_order" else _small_model(x * 255.0, y, centre_raw=True)
     model.save(tmp_path / f"{case}.keras")
     assert main(["compile", "--model", str(tmp_path / f"{case}.keras"), *CHEAP, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -227,17 +274,23 @@ def test_the_chance_bar_refuses_only_what_the_validation_split_can_tell() -> Non
     assert not ChanceBar.of(np.array([0, 1] * 6), 2).decisive  # 12 images: a warning, not an error
 
 
-def test_hgen_lower_adapts_a_raw_pixel_model_as_the_compile_does(digits, raw_pixel_model, tmp_path, capsys) -> None:
-    """Its default --scale 1/255 fed a Rescaling(1/255) model images / 255: the signed bundle answered at chance."""
+@pytest.mark.parametrize("fixture, said", [
+    ("raw_pixel_model", "layer 'to_unit' (Rescaling, scale 0.00392157) takes raw 0..255 pixels"),
+    ("raw_normalization_model", "layer 'norm' (Normalization, mean [77.5812]) takes raw 0..255 pixels"),
+], ids=["rescaling", "normalization"])
+def test_hgen_lower_adapts_a_raw_pixel_model_as_the_compile_does(fixture, said, digits, request, tmp_path,
+                                                                 capsys) -> None:
+    """Its default --scale 1/255 fed a Rescaling(1/255) model, or one whose first layer is a Normalization adapted
+    on raw pixels, images / 255: the signed bundle answered at chance."""
     from hgen.compiler.bundle.keys import generate_keypair
     from hgen.runtime.bundle import load_bundle
 
-    path, user = raw_pixel_model
+    path, user = request.getfixturevalue(fixture)
     generate_keypair(tmp_path / "keys")
     out = tmp_path / "bundle"
     assert main(["lower", str(path), "--out", str(out), "--key", str(tmp_path / "keys" / "signing.key"),
                  "--engines", "litert"]) == 0
-    assert "layer 'to_unit' (Rescaling, scale 0.00392157) takes raw 0..255 pixels" in capsys.readouterr().out
+    assert said in capsys.readouterr().out
     raw = np.round(digits.test.x * 255.0)
     with load_bundle(out, trusted_public_key=tmp_path / "keys" / "signing.pub") as loaded:
         device = np.asarray(loaded.engine.run(raw * loaded.manifest.input.scale + loaded.manifest.input.offset))
