@@ -5,7 +5,10 @@ mAP@0.5 for H-YOLO; `hgen.hub.retrain.kinds`).
 "No worse" on a few hundred held-out labels is judged beyond their noise where the kind scores each sample: a new
 model is refused only when it falls short by more than `retrain.noise_se` standard errors of the paired difference
 (and the tolerance). Judged frame by frame, one or two frames decided most refusals (issue 18), and a refused
-retrain is a round of people's labels the device does not learn from."""
+retrain is a round of people's labels the device does not learn from.
+
+Expected accuracy with people rises with the frames sent to them (each scores as their accuracy): without a known
+labour demand a new version may ask people no more than the deployed one (`check_labour`)."""
 
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ class Acceptance:
     current_fused_test: float | None = None  # expected accuracy with people on the test split (H-CNN)
     new_fused_test: float | None = None
     first_test: float | None = None  # the first deployed version's test score (the drift check's reference)
+    current_labour: float | None = None  # expected labour (Eq. 13) where the fused accuracy is judged, when no
+    new_labour: float | None = None  # labour demand is known (`check_labour`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +104,10 @@ def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: f
     people than the deployed one (a model can gain model-only accuracy and still lose where the gate routes).
     A retrain that sends fewer samples to people, or a re-search that trades accuracy above the demand for less
     labour and compute, need only keep what is demanded: `demand` (Eq. 14's A) lowers the bar to
-    min(current, demand). `margin` is the comparison's noise (`paired_margin`), allowed when more than the tolerance."""
+    min(current, demand). `margin` is the comparison's noise (`paired_margin`), allowed when more than the tolerance.
+    Asking people more buys fused accuracy, so labour is held level: with a known labour demand the pipeline
+    re-gates both for it when the field allows (`field.at_equal_labour`); without one, `check_labour` refuses a new
+    version that asks people more than the deployed one."""
     reason = verdict.reason
     bar = current if demand is None else min(current, demand)
     if new < bar - max(tolerance, margin):
@@ -119,3 +127,71 @@ def check_drift(verdict: Acceptance, first: float, *, tolerance: float, first_ve
         reason = "; ".join(filter(None, [reason, f"original test {verdict.metric} drifted from {first:.4f} "
                                                  f"(version {first_version}) to {verdict.new_test:.4f}"]))
     return replace(verdict, accepted=not reason, reason=reason, first_test=first)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A version as its gate runs: model, temperature and tau."""
+
+    model: Any
+    temperature: float
+    tau: float
+
+
+def frame_labour(kind: str, gate: Gate, labelled: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(each frame's labour, Eq. 13's L0 / L_max and 0 where the model answers alone; whether people are asked) at
+    `gate`, through the runtime kind's confidence and difficulty, as `field.choose_tau` counts labour."""
+    from hgen.runtime.hdnn import FusionParams, get_kind, needs_human
+    from hgen.runtime.labour import DifficultyEstimator, labour_per_sample, labour_ratio
+
+    runtime, params = get_kind(kind), FusionParams(gate.temperature)
+    outputs = predict_logits(gate.model, labelled.x)
+    confidence = runtime.confidence(outputs, params)
+    asked = needs_human(confidence, gate.tau)
+    l0 = labour_per_sample(runtime.difficulty(outputs, confidence, params, DifficultyEstimator()),
+                           int(getattr(labelled, "m", 3)))
+    return np.where(asked, np.asarray(l0, np.float64) * labour_ratio(1.0, 1), 0.0), asked
+
+
+def expected_labour(kind: str, gate: Gate, labelled: Any) -> float:
+    """Expected labour (Eq. 13) at `gate` on `labelled`, weighted like it (importance weights of a field set)."""
+    per_frame, _ = frame_labour(kind, gate, labelled)
+    return float(np.average(per_frame, weights=getattr(labelled, "weights", None)))
+
+
+@dataclass(frozen=True)
+class Labour:
+    """The deployed and the new version's expected labour (Eq. 13) and share of frames sent to people on the set the
+    fused accuracy is judged on (weighted like it), and `margin`, the labour comparison's paired noise."""
+
+    current: float
+    new: float
+    current_share: float
+    new_share: float
+    margin: float = 0.0
+
+
+def compare_labour(kind: str, current: Gate, new: Gate, labelled: Any, *, noise_se: float) -> Labour:
+    """Both versions' labour at the gates they run with, on the same (weighted) frames."""
+    weights = getattr(labelled, "weights", None)
+    before, asked_before = frame_labour(kind, current, labelled)
+    after, asked_after = frame_labour(kind, new, labelled)
+    return Labour(float(np.average(before, weights=weights)), float(np.average(after, weights=weights)),
+                  float(np.average(asked_before, weights=weights)), float(np.average(asked_after, weights=weights)),
+                  paired_margin(before, after, weights, z=noise_se))
+
+
+def check_labour(verdict: Acceptance, labour: Labour, *, tolerance: float) -> Acceptance:
+    """Without a known labour demand the labour people give today is all they agreed to: a new version whose
+    gate asks them more (expected labour, Eq. 13, up by more than the tolerance or its noise, `margin`) is refused,
+    since fused accuracy bought with more frames for people is no better model (every frame asked scores as the
+    people's accuracy). One that asks no more is then judged on fused accuracy at most the deployed labour."""
+    reason = verdict.reason
+    if labour.new > labour.current + max(tolerance, labour.margin):
+        reason = "; ".join(filter(None, [reason, (
+            f"without a labour demand a new version may ask people no more than the deployed one, and it asks more: "
+            f"expected labour (Eq. 13) {labour.current:.4f} -> {labour.new:.4f}, share of frames sent to people "
+            f"{labour.current_share:.1%} -> {labour.new_share:.1%}{_beyond(labour.margin)} (set the model's "
+            f"labour_demand, or its compile_config, to let a retrain re-choose tau for a demand)")]))
+    return replace(verdict, accepted=not reason, reason=reason, current_labour=labour.current,
+                   new_labour=labour.new)

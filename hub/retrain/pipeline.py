@@ -21,7 +21,8 @@ from typing import Any
 
 from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError, VersionTakenError
-from hgen.hub.retrain.accept import Acceptance, check, check_drift, check_fused, paired_margin
+from hgen.hub.retrain.accept import (Acceptance, Gate, check, check_drift, check_fused, check_labour, compare_labour,
+                                     expected_labour, paired_margin)
 from hgen.hub.retrain.data import split_holdout, without_seen
 from hgen.hub.retrain.deployed import OneModel
 from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, learned_familiarity, refit,
@@ -251,8 +252,21 @@ class RetrainPipeline:
                                                 self.config.human_accuracy)
             demand = self._accuracy_demand(model_config, enhanced)
             floor = floor if demand is None else min(floor, demand)
-        return refit(enhanced, field, self.config.field, labour_demand=self._labour_demand(model_config),
+        return refit(enhanced, field, self.config.field, labour_demand=self._labour_kept(model_config, prepared, field),
                      accuracy_floor=floor, human_accuracy=self.config.human_accuracy)
+
+    def _labour_kept(self, model_config: ModelConfig, prepared: Prepared, field: FieldSet | None) -> float | None:
+        """The labour demand tau is re-chosen and judged at: the model's, else the deployed version's expected labour
+        on the field's held-out labels (people are asked no more than they were; re-fitting the temperature alone
+        under the deployed tau raised the share asked, 59 % -> 77 % on a noisy field), else None (no field set)."""
+        demand = self._labour_demand(model_config)
+        if demand is not None or field is None or fused_scorer(prepared.kind) is None:
+            return demand
+        from hgen.compiler.models import load_model_file
+
+        deployed = Gate(load_model_file(prepared.current.keras_path), prepared.current.temperature,
+                        prepared.manifest.tau)
+        return expected_labour(prepared.kind.name, deployed, field)
 
     def _labour_demand(self, model_config: ModelConfig) -> float | None:
         if model_config.labour_demand is not None or model_config.compile_config is None:
@@ -264,7 +278,9 @@ class RetrainPipeline:
                 field: FieldSet | None = None) -> Acceptance:
         """The kind's metric on held-out human labels and the test split (minus images people labelled), then,
         for kinds that have it, the expected accuracy with people at the tau the new model will run with: on the
-        field's held-out labels when there are enough (`field.py`), else on the test split."""
+        field's held-out labels when there are enough (`field.py`), else on the test split; at the labour demand
+        (without one, the deployed version's labour on the field), or, with no tau re-chosen within it, only for a
+        new version that asks people no more than the deployed one (`check_labour`)."""
         from hgen.compiler.models import load_model_file
 
         current_model = load_model_file(prepared.current.keras_path)
@@ -287,7 +303,14 @@ class RetrainPipeline:
                                                                                  "held-out field labels")
         current = fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged, people)
         new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)
-        labour = self._labour_demand(model_config)
+        labour = self._labour_kept(model_config, prepared, field)
+        if self._labour_demand(model_config) is None and refitted_tau(enhanced) is None:
+            # no demand agreed and no tau re-chosen within the deployed labour: people may be asked no more than
+            # by the deployed version
+            verdict = check_labour(verdict, compare_labour(
+                prepared.kind.name, Gate(current_model, prepared.current.temperature, prepared.manifest.tau),
+                Gate(enhanced.model, enhanced.temperature, new_tau), judged, noise_se=self.config.noise_se),
+                tolerance=self.config.tolerance)
         margin = 0.0
         if field is not None and refitted_tau(enhanced) is not None and labour is not None:
             compared = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,
