@@ -36,6 +36,10 @@ PROBE_IMAGES = 256
 # 0.73-0.99 top-1 (`hgen.compiler.train`; 0.92-0.985 on compressed user models with BatchNorm), kappa about 0.7 and
 # more; a raw-pixel file against its adapted bundle agreed 0.12-0.15.
 MIN_KAPPA = 0.5
+# ... unless they still give the same answer this often: kappa falls to 0 when nearly every answer is one class (a
+# rare-defect model), where int8 flipping 1 of 256 answers made a correct pair look unrelated (agreement 0.996,
+# kappa 0.0). The wrong files met agreed on 0.12-0.15 of the images.
+MIN_AGREEMENT = 0.8
 RAW_PIXEL_SCALE = 0.01  # a Rescaling right after the input at most this (1/255, 1/127.5) expects 0..255 pixels
 
 
@@ -46,6 +50,11 @@ class Agreement:
     agreement: float
     kappa: float
     images: int
+
+    @property
+    def disagrees(self) -> bool:
+        """Not one model: little agreement beyond chance AND little agreement at all (see MIN_AGREEMENT)."""
+        return self.kappa < MIN_KAPPA and self.agreement < MIN_AGREEMENT
 
 
 class OneModel:
@@ -107,7 +116,7 @@ def mismatch(keras_path: str | Path, bundle_dir: str | Path, manifest: Manifest,
 
     model = load_model_file(keras_path)
     found = agreement(model, bundle_dir, public_key, images)
-    if found is None or found.kappa >= MIN_KAPPA:
+    if found is None or not found.disagrees:
         return None
     return (f"its Keras file {keras_path} does not answer like the bundle {bundle_dir} (the same answer on "
             f"{found.agreement:.0%} of {found.images} test images, kappa {found.kappa:.2f}), so a retrain would "

@@ -375,10 +375,10 @@ class RetrainPipeline:
         kind = get_retrain_kind(model_config.kind)
         data = self._dataset(model_config, kind)
         check_same_classes(model_config, data, manifest)
-        self.one_model.require(model_config.name, Path(model_config.keras_model), current, manifest, data.test.x)
         human = kind.human(self.store, model_config.name, run.cutoff, data, self.config.max_labels)
         if len(human) == 0:
             raise RetrainError(f"no human-labelled samples for model {model_config.name!r} yet")
+        self.one_model.require(model_config.name, Path(model_config.keras_model), current, manifest, data.test.x)
         return Prepared(current, manifest, data, human, kind)
 
     def _dataset(self, model_config: ModelConfig, kind: RetrainKind) -> OriginalData:
