@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hgen.compiler.data.formats import Catalog, Record
 from hgen.compiler.data.images import ImageOptions
-from hgen.compiler.errors import LabelError
+from hgen.compiler.errors import EmptyDatasetError, LabelError
 
 SHOWN = 10  # problems named in an error message
 
@@ -56,7 +56,17 @@ def leave_out_bad_labels(catalog: Catalog, order: list[int], options: ImageOptio
             "them, or allow more with ?max_unreadable_fraction=... in the spec): " + "; ".join(problems[:SHOWN])
             + (" ..." if len(problems) > SHOWN else ""))
     left_out = set(bad)
-    return [i for i in order if i not in left_out], problems
+    kept = [i for i in order if i not in left_out]
+    if bad and not any(_has_box(catalog.records[i]) for i in kept):  # the format's own check counted these as boxes
+        raise EmptyDatasetError(
+            f"{catalog.origin}: no box is left once the {len(bad)} images whose labels cannot be used are left out "
+            f"(every other image is background); a detector needs labelled objects: fix those labels, e.g. "
+            f"{problems[0]}")
+    return kept, problems
+
+
+def _has_box(record: Record) -> bool:
+    return record.boxes is not None and len(record.boxes) > 0
 
 
 def bad_labels_warning(problems: list[str], files: int) -> tuple[str, ...]:

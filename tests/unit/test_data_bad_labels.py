@@ -144,3 +144,14 @@ def test_bad_coco_annotations_leave_their_image_out_and_keep_the_split_of_the_ot
     with pytest.raises(LabelError, match=r"annotations\[20\] \(id 902\): image_id 77 is not in 'images'"):
         load_detection_dataset(str(stray), image=SIZE)  # no image to leave out instead: the JSON does not hold up
 
+
+
+def test_a_set_with_no_box_left_once_the_bad_labels_are_out_is_an_empty_set(tmp_path: Path) -> None:
+    """40 empty label files and one in pixels: the format's 'no box at all' check counted the bad file as labels, and
+    once it was left out a detector trained on background only (a warning was all)."""
+    from hgen.compiler.errors import EmptyDatasetError
+
+    root = yolo(tmp_path / "set", 40, {i: b"" for i in range(40)} | {5: b"0 320 240 64 48\n"})
+    with pytest.raises(EmptyDatasetError, match=r"no box is left once the 1 images whose labels cannot be used .*"
+                       r"im005\.txt:1: values outside \[0, 1\]"):
+        load_detection_dataset(str(root), image=SIZE)
