@@ -231,16 +231,16 @@ def prepare_user_model(model: Any, path: str | Path, data: Dataset, seed: int, l
     kept = [layer.get_weights() for layer in batch_norms(model)]
     if settle_batch_norm(model, data.train.x, seed=seed):
         settled = predict_logits(model, data.val.x)
-        before, after = _accuracy(logits, data.val.y), _accuracy(settled, data.val.y)
+        before, after = balanced_accuracy(logits, data.val.y), balanced_accuracy(settled, data.val.y)
         if after < before:  # e.g. Dropout before a BatchNorm: training-mode statistics run wide
             for layer, weights in zip(batch_norms(model), kept):
                 layer.set_weights(weights)
             log(f"kept the BatchNorm statistics of {path}: re-estimated on the training images they scored "
-                f"{after:.4f} on the validation split, against {before:.4f} as saved")
+                f"{after:.4f} on the validation split (balanced accuracy), against {before:.4f} as saved")
         else:
             logits = settled
             log(f"re-estimated the BatchNorm statistics of {path} on the training images ({len(kept)} layers), as "
-                f"every candidate's fine-tune does: validation accuracy {before:.4f} -> {after:.4f}")
+                f"every candidate's fine-tune does: validation balanced accuracy {before:.4f} -> {after:.4f}")
     require_above_chance(model, path, logits, data, log)
 
 
@@ -295,7 +295,3 @@ def _other_order(logits: np.ndarray, y: np.ndarray, data: Dataset) -> str:
     moved = [f"output {i} is mostly '{data.labels[j]}'" for i, j in enumerate(counts.argmax(axis=1))
              if counts[i].sum() and j != i]
     return ", ".join(moved[:6]) + (", ..." if len(moved) > 6 else "")
-
-
-def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.asarray(logits).argmax(axis=1) == np.asarray(labels))) if len(labels) else 0.0

@@ -325,3 +325,32 @@ def test_a_useful_model_of_rare_defects_is_not_refused_as_chance() -> None:
     require_above_chance(None, "defects.keras", logits, SimpleNamespace(val=SimpleNamespace(y=y), num_classes=2),
                          said.append)
     assert said == []
+
+
+def test_batchnorm_statistics_that_lower_balanced_accuracy_are_not_kept() -> None:
+    """5 % defects, a model whose saved BatchNorm statistics are far from the data's: re-estimated ones made it
+    answer 'ok' almost always, which raised plain accuracy (so they were kept) and then failed the balanced chance
+    check (exit 2) on a model that finds defects as saved."""
+    from types import SimpleNamespace
+
+    import keras
+
+    from hgen.compiler.data import Split
+    from hgen.compiler.models.user_file import prepare_user_model
+
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> Split:
+        y = (rng.random(n) < 0.05).astype(np.int64)
+        return Split((rng.normal(0, 1, n) + 3.0 * y).astype(np.float32)[:, None], y)
+
+    data = SimpleNamespace(train=split(4000), val=split(2000), num_classes=2, labels=("ok", "defect"))
+    image = keras.Input((1,))
+    norm = keras.layers.BatchNormalization()
+    model = keras.Model(image, keras.layers.Dense(2)(norm(image)))
+    norm.set_weights([np.ones(1), np.zeros(1), np.zeros(1), np.full(1, 0.16)])  # std 0.4, the data's is ~1.2
+    model.layers[-1].set_weights([np.array([[0.0, 1.0]], np.float32), np.array([0.0, -4.0], np.float32)])
+    said: list[str] = []
+    prepare_user_model(model, "user.keras", data, 0, said.append)
+    assert any(line.startswith("kept the BatchNorm statistics of user.keras") for line in said), said
+    assert float(norm.get_weights()[3][0]) == pytest.approx(0.16)

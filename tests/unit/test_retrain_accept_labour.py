@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hgen.hub.retrain.accept import Acceptance, Gate, check_fused, check_labour, compare_labour
+from hgen.hub.retrain.accept import Acceptance, Gate, check_fused, check_labour, compare_labour, expected_labour
 from hgen.hub.retrain.field import FieldSet
 from hgen.hub.testing.models import DeployedModel, deploy_lenet, retrain_section
 from hgen.runtime.labour import DifficultyEstimator
@@ -86,7 +86,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
 
 
 def accept_hotter(deployed: DeployedModel, tmp_path: Path, temperature: float, *, refit: bool = False,
-                  **model_overrides: Any) -> Acceptance:
+                  seen: dict[str, Any] | None = None, **model_overrides: Any) -> Acceptance:
     """The pipeline's acceptance step for the deployed weights at `temperature` (403: every frame under tau),
     judged on held-out field labels (noisy test images) as the review's run was; `refit`: after the field re-fit
     of temperature and tau, as a retrain with enough held-out field labels runs."""
@@ -118,6 +118,10 @@ def accept_hotter(deployed: DeployedModel, tmp_path: Path, temperature: float, *
         field = FieldSet(noisy, data.test.y[:150], np.ones(150, np.int64))
         if refit:
             hotter = pipeline._refit(config, prepared, hotter, field)  # noqa: SLF001
+            if seen is not None:
+                deployed_gate = Gate(load_model_file(deployed.keras_path), current.temperature, prepared.manifest.tau)
+                seen["labour"] = (expected_labour("cnn", deployed_gate, field),
+                                  expected_labour("cnn", Gate(hotter.model, hotter.temperature, hotter.tau), field))
         return pipeline._accept(config, prepared, hotter, holdout, field)  # noqa: SLF001
     finally:
         kb.close()
@@ -144,3 +148,14 @@ def test_without_a_demand_the_field_refit_rechooses_tau_within_the_deployed_labo
     verdict = accept_hotter(deployed, tmp_path, 403.0, refit=True)
     assert verdict.current_labour is None  # judged at equal labour, not by the no-re-fit labour check
     assert verdict.accepted, verdict.reason  # the same weights at the same labour: no worse
+
+
+def test_the_kept_labour_is_spent_whole_not_shrunk_by_the_demands_margin(deployed: DeployedModel,
+                                                                         tmp_path: Path) -> None:
+    """The margin (0.9) and upper bound meant for an agreed demand, applied to the deployed version's own labour, chose
+    a tau asking ~14 % less on every retrain (fused 0.920 -> 0.881 for the same weights, accepted, compounding)."""
+    seen: dict[str, Any] = {}
+    verdict = accept_hotter(deployed, tmp_path, deployed.temperature, refit=True, seen=seen)
+    before, after = seen["labour"]
+    assert after <= before + 1e-9 and after >= 0.95 * before, (before, after)
+    assert verdict.accepted, verdict.reason

@@ -34,3 +34,10 @@ def test_an_unrelated_file_still_disagrees() -> None:
     hub, device = rng.integers(0, 10, 256), rng.integers(0, 10, 256)
     found = judged(hub, device)
     assert found.agreement < 0.2 and found.disagrees
+
+
+def test_a_file_always_answering_the_majority_is_not_the_bundle_that_finds_defects() -> None:
+    device = np.zeros(256, np.int64)
+    device[::20] = 1  # the bundle flags 13 defects
+    found = judged(np.zeros(256, np.int64), device)  # a file at chance: always "ok"
+    assert found.agreement > 0.94 and found.disagrees
