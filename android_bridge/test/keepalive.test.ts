@@ -12,30 +12,9 @@ import { CameraKeeper, STEADY_MS } from "../src/keepalive.js";
 import type { Raster } from "../src/preprocess.js";
 import { BACKOFF_MS } from "../src/retry.js";
 import { Updater } from "../src/updates.js";
+import { Timers } from "./timers.js";
 
 const FRAME = { width: 1, height: 1, data: new Uint8ClampedArray(4) } as unknown as Raster;
-
-/** Timers the test runs by hand. */
-class Timers {
-  readonly waiting: { fn: () => void; ms: number; cancelled: boolean }[] = [];
-  readonly schedule = (fn: () => void, ms: number) => {
-    const timer = { fn, ms, cancelled: false };
-    this.waiting.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  };
-  get pending(): number[] {
-    return this.waiting.filter((t) => !t.cancelled).map((t) => t.ms);
-  }
-  async runNext(): Promise<void> {
-    const next = this.waiting.find((t) => !t.cancelled);
-    assert.ok(next, "a timer is waiting");
-    next.cancelled = true;
-    next.fn();
-    for (let i = 0; i < 20; i++) await Promise.resolve();
-  }
-}
 
 class FakeCamera {
   starts = 0;

@@ -12,6 +12,7 @@ import { test } from "node:test";
 
 import { Session, StoppedError } from "../src/session.js";
 import { GRACE_MS, HANDOVER_MS, type Locks, TabLock } from "../src/tablock.js";
+import { Timers, settle } from "./timers.js";
 
 interface Holder {
   page: number;
@@ -82,32 +83,6 @@ class Browser {
     this.held.delete(name);
     this.queue.get(name)?.shift()?.grant();
   }
-}
-
-/** Timers the test runs by hand. */
-class Timers {
-  readonly waiting: { fn: () => void; ms: number; cancelled: boolean }[] = [];
-  readonly schedule = (fn: () => void, ms: number) => {
-    const timer = { fn, ms, cancelled: false };
-    this.waiting.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  };
-  get pending(): number[] {
-    return this.waiting.filter((t) => !t.cancelled).map((t) => t.ms);
-  }
-  async run(ms: number): Promise<void> {
-    const next = this.waiting.find((t) => !t.cancelled && t.ms === ms);
-    assert.ok(next, `a ${ms} ms timer is waiting`);
-    next.cancelled = true;
-    next.fn();
-    await settle();
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 50; i++) await Promise.resolve();
 }
 
 /** A page of device `phone-1`: its lock, its session's log, and how its stop is let to end. */

@@ -96,10 +96,31 @@ def adapt_raw_pixel_input(model: Any, path: str | Path, say: Callable[[str], Non
     return note
 
 
-def _adapt_rescaling(layer: Any, path: str | Path) -> str | None:
+def takes_raw_pixels(model: Any) -> str | None:
+    """The name of the layer right on the input that expects 0..255 pixels (what `adapt_raw_pixel_input` adapts),
+    or None: how the hub tells a user's own file from the compile's adapted model.keras."""
+    layer = _input_consumer(model)
+    test = _RAW_TESTS.get(type(layer).__name__) if layer is not None else None
+    return layer.name if test is not None and test(layer) else None
+
+
+def _raw_rescaling(layer: Any) -> bool:
     scale = np.asarray(layer.scale, dtype=np.float64)
-    if scale.size == 0 or not np.all(np.abs(scale) <= RAW_PIXEL_SCALE) or not np.all(scale != 0):
+    return bool(scale.size) and bool(np.all(np.abs(scale) <= RAW_PIXEL_SCALE)) and bool(np.all(scale != 0))
+
+
+def _raw_normalization(layer: Any) -> bool:
+    stats = _normalization_stats(layer)
+    if getattr(layer, "invert", False) or stats is None:
+        return False
+    mean = stats[0]
+    return bool(np.all(np.isfinite(mean)) and mean.min() >= 0.0 and RAW_PIXEL_MEAN < mean.max() <= PIXEL_RANGE)
+
+
+def _adapt_rescaling(layer: Any, path: str | Path) -> str | None:
+    if not _raw_rescaling(layer):
         return None
+    scale = np.asarray(layer.scale, dtype=np.float64)
     adapted = scale * PIXEL_RANGE
     layer.scale = float(adapted) if adapted.ndim == 0 else adapted.tolist()
     return (f"model {path}: layer '{layer.name}' (Rescaling, scale {_text(scale)}) takes raw 0..255 pixels; hgen "
@@ -115,11 +136,9 @@ def _adapt_normalization(layer: Any, path: str | Path) -> str | None:
     clones and the model.keras written all run the user's model on raw pixels (but for a variance under 7e-10, a
     constant pixel, where Keras' epsilon bounds the divisor)."""
     stats = _normalization_stats(layer)
-    if getattr(layer, "invert", False) or stats is None:
+    if stats is None or not _raw_normalization(layer):
         return None
     mean, variance = stats
-    if not (np.all(np.isfinite(mean)) and mean.min() >= 0.0 and RAW_PIXEL_MEAN < mean.max() <= PIXEL_RANGE):
-        return None
     if layer.input_mean is None:  # adapted: weights, and the broadcast tensors `finalize_state` makes of them
         layer.adapt_mean.assign(mean / PIXEL_RANGE)
         layer.adapt_variance.assign(variance / PIXEL_RANGE**2)
@@ -138,6 +157,7 @@ def _adapt_normalization(layer: Any, path: str | Path) -> str | None:
 
 _ADAPTERS: dict[str, Callable[[Any, str | Path], str | None]] = {
     "Rescaling": _adapt_rescaling, "Normalization": _adapt_normalization}
+_RAW_TESTS: dict[str, Callable[[Any], bool]] = {"Rescaling": _raw_rescaling, "Normalization": _raw_normalization}
 
 
 def _normalization_stats(layer: Any) -> tuple[np.ndarray, np.ndarray] | None:

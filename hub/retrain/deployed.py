@@ -41,7 +41,6 @@ MIN_KAPPA = 0.5
 # a file at chance answering the majority class always still differs wherever the bundle finds a defect (13 of 256
 # at 5 % defects), and the wrong files met differed on 85-88 %.
 MAX_FLIPS, MAX_FLIP_SHARE = 2, 0.02
-RAW_PIXEL_SCALE = 0.01  # a Rescaling right after the input at most this (1/255, 1/127.5) expects 0..255 pixels
 
 
 @dataclass(frozen=True)
@@ -153,12 +152,10 @@ def kappa(a: np.ndarray, b: np.ndarray) -> float:
 
 def _hint(model: Any) -> str:
     """What to name instead: the compile's own model.keras, and why when the file still takes raw pixels."""
+    from hgen.compiler.models.user_file import takes_raw_pixels
+
     wanted = "name the model.keras hgen-compile wrote next to the bundle (OUT/model.keras of the same compile)"
-    layer = next((layer for layer in model.layers if type(layer).__name__ != "InputLayer"), None)
-    if type(layer).__name__ == "Rescaling":
-        scale = np.asarray(layer.scale, np.float64)
-        if scale.size and np.all(np.abs(scale) <= RAW_PIXEL_SCALE) and np.all(scale != 0):
-            return (f"Its layer '{layer.name}' (Rescaling by {float(scale.ravel()[0]):.6g}) expects 0..255 pixels: "
-                    f"this is your own file, not what hgen-compile made of it (hgen feeds x = raw / 255 and the "
-                    f"compile adapted that layer in its copy); {wanted}")
+    if (layer := takes_raw_pixels(model)) is not None:
+        return (f"Its layer '{layer}' expects 0..255 pixels: this is your own file, not what hgen-compile made of it "
+                f"(hgen feeds x = raw / 255 and the compile adapted that layer in its copy); {wanted}")
     return wanted[0].upper() + wanted[1:]

@@ -252,23 +252,23 @@ class RetrainPipeline:
                                                 self.config.human_accuracy)
             demand = self._accuracy_demand(model_config, enhanced)
             floor = floor if demand is None else min(floor, demand)
-        return refit(enhanced, field, self._field_rules(model_config),
-                     labour_demand=self._labour_kept(model_config, prepared, field), accuracy_floor=floor,
+        demand = self._labour_demand(model_config)
+        return refit(enhanced, field, self._field_rules(demand),
+                     labour_demand=self._labour_kept(demand, prepared, field), accuracy_floor=floor,
                      human_accuracy=self.config.human_accuracy)
 
-    def _field_rules(self, model_config: ModelConfig) -> FieldConfig:
+    def _field_rules(self, demand: float | None) -> FieldConfig:
         """`retrain.field`; for a kept labour (no demand) without its margin and upper bound: those keep a demand
         agreed in advance from being overshot, and applied to the deployed version's own labour they chose a tau
         asking about 14 % less each retrain, whose fused accuracy fell (0.920 -> 0.881) with no one noticing."""
-        if self._labour_demand(model_config) is not None:
+        if demand is not None:
             return self.config.field
         return self.config.field.model_copy(update={"labour_margin": 1.0, "labour_confidence": 0.0})
 
-    def _labour_kept(self, model_config: ModelConfig, prepared: Prepared, field: FieldSet | None) -> float | None:
+    def _labour_kept(self, demand: float | None, prepared: Prepared, field: FieldSet | None) -> float | None:
         """The labour demand tau is re-chosen and judged at: the model's, else the deployed version's expected labour
         on the field's held-out labels (people are asked no more than they were; re-fitting the temperature alone
         under the deployed tau raised the share asked, 59 % -> 77 % on a noisy field), else None (no field set)."""
-        demand = self._labour_demand(model_config)
         if demand is not None or field is None or fused_scorer(prepared.kind) is None:
             return demand
         from hgen.compiler.models import load_model_file
@@ -312,8 +312,9 @@ class RetrainPipeline:
                                                                                  "held-out field labels")
         current = fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged, people)
         new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)
-        labour = self._labour_kept(model_config, prepared, field)
-        if self._labour_demand(model_config) is None and refitted_tau(enhanced) is None:
+        demand = self._labour_demand(model_config)  # reads the compile config: once
+        labour = self._labour_kept(demand, prepared, field)
+        if demand is None and refitted_tau(enhanced) is None:
             # no demand agreed and no tau re-chosen within the deployed labour: people may be asked no more than
             # by the deployed version
             verdict = check_labour(verdict, compare_labour(
@@ -323,7 +324,7 @@ class RetrainPipeline:
         margin = 0.0
         if field is not None and refitted_tau(enhanced) is not None and labour is not None:
             compared = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,
-                                       self._field_rules(model_config), labour_demand=labour, human_accuracy=people,
+                                       self._field_rules(demand), labour_demand=labour, human_accuracy=people,
                                        noise_se=self.config.noise_se)
             current, new, margin = compared.current, compared.new, compared.margin
             where = "held-out field labels at the labour demand"

@@ -30,9 +30,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hgen.hub.errors import HubError
+
+if TYPE_CHECKING:
+    from hgen.hub.service import HubService
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
 
@@ -330,3 +333,16 @@ def _run(args: list[str]) -> None:
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise ServiceStartError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def answer_next(hub: HubService, annotator: str) -> str:
+    """Take the next task on this hub and answer it (class 1); the device its sample came from."""
+    from hgen.hub.kb.models import Sample
+    from hgen.protos import hub_pb2
+
+    task = hub.annotators.next_task(annotator)
+    assert task is not None
+    hub.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=annotator, class_id=1,
+                                                operations=1))
+    with hub.kb.session() as s:
+        return str(s.get(Sample, task.sample_id).device_id)

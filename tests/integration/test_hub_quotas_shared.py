@@ -22,7 +22,7 @@ from hgen.hub.service import HubService, SubmitResult
 from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
-from hgen.hub.testing.services import closing_maker, wait_until
+from hgen.hub.testing.services import answer_next, closing_maker, wait_until
 from hgen.protos import hub_pb2
 
 A, B = "cam-a", "cam-b"
@@ -116,16 +116,6 @@ def test_two_hubs_racing_for_a_devices_last_room_store_one_sample(pg_hubs: MakeH
     assert sorted(len(r.accepted) for r in results) == [0, 1], [reasons(r) for r in results]
     assert sorted(reasons(r) for r in results) == [[], [reason]]
     assert hub_a.kb.count(Sample) == 2
-
-
-def answer_next(hub: HubService, annotator: str) -> str:
-    """Take the next task on this hub and answer it; the device its sample came from."""
-    task = hub.annotators.next_task(annotator)
-    assert task is not None
-    hub.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=annotator, class_id=1,
-                                                operations=1))
-    with hub.kb.session() as s:
-        return str(s.get(Sample, task.sample_id).device_id)
 
 
 def test_hand_out_turns_alternate_across_hubs(hubs: MakeHub, clock: Clock) -> None:

@@ -27,7 +27,7 @@ from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.validation import MAX_CLASS_PROBABILITIES, check_uuid, classes_known
 from hgen.hub.web.context import class_names
 from hgen.hub.web.routes_annotate import guesses
-from hgen.hub.testing.services import closing_maker
+from hgen.hub.testing.services import answer_next, closing_maker
 from hgen.protos import hub_pb2
 
 A, B, C = "cam-a", "cam-b", "cam-c"
@@ -76,16 +76,6 @@ def submit(hub: HubService, clock: Clock, device: str, samples: list[hub_pb2.Sam
 def refused(replies: list[hub_pb2.SampleReply]) -> list[tuple[str, str]]:
     return [(hub_pb2.RejectReason.Name(r.reject_reason), r.detail) for r in replies
             if r.status == hub_pb2.REPLY_STATUS_REJECTED]
-
-
-def answer_next(hub: HubService, annotator: str) -> str:
-    """Take the next task and answer it; the device its sample came from."""
-    task = hub.annotators.next_task(annotator)
-    assert task is not None
-    hub.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=annotator, class_id=1,
-                                                operations=1))
-    with hub.kb.session() as s:
-        return str(s.get(Sample, task.sample_id).device_id)
 
 
 # --- fair hand-out ---------------------------------------------------------------------------------------------
