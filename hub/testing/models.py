@@ -58,7 +58,7 @@ def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int =
     from hgen.compiler.train import TrainConfig, calibrate, train_classifier
 
     data = load_dataset(dataset, seed=seed, limit=limit)
-    model = build_model("lenet5", data.input_shape, data.num_classes)
+    model = build_model("lenet5", data.input_shape, data.num_classes, seed=seed)
     train: Split = data.train.take(train_samples)
     train_classifier(model, train, config=TrainConfig(epochs=epochs, seed=seed))
     temperature = float(calibrate(model, data.val))
@@ -87,7 +87,7 @@ def deploy_detector(out_dir: Path, *, dataset: str = "digits-det", epochs: int =
     from hgen.compiler.models.grid_detector import DetectorTrainConfig, calibrate_detector, train_detector
 
     data = load_detection_dataset(dataset, seed=seed, limit=limit)
-    model = build_model("grid_detector", data.input_shape, data.num_classes)
+    model = build_model("grid_detector", data.input_shape, data.num_classes, seed=seed)
     train_detector(model, data.train, data.num_classes, DetectorTrainConfig(epochs=epochs, seed=seed))
     temperature = calibrate_detector(model, data.val, data.num_classes)
     return _save_and_sign(out_dir, model, data, name=name, version=version, kind="yolo", target=target, tau=tau,
@@ -104,7 +104,7 @@ def deploy_two_stage(out_dir: Path, *, dataset: str = "digits-det", epochs: int 
     from hgen.compiler.models.two_stage_detector import TwoStageTrainConfig, calibrate_two_stage, train_two_stage
 
     data = load_detection_dataset(dataset, seed=seed, limit=limit)
-    model = build_model("two_stage_detector", data.input_shape, data.num_classes)
+    model = build_model("two_stage_detector", data.input_shape, data.num_classes, seed=seed)
     train_two_stage(model, data.train.take(train_samples), data.num_classes,
                     TwoStageTrainConfig(epochs=epochs, seed=seed))
     temperature = calibrate_two_stage(model, data.val, data.num_classes)
