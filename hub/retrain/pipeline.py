@@ -5,6 +5,7 @@ error) or `rejected` (the acceptance check said no) with the reason, and the dep
 original dataset and the autoencoder are built once per model and kept for later retrains. What differs per H-DNN
 kind (original data, human labels as training targets, enhancement training, the acceptance metric) is asked of
 the model's `RetrainKind` (`hgen.hub.retrain.kinds`); the steps and their order are the same for every kind.
+What a new model is judged on, and at which labour and demands, is the `Judge`'s (`hgen.hub.retrain.judge`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,18 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hgen.hub.config import FieldConfig, ModelConfig, RetrainConfig
+from hgen.hub.config import ModelConfig, RetrainConfig
 from hgen.hub.errors import RetrainError, UnknownModelError, VersionTakenError
-from hgen.hub.retrain.accept import (Acceptance, Gate, check, check_drift, check_fused, check_labour, compare_labour,
-                                     expected_labour, paired_margin)
-from hgen.hub.retrain.data import split_holdout, without_seen
+from hgen.hub.retrain.data import split_holdout
 from hgen.hub.retrain.deployed import OneModel
-from hgen.hub.retrain.field import (FieldSet, at_equal_labour, field_metrics, field_set, learned_familiarity, refit,
-                                    refitted_tau, tau_after)
+from hgen.hub.retrain.field import learned_familiarity, refitted_tau
 from hgen.hub.retrain.filter import AutoencoderFilter
-from hgen.hub.retrain.kinds import (HumanLabels, OriginalData, RetrainKind, fused_scorer, get_retrain_kind,
-                                    retrain_kind_names, sample_scorer)
+from hgen.hub.retrain.judge import Judge, Prepared, run_metrics
+from hgen.hub.retrain.kinds import HumanLabels, OriginalData, RetrainKind, get_retrain_kind, retrain_kind_names
 from hgen.hub.retrain.publish import (
     Publisher,
     announce,
@@ -43,20 +41,8 @@ from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
 from hgen.runtime.bundle.manifest import Manifest
 from hgen.runtime.errors import HGenError
-from hgen.runtime.familiarity import Familiarity
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What a retrain starts from: the deployed version and manifest, the original data, all human labels."""
-
-    current: VersionRecord
-    manifest: Manifest
-    data: OriginalData
-    human: HumanLabels
-    kind: RetrainKind
 
 
 class RetrainPipeline:
@@ -68,9 +54,9 @@ class RetrainPipeline:
         self.publisher = publisher
         self._datasets: dict[str, OriginalData] = {}
         self._filters: dict[str, AutoencoderFilter] = {}
-        self._familiarity: dict[str, Familiarity | None] = {}  # bundle dir -> its verified manifest's ranges
         self._configured: dict[str, tuple[int, Manifest]] = {}  # model -> (its manifest file's mtime, manifest)
         self.one_model = OneModel(self.public_key)  # the Keras file a retrain starts from is the bundle's model
+        self.judge = Judge(config, store, self.verified, self.store_dir)
         self._lock = threading.Lock()
 
     def model_config(self, name: str) -> ModelConfig:
@@ -88,7 +74,7 @@ class RetrainPipeline:
         if found is not None:
             return found
         model = self.model_config(name)
-        manifest = self._manifest(Path(model.bundle))
+        manifest = self.verified(Path(model.bundle))
         keras_path, bundle_dir = self._keep_first(model, manifest.model.version)
         record = VersionRecord(name, manifest.model.version, str(keras_path), str(bundle_dir), manifest.tau,
                                manifest.temperature, self.store.clock())
@@ -104,7 +90,7 @@ class RetrainPipeline:
         first version then re-signed other files under its name. Without a store, the configured files."""
         if self.config.store_dir is None:
             return Path(model.keras_model), Path(model.bundle)
-        dest = self._store_dir() / model.name / version
+        dest = self.store_dir() / model.name / version
         dest.mkdir(parents=True, exist_ok=True)
         keras_path, bundle_dir = dest / Path(model.keras_model).name, dest / "bundle"
         shutil.copy2(model.keras_model, keras_path)
@@ -123,7 +109,7 @@ class RetrainPipeline:
             stamp = -1  # verifying says what is missing
         cached = self._configured.get(name)
         if cached is None or cached[0] != stamp or stamp == -1:
-            cached = (stamp, self._manifest(bundle))
+            cached = (stamp, self.verified(bundle))
             self._configured[name] = cached
         return cached[1]
 
@@ -145,7 +131,8 @@ class RetrainPipeline:
         return {bundle_name_for(base.model.name, base.target, target): device_ids
                 for target, device_ids in targets_of(self.model_config(name).devices, base.target).items()}
 
-    def _manifest(self, bundle_dir: Path) -> Manifest:
+    def verified(self, bundle_dir: Path) -> Manifest:
+        """A bundle folder's manifest, checked against the hub's key: one verify rule for retrains and releases."""
         from hgen.runtime.bundle.loader import verify_directory
 
         return verify_directory(bundle_dir, self.public_key())
@@ -154,9 +141,10 @@ class RetrainPipeline:
         """The key devices verify the hub's bundles with (from `retrain.signing_key`)."""
         from hgen.runtime import signing
 
-        return signing.load_private_key(self._signing_key()).public_key()
+        return signing.load_private_key(self.signing_key()).public_key()
 
-    def _signing_key(self) -> Path:
+    def signing_key(self) -> Path:
+        """`retrain.signing_key`; RetrainError when unset (only signing needs it)."""
         if self.config.signing_key is None:
             raise RetrainError("retrain.signing_key is not set")
         return self.config.signing_key
@@ -194,11 +182,11 @@ class RetrainPipeline:
             enhanced = self._research(model_config, prepared, kept, run)
         else:
             enhanced = prepared.kind.enhance(prepared.current.keras_path, prepared.data, kept, self.config)
-        field = self._field(model_config, prepared, holdout)
+        field = self.judge.field(model_config, prepared, holdout)
         if field is not None and not run.research:
-            enhanced = self._refit(model_config, prepared, enhanced, field)
-        verdict = self._accept(model_config, prepared, enhanced, holdout, field)
-        metrics = self._metrics(prepared, enhanced, verdict, len(holdout))
+            enhanced = self.judge.refit(model_config, prepared, enhanced, field)
+        verdict = self.judge.accept(model_config, prepared, enhanced, holdout, field)
+        metrics = run_metrics(prepared, enhanced, verdict, len(holdout))
         common = {"samples_used": len(kept), "filtered_out": filtered_out}
         if not verdict.accepted:
             metrics["retrain_seconds"] = time.perf_counter() - start
@@ -216,155 +204,9 @@ class RetrainPipeline:
         self.store.finish_run(run.id, "published", to_version=version, metrics=metrics, **common)
         return self.store.run(run.id)  # type: ignore[return-value]
 
-    def _field(self, model_config: ModelConfig, prepared: Prepared, holdout: HumanLabels) -> FieldSet | None:
-        """The held-out human labels weighted as the field (`field.py`), for kinds with a fused score; None when
-        too few to re-fit or judge on."""
-        if fused_scorer(prepared.kind) is None or len(holdout) < self.config.field.min_samples:
-            return None
-        versions = self.store.versions(model_config.name)
-        taus = {v.version: v.tau for v in versions}
-        familiarity = {v.version: self._familiarity_of(v.bundle_dir) for v in versions}
-        return field_set(self.store.kb, holdout, taus, self.config.field.audit_share, familiarity,
-                         self.config.field.unfamiliar_share)
-
-    def _familiarity_of(self, bundle_dir: str) -> Familiarity | None:
-        """A version's familiarity ranges, from its bundle verified once (versions are never rewritten). An old
-        version's folder deleted to free the disk failed every later retrain; its frames are weighted as if it
-        had no ranges (as versions compiled before them), and the log says so."""
-        if bundle_dir not in self._familiarity:
-            try:
-                self._familiarity[bundle_dir] = self._manifest(Path(bundle_dir)).familiarity
-            except (OSError, HGenError) as exc:
-                log.warning("the bundle %s cannot be read (%s): its held-out frames are weighted without its "
-                            "familiarity ranges", bundle_dir, exc)
-                self._familiarity[bundle_dir] = None
-        return self._familiarity[bundle_dir]
-
-    def _refit(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, field: FieldSet) -> Any:
-        """Temperature and tau re-chosen on the field; with `field.keep_fused`, tau also keeps what the deployed
-        model is expected to reach with people there (or the accuracy demand, if lower)."""
-        from hgen.compiler.models import load_model_file
-
-        floor = 0.0
-        if self.config.field.keep_fused:
-            floor = fused_scorer(prepared.kind)(load_model_file(prepared.current.keras_path),  # type: ignore[misc]
-                                                prepared.current.temperature, prepared.manifest.tau, field,
-                                                self.config.human_accuracy)
-            demand = self._accuracy_demand(model_config, enhanced)
-            floor = floor if demand is None else min(floor, demand)
-        demand = self._labour_demand(model_config)
-        return refit(enhanced, field, self._field_rules(demand),
-                     labour_demand=self._labour_kept(demand, prepared, field), accuracy_floor=floor,
-                     human_accuracy=self.config.human_accuracy)
-
-    def _field_rules(self, demand: float | None) -> FieldConfig:
-        """`retrain.field`; for a kept labour (no demand) without its margin and upper bound: those keep a demand
-        agreed in advance from being overshot, and applied to the deployed version's own labour they chose a tau
-        asking about 14 % less each retrain, whose fused accuracy fell (0.920 -> 0.881) with no one noticing."""
-        if demand is not None:
-            return self.config.field
-        return self.config.field.model_copy(update={"labour_margin": 1.0, "labour_confidence": 0.0})
-
-    def _labour_kept(self, demand: float | None, prepared: Prepared, field: FieldSet | None) -> float | None:
-        """The labour demand tau is re-chosen and judged at: the model's, else the deployed version's expected labour
-        on the field's held-out labels (people are asked no more than they were; re-fitting the temperature alone
-        under the deployed tau raised the share asked, 59 % -> 77 % on a noisy field), else None (no field set)."""
-        if demand is not None or field is None or fused_scorer(prepared.kind) is None:
-            return demand
-        from hgen.compiler.models import load_model_file
-
-        deployed = Gate(load_model_file(prepared.current.keras_path), prepared.current.temperature,
-                        prepared.manifest.tau)
-        return expected_labour(prepared.kind.name, deployed, field)
-
-    def _labour_demand(self, model_config: ModelConfig) -> float | None:
-        if model_config.labour_demand is not None or model_config.compile_config is None:
-            return model_config.labour_demand
-        out = self._store_dir() / model_config.name / "research-check"
-        return float(load_compile_config(model_config.compile_config, model_config.name, out).demands.labour)
-
-    def _accept(self, model_config: ModelConfig, prepared: Prepared, enhanced: Any, holdout: HumanLabels,
-                field: FieldSet | None = None) -> Acceptance:
-        """The kind's metric on held-out human labels and the test split (minus images people labelled), then,
-        for kinds that have it, the expected accuracy with people at the tau the new model will run with: on the
-        field's held-out labels when there are enough (`field.py`), else on the test split; at the labour demand
-        (without one, the deployed version's labour on the field), or, with no tau re-chosen within it, only for a
-        new version that asks people no more than the deployed one (`check_labour`)."""
-        from hgen.compiler.models import load_model_file
-
-        current_model = load_model_file(prepared.current.keras_path)
-        test = without_seen(prepared.data.test, prepared.human.x)
-        verdict = check(current_model, enhanced.model, holdout, test,
-                        tolerance=self.config.tolerance, min_holdout=self.config.min_holdout,
-                        score=prepared.kind.score, metric=prepared.kind.metric, trade=self.config.field.trade,
-                        holdout_margin=self._holdout_margin(prepared, current_model, enhanced.model, holdout))
-        first = self.store.versions(model_config.name)[-1]
-        if first.version != prepared.current.version:
-            verdict = check_drift(verdict, prepared.kind.score(load_model_file(first.keras_path), test),
-                                  tolerance=self.config.tolerance + self.config.field.trade,
-                                  first_version=first.version)
-        fused = fused_scorer(prepared.kind)
-        if fused is None:
-            return verdict
-        new_tau = enhanced.tau if isinstance(enhanced, Searched) else tau_after(enhanced, prepared.manifest.tau)
-        people = self.config.human_accuracy
-        judged, where = (test, "the original test split") if field is None else (field,
-                                                                                 "held-out field labels")
-        current = fused(current_model, prepared.current.temperature, prepared.manifest.tau, judged, people)
-        new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)
-        demand = self._labour_demand(model_config)  # reads the compile config: once
-        labour = self._labour_kept(demand, prepared, field)
-        if demand is None and refitted_tau(enhanced) is None:
-            # no demand agreed and no tau re-chosen within the deployed labour: people may be asked no more than
-            # by the deployed version
-            verdict = check_labour(verdict, compare_labour(
-                prepared.kind.name, Gate(current_model, prepared.current.temperature, prepared.manifest.tau),
-                Gate(enhanced.model, enhanced.temperature, new_tau), judged, noise_se=self.config.noise_se),
-                tolerance=self.config.tolerance)
-        margin = 0.0
-        if field is not None and refitted_tau(enhanced) is not None and labour is not None:
-            compared = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,
-                                       self._field_rules(demand), labour_demand=labour, human_accuracy=people,
-                                       noise_se=self.config.noise_se)
-            current, new, margin = compared.current, compared.new, compared.margin
-            where = "held-out field labels at the labour demand"
-        return check_fused(verdict, current, new, tolerance=self.config.tolerance,
-                           demand=self._accuracy_demand(model_config, enhanced), judged_on=where, margin=margin)
-
-    def _holdout_margin(self, prepared: Prepared, current_model: Any, new_model: Any, holdout: HumanLabels) -> float:
-        """The held-out comparison's noise (`noise_se` paired standard errors), for kinds that score each sample."""
-        per_sample = sample_scorer(prepared.kind)
-        if per_sample is None or self.config.noise_se <= 0.0 or len(holdout) < self.config.min_holdout:
-            return 0.0
-        return paired_margin(per_sample(current_model, holdout), per_sample(new_model, holdout),
-                             z=self.config.noise_se)
-
-    @staticmethod
-    def _metrics(prepared: Prepared, enhanced: Any, verdict: Acceptance, holdout_samples: int) -> dict[str, Any]:
-        metrics: dict[str, Any] = {"acceptance": verdict.to_dict(), "temperature": enhanced.temperature,
-                                   "train_seconds": enhanced.seconds, "train_samples": enhanced.train_samples,
-                                   "human_samples": len(prepared.human), "holdout_samples": holdout_samples}
-        if isinstance(enhanced, Searched):
-            metrics["research"] = {"tau": enhanced.tau, "plan": enhanced.summary.get("plan"),
-                                   "feasible": enhanced.summary.get("feasible"),
-                                   "search_seconds": enhanced.summary.get("search_seconds")}
-        metrics.update(field_metrics(enhanced))
-        if enhanced.style:
-            metrics["field_style"] = dict(enhanced.style)
-        return metrics
-
-    def _accuracy_demand(self, model_config: ModelConfig, enhanced: Any) -> float | None:
-        """What the H-DNN must keep with people: the re-search's demand, the configured one, or the compile's."""
-        if isinstance(enhanced, Searched):
-            return enhanced.accuracy_demand
-        if model_config.accuracy_demand is not None or model_config.compile_config is None:
-            return model_config.accuracy_demand
-        out = self._store_dir() / model_config.name / "research-check"
-        return float(load_compile_config(model_config.compile_config, model_config.name, out).demands.accuracy)
-
     def check_research(self, name: str) -> None:
         """RetrainError unless `name` can be re-searched (an H-CNN with its compile settings)."""
-        self._compile_settings(self.model_config(name), self._store_dir() / name / "research-check")
+        self._compile_settings(self.model_config(name), self.store_dir() / name / "research-check")
 
     def _compile_settings(self, model_config: ModelConfig, out: Path) -> Any:
         """The model's hgen-compile settings, writing into `out`; RetrainError for a kind the compile search does not
@@ -376,14 +218,14 @@ class RetrainPipeline:
         return load_compile_config(model_config.compile_config, model_config.name, out)
 
     def _research(self, model_config: ModelConfig, prepared: Prepared, kept: HumanLabels, run: RunRecord) -> Searched:
-        config = self._compile_settings(model_config, self._store_dir() / model_config.name / f"research-{run.id}")
+        config = self._compile_settings(model_config, self.store_dir() / model_config.name / f"research-{run.id}")
         return research(config, prepared.data, kept.x, kept.y)
 
     def _prepare(self, model_config: ModelConfig, run: RunRecord) -> Prepared:
         current = self.current(model_config.name)
-        manifest = self._manifest(Path(current.bundle_dir))
+        manifest = self.verified(Path(current.bundle_dir))
         kind = get_retrain_kind(model_config.kind)
-        data = self._dataset(model_config, kind)
+        data = self.dataset(model_config, kind)
         check_same_classes(model_config, data, manifest)
         human = kind.human(self.store, model_config.name, run.cutoff, data, self.config.max_labels)
         if len(human) == 0:
@@ -391,7 +233,8 @@ class RetrainPipeline:
         self.one_model.require(model_config.name, Path(model_config.keras_model), current, manifest, data.test.x)
         return Prepared(current, manifest, data, human, kind)
 
-    def _dataset(self, model_config: ModelConfig, kind: RetrainKind) -> OriginalData:
+    def dataset(self, model_config: ModelConfig, kind: RetrainKind) -> OriginalData:
+        """The model's original data set, loaded once and kept for later retrains and releases."""
         with self._lock:
             if model_config.name not in self._datasets:
                 self._datasets[model_config.name] = kind.load_data(model_config.dataset, seed=self.config.seed,
@@ -417,12 +260,12 @@ class RetrainPipeline:
         from hgen.compiler.lowering.tflite import calibration_images  # the compiler only when a retrain publishes
 
         version = next_version(prepared.current.version, [v.version for v in self.store.versions(model_config.name)])
-        out_dir = self._store_dir() / model_config.name / version
+        out_dir = self.store_dir() / model_config.name / version
         out_dir.mkdir(parents=True, exist_ok=True)
         keras_path = out_dir / "model.keras"
         model.save(keras_path)
         built = build_bundles(model, prepared.manifest, version=version, temperature=temperature,
-                              devices=model_config.devices, out_dir=out_dir, signing_key=self._signing_key(),
+                              devices=model_config.devices, out_dir=out_dir, signing_key=self.signing_key(),
                               engines=self.config.engines,
                               representative=calibration_images(prepared.data.train),
                               base_target=self.base_target(model_config.name))
@@ -436,7 +279,8 @@ class RetrainPipeline:
         announce(self.publisher, built, version)
         return version
 
-    def _store_dir(self) -> Path:
+    def store_dir(self) -> Path:
+        """`retrain.store_dir`; RetrainError when unset."""
         if self.config.store_dir is None:
             raise RetrainError("retrain.store_dir is not set")
         return self.config.store_dir

@@ -136,7 +136,7 @@ class Releases:
         found = {}
         for folder in (base, *sorted(base.parent.glob("bundle-*"))):
             try:
-                manifest = self.pipeline._manifest(folder)  # noqa: SLF001 (the pipeline's key, one verify rule)
+                manifest = self.pipeline.verified(folder)
             except (BundleError, SignatureError, OSError):
                 continue  # not a bundle of this version (the configured bundle's folder holds other things)
             if manifest.model.version == version.version and manifest.model.name == model_name:
@@ -154,7 +154,7 @@ class Releases:
 
     def _publish_plan(self, name: str, bundles: Sequence[Path], keras_model: Path) -> Plan:
         current = self.pipeline.current(name)
-        deployed = self.pipeline._manifest(Path(current.bundle_dir))  # noqa: SLF001
+        deployed = self.pipeline.verified(Path(current.bundle_dir))
         wanted = targets_of(self.pipeline.model_config(name).devices, self.pipeline.base_target(name))
         sources: dict[str, tuple[Path, Manifest]] = {}
         for folder in map(Path, bundles):
@@ -188,7 +188,7 @@ class Releases:
 
         model_config = self.pipeline.model_config(name)
         try:
-            data = self.pipeline._dataset(model_config, get_retrain_kind(model_config.kind))  # noqa: SLF001
+            data = self.pipeline.dataset(model_config, get_retrain_kind(model_config.kind))
         except (HGenError, OSError) as exc:  # a release needs no data set; the next retrain checks the pair
             log.warning("%s: --keras %s is not compared with the bundle (its data set does not load here: %s)",
                         name, keras_model, exc)
@@ -204,7 +204,7 @@ class Releases:
             raise ReleaseError(f"--bundle {folder}: not a folder; give the compile's bundle folder (OUT/bundle), "
                                f"not its .hgb archive")
         try:
-            return self.pipeline._manifest(folder)  # noqa: SLF001
+            return self.pipeline.verified(folder)
         except (BundleError, SignatureError, OSError) as exc:
             raise ReleaseError(f"bundle {folder}: {exc} (devices trust retrain.signing_key's public key: compile "
                                f"with --signing-key set to it)") from None
@@ -247,7 +247,7 @@ class Releases:
         """Build the bundles and the kept Keras file, then record the version with its bundles and the run."""
         taken = [v.version for v in self.store.versions(name)]
         version = next_version(plan.against, taken, plan.wanted)
-        out_dir = (self.pipeline._store_dir() / name / version).resolve()  # noqa: SLF001 (any working folder)
+        out_dir = (self.pipeline.store_dir() / name / version).resolve()
         built = self._build(name, plan, version, out_dir)
         keras_path = plan.keras_path
         if trigger == "publish":  # the compile's folder may be rebuilt; the next retrain starts from this copy
@@ -269,7 +269,7 @@ class Releases:
         """One re-signed bundle per target the model's devices run (the stored one; a target the restored version
         has no bundle for, e.g. the configured version's other targets, is lowered from its Keras file)."""
         base, model_name = self.pipeline.base_target(name), self._model_name(name)
-        key = self.pipeline._signing_key()  # noqa: SLF001
+        key = self.pipeline.signing_key()
         wanted = targets_of(self.pipeline.model_config(name).devices, base)
         built = []
         for target, device_ids in wanted.items():
@@ -293,13 +293,13 @@ class Releases:
         from hgen.hub.retrain.kinds import get_retrain_kind
 
         model_config = self.pipeline.model_config(name)
-        data = self.pipeline._dataset(model_config, get_retrain_kind(model_config.kind))  # noqa: SLF001
+        data = self.pipeline.dataset(model_config, get_retrain_kind(model_config.kind))
         log.info("%s %s has no stored bundle for %s: lowering its Keras file", name, restored.version,
                  ", ".join(devices))
         by_device = {device: target for target, ids in devices.items() for device in ids}
         return build_bundles(load_model_file(restored.keras_path), manifest, version=version,
                              temperature=restored.temperature, devices=by_device, out_dir=out_dir,
-                             signing_key=self.pipeline._signing_key(),  # noqa: SLF001
+                             signing_key=self.pipeline.signing_key(),
                              engines=self.pipeline.config.engines, representative=calibration_images(data.train),
                              base_target=self.pipeline.base_target(name))
 

@@ -97,7 +97,7 @@ def accept_hotter(deployed: DeployedModel, tmp_path: Path, temperature: float, *
     from hgen.hub.retrain.data import HumanSet
     from hgen.hub.retrain.enhance import Enhanced
     from hgen.hub.retrain.kinds import get_retrain_kind
-    from hgen.hub.retrain.pipeline import Prepared
+    from hgen.hub.retrain.judge import Prepared
 
     section = retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"}, threshold=10,
                               min_holdout=10, tolerance=0.005)
@@ -112,17 +112,17 @@ def accept_hotter(deployed: DeployedModel, tmp_path: Path, temperature: float, *
         noisy = np.clip(data.test.x[:150] + rng.normal(0.0, 0.2 ** 0.5, data.test.x[:150].shape), 0, 1)
         noisy = noisy.astype(np.float32)
         holdout = HumanSet(noisy, data.test.y[:150], tuple(f"s{i}" for i in range(150)))
-        prepared = Prepared(current, pipeline._manifest(Path(current.bundle_dir)), data,  # noqa: SLF001
+        prepared = Prepared(current, pipeline.verified(Path(current.bundle_dir)), data,
                             HumanSet(noisy[:0], data.test.y[:0], ()), kind)
         hotter = Enhanced(load_model_file(deployed.keras_path), temperature, 0.0, 0)
         field = FieldSet(noisy, data.test.y[:150], np.ones(150, np.int64))
         if refit:
-            hotter = pipeline._refit(config, prepared, hotter, field)  # noqa: SLF001
+            hotter = pipeline.judge.refit(config, prepared, hotter, field)
             if seen is not None:
                 deployed_gate = Gate(load_model_file(deployed.keras_path), current.temperature, prepared.manifest.tau)
                 seen["labour"] = (expected_labour("cnn", deployed_gate, field),
                                   expected_labour("cnn", Gate(hotter.model, hotter.temperature, hotter.tau), field))
-        return pipeline._accept(config, prepared, hotter, holdout, field)  # noqa: SLF001
+        return pipeline.judge.accept(config, prepared, hotter, holdout, field)
     finally:
         kb.close()
 

@@ -342,5 +342,5 @@ def test_an_old_versions_deleted_folder_does_not_fail_later_retrains(releases: R
     """Every retrain reads each version's familiarity ranges; one folder deleted to free the disk failed them all."""
     gone = str(tmp_path / "store" / "lenet5" / "0.9.0")
     with caplog.at_level("WARNING"):
-        assert releases.pipeline._familiarity_of(gone) is None  # noqa: SLF001 (the step the field set calls)
+        assert releases.pipeline.judge.familiarity_of(gone) is None  # the step the field set calls
     assert f"the bundle {gone} cannot be read" in caplog.text
