@@ -7,7 +7,8 @@ Why adapt rather than refuse a leading `Rescaling(1/255)`: it is how the Keras g
 model at 0.93 on its own data scored chance (0.11) on the same images in the compile, silently. Multiplying that
 layer's scale by 255 makes the model on x = raw / 255 exactly the user's model on raw pixels. The same holds for
 a leading `Normalization` adapted on raw pixels (`layers.Normalization().adapt(raw_images)`, also in the guides:
-digits: 0.10 on hgen's images, 0.91 on raw ones): its mean / 255 and variance / 255^2.
+digits: 0.10 on hgen's images, 0.91 on raw ones): its mean / 255 and variance / 255^2. A Rescaling that centres raw
+pixels (`Rescaling(1, offset=-128)`) and either layer after a Flatten are the same case.
 
 Why settle BatchNorm statistics before anything else (`prepare_user_model`): a quickly trained model keeps moving
 statistics far from its data's (measured: moving variance 0.165 where the data's is 0.039), and every candidate's
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 
 PIXEL_RANGE = 255.0  # hgen's images are raw / 255 (`hgen.compiler.data`); the device does the same (input_spec)
 RAW_PIXEL_SCALE = 0.01  # a Rescaling on the input at most this (1/255, 1/127.5) expects 0..255 pixels
-RAW_PIXEL_MEAN = 1.5  # a Normalization on the input with a mean above this was adapted on 0..255 pixels
+RAW_PIXEL_MEAN = 1.5  # a Normalization on the input with a mean above this was adapted on 0..255 pixels; a
+# Rescaling whose zero point (-offset / scale) lies above this centres 0..255 pixels (Rescaling(1, offset=-128))
+LAYOUT_ONLY = frozenset({"Flatten", "Reshape", "Permute"})  # move pixels, change none: the next layer sees them
 CHANCE_Z = 3.0  # binomial standard errors above chance a model must score: a model at chance passes ~1 in 700
 PROBE_IMAGES = 512  # validation images the diagnosis of a model at chance runs on (raw pixels, class order)
 
@@ -86,8 +89,8 @@ def check_input(model: Any, path: str | Path, input_shape: tuple[int, ...]) -> N
 def adapt_raw_pixel_input(model: Any, path: str | Path, say: Callable[[str], None] = log.warning) -> str | None:
     """The layer right on the input that expects 0..255 pixels adapted in place to hgen's [0, 1] images: a
     Rescaling's scale times 255, a Normalization's mean / 255 and variance / 255^2; returns what was done (also
-    said: logged), None if nothing. Only the input's first layer: after an adapted Rescaling the next layers see
-    what they saw on raw pixels already."""
+    said: logged), None if nothing. Only the first layer computing on the pixels (`_input_consumer`): after an
+    adapted Rescaling the next layers see what they saw on raw pixels already."""
     layer = _input_consumer(model)
     adapt = _ADAPTERS.get(type(layer).__name__) if layer is not None else None
     note = adapt(layer, path) if adapt is not None else None
@@ -105,8 +108,15 @@ def takes_raw_pixels(model: Any) -> str | None:
 
 
 def _raw_rescaling(layer: Any) -> bool:
+    """A scale of at most `RAW_PIXEL_SCALE` (1/255, 1/127.5), or a zero point inside 0..255 pixels above what
+    [0, 1] images can have (Rescaling(1, offset=-128), which centres raw pixels)."""
     scale = np.asarray(layer.scale, dtype=np.float64)
-    return bool(scale.size) and bool(np.all(np.abs(scale) <= RAW_PIXEL_SCALE)) and bool(np.all(scale != 0))
+    if not scale.size or not np.all(np.isfinite(scale)) or np.any(scale == 0):
+        return False
+    if np.all(np.abs(scale) <= RAW_PIXEL_SCALE):
+        return True
+    centre = -np.asarray(getattr(layer, "offset", 0.0), dtype=np.float64) / scale
+    return bool(np.all(np.isfinite(centre)) and np.all(centre > RAW_PIXEL_MEAN) and np.all(centre <= PIXEL_RANGE))
 
 
 def _raw_normalization(layer: Any) -> bool:
@@ -123,8 +133,10 @@ def _adapt_rescaling(layer: Any, path: str | Path) -> str | None:
     scale = np.asarray(layer.scale, dtype=np.float64)
     adapted = scale * PIXEL_RANGE
     layer.scale = float(adapted) if adapted.ndim == 0 else adapted.tolist()
-    return (f"model {path}: layer '{layer.name}' (Rescaling, scale {_text(scale)}) takes raw 0..255 pixels; hgen "
-            f"feeds images / 255, so its scale is now {_text(adapted)} (the same model on raw pixels)")
+    offset = np.asarray(getattr(layer, "offset", 0.0), dtype=np.float64)
+    shift = f", offset {_text(offset)}" if np.any(offset != 0) else ""
+    return (f"model {path}: layer '{layer.name}' (Rescaling, scale {_text(scale)}{shift}) takes raw 0..255 pixels; "
+            f"hgen feeds images / 255, so its scale is now {_text(adapted)} (the same model on raw pixels)")
 
 
 def _adapt_normalization(layer: Any, path: str | Path) -> str | None:
@@ -175,7 +187,8 @@ def _like(given: Any, values: np.ndarray) -> Any:
 
 
 def _input_consumer(model: Any) -> Any | None:
-    """The layer the model's input feeds directly, if it is the input's only consumer."""
+    """The first layer that computes on the model's input's pixels (past layers that only move them: a
+    Normalization after a Flatten, as dense models have it), if each on the way has one consumer."""
     from hgen.compiler.ops.graph import GraphView
 
     try:
@@ -183,9 +196,14 @@ def _input_consumer(model: Any) -> Any | None:
     except Exception:  # a graph hgen cannot read is refused later, with its own error
         return None
     first = [name for name in view.order if view.kind(name) == "InputLayer"]
-    if len(first) != 1 or len(view.outbound[first[0]]) != 1:
+    if len(first) != 1:
         return None
-    return view.layers[view.outbound[first[0]][0]]
+    name = first[0]
+    while len(view.outbound[name]) == 1:
+        name = view.outbound[name][0]
+        if view.kind(name) not in LAYOUT_ONLY:
+            return view.layers[name]
+    return None
 
 
 def _brief(values: np.ndarray) -> str:

@@ -354,3 +354,34 @@ def test_batchnorm_statistics_that_lower_balanced_accuracy_are_not_kept() -> Non
     prepare_user_model(model, "user.keras", data, 0, said.append)
     assert any(line.startswith("kept the BatchNorm statistics of user.keras") for line in said), said
     assert float(norm.get_weights()[3][0]) == pytest.approx(0.16)
+
+
+def test_a_rescaling_that_centres_raw_pixels_and_a_normalization_after_a_flatten_are_adapted(digits) -> None:
+    """Rescaling(1, offset=-128) (raw pixels centred) and a dense model's Normalization after its Flatten were left
+    as they were and refused at chance; a Rescaling of [0, 1] images (to [-1, 1], or to 0..255) is left alone."""
+    from hgen.compiler.models.user_file import adapt_raw_pixel_input, takes_raw_pixels
+
+    raw = np.round(digits.test.x[:32] * 255.0)
+
+    def model(*first: layers.Layer, dense: bool = False) -> keras.Model:
+        image = keras.Input((28, 28, 1))
+        h = layers.Flatten()(image) if dense else image
+        for layer in first:
+            h = layer(h)
+        h = h if dense else layers.Flatten()(layers.Conv2D(4, 3, name="c1")(h))
+        return keras.Model(image, layers.Dense(10)(h))
+
+    flat_norm = layers.Normalization(name="flat_norm")
+    flat_norm.adapt(raw.reshape(len(raw), -1))
+    for adapted, said in ((model(layers.Rescaling(1.0, offset=-128.0, name="centre")), "offset -128"),
+                          (model(flat_norm, dense=True), "layer 'flat_norm' (Normalization")):
+        on_raw = np.asarray(adapted(raw))
+        assert takes_raw_pixels(adapted) is not None
+        assert said in adapt_raw_pixel_input(adapted, "field.keras")
+        np.testing.assert_allclose(np.asarray(adapted(raw / 255.0)), on_raw, rtol=1e-4, atol=1e-3)
+        assert takes_raw_pixels(adapted) is None  # adapted once: a second look finds [0, 1] images
+    for kept in (model(layers.Rescaling(2.0, offset=-1.0)), model(layers.Rescaling(255.0)),
+                 model(layers.Rescaling(1.0, offset=0.0))):
+        before = np.asarray(kept(raw / 255.0))
+        assert takes_raw_pixels(kept) is None and adapt_raw_pixel_input(kept, "kept.keras") is None
+        np.testing.assert_array_equal(np.asarray(kept(raw / 255.0)), before)
