@@ -7,8 +7,9 @@ model is refused only when it falls short by more than `retrain.noise_se` standa
 (and the tolerance). Judged frame by frame, one or two frames decided most refusals (issue 18), and a refused
 retrain is a round of people's labels the device does not learn from.
 
-Expected accuracy with people rises with the frames sent to them (each scores as their accuracy): without a known
-labour demand a new version may ask people no more than the deployed one (`check_labour`)."""
+Expected accuracy with people rises with the frames sent to them (each scores as their accuracy): a new version whose
+tau nobody re-chose for the labour may ask people no more than the labour demand, or without one than the deployed
+version (`check_labour`)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ class Acceptance:
     current_fused_test: float | None = None  # expected accuracy with people on the test split (H-CNN)
     new_fused_test: float | None = None
     first_test: float | None = None  # the first deployed version's test score (the drift check's reference)
-    current_labour: float | None = None  # expected labour (Eq. 13) where the fused accuracy is judged, when no
-    new_labour: float | None = None  # labour demand is known (`check_labour`)
+    current_labour: float | None = None  # expected labour (Eq. 13) where the fused accuracy is judged, when tau
+    new_labour: float | None = None  # was not re-chosen for the labour (`check_labour`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,8 +107,8 @@ def check_fused(verdict: Acceptance, current: float, new: float, *, tolerance: f
     labour and compute, need only keep what is demanded: `demand` (Eq. 14's A) lowers the bar to
     min(current, demand). `margin` is the comparison's noise (`paired_margin`), allowed when more than the tolerance.
     Asking people more buys fused accuracy, so labour is held level: with a known labour demand the pipeline
-    re-gates both for it when the field allows (`field.at_equal_labour`); without one, `check_labour` refuses a new
-    version that asks people more than the deployed one."""
+    re-gates both for it when the field allows (`field.at_equal_labour`); otherwise `check_labour` refuses a new
+    version that asks people more than the demand, or without one than the deployed version."""
     reason = verdict.reason
     bar = current if demand is None else min(current, demand)
     if new < bar - max(tolerance, margin):
@@ -181,17 +182,27 @@ def compare_labour(kind: str, current: Gate, new: Gate, labelled: Any, *, noise_
                   paired_margin(before, after, weights, z=noise_se))
 
 
-def check_labour(verdict: Acceptance, labour: Labour, *, tolerance: float) -> Acceptance:
-    """Without a known labour demand the labour people give today is all they agreed to: a new version whose
-    gate asks them more (expected labour, Eq. 13, up by more than the tolerance or its noise, `margin`) is refused,
-    since fused accuracy bought with more frames for people is no better model (every frame asked scores as the
-    people's accuracy). One that asks no more is then judged on fused accuracy at most the deployed labour."""
+def check_labour(verdict: Acceptance, labour: Labour, *, tolerance: float,
+                 demand: float | None = None) -> Acceptance:
+    """A new version running at a tau nobody re-chose for the labour may ask people no more than they agreed to:
+    without a known labour demand, what they give today; with one, the demand (or today's labour, if more). Its gate
+    asking more (expected labour, Eq. 13, up by more than the tolerance or its noise, `margin`) is refused, since
+    fused accuracy bought with more frames for people is no better model (every frame asked scores as the people's
+    accuracy). One that asks no more is then judged on fused accuracy within that labour."""
     reason = verdict.reason
-    if labour.new > labour.current + max(tolerance, labour.margin):
-        reason = "; ".join(filter(None, [reason, (
-            f"without a labour demand a new version may ask people no more than the deployed one, and it asks more: "
-            f"expected labour (Eq. 13) {labour.current:.4f} -> {labour.new:.4f}, share of frames sent to people "
-            f"{labour.current_share:.1%} -> {labour.new_share:.1%}{_beyond(labour.margin)} (set the model's "
-            f"labour_demand, or its compile_config, to let a retrain re-choose tau for a demand)")]))
+    allowed = labour.current if demand is None else max(labour.current, demand)
+    if labour.new > allowed + max(tolerance, labour.margin):
+        reason = "; ".join(filter(None, [reason, _asks_more(labour, demand)]))
     return replace(verdict, accepted=not reason, reason=reason, current_labour=labour.current,
                    new_labour=labour.new)
+
+
+def _asks_more(labour: Labour, demand: float | None) -> str:
+    change = (f"expected labour (Eq. 13) {labour.current:.4f} -> {labour.new:.4f}, share of frames sent to people "
+              f"{labour.current_share:.1%} -> {labour.new_share:.1%}{_beyond(labour.margin)}")
+    if demand is None:
+        return (f"without a labour demand a new version may ask people no more than the deployed one, and it asks "
+                f"more: {change} (set the model's labour_demand, or its compile_config, to let a retrain re-choose "
+                f"tau for a demand)")
+    return (f"the new version asks people more than the labour demand {demand:.4f} allows: {change} (too few "
+            f"held-out field labels to re-choose tau for the demand: retrain.field.min_samples)")

@@ -144,7 +144,8 @@ class Judge:
         for kinds that have it, the expected accuracy with people at the tau the new model will run with: on the
         field's held-out labels when there are enough (`field.py`), else on the test split; at the labour demand
         (without one, the deployed version's labour on the field), or, with no tau re-chosen within it, only for a
-        new version that asks people no more than the deployed one (`check_labour`)."""
+        new version that asks people no more than the demand, or without one than the deployed one
+        (`check_labour`)."""
         from hgen.compiler.models import load_model_file
 
         current_model = load_model_file(prepared.current.keras_path)
@@ -175,13 +176,13 @@ class Judge:
         new = fused(enhanced.model, enhanced.temperature, new_tau, judged, people)
         demand = self.labour_demand(model_config)  # reads the compile config: once
         labour = self._labour_kept(demand, prepared, field)
-        if demand is None and refitted_tau(enhanced) is None:
-            # no demand agreed and no tau re-chosen within the deployed labour: people may be asked no more than
-            # by the deployed version
+        if refitted_tau(enhanced) is None and not isinstance(enhanced, Searched):
+            # no tau re-chosen for the labour (a re-search chose its own within the demand): people may be asked
+            # no more than the demand, or without one than by the deployed version
             verdict = check_labour(verdict, compare_labour(
                 prepared.kind.name, Gate(current_model, prepared.current.temperature, prepared.manifest.tau),
                 Gate(enhanced.model, enhanced.temperature, new_tau), judged, noise_se=self.config.noise_se),
-                tolerance=self.config.tolerance)
+                tolerance=self.config.tolerance, demand=demand)
         margin = 0.0
         if field is not None and refitted_tau(enhanced) is not None and labour is not None:
             compared = at_equal_labour(current_model, prepared.current.temperature, enhanced, field,

@@ -136,9 +136,15 @@ def test_the_pipeline_refuses_the_same_weights_asking_people_about_every_frame(d
     assert accept_hotter(deployed, tmp_path / "same", deployed.temperature).accepted  # its own gate passes
 
 
-def test_with_a_known_labour_demand_the_check_is_unchanged(deployed: DeployedModel, tmp_path: Path) -> None:
-    verdict = accept_hotter(deployed, tmp_path, 403.0, labour_demand=0.3)
-    assert verdict.current_labour is None and "labour_demand" not in verdict.reason
+def test_with_a_known_labour_demand_and_no_refit_a_version_may_ask_up_to_the_demand(deployed: DeployedModel,
+                                                                                     tmp_path: Path) -> None:
+    """With a demand but too few held-out field labels to re-choose tau, the new version ran at its own gate and won
+    the fused check by asking people about every frame, whatever the demand; now it may ask up to the demand."""
+    verdict = accept_hotter(deployed, tmp_path, 403.0, labour_demand=0.05)
+    assert not verdict.accepted and "more than the labour demand 0.0500 allows" in verdict.reason
+    assert verdict.new_labour > max(0.05, verdict.current_labour)
+    generous = accept_hotter(deployed, tmp_path / "generous", 403.0, labour_demand=1.0)
+    assert generous.accepted, generous.reason  # every frame to people, within what they agreed to
 
 
 def test_without_a_demand_the_field_refit_rechooses_tau_within_the_deployed_labour(deployed: DeployedModel,
