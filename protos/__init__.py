@@ -13,6 +13,13 @@ from types import ModuleType
 from hgen.runtime.errors import HGenError
 
 
+# The revision of hgen.v1's behaviour an agent implements, sent in DeviceStatus.protocol_revision. Raise it when a
+# release changes what agents send or expect (the message fields stay compatible either way), so a hub can tell
+# the operator which devices still run an agent from before the change. 1: the first agents that report it; an
+# agent that reports nothing (0) predates it.
+PROTOCOL_REVISION = 1
+
+
 class ProtoStubsMissingError(HGenError, ImportError):
     """The generated modules are absent: the checkout was not installed with `pip install -e .`."""
 

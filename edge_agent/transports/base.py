@@ -7,6 +7,7 @@ outbox, and the agent sends them again on reconnect or after `resend_after_s`.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -17,13 +18,36 @@ from urllib.parse import urlsplit
 
 from hgen.edge_agent.config import HubConfig
 from hgen.edge_agent.errors import AgentConfigError
-from hgen.protos import hub_pb2
+from hgen.protos import PROTOCOL_REVISION, hub_pb2
 from hgen.runtime.registry import Registry
 
 
 # What to check when the hub or its broker refuses the device's credential (both transports say it).
 CREDENTIAL_HINT = ("check device_id and hub.secret (the secret `hgen-hub add-device` issued; rotated or revoked ones "
                    "stop working)")
+
+
+def agent_version() -> str:
+    """The installed `hgen` release (what pip installed on the device); "unknown" from a source tree never installed."""
+    try:
+        return importlib.metadata.version("hgen")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def stamped(status: hub_pb2.DeviceStatus) -> hub_pb2.DeviceStatus:
+    """`status` naming this agent's release and protocol revision (fields it already sets are kept): every status a
+    transport sends carries them, the MQTT last will too, so a hub upgraded ahead of its devices can tell the
+    operator which of them still run an older agent."""
+    if not status.agent_version:
+        status.agent_version = AGENT_VERSION
+    if not status.protocol_revision:
+        status.protocol_revision = PROTOCOL_REVISION
+    return status
+
+
+AGENT_VERSION = agent_version()
+
 
 class ConnectionState(enum.Enum):
     DISCONNECTED = "disconnected"

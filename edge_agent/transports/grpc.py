@@ -27,6 +27,7 @@ from hgen.edge_agent.transports.base import (
     TransportCallbacks,
     TransportErrorCode,
     parse_endpoint,
+    stamped,
 )
 from hgen.protos import hub_pb2, hub_pb2_grpc
 
@@ -318,7 +319,7 @@ class GrpcTransport(Transport):
 
     def report_status(self, status: hub_pb2.DeviceStatus) -> None:
         try:
-            self._stub.ReportStatus(status, timeout=STATUS_TIMEOUT_S)
+            self._stub.ReportStatus(stamped(status), timeout=STATUS_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.debug("status not delivered: %s", exc.code())  # type: ignore[attr-defined]
             if error_code(exc) is TransportErrorCode.TLS and not self._stopping.is_set():

@@ -35,6 +35,7 @@ from hgen.edge_agent.transports.base import (
     Transport,
     TransportCallbacks,
     TransportErrorCode,
+    stamped,
 )
 from hgen.edge_agent.transports.grpc import bearer_token, fetch_from_url
 from hgen.protos import hub_pb2
@@ -76,7 +77,7 @@ class MqttTransport(Transport):
         self.topics = {kind: topic(config.prefix, device_id, kind) for kind in ("samples", "replies", "updates",
                                                                                  "status")}
         self.client = make_client(device_id, endpoint, config, device_id)
-        will = hub_pb2.DeviceStatus(device_id=device_id, online=False).SerializeToString()
+        will = stamped(hub_pb2.DeviceStatus(device_id=device_id, online=False)).SerializeToString()
         self.client.will_set(self.topics["status"], will, QOS, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -203,7 +204,7 @@ class MqttTransport(Transport):
 
     def report_status(self, status: hub_pb2.DeviceStatus) -> None:
         if self.state is ConnectionState.CONNECTED:
-            self._publish_status(status.SerializeToString())
+            self._publish_status(stamped(status).SerializeToString())
 
     def fetch_bundle(self, notice: hub_pb2.ModelUpdate, dest: Path) -> Path:
         uri = notice.fetch_uri or self.config.bundle_url
@@ -214,7 +215,7 @@ class MqttTransport(Transport):
     def stop(self) -> None:
         if self.state is ConnectionState.CLOSED:
             return
-        offline = hub_pb2.DeviceStatus(device_id=self.device_id, online=False).SerializeToString()
+        offline = stamped(hub_pb2.DeviceStatus(device_id=self.device_id, online=False)).SerializeToString()
         if self.state is ConnectionState.CONNECTED:
             try:
                 self._publish_status(offline).wait_for_publish(2.0)

@@ -42,6 +42,7 @@ from hgen.hub.kb.store import BundleRecord, bundle_notice
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
 from hgen.hub.transports.base import HubTransport
+from hgen.hub.transports.agent_versions import AgentVersions
 from hgen.hub.transports.grpc_auth import CallerCheck, CredentialGate
 from hgen.hub.transports.grpc_calls import CallCapped, DeviceCalls, PendingRead, ReadTimeouts, Slot, Watch
 from hgen.hub.validation import clip
@@ -101,6 +102,7 @@ class AnnotationHubServicer:
         self._pool_logged = False
         self.fetch_uri = config.advertise_url or ""  # set to the bound address at start when not configured
         self.callers = CallerCheck(service, DeviceCredentials(service.kb))
+        self.agents = AgentVersions(service.metrics.inc)  # which agent each device runs, from its status
 
     def proved(self, kind: str, method: Callable[..., object]
                ) -> Callable[[Iterator[object], grpc.ServicerContext], object]:
@@ -324,7 +326,9 @@ class AnnotationHubServicer:
         self._refuse(request, context)
         self.callers.check_claim(device, request.device_id, context)
         known = self.service.kb.record_status(request)
-        if not known:
+        if known:
+            self.agents.seen(request)
+        else:
             error = UnknownDeviceError(f"status from unregistered device {request.device_id!r}")
             self.service.metrics.inc(error.code)
             log.warning("status refused (%s): %s", error.code, error)

@@ -51,6 +51,7 @@ from hgen.hub.devices import DeviceAuthError
 from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, StatusTooLargeError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
+from hgen.hub.transports.agent_versions import AgentVersions
 from hgen.hub.transports.base import AnnounceError, HubTransport
 from hgen.hub.transports.mqtt_ingest import INGEST_WINDOW, IngestWorker, Received
 from hgen.protos import hub_pb2
@@ -133,6 +134,7 @@ class MqttTransport(HubTransport):
         self.client.on_subscribe = self._on_subscribe
         self.client.message_callback_add(BROKER_VERSION_TOPIC, self._on_broker_version)  # not on_message: not ingest
         self._version_mid: int | None = None
+        self.agents = AgentVersions(service.metrics.inc)  # which agent each device runs, from its status
         service.add_reply_listener(TRANSPORT, self.deliver)
 
     # --- connection -------------------------------------------------------------------------------------
@@ -306,6 +308,7 @@ class MqttTransport(HubTransport):
             self._check_enrolled(device_id)
             self.service.check_sender(device_id, status.device_id)  # counted and logged by the service
             if self.service.kb.record_status(status):
+                self.agents.seen(status)
                 return
             else:
                 error = UnknownDeviceError(f"status from unregistered device {device_id!r}")

@@ -3,6 +3,7 @@
 from hgen.runtime.bundle.errors import (
     BundleError,
     BundleFormatError,
+    BundleTooNewError,
     IntegrityError,
     SignatureError,
     TargetMismatchError,
@@ -16,6 +17,7 @@ __all__ = [
     "SIGNATURE_NAME",
     "BundleError",
     "BundleFormatError",
+    "BundleTooNewError",
     "EngineEntry",
     "InputSpec",
     "IntegrityError",

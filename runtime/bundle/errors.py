@@ -12,6 +12,12 @@ class BundleFormatError(BundleError):
     """Missing files, a truncated or corrupt archive, unexpected archive members, or an invalid manifest."""
 
 
+class BundleTooNewError(BundleFormatError):
+    """The signed manifest has fields, or a schema version, this runtime does not know: the bundle was made by a newer
+    hgen release (a hub upgraded ahead of its devices). Refused as before, but saying so: an older agent keeps its
+    running bundle and its operator learns the cure is upgrading the agent, not re-publishing the bundle."""
+
+
 class IntegrityError(BundleError):
     """A file's size or SHA-256 differs from the signed manifest (the file was modified)."""
 
@@ -27,6 +33,7 @@ class NoEngineError(BundleError):
 __all__ = [
     "BundleError",
     "BundleFormatError",
+    "BundleTooNewError",
     "IntegrityError",
     "NoEngineError",
     "SignatureError",

@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hgen.runtime.bundle.errors import BundleFormatError
-from hgen.runtime.config import StrictModel, parse_config
+from hgen.runtime.bundle.errors import BundleFormatError, BundleTooNewError
+from hgen.runtime.config import StrictModel, format_validation_error
 from hgen.runtime.familiarity import Familiarity
 from hgen.runtime.hdnn import DEFAULT_KIND, FusionLambda
 
@@ -183,9 +183,31 @@ def parse_manifest(data: bytes) -> Manifest:
     if not isinstance(raw, dict):
         raise BundleFormatError("manifest must be a JSON object")
     version = raw.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise BundleTooNewError(f"manifest schema_version {version}: the bundle was made by a newer hgen release than "
+                                f"this one ({_release()}, which reads {SCHEMA_VERSION}); upgrade hgen here to load it")
     if version != SCHEMA_VERSION:
         raise BundleFormatError(f"unsupported manifest schema_version {version!r}; this runtime reads {SCHEMA_VERSION}")
-    return parse_config(Manifest, raw, source="manifest", error=BundleFormatError)
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        detail = format_validation_error(exc, model=Manifest)
+        unknown = [".".join(map(str, error["loc"])) for error in exc.errors() if error["type"] == "extra_forbidden"]
+    if unknown:  # a field added by a later release (or a typo in a hand-made manifest: the detail names the closest)
+        raise BundleTooNewError(f"invalid manifest: fields this runtime does not know ({', '.join(unknown)}): the "
+                                f"bundle was likely made by a newer hgen release than this one ({_release()}); "
+                                f"upgrade hgen here to load it\n{detail}")
+    raise BundleFormatError(f"invalid manifest:\n{detail}")
+
+
+def _release() -> str:
+    """This runtime's `hgen` release, for messages."""
+    import importlib.metadata
+
+    try:
+        return f"hgen {importlib.metadata.version('hgen')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "hgen, not installed"
 
 
 def file_digest(path: Path) -> tuple[str, int]:
