@@ -3,6 +3,10 @@
 One sample's three answers say nothing about who is reliable, so the model is fitted on the knowledge base's
 recent answers (`history`) plus this sample's, then read out for this sample. How many recent answers is its option
 `history` (hub.yaml `aggregator_options.dawid_skene.history`): the knowledge base fetches that many.
+
+The label is the most probable class among those somebody answered for this sample: when EM finds every answer
+uninformative (one careless person who always presses the first button answered alone before the deadline), the
+posterior is the class prior, and its top class, one nobody gave, was stored as the people's label and retrained on.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from crowdkit.aggregation import DawidSkene as _CrowdKitDawidSkene
 from pydantic import Field
 
 from hgen.hub.aggregators import AGGREGATORS, AggregationInput, class_labels
-from hgen.hub.aggregators.majority import Majority
+from hgen.hub.aggregators.majority import Majority, tie_draw
 from hgen.hub.errors import AggregationError
 from hgen.protos import hub_pb2
 from hgen.runtime.config import StrictModel
@@ -53,5 +57,6 @@ class DawidSkene:
         frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
         model = _CrowdKitDawidSkene(n_iter=EM_ITERATIONS, tol=EM_TOLERANCE).fit(frame)
         posterior = model.probas_.loc[data.sample_id]
-        label = int(posterior.idxmax())
-        return hub_pb2.AggregatedLabel(class_id=label, aggregator=self.name, confidence=float(posterior.max()))
+        label = max({c for _, c in current}, key=lambda c: (float(posterior.get(c, 0.0)), tie_draw(data.sample_id, c)))
+        return hub_pb2.AggregatedLabel(class_id=label, aggregator=self.name,
+                                       confidence=float(posterior.get(label, 0.0)))

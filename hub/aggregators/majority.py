@@ -1,7 +1,17 @@
-"""H-CNN majority voting: the most frequent class; ties go to the class the device model rated higher."""
+"""H-CNN majority voting: the most frequent class; ties go to the class the device model rated higher.
+
+A tie the model does not break either (no class probabilities, or equal ones, as for every class but the model's
+top guess) goes to a class drawn per sample from a hash of the sample id: breaking it by the lowest class id gave
+every such tie to class 0, which is what a careless annotator who always presses the first button answers, so one
+of them outvoted the honest person in every 1-1 split.
+
+`confidence` is the winner's votes over the m people asked (or over those who answered, if more did): one answer
+of three, closed at the deadline, is not the agreement of the crowd, and reported 1.0 (as sure as three agreeing).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import ClassVar
 
@@ -9,6 +19,17 @@ from hgen.hub.aggregators import AGGREGATORS, AggregationInput, NoOptions, class
 from hgen.hub.errors import AggregationError
 from hgen.protos import hub_pb2
 from hgen.runtime.config import StrictModel
+
+
+def tie_draw(sample_id: str, label: int) -> int:
+    """A stable pseudo-random rank of `label` for one sample: the same sample always closes the same way, and no
+    class is favoured across samples."""
+    return int.from_bytes(hashlib.blake2b(f"{sample_id}\x00{label}".encode(), digest_size=8).digest(), "big")
+
+
+def agreement(votes: int, answered: int, m: int) -> float:
+    """Share of the people asked (m, or those who answered if more did) who gave the winning class."""
+    return votes / max(answered, m, 1)
 
 
 @AGGREGATORS.register("majority")
@@ -30,8 +51,8 @@ class Majority:
 
         def rank(label: int) -> tuple[int, float, int]:
             prior = probs[label] if label < len(probs) else 0.0
-            return counts[label], prior, -label
+            return counts[label], prior, tie_draw(data.sample_id, label)
 
         winner = max(counts, key=rank)
         return hub_pb2.AggregatedLabel(class_id=winner, aggregator=self.name,
-                                       confidence=counts[winner] / len(labels))
+                                       confidence=agreement(counts[winner], len(labels), data.m))

@@ -5,6 +5,10 @@ Model of one person: they answer correctly with probability `accuracy` on an ave
 A wrong answer follows the row of `confusion` when given (people confuse shirts with T-shirts, not with boots),
 else a uniformly chosen other class. Answer latency is log-normal with the given median (about 4 s by default),
 operations per answer grow with hardness (1..3), and each operation costs `cost_per_operation`.
+
+`behaviour` models the people a field team really gets besides honest ones, so tests and benchmarks can check what
+one of them does to a label: `first_class` always presses the first button (class 0), `random` picks any class
+uniformly, `adversarial` always picks a wrong class (the confusion row's, when given). They ignore `accuracy`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from hgen.hub.errors import CrowdConfigError
 
 MAX_ERROR = 0.95
+BEHAVIOURS = ("honest", "first_class", "random", "adversarial")
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,12 @@ class AnnotatorProfile:
     latency_sigma: float = 0.5
     cost_per_operation: float = 1.0
     confusion: tuple[tuple[float, ...], ...] | None = None
+    behaviour: str = "honest"  # one of BEHAVIOURS (see the module docstring)
 
     def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            raise CrowdConfigError(f"annotator {self.name!r}: behaviour must be one of {', '.join(BEHAVIOURS)}, "
+                                   f"got {self.behaviour!r}")
         if not 0.0 <= self.accuracy <= 1.0:
             raise CrowdConfigError(f"annotator {self.name!r}: accuracy must be in [0, 1], got {self.accuracy}")
         if self.latency_median_s <= 0 or self.latency_sigma < 0:
@@ -69,11 +78,21 @@ class SimulatedAnnotator:
         if not 0 <= truth < self.num_classes:
             raise CrowdConfigError(f"true label {truth} outside 0..{self.num_classes - 1}")
         hardness = float(np.clip(hardness, 0.0, 1.0))
-        p_error = min(MAX_ERROR, (1.0 - self.profile.accuracy) * 2.0 * hardness)
-        label = self._wrong_label(truth) if self._rng.random() < p_error else int(truth)
+        label = self._label(int(truth), hardness)
         operations = 1 + int(self._rng.random() < hardness) + int(self._rng.random() < hardness**2)
         latency = float(self.profile.latency_median_s * np.exp(self.profile.latency_sigma * self._rng.standard_normal()))
         return SimulatedAnswer(label, latency, operations, operations * self.profile.cost_per_operation)
+
+    def _label(self, truth: int, hardness: float) -> int:
+        behaviour = self.profile.behaviour
+        if behaviour == "first_class":
+            return 0
+        if behaviour == "random":
+            return int(self._rng.integers(self.num_classes))
+        if behaviour == "adversarial":
+            return self._wrong_label(truth)
+        p_error = min(MAX_ERROR, (1.0 - self.profile.accuracy) * 2.0 * hardness)
+        return self._wrong_label(truth) if self._rng.random() < p_error else truth
 
     def _wrong_label(self, truth: int) -> int:
         if self._confusion is not None:

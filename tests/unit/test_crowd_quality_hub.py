@@ -1,0 +1,73 @@
+"""Crowd quality through the real hub (knowledge base, annotator API, deadline sweep): the reply a device gets when
+a careless annotator answers first, an honest one second, and the third asked never comes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hgen.hub.config import parse_hub_config
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.service import HubService
+from hgen.hub.testing.clock import Clock
+from hgen.hub.testing.samples import make_request, make_sample
+from hgen.protos import hub_pb2
+
+DEVICE = "dev-1"
+SAMPLES = 12
+DEADLINE_S = 600.0
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hub(tmp_path: Path, clock: Clock) -> Iterator[HubService]:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url}})
+    service = HubService(config, KnowledgeBase.open(url, image_dir=tmp_path / "img", clock=clock), clock=clock)
+    for name in ("careless", "honest", "absent"):
+        service.annotators.register(name)
+    yield service
+    service.close()
+
+
+def answer_all(hub: HubService, annotator: str, label_of: dict[str, int | None]) -> None:
+    """Answer every task the hub hands `annotator`; None: "can't tell"."""
+    api = hub.annotators
+    while (task := api.next_task(annotator)) is not None:
+        label = label_of[task.sample_id]
+        if label is None:
+            api.release(task.task_id, annotator, "cant_tell", latency_s=2.0)
+            continue
+        api.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=annotator, class_id=label,
+                                         operations=1, latency_s=2.0))
+
+
+def test_a_careless_first_answer_and_an_absent_third_give_a_doubtful_partial_reply(hub: HubService,
+                                                                                    clock: Clock) -> None:
+    """Before: every 1-1 split went to the careless person's class 0 (the device's model rates 0 and the honest
+    class alike), and the reply said confidence 0.5 as if half the crowd agreed; a lone answer said 1.0."""
+    # the model's top guess is class 9; every other class, 0 included, is equally likely to it
+    samples = [make_sample(DEVICE, top=9, confidence=0.4) for _ in range(SAMPLES)]
+    request = make_request(DEVICE, samples, m=3, deadline_s=DEADLINE_S, now=clock.now)
+    assert len(hub.submit(request, "grpc").accepted) == SAMPLES
+    truth = {s.sample_id: 1 + i % 8 for i, s in enumerate(samples)}
+    answer_all(hub, "careless", {sample_id: 0 for sample_id in truth})
+    lone = samples[0].sample_id  # the honest person can't tell this one
+    answer_all(hub, "honest", {**truth, lone: None})
+    clock.now += DEADLINE_S + 1
+    while hub.sweep_once():
+        pass
+    replies = {r.sample_id: r for r in hub.kb.replies_for(list(truth))}
+    assert all(r.status == hub_pb2.REPLY_STATUS_PARTIAL for r in replies.values())
+    alone = replies[lone]
+    assert (len(alone.answers), alone.cant_tell, alone.aggregated.class_id) == (1, 1, 0)
+    assert alone.aggregated.confidence == pytest.approx(1 / 3)  # before: 1.0, as sure as three agreeing
+    split = [r for sample_id, r in replies.items() if len(r.answers) == 2]
+    assert all(r.aggregated.confidence == pytest.approx(1 / 3) for r in split)  # one of the three asked
+    honest_won = sum(r.aggregated.class_id == truth[r.sample_id] for r in split)
+    assert 0 < honest_won < len(split)  # a tie nobody can break: not always the careless one's class
