@@ -8,6 +8,7 @@
 import mqtt, { type MqttClient } from "mqtt";
 
 import { hgen } from "../gen/hub_pb.js";
+import { stamped } from "./agent.js";
 import { type Provisioning } from "./provision.js";
 
 const pb = hgen.v1;
@@ -28,7 +29,7 @@ export class HubLink {
     const base = `${device.mqtt_topic_prefix}/${device.device_id}`;
     this.topics = { samples: `${base}/samples`, replies: `${base}/replies`, updates: `${base}/updates`,
       status: `${base}/status` };
-    const will = pb.DeviceStatus.encode({ deviceId: device.device_id, online: false }).finish();
+    const will = pb.DeviceStatus.encode(stamped({ deviceId: device.device_id, online: false })).finish();
     this.client = mqtt.connect(device.mqtt_url ?? "", {
       protocolVersion: 5, clean: false, clientId: device.device_id, username: device.device_id,
       password: device.secret, reconnectPeriod: 1000, connectTimeout: 10_000, keepalive: 30,
@@ -74,7 +75,8 @@ export class HubLink {
 
   status(status: hgen.v1.IDeviceStatus): void {
     if (this.client.connected) {
-      this.client.publish(this.topics.status, pb.DeviceStatus.encode(status).finish() as Buffer, { qos: 1, retain: true });
+      this.client.publish(this.topics.status, pb.DeviceStatus.encode(stamped(status)).finish() as Buffer,
+        { qos: 1, retain: true });
     }
   }
 

@@ -31,6 +31,7 @@ class DeviceRow:
     labour_budget: float | None  # None: some batch had no budget (unlimited)
     samples_replied: int
     bundle: str  # name and version the device last reported (status) or last sent samples with
+    agent: str = "-"  # its agent's release and protocol revision (`agent_of`), "-" before any status
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,19 @@ def devices(kb: KnowledgeBase) -> list[DeviceRow]:
             select(Batch.device_id, func.sum(Batch.labour_budget), func.min(Batch.labour_budget))
             .group_by(Batch.device_id))}  # None: some batch was unlimited (budget 0)
         return [DeviceRow(device_id, spent, budgets.get(device_id, 0.0), replied,
-                          _bundle_of(s, device_id, last_status))
+                          _bundle_of(s, device_id, last_status), agent_of(last_status))
                 for device_id, spent, replied, last_status in fleet]
+
+
+def agent_of(last_status: bytes | None) -> str:
+    """What the device's last status says of its agent: an upgrade of the hub leaves devices on older agents, and
+    the operator sees which (`hgen.hub.transports.agent_versions`)."""
+    if not last_status:
+        return "-"
+    status = hub_pb2.DeviceStatus.FromString(last_status)
+    if not status.protocol_revision:
+        return "older agent (no version reported)"
+    return f"{status.agent_version[:64] or 'unknown'} (rev {status.protocol_revision})"
 
 
 def _bundle_of(s: Session, device_id: str, last_status: bytes | None) -> str:

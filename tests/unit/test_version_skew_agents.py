@@ -37,3 +37,26 @@ def test_a_reported_version_is_clipped_and_quoted_in_the_log() -> None:
     """The version is the device's own string: a long or multi-line one cannot flood or forge log lines."""
     message = AgentVersions(lambda name: None, revision=2).seen(status("cam-1", "0.1\nFAKE LINE" + "x" * 500, 1))
     assert message is not None and "\n" not in message and len(message) < 400
+
+
+def test_the_phone_page_implements_the_same_protocol_revision() -> None:
+    """The page (android_bridge/src/agent.ts) stamps its statuses with its own copy of the revision: raised in
+    hgen.protos alone, every phone would be named an older agent."""
+    import re
+    from pathlib import Path
+
+    from hgen.protos import PROTOCOL_REVISION
+
+    source = (Path(__file__).parents[2] / "android_bridge" / "src" / "agent.ts").read_text()
+    found = re.search(r"export const PROTOCOL_REVISION = (\d+);", source)
+    assert found is not None and int(found.group(1)) == PROTOCOL_REVISION
+
+
+def test_the_operator_page_names_each_devices_agent() -> None:
+    from hgen.hub.web.stats import agent_of
+
+    assert agent_of(None) == "-"
+    assert agent_of(hub_pb2.DeviceStatus(device_id="old", online=True).SerializeToString()) == \
+        "older agent (no version reported)"
+    assert agent_of(status("new", "0.1.0", 1).SerializeToString()) == "0.1.0 (rev 1)"
+    assert agent_of(status("phone", "phone page", 1).SerializeToString()) == "phone page (rev 1)"
