@@ -56,5 +56,6 @@ def open_archive(kb: KnowledgeBase, record: BundleRecord) -> BinaryIO:
         if stored is None:
             raise BundleMissingError(f"bundle {record.name} {record.version}: {record.path} cannot be read here "
                                      f"({exc.strerror or exc}) and the knowledge base holds no copy (recorded before "
-                                     "copies were kept: publish it again)") from exc
+                                     "copies were kept, or an old version whose copy was pruned: fetch it from the "
+                                     "hub that published it, or publish it again)") from exc
         return io.BytesIO(stored)

@@ -14,6 +14,18 @@ log = logging.getLogger(__name__)
 EXTENSIONS = {hub_pb2.IMAGE_FORMAT_PNG: "png", hub_pb2.IMAGE_FORMAT_JPEG: "jpg", hub_pb2.IMAGE_FORMAT_RAW_U8: "raw"}
 
 
+class ImageWriteError(KnowledgeBaseError):
+    """An image file could not be written (a full disk, mostly): its sample is not stored, so its device, which
+    got no answer for it, sends it again, and it is stored once there is room."""
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        log.warning("could not delete %s after a failed image write", path)
+
+
 class ImageStore:
     """Decides inline vs file by size; file names derive from the sample id, so a rewrite is idempotent."""
 
@@ -29,11 +41,22 @@ class ImageStore:
             raise KnowledgeBaseError("an image exceeds knowledge_base.inline_image_max_bytes but no image_dir is set")
         relative = f"{sample_id[:2]}/{sample_id}.{EXTENSIONS.get(image.format, 'bin')}"
         target = self.image_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_bytes(image.data)
-        tmp.replace(target)  # atomic: a crash never leaves half an image under the final name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(image.data)
+            tmp.replace(target)  # atomic: a crash never leaves half an image under the final name
+        except OSError as exc:  # a full disk, mostly: the half-written file must not hold what space is left
+            _discard(tmp)
+            raise ImageWriteError(f"image of sample {sample_id} cannot be stored under knowledge_base.image_dir "
+                                  f"({exc.strerror or exc}); nothing was stored, the device sends it again") from None
         return None, relative
+
+    def discard(self, relative: str) -> None:
+        """Delete the file of an image whose sample was not stored after all (its transaction failed: a full
+        database): left, it was space no row named, for good unless the device sent that sample again."""
+        if self.image_dir is not None:
+            _discard(self.image_dir / relative)
 
     def get(self, inline: bytes | None, relative: str | None) -> bytes:
         """The image's bytes; SampleImageMissingError when they cannot be read (a typed error the task queue
@@ -69,12 +92,13 @@ class UnreadableSamples:
     """Samples whose image this process could not read lately: left out of assignment for UNREADABLE_RETRY_S, then
     tried again, and never closed for it. A read can fail for a while (a full descriptor table, a remount) or only
     on this hub (an `image_dir` another hub holds), where closing the sample threw away work people could still do;
-    a sample whose file is gone for good reaches its deadline and expires as any other. Logged once per sample."""
+    a sample whose file is gone for good reaches its deadline and expires as any other. Logged once per sample (of
+    the last MAX_SET_ASIDE logged)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self._until: dict[str, float] = {}
-        self._logged: set[str] = set()
+        self._logged: dict[str, None] = {}  # the last MAX_SET_ASIDE samples logged, oldest first
         self._lock = threading.Lock()
 
     def set_aside(self, sample_id: str, reason: str) -> None:
@@ -82,16 +106,19 @@ class UnreadableSamples:
             self._until[sample_id] = self.clock() + UNREADABLE_RETRY_S
             while len(self._until) > MAX_SET_ASIDE:
                 self._until.pop(next(iter(self._until)))
-            first = sample_id not in self._logged and len(self._logged) < MAX_SET_ASIDE
-            self._logged.add(sample_id)
+            first = sample_id not in self._logged
+            self._logged[sample_id] = None
+            while len(self._logged) > MAX_SET_ASIDE:  # the oldest go: a set that only filled went quiet for good
+                self._logged.pop(next(iter(self._logged)))  # after a hub's first 1,024 unreadable samples
         if first:
             log.error("sample %s: its image cannot be read (%s); set aside for %.0f s, then tried again (logged "
                       "once per sample; counted as sample_image_unreadable)", sample_id, reason, UNREADABLE_RETRY_S)
 
     def current(self) -> list[str]:
-        """The samples still set aside (those whose time is up leave)."""
+        """The samples still set aside (those whose time is up leave, and all when the clock stepped back: they
+        would sit out the step, which a months-long run meets at an NTP correction, and expire unanswered)."""
         now = self.clock()
         with self._lock:
-            for sample_id in [s for s, until in self._until.items() if until <= now]:
+            for sample_id in [s for s, until in self._until.items() if not now < until <= now + UNREADABLE_RETRY_S]:
                 del self._until[sample_id]
             return list(self._until)

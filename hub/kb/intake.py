@@ -24,6 +24,10 @@ from hgen.hub.kb.tasks import device_work
 
 HOUR_S = 3600.0  # the window of the per-device hourly limits
 MINUTE_S = 60.0  # their resolution: the window is the last 60 minutes counted
+# Minutes this far past the current one still count (hub processes sharing the database with clocks a little
+# apart); later ones were stored while a clock ran ahead, and are dropped once it is put right: they used to count
+# until the clock caught up with them, refusing (for good) a device at its limit for the whole step, hours or days.
+AHEAD_MINUTES = 5
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ def first_minute(now: float) -> int:
     return minute_of(now - HOUR_S) + 1
 
 
+def last_minute(now: float) -> int:
+    """The latest minute counted at `now`: the current one, give or take another hub process's clock."""
+    return minute_of(now) + AHEAD_MINUTES
+
+
 def read_intake(s: Session, device_id: str, now: float, *, open_samples: bool = True,
                 hourly: bool = True) -> DeviceIntake:
     """The device's counts at `now`, in one statement (each is a round trip per stored sample): its open samples
@@ -73,7 +82,7 @@ def read_intake(s: Session, device_id: str, now: float, *, open_samples: bool = 
                            func.coalesce(func.sum(DeviceIntakeMinute.image_bytes), 0),
                            waiting if open_samples else literal(0))
                     .where(DeviceIntakeMinute.device_id == device_id,
-                           DeviceIntakeMinute.minute >= first_minute(now))).one()
+                           DeviceIntakeMinute.minute.between(first_minute(now), last_minute(now)))).one()
     return DeviceIntake(int(row[2] or 0), int(row[0]), int(row[1]))
 
 
@@ -91,7 +100,7 @@ def admit(s: Session, device_id: str, now: float, admission: Admission | None) -
 
 def count_stored(s: Session, device_id: str, now: float, image_bytes: int) -> None:
     """Add one sample with `image_bytes` of image to the device's current minute (one atomic upsert); the first
-    sample of a minute also removes the device's rows older than the hour."""
+    sample of a minute also removes the device's rows older than the hour, and those from a clock that ran ahead."""
     minute = minute_of(now)
     upsert = _insert(s).values(device_id=device_id, minute=minute, samples=1, image_bytes=image_bytes)
     upsert = upsert.on_conflict_do_update(  # type: ignore[attr-defined]
@@ -100,7 +109,8 @@ def count_stored(s: Session, device_id: str, now: float, image_bytes: int) -> No
               "image_bytes": DeviceIntakeMinute.image_bytes + image_bytes})
     if s.scalar(upsert.returning(DeviceIntakeMinute.samples)) == 1:
         s.execute(delete(DeviceIntakeMinute).where(DeviceIntakeMinute.device_id == device_id,
-                                                   DeviceIntakeMinute.minute < first_minute(now)))
+                                                   ~DeviceIntakeMinute.minute.between(first_minute(now),
+                                                                                      last_minute(now))))
 
 
 def _insert(s: Session) -> Insert:

@@ -184,7 +184,9 @@ class Reply(Base):
     transport: Mapped[str] = mapped_column(String(16))
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Double)
-    __table_args__ = (Index("ix_replies_transport_delivered", "transport", "delivered"),)
+    __table_args__ = (Index("ix_replies_transport_delivered", "transport", "delivered"),
+                      # migration 0016: the labels made since a model's last retrain (its trigger's count)
+                      Index("ix_replies_created_at", "created_at"))
 
 
 class Bundle(Base):

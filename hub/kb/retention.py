@@ -134,8 +134,8 @@ class ImageRetention:
     def run_if_due(self) -> bool:
         """Empty one batch when a round is due or under way; True when a backlog is left (due at the next turn)."""
         now = self.clock()
-        if not self.enabled or (self._round is None and now < self._next):
-            return False
+        if not self.enabled or (self._round is None and now < self._next <= now + ROUND_EVERY_S):
+            return False  # not due; a next round further off than a round's interval: the clock stepped back
         self._next = now + ROUND_EVERY_S  # also after a failure: the next try is a round later
         current, self._round = self._round, None  # a failure ends the round (counted and said as it stands)
         if current is None:

@@ -1,6 +1,6 @@
 """The knowledge base: every state transition of a sample is one short transaction here (tasks in `tasks.py`,
-answers and closing in `closing.py`, removing expired samples' images in `retention.py`, all mixed into
-`KnowledgeBase`).
+answers and closing in `closing.py`, removing expired samples' images in `retention.py`, emptying old bundle
+archives' copies in `bundles.py`, all mixed into `KnowledgeBase`).
 
 Lifecycle: received -> assigned (1..m annotators hold a task) -> answered (m answers) or, at the deadline,
 partial (some answers) / expired (none). Every transition is a conditional UPDATE whose row count says who
@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hgen.hub.aggregators import Aggregator, get_aggregator
 from hgen.hub.errors import KnowledgeBaseIntegrityError
+from hgen.hub.kb.bundles import BundleArchives
 from hgen.hub.kb.closing import Closing
 from hgen.hub.kb.engine import make_engine, sqlite_path
 from hgen.hub.kb.images import ImageStore, UnreadableSamples
@@ -63,7 +64,7 @@ class BundleRecord:
     archive: bytes | None = field(default=None, repr=False, compare=False)  # only when recording
 
 
-class KnowledgeBase(TaskQueue, Closing, Retention):
+class KnowledgeBase(TaskQueue, Closing, Retention, BundleArchives):
     """SQLAlchemy-backed store shared by every hub process (no hub state lives anywhere else)."""
 
     def __init__(self, engine: Engine, images: ImageStore, *, num_classes: int = 10,
@@ -159,6 +160,7 @@ class KnowledgeBase(TaskQueue, Closing, Retention):
         A new sample is held to its device's limits first (`admission`, checked under the device's row lock, whose
         error is raised: hgen.hub.kb.intake), and counted in the device's minute when stored."""
         device_id, now = new.sample.device_id, self.clock()
+        row: Sample | None = None
         try:
             with self.session() as s:
                 if (stored := s.get(Sample, new.sample.sample_id)) is not None:
@@ -166,13 +168,28 @@ class KnowledgeBase(TaskQueue, Closing, Retention):
                 admit(s, device_id, now, admission)
                 if not self._reserve_labour(s, new.batch_id, new.labour):
                     return "over_budget"
-                s.add(self._sample_row(new, now))
+                s.add(row := self._sample_row(new, now))
                 s.flush()  # the sample row before its count: a lost insert race rolls both back
                 count_stored(s, device_id, now, len(new.sample.image.data))
         except IntegrityError as exc:
             self._lost_race_or_raise(Sample, new.sample.sample_id, exc)
             return "duplicate"  # the same id committed by another hub a moment ago
+        except Exception:
+            self._discard_unstored(new.sample.sample_id, row)
+            raise
         return "accepted"
+
+    def _discard_unstored(self, sample_id: str, row: Sample | None) -> None:
+        """After a failed transaction (a full database): the image file written for it goes too, unless a row
+        names it after all (the same sample stored by another hub process, whose file has the same name)."""
+        if row is None or row.image_path is None:
+            return
+        try:
+            if self.sample_exists(sample_id):
+                return
+        except SQLAlchemyError:
+            return  # the database cannot say: the file stays (a re-sent sample rewrites it)
+        self.images.discard(row.image_path)
 
     def _reserve_labour(self, s: Session, batch_id: str, labour: float) -> bool:
         result = s.execute(
