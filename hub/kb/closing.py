@@ -19,6 +19,8 @@ from hgen.hub.kb.models import OPEN_STATES, AnswerRow, Assignment, Device, Reply
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
+# The share of the people asked who must agree on a class for it to be kept as the sample's label (`_agreed_class`).
+MIN_AGREEMENT = 0.5
 SET_ASIDE = "set_aside"  # a due sample that could not be closed: out of the sweep, left for an operator
 REPLY_STATUS = {"answered": hub_pb2.REPLY_STATUS_ANSWERED, "partial": hub_pb2.REPLY_STATUS_PARTIAL,
                 "expired": hub_pb2.REPLY_STATUS_EXPIRED}
@@ -134,7 +136,7 @@ class Closing:
         if answers:
             reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,
-                    aggregator=row.aggregator, class_id=_class_of(reply.aggregated) if answers else None,
+                    aggregator=row.aggregator, class_id=_agreed_class(reply.aggregated) if answers else None,
                     labour=labour, payload=reply.SerializeToString(), transport=row.transport, delivered=False,
                     created_at=now))
         s.execute(update(Device).where(Device.id == row.device_id)
@@ -196,3 +198,12 @@ class Closing:
 
 def _class_of(label: hub_pb2.AggregatedLabel) -> int | None:
     return label.class_id if label.WhichOneof("label") == "class_id" else None
+
+
+def _agreed_class(label: hub_pb2.AggregatedLabel) -> int | None:
+    """The class kept as the sample's label (what retraining learns from and is judged on): one people agreed on,
+    a confidence above MIN_AGREEMENT (majority: a strict majority of the m asked). A doubtful one (one answer of
+    three at the deadline, an even split) still goes to the device with its confidence, which fuses the answers
+    itself, but it was also stored and retrained on as sure as three people agreeing."""
+    class_id = _class_of(label)
+    return class_id if class_id is not None and label.confidence > MIN_AGREEMENT else None

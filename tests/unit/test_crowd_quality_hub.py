@@ -71,3 +71,28 @@ def test_a_careless_first_answer_and_an_absent_third_give_a_doubtful_partial_rep
     assert all(r.aggregated.confidence == pytest.approx(1 / 3) for r in split)  # one of the three asked
     honest_won = sum(r.aggregated.class_id == truth[r.sample_id] for r in split)
     assert 0 < honest_won < len(split)  # a tie nobody can break: not always the careless one's class
+
+
+def test_only_labels_a_majority_of_the_people_asked_agreed_on_are_kept_for_retraining(hub: HubService,
+                                                                                      clock: Clock) -> None:
+    """A lone answer at the deadline and a 1-1 split were stored as the sample's label and retrained on as if three
+    people had agreed; now only a strict majority of the m asked makes a label (two of three agreeing, one absent,
+    still does). The device's reply is unchanged: it fuses the answers itself."""
+    from sqlalchemy import select
+
+    from hgen.hub.kb.models import Reply
+
+    samples = [make_sample(DEVICE, top=9, confidence=0.4) for _ in range(3)]
+    assert len(hub.submit(make_request(DEVICE, samples, m=3, deadline_s=DEADLINE_S, now=clock.now),
+                          "grpc").accepted) == 3
+    lone, split, agreed = (s.sample_id for s in samples)
+    answer_all(hub, "careless", {lone: 4, split: 0, agreed: 5})
+    answer_all(hub, "honest", {lone: None, split: 2, agreed: 5})
+    clock.now += DEADLINE_S + 1
+    while hub.sweep_once():
+        pass
+    replies = {r.sample_id: r for r in hub.kb.replies_for([lone, split, agreed])}
+    assert replies[lone].aggregated.class_id == 4 and len(replies[split].answers) == 2  # the device hears them all
+    with hub.kb.session() as s:
+        kept = dict(s.execute(select(Reply.sample_id, Reply.class_id)).tuples().all())
+    assert kept == {lone: None, split: None, agreed: 5}

@@ -214,12 +214,13 @@ def test_readers_cope_with_a_removed_image(hubs: MakeHub, clock: Clock) -> None:
     assert hub.kb.unreadable.current() == [] and hub.metrics.get("sample_image_unreadable") == 0
 
     # retraining: the same labelled samples with their images, which decode
-    assert store.new_label_count("lenet5") == labels_before == 3
+    # (the partial one, one answer of the two asked, is no label: hgen.hub.kb.closing keeps a majority's only)
+    assert store.new_label_count("lenet5") == labels_before == 2
     samples = store.labelled_samples("lenet5", up_to=clock.now)
     assert sorted(s.sample_id for s in samples) == sorted(
-        [scene.labelled_inline.sample_id, scene.labelled_file.sample_id, scene.partial.sample_id])
+        [scene.labelled_inline.sample_id, scene.labelled_file.sample_id])
     assert all(s.image for s in samples)
-    assert len(human_set(samples, (28, 28, 1), 10)) == 3
+    assert len(human_set(samples, (28, 28, 1), 10)) == 2
 
     # gold: kept and handed out with its image
     assert image_of(hub, gold_id)[0]
