@@ -271,6 +271,9 @@ class RetrainConfig(StrictModel):
     models: tuple[ModelConfig, ...] = Field((), title="Models the hub retrains")
     holdout_share: float = Field(0.2, gt=0.0, lt=1.0, title="Share of human-labelled samples kept for acceptance")
     original_samples: int = Field(4000, ge=100, title="Original training samples mixed into each retrain")
+    keep_bundle_archives: int = Field(5, ge=1, title="Versions whose bundle archive copies the knowledge base keeps "
+                                      "per bundle name, besides the first (the compile's): the newest; older copies "
+                                      "are emptied after each publish (hub/kb/bundles.py), the rows stay")
     max_labels: int = Field(20_000, ge=100, title="Human labels a retrain reads at most, the newest (all are decoded "
                                                  "at once: memory grows with this)")
     human_repeat: int = Field(3, ge=1, title="Each human-labelled sample appears this many times per epoch")

@@ -35,6 +35,7 @@ from hgen.hub.retrain.publish import (
     bundle_name_for,
     bundle_record,
     next_version,
+    prune_archives,
     targets_of,
 )
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
@@ -277,6 +278,7 @@ class RetrainPipeline:
             bundles=[bundle_record(b.archive, b.bundle_name, version, b.signature, fetch_uri) for b in built],
             published=(run.id, metrics))
         announce(self.publisher, built, version)
+        prune_archives(self.store.kb, self.config.keep_bundle_archives)
         return version
 
     def store_dir(self) -> Path:

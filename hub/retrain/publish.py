@@ -203,6 +203,20 @@ def announce(publisher: Publisher, built: Sequence[BuiltBundle], version: str) -
             log.error("published %s %s, but a device was not told: %s", bundle.bundle_name, version, exc)
 
 
+def prune_archives(kb: Any, keep_last: int) -> None:
+    """After a publish: empty the knowledge base's copies of old versions' archives (`retrain.keep_bundle_archives`;
+    one per target at every retrain, kept for ever, they grew the database by every version's bundles). A failure
+    is logged, never undoes the publish."""
+    try:
+        pruned = kb.prune_bundle_archives(keep_last)
+    except Exception as exc:  # noqa: BLE001 (published already; the next publish tries again)
+        log.error("old bundle archive copies were not emptied: %s", exc)
+        return
+    if pruned.archives:
+        log.info("emptied %d old bundle archive copies (%.1f MB) from the knowledge base", pruned.archives,
+                 pruned.bytes_freed / 1e6)
+
+
 def bundle_record(path: Path, name: str, version: str, signature: bytes, fetch_uri: str,
                   now: float | None = None) -> BundleRecord:
     """The knowledge base's record of a bundle archive: its digest, size, target and a copy of its bytes (any hub

@@ -28,6 +28,7 @@ from hgen.hub.retrain.publish import (
     bundle_name_for,
     bundle_record,
     next_version,
+    prune_archives,
     targets_of,
 )
 from hgen.hub.retrain.records import RunRecord, VersionRecord
@@ -241,6 +242,7 @@ class Releases:
         log.info("%s of %s: %s -> %s%s", trigger, name, plan.against, version,
                  f" (the files of {plan.restored.version})" if plan.restored else "")
         announce(self.pipeline.publisher, built, version)
+        prune_archives(self.store.kb, self.pipeline.config.keep_bundle_archives)
         return self.store.run(run.id)  # type: ignore[return-value]
 
     def _record(self, name: str, trigger: str, plan: Plan, run_id: int) -> tuple[str, list[BuiltBundle]]:

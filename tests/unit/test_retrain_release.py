@@ -344,3 +344,32 @@ def test_an_old_versions_deleted_folder_does_not_fail_later_retrains(releases: R
     with caplog.at_level("WARNING"):
         assert releases.pipeline.judge.familiarity_of(gone) is None  # the step the field set calls
     assert f"the bundle {gone} cannot be read" in caplog.text
+
+
+def test_each_publish_empties_old_archive_copies_keeping_the_first_and_the_newest(tmp_path: Path,
+                                                                                   deployed: DeployedModel) -> None:
+    """Every version's archive copy stayed in the knowledge base for good (one per target at every retrain); now each
+    publish empties those older than the newest `keep_bundle_archives`, the first kept, and the publishing hub still
+    serves an emptied one from its file."""
+    from sqlalchemy import select
+
+    from hgen.hub.bundle_files import open_archive
+    from hgen.hub.kb.models import Bundle
+
+    config = parse_hub_config({"retrain": retrain_section(deployed, tmp_path / "store", devices={"cam-1": "x86_64"},
+                                                          threshold=10, keep_bundle_archives=1)})
+    kb = KnowledgeBase.open(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        releases = Releases(RetrainPipeline(config.retrain, RetrainStore(kb), HubPublisher(kb)))
+        bundle, keras_path = recompiled(deployed, tmp_path / "offline", version="1.1.0")
+        releases.publish(deployed.name, [bundle], keras_path)
+        releases.rollback(deployed.name)  # 1.1.1
+        releases.rollback(deployed.name)  # 1.1.2
+        with kb.session() as s:
+            copies = dict(s.execute(select(Bundle.version, Bundle.archive.is_not(None))).tuples().all())
+        assert copies == {"1.1.0": True, "1.1.1": False, "1.1.2": True}
+        record = kb.bundle(deployed.name, "1.1.1")
+        with open_archive(kb, record) as served:
+            assert hashlib.sha256(served.read()).hexdigest() == record.sha256
+    finally:
+        kb.close()
