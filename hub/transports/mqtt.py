@@ -48,6 +48,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from hgen.hub.broker_acl import device_registry
 from hgen.hub.transport_config import MqttConfig, MqttTlsConfig
 from hgen.hub.devices import DeviceAuthError
+from hgen.hub.kb.images import ImageWriteError
 from hgen.hub.errors import BadInputError, HubError, MalformedMessageError, StatusTooLargeError, UnknownDeviceError
 from hgen.hub.service import HubService
 from hgen.hub.transports import HUB_TRANSPORTS
@@ -86,8 +87,9 @@ def tls_files(tls: MqttTlsConfig) -> dict[str, str | None]:
     return {"ca_certs": as_str(tls.ca_file), "certfile": as_str(tls.cert_file), "keyfile": as_str(tls.key_file)}
 
 
-# the knowledge base unavailable for a while (locked, unreachable, its pool exhausted): tried until it works
-TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, DisconnectionError, PoolTimeoutError)
+# the knowledge base unavailable for a while (locked, unreachable, its pool exhausted, its image folder full): tried
+# until it works (an image that could not be written was a dropped message, recovered only by the device's re-ask)
+TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, DisconnectionError, PoolTimeoutError, ImageWriteError)
 
 
 @HUB_TRANSPORTS.register(TRANSPORT)

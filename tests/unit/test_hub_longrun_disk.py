@@ -115,3 +115,32 @@ def test_unreadable_images_are_still_logged_after_months(caplog: pytest.LogCaptu
     with caplog.at_level(logging.ERROR, logger="hgen.hub.kb.images"):
         aside.set_aside("new", "Input/output error")
     assert any("sample new" in r.getMessage() for r in caplog.records), "a new unreadable image went unlogged"
+
+
+def test_over_mqtt_a_sample_the_full_image_folder_refused_is_retried_not_dropped(
+        setup: tuple[HubService, Path, list[int]]) -> None:
+    """The MQTT ingest acknowledged and dropped a message whose image could not be written (`mqtt_ingest_dropped`:
+    only the device's re-ask, later, recovered it); it is retried as a database outage is, until there is room."""
+    import queue
+    from collections import Counter
+
+    from hgen.hub.transports.mqtt import TRANSIENT
+    from hgen.hub.transports.mqtt_ingest import IngestWorker, Received
+
+    hub, images, _limit = setup
+    sample = make_sample(CAM)
+    tmp = images / sample.sample_id[:2] / f"{sample.sample_id}.png.tmp"
+    tmp.parent.mkdir(parents=True)
+    os.symlink("/dev/full", tmp)  # the folder is full for the first try (the failed write removes the link)
+    acked: queue.SimpleQueue[int] = queue.SimpleQueue()
+    counts: Counter[str] = Counter()
+    worker = IngestWorker(lambda _m: submit(hub, sample, str(uuid.uuid4())), lambda m: acked.put(m.mid),
+                          lambda: 1, lambda name: counts.update([name]), transient=TRANSIENT, retry_s=(0.0,))
+    worker.start()
+    try:
+        worker.put(Received(1, 7, 1, f"hgen/v1/{CAM}/samples", b""))
+        assert acked.get(timeout=30) == 7
+    finally:
+        worker.stop()
+    assert (counts["mqtt_ingest_retried"], counts["mqtt_ingest_dropped"]) == (1, 0)
+    assert hub.kb.sample_exists(sample.sample_id)
