@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,17 @@ def of_model(name: str) -> tuple[Any, ...]:
     return (Sample.bundle_name == name, Sample.transport != GOLD_TRANSPORT, Reply.status.in_(HUMAN_STATES),
             ~paused.exists())
 ACTIVE_STATES = ("queued", "running")
+
+
+# A lease expiring further ahead than this was written by a clock that ran ahead (an NTP step back since): taken as
+# expired, or a crashed hub's lease blocked its model's retrains for the whole step. Leases live a minute
+# (`worker.LEASE_TTL_S`); the margin is for hub processes whose clocks differ a little.
+LEASE_HORIZON_S = 3600.0
+
+
+def _live(now: float) -> Any:
+    """SQL: the lease is live at `now` (not expired, and not from a clock that ran ahead)."""
+    return and_(RetrainLease.expires_at > now, RetrainLease.expires_at <= now + LEASE_HORIZON_S)
 
 
 @dataclass(frozen=True)
@@ -234,7 +245,7 @@ class RetrainStore:
         under a live lease belong to a running hub process and are left alone."""
         now = self.clock()
         with self.kb.session() as s:
-            live = select(RetrainLease.run_id).where(RetrainLease.expires_at > now, RetrainLease.run_id.is_not(None))
+            live = select(RetrainLease.run_id).where(_live(now), RetrainLease.run_id.is_not(None))
             return s.execute(update(RetrainRun).where(RetrainRun.status.in_(ACTIVE_STATES), RetrainRun.id.not_in(live))
                              .values(status="failed", finished_at=now, error=reason)).rowcount
 
@@ -270,7 +281,8 @@ class RetrainStore:
         """The unexpired lease of `name`, if any."""
         with self.kb.session() as s:
             lease = _lease(s.get(RetrainLease, name))
-        return lease if lease is not None and lease.expires_at > self.clock() else None
+        now = self.clock()
+        return lease if lease is not None and now < lease.expires_at <= now + LEASE_HORIZON_S else None
 
     def _take_lease(self, s: Session, name: str, holder: str, ttl_s: float) -> None:
         now = self.clock()
@@ -282,7 +294,7 @@ class RetrainStore:
             s.flush()  # IntegrityError here when another process got there first
             return
         taken = s.execute(update(RetrainLease).where(
-            RetrainLease.model_name == name, or_(RetrainLease.expires_at <= now, RetrainLease.holder == holder))
+            RetrainLease.model_name == name, or_(~_live(now), RetrainLease.holder == holder))
             .values(**values)).rowcount  # conditional: of two processes taking one expired lease, one wins
         if not taken:
             raise RetrainBusyError(self._busy_message(name, _lease(s.get(RetrainLease, name))))

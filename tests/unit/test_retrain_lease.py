@@ -212,3 +212,20 @@ def test_a_hub_that_lost_its_lease_mid_retrain_publishes_nothing(stores: list[Re
         slow.add_version(VersionRecord(MODEL, "1.0.2", "a.keras", "a", 0.5, 1.0, 0.0, run.id), published=(run.id, {}))
     assert [v.version for v in other.versions(MODEL)] == ["1.0.1"] and other.versions(MODEL)[0].keras_path == "b.keras"
     assert other.run(run.id).status == "failed" and other.run(taken.id).status == "published"
+
+
+def test_a_crashed_hubs_lease_does_not_outlast_a_clock_stepped_back(stores: list[RetrainStore]) -> None:
+    """A hub crashed holding a lease while the clock ran a day ahead; once NTP put the clock right, the lease looked
+    live for that day and the model's retrains waited it out. A lease further ahead than LEASE_HORIZON_S is expired."""
+    from hgen.hub.retrain.records import LEASE_HORIZON_S
+
+    clock = stores[0].clock
+    crashed, other = stores
+    clock.now += 86_400.0  # type: ignore[attr-defined]  # the clock runs a day ahead
+    crashed.claim_run(MODEL, "api", "1.0.0", "hub-a", 30.0)  # then the hub crashes, never renewing
+    clock.now -= 86_400.0  # type: ignore[attr-defined]  # put right
+    assert other.live_lease(MODEL) is None
+    taken = other.claim_run(MODEL, "api", "1.0.0", "hub-b", 30.0)
+    assert other.live_lease(MODEL).holder == "hub-b" and taken.status == "queued"
+    clock.now += LEASE_HORIZON_S / 2  # type: ignore[attr-defined]  # hub b renews as it runs: its lease is live
+    assert other.renew_lease(MODEL, "hub-b", 30.0) and other.live_lease(MODEL).holder == "hub-b"
