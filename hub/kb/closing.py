@@ -15,7 +15,7 @@ from hgen.hub.aggregators import AggregationInput
 from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import check_answer, claim_task, lock_sample, own_task
-from hgen.hub.kb.models import OPEN_STATES, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
+from hgen.hub.kb.models import OPEN_STATES, AnnotatorPause, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,14 @@ class Closing:
         s.execute(update(Assignment).where(Assignment.sample_id == sample_id, Assignment.status == "open")
                   .values(status="closed"))
         row = s.get(Sample, sample_id)
-        answers = [hub_pb2.Answer.FromString(p) for p in
-                   s.scalars(select(AnswerRow.payload).where(AnswerRow.sample_id == sample_id)
-                             .order_by(AnswerRow.id)).all()]
-        labour = float(sum(a.operations for a in answers))
+        given = [hub_pb2.Answer.FromString(p) for p in
+                 s.scalars(select(AnswerRow.payload).where(AnswerRow.sample_id == sample_id)
+                           .order_by(AnswerRow.id)).all()]
+        labour = float(sum(a.operations for a in given))  # the effort spent, paused people's too
+        answers = _without_paused(s, given)
+        if given and not answers:
+            status = "expired"  # every answer was a paused person's: the device keeps its model's
+            s.execute(update(Sample).where(Sample.id == sample_id).values(status=status))
         queue = s.scalar(select(func.count()).select_from(Sample).where(Sample.status.in_(OPEN_STATES)))
         reply = hub_pb2.SampleReply(sample_id=sample_id, device_id=row.device_id, batch_id=row.batch_id,
                                     reply_id=str(uuid.uuid4()), status=REPLY_STATUS[status], answers=answers,
@@ -198,6 +202,14 @@ class Closing:
 
 def _class_of(label: hub_pb2.AggregatedLabel) -> int | None:
     return label.class_id if label.WhichOneof("label") == "class_id" else None
+
+
+def _without_paused(s: Session, answers: list[hub_pb2.Answer]) -> list[hub_pb2.Answer]:
+    """The answers of people not paused now: one paused (failed gold, an operator's decision) after answering a
+    sample still open had that answer aggregated, sent to the device, which fused it, and stored as the label."""
+    people = {a.annotator_id for a in answers}
+    paused = set(s.scalars(select(AnnotatorPause.annotator_id).where(AnnotatorPause.annotator_id.in_(people))))
+    return [a for a in answers if a.annotator_id not in paused]
 
 
 def _agreed_class(label: hub_pb2.AggregatedLabel) -> int | None:

@@ -96,3 +96,24 @@ def test_only_labels_a_majority_of_the_people_asked_agreed_on_are_kept_for_retra
     with hub.kb.session() as s:
         kept = dict(s.execute(select(Reply.sample_id, Reply.class_id)).tuples().all())
     assert kept == {lone: None, split: None, agreed: 5}
+
+
+def test_a_paused_annotators_answers_are_left_out_when_the_sample_closes(hub: HubService, clock: Clock) -> None:
+    """A careless annotator answered, then was paused (failed gold, or the operator): the open samples still closed
+    with their answers, which the device fused and the 1-1 split drew as a label. Now only people not paused count;
+    a sample only paused people answered closes expired (the device keeps its model's answer)."""
+    samples = [make_sample(DEVICE, top=9, confidence=0.4) for _ in range(2)]
+    assert len(hub.submit(make_request(DEVICE, samples, m=3, deadline_s=DEADLINE_S, now=clock.now),
+                          "grpc").accepted) == 2
+    shared, only_careless = (s.sample_id for s in samples)
+    answer_all(hub, "careless", {shared: 0, only_careless: 0})
+    hub.gold.pause("careless", "failed gold")
+    answer_all(hub, "honest", {shared: 5, only_careless: None})
+    clock.now += DEADLINE_S + 1
+    while hub.sweep_once():
+        pass
+    replies = {r.sample_id: r for r in hub.kb.replies_for([shared, only_careless])}
+    assert [a.annotator_id for a in replies[shared].answers] == ["honest"]
+    assert replies[shared].aggregated.class_id == 5 and replies[shared].status == hub_pb2.REPLY_STATUS_PARTIAL
+    assert replies[only_careless].status == hub_pb2.REPLY_STATUS_EXPIRED and not replies[only_careless].answers
+    assert replies[only_careless].labour > 0  # the effort spent is still counted
