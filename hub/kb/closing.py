@@ -140,7 +140,8 @@ class Closing:
         if answers:
             reply.aggregated.CopyFrom(self._aggregate(s, row, answers))
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,
-                    aggregator=row.aggregator, class_id=_agreed_class(reply.aggregated) if answers else None,
+                    aggregator=row.aggregator,
+                    class_id=_agreed_class(reply.aggregated, answers, row.m) if answers else None,
                     labour=labour, payload=reply.SerializeToString(), transport=row.transport, delivered=False,
                     created_at=now))
         s.execute(update(Device).where(Device.id == row.device_id)
@@ -212,10 +213,14 @@ def _without_paused(s: Session, answers: list[hub_pb2.Answer]) -> list[hub_pb2.A
     return [a for a in answers if a.annotator_id not in paused]
 
 
-def _agreed_class(label: hub_pb2.AggregatedLabel) -> int | None:
-    """The class kept as the sample's label (what retraining learns from and is judged on): one people agreed on,
-    a confidence above MIN_AGREEMENT (majority: a strict majority of the m asked). A doubtful one (one answer of
-    three at the deadline, an even split) still goes to the device with its confidence, which fuses the answers
-    itself, but it was also stored and retrained on as sure as three people agreeing."""
+def _agreed_class(label: hub_pb2.AggregatedLabel, answers: list[hub_pb2.Answer], m: int) -> int | None:
+    """The class kept as the sample's label (what retraining learns from and is judged on): one a strict majority
+    of the m people asked (or of those who answered, if more did) gave, whatever the aggregator, and that it is
+    sure of (confidence above MIN_AGREEMENT). A doubtful one (one answer of three at the deadline, an even split)
+    still goes to the device with its confidence, which fuses the answers itself, but it was also stored and
+    retrained on as sure as three people agreeing (dawid_skene's posterior called a lone answer certain)."""
     class_id = _class_of(label)
-    return class_id if class_id is not None and label.confidence > MIN_AGREEMENT else None
+    if class_id is None or label.confidence <= MIN_AGREEMENT:
+        return None
+    votes = sum(1 for a in answers if a.WhichOneof("label") == "class_id" and a.class_id == class_id)
+    return class_id if votes > MIN_AGREEMENT * max(len(answers), m) else None

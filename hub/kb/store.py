@@ -135,10 +135,16 @@ class KnowledgeBase(TaskQueue, Closing, Retention, BundleArchives):
     def _lost_race_or_raise(self, model: type[Base], key: str, exc: IntegrityError) -> None:
         """After a failed insert: another hub inserting the same row between our check and our insert is fine (the
         row is there now); any other broken constraint (a foreign key to a missing row) is raised, never hidden."""
+        if not self._stored(model, key):
+            raise self._integrity_error(model, key, exc) from None
+
+    def _stored(self, model: type[Base], key: str) -> bool:
         with self.session() as s:
-            if s.get(model, key) is not None:
-                return
-        raise KnowledgeBaseIntegrityError(f"cannot store {model.__tablename__} {key!r}: {exc.orig}") from None
+            return s.get(model, key) is not None
+
+    @staticmethod
+    def _integrity_error(model: type[Base], key: str, exc: IntegrityError) -> KnowledgeBaseIntegrityError:
+        return KnowledgeBaseIntegrityError(f"cannot store {model.__tablename__} {key!r}: {exc.orig}")
 
     # --- ingest -----------------------------------------------------------------------------------------
 
@@ -172,8 +178,10 @@ class KnowledgeBase(TaskQueue, Closing, Retention, BundleArchives):
                 s.flush()  # the sample row before its count: a lost insert race rolls both back
                 count_stored(s, device_id, now, len(new.sample.image.data))
         except IntegrityError as exc:
-            self._lost_race_or_raise(Sample, new.sample.sample_id, exc)
-            return "duplicate"  # the same id committed by another hub a moment ago
+            if self._stored(Sample, new.sample.sample_id):
+                return "duplicate"  # the same id committed by another hub a moment ago
+            self._discard_unstored(new.sample.sample_id, row)
+            raise self._integrity_error(Sample, new.sample.sample_id, exc) from None
         except Exception:
             self._discard_unstored(new.sample.sample_id, row)
             raise

@@ -2,8 +2,8 @@
 
 A hub is upgraded ahead of its devices: hgen.v1 stays compatible, so it keeps serving the older agents, but the
 operator needs to know which devices an upgrade left behind. Each device's agent is logged once per hub process, and
-again when it changes: a device that reports no revision runs an agent from before the field (or is a phone's page,
-which does not report one yet), logged at INFO; a reported revision other than the hub's is a WARNING naming both.
+again when it changes: a device that reports no revision runs an agent (or a phone page cached) from before the
+field, logged at INFO; a reported revision other than the hub's is a WARNING naming both.
 The status itself is stored whole on the device's row, so what was reported also outlives the process.
 """
 
@@ -59,8 +59,9 @@ class AgentVersions:
         if release.revision == 0:
             self._count("agent_version_unreported")
             message = (f"device {device!r} does not report its agent's version: its agent predates protocol revision "
-                       f"1 (this hub implements revision {self.revision}), or it is a phone's page. It is served as "
-                       "before; upgrade its agent (hgen-agent) to have its version reported")
+                       f"1 (this hub implements revision {self.revision}), or it is a phone page cached from before "
+                       "it. It is served as before; upgrade its agent (hgen-agent), or reload the page, to have its "
+                       "version reported")
             log.info(message)
             return message
         if release.revision < self.revision:

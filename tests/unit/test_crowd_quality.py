@@ -123,3 +123,23 @@ def test_dawid_skene_stores_a_class_somebody_answered() -> None:
     data = AggregationInput("now", class_answers(("careless", 0)), 3, CLASSES, (), tuple(reversed(history)))
     label = get_aggregator("dawid_skene").aggregate(data)
     assert label.class_id == 0 and label.confidence < 0.5
+
+
+def test_a_lone_answer_is_no_label_under_any_aggregator() -> None:
+    """dawid_skene's posterior called one answer of the three asked certain (1.0), so the knowledge base kept it as
+    the label the 'strict majority of the m asked' rule was to refuse; two of three agreeing is a label under both."""
+    import random
+
+    from hgen.hub.aggregators import AggregationInput
+    from hgen.hub.aggregators.dawid_skene import DawidSkene
+    from hgen.hub.aggregators.majority import Majority
+    from hgen.hub.kb.closing import _agreed_class
+
+    rng = random.Random(0)
+    history = tuple((f"s{i}", who, c) for i in range(100) for c in [rng.randrange(10)] for who in "abc")
+    lone = (hub_pb2.Answer(annotator_id="a", class_id=7),)
+    agreed = lone + (hub_pb2.Answer(annotator_id="b", class_id=7),)
+    for aggregator in (Majority(), DawidSkene()):
+        for answers, kept in ((lone, None), (agreed, 7)):
+            label = aggregator.aggregate(AggregationInput("x", answers, 3, 10, (), history))
+            assert label.class_id == 7 and _agreed_class(label, list(answers), 3) == kept, aggregator.name
