@@ -235,8 +235,8 @@ def test_stale_batchnorm_statistics_are_settled_on_the_training_images_and_said(
 def _small_model(x: np.ndarray, y: np.ndarray, centre_raw: bool = False) -> keras.Model:
     image = keras.Input((28, 28, 1))
     h = image
-    if centre_raw:  # raw 0..255 pixels centred by hand: not a layer hgen adapts (a Normalization adapted on them is)
-        h = layers.Rescaling(1.0, offset=-128.0)(h)
+    if centre_raw:  # raw 0..255 pixels centred behind a layer: not where hgen adapts (right on the input, it does)
+        h = layers.Rescaling(1.0, offset=-128.0)(layers.Activation("linear")(h))
     h = layers.Flatten()(layers.MaxPooling2D(2)(layers.Conv2D(4, 3, activation="relu")(h)))
     return _fit(keras.Model(image, layers.Dense(10)(h)), x, y, epochs=3)
 
