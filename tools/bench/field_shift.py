@@ -82,6 +82,13 @@ def on_held(current: Any, held: Split, demand: float) -> dict[str, float]:
                     familiarity=familiarity_of(current.bundle_dir))
 
 
+def labels_short(app: HubApp, name: str, threshold: int, last_run: int) -> int:
+    """Human labels the hub still needs before it starts the next retrain (0 once it has one after `last_run`)."""
+    if any(run.id > last_run for run in app.retrain_store.runs(name, limit=5)):
+        return 0
+    return max(0, threshold - app.retrain_store.new_label_count(name))
+
+
 def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rounds: int, threshold: int,
          demands: dict[str, Any], work: Path, passive: bool, audit: float = AUDIT,
          seed: int = 0) -> list[dict[str, Any]]:
@@ -106,6 +113,11 @@ def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rou
         for r in range(1, rounds + 1):
             sent = device.send_until(threshold, current.version, current.keras_path, current.temperature, current.tau,
                                      familiarity_of(current.bundle_dir))
+            while (short := labels_short(app, deployed.name, threshold, last_run)) > 0:
+                # replies no majority of the people asked agreed on are no labels (hgen.hub.kb.closing): send more
+                more = device.send_until(short, current.version, current.keras_path, current.temperature,
+                                         current.tau, familiarity_of(current.bundle_dir))
+                sent = {key: sent[key] + more[key] for key in sent}
             finished = app.retrain.wait_for_run(deployed.name, last_run, timeout=1800)
             last_run = finished.id
             current = app.pipeline.current(deployed.name)
