@@ -73,3 +73,12 @@ def calibrate_batch_norm(model: Any, images: np.ndarray) -> None:
     model(images[:64], training=True)
     for layer in batch_norms:
         layer.momentum = 0.99
+
+
+def labels_short(app: Any, name: str, threshold: int, last_run: int) -> int:
+    """Human labels a hub (`hgen.hub.app.HubApp`) still needs before it starts the next retrain of `name`: 0 once it
+    has a run after `last_run`. A reply no majority of the people asked agreed on is no label
+    (`hgen.hub.kb.closing`), so a loop that sent exactly `threshold` samples could wait for a retrain forever."""
+    if any(run.id > last_run for run in app.retrain_store.runs(name, limit=5)):
+        return 0
+    return max(0, threshold - app.retrain_store.new_label_count(name))

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, machine, write_results  # noqa: E402
+from benchlib import RESULTS, labels_short, machine, write_results  # noqa: E402
 from field_shift_report import REPEATS, markdown, plot, reading  # noqa: E402
 from field_shift_scenarios import (COLOUR, HUES, SCENARIOS, Scenario, colour_roots, familiarity_of,  # noqa: E402
                                    load_compiled, resolve)
@@ -80,13 +80,6 @@ def on_held(current: Any, held: Split, demand: float) -> dict[str, float]:
     """The hub's current version (model, temperature, tau) measured on the held-out field split."""
     return evaluate(load_model_file(current.keras_path), current.temperature, current.tau, held, demand,
                     familiarity=familiarity_of(current.bundle_dir))
-
-
-def labels_short(app: HubApp, name: str, threshold: int, last_run: int) -> int:
-    """Human labels the hub still needs before it starts the next retrain (0 once it has one after `last_run`)."""
-    if any(run.id > last_run for run in app.retrain_store.runs(name, limit=5)):
-        return 0
-    return max(0, threshold - app.retrain_store.new_label_count(name))
 
 
 def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rounds: int, threshold: int,
