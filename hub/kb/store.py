@@ -180,7 +180,8 @@ class KnowledgeBase(TaskQueue, Closing, Retention, BundleArchives):
         except IntegrityError as exc:
             if self._stored(Sample, new.sample.sample_id):
                 return "duplicate"  # the same id committed by another hub a moment ago
-            self._discard_unstored(new.sample.sample_id, row)
+            if row is not None and row.image_path is not None:  # no row names it: checked just above
+                self.images.discard(row.image_path)
             raise self._integrity_error(Sample, new.sample.sample_id, exc) from None
         except Exception:
             self._discard_unstored(new.sample.sample_id, row)

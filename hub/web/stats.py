@@ -88,28 +88,26 @@ def devices(kb: KnowledgeBase) -> list[DeviceRow]:
         budgets = {device_id: None if least <= 0 else float(total) for device_id, total, least in s.execute(
             select(Batch.device_id, func.sum(Batch.labour_budget), func.min(Batch.labour_budget))
             .group_by(Batch.device_id))}  # None: some batch was unlimited (budget 0)
+        statuses = [(row, hub_pb2.DeviceStatus.FromString(row[3]) if row[3] else None) for row in fleet]
         return [DeviceRow(device_id, spent, budgets.get(device_id, 0.0), replied,
-                          _bundle_of(s, device_id, last_status), agent_of(last_status))
-                for device_id, spent, replied, last_status in fleet]
+                          _bundle_of(s, device_id, status), agent_of(status))
+                for (device_id, spent, replied, _), status in statuses]
 
 
-def agent_of(last_status: bytes | None) -> str:
+def agent_of(status: hub_pb2.DeviceStatus | None) -> str:
     """What the device's last status says of its agent: an upgrade of the hub leaves devices on older agents, and
     the operator sees which (`hgen.hub.transports.agent_versions`)."""
-    if not last_status:
+    if status is None:
         return "-"
-    status = hub_pb2.DeviceStatus.FromString(last_status)
     if not status.protocol_revision:
         return "older agent (no version reported)"
     return f"{status.agent_version[:64] or 'unknown'} (rev {status.protocol_revision})"
 
 
-def _bundle_of(s: Session, device_id: str, last_status: bytes | None) -> str:
+def _bundle_of(s: Session, device_id: str, status: hub_pb2.DeviceStatus | None) -> str:
     """The bundle of its last status report, else of its newest sample (one seek in ix_samples_device_received)."""
-    if last_status:
-        status = hub_pb2.DeviceStatus.FromString(last_status)
-        if status.bundle_name:
-            return f"{status.bundle_name} {status.bundle_version}"
+    if status is not None and status.bundle_name:
+        return f"{status.bundle_name} {status.bundle_version}"
     last = s.execute(select(Sample.bundle_name, Sample.bundle_version).where(Sample.device_id == device_id)
                      .order_by(Sample.received_at.desc()).limit(1)).first()
     return f"{last[0]} {last[1]}" if last else "-"

@@ -56,7 +56,6 @@ def test_the_operator_page_names_each_devices_agent() -> None:
     from hgen.hub.web.stats import agent_of
 
     assert agent_of(None) == "-"
-    assert agent_of(hub_pb2.DeviceStatus(device_id="old", online=True).SerializeToString()) == \
-        "older agent (no version reported)"
-    assert agent_of(status("new", "0.1.0", 1).SerializeToString()) == "0.1.0 (rev 1)"
-    assert agent_of(status("phone", "phone page", 1).SerializeToString()) == "phone page (rev 1)"
+    assert agent_of(hub_pb2.DeviceStatus(device_id="old", online=True)) == "older agent (no version reported)"
+    assert agent_of(status("new", "0.1.0", 1)) == "0.1.0 (rev 1)"
+    assert agent_of(status("phone", "phone page", 1)) == "phone page (rev 1)"
