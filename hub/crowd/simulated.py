@@ -9,6 +9,13 @@ operations per answer grow with hardness (1..3), and each operation costs `cost_
 `behaviour` models the people a field team really gets besides honest ones, so tests and benchmarks can check what
 one of them does to a label: `first_class` always presses the first button (class 0), `random` picks any class
 uniformly, `adversarial` always picks a wrong class (the confusion row's, when given). They ignore `accuracy`.
+
+People also decline and disappear. `cant_tell` is the chance of answering "can't tell" on the hardest sample (scaled
+by hardness: half of it on an average one); `walk_away` the chance, per task taken, of leaving it and the crowd for
+good (the hub's task timeout gives it to somebody else). Only the hub path acts on them
+(hgen.hub.testing.crowd.CrowdDriver, through the annotator API as the web UI does); the offline `annotate`, which
+the compiler's metrics use, has everyone answer every sample, so it refuses a crowd holding such people rather than
+pretend they answered. Both draw nothing when 0, so an honest crowd's seeded answers are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from hgen.hub.errors import CrowdConfigError
 
 MAX_ERROR = 0.95
 BEHAVIOURS = ("honest", "first_class", "random", "adversarial")
+ACTIONS = ("answer", "cant_tell", "walk_away")  # what a simulated person does with a task
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,13 @@ class AnnotatorProfile:
     cost_per_operation: float = 1.0
     confusion: tuple[tuple[float, ...], ...] | None = None
     behaviour: str = "honest"  # one of BEHAVIOURS (see the module docstring)
+    cant_tell: float = 0.0  # chance of "can't tell" on the hardest sample (times hardness)
+    walk_away: float = 0.0  # chance, per task taken, of leaving it and the crowd for good
+
+    @property
+    def declines(self) -> bool:
+        """Whether this person may not answer a task they took (only the hub path simulates that)."""
+        return self.cant_tell > 0 or self.walk_away > 0
 
     def __post_init__(self) -> None:
         if self.behaviour not in BEHAVIOURS:
@@ -42,6 +57,9 @@ class AnnotatorProfile:
                                    f"got {self.behaviour!r}")
         if not 0.0 <= self.accuracy <= 1.0:
             raise CrowdConfigError(f"annotator {self.name!r}: accuracy must be in [0, 1], got {self.accuracy}")
+        for key in ("cant_tell", "walk_away"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise CrowdConfigError(f"annotator {self.name!r}: {key} must be in [0, 1], got {getattr(self, key)}")
         if self.latency_median_s <= 0 or self.latency_sigma < 0:
             raise CrowdConfigError(f"annotator {self.name!r}: latency median must be > 0 and sigma >= 0")
         if self.cost_per_operation < 0:
@@ -57,6 +75,7 @@ class SimulatedAnswer:
     operations: int
     cost: float
     simulated: bool = True
+    action: str = "answer"  # one of ACTIONS; `label` is meaningful only for "answer"
 
 
 class SimulatedAnnotator:
@@ -81,7 +100,16 @@ class SimulatedAnnotator:
         label = self._label(int(truth), hardness)
         operations = 1 + int(self._rng.random() < hardness) + int(self._rng.random() < hardness**2)
         latency = float(self.profile.latency_median_s * np.exp(self.profile.latency_sigma * self._rng.standard_normal()))
-        return SimulatedAnswer(label, latency, operations, operations * self.profile.cost_per_operation)
+        return SimulatedAnswer(label, latency, operations, operations * self.profile.cost_per_operation,
+                               action=self._action(hardness))
+
+    def _action(self, hardness: float) -> str:
+        """Answer, "can't tell" or walk away; no draw for a person who always answers (seeded answers unchanged)."""
+        if self.profile.walk_away > 0 and self._rng.random() < self.profile.walk_away:
+            return "walk_away"
+        if self.profile.cant_tell > 0 and self._rng.random() < self.profile.cant_tell * hardness:
+            return "cant_tell"
+        return "answer"
 
     def _label(self, truth: int, hardness: float) -> int:
         behaviour = self.profile.behaviour
@@ -157,6 +185,11 @@ class SimulatedCrowd:
         """Ask m people about each sample whose true label is `truth[i]`."""
         if not 1 <= m <= len(self.annotators):
             raise CrowdConfigError(f"m must be in 1..{len(self.annotators)} (the crowd's size), got {m}")
+        declining = [a.name for a in self.annotators if a.profile.declines]
+        if declining:
+            raise CrowdConfigError(f"annotators {', '.join(declining)} may say can't tell or walk away, which only "
+                                   "the hub path simulates (hgen.hub.testing.crowd.CrowdDriver); offline, everyone "
+                                   "answers every sample")
         truth = np.asarray(truth, dtype=np.int64).reshape(-1)
         hard = np.full(truth.shape, 0.5) if hardness is None else np.asarray(hardness, dtype=np.float64).reshape(-1)
         if hard.shape != truth.shape:
