@@ -44,6 +44,10 @@ class KnowledgeBaseConfig(StrictModel):
     keep_unlabelled_images_days: float = Field(7.0, ge=0, title="The image of a sample that expired with no answer "
                                                "(no one labelled it) is removed this many days after it closed; "
                                                "its row and reply stay (0: keep them for ever)")
+    keep_labelled_images: int = Field(0, ge=0, title="Per model, the images of the newest this many human labels "
+                                      "that retraining reads are kept, and those of its older answered samples "
+                                      "removed; rows and replies stay (0: keep them all). At least "
+                                      "retrain.max_labels while retraining is enabled")
 
     @model_validator(mode="after")
     def _image_dir_beside_a_server(self) -> KnowledgeBaseConfig:
@@ -403,6 +407,17 @@ class HubConfig(StrictModel):
                         DEFAULT_CLASSES)
         object.__setattr__(self, "num_classes", found[0] if found else DEFAULT_CLASSES)  # frozen: set once, here
         self._classes_known = bool(found)
+        return self
+
+    @model_validator(mode="after")
+    def _labelled_images_cover_retraining(self) -> HubConfig:
+        """A retrain reads the newest retrain.max_labels labels of its model: keeping fewer images than that starved
+        every retrain of the older ones, emptied for good."""
+        keep, read = self.knowledge_base.keep_labelled_images, self.retrain.max_labels
+        if self.retrain.enabled and 0 < keep < read:
+            raise ValueError(f"knowledge_base.keep_labelled_images ({keep}) is below retrain.max_labels ({read}): "
+                             "retraining reads that many of the newest labels' images; set it to at least "
+                             f"{read}, or 0 to keep every image")
         return self
 
     @field_validator("aggregator")

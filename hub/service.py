@@ -24,6 +24,7 @@ from hgen.hub.gold import GoldBook
 from hgen.hub.errors import (BadInputError, ImageNotStorableError, InvalidRequestError, LabourBudgetExceededError,
                              UnknownDeviceError)
 from hgen.hub.kb.retention import ImageRetention
+from hgen.hub.kb.retention_labelled import LabelledImageRetention
 from hgen.hub.kb.store import KnowledgeBase, NewSample
 from hgen.hub.metrics import HubMetrics
 from hgen.hub.quotas import DeviceImageBudgetError, DeviceLocks, DeviceQuota, DeviceSampleCapError
@@ -149,6 +150,8 @@ class HubService:
         self.clocks = DeviceClocks()
         self.classes_known = classes_known(config)  # else class probabilities are only capped in length
         self.retention = ImageRetention(kb, config.knowledge_base.keep_unlabelled_images_days, self.metrics.inc, clock)
+        self.labelled_retention = LabelledImageRetention(kb, config.knowledge_base.keep_labelled_images,
+                                                         self.metrics.inc, clock)
         kb.register_devices(config.devices)
 
     @classmethod
@@ -414,12 +417,18 @@ class HubService:
         return bool(replies or set_aside)
 
     def retain_images(self) -> bool:
-        """Remove the images of samples that expired unanswered over knowledge_base.keep_unlabelled_images_days ago,
-        one batch when a round is due or under way (hgen.hub.kb.retention); True when a backlog is left (the loop
-        then runs the next batch at its next turn, after the deadline sweep). A failure is logged, not raised:
-        the deadline sweep beside it must go on (the next round tries again)."""
+        """Remove the images of samples that expired unanswered over knowledge_base.keep_unlabelled_images_days ago
+        (hgen.hub.kb.retention), then those of answered samples past the newest knowledge_base.keep_labelled_images
+        of their model (hgen.hub.kb.retention_labelled): one batch when a round is due or under way, the answered
+        ones' once the expired ones' backlog is gone; True when a backlog is left (the loop then runs the next batch
+        at its next turn, after the deadline sweep). A failure is logged, not raised: the deadline sweep beside it
+        must go on (the next round tries again)."""
+        return self._retain(self.retention) or self._retain(self.labelled_retention)
+
+    @staticmethod
+    def _retain(retention: ImageRetention | LabelledImageRetention) -> bool:
         try:
-            return self.retention.run_if_due()
+            return retention.run_if_due()
         except Exception:  # a database hiccup must not end the loop
             log.exception("image retention sweep failed; retried at its next round")
             return False

@@ -27,6 +27,19 @@ EXPIRED_IMAGES = "status = 'expired' AND (image_path IS NOT NULL OR length(image
 EXPIRED_IMAGES_SQLITE = "+" + EXPIRED_IMAGES
 
 
+def labelled_images(table: str = "") -> str:
+    """The rows of ix_samples_labelled_images (migration 0017): devices' answered samples that still hold an image,
+    what the retention of answered images (hgen.hub.kb.retention_labelled, knowledge_base.keep_labelled_images)
+    counts per model and empties past the newest it keeps; written inline in its queries (`+status` on SQLite, as
+    above), with `table` "samples." where a query joins replies, whose status would be ambiguous."""
+    return (f"{table}status IN ('answered', 'partial') AND {table}transport != 'gold' "
+            f"AND ({table}image_path IS NOT NULL OR length({table}image_bytes) > 0)")
+
+
+LABELLED_IMAGES = labelled_images()
+LABELLED_IMAGES_SQLITE = "+" + LABELLED_IMAGES
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -132,6 +145,10 @@ class Sample(Base):
         # only these, however many samples the knowledge base keeps)
         Index("ix_samples_expired_images", "closed_at", sqlite_where=text(EXPIRED_IMAGES_SQLITE),
               postgresql_where=text(EXPIRED_IMAGES)),
+        # migration 0017: per model, answered device samples that still hold an image by closing time (= their
+        # reply's), so the retention of answered images walks a model's newest and empties its oldest by index
+        Index("ix_samples_labelled_images", "bundle_name", "closed_at", sqlite_where=text(LABELLED_IMAGES_SQLITE),
+              postgresql_where=text(LABELLED_IMAGES)),
     )
 
 
@@ -179,6 +196,9 @@ class Reply(Base):
     status: Mapped[str] = mapped_column(String(16))
     aggregator: Mapped[str] = mapped_column(String(64))
     class_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # migration 0018: for a drawing (boxes, regions), whether a majority of the people asked stands behind it
+    # (hgen.hub.kb.closing.agreed_drawing); None for classes, and for replies made before it (kept as labels)
+    agreed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     labour: Mapped[float] = mapped_column(Double)
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized hgen.v1.SampleReply
     transport: Mapped[str] = mapped_column(String(16))

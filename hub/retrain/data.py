@@ -63,7 +63,8 @@ def decode(sample: StoredImage, shape: tuple[int, int, int], resize: str = "stre
     inputs the device's model saw. Stored pixels are in OpenCV's order (BGR), as devices encode and the web shows."""
     height, width, channels = shape
     if not sample.image:
-        raise RetrainError(f"sample {sample.sample_id}: its stored image cannot be read (file missing?)")
+        raise RetrainError(f"sample {sample.sample_id}: no stored image (its file is missing, or retention removed "
+                           "it: knowledge_base.keep_labelled_images)")
     if sample.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:
         pixels = np.frombuffer(sample.image, np.uint8)
         expected = sample.height * sample.width * sample.channels
