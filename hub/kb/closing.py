@@ -1,5 +1,16 @@
 """Answers and closing (part of the knowledge base): storing answers, closing samples when m answers are in or
-at the deadline (one by one, a failing sample set aside), aggregating, and the replies devices get."""
+at the deadline (one by one, a failing sample set aside), aggregating, and the replies devices get.
+
+The wall clock stepping back (an NTP correction, a clock set right): a deadline was compared with the stepped clock
+as it stood, so every open sample stayed open for the step past its deadline (an hour's step: its device waited an
+hour for a reply it had given up on, its people answered a sample nobody would use). A device sample stored further
+ahead of the clock than CLOCK_SLACK_S (more than hub processes' clocks differ) was stored before the clock stepped
+back: its deadline lies further off than its own answer window allows, and the deadline sweep closes it as due, with
+the answers it has (`expire_due`). What is left of its window is not known (the size of the step is not), and the
+device's deadline is a promise not to be broken: better a reply up to a window early than a step late. A sample
+stored longer before the step than the step's size (a long window) looks like any other and still closes late by
+the step. Gold samples never close. A forward step is taken as time that passed (the hub cannot tell it from time
+it was down): every sample whose deadline it passes closes at the next sweep, partial or expired."""
 
 from __future__ import annotations
 
@@ -16,6 +27,7 @@ from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import check_answer, claim_task, lock_sample, own_task
 from hgen.hub.kb.models import OPEN_STATES, AnnotatorPause, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
+from hgen.hub.kb.tasks import CLOCK_SLACK_S, GOLD_TRANSPORT
 from hgen.protos import hub_pb2
 
 log = logging.getLogger(__name__)
@@ -82,12 +94,15 @@ class Closing:
 
         One transaction per sample: a sample that cannot be closed (say, an answer stored before answers were
         checked breaks its aggregation) is set aside (status `set_aside`, logged once, its id appended to
-        `set_aside`) and never blocks the others, nor the sweeps after it, nor a restart.
+        `set_aside`) and never blocks the others, nor the sweeps after it, nor a restart. Device samples stored
+        before the clock stepped back count as due too (`_stored_ahead`).
         """
         now = self.clock()
         with self.session() as s:
-            ids = s.scalars(select(Sample.id).where(Sample.status.in_(OPEN_STATES), Sample.deadline <= now)
-                            .order_by(Sample.deadline).limit(limit)).all()
+            ids = list(s.scalars(select(Sample.id).where(Sample.status.in_(OPEN_STATES), Sample.deadline <= now)
+                                 .order_by(Sample.deadline).limit(limit)).all())
+            if len(ids) < limit:
+                ids += [i for i in _stored_ahead(s, now, limit - len(ids)) if i not in ids]
         replies = []
         for sample_id in ids:
             try:
@@ -142,6 +157,7 @@ class Closing:
         s.add(Reply(sample_id=sample_id, reply_id=reply.reply_id, device_id=row.device_id, status=status,
                     aggregator=row.aggregator,
                     class_id=_agreed_class(reply.aggregated, answers, row.m) if answers else None,
+                    agreed=agreed_drawing(reply.aggregated, answers, row.m) if answers else None,
                     labour=labour, payload=reply.SerializeToString(), transport=row.transport, delivered=False,
                     created_at=now))
         s.execute(update(Device).where(Device.id == row.device_id)
@@ -201,6 +217,20 @@ class Closing:
                 s.execute(update(Reply).where(Reply.sample_id.in_(list(sample_ids))).values(delivered=True))
 
 
+def _stored_ahead(s: Session, now: float, limit: int) -> list[str]:
+    """Open device samples stored more than CLOCK_SLACK_S ahead of `now` (before the clock stepped back; another hub
+    process's clock is never that far off), up to `limit`, logged; an index range bounded by the open samples
+    (ix_samples_status_received on SQLite, ix_samples_open_device on PostgreSQL)."""
+    rows = s.execute(select(Sample.id, Sample.received_at)
+                     .where(Sample.status.in_(OPEN_STATES), Sample.received_at > now + CLOCK_SLACK_S,
+                            Sample.transport != GOLD_TRANSPORT)
+                     .order_by(Sample.received_at).limit(limit)).all()
+    if rows:
+        log.warning("%d open sample(s) were stored up to %.0f s ahead of this hub's clock: it stepped back; they "
+                    "close now, as due", len(rows), rows[-1][1] - now)
+    return [row[0] for row in rows]
+
+
 def _class_of(label: hub_pb2.AggregatedLabel) -> int | None:
     return label.class_id if label.WhichOneof("label") == "class_id" else None
 
@@ -224,3 +254,21 @@ def _agreed_class(label: hub_pb2.AggregatedLabel, answers: list[hub_pb2.Answer],
         return None
     votes = sum(1 for a in answers if a.WhichOneof("label") == "class_id" and a.class_id == class_id)
     return class_id if votes > MIN_AGREEMENT * max(len(answers), m) else None
+
+
+def agreed_drawing(label: hub_pb2.AggregatedLabel, answers: list[hub_pb2.Answer], m: int) -> bool | None:
+    """For a drawing (boxes, regions; None for a class): whether it is kept as a retraining label, by
+    `_agreed_class`'s rule. A strict majority of the m people asked must have drawn, and a strict majority of them
+    must have drawn each box, or left it out (a box's score is the share of those who drew that drew it): that box
+    is then learned as there, or as nothing there (`hgen.hub.retrain.labels`). One person's box beside another's
+    empty drawing, or one answer of three at the deadline, was retrained on as surely as three people agreeing.
+    The device still gets the reply and fuses it itself."""
+    drawers = {a.annotator_id for a in answers if a.WhichOneof("label") in ("boxes", "regions")}
+    if not drawers:
+        return None
+    n, asked = len(drawers), max(len(drawers), m)
+    if n <= MIN_AGREEMENT * asked:
+        return False
+    boxes = label.boxes.boxes if label.WhichOneof("label") == "boxes" else ()
+    drew = [round(box.score * n) for box in boxes]
+    return all(k > MIN_AGREEMENT * asked or n - k > MIN_AGREEMENT * asked for k in drew)

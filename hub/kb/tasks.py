@@ -11,10 +11,19 @@ samples oldest first. Oldest-first across the hub let one device's 5,000 samples
 which expired unanswered. Each device's oldest comes from the partial index ix_samples_open_device (open device
 samples only), so the work grows with the devices, not with the open samples. The turn is kept in the database
 (devices.last_served, migration 0015), so hub processes sharing it go round the devices together; kept per
-process, each went round on its own and N processes handed out N samples of the device served last."""
+process, each went round on its own and N processes handed out N samples of the device served last.
+
+The wall clock stepping back (an NTP correction, a clock set right): a held task's timeout was counted from its
+assignment time, which then lies in the clock's future, so the task stayed held for the step on top of its timeout
+(an hour's step: an hour more, with nobody else able to take the slot). A task assigned further ahead of the clock
+than CLOCK_SLACK_S (more than hub processes' clocks differ) was assigned before the clock stepped back: its timeout
+starts again from now (`expire_assignments`), so it is held at most one timeout more. It is not timed out at once:
+its holder may be answering it this moment, and would lose that answer. A forward step is taken as time that
+passed (the hub cannot tell it from time it was down): held tasks older than the timeout go back to the queue."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +39,15 @@ from hgen.hub.kb.guards import (WITHDRAWN, at_cap, expire_assignments, give_back
 from hgen.hub.kb.models import OPEN_STATES, Assignment, Device, Sample, TaskEvent
 from hgen.protos import hub_pb2
 
+log = logging.getLogger(__name__)
 GOLD_TRANSPORT = "gold"  # gold tasks are hub-owned samples, handed out by hgen.hub.gold, never by assign_next
 RELEASE_KINDS = ("skip", "cant_tell")
 ASSIGN_ROUNDS = 4  # candidate lists tried per request while unreadable samples are met (bounds one request's work)
 EMPTY_IMAGE = b""  # a Task read without its image (answers and skips need none)
+# A time written this far ahead of the clock is another hub process's (clocks a little apart, as
+# hgen.hub.kb.intake.AHEAD_MINUTES allows); one further ahead was written before the clock stepped back.
+CLOCK_SLACK_S = 300.0
+RESTARTS = 500  # held tasks whose timeout restarts per sweep (the rest at the next, a second later)
 
 
 @dataclass(frozen=True)
@@ -209,9 +223,30 @@ class TaskQueue:
             return len(open_task_ids(s, annotator_id))
 
     def expire_assignments(self, timeout_s: float) -> int:
-        """Tasks open for longer than `timeout_s` go back to the queue; returns how many."""
+        """Tasks open for longer than `timeout_s` go back to the queue; returns how many. Those assigned before the
+        clock stepped back have their timeout restarted first (`_restart_stepped_timeouts`)."""
+        now = self.clock()
+        self._restart_stepped_timeouts(now)
         with self.session() as s:
-            return expire_assignments(s, self.clock() - timeout_s)
+            return expire_assignments(s, now - timeout_s)
+
+    def _restart_stepped_timeouts(self, now: float) -> None:
+        """Open tasks assigned more than CLOCK_SLACK_S ahead of `now` (before the clock stepped back) count as
+        assigned now. Its own transaction, on ix_assignments_status_assigned; rows another transaction holds are
+        skipped (PostgreSQL SKIP LOCKED), never waited for (an answer locks its sample, then its task), and left
+        to the next sweep."""
+        ahead = now + CLOCK_SLACK_S
+        with self.session() as s:
+            rows = s.execute(select(Assignment.id, Assignment.assigned_at)
+                             .where(Assignment.status == "open", Assignment.assigned_at > ahead)
+                             .limit(RESTARTS).with_for_update(skip_locked=True)).all()
+            if not rows:
+                return
+            s.execute(update(Assignment).where(Assignment.id.in_([row[0] for row in rows]),
+                                               Assignment.status == "open", Assignment.assigned_at > ahead)
+                      .values(assigned_at=now).execution_options(synchronize_session=False))
+        log.warning("%d held task(s) were assigned up to %.0f s ahead of this hub's clock: it stepped back; their "
+                    "assignment timeout counts from now", len(rows), max(row[1] for row in rows) - now)
 
     def open_task(self, task_id: str, annotator_id: str, *, with_image: bool = True) -> tuple[Task, float] | None:
         """The annotator's own open task and when it was assigned; None for anyone else's or a closed one. Answers

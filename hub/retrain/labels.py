@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hgen.hub.kb.closing import MIN_AGREEMENT
 from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.kb.store import KnowledgeBase
-from hgen.hub.retrain.records import labelled_rows
+from hgen.hub.retrain.records import agreed_drawing, labelled_rows
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kinds
 
@@ -31,14 +32,18 @@ class BoxSample:
 
 
 def _boxes(payload: bytes) -> np.ndarray:
+    """The boxes most of the people who drew drew: in an agreed drawing (`agreed_drawing`) a box fewer drew was left
+    out by a majority of the people asked, and is learned as nothing there."""
     label = hub_pb2.SampleReply.FromString(payload).aggregated
-    rows = [(b.x_min, b.y_min, b.x_max, b.y_max, b.class_id, b.score) for b in label.boxes.boxes]
+    rows = [(b.x_min, b.y_min, b.x_max, b.y_max, b.class_id, b.score) for b in label.boxes.boxes
+            if b.score > MIN_AGREEMENT]
     return np.array(rows, np.float64).reshape(-1, 6)
 
 
 def box_samples(kb: KnowledgeBase, name: str, up_to: float, newest: int | None = None) -> list[BoxSample]:
-    """Every box-labelled sample of `name` replied up to `up_to` (all knowledge so far, not only new; the `newest`
-    of them when set)."""
+    """Every box-labelled sample of `name` replied up to `up_to` that a majority of the people asked stands behind
+    (`records.agreed_drawing`; all knowledge so far, not only new; the `newest` of them when set)."""
     box_kinds = wire_kinds(lambda kind: kind.label == "boxes")
-    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds), newest=newest)
+    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds), agreed_drawing(),
+                         newest=newest)
     return [BoxSample(r[0], _boxes(r[1]), *r[2:]) for r in rows]

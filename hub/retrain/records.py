@@ -32,9 +32,16 @@ def drawn_kinds() -> tuple[int, ...]:
 
 
 def human_label() -> Any:
-    """A reply that is a human label: a class, or any answered/partial reply of a sample whose people draw (an
-    empty drawing is a label too: "nothing there")."""
-    return or_(Reply.class_id.is_not(None), Sample.hdnn_kind.in_(drawn_kinds()))
+    """A reply that is a human label: a class, or an answered/partial reply of a sample whose people draw that a
+    majority of the people asked stands behind (`Reply.agreed`, hgen.hub.kb.closing.agreed_drawing; an empty
+    drawing is a label too: "nothing there"; replies made before it, NULL, stay labels)."""
+    return or_(Reply.class_id.is_not(None), and_(Sample.hdnn_kind.in_(drawn_kinds()), agreed_drawing()))
+
+
+def agreed_drawing() -> Any:
+    """SQL: a drawing a majority of the people asked stands behind (hgen.hub.kb.closing.agreed_drawing), or one
+    replied before the hub judged that (NULL: kept, as it was made)."""
+    return Reply.agreed.is_not(False)
 
 
 def of_model(name: str) -> tuple[Any, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.store import KnowledgeBase
@@ -117,3 +118,48 @@ def test_a_paused_annotators_answers_are_left_out_when_the_sample_closes(hub: Hu
     assert replies[shared].aggregated.class_id == 5 and replies[shared].status == hub_pb2.REPLY_STATUS_PARTIAL
     assert replies[only_careless].status == hub_pb2.REPLY_STATUS_EXPIRED and not replies[only_careless].answers
     assert replies[only_careless].labour > 0  # the effort spent is still counted
+
+
+def boxes(*rows: tuple[float, float, float, float, int]) -> hub_pb2.BoxList:
+    return hub_pb2.BoxList(boxes=[hub_pb2.Box(x_min=a, y_min=b, x_max=c, y_max=d, class_id=k) for a, b, c, d, k in rows])
+
+
+def draw_all(hub: HubService, annotator: str, drawing_of: dict[str, hub_pb2.BoxList]) -> None:
+    """Draw on every box task the hub hands `annotator` that `drawing_of` names (the others are skipped)."""
+    api = hub.annotators
+    while (task := api.next_task(annotator)) is not None:
+        if task.sample_id not in drawing_of:
+            api.release(task.task_id, annotator, "skip")
+            continue
+        api.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=annotator, operations=1, latency_s=2.0,
+                                         boxes=drawing_of.pop(task.sample_id)))
+
+
+def test_only_drawings_a_majority_of_the_people_asked_made_are_retraining_labels(hub: HubService,
+                                                                               clock: Clock) -> None:
+    """Every box reply was a retraining label: one person's box around nothing beside another's empty drawing, or
+    one drawing of three asked at the deadline, was learned from as surely as three people agreeing (a class
+    needed a majority since a0e0c6e). The device still gets and fuses every reply."""
+    from hgen.hub.retrain.labels import box_samples
+    from hgen.hub.retrain.records import RetrainStore
+    from hgen.hub.testing.detection import detection_sample
+    from hgen.runtime.hdnn.yolo import Detections
+
+    image = np.full((16, 16, 1), 0.25, np.float32)
+    samples = [detection_sample(DEVICE, "det", image, Detections.empty(), 0.2) for _ in range(5)]
+    assert len(hub.submit(make_request(DEVICE, samples, m=3, deadline_s=DEADLINE_S, now=clock.now),
+                          "grpc").accepted) == 5
+    agreed, stray_box, outvoted, lone, nothing = (s.sample_id for s in samples)
+    thing, stray = boxes((2, 2, 9, 12, 4)), boxes((2, 2, 9, 12, 4), (10, 10, 15, 15, 1))
+    draw_all(hub, "careless", {agreed: thing, stray_box: stray, outvoted: stray, lone: thing, nothing: boxes()})
+    draw_all(hub, "honest", {agreed: thing, stray_box: thing, outvoted: thing, nothing: boxes()})
+    draw_all(hub, "absent", {outvoted: thing})
+    clock.now += DEADLINE_S + 1
+    while hub.sweep_once():
+        pass
+    replies = {r.sample_id: r for r in hub.kb.replies_for([agreed, stray_box, outvoted, lone, nothing])}
+    assert len(replies[stray_box].aggregated.boxes.boxes) == 2  # the device hears the stray box (support 0.5)
+    labelled = {s.sample_id: s.boxes for s in box_samples(hub.kb, "det", up_to=float("inf"))}
+    assert set(labelled) == {agreed, outvoted, nothing}  # before: all five
+    assert labelled[outvoted][:, 4].tolist() == [4]  # two of three left the stray box out: learned as nothing
+    assert RetrainStore(hub.kb).new_label_count("det") == 3

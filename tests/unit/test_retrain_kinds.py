@@ -100,7 +100,8 @@ def test_box_replies_count_as_human_labels(tmp_path: Path) -> None:
         truth = {s.sample_id: np.array([[2.0, 2.0, 9.0, 12.0, 4]]) for s in samples}
         truth[samples[0].sample_id] = np.zeros((0, 5))  # nothing there: still a label
         service.submit(make_request("cam", samples, m=2), "grpc")
-        BoxCrowd(service.annotators, (BoxAnnotator("p1"), BoxAnnotator("p2", miss=0.0)), truth, 10).run_until_idle()
+        people = (BoxAnnotator("p1", miss=0.0, wrong_class=0.0), BoxAnnotator("p2", miss=0.0, wrong_class=0.0))
+        BoxCrowd(service.annotators, people, truth, 10).run_until_idle()  # both agree: every reply is a label
         store = RetrainStore(service.kb)
         assert store.new_label_count("det") == 4
         found = {s.sample_id: s for s in box_samples(service.kb, "det", up_to=float("inf"))}

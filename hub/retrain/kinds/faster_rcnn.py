@@ -33,7 +33,7 @@ from hgen.hub.kb.models import Reply, Sample
 from hgen.hub.retrain.data import decode_many, fitting, to_input
 from hgen.hub.retrain.enhance import Enhanced
 from hgen.hub.retrain.kinds import RETRAIN_KINDS
-from hgen.hub.retrain.records import RetrainStore, labelled_rows
+from hgen.hub.retrain.records import RetrainStore, agreed_drawing, labelled_rows
 from hgen.hub.retrain.style import in_field_style
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kinds
@@ -65,7 +65,8 @@ def _regions(payload: bytes) -> np.ndarray:
 
 def region_samples(store: RetrainStore, name: str, up_to: float, newest: int | None = None) -> list[RegionSample]:
     kinds = wire_kinds(lambda kind: kind.label == "regions")
-    rows = labelled_rows(store.kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(kinds), newest=newest)
+    rows = labelled_rows(store.kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(kinds), agreed_drawing(),
+                         newest=newest)
     return [RegionSample(r[0], _regions(r[1]), *r[2:]) for r in rows]
 
 
