@@ -22,8 +22,9 @@ from hgen.runtime.registry import Registry
 class AggregationInput:
     """What an aggregator sees for one sample.
 
-    `history` is (sample_id, annotator_id, class_id) of past answers from the knowledge base, for strategies
-    that estimate annotator skill across tasks (dawid_skene); the others ignore it.
+    `history` is (sample_id, annotator_id, class_id) of past answers from the knowledge base (paused annotators'
+    left out), for strategies that estimate annotator skill across tasks (dawid_skene); the others ignore it.
+    `truths` are the known classes (sample_id, class_id) of the gold tasks among them.
     """
 
     sample_id: str
@@ -32,6 +33,7 @@ class AggregationInput:
     num_classes: int
     model_probabilities: tuple[float, ...] = ()
     history: tuple[tuple[str, str, int], ...] = field(default=())
+    truths: tuple[tuple[str, int], ...] = field(default=())
 
 
 class NoOptions(StrictModel):

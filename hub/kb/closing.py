@@ -26,7 +26,8 @@ from hgen.hub.aggregators import AggregationInput
 from hgen.hub.errors import AggregationError, TaskClosedError, UnknownTaskError
 from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import check_answer, claim_task, lock_sample, own_task
-from hgen.hub.kb.models import OPEN_STATES, AnnotatorPause, AnswerRow, Assignment, Device, Reply, Sample, TaskEvent
+from hgen.hub.kb.models import (OPEN_STATES, AnnotatorPause, AnswerRow, Assignment, Device, GoldItem, Reply,
+                                Sample, TaskEvent)
 from hgen.hub.kb.tasks import CLOCK_SLACK_S, GOLD_TRANSPORT
 from hgen.protos import hub_pb2
 
@@ -172,15 +173,10 @@ class Closing:
 
     def _aggregate(self, s: Session, row: Sample, answers: list[hub_pb2.Answer]) -> hub_pb2.AggregatedLabel:
         aggregator = self.aggregator(row.aggregator)
-        history: tuple[tuple[str, str, int], ...] = ()
-        if aggregator.history_size:
-            history = tuple(s.execute(
-                select(AnswerRow.sample_id, AnswerRow.annotator_id, AnswerRow.class_id)
-                .where(AnswerRow.class_id.is_not(None)).order_by(AnswerRow.id.desc())
-                .limit(aggregator.history_size)).tuples())
+        history, truths = _history(s, aggregator.history_size) if aggregator.history_size else ((), ())
         output = hub_pb2.ModelOutput.FromString(row.model_output)
         data = AggregationInput(row.id, tuple(answers), row.m, self.num_classes,
-                                tuple(output.class_probabilities), history)
+                                tuple(output.class_probabilities), history, truths)
         return aggregator.aggregate(data)
 
     # --- replies ----------------------------------------------------------------------------------------
@@ -241,6 +237,18 @@ def _without_paused(s: Session, answers: list[hub_pb2.Answer]) -> list[hub_pb2.A
     people = {a.annotator_id for a in answers}
     paused = set(s.scalars(select(AnnotatorPause.annotator_id).where(AnnotatorPause.annotator_id.in_(people))))
     return [a for a in answers if a.annotator_id not in paused]
+
+
+def _history(s: Session, size: int) -> tuple[tuple[tuple[str, str, int], ...], tuple[tuple[str, int], ...]]:
+    """The newest `size` class answers of people not paused (a paused person's answers no longer count, here as at
+    closing), and the known classes of the gold tasks among them."""
+    paused = select(AnnotatorPause.annotator_id).where(AnnotatorPause.annotator_id == AnswerRow.annotator_id)
+    rows = s.execute(select(AnswerRow.sample_id, AnswerRow.annotator_id, AnswerRow.class_id, GoldItem.class_id)
+                     .outerjoin(GoldItem, GoldItem.sample_id == AnswerRow.sample_id)
+                     .where(AnswerRow.class_id.is_not(None), ~paused.exists())
+                     .order_by(AnswerRow.id.desc()).limit(size)).tuples().all()
+    truths = {sample_id: int(truth) for sample_id, _, _, truth in rows if truth is not None}
+    return tuple((t, w, int(c)) for t, w, c, _ in rows), tuple(truths.items())
 
 
 def _agreed_class(label: hub_pb2.AggregatedLabel, answers: list[hub_pb2.Answer], m: int) -> int | None:

@@ -143,3 +143,18 @@ def test_a_lone_answer_is_no_label_under_any_aggregator() -> None:
         for answers, kept in ((lone, None), (agreed, 7)):
             label = aggregator.aggregate(AggregationInput("x", answers, 3, 10, (), history))
             assert label.class_id == 7 and _agreed_class(label, list(answers), 3) == kept, aggregator.name
+
+
+def test_dawid_skene_anchored_by_gold_is_not_fooled_by_two_people_copying_each_other() -> None:
+    """Two people who copy one another's wrong answers (the true class + 1) outvote an honest one in EM as in a
+    vote; the gold tasks among the history pin the truth, and EM learns who is right. Before: 4 with or without."""
+    rng = np.random.default_rng(0)
+    truth = {f"g{i}": int(c) for i, c in enumerate(rng.integers(0, CLASSES, 60))}
+    history = tuple((t, w, (c + 1) % CLASSES if w != "honest" else c) for t, c in truth.items()
+                    for w in ("copy-a", "copy-b", "honest"))
+    answers = tuple(hub_pb2.Answer(annotator_id=w, class_id=c) for w, c in (("copy-a", 4), ("copy-b", 4),
+                                                                             ("honest", 3)))
+    ds = get_aggregator("dawid_skene")
+    blind = ds.aggregate(AggregationInput("s", answers, 3, CLASSES, (), history))
+    anchored = ds.aggregate(AggregationInput("s", answers, 3, CLASSES, (), history, tuple(truth.items())))
+    assert (blind.class_id, anchored.class_id) == (4, 3)

@@ -12,7 +12,7 @@ from hgen.hub.config import parse_hub_config
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
 from hgen.hub.testing.clock import Clock
-from hgen.hub.testing.samples import make_request, make_sample
+from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.protos import hub_pb2
 
 DEVICE = "dev-1"
@@ -163,3 +163,44 @@ def test_only_drawings_a_majority_of_the_people_asked_made_are_retraining_labels
     assert set(labelled) == {agreed, outvoted, nothing}  # before: all five
     assert labelled[outvoted][:, 4].tolist() == [4]  # two of three left the stray box out: learned as nothing
     assert RetrainStore(hub.kb).new_label_count("det") == 3
+
+
+def test_dawid_skene_in_the_hub_learns_from_gold_who_copies_wrong_answers(tmp_path: Path, clock: Clock) -> None:
+    """Two people copying each other's wrong answers outvoted an honest one under dawid_skene too: its history held
+    their gold answers, but not the gold truth. The operator kept them working (pause_below 0); the hub now pins
+    the gold truth in EM and the device hears the honest class. A paused person's history is left out."""
+    from hgen.hub.kb.closing import _history
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url}, "aggregator": "dawid_skene",
+                               "gold": {"share": 0.5, "pause_below": 0.0}})
+    hub = HubService(config, KnowledgeBase.open(url, image_dir=tmp_path / "img", clock=clock), clock=clock)
+    try:
+        people = ("copy-a", "copy-b", "honest")
+        for name in (*people, "left"):
+            hub.annotators.register(name)
+        hub.gold.draw = lambda: 0.0  # gold first in each run of two
+        for seed in range(20):
+            hub.gold.add(png_image(seed=seed + 10), seed % 7, config.num_classes, config.limits)
+        samples = [make_sample(DEVICE, top=9, confidence=0.4) for _ in range(20)]
+        assert len(hub.submit(make_request(DEVICE, samples, m=3, deadline_s=DEADLINE_S, now=clock.now),
+                              "grpc").accepted) == 20
+        api = hub.annotators
+        for _ in range(40):
+            for name in people:
+                task = api.next_task(name)
+                truth = hub.gold.truth(task.sample_id)
+                label = 3 if truth is None else truth
+                wrong = name != "honest"
+                api.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=name, operations=1, latency_s=1.0,
+                                                 class_id=(label + 1) % 10 if wrong else label))
+        replies = {r.sample_id: r.aggregated.class_id for r in hub.kb.replies_for([s.sample_id for s in samples])}
+        assert len(replies) == 20 and {replies[s.sample_id] for s in samples[-10:]} == {3}  # before: 4
+        task = api.next_task("left")
+        api.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id="left", class_id=1, operations=1))
+        hub.gold.pause("left", "gone")
+        with hub.kb.session() as s:
+            history, truths = _history(s, 10_000)
+        assert "left" not in {w for _, w, _ in history} and len(truths) == 20
+    finally:
+        hub.close()
