@@ -40,6 +40,7 @@ from hgen.hub.retrain.publish import (
 )
 from hgen.hub.retrain.records import RetrainStore, RunRecord, VersionRecord
 from hgen.hub.retrain.research import Searched, load_compile_config, research
+from hgen.hub.retrain.store_prune import prune_store
 from hgen.runtime.bundle.manifest import Manifest
 from hgen.runtime.errors import HGenError
 
@@ -279,6 +280,9 @@ class RetrainPipeline:
             published=(run.id, metrics))
         announce(self.publisher, built, version)
         prune_archives(self.store.kb, self.config.keep_bundle_archives)
+        # under this run's lease: no retrain or release of the model reads a folder meanwhile
+        prune_store(self.store, self.config.store_dir, model_config.name, self.config.keep_bundle_archives,
+                    [b.bundle_name for b in built])
         return version
 
     def store_dir(self) -> Path:

@@ -32,6 +32,7 @@ from hgen.hub.retrain.publish import (
     targets_of,
 )
 from hgen.hub.retrain.records import RunRecord, VersionRecord
+from hgen.hub.retrain.store_prune import prune_store
 from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
 from hgen.runtime.bundle import BundleError, Manifest, SignatureError
 from hgen.runtime.bundle.manifest import SIGNATURE_NAME, ModelId, sign_manifest
@@ -143,7 +144,10 @@ class Releases:
             if manifest.model.version == version.version and manifest.model.name == model_name:
                 found.setdefault(manifest.target, (folder, manifest))
         if not found:
-            raise ReleaseError(f"{name} {version.version}: its bundle {base} is gone or no longer verifies")
+            raise ReleaseError(f"{name} {version.version}: its bundle {base} is gone or no longer verifies (each "
+                               "publish removes old versions' folders from retrain.store_dir but the first, the newest "
+                               "retrain.keep_bundle_archives, the one the deployed version replaced and those devices "
+                               "run: see `hgen-hub versions`)")
         return found
 
     # --- publish ----------------------------------------------------------------------------------------------
@@ -233,6 +237,9 @@ class Releases:
             if isinstance(exc, OSError):
                 raise RetrainError(f"{trigger} of {name} failed: {exc}") from None  # not refused: exit 1
             raise
+        else:  # recorded; still under the lease, so no retrain or release of the model reads a folder meanwhile
+            prune_store(self.store, self.pipeline.config.store_dir, name, self.pipeline.config.keep_bundle_archives,
+                        [b.bundle_name for b in built])
         finally:
             keeper.stop()
             try:

@@ -16,6 +16,7 @@ from hgen.hub.web.answers import check_class
 from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
+from hgen.hub.web.storage import StorageGauge, human_bytes
 from hgen.protos import hub_pb2
 from hgen.runtime.errors import HGenError
 
@@ -23,14 +24,19 @@ NOTICE = "notice"  # session key of the one message the operator page shows next
 
 
 def register(app: Flask, ctx: WebContext) -> None:
+    kb = ctx.hub.service.kb
+    gauge = StorageGauge(kb, kb.images.image_dir, ctx.config.retrain.store_dir)  # measures at most once a minute
+
     @app.get("/operator")
     def operator() -> Any:
         require_user(ctx, "operator")
         hub = ctx.hub
         models = [m.name for m in ctx.config.retrain.models]
         versions = {m: hub.retrain_store.current_version(m) for m in models}
+        storage = gauge.read()
         return render_template(
             "operator.html", view=stats.overview(hub.service.kb, time.time(), ctx.class_names),
+            storage=storage, storage_age=max(0.0, gauge.clock() - storage.measured_at), size=human_bytes,
             models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
             counters=sorted(hub.service.metrics.snapshot().items()),
