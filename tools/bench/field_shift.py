@@ -42,7 +42,7 @@ from hgen.compiler.data import Split, load_dataset  # noqa: E402
 from hgen.compiler.models import load_model_file  # noqa: E402
 from hgen.hub.app import HubApp  # noqa: E402
 from hgen.hub.config import RetrainConfig, parse_hub_config  # noqa: E402
-from hgen.hub.crowd import SimulatedCrowd  # noqa: E402
+from hgen.hub.crowd import AnnotatorProfile, SimulatedCrowd  # noqa: E402
 from hgen.hub.retrain.data import HumanSet  # noqa: E402
 from hgen.hub.retrain.enhance import enhance  # noqa: E402
 from hgen.hub.retrain.field import FieldSet, refit  # noqa: E402
@@ -52,6 +52,10 @@ from hgen.hub.testing.services import free_port  # noqa: E402
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE  # noqa: E402
 
 DEVICE, HELD_OUT = "field-cam", 2000
+CROWDS = {"uniform": f"SIMULATED, m={M}, accuracy {ACCURACY}",
+          "mixed": f"SIMULATED, a pool of 5 (3 honest at accuracy {ACCURACY}, 1 careless pressing the first class, 1 "
+                   f"honest saying can't tell on hard frames), m={M} asked per stream sample; the held-out set's fused "
+                   "accuracy is measured with the uniform crowd's answers, as in every run"}
 AUDIT = 0.05  # the active device's audit share of confident frames (the hub is told the same); --audit
 ORACLE_SAMPLES = 20000
 # Weight of the soft targets in the enhancement loss (the hub's default 0.7): at distillation temperature 8 a human
@@ -82,9 +86,22 @@ def on_held(current: Any, held: Split, demand: float) -> dict[str, float]:
                     familiarity=familiarity_of(current.bundle_dir))
 
 
+def stream_crowd(kind: str, seed: int) -> SimulatedCrowd:
+    """The SIMULATED people answering the stream. `uniform`: M people of accuracy ACCURACY, each asked about every
+    sample. `mixed` (--crowd mixed): a pool of 5, M asked per sample: three honest ones (ACCURACY), one careless
+    one who presses the first class every time, and one honest one who says "can't tell" on hard frames (0.6 x
+    the frame's hardness, 1 - the model's confidence); no gold tasks, so nobody is paused."""
+    if kind == "uniform":
+        return SimulatedCrowd.uniform(M, ACCURACY, 10, seed=seed)
+    profiles = [AnnotatorProfile(f"sim-{i}", ACCURACY) for i in range(3)]
+    profiles += [AnnotatorProfile("sim-careless", ACCURACY, behaviour="first_class"),
+                 AnnotatorProfile("sim-unsure", ACCURACY, cant_tell=0.6)]
+    return SimulatedCrowd(profiles, 10, seed=seed)
+
+
 def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rounds: int, threshold: int,
          demands: dict[str, Any], work: Path, passive: bool, audit: float = AUDIT,
-         seed: int = 0) -> list[dict[str, Any]]:
+         seed: int = 0, crowd_kind: str = "uniform") -> list[dict[str, Any]]:
     """One closed loop on a fresh hub: round 0 is the deployed model, then one retrain per `threshold` labels.
     `seed` moves the device's draws (audits, passive picks) and the SIMULATED crowd answering the stream."""
     work.mkdir(parents=True)
@@ -94,7 +111,7 @@ def loop(deployed: DeployedModel, original: str, stream: Split, held: Split, rou
                                "grpc": {"port": free_port()}, "retrain": section})
     app = HubApp(config).start()
     device = Stream(app, DEVICE, stream, deployed.name, audit, demand, passive, seed=1 + seed)
-    crowd = CrowdDriver(app.service.annotators, SimulatedCrowd.uniform(M, ACCURACY, 10, seed=7 + seed),
+    crowd = CrowdDriver(app.service.annotators, stream_crowd(crowd_kind, 7 + seed),
                         lambda sample_id: device.oracle[sample_id]).start()
     rows: list[dict[str, Any]] = []
     tag = "passive" if passive else "active"
@@ -189,7 +206,8 @@ def rotated(stream: Split, seed: int) -> Split:
 
 
 def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int, work: Path,
-             compiled_dir: Path | None, audit: float = AUDIT, seed: int | None = None) -> dict[str, Any]:
+             compiled_dir: Path | None, audit: float = AUDIT, seed: int | None = None,
+             crowd_kind: str = "uniform") -> dict[str, Any]:
     """Closed loop, passive and the baselines on one deployed model; with `seed` (a repeat): only the closed loop
     and passive, with the device's draws, the crowd and the stream's start moved by the seed."""
     start = time.perf_counter()
@@ -201,9 +219,9 @@ def scenario(spec: Scenario, roots: dict[str, str], rounds: int, threshold: int,
     print(f"== {spec.name}: stream {len(stream)} frames, held-out {len(held)}, seed {seed or 0}", flush=True)
     tag = field_spec.split("/")[-1].replace(":", "-").replace("?", "-") + f"-{seed or 0}"
     active = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-active", False, audit,
-                  seed or 0)
+                  seed or 0, crowd_kind)
     passive = loop(deployed, original, stream, held, rounds, threshold, demands, work / f"{tag}-passive", True,
-                   seed=seed or 0)
+                   seed=seed or 0, crowd_kind=crowd_kind)
     without = without_check(deployed, held, demands)
     if seed is not None:
         return {"name": spec.name, "seed": seed, "deployed": demands, "rounds": active, "passive": passive,
@@ -240,11 +258,11 @@ def targets(active: list[dict[str, Any]], passive: list[dict[str, Any]]) -> dict
 
 
 def run(rounds: int, threshold: int, work: Path, compiled: dict[str, Path], names: list[str],
-        colour_root: Path, audit: float = AUDIT) -> dict[str, Any]:
+        colour_root: Path, audit: float = AUDIT, crowd_kind: str = "uniform") -> dict[str, Any]:
     roots = colour_roots(colour_root, names)
     scenarios = [scenario(SCENARIOS[name], roots, rounds, threshold, work, compiled.get(SCENARIOS[name].data),
-                          audit) for name in names]
-    return {"annotators": f"SIMULATED, m={M}, accuracy {ACCURACY}", "threshold": threshold, "audit_share": audit,
+                          audit, crowd_kind=crowd_kind) for name in names]
+    return {"annotators": CROWDS[crowd_kind], "threshold": threshold, "audit_share": audit,
             "scenarios": scenarios}
 
 
@@ -295,6 +313,8 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true",
                         help="keep the other scenarios already in NAME.json (those run now replace theirs)")
     parser.add_argument("--audit", type=float, default=AUDIT, help="the active device's audit share")
+    parser.add_argument("--crowd", choices=sorted(CROWDS), default="uniform",
+                        help="the SIMULATED people answering the stream (stream_crowd)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenario names")
     parser.add_argument("--out", default="field_shift", help="results name (tools/bench/results/NAME.*)")
     parser.add_argument("--render", action="store_true", help="only re-write the MD and PNG from NAME.json")
@@ -315,7 +335,7 @@ def main() -> None:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="hgen-field-shift-") as tmp:
             result = run(args.rounds, args.threshold, Path(tmp), compiled, args.scenarios.split(","),
-                         args.colour_root, args.audit)
+                         args.colour_root, args.audit, args.crowd)
         result["wall_seconds"] = time.perf_counter() - start
         if args.merge:
             result = merge(json.loads((RESULTS / f"{args.out}.json").read_text()), result)

@@ -109,7 +109,7 @@ def markdown(result: dict[str, Any], wall: float) -> str:
         "`settings`, every such frame before they were recorded) and "
         f"{result['audit_share']:.0%} of the confident familiar ones (the agent's audit draw) as far as its labour limit "
         "allows (`batching.labour_share` = the compile's labour demand, as `make demo` configures the agent); the "
-        "hub (in-process, SQLite, real gRPC) gets SIMULATED answers (m=3, accuracy 0.9) through its annotator API, "
+        f"hub (in-process, SQLite, real gRPC) gets answers ({result['annotators']}) through its annotator API, "
         f"retrains every {result['threshold']} human labels, re-fits temperature and tau on the held-out field "
         "labels (`retrain.field`), checks, re-lowers (LiteRT), signs and publishes; the device then runs the "
         "published version.", "",
