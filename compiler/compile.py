@@ -146,6 +146,7 @@ def _initial_model(config: CompileConfig, data: Dataset, kind: str, log: Callabl
     """The user's model file, checked against the data set (BatchNorm statistics settled, refused at chance: before
     the previous run's output is removed), or the zoo model with its weights initialised from `config.seed`: seeding
     only when training began left the initial weights to the process, so one command gave other numbers each run."""
+    from hgen.compiler.bundle.names import model_name_from_file
     from hgen.compiler.models import build_model, check_model_file, load_model_file, model_names
     from hgen.compiler.models.user_file import prepare_user_model
 
@@ -153,7 +154,7 @@ def _initial_model(config: CompileConfig, data: Dataset, kind: str, log: Callabl
         model = load_model_file(config.model)
         check_model_file(model, config.model, data.input_shape, data.num_classes)
         prepare_user_model(model, config.model, data, config.seed, log)
-        return model, Path(config.model).stem
+        return model, model_name_from_file(config.model, say=log)  # `Mein Modell ü` cannot name a bundle
     if config.model not in model_names(kind):
         raise UnknownNameError(f"unknown model '{config.model}'; valid choices: {', '.join(model_names(kind))} "
                                f"or a path to a .keras/.h5 file")

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         if args.command == "check":
-            print(json.dumps(check(config), indent=2))
+            print(json.dumps(check(config), indent=2, ensure_ascii=False))  # paths as people named them
         else:
             run(config)
     except HGenError as exc:

@@ -274,7 +274,8 @@ class AdaptConfig(StrictModel):
 
 
 class AgentConfig(StrictModel):
-    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Device id registered at the hub")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128,  # the hub's rule (hgen.hub.names)
+                           title="Device id registered at the hub")
     bundle: BundleConfig = Field(title="Model bundle")
     source: SourceConfig = Field(title="Frame source")
     gate: GateConfig = Field(default_factory=GateConfig, title="Who goes to people")

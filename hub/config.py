@@ -13,6 +13,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_valida
 
 from hgen.hub.aggregators import AGGREGATORS
 from hgen.hub.errors import HubConfigError
+from hgen.hub.names import refuse_bad_device_ids, refuse_unclear_class_names
 from hgen.hub.transport_config import (  # noqa: F401 (callers import them from here)
     GrpcConfig,
     GrpcTlsConfig,
@@ -161,6 +162,12 @@ class WebConfig(StrictModel):
                              f"one: {GENERATE_SECRET}")
         return value
 
+    @field_validator("class_names")
+    @classmethod
+    def _distinct_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        refuse_unclear_class_names(names)
+        return names
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -229,6 +236,12 @@ class ModelConfig(StrictModel):
     @classmethod
     def _registered_kind(cls, kind: str) -> str:
         return KINDS.validate(kind)
+
+    @field_validator("devices")
+    @classmethod
+    def _enrollable_devices(cls, devices: dict[str, str]) -> dict[str, str]:
+        refuse_bad_device_ids(devices)
+        return devices
 
 
 class FieldConfig(StrictModel):
@@ -419,6 +432,12 @@ class HubConfig(StrictModel):
                              "retraining reads that many of the newest labels' images; set it to at least "
                              f"{read}, or 0 to keep every image")
         return self
+
+    @field_validator("devices")
+    @classmethod
+    def _enrollable_devices(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
+        refuse_bad_device_ids(devices)
+        return devices
 
     @field_validator("aggregator")
     @classmethod

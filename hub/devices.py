@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import threading
 import time
@@ -28,9 +27,9 @@ from sqlalchemy import select, update
 from hgen.hub.errors import BadInputError, HubError
 from hgen.hub.kb.models import DeviceCredential
 from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.names import DEVICE_ID, DEVICE_ID_RULE
 
 log = logging.getLogger(__name__)
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # also safe as an MQTT user name and topic level
 ITERATIONS = 100_000  # PBKDF2-SHA512 rounds: ~60 ms per CONNECT at the broker (the hub checks the fast digest)
 SALT_BYTES, SECRET_BYTES = 12, 32  # Mosquitto's salt length; 256-bit random secrets
 SLOW_RETRY_S = 1.0  # after a failed PBKDF2 check of a row without a digest, that device's next one waits this long
@@ -80,8 +79,7 @@ def secret_digest(device_id: str, secret: str) -> str:
 
 def check_device_id(device_id: str, reserved: Collection[str] = ()) -> str:
     if not DEVICE_ID.match(device_id):
-        raise DeviceCredentialError(f"device ids are 1-128 letters, digits and . _ - (starting with a letter or "
-                                    f"digit), got {device_id!r}")
+        raise DeviceCredentialError(f"device ids are {DEVICE_ID_RULE}, got {device_id!r}")
     if device_id in reserved:
         raise DeviceCredentialError(f"{device_id!r} is reserved for the hub's own broker account")
     return device_id

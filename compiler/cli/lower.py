@@ -119,10 +119,12 @@ def _calibration_file(path: Path) -> np.ndarray:
 
 def _lower_keras(args: argparse.Namespace) -> None:
     from hgen.compiler.bundle import pack_bundle, write_bundle
+    from hgen.compiler.bundle.names import check_model_name, model_name_from_file
     from hgen.compiler.models import check_lowerable, load_model_file
     from hgen.compiler.models.user_file import raw_pixel_input_for
 
     args = _keras_args(args)
+    name = check_model_name(args.name, "--name") if args.name else model_name_from_file(args.model, say=print)
     if args.key is None:
         raise InvalidArgumentError("--key is required to sign the bundle (create one with: hgen keys generate)")
     model = load_model_file(args.model)
@@ -134,7 +136,7 @@ def _lower_keras(args: argparse.Namespace) -> None:
     labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
     representative = _representative(args)
     info = write_bundle(
-        args.out, model, name=args.name or args.model.stem, version=args.version, target=args.target,
+        args.out, model, name=name, version=args.version, target=args.target,
         labels=labels, input_spec={"scale": args.scale, "offset": args.offset}, tau=args.tau,
         temperature=args.temperature, fusion_lambda=args.fusion_lambda, representative_data=representative,
         engines=_csv(args.engines), quantize=args.quantize, signing_key=args.key, overwrite=args.force,

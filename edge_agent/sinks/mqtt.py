@@ -15,7 +15,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from hgen.edge_agent.errors import ResultDroppedError
 from hgen.edge_agent.results import Result
@@ -38,6 +38,17 @@ class MqttSinkConfig(SinkSettings):
     max_queued: int = Field(1000, ge=1, title="Results kept in memory (unsent or unacknowledged) while the broker is "
                                               "away; newer ones are refused and counted in sink_errors (about 2 KB "
                                               "each)")
+
+    @field_validator("topic")
+    @classmethod
+    def _publishable(cls, topic: str) -> str:
+        """A topic paho refuses at every publish (a wildcard, NUL, over 65535 bytes) is refused here, by key: it was
+        taken, and each result failed and was kept for re-delivery. Any script and spaces are fine (UTF-8)."""
+        if "+" in topic or "#" in topic or "\0" in topic:
+            raise ValueError(f"{topic!r}: a topic results are published on cannot hold the wildcards + or # (or NUL)")
+        if len(topic.encode("utf-8")) > 65535:
+            raise ValueError("a topic is at most 65535 bytes (UTF-8)")
+        return topic
 
 
 @SINKS.register("mqtt")

@@ -12,7 +12,8 @@ When no image has a box (its label files were never found, or hold none) the set
 where they were looked for; images without a label file, when others have one, are counted in a warning. A data.yaml
 that is not valid YAML is a DatasetFormatError naming its line and column.
 `names` is a list or a {index: name} mapping (only `nc: N`: the classes are named class_0..class_N-1, as
-Ultralytics names them). `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
+Ultralytics names them); each name is the text written (`no` stays `no`, not YAML's False); blank or repeated
+names are refused. `train`/`val`/`test` may be a folder, a .txt list of image paths, or a
 list of those, relative to `path:` (itself relative to the YAML's folder; the YAML's folder when it names no folder
 there) or to the YAML's folder; Roboflow's `../train/images` is read as `train/images`, as Ultralytics does.
 """
@@ -83,7 +84,7 @@ def label_path(image: Path) -> Path:
 
 
 def _names(data: dict[str, Any], where: Path) -> tuple[str, ...]:
-    names = data.get("names")
+    names = _as_written(data.get("names"), where)
     if names is None and isinstance(data.get("nc"), int) and not isinstance(data["nc"], bool) and data["nc"] > 0:
         names = [f"class_{i}" for i in range(data["nc"])]  # as Ultralytics names them when data.yaml gives only nc
     if isinstance(names, dict):
@@ -98,7 +99,45 @@ def _names(data: dict[str, Any], where: Path) -> tuple[str, ...]:
         raise DatasetFormatError(f"{where}: 'names' must list the class names")
     if "nc" in data and data["nc"] != len(names):
         raise DatasetFormatError(f"{where}: nc is {data['nc']} but 'names' has {len(names)} entries")
-    return tuple(class_name(str(n)) for n in names)
+    labels = tuple(class_name(str(n)) for n in names)
+    blank = [i for i, name in enumerate(labels) if not name.strip()]
+    if blank:
+        raise DatasetFormatError(f"{where}: class {blank[0]} of 'names' has no name; name every class")
+    twice = sorted({name for name in labels if labels.count(name) > 1})
+    if twice:  # people pick a class by its name: two buttons of one name cannot be told apart
+        raise DatasetFormatError(f"{where}: 'names' lists {', '.join(map(repr, twice))} more than once")
+    return labels
+
+
+def _as_written(names: Any, where: Path) -> Any:
+    """`names` with each entry YAML read as another type (`no`, `NO`, `off` -> False; `007` -> 7; `null`) taken as
+    the text the file holds: people answered in classes named "False" and "True", and Norway's `NO` became the same
+    class name as `no`."""
+    entries = names.values() if isinstance(names, dict) else names if isinstance(names, list) else ()
+    if all(isinstance(n, str) for n in entries):
+        return names
+    node = _names_node(where)
+    if isinstance(names, list) and isinstance(node, yaml.SequenceNode) and len(node.value) == len(names):
+        return [_text(n, item) for n, item in zip(names, node.value, strict=True)]
+    if isinstance(names, dict) and isinstance(node, yaml.MappingNode) and len(node.value) == len(names):
+        return {k: _text(n, item) for (k, n), (_, item) in zip(names.items(), node.value, strict=True)}
+    return names
+
+
+def _text(parsed: Any, node: yaml.Node) -> Any:
+    scalar = isinstance(node, yaml.ScalarNode) and isinstance(parsed, bool | int | float | None)
+    return node.value if scalar else parsed
+
+
+def _names_node(where: Path) -> yaml.Node | None:
+    """The YAML node of the top-level `names:` (the last one, as the loader keeps it)."""
+    root = yaml.compose(where.read_text(encoding="utf-8-sig"), Loader=yaml.SafeLoader)
+    found = None
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "names":
+                found = value
+    return found
 
 
 def _root(data: dict[str, Any], where: Path) -> Path:
