@@ -26,6 +26,23 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _labels(text: str) -> tuple[str, ...]:
+    """`--labels`: comma-separated, or @FILE, one per line, so a class such as "x,y" can be named; NFC, as the data
+    formats normalise class names (an "é" typed on one system and read from a folder on another are one label)."""
+    import unicodedata
+
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(f"--labels {text}: cannot read {path} as UTF-8 text ({exc})") from None
+        labels = tuple(line.strip() for line in lines if line.strip())
+    else:
+        labels = _csv(text)
+    return tuple(unicodedata.normalize("NFC", label) for label in labels)
+
+
 def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
     # Target and engine names come from their registries (cheap: no TVM or TensorFlow), so the help cannot go stale.
     from hgen.compiler.bundle.engines import BUNDLE_ENGINES
@@ -37,7 +54,8 @@ def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, help="Ed25519 signing key (hgen keys generate); required for Keras")
     parser.add_argument("--name", help="model name in the manifest (default: the file stem)")
     parser.add_argument("--version", help=f"semantic version of the model (default {KERAS_DEFAULTS['version']})")
-    parser.add_argument("--labels", help="comma-separated class labels (default: 0..N-1)")
+    parser.add_argument("--labels", help="comma-separated class labels, or @FILE with one label per line (UTF-8; a "
+                                          "label may then hold a comma) (default: 0..N-1)")
     parser.add_argument("--quantize", choices=["float", "int8"], help="default float")
     calibration = parser.add_mutually_exclusive_group()
     calibration.add_argument("--representative", type=Path, help=".npy of 100-500 normalised training inputs (int8)")
@@ -133,7 +151,7 @@ def _lower_keras(args: argparse.Namespace) -> None:
     # x = raw / 255 and answered at chance
     raw_pixel_input_for(model, args.model, args.scale, args.offset, say=print)
     classes = int(model.outputs[0].shape[-1])
-    labels = _csv(args.labels) if args.labels else tuple(str(i) for i in range(classes))
+    labels = _labels(args.labels) if args.labels else tuple(str(i) for i in range(classes))
     representative = _representative(args)
     info = write_bundle(
         args.out, model, name=name, version=args.version, target=args.target,

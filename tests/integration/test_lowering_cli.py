@@ -58,3 +58,19 @@ def test_lower_refuses_bad_arguments(files, capsys) -> None:
     assert main(["lower", str(files["model"]), "--out", str(files["root"] / "x"), "--key", str(files["key"]),
                  "--target", "esp32"]) == 2
     assert "valid choices" in capsys.readouterr().err
+
+
+def test_lower_takes_labels_from_a_file_so_a_label_may_hold_a_comma(files, capsys) -> None:
+    """`--labels` was comma-separated only: a class such as "x,y" could not be named, and an "é" typed decomposed
+    (NFD, as macOS file names give it) stayed another label than the data formats' NFC one."""
+    names = files["root"] / "labels.txt"
+    names.write_text("x,y\nCafe\u0301\n猫\n", encoding="utf-8")
+    out = files["root"] / "labelled"
+    code = main(["lower", str(files["model"]), "--out", str(out), "--key", str(files["key"]), "--engines", "litert",
+                 "--labels", f"@{names}"])
+    assert code == 0, capsys.readouterr().err
+    with load_bundle(out, trusted_public_key=files["pub"]) as loaded:
+        assert loaded.manifest.labels == ("x,y", "Café", "猫")
+    assert main(["lower", str(files["model"]), "--out", str(files["root"] / "z"), "--key", str(files["key"]),
+                 "--labels", f"@{files['root'] / 'absent.txt'}"]) == 2
+    assert "cannot read" in capsys.readouterr().err
