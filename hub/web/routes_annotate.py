@@ -25,6 +25,7 @@ from hgen.hub.web.forms import AnswerForm, parse_form
 from hgen.protos import hub_pb2
 
 MAX_TASK_ID = 64
+FILTER_ABOVE = 12  # classes: above this a class choice gets a type-to-filter box and number keys pick the guesses
 
 
 def register(app: Flask, ctx: WebContext) -> None:
@@ -39,7 +40,8 @@ def register(app: Flask, ctx: WebContext) -> None:
             return render_template("annotate.html", paused=None, task=None)
         return render_template("annotate.html", paused=None, task=task, view=answers.answer_view(task),
                                display=display_size(task.image.width, task.image.height),
-                               classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names))
+                               classes=list(enumerate(ctx.class_names)), guesses=guesses(task, ctx.class_names),
+                               many_classes=len(ctx.class_names) > FILTER_ABOVE)
 
     @app.get("/task/<task_id>/image")
     def task_image(task_id: str) -> Any:
@@ -88,17 +90,19 @@ def not_open(ctx: WebContext, task_id: str, user: str) -> BadInputError:
     return TaskClosedError(f"this task is already {state}; nothing was changed")
 
 
-def guesses(task: Task, names: tuple[str, ...]) -> list[tuple[str, float]]:
+def guesses(task: Task, names: tuple[str, ...]) -> list[tuple[int, str]]:
     """The model's top three among the classes people answer in (`names`: a hub that does not know its classes
-    takes a device's vector of another length, and a class past num_classes is no answer anyone can give); a sample
-    without probabilities (a gold one stored before gold had decoys) gets a stable decoy when its view shows
-    guesses, so no page stands out as gold."""
+    takes a device's vector of another length, and a class past num_classes is no answer anyone can give) as
+    (class id, name), in class-id order and without their probabilities: the page offers them as quick answers,
+    and neither a rank nor a percentage invites people to confirm the model instead of looking. A sample without
+    probabilities (a gold one stored before gold had decoys) gets a stable decoy when its view shows guesses, so no
+    page stands out as gold."""
     probs = list(task.model_output.class_probabilities)[:len(names)]
     if not probs and answers.answer_view(task).shows_guesses:
         seed = int.from_bytes(hashlib.sha256(task.sample_id.encode()).digest()[:8], "big")
         probs = decoy_probabilities(len(names), seed % len(names), seed)
     top = sorted(range(len(probs)), key=lambda i: -probs[i])[:3]
-    return [(names[i], probs[i]) for i in top]
+    return [(i, names[i]) for i in sorted(top)]
 
 
 def image_response(image: hub_pb2.Image) -> Response:

@@ -1,5 +1,7 @@
-// Annotator page, the answer: number keys pick a class (or, where people draw, the next box's class), s / c skip or
-// can't tell, n "nothing here" (boxes, regions); draw.js keeps the drawn shapes in the form.
+// Annotator page, the answer: number keys press the answer button that carries that data-key (the first ten classes;
+// with many classes the model's guesses, view_class.html) or, where people draw, pick the next box's class; s / c
+// skip or can't tell, n "nothing here" (boxes, regions); draw.js keeps the drawn shapes in the form, classfilter.js
+// filters a long class list.
 // An answer is sent once per task: after the first submit every answer button is disabled and keys are ignored (a
 // double click, double tap or two quick keys sent it twice: the hub refused the second, 409, and showed an error).
 // Nobody answers a task they have not seen: answers wait for the image, and on the page that follows an answer from
