@@ -101,3 +101,13 @@ def test_a_duplicate_image_id_is_named(tmp_path: Path) -> None:
     data["images"][2]["id"] = 1
     with pytest.raises(LabelError, match=r"images\[2\]\.id: image id 1 is listed twice"):
         load_detection_dataset(_write(tmp_path, data))
+
+
+def test_two_categories_of_one_name_are_refused_naming_both(tmp_path: Path) -> None:
+    """They loaded as two classes of the same name: two identical buttons for the people, half the boxes each."""
+    data = _coco(tmp_path)
+    data["categories"].append({"id": 9, "name": "owl"})
+    data["annotations"][0]["category_id"] = 9
+    with pytest.raises(LabelError, match="categories 7 and 9 are both named 'owl'"):
+        load_detection_dataset(_write(tmp_path, data), image={"size": 32},
+                               format_options={"shares": (0.34, 0.33, 0.33)})

@@ -176,9 +176,16 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
 
 
 def _categories(annotation: Path, data: dict[str, Any]) -> list[tuple[int, str]]:
-    """(id, name) of every category, in id order."""
+    """(id, name) of every category, in id order. Two ids of one name are a LabelError: they became two classes
+    people could not tell apart (two buttons reading the same), each with half the boxes."""
     named = _by_id(annotation, data, "categories", "category",
                    lambda entry, where: class_name(_field(entry, "name", str, where)))
+    first: dict[str, int] = {}
+    for cid, name in sorted(named.items()):
+        if name in first:
+            raise LabelError(f"{annotation}: categories {first[name]} and {cid} are both named {name!r}; merge them "
+                             "(give their annotations one category_id) or rename one")
+        first[name] = cid
     return sorted(named.items())
 
 
