@@ -193,12 +193,13 @@ def add_user(config_path: str, name: str, role: str | None, invite: bool, replac
     import getpass
 
     from hgen.hub.kb.store import KnowledgeBase
-    from hgen.hub.web.auth import Accounts
+    from hgen.hub.web.auth import Accounts, check_name
 
     config = load_hub_config(config_path)
     kb = KnowledgeBase.open(config.knowledge_base.url, migrate=config.knowledge_base.migrate)
     try:
         accounts = Accounts(kb)
+        name = check_name(name)  # its stored form (NFC), or a clear refusal before anything is written
         existing = accounts.get(name)
         if existing is not None and not replace:
             raise InvalidRequestError(f"an account {name!r} ({existing.role}) exists: choose another name, or pass "

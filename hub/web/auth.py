@@ -14,6 +14,7 @@ import hmac
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ HASH_SLOTS, HASH_WAIT_S = 2, 0.5  # password checks at once; how long a login wa
 ROLES = ("annotator", "operator")
 MIN_PASSWORD = 10
 ACCOUNT_CHARS, ADDRESS_CHARS = 128, 64  # login_failures columns: longer values are cut, never refused unseen
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+NAME_PUNCTUATION = set("._-@")  # besides letters and digits of any script (`check_name`)
 
 
 def hash_password(password: str) -> str:
@@ -61,9 +62,19 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def user_name(name: str) -> str:
+    """A user name as stored and compared: NFC, so "José" typed precomposed or with a combining accent is one name."""
+    return unicodedata.normalize("NFC", name)
+
+
 def check_name(name: str) -> str:
-    if not 1 <= len(name) <= 64 or not set(name) <= NAME_CHARS:
-        raise InvalidRequestError("user names are 1-64 characters: letters, digits and . _ - @")
+    """The stored form of a new user name: letters and digits of any script (annotators are named as they are, "José",
+    "王芳", "हिन्दी" with its vowel signs; only ASCII was taken) and . _ - @, 1-64 characters; no spaces or controls, and
+    no mark before any letter."""
+    name = user_name(name)
+    if not 1 <= len(name) <= 64 or not all(c in NAME_PUNCTUATION or unicodedata.category(c)[0] in "LN"
+                                           or (unicodedata.category(c)[0] == "M" and i > 0) for i, c in enumerate(name)):
+        raise InvalidRequestError("user names are 1-64 characters: letters and digits (any script) and . _ - @")
     return name
 
 
@@ -161,7 +172,7 @@ class Accounts:
         """Add (or reset) an account with a password; a reset or role change ends its sessions."""
         if role not in ROLES:
             raise InvalidRequestError(f"role must be one of {ROLES}, got {role!r}")
-        check_name(name)
+        name = check_name(name)
         hashed = hash_password(check_new_password(password)) if password is not None else None
         self.kb.register_annotator(name, "human")
         with self.kb.session() as s:
@@ -181,6 +192,7 @@ class Accounts:
         account that has a password is refused unless `replace` (ticked on the form; the hub's own `add-user
         --invite`): the form's invite used to reset and re-role any existing account, an operator's included,
         without a word."""
+        name = check_name(name)
         with self.kb.session() as s:
             existing = s.get(WebAccount, name)
             if existing is not None and existing.password_hash is not None and not replace:
@@ -211,6 +223,7 @@ class Accounts:
         """AuthError for a wrong name or password; LoginBusyError, before any hashing, when the gate is full (or
         `source`, the client's address, holds its share of it). An unknown name hashes a dummy through the same
         gate: it costs what a known one does, in time and in slots."""
+        name = user_name(name)
         with self.kb.session() as s:
             account = s.get(WebAccount, name)
             stored = account.password_hash if account is not None else None

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, g, redirect, render_template, request, session, url_for
 
 from hgen.hub.errors import SessionExpiredError
-from hgen.hub.web.auth import LoginBusyError
+from hgen.hub.web.auth import LoginBusyError, user_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import JoinForm, LoginForm, parse_form
 from hgen.hub.web.security import current_user, log_in
@@ -31,14 +31,14 @@ def register(app: Flask, ctx: WebContext) -> None:
         if request.method == "GET":
             return render_template("login.html")  # no `?message=`: a link must not put words in the hub's mouth
         form = parse_form(LoginForm, request.form)
-        address = ctx.address()
-        ctx.limiter.begin(form.username, address)  # counted as a failure unless the password is right
+        address, username = ctx.address(), user_name(form.username)  # one name, however its accents were typed
+        ctx.limiter.begin(username, address)  # counted as a failure unless the password is right
         try:
-            account = ctx.accounts.authenticate(form.username, form.password, address)
+            account = ctx.accounts.authenticate(username, form.password, address)
         except LoginBusyError:  # no password was checked: not a failure (429, counted as web_login_busy)
-            ctx.limiter.withdraw(form.username, address)
+            ctx.limiter.withdraw(username, address)
             raise
-        ctx.limiter.succeeded(form.username, address)
+        ctx.limiter.succeeded(username, address)
         log_in(session, account.annotator_id, account.epoch)
         return redirect(url_for("index"), 303)
 

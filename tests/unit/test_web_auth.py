@@ -172,3 +172,25 @@ def test_the_hubs_counters_show_to_operators_and_to_a_scraper_with_the_token(tmp
         assert "<td>device_auth_refused</td><td>2</td>" in page
     with web_hub(tmp_path / "off") as app:  # no token: not served at all
         assert app.web.app.test_client().get("/metrics").status_code == 404
+
+
+def test_annotators_are_named_in_their_own_script_and_log_in_however_accents_are_typed(hub: HubApp) -> None:
+    """Only ASCII names were taken: "José" or "王芳" could not be invited. A name is stored NFC, so "José" typed with
+    a combining accent (NFD) logs in to the same account; spaces, markup and a leading mark stay refused."""
+    o = client(hub)
+    login(o, "op")
+    for name in ("Jose\u0301", "王芳", "हिन्दी", "<b>x</b>", "a b", "\u0301a"):
+        page = o.post("/operator/invite", data={"name": name, "role": "annotator",
+                                                "csrf_token": csrf(o, "/operator")},
+                      follow_redirects=True).get_data(as_text=True)
+        link = re.search(r'id="invite-link">([^<]+)<', page)
+        if name in ("<b>x</b>", "a b", "\u0301a"):
+            assert link is None and "letters and digits (any script)" in page
+            continue
+        token = re.search(r"token=([^&\s]+)", link.group(1)).group(1)
+        c = client(hub)
+        assert c.post("/join", data={"token": token, "password": "a new long password",
+                                     "csrf_token": csrf(c)}).status_code == 303
+    assert login(client(hub), "José", "a new long password").status_code == 303  # NFC typed, NFD invited
+    assert login(client(hub), "Jose\u0301", "a new long password").status_code == 303
+    assert login(client(hub), "王芳", "a new long password").status_code == 303
