@@ -30,8 +30,8 @@ def test_an_unreadable_image_is_left_out_and_said(caplog: pytest.LogCaptureFixtu
         kept = human_set([sample("a", good), sample("gone", b""), sample("junk", b"not a png", hub_pb2.IMAGE_FORMAT_PNG),
                           sample("b", good)], (4, 4, 1), 3)
     assert kept.sample_ids == ("a", "b") and kept.x.shape == (2, 4, 4, 1)
-    assert "2 human-labelled images cannot be read and are left out of the retrain (first: sample gone: its " \
-           "stored image cannot be read" in caplog.text
+    assert "2 human-labelled images cannot be read and are left out of the retrain (first: sample gone: no stored " \
+           "image (its file is missing, or retention removed it" in caplog.text
     with pytest.raises(RetrainError, match="none of the 1 human-labelled images can be read"):
         human_set([sample("gone", b"")], (4, 4, 1), 3)
 
