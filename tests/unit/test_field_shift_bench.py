@@ -218,3 +218,16 @@ def test_badge_embeds_the_doubt_and_picks_distinct_frames_that_span_the_blobs() 
     pick = badge_pick(points, 3, 0)
     assert len(set(pick.tolist())) == 3
     assert sorted(blob[pick]) == [0, 1, 2]
+
+
+def test_the_repeats_table_of_a_uniform_crowd_stays_out_of_a_mixed_crowds_report() -> None:
+    """Repeats run with the uniform crowd; a `--crowd mixed` report listed them as its own."""
+    import field_shift
+    import field_shift_report
+
+    assert field_shift.CROWDS["uniform"] == field_shift_report.REPEATS_CROWD
+    mixed = {"annotators": field_shift.CROWDS["mixed"], "scenarios": []}
+    uniform = {"annotators": field_shift.CROWDS["uniform"], "scenarios": []}
+    name = "D3 -> D4 (noise)"
+    assert field_shift_report._runs_of(mixed, name) == []
+    assert [run["seed"] for run in field_shift_report._runs_of(uniform, name)] == [1, 2]  # the committed repeats

@@ -52,7 +52,7 @@ from hgen.hub.testing.services import free_port  # noqa: E402
 from hgen.runtime.familiarity import UNFAMILIAR_SHARE  # noqa: E402
 
 DEVICE, HELD_OUT = "field-cam", 2000
-CROWDS = {"uniform": f"SIMULATED, m={M}, accuracy {ACCURACY}",
+CROWDS = {"uniform": f"SIMULATED, m={M}, accuracy {ACCURACY}",  # field_shift_report.REPEATS_CROWD
           "mixed": f"SIMULATED, a pool of 5 (3 honest at accuracy {ACCURACY}, 1 careless pressing the first class, 1 "
                    f"honest saying can't tell on hard frames), m={M} asked per stream sample; the held-out set's fused "
                    "accuracy is measured with the uniform crowd's answers, as in every run"}

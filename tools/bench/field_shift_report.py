@@ -20,6 +20,7 @@ BASE_COLUMNS = ["round", "labels", "model_version", "status", "accuracy_model_on
 STYLES = (("no_retrain", ":"), ("passive", "--"), ("oracle", "-."))
 HELD_OUT = 2000  # held-out field images per scenario (field_shift.HELD_OUT)
 REPEATS = "field_shift_repeats"  # closed loop vs passive again with other seeds (field_shift.py --repeat-seeds)
+REPEATS_CROWD = "SIMULATED, m=3, accuracy 0.9"  # the crowd repeats run with (field_shift.CROWDS["uniform"])
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -168,7 +169,8 @@ def _runs_of(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
     main = [{"seed": 0, "rounds": sc["rounds"], "passive": sc["baselines"]["passive"], "targets": sc["targets"]}
             for sc in result["scenarios"] if sc["name"] == name]
     path = RESULTS / f"{REPEATS}.json"
-    more = json.loads(path.read_text())["runs"] if path.is_file() else []
+    same_crowd = result.get("annotators", REPEATS_CROWD) == REPEATS_CROWD  # a --crowd mixed run has no repeats
+    more = json.loads(path.read_text())["runs"] if path.is_file() and same_crowd else []
     return main + sorted((r for r in more if r["name"] == name and r["seed"] != 0), key=lambda r: r["seed"])
 
 
