@@ -10,8 +10,9 @@ would end a line of the broker's password file early.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
+
+from hgen.runtime.class_names import unclear_class_names
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # also safe as an MQTT user name and topic level
 DEVICE_ID_RULE = "1-128 letters a-z/A-Z, digits and . _ - (starting with a letter or digit)"
@@ -27,11 +28,8 @@ def refuse_bad_device_ids(ids: Iterable[str]) -> None:
 
 
 def refuse_unclear_class_names(names: Iterable[str]) -> None:
-    """ValueError for a blank name or one listed twice: people pick a class by its name on a button, and two
-    buttons reading the same (or nothing) cannot be told apart."""
-    listed = [unicodedata.normalize("NFC", name).strip() for name in names]
-    if any(not name for name in listed):
-        raise ValueError(f"class {listed.index('')} has a blank name; name every class")
-    twice = sorted({name for name in listed if listed.count(name) > 1})
-    if twice:
-        raise ValueError(f"{', '.join(map(repr, twice))} listed more than once; each class needs its own name")
+    """ValueError for a blank name or one listed twice (hgen.runtime.class_names): people pick a class by its name on
+    a button, and two buttons reading the same (or nothing) cannot be told apart."""
+    problem = unclear_class_names(names)
+    if problem is not None:
+        raise ValueError(problem)

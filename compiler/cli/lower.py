@@ -31,6 +31,8 @@ def _labels(text: str) -> tuple[str, ...]:
     formats normalise class names (an "é" typed on one system and read from a folder on another are one label)."""
     import unicodedata
 
+    from hgen.runtime.class_names import unclear_class_names
+
     if text.startswith("@"):
         path = Path(text[1:])
         try:
@@ -40,7 +42,11 @@ def _labels(text: str) -> tuple[str, ...]:
         labels = tuple(line.strip() for line in lines if line.strip())
     else:
         labels = _csv(text)
-    return tuple(unicodedata.normalize("NFC", label) for label in labels)
+    labels = tuple(unicodedata.normalize("NFC", label) for label in labels)
+    problem = unclear_class_names(labels)
+    if problem is not None:
+        raise InvalidArgumentError(f"--labels: {problem}")
+    return labels
 
 
 def add_lower_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +149,7 @@ def _lower_keras(args: argparse.Namespace) -> None:
 
     args = _keras_args(args)
     name = check_model_name(args.name, "--name") if args.name else model_name_from_file(args.model, say=print)
+    given_labels = _labels(args.labels) if args.labels else None  # refused before any work, as the name
     if args.key is None:
         raise InvalidArgumentError("--key is required to sign the bundle (create one with: hgen keys generate)")
     model = load_model_file(args.model)
@@ -151,7 +158,7 @@ def _lower_keras(args: argparse.Namespace) -> None:
     # x = raw / 255 and answered at chance
     raw_pixel_input_for(model, args.model, args.scale, args.offset, say=print)
     classes = int(model.outputs[0].shape[-1])
-    labels = _labels(args.labels) if args.labels else tuple(str(i) for i in range(classes))
+    labels = given_labels or tuple(str(i) for i in range(classes))
     representative = _representative(args)
     info = write_bundle(
         args.out, model, name=name, version=args.version, target=args.target,

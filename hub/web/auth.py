@@ -67,15 +67,31 @@ def user_name(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+# Letters that show as nothing (Hangul fillers): "admin" + one of them reads as "admin" on the operator page.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+MAX_MARKS = 3  # combining marks on one letter: more draw over the rows around a name
+
+
 def check_name(name: str) -> str:
     """The stored form of a new user name: letters and digits of any script (annotators are named as they are, "José",
-    "王芳", "हिन्दी" with its vowel signs; only ASCII was taken) and . _ - @, 1-64 characters; no spaces or controls, and
-    no mark before any letter."""
+    "王芳", "हिन्दी" with its vowel signs; only ASCII was taken) and . _ - @, 1-64 characters; no spaces, controls or
+    blank letters, no mark before any letter, at most MAX_MARKS marks on one."""
     name = user_name(name)
-    if not 1 <= len(name) <= 64 or not all(c in NAME_PUNCTUATION or unicodedata.category(c)[0] in "LN"
-                                           or (unicodedata.category(c)[0] == "M" and i > 0) for i, c in enumerate(name)):
+    if not 1 <= len(name) <= 64 or not _name_chars(name):
         raise InvalidRequestError("user names are 1-64 characters: letters and digits (any script) and . _ - @")
     return name
+
+
+def _name_chars(name: str) -> bool:
+    marks = 0
+    for i, c in enumerate(name):
+        kind = unicodedata.category(c)[0]
+        marks = marks + 1 if kind == "M" else 0
+        if c in BLANK_LETTERS or (kind == "M" and (i == 0 or marks > MAX_MARKS)):
+            return False
+        if kind not in "LNM" and c not in NAME_PUNCTUATION:
+            return False
+    return True
 
 
 def check_new_password(password: str) -> str:

@@ -140,3 +140,26 @@ def test_agent_check_prints_paths_as_people_named_them(tmp_path: Path, capsys: p
     assert agent_main(["check", "--config", str(config)]) == 0
     printed = capsys.readouterr().out
     assert f"images {frames}" in printed and str(config.parent / "outbox.sqlite") in printed
+
+
+def test_class_names_that_read_the_same_are_refused_by_every_format_and_by_lower(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """hub.yaml refused "cat" twice, but a folder data set's "cat" and "cat " (or a café written composed and
+    decomposed) made two classes nobody could tell apart, and so did `hgen lower --labels "cat,cat "`."""
+    from PIL import Image
+
+    from hgen.compiler.data import load_dataset
+    from hgen.compiler.errors import DatasetFormatError
+    from hgen.runtime.class_names import unclear_class_names
+
+    assert unclear_class_names(["Café", "Cafe\u0301"]) is not None and unclear_class_names(["cat", "Cat"]) is None
+    for folder in ("cat", "cat "):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "data" / folder / f"{i}.png")
+    with pytest.raises(DatasetFormatError, match="'cat' listed more than once"):
+        load_dataset(f"folder:{tmp_path / 'data'}")
+    (tmp_path / "m.keras").write_bytes(b"never read: the labels are refused first")
+    code = hgen_main(["lower", str(tmp_path / "m.keras"), "--out", str(tmp_path / "b"), "--key", "k",
+                      "--labels", "cat,cat ,dog"])
+    assert code == 2 and "--labels: 'cat' listed more than once" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hgen.compiler.errors import DatasetFormatError, DatasetNotFoundError, DatasetSpecError, UnknownNameError
+from hgen.runtime.class_names import unclear_class_names
 from hgen.runtime.config import StrictModel, parse_config
 from hgen.runtime.registry import Registry
 
@@ -62,6 +63,11 @@ class Catalog:
     # In-memory formats (IDX, the built-in MNIST family) give uint8 images [n, h, w] or [n, h, w, c] per split
     # instead of records; the reader resizes them like decoded files (no cache needed, nothing to decode).
     arrays: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __post_init__(self) -> None:
+        problem = unclear_class_names(self.labels)
+        if problem is not None:  # "cat" and "cat " were two classes people could not tell apart
+            raise DatasetFormatError(f"{self.origin}: its class names: {problem}")
 
 
 class DataFormat(ABC):
