@@ -43,6 +43,8 @@ def _labels(text: str) -> tuple[str, ...]:
     else:
         labels = _csv(text)
     labels = tuple(unicodedata.normalize("NFC", label) for label in labels)
+    if not labels:  # an empty @FILE: the bundle would silently be labelled 0..N-1
+        raise InvalidArgumentError(f"--labels {text}: no label in it")
     problem = unclear_class_names(labels)
     if problem is not None:
         raise InvalidArgumentError(f"--labels: {problem}")

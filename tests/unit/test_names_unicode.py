@@ -163,3 +163,7 @@ def test_class_names_that_read_the_same_are_refused_by_every_format_and_by_lower
     code = hgen_main(["lower", str(tmp_path / "m.keras"), "--out", str(tmp_path / "b"), "--key", "k",
                       "--labels", "cat,cat ,dog"])
     assert code == 2 and "--labels: 'cat' listed more than once" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
+    code = hgen_main(["lower", str(tmp_path / "m.keras"), "--out", str(tmp_path / "b"), "--key", "k",
+                      "--labels", f"@{tmp_path / 'empty.txt'}"])
+    assert code == 2 and "no label in it" in capsys.readouterr().err
