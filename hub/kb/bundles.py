@@ -14,9 +14,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from hgen.hub.errors import KnowledgeBaseError
-from hgen.hub.kb.models import Bundle
+from hgen.hub.kb.models import Bundle, Sample
+from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import version_key
 
 
@@ -26,6 +28,18 @@ class ArchivePrune:
 
     archives: int = 0
     bytes_freed: int = 0
+
+
+def running_bundle(s: Session, device_id: str,
+                   status: hub_pb2.DeviceStatus | None) -> tuple[str, str] | None:
+    """(bundle name, version) a device runs: from its last status report, else its newest sample (one seek in
+    ix_samples_device_received); None when it has said neither. The operator page shows it, and store_dir pruning
+    keeps its folder."""
+    if status is not None and status.bundle_name:
+        return status.bundle_name, status.bundle_version
+    last = s.execute(select(Sample.bundle_name, Sample.bundle_version).where(Sample.device_id == device_id)
+                     .order_by(Sample.received_at.desc()).limit(1)).first()
+    return (last[0], last[1]) if last else None
 
 
 def versions_to_empty(versions: list[str], keep_last: int) -> list[str]:

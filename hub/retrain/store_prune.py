@@ -37,8 +37,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from hgen.hub.gold import GOLD_DEVICE
-from hgen.hub.kb.bundles import versions_to_empty
-from hgen.hub.kb.models import Device, RetrainRun, Sample
+from hgen.hub.kb.bundles import running_bundle, versions_to_empty
+from hgen.hub.kb.models import Device, RetrainRun
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.retrain.records import ACTIVE_STATES, RetrainStore, VersionRecord
 from hgen.protos import hub_pb2
@@ -110,18 +110,9 @@ def versions_devices_run(kb: KnowledgeBase, bundle_names: Collection[str]) -> se
     with kb.session() as s:
         fleet = s.execute(select(Device.id, Device.last_status).where(Device.id != GOLD_DEVICE)).all()
         for device_id, raw in fleet:
-            status = hub_pb2.DeviceStatus.FromString(raw) if raw else None
-            if status is not None and status.bundle_name:
-                bundle, version = status.bundle_name, status.bundle_version
-            else:
-                last = s.execute(select(Sample.bundle_name, Sample.bundle_version)
-                                 .where(Sample.device_id == device_id)
-                                 .order_by(Sample.received_at.desc()).limit(1)).first()
-                if last is None:
-                    continue
-                bundle, version = last
-            if ours(bundle):
-                found.add(version)
+            running = running_bundle(s, device_id, hub_pb2.DeviceStatus.FromString(raw) if raw else None)
+            if running is not None and ours(running[0]):
+                found.add(running[1])
     return found
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from hgen.hub.gold import GOLD_DEVICE, GoldRating, gold_ratings
+from hgen.hub.kb.bundles import running_bundle
 from hgen.hub.kb.models import OPEN_STATES, Annotator, AnswerRow, Batch, Device, Reply, Sample, TaskEvent
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
 from hgen.hub.web.views import view_of_answer
@@ -106,11 +107,8 @@ def agent_of(status: hub_pb2.DeviceStatus | None) -> str:
 
 def _bundle_of(s: Session, device_id: str, status: hub_pb2.DeviceStatus | None) -> str:
     """The bundle of its last status report, else of its newest sample (one seek in ix_samples_device_received)."""
-    if status is not None and status.bundle_name:
-        return f"{status.bundle_name} {status.bundle_version}"
-    last = s.execute(select(Sample.bundle_name, Sample.bundle_version).where(Sample.device_id == device_id)
-                     .order_by(Sample.received_at.desc()).limit(1)).first()
-    return f"{last[0]} {last[1]}" if last else "-"
+    running = running_bundle(s, device_id, status)
+    return f"{running[0]} {running[1]}" if running else "-"
 
 
 # --- annotators ---------------------------------------------------------------------------------------------------
