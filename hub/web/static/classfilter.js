@@ -8,6 +8,7 @@
 // hidden (or said as textContent), never parsed as HTML. Without the script the box stays hidden, the list whole.
 (function () {
   "use strict";
+  const DIACRITICS = /[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]/g;
   const box = document.getElementById("class-filter-box");
   const input = document.getElementById("class-filter") || document.getElementById("box-class-filter");
   if (!box || !input) { return; }
@@ -22,8 +23,12 @@
 
   function nameOf(item) { return item.dataset.name || ""; }  // the template's (auto-escaped) attribute
 
-  // What people type: compatibility forms apart (full-width letters, ligatures), accents off, lower case.
-  function fold(text) { return text.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase().trim(); }
+  // What people type: compatibility forms apart (full-width letters, ligatures), accents off, lower case. Only the
+  // generic combining diacritics go (the blocks Latin, Greek and Cyrillic accents decompose into); a script's own
+  // marks are letters there and stay, composed again: "カラス" does not find "ガラス", "कि" does not find "का".
+  function fold(text) {
+    return text.normalize("NFKD").replace(DIACRITICS, "").normalize("NFC").toLowerCase().trim();
+  }
 
   function say(text) { count.textContent = text; }
 
