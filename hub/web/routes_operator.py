@@ -16,6 +16,7 @@ from hgen.hub.web.answers import check_class
 from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
+from hgen.hub.crowd.together import MIN_SHARED, answering_together
 from hgen.hub.web.storage import StorageGauge, human_bytes
 from hgen.protos import hub_pb2
 from hgen.runtime.errors import HGenError
@@ -36,6 +37,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         storage = gauge.read()
         return render_template(
             "operator.html", view=stats.overview(hub.service.kb, time.time(), ctx.class_names),
+            together=answering_together(hub.service.kb), min_shared=MIN_SHARED,
             storage=storage, storage_age=max(0.0, gauge.clock() - storage.measured_at), size=human_bytes,
             models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
