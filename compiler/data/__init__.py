@@ -6,7 +6,7 @@ images are split 60/10/30 by seed. Each built-in is one file of `hgen.compiler.d
 (`auto` too: FashionMNIST when installed, else the digits): ask `builtin_names()` and `get_builtin(name)`.
 
 A path loads a user's data set through a registered format (`hgen.compiler.data.formats`: folder, csv, idx for
-classification; yolo, coco for detection, see `detection.load_detection_dataset`), auto-detected or named:
+classification; yolo, coco, voc for detection, see `detection.load_detection_dataset`), auto-detected or named:
 `load_dataset("/data/cams")`, `load_dataset("folder:/data/cams:lowres?factor=2&size=64")`. Images of any size,
 grey or colour, are resized to `ImageOptions.size` (default 96x96) with 3 channels when any image is colour; the
 `Preprocess` recording how is on the returned `Dataset`, and decoded images are cached (`hgen.compiler.data.cache`).

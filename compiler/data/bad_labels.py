@@ -1,6 +1,6 @@
 """Images left out for their labels, under the unreadable-file policy of their images (`ImageOptions.on_unreadable`).
 
-A detection format (`yolo`, `coco`) does not refuse the whole set for one bad label: the image whose label file is
+A detection format (`yolo`, `coco`, `voc`) does not refuse the whole set for one bad label: the image whose label file is
 unreadable or holds a bad line (YOLO), or one of whose annotations has a bad box or an unknown category (COCO), is a
 `BadLabels` record naming the first problem ("file:line: what is wrong"). The reader applies the policy before it
 decodes anything: `skip` (default) leaves those images out and reports them (`LoadReport.bad_labels` and a warning

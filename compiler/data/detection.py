@@ -6,7 +6,7 @@
 train/validation/test splits, so no test digit is ever seen in training. The challenge variants apply to the
 canvases (`digits-det:noise`, `mnist-det:lowres?factor=2`). Everything is fixed by the seed.
 
-A path loads a user's detection data set through its format (`yolo`, `coco`; see `hgen.compiler.data.formats`):
+A path loads a user's detection data set through its format (`yolo`, `coco`, `voc`; see `hgen.compiler.data.formats`):
 `load_detection_dataset("/data/site/data.yaml")`, `load_detection_dataset("coco:/data/site:blur?size=128")`. Boxes
 are normalised to the model input (letterbox offsets included). An image whose labels cannot be used (a bad label
 line or file, a bad annotation) is left out and reported, or stops the load, by the unreadable-file policy

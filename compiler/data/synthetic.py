@@ -14,10 +14,11 @@ the tint's hue is the class's (class k of K at k * 360 / K degrees, +-12 degrees
 value) instead of random, so colour carries the class as well as the garment's shape. Used where a *trained* model is
 the point (the int8 faithfulness measurement), not where the task's difficulty is.
 
-Detection sets (`write_yolo_set`, `write_coco_file`) colour the canvases of `detection.compose` (digits pasted on a
-flat grey canvas, with their tight boxes): the same background field and textures at 60 % brightness, each canvas's
-objects in one random saturated tint (their intensity as mask), resized to the image side (boxes are normalised, so
-they stay exact), JPEG (quality 85-95) or PNG; labels as YOLO text files or one COCO instances JSON.
+Detection sets (`write_yolo_set`, `write_coco_file`, `write_voc_set`) colour the canvases of `detection.compose`
+(digits pasted on a flat grey canvas, with their tight boxes): the same background field and textures at 60 %
+brightness, each canvas's objects in one random saturated tint (their intensity as mask), resized to the image side
+(boxes are normalised, so they stay exact), JPEG (quality 85-95) or PNG; labels as YOLO text files, one COCO
+instances JSON, or a Pascal VOC XML per image.
 """
 
 from __future__ import annotations
@@ -171,3 +172,44 @@ def write_coco_file(root: str | Path, scenes: Any, class_names: Sequence[str], *
     path = root / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
+
+
+def voc_xml(filename: str, side: int, boxes: Any, class_names: Sequence[str]) -> str:
+    """One image's Pascal VOC annotation, as LabelImg writes it: 1-based pixel corners (xmin = x0 * side + 1)."""
+    from xml.sax.saxutils import escape
+
+    objects = "".join(
+        f"<object><name>{escape(class_names[int(c)])}</name><pose>Unspecified</pose><truncated>0</truncated>"
+        f"<difficult>0</difficult><bndbox><xmin>{x0 * side + 1:.2f}</xmin><ymin>{y0 * side + 1:.2f}</ymin>"
+        f"<xmax>{x1 * side:.2f}</xmax><ymax>{y1 * side:.2f}</ymax></bndbox></object>"
+        for x0, y0, x1, y1, c in boxes)
+    return (f"<annotation><folder>images</folder><filename>{escape(filename)}</filename>"
+            f"<path>C:\\labels\\{escape(filename)}</path><source><database>Unknown</database></source>"
+            f"<size><width>{side}</width><height>{side}</height><depth>3</depth></size><segmented>0</segmented>"
+            f"{objects}</annotation>\n")
+
+
+def write_voc_set(root: str | Path, splits: dict[str, Any], class_names: Sequence[str], *, size: int = 64,
+                  seed: int = 0, mixed: bool = False, flat: bool = False) -> Path:
+    """`splits` (train/val/test -> `DetectionSplit`) in the VOC layout: ROOT/JPEGImages/*.jpg, ROOT/Annotations/*.xml
+    and ROOT/ImageSets/Main/<split>.txt; with `flat`, LabelImg's: every image and its XML side by side in ROOT, no
+    split lists. Returns ROOT."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list[str]] = {}
+    for split, scenes in splits.items():
+        for index, (grey, boxes) in enumerate(zip(scenes.x, scenes.boxes)):
+            side, png = _side(rng, size, mixed), mixed and index % 5 == 4
+            stem = f"{split}_{index:05d}"
+            name = f"{stem}.{'png' if png else 'jpg'}"
+            images, annotations = (root, root) if flat else (root / "JPEGImages", root / "Annotations")
+            _write_image(images / name, colour_scene(grey, rng, side), rng, png)
+            annotations.mkdir(parents=True, exist_ok=True)
+            (annotations / f"{stem}.xml").write_text(voc_xml(name, side, boxes, class_names), encoding="utf-8")
+            lists.setdefault(split, []).append(stem)
+    if not flat:
+        main = root / "ImageSets" / "Main"
+        main.mkdir(parents=True, exist_ok=True)
+        for split, stems in lists.items():
+            (main / f"{split}.txt").write_text("".join(f"{stem}\n" for stem in stems))
+    return root

@@ -1,7 +1,7 @@
 """A field team's own colour images, in class folders of mixed sizes and formats with a few corrupt files, through
 the whole loop: compile (read only through the `folder` format, or through a `csv` manifest naming the same files from
 another folder) -> signed bundle -> agent on a colour video -> hub with the SIMULATED crowd -> retrain -> hot swap.
-The same for detection: a YOLO set and a COCO file of colour scenes (mixed sizes, JPEG and PNG) compile to an H-YOLO
+The same for detection: a YOLO set, a COCO file and a Pascal VOC folder (with classes.txt) of colour scenes (mixed sizes, JPEG and PNG) compile to an H-YOLO
 bundle; the SIMULATED crowd draws boxes; the hub retrains on them plus the original data read through the same format.
 The images are generated (compiler/data/synthetic.py says how)."""
 
@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 
 from hgen.compiler.data import Split
 from hgen.compiler.data.detection import compose, load_detection_dataset
-from hgen.compiler.data.synthetic import write_coco_file, write_colour_folder, write_yolo_set
+from hgen.compiler.data.synthetic import write_coco_file, write_colour_folder, write_voc_set, write_yolo_set
 from hgen.compiler.demo import demo_config, run_demo
 
 CLASSES = ["zero", "one", "two", "three"]
@@ -82,6 +82,10 @@ def scenes():
 def detection_source(scenes, root, layout):
     if layout == "yolo":
         return write_yolo_set(root / "yolo", scenes, CLASSES, size=64, mixed=True, seed=4)
+    if layout == "voc":
+        voc = write_voc_set(root / "voc", scenes, CLASSES, size=64, mixed=True, seed=4)
+        (voc / "classes.txt").write_text("\n".join(CLASSES) + "\n")  # the model's order (else names sorted)
+        return voc
     from hgen.compiler.data.detection import DetectionSplit
 
     every = DetectionSplit(np.concatenate([s.x for s in scenes.values()]),
@@ -89,7 +93,7 @@ def detection_source(scenes, root, layout):
     return write_coco_file(root / "coco", every, CLASSES, size=64, mixed=True, seed=4)
 
 
-@pytest.mark.parametrize("layout", ["yolo", "coco"])
+@pytest.mark.parametrize("layout", ["yolo", "coco", "voc"])
 def test_own_detection_data_runs_the_whole_loop(scenes, tmp_path, layout):
     source = detection_source(scenes, tmp_path, layout)
     config = demo_config(dataset=f"{source}?size=64", out=str(tmp_path / "run"), transport="grpc",
@@ -105,7 +109,7 @@ def test_own_detection_data_runs_the_whole_loop(scenes, tmp_path, layout):
     with tarfile.open(summary["paths"]["bundle"]) as bundle:
         manifest = json.load(bundle.extractfile("manifest.json"))
     assert manifest["kind"] == "yolo" and manifest["input"]["shape"] == [1, 64, 64, 3]
-    assert manifest["labels"] == CLASSES  # data.yaml / COCO category order
+    assert manifest["labels"] == CLASSES  # data.yaml / COCO category / classes.txt order
     pool = summary["evaluation_pool"]
     assert pool["images"] > 0 and pool["before"]["metric"] == "mAP@0.5"
     # the detector found objects, so the boxes went through the format; 8 epochs gave mAP 0.047-0.082 over three

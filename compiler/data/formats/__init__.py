@@ -1,4 +1,5 @@
-"""Data set formats on disk: one module per format (`folder`, `csv`, `yolo`, `coco`, `idx`), registered by name.
+"""Data set formats on disk: one module per format (`folder`, `csv`, `yolo`, `coco`, `voc`, `idx`), registered by
+name.
 
 A format turns a path into a `Catalog` (class names + one `Record` per image file, with its class or boxes and,
 when the layout says so, its split). It only lists and validates: decoding, resizing, splitting and caching are
