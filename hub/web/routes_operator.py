@@ -17,6 +17,7 @@ from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
 from hgen.hub.crowd.together import MIN_SHARED, answering_together
+from hgen.hub.retrain.watch import watch
 from hgen.hub.web.storage import StorageGauge, human_bytes
 from hgen.protos import hub_pb2
 from hgen.runtime.errors import HGenError
@@ -34,12 +35,13 @@ def register(app: Flask, ctx: WebContext) -> None:
         hub = ctx.hub
         models = [m.name for m in ctx.config.retrain.models]
         versions = {m: hub.retrain_store.current_version(m) for m in models}
+        watches = {m: watch(hub.retrain_store, m) for m in models}  # people's labels of confident answers
         storage = gauge.read()
         return render_template(
             "operator.html", view=stats.overview(hub.service.kb, time.time(), ctx.class_names),
             together=answering_together(hub.service.kb), min_shared=MIN_SHARED,
             storage=storage, storage_age=max(0.0, gauge.clock() - storage.measured_at), size=human_bytes,
-            models=models, versions=versions, runs=hub.retrain_store.runs(limit=30),
+            models=models, versions=versions, watches=watches, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
             counters=sorted(hub.service.metrics.snapshot().items()),
             classes=list(enumerate(ctx.class_names)), message=str(session.pop(NOTICE, "")),
