@@ -17,14 +17,14 @@ BASE = {"device_id": "cam-1", "bundle": {"path": "b", "public_key": "k.pem"}, "s
 
 def test_the_config_union_names_every_registered_sink() -> None:
     kinds = {get_args(model.model_fields["kind"].annotation)[0] for model in get_args(get_args(SinkConfig)[0])}
-    assert kinds == set(SINKS.names()) == {"jsonl", "mqtt"}
+    assert kinds == set(SINKS.names()) == {"jsonl", "mqtt", "http"}
 
 
 @pytest.mark.parametrize("sink, message", [
     ({"kind": "jsonl"}, r"sinks\.0\.jsonl\.path: Field required"),
     ({"kind": "mqtt", "url": "mqtt://h:1883", "topic": "t", "path": "r.jsonl"}, r"sinks\.0\.mqtt\.path: unknown key"),
     ({"kind": "mqtt", "url": "mqtts://h:8883", "topic": "t"}, r"sinks\.0\.mqtt\.url: String should match"),
-    ({"kind": "kafka"}, r"sinks\.0: Input tag 'kafka' .* expected tags: 'jsonl', 'mqtt'"),
+    ({"kind": "kafka"}, r"sinks\.0: Input tag 'kafka' .* expected tags: 'jsonl', 'mqtt', 'http'"),
     ({"path": "r.jsonl"}, r"sinks\.0: Unable to extract tag using discriminator 'kind'"),
 ])
 def test_a_wrong_sink_is_named_by_its_key_path(sink: dict[str, Any], message: str) -> None:

@@ -1,0 +1,195 @@
+"""`http`: each result POSTed as JSON to a URL (a webhook): the field team's own server, an IoT platform's ingest,
+a serverless function.
+
+Results go from a bounded in-memory queue through one sender thread, so a slow or absent server never holds up a
+frame. A result the server refuses for a while (a connection error, a timeout, 5xx, 408, 429) is retried with
+back-off up to `retry_s`, in order; one it rejects outright (another 4xx: the request is wrong and will stay wrong)
+is logged and dropped (a dropped result is logged, and counted in the sink's `dropped`). Each POST carries `Idempotency-Key: <sample id>:<status>`, so a server can tell a retry from
+a new result (a result whose reply was lost is sent again). While `max_queued` results wait, newer ones are refused
+(`SinkQueueFullError`, counted in sink_errors), as the mqtt sink does. `token` is sent as `Authorization: Bearer`,
+and only over HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS
+verifies the server against the system's certificates, or `ca_file` (a private server's own CA).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+
+from hgen.edge_agent.results import Result
+from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
+from hgen.edge_agent.sinks.mqtt import SinkQueueFullError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # between attempts at one result, the last repeated
+FLUSH_TIMEOUT_S = 5.0
+
+
+class HttpSinkConfig(SinkSettings):
+    kind: Literal["http"] = Field(title="Each result POSTed as JSON to a URL (a webhook)")
+    url: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$", title="http(s)://host[:port]/path results are POSTed to")
+    token: SecretStr | None = Field(None, title="Sent as 'Authorization: Bearer <token>' (HTTPS, or this machine)")
+    ca_file: Path | None = Field(None, title="CA certificate(s) (PEM) the HTTPS server's certificate must chain to "
+                                 "(default: the system's)")
+    timeout_s: float = Field(5.0, gt=0.0, le=120.0, title="Seconds one POST may take")
+    retry_s: float = Field(300.0, ge=0.0, title="How long one result is retried while the server is away or "
+                           "failing (5xx, 408, 429, no connection) before it is dropped and counted")
+    max_queued: int = Field(1000, ge=1, title="Results kept in memory while the server is slow or away; newer ones "
+                            "are refused and counted in sink_errors")
+
+    @model_validator(mode="after")
+    def _token_not_in_clear(self) -> Self:
+        """A bearer token over plain HTTP to another host is readable by anyone on the way."""
+        parts = urlsplit(self.url)
+        if self.token is not None and parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            raise ValueError(f"token: {self.url} is plain HTTP to another machine, where the token travels in "
+                             "clear; use https://, or no token")
+        if self.ca_file is not None and parts.scheme != "https":
+            raise ValueError("ca_file: only an https:// url verifies a certificate")
+        return self
+
+    def resolved(self, base: Path) -> Self:
+        if self.ca_file is None or self.ca_file.is_absolute():
+            return self
+        return self.model_copy(update={"ca_file": base / self.ca_file})
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@SINKS.register("http")
+class HttpSink(Sink):
+    def __init__(self, config: HttpSinkConfig) -> None:
+        self.config = config
+        self._context = self._tls(config)
+        self._queue: collections.deque[Result] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False  # the sender holds a result taken off the queue
+        self._failing = False  # the last attempt failed: the server is away, close() does not wait for it
+        self._closing = False
+        self._full = False
+        self.delivered = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="http-sink", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _tls(config: HttpSinkConfig) -> ssl.SSLContext | None:
+        if urlsplit(config.url).scheme != "https":
+            return None
+        return ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+
+    def emit(self, result: Result) -> None:
+        """Queue `result` without blocking; SinkQueueFullError when max_queued already wait."""
+        with self._cond:
+            refused = len(self._queue) >= self.config.max_queued
+            changed, self._full = refused != self._full, refused
+            if not refused:
+                self._queue.append(result)
+                self._cond.notify()
+        if changed:
+            log.warning("http sink %s: %s", self.config.url, "its queue is full; refusing results (counted in "
+                        "sink_errors)" if refused else "queueing results again")
+        if refused:
+            raise SinkQueueFullError(f"http sink {self.config.url}: {self.config.max_queued} results already wait; "
+                                     f"result of sample {result.sample_id} not kept")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                result = self._queue.popleft()
+                self._busy = True
+            try:
+                self._deliver(result)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _deliver(self, result: Result) -> None:
+        """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away."""
+        give_up = time.monotonic() + self.config.retry_s
+        attempt = 0
+        while True:
+            retry, said = self._post(result)
+            self._failing = retry
+            if not retry:
+                if said:
+                    self.dropped += 1
+                    log.warning("http sink %s: result of sample %s rejected, dropped: %s", self.config.url,
+                                result.sample_id, said)
+                else:
+                    self.delivered += 1
+                return
+            wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+            attempt += 1
+            if not self._back_off(wait, give_up):
+                self.dropped += 1
+                log.warning("http sink %s: result of sample %s not delivered (%s), dropped", self.config.url,
+                            result.sample_id, said)
+                return
+
+    def _back_off(self, wait: float, give_up: float) -> bool:
+        """Wait `wait` seconds before the next attempt (new results arriving do not cut it short; closing does);
+        False when the sink closes or the next attempt would be past `give_up`."""
+        end = time.monotonic() + wait
+        if end > give_up:
+            return False
+        with self._cond:
+            while not self._closing and (left := end - time.monotonic()) > 0:
+                self._cond.wait(left)
+            return not self._closing
+
+    def _post(self, result: Result) -> tuple[bool, str]:
+        """(retry?, why it failed or "" when accepted)."""
+        headers = {"Content-Type": "application/json",
+                   "Idempotency-Key": f"{result.sample_id}:{result.status.value}"}
+        if self.config.token is not None:
+            headers["Authorization"] = f"Bearer {self.config.token.get_secret_value()}"
+        request = urllib.request.Request(self.config.url, data=result.to_json().encode(), headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout_s, context=self._context) as response:
+                response.read(1 << 16)
+            return False, ""
+        except urllib.error.HTTPError as exc:
+            return exc.code in RETRY_STATUSES, f"HTTP {exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out, TLS failed
+            return True, str(getattr(exc, "reason", exc))
+
+    def close(self) -> None:
+        """Send what is queued while the server takes it (a bounded wait, none while it is failing), then stop."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        with self._cond:
+            while (self._queue or self._busy) and not self._failing and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
+            self._closing = True
+            left = len(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        self._thread.join(FLUSH_TIMEOUT_S)
+        if left:
+            log.warning("http sink %s: %d result(s) not delivered at close", self.config.url, left)
