@@ -45,8 +45,10 @@ MAX_FLIPS, MAX_FLIP_SHARE = 2, 0.02
 # what differs between images (`image_correlation`) is compared instead. Measured on 256 test canvases, two seeds per
 # kind (tools/bench/results/one_model_detectors.md): a Keras file against its own int8 LiteRT bundle 0.9992 and
 # more; the same model one epoch further 0.970-0.984 (passes: a newer version of the devices' model); another seed's
-# model of the same architecture and data 0.73-0.82 (the raw grids, layout included, 0.72-0.94).
-MIN_CORRELATION = 0.95
+# model of the same architecture and data 0.73-0.82 (the raw grids, layout included, 0.72-0.94). Set between them
+# with room below the int8 pairs: those were two small zoo detectors, and a user's int8 detector may drift more
+# (int8 classifiers' top-1 agreement went as low as 0.73), where refusing the right file would stop every retrain.
+MIN_CORRELATION = 0.9
 MIN_IMAGES_CENTRED = 8  # fewer images: the raw correlation (a mean over one image is that image)
 
 

@@ -28,7 +28,7 @@ CLASSES = 200
 SPECIAL = {3: "Café", 17: "Crème brûlée", 42: "<script>window.hgenXss = 1</script>", 57: 'Say "hi" & <b>bye</b>',
            88: "قهوة عربية", 99: "ｆｕｌｌ width", 120: "Ice cream 🍦", 150: "café au lait",
            161: "<img src=x onerror=\"window.hgenXss = 2\">", 130: "ガラス", 131: "カラス", 132: "किताब",
-           133: "काला"}
+           133: "काला", 134: "한국"}
 NAMES = [SPECIAL.get(i, f"Product {i:03d}") for i in range(CLASSES)]
 
 
@@ -103,7 +103,8 @@ def test_a_typed_filter_and_enter_answer_the_matching_class(many: HubApp, browse
     assert stored_answer(many, first).class_id == 3
     for typed, class_id in (("CREME BRULEE", 17), ("café a", 150), ("full", 99), ("قهوة", 88), ("script", 42),
                             ('"hi" & <b', 57), ("onerror", 161),
-                            ("カラス", 131), ("ガラス", 130), ("कि", 132)):  # a script's own marks are letters
+                            ("カラス", 131), ("ガラス", 130), ("कि", 132),  # a script's own marks are letters
+                            ("하", 134), ("한ㄱ", 134)):  # a Hangul syllable still being typed
         sample_id = ask(many, {5: 0.4, 6: 0.3, 7: 0.2})
         next_task(page, many)
         page.keyboard.press("/")

@@ -13,9 +13,9 @@ from sklearn.datasets import load_digits
 
 from hgen.compiler.data import Split
 from hgen.compiler.data.detection import DetectionSplit, compose, is_detection_spec, load_detection_dataset
-from hgen.compiler.data.formats import detect_format, scan
+from hgen.compiler.data.formats import detect_format, get_format, scan
 from hgen.compiler.data.synthetic import voc_xml, write_voc_set
-from hgen.compiler.errors import DatasetSpecError, EmptyDatasetError, LabelError, MissingImageError
+from hgen.compiler.errors import DatasetSpecError, EmptyDatasetError, LabelError
 
 CLASSES = ("zero", "one", "two", "three")
 
@@ -133,16 +133,66 @@ def test_size_missing_an_empty_box_difficult_and_a_windows_path(tmp_path: Path) 
 
 
 def test_missing_images_no_objects_and_unknown_options_are_refused(tmp_path: Path) -> None:
+    import cv2
+
     root = tmp_path / "voc"
     root.mkdir()
     (root / "a.xml").write_text(voc_xml("a.jpg", 32, [(0.1, 0.1, 0.5, 0.5, 0)], ["cat"]))
-    with pytest.raises(MissingImageError, match="a.jpg"):
+    with pytest.raises(EmptyDatasetError, match=r"no image found on disk .*a\.xml: its image 'a\.jpg' is not in"):
         scan(root)
     (root / "a.xml").write_text("<annotation><filename>a.jpg</filename></annotation>")
-    import cv2
-
     cv2.imwrite(str(root / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(EmptyDatasetError, match="no <object>"):
         scan(root)
     with pytest.raises(DatasetSpecError, match="colour"):
         scan(root, options={"colour": 1})
+
+
+def test_what_a_review_met_in_users_folders(tmp_path: Path) -> None:
+    """One folder holding them all: an XML in GBK (Python's expat cannot decode it), no <size> over a corrupt image,
+    an XML whose image was deleted, CVAT's annotations.xml beside them, '[' in a name, <filename> in a sub-folder or
+    without its extension. Each costs its own image or is passed over and named; the others load."""
+    import cv2
+
+    root = tmp_path / "labelled"
+    (root / "day2").mkdir(parents=True)
+    box = [(0.25, 0.25, 0.75, 0.75, 0)]
+    for name in ("photo[1].jpg", "day2/b.jpg", "c.jpg", "gbk.jpg"):
+        cv2.imwrite(str(root / name), np.full((40, 40, 3), 90, np.uint8))
+    (root / "photo[1].xml").write_text(voc_xml("elsewhere.jpg", 40, box, ["car"]))  # found by the XML's stem
+    (root / "b.xml").write_text(voc_xml("day2/b.jpg", 40, box, ["car"]))
+    (root / "c.xml").write_text(voc_xml("c", 40, box, ["car"]))  # no extension
+    (root / "gbk.xml").write_bytes('<?xml version="1.0" encoding="GBK"?>'.encode() + voc_xml("gbk.jpg", 40, box,
+                                                                                         ["car"]).encode())
+    (root / "bad.jpg").write_bytes(b"not an image")
+    (root / "bad.xml").write_text(voc_xml("bad.jpg", 40, box, ["car"]).replace("<width>40", "<width>0"))
+    (root / "gone.xml").write_text(voc_xml("gone.jpg", 40, box, ["car"]))
+    (root / "annotations.xml").write_text("<annotations><version>1.1</version></annotations>")  # CVAT's own
+    catalog = scan(root)
+    good = {r.path.name for r in catalog.records if getattr(r, "problem", None) is None}
+    bad = {r.path.name: r.problem for r in catalog.records if getattr(r, "problem", None)}
+    assert good == {"photo[1].jpg", "b.jpg", "c.jpg"}
+    assert set(bad) == {"gbk.jpg", "bad.jpg"} and "not readable VOC XML" in bad["gbk.jpg"]
+    assert "cannot be read for one" in bad["bad.jpg"]
+    assert any("gone.xml: its image 'gone.jpg'" in i for i in catalog.ignored)
+    assert any("annotations.xml: not a VOC annotation" in i for i in catalog.ignored)
+
+
+def test_kaggles_lowercase_layout_and_a_class_folder_named_annotations(scenes: dict[str, DetectionSplit],
+                                                                      tmp_path: Path) -> None:
+    """annotations/ + images/ is a VOC set; a classification folder with a class named Annotations (no XML in it),
+    or a VOC tree whose Annotations/ is still empty, is not (detection crashed on both)."""
+    root = write_voc_set(tmp_path / "kaggle", {"train": scenes["train"]}, CLASSES, size=32)
+    (root / "Annotations").rename(root / "annotations")
+    (root / "JPEGImages").rename(root / "images")
+    (root / "ImageSets" / "Main" / "train.txt").unlink()
+    assert detect_format(root).name == "voc" and len(scan(root).records) == 12
+    import cv2
+
+    classes = tmp_path / "classes"
+    for name in ("Annotations", "cats"):
+        (classes / name).mkdir(parents=True)
+        cv2.imwrite(str(classes / name / "1.png"), np.zeros((8, 8, 3), np.uint8))
+    assert detect_format(classes).name == "folder"
+    (tmp_path / "empty" / "Annotations").mkdir(parents=True)
+    assert not get_format("voc").detect(tmp_path / "empty")

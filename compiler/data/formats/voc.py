@@ -3,29 +3,34 @@
 ("Pascal VOC") write, and the layout many labelling tools still default to.
 
 Layouts (the path is a folder):
-- VOC: ROOT/Annotations/*.xml with the images in ROOT/JPEGImages/ (or beside the XML). Splits from
-  ROOT/ImageSets/Main/{train,val,test}.txt (one image id per line); `trainval.txt` is train where no train.txt is
-  (validation is then carved from it by the reader). When such lists exist, an annotated image in none of them is
-  left out, counted in a warning. Class lists (`aeroplane_train.txt`) are not split lists and are passed over.
+- VOC: ROOT/Annotations/*.xml (any case) with the images in ROOT/JPEGImages/ (Kaggle's exports: ROOT/images/; or
+  beside the XML). Splits from ROOT/ImageSets/Main/{train,val,test}.txt (one image id per line); `trainval.txt` is
+  train where no train.txt is (validation is then carved from it by the reader). When such lists exist, an
+  annotated image in none of them is left out, counted in a warning. Class lists (`aeroplane_train.txt`) are not
+  split lists and are passed over.
 - LabelImg / Roboflow: the XML files beside their images in one folder, or in split folders (`train/`, `valid/`,
   `test/`), the split from the folder's name.
 
-An image is found by the XML's `<filename>`, else by the XML's own stem with an image extension. Coordinates are
-VOC's 1-based pixels, so the box is (xmin - 1, ymin - 1, xmax, ymax) over the `<size>` width and height (when
-`<size>` is missing or 0, as some tools write it, the image file's own size). Class names come from `classes.txt` in
-the folder or the `classes` option (their order is the model's), else every `<name>` found, sorted. `difficult`
-objects are kept (`skip_difficult` leaves them out, reported). A box without area is left out (`dropped`). An XML
-file that cannot be parsed, or an object with a missing or non-numeric field, an unknown class or a box past the
-image's edge (beyond `tolerance` pixels), makes its image a `BadLabels` record naming the file and object: the
-reader leaves the image out and reports it, or stops, by the unreadable-file policy. An XML whose image is missing
-is a MissingImageError listing them. An image without an XML is not a training image here (LabelImg writes one only
-when the image is saved) and is counted in a warning.
+An image is found by the XML's `<filename>` (as a path under the image folder; then its name alone, as tools write
+their own machine's path; then without its extension), else by the XML's own stem. Coordinates are VOC's 1-based
+pixels, so the box is (xmin - 1, ymin - 1, xmax, ymax) over the `<size>` width and height (when `<size>` is missing
+or 0, as some tools write it, the image file's own size). Class names come from `classes.txt` in the folder or the
+`classes` option (their order is the model's), else every `<name>` found, sorted. `difficult` objects are kept
+(`skip_difficult` leaves them out, reported). A box without area is left out (`dropped`). An XML file that cannot be
+parsed (or decoded: a GBK declaration), or an object with a missing or non-numeric field, an unknown class or a box
+past the image's edge (beyond `tolerance` pixels), makes its image a `BadLabels` record naming the file and object:
+the reader leaves the image out and reports it, or stops, by the unreadable-file policy; so does an image without
+`<size>` whose file cannot be read for one. An XML whose image is not found, and another XML file in the folder
+(CVAT's annotations.xml), are passed over and named (`ignored`). An image without an XML is not a training image
+here (LabelImg writes one only when the image is saved) and is counted in a warning.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +41,15 @@ from hgen.compiler.data.bad_labels import BadLabels
 from hgen.compiler.data.formats import (FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name, is_image,
                                         named_some, read_classes_file, visible)
 from hgen.compiler.data.formats.folder import check_shares
-from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
+from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError
 from hgen.runtime.config import StrictModel
 
 PEEK_BYTES = 4096
-MAX_XML_BYTES = 4 << 20  # one image's annotation; a larger file is not one (and is not parsed)
+# One image's annotation (a thousand objects is ~0.3 MB); a larger file is not one and is not parsed: expat lets an
+# entity-laden file grow 100-fold in memory (external entities and "billion laughs" it refuses outright).
+MAX_XML_BYTES = 1 << 20
 SET_LISTS = {"train": "train", "val": "val", "test": "test"}
+NOT_VOC = "not a VOC annotation"  # another XML file in the folder: passed over and named, not an image's labels
 
 
 class VocConfig(StrictModel):
@@ -80,21 +88,37 @@ def _looks_voc(path: Path) -> bool:
             head = handle.read(PEEK_BYTES).decode("utf-8", "ignore")
     except OSError:
         return False
-    return "<annotation" in head
+    return re.search(r"<annotation[\s>]", head) is not None  # not CVAT's <annotations> file
 
 
 def _xml_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.xml") if visible(p) and p.is_file()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".xml" and visible(p) and p.is_file())
+
+
+def _child(path: Path, name: str) -> Path | None:
+    """`path`'s sub-folder named `name` in any case (Annotations/, annotations/)."""
+    return next((c for c in sorted(path.iterdir()) if c.name.lower() == name and c.is_dir()), None)
 
 
 def _folders(path: Path) -> list[tuple[Path, str | None]]:
-    """(folder holding the XML files, its split) of each layout part."""
-    if (path / "Annotations").is_dir():
-        return [(path / "Annotations", None)]
-    if _xml_files(path):
+    """(folder holding the VOC XML files, its split) of each layout part: an Annotations/ folder (any case) with
+    VOC XML in it, the folder itself, or its split folders."""
+    if not path.is_dir():
+        return []
+    annotations = _child(path, "annotations")
+    if annotations is not None and _is_voc_folder(annotations):
+        return [(annotations, None)]
+    if _is_voc_folder(path):
         return [(path, None)]
     return [(child, SPLIT_ALIASES[child.name.lower()]) for child in sorted(path.iterdir())
-            if child.is_dir() and child.name.lower() in SPLIT_ALIASES and _xml_files(child)]
+            if child.is_dir() and child.name.lower() in SPLIT_ALIASES and _is_voc_folder(child)]
+
+
+def _is_voc_folder(folder: Path) -> bool:
+    """Some XML file in it is a VOC annotation (a folder's other XML files, CVAT's annotations.xml, are not)."""
+    return any(_looks_voc(p) for p in _xml_files(folder)[:20])
 
 
 def _text(node: ET.Element, tag: str, where: str) -> str:
@@ -141,10 +165,10 @@ def parse(xml: Path) -> _Parsed:
         if xml.stat().st_size > MAX_XML_BYTES:
             return _Parsed(xml, None, None, (), f"{xml}: over {MAX_XML_BYTES >> 20} MiB, not one image's annotation")
         root = ET.fromstring(xml.read_bytes())
-    except (OSError, ET.ParseError) as exc:
+    except (OSError, ET.ParseError, ValueError, LookupError) as exc:  # LookupError, ValueError: its encoding
         return _Parsed(xml, None, None, (), f"{xml}: not readable VOC XML ({exc})")
     if root.tag != "annotation":
-        return _Parsed(xml, None, None, (), f"{xml}: the root element is <{root.tag}>, not <annotation>")
+        return _Parsed(xml, None, None, (), f"{NOT_VOC} (its root element is <{root.tag}>)")
     filename = (root.findtext("filename") or "").strip() or None
     try:
         size = _size(root, str(xml))
@@ -154,15 +178,34 @@ def parse(xml: Path) -> _Parsed:
     return _Parsed(xml, filename, size, objects)
 
 
-def _image_of(parsed: _Parsed, dirs: list[Path]) -> Path | None:
-    """The image an XML describes: its <filename> (a bare name: tools write a path of their own machine), else an
-    image of the XML's stem."""
-    if parsed.filename:
-        name = Path(parsed.filename.replace("\\", "/")).name
-        found = next((d / name for d in dirs if (d / name).is_file()), None)
-        if found is not None:
-            return found
-    return next((p for d in dirs for p in sorted(d.glob(f"{parsed.xml.stem}.*")) if is_image(p)), None)
+class _Images:
+    """The image files of the folders an XML's image may be in, looked up by name or stem (listed once: a set of
+    ten thousand images is not listed again for each XML)."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = [d for d in dirs if d.is_dir()]
+        self.by_name: dict[str, Path] = {}
+        self.by_stem: dict[str, Path] = {}
+        for folder in self.dirs:
+            for file in sorted(folder.iterdir()):
+                if is_image(file) and file.is_file():
+                    self.by_name.setdefault(file.name, file)
+                    self.by_stem.setdefault(file.stem, file)
+
+    def find(self, parsed: _Parsed) -> Path | None:
+        """Its <filename> as a path under a folder (`sub/a.jpg`), else its name alone (tools write their own
+        machine's path), else its stem (written without the extension), else the XML's own stem."""
+        if parsed.filename:
+            relative = parsed.filename.replace("\\", "/")
+            if not relative.startswith("/") and ".." not in relative.split("/"):
+                found = next((d / relative for d in self.dirs if (d / relative).is_file()), None)
+                if found is not None:
+                    return found
+            name = Path(relative).name
+            found = self.by_name.get(name) or self.by_stem.get(Path(name).stem) or self.by_stem.get(name)
+            if found is not None:
+                return found
+        return self.by_stem.get(parsed.xml.stem)
 
 
 def _image_size(path: Path) -> tuple[float, float]:
@@ -203,41 +246,40 @@ class VocFormat(DataFormat):
     Config = VocConfig
 
     def detect(self, path: Path) -> bool:
-        if not path.is_dir():
-            return False
-        folders = _folders(path)
-        return bool(folders) and _looks_voc(_xml_files(folders[0][0])[0])
+        return bool(_folders(path))
 
     def scan(self, path: Path, config: VocConfig) -> Catalog:
-        if not path.is_dir() or not (folders := _folders(path)):
+        if not (folders := _folders(path)):
             raise DatasetFormatError(f"{path}: no VOC XML files (Annotations/*.xml, or *.xml beside the images)")
         parsed = [(p, split, folder) for folder, split in folders for p in map(parse, _xml_files(folder))]
+        ignored = [f"{p.xml}: {p.problem}" for p, _, _ in parsed if p.problem and p.problem.startswith(NOT_VOC)]
+        parsed = [(p, split, folder) for p, split, folder in parsed if not (p.problem or "").startswith(NOT_VOC)]
         labels = self._labels(path, config, [p for p, _, _ in parsed])
         index = {name: i for i, name in enumerate(labels)}
         lists = _split_lists(path)
+        images = {folder: _Images(self._image_dirs(path, folder)) for folder, _ in folders}
         records: list[Record] = []
         dropped: list[str] = []
-        missing: list[str] = []
         unlisted = 0
         for item, split, folder in parsed:
             if lists is not None and item.xml.stem not in lists:
                 unlisted += 1
                 continue
-            image = _image_of(item, self._image_dirs(path, folder))
+            image = images[folder].find(item)
             if image is None:
-                missing.append(item.filename or item.xml.stem)
+                looked = ", ".join(str(d) for d in images[folder].dirs)
+                ignored.append(f"{item.xml}: its image {item.filename or item.xml.stem!r} is not in {looked}")
                 continue
             split = lists[item.xml.stem] if lists is not None else split
             record, left_out = self._record(item, image, split, index, config)
             records.append(record)
             dropped.extend(left_out)
-        if missing:
-            raise MissingImageError(f"{path}: {len(missing)} image(s) of the XML files not found: "
-                                    f"{named_some(missing, 10)}")
         if not records:
-            raise EmptyDatasetError(f"{path}: the VOC XML files describe no image")
-        return Catalog(self.name, self.task, labels, tuple(records), str(path), shares=config.shares,
-                       dropped=tuple(dropped), warnings=self._warnings(path, folders, records, unlisted))
+            raise EmptyDatasetError(f"{path}: the VOC XML files describe no image found on disk"
+                                    + (f" ({named_some(ignored)})" if ignored else ""))
+        return Catalog(self.name, self.task, labels, tuple(records), str(path), ignored=tuple(ignored),
+                       shares=config.shares, dropped=tuple(dropped),
+                       warnings=self._warnings(path, images.values(), records, unlisted))
 
     @staticmethod
     def _labels(path: Path, config: VocConfig, parsed: list[_Parsed]) -> tuple[str, ...]:
@@ -253,7 +295,10 @@ class VocFormat(DataFormat):
 
     @staticmethod
     def _image_dirs(root: Path, folder: Path) -> list[Path]:
-        return [root / "JPEGImages", folder, root] if folder.name == "Annotations" else [folder]
+        """Where an Annotations/ folder's images are: JPEGImages/ (VOC), images/ (Kaggle's layout), beside it."""
+        if folder.parent != root or folder.name.lower() != "annotations":
+            return [folder]
+        return [d for d in (_child(root, "jpegimages"), _child(root, "images")) if d is not None] + [folder, root]
 
     @staticmethod
     def _record(item: _Parsed, image: Path, split: str | None, index: dict[str, int],
@@ -262,7 +307,11 @@ class VocFormat(DataFormat):
         record when one object cannot be used."""
         if item.problem is not None:
             return BadLabels(image, -1, split, None, None, problem=item.problem), []
-        size = item.size or _image_size(image)
+        try:
+            size = item.size or _image_size(image)
+        except Exception as exc:  # PIL: unreadable, not an image, a decompression bomb
+            return BadLabels(image, -1, split, None, None, problem=f"{item.xml}: no <size>, and its image "
+                             f"{image} cannot be read for one ({exc})"), []
         rows: list[list[float]] = []
         dropped: list[str] = []
         try:
@@ -277,15 +326,13 @@ class VocFormat(DataFormat):
         return Record(image, -1, split, np.array(rows, np.float64).reshape(-1, 5), size), dropped
 
     @staticmethod
-    def _warnings(path: Path, folders: list[tuple[Path, str | None]], records: list[Record],
-                  unlisted: int) -> tuple[str, ...]:
+    def _warnings(path: Path, images: Iterable[_Images], records: list[Record], unlisted: int) -> tuple[str, ...]:
         warnings = []
         if unlisted:
             warnings.append(f"{path}: {unlisted} annotated image(s) are in no ImageSets/Main list "
                             "(train/val/trainval/test.txt) and are left out")
         used = {r.path for r in records}
-        dirs = {d for folder, _ in folders for d in VocFormat._image_dirs(path, folder) if d.is_dir()}
-        unlabelled = [p for d in sorted(dirs) for p in sorted(d.iterdir()) if is_image(p) and p not in used]
+        unlabelled = sorted({p for found in images for p in found.by_name.values()} - used)
         if unlabelled and lists_absent(path):
             warnings.append(f"{path}: {len(unlabelled)} image(s) have no XML file and are not used (label them, "
                             f"or save them empty in the labelling tool to train them as background), e.g. "

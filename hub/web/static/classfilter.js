@@ -9,6 +9,7 @@
 (function () {
   "use strict";
   const DIACRITICS = /[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]/g;
+  const HANGUL = /[\uac00-\ud7a3]/g;
   const box = document.getElementById("class-filter-box");
   const input = document.getElementById("class-filter") || document.getElementById("box-class-filter");
   if (!box || !input) { return; }
@@ -26,8 +27,10 @@
   // What people type: compatibility forms apart (full-width letters, ligatures), accents off, lower case. Only the
   // generic combining diacritics go (the blocks Latin, Greek and Cyrillic accents decompose into); a script's own
   // marks are letters there and stay, composed again: "カラス" does not find "ガラス", "कि" does not find "का".
+  // Hangul syllables stay split into their letters, so a syllable still being typed ("하", "한ㄱ") finds "한국".
   function fold(text) {
-    return text.normalize("NFKD").replace(DIACRITICS, "").normalize("NFC").toLowerCase().trim();
+    return text.normalize("NFKD").replace(DIACRITICS, "").normalize("NFC")
+      .replace(HANGUL, function (syllable) { return syllable.normalize("NFD"); }).toLowerCase().trim();
   }
 
   function say(text) { count.textContent = text; }
