@@ -75,6 +75,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
                                   max_bytes=config.outbox.max_bytes)
         undo.callback(self.outbox.close)
         self.sinks: list[Sink] = open_sinks(config.sinks) + [CallbackSink(cb) for cb in callbacks]
+        self._sink_lost = 0  # results the sinks gave up on after taking them, counted in sink_errors so far
         undo.callback(close_sinks, self.sinks)
         self.gate = Gate(config.gate)
         self.batcher = Batcher(config.batching)
@@ -220,6 +221,7 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
         if self._source is not None:
             self._source.close()
         close_sinks(self.sinks)
+        self._sync_sink_losses()
         self.store.close()
         self.slot.close()
         self.outbox.close()
@@ -353,6 +355,12 @@ class Agent(ReplyHandling, Escalation, Housekeeping, ModelUpdates):
                 self.telemetry.inc("sink_errors")
                 self.telemetry.problem("sink", f"{type(sink).__name__}: {exc}")
         return delivered
+
+    def _sync_sink_losses(self) -> None:
+        """Results a sink took and later gave up on count in sink_errors, as results it refused at once do."""
+        lost = sum(sink.lost() for sink in self.sinks)
+        self.telemetry.inc("sink_errors", lost - self._sink_lost)
+        self._sink_lost = lost
 
     def _sync_source_stats(self) -> None:
         if self._source is None:

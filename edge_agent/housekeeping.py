@@ -51,6 +51,7 @@ class Housekeeping:
             except Exception:
                 log.exception("housekeeping round failed; retrying")
             self._sync_source_stats()
+            self._sync_sink_losses()
             with self._changed:
                 self._changed.wait(TICK_S)
 

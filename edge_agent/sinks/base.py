@@ -38,6 +38,11 @@ class Sink(ABC):
     def emit(self, result: Result) -> None:
         """Deliver one result (called from several threads, one result at a time)."""
 
+    def lost(self) -> int:
+        """Results this sink took and later gave up on (a webhook that stayed away): the agent adds them to
+        sink_errors. Sinks that deliver or refuse at once lose none."""
+        return 0
+
     def holds(self, result: Result) -> bool:
         """Whether this sink already has `result` (same sample, same status). Asked only after a crash, for a
         result journalled before it; False means "cannot tell", and the result is delivered again."""

@@ -4,7 +4,7 @@ a serverless function.
 Results go from a bounded in-memory queue through one sender thread, so a slow or absent server never holds up a
 frame. A result the server refuses for a while (a connection error, a timeout, 5xx, 408, 429) is retried with
 back-off up to `retry_s`, in order; one it rejects outright (another 4xx: the request is wrong and will stay wrong)
-is logged and dropped (a dropped result is logged, and counted in the sink's `dropped`). Each POST carries `Idempotency-Key: <sample id>:<status>`, so a server can tell a retry from
+is logged and dropped (a dropped result is logged, and counted by the agent in sink_errors). Each POST carries `Idempotency-Key: <sample id>:<status>`, so a server can tell a retry from
 a new result (a result whose reply was lost is sent again). While `max_queued` results wait, newer ones are refused
 (`SinkQueueFullError`, counted in sink_errors), as the mqtt sink does. `token` is sent as `Authorization: Bearer`,
 and only over HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS
@@ -180,6 +180,9 @@ class HttpSink(Sink):
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out, TLS failed
             return True, str(getattr(exc, "reason", exc))
 
+    def lost(self) -> int:
+        return self.dropped
+
     def close(self) -> None:
         """Send what is queued while the server takes it (a bounded wait, none while it is failing), then stop."""
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
@@ -189,6 +192,7 @@ class HttpSink(Sink):
             self._closing = True
             left = len(self._queue)
             self._queue.clear()
+            self.dropped += left
             self._cond.notify_all()
         self._thread.join(FLUSH_TIMEOUT_S)
         if left:

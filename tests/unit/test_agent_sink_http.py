@@ -165,31 +165,51 @@ def test_a_token_over_plain_http_to_this_machine_is_fine(webhook: Webhook) -> No
     out.close()
 
 
-def test_an_agents_results_reach_the_webhook(webhook: Webhook, tmp_path: Path) -> None:
+def agent_with(sink_config: dict[str, Any], tmp_path: Path) -> Any:
     """A real agent (a null bundle: no engine to load; frames given by hand) with the sink from agent.yaml's data."""
-    import time
-
-    import numpy as np
-
     from hgen.edge_agent.agent import Agent
-    from hgen.edge_agent.sources import Frame
     from hgen.edge_agent.testing import make_keys, null_bundle
 
     keys = make_keys(tmp_path / "keys")
     (tmp_path / "images").mkdir()
-    config = parse_agent_config({
+    return Agent(parse_agent_config({
         "device_id": "cam-1", "bundle": {"path": str(null_bundle(tmp_path / "bundle", keys)),
                                          "public_key": str(keys.public_pem)},
         "source": {"kind": "images", "uri": str(tmp_path / "images")},
-        "outbox": {"path": str(tmp_path / "outbox.sqlite")},
-        "sinks": [{"kind": "http", "url": webhook.url, "token": "t"}]})
-    agent = Agent(config)
+        "outbox": {"path": str(tmp_path / "outbox.sqlite")}, "sinks": [sink_config]}))
+
+
+def frames(n: int) -> list[Any]:
+    import time
+
+    import numpy as np
+
+    from hgen.edge_agent.sources import Frame
+
+    return [Frame(i, np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8), time.time())
+            for i in range(n)]
+
+
+def test_an_agents_results_reach_the_webhook(webhook: Webhook, tmp_path: Path) -> None:
+    agent = agent_with({"kind": "http", "url": webhook.url, "token": "t"}, tmp_path)
     try:
-        frames = [Frame(i, np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8), time.time())
-                  for i in range(3)]
-        results = [agent.process_frame(f) for f in frames]
+        results = [agent.process_frame(f) for f in frames(3)]
         webhook.wait_for(3)
     finally:
         agent.stop()
     assert [body["sample_id"] for _, body in webhook.received] == [r.sample_id for r in results]
     assert agent.telemetry.count("sink_errors") == 0
+
+
+def test_results_a_webhook_never_took_count_in_sink_errors(tmp_path: Path) -> None:
+    """Taken into the queue, then given up on (nothing listens; no retry time): each counts once, by the agent."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = agent_with({"kind": "http", "url": f"http://127.0.0.1:{port}/x", "retry_s": 0}, tmp_path)
+    for f in frames(3):
+        agent.process_frame(f)
+    agent.stop()
+    assert agent.telemetry.count("sink_errors") == 3
