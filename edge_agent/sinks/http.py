@@ -14,6 +14,7 @@ verifies the server against the system's certificates, or `ca_file` (a private s
 from __future__ import annotations
 
 import collections
+import http.client
 import logging
 import ssl
 import threading
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
+from hgen.edge_agent.errors import AgentConfigError, ResultDroppedError
 from hgen.edge_agent.results import Result
 from hgen.edge_agent.sinks.base import SINKS, Sink, SinkSettings
 from hgen.edge_agent.sinks.mqtt import SinkQueueFullError
@@ -36,6 +38,14 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # between attempts at one result, the last repeated
 FLUSH_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 0.5
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 30x is an HTTPError to `_post`, never followed."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 class HttpSinkConfig(SinkSettings):
@@ -80,11 +90,12 @@ def _loopback(host: str) -> bool:
 class HttpSink(Sink):
     def __init__(self, config: HttpSinkConfig) -> None:
         self.config = config
-        self._context = self._tls(config)
+        self._opener = self._opener_for(config)
         self._queue: collections.deque[Result] = collections.deque()
         self._cond = threading.Condition()
         self._busy = False  # the sender holds a result taken off the queue
         self._failing = False  # the last attempt failed: the server is away, close() does not wait for it
+        self._counted_at_close = False  # close() counted the result in flight as dropped
         self._closing = False
         self._full = False
         self.delivered = 0
@@ -93,14 +104,29 @@ class HttpSink(Sink):
         self._thread.start()
 
     @staticmethod
-    def _tls(config: HttpSinkConfig) -> ssl.SSLContext | None:
-        if urlsplit(config.url).scheme != "https":
-            return None
-        return ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    def _opener_for(config: HttpSinkConfig) -> urllib.request.OpenerDirector:
+        """No redirects (urllib turns a POST into a bodiless GET on 301-303 and carries the token to wherever it
+        points, even another host or plain HTTP); no proxy for this machine (the environment's http_proxy would
+        carry a loopback token in clear); TLS against `ca_file` or the system's CAs."""
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        parts = urlsplit(config.url)
+        if _loopback(parts.hostname or ""):
+            handlers.append(urllib.request.ProxyHandler({}))
+        if parts.scheme == "https":
+            try:
+                context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise AgentConfigError(f"sinks http {config.url}: ca_file {config.ca_file} cannot be read as PEM "
+                                       f"certificates ({exc})") from None
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        return urllib.request.build_opener(*handlers)
 
     def emit(self, result: Result) -> None:
         """Queue `result` without blocking; SinkQueueFullError when max_queued already wait."""
         with self._cond:
+            if self._closing:
+                raise ResultDroppedError(f"http sink {self.config.url}: closed; result of sample "
+                                         f"{result.sample_id} not kept")
             refused = len(self._queue) >= self.config.max_queued
             changed, self._full = refused != self._full, refused
             if not refused:
@@ -138,16 +164,14 @@ class HttpSink(Sink):
             self._failing = retry
             if not retry:
                 if said:
-                    self.dropped += 1
                     log.warning("http sink %s: result of sample %s rejected, dropped: %s", self.config.url,
                                 result.sample_id, said)
-                else:
-                    self.delivered += 1
+                self._count(delivered=not said)
                 return
             wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             attempt += 1
             if not self._back_off(wait, give_up):
-                self.dropped += 1
+                self._count(delivered=False)
                 log.warning("http sink %s: result of sample %s not delivered (%s), dropped", self.config.url,
                             result.sample_id, said)
                 return
@@ -163,6 +187,16 @@ class HttpSink(Sink):
                 self._cond.wait(left)
             return not self._closing
 
+    def _count(self, delivered: bool) -> None:
+        """One result's end, unless close() counted it already as dropped (it was in flight then)."""
+        with self._cond:
+            if self._counted_at_close:
+                return
+            if delivered:
+                self.delivered += 1
+            else:
+                self.dropped += 1
+
     def _post(self, result: Result) -> tuple[bool, str]:
         """(retry?, why it failed or "" when accepted)."""
         headers = {"Content-Type": "application/json",
@@ -172,28 +206,34 @@ class HttpSink(Sink):
         request = urllib.request.Request(self.config.url, data=result.to_json().encode(), headers=headers,
                                          method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s, context=self._context) as response:
+            with self._opener.open(request, timeout=self.config.timeout_s) as response:
                 response.read(1 << 16)
             return False, ""
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                return False, f"HTTP {exc.code}: redirected to {exc.headers.get('Location')!r}, not followed (a " \
+                              "POST with its token is not sent on to another address): configure that url"
             return exc.code in RETRY_STATUSES, f"HTTP {exc.code} {exc.reason}"
-        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out, TLS failed
-            return True, str(getattr(exc, "reason", exc))
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # refused, unreachable, timed
+            return True, str(getattr(exc, "reason", exc)) or type(exc).__name__  # out, TLS, not HTTP at all
 
     def lost(self) -> int:
-        return self.dropped
+        with self._cond:
+            return self.dropped
 
     def close(self) -> None:
-        """Send what is queued while the server takes it (a bounded wait, none while it is failing), then stop."""
+        """Send what is queued while the server takes it (a bounded wait, none while it is failing), then stop. What
+        is left, and a result still in flight, is counted as dropped now, so the agent's last count has it."""
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         with self._cond:
             while (self._queue or self._busy) and not self._failing and time.monotonic() < deadline:
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
             self._closing = True
-            left = len(self._queue)
+            self._counted_at_close = self._busy
+            left = len(self._queue) + self._busy
             self._queue.clear()
             self.dropped += left
             self._cond.notify_all()
-        self._thread.join(FLUSH_TIMEOUT_S)
+        self._thread.join(JOIN_TIMEOUT_S)  # a POST in flight ends within timeout_s; the thread is a daemon
         if left:
             log.warning("http sink %s: %d result(s) not delivered at close", self.config.url, left)

@@ -9,10 +9,12 @@ Why so plain a rule: a statistical one (independent people agree about r_a * r_b
 pool) was built first and accused honest people. Where wrong answers coincide (two classes, or a confusable sibling
 class) careful people agree more than the product, and with people of unequal care their accuracies cannot be read
 off the pool without knowing how errors coincide. Identical answers on `MIN_SHARED` samples are another matter:
-independent people who each disagree with the others on at least 1 - `MAX_POOL_AGREEMENT` of their samples agree
-with each other on at most about 95 % (two 97 %-accurate people among 90 % ones), and 0.95^100 is 0.6 %. What it
-cannot see: a pair that copies only some answers, and two near-perfect people, who look alike and do no harm.
-Nothing is paused automatically: the operator compares their gold accuracy and decides.
+independent people who each agree with every other person at most `MAX_POOL_AGREEMENT` of the time agree with each
+other on at most about 95 % (two 97 %-accurate people among 90 % ones), and 0.95^100 is 0.6 %. Each is compared
+with the other person it agrees with most, not the pool's mean, which careless people drag down (a review's pool of
+four 99 % people and two spammers named honest pairs against the mean). What it cannot see: a pair that copies only
+some answers. What it cannot tell apart: two near-perfect people among careless ones answer identically too; their
+gold accuracy tells, and they do no harm. Nothing is paused automatically: the operator decides.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from hgen.hub.kb.store import KnowledgeBase
 
 WINDOW = 20_000  # the latest class answers read (one indexed read, tens of ms; enough for pools of dozens)
 MIN_SHARED = 100  # samples both answered, every one with the same class
-MAX_POOL_AGREEMENT = 0.9  # each agrees with everyone else at most this often (else the task is easy for all)
+MAX_POOL_AGREEMENT = 0.9  # each agrees with every other person at most this often (else careful people look alike)
+MIN_OTHER_SHARED = 30  # samples shared with another person for that agreement to count
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Pair:
     first: str
     second: str
     shared: int
-    first_with_others: float
+    first_with_others: float  # the first's agreement with the other person it agrees with most
     second_with_others: float
 
 
@@ -64,19 +67,32 @@ def pair_counts(by_sample: Mapping[str, Mapping[str, int]]) -> dict[tuple[str, s
     return {key: (n, agreed[key]) for key, n in shared.items()}
 
 
-def with_others(counts: Mapping[tuple[str, str], tuple[int, int]], who: str, partner: str) -> float | None:
-    """How often `who` gave the class another person gave on a sample both answered, the partner left out."""
-    shared = agreed = 0
-    for (a, b), (n, same) in counts.items():
-        if who in (a, b) and partner not in (a, b):
-            shared, agreed = shared + n, agreed + same
-    return agreed / shared if shared else None
+def with_others(counts: Mapping[tuple[str, str], tuple[int, int]], who: str, group: set[str]) -> float | None:
+    """`who`'s agreement with the person outside `group` (its identical partners) it agrees with most, among those
+    sharing MIN_OTHER_SHARED samples with it; None without one. The closest other, not the pool's mean: careful
+    people among careless ones agree with each other, and would look alike against a mean the careless drag down."""
+    rates = [same / n for (a, b), (n, same) in counts.items()
+             if who in (a, b) and not ({a, b} - {who}) <= group and n >= MIN_OTHER_SHARED]
+    return max(rates) if rates else None
+
+
+def identical_groups(counts: Mapping[tuple[str, str], tuple[int, int]]) -> dict[str, set[str]]:
+    """Each person with identical answers to someone on MIN_SHARED samples -> everyone linked to them so (three
+    accounts of one person are one group: each would otherwise be another's closest other, agreeing 100 %)."""
+    groups: dict[str, set[str]] = {}
+    for (a, b), (n, agreed) in sorted(counts.items()):
+        if n >= MIN_SHARED and agreed == n:
+            merged = groups.get(a, {a}) | groups.get(b, {b})
+            for person in merged:
+                groups[person] = merged
+    return groups
 
 
 def find_pairs(by_sample: Mapping[str, Mapping[str, int]]) -> Together:
-    """Pairs with identical answers on at least MIN_SHARED shared samples, each agreeing with the rest of the pool
-    at most MAX_POOL_AGREEMENT of the time (see the module)."""
+    """Pairs with identical answers on at least MIN_SHARED shared samples, each agreeing with every other person at
+    most MAX_POOL_AGREEMENT of the time (see the module)."""
     counts = pair_counts(by_sample)
+    groups = identical_groups(counts)
     found = []
     tested = 0
     for (a, b), (n, agreed) in sorted(counts.items()):
@@ -85,7 +101,7 @@ def find_pairs(by_sample: Mapping[str, Mapping[str, int]]) -> Together:
         tested += 1
         if agreed < n:
             continue
-        rest_a, rest_b = with_others(counts, a, b), with_others(counts, b, a)
+        rest_a, rest_b = with_others(counts, a, groups[a]), with_others(counts, b, groups[b])
         if rest_a is not None and rest_b is not None and max(rest_a, rest_b) <= MAX_POOL_AGREEMENT:
             found.append(Pair(a, b, n, rest_a, rest_b))
     return Together(tuple(found), sum(len(a) for a in by_sample.values()), tested)

@@ -149,6 +149,9 @@ class Sample(Base):
         # reply's), so the retention of answered images walks a model's newest and empties its oldest by index
         Index("ix_samples_labelled_images", "bundle_name", "closed_at", sqlite_where=text(LABELLED_IMAGES_SQLITE),
               postgresql_where=text(LABELLED_IMAGES)),
+        # migration 0019: a model version's newest samples (the operator page's version watch), read by index
+        # however many samples other versions and models have
+        Index("ix_samples_bundle_version", "bundle_name", "bundle_version", "received_at"),
     )
 
 

@@ -8,7 +8,8 @@ share of them (the agent's audit, and the drawn share of unfamiliar frames), so 
 people's label was the model's confident answer, and that figure keeps growing with every audited frame after the
 publish, unlike the fixed held-out set the retrain was judged on. The operator page shows it beside the version
 before, and marks the deployed one when it is lower beyond `WORSE_SE` standard errors: the rollback button is next
-to it. A version's confident frames are not the same frames as the one before's (its tau and its certainty moved),
+to it. Both versions are counted at the higher of their two taus (a re-fitted lower tau makes a version sure of
+more frames, by design less precisely); even so their sure frames are not the same frames (their certainty moved),
 so this is the precision of what each leaves unchecked, not one accuracy measured twice.
 """
 
@@ -21,10 +22,11 @@ import numpy as np
 from sqlalchemy import select
 
 from hgen.hub.kb.models import Reply, Sample
-from hgen.hub.retrain.records import RetrainStore, VersionRecord, of_model
+from hgen.hub.retrain.records import RetrainStore, drawn_kinds, of_model
 from hgen.protos import hub_pb2
 
-WINDOW = 2000  # a version's latest labelled samples read (bounded page; recent frames are what matter)
+WINDOW = 2000  # a version's latest sure labelled samples compared (recent frames are what matter)
+SCAN = 50_000  # a version's latest samples looked through for them (ix_samples_bundle_version): a bounded page
 MIN_CHECKED = 30  # confident frames people labelled before a version's figure is compared
 WORSE_SE = 2.0
 
@@ -68,26 +70,40 @@ def _variance(rate: float, n: int) -> float:
 
 
 def watch(store: RetrainStore, name: str) -> Watch | None:
-    """The deployed version's figure and the one before's; None before any version is registered."""
+    """The deployed version's figure and the one before's; None before any version is registered, and for models
+    whose people draw (boxes, regions: no class to compare). Both are counted at the higher of the two taus, so a
+    version whose re-fitted tau is lower (sure of more frames, by design less precise on them) is not compared on
+    frames the other was not sure of."""
     versions = store.versions(name)
-    if not versions:
+    if not versions or _drawn(store, name, versions[0].version):
         return None
-    before = checked(store, name, versions[1]) if len(versions) > 1 else None
-    return Watch(name, checked(store, name, versions[0]), before)
+    if len(versions) == 1:
+        return Watch(name, checked(store, name, versions[0].version, versions[0].tau), None)
+    threshold = max(versions[0].tau, versions[1].tau)
+    return Watch(name, checked(store, name, versions[0].version, threshold),
+                 checked(store, name, versions[1].version, threshold))
 
 
-def checked(store: RetrainStore, name: str, version: VersionRecord) -> Checked:
-    """People's labels of `version`'s frames it was sure of (confidence at or above its tau), its latest WINDOW
-    labelled samples; a class label (detectors' drawings are not compared here)."""
-    query = (select(Sample.confidence, Sample.model_output, Reply.class_id)
-             .join(Reply, Reply.sample_id == Sample.id)
-             .where(*of_model(name), Sample.bundle_version == version.version, Reply.class_id.is_not(None))
-             .order_by(Reply.created_at.desc()).limit(WINDOW))
+def _drawn(store: RetrainStore, name: str, version: str) -> bool:
+    with store.kb.session() as s:
+        kind = s.scalar(select(Sample.hdnn_kind).where(Sample.bundle_name == name, Sample.bundle_version == version)
+                        .limit(1))
+    return kind is not None and kind in drawn_kinds()
+
+
+def checked(store: RetrainStore, name: str, version: str, threshold: float) -> Checked:
+    """People's class labels of `version`'s frames it was sure of (confidence at or above `threshold`): the latest
+    WINDOW of them among its latest SCAN samples."""
+    latest = (select(Sample.id).where(Sample.bundle_name == name, Sample.bundle_version == version)
+              .order_by(Sample.received_at.desc()).limit(SCAN).subquery())
+    query = (select(Sample.model_output, Reply.class_id)
+             .join(latest, latest.c.id == Sample.id).join(Reply, Reply.sample_id == Sample.id)
+             .where(*of_model(name), Sample.confidence >= threshold, Reply.class_id.is_not(None))
+             .order_by(Sample.received_at.desc()).limit(WINDOW))
     with store.kb.session() as s:
         rows = s.execute(query).all()
-    sure = [(output, label) for confidence, output, label in rows if confidence >= version.tau]
-    agreed = sum(_answer(output) == label for output, label in sure)
-    return Checked(version.version, len(sure), int(agreed))
+    agreed = sum(_answer(output) == label for output, label in rows)
+    return Checked(version, len(rows), int(agreed))
 
 
 def _answer(output: bytes) -> int | None:

@@ -26,6 +26,9 @@ from hgen.hub.testing.tls import make_pki
 from hgen.runtime.config import parse_config
 
 
+GARBAGE = -1  # a scripted reply that is not HTTP at all
+
+
 class Webhook(ThreadingHTTPServer):
     """Records each POST; answers the scripted statuses first, then 200."""
 
@@ -54,7 +57,13 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.arrived:
             self.server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
             self.server.arrived.notify_all()
+        if status == GARBAGE:
+            self.wfile.write(b"this is not HTTP\r\n\r\n")
+            self.close_connection = True
+            return
         self.send_response(status)
+        if 300 <= status < 400:
+            self.send_header("Location", "http://127.0.0.2:9/elsewhere")
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -213,3 +222,52 @@ def test_results_a_webhook_never_took_count_in_sink_errors(tmp_path: Path) -> No
         agent.process_frame(f)
     agent.stop()
     assert agent.telemetry.count("sink_errors") == 3
+
+
+def test_a_redirect_is_not_followed_and_a_reply_that_is_not_http_is_retried(webhook: Webhook) -> None:
+    """urllib followed a 302 as a bodiless GET, carrying the token to wherever it pointed, and counted the result as
+    delivered; a reply that is not HTTP killed the sender thread. Now: the redirect is a drop, said; the garbage a
+    failure retried; the results after both still arrive."""
+    webhook.statuses = [302, GARBAGE]
+    out = sink(webhook.url, token="s3cret")
+    sent = [result(i) for i in range(3)]
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(4)  # 1: redirected; 2: garbage, then again; 3
+    out.close()
+    assert [body["sample_id"] for _, body in webhook.received] == [r.sample_id for r in (sent[0], *sent[1:2] * 2,
+                                                                                         sent[2])]
+    assert (out.delivered, out.dropped) == (2, 1)
+
+
+def test_a_loopback_webhook_is_never_reached_through_the_environments_proxy(
+        webhook: Webhook, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = Webhook()  # records anything sent to it as a proxy would receive it
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("no_proxy", "")
+        out = sink(webhook.url.replace("127.0.0.1", "localhost"), token="t")
+        out.emit(result(1))
+        webhook.wait_for(1)
+        out.close()
+        assert proxy.received == []
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_an_unreadable_ca_file_is_a_config_error_and_a_closed_sink_takes_nothing(webhook: Webhook,
+                                                                                tmp_path: Path) -> None:
+    from hgen.edge_agent.errors import AgentConfigError, ResultDroppedError
+
+    with pytest.raises(AgentConfigError, match="ca_file .* cannot be read"):
+        sink("https://127.0.0.1:1/x", ca_file=str(tmp_path / "missing.pem"))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(AgentConfigError, match="ca_file"):
+        sink("https://127.0.0.1:1/x", ca_file=str(tmp_path / "junk.pem"))
+    out = sink(webhook.url)
+    out.close()
+    with pytest.raises(ResultDroppedError, match="closed"):
+        out.emit(result(1))

@@ -196,3 +196,29 @@ def test_kaggles_lowercase_layout_and_a_class_folder_named_annotations(scenes: d
     assert detect_format(classes).name == "folder"
     (tmp_path / "empty" / "Annotations").mkdir(parents=True)
     assert not get_format("voc").detect(tmp_path / "empty")
+
+
+def test_other_machines_paths_and_names_the_system_cannot_look_up(tmp_path: Path) -> None:
+    """<filename> as another machine's absolute path (C:/..., /home/...) is looked up by its name alone, never outside
+    the folder; one over 255 bytes is not an OSError traceback; a split list that is not UTF-8 is a typed error."""
+    import cv2
+
+    from hgen.compiler.errors import DatasetFormatError
+
+    root = tmp_path / "voc"
+    root.mkdir()
+    box = [(0.25, 0.25, 0.75, 0.75, 0)]
+    cv2.imwrite(str(root / "a.jpg"), np.zeros((40, 40, 3), np.uint8))
+    (root / "a.xml").write_text(voc_xml("C:/Users/me/labels/a.jpg", 40, box, ["car"]))
+    (root / "long.xml").write_text(voc_xml("x" * 300 + ".jpg", 40, box, ["car"]))
+    catalog = scan(root)
+    assert [r.path.name for r in catalog.records] == ["a.jpg"]
+    assert any("long.xml: its image" in i for i in catalog.ignored)
+    voc = write_voc_set(tmp_path / "VOC", {}, CLASSES)
+    (voc / "Annotations").mkdir()
+    (voc / "JPEGImages").mkdir()
+    cv2.imwrite(str(voc / "JPEGImages" / "a.jpg"), np.zeros((40, 40, 3), np.uint8))
+    (voc / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", 40, box, ["car"]))
+    (voc / "ImageSets" / "Main" / "train.txt").write_bytes("a\n\xe9t\xe9\n".encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="train.txt: cannot read the split list"):
+        scan(voc)

@@ -27,14 +27,15 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> DeployedModel:
     return deploy_lenet(tmp_path_factory.mktemp("deployed"), epochs=1, limit=300)
 
 
-def labelled(service: HubService, version: str, *, sure: int, agreeing: int, unsure: int, tau: float) -> None:
-    """`sure` frames of `version` at confidence above tau, people giving the model's class on `agreeing` of them
-    (another class on the rest), and `unsure` frames under tau that people always correct."""
+def labelled(service: HubService, version: str, *, sure: int, agreeing: int, unsure: int, tau: float,
+             margin: float = 0.1) -> None:
+    """`sure` frames of `version` at confidence `margin` above tau, people giving the model's class on `agreeing` of
+    them (another class on the rest), and `unsure` frames under tau that people always correct."""
     rng = np.random.default_rng(len(version) + sure)
     frames = []
     for i in range(sure + unsure):
         top = int(rng.integers(10))
-        sample = make_sample(DEVICE, top=top, confidence=tau + 0.1 if i < sure else tau - 0.1)
+        sample = make_sample(DEVICE, top=top, confidence=tau + margin if i < sure else tau - 0.1)
         sample.bundle_name, sample.bundle_version = "lenet5", version
         frames.append((sample, top if i < agreeing else (top + 1) % 10))
     assert len(service.submit(make_request(DEVICE, [s for s, _ in frames], m=1), "grpc").accepted) == len(frames)
@@ -70,3 +71,27 @@ def test_a_drop_within_chance_or_on_few_frames_is_not_marked() -> None:
     assert Watch("m", Checked("2", 400, 340), Checked("1", 400, 380)).worse  # 85 % vs 95 %
     assert Watch("m", Checked("2", MIN_CHECKED, 20), Checked("1", MIN_CHECKED, MIN_CHECKED)).worse  # 100 % is not
     # certain (kept off zero variance), but 67 % of 30 is still well below it
+
+
+def test_versions_are_compared_at_the_higher_tau(tmp_path: Path) -> None:
+    """A re-fitted lower tau makes the new version sure of frames the old one was not (by design less precise):
+    those are not counted against it."""
+    from hgen.hub.config import parse_hub_config
+    from hgen.hub.kb.store import KnowledgeBase
+    from hgen.hub.retrain.records import RetrainStore, VersionRecord
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    service = HubService(parse_hub_config({"devices": [DEVICE], "knowledge_base": {"url": url}}),
+                         KnowledgeBase.open(url, image_dir=tmp_path / "img"))
+    try:
+        service.annotators.register("ann")
+        store = RetrainStore(service.kb)
+        for version, tau in (("1.0.0", 0.6), ("1.0.1", 0.3)):
+            store.add_version(VersionRecord("lenet5", version, "k", "b", tau, 1.0, 0.0))
+        labelled(service, "1.0.0", sure=40, agreeing=38, unsure=0, tau=0.6)
+        labelled(service, "1.0.1", sure=40, agreeing=38, unsure=0, tau=0.6)  # as sure as before, as good
+        labelled(service, "1.0.1", sure=40, agreeing=10, unsure=0, tau=0.3)  # sure only by its own lower tau
+        found = watch(store, "lenet5")
+        assert found == Watch("lenet5", Checked("1.0.1", 40, 38), Checked("1.0.0", 40, 38)) and not found.worse
+    finally:
+        service.close()

@@ -197,8 +197,9 @@ class _Images:
         machine's path), else its stem (written without the extension), else the XML's own stem."""
         if parsed.filename:
             relative = parsed.filename.replace("\\", "/")
-            if not relative.startswith("/") and ".." not in relative.split("/"):
-                found = next((d / relative for d in self.dirs if (d / relative).is_file()), None)
+            inside = not relative.startswith("/") and ":" not in relative and ".." not in relative.split("/")
+            if inside:  # not another machine's absolute path (/home/..., C:/...), not out of the folder
+                found = next((d / relative for d in self.dirs if _is_image_file(d / relative)), None)
                 if found is not None:
                     return found
             name = Path(relative).name
@@ -206,6 +207,14 @@ class _Images:
             if found is not None:
                 return found
         return self.by_stem.get(parsed.xml.stem)
+
+
+def _is_image_file(path: Path) -> bool:
+    """An image file at `path`; False for a name the system cannot even look up (over 255 bytes)."""
+    try:
+        return is_image(path) and path.is_file()
+    except OSError:
+        return False
 
 
 def _image_size(path: Path) -> tuple[float, float]:
@@ -230,7 +239,11 @@ def _split_lists(root: Path) -> dict[str, str] | None:
     found: dict[str, str] = {}
     for name, path in present.items():
         split = "train" if name == "trainval" else SET_LISTS[name]
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetFormatError(f"{path}: cannot read the split list as UTF-8 text ({exc})") from None
+        for line in text.splitlines():
             image_id = line.split()[0] if line.split() else ""
             if image_id:
                 found.setdefault(image_id, split)
