@@ -62,6 +62,8 @@ def check(config: AgentConfig) -> dict[str, object]:
 
     if config.hub.tls is not None:
         config.hub.tls.check_files()
+    for sink in config.sinks:
+        sink.check_files()
     model = load_model(config.bundle.path, config.bundle, tau=config.gate.tau, m=config.batching.annotators)
     try:
         summary = {"device_id": config.device_id, "bundle": f"{model.name} {model.version}",

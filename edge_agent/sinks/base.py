@@ -22,6 +22,9 @@ class SinkSettings(StrictModel):
 
     updates_only: bool = Field(False, title="Only emit results that changed or were escalated")
 
+    def check_files(self) -> None:
+        """The files it names load (`hgen-agent check`): none by default."""
+
     def resolved(self, base: Path) -> Self:
         """The same settings with relative file paths made absolute against `base` (the config file's folder)."""
         del base

@@ -71,10 +71,26 @@ class HttpSinkConfig(SinkSettings):
             raise ValueError("ca_file: only an https:// url verifies a certificate")
         return self
 
+    def check_files(self) -> None:
+        """`ca_file` loads as PEM certificates (AgentConfigError, as at start-up, rather than at the first POST)."""
+        tls_context(self)
+
     def resolved(self, base: Path) -> Self:
         if self.ca_file is None or self.ca_file.is_absolute():
             return self
         return self.model_copy(update={"ca_file": base / self.ca_file})
+
+
+def tls_context(config: HttpSinkConfig) -> ssl.SSLContext | None:
+    """The HTTPS context (`ca_file`, else the system's CAs); None for plain HTTP. AgentConfigError when `ca_file`
+    does not load."""
+    if urlsplit(config.url).scheme != "https":
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise AgentConfigError(f"sinks http {config.url}: ca_file {config.ca_file} cannot be read as PEM "
+                               f"certificates ({exc})") from None
 
 
 def _loopback(host: str) -> bool:
@@ -112,12 +128,8 @@ class HttpSink(Sink):
         parts = urlsplit(config.url)
         if _loopback(parts.hostname or ""):
             handlers.append(urllib.request.ProxyHandler({}))
-        if parts.scheme == "https":
-            try:
-                context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
-            except (OSError, ssl.SSLError) as exc:
-                raise AgentConfigError(f"sinks http {config.url}: ca_file {config.ca_file} cannot be read as PEM "
-                                       f"certificates ({exc})") from None
+        context = tls_context(config)
+        if context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=context))
         return urllib.request.build_opener(*handlers)
 

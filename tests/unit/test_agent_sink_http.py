@@ -271,3 +271,11 @@ def test_an_unreadable_ca_file_is_a_config_error_and_a_closed_sink_takes_nothing
     out.close()
     with pytest.raises(ResultDroppedError, match="closed"):
         out.emit(result(1))
+    from hgen.edge_agent.cli import check  # `hgen-agent check` says so before `run` would
+
+    config = parse_agent_config({"device_id": "cam-1", "bundle": {"path": "b", "public_key": "k.pem"},
+                                 "source": {"kind": "video", "uri": "v"},
+                                 "sinks": [{"kind": "http", "url": "https://127.0.0.1:1/x",
+                                            "ca_file": str(tmp_path / "junk.pem")}]})
+    with pytest.raises(AgentConfigError, match="ca_file"):
+        check(config)
