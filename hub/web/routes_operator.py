@@ -9,15 +9,15 @@ from typing import Any
 
 from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 
+from hgen.hub.crowd.together import MIN_SHARED, answering_together
 from hgen.hub.errors import AuthError, InvalidRequestError, NotAnImageError
 from hgen.hub.images import read_header, sniff
+from hgen.hub.retrain.watch import watch
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
 from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
-from hgen.hub.crowd.together import MIN_SHARED, answering_together
-from hgen.hub.retrain.watch import watch
 from hgen.hub.web.storage import StorageGauge, human_bytes
 from hgen.protos import hub_pb2
 from hgen.runtime.errors import HGenError
