@@ -150,8 +150,10 @@ class Sample(Base):
         Index("ix_samples_labelled_images", "bundle_name", "closed_at", sqlite_where=text(LABELLED_IMAGES_SQLITE),
               postgresql_where=text(LABELLED_IMAGES)),
         # migration 0019: a model version's newest samples (the operator page's version watch), read by index
-        # however many samples other versions and models have
-        Index("ix_samples_bundle_version", "bundle_name", "bundle_version", "received_at"),
+        # however many samples other versions and models have. The version first: led by bundle_name, SQLite took
+        # it for the retrain trigger's `bundle_name = ?` and read every sample of the model (ix_replies_created_at
+        # reads only the new replies)
+        Index("ix_samples_bundle_version", "bundle_version", "bundle_name", "received_at"),
     )
 
 

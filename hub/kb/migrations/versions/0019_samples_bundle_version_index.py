@@ -16,7 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_samples_bundle_version', 'samples', ['bundle_name', 'bundle_version', 'received_at'],
+    # the version first: an index led by bundle_name alone was taken by SQLite for the retrain trigger's query
+    op.create_index('ix_samples_bundle_version', 'samples', ['bundle_version', 'bundle_name', 'received_at'],
                     unique=False)
 
 
