@@ -38,7 +38,7 @@ MIN_OTHER_SHARED = 30  # samples shared with another person for that agreement t
 @dataclass(frozen=True)
 class Pair:
     """Two people who gave the same class on all `shared` samples both answered, and how often each agrees with
-    the rest of the pool."""
+    the other person (outside their identical group) it agrees with most."""
 
     first: str
     second: str
