@@ -33,20 +33,30 @@ class DeployedModel:
 def _save_and_sign(out_dir: Path, model: Any, data: Any, *, name: str, version: str, kind: str, target: str,
                    tau: float, temperature: float) -> DeployedModel:
     """A fresh key pair, the Keras file and a signed bundle of `model` in `out_dir`: what a hub retrains."""
-    from hgen.compiler.bundle import write_bundle
     from hgen.compiler.bundle.keys import generate_keypair
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = generate_keypair(out_dir / "keys", overwrite=True)
     keras_path = out_dir / "model.keras"
     model.save(keras_path)
-    write_bundle(out_dir / "bundle", model, name=name, version=version, kind=kind, target=target,
-                 labels=data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=tau,
-                 temperature=temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
-                 plan={"layers": {}}, representative_data=data.train.x[:100], signing_key=keys.private_path,
-                 overwrite=True)
-    return DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path, data, tau,
-                         temperature)
+    deployed = DeployedModel(name, keras_path, out_dir / "bundle", keys.private_path, keys.public_path, data, tau,
+                             temperature)
+    sign_bundle(deployed, model, kind, deployed.bundle_dir, target=target, version=version)
+    return deployed
+
+
+def sign_bundle(deployed: DeployedModel, model: Any, kind: str, out: Path, *, target: str = "x86_64",
+                version: str = "1.0.0", quantize: str = "float") -> Path:
+    """`model` as a bundle of `deployed`'s name, gate and key (and the data's first 100 training images to
+    calibrate an int8 one): what `_save_and_sign` writes, or its int8 twin for the same Keras file."""
+    from hgen.compiler.bundle import write_bundle
+
+    write_bundle(out, model, name=deployed.name, version=version, kind=kind, target=target,
+                 labels=deployed.data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=deployed.tau,
+                 temperature=deployed.temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
+                 plan={"layers": {}}, representative_data=deployed.data.train.x[:100],
+                 signing_key=deployed.signing_key, quantize=quantize, overwrite=True)
+    return out
 
 
 def deploy_lenet(out_dir: Path, *, dataset: str = "digits:lowres", epochs: int = 2, tau: float = 0.8,

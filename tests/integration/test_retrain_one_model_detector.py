@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hgen.compiler.bundle import write_bundle
 from hgen.compiler.models import load_model_file
 from hgen.hub.retrain.deployed import OneModel
-from hgen.hub.testing.models import DeployedModel, deploy_detector
+from hgen.hub.testing.models import DeployedModel, deploy_detector, sign_bundle
 from hgen.runtime.bundle.loader import verify_directory
 from hgen.runtime.signing import load_public_key
 
@@ -24,12 +23,7 @@ def detectors(tmp_path_factory: pytest.TempPathFactory) -> tuple[DeployedModel, 
     work = tmp_path_factory.mktemp("detectors")
     own = deploy_detector(work / "own", epochs=2, limit=600, seed=0)
     other = deploy_detector(work / "other", epochs=2, limit=600, seed=100)
-    int8 = work / "int8"
-    write_bundle(int8, load_model_file(own.keras_path), name=own.name, version="1.0.0", kind="yolo",
-                 target="x86_64", labels=own.data.labels, input_spec={"scale": 1.0 / 255.0, "offset": 0.0},
-                 tau=own.tau, temperature=own.temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
-                 plan={"layers": {}}, representative_data=own.data.train.x[:100], signing_key=own.signing_key,
-                 quantize="int8", overwrite=True)
+    int8 = sign_bundle(own, load_model_file(own.keras_path), "yolo", work / "int8", quantize="int8")
     return own, other, int8
 
 

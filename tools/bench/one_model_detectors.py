@@ -43,19 +43,6 @@ def bundle_outputs(folder: Path, public_key: Path, x: np.ndarray) -> np.ndarray:
     return found
 
 
-def int8_bundle(deployed: Any, kind: str, out: Path) -> Path:
-    from hgen.compiler.bundle import write_bundle
-    from hgen.compiler.models import load_model_file
-
-    write_bundle(out, load_model_file(deployed.keras_path), name=deployed.name, version="1.0.0",
-                 kind=kind, target="x86_64", labels=deployed.data.labels,
-                 input_spec={"scale": 1.0 / 255.0, "offset": 0.0}, tau=deployed.tau,
-                 temperature=deployed.temperature, fusion_lambda=0.1, confidence_params={"m": 3.0},
-                 plan={"layers": {}}, representative_data=deployed.data.train.x[:100],
-                 signing_key=deployed.signing_key, quantize="int8", overwrite=True)
-    return out
-
-
 def one_more_epoch(deployed: Any, kind: str, out: Path) -> Path:
     """The deployed Keras model trained one more epoch on its data (seeded like the first)."""
     from hgen.compiler.models import load_model_file
@@ -77,14 +64,15 @@ def measure(kind: str, seed: int, work: Path) -> list[dict[str, Any]]:
     from hgen.compiler.models import load_model_file
     from hgen.compiler.train import predict_logits
     from hgen.hub.retrain.deployed import correlation, image_correlation
-    from hgen.hub.testing.models import deploy_detector, deploy_two_stage
+    from hgen.hub.testing.models import deploy_detector, deploy_two_stage, sign_bundle
 
     deploy = deploy_detector if kind == "yolo" else deploy_two_stage
     own = deploy(work / f"{kind}-{seed}", epochs=EPOCHS, limit=LIMIT, seed=seed)
     other = deploy(work / f"{kind}-{seed}-other", epochs=EPOCHS, limit=LIMIT, seed=seed + 100)
     x = np.asarray(own.data.test.x[:PROBE], np.float32)
+    int8 = sign_bundle(own, load_model_file(own.keras_path), kind, work / f"{kind}-{seed}-int8", quantize="int8")
     bundles = {"float": bundle_outputs(own.bundle_dir, own.public_key, x),
-               "int8": bundle_outputs(int8_bundle(own, kind, work / f"{kind}-{seed}-int8"), own.public_key, x)}
+               "int8": bundle_outputs(int8, own.public_key, x)}
     files = {"own": own.keras_path, "one more epoch": one_more_epoch(own, kind, work / f"{kind}-{seed}-more.keras"),
              "other seed": other.keras_path}
     rows = []

@@ -11,10 +11,11 @@ shared (`hgen.compiler.data.reader`). Each format has a strict typed `Config`.
 
 from __future__ import annotations
 
+import math
 import os
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -206,6 +207,21 @@ def class_name(text: str) -> str:
     if any("\udc80" <= c <= "\udcff" for c in text):
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return unicodedata.normalize("NFC", text)
+
+
+def pixel_box(corners: tuple[float, float, float, float], width: float, height: float, tolerance: float,
+              outside: Callable[[], str]) -> list[float]:
+    """Pixel corners (x0, y0, x1, y1) normalised to the image and clipped to it; a LabelError "<outside()> by N
+    pixels (...)" when they reach past its edge by more than `tolerance` pixels (COCO's and VOC's boxes are pixels;
+    the message is only made for a box that fails, not for each of a large set's boxes)."""
+    from hgen.compiler.errors import LabelError
+
+    x0, y0, x1, y1 = corners
+    reach = max(-x0, -y0, x1 - width, y1 - height)
+    if reach > tolerance:
+        raise LabelError(f"{outside()} by {reach:g} pixels (tolerance {tolerance:g}; a spec "
+                         f"?tolerance={math.ceil(reach):g} would clip it)")
+    return np.clip([x0 / width, y0 / height, x1 / width, y1 / height], 0.0, 1.0).tolist()
 
 
 def read_classes_file(path: Path) -> tuple[str, ...] | None:

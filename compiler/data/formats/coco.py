@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from hgen.compiler.data.bad_labels import BadLabels
-from hgen.compiler.data.formats import FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name
+from hgen.compiler.data.formats import FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name, pixel_box
 from hgen.compiler.data.formats.folder import check_shares
 from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError, MissingImageError
 from hgen.runtime.config import StrictModel
@@ -300,12 +300,9 @@ class CocoFormat(DataFormat):
         width, height, tol = image.width, image.height, config.tolerance
         if w <= 0 or h <= 0:
             return f"{where}: the box {ann['bbox']} has no area, left out"
-        reach = max(-x, -y, x + w - width, y + h - height)
-        if reach > tol:
-            raise LabelError(f"{where}: the box {ann['bbox']} reaches outside image {image.file_name} "
-                             f"({width:g} x {height:g}) by {reach:g} pixels (tolerance {tol:g}; a spec "
-                             f"?tolerance={math.ceil(reach):g} would clip it)")
-        box = np.clip([x / width, y / height, (x + w) / width, (y + h) / height], 0.0, 1.0)
+        box = pixel_box((x, y, x + w, y + h), width, height, tol,
+                        lambda: f"{where}: the box {ann['bbox']} reaches outside image {image.file_name} ({width:g} x "
+                        f"{height:g})")
         return [*box, index[category_id]]
 
     @staticmethod

@@ -39,9 +39,11 @@ from pydantic import Field, field_validator
 
 from hgen.compiler.data.bad_labels import BadLabels
 from hgen.compiler.data.formats import (FORMATS, SPLIT_ALIASES, Catalog, DataFormat, Record, class_name, is_image,
-                                        named_some, read_classes_file, visible)
+                                        named_some, pixel_box, read_classes_file, visible)
 from hgen.compiler.data.formats.folder import check_shares
-from hgen.compiler.errors import DatasetFormatError, EmptyDatasetError, LabelError
+from hgen.compiler.data.images import read_header
+from hgen.compiler.errors import (DatasetFormatError, EmptyDatasetError, ImageTooLargeError, LabelError,
+                                  UnreadableImageError)
 from hgen.runtime.config import StrictModel
 
 PEEK_BYTES = 4096
@@ -217,16 +219,6 @@ def _is_image_file(path: Path) -> bool:
         return False
 
 
-def _image_size(path: Path) -> tuple[float, float]:
-    """The image's (width, height) as shown, read from its header (EXIF orientations 5-8 turn it a quarter)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        width, height = image.size
-        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    return (float(height), float(width)) if turned else (float(width), float(height))
-
-
 def _split_lists(root: Path) -> dict[str, str] | None:
     """{image id: split} from ImageSets/Main's train/val/test (trainval as train when no train.txt), or None."""
     main = root / "ImageSets" / "Main"
@@ -292,7 +284,7 @@ class VocFormat(DataFormat):
                                     + (f" ({named_some(ignored)})" if ignored else ""))
         return Catalog(self.name, self.task, labels, tuple(records), str(path), ignored=tuple(ignored),
                        shares=config.shares, dropped=tuple(dropped),
-                       warnings=self._warnings(path, images.values(), records, unlisted))
+                       warnings=self._warnings(path, images.values(), records, unlisted, lists is not None))
 
     @staticmethod
     def _labels(path: Path, config: VocConfig, parsed: list[_Parsed]) -> tuple[str, ...]:
@@ -321,8 +313,8 @@ class VocFormat(DataFormat):
         if item.problem is not None:
             return BadLabels(image, -1, split, None, None, problem=item.problem), []
         try:
-            size = item.size or _image_size(image)
-        except Exception as exc:  # PIL: unreadable, not an image, a decompression bomb
+            size = item.size or tuple(map(float, read_header(image).upright()))  # as shown (EXIF turns it)
+        except (UnreadableImageError, ImageTooLargeError) as exc:
             return BadLabels(image, -1, split, None, None, problem=f"{item.xml}: no <size>, and its image "
                              f"{image} cannot be read for one ({exc})"), []
         rows: list[list[float]] = []
@@ -339,22 +331,19 @@ class VocFormat(DataFormat):
         return Record(image, -1, split, np.array(rows, np.float64).reshape(-1, 5), size), dropped
 
     @staticmethod
-    def _warnings(path: Path, images: Iterable[_Images], records: list[Record], unlisted: int) -> tuple[str, ...]:
+    def _warnings(path: Path, images: Iterable[_Images], records: list[Record], unlisted: int,
+                  listed: bool) -> tuple[str, ...]:
         warnings = []
         if unlisted:
             warnings.append(f"{path}: {unlisted} annotated image(s) are in no ImageSets/Main list "
                             "(train/val/trainval/test.txt) and are left out")
         used = {r.path for r in records}
         unlabelled = sorted({p for found in images for p in found.by_name.values()} - used)
-        if unlabelled and lists_absent(path):
+        if unlabelled and not listed:
             warnings.append(f"{path}: {len(unlabelled)} image(s) have no XML file and are not used (label them, "
                             f"or save them empty in the labelling tool to train them as background), e.g. "
                             f"{unlabelled[0].name}")
         return tuple(warnings)
-
-
-def lists_absent(root: Path) -> bool:
-    return _split_lists(root) is None
 
 
 def _row(obj: _Object, size: tuple[float, float], index: dict[str, int], config: VocConfig) -> list[float] | str:
@@ -368,13 +357,10 @@ def _row(obj: _Object, size: tuple[float, float], index: dict[str, int], config:
     if x1 <= x0 or y1 <= y0:
         return f"{obj.where}: the box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) has no area, left out"
     width, height = size
-    reach = max(-x0, -y0, x1 - width, y1 - height)
-    if reach > config.tolerance:
-        raise LabelError(f"{obj.where}: the box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) reaches outside the "
-                         f"{width:g} x {height:g} image by {reach:g} pixels (tolerance {config.tolerance:g}; a spec "
-                         f"?tolerance={math.ceil(reach):g} would clip it)")
-    box = np.clip([x0 / width, y0 / height, x1 / width, y1 / height], 0.0, 1.0)
-    return [*box.tolist(), float(index[obj.name])]
+    box = pixel_box((x0, y0, x1, y1), width, height, config.tolerance,
+                    lambda: f"{obj.where}: the box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) reaches outside the "
+                    f"{width:g} x {height:g} image")
+    return [*box, float(index[obj.name])]
 
 
 FORMATS.add("voc", VocFormat())
