@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
 from hgen.hub.devices import DeviceCredentialError
-from hgen.hub.errors import (BadInputError, HubConfigError, HubError, InvalidRequestError, KnowledgeBaseError,
-                             ReleaseError, UnknownModelError)
+from hgen.hub.errors import (BadInputError, ExportError, HubConfigError, HubError, InvalidRequestError,
+                             KnowledgeBaseError, ReleaseError, UnknownModelError)
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
                                                            (ReleaseError, 2),  # the operator's release refused
+                                                           (ExportError, 2),  # nothing to export, a taken folder
                                                            # an unknown device, an account that exists, a bad name
                                                            (BadInputError, 2), (DeviceCredentialError, 2),
                                                            (KnowledgeBaseError, 3), (HGenError, 1))
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("check-config", "validate a config file and print it resolved"),
                             ("retrain", "retrain a model now (in this process) and print the outcome"),
                             ("versions", "list a model's versions, newest first, and how each was made"),
+                            ("export", "write a model's human labels as a data set: class folders, or the YOLO "
+                                       "layout for boxes (hgen-compile reads both)"),
                             ("rollback", "publish an earlier version again, as the next version"),
                             ("publish", "publish bundles compiled offline (hgen-compile) as the next version"),
                             ("add-user", "create a web account with a password (stdin) or an invite link token"),
@@ -53,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         verb = sub.add_parser(name, help=help_text, description=help_text)
         verb.add_argument("--config", required=True, help="hub YAML config")
         verbs[name] = verb
+    verbs["export"].add_argument("--model", required=True, help="the model (bundle) name its devices report")
     for name in ("retrain", "versions", "rollback", "publish"):
         verbs[name].add_argument("--model", required=True, help="a name under retrain.models")
     verbs["rollback"].add_argument("--to", metavar="VERSION",
@@ -61,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="a signed bundle folder; once per target the model's devices run")
     verbs["publish"].add_argument("--keras", type=Path, required=True,
                                   help="the compile's model.keras: where the next retrain starts")
+    verbs["export"].add_argument("--out", type=Path, required=True, help="a new folder to write the data set into")
+    verbs["export"].add_argument("--min-agreement", type=float, default=0.0, metavar="SHARE",
+                                 help="leave out labels the people agreed on less than this (0..1; default 0: all)")
     verbs["retrain"].add_argument("--research", action="store_true",
                                   help="also search a new compression plan and tau (needs the model's compile_config)")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
@@ -187,6 +194,28 @@ def release(config_path: str, verb: str, model: str, to: str | None = None, bund
           f"(run {run.id}); serving hubs tell their devices")
 
 
+def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) -> None:
+    from hgen.hub.export.run import ExportSettings, export_labels
+    from hgen.hub.kb.store import KnowledgeBase
+
+    config = load_hub_config(config_path)
+    settings = ExportSettings.of_hub(config, min_agreement)
+    kbc = config.knowledge_base
+    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
+                            migrate=kbc.migrate)
+    try:
+        report = export_labels(kb, model, out, settings)
+    finally:
+        kb.close()
+    splits = ", ".join(f"{split} {n}" for split, n in sorted(report.written.items()))
+    left = "; ".join(f"{n} {reason}" for reason, n in report.skipped.items())
+    print(f"hgen-hub export: {sum(report.written.values())} labelled images of {model} ({splits}; "
+          f"{report.simulated} labelled by SIMULATED annotators) in {report.data_format} layout at {report.folder}; "
+          f"read back with --dataset {report.dataset}{'; left out: ' + left if left else ''}")
+    for note in report.notes:
+        print(f"  note: {note}")
+
+
 def add_user(config_path: str, name: str, role: str | None, invite: bool, replace: bool = False) -> None:
     """A new account, or with `replace` a reset one. Without it an existing name is refused: `add-user alice`
     used to replace an operator's password and demote her to annotator, and said it had succeeded."""
@@ -299,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return retrain(args.config, args.model, args.research)
         elif args.verb == "versions":
             versions(args.config, args.model)
+        elif args.verb == "export":
+            export(args.config, args.model, args.out, args.min_agreement)
         elif args.verb in ("rollback", "publish"):
             release(args.config, args.verb, args.model, getattr(args, "to", None), getattr(args, "bundle", ()),
                     getattr(args, "keras", None))

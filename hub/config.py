@@ -497,6 +497,26 @@ def read_labels(bundle: str | Path) -> tuple[str, ...] | None:
         return None
 
 
+def class_names(configured: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
+    """One name per class the hub aggregates: configured ones first, numbers for the rest (extra names dropped)."""
+    return tuple(configured[i] if i < len(configured) else str(i) for i in range(num_classes))
+
+
+def bundle_labels(config: HubConfig) -> tuple[str, ...]:
+    """The data set's class names as the first retrained model's bundle lists them (its manifest's labels), so
+    people see "Sandal", not "5", without configuring names twice; () when there is none or it does not fit."""
+    for model in config.retrain.models:
+        labels = read_labels(model.bundle)  # None: unreadable or not a manifest, numbers it is
+        if labels is not None and len(labels) == config.num_classes:
+            return labels
+    return ()
+
+
+def people_class_names(config: HubConfig) -> tuple[str, ...]:
+    """The names of the classes people answer in, as the annotator page shows them and an export writes them."""
+    return class_names(config.web.class_names or bundle_labels(config), config.num_classes)
+
+
 def parse_hub_config(data: Mapping[str, Any] | None, source: str = "hub config") -> HubConfig:
     return parse_config(HubConfig, data, source=source, error=HubConfigError)
 

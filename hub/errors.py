@@ -201,6 +201,11 @@ class ReleaseError(RetrainError):
     """A rollback or an offline bundle's publication was refused (nothing to restore, an incompatible bundle)."""
 
 
+class ExportError(HubError):
+    """The people's labels of a model cannot be exported as asked (no labels, a label form no data format holds, an
+    output folder that is not new); nothing is left at the output path."""
+
+
 class UnknownModelError(HubError, PlainKeyError):
     """No model of that name is configured under retrain.models; the message lists the valid names."""
 

@@ -31,7 +31,7 @@ class BoxSample:
     image: bytes
 
 
-def _boxes(payload: bytes) -> np.ndarray:
+def agreed_boxes(payload: bytes) -> np.ndarray:
     """The boxes most of the people who drew drew: in an agreed drawing (`agreed_drawing`) a box fewer drew was left
     out by a majority of the people asked, and is learned as nothing there."""
     label = hub_pb2.SampleReply.FromString(payload).aggregated
@@ -46,4 +46,4 @@ def box_samples(kb: KnowledgeBase, name: str, up_to: float, newest: int | None =
     box_kinds = wire_kinds(lambda kind: kind.label == "boxes")
     rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds), agreed_drawing(),
                          newest=newest)
-    return [BoxSample(r[0], _boxes(r[1]), *r[2:]) for r in rows]
+    return [BoxSample(r[0], agreed_boxes(r[1]), *r[2:]) for r in rows]

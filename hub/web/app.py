@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, g, render_template, request, session
 
-from hgen.hub.config import HubConfig
+from hgen.hub.config import HubConfig, people_class_names
 from hgen.hub.errors import (
     AuthError,
     BadInputError,
@@ -29,7 +29,7 @@ from hgen.hub.errors import (
 )
 from hgen.hub.web import routes_annotate, routes_auth, routes_device, routes_operator
 from hgen.hub.web.auth import Accounts, HashGate, LoginLimiter
-from hgen.hub.web.context import WebContext, bundle_labels, class_names
+from hgen.hub.web.context import WebContext
 from hgen.hub.web.security import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
 
 HERE = Path(__file__).parent
@@ -55,7 +55,7 @@ def create_web_app(hub: Any) -> Flask:
                            account_max=web.login_account_max_failures, global_budget=web.login_global_budget,
                            slow_s=web.login_slow_s)
     accounts = Accounts(hub.service.kb, gate=HashGate(web.login_concurrent_hashes))
-    names = class_names(web.class_names or bundle_labels(config), config.num_classes)
+    names = people_class_names(config)
     ctx = WebContext(hub, config, accounts, limiter, names)
     _hooks(app, ctx)
     routes_auth.register(app, ctx)

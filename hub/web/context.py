@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import abort, g, redirect, request, session, url_for
 
-from hgen.hub.config import HubConfig, read_labels
+from hgen.hub.config import HubConfig
 from hgen.hub.errors import SessionExpiredError
 from hgen.hub.web.auth import Account, Accounts, LoginLimiter
 from hgen.hub.web.security import client_address, current_user
@@ -29,21 +29,6 @@ class WebContext:
     def address(self) -> str:
         return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
                               self.config.web.trusted_proxies)
-
-
-def class_names(configured: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
-    """One name per class the hub aggregates: configured ones first, numbers for the rest (extra names dropped)."""
-    return tuple(configured[i] if i < len(configured) else str(i) for i in range(num_classes))
-
-
-def bundle_labels(config: HubConfig) -> tuple[str, ...]:
-    """The data set's class names as the first retrained model's bundle lists them (its manifest's labels), so
-    people see "Sandal", not "5", without configuring names twice; () when there is none or it does not fit."""
-    for model in config.retrain.models:
-        labels = read_labels(model.bundle)  # None: unreadable or not a manifest, numbers it is
-        if labels is not None and len(labels) == config.num_classes:
-            return labels
-    return ()
 
 
 def require_user(ctx: WebContext, role: str | None = None) -> Account:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
-from hgen.hub.config import DEFAULT_CLASSES, LimitsConfig, parse_hub_config
+from hgen.hub.config import DEFAULT_CLASSES, LimitsConfig, class_names, parse_hub_config
 from hgen.hub.errors import InvalidRequestError
 from hgen.hub.kb.models import Sample
 from hgen.hub.kb.store import KnowledgeBase, Task
@@ -25,7 +25,6 @@ from hgen.hub.testing.clock import Clock
 from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.hub.validation import MAX_CLASS_PROBABILITIES, check_uuid, classes_known
-from hgen.hub.web.context import class_names
 from hgen.hub.web.routes_annotate import guesses
 from hgen.hub.testing.services import answer_next, closing_maker
 from hgen.protos import hub_pb2

@@ -230,7 +230,7 @@ def test_samples_are_shown_at_a_screen_size_keeping_their_aspect_ratio():
 def test_class_names_default_to_the_deployed_bundles_labels(tmp_path):
     from types import SimpleNamespace
 
-    from hgen.hub.web.context import bundle_labels
+    from hgen.hub.config import bundle_labels
 
     good, other = tmp_path / "good", tmp_path / "other"
     for folder, labels in ((good, ["cat", "dog", "fox"]), (other, ["a", "b"])):

@@ -42,6 +42,7 @@ REGISTRIES = (
     ("hub", "hgen.hub.aggregators:AGGREGATORS"),
     ("hub", "hgen.hub.web.views:VIEWS"),
     ("hub", "hgen.hub.retrain.kinds:RETRAIN_KINDS"),
+    ("hub", "hgen.hub.export:EXPORTERS"),
 )
 
 

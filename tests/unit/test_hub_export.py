@@ -1,0 +1,242 @@
+"""`hgen-hub export`: a real hub (SQLite, its annotator API) collects people's labels; the export writes them as a
+data set and the compiler's own readers (`folder`, `yolo`) read every image and label back, in the hub's held-out
+split. Annotators here are SIMULATED (the annotator API driven by the test), and the export's index says so."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from hgen.compiler.data import load_dataset
+from hgen.compiler.data.formats import scan
+from hgen.hub.cli import main
+from hgen.hub.config import HubConfig, parse_hub_config
+from hgen.hub.errors import ExportError
+from hgen.hub.export.run import ExportSettings, export_labels
+from hgen.hub.kb.models import Sample
+from hgen.hub.retrain.data import held_out
+from hgen.hub.service import HubService
+from hgen.hub.testing.detection import BoxAnnotator, BoxCrowd, detection_sample
+from hgen.hub.testing.samples import make_request, make_sample, png_image
+from hgen.protos import hub_pb2
+from hgen.runtime.hdnn.yolo import Detections
+from hgen.runtime.orientation import decode_upright
+
+CLASSES = ("cat", "dog", "fox")
+
+
+def hub_config(tmp_path: Path) -> HubConfig:
+    return parse_hub_config({"devices": ["cam"], "num_classes": 3, "web": {"class_names": list(CLASSES)},
+                             "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}",
+                                                "image_dir": str(tmp_path / "images")}})
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[HubService]:
+    service = HubService.from_config(hub_config(tmp_path))
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def sideways_jpeg() -> hub_pb2.Image:
+    """A phone's picture stored sideways with an EXIF orientation tag (6: turn 90 degrees clockwise to show)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(
+        buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    return hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_JPEG, data=buffer.getvalue(), height=20, width=30, channels=3)
+
+
+def raw_image() -> hub_pb2.Image:
+    pixels = np.random.default_rng(7).integers(0, 256, (12, 14, 3), dtype=np.uint8)
+    return hub_pb2.Image(format=hub_pb2.IMAGE_FORMAT_RAW_U8, data=pixels.tobytes(), height=12, width=14, channels=3)
+
+
+def label(service: HubService, answers: dict[str, int], person: str = "p", simulated: bool = False) -> None:
+    """`person` answers every open task with the class `answers` gives its sample."""
+    service.annotators.register(person, simulated=simulated)
+    while (task := service.annotators.next_task(person)) is not None:
+        service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=person,
+                                                        class_id=answers[task.sample_id], operations=1, latency_s=1.0))
+
+
+def labelled_classes(service: HubService, n: int = 24) -> tuple[list[hub_pb2.Sample], dict[str, int]]:
+    images = [png_image(seed=i, channels=3) for i in range(n - 2)] + [sideways_jpeg(), raw_image()]
+    samples = [make_sample("cam", num_classes=3, top=i % 3, image=image, sample_id=str(uuid.UUID(int=i + 1)))
+               for i, image in enumerate(images)]  # fixed ids: the held-out split is a hash of the id
+    service.submit(make_request("cam", samples, m=1), "grpc")
+    answers = {s.sample_id: i % 3 for i, s in enumerate(samples)}
+    label(service, answers)
+    return samples, answers
+
+
+def test_class_labels_come_back_through_the_folder_reader_in_the_hubs_held_out_split(
+        service: HubService, tmp_path: Path) -> None:
+    samples, answers = labelled_classes(service)
+    settings = ExportSettings.of_hub(hub_config(tmp_path))
+    assert settings.classes == CLASSES and settings.holdout_share == 0.2
+    report = export_labels(service.kb, "lenet5", tmp_path / "labels", settings)
+    assert report.data_format == "folder" and report.written == {"train": 17, "val": 7} and not report.skipped
+
+    catalog = scan(tmp_path / "labels")  # the compiler's reader, the layout detected from the files
+    assert catalog.format == "folder" and catalog.labels == CLASSES
+    by_id = {r.path.stem: r for r in catalog.records}
+    assert set(by_id) == set(answers)
+    for sample in samples:
+        record = by_id[sample.sample_id]
+        assert record.label == answers[sample.sample_id]
+        assert record.split == ("val" if held_out(sample.sample_id, 0.2, 0) else "train")
+    png, jpeg, raw = samples[0], samples[-2], samples[-1]
+    assert by_id[png.sample_id].path.read_bytes() == png.image.data  # as it came: no second compression
+    turned = cv2.imread(str(by_id[jpeg.sample_id].path), cv2.IMREAD_UNCHANGED)
+    assert by_id[jpeg.sample_id].path.suffix == ".png" and turned.shape == (30, 20, 3)  # upright, as people saw it
+    np.testing.assert_array_equal(turned, decode_upright(jpeg.image.data))
+    np.testing.assert_array_equal(cv2.imread(str(by_id[raw.sample_id].path), cv2.IMREAD_UNCHANGED),
+                                  np.frombuffer(raw.image.data, np.uint8).reshape(12, 14, 3))
+
+    data = load_dataset(f"folder:{tmp_path / 'labels'}?size=16", seed=0)  # what hgen-compile trains on
+    assert data.labels == CLASSES and len(data.train.x) + len(data.val.x) + len(data.test.x) == 24
+
+    with (tmp_path / "labels" / "samples.csv").open(encoding="utf-8") as index:
+        rows = {row["sample_id"]: row for row in csv.DictReader(index)}
+    row = rows[png.sample_id]
+    assert row["label"] == CLASSES[answers[png.sample_id]] and row["answers"] == "1"
+    assert row["simulated_answers"] == "0" and row["device_id"] == "cam" and row["labelled_at"].endswith("Z")
+    manifest = json.loads((tmp_path / "labels" / "export.json").read_text())
+    assert manifest["classes"] == list(CLASSES) and sum(manifest["written"].values()) == 24
+
+
+def test_only_what_a_retrain_learns_is_exported_and_what_is_left_out_is_counted(service: HubService,
+                                                                               tmp_path: Path) -> None:
+    """A paused annotator's answers, a sample whose image retention removed, a class only in the held-out split."""
+    first = [make_sample("cam", num_classes=3, image=png_image(seed=i, channels=3)) for i in range(6)]
+    service.submit(make_request("cam", first, m=1), "grpc")
+    label(service, {s.sample_id: 0 for s in first}, person="careful")
+    later = [make_sample("cam", num_classes=3, image=png_image(seed=10 + i, channels=3)) for i in range(4)]
+    service.submit(make_request("cam", later, m=1), "grpc")
+    label(service, {s.sample_id: 1 for s in later}, person="bot", simulated=True)
+    gone = make_sample("cam", num_classes=3, image=png_image(size=200, seed=99, channels=3))  # stored as a file
+    service.submit(make_request("cam", [gone], m=1), "grpc")
+    label(service, {gone.sample_id: 2}, person="careful")
+    with service.kb.session() as s:
+        path = s.get(Sample, gone.sample_id).image_path
+    assert path is not None
+    (tmp_path / "images" / path).unlink()
+
+    settings = ExportSettings.of_hub(hub_config(tmp_path))
+    report = export_labels(service.kb, "lenet5", tmp_path / "all", settings)
+    assert sum(report.written.values()) == 10
+    assert report.simulated == 4 and report.skipped == {"image gone (removed by retention, or its file is missing)": 1}
+
+    service.gold.pause("bot", "gold accuracy below 60%")
+    report = export_labels(service.kb, "lenet5", tmp_path / "without-bot", settings)
+    assert sum(report.written.values()) == 6 and report.simulated == 0
+    assert (tmp_path / "without-bot" / "classes.txt").read_text() == "cat\n"
+    assert any("2 class(es) without labels" in note for note in report.notes)
+
+
+def test_box_labels_come_back_through_the_yolo_reader(service: HubService, tmp_path: Path) -> None:
+    image = np.full((16, 16, 1), 0.25, np.float32)
+    samples = [detection_sample("cam", "det", image, Detections.empty(), 0.2) for _ in range(8)]
+    truth = {s.sample_id: np.array([[2.0, 3.0, 9.0, 12.0, i % 3]]) for i, s in enumerate(samples)}
+    truth[samples[0].sample_id] = np.zeros((0, 5))  # nothing there: an image without objects
+    truth[samples[1].sample_id] = np.array([[2.0, 3.0, 9.0, 12.0, 1], [10.0, 1.0, 15.0, 6.0, 2]])
+    service.submit(make_request("cam", samples, m=2), "grpc")
+    people = (BoxAnnotator("p1", corner_noise_px=0.0, miss=0.0, wrong_class=0.0),
+              BoxAnnotator("p2", corner_noise_px=0.0, miss=0.0, wrong_class=0.0))
+    BoxCrowd(service.annotators, people, truth, 10).run_until_idle()
+
+    report = export_labels(service.kb, "det", tmp_path / "boxes", ExportSettings.of_hub(hub_config(tmp_path)))
+    assert report.data_format == "yolo" and sum(report.written.values()) == 8
+    described = yaml.safe_load((tmp_path / "boxes" / "data.yaml").read_text())
+    assert described["names"] == dict(enumerate(CLASSES))
+    catalog = scan(tmp_path / "boxes")
+    assert catalog.format == "yolo" and catalog.labels == CLASSES
+    by_id = {r.path.stem: r for r in catalog.records}
+    for sample in samples:
+        expected = truth[sample.sample_id].copy()
+        expected[:, :4] /= 16
+        found = by_id[sample.sample_id].boxes
+        order = np.lexsort(found.T[::-1])
+        np.testing.assert_allclose(found[order], expected[np.lexsort(expected.T[::-1])], atol=1e-5)
+
+
+def test_an_export_is_all_or_nothing_and_refuses_what_it_cannot_write(service: HubService, tmp_path: Path) -> None:
+    settings = ExportSettings.of_hub(hub_config(tmp_path))
+    with pytest.raises(ExportError, match="no samples of model 'lenet5'.*models with samples: none"):
+        export_labels(service.kb, "lenet5", tmp_path / "out", settings)
+    unanswered = make_sample("cam", num_classes=3)
+    service.submit(make_request("cam", [unanswered], m=1), "grpc")
+    with pytest.raises(ExportError, match="no human labels"):
+        export_labels(service.kb, "lenet5", tmp_path / "out", settings)
+    label(service, {unanswered.sample_id: 2})
+    regions = make_sample("cam", num_classes=3, kind=hub_pb2.HDNN_KIND_FASTER_RCNN)
+    regions.bundle_name = "rcnn"
+    service.submit(make_request("cam", [regions], m=1, aggregator="region_gmm"), "grpc")
+    with pytest.raises(ExportError, match="faster_rcnn.*regions without a class"):
+        export_labels(service.kb, "rcnn", tmp_path / "out", settings)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial folder left behind
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("the team's own file")
+    with pytest.raises(ExportError, match="exists"):
+        export_labels(service.kb, "lenet5", tmp_path / "taken", settings)
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
+    (tmp_path / "empty").mkdir()
+    assert sum(export_labels(service.kb, "lenet5", tmp_path / "empty", settings).written.values()) == 1
+    with pytest.raises(ExportError, match="hidden folder"):
+        export_labels(service.kb, "lenet5", tmp_path / "dots",
+                      ExportSettings(("cat", "dog", ".fox"), holdout_share=0.2))
+
+
+def test_the_cli_writes_the_export_and_exits_2_on_a_taken_folder(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config = hub_config(tmp_path)
+    service = HubService.from_config(config)
+    try:
+        labelled_classes(service, n=6)
+    finally:
+        service.close()
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump({"devices": ["cam"], "num_classes": 3,
+                                    "knowledge_base": {"url": config.knowledge_base.url,
+                                                       "image_dir": str(tmp_path / "images")},
+                                    "web": {"class_names": list(CLASSES)}}))
+    out = tmp_path / "export"
+    assert main(["export", "--config", str(path), "--model", "lenet5", "--out", str(out),
+                 "--min-agreement", "0.5"]) == 0
+    said = capsys.readouterr().out
+    assert "6 labelled images of lenet5" in said and f"--dataset folder:{out}" in said
+    assert main(["export", "--config", str(path), "--model", "lenet5", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", "--config", str(path), "--model", "lenet5", "--out", str(tmp_path / "x"),
+                 "--min-agreement", "1.5"]) == 2
+
+
+def test_a_class_people_named_only_in_held_out_samples_is_said(tmp_path: Path) -> None:
+    """A compile refuses a class it never trains on: the export says which one, before someone runs it."""
+    from hgen.hub.export import ExportImage, ExportSample
+    from hgen.hub.export.folder import FolderWriter
+
+    writer = FolderWriter(tmp_path, CLASSES)
+    image = ExportImage(png_image(channels=3).data, ".png", 28, 28)
+    writer.add(ExportSample("a", "a", "train", image, 0, b""))
+    writer.add(ExportSample("b", "b", "val", image, 1, b""))
+    notes = writer.finish()
+    assert (tmp_path / "classes.txt").read_text() == "cat\ndog\n"
+    assert any("class 'dog' has labels only in the held-out split" in note for note in notes)
+    assert any("1 class(es) without labels" in note and "fox" in note for note in notes)
