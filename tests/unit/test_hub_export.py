@@ -27,6 +27,7 @@ from hgen.hub.kb.models import Sample
 from hgen.hub.retrain.data import held_out
 from hgen.hub.service import HubService
 from hgen.hub.testing.detection import BoxAnnotator, BoxCrowd, detection_sample
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
 from hgen.hub.testing.samples import make_request, make_sample, png_image
 from hgen.protos import hub_pb2
 from hgen.runtime.hdnn.yolo import Detections
@@ -35,15 +36,16 @@ from hgen.runtime.orientation import decode_upright
 CLASSES = ("cat", "dog", "fox")
 
 
-def hub_config(tmp_path: Path) -> HubConfig:
+def hub_config(tmp_path: Path, url: str | None = None) -> HubConfig:
     return parse_hub_config({"devices": ["cam"], "num_classes": 3, "web": {"class_names": list(CLASSES)},
-                             "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}",
+                             "knowledge_base": {"url": url or f"sqlite:///{tmp_path / 'hub.db'}",
                                                 "image_dir": str(tmp_path / "images")}})
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[HubService]:
-    service = HubService.from_config(hub_config(tmp_path))
+def service(tmp_path: Path, kb_url: str) -> Iterator[HubService]:  # noqa: F811
+    """A hub on SQLite, and on PostgreSQL (the export's paged query and its count of SIMULATED answers)."""
+    service = HubService.from_config(hub_config(tmp_path, kb_url))
     try:
         yield service
     finally:
