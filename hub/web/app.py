@@ -27,7 +27,7 @@ from hgen.hub.errors import (
     TaskImageUnavailableError,
     UnknownTaskError,
 )
-from hgen.hub.web import routes_annotate, routes_auth, routes_device, routes_operator
+from hgen.hub.web import routes_annotate, routes_auth, routes_device, routes_export, routes_operator
 from hgen.hub.web.auth import Accounts, HashGate, LoginLimiter
 from hgen.hub.web.context import WebContext
 from hgen.hub.web.security import CSRF_FIELD, CSRF_HEADER, check_csrf, csrf_token
@@ -61,6 +61,7 @@ def create_web_app(hub: Any) -> Flask:
     routes_auth.register(app, ctx)
     routes_annotate.register(app, ctx)
     routes_operator.register(app, ctx)
+    routes_export.register(app, ctx)
     routes_device.register(app, ctx)
     return app
 

@@ -110,3 +110,8 @@ def parse_shapes(text: str) -> list[Shape]:
 
 def _short(exc: ValidationError) -> str:
     return "; ".join(format_validation_error(exc).splitlines()[:5])[:400]
+
+
+class ExportForm(StrictModel):
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0

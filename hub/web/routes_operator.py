@@ -64,12 +64,12 @@ def register(app: Flask, ctx: WebContext) -> None:
         require_user(ctx, "operator")
         form = parse_form(RetrainForm, request.form)
         if ctx.hub.retrain is None:
-            return _back("retraining is off (retrain.enabled: false)")
+            return back_to_operator("retraining is off (retrain.enabled: false)")
         try:
             run = ctx.hub.retrain.request(form.model, "operator", research=form.research == "1")
         except HGenError as exc:  # busy, unknown, a key or bundle that cannot be read: said, never a 500
-            return _back(str(exc)[:300])
-        return _back(f"retrain {run.id} of {run.model_name} queued{' with re-search' if run.research else ''}")
+            return back_to_operator(str(exc)[:300])
+        return back_to_operator(f"retrain {run.id} of {run.model_name} queued{' with re-search' if run.research else ''}")
 
     @app.post("/operator/rollback")
     def rollback() -> Any:
@@ -82,8 +82,8 @@ def register(app: Flask, ctx: WebContext) -> None:
         try:
             run = Releases(ctx.hub.pipeline).rollback(form.model, form.to or None)
         except HGenError as exc:  # refused, busy, a store or bundle that cannot be read: said, never a 500
-            return _back(str(exc)[:300])
-        return _back(f"{run.model_name} rolled back: {run.from_version} -> {run.to_version} (the files of "
+            return back_to_operator(str(exc)[:300])
+        return back_to_operator(f"{run.model_name} rolled back: {run.from_version} -> {run.to_version} (the files of "
                      f"{run.metrics.get('restored')})")
 
     @app.post("/operator/gold")
@@ -94,7 +94,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         upload = request.files.get("image")
         image = uploaded_image(upload.read() if upload is not None else b"")
         sample_id = ctx.hub.service.gold.add(image, class_id, ctx.config.num_classes, ctx.config.limits)
-        return _back(f"gold task {sample_id} added ({ctx.class_names[class_id]})")
+        return back_to_operator(f"gold task {sample_id} added ({ctx.class_names[class_id]})")
 
     @app.post("/operator/invite")
     def invite() -> Any:
@@ -104,10 +104,10 @@ def register(app: Flask, ctx: WebContext) -> None:
         try:
             token = ctx.accounts.invite(name, form.role, ctx.config.web.invite_ttl_s, replace=form.replace == "1")
         except InvalidRequestError as exc:
-            return _back(str(exc)[:300])
+            return back_to_operator(str(exc)[:300])
         base = (ctx.config.web.public_url or ctx.hub.web_url).rstrip("/")
         session["invite"] = f"{base}{url_for('join')}#token={token}"  # the fragment never reaches a server
-        return _back(f"invite for {name} created")
+        return back_to_operator(f"invite for {name} created")
 
     @app.post("/operator/annotator")
     def pause_or_resume() -> Any:
@@ -117,10 +117,10 @@ def register(app: Flask, ctx: WebContext) -> None:
             ctx.hub.service.gold.resume(form.annotator)
         else:
             ctx.hub.service.gold.pause(form.annotator, "paused by an operator")
-        return _back(f"{form.annotator}: {form.action}d")
+        return back_to_operator(f"{form.annotator}: {form.action}d")
 
 
-def _back(message: str) -> Any:
+def back_to_operator(message: str) -> Any:
     """To the operator page, which says `message` once. It travels in the signed session cookie, never in the URL:
     a `?message=` link let anyone make the page say what they chose, in the hub's own voice."""
     session[NOTICE] = message[:300]

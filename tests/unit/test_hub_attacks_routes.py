@@ -82,6 +82,8 @@ def hostile_operator() -> list[tuple[str, dict[str, Any]]]:
             ("/operator/annotator", {"action": "resume"}),
             ("/operator/retrain", {"model": "m" * 5000}), ("/operator/retrain", {"model": "x", "research": "yes"}),
             ("/operator/rollback", {"model": "m" * 5000}), ("/operator/rollback", {"model": "x", "to": "9" * 5000}),
+            ("/operator/export", {"model": "m" * 5000}), ("/operator/export", {"model": "x", "min_agreement": "2"}),
+            ("/operator/export", {"model": "x", "min_agreement": "nan"}), ("/operator/export", {"model": ["a", "b"]}),
             ("/operator/phones", {"device_id": "cam-9", "bundle_name": "../../etc"}),
             ("/operator/phones", {"device_id": "", "bundle_name": "m" * 5000}),
             ("/operator/phones", {"device_id": "bad id!", "bundle_name": "lenet5"}),

@@ -242,3 +242,41 @@ def test_a_class_people_named_only_in_held_out_samples_is_said(tmp_path: Path) -
     assert (tmp_path / "classes.txt").read_text() == "cat\ndog\n"
     assert any("class 'dog' has labels only in the held-out split" in note for note in notes)
     assert any("1 class(es) without labels" in note and "fox" in note for note in notes)
+
+
+def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hub(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator page's download (real hub, Flask test client): the same export, zipped; an error is said on the
+    page; annotators cannot download; the temporary files go once the response is closed."""
+    import tempfile
+    import zipfile
+
+    from hgen.hub.testing.web import add_people, csrf_token_of, logged_in, web_hub
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with web_hub(tmp_path) as hub:
+        add_people(hub, annotators=("ann",), operators=("op",))
+        samples = [make_sample("cam-1", image=png_image(seed=i, channels=3)) for i in range(5)]
+        hub.service.submit(make_request("cam-1", samples, m=1), "grpc")
+        label(hub.service, {s.sample_id: i % 2 for i, s in enumerate(samples)})
+        operator = logged_in(hub, "op")
+        token = csrf_token_of(operator.get("/operator").get_data(as_text=True))
+        form = {"csrf_token": token, "model": "nope", "min_agreement": "0"}
+        refused = operator.post("/operator/export", data=form)
+        assert refused.status_code == 303 and not any(scratch.iterdir())
+        assert "export of nope: no samples of model &#39;nope&#39;" in operator.get("/operator").get_data(as_text=True)
+
+        response = operator.post("/operator/export", data={**form, "model": "lenet5"}, buffered=True)
+        assert response.status_code == 200 and response.mimetype == "application/zip"
+        assert "lenet5-labels.zip" in response.headers["Content-Disposition"]
+        archive = zipfile.ZipFile(io.BytesIO(response.get_data()))
+        archive.extractall(tmp_path / "unzipped")
+        assert not list(scratch.rglob("*")), list(scratch.rglob("*"))  # gone once the response was sent (closed)
+        catalog = scan(tmp_path / "unzipped" / "lenet5-labels")
+        assert catalog.format == "folder" and len(catalog.records) == 5 and catalog.labels == ("0", "1")
+
+        annotator = logged_in(hub, "ann")
+        token = csrf_token_of(annotator.get("/annotate").get_data(as_text=True))
+        assert annotator.post("/operator/export", data={**form, "csrf_token": token}).status_code == 403
