@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
 from hgen.hub.devices import DeviceCredentialError
-from hgen.hub.errors import (BadInputError, ExportError, HubConfigError, HubError, InvalidRequestError,
-                             KnowledgeBaseError, ReleaseError, UnknownModelError)
+from hgen.hub.errors import (BadInputError, ExportError, GoldFolderError, HubConfigError, HubError,
+                             InvalidRequestError, KnowledgeBaseError, ReleaseError, UnknownModelError)
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision, upgrade
 from hgen.runtime.errors import HGenError
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((HubConfigError, 2), (UnknownModelError, 2),
                                                            (ReleaseError, 2),  # the operator's release refused
                                                            (ExportError, 2),  # nothing to export, a taken folder
+                                                           (GoldFolderError, 2),  # a folder naming no class
                                                            # an unknown device, an account that exists, a bad name
                                                            (BadInputError, 2), (DeviceCredentialError, 2),
                                                            (KnowledgeBaseError, 3), (HGenError, 1))
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "layout for boxes (hgen-compile reads both)"),
                             ("rollback", "publish an earlier version again, as the next version"),
                             ("publish", "publish bundles compiled offline (hgen-compile) as the next version"),
+                            ("add-gold", "add gold tasks from a folder of class folders (GOLD/<class name>/*.jpg)"),
                             ("add-user", "create a web account with a password (stdin) or an invite link token"),
                             ("add-device", "enrol a device: print its secret once (stored only hashed)"),
                             ("revoke-device", "withdraw a device's credential (the broker drops it within seconds)"),
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="leave out labels the people agreed on less than this (0..1; default 0: all)")
     verbs["retrain"].add_argument("--research", action="store_true",
                                   help="also search a new compression plan and tau (needs the model's compile_config)")
+    verbs["add-gold"].add_argument("--folder", type=Path, required=True,
+                                   help="a folder of class folders named as people see the classes")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
     verbs["add-user"].add_argument("--role", choices=("annotator", "operator"),
                                    help="default: annotator for a new account; an existing one keeps its role")
@@ -216,6 +220,27 @@ def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) 
         print(f"  note: {note}")
 
 
+def add_gold(config_path: str, folder: Path) -> int:
+    """0 when every picture was added (or was gold already), 1 when some were refused (the rest are added)."""
+    from hgen.hub.config import people_class_names
+    from hgen.hub.gold_folder import add_gold_folder
+    from hgen.hub.service import HubService
+
+    config = load_hub_config(config_path)
+    service = HubService.from_config(config)
+    try:
+        report = add_gold_folder(service.gold, folder, people_class_names(config), config.limits)
+        total = service.gold.count()
+    finally:
+        service.close()
+    added = ", ".join(f"{name} {n}" for name, n in report.added.items()) or "none"
+    print(f"hgen-hub add-gold: added {sum(report.added.values())} gold task(s) ({added}); {report.already_gold} "
+          f"already gold; {len(report.refused)} refused; the hub has {total} gold task(s)")
+    for path, why in report.refused:
+        print(f"  refused {path}: {why}", file=sys.stderr)
+    return 1 if report.refused else 0
+
+
 def add_user(config_path: str, name: str, role: str | None, invite: bool, replace: bool = False) -> None:
     """A new account, or with `replace` a reset one. Without it an existing name is refused: `add-user alice`
     used to replace an operator's password and demote her to annotator, and said it had succeeded."""
@@ -333,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb in ("rollback", "publish"):
             release(args.config, args.verb, args.model, getattr(args, "to", None), getattr(args, "bundle", ()),
                     getattr(args, "keras", None))
+        elif args.verb == "add-gold":
+            return add_gold(args.config, args.folder)
         elif args.verb == "add-user":
             add_user(args.config, args.name, args.role, args.invite, args.replace)
         elif args.verb in ("add-device", "revoke-device", "rotate-device"):

@@ -206,6 +206,10 @@ class ExportError(HubError):
     output folder that is not new); nothing is left at the output path."""
 
 
+class GoldFolderError(HubError):
+    """A gold folder cannot be imported as laid out (not a folder, a folder naming no class); nothing was added."""
+
+
 class UnknownModelError(HubError, PlainKeyError):
     """No model of that name is configured under retrain.models; the message lists the valid names."""
 

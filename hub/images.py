@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from hgen.hub.errors import ImageDecodeError
+from hgen.hub.errors import ImageDecodeError, NotAnImageError
 from hgen.protos import hub_pb2
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -42,6 +42,17 @@ def sniff(data: bytes) -> int | None:
     if data.startswith(JPEG_START + b"\xff"):
         return hub_pb2.IMAGE_FORMAT_JPEG
     return None
+
+
+def encoded_image(data: bytes) -> hub_pb2.Image:
+    """An uploaded file as a sample image: PNG or JPEG by content (never by file name), measured from its header
+    only. The pixel cap and the decode check follow where it is stored (hgen.hub.validation.check_image, e.g. in
+    GoldBook.add), so a bomb is never decoded."""
+    fmt = sniff(data)
+    if fmt is None:
+        raise NotAnImageError("not an image: a PNG or JPEG file is needed")
+    header = read_header(data, fmt)
+    return hub_pb2.Image(format=fmt, data=data, height=header.height, width=header.width, channels=header.channels)
 
 
 def read_header(data: bytes, fmt: int) -> ImageHeader:

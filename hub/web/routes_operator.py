@@ -10,8 +10,8 @@ from typing import Any
 from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 
 from hgen.hub.crowd.together import MIN_SHARED, answering_together
-from hgen.hub.errors import AuthError, InvalidRequestError, NotAnImageError
-from hgen.hub.images import read_header, sniff
+from hgen.hub.errors import AuthError, InvalidRequestError
+from hgen.hub.images import encoded_image
 from hgen.hub.retrain.watch import watch
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
@@ -19,7 +19,6 @@ from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
 from hgen.hub.web.storage import StorageGauge, human_bytes
-from hgen.protos import hub_pb2
 from hgen.runtime.errors import HGenError
 
 NOTICE = "notice"  # session key of the one message the operator page shows next
@@ -92,7 +91,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         form = parse_form(GoldForm, request.form)
         class_id = check_class(form.class_id, ctx.config.num_classes)
         upload = request.files.get("image")
-        image = uploaded_image(upload.read() if upload is not None else b"")
+        image = encoded_image(upload.read() if upload is not None else b"")
         sample_id = ctx.hub.service.gold.add(image, class_id, ctx.config.num_classes, ctx.config.limits)
         return back_to_operator(f"gold task {sample_id} added ({ctx.class_names[class_id]})")
 
@@ -125,16 +124,6 @@ def back_to_operator(message: str) -> Any:
     a `?message=` link let anyone make the page say what they chose, in the hub's own voice."""
     session[NOTICE] = message[:300]
     return redirect(url_for("operator"), 303)
-
-
-def uploaded_image(data: bytes) -> hub_pb2.Image:
-    """PNG or JPEG by content (never by file name), measured from its header only: the pixel cap and the decode
-    check follow in GoldBook.add (hgen.hub.validation.check_image), so a bomb is never decoded."""
-    fmt = sniff(data)
-    if fmt is None:
-        raise NotAnImageError("the upload is not an image: upload a PNG or JPEG file")
-    header = read_header(data, fmt)
-    return hub_pb2.Image(format=fmt, data=data, height=header.height, width=header.width, channels=header.channels)
 
 
 def metrics_text(counts: dict[str, int]) -> str:
