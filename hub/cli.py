@@ -198,7 +198,11 @@ def release(config_path: str, verb: str, model: str, to: str | None = None, bund
           f"(run {run.id}); serving hubs tell their devices")
 
 
-def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) -> None:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) -> int:
     from hgen.hub.export.run import ExportSettings, export_labels
     from hgen.hub.kb.store import KnowledgeBase
 
@@ -207,9 +211,14 @@ def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) 
     kbc = config.knowledge_base
     kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
                             migrate=kbc.migrate)
+    stopped = signal.signal(signal.SIGTERM, _interrupt)  # timeout, systemd, docker: cleaned up as on Ctrl-C
     try:
         report = export_labels(kb, model, out, settings)
+    except KeyboardInterrupt:
+        print(f"hgen-hub export: interrupted; nothing written to {out}", file=sys.stderr)
+        return 130
     finally:
+        signal.signal(signal.SIGTERM, stopped)
         kb.close()
     splits = ", ".join(f"{split} {n}" for split, n in sorted(report.written.items()))
     left = "; ".join(f"{n} {reason}" for reason, n in report.skipped.items())
@@ -218,6 +227,7 @@ def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) 
           f"read back with --dataset {report.dataset}{'; left out: ' + left if left else ''}")
     for note in report.notes:
         print(f"  note: {note}")
+    return 0
 
 
 def add_gold(config_path: str, folder: Path) -> int:
@@ -354,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "versions":
             versions(args.config, args.model)
         elif args.verb == "export":
-            export(args.config, args.model, args.out, args.min_agreement)
+            return export(args.config, args.model, args.out, args.min_agreement)
         elif args.verb in ("rollback", "publish"):
             release(args.config, args.verb, args.model, getattr(args, "to", None), getattr(args, "bundle", ()),
                     getattr(args, "keras", None))

@@ -40,6 +40,8 @@ class ExportSample:
     image: ExportImage
     class_id: int | None  # the people's class (class labels)
     payload: bytes  # the serialized hgen.v1.SampleReply (drawn labels read their boxes from it)
+    drawn_size: tuple[int, int]  # (width, height) people's drawings are measured in: the stored image's, as the
+    # annotator page and the retrain scale them (it differs from the file's for a picture stored sideways)
 
 
 class SkipSample(ExportError):

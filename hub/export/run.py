@@ -1,17 +1,20 @@
 """`export_labels`: what every layout shares. Which labels, which images, which split, the index, and all or nothing.
 
-- Labels: exactly the ones a retrain learns from (`hgen.hub.retrain.records`: device samples, gold tasks and the
-  answers of paused annotators left out; a drawing only where most of the people asked stand behind it), so what a
-  team trains on outside is what the hub trained on.
+- Labels: the ones a retrain reads (`hgen.hub.retrain.records`: device samples, gold tasks and the answers of
+  paused annotators left out; a drawing only where most of the people asked stand behind it), all of them: a
+  retrain's own limits (the newest `retrain.max_labels`, its filter of unlike samples) are not applied.
 - Split: the hub's own held-out labels (`hgen.hub.retrain.data.held_out`, the acceptance check's) go to `val`, the
   rest to `train`: a model compiled on the export and published back is not judged on labels it trained on.
 - Images: the stored JPEG or PNG bytes as they came (no second compression), PNG for raw pixels and for a picture
-  stored sideways (turned upright, as people saw it and drew on it). A sample whose image is gone (retention) or
-  does not decode is left out and counted by reason; so is one below `min_agreement`.
+  stored sideways (turned upright, as people saw it). A sample whose image retention removed, whose file cannot be
+  read or that does not decode is left out and counted by reason; so is one below `min_agreement`. An `image_dir`
+  that is not there (another machine, another working folder for a relative path) is refused, not read as all
+  images gone.
 - Index: `samples.csv` (a row per image: sample, split, label, how many people answered and how many of those
   answers were SIMULATED, how far they agreed, device, model version, when) and `export.json` (the counts).
-- All or nothing: written into a hidden folder beside `out` and renamed at the end; an export that fails leaves
-  nothing at `out`, and `out` must be new (or an empty folder).
+- All or nothing: written into a hidden folder beside `out` and renamed at the end; an export that fails (a full
+  disk too) leaves nothing at `out`, and `out` must be new (or an empty folder of its own). Parent folders it made
+  stay.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -40,6 +43,7 @@ from hgen.hub.errors import ExportError, KnowledgeBaseError
 from hgen.hub.export import EXPORTERS, ExportImage, ExportSample, SkipSample, WriterType
 from hgen.hub.images import sniff
 from hgen.hub.kb.models import Annotator, AnswerRow, Reply, Sample
+from hgen.hub.kb.retention import REMOVED_IMAGE
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
 from hgen.hub.retrain.data import held_out
 from hgen.hub.retrain.records import human_label, of_model
@@ -91,18 +95,21 @@ class ExportReport:
 
 def export_labels(kb: KnowledgeBase, model: str, out: Path, settings: ExportSettings) -> ExportReport:
     """Write the human labels of `model` (a bundle name devices report) under `out` in its label form's layout."""
-    out = Path(out)
+    out = Path(out).absolute()
     _refuse_taken(out)
     writer_type = EXPORTERS.get(label_form(kb, model))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
+        partial.mkdir()  # the user's umask, as any folder they make
+    except OSError as exc:
+        raise ExportError(f"cannot write beside {out}: {exc.strerror or exc}") from None
     try:
         report = _write(kb, model, writer_type, partial, settings)
-        partial.chmod(0o755)  # mkdtemp's 0700 would keep the team's other accounts out of their own labels
-        try:
-            os.rename(partial, out)  # onto an empty folder too; a folder filled meanwhile is refused
-        except OSError as exc:
-            raise ExportError(f"cannot move the export into {out}: {exc.strerror or exc}") from None
+        os.rename(partial, out)  # onto an empty folder too; a folder filled meanwhile is refused
+    except OSError as exc:  # a full disk, a folder filled meanwhile: said, and nothing left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ExportError(f"cannot write the export to {out}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -110,10 +117,16 @@ def export_labels(kb: KnowledgeBase, model: str, out: Path, settings: ExportSett
 
 
 def _refuse_taken(out: Path) -> None:
-    if out.is_dir() and not any(out.iterdir()):
+    """`out` must be new, or an empty folder of its own (not a link, a mount point or the working folder: the
+    finished export is renamed onto it, which those refuse only after it is all written)."""
+    if out.is_symlink():
+        raise ExportError(f"{out} is a symbolic link: export into a new folder")
+    if not out.exists():
         return
-    if out.exists() or out.is_symlink():
+    if not out.is_dir() or any(out.iterdir()):
         raise ExportError(f"{out} exists: export into a new folder (an export never mixes with other files)")
+    if os.path.ismount(out) or out == Path.cwd().absolute():
+        raise ExportError(f"{out} is a mount point or the working folder: export into a new folder inside it")
 
 
 def label_form(kb: KnowledgeBase, model: str) -> str:
@@ -124,7 +137,7 @@ def label_form(kb: KnowledgeBase, model: str) -> str:
                                                         Sample.transport != GOLD_TRANSPORT).distinct()).all()
         if not wire:
             known = s.scalars(select(Sample.bundle_name).where(Sample.transport != GOLD_TRANSPORT).distinct()
-                              .limit(20)).all()
+                              .order_by(Sample.bundle_name).limit(20)).all()
             raise ExportError(f"no samples of model {model!r} in the knowledge base (models with samples: "
                               f"{', '.join(sorted(known)) or 'none'})")
     kinds = {kind for value in wire if (kind := kind_of_wire(value)) is not None}
@@ -154,7 +167,7 @@ def _write(kb: KnowledgeBase, model: str, writer_type: WriterType, root: Path,
                 if reply.aggregated.confidence < settings.min_agreement:
                     raise SkipSample(f"agreement below {settings.min_agreement}")
                 sample = ExportSample(row.id, _stem(row.id), _split(row.id, settings), _image(kb, row),
-                                      row.class_id, row.payload)
+                                      row.class_id, row.payload, (row.width, row.height))
                 path, label = writer.add(sample)
             except SkipSample as skip:
                 skipped[skip.reason] += 1
@@ -174,8 +187,9 @@ def _write(kb: KnowledgeBase, model: str, writer_type: WriterType, root: Path,
 
 def _rows(kb: KnowledgeBase, model: str, selection: tuple[Any, ...]) -> Iterator[Any]:
     """The model's human-labelled samples in sample id order, a page per query (keyset: each page after the last
-    id read), with how many of each one's answers were SIMULATED (the answer says so, or its annotator's account
-    was registered as simulated)."""
+    id read, on both tables: PostgreSQL merge-joins replies by its key, and bounded on samples alone it read that
+    index from the start for every page), with how many of each one's answers were SIMULATED (the answer says so,
+    or its annotator's account was registered as simulated)."""
     simulated = (select(func.count()).select_from(AnswerRow).join(Annotator, Annotator.id == AnswerRow.annotator_id)
                  .where(AnswerRow.sample_id == Sample.id,
                         or_(AnswerRow.simulated.is_(True), Annotator.kind == "simulated")).scalar_subquery())
@@ -185,7 +199,7 @@ def _rows(kb: KnowledgeBase, model: str, selection: tuple[Any, ...]) -> Iterator
                         Sample.height, Sample.width, Sample.channels, Sample.image_bytes, Sample.image_path,
                         Reply.class_id, Reply.payload, Reply.created_at, simulated.label("simulated"))
                  .join(Reply, Reply.sample_id == Sample.id)
-                 .where(*of_model(model), human_label(), *selection, Sample.id > last)
+                 .where(*of_model(model), human_label(), *selection, Sample.id > last, Reply.sample_id > last)
                  .order_by(Sample.id).limit(PAGE))
         with kb.session() as s:
             page = s.execute(query).all()
@@ -196,11 +210,18 @@ def _rows(kb: KnowledgeBase, model: str, selection: tuple[Any, ...]) -> Iterator
 
 
 def _image(kb: KnowledgeBase, row: Any) -> ExportImage:
-    """The picture as a file people's labels fit: SkipSample when it is gone or does not decode."""
+    """The picture as a file people's labels fit: SkipSample, by reason, when it is gone or does not decode."""
+    if row.image_bytes == REMOVED_IMAGE and row.image_path is None:
+        raise SkipSample("image removed by retention (knowledge_base.keep_labelled_images)")
     try:
         data = kb.images.get(row.image_bytes, row.image_path)
-    except KnowledgeBaseError:
-        raise SkipSample("image gone (removed by retention, or its file is missing)") from None
+    except KnowledgeBaseError as exc:
+        folder = kb.images.image_dir
+        if folder is not None and not folder.is_dir():  # not one lost file: run where the images are not
+            raise ExportError(f"knowledge_base.image_dir {folder} is not a folder here, and samples' images are "
+                              "files in it: run the export where the hub's images are (the same working folder, "
+                              "for a relative path)") from None
+        raise SkipSample(f"image file unreadable ({exc})") from None
     if row.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:
         channels = row.channels or 1
         if len(data) != row.height * row.width * channels or channels not in (1, 3, 4):

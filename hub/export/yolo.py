@@ -56,7 +56,7 @@ class YoloWriter:
         boxes = agreed_boxes(sample.payload)
         if boxes.size and (boxes[:, 4].min() < 0 or boxes[:, 4].max() >= len(self.classes)):
             raise SkipSample("box class outside the model's classes")
-        lines, dropped = yolo_lines(boxes, sample.image.width, sample.image.height)
+        lines, dropped = yolo_lines(boxes, *sample.drawn_size)
         self.dropped += dropped
         image = Path("images") / sample.split / f"{sample.stem}{sample.image.extension}"
         label = Path("labels") / sample.split / f"{sample.stem}.txt"
@@ -67,11 +67,14 @@ class YoloWriter:
         return image.as_posix(), f"{len(lines)} box{'' if len(lines) == 1 else 'es'}"
 
     def finish(self) -> list[str]:
-        data = {"path": ".", **{split: f"images/{split}" for split in sorted(self.splits)},
-                "names": dict(enumerate(self.classes))}
+        # no `path:`: Ultralytics takes an existing one relative to where it runs; without it, the YAML's folder
+        data = {**{split: f"images/{split}" for split in sorted(self.splits)}, "names": dict(enumerate(self.classes))}
         (self.root / "data.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False),
                                              encoding="utf-8")
         notes = [f"{self.dropped} box(es) without area inside the image left out"] if self.dropped else []
+        if "train" not in self.splits:
+            notes.append("every label is held out (val): data.yaml names no train split, and nothing trains on it "
+                         "until more labels come")
         if "val" not in self.splits:
             notes.append("no held-out labels yet: data.yaml names no val split (Ultralytics needs one to train; "
                          "hgen-compile carves one from train)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from sqlalchemy import update
 
 from hgen.compiler.data import load_dataset
 from hgen.compiler.data.formats import scan
@@ -137,15 +139,18 @@ def test_only_what_a_retrain_learns_is_exported_and_what_is_left_out_is_counted(
         path = s.get(Sample, gone.sample_id).image_path
     assert path is not None
     (tmp_path / "images" / path).unlink()
+    with service.kb.session() as s:  # what retention leaves of an image it removed
+        s.execute(update(Sample).where(Sample.id == first[0].sample_id).values(image_bytes=b"", image_path=None))
 
     settings = ExportSettings.of_hub(hub_config(tmp_path))
     report = export_labels(service.kb, "lenet5", tmp_path / "all", settings)
-    assert sum(report.written.values()) == 10
-    assert report.simulated == 4 and report.skipped == {"image gone (removed by retention, or its file is missing)": 1}
+    assert sum(report.written.values()) == 9 and report.simulated == 4
+    assert report.skipped == {"image removed by retention (knowledge_base.keep_labelled_images)": 1,
+                              f"image file unreadable (image file {path} cannot be read: No such file or directory)": 1}
 
     service.gold.pause("bot", "gold accuracy below 60%")
     report = export_labels(service.kb, "lenet5", tmp_path / "without-bot", settings)
-    assert sum(report.written.values()) == 6 and report.simulated == 0
+    assert sum(report.written.values()) == 5 and report.simulated == 0
     assert (tmp_path / "without-bot" / "classes.txt").read_text() == "cat\n"
     assert any("2 class(es) without labels" in note for note in report.notes)
 
@@ -180,7 +185,7 @@ def test_an_export_is_all_or_nothing_and_refuses_what_it_cannot_write(service: H
     settings = ExportSettings.of_hub(hub_config(tmp_path))
     with pytest.raises(ExportError, match="no samples of model 'lenet5'.*models with samples: none"):
         export_labels(service.kb, "lenet5", tmp_path / "out", settings)
-    unanswered = make_sample("cam", num_classes=3)
+    unanswered = make_sample("cam", num_classes=3, image=png_image(size=200, seed=3, channels=3))  # a file
     service.submit(make_request("cam", [unanswered], m=1), "grpc")
     with pytest.raises(ExportError, match="no human labels"):
         export_labels(service.kb, "lenet5", tmp_path / "out", settings)
@@ -200,9 +205,17 @@ def test_an_export_is_all_or_nothing_and_refuses_what_it_cannot_write(service: H
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
     (tmp_path / "empty").mkdir()
     assert sum(export_labels(service.kb, "lenet5", tmp_path / "empty", settings).written.values()) == 1
-    with pytest.raises(ExportError, match="hidden folder"):
-        export_labels(service.kb, "lenet5", tmp_path / "dots",
-                      ExportSettings(("cat", "dog", ".fox"), holdout_share=0.2))
+    for bad, why in ((".fox", "hidden folder"), ("fox ", "space"), ("#1", "starts with #"), ("a/b", "slash")):
+        with pytest.raises(ExportError, match=why):
+            export_labels(service.kb, "lenet5", tmp_path / "names", ExportSettings(("cat", "dog", bad), 0.2))
+    (tmp_path / "link").symlink_to(tmp_path / "empty-target", target_is_directory=True)
+    (tmp_path / "empty-target").mkdir()
+    with pytest.raises(ExportError, match="symbolic link"):
+        export_labels(service.kb, "lenet5", tmp_path / "link", settings)
+    shutil.rmtree(tmp_path / "images")  # the export run where the hub's images are not
+    with pytest.raises(ExportError, match="image_dir .* is not a folder here, and samples' images are files"):
+        export_labels(service.kb, "lenet5", tmp_path / "elsewhere", settings)
+    assert not (tmp_path / "names").exists() and not (tmp_path / "elsewhere").exists()
 
 
 def test_the_cli_writes_the_export_and_exits_2_on_a_taken_folder(tmp_path: Path,
@@ -236,12 +249,31 @@ def test_a_class_people_named_only_in_held_out_samples_is_said(tmp_path: Path) -
 
     writer = FolderWriter(tmp_path, CLASSES)
     image = ExportImage(png_image(channels=3).data, ".png", 28, 28)
-    writer.add(ExportSample("a", "a", "train", image, 0, b""))
-    writer.add(ExportSample("b", "b", "val", image, 1, b""))
+    writer.add(ExportSample("a", "a", "train", image, 0, b"", (28, 28)))
+    writer.add(ExportSample("b", "b", "val", image, 1, b"", (28, 28)))
     notes = writer.finish()
     assert (tmp_path / "classes.txt").read_text() == "cat\ndog\n"
     assert any("class 'dog' has labels only in the held-out split" in note for note in notes)
+    assert any("val/ has no labels of cat" in note and "class_names" in note for note in notes)
     assert any("1 class(es) without labels" in note and "fox" in note for note in notes)
+
+
+def test_boxes_are_scaled_by_the_size_people_drew_on_and_data_yaml_has_no_path(tmp_path: Path) -> None:
+    """A picture stored sideways is written upright (20 x 30) while people's boxes are in the stored image's
+    measure (30 x 20), as the annotator page and the retrain scale them; Ultralytics reads an existing `path:`
+    relative to where it runs, so the YAML names none."""
+    from hgen.hub.export import ExportImage, ExportSample
+    from hgen.hub.export.yolo import YoloWriter
+
+    reply = hub_pb2.SampleReply(aggregated=hub_pb2.AggregatedLabel(boxes=hub_pb2.BoxList(boxes=[
+        hub_pb2.Box(x_min=15, y_min=0, x_max=30, y_max=10, class_id=2, score=1.0)])))
+    writer = YoloWriter(tmp_path, CLASSES)
+    image = ExportImage(png_image(channels=3).data, ".png", 20, 30)
+    writer.add(ExportSample("a", "a", "val", image, None, reply.SerializeToString(), (30, 20)))
+    notes = writer.finish()
+    assert (tmp_path / "labels" / "val" / "a.txt").read_text() == "2 0.750000 0.250000 0.500000 0.500000\n"
+    assert "path" not in yaml.safe_load((tmp_path / "data.yaml").read_text())
+    assert any("every label is held out" in note for note in notes)
 
 
 def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hub(
@@ -280,3 +312,35 @@ def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hu
         annotator = logged_in(hub, "ann")
         token = csrf_token_of(annotator.get("/annotate").get_data(as_text=True))
         assert annotator.post("/operator/export", data={**form, "csrf_token": token}).status_code == 403
+
+
+def test_sigterm_mid_export_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """timeout, systemd and docker stop a job with SIGTERM: the partial folder went with it only on Ctrl-C."""
+    import os
+    import signal
+
+    from hgen.hub.export.folder import FolderWriter
+
+    config = hub_config(tmp_path)
+    service = HubService.from_config(config)
+    try:
+        labelled_classes(service, n=6)
+    finally:
+        service.close()
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump({"devices": ["cam"], "num_classes": 3, "knowledge_base": {
+        "url": config.knowledge_base.url, "image_dir": str(tmp_path / "images")}}))
+    written = FolderWriter.add
+
+    def add_then_stop(self: FolderWriter, sample: object) -> tuple[str, str]:
+        if len(self.written) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled in this (main) thread before the next line runs
+        return written(self, sample)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FolderWriter, "add", add_then_stop)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out" / "labels"
+    assert main(["export", "--config", str(path), "--model", "lenet5", "--out", str(out)]) == 130
+    assert "interrupted; nothing written" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == [] and signal.getsignal(signal.SIGTERM) is before
