@@ -1,6 +1,6 @@
 """How long `hgen-hub export` takes and how much memory it holds, by the number of labels in the knowledge base.
 
-The knowledge base is made through the hub's own API (HubService on SQLite, the device's submit and the annotator
+The knowledge base is made through the hub's own API (HubService on SQLite or PostgreSQL, the device's submit and the annotator
 API; one SIMULATED person answers every sample, m=1): camera-like frames (`SIZES`, JPEG quality 90 of smooth
 gradients with seeded noise, 10 classes), then `export_labels` writes them as class folders. Per cell: the median
 of `REPEATS` exports into a fresh folder, with the peak of Python-tracked memory (tracemalloc: NumPy's and
@@ -25,8 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, markdown_table, write_results  # noqa: E402
 
-LABELS = (1000, 10000)
-SIZES = ((96, 96), (640, 480))
+# (database, labels, frame width, frame height)
+CELLS = (("sqlite", 1000, 96, 96), ("sqlite", 1000, 640, 480), ("sqlite", 10000, 96, 96),
+         ("sqlite", 10000, 640, 480), ("postgresql", 10000, 96, 96))
 REPEATS = 3
 BATCH = 100
 
@@ -39,14 +40,14 @@ def frame(rng: np.random.Generator, width: int, height: int) -> bytes:
     return encoded.tobytes()
 
 
-def filled_hub(root: Path, n: int, width: int, height: int):  # type: ignore[no-untyped-def]
+def filled_hub(url: str, root: Path, n: int, width: int, height: int):  # type: ignore[no-untyped-def]
     from hgen.hub.config import parse_hub_config
     from hgen.hub.service import HubService
     from hgen.hub.testing.samples import make_request, make_sample
     from hgen.protos import hub_pb2
 
     config = parse_hub_config({"devices": ["cam"], "num_classes": 10, "knowledge_base": {
-        "url": f"sqlite:///{root / 'hub.db'}", "image_dir": str(root / "images")},
+        "url": url, "image_dir": str(root / "images")},
         "limits": {"max_open_samples_per_device": 10 * BATCH}})
     service = HubService.from_config(config)
     service.annotators.register("sim", simulated=True)
@@ -64,10 +65,10 @@ def filled_hub(root: Path, n: int, width: int, height: int):  # type: ignore[no-
     return config, service
 
 
-def measure(root: Path, n: int, width: int, height: int) -> dict[str, object]:
+def measure(url: str, root: Path, n: int, width: int, height: int) -> dict[str, object]:
     from hgen.hub.export.run import ExportSettings, export_labels
 
-    config, service = filled_hub(root, n, width, height)
+    config, service = filled_hub(url, root, n, width, height)
     seconds, peaks, written = [], [], 0
     try:
         for repeat in range(REPEATS):
@@ -83,25 +84,31 @@ def measure(root: Path, n: int, width: int, height: int) -> dict[str, object]:
     finally:
         service.close()
     median = statistics.median(seconds)
-    return {"labels": n, "frame": f"{width}x{height}", "exported": written, "median_s": round(median, 2),
+    return {"database": url.split(":")[0].split("+")[0], "labels": n, "frame": f"{width}x{height}", "exported": written, "median_s": round(median, 2),
             "labels_per_s": round(written / median), "peak_python_mib": round(statistics.median(peaks) / 2**20, 1),
             "runs_s": [round(s, 2) for s in seconds]}
 
 
 def main() -> int:
+    from hgen.hub.testing.services import postgres
+
     rows = []
-    for n in LABELS:
-        for width, height in SIZES:
+    with postgres() as server:
+        for database, n, width, height in CELLS:
             with tempfile.TemporaryDirectory() as tmp:
-                rows.append(measure(Path(tmp), n, width, height))
+                url = (f"sqlite:///{Path(tmp) / 'hub.db'}" if database == "sqlite"
+                       else server.create_database(f"export_{n}_{width}"))
+                rows.append(measure(url, Path(tmp), n, width, height))
                 print(rows[-1], flush=True)
     m = machine()
     md = "\n".join([
         "# `hgen-hub export`: time and memory by knowledge-base size (annotators SIMULATED)", "",
         __doc__.split("\n\n    python")[0], "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, SQLite on local disk; {REPEATS} exports per cell, the median "
-        "time; memory is the median of the runs' peaks.", "",
-        markdown_table(rows, ["labels", "frame", "exported", "median_s", "labels_per_s", "peak_python_mib"]),
+        f"Machine: {m['cpu']}, {m['cores']} cores; SQLite on local disk, PostgreSQL a local throw-away cluster "
+        f"(hgen.hub.testing.services.postgres, fsync off); {REPEATS} exports per cell, the median time; memory is "
+        "the median of the runs' peaks. Images are stored inline below 64 KiB (all of these).", "",
+        markdown_table(rows, ["database", "labels", "frame", "exported", "median_s", "labels_per_s",
+                              "peak_python_mib"]),
     ])
     write_results("export_labels", {"repeats": REPEATS, "machine": m, "rows": rows}, md)
     return 0
