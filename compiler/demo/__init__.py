@@ -81,6 +81,7 @@ def run_demo(config: DemoConfig, log: Log = print) -> dict[str, Any]:
         run = run_that_made(app, frames.last_version())
         evaluation = evaluate_stage(config, compiled, app, pools, first, run.to_version)
         summary = summarise(config, compiled, data, frames, agent, app, (first, run), evaluation, transport, start)
+        summary["labels_export"] = export_stage(app, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log("[7/7] " + format_summary(summary))
     check_outcome(summary, config.enforce_demands)
@@ -115,6 +116,15 @@ def evaluate_stage(config: DemoConfig, compiled: Any, app: Any, pools: Pools, fi
     return evaluate_versions(versions, bundle["public_key"], target, pools.evaluation,
                              m=config.m, annotator_accuracy=config.annotator_accuracy, seed=config.seed + 1,
                              unfamiliar_share=config.unfamiliar_share)
+
+
+def export_stage(app: Any, out: Path) -> dict[str, Any]:
+    """The people's labels of the run as a data set (`hgen-hub export`): what a team takes out of its hub."""
+    from hgen.hub.export.run import ExportSettings, export_labels
+
+    report = export_labels(app.service.kb, model_name(app), out / "labels", ExportSettings.of_hub(app.config))
+    return {"folder": str(report.folder), "format": report.data_format, "written": report.written,
+            "simulated": report.simulated, "skipped": report.skipped, "dataset": report.dataset}
 
 
 def check_outcome(summary: dict[str, Any], enforce_demands: bool = True) -> None:

@@ -149,5 +149,5 @@ def fresh_run_folder(out: Path) -> None:
     for name in ("hub.sqlite", "hub.sqlite-wal", "hub.sqlite-shm", "agent-outbox.sqlite", "agent-outbox.sqlite-wal",
                  "agent-outbox.sqlite-shm", "results.jsonl", "stream.avi"):
         (out / name).unlink(missing_ok=True)
-    for name in ("hub-models", "agent-bundles", "broker"):
+    for name in ("hub-models", "agent-bundles", "broker", "labels"):
         shutil.rmtree(out / name, ignore_errors=True)

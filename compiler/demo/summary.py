@@ -105,9 +105,18 @@ def format_summary(s: dict[str, Any]) -> str:
             f"kept the model's answer)\n"
             f"  demands (the compile's check on its test split; labour also on the stream): {met}\n"
             f"{field_accuracy_line(s.get('field_accuracy'))}"
+            f"{export_line(s.get('labels_export'))}"
             f"  {s['fps']:.1f} frames/s; swap pause {s['swap_pause_ms']:.3f} ms; dropped frames {s['dropped_frames']}\n"
             f"  report {s['paths']['report']}; bundle {s['paths']['bundle']}; results {s['paths']['results']}\n"
             f"  summary {s['paths']['summary']}; {s['wall_seconds']:.0f} s in all")
+
+
+def export_line(export: dict[str, Any] | None) -> str:
+    """Where the people's labels went (hgen-hub export), '' when the run did not export them."""
+    if not export:
+        return ""
+    return (f"  people's labels: {sum(export['written'].values())} ({export['simulated']} SIMULATED) exported to "
+            f"{export['folder']} ({export['format']} layout, held-out in val/; hgen-hub export)\n")
 
 
 def field_accuracy_line(field: dict[str, Any] | None) -> str:

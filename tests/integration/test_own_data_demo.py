@@ -1,6 +1,7 @@
 """A field team's own colour images, in class folders of mixed sizes and formats with a few corrupt files, through
 the whole loop: compile (read only through the `folder` format, or through a `csv` manifest naming the same files from
-another folder) -> signed bundle -> agent on a colour video -> hub with the SIMULATED crowd -> retrain -> hot swap.
+another folder) -> signed bundle -> agent on a colour video -> hub with the SIMULATED crowd -> retrain -> hot swap
+-> the people's labels exported and read back.
 The same for detection: a YOLO set, a COCO file and a Pascal VOC folder (with classes.txt) of colour scenes (mixed sizes, JPEG and PNG) compile to an H-YOLO
 bundle; the SIMULATED crowd draws boxes; the hub retrains on them plus the original data read through the same format.
 The images are generated (compiler/data/synthetic.py says how)."""
@@ -15,6 +16,7 @@ from sklearn.datasets import load_digits
 
 from hgen.compiler.data import Split
 from hgen.compiler.data.detection import compose, load_detection_dataset
+from hgen.compiler.data.formats import scan
 from hgen.compiler.data.synthetic import write_coco_file, write_colour_folder, write_voc_set, write_yolo_set
 from hgen.compiler.demo import demo_config, run_demo
 
@@ -64,6 +66,10 @@ def test_own_colour_images_run_the_whole_loop(cams, tmp_path, layout):
     frames = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {f["bundle_version"] for f in frames} >= {first, second}
     assert np.isfinite(summary["accuracy_fused_after"])
+    exported = summary["labels_export"]  # the people's labels, taken out as hgen-hub export does, read back
+    catalog = scan(exported["folder"])
+    assert catalog.format == "folder" and set(catalog.labels) <= set(CLASSES)
+    assert len(catalog.records) == sum(exported["written"].values()) == exported["simulated"] > 0
 
 
 @pytest.fixture(scope="module")
@@ -118,5 +124,10 @@ def test_own_detection_data_runs_the_whole_loop(scenes, tmp_path, layout):
     frames = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert {f["bundle_version"] for f in frames} >= {first, second}
     assert any(f.get("human_boxes") for f in frames)  # people's boxes came back to the device
+    exported = summary["labels_export"]  # the people's boxes, taken out as hgen-hub export does, read back
+    catalog = scan(exported["folder"])
+    assert catalog.format == "yolo" and catalog.labels == tuple(CLASSES)
+    assert len(catalog.records) == sum(exported["written"].values()) > 0
+    assert any(len(record.boxes) for record in catalog.records)
     again = load_detection_dataset(summary["dataset"])  # the name the hub's retrain reads the original data by
     assert again.report.set_cached and again.report.decoded == 0  # through the same format, from the cache
