@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hgen.hub import cli_labels as labels
 from hgen.hub.app import HubApp
 from hgen.hub.config import load_hub_config
 from hgen.hub.devices import DeviceCredentialError
@@ -198,59 +199,6 @@ def release(config_path: str, verb: str, model: str, to: str | None = None, bund
           f"(run {run.id}); serving hubs tell their devices")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) -> int:
-    from hgen.hub.export.run import ExportSettings, export_labels
-    from hgen.hub.kb.store import KnowledgeBase
-
-    config = load_hub_config(config_path)
-    settings = ExportSettings.of_hub(config, min_agreement)
-    kbc = config.knowledge_base
-    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                            migrate=kbc.migrate)
-    stopped = signal.signal(signal.SIGTERM, _interrupt)  # timeout, systemd, docker: cleaned up as on Ctrl-C
-    try:
-        report = export_labels(kb, model, out, settings)
-    except KeyboardInterrupt:
-        print(f"hgen-hub export: interrupted; nothing written to {out}", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, stopped)
-        kb.close()
-    splits = ", ".join(f"{split} {n}" for split, n in sorted(report.written.items()))
-    left = "; ".join(f"{n} {reason}" for reason, n in report.skipped.items())
-    print(f"hgen-hub export: {sum(report.written.values())} labelled images of {model} ({splits}; "
-          f"{report.simulated} labelled by SIMULATED annotators) in {report.data_format} layout at {report.folder}; "
-          f"read back with --dataset {report.dataset}{'; left out: ' + left if left else ''}")
-    for note in report.notes:
-        print(f"  note: {note}")
-    return 0
-
-
-def add_gold(config_path: str, folder: Path) -> int:
-    """0 when every picture was added (or was gold already), 1 when some were refused (the rest are added)."""
-    from hgen.hub.config import people_class_names
-    from hgen.hub.gold_folder import add_gold_folder
-    from hgen.hub.service import HubService
-
-    config = load_hub_config(config_path)
-    service = HubService.from_config(config)
-    try:
-        report = add_gold_folder(service.gold, folder, people_class_names(config), config.limits)
-        total = service.gold.count()
-    finally:
-        service.close()
-    added = ", ".join(f"{name} {n}" for name, n in report.added.items()) or "none"
-    print(f"hgen-hub add-gold: added {sum(report.added.values())} gold task(s) ({added}); {report.already_gold} "
-          f"already gold; {len(report.refused)} refused; the hub has {total} gold task(s)")
-    for path, why in report.refused:
-        print(f"  refused {path}: {why}", file=sys.stderr)
-    return 1 if report.refused else 0
-
-
 def add_user(config_path: str, name: str, role: str | None, invite: bool, replace: bool = False) -> None:
     """A new account, or with `replace` a reset one. Without it an existing name is refused: `add-user alice`
     used to replace an operator's password and demote her to annotator, and said it had succeeded."""
@@ -364,12 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "versions":
             versions(args.config, args.model)
         elif args.verb == "export":
-            return export(args.config, args.model, args.out, args.min_agreement)
+            return labels.export(args.config, args.model, args.out, args.min_agreement)
         elif args.verb in ("rollback", "publish"):
             release(args.config, args.verb, args.model, getattr(args, "to", None), getattr(args, "bundle", ()),
                     getattr(args, "keras", None))
         elif args.verb == "add-gold":
-            return add_gold(args.config, args.folder)
+            return labels.add_gold(args.config, args.folder)
         elif args.verb == "add-user":
             add_user(args.config, args.name, args.role, args.invite, args.replace)
         elif args.verb in ("add-device", "revoke-device", "rotate-device"):

@@ -20,7 +20,7 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, select, update
@@ -136,24 +136,28 @@ class GoldBook:
 
     # --- gold samples -----------------------------------------------------------------------------------------
 
-    def _recent_shape(self, num_classes: int) -> list[float] | None:
-        """The probabilities of one of the latest device samples of this many classes (None: none yet)."""
+    def recent_shapes(self, num_classes: int) -> list[list[float]]:
+        """The probabilities of the latest device samples of this many classes (empty: none yet). A scan of the
+        samples by time: an import of many gold pictures reads it once (`add(..., shapes=)`)."""
         with self.kb.session() as s:
             outputs = s.scalars(select(Sample.model_output).where(Sample.transport != GOLD_TRANSPORT)
                                 .order_by(Sample.received_at.desc()).limit(RECENT_SHAPES)).all()
-        shapes = [list(p) for p in (hub_pb2.ModelOutput.FromString(o).class_probabilities for o in outputs)
-                  if len(p) == num_classes]
-        return random.SystemRandom().choice(shapes) if shapes else None
+        return [list(p) for p in (hub_pb2.ModelOutput.FromString(o).class_probabilities for o in outputs)
+                if len(p) == num_classes]
 
-    def add(self, image: hub_pb2.Image, class_id: int, num_classes: int, limits: LimitsConfig) -> str:
-        """Store a gold sample (the image is checked like a device's); returns its sample id."""
+    def add(self, image: hub_pb2.Image, class_id: int, num_classes: int, limits: LimitsConfig,
+            shapes: Sequence[list[float]] | None = None) -> str:
+        """Store a gold sample (the image is checked like a device's); returns its sample id. `shapes`: the
+        `recent_shapes` its guesses borrow one of (read here when None)."""
         if not 0 <= class_id < num_classes:
             raise InvalidRequestError(f"gold class must be in 0..{num_classes - 1}, got {class_id}")
         check_image(image, limits)
         self.kb.register_devices([GOLD_DEVICE])
         sample_id, now = str(uuid.uuid4()), self.clock()
         inline, path = self.kb.images.put(sample_id, image)
-        probabilities = decoy_like(self._recent_shape(num_classes), num_classes, class_id, secrets.randbits(64))
+        shapes = self.recent_shapes(num_classes) if shapes is None else shapes
+        real = random.SystemRandom().choice(shapes) if shapes else None
+        probabilities = decoy_like(real, num_classes, class_id, secrets.randbits(64))
         output = hub_pb2.ModelOutput(kind=wire_kind(self.kind.name), confidence=max(probabilities),
                                      class_probabilities=probabilities)
         with self.kb.session() as s:

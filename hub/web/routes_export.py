@@ -20,22 +20,23 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from flask import Flask, Response, request
 
-from hgen.hub.errors import ExportError
 from hgen.hub.export.run import ExportSettings, export_labels
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import ExportForm, parse_form
 from hgen.hub.web.routes_operator import back_to_operator
+from hgen.runtime.errors import HGenError
 
 
-def zipped(folder: Path, archive: Path) -> Path:
-    """`folder`'s files under one top folder named like it, in a zip at `archive`."""
+def zipped(folder: Path, archive: Path, top: str) -> Path:
+    """`folder`'s files under one top folder `top`, in a zip at `archive`."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
-                out.write(path, Path(folder.name) / path.relative_to(folder))
+                out.write(path, Path(top) / path.relative_to(folder))
     return archive
 
 
@@ -49,26 +50,44 @@ def register(app: Flask, ctx: WebContext) -> None:
         if not running.acquire(blocking=False):
             return back_to_operator("an export is already being made on this hub process; try again when it is "
                                     "done")
-        work = Path(tempfile.mkdtemp(prefix="hgen-export-"))
         try:
-            name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', form.model)}-labels"  # a file name, whatever the model
-            report = export_labels(ctx.hub.service.kb, form.model, work / name,
-                                   ExportSettings.of_hub(ctx.config, form.min_agreement))
-            archive = zipped(report.folder, work / f"{name}.zip")
-            handle = archive.open("rb")  # read from the open file: the folder goes now, whatever the client does
-        except ExportError as exc:
+            handle, name = _made(ctx, form)
+        except (HGenError, OSError) as exc:  # no labels, a full disk, the database: said on the page, never a 500
             return back_to_operator(f"export of {form.model}: {exc}")
         finally:
-            shutil.rmtree(work, ignore_errors=True)
             running.release()
         size = os.fstat(handle.fileno()).st_size
         return Response(_chunks(handle), mimetype="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="{archive.name}"', "Content-Length": str(size),
-            "Cache-Control": "no-store"})
+            "Content-Disposition": _attachment(name), "Content-Length": str(size), "Cache-Control": "no-store"})
 
 
-def _chunks(handle: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    """The zip in pieces, closing (and so freeing) the unlinked file at the end or when the client goes away."""
+def _made(ctx: WebContext, form: ExportForm) -> tuple[BinaryIO, str]:
+    """The export zipped and opened, its folder already removed (the open file keeps its bytes until closed); and
+    the download's name, `<model>-labels` (the model name a device reported)."""
+    work = Path(tempfile.mkdtemp(prefix="hgen-export-"))
+    try:
+        name = f"{form.model}-labels"
+        report = export_labels(ctx.hub.service.kb, form.model, work / "labels",
+                               ExportSettings.of_hub(ctx.config, form.min_agreement))
+        archive = zipped(report.folder, work / "labels.zip", top=plain(name))  # no "../" in an entry, whatever
+        return archive.open("rb"), name
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def plain(name: str) -> str:
+    """A file name of letters, digits, `.`, `_` and `-` only, not starting with a dot."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "labels"
+
+
+def _attachment(stem: str) -> str:
+    """Content-Disposition naming the zip: ASCII for every browser, the model's own name (RFC 6266) for most."""
+    return f"attachment; filename=\"{plain(stem)}.zip\"; filename*=UTF-8''{quote(stem, safe='')}.zip"
+
+
+def _chunks(handle: BinaryIO, size: int = 64 * 1024) -> Iterator[bytes]:
+    """The zip in pieces, closing (and so freeing) the unlinked file at the end or when the client goes away. Small
+    pieces: the web server's read_timeout_s bounds each send, and a 1 MiB piece cut off clients under 35 kB/s."""
     with handle:
         while chunk := handle.read(size):
             yield chunk

@@ -300,6 +300,15 @@ def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hu
         assert refused.status_code == 303 and not any(scratch.iterdir())
         assert "export of nope: no samples of model &#39;nope&#39;" in operator.get("/operator").get_data(as_text=True)
 
+        real_mkdtemp = tempfile.mkdtemp
+
+        def full(*args: object, **kwargs: object) -> str:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(tempfile, "mkdtemp", full)  # TMPDIR full: said, and the next try is not locked out
+        assert operator.post("/operator/export", data={**form, "model": "lenet5"}).status_code == 303
+        assert "No space left on device" in operator.get("/operator").get_data(as_text=True)
+        monkeypatch.setattr(tempfile, "mkdtemp", real_mkdtemp)
         response = operator.post("/operator/export", data={**form, "model": "lenet5"}, buffered=True)
         assert response.status_code == 200 and response.mimetype == "application/zip"
         assert "lenet5-labels.zip" in response.headers["Content-Disposition"]

@@ -76,6 +76,38 @@ def test_a_folder_of_class_folders_becomes_gold_once(service: HubService, tmp_pa
     assert truths(service) == [0, 1, 1, 2]
 
 
+def test_one_picture_has_one_truth_and_caches_and_loose_files_are_not_gold(service: HubService,
+                                                                           tmp_path: Path) -> None:
+    config = parse_hub_config(settings(tmp_path))
+    root = tmp_path / "gold"
+    picture(root / "dog" / "a.png", 1)
+    picture(root / "fox" / "a-again.png", 1)  # the same bytes under another class
+    picture(root / "dog" / ".thumbnails" / "a.png", 2)  # a file manager's cache
+    picture(root / "dog" / "@eaDir" / "a.png", 3)  # a Synology NAS's
+    (root / "dog" / "Thumbs.db").write_bytes(b"\0" * 10)
+    picture(root / "loose.png", 4)  # beside the class folders: no class
+    report = add_gold_folder(service.gold, root, CLASSES, config.limits)
+    assert report.added == {"dog": 1} and truths(service) == [1]
+    why = {Path(path).name: reason for path, reason in report.refused}
+    assert set(why) == {"a-again.png", "loose.png"}
+    assert "under class 'dog'" in why["a-again.png"] and "not in a class folder" in why["loose.png"]
+
+    (root / "dog" / "a.png").unlink()
+    moved = add_gold_folder(service.gold, root, CLASSES, config.limits)  # corrected to fox: still one truth
+    assert moved.added == {} and "already gold as class 'dog'" in dict(moved.refused)[str(root / "fox" / "a-again.png")]
+    assert truths(service) == [1]
+
+
+def test_two_folders_of_one_class_add_nothing(service: HubService, tmp_path: Path) -> None:
+    config = parse_hub_config(settings(tmp_path))
+    root = tmp_path / "gold"
+    picture(root / "Café" / "a.png", 1)
+    picture(root / unicodedata.normalize("NFD", "Café") / "b.png", 2)  # a copy made on a Mac, merged
+    with pytest.raises(GoldFolderError, match="both name class 'Café'"):
+        add_gold_folder(service.gold, root, CLASSES, config.limits)
+    assert truths(service) == []
+
+
 def test_a_folder_naming_no_class_adds_nothing(service: HubService, tmp_path: Path) -> None:
     config = parse_hub_config(settings(tmp_path))
     root = gold_folder(tmp_path / "gold")
@@ -91,6 +123,9 @@ def test_the_cli_adds_gold_and_says_what_it_refused(tmp_path: Path, capsys: pyte
     path = tmp_path / "hub.yaml"
     path.write_text(yaml.safe_dump(settings(tmp_path), allow_unicode=True))
     root = gold_folder(tmp_path / "gold")
+    assert main(["add-gold", "--config", str(path), "--folder", str(root)]) == 2  # from where no hub's database is
+    assert "no knowledge base at" in capsys.readouterr().err and not (tmp_path / "hub.db").exists()
+    assert main(["migrate", "--config", str(path)]) == 0
     assert main(["add-gold", "--config", str(path), "--folder", str(root)]) == 1  # two files refused
     captured = capsys.readouterr()
     assert "added 3 gold task(s) (Café 1, dog 2)" in captured.out and "refused" in captured.err
