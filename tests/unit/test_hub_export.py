@@ -218,19 +218,23 @@ def test_an_export_is_all_or_nothing_and_refuses_what_it_cannot_write(service: H
     assert not (tmp_path / "names").exists() and not (tmp_path / "elsewhere").exists()
 
 
-def test_the_cli_writes_the_export_and_exits_2_on_a_taken_folder(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    config = hub_config(tmp_path)
-    service = HubService.from_config(config)
+def labelled_hub_file(tmp_path: Path) -> Path:
+    """A hub config file whose SQLite knowledge base holds six labelled samples, as the CLI reads it."""
+    service = HubService.from_config(hub_config(tmp_path))
     try:
         labelled_classes(service, n=6)
     finally:
         service.close()
     path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump({"devices": ["cam"], "num_classes": 3,
-                                    "knowledge_base": {"url": config.knowledge_base.url,
-                                                       "image_dir": str(tmp_path / "images")},
-                                    "web": {"class_names": list(CLASSES)}}))
+    path.write_text(yaml.safe_dump({"devices": ["cam"], "num_classes": 3, "web": {"class_names": list(CLASSES)},
+                                    "knowledge_base": {"url": f"sqlite:///{tmp_path / 'hub.db'}",
+                                                       "image_dir": str(tmp_path / "images")}}))
+    return path
+
+
+def test_the_cli_writes_the_export_and_exits_2_on_a_taken_folder(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = labelled_hub_file(tmp_path)
     out = tmp_path / "export"
     assert main(["export", "--config", str(path), "--model", "lenet5", "--out", str(out),
                  "--min-agreement", "0.5"]) == 0
@@ -331,15 +335,7 @@ def test_sigterm_mid_export_leaves_nothing_behind(tmp_path: Path, monkeypatch: p
 
     from hgen.hub.export.folder import FolderWriter
 
-    config = hub_config(tmp_path)
-    service = HubService.from_config(config)
-    try:
-        labelled_classes(service, n=6)
-    finally:
-        service.close()
-    path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump({"devices": ["cam"], "num_classes": 3, "knowledge_base": {
-        "url": config.knowledge_base.url, "image_dir": str(tmp_path / "images")}}))
+    path = labelled_hub_file(tmp_path)
     written = FolderWriter.add
 
     def add_then_stop(self: FolderWriter, sample: object) -> tuple[str, str]:
