@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hgen.hub.config import load_hub_config
-from hgen.hub.errors import GoldFolderError
+from hgen.hub.errors import ExportError, GoldFolderError, HubError
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision
 
@@ -27,6 +27,7 @@ def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) 
 
     config = load_hub_config(config_path)
     settings = ExportSettings.of_hub(config, min_agreement)
+    _refuse_new_knowledge_base(config.knowledge_base.url, ExportError, "nothing exported")
     kbc = config.knowledge_base
     kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
                             migrate=kbc.migrate)
@@ -49,21 +50,22 @@ def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) 
     return 0
 
 
-def _refuse_new_knowledge_base(url: str) -> None:
-    """Gold goes into a serving hub's knowledge base: one not there (a relative SQLite path read from another
-    working folder) would be made anew, and the gold added where no hub reads it."""
+def _refuse_new_knowledge_base(url: str, error: type[HubError] = GoldFolderError,
+                               outcome: str = "nothing added") -> None:
+    """These verbs work on a serving hub's knowledge base: one not there (a relative SQLite path read from another
+    working folder) would be made anew, empty, and the gold added where no hub reads it."""
     from sqlalchemy.engine import make_url
 
     made = make_url(url)
     if made.get_backend_name() == "sqlite" and made.database not in (None, "", ":memory:") \
             and not Path(made.database).exists():
-        raise GoldFolderError(f"no knowledge base at {made.database} (a relative path is read from the working "
-                              "folder): run this where the hub runs, or hgen-hub migrate first; nothing added")
+        raise error(f"no knowledge base at {made.database} (a relative path is read from the working folder): "
+                    f"run this where the hub runs, or hgen-hub migrate first; {outcome}")
     engine = make_engine(url)
     try:
         if current_revision(engine) is None:
-            raise GoldFolderError(f"the knowledge base at {made.render_as_string(hide_password=True)} has no schema: "
-                                  "hgen-hub migrate first; nothing added")
+            raise error(f"the knowledge base at {made.render_as_string(hide_password=True)} has no schema: "
+                        f"hgen-hub migrate first; {outcome}")
     finally:
         engine.dispose()
 

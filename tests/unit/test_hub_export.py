@@ -244,6 +244,10 @@ def test_the_cli_writes_the_export_and_exits_2_on_a_taken_folder(tmp_path: Path,
     assert "exists" in capsys.readouterr().err
     assert main(["export", "--config", str(path), "--model", "lenet5", "--out", str(tmp_path / "x"),
                  "--min-agreement", "1.5"]) == 2
+    elsewhere = tmp_path / "elsewhere.yaml"  # a relative database path, read from another working folder
+    elsewhere.write_text(yaml.safe_dump({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'nowhere.db'}"}}))
+    assert main(["export", "--config", str(elsewhere), "--model", "lenet5", "--out", str(tmp_path / "y")]) == 2
+    assert "no knowledge base at" in capsys.readouterr().err and not (tmp_path / "nowhere.db").exists()
 
 
 def test_a_class_people_named_only_in_held_out_samples_is_said(tmp_path: Path) -> None:
