@@ -73,7 +73,8 @@ def class_folders(folder: Path, classes: tuple[str, ...]) -> dict[int, Path]:
 
 
 def pictures(class_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The files under a class folder (hidden and junk ones passed over), and the folders that cannot be read."""
+    """The regular files under a class folder (hidden and junk ones passed over; links to files followed, links to
+    folders not), and the folders that cannot be read."""
     files: list[Path] = []
     unreadable: list[tuple[str, str]] = []
 
@@ -82,7 +83,8 @@ def pictures(class_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
     for root, dirs, names in os.walk(class_dir, onerror=said):
         dirs[:] = sorted(d for d in dirs if not _passed_over(d))
-        files.extend(Path(root) / name for name in sorted(names) if not _passed_over(name))
+        paths = (Path(root) / name for name in sorted(names) if not _passed_over(name))
+        files.extend(path for path in paths if path.is_file())  # not a FIFO or a device: opening one would hang
     return files, unreadable
 
 

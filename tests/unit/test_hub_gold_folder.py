@@ -4,6 +4,7 @@ already gold is not added twice."""
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,8 @@ def test_one_picture_has_one_truth_and_caches_and_loose_files_are_not_gold(servi
     picture(root / "dog" / "@eaDir" / "a.png", 3)  # a Synology NAS's
     (root / "dog" / "Thumbs.db").write_bytes(b"\0" * 10)
     picture(root / "loose.png", 4)  # beside the class folders: no class
+    os.mkfifo(root / "dog" / "pipe.png")  # opened, it would wait for a writer forever
+    (root / "dog" / "zero.png").symlink_to("/dev/zero")
     report = add_gold_folder(service.gold, root, CLASSES, config.limits)
     assert report.added == {"dog": 1} and truths(service) == [1]
     why = {Path(path).name: reason for path, reason in report.refused}
