@@ -6,16 +6,11 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hgen.hub.config import load_hub_config
 from hgen.hub.errors import ExportError, GoldFolderError, HubError
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision
-
-if TYPE_CHECKING:
-    from hgen.hub.kb.store import KnowledgeBase
-
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -70,22 +65,6 @@ def _refuse_new_knowledge_base(url: str, error: type[HubError] = GoldFolderError
         engine.dispose()
 
 
-def _refuse_missing_image_dir(kb: KnowledgeBase) -> None:
-    """Pictures over the inline size go to image_dir: one missing here while samples' images are files in it means
-    another working folder or machine, where a serving hub would not find them."""
-    from sqlalchemy import select
-
-    from hgen.hub.kb.models import Sample
-
-    folder = kb.images.image_dir
-    if folder is None or folder.is_dir():
-        return
-    with kb.session() as s:
-        if s.scalar(select(Sample.id).where(Sample.image_path.is_not(None)).limit(1)) is not None:
-            raise GoldFolderError(f"knowledge_base.image_dir {folder} is not a folder here, and samples' images are "
-                                  "files in it: run this where the hub runs; nothing added")
-
-
 def add_gold(config_path: str, folder: Path) -> int:
     """0 when every picture was added (or was gold already), 1 when some were refused (the rest are added)."""
     from hgen.hub.config import people_class_names
@@ -96,7 +75,9 @@ def add_gold(config_path: str, folder: Path) -> int:
     _refuse_new_knowledge_base(config.knowledge_base.url)
     service = HubService.from_config(config)
     try:
-        _refuse_missing_image_dir(service.kb)
+        if (missing := service.kb.image_dir_missing()) is not None:
+            raise GoldFolderError(f"knowledge_base.image_dir {missing} is not a folder here, and samples' images are "
+                                  "files in it: run this where the hub runs; nothing added")
         report = add_gold_folder(service.gold, folder, people_class_names(config), config.limits)
         total = service.gold.count()
     finally:

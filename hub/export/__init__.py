@@ -22,12 +22,10 @@ from hgen.runtime.registry import Registry
 @dataclass(frozen=True)
 class ExportImage:
     """A sample's picture as written: file bytes (the stored JPEG/PNG as it came, or PNG for raw pixels and for an
-    image stored sideways), its extension, and its upright size in pixels."""
+    image stored sideways) and its extension."""
 
     data: bytes
     extension: str
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from hgen.hub.kb.models import Annotator, AnswerRow, Reply, Sample
 from hgen.hub.kb.retention import REMOVED_IMAGE
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase
 from hgen.hub.retrain.data import held_out
-from hgen.hub.retrain.records import human_label, of_model
+from hgen.hub.retrain.records import human_label, labelled_query
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import kind_of_wire
 from hgen.runtime.orientation import decode_upright, exif_orientation
@@ -97,6 +97,10 @@ def export_labels(kb: KnowledgeBase, model: str, out: Path, settings: ExportSett
     """Write the human labels of `model` (a bundle name devices report) under `out` in its label form's layout."""
     out = Path(out).absolute()
     _refuse_taken(out)
+    if (missing := kb.image_dir_missing()) is not None:
+        raise ExportError(f"knowledge_base.image_dir {missing} is not a folder here, and samples' images are files "
+                          "in it: run the export where the hub's images are (the same working folder, for a "
+                          "relative path)")
     writer_type = EXPORTERS.get(label_form(kb, model))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,11 +199,11 @@ def _rows(kb: KnowledgeBase, model: str, selection: tuple[Any, ...]) -> Iterator
                         or_(AnswerRow.simulated.is_(True), Annotator.kind == "simulated")).scalar_subquery())
     last = ""
     while True:
-        query = (select(Sample.id, Sample.device_id, Sample.bundle_version, Sample.received_at, Sample.image_format,
-                        Sample.height, Sample.width, Sample.channels, Sample.image_bytes, Sample.image_path,
-                        Reply.class_id, Reply.payload, Reply.created_at, simulated.label("simulated"))
-                 .join(Reply, Reply.sample_id == Sample.id)
-                 .where(*of_model(model), human_label(), *selection, Sample.id > last, Reply.sample_id > last)
+        query = (labelled_query(model, Sample.id, Sample.device_id, Sample.bundle_version, Sample.received_at,
+                                Sample.image_format, Sample.height, Sample.width, Sample.channels, Sample.image_bytes,
+                                Sample.image_path, Reply.class_id, Reply.payload, Reply.created_at,
+                                simulated.label("simulated"))
+                 .where(human_label(), *selection, Sample.id > last, Reply.sample_id > last)
                  .order_by(Sample.id).limit(PAGE))
         with kb.session() as s:
             page = s.execute(query).all()
@@ -210,37 +214,36 @@ def _rows(kb: KnowledgeBase, model: str, selection: tuple[Any, ...]) -> Iterator
 
 
 def _image(kb: KnowledgeBase, row: Any) -> ExportImage:
-    """The picture as a file people's labels fit: SkipSample, by reason, when it is gone or does not decode."""
+    """The picture as a file people's labels fit: SkipSample, by reason, when it is gone or cannot be written. A
+    stored JPEG or PNG was decoded when the hub took it in (hgen.hub.validation.check_image): it is copied, and
+    decoded again only when it must be turned upright."""
     if row.image_bytes == REMOVED_IMAGE and row.image_path is None:
         raise SkipSample("image removed by retention (knowledge_base.keep_labelled_images)")
     try:
         data = kb.images.get(row.image_bytes, row.image_path)
     except KnowledgeBaseError as exc:
-        folder = kb.images.image_dir
-        if folder is not None and not folder.is_dir():  # not one lost file: run where the images are not
-            raise ExportError(f"knowledge_base.image_dir {folder} is not a folder here, and samples' images are "
-                              "files in it: run the export where the hub's images are (the same working folder, "
-                              "for a relative path)") from None
         raise SkipSample(f"image file unreadable ({exc})") from None
     if row.image_format == hub_pb2.IMAGE_FORMAT_RAW_U8:
         channels = row.channels or 1
         if len(data) != row.height * row.width * channels or channels not in (1, 3, 4):
             raise SkipSample("raw image of the wrong size")
-        pixels = np.frombuffer(data, np.uint8).reshape(row.height, row.width, channels)
-        return _png(pixels)
-    pixels = decode_upright(data)
-    if pixels is None or sniff(data) not in EXTENSIONS:
+        return _png(np.frombuffer(data, np.uint8).reshape(row.height, row.width, channels))
+    extension = EXTENSIONS.get(sniff(data))  # type: ignore[arg-type]
+    if extension is None:
         raise SkipSample("image does not decode")
-    if exif_orientation(data) != 1:
-        return _png(pixels)  # stored sideways: written upright, as people saw it (not every tool reads EXIF)
-    return ExportImage(data, EXTENSIONS[sniff(data)], pixels.shape[1], pixels.shape[0])
+    if exif_orientation(data) == 1:
+        return ExportImage(data, extension)
+    pixels = decode_upright(data)  # stored sideways: written upright, as people saw it (not every tool reads EXIF)
+    if pixels is None:
+        raise SkipSample("image does not decode")
+    return _png(pixels)
 
 
 def _png(pixels: np.ndarray) -> ExportImage:
     ok, encoded = cv2.imencode(".png", pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels)
     if not ok:
         raise SkipSample("image cannot be encoded as PNG")
-    return ExportImage(encoded.tobytes(), ".png", pixels.shape[1], pixels.shape[0])
+    return ExportImage(encoded.tobytes(), ".png")
 
 
 def _stem(sample_id: str) -> str:

@@ -16,10 +16,7 @@ import numpy as np
 import yaml
 
 from hgen.hub.export import EXPORTERS, ExportSample, SkipSample
-from hgen.hub.kb.models import Sample
-from hgen.hub.retrain.labels import agreed_boxes
-from hgen.hub.retrain.records import agreed_drawing
-from hgen.protos.kinds import wire_kinds
+from hgen.hub.retrain.labels import agreed_boxes, box_selection
 
 
 def yolo_lines(boxes: np.ndarray, width: int, height: int) -> tuple[list[str], int]:
@@ -50,7 +47,7 @@ class YoloWriter:
 
     @staticmethod
     def selection() -> tuple[Any, ...]:
-        return (Sample.hdnn_kind.in_(wire_kinds(lambda kind: kind.label == "boxes")), agreed_drawing())
+        return box_selection()
 
     def add(self, sample: ExportSample) -> tuple[str, str]:
         boxes = agreed_boxes(sample.payload)

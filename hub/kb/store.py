@@ -272,6 +272,17 @@ class KnowledgeBase(TaskQueue, Closing, Retention, BundleArchives):
                 query = query.where(getattr(model, key) == value)
             return int(s.scalar(query) or 0)
 
+    def image_dir_missing(self) -> Path | None:
+        """The configured image_dir when it is not a folder here while samples' images are files in it: a command
+        run from another working folder (for a relative path) or machine, which would read no image or write where
+        the serving hub does not look. None when all is well."""
+        folder = self.images.image_dir
+        if folder is None or folder.is_dir():
+            return None
+        with self.session() as s:
+            stored = s.scalar(select(Sample.id).where(Sample.image_path.is_not(None)).limit(1))
+        return folder if stored is not None else None
+
 
 def bundle_row(record: BundleRecord) -> Bundle:
     """The row to merge; a record read back (no archive, perhaps no target) leaves the stored ones as they are."""

@@ -6,6 +6,7 @@ Which replies count as human labels (classes and boxes) is decided in records.py
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +41,14 @@ def agreed_boxes(payload: bytes) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 6)
 
 
+def box_selection() -> tuple[Any, ...]:
+    """SQL: the samples whose people draw boxes, where a majority of the people asked stands behind the drawing
+    (`records.agreed_drawing`): what a box label is, to a retrain and to an export."""
+    return (Sample.hdnn_kind.in_(wire_kinds(lambda kind: kind.label == "boxes")), agreed_drawing())
+
+
 def box_samples(kb: KnowledgeBase, name: str, up_to: float, newest: int | None = None) -> list[BoxSample]:
     """Every box-labelled sample of `name` replied up to `up_to` that a majority of the people asked stands behind
     (`records.agreed_drawing`; all knowledge so far, not only new; the `newest` of them when set)."""
-    box_kinds = wire_kinds(lambda kind: kind.label == "boxes")
-    rows = labelled_rows(kb, name, up_to, Reply.payload, Sample.hdnn_kind.in_(box_kinds), agreed_drawing(),
-                         newest=newest)
+    rows = labelled_rows(kb, name, up_to, Reply.payload, *box_selection(), newest=newest)
     return [BoxSample(r[0], agreed_boxes(r[1]), *r[2:]) for r in rows]

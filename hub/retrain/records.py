@@ -349,16 +349,21 @@ class RetrainStore:
         return [LabelledSample(r[0], int(r[1]), *r[2:]) for r in rows]
 
 
+def labelled_query(name: str, *columns: Any) -> Any:
+    """SELECT `columns` of `name`'s samples joined to their replies, the replies people gave (`of_model`): what a
+    retrain reads its labels from, and an export."""
+    return select(*columns).join(Reply, Reply.sample_id == Sample.id).where(*of_model(name))
+
+
 def labelled_rows(kb: KnowledgeBase, name: str, up_to: float, label: Any, *where: Any,
                   newest: int | None = None) -> list[tuple[Any, ...]]:
     """(sample id, `label`, image format, height, width, channels, image bytes) of every human-labelled sample of
     `name` replied up to `up_to` that also meets `where`, or of the `newest` of them (a retrain decodes all it
     reads at once: an unbounded knowledge base outgrew the hub's memory); the kinds differ only in the label
     column and filter. Ordered by sample id, so the same labels come in the same order."""
-    query = (select(Sample.id, label, Sample.image_format, Sample.height, Sample.width, Sample.channels,
-                    Sample.image_bytes, Sample.image_path)
-             .join(Reply, Reply.sample_id == Sample.id)
-             .where(*of_model(name), *where, Reply.created_at <= up_to))
+    query = labelled_query(name, Sample.id, label, Sample.image_format, Sample.height, Sample.width,
+                           Sample.channels, Sample.image_bytes, Sample.image_path).where(*where,
+                                                                                         Reply.created_at <= up_to)
     if newest is not None:
         query = query.order_by(Reply.created_at.desc(), Sample.id).limit(newest)
     with kb.session() as s:

@@ -255,7 +255,7 @@ def test_a_class_people_named_only_in_held_out_samples_is_said(tmp_path: Path) -
     from hgen.hub.export.folder import FolderWriter
 
     writer = FolderWriter(tmp_path, CLASSES)
-    image = ExportImage(png_image(channels=3).data, ".png", 28, 28)
+    image = ExportImage(png_image(channels=3).data, ".png")
     writer.add(ExportSample("a", "a", "train", image, 0, b"", (28, 28)))
     writer.add(ExportSample("b", "b", "val", image, 1, b"", (28, 28)))
     notes = writer.finish()
@@ -275,7 +275,7 @@ def test_boxes_are_scaled_by_the_size_people_drew_on_and_data_yaml_has_no_path(t
     reply = hub_pb2.SampleReply(aggregated=hub_pb2.AggregatedLabel(boxes=hub_pb2.BoxList(boxes=[
         hub_pb2.Box(x_min=15, y_min=0, x_max=30, y_max=10, class_id=2, score=1.0)])))
     writer = YoloWriter(tmp_path, CLASSES)
-    image = ExportImage(png_image(channels=3).data, ".png", 20, 30)
+    image = ExportImage(png_image(channels=3).data, ".png")
     writer.add(ExportSample("a", "a", "val", image, None, reply.SerializeToString(), (30, 20)))
     notes = writer.finish()
     assert (tmp_path / "labels" / "val" / "a.txt").read_text() == "2 0.750000 0.250000 0.500000 0.500000\n"
@@ -362,7 +362,7 @@ def test_class_names_a_folder_cannot_hold_get_folders_that_read_back(tmp_path: P
 
     classes = ("T-shirt/top", ".hidden", "#1", " cat ", "a\nb")
     writer = FolderWriter(tmp_path, classes)
-    image = ExportImage(png_image(channels=3).data, ".png", 28, 28)
+    image = ExportImage(png_image(channels=3).data, ".png")
     for i in range(len(classes)):
         for split in ("train", "val"):
             writer.add(ExportSample(f"{split}{i}", f"{split}{i}", split, image, i, b"", (28, 28)))
