@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("rollback", "publish an earlier version again, as the next version"),
                             ("publish", "publish bundles compiled offline (hgen-compile) as the next version"),
                             ("add-gold", "add gold tasks from a folder of class folders (GOLD/<class name>/*.jpg)"),
+                            ("list-gold", "list the gold tasks, the ones people dispute most first"),
+                            ("retire-gold", "take wrong gold tasks out of the gold set; resume the people they "
+                                            "paused"),
                             ("add-user", "create a web account with a password (stdin) or an invite link token"),
                             ("add-device", "enrol a device: print its secret once (stored only hashed)"),
                             ("revoke-device", "withdraw a device's credential (the broker drops it within seconds)"),
@@ -75,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="also search a new compression plan and tau (needs the model's compile_config)")
     verbs["add-gold"].add_argument("--folder", type=Path, required=True,
                                    help="a folder of class folders named as people see the classes")
+    verbs["list-gold"].add_argument("--disputed", action="store_true",
+                                    help="only those where another class was given more often than the known one")
+    verbs["retire-gold"].add_argument("--sample", action="append", required=True, metavar="ID",
+                                      help="a gold task's sample id (from list-gold); repeat for several")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")
     verbs["add-user"].add_argument("--role", choices=("annotator", "operator"),
                                    help="default: annotator for a new account; an existing one keeps its role")
@@ -318,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     getattr(args, "keras", None))
         elif args.verb == "add-gold":
             return labels.add_gold(args.config, args.folder)
+        elif args.verb == "list-gold":
+            return labels.list_gold(args.config, args.disputed)
+        elif args.verb == "retire-gold":
+            return labels.retire_gold(args.config, args.sample)
         elif args.verb == "add-user":
             add_user(args.config, args.name, args.role, args.invite, args.replace)
         elif args.verb in ("add-device", "revoke-device", "rotate-device"):

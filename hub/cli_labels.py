@@ -1,16 +1,24 @@
-"""`hgen-hub export` and `hgen-hub add-gold`: the verbs that take people's labels out of the hub and put known
-answers in. Thin: the work is in hgen.hub.export and hgen.hub.gold_folder; exit codes of errors are `cli.main`'s."""
+"""`hgen-hub export`, `add-gold`, `list-gold` and `retire-gold`: the verbs that take people's labels out of the hub
+and put known answers in, or take a wrong one back. Thin: the work is in hgen.hub.export, hgen.hub.gold_folder and
+hgen.hub.gold_review; exit codes of errors are `cli.main`'s."""
 
 from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hgen.hub.config import load_hub_config
+from hgen.hub.config import HubConfig, load_hub_config
 from hgen.hub.errors import ExportError, GoldFolderError, HubError
 from hgen.hub.kb.engine import make_engine
 from hgen.hub.kb.migrate import current_revision
+
+if TYPE_CHECKING:
+    from hgen.hub.gold import GoldBook, GoldRating
+
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -88,3 +96,66 @@ def add_gold(config_path: str, folder: Path) -> int:
     for path, why in report.refused:
         print(f"  refused {path}: {why}", file=sys.stderr)
     return 1 if report.refused else 0
+
+
+def list_gold(config_path: str, disputed_only: bool = False) -> int:
+    """Every gold task, most disputed first: what an operator reads before `retire-gold`."""
+    from hgen.hub.config import people_class_names
+    from hgen.hub.gold_review import gold_standings
+
+    config = load_hub_config(config_path)
+    _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, "nothing listed")
+    names = people_class_names(config)
+    with _gold_book(config) as book, book.kb.session() as s:
+        standings = gold_standings(s)
+    shown = [g for g in standings if g.disputed or not disputed_only]
+    print(f"{'sample':<36}  {'known class':<16} answers  agree  most given otherwise")
+    for g in shown:
+        agree = "-" if g.agreement is None else f"{g.agreement:.0%}"
+        other = "-" if g.other_class is None else f"{_name(names, g.other_class)} ({g.other_count})"
+        flag = "  DISPUTED" if g.disputed else ""
+        print(f"{g.sample_id:<36}  {_name(names, g.class_id):<16} {g.answers:>7}  {agree:>5}  {other}{flag}")
+    disputed = sum(1 for g in standings if g.disputed)
+    print(f"{len(standings)} gold task(s), {disputed} disputed (another class given more often than the known one, "
+          f"by at least 3 answers); retire a wrong one with `hgen-hub retire-gold --sample ID`")
+    return 0
+
+
+def retire_gold(config_path: str, sample_ids: list[str]) -> int:
+    from hgen.hub.gold_review import retire_gold as retire
+
+    config = load_hub_config(config_path)
+    _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, "nothing retired")
+    with _gold_book(config) as book:
+        report = retire(book, sample_ids)
+    print(f"hgen-hub retire-gold: retired {len(report.retired)} gold task(s); their answers no longer rate anyone; "
+          f"{report.withdrawn} open cop{'y' if report.withdrawn == 1 else 'ies'} withdrawn")
+    for rating in report.resumed:
+        print(f"  resumed {rating.annotator_id}: {_rated(rating)}")
+    for rating in report.still_paused:
+        print(f"  still paused {rating.annotator_id}: {_rated(rating)}")
+    return 0
+
+
+def _rated(rating: GoldRating) -> str:
+    accuracy = rating.accuracy
+    return "no gold rated now" if accuracy is None else f"gold accuracy now {accuracy:.0%} of {rating.rated}"
+
+
+def _name(names: Sequence[str], class_id: int) -> str:
+    return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
+
+
+@contextmanager
+def _gold_book(config: HubConfig) -> Iterator[GoldBook]:
+    """The hub's gold book on the configured knowledge base, closed after."""
+    from hgen.hub.gold import GoldBook
+    from hgen.hub.kb.store import KnowledgeBase
+
+    kbc = config.knowledge_base
+    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
+                            migrate=kbc.migrate)
+    try:
+        yield GoldBook(kb, config.gold, aggregator=config.aggregator)
+    finally:
+        kb.close()

@@ -45,6 +45,7 @@ DECLINED = ("released", TIMED_OUT)  # gold given back (skip / can't tell) or lef
 NOT_GIVEN = (*DECLINED, WITHDRAWN)  # taken back by a pause: owed too, but no miss of the annotator's
 
 
+GOLD_PAUSE_REASON = "gold accuracy"  # how a pause by the gold rule starts: retiring a wrong gold may undo it
 RECENT_SHAPES = 200  # the latest device samples a gold sample's guesses may borrow their shape from
 
 
@@ -182,6 +183,18 @@ class GoldBook:
     def count(self) -> int:
         return self.kb.count(GoldItem)
 
+    def image(self, sample_id: str) -> hub_pb2.Image | None:
+        """A gold task's picture, for the operator judging it (None: not a gold task). SampleImageMissingError when
+        its file is gone."""
+        with self.kb.session() as s:
+            row = s.scalars(select(Sample).join(GoldItem, GoldItem.sample_id == Sample.id)
+                            .where(Sample.id == sample_id)).first()
+            if row is None:
+                return None
+            data = self.kb.images.get(row.image_bytes, row.image_path)
+            return hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
+                                 data=data)
+
     # --- handing out ------------------------------------------------------------------------------------------
 
     def due(self, annotator_id: str) -> bool:
@@ -268,15 +281,18 @@ class GoldBook:
         """Rate the annotator and pause them when their accuracy is too low. Also run before a gold task is handed
         out: gold left to time out has no answer that would trigger it."""
         rating = self.rating(annotator_id)
-        accuracy = rating.accuracy
-        if (rating.paused_reason is None and rating.rated >= self.config.min_answers and accuracy is not None
-                and accuracy < self.config.pause_below):
+        if rating.paused_reason is None and self.would_pause(rating):
             given_back = f" ({rating.declined} not answered: given back or timed out)" if rating.declined else ""
-            reason = (f"gold accuracy {accuracy:.0%} on {rating.rated} gold tasks{given_back} is below "
+            reason = (f"{GOLD_PAUSE_REASON} {rating.accuracy:.0%} on {rating.rated} gold tasks{given_back} is below "
                       f"{self.config.pause_below:.0%}")
             self.pause(annotator_id, reason)
             rating = GoldRating(annotator_id, rating.correct, rating.answered, reason, rating.declined)
         return rating
+
+    def would_pause(self, rating: GoldRating) -> bool:
+        """The pause rule: enough gold rated, and accuracy below the bar."""
+        accuracy = rating.accuracy
+        return rating.rated >= self.config.min_answers and accuracy is not None and accuracy < self.config.pause_below
 
     @retry_conflicts
     def pause(self, annotator_id: str, reason: str) -> None:

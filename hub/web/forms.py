@@ -56,6 +56,10 @@ class GoldForm(StrictModel):
     class_id: Annotated[int, Field(ge=0, lt=1 << 31)]
 
 
+class RetireGoldForm(StrictModel):
+    sample_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class AnswerForm(StrictModel):
     """The annotator page's form; `kind` is only checked against the task's (which alone decides the answer)."""
 

@@ -10,18 +10,22 @@ from typing import Any
 from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 
 from hgen.hub.crowd.together import MIN_SHARED, answering_together
-from hgen.hub.errors import AuthError, InvalidRequestError
+from hgen.hub.errors import AuthError, InvalidRequestError, SampleImageMissingError, TaskImageUnavailableError
+from hgen.hub.gold_review import gold_standings, retire_gold
 from hgen.hub.images import encoded_image
 from hgen.hub.retrain.watch import watch
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
+from hgen.hub.web.routes_annotate import image_response
 from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
-from hgen.hub.web.forms import AnnotatorActionForm, GoldForm, InviteForm, RetrainForm, RollbackForm, parse_form
+from hgen.hub.web.forms import (AnnotatorActionForm, GoldForm, InviteForm, RetireGoldForm, RetrainForm, RollbackForm,
+                                parse_form)
 from hgen.hub.web.storage import StorageGauge, human_bytes
 from hgen.runtime.errors import HGenError
 
 NOTICE = "notice"  # session key of the one message the operator page shows next
+GOLD_SHOWN = 20  # gold tasks listed on the page, most disputed first (`hgen-hub list-gold` lists them all)
 
 
 def register(app: Flask, ctx: WebContext) -> None:
@@ -36,12 +40,15 @@ def register(app: Flask, ctx: WebContext) -> None:
         versions = {m: hub.retrain_store.current_version(m) for m in models}
         watches = {m: watch(hub.retrain_store, m) for m in models}  # people's labels of confident answers
         storage = gauge.read()
+        with kb.session() as s:
+            gold_list = gold_standings(s, limit=GOLD_SHOWN)
         return render_template(
             "operator.html", view=stats.overview(hub.service.kb, time.time(), ctx.class_names),
             together=answering_together(hub.service.kb), min_shared=MIN_SHARED,
             storage=storage, storage_age=max(0.0, gauge.clock() - storage.measured_at), size=human_bytes,
             models=models, versions=versions, watches=watches, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
+            gold_list=gold_list, class_names=ctx.class_names,
             counters=sorted(hub.service.metrics.snapshot().items()),
             classes=list(enumerate(ctx.class_names)), message=str(session.pop(NOTICE, "")),
             invite=session.pop("invite", ""))  # both shown once, never in a URL
@@ -94,6 +101,31 @@ def register(app: Flask, ctx: WebContext) -> None:
         image = encoded_image(upload.read() if upload is not None else b"")
         sample_id = ctx.hub.service.gold.add(image, class_id, ctx.config.num_classes, ctx.config.limits)
         return back_to_operator(f"gold task {sample_id} added ({ctx.class_names[class_id]})")
+
+    @app.get("/operator/gold/<sample_id>/image")
+    def gold_image(sample_id: str) -> Any:
+        require_user(ctx, "operator")
+        try:
+            image = ctx.hub.service.gold.image(sample_id[:64])
+        except SampleImageMissingError:
+            raise TaskImageUnavailableError("this gold task's image cannot be read now") from None
+        if image is None:
+            raise InvalidRequestError("not a gold task")
+        return image_response(image)
+
+    @app.post("/operator/gold/retire")
+    def retire() -> Any:
+        """A wrong gold task out of the gold set; the people it paused, whom the rule would not pause now, resumed."""
+        require_user(ctx, "operator")
+        form = parse_form(RetireGoldForm, request.form)
+        try:
+            report = retire_gold(ctx.hub.service.gold, [form.sample_id])
+        except InvalidRequestError as exc:
+            return back_to_operator(str(exc))
+        resumed = ", ".join(r.annotator_id for r in report.resumed)
+        return back_to_operator(f"gold task {form.sample_id} retired"
+                                + (f"; resumed {resumed}" if resumed else "")
+                                + (f"; {len(report.still_paused)} still paused by gold" if report.still_paused else ""))
 
     @app.post("/operator/invite")
     def invite() -> Any:

@@ -87,7 +87,9 @@ def hostile_operator() -> list[tuple[str, dict[str, Any]]]:
             ("/operator/phones", {"device_id": "cam-9", "bundle_name": "../../etc"}),
             ("/operator/phones", {"device_id": "", "bundle_name": "m" * 5000}),
             ("/operator/phones", {"device_id": "bad id!", "bundle_name": "lenet5"}),
-            ("/operator/phones", {"device_id": ["a", "b"], "bundle_name": ["x", "y"]})]
+            ("/operator/phones", {"device_id": ["a", "b"], "bundle_name": ["x", "y"]}),
+            ("/operator/gold/retire", {"sample_id": "x" * 5000}), ("/operator/gold/retire", {"sample_id": ""}),
+            ("/operator/gold/retire", {"sample_id": ["a", "b"]}), ("/operator/gold/retire", {})]
 
 
 def hostile_public() -> list[tuple[str, dict[str, Any]]]:
@@ -120,8 +122,10 @@ def test_every_route_refuses_hostile_input_with_a_4xx_and_changes_nothing(hub: H
                          (ann, "/task/" + "x" * 5000 + "/image"), (ann, f"/task/{bob_task}/image"),
                          (ann, "/annotate?message=%00%ff"), (op, "/operator?message=" + "%" * 100),
                          (ann, "/operator"), (ann, "/logout"), (ann, "/healthz?x=" + DEEP[:1000]), (ann, "/"),
-                         (ann, "/metrics")]:
+                         (ann, "/metrics"), (op, "/operator/gold/" + "x" * 5000 + "/image"),
+                         (op, "/operator/gold/%00/image"), (ann, "/operator/gold/x/image")]:
         assert hub.web.app.test_client().get(path).status_code < 500 and client.get(path).status_code < 500, path
+        path = re.sub(r"/operator/gold/[^/]+/", "/operator/gold/<sample_id>/", path)
         seen.add(re.sub(r"\?.*", "", re.sub(r"/task/[^/]+/", "/task/<task_id>/", path)))
     device_walk = {"/device": ["/device"], "/device/sw.js": ["/device/sw.js"],
                    "/device/manifest.webmanifest": ["/device/manifest.webmanifest"],

@@ -1,0 +1,187 @@
+"""Reviewing gold: a wrong known class is found by what people answered, retired, and the careful people it paused
+are resumed; the picture can then be added again under its right class. SQLite and PostgreSQL (kb_url)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hgen.hub.cli import main
+from hgen.hub.config import HubConfig, parse_hub_config
+from hgen.hub.errors import InvalidRequestError
+from hgen.hub.gold_folder import add_gold_folder
+from hgen.hub.gold_review import gold_standings, retire_gold
+from hgen.hub.kb.models import Assignment
+from hgen.hub.kb.store import KnowledgeBase
+from hgen.hub.service import HubService
+from hgen.hub.testing.fixtures import kb_url, pg_url  # noqa: F401 (pytest fixtures)
+from hgen.hub.testing.samples import png_image
+from hgen.protos import hub_pb2
+
+RIGHT, WRONG_KNOWN, TRUE_OF_WRONG = 2, 5, 2  # the wrong gold shows a class-2 picture stored as class 5
+CAREFUL, SLOPPY = ("c1", "c2", "c3"), "sloppy"
+
+
+def hub_config(url: str) -> HubConfig:
+    return parse_hub_config({"devices": ["cam-1"], "knowledge_base": {"url": url},
+                             "gold": {"share": 0.5, "min_answers": 5, "pause_below": 0.9}})
+
+
+@pytest.fixture
+def service(kb_url: str) -> Iterator[HubService]:  # noqa: F811
+    config = hub_config(kb_url)
+    hub = HubService(config, KnowledgeBase.open(kb_url))
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
+def answer_gold(service: HubService, who: str, answer_of: dict[str, int], order: list[str]) -> None:
+    """`who` is given every gold task first, then answers them in `order` (a pause withdraws the rest)."""
+    service.annotators.register(who)
+    tasks = {}
+    while (task := service.gold.assign(who)) is not None and task.sample_id not in tasks:
+        tasks[task.sample_id] = task
+    for sample_id in order:
+        if service.gold.paused_reason(who) is not None:
+            return
+        task = tasks[sample_id]
+        service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id=who,
+                                                        class_id=answer_of[sample_id], operations=1, latency_s=1.0,
+                                                        simulated=True))
+
+
+def people_answer(service: HubService) -> tuple[list[str], str]:
+    """Five right gold tasks and one wrong; three careful people answer 2 on all (the wrong one last, so it is the
+    one that pauses them: 5 of 6 is under 90%), a sloppy one answers 0 on all (paused at 0 of 5)."""
+    config = service.config
+    right = [service.gold.add(png_image(seed=s), RIGHT, config.num_classes, config.limits) for s in range(5)]
+    wrong = service.gold.add(png_image(seed=99), WRONG_KNOWN, config.num_classes, config.limits)
+    for who in CAREFUL:
+        answer_gold(service, who, {**{r: RIGHT for r in right}, wrong: TRUE_OF_WRONG}, [*right, wrong])
+    answer_gold(service, SLOPPY, {g: 0 for g in [*right, wrong]}, [*right, wrong])
+    service.annotators.register("op-paused")
+    service.gold.pause("op-paused", "paused by an operator")
+    return right, wrong
+
+
+def test_a_wrong_gold_is_listed_first_retired_and_the_careful_people_it_paused_resume(service: HubService) -> None:
+    right, wrong = people_answer(service)
+    assert all(service.gold.paused_reason(who) for who in (*CAREFUL, SLOPPY))
+    with service.kb.session() as s:
+        standings = gold_standings(s)
+    first = standings[0]
+    assert (first.sample_id, first.answers, first.agreeing, first.other_class, first.other_count) == \
+        (wrong, 3, 0, TRUE_OF_WRONG, 3)  # the sloppy one was paused before reaching it
+    assert first.disputed and not any(g.disputed for g in standings[1:])
+    assert {g.sample_id for g in standings[1:]} == set(right) and standings[1].answers == 4
+
+    report = retire_gold(service.gold, [wrong])
+    assert report.retired == (wrong,)
+    assert [r.annotator_id for r in report.resumed] == list(CAREFUL)
+    assert all(r.accuracy == 1.0 and r.rated == 5 for r in report.resumed)
+    assert [r.annotator_id for r in report.still_paused] == [SLOPPY]
+    assert all(service.gold.paused_reason(who) is None for who in CAREFUL)
+    assert service.gold.paused_reason(SLOPPY) is not None
+    assert service.gold.paused_reason("op-paused") == "paused by an operator"  # an operator's pause is theirs
+    assert service.gold.count() == 5 and service.gold.truth(wrong) is None
+    with service.kb.session() as s:
+        assert wrong not in {g.sample_id for g in gold_standings(s)}
+        assert not s.query(Assignment).filter(Assignment.sample_id == wrong, Assignment.status == "open").count()
+
+
+def test_retired_gold_is_no_longer_handed_out_and_its_picture_can_be_gold_again(service: HubService,
+                                                                                tmp_path: Path) -> None:
+    config = service.config
+    wrong = service.gold.add(png_image(seed=7), WRONG_KNOWN, config.num_classes, config.limits)
+    service.annotators.register("late")
+    held = service.gold.assign("late")  # open when the gold is retired: withdrawn
+    assert held is not None and held.sample_id == wrong
+    report = retire_gold(service.gold, [wrong])
+    assert report.withdrawn == 1
+    service.annotators.register("next")
+    assert service.gold.assign("next") is None  # no gold left to give
+    folder = tmp_path / "gold" / str(TRUE_OF_WRONG)
+    folder.mkdir(parents=True)
+    (folder / "again.png").write_bytes(png_image(seed=7).data)
+    names = [str(c) for c in range(config.num_classes)]
+    added = add_gold_folder(service.gold, tmp_path / "gold", names, config.limits)
+    assert added.added == {str(TRUE_OF_WRONG): 1} and not added.refused  # before: "already gold under class 5"
+
+
+def test_retire_is_all_or_nothing(service: HubService) -> None:
+    config = service.config
+    gold = service.gold.add(png_image(seed=1), RIGHT, config.num_classes, config.limits)
+    with pytest.raises(InvalidRequestError, match="not a gold task: 'typo'; none retired"):
+        retire_gold(service.gold, [gold, "typo"])
+    with pytest.raises(InvalidRequestError, match="no gold task given"):
+        retire_gold(service.gold, [])
+    assert service.gold.truth(gold) == RIGHT
+
+
+def test_the_commands_list_disputed_gold_and_retire_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config_file = tmp_path / "hub.yaml"
+    config_file.write_text(yaml.safe_dump({"devices": ["cam-1"], "knowledge_base": {"url": url},
+                                           "gold": {"share": 0.5, "min_answers": 5, "pause_below": 0.9}}))
+    hub = HubService(hub_config(url), KnowledgeBase.open(url))
+    try:
+        _, wrong = people_answer(hub)
+    finally:
+        hub.close()
+    capsys.readouterr()
+    assert main(["list-gold", "--config", str(config_file), "--disputed"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{wrong}  5" in listed and "DISPUTED" in listed and listed.count("DISPUTED") == 1
+    assert "6 gold task(s), 1 disputed" in listed
+    assert main(["retire-gold", "--config", str(config_file), "--sample", "typo"]) == 2
+    assert "not a gold task: 'typo'" in capsys.readouterr().err
+    assert main(["retire-gold", "--config", str(config_file), "--sample", wrong]) == 0
+    said = capsys.readouterr().out
+    assert "retired 1 gold task(s)" in said and "resumed c1: gold accuracy now 100% of 5" in said
+    assert "still paused sloppy: gold accuracy now 0% of 5" in said
+    assert main(["list-gold", "--config", str(config_file)]) == 0
+    assert "5 gold task(s), 0 disputed" in capsys.readouterr().out
+    missing = tmp_path / "other.yaml"
+    missing.write_text(yaml.safe_dump({"knowledge_base": {"url": f"sqlite:///{tmp_path / 'none.db'}"}}))
+    assert main(["list-gold", "--config", str(missing)]) == 2  # no knowledge base there: none made
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_the_operator_page_shows_disputed_gold_and_retires_it(tmp_path: Path) -> None:
+    from hgen.hub.testing.web import add_people, csrf_token_of, logged_in, web_hub
+
+    gold = {"share": 0.5, "min_answers": 5, "pause_below": 0.9}
+    with web_hub(tmp_path, gold=gold) as hub:
+        add_people(hub, annotators=("ann",), operators=("op",))
+        _, wrong = people_answer(hub.service)
+        operator = logged_in(hub, "op")
+        page = operator.get("/operator").get_data(as_text=True)
+        assert 'id="gold-list"' in page and page.count("· disputed") == 1
+        assert page.index(wrong) < min(page.index(g) for g in gold_ids(hub.service) if g != wrong)
+        image = operator.get(f"/operator/gold/{wrong}/image")
+        assert image.status_code == 200 and image.mimetype == "image/png"
+        assert image.get_data() == png_image(seed=99).data
+        assert operator.get("/operator/gold/nope/image").status_code == 400
+        token = csrf_token_of(page)
+        assert operator.post("/operator/gold/retire", data={"csrf_token": token, "sample_id": "nope"}).status_code == 303
+        assert "not a gold task: &#39;nope&#39;" in operator.get("/operator").get_data(as_text=True)
+        done = operator.post("/operator/gold/retire", data={"csrf_token": token, "sample_id": wrong})
+        assert done.status_code == 303
+        after = operator.get("/operator").get_data(as_text=True)
+        assert f"gold task {wrong} retired; resumed c1, c2, c3; 1 still paused by gold" in after
+        assert "· disputed" not in after
+        annotator = logged_in(hub, "ann")
+        ann_token = csrf_token_of(annotator.get("/annotate").get_data(as_text=True))
+        refused = annotator.post("/operator/gold/retire", data={"csrf_token": ann_token, "sample_id": wrong})
+        assert refused.status_code == 403
+        assert annotator.get(f"/operator/gold/{wrong}/image").status_code == 403
+
+
+def gold_ids(service: HubService) -> list[str]:
+    with service.kb.session() as s:
+        return [g.sample_id for g in gold_standings(s)]
