@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs["add-gold"].add_argument("--folder", type=Path, required=True,
                                    help="a folder of class folders named as people see the classes")
     verbs["list-gold"].add_argument("--disputed", action="store_true",
-                                    help="only those where another class was given more often than the known one")
+                                    help="only those 3 or more people answered, more of them giving one other "
+                                         "class than the known one")
     verbs["retire-gold"].add_argument("--sample", action="append", required=True, metavar="ID",
                                       help="a gold task's sample id (from list-gold); repeat for several")
     verbs["add-user"].add_argument("--name", required=True, help="user (annotator) name")

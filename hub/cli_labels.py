@@ -101,7 +101,7 @@ def add_gold(config_path: str, folder: Path) -> int:
 def list_gold(config_path: str, disputed_only: bool = False) -> int:
     """Every gold task, most disputed first: what an operator reads before `retire-gold`."""
     from hgen.hub.config import people_class_names
-    from hgen.hub.gold_review import gold_standings
+    from hgen.hub.gold_review import MIN_DISPUTED, gold_standings
 
     config = load_hub_config(config_path)
     _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, "nothing listed")
@@ -109,15 +109,15 @@ def list_gold(config_path: str, disputed_only: bool = False) -> int:
     with _gold_book(config) as book, book.kb.session() as s:
         standings = gold_standings(s)
     shown = [g for g in standings if g.disputed or not disputed_only]
-    print(f"{'sample':<36}  {'known class':<16} answers  agree  most given otherwise")
+    print(f"{'sample':<36}  {'known class':<16}  people  agree  most given otherwise")
     for g in shown:
         agree = "-" if g.agreement is None else f"{g.agreement:.0%}"
         other = "-" if g.other_class is None else f"{_name(names, g.other_class)} ({g.other_count})"
         flag = "  DISPUTED" if g.disputed else ""
-        print(f"{g.sample_id:<36}  {_name(names, g.class_id):<16} {g.answers:>7}  {agree:>5}  {other}{flag}")
+        print(f"{g.sample_id:<36}  {_name(names, g.class_id):<16}  {g.people:>6}  {agree:>5}  {other}{flag}")
     disputed = sum(1 for g in standings if g.disputed)
-    print(f"{len(standings)} gold task(s), {disputed} disputed (another class given more often than the known one, "
-          f"by at least 3 answers); retire a wrong one with `hgen-hub retire-gold --sample ID`")
+    print(f"{len(standings)} gold task(s), {disputed} disputed (of {MIN_DISPUTED} or more people who answered, more gave "
+          f"one other class than the known one); retire a wrong one with `hgen-hub retire-gold --sample ID`")
     return 0
 
 
@@ -128,8 +128,9 @@ def retire_gold(config_path: str, sample_ids: list[str]) -> int:
     _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, "nothing retired")
     with _gold_book(config) as book:
         report = retire(book, sample_ids)
-    print(f"hgen-hub retire-gold: retired {len(report.retired)} gold task(s); their answers no longer rate anyone; "
-          f"{report.withdrawn} open cop{'y' if report.withdrawn == 1 else 'ies'} withdrawn")
+    before = f" ({len(report.already_retired)} retired before)" if report.already_retired else ""
+    print(f"hgen-hub retire-gold: retired {len(report.retired)} gold task(s){before}; their answers no longer rate "
+          f"anyone; {report.withdrawn} open cop{'y' if report.withdrawn == 1 else 'ies'} withdrawn")
     for rating in report.resumed:
         print(f"  resumed {rating.annotator_id}: {_rated(rating)}")
     for rating in report.still_paused:

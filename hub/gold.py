@@ -30,7 +30,7 @@ from hgen.hub.aggregators import default_aggregator
 from hgen.hub.config import GoldConfig, LimitsConfig
 from hgen.hub.errors import InvalidRequestError, SampleImageMissingError
 from hgen.hub.kb.conflicts import retry_conflicts
-from hgen.hub.kb.guards import TIMED_OUT, WITHDRAWN, at_cap, withdraw_open_tasks
+from hgen.hub.kb.guards import TIMED_OUT, WITHDRAWN, at_cap, lock_sample, withdraw_open_tasks
 from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample, WebAccount
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
 from hgen.hub.validation import check_image
@@ -120,6 +120,13 @@ def gold_ratings(s: Session, annotator_id: str | None = None) -> dict[str, GoldR
             for who in scores.keys() | declined.keys() | paused.keys()}
 
 
+def lock_annotator(s: Session, annotator_id: str) -> Annotator | None:
+    """The annotator's row, locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
+    writers): a pause, the gold rule's pause and a retire's resume of one person take turns."""
+    query = select(Annotator).where(Annotator.id == annotator_id).with_for_update(key_share=True)
+    return s.scalars(query.execution_options(populate_existing=True)).first()
+
+
 class GoldBook:
     """Adds gold samples, hands them out at the configured share, scores answers and pauses annotators."""
 
@@ -206,9 +213,9 @@ class GoldBook:
                 return False  # no gold defined: one cheap query per task
             total = s.scalar(select(func.count()).select_from(Assignment)
                              .where(Assignment.annotator_id == annotator_id)) or 0
-            gold = s.scalar(select(func.count()).select_from(Assignment)
-                            .join(GoldItem, GoldItem.sample_id == Assignment.sample_id)
-                            .where(Assignment.annotator_id == annotator_id,
+            gold = s.scalar(select(func.count()).select_from(Assignment)  # by transport: a retired gold was gold
+                            .join(Sample, Sample.id == Assignment.sample_id)  # when given (hgen.hub.gold_review)
+                            .where(Assignment.annotator_id == annotator_id, Sample.transport == GOLD_TRANSPORT,
                                    Assignment.status.not_in(NOT_GIVEN))) or 0
         if gold >= math.ceil(self.config.share * (total + 1)):
             return False  # this run's gold was given
@@ -230,7 +237,9 @@ class GoldBook:
                 if picked is None:
                     return None
                 sample_id, repeat_no = picked
-                row = s.get(Sample, sample_id)
+                row = lock_sample(s, sample_id)  # a retire (hgen.hub.gold_review) locks it too: never given once
+                if s.scalar(select(GoldItem.sample_id).where(GoldItem.sample_id == sample_id)) is None:
+                    return None  # retired since it was picked
                 data = self.kb.images.get(row.image_bytes, row.image_path)  # before the claim: nothing to undo
                 row.assigned_count += 1
                 task_id = str(uuid.uuid4())
@@ -282,12 +291,23 @@ class GoldBook:
         out: gold left to time out has no answer that would trigger it."""
         rating = self.rating(annotator_id)
         if rating.paused_reason is None and self.would_pause(rating):
+            rating = self._pause_by_rule(annotator_id)
+        return rating
+
+    @retry_conflicts
+    def _pause_by_rule(self, annotator_id: str) -> GoldRating:
+        """Rated again under the annotator's row lock, as a retire's resume is: a gold retired between the first
+        rating and this pause would leave a pause that no gold explains, and the retire would not see it."""
+        with self.kb.session() as s:
+            lock_annotator(s, annotator_id)
+            rating = gold_ratings(s, annotator_id).get(annotator_id) or GoldRating(annotator_id, 0, 0, None)
+            if rating.paused_reason is not None or not self.would_pause(rating):
+                return rating
             given_back = f" ({rating.declined} not answered: given back or timed out)" if rating.declined else ""
             reason = (f"{GOLD_PAUSE_REASON} {rating.accuracy:.0%} on {rating.rated} gold tasks{given_back} is below "
                       f"{self.config.pause_below:.0%}")
-            self.pause(annotator_id, reason)
-            rating = GoldRating(annotator_id, rating.correct, rating.answered, reason, rating.declined)
-        return rating
+            self._pause_in(s, annotator_id, reason)
+        return GoldRating(annotator_id, rating.correct, rating.answered, reason, rating.declined)
 
     def would_pause(self, rating: GoldRating) -> bool:
         """The pause rule: enough gold rated, and accuracy below the bar."""
@@ -299,12 +319,15 @@ class GoldBook:
         """Pause a known annotator, end every web session of theirs (they log in again to see why) and give their
         open tasks to others at once: held while they are paused, those samples would wait for the timeout."""
         with self.kb.session() as s:
-            if s.get(Annotator, annotator_id) is None:
-                raise InvalidRequestError(f"no annotator {annotator_id[:64]!r}")
-            s.merge(AnnotatorPause(annotator_id=annotator_id, reason=reason[:512], paused_at=self.clock()))
-            s.execute(update(WebAccount).where(WebAccount.annotator_id == annotator_id)
-                      .values(session_epoch=WebAccount.session_epoch + 1))
-            withdraw_open_tasks(s, annotator_id)
+            self._pause_in(s, annotator_id, reason)
+
+    def _pause_in(self, s: Session, annotator_id: str, reason: str) -> None:
+        if lock_annotator(s, annotator_id) is None:
+            raise InvalidRequestError(f"no annotator {annotator_id[:64]!r}")
+        s.merge(AnnotatorPause(annotator_id=annotator_id, reason=reason[:512], paused_at=self.clock()))
+        s.execute(update(WebAccount).where(WebAccount.annotator_id == annotator_id)
+                  .values(session_epoch=WebAccount.session_epoch + 1))
+        withdraw_open_tasks(s, annotator_id)
 
     def resume(self, annotator_id: str) -> None:
         with self.kb.session() as s:

@@ -11,6 +11,7 @@ from flask import Flask, Response, abort, redirect, render_template, request, se
 
 from hgen.hub.crowd.together import MIN_SHARED, answering_together
 from hgen.hub.errors import AuthError, InvalidRequestError, SampleImageMissingError, TaskImageUnavailableError
+from hgen.hub.gold import GOLD_PAUSE_REASON
 from hgen.hub.gold_review import gold_standings, retire_gold
 from hgen.hub.images import encoded_image
 from hgen.hub.retrain.watch import watch
@@ -48,7 +49,7 @@ def register(app: Flask, ctx: WebContext) -> None:
             storage=storage, storage_age=max(0.0, gauge.clock() - storage.measured_at), size=human_bytes,
             models=models, versions=versions, watches=watches, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
-            gold_list=gold_list, class_names=ctx.class_names,
+            gold_list=gold_list, class_names=ctx.class_names, gold_pause_reason=GOLD_PAUSE_REASON,
             counters=sorted(hub.service.metrics.snapshot().items()),
             classes=list(enumerate(ctx.class_names)), message=str(session.pop(NOTICE, "")),
             invite=session.pop("invite", ""))  # both shown once, never in a URL
@@ -105,6 +106,8 @@ def register(app: Flask, ctx: WebContext) -> None:
     @app.get("/operator/gold/<sample_id>/image")
     def gold_image(sample_id: str) -> Any:
         require_user(ctx, "operator")
+        if "\x00" in sample_id:  # PostgreSQL refuses to look such a key up
+            raise InvalidRequestError("a sample id has no NUL character")
         try:
             image = ctx.hub.service.gold.image(sample_id[:64])
         except SampleImageMissingError:
@@ -123,9 +126,10 @@ def register(app: Flask, ctx: WebContext) -> None:
         except InvalidRequestError as exc:
             return back_to_operator(str(exc))
         resumed = ", ".join(r.annotator_id for r in report.resumed)
-        return back_to_operator(f"gold task {form.sample_id} retired"
+        still = ", ".join(r.annotator_id for r in report.still_paused)
+        return back_to_operator(f"gold task {form.sample_id} {'retired' if report.retired else 'was retired before'}"
                                 + (f"; resumed {resumed}" if resumed else "")
-                                + (f"; {len(report.still_paused)} still paused by gold" if report.still_paused else ""))
+                                + (f"; still paused by gold: {still}" if still else ""))
 
     @app.post("/operator/invite")
     def invite() -> Any:

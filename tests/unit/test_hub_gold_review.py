@@ -14,6 +14,7 @@ from hgen.hub.config import HubConfig, parse_hub_config
 from hgen.hub.errors import InvalidRequestError
 from hgen.hub.gold_folder import add_gold_folder
 from hgen.hub.gold_review import gold_standings, retire_gold
+from hgen.hub.kb.guards import WITHDRAWN
 from hgen.hub.kb.models import Assignment
 from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.service import HubService
@@ -71,17 +72,27 @@ def people_answer(service: HubService) -> tuple[list[str], str]:
 
 def test_a_wrong_gold_is_listed_first_retired_and_the_careful_people_it_paused_resume(service: HubService) -> None:
     right, wrong = people_answer(service)
+    config = service.config
+    unrelated = service.gold.add(png_image(seed=50), RIGHT, config.num_classes, config.limits)
+    service.annotators.register("c4")
+    while (task := service.gold.assign("c4")) is not None and task.sample_id != wrong:
+        pass  # c4 holds the wrong gold open when it is retired
+    assert task is not None
     assert all(service.gold.paused_reason(who) for who in (*CAREFUL, SLOPPY))
     with service.kb.session() as s:
         standings = gold_standings(s)
     first = standings[0]
-    assert (first.sample_id, first.answers, first.agreeing, first.other_class, first.other_count) == \
+    assert (first.sample_id, first.people, first.agreeing, first.other_class, first.other_count) == \
         (wrong, 3, 0, TRUE_OF_WRONG, 3)  # the sloppy one was paused before reaching it
     assert first.disputed and not any(g.disputed for g in standings[1:])
-    assert {g.sample_id for g in standings[1:]} == set(right) and standings[1].answers == 4
+    assert {g.sample_id for g in standings[1:]} == {*right, unrelated}
+    assert all(g.people == 4 and g.agreeing == 3 for g in standings if g.sample_id in right)
 
+    nobody = retire_gold(service.gold, [unrelated])  # given to nobody: nobody's rating changed
+    assert nobody.retired == (unrelated,) and not nobody.resumed and not nobody.still_paused
+    assert all(service.gold.paused_reason(who) for who in CAREFUL)
     report = retire_gold(service.gold, [wrong])
-    assert report.retired == (wrong,)
+    assert report.retired == (wrong,) and report.withdrawn == 1
     assert [r.annotator_id for r in report.resumed] == list(CAREFUL)
     assert all(r.accuracy == 1.0 and r.rated == 5 for r in report.resumed)
     assert [r.annotator_id for r in report.still_paused] == [SLOPPY]
@@ -91,7 +102,67 @@ def test_a_wrong_gold_is_listed_first_retired_and_the_careful_people_it_paused_r
     assert service.gold.count() == 5 and service.gold.truth(wrong) is None
     with service.kb.session() as s:
         assert wrong not in {g.sample_id for g in gold_standings(s)}
-        assert not s.query(Assignment).filter(Assignment.sample_id == wrong, Assignment.status == "open").count()
+        held = s.query(Assignment.status).filter(Assignment.sample_id == wrong, Assignment.annotator_id == "c4").all()
+        assert [row.status for row in held] == [WITHDRAWN]
+    again = retire_gold(service.gold, [wrong])  # a retire cut short before its resumes is run again
+    assert again.retired == () and again.already_retired == (wrong,) and not again.resumed
+    assert [r.annotator_id for r in again.still_paused] == [SLOPPY]
+
+
+def test_after_a_retire_gold_keeps_its_share_of_each_run(service: HubService) -> None:
+    """Gold given was counted through the gold rows: a retire made everyone who had it owe gold, and their next
+    tasks came out gold, several in a row."""
+    from hgen.hub.testing.samples import make_request, make_sample
+
+    config = parse_hub_config({"devices": ["cam-1"], "gold": {"share": 0.1, "min_answers": 100}})
+    service.gold.config = config.gold
+    service.gold.draw = lambda: 0.99  # the gold task falls last in each run of 10
+    for seed in range(10):
+        service.gold.add(png_image(seed=seed + 10), RIGHT, config.num_classes, config.limits)
+    service.submit(make_request("cam-1", [make_sample("cam-1", confidence=0.4) for _ in range(40)], m=1), "grpc")
+    service.annotators.register("ann")
+    kinds, given = [], []
+    for _ in range(30):
+        task = service.annotators.next_task("ann")
+        assert task is not None
+        is_gold = service.gold.truth(task.sample_id) is not None
+        kinds.append("gold" if is_gold else "device")
+        given += [task.sample_id] if is_gold else []
+        service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id="ann", class_id=RIGHT,
+                                                        operations=1, latency_s=1.0, simulated=True))
+        if len(kinds) == 20:
+            retire_gold(service.gold, given)
+    assert kinds == (["device"] * 9 + ["gold"]) * 3
+
+
+def test_a_wrong_gold_many_dispute_ranks_above_one_person_slips_and_repeats_count_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    config = parse_hub_config({"devices": ["cam-1"], "knowledge_base": {"url": url},
+                               "gold": {"share": 0.5, "min_answers": 1000}})
+    service = HubService(config, KnowledgeBase.open(url))
+    try:
+        slips = [service.gold.add(png_image(seed=s), RIGHT, config.num_classes, config.limits) for s in range(25)]
+        wrong = service.gold.add(png_image(seed=99), WRONG_KNOWN, config.num_classes, config.limits)
+        answer_gold(service, "a0", {g: 0 for g in [*slips, wrong]}, [*slips, wrong])  # one slip on each
+        answer_gold(service, "a1", {wrong: WRONG_KNOWN}, [wrong])
+        for who in ("a2", "a3", "a4"):
+            answer_gold(service, who, {wrong: TRUE_OF_WRONG}, [wrong])
+        with service.kb.session() as s:
+            standings = gold_standings(s, limit=20)
+        assert standings[0].sample_id == wrong and standings[0].disputed  # 20% of 5 agree, below 0% of 1
+        assert (standings[0].people, standings[0].agreeing, standings[0].other_count) == (5, 1, 3)
+        repeated = service.gold.add(png_image(seed=77), RIGHT, config.num_classes, config.limits)
+        service.annotators.register("r")
+        for _ in range(3 * 27):  # every gold, three times over: r answers the new one wrong each time
+            task = service.gold.assign("r")
+            assert task is not None
+            service.annotators.submit_answer(hub_pb2.Answer(task_id=task.task_id, annotator_id="r", class_id=0,
+                                                            operations=1, latency_s=1.0, simulated=True))
+        with service.kb.session() as s:
+            mine = next(g for g in gold_standings(s) if g.sample_id == repeated)
+        assert (mine.people, mine.other_count, mine.disputed) == (1, 1, False)  # one person, three times: no dispute
+    finally:
+        service.close()
 
 
 def test_retired_gold_is_no_longer_handed_out_and_its_picture_can_be_gold_again(service: HubService,
@@ -137,7 +208,7 @@ def test_the_commands_list_disputed_gold_and_retire_it(tmp_path: Path, capsys: p
     assert main(["list-gold", "--config", str(config_file), "--disputed"]) == 0
     listed = capsys.readouterr().out
     assert f"{wrong}  5" in listed and "DISPUTED" in listed and listed.count("DISPUTED") == 1
-    assert "6 gold task(s), 1 disputed" in listed
+    assert "6 gold task(s), 1 disputed" in listed and "people" in listed
     assert main(["retire-gold", "--config", str(config_file), "--sample", "typo"]) == 2
     assert "not a gold task: 'typo'" in capsys.readouterr().err
     assert main(["retire-gold", "--config", str(config_file), "--sample", wrong]) == 0
@@ -170,10 +241,14 @@ def test_the_operator_page_shows_disputed_gold_and_retires_it(tmp_path: Path) ->
         token = csrf_token_of(page)
         assert operator.post("/operator/gold/retire", data={"csrf_token": token, "sample_id": "nope"}).status_code == 303
         assert "not a gold task: &#39;nope&#39;" in operator.get("/operator").get_data(as_text=True)
+        assert page.count(">keep paused</button>") == 4  # the three careful people and the sloppy one
+        kept = operator.post("/operator/annotator", data={"csrf_token": token, "annotator": "c1", "action": "pause"})
+        assert kept.status_code == 303 and hub.service.gold.paused_reason("c1") == "paused by an operator"
         done = operator.post("/operator/gold/retire", data={"csrf_token": token, "sample_id": wrong})
         assert done.status_code == 303
         after = operator.get("/operator").get_data(as_text=True)
-        assert f"gold task {wrong} retired; resumed c1, c2, c3; 1 still paused by gold" in after
+        assert f"gold task {wrong} retired; resumed c2, c3; still paused by gold: sloppy" in after
+        assert hub.service.gold.paused_reason("c1") == "paused by an operator"
         assert "· disputed" not in after
         annotator = logged_in(hub, "ann")
         ann_token = csrf_token_of(annotator.get("/annotate").get_data(as_text=True))
