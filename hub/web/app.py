@@ -57,6 +57,7 @@ def create_web_app(hub: Any) -> Flask:
     accounts = Accounts(hub.service.kb, gate=HashGate(web.login_concurrent_hashes))
     names = people_class_names(config)
     ctx = WebContext(hub, config, accounts, limiter, names)
+    app.extensions["hgen_web"] = ctx  # the server closes what the routes keep (the export's temporary zip)
     _hooks(app, ctx)
     routes_auth.register(app, ctx)
     routes_annotate.register(app, ctx)

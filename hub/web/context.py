@@ -3,7 +3,7 @@ request's session is turned into an account (from the knowledge base, checked on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import abort, g, redirect, request, session, url_for
@@ -11,6 +11,7 @@ from flask import abort, g, redirect, request, session, url_for
 from hgen.hub.config import HubConfig
 from hgen.hub.errors import SessionExpiredError
 from hgen.hub.web.auth import Account, Accounts, LoginLimiter
+from hgen.hub.web.export_jobs import ExportJobs
 from hgen.hub.web.security import client_address, current_user
 
 
@@ -21,6 +22,7 @@ class WebContext:
     accounts: Accounts
     limiter: LoginLimiter
     class_names: tuple[str, ...]  # exactly num_classes names
+    exports: ExportJobs = field(default_factory=ExportJobs)  # the operator page's export, made in the background
 
     @property
     def api(self):  # type: ignore[no-untyped-def]

@@ -1,12 +1,12 @@
 """The operator's download of a model's human labels: `hgen-hub export` as a zip, for a team without a shell on
 the hub's machine.
 
-The export runs in full (hgen.hub.export.run, all or nothing, typed errors said on the operator page) into a
-temporary folder and is zipped there (stored, not deflated: the images are JPEG and PNG already); the zip is opened
-and the folder removed before a byte is sent, so nothing stays on disk once the response ends, whether the download
-finishes or the client goes away. One export at a time per hub process: a second click, or a second operator, is
-told to wait rather than doubling the disk and the knowledge base's read load. The temporary folder is Python's
-(TMPDIR): room for the export twice, for as long as the download takes.
+POST starts the export in the background (hgen.hub.web.export_jobs: a large one outlasted a proxy's read timeout
+when it was made inside the request); the operator page says when it is ready, and GET downloads it. The export
+runs in full (hgen.hub.export.run, all or nothing, typed errors said on the operator page) into a temporary folder
+and is zipped there (stored, not deflated: the images are JPEG and PNG already); the folder goes once it is zipped.
+One export at a time per hub process: a second click, or a second operator, is told to wait rather than doubling
+the disk and the knowledge base's read load.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +22,12 @@ from urllib.parse import quote
 
 from flask import Flask, Response, request
 
+from hgen.hub.errors import ExportError
 from hgen.hub.export.run import ExportSettings, export_labels
+from hgen.hub.kb.store import KnowledgeBase
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import ExportForm, parse_form
 from hgen.hub.web.routes_operator import back_to_operator
-from hgen.runtime.errors import HGenError
 
 
 def zipped(folder: Path, archive: Path, top: str) -> Path:
@@ -41,38 +40,37 @@ def zipped(folder: Path, archive: Path, top: str) -> Path:
 
 
 def register(app: Flask, ctx: WebContext) -> None:
-    running = threading.Lock()
+    jobs = ctx.exports
 
     @app.post("/operator/export")
     def export() -> Any:
         require_user(ctx, "operator")
         form = parse_form(ExportForm, request.form)
-        if not running.acquire(blocking=False):
-            return back_to_operator("an export is already being made on this hub process; try again when it is "
-                                    "done")
+        settings = ExportSettings.of_hub(ctx.config, form.min_agreement)
+        name = f"{form.model}-labels"
         try:
-            handle, name = _made(ctx, form)
-        except (HGenError, OSError) as exc:  # no labels, a full disk, the database: said on the page, never a 500
+            jobs.start(form.model, name, lambda folder: _made(ctx.hub.service.kb, form.model, settings, folder, name))
+        except (ExportError, OSError) as exc:  # one being made already, a full TMPDIR: said, never a 500
             return back_to_operator(f"export of {form.model}: {exc}")
-        finally:
-            running.release()
+        return back_to_operator(f"export of {form.model} started: this page offers the zip when it is ready "
+                                "(reload it)")
+
+    @app.get("/operator/export/<job_id>")
+    def download_export(job_id: str) -> Any:
+        require_user(ctx, "operator")
+        handle, job = jobs.open(job_id)
         size = os.fstat(handle.fileno()).st_size
         return Response(_chunks(handle), mimetype="application/zip", headers={
-            "Content-Disposition": _attachment(name), "Content-Length": str(size), "Cache-Control": "no-store"})
+            "Content-Disposition": _attachment(job.name), "Content-Length": str(size), "Cache-Control": "no-store"})
 
 
-def _made(ctx: WebContext, form: ExportForm) -> tuple[BinaryIO, str]:
-    """The export zipped and opened, its folder already removed (the open file keeps its bytes until closed); and
-    the download's name, `<model>-labels` (the model name a device reported)."""
-    work = Path(tempfile.mkdtemp(prefix="hgen-export-"))
+def _made(kb: KnowledgeBase, model: str, settings: ExportSettings, work: Path, name: str) -> Path:
+    """The export written into `work` and zipped beside it; the export's folder goes once it is in the zip."""
+    report = export_labels(kb, model, work / "labels", settings)
     try:
-        name = f"{form.model}-labels"
-        report = export_labels(ctx.hub.service.kb, form.model, work / "labels",
-                               ExportSettings.of_hub(ctx.config, form.min_agreement))
-        archive = zipped(report.folder, work / "labels.zip", top=plain(name))  # no "../" in an entry, whatever
-        return archive.open("rb"), name
+        return zipped(report.folder, work / "labels.zip", top=plain(name))  # no "../" in an entry, whatever
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(report.folder, ignore_errors=True)
 
 
 def plain(name: str) -> str:

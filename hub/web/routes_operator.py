@@ -50,6 +50,7 @@ def register(app: Flask, ctx: WebContext) -> None:
             models=models, versions=versions, watches=watches, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
             gold_list=gold_list, class_names=ctx.class_names, gold_pause_reason=GOLD_PAUSE_REASON,
+            export_job=ctx.exports.current(), export_keep_s=ctx.exports.keep_s, now=time.time(),
             counters=sorted(hub.service.metrics.snapshot().items()),
             classes=list(enumerate(ctx.class_names)), message=str(session.pop(NOTICE, "")),
             invite=session.pop("invite", ""))  # both shown once, never in a URL

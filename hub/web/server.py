@@ -66,3 +66,4 @@ class WebServer:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.app.extensions["hgen_web"].exports.close()

@@ -123,9 +123,12 @@ def test_every_route_refuses_hostile_input_with_a_4xx_and_changes_nothing(hub: H
                          (ann, "/annotate?message=%00%ff"), (op, "/operator?message=" + "%" * 100),
                          (ann, "/operator"), (ann, "/logout"), (ann, "/healthz?x=" + DEEP[:1000]), (ann, "/"),
                          (ann, "/metrics"), (op, "/operator/gold/" + "x" * 5000 + "/image"),
-                         (op, "/operator/gold/%00/image"), (ann, "/operator/gold/x/image")]:
+                         (op, "/operator/gold/%00/image"), (ann, "/operator/gold/x/image"),
+                         (op, "/operator/export/" + "j" * 5000), (op, "/operator/export/%00"),
+                         (ann, "/operator/export/x")]:
         assert hub.web.app.test_client().get(path).status_code < 500 and client.get(path).status_code < 500, path
         path = re.sub(r"/operator/gold/[^/]+/", "/operator/gold/<sample_id>/", path)
+        path = re.sub(r"^/operator/export/.+", "/operator/export/<job_id>", path)
         seen.add(re.sub(r"\?.*", "", re.sub(r"/task/[^/]+/", "/task/<task_id>/", path)))
     device_walk = {"/device": ["/device"], "/device/sw.js": ["/device/sw.js"],
                    "/device/manifest.webmanifest": ["/device/manifest.webmanifest"],

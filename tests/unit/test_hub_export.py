@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from hgen.compiler.data import load_dataset
 from hgen.compiler.data.formats import scan
 from hgen.hub.cli import main
 from hgen.hub.config import HubConfig, parse_hub_config
-from hgen.hub.errors import ExportError
+from hgen.hub.errors import ExportError, InvalidRequestError
 from hgen.hub.export.run import ExportSettings, export_labels
 from hgen.hub.kb.models import Sample
 from hgen.hub.retrain.data import held_out
@@ -285,8 +286,9 @@ def test_boxes_are_scaled_by_the_size_people_drew_on_and_data_yaml_has_no_path(t
 
 def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hub(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The operator page's download (real hub, Flask test client): the same export, zipped; an error is said on the
-    page; annotators cannot download; the temporary files go once the response is closed."""
+    """The operator page's download (real hub, Flask test client): the same export, made in the background and
+    zipped; an error is said on the page; annotators cannot start or download one; the temporary files go when the
+    hub stops."""
     import tempfile
     import zipfile
 
@@ -296,6 +298,7 @@ def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hu
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with web_hub(tmp_path) as hub:
+        jobs = hub.web.app.extensions["hgen_web"].exports
         add_people(hub, annotators=("ann",), operators=("op",))
         samples = [make_sample("cam-1", image=png_image(seed=i, channels=3)) for i in range(5)]
         hub.service.submit(make_request("cam-1", samples, m=1), "grpc")
@@ -303,9 +306,12 @@ def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hu
         operator = logged_in(hub, "op")
         token = csrf_token_of(operator.get("/operator").get_data(as_text=True))
         form = {"csrf_token": token, "model": "nope", "min_agreement": "0"}
-        refused = operator.post("/operator/export", data=form)
-        assert refused.status_code == 303 and not any(scratch.iterdir())
-        assert "export of nope: no samples of model &#39;nope&#39;" in operator.get("/operator").get_data(as_text=True)
+        started = operator.post("/operator/export", data=form)
+        assert started.status_code == 303 and jobs.wait(60)
+        page = operator.get("/operator").get_data(as_text=True)
+        assert "export of nope started" in page
+        assert "The export of nope failed: no samples of model &#39;nope&#39;" in operator.get("/operator").get_data(
+            as_text=True) and not any(scratch.iterdir())
 
         real_mkdtemp = tempfile.mkdtemp
 
@@ -316,18 +322,79 @@ def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hu
         assert operator.post("/operator/export", data={**form, "model": "lenet5"}).status_code == 303
         assert "No space left on device" in operator.get("/operator").get_data(as_text=True)
         monkeypatch.setattr(tempfile, "mkdtemp", real_mkdtemp)
-        response = operator.post("/operator/export", data={**form, "model": "lenet5"}, buffered=True)
-        assert response.status_code == 200 and response.mimetype == "application/zip"
-        assert "lenet5-labels.zip" in response.headers["Content-Disposition"]
+        assert operator.post("/operator/export", data={**form, "model": "lenet5"}).status_code == 303
+        assert jobs.wait(60)
+        page = operator.get("/operator").get_data(as_text=True)
+        link = re.search(r'id="export-download" href="([^"]+)"', page)
+        assert link is not None and "Download lenet5-labels.zip" in page
+        for attempt in range(2):  # downloaded again until it expires or the next export replaces it
+            response = operator.get(link.group(1), buffered=True)
+            assert response.status_code == 200 and response.mimetype == "application/zip"
+            assert "lenet5-labels.zip" in response.headers["Content-Disposition"]
         archive = zipfile.ZipFile(io.BytesIO(response.get_data()))
         archive.extractall(tmp_path / "unzipped")
-        assert not list(scratch.rglob("*")), list(scratch.rglob("*"))  # gone once the response was sent (closed)
         catalog = scan(tmp_path / "unzipped" / "lenet5-labels")
         assert catalog.format == "folder" and len(catalog.records) == 5 and catalog.labels == ("0", "1")
+        assert [p.name for p in scratch.rglob("*") if p.is_file()] == ["labels.zip"]  # the export folder went
+        assert operator.get(link.group(1).rsplit("/", 1)[0] + "/not-it").status_code == 400
 
         annotator = logged_in(hub, "ann")
         token = csrf_token_of(annotator.get("/annotate").get_data(as_text=True))
         assert annotator.post("/operator/export", data={**form, "csrf_token": token}).status_code == 403
+        assert annotator.get(link.group(1)).status_code == 403
+    assert not list(scratch.rglob("*")), list(scratch.rglob("*"))  # the hub stopped: its zip went
+
+
+def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The background export's life: busy while made, ready until it expires or is replaced, a failure said; a
+    hub stopped mid-export leaves nothing."""
+    import tempfile
+    import threading
+
+    from hgen.hub.web.export_jobs import ExportBusyError, ExportJobs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    now = [1000.0]
+    jobs = ExportJobs(keep_s=60, clock=lambda: now[0])
+    gate = threading.Event()
+
+    def slow(folder: Path) -> Path:
+        gate.wait(60)
+        (folder / "labels.zip").write_bytes(b"zip")
+        return folder / "labels.zip"
+
+    first = jobs.start("m", "m-labels", slow)
+    with pytest.raises(ExportBusyError, match="already being made"):
+        jobs.start("m", "m-labels", slow)
+    assert jobs.current() == first and first.state == "making" and not jobs.wait(0)
+    with pytest.raises(InvalidRequestError, match="no such export is ready"):
+        jobs.open(first.id)
+    gate.set()
+    assert jobs.wait(60)
+    handle, ready = jobs.open(first.id)
+    with handle:
+        assert handle.read() == b"zip" and ready.state == "ready" and ready.size == 3
+    now[0] += 59
+    assert jobs.current() is not None
+    now[0] += 1
+    assert jobs.current() is None and not any(tmp_path.iterdir())  # expired: removed
+
+    def broken(folder: Path) -> Path:
+        raise ValueError("a bug")
+
+    jobs.start("m", "m-labels", broken)
+    assert jobs.wait(60)
+    failed = jobs.current()
+    assert failed is not None and failed.state == "failed" and "internal error" in failed.message
+    assert not any(tmp_path.iterdir())
+
+    gate.clear()
+    jobs.start("m", "m-labels", slow)
+    jobs.close()  # the hub stops mid-export
+    assert jobs.current() is None
+    gate.set()
+    assert jobs.wait(60) and not any(tmp_path.iterdir())  # the thread removed its own folder
 
 
 def test_sigterm_mid_export_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
