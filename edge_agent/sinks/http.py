@@ -6,7 +6,12 @@ frame. A result the server refuses for a while (a connection error, a timeout, 5
 back-off up to `retry_s`, in order; one it rejects outright (another 4xx: the request is wrong and will stay wrong)
 is logged and dropped (a dropped result is logged, and counted by the agent in sink_errors). Each POST carries `Idempotency-Key: <sample id>:<status>`, so a server can tell a retry from
 a new result (a result whose reply was lost is sent again). While `max_queued` results wait, newer ones are refused
-(`SinkQueueFullError`, counted in sink_errors), as the mqtt sink does. `token` is sent as `Authorization: Bearer`,
+(`SinkQueueFullError`, counted in sink_errors), as the mqtt sink does.
+
+`batch` above 1 POSTs a JSON array of up to that many results, in order, waiting at most `batch_wait_s` after the
+first to fill it: one POST per frame (30 a second from a camera) costs a Pi and the server more than the results
+themselves. A batch is retried, rejected and dropped whole (each of its results counted), and its
+`Idempotency-Key` is `<first sample id>:<status>+<count>`, the same on every retry. `token` is sent as `Authorization: Bearer`,
 and only over HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS
 verifies the server against the system's certificates, or `ca_file` (a private server's own CA).
 """
@@ -59,6 +64,10 @@ class HttpSinkConfig(SinkSettings):
                            "failing (5xx, 408, 429, no connection) before it is dropped and counted")
     max_queued: int = Field(1000, ge=1, title="Results kept in memory while the server is slow or away; newer ones "
                             "are refused and counted in sink_errors")
+    batch: int = Field(1, ge=1, le=1000, title="Results per POST: 1 sends each as a JSON object; more sends a JSON "
+                       "array of up to this many, in order")
+    batch_wait_s: float = Field(1.0, ge=0.0, le=60.0, title="With batch > 1: how long a batch waits after its first "
+                                "result for more before it is sent")
 
     @model_validator(mode="after")
     def _token_not_in_clear(self) -> Self:
@@ -109,10 +118,11 @@ class HttpSink(Sink):
         self._opener = self._opener_for(config)
         self._queue: collections.deque[Result] = collections.deque()
         self._cond = threading.Condition()
-        self._busy = False  # the sender holds a result taken off the queue
+        self._busy = 0  # results the sender holds, taken off the queue
         self._failing = False  # the last attempt failed: the server is away, close() does not wait for it
         self._counted_at_close = False  # close() counted the result in flight as dropped
         self._closing = False
+        self._flushing = False  # close() began: a batch being filled is sent as it is
         self._full = False
         self.delivered = 0
         self.dropped = 0
@@ -143,7 +153,7 @@ class HttpSink(Sink):
             changed, self._full = refused != self._full, refused
             if not refused:
                 self._queue.append(result)
-                self._cond.notify()
+                self._cond.notify_all()  # the sender, whether idle or filling a batch (close() waits here too)
         if changed:
             log.warning("http sink %s: %s", self.config.url, "its queue is full; refusing results (counted in "
                         "sink_errors)" if refused else "queueing results again")
@@ -158,34 +168,42 @@ class HttpSink(Sink):
                     self._cond.wait()
                 if not self._queue:
                     return
-                result = self._queue.popleft()
-                self._busy = True
+                results = self._take()
+                self._busy = len(results)
             try:
-                self._deliver(result)
+                self._deliver(results)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy = 0
                     self._cond.notify_all()
 
-    def _deliver(self, result: Result) -> None:
+    def _take(self) -> list[Result]:
+        """Up to `batch` results off the queue (lock held): the first at once, then more for up to `batch_wait_s`
+        while the batch is not full (closing sends what there is)."""
+        end = time.monotonic() + self.config.batch_wait_s
+        while len(self._queue) < self.config.batch and not self._flushing and (left := end - time.monotonic()) > 0:
+            self._cond.wait(left)
+        return [self._queue.popleft() for _ in range(min(self.config.batch, len(self._queue)))]
+
+    def _deliver(self, results: list[Result]) -> None:
         """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away."""
         give_up = time.monotonic() + self.config.retry_s
         attempt = 0
+        what = f"result of sample {results[0].sample_id}" if len(results) == 1 else \
+            f"batch of {len(results)} results from sample {results[0].sample_id}"
         while True:
-            retry, said = self._post(result)
+            retry, said = self._post(results)
             self._failing = retry
             if not retry:
                 if said:
-                    log.warning("http sink %s: result of sample %s rejected, dropped: %s", self.config.url,
-                                result.sample_id, said)
-                self._count(delivered=not said)
+                    log.warning("http sink %s: %s rejected, dropped: %s", self.config.url, what, said)
+                self._count(len(results), delivered=not said)
                 return
             wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             attempt += 1
             if not self._back_off(wait, give_up):
-                self._count(delivered=False)
-                log.warning("http sink %s: result of sample %s not delivered (%s), dropped", self.config.url,
-                            result.sample_id, said)
+                self._count(len(results), delivered=False)
+                log.warning("http sink %s: %s not delivered (%s), dropped", self.config.url, what, said)
                 return
 
     def _back_off(self, wait: float, give_up: float) -> bool:
@@ -199,24 +217,29 @@ class HttpSink(Sink):
                 self._cond.wait(left)
             return not self._closing
 
-    def _count(self, delivered: bool) -> None:
-        """One result's end, unless close() counted it already as dropped (it was in flight then)."""
+    def _count(self, n: int, delivered: bool) -> None:
+        """The end of `n` results sent together, unless close() counted them already as dropped (in flight then)."""
         with self._cond:
             if self._counted_at_close:
                 return
             if delivered:
-                self.delivered += 1
+                self.delivered += n
             else:
-                self.dropped += 1
+                self.dropped += n
 
-    def _post(self, result: Result) -> tuple[bool, str]:
-        """(retry?, why it failed or "" when accepted)."""
-        headers = {"Content-Type": "application/json",
-                   "Idempotency-Key": f"{result.sample_id}:{result.status.value}"}
+    def _post(self, results: list[Result]) -> tuple[bool, str]:
+        """(retry?, why it failed or "" when accepted). `batch` 1: the result as a JSON object; else a JSON array."""
+        first = results[0]
+        key = f"{first.sample_id}:{first.status.value}"
+        if self.config.batch == 1:
+            body = first.to_json()
+        else:
+            body = "[" + ",".join(result.to_json() for result in results) + "]"
+            key += f"+{len(results)}"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if self.config.token is not None:
             headers["Authorization"] = f"Bearer {self.config.token.get_secret_value()}"
-        request = urllib.request.Request(self.config.url, data=result.to_json().encode(), headers=headers,
-                                         method="POST")
+        request = urllib.request.Request(self.config.url, data=body.encode(), headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.config.timeout_s) as response:
                 response.read(1 << 16)
@@ -238,10 +261,12 @@ class HttpSink(Sink):
         is left, and a result still in flight, is counted as dropped now, so the agent's last count has it."""
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         with self._cond:
+            self._flushing = True
+            self._cond.notify_all()
             while (self._queue or self._busy) and not self._failing and time.monotonic() < deadline:
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
             self._closing = True
-            self._counted_at_close = self._busy
+            self._counted_at_close = self._busy > 0
             left = len(self._queue) + self._busy
             self._queue.clear()
             self.dropped += left

@@ -279,3 +279,32 @@ def test_an_unreadable_ca_file_is_a_config_error_and_a_closed_sink_takes_nothing
                                             "ca_file": str(tmp_path / "junk.pem")}]})
     with pytest.raises(AgentConfigError, match="ca_file"):
         check(config)
+
+
+def test_batches_post_arrays_in_order_and_a_batch_is_retried_and_rejected_whole(webhook: Webhook) -> None:
+    """batch 4: 10 results in three POSTs (4, 4, then the last 2 sent at close without waiting out batch_wait_s);
+    a 503 retries the batch with the same key; a 400 drops the whole batch, each result counted."""
+    webhook.statuses = [503, 200, 400]
+    out = sink(webhook.url, batch=4, batch_wait_s=30)
+    sent = [result(i) for i in range(10)]
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(3)  # the first batch twice (503, then taken), then the second (rejected)
+    out.close()  # the third batch had 2 of 4: sent now, not after 30 s
+    bodies = [body for _, body in webhook.received]
+    assert all(isinstance(body, list) for body in bodies)
+    assert [[r["sample_id"] for r in body] for body in bodies] == \
+        [[r.sample_id for r in sent[:4]]] * 2 + [[r.sample_id for r in sent[4:8]], [r.sample_id for r in sent[8:]]]
+    keys = [headers["idempotency-key"] for headers, _ in webhook.received]
+    assert keys[0] == keys[1] == f"{sent[0].sample_id}:fused+4" and keys[3] == f"{sent[8].sample_id}:fused+2"
+    assert (out.delivered, out.dropped) == (6, 4)
+
+
+def test_a_batch_is_sent_after_batch_wait_s_when_it_does_not_fill(webhook: Webhook) -> None:
+    out = sink(webhook.url, batch=100, batch_wait_s=0.2)
+    first = result(0)
+    out.emit(first)
+    webhook.wait_for(1)  # arrives without close(): the batch waited its 0.2 s, then went with one result
+    assert [r["sample_id"] for r in webhook.received[0][1]] == [first.sample_id]
+    out.close()
+    assert (out.delivered, out.dropped) == (1, 0)
