@@ -29,7 +29,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,11 @@ class ExportReport:
         return f"{self.data_format}:{self.folder}"
 
 
-def export_labels(kb: KnowledgeBase, model: str, out: Path, settings: ExportSettings) -> ExportReport:
-    """Write the human labels of `model` (a bundle name devices report) under `out` in its label form's layout."""
+def export_labels(kb: KnowledgeBase, model: str, out: Path, settings: ExportSettings,
+                  stopped: Callable[[], bool] = lambda: False) -> ExportReport:
+    """Write the human labels of `model` (a bundle name devices report) under `out` in its label form's layout.
+    `stopped` is asked before each label: True ends the export (ExportError), nothing left behind (the hub's
+    background export when the hub stops)."""
     out = Path(out).absolute()
     _refuse_taken(out)
     if (missing := kb.image_dir_missing()) is not None:
@@ -109,7 +112,7 @@ def export_labels(kb: KnowledgeBase, model: str, out: Path, settings: ExportSett
     except OSError as exc:
         raise ExportError(f"cannot write beside {out}: {exc.strerror or exc}") from None
     try:
-        report = _write(kb, model, writer_type, partial, settings)
+        report = _write(kb, model, writer_type, partial, settings, stopped)
         os.rename(partial, out)  # onto an empty folder too; a folder filled meanwhile is refused
     except OSError as exc:  # a full disk, a folder filled meanwhile: said, and nothing left behind
         shutil.rmtree(partial, ignore_errors=True)
@@ -157,7 +160,7 @@ def label_form(kb: KnowledgeBase, model: str) -> str:
 
 
 def _write(kb: KnowledgeBase, model: str, writer_type: WriterType, root: Path,
-           settings: ExportSettings) -> ExportReport:
+           settings: ExportSettings, stopped: Callable[[], bool]) -> ExportReport:
     writer = writer_type(root, settings.classes)
     written: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
@@ -166,6 +169,8 @@ def _write(kb: KnowledgeBase, model: str, writer_type: WriterType, root: Path,
         rows = csv.writer(index)
         rows.writerow(COLUMNS)
         for row in _rows(kb, model, writer_type.selection()):
+            if stopped():
+                raise ExportError(f"the export of {model!r} was stopped (the hub is stopping); nothing written")
             reply = hub_pb2.SampleReply.FromString(row.payload)
             try:
                 if reply.aggregated.confidence < settings.min_agreement:

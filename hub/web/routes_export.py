@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -49,7 +49,8 @@ def register(app: Flask, ctx: WebContext) -> None:
         settings = ExportSettings.of_hub(ctx.config, form.min_agreement)
         name = f"{form.model}-labels"
         try:
-            jobs.start(form.model, name, lambda folder: _made(ctx.hub.service.kb, form.model, settings, folder, name))
+            jobs.start(form.model, name,
+                       lambda folder, stopped: _made(ctx.hub.service.kb, form.model, settings, folder, name, stopped))
         except (ExportError, OSError) as exc:  # one being made already, a full TMPDIR: said, never a 500
             return back_to_operator(f"export of {form.model}: {exc}")
         return back_to_operator(f"export of {form.model} started: this page offers the zip when it is ready "
@@ -64,9 +65,10 @@ def register(app: Flask, ctx: WebContext) -> None:
             "Content-Disposition": _attachment(job.name), "Content-Length": str(size), "Cache-Control": "no-store"})
 
 
-def _made(kb: KnowledgeBase, model: str, settings: ExportSettings, work: Path, name: str) -> Path:
+def _made(kb: KnowledgeBase, model: str, settings: ExportSettings, work: Path, name: str,
+          stopped: Callable[[], bool]) -> Path:
     """The export written into `work` and zipped beside it; the export's folder goes once it is in the zip."""
-    report = export_labels(kb, model, work / "labels", settings)
+    report = export_labels(kb, model, work / "labels", settings, stopped)
     try:
         return zipped(report.folder, work / "labels.zip", top=plain(name))  # no "../" in an entry, whatever
     finally:
@@ -84,7 +86,8 @@ def _attachment(stem: str) -> str:
 
 
 def _chunks(handle: BinaryIO, size: int = 64 * 1024) -> Iterator[bytes]:
-    """The zip in pieces, closing (and so freeing) the unlinked file at the end or when the client goes away. Small
+    """The zip in pieces, closing the file at the end or when the client goes away (one replaced or expired
+    meanwhile was only unlinked: its bytes stay readable until then, then are freed). Small
     pieces: the web server's read_timeout_s bounds each send, and a 1 MiB piece cut off clients under 35 kB/s."""
     with handle:
         while chunk := handle.read(size):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import time
 from typing import Any
@@ -43,6 +44,7 @@ def register(app: Flask, ctx: WebContext) -> None:
         storage = gauge.read()
         with kb.session() as s:
             gold_list = gold_standings(s, limit=GOLD_SHOWN)
+        export_job = ctx.exports.current()
         return render_template(
             "operator.html", view=stats.overview(hub.service.kb, time.time(), ctx.class_names),
             together=answering_together(hub.service.kb), min_shared=MIN_SHARED,
@@ -50,7 +52,8 @@ def register(app: Flask, ctx: WebContext) -> None:
             models=models, versions=versions, watches=watches, runs=hub.retrain_store.runs(limit=30),
             retrain_on=hub.retrain is not None, gold_count=hub.service.gold.count(), gold=ctx.config.gold,
             gold_list=gold_list, class_names=ctx.class_names, gold_pause_reason=GOLD_PAUSE_REASON,
-            export_job=ctx.exports.current(), export_keep_s=ctx.exports.keep_s, now=time.time(),
+            export_job=export_job, export_age_s=ctx.exports.age(export_job) if export_job else 0.0,
+            export_left_min=math.ceil(ctx.exports.seconds_left(export_job) / 60) if export_job else 0,
             counters=sorted(hub.service.metrics.snapshot().items()),
             classes=list(enumerate(ctx.class_names)), message=str(session.pop(NOTICE, "")),
             invite=session.pop("invite", ""))  # both shown once, never in a URL

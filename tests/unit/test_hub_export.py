@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -345,21 +346,42 @@ def test_an_operator_downloads_the_export_as_a_zip_and_nothing_is_left_on_the_hu
     assert not list(scratch.rglob("*")), list(scratch.rglob("*"))  # the hub stopped: its zip went
 
 
+def quick(folder: Path, stopped: Any) -> Path:
+    (folder / "a.zip").write_bytes(b"a")
+    return folder / "a.zip"
+
+
+class ManualTimer:
+    """A timer the test fires itself (the jobs' expiry), recording its delay."""
+
+    made: list["ManualTimer"] = []
+
+    def __init__(self, seconds: float, action: Any) -> None:
+        self.seconds, self.action, self.daemon, self.cancelled = seconds, action, False, False
+        ManualTimer.made.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The background export's life: busy while made, ready until it expires or is replaced, a failure said; a
-    hub stopped mid-export leaves nothing."""
+    """The background export's life: busy while made, ready until its timer removes it (nobody needs to look) or
+    the next export replaces it, a failure said, a bad id refused without a 500."""
     import tempfile
     import threading
 
     from hgen.hub.web.export_jobs import ExportBusyError, ExportJobs
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    now = [1000.0]
-    jobs = ExportJobs(keep_s=60, clock=lambda: now[0])
+    ManualTimer.made.clear()
+    jobs = ExportJobs(keep_s=60, timer=ManualTimer)
     gate = threading.Event()
 
-    def slow(folder: Path) -> Path:
+    def slow(folder: Path, stopped: Any) -> Path:
         gate.wait(60)
         (folder / "labels.zip").write_bytes(b"zip")
         return folder / "labels.zip"
@@ -367,7 +389,7 @@ def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Pa
     first = jobs.start("m", "m-labels", slow)
     with pytest.raises(ExportBusyError, match="already being made"):
         jobs.start("m", "m-labels", slow)
-    assert jobs.current() == first and first.state == "making" and not jobs.wait(0)
+    assert not jobs.wait(0) and jobs.current().state == "making"
     with pytest.raises(InvalidRequestError, match="no such export is ready"):
         jobs.open(first.id)
     gate.set()
@@ -375,12 +397,15 @@ def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Pa
     handle, ready = jobs.open(first.id)
     with handle:
         assert handle.read() == b"zip" and ready.state == "ready" and ready.size == 3
-    now[0] += 59
-    assert jobs.current() is not None
-    now[0] += 1
-    assert jobs.current() is None and not any(tmp_path.iterdir())  # expired: removed
+    for wrong in ("é" * 22, first.id[:-1] + "x", "\x00"):
+        with pytest.raises(InvalidRequestError):
+            jobs.open(wrong)
+    (timer,) = ManualTimer.made
+    assert timer.seconds == 60 and timer.daemon and 0 < jobs.seconds_left(ready) <= 60
+    timer.action()  # an hour later, with nobody looking
+    assert jobs.current() is None and not any(tmp_path.iterdir())
 
-    def broken(folder: Path) -> Path:
+    def broken(folder: Path, stopped: Any) -> Path:
         raise ValueError("a bug")
 
     jobs.start("m", "m-labels", broken)
@@ -390,11 +415,78 @@ def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Pa
     assert not any(tmp_path.iterdir())
 
     gate.clear()
-    jobs.start("m", "m-labels", slow)
-    jobs.close()  # the hub stops mid-export
-    assert jobs.current() is None
+    replaced = jobs.start("m", "m-labels", quick)
+    assert jobs.wait(60) and jobs.current().id == replaced.id and list(tmp_path.rglob("a.zip"))
+    jobs.start("m", "m-labels", slow)  # the next export replaces the ready zip
+    assert ManualTimer.made[-1].cancelled and not list(tmp_path.rglob("a.zip"))
     gate.set()
-    assert jobs.wait(60) and not any(tmp_path.iterdir())  # the thread removed its own folder
+    assert jobs.wait(60)
+
+
+def test_a_hub_stopping_mid_export_stops_it_and_leaves_nothing(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread was a daemon nobody waited for: the process exited with a partial export in TMPDIR, and a
+    stopped hub kept reading its knowledge base. Now close() stops it between two labels and waits."""
+    import tempfile
+    import threading
+
+    from hgen.hub.web.export_jobs import ExportBusyError, ExportJobs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    jobs = ExportJobs()
+    working = threading.Event()
+    labels_after_stop = []
+
+    def endless(folder: Path, stopped: Any) -> Path:
+        (folder / "partial.jpg").write_bytes(b"x")
+        working.set()
+        while not stopped():
+            threading.Event().wait(0.01)  # a label written, then the next
+        labels_after_stop.append(0)
+        raise ExportError("stopped")
+
+    jobs.start("m", "m-labels", endless)
+    assert working.wait(60)
+    jobs.close()
+    assert labels_after_stop == [0] and jobs.current() is None and not any(tmp_path.iterdir())
+    with pytest.raises(ExportBusyError, match="stopping"):
+        jobs.start("m", "m-labels", endless)
+
+
+def test_an_export_that_cannot_get_a_thread_leaves_nothing_claiming_to_be_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+    import threading
+
+    from hgen.hub.web.export_jobs import ExportJobs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    jobs = ExportJobs()
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(ExportError, match="can't start new thread"):
+            jobs.start("m", "m-labels", quick)
+    assert jobs.current() is None and not any(tmp_path.iterdir())
+    jobs.start("m", "m-labels", quick)
+    assert jobs.wait(60) and jobs.current().state == "ready"
+    jobs.close()
+
+
+def test_export_labels_stops_between_two_labels_when_asked(service: HubService, tmp_path: Path) -> None:
+    labelled_classes(service, n=4)
+    asked = []
+
+    def stopped() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    with pytest.raises(ExportError, match="was stopped"):
+        export_labels(service.kb, "lenet5", tmp_path / "out", ExportSettings.of_hub(service.config), stopped)
+    assert len(asked) == 2 and not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
 def test_sigterm_mid_export_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
