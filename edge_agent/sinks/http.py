@@ -10,8 +10,10 @@ a new result (a result whose reply was lost is sent again). While `max_queued` r
 
 `batch` above 1 POSTs a JSON array of up to that many results, in order, waiting at most `batch_wait_s` after the
 first to fill it: one POST per frame (30 a second from a camera) costs a Pi and the server more than the results
-themselves. A batch is retried, rejected and dropped whole (each of its results counted), and its
-`Idempotency-Key` is `<first sample id>:<status>+<count>`, the same on every retry. `token` is sent as `Authorization: Bearer`,
+themselves. A batch is retried, rejected and dropped whole (each of its results counted). Its `Idempotency-Key`
+is `batch-<sha256 of its sample ids and statuses, in order>`, the same on every retry; after a restart results may
+be sent again in other batches, so a server deduplicates each result by (sample_id, status). A queued result is
+only in memory: with batches it waits there up to `batch_wait_s` more, which a power cut loses. `token` is sent as `Authorization: Bearer`,
 and only over HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS
 verifies the server against the system's certificates, or `ca_file` (a private server's own CA).
 """
@@ -19,6 +21,7 @@ verifies the server against the system's certificates, or `ca_file` (a private s
 from __future__ import annotations
 
 import collections
+import hashlib
 import http.client
 import logging
 import ssl
@@ -70,6 +73,15 @@ class HttpSinkConfig(SinkSettings):
                                 "result for more before it is sent")
 
     @model_validator(mode="after")
+    def _batch_fits_the_queue(self) -> Self:
+        """A batch is gathered in the queue: one larger than max_queued never fills, and results arriving while it
+        waits are refused though the server is well."""
+        if self.batch > self.max_queued:
+            raise ValueError(f"batch: {self.batch} is more than max_queued ({self.max_queued}), which holds the "
+                             "batch while it is gathered")
+        return self
+
+    @model_validator(mode="after")
     def _token_not_in_clear(self) -> Self:
         """A bearer token over plain HTTP to another host is readable by anyone on the way."""
         parts = urlsplit(self.url)
@@ -116,13 +128,14 @@ class HttpSink(Sink):
     def __init__(self, config: HttpSinkConfig) -> None:
         self.config = config
         self._opener = self._opener_for(config)
-        self._queue: collections.deque[Result] = collections.deque()
+        self._queue: collections.deque[tuple[float, Result]] = collections.deque()  # (when queued, result)
         self._cond = threading.Condition()
         self._busy = 0  # results the sender holds, taken off the queue
         self._failing = False  # the last attempt failed: the server is away, close() does not wait for it
         self._counted_at_close = False  # close() counted the result in flight as dropped
         self._closing = False
         self._flushing = False  # close() began: a batch being filled is sent as it is
+        self.gathering = False  # the sender is gathering a batch (waiting for more results or batch_wait_s)
         self._full = False
         self.delivered = 0
         self.dropped = 0
@@ -152,7 +165,7 @@ class HttpSink(Sink):
             refused = len(self._queue) >= self.config.max_queued
             changed, self._full = refused != self._full, refused
             if not refused:
-                self._queue.append(result)
+                self._queue.append((time.monotonic(), result))
                 self._cond.notify_all()  # the sender, whether idle or filling a batch (close() waits here too)
         if changed:
             log.warning("http sink %s: %s", self.config.url, "its queue is full; refusing results (counted in "
@@ -169,7 +182,10 @@ class HttpSink(Sink):
                 if not self._queue:
                     return
                 results = self._take()
+                if not results:  # close() emptied the queue while the batch was gathered
+                    continue
                 self._busy = len(results)
+                self._failing = False  # a new batch: close() waits for it as for any (the last may have failed)
             try:
                 self._deliver(results)
             finally:
@@ -178,12 +194,15 @@ class HttpSink(Sink):
                     self._cond.notify_all()
 
     def _take(self) -> list[Result]:
-        """Up to `batch` results off the queue (lock held): the first at once, then more for up to `batch_wait_s`
-        while the batch is not full (closing sends what there is)."""
-        end = time.monotonic() + self.config.batch_wait_s
-        while len(self._queue) < self.config.batch and not self._flushing and (left := end - time.monotonic()) > 0:
+        """Up to `batch` results off the queue (lock held): at once when full, else once `batch_wait_s` has passed
+        since the first was queued (one that waited out a retry goes at once); closing sends what there is."""
+        self.gathering = True
+        self._cond.notify_all()  # (tests wait for it: close() may empty the queue under a batch being gathered)
+        while self._queue and len(self._queue) < self.config.batch and not self._flushing \
+                and (left := self._queue[0][0] + self.config.batch_wait_s - time.monotonic()) > 0:
             self._cond.wait(left)
-        return [self._queue.popleft() for _ in range(min(self.config.batch, len(self._queue)))]
+        self.gathering = False
+        return [self._queue.popleft()[1] for _ in range(min(self.config.batch, len(self._queue)))]
 
     def _deliver(self, results: list[Result]) -> None:
         """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away."""
@@ -218,9 +237,11 @@ class HttpSink(Sink):
             return not self._closing
 
     def _count(self, n: int, delivered: bool) -> None:
-        """The end of `n` results sent together, unless close() counted them already as dropped (in flight then)."""
+        """The end of `n` results sent together, unless close() counted them already as dropped (in flight then).
+        They leave the sender's hands in the same step, so a close() meanwhile cannot count them again."""
         with self._cond:
-            if self._counted_at_close:
+            in_flight, self._busy = self._busy, 0
+            if self._counted_at_close or not in_flight:
                 return
             if delivered:
                 self.delivered += n
@@ -235,7 +256,8 @@ class HttpSink(Sink):
             body = first.to_json()
         else:
             body = "[" + ",".join(result.to_json() for result in results) + "]"
-            key += f"+{len(results)}"
+            key = "batch-" + hashlib.sha256("\n".join(f"{r.sample_id}:{r.status.value}" for r in results)
+                                            .encode()).hexdigest()
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if self.config.token is not None:
             headers["Authorization"] = f"Bearer {self.config.token.get_secret_value()}"

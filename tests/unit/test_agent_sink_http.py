@@ -296,8 +296,60 @@ def test_batches_post_arrays_in_order_and_a_batch_is_retried_and_rejected_whole(
     assert [[r["sample_id"] for r in body] for body in bodies] == \
         [[r.sample_id for r in sent[:4]]] * 2 + [[r.sample_id for r in sent[4:8]], [r.sample_id for r in sent[8:]]]
     keys = [headers["idempotency-key"] for headers, _ in webhook.received]
-    assert keys[0] == keys[1] == f"{sent[0].sample_id}:fused+4" and keys[3] == f"{sent[8].sample_id}:fused+2"
+    assert keys[0] == keys[1] and len(set(keys[1:])) == 3 and all(k.startswith("batch-") for k in keys)
     assert (out.delivered, out.dropped) == (6, 4)
+
+
+def test_two_batches_starting_with_one_result_have_different_keys(webhook: Webhook) -> None:
+    """After a restart a result may be sent again with others: a key naming only the first result and the count
+    told a server honouring it that [A, C] was [A, B] again, and C was lost."""
+    a, b, c = result(1), result(2), result(3)
+    for pair in ((a, b), (a, c)):
+        out = sink(webhook.url, batch=2, batch_wait_s=30)
+        for r in pair:
+            out.emit(r)
+        out.close()
+    webhook.wait_for(2)
+    first, second = (headers["idempotency-key"] for headers, _ in webhook.received)
+    assert first != second
+
+
+def test_closing_while_the_server_is_away_and_a_batch_is_gathered_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender gathering a batch found the queue emptied by close() (which does not wait for a failing server)
+    and crashed on an empty batch."""
+    import socket
+
+    crashes: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_value))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = sink(f"http://127.0.0.1:{port}/x", batch=10, batch_wait_s=30, retry_s=0)
+    out.emit(result(0))
+    out._flushing = True  # noqa: SLF001 (send the first batch now: it fails and is given up at once, retry_s 0)
+    with out._cond:  # noqa: SLF001
+        out._cond.notify_all()
+        assert out._cond.wait_for(lambda: out.dropped == 1, timeout=30)
+        out._flushing = False  # the next batch is gathered, waiting 30 s for more
+    out.emit(result(1))
+    with out._cond:  # noqa: SLF001
+        assert out._cond.wait_for(lambda: out.gathering, timeout=30)  # the next batch waits 30 s for more
+    for i in range(2, 4):
+        out.emit(result(i))
+    out.close()  # the last attempt failed: close() does not wait, it takes the queue
+    out._thread.join(30)  # noqa: SLF001
+    assert not out._thread.is_alive() and not crashes  # noqa: SLF001
+    assert (out.delivered, out.dropped) == (0, 4)
+
+
+def test_a_batch_larger_than_the_queue_is_refused_by_key() -> None:
+    from hgen.edge_agent.errors import AgentConfigError
+
+    data = {"device_id": "cam-1", "bundle": {"path": "b", "public_key": "k.pem"},
+            "source": {"kind": "video", "uri": "v"},
+            "sinks": [{"kind": "http", "url": "http://127.0.0.1/in", "batch": 50, "max_queued": 20}]}
+    with pytest.raises(AgentConfigError, match=r"sinks\.0\.http.*batch: 50 is more than max_queued \(20\)"):
+        parse_agent_config(data)
 
 
 def test_a_batch_is_sent_after_batch_wait_s_when_it_does_not_fill(webhook: Webhook) -> None:
