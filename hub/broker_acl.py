@@ -189,9 +189,7 @@ def device_registry(config: HubConfig, kb: KnowledgeBase) -> DeviceCredentials:
 @contextmanager
 def open_registry(config: HubConfig) -> Iterator[DeviceCredentials]:
     """The device credentials from outside a serving hub (the CLI verbs, the demo): same database, same broker."""
-    kbc = config.knowledge_base
-    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                            migrate=kbc.migrate)
+    kb = KnowledgeBase.of_config(config.knowledge_base)
     try:
         yield device_registry(config, kb)
     finally:

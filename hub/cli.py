@@ -141,9 +141,7 @@ def retrain(config_path: str, model: str, research: bool = False) -> int:
     from hgen.hub.retrain.worker import LEASE_TTL_S, LeaseKeeper, holder_id
 
     config = load_hub_config(config_path)
-    kbc = config.knowledge_base
-    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                            migrate=kbc.migrate)
+    kb = KnowledgeBase.of_config(config.knowledge_base)
     try:
         store = RetrainStore(kb)
         pipeline = RetrainPipeline(config.retrain, store, HubPublisher(kb))
@@ -175,9 +173,7 @@ def _releases(config_path: str) -> Iterator[Releases]:
     from hgen.hub.retrain.release import Releases
 
     config = load_hub_config(config_path)
-    kbc = config.knowledge_base
-    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                            migrate=kbc.migrate)
+    kb = KnowledgeBase.of_config(config.knowledge_base)
     try:
         yield Releases(RetrainPipeline(config.retrain, RetrainStore(kb), HubPublisher(kb)))
     finally:

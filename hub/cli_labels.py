@@ -31,9 +31,7 @@ def export(config_path: str, model: str, out: Path, min_agreement: float = 0.0) 
     config = load_hub_config(config_path)
     settings = ExportSettings.of_hub(config, min_agreement)
     _refuse_new_knowledge_base(config.knowledge_base.url, ExportError, "nothing exported")
-    kbc = config.knowledge_base
-    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                            migrate=kbc.migrate)
+    kb = KnowledgeBase.of_config(config.knowledge_base)
     stopped = signal.signal(signal.SIGTERM, _interrupt)  # timeout, systemd, docker: cleaned up as on Ctrl-C
     try:
         report = export_labels(kb, model, out, settings)
@@ -153,9 +151,7 @@ def _gold_book(config: HubConfig) -> Iterator[GoldBook]:
     from hgen.hub.gold import GoldBook
     from hgen.hub.kb.store import KnowledgeBase
 
-    kbc = config.knowledge_base
-    kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                            migrate=kbc.migrate)
+    kb = KnowledgeBase.of_config(config.knowledge_base)
     try:
         yield GoldBook(kb, config.gold, aggregator=config.aggregator)
     finally:

@@ -156,10 +156,8 @@ class HubService:
 
     @classmethod
     def from_config(cls, config: HubConfig) -> HubService:
-        kbc = config.knowledge_base
-        kb = KnowledgeBase.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
-                                migrate=kbc.migrate, num_classes=config.num_classes,
-                                aggregator=lambda name: get_aggregator(name, config.aggregator_config(name)))
+        kb = KnowledgeBase.of_config(config.knowledge_base, num_classes=config.num_classes,
+                                     aggregator=lambda name: get_aggregator(name, config.aggregator_config(name)))
         return cls(config, kb)
 
     # --- lifecycle ----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -33,6 +34,9 @@ from hgen.hub.kb.tasks import TaskQueue
 from hgen.hub.kb.tasks import GOLD_TRANSPORT, Task  # noqa: F401 (callers import them here)
 from hgen.protos import hub_pb2
 from hgen.runtime.bundle.manifest import version_key
+
+if TYPE_CHECKING:
+    from hgen.hub.config import KnowledgeBaseConfig
 
 
 
@@ -79,6 +83,12 @@ class KnowledgeBase(TaskQueue, Closing, Retention, BundleArchives):
         self.clock = clock
         self.unreadable = UnreadableSamples(clock)  # samples whose image this process could not read lately
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def of_config(cls, kbc: KnowledgeBaseConfig, **kwargs: object) -> KnowledgeBase:
+        """Open the configured knowledge base (`knowledge_base:` of the hub's config), as every hub verb does."""
+        return cls.open(kbc.url, image_dir=kbc.image_dir, inline_max_bytes=kbc.inline_image_max_bytes,
+                        migrate=kbc.migrate, **kwargs)
 
     @classmethod
     def open(cls, url: str, *, image_dir: Path | None = None, inline_max_bytes: int = 64 * 1024,
