@@ -10,7 +10,8 @@ a new result (a result whose reply was lost is sent again). While `max_queued` r
 
 `batch` above 1 POSTs a JSON array of up to that many results, in order, waiting at most `batch_wait_s` after the
 first to fill it: one POST per frame (30 a second from a camera) costs a Pi and the server more than the results
-themselves. A batch is retried, rejected and dropped whole (each of its results counted). Its `Idempotency-Key`
+themselves. A batch is retried, rejected and dropped whole (each of its results counted), except that one the
+server refuses as too large (413) is sent again in halves, down to single results. Its `Idempotency-Key`
 is `batch-<sha256 of its sample ids and statuses, in order>`, the same on every retry; after a restart results may
 be sent again in other batches, so a server deduplicates each result by (sample_id, status). A queued result is
 only in memory: with batches it waits there up to `batch_wait_s` more, which a power cut loses. `token` is sent as `Authorization: Bearer`,
@@ -44,6 +45,7 @@ from hgen.edge_agent.sinks.mqtt import SinkQueueFullError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+TOO_LARGE = "HTTP 413"  # a batch over the server's body limit (nginx's client_max_body_size is 1 MiB by default)
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # between attempts at one result, the last repeated
 FLUSH_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 0.5
@@ -213,6 +215,13 @@ class HttpSink(Sink):
         while True:
             retry, said = self._post(results)
             self._failing = retry
+            if said.startswith(TOO_LARGE) and len(results) > 1:  # the server's body limit: halves, in order
+                log.warning("http sink %s: %s too large for the server (%s); sent in halves", self.config.url, what,
+                            said)
+                half = len(results) // 2
+                self._deliver(results[:half])
+                self._deliver(results[half:])
+                return
             if not retry:
                 if said:
                     log.warning("http sink %s: %s rejected, dropped: %s", self.config.url, what, said)
@@ -240,7 +249,7 @@ class HttpSink(Sink):
         """The end of `n` results sent together, unless close() counted them already as dropped (in flight then).
         They leave the sender's hands in the same step, so a close() meanwhile cannot count them again."""
         with self._cond:
-            in_flight, self._busy = self._busy, 0
+            in_flight, self._busy = self._busy, max(0, self._busy - n)  # a halved batch ends in two counts
             if self._counted_at_close or not in_flight:
                 return
             if delivered:

@@ -360,3 +360,29 @@ def test_a_batch_is_sent_after_batch_wait_s_when_it_does_not_fill(webhook: Webho
     assert [r["sample_id"] for r in webhook.received[0][1]] == [first.sample_id]
     out.close()
     assert (out.delivered, out.dropped) == (1, 0)
+
+
+def test_a_batch_too_large_for_the_server_is_sent_again_in_halves(webhook: Webhook) -> None:
+    """A body limit (nginx's client_max_body_size, 1 MiB by default) refused a big batch with 413 every time, and
+    every batch was dropped. Halves go in order; a single result the server still refuses is dropped alone."""
+    webhook.statuses = [413, 413, 200, 200, 413]  # 4 -> 2 (413) -> 1, 1; then the other 2 -> 413 as a pair
+    out = sink(webhook.url, batch=4, batch_wait_s=30)
+    sent = [result(i) for i in range(4)]
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(7)  # 4, 2, 1, 1, 2, then 1, 1
+    out.close()
+    sizes = [len(body) for _, body in webhook.received]
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    assert [r["sample_id"] for _, body in webhook.received[-2:] for r in body] == [r.sample_id for r in sent[2:]]
+    assert (out.delivered, out.dropped) == (4, 0)
+
+
+def test_a_single_result_too_large_is_dropped_alone(webhook: Webhook) -> None:
+    webhook.statuses = [413, 200, 413]  # the pair is halved; the second result is too large on its own
+    out = sink(webhook.url, batch=2, batch_wait_s=30)
+    for i in range(2):
+        out.emit(result(i))
+    webhook.wait_for(3)
+    out.close()
+    assert [len(body) for _, body in webhook.received] == [2, 1, 1] and (out.delivered, out.dropped) == (1, 1)
