@@ -260,3 +260,51 @@ def test_the_operator_page_shows_disputed_gold_and_retires_it(tmp_path: Path) ->
 def gold_ids(service: HubService) -> list[str]:
     with service.kb.session() as s:
         return [g.sample_id for g in gold_standings(s)]
+
+
+def test_a_rule_pause_committing_while_a_retire_resumes_is_undone_not_left(pg_url: str) -> None:  # noqa: F811
+    """PostgreSQL, two real transactions: the gold rule is pausing c1 (its row locked, the pause not committed yet)
+    when a retire of the gold behind that pause runs. The retire's resume step waits for the lock, then sees the
+    pause and undoes it. Before the row lock, the retire read who was paused first, missed c1, and c1 stayed paused
+    by a gold that no longer existed."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    from hgen.hub.config import GoldConfig
+    from hgen.hub.gold import GOLD_PAUSE_REASON, lock_annotator
+    from hgen.hub.kb.models import AnnotatorPause
+
+    config = parse_hub_config({"devices": ["cam-1"], "knowledge_base": {"url": pg_url},
+                               "gold": {"share": 0.5, "min_answers": 1000}})  # nobody paused while answering
+    service = HubService(config, KnowledgeBase.open(pg_url))
+    watcher = create_engine(pg_url)
+    try:
+        right = [service.gold.add(png_image(seed=s), RIGHT, config.num_classes, config.limits) for s in range(5)]
+        wrong = service.gold.add(png_image(seed=99), WRONG_KNOWN, config.num_classes, config.limits)
+        answer_gold(service, "c1", {**{r: RIGHT for r in right}, wrong: TRUE_OF_WRONG}, [*right, wrong])
+        service.gold.config = GoldConfig(share=0.5, min_answers=5, pause_below=0.9)  # now 5 of 6 pauses c1
+        outcome: list = []
+        retire = threading.Thread(target=lambda: outcome.append(retire_gold(service.gold, [wrong])))
+        with service.kb.session() as pausing:  # the rule's pause, caught between its lock and its commit
+            lock_annotator(pausing, "c1")
+            pausing.add(AnnotatorPause(annotator_id="c1", reason=f"{GOLD_PAUSE_REASON} 83% on 6 gold tasks",
+                                       paused_at=0.0))
+            pausing.flush()
+            retire.start()
+            with watcher.connect() as db:  # until the retire's resume step waits for c1's row
+                waiting = 0
+                for _ in range(3000):
+                    waiting = db.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                              "'Lock' AND datname = current_database()")).scalar()
+                    if waiting or not retire.is_alive():
+                        break
+                    threading.Event().wait(0.01)  # polling the database for the waiter, not a blind sleep
+                assert waiting == 1, "the retire never waited for the pausing transaction"
+        retire.join(60)
+        (report,) = outcome
+        assert report.retired == (wrong,) and [r.annotator_id for r in report.resumed] == ["c1"]
+        assert service.gold.paused_reason("c1") is None
+    finally:
+        watcher.dispose()
+        service.close()
