@@ -1,5 +1,6 @@
 """The operator page's export, made in the background: a large one took longer than a proxy waits for a response
-(nginx's proxy_read_timeout is 60 s; 10,000 640x480 frames take about 30 s here), and the download then failed.
+(nginx's proxy_read_timeout is 60 s; 100,000 640x480 frames take about a minute on 2 cores, and a slow disk or a
+busy database more), and the download then failed.
 
 One export at a time per hub process. The operator starts it, the page says it is being made, then offers the zip
 until `keep_s` has passed (a timer removes it then, whether or not anyone looks) or the next export replaces it; a

@@ -16,6 +16,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,11 +94,11 @@ def measure(url: str, root: Path, n: int, width: int, height: int) -> dict[str, 
             "runs_s": [round(s, 2) for s in seconds]}
 
 
-def report(rows: list[dict[str, object]], m: dict[str, object]) -> str:
+def report(rows: list[dict[str, object]], m: dict[str, object], commit: str = "") -> str:
     return "\n".join([
         "# `hgen-hub export`: time and memory by knowledge-base size (annotators SIMULATED)", "",
         __doc__.split("\n\n    python")[0], "",
-        f"Machine: {m['cpu']}, {m['cores']} cores; SQLite on local disk, PostgreSQL a local throw-away cluster "
+        (f"Commit {commit}. " if commit else "") + f"Machine: {m['cpu']}, {m['cores']} cores; SQLite on local disk, PostgreSQL a local throw-away cluster "
         f"(hgen.hub.testing.services.postgres, fsync off); {REPEATS} exports per cell, the median time; memory is "
         "the median of the runs' peaks. JPEGs under 64 KiB (the 96x96 frames) are stored inline, the 640x480 ones "
         "(about 100 KiB) as files.", "",
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.from_json:
         stored = json.loads((RESULTS / "export_labels.json").read_text())
-        write_results("export_labels", stored, report(stored["rows"], stored["machine"]))
+        write_results("export_labels", stored, report(stored["rows"], stored["machine"], stored.get("commit", "")))
         return 0
     from hgen.hub.testing.services import postgres
 
@@ -128,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(url, Path(tmp), n, width, height))
                 print(rows[-1], flush=True)
     m = machine()
-    write_results("export_labels", {"repeats": REPEATS, "machine": m, "rows": rows}, report(rows, m))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                            text=True).stdout.strip()
+    write_results("export_labels", {"repeats": REPEATS, "machine": m, "commit": commit, "rows": rows},
+                  report(rows, m, commit))
     return 0
 
 
