@@ -378,7 +378,8 @@ def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Pa
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     ManualTimer.made.clear()
-    jobs = ExportJobs(keep_s=60, timer=ManualTimer)
+    now = [1000.0]  # the jobs' clock, moved by hand
+    jobs = ExportJobs(keep_s=60, clock=lambda: now[0], timer=ManualTimer)
     gate = threading.Event()
 
     def slow(folder: Path, stopped: Any) -> Path:
@@ -401,7 +402,9 @@ def test_export_jobs_one_at_a_time_kept_until_expiry_and_cleaned_up(tmp_path: Pa
         with pytest.raises(InvalidRequestError):
             jobs.open(wrong)
     (timer,) = ManualTimer.made
-    assert timer.seconds == 60 and timer.daemon and 0 < jobs.seconds_left(ready) <= 60
+    assert timer.seconds == 60 and timer.daemon and jobs.seconds_left(ready) == 60
+    now[0] += 45
+    assert jobs.seconds_left(ready) == 15 and jobs.age(ready) == 45
     timer.action()  # an hour later, with nobody looking
     assert jobs.current() is None and not any(tmp_path.iterdir())
 
