@@ -285,7 +285,14 @@ def test_a_rule_pause_committing_while_a_retire_resumes_is_undone_not_left(pg_ur
         answer_gold(service, "c1", {**{r: RIGHT for r in right}, wrong: TRUE_OF_WRONG}, [*right, wrong])
         service.gold.config = GoldConfig(share=0.5, min_answers=5, pause_below=0.9)  # now 5 of 6 pauses c1
         outcome: list = []
-        retire = threading.Thread(target=lambda: outcome.append(retire_gold(service.gold, [wrong])))
+
+        def run_retire() -> None:
+            try:
+                outcome.append(retire_gold(service.gold, [wrong]))
+            except BaseException as exc:  # noqa: BLE001 (said by the assertion below)
+                outcome.append(exc)
+
+        retire = threading.Thread(target=run_retire)
         with service.kb.session() as pausing:  # the rule's pause, caught between its lock and its commit
             lock_annotator(pausing, "c1")
             pausing.add(AnnotatorPause(annotator_id="c1", reason=f"{GOLD_PAUSE_REASON} 83% on 6 gold tasks",
@@ -297,10 +304,11 @@ def test_a_rule_pause_committing_while_a_retire_resumes_is_undone_not_left(pg_ur
                 for _ in range(3000):
                     waiting = db.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
                                               "'Lock' AND datname = current_database()")).scalar()
+                    db.rollback()  # pg_stat_activity is a snapshot per transaction: the next poll reads afresh
                     if waiting or not retire.is_alive():
                         break
                     threading.Event().wait(0.01)  # polling the database for the waiter, not a blind sleep
-                assert waiting == 1, "the retire never waited for the pausing transaction"
+                assert waiting == 1, f"the retire never waited for the pausing transaction: {outcome}"
         retire.join(60)
         (report,) = outcome
         assert report.retired == (wrong,) and [r.annotator_id for r in report.resumed] == ["c1"]
