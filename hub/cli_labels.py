@@ -102,9 +102,8 @@ def list_gold(config_path: str, disputed_only: bool = False) -> int:
     from hgen.hub.gold_review import MIN_DISPUTED, gold_standings
 
     config = load_hub_config(config_path)
-    _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, "nothing listed")
     names = people_class_names(config)
-    with _gold_book(config) as book, book.kb.session() as s:
+    with _gold_book(config, "nothing listed") as book, book.kb.session() as s:
         standings = gold_standings(s)
     shown = [g for g in standings if g.disputed or not disputed_only]
     print(f"{'sample':<36}  {'known class':<16}  people  agree  most given otherwise")
@@ -123,8 +122,7 @@ def retire_gold(config_path: str, sample_ids: list[str]) -> int:
     from hgen.hub.gold_review import retire_gold as retire
 
     config = load_hub_config(config_path)
-    _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, "nothing retired")
-    with _gold_book(config) as book:
+    with _gold_book(config, "nothing retired") as book:
         report = retire(book, sample_ids)
     before = f" ({len(report.already_retired)} retired before)" if report.already_retired else ""
     print(f"hgen-hub retire-gold: retired {len(report.retired)} gold task(s){before}; their answers no longer rate "
@@ -146,11 +144,13 @@ def _name(names: Sequence[str], class_id: int) -> str:
 
 
 @contextmanager
-def _gold_book(config: HubConfig) -> Iterator[GoldBook]:
-    """The hub's gold book on the configured knowledge base, closed after."""
+def _gold_book(config: HubConfig, outcome: str) -> Iterator[GoldBook]:
+    """The hub's gold book on the configured knowledge base (refused, with `outcome`, when it is not there), closed
+    after."""
     from hgen.hub.gold import GoldBook
     from hgen.hub.kb.store import KnowledgeBase
 
+    _refuse_new_knowledge_base(config.knowledge_base.url, GoldFolderError, outcome)
     kb = KnowledgeBase.of_config(config.knowledge_base)
     try:
         yield GoldBook(kb, config.gold, aggregator=config.aggregator)

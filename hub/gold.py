@@ -33,6 +33,7 @@ from hgen.hub.kb.conflicts import retry_conflicts
 from hgen.hub.kb.guards import TIMED_OUT, WITHDRAWN, at_cap, lock_sample, withdraw_open_tasks
 from hgen.hub.kb.models import Annotator, AnnotatorPause, AnswerRow, Assignment, Batch, GoldItem, Sample, WebAccount
 from hgen.hub.kb.store import GOLD_TRANSPORT, KnowledgeBase, Task
+from hgen.hub.kb.tasks import stored_image
 from hgen.hub.validation import check_image
 from hgen.protos import hub_pb2
 from hgen.protos.kinds import wire_kind
@@ -198,9 +199,7 @@ class GoldBook:
                             .where(Sample.id == sample_id)).first()
             if row is None:
                 return None
-            data = self.kb.images.get(row.image_bytes, row.image_path)
-            return hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
-                                 data=data)
+            return stored_image(row, self.kb.images.get(row.image_bytes, row.image_path))
 
     # --- handing out ------------------------------------------------------------------------------------------
 

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from hgen.hub.config import KnowledgeBaseConfig
 
 
-
 @dataclass(frozen=True)
 class NewSample:
     """A validated sample ready to insert, with the hub's decisions (m, aggregator, deadline, labour)."""

@@ -132,6 +132,11 @@ def fair_candidates(s: Session, terms: Callable[[SampleTable], tuple[ColumnEleme
     return [sample_id for *_, sample_id in sorted(ranked)[:limit]]
 
 
+def stored_image(row: Sample, data: bytes) -> hub_pb2.Image:
+    """A sample's picture as the hub took it in: its stored bytes with the format and size recorded beside them."""
+    return hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels, data=data)
+
+
 class TaskQueue:
     """Mixin of `KnowledgeBase` (which provides `session`, `clock`, `images` and `unreadable`)."""
 
@@ -184,9 +189,7 @@ class TaskQueue:
         """The task with its image (read now unless `data` is given; EMPTY_IMAGE: without it)."""
         if data is None:
             data = self.images.get(row.image_bytes, row.image_path)
-        image = hub_pb2.Image(format=row.image_format, height=row.height, width=row.width, channels=row.channels,
-                              data=data)
-        return Task(task_id, row.id, annotator_id, row.hdnn_kind, image,
+        return Task(task_id, row.id, annotator_id, row.hdnn_kind, stored_image(row, data),
                     hub_pb2.ModelOutput.FromString(row.model_output), row.deadline, row.aggregator)
 
     def held_task(self, annotator_id: str, unreadable: list[str] | None = None) -> Task | None:

@@ -74,11 +74,16 @@ def register(app: Flask, ctx: WebContext) -> None:
 
 
 def task_key(task_id: str) -> str:
-    """The URL's task id, clipped to a task id's length; a NUL in it is bad input (400), refused before the
+    """The URL's task id, clipped to a task id's length (`url_key`)."""
+    return url_key(task_id, "task id")
+
+
+def url_key(value: str, what: str, length: int = MAX_TASK_ID) -> str:
+    """An id from a URL path, clipped to an id's length; a NUL in it is bad input (400), refused before the
     knowledge base (PostgreSQL refuses to look such a key up)."""
-    if "\x00" in task_id:
-        raise InvalidRequestError("a task id has no NUL character")
-    return task_id[:MAX_TASK_ID]
+    if "\x00" in value:
+        raise InvalidRequestError(f"a {what} has no NUL character")
+    return value[:length]
 
 
 def not_open(ctx: WebContext, task_id: str, user: str) -> BadInputError:

@@ -18,7 +18,7 @@ from hgen.hub.images import encoded_image
 from hgen.hub.retrain.watch import watch
 from hgen.hub.web import stats
 from hgen.hub.web.answers import check_class
-from hgen.hub.web.routes_annotate import image_response
+from hgen.hub.web.routes_annotate import image_response, url_key
 from hgen.hub.web.auth import check_name
 from hgen.hub.web.context import WebContext, require_user
 from hgen.hub.web.forms import (AnnotatorActionForm, GoldForm, InviteForm, RetireGoldForm, RetrainForm, RollbackForm,
@@ -110,10 +110,8 @@ def register(app: Flask, ctx: WebContext) -> None:
     @app.get("/operator/gold/<sample_id>/image")
     def gold_image(sample_id: str) -> Any:
         require_user(ctx, "operator")
-        if "\x00" in sample_id:  # PostgreSQL refuses to look such a key up
-            raise InvalidRequestError("a sample id has no NUL character")
         try:
-            image = ctx.hub.service.gold.image(sample_id[:64])
+            image = ctx.hub.service.gold.image(url_key(sample_id, "sample id"))
         except SampleImageMissingError:
             raise TaskImageUnavailableError("this gold task's image cannot be read now") from None
         if image is None:
