@@ -4,19 +4,23 @@ a serverless function.
 Results go from a bounded in-memory queue through one sender thread, so a slow or absent server never holds up a
 frame. A result the server refuses for a while (a connection error, a timeout, 5xx, 408, 429) is retried with
 back-off up to `retry_s`, in order; one it rejects outright (another 4xx: the request is wrong and will stay wrong)
-is logged and dropped (a dropped result is logged, and counted by the agent in sink_errors). Each POST carries `Idempotency-Key: <sample id>:<status>`, so a server can tell a retry from
-a new result (a result whose reply was lost is sent again). While `max_queued` results wait, newer ones are refused
-(`SinkQueueFullError`, counted in sink_errors), as the mqtt sink does.
+is logged and dropped (a dropped result is logged, and counted by the agent in sink_errors). Each POST carries
+`Idempotency-Key: <sample id>:<status>`, so a server can tell a retry from a new result (a result whose reply was
+lost is sent again). While `max_queued` results wait, newer ones are refused (`SinkQueueFullError`, counted in
+sink_errors), as the mqtt sink does.
 
 `batch` above 1 POSTs a JSON array of up to that many results, in order, waiting at most `batch_wait_s` after the
 first to fill it: one POST per frame (30 a second from a camera) costs a Pi and the server more than the results
-themselves. A batch is retried, rejected and dropped whole (each of its results counted), except that one the
-server refuses as too large (413) is sent again in halves, down to single results. Its `Idempotency-Key`
-is `batch-<sha256 of its sample ids and statuses, in order>`, the same on every retry; after a restart results may
-be sent again in other batches, so a server deduplicates each result by (sample_id, status). A queued result is
-only in memory: with batches it waits there up to `batch_wait_s` more, which a power cut loses. `token` is sent as `Authorization: Bearer`,
-and only over HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS
-verifies the server against the system's certificates, or `ca_file` (a private server's own CA).
+themselves. A batch is retried and given up whole (each of its results counted). One the server refuses for what
+it holds (400 or 422: a result it cannot take; 413: too large) is sent again in halves, in order, down to single
+results, so only the results it refuses are dropped, not the others of their batch (a server that refuses every
+array costs 2n - 1 POSTs a batch of n before all are dropped). Other refusals (401, 403, 404: the url or the token
+is wrong for every result alike) drop the batch whole. Its `Idempotency-Key` is `batch-<sha256 of its sample ids
+and statuses, in order>`, the same on every retry; after a restart results may be sent again in other batches, so a
+server deduplicates each result by (sample_id, status). A queued result is only in memory: with batches it waits
+there up to `batch_wait_s` more, which a power cut loses. `token` is sent as `Authorization: Bearer`, and only over
+HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS verifies the
+server against the system's certificates, or `ca_file` (a private server's own CA).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from hgen.edge_agent.sinks.mqtt import SinkQueueFullError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-TOO_LARGE = "HTTP 413"  # a batch over the server's body limit (nginx's client_max_body_size is 1 MiB by default)
+# A batch refused for what it holds: 413 over the server's body limit (nginx's client_max_body_size is 1 MiB by
+# default); 400 and 422, some result in it the server cannot take. Sent again in halves to spare the others.
+SPLIT_STATUSES = frozenset({400, 413, 422})
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # between attempts at one result, the last repeated
 FLUSH_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 0.5
@@ -206,21 +212,22 @@ class HttpSink(Sink):
         self.gathering = False
         return [self._queue.popleft()[1] for _ in range(min(self.config.batch, len(self._queue)))]
 
-    def _deliver(self, results: list[Result]) -> None:
-        """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away."""
+    def _deliver(self, results: list[Result], depth: int = 0) -> None:
+        """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away. A batch
+        refused for what it holds (`SPLIT_STATUSES`) goes again in halves, in order (`depth`: halvings so far)."""
         give_up = time.monotonic() + self.config.retry_s
         attempt = 0
         what = f"result of sample {results[0].sample_id}" if len(results) == 1 else \
             f"batch of {len(results)} results from sample {results[0].sample_id}"
         while True:
-            retry, said = self._post(results)
+            retry, said, status = self._post(results)
             self._failing = retry
-            if said.startswith(TOO_LARGE) and len(results) > 1:  # the server's body limit: halves, in order
-                log.warning("http sink %s: %s too large for the server (%s); sent in halves", self.config.url, what,
-                            said)
+            if status in SPLIT_STATUSES and len(results) > 1:
+                log.log(logging.WARNING if depth == 0 else logging.DEBUG, "http sink %s: %s refused (%s); sent "
+                        "again in halves to find what the server refuses", self.config.url, what, said)
                 half = len(results) // 2
-                self._deliver(results[:half])
-                self._deliver(results[half:])
+                self._deliver(results[:half], depth + 1)
+                self._deliver(results[half:], depth + 1)
                 return
             if not retry:
                 if said:
@@ -257,8 +264,9 @@ class HttpSink(Sink):
             else:
                 self.dropped += n
 
-    def _post(self, results: list[Result]) -> tuple[bool, str]:
-        """(retry?, why it failed or "" when accepted). `batch` 1: the result as a JSON object; else a JSON array."""
+    def _post(self, results: list[Result]) -> tuple[bool, str, int | None]:
+        """(retry?, why it failed or "" when accepted, the HTTP status of a refusal). `batch` 1: the result as a
+        JSON object; else a JSON array."""
         first = results[0]
         key = f"{first.sample_id}:{first.status.value}"
         if self.config.batch == 1:
@@ -274,14 +282,14 @@ class HttpSink(Sink):
         try:
             with self._opener.open(request, timeout=self.config.timeout_s) as response:
                 response.read(1 << 16)
-            return False, ""
+            return False, "", None
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:
                 return False, f"HTTP {exc.code}: redirected to {exc.headers.get('Location')!r}, not followed (a " \
-                              "POST with its token is not sent on to another address): configure that url"
-            return exc.code in RETRY_STATUSES, f"HTTP {exc.code} {exc.reason}"
+                              "POST with its token is not sent on to another address): configure that url", exc.code
+            return exc.code in RETRY_STATUSES, f"HTTP {exc.code} {exc.reason}", exc.code
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # refused, unreachable, timed
-            return True, str(getattr(exc, "reason", exc)) or type(exc).__name__  # out, TLS, not HTTP at all
+            return True, str(getattr(exc, "reason", exc)) or type(exc).__name__, None  # out, TLS, not HTTP at all
 
     def lost(self) -> int:
         with self._cond:

@@ -35,6 +35,7 @@ class Webhook(ThreadingHTTPServer):
     def __init__(self, statuses: list[int] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.statuses = list(statuses or [])
+        self.refuse: set[str] = set()  # sample ids whose presence in a body gets 422 (a server's validation)
         self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.arrived = threading.Condition()
 
@@ -54,6 +55,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status = self.server.statuses.pop(0) if self.server.statuses else 200
+        if {r["sample_id"] for r in (body if isinstance(body, list) else [body])} & self.server.refuse:
+            status = 422
         with self.server.arrived:
             self.server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
             self.server.arrived.notify_all()
@@ -283,8 +286,9 @@ def test_an_unreadable_ca_file_is_a_config_error_and_a_closed_sink_takes_nothing
 
 def test_batches_post_arrays_in_order_and_a_batch_is_retried_and_rejected_whole(webhook: Webhook) -> None:
     """batch 4: 10 results in three POSTs (4, 4, then the last 2 sent at close without waiting out batch_wait_s);
-    a 503 retries the batch with the same key; a 400 drops the whole batch, each result counted."""
-    webhook.statuses = [503, 200, 400]
+    a 503 retries the batch with the same key; a 404 (the url is wrong for every result) drops the whole batch,
+    each result counted."""
+    webhook.statuses = [503, 200, 404]
     out = sink(webhook.url, batch=4, batch_wait_s=30)
     sent = [result(i) for i in range(10)]
     for r in sent:
@@ -386,3 +390,33 @@ def test_a_single_result_too_large_is_dropped_alone(webhook: Webhook) -> None:
     webhook.wait_for(3)
     out.close()
     assert [len(body) for _, body in webhook.received] == [2, 1, 1] and (out.delivered, out.dropped) == (1, 1)
+
+
+def test_a_result_the_server_refuses_is_dropped_alone_not_with_its_batch(webhook: Webhook) -> None:
+    """A server validating each result (422 for the whole array when one is wrong) made the sink drop the 7 good
+    results of a batch of 8 with the bad one. Halves go again, in order, until the refused result stands alone."""
+    sent = [result(i) for i in range(8)]
+    webhook.refuse = {sent[5].sample_id}
+    out = sink(webhook.url, batch=8, batch_wait_s=30)
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(7)  # 8 (422); 4 taken; 4 (422); 2 (422); 1 taken; 1 (422: dropped); 2 taken
+    out.close()
+    accepted = [r["sample_id"] for _, body in webhook.received if not {b["sample_id"] for b in body} & webhook.refuse
+                for r in body]
+    assert accepted == [r.sample_id for r in sent if r is not sent[5]]  # every good one, in order
+    assert [len(body) for _, body in webhook.received] == [8, 4, 4, 2, 1, 1, 2]
+    assert (out.delivered, out.dropped) == (7, 1)
+
+
+def test_a_server_that_refuses_every_array_costs_bounded_posts(webhook: Webhook) -> None:
+    """All bad (say a server that takes only objects): 2n - 1 POSTs for a batch of n, then all dropped."""
+    sent = [result(i) for i in range(4)]
+    webhook.refuse = {r.sample_id for r in sent}
+    out = sink(webhook.url, batch=4, batch_wait_s=30)
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(7)
+    out.close()
+    assert [len(body) for _, body in webhook.received] == [4, 2, 1, 1, 2, 1, 1]
+    assert (out.delivered, out.dropped) == (0, 4)
