@@ -32,8 +32,28 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, keys: TestKeys) -> Path:
 @pytest.fixture(scope="session")
 def grid_detector(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A grid detector trained for 8 epochs on 1,500 digit canvases per split, signed as an x86_64 `yolo` bundle: it
-    finds most digits and is unsure about a good share of the canvases. Trained once per session (each user used to
-    train its own); its users only read it (a retrain writes to its own store)."""
-    from hgen.hub.testing.models import deploy_detector  # Keras: only the tests that use it pay
+    finds most digits and is unsure about a good share of the canvases. Trained once per run, by the first pytest-xdist
+    worker that needs it, in the run's own temporary folder, which the other worker reads (each user used to train its
+    own, 20 s a worker); its users only read it (a retrain writes to its own store)."""
+    import fcntl
+    import json
+    import os
 
-    return deploy_detector(tmp_path_factory.mktemp("grid-detector"), epochs=8, limit=1500)
+    from hgen.compiler.data.detection import load_detection_dataset
+    from hgen.hub.testing.models import DeployedModel, deploy_detector  # Keras: only the tests that use it pay
+
+    dataset, limit = "digits-det", 1500
+    run = tmp_path_factory.getbasetemp()
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None  # a worker's folder's parent is this run's
+    folder = (run.parent if shared else run) / "grid-detector"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / "grid-detector.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "deployed.json").exists():
+            deployed = deploy_detector(folder, dataset=dataset, epochs=8, limit=limit)
+            fields = {k: str(v) if isinstance(v, Path) else v for k, v in vars(deployed).items() if k != "data"}
+            (folder / "deployed.json").write_text(json.dumps(fields))
+            return deployed
+    fields = json.loads((folder / "deployed.json").read_text())
+    paths = {k: Path(fields[k]) for k in ("keras_path", "bundle_dir", "signing_key", "public_key")}
+    return DeployedModel(**(fields | paths), data=load_detection_dataset(dataset, seed=0, limit=limit))
