@@ -14,9 +14,10 @@ first to fill it: one POST per frame (30 a second from a camera) costs a Pi and 
 themselves. A batch is retried and given up whole (each of its results counted). One the server refuses for what
 it holds (400 or 422: a result it cannot take; 413: too large) is sent again in halves, in order, down to single
 results, so only the results it refuses are dropped, not the others of their batch (a server that refuses every
-array costs 2n - 1 POSTs a batch of n before all are dropped). Other refusals (401, 403, 404: the url or the token
-is wrong for every result alike) drop the batch whole. Its `Idempotency-Key` is `batch-<sha256 of its sample ids
-and statuses, in order>`, the same on every retry; after a restart results may be sent again in other batches, so a
+array costs 2n - 1 POSTs a batch of n before all are dropped; the halves share the batch's `retry_s`, and a split
+logs one line). Other refusals (401, 403, 404: the url or the token is wrong for every result alike) drop the
+batch whole. Its `Idempotency-Key` is `batch-<sha256 of its sample ids and statuses, in order>`, the same on every
+retry; after a restart results may be sent again in other batches, so a
 server deduplicates each result by (sample_id, status). A queued result is only in memory: with batches it waits
 there up to `batch_wait_s` more, which a power cut loses. `token` is sent as `Authorization: Bearer`, and only over
 HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS verifies the
@@ -212,10 +213,14 @@ class HttpSink(Sink):
         self.gathering = False
         return [self._queue.popleft()[1] for _ in range(min(self.config.batch, len(self._queue)))]
 
-    def _deliver(self, results: list[Result], depth: int = 0) -> None:
-        """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away. A batch
-        refused for what it holds (`SPLIT_STATUSES`) goes again in halves, in order (`depth`: halvings so far)."""
-        give_up = time.monotonic() + self.config.retry_s
+    def _deliver(self, results: list[Result], give_up: float | None = None, depth: int = 0) -> int:
+        """POST until accepted, rejected, `retry_s` is spent, or the sink closes while the server is away; returns
+        how many of `results` were dropped. A batch refused for what it holds (`SPLIT_STATUSES`) goes again in halves,
+        in order, within the same `give_up` (`depth`: halvings so far; a split logs one line, at its top)."""
+        if self._closing:
+            return 0  # close() took what the sender held as dropped: no more halves after it returned
+        give_up = time.monotonic() + self.config.retry_s if give_up is None else give_up
+        level = logging.DEBUG if depth else logging.WARNING
         attempt = 0
         what = f"result of sample {results[0].sample_id}" if len(results) == 1 else \
             f"batch of {len(results)} results from sample {results[0].sample_id}"
@@ -223,23 +228,23 @@ class HttpSink(Sink):
             retry, said, status = self._post(results)
             self._failing = retry
             if status in SPLIT_STATUSES and len(results) > 1:
-                log.log(logging.WARNING if depth == 0 else logging.DEBUG, "http sink %s: %s refused (%s); sent "
-                        "again in halves to find what the server refuses", self.config.url, what, said)
                 half = len(results) // 2
-                self._deliver(results[:half], depth + 1)
-                self._deliver(results[half:], depth + 1)
-                return
+                dropped = self._deliver(results[:half], give_up, depth + 1)
+                dropped += self._deliver(results[half:], give_up, depth + 1)
+                log.log(level, "http sink %s: %s refused (%s); sent again in halves to spare the results the server "
+                        "takes: %d of %d dropped", self.config.url, what, said, dropped, len(results))
+                return dropped
             if not retry:
                 if said:
-                    log.warning("http sink %s: %s rejected, dropped: %s", self.config.url, what, said)
+                    log.log(level, "http sink %s: %s rejected, dropped: %s", self.config.url, what, said)
                 self._count(len(results), delivered=not said)
-                return
+                return len(results) if said else 0
             wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
             attempt += 1
             if not self._back_off(wait, give_up):
                 self._count(len(results), delivered=False)
-                log.warning("http sink %s: %s not delivered (%s), dropped", self.config.url, what, said)
-                return
+                log.log(level, "http sink %s: %s not delivered (%s), dropped", self.config.url, what, said)
+                return len(results)
 
     def _back_off(self, wait: float, give_up: float) -> bool:
         """Wait `wait` seconds before the next attempt (new results arriving do not cut it short; closing does);

@@ -37,22 +37,23 @@ def grid_detector(tmp_path_factory: pytest.TempPathFactory) -> Any:
     own, 20 s a worker); its users only read it (a retrain writes to its own store)."""
     import fcntl
     import json
-    import os
 
     from hgen.compiler.data.detection import load_detection_dataset
     from hgen.hub.testing.models import DeployedModel, deploy_detector  # Keras: only the tests that use it pay
 
     dataset, limit = "digits-det", 1500
     run = tmp_path_factory.getbasetemp()
-    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None  # a worker's folder's parent is this run's
-    folder = (run.parent if shared else run) / "grid-detector"
+    # an xdist worker's folder (popen-gwN) is inside this run's; a pytest started by a test inherits
+    # PYTEST_XDIST_WORKER, so the folder's name, not the environment, says which
+    folder = (run.parent if run.name.startswith("popen-gw") else run) / "grid-detector"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with (folder.parent / "grid-detector.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "deployed.json").exists():
             deployed = deploy_detector(folder, dataset=dataset, epochs=8, limit=limit)
             fields = {k: str(v) if isinstance(v, Path) else v for k, v in vars(deployed).items() if k != "data"}
-            (folder / "deployed.json").write_text(json.dumps(fields))
+            (folder / "deployed.tmp").write_text(json.dumps(fields))
+            (folder / "deployed.tmp").replace(folder / "deployed.json")  # whole or absent
             return deployed
     fields = json.loads((folder / "deployed.json").read_text())
     paths = {k: Path(fields[k]) for k in ("keras_path", "bundle_dir", "signing_key", "public_key")}

@@ -420,3 +420,35 @@ def test_a_server_that_refuses_every_array_costs_bounded_posts(webhook: Webhook)
     out.close()
     assert [len(body) for _, body in webhook.received] == [4, 2, 1, 1, 2, 1, 1]
     assert (out.delivered, out.dropped) == (0, 4)
+
+
+def test_a_half_the_server_fails_on_is_retried_with_its_own_key(webhook: Webhook) -> None:
+    webhook.statuses = [422, 503]  # the batch is refused for what it holds; its first half meets a 503, then 200
+    out = sink(webhook.url, batch=4, batch_wait_s=30)
+    sent = [result(i) for i in range(4)]
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(4)
+    out.close()
+    assert [[r["sample_id"] for r in body] for _, body in webhook.received] == \
+        [[r.sample_id for r in sent]] + [[r.sample_id for r in sent[:2]]] * 2 + [[r.sample_id for r in sent[2:]]]
+    keys = [headers["idempotency-key"] for headers, _ in webhook.received]
+    assert keys[1] == keys[2] and len({keys[0], keys[1], keys[3]}) == 3
+    assert (out.delivered, out.dropped) == (4, 0)
+
+
+def test_closing_during_a_split_posts_no_more_halves(webhook: Webhook) -> None:
+    """close() does not wait for a server that is away and counts the batch as dropped; the sender then went on to
+    POST the batch's other half after close() had returned."""
+    webhook.statuses = [422] + [503] * 50  # refused for what it holds; then the server is away
+    out = sink(webhook.url, batch=4, batch_wait_s=30)
+    sent = [result(i) for i in range(4)]
+    for r in sent:
+        out.emit(r)
+    webhook.wait_for(2)  # the batch, then its first half
+    out.close()
+    out._thread.join(30)  # noqa: SLF001
+    assert not out._thread.is_alive()  # noqa: SLF001
+    second_half = {r.sample_id for r in sent[2:]}
+    assert not [body for _, body in webhook.received[1:] if second_half & {r["sample_id"] for r in body}]
+    assert (out.delivered, out.dropped) == (0, 4)
