@@ -17,11 +17,11 @@ results, so only the results it refuses are dropped, not the others of their bat
 array costs 2n - 1 POSTs a batch of n before all are dropped; the halves share the batch's `retry_s`, and a split
 logs one line). Other refusals (401, 403, 404: the url or the token is wrong for every result alike) drop the
 batch whole. Its `Idempotency-Key` is `batch-<sha256 of its sample ids and statuses, in order>`, the same on every
-retry; after a restart results may be sent again in other batches, so a
-server deduplicates each result by (sample_id, status). A queued result is only in memory: with batches it waits
-there up to `batch_wait_s` more, which a power cut loses. `token` is sent as `Authorization: Bearer`, and only over
-HTTPS or to this machine: a bearer token in clear over a network is refused at config time. HTTPS verifies the
-server against the system's certificates, or `ca_file` (a private server's own CA).
+retry; after a restart results may be sent again in other batches, so a server deduplicates each result by
+(sample_id, status). A queued result is only in memory: with batches it waits there up to `batch_wait_s` more,
+which a power cut loses. `token` is sent as `Authorization: Bearer`, and only over HTTPS or to this machine: a
+bearer token in clear over a network is refused at config time. HTTPS verifies the server against the system's
+certificates, or `ca_file` (a private server's own CA).
 """
 
 from __future__ import annotations
