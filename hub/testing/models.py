@@ -6,6 +6,7 @@ test has a real deployed model and bundle in seconds.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,22 @@ class DeployedModel:
     data: Dataset | DetectionDataset
     tau: float
     temperature: float
+
+
+PATH_FIELDS = ("keras_path", "bundle_dir", "signing_key", "public_key")
+
+
+def write_record(deployed: DeployedModel, path: Path) -> None:
+    """`deployed` but its data, as JSON written whole, for another process to read back (`read_record`)."""
+    fields = {k: str(v) if k in PATH_FIELDS else v for k, v in vars(deployed).items() if k != "data"}
+    path.with_suffix(".tmp").write_text(json.dumps(fields))
+    path.with_suffix(".tmp").replace(path)
+
+
+def read_record(path: Path, data: Dataset | DetectionDataset) -> DeployedModel:
+    """The DeployedModel `write_record` wrote, with `data` loaded again by the reader."""
+    fields = json.loads(path.read_text())
+    return DeployedModel(**(fields | {k: Path(fields[k]) for k in PATH_FIELDS}), data=data)
 
 
 def _save_and_sign(out_dir: Path, model: Any, data: Any, *, name: str, version: str, kind: str, target: str,

@@ -36,25 +36,21 @@ def grid_detector(tmp_path_factory: pytest.TempPathFactory) -> Any:
     worker that needs it, in the run's own temporary folder, which the other worker reads (each user used to train its
     own, 20 s a worker); its users only read it (a retrain writes to its own store)."""
     import fcntl
-    import json
 
     from hgen.compiler.data.detection import load_detection_dataset
-    from hgen.hub.testing.models import DeployedModel, deploy_detector  # Keras: only the tests that use it pay
+    from hgen.hub.testing.models import deploy_detector, read_record, write_record  # Keras: only its users pay
 
     dataset, limit = "digits-det", 1500
     run = tmp_path_factory.getbasetemp()
     # an xdist worker's folder (popen-gwN) is inside this run's; a pytest started by a test inherits
     # PYTEST_XDIST_WORKER, so the folder's name, not the environment, says which
     folder = (run.parent if run.name.startswith("popen-gw") else run) / "grid-detector"
+    record = folder / "deployed.json"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with (folder.parent / "grid-detector.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / "deployed.json").exists():
+        if not record.exists():
             deployed = deploy_detector(folder, dataset=dataset, epochs=8, limit=limit)
-            fields = {k: str(v) if isinstance(v, Path) else v for k, v in vars(deployed).items() if k != "data"}
-            (folder / "deployed.tmp").write_text(json.dumps(fields))
-            (folder / "deployed.tmp").replace(folder / "deployed.json")  # whole or absent
+            write_record(deployed, record)
             return deployed
-    fields = json.loads((folder / "deployed.json").read_text())
-    paths = {k: Path(fields[k]) for k in ("keras_path", "bundle_dir", "signing_key", "public_key")}
-    return DeployedModel(**(fields | paths), data=load_detection_dataset(dataset, seed=0, limit=limit))
+    return read_record(record, load_detection_dataset(dataset, seed=0, limit=limit))

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,12 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
             "gpu": "none"}
+
+
+def git_commit(folder: Path = RESULTS) -> str:
+    """The short commit of the checkout holding `folder`: the code the numbers were measured on."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:

@@ -16,7 +16,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine, markdown_table, write_results  # noqa: E402
+from benchlib import git_commit, machine, markdown_table, write_results  # noqa: E402
 
 # (database, labels, frame width, frame height)
 CELLS = (("sqlite", 1000, 96, 96), ("sqlite", 1000, 640, 480), ("sqlite", 10000, 96, 96),
@@ -98,9 +97,9 @@ def report(rows: list[dict[str, object]], m: dict[str, object], commit: str = ""
     return "\n".join([
         "# `hgen-hub export`: time and memory by knowledge-base size (annotators SIMULATED)", "",
         __doc__.split("\n\n    python")[0], "",
-        (f"Commit {commit}. " if commit else "") + f"Machine: {m['cpu']}, {m['cores']} cores; SQLite on local disk, PostgreSQL a local throw-away cluster "
-        f"(hgen.hub.testing.services.postgres, fsync off); {REPEATS} exports per cell, the median time; memory is "
-        "the median of the runs' peaks. JPEGs under 64 KiB (the 96x96 frames) are stored inline, the 640x480 ones "
+        (f"Commit {commit}. " if commit else "") + f"Machine: {m['cpu']}, {m['cores']} cores; SQLite on local disk, "
+        "PostgreSQL a local throw-away cluster (hgen.hub.testing.services.postgres, fsync off); "
+        f"{REPEATS} exports per cell, the median time; memory is the median of the runs' peaks. JPEGs under 64 KiB (the 96x96 frames) are stored inline, the 640x480 ones "
         "(about 100 KiB) as files.", "",
         "`exported` is below `labels` where the hub refused frames as they came: its per-device hourly image "
         "budget (`limits.max_image_bytes_per_device_per_hour`, 1 GiB by default), which 10,000 frames of 100 KiB "
@@ -129,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(url, Path(tmp), n, width, height))
                 print(rows[-1], flush=True)
     m = machine()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     write_results("export_labels", {"repeats": REPEATS, "machine": m, "commit": commit, "rows": rows},
                   report(rows, m, commit))
     return 0

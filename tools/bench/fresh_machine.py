@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import git_commit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tools" / "bench" / "results"
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
@@ -92,8 +95,7 @@ def main() -> int:
         record["purged"] = packages
     clone = work / "main"
     subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(clone)], check=True)
-    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
-                                      text=True, check=True).stdout.strip()
+    record["commit"] = git_commit(clone)
     for step, log_name in (("demo_digits", "demo1.log"), ("test", "test.log"), ("demo_fashion", "demo2.log")):
         if step == "test" and args.shared is not None:
             (work / "shared").symlink_to(args.shared.resolve())  # the MNIST files, as CI has them
